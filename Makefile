@@ -1,0 +1,41 @@
+# pgrelay — see README.md.
+SHELL := /bin/sh
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+BIN := bin/pgrelay
+
+.PHONY: all build run test test-deps test-short vet bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/pgrelay
+
+# Runs pgrelay on its embedded default (SQLite in the data dir).
+run: build
+	./$(BIN) --help
+
+# Installs what the tests need (PostgreSQL server, OpenSSH server) when missing.
+test-deps:
+	./scripts/install-test-deps.sh
+
+# The whole test suite against real PostgreSQL and OpenSSH servers.
+test: test-deps vet
+	$(GO) test -count=1 -timeout 20m ./...
+
+test-short:
+	$(GO) test -count=1 -short ./...
+
+vet:
+	@test -z "$$(gofmt -l cmd internal)" || { echo "gofmt needed:"; gofmt -l cmd internal; exit 1; }
+	$(GO) vet ./...
+
+# Benchmarks: direct vs OpenSSH ssh -L vs pgrelay, side by side in one run.
+bench: test-deps
+	./scripts/bench.sh
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzValidate -fuzztime 60s ./internal/connection/
+
+clean:
+	rm -rf bin

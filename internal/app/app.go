@@ -1,0 +1,75 @@
+// Package app holds pgrelay's use cases: saving and reading connections,
+// managing their keys and host keys, opening them (directly or through a
+// tunnel), running queries and serving a local proxy. It is the only package
+// that combines the store, the keyring and the engine; the CLI, the REST API
+// and the web UI call it and nothing below it.
+package app
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/store"
+)
+
+// Config configures a Service.
+type Config struct {
+	Store   store.Store
+	Keyring *secret.Keyring
+	Logger  *slog.Logger
+	// Now returns the current time; default time.Now.
+	Now func() time.Time
+	// DialTimeout bounds the TCP connect and SSH handshake to a bastion;
+	// default 10s.
+	DialTimeout time.Duration
+}
+
+// Service runs pgrelay's use cases. It is safe for concurrent use.
+type Service struct {
+	store       store.Store
+	keyring     *secret.Keyring
+	logger      *slog.Logger
+	now         func() time.Time
+	dialTimeout time.Duration
+}
+
+// New returns a Service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Store == nil || cfg.Keyring == nil {
+		return nil, errors.New("app: store and keyring are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 10 * time.Second
+	}
+	return &Service{store: cfg.Store, keyring: cfg.Keyring, logger: cfg.Logger, now: cfg.Now, dialTimeout: cfg.DialTimeout}, nil
+}
+
+// Error kinds the faces map to exit codes and HTTP statuses.
+var (
+	// ErrNotFound: the named record does not exist.
+	ErrNotFound = store.ErrNotFound
+	// ErrExists: a record with that name exists.
+	ErrExists = store.ErrExists
+	// ErrConflict: the record changed concurrently.
+	ErrConflict = store.ErrConflict
+	// ErrInvalid: the request is not acceptable (besides field validation).
+	ErrInvalid = errors.New("invalid request")
+)
+
+// InvalidError is a request error that is not about one field.
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// ValidationError is re-exported for faces: every field problem at once.
+type ValidationError = connection.ValidationError

@@ -1,0 +1,404 @@
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/sshkey"
+	"github.com/pgrelay/pgrelay/internal/store"
+)
+
+// ConnectionView is what every face shows of a connection. It never holds a
+// secret.
+type ConnectionView struct {
+	Name        string             `json:"name"`
+	Flavor      connection.Flavor  `json:"flavor"`
+	Host        string             `json:"host"`
+	Port        int                `json:"port"`
+	Database    string             `json:"database"`
+	User        string             `json:"user"`
+	HasPassword bool               `json:"has_password"`
+	SSLMode     connection.SSLMode `json:"sslmode"`
+	SSLRootCert string             `json:"ssl_root_cert,omitempty"`
+	Schema      string             `json:"schema,omitempty"`
+	Threads     int                `json:"threads"`
+	SSHTunnel   *TunnelView        `json:"ssh_tunnel,omitempty"`
+	CreatedAt   time.Time          `json:"created_at"`
+	UpdatedAt   time.Time          `json:"updated_at"`
+}
+
+// TunnelView is the tunnel part of a ConnectionView.
+type TunnelView struct {
+	Host              string              `json:"host"`
+	Port              int                 `json:"port"`
+	User              string              `json:"user"`
+	KeyType           string              `json:"key_type"`
+	KeepaliveInterval connection.Duration `json:"keepalive_interval"`
+	KeepaliveCountMax int                 `json:"keepalive_count_max"`
+	// PublicKey is the authorized_keys line to install on the bastion.
+	PublicKey string `json:"public_key"`
+	// PublicKeyFingerprint is the SHA256 fingerprint of PublicKey.
+	PublicKeyFingerprint string `json:"public_key_fingerprint"`
+	// PreviousPublicKey is the key replaced by the last rotation.
+	PreviousPublicKey string `json:"previous_public_key,omitempty"`
+	// HostKeyFingerprint is the pinned bastion host key ("" until the first
+	// successful connection pins it).
+	HostKeyFingerprint string `json:"host_key_fingerprint"`
+	// PendingHostKeyFingerprint is a different host key the bastion
+	// presented, waiting for approval.
+	PendingHostKeyFingerprint string     `json:"pending_host_key_fingerprint,omitempty"`
+	PendingHostKeySeen        *time.Time `json:"pending_host_key_seen,omitempty"`
+}
+
+// Spec returns the connection's spec without password, as it can be edited.
+func (v *ConnectionView) Spec() connection.Spec {
+	s := connection.Spec{Name: v.Name, Flavor: v.Flavor, Host: v.Host, Port: v.Port, Database: v.Database,
+		User: v.User, SSLMode: v.SSLMode, SSLRootCert: v.SSLRootCert, Schema: v.Schema, Threads: v.Threads}
+	if t := v.SSHTunnel; t != nil {
+		s.Tunnel = &connection.Tunnel{Host: t.Host, Port: t.Port, User: t.User, KeyType: t.KeyType,
+			KeepaliveInterval: t.KeepaliveInterval, KeepaliveCountMax: t.KeepaliveCountMax}
+	}
+	return s
+}
+
+func view(c *store.Connection) *ConnectionView {
+	s := c.Spec
+	v := &ConnectionView{Name: s.Name, Flavor: s.Flavor, Host: s.Host, Port: s.Port, Database: s.Database,
+		User: s.User, HasPassword: len(c.SealedPassword) > 0, SSLMode: s.SSLMode, SSLRootCert: s.SSLRootCert,
+		Schema: s.Schema, Threads: s.Threads, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}
+	if t := s.Tunnel; t != nil {
+		tv := &TunnelView{Host: t.Host, Port: t.Port, User: t.User, KeyType: t.KeyType,
+			KeepaliveInterval: t.KeepaliveInterval, KeepaliveCountMax: t.KeepaliveCountMax,
+			PreviousPublicKey: c.PreviousPublicKey}
+		if pub, err := sshkey.ParsePublic(c.SSHPublicKey); err == nil {
+			tv.PublicKey = sshkey.AuthorizedKey(pub, sshkey.Comment(s.Name))
+			tv.PublicKeyFingerprint = sshkey.Fingerprint(pub)
+		}
+		if len(c.HostKeys) > 0 && c.HostKeysAddr == bastionAddr(t) {
+			if hk, err := sshkey.ParsePublic(c.HostKeys[0]); err == nil {
+				tv.HostKeyFingerprint = sshkey.Fingerprint(hk)
+			}
+		}
+		if c.PendingHostKey != "" {
+			if hk, err := sshkey.ParsePublic(c.PendingHostKey); err == nil {
+				tv.PendingHostKeyFingerprint = sshkey.Fingerprint(hk)
+				seen := c.PendingHostKeySeen
+				tv.PendingHostKeySeen = &seen
+			}
+		}
+		v.SSHTunnel = tv
+	}
+	return v
+}
+
+func bastionAddr(t *connection.Tunnel) string {
+	return net.JoinHostPort(t.Host, strconv.Itoa(t.Port))
+}
+
+func newID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func passwordAD(id string) []byte   { return []byte("pgrelay/connection/" + id + "/password") }
+func privateKeyAD(id string) []byte { return []byte("pgrelay/connection/" + id + "/ssh_private_key") }
+
+// sealPassword stores pw sealed on c (or clears it when empty).
+func (s *Service) sealPassword(c *store.Connection, pw secret.Value) error {
+	if pw.IsZero() {
+		c.SealedPassword = nil
+		return nil
+	}
+	sealed, err := s.keyring.Seal([]byte(pw.Reveal()), passwordAD(c.ID))
+	if err != nil {
+		return err
+	}
+	c.SealedPassword = sealed
+	return nil
+}
+
+// newKeyPair generates a key pair for c's tunnel and stores it sealed.
+func (s *Service) newKeyPair(c *store.Connection) error {
+	t, err := sshkey.ParseType(c.Spec.Tunnel.KeyType)
+	if err != nil {
+		return err
+	}
+	pair, err := sshkey.Generate(t, sshkey.Comment(c.Spec.Name))
+	if err != nil {
+		return err
+	}
+	sealed, err := s.keyring.Seal(pair.PrivatePEM, privateKeyAD(c.ID))
+	if err != nil {
+		return err
+	}
+	c.SealedPrivateKey = sealed
+	c.SSHPublicKey = sshkey.AuthorizedKey(pair.Public, "")
+	return nil
+}
+
+func prepare(spec *connection.Spec) error {
+	spec.Host = strings.TrimSpace(spec.Host)
+	spec.ApplyDefaults()
+	return spec.Validate()
+}
+
+// CreateConnection validates and saves a new connection. With a tunnel it
+// generates the connection's key pair; the returned view carries the
+// public key to install on the bastion.
+func (s *Service) CreateConnection(ctx context.Context, spec connection.Spec) (*ConnectionView, error) {
+	spec = spec.Clone()
+	if err := prepare(&spec); err != nil {
+		return nil, err
+	}
+	now := s.now().UTC()
+	pw := spec.Password
+	spec.Password = secret.Value{}
+	c := &store.Connection{ID: newID(), Spec: spec, CreatedAt: now, UpdatedAt: now}
+	if err := s.sealPassword(c, pw); err != nil {
+		return nil, fmt.Errorf("create connection %s: %w", spec.Name, err)
+	}
+	if spec.Tunnel != nil {
+		if err := s.newKeyPair(c); err != nil {
+			return nil, fmt.Errorf("create connection %s: %w", spec.Name, err)
+		}
+	}
+	if err := s.store.CreateConnection(ctx, c); err != nil {
+		return nil, err
+	}
+	s.logger.InfoContext(ctx, "connection created", "connection", spec.Name, "flavor", spec.Flavor,
+		"tunnel", spec.Tunnel != nil)
+	return view(c), nil
+}
+
+// GetConnection returns a connection's view.
+func (s *Service) GetConnection(ctx context.Context, name string) (*ConnectionView, error) {
+	c, err := s.store.GetConnection(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return view(c), nil
+}
+
+// ListConnections returns every connection's view, ordered by name.
+func (s *Service) ListConnections(ctx context.Context) ([]*ConnectionView, error) {
+	cs, err := s.store.ListConnections(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*ConnectionView, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, view(c))
+	}
+	return out, nil
+}
+
+// UpdateConnection replaces the connection's settings with spec (whose Name
+// must be the connection's). A nil password keeps the stored one. Adding a
+// tunnel, or changing its key type, generates a new key pair; changing the
+// bastion's address forgets its pinned host key.
+func (s *Service) UpdateConnection(ctx context.Context, name string, spec connection.Spec, password *secret.Value) (*ConnectionView, error) {
+	spec = spec.Clone()
+	if spec.Name == "" {
+		spec.Name = name
+	}
+	if spec.Name != name {
+		return nil, &ValidationError{Problems: []connection.FieldError{{Field: "name",
+			Problem: fmt.Sprintf("a connection cannot be renamed (from %q to %q): create a new one and delete this one", name, spec.Name)}}}
+	}
+	if err := prepare(&spec); err != nil {
+		return nil, err
+	}
+	spec.Password = secret.Value{}
+	c, err := s.store.GetConnection(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	old := c.Spec
+	c.Spec = spec
+	c.UpdatedAt = s.now().UTC()
+	if password != nil {
+		if err := s.sealPassword(c, *password); err != nil {
+			return nil, fmt.Errorf("update connection %s: %w", name, err)
+		}
+	}
+	switch {
+	case spec.Tunnel == nil:
+		c.SSHPublicKey, c.SealedPrivateKey, c.PreviousPublicKey = "", nil, ""
+		c.HostKeys, c.HostKeysAddr, c.PendingHostKey, c.PendingHostKeySeen = nil, "", "", time.Time{}
+	case old.Tunnel == nil || old.Tunnel.KeyType != spec.Tunnel.KeyType || c.SSHPublicKey == "":
+		prev := c.SSHPublicKey
+		if err := s.newKeyPair(c); err != nil {
+			return nil, fmt.Errorf("update connection %s: %w", name, err)
+		}
+		c.PreviousPublicKey = prev
+	}
+	if spec.Tunnel != nil && c.HostKeysAddr != "" && c.HostKeysAddr != bastionAddr(spec.Tunnel) {
+		c.HostKeys, c.HostKeysAddr, c.PendingHostKey, c.PendingHostKeySeen = nil, "", "", time.Time{}
+	}
+	if err := s.store.UpdateConnection(ctx, c); err != nil {
+		return nil, err
+	}
+	s.logger.InfoContext(ctx, "connection updated", "connection", name, "password_changed", password != nil)
+	return view(c), nil
+}
+
+// DeleteConnection removes a connection and its keys.
+func (s *Service) DeleteConnection(ctx context.Context, name string) error {
+	if err := s.store.DeleteConnection(ctx, name); err != nil {
+		return err
+	}
+	s.logger.InfoContext(ctx, "connection deleted", "connection", name)
+	return nil
+}
+
+// PublicKey returns the authorized_keys line for a connection's tunnel key;
+// restricted prefixes options that allow only forwarding to the database.
+func (s *Service) PublicKey(ctx context.Context, name string, restricted bool) (string, error) {
+	c, err := s.store.GetConnection(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	return publicKeyLine(c, restricted)
+}
+
+func publicKeyLine(c *store.Connection, restricted bool) (string, error) {
+	if c.Spec.Tunnel == nil || c.SSHPublicKey == "" {
+		return "", invalidf("connection %s has no SSH tunnel, so it has no public key; add one with `pgrelay connection update %s --ssh-host HOST --ssh-user USER`", c.Spec.Name, c.Spec.Name)
+	}
+	pub, err := sshkey.ParsePublic(c.SSHPublicKey)
+	if err != nil {
+		return "", fmt.Errorf("connection %s: stored public key: %w", c.Spec.Name, err)
+	}
+	if restricted {
+		return sshkey.RestrictedAuthorizedKey(pub, sshkey.Comment(c.Spec.Name), c.Spec.Host, c.Spec.Port), nil
+	}
+	return sshkey.AuthorizedKey(pub, sshkey.Comment(c.Spec.Name)), nil
+}
+
+// KeyRotation is the result of RotateKey.
+type KeyRotation struct {
+	// Old is the replaced authorized_keys line: remove it from the bastion.
+	Old string `json:"old_public_key"`
+	// New is the new authorized_keys line: add it to the bastion.
+	New string `json:"public_key"`
+}
+
+// RotateKey replaces a connection's tunnel key pair.
+func (s *Service) RotateKey(ctx context.Context, name string) (*KeyRotation, error) {
+	c, err := s.store.GetConnection(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	oldLine, err := publicKeyLine(c, false)
+	if err != nil {
+		return nil, err
+	}
+	prev := c.SSHPublicKey
+	if err := s.newKeyPair(c); err != nil {
+		return nil, fmt.Errorf("rotate key of %s: %w", name, err)
+	}
+	c.PreviousPublicKey = prev
+	c.UpdatedAt = s.now().UTC()
+	if err := s.store.UpdateConnection(ctx, c); err != nil {
+		return nil, err
+	}
+	newLine, err := publicKeyLine(c, false)
+	if err != nil {
+		return nil, err
+	}
+	s.logger.InfoContext(ctx, "tunnel key rotated", "connection", name)
+	return &KeyRotation{Old: oldLine, New: newLine}, nil
+}
+
+// TrustHostKey approves the bastion host key with the given fingerprint:
+// the pending key the bastion last presented. It replaces the pinned keys.
+func (s *Service) TrustHostKey(ctx context.Context, name, fingerprint string) (*ConnectionView, error) {
+	fingerprint = strings.TrimSpace(fingerprint)
+	if !strings.HasPrefix(fingerprint, "SHA256:") {
+		return nil, &ValidationError{Problems: []connection.FieldError{{Field: "fingerprint",
+			Problem: fmt.Sprintf("%q is not accepted: give the SHA256 fingerprint shown in the error or by `pgrelay connection show %s`, e.g. SHA256:abc...", fingerprint, name)}}}
+	}
+	c, err := s.store.GetConnection(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if c.Spec.Tunnel == nil {
+		return nil, invalidf("connection %s has no SSH tunnel", name)
+	}
+	if c.PendingHostKey == "" {
+		return nil, invalidf("connection %s has no host key waiting for approval; connect first (e.g. `pgrelay query %s 'select 1'`) so the bastion presents its key", name, name)
+	}
+	pending, err := sshkey.ParsePublic(c.PendingHostKey)
+	if err != nil {
+		return nil, fmt.Errorf("connection %s: stored pending host key: %w", name, err)
+	}
+	if got := sshkey.Fingerprint(pending); got != fingerprint {
+		return nil, invalidf("fingerprint %s does not match the host key the bastion presented (%s); check the key on the bastion with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`", fingerprint, got)
+	}
+	c.HostKeys = []string{c.PendingHostKey}
+	c.HostKeysAddr = bastionAddr(c.Spec.Tunnel)
+	c.PendingHostKey, c.PendingHostKeySeen = "", time.Time{}
+	c.UpdatedAt = s.now().UTC()
+	if err := s.store.UpdateConnection(ctx, c); err != nil {
+		return nil, err
+	}
+	s.logger.InfoContext(ctx, "bastion host key trusted", "connection", name, "fingerprint", fingerprint)
+	return view(c), nil
+}
+
+// pinHostKey records key as the bastion's pinned host key (first use).
+func (s *Service) pinHostKey(ctx context.Context, name string, addr string, key ssh.PublicKey) error {
+	for range 3 {
+		c, err := s.store.GetConnection(ctx, name)
+		if err != nil {
+			return err
+		}
+		if len(c.HostKeys) > 0 && c.HostKeysAddr == addr {
+			return fmt.Errorf("bastion %s: a host key was pinned concurrently; retry", addr)
+		}
+		c.HostKeys = []string{sshkey.AuthorizedKey(key, "")}
+		c.HostKeysAddr = addr
+		c.PendingHostKey, c.PendingHostKeySeen = "", time.Time{}
+		err = s.store.UpdateConnection(ctx, c)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		s.logger.InfoContext(ctx, "bastion host key pinned on first use", "connection", name,
+			"bastion", addr, "fingerprint", sshkey.Fingerprint(key))
+		return nil
+	}
+	return fmt.Errorf("pin host key of %s: %w", addr, store.ErrConflict)
+}
+
+// recordPendingHostKey saves a presented, unpinned host key for approval.
+func (s *Service) recordPendingHostKey(ctx context.Context, name string, key ssh.PublicKey) error {
+	for range 3 {
+		c, err := s.store.GetConnection(ctx, name)
+		if err != nil {
+			return err
+		}
+		c.PendingHostKey = sshkey.AuthorizedKey(key, "")
+		c.PendingHostKeySeen = s.now().UTC()
+		err = s.store.UpdateConnection(ctx, c)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		return err
+	}
+	return store.ErrConflict
+}

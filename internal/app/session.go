@@ -1,0 +1,240 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/pg"
+	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/sshkey"
+	"github.com/pgrelay/pgrelay/internal/store"
+	"github.com/pgrelay/pgrelay/internal/tunnel"
+)
+
+// HostKeyChangedError is returned when a bastion presents a host key other
+// than the pinned one. The connection is refused; the presented key is kept
+// as pending so that it can be approved with TrustHostKey.
+type HostKeyChangedError struct {
+	Connection string
+	Err        *tunnel.HostKeyMismatchError
+}
+
+// Error names both fingerprints and the command that approves the new key.
+func (e *HostKeyChangedError) Error() string {
+	return fmt.Sprintf("connection %s: host key of SSH bastion %s does not match the pinned key: pinned %s, presented %s. "+
+		"This can mean the bastion was rebuilt, or that someone is intercepting the connection. "+
+		"Check the bastion's key (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the bastion); if it is expected, approve it: "+
+		"pgrelay connection trust-host-key %s --fingerprint %s",
+		e.Connection, e.Err.Addr, joinFingerprints(e.Err.Pinned), e.Err.Presented, e.Connection, e.Err.Presented)
+}
+
+// Unwrap returns the tunnel's error.
+func (e *HostKeyChangedError) Unwrap() error { return e.Err }
+
+func joinFingerprints(fps []string) string {
+	if len(fps) == 0 {
+		return "(none)"
+	}
+	s := fps[0]
+	for _, f := range fps[1:] {
+		s += " or " + f
+	}
+	return s
+}
+
+// KeyNotAuthorizedError is returned when the bastion refuses the
+// connection's key. It carries the line to add to authorized_keys.
+type KeyNotAuthorizedError struct {
+	Connection string
+	Bastion    string
+	User       string
+	PublicKey  string
+	Err        error
+}
+
+// Error says the key is not authorized and how to authorize it.
+func (e *KeyNotAuthorizedError) Error() string {
+	return fmt.Sprintf("connection %s: SSH bastion %s refused the connection's public key for user %q: the key is not authorized. "+
+		"Add this line to ~%s/.ssh/authorized_keys on the bastion (or run the script from `pgrelay connection bastion-setup %s`):\n%s",
+		e.Connection, e.Bastion, e.User, e.User, e.Connection, e.PublicKey)
+}
+
+// Unwrap returns the tunnel's error.
+func (e *KeyNotAuthorizedError) Unwrap() error { return e.Err }
+
+// Session is an opened connection: its spec (with the password) and, for a
+// tunnelled connection, the one SSH connection all its database sessions
+// share as channels.
+type Session struct {
+	spec   connection.Spec
+	tunnel *tunnel.Tunnel
+
+	closeOnce sync.Once
+}
+
+// Spec returns the connection's spec, password included. Do not print it
+// with anything but the Value's redaction.
+func (s *Session) Spec() *connection.Spec { return &s.spec }
+
+// Tunnel returns the session's tunnel, or nil for a direct connection.
+func (s *Session) Tunnel() *tunnel.Tunnel { return s.tunnel }
+
+// DatabaseAddr is the database host:port as seen from the bastion (or from
+// here, for a direct connection).
+func (s *Session) DatabaseAddr() string {
+	return net.JoinHostPort(s.spec.Host, strconv.Itoa(s.spec.Port))
+}
+
+// Dial opens a byte stream to addr: a channel through the tunnel, or a
+// direct TCP connection.
+func (s *Session) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if s.tunnel != nil {
+		return s.tunnel.DialContext(ctx, network, addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, addr)
+}
+
+func (s *Session) dialFunc() pg.DialFunc {
+	if s.tunnel == nil {
+		return nil
+	}
+	return s.tunnel.DialContext
+}
+
+// DialDatabase opens a byte stream to the database server.
+func (s *Session) DialDatabase(ctx context.Context) (net.Conn, error) {
+	return s.Dial(ctx, "tcp", s.DatabaseAddr())
+}
+
+// Connect opens a database session (through the tunnel, if any).
+func (s *Session) Connect(ctx context.Context) (*pgx.Conn, error) {
+	return pg.Connect(ctx, &s.spec, s.dialFunc())
+}
+
+// PgxConfig returns the pgx configuration that goes through the session.
+func (s *Session) PgxConfig() (*pgx.ConnConfig, error) {
+	return pg.Config(&s.spec, s.dialFunc())
+}
+
+// Done is closed when the tunnel drops or the session is closed; it is nil
+// (never closed) for direct connections.
+func (s *Session) Done() <-chan struct{} {
+	if s.tunnel == nil {
+		return nil
+	}
+	return s.tunnel.Done()
+}
+
+// Err is the reason the tunnel ended, or nil.
+func (s *Session) Err() error {
+	if s.tunnel == nil {
+		return nil
+	}
+	return s.tunnel.Err()
+}
+
+// Close closes the tunnel, if any.
+func (s *Session) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		if s.tunnel != nil {
+			err = s.tunnel.Close()
+		}
+	})
+	return err
+}
+
+// Open opens a saved connection: decrypts its secrets and, when it has a
+// tunnel, connects to the bastion (pinning its host key on first use and
+// refusing a different one).
+func (s *Service) Open(ctx context.Context, name string) (*Session, error) {
+	c, err := s.store.GetConnection(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	spec := c.Spec.Clone()
+	if len(c.SealedPassword) > 0 {
+		pw, err := s.keyring.Open(c.SealedPassword, passwordAD(c.ID))
+		if err != nil {
+			return nil, fmt.Errorf("connection %s: password: %w", name, err)
+		}
+		spec.Password = secret.New(string(pw))
+	}
+	sess := &Session{spec: spec}
+	if spec.Tunnel == nil {
+		return sess, nil
+	}
+	t, err := s.openTunnel(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	sess.tunnel = t
+	return sess, nil
+}
+
+func (s *Service) openTunnel(ctx context.Context, c *store.Connection) (*tunnel.Tunnel, error) {
+	name := c.Spec.Name
+	ts := c.Spec.Tunnel
+	addr := bastionAddr(ts)
+	pem, err := s.keyring.Open(c.SealedPrivateKey, privateKeyAD(c.ID))
+	if err != nil {
+		return nil, fmt.Errorf("connection %s: SSH private key: %w", name, err)
+	}
+	signer, err := sshkey.Signer(pem)
+	if err != nil {
+		return nil, fmt.Errorf("connection %s: %w", name, err)
+	}
+	var pinned []ssh.PublicKey
+	if c.HostKeysAddr == addr {
+		for _, line := range c.HostKeys {
+			k, err := sshkey.ParsePublic(line)
+			if err != nil {
+				return nil, fmt.Errorf("connection %s: pinned host key: %w", name, err)
+			}
+			pinned = append(pinned, k)
+		}
+	}
+	cfg := tunnel.Config{
+		Addr:              addr,
+		User:              ts.User,
+		Signer:            signer,
+		HostKeys:          pinned,
+		DialTimeout:       s.dialTimeout,
+		KeepaliveInterval: ts.KeepaliveInterval.Duration(),
+		KeepaliveCountMax: ts.KeepaliveCountMax,
+		Logger:            s.logger.With("connection", name),
+	}
+	if len(pinned) == 0 {
+		cfg.OnFirstUse = func(key ssh.PublicKey) error {
+			return s.pinHostKey(ctx, name, addr, key)
+		}
+	}
+	t, err := tunnel.Dial(ctx, cfg)
+	if err == nil {
+		return t, nil
+	}
+	var mismatch *tunnel.HostKeyMismatchError
+	if errors.As(err, &mismatch) && len(mismatch.Pinned) > 0 && mismatch.PresentedKey != nil {
+		if perr := s.recordPendingHostKey(ctx, name, mismatch.PresentedKey); perr != nil {
+			s.logger.WarnContext(ctx, "could not record pending host key", "connection", name, "error", perr)
+		}
+		s.logger.WarnContext(ctx, "bastion host key changed; connection refused", "connection", name,
+			"bastion", addr, "pinned", joinFingerprints(mismatch.Pinned), "presented", mismatch.Presented)
+		return nil, &HostKeyChangedError{Connection: name, Err: mismatch}
+	}
+	var authErr *tunnel.AuthError
+	if errors.As(err, &authErr) {
+		line, _ := publicKeyLine(c, false)
+		return nil, &KeyNotAuthorizedError{Connection: name, Bastion: addr, User: ts.User, PublicKey: line, Err: err}
+	}
+	return nil, fmt.Errorf("connection %s: %w", name, err)
+}

@@ -1,0 +1,495 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/connection"
+)
+
+func (r *runner) connectionCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "connection",
+		Aliases: []string{"connections", "conn"},
+		Short:   "Create, inspect and change saved connections",
+	}
+	cmd.AddCommand(r.connCreateCommand(), r.connUpdateCommand(), r.connListCommand(), r.connShowCommand(),
+		r.connDeleteCommand(), r.connPublicKeyCommand(), r.connBastionSetupCommand(), r.connRotateKeyCommand(),
+		r.connTrustHostKeyCommand())
+	return cmd
+}
+
+// checkOutput validates an -o value against the accepted formats.
+func checkOutput(o string, accepted ...string) error {
+	for _, a := range accepted {
+		if o == a {
+			return nil
+		}
+	}
+	return usagef("-o %q: accepted are %s", o, strings.Join(accepted, ", "))
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (r *runner) connCreateCommand() *cobra.Command {
+	var f connFlags
+	var output string
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Save a new connection (with --ssh-host: generate its SSH key pair)",
+		Example: `  DB_PASSWORD=... pgrelay connection create wh --flavor postgres \
+      --host db.internal --port 5432 --database analytics --user dbt --password-env DB_PASSWORD \
+      --ssh-host bastion.example.com --ssh-port 22 --ssh-user dbtcloud`,
+		Args: exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, "text", "json"); err != nil {
+				return err
+			}
+			spec := connection.Spec{Name: args[0]}
+			if err := f.apply(cmd, &spec); err != nil {
+				return err
+			}
+			pw, err := f.password(r.env)
+			if err != nil {
+				return err
+			}
+			if pw != nil {
+				spec.Password = *pw
+			}
+			svc, err := r.service(cmd.Context())
+			if err != nil {
+				return err
+			}
+			v, err := svc.CreateConnection(cmd.Context(), spec)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(r.out(), v)
+			}
+			printSaved(r.out(), v, "saved")
+			return nil
+		},
+	}
+	f.register(cmd, false)
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+func (r *runner) connUpdateCommand() *cobra.Command {
+	var f connFlags
+	var output string
+	cmd := &cobra.Command{
+		Use:   "update NAME",
+		Short: "Change a connection; only the flags given change (the password is kept unless given)",
+		Example: `  pgrelay connection update wh --port 6432
+  DB_PASSWORD=... pgrelay connection update wh --password-env DB_PASSWORD
+  pgrelay connection update wh --no-ssh-tunnel`,
+		Args: exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, "text", "json"); err != nil {
+				return err
+			}
+			svc, err := r.service(cmd.Context())
+			if err != nil {
+				return err
+			}
+			cur, err := svc.GetConnection(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			spec := cur.Spec()
+			hadTunnel := spec.Tunnel != nil
+			if err := f.apply(cmd, &spec); err != nil {
+				return err
+			}
+			pw, err := f.password(r.env)
+			if err != nil {
+				return err
+			}
+			v, err := svc.UpdateConnection(cmd.Context(), args[0], spec, pw)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(r.out(), v)
+			}
+			if !hadTunnel && v.SSHTunnel != nil {
+				printSaved(r.out(), v, "updated")
+				return nil
+			}
+			fmt.Fprintf(r.out(), "Connection %q updated.\n", v.Name)
+			if t := v.SSHTunnel; t != nil && t.PreviousPublicKey != "" && cur.SSHTunnel != nil && cur.SSHTunnel.PublicKey != t.PublicKey {
+				fmt.Fprintf(r.out(), "\nA new key pair was generated. Install the new public key on the bastion:\n\n%s\n\nand remove the old one.\n", t.PublicKey)
+			}
+			return nil
+		},
+	}
+	f.register(cmd, true)
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+// printSaved reports a saved connection and, with a tunnel, how to install
+// its public key on the bastion.
+func printSaved(w io.Writer, v *app.ConnectionView, verb string) {
+	fmt.Fprintf(w, "Connection %q %s: %s.\n", v.Name, verb, summary(v))
+	t := v.SSHTunnel
+	if t == nil {
+		fmt.Fprintf(w, "\nCheck it with: pgrelay query %s \"select 1\"\n", v.Name)
+		return
+	}
+	fmt.Fprintf(w, `
+A key pair was generated for this connection. Install its public key on the
+bastion, as a line of ~%[1]s/.ssh/authorized_keys (~/.ssh mode 700, the file 600):
+
+%[2]s
+
+Safer, allowing only forwarding to %[3]s:%[4]d:
+  pgrelay connection public-key %[5]s --restricted
+To create the bastion user and install the key in one step, run this script on
+the bastion as root:
+  pgrelay connection bastion-setup %[5]s
+Then check the connection: pgrelay query %[5]s "select 1"
+The bastion's host key is pinned on the first connection.
+`, t.User, t.PublicKey, v.Host, v.Port, v.Name)
+}
+
+func summary(v *app.ConnectionView) string {
+	s := fmt.Sprintf("%s, %s as %s on %s", v.Flavor.Label(), v.Database, v.User, hostPort(v.Host, v.Port))
+	if t := v.SSHTunnel; t != nil {
+		s += fmt.Sprintf(" via SSH bastion %s@%s", t.User, hostPort(t.Host, t.Port))
+	}
+	return s
+}
+
+func hostPort(h string, p int) string {
+	if strings.Contains(h, ":") {
+		return fmt.Sprintf("[%s]:%d", h, p)
+	}
+	return fmt.Sprintf("%s:%d", h, p)
+}
+
+func (r *runner) connListCommand() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List saved connections",
+		Args:    exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output, "table", "json"); err != nil {
+				return err
+			}
+			svc, err := r.service(cmd.Context())
+			if err != nil {
+				return err
+			}
+			vs, err := svc.ListConnections(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				if vs == nil {
+					vs = []*app.ConnectionView{}
+				}
+				return writeJSON(r.out(), vs)
+			}
+			if len(vs) == 0 {
+				fmt.Fprintln(r.out(), "No connections yet. Create one with: pgrelay connection create NAME --host HOST --database DB --user USER")
+				return nil
+			}
+			tw := tabwriter.NewWriter(r.out(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tFLAVOR\tHOST\tDATABASE\tUSER\tSSL\tSSH TUNNEL\tHOST KEY")
+			for _, v := range vs {
+				tun, hk := "-", "-"
+				if t := v.SSHTunnel; t != nil {
+					tun = t.User + "@" + hostPort(t.Host, t.Port)
+					hk = hostKeyState(t)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, v.Flavor, hostPort(v.Host, v.Port),
+					v.Database, v.User, v.SSLMode, tun, hk)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+func hostKeyState(t *app.TunnelView) string {
+	switch {
+	case t.PendingHostKeyFingerprint != "":
+		return "CHANGED (approval needed)"
+	case t.HostKeyFingerprint != "":
+		return "pinned"
+	}
+	return "not yet pinned"
+}
+
+func (r *runner) connShowCommand() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show a connection (never its secrets)",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, "text", "json"); err != nil {
+				return err
+			}
+			svc, err := r.service(cmd.Context())
+			if err != nil {
+				return err
+			}
+			v, err := svc.GetConnection(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(r.out(), v)
+			}
+			printConnection(r.out(), v)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+func printConnection(w io.Writer, v *app.ConnectionView) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+	row("Name:", v.Name)
+	row("Flavor:", fmt.Sprintf("%s (%s)", v.Flavor, v.Flavor.Label()))
+	row("Host:", v.Host)
+	row("Port:", fmt.Sprint(v.Port))
+	row("Database:", v.Database)
+	row("User:", v.User)
+	if v.HasPassword {
+		row("Password:", "set (encrypted at rest)")
+	} else {
+		row("Password:", "not set")
+	}
+	row("SSL mode:", string(v.SSLMode))
+	if v.SSLMode.Verifies() {
+		if v.SSLRootCert != "" {
+			ca := "custom CA certificate"
+			if certs, err := connection.ParseCertificates(v.SSLRootCert); err == nil {
+				ca = fmt.Sprintf("%s (expires %s)", certs[0].Subject.String(), certs[0].NotAfter.Format("2006-01-02"))
+			}
+			row("CA:", ca)
+		} else {
+			row("CA:", "system roots")
+		}
+	}
+	if v.Schema != "" {
+		row("Schema:", v.Schema)
+	}
+	row("Threads:", fmt.Sprint(v.Threads))
+	if t := v.SSHTunnel; t != nil {
+		row("SSH tunnel:", fmt.Sprintf("%s@%s", t.User, hostPort(t.Host, t.Port)))
+		row("  Key:", fmt.Sprintf("%s %s (pgrelay connection public-key %s)", t.KeyType, t.PublicKeyFingerprint, v.Name))
+		row("  Keepalive:", fmt.Sprintf("every %s; dropped after %d missed replies (%s)", t.KeepaliveInterval,
+			t.KeepaliveCountMax, time.Duration(t.KeepaliveInterval)*time.Duration(t.KeepaliveCountMax)))
+		switch {
+		case t.HostKeyFingerprint != "":
+			row("  Host key:", t.HostKeyFingerprint+" (pinned)")
+		default:
+			row("  Host key:", "not pinned yet: pinned on the first connection")
+		}
+		if t.PendingHostKeyFingerprint != "" {
+			seen := ""
+			if t.PendingHostKeySeen != nil {
+				seen = " on " + t.PendingHostKeySeen.Format(time.RFC3339)
+			}
+			row("  CHANGED:", fmt.Sprintf("the bastion presented %s%s; approve it with: pgrelay connection trust-host-key %s --fingerprint %s",
+				t.PendingHostKeyFingerprint, seen, v.Name, t.PendingHostKeyFingerprint))
+		}
+	} else {
+		row("SSH tunnel:", "none (direct connection)")
+	}
+	row("Created:", v.CreatedAt.Format(time.RFC3339))
+	row("Updated:", v.UpdatedAt.Format(time.RFC3339))
+	_ = tw.Flush()
+}
+
+func (r *runner) connDeleteCommand() *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:     "delete NAME",
+		Aliases: []string{"rm"},
+		Short:   "Delete a connection and its key pair",
+		Args:    exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			svc, err := r.service(cmd.Context())
+			if err != nil {
+				return err
+			}
+			v, err := svc.GetConnection(cmd.Context(), name)
+			if err != nil {
+				return err
+			}
+			if !yes {
+				if r.env.StdinIsTerminal == nil || !r.env.StdinIsTerminal() {
+					return usagef("deleting connection %s needs confirmation: add --yes", name)
+				}
+				fmt.Fprintf(r.env.Stderr, "Delete connection %q (%s)? Its key pair is lost. Type the name to confirm: ", name, summary(v))
+				answer, _ := readLine(r.env.Stdin)
+				if strings.TrimSpace(answer) != name {
+					return usagef("not deleted: confirmation did not match %q", name)
+				}
+			}
+			if err := svc.DeleteConnection(cmd.Context(), name); err != nil {
+				return err
+			}
+			fmt.Fprintf(r.out(), "Connection %q deleted.\n", name)
+			if v.SSHTunnel != nil {
+				fmt.Fprintf(r.out(), "Remove its public key from the bastion's authorized_keys:\n%s\n", v.SSHTunnel.PublicKey)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "delete without asking")
+	return cmd
+}
+
+func readLine(r io.Reader) (string, error) {
+	var b strings.Builder
+	buf := make([]byte, 1)
+	for {
+		n, err := r.Read(buf)
+		if n == 1 {
+			if buf[0] == '\n' {
+				return b.String(), nil
+			}
+			b.WriteByte(buf[0])
+		}
+		if err != nil {
+			return b.String(), err
+		}
+	}
+}
+
+func (r *runner) connPublicKeyCommand() *cobra.Command {
+	var restricted bool
+	cmd := &cobra.Command{
+		Use:   "public-key NAME",
+		Short: "Print the connection's public key as an authorized_keys line",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			svc, err := r.service(cmd.Context())
+			if err != nil {
+				return err
+			}
+			line, err := svc.PublicKey(cmd.Context(), args[0], restricted)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(r.out(), line)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&restricted, "restricted", false, `prefix restrict,port-forwarding,permitopen="<db host>:<port>" so the key can only forward to the database`)
+	return cmd
+}
+
+func (r *runner) connBastionSetupCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "bastion-setup NAME",
+		Short: "Print a shell script that prepares the bastion user and installs the key",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			svc, err := r.service(cmd.Context())
+			if err != nil {
+				return err
+			}
+			script, err := svc.BastionSetup(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			_, err = io.WriteString(r.out(), script)
+			return err
+		},
+	}
+}
+
+func (r *runner) connRotateKeyCommand() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "rotate-key NAME",
+		Short: "Replace the connection's SSH key pair",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, "text", "json"); err != nil {
+				return err
+			}
+			svc, err := r.service(cmd.Context())
+			if err != nil {
+				return err
+			}
+			rot, err := svc.RotateKey(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(r.out(), rot)
+			}
+			fmt.Fprintf(r.out(), "New key pair generated for %q. Add the new public key to the bastion's authorized_keys:\n\n%s\n\nthen remove the old one:\n\n%s\n", args[0], rot.New, rot.Old)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+func (r *runner) connTrustHostKeyCommand() *cobra.Command {
+	var fingerprint string
+	cmd := &cobra.Command{
+		Use:   "trust-host-key NAME --fingerprint SHA256:...",
+		Short: "Approve the new host key a bastion presented",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if fingerprint == "" {
+				return usagef("--fingerprint is required: the SHA256 fingerprint of the new host key, as shown in the error or by `pgrelay connection show %s`", args[0])
+			}
+			svc, err := r.service(cmd.Context())
+			if err != nil {
+				return err
+			}
+			v, err := svc.TrustHostKey(cmd.Context(), args[0], fingerprint)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(r.out(), "Host key %s of bastion %s is now trusted for %q.\n", v.SSHTunnel.HostKeyFingerprint,
+				hostPort(v.SSHTunnel.Host, v.SSHTunnel.Port), v.Name)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&fingerprint, "fingerprint", "", "SHA256 fingerprint of the host key to trust")
+	return cmd
+}
+
+// exactArgs checks the number of positional arguments with a clear message.
+func exactArgs(n int, names string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == n {
+			return nil
+		}
+		if n == 0 {
+			return usagef("%s takes no arguments, got %q", cmd.CommandPath(), args)
+		}
+		return usagef("%s needs %s (got %d arguments); see %s --help", cmd.CommandPath(), names, len(args), cmd.CommandPath())
+	}
+}

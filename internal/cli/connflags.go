@@ -1,0 +1,210 @@
+package cli
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/secret"
+)
+
+// flagForField names the flag (or argument) that sets a spec field, as
+// named in validation errors.
+func flagForField(field string) string {
+	switch field {
+	case "name":
+		return "NAME"
+	case "password":
+		return "--password-env/--password-stdin"
+	case "ssl_root_cert":
+		return "--ssl-root-cert"
+	case "fingerprint":
+		return "--fingerprint"
+	}
+	if rest, ok := strings.CutPrefix(field, "ssh_tunnel."); ok {
+		return "--ssh-" + strings.ReplaceAll(rest, "_", "-")
+	}
+	return "--" + strings.ReplaceAll(field, "_", "-")
+}
+
+// connFlags are the flags of `connection create` and `connection update`.
+type connFlags struct {
+	flavor, host, database, user string
+	port                         int
+	passwordEnv                  string
+	passwordStdin                bool
+	sslMode, sslRootCert, schema string
+	threads                      int
+	sshHost, sshUser, sshKeyType string
+	sshPort                      int
+	sshKeepaliveInterval         time.Duration
+	sshKeepaliveCountMax         int
+	noSSHTunnel                  bool
+}
+
+func (f *connFlags) register(cmd *cobra.Command, update bool) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.flavor, "flavor", "", "server kind: postgres, alloydb or lakebase (default postgres)")
+	fl.StringVar(&f.host, "host", "", "database host: DNS name, IPv4 or IPv6 address (as seen from the bastion when tunnelled)")
+	fl.IntVar(&f.port, "port", 0, "database port (default 5432)")
+	fl.StringVar(&f.database, "database", "", "database name, e.g. analytics (Lakebase: databricks_postgres)")
+	fl.StringVar(&f.user, "user", "", "database user")
+	fl.StringVar(&f.passwordEnv, "password-env", "", "read the database password from this environment variable")
+	fl.BoolVar(&f.passwordStdin, "password-stdin", false, "read the database password from standard input")
+	fl.StringVar(&f.sslMode, "sslmode", "", "disable, allow, prefer, require, verify-ca or verify-full (default prefer; require for alloydb and lakebase)")
+	fl.StringVar(&f.sslRootCert, "ssl-root-cert", "", "PEM file of the CA that signed the server certificate (verify-ca, verify-full)")
+	fl.StringVar(&f.schema, "schema", "", "default schema (dbt target schema)")
+	fl.IntVar(&f.threads, "threads", 0, "dbt threads (default 4)")
+	fl.StringVar(&f.sshHost, "ssh-host", "", "SSH bastion host; setting it enables the SSH tunnel")
+	fl.IntVar(&f.sshPort, "ssh-port", 0, "SSH bastion port (default 22)")
+	fl.StringVar(&f.sshUser, "ssh-user", "", "user on the SSH bastion")
+	fl.StringVar(&f.sshKeyType, "ssh-key-type", "", "key pair to generate: ed25519 (default) or rsa (3072 bits, SHA-2 signatures)")
+	fl.DurationVar(&f.sshKeepaliveInterval, "ssh-keepalive-interval", 0, "time between keepalives to the bastion (default 30s)")
+	fl.IntVar(&f.sshKeepaliveCountMax, "ssh-keepalive-count-max", 0, "missed keepalive replies before the tunnel counts as dropped (default 10)")
+	if update {
+		fl.BoolVar(&f.noSSHTunnel, "no-ssh-tunnel", false, "remove the SSH tunnel (and its key pair): connect directly")
+	}
+}
+
+// apply sets the flags the user gave onto spec.
+func (f *connFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
+	ch := cmd.Flags().Changed
+	if ch("flavor") {
+		spec.Flavor = connection.Flavor(strings.ToLower(f.flavor))
+		if !ch("sslmode") && cmd.Name() == "update" {
+			// Let the new flavor's default apply unless the user chose one.
+			spec.SSLMode = ""
+		}
+	}
+	if ch("host") {
+		spec.Host = f.host
+	}
+	if ch("port") {
+		spec.Port = f.port
+	}
+	if ch("database") {
+		spec.Database = f.database
+	}
+	if ch("user") {
+		spec.User = f.user
+	}
+	if ch("sslmode") {
+		spec.SSLMode = connection.SSLMode(strings.ToLower(f.sslMode))
+	}
+	if ch("ssl-root-cert") {
+		if f.sslRootCert == "" {
+			spec.SSLRootCert = ""
+		} else {
+			b, err := os.ReadFile(f.sslRootCert)
+			if err != nil {
+				return usagef("--ssl-root-cert: %v", err)
+			}
+			spec.SSLRootCert = string(b)
+		}
+	}
+	if ch("schema") {
+		spec.Schema = f.schema
+	}
+	if ch("threads") {
+		spec.Threads = f.threads
+		if f.threads == 0 {
+			spec.Threads = -1 // explicit 0 is invalid, not "default"
+		}
+	}
+	if f.noSSHTunnel {
+		for _, n := range []string{"ssh-host", "ssh-port", "ssh-user", "ssh-key-type", "ssh-keepalive-interval", "ssh-keepalive-count-max"} {
+			if ch(n) {
+				return usagef("--no-ssh-tunnel cannot be combined with --%s", n)
+			}
+		}
+		spec.Tunnel = nil
+		return nil
+	}
+	anySSH := false
+	for _, n := range []string{"ssh-host", "ssh-port", "ssh-user", "ssh-key-type", "ssh-keepalive-interval", "ssh-keepalive-count-max"} {
+		anySSH = anySSH || ch(n)
+	}
+	if !anySSH {
+		return nil
+	}
+	if spec.Tunnel == nil {
+		spec.Tunnel = &connection.Tunnel{}
+	}
+	t := spec.Tunnel
+	if ch("ssh-host") {
+		t.Host = f.sshHost
+	}
+	if ch("ssh-port") {
+		t.Port = f.sshPort
+		if f.sshPort == 0 {
+			t.Port = -1
+		}
+	}
+	if ch("ssh-user") {
+		t.User = f.sshUser
+	}
+	if ch("ssh-key-type") {
+		t.KeyType = strings.ToLower(f.sshKeyType)
+	}
+	if ch("ssh-keepalive-interval") {
+		t.KeepaliveInterval = connection.Duration(f.sshKeepaliveInterval)
+		if f.sshKeepaliveInterval == 0 {
+			t.KeepaliveInterval = -1
+		}
+	}
+	if ch("ssh-keepalive-count-max") {
+		t.KeepaliveCountMax = f.sshKeepaliveCountMax
+		if f.sshKeepaliveCountMax == 0 {
+			t.KeepaliveCountMax = -1
+		}
+	}
+	return nil
+}
+
+// password reads the password from --password-env or --password-stdin;
+// nil when neither was given.
+func (f *connFlags) password(env Env) (*secret.Value, error) {
+	if f.passwordEnv != "" && f.passwordStdin {
+		return nil, usagef("--password-env and --password-stdin: give only one")
+	}
+	if f.passwordEnv != "" {
+		v := env.Getenv(f.passwordEnv)
+		if v == "" {
+			return nil, usagef("--password-env: environment variable %s is not set or empty", f.passwordEnv)
+		}
+		pw := secret.New(v)
+		return &pw, nil
+	}
+	if f.passwordStdin {
+		v, err := readSecretLine(env.Stdin)
+		if err != nil {
+			return nil, usagef("--password-stdin: %v", err)
+		}
+		pw := secret.New(v)
+		return &pw, nil
+	}
+	return nil, nil
+}
+
+// readSecretLine reads standard input up to EOF (at most 64 KiB) and drops
+// one trailing newline.
+func readSecretLine(r io.Reader) (string, error) {
+	if r == nil {
+		return "", fmt.Errorf("no standard input")
+	}
+	b, err := io.ReadAll(io.LimitReader(bufio.NewReader(r), 64<<10))
+	if err != nil {
+		return "", fmt.Errorf("read standard input: %w", err)
+	}
+	s := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if s == "" {
+		return "", fmt.Errorf("standard input is empty")
+	}
+	return s, nil
+}

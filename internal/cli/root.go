@@ -1,0 +1,208 @@
+// Package cli is pgrelay's command line: cobra commands that parse flags,
+// call the use cases in package app, and print results for people (tables,
+// text) or programs (-o json, -o csv).
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/store/sqlite"
+)
+
+// Version is pgrelay's version, set at build time with -ldflags.
+const Version = "0.1.0-dev"
+
+// Env is what a command run sees of the outside world. Tests build their own.
+type Env struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	// Getenv reads an environment variable.
+	Getenv func(string) string
+	// StdinIsTerminal reports whether standard input is a terminal.
+	StdinIsTerminal func() bool
+}
+
+// OSEnv returns the process's environment.
+func OSEnv() Env {
+	return Env{
+		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv,
+		StdinIsTerminal: func() bool { return term.IsTerminal(int(os.Stdin.Fd())) },
+	}
+}
+
+// Execute runs pgrelay with args (without the program name) and returns the
+// process exit code.
+func Execute(ctx context.Context, env Env, args []string) int {
+	r := &runner{env: env}
+	root := r.rootCommand()
+	root.SetArgs(args)
+	root.SetIn(env.Stdin)
+	root.SetOut(env.Stdout)
+	root.SetErr(env.Stderr)
+	err := root.ExecuteContext(ctx)
+	r.close()
+	if err == nil {
+		return 0
+	}
+	code := exitCode(err)
+	fmt.Fprintln(env.Stderr, "Error: "+describe(err))
+	return code
+}
+
+// runner holds the state of one command run.
+type runner struct {
+	env      Env
+	dataDir  string
+	logLevel string
+	logger   *slog.Logger
+
+	svc   *app.Service
+	store *sqlite.Store
+}
+
+func (r *runner) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "pgrelay",
+		Short: "Connections to PostgreSQL, AlloyDB and Lakebase, directly or through SSH bastions",
+		Long: `pgrelay keeps connections to PostgreSQL-compatible warehouses (PostgreSQL, AlloyDB,
+Databricks Lakebase), reaches them directly or through an SSH bastion with a key
+pair it generates, pins the bastion's host key, keeps the tunnel alive, and lets
+any client (psql, dbt) use it.`,
+		Version:       Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return r.setup()
+		},
+	}
+	root.PersistentFlags().StringVar(&r.dataDir, "data-dir", "", "directory of the embedded store and master key (env PGRELAY_DATA_DIR; default ~/.local/share/pgrelay)")
+	root.PersistentFlags().StringVar(&r.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn or error")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(r.connectionCommand(), r.queryCommand(), r.proxyCommand())
+	return root
+}
+
+func (r *runner) setup() error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(r.logLevel)); err != nil {
+		return usageError{fmt.Errorf("--log-level %q: accepted are debug, info, warn and error", r.logLevel)}
+	}
+	r.logger = slog.New(slog.NewTextHandler(r.env.Stderr, &slog.HandlerOptions{Level: level}))
+	if r.dataDir == "" {
+		r.dataDir = defaultDataDir(r.env.Getenv)
+	}
+	return nil
+}
+
+// defaultDataDir is $PGRELAY_DATA_DIR, else $XDG_DATA_HOME/pgrelay, else
+// ~/.local/share/pgrelay.
+func defaultDataDir(getenv func(string) string) string {
+	if d := getenv("PGRELAY_DATA_DIR"); d != "" {
+		return d
+	}
+	if d := getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "pgrelay")
+	}
+	home := getenv("HOME")
+	if home == "" {
+		if h, err := os.UserHomeDir(); err == nil {
+			home = h
+		}
+	}
+	return filepath.Join(home, ".local", "share", "pgrelay")
+}
+
+// service opens the local store and keyring on first use.
+func (r *runner) service(ctx context.Context) (*app.Service, error) {
+	if r.svc != nil {
+		return r.svc, nil
+	}
+	key, err := secret.LoadMasterKey(r.env.Getenv(secret.MasterKeyEnv), r.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	kr, err := secret.NewKeyring(key)
+	if err != nil {
+		return nil, err
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(r.dataDir, sqlite.FileName))
+	if err != nil {
+		return nil, err
+	}
+	svc, err := app.New(app.Config{Store: st, Keyring: kr, Logger: r.logger})
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	r.store, r.svc = st, svc
+	return svc, nil
+}
+
+func (r *runner) close() {
+	if r.store != nil {
+		_ = r.store.Close()
+	}
+}
+
+func (r *runner) out() io.Writer { return r.env.Stdout }
+
+// usageError marks bad command-line input (exit code 2).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// Exit codes.
+const (
+	exitFailure  = 1 // the operation failed (connection, query, server)
+	exitUsage    = 2 // bad input: flags, arguments, validation
+	exitNotFound = 3 // the named record does not exist
+)
+
+func exitCode(err error) int {
+	var ue usageError
+	var ve *app.ValidationError
+	switch {
+	case errors.As(err, &ue), errors.As(err, &ve), errors.Is(err, app.ErrInvalid), errors.Is(err, app.ErrExists):
+		return exitUsage
+	case errors.Is(err, app.ErrNotFound):
+		return exitNotFound
+	}
+	return exitFailure
+}
+
+// describe renders an error for a person; validation problems name flags.
+func describe(err error) string {
+	var ve *app.ValidationError
+	if errors.As(err, &ve) {
+		var b strings.Builder
+		if len(ve.Problems) == 1 {
+			b.WriteString("invalid connection: ")
+		} else {
+			fmt.Fprintf(&b, "invalid connection (%d problems):\n  ", len(ve.Problems))
+		}
+		for i, p := range ve.Problems {
+			if i > 0 {
+				b.WriteString("\n  ")
+			}
+			b.WriteString(flagForField(p.Field) + ": " + p.Problem)
+		}
+		return b.String()
+	}
+	return err.Error()
+}

@@ -1,0 +1,201 @@
+// Package connection defines a saved connection to a PostgreSQL-compatible
+// warehouse (PostgreSQL, AlloyDB, Databricks Lakebase), reached directly or
+// through an SSH bastion: its fields, defaults, validation, and the pgx
+// configuration it turns into. It does no I/O.
+package connection
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/secret"
+)
+
+// Flavor is the kind of PostgreSQL-compatible server.
+type Flavor string
+
+// Flavors.
+const (
+	Postgres Flavor = "postgres"
+	AlloyDB  Flavor = "alloydb"
+	Lakebase Flavor = "lakebase"
+)
+
+// Flavors returns every flavor in display order.
+func Flavors() []Flavor { return []Flavor{Postgres, AlloyDB, Lakebase} }
+
+// Label is the product name of the flavor.
+func (f Flavor) Label() string {
+	switch f {
+	case Postgres:
+		return "PostgreSQL"
+	case AlloyDB:
+		return "AlloyDB"
+	case Lakebase:
+		return "Databricks Lakebase"
+	}
+	return string(f)
+}
+
+// DefaultSSLMode is the sslmode a new connection of this flavor gets:
+// AlloyDB and Lakebase only accept encrypted connections.
+func (f Flavor) DefaultSSLMode() SSLMode {
+	if f == AlloyDB || f == Lakebase {
+		return SSLRequire
+	}
+	return SSLPrefer
+}
+
+// SSLMode is libpq's sslmode.
+type SSLMode string
+
+// SSL modes, weakest first.
+const (
+	SSLDisable    SSLMode = "disable"
+	SSLAllow      SSLMode = "allow"
+	SSLPrefer     SSLMode = "prefer"
+	SSLRequire    SSLMode = "require"
+	SSLVerifyCA   SSLMode = "verify-ca"
+	SSLVerifyFull SSLMode = "verify-full"
+)
+
+// SSLModes returns every sslmode, weakest first.
+func SSLModes() []SSLMode {
+	return []SSLMode{SSLDisable, SSLAllow, SSLPrefer, SSLRequire, SSLVerifyCA, SSLVerifyFull}
+}
+
+// Verifies reports whether the mode checks the server certificate.
+func (m SSLMode) Verifies() bool { return m == SSLVerifyCA || m == SSLVerifyFull }
+
+// Encrypts reports whether the mode refuses unencrypted connections.
+func (m SSLMode) Encrypts() bool { return m == SSLRequire || m.Verifies() }
+
+// Defaults.
+const (
+	DefaultPort              = 5432
+	DefaultSSHPort           = 22
+	DefaultThreads           = 4
+	DefaultKeepaliveInterval = 30 * time.Second
+	DefaultKeepaliveCountMax = 10
+	DefaultKeyType           = "ed25519"
+)
+
+// Spec is a connection as the user describes it. The password is a
+// secret.Value and is never serialised by encoding/json.
+type Spec struct {
+	Name     string `json:"name"`
+	Flavor   Flavor `json:"flavor"`
+	Host     string `json:"host"`
+	Port     int    `json:"port"`
+	Database string `json:"database"`
+	User     string `json:"user"`
+	// Password is the database password. Never stored in plain text.
+	Password secret.Value `json:"-"`
+	SSLMode  SSLMode      `json:"sslmode"`
+	// SSLRootCert is the PEM text of the CA certificate(s) used by
+	// verify-ca and verify-full; empty means the system roots.
+	SSLRootCert string `json:"ssl_root_cert,omitempty"`
+	// Schema is the default schema (dbt's target schema).
+	Schema string `json:"schema,omitempty"`
+	// Threads is dbt's thread count.
+	Threads int `json:"threads"`
+	// Tunnel is the optional SSH tunnel.
+	Tunnel *Tunnel `json:"ssh_tunnel,omitempty"`
+}
+
+// Tunnel describes the SSH bastion a connection goes through.
+type Tunnel struct {
+	Host string `json:"host"`
+	Port int    `json:"port"`
+	User string `json:"user"`
+	// KeyType is the algorithm of the generated key pair: ed25519 or rsa.
+	KeyType string `json:"key_type"`
+	// KeepaliveInterval is how often a keepalive is sent to the bastion.
+	KeepaliveInterval Duration `json:"keepalive_interval"`
+	// KeepaliveCountMax is how many intervals may pass without a reply
+	// before the tunnel counts as dropped.
+	KeepaliveCountMax int `json:"keepalive_count_max"`
+}
+
+// DeadAfter is how long the tunnel may stay silent before it is dropped.
+func (t *Tunnel) DeadAfter() time.Duration {
+	return time.Duration(t.KeepaliveInterval) * time.Duration(t.KeepaliveCountMax)
+}
+
+// Duration is a time.Duration that reads and writes JSON as "30s".
+type Duration time.Duration
+
+// String formats the duration like time.Duration.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes the duration as a string such as "30s".
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON reads "30s"-style strings, or a number of seconds; null
+// leaves the duration unchanged.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		// Like encoding/json: null leaves the value unchanged.
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		var secs float64
+		if err2 := json.Unmarshal(b, &secs); err2 != nil {
+			return fmt.Errorf("duration must be a string such as \"30s\" or a number of seconds")
+		}
+		*d = Duration(secs * float64(time.Second))
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %q: accepted is a number with a unit, such as \"30s\" or \"1m\"", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ApplyDefaults fills unset fields with their defaults. The sslmode default
+// depends on the flavor, so set the flavor first.
+func (s *Spec) ApplyDefaults() {
+	if s.Flavor == "" {
+		s.Flavor = Postgres
+	}
+	if s.Port == 0 {
+		s.Port = DefaultPort
+	}
+	if s.SSLMode == "" {
+		s.SSLMode = s.Flavor.DefaultSSLMode()
+	}
+	if s.Threads == 0 {
+		s.Threads = DefaultThreads
+	}
+	if t := s.Tunnel; t != nil {
+		if t.Port == 0 {
+			t.Port = DefaultSSHPort
+		}
+		if t.KeyType == "" {
+			t.KeyType = DefaultKeyType
+		}
+		if t.KeepaliveInterval == 0 {
+			t.KeepaliveInterval = Duration(DefaultKeepaliveInterval)
+		}
+		if t.KeepaliveCountMax == 0 {
+			t.KeepaliveCountMax = DefaultKeepaliveCountMax
+		}
+	}
+}
+
+// Clone returns a deep copy of the spec.
+func (s Spec) Clone() Spec {
+	c := s
+	if s.Tunnel != nil {
+		t := *s.Tunnel
+		c.Tunnel = &t
+	}
+	return c
+}
+
+// Duration returns d as a time.Duration.
+func (d Duration) Duration() time.Duration { return time.Duration(d) }

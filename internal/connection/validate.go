@@ -1,0 +1,226 @@
+package connection
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// FieldError is one problem with one field.
+type FieldError struct {
+	// Field is the JSON name of the field, e.g. "port" or "ssh_tunnel.host".
+	Field string `json:"field"`
+	// Problem says what is wrong and what is accepted.
+	Problem string `json:"problem"`
+}
+
+// ValidationError lists every problem found in a spec at once.
+type ValidationError struct {
+	Problems []FieldError
+}
+
+// Error lists the problems, one per line after the first.
+func (e *ValidationError) Error() string {
+	if len(e.Problems) == 1 {
+		p := e.Problems[0]
+		return "invalid connection: " + p.Field + ": " + p.Problem
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "invalid connection (%d problems):", len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  " + p.Field + ": " + p.Problem)
+	}
+	return b.String()
+}
+
+// Fields returns the problems as a map from field to problem.
+func (e *ValidationError) Fields() map[string]string {
+	m := make(map[string]string, len(e.Problems))
+	for _, p := range e.Problems {
+		m[p.Field] = p.Problem
+	}
+	return m
+}
+
+// Limits.
+const (
+	MaxNameLen       = 63
+	MaxIdentifierLen = 63 // PostgreSQL's NAMEDATALEN - 1, in bytes
+	MaxThreads       = 256
+	MinKeepalive     = 100 * time.Millisecond
+	MaxKeepalive     = time.Hour
+	MaxKeepaliveMax  = 1000
+)
+
+var (
+	nameRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+	dnsLabelRE = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?$`)
+	sshUserRE  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$`)
+)
+
+// ValidateName checks a connection name.
+func ValidateName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("required: lower-case letters, digits, '-' and '_'")
+	case len(name) > MaxNameLen:
+		return fmt.Errorf("too long (%d characters): at most %d", len(name), MaxNameLen)
+	case !nameRE.MatchString(name):
+		return fmt.Errorf("%q is not accepted: use lower-case letters, digits, '-' and '_', starting with a letter or digit", name)
+	}
+	return nil
+}
+
+// ValidateHost checks a host name: a DNS name, an IPv4 literal or an IPv6
+// literal (without brackets), and no port.
+func ValidateHost(host string) error {
+	if host == "" {
+		return errors.New("required: a DNS name, an IPv4 address or an IPv6 address")
+	}
+	if strings.TrimSpace(host) != host || strings.ContainsAny(host, " \t\r\n") {
+		return fmt.Errorf("%q contains white space: accepted is a DNS name, an IPv4 address or an IPv6 address", host)
+	}
+	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		return fmt.Errorf("%q: write IPv6 addresses without brackets, e.g. %s", host, strings.Trim(host, "[]"))
+	}
+	if strings.Contains(host, "://") {
+		return fmt.Errorf("%q looks like a URL: give only the host name, e.g. db.example.com", host)
+	}
+	if addr, err := netip.ParseAddr(host); err == nil {
+		if addr.Zone() != "" {
+			return fmt.Errorf("%q: IPv6 zones are not accepted", host)
+		}
+		return nil
+	}
+	if strings.Count(host, ":") == 1 {
+		return fmt.Errorf("%q includes a port: give the host alone and the port in its own field", host)
+	}
+	if strings.Contains(host, ":") {
+		return fmt.Errorf("%q is not a valid IPv6 address", host)
+	}
+	name := strings.TrimSuffix(host, ".")
+	if len(name) > 253 {
+		return fmt.Errorf("host name is %d characters long: at most 253", len(name))
+	}
+	for label := range strings.SplitSeq(name, ".") {
+		if len(label) > 63 || !dnsLabelRE.MatchString(label) {
+			return fmt.Errorf("%q is not a valid host name: accepted is a DNS name (letters, digits, '-' in dot-separated labels of at most 63 characters), an IPv4 address or an IPv6 address", host)
+		}
+	}
+	return nil
+}
+
+func validatePort(p int) error {
+	if p < 1 || p > 65535 {
+		return fmt.Errorf("%d is out of range: accepted is 1 to 65535", p)
+	}
+	return nil
+}
+
+func validateIdentifier(v, what string, required bool) error {
+	switch {
+	case v == "" && required:
+		return fmt.Errorf("required: the %s", what)
+	case len(v) > MaxIdentifierLen:
+		return fmt.Errorf("too long (%d bytes): PostgreSQL names are at most %d bytes", len(v), MaxIdentifierLen)
+	case !utf8.ValidString(v) || strings.ContainsRune(v, 0):
+		return errors.New("must be valid UTF-8 without NUL characters")
+	}
+	return nil
+}
+
+// ParseCertificates parses PEM text holding one or more CA certificates.
+func ParseCertificates(pemText string) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	rest := []byte(pemText)
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("contains a PEM block of type %q: only CERTIFICATE blocks are accepted", block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", len(certs)+1, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM certificate found: accepted is a PEM file with one or more -----BEGIN CERTIFICATE----- blocks")
+	}
+	return certs, nil
+}
+
+// Validate checks the spec after ApplyDefaults and reports every problem at
+// once as a *ValidationError, or nil.
+func (s *Spec) Validate() error {
+	var probs []FieldError
+	add := func(field string, err error) {
+		if err != nil {
+			probs = append(probs, FieldError{Field: field, Problem: err.Error()})
+		}
+	}
+	add("name", ValidateName(s.Name))
+	if !slices.Contains(Flavors(), s.Flavor) {
+		add("flavor", fmt.Errorf("%q is not accepted: use postgres, alloydb or lakebase", s.Flavor))
+	}
+	add("host", ValidateHost(s.Host))
+	add("port", validatePort(s.Port))
+	add("database", validateIdentifier(s.Database, "database name, e.g. analytics", true))
+	add("user", validateIdentifier(s.User, "database user name", true))
+	if len(s.Password.Reveal()) > 4096 {
+		add("password", errors.New("longer than 4096 bytes"))
+	} else if strings.ContainsRune(s.Password.Reveal(), 0) {
+		add("password", errors.New("must not contain NUL characters"))
+	}
+	switch {
+	case !slices.Contains(SSLModes(), s.SSLMode):
+		add("sslmode", fmt.Errorf("%q is not accepted: use disable, allow, prefer, require, verify-ca or verify-full", s.SSLMode))
+	case s.Flavor == Lakebase && !s.SSLMode.Encrypts():
+		add("sslmode", fmt.Errorf("%q is not accepted for Lakebase, which only accepts encrypted connections: use require, verify-ca or verify-full", s.SSLMode))
+	}
+	if s.SSLRootCert != "" {
+		if !s.SSLMode.Verifies() {
+			add("ssl_root_cert", fmt.Errorf("a CA certificate is used only with sslmode verify-ca or verify-full (sslmode is %q)", s.SSLMode))
+		} else if _, err := ParseCertificates(s.SSLRootCert); err != nil {
+			add("ssl_root_cert", err)
+		}
+	}
+	add("schema", validateIdentifier(s.Schema, "schema", false))
+	if s.Threads < 1 || s.Threads > MaxThreads {
+		add("threads", fmt.Errorf("%d is out of range: accepted is 1 to %d", s.Threads, MaxThreads))
+	}
+	if t := s.Tunnel; t != nil {
+		add("ssh_tunnel.host", ValidateHost(t.Host))
+		add("ssh_tunnel.port", validatePort(t.Port))
+		switch {
+		case t.User == "":
+			add("ssh_tunnel.user", errors.New("required: the user on the bastion, e.g. dbtcloud"))
+		case len(t.User) > 32 || !sshUserRE.MatchString(t.User):
+			add("ssh_tunnel.user", fmt.Errorf("%q is not accepted: a bastion user name of at most 32 letters, digits, '.', '_' and '-'", t.User))
+		}
+		if t.KeyType != "ed25519" && t.KeyType != "rsa" {
+			add("ssh_tunnel.key_type", fmt.Errorf("%q is not accepted: use ed25519 (default) or rsa", t.KeyType))
+		}
+		if d := time.Duration(t.KeepaliveInterval); d < MinKeepalive || d > MaxKeepalive {
+			add("ssh_tunnel.keepalive_interval", fmt.Errorf("%s is out of range: accepted is %s to %s", d, MinKeepalive, MaxKeepalive))
+		}
+		if t.KeepaliveCountMax < 1 || t.KeepaliveCountMax > MaxKeepaliveMax {
+			add("ssh_tunnel.keepalive_count_max", fmt.Errorf("%d is out of range: accepted is 1 to %d", t.KeepaliveCountMax, MaxKeepaliveMax))
+		}
+	}
+	if len(probs) == 0 {
+		return nil
+	}
+	return &ValidationError{Problems: probs}
+}

@@ -1,0 +1,314 @@
+// Package proxy serves a local TCP endpoint whose connections are forwarded
+// to connections made by a dial function, such as a channel through an SSH
+// tunnel. It lets tools that cannot take a custom dialer (dbt, psql) use a
+// tunnel unchanged.
+//
+// The listener, the dialer and the byte-copy loop are kept apart: [Proxy]
+// owns the accept loop and the set of active sessions, a [DialFunc] makes
+// the upstream connection under its own time-out, and pipe copies both
+// ways with pooled buffers.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// DefaultDialTimeout bounds each upstream dial unless [WithDialTimeout]
+// says otherwise.
+const DefaultDialTimeout = 30 * time.Second
+
+// bufferSize is the size of a pooled copy buffer.
+const bufferSize = 32 << 10
+
+// DialFunc opens the upstream connection for one accepted client.
+type DialFunc func(ctx context.Context) (net.Conn, error)
+
+// Option adjusts a [Proxy].
+type Option func(*Proxy)
+
+// WithDialTimeout sets the time-out of each upstream dial.
+func WithDialTimeout(d time.Duration) Option {
+	return func(p *Proxy) {
+		if d > 0 {
+			p.dialTimeout = d
+		}
+	}
+}
+
+// Proxy accepts connections on a listener and forwards each to a fresh
+// upstream connection.
+type Proxy struct {
+	ln          net.Listener
+	dial        DialFunc
+	log         *slog.Logger
+	dialTimeout time.Duration
+	bufs        sync.Pool
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	stopped   context.Context // done once Close has begun
+	stop      context.CancelFunc
+
+	mu       sync.Mutex
+	serving  bool
+	sessions map[*session]struct{}
+	wg       sync.WaitGroup // sessions; Add only under mu while not closing
+}
+
+// New returns a proxy that accepts on ln and dials with dial. The proxy
+// owns ln: Close closes it. A nil logger discards.
+func New(ln net.Listener, dial DialFunc, logger *slog.Logger, opts ...Option) *Proxy {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Proxy{
+		ln:          ln,
+		dial:        dial,
+		log:         logger.With(slog.String("listen", ln.Addr().String())),
+		dialTimeout: DefaultDialTimeout,
+		closing:     make(chan struct{}),
+		sessions:    make(map[*session]struct{}),
+	}
+	p.stopped, p.stop = context.WithCancel(context.Background())
+	p.bufs.New = func() any {
+		b := make([]byte, bufferSize)
+		return &b
+	}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
+}
+
+// Addr returns the address the proxy listens on.
+func (p *Proxy) Addr() net.Addr { return p.ln.Addr() }
+
+// Active returns the number of client connections being served.
+func (p *Proxy) Active() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.sessions)
+}
+
+// Serve accepts connections until ctx is done or Close is called, and then
+// closes the proxy (see Close). It returns nil on such a clean shutdown and
+// the accept error otherwise. Serve may be called once.
+func (p *Proxy) Serve(ctx context.Context) error {
+	p.mu.Lock()
+	if p.serving {
+		p.mu.Unlock()
+		return errors.New("proxy: Serve called twice")
+	}
+	p.serving = true
+	p.mu.Unlock()
+
+	stop := context.AfterFunc(ctx, func() { _ = p.Close() })
+	defer stop()
+
+	p.log.Info("proxy listening")
+	var backoff time.Duration
+	for {
+		client, err := p.ln.Accept()
+		if err != nil {
+			if isClosed(p.closing) {
+				return nil
+			}
+			var ne net.Error
+			if (errors.As(err, &ne) && ne.Timeout()) || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of descriptors or a passing error: wait and retry, as
+				// net/http does.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				p.log.Warn("proxy accept failed; retrying", slog.Any("error", err), slog.Duration("backoff", backoff))
+				select {
+				case <-time.After(backoff):
+					continue
+				case <-p.closing:
+					return nil
+				}
+			}
+			_ = p.Close()
+			return fmt.Errorf("proxy on %s: accept: %w", p.ln.Addr(), err)
+		}
+		backoff = 0
+		s := &session{client: client, opened: time.Now()}
+		if !p.track(s) {
+			_ = client.Close()
+			return nil
+		}
+		go p.handle(ctx, s)
+	}
+}
+
+// track registers a session unless the proxy is closing.
+func (p *Proxy) track(s *session) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if isClosed(p.closing) {
+		return false
+	}
+	p.sessions[s] = struct{}{}
+	p.wg.Add(1)
+	return true
+}
+
+func (p *Proxy) untrack(s *session) {
+	p.mu.Lock()
+	delete(p.sessions, s)
+	p.mu.Unlock()
+	p.wg.Done()
+}
+
+// Close stops accepting, closes every active connection and waits for the
+// sessions to finish. It is safe to call more than once.
+func (p *Proxy) Close() error {
+	var err error
+	p.closeOnce.Do(func() {
+		p.mu.Lock()
+		close(p.closing)
+		p.stop()
+		active := make([]*session, 0, len(p.sessions))
+		for s := range p.sessions {
+			active = append(active, s)
+		}
+		p.mu.Unlock()
+
+		if cerr := p.ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+			err = fmt.Errorf("proxy on %s: close listener: %w", p.ln.Addr(), cerr)
+		}
+		for _, s := range active {
+			s.close()
+		}
+		p.log.Info("proxy closed", slog.Int("active", len(active)))
+	})
+	p.wg.Wait()
+	return err
+}
+
+// session is one client connection and its upstream.
+type session struct {
+	client net.Conn
+	opened time.Time
+
+	mu       sync.Mutex
+	upstream net.Conn
+	closed   bool
+}
+
+// setUpstream records the upstream unless the session was closed meanwhile.
+func (s *session) setUpstream(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.upstream = c
+	return true
+}
+
+// close closes both sides, once.
+func (s *session) close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	up := s.upstream
+	s.mu.Unlock()
+	_ = s.client.Close()
+	if up != nil {
+		_ = up.Close()
+	}
+}
+
+// handle dials the upstream for one client and copies until both
+// directions are done.
+func (p *Proxy) handle(ctx context.Context, s *session) {
+	defer p.untrack(s)
+	defer s.close()
+	log := p.log.With(slog.String("client", s.client.RemoteAddr().String()))
+
+	dialCtx, cancel := context.WithTimeout(ctx, p.dialTimeout)
+	stop := context.AfterFunc(p.stopped, cancel) // Close cancels a dial in progress
+	up, err := p.dial(dialCtx)
+	stop()
+	cancel()
+	if err != nil {
+		log.Warn("proxy upstream dial failed", slog.Any("error", err))
+		return
+	}
+	if !s.setUpstream(up) {
+		_ = up.Close()
+		return
+	}
+	log.Debug("proxy session open")
+
+	toUp, toClient := p.pipe(s.client, up)
+	log.Debug("proxy session closed", slog.Int64("bytes_up", toUp), slog.Int64("bytes_down", toClient),
+		slog.Duration("duration", time.Since(s.opened)))
+}
+
+// pipe copies client→up and up→client. A direction that ends with EOF
+// half-closes its destination when the destination supports CloseWrite and
+// lets the other direction finish; a direction that fails, or whose
+// destination cannot half-close, closes both sides at once.
+func (p *Proxy) pipe(client, up net.Conn) (toUp, toClient int64) {
+	var once sync.Once
+	closeBoth := func() {
+		once.Do(func() {
+			_ = client.Close()
+			_ = up.Close()
+		})
+	}
+	defer closeBoth()
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		toClient = p.copyHalf(client, up, closeBoth)
+	}()
+	toUp = p.copyHalf(up, client, closeBoth)
+	<-done
+	return toUp, toClient
+}
+
+// copyHalf copies src to dst with a pooled buffer and then half-closes dst
+// or closes both.
+func (p *Proxy) copyHalf(dst, src net.Conn, closeBoth func()) int64 {
+	bp := p.bufs.Get().(*[]byte)
+	defer p.bufs.Put(bp)
+	// Hide ReaderFrom/WriterTo so that the pooled buffer is used.
+	n, err := io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
+	if err != nil {
+		closeBoth()
+		return n
+	}
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		if cw.CloseWrite() == nil {
+			return n
+		}
+	}
+	closeBoth()
+	return n
+}
+
+type readerOnly struct{ io.Reader }
+
+type writerOnly struct{ io.Writer }
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}

@@ -1,0 +1,318 @@
+// Package sqlite is pgrelay's embedded store: one SQLite file (pure Go,
+// modernc.org/sqlite, no cgo) in the data directory, in WAL mode, with
+// embedded migrations.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/pgrelay/pgrelay/internal/store"
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// FileName is the name of the database file in the data directory.
+const FileName = "pgrelay.db"
+
+// Store is the SQLite store. It implements store.Store.
+type Store struct {
+	db   *sql.DB
+	path string
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the store at path and migrates it. The file
+// is created with mode 0600; SQLite gives its WAL the same mode.
+func Open(ctx context.Context, path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open store: create directory: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	_ = f.Close()
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	s := &Store{db: db, path: path}
+	if err := s.migrate(ctx); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// DB returns the underlying database handle (for River and tests).
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Path returns the database file path.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)`); err != nil {
+		return fmt.Errorf("migrate store: %w", err)
+	}
+	names, err := fs.Glob(migrationFS, "migrations/*.sql")
+	if err != nil {
+		return fmt.Errorf("migrate store: %w", err)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		base := filepath.Base(name)
+		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migrate store: bad migration name %s", base)
+		}
+		if err := s.applyMigration(ctx, v, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) applyMigration(ctx context.Context, version int, name string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate store: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
+		return fmt.Errorf("migrate store: %w", err)
+	}
+	if n > 0 {
+		return nil
+	}
+	body, err := migrationFS.ReadFile(name)
+	if err != nil {
+		return fmt.Errorf("migrate store: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+		return fmt.Errorf("migrate store: apply %s: %w", filepath.Base(name), err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
+		version, formatTime(time.Now())); err != nil {
+		return fmt.Errorf("migrate store: record %s: %w", filepath.Base(name), err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrate store: commit %s: %w", filepath.Base(name), err)
+	}
+	return nil
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+func parseTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	return time.Parse(time.RFC3339Nano, s)
+}
+
+func isUniqueViolation(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
+}
+
+const connectionColumns = `id, name, spec, sealed_password, ssh_public_key, sealed_private_key,
+	previous_public_key, host_keys, host_keys_addr, pending_host_key, pending_host_key_seen,
+	created_at, updated_at, version`
+
+type connRow struct {
+	specJSON, hostKeysJSON []byte
+	created, updated, seen string
+}
+
+func connArgs(c *store.Connection) ([]any, error) {
+	spec := c.Spec.Clone()
+	specJSON, err := json.Marshal(spec)
+	if err != nil {
+		return nil, fmt.Errorf("encode spec: %w", err)
+	}
+	hk := c.HostKeys
+	if hk == nil {
+		hk = []string{}
+	}
+	hkJSON, err := json.Marshal(hk)
+	if err != nil {
+		return nil, fmt.Errorf("encode host keys: %w", err)
+	}
+	return []any{c.ID, c.Spec.Name, string(specJSON), c.SealedPassword, c.SSHPublicKey, c.SealedPrivateKey,
+		c.PreviousPublicKey, string(hkJSON), c.HostKeysAddr, c.PendingHostKey, formatTime(c.PendingHostKeySeen),
+		formatTime(c.CreatedAt), formatTime(c.UpdatedAt), c.Version}, nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanConnection(sc scanner) (*store.Connection, error) {
+	var c store.Connection
+	var r connRow
+	var name string
+	if err := sc.Scan(&c.ID, &name, &r.specJSON, &c.SealedPassword, &c.SSHPublicKey, &c.SealedPrivateKey,
+		&c.PreviousPublicKey, &r.hostKeysJSON, &c.HostKeysAddr, &c.PendingHostKey, &r.seen,
+		&r.created, &r.updated, &c.Version); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(r.specJSON, &c.Spec); err != nil {
+		return nil, fmt.Errorf("decode connection %s: %w", name, err)
+	}
+	if err := json.Unmarshal(r.hostKeysJSON, &c.HostKeys); err != nil {
+		return nil, fmt.Errorf("decode host keys of %s: %w", name, err)
+	}
+	var err error
+	if c.PendingHostKeySeen, err = parseTime(r.seen); err != nil {
+		return nil, fmt.Errorf("decode connection %s: %w", name, err)
+	}
+	if c.CreatedAt, err = parseTime(r.created); err != nil {
+		return nil, fmt.Errorf("decode connection %s: %w", name, err)
+	}
+	if c.UpdatedAt, err = parseTime(r.updated); err != nil {
+		return nil, fmt.Errorf("decode connection %s: %w", name, err)
+	}
+	return &c, nil
+}
+
+// CreateConnection implements store.Store.
+func (s *Store) CreateConnection(ctx context.Context, c *store.Connection) error {
+	if c.Version == 0 {
+		c.Version = 1
+	}
+	args, err := connArgs(c)
+	if err != nil {
+		return fmt.Errorf("create connection %s: %w", c.Spec.Name, err)
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO connections (`+connectionColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+	if isUniqueViolation(err) {
+		return fmt.Errorf("create connection %s: %w", c.Spec.Name, store.ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("create connection %s: %w", c.Spec.Name, err)
+	}
+	return nil
+}
+
+// GetConnection implements store.Store.
+func (s *Store) GetConnection(ctx context.Context, name string) (*store.Connection, error) {
+	row := s.db.QueryRowContext(ctx, `SELECT `+connectionColumns+` FROM connections WHERE name = ?`, name)
+	c, err := scanConnection(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("connection %s: %w", name, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get connection %s: %w", name, err)
+	}
+	return c, nil
+}
+
+// ListConnections implements store.Store.
+func (s *Store) ListConnections(ctx context.Context) ([]*store.Connection, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+connectionColumns+` FROM connections ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list connections: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.Connection
+	for rows.Next() {
+		c, err := scanConnection(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list connections: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list connections: %w", err)
+	}
+	return out, nil
+}
+
+// UpdateConnection implements store.Store.
+func (s *Store) UpdateConnection(ctx context.Context, c *store.Connection) error {
+	args, err := connArgs(c)
+	if err != nil {
+		return fmt.Errorf("update connection %s: %w", c.Spec.Name, err)
+	}
+	// args: id, name, spec, ..., created_at, updated_at, version
+	res, err := s.db.ExecContext(ctx, `UPDATE connections SET name = ?, spec = ?, sealed_password = ?,
+		ssh_public_key = ?, sealed_private_key = ?, previous_public_key = ?, host_keys = ?, host_keys_addr = ?,
+		pending_host_key = ?, pending_host_key_seen = ?, updated_at = ?, version = version + 1
+		WHERE id = ? AND version = ?`,
+		args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8], args[9], args[10], args[12],
+		c.ID, c.Version)
+	if isUniqueViolation(err) {
+		return fmt.Errorf("update connection %s: %w", c.Spec.Name, store.ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("update connection %s: %w", c.Spec.Name, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("update connection %s: %w", c.Spec.Name, err)
+	}
+	if n == 0 {
+		var exists int
+		if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM connections WHERE id = ?`, c.ID).Scan(&exists); err != nil {
+			return fmt.Errorf("update connection %s: %w", c.Spec.Name, err)
+		}
+		if exists == 0 {
+			return fmt.Errorf("update connection %s: %w", c.Spec.Name, store.ErrNotFound)
+		}
+		return fmt.Errorf("update connection %s: %w", c.Spec.Name, store.ErrConflict)
+	}
+	c.Version++
+	return nil
+}
+
+// DeleteConnection implements store.Store.
+func (s *Store) DeleteConnection(ctx context.Context, name string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM connections WHERE name = ?`, name)
+	if err != nil {
+		return fmt.Errorf("delete connection %s: %w", name, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("delete connection %s: %w", name, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("connection %s: %w", name, store.ErrNotFound)
+	}
+	return nil
+}

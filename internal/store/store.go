@@ -1,0 +1,78 @@
+// Package store is the persistence seam of pgrelay: the records it keeps
+// (connections, and later tokens, jobs and runs) and the Store interface
+// that each backend (sqlite, postgres) implements.
+//
+// Records hold secrets only in sealed form (see package secret); the store
+// never sees a plain password or private key.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+)
+
+// Errors every backend returns (possibly wrapped).
+var (
+	// ErrNotFound means no record has that name.
+	ErrNotFound = errors.New("not found")
+	// ErrExists means a record with that name already exists.
+	ErrExists = errors.New("already exists")
+	// ErrConflict means the record changed since it was read.
+	ErrConflict = errors.New("changed by someone else since it was read; read it again and retry")
+)
+
+// Connection is a saved connection. Spec.Password is always empty here: the
+// password lives sealed in SealedPassword.
+type Connection struct {
+	// ID is a random identifier that never changes; sealed values are bound
+	// to it.
+	ID   string
+	Spec connection.Spec
+	// SealedPassword is the database password sealed by the keyring (empty
+	// when there is no password).
+	SealedPassword []byte
+	// SSHPublicKey is the tunnel's public key in authorized_keys format
+	// (without comment); empty without a tunnel.
+	SSHPublicKey string
+	// SealedPrivateKey is the tunnel's private key (OpenSSH PEM), sealed.
+	SealedPrivateKey []byte
+	// PreviousPublicKey is the public key replaced by the last rotation, so
+	// that it can be shown for removal from the bastion.
+	PreviousPublicKey string
+	// HostKeys are the bastion host keys pinned for HostKeysAddr, in
+	// authorized_keys format.
+	HostKeys []string
+	// HostKeysAddr is the bastion host:port the pins belong to.
+	HostKeysAddr string
+	// PendingHostKey is a host key the bastion presented that is not pinned
+	// (a change to approve), in authorized_keys format; empty when none.
+	PendingHostKey string
+	// PendingHostKeySeen is when PendingHostKey was presented.
+	PendingHostKeySeen time.Time
+	CreatedAt          time.Time
+	UpdatedAt          time.Time
+	// Version increases with each update; UpdateConnection refuses a
+	// record whose Version is not the stored one (ErrConflict).
+	Version int64
+}
+
+// Store keeps pgrelay's records. Implementations are safe for concurrent use.
+type Store interface {
+	// CreateConnection saves a new connection; ErrExists if the name is taken.
+	CreateConnection(ctx context.Context, c *Connection) error
+	// GetConnection returns the connection with that name, or ErrNotFound.
+	GetConnection(ctx context.Context, name string) (*Connection, error)
+	// ListConnections returns every connection ordered by name.
+	ListConnections(ctx context.Context) ([]*Connection, error)
+	// UpdateConnection replaces the stored connection whose ID and Version
+	// match c, and increments c.Version; ErrConflict when the version
+	// differs, ErrNotFound when it is gone.
+	UpdateConnection(ctx context.Context, c *Connection) error
+	// DeleteConnection removes the connection; ErrNotFound if absent.
+	DeleteConnection(ctx context.Context, name string) error
+	// Close releases the store's resources.
+	Close() error
+}

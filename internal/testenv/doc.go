@@ -1,0 +1,19 @@
+// Package testenv starts real servers on loopback for tests: a throwaway
+// PostgreSQL cluster ([StartPostgres]), a real OpenSSH bastion
+// ([StartBastion]) and a TCP fault proxy ([StartFaultProxy]) for network
+// faults that a real server cannot be made to show.
+//
+// Everything a helper starts is stopped and removed in tb.Cleanup. Helpers
+// report problems with tb.Fatalf (never Skip): a test that needs PostgreSQL
+// or OpenSSH must fail loudly on a machine that lacks them; `make test-deps`
+// installs them.
+//
+// The helpers work both as root (as in CI) and as a normal user. As root,
+// PostgreSQL runs as the "postgres" OS user because initdb refuses to run as
+// root, and sshd runs as root with privilege separation (it needs /run/sshd,
+// which is created when missing).
+//
+// The methods of the returned values call tb.Fatalf and so must be called
+// from the test's own goroutine; they are not safe for concurrent use unless
+// their doc says so.
+package testenv

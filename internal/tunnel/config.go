@@ -1,0 +1,177 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// Defaults applied by [Config.WithDefaults].
+const (
+	// DefaultDialTimeout bounds the TCP connect plus the SSH handshake.
+	DefaultDialTimeout = 10 * time.Second
+	// DefaultKeepaliveInterval is how often a keepalive request is sent.
+	DefaultKeepaliveInterval = 30 * time.Second
+	// DefaultKeepaliveCountMax is how many keepalive intervals may pass
+	// without a reply before the tunnel is dropped (30 s × 10 = 300 s).
+	DefaultKeepaliveCountMax = 10
+)
+
+// Config describes one SSH connection to a bastion.
+type Config struct {
+	// Addr is the bastion's "host:port". IPv6 literals are bracketed
+	// ("[2001:db8::1]:22"); use net.JoinHostPort to build it.
+	Addr string
+	// User is the account on the bastion.
+	User string
+	// Signer holds the client key. RSA signers should already be limited to
+	// rsa-sha2-256/512 (OpenSSH 8.8+ refuses SHA-1 signatures).
+	Signer ssh.Signer
+	// HostKeys are the pinned host keys of the bastion; any of them is
+	// accepted. Comparison is on the marshalled key bytes.
+	HostKeys []ssh.PublicKey
+	// OnFirstUse is called with the presented host key when HostKeys is
+	// empty, so that the caller can pin it. An error refuses the key. When
+	// OnFirstUse is nil and HostKeys is empty every key is refused: the
+	// tunnel fails closed with a [*HostKeyMismatchError] naming the presented
+	// fingerprint.
+	OnFirstUse func(key ssh.PublicKey) error
+	// DialTimeout bounds the TCP connect plus the SSH handshake
+	// (default [DefaultDialTimeout]).
+	DialTimeout time.Duration
+	// KeepaliveInterval is the time between keepalive requests
+	// (default [DefaultKeepaliveInterval]).
+	KeepaliveInterval time.Duration
+	// KeepaliveCountMax is the number of intervals without any keepalive
+	// reply after which the tunnel is dropped
+	// (default [DefaultKeepaliveCountMax]).
+	KeepaliveCountMax int
+	// Dial opens the TCP connection to the bastion (default: a net.Dialer).
+	// Tests use it to put a fault proxy in the path.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Logger receives the tunnel's events (default: discarded).
+	Logger *slog.Logger
+}
+
+// WithDefaults returns a copy of c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	if c.DialTimeout == 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.KeepaliveInterval == 0 {
+		c.KeepaliveInterval = DefaultKeepaliveInterval
+	}
+	if c.KeepaliveCountMax == 0 {
+		c.KeepaliveCountMax = DefaultKeepaliveCountMax
+	}
+	if c.Dial == nil {
+		d := &net.Dialer{}
+		c.Dial = d.DialContext
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports every problem of c at once (joined with errors.Join).
+// It expects defaults to have been applied for the durations.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Addr == "" {
+		errs = append(errs, errors.New("tunnel config: bastion address is empty: set it to host:port"))
+	} else if host, port, err := net.SplitHostPort(c.Addr); err != nil {
+		errs = append(errs, fmt.Errorf("tunnel config: bastion address %q is not host:port (bracket IPv6 literals): %w", c.Addr, err))
+	} else {
+		if host == "" {
+			errs = append(errs, fmt.Errorf("tunnel config: bastion address %q has no host", c.Addr))
+		}
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			errs = append(errs, fmt.Errorf("tunnel config: bastion address %q: port %q is not a number from 1 to 65535", c.Addr, port))
+		}
+	}
+	if c.User == "" {
+		errs = append(errs, errors.New("tunnel config: bastion user is empty"))
+	}
+	if c.Signer == nil {
+		errs = append(errs, errors.New("tunnel config: no client key (Signer is nil)"))
+	}
+	for i, k := range c.HostKeys {
+		if k == nil {
+			errs = append(errs, fmt.Errorf("tunnel config: pinned host key %d is nil", i))
+		}
+	}
+	if c.DialTimeout < 0 {
+		errs = append(errs, fmt.Errorf("tunnel config: dial timeout %v is negative", c.DialTimeout))
+	}
+	if c.KeepaliveInterval < 0 {
+		errs = append(errs, fmt.Errorf("tunnel config: keepalive interval %v is negative", c.KeepaliveInterval))
+	}
+	if c.KeepaliveCountMax < 0 {
+		errs = append(errs, fmt.Errorf("tunnel config: keepalive count %d is negative", c.KeepaliveCountMax))
+	}
+	return errors.Join(errs...)
+}
+
+// silenceLimit is how long the tunnel may go without a keepalive reply.
+func (c Config) silenceLimit() time.Duration {
+	return c.KeepaliveInterval * time.Duration(c.KeepaliveCountMax)
+}
+
+// Ciphers in the order offered to the bastion: AEAD ciphers first (AES-GCM
+// is hardware-accelerated on amd64 and arm64, ChaCha20-Poly1305 is fast
+// everywhere else), then the CTR modes for older servers.
+func preferredCiphers() []string {
+	return []string{
+		ssh.CipherAES128GCM,
+		ssh.CipherChaCha20Poly1305,
+		ssh.CipherAES256GCM,
+		ssh.CipherAES128CTR,
+		ssh.CipherAES192CTR,
+		ssh.CipherAES256CTR,
+	}
+}
+
+// Host key algorithms in order of preference when nothing is pinned.
+func preferredHostKeyAlgos() []string {
+	return []string{
+		ssh.KeyAlgoED25519,
+		ssh.KeyAlgoECDSA256,
+		ssh.KeyAlgoECDSA384,
+		ssh.KeyAlgoECDSA521,
+		ssh.KeyAlgoRSASHA512,
+		ssh.KeyAlgoRSASHA256,
+	}
+}
+
+// hostKeyAlgorithms lists the host key algorithms to offer: those of the
+// pinned keys first, so that a bastion with several host keys presents a
+// pinned one, then the rest. Certificates are not offered: keys are pinned.
+func hostKeyAlgorithms(pinned []ssh.PublicKey) []string {
+	supported := ssh.SupportedAlgorithms().HostKeys
+	var out []string
+	add := func(algo string) {
+		if !slices.Contains(out, algo) && slices.Contains(supported, algo) {
+			out = append(out, algo)
+		}
+	}
+	for _, k := range pinned {
+		if k.Type() == ssh.KeyAlgoRSA {
+			add(ssh.KeyAlgoRSASHA512)
+			add(ssh.KeyAlgoRSASHA256)
+			continue
+		}
+		add(k.Type())
+	}
+	for _, a := range preferredHostKeyAlgos() {
+		add(a)
+	}
+	return out
+}

@@ -1,0 +1,18 @@
+// Package tunnel holds one SSH connection to a bastion host and opens
+// direct-tcpip channels through it.
+//
+// A [Tunnel] is made by [Dial]. It verifies the bastion's host key against
+// pinned keys (failing closed), authenticates with one public key, sends
+// keepalive@openssh.com requests and answers the bastion's own keepalives.
+// When the bastion stops answering or the connection closes, the tunnel is
+// dropped: [Tunnel.Done] closes, [Tunnel.Err] reports a [*DroppedError], and
+// every connection handed out by [Tunnel.DialContext] fails promptly with it.
+//
+// [Tunnel.DialContext] has the signature of a pgx DialFunc, so many database
+// connections can share one SSH connection as channels.
+//
+// Every failure is a typed error that says which hop failed and what to do:
+// [*DialError], [*HandshakeError], [*HostKeyMismatchError], [*AuthError],
+// [*ForwardError] and [*DroppedError]. Callers classify them with errors.As,
+// never by their text.
+package tunnel

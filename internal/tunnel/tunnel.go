@@ -1,0 +1,545 @@
+package tunnel
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// keepaliveRequest is the request name OpenSSH uses for keepalives in both
+// directions.
+const keepaliveRequest = "keepalive@openssh.com"
+
+// Tunnel is one authenticated SSH connection to a bastion. It is safe for
+// concurrent use.
+type Tunnel struct {
+	cfg     Config
+	log     *slog.Logger
+	client  *ssh.Client
+	tcp     net.Conn
+	hostKey ssh.PublicKey
+	since   time.Time
+
+	done chan struct{}
+
+	mu      sync.Mutex
+	err     error // terminal state; set once, under mu
+	silence *time.Timer
+
+	// wg counts the goroutines the tunnel started (its own and those of its
+	// connections). Add only under mu while err == nil.
+	wg sync.WaitGroup
+
+	lastReply        atomic.Int64 // unix nanoseconds of the last keepalive reply
+	serverKeepalives atomic.Int64
+	openChannels     atomic.Int64
+}
+
+// Stats is a snapshot of a tunnel's health.
+type Stats struct {
+	// LastKeepaliveReply is when the bastion last answered a keepalive
+	// (zero before the first reply).
+	LastKeepaliveReply time.Time
+	// ServerKeepalives counts keepalive requests received from the bastion,
+	// both global and on channels.
+	ServerKeepalives int64
+	// OpenChannels counts connections from DialContext not yet closed.
+	OpenChannels int
+	// Since is when the tunnel came up.
+	Since time.Time
+}
+
+// handshakeState records what happened during the SSH handshake, so that a
+// failure is classified by the phase it reached rather than by its text.
+type handshakeState struct {
+	presented ssh.PublicKey
+
+	mu             sync.Mutex
+	authReached    bool     // the server answered the "none" auth attempt
+	methods        []string // methods the server allows
+	triedPublicKey bool     // our public key was offered and refused
+}
+
+func (s *handshakeState) authCallback(ctx *ssh.ClientAuthContext) (ssh.AuthMethod, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.authReached = true
+	s.methods = slices.Clone(ctx.AllowedMethods)
+	if slices.Contains(ctx.TriedMethods, "publickey") {
+		s.triedPublicKey = true
+	}
+	return nil, nil // fall back to Config.Auth
+}
+
+// authRefused reports whether the handshake got to authentication and the
+// bastion would not accept the public key.
+func (s *handshakeState) authRefused() (bool, []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.authReached {
+		return false, nil
+	}
+	return s.triedPublicKey || !slices.Contains(s.methods, "publickey"), s.methods
+}
+
+// Dial connects to the bastion, verifies its host key, authenticates and
+// starts keepalives. The whole of it is bounded by ctx and cfg.DialTimeout.
+func Dial(ctx context.Context, cfg Config) (*Tunnel, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With(slog.String("bastion", cfg.Addr), slog.String("user", cfg.User))
+
+	dialCtx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+
+	raw, err := cfg.Dial(dialCtx, "tcp", cfg.Addr)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+		}
+		log.Debug("ssh bastion connect failed", slog.Any("error", err))
+		return nil, &DialError{Addr: cfg.Addr, Err: err}
+	}
+
+	t := &Tunnel{
+		cfg:  cfg,
+		log:  log,
+		done: make(chan struct{}),
+	}
+	tc := &transportConn{Conn: raw}
+
+	// Bound the handshake: the deadline covers the time-out, the AfterFunc
+	// covers the caller cancelling ctx.
+	if dl, ok := dialCtx.Deadline(); ok {
+		_ = raw.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(dialCtx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
+
+	st := &handshakeState{}
+	sshCfg := &ssh.ClientConfig{
+		Config: ssh.Config{Ciphers: preferredCiphers()},
+		User:   cfg.User,
+		Auth: []ssh.AuthMethod{ssh.PublicKeysCallback(func() ([]ssh.Signer, error) {
+			return []ssh.Signer{cfg.Signer}, nil
+		})},
+		AuthCallback:      st.authCallback,
+		HostKeyCallback:   hostKeyCallback(cfg, st),
+		HostKeyAlgorithms: hostKeyAlgorithms(cfg.HostKeys),
+	}
+	conn, chans, reqs, err := ssh.NewClientConn(tc, cfg.Addr, sshCfg)
+	interrupted := !stop()
+	if err == nil && interrupted {
+		// The deadline fired just as the handshake completed: treat the
+		// connection as unusable rather than race with the reset below.
+		conn.Close()
+		err = dialCtx.Err()
+	}
+	if err != nil {
+		raw.Close()
+		err = classifyHandshakeError(ctx, dialCtx, cfg, st, err)
+		log.Debug("ssh handshake failed", slog.Any("error", err))
+		return nil, err
+	}
+	_ = raw.SetDeadline(time.Time{})
+
+	t.hostKey = st.presented
+	t.tcp = raw
+	// Global requests are ours to answer; NewClient gets a closed channel so
+	// that its own handler exits at once.
+	noReqs := make(chan *ssh.Request)
+	close(noReqs)
+	t.client = ssh.NewClient(conn, chans, noReqs)
+	t.since = time.Now()
+
+	t.mu.Lock()
+	t.silence = time.AfterFunc(cfg.silenceLimit(), t.checkSilence)
+	t.wg.Add(3)
+	t.mu.Unlock()
+	tc.tunnel.Store(t)
+	go t.handleRequests(reqs)
+	go t.keepaliveLoop()
+	go t.waitClosed()
+
+	attrs := []any{slog.String("fingerprint", ssh.FingerprintSHA256(t.hostKey))}
+	if am, ok := conn.(ssh.AlgorithmsConnMetadata); ok {
+		a := am.Algorithms()
+		attrs = append(attrs, slog.String("cipher", a.Write.Cipher), slog.String("kex", a.KeyExchange),
+			slog.String("host_key_algorithm", a.HostKey))
+	}
+	log.Info("ssh tunnel up", attrs...)
+	return t, nil
+}
+
+// classifyHandshakeError turns an error from ssh.NewClientConn into one of
+// the package's typed errors, by what the handshake got as far as.
+func classifyHandshakeError(ctx, dialCtx context.Context, cfg Config, st *handshakeState, err error) error {
+	var hk *HostKeyMismatchError
+	if errors.As(err, &hk) {
+		return hk
+	}
+	if ctx.Err() != nil {
+		return &HandshakeError{Addr: cfg.Addr, Err: fmt.Errorf("%w: %w", ctx.Err(), err)}
+	}
+	if dialCtx.Err() != nil {
+		return &HandshakeError{Addr: cfg.Addr, Err: fmt.Errorf("no answer within %v: %w", cfg.DialTimeout, err)}
+	}
+	transportFailed := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+	var ne net.Error
+	if errors.As(err, &ne) {
+		transportFailed = true
+	}
+	if refused, methods := st.authRefused(); refused && !transportFailed {
+		return &AuthError{
+			Addr:           cfg.Addr,
+			User:           cfg.User,
+			KeyFingerprint: ssh.FingerprintSHA256(cfg.Signer.PublicKey()),
+			Methods:        methods,
+			Err:            err,
+		}
+	}
+	return &HandshakeError{Addr: cfg.Addr, Err: err}
+}
+
+// hostKeyCallback fails closed: a presented key is accepted only when its
+// marshalled bytes equal a pinned key's, or when nothing is pinned and
+// OnFirstUse accepts it.
+func hostKeyCallback(cfg Config, st *handshakeState) ssh.HostKeyCallback {
+	return func(_ string, _ net.Addr, key ssh.PublicKey) error {
+		st.presented = key
+		presented := key.Marshal()
+		for _, k := range cfg.HostKeys {
+			if bytes.Equal(k.Marshal(), presented) {
+				return nil
+			}
+		}
+		mismatch := &HostKeyMismatchError{
+			Addr:         cfg.Addr,
+			Presented:    ssh.FingerprintSHA256(key),
+			PresentedKey: key,
+		}
+		for _, k := range cfg.HostKeys {
+			mismatch.Pinned = append(mismatch.Pinned, ssh.FingerprintSHA256(k))
+		}
+		if len(cfg.HostKeys) == 0 && cfg.OnFirstUse != nil {
+			err := cfg.OnFirstUse(key)
+			if err == nil {
+				cfg.Logger.Info("ssh host key trusted on first use", slog.String("bastion", cfg.Addr),
+					slog.String("fingerprint", mismatch.Presented))
+				return nil
+			}
+			mismatch.Err = err
+		}
+		return mismatch
+	}
+}
+
+// transportConn is the TCP connection under the SSH transport. It notices
+// a failed read or write before the SSH library closes the channels, so
+// that readers of those channels already see the tunnel as dropped.
+type transportConn struct {
+	net.Conn
+	tunnel atomic.Pointer[Tunnel]
+}
+
+func (c *transportConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.failed(err)
+	}
+	return n, err
+}
+
+func (c *transportConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.failed(err)
+	}
+	return n, err
+}
+
+func (c *transportConn) failed(err error) {
+	if t := c.tunnel.Load(); t != nil {
+		t.fail(&DroppedError{Addr: t.cfg.Addr, Err: err})
+	}
+}
+
+// fail moves the tunnel to its terminal state (once) and closes the SSH
+// connection. It reports whether this call did it.
+func (t *Tunnel) fail(err error) bool {
+	t.mu.Lock()
+	if t.err != nil {
+		t.mu.Unlock()
+		return false
+	}
+	t.err = err
+	close(t.done)
+	if t.silence != nil {
+		t.silence.Stop()
+	}
+	t.mu.Unlock()
+
+	_ = t.client.Close()
+	if errors.Is(err, ErrClosed) {
+		t.log.Info("ssh tunnel closed")
+	} else {
+		t.log.Warn("ssh tunnel dropped", slog.Any("error", err))
+	}
+	return true
+}
+
+// checkSilence runs when no keepalive reply has arrived for the silence
+// limit; a reply that raced with the timer re-arms it instead.
+func (t *Tunnel) checkSilence() {
+	limit := t.cfg.silenceLimit()
+	last := t.since
+	if ns := t.lastReply.Load(); ns != 0 {
+		last = time.Unix(0, ns)
+	}
+	silence := time.Since(last)
+	if silence < limit {
+		t.mu.Lock()
+		if t.err == nil {
+			t.silence.Reset(limit - silence)
+		}
+		t.mu.Unlock()
+		return
+	}
+	t.fail(&DroppedError{Addr: t.cfg.Addr, Silence: silence, Err: ErrKeepaliveTimeout})
+}
+
+// keepaliveLoop sends keepalive@openssh.com every interval. A request
+// waits for its reply, so a frozen bastion holds one request outstanding
+// while the silence timer runs out.
+func (t *Tunnel) keepaliveLoop() {
+	defer t.wg.Done()
+	ticker := time.NewTicker(t.cfg.KeepaliveInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-t.done:
+			return
+		case <-ticker.C:
+		}
+		// Any reply, success or failure, shows the bastion is alive.
+		if _, _, err := t.client.SendRequest(keepaliveRequest, true, nil); err != nil {
+			return // the connection is gone; waitClosed reports it
+		}
+		t.lastReply.Store(time.Now().UnixNano())
+		t.mu.Lock()
+		if t.err == nil {
+			t.silence.Reset(t.cfg.silenceLimit())
+		}
+		t.mu.Unlock()
+	}
+}
+
+// handleGlobalRequests answers the bastion's global requests like OpenSSH
+// does: keepalives are counted, anything wanting a reply gets a failure.
+// The same applies to requests on a channel: OpenSSH's sshd sends its
+// keepalive on an open channel when there is one.
+func (t *Tunnel) handleRequests(reqs <-chan *ssh.Request) {
+	defer t.wg.Done()
+	t.answerRequests(reqs)
+}
+
+// answerRequests serves reqs until the SSH library closes it.
+func (t *Tunnel) answerRequests(reqs <-chan *ssh.Request) {
+	for req := range reqs {
+		if req.Type == keepaliveRequest {
+			t.serverKeepalives.Add(1)
+		}
+		if req.WantReply {
+			_ = req.Reply(false, nil)
+		}
+	}
+}
+
+// discardChannel closes a channel nobody will use and answers its requests
+// until the bastion confirms the close.
+func (t *Tunnel) discardChannel(ch ssh.Channel, reqs <-chan *ssh.Request) {
+	_ = ch.Close()
+	t.answerRequests(reqs)
+}
+
+// waitClosed reports the end of the SSH connection.
+func (t *Tunnel) waitClosed() {
+	defer t.wg.Done()
+	err := t.client.Wait()
+	if err == nil {
+		err = io.EOF
+	}
+	t.fail(&DroppedError{Addr: t.cfg.Addr, Err: err})
+}
+
+// DialContext opens a direct-tcpip channel from the bastion to addr
+// ("host:port"; the host is resolved by the bastion). It has the shape of a
+// pgx DialFunc. ctx bounds the opening only; once open, the connection
+// lives until closed or until the tunnel drops. The connection supports
+// deadlines and CloseWrite.
+func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return nil, fmt.Errorf("dial %s via SSH bastion %s: network %q is not supported (use tcp)", addr, t.cfg.Addr, network)
+	}
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s via SSH bastion %s: %w", addr, t.cfg.Addr, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s via SSH bastion %s: port %q is not a number: %w", addr, t.cfg.Addr, portStr, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("dial %s via SSH bastion %s: %w", addr, t.cfg.Addr, err)
+	}
+	if err := t.Err(); err != nil {
+		return nil, err
+	}
+
+	payload := ssh.Marshal(&directTCPIPMsg{
+		RAddr: host,
+		RPort: uint32(port),
+		LAddr: "127.0.0.1",
+		LPort: 0,
+	})
+
+	type result struct {
+		ch   ssh.Channel
+		reqs <-chan *ssh.Request
+		err  error
+	}
+	// Buffered so that the opener never blocks after the caller gave up.
+	res := make(chan result, 1)
+	abandoned := make(chan struct{})
+	if !t.add(1) {
+		return nil, t.Err()
+	}
+	go func() {
+		defer t.wg.Done()
+		ch, reqs, err := t.client.OpenChannel("direct-tcpip", payload)
+		select {
+		case res <- result{ch, reqs, err}:
+		case <-abandoned:
+			if err == nil {
+				t.discardChannel(ch, reqs)
+			}
+		}
+	}()
+
+	var r result
+	select {
+	case r = <-res:
+	case <-ctx.Done():
+		close(abandoned)
+		// The opener may have finished at the same moment.
+		select {
+		case r = <-res:
+			if r.err == nil {
+				t.discardChannelAsync(r.ch, r.reqs)
+			}
+		default:
+		}
+		return nil, fmt.Errorf("dial %s via SSH bastion %s: %w", addr, t.cfg.Addr, ctx.Err())
+	}
+
+	if r.err != nil {
+		var oce *ssh.OpenChannelError
+		if errors.As(r.err, &oce) {
+			return nil, &ForwardError{Bastion: t.cfg.Addr, Target: addr, Reason: oce.Reason, Message: oce.Message, Err: r.err}
+		}
+		if err := t.Err(); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("dial %s via SSH bastion %s: %w", addr, t.cfg.Addr, r.err)
+	}
+	c, err := t.newConn(r.ch, r.reqs, addr)
+	if err != nil {
+		t.discardChannelAsync(r.ch, r.reqs)
+		return nil, err
+	}
+	t.log.Debug("ssh channel open", slog.String("target", addr))
+	return c, nil
+}
+
+// discardChannelAsync runs discardChannel in a goroutine the tunnel waits
+// for; when the tunnel is already down, the SSH library has closed the
+// channel's request queue, and draining it inline cannot block.
+func (t *Tunnel) discardChannelAsync(ch ssh.Channel, reqs <-chan *ssh.Request) {
+	if !t.add(1) {
+		t.discardChannel(ch, reqs)
+		return
+	}
+	go func() {
+		defer t.wg.Done()
+		t.discardChannel(ch, reqs)
+	}()
+}
+
+// directTCPIPMsg is the payload of a direct-tcpip channel open (RFC 4254
+// section 7.2).
+type directTCPIPMsg struct {
+	RAddr string
+	RPort uint32
+	LAddr string
+	LPort uint32
+}
+
+// add counts n goroutines the tunnel will wait for, unless it is down.
+func (t *Tunnel) add(n int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.err != nil {
+		return false
+	}
+	t.wg.Add(n)
+	return true
+}
+
+// Done is closed when the tunnel has dropped or been closed.
+func (t *Tunnel) Done() <-chan struct{} { return t.done }
+
+// Err is nil while the tunnel is up. Afterwards it is a [*DroppedError], or
+// an error wrapping [ErrClosed] when [Tunnel.Close] came first.
+func (t *Tunnel) Err() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
+}
+
+// Close shuts the tunnel and its connections down and waits for its
+// goroutines to exit. It is safe to call more than once.
+func (t *Tunnel) Close() error {
+	t.fail(fmt.Errorf("SSH tunnel to bastion %s: %w", t.cfg.Addr, ErrClosed))
+	t.wg.Wait()
+	return nil
+}
+
+// HostKey returns the host key the bastion presented.
+func (t *Tunnel) HostKey() ssh.PublicKey { return t.hostKey }
+
+// Stats returns a snapshot of the tunnel's health.
+func (t *Tunnel) Stats() Stats {
+	s := Stats{
+		ServerKeepalives: t.serverKeepalives.Load(),
+		OpenChannels:     int(t.openChannels.Load()),
+		Since:            t.since,
+	}
+	if ns := t.lastReply.Load(); ns != 0 {
+		s.LastKeepaliveReply = time.Unix(0, ns)
+	}
+	return s
+}
