@@ -39,6 +39,7 @@ type connFlags struct {
 	port                         int
 	passwordEnv                  string
 	passwordStdin                bool
+	passwordFlag                 string
 	sslMode, sslRootCert, schema string
 	threads                      int
 	sshHost, sshUser, sshKeyType string
@@ -57,6 +58,8 @@ func (f *connFlags) register(cmd *cobra.Command, update bool) {
 	fl.StringVar(&f.user, "user", "", "database user")
 	fl.StringVar(&f.passwordEnv, "password-env", "", "read the database password from this environment variable")
 	fl.BoolVar(&f.passwordStdin, "password-stdin", false, "read the database password from standard input")
+	fl.StringVar(&f.passwordFlag, "password", "", "not accepted: see --password-env and --password-stdin")
+	_ = fl.MarkHidden("password")
 	fl.StringVar(&f.sslMode, "sslmode", "", "disable, allow, prefer, require, verify-ca or verify-full (default prefer; require for alloydb and lakebase)")
 	fl.StringVar(&f.sslRootCert, "ssl-root-cert", "", "PEM file of the CA that signed the server certificate (verify-ca, verify-full)")
 	fl.StringVar(&f.schema, "schema", "", "default schema (dbt target schema)")
@@ -170,6 +173,9 @@ func (f *connFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
 // password reads the password from --password-env or --password-stdin;
 // nil when neither was given.
 func (f *connFlags) password(env Env) (*secret.Value, error) {
+	if f.passwordFlag != "" {
+		return nil, usagef("--password: a password is never taken as a flag value (it would show in `ps` and shell history): use --password-env VAR or --password-stdin")
+	}
 	if f.passwordEnv != "" && f.passwordStdin {
 		return nil, usagef("--password-env and --password-stdin: give only one")
 	}

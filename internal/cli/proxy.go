@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"os/signal"
@@ -50,7 +49,7 @@ between the client and the server. Ctrl-C (SIGINT) or SIGTERM stops it.`,
 			}
 			fmt.Fprintln(r.out(), "Press Ctrl-C to stop.")
 			err = ps.Serve(ctx)
-			if ctx.Err() != nil && context.Cause(cmd.Context()) == nil {
+			if ctx.Err() != nil {
 				fmt.Fprintln(r.out(), "Stopped.")
 				return nil
 			}

@@ -107,8 +107,8 @@ func Dial(ctx context.Context, cfg Config) (*Tunnel, error) {
 
 	raw, err := cfg.Dial(dialCtx, "tcp", cfg.Addr)
 	if err != nil {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+		if cerr := ctxError(ctx, isTimeout(err)); cerr != nil && !errors.Is(err, cerr) {
+			err = fmt.Errorf("%w: %w", cerr, err)
 		}
 		log.Debug("ssh bastion connect failed", slog.Any("error", err))
 		return nil, &DialError{Addr: cfg.Addr, Err: err}
@@ -190,10 +190,13 @@ func classifyHandshakeError(ctx, dialCtx context.Context, cfg Config, st *handsh
 	if errors.As(err, &hk) {
 		return hk
 	}
-	if ctx.Err() != nil {
-		return &HandshakeError{Addr: cfg.Addr, Err: fmt.Errorf("%w: %w", ctx.Err(), err)}
+	// The connection's deadline may fire a moment before the context's own
+	// timer, so a time-out is attributed by the clock as well.
+	timedOut := isTimeout(err)
+	if cerr := ctxError(ctx, timedOut); cerr != nil {
+		return &HandshakeError{Addr: cfg.Addr, Err: fmt.Errorf("%w: %w", cerr, err)}
 	}
-	if dialCtx.Err() != nil {
+	if ctxError(dialCtx, timedOut) != nil {
 		return &HandshakeError{Addr: cfg.Addr, Err: fmt.Errorf("no answer within %v: %w", cfg.DialTimeout, err)}
 	}
 	transportFailed := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
@@ -211,6 +214,18 @@ func classifyHandshakeError(ctx, dialCtx context.Context, cfg Config, st *handsh
 		}
 	}
 	return &HandshakeError{Addr: cfg.Addr, Err: err}
+}
+
+// ctxError returns ctx's error, or context.DeadlineExceeded when an
+// operation timed out at or after ctx's deadline.
+func ctxError(ctx context.Context, timedOut bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && timedOut && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // hostKeyCallback fails closed: a presented key is accepted only when its

@@ -1,0 +1,434 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgrelay/pgrelay/internal/cli"
+	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/sshkey"
+	"github.com/pgrelay/pgrelay/internal/store/sqlite"
+	"github.com/pgrelay/pgrelay/internal/testenv"
+)
+
+// harness runs pgrelay commands in-process against its own data dir.
+type harness struct {
+	t       *testing.T
+	dataDir string
+	env     map[string]string
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	return &harness{t: t, dataDir: t.TempDir(), env: map[string]string{}}
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+}
+
+func (h *harness) runCtx(ctx context.Context, stdin string, args ...string) result {
+	var out, errb bytes.Buffer
+	env := cli.Env{
+		Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errb,
+		Getenv: func(k string) string {
+			if k == "PGRELAY_DATA_DIR" {
+				return h.dataDir
+			}
+			return h.env[k]
+		},
+		StdinIsTerminal: func() bool { return false },
+	}
+	code := cli.Execute(ctx, env, args)
+	return result{stdout: out.String(), stderr: errb.String(), code: code}
+}
+
+func (h *harness) run(args ...string) result {
+	return h.runCtx(context.Background(), "", args...)
+}
+
+// ok runs a command that must succeed.
+func (h *harness) ok(args ...string) result {
+	h.t.Helper()
+	r := h.run(args...)
+	if r.code != 0 {
+		h.t.Fatalf("pgrelay %s: %s", strings.Join(args, " "), r)
+	}
+	return r
+}
+
+// fail runs a command that must fail with code, and returns its result.
+func (h *harness) fail(code int, args ...string) result {
+	h.t.Helper()
+	r := h.run(args...)
+	if r.code != code {
+		h.t.Fatalf("pgrelay %s: want exit %d, got %s", strings.Join(args, " "), code, r)
+	}
+	return r
+}
+
+func contains(t *testing.T, what, s string, subs ...string) {
+	t.Helper()
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			t.Errorf("%s does not contain %q:\n%s", what, sub, s)
+		}
+	}
+}
+
+// env is the shared set of servers of this package's tests.
+type env struct {
+	pg      *testenv.Postgres
+	tls     *testenv.Postgres // SSL-only, like AlloyDB and Lakebase
+	bastion *testenv.Bastion
+}
+
+func startEnv(t *testing.T) *env {
+	var e env
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		e.tls = testenv.StartPostgres(t, testenv.PostgresOptions{SSLOnly: true})
+	}()
+	e.pg = testenv.StartPostgres(t, testenv.PostgresOptions{})
+	e.bastion = testenv.StartBastion(t, testenv.BastionOptions{})
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	e.pg.CreateRole(t, "dbt", "dbt-pw")
+	e.pg.CreateDatabase(t, "analytics", "dbt")
+	e.tls.CreateRole(t, "dbt", "dbt-pw")
+	e.tls.CreateDatabase(t, "analytics", "dbt")
+	return &e
+}
+
+// createArgs returns `connection create` arguments for pg.
+func createArgs(name string, pg *testenv.Postgres, extra ...string) []string {
+	return append([]string{"connection", "create", name, "--host", pg.Host, "--port", strconv.Itoa(pg.Port),
+		"--database", "analytics", "--user", "dbt", "--password-env", "DB_PASSWORD"}, extra...)
+}
+
+func tunnelArgs(b *testenv.Bastion) []string {
+	return []string{"--ssh-host", b.Host, "--ssh-port", strconv.Itoa(b.Port), "--ssh-user", b.User}
+}
+
+func TestCLI(t *testing.T) {
+	e := startEnv(t)
+
+	t.Run("DirectQuery", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t)
+		h.env["DB_PASSWORD"] = "dbt-pw"
+		r := h.ok(createArgs("direct", e.pg)...)
+		contains(t, "create output", r.stdout, `Connection "direct" saved`, "PostgreSQL")
+		r = h.ok("query", "direct", "select current_user, 1 + 1 as two", "-o", "csv")
+		recs, err := csv.NewReader(strings.NewReader(r.stdout)).ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) != 2 || recs[0][0] != "current_user" || recs[1][0] != "dbt" || recs[1][1] != "2" {
+			t.Fatalf("csv = %q", recs)
+		}
+		r = h.ok("query", "direct", "select 1 as n, null::text as t, true as b, '{\"a\":1}'::jsonb as j", "-o", "json")
+		var rows []map[string]any
+		if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil {
+			t.Fatalf("json output %q: %v", r.stdout, err)
+		}
+		if len(rows) != 1 || rows[0]["n"] != float64(1) || rows[0]["t"] != nil || rows[0]["b"] != true {
+			t.Fatalf("json rows = %v", rows)
+		}
+		r = h.ok("query", "direct", "select 'x' as a union all select 'yy'")
+		contains(t, "table output", r.stdout, " a", "----", " yy", "(2 rows)")
+
+		// A SQL error exits non-zero with the server's message.
+		r = h.fail(1, "query", "direct", "select * from no_such_table")
+		contains(t, "sql error", r.stderr, `relation "no_such_table" does not exist`, "42P01")
+	})
+
+	t.Run("ThroughBastion", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t)
+		h.env["DB_PASSWORD"] = "dbt-pw"
+		r := h.ok(append(createArgs("wh", e.pg), tunnelArgs(e.bastion)...)...)
+		contains(t, "create output", r.stdout, "ssh-ed25519 ", " pgrelay:wh", "authorized_keys", "bastion-setup wh")
+
+		// The key is not on the bastion yet: the error says so and shows it.
+		pub := strings.TrimSpace(h.ok("connection", "public-key", "wh").stdout)
+		r = h.fail(1, "query", "wh", "select 1")
+		contains(t, "unauthorized error", r.stderr, "not authorized", "authorized_keys", pub)
+
+		restricted := strings.TrimSpace(h.ok("connection", "public-key", "wh", "--restricted").stdout)
+		wantPrefix := fmt.Sprintf(`restrict,port-forwarding,permitopen="%s:%d" `, e.pg.Host, e.pg.Port)
+		if restricted != wantPrefix+pub {
+			t.Fatalf("restricted line = %q, want %q", restricted, wantPrefix+pub)
+		}
+		e.bastion.Authorize(t, restricted)
+
+		r = h.ok("query", "wh", "select current_user, inet_server_port()", "-o", "csv")
+		contains(t, "query through bastion", r.stdout, fmt.Sprintf("dbt,%d", e.pg.Port))
+
+		// The first connection pinned the bastion's host key.
+		r = h.ok("connection", "show", "wh")
+		contains(t, "show", r.stdout, sshkey.Fingerprint(e.bastion.HostKey)+" (pinned)")
+		var v struct {
+			SSHTunnel struct {
+				HostKeyFingerprint string `json:"host_key_fingerprint"`
+				PublicKey          string `json:"public_key"`
+			} `json:"ssh_tunnel"`
+			HasPassword bool `json:"has_password"`
+		}
+		if err := json.Unmarshal([]byte(h.ok("connection", "show", "wh", "-o", "json").stdout), &v); err != nil {
+			t.Fatal(err)
+		}
+		if v.SSHTunnel.HostKeyFingerprint != sshkey.Fingerprint(e.bastion.HostKey) || v.SSHTunnel.PublicKey != pub || !v.HasPassword {
+			t.Fatalf("show -o json = %+v", v)
+		}
+
+		// Rotating the key: the old key is shown, the new one is not yet
+		// authorized.
+		r = h.ok("connection", "rotate-key", "wh")
+		contains(t, "rotate-key", r.stdout, pub)
+		newPub := strings.TrimSpace(h.ok("connection", "public-key", "wh").stdout)
+		if newPub == pub {
+			t.Fatal("rotate-key kept the same key")
+		}
+		r = h.fail(1, "query", "wh", "select 1")
+		contains(t, "after rotation", r.stderr, "not authorized", newPub)
+		e.bastion.Authorize(t, newPub)
+		h.ok("query", "wh", "select 1")
+	})
+
+	t.Run("ProxyThroughBastion", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t)
+		h.env["DB_PASSWORD"] = "dbt-pw"
+		h.ok(append(createArgs("px", e.pg), tunnelArgs(e.bastion)...)...)
+		e.bastion.Authorize(t, strings.TrimSpace(h.ok("connection", "public-key", "px").stdout))
+		port := testenv.FreePort(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan result, 1)
+		go func() {
+			done <- h.runCtx(ctx, "", "proxy", "px", "--listen", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		}()
+		var conn *pgx.Conn
+		var err error
+		deadline := time.Now().Add(15 * time.Second)
+		for time.Now().Before(deadline) {
+			conn, err = pgx.Connect(context.Background(), fmt.Sprintf("host=127.0.0.1 port=%d dbname=analytics user=dbt password=dbt-pw sslmode=disable", port))
+			if err == nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err != nil {
+			cancel()
+			t.Fatalf("connect through proxy: %v\n%s", err, <-done)
+		}
+		var n int
+		if err := conn.QueryRow(context.Background(), "select inet_server_port()").Scan(&n); err != nil || n != e.pg.Port {
+			t.Fatalf("query through proxy: %d, %v", n, err)
+		}
+		_ = conn.Close(context.Background())
+		cancel()
+		select {
+		case r := <-done:
+			if r.code != 0 {
+				t.Fatalf("proxy exit: %s", r)
+			}
+			contains(t, "proxy output", r.stdout, fmt.Sprintf("Listening on 127.0.0.1:%d", port), "Stopped.")
+		case <-time.After(10 * time.Second):
+			t.Fatal("proxy did not stop after cancel")
+		}
+	})
+
+	t.Run("HostKeyChanged", func(t *testing.T) {
+		t.Parallel()
+		b := testenv.StartBastion(t, testenv.BastionOptions{})
+		h := newHarness(t)
+		h.env["DB_PASSWORD"] = "dbt-pw"
+		h.ok(append(createArgs("hk", e.pg), tunnelArgs(b)...)...)
+		b.Authorize(t, strings.TrimSpace(h.ok("connection", "public-key", "hk").stdout))
+		h.ok("query", "hk", "select 1")
+		old := sshkey.Fingerprint(b.HostKey)
+		b.RotateHostKey(t)
+		presented := sshkey.Fingerprint(b.HostKey)
+		r := h.fail(1, "query", "hk", "select 1")
+		contains(t, "changed host key error", r.stderr, old, presented,
+			"pgrelay connection trust-host-key hk --fingerprint "+presented)
+		r = h.ok("connection", "show", "hk")
+		contains(t, "show pending", r.stdout, "CHANGED", presented)
+		// Still refused until approved.
+		h.fail(1, "query", "hk", "select 1")
+		r = h.fail(2, "connection", "trust-host-key", "hk", "--fingerprint", old)
+		contains(t, "wrong fingerprint", r.stderr, "does not match")
+		h.ok("connection", "trust-host-key", "hk", "--fingerprint", presented)
+		h.ok("query", "hk", "select 1")
+		contains(t, "show trusted", h.ok("connection", "show", "hk").stdout, presented+" (pinned)")
+	})
+
+	t.Run("SSLOnlyServer", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t)
+		h.env["DB_PASSWORD"] = "dbt-pw"
+		// alloydb defaults to sslmode=require, which an SSL-only server accepts.
+		h.ok(createArgs("alloy", e.tls, "--flavor", "alloydb")...)
+		r := h.ok("query", "alloy", "select ssl from pg_stat_ssl where pid = pg_backend_pid()", "-o", "csv")
+		contains(t, "ssl in use", r.stdout, "t")
+		// sslmode=disable is refused by the server's pg_hba.
+		h.ok(createArgs("plain", e.tls, "--sslmode", "disable")...)
+		r = h.fail(1, "query", "plain", "select 1")
+		contains(t, "disable against SSL-only", r.stderr, "28000")
+		// verify-full with the right CA.
+		h.ok(createArgs("vf", e.tls, "--sslmode", "verify-full", "--ssl-root-cert", e.tls.CAFile)...)
+		h.ok("query", "vf", "select 1")
+		// verify-full with another CA fails certificate verification.
+		other := testenv.StartPostgres(t, testenv.PostgresOptions{TLS: true})
+		h.ok(createArgs("wrongca", e.tls, "--sslmode", "verify-full", "--ssl-root-cert", other.CAFile)...)
+		r = h.fail(1, "query", "wrongca", "select 1")
+		contains(t, "wrong CA", r.stderr, "certificate")
+		// lakebase refuses a non-encrypting sslmode at validation.
+		r = h.fail(2, createArgs("lb", e.tls, "--flavor", "lakebase", "--sslmode", "prefer")...)
+		contains(t, "lakebase sslmode", r.stderr, "--sslmode", "Lakebase")
+	})
+
+	t.Run("AuthAndDatabaseErrors", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t)
+		h.env["DB_PASSWORD"] = "wrong-password"
+		h.ok(createArgs("badpw", e.pg)...)
+		r := h.fail(1, "query", "badpw", "select 1")
+		contains(t, "wrong password", r.stderr, "28P01")
+		h.env["DB_PASSWORD"] = "dbt-pw"
+		h.ok("connection", "create", "nodb", "--host", e.pg.Host, "--port", strconv.Itoa(e.pg.Port),
+			"--database", "no_such_db", "--user", "dbt", "--password-env", "DB_PASSWORD")
+		r = h.fail(1, "query", "nodb", "select 1")
+		contains(t, "unknown database", r.stderr, "3D000", "no_such_db")
+		// Fixing the password with update keeps everything else.
+		h.ok("connection", "update", "badpw", "--password-env", "DB_PASSWORD")
+		h.ok("query", "badpw", "select 1")
+	})
+
+	t.Run("SecretsNotOnDisk", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t)
+		canary := "canary-pw-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		h.env["DB_PASSWORD"] = canary
+		r := h.ok(append(createArgs("sec", e.pg), tunnelArgs(e.bastion)...)...)
+		if r := h.runCtx(context.Background(), canary+"\n", "connection", "create", "sec2", "--host", "db.internal",
+			"--database", "a", "--user", "u", "--password-stdin"); r.code != 0 {
+			t.Fatalf("create with --password-stdin: %s", r)
+		}
+		outputs := r.stdout + r.stderr
+		for _, args := range [][]string{{"connection", "show", "sec"}, {"connection", "show", "sec", "-o", "json"},
+			{"connection", "list", "-o", "json"}, {"connection", "list"}, {"connection", "bastion-setup", "sec"}} {
+			r := h.ok(args...)
+			outputs += r.stdout + r.stderr
+		}
+		if strings.Contains(outputs, canary) {
+			t.Fatalf("password canary in output")
+		}
+		// The private key, opened with the master key, must not be on disk.
+		key, err := secret.LoadMasterKey("", h.dataDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kr, _ := secret.NewKeyring(key)
+		st, err := sqlite.Open(context.Background(), filepath.Join(h.dataDir, sqlite.FileName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, err := st.GetConnection(context.Background(), "sec")
+		_ = st.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pemKey, err := kr.Open(rec.SealedPrivateKey, []byte("pgrelay/connection/"+rec.ID+"/ssh_private_key"))
+		if err != nil {
+			t.Fatalf("open sealed private key: %v", err)
+		}
+		var keyLines []string
+		for _, l := range strings.Split(string(pemKey), "\n") {
+			if len(l) > 40 && !strings.HasPrefix(l, "-----") {
+				keyLines = append(keyLines, l)
+			}
+		}
+		if len(keyLines) == 0 {
+			t.Fatal("no key material in the unsealed private key")
+		}
+		files, _ := filepath.Glob(filepath.Join(h.dataDir, "*"))
+		if len(files) < 2 {
+			t.Fatalf("data dir has %v", files)
+		}
+		var disk []byte
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			disk = append(disk, b...)
+		}
+		if bytes.Contains(disk, []byte(canary)) {
+			t.Fatalf("password canary found in %v", files)
+		}
+		for _, l := range keyLines {
+			if bytes.Contains(disk, []byte(l)) || strings.Contains(outputs, l) {
+				t.Fatalf("private key material found on disk or in output")
+			}
+		}
+	})
+
+	t.Run("Delete", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t)
+		h.env["DB_PASSWORD"] = "x"
+		h.ok(createArgs("gone", e.pg)...)
+		h.ok(createArgs("kept", e.pg)...)
+		r := h.fail(2, "connection", "delete", "gone")
+		contains(t, "delete without --yes", r.stderr, "--yes")
+		h.ok("connection", "delete", "gone", "--yes")
+		h.fail(3, "connection", "show", "gone")
+		h.ok("connection", "show", "kept")
+		r = h.fail(2, createArgs("kept", e.pg)...)
+		contains(t, "duplicate", r.stderr, "kept", "already exists")
+	})
+}
+
+func TestValidationNamesFlags(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	r := h.fail(2, "connection", "create", "Bad Name", "--host", "db:5432", "--port", "70000",
+		"--ssh-host", "[::1]", "--ssh-keepalive-interval", "1ms", "--sslmode", "foo", "--flavor", "mysql")
+	contains(t, "validation", r.stderr, "NAME:", "--host:", "--port:", "--database:", "--user:", "--sslmode:",
+		"--flavor:", "--ssh-host:", "--ssh-user:", "--ssh-keepalive-interval:", "accepted")
+	r = h.fail(2, "connection", "create", "x", "--host", "h", "--database", "d", "--user", "u", "--password", "hunter2")
+	contains(t, "password flag", r.stderr, "--password-env", "--password-stdin")
+	if strings.Contains(r.stderr+r.stdout, "hunter2") {
+		t.Fatal("password flag value echoed")
+	}
+	r = h.fail(2, "connection", "create", "x", "--host", "h", "--database", "d", "--user", "u", "--password-env", "UNSET_VAR")
+	contains(t, "unset env", r.stderr, "UNSET_VAR")
+	// Nothing was saved by the failed attempts.
+	contains(t, "list", h.ok("connection", "list").stdout, "No connections yet")
+	h.fail(2, "query", "x")
+	h.fail(3, "query", "missing", "select 1")
+}

@@ -1,0 +1,223 @@
+// Package storetest is the one test suite every store backend must pass.
+// A backend's tests call Exercise with a function that opens a fresh,
+// empty store.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/store"
+)
+
+// Exercise runs the shared suite against stores made by open.
+func Exercise(t *testing.T, open func(t *testing.T) store.Store) {
+	t.Run("Connections", func(t *testing.T) {
+		t.Parallel()
+		exerciseConnections(t, open(t))
+	})
+	t.Run("ConnectionConflicts", func(t *testing.T) {
+		t.Parallel()
+		exerciseConflicts(t, open(t))
+	})
+}
+
+// sampleConnection returns a full connection record named name.
+func sampleConnection(name string) *store.Connection {
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	return &store.Connection{
+		ID: "id-" + name,
+		Spec: connection.Spec{
+			Name: name, Flavor: connection.AlloyDB, Host: "2001:db8::5", Port: 5433, Database: "analytics",
+			User: "dbt", SSLMode: connection.SSLVerifyFull, SSLRootCert: "-----BEGIN CERTIFICATE-----\n...",
+			Schema: "marts", Threads: 8,
+			Tunnel: &connection.Tunnel{Host: "bastion.example.com", Port: 2222, User: "dbtcloud", KeyType: "rsa",
+				KeepaliveInterval: connection.Duration(15 * time.Second), KeepaliveCountMax: 4},
+		},
+		SealedPassword:     []byte{1, 2, 3, 0, 255},
+		SSHPublicKey:       "ssh-ed25519 AAAA",
+		SealedPrivateKey:   []byte{9, 8, 7},
+		PreviousPublicKey:  "ssh-ed25519 BBBB",
+		HostKeys:           []string{"ssh-ed25519 CCCC", "ssh-ed25519 DDDD"},
+		HostKeysAddr:       "bastion.example.com:2222",
+		PendingHostKey:     "ssh-ed25519 EEEE",
+		PendingHostKeySeen: now,
+		CreatedAt:          now,
+		UpdatedAt:          now,
+	}
+}
+
+func exerciseConnections(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	want := sampleConnection("wh")
+	if err := s.CreateConnection(ctx, want); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	got, err := s.GetConnection(ctx, "wh")
+	if err != nil {
+		t.Fatalf("get: %v", err)
+	}
+	if err := equal(want, got); err != nil {
+		t.Fatalf("round trip: %v", err)
+	}
+	if got.Version != 1 {
+		t.Errorf("version after create = %d, want 1", got.Version)
+	}
+
+	dup := sampleConnection("wh")
+	dup.ID = "other"
+	if err := s.CreateConnection(ctx, dup); !errors.Is(err, store.ErrExists) {
+		t.Errorf("create duplicate name: got %v, want ErrExists", err)
+	}
+	if _, err := s.GetConnection(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("get missing: got %v, want ErrNotFound", err)
+	}
+
+	direct := sampleConnection("a-direct")
+	direct.Spec.Tunnel = nil
+	direct.SealedPassword, direct.SealedPrivateKey, direct.HostKeys = nil, nil, nil
+	if err := s.CreateConnection(ctx, direct); err != nil {
+		t.Fatalf("create direct: %v", err)
+	}
+	list, err := s.ListConnections(ctx)
+	if err != nil {
+		t.Fatalf("list: %v", err)
+	}
+	if len(list) != 2 || list[0].Spec.Name != "a-direct" || list[1].Spec.Name != "wh" {
+		t.Fatalf("list = %v, want a-direct, wh in order", names(list))
+	}
+	if list[0].Spec.Tunnel != nil || len(list[0].SealedPassword) != 0 {
+		t.Errorf("direct connection came back with tunnel or password: %+v", list[0])
+	}
+
+	got.Spec.Port = 6543
+	got.HostKeys = nil
+	got.PendingHostKey = ""
+	got.PendingHostKeySeen = time.Time{}
+	if err := s.UpdateConnection(ctx, got); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+	if got.Version != 2 {
+		t.Errorf("version after update = %d, want 2", got.Version)
+	}
+	again, err := s.GetConnection(ctx, "wh")
+	if err != nil {
+		t.Fatalf("get after update: %v", err)
+	}
+	if err := equal(got, again); err != nil {
+		t.Fatalf("after update: %v", err)
+	}
+
+	if err := s.DeleteConnection(ctx, "wh"); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if err := s.DeleteConnection(ctx, "wh"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("delete twice: got %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetConnection(ctx, "wh"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("get deleted: got %v, want ErrNotFound", err)
+	}
+	if err := s.UpdateConnection(ctx, again); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("update deleted: got %v, want ErrNotFound", err)
+	}
+	// Nothing else was lost.
+	if _, err := s.GetConnection(ctx, "a-direct"); err != nil {
+		t.Errorf("other connection lost: %v", err)
+	}
+}
+
+func exerciseConflicts(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if err := s.CreateConnection(ctx, sampleConnection("c")); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := s.GetConnection(ctx, "c")
+	b, _ := s.GetConnection(ctx, "c")
+	a.Spec.Port = 1
+	if err := s.UpdateConnection(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	b.Spec.Port = 2
+	if err := s.UpdateConnection(ctx, b); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("stale update: got %v, want ErrConflict", err)
+	}
+	// Concurrent writers: exactly one of each pair of racing updates wins,
+	// and none is lost silently.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins := 0
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				c, err := s.GetConnection(ctx, "c")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				c.Spec.Threads = c.Spec.Threads + 1
+				c.Spec.Schema = fmt.Sprint("w", i)
+				err = s.UpdateConnection(ctx, c)
+				if errors.Is(err, store.ErrConflict) {
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				wins++
+				mu.Unlock()
+				return
+			}
+		}()
+	}
+	wg.Wait()
+	final, err := s.GetConnection(ctx, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wins != 8 || final.Spec.Threads != 8+8 {
+		t.Fatalf("concurrent increments: wins=%d threads=%d, want 8 and 16", wins, final.Spec.Threads)
+	}
+}
+
+func names(cs []*store.Connection) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Spec.Name)
+	}
+	return out
+}
+
+func equal(want, got *store.Connection) error {
+	if !want.CreatedAt.Equal(got.CreatedAt) || !want.UpdatedAt.Equal(got.UpdatedAt) || !want.PendingHostKeySeen.Equal(got.PendingHostKeySeen) {
+		return fmt.Errorf("times differ: want %v/%v/%v got %v/%v/%v", want.CreatedAt, want.UpdatedAt, want.PendingHostKeySeen,
+			got.CreatedAt, got.UpdatedAt, got.PendingHostKeySeen)
+	}
+	norm := func(c store.Connection) store.Connection {
+		c.CreatedAt, c.UpdatedAt, c.PendingHostKeySeen = time.Time{}, time.Time{}, time.Time{}
+		if len(c.HostKeys) == 0 {
+			c.HostKeys = nil
+		}
+		if len(c.SealedPassword) == 0 {
+			c.SealedPassword = nil
+		}
+		if len(c.SealedPrivateKey) == 0 {
+			c.SealedPrivateKey = nil
+		}
+		return c
+	}
+	w, g := norm(*want), norm(*got)
+	if !reflect.DeepEqual(w, g) {
+		return fmt.Errorf("\nwant %+v %+v\n got %+v %+v", w, w.Spec.Tunnel, g, g.Spec.Tunnel)
+	}
+	return nil
+}
