@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bufio"
+	"cmp"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -44,6 +45,12 @@ type BastionOptions struct {
 	MaxStartups string
 	// MaxSessions sets sshd's MaxSessions; 0 leaves sshd's default (10).
 	MaxSessions int
+	// SystemUser, when set, makes the bastion behave like a production one
+	// for that existing OS account: User is SystemUser, keys are read from
+	// its ~/.ssh/authorized_keys with StrictModes yes, and a locked account
+	// is refused by sshd rather than reported up front. Authorize must not
+	// be used. Needs root.
+	SystemUser string
 }
 
 // Bastion is a real OpenSSH server (sshd) on loopback, made by
@@ -99,9 +106,13 @@ func StartBastion(tb testing.TB, opts BastionOptions) *Bastion {
 		if err := ensurePrivsepDir(); err != nil {
 			tb.Fatalf("testenv: start bastion: %v", err)
 		}
-		if err := checkAccountUnlocked(me.Username); err != nil {
-			tb.Fatalf("testenv: start bastion: %v", err)
+		if opts.SystemUser == "" {
+			if err := checkAccountUnlocked(me.Username); err != nil {
+				tb.Fatalf("testenv: start bastion: %v", err)
+			}
 		}
+	} else if opts.SystemUser != "" {
+		tb.Fatalf("testenv: start bastion: SystemUser needs root")
 	}
 
 	dir, err := os.MkdirTemp(shortTempDir(), "pgrelay-sshd-")
@@ -110,7 +121,7 @@ func StartBastion(tb testing.TB, opts BastionOptions) *Bastion {
 	}
 	b := &Bastion{
 		Host:         "127.0.0.1",
-		User:         me.Username,
+		User:         cmp.Or(opts.SystemUser, me.Username),
 		opts:         opts,
 		sshd:         sshd,
 		dir:          dir,
@@ -452,8 +463,14 @@ func (b *Bastion) config() string {
 	line("AddressFamily inet")
 	line("HostKey %s", b.hostKeyFile)
 	line("PidFile %s", filepath.Join(b.dir, "sshd.pid"))
-	line("AuthorizedKeysFile %s", b.authKeysFile)
-	line("StrictModes no")
+	if b.opts.SystemUser != "" {
+		line("AuthorizedKeysFile .ssh/authorized_keys")
+		line("StrictModes yes")
+		line("AllowUsers %s", b.opts.SystemUser)
+	} else {
+		line("AuthorizedKeysFile %s", b.authKeysFile)
+		line("StrictModes no")
+	}
 	line("UsePAM no")
 	line("PasswordAuthentication no")
 	line("KbdInteractiveAuthentication no")
