@@ -11,9 +11,10 @@ all: build
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/pgrelay
 
-# Runs pgrelay on its embedded default (SQLite in the data dir).
+# Runs pgrelay on its embedded default: the web UI and API on
+# http://127.0.0.1:8080 with SQLite in the data dir (~/.local/share/pgrelay).
 run: build
-	./$(BIN) --help
+	./$(BIN) serve
 
 # Installs what the tests need (PostgreSQL server, OpenSSH server) when missing.
 test-deps:

@@ -6,12 +6,14 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
@@ -26,6 +28,8 @@ type Config struct {
 	// DialTimeout bounds the TCP connect and SSH handshake to a bastion;
 	// default 10s.
 	DialTimeout time.Duration
+	// Metrics receives tunnel and test metrics; nil disables them.
+	Metrics *metrics.Metrics
 }
 
 // Service runs pgrelay's use cases. It is safe for concurrent use.
@@ -35,6 +39,7 @@ type Service struct {
 	logger      *slog.Logger
 	now         func() time.Time
 	dialTimeout time.Duration
+	metrics     *metrics.Metrics
 }
 
 // New returns a Service.
@@ -51,7 +56,8 @@ func New(cfg Config) (*Service, error) {
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 10 * time.Second
 	}
-	return &Service{store: cfg.Store, keyring: cfg.Keyring, logger: cfg.Logger, now: cfg.Now, dialTimeout: cfg.DialTimeout}, nil
+	return &Service{store: cfg.Store, keyring: cfg.Keyring, logger: cfg.Logger, now: cfg.Now,
+		dialTimeout: cfg.DialTimeout, metrics: cfg.Metrics}, nil
 }
 
 // Error kinds the faces map to exit codes and HTTP statuses.
@@ -73,3 +79,13 @@ func invalidf(format string, args ...any) error {
 
 // ValidationError is re-exported for faces: every field problem at once.
 type ValidationError = connection.ValidationError
+
+// Ready reports whether the store answers.
+func (s *Service) Ready(ctx context.Context) error {
+	_, err := s.store.CountActiveTokens(ctx)
+	return err
+}
+
+// Keyring returns the service's keyring (the server derives its session key
+// from it).
+func (s *Service) Keyring() *secret.Keyring { return s.keyring }

@@ -220,6 +220,7 @@ func (s *Service) openTunnel(ctx context.Context, c *store.Connection) (*tunnel.
 	}
 	t, err := tunnel.Dial(ctx, cfg)
 	if err == nil {
+		s.observeTunnel(name, t)
 		return t, nil
 	}
 	var mismatch *tunnel.HostKeyMismatchError
@@ -237,4 +238,20 @@ func (s *Service) openTunnel(ctx context.Context, c *store.Connection) (*tunnel.
 		return nil, &KeyNotAuthorizedError{Connection: name, Bastion: addr, User: ts.User, PublicKey: line, Err: err}
 	}
 	return nil, fmt.Errorf("connection %s: %w", name, err)
+}
+
+// observeTunnel counts the tunnel as open until it ends, and counts drops.
+func (s *Service) observeTunnel(name string, t *tunnel.Tunnel) {
+	if s.metrics == nil {
+		return
+	}
+	s.metrics.TunnelsOpen.Inc()
+	go func() {
+		<-t.Done()
+		s.metrics.TunnelsOpen.Dec()
+		var dropped *tunnel.DroppedError
+		if errors.As(t.Err(), &dropped) {
+			s.metrics.TunnelDrops.WithLabelValues(name).Inc()
+		}
+	}()
 }

@@ -67,7 +67,7 @@ func (r *runner) connCreateCommand() *cobra.Command {
 			if pw != nil {
 				spec.Password = *pw
 			}
-			svc, err := r.service(cmd.Context())
+			svc, err := r.backend(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -101,7 +101,7 @@ func (r *runner) connUpdateCommand() *cobra.Command {
 			if err := checkOutput(output, "text", "json"); err != nil {
 				return err
 			}
-			svc, err := r.service(cmd.Context())
+			svc, err := r.backend(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -192,7 +192,7 @@ func (r *runner) connListCommand() *cobra.Command {
 			if err := checkOutput(output, "table", "json"); err != nil {
 				return err
 			}
-			svc, err := r.service(cmd.Context())
+			svc, err := r.backend(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -248,7 +248,7 @@ func (r *runner) connShowCommand() *cobra.Command {
 			if err := checkOutput(output, "text", "json"); err != nil {
 				return err
 			}
-			svc, err := r.service(cmd.Context())
+			svc, err := r.backend(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -333,7 +333,7 @@ func (r *runner) connDeleteCommand() *cobra.Command {
 		Args:    exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			svc, err := r.service(cmd.Context())
+			svc, err := r.backend(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -389,7 +389,7 @@ func (r *runner) connPublicKeyCommand() *cobra.Command {
 		Short: "Print the connection's public key as an authorized_keys line",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			svc, err := r.service(cmd.Context())
+			svc, err := r.backend(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -411,7 +411,7 @@ func (r *runner) connBastionSetupCommand() *cobra.Command {
 		Short: "Print a shell script that prepares the bastion user and installs the key",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			svc, err := r.service(cmd.Context())
+			svc, err := r.backend(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -435,7 +435,7 @@ func (r *runner) connRotateKeyCommand() *cobra.Command {
 			if err := checkOutput(output, "text", "json"); err != nil {
 				return err
 			}
-			svc, err := r.service(cmd.Context())
+			svc, err := r.backend(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -464,7 +464,7 @@ func (r *runner) connTrustHostKeyCommand() *cobra.Command {
 			if fingerprint == "" {
 				return usagef("--fingerprint is required: the SHA256 fingerprint of the new host key, as shown in the error or by `pgrelay connection show %s`", args[0])
 			}
-			svc, err := r.service(cmd.Context())
+			svc, err := r.backend(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -26,7 +26,7 @@ func (r *runner) queryCommand() *cobra.Command {
 			if err := checkOutput(output, "table", "csv", "json"); err != nil {
 				return err
 			}
-			svc, err := r.service(cmd.Context())
+			svc, err := r.backend(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store/sqlite"
 )
@@ -67,10 +68,14 @@ type runner struct {
 	env      Env
 	dataDir  string
 	logLevel string
+	level    slog.Level
 	logger   *slog.Logger
+	metrics  *metrics.Metrics
 
 	svc   *app.Service
 	store *sqlite.Store
+	// remote is the API client when --server/PGRELAY_SERVER is set.
+	remote backend
 }
 
 func (r *runner) rootCommand() *cobra.Command {
@@ -91,7 +96,7 @@ any client (psql, dbt) use it.`,
 	root.PersistentFlags().StringVar(&r.dataDir, "data-dir", "", "directory of the embedded store and master key (env PGRELAY_DATA_DIR; default ~/.local/share/pgrelay)")
 	root.PersistentFlags().StringVar(&r.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn or error")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(r.connectionCommand(), r.queryCommand(), r.proxyCommand())
+	root.AddCommand(r.connectionCommand(), r.queryCommand(), r.proxyCommand(), r.serveCommand(), r.tokenCommand())
 	return root
 }
 
@@ -100,6 +105,7 @@ func (r *runner) setup() error {
 	if err := level.UnmarshalText([]byte(r.logLevel)); err != nil {
 		return usageError{fmt.Errorf("--log-level %q: accepted are debug, info, warn and error", r.logLevel)}
 	}
+	r.level = level
 	r.logger = slog.New(slog.NewTextHandler(r.env.Stderr, &slog.HandlerOptions{Level: level}))
 	if r.dataDir == "" {
 		r.dataDir = defaultDataDir(r.env.Getenv)
@@ -142,13 +148,22 @@ func (r *runner) service(ctx context.Context) (*app.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc, err := app.New(app.Config{Store: st, Keyring: kr, Logger: r.logger})
+	svc, err := app.New(app.Config{Store: st, Keyring: kr, Logger: r.logger, Metrics: r.metrics})
 	if err != nil {
 		_ = st.Close()
 		return nil, err
 	}
 	r.store, r.svc = st, svc
 	return svc, nil
+}
+
+// backend returns the use cases: remote through the API when a server is
+// configured, else local on the data dir.
+func (r *runner) backend(ctx context.Context) (backend, error) {
+	if r.remote != nil {
+		return r.remote, nil
+	}
+	return r.service(ctx)
 }
 
 func (r *runner) close() {

@@ -9,7 +9,9 @@ package secret
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -66,7 +68,8 @@ var ErrOpen = errors.New("cannot decrypt secret: wrong master key, or the stored
 
 // Keyring seals and opens secrets with one AES-256-GCM master key.
 type Keyring struct {
-	aead cipher.AEAD
+	aead   cipher.AEAD
+	master []byte
 }
 
 // NewKeyring returns a keyring for a 32-byte master key.
@@ -82,7 +85,7 @@ func NewKeyring(key []byte) (*Keyring, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new keyring: %w", err)
 	}
-	return &Keyring{aead: aead}, nil
+	return &Keyring{aead: aead, master: append([]byte(nil), key...)}, nil
 }
 
 // Seal encrypts plaintext bound to associatedData (which names the record
@@ -175,4 +178,12 @@ func decodeKey(s string) ([]byte, error) {
 		return nil, fmt.Errorf("decodes to %d bytes; expected %d (e.g. `openssl rand -base64 32`)", len(key), KeySize)
 	}
 	return key, nil
+}
+
+// DeriveKey returns a 32-byte key for purpose, derived from the master key
+// with HMAC-SHA256, so that no other subsystem uses the master key itself.
+func (k *Keyring) DeriveKey(purpose string) []byte {
+	m := hmac.New(sha256.New, k.master)
+	m.Write([]byte("pgrelay derived key v1\x00" + purpose))
+	return m.Sum(nil)
 }

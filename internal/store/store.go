@@ -73,6 +73,41 @@ type Store interface {
 	UpdateConnection(ctx context.Context, c *Connection) error
 	// DeleteConnection removes the connection; ErrNotFound if absent.
 	DeleteConnection(ctx context.Context, name string) error
+	TokenStore
 	// Close releases the store's resources.
 	Close() error
+}
+
+// Token is an API token. Only the SHA-256 hash of the token is stored.
+type Token struct {
+	ID        string
+	Name      string
+	Role      string
+	Hash      string
+	CreatedAt time.Time
+	// LastUsedAt is updated at most once a minute.
+	LastUsedAt time.Time
+	// RevokedAt is set when the token is revoked; zero while valid.
+	RevokedAt time.Time
+}
+
+// TokenStore keeps API tokens.
+type TokenStore interface {
+	// CreateToken saves a new token; ErrExists if the name is taken by a
+	// token that is not revoked.
+	CreateToken(ctx context.Context, t *Token) error
+	// TokenByHash returns the token with that hash (revoked or not), or
+	// ErrNotFound.
+	TokenByHash(ctx context.Context, hash string) (*Token, error)
+	// GetToken returns the token with that ID, or ErrNotFound.
+	GetToken(ctx context.Context, id string) (*Token, error)
+	// ListTokens returns every token, oldest first.
+	ListTokens(ctx context.Context) ([]*Token, error)
+	// RevokeToken marks the token revoked at the given time; ErrNotFound
+	// if absent. Revoking twice keeps the first time.
+	RevokeToken(ctx context.Context, id string, at time.Time) error
+	// TouchToken records that the token was used at the given time.
+	TouchToken(ctx context.Context, id string, at time.Time) error
+	// CountActiveTokens counts tokens that are not revoked.
+	CountActiveTokens(ctx context.Context) (int, error)
 }

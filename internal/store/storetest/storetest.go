@@ -26,6 +26,59 @@ func Exercise(t *testing.T, open func(t *testing.T) store.Store) {
 		t.Parallel()
 		exerciseConflicts(t, open(t))
 	})
+	t.Run("Tokens", func(t *testing.T) {
+		t.Parallel()
+		exerciseTokens(t, open(t))
+	})
+}
+
+func exerciseTokens(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	if n, err := s.CountActiveTokens(ctx); err != nil || n != 0 {
+		t.Fatalf("count on empty store = %d, %v", n, err)
+	}
+	a := &store.Token{ID: "t1", Name: "ci", Role: "editor", Hash: "h1", CreatedAt: now}
+	if err := s.CreateToken(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateToken(ctx, &store.Token{ID: "t2", Name: "ci", Role: "viewer", Hash: "h2", CreatedAt: now}); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("duplicate active name: got %v, want ErrExists", err)
+	}
+	got, err := s.TokenByHash(ctx, "h1")
+	if err != nil || got.ID != "t1" || got.Role != "editor" || !got.CreatedAt.Equal(now) || !got.RevokedAt.IsZero() {
+		t.Fatalf("by hash = %+v, %v", got, err)
+	}
+	if _, err := s.TokenByHash(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown hash: %v", err)
+	}
+	if err := s.TouchToken(ctx, "t1", now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeToken(ctx, "t1", now.Add(2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeToken(ctx, "t1", now.Add(3*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.GetToken(ctx, "t1")
+	if err != nil || !got.RevokedAt.Equal(now.Add(2*time.Minute)) || !got.LastUsedAt.Equal(now.Add(time.Minute)) {
+		t.Fatalf("after revoke = %+v, %v", got, err)
+	}
+	if err := s.RevokeToken(ctx, "nope", now); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("revoke unknown: %v", err)
+	}
+	// A revoked token's name can be reused.
+	if err := s.CreateToken(ctx, &store.Token{ID: "t3", Name: "ci", Role: "viewer", Hash: "h3", CreatedAt: now.Add(time.Second)}); err != nil {
+		t.Fatalf("reuse name of revoked token: %v", err)
+	}
+	list, err := s.ListTokens(ctx)
+	if err != nil || len(list) != 2 || list[0].ID != "t1" || list[1].ID != "t3" {
+		t.Fatalf("list = %v, %v", list, err)
+	}
+	if n, err := s.CountActiveTokens(ctx); err != nil || n != 1 {
+		t.Fatalf("active count = %d, %v", n, err)
+	}
 }
 
 // sampleConnection returns a full connection record named name.

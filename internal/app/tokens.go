@@ -1,0 +1,185 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/auth"
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/store"
+)
+
+// TokenView is what faces show of an API token: never the token itself.
+type TokenView struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Role       auth.Role  `json:"role"`
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
+}
+
+// NewToken is a created token: Token is shown once and never stored.
+type NewToken struct {
+	TokenView
+	Token string `json:"token"`
+}
+
+func tokenView(t *store.Token) TokenView {
+	v := TokenView{ID: t.ID, Name: t.Name, Role: auth.Role(t.Role), CreatedAt: t.CreatedAt}
+	if !t.LastUsedAt.IsZero() {
+		lu := t.LastUsedAt
+		v.LastUsedAt = &lu
+	}
+	if !t.RevokedAt.IsZero() {
+		r := t.RevokedAt
+		v.RevokedAt = &r
+	}
+	return v
+}
+
+var tokenNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$`)
+
+// CreateToken creates an API token with a role. The token is in the result
+// and nowhere else: it cannot be shown again.
+func (s *Service) CreateToken(ctx context.Context, name string, role auth.Role) (*NewToken, error) {
+	var probs []connection.FieldError
+	if !tokenNameRE.MatchString(name) {
+		probs = append(probs, connection.FieldError{Field: "name",
+			Problem: fmt.Sprintf("%q is not accepted: 1 to 63 letters, digits, '.', '_', '@' and '-', starting with a letter or digit", name)})
+	}
+	if _, err := auth.ParseRole(string(role)); err != nil {
+		probs = append(probs, connection.FieldError{Field: "role", Problem: err.Error()})
+	}
+	if len(probs) > 0 {
+		return nil, &ValidationError{Problems: probs}
+	}
+	tok, hash, err := auth.NewToken()
+	if err != nil {
+		return nil, err
+	}
+	t := &store.Token{ID: newID()[:12], Name: name, Role: string(role), Hash: hash, CreatedAt: s.now().UTC()}
+	if err := s.store.CreateToken(ctx, t); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return nil, fmt.Errorf("a token named %q: %w (revoke it first or choose another name)", name, store.ErrExists)
+		}
+		return nil, err
+	}
+	s.logger.InfoContext(ctx, "token created", "token_id", t.ID, "token_name", name, "role", role)
+	return &NewToken{TokenView: tokenView(t), Token: tok}, nil
+}
+
+// ListTokens lists every token (revoked ones too), oldest first.
+func (s *Service) ListTokens(ctx context.Context) ([]TokenView, error) {
+	ts, err := s.store.ListTokens(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]TokenView, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, tokenView(t))
+	}
+	return out, nil
+}
+
+// RevokeToken revokes a token by ID or by the name of an active token.
+func (s *Service) RevokeToken(ctx context.Context, idOrName string) (*TokenView, error) {
+	t, err := s.store.GetToken(ctx, idOrName)
+	if errors.Is(err, store.ErrNotFound) {
+		ts, lerr := s.store.ListTokens(ctx)
+		if lerr != nil {
+			return nil, lerr
+		}
+		for _, c := range ts {
+			if c.Name == idOrName && c.RevokedAt.IsZero() {
+				t, err = c, nil
+			}
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("token %q: %w", idOrName, store.ErrNotFound)
+	}
+	if err := s.store.RevokeToken(ctx, t.ID, s.now().UTC()); err != nil {
+		return nil, err
+	}
+	t, err = s.store.GetToken(ctx, t.ID)
+	if err != nil {
+		return nil, err
+	}
+	s.logger.InfoContext(ctx, "token revoked", "token_id", t.ID, "token_name", t.Name)
+	v := tokenView(t)
+	return &v, nil
+}
+
+// ErrUnauthenticated means the token is missing, unknown or revoked.
+var ErrUnauthenticated = errors.New("unauthenticated: missing, unknown or revoked token")
+
+// Authenticate returns the principal of a token, or ErrUnauthenticated.
+func (s *Service) Authenticate(ctx context.Context, token string) (*auth.Principal, error) {
+	if !auth.LooksLikeToken(token) {
+		return nil, ErrUnauthenticated
+	}
+	t, err := s.store.TokenByHash(ctx, auth.HashToken(token))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrUnauthenticated
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !t.RevokedAt.IsZero() {
+		return nil, ErrUnauthenticated
+	}
+	s.touch(ctx, t)
+	return &auth.Principal{TokenID: t.ID, Name: t.Name, Role: auth.Role(t.Role)}, nil
+}
+
+// AuthenticateID returns the principal of a token by ID (for sessions that
+// remember the token ID, not the token), or ErrUnauthenticated if revoked.
+func (s *Service) AuthenticateID(ctx context.Context, id string) (*auth.Principal, error) {
+	t, err := s.store.GetToken(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrUnauthenticated
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !t.RevokedAt.IsZero() {
+		return nil, ErrUnauthenticated
+	}
+	s.touch(ctx, t)
+	return &auth.Principal{TokenID: t.ID, Name: t.Name, Role: auth.Role(t.Role)}, nil
+}
+
+func (s *Service) touch(ctx context.Context, t *store.Token) {
+	now := s.now().UTC()
+	if now.Sub(t.LastUsedAt) < time.Minute {
+		return
+	}
+	if err := s.store.TouchToken(ctx, t.ID, now); err != nil {
+		s.logger.WarnContext(ctx, "could not record token use", "token_id", t.ID, "error", err)
+	}
+}
+
+// BootstrapAdmin creates an admin token named "admin" when the store has no
+// active token, and returns it; it returns nil when tokens exist.
+func (s *Service) BootstrapAdmin(ctx context.Context) (*NewToken, error) {
+	n, err := s.store.CountActiveTokens(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if n > 0 {
+		return nil, nil
+	}
+	name := "admin"
+	for i := 2; ; i++ {
+		nt, err := s.CreateToken(ctx, name, auth.Admin)
+		if errors.Is(err, store.ErrExists) && i < 100 {
+			name = fmt.Sprintf("admin-%d", i)
+			continue
+		}
+		return nt, err
+	}
+}
