@@ -1,0 +1,230 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/sshkey"
+	"github.com/pgrelay/pgrelay/internal/store/sqlite"
+	"github.com/pgrelay/pgrelay/internal/testenv"
+	"github.com/pgrelay/pgrelay/internal/tunnel"
+)
+
+type fixture struct {
+	svc   *app.Service
+	store *sqlite.Store
+}
+
+func newService(t *testing.T) *fixture {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), sqlite.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	kr, err := secret.NewKeyring(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := app.New(app.Config{Store: st, Keyring: kr, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{svc: svc, store: st}
+}
+
+func spec(name string) connection.Spec {
+	return connection.Spec{Name: name, Host: "db.internal", Database: "analytics", User: "dbt",
+		Password: secret.New("pw-" + name)}
+}
+
+func TestUpdateKeysAndPins(t *testing.T) {
+	t.Parallel()
+	f := newService(t)
+	ctx := context.Background()
+	if _, err := f.svc.CreateConnection(ctx, spec("c")); err != nil {
+		t.Fatal(err)
+	}
+	// Adding a tunnel generates a key pair.
+	s := spec("c")
+	s.Tunnel = &connection.Tunnel{Host: "bastion.example.com", User: "dbtcloud"}
+	v, err := f.svc.UpdateConnection(ctx, "c", s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.SSHTunnel == nil || !strings.HasPrefix(v.SSHTunnel.PublicKey, "ssh-ed25519 ") || v.SSHTunnel.KeepaliveInterval.Duration() != 30*time.Second {
+		t.Fatalf("after adding tunnel: %+v", v.SSHTunnel)
+	}
+	if !v.HasPassword {
+		t.Fatal("password lost by an update without password")
+	}
+	first := v.SSHTunnel.PublicKey
+	// An unrelated change keeps the key.
+	s.Port = 6543
+	if v, err = f.svc.UpdateConnection(ctx, "c", s, nil); err != nil || v.SSHTunnel.PublicKey != first {
+		t.Fatalf("port change replaced the key: %v", err)
+	}
+	// Pretend a host key was pinned for this bastion.
+	rec, _ := f.store.GetConnection(ctx, "c")
+	rec.HostKeys, rec.HostKeysAddr = []string{first}, "bastion.example.com:22"
+	if err := f.store.UpdateConnection(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ = f.svc.GetConnection(ctx, "c"); v.SSHTunnel.HostKeyFingerprint == "" {
+		t.Fatal("pin not shown")
+	}
+	// Changing the key type generates a new (RSA) key and remembers the old.
+	s.Tunnel.KeyType = "rsa"
+	v, err = f.svc.UpdateConnection(ctx, "c", s, nil)
+	if err != nil || !strings.HasPrefix(v.SSHTunnel.PublicKey, "ssh-rsa ") || v.SSHTunnel.PreviousPublicKey == "" {
+		t.Fatalf("key type change: %+v, %v", v.SSHTunnel, err)
+	}
+	if v.SSHTunnel.HostKeyFingerprint == "" {
+		t.Fatal("key type change forgot the host key pin")
+	}
+	// Moving to another bastion forgets the pin.
+	s.Tunnel.Host = "other-bastion.example.com"
+	if v, err = f.svc.UpdateConnection(ctx, "c", s, nil); err != nil || v.SSHTunnel.HostKeyFingerprint != "" {
+		t.Fatalf("bastion change kept the pin: %+v, %v", v.SSHTunnel, err)
+	}
+	// Renaming is refused with a field error.
+	s.Name = "d"
+	var ve *app.ValidationError
+	if _, err := f.svc.UpdateConnection(ctx, "c", s, nil); !errors.As(err, &ve) || ve.Fields()["name"] == "" {
+		t.Fatalf("rename: %v", err)
+	}
+	// Removing the tunnel drops the keys.
+	s.Name, s.Tunnel = "c", nil
+	if v, err = f.svc.UpdateConnection(ctx, "c", s, nil); err != nil || v.SSHTunnel != nil {
+		t.Fatalf("remove tunnel: %+v, %v", v, err)
+	}
+	rec, _ = f.store.GetConnection(ctx, "c")
+	if rec.SealedPrivateKey != nil || len(rec.HostKeys) != 0 {
+		t.Fatal("keys kept after removing the tunnel")
+	}
+	// A failed update loses nothing.
+	bad := spec("c")
+	bad.Port = 70000
+	if _, err := f.svc.UpdateConnection(ctx, "c", bad, nil); !errors.As(err, &ve) {
+		t.Fatalf("bad update: %v", err)
+	}
+	if v, _ = f.svc.GetConnection(ctx, "c"); v.Port != 6543 {
+		t.Fatalf("bad update changed the port to %d", v.Port)
+	}
+}
+
+func TestSealedSecretsAreBoundToTheirRecord(t *testing.T) {
+	t.Parallel()
+	f := newService(t)
+	ctx := context.Background()
+	for _, n := range []string{"a", "b"} {
+		if _, err := f.svc.CreateConnection(ctx, spec(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, _ := f.store.GetConnection(ctx, "a")
+	b, _ := f.store.GetConnection(ctx, "b")
+	// Copy a's sealed password onto b: opening b must fail, not reveal a's.
+	b.SealedPassword = a.SealedPassword
+	if err := f.store.UpdateConnection(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.svc.Open(ctx, "b")
+	if !errors.Is(err, secret.ErrOpen) {
+		t.Fatalf("open with moved ciphertext: %v, want ErrOpen", err)
+	}
+	sess, err := f.svc.Open(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sess.Spec().Password.Reveal() != "pw-a" {
+		t.Fatal("password did not round-trip")
+	}
+}
+
+// TestTunnelDropFailsQuery freezes the bastion (a proxy that stops moving
+// bytes without closing) during a query: the query must fail with the
+// tunnel's drop error within interval × count + 1 s.
+func TestTunnelDropFailsQuery(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg.CreateRole(t, "dbt", "dbt-pw")
+	pg.CreateDatabase(t, "analytics", "dbt")
+	b := testenv.StartBastion(t, testenv.BastionOptions{})
+	fp := testenv.StartFaultProxy(t, b.Addr())
+
+	f := newService(t)
+	ctx := context.Background()
+	const interval, count = 200 * time.Millisecond, 3
+	s := connection.Spec{Name: "frozen", Host: pg.Host, Port: pg.Port, Database: "analytics", User: "dbt",
+		Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable,
+		Tunnel: &connection.Tunnel{Host: fp.Host(), Port: fp.Port(), User: b.User,
+			KeepaliveInterval: connection.Duration(interval), KeepaliveCountMax: count}}
+	v, err := f.svc.CreateConnection(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, v.SSHTunnel.PublicKey)
+
+	sess, err := f.svc.Open(ctx, "frozen")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	if got := sess.Tunnel().HostKey(); sshkey.Fingerprint(got) != sshkey.Fingerprint(b.HostKey) {
+		t.Fatal("tunnel went to another host")
+	}
+	errc := make(chan error, 1)
+	go func() {
+		errc <- sess.Query(ctx, "select pg_sleep(60)", discardSink{})
+	}()
+	time.Sleep(300 * time.Millisecond) // the query is running on the server
+	frozenAt := time.Now()
+	fp.Freeze()
+	defer fp.Thaw()
+	select {
+	case err := <-errc:
+		elapsed := time.Since(frozenAt)
+		var dropped *tunnel.DroppedError
+		if !errors.As(err, &dropped) {
+			t.Fatalf("query error = %v, want a *tunnel.DroppedError", err)
+		}
+		if !strings.Contains(err.Error(), "dropped") {
+			t.Errorf("error does not say the tunnel dropped: %v", err)
+		}
+		if bound := interval*count + time.Second; elapsed > bound {
+			t.Fatalf("drop reported after %v, want within %v", elapsed, bound)
+		}
+		t.Logf("drop reported %v after the freeze (bound %v): %v", elapsed, interval*count+time.Second, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("query did not fail 10 s after the bastion froze")
+	}
+	if sess.Err() == nil {
+		t.Fatal("session does not report the drop")
+	}
+	// The drop does not stop a new session from working once the bastion
+	// answers again.
+	fp.Thaw()
+	sess2, err := f.svc.Open(ctx, "frozen")
+	if err != nil {
+		t.Fatalf("reopen after thaw: %v", err)
+	}
+	defer sess2.Close()
+	if err := sess2.Query(ctx, "select 1", discardSink{}); err != nil {
+		t.Fatalf("query after reopen: %v", err)
+	}
+}
+
+// discardSink drops query results.
+type discardSink struct{}
+
+func (discardSink) Begin([]app.Column) error { return nil }
+func (discardSink) Row([][]byte) error       { return nil }
+func (discardSink) End(string) error         { return nil }
