@@ -25,11 +25,15 @@ import (
 func serve(t *testing.T, ctx context.Context, p *proxy.Proxy) <-chan error {
 	t.Helper()
 	done := make(chan error, 1)
-	go func() { done <- p.Serve(ctx) }()
+	finished := make(chan struct{})
+	go func() {
+		done <- p.Serve(ctx)
+		close(finished)
+	}()
 	t.Cleanup(func() {
 		_ = p.Close()
 		select {
-		case <-done:
+		case <-finished:
 		case <-time.After(5 * time.Second):
 			t.Error("Serve did not return after Close")
 		}

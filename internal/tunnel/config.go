@@ -82,7 +82,7 @@ func (c Config) WithDefaults() Config {
 }
 
 // Validate reports every problem of c at once (joined with errors.Join).
-// It expects defaults to have been applied for the durations.
+// Zero durations and counts pass: [Config.WithDefaults] fills them.
 func (c Config) Validate() error {
 	var errs []error
 	if c.Addr == "" {

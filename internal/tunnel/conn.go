@@ -86,7 +86,7 @@ func (t *Tunnel) newConn(ch ssh.Channel, reqs <-chan *ssh.Request, target string
 		return nil, t.Err()
 	}
 	t.openChannels.Add(1)
-	go t.handleRequests(reqs)
+	go t.handleRequests(reqs, "channel")
 	go c.pump()
 	go c.writer()
 	return c, nil

@@ -169,7 +169,7 @@ func Dial(ctx context.Context, cfg Config) (*Tunnel, error) {
 	t.wg.Add(3)
 	t.mu.Unlock()
 	tc.tunnel.Store(t)
-	go t.handleRequests(reqs)
+	go t.handleRequests(reqs, "global")
 	go t.keepaliveLoop()
 	go t.waitClosed()
 
@@ -365,13 +365,14 @@ func (t *Tunnel) keepaliveLoop() {
 // does: keepalives are counted, anything wanting a reply gets a failure.
 // The same applies to requests on a channel: OpenSSH's sshd sends its
 // keepalive on an open channel when there is one.
-func (t *Tunnel) handleRequests(reqs <-chan *ssh.Request) {
+func (t *Tunnel) handleRequests(reqs <-chan *ssh.Request, scope string) {
 	defer t.wg.Done()
-	t.answerRequests(reqs)
+	t.answerRequests(reqs, scope)
 }
 
-// answerRequests serves reqs until the SSH library closes it.
-func (t *Tunnel) answerRequests(reqs <-chan *ssh.Request) {
+// answerRequests serves reqs until the SSH library closes it. scope says
+// where they come from ("global" or "channel"), for the log.
+func (t *Tunnel) answerRequests(reqs <-chan *ssh.Request, scope string) {
 	for req := range reqs {
 		if req.Type == keepaliveRequest {
 			t.serverKeepalives.Add(1)
@@ -379,6 +380,8 @@ func (t *Tunnel) answerRequests(reqs <-chan *ssh.Request) {
 		if req.WantReply {
 			_ = req.Reply(false, nil)
 		}
+		t.log.Debug("ssh request from bastion answered", slog.String("request", req.Type),
+			slog.String("scope", scope), slog.Bool("want_reply", req.WantReply))
 	}
 }
 
@@ -386,7 +389,7 @@ func (t *Tunnel) answerRequests(reqs <-chan *ssh.Request) {
 // until the bastion confirms the close.
 func (t *Tunnel) discardChannel(ch ssh.Channel, reqs <-chan *ssh.Request) {
 	_ = ch.Close()
-	t.answerRequests(reqs)
+	t.answerRequests(reqs, "channel")
 }
 
 // waitClosed reports the end of the SSH connection.
@@ -491,8 +494,8 @@ func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Con
 }
 
 // discardChannelAsync runs discardChannel in a goroutine the tunnel waits
-// for; when the tunnel is already down, the SSH library has closed the
-// channel's request queue, and draining it inline cannot block.
+// for. When the tunnel is already down it drains inline: the SSH connection
+// is closed, so the library closes the channel's request queue at once.
 func (t *Tunnel) discardChannelAsync(ch ssh.Channel, reqs <-chan *ssh.Request) {
 	if !t.add(1) {
 		t.discardChannel(ch, reqs)
