@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/jobs"
 )
 
 // Errors every backend returns (possibly wrapped).
@@ -74,6 +75,8 @@ type Store interface {
 	// DeleteConnection removes the connection; ErrNotFound if absent.
 	DeleteConnection(ctx context.Context, name string) error
 	TokenStore
+	JobStore
+	RunStore
 	// Close releases the store's resources.
 	Close() error
 }
@@ -110,4 +113,51 @@ type TokenStore interface {
 	TouchToken(ctx context.Context, id string, at time.Time) error
 	// CountActiveTokens counts tokens that are not revoked.
 	CountActiveTokens(ctx context.Context) (int, error)
+}
+
+// JobStore keeps job definitions.
+type JobStore interface {
+	// PutJob creates the job or replaces the one with the same name; it
+	// reports whether it was created.
+	PutJob(ctx context.Context, j *jobs.Job, now time.Time) (created bool, err error)
+	// GetJob returns the job with that name, or ErrNotFound.
+	GetJob(ctx context.Context, name string) (*JobRecord, error)
+	// ListJobs returns every job ordered by name.
+	ListJobs(ctx context.Context) ([]*JobRecord, error)
+	// DeleteJob removes the job (its runs stay); ErrNotFound if absent.
+	DeleteJob(ctx context.Context, name string) error
+}
+
+// JobRecord is a stored job.
+type JobRecord struct {
+	Job       jobs.Job
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// RunFilter selects runs.
+type RunFilter struct {
+	// Job restricts to one job's runs when set.
+	Job string
+	// Statuses restricts to these statuses when set.
+	Statuses []jobs.Status
+	// Limit caps the result (newest first); 0 means 100.
+	Limit int
+}
+
+// RunStore keeps runs and their logs.
+type RunStore interface {
+	// CreateRun saves a new run (status queued).
+	CreateRun(ctx context.Context, r *jobs.Run) error
+	// GetRun returns the run, or ErrNotFound.
+	GetRun(ctx context.Context, id string) (*jobs.Run, error)
+	// ListRuns returns runs newest first.
+	ListRuns(ctx context.Context, f RunFilter) ([]*jobs.Run, error)
+	// UpdateRun replaces the run whose ID and Version match r and
+	// increments r.Version; ErrConflict when the version differs.
+	UpdateRun(ctx context.Context, r *jobs.Run) error
+	// AppendRunLog appends lines to the run's log, assigning their Seq.
+	AppendRunLog(ctx context.Context, runID string, lines []jobs.LogLine) error
+	// RunLog returns up to limit lines with Seq > afterSeq, in order.
+	RunLog(ctx context.Context, runID string, afterSeq int64, limit int) ([]jobs.LogLine, error)
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
 
@@ -30,6 +31,129 @@ func Exercise(t *testing.T, open func(t *testing.T) store.Store) {
 		t.Parallel()
 		exerciseTokens(t, open(t))
 	})
+	t.Run("Jobs", func(t *testing.T) {
+		t.Parallel()
+		exerciseJobs(t, open(t))
+	})
+	t.Run("Runs", func(t *testing.T) {
+		t.Parallel()
+		exerciseRuns(t, open(t))
+	})
+}
+
+func sampleJob(name string) *jobs.Job {
+	j := &jobs.Job{Name: name, Connection: "wh", Schedule: "0 3 * * *", TargetSchema: "Analytics",
+		Retries: 1, Steps: []jobs.Step{{SQL: "create schema if not exists analytics"},
+			{Name: "dbt", Command: []string{"dbt", "build", "--target", "prod"}, Workdir: "/srv/dbt"}}}
+	j.ApplyDefaults()
+	return j
+}
+
+func exerciseJobs(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	j := sampleJob("nightly")
+	created, err := s.PutJob(ctx, j, now)
+	if err != nil || !created {
+		t.Fatalf("put new job: %v %v", created, err)
+	}
+	j.Timeout = connection.Duration(2 * time.Hour)
+	created, err = s.PutJob(ctx, j, now.Add(time.Second))
+	if err != nil || created {
+		t.Fatalf("put existing job: %v %v", created, err)
+	}
+	rec, err := s.GetJob(ctx, "nightly")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(rec.Job, *j) || !rec.CreatedAt.Equal(now) || !rec.UpdatedAt.Equal(now.Add(time.Second)) {
+		t.Fatalf("job round trip: %+v", rec)
+	}
+	if _, err := s.PutJob(ctx, sampleJob("a-first"), now); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.ListJobs(ctx)
+	if err != nil || len(list) != 2 || list[0].Job.Name != "a-first" {
+		t.Fatalf("list jobs: %v %v", list, err)
+	}
+	if err := s.DeleteJob(ctx, "nightly"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetJob(ctx, "nightly"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted job: %v", err)
+	}
+	if err := s.DeleteJob(ctx, "nightly"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("delete twice: %v", err)
+	}
+}
+
+func exerciseRuns(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	mk := func(id, job string, at time.Time) *jobs.Run {
+		return &jobs.Run{ID: id, JobName: job, Job: *sampleJob(job), Trigger: jobs.Manual, Status: jobs.Queued, QueuedAt: at}
+	}
+	r1 := mk("r1", "nightly", now)
+	if err := s.CreateRun(ctx, r1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateRun(ctx, mk("r2", "nightly", now.Add(time.Second))); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateRun(ctx, mk("r3", "other", now.Add(2*time.Second))); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetRun(ctx, "r1")
+	if err != nil || got.Status != jobs.Queued || !reflect.DeepEqual(got.Job, r1.Job) || got.Version != 1 {
+		t.Fatalf("get run: %+v %v", got, err)
+	}
+	started := now.Add(3 * time.Second)
+	code := 2
+	got.Status, got.StartedAt, got.HeartbeatAt, got.Worker, got.Attempt = jobs.Running, &started, &started, "host:1", 1
+	got.Steps = []jobs.RunStep{{Index: 0, Label: "sql", Kind: "sql", Status: jobs.Failed, ExitCode: &code, DurationMS: 12, Error: "boom"}}
+	if err := s.UpdateRun(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	stale := *got
+	stale.Version--
+	if err := s.UpdateRun(ctx, &stale); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("stale run update: %v", err)
+	}
+	again, _ := s.GetRun(ctx, "r1")
+	if again.Status != jobs.Running || again.Worker != "host:1" || len(again.Steps) != 1 || *again.Steps[0].ExitCode != 2 ||
+		!again.StartedAt.Equal(started) || again.EndedAt != nil {
+		t.Fatalf("after update: %+v", again)
+	}
+	runs, err := s.ListRuns(ctx, store.RunFilter{Job: "nightly"})
+	if err != nil || len(runs) != 2 || runs[0].ID != "r2" {
+		t.Fatalf("list by job: %v %v", runs, err)
+	}
+	runs, err = s.ListRuns(ctx, store.RunFilter{Statuses: []jobs.Status{jobs.Running}})
+	if err != nil || len(runs) != 1 || runs[0].ID != "r1" {
+		t.Fatalf("list by status: %v %v", runs, err)
+	}
+	runs, err = s.ListRuns(ctx, store.RunFilter{Limit: 2})
+	if err != nil || len(runs) != 2 || runs[0].ID != "r3" {
+		t.Fatalf("list limit: %v %v", runs, err)
+	}
+	lines := []jobs.LogLine{{Time: now, Stream: "stdout", Step: 0, Text: "hello"}, {Time: now, Stream: "stderr", Step: 0, Text: "wörld\ttab"}}
+	if err := s.AppendRunLog(ctx, "r1", lines); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendRunLog(ctx, "r1", []jobs.LogLine{{Time: now, Stream: "system", Step: -1, Text: "done"}}); err != nil {
+		t.Fatal(err)
+	}
+	log, err := s.RunLog(ctx, "r1", 0, 0)
+	if err != nil || len(log) != 3 || log[0].Seq != 1 || log[2].Seq != 3 || log[1].Text != "wörld\ttab" || log[2].Step != -1 {
+		t.Fatalf("run log: %+v %v", log, err)
+	}
+	log, err = s.RunLog(ctx, "r1", 2, 10)
+	if err != nil || len(log) != 1 || log[0].Text != "done" {
+		t.Fatalf("run log after 2: %+v %v", log, err)
+	}
+	if _, err := s.GetRun(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("missing run: %v", err)
+	}
 }
 
 func exerciseTokens(t *testing.T, s store.Store) {

@@ -1,0 +1,272 @@
+// Package jobs defines pgrelay's jobs and runs: a job is a list of SQL and
+// command steps run over one connection, on demand or on a cron schedule; a
+// run is one execution of a job, with per-step outcomes and a log. The
+// package also parses the jobs YAML file, validates jobs, and runs them.
+package jobs
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+)
+
+// Status is a run's (or a step's) state.
+type Status string
+
+// Run and step states.
+const (
+	Queued    Status = "queued"
+	Running   Status = "running"
+	Succeeded Status = "succeeded"
+	Failed    Status = "failed"
+	Cancelled Status = "cancelled"
+	// Skipped is only used for steps after a failure.
+	Skipped Status = "skipped"
+)
+
+// Terminal reports whether the status is final.
+func (s Status) Terminal() bool { return s == Succeeded || s == Failed || s == Cancelled }
+
+// Trigger says what started a run.
+type Trigger string
+
+// Triggers.
+const (
+	Manual   Trigger = "manual"
+	Schedule Trigger = "schedule"
+	API      Trigger = "api"
+)
+
+// Defaults and limits.
+const (
+	DefaultTimeout = time.Hour
+	MaxTimeout     = 7 * 24 * time.Hour
+	MaxSteps       = 100
+	MaxSQLLen      = 1 << 20
+	DefaultProfile = "pgrelay"
+	DefaultTarget  = "pgrelay"
+)
+
+// Step is one step of a job: exactly one of SQL or Command.
+type Step struct {
+	// Name is optional, for display.
+	Name string `json:"name,omitempty" yaml:"name,omitempty"`
+	// SQL runs in-process through the connection.
+	SQL string `json:"sql,omitempty" yaml:"sql,omitempty"`
+	// Command is a program and its arguments, run with the connection's
+	// environment (PGHOST, DBT_PROFILES_DIR, ...).
+	Command []string `json:"command,omitempty" yaml:"command,omitempty"`
+	// Workdir is the command's working directory (absolute).
+	Workdir string `json:"workdir,omitempty" yaml:"workdir,omitempty"`
+}
+
+// Kind is "sql" or "command".
+func (s Step) Kind() string {
+	if s.SQL != "" {
+		return "sql"
+	}
+	return "command"
+}
+
+// Label describes the step in one line.
+func (s Step) Label() string {
+	if s.Name != "" {
+		return s.Name
+	}
+	if s.SQL != "" {
+		l := strings.Join(strings.Fields(s.SQL), " ")
+		if len(l) > 60 {
+			l = l[:57] + "..."
+		}
+		return l
+	}
+	return strings.Join(s.Command, " ")
+}
+
+// Job is a named list of steps over one connection.
+type Job struct {
+	Name       string `json:"name" yaml:"name"`
+	Connection string `json:"connection" yaml:"connection"`
+	// Schedule is an optional cron spec: 5 fields (minute hour dom month
+	// dow), 6 with a leading seconds field, or a descriptor like @hourly.
+	Schedule string `json:"schedule,omitempty" yaml:"schedule,omitempty"`
+	// Timeout bounds a whole run; default 1h.
+	Timeout connection.Duration `json:"timeout" yaml:"timeout,omitempty"`
+	// TargetSchema overrides the connection's schema for this job (dbt
+	// profiles and search_path of SQL steps).
+	TargetSchema string `json:"target_schema,omitempty" yaml:"target_schema,omitempty"`
+	// Profile and Target name the dbt profile and target in the generated
+	// profiles.yml; default "pgrelay".
+	Profile string `json:"profile,omitempty" yaml:"profile,omitempty"`
+	Target  string `json:"target,omitempty" yaml:"target,omitempty"`
+	// Retries is how often a run lost with its worker is retried; default 0
+	// (it fails with the reason).
+	Retries int    `json:"retries,omitempty" yaml:"retries,omitempty"`
+	Steps   []Step `json:"steps" yaml:"steps"`
+}
+
+// ApplyDefaults fills unset fields.
+func (j *Job) ApplyDefaults() {
+	if j.Timeout == 0 {
+		j.Timeout = connection.Duration(DefaultTimeout)
+	}
+	if j.Profile == "" {
+		j.Profile = DefaultProfile
+	}
+	if j.Target == "" {
+		j.Target = DefaultTarget
+	}
+}
+
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// cronParser accepts standard 5-field specs, an optional leading seconds
+// field, and descriptors (@hourly, @every 5m).
+func cronParser() cron.Parser {
+	return cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+}
+
+// ParseSchedule parses a cron spec.
+func ParseSchedule(spec string) (cron.Schedule, error) {
+	s, err := cronParser().Parse(spec)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a cron schedule (%v): accepted are 5 fields \"minute hour day-of-month month day-of-week\" such as \"0 3 * * *\", 6 fields with leading seconds, or @hourly/@daily/@every 10m", spec, err)
+	}
+	return s, nil
+}
+
+// Validate checks the job after ApplyDefaults and reports every problem at
+// once as a *connection.ValidationError (fields like "steps[1].command").
+func (j *Job) Validate() error {
+	var probs []connection.FieldError
+	add := func(field string, err error) {
+		if err != nil {
+			probs = append(probs, connection.FieldError{Field: field, Problem: err.Error()})
+		}
+	}
+	add("name", connection.ValidateName(j.Name))
+	if j.Connection == "" {
+		add("connection", errors.New("required: the name of a saved connection"))
+	} else {
+		add("connection", connection.ValidateName(j.Connection))
+	}
+	if j.Schedule != "" {
+		_, err := ParseSchedule(j.Schedule)
+		add("schedule", err)
+	}
+	if d := j.Timeout.Duration(); d < time.Second || d > MaxTimeout {
+		add("timeout", fmt.Errorf("%s is out of range: accepted is 1s to %s (e.g. 30m, 2h)", d, MaxTimeout))
+	}
+	if j.TargetSchema != "" && len(j.TargetSchema) > connection.MaxIdentifierLen {
+		add("target_schema", fmt.Errorf("too long: at most %d bytes", connection.MaxIdentifierLen))
+	}
+	if !identRE.MatchString(j.Profile) {
+		add("profile", fmt.Errorf("%q is not accepted: letters, digits and _, starting with a letter", j.Profile))
+	}
+	if !identRE.MatchString(j.Target) {
+		add("target", fmt.Errorf("%q is not accepted: letters, digits and _, starting with a letter", j.Target))
+	}
+	if j.Retries < 0 || j.Retries > 10 {
+		add("retries", fmt.Errorf("%d is out of range: accepted is 0 to 10", j.Retries))
+	}
+	switch {
+	case len(j.Steps) == 0:
+		add("steps", errors.New("required: at least one step (sql: ... or command: [...])"))
+	case len(j.Steps) > MaxSteps:
+		add("steps", fmt.Errorf("%d steps: at most %d", len(j.Steps), MaxSteps))
+	}
+	for i, s := range j.Steps {
+		f := fmt.Sprintf("steps[%d]", i)
+		switch {
+		case s.SQL != "" && len(s.Command) > 0:
+			add(f, errors.New("has both sql and command: give exactly one"))
+		case s.SQL == "" && len(s.Command) == 0:
+			add(f, errors.New("is empty: give sql: \"...\" or command: [program, args...]"))
+		case len(s.SQL) > MaxSQLLen:
+			add(f+".sql", fmt.Errorf("longer than %d bytes", MaxSQLLen))
+		case len(s.Command) > 0 && strings.TrimSpace(s.Command[0]) == "":
+			add(f+".command", errors.New("the program (first element) is empty"))
+		}
+		for _, a := range s.Command {
+			if strings.ContainsRune(a, 0) {
+				add(f+".command", errors.New("arguments must not contain NUL characters"))
+				break
+			}
+		}
+		if s.Workdir != "" && !filepath.IsAbs(s.Workdir) {
+			add(f+".workdir", fmt.Errorf("%q is not absolute: give a full path such as /srv/dbt/project", s.Workdir))
+		}
+		if s.Workdir != "" && s.SQL != "" {
+			add(f+".workdir", errors.New("only command steps have a working directory"))
+		}
+	}
+	if len(probs) == 0 {
+		return nil
+	}
+	return &connection.ValidationError{Problems: probs}
+}
+
+// RunStep is the outcome of one step of a run.
+type RunStep struct {
+	Index      int        `json:"index"`
+	Label      string     `json:"label"`
+	Kind       string     `json:"kind"`
+	Status     Status     `json:"status"`
+	ExitCode   *int       `json:"exit_code,omitempty"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	EndedAt    *time.Time `json:"ended_at,omitempty"`
+	DurationMS int64      `json:"duration_ms"`
+	Error      string     `json:"error,omitempty"`
+}
+
+// Run is one execution of a job. Job is a snapshot of the job when the run
+// was queued.
+type Run struct {
+	ID        string     `json:"id"`
+	JobName   string     `json:"job"`
+	Job       Job        `json:"-"`
+	Trigger   Trigger    `json:"trigger"`
+	Status    Status     `json:"status"`
+	Reason    string     `json:"reason,omitempty"`
+	QueuedAt  time.Time  `json:"queued_at"`
+	StartedAt *time.Time `json:"started_at,omitempty"`
+	EndedAt   *time.Time `json:"ended_at,omitempty"`
+	Steps     []RunStep  `json:"steps"`
+	// Worker names the process that runs it (host:pid).
+	Worker string `json:"worker,omitempty"`
+	// HeartbeatAt is refreshed while the run is running; a running run
+	// whose heartbeat stops is failed as "worker lost".
+	HeartbeatAt *time.Time `json:"heartbeat_at,omitempty"`
+	Attempt     int        `json:"attempt"`
+	// CancelRequested is set by a cancel request; the worker stops the run.
+	CancelRequested bool  `json:"cancel_requested,omitempty"`
+	Version         int64 `json:"-"`
+}
+
+// DurationMS is the run's duration so far (or in total), in milliseconds.
+func (r *Run) DurationMS(now time.Time) int64 {
+	if r.StartedAt == nil {
+		return 0
+	}
+	end := now
+	if r.EndedAt != nil {
+		end = *r.EndedAt
+	}
+	return end.Sub(*r.StartedAt).Milliseconds()
+}
+
+// LogLine is one line of a run's log.
+type LogLine struct {
+	Seq    int64     `json:"seq"`
+	Time   time.Time `json:"time"`
+	Stream string    `json:"stream"` // stdout, stderr, system
+	Step   int       `json:"step"`   // -1 for run-level lines
+	Text   string    `json:"text"`
+}

@@ -1,0 +1,86 @@
+package jobs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+)
+
+// File is the jobs YAML file: `jobs: [...]`.
+type File struct {
+	Jobs []Job `yaml:"jobs"`
+}
+
+// MaxFileSize bounds a jobs file.
+const MaxFileSize = 4 << 20
+
+// ParseFile parses and validates a jobs YAML document. Unknown keys are
+// errors. Every invalid job is reported, with fields prefixed by the job
+// ("jobs[0](nightly).steps[1].command").
+func ParseFile(r io.Reader) ([]Job, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read jobs file: %w", err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("jobs file is larger than %d bytes", MaxFileSize)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var f File
+	if err := dec.Decode(&f); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("jobs file is empty: expected `jobs:` with a list of jobs")
+		}
+		return nil, fmt.Errorf("jobs file: %w", err)
+	}
+	if len(f.Jobs) == 0 {
+		return nil, errors.New("jobs file has no jobs: expected `jobs:` with a list of jobs")
+	}
+	var probs []connection.FieldError
+	seen := map[string]int{}
+	for i := range f.Jobs {
+		j := &f.Jobs[i]
+		j.ApplyDefaults()
+		prefix := fmt.Sprintf("jobs[%d]", i)
+		if j.Name != "" {
+			prefix += "(" + j.Name + ")"
+		}
+		if prev, dup := seen[j.Name]; dup && j.Name != "" {
+			probs = append(probs, connection.FieldError{Field: prefix + ".name",
+				Problem: fmt.Sprintf("duplicate: job %q is also jobs[%d]", j.Name, prev)})
+		}
+		seen[j.Name] = i
+		if err := j.Validate(); err != nil {
+			var ve *connection.ValidationError
+			if errors.As(err, &ve) {
+				for _, p := range ve.Problems {
+					probs = append(probs, connection.FieldError{Field: prefix + "." + p.Field, Problem: p.Problem})
+				}
+			} else {
+				return nil, err
+			}
+		}
+	}
+	if len(probs) > 0 {
+		return nil, &connection.ValidationError{Problems: probs}
+	}
+	return f.Jobs, nil
+}
+
+// Marshal writes jobs as a YAML document that ParseFile reads back.
+func Marshal(js []Job) ([]byte, error) {
+	var b strings.Builder
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(File{Jobs: js}); err != nil {
+		return nil, fmt.Errorf("encode jobs: %w", err)
+	}
+	return []byte(b.String()), nil
+}
