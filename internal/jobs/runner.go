@@ -1,0 +1,549 @@
+package jobs
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/proxy"
+)
+
+// Conn is an opened connection a run works over: one SSH connection (when
+// tunnelled) shared by every database session and command of the run.
+type Conn interface {
+	// Spec is the connection's spec, password included.
+	Spec() *connection.Spec
+	// DialDatabase opens a byte stream to the database server.
+	DialDatabase(ctx context.Context) (net.Conn, error)
+	// Connect opens a database session.
+	Connect(ctx context.Context) (*pgx.Conn, error)
+	// Done is closed when the tunnel drops (nil for direct connections).
+	Done() <-chan struct{}
+	// Err is why the tunnel ended.
+	Err() error
+	// Close closes the tunnel.
+	Close() error
+}
+
+// Opener opens a saved connection by name.
+type Opener func(ctx context.Context, name string) (Conn, error)
+
+// Hooks receive a run's progress. Both are called from the runner's
+// goroutines, one call at a time.
+type Hooks struct {
+	// Step is called when a step starts and when it ends.
+	Step func(RunStep)
+	// Log receives each log line as it comes (secrets already masked).
+	Log func(LogLine)
+}
+
+// Stdio attaches a command directly to a terminal (pgrelay exec) instead
+// of capturing its output into the log.
+type Stdio struct {
+	In       io.Reader
+	Out, Err io.Writer
+}
+
+// Runner executes jobs.
+type Runner struct {
+	// Open opens the job's connection.
+	Open Opener
+	// AllowCommand returns an error when a program may not run; nil allows
+	// every program.
+	AllowCommand func(program string) error
+	// KillGrace is how long a command has between SIGTERM and SIGKILL;
+	// default 10s.
+	KillGrace time.Duration
+	// Stdio, when set, attaches commands to it instead of the log.
+	Stdio *Stdio
+	// BaseEnv is the environment commands start from (before the
+	// connection's variables are added); default: this process's, without
+	// pgrelay's own secrets and PG*/DBT_PROFILES_DIR variables.
+	BaseEnv []string
+	Logger  *slog.Logger
+}
+
+// Result is a run's outcome.
+type Result struct {
+	Status Status
+	// Reason says why a run did not succeed (empty on success).
+	Reason string
+	Steps  []RunStep
+	// ExitCode is the exit code of the last command step that ran, or -1.
+	ExitCode int
+}
+
+// CancelledError is the cause of a cancelled run.
+type CancelledError struct{ By string }
+
+func (e *CancelledError) Error() string {
+	if e.By == "" {
+		return "cancelled"
+	}
+	return "cancelled by " + e.By
+}
+
+// TimeoutError is the cause of a run that ran out of time.
+type TimeoutError struct{ After time.Duration }
+
+func (e *TimeoutError) Error() string { return fmt.Sprintf("timed out after %s", e.After) }
+
+// run is the state of one execution.
+type run struct {
+	r      *Runner
+	job    Job
+	hooks  Hooks
+	conn   Conn
+	secret string
+
+	mu      sync.Mutex // serialises hook calls
+	steps   []RunStep
+	dbConn  *pgx.Conn
+	px      *proxy.Proxy
+	pxAddr  string
+	workDir string
+	env     []string
+	curStep int
+}
+
+// Run executes job until it ends, its context is done (the cause becomes
+// the reason: use context.WithCancelCause with a *CancelledError, or
+// WithTimeoutCause with a *TimeoutError), or its tunnel drops.
+func (r *Runner) Run(ctx context.Context, job Job, hooks Hooks) Result {
+	if r.Logger == nil {
+		r.Logger = slog.New(slog.DiscardHandler)
+	}
+	if r.KillGrace == 0 {
+		r.KillGrace = 10 * time.Second
+	}
+	x := &run{r: r, job: job, hooks: hooks, curStep: -1}
+	for i, s := range job.Steps {
+		x.steps = append(x.steps, RunStep{Index: i, Label: s.Label(), Kind: s.Kind(), Status: Queued})
+	}
+	res := x.exec(ctx)
+	res.Steps = x.steps
+	return res
+}
+
+func (x *run) log(step int, stream, text string) {
+	if x.secret != "" && strings.Contains(text, x.secret) {
+		text = strings.ReplaceAll(text, x.secret, "[redacted]")
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.hooks.Log != nil {
+		x.hooks.Log(LogLine{Time: time.Now().UTC(), Stream: stream, Step: step, Text: text})
+	}
+}
+
+func (x *run) setStep(i int, f func(*RunStep)) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	f(&x.steps[i])
+	if x.hooks.Step != nil {
+		x.hooks.Step(x.steps[i])
+	}
+}
+
+// reason returns the cause of the context's end, preferring the tunnel's.
+func (x *run) reason(ctx context.Context) error {
+	if x.conn != nil {
+		if err := x.conn.Err(); err != nil {
+			return err
+		}
+	}
+	if c := context.Cause(ctx); c != nil {
+		return c
+	}
+	return nil
+}
+
+func (x *run) exec(parent context.Context) Result {
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	x.log(-1, "system", fmt.Sprintf("opening connection %s", x.job.Connection))
+	conn, err := x.r.Open(ctx, x.job.Connection)
+	if err != nil {
+		if c := context.Cause(ctx); c != nil && parent.Err() != nil {
+			err = c
+		}
+		x.skipFrom(0)
+		x.log(-1, "system", "could not open the connection: "+err.Error())
+		return Result{Status: statusFor(err), Reason: err.Error(), ExitCode: -1}
+	}
+	x.conn = conn
+	x.secret = conn.Spec().Password.Reveal()
+	defer x.cleanup()
+	if t := conn.Spec().Tunnel; t != nil {
+		x.log(-1, "system", fmt.Sprintf("SSH tunnel up via %s@%s (keepalive every %s, dropped after %d missed)",
+			t.User, net.JoinHostPort(t.Host, strconv.Itoa(t.Port)), t.KeepaliveInterval, t.KeepaliveCountMax))
+	}
+	// The tunnel dropping stops the run with the tunnel's error.
+	if done := conn.Done(); done != nil {
+		go func() {
+			select {
+			case <-done:
+				cancel(conn.Err())
+			case <-ctx.Done():
+			}
+		}()
+	}
+	exitCode := -1
+	for i, step := range x.job.Steps {
+		if ctx.Err() != nil {
+			x.skipFrom(i)
+			return x.stopped(ctx, exitCode)
+		}
+		start := time.Now().UTC()
+		x.setStep(i, func(s *RunStep) { s.Status = Running; s.StartedAt = &start })
+		x.log(i, "system", fmt.Sprintf("step %d: %s", i+1, step.Label()))
+		var code *int
+		var serr error
+		if step.SQL != "" {
+			serr = x.runSQL(ctx, i, step)
+		} else {
+			code, serr = x.runCommand(ctx, i, step)
+			if code != nil {
+				exitCode = *code
+			}
+		}
+		end := time.Now().UTC()
+		if serr == nil {
+			x.setStep(i, func(s *RunStep) {
+				s.Status, s.EndedAt, s.DurationMS, s.ExitCode = Succeeded, &end, end.Sub(start).Milliseconds(), code
+			})
+			continue
+		}
+		stopped := ctx.Err() != nil
+		x.setStep(i, func(s *RunStep) {
+			s.Status, s.EndedAt, s.DurationMS, s.ExitCode, s.Error = Failed, &end, end.Sub(start).Milliseconds(), code, serr.Error()
+			if stopped && statusFor(x.reason(ctx)) == Cancelled {
+				s.Status = Cancelled
+			}
+		})
+		x.skipFrom(i + 1)
+		if stopped {
+			return x.stopped(ctx, exitCode)
+		}
+		reason := fmt.Sprintf("step %d (%s) failed: %v", i+1, step.Label(), serr)
+		x.log(i, "system", reason)
+		return Result{Status: Failed, Reason: reason, ExitCode: exitCode}
+	}
+	x.log(-1, "system", "all steps succeeded")
+	return Result{Status: Succeeded, ExitCode: exitCode}
+}
+
+func statusFor(cause error) Status {
+	var ce *CancelledError
+	if errors.As(cause, &ce) {
+		return Cancelled
+	}
+	return Failed
+}
+
+func (x *run) stopped(ctx context.Context, exitCode int) Result {
+	cause := x.reason(ctx)
+	if cause == nil {
+		cause = errors.New("stopped")
+	}
+	x.log(-1, "system", "run stopped: "+cause.Error())
+	return Result{Status: statusFor(cause), Reason: cause.Error(), ExitCode: exitCode}
+}
+
+func (x *run) skipFrom(i int) {
+	for j := i; j < len(x.steps); j++ {
+		x.setStep(j, func(s *RunStep) { s.Status = Skipped })
+	}
+}
+
+func (x *run) cleanup() {
+	if x.dbConn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = x.dbConn.Close(ctx)
+		cancel()
+	}
+	if x.px != nil {
+		_ = x.px.Close()
+	}
+	if x.workDir != "" {
+		_ = os.RemoveAll(x.workDir)
+	}
+	_ = x.conn.Close()
+}
+
+// runSQL runs a SQL step on the run's database session.
+func (x *run) runSQL(ctx context.Context, i int, step Step) error {
+	if x.dbConn == nil {
+		cfgConn, err := x.conn.Connect(ctx)
+		if err != nil {
+			if r := x.reason(ctx); r != nil {
+				return r
+			}
+			return err
+		}
+		x.dbConn = cfgConn
+		if schema := x.schema(); schema != "" {
+			if _, err := x.dbConn.Exec(ctx, "SET search_path TO "+pgx.Identifier{schema}.Sanitize()+", public"); err != nil {
+				return fmt.Errorf("set search_path: %w", err)
+			}
+		}
+	}
+	mrr := x.dbConn.PgConn().Exec(ctx, step.SQL)
+	for mrr.NextResult() {
+		tag, err := mrr.ResultReader().Close()
+		if err != nil {
+			_ = mrr.Close()
+			return x.sqlErr(ctx, err)
+		}
+		x.log(i, "stdout", tag.String())
+	}
+	if err := mrr.Close(); err != nil {
+		return x.sqlErr(ctx, err)
+	}
+	return nil
+}
+
+func (x *run) sqlErr(ctx context.Context, err error) error {
+	if r := x.reason(ctx); r != nil && ctx.Err() != nil {
+		return r
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		msg := fmt.Sprintf("%s: %s (SQLSTATE %s)", pe.Severity, pe.Message, pe.Code)
+		if pe.Detail != "" {
+			msg += "; " + pe.Detail
+		}
+		return errors.New(msg)
+	}
+	if x.conn.Err() != nil {
+		return x.conn.Err()
+	}
+	return err
+}
+
+func (x *run) schema() string {
+	if x.job.TargetSchema != "" {
+		return x.job.TargetSchema
+	}
+	return x.conn.Spec().Schema
+}
+
+// prepareCommands starts the run's local endpoint and writes its dbt
+// profile, once per run.
+func (x *run) prepareCommands(ctx context.Context) error {
+	if x.px != nil {
+		return nil
+	}
+	dir, err := os.MkdirTemp("", "pgrelay-run-")
+	if err != nil {
+		return fmt.Errorf("create run directory: %w", err)
+	}
+	x.workDir = dir
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("open local endpoint: %w", err)
+	}
+	x.px = proxy.New(ln, x.conn.DialDatabase, x.r.Logger)
+	go func() { _ = x.px.Serve(context.WithoutCancel(ctx)) }()
+	x.pxAddr = ln.Addr().String()
+	_, port, _ := net.SplitHostPort(x.pxAddr)
+	spec := x.conn.Spec()
+	sslmode := string(spec.SSLMode)
+	var rootCert string
+	if spec.SSLMode == connection.SSLVerifyFull {
+		// The local endpoint is 127.0.0.1, which the server's certificate
+		// does not name: verify the chain only.
+		sslmode = string(connection.SSLVerifyCA)
+	}
+	if spec.SSLRootCert != "" {
+		rootCert = filepath.Join(dir, "root.crt")
+		if err := os.WriteFile(rootCert, []byte(spec.SSLRootCert), 0o600); err != nil {
+			return fmt.Errorf("write CA certificate: %w", err)
+		}
+	}
+	threads := spec.Threads
+	if threads <= 0 {
+		threads = connection.DefaultThreads
+	}
+	schema := x.schema()
+	if schema == "" {
+		schema = "public"
+	}
+	profiles := ProfilesYAML(x.job.Profile, x.job.Target, port, spec, schema, threads, sslmode, rootCert)
+	if err := os.WriteFile(filepath.Join(dir, "profiles.yml"), []byte(profiles), 0o600); err != nil {
+		return fmt.Errorf("write profiles.yml: %w", err)
+	}
+	env := x.r.BaseEnv
+	if env == nil {
+		env = CleanEnv(os.Environ())
+	}
+	env = append(env[:len(env):len(env)],
+		"PGHOST=127.0.0.1", "PGPORT="+port, "PGUSER="+spec.User, "PGPASSWORD="+spec.Password.Reveal(),
+		"PGDATABASE="+spec.Database, "PGSSLMODE="+sslmode, "PGAPPNAME=pgrelay-run",
+		"PGCONNECT_TIMEOUT=10", "DBT_PROFILES_DIR="+dir, "DBT_PROFILE="+x.job.Profile, "DBT_TARGET="+x.job.Target)
+	if rootCert != "" {
+		env = append(env, "PGSSLROOTCERT="+rootCert)
+	}
+	x.env = env
+	x.log(-1, "system", fmt.Sprintf("local endpoint %s for commands; dbt profile %q target %q in DBT_PROFILES_DIR", x.pxAddr, x.job.Profile, x.job.Target))
+	return nil
+}
+
+// ProfilesYAML renders a dbt profiles.yml for the run's local endpoint. The
+// password is read from PGPASSWORD by dbt, so it is never written to disk.
+func ProfilesYAML(profile, target, port string, spec *connection.Spec, schema string, threads int, sslmode, rootCert string) string {
+	q := strconv.Quote
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Generated by pgrelay for one run; the endpoint exists only while the run lasts.\n")
+	fmt.Fprintf(&b, "%s:\n  target: %s\n  outputs:\n    %s:\n", profile, target, target)
+	fmt.Fprintf(&b, "      type: postgres\n      host: 127.0.0.1\n      port: %s\n", port)
+	fmt.Fprintf(&b, "      user: %s\n      password: \"{{ env_var('PGPASSWORD') }}\"\n", q(spec.User))
+	fmt.Fprintf(&b, "      dbname: %s\n      schema: %s\n      threads: %d\n", q(spec.Database), q(schema), threads)
+	fmt.Fprintf(&b, "      sslmode: %s\n      connect_timeout: 10\n      retries: 0\n", sslmode)
+	if rootCert != "" {
+		fmt.Fprintf(&b, "      sslrootcert: %s\n", q(rootCert))
+	}
+	return b.String()
+}
+
+// CleanEnv drops pgrelay's own secrets and any PG*/DBT_PROFILES_DIR
+// variables from env, so commands see only the run's connection.
+func CleanEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(k, "PGRELAY_"), strings.HasPrefix(k, "PG"), k == "DBT_PROFILES_DIR",
+			k == "DBT_PROFILE", k == "DBT_TARGET":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// runCommand runs a command step with the run's environment, capturing its
+// output line by line, and stops it (SIGTERM, then SIGKILL after the grace
+// period, to its whole process group) when the run is stopped.
+func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
+	prog := step.Command[0]
+	if x.r.AllowCommand != nil {
+		if err := x.r.AllowCommand(prog); err != nil {
+			return nil, err
+		}
+	}
+	if err := x.prepareCommands(ctx); err != nil {
+		return nil, err
+	}
+	path, err := exec.LookPath(prog)
+	if err != nil {
+		return nil, fmt.Errorf("program %q not found on PATH: install it or give its full path", prog)
+	}
+	cmd := exec.Command(path, step.Command[1:]...)
+	cmd.Env = x.env
+	cmd.Dir = step.Workdir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var wg sync.WaitGroup
+	if s := x.r.Stdio; s != nil {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = s.In, s.Out, s.Err
+		if f, ok := s.In.(*os.File); ok && isTerminal(f) {
+			// Interactive: stay in the terminal's foreground group.
+			cmd.SysProcAttr.Setpgid = false
+		}
+	} else {
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			return nil, err
+		}
+		wg.Add(2)
+		go func() { defer wg.Done(); x.capture(i, "stdout", stdout) }()
+		go func() { defer wg.Done(); x.capture(i, "stderr", stderr) }()
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", prog, err)
+	}
+	stopDone := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-stopDone:
+			return
+		}
+		x.log(i, "system", fmt.Sprintf("stopping %s (SIGTERM; SIGKILL after %s)", prog, x.r.KillGrace))
+		x.signal(cmd, syscall.SIGTERM)
+		select {
+		case <-time.After(x.r.KillGrace):
+			x.log(i, "system", fmt.Sprintf("%s still running after %s: SIGKILL", prog, x.r.KillGrace))
+			x.signal(cmd, syscall.SIGKILL)
+		case <-stopDone:
+		}
+	}()
+	wg.Wait()
+	werr := cmd.Wait()
+	close(stopDone)
+	code := cmd.ProcessState.ExitCode()
+	if ctx.Err() != nil {
+		return &code, x.reason(ctx)
+	}
+	if werr != nil {
+		var ee *exec.ExitError
+		if errors.As(werr, &ee) {
+			if code < 0 {
+				return &code, fmt.Errorf("%s was killed by a signal (%v)", prog, ee.ProcessState)
+			}
+			return &code, fmt.Errorf("%s exited with code %d", prog, code)
+		}
+		return &code, fmt.Errorf("%s: %w", prog, werr)
+	}
+	return &code, nil
+}
+
+func (x *run) signal(cmd *exec.Cmd, sig syscall.Signal) {
+	if cmd.Process == nil {
+		return
+	}
+	if cmd.SysProcAttr != nil && cmd.SysProcAttr.Setpgid {
+		_ = syscall.Kill(-cmd.Process.Pid, sig)
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+}
+
+// capture reads r line by line into the log (long lines are split at
+// 64 KiB).
+func (x *run) capture(i int, stream string, r io.Reader) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 {
+			x.log(i, stream, strings.TrimRight(string(line), "\r\n"))
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,237 @@
+package jobs_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/store/sqlite"
+	"github.com/pgrelay/pgrelay/internal/testenv"
+)
+
+// env is a real PostgreSQL behind a real OpenSSH bastion (behind a fault
+// proxy that can freeze it), and a service with a tunnelled connection
+// "wh" and a direct connection "direct".
+type env struct {
+	pg  *testenv.Postgres
+	b   *testenv.Bastion
+	fp  *testenv.FaultProxy
+	svc *app.Service
+	pw  string
+}
+
+func setup(t *testing.T, interval time.Duration, count int) *env {
+	t.Helper()
+	e := &env{pw: "pw-" + strings.ReplaceAll(t.Name(), "/", "-")}
+	e.pg = testenv.StartPostgres(t, testenv.PostgresOptions{})
+	e.pg.CreateRole(t, "dbt", e.pw)
+	e.pg.CreateDatabase(t, "analytics", "dbt")
+	e.b = testenv.StartBastion(t, testenv.BastionOptions{})
+	e.fp = testenv.StartFaultProxy(t, e.b.Addr())
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), sqlite.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	kr, _ := secret.NewKeyring(make([]byte, 32))
+	e.svc, err = app.New(app.Config{Store: st, Keyring: kr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	v, err := e.svc.CreateConnection(ctx, connection.Spec{Name: "wh", Host: e.pg.Host, Port: e.pg.Port,
+		Database: "analytics", User: "dbt", Password: secret.New(e.pw), SSLMode: connection.SSLDisable, Schema: "marts",
+		Tunnel: &connection.Tunnel{Host: e.fp.Host(), Port: e.fp.Port(), User: e.b.User,
+			KeepaliveInterval: connection.Duration(interval), KeepaliveCountMax: count}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.b.Authorize(t, v.SSHTunnel.PublicKey)
+	if _, err := e.svc.CreateConnection(ctx, connection.Spec{Name: "direct", Host: e.pg.Host, Port: e.pg.Port,
+		Database: "analytics", User: "dbt", Password: secret.New(e.pw), SSLMode: connection.SSLDisable}); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *env) runner() *jobs.Runner {
+	return &jobs.Runner{
+		Open:      func(ctx context.Context, name string) (jobs.Conn, error) { return e.svc.Open(ctx, name) },
+		KillGrace: 2 * time.Second,
+	}
+}
+
+// recorder collects a run's log and step updates.
+type recorder struct {
+	mu    sync.Mutex
+	lines []jobs.LogLine
+	steps []jobs.RunStep
+}
+
+func (r *recorder) hooks() jobs.Hooks {
+	return jobs.Hooks{
+		Log:  func(l jobs.LogLine) { r.mu.Lock(); r.lines = append(r.lines, l); r.mu.Unlock() },
+		Step: func(s jobs.RunStep) { r.mu.Lock(); r.steps = append(r.steps, s); r.mu.Unlock() },
+	}
+}
+
+func (r *recorder) text() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var b strings.Builder
+	for _, l := range r.lines {
+		fmt.Fprintf(&b, "[%d %s] %s\n", l.Step, l.Stream, l.Text)
+	}
+	return b.String()
+}
+
+func job(conn string, steps ...jobs.Step) jobs.Job {
+	j := jobs.Job{Name: "j", Connection: conn, Steps: steps}
+	j.ApplyDefaults()
+	return j
+}
+
+func TestRunSQLAndCommandsThroughBastion(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 30*time.Second, 10)
+	var rec recorder
+	dir := t.TempDir()
+	j := job("wh",
+		jobs.Step{SQL: "create schema if not exists marts; create table marts.t (n int)"},
+		jobs.Step{SQL: "insert into t values (1), (2)"}, // search_path is the connection's schema
+		jobs.Step{Name: "psql", Command: []string{"psql", "-X", "-At", "-c", "select count(*) from marts.t"}},
+		jobs.Step{Command: []string{"sh", "-c", `echo "pw=$PGPASSWORD host=$PGHOST"; cat "$DBT_PROFILES_DIR/profiles.yml"; pwd`}, Workdir: dir},
+		jobs.Step{Command: []string{"sh", "-c", "pgbench -i -s 1 -q && pgbench -n -S -t 50 -c 2"}},
+	)
+	res := e.runner().Run(context.Background(), j, rec.hooks())
+	log := rec.text()
+	if res.Status != jobs.Succeeded {
+		t.Fatalf("run: %+v\nlog:\n%s", res, log)
+	}
+	for _, want := range []string{"CREATE SCHEMA", "INSERT 0 2", "[2 stdout] 2", "pw=[redacted] host=127.0.0.1",
+		"type: postgres", "password: \"{{ env_var('PGPASSWORD') }}\"", `schema: "marts"`, "[3 stdout] " + dir,
+		"number of transactions actually processed: 100"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	if strings.Contains(log, e.pw) {
+		t.Fatal("password in the run log")
+	}
+	for i, s := range res.Steps {
+		if s.Status != jobs.Succeeded || s.StartedAt == nil || s.EndedAt == nil {
+			t.Errorf("step %d: %+v", i, s)
+		}
+	}
+	if c := res.Steps[2].ExitCode; c == nil || *c != 0 {
+		t.Errorf("psql exit code %v", c)
+	}
+}
+
+func TestRunFailureSkipsRest(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 30*time.Second, 10)
+	var rec recorder
+	res := e.runner().Run(context.Background(), job("direct",
+		jobs.Step{Command: []string{"sh", "-c", "echo boom >&2; exit 3"}},
+		jobs.Step{SQL: "select 1"}), rec.hooks())
+	if res.Status != jobs.Failed || !strings.Contains(res.Reason, "exited with code 3") || res.ExitCode != 3 {
+		t.Fatalf("result %+v", res)
+	}
+	if res.Steps[1].Status != jobs.Skipped {
+		t.Fatalf("second step %+v", res.Steps[1])
+	}
+	if !strings.Contains(rec.text(), "[0 stderr] boom") {
+		t.Fatalf("stderr not captured:\n%s", rec.text())
+	}
+	res = e.runner().Run(context.Background(), job("direct", jobs.Step{SQL: "select * from nope"}), jobs.Hooks{})
+	if res.Status != jobs.Failed || !strings.Contains(res.Reason, "42P01") {
+		t.Fatalf("sql failure: %+v", res)
+	}
+	r := e.runner()
+	r.AllowCommand = func(p string) error {
+		if p == "psql" {
+			return nil
+		}
+		return fmt.Errorf("program %q is not allowed", p)
+	}
+	res = r.Run(context.Background(), job("direct", jobs.Step{Command: []string{"rm", "-rf", "/nope"}}), jobs.Hooks{})
+	if res.Status != jobs.Failed || !strings.Contains(res.Reason, "not allowed") {
+		t.Fatalf("disallowed: %+v", res)
+	}
+}
+
+func TestCancelAndTimeoutStopCommands(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 30*time.Second, 10)
+	marker := filepath.Join(t.TempDir(), "term")
+	// The command traps SIGTERM to prove it got it, then exits.
+	sleeper := jobs.Step{Command: []string{"sh", "-c", "trap 'touch " + marker + "; exit 143' TERM; while true; do sleep 0.1; done"}}
+
+	ctx, cancel := context.WithCancelCause(context.Background())
+	time.AfterFunc(500*time.Millisecond, func() { cancel(&jobs.CancelledError{By: "alice"}) })
+	res := e.runner().Run(ctx, job("wh", sleeper, jobs.Step{SQL: "select 1"}), jobs.Hooks{})
+	if res.Status != jobs.Cancelled || res.Reason != "cancelled by alice" || res.Steps[1].Status != jobs.Skipped {
+		t.Fatalf("cancel: %+v", res)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("command did not get SIGTERM: %v", err)
+	}
+
+	// A command that ignores SIGTERM is killed after the grace period.
+	ctx2, cancel2 := context.WithTimeoutCause(context.Background(), 300*time.Millisecond, &jobs.TimeoutError{After: 300 * time.Millisecond})
+	defer cancel2()
+	start := time.Now()
+	res = e.runner().Run(ctx2, job("wh", jobs.Step{Command: []string{"sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"}}), jobs.Hooks{})
+	if res.Status != jobs.Failed || !strings.Contains(res.Reason, "timed out after 300ms") {
+		t.Fatalf("timeout: %+v", res)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("SIGKILL after grace took %v", d)
+	}
+	// SQL is cancelled too.
+	ctx3, cancel3 := context.WithTimeoutCause(context.Background(), 500*time.Millisecond, &jobs.TimeoutError{After: 500 * time.Millisecond})
+	defer cancel3()
+	res = e.runner().Run(ctx3, job("wh", jobs.Step{SQL: "select pg_sleep(30)"}), jobs.Hooks{})
+	if res.Status != jobs.Failed || !strings.Contains(res.Reason, "timed out") {
+		t.Fatalf("sql timeout: %+v", res)
+	}
+}
+
+func TestTunnelDropFailsRun(t *testing.T) {
+	t.Parallel()
+	const interval, count = 200 * time.Millisecond, 3
+	e := setup(t, interval, count)
+	var frozenAt time.Time
+	var once sync.Once
+	var rec recorder
+	hooks := rec.hooks()
+	log := hooks.Log
+	hooks.Log = func(l jobs.LogLine) {
+		log(l)
+		if l.Stream == "stdout" && l.Text == "started" {
+			once.Do(func() { frozenAt = time.Now(); e.fp.Freeze() })
+		}
+	}
+	defer e.fp.Thaw()
+	res := e.runner().Run(context.Background(), job("wh",
+		jobs.Step{Command: []string{"sh", "-c", "echo started; psql -X -c 'select pg_sleep(60)'"}}), hooks)
+	elapsed := time.Since(frozenAt)
+	if res.Status != jobs.Failed || !strings.Contains(res.Reason, "SSH tunnel") || !strings.Contains(res.Reason, "dropped") {
+		t.Fatalf("result %+v\nlog:\n%s", res, rec.text())
+	}
+	// interval × count, plus the kill grace of the command, plus a margin.
+	if bound := interval*count + 2*time.Second + time.Second; elapsed > bound {
+		t.Fatalf("run ended %v after the freeze, want within %v", elapsed, bound)
+	}
+	t.Logf("run failed %v after the freeze: %s", elapsed, res.Reason)
+}
