@@ -40,6 +40,7 @@ type Service struct {
 	now         func() time.Time
 	dialTimeout time.Duration
 	metrics     *metrics.Metrics
+	queue       JobQueue
 }
 
 // New returns a Service.

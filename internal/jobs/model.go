@@ -5,6 +5,8 @@
 package jobs
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -269,4 +271,17 @@ type LogLine struct {
 	Stream string    `json:"stream"` // stdout, stderr, system
 	Step   int       `json:"step"`   // -1 for run-level lines
 	Text   string    `json:"text"`
+}
+
+// NewRun returns a queued run of job (a snapshot of it) with a new ID that
+// sorts by creation time.
+func NewRun(job Job, trigger Trigger, now time.Time) *Run {
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	id := fmt.Sprintf("%012x%s", now.UnixMilli(), hex.EncodeToString(b[:]))
+	r := &Run{ID: id, JobName: job.Name, Job: job, Trigger: trigger, Status: Queued, QueuedAt: now.UTC()}
+	for i, s := range job.Steps {
+		r.Steps = append(r.Steps, RunStep{Index: i, Label: s.Label(), Kind: s.Kind(), Status: Queued})
+	}
+	return r
 }

@@ -35,6 +35,7 @@ const FileName = "pgrelay.db"
 type Store struct {
 	db   *sql.DB
 	path string
+	dsn  string
 }
 
 var _ store.Store = (*Store)(nil)
@@ -56,11 +57,12 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "synchronous(NORMAL)")
 	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	dsn := "file:" + path + "?" + q.Encode()
+	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s := &Store{db: db, path: path}
+	s := &Store{db: db, path: path, dsn: dsn}
 	if err := s.migrate(ctx); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -70,6 +72,18 @@ func Open(ctx context.Context, path string) (*Store, error) {
 
 // DB returns the underlying database handle (for River and tests).
 func (s *Store) DB() *sql.DB { return s.db }
+
+// OpenQueueDB opens a second handle on the same database file for the job
+// queue (River), limited to one connection as River's SQLite driver
+// recommends. The caller closes it.
+func (s *Store) OpenQueueDB() (*sql.DB, error) {
+	db, err := sql.Open("sqlite", s.dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open queue database: %w", err)
+	}
+	db.SetMaxOpenConns(1)
+	return db, nil
+}
 
 // Path returns the database file path.
 func (s *Store) Path() string { return s.path }

@@ -1,0 +1,254 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/store"
+)
+
+// JobQueue queues and stops runs (package queue).
+type JobQueue interface {
+	// Submit saves a queued run of job and queues it.
+	Submit(ctx context.Context, job jobs.Job, trigger jobs.Trigger) (*jobs.Run, error)
+	// Cancel stops a run working in this process; false when it is not.
+	Cancel(runID string, cause error) bool
+	// SyncSchedules makes the schedules match the stored jobs.
+	SyncSchedules(ctx context.Context) error
+}
+
+// SetQueue connects the job queue (built after the service, since the queue
+// opens connections through it).
+func (s *Service) SetQueue(q JobQueue) { s.queue = q }
+
+// JobView is what faces show of a job.
+type JobView struct {
+	jobs.Job
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
+	NextRunAt *time.Time `json:"next_run_at,omitempty"`
+	LastRun   *jobs.Run  `json:"last_run,omitempty"`
+}
+
+// ApplyResult says what ApplyJobs did with one job.
+type ApplyResult struct {
+	Name string `json:"name"`
+	// Action is created, updated or unchanged.
+	Action string `json:"action"`
+}
+
+func (s *Service) jobView(ctx context.Context, rec *store.JobRecord) *JobView {
+	v := &JobView{Job: rec.Job, CreatedAt: rec.CreatedAt, UpdatedAt: rec.UpdatedAt}
+	if rec.Job.Schedule != "" {
+		if sched, err := jobs.ParseSchedule(rec.Job.Schedule); err == nil {
+			next := sched.Next(s.now()).UTC()
+			v.NextRunAt = &next
+		}
+	}
+	if runs, err := s.store.ListRuns(ctx, store.RunFilter{Job: rec.Job.Name, Limit: 1}); err == nil && len(runs) > 0 {
+		v.LastRun = runs[0]
+	}
+	return v
+}
+
+// prepareJob applies defaults and validates a job, including that its
+// connection exists.
+func (s *Service) prepareJob(ctx context.Context, j *jobs.Job) error {
+	j.ApplyDefaults()
+	var probs []connection.FieldError
+	if err := j.Validate(); err != nil {
+		var ve *ValidationError
+		if !errors.As(err, &ve) {
+			return err
+		}
+		probs = ve.Problems
+	}
+	if j.Connection != "" && connection.ValidateName(j.Connection) == nil {
+		if _, err := s.store.GetConnection(ctx, j.Connection); errors.Is(err, store.ErrNotFound) {
+			probs = append(probs, connection.FieldError{Field: "connection",
+				Problem: fmt.Sprintf("no connection named %q: create it first (pgrelay connection create %s ...)", j.Connection, j.Connection)})
+		} else if err != nil {
+			return err
+		}
+	}
+	if len(probs) > 0 {
+		return &ValidationError{Problems: probs}
+	}
+	return nil
+}
+
+// ApplyJobs creates or updates every job, after validating all of them: an
+// invalid file changes nothing.
+func (s *Service) ApplyJobs(ctx context.Context, js []jobs.Job) ([]ApplyResult, error) {
+	var probs []connection.FieldError
+	for i := range js {
+		if err := s.prepareJob(ctx, &js[i]); err != nil {
+			var ve *ValidationError
+			if !errors.As(err, &ve) {
+				return nil, err
+			}
+			for _, p := range ve.Problems {
+				probs = append(probs, connection.FieldError{Field: fmt.Sprintf("jobs[%d](%s).%s", i, js[i].Name, p.Field), Problem: p.Problem})
+			}
+		}
+	}
+	if len(probs) > 0 {
+		return nil, &ValidationError{Problems: probs}
+	}
+	out := make([]ApplyResult, 0, len(js))
+	for i := range js {
+		j := js[i]
+		action := "updated"
+		if cur, err := s.store.GetJob(ctx, j.Name); err == nil && reflect.DeepEqual(cur.Job, j) {
+			out = append(out, ApplyResult{Name: j.Name, Action: "unchanged"})
+			continue
+		}
+		created, err := s.store.PutJob(ctx, &j, s.now().UTC())
+		if err != nil {
+			return out, err
+		}
+		if created {
+			action = "created"
+		}
+		out = append(out, ApplyResult{Name: j.Name, Action: action})
+		s.logger.InfoContext(ctx, "job "+action, "job", j.Name, "connection", j.Connection, "schedule", j.Schedule)
+	}
+	s.syncSchedules(ctx)
+	return out, nil
+}
+
+func (s *Service) syncSchedules(ctx context.Context) {
+	if s.queue != nil {
+		if err := s.queue.SyncSchedules(ctx); err != nil {
+			s.logger.WarnContext(ctx, "schedule sync failed", "error", err)
+		}
+	}
+}
+
+// PutJob creates or replaces one job.
+func (s *Service) PutJob(ctx context.Context, j jobs.Job) (*JobView, bool, error) {
+	if err := s.prepareJob(ctx, &j); err != nil {
+		return nil, false, err
+	}
+	created, err := s.store.PutJob(ctx, &j, s.now().UTC())
+	if err != nil {
+		return nil, false, err
+	}
+	s.syncSchedules(ctx)
+	v, err := s.GetJob(ctx, j.Name)
+	return v, created, err
+}
+
+// GetJob returns a job.
+func (s *Service) GetJob(ctx context.Context, name string) (*JobView, error) {
+	rec, err := s.store.GetJob(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return s.jobView(ctx, rec), nil
+}
+
+// ListJobs returns every job.
+func (s *Service) ListJobs(ctx context.Context) ([]*JobView, error) {
+	recs, err := s.store.ListJobs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*JobView, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, s.jobView(ctx, r))
+	}
+	return out, nil
+}
+
+// DeleteJob removes a job; its runs stay in the history.
+func (s *Service) DeleteJob(ctx context.Context, name string) error {
+	if err := s.store.DeleteJob(ctx, name); err != nil {
+		return err
+	}
+	s.syncSchedules(ctx)
+	s.logger.InfoContext(ctx, "job deleted", "job", name)
+	return nil
+}
+
+// ErrNoQueue means runs cannot be queued: no worker is configured.
+var ErrNoQueue = errors.New("runs cannot be queued here: no job queue is running (use `pgrelay serve`)")
+
+// RunJob queues a run of the job.
+func (s *Service) RunJob(ctx context.Context, name string, trigger jobs.Trigger) (*jobs.Run, error) {
+	rec, err := s.store.GetJob(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if s.queue == nil {
+		return nil, ErrNoQueue
+	}
+	return s.queue.Submit(ctx, rec.Job, trigger)
+}
+
+// GetRun returns a run.
+func (s *Service) GetRun(ctx context.Context, id string) (*jobs.Run, error) {
+	return s.store.GetRun(ctx, id)
+}
+
+// ListRuns lists runs, newest first.
+func (s *Service) ListRuns(ctx context.Context, f store.RunFilter) ([]*jobs.Run, error) {
+	runs, err := s.store.ListRuns(ctx, f)
+	if runs == nil && err == nil {
+		runs = []*jobs.Run{}
+	}
+	return runs, err
+}
+
+// RunLog returns up to limit log lines after seq.
+func (s *Service) RunLog(ctx context.Context, id string, afterSeq int64, limit int) ([]jobs.LogLine, error) {
+	if _, err := s.store.GetRun(ctx, id); err != nil {
+		return nil, err
+	}
+	lines, err := s.store.RunLog(ctx, id, afterSeq, limit)
+	if lines == nil && err == nil {
+		lines = []jobs.LogLine{}
+	}
+	return lines, err
+}
+
+// CancelRun cancels a queued or running run on behalf of by.
+func (s *Service) CancelRun(ctx context.Context, id, by string) (*jobs.Run, error) {
+	reason := (&jobs.CancelledError{By: by}).Error()
+	for range 20 {
+		r, err := s.store.GetRun(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if r.Status.Terminal() {
+			return nil, invalidf("run %s already ended (%s)", id, r.Status)
+		}
+		r.CancelRequested = true
+		r.Reason = reason
+		if r.Status == jobs.Queued {
+			now := s.now().UTC()
+			r.Status, r.EndedAt = jobs.Cancelled, &now
+			for i := range r.Steps {
+				r.Steps[i].Status = jobs.Skipped
+			}
+		}
+		err = s.store.UpdateRun(ctx, r)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if s.queue != nil {
+			s.queue.Cancel(id, &jobs.CancelledError{By: by})
+		}
+		s.logger.InfoContext(ctx, "run cancel requested", "run_id", id, "by", by)
+		return r, nil
+	}
+	return nil, store.ErrConflict
+}

@@ -1,0 +1,349 @@
+// Package queue runs pgrelay's job runs on River: a run is a River job
+// worked by at most --max-runs workers per process; schedules are River
+// periodic jobs; heartbeats and a reaper make sure no run stays "running"
+// after its process died. The same code runs on the embedded SQLite store
+// (River's SQLite driver) and on a shared PostgreSQL store (River's pgx
+// driver), where several processes take runs from one queue.
+package queue
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/riverdriver/riversqlite"
+	"github.com/riverqueue/river/rivermigrate"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/store"
+)
+
+// Defaults.
+const (
+	DefaultMaxRuns           = 4
+	DefaultHeartbeatInterval = 5 * time.Second
+	DefaultLostAfter         = 30 * time.Second
+	DefaultReapInterval      = 10 * time.Second
+	DefaultScheduleSync      = 15 * time.Second
+	DefaultKillGrace         = 10 * time.Second
+	// DefaultShutdownGrace is how long a stopping process lets runs finish
+	// before it stops them.
+	DefaultShutdownGrace = 10 * time.Second
+)
+
+// Backend is where River keeps its queue: exactly one of SQLite or
+// Postgres.
+type Backend struct {
+	// SQLite is a handle on the embedded store's file (one connection).
+	SQLite *sql.DB
+	// Postgres is the shared store's pool.
+	Postgres *pgxpool.Pool
+}
+
+// Config configures a Queue.
+type Config struct {
+	Store   store.Store
+	Backend Backend
+	// Open opens a connection by name for a run.
+	Open jobs.Opener
+	// AllowCommand vets command steps' programs; nil allows none.
+	AllowCommand func(program string) error
+	// MaxRuns is how many runs this process works at once.
+	MaxRuns int
+	// Worker names this process in runs (default host:pid).
+	Worker            string
+	HeartbeatInterval time.Duration
+	// LostAfter is how long a running run may go without a heartbeat
+	// before it is declared lost.
+	LostAfter     time.Duration
+	ReapInterval  time.Duration
+	ScheduleSync  time.Duration
+	KillGrace     time.Duration
+	ShutdownGrace time.Duration
+	Logger        *slog.Logger
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+type riverClient interface {
+	Insert(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
+	Start(ctx context.Context) error
+	Stop(ctx context.Context) error
+	StopAndCancel(ctx context.Context) error
+	PeriodicJobs() *river.PeriodicJobBundle
+}
+
+// Queue enqueues and works runs.
+type Queue struct {
+	cfg     Config
+	client  riverClient
+	migrate func(ctx context.Context) error
+	runner  *jobs.Runner
+
+	mu        sync.Mutex
+	active    map[string]context.CancelCauseFunc // runs working in this process
+	schedules map[string]string                  // job name → schedule spec registered
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// RunArgs is the River job that works one run.
+type RunArgs struct {
+	RunID string `json:"run_id"`
+}
+
+// Kind implements river.JobArgs.
+func (RunArgs) Kind() string { return "pgrelay_run" }
+
+// ScheduleArgs is the periodic River job that queues a scheduled run.
+type ScheduleArgs struct {
+	Job string `json:"job"`
+}
+
+// Kind implements river.JobArgs.
+func (ScheduleArgs) Kind() string { return "pgrelay_schedule" }
+
+// New builds a queue (not started).
+func New(cfg Config) (*Queue, error) {
+	if cfg.Store == nil || cfg.Open == nil {
+		return nil, errors.New("queue: store and opener are required")
+	}
+	if (cfg.Backend.SQLite == nil) == (cfg.Backend.Postgres == nil) {
+		return nil, errors.New("queue: give exactly one backend (SQLite or Postgres)")
+	}
+	if cfg.MaxRuns <= 0 {
+		cfg.MaxRuns = DefaultMaxRuns
+	}
+	if cfg.Worker == "" {
+		host, _ := os.Hostname()
+		cfg.Worker = host + ":" + strconv.Itoa(os.Getpid())
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.LostAfter <= 0 {
+		cfg.LostAfter = DefaultLostAfter
+	}
+	if cfg.ReapInterval <= 0 {
+		cfg.ReapInterval = DefaultReapInterval
+	}
+	if cfg.ScheduleSync <= 0 {
+		cfg.ScheduleSync = DefaultScheduleSync
+	}
+	if cfg.KillGrace <= 0 {
+		cfg.KillGrace = DefaultKillGrace
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = DefaultShutdownGrace
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	allow := cfg.AllowCommand
+	if allow == nil {
+		allow = func(p string) error {
+			return fmt.Errorf("program %q is not allowed: the server runs no commands unless started with --allow-command %s", p, p)
+		}
+	}
+	q := &Queue{cfg: cfg, active: map[string]context.CancelCauseFunc{}, schedules: map[string]string{},
+		stop: make(chan struct{})}
+	q.runner = &jobs.Runner{Open: cfg.Open, AllowCommand: allow, KillGrace: cfg.KillGrace, Logger: cfg.Logger}
+
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &runWorker{q: q})
+	river.AddWorker(workers, &scheduleWorker{q: q})
+	rc := &river.Config{
+		Queues:               map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.MaxRuns}},
+		Workers:              workers,
+		JobTimeout:           -1, // runs have their own time limit
+		RescueStuckJobsAfter: jobs.MaxTimeout + time.Hour,
+		MaxAttempts:          1, // a run is retried only when its worker is lost (see reap)
+		Logger:               cfg.Logger.With("component", "river"),
+		FetchPollInterval:    500 * time.Millisecond,
+		ID:                   sanitizeID(cfg.Worker),
+	}
+	var err error
+	if db := cfg.Backend.SQLite; db != nil {
+		drv := riversqlite.New(db)
+		q.client, err = river.NewClient(drv, rc)
+		q.migrate = func(ctx context.Context) error {
+			m, err := rivermigrate.New(drv, nil)
+			if err != nil {
+				return err
+			}
+			_, err = m.Migrate(ctx, rivermigrate.DirectionUp, nil)
+			return err
+		}
+	} else {
+		drv := riverpgxv5.New(cfg.Backend.Postgres)
+		q.client, err = river.NewClient(drv, rc)
+		q.migrate = func(ctx context.Context) error {
+			m, err := rivermigrate.New(drv, nil)
+			if err != nil {
+				return err
+			}
+			_, err = m.Migrate(ctx, rivermigrate.DirectionUp, nil)
+			return err
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("queue: %w", err)
+	}
+	return q, nil
+}
+
+func sanitizeID(s string) string {
+	out := make([]byte, 0, len(s))
+	for i := 0; i < len(s) && len(out) < 100; i++ {
+		c := s[i]
+		if c == ':' || c == '.' || c == '-' || c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' {
+			out = append(out, c)
+		} else {
+			out = append(out, '_')
+		}
+	}
+	return string(out)
+}
+
+// Worker names this process.
+func (q *Queue) Worker() string { return q.cfg.Worker }
+
+// Start migrates River's tables, starts working runs, the reaper and the
+// schedule sync.
+func (q *Queue) Start(ctx context.Context) error {
+	if err := q.migrate(ctx); err != nil {
+		return fmt.Errorf("queue: migrate: %w", err)
+	}
+	if err := q.SyncSchedules(ctx); err != nil {
+		return err
+	}
+	if err := q.client.Start(ctx); err != nil {
+		return fmt.Errorf("queue: start: %w", err)
+	}
+	// Resolve runs a previous process left behind, at once.
+	q.reap(ctx)
+	q.wg.Add(1)
+	go q.loop(context.WithoutCancel(ctx))
+	return nil
+}
+
+// Stop stops taking runs, lets running ones finish for the shutdown grace
+// period, then stops them (they fail with a reason naming the shutdown).
+func (q *Queue) Stop(ctx context.Context) error {
+	close(q.stop)
+	q.wg.Wait()
+	sctx, cancel := context.WithTimeout(ctx, q.cfg.ShutdownGrace)
+	defer cancel()
+	err := q.client.Stop(sctx)
+	if err == nil {
+		return nil
+	}
+	q.mu.Lock()
+	for _, c := range q.active {
+		c(errShutdown)
+	}
+	q.mu.Unlock()
+	cctx, cancel2 := context.WithTimeout(context.WithoutCancel(ctx), q.cfg.KillGrace+5*time.Second)
+	defer cancel2()
+	if err := q.client.StopAndCancel(cctx); err != nil {
+		return fmt.Errorf("queue: stop: %w", err)
+	}
+	return nil
+}
+
+var errShutdown = errors.New("the pgrelay process running it shut down")
+
+func (q *Queue) loop(ctx context.Context) {
+	defer q.wg.Done()
+	reap := time.NewTicker(q.cfg.ReapInterval)
+	defer reap.Stop()
+	sync := time.NewTicker(q.cfg.ScheduleSync)
+	defer sync.Stop()
+	for {
+		select {
+		case <-q.stop:
+			return
+		case <-reap.C:
+			q.reap(ctx)
+		case <-sync.C:
+			if err := q.SyncSchedules(ctx); err != nil {
+				q.cfg.Logger.WarnContext(ctx, "schedule sync failed", "error", err)
+			}
+		}
+	}
+}
+
+// Enqueue queues a run (already saved as queued) for a worker.
+func (q *Queue) Enqueue(ctx context.Context, runID string) error {
+	if _, err := q.client.Insert(ctx, RunArgs{RunID: runID}, nil); err != nil {
+		return fmt.Errorf("enqueue run %s: %w", runID, err)
+	}
+	return nil
+}
+
+// Cancel stops a run at once when it works in this process; other processes
+// see the run's cancel request on their next heartbeat.
+func (q *Queue) Cancel(runID string, cause error) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if c, ok := q.active[runID]; ok {
+		c(cause)
+		return true
+	}
+	return false
+}
+
+// SyncSchedules makes River's periodic jobs match the jobs' schedules.
+func (q *Queue) SyncSchedules(ctx context.Context) error {
+	recs, err := q.cfg.Store.ListJobs(ctx)
+	if err != nil {
+		return fmt.Errorf("sync schedules: %w", err)
+	}
+	want := map[string]string{}
+	for _, r := range recs {
+		if r.Job.Schedule != "" {
+			want[r.Job.Name] = r.Job.Schedule
+		}
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	pj := q.client.PeriodicJobs()
+	for name, spec := range q.schedules {
+		if want[name] != spec {
+			pj.RemoveByID("schedule:" + name)
+			delete(q.schedules, name)
+		}
+	}
+	for name, spec := range want {
+		if _, ok := q.schedules[name]; ok {
+			continue
+		}
+		sched, err := jobs.ParseSchedule(spec)
+		if err != nil {
+			q.cfg.Logger.WarnContext(ctx, "job has an invalid schedule", "job", name, "error", err)
+			continue
+		}
+		jobName := name
+		if _, err := pj.AddSafely(river.NewPeriodicJob(sched, func() (river.JobArgs, *river.InsertOpts) {
+			return ScheduleArgs{Job: jobName}, nil
+		}, &river.PeriodicJobOpts{ID: "schedule:" + name})); err != nil {
+			return fmt.Errorf("sync schedules: add %s: %w", name, err)
+		}
+		q.schedules[name] = spec
+	}
+	return nil
+}

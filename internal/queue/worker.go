@@ -1,0 +1,307 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/store"
+)
+
+// Submit saves a queued run of job and queues it.
+func (q *Queue) Submit(ctx context.Context, job jobs.Job, trigger jobs.Trigger) (*jobs.Run, error) {
+	r := jobs.NewRun(job, trigger, q.cfg.Now())
+	if err := q.cfg.Store.CreateRun(ctx, r); err != nil {
+		return nil, err
+	}
+	if err := q.Enqueue(ctx, r.ID); err != nil {
+		// Do not leave a queued run nobody will take.
+		q.finish(context.WithoutCancel(ctx), r.ID, func(r *jobs.Run) {
+			r.Status, r.Reason = jobs.Failed, "could not queue the run: "+err.Error()
+			now := q.cfg.Now().UTC()
+			r.EndedAt = &now
+		})
+		return nil, err
+	}
+	q.cfg.Logger.InfoContext(ctx, "run queued", "run_id", r.ID, "job", job.Name, "trigger", trigger)
+	return r, nil
+}
+
+// update applies f to the stored run, retrying on version conflicts.
+func (q *Queue) update(ctx context.Context, id string, f func(*jobs.Run) bool) (*jobs.Run, error) {
+	for range 20 {
+		r, err := q.cfg.Store.GetRun(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if !f(r) {
+			return r, nil
+		}
+		err = q.cfg.Store.UpdateRun(ctx, r)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		return r, err
+	}
+	return nil, fmt.Errorf("update run %s: %w", id, store.ErrConflict)
+}
+
+func (q *Queue) finish(ctx context.Context, id string, f func(*jobs.Run)) {
+	if _, err := q.update(ctx, id, func(r *jobs.Run) bool { f(r); return true }); err != nil {
+		q.cfg.Logger.ErrorContext(ctx, "could not record run outcome", "run_id", id, "error", err)
+	}
+}
+
+type runWorker struct {
+	river.WorkerDefaults[RunArgs]
+	q *Queue
+}
+
+// Work runs one run.
+func (w *runWorker) Work(ctx context.Context, job *river.Job[RunArgs]) error {
+	w.q.work(ctx, job.Args.RunID)
+	return nil
+}
+
+type scheduleWorker struct {
+	river.WorkerDefaults[ScheduleArgs]
+	q *Queue
+}
+
+// Work queues a scheduled run of the job.
+func (w *scheduleWorker) Work(ctx context.Context, job *river.Job[ScheduleArgs]) error {
+	rec, err := w.q.cfg.Store.GetJob(ctx, job.Args.Job)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil // deleted since
+	}
+	if err != nil {
+		return err
+	}
+	_, err = w.q.Submit(ctx, rec.Job, jobs.Schedule)
+	return err
+}
+
+// logBuffer batches log lines into the store.
+type logBuffer struct {
+	mu    sync.Mutex
+	lines []jobs.LogLine
+}
+
+func (b *logBuffer) add(l jobs.LogLine) {
+	b.mu.Lock()
+	b.lines = append(b.lines, l)
+	b.mu.Unlock()
+}
+
+func (b *logBuffer) take() []jobs.LogLine {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := b.lines
+	b.lines = nil
+	return out
+}
+
+func (q *Queue) flushLogs(ctx context.Context, id string, b *logBuffer) {
+	if lines := b.take(); len(lines) > 0 {
+		if err := q.cfg.Store.AppendRunLog(ctx, id, lines); err != nil {
+			q.cfg.Logger.ErrorContext(ctx, "could not save run log", "run_id", id, "lines", len(lines), "error", err)
+		}
+	}
+}
+
+// work executes the run with the given ID in this process.
+func (q *Queue) work(parent context.Context, id string) {
+	ctx := context.WithoutCancel(parent) // store writes outlive a shutdown
+	now := q.cfg.Now().UTC()
+	var job jobs.Job
+	var cancelledBefore string
+	r, err := q.update(ctx, id, func(r *jobs.Run) bool {
+		job = r.Job
+		switch {
+		case r.Status.Terminal():
+			return false
+		case r.Status == jobs.Running && r.HeartbeatAt != nil && now.Sub(*r.HeartbeatAt) < q.cfg.LostAfter:
+			return false // another worker has it
+		case r.CancelRequested:
+			cancelledBefore = r.Reason
+			r.Status, r.EndedAt = jobs.Cancelled, &now
+			for i := range r.Steps {
+				r.Steps[i].Status = jobs.Skipped
+			}
+			return true
+		}
+		r.Status, r.StartedAt, r.HeartbeatAt, r.Worker = jobs.Running, &now, &now, q.cfg.Worker
+		r.EndedAt, r.Attempt = nil, r.Attempt+1
+		return true
+	})
+	if err != nil {
+		q.cfg.Logger.ErrorContext(ctx, "could not start run", "run_id", id, "error", err)
+		return
+	}
+	if r.Status != jobs.Running || r.Worker != q.cfg.Worker {
+		if cancelledBefore != "" {
+			q.cfg.Logger.InfoContext(ctx, "run cancelled before it started", "run_id", id)
+		}
+		return
+	}
+	runCtx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	runCtx, cancelTimeout := context.WithTimeoutCause(runCtx, job.Timeout.Duration(),
+		&jobs.TimeoutError{After: job.Timeout.Duration()})
+	defer cancelTimeout()
+	q.mu.Lock()
+	q.active[id] = cancel
+	q.mu.Unlock()
+	defer func() {
+		q.mu.Lock()
+		delete(q.active, id)
+		q.mu.Unlock()
+	}()
+	q.cfg.Logger.InfoContext(ctx, "run started", "run_id", id, "job", job.Name, "attempt", r.Attempt)
+
+	var logs logBuffer
+	var stepsMu sync.Mutex
+	steps := append([]jobs.RunStep(nil), r.Steps...)
+	hooks := jobs.Hooks{
+		Log: logs.add,
+		Step: func(s jobs.RunStep) {
+			stepsMu.Lock()
+			if s.Index < len(steps) {
+				steps[s.Index] = s
+			}
+			stepsMu.Unlock()
+		},
+	}
+	snapshot := func() []jobs.RunStep {
+		stepsMu.Lock()
+		defer stepsMu.Unlock()
+		return append([]jobs.RunStep(nil), steps...)
+	}
+	// Heartbeats: keep the run alive, persist progress and logs, and pick
+	// up cancel requests made through another process.
+	hbDone := make(chan struct{})
+	var hbWG sync.WaitGroup
+	hbWG.Add(1)
+	go func() {
+		defer hbWG.Done()
+		flush := time.NewTicker(250 * time.Millisecond)
+		defer flush.Stop()
+		beat := time.NewTicker(q.cfg.HeartbeatInterval)
+		defer beat.Stop()
+		for {
+			select {
+			case <-hbDone:
+				return
+			case <-flush.C:
+				q.flushLogs(ctx, id, &logs)
+			case <-beat.C:
+				t := q.cfg.Now().UTC()
+				cur, err := q.update(ctx, id, func(r *jobs.Run) bool {
+					if r.Status != jobs.Running || r.Worker != q.cfg.Worker {
+						return false
+					}
+					r.HeartbeatAt, r.Steps = &t, snapshot()
+					return true
+				})
+				if err != nil {
+					q.cfg.Logger.WarnContext(ctx, "heartbeat failed", "run_id", id, "error", err)
+					continue
+				}
+				if cur.CancelRequested {
+					cancel(&jobs.CancelledError{By: cancelledBy(cur.Reason)})
+				} else if cur.Status.Terminal() || cur.Worker != q.cfg.Worker {
+					cancel(errors.New("the run was resolved elsewhere (declared lost by the reaper)"))
+				}
+			}
+		}
+	}()
+	res := q.runner.Run(runCtx, job, hooks)
+	close(hbDone)
+	hbWG.Wait()
+	q.flushLogs(ctx, id, &logs)
+	end := q.cfg.Now().UTC()
+	q.finish(ctx, id, func(r *jobs.Run) {
+		if r.Status.Terminal() && r.Worker != q.cfg.Worker {
+			return
+		}
+		r.Status, r.Reason, r.EndedAt, r.Steps, r.HeartbeatAt = res.Status, res.Reason, &end, res.Steps, &end
+	})
+	q.cfg.Logger.InfoContext(ctx, "run ended", "run_id", id, "job", job.Name, "status", res.Status, "reason", res.Reason)
+}
+
+// cancelledBy extracts who cancelled from the stored reason.
+func cancelledBy(reason string) string {
+	const p = "cancelled by "
+	if len(reason) > len(p) && reason[:len(p)] == p {
+		return reason[len(p):]
+	}
+	return ""
+}
+
+// reap resolves running runs whose worker stopped sending heartbeats: they
+// are queued again when the job allows retries, else failed with a reason
+// naming the lost worker.
+func (q *Queue) reap(ctx context.Context) {
+	runs, err := q.cfg.Store.ListRuns(ctx, store.RunFilter{Statuses: []jobs.Status{jobs.Running}, Limit: 1000})
+	if err != nil {
+		q.cfg.Logger.WarnContext(ctx, "reaper: list running runs", "error", err)
+		return
+	}
+	now := q.cfg.Now().UTC()
+	for _, r := range runs {
+		q.mu.Lock()
+		_, mine := q.active[r.ID]
+		q.mu.Unlock()
+		if mine || r.HeartbeatAt == nil || now.Sub(*r.HeartbeatAt) < q.cfg.LostAfter {
+			continue
+		}
+		retry := false
+		lost := fmt.Sprintf("worker %s was lost: no heartbeat since %s (its process died or lost the store)",
+			r.Worker, r.HeartbeatAt.Format(time.RFC3339))
+		upd, err := q.update(ctx, r.ID, func(c *jobs.Run) bool {
+			if c.Status != jobs.Running || c.HeartbeatAt == nil || now.Sub(*c.HeartbeatAt) < q.cfg.LostAfter {
+				return false
+			}
+			if c.Attempt <= c.Job.Retries && !c.CancelRequested {
+				retry = true
+				c.Status, c.Reason, c.StartedAt, c.HeartbeatAt, c.Worker = jobs.Queued, "retrying: "+lost, nil, nil, ""
+				for i := range c.Steps {
+					c.Steps[i] = jobs.RunStep{Index: i, Label: c.Steps[i].Label, Kind: c.Steps[i].Kind, Status: jobs.Queued}
+				}
+				return true
+			}
+			c.Status, c.Reason, c.EndedAt = jobs.Failed, lost, &now
+			for i := range c.Steps {
+				if !c.Steps[i].Status.Terminal() && c.Steps[i].Status != jobs.Skipped {
+					if c.Steps[i].Status == jobs.Running {
+						c.Steps[i].Status, c.Steps[i].Error = jobs.Failed, "interrupted: worker lost"
+					} else {
+						c.Steps[i].Status = jobs.Skipped
+					}
+				}
+			}
+			return true
+		})
+		if err != nil {
+			q.cfg.Logger.WarnContext(ctx, "reaper: resolve run", "run_id", r.ID, "error", err)
+			continue
+		}
+		if upd.Status == jobs.Running {
+			continue
+		}
+		_ = q.cfg.Store.AppendRunLog(ctx, r.ID, []jobs.LogLine{{Time: now, Stream: "system", Step: -1, Text: lost}})
+		if retry {
+			q.cfg.Logger.WarnContext(ctx, "run lost with its worker; retrying", "run_id", r.ID, "worker", r.Worker)
+			if err := q.Enqueue(ctx, r.ID); err != nil {
+				q.cfg.Logger.ErrorContext(ctx, "reaper: re-enqueue", "run_id", r.ID, "error", err)
+			}
+			continue
+		}
+		q.cfg.Logger.WarnContext(ctx, "run lost with its worker; failed", "run_id", r.ID, "worker", r.Worker)
+	}
+}
