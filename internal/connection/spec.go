@@ -199,3 +199,16 @@ func (s Spec) Clone() Spec {
 
 // Duration returns d as a time.Duration.
 func (d Duration) Duration() time.Duration { return time.Duration(d) }
+
+// MarshalText writes the duration as "30s" (YAML and other text formats).
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText reads "30s"-style durations (YAML and other text formats).
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("duration %q: accepted is a number with a unit, such as \"30s\", \"10m\" or \"2h\"", b)
+	}
+	*d = Duration(v)
+	return nil
+}

@@ -401,6 +401,12 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	if rootCert != "" {
 		env = append(env, "PGSSLROOTCERT="+rootCert)
 	}
+	if s := x.schema(); s != "" {
+		// psql and other libpq clients start in the connection's schema.
+		path := pgx.Identifier{s}.Sanitize() + ",public"
+		path = strings.NewReplacer(`\`, `\\`, " ", `\ `).Replace(path)
+		env = append(env, "PGOPTIONS=-c search_path="+path)
+	}
 	x.env = env
 	x.log(-1, "system", fmt.Sprintf("local endpoint %s for commands; dbt profile %q target %q in DBT_PROFILES_DIR", x.pxAddr, x.job.Profile, x.job.Target))
 	return nil

@@ -305,3 +305,18 @@ func (q *Queue) reap(ctx context.Context) {
 		q.cfg.Logger.WarnContext(ctx, "run lost with its worker; failed", "run_id", r.ID, "worker", r.Worker)
 	}
 }
+
+// RunLocal saves a run of job and works it in this process, now, without
+// going through the queue (the CLI's local `job run`). It returns when the
+// run has ended; cancelling ctx with a *jobs.CancelledError cancels it.
+func (q *Queue) RunLocal(ctx context.Context, job jobs.Job, trigger jobs.Trigger, started func(*jobs.Run)) (*jobs.Run, error) {
+	r := jobs.NewRun(job, trigger, q.cfg.Now())
+	if err := q.cfg.Store.CreateRun(ctx, r); err != nil {
+		return nil, err
+	}
+	if started != nil {
+		started(r)
+	}
+	q.work(ctx, r.ID)
+	return q.cfg.Store.GetRun(context.WithoutCancel(ctx), r.ID)
+}

@@ -1,0 +1,587 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/queue"
+	"github.com/pgrelay/pgrelay/internal/store"
+)
+
+// jobsBackend is the set of job and run use cases the CLI calls, locally
+// (app.Service) or through the API (client).
+type jobsBackend interface {
+	ApplyJobs(ctx context.Context, js []jobs.Job) ([]app.ApplyResult, error)
+	ListJobs(ctx context.Context) ([]*app.JobView, error)
+	GetJob(ctx context.Context, name string) (*app.JobView, error)
+	DeleteJob(ctx context.Context, name string) error
+	RunJob(ctx context.Context, name string, trigger jobs.Trigger) (*jobs.Run, error)
+	ListRuns(ctx context.Context, f store.RunFilter) ([]*jobs.Run, error)
+	GetRun(ctx context.Context, id string) (*jobs.Run, error)
+	RunLog(ctx context.Context, id string, afterSeq int64, limit int) ([]jobs.LogLine, error)
+	CancelRun(ctx context.Context, id, by string) (*jobs.Run, error)
+}
+
+var _ jobsBackend = (*app.Service)(nil)
+
+func (r *runner) jobs(ctx context.Context) (jobsBackend, error) {
+	if r.remote != nil {
+		jb, ok := r.remote.(jobsBackend)
+		if !ok {
+			return nil, usagef("this client does not support jobs")
+		}
+		return jb, nil
+	}
+	return r.service(ctx)
+}
+
+func (r *runner) jobCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "job",
+		Short: "Define jobs (SQL and command steps over a connection) and run them",
+		Long: `A job is a list of steps run over one connection: SQL steps run in-process through
+the connection (and its tunnel); command steps (dbt, psql, ...) run with PGHOST/PGPORT
+of a local endpoint that exists only for the run and DBT_PROFILES_DIR pointing at a
+generated profiles.yml. Jobs are defined in YAML and applied with 'job apply'.`,
+	}
+	cmd.AddCommand(r.jobApplyCommand(), r.jobListCommand(), r.jobShowCommand(), r.jobDeleteCommand(), r.jobRunCommand())
+	return cmd
+}
+
+func (r *runner) jobApplyCommand() *cobra.Command {
+	var file, output string
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE",
+		Short: "Create or update the jobs of a YAML file (idempotent; an invalid file changes nothing)",
+		Example: `  pgrelay job apply -f jobs.yaml
+  cat jobs.yaml | pgrelay job apply -f -`,
+		Args: exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output, "text", "json"); err != nil {
+				return err
+			}
+			if file == "" {
+				return usagef("-f FILE is required (use - for standard input)")
+			}
+			var in io.Reader = r.env.Stdin
+			if file != "-" {
+				f, err := os.Open(file)
+				if err != nil {
+					return usagef("-f: %v", err)
+				}
+				defer f.Close()
+				in = f
+			}
+			js, err := jobs.ParseFile(in)
+			if err != nil {
+				return usageError{err}
+			}
+			b, err := r.jobs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			res, err := b.ApplyJobs(cmd.Context(), js)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(r.out(), res)
+			}
+			for _, a := range res {
+				fmt.Fprintf(r.out(), "job %s %s\n", a.Name, a.Action)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "jobs YAML file (- for standard input)")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+func (r *runner) jobListCommand() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List jobs with their schedule and last run",
+		Args:    exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output, "table", "json"); err != nil {
+				return err
+			}
+			b, err := r.jobs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			js, err := b.ListJobs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				if js == nil {
+					js = []*app.JobView{}
+				}
+				return writeJSON(r.out(), js)
+			}
+			if len(js) == 0 {
+				fmt.Fprintln(r.out(), "No jobs yet. Define them in YAML and run: pgrelay job apply -f jobs.yaml")
+				return nil
+			}
+			tw := tabwriter.NewWriter(r.out(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tCONNECTION\tSTEPS\tSCHEDULE\tNEXT RUN\tLAST RUN")
+			for _, j := range js {
+				sched, next, last := "-", "-", "never"
+				if j.Schedule != "" {
+					sched = j.Schedule
+				}
+				if j.NextRunAt != nil {
+					next = j.NextRunAt.Local().Format("2006-01-02 15:04:05")
+				}
+				if lr := j.LastRun; lr != nil {
+					last = fmt.Sprintf("%s %s (%s)", lr.Status, lr.QueuedAt.Local().Format("2006-01-02 15:04"), lr.ID)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", j.Name, j.Connection, len(j.Steps), sched, next, last)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+func (r *runner) jobShowCommand() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show a job (as YAML by default)",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, "yaml", "json"); err != nil {
+				return err
+			}
+			b, err := r.jobs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			j, err := b.GetJob(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(r.out(), j)
+			}
+			y, err := jobs.Marshal([]jobs.Job{j.Job})
+			if err != nil {
+				return err
+			}
+			_, err = r.out().Write(y)
+			return err
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "yaml", "output format: yaml or json")
+	return cmd
+}
+
+func (r *runner) jobDeleteCommand() *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a job (its runs stay in the history)",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !yes && (r.env.StdinIsTerminal == nil || !r.env.StdinIsTerminal()) {
+				return usagef("deleting job %s needs confirmation: add --yes", args[0])
+			}
+			b, err := r.jobs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if !yes {
+				fmt.Fprintf(r.env.Stderr, "Delete job %q? Type the name to confirm: ", args[0])
+				answer, _ := readLine(r.env.Stdin)
+				if strings.TrimSpace(answer) != args[0] {
+					return usagef("not deleted: confirmation did not match %q", args[0])
+				}
+			}
+			if err := b.DeleteJob(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(r.out(), "Job %q deleted.\n", args[0])
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "delete without asking")
+	return cmd
+}
+
+func (r *runner) jobRunCommand() *cobra.Command {
+	var wait, follow bool
+	var output string
+	cmd := &cobra.Command{
+		Use:   "run NAME",
+		Short: "Run a job now (with --wait, the exit code follows the run's outcome)",
+		Long: `Run a job now. Against a server (--server) the run is queued and a worker takes
+it; --wait waits for it to end and --follow prints its log as it comes. Without a
+server the run executes in this process, its log printed as it comes.
+Exit code with --wait (and locally): 0 when the run succeeded, 1 otherwise.`,
+		Args: exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, "text", "json"); err != nil {
+				return err
+			}
+			if r.remote == nil {
+				return r.runJobLocally(cmd.Context(), args[0], output)
+			}
+			b, err := r.jobs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			run, err := b.RunJob(cmd.Context(), args[0], jobs.API)
+			if err != nil {
+				return err
+			}
+			if !wait && !follow {
+				if output == "json" {
+					return writeJSON(r.out(), run)
+				}
+				fmt.Fprintf(r.out(), "Run %s of job %s queued. Follow it with: pgrelay run logs %s --follow\n", run.ID, run.JobName, run.ID)
+				return nil
+			}
+			if output != "json" {
+				fmt.Fprintf(r.env.Stderr, "Run %s of job %s queued.\n", run.ID, run.JobName)
+			}
+			final, err := r.followRun(cmd.Context(), b, run.ID, follow && output != "json")
+			if err != nil {
+				return err
+			}
+			return r.runOutcome(final, output)
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the run ends")
+	cmd.Flags().BoolVar(&follow, "follow", false, "print the run's log as it comes (implies --wait)")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json (the final run)")
+	return cmd
+}
+
+// runOutcome prints the ended run and turns its status into the exit code.
+func (r *runner) runOutcome(run *jobs.Run, output string) error {
+	if output == "json" {
+		if err := writeJSON(r.out(), run); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(r.out(), "Run %s %s in %s.\n", run.ID, run.Status, time.Duration(run.DurationMS(time.Now())*int64(time.Millisecond)))
+	}
+	if run.Status == jobs.Succeeded {
+		return nil
+	}
+	return &exitCodeError{code: exitFailure, msg: fmt.Sprintf("run %s %s: %s", run.ID, run.Status, run.Reason)}
+}
+
+// runJobLocally executes a run in this process.
+func (r *runner) runJobLocally(ctx context.Context, name, output string) error {
+	svc, err := r.service(ctx)
+	if err != nil {
+		return err
+	}
+	jv, err := svc.GetJob(ctx, name)
+	if err != nil {
+		return err
+	}
+	qdb, err := r.store.OpenQueueDB()
+	if err != nil {
+		return err
+	}
+	defer qdb.Close()
+	q, err := queue.New(queue.Config{Store: r.store, Backend: queue.Backend{SQLite: qdb},
+		Open:         func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
+		AllowCommand: func(string) error { return nil }, // the local user runs what they ask
+		Logger:       r.logger})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case s := <-sigs:
+			cancel(&jobs.CancelledError{By: "signal " + s.String()})
+		case <-ctx.Done():
+		}
+	}()
+	done := make(chan struct{})
+	var followErr error
+	started := func(run *jobs.Run) {
+		if output == "json" {
+			close(done)
+			return
+		}
+		fmt.Fprintf(r.env.Stderr, "Run %s of job %s started in this process.\n", run.ID, name)
+		go func() {
+			defer close(done)
+			_, followErr = r.followRun(context.WithoutCancel(ctx), svc, run.ID, true)
+		}()
+	}
+	final, err := q.RunLocal(ctx, jv.Job, jobs.Manual, started)
+	if err != nil {
+		return err
+	}
+	<-done
+	if followErr != nil {
+		r.logger.Warn("following the log failed", "error", followErr)
+	}
+	return r.runOutcome(final, output)
+}
+
+// followRun polls a run until it ends, printing new log lines when print.
+func (r *runner) followRun(ctx context.Context, b jobsBackend, id string, print bool) (*jobs.Run, error) {
+	var after int64
+	for {
+		run, err := b.GetRun(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if print {
+			for {
+				lines, err := b.RunLog(ctx, id, after, 1000)
+				if err != nil {
+					return nil, err
+				}
+				for _, l := range lines {
+					printLogLine(r.out(), l)
+					after = l.Seq
+				}
+				if len(lines) < 1000 {
+					break
+				}
+			}
+		}
+		if run.Status.Terminal() {
+			if print {
+				// Lines flushed after the status changed.
+				lines, _ := b.RunLog(ctx, id, after, 10000)
+				for _, l := range lines {
+					printLogLine(r.out(), l)
+				}
+			}
+			return run, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
+func printLogLine(w io.Writer, l jobs.LogLine) {
+	step := "   "
+	if l.Step >= 0 {
+		step = fmt.Sprintf("%2d ", l.Step+1)
+	}
+	marker := " "
+	switch l.Stream {
+	case "stderr":
+		marker = "!"
+	case "system":
+		marker = "#"
+	}
+	fmt.Fprintf(w, "%s %s%s %s\n", l.Time.Local().Format("15:04:05"), step, marker, l.Text)
+}
+
+func (r *runner) runCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Inspect, follow and cancel job runs",
+	}
+	cmd.AddCommand(r.runListCommand(), r.runShowCommand(), r.runLogsCommand(), r.runCancelCommand())
+	return cmd
+}
+
+func (r *runner) runListCommand() *cobra.Command {
+	var output, job, status string
+	var limit int
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List runs, newest first",
+		Args:    exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output, "table", "json"); err != nil {
+				return err
+			}
+			f := store.RunFilter{Job: job, Limit: limit}
+			if status != "" {
+				for _, s := range strings.Split(status, ",") {
+					st := jobs.Status(strings.TrimSpace(s))
+					switch st {
+					case jobs.Queued, jobs.Running, jobs.Succeeded, jobs.Failed, jobs.Cancelled:
+					default:
+						return usagef("--status %q: accepted are queued, running, succeeded, failed, cancelled (comma-separated)", s)
+					}
+					f.Statuses = append(f.Statuses, st)
+				}
+			}
+			b, err := r.jobs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			runs, err := b.ListRuns(cmd.Context(), f)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				if runs == nil {
+					runs = []*jobs.Run{}
+				}
+				return writeJSON(r.out(), runs)
+			}
+			tw := tabwriter.NewWriter(r.out(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tJOB\tTRIGGER\tSTATUS\tQUEUED\tDURATION\tREASON")
+			now := time.Now()
+			for _, run := range runs {
+				reason := run.Reason
+				if len(reason) > 80 {
+					reason = reason[:77] + "..."
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", run.ID, run.JobName, run.Trigger, run.Status,
+					run.QueuedAt.Local().Format("2006-01-02 15:04:05"), time.Duration(run.DurationMS(now))*time.Millisecond, reason)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	cmd.Flags().StringVar(&job, "job", "", "only this job's runs")
+	cmd.Flags().StringVar(&status, "status", "", "only runs with these statuses (comma-separated)")
+	cmd.Flags().IntVar(&limit, "limit", 50, "at most this many runs")
+	return cmd
+}
+
+func (r *runner) runShowCommand() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "show RUN_ID",
+		Short: "Show a run and its steps",
+		Args:  exactArgs(1, "RUN_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, "text", "json"); err != nil {
+				return err
+			}
+			b, err := r.jobs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			run, err := b.GetRun(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(r.out(), run)
+			}
+			fmt.Fprintf(r.out(), "Run %s of job %s (%s, attempt %d)\nStatus: %s\n", run.ID, run.JobName, run.Trigger, run.Attempt, run.Status)
+			if run.Reason != "" {
+				fmt.Fprintf(r.out(), "Reason: %s\n", run.Reason)
+			}
+			if run.Worker != "" {
+				fmt.Fprintf(r.out(), "Worker: %s\n", run.Worker)
+			}
+			fmt.Fprintf(r.out(), "Queued: %s\n", run.QueuedAt.Local().Format(time.RFC3339))
+			if run.StartedAt != nil {
+				fmt.Fprintf(r.out(), "Duration: %s\n", time.Duration(run.DurationMS(time.Now()))*time.Millisecond)
+			}
+			tw := tabwriter.NewWriter(r.out(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "\nSTEP\tKIND\tSTATUS\tEXIT\tDURATION\tLABEL")
+			for _, s := range run.Steps {
+				exit := "-"
+				if s.ExitCode != nil {
+					exit = fmt.Sprint(*s.ExitCode)
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", s.Index+1, s.Kind, s.Status, exit, time.Duration(s.DurationMS)*time.Millisecond, s.Label)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+func (r *runner) runLogsCommand() *cobra.Command {
+	var follow bool
+	cmd := &cobra.Command{
+		Use:   "logs RUN_ID",
+		Short: "Print a run's log (--follow: until the run ends)",
+		Args:  exactArgs(1, "RUN_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := r.jobs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if follow {
+				run, err := r.followRun(cmd.Context(), b, args[0], true)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(r.env.Stderr, "Run %s %s. %s\n", run.ID, run.Status, run.Reason)
+				return nil
+			}
+			var after int64
+			for {
+				lines, err := b.RunLog(cmd.Context(), args[0], after, 1000)
+				if err != nil {
+					return err
+				}
+				for _, l := range lines {
+					printLogLine(r.out(), l)
+					after = l.Seq
+				}
+				if len(lines) < 1000 {
+					return nil
+				}
+			}
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the run ends")
+	return cmd
+}
+
+func (r *runner) runCancelCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel RUN_ID",
+		Short: "Cancel a queued or running run (commands get SIGTERM, then SIGKILL)",
+		Args:  exactArgs(1, "RUN_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := r.jobs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			by := "the CLI"
+			if u := r.env.Getenv("USER"); u != "" {
+				by = u
+			}
+			run, err := b.CancelRun(cmd.Context(), args[0], by)
+			if err != nil {
+				return err
+			}
+			if run.Status == jobs.Cancelled {
+				fmt.Fprintf(r.out(), "Run %s cancelled.\n", run.ID)
+			} else {
+				fmt.Fprintf(r.out(), "Cancel of run %s requested; its worker stops it.\n", run.ID)
+			}
+			return nil
+		},
+	}
+}
