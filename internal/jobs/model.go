@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/robfig/cron/v3"
 
@@ -169,6 +170,9 @@ func (j *Job) Validate() error {
 	if j.TargetSchema != "" && len(j.TargetSchema) > connection.MaxIdentifierLen {
 		add("target_schema", fmt.Errorf("too long: at most %d bytes", connection.MaxIdentifierLen))
 	}
+	if !cleanText(j.TargetSchema) {
+		add("target_schema", errors.New("must be valid UTF-8 without NUL characters"))
+	}
 	if !identRE.MatchString(j.Profile) {
 		add("profile", fmt.Errorf("%q is not accepted: letters, digits and _, starting with a letter", j.Profile))
 	}
@@ -201,6 +205,9 @@ func (j *Job) Validate() error {
 				add(f+".command", errors.New("arguments must not contain NUL characters"))
 				break
 			}
+		}
+		if !cleanText(s.SQL) || !cleanText(s.Name) || !cleanText(s.Workdir) {
+			add(f, errors.New("sql, name and workdir must be valid UTF-8 without NUL characters"))
 		}
 		if s.Workdir != "" && !filepath.IsAbs(s.Workdir) {
 			add(f+".workdir", fmt.Errorf("%q is not absolute: give a full path such as /srv/dbt/project", s.Workdir))
@@ -284,4 +291,14 @@ func NewRun(job Job, trigger Trigger, now time.Time) *Run {
 		r.Steps = append(r.Steps, RunStep{Index: i, Label: s.Label(), Kind: s.Kind(), Status: Queued})
 	}
 	return r
+}
+
+func cleanText(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
+
+// CleanText makes s storable text: valid UTF-8 without NUL characters.
+func CleanText(s string) string {
+	if cleanText(s) {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
 }

@@ -138,6 +138,10 @@ func (r *Runner) Run(ctx context.Context, job Job, hooks Hooks) Result {
 	}
 	res := x.exec(ctx)
 	res.Steps = x.steps
+	res.Reason = CleanText(res.Reason)
+	for i := range res.Steps {
+		res.Steps[i].Error = CleanText(res.Steps[i].Error)
+	}
 	return res
 }
 

@@ -300,6 +300,9 @@ func (s *Store) AppendRunLog(ctx context.Context, runID string, lines []jobs.Log
 		seq++
 		lines[i].Seq = seq
 		if _, err := stmt.ExecContext(ctx, runID, seq, formatTime(lines[i].Time), lines[i].Stream, lines[i].Step, lines[i].Text); err != nil {
+			if isForeignKeyViolation(err) {
+				return fmt.Errorf("append run log: run %s: %w", runID, store.ErrNotFound)
+			}
 			return fmt.Errorf("append run log: %w", err)
 		}
 	}

@@ -148,14 +148,23 @@ func formatTime(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	return t.UTC().Format(time.RFC3339Nano)
+	// Fixed width, so that text order is time order.
+	return t.UTC().Format(timeFormat)
 }
+
+// timeFormat is RFC 3339 in UTC with nine fractional digits always present.
+const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
 
 func parseTime(s string) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
 	}
 	return time.Parse(time.RFC3339Nano, s)
+}
+
+func isForeignKeyViolation(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
 }
 
 func isUniqueViolation(err error) bool {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -38,6 +39,14 @@ func Exercise(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("Runs", func(t *testing.T) {
 		t.Parallel()
 		exerciseRuns(t, open(t))
+	})
+	t.Run("RunLogs", func(t *testing.T) {
+		t.Parallel()
+		exerciseRunLogs(t, open(t))
+	})
+	t.Run("Ordering", func(t *testing.T) {
+		t.Parallel()
+		exerciseOrdering(t, open(t))
 	})
 }
 
@@ -85,6 +94,29 @@ func exerciseJobs(t *testing.T, s store.Store) {
 	if err := s.DeleteJob(ctx, "nightly"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("delete twice: %v", err)
 	}
+	// Racing puts of a new name: one creates it, the others replace it,
+	// none fails.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	creates := 0
+	for range 8 {
+		wg.Go(func() {
+			created, err := s.PutJob(ctx, sampleJob("raced"), now)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if created {
+				mu.Lock()
+				creates++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if creates != 1 {
+		t.Fatalf("racing puts of a new job reported %d creations, want 1", creates)
+	}
 }
 
 func exerciseRuns(t *testing.T, s store.Store) {
@@ -103,9 +135,18 @@ func exerciseRuns(t *testing.T, s store.Store) {
 	if err := s.CreateRun(ctx, mk("r3", "other", now.Add(2*time.Second))); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.CreateRun(ctx, mk("r1", "nightly", now)); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("create duplicate run: %v, want ErrExists", err)
+	}
 	got, err := s.GetRun(ctx, "r1")
 	if err != nil || got.Status != jobs.Queued || !reflect.DeepEqual(got.Job, r1.Job) || got.Version != 1 {
 		t.Fatalf("get run: %+v %v", got, err)
+	}
+	// Times come back in UTC; a run without steps has an empty, non-nil
+	// list (so that it encodes as [] rather than null).
+	if got.QueuedAt.Location() != time.UTC || !got.QueuedAt.Equal(now) || got.Steps == nil || len(got.Steps) != 0 ||
+		got.StartedAt != nil || got.EndedAt != nil || got.HeartbeatAt != nil {
+		t.Fatalf("new run: %+v", got)
 	}
 	started := now.Add(3 * time.Second)
 	code := 2
@@ -154,6 +195,147 @@ func exerciseRuns(t *testing.T, s store.Store) {
 	if _, err := s.GetRun(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("missing run: %v", err)
 	}
+	gone := mk("nope", "nightly", now)
+	gone.Version = 1
+	if err := s.UpdateRun(ctx, gone); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("update missing run: %v, want ErrNotFound", err)
+	}
+}
+
+func exerciseRunLogs(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	run := &jobs.Run{ID: "r", JobName: "nightly", Job: *sampleJob("nightly"), Trigger: jobs.Manual, Status: jobs.Running, QueuedAt: now}
+	if err := s.CreateRun(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendRunLog(ctx, "r", nil); err != nil {
+		t.Fatalf("append nothing: %v", err)
+	}
+	// Lines are process output: any bytes come back as written, times in
+	// UTC.
+	odd := []string{"nul\x00byte", "latin-1 caf\xe9", "\xff\xfe", "", "  spaces and \r\n  "}
+	var lines []jobs.LogLine
+	for i, text := range odd {
+		lines = append(lines, jobs.LogLine{Time: now.In(time.FixedZone("X", 3600)), Stream: "stdout", Step: i, Text: text})
+	}
+	if err := s.AppendRunLog(ctx, "r", lines); err != nil {
+		t.Fatalf("append odd bytes: %v", err)
+	}
+	log, err := s.RunLog(ctx, "r", 0, 0)
+	if err != nil || len(log) != len(odd) {
+		t.Fatalf("run log: %d lines, %v", len(log), err)
+	}
+	for i, l := range log {
+		if l.Text != odd[i] || l.Seq != int64(i+1) || lines[i].Seq != l.Seq || !l.Time.Equal(now) || l.Time.Location() != time.UTC {
+			t.Errorf("line %d = %+v (seq given %d), want text %q at %v in UTC", i, l, lines[i].Seq, odd[i], now)
+		}
+	}
+	if err := s.AppendRunLog(ctx, "nope", []jobs.LogLine{{Time: now, Stream: "stdout", Text: "x"}}); err == nil {
+		t.Errorf("append to a missing run succeeded")
+	}
+
+	// Concurrent appenders get distinct, consecutive Seqs.
+	const writers, batches, perBatch = 4, 10, 3
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for b := range batches {
+				batch := make([]jobs.LogLine, perBatch)
+				for k := range batch {
+					batch[k] = jobs.LogLine{Time: now, Stream: "stderr", Step: w, Text: fmt.Sprint(w, "/", b, "/", k)}
+				}
+				if err := s.AppendRunLog(ctx, "r", batch); err != nil {
+					t.Error(err)
+					return
+				}
+				for k := 1; k < perBatch; k++ {
+					if batch[k].Seq != batch[k-1].Seq+1 {
+						t.Errorf("seqs within a batch: %d then %d", batch[k-1].Seq, batch[k].Seq)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	total := len(odd) + writers*batches*perBatch
+	log, err = s.RunLog(ctx, "r", 0, total+10)
+	if err != nil || len(log) != total {
+		t.Fatalf("after concurrent appends: %d lines, %v; want %d", len(log), err, total)
+	}
+	for i, l := range log {
+		if l.Seq != int64(i+1) {
+			t.Fatalf("line %d has seq %d: seqs must be 1, 2, 3, ...", i, l.Seq)
+		}
+	}
+	log, err = s.RunLog(ctx, "r", int64(total-2), 1)
+	if err != nil || len(log) != 1 || log[0].Seq != int64(total-1) {
+		t.Fatalf("one line after %d: %+v %v", total-2, log, err)
+	}
+}
+
+// exerciseOrdering checks that lists sort names and IDs bytewise, whatever
+// a database's collation: "-" < "0" < "_" < "a".
+func exerciseOrdering(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	shuffled := []string{"ab", "a_b", "a0", "a-b"}
+	want := "a-b a0 a_b ab"
+	for _, n := range shuffled {
+		c := sampleConnection(n)
+		if err := s.CreateConnection(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.PutJob(ctx, sampleJob(n), now); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateToken(ctx, &store.Token{ID: n, Name: n, Role: "viewer", Hash: "h" + n, CreatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateRun(ctx, &jobs.Run{ID: n, JobName: "j", Job: *sampleJob("j"), Trigger: jobs.API, Status: jobs.Queued, QueuedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conns, err := s.ListConnections(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(names(conns), " "); got != want {
+		t.Errorf("connections ordered %s, want %s", got, want)
+	}
+	js, err := s.ListJobs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, j := range js {
+		got = append(got, j.Job.Name)
+	}
+	if strings.Join(got, " ") != want {
+		t.Errorf("jobs ordered %s, want %s", strings.Join(got, " "), want)
+	}
+	toks, err := s.ListTokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	for _, tok := range toks {
+		got = append(got, tok.ID)
+	}
+	if strings.Join(got, " ") != want {
+		t.Errorf("tokens created at the same time ordered %s, want %s (by ID)", strings.Join(got, " "), want)
+	}
+	runs, err := s.ListRuns(ctx, store.RunFilter{Statuses: []jobs.Status{jobs.Queued, jobs.Running}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	for _, r := range runs {
+		got = append(got, r.ID)
+	}
+	if strings.Join(got, " ") != "ab a_b a0 a-b" {
+		t.Errorf("runs queued at the same time ordered %s, want ab a_b a0 a-b (newest first, then by ID descending)", strings.Join(got, " "))
+	}
 }
 
 func exerciseTokens(t *testing.T, s store.Store) {
@@ -169,14 +351,19 @@ func exerciseTokens(t *testing.T, s store.Store) {
 	if err := s.CreateToken(ctx, &store.Token{ID: "t2", Name: "ci", Role: "viewer", Hash: "h2", CreatedAt: now}); !errors.Is(err, store.ErrExists) {
 		t.Fatalf("duplicate active name: got %v, want ErrExists", err)
 	}
+	if err := s.CreateToken(ctx, &store.Token{ID: "t2", Name: "other", Role: "viewer", Hash: "h1", CreatedAt: now}); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("duplicate hash: got %v, want ErrExists", err)
+	}
 	got, err := s.TokenByHash(ctx, "h1")
-	if err != nil || got.ID != "t1" || got.Role != "editor" || !got.CreatedAt.Equal(now) || !got.RevokedAt.IsZero() {
+	if err != nil || got.ID != "t1" || got.Role != "editor" || !got.CreatedAt.Equal(now) || !got.RevokedAt.IsZero() ||
+		!got.LastUsedAt.IsZero() || got.CreatedAt.Location() != time.UTC {
 		t.Fatalf("by hash = %+v, %v", got, err)
 	}
 	if _, err := s.TokenByHash(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown hash: %v", err)
 	}
-	if err := s.TouchToken(ctx, "t1", now.Add(time.Minute)); err != nil {
+	// Times given in another zone keep their instant and come back in UTC.
+	if err := s.TouchToken(ctx, "t1", now.Add(time.Minute).In(time.FixedZone("Y", -5*3600))); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.RevokeToken(ctx, "t1", now.Add(2*time.Minute)); err != nil {
@@ -186,7 +373,8 @@ func exerciseTokens(t *testing.T, s store.Store) {
 		t.Fatal(err)
 	}
 	got, err = s.GetToken(ctx, "t1")
-	if err != nil || !got.RevokedAt.Equal(now.Add(2*time.Minute)) || !got.LastUsedAt.Equal(now.Add(time.Minute)) {
+	if err != nil || !got.RevokedAt.Equal(now.Add(2*time.Minute)) || !got.LastUsedAt.Equal(now.Add(time.Minute)) ||
+		got.LastUsedAt.Location() != time.UTC {
 		t.Fatalf("after revoke = %+v, %v", got, err)
 	}
 	if err := s.RevokeToken(ctx, "nope", now); !errors.Is(err, store.ErrNotFound) {
@@ -202,6 +390,18 @@ func exerciseTokens(t *testing.T, s store.Store) {
 	}
 	if n, err := s.CountActiveTokens(ctx); err != nil || n != 1 {
 		t.Fatalf("active count = %d, %v", n, err)
+	}
+	// Whole seconds sort before the fractions of that second.
+	whole := time.Date(2030, 1, 2, 12, 0, 0, 0, time.UTC)
+	if err := s.CreateToken(ctx, &store.Token{ID: "t5", Name: "late", Role: "viewer", Hash: "h5", CreatedAt: whole.Add(500 * time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateToken(ctx, &store.Token{ID: "t4", Name: "early", Role: "viewer", Hash: "h4", CreatedAt: whole}); err != nil {
+		t.Fatal(err)
+	}
+	list, err = s.ListTokens(ctx)
+	if err != nil || len(list) != 4 || list[2].ID != "t4" || list[3].ID != "t5" {
+		t.Fatalf("order at whole seconds: %v %v", list, err)
 	}
 }
 
@@ -271,6 +471,20 @@ func exerciseConnections(t *testing.T, s store.Store) {
 	}
 	if list[0].Spec.Tunnel != nil || len(list[0].SealedPassword) != 0 {
 		t.Errorf("direct connection came back with tunnel or password: %+v", list[0])
+	}
+	// No pinned host keys reads as an empty, non-nil list (encoded as []
+	// rather than null); a zero time stays zero; times are in UTC.
+	if list[0].HostKeys == nil || len(list[0].HostKeys) != 0 {
+		t.Errorf("host keys of a connection without any = %#v, want []string{}", list[0].HostKeys)
+	}
+	if list[1].CreatedAt.Location() != time.UTC || list[1].PendingHostKeySeen.Location() != time.UTC {
+		t.Errorf("times not in UTC: %v, %v", list[1].CreatedAt, list[1].PendingHostKeySeen)
+	}
+	// Renaming onto a taken name.
+	renamed := *list[0]
+	renamed.Spec.Name = "wh"
+	if err := s.UpdateConnection(ctx, &renamed); !errors.Is(err, store.ErrExists) {
+		t.Errorf("rename onto a taken name: got %v, want ErrExists", err)
 	}
 
 	got.Spec.Port = 6543
