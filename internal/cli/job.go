@@ -299,12 +299,12 @@ func (r *runner) runJobLocally(ctx context.Context, name, output string) error {
 	if err != nil {
 		return err
 	}
-	qdb, err := r.store.OpenQueueDB()
+	backend, closeBackend, err := r.queueBackend()
 	if err != nil {
 		return err
 	}
-	defer qdb.Close()
-	q, err := queue.New(queue.Config{Store: r.store, Backend: queue.Backend{SQLite: qdb},
+	defer closeBackend()
+	q, err := queue.New(queue.Config{Store: r.st, Backend: backend,
 		Open:         func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
 		AllowCommand: func(string) error { return nil }, // the local user runs what they ask
 		Logger:       r.logger})

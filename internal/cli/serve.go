@@ -11,6 +11,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/api"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/metrics"
+	"github.com/pgrelay/pgrelay/internal/queue"
 	"github.com/pgrelay/pgrelay/internal/requestid"
 	"github.com/pgrelay/pgrelay/internal/server"
 	"github.com/pgrelay/pgrelay/internal/web"
@@ -18,6 +19,8 @@ import (
 
 func (r *runner) serveCommand() *cobra.Command {
 	var addr, tlsCert, tlsKey, logFormat string
+	var allowCommands []string
+	var maxRuns int
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the web UI and the REST API (embedded SQLite store in the data dir)",
@@ -57,6 +60,21 @@ The first start on an empty store prints a one-time admin token; create more wit
 			if err != nil {
 				return err
 			}
+			allow := map[string]bool{}
+			for _, c := range allowCommands {
+				allow[c] = true
+			}
+			q, stopQueue, err := r.startQueue(ctx, svc, maxRuns, func(prog string) error {
+				if allow[prog] {
+					return nil
+				}
+				return fmt.Errorf("program %q is not allowed: the server runs only the programs given with --allow-command (now: %v); restart it with --allow-command %s", prog, allowCommands, prog)
+			})
+			if err != nil {
+				return err
+			}
+			defer stopQueue()
+			svc.SetQueue(q)
 			apiH := api.New(api.Config{App: svc, Sessions: sessions, Metrics: m, Logger: r.logger})
 			srv, err := server.New(server.Config{Addr: addr, TLSCertFile: tlsCert, TLSKeyFile: tlsKey,
 				Faces: []server.Registrar{apiH, ui}, Ready: svc.Ready, Metrics: m, Logger: r.logger})
@@ -101,5 +119,7 @@ and use the CLI against this server with
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "PEM certificate file: serve HTTPS (with --tls-key)")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "PEM private key file of --tls-cert")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format on stderr: text or json")
+	cmd.Flags().StringArrayVar(&allowCommands, "allow-command", nil, "a program command steps may run (repeatable), e.g. --allow-command dbt --allow-command psql")
+	cmd.Flags().IntVar(&maxRuns, "max-runs", queue.DefaultMaxRuns, "at most this many runs at once in this process")
 	return cmd
 }
