@@ -28,7 +28,7 @@ test-short:
 	$(GO) test -count=1 -short ./...
 
 vet:
-	@test -z "$$(gofmt -l cmd internal)" || { echo "gofmt needed:"; gofmt -l cmd internal; exit 1; }
+	@test -z "$$(gofmt -l cmd internal client)" || { echo "gofmt needed:"; gofmt -l cmd internal client; exit 1; }
 	$(GO) vet ./...
 
 # Benchmarks: direct vs OpenSSH ssh -L vs pgrelay, side by side in one run.

@@ -51,8 +51,10 @@ func (s *Service) CreateToken(ctx context.Context, name string, role auth.Role) 
 		probs = append(probs, connection.FieldError{Field: "name",
 			Problem: fmt.Sprintf("%q is not accepted: 1 to 63 letters, digits, '.', '_', '@' and '-', starting with a letter or digit", name)})
 	}
-	if _, err := auth.ParseRole(string(role)); err != nil {
+	if rl, err := auth.ParseRole(string(role)); err != nil {
 		probs = append(probs, connection.FieldError{Field: "role", Problem: err.Error()})
+	} else {
+		role = rl // stored normalised: "Editor" would match no role later
 	}
 	if len(probs) > 0 {
 		return nil, &ValidationError{Problems: probs}

@@ -16,9 +16,12 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/store"
+	"github.com/pgrelay/pgrelay/internal/store/postgres"
 	"github.com/pgrelay/pgrelay/internal/store/sqlite"
 )
 
@@ -59,7 +62,7 @@ func Execute(ctx context.Context, env Env, args []string) int {
 		return 0
 	}
 	code := exitCode(err)
-	fmt.Fprintln(env.Stderr, "Error: "+describe(err))
+	fmt.Fprintln(env.Stderr, "Error: "+describe(err)+r.remoteHint(err))
 	return code
 }
 
@@ -72,8 +75,14 @@ type runner struct {
 	logger   *slog.Logger
 	metrics  *metrics.Metrics
 
-	svc   *app.Service
-	store *sqlite.Store
+	svc *app.Service
+	// st is the store; store or pg is its concrete backend.
+	st       store.Store
+	store    *sqlite.Store
+	pg       *postgres.Store
+	storeURL string
+	// server and token are --server and --token (see setupRemote).
+	server, token string
 	// remote is the API client when --server/PGRELAY_SERVER is set.
 	remote backend
 }
@@ -90,13 +99,19 @@ any client (psql, dbt) use it.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return r.setup()
+			if err := r.setup(); err != nil {
+				return err
+			}
+			return r.setupRemote(cmd)
 		},
 	}
 	root.PersistentFlags().StringVar(&r.dataDir, "data-dir", "", "directory of the embedded store and master key (env PGRELAY_DATA_DIR; default ~/.local/share/pgrelay)")
+	root.PersistentFlags().StringVar(&r.storeURL, "store", "", "store: empty for the embedded SQLite in the data dir, or postgres://user@host/db for a shared PostgreSQL store (env PGRELAY_STORE)")
 	root.PersistentFlags().StringVar(&r.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn or error")
+	root.PersistentFlags().StringVar(&r.server, "server", "", "URL of a pgrelay server (env PGRELAY_SERVER): connection, query and token commands run there instead of on the data dir")
+	root.PersistentFlags().StringVar(&r.token, "token", "", "API token for --server (env PGRELAY_TOKEN, preferred: flag values show in `ps`)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(r.connectionCommand(), r.queryCommand(), r.proxyCommand(), r.serveCommand(), r.tokenCommand())
+	root.AddCommand(r.connectionCommand(), r.queryCommand(), r.proxyCommand(), r.serveCommand(), r.tokenCommand(), r.execCommand(), r.jobCommand(), r.runCommand())
 	return root
 }
 
@@ -136,6 +151,9 @@ func (r *runner) service(ctx context.Context) (*app.Service, error) {
 	if r.svc != nil {
 		return r.svc, nil
 	}
+	if err := r.checkSharedMasterKey(); err != nil {
+		return nil, err
+	}
 	key, err := secret.LoadMasterKey(r.env.Getenv(secret.MasterKeyEnv), r.dataDir)
 	if err != nil {
 		return nil, err
@@ -144,7 +162,7 @@ func (r *runner) service(ctx context.Context) (*app.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := sqlite.Open(ctx, filepath.Join(r.dataDir, sqlite.FileName))
+	st, err := r.openStore(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +171,7 @@ func (r *runner) service(ctx context.Context) (*app.Service, error) {
 		_ = st.Close()
 		return nil, err
 	}
-	r.store, r.svc = st, svc
+	r.st, r.svc = st, svc
 	return svc, nil
 }
 
@@ -167,8 +185,8 @@ func (r *runner) backend(ctx context.Context) (backend, error) {
 }
 
 func (r *runner) close() {
-	if r.store != nil {
-		_ = r.store.Close()
+	if r.st != nil {
+		_ = r.st.Close()
 	}
 }
 
@@ -187,16 +205,22 @@ const (
 	exitFailure  = 1 // the operation failed (connection, query, server)
 	exitUsage    = 2 // bad input: flags, arguments, validation
 	exitNotFound = 3 // the named record does not exist
+	exitAuth     = 4 // the server refused the token (unknown, revoked) or its role
 )
 
 func exitCode(err error) int {
 	var ue usageError
 	var ve *app.ValidationError
+	var ce *exitCodeError
 	switch {
+	case errors.As(err, &ce):
+		return ce.code
 	case errors.As(err, &ue), errors.As(err, &ve), errors.Is(err, app.ErrInvalid), errors.Is(err, app.ErrExists):
 		return exitUsage
 	case errors.Is(err, app.ErrNotFound):
 		return exitNotFound
+	case errors.Is(err, app.ErrUnauthenticated), errors.Is(err, client.ErrForbidden):
+		return exitAuth
 	}
 	return exitFailure
 }

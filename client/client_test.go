@@ -1,0 +1,190 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/pgrelay/pgrelay/client"
+	"github.com/pgrelay/pgrelay/internal/api/apitest"
+	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/auth"
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/testenv"
+)
+
+var bg = context.Background()
+
+// A syntactically valid token that no server knows.
+const fakeToken = auth.TokenPrefix + "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+
+func TestNewValidates(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ url, want string }{
+		{"", "empty"},
+		{"127.0.0.1:8080", "scheme"},
+		{"localhost:8080", "scheme"},
+		{"ftp://h", "scheme"},
+		{"http://", "host is missing"},
+		{"http://:8080", "host is missing"},
+		{"http://h:8080/?x=1", "query"},
+		{"http://h:8080/#f", "fragment"},
+		{"http://admin:hunter2@h:8080", "user or password"},
+	} {
+		_, err := client.New(tc.url, fakeToken)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%q): %v, want an error about %q", tc.url, err, tc.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), fakeToken)) {
+			t.Errorf("New(%q) error reveals a secret: %v", tc.url, err)
+		}
+	}
+	for _, tok := range []string{"", "  ", "Bearer " + fakeToken, "s3cr3t-not-a-token"} {
+		_, err := client.New("http://127.0.0.1:8080", tok)
+		if err == nil || !strings.Contains(err.Error(), "token") {
+			t.Errorf("New with token %q: %v", tok, err)
+		}
+		if err != nil && strings.TrimSpace(tok) != "" && strings.Contains(err.Error(), strings.TrimSpace(tok)) {
+			t.Errorf("error reveals the token: %v", err)
+		}
+	}
+	for _, u := range []string{"http://127.0.0.1:8080", "https://pgrelay.example.com/", "http://[::1]:8080/pgrelay/"} {
+		c, err := client.New(u, " "+fakeToken+"\n")
+		if err != nil {
+			t.Errorf("New(%q): %v", u, err)
+			continue
+		}
+		if strings.HasSuffix(c.BaseURL(), "/") {
+			t.Errorf("base URL %q keeps a trailing slash", c.BaseURL())
+		}
+	}
+}
+
+func TestTokenNeverInErrors(t *testing.T) {
+	t.Parallel()
+	port := testenv.FreePort(t) // nothing listens
+	c, err := client.New("http://127.0.0.1:"+strconv.Itoa(port), fakeToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.ListConnections(bg)
+	if err == nil || strings.Contains(err.Error(), fakeToken) || !strings.Contains(err.Error(), "connection refused") ||
+		!strings.Contains(err.Error(), "GET /api/v1/connections") {
+		t.Fatalf("error: %v", err)
+	}
+}
+
+// TestUnexpectedResponses covers what a real pgrelay server does not send
+// but a proxy or another server in front of it may.
+func TestUnexpectedResponses(t *testing.T) {
+	t.Parallel()
+	var gotAuth, gotUA string
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotAuth, gotUA = r.Header.Get("Authorization"), r.Header.Get("User-Agent")
+		switch r.URL.Path {
+		case "/api/v1/connections":
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusBadGateway)
+			_, _ = w.Write([]byte("<html>bad gateway</html>"))
+		case "/api/v1/whoami":
+			http.Redirect(w, r, "https://elsewhere.example.com/api/v1/whoami", http.StatusMovedPermanently)
+		case "/api/v1/tokens":
+			w.Header().Set("Content-Type", "text/html")
+			_, _ = w.Write([]byte("<html>login</html>"))
+		}
+	}))
+	defer fake.Close()
+	c, err := client.New(fake.URL, fakeToken, client.WithUserAgent("pgrelay-test/1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.ListConnections(bg)
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != 502 || !strings.Contains(ce.Message, "bad gateway") || !strings.Contains(ce.Message, "502") {
+		t.Fatalf("HTML 502: %v", err)
+	}
+	if gotAuth != "Bearer "+fakeToken || gotUA != "pgrelay-test/1" {
+		t.Fatalf("headers: Authorization %q, User-Agent %q", gotAuth, gotUA)
+	}
+	_, err = c.WhoAmI(bg)
+	if err == nil || !strings.Contains(err.Error(), "redirects to https://elsewhere.example.com") {
+		t.Fatalf("redirect: %v", err)
+	}
+	_, err = c.ListTokens(bg)
+	if err == nil || !strings.Contains(err.Error(), "instead of JSON") {
+		t.Fatalf("HTML 200: %v", err)
+	}
+}
+
+// TestErrorMapping checks that API errors come back as package app's
+// errors, through a reverse proxy that serves the API under a path prefix.
+func TestErrorMapping(t *testing.T) {
+	t.Parallel()
+	srv := apitest.Start(t, apitest.Options{})
+	target, _ := url.Parse(srv.URL)
+	proxy := httptest.NewServer(http.StripPrefix("/pgrelay", httputil.NewSingleHostReverseProxy(target)))
+	defer proxy.Close()
+	admin, err := client.New(proxy.URL+"/pgrelay/", srv.AdminToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := connection.Spec{Name: "wh", Host: "db.internal", Database: "d", User: "u"}
+	if _, err := admin.CreateConnection(bg, spec); err != nil {
+		t.Fatal(err)
+	}
+	viewer := srv.Client(t, srv.Token(t, "v", auth.Viewer).Token)
+	_, errExists := admin.CreateConnection(bg, spec)
+	_, errNotFound := admin.GetConnection(bg, "nope")
+	_, errInvalid := admin.PublicKey(bg, "wh", false)
+	_, errForbidden := viewer.CreateConnection(bg, connection.Spec{Name: "x"})
+	errForbiddenQuery := viewer.Query(bg, "wh", "select 1", nil)
+	unknown, err := client.New(srv.URL, fakeToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, errUnauth := unknown.ListConnections(bg)
+	for _, tc := range []struct {
+		err    error
+		kind   error
+		status int
+	}{
+		{errExists, app.ErrExists, 409},
+		{errNotFound, app.ErrNotFound, 404},
+		{errInvalid, app.ErrInvalid, 422},
+		{errForbidden, client.ErrForbidden, 403},
+		{errForbiddenQuery, client.ErrForbidden, 403},
+		{errUnauth, app.ErrUnauthenticated, 401},
+	} {
+		var ce *client.Error
+		if !errors.Is(tc.err, tc.kind) || !errors.As(tc.err, &ce) || ce.Status != tc.status || ce.RequestID == "" {
+			t.Errorf("want %v (%d), got %T %v", tc.kind, tc.status, tc.err, tc.err)
+		}
+	}
+	if !strings.Contains(errForbidden.Error(), "admin or editor") {
+		t.Errorf("forbidden message does not name the roles: %v", errForbidden)
+	}
+	_, err = admin.CreateConnection(bg, connection.Spec{Name: "bad", Host: "h:1", Database: "d", User: "u"})
+	var ve *app.ValidationError
+	if !errors.As(err, &ve) || ve.Fields()["host"] == "" {
+		t.Fatalf("validation error: %T %v", err, err)
+	}
+	// A field error of the request's JSON (not of validation) names it too.
+	var ce *client.Error
+	_, err = admin.UpdateConnection(bg, "wh", connection.Spec{Name: "wh", Host: "h", Database: "d", User: "u",
+		Tunnel: &connection.Tunnel{Host: "b", User: "u", KeepaliveInterval: connection.Duration(-1)}}, nil)
+	if !errors.As(err, &ve) || ve.Fields()["ssh_tunnel.keepalive_interval"] == "" {
+		t.Fatalf("negative keepalive: %T %v", err, err)
+	}
+	if errors.As(err, &ce) {
+		t.Fatalf("a validation error is also a *client.Error: %v", err)
+	}
+	if _, err := admin.WhoAmI(bg); err != nil {
+		t.Fatalf("through the proxy: %v", err)
+	}
+}

@@ -1,0 +1,142 @@
+// Package apitest starts a real pgrelay API server on loopback for tests:
+// an app.Service on a SQLite store in a temporary directory, the API mounted
+// by server.New as `pgrelay serve` mounts it (without the web UI), served on
+// a loopback listener by httptest. It also captures the server's log so
+// that tests can check what was (and was not) logged.
+package apitest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"log/slog"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgrelay/pgrelay/client"
+	"github.com/pgrelay/pgrelay/internal/api"
+	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/auth"
+	"github.com/pgrelay/pgrelay/internal/metrics"
+	"github.com/pgrelay/pgrelay/internal/requestid"
+	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/server"
+	"github.com/pgrelay/pgrelay/internal/store/sqlite"
+)
+
+// Options configures Start.
+type Options struct {
+	// MaxRows is the API's query row limit; 0 is the API's default.
+	MaxRows int
+	// DialTimeout bounds connecting to a bastion; default 5s.
+	DialTimeout time.Duration
+}
+
+// Server is a running API server.
+type Server struct {
+	// URL is the server's base URL, e.g. http://127.0.0.1:34567.
+	URL      string
+	App      *app.Service
+	API      *api.API
+	Sessions *auth.Sessions
+	Store    *sqlite.Store
+	// AdminToken is the token of the admin created at start.
+	AdminToken string
+
+	logs *syncBuffer
+}
+
+// Start starts a server that stops when the test ends.
+func Start(tb testing.TB, opts Options) *Server {
+	tb.Helper()
+	ctx := context.Background()
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = 5 * time.Second
+	}
+	logs := &syncBuffer{}
+	logger := slog.New(requestid.NewHandler(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	key := make([]byte, secret.KeySize)
+	_, _ = rand.Read(key)
+	kr, err := secret.NewKeyring(key)
+	if err != nil {
+		tb.Fatalf("apitest: keyring: %v", err)
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(tb.TempDir(), sqlite.FileName))
+	if err != nil {
+		tb.Fatalf("apitest: open store: %v", err)
+	}
+	tb.Cleanup(func() { _ = st.Close() })
+	m := metrics.New()
+	svc, err := app.New(app.Config{Store: st, Keyring: kr, Logger: logger, Metrics: m, DialTimeout: opts.DialTimeout})
+	if err != nil {
+		tb.Fatalf("apitest: app: %v", err)
+	}
+	sessions, err := auth.NewSessions(kr.DeriveKey("web sessions"), nil)
+	if err != nil {
+		tb.Fatalf("apitest: sessions: %v", err)
+	}
+	a := api.New(api.Config{App: svc, Sessions: sessions, Metrics: m, Logger: logger, MaxRows: opts.MaxRows})
+	srv, err := server.New(server.Config{Addr: "127.0.0.1:0", Faces: []server.Registrar{a}, Ready: svc.Ready,
+		Metrics: m, Logger: logger})
+	if err != nil {
+		tb.Fatalf("apitest: server: %v", err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	tb.Cleanup(hs.Close)
+	admin, err := svc.BootstrapAdmin(ctx)
+	if err != nil || admin == nil {
+		tb.Fatalf("apitest: bootstrap admin: %v", err)
+	}
+	return &Server{URL: hs.URL, App: svc, API: a, Sessions: sessions, Store: st, AdminToken: admin.Token, logs: logs}
+}
+
+// Token creates a token with a role and returns it.
+func (s *Server) Token(tb testing.TB, name string, role auth.Role) *app.NewToken {
+	tb.Helper()
+	nt, err := s.App.CreateToken(context.Background(), name, role)
+	if err != nil {
+		tb.Fatalf("apitest: create token %s: %v", name, err)
+	}
+	return nt
+}
+
+// Client returns an API client authenticated with token.
+func (s *Server) Client(tb testing.TB, token string, opts ...client.Option) *client.Client {
+	tb.Helper()
+	c, err := client.New(s.URL, token, opts...)
+	if err != nil {
+		tb.Fatalf("apitest: client: %v", err)
+	}
+	return c
+}
+
+// Session returns a web session cookie value for the token ID and its
+// CSRF token.
+func (s *Server) Session(tokenID string) (cookie, csrf string) {
+	cookie = s.Sessions.Issue(tokenID, time.Hour)
+	return cookie, s.Sessions.CSRFToken(cookie)
+}
+
+// Logs returns everything the server logged so far (JSON lines).
+func (s *Server) Logs() string { return s.logs.String() }
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}

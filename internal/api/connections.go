@@ -1,0 +1,203 @@
+package api
+
+import (
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/secret"
+)
+
+// ConnectionInput is the body of POST /connections and PUT
+// /connections/{name}: the fields of a ConnectionView a user sets, plus the
+// write-only password. PUT replaces the whole connection, so absent fields
+// take their defaults (port 5432, sslmode by flavor, threads 4, ...) and an
+// absent or null ssh_tunnel means a direct connection.
+type ConnectionInput struct {
+	// Name is required on create; on update it may be left out, and if
+	// given must be the connection's name (connections cannot be renamed).
+	Name        string             `json:"name,omitempty"`
+	Flavor      connection.Flavor  `json:"flavor,omitempty"`
+	Host        string             `json:"host"`
+	Port        int                `json:"port,omitempty"`
+	Database    string             `json:"database"`
+	User        string             `json:"user"`
+	SSLMode     connection.SSLMode `json:"sslmode,omitempty"`
+	SSLRootCert string             `json:"ssl_root_cert,omitempty"`
+	Schema      string             `json:"schema,omitempty"`
+	Threads     int                `json:"threads,omitempty"`
+	// Password is write-only: absent (or null) on update keeps the stored
+	// password, present sets it ("" removes it). It is never returned.
+	Password  *Password    `json:"password,omitempty"`
+	SSHTunnel *TunnelInput `json:"ssh_tunnel,omitempty"`
+}
+
+// TunnelInput is the SSH tunnel part of a ConnectionInput.
+type TunnelInput struct {
+	Host string `json:"host"`
+	Port int    `json:"port,omitempty"`
+	User string `json:"user"`
+	// KeyType is ed25519 (default) or rsa. Changing it generates a new key
+	// pair.
+	KeyType           string   `json:"key_type,omitempty"`
+	KeepaliveInterval Duration `json:"keepalive_interval,omitempty"`
+	KeepaliveCountMax int      `json:"keepalive_count_max,omitempty"`
+}
+
+// NewConnectionInput returns the input for spec; a non-nil password is
+// sent (spec.Password is ignored then), a nil one is left out.
+func NewConnectionInput(spec connection.Spec, password *secret.Value) ConnectionInput {
+	in := ConnectionInput{Name: spec.Name, Flavor: spec.Flavor, Host: spec.Host, Port: spec.Port,
+		Database: spec.Database, User: spec.User, SSLMode: spec.SSLMode, SSLRootCert: spec.SSLRootCert,
+		Schema: spec.Schema, Threads: spec.Threads}
+	if password != nil {
+		in.Password = NewPassword(*password)
+	}
+	if t := spec.Tunnel; t != nil {
+		in.SSHTunnel = &TunnelInput{Host: t.Host, Port: t.Port, User: t.User, KeyType: t.KeyType,
+			KeepaliveInterval: Duration(t.KeepaliveInterval), KeepaliveCountMax: t.KeepaliveCountMax}
+	}
+	return in
+}
+
+// Spec returns the connection spec of the input, with its password (if
+// any).
+func (in *ConnectionInput) Spec() connection.Spec {
+	s := connection.Spec{Name: in.Name, Flavor: in.Flavor, Host: in.Host, Port: in.Port, Database: in.Database,
+		User: in.User, SSLMode: in.SSLMode, SSLRootCert: in.SSLRootCert, Schema: in.Schema, Threads: in.Threads}
+	if in.Password != nil {
+		s.Password = in.Password.Value
+	}
+	if t := in.SSHTunnel; t != nil {
+		s.Tunnel = &connection.Tunnel{Host: t.Host, Port: t.Port, User: t.User, KeyType: t.KeyType,
+			KeepaliveInterval: connection.Duration(t.KeepaliveInterval), KeepaliveCountMax: t.KeepaliveCountMax}
+	}
+	return s
+}
+
+// ConnectionList is the body of GET /connections.
+type ConnectionList struct {
+	Connections []*app.ConnectionView `json:"connections"`
+}
+
+// PublicKeyResponse is the body of GET /connections/{name}/public-key.
+type PublicKeyResponse struct {
+	// PublicKey is an authorized_keys line; with ?restricted=true it is
+	// prefixed with options that allow only forwarding to the database.
+	PublicKey string `json:"public_key"`
+}
+
+// TrustHostKeyRequest is the body of POST
+// /connections/{name}/trust-host-key.
+type TrustHostKeyRequest struct {
+	// Fingerprint is the SHA256 fingerprint of the pending host key.
+	Fingerprint string `json:"fingerprint"`
+}
+
+func (a *API) listConnections(w http.ResponseWriter, r *http.Request) error {
+	vs, err := a.cfg.App.ListConnections(r.Context())
+	if err != nil {
+		return err
+	}
+	if vs == nil {
+		vs = []*app.ConnectionView{}
+	}
+	return writeJSON(w, http.StatusOK, ConnectionList{Connections: vs})
+}
+
+func (a *API) createConnection(w http.ResponseWriter, r *http.Request) error {
+	var in ConnectionInput
+	if err := decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	v, err := a.cfg.App.CreateConnection(r.Context(), in.Spec())
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", Prefix+"/connections/"+url.PathEscape(v.Name))
+	return writeJSON(w, http.StatusCreated, v)
+}
+
+func (a *API) getConnection(w http.ResponseWriter, r *http.Request) error {
+	v, err := a.cfg.App.GetConnection(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, v)
+}
+
+func (a *API) updateConnection(w http.ResponseWriter, r *http.Request) error {
+	var in ConnectionInput
+	if err := decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	var pw *secret.Value
+	if in.Password != nil {
+		pw = &in.Password.Value
+	}
+	v, err := a.cfg.App.UpdateConnection(r.Context(), r.PathValue("name"), in.Spec(), pw)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, v)
+}
+
+func (a *API) deleteConnection(w http.ResponseWriter, r *http.Request) error {
+	if err := a.cfg.App.DeleteConnection(r.Context(), r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *API) publicKey(w http.ResponseWriter, r *http.Request) error {
+	restricted := false
+	if s := r.URL.Query().Get("restricted"); s != "" {
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fieldError(http.StatusBadRequest, CodeValidationFailed, "restricted",
+				strconv.Quote(s)+" is not accepted: use true or false")
+		}
+		restricted = b
+	}
+	line, err := a.cfg.App.PublicKey(r.Context(), r.PathValue("name"), restricted)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, PublicKeyResponse{PublicKey: line})
+}
+
+func (a *API) bastionSetup(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	script, err := a.cfg.App.BastionSetup(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "text/x-shellscript; charset=utf-8")
+	w.Header().Set("Content-Disposition", `inline; filename="pgrelay-bastion-setup-`+name+`.sh"`)
+	_, err = io.WriteString(w, script)
+	return err
+}
+
+func (a *API) rotateKey(w http.ResponseWriter, r *http.Request) error {
+	rot, err := a.cfg.App.RotateKey(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, rot)
+}
+
+func (a *API) trustHostKey(w http.ResponseWriter, r *http.Request) error {
+	var in TrustHostKeyRequest
+	if err := decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	v, err := a.cfg.App.TrustHostKey(r.Context(), r.PathValue("name"), in.Fingerprint)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, v)
+}

@@ -1,0 +1,185 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"reflect"
+	"strings"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/secret"
+)
+
+// readOnlyFields are fields of a ConnectionView that a request may not
+// set; naming them gives a better message than "unknown field".
+var readOnlyFields = map[string]bool{
+	"has_password": true, "created_at": true, "updated_at": true, "public_key": true,
+	"public_key_fingerprint": true, "previous_public_key": true, "host_key_fingerprint": true,
+	"pending_host_key_fingerprint": true, "pending_host_key_seen": true,
+}
+
+// decodeJSON reads the request body into v: it must be application/json, at
+// most MaxBodyBytes, one JSON value without unknown fields. Errors name the
+// field at fault.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	ct := r.Header.Get("Content-Type")
+	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+		if ct == "" {
+			ct = "(none)"
+		}
+		return &apiError{status: http.StatusUnsupportedMediaType, code: CodeUnsupportedMediaType,
+			message: fmt.Sprintf("Content-Type %s is not accepted: send the body as application/json", ct)}
+	}
+	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return &apiError{status: http.StatusBadRequest, code: CodeInvalidJSON,
+			message: "invalid JSON: unexpected data after the JSON object; send exactly one object"}
+	}
+	return nil
+}
+
+// decodeError turns an encoding/json error into an apiError naming the
+// field.
+func decodeError(err error) error {
+	var mbe *http.MaxBytesError
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	bad := func(msg string) error {
+		return &apiError{status: http.StatusBadRequest, code: CodeInvalidJSON, message: "invalid JSON: " + msg}
+	}
+	switch {
+	case errors.As(err, &mbe):
+		return err
+	case errors.Is(err, io.EOF):
+		return bad("the request body is empty; send a JSON object")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return bad("the request body ends in the middle of a JSON value")
+	case errors.As(err, &se):
+		return bad(fmt.Sprintf("syntax error at byte %d: %s", se.Offset, strings.TrimPrefix(se.Error(), "json: ")))
+	case errors.As(err, &te):
+		if te.Field == "" {
+			return bad(fmt.Sprintf("expected %s, got %s", typeText(te.Type), te.Value))
+		}
+		return fieldError(http.StatusBadRequest, CodeInvalidJSON, te.Field,
+			fmt.Sprintf("expected %s, got %s", typeText(te.Type), te.Value))
+	}
+	// encoding/json has no error type for unknown fields; its message
+	// format ("json: unknown field \"x\"") has been stable since Go 1.10.
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		name = strings.Trim(name, `"`)
+		problem := "unknown field: see the request schema in " + Prefix + "/openapi.json"
+		if readOnlyFields[name] {
+			problem = "read-only: it is in responses only; leave it out of requests"
+		}
+		return fieldError(http.StatusBadRequest, CodeInvalidJSON, name, problem)
+	}
+	return bad(strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// typeText describes what a Go type accepts in JSON.
+func typeText(t reflect.Type) string {
+	if t == nil {
+		return "another value"
+	}
+	switch t {
+	case reflect.TypeFor[Duration]():
+		return `a duration such as "30s" or a number of seconds`
+	case reflect.TypeFor[Password]():
+		return "a string"
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Pointer:
+		return typeText(t.Elem())
+	}
+	return "another value"
+}
+
+// jsonKind describes a JSON value without its content (which may be a
+// secret).
+func jsonKind(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	switch {
+	case s == "":
+		return "nothing"
+	case s[0] == '"':
+		return "a string"
+	case s[0] == '{':
+		return "an object"
+	case s[0] == '[':
+		return "an array"
+	case s == "true" || s == "false":
+		return "a boolean"
+	case s == "null":
+		return "null"
+	}
+	return "a number"
+}
+
+// Password is a write-only secret in a request body. It sends and reads
+// its text in JSON, and prints, logs and formats as [redacted] like the
+// secret.Value it holds.
+type Password struct {
+	secret.Value
+}
+
+// NewPassword wraps a secret for a request.
+func NewPassword(v secret.Value) *Password { return &Password{Value: v} }
+
+// MarshalJSON writes the secret's text: a request must carry it.
+func (p Password) MarshalJSON() ([]byte, error) { return json.Marshal(p.Reveal()) }
+
+// UnmarshalJSON reads a JSON string. On error it does not echo the value.
+func (p *Password) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return &json.UnmarshalTypeError{Value: jsonKind(b), Type: reflect.TypeFor[Password]()}
+	}
+	p.Value = secret.New(s)
+	return nil
+}
+
+// Duration is a duration in JSON: a string such as "30s" or "1m", or a
+// number of seconds. It writes as a string.
+type Duration connection.Duration
+
+// MarshalJSON writes the duration as a string such as "30s".
+func (d Duration) MarshalJSON() ([]byte, error) { return connection.Duration(d).MarshalJSON() }
+
+// UnmarshalJSON reads "30s"-style strings or a number of seconds. Errors
+// are *json.UnmarshalTypeError, so that the decoder adds the field's path.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	if err := (*connection.Duration)(d).UnmarshalJSON(b); err != nil {
+		v := jsonKind(b)
+		if v == "a string" && len(b) <= 64 {
+			v = "string " + string(b)
+		}
+		return &json.UnmarshalTypeError{Value: v, Type: reflect.TypeFor[Duration]()}
+	}
+	return nil
+}

@@ -1,0 +1,159 @@
+package cli_test
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pgrelay/pgrelay/internal/api/apitest"
+	"github.com/pgrelay/pgrelay/internal/auth"
+	"github.com/pgrelay/pgrelay/internal/store/sqlite"
+	"github.com/pgrelay/pgrelay/internal/testenv"
+)
+
+// TestRemoteMode runs the CLI against a real API server on loopback
+// (PGRELAY_SERVER, PGRELAY_TOKEN): the same commands, through the API.
+func TestRemoteMode(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg.CreateRole(t, "dbt", "dbt-pw")
+	pg.CreateDatabase(t, "analytics", "dbt")
+	srv := apitest.Start(t, apitest.Options{})
+	h := newHarness(t)
+	h.env["PGRELAY_SERVER"] = srv.URL
+	h.env["PGRELAY_TOKEN"] = srv.AdminToken
+	h.env["DB_PASSWORD"] = "dbt-pw"
+
+	r := h.ok(createArgs("wh", pg, "--sslmode", "disable")...)
+	contains(t, "create", r.stdout, `Connection "wh" saved`, "PostgreSQL")
+	r = h.ok("connection", "list")
+	contains(t, "list", r.stdout, "NAME", "wh", "analytics")
+	r = h.ok("connection", "show", "wh")
+	contains(t, "show", r.stdout, "Password:", "set (encrypted at rest)", "none (direct connection)")
+
+	r = h.ok("query", "wh", "select current_user, null::text as n, 1 + 1 as two", "-o", "csv")
+	recs, err := csv.NewReader(strings.NewReader(r.stdout)).ReadAll()
+	if err != nil || len(recs) != 2 || strings.Join(recs[0], ",") != "current_user,n,two" ||
+		strings.Join(recs[1], ",") != "dbt,,2" {
+		t.Fatalf("query csv: %q, %v", recs, err)
+	}
+	r = h.ok("query", "wh", "select 1 as n, null::text as t", "-o", "json")
+	contains(t, "query json", r.stdout, `"n": 1`, `"t": null`)
+	r = h.fail(1, "query", "wh", "select * from no_such_table")
+	contains(t, "sql error", r.stderr, `relation "no_such_table" does not exist`, "42P01")
+
+	// update keeps the password unless given.
+	h.ok("connection", "update", "wh", "--schema", "marts", "--threads", "8")
+	contains(t, "updated", h.ok("connection", "show", "wh").stdout, "marts", "Password:", "set (encrypted")
+	h.ok("query", "wh", "select 1")
+	h.env["DB_PASSWORD"] = "wrong"
+	h.ok("connection", "update", "wh", "--password-env", "DB_PASSWORD")
+	contains(t, "wrong password", h.fail(1, "query", "wh", "select 1").stderr, "28P01")
+	h.env["DB_PASSWORD"] = "dbt-pw"
+	h.ok("connection", "update", "wh", "--password-env", "DB_PASSWORD")
+	h.ok("query", "wh", "select 1")
+
+	// Validation problems name the flags, as in local mode.
+	r = h.fail(2, "connection", "create", "bad", "--host", "db:5432", "--port", "70000", "--database", "d", "--user", "u")
+	contains(t, "validation", r.stderr, "--host:", "--port:")
+	contains(t, "duplicate", h.fail(2, createArgs("wh", pg)...).stderr, "already exists")
+	h.fail(3, "connection", "show", "missing")
+	contains(t, "no tunnel", h.fail(2, "connection", "public-key", "wh").stderr, "no SSH tunnel")
+
+	// A tunnelled connection: key, restricted line, setup script, rotation.
+	r = h.ok(append(createArgs("tun", pg), "--ssh-host", "127.0.0.1", "--ssh-user", "tunnel")...)
+	contains(t, "create with tunnel", r.stdout, "ssh-ed25519 ", "pgrelay:tun", "bastion-setup tun")
+	pub := strings.TrimSpace(h.ok("connection", "public-key", "tun").stdout)
+	restricted := strings.TrimSpace(h.ok("connection", "public-key", "tun", "--restricted").stdout)
+	if !strings.HasPrefix(pub, "ssh-ed25519 ") || restricted != fmt.Sprintf(`restrict,port-forwarding,permitopen="%s:%d" %s`, pg.Host, pg.Port, pub) {
+		t.Fatalf("public key %q, restricted %q", pub, restricted)
+	}
+	r = h.ok("connection", "bastion-setup", "tun")
+	contains(t, "bastion setup", r.stdout, "#!/bin/sh", restricted)
+	r = h.ok("connection", "rotate-key", "tun")
+	contains(t, "rotate", r.stdout, pub)
+	contains(t, "trust without pending key", h.fail(2, "connection", "trust-host-key", "tun", "--fingerprint", "SHA256:x").stderr,
+		"no host key waiting")
+
+	// Tokens, remotely.
+	r = h.ok("token", "create", "--role", "viewer", "--name", "looker", "-o", "json")
+	var nt struct {
+		ID    string    `json:"id"`
+		Role  auth.Role `json:"role"`
+		Token string    `json:"token"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &nt); err != nil || nt.Role != auth.Viewer || !auth.LooksLikeToken(nt.Token) {
+		t.Fatalf("token create: %v\n%s", err, r.stdout)
+	}
+	contains(t, "token list", h.ok("token", "list").stdout, "looker", "viewer", nt.ID)
+
+	// A viewer reads but cannot change or query: exit 4 with a clear message.
+	v := newHarness(t)
+	v.env["PGRELAY_SERVER"] = srv.URL
+	v.env["PGRELAY_TOKEN"] = nt.Token
+	v.env["DB_PASSWORD"] = "x"
+	contains(t, "viewer list", v.ok("connection", "list").stdout, "wh", "tun")
+	r = v.fail(4, createArgs("nope", pg)...)
+	contains(t, "viewer create", r.stderr, "forbidden", "admin or editor", "viewer", "Ask an admin")
+	contains(t, "viewer query", v.fail(4, "query", "wh", "select 1").stderr, "forbidden")
+	contains(t, "viewer tokens", v.fail(4, "token", "list").stderr, "forbidden", "admin")
+
+	// Revoked: the viewer's token stops working.
+	h.ok("token", "revoke", "looker")
+	r = v.fail(4, "connection", "list")
+	contains(t, "revoked", r.stderr, "unauthenticated", "PGRELAY_TOKEN")
+
+	// Delete.
+	r = h.ok("connection", "delete", "tun", "--yes")
+	contains(t, "delete", r.stdout, `Connection "tun" deleted`, "authorized_keys")
+	h.fail(3, "connection", "show", "tun")
+
+	// Flags instead of the environment; --server="" forces local mode.
+	f := newHarness(t)
+	r = f.ok("--server", srv.URL, "--token", srv.AdminToken, "connection", "list")
+	contains(t, "flags", r.stdout, "wh")
+	r = f.ok("--server=", "connection", "list")
+	contains(t, "local", r.stdout, "No connections yet")
+
+	// Commands that need the local data dir refuse remote mode.
+	contains(t, "proxy", h.fail(2, "proxy", "wh").stderr, "private key", "PGRELAY_SERVER")
+	contains(t, "serve", h.fail(2, "serve").stderr, "PGRELAY_SERVER")
+
+	// Remote mode never touched the local data dir.
+	if _, err := os.Stat(filepath.Join(h.dataDir, sqlite.FileName)); !os.IsNotExist(err) {
+		t.Fatalf("remote mode created a local store: %v", err)
+	}
+	if strings.Contains(srv.Logs(), "dbt-pw") {
+		t.Fatal("the password is in the server log")
+	}
+}
+
+func TestRemoteModeUsageErrors(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.env["PGRELAY_SERVER"] = "http://127.0.0.1:1"
+	contains(t, "no token", h.fail(2, "connection", "list").stderr, "needs an API token", "PGRELAY_TOKEN")
+	h.env["PGRELAY_TOKEN"] = "not-a-token-value"
+	r := h.fail(2, "connection", "list")
+	contains(t, "bad token", r.stderr, "does not look like a pgrelay token")
+	if strings.Contains(r.stderr, "not-a-token-value") {
+		t.Fatal("the token value was echoed")
+	}
+	h.env["PGRELAY_SERVER"] = "127.0.0.1:8080"
+	contains(t, "no scheme", h.fail(2, "connection", "list").stderr, "http://")
+	l := newHarness(t)
+	contains(t, "token without server", l.fail(2, "--token", "x", "connection", "list").stderr, "--token is used only with --server")
+	// A server that is down: exit 1, naming it.
+	d := newHarness(t)
+	d.env["PGRELAY_SERVER"] = fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
+	d.env["PGRELAY_TOKEN"] = auth.TokenPrefix + strings.Repeat("A", 43)
+	r = d.fail(1, "connection", "list")
+	contains(t, "server down", r.stderr, "connection refused", "127.0.0.1")
+	if strings.Contains(r.stderr, d.env["PGRELAY_TOKEN"]) {
+		t.Fatal("the token is in an error")
+	}
+}
