@@ -16,7 +16,7 @@ build:
 run: build
 	./$(BIN) serve
 
-# Installs what the tests need (PostgreSQL server, OpenSSH server) when missing.
+# Installs what the tests need (PostgreSQL server, OpenSSH server, Chromium) when missing.
 test-deps:
 	./scripts/install-test-deps.sh
 

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs what pgrelay's tests need when it is missing: a PostgreSQL server
 # (initdb, pg_ctl), an OpenSSH server (sshd) and client (ssh, for the
-# benchmarks against `ssh -L`). Uses apt-get as root, or through sudo.
+# benchmarks against `ssh -L`), and Chromium (/usr/bin/chromium, for the web
+# UI's browser tests). Uses apt-get as root, or through sudo.
 set -eu
 
 missing=""
@@ -9,6 +10,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgre
 command -v pgbench >/dev/null 2>&1 || [ -x "$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -n1)/pgbench" ] || missing="$missing postgresql-contrib"
 [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
 command -v ssh >/dev/null 2>&1 || missing="$missing openssh-client"
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
 
 if [ -z "$missing" ]; then
     exit 0

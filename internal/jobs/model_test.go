@@ -1,0 +1,77 @@
+package jobs_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/jobs"
+)
+
+var testTime = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+func TestValidateNamesEveryProblem(t *testing.T) {
+	t.Parallel()
+	j := jobs.Job{Name: "Bad Name", Schedule: "61 * * * *", Timeout: connection.Duration(time.Millisecond),
+		Profile: "1x", Target: "ok", Retries: 11,
+		Steps: []jobs.Step{{SQL: "a", Command: []string{"b"}}, {}, {Command: []string{""}}, {Command: []string{"dbt"}, Workdir: "rel/dir"},
+			{SQL: "x", Workdir: "/abs"}, {SQL: "bad\x00"}}}
+	err := j.Validate()
+	var ve *connection.ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("want a validation error, got %v", err)
+	}
+	want := []string{"name", "connection", "schedule", "timeout", "profile", "retries", "steps[0]", "steps[1]",
+		"steps[2].command", "steps[3].workdir", "steps[4].workdir", "steps[5]"}
+	fields := ve.Fields()
+	for _, f := range want {
+		if fields[f] == "" {
+			t.Errorf("no problem reported for %s; got %v", f, fields)
+		}
+	}
+	if len(fields) != len(want) {
+		t.Errorf("got %d fields, want %d: %v", len(fields), len(want), fields)
+	}
+	good := jobs.Job{Name: "nightly", Connection: "wh", Schedule: "0 3 * * *", Steps: []jobs.Step{{SQL: "select 1"}}}
+	good.ApplyDefaults()
+	if err := good.Validate(); err != nil {
+		t.Fatalf("valid job rejected: %v", err)
+	}
+	if good.Timeout.Duration() != time.Hour || good.Profile != "pgrelay" || good.Target != "pgrelay" {
+		t.Fatalf("defaults: %+v", good)
+	}
+}
+
+func TestParseFileReportsJobAndField(t *testing.T) {
+	t.Parallel()
+	_, err := jobs.ParseFile(strings.NewReader("jobs:\n  - name: a\n    connection: wh\n    steps: [{sql: x}]\n  - name: a\n    connection: wh\n    steps: []\n"))
+	var ve *connection.ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("got %v", err)
+	}
+	f := ve.Fields()
+	if f["jobs[1](a).name"] == "" || f["jobs[1](a).steps"] == "" {
+		t.Fatalf("fields = %v", f)
+	}
+	if _, err := jobs.ParseFile(strings.NewReader("jobs:\n  - name: a\n    connection: wh\n    stepz: []\n")); err == nil || !strings.Contains(err.Error(), "stepz") {
+		t.Fatalf("unknown key: %v", err)
+	}
+	if _, err := jobs.ParseFile(strings.NewReader("")); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Fatalf("empty file: %v", err)
+	}
+}
+
+func TestNewRunAndCleanText(t *testing.T) {
+	t.Parallel()
+	j := jobs.Job{Name: "n", Steps: []jobs.Step{{SQL: "select 1"}, {Command: []string{"dbt", "build"}}}}
+	a := jobs.NewRun(j, jobs.Manual, testTime)
+	b := jobs.NewRun(j, jobs.Manual, testTime.Add(time.Millisecond))
+	if a.ID == b.ID || a.ID > b.ID || a.Status != jobs.Queued || len(a.Steps) != 2 || a.Steps[1].Label != "dbt build" {
+		t.Fatalf("runs %+v %+v", a, b)
+	}
+	if got := jobs.CleanText("a\x00b\xffc"); got != "ab\uFFFDc" {
+		t.Fatalf("CleanText = %q", got)
+	}
+}
