@@ -23,6 +23,7 @@ test-deps:
 # The whole test suite against real PostgreSQL and OpenSSH servers.
 test: test-deps vet
 	$(GO) test -count=1 -timeout 20m ./...
+	./scripts/fuzz.sh 3s
 
 test-short:
 	$(GO) test -count=1 -short ./...
@@ -35,8 +36,9 @@ vet:
 bench: test-deps
 	./scripts/bench.sh
 
+# Every fuzz target for a minute each (make test runs them for 3 s each).
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzValidate -fuzztime 60s ./internal/connection/
+	./scripts/fuzz.sh 60s
 
 clean:
 	rm -rf bin
