@@ -161,13 +161,9 @@ func (s *Service) Open(ctx context.Context, name string) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	spec := c.Spec.Clone()
-	if len(c.SealedPassword) > 0 {
-		pw, err := s.keyring.Open(c.SealedPassword, passwordAD(c.ID))
-		if err != nil {
-			return nil, fmt.Errorf("connection %s: password: %w", name, err)
-		}
-		spec.Password = secret.New(string(pw))
+	spec, err := s.openSpec(c)
+	if err != nil {
+		return nil, err
 	}
 	sess := &Session{spec: spec}
 	if spec.Tunnel == nil {
@@ -181,27 +177,62 @@ func (s *Service) Open(ctx context.Context, name string) (*Session, error) {
 	return sess, nil
 }
 
-func (s *Service) openTunnel(ctx context.Context, c *store.Connection) (*tunnel.Tunnel, error) {
+// openSpec returns a saved connection's spec with its password decrypted.
+func (s *Service) openSpec(c *store.Connection) (connection.Spec, error) {
+	spec := c.Spec.Clone()
+	if len(c.SealedPassword) > 0 {
+		pw, err := s.keyring.Open(c.SealedPassword, passwordAD(c.ID))
+		if err != nil {
+			return connection.Spec{}, fmt.Errorf("connection %s: password: %w", c.Spec.Name, err)
+		}
+		spec.Password = secret.New(string(pw))
+	}
+	return spec, nil
+}
+
+// tunnelKeys decrypts a saved connection's SSH key and parses the host keys
+// pinned for the bastion at addr (none when the pins belong to another
+// address).
+func (s *Service) tunnelKeys(c *store.Connection, addr string) (ssh.Signer, []ssh.PublicKey, error) {
 	name := c.Spec.Name
-	ts := c.Spec.Tunnel
-	addr := bastionAddr(ts)
 	pem, err := s.keyring.Open(c.SealedPrivateKey, privateKeyAD(c.ID))
 	if err != nil {
-		return nil, fmt.Errorf("connection %s: SSH private key: %w", name, err)
+		return nil, nil, fmt.Errorf("connection %s: SSH private key: %w", name, err)
 	}
 	signer, err := sshkey.Signer(pem)
 	if err != nil {
-		return nil, fmt.Errorf("connection %s: %w", name, err)
+		return nil, nil, fmt.Errorf("connection %s: %w", name, err)
 	}
 	var pinned []ssh.PublicKey
 	if c.HostKeysAddr == addr {
 		for _, line := range c.HostKeys {
 			k, err := sshkey.ParsePublic(line)
 			if err != nil {
-				return nil, fmt.Errorf("connection %s: pinned host key: %w", name, err)
+				return nil, nil, fmt.Errorf("connection %s: pinned host key: %w", name, err)
 			}
 			pinned = append(pinned, k)
 		}
+	}
+	return signer, pinned, nil
+}
+
+// hostKeyChanged records the key a bastion presented instead of the pinned
+// one as pending approval (TrustHostKey) and logs the refusal.
+func (s *Service) hostKeyChanged(ctx context.Context, name, addr string, presented ssh.PublicKey, pinned []string) {
+	if err := s.recordPendingHostKey(ctx, name, presented); err != nil {
+		s.logger.WarnContext(ctx, "could not record pending host key", "connection", name, "error", err)
+	}
+	s.logger.WarnContext(ctx, "bastion host key changed; connection refused", "connection", name,
+		"bastion", addr, "pinned", joinFingerprints(pinned), "presented", sshkey.Fingerprint(presented))
+}
+
+func (s *Service) openTunnel(ctx context.Context, c *store.Connection) (*tunnel.Tunnel, error) {
+	name := c.Spec.Name
+	ts := c.Spec.Tunnel
+	addr := bastionAddr(ts)
+	signer, pinned, err := s.tunnelKeys(c, addr)
+	if err != nil {
+		return nil, err
 	}
 	cfg := tunnel.Config{
 		Addr:              addr,
@@ -225,11 +256,7 @@ func (s *Service) openTunnel(ctx context.Context, c *store.Connection) (*tunnel.
 	}
 	var mismatch *tunnel.HostKeyMismatchError
 	if errors.As(err, &mismatch) && len(mismatch.Pinned) > 0 && mismatch.PresentedKey != nil {
-		if perr := s.recordPendingHostKey(ctx, name, mismatch.PresentedKey); perr != nil {
-			s.logger.WarnContext(ctx, "could not record pending host key", "connection", name, "error", perr)
-		}
-		s.logger.WarnContext(ctx, "bastion host key changed; connection refused", "connection", name,
-			"bastion", addr, "pinned", joinFingerprints(mismatch.Pinned), "presented", mismatch.Presented)
+		s.hostKeyChanged(ctx, name, addr, mismatch.PresentedKey, mismatch.Pinned)
 		return nil, &HostKeyChangedError{Connection: name, Err: mismatch}
 	}
 	var authErr *tunnel.AuthError

@@ -22,7 +22,7 @@ func (r *runner) connectionCommand() *cobra.Command {
 	}
 	cmd.AddCommand(r.connCreateCommand(), r.connUpdateCommand(), r.connListCommand(), r.connShowCommand(),
 		r.connDeleteCommand(), r.connPublicKeyCommand(), r.connBastionSetupCommand(), r.connRotateKeyCommand(),
-		r.connTrustHostKeyCommand())
+		r.connTrustHostKeyCommand(), r.connTestCommand())
 	return cmd
 }
 

@@ -2,8 +2,10 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/queue"
@@ -33,7 +36,17 @@ type jobsBackend interface {
 	CancelRun(ctx context.Context, id, by string) (*jobs.Run, error)
 }
 
-var _ jobsBackend = (*app.Service)(nil)
+var (
+	_ jobsBackend = (*app.Service)(nil)
+	_ jobsBackend = (*client.Client)(nil)
+	_ runFollower = (*client.Client)(nil)
+)
+
+// runFollower follows a run as it happens (the API client, through the
+// server's event stream) instead of polling.
+type runFollower interface {
+	FollowRun(ctx context.Context, id string, fn func(jobs.LogLine)) (*jobs.Run, error)
+}
 
 func (r *runner) jobs(ctx context.Context) (jobsBackend, error) {
 	if r.remote != nil {
@@ -347,8 +360,29 @@ func (r *runner) runJobLocally(ctx context.Context, name, output string) error {
 	return r.runOutcome(final, output)
 }
 
-// followRun polls a run until it ends, printing new log lines when print.
+// followRun follows a run until it ends, printing new log lines when
+// print: through the server's event stream when the backend offers it,
+// else (locally, or when the server has no event stream) by polling.
 func (r *runner) followRun(ctx context.Context, b jobsBackend, id string, print bool) (*jobs.Run, error) {
+	if f, ok := b.(runFollower); ok {
+		var fn func(jobs.LogLine)
+		if print {
+			fn = func(l jobs.LogLine) { printLogLine(r.out(), l) }
+		}
+		run, err := f.FollowRun(ctx, id, fn)
+		var ce *client.Error
+		if err == nil || !errors.As(err, &ce) || (ce.Status != http.StatusNotFound && ce.Status != http.StatusMethodNotAllowed) {
+			return run, err
+		}
+		// A server without the event stream answers before any line is
+		// printed: poll instead. (A missing run gets its 404 again.)
+		r.logger.Debug("run event stream not available; polling", "error", err)
+	}
+	return r.pollRun(ctx, b, id, print)
+}
+
+// pollRun polls a run until it ends, printing new log lines when print.
+func (r *runner) pollRun(ctx context.Context, b jobsBackend, id string, print bool) (*jobs.Run, error) {
 	var after int64
 	for {
 		run, err := b.GetRun(ctx, id)

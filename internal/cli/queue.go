@@ -10,17 +10,46 @@ import (
 	"github.com/pgrelay/pgrelay/internal/queue"
 )
 
+// queueFlags are serve's flags for the job queue.
+type queueFlags struct {
+	maxRuns int
+	// lostAfter is how long a running run may go without a heartbeat
+	// before another process (or this one, after a restart) fails it.
+	lostAfter time.Duration
+	// reapInterval is how often this process looks for lost runs.
+	reapInterval time.Duration
+}
+
+// heartbeatInterval is how often a running run's heartbeat is refreshed:
+// a third of lostAfter, at most the queue's default.
+func (f queueFlags) heartbeatInterval() time.Duration {
+	return min(queue.DefaultHeartbeatInterval, f.lostAfter/3)
+}
+
+func (f queueFlags) validate() error {
+	switch {
+	case f.maxRuns < 1 || f.maxRuns > 1000:
+		return usagef("--max-runs %d: accepted is 1 to 1000", f.maxRuns)
+	case f.lostAfter < time.Second || f.lostAfter > time.Hour:
+		return usagef("--lost-after %s: accepted is 1s to 1h (e.g. 30s); use the same value in every process sharing a store", f.lostAfter)
+	case f.reapInterval < 100*time.Millisecond || f.reapInterval > time.Hour:
+		return usagef("--reap-interval %s: accepted is 100ms to 1h (e.g. 10s)", f.reapInterval)
+	}
+	return nil
+}
+
 // startQueue starts the job queue on the store's backend; the returned
 // function stops it (letting runs finish for a grace period).
-func (r *runner) startQueue(ctx context.Context, svc *app.Service, maxRuns int, allow func(string) error) (*queue.Queue, func(), error) {
-	if maxRuns < 1 || maxRuns > 1000 {
-		return nil, nil, usagef("--max-runs %d: accepted is 1 to 1000", maxRuns)
+func (r *runner) startQueue(ctx context.Context, svc *app.Service, f queueFlags, allow func(string) error) (*queue.Queue, func(), error) {
+	if err := f.validate(); err != nil {
+		return nil, nil, err
 	}
 	backend, closeBackend, err := r.queueBackend()
 	if err != nil {
 		return nil, nil, err
 	}
-	q, err := queue.New(queue.Config{Store: r.st, Backend: backend, MaxRuns: maxRuns, AllowCommand: allow,
+	q, err := queue.New(queue.Config{Store: r.st, Backend: backend, MaxRuns: f.maxRuns, AllowCommand: allow,
+		LostAfter: f.lostAfter, ReapInterval: f.reapInterval, HeartbeatInterval: f.heartbeatInterval(),
 		Open:   func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
 		Logger: r.logger})
 	if err != nil {

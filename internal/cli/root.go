@@ -111,7 +111,7 @@ any client (psql, dbt) use it.`,
 	root.PersistentFlags().StringVar(&r.server, "server", "", "URL of a pgrelay server (env PGRELAY_SERVER): connection, query and token commands run there instead of on the data dir")
 	root.PersistentFlags().StringVar(&r.token, "token", "", "API token for --server (env PGRELAY_TOKEN, preferred: flag values show in `ps`)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(r.connectionCommand(), r.queryCommand(), r.proxyCommand(), r.serveCommand(), r.tokenCommand(), r.execCommand(), r.jobCommand(), r.runCommand())
+	root.AddCommand(r.connectionCommand(), r.queryCommand(), r.proxyCommand(), r.serveCommand(), r.tokenCommand(), r.execCommand(), r.jobCommand(), r.runCommand(), r.grantsCommand())
 	return root
 }
 

@@ -20,7 +20,7 @@ import (
 func (r *runner) serveCommand() *cobra.Command {
 	var addr, tlsCert, tlsKey, logFormat string
 	var allowCommands []string
-	var maxRuns int
+	var qf queueFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the web UI and the REST API (embedded SQLite store in the data dir)",
@@ -64,7 +64,7 @@ The first start on an empty store prints a one-time admin token; create more wit
 			for _, c := range allowCommands {
 				allow[c] = true
 			}
-			q, stopQueue, err := r.startQueue(ctx, svc, maxRuns, func(prog string) error {
+			q, stopQueue, err := r.startQueue(ctx, svc, qf, func(prog string) error {
 				if allow[prog] {
 					return nil
 				}
@@ -75,7 +75,9 @@ The first start on an empty store prints a one-time admin token; create more wit
 			}
 			defer stopQueue()
 			svc.SetQueue(q)
-			apiH := api.New(api.Config{App: svc, Sessions: sessions, Metrics: m, Logger: r.logger})
+			// Run event streams end with ctx, so that a graceful stop does
+			// not wait for the runs they follow.
+			apiH := api.New(api.Config{App: svc, Sessions: sessions, Metrics: m, Logger: r.logger, Done: ctx.Done()})
 			srv, err := server.New(server.Config{Addr: addr, TLSCertFile: tlsCert, TLSKeyFile: tlsKey,
 				Faces: []server.Registrar{apiH, ui}, Ready: svc.Ready, Metrics: m, Logger: r.logger})
 			if err != nil {
@@ -120,6 +122,9 @@ and use the CLI against this server with
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "PEM private key file of --tls-cert")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format on stderr: text or json")
 	cmd.Flags().StringArrayVar(&allowCommands, "allow-command", nil, "a program command steps may run (repeatable), e.g. --allow-command dbt --allow-command psql")
-	cmd.Flags().IntVar(&maxRuns, "max-runs", queue.DefaultMaxRuns, "at most this many runs at once in this process")
+	cmd.Flags().IntVar(&qf.maxRuns, "max-runs", queue.DefaultMaxRuns, "at most this many runs at once in this process")
+	cmd.Flags().DurationVar(&qf.lostAfter, "lost-after", queue.DefaultLostAfter,
+		"fail (or retry) a running run whose process sent no heartbeat for this long; heartbeats go every third of it, at most 5s. Use the same value in every process sharing a store")
+	cmd.Flags().DurationVar(&qf.reapInterval, "reap-interval", queue.DefaultReapInterval, "how often this process looks for runs whose process was lost")
 	return cmd
 }

@@ -43,6 +43,10 @@ type PostgresOptions struct {
 	// MaxConnections is max_connections; 0 means 50. Three of them are
 	// reserved for the superuser (superuser_reserved_connections).
 	MaxConnections int
+	// HBA holds extra pg_hba.conf lines, placed before the default host
+	// lines so that they take precedence (the first matching line wins),
+	// e.g. "host all blocked 127.0.0.1/32 reject".
+	HBA []string
 }
 
 // Postgres is a running throwaway PostgreSQL cluster on loopback, made by
@@ -235,6 +239,7 @@ func (p *Postgres) setup(tb testing.TB) (err error) {
 		"# pgrelay testenv",
 		"local all " + pgSuperUser + " trust",
 	}
+	hba = append(hba, p.opts.HBA...)
 	if p.opts.SSLOnly {
 		hba = append(hba,
 			"hostnossl all all 0.0.0.0/0 reject",

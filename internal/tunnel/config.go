@@ -43,6 +43,11 @@ type Config struct {
 	// tunnel fails closed with a [*HostKeyMismatchError] naming the presented
 	// fingerprint.
 	OnFirstUse func(key ssh.PublicKey) error
+	// HostKeyAccepted, when set, is called during the handshake once the
+	// presented host key has been accepted (it matched a pinned key, or
+	// OnFirstUse accepted it), before authentication starts. Diagnostics
+	// use it to time the key exchange apart from authentication.
+	HostKeyAccepted func(key ssh.PublicKey)
 	// DialTimeout bounds the TCP connect plus the SSH handshake
 	// (default [DefaultDialTimeout]).
 	DialTimeout time.Duration
@@ -118,6 +123,13 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("tunnel config: keepalive count %d is negative", c.KeepaliveCountMax))
 	}
 	return errors.Join(errs...)
+}
+
+// hostKeyAccepted calls HostKeyAccepted, if set.
+func (c Config) hostKeyAccepted(key ssh.PublicKey) {
+	if c.HostKeyAccepted != nil {
+		c.HostKeyAccepted(key)
+	}
 }
 
 // silenceLimit is how long the tunnel may go without a keepalive reply.

@@ -237,6 +237,7 @@ func hostKeyCallback(cfg Config, st *handshakeState) ssh.HostKeyCallback {
 		presented := key.Marshal()
 		for _, k := range cfg.HostKeys {
 			if bytes.Equal(k.Marshal(), presented) {
+				cfg.hostKeyAccepted(key)
 				return nil
 			}
 		}
@@ -253,6 +254,7 @@ func hostKeyCallback(cfg Config, st *handshakeState) ssh.HostKeyCallback {
 			if err == nil {
 				cfg.Logger.Info("ssh host key trusted on first use", slog.String("bastion", cfg.Addr),
 					slog.String("fingerprint", mismatch.Presented))
+				cfg.hostKeyAccepted(key)
 				return nil
 			}
 			mismatch.Err = err

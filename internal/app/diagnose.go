@@ -1,0 +1,125 @@
+package app
+
+import (
+	"context"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/diagnose"
+	"github.com/pgrelay/pgrelay/internal/store"
+)
+
+// TestConnection tests a saved connection hop by hop (see package diagnose)
+// and reports each step to progress (when not nil) as it finishes. Like
+// Open, it pins a bastion's host key on the first successful handshake and
+// records a different key as pending approval (TrustHostKey). The error is
+// for a connection that cannot be read (ErrNotFound, a keyring failure); a
+// test that fails is a report whose OK is false.
+func (s *Service) TestConnection(ctx context.Context, name string, progress func(diagnose.Step)) (*diagnose.Report, error) {
+	c, err := s.store.GetConnection(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := s.openSpec(c)
+	if err != nil {
+		return nil, err
+	}
+	in := diagnose.Input{Spec: spec, SavedName: name, PinFirstUse: true, StepTimeout: s.dialTimeout,
+		Logger: s.logger}
+	if spec.Tunnel != nil {
+		in.Signer, in.HostKeys, err = s.tunnelKeys(c, bastionAddr(spec.Tunnel))
+		if err != nil {
+			return nil, err
+		}
+		in.PublicKeyLine, _ = publicKeyLine(c, false)
+	}
+	rep := diagnose.Run(ctx, in, progress)
+	s.recordHostKey(ctx, c, &rep)
+	s.observeTest(ctx, name, &rep)
+	return &rep, nil
+}
+
+// TestDraft tests an unsaved connection, such as a form before it is
+// saved. With basedOn naming a saved connection, the draft uses that
+// connection's key pair and the host keys pinned for the same bastion, and
+// its saved password when the draft has none (an edit form leaves the
+// password empty to keep it). A draft with a tunnel but no saved key pair
+// can only get as far as ssh_auth, which fails with the advice to save it.
+// Testing a draft saves nothing: a host key is reported, never pinned.
+func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn string, progress func(diagnose.Step)) (*diagnose.Report, error) {
+	spec = spec.Clone()
+	if spec.Name == "" {
+		spec.Name = basedOn
+	}
+	if spec.Name == "" {
+		spec.Name = "draft"
+	}
+	if err := prepare(&spec); err != nil {
+		return nil, err
+	}
+	in := diagnose.Input{Spec: spec, StepTimeout: s.dialTimeout, Logger: s.logger}
+	if basedOn != "" {
+		c, err := s.store.GetConnection(ctx, basedOn)
+		if err != nil {
+			return nil, err
+		}
+		if in.Spec.Password.IsZero() {
+			saved, err := s.openSpec(c)
+			if err != nil {
+				return nil, err
+			}
+			in.Spec.Password = saved.Password
+		}
+		if spec.Tunnel != nil && c.Spec.Tunnel != nil && len(c.SealedPrivateKey) > 0 {
+			var signer ssh.Signer
+			var pinned []ssh.PublicKey
+			signer, pinned, err = s.tunnelKeys(c, bastionAddr(spec.Tunnel))
+			if err != nil {
+				return nil, err
+			}
+			in.Signer, in.HostKeys = signer, pinned
+			in.PublicKeyLine, _ = publicKeyLine(c, false)
+		}
+	}
+	rep := diagnose.Run(ctx, in, progress)
+	s.observeTest(ctx, spec.Name+" (draft)", &rep)
+	return &rep, nil
+}
+
+// recordHostKey stores what a test of a saved connection learned about its
+// bastion's host key: a first key is pinned once the handshake passed, a
+// changed one is kept for approval.
+func (s *Service) recordHostKey(ctx context.Context, c *store.Connection, rep *diagnose.Report) {
+	hk := rep.HostKey
+	if hk == nil || hk.Key == nil || c.Spec.Tunnel == nil {
+		return
+	}
+	name, addr := c.Spec.Name, bastionAddr(c.Spec.Tunnel)
+	switch hk.State {
+	case diagnose.HostKeyFirstUse:
+		if st := rep.Step(diagnose.StepSSHHandshake); st == nil || st.Status != diagnose.StatusOK {
+			return
+		}
+		if err := s.pinHostKey(ctx, name, addr, hk.Key); err != nil {
+			s.logger.WarnContext(ctx, "could not pin the bastion host key seen by a connection test", "connection", name,
+				"error", err)
+		}
+	case diagnose.HostKeyChanged:
+		s.hostKeyChanged(ctx, name, addr, hk.Key, hk.Pinned)
+	}
+}
+
+// observeTest logs a test's outcome and counts it.
+func (s *Service) observeTest(ctx context.Context, name string, rep *diagnose.Report) {
+	outcome, step := "ok", ""
+	if f := rep.Failed(); f != nil {
+		outcome, step = "failed", string(f.ID)
+		s.logger.InfoContext(ctx, "connection test failed", "connection", name, "step", step, "error", f.Error)
+	} else {
+		s.logger.InfoContext(ctx, "connection test passed", "connection", name, "duration_ms", rep.DurationMS)
+	}
+	if s.metrics != nil {
+		s.metrics.ConnectionTests.WithLabelValues(outcome, step).Inc()
+	}
+}

@@ -1,0 +1,190 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/diagnose"
+	"github.com/pgrelay/pgrelay/internal/grants"
+	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/sshkey"
+	"github.com/pgrelay/pgrelay/internal/testenv"
+)
+
+func startPostgresAndBastion(t *testing.T) (*testenv.Postgres, *testenv.Bastion) {
+	t.Helper()
+	var b *testenv.Bastion
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		b = testenv.StartBastion(t, testenv.BastionOptions{})
+	}()
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	pg.CreateRole(t, "dbt", "dbt-pw")
+	pg.CreateDatabase(t, "analytics", "dbt")
+	return pg, b
+}
+
+func tunnelled(name string, pg *testenv.Postgres, b *testenv.Bastion) connection.Spec {
+	return connection.Spec{Name: name, Host: pg.Host, Port: pg.Port, Database: "analytics", User: "dbt",
+		Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable,
+		Tunnel: &connection.Tunnel{Host: b.Host, Port: b.Port, User: b.User}}
+}
+
+// TestConnectionTestHostKeys: a test pins the bastion's key on first use,
+// records a changed key for approval, and passes again once it is trusted.
+func TestConnectionTestHostKeys(t *testing.T) {
+	t.Parallel()
+	pg, b := startPostgresAndBastion(t)
+	f := newService(t)
+	ctx := context.Background()
+	v, err := f.svc.CreateConnection(ctx, tunnelled("wh", pg, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, v.SSHTunnel.PublicKey)
+
+	var steps []diagnose.StepID
+	rep, err := f.svc.TestConnection(ctx, "wh", func(s diagnose.Step) { steps = append(steps, s.ID) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK || len(steps) != 9 || rep.Server.CurrentUser != "dbt" {
+		t.Fatalf("first test: ok=%v steps=%v failed=%+v", rep.OK, steps, rep.Failed())
+	}
+	first := sshkey.Fingerprint(b.HostKey)
+	if rep.HostKey.State != diagnose.HostKeyFirstUse {
+		t.Fatalf("host key state %s, want first_use", rep.HostKey.State)
+	}
+	if v, _ := f.svc.GetConnection(ctx, "wh"); v.SSHTunnel.HostKeyFingerprint != first {
+		t.Fatalf("not pinned after the first test: %+v", v.SSHTunnel)
+	}
+
+	b.RotateHostKey(t)
+	second := sshkey.Fingerprint(b.HostKey)
+	rep, err = f.svc.TestConnection(ctx, "wh", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fail := rep.Failed()
+	if fail == nil || fail.ID != diagnose.StepSSHHandshake ||
+		!strings.Contains(fail.Hint, "pgrelay connection trust-host-key wh --fingerprint "+second) {
+		t.Fatalf("after rotation: %+v", rep.Steps)
+	}
+	v, _ = f.svc.GetConnection(ctx, "wh")
+	if v.SSHTunnel.HostKeyFingerprint != first || v.SSHTunnel.PendingHostKeyFingerprint != second {
+		t.Fatalf("after rotation: pinned %s pending %s", v.SSHTunnel.HostKeyFingerprint, v.SSHTunnel.PendingHostKeyFingerprint)
+	}
+	if _, err := f.svc.TrustHostKey(ctx, "wh", second); err != nil {
+		t.Fatal(err)
+	}
+	if rep, _ = f.svc.TestConnection(ctx, "wh", nil); !rep.OK || rep.HostKey.State != diagnose.HostKeyPinned {
+		t.Fatalf("after trusting: %+v", rep.Failed())
+	}
+	if _, err := f.svc.TestConnection(ctx, "nope", nil); !errors.Is(err, app.ErrNotFound) {
+		t.Fatalf("unknown connection: %v", err)
+	}
+}
+
+// TestDraft: an unsaved form can be tested; without a key pair it stops at
+// ssh_auth; based on a saved connection it uses that key and password and
+// pins nothing.
+func TestDraft(t *testing.T) {
+	t.Parallel()
+	pg, b := startPostgresAndBastion(t)
+	f := newService(t)
+	ctx := context.Background()
+
+	rep, err := f.svc.TestDraft(ctx, tunnelled("", pg, b), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fail := rep.Failed(); fail == nil || fail.ID != diagnose.StepSSHAuth || !errors.Is(fail.Err, diagnose.ErrNoKeyPair) {
+		t.Fatalf("draft without key: %+v", rep.Steps)
+	}
+	if rep.HostKey == nil || rep.HostKey.Fingerprint != sshkey.Fingerprint(b.HostKey) {
+		t.Fatalf("draft host key = %+v", rep.HostKey)
+	}
+
+	// A direct draft needs nothing saved.
+	direct := tunnelled("", pg, b)
+	direct.Tunnel = nil
+	if rep, err := f.svc.TestDraft(ctx, direct, "", nil); err != nil || !rep.OK {
+		t.Fatalf("direct draft: %v %+v", err, rep)
+	}
+
+	v, err := f.svc.CreateConnection(ctx, tunnelled("saved", pg, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, v.SSHTunnel.PublicKey)
+	draft := tunnelled("", pg, b)
+	draft.Password = secret.Value{} // an edit form keeps the saved password
+	draft.Database = "postgres"     // the edit being tried
+	rep, err = f.svc.TestDraft(ctx, draft, "saved", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK || rep.Server.Database != "postgres" {
+		t.Fatalf("draft based on saved: %+v", rep.Failed())
+	}
+	if v, _ := f.svc.GetConnection(ctx, "saved"); v.SSHTunnel.HostKeyFingerprint != "" || v.Database != "analytics" {
+		t.Fatalf("testing a draft changed the saved connection: %+v", v)
+	}
+
+	bad := direct
+	bad.Port = 70000
+	var ve *app.ValidationError
+	if _, err := f.svc.TestDraft(ctx, bad, "", nil); !errors.As(err, &ve) {
+		t.Fatalf("invalid draft: %v", err)
+	}
+	if _, err := f.svc.TestDraft(ctx, direct, "nope", nil); !errors.Is(err, app.ErrNotFound) {
+		t.Fatalf("draft based on unknown connection: %v", err)
+	}
+}
+
+// TestGrants audits through a saved connection: a user without CONNECT
+// gets the GRANT that lets it in; once run, the full audit follows.
+func TestGrants(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg.CreateRole(t, "dbt", "dbt-pw")
+	pg.CreateDatabase(t, "locked", "postgres")
+	pg.Exec(t, "REVOKE CONNECT ON DATABASE locked FROM PUBLIC")
+	f := newService(t)
+	ctx := context.Background()
+	s := connection.Spec{Name: "wh", Host: pg.Host, Port: pg.Port, Database: "locked", User: "dbt",
+		Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable, Schema: "analytics"}
+	if _, err := f.svc.CreateConnection(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.svc.Grants(ctx, "wh", grants.Request{SourceSchemas: []string{"public"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK() || res.Incomplete == "" || !strings.Contains(res.SQL(), `GRANT CONNECT ON DATABASE "locked" TO "dbt";`) {
+		t.Fatalf("without CONNECT: %+v", res)
+	}
+	pg.Exec(t, `GRANT CONNECT ON DATABASE locked TO dbt`)
+	res, err = f.svc.Grants(ctx, "wh", grants.Request{SourceSchemas: []string{"public"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Request.TargetSchema != "analytics" || res.Incomplete != "" ||
+		!strings.Contains(res.SQL(), `GRANT CREATE ON DATABASE "locked" TO "dbt";`) {
+		t.Fatalf("with CONNECT: %+v\n%s", res, res.SQL())
+	}
+	if _, err := f.svc.Grants(ctx, "wh", grants.Request{TargetSchema: "a", Role: "nobody"}); !errors.Is(err, app.ErrInvalid) {
+		t.Fatalf("unknown role: %v", err)
+	}
+}

@@ -1,0 +1,177 @@
+package cli_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgrelay/pgrelay/internal/api/apitest"
+	"github.com/pgrelay/pgrelay/internal/sshkey"
+)
+
+// TestConnectionTestCommand runs `pgrelay connection test` through a real
+// bastion and directly: each step printed with its mark, the failing one
+// with error and hint, a summary line, JSON output, and the exit code.
+func TestConnectionTestCommand(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t)
+	h := newHarness(t)
+	h.env["DB_PASSWORD"] = "dbt-pw"
+
+	h.ok(append(createArgs("wh", e.tls, "--sslmode", "require"), tunnelArgs(e.bastion)...)...)
+	pub := strings.TrimSpace(h.ok("connection", "public-key", "wh").stdout)
+
+	// The key is not on the bastion yet: ssh_auth fails with the line to add.
+	r := h.fail(1, "connection", "test", "wh")
+	contains(t, "unauthorized test", r.stdout, `Testing connection "wh"`, "✓ resolve", "✓ bastion_tcp", "✓ ssh_handshake",
+		"✗ ssh_auth", "error: ", "hint:  ", pub, "pgrelay connection bastion-setup wh", "– forward", "– query",
+		"Failed at ssh_auth: ", "(3 of 9 steps passed")
+	contains(t, "unauthorized stderr", r.stderr, "failed its test at ssh_auth")
+	if strings.Index(r.stdout, "✓ resolve") > strings.Index(r.stdout, "✗ ssh_auth") {
+		t.Error("steps out of order")
+	}
+
+	// JSON: the documented shape, also on failure.
+	r = h.fail(1, "connection", "test", "wh", "-o", "json")
+	var out struct {
+		Connection string `json:"connection"`
+		OK         bool   `json:"ok"`
+		Steps      []struct {
+			ID         string   `json:"id"`
+			Status     string   `json:"status"`
+			DurationMS *float64 `json:"duration_ms"`
+			Error      string   `json:"error"`
+			Hint       string   `json:"hint"`
+		} `json:"steps"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+		t.Fatalf("json output %q: %v", r.stdout, err)
+	}
+	if out.Connection != "wh" || out.OK || len(out.Steps) != 9 || out.Steps[3].ID != "ssh_auth" ||
+		out.Steps[3].Status != "failed" || out.Steps[3].Hint == "" || out.Steps[8].Status != "skipped" ||
+		out.Steps[0].DurationMS == nil {
+		t.Fatalf("json = %+v", out)
+	}
+
+	e.bastion.Authorize(t, pub)
+	r = h.ok("connection", "test", "wh")
+	contains(t, "passing test", r.stdout, "✓ forward", "✓ tls", "✓ postgres_auth", "✓ database", "✓ query",
+		"All 9 steps passed in ", `current_user "dbt"`)
+	// The first passing test pinned the host key.
+	contains(t, "show", h.ok("connection", "show", "wh").stdout, sshkey.Fingerprint(e.bastion.HostKey)+" (pinned)")
+	r = h.ok("connection", "test", "wh", "-o", "json")
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || !out.OK || len(out.Steps) != 9 {
+		t.Fatalf("json after authorizing: %+v, %v", out, err)
+	}
+
+	// Direct, without TLS: tls is not requested, which is no failure.
+	h.ok(createArgs("direct", e.pg, "--sslmode", "disable")...)
+	r = h.ok("connection", "test", "direct")
+	contains(t, "direct test", r.stdout, "– tls", "not requested", "All 5 steps passed in ", "(not requested: tls).")
+
+	// The server rejects unencrypted logins: the hint says so.
+	h.ok(createArgs("plain", e.tls, "--sslmode", "disable")...)
+	r = h.fail(1, "connection", "test", "plain")
+	contains(t, "ssl required", r.stdout, "✗ postgres_auth", "28000", "requires SSL",
+		"pgrelay connection update plain --sslmode require")
+
+	h.fail(3, "connection", "test", "nope")
+	h.fail(2, "connection", "test", "wh", "-o", "yaml")
+}
+
+func TestConnectionTestAndGrantsRemoteMode(t *testing.T) {
+	t.Parallel()
+	srv := apitest.Start(t, apitest.Options{})
+	h := newHarness(t)
+	h.env["PGRELAY_SERVER"] = srv.URL
+	h.env["PGRELAY_TOKEN"] = srv.AdminToken
+	for _, args := range [][]string{
+		{"connection", "test", "wh"},
+		{"grants", "wh", "--target-schema", "analytics"},
+	} {
+		r := h.run(args...)
+		// Until the API serves them, both say where to run them; once it
+		// does, the connection is simply not found on this server.
+		switch {
+		case r.code == 2 && strings.Contains(r.stderr, "does not work against a server yet"):
+		case r.code == 3:
+		default:
+			t.Fatalf("%v: %s", args, r)
+		}
+	}
+}
+
+// TestGrantsCommand audits a user lacking privileges, runs the printed SQL
+// as a superuser, and audits again.
+func TestGrantsCommand(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t)
+	ctx := context.Background()
+	e.pg.CreateRole(t, "Reader X", "reader-pw")
+	su, err := pgx.Connect(ctx, e.pg.ConnString(e.pg.SuperUser, e.pg.SuperPassword, "analytics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer su.Close(ctx)
+	run := func(sql string) {
+		t.Helper()
+		if _, err := su.PgConn().Exec(ctx, sql).ReadAll(); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	run(`CREATE SCHEMA raw AUTHORIZATION dbt; SET ROLE dbt; CREATE TABLE raw.orders (id int);
+		CREATE VIEW raw."Big Orders" AS SELECT * FROM raw.orders; RESET ROLE;
+		CREATE SCHEMA stripe AUTHORIZATION dbt;`)
+
+	h := newHarness(t)
+	h.env["DB_PASSWORD"] = "reader-pw"
+	h.ok("connection", "create", "wh", "--host", e.pg.Host, "--port", itoa(e.pg.Port), "--database", "analytics",
+		"--user", "Reader X", "--password-env", "DB_PASSWORD", "--sslmode", "disable")
+
+	args := []string{"grants", "wh", "--target-schema", "analytics", "--source-schema", "raw", "--source-schema", "stripe"}
+	r := h.fail(1, args...)
+	contains(t, "grants text", r.stdout, `Privileges of "Reader X" in database analytics`,
+		"✓ CONNECT on database analytics",
+		"✗ CREATE on database analytics: needed to create the target schema analytics",
+		"✗ USAGE on schema raw",
+		`✗ SELECT on 2 of 2 tables and views in raw: "Big Orders", orders`,
+		"✗ SELECT on future tables of dbt in schema raw",
+		"✓ SELECT on tables and views in stripe: none there yet",
+		"privileges missing.",
+		`GRANT CREATE ON DATABASE "analytics" TO "Reader X";`,
+		`GRANT SELECT ON ALL TABLES IN SCHEMA "raw" TO "Reader X";`,
+		`ALTER DEFAULT PRIVILEGES FOR ROLE "dbt" IN SCHEMA "stripe" GRANT SELECT ON TABLES TO "Reader X";`)
+	contains(t, "grants stderr", r.stderr, `"Reader X" lacks`)
+	t.Logf("grants output:\n%s", r.stdout)
+
+	sql := h.fail(1, append(args, "-o", "sql")...).stdout
+	if strings.Contains(sql, "✗") || !strings.HasPrefix(sql, "-- ") {
+		t.Fatalf("-o sql prints more than SQL:\n%s", sql)
+	}
+	run(sql)
+
+	r = h.ok(args...)
+	contains(t, "after grants", r.stdout, "Nothing is missing.", "✓ SELECT on all 2 tables and views in raw")
+	r = h.ok(append(args, "-o", "json")...)
+	var res struct {
+		Role       string            `json:"role"`
+		Checks     []json.RawMessage `json:"checks"`
+		Statements []json.RawMessage `json:"statements"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Role != "Reader X" || len(res.Statements) != 0 ||
+		len(res.Checks) == 0 {
+		t.Fatalf("json: %+v, %v", res, err)
+	}
+	if out := h.ok(append(args, "-o", "sql")...).stdout; out != "" {
+		t.Fatalf("-o sql with nothing missing printed %q", out)
+	}
+	h.fail(2, "grants", "wh", "--target-schema", "analytics", "-o", "yaml")
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}

@@ -1,0 +1,198 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgrelay/pgrelay/internal/grants"
+)
+
+// grantsBackend runs privilege audits. *app.Service provides it; the API
+// client will once the API serves audits (remote mode checks at run time).
+type grantsBackend interface {
+	Grants(ctx context.Context, name string, req grants.Request) (*grants.Result, error)
+}
+
+// auditor returns the backend that runs privilege audits.
+func (r *runner) auditor(ctx context.Context) (grantsBackend, error) {
+	if r.remote != nil {
+		gb, ok := r.remote.(grantsBackend)
+		if !ok {
+			return nil, usagef("grants does not work against a server yet (--server or %s): run it on the "+
+				"server's machine with its data dir, or unset %s", serverEnv, serverEnv)
+		}
+		return gb, nil
+	}
+	return r.service(ctx)
+}
+
+func (r *runner) grantsCommand() *cobra.Command {
+	var req grants.Request
+	var output string
+	cmd := &cobra.Command{
+		Use:   "grants NAME --target-schema SCHEMA [--source-schema SCHEMA]...",
+		Short: "Check the privileges a dbt run needs and print the GRANTs that add what is missing",
+		Long: `Audit the privileges of the connection's user (or --role) in its database:
+CONNECT on the database; CREATE on it when the target schema does not exist yet;
+USAGE and CREATE on the target schema; USAGE on each source schema and SELECT on
+every table, view, materialized view and foreign table in it; and default
+privileges, so that tables created later in the source schemas stay readable.
+Then print the statements an administrator runs to grant what is missing
+(valid PostgreSQL, every identifier quoted). Exit code 0 when nothing is missing.`,
+		Example: `  pgrelay grants wh --target-schema analytics --source-schema raw --source-schema stripe
+  pgrelay grants wh --target-schema analytics --source-schema raw -o sql | psql "$ADMIN_URL"`,
+		Args: exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, "text", "json", "sql"); err != nil {
+				return err
+			}
+			gb, err := r.auditor(cmd.Context())
+			if err != nil {
+				return err
+			}
+			res, err := gb.Grants(cmd.Context(), args[0], req)
+			if err != nil {
+				return err
+			}
+			switch output {
+			case "json":
+				err = writeJSON(r.out(), res)
+			case "sql":
+				_, err = io.WriteString(r.out(), res.SQL())
+			default:
+				printGrants(r.out(), res)
+			}
+			if err != nil {
+				return err
+			}
+			if !res.OK() {
+				return &exitCodeError{code: exitFailure, msg: fmt.Sprintf("%s lacks %s in database %s",
+					grants.Display(res.Role), plural(res.Missing(), "privilege"), grants.Display(res.Database))}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&req.TargetSchema, "target-schema", "", "schema the dbt run writes to (default: the connection's schema)")
+	cmd.Flags().StringArrayVar(&req.SourceSchemas, "source-schema", nil, "schema the dbt run reads from; repeat for several")
+	cmd.Flags().StringVar(&req.Role, "role", "", "audit this role instead of the connection's user")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text, json, or sql (only the statements)")
+	return cmd
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// printGrants prints each check, with the relations of a schema on one
+// line, then the statements.
+func printGrants(w io.Writer, res *grants.Result) {
+	fmt.Fprintf(w, "Privileges of %s in database %s (target schema %s", grants.Display(res.Role),
+		grants.Display(res.Database), grants.Display(res.Request.TargetSchema))
+	if len(res.Request.SourceSchemas) > 0 {
+		names := make([]string, len(res.Request.SourceSchemas))
+		for i, s := range res.Request.SourceSchemas {
+			names[i] = grants.Display(s)
+		}
+		fmt.Fprintf(w, "; source schemas %s", strings.Join(names, ", "))
+	}
+	fmt.Fprintln(w, "):")
+	if res.Superuser {
+		fmt.Fprintln(w, "  (a superuser: every privilege is granted)")
+	}
+	checks := res.Checks
+	summarised := map[string]bool{} // schemas whose relations were printed
+	for i := 0; i < len(checks); {
+		c := checks[i]
+		if isRelation(c.ObjectType) {
+			j := i
+			for j < len(checks) && isRelation(checks[j].ObjectType) && checks[j].Schema == c.Schema {
+				j++
+			}
+			printRelations(w, c.Schema, checks[i:j])
+			summarised[c.Schema] = true
+			i = j
+			continue
+		}
+		if c.ObjectType == grants.ObjectDefaultPrivileges && !summarised[c.Schema] {
+			printRelations(w, c.Schema, nil) // a source schema without relations
+			summarised[c.Schema] = true
+		}
+		line := fmt.Sprintf("  %s %s on %s", grantMark(c.Status), c.Privilege, c.Object())
+		switch {
+		case c.Status == grants.NotNeeded:
+			line += ": not needed: " + c.Note
+		case c.Status == grants.NotFound:
+			line += ": not found: " + c.Note
+		case c.Note != "":
+			line += ": " + c.Note
+		}
+		fmt.Fprintln(w, line)
+		i++
+	}
+	fmt.Fprintln(w)
+	switch {
+	case res.OK():
+		fmt.Fprintln(w, "Nothing is missing.")
+	default:
+		if res.Missing() > 0 {
+			fmt.Fprintf(w, "%s missing.", plural(res.Missing(), "privilege"))
+		}
+		if res.Incomplete != "" {
+			fmt.Fprintf(w, " Not checked yet: %s.", res.Incomplete)
+		}
+		fmt.Fprintln(w)
+		if len(res.Statements) > 0 {
+			fmt.Fprintf(w, "An administrator runs (as the owner of the objects or a superuser; -o sql prints only this):\n\n%s", res.SQL())
+		}
+	}
+}
+
+func isRelation(objectType string) bool {
+	switch objectType {
+	case grants.ObjectTable, grants.ObjectView, grants.ObjectMaterializedView, grants.ObjectForeignTable,
+		grants.ObjectPartitionedTable:
+		return true
+	}
+	return false
+}
+
+// printRelations summarises the SELECT checks of a schema's relations.
+func printRelations(w io.Writer, schema string, rels []grants.Check) {
+	var missing []string
+	for _, c := range rels {
+		if c.Status != grants.Granted {
+			missing = append(missing, grants.Display(c.Name))
+		}
+	}
+	switch {
+	case len(rels) == 0:
+		fmt.Fprintf(w, "  %s SELECT on tables and views in %s: none there yet\n", grantMark(grants.Granted), grants.Display(schema))
+	case len(missing) == 0:
+		fmt.Fprintf(w, "  %s SELECT on all %d tables and views in %s\n", grantMark(grants.Granted), len(rels), grants.Display(schema))
+	default:
+		shown := missing
+		more := ""
+		if len(shown) > 10 {
+			shown, more = shown[:10], fmt.Sprintf(" and %d more", len(missing)-10)
+		}
+		fmt.Fprintf(w, "  %s SELECT on %d of %d tables and views in %s: %s%s\n", grantMark(grants.Missing), len(missing),
+			len(rels), grants.Display(schema), strings.Join(shown, ", "), more)
+	}
+}
+
+func grantMark(s grants.Status) string {
+	switch s {
+	case grants.Granted:
+		return "✓"
+	case grants.Missing, grants.NotFound:
+		return "✗"
+	}
+	return "–"
+}

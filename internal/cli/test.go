@@ -1,0 +1,160 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgrelay/pgrelay/internal/diagnose"
+)
+
+// testBackend runs connection tests. *app.Service provides it; the API
+// client will once the API serves tests (remote mode checks at run time).
+type testBackend interface {
+	TestConnection(ctx context.Context, name string, progress func(diagnose.Step)) (*diagnose.Report, error)
+}
+
+// tester returns the backend that runs connection tests.
+func (r *runner) tester(ctx context.Context) (testBackend, error) {
+	if r.remote != nil {
+		tb, ok := r.remote.(testBackend)
+		if !ok {
+			return nil, usagef("connection test does not work against a server yet (--server or %s): run it on the "+
+				"server's machine with its data dir, or unset %s", serverEnv, serverEnv)
+		}
+		return tb, nil
+	}
+	return r.service(ctx)
+}
+
+func (r *runner) connTestCommand() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "test NAME",
+		Short: "Test a connection hop by hop and say which hop fails, why, and how to fix it",
+		Long: `Test a connection step by step, the way a real connection goes:
+  through a bastion: resolve, bastion_tcp, ssh_handshake, ssh_auth, forward,
+                     tls, postgres_auth, database, query
+  direct:            resolve, tcp, tls, postgres_auth, database, query
+Each step prints as it finishes, with its time; a failed step shows the error and a
+hint naming the likely cause and the fix. Steps after a failure are skipped.
+The first successful test of a tunnelled connection pins the bastion's host key.
+Exit code 0 only when every step passed.`,
+		Example: `  pgrelay connection test wh
+  pgrelay connection test wh -o json | jq '.steps[] | select(.status == "failed")'`,
+		Args: exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, "text", "json"); err != nil {
+				return err
+			}
+			tb, err := r.tester(cmd.Context())
+			if err != nil {
+				return err
+			}
+			name := args[0]
+			var progress func(diagnose.Step)
+			if output == "text" {
+				fmt.Fprintf(r.out(), "Testing connection %q:\n", name)
+				progress = func(s diagnose.Step) { printStep(r.out(), s) }
+			}
+			rep, err := tb.TestConnection(cmd.Context(), name, progress)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				if err := writeJSON(r.out(), struct {
+					Connection string `json:"connection"`
+					*diagnose.Report
+				}{name, rep}); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintln(r.out(), testSummary(rep))
+			}
+			if f := rep.Failed(); f != nil {
+				return &exitCodeError{code: exitFailure, msg: fmt.Sprintf("connection %s failed its test at %s", name, f.ID)}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+// stepMark is the symbol of a step's status.
+func stepMark(s diagnose.Status) string {
+	switch s {
+	case diagnose.StatusOK:
+		return "✓"
+	case diagnose.StatusFailed:
+		return "✗"
+	}
+	return "–"
+}
+
+// printStep prints one step: mark, id, time and detail, then the error and
+// hint of a failure (or the hint of a passed step).
+func printStep(w io.Writer, s diagnose.Step) {
+	dur := "      -"
+	if s.Status != diagnose.StatusSkipped {
+		dur = fmt.Sprintf("%7s", formatMS(s.DurationMS))
+	}
+	fmt.Fprintf(w, "  %s %-13s %s  %s\n", stepMark(s.Status), s.ID, dur, s.Detail)
+	if s.Error != "" {
+		printIndented(w, "error: ", s.Error)
+	}
+	if s.Hint != "" {
+		printIndented(w, "hint:  ", s.Hint)
+	}
+}
+
+// printIndented prints a labelled, possibly multi-line text under a step.
+func printIndented(w io.Writer, label, text string) {
+	const indent = "      "
+	for i, line := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		if i == 0 {
+			fmt.Fprintf(w, "%s%s%s\n", indent, label, line)
+		} else {
+			fmt.Fprintf(w, "%s%s%s\n", indent, strings.Repeat(" ", len(label)), line)
+		}
+	}
+}
+
+// formatMS renders milliseconds: two decimals under 10 ms, none above.
+func formatMS(ms float64) string {
+	if ms < 10 {
+		return fmt.Sprintf("%.2f ms", ms)
+	}
+	return fmt.Sprintf("%.0f ms", ms)
+}
+
+// testSummary is the line after the steps: all passed, or where it failed.
+func testSummary(rep *diagnose.Report) string {
+	if f := rep.Failed(); f != nil {
+		passed := 0
+		for _, s := range rep.Steps {
+			if s.Status == diagnose.StatusOK {
+				passed++
+			}
+		}
+		return fmt.Sprintf("Failed at %s: %s (%d of %d steps passed, %s)", f.ID, f.Error, passed, len(rep.Steps),
+			formatMS(rep.DurationMS))
+	}
+	var passed int
+	var notRequested []string
+	for _, s := range rep.Steps {
+		if s.Status == diagnose.StatusOK {
+			passed++
+		} else {
+			notRequested = append(notRequested, string(s.ID))
+		}
+	}
+	sum := fmt.Sprintf("All %d steps passed in %s", passed, formatMS(rep.DurationMS))
+	if len(notRequested) > 0 {
+		sum += fmt.Sprintf(" (not requested: %s)", strings.Join(notRequested, ", "))
+	}
+	return sum + "."
+}

@@ -1,0 +1,524 @@
+// Package diagnose tests a connection hop by hop and says which hop failed,
+// why, and what to change.
+//
+// [Run] walks the path a real connection takes, one [Step] at a time:
+//
+//   - through an SSH bastion: resolve (the bastion's name), bastion_tcp,
+//     ssh_handshake (host key checked against the pins), ssh_auth, forward
+//     (the direct-tcpip channel from the bastion to the database), then tls,
+//     postgres_auth, database and query;
+//   - direct: resolve (the database's name), tcp, tls, postgres_auth,
+//     database and query.
+//
+// Each step is bounded by its own deadline ([Input.StepTimeout]); after a
+// failure the remaining steps are reported as skipped. A failed step carries
+// the error and a hint naming the likely cause and its fix. Failures are
+// classified by error type (the typed errors of package tunnel, x509 and
+// TLS errors, net errors) and by SQLSTATE, never by the text of a message.
+//
+// The staging uses the same configuration as real connections
+// (connection.Spec.PgxConfig and TLSConfig, tunnel.Dial) but performs the
+// SSLRequest and TLS handshake itself, so that the tls step is told apart
+// from authentication, and watches the server's startup messages (through
+// pgx's BuildFrontend hook) to tell postgres_auth from database.
+//
+// Run does no store writes: it reports what it learned about the bastion's
+// host key in [Report.HostKey], and the caller (package app) pins a key seen
+// for the first time or records a changed one for approval.
+package diagnose
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/tunnel"
+)
+
+// StepID names a step.
+type StepID string
+
+// Steps, in the order they run.
+const (
+	StepResolve      StepID = "resolve"
+	StepBastionTCP   StepID = "bastion_tcp"
+	StepSSHHandshake StepID = "ssh_handshake"
+	StepSSHAuth      StepID = "ssh_auth"
+	StepForward      StepID = "forward"
+	StepTCP          StepID = "tcp"
+	StepTLS          StepID = "tls"
+	StepPostgresAuth StepID = "postgres_auth"
+	StepDatabase     StepID = "database"
+	StepQuery        StepID = "query"
+)
+
+// Plan returns the steps a test of spec runs, in order.
+func Plan(spec *connection.Spec) []StepID {
+	if spec.Tunnel != nil {
+		return []StepID{StepResolve, StepBastionTCP, StepSSHHandshake, StepSSHAuth, StepForward,
+			StepTLS, StepPostgresAuth, StepDatabase, StepQuery}
+	}
+	return []StepID{StepResolve, StepTCP, StepTLS, StepPostgresAuth, StepDatabase, StepQuery}
+}
+
+// Status is the outcome of a step.
+type Status string
+
+// Statuses.
+const (
+	// StatusOK: the step passed.
+	StatusOK Status = "ok"
+	// StatusFailed: the step failed; Error and Hint say why.
+	StatusFailed Status = "failed"
+	// StatusSkipped: the step did not run, because an earlier one failed
+	// or because it was not requested (tls with sslmode=disable; Detail
+	// says which).
+	StatusSkipped Status = "skipped"
+)
+
+// Step is the outcome of one step of a test.
+type Step struct {
+	ID     StepID `json:"id"`
+	Status Status `json:"status"`
+	// DurationMS is how long the step took, in milliseconds.
+	DurationMS float64 `json:"duration_ms"`
+	// Detail says what the step found (addresses, fingerprints, versions).
+	Detail string `json:"detail,omitempty"`
+	// Error is the failure, for a failed step.
+	Error string `json:"error,omitempty"`
+	// Hint names the likely cause and the fix. Passed steps may carry one
+	// too (e.g. a read-only replica, or a flavor that seems wrong).
+	Hint string `json:"hint,omitempty"`
+	// Err is the error behind a failed step, for errors.As; not serialised.
+	Err error `json:"-"`
+}
+
+// HostKeyState says how the bastion's host key related to the pins.
+type HostKeyState string
+
+// Host key states.
+const (
+	// HostKeyPinned: the presented key is one of the pinned keys.
+	HostKeyPinned HostKeyState = "pinned"
+	// HostKeyFirstUse: nothing was pinned; the key was accepted for this
+	// test. The caller may pin it.
+	HostKeyFirstUse HostKeyState = "first_use"
+	// HostKeyChanged: keys are pinned and the presented one is not among
+	// them; the connection was refused before any credential was sent.
+	HostKeyChanged HostKeyState = "changed"
+)
+
+// HostKey is what the test learned about the bastion's host key.
+type HostKey struct {
+	// Fingerprint is the presented key's SHA256 fingerprint.
+	Fingerprint string       `json:"fingerprint"`
+	State       HostKeyState `json:"state"`
+	// Pinned are the fingerprints of the pinned keys.
+	Pinned []string `json:"pinned,omitempty"`
+	// Key is the presented key.
+	Key ssh.PublicKey `json:"-"`
+}
+
+// ServerInfo is what the query step learned about the server.
+type ServerInfo struct {
+	// Version is server_version, e.g. "15.8 (Debian 15.8-1.pgdg120+1)".
+	Version string `json:"version"`
+	// VersionNum is server_version_num, e.g. 150008.
+	VersionNum int `json:"version_num"`
+	// CurrentUser is current_user.
+	CurrentUser string `json:"current_user"`
+	// Database is current_database().
+	Database string `json:"database"`
+	// ReadOnlyReplica is pg_is_in_recovery(): a hot standby.
+	ReadOnlyReplica bool `json:"read_only_replica"`
+	// RoundTripMS is the best of three SELECT 1 round trips.
+	RoundTripMS float64 `json:"round_trip_ms"`
+	// Flavor is the flavor the server's own settings point to; empty when
+	// it shows nothing specific (plain PostgreSQL, or markers not visible).
+	Flavor connection.Flavor `json:"detected_flavor,omitempty"`
+	// Encrypted reports whether the session runs over TLS.
+	Encrypted bool `json:"encrypted"`
+}
+
+// Report is the outcome of a test.
+type Report struct {
+	// OK is true when no step failed.
+	OK    bool   `json:"ok"`
+	Steps []Step `json:"steps"`
+	// DurationMS is the time the whole test took, in milliseconds.
+	DurationMS float64 `json:"duration_ms"`
+	// Server is set when the query step passed.
+	Server *ServerInfo `json:"server,omitempty"`
+	// HostKey is set once a bastion presented its host key.
+	HostKey *HostKey `json:"host_key,omitempty"`
+}
+
+// Failed returns the failed step, or nil.
+func (r *Report) Failed() *Step {
+	for i := range r.Steps {
+		if r.Steps[i].Status == StatusFailed {
+			return &r.Steps[i]
+		}
+	}
+	return nil
+}
+
+// Step returns the step with that id, or nil.
+func (r *Report) Step(id StepID) *Step {
+	for i := range r.Steps {
+		if r.Steps[i].ID == id {
+			return &r.Steps[i]
+		}
+	}
+	return nil
+}
+
+// DefaultStepTimeout bounds each step.
+const DefaultStepTimeout = 10 * time.Second
+
+// Input is what a test needs. The caller (package app) decrypts the
+// secrets and reads the pins; Run writes nothing.
+type Input struct {
+	// Spec is the connection, password included. Defaults are applied to a
+	// copy.
+	Spec connection.Spec
+	// SavedName is the saved connection that suggested commands name
+	// (pgrelay connection trust-host-key NAME, ...). Empty for a draft
+	// that is not saved: hints then say to save it first.
+	SavedName string
+	// Signer is the connection's SSH key. Nil for a draft without a saved
+	// key pair: the test then stops at ssh_auth.
+	Signer ssh.Signer
+	// PublicKeyLine is the authorized_keys line of Signer, shown in the
+	// hint when the bastion refuses the key.
+	PublicKeyLine string
+	// HostKeys are the bastion's pinned host keys; empty means none yet.
+	HostKeys []ssh.PublicKey
+	// PinFirstUse says that the caller pins a host key seen for the first
+	// time (a saved connection); it only changes the wording of the
+	// ssh_handshake detail.
+	PinFirstUse bool
+	// StepTimeout bounds each step (default [DefaultStepTimeout]).
+	StepTimeout time.Duration
+	// Logger receives debug events (default: discarded).
+	Logger *slog.Logger
+}
+
+// Run tests the connection in.Spec step by step. progress, when not nil,
+// is called with each step as it finishes (skipped ones included), in
+// order, from the calling goroutine. ctx bounds the whole test.
+func Run(ctx context.Context, in Input, progress func(Step)) Report {
+	in.Spec = in.Spec.Clone()
+	in.Spec.ApplyDefaults()
+	if in.StepTimeout <= 0 {
+		in.StepTimeout = DefaultStepTimeout
+	}
+	if in.Logger == nil {
+		in.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &runner{in: in, spec: &in.Spec, progress: progress, plan: Plan(&in.Spec),
+		log: in.Logger.With(slog.String("connection", in.Spec.Name))}
+	start := time.Now()
+	r.run(ctx)
+	r.skipRest("an earlier step failed")
+	r.report.OK = r.report.Failed() == nil
+	r.report.DurationMS = ms(time.Since(start))
+	if r.report.Steps == nil {
+		r.report.Steps = []Step{}
+	}
+	return r.report
+}
+
+// runner holds the state of one test.
+type runner struct {
+	in       Input
+	spec     *connection.Spec
+	progress func(Step)
+	plan     []StepID
+	next     int // index in plan of the next step to report
+	log      *slog.Logger
+	report   Report
+
+	tunnel *tunnel.Tunnel // set once the SSH steps passed
+	dbIPs  []net.IP       // resolved database addresses (direct)
+}
+
+func (r *runner) run(ctx context.Context) {
+	if r.spec.Tunnel != nil {
+		t, ok := r.bastion(ctx)
+		if !ok {
+			return
+		}
+		r.tunnel = t
+		defer t.Close()
+	} else {
+		start := time.Now()
+		ips, detail, err := r.resolve(ctx, r.spec.Host)
+		if err != nil {
+			r.fail(StepResolve, start, err, r.hintResolve(r.spec.Host, err, false))
+			return
+		}
+		r.dbIPs = ips
+		r.ok(StepResolve, start, detail, "")
+	}
+	conn, ok := r.postgres(ctx)
+	if !ok {
+		return
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	r.query(ctx, conn)
+}
+
+// record appends a step and reports it. Steps of the plan that were
+// passed over are reported as skipped first, so the order always holds.
+func (r *runner) record(s Step) {
+	if slices.Contains(r.plan[r.next:], s.ID) {
+		for r.plan[r.next] != s.ID {
+			r.emit(Step{ID: r.plan[r.next], Status: StatusSkipped, Detail: "not run"})
+		}
+	}
+	r.emit(s)
+}
+
+func (r *runner) emit(s Step) {
+	if r.next < len(r.plan) && r.plan[r.next] == s.ID {
+		r.next++
+	}
+	r.report.Steps = append(r.report.Steps, s)
+	r.log.Debug("connection test step", slog.String("step", string(s.ID)), slog.String("status", string(s.Status)),
+		slog.Float64("duration_ms", s.DurationMS), slog.String("error", s.Error))
+	if r.progress != nil {
+		r.progress(s)
+	}
+}
+
+func (r *runner) ok(id StepID, start time.Time, detail, hint string) {
+	r.record(Step{ID: id, Status: StatusOK, DurationMS: ms(time.Since(start)), Detail: detail, Hint: hint})
+}
+
+// notRequested reports a step that the settings do not ask for (tls with
+// sslmode=disable): skipped, not failed.
+func (r *runner) notRequested(id StepID, detail string) {
+	r.record(Step{ID: id, Status: StatusSkipped, Detail: detail})
+}
+
+func (r *runner) fail(id StepID, start time.Time, err error, hint string) {
+	r.record(Step{ID: id, Status: StatusFailed, DurationMS: ms(time.Since(start)), Error: errorText(err),
+		Hint: hint, Err: err})
+}
+
+// skipRest reports the steps that did not run.
+func (r *runner) skipRest(why string) {
+	for r.next < len(r.plan) {
+		r.emit(Step{ID: r.plan[r.next], Status: StatusSkipped, Detail: why})
+	}
+}
+
+// ms converts d to milliseconds rounded to 0.01.
+func ms(d time.Duration) float64 {
+	return math.Round(float64(d)/float64(time.Millisecond)*100) / 100
+}
+
+// StepTimeoutError means a step did not finish within its deadline.
+type StepTimeoutError struct {
+	// Step is the step that timed out.
+	Step StepID
+	// After is the step's deadline.
+	After time.Duration
+	// Err is what the operation returned when it was cut off.
+	Err error
+}
+
+// Error says which step timed out and after how long.
+func (e *StepTimeoutError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: no answer within %v: %v", e.Step, e.After, e.Err)
+	}
+	return fmt.Sprintf("%s: no answer within %v", e.Step, e.After)
+}
+
+// Unwrap returns the error the operation was cut off with.
+func (e *StepTimeoutError) Unwrap() error { return e.Err }
+
+// Timeout reports true: it is a time-out.
+func (e *StepTimeoutError) Timeout() bool { return true }
+
+// errStepTimeout is the cancel cause of a watchdog that fired.
+var errStepTimeout = errors.New("step deadline exceeded")
+
+// watchdog cancels its context when a phase lasts longer than timeout;
+// reset starts a new phase. It bounds each step of an operation that runs
+// several steps in one call (tunnel.Dial, a PostgreSQL login).
+type watchdog struct {
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	timeout time.Duration
+
+	mu    sync.Mutex
+	timer *time.Timer
+	fired bool
+}
+
+func newWatchdog(parent context.Context, timeout time.Duration) *watchdog {
+	ctx, cancel := context.WithCancelCause(parent)
+	w := &watchdog{ctx: ctx, cancel: cancel, timeout: timeout}
+	w.mu.Lock()
+	w.timer = time.AfterFunc(timeout, w.fire)
+	w.mu.Unlock()
+	return w
+}
+
+func (w *watchdog) fire() {
+	w.mu.Lock()
+	w.fired = true
+	w.mu.Unlock()
+	w.cancel(errStepTimeout)
+}
+
+// reset starts a new phase with a full timeout, unless it already fired.
+func (w *watchdog) reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fired {
+		return
+	}
+	w.timer.Stop()
+	w.timer.Reset(w.timeout)
+}
+
+// timedOut reports whether a phase ran out of time.
+func (w *watchdog) timedOut() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.fired
+}
+
+// stop ends the watchdog and releases its context.
+func (w *watchdog) stop() {
+	w.mu.Lock()
+	w.timer.Stop()
+	w.mu.Unlock()
+	w.cancel(context.Canceled)
+}
+
+// resolve looks host up; IP literals resolve to themselves.
+func (r *runner) resolve(ctx context.Context, host string) ([]net.IP, string, error) {
+	if ip := net.ParseIP(host); ip != nil {
+		return []net.IP{ip}, fmt.Sprintf("%s is an IP address: nothing to resolve", host), nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.in.StepTimeout)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err = &StepTimeoutError{Step: StepResolve, After: r.in.StepTimeout, Err: err}
+		}
+		return nil, "", fmt.Errorf("resolve %s: %w", host, err)
+	}
+	ips := make([]net.IP, 0, len(addrs))
+	list := ""
+	for i, a := range addrs {
+		ips = append(ips, a.IP)
+		if i < 4 {
+			if i > 0 {
+				list += ", "
+			}
+			list += a.IP.String()
+		}
+	}
+	if len(addrs) > 4 {
+		list += fmt.Sprintf(" and %d more", len(addrs)-4)
+	}
+	return ips, fmt.Sprintf("%s resolved to %s", host, list), nil
+}
+
+// dialIPs connects to port on each address in turn and returns the first
+// connection made, or the last error.
+func dialIPs(ctx context.Context, ips []net.IP, port int) (net.Conn, error) {
+	var d net.Dialer
+	var lastErr error
+	for _, ip := range ips {
+		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(ip.String(), strconv.Itoa(port)))
+		if err == nil {
+			return c, nil
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if lastErr == nil {
+		lastErr = errors.New("no address to connect to")
+	}
+	return nil, lastErr
+}
+
+// ephemeralSigner is a throwaway key for drafts without a key pair: it
+// carries the test through the handshake, and the bastion refuses it.
+func ephemeralSigner() (ssh.Signer, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate throwaway key: %w", err)
+	}
+	return ssh.NewSignerFromKey(priv)
+}
+
+// errorText renders err for Step.Error: what failed, without advice (the
+// hint holds that). PostgreSQL errors show the server's message and
+// SQLSTATE; the tunnel's typed errors, whose own text carries advice, are
+// reduced to their facts.
+func errorText(err error) string {
+	if err == nil {
+		return ""
+	}
+	var te *StepTimeoutError
+	if errors.As(err, &te) {
+		if te.Err == nil {
+			return fmt.Sprintf("no answer within %v", te.After)
+		}
+		return fmt.Sprintf("no answer within %v: %s", te.After, factText(te.Err))
+	}
+	return factText(err)
+}
+
+func factText(err error) string {
+	if pgErr := asPgError(err); pgErr != nil {
+		return pgErrorText(pgErr)
+	}
+	var (
+		dialErr  *tunnel.DialError
+		hsErr    *tunnel.HandshakeError
+		mismatch *tunnel.HostKeyMismatchError
+		authErr  *tunnel.AuthError
+		fwdErr   *tunnel.ForwardError
+	)
+	switch {
+	case errors.As(err, &dialErr):
+		return fmt.Sprintf("TCP connection to SSH bastion %s: %v", dialErr.Addr, dialErr.Err)
+	case errors.As(err, &hsErr):
+		return fmt.Sprintf("SSH handshake with bastion %s: %v", hsErr.Addr, hsErr.Err)
+	case errors.As(err, &mismatch) && len(mismatch.Pinned) > 0:
+		return fmt.Sprintf("host key mismatch for bastion %s: it presented %s, the pinned key is %s",
+			mismatch.Addr, mismatch.Presented, strings.Join(mismatch.Pinned, " or "))
+	case errors.As(err, &authErr):
+		return fmt.Sprintf("SSH bastion %s refused public key %s for user %s (methods it offers: %s)",
+			authErr.Addr, authErr.KeyFingerprint, authErr.User, strings.Join(authErr.Methods, ", "))
+	case errors.As(err, &fwdErr):
+		return fmt.Sprintf("SSH bastion %s could not open a channel to %s: %s (%s)",
+			fwdErr.Bastion, fwdErr.Target, fwdErr.Reason, fwdErr.Message)
+	}
+	return err.Error()
+}

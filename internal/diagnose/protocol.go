@@ -1,0 +1,105 @@
+package diagnose
+
+import (
+	"encoding/binary"
+	"io"
+	"sync"
+	"time"
+)
+
+// Authentication request codes of the 'R' message.
+const (
+	authOK        = 0
+	authCleartext = 3
+	authMD5       = 5
+	authSASL      = 10
+)
+
+// startupObserver reads the server's side of the startup exchange as it
+// passes to pgx and notes when authentication succeeded (AuthenticationOk)
+// and which method the server asked for. It stops looking at
+// ReadyForQuery; the bytes pass through unchanged.
+type startupObserver struct {
+	r        io.Reader
+	onAuthOK func()
+
+	mu       sync.Mutex
+	done     bool    // ReadyForQuery seen: stop parsing
+	hdr      [5]byte // message type and length
+	hdrN     int
+	bodyLeft int
+	code     [4]byte // first four body bytes of an 'R' message
+	codeN    int
+	method   int32 // first authentication request code other than OK
+	authAt   time.Time
+}
+
+// Read reads from the server and observes what was read.
+func (o *startupObserver) Read(p []byte) (int, error) {
+	n, err := o.r.Read(p)
+	if n > 0 {
+		o.observe(p[:n])
+	}
+	return n, err
+}
+
+// result returns when authentication succeeded (zero if it did not) and
+// the method the server asked for (0: none, i.e. trust).
+func (o *startupObserver) result() (time.Time, int32) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.authAt, o.method
+}
+
+func (o *startupObserver) observe(b []byte) {
+	o.mu.Lock()
+	authOKNow := false
+	for len(b) > 0 && !o.done {
+		if o.hdrN < len(o.hdr) {
+			n := copy(o.hdr[o.hdrN:], b)
+			o.hdrN += n
+			b = b[n:]
+			if o.hdrN < len(o.hdr) {
+				break
+			}
+			o.bodyLeft = int(binary.BigEndian.Uint32(o.hdr[1:])) - 4
+			o.codeN = 0
+			if o.bodyLeft < 0 {
+				o.done = true // not the protocol we know: stop looking
+				break
+			}
+		}
+		if o.hdr[0] == 'R' && o.codeN < len(o.code) {
+			n := copy(o.code[o.codeN:], b[:min(len(b), o.bodyLeft)])
+			o.codeN += n
+		}
+		n := min(len(b), o.bodyLeft)
+		o.bodyLeft -= n
+		b = b[n:]
+		if o.bodyLeft > 0 {
+			break
+		}
+		// A whole message was seen.
+		switch o.hdr[0] {
+		case 'R':
+			if o.codeN == len(o.code) {
+				code := int32(binary.BigEndian.Uint32(o.code[:]))
+				if code == authOK {
+					if o.authAt.IsZero() {
+						o.authAt = time.Now()
+						authOKNow = true
+					}
+				} else if o.method == 0 {
+					o.method = code
+				}
+			}
+		case 'Z':
+			o.done = true
+		}
+		o.hdrN = 0
+	}
+	o.mu.Unlock()
+	if authOKNow && o.onAuthOK != nil {
+		o.onAuthOK()
+	}
+}

@@ -1,0 +1,475 @@
+// Package grants audits the privileges a dbt-style workload needs on a
+// PostgreSQL database and writes the statements that grant what is missing.
+//
+// For one role (the session's current_user unless [Request.Role] names
+// another) and one database (the session's), [Audit] checks:
+//
+//   - CONNECT on the database;
+//   - CREATE on the database, needed only when the target schema does not
+//     exist yet (the role creates it, and then owns it);
+//   - USAGE and CREATE on the target schema, when it exists;
+//   - USAGE on each source schema, and SELECT on every table, view,
+//     materialized view, foreign table and partitioned table in it;
+//   - default privileges, so that tables created later in a source schema
+//     stay readable.
+//
+// Privileges are read with has_database_privilege, has_schema_privilege
+// and has_table_privilege, which account for PUBLIC, role membership and
+// superusers the way the server does.
+//
+// Default privileges apply per creating role: a table gets the default ACL
+// of the role that creates it. The audit takes as creators of a source
+// schema its owner and the owners of the relations already in it, and
+// counts the default privileges of creator R as granted when the audited
+// role inherits R's privileges (it is R or a member of R), or when
+// pg_default_acl holds an entry of R for tables (objtype 'r'), either for
+// the schema or global (namespace 0), whose ACL gives SELECT to the audited
+// role, to a role it inherits from, or to PUBLIC. Schema entries add to the
+// global one, so their union is what a new table gets. Tables created by a
+// role that owns nothing in the schema yet cannot be foreseen.
+//
+// Every statement is valid PostgreSQL with every identifier quoted
+// (pgx.Identifier.Sanitize): GRANT ... ON DATABASE, GRANT ... ON SCHEMA,
+// GRANT SELECT ON ALL TABLES IN SCHEMA (which covers views, materialized
+// views and foreign tables), and ALTER DEFAULT PRIVILEGES FOR ROLE ... IN
+// SCHEMA ... GRANT SELECT ON TABLES.
+package grants
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Request says what to audit.
+type Request struct {
+	// TargetSchema is the schema the workload writes to (dbt's target
+	// schema). Required.
+	TargetSchema string `json:"target_schema"`
+	// SourceSchemas are the schemas it reads from.
+	SourceSchemas []string `json:"source_schemas"`
+	// Role is the role to audit; empty means the session's current_user.
+	Role string `json:"role,omitempty"`
+}
+
+// Status is the outcome of a check.
+type Status string
+
+// Statuses.
+const (
+	// Granted: the role has the privilege.
+	Granted Status = "granted"
+	// Missing: the role lacks it; a statement in Result.Statements grants it.
+	Missing Status = "missing"
+	// NotNeeded: the privilege does not matter here (Check.Note says why).
+	NotNeeded Status = "not_needed"
+	// NotFound: the schema does not exist, so nothing can be granted on it.
+	NotFound Status = "not_found"
+)
+
+// Object types of checks.
+const (
+	ObjectDatabase          = "database"
+	ObjectSchema            = "schema"
+	ObjectTable             = "table"
+	ObjectView              = "view"
+	ObjectMaterializedView  = "materialized_view"
+	ObjectForeignTable      = "foreign_table"
+	ObjectPartitionedTable  = "partitioned_table"
+	ObjectDefaultPrivileges = "default_privileges"
+)
+
+// Check is one privilege on one object.
+type Check struct {
+	// ObjectType is one of the Object* constants.
+	ObjectType string `json:"object_type"`
+	// Schema is the schema of a schema, relation or default privileges
+	// check.
+	Schema string `json:"schema,omitempty"`
+	// Name is the database, schema or relation name; for default
+	// privileges, the creating role whose future tables are meant.
+	Name string `json:"name"`
+	// Privilege is CONNECT, CREATE, USAGE or SELECT.
+	Privilege string `json:"privilege"`
+	Status    Status `json:"status"`
+	// Note explains a status that is not obvious.
+	Note string `json:"note,omitempty"`
+}
+
+// Object renders the checked object for people: `database "x"`,
+// `schema raw`, `raw.orders`, `future tables of loader in raw`.
+func (c Check) Object() string {
+	switch c.ObjectType {
+	case ObjectDatabase:
+		return "database " + Display(c.Name)
+	case ObjectSchema:
+		return "schema " + Display(c.Name)
+	case ObjectDefaultPrivileges:
+		return fmt.Sprintf("future tables of %s in schema %s", Display(c.Name), Display(c.Schema))
+	}
+	return strings.ReplaceAll(c.ObjectType, "_", " ") + " " + Display(c.Schema, c.Name)
+}
+
+// Statement is one SQL statement an administrator runs.
+type Statement struct {
+	// SQL is the statement, ending with a semicolon; or a comment ("-- ")
+	// for something no statement can fix.
+	SQL string `json:"sql"`
+	// Reason says what it fixes and who may run it.
+	Reason string `json:"reason"`
+}
+
+// Result is the outcome of an audit.
+type Result struct {
+	// Role is the audited role.
+	Role string `json:"role"`
+	// Database is the audited database.
+	Database string `json:"database"`
+	// Superuser is true when the role is a superuser: it has every
+	// privilege.
+	Superuser bool    `json:"superuser"`
+	Request   Request `json:"request"`
+	Checks    []Check `json:"checks"`
+	// Statements grant what is missing, in the order to run them.
+	Statements []Statement `json:"statements"`
+	// Incomplete is set when some checks could not be made (the role may
+	// not connect); it says why.
+	Incomplete string `json:"incomplete,omitempty"`
+}
+
+// Missing counts the checks that are missing or not found.
+func (r *Result) Missing() int {
+	n := 0
+	for _, c := range r.Checks {
+		if c.Status == Missing || c.Status == NotFound {
+			n++
+		}
+	}
+	return n
+}
+
+// OK reports whether nothing is missing and every check could be made.
+func (r *Result) OK() bool { return r.Missing() == 0 && r.Incomplete == "" }
+
+// SQL returns the statements as a script, one per line, with each
+// statement's reason as a comment above it.
+func (r *Result) SQL() string {
+	var b strings.Builder
+	for _, s := range r.Statements {
+		if s.Reason != "" {
+			for _, line := range strings.Split(s.Reason, "\n") {
+				b.WriteString("-- " + line + "\n")
+			}
+		}
+		b.WriteString(s.SQL + "\n")
+	}
+	return b.String()
+}
+
+// Ident quotes an identifier, or a qualified name, for SQL.
+func Ident(parts ...string) string { return pgx.Identifier(parts).Sanitize() }
+
+// Display renders a name for people: bare when it is a plain lowercase
+// identifier, quoted like SQL otherwise.
+func Display(parts ...string) string {
+	out := make([]string, len(parts))
+	for i, p := range parts {
+		if plainIdent(p) {
+			out[i] = p
+		} else {
+			out[i] = Ident(p)
+		}
+	}
+	return strings.Join(out, ".")
+}
+
+func plainIdent(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, c := range s {
+		switch {
+		case c >= 'a' && c <= 'z', c == '_':
+		case i > 0 && (c >= '0' && c <= '9' || c == '$'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ErrRoleNotFound is returned when Request.Role names no role.
+var ErrRoleNotFound = errors.New("role does not exist")
+
+// objectType maps a pg_class.relkind to an object type.
+func objectType(relkind string) string {
+	switch relkind {
+	case "v":
+		return ObjectView
+	case "m":
+		return ObjectMaterializedView
+	case "f":
+		return ObjectForeignTable
+	case "p":
+		return ObjectPartitionedTable
+	}
+	return ObjectTable
+}
+
+// Audit checks the privileges req asks about, for req.Role (default
+// current_user) in the session's database, and returns the checks and the
+// statements that grant what is missing. It only reads the catalog.
+func Audit(ctx context.Context, conn *pgx.Conn, req Request) (*Result, error) {
+	if strings.TrimSpace(req.TargetSchema) == "" {
+		return nil, errors.New("grants audit: the target schema is required")
+	}
+	res := &Result{Request: req, Checks: []Check{}, Statements: []Statement{}}
+	err := conn.QueryRow(ctx, `SELECT current_database()::text, COALESCE(NULLIF($1::text, ''), current_user)::text`,
+		req.Role).Scan(&res.Database, &res.Role)
+	if err != nil {
+		return nil, fmt.Errorf("grants audit: read session: %w", err)
+	}
+	err = conn.QueryRow(ctx, `SELECT rolsuper FROM pg_roles WHERE rolname = $1`, res.Role).Scan(&res.Superuser)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("grants audit: %w: %q", ErrRoleNotFound, res.Role)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("grants audit: read role %q: %w", res.Role, err)
+	}
+	a := &auditor{conn: conn, res: res, role: res.Role}
+	if err := a.database(ctx); err != nil {
+		return nil, err
+	}
+	for _, s := range dedupe(req.SourceSchemas) {
+		if err := a.source(ctx, s); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// ConnectDenied is the result for a role that may not connect to the
+// database at all (the server refused the session with SQLSTATE 42501):
+// CONNECT is missing, and the other checks wait until it is granted.
+func ConnectDenied(database, role string, req Request) *Result {
+	res := &Result{Role: role, Database: database, Request: req, Statements: []Statement{}}
+	res.Checks = []Check{{ObjectType: ObjectDatabase, Name: database, Privilege: "CONNECT", Status: Missing,
+		Note: "the server refused the session"}}
+	res.Statements = append(res.Statements, Statement{
+		SQL:    fmt.Sprintf("GRANT CONNECT ON DATABASE %s TO %s;", Ident(database), Ident(role)),
+		Reason: fmt.Sprintf("lets %s connect to database %s; run as its owner or a superuser", Display(role), Display(database)),
+	})
+	res.Incomplete = "the other privileges can only be checked once the role may connect: grant CONNECT, then audit again"
+	return res
+}
+
+// auditor collects checks and statements.
+type auditor struct {
+	conn *pgx.Conn
+	res  *Result
+	role string
+}
+
+func (a *auditor) add(c Check) { a.res.Checks = append(a.res.Checks, c) }
+
+func (a *auditor) stmt(sql, reason string) {
+	a.res.Statements = append(a.res.Statements, Statement{SQL: sql, Reason: reason})
+}
+
+func status(granted bool) Status {
+	if granted {
+		return Granted
+	}
+	return Missing
+}
+
+// database checks CONNECT and CREATE on the database and the target schema.
+func (a *auditor) database(ctx context.Context) error {
+	target := a.res.Request.TargetSchema
+	var connect, create, exists, usage, createSchema bool
+	err := a.conn.QueryRow(ctx, `SELECT
+			has_database_privilege($1::name, current_database(), 'CONNECT'),
+			has_database_privilege($1::name, current_database(), 'CREATE'),
+			n.oid IS NOT NULL,
+			COALESCE(has_schema_privilege($1::name, n.oid, 'USAGE'), false),
+			COALESCE(has_schema_privilege($1::name, n.oid, 'CREATE'), false)
+		FROM (SELECT 1) AS one LEFT JOIN pg_namespace n ON n.nspname = $2`,
+		a.role, target).Scan(&connect, &create, &exists, &usage, &createSchema)
+	if err != nil {
+		return fmt.Errorf("grants audit: database privileges of %q: %w", a.role, err)
+	}
+	db := a.res.Database
+	a.add(Check{ObjectType: ObjectDatabase, Name: db, Privilege: "CONNECT", Status: status(connect)})
+	createCheck := Check{ObjectType: ObjectDatabase, Name: db, Privilege: "CREATE", Status: status(create)}
+	if exists {
+		if !create {
+			createCheck.Status = NotNeeded
+		}
+		createCheck.Note = fmt.Sprintf("needed only to create schemas; the target schema %s exists", Display(target))
+	} else {
+		createCheck.Note = fmt.Sprintf("needed to create the target schema %s, which does not exist yet", Display(target))
+	}
+	a.add(createCheck)
+	var dbPrivs []string
+	if !connect {
+		dbPrivs = append(dbPrivs, "CONNECT")
+	}
+	if createCheck.Status == Missing {
+		dbPrivs = append(dbPrivs, "CREATE")
+	}
+	if len(dbPrivs) > 0 {
+		why := fmt.Sprintf("lets %s connect to database %s", Display(a.role), Display(db))
+		if createCheck.Status == Missing {
+			why = fmt.Sprintf("lets %s create the target schema %s in database %s", Display(a.role), Display(target), Display(db))
+			if !connect {
+				why = fmt.Sprintf("lets %s connect to database %s and create the target schema %s in it",
+					Display(a.role), Display(db), Display(target))
+			}
+		}
+		a.stmt(fmt.Sprintf("GRANT %s ON DATABASE %s TO %s;", strings.Join(dbPrivs, ", "), Ident(db), Ident(a.role)),
+			why+"; run as the database's owner or a superuser")
+	}
+
+	if !exists {
+		note := fmt.Sprintf("the schema does not exist yet; %s will own it once it creates it", Display(a.role))
+		a.add(Check{ObjectType: ObjectSchema, Schema: target, Name: target, Privilege: "USAGE", Status: NotNeeded, Note: note})
+		a.add(Check{ObjectType: ObjectSchema, Schema: target, Name: target, Privilege: "CREATE", Status: NotNeeded, Note: note})
+		return nil
+	}
+	a.add(Check{ObjectType: ObjectSchema, Schema: target, Name: target, Privilege: "USAGE", Status: status(usage)})
+	a.add(Check{ObjectType: ObjectSchema, Schema: target, Name: target, Privilege: "CREATE", Status: status(createSchema)})
+	var schemaPrivs []string
+	if !usage {
+		schemaPrivs = append(schemaPrivs, "USAGE")
+	}
+	if !createSchema {
+		schemaPrivs = append(schemaPrivs, "CREATE")
+	}
+	if len(schemaPrivs) > 0 {
+		a.stmt(fmt.Sprintf("GRANT %s ON SCHEMA %s TO %s;", strings.Join(schemaPrivs, ", "), Ident(target), Ident(a.role)),
+			fmt.Sprintf("lets %s create tables and views in the target schema %s; run as the schema's owner or a superuser",
+				Display(a.role), Display(target)))
+	}
+	return nil
+}
+
+// source checks a source schema: USAGE, SELECT on its relations, and
+// default privileges for tables created later.
+func (a *auditor) source(ctx context.Context, schema string) error {
+	var (
+		oid    uint32
+		owner  string
+		usage  bool
+		exists = true
+	)
+	err := a.conn.QueryRow(ctx, `SELECT n.oid, pg_get_userbyid(n.nspowner)::text, has_schema_privilege($1::name, n.oid, 'USAGE')
+		FROM pg_namespace n WHERE n.nspname = $2`, a.role, schema).Scan(&oid, &owner, &usage)
+	if errors.Is(err, pgx.ErrNoRows) {
+		exists = false
+	} else if err != nil {
+		return fmt.Errorf("grants audit: schema %q: %w", schema, err)
+	}
+	if !exists {
+		a.add(Check{ObjectType: ObjectSchema, Schema: schema, Name: schema, Privilege: "USAGE", Status: NotFound,
+			Note: "no schema of this name exists in the database (names are case-sensitive)"})
+		a.stmt(fmt.Sprintf("-- schema %s does not exist in database %s: check the name", Ident(schema), Ident(a.res.Database)), "")
+		return nil
+	}
+	a.add(Check{ObjectType: ObjectSchema, Schema: schema, Name: schema, Privilege: "USAGE", Status: status(usage)})
+	if !usage {
+		a.stmt(fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s;", Ident(schema), Ident(a.role)),
+			fmt.Sprintf("lets %s look up objects in the source schema %s; run as the schema's owner or a superuser",
+				Display(a.role), Display(schema)))
+	}
+
+	rows, err := a.conn.Query(ctx, `SELECT c.relname::text, c.relkind::text, has_table_privilege($1::name, c.oid, 'SELECT'),
+			pg_get_userbyid(c.relowner)::text
+		FROM pg_class c WHERE c.relnamespace = $2 AND c.relkind IN ('r', 'v', 'm', 'f', 'p')
+		ORDER BY c.relname`, a.role, oid)
+	if err != nil {
+		return fmt.Errorf("grants audit: relations of schema %q: %w", schema, err)
+	}
+	type rel struct {
+		name, kind, owner string
+		selectable        bool
+	}
+	rels, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (rel, error) {
+		var r rel
+		err := row.Scan(&r.name, &r.kind, &r.selectable, &r.owner)
+		return r, err
+	})
+	if err != nil {
+		return fmt.Errorf("grants audit: relations of schema %q: %w", schema, err)
+	}
+	creators := []string{owner}
+	missingSelect := 0
+	for _, r := range rels {
+		a.add(Check{ObjectType: objectType(r.kind), Schema: schema, Name: r.name, Privilege: "SELECT", Status: status(r.selectable)})
+		if !r.selectable {
+			missingSelect++
+		}
+		if !slices.Contains(creators, r.owner) {
+			creators = append(creators, r.owner)
+		}
+	}
+	if missingSelect > 0 {
+		a.stmt(fmt.Sprintf("GRANT SELECT ON ALL TABLES IN SCHEMA %s TO %s;", Ident(schema), Ident(a.role)),
+			fmt.Sprintf("lets %s read the %d table(s) and view(s) of %s it cannot read now (ALL TABLES includes views, "+
+				"materialized views and foreign tables); run as their owner or a superuser", Display(a.role), missingSelect, Display(schema)))
+	}
+	slices.Sort(creators)
+	for _, creator := range creators {
+		if err := a.defaults(ctx, schema, oid, creator); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// defaults checks that tables creator creates later in schema are readable.
+func (a *auditor) defaults(ctx context.Context, schema string, oid uint32, creator string) error {
+	var inherits, granted bool
+	err := a.conn.QueryRow(ctx, `SELECT pg_has_role($1::name, r.oid, 'USAGE'),
+			EXISTS (SELECT 1 FROM pg_default_acl d, aclexplode(d.defaclacl) acl
+				WHERE d.defaclrole = r.oid AND d.defaclobjtype = 'r'
+				AND d.defaclnamespace IN ($3, 0)
+				AND acl.privilege_type = 'SELECT'
+				AND CASE WHEN acl.grantee = 0 THEN true ELSE pg_has_role($1::name, acl.grantee, 'USAGE') END)
+		FROM pg_roles r WHERE r.rolname = $2`, a.role, creator, oid).Scan(&inherits, &granted)
+	if err != nil {
+		return fmt.Errorf("grants audit: default privileges of %q in schema %q: %w", creator, schema, err)
+	}
+	c := Check{ObjectType: ObjectDefaultPrivileges, Schema: schema, Name: creator, Privilege: "SELECT"}
+	switch {
+	case a.res.Superuser:
+		c.Status, c.Note = Granted, "superusers read every table"
+	case inherits:
+		c.Status, c.Note = Granted, fmt.Sprintf("%s has the privileges of %s", Display(a.role), Display(creator))
+	case granted:
+		c.Status, c.Note = Granted, "by ALTER DEFAULT PRIVILEGES"
+	default:
+		c.Status = Missing
+		c.Note = fmt.Sprintf("tables %s creates in %s later will not be readable", Display(creator), Display(schema))
+		a.stmt(fmt.Sprintf("ALTER DEFAULT PRIVILEGES FOR ROLE %s IN SCHEMA %s GRANT SELECT ON TABLES TO %s;",
+			Ident(creator), Ident(schema), Ident(a.role)),
+			fmt.Sprintf("lets %s read the tables and views %s creates in %s from now on; run as %s, a member of it, or a superuser",
+				Display(a.role), Display(creator), Display(schema), Display(creator)))
+	}
+	a.add(c)
+	return nil
+}
+
+// dedupe drops empty and repeated names, keeping the order.
+func dedupe(names []string) []string {
+	var out []string
+	for _, n := range names {
+		if n != "" && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
