@@ -162,10 +162,14 @@ type request struct {
 	method   string
 	url      string
 	in       any     // JSON body, or nil
+	raw      []byte  // body of rawType, when in is nil
+	rawType  string  // Content-Type of raw
 	out      any     // JSON response target, or nil
 	text     *string // text response target, or nil
 	timeout  time.Duration
 	accepted int // the success status
+	// created, when set, makes 201 Created a success too and reports it.
+	created *bool
 }
 
 // do runs a request and decodes its response or its error.
@@ -187,6 +191,8 @@ func (c *Client) do(ctx context.Context, rq request) error {
 			return fmt.Errorf("%s: encode request: %w", op, err)
 		}
 		body = bytes.NewReader(b)
+	} else if rq.raw != nil {
+		body = bytes.NewReader(rq.raw)
 	}
 	req, err := http.NewRequestWithContext(ctx, rq.method, rq.url, body)
 	if err != nil {
@@ -201,6 +207,8 @@ func (c *Client) do(ctx context.Context, rq request) error {
 	}
 	if rq.in != nil {
 		req.Header.Set("Content-Type", "application/json")
+	} else if rq.raw != nil {
+		req.Header.Set("Content-Type", rq.rawType)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -216,7 +224,11 @@ func (c *Client) do(ctx context.Context, rq request) error {
 	if len(data) > maxResponseBytes {
 		return fmt.Errorf("%s: response is larger than %d bytes", op, maxResponseBytes)
 	}
-	if resp.StatusCode != rq.accepted {
+	switch {
+	case resp.StatusCode == rq.accepted:
+	case rq.created != nil && resp.StatusCode == http.StatusCreated:
+		*rq.created = true
+	default:
 		return c.responseError(op, resp, data)
 	}
 	switch {

@@ -14,6 +14,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/api/apitest"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
@@ -26,7 +27,7 @@ import (
 // until a sample is added here.
 func TestAccessControlWalk(t *testing.T) {
 	t.Parallel()
-	srv := apitest.Start(t, apitest.Options{DialTimeout: 2 * time.Second})
+	srv := apitest.Start(t, apitest.Options{DialTimeout: 2 * time.Second, Queue: true, StreamPoll: 20 * time.Millisecond})
 	canary := "canary-pw-" + randomString(12)
 	// Nothing listens on these ports: queries fail fast (502).
 	dbPort, sshPort := testenv.FreePort(t), testenv.FreePort(t)
@@ -42,6 +43,29 @@ func TestAccessControlWalk(t *testing.T) {
 		return name
 	}
 	shared := newConnection()
+	newJob := func() string {
+		name := fmt.Sprintf("walk-job-%d", seq.Add(1))
+		if _, _, err := srv.App.PutJob(bg, jobs.Job{Name: name, Connection: shared, Steps: []jobs.Step{{SQL: "select 1"}}}); err != nil {
+			t.Fatal(err)
+		}
+		return name
+	}
+	sharedJob := newJob()
+	// An ended run: cancelling it is refused (422), its event stream ends
+	// at once.
+	endedRun := func() string {
+		jv, err := srv.App.GetJob(bg, sharedJob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now().UTC()
+		r := jobs.NewRun(jv.Job, jobs.Manual, now)
+		r.Status, r.Reason, r.StartedAt, r.EndedAt = jobs.Failed, "walk", &now, &now
+		if err := srv.Store.CreateRun(bg, r); err != nil {
+			t.Fatal(err)
+		}
+		return r.ID
+	}()
 	tokens := map[auth.Role]string{}
 	tokenIDs := map[auth.Role]string{}
 	for _, role := range auth.Roles() {
@@ -58,15 +82,25 @@ func TestAccessControlWalk(t *testing.T) {
 	// destructive routes get a record of their own.
 	fill := func(rt api.Route) string {
 		p := rt.Pattern
+		jobRoute := strings.HasPrefix(p, api.Prefix+"/jobs/")
 		if strings.Contains(p, "{name}") {
 			name := shared
-			if rt.Method == http.MethodDelete {
+			switch {
+			case jobRoute && rt.Method == http.MethodDelete:
+				name = newJob()
+			case jobRoute:
+				name = sharedJob
+			case rt.Method == http.MethodDelete:
 				name = newConnection()
 			}
 			p = strings.ReplaceAll(p, "{name}", name)
 		}
 		if strings.Contains(p, "{id}") {
-			p = strings.ReplaceAll(p, "{id}", srv.Token(t, fmt.Sprintf("victim-%d", seq.Add(1)), auth.Viewer).ID)
+			id := endedRun
+			if !strings.HasPrefix(p, api.Prefix+"/runs/") {
+				id = srv.Token(t, fmt.Sprintf("victim-%d", seq.Add(1)), auth.Viewer).ID
+			}
+			p = strings.ReplaceAll(p, "{id}", id)
 		}
 		if strings.Contains(p, "{") {
 			t.Fatalf("route %s %s: the walk cannot fill its path parameters; add them to fill", rt.Method, rt.Pattern)
@@ -85,6 +119,17 @@ func TestAccessControlWalk(t *testing.T) {
 		"POST /api/v1/connections/{name}/rotate-key":     func() string { return "" },
 		"POST /api/v1/connections/{name}/trust-host-key": func() string { return `{"fingerprint": "SHA256:AAAA"}` },
 		"POST /api/v1/connections/{name}/query":          func() string { return `{"sql": "select 1"}` },
+		"POST /api/v1/jobs": func() string {
+			return fmt.Sprintf(`{"name": "walk-new-%d", "connection": %q, "steps": [{"sql": "select 1"}]}`, seq.Add(1), shared)
+		},
+		"PUT /api/v1/jobs/{name}": func() string {
+			return fmt.Sprintf(`{"connection": %q, "timeout": "5m", "steps": [{"sql": "select 2"}]}`, shared)
+		},
+		"POST /api/v1/jobs/apply": func() string {
+			return fmt.Sprintf(`{"jobs": [{"name": "walk-applied", "connection": %q, "steps": [{"sql": "select 3"}]}]}`, shared)
+		},
+		"POST /api/v1/jobs/{name}/runs": func() string { return "" },
+		"POST /api/v1/runs/{id}/cancel": func() string { return "" },
 		"POST /api/v1/tokens": func() string {
 			return fmt.Sprintf(`{"name": "made-%d", "role": "viewer"}`, seq.Add(1))
 		},

@@ -9,7 +9,9 @@
 // changes state must also carry the session's CSRF token. Handlers call one
 // use case of package app and translate its errors into
 // {"error": {"code", "message", "fields"}} with a fitting status; unknown
-// errors become a generic 500 whose detail goes only to the log.
+// errors become a generic 500 whose detail goes only to the log. A run can
+// be followed live as server-sent events (GET /runs/{id}/events), read
+// from the store so that runs of every process sharing it can be followed.
 package api
 
 import (
@@ -56,6 +58,15 @@ type Config struct {
 	MaxResultBytes int64
 	// QueryTimeout bounds a query request; default DefaultQueryTimeout.
 	QueryTimeout time.Duration
+	// Done, when closed, ends the run event streams, so that a graceful
+	// shutdown does not wait for runs to end; nil never ends them.
+	Done <-chan struct{}
+	// StreamPoll is how often a run event stream reads the store;
+	// default DefaultStreamPoll.
+	StreamPoll time.Duration
+	// StreamKeepalive is how often a quiet event stream sends a comment;
+	// default DefaultStreamKeepalive.
+	StreamKeepalive time.Duration
 }
 
 // API is the REST API.
@@ -100,9 +111,17 @@ func New(cfg Config) *API {
 	if cfg.QueryTimeout <= 0 {
 		cfg.QueryTimeout = DefaultQueryTimeout
 	}
+	if cfg.StreamPoll <= 0 {
+		cfg.StreamPoll = DefaultStreamPoll
+	}
+	if cfg.StreamKeepalive <= 0 {
+		cfg.StreamKeepalive = DefaultStreamKeepalive
+	}
 	a := &API{cfg: cfg, log: cfg.Logger, known: http.NewServeMux()}
 	get, post, put, del := http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
 	conn := Prefix + "/connections/{name}"
+	job := Prefix + "/jobs/{name}"
+	run := Prefix + "/runs/{id}"
 	a.routes = []route{
 		{Route{Method: get, Pattern: Prefix + "/openapi.json", Public: true}, a.openAPI},
 		{Route{Method: get, Pattern: Prefix + "/whoami", Action: auth.Read}, a.whoAmI},
@@ -117,6 +136,20 @@ func New(cfg Config) *API {
 		{Route{Method: post, Pattern: conn + "/rotate-key", Action: auth.Write}, a.rotateKey},
 		{Route{Method: post, Pattern: conn + "/trust-host-key", Action: auth.Write}, a.trustHostKey},
 		{Route{Method: post, Pattern: conn + "/query", Action: auth.Use}, a.query},
+
+		{Route{Method: get, Pattern: Prefix + "/jobs", Action: auth.Read}, a.listJobs},
+		{Route{Method: post, Pattern: Prefix + "/jobs", Action: auth.Write}, a.createJob},
+		{Route{Method: post, Pattern: Prefix + "/jobs/apply", Action: auth.Write}, a.applyJobs},
+		{Route{Method: get, Pattern: job, Action: auth.Read}, a.getJob},
+		{Route{Method: put, Pattern: job, Action: auth.Write}, a.putJob},
+		{Route{Method: del, Pattern: job, Action: auth.Write}, a.deleteJob},
+		{Route{Method: post, Pattern: job + "/runs", Action: auth.Use}, a.runJob},
+
+		{Route{Method: get, Pattern: Prefix + "/runs", Action: auth.Read}, a.listRuns},
+		{Route{Method: get, Pattern: run, Action: auth.Read}, a.getRun},
+		{Route{Method: post, Pattern: run + "/cancel", Action: auth.Use}, a.cancelRun},
+		{Route{Method: get, Pattern: run + "/log", Action: auth.Read}, a.runLog},
+		{Route{Method: get, Pattern: run + "/events", Action: auth.Read}, a.runEvents},
 
 		{Route{Method: get, Pattern: Prefix + "/tokens", Action: auth.ManageTokens}, a.listTokens},
 		{Route{Method: post, Pattern: Prefix + "/tokens", Action: auth.ManageTokens}, a.createToken},

@@ -58,11 +58,11 @@ func (a *API) authenticate(r *http.Request, rt Route) (*auth.Principal, error) {
 func actionText(a auth.Action) string {
 	switch a {
 	case auth.Read:
-		return "reading connections"
+		return "reading connections, jobs and runs"
 	case auth.Write:
-		return "changing connections"
+		return "changing connections and jobs"
 	case auth.Use:
-		return "opening connections (queries)"
+		return "opening connections (queries, running and cancelling jobs)"
 	case auth.ManageTokens:
 		return "managing API tokens"
 	}

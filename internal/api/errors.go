@@ -22,6 +22,9 @@ const (
 	// CodeInvalidJSON (400): the body is not JSON of the expected shape
 	// (syntax, wrong type, unknown field); Fields names the field.
 	CodeInvalidJSON = "invalid_json"
+	// CodeInvalidYAML (400): a jobs file sent as application/yaml is not
+	// YAML of the expected shape (syntax, unknown key).
+	CodeInvalidYAML = "invalid_yaml"
 	// CodeValidationFailed (400): fields have values that are not
 	// accepted; Fields has one problem per field.
 	CodeValidationFailed = "validation_failed"
@@ -60,6 +63,9 @@ const (
 	// CodeDatabaseError (502): the database refused the connection or
 	// the SQL; DatabaseError carries the SQLSTATE when there is one.
 	CodeDatabaseError = "database_error"
+	// CodeUnavailable (503): the server cannot do it now, e.g. queue a
+	// run when no job queue is running.
+	CodeUnavailable = "unavailable"
 	// CodeTimeout (504): the query did not finish in time.
 	CodeTimeout = "timeout"
 	// CodeInternal (500): anything else; the detail is in the server log
@@ -201,6 +207,8 @@ func classify(err error) (int, ErrorBody) {
 		return http.StatusConflict, ErrorBody{Code: CodeAlreadyExists, Message: err.Error()}
 	case errors.Is(err, app.ErrConflict):
 		return http.StatusConflict, ErrorBody{Code: CodeConflict, Message: err.Error()}
+	case errors.Is(err, app.ErrNoQueue):
+		return http.StatusServiceUnavailable, ErrorBody{Code: CodeUnavailable, Message: err.Error()}
 	case errors.Is(err, app.ErrInvalid):
 		return http.StatusUnprocessableEntity, ErrorBody{Code: CodeInvalid, Message: err.Error()}
 	case errors.As(err, &hk):

@@ -14,18 +14,26 @@ import (
 	"github.com/pgrelay/pgrelay/internal/secret"
 )
 
-// readOnlyFields are fields of a ConnectionView that a request may not
-// set; naming them gives a better message than "unknown field".
+// readOnlyFields are fields of a ConnectionView or a JobView that a
+// request may not set; naming them gives a better message than "unknown
+// field".
 var readOnlyFields = map[string]bool{
 	"has_password": true, "created_at": true, "updated_at": true, "public_key": true,
 	"public_key_fingerprint": true, "previous_public_key": true, "host_key_fingerprint": true,
 	"pending_host_key_fingerprint": true, "pending_host_key_seen": true,
+	// of a JobView
+	"next_run_at": true, "last_run": true,
 }
 
 // decodeJSON reads the request body into v: it must be application/json, at
 // most MaxBodyBytes, one JSON value without unknown fields. Errors name the
 // field at fault.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	return decodeJSONLimit(w, r, v, MaxBodyBytes)
+}
+
+// decodeJSONLimit is decodeJSON with a body limit of its own.
+func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
 	ct := r.Header.Get("Content-Type")
 	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
 		if ct == "" {
@@ -34,7 +42,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 		return &apiError{status: http.StatusUnsupportedMediaType, code: CodeUnsupportedMediaType,
 			message: fmt.Sprintf("Content-Type %s is not accepted: send the body as application/json", ct)}
 	}
-	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	body := http.MaxBytesReader(w, r.Body, limit)
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

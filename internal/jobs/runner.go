@@ -235,6 +235,13 @@ func (x *run) exec(parent context.Context) Result {
 			continue
 		}
 		stopped := ctx.Err() != nil
+		if !stopped && x.conn.Err() != nil {
+			// The tunnel dropped and closed the step's connections (a
+			// command exits with an error) before the watcher above
+			// cancelled the run: the tunnel is why the step failed.
+			cancel(x.conn.Err())
+			stopped = true
+		}
 		x.setStep(i, func(s *RunStep) {
 			s.Status, s.EndedAt, s.DurationMS, s.ExitCode, s.Error = Failed, &end, end.Sub(start).Milliseconds(), code, serr.Error()
 			if stopped && statusFor(x.reason(ctx)) == Cancelled {

@@ -189,21 +189,56 @@ func New(cfg Config) (*Queue, error) {
 			return err
 		}
 	} else {
-		drv := riverpgxv5.New(cfg.Backend.Postgres)
+		pool := cfg.Backend.Postgres
+		drv := riverpgxv5.New(pool)
 		q.client, err = river.NewClient(drv, rc)
 		q.migrate = func(ctx context.Context) error {
-			m, err := rivermigrate.New(drv, nil)
-			if err != nil {
+			return withMigrationLock(ctx, pool, func() error {
+				m, err := rivermigrate.New(drv, nil)
+				if err != nil {
+					return err
+				}
+				_, err = m.Migrate(ctx, rivermigrate.DirectionUp, nil)
 				return err
-			}
-			_, err = m.Migrate(ctx, rivermigrate.DirectionUp, nil)
-			return err
+			})
 		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("queue: %w", err)
 	}
 	return q, nil
+}
+
+// MigrationLockKey is the key of the session-level advisory lock held
+// while River's tables are migrated on a shared PostgreSQL store: processes
+// that start together would otherwise apply the same migration at once and
+// fail. It is the bytes of "pgriver".
+const MigrationLockKey int64 = 0x70677269766572
+
+// withMigrationLock runs migrate while holding MigrationLockKey on a
+// connection of its own.
+func withMigrationLock(ctx context.Context, pool *pgxpool.Pool, migrate func() error) (err error) {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("take migration lock: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, MigrationLockKey); err != nil {
+		return fmt.Errorf("take migration lock %d: %w", MigrationLockKey, err)
+	}
+	defer func() {
+		// The lock belongs to the session: if it cannot be released, close
+		// the connection (the server releases it) rather than pool it.
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, uerr := conn.Exec(uctx, `SELECT pg_advisory_unlock($1)`, MigrationLockKey); uerr != nil {
+			_ = conn.Conn().Close(uctx)
+			if err == nil {
+				err = fmt.Errorf("release migration lock %d: %w", MigrationLockKey, uerr)
+			}
+		}
+	}()
+	return migrate()
 }
 
 func sanitizeID(s string) string {

@@ -2,16 +2,20 @@
 // an app.Service on a SQLite store in a temporary directory, the API mounted
 // by server.New as `pgrelay serve` mounts it (without the web UI), served on
 // a loopback listener by httptest. It also captures the server's log so
-// that tests can check what was (and was not) logged.
+// that tests can check what was (and was not) logged. With Options.Queue it
+// also works job runs, with a job queue on the same store as `pgrelay serve`
+// starts one.
 package apitest
 
 import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -20,7 +24,9 @@ import (
 	"github.com/pgrelay/pgrelay/internal/api"
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
+	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/metrics"
+	"github.com/pgrelay/pgrelay/internal/queue"
 	"github.com/pgrelay/pgrelay/internal/requestid"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/server"
@@ -33,6 +39,15 @@ type Options struct {
 	MaxRows int
 	// DialTimeout bounds connecting to a bastion; default 5s.
 	DialTimeout time.Duration
+	// Queue starts a job queue (River on the SQLite store) that works
+	// runs; without it, queuing a run fails with app.ErrNoQueue.
+	Queue bool
+	// AllowCommands are the programs command steps may run (with Queue),
+	// as `pgrelay serve --allow-command`.
+	AllowCommands []string
+	// StreamPoll is the API's run event stream poll interval; 0 is the
+	// API's default.
+	StreamPoll time.Duration
 }
 
 // Server is a running API server.
@@ -43,6 +58,8 @@ type Server struct {
 	API      *api.API
 	Sessions *auth.Sessions
 	Store    *sqlite.Store
+	// Queue is the job queue, with Options.Queue.
+	Queue *queue.Queue
 	// AdminToken is the token of the admin created at start.
 	AdminToken string
 
@@ -78,7 +95,13 @@ func Start(tb testing.TB, opts Options) *Server {
 	if err != nil {
 		tb.Fatalf("apitest: sessions: %v", err)
 	}
-	a := api.New(api.Config{App: svc, Sessions: sessions, Metrics: m, Logger: logger, MaxRows: opts.MaxRows})
+	var q *queue.Queue
+	if opts.Queue {
+		q = startQueue(tb, st, svc, logger, opts.AllowCommands)
+	}
+	done := make(chan struct{})
+	a := api.New(api.Config{App: svc, Sessions: sessions, Metrics: m, Logger: logger, MaxRows: opts.MaxRows,
+		Done: done, StreamPoll: opts.StreamPoll})
 	srv, err := server.New(server.Config{Addr: "127.0.0.1:0", Faces: []server.Registrar{a}, Ready: svc.Ready,
 		Metrics: m, Logger: logger})
 	if err != nil {
@@ -86,11 +109,51 @@ func Start(tb testing.TB, opts Options) *Server {
 	}
 	hs := httptest.NewServer(srv.Handler())
 	tb.Cleanup(hs.Close)
+	// Cleanups run last-in first-out: event streams end before Close
+	// waits for requests in flight.
+	tb.Cleanup(func() { close(done) })
 	admin, err := svc.BootstrapAdmin(ctx)
 	if err != nil || admin == nil {
 		tb.Fatalf("apitest: bootstrap admin: %v", err)
 	}
-	return &Server{URL: hs.URL, App: svc, API: a, Sessions: sessions, Store: st, AdminToken: admin.Token, logs: logs}
+	return &Server{URL: hs.URL, App: svc, API: a, Sessions: sessions, Store: st, Queue: q, AdminToken: admin.Token, logs: logs}
+}
+
+// startQueue starts a job queue on the store, with short heartbeats, and
+// connects it to svc. It stops when the test ends.
+func startQueue(tb testing.TB, st *sqlite.Store, svc *app.Service, logger *slog.Logger, allowed []string) *queue.Queue {
+	tb.Helper()
+	qdb, err := st.OpenQueueDB()
+	if err != nil {
+		tb.Fatalf("apitest: queue database: %v", err)
+	}
+	allow := func(prog string) error {
+		if slices.Contains(allowed, prog) {
+			return nil
+		}
+		return fmt.Errorf("program %q is not allowed: the server runs only the programs given with --allow-command (now: %v); restart it with --allow-command %s", prog, allowed, prog)
+	}
+	q, err := queue.New(queue.Config{Store: st, Backend: queue.Backend{SQLite: qdb}, AllowCommand: allow,
+		Open:              func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
+		HeartbeatInterval: 500 * time.Millisecond, LostAfter: 3 * time.Second, ReapInterval: time.Second,
+		ScheduleSync: time.Second, KillGrace: 2 * time.Second, ShutdownGrace: time.Second,
+		Logger: logger.With("component", "queue")})
+	if err != nil {
+		_ = qdb.Close()
+		tb.Fatalf("apitest: queue: %v", err)
+	}
+	if err := q.Start(context.Background()); err != nil {
+		_ = qdb.Close()
+		tb.Fatalf("apitest: start queue: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := q.Stop(context.Background()); err != nil {
+			tb.Logf("apitest: stop queue: %v", err)
+		}
+		_ = qdb.Close()
+	})
+	svc.SetQueue(q)
+	return q
 }
 
 // Token creates a token with a role and returns it.

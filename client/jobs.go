@@ -1,0 +1,327 @@
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/api"
+	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/store"
+)
+
+// Limits of FollowRun.
+const (
+	// followIdle is how long an event stream may stay silent (the server
+	// sends a comment every 15 s) before it is dropped and resumed.
+	followIdle = 4 * api.DefaultStreamKeepalive
+	// followRetries is how many times in a row a dropped stream is
+	// resumed without receiving anything.
+	followRetries = 5
+	// maxEventBytes bounds one server-sent event.
+	maxEventBytes = 8 << 20
+)
+
+// ApplyJobs creates or updates every job, after the server validated all
+// of them: an invalid list changes nothing.
+func (c *Client) ApplyJobs(ctx context.Context, js []jobs.Job) ([]app.ApplyResult, error) {
+	in := api.ApplyRequest{Jobs: make([]api.JobInput, len(js))}
+	for i, j := range js {
+		in.Jobs[i] = api.NewJobInput(j)
+	}
+	var out api.ApplyResponse
+	if err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("jobs", "apply"), in: in, out: &out,
+		accepted: http.StatusOK}); err != nil {
+		return nil, err
+	}
+	return out.Results, nil
+}
+
+// ApplyJobsFile sends a jobs YAML file (`jobs: [...]`) as it is; the
+// server parses and validates it. An invalid file changes nothing.
+func (c *Client) ApplyJobsFile(ctx context.Context, yaml []byte) ([]app.ApplyResult, error) {
+	var out api.ApplyResponse
+	if err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("jobs", "apply"), raw: yaml,
+		rawType: "application/yaml", out: &out, accepted: http.StatusOK}); err != nil {
+		return nil, err
+	}
+	return out.Results, nil
+}
+
+// CreateJob creates a job; app.ErrExists when one has that name.
+func (c *Client) CreateJob(ctx context.Context, j jobs.Job) (*app.JobView, error) {
+	var v app.JobView
+	if err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("jobs"), in: api.NewJobInput(j), out: &v,
+		accepted: http.StatusCreated}); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// PutJob creates or replaces the job named j.Name; created says which.
+func (c *Client) PutJob(ctx context.Context, j jobs.Job) (*app.JobView, bool, error) {
+	var v app.JobView
+	var created bool
+	if err := c.do(ctx, request{method: http.MethodPut, url: c.endpoint("jobs", j.Name), in: api.NewJobInput(j),
+		out: &v, accepted: http.StatusOK, created: &created}); err != nil {
+		return nil, false, err
+	}
+	return &v, created, nil
+}
+
+// GetJob returns a job.
+func (c *Client) GetJob(ctx context.Context, name string) (*app.JobView, error) {
+	var v app.JobView
+	if err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("jobs", name), out: &v,
+		accepted: http.StatusOK}); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// ListJobs returns every job, ordered by name.
+func (c *Client) ListJobs(ctx context.Context) ([]*app.JobView, error) {
+	var l api.JobList
+	if err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("jobs"), out: &l,
+		accepted: http.StatusOK}); err != nil {
+		return nil, err
+	}
+	return l.Jobs, nil
+}
+
+// DeleteJob removes a job; its runs stay in the history.
+func (c *Client) DeleteJob(ctx context.Context, name string) error {
+	return c.do(ctx, request{method: http.MethodDelete, url: c.endpoint("jobs", name),
+		accepted: http.StatusNoContent})
+}
+
+// RunJob queues a run of the job on the server. The server records the
+// trigger as jobs.API whatever trigger says (it is there to match the
+// local use case).
+func (c *Client) RunJob(ctx context.Context, name string, _ jobs.Trigger) (*jobs.Run, error) {
+	var r jobs.Run
+	if err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("jobs", name, "runs"), out: &r,
+		accepted: http.StatusAccepted}); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// ListRuns lists runs, newest first. A limit of 0 is the server's default
+// (50); more than api.MaxRunsLimit asks for that many.
+func (c *Client) ListRuns(ctx context.Context, f store.RunFilter) ([]*jobs.Run, error) {
+	q := url.Values{}
+	if f.Job != "" {
+		q.Set("job", f.Job)
+	}
+	if len(f.Statuses) > 0 {
+		ss := make([]string, len(f.Statuses))
+		for i, s := range f.Statuses {
+			ss[i] = string(s)
+		}
+		q.Set("status", strings.Join(ss, ","))
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(min(f.Limit, api.MaxRunsLimit)))
+	}
+	u := c.endpoint("runs")
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	var l api.RunList
+	if err := c.do(ctx, request{method: http.MethodGet, url: u, out: &l, accepted: http.StatusOK}); err != nil {
+		return nil, err
+	}
+	return l.Runs, nil
+}
+
+// GetRun returns a run.
+func (c *Client) GetRun(ctx context.Context, id string) (*jobs.Run, error) {
+	var r jobs.Run
+	if err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("runs", id), out: &r,
+		accepted: http.StatusOK}); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// RunLog returns up to limit log lines with a sequence number above
+// afterSeq (0 for the server's default of 1000; at most api.MaxLogLimit).
+func (c *Client) RunLog(ctx context.Context, id string, afterSeq int64, limit int) ([]jobs.LogLine, error) {
+	q := url.Values{}
+	if afterSeq > 0 {
+		q.Set("after", strconv.FormatInt(afterSeq, 10))
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(min(limit, api.MaxLogLimit)))
+	}
+	u := c.endpoint("runs", id, "log")
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	var l api.RunLog
+	if err := c.do(ctx, request{method: http.MethodGet, url: u, out: &l, accepted: http.StatusOK}); err != nil {
+		return nil, err
+	}
+	return l.Lines, nil
+}
+
+// CancelRun cancels a queued or running run. The server records the
+// client's token name as who cancelled, whatever by says (it is there to
+// match the local use case).
+func (c *Client) CancelRun(ctx context.Context, id, _ string) (*jobs.Run, error) {
+	var r jobs.Run
+	if err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("runs", id, "cancel"), out: &r,
+		accepted: http.StatusOK}); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// FollowRun follows a run through the server's event stream until it
+// ends, calling fn (if not nil) with each log line once, in order, and
+// returns the ended run. A stream that drops (the server restarted, a
+// proxy cut it) is resumed after the last line seen; it gives up after
+// several attempts in a row that receive nothing. Error responses (the run
+// does not exist, the token may not read it) are returned at once.
+func (c *Client) FollowRun(ctx context.Context, id string, fn func(jobs.LogLine)) (*jobs.Run, error) {
+	var after int64
+	failures := 0
+	for {
+		run, progressed, err := c.followOnce(ctx, id, &after, fn)
+		switch {
+		case run != nil:
+			return run, nil
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		}
+		var fatal *followFatal
+		if errors.As(err, &fatal) {
+			return nil, fatal.err
+		}
+		if progressed {
+			failures = 0
+		}
+		failures++
+		if failures > followRetries {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Duration(failures) * 500 * time.Millisecond):
+		}
+	}
+}
+
+// followFatal is an error of FollowRun that resuming does not fix.
+type followFatal struct{ err error }
+
+func (e *followFatal) Error() string { return e.err.Error() }
+func (e *followFatal) Unwrap() error { return e.err }
+
+// followOnce reads one event stream of the run. It returns the ended run,
+// or an error and whether anything was received.
+func (c *Client) followOnce(ctx context.Context, id string, after *int64, fn func(jobs.LogLine)) (*jobs.Run, bool, error) {
+	u := c.endpoint("runs", id, "events")
+	op := "GET " + strings.TrimPrefix(u, c.base.String())
+	if *after > 0 {
+		u += "?after=" + strconv.FormatInt(*after, 10)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// A stream that goes silent longer than the server's keepalives is
+	// dead (a frozen proxy): drop it and resume.
+	idle := time.AfterFunc(followIdle, cancel)
+	defer idle.Stop()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, false, &followFatal{fmt.Errorf("%s: %w", op, err)}
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("User-Agent", c.userAgent)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s on pgrelay server %s: %w", op, c.base.Host, unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return nil, false, &followFatal{c.responseError(op, resp, data)}
+	}
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
+		return nil, false, &followFatal{c.unexpected(op, resp, nil)}
+	}
+	progressed := false
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), maxEventBytes)
+	var event string
+	var data bytes.Buffer
+	for sc.Scan() {
+		idle.Reset(followIdle)
+		line := sc.Text()
+		if line != "" {
+			field, value, _ := strings.Cut(line, ":")
+			value = strings.TrimPrefix(value, " ")
+			switch field {
+			case "event":
+				event = value
+			case "data":
+				if data.Len() > 0 {
+					data.WriteByte('\n')
+				}
+				data.WriteString(value)
+			}
+			continue // "id", "retry" and comments need nothing here
+		}
+		// A blank line dispatches the event.
+		name, payload := event, data.Bytes()
+		event = ""
+		switch name {
+		case api.EventLog:
+			var l jobs.LogLine
+			if err := json.Unmarshal(payload, &l); err != nil {
+				return nil, progressed, &followFatal{fmt.Errorf("%s: decode log event: %w", op, err)}
+			}
+			if l.Seq > *after {
+				if fn != nil {
+					fn(l)
+				}
+				*after = l.Seq
+				progressed = true
+			}
+		case api.EventRun:
+			progressed = true
+		case api.EventEnd:
+			var r jobs.Run
+			if err := json.Unmarshal(payload, &r); err != nil {
+				return nil, progressed, &followFatal{fmt.Errorf("%s: decode end event: %w", op, err)}
+			}
+			return &r, true, nil
+		case api.EventError:
+			var er api.ErrorResponse
+			if err := json.Unmarshal(payload, &er); err != nil || er.Error.Code == "" {
+				return nil, progressed, fmt.Errorf("%s: the event stream failed on the server", op)
+			}
+			return nil, progressed, &Error{Status: http.StatusOK, Code: er.Error.Code, Message: er.Error.Message,
+				RequestID: er.Error.RequestID}
+		}
+		data.Reset()
+	}
+	if err := sc.Err(); err != nil {
+		return nil, progressed, fmt.Errorf("%s: read event stream: %w", op, err)
+	}
+	return nil, progressed, fmt.Errorf("%s: the event stream ended before the run did", op)
+}

@@ -1,0 +1,225 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/requestid"
+)
+
+// Defaults of the run event stream.
+const (
+	// DefaultStreamPoll is how often a run event stream reads the store
+	// for new log lines and changes of the run. Polling the store (rather
+	// than listening to this process's queue) follows runs worked by any
+	// process sharing the store.
+	DefaultStreamPoll = 300 * time.Millisecond
+	// DefaultStreamKeepalive is how often a quiet stream sends a comment,
+	// so that proxies keep the connection open.
+	DefaultStreamKeepalive = 15 * time.Second
+)
+
+// Event names of GET /runs/{id}/events.
+const (
+	// EventLog carries one jobs.LogLine; its SSE id is the line's Seq.
+	EventLog = "log"
+	// EventRun carries the jobs.Run, first at once and then whenever its
+	// status, reason, steps or worker change.
+	EventRun = "run"
+	// EventEnd carries the ended jobs.Run after its last log line; the
+	// server closes the stream after it.
+	EventEnd = "end"
+	// EventError carries an ErrorBody when the stream fails on the
+	// server (e.g. the store is unreachable); the stream closes after it
+	// and the client may reconnect.
+	EventError = "error"
+)
+
+// sse writes server-sent events and flushes each one.
+type sse struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+// event writes one event with its JSON data; id is left out when empty.
+func (s *sse) event(name, id string, data any) error {
+	b, err := json.Marshal(data)
+	if err != nil {
+		return fmt.Errorf("encode %s event: %w", name, err)
+	}
+	var buf bytes.Buffer
+	buf.WriteString("event: " + name + "\n")
+	if id != "" {
+		buf.WriteString("id: " + id + "\n")
+	}
+	// JSON has no raw newlines: the data is one line.
+	buf.WriteString("data: ")
+	buf.Write(b)
+	buf.WriteString("\n\n")
+	return s.write(buf.Bytes())
+}
+
+// comment writes an SSE comment (ignored by clients).
+func (s *sse) comment(text string) error { return s.write([]byte(": " + text + "\n\n")) }
+
+// errStreamClosed means a write to the stream failed: the client went
+// away.
+var errStreamClosed = errors.New("event stream closed")
+
+func (s *sse) write(b []byte) error {
+	if _, err := s.w.Write(b); err != nil {
+		return fmt.Errorf("%w: %v", errStreamClosed, err)
+	}
+	if err := s.rc.Flush(); err != nil {
+		return fmt.Errorf("%w: flush: %v", errStreamClosed, err)
+	}
+	return nil
+}
+
+// runEvents streams a run as server-sent events: "log" for each log line
+// (after ?after= or the Last-Event-ID header), "run" when the run changes,
+// and "end" with the ended run, after which the stream closes. It polls
+// the store, so it follows runs worked by any process, and it stops when
+// the client goes away or the server shuts down.
+func (a *API) runEvents(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	after, err := intParam(r, "after", 0, 0, 1<<62)
+	if err != nil {
+		return err
+	}
+	if last := strings.TrimSpace(r.Header.Get("Last-Event-ID")); last != "" && r.URL.Query().Get("after") == "" {
+		// A reconnecting EventSource resumes after the last line it saw.
+		if v, err := strconv.ParseInt(last, 10, 64); err == nil && v >= 0 {
+			after = v
+		}
+	}
+	run, err := a.cfg.App.GetRun(ctx, id)
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream; charset=utf-8")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	w.WriteHeader(http.StatusOK)
+	s := &sse{w: w, rc: http.NewResponseController(w)}
+	if err := s.write([]byte("retry: 1000\n\n")); err != nil {
+		return nil // the client went away
+	}
+	if err := a.streamRun(ctx, s, run, after); err != nil && !errors.Is(err, errStreamClosed) {
+		// Headers are sent: the error can only be told in the stream.
+		status, body := classify(err)
+		if status >= http.StatusInternalServerError && ctx.Err() == nil {
+			a.log.ErrorContext(ctx, "run event stream failed", "run_id", id, "error", err)
+			if body.Code == CodeInternal {
+				body.Message = "internal error; see the server log for request " + requestid.From(ctx)
+			}
+		}
+		body.RequestID = requestid.From(ctx)
+		if ctx.Err() == nil {
+			_ = s.event(EventError, "", ErrorResponse{Error: body})
+		}
+	}
+	return nil
+}
+
+// streamRun sends the run and its log until the run ends (nil), the
+// client goes away (nil or errStreamClosed), the server shuts down (nil)
+// or reading the store fails.
+func (a *API) streamRun(ctx context.Context, s *sse, run *jobs.Run, after int64) error {
+	poll := time.NewTicker(a.cfg.StreamPoll)
+	defer poll.Stop()
+	keepalive := time.NewTicker(a.cfg.StreamKeepalive)
+	defer keepalive.Stop()
+	if err := s.event(EventRun, "", run); err != nil {
+		return err
+	}
+	last := runSignature(run)
+	for {
+		var err error
+		if after, err = a.streamLog(ctx, s, run.ID, after); err != nil {
+			return err
+		}
+		if run.Status.Terminal() {
+			// Lines written after the status changed (the reaper logs
+			// the lost worker after it fails the run): wait one poll.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-a.cfg.Done:
+				return nil
+			case <-poll.C:
+			}
+			if _, err = a.streamLog(ctx, s, run.ID, after); err != nil {
+				return err
+			}
+			return s.event(EventEnd, "", run)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.cfg.Done:
+			return nil
+		case <-keepalive.C:
+			if err := s.comment("keepalive"); err != nil {
+				return err
+			}
+			continue
+		case <-poll.C:
+		}
+		cur, err := a.cfg.App.GetRun(ctx, run.ID)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		run = cur
+		if sig := runSignature(run); sig != last && !run.Status.Terminal() {
+			last = sig
+			if err := s.event(EventRun, "", run); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// streamLog sends the run's log lines after seq and returns the last
+// sequence number sent.
+func (a *API) streamLog(ctx context.Context, s *sse, id string, after int64) (int64, error) {
+	for {
+		lines, err := a.cfg.App.RunLog(ctx, id, after, DefaultLogLimit)
+		if err != nil {
+			if ctx.Err() != nil {
+				return after, nil
+			}
+			return after, err
+		}
+		for _, l := range lines {
+			if err := s.event(EventLog, strconv.FormatInt(l.Seq, 10), l); err != nil {
+				return after, err
+			}
+			after = l.Seq
+		}
+		if len(lines) < DefaultLogLimit {
+			return after, nil
+		}
+	}
+}
+
+// runSignature is what a "run" event reports changes of: everything but
+// the heartbeat, which changes every few seconds without news.
+func runSignature(r *jobs.Run) string {
+	c := *r
+	c.HeartbeatAt = nil
+	b, _ := json.Marshal(&c)
+	return string(b)
+}
