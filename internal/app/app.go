@@ -90,3 +90,30 @@ func (s *Service) Ready(ctx context.Context) error {
 // Keyring returns the service's keyring (the server derives its session key
 // from it).
 func (s *Service) Keyring() *secret.Keyring { return s.keyring }
+
+// keyCheckMeta names the sealed value that proves the master key matches
+// the store.
+const keyCheckMeta = "key_check"
+
+// ErrWrongMasterKey means the master key is not the one the store's
+// secrets were sealed with.
+var ErrWrongMasterKey = errors.New("the master key does not match this store: its secrets were sealed with another key. " +
+	"Use the key the store was created with (PGRELAY_MASTER_KEY, or master.key in the data dir); every process sharing a store needs the same key")
+
+// CheckMasterKey verifies that the keyring opens the store's key check
+// value, creating it on a new store.
+func (s *Service) CheckMasterKey(ctx context.Context) error {
+	ad := []byte("pgrelay/meta/" + keyCheckMeta)
+	sealed, err := s.keyring.Seal([]byte("pgrelay key check v1"), ad)
+	if err != nil {
+		return err
+	}
+	stored, err := s.store.PutMetaIfAbsent(ctx, keyCheckMeta, sealed)
+	if err != nil {
+		return fmt.Errorf("check master key: %w", err)
+	}
+	if _, err := s.keyring.Open(stored, ad); err != nil {
+		return ErrWrongMasterKey
+	}
+	return nil
+}

@@ -432,3 +432,17 @@ func TestValidationNamesFlags(t *testing.T) {
 	h.fail(2, "query", "x")
 	h.fail(3, "query", "missing", "select 1")
 }
+
+func TestWrongMasterKeyIsRefused(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.ok("connection", "create", "c", "--host", "db.internal", "--database", "d", "--user", "u")
+	h.env["PGRELAY_MASTER_KEY"] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+	r := h.fail(1, "connection", "list")
+	contains(t, "wrong key", r.stderr, "master key does not match")
+	h.env["PGRELAY_MASTER_KEY"] = "not base64!"
+	r = h.fail(1, "connection", "list")
+	contains(t, "bad key", r.stderr, "PGRELAY_MASTER_KEY", "base64")
+	delete(h.env, "PGRELAY_MASTER_KEY")
+	h.ok("connection", "show", "c")
+}

@@ -171,6 +171,10 @@ func (r *runner) service(ctx context.Context) (*app.Service, error) {
 		_ = st.Close()
 		return nil, err
 	}
+	if err := svc.CheckMasterKey(ctx); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
 	r.st, r.svc = st, svc
 	return svc, nil
 }

@@ -77,6 +77,7 @@ type Store interface {
 	TokenStore
 	JobStore
 	RunStore
+	MetaStore
 	// Close releases the store's resources.
 	Close() error
 }
@@ -160,4 +161,12 @@ type RunStore interface {
 	AppendRunLog(ctx context.Context, runID string, lines []jobs.LogLine) error
 	// RunLog returns up to limit lines with Seq > afterSeq, in order.
 	RunLog(ctx context.Context, runID string, afterSeq int64, limit int) ([]jobs.LogLine, error)
+}
+
+// MetaStore keeps small named values about the store itself.
+type MetaStore interface {
+	// PutMetaIfAbsent stores value under key unless the key exists, and
+	// returns the value stored under key afterwards (the existing one, or
+	// value).
+	PutMetaIfAbsent(ctx context.Context, key string, value []byte) ([]byte, error)
 }

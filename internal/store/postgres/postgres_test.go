@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -129,8 +130,18 @@ func TestPostgres(t *testing.T) {
 		if t.Failed() {
 			t.FailNow()
 		}
-		if got := appliedMigrations(t, stores[0]); len(got) != 3 || got[0] != 1 || got[2] != 3 {
-			t.Fatalf("applied migrations = %v, want 1 2 3 once each", got)
+		files, err := os.ReadDir("migrations")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := appliedMigrations(t, stores[0])
+		if len(got) != len(files) {
+			t.Fatalf("applied migrations = %v, want each of the %d once", got, len(files))
+		}
+		for i, v := range got {
+			if v != int64(i+1) {
+				t.Fatalf("applied migrations = %v, want 1..%d once each", got, len(files))
+			}
 		}
 		// The stores share one database.
 		ctx := context.Background()
@@ -249,7 +260,7 @@ func TestPostgres(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := "public.pgrelay_connections public.pgrelay_jobs public.pgrelay_run_logs public.pgrelay_runs " +
+		want := "public.pgrelay_connections public.pgrelay_jobs public.pgrelay_meta public.pgrelay_run_logs public.pgrelay_runs " +
 			"public.pgrelay_schema_migrations public.pgrelay_tokens"
 		if got := strings.Join(tables, " "); got != want {
 			t.Fatalf("tables = %s\nwant %s", got, want)

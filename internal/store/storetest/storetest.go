@@ -32,6 +32,19 @@ func Exercise(t *testing.T, open func(t *testing.T) store.Store) {
 		t.Parallel()
 		exerciseTokens(t, open(t))
 	})
+	t.Run("Meta", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		ctx := context.Background()
+		got, err := s.PutMetaIfAbsent(ctx, "k", []byte{1, 2, 0, 3})
+		if err != nil || string(got) != "\x01\x02\x00\x03" {
+			t.Fatalf("first put: %v %v", got, err)
+		}
+		got, err = s.PutMetaIfAbsent(ctx, "k", []byte("other"))
+		if err != nil || string(got) != "\x01\x02\x00\x03" {
+			t.Fatalf("second put replaced the value: %q %v", got, err)
+		}
+	})
 	t.Run("Jobs", func(t *testing.T) {
 		t.Parallel()
 		exerciseJobs(t, open(t))

@@ -1,0 +1,4 @@
+CREATE TABLE pgrelay_meta (
+    key   text COLLATE "C" PRIMARY KEY,
+    value bytea NOT NULL
+);
