@@ -1,0 +1,196 @@
+package bench_test
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// clockTick is the unit of the CPU times in /proc/PID/stat (USER_HZ,
+// 100 Hz on Linux).
+const clockTick = 10 * time.Millisecond
+
+// cpuSample is the CPU time (user + system) used so far by the processes
+// on a path other than PostgreSQL, whose share is the same on every path.
+type cpuSample struct {
+	// client is this process: pgx, and pgrelay's tunnel and proxy.
+	client time.Duration
+	// ssh is OpenSSH's ssh client: the long-lived forward, plus the ones
+	// spawned and reaped by the setup benchmark.
+	ssh time.Duration
+	// sshd is the bastion: the listening sshd and all its descendants,
+	// reaped ones included.
+	sshd time.Duration
+}
+
+// sampleCPU reads the CPU time of the processes on the paths. Reaped
+// children count through RUSAGE_CHILDREN and cutime/cstime, so processes
+// that came and went during a benchmark are included.
+func (e *env) sampleCPU() cpuSample {
+	var s cpuSample
+	var self, children syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &self) == nil {
+		s.client = rusageTime(&self)
+	}
+	// The only children this process reaps while benchmarks run are ssh
+	// clients; the sshd listener is reaped only at the end.
+	if syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children) == nil {
+		s.ssh = rusageTime(&children)
+	}
+	if e.forward != nil {
+		if st, ok := readStat(e.forward.cmd.Process.Pid); ok {
+			s.ssh += st.own
+		}
+	}
+	procs := readAllStats()
+	for _, p := range procs {
+		if p.ppid == os.Getpid() && p.comm == "sshd" {
+			s.sshd += treeCPU(procs, p.pid)
+		}
+	}
+	return s
+}
+
+// reportCPU reports the CPU used per operation between two samples, in
+// nanoseconds: per process group and in total.
+func reportCPU(b *testing.B, before, after cpuSample) {
+	if b.N <= 0 {
+		return
+	}
+	n := float64(b.N)
+	client := float64(after.client-before.client) / n
+	ssh := float64(after.ssh-before.ssh) / n
+	sshd := float64(after.sshd-before.sshd) / n
+	b.ReportMetric(client, "cpu-client-ns/op")
+	b.ReportMetric(ssh, "cpu-ssh-ns/op")
+	b.ReportMetric(sshd, "cpu-sshd-ns/op")
+	b.ReportMetric(client+ssh+sshd, "cpu-ns/op")
+}
+
+func rusageTime(r *syscall.Rusage) time.Duration {
+	return time.Duration(r.Utime.Nano() + r.Stime.Nano())
+}
+
+// procStat is what the benchmarks use of /proc/PID/stat.
+type procStat struct {
+	pid, ppid int
+	comm      string
+	own       time.Duration // utime + stime
+	reaped    time.Duration // cutime + cstime: children waited for
+}
+
+// readStat parses /proc/PID/stat.
+func readStat(pid int) (procStat, bool) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return procStat{}, false
+	}
+	return parseStat(string(b))
+}
+
+func parseStat(s string) (procStat, bool) {
+	// "pid (comm) state ppid ..."; comm may hold spaces and parentheses.
+	open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || close < open {
+		return procStat{}, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(s[:open]))
+	if err != nil {
+		return procStat{}, false
+	}
+	f := strings.Fields(s[close+1:])
+	// f[0] is the state (field 3); utime..cstime are fields 14..17.
+	if len(f) < 15 {
+		return procStat{}, false
+	}
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
+		return procStat{}, false
+	}
+	var ticks [4]int64
+	for i := range ticks {
+		if ticks[i], err = strconv.ParseInt(f[11+i], 10, 64); err != nil {
+			return procStat{}, false
+		}
+	}
+	return procStat{
+		pid:    pid,
+		ppid:   ppid,
+		comm:   s[open+1 : close],
+		own:    time.Duration(ticks[0]+ticks[1]) * clockTick,
+		reaped: time.Duration(ticks[2]+ticks[3]) * clockTick,
+	}, true
+}
+
+// readAllStats reads /proc/PID/stat of every process.
+func readAllStats() []procStat {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []procStat
+	for _, de := range entries {
+		pid, err := strconv.Atoi(de.Name())
+		if err != nil {
+			continue
+		}
+		if st, ok := readStat(pid); ok {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// treeCPU sums the CPU time of root and its live descendants, with what
+// each reaped.
+func treeCPU(procs []procStat, root int) time.Duration {
+	children := map[int][]procStat{}
+	var rootStat *procStat
+	for i, p := range procs {
+		children[p.ppid] = append(children[p.ppid], p)
+		if p.pid == root {
+			rootStat = &procs[i]
+		}
+	}
+	if rootStat == nil {
+		return 0
+	}
+	var total time.Duration
+	queue := []procStat{*rootStat}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		total += p.own + p.reaped
+		queue = append(queue, children[p.pid]...)
+	}
+	return total
+}
+
+// TestParseStat checks the /proc/PID/stat parser, including a command
+// name with spaces and parentheses.
+func TestParseStat(t *testing.T) {
+	line := "4242 (sshd: root (x)) S 17 4242 4242 0 -1 4194560 100 0 0 0 12 3 4 5 20 0 1 0 100 0 0"
+	st, ok := parseStat(line)
+	if !ok {
+		t.Fatal("parseStat failed")
+	}
+	if st.pid != 4242 || st.ppid != 17 || st.comm != "sshd: root (x)" {
+		t.Errorf("pid, ppid, comm = %d, %d, %q", st.pid, st.ppid, st.comm)
+	}
+	if st.own != 15*clockTick || st.reaped != 9*clockTick {
+		t.Errorf("own, reaped = %v, %v", st.own, st.reaped)
+	}
+	procs := []procStat{
+		st,
+		{pid: 5000, ppid: 4242, own: clockTick},
+		{pid: 5001, ppid: 5000, own: clockTick, reaped: clockTick},
+		{pid: 6000, ppid: 1, own: 100 * clockTick},
+	}
+	if got := treeCPU(procs, 4242); got != 27*clockTick {
+		t.Errorf("treeCPU = %v, want %v", got, 27*clockTick)
+	}
+}

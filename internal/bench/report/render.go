@@ -1,0 +1,281 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"time"
+)
+
+// The paths as the benchmarks name them.
+const (
+	pathDirect    = "direct"
+	pathOpenSSH   = "openssh"
+	pathProxy     = "pgrelay_proxy"
+	pathInProcess = "pgrelay_inprocess"
+	pathPgrelay   = "pgrelay"
+)
+
+// benchSpec says how to show one benchmark.
+type benchSpec struct {
+	Group    string // benchmark name without "Benchmark" and path
+	Title    string
+	About    string
+	Unit     string  // the unit read from the output
+	Scale    float64 // the value shown is value/Scale
+	Shown    string  // the unit shown
+	Decimals int
+	Higher   bool // a higher value is better (rates)
+	Paths    []string
+	// CPUScale and CPUShown say how to show the CPU metrics (reported in
+	// ns/op).
+	CPUScale float64
+	CPUShown string
+}
+
+// specs lists the benchmarks in the order of the report.
+var specs = []benchSpec{
+	{
+		Group: "RoundTrip", Title: "Round trip: `SELECT 1` on an open connection",
+		About: "One pgx connection per path; each operation is `QueryRow(\"SELECT 1\").Scan` (one protocol round trip, prepared statement cached).",
+		Unit:  "ns/op", Scale: 1e3, Shown: "µs/op", Decimals: 1,
+		Paths:    []string{pathDirect, pathOpenSSH, pathProxy, pathInProcess},
+		CPUScale: 1e3, CPUShown: "µs/op",
+	},
+	{
+		Group: "TunnelSetup", Title: "Tunnel setup: from nothing to the first query result",
+		About: "`pgrelay`: `tunnel.Dial` (TCP, SSH handshake, public key auth) + pgx connect through `DialContext` + `SELECT 1`. " +
+			"`openssh`: spawn `ssh -N -L`, poll the local port every millisecond until it accepts, pgx connect through it + `SELECT 1`. " +
+			"`direct`: pgx connect + `SELECT 1`. Closing is not timed. Each pgx connect includes SCRAM-SHA-256 authentication.",
+		Unit: "ns/op", Scale: 1e6, Shown: "ms/op", Decimals: 1,
+		Paths:    []string{pathDirect, pathOpenSSH, pathPgrelay},
+		CPUScale: 1e6, CPUShown: "ms/op",
+	},
+	{
+		Group: "Throughput", Title: "Throughput: COPY TO STDOUT, about 64 MiB per operation",
+		About: "`COPY (SELECT repeat('x', 1000) FROM generate_series(1, N)) TO STDOUT` read by `pgconn.CopyTo` into `io.Discard` on one open connection per path. MB/s is 10⁶ bytes per second of COPY data.",
+		Unit:  "MB/s", Scale: 1, Shown: "MB/s", Decimals: 0, Higher: true,
+		Paths:    []string{pathDirect, pathOpenSSH, pathProxy, pathInProcess},
+		CPUScale: 1e6, CPUShown: "ms/op",
+	},
+}
+
+// target is one performance goal: the median of a path relative to the
+// median of OpenSSH.
+type target struct {
+	About  string
+	Group  string
+	Path   string
+	Unit   string
+	Bound  float64 // ratio to OpenSSH
+	AtMost bool    // the ratio must be ≤ Bound; otherwise ≥ Bound
+}
+
+var targets = []target{
+	{About: "In-process round trip ≤ 0.8 × OpenSSH", Group: "RoundTrip", Path: pathInProcess, Unit: "ns/op", Bound: 0.8, AtMost: true},
+	{About: "Proxy round trip ≤ OpenSSH", Group: "RoundTrip", Path: pathProxy, Unit: "ns/op", Bound: 1.0, AtMost: true},
+	{About: "Proxy throughput ≥ 1.1 × OpenSSH", Group: "Throughput", Path: pathProxy, Unit: "MB/s", Bound: 1.1},
+	{About: "In-process throughput ≥ 1.1 × OpenSSH", Group: "Throughput", Path: pathInProcess, Unit: "MB/s", Bound: 1.1},
+	{About: "Tunnel setup ≤ 0.4 × spawning ssh", Group: "TunnelSetup", Path: pathPgrelay, Unit: "ns/op", Bound: 0.4, AtMost: true},
+}
+
+// verdict is a target evaluated against results.
+type verdict struct {
+	target
+	Ratio    float64
+	Measured bool
+	Met      bool
+	// CPURatio is the path's CPU per operation over OpenSSH's (0 when not
+	// measured). For throughput, lower CPU is the better side, as for time.
+	CPURatio float64
+}
+
+// evaluate checks every target.
+func evaluate(res *results) []verdict {
+	out := make([]verdict, 0, len(targets))
+	for _, t := range targets {
+		v := verdict{target: t}
+		path, base := median(res.get(t.Group, t.Path, t.Unit)), median(res.get(t.Group, pathOpenSSH, t.Unit))
+		if path > 0 && base > 0 {
+			v.Measured = true
+			v.Ratio = path / base
+			if t.AtMost {
+				v.Met = v.Ratio <= t.Bound
+			} else {
+				v.Met = v.Ratio >= t.Bound
+			}
+		}
+		cpu, cpuBase := median(res.get(t.Group, t.Path, cpuTotal)), median(res.get(t.Group, pathOpenSSH, cpuTotal))
+		if cpu > 0 && cpuBase > 0 {
+			v.CPURatio = cpu / cpuBase
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// The CPU metrics the benchmarks report, in ns/op: this process (pgx and
+// pgrelay), OpenSSH's ssh client, the bastion's sshd, and their sum.
+const (
+	cpuTotal  = "cpu-ns/op"
+	cpuClient = "cpu-client-ns/op"
+	cpuSSH    = "cpu-ssh-ns/op"
+	cpuSSHD   = "cpu-sshd-ns/op"
+)
+
+// reportMeta is what the report says about its own making.
+type reportMeta struct {
+	Date    time.Time
+	Command string
+	RawFile string
+	Go      string
+}
+
+// render writes the markdown report.
+func render(w io.Writer, res *results, m machine, meta reportMeta) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	cfg := func(key string) string {
+		if v := res.config[key]; v != "" {
+			return v
+		}
+		return "unknown"
+	}
+
+	p("# Benchmarks")
+	p("")
+	p("Generated by `scripts/bench.sh` (`make bench`) on %s from the raw output in `%s`; "+
+		"regenerate rather than edit. Every server runs on loopback on the same machine: "+
+		"a throwaway PostgreSQL and a real OpenSSH `sshd` as the bastion (internal/testenv). "+
+		"The paths are `direct` (TCP to PostgreSQL), `openssh` (`ssh -N -L` to the bastion, pgx to the local port), "+
+		"`pgrelay_proxy` (pgrelay's local proxy over one pgrelay tunnel) and `pgrelay_inprocess` "+
+		"(pgx `DialFunc` = `tunnel.DialContext`, no local port).",
+		meta.Date.Format("2006-01-02 15:04 MST"), meta.RawFile)
+	p("")
+	if meta.Command != "" {
+		p("Command: `%s`", meta.Command)
+		p("")
+	}
+	p("Each table shows the median of the runs per path, the range, and the median's ratio to the `openssh` and `direct` medians.")
+	p("")
+
+	goVersion := res.config["go"]
+	if goVersion == "" {
+		goVersion = meta.Go
+	}
+	p("## Machine")
+	p("")
+	p("| | |")
+	p("|---|---|")
+	cpu := m.CPU
+	if c := res.config["cpu"]; c != "" && cpu == "unknown" {
+		cpu = c
+	}
+	p("| CPU | %s |", cpu)
+	p("| Cores | %d |", m.Cores)
+	p("| Memory | %s |", m.Memory)
+	p("| Kernel | %s |", m.Kernel)
+	p("| Load average after the run (1, 5, 15 min) | %s |", m.Load)
+	p("| Go | %s %s/%s |", goVersion, cfg("goos"), cfg("goarch"))
+	p("| OpenSSH (client and server) | %s |", cfg("openssh"))
+	p("| PostgreSQL | %s |", cfg("postgresql"))
+	p("| OpenSSH `ssh` negotiated | %s, %s |", cfg("openssh-cipher"), cfg("openssh-kex"))
+	p("| pgrelay tunnel negotiated | %s, %s |", cfg("pgrelay-cipher"), cfg("pgrelay-kex"))
+	p("")
+
+	p("## Targets")
+	p("")
+	p("Targets are judged on the medians of wall time (or rate). The CPU column is for comparison: the CPU per operation " +
+		"of every process on the path except PostgreSQL, relative to OpenSSH's; it moves much less than wall time " +
+		"when other work shares the machine.")
+	p("")
+	p("| target | measured | met | CPU per op |")
+	p("|---|---|---|---|")
+	for _, v := range evaluate(res) {
+		cpu := "—"
+		if v.CPURatio > 0 {
+			cpu = fmt.Sprintf("%.2f × OpenSSH", v.CPURatio)
+		}
+		if !v.Measured {
+			p("| %s | not measured | — | %s |", v.About, cpu)
+			continue
+		}
+		met := "**not met**"
+		if v.Met {
+			met = "met"
+		}
+		p("| %s | %.2f × OpenSSH | %s | %s |", v.About, v.Ratio, met, cpu)
+	}
+	p("")
+
+	for _, s := range specs {
+		renderTable(w, res, s)
+	}
+
+	p("## Profiling a missed target")
+	p("")
+	p("Profile one path at a time, for example:")
+	p("")
+	p("```sh")
+	p("go test -run '^$' -bench 'RoundTrip/pgrelay_inprocess' -benchtime 5s -cpuprofile /tmp/cpu.out ./internal/bench/")
+	p("go tool pprof -top -nodecount 40 /tmp/cpu.out")
+	p("```")
+	p("")
+	p("The profile covers the Go process only (pgx, pgrelay's tunnel and proxy); `ssh`, `sshd` and PostgreSQL " +
+		"are other processes: compare with `openssh` by wall time and by the CPU columns above, not by profile. " +
+		"For `openssh` tunnel setup, the pgx+pgrelay CPU includes the benchmark polling the forward's port every millisecond.")
+}
+
+// renderTable writes one benchmark's table.
+func renderTable(w io.Writer, res *results, s benchSpec) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	p("## %s", s.Title)
+	p("")
+	p("%s", s.About)
+	p("")
+	ratioNote := "time ratio, lower is better"
+	if s.Higher {
+		ratioNote = "rate ratio, higher is better"
+	}
+	p("| path | median %s | range | runs | × OpenSSH | × direct | CPU %s: total (pgx+pgrelay / ssh / sshd) | CPU × OpenSSH |", s.Shown, s.CPUShown)
+	p("|---|---:|---:|---:|---:|---:|---:|---:|")
+	cpuBase := median(res.get(s.Group, pathOpenSSH, cpuTotal))
+	base := median(res.get(s.Group, pathOpenSSH, s.Unit))
+	direct := median(res.get(s.Group, pathDirect, s.Unit))
+	for _, path := range s.Paths {
+		xs := res.get(s.Group, path, s.Unit)
+		if len(xs) == 0 {
+			p("| %s | — | — | 0 | — | — | — | — |", path)
+			continue
+		}
+		med := median(xs)
+		lo, hi := math.Inf(1), math.Inf(-1)
+		for _, x := range xs {
+			lo, hi = min(lo, x), max(hi, x)
+		}
+		cpu, cpuRatio := "—", "—"
+		if tot := median(res.get(s.Group, path, cpuTotal)); tot > 0 {
+			c := func(unit string) string { return num(median(res.get(s.Group, path, unit))/s.CPUScale, 1) }
+			cpu = fmt.Sprintf("%s (%s / %s / %s)", num(tot/s.CPUScale, 1), c(cpuClient), c(cpuSSH), c(cpuSSHD))
+			cpuRatio = ratio(tot, cpuBase)
+		}
+		p("| %s | %s | %s–%s | %d | %s | %s | %s | %s |", path,
+			num(med/s.Scale, s.Decimals), num(lo/s.Scale, s.Decimals), num(hi/s.Scale, s.Decimals),
+			len(xs), ratio(med, base), ratio(med, direct), cpu, cpuRatio)
+	}
+	p("")
+	p("Ratios of the medians are %s; CPU ratios are lower-is-better. CPU is user + system time per operation, medians per column, "+
+		"of this process (pgx, and pgrelay's tunnel or proxy), OpenSSH's `ssh` and the bastion's `sshd` (PostgreSQL excluded: "+
+		"the same on every path).", ratioNote)
+	p("")
+}
+
+func num(v float64, decimals int) string {
+	return fmt.Sprintf("%.*f", decimals, v)
+}
+
+func ratio(v, base float64) string {
+	if base <= 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f×", v/base)
+}
