@@ -203,10 +203,12 @@ func (b *tab) screenshotNarrow(name string) {
 
 func TestBrowser(t *testing.T) {
 	chromium := chromiumPath(t)
-	s := newStack(t)
+	// The server works runs as `pgrelay serve --allow-command sh
+	// --allow-command sleep` would.
+	s := newStackWith(t, stackOptions{Queue: true, Allow: []string{"sh", "sleep"}})
 	ctx := context.Background()
 
-	// Start the browser while the bastion starts.
+	// Start the browser while the bastion and PostgreSQL start.
 	type started struct {
 		ctx context.Context
 		err error
@@ -217,6 +219,7 @@ func TestBrowser(t *testing.T) {
 		browserc <- started{c, err}
 	}()
 	bastion := testenv.StartBastion(t, testenv.BastionOptions{})
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
 	st := <-browserc
 	if st.err != nil {
 		t.Fatalf("start chromium %s: %v", chromium, st.err)
@@ -492,6 +495,8 @@ func TestBrowser(t *testing.T) {
 			t.Fatalf("after delete: %v", err)
 		}
 	})
+
+	testJobsInBrowser(t, s, browser, pg)
 }
 
 // must stops the test when a step that later steps build on failed.

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/requestid"
 )
 
@@ -84,13 +87,22 @@ type errorPage struct {
 	Heading   string
 	Message   string
 	RequestID string
-	// Back is a link for the way out, "" for the connection list.
-	Back string
+	// Back is a link for the way out, "" for the connection list;
+	// BackLabel is its text.
+	Back, BackLabel string
 }
 
 func (u *UI) errorPage(w http.ResponseWriter, r *http.Request, s *session, status int, heading, message string) {
 	u.render(w, r, status, "error", &page{Title: heading, Session: s, Data: errorPage{
 		Status: status, Heading: heading, Message: message, RequestID: requestid.From(r.Context())}})
+}
+
+// errorPageBack is errorPage with a way out other than the connection
+// list.
+func (u *UI) errorPageBack(w http.ResponseWriter, r *http.Request, status int, heading, message, back, backLabel string) {
+	u.render(w, r, status, "error", &page{Title: heading, Session: sessionFrom(r), Data: errorPage{
+		Status: status, Heading: heading, Message: message, RequestID: requestid.From(r.Context()),
+		Back: back, BackLabel: backLabel}})
 }
 
 // serverError logs err with the request's ID and shows a generic page that
@@ -175,7 +187,184 @@ func (u *UI) templateFuncs() template.FuncMap {
 			}
 			return many
 		},
+		"timeSec": func(t time.Time) string {
+			if t.IsZero() {
+				return "—"
+			}
+			return fmtTime(t)
+		},
+		"clock":       func(t time.Time) string { return t.UTC().Format("15:04:05") },
+		"day":         func(t time.Time) string { return t.UTC().Format("2 Jan 2006") },
+		"shortReason": shortReason,
+		"ago":         func(t time.Time) string { return ago(u.now(), t) },
+		"until":       func(t time.Time) string { return until(u.now(), t) },
+		"ms":          runDuration,
+		"runDuration": func(r *jobs.Run) string { return runTook(u.now(), r) },
+		"statusLabel": statusLabel,
+		"jobURL":      jobURL,
+		"jobAction":   jobAction,
+		"jfield":      func(f *jobForm, key string) fieldView { return f.field(key) },
+		"cmdline":     cmdline,
+		"stepKinds":   stepKinds,
+		"nowISO":      func() string { return u.now().UTC().Format(time.RFC3339Nano) },
+		"isoTimeMs":   func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) },
+		"allStatuses": func() []jobs.Status { return append(runStatuses(), jobs.Skipped) },
+		"add":         func(a, b int) int { return a + b },
+		"truncate":    truncate,
+		"deref":       func(t *time.Time) time.Time { return *t },
+		"exitCode": func(p *int) string {
+			if p == nil {
+				return "—"
+			}
+			return strconv.Itoa(*p)
+		},
 	}
+}
+
+// fmtTime formats a time of a run to the second, in UTC.
+func fmtTime(t time.Time) string { return t.UTC().Format("2 Jan 2006, 15:04:05 UTC") }
+
+// ago says how long before now t was: "just now", "5 min ago", "3 h ago",
+// "2 days ago", or the date.
+func ago(now, t time.Time) string {
+	d := now.Sub(t)
+	switch {
+	case d < 10*time.Second:
+		return "just now"
+	case d < time.Minute:
+		return strconv.Itoa(int(d/time.Second)) + " s ago"
+	case d < time.Hour:
+		return strconv.Itoa(int(d/time.Minute)) + " min ago"
+	case d < 24*time.Hour:
+		return strconv.Itoa(int(d/time.Hour)) + " h ago"
+	case d < 7*24*time.Hour:
+		n := int(d / (24 * time.Hour))
+		if n == 1 {
+			return "yesterday"
+		}
+		return strconv.Itoa(n) + " days ago"
+	}
+	return t.UTC().Format("2 Jan 2006")
+}
+
+// until says how long after now t is: "in 40 s", "in 5 min", "in 3 h 20 min".
+func until(now, t time.Time) string {
+	d := t.Sub(now)
+	switch {
+	case d < time.Second:
+		return "now"
+	case d < time.Minute:
+		return "in " + strconv.Itoa(int(d/time.Second)) + " s"
+	case d < time.Hour:
+		return "in " + strconv.Itoa(int(d/time.Minute)) + " min"
+	case d < 24*time.Hour:
+		h, m := int(d/time.Hour), int(d%time.Hour/time.Minute)
+		if m == 0 || h >= 10 {
+			return "in " + strconv.Itoa(h) + " h"
+		}
+		return "in " + strconv.Itoa(h) + " h " + strconv.Itoa(m) + " min"
+	}
+	n := int(d / (24 * time.Hour))
+	return "in " + strconv.Itoa(n) + " " + map[bool]string{true: "day", false: "days"}[n == 1]
+}
+
+// runDuration formats a run's or a step's duration in milliseconds:
+// "45 ms", "2.4 s", "12 s", "3 min 12 s", "1 h 5 min". The script formats
+// the same way (app.js, fmtDuration).
+func runDuration(ms int64) string {
+	switch {
+	case ms < 0:
+		return "—"
+	case ms < 1000:
+		return strconv.FormatInt(ms, 10) + " ms"
+	case ms < 10_000:
+		return strconv.FormatFloat(float64(ms)/1000, 'f', 1, 64) + " s"
+	case ms < 60_000:
+		return strconv.FormatInt(ms/1000, 10) + " s"
+	case ms < 3_600_000:
+		return strconv.FormatInt(ms/60_000, 10) + " min " + strconv.FormatInt(ms%60_000/1000, 10) + " s"
+	}
+	return strconv.FormatInt(ms/3_600_000, 10) + " h " + strconv.FormatInt(ms%3_600_000/60_000, 10) + " min"
+}
+
+// runTook is the duration of a run so far, or "—" before it started.
+func runTook(now time.Time, r *jobs.Run) string {
+	if r == nil || r.StartedAt == nil {
+		return "—"
+	}
+	return runDuration(r.DurationMS(now))
+}
+
+// shortReason is what a list shows of why a run did not succeed: the
+// failed step's own error when there is one ("Step 2: ERROR: relation ...
+// does not exist"), else the run's reason.
+func shortReason(r *jobs.Run) string {
+	if r.Status == jobs.Failed {
+		for _, st := range r.Steps {
+			if st.Status == jobs.Failed && st.Error != "" {
+				return "Step " + strconv.Itoa(st.Index+1) + ": " + st.Error
+			}
+		}
+	}
+	return r.Reason
+}
+
+// statusLabel is the label of a run or step status.
+func statusLabel(s jobs.Status) string {
+	switch s {
+	case jobs.Queued:
+		return "Queued"
+	case jobs.Running:
+		return "Running"
+	case jobs.Succeeded:
+		return "Succeeded"
+	case jobs.Failed:
+		return "Failed"
+	case jobs.Cancelled:
+		return "Cancelled"
+	case jobs.Skipped:
+		return "Skipped"
+	}
+	return string(s)
+}
+
+// cmdline shows a command as a shell would read it: arguments with
+// spaces or quotes are single-quoted.
+func cmdline(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if a != "" && !strings.ContainsAny(a, " \t\n'\"$`\\|&;<>()*?[]#~{}") {
+			out[i] = a
+			continue
+		}
+		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(out, " ")
+}
+
+// stepKinds names what a job's steps run, each once, in order: "SQL ·
+// dbt · psql".
+func stepKinds(j jobs.Job) string {
+	var seen []string
+	for _, st := range j.Steps {
+		k := "SQL"
+		if len(st.Command) > 0 {
+			k = path.Base(st.Command[0])
+		}
+		if !slices.Contains(seen, k) {
+			seen = append(seen, k)
+		}
+	}
+	return strings.Join(seen, " · ")
+}
+
+// truncate shortens s to at most n runes, with an ellipsis.
+func truncate(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return strings.TrimRight(string(r[:n-1]), " ") + "…"
 }
 
 // copyBox is a read-only text with a Copy button.

@@ -33,8 +33,12 @@ type session struct {
 	cookie string
 }
 
-// CanWrite reports whether the user may change connections.
+// CanWrite reports whether the user may change connections and jobs.
 func (s *session) CanWrite() bool { return s != nil && s.Principal.Role.Can(auth.Write) }
+
+// CanRun reports whether the user may start and cancel runs (which open
+// connections).
+func (s *session) CanRun() bool { return s != nil && s.Principal.Role.Can(auth.Use) }
 
 type sessionKey struct{}
 
@@ -98,6 +102,31 @@ func (u *UI) writer(h handler) handler {
 				"token_id", s.Principal.TokenID, "method", r.Method, "path", r.URL.Path)
 			u.forbidden(w, r, "Your token has the "+string(s.Principal.Role)+
 				" role, which can look at connections but not change them. Ask an admin for an editor token.")
+			return
+		}
+		h(w, r, s)
+	}
+}
+
+// jobWriter runs h only for users who may change jobs.
+func (u *UI) jobWriter(h handler) handler {
+	return u.require(auth.Write, "can look at jobs and runs but not change jobs", h)
+}
+
+// runner runs h only for users who may start and cancel runs.
+func (u *UI) runner(h handler) handler {
+	return u.require(auth.Use, "can look at jobs and runs but not start or cancel runs", h)
+}
+
+// require runs h only for users whose role allows act; others get a 403
+// page that says what their role can do.
+func (u *UI) require(act auth.Action, can string, h handler) handler {
+	return func(w http.ResponseWriter, r *http.Request, s *session) {
+		if !s.Principal.Role.Can(act) {
+			u.cfg.Logger.InfoContext(r.Context(), "web: request refused to role", "role", s.Principal.Role,
+				"action", string(act), "token_id", s.Principal.TokenID, "method", r.Method, "path", r.URL.Path)
+			u.forbidden(w, r, "Your token has the "+string(s.Principal.Role)+" role, which "+can+
+				". Ask an admin for an editor token.")
 			return
 		}
 		h(w, r, s)

@@ -3,9 +3,11 @@ package web_test
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,6 +16,8 @@ import (
 	"github.com/pgrelay/pgrelay/internal/api"
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
+	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/queue"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/server"
 	"github.com/pgrelay/pgrelay/internal/store/sqlite"
@@ -27,8 +31,18 @@ type stack struct {
 	URL    string
 	App    *app.Service
 	Tokens map[auth.Role]*app.NewToken
-	srv    *httptest.Server
-	store  *sqlite.Store
+	// Queue works runs when the stack was made with one.
+	Queue *queue.Queue
+	srv   *httptest.Server
+	store *sqlite.Store
+}
+
+// stackOptions adds parts to a stack.
+type stackOptions struct {
+	// Queue starts a job queue on the stack's store, as `pgrelay serve`
+	// does, that may run the programs in Allow.
+	Queue bool
+	Allow []string
 }
 
 // closeStore closes the store, so that every use case fails.
@@ -40,6 +54,11 @@ func (s *stack) closeStore(t testing.TB) {
 }
 
 func newStack(t testing.TB) *stack {
+	t.Helper()
+	return newStackWith(t, stackOptions{})
+}
+
+func newStackWith(t testing.TB, opts stackOptions) *stack {
 	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), sqlite.FileName))
@@ -68,16 +87,22 @@ func newStack(t testing.TB) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var q *queue.Queue
+	if opts.Queue {
+		q = startQueue(t, svc, st, logger, opts.Allow)
+	}
 	// Both faces, as `pgrelay serve` mounts them: their routes must not
 	// conflict, and unknown /api/v1 paths stay the API's.
-	apiH := api.New(api.Config{App: svc, Sessions: sessions, Logger: logger})
+	done := make(chan struct{})
+	apiH := api.New(api.Config{App: svc, Sessions: sessions, Logger: logger, Done: done, StreamPoll: 100 * time.Millisecond})
 	srv, err := server.New(server.Config{Faces: []server.Registrar{apiH, ui}, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
-	s := &stack{URL: ts.URL, App: svc, Tokens: map[auth.Role]*app.NewToken{}, srv: ts, store: st}
+	t.Cleanup(func() { close(done) }) // before Close: end the event streams
+	s := &stack{URL: ts.URL, App: svc, Tokens: map[auth.Role]*app.NewToken{}, Queue: q, srv: ts, store: st}
 	for _, r := range auth.Roles() {
 		nt, err := svc.CreateToken(ctx, "alice-"+string(r), r)
 		if err != nil {
@@ -86,6 +111,38 @@ func newStack(t testing.TB) *stack {
 		s.Tokens[r] = nt
 	}
 	return s
+}
+
+// startQueue starts a job queue on the store, as `pgrelay serve
+// --allow-command ...` does, with the timings of the queue's own tests.
+func startQueue(t testing.TB, svc *app.Service, st *sqlite.Store, logger *slog.Logger, allow []string) *queue.Queue {
+	t.Helper()
+	qdb, err := st.OpenQueueDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = qdb.Close() })
+	q, err := queue.New(queue.Config{
+		Store: st, Backend: queue.Backend{SQLite: qdb}, Logger: logger,
+		Open: func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
+		AllowCommand: func(program string) error {
+			if slices.Contains(allow, program) {
+				return nil
+			}
+			return fmt.Errorf("program %q is not allowed: the server runs only %v", program, allow)
+		},
+		HeartbeatInterval: 200 * time.Millisecond, LostAfter: 5 * time.Second, ReapInterval: 500 * time.Millisecond,
+		ScheduleSync: time.Second, KillGrace: time.Second, ShutdownGrace: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.SetQueue(q)
+	if err := q.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = q.Stop(context.Background()) })
+	return q
 }
 
 // testWriter sends log lines to the test log until the test is over (a

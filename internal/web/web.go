@@ -10,6 +10,12 @@
 // the use cases of package app and nothing below it; viewers see no
 // controls that change anything, and the server refuses such requests from
 // them too.
+//
+// Besides connections, the UI lists jobs and their runs, edits a job as
+// fields or as YAML, starts and cancels runs, and shows a run whose log,
+// status and steps follow it live: the run page's script reads the REST
+// API's event stream (GET /api/v1/runs/{id}/events, with the session
+// cookie), or polls the run and its log where the stream is not available.
 package web
 
 import (
@@ -56,11 +62,14 @@ type UI struct {
 	static   fs.FS
 	versions map[string]string // static file name -> content hash
 	cop      *http.CrossOriginProtection
+	// now is the clock of relative times ("5 min ago").
+	now func() time.Time
 }
 
 // pageNames lists the page templates; each is parsed with the layout.
 func pageNames() []string {
-	return []string{"login", "list", "form", "show", "delete", "rotate", "error"}
+	return []string{"login", "list", "form", "show", "delete", "rotate", "error",
+		"jobs", "job", "job-form", "job-delete", "runs", "run"}
 }
 
 // New parses the embedded templates and returns the UI.
@@ -79,7 +88,7 @@ func New(cfg Config) (*UI, error) {
 		return nil, fmt.Errorf("web: static assets: %w", err)
 	}
 	u := &UI{cfg: cfg, static: static, versions: map[string]string{}, pages: map[string]*template.Template{},
-		cop: http.NewCrossOriginProtection()}
+		cop: http.NewCrossOriginProtection(), now: time.Now}
 	entries, err := fs.ReadDir(static, ".")
 	if err != nil {
 		return nil, fmt.Errorf("web: static assets: %w", err)
@@ -126,6 +135,20 @@ func (u *UI) Register(mux *http.ServeMux) {
 	mux.Handle("GET /connections/{name}/rotate-key", u.authed(u.writer(u.rotatePage)))
 	mux.Handle("POST /connections/{name}/rotate-key", u.authed(u.writer(u.rotateKey)))
 	mux.Handle("POST /connections/{name}/trust-host-key", u.authed(u.writer(u.trustHostKey)))
+
+	mux.Handle("GET /jobs", u.authed(u.jobsList))
+	mux.Handle("GET /jobs/new", u.authed(u.jobWriter(u.newJobForm)))
+	mux.Handle("POST /jobs", u.authed(u.jobWriter(u.createJob)))
+	mux.Handle("GET /jobs/{name}", u.authed(u.showJob))
+	mux.Handle("GET /jobs/{name}/{$}", u.authed(u.showJob)) // the page of a job named "new"
+	mux.Handle("GET /jobs/{name}/edit", u.authed(u.jobWriter(u.editJobForm)))
+	mux.Handle("POST /jobs/{name}/edit", u.authed(u.jobWriter(u.updateJob)))
+	mux.Handle("GET /jobs/{name}/delete", u.authed(u.jobWriter(u.deleteJobPage)))
+	mux.Handle("POST /jobs/{name}/delete", u.authed(u.jobWriter(u.deleteJob)))
+	mux.Handle("POST /jobs/{name}/run", u.authed(u.runner(u.runJob)))
+	mux.Handle("GET /runs", u.authed(u.runsList))
+	mux.Handle("GET /runs/{id}", u.authed(u.showRun))
+	mux.Handle("POST /runs/{id}/cancel", u.authed(u.runner(u.cancelRun)))
 
 	mux.HandleFunc("/", u.notFound)
 }
