@@ -84,16 +84,11 @@ func (a *API) createJob(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, &in); err != nil {
 		return err
 	}
-	ctx := r.Context()
-	if in.Name != "" {
-		if _, err := a.cfg.App.GetJob(ctx, in.Name); err == nil {
-			return fmt.Errorf("job %q: %w: change it with PUT %s/jobs/%s or POST %s/jobs/apply",
-				in.Name, app.ErrExists, Prefix, in.Name, Prefix)
-		} else if !errors.Is(err, app.ErrNotFound) {
-			return err
-		}
+	v, err := a.cfg.App.CreateJob(r.Context(), in.Job())
+	if errors.Is(err, app.ErrExists) {
+		return fmt.Errorf("job %q: %w: change it with PUT %s/jobs/%s or POST %s/jobs/apply",
+			in.Name, app.ErrExists, Prefix, in.Name, Prefix)
 	}
-	v, _, err := a.cfg.App.PutJob(ctx, in.Job())
 	if err != nil {
 		return err
 	}

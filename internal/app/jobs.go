@@ -144,6 +144,19 @@ func (s *Service) PutJob(ctx context.Context, j jobs.Job) (*JobView, bool, error
 	return v, created, err
 }
 
+// CreateJob saves a new job; ErrExists when the name is taken.
+func (s *Service) CreateJob(ctx context.Context, j jobs.Job) (*JobView, error) {
+	if err := s.prepareJob(ctx, &j); err != nil {
+		return nil, err
+	}
+	if err := s.store.CreateJob(ctx, &j, s.now().UTC()); err != nil {
+		return nil, err
+	}
+	s.syncSchedules(ctx)
+	s.logger.InfoContext(ctx, "job created", "job", j.Name, "connection", j.Connection, "schedule", j.Schedule)
+	return s.GetJob(ctx, j.Name)
+}
+
 // GetJob returns a job.
 func (s *Service) GetJob(ctx context.Context, name string) (*JobView, error) {
 	rec, err := s.store.GetJob(ctx, name)

@@ -23,6 +23,10 @@ var (
 	ErrExists = errors.New("already exists")
 	// ErrConflict means the record changed since it was read.
 	ErrConflict = errors.New("changed by someone else since it was read; read it again and retry")
+	// ErrFull means a write failed because the store has no space left
+	// (its disk is full); reads keep working, and writes work again once
+	// space is freed.
+	ErrFull = errors.New("the store could not be written: no space left on its disk; free space where the store lives and retry")
 )
 
 // Connection is a saved connection. Spec.Password is always empty here: the
@@ -121,6 +125,8 @@ type JobStore interface {
 	// PutJob creates the job or replaces the one with the same name; it
 	// reports whether it was created.
 	PutJob(ctx context.Context, j *jobs.Job, now time.Time) (created bool, err error)
+	// CreateJob saves a new job; ErrExists if the name is taken.
+	CreateJob(ctx context.Context, j *jobs.Job, now time.Time) error
 	// GetJob returns the job with that name, or ErrNotFound.
 	GetJob(ctx context.Context, name string) (*JobRecord, error)
 	// ListJobs returns every job ordered by name.

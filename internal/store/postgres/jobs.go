@@ -322,3 +322,20 @@ func (s *Store) RunLog(ctx context.Context, runID string, afterSeq int64, limit 
 	}
 	return out, nil
 }
+
+// CreateJob implements store.JobStore.
+func (s *Store) CreateJob(ctx context.Context, j *jobs.Job, now time.Time) error {
+	spec, err := json.Marshal(j)
+	if err != nil {
+		return fmt.Errorf("create job %s: %w", j.Name, err)
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO pgrelay_jobs (name, spec, created_at, updated_at) VALUES ($1, $2, $3, $3)`,
+		j.Name, spec, now)
+	if isUniqueViolation(err) {
+		return fmt.Errorf("create job %s: %w", j.Name, store.ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("create job %s: %w", j.Name, err)
+	}
+	return nil
+}

@@ -14,7 +14,8 @@ import (
 )
 
 // PutJob implements store.JobStore.
-func (s *Store) PutJob(ctx context.Context, j *jobs.Job, now time.Time) (bool, error) {
+func (s *Store) PutJob(ctx context.Context, j *jobs.Job, now time.Time) (_ bool, rerr error) {
+	defer markFull(&rerr)
 	spec, err := json.Marshal(j)
 	if err != nil {
 		return false, fmt.Errorf("put job %s: %w", j.Name, err)
@@ -95,7 +96,8 @@ func (s *Store) ListJobs(ctx context.Context) ([]*store.JobRecord, error) {
 }
 
 // DeleteJob implements store.JobStore.
-func (s *Store) DeleteJob(ctx context.Context, name string) error {
+func (s *Store) DeleteJob(ctx context.Context, name string) (rerr error) {
+	defer markFull(&rerr)
 	res, err := s.db.ExecContext(ctx, `DELETE FROM jobs WHERE name = ?`, name)
 	if err != nil {
 		return fmt.Errorf("delete job %s: %w", name, err)
@@ -180,7 +182,8 @@ func scanRun(sc scanner) (*jobs.Run, error) {
 }
 
 // CreateRun implements store.RunStore.
-func (s *Store) CreateRun(ctx context.Context, r *jobs.Run) error {
+func (s *Store) CreateRun(ctx context.Context, r *jobs.Run) (rerr error) {
+	defer markFull(&rerr)
 	if r.Version == 0 {
 		r.Version = 1
 	}
@@ -255,7 +258,8 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) ([]*jobs.Run, e
 }
 
 // UpdateRun implements store.RunStore.
-func (s *Store) UpdateRun(ctx context.Context, r *jobs.Run) error {
+func (s *Store) UpdateRun(ctx context.Context, r *jobs.Run) (rerr error) {
+	defer markFull(&rerr)
 	args, err := runArgs(r)
 	if err != nil {
 		return fmt.Errorf("update run %s: %w", r.ID, err)
@@ -278,7 +282,8 @@ func (s *Store) UpdateRun(ctx context.Context, r *jobs.Run) error {
 }
 
 // AppendRunLog implements store.RunStore.
-func (s *Store) AppendRunLog(ctx context.Context, runID string, lines []jobs.LogLine) error {
+func (s *Store) AppendRunLog(ctx context.Context, runID string, lines []jobs.LogLine) (rerr error) {
+	defer markFull(&rerr)
 	if len(lines) == 0 {
 		return nil
 	}
@@ -336,4 +341,21 @@ func (s *Store) RunLog(ctx context.Context, runID string, afterSeq int64, limit 
 		out = append(out, l)
 	}
 	return out, rows.Err()
+}
+
+// CreateJob implements store.JobStore.
+func (s *Store) CreateJob(ctx context.Context, j *jobs.Job, now time.Time) error {
+	spec, err := json.Marshal(j)
+	if err != nil {
+		return fmt.Errorf("create job %s: %w", j.Name, err)
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO jobs (name, spec, created_at, updated_at) VALUES (?, ?, ?, ?)`,
+		j.Name, string(spec), formatTime(now), formatTime(now))
+	if isUniqueViolation(err) {
+		return fmt.Errorf("create job %s: %w", j.Name, store.ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("create job %s: %w", j.Name, err)
+	}
+	return nil
 }

@@ -162,6 +162,15 @@ func parseTime(s string) (time.Time, error) {
 	return time.Parse(time.RFC3339Nano, s)
 }
 
+// markFull makes a write's error also store.ErrFull when SQLite could not
+// write for lack of space (SQLITE_FULL: the disk, or the file size limit).
+func markFull(err *error) {
+	var se *sqlite.Error
+	if *err != nil && errors.As(*err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL {
+		*err = fmt.Errorf("%w: %w", store.ErrFull, *err)
+	}
+}
+
 func isForeignKeyViolation(err error) bool {
 	var se *sqlite.Error
 	return errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
@@ -234,7 +243,8 @@ func scanConnection(sc scanner) (*store.Connection, error) {
 }
 
 // CreateConnection implements store.Store.
-func (s *Store) CreateConnection(ctx context.Context, c *store.Connection) error {
+func (s *Store) CreateConnection(ctx context.Context, c *store.Connection) (rerr error) {
+	defer markFull(&rerr)
 	if c.Version == 0 {
 		c.Version = 1
 	}
@@ -288,7 +298,8 @@ func (s *Store) ListConnections(ctx context.Context) ([]*store.Connection, error
 }
 
 // UpdateConnection implements store.Store.
-func (s *Store) UpdateConnection(ctx context.Context, c *store.Connection) error {
+func (s *Store) UpdateConnection(ctx context.Context, c *store.Connection) (rerr error) {
+	defer markFull(&rerr)
 	args, err := connArgs(c)
 	if err != nil {
 		return fmt.Errorf("update connection %s: %w", c.Spec.Name, err)
@@ -325,7 +336,8 @@ func (s *Store) UpdateConnection(ctx context.Context, c *store.Connection) error
 }
 
 // DeleteConnection implements store.Store.
-func (s *Store) DeleteConnection(ctx context.Context, name string) error {
+func (s *Store) DeleteConnection(ctx context.Context, name string) (rerr error) {
+	defer markFull(&rerr)
 	res, err := s.db.ExecContext(ctx, `DELETE FROM connections WHERE name = ?`, name)
 	if err != nil {
 		return fmt.Errorf("delete connection %s: %w", name, err)

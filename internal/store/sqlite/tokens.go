@@ -32,7 +32,8 @@ func scanToken(sc scanner) (*store.Token, error) {
 }
 
 // CreateToken implements store.TokenStore.
-func (s *Store) CreateToken(ctx context.Context, t *store.Token) error {
+func (s *Store) CreateToken(ctx context.Context, t *store.Token) (rerr error) {
+	defer markFull(&rerr)
 	_, err := s.db.ExecContext(ctx, `INSERT INTO tokens (`+tokenColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		t.ID, t.Name, t.Role, t.Hash, formatTime(t.CreatedAt), formatTime(t.LastUsedAt), formatTime(t.RevokedAt))
 	if isUniqueViolation(err) {
@@ -87,7 +88,8 @@ func (s *Store) ListTokens(ctx context.Context) ([]*store.Token, error) {
 }
 
 // RevokeToken implements store.TokenStore.
-func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) error {
+func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) (rerr error) {
+	defer markFull(&rerr)
 	res, err := s.db.ExecContext(ctx, `UPDATE tokens SET revoked_at = CASE WHEN revoked_at = '' THEN ? ELSE revoked_at END
 		WHERE id = ?`, formatTime(at), id)
 	if err != nil {
@@ -100,7 +102,8 @@ func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) error 
 }
 
 // TouchToken implements store.TokenStore.
-func (s *Store) TouchToken(ctx context.Context, id string, at time.Time) error {
+func (s *Store) TouchToken(ctx context.Context, id string, at time.Time) (rerr error) {
+	defer markFull(&rerr)
 	if _, err := s.db.ExecContext(ctx, `UPDATE tokens SET last_used_at = ? WHERE id = ?`, formatTime(at), id); err != nil {
 		return fmt.Errorf("touch token %s: %w", id, err)
 	}

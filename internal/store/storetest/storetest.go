@@ -94,6 +94,15 @@ func exerciseJobs(t *testing.T, s store.Store) {
 	if _, err := s.PutJob(ctx, sampleJob("a-first"), now); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.CreateJob(ctx, sampleJob("nightly"), now); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("create existing job: %v, want ErrExists", err)
+	}
+	if err := s.CreateJob(ctx, sampleJob("b-created"), now); err != nil {
+		t.Fatalf("create job: %v", err)
+	}
+	if err := s.DeleteJob(ctx, "b-created"); err != nil {
+		t.Fatal(err)
+	}
 	list, err := s.ListJobs(ctx)
 	if err != nil || len(list) != 2 || list[0].Job.Name != "a-first" {
 		t.Fatalf("list jobs: %v %v", list, err)
