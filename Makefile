@@ -1,5 +1,5 @@
 # pgrelay — see README.md.
-SHELL := /bin/sh
+SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 BIN := bin/pgrelay
@@ -22,8 +22,10 @@ test-deps:
 
 # The whole test suite against real PostgreSQL and OpenSSH servers.
 test: test-deps vet
-	$(GO) test -count=1 -timeout 20m ./...
 	./scripts/fuzz.sh 3s
+	set -o pipefail 2>/dev/null || true; \
+	$(GO) build -o bin/testsummary ./internal/tools/testsummary && \
+	$(GO) test -count=1 -timeout 20m -json ./... | ./bin/testsummary
 
 test-short:
 	$(GO) test -count=1 -short ./...
