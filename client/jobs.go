@@ -1,8 +1,6 @@
 package client
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -265,35 +263,13 @@ func (c *Client) followOnce(ctx context.Context, id string, after *int64, fn fun
 		return nil, false, &followFatal{c.unexpected(op, resp, nil)}
 	}
 	progressed := false
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), maxEventBytes)
-	var event string
-	var data bytes.Buffer
-	for sc.Scan() {
-		idle.Reset(followIdle)
-		line := sc.Text()
-		if line != "" {
-			field, value, _ := strings.Cut(line, ":")
-			value = strings.TrimPrefix(value, " ")
-			switch field {
-			case "event":
-				event = value
-			case "data":
-				if data.Len() > 0 {
-					data.WriteByte('\n')
-				}
-				data.WriteString(value)
-			}
-			continue // "id", "retry" and comments need nothing here
-		}
-		// A blank line dispatches the event.
-		name, payload := event, data.Bytes()
-		event = ""
+	var ended *jobs.Run
+	err = readEvents(resp.Body, func() { idle.Reset(followIdle) }, func(name string, payload []byte) (bool, error) {
 		switch name {
 		case api.EventLog:
 			var l jobs.LogLine
 			if err := json.Unmarshal(payload, &l); err != nil {
-				return nil, progressed, &followFatal{fmt.Errorf("%s: decode log event: %w", op, err)}
+				return false, &followFatal{fmt.Errorf("%s: decode log event: %w", op, err)}
 			}
 			if l.Seq > *after {
 				if fn != nil {
@@ -307,21 +283,36 @@ func (c *Client) followOnce(ctx context.Context, id string, after *int64, fn fun
 		case api.EventEnd:
 			var r jobs.Run
 			if err := json.Unmarshal(payload, &r); err != nil {
-				return nil, progressed, &followFatal{fmt.Errorf("%s: decode end event: %w", op, err)}
+				return false, &followFatal{fmt.Errorf("%s: decode end event: %w", op, err)}
 			}
-			return &r, true, nil
+			ended = &r
+			return true, nil
 		case api.EventError:
-			var er api.ErrorResponse
-			if err := json.Unmarshal(payload, &er); err != nil || er.Error.Code == "" {
-				return nil, progressed, fmt.Errorf("%s: the event stream failed on the server", op)
-			}
-			return nil, progressed, &Error{Status: http.StatusOK, Code: er.Error.Code, Message: er.Error.Message,
-				RequestID: er.Error.RequestID}
+			return false, streamError(op, payload)
 		}
-		data.Reset()
-	}
-	if err := sc.Err(); err != nil {
-		return nil, progressed, fmt.Errorf("%s: read event stream: %w", op, err)
+		return false, nil
+	})
+	switch {
+	case ended != nil:
+		return ended, true, nil
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, progressed, fmt.Errorf("%s: the event stream ended before the run did", op)
+	case err != nil:
+		var fatal *followFatal
+		var apiErr *Error
+		if errors.As(err, &fatal) || errors.As(err, &apiErr) {
+			return nil, progressed, err
+		}
+		return nil, progressed, fmt.Errorf("%s: %w", op, err)
 	}
 	return nil, progressed, fmt.Errorf("%s: the event stream ended before the run did", op)
+}
+
+// streamError is the error an "error" event carries.
+func streamError(op string, payload []byte) error {
+	var er api.ErrorResponse
+	if err := json.Unmarshal(payload, &er); err != nil || er.Error.Code == "" {
+		return fmt.Errorf("%s: the event stream failed on the server", op)
+	}
+	return &Error{Status: http.StatusOK, Code: er.Error.Code, Message: er.Error.Message, RequestID: er.Error.RequestID}
 }

@@ -11,7 +11,9 @@
 // {"error": {"code", "message", "fields"}} with a fitting status; unknown
 // errors become a generic 500 whose detail goes only to the log. A run can
 // be followed live as server-sent events (GET /runs/{id}/events), read
-// from the store so that runs of every process sharing it can be followed.
+// from the store so that runs of every process sharing it can be followed;
+// a connection test (POST /connections/{name}/test, or /connections/test
+// for an unsaved draft) streams its steps the same way when asked to.
 package api
 
 import (
@@ -136,6 +138,9 @@ func New(cfg Config) *API {
 		{Route{Method: post, Pattern: conn + "/rotate-key", Action: auth.Write}, a.rotateKey},
 		{Route{Method: post, Pattern: conn + "/trust-host-key", Action: auth.Write}, a.trustHostKey},
 		{Route{Method: post, Pattern: conn + "/query", Action: auth.Use}, a.query},
+		{Route{Method: post, Pattern: conn + "/test", Action: auth.Use}, a.testConnection},
+		{Route{Method: post, Pattern: Prefix + "/connections/test", Action: auth.Use}, a.testDraft},
+		{Route{Method: post, Pattern: conn + "/grants", Action: auth.Use}, a.grantsAudit},
 
 		{Route{Method: get, Pattern: Prefix + "/jobs", Action: auth.Read}, a.listJobs},
 		{Route{Method: post, Pattern: Prefix + "/jobs", Action: auth.Write}, a.createJob},

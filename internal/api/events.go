@@ -106,29 +106,43 @@ func (a *API) runEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream; charset=utf-8")
-	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
-	w.WriteHeader(http.StatusOK)
-	s := &sse{w: w, rc: http.NewResponseController(w)}
+	s := startStream(w)
 	if err := s.write([]byte("retry: 1000\n\n")); err != nil {
 		return nil // the client went away
 	}
 	if err := a.streamRun(ctx, s, run, after); err != nil && !errors.Is(err, errStreamClosed) {
-		// Headers are sent: the error can only be told in the stream.
-		status, body := classify(err)
-		if status >= http.StatusInternalServerError && ctx.Err() == nil {
-			a.log.ErrorContext(ctx, "run event stream failed", "run_id", id, "error", err)
-			if body.Code == CodeInternal {
-				body.Message = "internal error; see the server log for request " + requestid.From(ctx)
-			}
-		}
-		body.RequestID = requestid.From(ctx)
-		if ctx.Err() == nil {
-			_ = s.event(EventError, "", ErrorResponse{Error: body})
-		}
+		a.streamError(ctx, s, err, "run event stream failed", "run_id", id)
 	}
 	return nil
+}
+
+// startStream sends the headers of an event stream and returns the
+// stream.
+func startStream(w http.ResponseWriter) *sse {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream; charset=utf-8")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	w.WriteHeader(http.StatusOK)
+	return &sse{w: w, rc: http.NewResponseController(w)}
+}
+
+// streamError tells err in a stream whose headers are sent, as an "error"
+// event carrying an ErrorResponse, unless the client went away. Server-side
+// failures are logged with msg and attrs; unknown errors get a generic
+// message naming the request ID.
+func (a *API) streamError(ctx context.Context, s *sse, err error, msg string, attrs ...any) {
+	if ctx.Err() != nil {
+		return
+	}
+	status, body := classify(err)
+	if status >= http.StatusInternalServerError {
+		a.log.ErrorContext(ctx, msg, append(attrs, "error", err)...)
+		if body.Code == CodeInternal {
+			body.Message = "internal error; see the server log for request " + requestid.From(ctx)
+		}
+	}
+	body.RequestID = requestid.From(ctx)
+	_ = s.event(EventError, "", ErrorResponse{Error: body})
 }
 
 // streamRun sends the run and its log until the run ends (nil), the

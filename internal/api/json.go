@@ -81,7 +81,10 @@ func decodeError(err error) error {
 		if te.Field == "" {
 			return bad(fmt.Sprintf("expected %s, got %s", typeText(te.Type), te.Value))
 		}
-		return fieldError(http.StatusBadRequest, CodeInvalidJSON, te.Field,
+		// The path names structs embedded in a body (TestDraftRequest's
+		// ConnectionInput) by their Go names, which are no JSON fields.
+		field := strings.TrimPrefix(te.Field, "ConnectionInput.")
+		return fieldError(http.StatusBadRequest, CodeInvalidJSON, field,
 			fmt.Sprintf("expected %s, got %s", typeText(te.Type), te.Value))
 	}
 	// encoding/json has no error type for unknown fields; its message

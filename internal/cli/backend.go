@@ -6,6 +6,8 @@ import (
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/diagnose"
+	"github.com/pgrelay/pgrelay/internal/grants"
 	"github.com/pgrelay/pgrelay/internal/secret"
 )
 
@@ -23,6 +25,8 @@ type backend interface {
 	RotateKey(ctx context.Context, name string) (*app.KeyRotation, error)
 	TrustHostKey(ctx context.Context, name, fingerprint string) (*app.ConnectionView, error)
 	Query(ctx context.Context, name, sql string, sink app.ResultSink) error
+	TestConnection(ctx context.Context, name string, progress func(diagnose.Step)) (*diagnose.Report, error)
+	Grants(ctx context.Context, name string, req grants.Request) (*grants.Result, error)
 
 	CreateToken(ctx context.Context, name string, role auth.Role) (*app.NewToken, error)
 	ListTokens(ctx context.Context) ([]app.TokenView, error)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/api/apitest"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
+	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
 // TestConnectionTestCommand runs `pgrelay connection test` through a real
@@ -82,26 +83,65 @@ func TestConnectionTestCommand(t *testing.T) {
 	h.fail(2, "connection", "test", "wh", "-o", "yaml")
 }
 
+// TestConnectionTestAndGrantsRemoteMode runs `connection test` and
+// `grants` against a server: the steps print as the server runs them, a
+// wrong password fails at postgres_auth with its hint, and the audit's SQL,
+// run as a superuser, leaves nothing missing.
 func TestConnectionTestAndGrantsRemoteMode(t *testing.T) {
 	t.Parallel()
+	ctx := context.Background()
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg.CreateRole(t, "dbt", "dbt-pw")
+	pg.CreateDatabase(t, "analytics", "dbt")
+	pg.CreateRole(t, "remote reader", "reader-pw")
 	srv := apitest.Start(t, apitest.Options{})
 	h := newHarness(t)
 	h.env["PGRELAY_SERVER"] = srv.URL
 	h.env["PGRELAY_TOKEN"] = srv.AdminToken
-	for _, args := range [][]string{
-		{"connection", "test", "wh"},
-		{"grants", "wh", "--target-schema", "analytics"},
-	} {
-		r := h.run(args...)
-		// Until the API serves them, both say where to run them; once it
-		// does, the connection is simply not found on this server.
-		switch {
-		case r.code == 2 && strings.Contains(r.stderr, "does not work against a server yet"):
-		case r.code == 3:
-		default:
-			t.Fatalf("%v: %s", args, r)
-		}
+	h.env["DB_PASSWORD"] = "dbt-pw"
+	h.ok(createArgs("wh", pg, "--sslmode", "disable")...)
+	h.env["DB_PASSWORD"] = "wrong-pw"
+	h.ok(createArgs("badpw", pg, "--sslmode", "disable")...)
+	h.env["DB_PASSWORD"] = "reader-pw"
+	h.ok("connection", "create", "reader", "--host", pg.Host, "--port", itoa(pg.Port), "--database", "analytics",
+		"--user", "remote reader", "--password-env", "DB_PASSWORD", "--sslmode", "disable")
+
+	r := h.ok("connection", "test", "wh")
+	contains(t, "remote test", r.stdout, `Testing connection "wh"`, "✓ resolve", "✓ tcp", "– tls", "✓ postgres_auth",
+		"✓ database", "✓ query", `current_user "dbt"`, "All 5 steps passed in ")
+	r = h.fail(1, "connection", "test", "badpw")
+	contains(t, "remote failing test", r.stdout, "✗ postgres_auth", "28P01", "hint:  ", "– database", "Failed at postgres_auth")
+	contains(t, "remote failing stderr", r.stderr, "failed its test at postgres_auth")
+	r = h.fail(1, "connection", "test", "badpw", "-o", "json")
+	var out struct {
+		Connection string `json:"connection"`
+		OK         bool   `json:"ok"`
+		Steps      []struct {
+			ID, Status, Hint string
+		} `json:"steps"`
 	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || out.Connection != "badpw" || out.OK ||
+		len(out.Steps) != 6 || out.Steps[3].ID != "postgres_auth" || out.Steps[3].Status != "failed" || out.Steps[3].Hint == "" {
+		t.Fatalf("remote json %+v, %v:\n%s", out, err, r.stdout)
+	}
+	h.fail(3, "connection", "test", "nope")
+
+	pg.Exec(t, `REVOKE CREATE ON DATABASE analytics FROM PUBLIC`)
+	args := []string{"grants", "reader", "--target-schema", "analytics"}
+	r = h.fail(1, args...)
+	contains(t, "remote grants", r.stdout, `Privileges of "remote reader" in database analytics`,
+		"✗ CREATE on database analytics", `GRANT CREATE ON DATABASE "analytics" TO "remote reader";`)
+	sql := h.fail(1, append(args, "-o", "sql")...).stdout
+	su, err := pgx.Connect(ctx, pg.ConnString(pg.SuperUser, pg.SuperPassword, "analytics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer su.Close(ctx)
+	if _, err := su.PgConn().Exec(ctx, sql).ReadAll(); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	contains(t, "remote grants after", h.ok(args...).stdout, "Nothing is missing.")
+	h.fail(3, "grants", "nope", "--target-schema", "analytics")
 }
 
 // TestGrantsCommand audits a user lacking privileges, runs the printed SQL

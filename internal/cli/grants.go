@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -10,25 +9,6 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/grants"
 )
-
-// grantsBackend runs privilege audits. *app.Service provides it; the API
-// client will once the API serves audits (remote mode checks at run time).
-type grantsBackend interface {
-	Grants(ctx context.Context, name string, req grants.Request) (*grants.Result, error)
-}
-
-// auditor returns the backend that runs privilege audits.
-func (r *runner) auditor(ctx context.Context) (grantsBackend, error) {
-	if r.remote != nil {
-		gb, ok := r.remote.(grantsBackend)
-		if !ok {
-			return nil, usagef("grants does not work against a server yet (--server or %s): run it on the "+
-				"server's machine with its data dir, or unset %s", serverEnv, serverEnv)
-		}
-		return gb, nil
-	}
-	return r.service(ctx)
-}
 
 func (r *runner) grantsCommand() *cobra.Command {
 	var req grants.Request
@@ -50,7 +30,7 @@ Then print the statements an administrator runs to grant what is missing
 			if err := checkOutput(output, "text", "json", "sql"); err != nil {
 				return err
 			}
-			gb, err := r.auditor(cmd.Context())
+			gb, err := r.backend(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -10,25 +9,6 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/diagnose"
 )
-
-// testBackend runs connection tests. *app.Service provides it; the API
-// client will once the API serves tests (remote mode checks at run time).
-type testBackend interface {
-	TestConnection(ctx context.Context, name string, progress func(diagnose.Step)) (*diagnose.Report, error)
-}
-
-// tester returns the backend that runs connection tests.
-func (r *runner) tester(ctx context.Context) (testBackend, error) {
-	if r.remote != nil {
-		tb, ok := r.remote.(testBackend)
-		if !ok {
-			return nil, usagef("connection test does not work against a server yet (--server or %s): run it on the "+
-				"server's machine with its data dir, or unset %s", serverEnv, serverEnv)
-		}
-		return tb, nil
-	}
-	return r.service(ctx)
-}
 
 func (r *runner) connTestCommand() *cobra.Command {
 	var output string
@@ -50,7 +30,7 @@ Exit code 0 only when every step passed.`,
 			if err := checkOutput(output, "text", "json"); err != nil {
 				return err
 			}
-			tb, err := r.tester(cmd.Context())
+			tb, err := r.backend(cmd.Context())
 			if err != nil {
 				return err
 			}

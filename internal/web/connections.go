@@ -56,6 +56,8 @@ type showData struct {
 	Rotated bool
 	// TrustError is why approving a host key failed.
 	TrustError string
+	// Test is the report of a test run without the script, or nil.
+	Test *testView
 }
 
 // SetupCollapsed reports whether the bastion setup guide starts closed:

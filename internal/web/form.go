@@ -92,6 +92,9 @@ type connForm struct {
 	Errors map[string]string
 	// Problems lists the problems in form order, for the summary.
 	Problems []problem
+	// Test is the report of a test of the form run without the script, or
+	// nil.
+	Test *testView
 	// Flavors and SSLModes fill the selects.
 	Flavors  []connection.Flavor
 	SSLModes []connection.SSLMode

@@ -212,6 +212,11 @@ func (u *UI) templateFuncs() template.FuncMap {
 		"add":         func(a, b int) int { return a + b },
 		"truncate":    truncate,
 		"deref":       func(t *time.Time) time.Time { return *t },
+		"stepLabel":   stepLabel,
+		"testMS":      testMS,
+		"testSummary": testSummary,
+		"richText":    richText,
+		"noTest":      func() *testView { return nil },
 		"exitCode": func(p *int) string {
 			if p == nil {
 				return "—"

@@ -11,6 +11,15 @@
 // controls that change anything, and the server refuses such requests from
 // them too.
 //
+// A connection can be tested from the list, its page and its form: the
+// steps appear live as the script reads the REST API's test stream (POST
+// /api/v1/connections/{name}/test, or /api/v1/connections/test for an
+// unsaved form, with the session cookie and its CSRF token in the
+// X-CSRF-Token header); without the script the button posts the form and
+// the page comes back with the whole report. The Permissions page audits
+// the privileges a dbt run needs and shows the GRANTs that add what is
+// missing.
+//
 // Besides connections, the UI lists jobs and their runs, edits a job as
 // fields or as YAML, starts and cancels runs, and shows a run whose log,
 // status and steps follow it live: the run page's script reads the REST
@@ -68,7 +77,7 @@ type UI struct {
 
 // pageNames lists the page templates; each is parsed with the layout.
 func pageNames() []string {
-	return []string{"login", "list", "form", "show", "delete", "rotate", "error",
+	return []string{"login", "list", "form", "show", "delete", "rotate", "error", "grants",
 		"jobs", "job", "job-form", "job-delete", "runs", "run"}
 }
 
@@ -135,6 +144,11 @@ func (u *UI) Register(mux *http.ServeMux) {
 	mux.Handle("GET /connections/{name}/rotate-key", u.authed(u.writer(u.rotatePage)))
 	mux.Handle("POST /connections/{name}/rotate-key", u.authed(u.writer(u.rotateKey)))
 	mux.Handle("POST /connections/{name}/trust-host-key", u.authed(u.writer(u.trustHostKey)))
+	mux.Handle("POST /connections/{name}/test", u.authed(u.useGuard(u.testSaved)))
+	mux.Handle("POST /new/test", u.authed(u.writer(u.useGuard(u.testNewDraft))))
+	mux.Handle("POST /connections/{name}/edit/test", u.authed(u.writer(u.useGuard(u.testEditDraft))))
+	mux.Handle("GET /connections/{name}/grants", u.authed(u.useGuard(u.grantsPage)))
+	mux.Handle("POST /connections/{name}/grants", u.authed(u.useGuard(u.grantsAudit)))
 
 	mux.Handle("GET /jobs", u.authed(u.jobsList))
 	mux.Handle("GET /jobs/new", u.authed(u.jobWriter(u.newJobForm)))

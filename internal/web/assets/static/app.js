@@ -1,7 +1,8 @@
 // pgrelay web UI: small progressive enhancements. Every page works without
 // this file; it adds copy buttons, flavor defaults on the connection form,
 // focus on the error summary, step editing in the page on the job form,
-// filters that apply on change, and the run page's live log and status.
+// filters that apply on change, the run page's live log and status, and
+// connection tests whose steps appear as they finish.
 (function () {
   "use strict";
 
@@ -105,6 +106,7 @@
 
   setupStepEditor();
   followRun();
+  setupConnectionTests();
 
   // Job form: add, remove and move steps in the page. Without this script
   // the same buttons post the form and the server does it.
@@ -487,5 +489,366 @@
     if (followLabel) followLabel.hidden = false;
     setState("connecting", "Connecting…");
     stream();
+  }
+  // Connection tests: the Test connection buttons (list rows, a
+  // connection's page, the form) stream the test's steps from the REST
+  // API into a test panel. The API streams a POST, which EventSource
+  // cannot send: fetch() reads the server-sent events from the response
+  // body. Without fetch streaming the buttons post their form and the page
+  // comes back with the whole report.
+  function setupConnectionTests() {
+    if (!window.fetch || !window.TextDecoder || !window.ReadableStream) return;
+    var PLAN_TUNNEL = ["resolve", "bastion_tcp", "ssh_handshake", "ssh_auth", "forward", "tls", "postgres_auth", "database", "query"];
+    var PLAN_DIRECT = ["resolve", "tcp", "tls", "postgres_auth", "database", "query"];
+    // The labels of conntest.go, stepLabel.
+    var STEP_LABELS = {
+      resolve: "Resolve the host name", bastion_tcp: "Reach the bastion", ssh_handshake: "SSH handshake",
+      ssh_auth: "SSH login", forward: "Forward to the database", tcp: "Reach the database", tls: "TLS",
+      postgres_auth: "PostgreSQL login", database: "Open the database", query: "Run SELECT 1"
+    };
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    var csrf = meta ? meta.content : "";
+
+    document.querySelectorAll("form[data-test]").forEach(function (form) {
+      form.addEventListener("submit", function (e) {
+        var button = form.querySelector("button[type=submit]");
+        if (button && button.disabled) { e.preventDefault(); return; }
+        var panel = panelFor(form);
+        if (!panel) return; // the plain form post shows the report
+        e.preventDefault();
+        run(panel, "/api/v1/connections/" + encodeURIComponent(form.dataset.test) + "/test", null,
+          form.dataset.tunnel ? PLAN_TUNNEL : PLAN_DIRECT, button);
+      });
+    });
+
+    var draft = document.querySelector("button[data-test-draft]");
+    if (draft) {
+      draft.addEventListener("click", function (e) {
+        var panel = document.getElementById("test-panel");
+        if (!panel || draft.disabled) return;
+        e.preventDefault();
+        var form = draft.form;
+        var tunnel = form.elements["ssh_tunnel.enabled"];
+        run(panel, "/api/v1/connections/test", draftBody(form, draft.dataset.testDraft),
+          tunnel && tunnel.checked ? PLAN_TUNNEL : PLAN_DIRECT, draft);
+      });
+    }
+
+    // panelFor returns the panel a test button fills: the page's, or on
+    // the list a panel in a row of its own under the connection's row.
+    function panelFor(form) {
+      var row = form.closest("tr");
+      if (!row) return document.getElementById("test-panel");
+      var next = row.nextElementSibling;
+      if (next && next.classList.contains("test-row")) return next.querySelector(".test-panel");
+      var tmpl = document.getElementById("test-panel-template");
+      if (!tmpl) return null;
+      var panel = tmpl.content.querySelector(".test-panel").cloneNode(true);
+      var suffix = "-" + form.dataset.test;
+      panel.id = "test-panel" + suffix;
+      var title = panel.querySelector("h2");
+      title.id = "test-title" + suffix;
+      title.lastChild.textContent = "Connection test of " + form.dataset.test;
+      panel.setAttribute("aria-labelledby", title.id);
+      var tr = document.createElement("tr");
+      tr.className = "test-row";
+      var td = document.createElement("td");
+      td.colSpan = row.children.length;
+      td.appendChild(panel);
+      tr.appendChild(td);
+      row.parentNode.insertBefore(tr, row.nextSibling);
+      return panel;
+    }
+
+    // draftBody is the body of POST /api/v1/connections/test for the form:
+    // the connection as the form says, and, on the edit form, the saved
+    // connection whose key pair and (when the field is empty) password the
+    // test uses. Numbers that are not numbers go as typed, so that the API
+    // names the field.
+    function draftBody(form, basedOn) {
+      function val(name) { var el = form.elements[name]; return el ? el.value.trim() : ""; }
+      function num(name) {
+        var v = val(name);
+        if (v === "") return undefined;
+        return /^\d+$/.test(v) ? parseInt(v, 10) : v;
+      }
+      var body = {
+        flavor: val("flavor") || undefined, host: val("host"), port: num("port"), database: val("database"),
+        user: val("user"), sslmode: val("sslmode") || undefined, schema: val("schema") || undefined, threads: num("threads")
+      };
+      var pw = form.elements.password;
+      if (pw && pw.value !== "") body.password = pw.value;
+      if (/^verify/.test(body.sslmode || "") && val("ssl_root_cert")) body.ssl_root_cert = val("ssl_root_cert");
+      var tunnel = form.elements["ssh_tunnel.enabled"];
+      if (tunnel && tunnel.checked) {
+        body.ssh_tunnel = {
+          host: val("ssh_tunnel.host"), port: num("ssh_tunnel.port"), user: val("ssh_tunnel.user"),
+          key_type: val("ssh_tunnel.key_type") || undefined,
+          keepalive_interval: val("ssh_tunnel.keepalive_interval") || undefined,
+          keepalive_count_max: num("ssh_tunnel.keepalive_count_max")
+        };
+      }
+      if (basedOn) body.based_on = basedOn;
+      return body;
+    }
+
+    function fmtMS(ms) {
+      if (ms < 0.01) return "< 0.01 ms";
+      if (ms < 10) return ms.toFixed(2) + " ms";
+      if (ms < 1000) return Math.round(ms) + " ms";
+      return (ms / 1000).toFixed(1) + " s";
+    }
+
+    function el(tag, cls, text) {
+      var e = document.createElement(tag);
+      if (cls) e.className = cls;
+      if (text !== undefined) e.textContent = text;
+      return e;
+    }
+
+    // rich adds text to parent with `quoted` parts as code, as the
+    // server's richText does; line breaks are kept by the stylesheet.
+    function rich(parent, text) {
+      var parts = text.split("`");
+      parts.forEach(function (p, i) {
+        if (i % 2 === 1 && i < parts.length - 1) parent.appendChild(el("code", "", p));
+        else parent.appendChild(document.createTextNode((i % 2 === 1 ? "`" : "") + p));
+      });
+    }
+
+    // fill shows a step in its row (the markup of the "teststep" template).
+    function fill(li, s) {
+      var status = s.status === "ok" || s.status === "failed" ? s.status : "skipped";
+      li.className = "tstep tstep-" + status;
+      li.dataset.step = s.id;
+      li.dataset.status = status;
+      li.textContent = "";
+      li.appendChild(el("span", "tstep-mark", status === "ok" ? "\u2713" : status === "failed" ? "\u2717" : "\u2013"))
+        .setAttribute("aria-hidden", "true");
+      var main = li.appendChild(el("div", "tstep-main"));
+      var line = main.appendChild(el("div", "tstep-line"));
+      line.appendChild(el("span", "tstep-name", STEP_LABELS[s.id] || s.id));
+      line.appendChild(document.createTextNode(" "));
+      line.appendChild(el("code", "tstep-id", s.id));
+      line.appendChild(el("span", "visually-hidden", ": " + (status === "ok" ? "passed" : status === "failed" ? "failed" : "skipped")));
+      line.appendChild(el("span", "tstep-time", status === "skipped" ? "" : fmtMS(s.duration_ms || 0)));
+      if (s.detail) main.appendChild(el("p", "tstep-detail", s.detail));
+      if (s.error) {
+        var err = main.appendChild(el("p", "tstep-error"));
+        err.appendChild(el("span", "visually-hidden", "Error: "));
+        err.appendChild(document.createTextNode(s.error));
+      }
+      if (s.hint) {
+        var hint = main.appendChild(el("div", "tstep-hint"));
+        hint.appendChild(el("strong", "", status === "failed" ? "How to fix" : "Note"));
+        rich(hint.appendChild(el("p")), s.hint);
+      }
+    }
+
+    function pending(li, id, running) {
+      li.className = "tstep " + (running ? "tstep-running" : "tstep-pending");
+      li.dataset.step = id;
+      li.dataset.status = running ? "running" : "pending";
+      li.textContent = "";
+      var mark = li.appendChild(el("span", "tstep-mark"));
+      mark.setAttribute("aria-hidden", "true");
+      if (running) mark.appendChild(el("span", "spinner"));
+      var line = li.appendChild(el("div", "tstep-main")).appendChild(el("div", "tstep-line"));
+      line.appendChild(el("span", "tstep-name", STEP_LABELS[id] || id));
+      line.appendChild(document.createTextNode(" "));
+      line.appendChild(el("code", "tstep-id", id));
+      line.appendChild(el("span", "visually-hidden", running ? ": running" : ": waiting"));
+    }
+
+    function summaryText(r) {
+      var passed = 0, skipped = 0, failed = null;
+      r.steps.forEach(function (s) {
+        if (s.status === "ok") passed++;
+        else if (s.status === "failed") { if (!failed) failed = s; }
+        else skipped++;
+      });
+      if (failed) {
+        return "Failed at " + (STEP_LABELS[failed.id] || failed.id) + ": " + passed + " of " + r.steps.length +
+          " steps passed in " + fmtMS(r.duration_ms) + ".";
+      }
+      return "All " + passed + " steps passed in " + fmtMS(r.duration_ms) + (skipped ? " (" + skipped + " not requested)" : "") + ".";
+    }
+
+    // facts lists what the test learned (the "testfacts" template).
+    function facts(p, r) {
+      p.textContent = "";
+      function add(parts) {
+        var span = p.appendChild(el("span"));
+        parts.forEach(function (part) {
+          span.appendChild(typeof part === "string" ? document.createTextNode(part) : el("code", "", part.code));
+        });
+      }
+      var sv = r.server;
+      if (sv) {
+        add([sv.encrypted ? "TLS" : "Unencrypted"]);
+        add(["PostgreSQL " + sv.version]);
+        add(["user ", { code: sv.current_user }]);
+        add(["database ", { code: sv.database }]);
+        add(["round trip " + fmtMS(sv.round_trip_ms || 0)]);
+        if (sv.read_only_replica) add(["read-only replica"]);
+      }
+      var hk = r.host_key;
+      if (hk) {
+        add(["bastion host key ", { code: hk.fingerprint }, " " + (hk.state === "pinned" ? "matches the pin" :
+          hk.state === "changed" ? "changed" : r.draft ? "seen (a test of the form pins nothing)" : "pinned now")]);
+      }
+    }
+
+    // run tests and shows the steps in panel as they arrive.
+    function run(panel, url, body, plan, button) {
+      var list = panel.querySelector(".test-steps");
+      var state = panel.querySelector(".test-state");
+      var sum = panel.querySelector(".test-summary");
+      var factsEl = panel.querySelector(".test-facts");
+      var close = panel.querySelector(".test-close");
+      var ended = false;
+
+      panel.hidden = false;
+      panel.classList.remove("test-passed", "test-failed", "test-error");
+      panel.classList.add("test-running");
+      state.textContent = "Running…";
+      sum.textContent = "Testing…";
+      factsEl.textContent = "";
+      list.textContent = "";
+      plan.forEach(function (id, i) { pending(list.appendChild(el("li")), id, i === 0); });
+      close.hidden = false;
+      close.onclick = function () {
+        var row = panel.closest("tr.test-row");
+        if (row) row.remove(); else panel.hidden = true;
+        if (button) button.focus();
+      };
+      if (button) {
+        button.disabled = true;
+        button.setAttribute("aria-busy", "true");
+      }
+      panel.scrollIntoView({ block: "nearest" });
+      announce("Testing the connection");
+
+      function row(id) {
+        var li = list.querySelector('[data-step="' + id + '"]');
+        return li || list.appendChild(el("li"));
+      }
+      function next() {
+        var li = list.querySelector(".tstep-pending");
+        if (li && !list.querySelector(".tstep-running")) pending(li, li.dataset.step, true);
+      }
+      function step(s) {
+        fill(row(s.id), s);
+        next();
+      }
+      function report(r) {
+        ended = true;
+        list.querySelectorAll(".tstep-pending, .tstep-running").forEach(function (li) { li.remove(); });
+        (r.steps || []).forEach(function (s) { fill(row(s.id), s); });
+        var ok = !!r.ok;
+        panel.classList.remove("test-running");
+        panel.classList.add(ok ? "test-passed" : "test-failed");
+        state.textContent = ok ? "Passed" : "Failed";
+        sum.textContent = summaryText(r);
+        facts(factsEl, r);
+        announce(sum.textContent);
+      }
+      // problem shows why the test could not run (an error response, the
+      // network); fields are the API's field problems of the form.
+      function problem(e) {
+        ended = true;
+        list.querySelectorAll(".tstep-pending, .tstep-running").forEach(function (li) { li.remove(); });
+        panel.classList.remove("test-running");
+        panel.classList.add("test-error");
+        state.textContent = "Not run";
+        sum.textContent = "";
+        var fields = e.fields ? Object.keys(e.fields) : [];
+        if (!fields.length) {
+          sum.textContent = "The test could not run: " + (e.message || "unknown error") + ".";
+        } else {
+          sum.appendChild(document.createTextNode("Fix " + (fields.length === 1 ? "this field" : "these fields") + " first:"));
+          var ul = sum.parentNode.insertBefore(el("ul", "test-fields"), factsEl);
+          fields.forEach(function (f) {
+            var id = "f-" + f.replace(/\./g, "-");
+            var label = document.querySelector('label[for="' + id + '"]');
+            var name = label ? label.firstChild.textContent.trim() : f;
+            var li = ul.appendChild(el("li"));
+            var a = li.appendChild(el("a", "", name + ": " + e.fields[f]));
+            a.href = "#" + id;
+          });
+        }
+        announce(sum.textContent);
+      }
+      var old = panel.querySelector(".test-fields");
+      if (old) old.remove();
+
+      var headers = { Accept: "text/event-stream", "X-CSRF-Token": csrf };
+      if (body) headers["Content-Type"] = "application/json";
+      window.fetch(url, { method: "POST", credentials: "same-origin", headers: headers, body: body ? JSON.stringify(body) : null })
+        .then(function (res) {
+          var type = res.headers.get("Content-Type") || "";
+          var json = type.indexOf("application/json") === 0;
+          if (!res.ok) {
+            if (json) return res.json().then(function (b) { problem(b.error || {}); });
+            problem({ message: "pgrelay answered HTTP " + res.status });
+            return;
+          }
+          if (json) return res.json().then(report);
+          return readEvents(res, function (name, data) {
+            var v = JSON.parse(data);
+            if (name === "step") step(v);
+            else if (name === "report") report(v);
+            else if (name === "error") problem(v.error || {});
+          });
+        })
+        .catch(function (err) { problem({ message: "pgrelay could not be reached (" + err.message + ")" }); })
+        .then(function () {
+          if (!ended) problem({ message: "the connection to pgrelay was lost before the test finished; try again" });
+          if (button) {
+            button.disabled = false;
+            button.removeAttribute("aria-busy");
+          }
+        });
+    }
+
+    // readEvents reads server-sent events from a fetch response and calls
+    // fn(event, data) for each.
+    function readEvents(res, fn) {
+      var buf = "";
+      function dispatch(final) {
+        buf = buf.replace(/\r\n/g, "\n");
+        if (final) buf += "\n\n";
+        var i;
+        while ((i = buf.indexOf("\n\n")) >= 0) {
+          var block = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          var name = "message";
+          var data = [];
+          block.split("\n").forEach(function (line) {
+            if (line.indexOf("event:") === 0) name = line.slice(6).trim();
+            else if (line.indexOf("data:") === 0) data.push(line.slice(5).replace(/^ /, ""));
+          });
+          if (data.length) fn(name, data.join("\n"));
+        }
+      }
+      if (!res.body || !res.body.getReader) {
+        return res.text().then(function (t) { buf = t; dispatch(true); });
+      }
+      var reader = res.body.getReader();
+      var dec = new TextDecoder();
+      function pump() {
+        return reader.read().then(function (chunk) {
+          if (chunk.done) {
+            buf += dec.decode();
+            dispatch(true);
+            return;
+          }
+          buf += dec.decode(chunk.value, { stream: true });
+          dispatch(false);
+          return pump();
+        });
+      }
+      return pump();
+    }
   }
 })();
