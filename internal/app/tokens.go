@@ -87,9 +87,13 @@ func (s *Service) ListTokens(ctx context.Context) ([]TokenView, error) {
 	return out, nil
 }
 
-// RevokeToken revokes a token by ID or by the name of an active token.
+// RevokeToken revokes a token by ID, by the name of an active token, or by
+// the token itself (which no error message repeats).
 func (s *Service) RevokeToken(ctx context.Context, idOrName string) (*TokenView, error) {
 	t, err := s.store.GetToken(ctx, idOrName)
+	if errors.Is(err, store.ErrNotFound) && auth.LooksLikeToken(idOrName) {
+		t, err = s.store.TokenByHash(ctx, auth.HashToken(idOrName))
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		ts, lerr := s.store.ListTokens(ctx)
 		if lerr != nil {
@@ -100,6 +104,9 @@ func (s *Service) RevokeToken(ctx context.Context, idOrName string) (*TokenView,
 				t, err = c, nil
 			}
 		}
+	}
+	if err != nil && auth.LooksLikeToken(idOrName) {
+		return nil, fmt.Errorf("the token given by its value: %w", store.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("token %q: %w", idOrName, store.ErrNotFound)

@@ -13,8 +13,10 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/requestid"
 )
@@ -167,12 +169,29 @@ func (s *Server) wrap(h http.Handler) http.Handler {
 				level = slog.LevelError
 			}
 			// The URL path is logged, never the query string (it could
-			// hold a token someone pasted) nor headers.
-			s.cfg.Logger.Log(ctx, level, "http request", "method", r.Method, "path", r.URL.Path, "route", pattern,
+			// hold a token someone pasted) nor headers; a token pasted
+			// into the path is masked.
+			s.cfg.Logger.Log(ctx, level, "http request", "method", r.Method, "path", logPath(r.URL.Path), "route", pattern,
 				"status", status, "bytes", sw.bytes, "duration_ms", float64(d.Microseconds())/1000, "remote", r.RemoteAddr)
 		}()
 		h.ServeHTTP(sw, r)
 	})
+}
+
+// logPath returns path for the access log, with every segment that looks
+// like an API token (e.g. DELETE /api/v1/tokens/<token> by someone who
+// meant its ID) replaced by [redacted].
+func logPath(path string) string {
+	if !strings.Contains(path, auth.TokenPrefix) {
+		return path
+	}
+	segs := strings.Split(path, "/")
+	for i, seg := range segs {
+		if auth.LooksLikeToken(seg) {
+			segs[i] = "[redacted]"
+		}
+	}
+	return strings.Join(segs, "/")
 }
 
 // Listen opens the server's listener (so callers learn the port before
