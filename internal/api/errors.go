@@ -14,6 +14,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/requestid"
+	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/tunnel"
 )
 
@@ -64,7 +65,8 @@ const (
 	// the SQL; DatabaseError carries the SQLSTATE when there is one.
 	CodeDatabaseError = "database_error"
 	// CodeUnavailable (503): the server cannot do it now, e.g. queue a
-	// run when no job queue is running.
+	// run when no job queue is running, or write to a store whose disk is
+	// full.
 	CodeUnavailable = "unavailable"
 	// CodeTimeout (504): the query did not finish in time.
 	CodeTimeout = "timeout"
@@ -208,6 +210,9 @@ func classify(err error) (int, ErrorBody) {
 	case errors.Is(err, app.ErrConflict):
 		return http.StatusConflict, ErrorBody{Code: CodeConflict, Message: err.Error()}
 	case errors.Is(err, app.ErrNoQueue):
+		return http.StatusServiceUnavailable, ErrorBody{Code: CodeUnavailable, Message: err.Error()}
+	case errors.Is(err, store.ErrFull):
+		// The message names the store and the full disk; no secret.
 		return http.StatusServiceUnavailable, ErrorBody{Code: CodeUnavailable, Message: err.Error()}
 	case errors.Is(err, app.ErrInvalid):
 		return http.StatusUnprocessableEntity, ErrorBody{Code: CodeInvalid, Message: err.Error()}

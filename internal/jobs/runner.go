@@ -145,10 +145,16 @@ func (r *Runner) Run(ctx context.Context, job Job, hooks Hooks) Result {
 	return res
 }
 
-func (x *run) log(step int, stream, text string) {
+// mask replaces the connection's password in text.
+func (x *run) mask(text string) string {
 	if x.secret != "" && strings.Contains(text, x.secret) {
 		text = strings.ReplaceAll(text, x.secret, "[redacted]")
 	}
+	return text
+}
+
+func (x *run) log(step int, stream, text string) {
+	text = x.mask(text)
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.hooks.Log != nil {
@@ -345,6 +351,12 @@ func (x *run) sqlErr(ctx context.Context, err error) error {
 	if x.conn.Err() != nil {
 		return x.conn.Err()
 	}
+	if x.dbConn != nil && x.dbConn.IsClosed() {
+		// The session ended without an error from the server (e.g. a bare
+		// "unexpected EOF"): say what that means.
+		return fmt.Errorf("connection to the database was lost: %w: the server closed the session "+
+			"(it was restarted or shut down, or the session was ended) or the network path dropped it", err)
+	}
 	return err
 }
 
@@ -478,6 +490,7 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 	cmd.Dir = step.Workdir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var wg sync.WaitGroup
+	var lastErrLine string // the command's last line on stderr, once wg is done
 	if s := x.r.Stdio; s != nil {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = s.In, s.Out, s.Err
 		if f, ok := s.In.(*os.File); ok && isTerminal(f) {
@@ -495,7 +508,7 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 		}
 		wg.Add(2)
 		go func() { defer wg.Done(); x.capture(i, "stdout", stdout) }()
-		go func() { defer wg.Done(); x.capture(i, "stderr", stderr) }()
+		go func() { defer wg.Done(); lastErrLine = x.capture(i, "stderr", stderr) }()
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", prog, err)
@@ -529,7 +542,9 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 			if code < 0 {
 				return &code, fmt.Errorf("%s was killed by a signal (%v)", prog, ee.ProcessState)
 			}
-			return &code, fmt.Errorf("%s exited with code %d", prog, code)
+			// Its last words on stderr usually say why (psql: "connection
+			// to server was lost").
+			return &code, fmt.Errorf("%s exited with code %d%s", prog, code, lastWords(lastErrLine))
 		}
 		return &code, fmt.Errorf("%s: %w", prog, werr)
 	}
@@ -548,19 +563,36 @@ func (x *run) signal(cmd *exec.Cmd, sig syscall.Signal) {
 }
 
 // capture reads r line by line into the log (long lines are split at
-// 64 KiB).
-func (x *run) capture(i int, stream string, r io.Reader) {
+// 64 KiB) and returns the last line that was not blank, masked.
+func (x *run) capture(i int, stream string, r io.Reader) (last string) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
-			x.log(i, stream, strings.TrimRight(string(line), "\r\n"))
+			text := x.mask(strings.TrimRight(string(line), "\r\n"))
+			x.log(i, stream, text)
+			if strings.TrimSpace(text) != "" {
+				last = text
+			}
 		}
 		if errors.Is(err, bufio.ErrBufferFull) {
 			continue
 		}
 		if err != nil {
-			return
+			return last
 		}
 	}
+}
+
+// lastWords formats a command's last stderr line for its failure reason:
+// ": line", cut to 200 bytes, or "" when there is none.
+func lastWords(line string) string {
+	line = strings.TrimSpace(line)
+	if line == "" {
+		return ""
+	}
+	if len(line) > 200 {
+		line = strings.ToValidUTF8(line[:200], "") + "..."
+	}
+	return ": " + line
 }

@@ -144,7 +144,8 @@ func TestRunFailureSkipsRest(t *testing.T) {
 	res := e.runner().Run(context.Background(), job("direct",
 		jobs.Step{Command: []string{"sh", "-c", "echo boom >&2; exit 3"}},
 		jobs.Step{SQL: "select 1"}), rec.hooks())
-	if res.Status != jobs.Failed || !strings.Contains(res.Reason, "exited with code 3") || res.ExitCode != 3 {
+	// The reason ends with the command's last line on stderr.
+	if res.Status != jobs.Failed || !strings.Contains(res.Reason, "exited with code 3: boom") || res.ExitCode != 3 {
 		t.Fatalf("result %+v", res)
 	}
 	if res.Steps[1].Status != jobs.Skipped {

@@ -167,6 +167,10 @@ func (q *Queue) work(parent context.Context, id string) {
 	var logs logBuffer
 	var stepsMu sync.Mutex
 	steps := append([]jobs.RunStep(nil), r.Steps...)
+	// A step that starts or ends is saved at once (with the log so far), not
+	// only with the next heartbeat, so that a process killed right after
+	// leaves the steps it finished recorded.
+	stepped := make(chan struct{}, 1)
 	hooks := jobs.Hooks{
 		Log: logs.add,
 		Step: func(s jobs.RunStep) {
@@ -175,6 +179,10 @@ func (q *Queue) work(parent context.Context, id string) {
 				steps[s.Index] = s
 			}
 			stepsMu.Unlock()
+			select {
+			case stepped <- struct{}{}:
+			default:
+			}
 		},
 	}
 	snapshot := func() []jobs.RunStep {
@@ -193,30 +201,36 @@ func (q *Queue) work(parent context.Context, id string) {
 		defer flush.Stop()
 		beat := time.NewTicker(q.cfg.HeartbeatInterval)
 		defer beat.Stop()
+		heartbeat := func() {
+			t := q.cfg.Now().UTC()
+			cur, err := q.update(ctx, id, func(r *jobs.Run) bool {
+				if r.Status != jobs.Running || r.Worker != q.cfg.Worker {
+					return false
+				}
+				r.HeartbeatAt, r.Steps = &t, snapshot()
+				return true
+			})
+			if err != nil {
+				q.cfg.Logger.WarnContext(ctx, "heartbeat failed", "run_id", id, "error", err)
+				return
+			}
+			if cur.CancelRequested {
+				cancel(&jobs.CancelledError{By: cancelledBy(cur.Reason)})
+			} else if cur.Status.Terminal() || cur.Worker != q.cfg.Worker {
+				cancel(errors.New("the run was resolved elsewhere (declared lost by the reaper)"))
+			}
+		}
 		for {
 			select {
 			case <-hbDone:
 				return
 			case <-flush.C:
 				q.flushLogs(ctx, id, &logs)
+			case <-stepped:
+				q.flushLogs(ctx, id, &logs)
+				heartbeat()
 			case <-beat.C:
-				t := q.cfg.Now().UTC()
-				cur, err := q.update(ctx, id, func(r *jobs.Run) bool {
-					if r.Status != jobs.Running || r.Worker != q.cfg.Worker {
-						return false
-					}
-					r.HeartbeatAt, r.Steps = &t, snapshot()
-					return true
-				})
-				if err != nil {
-					q.cfg.Logger.WarnContext(ctx, "heartbeat failed", "run_id", id, "error", err)
-					continue
-				}
-				if cur.CancelRequested {
-					cancel(&jobs.CancelledError{By: cancelledBy(cur.Reason)})
-				} else if cur.Status.Terminal() || cur.Worker != q.cfg.Worker {
-					cancel(errors.New("the run was resolved elsewhere (declared lost by the reaper)"))
-				}
+				heartbeat()
 			}
 		}
 	}()

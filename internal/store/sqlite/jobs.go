@@ -344,7 +344,8 @@ func (s *Store) RunLog(ctx context.Context, runID string, afterSeq int64, limit 
 }
 
 // CreateJob implements store.JobStore.
-func (s *Store) CreateJob(ctx context.Context, j *jobs.Job, now time.Time) error {
+func (s *Store) CreateJob(ctx context.Context, j *jobs.Job, now time.Time) (rerr error) {
+	defer markFull(&rerr)
 	spec, err := json.Marshal(j)
 	if err != nil {
 		return fmt.Errorf("create job %s: %w", j.Name, err)

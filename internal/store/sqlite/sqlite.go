@@ -31,6 +31,10 @@ var migrationFS embed.FS
 // FileName is the name of the database file in the data directory.
 const FileName = "pgrelay.db"
 
+// MaxOpenConns is how many connections to the database file a Store keeps
+// at most (each holds two file descriptors: the database and its WAL).
+const MaxOpenConns = 8
+
 // Store is the SQLite store. It implements store.Store.
 type Store struct {
 	db   *sql.DB
@@ -62,6 +66,14 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
+	// A bounded pool of connections kept open. Unbounded, a burst of
+	// concurrent requests opened one connection each, and SQLite keeps the
+	// database file descriptor of a closed connection open while another
+	// connection holds a lock on the file: the process was left with one
+	// descriptor per concurrent request of the burst. SQLite runs one
+	// writer at a time anyway.
+	db.SetMaxOpenConns(MaxOpenConns)
+	db.SetMaxIdleConns(MaxOpenConns)
 	s := &Store{db: db, path: path, dsn: dsn}
 	if err := s.migrate(ctx); err != nil {
 		_ = db.Close()

@@ -2,10 +2,13 @@ package sqlite_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/store/sqlite"
 	"github.com/pgrelay/pgrelay/internal/store/storetest"
@@ -53,4 +56,30 @@ func TestFileModeAndReopen(t *testing.T) {
 		t.Fatalf("reopen: %v", err)
 	}
 	_ = s2.Close()
+}
+
+// TestFullIsErrFull fills the database to a page limit (as a full disk
+// would stop it): the failed write is store.ErrFull, reads go on.
+func TestFullIsErrFull(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t)
+	db := s.DB()
+	db.SetMaxOpenConns(1) // the page limit is per connection
+	var pages int
+	if err := db.QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", pages)); err != nil {
+		t.Fatal(err)
+	}
+	c := &store.Connection{ID: "c1", Spec: connection.Spec{Name: "big", Host: "h", Port: 5432, Database: "d", User: "u"},
+		SealedPassword: make([]byte, 64<<10)}
+	err := s.CreateConnection(ctx, c)
+	if !errors.Is(err, store.ErrFull) {
+		t.Fatalf("write beyond the page limit: %v, want store.ErrFull", err)
+	}
+	if _, err := s.ListConnections(ctx); err != nil {
+		t.Fatalf("read on a full store: %v", err)
+	}
 }
