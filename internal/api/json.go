@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
@@ -89,9 +90,16 @@ func decodeError(err error) error {
 	}
 	// encoding/json has no error type for unknown fields; its message
 	// format ("json: unknown field \"x\"") has been stable since Go 1.10.
-	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		name = strings.Trim(name, `"`)
+	if quoted, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		name, uerr := strconv.Unquote(quoted) // the key as sent, e.g. a"b for "a\"b"
+		if uerr != nil {
+			name = strings.Trim(quoted, `"`)
+		}
 		problem := "unknown field: see the request schema in " + Prefix + "/openapi.json"
+		if name == "" {
+			// No field to name: say so, not "invalid request: : unknown field".
+			return bad(`the object has a key with an empty name (""), which is no field: see the request schema in ` + Prefix + "/openapi.json")
+		}
 		if readOnlyFields[name] {
 			problem = "read-only: it is in responses only; leave it out of requests"
 		}
