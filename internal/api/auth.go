@@ -34,6 +34,15 @@ func (a *API) authenticate(r *http.Request, rt Route) (*auth.Principal, error) {
 		if p, err = a.cfg.App.AuthenticateID(ctx, id); err != nil {
 			return nil, err
 		}
+		// Two layers for cookie-authenticated changes: the browser's own
+		// cross-origin signals (Origin, Sec-Fetch-Site), then the
+		// session's CSRF token.
+		if unsafeMethod(r.Method) && http.NewCrossOriginProtection().Check(r) != nil {
+			a.log.WarnContext(ctx, "cross-origin request refused", "method", r.Method, "route", rt.Pattern,
+				"token_id", p.TokenID, "token_name", p.Name)
+			return nil, &apiError{status: http.StatusForbidden, code: CodeCSRF,
+				message: "forbidden: a cross-origin request cannot use the session cookie to change something; use an API token"}
+		}
 		if unsafeMethod(r.Method) && !a.cfg.Sessions.CheckCSRF(c.Value, r.Header.Get(auth.CSRFHeader)) {
 			a.log.WarnContext(ctx, "csrf check failed", "method", r.Method, "route", rt.Pattern,
 				"token_id", p.TokenID, "token_name", p.Name)
