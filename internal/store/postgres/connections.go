@@ -72,7 +72,8 @@ func scanConnection(row pgx.Row) (*store.Connection, error) {
 }
 
 // CreateConnection implements store.Store.
-func (s *Store) CreateConnection(ctx context.Context, c *store.Connection) error {
+func (s *Store) CreateConnection(ctx context.Context, c *store.Connection) (rerr error) {
+	defer markFull(&rerr)
 	if c.Version == 0 {
 		c.Version = 1
 	}
@@ -128,7 +129,8 @@ func (s *Store) ListConnections(ctx context.Context) ([]*store.Connection, error
 }
 
 // UpdateConnection implements store.Store.
-func (s *Store) UpdateConnection(ctx context.Context, c *store.Connection) error {
+func (s *Store) UpdateConnection(ctx context.Context, c *store.Connection) (rerr error) {
+	defer markFull(&rerr)
 	v, err := connToValues(c)
 	if err != nil {
 		return fmt.Errorf("update connection %s: %w", c.Spec.Name, err)
@@ -161,7 +163,8 @@ func (s *Store) UpdateConnection(ctx context.Context, c *store.Connection) error
 }
 
 // DeleteConnection implements store.Store.
-func (s *Store) DeleteConnection(ctx context.Context, name string) error {
+func (s *Store) DeleteConnection(ctx context.Context, name string) (rerr error) {
+	defer markFull(&rerr)
 	tag, err := s.pool.Exec(ctx, `DELETE FROM pgrelay_connections WHERE name = $1`, name)
 	if err != nil {
 		return fmt.Errorf("delete connection %s: %w", name, err)

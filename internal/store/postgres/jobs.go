@@ -16,7 +16,8 @@ import (
 )
 
 // PutJob implements store.JobStore.
-func (s *Store) PutJob(ctx context.Context, j *jobs.Job, now time.Time) (bool, error) {
+func (s *Store) PutJob(ctx context.Context, j *jobs.Job, now time.Time) (_ bool, rerr error) {
+	defer markFull(&rerr)
 	spec, err := json.Marshal(j)
 	if err != nil {
 		return false, fmt.Errorf("put job %s: %w", j.Name, err)
@@ -94,7 +95,8 @@ func (s *Store) ListJobs(ctx context.Context) ([]*store.JobRecord, error) {
 }
 
 // DeleteJob implements store.JobStore.
-func (s *Store) DeleteJob(ctx context.Context, name string) error {
+func (s *Store) DeleteJob(ctx context.Context, name string) (rerr error) {
+	defer markFull(&rerr)
 	tag, err := s.pool.Exec(ctx, `DELETE FROM pgrelay_jobs WHERE name = $1`, name)
 	if err != nil {
 		return fmt.Errorf("delete job %s: %w", name, err)
@@ -149,7 +151,8 @@ func scanRun(row pgx.Row) (*jobs.Run, error) {
 }
 
 // CreateRun implements store.RunStore.
-func (s *Store) CreateRun(ctx context.Context, r *jobs.Run) error {
+func (s *Store) CreateRun(ctx context.Context, r *jobs.Run) (rerr error) {
+	defer markFull(&rerr)
 	if r.Version == 0 {
 		r.Version = 1
 	}
@@ -227,7 +230,8 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) ([]*jobs.Run, e
 }
 
 // UpdateRun implements store.RunStore.
-func (s *Store) UpdateRun(ctx context.Context, r *jobs.Run) error {
+func (s *Store) UpdateRun(ctx context.Context, r *jobs.Run) (rerr error) {
+	defer markFull(&rerr)
 	args, err := runArgs(r)
 	if err != nil {
 		return fmt.Errorf("update run %s: %w", r.ID, err)
@@ -258,7 +262,8 @@ func (s *Store) UpdateRun(ctx context.Context, r *jobs.Run) error {
 // the run's log_seq in the same statement that inserts the lines, so
 // appenders in any number of processes get distinct, gapless Seqs in
 // commit order; appending to a run that does not exist is ErrNotFound.
-func (s *Store) AppendRunLog(ctx context.Context, runID string, lines []jobs.LogLine) error {
+func (s *Store) AppendRunLog(ctx context.Context, runID string, lines []jobs.LogLine) (rerr error) {
+	defer markFull(&rerr)
 	if len(lines) == 0 {
 		return nil
 	}
@@ -324,7 +329,8 @@ func (s *Store) RunLog(ctx context.Context, runID string, afterSeq int64, limit 
 }
 
 // CreateJob implements store.JobStore.
-func (s *Store) CreateJob(ctx context.Context, j *jobs.Job, now time.Time) error {
+func (s *Store) CreateJob(ctx context.Context, j *jobs.Job, now time.Time) (rerr error) {
+	defer markFull(&rerr)
 	spec, err := json.Marshal(j)
 	if err != nil {
 		return fmt.Errorf("create job %s: %w", j.Name, err)

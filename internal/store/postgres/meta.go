@@ -6,7 +6,8 @@ import (
 )
 
 // PutMetaIfAbsent implements store.MetaStore.
-func (s *Store) PutMetaIfAbsent(ctx context.Context, key string, value []byte) ([]byte, error) {
+func (s *Store) PutMetaIfAbsent(ctx context.Context, key string, value []byte) (_ []byte, rerr error) {
+	defer markFull(&rerr)
 	if _, err := s.pool.Exec(ctx, `INSERT INTO pgrelay_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, key, value); err != nil {
 		return nil, fmt.Errorf("put meta %s: %w", key, err)
 	}

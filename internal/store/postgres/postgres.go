@@ -297,6 +297,15 @@ func applyMigration(ctx context.Context, conn *pgx.Conn, m migration) error {
 	return nil
 }
 
+// markFull makes a write's error also store.ErrFull when the server could
+// not write for lack of disk space (SQLSTATE 53100, disk_full).
+func markFull(err *error) {
+	var pe *pgconn.PgError
+	if *err != nil && errors.As(*err, &pe) && pe.Code == "53100" {
+		*err = fmt.Errorf("%w: %w", store.ErrFull, *err)
+	}
+}
+
 // isUniqueViolation reports whether err is a unique_violation (SQLSTATE
 // 23505), from a primary key, unique constraint or unique index.
 func isUniqueViolation(err error) bool {

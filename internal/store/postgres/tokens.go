@@ -24,7 +24,8 @@ func scanToken(row pgx.Row) (*store.Token, error) {
 }
 
 // CreateToken implements store.TokenStore.
-func (s *Store) CreateToken(ctx context.Context, t *store.Token) error {
+func (s *Store) CreateToken(ctx context.Context, t *store.Token) (rerr error) {
+	defer markFull(&rerr)
 	_, err := s.pool.Exec(ctx, `INSERT INTO pgrelay_tokens (`+tokenColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 		t.ID, t.Name, t.Role, t.Hash, t.CreatedAt, nullTime(t.LastUsedAt), nullTime(t.RevokedAt))
 	if isUniqueViolation(err) {
@@ -79,7 +80,8 @@ func (s *Store) ListTokens(ctx context.Context) ([]*store.Token, error) {
 }
 
 // RevokeToken implements store.TokenStore.
-func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) error {
+func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) (rerr error) {
+	defer markFull(&rerr)
 	tag, err := s.pool.Exec(ctx, `UPDATE pgrelay_tokens SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1`,
 		id, nullTime(at))
 	if err != nil {
@@ -92,7 +94,8 @@ func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) error 
 }
 
 // TouchToken implements store.TokenStore.
-func (s *Store) TouchToken(ctx context.Context, id string, at time.Time) error {
+func (s *Store) TouchToken(ctx context.Context, id string, at time.Time) (rerr error) {
+	defer markFull(&rerr)
 	if _, err := s.pool.Exec(ctx, `UPDATE pgrelay_tokens SET last_used_at = $2 WHERE id = $1`, id, nullTime(at)); err != nil {
 		return fmt.Errorf("touch token %s: %w", id, err)
 	}
