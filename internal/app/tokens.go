@@ -132,23 +132,20 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*auth.Princip
 		return nil, ErrUnauthenticated
 	}
 	t, err := s.store.TokenByHash(ctx, auth.HashToken(token))
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, ErrUnauthenticated
-	}
-	if err != nil {
-		return nil, err
-	}
-	if !t.RevokedAt.IsZero() {
-		return nil, ErrUnauthenticated
-	}
-	s.touch(ctx, t)
-	return &auth.Principal{TokenID: t.ID, Name: t.Name, Role: auth.Role(t.Role)}, nil
+	return s.principal(ctx, t, err)
 }
 
 // AuthenticateID returns the principal of a token by ID (for sessions that
 // remember the token ID, not the token), or ErrUnauthenticated if revoked.
 func (s *Service) AuthenticateID(ctx context.Context, id string) (*auth.Principal, error) {
 	t, err := s.store.GetToken(ctx, id)
+	return s.principal(ctx, t, err)
+}
+
+// principal returns the principal of the token t that a store lookup found
+// (recording its use), or ErrUnauthenticated when the lookup found none or
+// the token is revoked.
+func (s *Service) principal(ctx context.Context, t *store.Token, err error) (*auth.Principal, error) {
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, ErrUnauthenticated
 	}

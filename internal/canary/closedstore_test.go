@@ -13,6 +13,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/api/apitest"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/e2e/e2etest"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/testenv"
@@ -28,7 +29,7 @@ func TestSecretsClosedStore(t *testing.T) {
 	t.Parallel()
 	ev, cn := &evidence{}, &canaries{}
 	srv := apitest.Start(t, apitest.Options{DialTimeout: time.Second})
-	logs := &syncBuffer{}
+	logs := &e2etest.Buffer{}
 	ui, err := web.New(web.Config{App: srv.App, Sessions: srv.Sessions,
 		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/api"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/e2e/e2etest"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
@@ -81,7 +82,7 @@ func TestSecretsCanary(t *testing.T) {
 	e.pg.CreateDatabase(t, "canarydb", "canary_app")
 	e.pg.CreateRole(t, "canary_upd", e.pw2)
 	e.dataDir, e.tmpDir, e.copies, e.gateDir = t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()
-	e.common = baseEnv("PGRELAY_DATA_DIR="+e.dataDir, "TMPDIR="+e.tmpDir)
+	e.common = e2etest.ProcessEnv("PGRELAY_DATA_DIR="+e.dataDir, "TMPDIR="+e.tmpDir)
 	t.Logf("servers ready in %v", time.Since(start).Round(time.Millisecond))
 
 	phase := time.Now()
@@ -90,8 +91,8 @@ func TestSecretsCanary(t *testing.T) {
 
 	phase = time.Now()
 	srvEnv := append(append([]string(nil), e.common...), secret.MasterKeyEnv+"="+e.masterB64)
-	a := startServer(t, "A (text log)", srvEnv, "--log-level", "debug", "--allow-command", "sh",
-		"--lost-after", "5s", "--reap-interval", "1s")
+	a := e2etest.StartServer(t, binary, "A (text log)", e2etest.Options{Env: srvEnv, Args: []string{
+		"--log-level", "debug", "--allow-command", "sh", "--lost-after", "5s", "--reap-interval", "1s"}})
 	e.ev.add(fmt.Sprintf("environment of server A (pid %d)", a.Pid()), environ(t, a.Pid()), "master key")
 	e.remoteCLI(a)
 	t.Logf("remote CLI: %v", time.Since(phase).Round(time.Millisecond))
@@ -101,14 +102,14 @@ func TestSecretsCanary(t *testing.T) {
 	phase = time.Now()
 	e.serverRuns(a)
 	t.Logf("runs on the server: %v", time.Since(phase).Round(time.Millisecond))
-	a.stopAndRecord(e.ev)
+	stopAndRecord(t, a, e.ev)
 
 	phase = time.Now()
-	b := startServer(t, "B (json log)", srvEnv, "--log-level", "debug", "--log-format", "json", "--allow-command", "sh",
-		"--lost-after", "5s", "--reap-interval", "1s")
+	b := e2etest.StartServer(t, binary, "B (json log)", e2etest.Options{Env: srvEnv, Args: []string{
+		"--log-level", "debug", "--log-format", "json", "--allow-command", "sh", "--lost-after", "5s", "--reap-interval", "1s"}})
 	e.ev.add(fmt.Sprintf("environment of server B (pid %d)", b.Pid()), environ(t, b.Pid()), "master key")
 	e.apiWalk(b)
-	b.stopAndRecord(e.ev)
+	stopAndRecord(t, b, e.ev)
 	t.Logf("API walk: %v", time.Since(phase).Round(time.Millisecond))
 
 	// Everything on disk: the store (and its WAL), the master key file
@@ -360,7 +361,7 @@ func (e *canaryEnv) proxy(c *pgrelayCLI) {
 	port := testenv.FreePort(t)
 	cmd := exec.Command(binary, "--log-level", "debug", "proxy", "tun", "--listen", "127.0.0.1:"+strconv.Itoa(port))
 	cmd.Env = c.env
-	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	stdout, stderr := &e2etest.Buffer{}, &e2etest.Buffer{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -407,7 +408,7 @@ func (e *canaryEnv) proxy(c *pgrelayCLI) {
 }
 
 // remoteCLI runs the commands against server s.
-func (e *canaryEnv) remoteCLI(s *server) {
+func (e *canaryEnv) remoteCLI(s *e2etest.Server) {
 	t := e.t
 	env := append(append([]string(nil), e.common...), "PGRELAY_SERVER="+s.URL)
 	c := &pgrelayCLI{t: t, ev: e.ev, mode: "remote", env: append(append([]string(nil), env...), "PGRELAY_TOKEN="+e.tokens["admin"])}
@@ -522,7 +523,7 @@ func (e *canaryEnv) remoteCLI(s *server) {
 
 // webUI signs in to server s's web UI and fetches every page, and posts
 // every form, with errors where the form shows what was typed.
-func (e *canaryEnv) webUI(s *server) {
+func (e *canaryEnv) webUI(s *e2etest.Server) {
 	t := e.t
 	w := newWeb(t, e.ev, s.URL)
 	sess, csrf := w.signIn(e.tokens["admin"], "admin")
@@ -712,7 +713,7 @@ func (e *canaryEnv) webUI(s *server) {
 // serverRuns runs jobs on server s through the API: a job that prints its
 // environment, a job that fails in SQL, and a gated job during which the
 // environment of the server and of its children is read.
-func (e *canaryEnv) serverRuns(s *server) {
+func (e *canaryEnv) serverRuns(s *e2etest.Server) {
 	t := e.t
 	ctx := context.Background()
 	c := newClient(t, e.ev, s.URL, e.tokens["admin"], "admin client")
@@ -787,9 +788,12 @@ func (e *canaryEnv) serverRuns(s *server) {
 // environment of server s and of every process below it: the command step
 // (which gets PGPASSWORD, and nothing else secret) and its own children
 // are told apart from any other child, which may hold no secret at all.
-func (e *canaryEnv) childEnvironments(s *server) {
+func (e *canaryEnv) childEnvironments(s *e2etest.Server) {
 	t := e.t
-	children, err := childMap()
+	// One snapshot of the processes serves for the steps and for the
+	// rest, so that a process a step starts meanwhile is not taken for
+	// another child of the server.
+	tree, err := testenv.ReadProcessTree()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -797,7 +801,7 @@ func (e *canaryEnv) childEnvironments(s *server) {
 	// (other runs may be going on too); the gated one must be there.
 	var gated int
 	inStep := map[int]bool{}
-	for _, p := range children[s.Pid()] {
+	for _, p := range tree[s.Pid()] {
 		cl := cmdline(p)
 		if !strings.Contains(cl, "sh -c ") || !strings.Contains(cl, e.gateDir) && !strings.Contains(cl, e.copies) {
 			continue
@@ -810,11 +814,8 @@ func (e *canaryEnv) childEnvironments(s *server) {
 			e.ev.add(fmt.Sprintf("environment of a command step (pid %d)", p), env, "password 1")
 		}
 		inStep[p] = true
-		for queue := []int{p}; len(queue) > 0; queue = queue[1:] {
-			for _, c := range children[queue[0]] {
-				inStep[c] = true
-				queue = append(queue, c)
-			}
+		for _, c := range tree.Below(p) {
+			inStep[c] = true
 		}
 	}
 	if gated == 0 {
@@ -823,11 +824,8 @@ func (e *canaryEnv) childEnvironments(s *server) {
 	if env := environ(t, gated); !strings.Contains(string(env), "PGPASSWORD="+e.pw1+"\x00") {
 		t.Errorf("the command step's environment has no PGPASSWORD (the check would see nothing)")
 	}
-	pids, err := descendants(s.Pid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("server %s has %d processes below it; %d belong to command steps", s.name, len(pids), len(inStep))
+	pids := tree.Below(s.Pid())
+	t.Logf("server %s has %d processes below it; %d belong to command steps", s.Name(), len(pids), len(inStep))
 	for _, p := range pids {
 		if inStep[p] {
 			continue
@@ -839,14 +837,14 @@ func (e *canaryEnv) childEnvironments(s *server) {
 		e.ev.add(fmt.Sprintf("environment of server child pid %d (%s)", p, cmdline(p)), b)
 	}
 	// The server's own environment now, with a run going.
-	e.ev.add(fmt.Sprintf("environment of server %s during a run", s.name), environ(t, s.Pid()), "master key")
+	e.ev.add(fmt.Sprintf("environment of server %s during a run", s.Name()), environ(t, s.Pid()), "master key")
 }
 
 // apiWalk calls every route of the REST API on server s, with valid
 // requests and with every error path: bad JSON (holding the password),
 // validation errors, unknown names, a viewer's token, a revoked token, no
 // token, the password as a token, and a web session.
-func (e *canaryEnv) apiWalk(s *server) {
+func (e *canaryEnv) apiWalk(s *e2etest.Server) {
 	t := e.t
 	ctx := context.Background()
 	w := newWeb(t, e.ev, s.URL)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/api"
 	"github.com/pgrelay/pgrelay/internal/auth"
+	"github.com/pgrelay/pgrelay/internal/e2e/e2etest"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/testenv"
@@ -38,7 +39,7 @@ func TestTrustServerPaths(t *testing.T) {
 	pg.CreateRole(t, "trust_app", pw)
 	pg.CreateDatabase(t, "trustdb", "trust_app")
 	dataDir := t.TempDir()
-	common := baseEnv("PGRELAY_DATA_DIR="+dataDir, "TMPDIR="+t.TempDir())
+	common := e2etest.ProcessEnv("PGRELAY_DATA_DIR="+dataDir, "TMPDIR="+t.TempDir())
 	c := &pgrelayCLI{t: t, ev: ev, mode: "local", env: common}
 
 	type token struct{ value, id string }
@@ -72,7 +73,8 @@ func TestTrustServerPaths(t *testing.T) {
 	}
 	c.ok("job", "apply", "-f", jobsFile)
 
-	s := startServer(t, "trust", common, "--allow-command", "touch", "--lost-after", "5s", "--reap-interval", "1s")
+	s := e2etest.StartServer(t, binary, "trust", e2etest.Options{Env: common,
+		Args: []string{"--allow-command", "touch", "--lost-after", "5s", "--reap-interval", "1s"}})
 	w := newWeb(t, ev, s.URL)
 	admin := newClient(t, ev, s.URL, tokens["admin"].value, "admin client")
 	adminReq := func(method, path, body, label string) response {
@@ -281,6 +283,6 @@ func TestTrustServerPaths(t *testing.T) {
 			t.Errorf("the admin's session after another token was revoked: %d", r.status)
 		}
 	})
-	s.stop()
+	stop(t, s)
 	t.Logf("trust checks done in %v", time.Since(start).Round(time.Millisecond))
 }

@@ -86,24 +86,12 @@ func printGrants(w io.Writer, res *grants.Result) {
 	if res.Superuser {
 		fmt.Fprintln(w, "  (a superuser: every privilege is granted)")
 	}
-	checks := res.Checks
-	summarised := map[string]bool{} // schemas whose relations were printed
-	for i := 0; i < len(checks); {
-		c := checks[i]
-		if isRelation(c.ObjectType) {
-			j := i
-			for j < len(checks) && isRelation(checks[j].ObjectType) && checks[j].Schema == c.Schema {
-				j++
-			}
-			printRelations(w, c.Schema, checks[i:j])
-			summarised[c.Schema] = true
-			i = j
+	for _, l := range res.Lines() {
+		if l.Check == nil {
+			printRelations(w, l)
 			continue
 		}
-		if c.ObjectType == grants.ObjectDefaultPrivileges && !summarised[c.Schema] {
-			printRelations(w, c.Schema, nil) // a source schema without relations
-			summarised[c.Schema] = true
-		}
+		c := l.Check
 		line := fmt.Sprintf("  %s %s on %s", grantMark(c.Status), c.Privilege, c.Object())
 		switch {
 		case c.Status == grants.NotNeeded:
@@ -114,7 +102,6 @@ func printGrants(w io.Writer, res *grants.Result) {
 			line += ": " + c.Note
 		}
 		fmt.Fprintln(w, line)
-		i++
 	}
 	fmt.Fprintln(w)
 	switch {
@@ -134,23 +121,10 @@ func printGrants(w io.Writer, res *grants.Result) {
 	}
 }
 
-func isRelation(objectType string) bool {
-	switch objectType {
-	case grants.ObjectTable, grants.ObjectView, grants.ObjectMaterializedView, grants.ObjectForeignTable,
-		grants.ObjectPartitionedTable:
-		return true
-	}
-	return false
-}
-
-// printRelations summarises the SELECT checks of a schema's relations.
-func printRelations(w io.Writer, schema string, rels []grants.Check) {
-	var missing []string
-	for _, c := range rels {
-		if c.Status != grants.Granted {
-			missing = append(missing, grants.Display(c.Name))
-		}
-	}
+// printRelations summarises a line of relations: the SELECT checks of a
+// schema's relations.
+func printRelations(w io.Writer, l grants.Line) {
+	schema, rels, missing := l.Schema, l.Relations, l.NotGranted()
 	switch {
 	case len(rels) == 0:
 		fmt.Fprintf(w, "  %s SELECT on tables and views in %s: none there yet\n", grantMark(grants.Granted), grants.Display(schema))

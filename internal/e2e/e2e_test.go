@@ -9,6 +9,7 @@ import (
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/e2e/e2etest"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/queue"
 	"github.com/pgrelay/pgrelay/internal/secret"
@@ -43,20 +44,20 @@ func TestSharedStore(t *testing.T) {
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
 	pg.CreateDatabase(t, "pgrelay_store", pg.SuperUser)
 	storeURL := pg.ConnString(pg.SuperUser, pg.SuperPassword, "pgrelay_store")
-	key := newMasterKey() // the same in every process sharing the store
+	key := e2etest.NewMasterKey() // the same in every process sharing the store
 	newEnv := func() []string {
 		// The store URL holds a password: pass it in the environment,
 		// not as a flag that `ps` shows.
-		return processEnv("PGRELAY_DATA_DIR="+t.TempDir(), secret.MasterKeyEnv+"="+key, "PGRELAY_STORE="+storeURL)
+		return e2etest.ProcessEnv("PGRELAY_DATA_DIR="+t.TempDir(), secret.MasterKeyEnv+"="+key, "PGRELAY_STORE="+storeURL)
 	}
 	envA, envB := newEnv(), newEnv()
-	token := createToken(t, envA, "e2e-admin", auth.Admin)
+	token := e2etest.CreateToken(t, binary, envA, "e2e-admin", auth.Admin)
 
 	args := append([]string{"--max-runs", "2"}, reaperFlags...)
-	var a, b *server
+	var a, b *e2etest.Server
 	var wg sync.WaitGroup
-	wg.Go(func() { a = startServer(t, "A", serverOpts{env: envA, args: args}) })
-	b = startServer(t, "B", serverOpts{env: envB, args: args})
+	wg.Go(func() { a = e2etest.StartServer(t, binary, "A", e2etest.Options{Env: envA, Args: args}) })
+	b = e2etest.StartServer(t, binary, "B", e2etest.Options{Env: envB, Args: args})
 	wg.Wait()
 	if a == nil || b == nil || t.Failed() {
 		t.FailNow()
@@ -90,18 +91,18 @@ func TestSharedStore(t *testing.T) {
 		}
 		workers := map[string]int{}
 		for _, id := range ids {
-			r := waitRun(t, ca, id, 30*time.Second, ended)
+			r := e2etest.WaitRun(t, ca, id, 30*time.Second, e2etest.Ended)
 			if r.Status != jobs.Succeeded {
 				t.Fatalf("run %+v", r)
 			}
 			workers[r.Worker]++
 		}
 		t.Logf("8 runs of 1 s on 2 × 2 workers in %v: %v", time.Since(start), workers)
-		for _, s := range []*server{a, b} {
+		for _, s := range []*e2etest.Server{a, b} {
 			if n := workers[s.Worker(t)]; n == 0 {
-				t.Errorf("server %s (%s) worked no run: %v", s.name, s.Worker(t), workers)
+				t.Errorf("server %s (%s) worked no run: %v", s.Name(), s.Worker(t), workers)
 			} else if n > 6 {
-				t.Errorf("server %s worked %d of 8 runs with --max-runs 2: %v", s.name, n, workers)
+				t.Errorf("server %s worked %d of 8 runs with --max-runs 2: %v", s.Name(), n, workers)
 			}
 		}
 	})
@@ -111,7 +112,7 @@ func TestSharedStore(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r = waitRun(t, ca, r.ID, 20*time.Second, running)
+		r = e2etest.WaitRun(t, ca, r.ID, 20*time.Second, e2etest.Running)
 		victim, survivor, sc := a, b, cb
 		if r.Worker == b.Worker(t) {
 			victim, survivor, sc = b, a, ca
@@ -120,9 +121,9 @@ func TestSharedStore(t *testing.T) {
 		time.Sleep(time.Second)
 		killed := time.Now()
 		victim.Kill()
-		t.Logf("killed server %s (%s) running run %s", victim.name, r.Worker, r.ID)
+		t.Logf("killed server %s (%s) running run %s", victim.Name(), r.Worker, r.ID)
 		bound := lostAfter + reapInterval + 3*time.Second
-		r = waitRun(t, sc, r.ID, 60*time.Second, ended)
+		r = e2etest.WaitRun(t, sc, r.ID, 60*time.Second, e2etest.Ended)
 		took := time.Since(killed)
 		if r.Status != jobs.Failed || !strings.Contains(r.Reason, "worker") || !strings.Contains(r.Reason, "lost") ||
 			!strings.Contains(r.Reason, victim.Worker(t)) {
@@ -132,7 +133,7 @@ func TestSharedStore(t *testing.T) {
 			t.Errorf("run resolved %v after the kill, want within %v (lost-after %v + reap interval %v + margin)",
 				took, bound, lostAfter, reapInterval)
 		}
-		t.Logf("server %s resolved the run %v after the kill: %s", survivor.name, took, r.Reason)
+		t.Logf("server %s resolved the run %v after the kill: %s", survivor.Name(), took, r.Reason)
 		lines, err := sc.RunLog(bg, r.ID, 0, 0)
 		if err != nil || len(lines) == 0 || !strings.Contains(lines[len(lines)-1].Text, "was lost") {
 			t.Fatalf("log of the lost run: %v, %v", lines, err)
@@ -142,7 +143,7 @@ func TestSharedStore(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r = waitRun(t, sc, r.ID, 20*time.Second, ended); r.Status != jobs.Succeeded || r.Worker != survivor.Worker(t) {
+		if r = e2etest.WaitRun(t, sc, r.ID, 20*time.Second, e2etest.Ended); r.Status != jobs.Succeeded || r.Worker != survivor.Worker(t) {
 			t.Fatalf("run after the kill: %+v", r)
 		}
 	})
@@ -154,10 +155,10 @@ func TestSharedStore(t *testing.T) {
 func TestEmbeddedRestart(t *testing.T) {
 	t.Parallel()
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	env := processEnv("PGRELAY_DATA_DIR="+t.TempDir(), secret.MasterKeyEnv+"="+newMasterKey())
-	first := startServer(t, "first", serverOpts{env: env, args: reaperFlags})
+	env := e2etest.ProcessEnv("PGRELAY_DATA_DIR="+t.TempDir(), secret.MasterKeyEnv+"="+e2etest.NewMasterKey())
+	first := e2etest.StartServer(t, binary, "first", e2etest.Options{Env: env, Args: reaperFlags})
 	if first.AdminToken == "" {
-		t.Fatalf("the first start printed no admin token:\n%s", first.stdout)
+		t.Fatalf("the first start printed no admin token:\n%s", first.Stdout())
 	}
 	c := first.Client(t, first.AdminToken)
 	directConnection(t, c, pg)
@@ -169,7 +170,7 @@ func TestEmbeddedRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitRun(t, c, r.ID, 20*time.Second, func(r *jobs.Run) bool { return r.Status == jobs.Running && r.Steps[1].Status == jobs.Running })
+	e2etest.WaitRun(t, c, r.ID, 20*time.Second, func(r *jobs.Run) bool { return r.Status == jobs.Running && r.Steps[1].Status == jobs.Running })
 	first.Kill()
 	killed := time.Now()
 	if got, _ := first.Client(t, first.AdminToken).GetRun(bg, r.ID); got != nil {
@@ -178,7 +179,7 @@ func TestEmbeddedRestart(t *testing.T) {
 	// Restart once the heartbeat is stale, with a reaper that would not
 	// run for an hour: only the reap at start can resolve the run.
 	time.Sleep(time.Until(killed.Add(lostAfter + 200*time.Millisecond)))
-	second := startServer(t, "second", serverOpts{env: env, args: []string{"--lost-after", lostAfter.String(), "--reap-interval", "1h"}})
+	second := e2etest.StartServer(t, binary, "second", e2etest.Options{Env: env, Args: []string{"--lost-after", lostAfter.String(), "--reap-interval", "1h"}})
 	if second.AdminToken != "" {
 		t.Fatal("the restart printed a new admin token")
 	}
@@ -214,7 +215,7 @@ func TestEmbeddedRestart(t *testing.T) {
 func TestScheduleFires(t *testing.T) {
 	t.Parallel()
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	s := startServer(t, "sched", serverOpts{env: processEnv("PGRELAY_DATA_DIR="+t.TempDir(), secret.MasterKeyEnv+"="+newMasterKey())})
+	s := e2etest.StartServer(t, binary, "sched", e2etest.Options{Env: e2etest.ProcessEnv("PGRELAY_DATA_DIR="+t.TempDir(), secret.MasterKeyEnv+"="+e2etest.NewMasterKey())})
 	c := s.Client(t, s.AdminToken)
 	directConnection(t, c, pg)
 	applied := time.Now()
@@ -270,9 +271,9 @@ func TestBastionJobs(t *testing.T) {
 	pg.CreateRole(t, "dbt", "dbt-pw")
 	pg.CreateDatabase(t, "analytics", "dbt")
 	fp := testenv.StartFaultProxy(t, bastion.Addr())
-	s := startServer(t, "bastion", serverOpts{
-		env:  processEnv("PGRELAY_DATA_DIR="+t.TempDir(), secret.MasterKeyEnv+"="+newMasterKey()),
-		args: []string{"--allow-command", "psql", "--allow-command", "pgbench", "--allow-command", "sh"},
+	s := e2etest.StartServer(t, binary, "bastion", e2etest.Options{
+		Env:  e2etest.ProcessEnv("PGRELAY_DATA_DIR="+t.TempDir(), secret.MasterKeyEnv+"="+e2etest.NewMasterKey()),
+		Args: []string{"--allow-command", "psql", "--allow-command", "pgbench", "--allow-command", "sh"},
 	})
 	c := s.Client(t, s.AdminToken)
 	// "wh" reaches the bastion directly; "frozen" through the fault

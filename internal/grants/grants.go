@@ -170,6 +170,71 @@ func (r *Result) SQL() string {
 	return b.String()
 }
 
+// IsRelation reports whether objectType is that of a table, a view or
+// the like (what SELECT is checked on).
+func IsRelation(objectType string) bool {
+	switch objectType {
+	case ObjectTable, ObjectView, ObjectMaterializedView, ObjectForeignTable, ObjectPartitionedTable:
+		return true
+	}
+	return false
+}
+
+// Line is one line of a report of a Result: one check, or the SELECT
+// checks of the relations of one schema together (a schema may hold
+// thousands).
+type Line struct {
+	// Check is the check of a line of one check; nil on a line of
+	// relations.
+	Check *Check
+	// Schema is the schema of a line of relations.
+	Schema string
+	// Relations are the relation checks of a line of relations; none for
+	// a source schema without relations (whose default privileges follow).
+	Relations []Check
+}
+
+// NotGranted returns the names of the relations of a line of relations
+// that lack SELECT, as Display renders them.
+func (l Line) NotGranted() []string {
+	var names []string
+	for _, c := range l.Relations {
+		if c.Status != Granted {
+			names = append(names, Display(c.Name))
+		}
+	}
+	return names
+}
+
+// Lines returns the checks as a report shows them, in order: each run of
+// relation checks of a schema in one line of relations, and before the
+// default privileges of a schema without relations, an empty one.
+func (r *Result) Lines() []Line {
+	var lines []Line
+	summarised := map[string]bool{} // schemas with a line of relations
+	checks := r.Checks
+	for i := 0; i < len(checks); {
+		c := checks[i]
+		if IsRelation(c.ObjectType) {
+			j := i
+			for j < len(checks) && IsRelation(checks[j].ObjectType) && checks[j].Schema == c.Schema {
+				j++
+			}
+			lines = append(lines, Line{Schema: c.Schema, Relations: checks[i:j]})
+			summarised[c.Schema] = true
+			i = j
+			continue
+		}
+		if c.ObjectType == ObjectDefaultPrivileges && !summarised[c.Schema] {
+			lines = append(lines, Line{Schema: c.Schema}) // a source schema without relations
+			summarised[c.Schema] = true
+		}
+		lines = append(lines, Line{Check: &checks[i]})
+		i++
+	}
+	return lines
+}
+
 // Ident quotes an identifier, or a qualified name, for SQL.
 func Ident(parts ...string) string { return pgx.Identifier(parts).Sanitize() }
 

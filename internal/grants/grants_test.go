@@ -3,6 +3,7 @@ package grants_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -269,5 +270,48 @@ func TestConnectDenied(t *testing.T) {
 	if res.OK() || res.Missing() != 1 || res.SQL() == "" ||
 		!strings.Contains(res.SQL(), `GRANT CONNECT ON DATABASE "Analytics DB" TO "dbt User";`) {
 		t.Fatalf("%+v\n%s", res, res.SQL())
+	}
+}
+
+// TestLines checks how a report groups checks: each schema's run of
+// relations in one line, and an empty line of relations before the default
+// privileges of a schema without relations.
+func TestLines(t *testing.T) {
+	t.Parallel()
+	rel := func(typ, schema, name string, st grants.Status) grants.Check {
+		return grants.Check{ObjectType: typ, Schema: schema, Name: name, Privilege: "SELECT", Status: st}
+	}
+	res := &grants.Result{Checks: []grants.Check{
+		{ObjectType: grants.ObjectDatabase, Name: "d", Privilege: "CONNECT", Status: grants.Granted},
+		{ObjectType: grants.ObjectSchema, Name: "raw", Privilege: "USAGE", Status: grants.Granted},
+		rel(grants.ObjectTable, "raw", "a", grants.Granted),
+		rel(grants.ObjectView, "raw", "B", grants.Missing),
+		rel(grants.ObjectTable, "stg", "c", grants.Missing),
+		{ObjectType: grants.ObjectDefaultPrivileges, Schema: "raw", Name: "loader", Privilege: "SELECT", Status: grants.Granted},
+		{ObjectType: grants.ObjectSchema, Name: "empty", Privilege: "USAGE", Status: grants.Granted},
+		{ObjectType: grants.ObjectDefaultPrivileges, Schema: "empty", Name: "loader", Privilege: "SELECT", Status: grants.Missing},
+	}}
+	var got []string
+	for _, l := range res.Lines() {
+		if l.Check != nil {
+			got = append(got, l.Check.Object())
+			continue
+		}
+		got = append(got, fmt.Sprintf("relations of %s: %d, not granted %v", l.Schema, len(l.Relations), l.NotGranted()))
+	}
+	want := []string{
+		`database d`, `schema raw`,
+		`relations of raw: 2, not granted ["B"]`,
+		`relations of stg: 1, not granted [c]`,
+		`future tables of loader in schema raw`,
+		`schema empty`,
+		`relations of empty: 0, not granted []`,
+		`future tables of loader in schema empty`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if !grants.IsRelation(grants.ObjectPartitionedTable) || grants.IsRelation(grants.ObjectDefaultPrivileges) {
+		t.Error("IsRelation is wrong about partitioned tables or default privileges")
 	}
 }

@@ -41,23 +41,7 @@ func TestMain(m *testing.M) {
 	if !given {
 		_ = flag.Set("test.parallel", strconv.Itoa(parallel))
 	}
-	os.Exit(run(m))
-}
-
-// run builds the binary into a temporary directory, runs the tests and
-// removes the directory.
-func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "pgrelay-robust-")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "robust: %v\n", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	if binary, err = e2etest.Build(dir); err != nil {
-		fmt.Fprintf(os.Stderr, "robust: %v\n", err)
-		return 1
-	}
-	return m.Run()
+	os.Exit(e2etest.Main(m, "robust", &binary))
 }
 
 var bg = context.Background()

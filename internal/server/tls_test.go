@@ -2,89 +2,19 @@ package server_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pgrelay/pgrelay/internal/server"
+	"github.com/pgrelay/pgrelay/internal/testenv"
 )
-
-// testCA is a throwaway CA and a server certificate it signed for
-// 127.0.0.1, written to PEM files.
-type testCA struct {
-	// Pool trusts the CA.
-	Pool              *x509.CertPool
-	CertFile, KeyFile string
-}
-
-// newTestCA makes an ECDSA P-256 CA and a certificate for 127.0.0.1 in a
-// temporary directory.
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	now := time.Now()
-	serial := func() *big.Int {
-		n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: "pgrelay test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	ca := &testCA{Pool: x509.NewCertPool(), CertFile: filepath.Join(dir, "cert.pem"), KeyFile: filepath.Join(dir, "key.pem")}
-	ca.Pool.AddCert(caCert)
-	if err := os.WriteFile(ca.CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(ca.KeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return ca
-}
 
 // faceFunc is a Registrar made of a function.
 type faceFunc func(mux *http.ServeMux)
@@ -128,18 +58,18 @@ func serveTLS(t *testing.T, cfg server.Config) string {
 // and plain HTTP get nothing.
 func TestTLS(t *testing.T) {
 	t.Parallel()
-	ca := newTestCA(t)
+	cert := testenv.NewTLSCert(t)
 	face := faceFunc(func(mux *http.ServeMux) {
 		mux.HandleFunc("GET /api/v1/ping", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "pong") })
 	})
-	cfg := server.Config{TLSCertFile: ca.CertFile, TLSKeyFile: ca.KeyFile, Faces: []server.Registrar{face}}
+	cfg := server.Config{TLSCertFile: cert.CertFile, TLSKeyFile: cert.KeyFile, Faces: []server.Registrar{face}}
 	if srv, err := server.New(cfg); err != nil || !srv.TLS() {
 		t.Fatalf("New with a certificate: TLS() = %v, %v", srv != nil && srv.TLS(), err)
 	}
 	addr := serveTLS(t, cfg)
 
 	trusting := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: ca.Pool}}}
+		TLSClientConfig: &tls.Config{RootCAs: cert.Pool}}}
 	for path, want := range map[string]string{"/healthz": "ok\n", "/api/v1/ping": "pong"} {
 		res, err := trusting.Get("https://" + addr + path)
 		if err != nil {
@@ -167,7 +97,7 @@ func TestTLS(t *testing.T) {
 
 	// TLS 1.1 and older are refused.
 	old := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: ca.Pool, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}}}
+		TLSClientConfig: &tls.Config{RootCAs: cert.Pool, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}}}
 	if res, err := old.Get("https://" + addr + "/healthz"); err == nil {
 		_ = res.Body.Close()
 		t.Errorf("TLS 1.1 accepted: %s", tls.VersionName(res.TLS.Version))
@@ -188,17 +118,17 @@ func TestTLS(t *testing.T) {
 // stops the server with a message that says what to fix.
 func TestTLSConfigErrors(t *testing.T) {
 	t.Parallel()
-	ca := newTestCA(t)
-	for _, cfg := range []server.Config{{TLSCertFile: ca.CertFile}, {TLSKeyFile: ca.KeyFile}} {
+	cert := testenv.NewTLSCert(t)
+	for _, cfg := range []server.Config{{TLSCertFile: cert.CertFile}, {TLSKeyFile: cert.KeyFile}} {
 		if _, err := server.New(cfg); err == nil || !strings.Contains(err.Error(), "--tls-cert and --tls-key go together") {
 			t.Errorf("New(%+v): %v, want the flags to go together", cfg, err)
 		}
 	}
 	// The key of another certificate, and a missing file.
-	other := newTestCA(t)
+	other := testenv.NewTLSCert(t)
 	for name, cfg := range map[string]server.Config{
-		"mismatched key": {TLSCertFile: ca.CertFile, TLSKeyFile: other.KeyFile},
-		"missing file":   {TLSCertFile: filepath.Join(t.TempDir(), "nope.pem"), TLSKeyFile: ca.KeyFile},
+		"mismatched key": {TLSCertFile: cert.CertFile, TLSKeyFile: other.KeyFile},
+		"missing file":   {TLSCertFile: filepath.Join(t.TempDir(), "nope.pem"), TLSKeyFile: cert.KeyFile},
 	} {
 		cfg.Addr = "127.0.0.1:0"
 		srv, err := server.New(cfg)

@@ -1,7 +1,9 @@
 // Package testenv starts real servers on loopback for tests: a throwaway
 // PostgreSQL cluster ([StartPostgres]), a real OpenSSH bastion
 // ([StartBastion]) and a TCP fault proxy ([StartFaultProxy]) for network
-// faults that a real server cannot be made to show.
+// faults that a real server cannot be made to show. It also makes
+// throwaway TLS certificates for HTTPS servers under test ([NewTLSCert])
+// and reads process trees from /proc ([ReadProcessTree]).
 //
 // Everything a helper starts is stopped and removed in tb.Cleanup. Helpers
 // report problems with tb.Fatalf (never Skip): a test that needs PostgreSQL

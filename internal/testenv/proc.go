@@ -78,14 +78,18 @@ func childEnv() []string {
 	return append(env, "LANG=C", "LC_ALL=C", "TZ=UTC")
 }
 
-// descendants returns the pids of all processes below pid (children,
-// grandchildren, ...), read from /proc.
-func descendants(pid int) ([]int, error) {
+// ProcessTree maps the pid of each process to the pids of its children: a
+// snapshot of the processes running when it was read.
+type ProcessTree map[int][]int
+
+// ReadProcessTree reads the tree of running processes from /proc (Linux
+// only).
+func ReadProcessTree() (ProcessTree, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, fmt.Errorf("list /proc: %w", err)
 	}
-	children := make(map[int][]int)
+	children := make(ProcessTree)
 	for _, e := range entries {
 		child, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -111,17 +115,32 @@ func descendants(pid int) ([]int, error) {
 		}
 		children[ppid] = append(children[ppid], child)
 	}
+	return children, nil
+}
+
+// Below returns the pids of all processes below pid (children,
+// grandchildren, ...) in the tree, nearest first.
+func (t ProcessTree) Below(pid int) []int {
 	var out []int
 	queue := []int{pid}
 	for len(queue) > 0 {
 		p := queue[0]
 		queue = queue[1:]
-		for _, c := range children[p] {
-			out = append(out, c)
-			queue = append(queue, c)
-		}
+		out = append(out, t[p]...)
+		queue = append(queue, t[p]...)
 	}
-	return out, nil
+	return out
+}
+
+// Descendants returns the pids of all processes below pid (children,
+// grandchildren, ...), nearest first, read from /proc (Linux only). The
+// tree may change while it is read.
+func Descendants(pid int) ([]int, error) {
+	tree, err := ReadProcessTree()
+	if err != nil {
+		return nil, err
+	}
+	return tree.Below(pid), nil
 }
 
 // signalDescendants sends sig to every descendant of pid. It repeats the
@@ -132,7 +151,7 @@ func signalDescendants(pid int, sig syscall.Signal) ([]int, error) {
 	done := make(map[int]bool)
 	var all []int
 	for range 20 {
-		pids, err := descendants(pid)
+		pids, err := Descendants(pid)
 		if err != nil {
 			return all, err
 		}

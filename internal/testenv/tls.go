@@ -10,8 +10,49 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
+	"testing"
 	"time"
 )
+
+// TLSCert is a throwaway CA and a server certificate it signed for
+// 127.0.0.1, ::1 and "localhost", the certificate and its key written as
+// PEM files: for HTTPS servers in tests.
+type TLSCert struct {
+	// CAPEM is the CA's certificate, PEM encoded.
+	CAPEM []byte
+	// Pool holds the CA's certificate alone: a client with it as RootCAs
+	// trusts the server certificate.
+	Pool *x509.CertPool
+	// CertFile and KeyFile are the server certificate and its private key
+	// (PKCS #8), PEM encoded, in a directory removed when the test ends.
+	CertFile, KeyFile string
+}
+
+// NewTLSCert makes an ECDSA P-256 CA and a server certificate it signed
+// for the loopback addresses, valid from an hour ago for a week, and
+// writes the certificate and key to files.
+func NewTLSCert(tb testing.TB) *TLSCert {
+	tb.Helper()
+	certs, err := newServerTLS()
+	if err != nil {
+		tb.Fatalf("testenv: %v", err)
+	}
+	dir := tb.TempDir()
+	c := &TLSCert{CAPEM: certs.caPEM, Pool: x509.NewCertPool(),
+		CertFile: filepath.Join(dir, "cert.pem"), KeyFile: filepath.Join(dir, "key.pem")}
+	if !c.Pool.AppendCertsFromPEM(certs.caPEM) {
+		tb.Fatal("testenv: the CA certificate just made does not parse")
+	}
+	if err := os.WriteFile(c.CertFile, certs.certPEM, 0o644); err != nil {
+		tb.Fatalf("testenv: write server certificate: %v", err)
+	}
+	if err := os.WriteFile(c.KeyFile, certs.keyPEM, 0o600); err != nil {
+		tb.Fatalf("testenv: write server key: %v", err)
+	}
+	return c
+}
 
 // serverTLS holds a freshly made CA and a server certificate it signed, all
 // PEM encoded.

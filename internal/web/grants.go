@@ -118,53 +118,25 @@ func splitSchemas(s string) []string {
 	return out
 }
 
-// isRelation reports whether a check is on a table, view or the like.
-func isRelation(objectType string) bool {
-	switch objectType {
-	case grants.ObjectTable, grants.ObjectView, grants.ObjectMaterializedView, grants.ObjectForeignTable,
-		grants.ObjectPartitionedTable:
-		return true
-	}
-	return false
-}
-
 // grantRows lists the checks, with the relations of each schema in one
 // row (a schema may hold thousands), as `pgrelay grants` prints them.
 func grantRows(res *grants.Result) []grantRow {
 	var rows []grantRow
-	summarised := map[string]bool{}
-	checks := res.Checks
-	for i := 0; i < len(checks); {
-		c := checks[i]
-		if isRelation(c.ObjectType) {
-			j := i
-			for j < len(checks) && isRelation(checks[j].ObjectType) && checks[j].Schema == c.Schema {
-				j++
-			}
-			rows = append(rows, relationsRow(c.Schema, checks[i:j]))
-			summarised[c.Schema] = true
-			i = j
-			continue
+	for _, l := range res.Lines() {
+		if c := l.Check; c != nil {
+			rows = append(rows, grantRow{Status: c.Status, Privilege: c.Privilege, Object: c.Object(), Note: c.Note})
+		} else {
+			rows = append(rows, relationsRow(l))
 		}
-		if c.ObjectType == grants.ObjectDefaultPrivileges && !summarised[c.Schema] {
-			rows = append(rows, relationsRow(c.Schema, nil)) // a source schema without relations
-			summarised[c.Schema] = true
-		}
-		rows = append(rows, grantRow{Status: c.Status, Privilege: c.Privilege, Object: c.Object(), Note: c.Note})
-		i++
 	}
 	return rows
 }
 
-// relationsRow is the row of the SELECT checks of a schema's relations.
-func relationsRow(schema string, rels []grants.Check) grantRow {
+// relationsRow is the row of a line of relations: the SELECT checks of a
+// schema's relations.
+func relationsRow(l grants.Line) grantRow {
 	row := grantRow{Status: grants.Granted, Privilege: "SELECT"}
-	var missing []string
-	for _, c := range rels {
-		if c.Status != grants.Granted {
-			missing = append(missing, grants.Display(c.Name))
-		}
-	}
+	schema, rels, missing := l.Schema, l.Relations, l.NotGranted()
 	switch {
 	case len(rels) == 0:
 		row.Status = grants.NotNeeded

@@ -1,7 +1,8 @@
 // Package e2etest runs pgrelay as its users run it, for process-level tests
-// in any package: it builds the binary ([Build]), starts `pgrelay serve`
-// processes ([StartServer]) with their own environment, drives them through
-// the Go API client, kills them (with their children) and reads their
+// in any package: it builds the binary ([Build], or [Main] from TestMain),
+// runs commands ([Run], [Command]), starts `pgrelay serve` processes
+// ([StartServer]) with their own environment, drives them through the Go
+// API client, stops or kills them (with their children) and reads their
 // Prometheus metrics from outside ([Server.Metrics]) to find goroutine and
 // file descriptor leaks.
 //
@@ -17,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -60,6 +62,26 @@ func Build(dir string) (string, error) {
 	return bin, nil
 }
 
+// Main is the body of a TestMain that runs pgrelay processes: it builds the
+// binary into a temporary directory, sets *binary to its path, runs the
+// tests and removes the directory. It returns the exit code for os.Exit;
+// name (the package's) prefixes the temporary directory and messages.
+//
+//	func TestMain(m *testing.M) { os.Exit(e2etest.Main(m, "e2e", &binary)) }
+func Main(m *testing.M, name string, binary *string) int {
+	dir, err := os.MkdirTemp("", "pgrelay-"+name+"-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if *binary, err = Build(dir); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	return m.Run()
+}
+
 // NewMasterKey returns a random master key as PGRELAY_MASTER_KEY holds it.
 func NewMasterKey() string {
 	b := make([]byte, secret.KeySize)
@@ -82,20 +104,48 @@ func ProcessEnv(extra ...string) []string {
 	return append(env, extra...)
 }
 
-// Command runs the pgrelay binary with args to its end and returns its
-// standard output; it fails the test when the command fails.
-func Command(tb testing.TB, binary string, env []string, args ...string) string {
-	tb.Helper()
+// Result is what a pgrelay command that ran to its end wrote, and how it
+// ended.
+type Result struct {
+	Stdout, Stderr string
+	// Code is the exit code; -1 when a signal ended the command.
+	Code int
+}
+
+// Run runs the pgrelay binary with args to its end, with env as its whole
+// environment and stdin as its standard input (nil: the null device), and
+// returns what it wrote and its exit code. A command still running after a
+// minute is killed. err is set only when the command could not be run; a
+// failing command is a Result with a Code other than 0.
+func Run(binary string, env []string, stdin io.Reader, args ...string) (Result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Env = env
+	cmd.Stdin = stdin
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		tb.Fatalf("pgrelay %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, &stdout, &stderr)
+	err := cmd.Run()
+	r := Result{Stdout: stdout.String(), Stderr: stderr.String()}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		r.Code, err = ee.ExitCode(), nil
 	}
-	return stdout.String()
+	return r, err
+}
+
+// Command runs the pgrelay binary with args to its end and returns its
+// standard output; it fails the test when the command fails.
+func Command(tb testing.TB, binary string, env []string, args ...string) string {
+	tb.Helper()
+	r, err := Run(binary, env, nil, args...)
+	if err == nil && r.Code != 0 {
+		err = fmt.Errorf("exit code %d", r.Code)
+	}
+	if err != nil {
+		tb.Fatalf("pgrelay %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, r.Stdout, r.Stderr)
+	}
+	return r.Stdout
 }
 
 // CreateToken creates an API token with `pgrelay token create` on the store
@@ -112,27 +162,37 @@ func CreateToken(tb testing.TB, binary string, env []string, name string, role a
 	return nt.Token
 }
 
-// logBuffer collects a process's output; safe for concurrent use.
-type logBuffer struct {
+// Buffer collects a running process's output (as its exec.Cmd's Stdout or
+// Stderr) while the test reads it; safe for concurrent use.
+type Buffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *logBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *logBuffer) String() string {
+// String returns everything written so far.
+func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
 }
 
+// Bytes returns a copy of everything written so far.
+func (b *Buffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.b.Bytes())
+}
+
 // tail returns the last n lines, leaving out those containing any of
 // skip.
-func (b *logBuffer) tail(n int, skip ...string) string {
+func (b *Buffer) tail(n int, skip ...string) string {
 	var lines []string
 	for _, l := range strings.Split(strings.TrimRight(b.String(), "\n"), "\n") {
 		if !slices.ContainsFunc(skip, func(s string) bool { return strings.Contains(l, s) }) {
@@ -165,8 +225,8 @@ type Server struct {
 
 	started time.Time
 	cmd     *exec.Cmd
-	stdout  *logBuffer
-	stderr  *logBuffer
+	stdout  *Buffer
+	stderr  *Buffer
 	exited  chan struct{}
 	waitErr error
 	// transport is shared by every client Client returns, so that
@@ -202,7 +262,7 @@ func StartServer(tb testing.TB, binary, name string, opts Options) *Server {
 func launch(tb testing.TB, binary, name string, opts Options) (*Server, error) {
 	tb.Helper()
 	addr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(tb))
-	s := &Server{tb: tb, name: name, URL: "http://" + addr, stdout: &logBuffer{}, stderr: &logBuffer{},
+	s := &Server{tb: tb, name: name, URL: "http://" + addr, stdout: &Buffer{}, stderr: &Buffer{},
 		exited: make(chan struct{}), transport: http.DefaultTransport.(*http.Transport).Clone()}
 	s.transport.MaxIdleConnsPerHost = 200
 	s.cmd = exec.Command(binary, append([]string{"serve", "--addr", addr}, opts.Args...)...)
@@ -288,6 +348,10 @@ func (s *Server) HTTPClient() *http.Client { return &http.Client{Transport: s.tr
 // descriptors and goroutines does not include them.
 func (s *Server) CloseIdleConnections() { s.transport.CloseIdleConnections() }
 
+// Stdout returns everything the server wrote to its standard output (the
+// admin token of a first start, the address it serves on).
+func (s *Server) Stdout() string { return s.stdout.String() }
+
 // Stderr returns everything the server wrote to its standard error (its
 // log).
 func (s *Server) Stderr() string { return s.stderr.String() }
@@ -297,6 +361,13 @@ func (s *Server) StderrTail(n int) string { return s.stderr.tail(n) }
 
 // Exited is closed once the process has exited.
 func (s *Server) Exited() <-chan struct{} { return s.exited }
+
+// Wait waits until the process has exited and returns how it ended, as
+// exec.Cmd.Wait does: nil for exit status 0.
+func (s *Server) Wait() error {
+	<-s.exited
+	return s.waitErr
+}
 
 // Kill sends SIGKILL to the server and every process below it, and waits
 // until it exited.
@@ -314,19 +385,26 @@ func (s *Server) Kill() {
 
 // Stop stops a running server: SIGTERM, then after a few seconds SIGKILL
 // (with its children, which a server stopped gracefully stops itself).
-func (s *Server) Stop() {
+func (s *Server) Stop() { s.StopWithin(3 * time.Second) }
+
+// StopWithin stops a running server with SIGTERM and waits up to grace for
+// it to exit; one still running then is killed with its children (see
+// Kill). It reports whether the server exited by itself (or had already
+// exited).
+func (s *Server) StopWithin(grace time.Duration) bool {
 	select {
 	case <-s.exited:
-		return
+		return true
 	default:
 	}
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.exited:
-		return
-	case <-time.After(3 * time.Second):
+		return true
+	case <-time.After(grace):
 	}
 	s.Kill()
+	return false
 }
 
 // KillTree sends SIGKILL to pid and every process below it. The process is
@@ -334,54 +412,13 @@ func (s *Server) Stop() {
 // to init meanwhile.
 func KillTree(pid int) error {
 	_ = syscall.Kill(pid, syscall.SIGSTOP)
-	pids, err := descendants(pid)
+	pids, err := testenv.Descendants(pid)
 	for _, p := range append(pids, pid) {
 		if kerr := syscall.Kill(p, syscall.SIGKILL); kerr != nil && !errors.Is(kerr, syscall.ESRCH) && err == nil {
 			err = fmt.Errorf("kill pid %d: %w", p, kerr)
 		}
 	}
 	return err
-}
-
-// descendants returns the pids below pid, read from /proc.
-func descendants(pid int) ([]int, error) {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, fmt.Errorf("list /proc: %w", err)
-	}
-	children := map[int][]int{}
-	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue // it ended meanwhile
-		}
-		// The fields after the command name, which is in parentheses and
-		// may contain anything: state, ppid, ...
-		i := bytes.LastIndexByte(data, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(data[i+1:]))
-		if len(f) < 2 {
-			continue
-		}
-		if ppid, err := strconv.Atoi(f[1]); err == nil {
-			children[ppid] = append(children[ppid], p)
-		}
-	}
-	var out []int
-	queue := []int{pid}
-	for len(queue) > 0 {
-		p := queue[0]
-		queue = queue[1:]
-		out = append(out, children[p]...)
-		queue = append(queue, children[p]...)
-	}
-	return out, nil
 }
 
 // WaitRun polls the run through c until want holds, and fails the test
