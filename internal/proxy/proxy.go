@@ -280,13 +280,28 @@ func (p *Proxy) pipe(client, up net.Conn) (toUp, toClient int64) {
 	return toUp, toClient
 }
 
-// copyHalf copies src to dst with a pooled buffer and then half-closes dst
-// or closes both.
+// copyHalf copies src to dst and then half-closes dst or closes both.
+//
+// An upstream other than a TCP connection that copies by itself
+// (io.WriterTo as the source, io.ReaderFrom as the destination) does so: a
+// tunnel channel then moves the data between the SSH channel and the
+// client on one goroutine, without a hand-off between goroutines per
+// chunk. Otherwise a pooled buffer is used. The copy ends when either side
+// is closed (pipe closes both on the first failure), so no deadline is
+// needed.
 func (p *Proxy) copyHalf(dst, src net.Conn, closeBoth func()) int64 {
-	bp := p.bufs.Get().(*[]byte)
-	defer p.bufs.Put(bp)
-	// Hide ReaderFrom/WriterTo so that the pooled buffer is used.
-	n, err := io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
+	var n int64
+	var err error
+	if wt, ok := src.(io.WriterTo); ok && !isTCP(src) {
+		n, err = wt.WriteTo(writerOnly{dst})
+	} else if rf, ok := dst.(io.ReaderFrom); ok && !isTCP(dst) {
+		n, err = rf.ReadFrom(readerOnly{src})
+	} else {
+		bp := p.bufs.Get().(*[]byte)
+		// Hide ReaderFrom/WriterTo so that the pooled buffer is used.
+		n, err = io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
+		p.bufs.Put(bp)
+	}
 	if err != nil {
 		closeBoth()
 		return n
@@ -298,6 +313,14 @@ func (p *Proxy) copyHalf(dst, src net.Conn, closeBoth func()) int64 {
 	}
 	closeBoth()
 	return n
+}
+
+// isTCP reports whether c is a plain TCP connection, whose WriteTo and
+// ReadFrom would allocate a buffer per call (or splice, for which the
+// proxy's sessions are not set up).
+func isTCP(c net.Conn) bool {
+	_, ok := c.(*net.TCPConn)
+	return ok
 }
 
 type readerOnly struct{ io.Reader }

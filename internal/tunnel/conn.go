@@ -12,19 +12,43 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// chunkSize is the size of a connection's read and write buffers: the
-// largest SSH data packet OpenSSH sends, so one Read of the channel fills
-// at most one buffer.
-const chunkSize = 32 << 10
+// Buffer sizes of a connection.
+const (
+	// readChunk is the size of each of the two read buffers of the pump
+	// behind Read: the largest SSH data packet OpenSSH sends (32 KiB).
+	readChunk = 32 << 10
+	// copyChunk is the buffer of WriteTo. Larger than a packet, so that
+	// when several packets are waiting, one read of the channel takes them
+	// all and one write passes them on (fewer system calls in bulk).
+	copyChunk = 128 << 10
+	// writeChunk is the buffer of the writer goroutine and of ReadFrom: a
+	// packet's worth.
+	writeChunk = 32 << 10
+)
 
 // conn is a net.Conn over one direct-tcpip channel.
 //
-// An ssh.Channel cannot be interrupted by a deadline, yet pgx relies on
-// deadlines to cancel queries. So the channel is read by a pump goroutine
-// into the connection's own buffer, and written by a writer goroutine from
-// another; Read and Write wait for them, for their deadline, for Close and
-// for the tunnel to drop, whichever comes first. The buffers are allocated
-// once per connection: reads and writes allocate nothing.
+// An ssh.Channel cannot be interrupted: a Read waits for data, EOF or the
+// tunnel's end, and a Write waits for the bastion to take the data (which
+// a bastion that stopped answering, or a target that stopped reading,
+// never does). Yet pgx relies on deadlines to cancel queries, and Close
+// must release a caller in every case. So no caller ever waits inside the
+// channel: goroutines of the connection do, and the caller waits for them,
+// its deadline, Close or the tunnel's end, whichever comes first. Each
+// hand-off between goroutines costs a wake-up, which is most of the
+// tunnel's CPU per round trip, so there are as few as the semantics allow:
+//
+//   - Read takes data from a pump goroutine that reads the channel into
+//     two buffers in turn (one filled while Read drains the other, so the
+//     pump is not woken to go on).
+//   - Write hands data to a writer goroutine and returns without waiting
+//     for the channel to take it, as a socket does with its send buffer.
+//   - WriteTo and ReadFrom (used by io.Copy and the local proxy) have a
+//     goroutine copy between the channel and the other side by itself,
+//     with no hand-off per chunk.
+//
+// Goroutines and buffers are made on first use: a proxied connection has
+// only WriteTo's copier and ReadFrom's feeder.
 type conn struct {
 	t      *Tunnel
 	ch     ssh.Channel
@@ -36,26 +60,32 @@ type conn struct {
 
 	readDeadline, writeDeadline deadline
 
-	// Read side. rbuf belongs to the pump until it sends on filled, then to
-	// Read until Read sends on drained.
-	rmu     sync.Mutex
-	rbuf    []byte
-	rdata   []byte // unread part of rbuf
-	rerr    error  // sticky error from the pump, returned once rdata is empty
-	filled  chan readResult
-	drained chan struct{}
+	// aborted is set when a deadline passed during a WriteTo and the
+	// channel was closed to end the copier's read.
+	aborted atomic.Bool
 
-	// Write side. wbuf belongs to the writer while wbusy.
-	wmu     sync.Mutex
-	wbuf    []byte
-	wbusy   bool
-	werr    error // sticky error from the writer
-	wreq    chan int
-	wres    chan writeResult
-	writing atomic.Bool // the writer is inside ch.Write
+	// Read side; rmu serialises Read and WriteTo.
+	rmu     sync.Mutex
+	pumping bool   // the pump has been started
+	rdata   []byte // unread part of rchunk
+	rchunk  []byte // the pump buffer being drained, returned to free when empty
+	rerr    error  // sticky error from the channel, returned once rdata is empty
+	filled  chan readResult
+	free    chan []byte
+
+	// Write side; wmu serialises Write, ReadFrom and CloseWrite.
+	wmu           sync.Mutex
+	wbuf          []byte // the writer goroutine's buffer, made with it
+	wbusy         bool   // the writer owns wbuf: a chunk is in flight
+	werr          error  // sticky error from writing to the channel
+	wreq          chan int
+	wres          chan writeResult
+	writerStarted atomic.Bool
+	writing       atomic.Bool // the writer or a feeder is inside ch.Write
 }
 
 type readResult struct {
+	buf []byte // a pump buffer, data in buf[:n]
 	n   int
 	err error
 }
@@ -65,74 +95,56 @@ type writeResult struct {
 	err error
 }
 
-// newConn wraps an open channel and starts its goroutines.
+// newConn wraps an open channel.
 func (t *Tunnel) newConn(ch ssh.Channel, reqs <-chan *ssh.Request, target string) (*conn, error) {
 	c := &conn{
-		t:       t,
-		ch:      ch,
-		local:   t.tcp.LocalAddr(),
-		remote:  targetAddr(target),
-		closed:  make(chan struct{}),
-		rbuf:    make([]byte, chunkSize),
-		filled:  make(chan readResult),
-		drained: make(chan struct{}, 1),
-		wbuf:    make([]byte, chunkSize),
-		wreq:    make(chan int, 1),
-		wres:    make(chan writeResult, 1),
+		t:      t,
+		ch:     ch,
+		local:  t.tcp.LocalAddr(),
+		remote: targetAddr(target),
+		closed: make(chan struct{}),
 	}
 	c.readDeadline.init()
 	c.writeDeadline.init()
-	if !t.add(3) {
+	if !t.add(1) {
 		return nil, t.Err()
 	}
 	t.openChannels.Add(1)
 	go t.handleRequests(reqs, "channel")
-	go c.pump()
-	go c.writer()
 	return c, nil
 }
 
-// pump reads the channel into rbuf and hands each chunk to Read.
+// startPump starts the pump. Called with rmu held.
+func (c *conn) startPump() error {
+	if !c.t.add(1) {
+		return c.t.Err()
+	}
+	c.pumping = true
+	c.filled = make(chan readResult, 2)
+	c.free = make(chan []byte, 2)
+	c.free <- make([]byte, readChunk)
+	c.free <- make([]byte, readChunk)
+	go c.pump()
+	return nil
+}
+
+// pump reads the channel into a free buffer and hands it to Read, until
+// the channel ends. There are two buffers and filled holds two results,
+// so the hand-off never blocks.
 func (c *conn) pump() {
 	defer c.t.wg.Done()
 	for {
-		n, err := c.ch.Read(c.rbuf)
+		var buf []byte
 		select {
-		case c.filled <- readResult{n, err}:
+		case buf = <-c.free:
 		case <-c.closed:
 			return
 		case <-c.t.done:
 			return
 		}
+		n, err := c.ch.Read(buf)
+		c.filled <- readResult{buf, n, err}
 		if err != nil {
-			return
-		}
-		select {
-		case <-c.drained:
-		case <-c.closed:
-			return
-		case <-c.t.done:
-			return
-		}
-	}
-}
-
-// writer writes wbuf to the channel when asked.
-func (c *conn) writer() {
-	defer c.t.wg.Done()
-	for {
-		select {
-		case n := <-c.wreq:
-			c.writing.Store(true)
-			w, err := c.ch.Write(c.wbuf[:n])
-			c.writing.Store(false)
-			c.wres <- writeResult{w, err} // buffered; one request at a time
-			if err != nil {
-				return
-			}
-		case <-c.closed:
-			return
-		case <-c.t.done:
 			return
 		}
 	}
@@ -155,19 +167,24 @@ func (c *conn) Read(p []byte) (int, error) {
 		if len(c.rdata) > 0 {
 			n := copy(p, c.rdata)
 			c.rdata = c.rdata[n:]
-			if len(c.rdata) == 0 && c.rerr == nil {
-				c.drained <- struct{}{} // buffered; the pump waits for it
+			if len(c.rdata) == 0 {
+				c.release()
 			}
 			return n, nil
 		}
 		if c.rerr != nil {
 			return 0, c.channelError("read", c.rerr)
 		}
+		if !c.pumping {
+			if err := c.startPump(); err != nil {
+				return 0, err
+			}
+		}
 		select {
 		case r := <-c.filled:
-			c.rdata, c.rerr = c.rbuf[:r.n], r.err
-			if r.n == 0 && r.err == nil {
-				c.drained <- struct{}{}
+			c.rdata, c.rchunk, c.rerr = r.buf[:r.n], r.buf, r.err
+			if r.n == 0 {
+				c.release()
 			}
 		case <-c.readDeadline.wait():
 			return 0, c.opError("read", os.ErrDeadlineExceeded)
@@ -179,8 +196,148 @@ func (c *conn) Read(p []byte) (int, error) {
 	}
 }
 
-// Write writes p to the channel in chunks. After a deadline expires, the
-// chunk in flight may still be sent; the count returned excludes it.
+// release gives the drained pump buffer back. Called with rmu held.
+func (c *conn) release() {
+	if c.rchunk != nil {
+		c.free <- c.rchunk // buffered for both buffers: never blocks
+		c.rchunk = nil
+	}
+}
+
+// WriteTo copies the channel's data to w until the channel ends (nil at
+// EOF), Close, the tunnel's end or a failed write to w. It has the
+// channel read by a copier goroutine that writes to w itself, so that bulk
+// data passes without a goroutine hand-off per chunk; w is not written to
+// after WriteTo returns. A read deadline set before WriteTo is obeyed
+// exactly, as by Read; one that passes during it also ends it, and closes
+// the channel (data may have been read from it but not written to w).
+func (c *conn) WriteTo(w io.Writer) (int64, error) {
+	c.rmu.Lock()
+	if c.pumping || len(c.rdata) > 0 || c.rerr != nil || c.readDeadline.armed.Load() {
+		// Read was used, or a deadline is set: copy through Read.
+		c.rmu.Unlock()
+		return c.copyByRead(w)
+	}
+	defer c.rmu.Unlock()
+	if isClosed(c.closed) {
+		return 0, c.opError("read", net.ErrClosed)
+	}
+	if !c.t.add(1) {
+		return 0, c.t.Err()
+	}
+	cp := &copier{c: c, w: w, done: make(chan struct{})}
+	go cp.run()
+
+	select {
+	case <-cp.done:
+		if cp.readErr != nil {
+			c.rerr = cp.readErr
+		}
+		if cp.writeErr != nil {
+			return cp.n, cp.writeErr
+		}
+		if cp.readErr == nil || errors.Is(cp.readErr, io.EOF) {
+			return cp.n, nil
+		}
+		return cp.n, c.channelError("read", cp.readErr)
+	case <-c.readDeadline.wait():
+		n := cp.stop()
+		c.rerr = os.ErrDeadlineExceeded
+		c.abort()
+		return n, c.opError("read", os.ErrDeadlineExceeded)
+	case <-c.closed:
+		return cp.stop(), c.opError("read", net.ErrClosed)
+	case <-c.t.done:
+		return cp.stop(), c.t.Err()
+	}
+}
+
+// copyByRead is WriteTo through Read.
+func (c *conn) copyByRead(w io.Writer) (int64, error) {
+	buf := make([]byte, readChunk)
+	var total int64
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr == nil && m < n {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// copier is the goroutine behind one WriteTo.
+type copier struct {
+	c    *conn
+	w    io.Writer
+	done chan struct{} // closed when run returns
+
+	mu       sync.Mutex // held while writing to w; stop takes it
+	stopped  bool
+	n        int64
+	readErr  error
+	writeErr error
+}
+
+func (cp *copier) run() {
+	defer cp.c.t.wg.Done()
+	defer close(cp.done)
+	buf := make([]byte, copyChunk)
+	for {
+		n, err := cp.c.ch.Read(buf)
+		cp.mu.Lock()
+		if cp.stopped {
+			cp.mu.Unlock()
+			return
+		}
+		if n > 0 {
+			m, werr := cp.w.Write(buf[:n])
+			cp.n += int64(m)
+			if werr == nil && m < n {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				cp.writeErr = werr
+				cp.mu.Unlock()
+				return
+			}
+		}
+		if err != nil {
+			cp.readErr = err
+			cp.mu.Unlock()
+			return
+		}
+		cp.mu.Unlock()
+	}
+}
+
+// stop makes the copier leave w alone (waiting for a write to w in
+// progress) and returns the bytes written. The copier itself ends when
+// its read of the channel returns.
+func (cp *copier) stop() int64 {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	cp.stopped = true
+	return cp.n
+}
+
+// Write hands p to the writer goroutine in chunks, as a socket takes data
+// into its send buffer: it returns once the last chunk is handed over,
+// without waiting for the channel to take it, and waits only while an
+// earlier chunk is still being written. A failure to write a chunk is
+// returned by the next Write (or CloseWrite). A deadline or Close ends the
+// wait; the chunk then in flight may still be sent.
 func (c *conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -191,25 +348,79 @@ func (c *conn) Write(p []byte) (int, error) {
 				return total, err
 			}
 		}
-		if c.werr != nil {
-			return total, c.channelError("write", c.werr)
+		if err := c.writable(); err != nil {
+			return total, err
 		}
-		if isClosed(c.closed) {
-			return total, c.opError("write", net.ErrClosed)
-		}
-		if isClosed(c.writeDeadline.wait()) {
-			return total, c.opError("write", os.ErrDeadlineExceeded)
+		if c.wreq == nil {
+			if err := c.startWriter(); err != nil {
+				return total, err
+			}
 		}
 		n := copy(c.wbuf, p)
 		c.wbusy = true
-		c.wreq <- n // buffered; the writer is idle
-		if err := c.waitWrite(); err != nil {
-			return total, err
-		}
+		c.wreq <- n // buffered; the writer has finished the previous chunk
 		total += n
 		p = p[n:]
 	}
 	return total, nil
+}
+
+// writable reports why the channel cannot be written to, if it cannot.
+// Called with wmu held and no chunk in flight.
+func (c *conn) writable() error {
+	if c.werr != nil {
+		return c.channelError("write", c.werr)
+	}
+	if isClosed(c.closed) {
+		return c.opError("write", net.ErrClosed)
+	}
+	if isClosed(c.writeDeadline.wait()) {
+		return c.opError("write", os.ErrDeadlineExceeded)
+	}
+	return nil
+}
+
+// startWriter starts the writer goroutine. Called with wmu held.
+func (c *conn) startWriter() error {
+	if !c.t.add(1) {
+		return c.t.Err()
+	}
+	c.wbuf = make([]byte, writeChunk)
+	c.wreq = make(chan int, 1)
+	c.wres = make(chan writeResult, 1)
+	c.writerStarted.Store(true)
+	go c.writer()
+	return nil
+}
+
+// writer writes the chunks Write hands it. After Close it writes the chunk
+// handed over before, if any, and then closes the channel, so that data
+// written just before Close (such as PostgreSQL's Terminate message) is
+// delivered, as by a socket.
+func (c *conn) writer() {
+	defer c.t.wg.Done()
+	write := func(n int) {
+		c.writing.Store(true)
+		w, err := c.ch.Write(c.wbuf[:n])
+		c.writing.Store(false)
+		c.wres <- writeResult{w, err} // buffered; one chunk at a time
+	}
+	for {
+		select {
+		case n := <-c.wreq:
+			write(n)
+		case <-c.closed:
+			select {
+			case n := <-c.wreq:
+				write(n)
+			default:
+			}
+			_ = c.ch.Close()
+			return
+		case <-c.t.done:
+			return
+		}
+	}
 }
 
 // waitWrite waits for the chunk in flight. Called with wmu held and wbusy.
@@ -231,6 +442,131 @@ func (c *conn) waitWrite() error {
 	}
 }
 
+// ReadFrom copies r to the channel until r's EOF (nil) or an error. A
+// feeder goroutine reads r and writes to the channel itself, without a
+// hand-off per chunk; the caller waits for it, Close, the tunnel's end or
+// its write deadline. r is not read after ReadFrom returns, except that a
+// read already in progress completes (its data is then dropped, as when a
+// plain copy loop finds the connection closed). A write deadline set
+// before ReadFrom is obeyed as by Write; one that passes during it ends it
+// and leaves the connection unable to write (the feeder may still be
+// writing).
+func (c *conn) ReadFrom(r io.Reader) (int64, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.wbusy {
+		if err := c.waitWrite(); err != nil {
+			return 0, err
+		}
+	}
+	if err := c.writable(); err != nil {
+		return 0, err
+	}
+	if c.writeDeadline.armed.Load() {
+		return c.readFromByWrite(r)
+	}
+	if !c.t.add(1) {
+		return 0, c.t.Err()
+	}
+	f := &feeder{c: c, r: r, done: make(chan struct{})}
+	go f.run()
+
+	select {
+	case <-f.done:
+		if f.writeErr != nil {
+			c.werr = f.writeErr
+			return f.n.Load(), c.channelError("write", f.writeErr)
+		}
+		if f.readErr != nil && !errors.Is(f.readErr, io.EOF) {
+			return f.n.Load(), f.readErr
+		}
+		return f.n.Load(), nil
+	case <-c.writeDeadline.wait():
+		f.stop()
+		c.werr = os.ErrDeadlineExceeded
+		return f.n.Load(), c.opError("write", os.ErrDeadlineExceeded)
+	case <-c.closed:
+		f.stop()
+		return f.n.Load(), c.opError("write", net.ErrClosed)
+	case <-c.t.done:
+		f.stop()
+		return f.n.Load(), c.t.Err()
+	}
+}
+
+// readFromByWrite is ReadFrom through Write. Called with wmu held.
+func (c *conn) readFromByWrite(r io.Reader) (int64, error) {
+	buf := make([]byte, writeChunk)
+	var total int64
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			c.wmu.Unlock()
+			m, werr := c.Write(buf[:n])
+			c.wmu.Lock()
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// feeder is the goroutine behind one ReadFrom.
+type feeder struct {
+	c       *conn
+	r       io.Reader
+	done    chan struct{} // closed when run returns
+	stopped atomic.Bool
+	n       atomic.Int64
+
+	readErr, writeErr error // set before done is closed
+}
+
+func (f *feeder) run() {
+	defer f.c.t.wg.Done()
+	defer close(f.done)
+	buf := make([]byte, writeChunk)
+	for !f.stopped.Load() {
+		n, err := f.r.Read(buf)
+		if f.stopped.Load() {
+			return
+		}
+		if n > 0 {
+			f.c.writing.Store(true)
+			m, werr := f.c.ch.Write(buf[:n])
+			f.c.writing.Store(false)
+			f.n.Add(int64(m))
+			if werr != nil {
+				f.writeErr = werr
+				return
+			}
+		}
+		if err != nil {
+			f.readErr = err
+			return
+		}
+	}
+}
+
+// stop makes the feeder read no more.
+func (f *feeder) stop() { f.stopped.Store(true) }
+
+// abort closes the channel after a deadline passed during a WriteTo; the
+// connection then fails every Read with a time-out.
+func (c *conn) abort() {
+	if c.aborted.Swap(true) {
+		return
+	}
+	go func() { _ = c.ch.Close() }() // the writer may hold the channel's write lock
+}
+
 // CloseWrite sends EOF to the target after the data already written.
 func (c *conn) CloseWrite() error {
 	c.wmu.Lock()
@@ -249,7 +585,9 @@ func (c *conn) CloseWrite() error {
 	return nil
 }
 
-// Close closes the channel. It does not wait for the bastion.
+// Close closes the channel. It does not wait for the bastion, nor for a
+// write in progress: when the writer goroutine runs, it closes the channel
+// after the chunk it was handed.
 func (c *conn) Close() error {
 	first := false
 	c.closeOnce.Do(func() {
@@ -260,9 +598,13 @@ func (c *conn) Close() error {
 	if !first {
 		return c.opError("close", net.ErrClosed)
 	}
+	if c.writerStarted.Load() {
+		return nil
+	}
 	if c.writing.Load() {
-		// The writer may hold the channel's write lock while the transport
-		// is blocked; sending the close message would block with it.
+		// A ReadFrom's feeder may hold the channel's write lock while the
+		// transport is blocked; sending the close message would block
+		// with it.
 		go func() { _ = c.ch.Close() }()
 		return nil
 	}
@@ -283,8 +625,8 @@ func (c *conn) SetDeadline(t time.Time) error {
 	return nil
 }
 
-// SetReadDeadline sets the deadline for Read, including a Read already
-// waiting.
+// SetReadDeadline sets the deadline for Read and WriteTo, including one
+// already waiting.
 func (c *conn) SetReadDeadline(t time.Time) error {
 	c.readDeadline.set(t)
 	return nil
@@ -305,6 +647,9 @@ func (c *conn) channelError(op string, err error) error {
 	}
 	if isClosed(c.closed) {
 		return c.opError(op, net.ErrClosed)
+	}
+	if c.aborted.Load() || errors.Is(err, os.ErrDeadlineExceeded) {
+		return c.opError(op, os.ErrDeadlineExceeded)
 	}
 	if op == "read" && errors.Is(err, io.EOF) {
 		return err
@@ -340,6 +685,9 @@ type deadline struct {
 	mu     sync.Mutex
 	timer  *time.Timer
 	cancel chan struct{} // closed when the deadline has passed
+	// armed is true while a deadline is set (passed or not); read without
+	// the lock.
+	armed atomic.Bool
 }
 
 func (d *deadline) init() { d.cancel = make(chan struct{}) }
@@ -354,11 +702,13 @@ func (d *deadline) set(t time.Time) {
 	d.timer = nil
 	expired := isClosed(d.cancel)
 	if t.IsZero() {
+		d.armed.Store(false)
 		if expired {
 			d.cancel = make(chan struct{})
 		}
 		return
 	}
+	d.armed.Store(true)
 	if dur := time.Until(t); dur > 0 {
 		if expired {
 			d.cancel = make(chan struct{})
