@@ -13,8 +13,8 @@ import (
 )
 
 // copyRows is the number of 1000-byte rows (1001 bytes with the newline)
-// that one throughput operation copies: about 64 MiB.
-const copyRows = 64 << 20 / 1001
+// that one throughput operation copies: 1 GB (10⁹ bytes, less 1001).
+const copyRows = 1_000_000_000 / 1001
 
 // copyBytes is the size of one throughput operation's COPY output.
 const copyBytes = copyRows * 1001
@@ -34,7 +34,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 					b.Fatalf("SELECT 1 over %s: %v", p.name, err)
 				}
 			}
-			reportCPU(b, cpu, e.sampleCPU())
+			reportCPU(b, cpu, e.sampleCPU(), float64(b.N))
 			reportPerOp(b, 1e3, "µs/op")
 		})
 	}
@@ -57,14 +57,14 @@ func BenchmarkTunnelSetup(b *testing.B) {
 			_ = conn.Close(ctx)
 			b.StartTimer()
 		}
-		reportCPU(b, cpu, e.sampleCPU())
+		reportCPU(b, cpu, e.sampleCPU(), float64(b.N))
 		reportPerOp(b, 1e6, "ms/op")
 	})
 
 	b.Run("openssh", func(b *testing.B) {
 		cpu := e.sampleCPU()
 		for b.Loop() {
-			fwd, first, err := e.startSSHForward(ctx, b)
+			fwd, first, err := e.startSSHForward(ctx, b, 0, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -77,7 +77,7 @@ func BenchmarkTunnelSetup(b *testing.B) {
 			fwd.stop()
 			b.StartTimer()
 		}
-		reportCPU(b, cpu, e.sampleCPU())
+		reportCPU(b, cpu, e.sampleCPU(), float64(b.N))
 		reportPerOp(b, 1e6, "ms/op")
 	})
 
@@ -94,12 +94,12 @@ func BenchmarkTunnelSetup(b *testing.B) {
 			_ = t.Close()
 			b.StartTimer()
 		}
-		reportCPU(b, cpu, e.sampleCPU())
+		reportCPU(b, cpu, e.sampleCPU(), float64(b.N))
 		reportPerOp(b, 1e6, "ms/op")
 	})
 }
 
-// BenchmarkThroughput measures reading about 64 MiB of COPY output
+// BenchmarkThroughput measures reading 1 GB of COPY output
 // (`COPY (SELECT repeat('x', 1000) FROM generate_series(1, N)) TO STDOUT`)
 // into io.Discard on one open connection over each path.
 func BenchmarkThroughput(b *testing.B) {
@@ -120,7 +120,7 @@ func BenchmarkThroughput(b *testing.B) {
 					b.Fatalf("COPY over %s: %d rows, want %d", p.name, tag.RowsAffected(), copyRows)
 				}
 			}
-			reportCPU(b, cpu, e.sampleCPU())
+			reportCPU(b, cpu, e.sampleCPU(), float64(b.N))
 		})
 	}
 }

@@ -15,35 +15,39 @@ import (
 const clockTick = 10 * time.Millisecond
 
 // cpuSample is the CPU time (user + system) used so far by the processes
-// on a path other than PostgreSQL, whose share is the same on every path.
+// on a path other than PostgreSQL and pgbench, whose share is the same on
+// every path.
 type cpuSample struct {
-	// client is this process: pgx, and pgrelay's tunnel and proxy.
+	// client is this process: pgx, and pgrelay's in-process tunnel.
 	client time.Duration
 	// ssh is OpenSSH's ssh client: the long-lived forward, plus the ones
 	// spawned and reaped by the setup benchmark.
 	ssh time.Duration
+	// pgrelay is the `pgrelay proxy` process.
+	pgrelay time.Duration
 	// sshd is the bastion: the listening sshd and all its descendants,
 	// reaped ones included.
 	sshd time.Duration
 }
 
-// sampleCPU reads the CPU time of the processes on the paths. Reaped
-// children count through RUSAGE_CHILDREN and cutime/cstime, so processes
-// that came and went during a benchmark are included.
+// sampleCPU reads the CPU time of the processes on the paths: this
+// process from getrusage, the others from /proc, and ssh processes that
+// have exited from their rusage when reaped (see spawnSSH).
 func (e *env) sampleCPU() cpuSample {
 	var s cpuSample
-	var self, children syscall.Rusage
+	var self syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &self) == nil {
 		s.client = rusageTime(&self)
 	}
-	// The only children this process reaps while benchmarks run are ssh
-	// clients; the sshd listener is reaped only at the end.
-	if syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children) == nil {
-		s.ssh = rusageTime(&children)
-	}
+	s.ssh = time.Duration(e.reapedSSH.Load())
 	if e.forward != nil {
 		if st, ok := readStat(e.forward.cmd.Process.Pid); ok {
 			s.ssh += st.own
+		}
+	}
+	if e.proxy != nil {
+		if st, ok := readStat(e.proxy.cmd.Process.Pid); ok {
+			s.pgrelay = st.own + st.reaped
 		}
 	}
 	procs := readAllStats()
@@ -56,19 +60,21 @@ func (e *env) sampleCPU() cpuSample {
 }
 
 // reportCPU reports the CPU used per operation between two samples, in
-// nanoseconds: per process group and in total.
-func reportCPU(b *testing.B, before, after cpuSample) {
-	if b.N <= 0 {
+// nanoseconds: per process group and in total. ops is the number of
+// operations (b.N, or for pgbench its transactions).
+func reportCPU(b *testing.B, before, after cpuSample, ops float64) {
+	if ops <= 0 {
 		return
 	}
-	n := float64(b.N)
-	client := float64(after.client-before.client) / n
-	ssh := float64(after.ssh-before.ssh) / n
-	sshd := float64(after.sshd-before.sshd) / n
+	client := float64(after.client-before.client) / ops
+	ssh := float64(after.ssh-before.ssh) / ops
+	pgrelay := float64(after.pgrelay-before.pgrelay) / ops
+	sshd := float64(after.sshd-before.sshd) / ops
 	b.ReportMetric(client, "cpu-client-ns/op")
 	b.ReportMetric(ssh, "cpu-ssh-ns/op")
+	b.ReportMetric(pgrelay, "cpu-pgrelay-ns/op")
 	b.ReportMetric(sshd, "cpu-sshd-ns/op")
-	b.ReportMetric(client+ssh+sshd, "cpu-ns/op")
+	b.ReportMetric(client+ssh+pgrelay+sshd, "cpu-ns/op")
 }
 
 func rusageTime(r *syscall.Rusage) time.Duration {

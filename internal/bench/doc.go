@@ -1,7 +1,21 @@
-// Package bench holds pgrelay's benchmarks: PostgreSQL round trips, tunnel
-// setup and COPY throughput, measured side by side over a direct TCP
-// connection, OpenSSH's `ssh -N -L` forward, pgrelay's local proxy and
-// pgrelay's in-process tunnel (a pgx DialFunc, no local port).
+// Package bench holds pgrelay's benchmarks, measured side by side over four
+// paths to PostgreSQL: a direct TCP connection, OpenSSH's `ssh -N -L`
+// forward, the `pgrelay proxy` command (the real binary, built from
+// cmd/pgrelay and run on a connection saved in a throwaway data dir) and
+// pgrelay's in-process tunnel (a pgx DialFunc, no local port):
+//
+//   - BenchmarkRoundTrip: a Go `SELECT 1` loop with pgx, every path;
+//   - BenchmarkPgbench: `pgbench -S` with 1 client and with 8 clients over
+//     one tunnel, every path with a local endpoint;
+//   - BenchmarkThroughput: a 1 GB `COPY ... TO STDOUT` read by the client;
+//   - BenchmarkTunnelSetup: from nothing to the first query result
+//     (tunnel.Dial against spawning `ssh -N -L`);
+//   - BenchmarkDropDetection: from freezing the path to the bastion to the
+//     tunnel's error, against keepalive interval × count;
+//   - BenchmarkScale: 500 tunnels held open at once, each its own SSH
+//     connection (memory, idle CPU with keepalives, open time p50/p99),
+//     pgrelay's held by the helper command in cmd/holdtunnels so that
+//     the memory measured is pgrelay's alone.
 //
 // The benchmarks live in the package's test files and run against a real
 // throwaway PostgreSQL and a real OpenSSH bastion on loopback (see
@@ -9,12 +23,21 @@
 // benchmark needs them and stopped by TestMain at the end. Plain `go test`
 // runs no benchmark and so starts no server.
 //
-// Besides time (and MB/s for throughput), each benchmark reports the CPU
-// time per operation of this process (pgx and pgrelay), of OpenSSH's ssh
-// client and of the bastion's sshd, read from getrusage and /proc: on a
-// shared machine it varies much less than wall time.
+// Besides time (or rate), the benchmarks report the CPU time per operation
+// of this process (pgx, and the in-process tunnel), of OpenSSH's ssh
+// client, of the `pgrelay proxy` process and of the bastion's sshd, read
+// from getrusage and /proc: on a shared machine it varies much less than
+// wall time.
+//
+// Settings from the environment: PGRELAY_BENCH_PGBENCH (pgbench run
+// length, default 5s), PGRELAY_BENCH_TUNNELS (default 500),
+// PGRELAY_BENCH_OPEN_CONCURRENCY (default 8), PGRELAY_BENCH_IDLE (default
+// 20s), PGRELAY_BENCH_HOLD_CPUPROFILE (a CPU profile of the process
+// holding the scale benchmark's tunnels) and PGRELAY_BENCH_PROXY_ENV
+// (extra environment of the `pgrelay proxy` process, for experiments such
+// as GOGC=100).
 //
 // Run them with scripts/bench.sh (`make bench`), which saves the raw output
-// to docs/benchmarks.txt and renders docs/benchmarks.md with the report
-// command in internal/bench/report.
+// to docs/benchmarks.txt and renders docs/benchmarks.md and
+// docs/benchmarks.png with the report command in internal/bench/report.
 package bench

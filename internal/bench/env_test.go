@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -24,7 +25,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/pgrelay/pgrelay/internal/proxy"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 	"github.com/pgrelay/pgrelay/internal/tunnel"
@@ -73,27 +73,45 @@ func sharedEnv(b *testing.B) *env {
 	return shared
 }
 
+// bastionOptions configures the benchmarks' bastion so that sshd is not
+// the limit of the scale benchmark: 500 logins in a burst and many
+// channels per connection.
+var bastionOptions = testenv.BastionOptions{
+	MaxStartups: "1000:30:2000",
+	MaxSessions: 1000,
+}
+
 // env is a PostgreSQL server and an OpenSSH bastion on loopback, with the
-// long-lived paths to the server that the round-trip and throughput
-// benchmarks use.
+// long-lived paths to the server that the round-trip, pgbench and
+// throughput benchmarks use.
 type env struct {
 	pg      *testenv.Postgres
 	bastion *testenv.Bastion
+	dir     string // private files: keys, binaries, the pgrelay data dir
 
 	// direct connects straight to PostgreSQL over TCP.
 	direct *pgx.ConnConfig
+	// password is the bench role's password (for pgbench and pgrelay).
+	password string
 	// tunnelCfg logs in to the bastion with the benchmark's client key and
 	// the bastion's pinned host key.
 	tunnelCfg tunnel.Config
-	// keyFile holds the client key for the ssh command.
-	keyFile string
+	// keyFile holds the client key for ssh and holdtunnels; hostKeyFile
+	// the bastion's public host key.
+	keyFile, hostKeyFile string
 
-	// tun is the tunnel shared by the pgrelay paths.
+	// tun is the tunnel of the in-process path.
 	tun *tunnel.Tunnel
-	// proxyAddr is where the pgrelay proxy listens.
-	proxyAddr string
+	// proxy is the `pgrelay proxy` process.
+	proxy *pgrelayProxy
 	// forward is the long-lived `ssh -N -L`.
 	forward *sshForward
+	// holdTunnels is the helper binary of the scale benchmark.
+	holdTunnels string
+
+	// reapedSSH is the CPU time of ssh processes that have exited, in
+	// nanoseconds (see sampleCPU).
+	reapedSSH atomic.Int64
 
 	// Versions and negotiated algorithms, printed as configuration lines.
 	pgVersion, sshVersion     string
@@ -105,15 +123,18 @@ type env struct {
 type path struct {
 	name   string
 	config func() *pgx.ConnConfig
+	// addr is the local TCP address a client such as pgbench connects to;
+	// empty for the in-process path, which has none.
+	addr string
 }
 
 // paths returns the long-lived paths in the order the report shows them.
 func (e *env) paths() []path {
 	return []path{
-		{"direct", func() *pgx.ConnConfig { return e.direct.Copy() }},
-		{"openssh", func() *pgx.ConnConfig { return e.viaAddr(e.forward.addr) }},
-		{"pgrelay_proxy", func() *pgx.ConnConfig { return e.viaAddr(e.proxyAddr) }},
-		{"pgrelay_inprocess", func() *pgx.ConnConfig { return e.viaTunnel(e.tun) }},
+		{"direct", func() *pgx.ConnConfig { return e.direct.Copy() }, e.pg.Addr()},
+		{"openssh", func() *pgx.ConnConfig { return e.viaAddr(e.forward.addr) }, e.forward.addr},
+		{"pgrelay_proxy", func() *pgx.ConnConfig { return e.viaAddr(e.proxy.addr) }, e.proxy.addr},
+		{"pgrelay_inprocess", func() *pgx.ConnConfig { return e.viaTunnel(e.tun) }, ""},
 	}
 }
 
@@ -149,7 +170,8 @@ func startEnv(tb *processTB) (*env, error) {
 	ok := tb.run(func() {
 		var wg sync.WaitGroup
 		wg.Go(func() { tb.run(func() { e.pg = testenv.StartPostgres(tb, testenv.PostgresOptions{}) }) })
-		wg.Go(func() { tb.run(func() { e.bastion = testenv.StartBastion(tb, testenv.BastionOptions{}) }) })
+		wg.Go(func() { tb.run(func() { e.bastion = testenv.StartBastion(tb, bastionOptions) }) })
+		wg.Go(func() { tb.run(func() { e.buildBinaries(tb) }) })
 		wg.Wait()
 		if tb.Failed() {
 			tb.FailNow()
@@ -163,19 +185,42 @@ func startEnv(tb *processTB) (*env, error) {
 	return e, nil
 }
 
+// buildBinaries builds the pgrelay command and the holdtunnels helper
+// into e.dir.
+func (e *env) buildBinaries(tb *processTB) {
+	dir, err := os.MkdirTemp("", "pgrelay-bench-")
+	if err != nil {
+		tb.Fatalf("make directory: %v", err)
+	}
+	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
+	e.dir = dir
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	for _, pkg := range []string{"cmd/pgrelay", "internal/bench/cmd/holdtunnels"} {
+		out := filepath.Join(dir, filepath.Base(pkg))
+		cmd := exec.Command(goCmd, "build", "-trimpath", "-o", out, "github.com/pgrelay/pgrelay/"+pkg)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			tb.Fatalf("go build %s: %v\n%s", pkg, err, b)
+		}
+	}
+	e.holdTunnels = filepath.Join(dir, "holdtunnels")
+}
+
 // setup makes the role, the client key and the long-lived paths.
 func (e *env) setup(tb *processTB) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
 	var pw [16]byte
 	if _, err := rand.Read(pw[:]); err != nil {
 		tb.Fatalf("generate password: %v", err)
 	}
-	password := hex.EncodeToString(pw[:])
-	e.pg.CreateRole(tb, "bench", password)
+	e.password = hex.EncodeToString(pw[:])
+	e.pg.CreateRole(tb, "bench", e.password)
 	e.pg.CreateDatabase(tb, "bench", "bench")
-	cfg, err := pgx.ParseConfig(e.pg.ConnString("bench", password, "bench"))
+	cfg, err := pgx.ParseConfig(e.pg.ConnString("bench", e.password, "bench"))
 	if err != nil {
 		tb.Fatalf("parse connection string: %v", err) // pgx redacts the password
 	}
@@ -190,6 +235,7 @@ func (e *env) setup(tb *processTB) {
 	if err != nil {
 		tb.Fatalf("query server_version: %v", err)
 	}
+	e.initPgbench(ctx, tb)
 
 	key, err := sshkey.Generate(sshkey.Ed25519, "pgrelay-bench")
 	if err != nil {
@@ -199,14 +245,13 @@ func (e *env) setup(tb *processTB) {
 	if err != nil {
 		tb.Fatalf("client key signer: %v", err)
 	}
-	dir, err := os.MkdirTemp("", "pgrelay-bench-")
-	if err != nil {
-		tb.Fatalf("make key directory: %v", err)
-	}
-	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
-	e.keyFile = filepath.Join(dir, "id_ed25519")
+	e.keyFile = filepath.Join(e.dir, "id_ed25519")
 	if err := os.WriteFile(e.keyFile, key.PrivatePEM, 0o600); err != nil {
 		tb.Fatalf("write client key: %v", err)
+	}
+	e.hostKeyFile = filepath.Join(e.dir, "host_key.pub")
+	if err := os.WriteFile(e.hostKeyFile, ssh.MarshalAuthorizedKey(e.bastion.HostKey), 0o600); err != nil {
+		tb.Fatalf("write host key: %v", err)
 	}
 	e.bastion.Authorize(tb, sshkey.AuthorizedKey(key.Public, "pgrelay-bench"))
 	e.tunnelCfg = tunnel.Config{
@@ -216,8 +261,8 @@ func (e *env) setup(tb *processTB) {
 		HostKeys: []ssh.PublicKey{e.bastion.HostKey},
 	}
 
-	// The shared tunnel, logged so that the negotiated algorithms can be
-	// reported (the log holds no secret; only cipher and kex are kept).
+	// The in-process tunnel, logged so that the negotiated algorithms can
+	// be reported (the log holds no secret; only cipher and kex are kept).
 	var logBuf bytes.Buffer
 	tcfg := e.tunnelCfg
 	tcfg.Logger = slog.New(slog.NewJSONHandler(&logBuf, nil))
@@ -228,26 +273,10 @@ func (e *env) setup(tb *processTB) {
 	tb.Cleanup(func() { _ = e.tun.Close() })
 	e.pgrelayCipher, e.pgrelayKex = tunnelAlgorithms(logBuf.Bytes())
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("listen for the pgrelay proxy: %v", err)
-	}
-	pgAddr := e.pg.Addr()
-	px := proxy.New(ln, func(ctx context.Context) (net.Conn, error) {
-		return e.tun.DialContext(ctx, "tcp", pgAddr)
-	}, nil)
-	e.proxyAddr = px.Addr().String()
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = px.Serve(context.Background())
-	}()
-	tb.Cleanup(func() {
-		_ = px.Close()
-		<-served
-	})
+	e.proxy = e.startProxy(ctx, tb)
+	tb.Cleanup(e.proxy.stop)
 
-	fwd, first, err := e.startSSHForward(ctx, tb)
+	fwd, first, err := e.startSSHForward(ctx, tb, 0, nil)
 	if err != nil {
 		tb.Fatalf("%v", err)
 	}
@@ -257,6 +286,127 @@ func (e *env) setup(tb *processTB) {
 
 	e.sshVersion = sshVersion()
 	e.opensshCipher, e.opensshKex = e.opensshAlgorithms(ctx)
+}
+
+// initPgbench creates pgbench's tables (scale 1: 100 000 accounts).
+func (e *env) initPgbench(ctx context.Context, tb *processTB) {
+	cmd := exec.CommandContext(ctx, "pgbench", "-i", "-s", "1", "-q")
+	cmd.Env = e.pgEnv(e.pg.Addr())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("pgbench -i: %v\n%s", err, out)
+	}
+}
+
+// pgEnv returns the environment for libpq clients (pgbench) connecting
+// as the bench role to addr.
+func (e *env) pgEnv(addr string) []string {
+	host, port, _ := net.SplitHostPort(addr)
+	return append(os.Environ(),
+		"PGHOST="+host, "PGPORT="+port, "PGUSER=bench", "PGDATABASE=bench",
+		"PGPASSWORD="+e.password, "PGSSLMODE=disable", "PGCONNECT_TIMEOUT=10")
+}
+
+// pgrelayProxy is a running `pgrelay proxy` process.
+type pgrelayProxy struct {
+	cmd    *exec.Cmd
+	addr   string // where it listens, 127.0.0.1:PORT
+	exited chan struct{}
+	stderr *lockedBuffer
+}
+
+// pgrelay runs the pgrelay binary on the benchmark's data dir.
+func (e *env) pgrelay(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(e.dir, "pgrelay"),
+		append([]string{"--data-dir", filepath.Join(e.dir, "data")}, args...)...)
+	cmd.Env = append(os.Environ(), "BENCH_DB_PASSWORD="+e.password)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("pgrelay %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// startProxy saves the database as pgrelay connection "bench" through the
+// bastion, authorizes its key, pins the host key with a first query and
+// starts `pgrelay proxy bench` on a free port.
+func (e *env) startProxy(ctx context.Context, tb *processTB) *pgrelayProxy {
+	if _, err := e.pgrelay(ctx, "connection", "create", "bench",
+		"--host", e.pg.Host, "--port", strconv.Itoa(e.pg.Port), "--database", "bench", "--user", "bench",
+		"--password-env", "BENCH_DB_PASSWORD", "--sslmode", "disable",
+		"--ssh-host", e.bastion.Host, "--ssh-port", strconv.Itoa(e.bastion.Port), "--ssh-user", e.bastion.User); err != nil {
+		tb.Fatalf("%v", err)
+	}
+	pub, err := e.pgrelay(ctx, "connection", "public-key", "bench")
+	if err != nil {
+		tb.Fatalf("%v", err)
+	}
+	e.bastion.Authorize(tb, strings.TrimSpace(pub))
+	if _, err := e.pgrelay(ctx, "query", "bench", "select 1"); err != nil {
+		tb.Fatalf("%v", err)
+	}
+	show, err := e.pgrelay(ctx, "connection", "show", "bench", "-o", "json")
+	if err != nil {
+		tb.Fatalf("%v", err)
+	}
+	var v struct {
+		SSHTunnel struct {
+			HostKeyFingerprint string `json:"host_key_fingerprint"`
+		} `json:"ssh_tunnel"`
+	}
+	if err := json.Unmarshal([]byte(show), &v); err != nil || v.SSHTunnel.HostKeyFingerprint != ssh.FingerprintSHA256(e.bastion.HostKey) {
+		tb.Fatalf("pgrelay pinned host key %q (%v), want the bastion's %s", v.SSHTunnel.HostKeyFingerprint, err,
+			ssh.FingerprintSHA256(e.bastion.HostKey))
+	}
+
+	cmd := exec.Command(filepath.Join(e.dir, "pgrelay"), "--data-dir", filepath.Join(e.dir, "data"),
+		"proxy", "bench", "--listen", "127.0.0.1:0")
+	// Experiments: PGRELAY_BENCH_PROXY_ENV adds environment variables
+	// (space-separated KEY=VALUE, such as GOGC=100 or GOMAXPROCS=1) to the
+	// proxy's, without changing the benchmark process's own.
+	cmd.Env = append(os.Environ(), strings.Fields(os.Getenv("PGRELAY_BENCH_PROXY_ENV"))...)
+	p := &pgrelayProxy{cmd: cmd, exited: make(chan struct{}), stderr: &lockedBuffer{}}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatalf("pgrelay proxy: %v", err)
+	}
+	cmd.Stderr = p.stderr
+	cmd.SysProcAttr = dieWithParent()
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("run pgrelay proxy: %v", err)
+	}
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if rest, ok := strings.CutPrefix(sc.Text(), "Listening on "); ok {
+				addr, _, _ := strings.Cut(rest, ",")
+				lines <- addr
+			}
+		}
+		_ = cmd.Wait()
+		close(p.exited)
+	}()
+	select {
+	case p.addr = <-lines:
+	case <-p.exited:
+		tb.Fatalf("pgrelay proxy exited: %s", p.stderr.String())
+	case <-time.After(30 * time.Second):
+		p.stop()
+		tb.Fatalf("pgrelay proxy did not start listening: %s", p.stderr.String())
+	}
+	return p
+}
+
+// stop ends the proxy (SIGTERM, then SIGKILL) and waits for it.
+func (p *pgrelayProxy) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
 }
 
 // printConfig prints what the run used as benchmark configuration lines
@@ -271,6 +421,9 @@ func (e *env) printConfig() {
 	fmt.Printf("openssh-kex: %s\n", e.opensshKex)
 	fmt.Printf("pgrelay-cipher: %s\n", e.pgrelayCipher)
 	fmt.Printf("pgrelay-kex: %s\n", e.pgrelayKex)
+	if out, err := exec.Command("pgbench", "--version").Output(); err == nil {
+		fmt.Printf("pgbench: %s\n", strings.TrimSpace(string(out)))
+	}
 }
 
 // tunnelAlgorithms picks the cipher and key exchange from the tunnel's
@@ -307,10 +460,11 @@ func sshVersion() string {
 	return line
 }
 
-// sshArgs returns the options every ssh command of the benchmarks uses.
-func (e *env) sshArgs() []string {
+// sshArgs returns the options every ssh command of the benchmarks uses,
+// for a bastion on port.
+func (e *env) sshArgs(port int) []string {
 	return []string{
-		"-p", strconv.Itoa(e.bastion.Port),
+		"-p", strconv.Itoa(port),
 		"-i", e.keyFile,
 		"-o", "StrictHostKeyChecking=no",
 		"-o", "UserKnownHostsFile=/dev/null",
@@ -322,7 +476,7 @@ func (e *env) sshArgs() []string {
 // opensshAlgorithms logs in once with `ssh -v` and reads the negotiated
 // cipher and key exchange from its debug output.
 func (e *env) opensshAlgorithms(ctx context.Context) (cipher, kex string) {
-	args := append([]string{"-v", "-N"}, e.sshArgs()...)
+	args := append([]string{"-v", "-N"}, e.sshArgs(e.bastion.Port)...)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ssh", append(args, e.bastion.User+"@127.0.0.1")...)
@@ -351,7 +505,7 @@ func (e *env) opensshAlgorithms(ctx context.Context) (cipher, kex string) {
 	return cipher, kex
 }
 
-// sshForward is a running `ssh -N -L` process.
+// sshForward is a running `ssh -N -L`.
 type sshForward struct {
 	cmd    *exec.Cmd
 	addr   string // the local end, 127.0.0.1:PORT
@@ -363,14 +517,18 @@ type sshForward struct {
 // before ssh could bind it.
 const forwardAttempts = 3
 
-// startSSHForward spawns `ssh -N -L 127.0.0.1:PORT:PGADDR` on a free port
-// and waits until the forward accepts a connection, which it returns (the
-// caller uses it or closes it).
-func (e *env) startSSHForward(ctx context.Context, tb testing.TB) (*sshForward, net.Conn, error) {
+// startSSHForward spawns `ssh -N -L 127.0.0.1:PORT:PGADDR [extra options]`
+// to the bastion on bastionPort (0: the bastion's own port) on a free
+// local port and waits until the forward accepts a connection, which it
+// returns (the caller uses it or closes it).
+func (e *env) startSSHForward(ctx context.Context, tb testing.TB, bastionPort int, extra []string) (*sshForward, net.Conn, error) {
+	if bastionPort == 0 {
+		bastionPort = e.bastion.Port
+	}
 	var lastErr error
 	for range forwardAttempts {
 		port := testenv.FreePort(tb)
-		f, conn, err := e.trySSHForward(ctx, port)
+		f, conn, err := e.trySSHForward(ctx, port, bastionPort, extra)
 		if err == nil {
 			return f, conn, nil
 		}
@@ -382,33 +540,28 @@ func (e *env) startSSHForward(ctx context.Context, tb testing.TB) (*sshForward, 
 	return nil, nil, lastErr
 }
 
-func (e *env) trySSHForward(ctx context.Context, port int) (*sshForward, net.Conn, error) {
+func (e *env) trySSHForward(ctx context.Context, port, bastionPort int, extra []string) (*sshForward, net.Conn, error) {
 	local := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	spec := local + ":" + e.pg.Addr()
-	args := append([]string{"-N", "-L", spec}, e.sshArgs()...)
-	cmd := exec.Command("ssh", append(args, e.bastion.User+"@127.0.0.1")...)
-	f := &sshForward{cmd: cmd, addr: local, exited: make(chan struct{}), stderr: &lockedBuffer{}}
-	cmd.Stderr = f.stderr
-	cmd.SysProcAttr = dieWithParent()
-	if err := cmd.Start(); err != nil {
-		return nil, nil, fmt.Errorf("run ssh: %w", err)
+	args := append([]string{"-N", "-L", spec}, e.sshArgs(bastionPort)...)
+	args = append(args, extra...)
+	f := e.spawnSSH(append(args, e.bastion.User+"@127.0.0.1"))
+	if f.err != nil {
+		return nil, nil, f.err
 	}
-	go func() {
-		_ = cmd.Wait()
-		close(f.exited)
-	}()
+	f.addr = local
 
 	deadline := time.Now().Add(10 * time.Second)
 	var d net.Dialer
 	for {
 		select {
 		case <-f.exited:
-			return nil, nil, fmt.Errorf("ssh -L %s exited (%v): %s", spec, cmd.ProcessState, strings.TrimSpace(f.stderr.String()))
+			return nil, nil, fmt.Errorf("ssh -L %s exited (%v): %s", spec, f.cmd.ProcessState, strings.TrimSpace(f.stderr.String()))
 		default:
 		}
 		conn, err := d.DialContext(ctx, "tcp", local)
 		if err == nil {
-			return f, conn, nil
+			return f.sshForward, conn, nil
 		}
 		if ctx.Err() != nil || time.Now().After(deadline) {
 			f.stop()
@@ -416,6 +569,32 @@ func (e *env) trySSHForward(ctx context.Context, port int) (*sshForward, net.Con
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// spawned is an ssh process just started, or the error starting it.
+type spawned struct {
+	*sshForward
+	err error
+}
+
+// spawnSSH starts ssh with args. When it exits, its CPU time is added to
+// e.reapedSSH.
+func (e *env) spawnSSH(args []string) spawned {
+	cmd := exec.Command("ssh", args...)
+	f := &sshForward{cmd: cmd, exited: make(chan struct{}), stderr: &lockedBuffer{}}
+	cmd.Stderr = f.stderr
+	cmd.SysProcAttr = dieWithParent()
+	if err := cmd.Start(); err != nil {
+		return spawned{err: fmt.Errorf("run ssh: %w", err)}
+	}
+	go func() {
+		_ = cmd.Wait()
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			e.reapedSSH.Add(int64(rusageTime(ru)))
+		}
+		close(f.exited)
+	}()
+	return spawned{sshForward: f}
 }
 
 // dieWithParent makes a child get SIGTERM when this process dies, so that
