@@ -33,9 +33,10 @@
 // length, default 5s), PGRELAY_BENCH_TUNNELS (default 500),
 // PGRELAY_BENCH_OPEN_CONCURRENCY (default 8), PGRELAY_BENCH_IDLE (default
 // 20s), PGRELAY_BENCH_HOLD_CPUPROFILE (a CPU profile of the process
-// holding the scale benchmark's tunnels) and PGRELAY_BENCH_PROXY_ENV
-// (extra environment of the `pgrelay proxy` process, for experiments such
-// as GOGC=100).
+// holding the scale benchmark's tunnels), PGRELAY_BENCH_PROXY_ENV (extra
+// environment of the `pgrelay proxy` process, for experiments such as
+// GOGC=100) and PGRELAY_BENCH_PGRELAY (another build of the pgrelay
+// command to run as the proxy, to compare builds).
 //
 // Run them with scripts/bench.sh (`make bench`), which saves the raw output
 // to docs/benchmarks.txt and renders docs/benchmarks.md and

@@ -106,8 +106,9 @@ type env struct {
 	proxy *pgrelayProxy
 	// forward is the long-lived `ssh -N -L`.
 	forward *sshForward
-	// holdTunnels is the helper binary of the scale benchmark.
-	holdTunnels string
+	// holdTunnels is the helper binary of the scale benchmark; pgrelayBin
+	// the pgrelay command.
+	holdTunnels, pgrelayBin string
 
 	// reapedSSH is the CPU time of ssh processes that have exited, in
 	// nanoseconds (see sampleCPU).
@@ -206,6 +207,11 @@ func (e *env) buildBinaries(tb *processTB) {
 		}
 	}
 	e.holdTunnels = filepath.Join(dir, "holdtunnels")
+	e.pgrelayBin = filepath.Join(dir, "pgrelay")
+	if other := os.Getenv("PGRELAY_BENCH_PGRELAY"); other != "" {
+		// Another build of the command, to compare with (before/after).
+		e.pgrelayBin = other
+	}
 }
 
 // setup makes the role, the client key and the long-lived paths.
@@ -316,7 +322,7 @@ type pgrelayProxy struct {
 
 // pgrelay runs the pgrelay binary on the benchmark's data dir.
 func (e *env) pgrelay(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, filepath.Join(e.dir, "pgrelay"),
+	cmd := exec.CommandContext(ctx, e.pgrelayBin,
 		append([]string{"--data-dir", filepath.Join(e.dir, "data")}, args...)...)
 	cmd.Env = append(os.Environ(), "BENCH_DB_PASSWORD="+e.password)
 	var stdout, stderr bytes.Buffer
@@ -359,7 +365,7 @@ func (e *env) startProxy(ctx context.Context, tb *processTB) *pgrelayProxy {
 			ssh.FingerprintSHA256(e.bastion.HostKey))
 	}
 
-	cmd := exec.Command(filepath.Join(e.dir, "pgrelay"), "--data-dir", filepath.Join(e.dir, "data"),
+	cmd := exec.Command(e.pgrelayBin, "--data-dir", filepath.Join(e.dir, "data"),
 		"proxy", "bench", "--listen", "127.0.0.1:0")
 	// Experiments: PGRELAY_BENCH_PROXY_ENV adds environment variables
 	// (space-separated KEY=VALUE, such as GOGC=100 or GOMAXPROCS=1) to the

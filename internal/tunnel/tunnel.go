@@ -381,15 +381,23 @@ func (t *Tunnel) checkSilence() {
 // keepaliveLoop sends keepalive@openssh.com every interval. A request
 // waits for its reply, so a frozen bastion holds one request outstanding
 // while the silence timer runs out.
+//
+// The keepalives fall on multiples of the interval (counted from the zero
+// time), not on multiples from the moment the tunnel came up: so the
+// keepalives of all the tunnels of a process that share an interval are
+// due at the same instants, and a process holding many idle tunnels wakes
+// once per interval for all of them instead of once per tunnel, which
+// costs several times the CPU (docs/benchmarks.md).
 func (t *Tunnel) keepaliveLoop() {
 	defer t.wg.Done()
-	ticker := time.NewTicker(t.cfg.KeepaliveInterval)
-	defer ticker.Stop()
+	interval := t.cfg.KeepaliveInterval
+	timer := time.NewTimer(untilAligned(time.Now(), interval))
+	defer timer.Stop()
 	for {
 		select {
 		case <-t.done:
 			return
-		case <-ticker.C:
+		case <-timer.C:
 		}
 		// Any reply, success or failure, shows the bastion is alive.
 		if _, _, err := t.client.SendRequest(keepaliveRequest, true, nil); err != nil {
@@ -399,8 +407,15 @@ func (t *Tunnel) keepaliveLoop() {
 		// the silence from this reply and re-arms itself for the rest
 		// (checkSilence), which costs one timer event per silence limit
 		// instead of one per keepalive.
-		t.lastReply.Store(time.Now().UnixNano())
+		now := time.Now()
+		t.lastReply.Store(now.UnixNano())
+		timer.Reset(untilAligned(now, interval))
 	}
+}
+
+// untilAligned returns the time from now to the next multiple of interval.
+func untilAligned(now time.Time, interval time.Duration) time.Duration {
+	return now.Truncate(interval).Add(interval).Sub(now)
 }
 
 // handleGlobalRequests answers the bastion's global requests like OpenSSH
