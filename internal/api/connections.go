@@ -29,6 +29,9 @@ type ConnectionInput struct {
 	SSLRootCert string             `json:"ssl_root_cert,omitempty"`
 	Schema      string             `json:"schema,omitempty"`
 	Threads     int                `json:"threads,omitempty"`
+	// RequireAuth is libpq 16's require_auth list; empty is the default
+	// (no clear-text password unless the server certificate is verified).
+	RequireAuth string `json:"require_auth,omitempty"`
 	// Password is write-only: absent (or null) on update keeps the stored
 	// password, present sets it ("" removes it). It is never returned.
 	Password  *Password    `json:"password,omitempty"`
@@ -52,7 +55,7 @@ type TunnelInput struct {
 func NewConnectionInput(spec connection.Spec, password *secret.Value) ConnectionInput {
 	in := ConnectionInput{Name: spec.Name, Flavor: spec.Flavor, Host: spec.Host, Port: spec.Port,
 		Database: spec.Database, User: spec.User, SSLMode: spec.SSLMode, SSLRootCert: spec.SSLRootCert,
-		Schema: spec.Schema, Threads: spec.Threads}
+		Schema: spec.Schema, Threads: spec.Threads, RequireAuth: spec.RequireAuth}
 	if password != nil {
 		in.Password = NewPassword(*password)
 	}
@@ -67,7 +70,8 @@ func NewConnectionInput(spec connection.Spec, password *secret.Value) Connection
 // any).
 func (in *ConnectionInput) Spec() connection.Spec {
 	s := connection.Spec{Name: in.Name, Flavor: in.Flavor, Host: in.Host, Port: in.Port, Database: in.Database,
-		User: in.User, SSLMode: in.SSLMode, SSLRootCert: in.SSLRootCert, Schema: in.Schema, Threads: in.Threads}
+		User: in.User, SSLMode: in.SSLMode, SSLRootCert: in.SSLRootCert, Schema: in.Schema, Threads: in.Threads,
+		RequireAuth: in.RequireAuth}
 	if in.Password != nil {
 		s.Password = in.Password.Value
 	}

@@ -430,6 +430,139 @@ func TestConnectionTestAndGrantsAPI(t *testing.T) {
 			t.Fatalf("editor test: %+v, %v", rep, err)
 		}
 	})
+
+	// Security finding (high): an editor could make pgrelay send a saved
+	// password to a server of the editor's choice, by a draft test based on
+	// the saved connection, or by changing its host or port. The stored
+	// password now goes only to the endpoint it was saved for.
+	t.Run("StoredPasswordStaysWithItsEndpoint", func(t *testing.T) {
+		t.Parallel()
+		srv := apitest.Start(t, apitest.Options{})
+		catcher := testenv.StartPasswordCatcher(t)
+		const pw = "stored-pw-canary-7f3a"
+		pg.CreateRole(t, "endpoint_owner", pw)
+		saved := directSpec("wh", pg, "endpoint_owner", pw)
+		// Clear text allowed on purpose: only the endpoint rule may stop it.
+		saved.RequireAuth = "password,md5,scram-sha-256"
+		if _, err := srv.App.CreateConnection(bg, saved); err != nil {
+			t.Fatal(err)
+		}
+		editorToken := srv.Token(t, "editor", auth.Editor).Token
+		editor := srv.Client(t, editorToken)
+		moved := func(mod func(*connection.Spec)) connection.Spec {
+			s := directSpec("wh", pg, "endpoint_owner", "")
+			s.RequireAuth = saved.RequireAuth
+			mod(&s)
+			return s
+		}
+		toCatcher := func(s *connection.Spec) { s.Host, s.Port = catcher.Host, catcher.Port }
+		wantPasswordAgain := func(what string, err error) {
+			t.Helper()
+			ve := wantFields(t, err, "password")
+			if p := ve.Fields()["password"]; !strings.Contains(p, "enter the password again") {
+				t.Errorf("%s: password problem %q", what, p)
+			}
+		}
+
+		// A draft test based on the saved connection, aimed elsewhere.
+		for what, mod := range map[string]func(*connection.Spec){
+			"another host and port": toCatcher,
+			"another user":          func(s *connection.Spec) { toCatcher(s); s.User = "postgres" },
+			"a bastion":             func(s *connection.Spec) { s.Tunnel = &connection.Tunnel{Host: catcher.Host, Port: catcher.Port, User: "x"} },
+		} {
+			_, err := editor.TestDraft(bg, moved(mod), "wh", nil)
+			wantPasswordAgain("draft with "+what, err)
+		}
+		// The same through the raw API, streamed as the form's button does.
+		r := do(t, "POST", srv.URL+"/api/v1/connections/test", editorToken, "application/json",
+			`{"host": "`+catcher.Host+`", "port": `+itoa(catcher.Port)+`, "database": "analytics", "user": "endpoint_owner", "sslmode": "disable", "require_auth": "password", "based_on": "wh"}`,
+			func(r *http.Request) { r.Header.Set("Accept", "text/event-stream") })
+		if eb := r.errorBody(t); r.status != http.StatusBadRequest || !strings.Contains(eb.Fields.Map()["password"], "enter the password again") {
+			t.Fatalf("streamed draft aimed elsewhere: %d %s", r.status, r.body)
+		}
+		if n := catcher.Connections(); n != 0 {
+			t.Fatalf("the catcher was dialled %d times by refused drafts", n)
+		}
+
+		// Moving the saved connection without giving the password again.
+		_, err := editor.UpdateConnection(bg, "wh", moved(toCatcher), nil)
+		wantPasswordAgain("update to another port", err)
+		if v, err := editor.GetConnection(bg, "wh"); err != nil || v.Port != pg.Port {
+			t.Fatalf("after a refused update: %+v, %v", v, err)
+		}
+		if rep, err := editor.TestConnection(bg, "wh", nil); err != nil || !rep.OK {
+			t.Fatalf("the saved connection still works: %+v, %v", rep, err)
+		}
+		queryOK(t, editor, "wh", "select 1")
+
+		// A draft at the saved endpoint uses the stored password.
+		if rep, err := editor.TestDraft(bg, moved(func(*connection.Spec) {}), "wh", nil); err != nil || !rep.OK {
+			t.Fatalf("draft at the saved endpoint: %+v, %v", rep, err)
+		}
+		// With a new password given, the move is allowed: the catcher gets
+		// that password, never the stored one.
+		mine := secret.New("editor-typed-password")
+		if _, err := editor.UpdateConnection(bg, "wh", moved(toCatcher), &mine); err != nil {
+			t.Fatalf("update with the password given again: %v", err)
+		}
+		if rep, err := editor.TestConnection(bg, "wh", nil); err != nil || rep.OK {
+			t.Fatalf("test against the catcher: %+v, %v", rep, err)
+		}
+		if got := catcher.Received(); !slices.Equal(got, []string{"editor-typed-password"}) {
+			t.Fatalf("the catcher received %q", got)
+		}
+		if strings.Contains(srv.Logs(), pw) {
+			t.Fatal("the stored password is in the server's log")
+		}
+	})
+
+	// A clear-text password request over a hop whose certificate is not
+	// verified is refused by default, before any password is sent; the
+	// test names the setting. require_auth lets a user accept it.
+	t.Run("ClearTextRefusedOverUnverifiedHop", func(t *testing.T) {
+		t.Parallel()
+		srv := apitest.Start(t, apitest.Options{})
+		catcher := testenv.StartPasswordCatcher(t)
+		c := srv.Client(t, srv.AdminToken)
+		for _, mode := range []connection.SSLMode{connection.SSLDisable, connection.SSLPrefer} {
+			spec := connection.Spec{Name: "ct-" + string(mode), Host: catcher.Host, Port: catcher.Port, Database: "analytics",
+				User: "dbt", Password: secret.New("cleartext-canary"), SSLMode: mode}
+			v, err := c.CreateConnection(bg, spec)
+			if err != nil || v.EffectiveRequireAuth != "!password" {
+				t.Fatalf("create %s: %+v, %v", spec.Name, v, err)
+			}
+			rep, err := c.TestConnection(bg, spec.Name, nil)
+			f := rep.Failed()
+			if err != nil || f == nil || f.ID != diagnose.StepPostgresAuth || !strings.Contains(f.Hint, "--require-auth") ||
+				!strings.Contains(f.Error, "require_auth") {
+				t.Fatalf("%s: test against a clear-text server: %+v, %v", mode, f, err)
+			}
+			if err := c.Query(bg, spec.Name, "select 1", &recSink{}); err == nil {
+				t.Fatalf("%s: query against a clear-text server succeeded", mode)
+			}
+		}
+		if got := catcher.Received(); len(got) != 0 || catcher.Connections() == 0 {
+			t.Fatalf("the catcher received %q over %d connections", got, catcher.Connections())
+		}
+		// Accepted knowingly: the server gets it.
+		spec := connection.Spec{Name: "ct-ok", Host: catcher.Host, Port: catcher.Port, Database: "analytics",
+			User: "dbt", Password: secret.New("cleartext-accepted"), SSLMode: connection.SSLDisable, RequireAuth: "password"}
+		if _, err := c.CreateConnection(bg, spec); err != nil {
+			t.Fatal(err)
+		}
+		if rep, err := c.TestConnection(bg, "ct-ok", nil); err != nil || rep.OK {
+			t.Fatalf("test with clear text accepted: %+v, %v", rep, err)
+		}
+		if got := catcher.Received(); !slices.Equal(got, []string{"cleartext-accepted"}) {
+			t.Fatalf("the catcher received %q", got)
+		}
+		// A bad list is a field error naming what is accepted.
+		spec.Name, spec.RequireAuth = "ct-bad", "scram"
+		_, err := c.CreateConnection(bg, spec)
+		if ve := wantFields(t, err, "require_auth"); !strings.Contains(ve.Fields()["require_auth"], "scram-sha-256") {
+			t.Fatalf("bad require_auth: %v", err)
+		}
+	})
 }
 
 func itoa(n int) string {

@@ -52,23 +52,27 @@ func TestUpdateKeysAndPins(t *testing.T) {
 	if _, err := f.svc.CreateConnection(ctx, spec("c")); err != nil {
 		t.Fatal(err)
 	}
-	// Adding a tunnel generates a key pair.
+	// Adding a tunnel generates a key pair. It changes the endpoint, so the
+	// password is given again.
 	s := spec("c")
+	pw := s.Password
 	s.Tunnel = &connection.Tunnel{Host: "bastion.example.com", User: "dbtcloud"}
-	v, err := f.svc.UpdateConnection(ctx, "c", s, nil)
+	v, err := f.svc.UpdateConnection(ctx, "c", s, &pw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if v.SSHTunnel == nil || !strings.HasPrefix(v.SSHTunnel.PublicKey, "ssh-ed25519 ") || v.SSHTunnel.KeepaliveInterval.Duration() != 30*time.Second {
 		t.Fatalf("after adding tunnel: %+v", v.SSHTunnel)
 	}
-	if !v.HasPassword {
-		t.Fatal("password lost by an update without password")
-	}
 	first := v.SSHTunnel.PublicKey
-	// An unrelated change keeps the key.
+	// A change that keeps the endpoint keeps the password without giving it.
+	s.Schema = "marts"
+	if v, err = f.svc.UpdateConnection(ctx, "c", s, nil); err != nil || !v.HasPassword {
+		t.Fatalf("password lost by an update without password: %+v, %v", v, err)
+	}
+	// A port change keeps the key.
 	s.Port = 6543
-	if v, err = f.svc.UpdateConnection(ctx, "c", s, nil); err != nil || v.SSHTunnel.PublicKey != first {
+	if v, err = f.svc.UpdateConnection(ctx, "c", s, &pw); err != nil || v.SSHTunnel.PublicKey != first {
 		t.Fatalf("port change replaced the key: %v", err)
 	}
 	// Pretend a host key was pinned for this bastion.
@@ -91,7 +95,7 @@ func TestUpdateKeysAndPins(t *testing.T) {
 	}
 	// Moving to another bastion forgets the pin.
 	s.Tunnel.Host = "other-bastion.example.com"
-	if v, err = f.svc.UpdateConnection(ctx, "c", s, nil); err != nil || v.SSHTunnel.HostKeyFingerprint != "" {
+	if v, err = f.svc.UpdateConnection(ctx, "c", s, &pw); err != nil || v.SSHTunnel.HostKeyFingerprint != "" {
 		t.Fatalf("bastion change kept the pin: %+v, %v", v.SSHTunnel, err)
 	}
 	// Renaming is refused with a field error.
@@ -102,7 +106,7 @@ func TestUpdateKeysAndPins(t *testing.T) {
 	}
 	// Removing the tunnel drops the keys.
 	s.Name, s.Tunnel = "c", nil
-	if v, err = f.svc.UpdateConnection(ctx, "c", s, nil); err != nil || v.SSHTunnel != nil {
+	if v, err = f.svc.UpdateConnection(ctx, "c", s, &pw); err != nil || v.SSHTunnel != nil {
 		t.Fatalf("remove tunnel: %+v, %v", v, err)
 	}
 	rec, _ = f.store.GetConnection(ctx, "c")

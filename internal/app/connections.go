@@ -33,9 +33,13 @@ type ConnectionView struct {
 	SSLRootCert string             `json:"ssl_root_cert,omitempty"`
 	Schema      string             `json:"schema,omitempty"`
 	Threads     int                `json:"threads"`
-	SSHTunnel   *TunnelView        `json:"ssh_tunnel,omitempty"`
-	CreatedAt   time.Time          `json:"created_at"`
-	UpdatedAt   time.Time          `json:"updated_at"`
+	// RequireAuth is the connection's require_auth setting ("" is the
+	// default policy, EffectiveRequireAuth the one in force).
+	RequireAuth          string      `json:"require_auth,omitempty"`
+	EffectiveRequireAuth string      `json:"effective_require_auth"`
+	SSHTunnel            *TunnelView `json:"ssh_tunnel,omitempty"`
+	CreatedAt            time.Time   `json:"created_at"`
+	UpdatedAt            time.Time   `json:"updated_at"`
 }
 
 // TunnelView is the tunnel part of a ConnectionView.
@@ -64,7 +68,8 @@ type TunnelView struct {
 // Spec returns the connection's spec without password, as it can be edited.
 func (v *ConnectionView) Spec() connection.Spec {
 	s := connection.Spec{Name: v.Name, Flavor: v.Flavor, Host: v.Host, Port: v.Port, Database: v.Database,
-		User: v.User, SSLMode: v.SSLMode, SSLRootCert: v.SSLRootCert, Schema: v.Schema, Threads: v.Threads}
+		User: v.User, SSLMode: v.SSLMode, SSLRootCert: v.SSLRootCert, Schema: v.Schema, Threads: v.Threads,
+		RequireAuth: v.RequireAuth}
 	if t := v.SSHTunnel; t != nil {
 		s.Tunnel = &connection.Tunnel{Host: t.Host, Port: t.Port, User: t.User, KeyType: t.KeyType,
 			KeepaliveInterval: t.KeepaliveInterval, KeepaliveCountMax: t.KeepaliveCountMax}
@@ -76,7 +81,8 @@ func view(c *store.Connection) *ConnectionView {
 	s := c.Spec
 	v := &ConnectionView{Name: s.Name, Flavor: s.Flavor, Host: s.Host, Port: s.Port, Database: s.Database,
 		User: s.User, HasPassword: len(c.SealedPassword) > 0, SSLMode: s.SSLMode, SSLRootCert: s.SSLRootCert,
-		Schema: s.Schema, Threads: s.Threads, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}
+		Schema: s.Schema, Threads: s.Threads, RequireAuth: s.RequireAuth, EffectiveRequireAuth: s.EffectiveRequireAuth(),
+		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}
 	if t := s.Tunnel; t != nil {
 		tv := &TunnelView{Host: t.Host, Port: t.Port, User: t.User, KeyType: t.KeyType,
 			KeepaliveInterval: t.KeepaliveInterval, KeepaliveCountMax: t.KeepaliveCountMax,
@@ -112,7 +118,18 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
-func passwordAD(id string) []byte   { return []byte("pgrelay/connection/" + id + "/password") }
+// passwordAD binds a sealed password to its record and to the endpoint it
+// was saved for (host, port, user and SSH hops): opened for any other
+// endpoint, the password fails to decrypt, so it can never be sent there.
+func passwordAD(id string, e connection.Endpoint) []byte {
+	return []byte("pgrelay/connection/" + id + "/password\x00endpoint=" + e.Key())
+}
+
+// legacyPasswordAD is the associated data of passwords sealed before they
+// were bound to their endpoint; such a password is sealed again, bound, the
+// first time it is opened.
+func legacyPasswordAD(id string) []byte { return []byte("pgrelay/connection/" + id + "/password") }
+
 func privateKeyAD(id string) []byte { return []byte("pgrelay/connection/" + id + "/ssh_private_key") }
 
 // sealPassword stores pw sealed on c (or clears it when empty).
@@ -121,7 +138,7 @@ func (s *Service) sealPassword(c *store.Connection, pw secret.Value) error {
 		c.SealedPassword = nil
 		return nil
 	}
-	sealed, err := s.keyring.Seal([]byte(pw.Reveal()), passwordAD(c.ID))
+	sealed, err := s.keyring.Seal([]byte(pw.Reveal()), passwordAD(c.ID, c.Spec.Endpoint()))
 	if err != nil {
 		return err
 	}
@@ -205,7 +222,10 @@ func (s *Service) ListConnections(ctx context.Context) ([]*ConnectionView, error
 }
 
 // UpdateConnection replaces the connection's settings with spec (whose Name
-// must be the connection's). A nil password keeps the stored one. Adding a
+// must be the connection's). A nil password keeps the stored one, unless
+// the endpoint (host, port, user or SSH bastion) changes: a stored password
+// is only sent to the endpoint it was saved for, so that change is refused
+// with a field error on "password" until the password is given again. Adding a
 // tunnel, or changing its key type, generates a new key pair; changing the
 // bastion's address forgets its pinned host key.
 func (s *Service) UpdateConnection(ctx context.Context, name string, spec connection.Spec, password *secret.Value) (*ConnectionView, error) {
@@ -226,6 +246,10 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 		return nil, err
 	}
 	old := c.Spec
+	if password == nil && len(c.SealedPassword) > 0 && !old.Endpoint().Equal(spec.Endpoint()) {
+		return nil, &ValidationError{Problems: []connection.FieldError{
+			connection.PasswordAgainProblem(old.Endpoint(), spec.Endpoint())}}
+	}
 	c.Spec = spec
 	c.UpdatedAt = s.now().UTC()
 	if password != nil {

@@ -21,7 +21,7 @@ func (s *Service) TestConnection(ctx context.Context, name string, progress func
 	if err != nil {
 		return nil, err
 	}
-	spec, err := s.openSpec(c)
+	spec, err := s.openSpec(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -44,7 +44,9 @@ func (s *Service) TestConnection(ctx context.Context, name string, progress func
 // saved. With basedOn naming a saved connection, the draft uses that
 // connection's key pair and the host keys pinned for the same bastion, and
 // its saved password when the draft has none (an edit form leaves the
-// password empty to keep it). A draft with a tunnel but no saved key pair
+// password empty to keep it) — but only for the endpoint the password was
+// saved for: a draft with another host, port, user or bastion and no
+// password is refused with a field error on "password". A draft with a tunnel but no saved key pair
 // can only get as far as ssh_auth, which fails with the advice to save it.
 // Testing a draft saves nothing: a host key is reported, never pinned.
 func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn string, progress func(diagnose.Step)) (*diagnose.Report, error) {
@@ -64,8 +66,12 @@ func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn s
 		if err != nil {
 			return nil, err
 		}
-		if in.Spec.Password.IsZero() {
-			saved, err := s.openSpec(c)
+		if in.Spec.Password.IsZero() && len(c.SealedPassword) > 0 {
+			if saved, draft := c.Spec.Endpoint(), in.Spec.Endpoint(); !saved.Equal(draft) {
+				return nil, &ValidationError{Problems: []connection.FieldError{
+					connection.PasswordAgainProblem(saved, draft)}}
+			}
+			saved, err := s.openSpec(ctx, c)
 			if err != nil {
 				return nil, err
 			}

@@ -161,7 +161,7 @@ func (s *Service) Open(ctx context.Context, name string) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	spec, err := s.openSpec(c)
+	spec, err := s.openSpec(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -178,16 +178,42 @@ func (s *Service) Open(ctx context.Context, name string) (*Session, error) {
 }
 
 // openSpec returns a saved connection's spec with its password decrypted.
-func (s *Service) openSpec(c *store.Connection) (connection.Spec, error) {
+// The password opens only for the endpoint it was sealed for (passwordAD);
+// one sealed before passwords were bound to endpoints is sealed again,
+// bound, in the store.
+func (s *Service) openSpec(ctx context.Context, c *store.Connection) (connection.Spec, error) {
 	spec := c.Spec.Clone()
-	if len(c.SealedPassword) > 0 {
-		pw, err := s.keyring.Open(c.SealedPassword, passwordAD(c.ID))
-		if err != nil {
+	if len(c.SealedPassword) == 0 {
+		return spec, nil
+	}
+	pw, err := s.keyring.Open(c.SealedPassword, passwordAD(c.ID, spec.Endpoint()))
+	if err != nil {
+		legacy, lerr := s.keyring.Open(c.SealedPassword, legacyPasswordAD(c.ID))
+		if lerr != nil {
 			return connection.Spec{}, fmt.Errorf("connection %s: password: %w", c.Spec.Name, err)
 		}
-		spec.Password = secret.New(string(pw))
+		pw = legacy
+		s.bindLegacyPassword(ctx, c, secret.New(string(pw)))
 	}
+	spec.Password = secret.New(string(pw))
 	return spec, nil
+}
+
+// bindLegacyPassword seals a password stored before endpoint binding again,
+// bound to the connection's endpoint. It is best effort: a concurrent
+// update wins, and the next open tries again.
+func (s *Service) bindLegacyPassword(ctx context.Context, c *store.Connection, pw secret.Value) {
+	cc := *c
+	if err := s.sealPassword(&cc, pw); err != nil {
+		s.logger.WarnContext(ctx, "could not bind a stored password to its endpoint", "connection", c.Spec.Name, "error", err)
+		return
+	}
+	if err := s.store.UpdateConnection(ctx, &cc); err != nil {
+		s.logger.WarnContext(ctx, "could not bind a stored password to its endpoint", "connection", c.Spec.Name, "error", err)
+		return
+	}
+	*c = cc
+	s.logger.InfoContext(ctx, "stored password bound to its endpoint", "connection", c.Spec.Name)
 }
 
 // tunnelKeys decrypts a saved connection's SSH key and parses the host keys

@@ -446,3 +446,28 @@ func TestWrongMasterKeyIsRefused(t *testing.T) {
 	delete(h.env, "PGRELAY_MASTER_KEY")
 	h.ok("connection", "show", "c")
 }
+
+// TestEndpointChangeNeedsPassword: moving a connection to another host,
+// port, user or bastion without giving the password again is refused and
+// names the password flags; with the password it is accepted.
+func TestEndpointChangeNeedsPassword(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.env["DB_PASSWORD"] = "endpoint-pw-canary"
+	h.ok("connection", "create", "wh", "--host", "db.internal", "--database", "d", "--user", "u", "--password-env", "DB_PASSWORD")
+	for _, args := range [][]string{{"--host", "evil.example.com"}, {"--port", "6543"}, {"--user", "postgres"},
+		{"--ssh-host", "bastion.example.com", "--ssh-user", "jump"}} {
+		r := h.fail(2, append([]string{"connection", "update", "wh"}, args...)...)
+		contains(t, "update "+strings.Join(args, " "), r.stderr, "--password-env/--password-stdin:",
+			"enter the password again: the endpoint changed")
+		if strings.Contains(r.stderr+r.stdout, "endpoint-pw-canary") {
+			t.Fatal("the password was echoed")
+		}
+	}
+	contains(t, "show", h.ok("connection", "show", "wh").stdout, "db.internal")
+	h.ok("connection", "update", "wh", "--schema", "marts")
+	h.ok("connection", "update", "wh", "--port", "6543", "--password-env", "DB_PASSWORD")
+	h.ok("connection", "update", "wh", "--require-auth", "scram-sha-256")
+	r := h.fail(2, "connection", "update", "wh", "--require-auth", "scram")
+	contains(t, "bad require-auth", r.stderr, "--require-auth:", "scram-sha-256")
+}

@@ -41,6 +41,7 @@ type connFlags struct {
 	passwordStdin                bool
 	passwordFlag                 string
 	sslMode, sslRootCert, schema string
+	requireAuth                  string
 	threads                      int
 	sshHost, sshUser, sshKeyType string
 	sshPort                      int
@@ -61,6 +62,9 @@ func (f *connFlags) register(cmd *cobra.Command, update bool) {
 	fl.StringVar(&f.passwordFlag, "password", "", "not accepted: see --password-env and --password-stdin")
 	_ = fl.MarkHidden("password")
 	fl.StringVar(&f.sslMode, "sslmode", "", "disable, allow, prefer, require, verify-ca or verify-full (default prefer; require for alloydb and lakebase)")
+	fl.StringVar(&f.requireAuth, "require-auth", "",
+		"authentication methods to accept from the server, as libpq 16's require_auth: e.g. scram-sha-256, or !password,!md5; "+
+			"\"\" is the default: any method except a clear-text password unless the server certificate is verified (verify-ca, verify-full)")
 	fl.StringVar(&f.sslRootCert, "ssl-root-cert", "", "PEM file of the CA that signed the server certificate (verify-ca, verify-full)")
 	fl.StringVar(&f.schema, "schema", "", "default schema (dbt target schema)")
 	fl.IntVar(&f.threads, "threads", 0, "dbt threads (default 4)")
@@ -99,6 +103,9 @@ func (f *connFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
 	}
 	if ch("sslmode") {
 		spec.SSLMode = connection.SSLMode(strings.ToLower(f.sslMode))
+	}
+	if ch("require-auth") {
+		spec.RequireAuth = strings.TrimSpace(f.requireAuth)
 	}
 	if ch("ssl-root-cert") {
 		if f.sslRootCert == "" {

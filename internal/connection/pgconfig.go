@@ -52,6 +52,8 @@ func (s *Spec) PgxConfig() (*pgx.ConnConfig, error) {
 		return nil, fmt.Errorf("connection %s: build config: %w", s.Name, err)
 	}
 	cfg.Password = s.Password.Reveal()
+	// Set after parsing, so that PGREQUIREAUTH is not read either.
+	cfg.RequireAuth = s.EffectiveRequireAuth()
 	tlsCfg, err := s.TLSConfig()
 	if err != nil {
 		return nil, fmt.Errorf("connection %s: %w", s.Name, err)

@@ -100,6 +100,11 @@ type Spec struct {
 	Schema string `json:"schema,omitempty"`
 	// Threads is dbt's thread count.
 	Threads int `json:"threads"`
+	// RequireAuth is libpq 16's require_auth: the authentication methods
+	// pgrelay accepts from the server, e.g. "scram-sha-256". Empty means
+	// the default: any method except a clear-text password over a hop
+	// whose server certificate is not verified (EffectiveRequireAuth).
+	RequireAuth string `json:"require_auth,omitempty"`
 	// Tunnel is the optional SSH tunnel.
 	Tunnel *Tunnel `json:"ssh_tunnel,omitempty"`
 }

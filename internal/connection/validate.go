@@ -196,6 +196,7 @@ func (s *Spec) Validate() error {
 			add("ssl_root_cert", err)
 		}
 	}
+	add("require_auth", validateRequireAuth(s.RequireAuth))
 	add("schema", validateIdentifier(s.Schema, "schema", false))
 	if s.Threads < 1 || s.Threads > MaxThreads {
 		add("threads", fmt.Errorf("%d is out of range: accepted is 1 to %d", s.Threads, MaxThreads))

@@ -332,6 +332,26 @@ func ms(d time.Duration) float64 {
 	return math.Round(float64(d)/float64(time.Millisecond)*100) / 100
 }
 
+// AuthRefusedError means pgrelay refused the authentication method the
+// server asked for, by the connection's require_auth policy (its own, or
+// the default that refuses a clear-text password over an unverified hop).
+type AuthRefusedError struct {
+	// Method is the method the server asked for, as require_auth names it.
+	Method string
+	// Policy is the require_auth policy in force.
+	Policy string
+	// Err is pgx's error.
+	Err error
+}
+
+// Error names the method and the policy that refused it.
+func (e *AuthRefusedError) Error() string {
+	return fmt.Sprintf("the server asked for %s authentication, which require_auth %q refuses: no password was sent", e.Method, e.Policy)
+}
+
+// Unwrap returns pgx's error.
+func (e *AuthRefusedError) Unwrap() error { return e.Err }
+
 // StepTimeoutError means a step did not finish within its deadline.
 type StepTimeoutError struct {
 	// Step is the step that timed out.

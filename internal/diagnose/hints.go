@@ -299,6 +299,10 @@ func (r *runner) hintLogin(ctx context.Context, res *loginResult, encrypted bool
 	}
 	user, db := r.spec.User, r.spec.Database
 	pgErr := asPgError(err)
+	var refused *AuthRefusedError
+	if errors.As(err, &refused) {
+		return r.hintAuthRefused(refused)
+	}
 	if pgErr == nil {
 		switch {
 		case isTimeout(err):
@@ -418,4 +422,18 @@ func hbaWord(s string) string {
 		}
 	}
 	return s
+}
+
+// hintAuthRefused explains an authentication method pgrelay refused.
+func (r *runner) hintAuthRefused(e *AuthRefusedError) string {
+	if e.Method == "password" && r.spec.CleartextRefusedByDefault() {
+		return fmt.Sprintf("The server asked for the password in clear text, and pgrelay does not verify this server's certificate "+
+			"(sslmode=%s), so anyone on the path could read it: pgrelay refused and sent nothing. Best: have the server use "+
+			"SCRAM (in pg_hba.conf the method scram-sha-256, with password_encryption = scram-sha-256 and the password set again). "+
+			"Or verify the server: %s with its CA certificate. Or accept clear text knowingly: %s.",
+			r.spec.SSLMode, r.updateAdvice("sslmode", "verify-full"), r.updateAdvice("require-auth", "password,md5,scram-sha-256"))
+	}
+	return fmt.Sprintf("The server asked for %s authentication, which this connection's require_auth setting (%q) does not accept, "+
+		"so pgrelay sent no password. Change the server's pg_hba.conf method, or the setting: %s.",
+		e.Method, e.Policy, r.updateAdvice("require-auth", "LIST"))
 }

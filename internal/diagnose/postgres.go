@@ -208,8 +208,11 @@ func (r *runner) login(ctx context.Context, nc net.Conn, database string) loginR
 		if res.afterAuth() {
 			step = StepDatabase
 		}
+		method := authMethodName(res.authMethod)
 		switch {
 		case asPgError(err) != nil:
+		case !res.afterAuth() && method != "" && !r.spec.AcceptsAuth(method):
+			err = &AuthRefusedError{Method: method, Policy: r.spec.EffectiveRequireAuth(), Err: err}
 		case r.tunnel != nil && r.tunnel.Err() != nil:
 			err = r.tunnel.Err()
 		case wd.timedOut():

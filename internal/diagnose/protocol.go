@@ -15,6 +15,24 @@ const (
 	authSASL      = 10
 )
 
+// authMethodName is require_auth's name of an authentication request
+// code, or "" for one it does not name.
+func authMethodName(code int32) string {
+	switch code {
+	case authCleartext:
+		return "password"
+	case authMD5:
+		return "md5"
+	case authSASL:
+		return "scram-sha-256"
+	case 7:
+		return "gss"
+	case 9:
+		return "sspi"
+	}
+	return ""
+}
+
 // startupObserver reads the server's side of the startup exchange as it
 // passes to pgx and notes when authentication succeeded (AuthenticationOk)
 // and which method the server asked for. It stops looking at

@@ -25,7 +25,7 @@ const (
 // fieldOrder is the order of the fields on the form, for the error summary.
 func fieldOrder() []string {
 	return []string{"name", "flavor", "host", "port", "database", "user", "password", "sslmode", "ssl_root_cert",
-		"schema", "threads", "ssh_tunnel.host", "ssh_tunnel.port", "ssh_tunnel.user", "ssh_tunnel.key_type",
+		"require_auth", "schema", "threads", "ssh_tunnel.host", "ssh_tunnel.port", "ssh_tunnel.user", "ssh_tunnel.key_type",
 		"ssh_tunnel.keepalive_interval", "ssh_tunnel.keepalive_count_max"}
 }
 
@@ -50,6 +50,8 @@ func fieldLabel(key string) string {
 		return "SSL mode"
 	case "ssl_root_cert":
 		return "CA certificate"
+	case "require_auth":
+		return "Accepted authentication"
 	case "schema":
 		return "Schema"
 	case "threads":
@@ -192,7 +194,7 @@ func formFromView(v *app.ConnectionView) *connForm {
 	maps.Copy(f.Values, map[string]string{
 		"name": s.Name, "flavor": string(s.Flavor), "host": s.Host, "port": strconv.Itoa(s.Port),
 		"database": s.Database, "user": s.User, "sslmode": string(s.SSLMode), "ssl_root_cert": s.SSLRootCert,
-		"schema": s.Schema, "threads": strconv.Itoa(s.Threads),
+		"require_auth": s.RequireAuth, "schema": s.Schema, "threads": strconv.Itoa(s.Threads),
 	})
 	if t := s.Tunnel; t != nil {
 		f.Tunnel = true
@@ -247,6 +249,8 @@ func parseConnForm(r *http.Request, edit bool, name string) (*parsedForm, error)
 		User:     v["user"],
 		SSLMode:  connection.SSLMode(v["sslmode"]),
 		Schema:   v["schema"],
+		// require_auth is a list such as "!password,!md5".
+		RequireAuth: v["require_auth"],
 	}
 	spec.Port = f.number("port", 1, 65535)
 	spec.Threads = f.number("threads", 1, connection.MaxThreads)

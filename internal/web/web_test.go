@@ -404,15 +404,34 @@ func TestEditKeepsPassword(t *testing.T) {
 	contains(t, "edit form", edit, "A password is stored", `value="db.internal"`)
 	excludes(t, "edit form", edit, "s3cret-pw")
 	f.Del("password")
-	f.Set("host", "db2.internal")
+	f.Set("schema", "marts")
 	f.Set(auth.CSRFField, c.csrf("/connections/wh/edit"))
 	if r := c.post("/connections/wh/edit", f); r.Status != http.StatusSeeOther || r.Location != "/connections/wh?saved=1" {
 		t.Fatalf("update: %d %q\n%s", r.Status, r.Location, r.Body)
 	}
 	v, err := s.App.GetConnection(ctx, "wh")
-	if err != nil || v.Host != "db2.internal" || !v.HasPassword {
+	if err != nil || v.Schema != "marts" || !v.HasPassword {
 		t.Fatalf("after edit: %+v, %v", v, err)
 	}
+	// Another host without the password again: the stored password would
+	// go to a server it was not saved for, so the form asks for it.
+	f.Set("host", "db2.internal")
+	r := c.post("/connections/wh/edit", f)
+	if r.Status != http.StatusUnprocessableEntity {
+		t.Fatalf("host change without password: %d", r.Status)
+	}
+	contains(t, "host change without password", r.Body, `id="f-password-error"`, "enter the password again: the endpoint changed")
+	if v, _ := s.App.GetConnection(ctx, "wh"); v.Host != "db.internal" {
+		t.Fatalf("a refused edit moved the connection to %s", v.Host)
+	}
+	f.Set("password", "s3cret-pw-2")
+	if r := c.post("/connections/wh/edit", f); r.Status != http.StatusSeeOther {
+		t.Fatalf("host change with password: %d\n%s", r.Status, r.Body)
+	}
+	if v, _ := s.App.GetConnection(ctx, "wh"); v.Host != "db2.internal" || !v.HasPassword {
+		t.Fatalf("after host change with password: %+v", v)
+	}
+	f.Del("password")
 	f.Set("clear_password", "1")
 	if r := c.post("/connections/wh/edit", f); r.Status != http.StatusSeeOther {
 		t.Fatalf("update: %d", r.Status)
@@ -423,7 +442,7 @@ func TestEditKeepsPassword(t *testing.T) {
 
 	// Delete asks for the name.
 	f = url.Values{auth.CSRFField: {c.csrf("/connections/wh/delete")}, "confirm": {"nope"}}
-	r := c.post("/connections/wh/delete", f)
+	r = c.post("/connections/wh/delete", f)
 	if r.Status != http.StatusUnprocessableEntity {
 		t.Fatalf("delete with wrong name: %d", r.Status)
 	}

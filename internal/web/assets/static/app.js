@@ -574,7 +574,8 @@
       }
       var body = {
         flavor: val("flavor") || undefined, host: val("host"), port: num("port"), database: val("database"),
-        user: val("user"), sslmode: val("sslmode") || undefined, schema: val("schema") || undefined, threads: num("threads")
+        user: val("user"), sslmode: val("sslmode") || undefined, schema: val("schema") || undefined, threads: num("threads"),
+        require_auth: val("require_auth") || undefined
       };
       var pw = form.elements.password;
       if (pw && pw.value !== "") body.password = pw.value;

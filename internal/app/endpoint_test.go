@@ -1,0 +1,101 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/secret"
+)
+
+// TestStoredPasswordIsBoundToItsEndpoint checks the rule that a stored
+// password only goes to the endpoint it was saved for, at both depths: the
+// use case refuses an endpoint change without the password, and a record
+// whose endpoint changed behind the use case's back (the store edited
+// directly) no longer opens its password at all.
+func TestStoredPasswordIsBoundToItsEndpoint(t *testing.T) {
+	t.Parallel()
+	f := newService(t)
+	ctx := context.Background()
+	s := spec("e")
+	s.Tunnel = &connection.Tunnel{Host: "bastion.example.com", User: "dbtcloud"}
+	if _, err := f.svc.CreateConnection(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	for what, mod := range map[string]func(*connection.Spec){
+		"host":         func(s *connection.Spec) { s.Host = "evil.example.com" },
+		"port":         func(s *connection.Spec) { s.Port = 6543 },
+		"user":         func(s *connection.Spec) { s.User = "postgres" },
+		"bastion host": func(s *connection.Spec) { s.Tunnel.Host = "evil.example.com" },
+		"bastion port": func(s *connection.Spec) { s.Tunnel.Port = 2222 },
+		"bastion user": func(s *connection.Spec) { s.Tunnel.User = "root" },
+		"no bastion":   func(s *connection.Spec) { s.Tunnel = nil },
+	} {
+		next := s.Clone()
+		next.Password = secret.Value{}
+		mod(&next)
+		_, err := f.svc.UpdateConnection(ctx, "e", next, nil)
+		var ve *app.ValidationError
+		if !errors.As(err, &ve) || !strings.Contains(ve.Fields()["password"], "enter the password again") {
+			t.Errorf("changing the %s without the password: %v", what, err)
+		}
+	}
+	// Case and spaces in a host name are the same endpoint.
+	same := s.Clone()
+	same.Host = " DB.Internal "
+	if _, err := f.svc.UpdateConnection(ctx, "e", same, nil); err != nil {
+		t.Fatalf("same endpoint in other case: %v", err)
+	}
+
+	// Behind the use case's back: the store's record is moved elsewhere.
+	rec, err := f.store.GetConnection(ctx, "e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Spec.Host = "evil.example.com"
+	if err := f.store.UpdateConnection(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.Open(ctx, "e"); !errors.Is(err, secret.ErrOpen) {
+		t.Fatalf("open after the endpoint moved in the store: %v, want ErrOpen", err)
+	}
+}
+
+// TestLegacyPasswordIsBoundOnFirstOpen checks that a password sealed
+// before endpoint binding still opens, and is sealed again bound to its
+// endpoint, after which moving the record elsewhere makes it unreadable.
+func TestLegacyPasswordIsBoundOnFirstOpen(t *testing.T) {
+	t.Parallel()
+	f := newService(t)
+	ctx := context.Background()
+	if _, err := f.svc.CreateConnection(ctx, spec("old")); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := f.store.GetConnection(ctx, "old")
+	legacy, err := f.svc.Keyring().Seal([]byte("pw-old"), []byte("pgrelay/connection/"+rec.ID+"/password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.SealedPassword = legacy
+	if err := f.store.UpdateConnection(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := f.svc.Open(ctx, "old")
+	if err != nil || sess.Spec().Password.Reveal() != "pw-old" {
+		t.Fatalf("legacy password: %v", err)
+	}
+	rec, _ = f.store.GetConnection(ctx, "old")
+	if string(rec.SealedPassword) == string(legacy) {
+		t.Fatal("the legacy password was not sealed again")
+	}
+	rec.Spec.Port = 6543
+	if err := f.store.UpdateConnection(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.Open(ctx, "old"); !errors.Is(err, secret.ErrOpen) {
+		t.Fatalf("rebound password opened for another endpoint: %v", err)
+	}
+}

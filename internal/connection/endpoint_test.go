@@ -1,0 +1,99 @@
+package connection
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestEndpoint(t *testing.T) {
+	t.Parallel()
+	base := Spec{Host: "DB.internal", Port: 5432, User: "dbt", Database: "a",
+		Tunnel: &Tunnel{Host: "bastion", Port: 22, User: "jump"}}
+	same := base.Clone()
+	same.Host, same.Database, same.Schema = " db.INTERNAL ", "b", "marts"
+	if !base.Endpoint().Equal(same.Endpoint()) || base.Endpoint().Key() != same.Endpoint().Key() {
+		t.Fatalf("database, schema and host case changed the endpoint: %s vs %s", base.Endpoint(), same.Endpoint())
+	}
+	if got := base.Endpoint().String(); got != "dbt@db.internal:5432 via jump@bastion:22" {
+		t.Fatalf("String: %q", got)
+	}
+	moved := base.Clone()
+	moved.Port, moved.Tunnel.User = 6432, "root"
+	ch := base.Endpoint().Changes(moved.Endpoint())
+	if len(ch) != 2 || !strings.Contains(ch[0], "port 5432 → 6432") || !strings.Contains(ch[1], "jump@bastion:22 → root@bastion:22") {
+		t.Fatalf("Changes: %q", ch)
+	}
+	if base.Endpoint().Equal(moved.Endpoint()) || base.Endpoint().Key() == moved.Endpoint().Key() {
+		t.Fatal("a moved endpoint compares equal")
+	}
+	direct := base.Clone()
+	direct.Tunnel = nil
+	if base.Endpoint().Equal(direct.Endpoint()) {
+		t.Fatal("dropping the bastion kept the endpoint")
+	}
+	// Field values cannot run into each other in the key.
+	a := Spec{Host: "h", Port: 1, User: `u";hop="x`}
+	b := Spec{Host: "h", Port: 1, User: "u", Tunnel: &Tunnel{Host: "x", User: ""}}
+	if a.Endpoint().Key() == b.Endpoint().Key() {
+		t.Fatal("ambiguous endpoint key")
+	}
+	p := PasswordAgainProblem(base.Endpoint(), moved.Endpoint())
+	if p.Field != "password" || !strings.HasPrefix(p.Problem, "enter the password again: the endpoint changed (port 5432 → 6432") {
+		t.Fatalf("problem: %+v", p)
+	}
+}
+
+func TestRequireAuth(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		mode      SSLMode
+		set, want string
+	}{
+		{SSLDisable, "", "!password"},
+		{SSLPrefer, "", "!password"},
+		{SSLRequire, "", "!password"},
+		{SSLVerifyCA, "", ""},
+		{SSLVerifyFull, "", ""},
+		{SSLDisable, "scram-sha-256", "scram-sha-256"},
+		{SSLVerifyFull, "!password,!md5", "!password,!md5"},
+	} {
+		s := Spec{SSLMode: tc.mode, RequireAuth: tc.set}
+		if got := s.EffectiveRequireAuth(); got != tc.want {
+			t.Errorf("%s %q: effective %q, want %q", tc.mode, tc.set, got, tc.want)
+		}
+		cfgSpec := Spec{Host: "h", Port: 5432, Database: "d", User: "u", SSLMode: tc.mode, RequireAuth: tc.set}
+		cfg, err := cfgSpec.PgxConfig()
+		if err != nil || cfg.RequireAuth != tc.want {
+			t.Errorf("%s %q: pgx require_auth %q, %v", tc.mode, tc.set, cfg.RequireAuth, err)
+		}
+	}
+	for _, tc := range []struct {
+		policy string
+		method string
+		want   bool
+	}{
+		{"scram-sha-256", "scram-sha-256", true},
+		{"scram-sha-256", "password", false},
+		{"!password,!md5", "md5", false},
+		{"!password,!md5", "scram-sha-256", true},
+		{"password,md5", "password", true},
+	} {
+		s := Spec{SSLMode: SSLDisable, RequireAuth: tc.policy}
+		if got := s.AcceptsAuth(tc.method); got != tc.want {
+			t.Errorf("%q accepts %s: %v", tc.policy, tc.method, got)
+		}
+	}
+	if (&Spec{SSLMode: SSLVerifyFull}).AcceptsAuth("password") != true {
+		t.Error("verify-full refuses clear text by default")
+	}
+	for _, bad := range []string{"scram", "password,!md5", "md5,md5", "!!password"} {
+		if err := validateRequireAuth(bad); err == nil {
+			t.Errorf("require_auth %q accepted", bad)
+		}
+	}
+	for _, good := range []string{"", "scram-sha-256", "!password,!md5", "password, scram-sha-256"} {
+		if err := validateRequireAuth(good); err != nil {
+			t.Errorf("require_auth %q: %v", good, err)
+		}
+	}
+}
