@@ -2,6 +2,8 @@ package web_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -237,9 +239,12 @@ func testJobsInBrowser(t *testing.T, s *stack, browser context.Context, pg *test
 		}
 		admin.do("block the event stream", block("*://*:*/api/v1/runs/*/events*"))
 		defer admin.do("unblock", block())
+		// The first step prints lines until the test has seen them arrive
+		// while scrolled up (a stop file), however slow the machine is.
+		stopFile := filepath.Join(t.TempDir(), "stop")
 		if _, _, err := s.App.PutJob(ctx, jobs.Job{Name: "backfill-2023", Connection: "warehouse-pg",
 			Steps: []jobs.Step{
-				{Command: []string{"sh", "-c", `for i in $(seq 1 120); do echo "copying partition 2023-$i"; sleep 0.04; done`}},
+				{Command: []string{"sh", "-c", `i=0; while [ ! -e "$1" ] && [ $i -lt 3000 ]; do i=$((i+1)); echo "copying partition 2023-$i"; sleep 0.04; done`, "sh", stopFile}},
 				{Command: []string{"sleep", "30"}},
 			}}); err != nil {
 			t.Fatal(err)
@@ -268,6 +273,9 @@ func testJobsInBrowser(t *testing.T, s *stack, browser context.Context, pg *test
 		admin.click("#log-jump")
 		admin.waitFor("the log back at its end", `(() => { const log = document.querySelector("#log");
 			return log.scrollHeight - log.scrollTop - log.clientHeight < 30 && document.querySelector("#log-follow").checked })()`, 5*time.Second)
+		if err := os.WriteFile(stopFile, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
 		admin.waitFor("the sleep step to be running", `document.querySelector('#run-steps tr[data-step="1"] .status-running') !== null`, 15*time.Second)
 		start := time.Now()
 		admin.submit("#cancel-run")
