@@ -81,6 +81,7 @@ type Store interface {
 	TokenStore
 	JobStore
 	RunStore
+	BackendStore
 	MetaStore
 	// Close releases the store's resources.
 	Close() error
@@ -167,6 +168,22 @@ type RunStore interface {
 	AppendRunLog(ctx context.Context, runID string, lines []jobs.LogLine) error
 	// RunLog returns up to limit lines with Seq > afterSeq, in order.
 	RunLog(ctx context.Context, runID string, afterSeq int64, limit int) ([]jobs.LogLine, error)
+}
+
+// BackendStore keeps the PostgreSQL backends each run opened, and what
+// was done to stop them when the run ended. Both go with their run when it
+// is deleted.
+type BackendStore interface {
+	// AddRunBackend records a backend the run opened.
+	AddRunBackend(ctx context.Context, runID string, b jobs.Backend) error
+	// RunBackends returns the run's backends in the order they were
+	// opened.
+	RunBackends(ctx context.Context, runID string) ([]jobs.Backend, error)
+	// PutRunCleanup saves the run's cleanup outcome, replacing any earlier.
+	PutRunCleanup(ctx context.Context, runID string, c *jobs.Cleanup) error
+	// RunCleanup returns the run's cleanup outcome, or nil when there was
+	// none.
+	RunCleanup(ctx context.Context, runID string) (*jobs.Cleanup, error)
 }
 
 // MetaStore keeps small named values about the store itself.

@@ -61,6 +61,57 @@ func Exercise(t *testing.T, open func(t *testing.T) store.Store) {
 		t.Parallel()
 		exerciseOrdering(t, open(t))
 	})
+	t.Run("RunBackends", func(t *testing.T) {
+		t.Parallel()
+		exerciseRunBackends(t, open(t))
+	})
+}
+
+func exerciseRunBackends(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	run := &jobs.Run{ID: "rb", JobName: "nightly", Job: *sampleJob("nightly"), Trigger: jobs.Manual, Status: jobs.Running, QueuedAt: now}
+	if err := s.CreateRun(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.RunBackends(ctx, "rb"); err != nil || len(got) != 0 {
+		t.Fatalf("backends of a new run: %v, %v", got, err)
+	}
+	if c, err := s.RunCleanup(ctx, "rb"); err != nil || c != nil {
+		t.Fatalf("cleanup of a new run: %+v, %v", c, err)
+	}
+	want := []jobs.Backend{
+		{PID: 4312, SecretKey: []byte{0, 1, 2, 255}, Step: 0, User: "dbt", Database: "analytics", OpenedAt: now},
+		{PID: 4294967295, SecretKey: make([]byte, 32), Step: 2, User: "Dbt User", Database: "wh", OpenedAt: now.Add(time.Second)},
+	}
+	for _, b := range want {
+		if err := s.AddRunBackend(ctx, "rb", b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.RunBackends(ctx, "rb")
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("backends: %+v, %v; want %+v", got, err, want)
+	}
+	if err := s.AddRunBackend(ctx, "nope", want[0]); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("backend of a missing run: %v, want ErrNotFound", err)
+	}
+	c := &jobs.Cleanup{Status: jobs.CleanupPending, Remaining: []uint32{4312}, Attempts: 1, UpdatedAt: now}
+	c.Summarize()
+	if err := s.PutRunCleanup(ctx, "rb", c); err != nil {
+		t.Fatal(err)
+	}
+	c2 := &jobs.Cleanup{Status: jobs.CleanupDone, Cancelled: []uint32{4312}, Terminated: []uint32{7}, Attempts: 2, UpdatedAt: now.Add(time.Minute)}
+	c2.Summarize()
+	if err := s.PutRunCleanup(ctx, "rb", c2); err != nil {
+		t.Fatal(err)
+	}
+	if gotC, err := s.RunCleanup(ctx, "rb"); err != nil || !reflect.DeepEqual(gotC, c2) {
+		t.Fatalf("cleanup: %+v, %v; want %+v", gotC, err, c2)
+	}
+	if err := s.PutRunCleanup(ctx, "nope", c2); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("cleanup of a missing run: %v, want ErrNotFound", err)
+	}
 }
 
 func sampleJob(name string) *jobs.Job {

@@ -1,0 +1,99 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/store"
+)
+
+// isForeignKeyViolation reports whether err is a foreign_key_violation
+// (SQLSTATE 23503): the row refers to a run that does not exist.
+func isForeignKeyViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23503"
+}
+
+// AddRunBackend implements store.BackendStore.
+func (s *Store) AddRunBackend(ctx context.Context, runID string, b jobs.Backend) (rerr error) {
+	defer markFull(&rerr)
+	key := b.SecretKey
+	if key == nil {
+		key = []byte{}
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO pgrelay_run_backends (run_id, pid, secret_key, step, usr, database, opened_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, runID, int64(b.PID), key, b.Step, b.User, b.Database, b.OpenedAt)
+	if isForeignKeyViolation(err) {
+		return fmt.Errorf("add backend to run %s: %w", runID, store.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("add backend to run %s: %w", runID, err)
+	}
+	return nil
+}
+
+// RunBackends implements store.BackendStore.
+func (s *Store) RunBackends(ctx context.Context, runID string) ([]jobs.Backend, error) {
+	rows, err := s.pool.Query(ctx, `SELECT pid, secret_key, step, usr, database, opened_at FROM pgrelay_run_backends
+		WHERE run_id = $1 ORDER BY seq`, runID)
+	if err != nil {
+		return nil, fmt.Errorf("backends of run %s: %w", runID, err)
+	}
+	defer rows.Close()
+	var out []jobs.Backend
+	for rows.Next() {
+		var b jobs.Backend
+		var pid int64
+		if err := rows.Scan(&pid, &b.SecretKey, &b.Step, &b.User, &b.Database, &b.OpenedAt); err != nil {
+			return nil, fmt.Errorf("backends of run %s: %w", runID, err)
+		}
+		b.PID, b.OpenedAt = uint32(pid), b.OpenedAt.UTC()
+		out = append(out, b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("backends of run %s: %w", runID, err)
+	}
+	return out, nil
+}
+
+// PutRunCleanup implements store.BackendStore.
+func (s *Store) PutRunCleanup(ctx context.Context, runID string, c *jobs.Cleanup) (rerr error) {
+	defer markFull(&rerr)
+	b, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("cleanup of run %s: %w", runID, err)
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO pgrelay_run_cleanups (run_id, cleanup) VALUES ($1, $2)
+		ON CONFLICT (run_id) DO UPDATE SET cleanup = excluded.cleanup`, runID, b)
+	if isForeignKeyViolation(err) {
+		return fmt.Errorf("cleanup of run %s: %w", runID, store.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("cleanup of run %s: %w", runID, err)
+	}
+	return nil
+}
+
+// RunCleanup implements store.BackendStore.
+func (s *Store) RunCleanup(ctx context.Context, runID string) (*jobs.Cleanup, error) {
+	var b []byte
+	err := s.pool.QueryRow(ctx, `SELECT cleanup FROM pgrelay_run_cleanups WHERE run_id = $1`, runID).Scan(&b)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cleanup of run %s: %w", runID, err)
+	}
+	var c jobs.Cleanup
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("cleanup of run %s: %w", runID, err)
+	}
+	c.UpdatedAt = c.UpdatedAt.UTC()
+	return &c, nil
+}

@@ -1,0 +1,94 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/store"
+)
+
+// AddRunBackend implements store.BackendStore.
+func (s *Store) AddRunBackend(ctx context.Context, runID string, b jobs.Backend) (rerr error) {
+	defer markFull(&rerr)
+	key := b.SecretKey
+	if key == nil {
+		key = []byte{}
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO run_backends (run_id, pid, secret_key, step, usr, database, opened_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, runID, int64(b.PID), key, b.Step, b.User, b.Database, formatTime(b.OpenedAt))
+	if isForeignKeyViolation(err) {
+		return fmt.Errorf("add backend to run %s: %w", runID, store.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("add backend to run %s: %w", runID, err)
+	}
+	return nil
+}
+
+// RunBackends implements store.BackendStore.
+func (s *Store) RunBackends(ctx context.Context, runID string) ([]jobs.Backend, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT pid, secret_key, step, usr, database, opened_at FROM run_backends
+		WHERE run_id = ? ORDER BY seq`, runID)
+	if err != nil {
+		return nil, fmt.Errorf("backends of run %s: %w", runID, err)
+	}
+	defer rows.Close()
+	var out []jobs.Backend
+	for rows.Next() {
+		var b jobs.Backend
+		var pid int64
+		var opened string
+		if err := rows.Scan(&pid, &b.SecretKey, &b.Step, &b.User, &b.Database, &opened); err != nil {
+			return nil, fmt.Errorf("backends of run %s: %w", runID, err)
+		}
+		b.PID = uint32(pid)
+		if b.OpenedAt, err = parseTime(opened); err != nil {
+			return nil, fmt.Errorf("backends of run %s: %w", runID, err)
+		}
+		out = append(out, b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("backends of run %s: %w", runID, err)
+	}
+	return out, nil
+}
+
+// PutRunCleanup implements store.BackendStore.
+func (s *Store) PutRunCleanup(ctx context.Context, runID string, c *jobs.Cleanup) (rerr error) {
+	defer markFull(&rerr)
+	b, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("cleanup of run %s: %w", runID, err)
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO run_cleanups (run_id, cleanup) VALUES (?, ?)
+		ON CONFLICT (run_id) DO UPDATE SET cleanup = excluded.cleanup`, runID, string(b))
+	if isForeignKeyViolation(err) {
+		return fmt.Errorf("cleanup of run %s: %w", runID, store.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("cleanup of run %s: %w", runID, err)
+	}
+	return nil
+}
+
+// RunCleanup implements store.BackendStore.
+func (s *Store) RunCleanup(ctx context.Context, runID string) (*jobs.Cleanup, error) {
+	var text string
+	err := s.db.QueryRowContext(ctx, `SELECT cleanup FROM run_cleanups WHERE run_id = ?`, runID).Scan(&text)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cleanup of run %s: %w", runID, err)
+	}
+	var c jobs.Cleanup
+	if err := json.Unmarshal([]byte(text), &c); err != nil {
+		return nil, fmt.Errorf("cleanup of run %s: %w", runID, err)
+	}
+	c.UpdatedAt = c.UpdatedAt.UTC()
+	return &c, nil
+}
