@@ -1,0 +1,193 @@
+package jobs_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/secret"
+)
+
+// TestStopperStopsBackends checks the Stopper against a real PostgreSQL
+// through a real bastion: running statements are cancelled, a row lock is
+// released, a backend that stays is terminated, and backends of another
+// role or started at another time are never touched.
+func TestStopperStopsBackends(t *testing.T) {
+	t.Parallel()
+	e := setup(t, time.Second, 5)
+	ctx := context.Background()
+	conn, err := e.svc.Open(ctx, "wh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	admin := e.pg.Connect(t, "analytics")
+	if _, err := admin.Exec(ctx, `CREATE TABLE public.stop_t (id int PRIMARY KEY, v int); INSERT INTO public.stop_t VALUES (1, 0);
+		GRANT ALL ON public.stop_t TO dbt`); err != nil {
+		t.Fatal(err)
+	}
+	e.pg.CreateRole(t, "stop_other", "other-pw")
+	if _, err := admin.Exec(ctx, `GRANT CONNECT ON DATABASE analytics TO stop_other`); err != nil {
+		t.Fatal(err)
+	}
+	// open starts a session through the tunnel running sql in the
+	// background, and returns its backend and its connection.
+	open := func(sql ...string) (jobs.Backend, *pgx.Conn) {
+		t.Helper()
+		c, err := conn.Connect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := jobs.Backend{PID: c.PgConn().PID(), SecretKey: c.PgConn().SecretKey(), User: "dbt", Database: "analytics",
+			OpenedAt: time.Now().UTC()}
+		for _, q := range sql[:len(sql)-1] {
+			if _, err := c.Exec(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		last := sql[len(sql)-1]
+		if !strings.Contains(last, "pg_sleep") {
+			if _, err := c.Exec(ctx, last); err != nil {
+				t.Fatal(err)
+			}
+			return b, c
+		}
+		go func() { _, _ = c.Exec(context.Background(), last) }()
+		waitActive(t, admin, b.PID)
+		return b, c
+	}
+	alive := func(pid uint32) bool {
+		var n int
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	}
+
+	t.Run("CancelReleasesRowLock", func(t *testing.T) {
+		sleeper, c1 := open("select pg_sleep(300)")
+		locker, c2 := open("BEGIN", "UPDATE public.stop_t SET v = v + 1 WHERE id = 1", "select pg_sleep(300)")
+		s := &jobs.Stopper{Conn: conn, Grace: 10 * time.Second}
+		start := time.Now()
+		c, err := s.Stop(ctx, []jobs.Backend{sleeper, locker}, func() {
+			_ = c1.Close(ctx)
+			_ = c2.Close(ctx)
+		})
+		if err != nil || c.Status != jobs.CleanupDone || len(c.Cancelled) != 2 || len(c.Terminated) != 0 {
+			t.Fatalf("cleanup %+v, %v", c, err)
+		}
+		if !strings.HasPrefix(c.Message, "cancelled 2 statements on the server (pid ") {
+			t.Errorf("message %q", c.Message)
+		}
+		if alive(sleeper.PID) || alive(locker.PID) {
+			t.Fatal("a backend is still there after the cleanup")
+		}
+		// A second session takes the lock at once.
+		var v int
+		if _, err := admin.Exec(ctx, `SET lock_timeout = '2s'`); err != nil {
+			t.Fatal(err)
+		}
+		if err := admin.QueryRow(ctx, `SELECT v FROM public.stop_t WHERE id = 1 FOR UPDATE`).Scan(&v); err != nil {
+			t.Fatalf("row lock not released: %v", err)
+		}
+		t.Logf("two statements stopped in %v", time.Since(start))
+	})
+
+	t.Run("TerminatesWhatStays", func(t *testing.T) {
+		// Its client stays open (a run that could not close it): after
+		// the grace period, it is terminated.
+		idle, c1 := open("BEGIN", "UPDATE public.stop_t SET v = v + 1 WHERE id = 1", "select 1")
+		defer c1.Close(ctx)
+		s := &jobs.Stopper{Conn: conn, Grace: 300 * time.Millisecond}
+		c, err := s.Stop(ctx, []jobs.Backend{idle}, nil)
+		if err != nil || c.Status != jobs.CleanupDone || !slices.Equal(c.Terminated, []uint32{idle.PID}) {
+			t.Fatalf("cleanup %+v, %v", c, err)
+		}
+		if alive(idle.PID) {
+			t.Fatal("the backend survived pg_terminate_backend")
+		}
+	})
+
+	t.Run("NeverTouchesOthers", func(t *testing.T) {
+		// Another role's statement, recorded as if it were the run's.
+		oc, err := pgx.ConnectConfig(ctx, otherConfig(t, e, "stop_other", "other-pw"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer oc.Close(ctx)
+		other := jobs.Backend{PID: oc.PgConn().PID(), SecretKey: oc.PgConn().SecretKey(), OpenedAt: time.Now().UTC()}
+		go func() { _, _ = oc.Exec(context.Background(), "select pg_sleep(300)") }()
+		waitActive(t, admin, other.PID)
+		// The run's own user, but a session started long after the
+		// recorded one (a reused process ID).
+		later, c1 := open("select pg_sleep(300)")
+		defer c1.Close(ctx)
+		later.OpenedAt = later.OpenedAt.Add(-time.Hour)
+		s := &jobs.Stopper{Conn: conn, Grace: 200 * time.Millisecond}
+		c, err := s.Stop(ctx, []jobs.Backend{other, later}, nil)
+		if err != nil || len(c.Cancelled)+len(c.Terminated)+len(c.Remaining) != 0 {
+			t.Fatalf("cleanup touched something: %+v, %v", c, err)
+		}
+		for _, pid := range []uint32{other.PID, later.PID} {
+			var state string
+			if err := admin.QueryRow(ctx, `SELECT state FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&state); err != nil || state != "active" {
+				t.Fatalf("pid %d: %q, %v", pid, state, err)
+			}
+		}
+		if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'select pg_sleep(300)'`); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("Unreachable", func(t *testing.T) {
+		b := jobs.Backend{PID: 1, SecretKey: []byte{1, 2, 3, 4}, OpenedAt: time.Now()}
+		s := &jobs.Stopper{Conn: failingConn{conn}}
+		c, err := s.Stop(ctx, []jobs.Backend{b}, nil)
+		if err == nil || c.Status != jobs.CleanupPending || !slices.Equal(c.Remaining, []uint32{1}) ||
+			!strings.Contains(c.Message, "could not be reached") {
+			t.Fatalf("cleanup %+v, %v", c, err)
+		}
+	})
+}
+
+// failingConn is a Conn whose database cannot be reached.
+type failingConn struct{ jobs.Conn }
+
+func (failingConn) Connect(context.Context) (*pgx.Conn, error) {
+	return nil, errors.New("the bastion did not answer")
+}
+
+// waitActive waits until pid runs a statement.
+func waitActive(t *testing.T, admin *pgx.Conn, pid uint32) {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		var n int
+		if err := admin.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE pid = $1 AND state = 'active' AND wait_event = 'PgSleep'`, pid).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			return
+		}
+	}
+	t.Fatalf("pid %d never ran its statement", pid)
+}
+
+func otherConfig(t *testing.T, e *env, user, pw string) *pgx.ConnConfig {
+	t.Helper()
+	spec := connection.Spec{Name: "other", Host: e.pg.Host, Port: e.pg.Port, Database: "analytics", User: user,
+		Password: secret.New(pw), SSLMode: connection.SSLDisable}
+	cfg, err := spec.PgxConfig()
+	if err != nil {
+		t.Fatal(fmt.Errorf("config: %w", err))
+	}
+	return cfg
+}
