@@ -468,7 +468,9 @@ func TestConnectionTestAndGrantsAPI(t *testing.T) {
 		for what, mod := range map[string]func(*connection.Spec){
 			"another host and port": toCatcher,
 			"another user":          func(s *connection.Spec) { toCatcher(s); s.User = "postgres" },
-			"a bastion":             func(s *connection.Spec) { s.Tunnel = &connection.Tunnel{Host: catcher.Host, Port: catcher.Port, User: "x"} },
+			"a bastion": func(s *connection.Spec) {
+				s.Tunnel = &connection.Tunnel{Host: catcher.Host, Port: catcher.Port, User: "x"}
+			},
 		} {
 			_, err := editor.TestDraft(bg, moved(mod), "wh", nil)
 			wantPasswordAgain("draft with "+what, err)
