@@ -218,6 +218,36 @@ func TestCLI(t *testing.T) {
 		h.ok("query", "wh", "select 1")
 	})
 
+	// Ctrl-C (a cancelled context, as the signal makes it) stops the
+	// statement on the server, through the tunnel, not only the client.
+	t.Run("QueryInterruptCancelsStatement", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t)
+		h.env["DB_PASSWORD"] = "dbt-pw"
+		h.ok(append(createArgs("wh", e.pg), tunnelArgs(e.bastion)...)...)
+		e.bastion.Authorize(t, strings.TrimSpace(h.ok("connection", "public-key", "wh").stdout))
+		admin := e.pg.Connect(t, "postgres")
+		const marker = "select pg_sleep(300) /* interrupt-me */"
+		running := func() int {
+			var n int
+			if err := admin.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+				WHERE query = $1 AND state = 'active'`, marker).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan result, 1)
+		go func() { done <- h.runCtx(ctx, "", "query", "wh", marker) }()
+		waitUntil(t, "the statement to run", 15*time.Second, func() bool { return running() == 1 })
+		cancel()
+		r := <-done
+		if r.code != 130 || !strings.Contains(r.stderr, "cancelled on the server") {
+			t.Fatalf("interrupted query: %s", r)
+		}
+		waitUntil(t, "the statement to stop on the server", 5*time.Second, func() bool { return running() == 0 })
+	})
+
 	t.Run("ProxyThroughBastion", func(t *testing.T) {
 		t.Parallel()
 		h := newHarness(t)
@@ -470,4 +500,14 @@ func TestEndpointChangeNeedsPassword(t *testing.T) {
 	h.ok("connection", "update", "wh", "--require-auth", "scram-sha-256")
 	r := h.fail(2, "connection", "update", "wh", "--require-auth", "scram")
 	contains(t, "bad require-auth", r.stderr, "--require-auth:", "scram-sha-256")
+}
+
+// waitUntil polls cond until it holds, failing the test after within.
+func waitUntil(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(within); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+	}
 }

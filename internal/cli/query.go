@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os/signal"
 	"strings"
+	"syscall"
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
@@ -40,9 +42,15 @@ func (r *runner) queryCommand() *cobra.Command {
 			default:
 				sink = &tableSink{w: bw}
 			}
-			qerr := svc.Query(cmd.Context(), args[0], args[1], sink)
+			// Ctrl-C cancels the statement on the server, then exits.
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			qerr := svc.Query(ctx, args[0], args[1], sink)
 			if ferr := bw.Flush(); qerr == nil {
 				qerr = ferr
+			}
+			if qerr != nil && ctx.Err() != nil {
+				return &exitCodeError{code: 130, msg: "interrupted: the statement was cancelled on the server"}
 			}
 			return qerr
 		},

@@ -7,11 +7,19 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
 )
+
+// CancelWait is how long a session whose context was cancelled waits for
+// the server to end the statement after the CancelRequest, before its
+// socket is closed.
+const CancelWait = 3 * time.Second
 
 // DialFunc opens a byte stream to a database address. A tunnel's
 // DialContext is one.
@@ -24,6 +32,15 @@ func Config(spec *connection.Spec, dial DialFunc) (*pgx.ConnConfig, error) {
 	cfg, err := spec.PgxConfig()
 	if err != nil {
 		return nil, err
+	}
+	// A cancelled context (Ctrl-C, a cancelled or timed-out run, a client
+	// that went away) sends a CancelRequest at once, as libpq's PQcancel
+	// does, instead of pgx's default of only closing the socket — which the
+	// server notices only when it next writes, so the statement would run
+	// on. The socket is closed after CancelWait if the server does not end
+	// the statement by then.
+	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, DeadlineDelay: CancelWait}
 	}
 	if dial != nil {
 		cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
