@@ -241,6 +241,7 @@ func (r *runner) jobDeleteCommand() *cobra.Command {
 func (r *runner) jobRunCommand() *cobra.Command {
 	var wait, follow bool
 	var output string
+	var logLimit int64
 	cmd := &cobra.Command{
 		Use:   "run NAME",
 		Short: "Run a job now (with --wait, the exit code follows the run's outcome)",
@@ -254,7 +255,10 @@ Exit code with --wait (and locally): 0 when the run succeeded, 1 otherwise.`,
 				return err
 			}
 			if r.remote == nil {
-				return r.runJobLocally(cmd.Context(), args[0], output)
+				return r.runJobLocally(cmd.Context(), args[0], output, logLimit)
+			}
+			if cmd.Flags().Changed("run-log-limit") {
+				return usagef("--run-log-limit applies to runs in this process: a server's runs keep the log size its pgrelay serve --run-log-limit sets")
 			}
 			b, err := r.jobs(cmd.Context())
 			if err != nil {
@@ -284,6 +288,7 @@ Exit code with --wait (and locally): 0 when the run succeeded, 1 otherwise.`,
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the run ends")
 	cmd.Flags().BoolVar(&follow, "follow", false, "print the run's log as it comes (implies --wait)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json (the final run)")
+	addRunLogLimitFlag(cmd.Flags(), &logLimit)
 	return cmd
 }
 
@@ -303,7 +308,7 @@ func (r *runner) runOutcome(run *jobs.Run, output string) error {
 }
 
 // runJobLocally executes a run in this process.
-func (r *runner) runJobLocally(ctx context.Context, name, output string) error {
+func (r *runner) runJobLocally(ctx context.Context, name, output string, logLimit int64) error {
 	svc, err := r.service(ctx)
 	if err != nil {
 		return err
@@ -320,7 +325,7 @@ func (r *runner) runJobLocally(ctx context.Context, name, output string) error {
 	q, err := queue.New(queue.Config{Store: r.st, Backend: backend,
 		Open:         func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
 		AllowCommand: func(string) error { return nil }, // the local user runs what they ask
-		Logger:       r.logger})
+		Logger:       r.logger, LogLimit: logLimit})
 	if err != nil {
 		return err
 	}

@@ -84,4 +84,6 @@ func TestExecAndLocalJobs(t *testing.T) {
 	h.fail(2, "job", "delete", "nightly")
 	h.ok("job", "delete", "nightly", "--yes")
 	h.fail(3, "job", "show", "nightly")
+
+	testLocalRunLogLimit(t, h)
 }

@@ -18,6 +18,10 @@ type queueFlags struct {
 	lostAfter time.Duration
 	// reapInterval is how often this process looks for lost runs.
 	reapInterval time.Duration
+	// runLogLimit is how many bytes of text a run's log keeps.
+	runLogLimit int64
+	// runRetention is how long ended runs are kept (0: forever).
+	runRetention time.Duration
 }
 
 // heartbeatInterval is how often a running run's heartbeat is refreshed:
@@ -50,8 +54,9 @@ func (r *runner) startQueue(ctx context.Context, svc *app.Service, f queueFlags,
 	}
 	q, err := queue.New(queue.Config{Store: r.st, Backend: backend, MaxRuns: f.maxRuns, AllowCommand: allow,
 		LostAfter: f.lostAfter, ReapInterval: f.reapInterval, HeartbeatInterval: f.heartbeatInterval(),
-		Open:   func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
-		Logger: r.logger})
+		Open:     func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
+		Logger:   r.logger,
+		LogLimit: f.runLogLimit, RunRetention: f.runRetention})
 	if err != nil {
 		closeBackend()
 		return nil, nil, err

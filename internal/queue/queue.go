@@ -73,6 +73,15 @@ type Config struct {
 	Logger        *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// LogLimit is how many bytes of text a run's log keeps (see
+	// jobs.LogLimit); default jobs.DefaultLogLimit.
+	LogLimit int64
+	// RunRetention deletes runs that ended longer ago than this, with
+	// their logs, at start and every PruneInterval; 0 keeps them forever.
+	RunRetention time.Duration
+	// PruneInterval is how often runs past RunRetention are deleted;
+	// default DefaultPruneInterval.
+	PruneInterval time.Duration
 }
 
 type riverClient interface {
@@ -152,6 +161,12 @@ func New(cfg Config) (*Queue, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.LogLimit <= 0 {
+		cfg.LogLimit = jobs.DefaultLogLimit
+	}
+	if cfg.PruneInterval <= 0 {
+		cfg.PruneInterval = DefaultPruneInterval
 	}
 	allow := cfg.AllowCommand
 	if allow == nil {
@@ -273,6 +288,7 @@ func (q *Queue) Start(ctx context.Context) error {
 	q.reap(ctx)
 	q.wg.Add(1)
 	go q.loop(context.WithoutCancel(ctx))
+	q.startPruning(context.WithoutCancel(ctx))
 	return nil
 }
 

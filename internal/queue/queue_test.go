@@ -216,4 +216,7 @@ func TestQueue(t *testing.T) {
 			t.Fatalf("run %+v", r)
 		}
 	})
+
+	t.Run("LogLimit", func(t *testing.T) { testLogLimit(t, pg) })
+	t.Run("RunRetention", func(t *testing.T) { testRunRetention(t, pg) })
 }

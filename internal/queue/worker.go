@@ -86,31 +86,72 @@ func (w *scheduleWorker) Work(ctx context.Context, job *river.Job[ScheduleArgs])
 	return err
 }
 
-// logBuffer batches log lines into the store.
+// logBuffer batches log lines into the store, keeping the run's log within
+// its limit: every line of a run passes through add, so output past the
+// limit is dropped here, before it takes memory or reaches the store.
 type logBuffer struct {
 	mu    sync.Mutex
 	lines []jobs.LogLine
+	limit *jobs.LogLimit
+	// marker is the index in lines of the truncation marker while it is
+	// not saved (-1 otherwise); markerSeq is its Seq once saved.
+	marker    int
+	markerSeq int64
+}
+
+func newLogBuffer(limit int64) *logBuffer {
+	return &logBuffer{limit: jobs.NewLogLimit(limit), marker: -1}
 }
 
 func (b *logBuffer) add(l jobs.LogLine) {
 	b.mu.Lock()
-	b.lines = append(b.lines, l)
-	b.mu.Unlock()
+	defer b.mu.Unlock()
+	was := b.limit.Truncated()
+	b.lines = append(b.lines, b.limit.Admit(l)...)
+	if !was && b.limit.Truncated() {
+		b.marker = len(b.lines) - 1 // Admit puts the marker last
+	}
 }
 
-func (b *logBuffer) take() []jobs.LogLine {
+func (b *logBuffer) take() (lines []jobs.LogLine, marker int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := b.lines
-	b.lines = nil
-	return out
+	lines, marker = b.lines, b.marker
+	b.lines, b.marker = nil, -1
+	return lines, marker
 }
 
 func (q *Queue) flushLogs(ctx context.Context, id string, b *logBuffer) {
-	if lines := b.take(); len(lines) > 0 {
-		if err := q.cfg.Store.AppendRunLog(ctx, id, lines); err != nil {
-			q.cfg.Logger.ErrorContext(ctx, "could not save run log", "run_id", id, "lines", len(lines), "error", err)
-		}
+	lines, marker := b.take()
+	if len(lines) == 0 {
+		return
+	}
+	if err := q.cfg.Store.AppendRunLog(ctx, id, lines); err != nil {
+		q.cfg.Logger.ErrorContext(ctx, "could not save run log", "run_id", id, "lines", len(lines), "error", err)
+		return
+	}
+	if marker >= 0 {
+		b.mu.Lock()
+		b.markerSeq = lines[marker].Seq
+		b.mu.Unlock()
+	}
+}
+
+// finishLog brings the saved truncation marker up to date with how much
+// output was dropped in the end, after the last flush.
+func (q *Queue) finishLog(ctx context.Context, id string, b *logBuffer) {
+	b.mu.Lock()
+	seq, truncated, text, dropped := b.markerSeq, b.limit.Truncated(), b.limit.Marker(), b.limit.Dropped()
+	b.mu.Unlock()
+	if !truncated {
+		return
+	}
+	q.cfg.Logger.WarnContext(ctx, "run log truncated", "run_id", id, "limit_bytes", q.cfg.LogLimit, "dropped_bytes", dropped)
+	if seq == 0 {
+		return // the marker could not be saved (logged above)
+	}
+	if err := q.cfg.Store.UpdateRunLogText(ctx, id, seq, text); err != nil {
+		q.cfg.Logger.ErrorContext(ctx, "could not update the run log's truncation marker", "run_id", id, "error", err)
 	}
 }
 
@@ -164,7 +205,7 @@ func (q *Queue) work(parent context.Context, id string) {
 	}()
 	q.cfg.Logger.InfoContext(ctx, "run started", "run_id", id, "job", job.Name, "attempt", r.Attempt)
 
-	var logs logBuffer
+	logs := newLogBuffer(q.cfg.LogLimit)
 	var stepsMu sync.Mutex
 	steps := append([]jobs.RunStep(nil), r.Steps...)
 	// A step that starts or ends is saved at once (with the log so far), not
@@ -225,9 +266,9 @@ func (q *Queue) work(parent context.Context, id string) {
 			case <-hbDone:
 				return
 			case <-flush.C:
-				q.flushLogs(ctx, id, &logs)
+				q.flushLogs(ctx, id, logs)
 			case <-stepped:
-				q.flushLogs(ctx, id, &logs)
+				q.flushLogs(ctx, id, logs)
 				heartbeat()
 			case <-beat.C:
 				heartbeat()
@@ -237,7 +278,8 @@ func (q *Queue) work(parent context.Context, id string) {
 	res := q.runner.Run(runCtx, job, hooks)
 	close(hbDone)
 	hbWG.Wait()
-	q.flushLogs(ctx, id, &logs)
+	q.flushLogs(ctx, id, logs)
+	q.finishLog(ctx, id, logs)
 	end := q.cfg.Now().UTC()
 	q.finish(ctx, id, func(r *jobs.Run) {
 		if r.Status.Terminal() && r.Worker != q.cfg.Worker {

@@ -168,6 +168,15 @@ type RunStore interface {
 	AppendRunLog(ctx context.Context, runID string, lines []jobs.LogLine) error
 	// RunLog returns up to limit lines with Seq > afterSeq, in order.
 	RunLog(ctx context.Context, runID string, afterSeq int64, limit int) ([]jobs.LogLine, error)
+	// UpdateRunLogText replaces the text of the run's log line seq (the
+	// truncation marker, once the run has ended); ErrNotFound if there is
+	// no such line.
+	UpdateRunLogText(ctx context.Context, runID string, seq int64, text string) error
+	// DeleteRunsEndedBefore deletes up to limit runs that ended (succeeded,
+	// failed or cancelled) before the given time, oldest first, with their
+	// logs and steps, and returns how many it deleted. Runs that have not
+	// ended are never deleted. Several processes may call it at once.
+	DeleteRunsEndedBefore(ctx context.Context, before time.Time, limit int) (int, error)
 }
 
 // BackendStore keeps the PostgreSQL backends each run opened, and what

@@ -57,6 +57,10 @@ func Exercise(t *testing.T, open func(t *testing.T) store.Store) {
 		t.Parallel()
 		exerciseRunLogs(t, open(t))
 	})
+	t.Run("RunRetention", func(t *testing.T) {
+		t.Parallel()
+		exerciseRunRetention(t, open(t))
+	})
 	t.Run("Ordering", func(t *testing.T) {
 		t.Parallel()
 		exerciseOrdering(t, open(t))

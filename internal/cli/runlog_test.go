@@ -1,0 +1,61 @@
+package cli_test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// testLocalRunLogLimit: a local `job run --run-log-limit` keeps at most that
+// much of the run's log, with one marker line, and the run still succeeds.
+// h has a saved connection "wh".
+func testLocalRunLogLimit(t *testing.T, h *harness) {
+	file := filepath.Join(t.TempDir(), "flood.yaml")
+	yaml := `jobs:
+  - name: flood
+    connection: wh
+    steps:
+      - command: [sh, -c, "head -c 1048576 /dev/zero | tr '\\0' x; echo"]
+`
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.ok("job", "apply", "-f", file)
+	r := h.fail(2, "job", "run", "flood", "--run-log-limit", "lots")
+	contains(t, "bad --run-log-limit", r.stderr, `"--run-log-limit"`, "512KiB, 10MiB")
+	r = h.ok("job", "run", "flood", "--run-log-limit", "64KiB")
+	contains(t, "flood run", r.stdout, "[pgrelay] log truncated at 64 KiB (--run-log-limit): ", "succeeded")
+	var runs []struct {
+		ID  string `json:"id"`
+		Job string `json:"job"`
+	}
+	if err := json.Unmarshal([]byte(h.ok("run", "list", "--job", "flood", "-o", "json").stdout), &runs); err != nil || len(runs) != 1 {
+		t.Fatalf("runs of flood: %+v %v", runs, err)
+	}
+	logs := h.ok("run", "logs", runs[0].ID).stdout
+	if n := strings.Count(logs, "x"); n > 64<<10 || n < 60<<10 {
+		t.Fatalf("the stored log keeps %d bytes of output, want up to the 64 KiB limit", n)
+	}
+	if strings.Count(logs, "[pgrelay] log truncated") != 1 {
+		t.Fatalf("want one marker line in the stored log:\n%.2000s", logs)
+	}
+}
+
+func TestRunLogFlagsValidated(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	for _, c := range []struct{ args, want []string }{
+		{[]string{"serve", "--run-log-limit", "10 megs"}, []string{`"--run-log-limit"`, "512KiB, 10MiB or 1GiB"}},
+		{[]string{"serve", "--run-log-limit", "100"}, []string{`"--run-log-limit"`, "out of range", "from 1 KiB to 1 TiB"}},
+		{[]string{"serve", "--run-retention", "ninety days"}, []string{`"--run-retention"`, "90d", "0 (keep runs forever)"}},
+		{[]string{"serve", "--run-retention", "10m"}, []string{`"--run-retention"`, "too short", "at least 1h"}},
+		{[]string{"job", "run", "x", "--run-log-limit", "-1"}, []string{`"--run-log-limit"`, "not a size"}},
+	} {
+		r := h.fail(2, c.args...)
+		contains(t, strings.Join(c.args, " "), r.stderr, c.want...)
+	}
+	help := h.ok("serve", "--help").stdout
+	contains(t, "serve --help", help, "--run-log-limit size", "(default 10MiB)", "--run-retention duration", "(default 90d)", "0 keeps them forever")
+}
