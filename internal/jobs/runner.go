@@ -604,7 +604,6 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 		dir = x.workDir
 	}
 	cmd := exec.Command(path, step.Command[1:]...)
-	cmd.Args[0] = prog
 	cmd.Env = x.env
 	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
