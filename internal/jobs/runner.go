@@ -488,6 +488,10 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	if hostaddr != "" {
 		env = append(env, "PGHOSTADDR="+hostaddr)
 	}
+	if ra := spec.EffectiveRequireAuth(); ra != "" {
+		// libpq 16+ refuses what pgrelay refuses (older ones ignore it).
+		env = append(env, "PGREQUIREAUTH="+ra)
+	}
 	if rootCert != "" {
 		env = append(env, "PGSSLROOTCERT="+rootCert)
 	}

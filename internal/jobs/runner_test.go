@@ -153,7 +153,7 @@ func TestRunSQLAndCommandsThroughBastion(t *testing.T) {
 		jobs.Step{SQL: "create schema if not exists marts; create table marts.t (n int)"},
 		jobs.Step{SQL: "insert into t values (1), (2)"}, // search_path is the connection's schema
 		jobs.Step{Name: "psql", Command: []string{"psql", "-X", "-At", "-c", "select count(*) from marts.t"}},
-		jobs.Step{Command: []string{"sh", "-c", `echo "pw=$PGPASSWORD host=$PGHOST"; cat "$DBT_PROFILES_DIR/profiles.yml"; pwd`}, Workdir: dir},
+		jobs.Step{Command: []string{"sh", "-c", `echo "pw=$PGPASSWORD host=$PGHOST require_auth=$PGREQUIREAUTH"; cat "$DBT_PROFILES_DIR/profiles.yml"; pwd`}, Workdir: dir},
 		jobs.Step{Command: []string{"sh", "-c", "pgbench -i -s 1 -q && pgbench -n -S -t 50 -c 2"}},
 	)
 	res := e.runner(t).Run(context.Background(), j, rec.hooks())
@@ -161,7 +161,7 @@ func TestRunSQLAndCommandsThroughBastion(t *testing.T) {
 	if res.Status != jobs.Succeeded {
 		t.Fatalf("run: %+v\nlog:\n%s", res, log)
 	}
-	for _, want := range []string{"CREATE SCHEMA", "INSERT 0 2", "[2 stdout] 2", "pw=[redacted] host=127.0.0.1",
+	for _, want := range []string{"CREATE SCHEMA", "INSERT 0 2", "[2 stdout] 2", "pw=[redacted] host=127.0.0.1 require_auth=!password",
 		"type: postgres", "password: \"{{ env_var('PGPASSWORD') }}\"", `schema: "marts"`, "[3 stdout] " + dir,
 		"number of transactions actually processed: 100"} {
 		if !strings.Contains(log, want) {
