@@ -40,8 +40,8 @@ func TestPolicyDecides(t *testing.T) {
 		{nil, "127.0.0.1", ""},
 		{nil, "10.2.3.4", ""},
 		{custom, "10.2.3.4", "10.0.0.0/8"},
-		{custom, "10.1.3.4", ""},          // the narrower allow wins
-		{custom, "169.254.169.254", ""},   // the operator's allow lifts the default
+		{custom, "10.1.3.4", ""},        // the narrower allow wins
+		{custom, "169.254.169.254", ""}, // the operator's allow lifts the default
 		{custom, "127.0.0.2", "127.0.0.2/32"},
 		{custom, "127.0.0.1", ""},
 		{custom, "192.0.2.1", "0.0.0.0/0"}, // deny everything, allow some
