@@ -565,8 +565,8 @@ func factText(err error) string {
 	)
 	switch {
 	case errors.As(err, &denied):
-		return fmt.Sprintf("%s is in %s, which pgrelay's network policy denies (%s)", deniedTarget(denied),
-			denied.Rule.Prefix, denied.Rule)
+		return fmt.Sprintf("%s is in %s, denied by %s: pgrelay's network policy refused it before connecting",
+			deniedTarget(denied), denied.Rule.Prefix, denied.Rule)
 	case errors.As(err, &algErr):
 		return fmt.Sprintf("SSH bastion %s offers no %s algorithm that pgrelay accepts: it offers %s",
 			algErr.Addr, algErr.What, strings.Join(algErr.Offered, ", "))

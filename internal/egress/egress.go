@@ -39,11 +39,11 @@ type Rule struct {
 }
 
 // String describes where the rule comes from, e.g. "--deny-network
-// 10.0.0.0/8" or "the default denial of 169.254.0.0/16".
+// 10.0.0.0/8" or "default (link-local and cloud metadata addresses)".
 func (r Rule) String() string {
 	switch {
 	case r.Default:
-		return fmt.Sprintf("the default denial of %s (link-local and cloud metadata addresses)", r.Prefix)
+		return "default (link-local and cloud metadata addresses)"
 	case r.Allow:
 		return "--allow-network " + r.Prefix.String()
 	}
@@ -240,10 +240,10 @@ func (e *DeniedError) Error() string {
 	if e.Host != "" {
 		target = fmt.Sprintf("%s (%s)", e.Host, target)
 	}
-	lift := fmt.Sprintf("allow it with --allow-network %s (env PGRELAY_ALLOW_NETWORK) on the pgrelay process that connects, "+
+	lift := fmt.Sprintf("Allow it with --allow-network %s (env PGRELAY_ALLOW_NETWORK) on the pgrelay process that connects, "+
 		"if this address is meant to be reached", e.Rule.Prefix)
 	if !e.Rule.Default {
-		lift = fmt.Sprintf("remove --deny-network %s (env PGRELAY_DENY_NETWORK) or allow a narrower range with --allow-network, "+
+		lift = fmt.Sprintf("Remove --deny-network %s (env PGRELAY_DENY_NETWORK) or allow a narrower range with --allow-network, "+
 			"if this address is meant to be reached", e.Rule.Prefix)
 	}
 	return fmt.Sprintf("connecting to %s is refused by pgrelay's network policy: %s is in %s, denied by %s; nothing was sent to it. %s",
