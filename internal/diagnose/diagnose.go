@@ -577,6 +577,9 @@ func factText(err error) string {
 	case errors.As(err, &mismatch) && len(mismatch.Pinned) > 0:
 		return fmt.Sprintf("host key mismatch for bastion %s: it presented %s, the pinned key is %s",
 			mismatch.Addr, mismatch.Presented, strings.Join(mismatch.Pinned, " or "))
+	case errors.As(err, &mismatch) && mismatch.Err == nil:
+		return fmt.Sprintf("SSH bastion %s presented host key %s, and no host key is pinned for it",
+			mismatch.Addr, mismatch.Presented)
 	case errors.As(err, &authErr):
 		return fmt.Sprintf("SSH bastion %s refused public key %s for user %s (methods it offers: %s)",
 			authErr.Addr, authErr.KeyFingerprint, authErr.User, strings.Join(authErr.Methods, ", "))
