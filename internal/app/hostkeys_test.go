@@ -133,7 +133,8 @@ func TestApproveHostKeyPolicy(t *testing.T) {
 	}
 	s := tunnelled("moved", pg, b)
 	s.Tunnel.Host = "localhost"
-	v, err = f.svc.UpdateConnection(ctx, "moved", s, nil)
+	pw := s.Password // a new bastion is a new endpoint: the password is given again
+	v, err = f.svc.UpdateConnection(ctx, "moved", s, &pw)
 	if err != nil {
 		t.Fatal(err)
 	}
