@@ -48,6 +48,9 @@ type TunnelInput struct {
 	KeyType           string   `json:"key_type,omitempty"`
 	KeepaliveInterval Duration `json:"keepalive_interval,omitempty"`
 	KeepaliveCountMax int      `json:"keepalive_count_max,omitempty"`
+	// KnownHost is the bastion's host key to pin at once (a public key or
+	// known_hosts lines). Write-only: absent keeps the pinned keys.
+	KnownHost string `json:"known_host,omitempty"`
 }
 
 // NewConnectionInput returns the input for spec; a non-nil password is
@@ -61,7 +64,8 @@ func NewConnectionInput(spec connection.Spec, password *secret.Value) Connection
 	}
 	if t := spec.Tunnel; t != nil {
 		in.SSHTunnel = &TunnelInput{Host: t.Host, Port: t.Port, User: t.User, KeyType: t.KeyType,
-			KeepaliveInterval: Duration(t.KeepaliveInterval), KeepaliveCountMax: t.KeepaliveCountMax}
+			KeepaliveInterval: Duration(t.KeepaliveInterval), KeepaliveCountMax: t.KeepaliveCountMax,
+			KnownHost: t.KnownHost}
 	}
 	return in
 }
@@ -77,7 +81,8 @@ func (in *ConnectionInput) Spec() connection.Spec {
 	}
 	if t := in.SSHTunnel; t != nil {
 		s.Tunnel = &connection.Tunnel{Host: t.Host, Port: t.Port, User: t.User, KeyType: t.KeyType,
-			KeepaliveInterval: connection.Duration(t.KeepaliveInterval), KeepaliveCountMax: t.KeepaliveCountMax}
+			KeepaliveInterval: connection.Duration(t.KeepaliveInterval), KeepaliveCountMax: t.KeepaliveCountMax,
+			KnownHost: t.KnownHost}
 	}
 	return s
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/egress"
 	"github.com/pgrelay/pgrelay/internal/requestid"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/tunnel"
@@ -64,6 +65,10 @@ const (
 	// CodeDatabaseError (502): the database refused the connection or
 	// the SQL; DatabaseError carries the SQLSTATE when there is one.
 	CodeDatabaseError = "database_error"
+	// CodeNetworkDenied (422): the server's network policy refuses the
+	// address a connection would dial (--deny-network, or the default
+	// denial of link-local and cloud metadata addresses).
+	CodeNetworkDenied = "network_denied"
 	// CodeUnavailable (503): the server cannot do it now, e.g. queue a
 	// run when no job queue is running, or write to a store whose disk is
 	// full.
@@ -192,6 +197,7 @@ func classify(err error) (int, ErrorBody) {
 	var qe *app.QueryError
 	var pge *pgconn.PgError
 	var ce *pgconn.ConnectError
+	var denied *egress.DeniedError
 	switch {
 	case errors.As(err, &ae):
 		return ae.status, ErrorBody{Code: ae.code, Message: ae.message, Fields: ae.fields}
@@ -216,6 +222,9 @@ func classify(err error) (int, ErrorBody) {
 		return http.StatusServiceUnavailable, ErrorBody{Code: CodeUnavailable, Message: err.Error()}
 	case errors.Is(err, app.ErrInvalid):
 		return http.StatusUnprocessableEntity, ErrorBody{Code: CodeInvalid, Message: err.Error()}
+	case errors.As(err, &denied):
+		// The message names the address, the rule and the setting; no secret.
+		return http.StatusUnprocessableEntity, ErrorBody{Code: CodeNetworkDenied, Message: err.Error()}
 	case errors.As(err, &hk):
 		return http.StatusBadGateway, ErrorBody{Code: CodeHostKeyChanged, Message: err.Error()}
 	case errors.As(err, &kna):

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/egress"
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
@@ -30,6 +31,13 @@ type Config struct {
 	DialTimeout time.Duration
 	// Metrics receives tunnel and test metrics; nil disables them.
 	Metrics *metrics.Metrics
+	// HostKeyPolicy says whether a bastion's first host key is pinned
+	// (tofu, the default) or held for approval (approve).
+	HostKeyPolicy HostKeyPolicy
+	// Network is the policy on the addresses connections may dial (the
+	// bastion, or the database when direct); nil is egress's default,
+	// which denies link-local and cloud metadata addresses.
+	Network *egress.Policy
 }
 
 // Service runs pgrelay's use cases. It is safe for concurrent use.
@@ -41,6 +49,9 @@ type Service struct {
 	dialTimeout time.Duration
 	metrics     *metrics.Metrics
 	queue       JobQueue
+
+	hostKeyPolicy HostKeyPolicy
+	network       *egress.Policy
 }
 
 // New returns a Service.
@@ -57,8 +68,13 @@ func New(cfg Config) (*Service, error) {
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 10 * time.Second
 	}
+	policy, err := ParseHostKeyPolicy(string(cfg.HostKeyPolicy))
+	if err != nil {
+		return nil, fmt.Errorf("app: host key policy: %w", err)
+	}
 	return &Service{store: cfg.Store, keyring: cfg.Keyring, logger: cfg.Logger, now: cfg.Now,
-		dialTimeout: cfg.DialTimeout, metrics: cfg.Metrics}, nil
+		dialTimeout: cfg.DialTimeout, metrics: cfg.Metrics,
+		hostKeyPolicy: policy, network: cfg.Network}, nil
 }
 
 // Error kinds the faces map to exit codes and HTTP statuses.

@@ -173,10 +173,15 @@ func prepare(spec *connection.Spec) error {
 
 // CreateConnection validates and saves a new connection. With a tunnel it
 // generates the connection's key pair; the returned view carries the
-// public key to install on the bastion.
+// public key to install on the bastion. Host keys given in
+// spec.Tunnel.KnownHost are pinned at once.
 func (s *Service) CreateConnection(ctx context.Context, spec connection.Spec) (*ConnectionView, error) {
 	spec = spec.Clone()
 	if err := prepare(&spec); err != nil {
+		return nil, err
+	}
+	known, err := knownHostKeys(&spec)
+	if err != nil {
 		return nil, err
 	}
 	now := s.now().UTC()
@@ -191,8 +196,13 @@ func (s *Service) CreateConnection(ctx context.Context, spec connection.Spec) (*
 			return nil, fmt.Errorf("create connection %s: %w", spec.Name, err)
 		}
 	}
+	pinKnownHostKeys(c, known)
 	if err := s.store.CreateConnection(ctx, c); err != nil {
 		return nil, err
+	}
+	if len(known) > 0 {
+		s.logger.InfoContext(ctx, "bastion host key pinned as given", "connection", spec.Name,
+			"bastion", c.HostKeysAddr, "fingerprint", fingerprints(known))
 	}
 	s.logger.InfoContext(ctx, "connection created", "connection", spec.Name, "flavor", spec.Flavor,
 		"tunnel", spec.Tunnel != nil)
@@ -227,7 +237,9 @@ func (s *Service) ListConnections(ctx context.Context) ([]*ConnectionView, error
 // is only sent to the endpoint it was saved for, so that change is refused
 // with a field error on "password" until the password is given again. Adding a
 // tunnel, or changing its key type, generates a new key pair; changing the
-// bastion's address forgets its pinned host key.
+// bastion's address forgets its pinned host key and any key waiting for
+// approval. Host keys given in spec.Tunnel.KnownHost replace the pins;
+// without them the pins are kept.
 func (s *Service) UpdateConnection(ctx context.Context, name string, spec connection.Spec, password *secret.Value) (*ConnectionView, error) {
 	spec = spec.Clone()
 	if spec.Name == "" {
@@ -238,6 +250,10 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 			Problem: fmt.Sprintf("a connection cannot be renamed (from %q to %q): create a new one and delete this one", name, spec.Name)}}}
 	}
 	if err := prepare(&spec); err != nil {
+		return nil, err
+	}
+	known, err := knownHostKeys(&spec)
+	if err != nil {
 		return nil, err
 	}
 	spec.Password = secret.Value{}
@@ -271,8 +287,19 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 	if spec.Tunnel != nil && c.HostKeysAddr != "" && c.HostKeysAddr != bastionAddr(spec.Tunnel) {
 		c.HostKeys, c.HostKeysAddr, c.PendingHostKey, c.PendingHostKeySeen = nil, "", "", time.Time{}
 	}
+	// A key waiting for approval was presented at the old address (even
+	// when nothing was pinned there yet): it must not be approved for the
+	// new one. Keys given with the update are pinned for the new address.
+	if spec.Tunnel != nil && old.Tunnel != nil && bastionAddr(old.Tunnel) != bastionAddr(spec.Tunnel) {
+		c.PendingHostKey, c.PendingHostKeySeen = "", time.Time{}
+	}
+	pinKnownHostKeys(c, known)
 	if err := s.store.UpdateConnection(ctx, c); err != nil {
 		return nil, err
+	}
+	if len(known) > 0 {
+		s.logger.InfoContext(ctx, "bastion host key pinned as given", "connection", name,
+			"bastion", c.HostKeysAddr, "fingerprint", fingerprints(known))
 	}
 	s.logger.InfoContext(ctx, "connection updated", "connection", name, "password_changed", password != nil)
 	return view(c), nil

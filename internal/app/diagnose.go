@@ -27,6 +27,7 @@ func (s *Service) TestConnection(ctx context.Context, name string, progress func
 	}
 	in := diagnose.Input{Spec: spec, SavedName: name, PinFirstUse: true, StepTimeout: s.dialTimeout,
 		Logger: s.logger}
+	in.ApproveHostKeys, in.Network = s.hostKeyPolicy.approves(), s.network
 	if spec.Tunnel != nil {
 		in.Signer, in.HostKeys, err = s.tunnelKeys(c, bastionAddr(spec.Tunnel))
 		if err != nil {
@@ -49,6 +50,9 @@ func (s *Service) TestConnection(ctx context.Context, name string, progress func
 // password is refused with a field error on "password". A draft with a tunnel but no saved key pair
 // can only get as far as ssh_auth, which fails with the advice to save it.
 // Testing a draft saves nothing: a host key is reported, never pinned.
+// Host keys given with the draft (ssh_tunnel.known_host) are the pins it is
+// tested against; under the approve host key policy a draft whose bastion
+// has no pinned key stops at ssh_handshake.
 func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn string, progress func(diagnose.Step)) (*diagnose.Report, error) {
 	spec = spec.Clone()
 	if spec.Name == "" {
@@ -60,7 +64,12 @@ func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn s
 	if err := prepare(&spec); err != nil {
 		return nil, err
 	}
+	known, err := knownHostKeys(&spec)
+	if err != nil {
+		return nil, err
+	}
 	in := diagnose.Input{Spec: spec, StepTimeout: s.dialTimeout, Logger: s.logger}
+	in.ApproveHostKeys, in.Network = s.hostKeyPolicy.approves(), s.network
 	if basedOn != "" {
 		c, err := s.store.GetConnection(ctx, basedOn)
 		if err != nil {
@@ -88,6 +97,10 @@ func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn s
 			in.PublicKeyLine, _ = publicKeyLine(c, false)
 		}
 	}
+	if len(known) > 0 {
+		// Keys given with the draft are what its bastion must present.
+		in.HostKeys = known
+	}
 	rep := diagnose.Run(ctx, in, progress)
 	s.observeTest(ctx, spec.Name+" (draft)", &rep)
 	return &rep, nil
@@ -113,6 +126,8 @@ func (s *Service) recordHostKey(ctx context.Context, c *store.Connection, rep *d
 		}
 	case diagnose.HostKeyChanged:
 		s.hostKeyChanged(ctx, name, addr, hk.Key, hk.Pinned)
+	case diagnose.HostKeyUnapproved:
+		s.hostKeyUnapproved(ctx, name, addr, hk.Key)
 	}
 }
 

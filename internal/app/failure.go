@@ -5,6 +5,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgrelay/pgrelay/internal/egress"
 	"github.com/pgrelay/pgrelay/internal/tunnel"
 )
 
@@ -27,8 +28,10 @@ func IsConnectFailure(err error) bool {
 		ae  *tunnel.AuthError
 		fe  *tunnel.ForwardError
 		dr  *tunnel.DroppedError
+		nd  *egress.DeniedError
 	)
 	return errors.As(err, &hk) || errors.As(err, &kna) || errors.As(err, &qe) || errors.As(err, &pge) ||
 		errors.As(err, &ce) || errors.As(err, &de) || errors.As(err, &he) || errors.As(err, &me) ||
-		errors.As(err, &ae) || errors.As(err, &fe) || errors.As(err, &dr) || errors.Is(err, tunnel.ErrClosed)
+		errors.As(err, &ae) || errors.As(err, &fe) || errors.As(err, &dr) || errors.Is(err, tunnel.ErrClosed) ||
+		errors.As(err, &nd)
 }

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/egress"
 	"github.com/pgrelay/pgrelay/internal/pg"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
@@ -20,8 +21,10 @@ import (
 )
 
 // HostKeyChangedError is returned when a bastion presents a host key other
-// than the pinned one. The connection is refused; the presented key is kept
-// as pending so that it can be approved with TrustHostKey.
+// than the pinned one, or, under the approve host key policy, any key while
+// none is pinned (Err.Pinned is then empty). The connection is refused; the
+// presented key is kept as pending so that it can be approved with
+// TrustHostKey.
 type HostKeyChangedError struct {
 	Connection string
 	Err        *tunnel.HostKeyMismatchError
@@ -29,6 +32,13 @@ type HostKeyChangedError struct {
 
 // Error names both fingerprints and the command that approves the new key.
 func (e *HostKeyChangedError) Error() string {
+	if len(e.Err.Pinned) == 0 {
+		return fmt.Sprintf("connection %s: SSH bastion %s presented host key %s, which is not approved yet: this pgrelay "+
+			"approves bastion host keys before first use (--host-key-policy approve). Confirm the fingerprint with the "+
+			"bastion's administrator (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the bastion), then approve it: "+
+			"pgrelay connection trust-host-key %s --fingerprint %s (or give the key with --ssh-known-host)",
+			e.Connection, e.Err.Addr, e.Err.Presented, e.Connection, e.Err.Presented)
+	}
 	return fmt.Sprintf("connection %s: host key of SSH bastion %s does not match the pinned key: pinned %s, presented %s. "+
 		"This can mean the bastion was rebuilt, or that someone is intercepting the connection. "+
 		"Check the bastion's key (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the bastion); if it is expected, approve it: "+
@@ -76,6 +86,8 @@ func (e *KeyNotAuthorizedError) Unwrap() error { return e.Err }
 type Session struct {
 	spec   connection.Spec
 	tunnel *tunnel.Tunnel
+	// network is the policy on the addresses the session dials.
+	network *egress.Policy
 
 	closeOnce sync.Once
 }
@@ -94,20 +106,24 @@ func (s *Session) DatabaseAddr() string {
 }
 
 // Dial opens a byte stream to addr: a channel through the tunnel, or a
-// direct TCP connection.
+// direct TCP connection. The network policy refuses a denied address: the
+// one dialled directly, or an IP literal sent to the bastion (a name is
+// resolved by the bastion, out of pgrelay's sight).
 func (s *Session) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	if s.tunnel != nil {
+		if err := s.network.CheckHostPort(addr); err != nil {
+			return nil, fmt.Errorf("connection %s: database through SSH bastion: %w", s.spec.Name, err)
+		}
 		return s.tunnel.DialContext(ctx, network, addr)
 	}
-	var d net.Dialer
-	return d.DialContext(ctx, network, addr)
+	return s.network.DialContext(ctx, network, addr)
 }
 
 func (s *Session) dialFunc() pg.DialFunc {
 	if s.tunnel == nil {
 		return nil
 	}
-	return s.tunnel.DialContext
+	return s.Dial
 }
 
 // DialDatabase opens a byte stream to the database server.
@@ -117,12 +133,29 @@ func (s *Session) DialDatabase(ctx context.Context) (net.Conn, error) {
 
 // Connect opens a database session (through the tunnel, if any).
 func (s *Session) Connect(ctx context.Context) (*pgx.Conn, error) {
-	return pg.Connect(ctx, &s.spec, s.dialFunc())
+	cfg, err := s.PgxConfig()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", pg.Describe(&s.spec), err)
+	}
+	return conn, nil
 }
 
 // PgxConfig returns the pgx configuration that goes through the session.
+// A direct connection resolves the host as pgx does, and dials every
+// address under the network policy.
 func (s *Session) PgxConfig() (*pgx.ConnConfig, error) {
-	return pg.Config(&s.spec, s.dialFunc())
+	cfg, err := pg.Config(&s.spec, s.dialFunc())
+	if err != nil {
+		return nil, err
+	}
+	if s.tunnel == nil {
+		cfg.DialFunc = s.network.DialContext
+	}
+	return cfg, nil
 }
 
 // Done is closed when the tunnel drops or the session is closed; it is nil
@@ -165,7 +198,7 @@ func (s *Service) Open(ctx context.Context, name string) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	sess := &Session{spec: spec}
+	sess := &Session{spec: spec, network: s.network}
 	if spec.Tunnel == nil {
 		return sess, nil
 	}
@@ -269,8 +302,9 @@ func (s *Service) openTunnel(ctx context.Context, c *store.Connection) (*tunnel.
 		KeepaliveInterval: ts.KeepaliveInterval.Duration(),
 		KeepaliveCountMax: ts.KeepaliveCountMax,
 		Logger:            s.logger.With("connection", name),
+		Dial:              s.network.DialContext,
 	}
-	if len(pinned) == 0 {
+	if len(pinned) == 0 && !s.hostKeyPolicy.approves() {
 		cfg.OnFirstUse = func(key ssh.PublicKey) error {
 			return s.pinHostKey(ctx, name, addr, key)
 		}
@@ -280,7 +314,16 @@ func (s *Service) openTunnel(ctx context.Context, c *store.Connection) (*tunnel.
 		s.observeTunnel(name, t)
 		return t, nil
 	}
+	var denied *egress.DeniedError
+	if errors.As(err, &denied) {
+		return nil, fmt.Errorf("connection %s: SSH bastion %s: %w", name, addr, denied)
+	}
 	var mismatch *tunnel.HostKeyMismatchError
+	if errors.As(err, &mismatch) && len(mismatch.Pinned) == 0 && mismatch.Err == nil && mismatch.PresentedKey != nil {
+		// Nothing pinned and no first use allowed: the approve policy.
+		s.hostKeyUnapproved(ctx, name, addr, mismatch.PresentedKey)
+		return nil, &HostKeyChangedError{Connection: name, Err: mismatch}
+	}
 	if errors.As(err, &mismatch) && len(mismatch.Pinned) > 0 && mismatch.PresentedKey != nil {
 		s.hostKeyChanged(ctx, name, addr, mismatch.PresentedKey, mismatch.Pinned)
 		return nil, &HostKeyChangedError{Connection: name, Err: mismatch}

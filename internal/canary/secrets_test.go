@@ -299,7 +299,7 @@ func (e *canaryEnv) localCLI() {
 	c.ok("job", "list", "-o", "json")
 	c.ok("job", "show", "envjob")
 	c.ok("job", "show", "envjob", "-o", "json")
-	r := c.ok("job", "run", "envjob")
+	r := c.ok("job", "run", "envjob", "--allow-command", "sh")
 	for _, want := range []string{"PGPASSWORD=[redacted]", "pgpassword=[redacted]", "psql-ok:canary_app", "password: \"{{ env_var('PGPASSWORD') }}\""} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("local run of envjob: output lacks %q:\n%s", want, r.stdout)

@@ -306,14 +306,19 @@ func printConnection(w io.Writer, v *app.ConnectionView) {
 		case t.HostKeyFingerprint != "":
 			row("  Host key:", t.HostKeyFingerprint+" (pinned)")
 		default:
-			row("  Host key:", "not pinned yet: pinned on the first connection")
+			row("  Host key:", fmt.Sprintf("not pinned yet: pinned on the first connection (with --host-key-policy approve, held "+
+				"for approval instead); give it now with `pgrelay connection update %s --ssh-known-host \"ssh-ed25519 AAAA...\"`", v.Name))
 		}
 		if t.PendingHostKeyFingerprint != "" {
 			seen := ""
 			if t.PendingHostKeySeen != nil {
 				seen = " on " + t.PendingHostKeySeen.Format(time.RFC3339)
 			}
-			row("  CHANGED:", fmt.Sprintf("the bastion presented %s%s; approve it with: pgrelay connection trust-host-key %s --fingerprint %s",
+			label := "  CHANGED:"
+			if t.HostKeyFingerprint == "" {
+				label = "  PENDING:"
+			}
+			row(label, fmt.Sprintf("the bastion presented %s%s; approve it with: pgrelay connection trust-host-key %s --fingerprint %s",
 				t.PendingHostKeyFingerprint, seen, v.Name, t.PendingHostKeyFingerprint))
 		}
 	} else {
@@ -458,7 +463,7 @@ func (r *runner) connTrustHostKeyCommand() *cobra.Command {
 	var fingerprint string
 	cmd := &cobra.Command{
 		Use:   "trust-host-key NAME --fingerprint SHA256:...",
-		Short: "Approve the new host key a bastion presented",
+		Short: "Approve the host key a bastion presented (a changed key, or a first one under --host-key-policy approve)",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if fingerprint == "" {

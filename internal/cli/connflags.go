@@ -48,6 +48,7 @@ type connFlags struct {
 	sshKeepaliveInterval         time.Duration
 	sshKeepaliveCountMax         int
 	noSSHTunnel                  bool
+	sshKnownHost                 []string
 }
 
 func (f *connFlags) register(cmd *cobra.Command, update bool) {
@@ -74,6 +75,9 @@ func (f *connFlags) register(cmd *cobra.Command, update bool) {
 	fl.StringVar(&f.sshKeyType, "ssh-key-type", "", "key pair to generate: ed25519 (default) or rsa (3072 bits, SHA-2 signatures)")
 	fl.DurationVar(&f.sshKeepaliveInterval, "ssh-keepalive-interval", 0, "time between keepalives to the bastion (default 30s)")
 	fl.IntVar(&f.sshKeepaliveCountMax, "ssh-keepalive-count-max", 0, "missed keepalive replies before the tunnel counts as dropped (default 10)")
+	fl.StringArrayVar(&f.sshKnownHost, "ssh-known-host", nil, "the bastion's host key, pinned at once instead of trusting "+
+		"the first key it presents: \"ssh-ed25519 AAAA...\" (its /etc/ssh/ssh_host_*_key.pub) or a known_hosts line "+
+		"\"host ssh-ed25519 AAAA...\" / \"[host]:port ...\"; repeat for several keys, or @FILE to read them from a file")
 	if update {
 		fl.BoolVar(&f.noSSHTunnel, "no-ssh-tunnel", false, "remove the SSH tunnel (and its key pair): connect directly")
 	}
@@ -128,7 +132,7 @@ func (f *connFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
 		}
 	}
 	if f.noSSHTunnel {
-		for _, n := range []string{"ssh-host", "ssh-port", "ssh-user", "ssh-key-type", "ssh-keepalive-interval", "ssh-keepalive-count-max"} {
+		for _, n := range []string{"ssh-host", "ssh-port", "ssh-user", "ssh-key-type", "ssh-keepalive-interval", "ssh-keepalive-count-max", "ssh-known-host"} {
 			if ch(n) {
 				return usagef("--no-ssh-tunnel cannot be combined with --%s", n)
 			}
@@ -137,7 +141,7 @@ func (f *connFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
 		return nil
 	}
 	anySSH := false
-	for _, n := range []string{"ssh-host", "ssh-port", "ssh-user", "ssh-key-type", "ssh-keepalive-interval", "ssh-keepalive-count-max"} {
+	for _, n := range []string{"ssh-host", "ssh-port", "ssh-user", "ssh-key-type", "ssh-keepalive-interval", "ssh-keepalive-count-max", "ssh-known-host"} {
 		anySSH = anySSH || ch(n)
 	}
 	if !anySSH {
@@ -174,7 +178,36 @@ func (f *connFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
 			t.KeepaliveCountMax = -1
 		}
 	}
+	if ch("ssh-known-host") {
+		known, err := readKnownHostFlag(f.sshKnownHost)
+		if err != nil {
+			return err
+		}
+		t.KnownHost = known
+	}
 	return nil
+}
+
+// readKnownHostFlag joins the values of --ssh-known-host, one key per line;
+// a value @FILE is replaced by the file's contents (a .pub file, or
+// known_hosts lines such as the output of ssh-keyscan). An empty value is
+// refused: the keys pinned are kept unless new ones are given.
+func readKnownHostFlag(values []string) (string, error) {
+	var lines []string
+	for _, v := range values {
+		if name, ok := strings.CutPrefix(v, "@"); ok {
+			b, err := os.ReadFile(name)
+			if err != nil {
+				return "", usagef("--ssh-known-host: %v", err)
+			}
+			v = string(b)
+		}
+		if strings.TrimSpace(v) == "" {
+			return "", usagef("--ssh-known-host: empty: give the bastion's host key, e.g. \"ssh-ed25519 AAAA...\" or @/path/to/ssh_host_ed25519_key.pub")
+		}
+		lines = append(lines, strings.TrimSpace(v))
+	}
+	return strings.Join(lines, "\n"), nil
 }
 
 // password reads the password from --password-env or --password-stdin;

@@ -80,8 +80,10 @@ with the tunnel's error. The exit code is the program's.`,
 				Open: func(ctx context.Context, name string) (jobs.Conn, error) {
 					return svc.Open(ctx, name)
 				},
-				Stdio:  &jobs.Stdio{In: r.env.Stdin, Out: r.env.Stdout, Err: r.env.Stderr},
-				Logger: r.logger,
+				// The local user runs their own command, given explicitly.
+				Commands: jobs.CommandPolicy{AnyProgram: true},
+				Stdio:    &jobs.Stdio{In: r.env.Stdin, Out: r.env.Stdout, Err: r.env.Stderr},
+				Logger:   r.logger,
 			}
 			res := rn.Run(ctx, job, jobs.Hooks{Log: func(l jobs.LogLine) {
 				if l.Stream == "system" {

@@ -242,23 +242,36 @@ func (r *runner) jobRunCommand() *cobra.Command {
 	var wait, follow bool
 	var output string
 	var logLimit int64
+	var cf commandFlags
 	cmd := &cobra.Command{
 		Use:   "run NAME",
 		Short: "Run a job now (with --wait, the exit code follows the run's outcome)",
 		Long: `Run a job now. Against a server (--server) the run is queued and a worker takes
 it; --wait waits for it to end and --follow prints its log as it comes. Without a
 server the run executes in this process, its log printed as it comes.
-Exit code with --wait (and locally): 0 when the run succeeded, 1 otherwise.`,
+Exit code with --wait (and locally): 0 when the run succeeded, 1 otherwise.
+
+A local run's command steps obey the same rules as the server's: only the programs
+given with --allow-command (or PGRELAY_ALLOW_COMMANDS=dbt,psql) run, as the user
+given with --run-as, in a workdir inside --allow-workdir; a step that breaks them
+fails the run before anything starts.`,
+		Example: `  pgrelay job run nightly --allow-command dbt --allow-command psql
+  PGRELAY_ALLOW_COMMANDS=dbt,psql pgrelay job run nightly
+  sudo pgrelay job run nightly --allow-command dbt --run-as pgrelay-jobs --allow-workdir /srv/dbt
+  pgrelay job run nightly --server https://pgrelay.internal --follow`,
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output, "text", "json"); err != nil {
 				return err
 			}
 			if r.remote == nil {
-				return r.runJobLocally(cmd.Context(), args[0], output, logLimit)
+				return r.runJobLocally(cmd.Context(), args[0], output, logLimit, cf)
 			}
 			if cmd.Flags().Changed("run-log-limit") {
 				return usagef("--run-log-limit applies to runs in this process: a server's runs keep the log size its pgrelay serve --run-log-limit sets")
+			}
+			if cf.given() {
+				return usagef("--allow-command, --run-as and --allow-workdir apply to local runs: against a server, its own flags decide")
 			}
 			b, err := r.jobs(cmd.Context())
 			if err != nil {
@@ -289,6 +302,7 @@ Exit code with --wait (and locally): 0 when the run succeeded, 1 otherwise.`,
 	cmd.Flags().BoolVar(&follow, "follow", false, "print the run's log as it comes (implies --wait)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json (the final run)")
 	addRunLogLimitFlag(cmd.Flags(), &logLimit)
+	cf.register(cmd)
 	return cmd
 }
 
@@ -308,12 +322,16 @@ func (r *runner) runOutcome(run *jobs.Run, output string) error {
 }
 
 // runJobLocally executes a run in this process.
-func (r *runner) runJobLocally(ctx context.Context, name, output string, logLimit int64) error {
+func (r *runner) runJobLocally(ctx context.Context, name, output string, logLimit int64, cf commandFlags) error {
 	svc, err := r.service(ctx)
 	if err != nil {
 		return err
 	}
 	jv, err := svc.GetJob(ctx, name)
+	if err != nil {
+		return err
+	}
+	policy, err := r.commandPolicy(cf)
 	if err != nil {
 		return err
 	}
@@ -323,9 +341,9 @@ func (r *runner) runJobLocally(ctx context.Context, name, output string, logLimi
 	}
 	defer closeBackend()
 	q, err := queue.New(queue.Config{Store: r.st, Backend: backend,
-		Open:         func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
-		AllowCommand: func(string) error { return nil }, // the local user runs what they ask
-		Logger:       r.logger, LogLimit: logLimit})
+		Open:     func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
+		Commands: policy,
+		Logger:   r.logger, LogLimit: logLimit})
 	if err != nil {
 		return err
 	}

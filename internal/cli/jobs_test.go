@@ -56,9 +56,9 @@ func TestExecAndLocalJobs(t *testing.T) {
 	contains(t, "job list", h.ok("job", "list").stdout, "nightly", "wh")
 	contains(t, "job show", h.ok("job", "show", "nightly").stdout, "insert into t values (42)")
 
-	r = h.ok("job", "run", "nightly")
+	r = h.ok("job", "run", "nightly", "--allow-command", "psql")
 	contains(t, "local run", r.stdout, "CREATE TABLE", "42", "succeeded")
-	r = h.fail(1, "job", "run", "broken")
+	r = h.fail(1, "job", "run", "broken", "--allow-command", "sh")
 	contains(t, "failed run", r.stdout+r.stderr, "oops", "exited with code 3")
 
 	var runs []struct {

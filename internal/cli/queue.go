@@ -44,7 +44,7 @@ func (f queueFlags) validate() error {
 
 // startQueue starts the job queue on the store's backend; the returned
 // function stops it (letting runs finish for a grace period).
-func (r *runner) startQueue(ctx context.Context, svc *app.Service, f queueFlags, allow func(string) error) (*queue.Queue, func(), error) {
+func (r *runner) startQueue(ctx context.Context, svc *app.Service, f queueFlags, commands jobs.CommandPolicy) (*queue.Queue, func(), error) {
 	if err := f.validate(); err != nil {
 		return nil, nil, err
 	}
@@ -52,7 +52,7 @@ func (r *runner) startQueue(ctx context.Context, svc *app.Service, f queueFlags,
 	if err != nil {
 		return nil, nil, err
 	}
-	q, err := queue.New(queue.Config{Store: r.st, Backend: backend, MaxRuns: f.maxRuns, AllowCommand: allow,
+	q, err := queue.New(queue.Config{Store: r.st, Backend: backend, MaxRuns: f.maxRuns, Commands: commands,
 		LostAfter: f.lostAfter, ReapInterval: f.reapInterval, HeartbeatInterval: f.heartbeatInterval(),
 		Open:     func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
 		Logger:   r.logger,

@@ -56,6 +56,9 @@ func TestRemoteJobs(t *testing.T) {
 	contains(t, "run --wait", r.stderr, "exited with code 3")
 	r = h.fail(1, "job", "run", "forbidden", "--follow")
 	contains(t, "not allowed", r.stdout+r.stderr, `program "rm" is not allowed`, "--allow-command rm")
+	// The server's own flags decide, not the client's.
+	r = h.fail(2, "job", "run", "forbidden", "--allow-command", "rm")
+	contains(t, "client flags", r.stderr, "apply to local runs")
 
 	var runs []struct {
 		ID, Job, Status, Trigger string

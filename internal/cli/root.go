@@ -85,6 +85,8 @@ type runner struct {
 	server, token string
 	// remote is the API client when --server/PGRELAY_SERVER is set.
 	remote backend
+	// policy holds --host-key-policy, --deny-network and --allow-network.
+	policy policyFlags
 }
 
 func (r *runner) rootCommand() *cobra.Command {
@@ -102,7 +104,10 @@ any client (psql, dbt) use it.`,
 			if err := r.setup(); err != nil {
 				return err
 			}
-			return r.setupRemote(cmd)
+			if err := r.setupRemote(cmd); err != nil {
+				return err
+			}
+			return r.policy.check(cmd, r.env.Getenv, r.remote != nil)
 		},
 	}
 	root.PersistentFlags().StringVar(&r.dataDir, "data-dir", "", "directory of the embedded store and master key (env PGRELAY_DATA_DIR; default ~/.local/share/pgrelay)")
@@ -110,6 +115,7 @@ any client (psql, dbt) use it.`,
 	root.PersistentFlags().StringVar(&r.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&r.server, "server", "", "URL of a pgrelay server (env PGRELAY_SERVER): commands then run there instead of on the local data dir")
 	root.PersistentFlags().StringVar(&r.token, "token", "", "API token for --server (env PGRELAY_TOKEN is preferred: flag values show in the process list)")
+	r.policy.register(root.PersistentFlags())
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(r.connectionCommand(), r.queryCommand(), r.proxyCommand(), r.serveCommand(), r.tokenCommand(), r.execCommand(), r.jobCommand(), r.runCommand(), r.grantsCommand())
 	return root
@@ -166,7 +172,8 @@ func (r *runner) service(ctx context.Context) (*app.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc, err := app.New(app.Config{Store: st, Keyring: kr, Logger: r.logger, Metrics: r.metrics})
+	svc, err := app.New(app.Config{Store: st, Keyring: kr, Logger: r.logger, Metrics: r.metrics,
+		HostKeyPolicy: r.policy.policy, Network: r.policy.network})
 	if err != nil {
 		_ = st.Close()
 		return nil, err

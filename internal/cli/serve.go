@@ -19,7 +19,7 @@ import (
 
 func (r *runner) serveCommand() *cobra.Command {
 	var addr, tlsCert, tlsKey, logFormat string
-	var allowCommands []string
+	var cf commandFlags
 	var qf queueFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -60,16 +60,11 @@ The first start on an empty store prints a one-time admin token; create more wit
 			if err != nil {
 				return err
 			}
-			allow := map[string]bool{}
-			for _, c := range allowCommands {
-				allow[c] = true
+			policy, err := r.commandPolicy(cf)
+			if err != nil {
+				return err
 			}
-			q, stopQueue, err := r.startQueue(ctx, svc, qf, func(prog string) error {
-				if allow[prog] {
-					return nil
-				}
-				return fmt.Errorf("program %q is not allowed: the server runs only the programs given with --allow-command (now: %v); restart it with --allow-command %s", prog, allowCommands, prog)
-			})
+			q, stopQueue, err := r.startQueue(ctx, svc, qf, policy)
 			if err != nil {
 				return err
 			}
@@ -121,7 +116,7 @@ and use the CLI against this server with
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "PEM certificate file: serve HTTPS (with --tls-key)")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "PEM private key file of --tls-cert")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format on stderr: text or json")
-	cmd.Flags().StringArrayVar(&allowCommands, "allow-command", nil, "a program command steps may run (repeatable), e.g. --allow-command dbt --allow-command psql")
+	cf.register(cmd)
 	cmd.Flags().IntVar(&qf.maxRuns, "max-runs", queue.DefaultMaxRuns, "at most this many runs at once in this process")
 	cmd.Flags().DurationVar(&qf.lostAfter, "lost-after", queue.DefaultLostAfter,
 		"fail (or retry) a running run whose process sent no heartbeat for this long; heartbeats go every third of it, at most 5s. Use the same value in every process sharing a store")

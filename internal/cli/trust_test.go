@@ -55,7 +55,7 @@ func TestManInTheMiddleRefusedOnEveryPath(t *testing.T) {
 	check("connection test", h.run("connection", "test", "wh"))
 	check("query", h.run("query", "wh", "select 1"))
 	check("exec", h.run("exec", "wh", "--", "touch", marker))
-	check("job run", h.run("job", "run", "j"))
+	check("job run", h.run("job", "run", "j", "--allow-command", "touch"))
 	port := testenv.FreePort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -121,6 +121,12 @@ type Tunnel struct {
 	// KeepaliveCountMax is how many intervals may pass without a reply
 	// before the tunnel counts as dropped.
 	KeepaliveCountMax int `json:"keepalive_count_max"`
+	// KnownHost, given on create or update, is the bastion's host key to
+	// pin at once, so that it is never trusted on first use: a public key
+	// ("ssh-ed25519 AAAA...") or known_hosts lines, one key per line (see
+	// sshkey.ParseKnownHosts). It is input only: the pins are stored apart
+	// from the spec, and empty keeps them.
+	KnownHost string `json:"known_host,omitempty"`
 }
 
 // DeadAfter is how long the tunnel may stay silent before it is dropped.

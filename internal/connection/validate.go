@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/pgrelay/pgrelay/internal/sshkey"
 )
 
 // FieldError is one problem with one field.
@@ -218,6 +220,10 @@ func (s *Spec) Validate() error {
 		}
 		if t.KeepaliveCountMax < 1 || t.KeepaliveCountMax > MaxKeepaliveMax {
 			add("ssh_tunnel.keepalive_count_max", fmt.Errorf("%d is out of range: accepted is 1 to %d", t.KeepaliveCountMax, MaxKeepaliveMax))
+		}
+		if strings.TrimSpace(t.KnownHost) != "" {
+			_, err := sshkey.ParseKnownHosts(t.KnownHost, t.Host, t.Port)
+			add("ssh_tunnel.known_host", err)
 		}
 	}
 	if len(probs) == 0 {

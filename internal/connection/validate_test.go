@@ -554,3 +554,22 @@ func TestValidateNameFunc(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateKnownHost(t *testing.T) {
+	t.Parallel()
+	// A fixed ed25519 public key (the key of RFC 8032's first test vector).
+	const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINdamAGCsQq31Uv+08lkBzoO4XLz2qYjJa8CGmj3B1Ea"
+	set := func(k string) func(*Spec) { return func(s *Spec) { s.Tunnel.KnownHost = k } }
+	const accepted = "accepted is the bastion's public host key"
+	runValidationCases(t, []validationCase{
+		{name: "none", mutate: set("")},
+		{name: "key", mutate: set(key + " root@bastion")},
+		{name: "known_hosts line", mutate: set("bastion.example.com " + key)},
+		{name: "known_hosts line with port", mutate: func(s *Spec) { s.Tunnel.Port = 2222; s.Tunnel.KnownHost = "[bastion.example.com]:2222 " + key }},
+		{name: "other host", mutate: set("db.example.com " + key), wantField: "ssh_tunnel.known_host",
+			wantText: []string{"for db.example.com, not for this bastion", accepted}},
+		{name: "fingerprint", mutate: set("SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"), wantField: "ssh_tunnel.known_host",
+			wantText: []string{"fingerprint, which cannot be pinned", "--host-key-policy approve", accepted}},
+		{name: "garbage", mutate: set("not a key"), wantField: "ssh_tunnel.known_host", wantText: []string{accepted}},
+	})
+}

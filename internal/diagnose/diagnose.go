@@ -36,6 +36,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,6 +46,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/egress"
 	"github.com/pgrelay/pgrelay/internal/tunnel"
 )
 
@@ -119,6 +121,11 @@ const (
 	// HostKeyChanged: keys are pinned and the presented one is not among
 	// them; the connection was refused before any credential was sent.
 	HostKeyChanged HostKeyState = "changed"
+	// HostKeyUnapproved: nothing was pinned and host keys are approved
+	// before first use ([Input.ApproveHostKeys]); the connection was
+	// refused before any credential was sent. The caller may record the
+	// key for approval.
+	HostKeyUnapproved HostKeyState = "unapproved"
 )
 
 // HostKey is what the test learned about the bastion's host key.
@@ -164,6 +171,9 @@ type Report struct {
 	Server *ServerInfo `json:"server,omitempty"`
 	// HostKey is set once a bastion presented its host key.
 	HostKey *HostKey `json:"host_key,omitempty"`
+	// SSH is what the key exchange with the bastion settled on, once it
+	// did (before authentication).
+	SSH *tunnel.Negotiated `json:"ssh,omitempty"`
 }
 
 // Failed returns the failed step, or nil.
@@ -211,6 +221,14 @@ type Input struct {
 	// time (a saved connection); it only changes the wording of the
 	// ssh_handshake detail.
 	PinFirstUse bool
+	// ApproveHostKeys refuses a host key when none is pinned (the approve
+	// host key policy): ssh_handshake fails and [Report.HostKey] has the
+	// state [HostKeyUnapproved].
+	ApproveHostKeys bool
+	// Network is the policy on the addresses the test dials (the bastion,
+	// or the database when direct; for a database behind a bastion, an IP
+	// literal host). Nil is egress's default.
+	Network *egress.Policy
 	// StepTimeout bounds each step (default [DefaultStepTimeout]).
 	StepTimeout time.Duration
 	// Logger receives debug events (default: discarded).
@@ -267,6 +285,9 @@ func (r *runner) run(ctx context.Context) {
 	} else {
 		start := time.Now()
 		ips, detail, err := r.resolve(ctx, r.spec.Host)
+		if err == nil {
+			ips, detail, err = r.permit(r.spec.Host, ips, r.spec.Port, detail)
+		}
 		if err != nil {
 			r.fail(StepResolve, start, err, r.hintResolve(r.spec.Host, err, false))
 			return
@@ -465,10 +486,45 @@ func (r *runner) resolve(ctx context.Context, host string) ([]net.IP, string, er
 	return ips, fmt.Sprintf("%s resolved to %s", host, list), nil
 }
 
+// permit keeps the resolved addresses the network policy allows. When it
+// refuses them all, the error is the refusal of the first; when it refuses
+// some, detail says which.
+func (r *runner) permit(host string, ips []net.IP, port int, detail string) ([]net.IP, string, error) {
+	var allowed []net.IP
+	var refused []string
+	var first error
+	for _, ip := range ips {
+		a, ok := netip.AddrFromSlice(ip)
+		if !ok {
+			continue
+		}
+		name := host
+		if net.ParseIP(host) != nil {
+			name = ""
+		}
+		if err := r.in.Network.Check(name, a, uint16(port)); err != nil {
+			if first == nil {
+				first = err
+			}
+			refused = append(refused, a.Unmap().String())
+			continue
+		}
+		allowed = append(allowed, ip)
+	}
+	if len(allowed) == 0 && first != nil {
+		return nil, "", first
+	}
+	if len(refused) > 0 {
+		detail += fmt.Sprintf("; %s refused by the network policy", strings.Join(refused, ", "))
+	}
+	return allowed, detail, nil
+}
+
 // dialIPs connects to port on each address in turn and returns the first
-// connection made, or the last error.
-func dialIPs(ctx context.Context, ips []net.IP, port int) (net.Conn, error) {
-	var d net.Dialer
+// connection made, or the last error. The policy refuses a denied address
+// before connecting.
+func dialIPs(ctx context.Context, policy *egress.Policy, ips []net.IP, port int) (net.Conn, error) {
+	d := policy.Dialer()
 	var lastErr error
 	for _, ip := range ips {
 		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(ip.String(), strconv.Itoa(port)))
@@ -524,8 +580,16 @@ func factText(err error) string {
 		mismatch *tunnel.HostKeyMismatchError
 		authErr  *tunnel.AuthError
 		fwdErr   *tunnel.ForwardError
+		algErr   *tunnel.AlgorithmError
+		denied   *egress.DeniedError
 	)
 	switch {
+	case errors.As(err, &denied):
+		return fmt.Sprintf("%s is in %s, denied by %s: pgrelay's network policy refused it before connecting",
+			deniedTarget(denied), denied.Rule.Prefix, denied.Rule)
+	case errors.As(err, &algErr):
+		return fmt.Sprintf("SSH bastion %s offers no %s algorithm that pgrelay accepts: it offers %s",
+			algErr.Addr, algErr.What, strings.Join(algErr.Offered, ", "))
 	case errors.As(err, &dialErr):
 		return fmt.Sprintf("TCP connection to SSH bastion %s: %v", dialErr.Addr, dialErr.Err)
 	case errors.As(err, &hsErr):
@@ -533,6 +597,9 @@ func factText(err error) string {
 	case errors.As(err, &mismatch) && len(mismatch.Pinned) > 0:
 		return fmt.Sprintf("host key mismatch for bastion %s: it presented %s, the pinned key is %s",
 			mismatch.Addr, mismatch.Presented, strings.Join(mismatch.Pinned, " or "))
+	case errors.As(err, &mismatch) && mismatch.Err == nil:
+		return fmt.Sprintf("SSH bastion %s presented host key %s, and no host key is pinned for it",
+			mismatch.Addr, mismatch.Presented)
 	case errors.As(err, &authErr):
 		return fmt.Sprintf("SSH bastion %s refused public key %s for user %s (methods it offers: %s)",
 			authErr.Addr, authErr.KeyFingerprint, authErr.User, strings.Join(authErr.Methods, ", "))

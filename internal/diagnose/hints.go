@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/egress"
 	"github.com/pgrelay/pgrelay/internal/tunnel"
 )
 
@@ -48,7 +50,10 @@ func (r *runner) hintResolve(host string, err error, bastion bool) string {
 		what = "SSH bastion"
 	}
 	var dnsErr *net.DNSError
+	var denied *egress.DeniedError
 	switch {
+	case errors.As(err, &denied):
+		return r.hintDenied(denied, what)
 	case isTimeout(err):
 		return fmt.Sprintf("The DNS server did not answer for %s in time: check this machine's DNS settings and network.", host)
 	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
@@ -95,7 +100,24 @@ func (r *runner) hintBastionTCP(addr string, err error) string {
 func (r *runner) hintHandshake(addr string, err error) string {
 	var mismatch *tunnel.HostKeyMismatchError
 	var hsErr *tunnel.HandshakeError
+	var algErr *tunnel.AlgorithmError
 	switch {
+	case errors.As(err, &mismatch) && len(mismatch.Pinned) == 0 && r.in.ApproveHostKeys:
+		approve := r.command("trust-host-key", "--fingerprint", mismatch.Presented)
+		if approve == "" {
+			approve = "save the connection, test it, and approve the key (or give the key in the connection's bastion host key field)"
+		} else {
+			approve = "`" + approve + "`, or give the key itself with `" + r.command("update", "--ssh-known-host", `"ssh-ed25519 AAAA..."`) + "`"
+		}
+		return fmt.Sprintf("The bastion presented host key %s, and no key is pinned for it. This pgrelay approves bastion host "+
+			"keys before first use (--host-key-policy approve), so the connection stops here and nothing was sent to the bastion. "+
+			"Confirm the fingerprint with the bastion's administrator (on the bastion: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), "+
+			"then an admin or editor approves it: %s.", mismatch.Presented, approve)
+	case errors.As(err, &algErr):
+		return fmt.Sprintf("The bastion %s offers for %s only %s, none of which pgrelay accepts: pgrelay refuses SHA-1 key "+
+			"exchanges and MACs, ssh-rsa (SHA-1) and DSA host keys, and CBC ciphers. On the bastion, enable one of %s in "+
+			"/etc/ssh/sshd_config (%s) and reload sshd; OpenSSH 7.4 and later support them by default.",
+			addr, algErr.What, strings.Join(algErr.Offered, ", "), strings.Join(algErr.Accepted, ", "), sshdSetting(algErr.What))
 	case errors.As(err, &mismatch) && len(mismatch.Pinned) > 0:
 		approve := r.command("trust-host-key", "--fingerprint", mismatch.Presented)
 		if approve == "" {
@@ -172,6 +194,10 @@ func (r *runner) hintStream(err error) string {
 	port := strconv.Itoa(r.spec.Port)
 	if dropped(err) != nil {
 		return r.droppedHint()
+	}
+	var denied *egress.DeniedError
+	if errors.As(err, &denied) {
+		return r.hintDenied(denied, "database")
 	}
 	if r.tunnel != nil {
 		var fwd *tunnel.ForwardError
@@ -436,4 +462,45 @@ func (r *runner) hintAuthRefused(e *AuthRefusedError) string {
 	return fmt.Sprintf("The server asked for %s authentication, which this connection's require_auth setting (%q) does not accept, "+
 		"so pgrelay sent no password. Change the server's pg_hba.conf method, or the setting: %s.",
 		e.Method, e.Policy, r.updateAdvice("require-auth", "LIST"))
+}
+
+// sshdSetting names the sshd_config setting of a part of the handshake.
+func sshdSetting(what string) string {
+	switch what {
+	case "key exchange":
+		return "KexAlgorithms"
+	case "host key":
+		return "HostKeyAlgorithms, with a HostKey of that type"
+	case "cipher":
+		return "Ciphers"
+	}
+	return "MACs"
+}
+
+// deniedTarget names a refused address as the user gave it.
+func deniedTarget(d *egress.DeniedError) string {
+	target := d.Addr.String()
+	if d.Port != 0 {
+		target = netip.AddrPortFrom(d.Addr, d.Port).String()
+	}
+	if d.Host != "" {
+		target = fmt.Sprintf("%s (%s)", d.Host, target)
+	}
+	return target
+}
+
+// hintDenied explains a refusal by the network policy; what is "SSH
+// bastion" or "database".
+func (r *runner) hintDenied(d *egress.DeniedError, what string) string {
+	if d.Rule.Default {
+		return fmt.Sprintf("The %s address %s is link-local or a cloud metadata address (%s), where cloud instances get their "+
+			"metadata and credentials, so pgrelay does not connect there. Nothing was sent to it. Check the %s host; if this "+
+			"address really is the %s, the operator of the pgrelay process that connects (the server, for the web UI and API) "+
+			"allows it with --allow-network %s (env PGRELAY_ALLOW_NETWORK).",
+			what, deniedTarget(d), d.Rule.Prefix, what, what, d.Rule.Prefix)
+	}
+	return fmt.Sprintf("The %s address %s is in %s, which the operator denied with --deny-network %s (env PGRELAY_DENY_NETWORK) "+
+		"on the pgrelay process that connects (the server, for the web UI and API). Nothing was sent to it. Check the %s host, "+
+		"or ask the operator to allow this address (--allow-network with a narrower range).",
+		what, deniedTarget(d), d.Rule.Prefix, d.Rule.Prefix, what)
 }

@@ -67,7 +67,7 @@ func (r *runner) openStream(ctx context.Context) (net.Conn, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.in.StepTimeout)
 	defer cancel()
-	c, err := dialIPs(ctx, r.dbIPs, r.spec.Port)
+	c, err := dialIPs(ctx, r.in.Network, r.dbIPs, r.spec.Port)
 	if err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return nil, &StepTimeoutError{Step: StepTCP, After: r.in.StepTimeout, Err: err}

@@ -26,12 +26,13 @@ type sshProgress struct {
 	keyAt    time.Time // host key accepted
 	key      ssh.PublicKey
 	firstUse bool
+	algos    *tunnel.Negotiated // once the key exchange settled
 }
 
 func (p *sshProgress) snapshot() sshProgress {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return sshProgress{tcpAt: p.tcpAt, local: p.local, keyAt: p.keyAt, key: p.key, firstUse: p.firstUse}
+	return sshProgress{tcpAt: p.tcpAt, local: p.local, keyAt: p.keyAt, key: p.key, firstUse: p.firstUse, algos: p.algos}
 }
 
 // bastion runs resolve, bastion_tcp, ssh_handshake and ssh_auth, and
@@ -42,6 +43,9 @@ func (r *runner) bastion(ctx context.Context) (*tunnel.Tunnel, bool) {
 
 	start := time.Now()
 	ips, detail, err := r.resolve(ctx, ts.Host)
+	if err == nil {
+		ips, detail, err = r.permit(ts.Host, ips, ts.Port, detail)
+	}
 	if err != nil {
 		r.fail(StepResolve, start, err, r.hintResolve(ts.Host, err, true))
 		return nil, false
@@ -73,7 +77,7 @@ func (r *runner) bastion(ctx context.Context) (*tunnel.Tunnel, bool) {
 		KeepaliveCountMax: ts.KeepaliveCountMax,
 		Logger:            r.log,
 		Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			c, err := dialIPs(ctx, ips, ts.Port)
+			c, err := dialIPs(ctx, r.in.Network, ips, ts.Port)
 			if err == nil {
 				prog.mu.Lock()
 				prog.tcpAt, prog.local = time.Now(), c.LocalAddr()
@@ -88,8 +92,13 @@ func (r *runner) bastion(ctx context.Context) (*tunnel.Tunnel, bool) {
 			prog.mu.Unlock()
 			wd.reset()
 		},
+		OnNegotiated: func(n tunnel.Negotiated) {
+			prog.mu.Lock()
+			prog.algos = &n
+			prog.mu.Unlock()
+		},
 	}
-	if len(r.in.HostKeys) == 0 {
+	if len(r.in.HostKeys) == 0 && !r.in.ApproveHostKeys {
 		cfg.OnFirstUse = func(ssh.PublicKey) error {
 			prog.mu.Lock()
 			prog.firstUse = true
@@ -105,6 +114,11 @@ func (r *runner) bastion(ctx context.Context) (*tunnel.Tunnel, bool) {
 		// tunnel ever come up without it, count the handshake as done.
 		p.keyAt, p.key = end, t.HostKey()
 	}
+	if err == nil && p.algos == nil {
+		n := t.Negotiated()
+		p.algos = &n
+	}
+	r.report.SSH = p.algos
 
 	// bastion_tcp
 	if p.tcpAt.IsZero() {
@@ -123,7 +137,11 @@ func (r *runner) bastion(ctx context.Context) (*tunnel.Tunnel, bool) {
 	if p.keyAt.IsZero() {
 		var mismatch *tunnel.HostKeyMismatchError
 		if errors.As(err, &mismatch) && mismatch.PresentedKey != nil {
-			r.report.HostKey = &HostKey{Fingerprint: mismatch.Presented, State: HostKeyChanged,
+			state := HostKeyChanged
+			if len(mismatch.Pinned) == 0 && r.in.ApproveHostKeys {
+				state = HostKeyUnapproved
+			}
+			r.report.HostKey = &HostKey{Fingerprint: mismatch.Presented, State: state,
 				Pinned: mismatch.Pinned, Key: mismatch.PresentedKey}
 		}
 		if wd.timedOut() {
@@ -149,6 +167,9 @@ func (r *runner) bastion(ctx context.Context) (*tunnel.Tunnel, bool) {
 		hkDetail = fmt.Sprintf("the bastion presented host key %s (not pinned: nothing is saved by testing a draft)", hk.Fingerprint)
 	}
 	r.report.HostKey = hk
+	if p.algos != nil {
+		hkDetail += "; negotiated " + p.algos.String()
+	}
 	r.okAt(StepSSHHandshake, p.tcpAt, p.keyAt, hkDetail, "")
 
 	// ssh_auth
@@ -187,6 +208,10 @@ func (r *runner) failAt(id StepID, start, end time.Time, err error, hint string)
 
 // forward opens the channel from the bastion to the database.
 func (r *runner) forward(ctx context.Context) (net.Conn, error) {
+	// The bastion resolves a name; an IP literal is checked here.
+	if err := r.in.Network.CheckHostPort(r.dbAddr()); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, r.in.StepTimeout)
 	defer cancel()
 	c, err := r.tunnel.DialContext(ctx, "tcp", r.dbAddr())

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -64,9 +65,10 @@ type Stdio struct {
 type Runner struct {
 	// Open opens the job's connection.
 	Open Opener
-	// AllowCommand returns an error when a program may not run; nil allows
-	// every program.
-	AllowCommand func(program string) error
+	// Commands is which programs command steps may run, as which user and
+	// where; every command step of a job is checked against it before the
+	// run opens its connection. The zero value runs no program.
+	Commands CommandPolicy
 	// KillGrace is how long a command has between SIGTERM and SIGKILL;
 	// default 10s.
 	KillGrace time.Duration
@@ -74,7 +76,8 @@ type Runner struct {
 	Stdio *Stdio
 	// BaseEnv is the environment commands start from (before the
 	// connection's variables are added); default: this process's, without
-	// pgrelay's own secrets and PG*/DBT_PROFILES_DIR variables.
+	// pgrelay's own secrets and PG*/DBT_PROFILES_DIR variables. With
+	// Commands.RunAs it is not used: commands get a minimal environment.
 	BaseEnv []string
 	Logger  *slog.Logger
 }
@@ -120,6 +123,9 @@ type run struct {
 	workDir string
 	env     []string
 	curStep int
+	// programs are the absolute paths of the command steps' programs
+	// (by step index), resolved before the run starts.
+	programs []string
 }
 
 // Run executes job until it ends, its context is done (the cause becomes
@@ -138,9 +144,9 @@ func (r *Runner) Run(ctx context.Context, job Job, hooks Hooks) Result {
 	}
 	res := x.exec(ctx)
 	res.Steps = x.steps
-	res.Reason = CleanText(res.Reason)
+	res.Reason = CleanText(x.mask(res.Reason))
 	for i := range res.Steps {
-		res.Steps[i].Error = CleanText(res.Steps[i].Error)
+		res.Steps[i].Error = CleanText(x.mask(res.Steps[i].Error))
 	}
 	return res
 }
@@ -166,6 +172,9 @@ func (x *run) setStep(i int, f func(*RunStep)) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	f(&x.steps[i])
+	// A step's error may quote the password (a SQL error about a value,
+	// a command's last words).
+	x.steps[i].Error = x.mask(x.steps[i].Error)
 	if x.hooks.Step != nil {
 		x.hooks.Step(x.steps[i])
 	}
@@ -187,6 +196,19 @@ func (x *run) reason(ctx context.Context) error {
 func (x *run) exec(parent context.Context) Result {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
+	// Every command step is vetted before anything starts: a refused one
+	// must not leave earlier steps done or a tunnel opened.
+	if i, err := x.vet(); err != nil {
+		x.setStep(i, func(s *RunStep) { s.Status, s.Error = Failed, err.Error() })
+		for j := range x.steps {
+			if j != i {
+				x.setStep(j, func(s *RunStep) { s.Status = Skipped })
+			}
+		}
+		reason := fmt.Sprintf("step %d (%s) refused, nothing was run: %v", i+1, x.job.Steps[i].Label(), err)
+		x.log(i, "system", reason)
+		return Result{Status: Failed, Reason: reason, ExitCode: -1}
+	}
 	x.log(-1, "system", fmt.Sprintf("opening connection %s", x.job.Connection))
 	conn, err := x.r.Open(ctx, x.job.Connection)
 	if err != nil {
@@ -264,6 +286,26 @@ func (x *run) exec(parent context.Context) Result {
 	}
 	x.log(-1, "system", "all steps succeeded")
 	return Result{Status: Succeeded, ExitCode: exitCode}
+}
+
+// vet resolves every command step's program and checks its workdir
+// against the runner's policy; on refusal it returns the step's index.
+func (x *run) vet() (int, error) {
+	x.programs = make([]string, len(x.job.Steps))
+	for i, s := range x.job.Steps {
+		if len(s.Command) == 0 {
+			continue
+		}
+		path, err := x.r.Commands.program(s.Command[0])
+		if err != nil {
+			return i, err
+		}
+		if _, err := x.r.Commands.workdir(s.Workdir, true); err != nil {
+			return i, err
+		}
+		x.programs[i] = path
+	}
+	return -1, nil
 }
 
 func statusFor(cause error) Status {
@@ -373,11 +415,25 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	if x.px != nil {
 		return nil
 	}
+	runAs := x.r.Commands.RunAs
 	dir, err := os.MkdirTemp("", "pgrelay-run-")
 	if err != nil {
 		return fmt.Errorf("create run directory: %w", err)
 	}
 	x.workDir = dir
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return fmt.Errorf("create run directory: %w", err)
+	}
+	if runAs != nil {
+		// The run's directory (profiles.yml, CA certificate, TMPDIR) is
+		// the user's, and private to it.
+		for _, d := range []string{dir, tmp} {
+			if err := os.Chown(d, int(runAs.UID), int(runAs.GID)); err != nil {
+				return fmt.Errorf("give the run directory to user %s: %w", runAs.Name, err)
+			}
+		}
+	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
@@ -386,18 +442,21 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	x.px = proxy.New(ln, x.conn.DialDatabase, x.r.Logger)
 	go func() { _ = x.px.Serve(context.WithoutCancel(ctx)) }()
 	x.pxAddr = ln.Addr().String()
-	_, port, _ := net.SplitHostPort(x.pxAddr)
+	epHost, port, _ := net.SplitHostPort(x.pxAddr)
 	spec := x.conn.Spec()
 	sslmode := string(spec.SSLMode)
-	var rootCert string
+	// With verify-full, clients must check the server's certificate
+	// against the server's real name, not the local endpoint's address:
+	// they get the name as host and the endpoint as hostaddr (PGHOSTADDR,
+	// which libpq also applies to dbt's connections).
+	host, hostaddr := epHost, ""
 	if spec.SSLMode == connection.SSLVerifyFull {
-		// The local endpoint is 127.0.0.1, which the server's certificate
-		// does not name: verify the chain only.
-		sslmode = string(connection.SSLVerifyCA)
+		host, hostaddr = spec.Host, epHost
 	}
+	var rootCert string
 	if spec.SSLRootCert != "" {
 		rootCert = filepath.Join(dir, "root.crt")
-		if err := os.WriteFile(rootCert, []byte(spec.SSLRootCert), 0o600); err != nil {
+		if err := x.writeRunFile(rootCert, []byte(spec.SSLRootCert)); err != nil {
 			return fmt.Errorf("write CA certificate: %w", err)
 		}
 	}
@@ -409,18 +468,30 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	if schema == "" {
 		schema = "public"
 	}
-	profiles := ProfilesYAML(x.job.Profile, x.job.Target, port, spec, schema, threads, sslmode, rootCert)
-	if err := os.WriteFile(filepath.Join(dir, "profiles.yml"), []byte(profiles), 0o600); err != nil {
+	profiles := ProfilesYAML(x.job.Profile, x.job.Target, host, port, spec, schema, threads, sslmode, rootCert)
+	if err := x.writeRunFile(filepath.Join(dir, "profiles.yml"), []byte(profiles)); err != nil {
 		return fmt.Errorf("write profiles.yml: %w", err)
 	}
-	env := x.r.BaseEnv
-	if env == nil {
-		env = CleanEnv(os.Environ())
+	var env []string
+	if runAs != nil {
+		env = runAsEnv(runAs, dir, tmp)
+	} else {
+		env = x.r.BaseEnv
+		if env == nil {
+			env = CleanEnv(os.Environ())
+		}
 	}
 	env = append(env[:len(env):len(env)],
-		"PGHOST=127.0.0.1", "PGPORT="+port, "PGUSER="+spec.User, "PGPASSWORD="+spec.Password.Reveal(),
+		"PGHOST="+host, "PGPORT="+port, "PGUSER="+spec.User, "PGPASSWORD="+spec.Password.Reveal(),
 		"PGDATABASE="+spec.Database, "PGSSLMODE="+sslmode, "PGAPPNAME=pgrelay-run",
 		"PGCONNECT_TIMEOUT=10", "DBT_PROFILES_DIR="+dir, "DBT_PROFILE="+x.job.Profile, "DBT_TARGET="+x.job.Target)
+	if hostaddr != "" {
+		env = append(env, "PGHOSTADDR="+hostaddr)
+	}
+	if ra := spec.EffectiveRequireAuth(); ra != "" {
+		// libpq 16+ refuses what pgrelay refuses (older ones ignore it).
+		env = append(env, "PGREQUIREAUTH="+ra)
+	}
 	if rootCert != "" {
 		env = append(env, "PGSSLROOTCERT="+rootCert)
 	}
@@ -431,18 +502,63 @@ func (x *run) prepareCommands(ctx context.Context) error {
 		env = append(env, "PGOPTIONS=-c search_path="+path)
 	}
 	x.env = env
-	x.log(-1, "system", fmt.Sprintf("local endpoint %s for commands; dbt profile %q target %q in DBT_PROFILES_DIR", x.pxAddr, x.job.Profile, x.job.Target))
+	as := ""
+	if runAs != nil {
+		as = fmt.Sprintf(", run as user %s", runAs.Name)
+	}
+	x.log(-1, "system", fmt.Sprintf("local endpoint %s for commands; dbt profile %q target %q in DBT_PROFILES_DIR%s", x.pxAddr, x.job.Profile, x.job.Target, as))
 	return nil
 }
 
-// ProfilesYAML renders a dbt profiles.yml for the run's local endpoint. The
-// password is read from PGPASSWORD by dbt, so it is never written to disk.
-func ProfilesYAML(profile, target, port string, spec *connection.Spec, schema string, threads int, sslmode, rootCert string) string {
+// writeRunFile writes a file of the run's directory, private to the user
+// commands run as.
+func (x *run) writeRunFile(path string, data []byte) error {
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		return err
+	}
+	if u := x.r.Commands.RunAs; u != nil {
+		return os.Chown(path, int(u.UID), int(u.GID))
+	}
+	return nil
+}
+
+// runAsEnv is the environment commands run as u start from: none of this
+// process's variables but PATH (absolute entries only), LANG, LC_* and TZ.
+func runAsEnv(u *RunAs, runDir, tmp string) []string {
+	home := u.Home
+	if home == "" {
+		home = runDir
+	}
+	var path []string
+	for _, p := range filepath.SplitList(os.Getenv("PATH")) {
+		if filepath.IsAbs(p) {
+			path = append(path, p)
+		}
+	}
+	if len(path) == 0 {
+		path = []string{"/usr/local/bin", "/usr/bin", "/bin"}
+	}
+	env := []string{"PATH=" + strings.Join(path, string(filepath.ListSeparator)), "HOME=" + home,
+		"USER=" + u.Name, "LOGNAME=" + u.Name, "TMPDIR=" + tmp}
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == "LANG" || k == "TZ" || strings.HasPrefix(k, "LC_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// ProfilesYAML renders a dbt profiles.yml for the run's local endpoint at
+// host (its address, or with verify-full the server's name, the endpoint's
+// address then given in PGHOSTADDR) and port. The password is read from
+// PGPASSWORD by dbt, so it is never written to disk.
+func ProfilesYAML(profile, target, host, port string, spec *connection.Spec, schema string, threads int, sslmode, rootCert string) string {
 	q := strconv.Quote
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Generated by pgrelay for one run; the endpoint exists only while the run lasts.\n")
 	fmt.Fprintf(&b, "%s:\n  target: %s\n  outputs:\n    %s:\n", profile, target, target)
-	fmt.Fprintf(&b, "      type: postgres\n      host: 127.0.0.1\n      port: %s\n", port)
+	fmt.Fprintf(&b, "      type: postgres\n      host: %s\n      port: %s\n", q(host), port)
 	fmt.Fprintf(&b, "      user: %s\n      password: \"{{ env_var('PGPASSWORD') }}\"\n", q(spec.User))
 	fmt.Fprintf(&b, "      dbname: %s\n      schema: %s\n      threads: %d\n", q(spec.Database), q(schema), threads)
 	fmt.Fprintf(&b, "      sslmode: %s\n      connect_timeout: 10\n      retries: 0\n", sslmode)
@@ -473,22 +589,33 @@ func CleanEnv(env []string) []string {
 // period, to its whole process group) when the run is stopped.
 func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 	prog := step.Command[0]
-	if x.r.AllowCommand != nil {
-		if err := x.r.AllowCommand(prog); err != nil {
-			return nil, err
-		}
+	path := x.programs[i]
+	if path == "" {
+		return nil, fmt.Errorf("program %q was not vetted", prog)
+	}
+	// Checked again now that earlier steps ran (one may have made a
+	// symlink); the directory runs with its symlinks resolved.
+	dir, err := x.r.Commands.workdir(step.Workdir, false)
+	if err != nil {
+		return nil, err
 	}
 	if err := x.prepareCommands(ctx); err != nil {
 		return nil, err
 	}
-	path, err := exec.LookPath(prog)
-	if err != nil {
-		return nil, fmt.Errorf("program %q not found on PATH: install it or give its full path", prog)
+	pol := x.r.Commands
+	if dir == "" && (pol.RunAs != nil || len(pol.Workdirs) > 0) {
+		// Not this process's working directory: the run's own.
+		dir = x.workDir
 	}
 	cmd := exec.Command(path, step.Command[1:]...)
 	cmd.Env = x.env
-	cmd.Dir = step.Workdir
+	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	as := ""
+	if pol.RunAs != nil {
+		cmd.SysProcAttr.Credential = pol.RunAs.Credential()
+		as = " as user " + pol.RunAs.Name
+	}
 	var wg sync.WaitGroup
 	var lastErrLine string // the command's last line on stderr, once wg is done
 	if s := x.r.Stdio; s != nil {
@@ -511,7 +638,15 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 		go func() { defer wg.Done(); lastErrLine = x.capture(i, "stderr", stderr) }()
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", prog, err)
+		in := ""
+		if dir != "" {
+			in = " in " + dir
+		}
+		if pol.RunAs != nil && errors.Is(err, fs.ErrPermission) {
+			return nil, fmt.Errorf("start %s (%s)%s%s: %w: user %s must be able to enter the workdir and run the program",
+				prog, path, as, in, err, pol.RunAs.Name)
+		}
+		return nil, fmt.Errorf("start %s (%s)%s%s: %w", prog, path, as, in, err)
 	}
 	stopDone := make(chan struct{})
 	go func() {

@@ -27,6 +27,8 @@ type env struct {
 	fp  *testenv.FaultProxy
 	svc *app.Service
 	pw  string
+	// storeFile is the SQLite store's file.
+	storeFile string
 }
 
 func setup(t *testing.T, interval time.Duration, count int) *env {
@@ -37,16 +39,7 @@ func setup(t *testing.T, interval time.Duration, count int) *env {
 	e.pg.CreateDatabase(t, "analytics", "dbt")
 	e.b = testenv.StartBastion(t, testenv.BastionOptions{})
 	e.fp = testenv.StartFaultProxy(t, e.b.Addr())
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), sqlite.FileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	kr, _ := secret.NewKeyring(make([]byte, 32))
-	e.svc, err = app.New(app.Config{Store: st, Keyring: kr})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e.svc, e.storeFile = newServiceAt(t)
 	ctx := context.Background()
 	v, err := e.svc.CreateConnection(ctx, connection.Spec{Name: "wh", Host: e.pg.Host, Port: e.pg.Port,
 		Database: "analytics", User: "dbt", Password: secret.New(e.pw), SSLMode: connection.SSLDisable, Schema: "marts",
@@ -63,11 +56,49 @@ func setup(t *testing.T, interval time.Duration, count int) *env {
 	return e
 }
 
-func (e *env) runner() *jobs.Runner {
+// newService returns a service on a new SQLite store.
+func newService(t *testing.T) *app.Service {
+	svc, _ := newServiceAt(t)
+	return svc
+}
+
+// newServiceAt returns a service on a new SQLite store, and the store's
+// file.
+func newServiceAt(t *testing.T) (*app.Service, string) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), sqlite.FileName)
+	st, err := sqlite.Open(context.Background(), file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	kr, _ := secret.NewKeyring(make([]byte, 32))
+	svc, err := app.New(app.Config{Store: st, Keyring: kr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc, file
+}
+
+// runner returns a runner that may run sh and psql, as `pgrelay serve
+// --allow-command sh --allow-command psql`.
+func (e *env) runner(t *testing.T) *jobs.Runner {
+	t.Helper()
 	return &jobs.Runner{
 		Open:      func(ctx context.Context, name string) (jobs.Conn, error) { return e.svc.Open(ctx, name) },
+		Commands:  jobs.CommandPolicy{Allow: allowlist(t, "sh", "psql")},
 		KillGrace: 2 * time.Second,
 	}
+}
+
+// allowlist allows programs, as `pgrelay serve --allow-command` does.
+func allowlist(t *testing.T, programs ...string) *jobs.Allowlist {
+	t.Helper()
+	a, err := jobs.NewAllowlist(programs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
 
 // recorder collects a run's log and step updates.
@@ -94,6 +125,19 @@ func (r *recorder) text() string {
 	return b.String()
 }
 
+// linesOf returns the text of step's lines on stream.
+func (r *recorder) linesOf(step int, stream string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, l := range r.lines {
+		if l.Step == step && l.Stream == stream {
+			out = append(out, l.Text)
+		}
+	}
+	return out
+}
+
 func job(conn string, steps ...jobs.Step) jobs.Job {
 	j := jobs.Job{Name: "j", Connection: conn, Steps: steps}
 	j.ApplyDefaults()
@@ -109,15 +153,15 @@ func TestRunSQLAndCommandsThroughBastion(t *testing.T) {
 		jobs.Step{SQL: "create schema if not exists marts; create table marts.t (n int)"},
 		jobs.Step{SQL: "insert into t values (1), (2)"}, // search_path is the connection's schema
 		jobs.Step{Name: "psql", Command: []string{"psql", "-X", "-At", "-c", "select count(*) from marts.t"}},
-		jobs.Step{Command: []string{"sh", "-c", `echo "pw=$PGPASSWORD host=$PGHOST"; cat "$DBT_PROFILES_DIR/profiles.yml"; pwd`}, Workdir: dir},
+		jobs.Step{Command: []string{"sh", "-c", `echo "pw=$PGPASSWORD host=$PGHOST require_auth=$PGREQUIREAUTH"; cat "$DBT_PROFILES_DIR/profiles.yml"; pwd`}, Workdir: dir},
 		jobs.Step{Command: []string{"sh", "-c", "pgbench -i -s 1 -q && pgbench -n -S -t 50 -c 2"}},
 	)
-	res := e.runner().Run(context.Background(), j, rec.hooks())
+	res := e.runner(t).Run(context.Background(), j, rec.hooks())
 	log := rec.text()
 	if res.Status != jobs.Succeeded {
 		t.Fatalf("run: %+v\nlog:\n%s", res, log)
 	}
-	for _, want := range []string{"CREATE SCHEMA", "INSERT 0 2", "[2 stdout] 2", "pw=[redacted] host=127.0.0.1",
+	for _, want := range []string{"CREATE SCHEMA", "INSERT 0 2", "[2 stdout] 2", "pw=[redacted] host=127.0.0.1 require_auth=!password",
 		"type: postgres", "password: \"{{ env_var('PGPASSWORD') }}\"", `schema: "marts"`, "[3 stdout] " + dir,
 		"number of transactions actually processed: 100"} {
 		if !strings.Contains(log, want) {
@@ -141,7 +185,7 @@ func TestRunFailureSkipsRest(t *testing.T) {
 	t.Parallel()
 	e := setup(t, 30*time.Second, 10)
 	var rec recorder
-	res := e.runner().Run(context.Background(), job("direct",
+	res := e.runner(t).Run(context.Background(), job("direct",
 		jobs.Step{Command: []string{"sh", "-c", "echo boom >&2; exit 3"}},
 		jobs.Step{SQL: "select 1"}), rec.hooks())
 	// The reason ends with the command's last line on stderr.
@@ -154,17 +198,12 @@ func TestRunFailureSkipsRest(t *testing.T) {
 	if !strings.Contains(rec.text(), "[0 stderr] boom") {
 		t.Fatalf("stderr not captured:\n%s", rec.text())
 	}
-	res = e.runner().Run(context.Background(), job("direct", jobs.Step{SQL: "select * from nope"}), jobs.Hooks{})
+	res = e.runner(t).Run(context.Background(), job("direct", jobs.Step{SQL: "select * from nope"}), jobs.Hooks{})
 	if res.Status != jobs.Failed || !strings.Contains(res.Reason, "42P01") {
 		t.Fatalf("sql failure: %+v", res)
 	}
-	r := e.runner()
-	r.AllowCommand = func(p string) error {
-		if p == "psql" {
-			return nil
-		}
-		return fmt.Errorf("program %q is not allowed", p)
-	}
+	r := e.runner(t)
+	r.Commands.Allow = allowlist(t, "psql")
 	res = r.Run(context.Background(), job("direct", jobs.Step{Command: []string{"rm", "-rf", "/nope"}}), jobs.Hooks{})
 	if res.Status != jobs.Failed || !strings.Contains(res.Reason, "not allowed") {
 		t.Fatalf("disallowed: %+v", res)
@@ -180,7 +219,7 @@ func TestCancelAndTimeoutStopCommands(t *testing.T) {
 
 	ctx, cancel := context.WithCancelCause(context.Background())
 	time.AfterFunc(500*time.Millisecond, func() { cancel(&jobs.CancelledError{By: "alice"}) })
-	res := e.runner().Run(ctx, job("wh", sleeper, jobs.Step{SQL: "select 1"}), jobs.Hooks{})
+	res := e.runner(t).Run(ctx, job("wh", sleeper, jobs.Step{SQL: "select 1"}), jobs.Hooks{})
 	if res.Status != jobs.Cancelled || res.Reason != "cancelled by alice" || res.Steps[1].Status != jobs.Skipped {
 		t.Fatalf("cancel: %+v", res)
 	}
@@ -192,7 +231,7 @@ func TestCancelAndTimeoutStopCommands(t *testing.T) {
 	ctx2, cancel2 := context.WithTimeoutCause(context.Background(), 300*time.Millisecond, &jobs.TimeoutError{After: 300 * time.Millisecond})
 	defer cancel2()
 	start := time.Now()
-	res = e.runner().Run(ctx2, job("wh", jobs.Step{Command: []string{"sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"}}), jobs.Hooks{})
+	res = e.runner(t).Run(ctx2, job("wh", jobs.Step{Command: []string{"sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"}}), jobs.Hooks{})
 	if res.Status != jobs.Failed || !strings.Contains(res.Reason, "timed out after 300ms") {
 		t.Fatalf("timeout: %+v", res)
 	}
@@ -202,7 +241,7 @@ func TestCancelAndTimeoutStopCommands(t *testing.T) {
 	// SQL is cancelled too.
 	ctx3, cancel3 := context.WithTimeoutCause(context.Background(), 500*time.Millisecond, &jobs.TimeoutError{After: 500 * time.Millisecond})
 	defer cancel3()
-	res = e.runner().Run(ctx3, job("wh", jobs.Step{SQL: "select pg_sleep(30)"}), jobs.Hooks{})
+	res = e.runner(t).Run(ctx3, job("wh", jobs.Step{SQL: "select pg_sleep(30)"}), jobs.Hooks{})
 	if res.Status != jobs.Failed || !strings.Contains(res.Reason, "timed out") {
 		t.Fatalf("sql timeout: %+v", res)
 	}
@@ -224,7 +263,7 @@ func TestTunnelDropFailsRun(t *testing.T) {
 		}
 	}
 	defer e.fp.Thaw()
-	res := e.runner().Run(context.Background(), job("wh",
+	res := e.runner(t).Run(context.Background(), job("wh",
 		jobs.Step{Command: []string{"sh", "-c", "echo started; psql -X -c 'select pg_sleep(60)'"}}), hooks)
 	elapsed := time.Since(frozenAt)
 	if res.Status != jobs.Failed || !strings.Contains(res.Reason, "SSH tunnel") || !strings.Contains(res.Reason, "dropped") {

@@ -56,8 +56,10 @@ type Config struct {
 	Backend Backend
 	// Open opens a connection by name for a run.
 	Open jobs.Opener
-	// AllowCommand vets command steps' programs; nil allows none.
-	AllowCommand func(program string) error
+	// Commands is which programs command steps may run, as which user and
+	// where (serve's --allow-command, --run-as, --allow-workdir); the zero
+	// value runs no program.
+	Commands jobs.CommandPolicy
 	// MaxRuns is how many runs this process works at once.
 	MaxRuns int
 	// Worker names this process in runs (default host:pid).
@@ -168,15 +170,9 @@ func New(cfg Config) (*Queue, error) {
 	if cfg.PruneInterval <= 0 {
 		cfg.PruneInterval = DefaultPruneInterval
 	}
-	allow := cfg.AllowCommand
-	if allow == nil {
-		allow = func(p string) error {
-			return fmt.Errorf("program %q is not allowed: the server runs no commands unless started with --allow-command %s", p, p)
-		}
-	}
 	q := &Queue{cfg: cfg, active: map[string]context.CancelCauseFunc{}, schedules: map[string]string{},
 		stop: make(chan struct{})}
-	q.runner = &jobs.Runner{Open: cfg.Open, AllowCommand: allow, KillGrace: cfg.KillGrace, Logger: cfg.Logger}
+	q.runner = &jobs.Runner{Open: cfg.Open, Commands: cfg.Commands, KillGrace: cfg.KillGrace, Logger: cfg.Logger}
 
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &runWorker{q: q})

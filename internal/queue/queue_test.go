@@ -50,7 +50,7 @@ func start(t *testing.T, pg *testenv.Postgres, mod func(*queue.Config)) *fixture
 	cfg := queue.Config{
 		Store: st, Backend: queue.Backend{SQLite: qdb},
 		Open:              func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
-		AllowCommand:      func(string) error { return nil },
+		Commands:          jobs.CommandPolicy{Allow: allowlist(t, "sh", "sleep")},
 		HeartbeatInterval: 200 * time.Millisecond, LostAfter: time.Second, ReapInterval: 200 * time.Millisecond,
 		ScheduleSync: 200 * time.Millisecond, KillGrace: time.Second, ShutdownGrace: time.Second,
 	}
@@ -67,6 +67,16 @@ func start(t *testing.T, pg *testenv.Postgres, mod func(*queue.Config)) *fixture
 	}
 	t.Cleanup(func() { _ = q.Stop(context.Background()) })
 	return &fixture{svc: svc, st: st, q: q}
+}
+
+// allowlist allows programs, as `pgrelay serve --allow-command` does.
+func allowlist(t *testing.T, programs ...string) *jobs.Allowlist {
+	t.Helper()
+	a, err := jobs.NewAllowlist(programs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
 
 func waitRun(t *testing.T, svc *app.Service, id string, want func(*jobs.Run) bool) *jobs.Run {
@@ -205,7 +215,7 @@ func TestQueue(t *testing.T) {
 	})
 
 	t.Run("CommandNotAllowed", func(t *testing.T) {
-		f2 := start(t, pg, func(c *queue.Config) { c.AllowCommand = nil })
+		f2 := start(t, pg, func(c *queue.Config) { c.Commands = jobs.CommandPolicy{} })
 		if _, err := f2.svc.ApplyJobs(ctx, []jobs.Job{{Name: "rm", Connection: "db", Steps: []jobs.Step{
 			{Command: []string{"rm", "-rf", "/tmp/nothing"}}}}}); err != nil {
 			t.Fatal(err)

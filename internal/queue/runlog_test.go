@@ -26,12 +26,7 @@ func testLogLimit(t *testing.T, pg *testenv.Postgres) {
 	const flood = 30 << 20
 	f := start(t, pg, func(c *queue.Config) {
 		c.LogLimit = limit
-		c.AllowCommand = func(p string) error {
-			if p == "sh" {
-				return nil
-			}
-			return fmt.Errorf("program %q is not allowed", p)
-		}
+		c.Commands = jobs.CommandPolicy{Allow: allowlist(t, "sh")}
 	})
 	ctx := context.Background()
 	script := fmt.Sprintf(`echo "pw=$PGPASSWORD"; head -c %d /dev/zero | tr '\0' x; echo; echo "pw=$PGPASSWORD"`, flood)

@@ -51,6 +51,9 @@ type BastionOptions struct {
 	// is refused by sshd rather than reported up front. Authorize must not
 	// be used. Needs root.
 	SystemUser string
+	// ExtraConfig lines are appended to sshd_config, such as
+	// "KexAlgorithms diffie-hellman-group14-sha1" to offer only that.
+	ExtraConfig []string
 }
 
 // Bastion is a real OpenSSH server (sshd) on loopback, made by
@@ -502,6 +505,9 @@ func (b *Bastion) config() string {
 	}
 	if n := b.opts.MaxSessions; n > 0 {
 		line("MaxSessions %d", n)
+	}
+	for _, l := range b.opts.ExtraConfig {
+		line("%s", l)
 	}
 	line("LogLevel VERBOSE")
 	// No Subsystem lines: no sftp.

@@ -3,12 +3,14 @@
 // ([StartBastion]) and a TCP fault proxy ([StartFaultProxy]) for network
 // faults that a real server cannot be made to show. It also makes
 // throwaway TLS certificates for HTTPS servers under test ([NewTLSCert])
-// and reads process trees from /proc ([ReadProcessTree]).
+// and reads process trees from /proc ([ReadProcessTree]), and makes
+// throwaway unprivileged OS users ([NewOSUser]).
 //
 // Everything a helper starts is stopped and removed in tb.Cleanup. Helpers
 // report problems with tb.Fatalf (never Skip): a test that needs PostgreSQL
 // or OpenSSH must fail loudly on a machine that lacks them; `make test-deps`
-// installs them.
+// installs them. The one exception is NewOSUser, which skips, saying so,
+// when the tests do not run as root: only root can make accounts.
 //
 // The helpers work both as root (as in CI) and as a normal user. As root,
 // PostgreSQL runs as the "postgres" OS user because initdb refuses to run as

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,10 +34,13 @@ const pgStartAttempts = 5
 
 // PostgresOptions configures a throwaway PostgreSQL cluster.
 type PostgresOptions struct {
-	// TLS makes a CA (ECDSA P-256) and a server certificate for
-	// 127.0.0.1, ::1 and "localhost", and turns ssl on. Clients may still
+	// TLS makes a CA (ECDSA P-256) and a server certificate for TLSHosts
+	// (by default 127.0.0.1, ::1 and "localhost"), and turns ssl on. Clients may still
 	// connect without TLS unless SSLOnly is set.
 	TLS bool
+	// TLSHosts are the names and IP addresses the server certificate is
+	// for, with TLS; nil means 127.0.0.1, ::1 and "localhost".
+	TLSHosts []string
 	// SSLOnly makes pg_hba.conf accept only hostssl connections and
 	// reject hostnossl ones, as AlloyDB and Lakebase do. It implies TLS.
 	SSLOnly bool
@@ -207,7 +211,7 @@ func (p *Postgres) setup(tb testing.TB) (err error) {
 		"log_line_prefix = '%m [%p] %q%u@%d '",
 	}
 	if p.opts.TLS {
-		certs, err := newServerTLS()
+		certs, err := newServerTLS(p.opts.TLSHosts)
 		if err != nil {
 			return err
 		}
@@ -308,13 +312,17 @@ func (p *Postgres) Addr() string {
 }
 
 // ConnString returns a URL connection string for user and password to
-// database over TCP. With TLS it uses sslmode=verify-full against CAFile;
-// without, sslmode=disable.
+// database over TCP. With TLS it uses sslmode=verify-full against CAFile
+// (verify-ca when TLSHosts does not name Host); without, sslmode=disable.
 func (p *Postgres) ConnString(user, password, database string) string {
 	q := url.Values{}
 	q.Set("connect_timeout", "10")
 	if p.opts.TLS {
-		q.Set("sslmode", "verify-full")
+		mode := "verify-full"
+		if p.opts.TLSHosts != nil && !slices.Contains(p.opts.TLSHosts, p.Host) {
+			mode = "verify-ca"
+		}
+		q.Set("sslmode", mode)
 		q.Set("sslrootcert", p.CAFile)
 	} else {
 		q.Set("sslmode", "disable")

@@ -35,7 +35,7 @@ type TLSCert struct {
 // writes the certificate and key to files.
 func NewTLSCert(tb testing.TB) *TLSCert {
 	tb.Helper()
-	certs, err := newServerTLS()
+	certs, err := newServerTLS(nil)
 	if err != nil {
 		tb.Fatalf("testenv: %v", err)
 	}
@@ -60,9 +60,26 @@ type serverTLS struct {
 	caPEM, certPEM, keyPEM []byte
 }
 
-// newServerTLS makes an ECDSA P-256 CA and a server certificate for
-// 127.0.0.1, ::1 and "localhost", valid from an hour ago for a week.
-func newServerTLS() (*serverTLS, error) {
+// newServerTLS makes an ECDSA P-256 CA and a server certificate for hosts
+// (names and IP addresses; nil: 127.0.0.1, ::1 and "localhost"), valid from
+// an hour ago for a week.
+func newServerTLS(hosts []string) (*serverTLS, error) {
+	if hosts == nil {
+		hosts = []string{"localhost", "127.0.0.1", "::1"}
+	}
+	var names []string
+	var ips []net.IP
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			names = append(names, h)
+		}
+	}
+	cn := "pgrelay testenv server"
+	if len(names) > 0 {
+		cn = names[0]
+	}
 	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -93,13 +110,13 @@ func newServerTLS() (*serverTLS, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: randomSerial(),
-		Subject:      pkix.Name{CommonName: "localhost"},
+		Subject:      pkix.Name{CommonName: cn},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(7 * 24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		DNSNames:     names,
+		IPAddresses:  ips,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
 	if err != nil {

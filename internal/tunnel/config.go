@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"strconv"
 	"time"
 
@@ -48,6 +47,10 @@ type Config struct {
 	// OnFirstUse accepted it), before authentication starts. Diagnostics
 	// use it to time the key exchange apart from authentication.
 	HostKeyAccepted func(key ssh.PublicKey)
+	// OnNegotiated, when set, is called once during the handshake with the
+	// algorithms the key exchange settled on and the bastion's version,
+	// before authentication completes. Diagnostics show them.
+	OnNegotiated func(Negotiated)
 	// DialTimeout bounds the TCP connect plus the SSH handshake
 	// (default [DefaultDialTimeout]).
 	DialTimeout time.Duration
@@ -135,55 +138,4 @@ func (c Config) hostKeyAccepted(key ssh.PublicKey) {
 // silenceLimit is how long the tunnel may go without a keepalive reply.
 func (c Config) silenceLimit() time.Duration {
 	return c.KeepaliveInterval * time.Duration(c.KeepaliveCountMax)
-}
-
-// Ciphers in the order offered to the bastion: AEAD ciphers first (AES-GCM
-// is hardware-accelerated on amd64 and arm64, ChaCha20-Poly1305 is fast
-// everywhere else), then the CTR modes for older servers.
-func preferredCiphers() []string {
-	return []string{
-		ssh.CipherAES128GCM,
-		ssh.CipherChaCha20Poly1305,
-		ssh.CipherAES256GCM,
-		ssh.CipherAES128CTR,
-		ssh.CipherAES192CTR,
-		ssh.CipherAES256CTR,
-	}
-}
-
-// Host key algorithms in order of preference when nothing is pinned.
-func preferredHostKeyAlgos() []string {
-	return []string{
-		ssh.KeyAlgoED25519,
-		ssh.KeyAlgoECDSA256,
-		ssh.KeyAlgoECDSA384,
-		ssh.KeyAlgoECDSA521,
-		ssh.KeyAlgoRSASHA512,
-		ssh.KeyAlgoRSASHA256,
-	}
-}
-
-// hostKeyAlgorithms lists the host key algorithms to offer: those of the
-// pinned keys first, so that a bastion with several host keys presents a
-// pinned one, then the rest. Certificates are not offered: keys are pinned.
-func hostKeyAlgorithms(pinned []ssh.PublicKey) []string {
-	supported := ssh.SupportedAlgorithms().HostKeys
-	var out []string
-	add := func(algo string) {
-		if !slices.Contains(out, algo) && slices.Contains(supported, algo) {
-			out = append(out, algo)
-		}
-	}
-	for _, k := range pinned {
-		if k.Type() == ssh.KeyAlgoRSA {
-			add(ssh.KeyAlgoRSASHA512)
-			add(ssh.KeyAlgoRSASHA256)
-			continue
-		}
-		add(k.Type())
-	}
-	for _, a := range preferredHostKeyAlgos() {
-		add(a)
-	}
-	return out
 }

@@ -63,13 +63,17 @@ type HandshakeError struct {
 
 // Error says what failed and what to check.
 func (e *HandshakeError) Error() string {
+	var algErr *AlgorithmError
+	if errors.As(e.Err, &algErr) {
+		return algErr.Error()
+	}
 	if e.Timeout() {
 		return fmt.Sprintf("SSH handshake with bastion %s timed out: %v: the port accepted the connection "+
 			"but no SSH server answered in time; check that %s is the bastion's SSH port and that nothing "+
 			"between here and the bastion (load balancer, firewall) holds the connection", e.Addr, e.Err, e.Addr)
 	}
 	return fmt.Sprintf("SSH handshake with bastion %s failed: %v: check that %s is an OpenSSH server "+
-		"and that it supports modern algorithms (curve25519, ed25519/ECDSA/RSA-SHA2 host keys, AES-GCM or ChaCha20)",
+		"and that it supports modern algorithms (curve25519 or ECDH key exchange, ed25519/ECDSA/RSA-SHA2 host keys, AES-GCM, ChaCha20 or AES-CTR with SHA-2 MACs)",
 		e.Addr, e.Err, e.Addr)
 }
 

@@ -29,6 +29,7 @@ type Tunnel struct {
 	client  *ssh.Client
 	tcp     net.Conn
 	hostKey ssh.PublicKey
+	algos   Negotiated
 	since   time.Time
 
 	// transport is the TCP connection as the SSH library sees it.
@@ -70,14 +71,20 @@ type Stats struct {
 // failure is classified by the phase it reached rather than by its text.
 type handshakeState struct {
 	presented ssh.PublicKey
+	// offer watches what the bastion offers, for [*AlgorithmError].
+	offer *offerReader
+	// onNegotiated is Config.OnNegotiated.
+	onNegotiated func(Negotiated)
 
 	mu             sync.Mutex
 	authReached    bool     // the server answered the "none" auth attempt
 	methods        []string // methods the server allows
 	triedPublicKey bool     // our public key was offered and refused
+	negotiated     *Negotiated
 }
 
 func (s *handshakeState) authCallback(ctx *ssh.ClientAuthContext) (ssh.AuthMethod, error) {
+	s.negotiatedWith(ctx.Metadata.ServerVersion(), ctx.Algorithms)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.authReached = true
@@ -86,6 +93,24 @@ func (s *handshakeState) authCallback(ctx *ssh.ClientAuthContext) (ssh.AuthMetho
 		s.triedPublicKey = true
 	}
 	return nil, nil // fall back to Config.Auth
+}
+
+// negotiatedWith records the negotiated algorithms once and reports them
+// to onNegotiated.
+func (s *handshakeState) negotiatedWith(version []byte, a ssh.NegotiatedAlgorithms) Negotiated {
+	s.mu.Lock()
+	if s.negotiated != nil {
+		n := *s.negotiated
+		s.mu.Unlock()
+		return n
+	}
+	n := newNegotiated(version, a)
+	s.negotiated = &n
+	s.mu.Unlock()
+	if s.onNegotiated != nil {
+		s.onNegotiated(n)
+	}
+	return n
 }
 
 // authRefused reports whether the handshake got to authentication and the
@@ -129,6 +154,8 @@ func Dial(ctx context.Context, cfg Config) (*Tunnel, error) {
 	// open (see transportConn.quickAck).
 	tc := &transportConn{Conn: raw, quickAck: quickAckFunc(raw)}
 	tc.setQuickAck(true)
+	offer := &offerReader{}
+	tc.offer.Store(offer)
 
 	// Bound the handshake: the deadline covers the time-out, the AfterFunc
 	// covers the caller cancelling ctx.
@@ -137,9 +164,9 @@ func Dial(ctx context.Context, cfg Config) (*Tunnel, error) {
 	}
 	stop := context.AfterFunc(dialCtx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
 
-	st := &handshakeState{}
+	st := &handshakeState{offer: offer, onNegotiated: cfg.OnNegotiated}
 	sshCfg := &ssh.ClientConfig{
-		Config: ssh.Config{Ciphers: preferredCiphers()},
+		Config: algorithmConfig(),
 		User:   cfg.User,
 		Auth: []ssh.AuthMethod{ssh.PublicKeysCallback(func() ([]ssh.Signer, error) {
 			return []ssh.Signer{cfg.Signer}, nil
@@ -164,8 +191,14 @@ func Dial(ctx context.Context, cfg Config) (*Tunnel, error) {
 	}
 	_ = raw.SetDeadline(time.Time{})
 	tc.setQuickAck(false)
+	tc.offer.Store(nil)
 
 	t.hostKey = st.presented
+	if am, ok := conn.(ssh.AlgorithmsConnMetadata); ok {
+		// Usually known since the authentication callback; a bastion that
+		// asks for no authentication skips it.
+		t.algos = st.negotiatedWith(conn.ServerVersion(), am.Algorithms())
+	}
 	t.tcp = raw
 	t.transport = tc
 	// Global requests are ours to answer; NewClient gets a closed channel so
@@ -184,13 +217,9 @@ func Dial(ctx context.Context, cfg Config) (*Tunnel, error) {
 	go t.keepaliveLoop()
 	go t.waitClosed()
 
-	attrs := []any{slog.String("fingerprint", ssh.FingerprintSHA256(t.hostKey))}
-	if am, ok := conn.(ssh.AlgorithmsConnMetadata); ok {
-		a := am.Algorithms()
-		attrs = append(attrs, slog.String("cipher", a.Write.Cipher), slog.String("kex", a.KeyExchange),
-			slog.String("host_key_algorithm", a.HostKey))
-	}
-	log.Info("ssh tunnel up", attrs...)
+	log.Info("ssh tunnel up", slog.String("fingerprint", ssh.FingerprintSHA256(t.hostKey)),
+		slog.String("cipher", t.algos.Cipher), slog.String("mac", t.algos.MAC), slog.String("kex", t.algos.KeyExchange),
+		slog.String("host_key_algorithm", t.algos.HostKeyAlgorithm), slog.String("server_version", t.algos.ServerVersion))
 	return t, nil
 }
 
@@ -200,6 +229,13 @@ func classifyHandshakeError(ctx, dialCtx context.Context, cfg Config, st *handsh
 	var hk *HostKeyMismatchError
 	if errors.As(err, &hk) {
 		return hk
+	}
+	// A bastion without an algorithm in common ends the handshake at once;
+	// what it offered says which part failed.
+	if version, offer := st.offer.result(); offer != nil {
+		if algErr := noCommonAlgorithm(cfg.Addr, version, offer, hostKeyAlgorithms(cfg.HostKeys)); algErr != nil {
+			return &HandshakeError{Addr: cfg.Addr, Err: algErr}
+		}
 	}
 	// The connection's deadline may fire a moment before the context's own
 	// timer, so a time-out is attributed by the clock as well.
@@ -291,6 +327,8 @@ func hostKeyCallback(cfg Config, st *handshakeState) ssh.HostKeyCallback {
 type transportConn struct {
 	net.Conn
 	tunnel atomic.Pointer[Tunnel]
+	// offer, during the handshake, watches the bastion's first bytes.
+	offer atomic.Pointer[offerReader]
 
 	quickAck func() // acknowledges at once; nil where not supported
 	quick    atomic.Bool
@@ -309,6 +347,9 @@ func (c *transportConn) setQuickAck(on bool) {
 
 func (c *transportConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	if o := c.offer.Load(); o != nil && n > 0 && !o.feed(p[:n]) {
+		c.offer.Store(nil)
+	}
 	if err != nil {
 		c.failed(err)
 	} else if c.quick.Load() {
@@ -612,6 +653,9 @@ func (t *Tunnel) Close() error {
 
 // HostKey returns the host key the bastion presented.
 func (t *Tunnel) HostKey() ssh.PublicKey { return t.hostKey }
+
+// Negotiated returns the algorithms the handshake settled on.
+func (t *Tunnel) Negotiated() Negotiated { return t.algos }
 
 // Stats returns a snapshot of the tunnel's health.
 func (t *Tunnel) Stats() Stats {

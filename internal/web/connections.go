@@ -211,6 +211,9 @@ func (u *UI) update(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	pf.form.HasPassword = old.HasPassword
+	if old.SSHTunnel != nil {
+		pf.form.PinnedHostKey = old.SSHTunnel.HostKeyFingerprint
+	}
 	if len(pf.form.Errors) > 0 {
 		pf.validate()
 		u.renderForm(w, r, s, http.StatusUnprocessableEntity, pf.form)

@@ -26,7 +26,7 @@ const (
 func fieldOrder() []string {
 	return []string{"name", "flavor", "host", "port", "database", "user", "password", "sslmode", "ssl_root_cert",
 		"require_auth", "schema", "threads", "ssh_tunnel.host", "ssh_tunnel.port", "ssh_tunnel.user", "ssh_tunnel.key_type",
-		"ssh_tunnel.keepalive_interval", "ssh_tunnel.keepalive_count_max"}
+		"ssh_tunnel.keepalive_interval", "ssh_tunnel.keepalive_count_max", "ssh_tunnel.known_host"}
 }
 
 // fieldLabel is the label of a field as the form shows it.
@@ -68,6 +68,8 @@ func fieldLabel(key string) string {
 		return "Keepalive interval"
 	case "ssh_tunnel.keepalive_count_max":
 		return "Missed keepalives allowed"
+	case "ssh_tunnel.known_host":
+		return "Bastion host key"
 	case "form":
 		return "Form"
 	}
@@ -90,6 +92,9 @@ type connForm struct {
 	// HasPassword is whether the connection has a stored password (edit).
 	HasPassword   bool
 	ClearPassword bool
+	// PinnedHostKey is the fingerprint of the bastion host key pinned for
+	// the saved connection (edit), or "".
+	PinnedHostKey string
 	// Errors holds the problems by field key.
 	Errors map[string]string
 	// Problems lists the problems in form order, for the summary.
@@ -190,6 +195,9 @@ func blankForm() *connForm {
 func formFromView(v *app.ConnectionView) *connForm {
 	f := blankForm()
 	f.Edit, f.Name, f.HasPassword = true, v.Name, v.HasPassword
+	if v.SSHTunnel != nil {
+		f.PinnedHostKey = v.SSHTunnel.HostKeyFingerprint
+	}
 	s := v.Spec()
 	maps.Copy(f.Values, map[string]string{
 		"name": s.Name, "flavor": string(s.Flavor), "host": s.Host, "port": strconv.Itoa(s.Port),
@@ -230,7 +238,7 @@ func parseConnForm(r *http.Request, edit bool, name string) (*parsedForm, error)
 			continue // never echoed back
 		}
 		v := r.PostFormValue(k)
-		if k != "ssl_root_cert" {
+		if k != "ssl_root_cert" && k != "ssh_tunnel.known_host" {
 			v = strings.TrimSpace(v)
 		}
 		f.Values[k] = v
@@ -260,7 +268,8 @@ func parseConnForm(r *http.Request, edit bool, name string) (*parsedForm, error)
 		spec.SSLRootCert = strings.TrimSpace(v["ssl_root_cert"])
 	}
 	if f.Tunnel {
-		t := &connection.Tunnel{Host: v["ssh_tunnel.host"], User: v["ssh_tunnel.user"], KeyType: v["ssh_tunnel.key_type"]}
+		t := &connection.Tunnel{Host: v["ssh_tunnel.host"], User: v["ssh_tunnel.user"], KeyType: v["ssh_tunnel.key_type"],
+			KnownHost: strings.TrimSpace(v["ssh_tunnel.known_host"])}
 		t.Port = f.number("ssh_tunnel.port", 1, 65535)
 		t.KeepaliveCountMax = f.number("ssh_tunnel.keepalive_count_max", 1, connection.MaxKeepaliveMax)
 		t.KeepaliveInterval = f.duration("ssh_tunnel.keepalive_interval")

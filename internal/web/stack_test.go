@@ -3,11 +3,9 @@ package web_test
 import (
 	"context"
 	"crypto/rand"
-	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -122,15 +120,14 @@ func startQueue(t testing.TB, svc *app.Service, st *sqlite.Store, logger *slog.L
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = qdb.Close() })
+	allowlist, err := jobs.NewAllowlist(allow)
+	if err != nil {
+		t.Fatal(err)
+	}
 	q, err := queue.New(queue.Config{
 		Store: st, Backend: queue.Backend{SQLite: qdb}, Logger: logger,
-		Open: func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
-		AllowCommand: func(program string) error {
-			if slices.Contains(allow, program) {
-				return nil
-			}
-			return fmt.Errorf("program %q is not allowed: the server runs only %v", program, allow)
-		},
+		Open:              func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
+		Commands:          jobs.CommandPolicy{Allow: allowlist},
 		HeartbeatInterval: 200 * time.Millisecond, LostAfter: 5 * time.Second, ReapInterval: 500 * time.Millisecond,
 		ScheduleSync: time.Second, KillGrace: time.Second, ShutdownGrace: time.Second,
 	})

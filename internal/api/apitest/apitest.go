@@ -11,11 +11,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -127,13 +125,12 @@ func startQueue(tb testing.TB, st *sqlite.Store, svc *app.Service, logger *slog.
 	if err != nil {
 		tb.Fatalf("apitest: queue database: %v", err)
 	}
-	allow := func(prog string) error {
-		if slices.Contains(allowed, prog) {
-			return nil
-		}
-		return fmt.Errorf("program %q is not allowed: the server runs only the programs given with --allow-command (now: %v); restart it with --allow-command %s", prog, allowed, prog)
+	allow, err := jobs.NewAllowlist(allowed)
+	if err != nil {
+		_ = qdb.Close()
+		tb.Fatalf("apitest: allowed commands: %v", err)
 	}
-	q, err := queue.New(queue.Config{Store: st, Backend: queue.Backend{SQLite: qdb}, AllowCommand: allow,
+	q, err := queue.New(queue.Config{Store: st, Backend: queue.Backend{SQLite: qdb}, Commands: jobs.CommandPolicy{Allow: allow},
 		Open:              func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
 		HeartbeatInterval: 500 * time.Millisecond, LostAfter: 3 * time.Second, ReapInterval: time.Second,
 		ScheduleSync: time.Second, KillGrace: 2 * time.Second, ShutdownGrace: time.Second,

@@ -586,7 +586,8 @@
           host: val("ssh_tunnel.host"), port: num("ssh_tunnel.port"), user: val("ssh_tunnel.user"),
           key_type: val("ssh_tunnel.key_type") || undefined,
           keepalive_interval: val("ssh_tunnel.keepalive_interval") || undefined,
-          keepalive_count_max: num("ssh_tunnel.keepalive_count_max")
+          keepalive_count_max: num("ssh_tunnel.keepalive_count_max"),
+          known_host: val("ssh_tunnel.known_host") || undefined
         };
       }
       if (basedOn) body.based_on = basedOn;

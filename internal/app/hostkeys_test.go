@@ -1,0 +1,250 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/diagnose"
+	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/sshkey"
+	"github.com/pgrelay/pgrelay/internal/store/sqlite"
+)
+
+// newServiceWith is newService with a changed configuration.
+func newServiceWith(t *testing.T, change func(*app.Config)) *fixture {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), sqlite.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	kr, err := secret.NewKeyring(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := app.Config{Store: st, Keyring: kr, DialTimeout: 5 * time.Second}
+	change(&cfg)
+	svc, err := app.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{svc: svc, store: st}
+}
+
+// selectOne opens the connection and runs SELECT 1 over it.
+func selectOne(ctx context.Context, svc *app.Service, name string) error {
+	sess, err := svc.Open(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	conn, err := sess.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	var n int
+	return conn.QueryRow(ctx, "SELECT 1").Scan(&n)
+}
+
+// TestApproveHostKeyPolicy: with the approve policy a bastion's first host
+// key is not pinned: it waits for approval and nothing is sent to the
+// bastion until an admin approves it.
+func TestApproveHostKeyPolicy(t *testing.T) {
+	t.Parallel()
+	pg, b := startPostgresAndBastion(t)
+	f := newServiceWith(t, func(c *app.Config) { c.HostKeyPolicy = app.HostKeyApprove })
+	ctx := context.Background()
+	v, err := f.svc.CreateConnection(ctx, tunnelled("wh", pg, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, v.SSHTunnel.PublicKey)
+	fp := sshkey.Fingerprint(b.HostKey)
+
+	err = selectOne(ctx, f.svc, "wh")
+	var changed *app.HostKeyChangedError
+	if !errors.As(err, &changed) || len(changed.Err.Pinned) != 0 || changed.Err.Presented != fp {
+		t.Fatalf("first connection = %v, want a host key waiting for approval", err)
+	}
+	for _, s := range []string{"not approved yet", "--host-key-policy approve", "pgrelay connection trust-host-key wh --fingerprint " + fp} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("message %q lacks %q", err, s)
+		}
+	}
+	if !app.IsConnectFailure(err) {
+		t.Error("the refusal is not a connect failure for the faces")
+	}
+	v, _ = f.svc.GetConnection(ctx, "wh")
+	if v.SSHTunnel.HostKeyFingerprint != "" || v.SSHTunnel.PendingHostKeyFingerprint != fp {
+		t.Fatalf("after the first connection: pinned %q, pending %q; want nothing pinned and %s pending",
+			v.SSHTunnel.HostKeyFingerprint, v.SSHTunnel.PendingHostKeyFingerprint, fp)
+	}
+
+	// A connection test stops at the handshake too, and says how to approve.
+	rep, err := f.svc.TestConnection(ctx, "wh", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fail := rep.Failed()
+	if fail == nil || fail.ID != diagnose.StepSSHHandshake || rep.HostKey == nil || rep.HostKey.State != diagnose.HostKeyUnapproved ||
+		!strings.Contains(fail.Hint, "pgrelay connection trust-host-key wh --fingerprint "+fp) ||
+		rep.Step(diagnose.StepSSHAuth).Status != diagnose.StatusSkipped {
+		t.Fatalf("test under the approve policy: host key %+v, steps %+v", rep.HostKey, rep.Steps)
+	}
+	// So does a draft.
+	rep, err = f.svc.TestDraft(ctx, tunnelled("", pg, b), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fail := rep.Failed(); fail == nil || fail.ID != diagnose.StepSSHHandshake || rep.HostKey.State != diagnose.HostKeyUnapproved {
+		t.Fatalf("draft under the approve policy: %+v", rep.Steps)
+	}
+	// Nothing was pinned, and the bastion never saw an authentication.
+	if v, _ := f.svc.GetConnection(ctx, "wh"); v.SSHTunnel.HostKeyFingerprint != "" {
+		t.Fatalf("pinned by a test: %+v", v.SSHTunnel)
+	}
+	if log := b.LogTail(); strings.Contains(log, "Accepted publickey") || strings.Contains(log, "Failed publickey") {
+		t.Fatalf("the bastion saw an authentication attempt before the key was approved:\n%s", log)
+	}
+
+	if _, err := f.svc.TrustHostKey(ctx, "wh", fp); err != nil {
+		t.Fatal(err)
+	}
+	if err := selectOne(ctx, f.svc, "wh"); err != nil {
+		t.Fatalf("after approval: %v", err)
+	}
+
+	// A key waiting for approval belongs to the address it was seen at:
+	// moving the connection to another bastion address forgets it, even
+	// though nothing was pinned at the old one.
+	if _, err := f.svc.CreateConnection(ctx, tunnelled("moved", pg, b)); err != nil {
+		t.Fatal(err)
+	}
+	_ = selectOne(ctx, f.svc, "moved")
+	if v, _ := f.svc.GetConnection(ctx, "moved"); v.SSHTunnel.PendingHostKeyFingerprint != fp {
+		t.Fatalf("no pending key: %+v", v.SSHTunnel)
+	}
+	s := tunnelled("moved", pg, b)
+	s.Tunnel.Host = "localhost"
+	pw := s.Password // a new bastion is a new endpoint: the password is given again
+	v, err = f.svc.UpdateConnection(ctx, "moved", s, &pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.SSHTunnel.PendingHostKeyFingerprint != "" {
+		t.Fatalf("the pending key seen at %s survived the move to %s", b.Addr(), s.Tunnel.Host)
+	}
+	if _, err := f.svc.TrustHostKey(ctx, "moved", fp); !errors.Is(err, app.ErrInvalid) {
+		t.Fatalf("approving after the move = %v, want nothing to approve", err)
+	}
+}
+
+// TestKnownHostPinnedAtOnce: a host key given with the connection is
+// pinned when it is saved, so the first connection trusts nothing it is
+// shown: a bastion presenting another key is refused.
+func TestKnownHostPinnedAtOnce(t *testing.T) {
+	t.Parallel()
+	pg, b := startPostgresAndBastion(t)
+	f := newService(t) // tofu
+	ctx := context.Background()
+	fp := sshkey.Fingerprint(b.HostKey)
+	line := sshkey.AuthorizedKey(b.HostKey, "root@bastion")
+	other, err := sshkey.Generate(sshkey.Ed25519, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherLine := sshkey.AuthorizedKey(other.Public, "")
+
+	// Given as a .pub line: pinned at once and used.
+	s := tunnelled("given", pg, b)
+	s.Tunnel.KnownHost = line
+	v, err := f.svc.CreateConnection(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, v.SSHTunnel.PublicKey)
+	if v.SSHTunnel.HostKeyFingerprint != fp {
+		t.Fatalf("not pinned on create: %+v", v.SSHTunnel)
+	}
+	if err := selectOne(ctx, f.svc, "given"); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := f.store.GetConnection(ctx, "given")
+	if rec.Spec.Tunnel.KnownHost != "" || rec.HostKeysAddr != b.Addr() {
+		t.Fatalf("stored: known_host %q, pins for %q", rec.Spec.Tunnel.KnownHost, rec.HostKeysAddr)
+	}
+
+	// Given as a known_hosts line with the bastion's port.
+	s = tunnelled("kh", pg, b)
+	s.Tunnel.KnownHost = fmt.Sprintf("[%s]:%d %s", b.Host, b.Port, line)
+	if v, err = f.svc.CreateConnection(ctx, s); err != nil || v.SSHTunnel.HostKeyFingerprint != fp {
+		t.Fatalf("known_hosts line: %+v, %v", v, err)
+	}
+
+	// Another key given: the bastion's own key is refused, not trusted on
+	// first use, and kept for approval.
+	s = tunnelled("wrong", pg, b)
+	s.Tunnel.KnownHost = otherLine
+	v, err = f.svc.CreateConnection(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, v.SSHTunnel.PublicKey)
+	var changed *app.HostKeyChangedError
+	if err := selectOne(ctx, f.svc, "wrong"); !errors.As(err, &changed) || changed.Err.Presented != fp {
+		t.Fatalf("bastion with another key than the given one: %v", err)
+	}
+	rep, err := f.svc.TestConnection(ctx, "wrong", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fail := rep.Failed(); fail == nil || fail.ID != diagnose.StepSSHHandshake || rep.HostKey.State != diagnose.HostKeyChanged {
+		t.Fatalf("test with another key given: %+v", rep.Steps)
+	}
+	// Giving the right key on update replaces the pin and the pending key.
+	s.Tunnel.KnownHost = line
+	if v, err = f.svc.UpdateConnection(ctx, "wrong", s, nil); err != nil {
+		t.Fatal(err)
+	}
+	if v.SSHTunnel.HostKeyFingerprint != fp || v.SSHTunnel.PendingHostKeyFingerprint != "" {
+		t.Fatalf("after update: %+v", v.SSHTunnel)
+	}
+	if err := selectOne(ctx, f.svc, "wrong"); err != nil {
+		t.Fatal(err)
+	}
+	// An update without a key keeps the pin.
+	s.Tunnel.KnownHost = ""
+	if v, err = f.svc.UpdateConnection(ctx, "wrong", s, nil); err != nil || v.SSHTunnel.HostKeyFingerprint != fp {
+		t.Fatalf("update without a key: %+v, %v", v, err)
+	}
+
+	// A draft is tested against the keys it gives.
+	d := tunnelled("", pg, b)
+	d.Tunnel.KnownHost = otherLine
+	rep, err = f.svc.TestDraft(ctx, d, "given", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fail := rep.Failed(); fail == nil || fail.ID != diagnose.StepSSHHandshake {
+		t.Fatalf("draft with another key: %+v", rep.Steps)
+	}
+
+	// Bad input is a field error that says what is accepted.
+	s = tunnelled("bad", pg, b)
+	s.Tunnel.KnownHost = "SHA256:" + strings.Repeat("A", 43)
+	var ve *app.ValidationError
+	if _, err := f.svc.CreateConnection(ctx, s); !errors.As(err, &ve) ||
+		!strings.Contains(ve.Fields()["ssh_tunnel.known_host"], "accepted is the bastion's public host key") {
+		t.Fatalf("fingerprint as known_host: %v", err)
+	}
+	if _, err := f.svc.GetConnection(ctx, "bad"); !errors.Is(err, app.ErrNotFound) {
+		t.Fatal("a connection with a bad known_host was saved")
+	}
+}

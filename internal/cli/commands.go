@@ -1,0 +1,69 @@
+package cli
+
+import (
+	"errors"
+	"net/url"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgrelay/pgrelay/internal/jobs"
+)
+
+// commandFlags decide how command steps run: the flags of `serve` and of a
+// local `job run`.
+type commandFlags struct {
+	allow    []string
+	runAs    string
+	workdirs []string
+}
+
+func (f *commandFlags) register(cmd *cobra.Command) {
+	fs := cmd.Flags()
+	fs.StringArrayVar(&f.allow, "allow-command", nil, "a program command steps may run (repeatable), e.g. --allow-command dbt --allow-command psql; "+
+		"resolved to its absolute path at start (env "+jobs.AllowCommandsEnv+", comma-separated, when no flag is given)")
+	fs.StringVar(&f.runAs, "run-as", "", "run command steps as this unprivileged OS user, with a minimal environment and a private TMPDIR "+
+		"(needs root or CAP_SETUID and CAP_SETGID; the data dir must be closed to that user: chmod 700)")
+	fs.StringArrayVar(&f.workdirs, "allow-workdir", nil, "a directory that command steps' workdirs must be inside, symlinks resolved (repeatable; default: anywhere)")
+}
+
+// given reports whether any of the flags was given.
+func (f *commandFlags) given() bool {
+	return len(f.allow) > 0 || f.runAs != "" || len(f.workdirs) > 0
+}
+
+// commandPolicy builds the policy of command steps from f (and
+// PGRELAY_ALLOW_COMMANDS), resolving the allowed programs and directories,
+// and logs it. With --run-as it refuses a data dir that user could read.
+func (r *runner) commandPolicy(f commandFlags) (jobs.CommandPolicy, error) {
+	allow, err := jobs.NewAllowlist(jobs.ParseAllowCommands(f.allow, r.env.Getenv(jobs.AllowCommandsEnv)))
+	if err != nil {
+		return jobs.CommandPolicy{}, usageError{err}
+	}
+	p := jobs.CommandPolicy{Allow: allow}
+	if p.Workdirs, err = jobs.ResolveWorkdirs(f.workdirs); err != nil {
+		return jobs.CommandPolicy{}, usageError{err}
+	}
+	if f.runAs != "" {
+		u, err := jobs.LookupRunAs(f.runAs)
+		if err != nil {
+			return jobs.CommandPolicy{}, usageError{err}
+		}
+		if err := u.CheckNoAccess(r.dataDir); err != nil {
+			var ae *jobs.AccessError
+			if errors.As(err, &ae) {
+				return jobs.CommandPolicy{}, usagef("--run-as %s: commands must not be able to read pgrelay's data dir (master.key, the SQLite store), "+
+					"but %v. Fix: chmod 700 %s (owned by the user pgrelay runs as)", f.runAs, err, r.dataDir)
+			}
+			return jobs.CommandPolicy{}, err
+		}
+		if su, err := url.Parse(r.storeURL); err == nil && su.User != nil {
+			if _, ok := su.User.Password(); ok {
+				return jobs.CommandPolicy{}, usagef("--run-as %s: --store holds a password, and every user can read a process's arguments: "+
+					"give the store URL in PGRELAY_STORE instead", f.runAs)
+			}
+		}
+		p.RunAs = u
+	}
+	r.logger.Info("command steps", p.LogAttrs()...)
+	return p, nil
+}

@@ -1,0 +1,132 @@
+package cli_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/testenv"
+)
+
+// TestLocalJobRunObeysCommandRules: a local `job run` runs only the
+// programs given with --allow-command or PGRELAY_ALLOW_COMMANDS, and a
+// refused step fails the run before any step runs.
+func TestLocalJobRunObeysCommandRules(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg.CreateRole(t, "dbt", "dbt-pw")
+	pg.CreateDatabase(t, "analytics", "dbt")
+	h := newHarness(t)
+	h.env["DB_PASSWORD"] = "dbt-pw"
+	h.ok(createArgs("wh", pg)...)
+	// A workdir inside the allowed directory that leads out of it.
+	allowed := t.TempDir()
+	escape := filepath.Join(allowed, "escape")
+	if err := os.Symlink(t.TempDir(), escape); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "jobs.yaml")
+	if err := os.WriteFile(file, []byte(`jobs:
+  - name: guarded
+    connection: wh
+    steps:
+      - sql: create table if not exists guarded_marker (n int)
+      - name: refresh models
+        command: [sh, -c, "echo step two ran"]
+  - name: escape
+    connection: wh
+    steps:
+      - command: [sh, -c, "pwd"]
+        workdir: `+escape+`
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.ok("job", "apply", "-f", file)
+
+	r := h.fail(1, "job", "run", "guarded")
+	contains(t, "refused run", r.stdout+r.stderr, `step 2 (refresh models) refused, nothing was run: program "sh" is not allowed`,
+		"--allow-command or PGRELAY_ALLOW_COMMANDS (now: none)", "add --allow-command sh")
+	contains(t, "no table", h.ok("query", "wh", "select to_regclass('guarded_marker') is null as absent", "-o", "csv").stdout, "absent\nt\n")
+
+	contains(t, "allowed by flag", h.ok("job", "run", "guarded", "--allow-command", "sh").stdout, "step two ran", "succeeded")
+	h.env["PGRELAY_ALLOW_COMMANDS"] = "psql, sh"
+	contains(t, "allowed by env", h.ok("job", "run", "guarded").stdout, "step two ran", "succeeded")
+	// A flag replaces the environment's list.
+	r = h.fail(1, "job", "run", "guarded", "--allow-command", "psql")
+	contains(t, "flag wins", r.stdout+r.stderr, `program "sh" is not allowed`, "(now: psql)")
+
+	r = h.fail(2, "job", "run", "guarded", "--allow-command", "no-such-program-pgrelay")
+	contains(t, "unknown program", r.stderr, "--allow-command no-such-program-pgrelay: not found")
+
+	r = h.fail(1, "job", "run", "escape", "--allow-workdir", allowed)
+	contains(t, "workdir", r.stdout+r.stderr, "refused, nothing was run: workdir "+escape+" is not allowed", "--allow-workdir")
+	r = h.fail(2, "job", "run", "escape", "--allow-workdir", "relative/dir")
+	contains(t, "relative workdir", r.stderr, `--allow-workdir "relative/dir": give an absolute path`)
+}
+
+// TestRunAsKeepsCommandsOutOfTheDataDir: with --run-as, command steps run
+// as that user and cannot read master.key or the store; serve and job run
+// refuse a data dir that user could read.
+func TestRunAsKeepsCommandsOutOfTheDataDir(t *testing.T) {
+	t.Parallel()
+	u := testenv.NewOSUser(t)
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg.CreateRole(t, "dbt", "dbt-pw")
+	pg.CreateDatabase(t, "analytics", "dbt")
+	// The data dir below a directory every user may enter.
+	base, err := os.MkdirTemp("", "pgrelay-cli-runas-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t)
+	h.dataDir = filepath.Join(base, "data")
+	h.env["DB_PASSWORD"] = "dbt-pw"
+	h.ok(createArgs("wh", pg)...)
+	file := filepath.Join(t.TempDir(), "jobs.yaml")
+	if err := os.WriteFile(file, []byte(`jobs:
+  - name: snoop
+    connection: wh
+    steps:
+      - command: [sh, -c, 'id -un; for f in master.key pgrelay.db; do cat "`+h.dataDir+`/$f" >/dev/null && echo "LEAK""ED $f"; done; psql -X -At -c "select 42"']
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.ok("job", "apply", "-f", file)
+
+	r := h.ok("job", "run", "snoop", "--allow-command", "sh", "--run-as", u.Name)
+	contains(t, "run as", r.stdout, u.Name, "Permission denied", "42", "succeeded")
+	if strings.Contains(r.stdout, "LEAKED ") {
+		t.Fatalf("a command run as %s read the data dir:\n%s", u.Name, r)
+	}
+
+	// Opened to other users, the data dir is refused by job run and serve.
+	if err := os.Chmod(h.dataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r = h.fail(2, "job", "run", "snoop", "--allow-command", "sh", "--run-as", u.Name)
+	contains(t, "job run", r.stderr, "--run-as "+u.Name+": commands must not be able to read pgrelay's data dir", "chmod 700 "+h.dataDir)
+	// serve must refuse to start (a serve that starts is stopped after a
+	// while, and then fails the check with exit code 0).
+	serve := func(args ...string) result {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		return h.runCtx(ctx, "", append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
+	}
+	r = serve("--allow-command", "sh", "--run-as", u.Name)
+	if r.code != 2 || !strings.Contains(r.stderr, "chmod 700 "+h.dataDir) || strings.Contains(r.stdout, "serving") {
+		t.Fatalf("serve with a readable data dir: %s", r)
+	}
+	r = serve("--run-as", "root")
+	if r.code != 2 || !strings.Contains(r.stderr, "--run-as root: that is root") {
+		t.Fatalf("serve --run-as root: %s", r)
+	}
+	r = h.fail(2, "job", "run", "snoop", "--run-as", "no-such-user-pgrelay")
+	contains(t, "unknown user", r.stderr, "--run-as no-such-user-pgrelay", "useradd")
+}

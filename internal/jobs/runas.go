@@ -1,0 +1,226 @@
+package jobs
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// RunAs is the unprivileged OS user command steps run as (`--run-as`).
+type RunAs struct {
+	// Name is the user's login name.
+	Name string
+	// UID and GID are the user's IDs; Groups its supplementary groups.
+	UID, GID uint32
+	Groups   []uint32
+	// Home is the user's home directory when it exists, else "" (commands
+	// then get the run's directory as HOME).
+	Home string
+}
+
+// LookupRunAs looks up the user command steps are to run as, and checks
+// that this process may start processes as that user: it must run as root
+// or have CAP_SETUID and CAP_SETGID, and the user must be another user than
+// this process's and not root.
+func LookupRunAs(name string) (*RunAs, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, fmt.Errorf("--run-as %s: %w (create the user, e.g. useradd --system --no-create-home --shell /usr/sbin/nologin %s)", name, err, name)
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, fmt.Errorf("--run-as %s: user and group IDs %s:%s: %w", name, u.Uid, u.Gid, err)
+	}
+	switch {
+	case uid == 0:
+		return nil, fmt.Errorf("--run-as %s: that is root; give an unprivileged user that cannot read pgrelay's data dir", name)
+	case uid == uint64(os.Geteuid()):
+		return nil, fmt.Errorf("--run-as %s: pgrelay itself runs as that user, so commands would keep its access to the data dir; give another, unprivileged user", name)
+	}
+	if err := checkCanSwitchUser(); err != nil {
+		return nil, fmt.Errorf("--run-as %s: %w", name, err)
+	}
+	r := &RunAs{Name: u.Username, UID: uint32(uid), GID: uint32(gid)}
+	gids, err := u.GroupIds()
+	if err != nil {
+		return nil, fmt.Errorf("--run-as %s: groups: %w", name, err)
+	}
+	for _, g := range gids {
+		n, err := strconv.ParseUint(g, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("--run-as %s: group ID %s: %w", name, g, err)
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("--run-as %s: the user is in the root group (GID 0); give a user outside it", name)
+		}
+		r.Groups = append(r.Groups, uint32(n))
+	}
+	if fi, err := os.Stat(u.HomeDir); err == nil && fi.IsDir() && u.HomeDir != "/" {
+		r.Home = u.HomeDir
+	}
+	return r, nil
+}
+
+// Capabilities in /proc/self/status's CapEff mask.
+const (
+	capSetGID = 6
+	capSetUID = 7
+)
+
+// checkCanSwitchUser returns nil when this process runs as root or has
+// CAP_SETUID and CAP_SETGID.
+func checkCanSwitchUser() error {
+	if os.Geteuid() == 0 {
+		return nil
+	}
+	f, err := os.Open("/proc/self/status")
+	if err == nil {
+		defer f.Close()
+		var caps uint64
+		caps, err = effectiveCaps(f)
+		if err == nil && caps&(1<<capSetUID) != 0 && caps&(1<<capSetGID) != 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("starting commands as another user needs pgrelay to run as root, or with CAP_SETUID and CAP_SETGID "+
+		"(e.g. systemd AmbientCapabilities=CAP_SETUID CAP_SETGID); it runs as UID %d without them", os.Geteuid())
+}
+
+// effectiveCaps reads the CapEff mask of a /proc/PID/status file.
+func effectiveCaps(status io.Reader) (uint64, error) {
+	sc := bufio.NewScanner(status)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "CapEff:"); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, errors.New("no CapEff line")
+}
+
+// Credential is the process credential of commands run as the user.
+func (r *RunAs) Credential() *syscall.Credential {
+	return &syscall.Credential{Uid: r.UID, Gid: r.GID, Groups: append([]uint32(nil), r.Groups...)}
+}
+
+// inGroup reports whether the user is in group gid.
+func (r *RunAs) inGroup(gid uint32) bool {
+	if gid == r.GID {
+		return true
+	}
+	for _, g := range r.Groups {
+		if g == gid {
+			return true
+		}
+	}
+	return false
+}
+
+// AccessError says that the user can reach a path it must not.
+type AccessError struct {
+	User string
+	Path string
+	// Why names the permission that lets the user in.
+	Why string
+}
+
+func (e *AccessError) Error() string {
+	return fmt.Sprintf("user %s can read %s (%s)", e.User, e.Path, e.Why)
+}
+
+// CheckNoAccess returns an *AccessError when the user could list or read
+// path, or reach anything below it: path must be a directory or file that
+// the user cannot open, judged by the permission bits of it and of every
+// directory above it, and no ACL on it. A path that does not exist passes.
+func (r *RunAs) CheckNoAccess(path string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	resolved, err := filepath.EvalSymlinks(abs)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("check access of %s: %w", path, err)
+	}
+	// The directories above must all be searchable for the user to reach
+	// the path; one that is not protects everything below it.
+	dirs := []string{}
+	for d := filepath.Dir(resolved); ; d = filepath.Dir(d) {
+		dirs = append(dirs, d)
+		if d == "/" {
+			break
+		}
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		ok, err := r.may(dirs[i], 1)
+		if err != nil {
+			return fmt.Errorf("check access of %s: %w", path, err)
+		}
+		if !ok {
+			return nil
+		}
+	}
+	fi, err := os.Stat(resolved)
+	if err != nil {
+		return fmt.Errorf("check access of %s: %w", path, err)
+	}
+	if acl, err := hasACL(resolved); err != nil || acl {
+		return &AccessError{User: r.Name, Path: path, Why: "it has an ACL, which may grant access: remove it with setfacl -b"}
+	}
+	// A directory is open to the user when it may list (r) or search (x)
+	// it; a file when it may read it.
+	if ok, _ := r.may(resolved, 4); ok {
+		return &AccessError{User: r.Name, Path: path, Why: describeMode(fi)}
+	}
+	if fi.IsDir() {
+		if ok, _ := r.may(resolved, 1); ok {
+			return &AccessError{User: r.Name, Path: path, Why: describeMode(fi)}
+		}
+	}
+	return nil
+}
+
+// may reports whether the user has permission bit want (4 read, 1
+// search/execute) on path, by its owner, group and mode.
+func (r *RunAs) may(path string, want os.FileMode) (bool, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return false, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return true, nil // cannot tell: assume it may
+	}
+	if acl, err := hasACL(path); err != nil || acl {
+		return true, nil // an ACL may grant it
+	}
+	perm := fi.Mode().Perm()
+	switch {
+	case st.Uid == r.UID:
+		return perm&(want<<6) != 0, nil
+	case r.inGroup(st.Gid):
+		return perm&(want<<3) != 0, nil
+	}
+	return perm&want != 0, nil
+}
+
+func describeMode(fi os.FileInfo) string {
+	s := fmt.Sprintf("mode %04o", fi.Mode().Perm())
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		s += fmt.Sprintf(", owner %d:%d", st.Uid, st.Gid)
+	}
+	return s
+}

@@ -1,0 +1,199 @@
+package jobs_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/testenv"
+)
+
+// TestRunAsContainsCommands runs command steps as a throwaway unprivileged
+// user: they work over the run's endpoint and files, but cannot read the
+// master key, the store or the server's environment, get none of the
+// server's variables, run in their own process group and have a private
+// TMPDIR. (Not parallel: it sets PGRELAY_MASTER_KEY in this process, the
+// "server", whose environment the step must not see.)
+func TestRunAsContainsCommands(t *testing.T) {
+	u := testenv.NewOSUser(t)
+	t.Setenv(secret.MasterKeyEnv, "canary-master-key-not-for-commands")
+	e := setup(t, 30*time.Second, 10)
+	ra, err := jobs.LookupRunAs(u.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A data dir as pgrelay makes it (mode 0700, master.key 0600), in a
+	// directory every user may enter.
+	base, err := os.MkdirTemp("", "pgrelay-runas-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := filepath.Join(base, "data")
+	if _, err := secret.LoadMasterKey("", dataDir); err != nil {
+		t.Fatal(err)
+	}
+	masterKey := filepath.Join(dataDir, secret.MasterKeyFile)
+	if err := ra.CheckNoAccess(dataDir); err != nil {
+		t.Fatalf("data dir: %v", err)
+	}
+	r := e.runner(t)
+	r.Commands.RunAs = ra
+	script := strings.Join([]string{
+		`echo "uid=$(id -u) gid=$(id -g)"`,
+		`for f in ` + masterKey + ` ` + e.storeFile + ` /proc/` + strconv.Itoa(os.Getpid()) + `/environ; do`,
+		`  if cat "$f" >/dev/null 2>&1; then echo "READ $f"; else echo "denied $f"; fi`,
+		`done`,
+		`echo "pgid=$(cut -d' ' -f5 /proc/$$/stat) pid=$$"`,
+		`echo "tmp=$(stat -c '%u %a' "$TMPDIR") home=$HOME pwd=$(pwd)"`,
+		`env | cut -d= -f1 | sort | tr '\n' ' ' | sed 's/^/envkeys=/'; echo`,
+		`grep -c 'type: postgres' "$DBT_PROFILES_DIR/profiles.yml"`,
+	}, "\n")
+	var rec recorder
+	res := r.Run(context.Background(), job("wh",
+		jobs.Step{Command: []string{"sh", "-c", script}},
+		jobs.Step{Command: []string{"psql", "-X", "-At", "-c", "select 'psql as ' || current_user"}}), rec.hooks())
+	log := rec.text()
+	if res.Status != jobs.Succeeded {
+		t.Fatalf("run %+v\n%s", res, log)
+	}
+	want := []string{
+		"uid=" + strconv.Itoa(u.UID) + " gid=" + strconv.Itoa(u.GID),
+		"denied " + masterKey, "denied " + e.storeFile, "denied /proc/" + strconv.Itoa(os.Getpid()) + "/environ",
+		"tmp=" + strconv.Itoa(u.UID) + " 700 ",
+		"[0 stdout] 1", "psql as dbt",
+	}
+	for _, w := range want {
+		if !strings.Contains(log, w) {
+			t.Errorf("log lacks %q", w)
+		}
+	}
+	for _, l := range rec.linesOf(0, "stdout") {
+		if strings.HasPrefix(l, "READ ") {
+			t.Errorf("the command could %s", l)
+		}
+	}
+	// Its own process group, not the server's.
+	var pgid, pid int
+	for _, l := range rec.linesOf(0, "stdout") {
+		if strings.HasPrefix(l, "pgid=") {
+			parts := strings.Fields(l)
+			pgid, _ = strconv.Atoi(strings.TrimPrefix(parts[0], "pgid="))
+			pid, _ = strconv.Atoi(strings.TrimPrefix(parts[1], "pid="))
+		}
+		if keys, ok := strings.CutPrefix(l, "envkeys="); ok {
+			for _, k := range strings.Fields(keys) {
+				allowed := []string{"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "LANG", "TZ", "PWD", "SHLVL", "_",
+					"DBT_PROFILES_DIR", "DBT_PROFILE", "DBT_TARGET"}
+				if !slices.Contains(allowed, k) && !strings.HasPrefix(k, "PG") && !strings.HasPrefix(k, "LC_") {
+					t.Errorf("the command's environment has %s from the server", k)
+				}
+				if strings.HasPrefix(k, "PGRELAY_") {
+					t.Errorf("the command's environment has %s", k)
+				}
+			}
+		}
+		if strings.HasPrefix(l, "tmp=") && strings.Contains(l, "home=/root") {
+			t.Errorf("HOME is the server's: %s", l)
+		}
+	}
+	if pgid == 0 || pgid != pid || pgid == syscall.Getpgrp() {
+		t.Errorf("process group %d of command %d (server's %d)", pgid, pid, syscall.Getpgrp())
+	}
+	if t.Failed() {
+		t.Logf("log:\n%s", log)
+	}
+
+	// A data dir the user can read is refused, with the reason.
+	if err := os.Chmod(dataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := ra.CheckNoAccess(dataDir); err == nil || !strings.Contains(err.Error(), "user "+u.Name+" can read "+dataDir+" (mode 0755") {
+		t.Errorf("readable data dir: %v", err)
+	}
+	if err := ra.CheckNoAccess(masterKey); err != nil {
+		t.Errorf("master.key (0600) in a readable dir: %v", err)
+	}
+	// The run-as user must be able to reach its workdir.
+	private := filepath.Join(t.TempDir(), "private")
+	if err := os.Mkdir(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	res = r.Run(context.Background(), job("direct", jobs.Step{Command: []string{"sh", "-c", "pwd"}, Workdir: private}), jobs.Hooks{})
+	if res.Status != jobs.Failed || !strings.Contains(res.Reason, "as user "+u.Name) || !strings.Contains(res.Reason, "permission denied") {
+		t.Errorf("unreachable workdir: %+v", res)
+	}
+}
+
+func TestLookupRunAsRefusesRoot(t *testing.T) {
+	t.Parallel()
+	if _, err := jobs.LookupRunAs("root"); err == nil || !strings.Contains(err.Error(), "--run-as root: that is root") {
+		t.Errorf("root: %v", err)
+	}
+	if _, err := jobs.LookupRunAs("no-such-user-pgrelay"); err == nil || !strings.Contains(err.Error(), "useradd") {
+		t.Errorf("unknown user: %v", err)
+	}
+}
+
+// TestVerifyFullForCommands: with sslmode verify-full, command steps (psql,
+// and a libpq client given the generated profiles.yml as dbt is) check the
+// server's certificate against the server's name, not the local endpoint's
+// address.
+func TestVerifyFullForCommands(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{SSLOnly: true, TLSHosts: []string{"localhost"}})
+	pg.CreateRole(t, "dbt", "dbt-pw")
+	pg.CreateDatabase(t, "analytics", "dbt")
+	svc := newService(t)
+	for name, host := range map[string]string{"right": "localhost", "wrong": "127.0.0.1"} {
+		if _, err := svc.CreateConnection(context.Background(), connection.Spec{Name: name, Host: host, Port: pg.Port,
+			Database: "analytics", User: "dbt", Password: secret.New("dbt-pw"), SSLMode: connection.SSLVerifyFull,
+			SSLRootCert: string(pg.CAPEM)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := &jobs.Runner{
+		Open:     func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
+		Commands: jobs.CommandPolicy{Allow: allowlist(t, "sh", "psql")},
+	}
+	// The profile's host, port, sslmode and sslrootcert, as dbt-postgres
+	// passes them to libpq (PGHOSTADDR comes from the environment).
+	profile := `p="$DBT_PROFILES_DIR/profiles.yml"
+host=$(sed -n 's/^ *host: "\(.*\)"$/\1/p' "$p"); port=$(sed -n 's/^ *port: //p' "$p")
+mode=$(sed -n 's/^ *sslmode: //p' "$p"); root=$(sed -n 's/^ *sslrootcert: "\(.*\)"$/\1/p' "$p")
+echo "profile host=$host mode=$mode"
+psql -X -At "host=$host port=$port dbname=analytics user=dbt sslmode=$mode sslrootcert=$root" -c "select 'profile ok'"`
+	steps := []jobs.Step{
+		{Command: []string{"psql", "-X", "-At", "-c", "select 'psql ok ' || ssl from pg_stat_ssl where pid = pg_backend_pid()"}},
+		{Command: []string{"sh", "-c", profile}},
+	}
+	var rec recorder
+	res := r.Run(context.Background(), job("right", steps...), rec.hooks())
+	if res.Status != jobs.Succeeded {
+		t.Fatalf("verify-full with the server's name: %+v\n%s", res, rec.text())
+	}
+	for _, w := range []string{"psql ok t", "profile host=localhost mode=verify-full", "profile ok"} {
+		if !strings.Contains(rec.text(), w) {
+			t.Errorf("log lacks %q:\n%s", w, rec.text())
+		}
+	}
+	for i := range steps {
+		var wrong recorder
+		res = r.Run(context.Background(), job("wrong", steps[i]), wrong.hooks())
+		if res.Status != jobs.Failed || !strings.Contains(wrong.text(), `does not match host name "127.0.0.1"`) {
+			t.Errorf("step %d: verify-full against a certificate for another name: %+v\n%s", i+1, res, wrong.text())
+		}
+	}
+}

@@ -1,0 +1,72 @@
+package sshkey_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/pgrelay/pgrelay/internal/sshkey"
+)
+
+func TestParseKnownHosts(t *testing.T) {
+	t.Parallel()
+	pair, err := sshkey.Generate(sshkey.Ed25519, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ed := sshkey.AuthorizedKey(pair.Public, "root@bastion")
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecPub, _ := ssh.NewPublicKey(&ec.PublicKey)
+	ecLine := sshkey.AuthorizedKey(ecPub, "")
+	small, _ := rsa.GenerateKey(rand.Reader, 1024)
+	smallPub, _ := ssh.NewPublicKey(&small.PublicKey)
+
+	for _, tc := range []struct {
+		name, text string
+		host       string
+		port       int
+		keys       int
+		problem    string // "" when accepted
+	}{
+		{"pub file line", ed, "b.example.com", 22, 1, ""},
+		{"known_hosts line", "b.example.com " + ed, "b.example.com", 22, 1, ""},
+		{"known_hosts several names", "other,B.Example.com,10.0.0.5 " + ed, "b.example.com", 22, 1, ""},
+		{"known_hosts with port", "[b.example.com]:2222 " + ed, "b.example.com", 2222, 1, ""},
+		{"hashed names are not checked", "|1|F1E1KeoE/eEWhi10WpGv4OdiO6Y=|3988QV0VE8wmZL7suNrYQLITLCg= " + ed, "b.example.com", 22, 1, ""},
+		{"ssh-keyscan output", "# b.example.com:22 SSH-2.0-OpenSSH_9.2\nb.example.com " + ed + "\n\nb.example.com " + ecLine + "\n", "b.example.com", 22, 2, ""},
+		{"wrong host", "a.example.com " + ed, "b.example.com", 22, 0, "for a.example.com, not for this bastion, which known_hosts names b.example.com"},
+		{"wrong port", "b.example.com " + ed, "b.example.com", 2222, 0, "which known_hosts names [b.example.com]:2222"},
+		{"fingerprint", sshkey.Fingerprint(pair.Public), "b", 22, 0, "is a fingerprint, which cannot be pinned"},
+		{"garbage", "hello world", "b", 22, 0, "neither a public key nor a known_hosts line"},
+		{"bad base64", "ssh-ed25519 AAAA!!!", "b", 22, 0, "not a valid public key"},
+		{"revoked", "@revoked b " + ed, "b", 22, 0, "marker @revoked"},
+		{"small rsa", sshkey.AuthorizedKey(smallPub, ""), "b", 22, 0, "1024 bits: at least 2048"},
+		{"empty", " \n# only a comment\n", "b", 22, 0, "no host key found"},
+		{"too long", strings.Repeat("x", sshkey.MaxKnownHostLen+1), "b", 22, 0, "too long"},
+		{"line numbers", ed + "\nnonsense\n", "b", 22, 0, "line 2: neither"},
+	} {
+		keys, err := sshkey.ParseKnownHosts(tc.text, tc.host, tc.port)
+		if tc.problem == "" {
+			if err != nil || len(keys) != tc.keys {
+				t.Errorf("%s: %d keys, %v; want %d keys", tc.name, len(keys), err, tc.keys)
+			}
+			continue
+		}
+		if err == nil {
+			t.Errorf("%s: accepted, want %q", tc.name, tc.problem)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.problem) || !strings.Contains(err.Error(), "accepted is") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: error %q lacks %q or what is accepted", tc.name, err, tc.problem)
+		}
+	}
+	keys, err := sshkey.ParseKnownHosts(ed, "b", 22)
+	if err != nil || sshkey.Fingerprint(keys[0]) != sshkey.Fingerprint(pair.Public) {
+		t.Errorf("parsed key differs: %v", err)
+	}
+}
