@@ -98,3 +98,16 @@ func pidList(pids []uint32) string {
 	}
 	return "pid " + strings.Join(parts, ", ")
 }
+
+// markCancelled moves pids that were cancelled before the cleanup looked
+// (and then found idle or gone) into Cancelled, and updates the message.
+func (c *Cleanup) markCancelled(pids []uint32) {
+	for _, p := range pids {
+		if slices.Contains(c.Cancelled, p) || slices.Contains(c.Terminated, p) || slices.Contains(c.Remaining, p) {
+			continue
+		}
+		c.Idle = slices.DeleteFunc(c.Idle, func(q uint32) bool { return q == p })
+		c.Cancelled = append(c.Cancelled, p)
+	}
+	c.Summarize()
+}

@@ -52,6 +52,12 @@ type Hooks struct {
 	Step func(RunStep)
 	// Log receives each log line as it comes (secrets already masked).
 	Log func(LogLine)
+	// Backend is called when the run opens a database session: a SQL
+	// step's, or a command's through the run's endpoint.
+	Backend func(Backend)
+	// Cleanup is called, after Run has returned, with the outcome of a
+	// cleanup that had to wait for the server (Result.Cleanup pending).
+	Cleanup func(Cleanup)
 }
 
 // Stdio attaches a command directly to a terminal (pgrelay exec) instead
@@ -69,9 +75,23 @@ type Runner struct {
 	// where; every command step of a job is checked against it before the
 	// run opens its connection. The zero value runs no program.
 	Commands CommandPolicy
+	// InterruptGrace is how long a stopped command has between SIGINT
+	// (on which dbt cancels its own queries) and SIGTERM; default 5s.
+	InterruptGrace time.Duration
 	// KillGrace is how long a command has between SIGTERM and SIGKILL;
 	// default 10s.
 	KillGrace time.Duration
+	// StopGrace is how long a stopped run's backends have to end after
+	// their statements were cancelled before they are terminated; default
+	// DefaultStopGrace.
+	StopGrace time.Duration
+	// CleanupFor bounds the retries, after the tunnel dropped, to reach the
+	// server again and stop the run's backends; default DefaultCleanupFor.
+	CleanupFor time.Duration
+	// CountCancels, when set, counts what was done to backends by outcome
+	// (OutcomeCancelled, OutcomeTerminated, OutcomeFailed,
+	// OutcomeUnreachable).
+	CountCancels func(outcome string, n int)
 	// Stdio, when set, attaches commands to it instead of the log.
 	Stdio *Stdio
 	// BaseEnv is the environment commands start from (before the
@@ -90,6 +110,11 @@ type Result struct {
 	Steps  []RunStep
 	// ExitCode is the exit code of the last command step that ran, or -1.
 	ExitCode int
+	// Cleanup is what was done to stop the run's statements on the server
+	// when it did not succeed (nil when it had none to stop). When it is
+	// pending (the tunnel dropped), the outcome comes later through
+	// Hooks.Cleanup.
+	Cleanup *Cleanup
 }
 
 // CancelledError is the cause of a cancelled run.
@@ -123,6 +148,11 @@ type run struct {
 	workDir string
 	env     []string
 	curStep int
+	// backends are the database sessions the run opened.
+	backends []Backend
+	// cancelledPIDs are backends whose statement pgx cancelled when the
+	// run's context ended during a SQL step.
+	cancelledPIDs []uint32
 	// programs are the absolute paths of the command steps' programs
 	// (by step index), resolved before the run starts.
 	programs []string
@@ -138,11 +168,15 @@ func (r *Runner) Run(ctx context.Context, job Job, hooks Hooks) Result {
 	if r.KillGrace == 0 {
 		r.KillGrace = 10 * time.Second
 	}
+	if r.InterruptGrace == 0 {
+		r.InterruptGrace = 5 * time.Second
+	}
 	x := &run{r: r, job: job, hooks: hooks, curStep: -1}
 	for i, s := range job.Steps {
 		x.steps = append(x.steps, RunStep{Index: i, Label: s.Label(), Kind: s.Kind(), Status: Queued})
 	}
 	res := x.exec(ctx)
+	x.finish(&res)
 	res.Steps = x.steps
 	res.Reason = CleanText(x.mask(res.Reason))
 	for i := range res.Steps {
@@ -221,7 +255,6 @@ func (x *run) exec(parent context.Context) Result {
 	}
 	x.conn = conn
 	x.secret = conn.Spec().Password.Reveal()
-	defer x.cleanup()
 	if t := conn.Spec().Tunnel; t != nil {
 		x.log(-1, "system", fmt.Sprintf("SSH tunnel up via %s@%s (keepalive every %s, dropped after %d missed)",
 			t.User, net.JoinHostPort(t.Host, strconv.Itoa(t.Port)), t.KeepaliveInterval, t.KeepaliveCountMax))
@@ -331,15 +364,28 @@ func (x *run) skipFrom(i int) {
 	}
 }
 
-func (x *run) cleanup() {
-	if x.dbConn != nil {
+// closeClients closes the run's own database session and its local
+// endpoint (and with it every client session through it). It is safe to
+// call more than once.
+func (x *run) closeClients() {
+	x.mu.Lock()
+	db, px := x.dbConn, x.px
+	x.dbConn, x.px = nil, nil
+	x.mu.Unlock()
+	if db != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = x.dbConn.Close(ctx)
+		_ = db.Close(ctx)
 		cancel()
 	}
-	if x.px != nil {
-		_ = x.px.Close()
+	if px != nil {
+		_ = px.Close()
 	}
+}
+
+// release closes everything the run holds: its sessions, its files and
+// its connection (the tunnel).
+func (x *run) release() {
+	x.closeClients()
 	if x.workDir != "" {
 		_ = os.RemoveAll(x.workDir)
 	}
@@ -357,6 +403,9 @@ func (x *run) runSQL(ctx context.Context, i int, step Step) error {
 			return err
 		}
 		x.dbConn = cfgConn
+		pc := cfgConn.PgConn()
+		x.addBackend(Backend{PID: pc.PID(), SecretKey: pc.SecretKey(), Step: i, User: x.conn.Spec().User,
+			Database: x.conn.Spec().Database, OpenedAt: time.Now().UTC()})
 		if schema := x.schema(); schema != "" {
 			if _, err := x.dbConn.Exec(ctx, "SET search_path TO "+pgx.Identifier{schema}.Sanitize()+", public"); err != nil {
 				return fmt.Errorf("set search_path: %w", err)
@@ -380,6 +429,13 @@ func (x *run) runSQL(ctx context.Context, i int, step Step) error {
 
 func (x *run) sqlErr(ctx context.Context, err error) error {
 	if r := x.reason(ctx); r != nil && ctx.Err() != nil {
+		if x.conn.Err() == nil && x.dbConn != nil {
+			// pgx sent a CancelRequest for the statement when the run's
+			// context ended (see pg.Config).
+			x.mu.Lock()
+			x.cancelledPIDs = append(x.cancelledPIDs, x.dbConn.PgConn().PID())
+			x.mu.Unlock()
+		}
 		return r
 	}
 	var pe *pgconn.PgError
@@ -655,8 +711,16 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 		case <-stopDone:
 			return
 		}
-		x.log(i, "system", fmt.Sprintf("stopping %s (SIGTERM; SIGKILL after %s)", prog, x.r.KillGrace))
-		x.signal(cmd, syscall.SIGTERM)
+		x.log(i, "system", fmt.Sprintf("stopping %s (SIGINT; SIGTERM after %s, SIGKILL %s later)", prog,
+			x.r.InterruptGrace, x.r.KillGrace))
+		x.signal(cmd, syscall.SIGINT)
+		select {
+		case <-time.After(x.r.InterruptGrace):
+			x.log(i, "system", fmt.Sprintf("%s still running after SIGINT: SIGTERM", prog))
+			x.signal(cmd, syscall.SIGTERM)
+		case <-stopDone:
+			return
+		}
 		select {
 		case <-time.After(x.r.KillGrace):
 			x.log(i, "system", fmt.Sprintf("%s still running after %s: SIGKILL", prog, x.r.KillGrace))

@@ -86,8 +86,9 @@ func (e *env) runner(t *testing.T) *jobs.Runner {
 	t.Helper()
 	return &jobs.Runner{
 		Open:      func(ctx context.Context, name string) (jobs.Conn, error) { return e.svc.Open(ctx, name) },
-		Commands:  jobs.CommandPolicy{Allow: allowlist(t, "sh", "psql")},
-		KillGrace: 2 * time.Second,
+		Commands:       jobs.CommandPolicy{Allow: allowlist(t, "sh", "psql")},
+		InterruptGrace: time.Second,
+		KillGrace:      2 * time.Second,
 	}
 }
 
@@ -214,8 +215,9 @@ func TestCancelAndTimeoutStopCommands(t *testing.T) {
 	t.Parallel()
 	e := setup(t, 30*time.Second, 10)
 	marker := filepath.Join(t.TempDir(), "term")
-	// The command traps SIGTERM to prove it got it, then exits.
-	sleeper := jobs.Step{Command: []string{"sh", "-c", "trap 'touch " + marker + "; exit 143' TERM; while true; do sleep 0.1; done"}}
+	// The command traps SIGINT (on which dbt cancels its queries) to
+	// prove it got it, then exits.
+	sleeper := jobs.Step{Command: []string{"sh", "-c", "trap 'touch " + marker + "; exit 130' INT; while true; do sleep 0.1; done"}}
 
 	ctx, cancel := context.WithCancelCause(context.Background())
 	time.AfterFunc(500*time.Millisecond, func() { cancel(&jobs.CancelledError{By: "alice"}) })
@@ -224,14 +226,15 @@ func TestCancelAndTimeoutStopCommands(t *testing.T) {
 		t.Fatalf("cancel: %+v", res)
 	}
 	if _, err := os.Stat(marker); err != nil {
-		t.Fatalf("command did not get SIGTERM: %v", err)
+		t.Fatalf("command did not get SIGINT: %v", err)
 	}
 
-	// A command that ignores SIGTERM is killed after the grace period.
+	// A command that ignores SIGINT and SIGTERM is killed after the grace
+	// periods.
 	ctx2, cancel2 := context.WithTimeoutCause(context.Background(), 300*time.Millisecond, &jobs.TimeoutError{After: 300 * time.Millisecond})
 	defer cancel2()
 	start := time.Now()
-	res = e.runner(t).Run(ctx2, job("wh", jobs.Step{Command: []string{"sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"}}), jobs.Hooks{})
+	res = e.runner(t).Run(ctx2, job("wh", jobs.Step{Command: []string{"sh", "-c", "trap '' INT TERM; while true; do sleep 0.1; done"}}), jobs.Hooks{})
 	if res.Status != jobs.Failed || !strings.Contains(res.Reason, "timed out after 300ms") {
 		t.Fatalf("timeout: %+v", res)
 	}
@@ -274,4 +277,101 @@ func TestTunnelDropFailsRun(t *testing.T) {
 		t.Fatalf("run ended %v after the freeze, want within %v", elapsed, bound)
 	}
 	t.Logf("run failed %v after the freeze: %s", elapsed, res.Reason)
+}
+
+// TestStoppedRunStopsItsStatements: when a run is cancelled or times out
+// in a SQL step, or its tunnel drops, the statement stops on the server
+// (asserted on pg_stat_activity), a held row lock is released, and the
+// run's cleanup says what was done.
+func TestStoppedRunStopsItsStatements(t *testing.T) {
+	t.Parallel()
+	const interval, count = 200 * time.Millisecond, 3
+	e := setup(t, interval, count)
+	admin := e.pg.Connect(t, "analytics")
+	ctx := context.Background()
+	if _, err := admin.Exec(ctx, `CREATE TABLE public.locked (id int PRIMARY KEY, v int); INSERT INTO public.locked VALUES (1, 0);
+		GRANT ALL ON public.locked TO dbt`); err != nil {
+		t.Fatal(err)
+	}
+	sleeping := func(tag string) int {
+		var n int
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%' || $1 || '%'
+			AND pid <> pg_backend_pid()`, tag).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	waitFor := func(what string, within time.Duration, cond func() bool) {
+		t.Helper()
+		for end := time.Now().Add(within); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("timed out after %v waiting for %s", within, what)
+			}
+		}
+	}
+	r := e.runner(t)
+	r.StopGrace = 5 * time.Second
+
+	for _, tc := range []struct {
+		name string
+		stop func(cancel context.CancelCauseFunc)
+		want jobs.Status
+	}{
+		{"Cancel", func(cancel context.CancelCauseFunc) { cancel(&jobs.CancelledError{By: "alice"}) }, jobs.Cancelled},
+		{"Timeout", func(cancel context.CancelCauseFunc) { cancel(&jobs.TimeoutError{After: time.Second}) }, jobs.Failed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tag := "stop-" + strings.ToLower(tc.name)
+			sql := "BEGIN; UPDATE public.locked SET v = v + 1 WHERE id = 1; SELECT pg_sleep(300) /* " + tag + " */"
+			rctx, cancel := context.WithCancelCause(ctx)
+			go func() {
+				waitFor("the statement to run", 15*time.Second, func() bool { return sleeping(tag) == 1 })
+				tc.stop(cancel)
+			}()
+			res := r.Run(rctx, job("wh", jobs.Step{SQL: sql}), jobs.Hooks{})
+			if res.Status != tc.want || res.Cleanup == nil || res.Cleanup.Status != jobs.CleanupDone ||
+				len(res.Cleanup.Cancelled) != 1 || !strings.HasPrefix(res.Cleanup.Message, "cancelled 1 statement on the server (pid ") {
+				t.Fatalf("result %+v, cleanup %+v", res, res.Cleanup)
+			}
+			// Stopped by the time the run reports its end.
+			if n := sleeping(tag); n != 0 {
+				t.Fatalf("%d sessions of the run still on the server after it ended", n)
+			}
+			if _, err := admin.Exec(ctx, `SET lock_timeout = '2s'`); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := admin.Exec(ctx, `UPDATE public.locked SET v = 0 WHERE id = 1`); err != nil {
+				t.Fatalf("the run's row lock is still held: %v", err)
+			}
+		})
+	}
+
+	t.Run("TunnelDrop", func(t *testing.T) {
+		tag := "stop-drop"
+		cleanups := make(chan jobs.Cleanup, 1)
+		hooks := jobs.Hooks{Cleanup: func(c jobs.Cleanup) { cleanups <- c }}
+		go func() {
+			waitFor("the statement to run", 15*time.Second, func() bool { return sleeping(tag) == 1 })
+			e.fp.Freeze()
+		}()
+		defer e.fp.Thaw()
+		res := r.Run(ctx, job("wh", jobs.Step{SQL: "SELECT pg_sleep(300) /* " + tag + " */"}), hooks)
+		if res.Status != jobs.Failed || !strings.Contains(res.Reason, "dropped") || res.Cleanup == nil ||
+			res.Cleanup.Status != jobs.CleanupPending || !strings.Contains(res.Cleanup.Message, "may still be running") {
+			t.Fatalf("result %+v, cleanup %+v", res, res.Cleanup)
+		}
+		if sleeping(tag) != 1 {
+			t.Fatal("the statement ended with the tunnel: this test proves nothing")
+		}
+		e.fp.Thaw()
+		select {
+		case c := <-cleanups:
+			if c.Status != jobs.CleanupDone || len(c.Cancelled) != 1 || !strings.Contains(c.Message, "after the tunnel came back") {
+				t.Fatalf("cleanup %+v", c)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("no cleanup within 30 s of the bastion answering again")
+		}
+		waitFor("the statement to stop", 5*time.Second, func() bool { return sleeping(tag) == 0 })
+	})
 }

@@ -51,6 +51,13 @@ type Stopper struct {
 	Count func(outcome string, n int)
 }
 
+func (s *Stopper) grace() time.Duration {
+	if s.Grace <= 0 {
+		return DefaultStopGrace
+	}
+	return s.Grace
+}
+
 // backendState is one backend as pg_stat_activity shows it.
 type backendState struct {
 	active bool
@@ -62,10 +69,7 @@ type backendState struct {
 // not be reached: the returned Cleanup is then pending, with every backend
 // remaining, and the caller may try again later.
 func (s *Stopper) Stop(ctx context.Context, backends []Backend, closeClients func()) (Cleanup, error) {
-	grace, poll := s.Grace, s.Poll
-	if grace <= 0 {
-		grace = DefaultStopGrace
-	}
+	grace, poll := s.grace(), s.Poll
 	if poll <= 0 {
 		poll = 100 * time.Millisecond
 	}
