@@ -85,7 +85,7 @@ func newServiceAt(t *testing.T) (*app.Service, string) {
 func (e *env) runner(t *testing.T) *jobs.Runner {
 	t.Helper()
 	return &jobs.Runner{
-		Open:      func(ctx context.Context, name string) (jobs.Conn, error) { return e.svc.Open(ctx, name) },
+		Open:           func(ctx context.Context, name string) (jobs.Conn, error) { return e.svc.Open(ctx, name) },
 		Commands:       jobs.CommandPolicy{Allow: allowlist(t, "sh", "psql")},
 		InterruptGrace: time.Second,
 		KillGrace:      2 * time.Second,
