@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -43,6 +44,9 @@ type stackOptions struct {
 	// does, that may run the programs in Allow.
 	Queue bool
 	Allow []string
+	// PublicURL is `pgrelay serve --public-url`: the URL people reach the
+	// server at through a proxy.
+	PublicURL *url.URL
 }
 
 // closeStore closes the store, so that every use case fails.
@@ -83,7 +87,7 @@ func newStackWith(t testing.TB, opts stackOptions) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ui, err := web.New(web.Config{App: svc, Sessions: sessions, Logger: logger})
+	ui, err := web.New(web.Config{App: svc, Sessions: sessions, Logger: logger, PublicURL: opts.PublicURL})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +98,12 @@ func newStackWith(t testing.TB, opts stackOptions) *stack {
 	// Both faces, as `pgrelay serve` mounts them: their routes must not
 	// conflict, and unknown /api/v1 paths stay the API's.
 	done := make(chan struct{})
-	apiH := api.New(api.Config{App: svc, Sessions: sessions, Logger: logger, Done: done, StreamPoll: 100 * time.Millisecond})
+	cop, err := auth.OriginProtection(opts.PublicURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiH := api.New(api.Config{App: svc, Sessions: sessions, Logger: logger, Done: done, StreamPoll: 100 * time.Millisecond,
+		OriginProtection: cop})
 	srv, err := server.New(server.Config{Faces: []server.Registrar{apiH, ui}, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
