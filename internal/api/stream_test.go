@@ -68,10 +68,13 @@ func nextEvent(t *testing.T, sc *bufio.Scanner) (name, data string) {
 // TestRunEventStreamEndsWhenCredentialsEnd: a run event stream that is
 // open when its token is revoked, or its web session ends, sends an
 // "unauthenticated" error event and closes within the check interval,
-// although the run goes on.
+// although the run goes on. The streams outlive the server's write
+// timeout for responses, which streams are exempt from.
 func TestRunEventStreamEndsWhenCredentialsEnd(t *testing.T) {
 	t.Parallel()
-	srv := apitest.Start(t, apitest.Options{StreamAuthCheck: 200 * time.Millisecond})
+	const writeTimeout = 300 * time.Millisecond
+	srv := apitest.Start(t, apitest.Options{StreamAuthCheck: 200 * time.Millisecond,
+		StreamKeepalive: 50 * time.Millisecond, WriteTimeout: writeTimeout})
 	queuedRun(t, srv, "run-idle")
 	admin := srv.Client(t, srv.AdminToken)
 
@@ -105,8 +108,16 @@ func TestRunEventStreamEndsWhenCredentialsEnd(t *testing.T) {
 			t.Fatalf("%s: stream before the end: %d %s", c.name, resp.StatusCode, b)
 		}
 		sc := bufio.NewScanner(resp.Body)
+		opened := time.Now()
 		if name, _ := nextEvent(t, sc); name != api.EventRun {
 			t.Fatalf("%s: first event %q, want run", c.name, name)
+		}
+		// Keepalives keep coming past the write timeout.
+		for time.Since(opened) < 2*writeTimeout {
+			if !sc.Scan() {
+				t.Fatalf("%s: the stream ended %v after it opened, before its credentials did (write timeout %v)",
+					c.name, time.Since(opened), writeTimeout)
+			}
 		}
 		c.end()
 		ended := make(chan [2]string, 1)

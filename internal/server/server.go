@@ -310,6 +310,15 @@ func (s *Server) Listen(ctx context.Context) (net.Listener, error) {
 	return ln, nil
 }
 
+// CloseMetricsListener closes the metrics listener that Listen opened, for
+// a caller that gives up before Serve (which closes it otherwise).
+func (s *Server) CloseMetricsListener() error {
+	if s.metricsLn == nil {
+		return nil
+	}
+	return s.metricsLn.Close()
+}
+
 // MetricsAddr is the address of the metrics listener that Listen opened,
 // or nil when /metrics is served on the main listener.
 func (s *Server) MetricsAddr() net.Addr {

@@ -54,6 +54,12 @@ type Options struct {
 	// MaxStreamsPerToken bounds a token's open run event streams; 0 is
 	// the API's default.
 	MaxStreamsPerToken int
+	// StreamKeepalive is how often a quiet event stream sends a comment;
+	// 0 is the API's default.
+	StreamKeepalive time.Duration
+	// WriteTimeout is the server's response write timeout; 0 is the
+	// server's default.
+	WriteTimeout time.Duration
 }
 
 // Server is a running API server.
@@ -107,9 +113,10 @@ func Start(tb testing.TB, opts Options) *Server {
 	}
 	done := make(chan struct{})
 	a := api.New(api.Config{App: svc, Sessions: sessions, Metrics: m, Logger: logger, MaxRows: opts.MaxRows,
-		Done: done, StreamPoll: opts.StreamPoll, StreamAuthCheck: opts.StreamAuthCheck, MaxStreamsPerToken: opts.MaxStreamsPerToken})
+		Done: done, StreamPoll: opts.StreamPoll, StreamAuthCheck: opts.StreamAuthCheck, MaxStreamsPerToken: opts.MaxStreamsPerToken,
+		StreamKeepalive: opts.StreamKeepalive})
 	srv, err := server.New(server.Config{Addr: "127.0.0.1:0", Faces: []server.Registrar{a}, Ready: svc.Ready,
-		Metrics: m, Logger: logger})
+		Metrics: m, Logger: logger, WriteTimeout: opts.WriteTimeout})
 	if err != nil {
 		tb.Fatalf("apitest: server: %v", err)
 	}
