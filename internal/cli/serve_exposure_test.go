@@ -241,3 +241,29 @@ func TestServeExposureFlags(t *testing.T) {
 		t.Error("the existing token file was changed")
 	}
 }
+
+// TestServeExposureFlagErrors: bad values of the new flags stop serve with
+// exit code 2 and a message naming the flag and what is accepted.
+func TestServeExposureFlagErrors(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	short := filepath.Join(t.TempDir(), "short.token")
+	if err := os.WriteFile(short, []byte("abc\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--public-url", "pgrelay.example.com"}, []string{"--public-url", "https or http"}},
+		{[]string{"--public-url", "https://pgrelay.example.com/ui"}, []string{"--public-url", "root"}},
+		{[]string{"--public-url", "https://user@pgrelay.example.com"}, []string{"--public-url", "user information"}},
+		{[]string{"--metrics-token-file", short}, []string{"--metrics-token-file", "at least 16 characters"}},
+		{[]string{"--metrics-token-file", filepath.Join(t.TempDir(), "missing")}, []string{"--metrics-token-file", "no such file"}},
+		{[]string{"--max-streams-per-token", "0"}, []string{"--max-streams-per-token 0", "1 or more"}},
+		{[]string{"--max-connections", "-1"}, []string{"--max-connections -1", "0 (no limit) or more"}},
+	} {
+		r := h.fail(2, append([]string{"serve", "--addr", "127.0.0.1:0"}, c.args...)...)
+		contains(t, strings.Join(c.args, " "), r.stderr, c.want...)
+	}
+}
