@@ -76,7 +76,7 @@ func TestAccessControlWalk(t *testing.T) {
 	if _, err := srv.App.RevokeToken(bg, revoked.ID); err != nil {
 		t.Fatal(err)
 	}
-	adminCookie, _ := srv.Session(tokenIDs[auth.Admin])
+	adminCookie, _ := srv.Session(t, tokenIDs[auth.Admin])
 
 	// fill returns the URL of a route with its path parameters filled in:
 	// destructive routes get a record of their own.
@@ -212,19 +212,19 @@ func TestAccessControlWalk(t *testing.T) {
 			http.StatusUnauthorized, api.CodeUnauthenticated)
 		wantStatus(rt, "a forged session", call(rt, cookie(tokenIDs[auth.Admin]+".9999999999.forged", "x")),
 			http.StatusUnauthorized, api.CodeUnauthenticated)
-		revokedCookie, revokedCSRF := srv.Session(revoked.ID)
+		revokedCookie, revokedCSRF := srv.Session(t, revoked.ID)
 		wantStatus(rt, "a revoked token's session", call(rt, cookie(revokedCookie, revokedCSRF)),
 			http.StatusUnauthorized, api.CodeUnauthenticated)
 		if unsafe {
 			wantStatus(rt, "admin session without CSRF", call(rt, cookie(adminCookie, "")), http.StatusForbidden, api.CodeCSRF)
 			wantStatus(rt, "admin session with a wrong CSRF", call(rt, cookie(adminCookie, "wrong")), http.StatusForbidden, api.CodeCSRF)
-			otherCookie, _ := srv.Session(tokenIDs[auth.Editor])
-			_, otherCSRF := srv.Session(tokenIDs[auth.Viewer])
+			otherCookie, _ := srv.Session(t, tokenIDs[auth.Editor])
+			_, otherCSRF := srv.Session(t, tokenIDs[auth.Viewer])
 			wantStatus(rt, "a session with another session's CSRF", call(rt, cookie(otherCookie, otherCSRF)),
 				http.StatusForbidden, api.CodeCSRF)
 		}
 		for _, role := range auth.Roles() {
-			sessCookie, csrf := srv.Session(tokenIDs[role])
+			sessCookie, csrf := srv.Session(t, tokenIDs[role])
 			for _, via := range []struct {
 				how string
 				mod func(*http.Request)

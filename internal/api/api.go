@@ -69,6 +69,18 @@ type Config struct {
 	// StreamKeepalive is how often a quiet event stream sends a comment;
 	// default DefaultStreamKeepalive.
 	StreamKeepalive time.Duration
+	// StreamAuthCheck is how often a run event stream checks that its
+	// token is not revoked and its session not ended; default
+	// DefaultStreamAuthCheck.
+	StreamAuthCheck time.Duration
+	// MaxStreamsPerToken bounds the run event streams one token has open
+	// at once (its sessions included); more get 429. Default
+	// DefaultMaxStreamsPerToken.
+	MaxStreamsPerToken int
+	// OriginProtection is the cross-origin check of cookie-authenticated
+	// changes (see auth.OriginProtection, which trusts the origin of
+	// `serve --public-url`); nil is http.NewCrossOriginProtection().
+	OriginProtection *http.CrossOriginProtection
 }
 
 // API is the REST API.
@@ -79,6 +91,8 @@ type API struct {
 	// known holds every route pattern (with a no-op handler) to tell an
 	// unknown path (404) from a known path with another method (405).
 	known *http.ServeMux
+	// streams counts the open run event streams per token ID.
+	streams streamCounter
 }
 
 // Route is one API route and the action it requires.
@@ -119,7 +133,16 @@ func New(cfg Config) *API {
 	if cfg.StreamKeepalive <= 0 {
 		cfg.StreamKeepalive = DefaultStreamKeepalive
 	}
-	a := &API{cfg: cfg, log: cfg.Logger, known: http.NewServeMux()}
+	if cfg.StreamAuthCheck <= 0 {
+		cfg.StreamAuthCheck = DefaultStreamAuthCheck
+	}
+	if cfg.MaxStreamsPerToken <= 0 {
+		cfg.MaxStreamsPerToken = DefaultMaxStreamsPerToken
+	}
+	if cfg.OriginProtection == nil {
+		cfg.OriginProtection = http.NewCrossOriginProtection()
+	}
+	a := &API{cfg: cfg, log: cfg.Logger, known: http.NewServeMux(), streams: streamCounter{open: map[string]int{}}}
 	get, post, put, del := http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
 	conn := Prefix + "/connections/{name}"
 	job := Prefix + "/jobs/{name}"

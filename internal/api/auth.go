@@ -31,13 +31,13 @@ func (a *API) authenticate(r *http.Request, rt Route) (*auth.Principal, error) {
 			return nil, &apiError{status: http.StatusUnauthorized, code: CodeUnauthenticated,
 				message: "unauthenticated: the session is invalid or expired; sign in again"}
 		}
-		if p, err = a.cfg.App.AuthenticateID(ctx, id); err != nil {
+		if p, err = a.cfg.App.AuthenticateSession(ctx, id); err != nil {
 			return nil, err
 		}
 		// Two layers for cookie-authenticated changes: the browser's own
 		// cross-origin signals (Origin, Sec-Fetch-Site), then the
 		// session's CSRF token.
-		if unsafeMethod(r.Method) && http.NewCrossOriginProtection().Check(r) != nil {
+		if unsafeMethod(r.Method) && a.cfg.OriginProtection.Check(r) != nil {
 			a.log.WarnContext(ctx, "cross-origin request refused", "method", r.Method, "route", rt.Pattern,
 				"token_id", p.TokenID, "token_name", p.Name)
 			return nil, &apiError{status: http.StatusForbidden, code: CodeCSRF,

@@ -50,6 +50,9 @@ const (
 	CodeTooLarge = "too_large"
 	// CodeUnsupportedMediaType (415): the body is not application/json.
 	CodeUnsupportedMediaType = "unsupported_media_type"
+	// CodeTooManyStreams (429): the token has as many run event streams
+	// open as the server allows; close one and retry.
+	CodeTooManyStreams = "too_many_streams"
 	// CodeInvalid (422): the request is well formed but cannot be done
 	// (e.g. the public key of a connection without tunnel).
 	CodeInvalid = "invalid"

@@ -9,8 +9,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/requestid"
 )
@@ -25,6 +28,17 @@ const (
 	// DefaultStreamKeepalive is how often a quiet stream sends a comment,
 	// so that proxies keep the connection open.
 	DefaultStreamKeepalive = 15 * time.Second
+	// DefaultStreamAuthCheck is how often a run event stream checks that
+	// its token is not revoked and its session (if any) not ended; the
+	// stream ends at the first check after either.
+	DefaultStreamAuthCheck = 2 * time.Second
+	// DefaultMaxStreamsPerToken is how many run event streams one token
+	// (with its web sessions) may have open at once.
+	DefaultMaxStreamsPerToken = 8
+	// StreamWriteTimeout bounds each write of an event stream: a client
+	// that reads nothing for this long is cut off. Streams have no
+	// deadline for the whole response.
+	StreamWriteTimeout = 30 * time.Second
 )
 
 // Event names of GET /runs/{id}/events.
@@ -75,6 +89,11 @@ func (s *sse) comment(text string) error { return s.write([]byte(": " + text + "
 var errStreamClosed = errors.New("event stream closed")
 
 func (s *sse) write(b []byte) error {
+	// Each write gets its own deadline, which replaces the server's
+	// deadline for the whole response.
+	if err := s.rc.SetWriteDeadline(time.Now().Add(StreamWriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return fmt.Errorf("%w: set write deadline: %v", errStreamClosed, err)
+	}
 	if _, err := s.w.Write(b); err != nil {
 		return fmt.Errorf("%w: %v", errStreamClosed, err)
 	}
@@ -106,11 +125,23 @@ func (a *API) runEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	p := auth.PrincipalFrom(ctx)
+	if p == nil {
+		return app.ErrUnauthenticated
+	}
+	if !a.streams.acquire(p.TokenID, a.cfg.MaxStreamsPerToken) {
+		a.log.WarnContext(ctx, "run event stream refused: too many streams", "token_id", p.TokenID,
+			"token_name", p.Name, "limit", a.cfg.MaxStreamsPerToken)
+		return &apiError{status: http.StatusTooManyRequests, code: CodeTooManyStreams,
+			message: fmt.Sprintf("too many event streams: token %q already has %d open, the most this server allows per token (pgrelay serve --max-streams-per-token); close one (another `run logs --follow` or run page) and retry",
+				p.Name, a.cfg.MaxStreamsPerToken)}
+	}
+	defer a.streams.release(p.TokenID)
 	s := startStream(w)
 	if err := s.write([]byte("retry: 1000\n\n")); err != nil {
 		return nil // the client went away
 	}
-	if err := a.streamRun(ctx, s, run, after); err != nil && !errors.Is(err, errStreamClosed) {
+	if err := a.streamRun(ctx, s, p, run, after); err != nil && !errors.Is(err, errStreamClosed) {
 		a.streamError(ctx, s, err, "run event stream failed", "run_id", id)
 	}
 	return nil
@@ -146,13 +177,16 @@ func (a *API) streamError(ctx context.Context, s *sse, err error, msg string, at
 }
 
 // streamRun sends the run and its log until the run ends (nil), the
-// client goes away (nil or errStreamClosed), the server shuts down (nil)
-// or reading the store fails.
-func (a *API) streamRun(ctx context.Context, s *sse, run *jobs.Run, after int64) error {
+// client goes away (nil or errStreamClosed), the server shuts down (nil),
+// the principal p loses its right to read (its token revoked, its session
+// ended: errStreamRevoked) or reading the store fails.
+func (a *API) streamRun(ctx context.Context, s *sse, p *auth.Principal, run *jobs.Run, after int64) error {
 	poll := time.NewTicker(a.cfg.StreamPoll)
 	defer poll.Stop()
 	keepalive := time.NewTicker(a.cfg.StreamKeepalive)
 	defer keepalive.Stop()
+	authCheck := time.NewTicker(a.cfg.StreamAuthCheck)
+	defer authCheck.Stop()
 	if err := s.event(EventRun, "", run); err != nil {
 		return err
 	}
@@ -187,6 +221,11 @@ func (a *API) streamRun(ctx context.Context, s *sse, run *jobs.Run, after int64)
 				return err
 			}
 			continue
+		case <-authCheck.C:
+			if err := a.recheck(ctx, p); err != nil {
+				return err
+			}
+			continue
 		case <-poll.C:
 		}
 		cur, err := a.cfg.App.GetRun(ctx, run.ID)
@@ -203,6 +242,53 @@ func (a *API) streamRun(ctx context.Context, s *sse, run *jobs.Run, after int64)
 				return err
 			}
 		}
+	}
+}
+
+// errStreamRevoked ends a stream whose token was revoked or whose session
+// ended while it ran.
+var errStreamRevoked = &apiError{status: http.StatusUnauthorized, code: CodeUnauthenticated,
+	message: "unauthenticated: the token of this stream was revoked or its session ended, so the stream was closed; sign in again or use another token"}
+
+// recheck checks that p may still read: errStreamRevoked when its token is
+// revoked or its session ended, another error when the store cannot say.
+func (a *API) recheck(ctx context.Context, p *auth.Principal) error {
+	_, err := a.cfg.App.Reauthenticate(ctx, p)
+	switch {
+	case errors.Is(err, app.ErrUnauthenticated):
+		a.log.InfoContext(ctx, "run event stream closed: token revoked or session ended",
+			"token_id", p.TokenID, "token_name", p.Name)
+		return errStreamRevoked
+	case err != nil && ctx.Err() != nil:
+		return nil
+	}
+	return err
+}
+
+// streamCounter counts open event streams per token ID.
+type streamCounter struct {
+	mu   sync.Mutex
+	open map[string]int
+}
+
+// acquire counts one more stream of tokenID unless it has max open, and
+// reports whether it did.
+func (c *streamCounter) acquire(tokenID string, limit int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.open[tokenID] >= limit {
+		return false
+	}
+	c.open[tokenID]++
+	return true
+}
+
+// release counts one stream of tokenID less.
+func (c *streamCounter) release(tokenID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.open[tokenID]--; c.open[tokenID] <= 0 {
+		delete(c.open, tokenID)
 	}
 }
 

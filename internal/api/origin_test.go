@@ -16,7 +16,7 @@ func TestCookieWritesRefuseCrossOrigin(t *testing.T) {
 	t.Parallel()
 	srv := apitest.Start(t, apitest.Options{})
 	admin := srv.Token(t, "origin-admin", auth.Admin)
-	cookie, csrf := srv.Session(admin.ID)
+	cookie, csrf := srv.Session(t, admin.ID)
 	body := `{"name":"x","host":"db.internal","database":"d","user":"u"}`
 	do := func(site string, useCookie bool) int {
 		req, err := http.NewRequest(http.MethodPost, srv.URL+"/api/v1/connections", strings.NewReader(body))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/store/sqlite"
@@ -18,8 +19,9 @@ import (
 )
 
 type fixture struct {
-	svc   *app.Service
-	store *sqlite.Store
+	svc     *app.Service
+	store   *sqlite.Store
+	metrics *metrics.Metrics
 }
 
 func newService(t *testing.T) *fixture {
@@ -33,11 +35,12 @@ func newService(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := app.New(app.Config{Store: st, Keyring: kr, DialTimeout: 5 * time.Second})
+	m := metrics.New()
+	svc, err := app.New(app.Config{Store: st, Keyring: kr, DialTimeout: 5 * time.Second, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{svc: svc, store: st}
+	return &fixture{svc: svc, store: st, metrics: m}
 }
 
 func spec(name string) connection.Spec {
@@ -213,6 +216,21 @@ func TestTunnelDropFailsQuery(t *testing.T) {
 	if sess.Err() == nil {
 		t.Fatal("session does not report the drop")
 	}
+	// The drop is counted without the connection's name: metrics carry
+	// names only with --metrics-connection-labels.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		n, labels := tunnelDrops(t, f.metrics)
+		if len(labels) > 0 {
+			t.Fatalf("pgrelay_tunnel_drops_total has labels %v, want none by default", labels)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pgrelay_tunnel_drops_total = %v 5s after the drop, want 1", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	// The drop does not stop a new session from working once the bastion
 	// answers again.
 	fp.Thaw()
@@ -224,6 +242,30 @@ func TestTunnelDropFailsQuery(t *testing.T) {
 	if err := sess2.Query(ctx, "select 1", discardSink{}); err != nil {
 		t.Fatalf("query after reopen: %v", err)
 	}
+}
+
+// tunnelDrops returns the sum of pgrelay_tunnel_drops_total in m and every
+// label it has.
+func tunnelDrops(t *testing.T, m *metrics.Metrics) (float64, []string) {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	var labels []string
+	for _, mf := range mfs {
+		if mf.GetName() != "pgrelay_tunnel_drops_total" {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			n += s.GetCounter().GetValue()
+			for _, l := range s.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+		}
+	}
+	return n, labels
 }
 
 // discardSink drops query results.

@@ -347,7 +347,7 @@ func (s *Service) observeTunnel(name string, t *tunnel.Tunnel) {
 		s.metrics.TunnelsOpen.Dec()
 		var dropped *tunnel.DroppedError
 		if errors.As(t.Err(), &dropped) {
-			s.metrics.TunnelDrops.WithLabelValues(name).Inc()
+			s.metrics.TunnelDropped(name)
 		}
 	}()
 }

@@ -169,15 +169,22 @@ func (s *Service) touch(ctx context.Context, t *store.Token) {
 	}
 }
 
+// NeedsAdmin reports whether the store has no active token, so that
+// BootstrapAdmin would create one.
+func (s *Service) NeedsAdmin(ctx context.Context) (bool, error) {
+	n, err := s.store.CountActiveTokens(ctx)
+	if err != nil {
+		return false, err
+	}
+	return n == 0, nil
+}
+
 // BootstrapAdmin creates an admin token named "admin" when the store has no
 // active token, and returns it; it returns nil when tokens exist.
 func (s *Service) BootstrapAdmin(ctx context.Context) (*NewToken, error) {
-	n, err := s.store.CountActiveTokens(ctx)
-	if err != nil {
+	need, err := s.NeedsAdmin(ctx)
+	if err != nil || !need {
 		return nil, err
-	}
-	if n > 0 {
-		return nil, nil
 	}
 	name := "admin"
 	for i := 2; ; i++ {

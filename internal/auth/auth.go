@@ -73,6 +73,9 @@ type Principal struct {
 	// Name is the token's name, for logs.
 	Name string
 	Role Role
+	// SessionID is the web UI session the request came with; empty for a
+	// bearer token.
+	SessionID string
 }
 
 type principalKey struct{}

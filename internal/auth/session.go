@@ -24,8 +24,11 @@ const CSRFField = "csrf_token"
 var ErrBadSession = errors.New("invalid or expired session")
 
 // Sessions issues and checks signed session values and their CSRF tokens.
-// A session value names a token ID (never the token) and an expiry, signed
-// with HMAC-SHA256; revoking the token ends its sessions.
+// A session value names a session ID (a random ID the store keeps with its
+// token's ID; never the token) and an expiry, signed with HMAC-SHA256. The
+// signature keeps forged values from reaching the store; whether the
+// session still exists (not signed out, its token not revoked) is the
+// store's to say.
 type Sessions struct {
 	key []byte
 	now func() time.Time
@@ -51,13 +54,14 @@ func (s *Sessions) mac(parts ...string) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-// Issue returns a session value for tokenID valid for ttl.
-func (s *Sessions) Issue(tokenID string, ttl time.Duration) string {
+// Issue returns a session value for sessionID valid for ttl.
+func (s *Sessions) Issue(sessionID string, ttl time.Duration) string {
 	exp := strconv.FormatInt(s.now().Add(ttl).Unix(), 10)
-	return tokenID + "." + exp + "." + s.mac("session", tokenID, exp)
+	return sessionID + "." + exp + "." + s.mac("session", sessionID, exp)
 }
 
-// Verify checks a session value and returns its token ID.
+// Verify checks a session value's signature and expiry and returns its
+// session ID.
 func (s *Sessions) Verify(value string) (string, error) {
 	parts := strings.Split(value, ".")
 	if len(parts) != 3 {

@@ -66,7 +66,7 @@ func TestSecretsClosedStore(t *testing.T) {
 	for _, l := range lines[2 : len(lines)-1] {
 		cn.add("ssh private key", "pem line", []byte(l))
 	}
-	cookie, csrf := srv.Session(admin.ID)
+	cookie, csrf := srv.Session(t, admin.ID)
 
 	if err := srv.Store.Close(); err != nil {
 		t.Fatal(err)

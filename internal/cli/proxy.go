@@ -76,6 +76,13 @@ GOMAXPROCS=1, unless those environment variables are set.`,
 			if t := spec.Tunnel; t != nil {
 				via = fmt.Sprintf("through SSH bastion %s@%s", t.User, hostPort(t.Host, t.Port))
 			}
+			if !isLoopback(ps.Addr()) {
+				// Anyone who reaches this address reaches the database
+				// (through the tunnel, from the bastion's network).
+				r.logger.Warn("proxy listens on an address that is not loopback", "listen", ps.Addr().String(), "connection", args[0])
+				fmt.Fprintf(r.env.Stderr, "Warning: --listen %s is not a loopback address: every machine that can reach it reaches the database of %s (only the database's own login protects it). Use 127.0.0.1 unless other machines must connect.\n",
+					ps.Addr(), args[0])
+			}
 			fmt.Fprintf(r.out(), "Listening on %s, forwarding to %s %s.\n", ps.Addr(), hostPort(spec.Host, spec.Port), via)
 			fmt.Fprintf(r.out(), "Connect with: psql \"host=%s port=%s dbname=%s user=%s\"\n", host, port, spec.Database, spec.User)
 			if spec.SSLMode == "verify-full" {
@@ -90,6 +97,13 @@ GOMAXPROCS=1, unless those environment variables are set.`,
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "address to listen on (port 0 picks a free port, which is printed)")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "address to listen on (port 0 picks a free port, which is printed); another than loopback is warned about")
 	return cmd
+}
+
+// isLoopback reports whether a listener's address accepts only local
+// connections.
+func isLoopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
 }

@@ -21,16 +21,33 @@ func (r *runner) serveCommand() *cobra.Command {
 	var addr, tlsCert, tlsKey, logFormat string
 	var cf commandFlags
 	var qf queueFlags
+	var ef exposureFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the web UI and the REST API (embedded SQLite store in the data dir)",
 		Long: `Serve the web UI and the REST API on --addr (default http://127.0.0.1:8080).
-The first start on an empty store prints a one-time admin token; create more with
-'pgrelay token create'. SIGINT or SIGTERM stop it gracefully.`,
+The first start on an empty store prints a one-time admin token (or writes it to
+--admin-token-file); create more with 'pgrelay token create'. SIGINT or SIGTERM
+stop it gracefully. It refuses to start while master.key or the SQLite store in
+the data dir can be read by other users than their owner.`,
 		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if logFormat != "text" && logFormat != "json" {
 				return usagef("--log-format %q: accepted are text and json", logFormat)
+			}
+			publicURL, err := parsePublicURL(ef.publicURL)
+			if err != nil {
+				return err
+			}
+			if ef.maxStreamsPerToken < 1 {
+				return usagef("--max-streams-per-token %d: accepted is 1 or more", ef.maxStreamsPerToken)
+			}
+			metricsToken, err := readMetricsToken(ef.metricsTokenFile)
+			if err != nil {
+				return err
+			}
+			if err := r.checkPrivateFiles(); err != nil {
+				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
@@ -46,7 +63,7 @@ The first start on an empty store prints a one-time admin token; create more wit
 				h = slog.NewTextHandler(r.env.Stderr, opts)
 			}
 			r.logger = slog.New(requestid.NewHandler(h))
-			m := metrics.New()
+			m := metrics.NewWithOptions(metrics.Options{ConnectionLabels: ef.metricsConnectionLabels})
 			r.metrics = m
 			svc, err := r.service(ctx)
 			if err != nil {
@@ -56,7 +73,7 @@ The first start on an empty store prints a one-time admin token; create more wit
 			if err != nil {
 				return err
 			}
-			ui, err := web.New(web.Config{App: svc, Sessions: sessions, Logger: r.logger, SecureCookies: tlsCert != ""})
+			ui, err := web.New(web.Config{App: svc, Sessions: sessions, Logger: r.logger, SecureCookies: tlsCert != "", PublicURL: publicURL})
 			if err != nil {
 				return err
 			}
@@ -72,9 +89,16 @@ The first start on an empty store prints a one-time admin token; create more wit
 			svc.SetQueue(q)
 			// Run event streams end with ctx, so that a graceful stop does
 			// not wait for the runs they follow.
-			apiH := api.New(api.Config{App: svc, Sessions: sessions, Metrics: m, Logger: r.logger, Done: ctx.Done()})
+			cop, err := auth.OriginProtection(publicURL)
+			if err != nil {
+				return err
+			}
+			apiH := api.New(api.Config{App: svc, Sessions: sessions, Metrics: m, Logger: r.logger, Done: ctx.Done(),
+				OriginProtection: cop, MaxStreamsPerToken: ef.maxStreamsPerToken})
 			srv, err := server.New(server.Config{Addr: addr, TLSCertFile: tlsCert, TLSKeyFile: tlsKey,
-				Faces: []server.Registrar{apiH, ui}, Ready: svc.Ready, Metrics: m, Logger: r.logger})
+				Faces: []server.Registrar{apiH, ui}, Ready: svc.Ready, Metrics: m, Logger: r.logger,
+				MetricsAddr: ef.metricsAddr, MetricsToken: metricsToken, MaxConnections: ef.maxConnections,
+				HSTS: publicURL != nil && publicURL.Scheme == "https"})
 			if err != nil {
 				return usageError{err}
 			}
@@ -87,13 +111,43 @@ The first start on an empty store prints a one-time admin token; create more wit
 				scheme = "https"
 			}
 			url := fmt.Sprintf("%s://%s", scheme, ln.Addr())
-			nt, err := svc.BootstrapAdmin(ctx)
+			if publicURL != nil {
+				url = publicURL.String()
+			}
+			tokenFile, err := r.adminTokenOutput(ctx, svc, ef.adminTokenFile)
 			if err != nil {
 				_ = ln.Close()
+				_ = srv.CloseMetricsListener()
 				return err
 			}
-			fmt.Fprintf(r.out(), "pgrelay %s serving the web UI and API on %s (data dir %s)\n", Version, url, r.dataDir)
-			if nt != nil {
+			nt, err := svc.BootstrapAdmin(ctx)
+			if err == nil && tokenFile != nil {
+				err = writeAdminToken(tokenFile, nt)
+			}
+			if err != nil {
+				_ = ln.Close()
+				_ = srv.CloseMetricsListener()
+				return err
+			}
+			if publicURL != nil {
+				fmt.Fprintf(r.out(), "pgrelay %s serving the web UI and API on %s (listening on %s://%s, data dir %s)\n",
+					Version, url, scheme, ln.Addr(), r.dataDir)
+			} else {
+				fmt.Fprintf(r.out(), "pgrelay %s serving the web UI and API on %s (data dir %s)\n", Version, url, r.dataDir)
+			}
+			metricsAddr := ln.Addr().String()
+			if ma := srv.MetricsAddr(); ma != nil {
+				metricsAddr = ma.String()
+				fmt.Fprintf(r.out(), "Prometheus metrics on %s://%s/metrics\n", scheme, ma)
+			}
+			if nt != nil && tokenFile != nil {
+				fmt.Fprintf(r.out(), `
+This is a new store, so an admin token was created and written to %s
+(mode 0600). Open %s and sign in with it; create tokens for people and automation with
+    pgrelay token create --role editor|viewer [--name NAME]
+
+`, tokenFile.Name(), url)
+			} else if nt != nil {
 				fmt.Fprintf(r.out(), `
 This is a new store, so an admin token was created. It is shown only now:
 
@@ -106,7 +160,8 @@ and use the CLI against this server with
 
 `, nt.Token, url, url)
 			}
-			r.logger.Info("serving", "addr", ln.Addr().String(), "tls", srv.TLS(), "data_dir", r.dataDir)
+			r.logger.Info("serving", "addr", ln.Addr().String(), "tls", srv.TLS(), "data_dir", r.dataDir,
+				"metrics_addr", metricsAddr, "max_connections", ef.maxConnections)
 			err = srv.Serve(ctx, ln)
 			r.logger.Info("stopped")
 			return err
@@ -122,5 +177,6 @@ and use the CLI against this server with
 		"fail (or retry) a running run whose process sent no heartbeat for this long; heartbeats go every third of it, at most 5s. Use the same value in every process sharing a store")
 	cmd.Flags().DurationVar(&qf.reapInterval, "reap-interval", queue.DefaultReapInterval, "how often this process looks for runs whose process was lost")
 	addRunFlags(cmd.Flags(), &qf)
+	ef.register(cmd.Flags())
 	return cmd
 }

@@ -1,6 +1,12 @@
 // Package metrics defines pgrelay's Prometheus metrics on a registry of
 // its own (no global state): HTTP requests and latencies, tunnels open and
 // dropped, and connection tests by outcome.
+//
+// Every label has a bounded set of values that no request can extend:
+// routes are the server's patterns and methods outside the standard ones
+// are OTHER (package server). Connection names, which say what a
+// deployment reaches, label tunnel drops only when the operator opts in
+// (Options.ConnectionLabels).
 package metrics
 
 import (
@@ -21,17 +27,31 @@ type Metrics struct {
 	HTTPDuration *prometheus.HistogramVec
 	// TunnelsOpen is the number of SSH tunnels currently open.
 	TunnelsOpen prometheus.Gauge
-	// TunnelDrops counts tunnels that dropped (keepalive timeout or
-	// connection lost), by connection.
-	TunnelDrops *prometheus.CounterVec
+	// tunnelDrops counts tunnels that dropped (keepalive timeout or
+	// connection lost): by connection with Options.ConnectionLabels, else
+	// one series (tunnelDropsAll).
+	tunnelDrops    *prometheus.CounterVec
+	tunnelDropsAll prometheus.Counter
 	// ConnectionTests counts connection tests by outcome (ok, failed) and
 	// failing step.
 	ConnectionTests *prometheus.CounterVec
 }
 
-// New returns metrics registered on a new registry, with Go and process
-// collectors.
-func New() *Metrics {
+// Options configures New.
+type Options struct {
+	// ConnectionLabels labels pgrelay_tunnel_drops_total by connection
+	// name (`pgrelay serve --metrics-connection-labels`); without it, drops
+	// of every connection are one series and no name is exposed.
+	ConnectionLabels bool
+}
+
+// New returns metrics with the default options, registered on a new
+// registry, with Go and process collectors.
+func New() *Metrics { return NewWithOptions(Options{}) }
+
+// NewWithOptions returns metrics registered on a new registry, with Go and
+// process collectors.
+func NewWithOptions(o Options) *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
 		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -44,16 +64,34 @@ func New() *Metrics {
 		TunnelsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pgrelay_tunnels_open", Help: "SSH tunnels currently open.",
 		}),
-		TunnelDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pgrelay_tunnel_drops_total", Help: "SSH tunnels that dropped (no keepalive reply or connection lost), by connection.",
-		}, []string{"connection"}),
 		ConnectionTests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgrelay_connection_tests_total", Help: "Connection tests by outcome and failing step.",
 		}, []string{"outcome", "step"}),
 	}
-	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.TunnelsOpen, m.TunnelDrops, m.ConnectionTests,
+	var drops prometheus.Collector
+	if o.ConnectionLabels {
+		m.tunnelDrops = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgrelay_tunnel_drops_total", Help: "SSH tunnels that dropped (no keepalive reply or connection lost), by connection.",
+		}, []string{"connection"})
+		drops = m.tunnelDrops
+	} else {
+		m.tunnelDropsAll = prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgrelay_tunnel_drops_total", Help: "SSH tunnels that dropped (no keepalive reply or connection lost).",
+		})
+		drops = m.tunnelDropsAll
+	}
+	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.TunnelsOpen, drops, m.ConnectionTests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// TunnelDropped counts a dropped tunnel of the named connection.
+func (m *Metrics) TunnelDropped(connection string) {
+	if m.tunnelDrops != nil {
+		m.tunnelDrops.WithLabelValues(connection).Inc()
+		return
+	}
+	m.tunnelDropsAll.Inc()
 }
 
 // Handler serves the metrics in the Prometheus exposition format.

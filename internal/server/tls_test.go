@@ -86,6 +86,9 @@ func TestTLS(t *testing.T) {
 		if got := res.Header.Get("X-Content-Type-Options"); got != "nosniff" {
 			t.Errorf("GET %s: the server's headers are missing over HTTPS (nosniff = %q)", path, got)
 		}
+		if got := res.Header.Get("Strict-Transport-Security"); !strings.HasPrefix(got, "max-age=") {
+			t.Errorf("GET %s over HTTPS: Strict-Transport-Security = %q, want max-age=...", path, got)
+		}
 	}
 
 	// A client that does not trust the CA refuses the certificate.

@@ -79,6 +79,7 @@ type Store interface {
 	// DeleteConnection removes the connection; ErrNotFound if absent.
 	DeleteConnection(ctx context.Context, name string) error
 	TokenStore
+	SessionStore
 	JobStore
 	RunStore
 	BackendStore
@@ -119,6 +120,33 @@ type TokenStore interface {
 	TouchToken(ctx context.Context, id string, at time.Time) error
 	// CountActiveTokens counts tokens that are not revoked.
 	CountActiveTokens(ctx context.Context) (int, error)
+}
+
+// Session is a sign-in of the web UI: its random ID is what the signed
+// session cookie names. Signing out deletes it, so a copy of the cookie
+// kept after that is refused; revoking its token ends it too.
+type Session struct {
+	ID      string
+	TokenID string
+	// CreatedAt is when the user signed in.
+	CreatedAt time.Time
+	// ExpiresAt is when the session ends on its own.
+	ExpiresAt time.Time
+}
+
+// SessionStore keeps the web UI's sessions.
+type SessionStore interface {
+	// CreateSession saves a new session; ErrExists if the ID is taken,
+	// ErrNotFound if its token does not exist.
+	CreateSession(ctx context.Context, s *Session) error
+	// GetSession returns the session with that ID (expired or not), or
+	// ErrNotFound.
+	GetSession(ctx context.Context, id string) (*Session, error)
+	// DeleteSession ends the session; ErrNotFound if absent.
+	DeleteSession(ctx context.Context, id string) error
+	// DeleteExpiredSessions removes the sessions that expired at or
+	// before now and returns how many.
+	DeleteExpiredSessions(ctx context.Context, now time.Time) (int, error)
 }
 
 // JobStore keeps job definitions.

@@ -60,13 +60,13 @@ func (u *UI) authed(h handler) http.Handler {
 			u.toLogin(w, r, "")
 			return
 		}
-		tokenID, err := u.cfg.Sessions.Verify(c.Value)
+		sessionID, err := u.cfg.Sessions.Verify(c.Value)
 		if err != nil {
 			u.clearCookie(w, auth.SessionCookie, "/")
 			u.toLogin(w, r, "expired")
 			return
 		}
-		p, err := u.cfg.App.AuthenticateID(r.Context(), tokenID)
+		p, err := u.cfg.App.AuthenticateSession(r.Context(), sessionID)
 		if errors.Is(err, app.ErrUnauthenticated) {
 			u.clearCookie(w, auth.SessionCookie, "/")
 			u.toLogin(w, r, "revoked")
@@ -213,7 +213,7 @@ func (u *UI) signedIn(r *http.Request) bool {
 	if err != nil {
 		return false
 	}
-	_, err = u.cfg.App.AuthenticateID(r.Context(), id)
+	_, err = u.cfg.App.AuthenticateSession(r.Context(), id)
 	return err == nil
 }
 
@@ -224,7 +224,7 @@ func (u *UI) renderLogin(w http.ResponseWriter, r *http.Request, status int, d l
 	_, _ = rand.Read(b)
 	nonce := base64.RawURLEncoding.EncodeToString(b)
 	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: nonce, Path: "/login", MaxAge: 3600,
-		HttpOnly: true, Secure: u.cfg.SecureCookies, SameSite: http.SameSiteStrictMode})
+		HttpOnly: true, Secure: u.secureCookies(), SameSite: http.SameSiteStrictMode})
 	d.CSRF = u.cfg.Sessions.CSRFToken("login." + nonce)
 	d.CSRFField = auth.CSRFField
 	u.render(w, r, status, "login", &page{Title: "Sign in", Data: d})
@@ -264,21 +264,32 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 		u.serverError(w, r, err)
 		return
 	}
-	value := u.cfg.Sessions.Issue(p.TokenID, u.cfg.SessionTTL)
+	sessionID, err := u.cfg.App.StartSession(r.Context(), p.TokenID, u.cfg.SessionTTL)
+	if err != nil {
+		u.serverError(w, r, err)
+		return
+	}
+	value := u.cfg.Sessions.Issue(sessionID, u.cfg.SessionTTL)
 	http.SetCookie(w, &http.Cookie{Name: auth.SessionCookie, Value: value, Path: "/", MaxAge: int(u.cfg.SessionTTL.Seconds()),
-		HttpOnly: true, Secure: u.cfg.SecureCookies, SameSite: http.SameSiteStrictMode})
+		HttpOnly: true, Secure: u.secureCookies(), SameSite: http.SameSiteStrictMode})
 	u.clearCookie(w, loginCookie, "/login")
 	u.cfg.Logger.InfoContext(r.Context(), "web: signed in", "token_id", p.TokenID, "token_name", p.Name, "role", p.Role)
 	http.Redirect(w, r, safeNext(next), http.StatusSeeOther)
 }
 
+// logout ends the session on the server, so that the cookie (and any copy
+// of it) is refused from now on, and clears it in the browser.
 func (u *UI) logout(w http.ResponseWriter, r *http.Request, s *session) {
 	u.clearCookie(w, auth.SessionCookie, "/")
+	if err := u.cfg.App.EndSession(r.Context(), s.Principal.SessionID); err != nil {
+		u.serverError(w, r, err)
+		return
+	}
 	u.cfg.Logger.InfoContext(r.Context(), "web: signed out", "token_id", s.Principal.TokenID)
 	http.Redirect(w, r, "/login?reason=signed_out", http.StatusSeeOther)
 }
 
 func (u *UI) clearCookie(w http.ResponseWriter, name, path string) {
 	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: path, MaxAge: -1,
-		HttpOnly: true, Secure: u.cfg.SecureCookies, SameSite: http.SameSiteStrictMode})
+		HttpOnly: true, Secure: u.secureCookies(), SameSite: http.SameSiteStrictMode})
 }

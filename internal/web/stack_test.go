@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"log/slog"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -41,6 +42,9 @@ type stackOptions struct {
 	// does, that may run the programs in Allow.
 	Queue bool
 	Allow []string
+	// PublicURL is `pgrelay serve --public-url`: the URL people reach the
+	// server at through a proxy.
+	PublicURL *url.URL
 }
 
 // closeStore closes the store, so that every use case fails.
@@ -81,7 +85,7 @@ func newStackWith(t testing.TB, opts stackOptions) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ui, err := web.New(web.Config{App: svc, Sessions: sessions, Logger: logger})
+	ui, err := web.New(web.Config{App: svc, Sessions: sessions, Logger: logger, PublicURL: opts.PublicURL})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +96,12 @@ func newStackWith(t testing.TB, opts stackOptions) *stack {
 	// Both faces, as `pgrelay serve` mounts them: their routes must not
 	// conflict, and unknown /api/v1 paths stay the API's.
 	done := make(chan struct{})
-	apiH := api.New(api.Config{App: svc, Sessions: sessions, Logger: logger, Done: done, StreamPoll: 100 * time.Millisecond})
+	cop, err := auth.OriginProtection(opts.PublicURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiH := api.New(api.Config{App: svc, Sessions: sessions, Logger: logger, Done: done, StreamPoll: 100 * time.Millisecond,
+		OriginProtection: cop})
 	srv, err := server.New(server.Config{Faces: []server.Registrar{apiH, ui}, Logger: logger})
 	if err != nil {
 		t.Fatal(err)

@@ -3,9 +3,10 @@
 // nothing loaded from other hosts.
 //
 // People sign in with an API token. The UI then keeps a signed session
-// cookie (HttpOnly, SameSite=Strict) that names the token's ID, never the
-// token, and checks on every request that the token is still active, so
-// revoking a token ends its sessions at once. Every POST carries a CSRF
+// cookie (HttpOnly, SameSite=Strict) that names a session the store keeps
+// (never the token), and checks on every request that the session exists
+// and its token is still active: signing out deletes the session, and
+// revoking a token ends its sessions, at once. Every POST carries a CSRF
 // token bound to the session and passes a cross-origin check. Pages call
 // the use cases of package app and nothing below it; viewers see no
 // controls that change anything, and the server refuses such requests from
@@ -37,6 +38,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"path"
 	"time"
 
@@ -60,6 +62,11 @@ type Config struct {
 	Logger *slog.Logger
 	// SecureCookies sets the Secure flag on cookies (when serving HTTPS).
 	SecureCookies bool
+	// PublicURL is the URL people reach the server at, when a proxy stands
+	// in front of it: an https URL makes cookies Secure, and its origin
+	// passes the cross-origin check. Nil when people reach the server
+	// directly.
+	PublicURL *url.URL
 	// SessionTTL is how long a sign-in lasts; default DefaultSessionTTL.
 	SessionTTL time.Duration
 }
@@ -96,8 +103,12 @@ func New(cfg Config) (*UI, error) {
 	if err != nil {
 		return nil, fmt.Errorf("web: static assets: %w", err)
 	}
+	cop, err := auth.OriginProtection(cfg.PublicURL)
+	if err != nil {
+		return nil, fmt.Errorf("web: %w", err)
+	}
 	u := &UI{cfg: cfg, static: static, versions: map[string]string{}, pages: map[string]*template.Template{},
-		cop: http.NewCrossOriginProtection(), now: time.Now}
+		cop: cop, now: time.Now}
 	entries, err := fs.ReadDir(static, ".")
 	if err != nil {
 		return nil, fmt.Errorf("web: static assets: %w", err)
@@ -120,6 +131,12 @@ func New(cfg Config) (*UI, error) {
 		u.pages[name] = t
 	}
 	return u, nil
+}
+
+// secureCookies reports whether cookies get the Secure flag: when serving
+// HTTPS, or behind a proxy that does (an https PublicURL).
+func (u *UI) secureCookies() bool {
+	return u.cfg.SecureCookies || u.cfg.PublicURL != nil && u.cfg.PublicURL.Scheme == "https"
 }
 
 // Register mounts the UI's routes on mux. The catch-all "/" serves the

@@ -46,6 +46,18 @@ type Options struct {
 	// StreamPoll is the API's run event stream poll interval; 0 is the
 	// API's default.
 	StreamPoll time.Duration
+	// StreamAuthCheck is how often a run event stream checks its
+	// credentials; 0 is the API's default.
+	StreamAuthCheck time.Duration
+	// MaxStreamsPerToken bounds a token's open run event streams; 0 is
+	// the API's default.
+	MaxStreamsPerToken int
+	// StreamKeepalive is how often a quiet event stream sends a comment;
+	// 0 is the API's default.
+	StreamKeepalive time.Duration
+	// WriteTimeout is the server's response write timeout; 0 is the
+	// server's default.
+	WriteTimeout time.Duration
 }
 
 // Server is a running API server.
@@ -99,9 +111,10 @@ func Start(tb testing.TB, opts Options) *Server {
 	}
 	done := make(chan struct{})
 	a := api.New(api.Config{App: svc, Sessions: sessions, Metrics: m, Logger: logger, MaxRows: opts.MaxRows,
-		Done: done, StreamPoll: opts.StreamPoll})
+		Done: done, StreamPoll: opts.StreamPoll, StreamAuthCheck: opts.StreamAuthCheck, MaxStreamsPerToken: opts.MaxStreamsPerToken,
+		StreamKeepalive: opts.StreamKeepalive})
 	srv, err := server.New(server.Config{Addr: "127.0.0.1:0", Faces: []server.Registrar{a}, Ready: svc.Ready,
-		Metrics: m, Logger: logger})
+		Metrics: m, Logger: logger, WriteTimeout: opts.WriteTimeout})
 	if err != nil {
 		tb.Fatalf("apitest: server: %v", err)
 	}
@@ -173,10 +186,15 @@ func (s *Server) Client(tb testing.TB, token string, opts ...client.Option) *cli
 	return c
 }
 
-// Session returns a web session cookie value for the token ID and its
-// CSRF token.
-func (s *Server) Session(tokenID string) (cookie, csrf string) {
-	cookie = s.Sessions.Issue(tokenID, time.Hour)
+// Session starts a web session (as signing in does) for the token ID and
+// returns its cookie value and CSRF token.
+func (s *Server) Session(tb testing.TB, tokenID string) (cookie, csrf string) {
+	tb.Helper()
+	id, err := s.App.StartSession(context.Background(), tokenID, time.Hour)
+	if err != nil {
+		tb.Fatalf("apitest: start session: %v", err)
+	}
+	cookie = s.Sessions.Issue(id, time.Hour)
 	return cookie, s.Sessions.CSRFToken(cookie)
 }
 

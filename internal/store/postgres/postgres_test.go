@@ -262,7 +262,7 @@ func TestPostgres(t *testing.T) {
 		}
 		want := "public.pgrelay_connections public.pgrelay_jobs public.pgrelay_meta public.pgrelay_run_backends " +
 			"public.pgrelay_run_cleanups public.pgrelay_run_logs public.pgrelay_runs " +
-			"public.pgrelay_schema_migrations public.pgrelay_tokens"
+			"public.pgrelay_schema_migrations public.pgrelay_sessions public.pgrelay_tokens"
 		if got := strings.Join(tables, " "); got != want {
 			t.Fatalf("tables = %s\nwant %s", got, want)
 		}

@@ -32,6 +32,10 @@ func Exercise(t *testing.T, open func(t *testing.T) store.Store) {
 		t.Parallel()
 		exerciseTokens(t, open(t))
 	})
+	t.Run("Sessions", func(t *testing.T) {
+		t.Parallel()
+		exerciseSessions(t, open(t))
+	})
 	t.Run("Meta", func(t *testing.T) {
 		t.Parallel()
 		s := open(t)
@@ -479,6 +483,70 @@ func exerciseTokens(t *testing.T, s store.Store) {
 	list, err = s.ListTokens(ctx)
 	if err != nil || len(list) != 4 || list[2].ID != "t4" || list[3].ID != "t5" {
 		t.Fatalf("order at whole seconds: %v %v", list, err)
+	}
+}
+
+// exerciseSessions checks that sessions can be created, found, ended one
+// by one (signing out) and swept when expired.
+func exerciseSessions(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	if err := s.CreateToken(ctx, &store.Token{ID: "t1", Name: "web", Role: "viewer", Hash: "h1", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	a := &store.Session{ID: "s1", TokenID: "t1", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := s.CreateSession(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateSession(ctx, &store.Session{ID: "s1", TokenID: "t1", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("duplicate session ID: %v, want ErrExists", err)
+	}
+	if err := s.CreateSession(ctx, &store.Session{ID: "s9", TokenID: "nope", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("session of an unknown token: %v, want ErrNotFound", err)
+	}
+	// Times in another zone keep their instant and come back in UTC.
+	zone := time.FixedZone("Y", -5*3600)
+	if err := s.CreateSession(ctx, &store.Session{ID: "s2", TokenID: "t1", CreatedAt: now.In(zone), ExpiresAt: now.Add(-time.Second).In(zone)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateSession(ctx, &store.Session{ID: "s3", TokenID: "t1", CreatedAt: now, ExpiresAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetSession(ctx, "s1")
+	if err != nil || got.TokenID != "t1" || !got.CreatedAt.Equal(now) || !got.ExpiresAt.Equal(now.Add(time.Hour)) ||
+		got.ExpiresAt.Location() != time.UTC {
+		t.Fatalf("get = %+v, %v", got, err)
+	}
+	if got, err := s.GetSession(ctx, "s2"); err != nil || !got.ExpiresAt.Equal(now.Add(-time.Second)) || got.CreatedAt.Location() != time.UTC {
+		t.Fatalf("get expired = %+v, %v", got, err)
+	}
+	if _, err := s.GetSession(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("get unknown: %v, want ErrNotFound", err)
+	}
+	// Sessions that expired at or before now go; the live one stays.
+	if n, err := s.DeleteExpiredSessions(ctx, now); err != nil || n != 2 {
+		t.Fatalf("delete expired = %d, %v; want 2", n, err)
+	}
+	for _, id := range []string{"s2", "s3"} {
+		if _, err := s.GetSession(ctx, id); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("expired session %s after the sweep: %v, want ErrNotFound", id, err)
+		}
+	}
+	// Signing out deletes exactly that session.
+	if err := s.CreateSession(ctx, &store.Session{ID: "s4", TokenID: "t1", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteSession(ctx, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetSession(ctx, "s1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted session: %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteSession(ctx, "s1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("delete twice: %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetSession(ctx, "s4"); err != nil {
+		t.Fatalf("another session of the token after signing out of one: %v", err)
 	}
 }
 
