@@ -220,6 +220,7 @@ func (s *Spec) Validate() error {
 			add("ssh_tunnel.keepalive_count_max", fmt.Errorf("%d is out of range: accepted is 1 to %d", t.KeepaliveCountMax, MaxKeepaliveMax))
 		}
 	}
+	probs = s.validateAuth(probs)
 	if len(probs) == 0 {
 		return nil
 	}
