@@ -3,6 +3,9 @@
 //
 // [Run] walks the path a real connection takes, one [Step] at a time:
 //
+//   - for a connection whose password is an expiring token (auth kind
+//     command, lakebase or alloydb-iam), first credential: the token is
+//     fetched from its source ([Input.Credential]);
 //   - through an SSH bastion: resolve (the bastion's name), bastion_tcp,
 //     ssh_handshake (host key checked against the pins), ssh_auth, forward
 //     (the direct-tcpip channel from the bastion to the database), then tls,
@@ -45,6 +48,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/credential"
 	"github.com/pgrelay/pgrelay/internal/tunnel"
 )
 
@@ -53,6 +57,7 @@ type StepID string
 
 // Steps, in the order they run.
 const (
+	StepCredential   StepID = "credential"
 	StepResolve      StepID = "resolve"
 	StepBastionTCP   StepID = "bastion_tcp"
 	StepSSHHandshake StepID = "ssh_handshake"
@@ -67,11 +72,15 @@ const (
 
 // Plan returns the steps a test of spec runs, in order.
 func Plan(spec *connection.Spec) []StepID {
-	if spec.Tunnel != nil {
-		return []StepID{StepResolve, StepBastionTCP, StepSSHHandshake, StepSSHAuth, StepForward,
-			StepTLS, StepPostgresAuth, StepDatabase, StepQuery}
+	var plan []StepID
+	if spec.AuthKind().IsToken() {
+		plan = append(plan, StepCredential)
 	}
-	return []StepID{StepResolve, StepTCP, StepTLS, StepPostgresAuth, StepDatabase, StepQuery}
+	if spec.Tunnel != nil {
+		return append(plan, StepResolve, StepBastionTCP, StepSSHHandshake, StepSSHAuth, StepForward,
+			StepTLS, StepPostgresAuth, StepDatabase, StepQuery)
+	}
+	return append(plan, StepResolve, StepTCP, StepTLS, StepPostgresAuth, StepDatabase, StepQuery)
 }
 
 // Status is the outcome of a step.
@@ -164,6 +173,8 @@ type Report struct {
 	Server *ServerInfo `json:"server,omitempty"`
 	// HostKey is set once a bastion presented its host key.
 	HostKey *HostKey `json:"host_key,omitempty"`
+	// Credential is set when the credential step fetched a token.
+	Credential *CredentialInfo `json:"credential,omitempty"`
 }
 
 // Failed returns the failed step, or nil.
@@ -211,6 +222,10 @@ type Input struct {
 	// time (a saved connection); it only changes the wording of the
 	// ssh_handshake detail.
 	PinFirstUse bool
+	// Credential supplies the token of a connection whose auth kind is not
+	// password (usually the connection's credential.Cache). Nil means one
+	// made by credential.New with no options, which refuses every command.
+	Credential credential.Source
 	// StepTimeout bounds each step (default [DefaultStepTimeout]).
 	StepTimeout time.Duration
 	// Logger receives debug events (default: discarded).
@@ -257,6 +272,9 @@ type runner struct {
 }
 
 func (r *runner) run(ctx context.Context) {
+	if r.spec.AuthKind().IsToken() && !r.credential(ctx) {
+		return
+	}
 	if r.spec.Tunnel != nil {
 		t, ok := r.bastion(ctx)
 		if !ok {

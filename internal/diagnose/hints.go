@@ -316,6 +316,9 @@ func (r *runner) hintLogin(ctx context.Context, res *loginResult, encrypted bool
 	}
 	switch pgErr.Code {
 	case "28P01":
+		if r.spec.AuthKind().IsToken() {
+			return r.hintTokenRefused()
+		}
 		h := fmt.Sprintf("The server rejected the password for user %q (PostgreSQL does not say whether the user exists). "+
 			"Check the user name and password", user)
 		if r.spec.Password.IsZero() {
