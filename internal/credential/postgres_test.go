@@ -238,7 +238,7 @@ func TestTokensLogIn(t *testing.T) {
 	t.Run("LakebaseProjectEndpoint", func(t *testing.T) {
 		t.Parallel()
 		f := newFakeDatabricks(t, rotator(e.super, "lake_ep"))
-		src := lakebase(f, func(c *credential.LakebaseConfig) { c.Instance, c.Endpoint, c.Lifetime = "", f.endpoint, 5 * time.Minute })
+		src := lakebase(f, func(c *credential.LakebaseConfig) { c.Instance, c.Endpoint, c.Lifetime = "", f.endpoint, 5*time.Minute })
 		tok, err := src.Token(ctx)
 		if err != nil {
 			t.Fatalf("Token: %v (hint: %s)", err, credential.Hint(err))
