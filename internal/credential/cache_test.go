@@ -314,3 +314,37 @@ func TestCacheCallerContext(t *testing.T) {
 	}
 	c.Close()
 }
+
+func TestRegistry(t *testing.T) {
+	t.Parallel()
+	var dropped []string
+	r := credential.NewRegistry(credential.Options{AllowCommand: allowAll}, credential.CacheConfig{
+		Hooks: credential.Hooks{Expiry: func(name string, _ connection.AuthKind, at time.Time) {
+			if at.IsZero() {
+				dropped = append(dropped, name)
+			}
+		}}})
+	defer r.Close()
+	spec := connection.Spec{Name: "wh", User: "etl", Auth: &connection.Auth{Kind: connection.AuthCommand,
+		Program: script(t, "echo tok-registry")}}
+	c1 := r.For("id1", &spec)
+	if c1 == nil || r.For("id1", &spec) != c1 {
+		t.Fatal("the same settings got another cache")
+	}
+	if get(t, c1) != "tok-registry" || r.Statuses()["id1"].Fetches != 1 {
+		t.Fatalf("status %+v", r.Statuses()["id1"])
+	}
+	spec.User = "other"
+	if c2 := r.For("id1", &spec); c2 == c1 {
+		t.Fatal("a changed user kept the cache")
+	}
+	lake := connection.Spec{Name: "lake", Auth: &connection.Auth{Kind: connection.AuthLakebase, ClientSecret: secret.New("a")}}
+	c3 := r.For("id2", &lake)
+	lake.Auth.ClientSecret = secret.New("b")
+	if r.For("id2", &lake) == c3 {
+		t.Fatal("a changed secret kept the cache")
+	}
+	if r.For("id1", &connection.Spec{Name: "wh"}) != nil || len(r.Statuses()) != 1 || len(dropped) != 1 || dropped[0] != "wh" {
+		t.Fatalf("a password connection: statuses %v, dropped %v", r.Statuses(), dropped)
+	}
+}
