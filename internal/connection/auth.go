@@ -376,19 +376,26 @@ func (s *Spec) validateAuth(probs []FieldError) []FieldError {
 			}
 		}
 	case AuthAlloyDBIAM:
+		// The account: the key's client_email, or the one saved with a
+		// key that is not given again.
+		account := a.ServiceAccount
 		if n := len(a.ServiceAccountKey.Reveal()); n > MaxServiceAccountKey {
 			add("auth.service_account_key", fmt.Errorf("%d bytes: a key file is at most %d bytes", n, MaxServiceAccountKey))
+			account = ""
 		} else if !a.ServiceAccountKey.IsZero() {
 			k, err := ParseServiceAccountKey(a.ServiceAccountKey)
 			add("auth.service_account_key", err)
+			account = ""
 			if err == nil {
-				switch {
-				case a.ServiceAccount != "" && a.ServiceAccount != k.ClientEmail:
+				account = k.ClientEmail
+				if a.ServiceAccount != "" && a.ServiceAccount != k.ClientEmail {
 					add("auth.service_account", fmt.Errorf("%q differs from the key's client_email %q: leave it empty, it is read from the key", truncate(a.ServiceAccount, 120), k.ClientEmail))
-				case s.User != "" && s.User != AlloyDBUser(k.ClientEmail):
-					add("user", fmt.Errorf("%q is not the database user AlloyDB gives service account %s: use %q (the email without .gserviceaccount.com)", s.User, k.ClientEmail, AlloyDBUser(k.ClientEmail)))
+					account = ""
 				}
 			}
+		}
+		if account != "" && s.User != "" && s.User != AlloyDBUser(account) {
+			add("user", fmt.Errorf("%q is not the database user AlloyDB gives service account %s: use %q (the email without .gserviceaccount.com)", s.User, account, AlloyDBUser(account)))
 		}
 		for sc := range strings.FieldsSeq(a.Scope) {
 			if !strings.HasPrefix(sc, "https://") || len(sc) > 256 {

@@ -290,6 +290,8 @@ func TestValidateAuthAlloyDB(t *testing.T) {
 			wantField: "auth.service_account", wantText: []string{"differs from the key's client_email"}},
 		{name: "user is the email", mutate: func(s *Spec) { s.User = saEmail }, wantField: "user",
 			wantText: []string{`use "etl@proj.iam"`, "without .gserviceaccount.com"}},
+		{name: "user checked against the saved account", mutate: func(s *Spec) { s.Auth.ServiceAccountKey = secret.Value{}; s.User = "etl" },
+			wantField: "user", wantText: []string{`use "etl@proj.iam"`}},
 		{name: "scope not a URL", mutate: set(func(a *Auth) { a.Scope = "alloydb.login" }), wantField: "auth.scope",
 			wantText: []string{"https URLs"}},
 		{name: "lifetime", mutate: set(func(a *Auth) { a.Lifetime = Duration(time.Hour) }), wantField: "auth.lifetime",

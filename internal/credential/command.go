@@ -220,9 +220,7 @@ func (s *CommandSource) Token(ctx context.Context) (Token, error) {
 	case ctx.Err() != nil:
 		return Token{}, fmt.Errorf("command credential: %s: %w", prog, context.Cause(ctx))
 	case runCtx.Err() != nil:
-		// Make sure the whole group is gone (WaitDelay may have returned
-		// with children still holding stdout).
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		// cmd.Cancel killed its whole process group.
 		return Token{}, &CommandTimeoutError{Program: prog, Timeout: s.cfg.Timeout, Stderr: errText()}
 	case runErr != nil:
 		code := -1
