@@ -93,3 +93,24 @@ func (r *runner) hintTokenRefused() string {
 	return fmt.Sprintf("The command gave a token, but the database refused it as the password of user %q: check that the "+
 		"command prints a token for this user and this database, and that it is not already expired.", user)
 }
+
+// hintTokenCleartext is the hint when a server asks for the token in clear
+// text (as Lakebase and AlloyDB do: they must read it to check it) over a
+// hop whose certificate pgrelay does not verify.
+func (r *runner) hintTokenCleartext() string {
+	var how string
+	switch r.spec.Flavor {
+	case connection.Lakebase:
+		how = "Lakebase's certificates are signed by public CAs: " + r.updateAdvice("sslmode", "verify-full") + "."
+	case connection.AlloyDB:
+		how = "AlloyDB signs its server certificates with a CA of the cluster: download it (gcloud alloydb clusters describe " +
+			"CLUSTER --region=REGION, or the console's connection page) and use " + r.updateAdvice("sslmode", "verify-ca") +
+			" with that CA certificate."
+	default:
+		how = "Verify the server: " + r.updateAdvice("sslmode", "verify-full") + " with its CA certificate."
+	}
+	return fmt.Sprintf("The server asked for the token in clear text (inside TLS, as providers that check tokens do), and pgrelay "+
+		"does not verify this server's certificate (sslmode=%s), so a machine in the middle could read the token and use it until "+
+		"it expires: pgrelay refused and sent nothing. %s Or accept it knowingly: %s.",
+		r.spec.SSLMode, how, r.updateAdvice("require-auth", "password,scram-sha-256"))
+}

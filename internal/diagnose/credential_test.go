@@ -2,6 +2,7 @@ package diagnose_test
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -28,9 +29,13 @@ func tokenScript(t *testing.T, body string) string {
 }
 
 func TestCredentialStep(t *testing.T) {
-	p := testenv.StartPostgres(t, testenv.PostgresOptions{SSLOnly: true})
+	// Role clear logs in with a clear-text password, as token providers
+	// ask for (they must read the token to check it).
+	p := testenv.StartPostgres(t, testenv.PostgresOptions{SSLOnly: true, HBA: []string{
+		"hostssl all clear 127.0.0.1/32 password", "hostssl all clear ::1/128 password"}})
 	const token = "tok-8b1f0c2d9e7a4c3b"
 	p.CreateRole(t, "etl", token)
+	p.CreateRole(t, "clear", token)
 
 	tokenSpec := func(auth *connection.Auth) connection.Spec {
 		s := connection.Spec{Name: "wh", Host: p.Host, Port: p.Port, Database: "postgres", User: "etl",
@@ -150,6 +155,26 @@ func TestCredentialStep(t *testing.T) {
 		s := tokenSpec(&connection.Auth{Kind: connection.AuthAlloyDBIAM})
 		rep := run(t, input(s, nil))
 		failedAt(t, rep, diagnose.StepCredential, "auth.service_account_key")
+	})
+
+	t.Run("ClearTextTokenNeedsVerifiedServer", func(t *testing.T) {
+		t.Parallel()
+		s := tokenSpec(&connection.Auth{Kind: connection.AuthCommand, Program: tokenScript(t, "echo "+token)})
+		s.User, s.Flavor = "clear", connection.Lakebase
+		rep := run(t, input(s, commandSource(s)))
+		f := failedAt(t, rep, diagnose.StepPostgresAuth, "clear text", "could read the token", "public CAs",
+			"pgrelay connection update wh --sslmode verify-full")
+		var refused *diagnose.AuthRefusedError
+		if !errors.As(f.Err, &refused) || refused.Method != "password" {
+			t.Errorf("err = %v", f.Err)
+		}
+		// Verified, the same token logs in.
+		s.SSLMode, s.SSLRootCert = connection.SSLVerifyFull, string(p.CAPEM)
+		rep = run(t, input(s, commandSource(s)))
+		if !rep.OK || !strings.Contains(rep.Step(diagnose.StepPostgresAuth).Detail, "clear text") {
+			t.Fatalf("verify-full: %+v", rep.Failed())
+		}
+		noToken(t, rep)
 	})
 
 	t.Run("PasswordPlanUnchanged", func(t *testing.T) {

@@ -429,6 +429,9 @@ func hbaWord(s string) string {
 
 // hintAuthRefused explains an authentication method pgrelay refused.
 func (r *runner) hintAuthRefused(e *AuthRefusedError) string {
+	if e.Method == "password" && r.spec.CleartextRefusedByDefault() && r.spec.AuthKind().IsToken() {
+		return r.hintTokenCleartext()
+	}
 	if e.Method == "password" && r.spec.CleartextRefusedByDefault() {
 		return fmt.Sprintf("The server asked for the password in clear text, and pgrelay does not verify this server's certificate "+
 			"(sslmode=%s), so anyone on the path could read it: pgrelay refused and sent nothing. Best: have the server use "+
