@@ -273,7 +273,8 @@ var (
 // kind too.
 func (s *Spec) validateAuth(probs []FieldError) []FieldError {
 	add := func(field string, err error) {
-		if err != nil {
+		// Fields outside auth may have a problem already: one each.
+		if err != nil && !hasProblem(probs, field) {
 			probs = append(probs, FieldError{Field: field, Problem: err.Error()})
 		}
 	}
@@ -321,7 +322,7 @@ func (s *Spec) validateAuth(probs []FieldError) []FieldError {
 	if !s.Password.IsZero() {
 		add("password", fmt.Errorf("not used with auth kind %s: the password is the token pgrelay fetches; remove it", kind))
 	}
-	if slices.Contains(SSLModes(), s.SSLMode) && !s.SSLMode.Encrypts() && !hasProblem(probs, "sslmode") {
+	if slices.Contains(SSLModes(), s.SSLMode) && !s.SSLMode.Encrypts() {
 		add("sslmode", fmt.Errorf("%q is not accepted with auth kind %s: the token is sent as the password and must never travel unencrypted (nor fall back to plain text): use require, verify-ca or verify-full", s.SSLMode, kind))
 	}
 	switch kind {
