@@ -107,6 +107,9 @@ type Spec struct {
 	RequireAuth string `json:"require_auth,omitempty"`
 	// Tunnel is the optional SSH tunnel.
 	Tunnel *Tunnel `json:"ssh_tunnel,omitempty"`
+	// Auth says where the password comes from; nil means the stored
+	// password (see auth.go).
+	Auth *Auth `json:"auth,omitempty"`
 }
 
 // Tunnel describes the SSH bastion a connection goes through.
@@ -182,6 +185,7 @@ func (s *Spec) ApplyDefaults() {
 	if s.Threads == 0 {
 		s.Threads = DefaultThreads
 	}
+	s.Auth.ApplyDefaults()
 	if t := s.Tunnel; t != nil {
 		if t.Port == 0 {
 			t.Port = DefaultSSHPort
@@ -205,6 +209,7 @@ func (s Spec) Clone() Spec {
 		t := *s.Tunnel
 		c.Tunnel = &t
 	}
+	c.Auth = s.Auth.Clone()
 	return c
 }
 

@@ -226,6 +226,7 @@ func (s *Spec) Validate() error {
 			add("ssh_tunnel.known_host", err)
 		}
 	}
+	probs = s.validateAuth(probs)
 	if len(probs) == 0 {
 		return nil
 	}

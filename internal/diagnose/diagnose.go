@@ -3,6 +3,9 @@
 //
 // [Run] walks the path a real connection takes, one [Step] at a time:
 //
+//   - for a connection whose password is an expiring token (auth kind
+//     command, lakebase or alloydb-iam), first credential: the token is
+//     fetched from its source ([Input.Credential]);
 //   - through an SSH bastion: resolve (the bastion's name), bastion_tcp,
 //     ssh_handshake (host key checked against the pins), ssh_auth, forward
 //     (the direct-tcpip channel from the bastion to the database), then tls,
@@ -47,6 +50,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/egress"
+	"github.com/pgrelay/pgrelay/internal/credential"
 	"github.com/pgrelay/pgrelay/internal/tunnel"
 )
 
@@ -55,6 +59,7 @@ type StepID string
 
 // Steps, in the order they run.
 const (
+	StepCredential   StepID = "credential"
 	StepResolve      StepID = "resolve"
 	StepBastionTCP   StepID = "bastion_tcp"
 	StepSSHHandshake StepID = "ssh_handshake"
@@ -69,11 +74,15 @@ const (
 
 // Plan returns the steps a test of spec runs, in order.
 func Plan(spec *connection.Spec) []StepID {
-	if spec.Tunnel != nil {
-		return []StepID{StepResolve, StepBastionTCP, StepSSHHandshake, StepSSHAuth, StepForward,
-			StepTLS, StepPostgresAuth, StepDatabase, StepQuery}
+	var plan []StepID
+	if spec.AuthKind().IsToken() {
+		plan = append(plan, StepCredential)
 	}
-	return []StepID{StepResolve, StepTCP, StepTLS, StepPostgresAuth, StepDatabase, StepQuery}
+	if spec.Tunnel != nil {
+		return append(plan, StepResolve, StepBastionTCP, StepSSHHandshake, StepSSHAuth, StepForward,
+			StepTLS, StepPostgresAuth, StepDatabase, StepQuery)
+	}
+	return append(plan, StepResolve, StepTCP, StepTLS, StepPostgresAuth, StepDatabase, StepQuery)
 }
 
 // Status is the outcome of a step.
@@ -174,6 +183,8 @@ type Report struct {
 	// SSH is what the key exchange with the bastion settled on, once it
 	// did (before authentication).
 	SSH *tunnel.Negotiated `json:"ssh,omitempty"`
+	// Credential is set when the credential step fetched a token.
+	Credential *CredentialInfo `json:"credential,omitempty"`
 }
 
 // Failed returns the failed step, or nil.
@@ -229,6 +240,10 @@ type Input struct {
 	// or the database when direct; for a database behind a bastion, an IP
 	// literal host). Nil is egress's default.
 	Network *egress.Policy
+	// Credential supplies the token of a connection whose auth kind is not
+	// password (usually the connection's credential.Cache). Nil means one
+	// made by credential.New with no options, which refuses every command.
+	Credential credential.Source
 	// StepTimeout bounds each step (default [DefaultStepTimeout]).
 	StepTimeout time.Duration
 	// Logger receives debug events (default: discarded).
@@ -275,6 +290,9 @@ type runner struct {
 }
 
 func (r *runner) run(ctx context.Context) {
+	if r.spec.AuthKind().IsToken() && !r.credential(ctx) {
+		return
+	}
 	if r.spec.Tunnel != nil {
 		t, ok := r.bastion(ctx)
 		if !ok {

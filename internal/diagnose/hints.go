@@ -342,6 +342,9 @@ func (r *runner) hintLogin(ctx context.Context, res *loginResult, encrypted bool
 	}
 	switch pgErr.Code {
 	case "28P01":
+		if r.spec.AuthKind().IsToken() {
+			return r.hintTokenRefused()
+		}
 		h := fmt.Sprintf("The server rejected the password for user %q (PostgreSQL does not say whether the user exists). "+
 			"Check the user name and password", user)
 		if r.spec.Password.IsZero() {
@@ -452,6 +455,9 @@ func hbaWord(s string) string {
 
 // hintAuthRefused explains an authentication method pgrelay refused.
 func (r *runner) hintAuthRefused(e *AuthRefusedError) string {
+	if e.Method == "password" && r.spec.CleartextRefusedByDefault() && r.spec.AuthKind().IsToken() {
+		return r.hintTokenCleartext()
+	}
 	if e.Method == "password" && r.spec.CleartextRefusedByDefault() {
 		return fmt.Sprintf("The server asked for the password in clear text, and pgrelay does not verify this server's certificate "+
 			"(sslmode=%s), so anyone on the path could read it: pgrelay refused and sent nothing. Best: have the server use "+

@@ -1,0 +1,248 @@
+package credential_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/credential"
+	"github.com/pgrelay/pgrelay/internal/secret"
+)
+
+func lakebase(f *fakeDatabricks, mut func(*credential.LakebaseConfig)) *credential.LakebaseSource {
+	cfg := credential.LakebaseConfig{WorkspaceURL: f.srv.URL, ClientID: f.clientID, ClientSecret: secret.New(f.clientSecret),
+		Instance: f.instance, HTTPClient: f.srv.Client()}
+	if mut != nil {
+		mut(&cfg)
+	}
+	return credential.NewLakebaseSource(cfg)
+}
+
+func TestLakebaseInstance(t *testing.T) {
+	t.Parallel()
+	f := newFakeDatabricks(t, nil)
+	start := time.Now()
+	tok, err := lakebase(f, nil).Token(context.Background())
+	if err != nil {
+		t.Fatalf("Token: %v (hint: %s)", err, credential.Hint(err))
+	}
+	if tok.Value.IsZero() || tok.ExpiresAt.Sub(start) < 59*time.Minute || tok.ExpiresAt.Sub(start) > 61*time.Minute {
+		t.Fatalf("token expires %v after the request", tok.ExpiresAt.Sub(start))
+	}
+	if f.count("/oidc/v1/token") != 1 || f.count("/api/2.0/database/credentials") != 1 {
+		t.Fatalf("calls: %v", f.calls)
+	}
+	// Each request carries a new request_id.
+	first := f.lastReqID
+	if _, err := lakebase(f, nil).Token(context.Background()); err != nil || f.lastReqID == first {
+		t.Fatalf("second request: %v, request_id %q then %q", err, first, f.lastReqID)
+	}
+}
+
+func TestLakebaseProjectEndpoint(t *testing.T) {
+	t.Parallel()
+	f := newFakeDatabricks(t, nil)
+	start := time.Now()
+	tok, err := lakebase(f, func(c *credential.LakebaseConfig) {
+		c.Instance, c.Endpoint, c.Lifetime = "", f.endpoint, 10*time.Minute
+	}).Token(context.Background())
+	if err != nil {
+		t.Fatalf("Token: %v (hint: %s)", err, credential.Hint(err))
+	}
+	if d := tok.ExpiresAt.Sub(start); d < 9*time.Minute || d > 11*time.Minute || f.lastTTL != "600s" {
+		t.Fatalf("ttl sent %q, token lives %v", f.lastTTL, d)
+	}
+	if f.count("/api/2.0/postgres/credentials") != 1 {
+		t.Fatalf("calls: %v", f.calls)
+	}
+}
+
+func TestLakebaseBadClientSecret(t *testing.T) {
+	t.Parallel()
+	f := newFakeDatabricks(t, nil)
+	const wrong = "dose-wrong-secret-canary"
+	_, err := lakebase(f, func(c *credential.LakebaseConfig) { c.ClientSecret = secret.New(wrong) }).Token(context.Background())
+	var ic *credential.InvalidClientError
+	if !errors.As(err, &ic) {
+		t.Fatalf("err = %v (%T), want *InvalidClientError", err, err)
+	}
+	if ic.ClientID != f.clientID || !strings.Contains(err.Error(), "Client authentication failed") ||
+		!strings.Contains(credential.Hint(err), "generate a new secret") || credential.Transient(err) ||
+		credential.OutcomeOf(err) != credential.OutcomeInvalidClient {
+		t.Errorf("err %v; hint %s", err, credential.Hint(err))
+	}
+	noSecret(t, err, wrong, f.clientSecret)
+	if f.count("/api/2.0/database/credentials") != 0 {
+		t.Error("the credential API was called without a workspace token")
+	}
+}
+
+func TestLakebaseAPIErrors(t *testing.T) {
+	t.Parallel()
+	f := newFakeDatabricks(t, nil)
+	_, err := lakebase(f, func(c *credential.LakebaseConfig) { c.Instance = "no-such-instance" }).Token(context.Background())
+	var ae *credential.APIError
+	if !errors.As(err, &ae) || ae.Status != 404 || ae.Code != "RESOURCE_DOES_NOT_EXIST" ||
+		!strings.Contains(err.Error(), "Database instance 'no-such-instance' does not exist.") ||
+		!strings.Contains(credential.Hint(err), "auth.instance") || credential.Transient(err) {
+		t.Fatalf("unknown instance: %v; hint %s", err, credential.Hint(err))
+	}
+	_, err = lakebase(f, func(c *credential.LakebaseConfig) {
+		c.Instance, c.Endpoint, c.Lifetime = "", f.endpoint, 2*time.Hour
+	}).Token(context.Background())
+	if !errors.As(err, &ae) || ae.Status != 400 || !strings.Contains(err.Error(), "ttl must be") {
+		t.Fatalf("ttl out of range: %v", err)
+	}
+	// A server error is transient.
+	down := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+	}))
+	defer down.Close()
+	_, err = credential.NewLakebaseSource(credential.LakebaseConfig{WorkspaceURL: down.URL, ClientID: "c", ClientSecret: secret.New("s"),
+		Instance: "i", HTTPClient: down.Client()}).Token(context.Background())
+	if !errors.As(err, &ae) || ae.Status != 503 || !credential.Transient(err) {
+		t.Fatalf("503: %v", err)
+	}
+}
+
+func TestLakebaseRedirectRefused(t *testing.T) {
+	t.Parallel()
+	var leaked bool
+	other := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, _, ok := r.BasicAuth(); ok || r.Header.Get("Authorization") != "" {
+			leaked = true
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"access_token": "x", "expires_in": 3600})
+	}))
+	defer other.Close()
+	login := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+"/login", http.StatusFound)
+	}))
+	defer login.Close()
+	_, err := credential.NewLakebaseSource(credential.LakebaseConfig{WorkspaceURL: login.URL, ClientID: "c", ClientSecret: secret.New("s"),
+		Instance: "i", HTTPClient: login.Client()}).Token(context.Background())
+	var ae *credential.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusFound || !strings.Contains(credential.Hint(err), "redirected") {
+		t.Fatalf("err = %v (%T)", err, err)
+	}
+	if leaked {
+		t.Fatal("the client credentials followed the redirect")
+	}
+}
+
+func TestEndpointDown(t *testing.T) {
+	t.Parallel()
+	f := newFakeDatabricks(t, nil)
+	g := newFakeGoogle(t, nil)
+	key := g.newKey(t, "etl@proj.iam.gserviceaccount.com", true)
+	lake := lakebase(f, nil)
+	alloy := credential.NewAlloyDBSource(credential.AlloyDBConfig{ServiceAccountKey: secret.New(key), HTTPClient: g.srv.Client()})
+	f.srv.Close()
+	g.srv.Close()
+	for _, src := range []credential.Source{lake, alloy} {
+		t.Run(string(src.Kind()), func(t *testing.T) {
+			// Through a cache: retried (transient), then the typed error.
+			c := credential.NewCache(src, credential.CacheConfig{Backoff: time.Millisecond})
+			_, err := c.Token(context.Background())
+			var ue *credential.UnreachableError
+			if !errors.As(err, &ue) || !credential.Transient(err) || credential.OutcomeOf(err) != credential.OutcomeUnreachable {
+				t.Fatalf("err = %v (%T), want a transient *UnreachableError", err, err)
+			}
+			if !strings.Contains(credential.Hint(err), "Nothing accepts connections") || !strings.Contains(err.Error(), "cannot reach https://127.0.0.1:") {
+				t.Errorf("err %v; hint %s", err, credential.Hint(err))
+			}
+		})
+	}
+}
+
+func TestUntrustedCertificate(t *testing.T) {
+	t.Parallel()
+	f := newFakeDatabricks(t, nil)
+	_, err := lakebase(f, func(c *credential.LakebaseConfig) { c.HTTPClient = nil }).Token(context.Background())
+	var ue *credential.UnreachableError
+	if !errors.As(err, &ue) || credential.Transient(err) || !strings.Contains(credential.Hint(err), "not trusted") {
+		t.Fatalf("err = %v; hint %s", err, credential.Hint(err))
+	}
+}
+
+func TestAlloyDBToken(t *testing.T) {
+	t.Parallel()
+	g := newFakeGoogle(t, nil)
+	key := g.newKey(t, "etl@proj.iam.gserviceaccount.com", true)
+	src := credential.NewAlloyDBSource(credential.AlloyDBConfig{ServiceAccountKey: secret.New(key), HTTPClient: g.srv.Client()})
+	start := time.Now()
+	tok, err := src.Token(context.Background())
+	if err != nil {
+		t.Fatalf("Token: %v (hint: %s)", err, credential.Hint(err))
+	}
+	if !strings.HasPrefix(tok.Value.Reveal(), "ya29.") || tok.ExpiresAt.Sub(start) < 59*time.Minute {
+		t.Fatalf("token expires in %v", tok.ExpiresAt.Sub(start))
+	}
+	if src.Kind() != connection.AuthAlloyDBIAM || src.Describe() != "Google service account etl@proj.iam.gserviceaccount.com" {
+		t.Errorf("kind %s describe %q", src.Kind(), src.Describe())
+	}
+	// Another scope than the server grants: an API error with its message.
+	_, err = credential.NewAlloyDBSource(credential.AlloyDBConfig{ServiceAccountKey: secret.New(key), Scope: "https://www.googleapis.com/auth/other",
+		HTTPClient: g.srv.Client()}).Token(context.Background())
+	var ae *credential.APIError
+	if !errors.As(err, &ae) || ae.Code != "invalid_scope" {
+		t.Fatalf("wrong scope: %v", err)
+	}
+}
+
+func TestAlloyDBExpiredKey(t *testing.T) {
+	t.Parallel()
+	g := newFakeGoogle(t, nil)
+	// A key Google no longer knows: deleted, disabled or expired.
+	key := g.newKey(t, "etl@proj.iam.gserviceaccount.com", false)
+	_, err := credential.NewAlloyDBSource(credential.AlloyDBConfig{ServiceAccountKey: secret.New(key), HTTPClient: g.srv.Client()}).
+		Token(context.Background())
+	var ke *credential.InvalidKeyError
+	if !errors.As(err, &ke) {
+		t.Fatalf("err = %v (%T), want *InvalidKeyError", err, err)
+	}
+	if ke.Code != "invalid_grant" || !strings.Contains(err.Error(), "Invalid JWT Signature.") ||
+		!strings.Contains(err.Error(), "etl@proj.iam.gserviceaccount.com") ||
+		!strings.Contains(credential.Hint(err), "Create a new JSON key") || credential.Transient(err) ||
+		credential.OutcomeOf(err) != credential.OutcomeInvalidKey {
+		t.Errorf("err %v; hint %s", err, credential.Hint(err))
+	}
+	noSecret(t, err, "PRIVATE KEY")
+
+	// A key that does not parse never reaches the server.
+	calls := g.count()
+	_, err = credential.NewAlloyDBSource(credential.AlloyDBConfig{ServiceAccountKey: secret.New(`{"type":"service_account"}`)}).
+		Token(context.Background())
+	if !errors.As(err, &ke) || ke.Err == nil || g.count() != calls || !strings.Contains(credential.Hint(err), "JSON key file") {
+		t.Fatalf("unparsable key: %v", err)
+	}
+}
+
+func TestSourceFromSpec(t *testing.T) {
+	t.Parallel()
+	s := connection.Spec{Name: "wh"}
+	if src := credential.New(&s, credential.Options{}); src != nil {
+		t.Fatalf("password spec has source %T", src)
+	}
+	s.Auth = &connection.Auth{Kind: connection.AuthLakebase, WorkspaceURL: "https://dbc.example.com", ClientID: "c", Instance: "i"}
+	src := credential.New(&s, credential.Options{})
+	_, err := src.Token(context.Background())
+	var ce *credential.ConfigError
+	if !errors.As(err, &ce) || ce.Field != "auth.client_secret" || !strings.Contains(credential.Hint(err), "auth.client_secret") {
+		t.Fatalf("lakebase without a secret: %v", err)
+	}
+	s.Auth = &connection.Auth{Kind: connection.AuthCommand, Program: "true"}
+	if src := credential.New(&s, credential.Options{}); src.Kind() != connection.AuthCommand || src.Describe() != "command true" {
+		t.Fatalf("command source %T %s", src, src.Describe())
+	}
+	s.Auth = &connection.Auth{Kind: connection.AuthAlloyDBIAM}
+	if _, err := credential.New(&s, credential.Options{}).Token(context.Background()); !errors.As(err, &ce) ||
+		ce.Field != "auth.service_account_key" {
+		t.Fatalf("alloydb without a key: %v", err)
+	}
+}

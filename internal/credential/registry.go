@@ -1,0 +1,105 @@
+package credential
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+)
+
+// Registry keeps one Cache per connection for a process, so that every
+// user of a connection (runs, tests, relays) shares its token and its
+// rate limit. A connection whose auth settings or secrets change gets a
+// new cache; the old token is dropped.
+type Registry struct {
+	opts  Options
+	cache CacheConfig
+
+	mu     sync.Mutex
+	caches map[string]*registryEntry // by connection ID
+}
+
+type registryEntry struct {
+	sum   [32]byte // of the auth settings and secrets
+	cache *Cache
+}
+
+// NewRegistry returns a registry whose sources get opts and whose caches
+// get cfg (Name is set per connection).
+func NewRegistry(opts Options, cfg CacheConfig) *Registry {
+	return &Registry{opts: opts, cache: cfg, caches: map[string]*registryEntry{}}
+}
+
+// For returns the cache of connection id, whose spec has its secrets
+// opened; nil for a password connection.
+func (r *Registry) For(id string, spec *connection.Spec) *Cache {
+	if !spec.AuthKind().IsToken() {
+		r.Forget(id)
+		return nil
+	}
+	sum := authSum(spec)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e, ok := r.caches[id]; ok {
+		if e.sum == sum {
+			return e.cache
+		}
+		e.cache.Close()
+	}
+	cfg := r.cache
+	cfg.Name = spec.Name
+	c := NewCache(New(spec, r.opts), cfg)
+	r.caches[id] = &registryEntry{sum: sum, cache: c}
+	return c
+}
+
+// Forget drops the cache of connection id (deleted, or no longer using a
+// token).
+func (r *Registry) Forget(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e, ok := r.caches[id]; ok {
+		e.cache.Close()
+		delete(r.caches, id)
+		if h := r.cache.Hooks.Expiry; h != nil {
+			h(e.cache.cfg.Name, e.cache.Kind(), time.Time{})
+		}
+	}
+}
+
+// Statuses returns the state of every cache by connection ID, e.g. for a
+// gauge of seconds until expiry.
+func (r *Registry) Statuses() map[string]Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]Status, len(r.caches))
+	for id, e := range r.caches {
+		out[id] = e.cache.Status()
+	}
+	return out
+}
+
+// Close ends every cache's fetch in progress.
+func (r *Registry) Close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, e := range r.caches {
+		e.cache.Close()
+		delete(r.caches, id)
+	}
+}
+
+// authSum is a digest of what the token depends on: the auth settings, its
+// secrets and the database user. It stays in memory only.
+func authSum(spec *connection.Spec) [32]byte {
+	a := spec.Auth
+	b, _ := json.Marshal(struct {
+		Auth         *connection.Auth
+		User         string
+		ClientSecret string
+		Key          string
+	}{a, spec.User, a.ClientSecret.Reveal(), a.ServiceAccountKey.Reveal()})
+	return sha256.Sum256(b)
+}
