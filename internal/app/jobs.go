@@ -206,7 +206,14 @@ func (s *Service) RunJob(ctx context.Context, name string, trigger jobs.Trigger)
 
 // GetRun returns a run.
 func (s *Service) GetRun(ctx context.Context, id string) (*jobs.Run, error) {
-	return s.store.GetRun(ctx, id)
+	r, err := s.store.GetRun(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if r.Cleanup, err = s.store.RunCleanup(ctx, id); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // ListRuns lists runs, newest first.

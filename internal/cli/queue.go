@@ -56,7 +56,7 @@ func (r *runner) startQueue(ctx context.Context, svc *app.Service, f queueFlags,
 		LostAfter: f.lostAfter, ReapInterval: f.reapInterval, HeartbeatInterval: f.heartbeatInterval(),
 		Open:     func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
 		Logger:   r.logger,
-		LogLimit: f.runLogLimit, RunRetention: f.runRetention})
+		LogLimit: f.runLogLimit, RunRetention: f.runRetention, CountCancels: r.countCancels()})
 	if err != nil {
 		closeBackend()
 		return nil, nil, err
@@ -87,4 +87,13 @@ func (r *runner) queueBackend() (queue.Backend, func(), error) {
 		return queue.Backend{}, nil, err
 	}
 	return queue.Backend{SQLite: db}, func() { _ = db.Close() }, nil
+}
+
+// countCancels counts cleanups of ended runs in the server's metrics, if
+// it has any.
+func (r *runner) countCancels() func(outcome string, n int) {
+	if r.metrics == nil {
+		return nil
+	}
+	return r.metrics.CountCancels
 }

@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -107,6 +108,15 @@ func TestSharedStore(t *testing.T) {
 		}
 	})
 
+	admin := pg.Connect(t, "postgres")
+	sleeping := func() int {
+		var n int
+		if err := admin.QueryRow(bg, `SELECT count(*) FROM pg_stat_activity WHERE query = 'select pg_sleep(60)'
+			AND state = 'active'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
 	t.Run("KilledServersRunIsResolved", func(t *testing.T) {
 		r, err := ca.RunJob(bg, "long", jobs.API)
 		if err != nil {
@@ -117,6 +127,7 @@ func TestSharedStore(t *testing.T) {
 		if r.Worker == b.Worker(t) {
 			victim, survivor, sc = b, a, ca
 		}
+		waitUntil(t, "the run's statement to be active", 15*time.Second, func() bool { return sleeping() == 1 })
 		// Let a heartbeat or two pass, then kill the worker's process.
 		time.Sleep(time.Second)
 		killed := time.Now()
@@ -135,8 +146,26 @@ func TestSharedStore(t *testing.T) {
 		}
 		t.Logf("server %s resolved the run %v after the kill: %s", survivor.Name(), took, r.Reason)
 		lines, err := sc.RunLog(bg, r.ID, 0, 0)
-		if err != nil || len(lines) == 0 || !strings.Contains(lines[len(lines)-1].Text, "was lost") {
+		if err != nil || !slices.ContainsFunc(lines, func(l jobs.LogLine) bool { return strings.Contains(l.Text, "was lost") }) {
 			t.Fatalf("log of the lost run: %v, %v", lines, err)
+		}
+		// The dead process's statement does not run on: the survivor
+		// cancels it on the server.
+		waitUntil(t, "the lost run's statement to stop on the server", 15*time.Second, func() bool { return sleeping() == 0 })
+		for end := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			got, err := sc.GetRun(bg, r.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := got.Cleanup; c != nil && c.Status == jobs.CleanupDone {
+				if len(c.Cancelled) != 1 || !strings.Contains(c.Message, "cancelled 1 statement on the server") {
+					t.Fatalf("cleanup of the lost run: %+v", c)
+				}
+				break
+			}
+			if time.Now().After(end) {
+				t.Fatalf("cleanup of the lost run not done: %+v", got.Cleanup)
+			}
 		}
 		// The survivor still works runs.
 		r, err = sc.RunJob(bg, "work", jobs.API)
@@ -401,4 +430,14 @@ func TestBastionJobs(t *testing.T) {
 		}
 		t.Logf("run failed %v after the freeze: %s", took.Round(time.Millisecond), end.Reason)
 	})
+}
+
+// waitUntil polls cond until it holds, failing the test after within.
+func waitUntil(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(within); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+	}
 }

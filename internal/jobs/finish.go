@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 )
@@ -75,8 +76,8 @@ func (x *run) finish(res *Result) {
 	go x.retryCleanup(backends, c)
 }
 
-// retryCleanup reopens the connection with backoff, for at most
-// CleanupFor, and stops backends once the server answers.
+// retryCleanup stops backends once the server answers again, and
+// reports the outcome to Hooks.Cleanup.
 func (x *run) retryCleanup(backends []Backend, c Cleanup) {
 	limit := x.r.CleanupFor
 	if limit <= 0 {
@@ -84,47 +85,61 @@ func (x *run) retryCleanup(backends []Backend, c Cleanup) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	report := func(c Cleanup) {
-		if x.hooks.Cleanup != nil {
-			x.hooks.Cleanup(c)
-		}
+	tmpl := Stopper{Grace: x.r.StopGrace, Count: x.r.CountCancels}
+	got := StopAfterReconnect(ctx, x.r.Open, x.job.Connection, backends, tmpl, time.Second, c.Attempts, x.r.Logger)
+	if x.hooks.Cleanup != nil {
+		x.hooks.Cleanup(got)
 	}
+}
+
+// StopAfterReconnect stops backends of a run whose own connection is gone
+// (its tunnel dropped, or its process was lost): it opens the connection
+// again, first after delay and then with a growing backoff until ctx ends,
+// and runs a Stopper like tmpl once the server answers. It returns the
+// outcome: done, or failed (with what was tried) when ctx ended first.
+// attempts is how many attempts were made already.
+func StopAfterReconnect(ctx context.Context, open Opener, name string, backends []Backend, tmpl Stopper,
+	delay time.Duration, attempts int, logger *slog.Logger) Cleanup {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	start := time.Now()
 	backoff := time.Second
 	var lastErr error
-	for {
-		if !sleep(ctx, backoff) {
-			break
-		}
-		backoff = min(2*backoff, 30*time.Second)
-		c.Attempts++
-		conn, err := x.r.Open(ctx, x.job.Connection)
+	for sleep(ctx, delay) {
+		delay, backoff = backoff, min(2*backoff, 30*time.Second)
+		attempts++
+		conn, err := open(ctx, name)
 		if err != nil {
 			lastErr = err
 			continue
 		}
-		s := &Stopper{Conn: conn, Grace: x.r.StopGrace, Count: x.r.CountCancels}
+		s := tmpl
+		s.Conn = conn
 		got, err := s.Stop(ctx, backends, nil)
 		_ = conn.Close()
 		if err != nil {
 			lastErr = err
 			continue
 		}
-		got.Attempts = c.Attempts
-		got.Message = "after the tunnel came back: " + got.Message
-		x.r.Logger.Info("run cleanup done after reconnecting", "job", x.job.Name, "attempts", got.Attempts,
+		got.Attempts = attempts
+		got.Message = "once the server could be reached again: " + got.Message
+		logger.Info("run backends stopped after reconnecting", "connection", name, "attempts", attempts,
 			"outcome", got.Message)
-		report(got)
-		return
+		return got
 	}
-	c.Status = CleanupFailed
-	c.UpdatedAt = time.Now().UTC()
+	c := Cleanup{Status: CleanupFailed, Attempts: attempts, UpdatedAt: time.Now().UTC()}
+	for _, b := range backends {
+		c.Remaining = append(c.Remaining, b.PID)
+	}
 	c.Message = fmt.Sprintf("gave up after %s: the server could not be reached to stop the run's statements (%s); "+
-		"they may still be running: check pg_stat_activity for pid %s", limit, errText(lastErr), pidsText(backends))
-	x.r.Logger.Warn("run cleanup gave up", "job", x.job.Name, "error", lastErr)
-	if x.r.CountCancels != nil {
-		x.r.CountCancels(OutcomeUnreachable, len(backends))
+		"they may still be running: check pg_stat_activity for pid %s", time.Since(start).Round(time.Second),
+		errText(lastErr), pidsText(backends))
+	logger.Warn("gave up stopping a run's backends", "connection", name, "attempts", attempts, "error", lastErr)
+	if tmpl.Count != nil {
+		tmpl.Count(OutcomeUnreachable, len(backends))
 	}
-	report(c)
+	return c
 }
 
 func errText(err error) string {

@@ -255,8 +255,12 @@ type Run struct {
 	HeartbeatAt *time.Time `json:"heartbeat_at,omitempty"`
 	Attempt     int        `json:"attempt"`
 	// CancelRequested is set by a cancel request; the worker stops the run.
-	CancelRequested bool  `json:"cancel_requested,omitempty"`
-	Version         int64 `json:"-"`
+	CancelRequested bool `json:"cancel_requested,omitempty"`
+	// Cleanup is what was done to stop the run's statements on the server
+	// after it ended without success (kept apart from the run's record;
+	// filled in by readers that show one run).
+	Cleanup *Cleanup `json:"cleanup,omitempty"`
+	Version int64    `json:"-"`
 }
 
 // DurationMS is the run's duration so far (or in total), in milliseconds.

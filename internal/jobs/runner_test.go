@@ -366,7 +366,7 @@ func TestStoppedRunStopsItsStatements(t *testing.T) {
 		e.fp.Thaw()
 		select {
 		case c := <-cleanups:
-			if c.Status != jobs.CleanupDone || len(c.Cancelled) != 1 || !strings.Contains(c.Message, "after the tunnel came back") {
+			if c.Status != jobs.CleanupDone || len(c.Cancelled) != 1 || !strings.Contains(c.Message, "once the server could be reached again") {
 				t.Fatalf("cleanup %+v", c)
 			}
 		case <-time.After(30 * time.Second):

@@ -35,6 +35,10 @@ type Metrics struct {
 	// ConnectionTests counts connection tests by outcome (ok, failed) and
 	// failing step.
 	ConnectionTests *prometheus.CounterVec
+	// ServerCancels counts what was done to stop a run's backends on the
+	// server after the run ended, by outcome: cancelled, terminated,
+	// failed (still running when pgrelay gave up) and unreachable.
+	ServerCancels *prometheus.CounterVec
 }
 
 // Options configures New.
@@ -67,6 +71,13 @@ func NewWithOptions(o Options) *Metrics {
 		ConnectionTests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgrelay_connection_tests_total", Help: "Connection tests by outcome and failing step.",
 		}, []string{"outcome", "step"}),
+		ServerCancels: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgrelay_server_cancels_total",
+			Help: "Backends of ended runs by what stopped them: cancelled, terminated, failed or unreachable.",
+		}, []string{"outcome"}),
+	}
+	for _, o := range []string{"cancelled", "terminated", "failed", "unreachable"} {
+		m.ServerCancels.WithLabelValues(o)
 	}
 	var drops prometheus.Collector
 	if o.ConnectionLabels {
@@ -80,7 +91,7 @@ func NewWithOptions(o Options) *Metrics {
 		})
 		drops = m.tunnelDropsAll
 	}
-	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.TunnelsOpen, drops, m.ConnectionTests,
+	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.TunnelsOpen, drops, m.ConnectionTests, m.ServerCancels,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -97,4 +108,9 @@ func (m *Metrics) TunnelDropped(connection string) {
 // Handler serves the metrics in the Prometheus exposition format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}
+
+// CountCancels adds n backends to pgrelay_server_cancels_total{outcome}.
+func (m *Metrics) CountCancels(outcome string, n int) {
+	m.ServerCancels.WithLabelValues(outcome).Add(float64(n))
 }

@@ -67,10 +67,17 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// LostAfter is how long a running run may go without a heartbeat
 	// before it is declared lost.
-	LostAfter     time.Duration
-	ReapInterval  time.Duration
-	ScheduleSync  time.Duration
-	KillGrace     time.Duration
+	LostAfter    time.Duration
+	ReapInterval time.Duration
+	ScheduleSync time.Duration
+	KillGrace    time.Duration
+	// StopGrace is how long a stopped run's backends have to end after
+	// their statements were cancelled before they are terminated; 0 is
+	// jobs.DefaultStopGrace.
+	StopGrace time.Duration
+	// CountCancels, when set, counts what was done to ended runs'
+	// backends by outcome (pgrelay_server_cancels_total).
+	CountCancels  func(outcome string, n int)
 	ShutdownGrace time.Duration
 	Logger        *slog.Logger
 	// Now is the clock; default time.Now.
@@ -172,7 +179,8 @@ func New(cfg Config) (*Queue, error) {
 	}
 	q := &Queue{cfg: cfg, active: map[string]context.CancelCauseFunc{}, schedules: map[string]string{},
 		stop: make(chan struct{})}
-	q.runner = &jobs.Runner{Open: cfg.Open, Commands: cfg.Commands, KillGrace: cfg.KillGrace, Logger: cfg.Logger}
+	q.runner = &jobs.Runner{Open: cfg.Open, Commands: cfg.Commands, KillGrace: cfg.KillGrace, Logger: cfg.Logger,
+		StopGrace: cfg.StopGrace, CountCancels: cfg.CountCancels}
 
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &runWorker{q: q})

@@ -214,6 +214,13 @@ func (q *Queue) work(parent context.Context, id string) {
 	stepped := make(chan struct{}, 1)
 	hooks := jobs.Hooks{
 		Log: logs.add,
+		Backend: func(b jobs.Backend) {
+			if err := q.cfg.Store.AddRunBackend(ctx, id, b); err != nil {
+				q.cfg.Logger.WarnContext(ctx, "could not record a run's database session", "run_id", id, "pid", b.PID,
+					"error", err)
+			}
+		},
+		Cleanup: func(c jobs.Cleanup) { q.recordCleanup(ctx, id, c) },
 		Step: func(s jobs.RunStep) {
 			stepsMu.Lock()
 			if s.Index < len(steps) {
@@ -287,7 +294,64 @@ func (q *Queue) work(parent context.Context, id string) {
 		}
 		r.Status, r.Reason, r.EndedAt, r.Steps, r.HeartbeatAt = res.Status, res.Reason, &end, res.Steps, &end
 	})
+	if res.Cleanup != nil {
+		if err := q.cfg.Store.PutRunCleanup(ctx, id, res.Cleanup); err != nil {
+			q.cfg.Logger.ErrorContext(ctx, "could not record the run's cleanup", "run_id", id, "error", err)
+		}
+	}
 	q.cfg.Logger.InfoContext(ctx, "run ended", "run_id", id, "job", job.Name, "status", res.Status, "reason", res.Reason)
+}
+
+// recordCleanup saves a cleanup outcome that came after the run ended,
+// with a line in its log.
+func (q *Queue) recordCleanup(ctx context.Context, id string, c jobs.Cleanup) {
+	if err := q.cfg.Store.PutRunCleanup(ctx, id, &c); err != nil {
+		q.cfg.Logger.ErrorContext(ctx, "could not record the run's cleanup", "run_id", id, "error", err)
+	}
+	line := jobs.LogLine{Time: q.cfg.Now().UTC(), Stream: "system", Step: -1, Text: "cleanup: " + c.Message}
+	if err := q.cfg.Store.AppendRunLog(ctx, id, []jobs.LogLine{line}); err != nil {
+		q.cfg.Logger.WarnContext(ctx, "could not log the run's cleanup", "run_id", id, "error", err)
+	}
+	q.cfg.Logger.InfoContext(ctx, "run cleanup", "run_id", id, "status", c.Status, "outcome", c.Message)
+}
+
+// stopLostRun stops, in the background, the backends a lost run's process
+// had opened (listed now, before a retry may add its own): a process that
+// died cannot cancel its statements, so another one does.
+func (q *Queue) stopLostRun(ctx context.Context, r *jobs.Run) {
+	backends, err := q.cfg.Store.RunBackends(ctx, r.ID)
+	if err != nil {
+		q.cfg.Logger.WarnContext(ctx, "reaper: list a lost run's database sessions", "run_id", r.ID, "error", err)
+		return
+	}
+	if len(backends) == 0 {
+		return
+	}
+	pending := jobs.Cleanup{Status: jobs.CleanupPending, UpdatedAt: q.cfg.Now().UTC()}
+	for _, b := range backends {
+		pending.Remaining = append(pending.Remaining, b.PID)
+	}
+	pending.Summarize()
+	pending.Message += "; stopping them (the run's process was lost)"
+	if err := q.cfg.Store.PutRunCleanup(ctx, r.ID, &pending); err != nil {
+		q.cfg.Logger.WarnContext(ctx, "reaper: record a lost run's cleanup", "run_id", r.ID, "error", err)
+	}
+	q.wg.Add(1)
+	go func() {
+		defer q.wg.Done()
+		cctx, cancel := context.WithTimeout(ctx, jobs.DefaultCleanupFor)
+		defer cancel()
+		go func() {
+			select {
+			case <-q.stop: // the process is shutting down
+				cancel()
+			case <-cctx.Done():
+			}
+		}()
+		tmpl := jobs.Stopper{Grace: q.cfg.StopGrace, Count: q.cfg.CountCancels}
+		c := jobs.StopAfterReconnect(cctx, q.cfg.Open, r.Job.Connection, backends, tmpl, 0, 0, q.cfg.Logger)
+		q.recordCleanup(ctx, r.ID, c)
+	}()
 }
 
 // cancelledBy extracts who cancelled from the stored reason.
@@ -351,6 +415,7 @@ func (q *Queue) reap(ctx context.Context) {
 			continue
 		}
 		_ = q.cfg.Store.AppendRunLog(ctx, r.ID, []jobs.LogLine{{Time: now, Stream: "system", Step: -1, Text: lost}})
+		q.stopLostRun(ctx, upd)
 		if retry {
 			q.cfg.Logger.WarnContext(ctx, "run lost with its worker; retrying", "run_id", r.ID, "worker", r.Worker)
 			if err := q.Enqueue(ctx, r.ID); err != nil {

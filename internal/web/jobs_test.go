@@ -325,6 +325,23 @@ func TestRunPages(t *testing.T) {
 	contains(t, "failed run", page, `id="cancel-form" hidden`) // shown again only by the script, never for an ended run
 	cp := c.get("/runs/" + cancelled.ID).Body
 	contains(t, "cancelled run", cp, `class="run-banner run-banner-cancelled"`, "Run cancelled", "cancelled by bob")
+	contains(t, "cancelled run without cleanup", cp, `id="run-cleanup" hidden`)
+	// The run page says what was done on the server, and while the
+	// server cannot be reached, that the statement may still run.
+	done := &jobs.Cleanup{Status: jobs.CleanupDone, Cancelled: []uint32{4312, 4313}, UpdatedAt: now}
+	done.Summarize()
+	if err := s.store.PutRunCleanup(ctx, cancelled.ID, done); err != nil {
+		t.Fatal(err)
+	}
+	contains(t, "cleanup done", c.get("/runs/"+cancelled.ID).Body, `data-status="done"`,
+		"On the server: cancelled 2 statements on the server (pid 4312, 4313).")
+	pending := &jobs.Cleanup{Status: jobs.CleanupPending, Remaining: []uint32{77}, UpdatedAt: now}
+	pending.Summarize()
+	if err := s.store.PutRunCleanup(ctx, failed.ID, pending); err != nil {
+		t.Fatal(err)
+	}
+	contains(t, "cleanup pending", c.get("/runs/"+failed.ID).Body, `data-status="pending"`,
+		"1 statement may still be running on the server (pid 77)", "test the connection", "idle connections in under 30 s")
 
 	// Cancelling needs the CSRF token; a queued run is cancelled at once.
 	if r := c.post("/runs/"+queued.ID+"/cancel", url.Values{}); r.Status != http.StatusForbidden {

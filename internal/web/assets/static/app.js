@@ -402,6 +402,16 @@
           r.status === "cancelled" ? "Run cancelled" : "Cancelling…";
         document.getElementById("run-reason").textContent = r.reason || "";
       }
+      var cl = document.getElementById("run-cleanup");
+      if (cl) {
+        cl.hidden = !r.cleanup;
+        if (r.cleanup) {
+          cl.dataset.status = r.cleanup.status;
+          cl.textContent = "On the server: " + r.cleanup.message + "." + (r.cleanup.status === "pending" ?
+            " The statement may still be running until pgrelay reaches the server again. Next: test the connection, " +
+            "check that sshd runs on the bastion, and that no load balancer in front of it closes idle connections in under 30 s." : "");
+        }
+      }
       var cancel = document.getElementById("cancel-form");
       if (cancel) {
         cancel.hidden = ended;
