@@ -131,6 +131,10 @@ func TestConnectionTestAndGrantsAPI(t *testing.T) {
 		if f := rep.Failed(); rep.OK || f == nil || f.ID != diagnose.StepSSHAuth || !strings.Contains(f.Hint, v.SSHTunnel.PublicKey) {
 			t.Fatalf("unauthorized key: %+v", rep)
 		}
+		// The handshake pinned the host key, but the key has not logged in.
+		if v, _ := c.GetConnection(bg, "tun"); v.SSHTunnel.HostKeyFingerprint == "" || v.SSHTunnel.KeyUsedAt != nil {
+			t.Fatalf("after a test failing at ssh_auth: host key %q, key used at %v", v.SSHTunnel.HostKeyFingerprint, v.SSHTunnel.KeyUsedAt)
+		}
 
 		b.Authorize(t, v.SSHTunnel.PublicKey)
 		var live []diagnose.Step
@@ -151,9 +155,9 @@ func TestConnectionTestAndGrantsAPI(t *testing.T) {
 		if rep.Server == nil || rep.Server.CurrentUser != "dbt" || rep.HostKey == nil || rep.HostKey.Fingerprint != fp {
 			t.Fatalf("server %+v host key %+v", rep.Server, rep.HostKey)
 		}
-		// The first passing test pinned the host key.
-		if v, _ := c.GetConnection(bg, "tun"); v.SSHTunnel.HostKeyFingerprint != fp {
-			t.Fatalf("host key not pinned by the test: %+v", v.SSHTunnel)
+		// The first passing test pinned the host key and recorded the login.
+		if v, _ := c.GetConnection(bg, "tun"); v.SSHTunnel.HostKeyFingerprint != fp || v.SSHTunnel.KeyUsedAt == nil {
+			t.Fatalf("host key not pinned or login not recorded by the test: %+v", v.SSHTunnel)
 		}
 
 		// A draft based on the saved connection uses its key pair and its
@@ -169,6 +173,13 @@ func TestConnectionTestAndGrantsAPI(t *testing.T) {
 		rep, err = c.TestDraft(bg, spec, "", nil)
 		if f := rep.Failed(); err != nil || f == nil || f.ID != diagnose.StepSSHAuth || !strings.Contains(f.Hint, "Save the connection") {
 			t.Fatalf("tunnelled draft without key pair: %+v, %v", rep, err)
+		}
+		// A new key pair has not logged in yet.
+		if _, err := c.RotateKey(bg, "tun"); err != nil {
+			t.Fatal(err)
+		}
+		if v, _ := c.GetConnection(bg, "tun"); v.SSHTunnel.KeyUsedAt != nil {
+			t.Fatalf("a rotated key counts as used: %v", v.SSHTunnel.KeyUsedAt)
 		}
 	})
 

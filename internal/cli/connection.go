@@ -300,6 +300,7 @@ func printConnection(w io.Writer, v *app.ConnectionView) {
 	if t := v.SSHTunnel; t != nil {
 		row("SSH tunnel:", fmt.Sprintf("%s@%s", t.User, hostPort(t.Host, t.Port)))
 		row("  Key:", fmt.Sprintf("%s %s (pgrelay connection public-key %s)", t.KeyType, t.PublicKeyFingerprint, v.Name))
+		row("  Key login:", keyLoginState(v))
 		row("  Keepalive:", fmt.Sprintf("every %s; dropped after %d missed replies (%s)", t.KeepaliveInterval,
 			t.KeepaliveCountMax, time.Duration(t.KeepaliveInterval)*time.Duration(t.KeepaliveCountMax)))
 		switch {
