@@ -64,8 +64,8 @@ type Connection struct {
 	// MarkKeyUsed sets both; UpdateConnection leaves them as stored.
 	KeyUsedAt  time.Time
 	KeyUsedFor string
-	CreatedAt          time.Time
-	UpdatedAt          time.Time
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
 	// Version increases with each update; UpdateConnection refuses a
 	// record whose Version is not the stored one (ErrConflict).
 	Version int64
