@@ -57,6 +57,12 @@ type Connection struct {
 	PendingHostKey string
 	// PendingHostKeySeen is when PendingHostKey was presented.
 	PendingHostKeySeen time.Time
+	CreatedAt          time.Time
+	UpdatedAt          time.Time
+	// Version increases with each update; UpdateConnection refuses a
+	// record whose Version is not the stored one (ErrConflict).
+	Version int64
+
 	// KeyUsedAt is when an SSH login with the connection's key last
 	// succeeded (zero until one did), and KeyUsedFor the key and bastion
 	// it succeeded with ("SHA256:... user@host:port"); KeyUsedAt tells
@@ -64,11 +70,6 @@ type Connection struct {
 	// MarkKeyUsed sets both; UpdateConnection leaves them as stored.
 	KeyUsedAt  time.Time
 	KeyUsedFor string
-	CreatedAt  time.Time
-	UpdatedAt  time.Time
-	// Version increases with each update; UpdateConnection refuses a
-	// record whose Version is not the stored one (ErrConflict).
-	Version int64
 }
 
 // Store keeps pgrelay's records. Implementations are safe for concurrent use.
