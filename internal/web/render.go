@@ -16,6 +16,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/requestid"
+	"github.com/pgrelay/pgrelay/internal/sshkey"
 )
 
 // contentSecurityPolicy allows nothing but this origin's own files: no
@@ -217,6 +218,7 @@ func (u *UI) templateFuncs() template.FuncMap {
 		"testSummary": testSummary,
 		"richText":    richText,
 		"noTest":      func() *testView { return nil },
+		"rsaBits":     func() int { return sshkey.RSABits },
 		"exitCode": func(p *int) string {
 			if p == nil {
 				return "—"

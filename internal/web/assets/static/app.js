@@ -517,7 +517,7 @@
         if (!panel) return; // the plain form post shows the report
         e.preventDefault();
         run(panel, "/api/v1/connections/" + encodeURIComponent(form.dataset.test) + "/test", null,
-          form.dataset.tunnel ? PLAN_TUNNEL : PLAN_DIRECT, button);
+          form.dataset.tunnel ? PLAN_TUNNEL : PLAN_DIRECT, button, form.dataset.test);
       });
     });
 
@@ -699,8 +699,57 @@
       }
     }
 
-    // run tests and shows the steps in panel as they arrive.
-    function run(panel, url, body, plan, button) {
+    // hostKeyState shows what the test of the saved connection name
+    // learned about its bastion's host key wherever the page shows that
+    // key's state (the "hostkey-state" template and the connection page),
+    // so that the page agrees with the test: a first handshake pins the
+    // key even when the SSH login after it fails.
+    function hostKeyState(name, hk) {
+      if (!hk) return;
+      document.querySelectorAll("[data-host-key]").forEach(function (cell) {
+        if (cell.dataset.hostKey !== name) return;
+        cell.textContent = "";
+        var badge;
+        if (hk.state === "changed") {
+          badge = el("a", "badge badge-danger", "CHANGED — approval needed");
+          badge.href = "/connections/" + encodeURIComponent(name) + "#host-key-change";
+          cell.appendChild(badge);
+          return;
+        }
+        badge = cell.appendChild(el("span", "badge badge-success"));
+        badge.title = hk.fingerprint;
+        badge.appendChild(checkIcon());
+        badge.appendChild(document.createTextNode("Pinned"));
+        if (cell.tagName === "DD") {
+          cell.appendChild(document.createTextNode(" "));
+          cell.appendChild(el("code", "break", hk.fingerprint)).id = "host-key-fp";
+        }
+      });
+    }
+
+    // checkIcon is the "icon-check" template's SVG.
+    function checkIcon() {
+      var ns = "http://www.w3.org/2000/svg";
+      var svg = document.createElementNS(ns, "svg");
+      svg.setAttribute("class", "icon");
+      svg.setAttribute("viewBox", "0 0 20 20");
+      svg.setAttribute("width", "20");
+      svg.setAttribute("height", "20");
+      svg.setAttribute("aria-hidden", "true");
+      svg.setAttribute("focusable", "false");
+      var path = svg.appendChild(document.createElementNS(ns, "path"));
+      path.setAttribute("d", "M4 10.5l4 4 8-9");
+      path.setAttribute("fill", "none");
+      path.setAttribute("stroke", "currentColor");
+      path.setAttribute("stroke-width", "2");
+      path.setAttribute("stroke-linecap", "round");
+      path.setAttribute("stroke-linejoin", "round");
+      return svg;
+    }
+
+    // run tests and shows the steps in panel as they arrive; name is the
+    // saved connection under test ("" for a form).
+    function run(panel, url, body, plan, button, name) {
       var list = panel.querySelector(".test-steps");
       var state = panel.querySelector(".test-state");
       var sum = panel.querySelector(".test-summary");
@@ -751,6 +800,7 @@
         state.textContent = ok ? "Passed" : "Failed";
         sum.textContent = summaryText(r);
         facts(factsEl, r);
+        if (name) hostKeyState(name, r.host_key);
         announce(sum.textContent);
       }
       // problem shows why the test could not run (an error response, the
