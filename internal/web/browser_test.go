@@ -499,6 +499,7 @@ func TestBrowser(t *testing.T) {
 	testJobsInBrowser(t, s, browser, pg)
 	testConnectionTestsInBrowser(t, s, browser, pg)
 	testKeySetupInBrowser(t, s, browser, bastion, pg)
+	testDurationsInBrowser(t, s, browser)
 }
 
 // must stops the test when a step that later steps build on failed.

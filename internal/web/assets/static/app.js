@@ -198,19 +198,28 @@
   }
 
   // Formatting shared with the server (render.go): times in UTC, durations
-  // like "45 ms", "2.4 s", "12 s", "3 min 12 s", "1 h 5 min".
+  // as package elapsed formats them ("0.52 ms", "412 ms", "1.2 s", "12 s",
+  // "3 min 12 s", "1 h 5 min"), with the same rounding.
   var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
   function pad(n) { return n < 10 ? "0" + n : String(n); }
   function clock(d) { return pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()) + ":" + pad(d.getUTCSeconds()); }
   function fmtTime(d) { return d.getUTCDate() + " " + MONTHS[d.getUTCMonth()] + " " + d.getUTCFullYear() + ", " + clock(d) + " UTC"; }
   function fmtDuration(ms) {
-    if (ms < 0) return "—";
-    if (ms < 1000) return Math.round(ms) + " ms";
-    if (ms < 10000) return (ms / 1000).toFixed(1) + " s";
-    if (ms < 60000) return Math.floor(ms / 1000) + " s";
-    if (ms < 3600000) return Math.floor(ms / 60000) + " min " + Math.floor(ms % 60000 / 1000) + " s";
-    return Math.floor(ms / 3600000) + " h " + Math.floor(ms % 3600000 / 60000) + " min";
+    if (!(ms >= 0)) return "\u2014";
+    if (ms === 0) return "0 ms";
+    var hundredths = Math.round(ms * 100) / 100;
+    if (hundredths < 10) return hundredths === 0 ? "< 0.01 ms" : String(hundredths) + " ms";
+    var whole = Math.round(ms);
+    if (whole < 1000) return whole + " ms";
+    var tenths = Math.round(ms / 100) / 10;
+    if (tenths < 10) return tenths.toFixed(1) + " s";
+    var sec = Math.round(ms / 1000);
+    if (sec < 60) return sec + " s";
+    if (sec < 3600) return Math.floor(sec / 60) + " min " + (sec % 60) + " s";
+    return Math.floor(sec / 3600) + " h " + Math.floor(sec % 3600 / 60) + " min";
   }
+  // The browser tests compare it with the server's formatting.
+  window.pgrelay = { fmtDuration: fmtDuration };
   // stamp is a time as the run page's facts show it (the "stamp" template).
   function stamp(iso) {
     var d = new Date(iso);
@@ -592,13 +601,6 @@
       return body;
     }
 
-    function fmtMS(ms) {
-      if (ms < 0.01) return "< 0.01 ms";
-      if (ms < 10) return ms.toFixed(2) + " ms";
-      if (ms < 1000) return Math.round(ms) + " ms";
-      return (ms / 1000).toFixed(1) + " s";
-    }
-
     function el(tag, cls, text) {
       var e = document.createElement(tag);
       if (cls) e.className = cls;
@@ -631,7 +633,7 @@
       line.appendChild(document.createTextNode(" "));
       line.appendChild(el("code", "tstep-id", s.id));
       line.appendChild(el("span", "visually-hidden", ": " + (status === "ok" ? "passed" : status === "failed" ? "failed" : "skipped")));
-      line.appendChild(el("span", "tstep-time", status === "skipped" ? "" : fmtMS(s.duration_ms || 0)));
+      line.appendChild(el("span", "tstep-time", status === "skipped" ? "" : fmtDuration(s.duration_ms || 0)));
       if (s.detail) main.appendChild(el("p", "tstep-detail", s.detail));
       if (s.error) {
         var err = main.appendChild(el("p", "tstep-error"));
@@ -669,9 +671,9 @@
       });
       if (failed) {
         return "Failed at " + (STEP_LABELS[failed.id] || failed.id) + ": " + passed + " of " + r.steps.length +
-          " steps passed in " + fmtMS(r.duration_ms) + ".";
+          " steps passed in " + fmtDuration(r.duration_ms) + ".";
       }
-      return "All " + passed + " steps passed in " + fmtMS(r.duration_ms) + (skipped ? " (" + skipped + " not requested)" : "") + ".";
+      return "All " + passed + " steps passed in " + fmtDuration(r.duration_ms) + (skipped ? " (" + skipped + " not requested)" : "") + ".";
     }
 
     // facts lists what the test learned (the "testfacts" template).
@@ -689,7 +691,7 @@
         add(["PostgreSQL " + sv.version]);
         add(["user ", { code: sv.current_user }]);
         add(["database ", { code: sv.database }]);
-        add(["round trip " + fmtMS(sv.round_trip_ms || 0)]);
+        add(["round trip " + fmtDuration(sv.round_trip_ms || 0)]);
         if (sv.read_only_replica) add(["read-only replica"]);
       }
       var hk = r.host_key;
