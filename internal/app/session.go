@@ -137,12 +137,13 @@ func (s *Session) Done() <-chan struct{} {
 	return s.tunnel.Done()
 }
 
-// Err is the reason the tunnel ended, or nil.
+// Err is the reason the tunnel ended, or nil; a drop comes as a
+// *TunnelDroppedError with the next step.
 func (s *Session) Err() error {
 	if s.tunnel == nil {
 		return nil
 	}
-	return s.tunnel.Err()
+	return s.withNextStep(s.tunnel.Err())
 }
 
 // Close closes the tunnel, if any.
