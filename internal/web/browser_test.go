@@ -500,6 +500,7 @@ func TestBrowser(t *testing.T) {
 	testConnectionTestsInBrowser(t, s, browser, pg)
 	testKeySetupInBrowser(t, s, browser, bastion, pg)
 	testDurationsInBrowser(t, s, browser)
+	testAccessibilityInBrowser(t, s, browser, bastion)
 }
 
 // must stops the test when a step that later steps build on failed.
