@@ -21,7 +21,7 @@ build:
 	@echo "built $(BIN); \`make install\` copies it to $(BINDIR)"
 
 # Installs bin/pgrelay as $(BINDIR)/pgrelay: $GOBIN when set, else
-# /usr/local/bin (make install PREFIX=$$HOME/.local for ~/.local/bin).
+# /usr/local/bin (make install PREFIX=$HOME/.local for ~/.local/bin).
 install: build
 	@echo "installing $(BIN) as $(BINDIR)/pgrelay"
 	install -d "$(BINDIR)"

@@ -22,7 +22,9 @@ func (r *runner) connTestCommand() *cobra.Command {
   direct:            resolve, tcp, tls, postgres_auth, database, query
 Each step prints as it finishes, with its time; a failed step shows the error and a
 hint naming the likely cause and the fix. Steps after a failure are skipped.
-The first successful test of a tunnelled connection pins the bastion's host key.
+The first SSH handshake of a tunnelled connection pins the bastion's host key (even
+when the login after it fails); a passing ssh_auth records that the bastion accepted
+the connection's key (connection show: Key login).
 Exit code 0 only when every step passed.`,
 		Example: `  pgrelay connection test wh
   pgrelay connection test wh -o json | jq '.steps[] | select(.status == "failed")'`,
