@@ -10,13 +10,13 @@ func (a *auditor) databaseCreate(db, target string, exists, granted bool) Check 
 	c := Check{ObjectType: ObjectDatabase, Name: db, Privilege: "CREATE", Status: status(granted)}
 	switch {
 	case !exists:
-		c.Note = fmt.Sprintf("to create the target schema %s, which does not exist yet", Display(target))
+		c.Note = fmt.Sprintf("needed to create the target schema %s, which does not exist yet", Display(target))
 	case req.CreateSchemas:
 		why := req.CreateSchemasWhy
 		if why == "" {
 			why = "the workload creates schemas"
 		}
-		c.Note = why + "; CREATE SCHEMA needs it even with IF NOT EXISTS and for a schema that exists"
+		c.Note = "needed: " + why + "; CREATE SCHEMA needs it even with IF NOT EXISTS and for a schema that exists"
 	case !granted:
 		c.Status = NotNeeded
 		c.Note = fmt.Sprintf("the target schema %s exists, and dbt creates only schemas that are missing. "+
