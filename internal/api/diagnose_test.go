@@ -131,6 +131,10 @@ func TestConnectionTestAndGrantsAPI(t *testing.T) {
 		if f := rep.Failed(); rep.OK || f == nil || f.ID != diagnose.StepSSHAuth || !strings.Contains(f.Hint, v.SSHTunnel.PublicKey) {
 			t.Fatalf("unauthorized key: %+v", rep)
 		}
+		// The handshake pinned the host key, but the key has not logged in.
+		if v, _ := c.GetConnection(bg, "tun"); v.SSHTunnel.HostKeyFingerprint == "" || v.SSHTunnel.KeyUsedAt != nil {
+			t.Fatalf("after a test failing at ssh_auth: host key %q, key used at %v", v.SSHTunnel.HostKeyFingerprint, v.SSHTunnel.KeyUsedAt)
+		}
 
 		b.Authorize(t, v.SSHTunnel.PublicKey)
 		var live []diagnose.Step
@@ -151,9 +155,9 @@ func TestConnectionTestAndGrantsAPI(t *testing.T) {
 		if rep.Server == nil || rep.Server.CurrentUser != "dbt" || rep.HostKey == nil || rep.HostKey.Fingerprint != fp {
 			t.Fatalf("server %+v host key %+v", rep.Server, rep.HostKey)
 		}
-		// The first passing test pinned the host key.
-		if v, _ := c.GetConnection(bg, "tun"); v.SSHTunnel.HostKeyFingerprint != fp {
-			t.Fatalf("host key not pinned by the test: %+v", v.SSHTunnel)
+		// The first passing test pinned the host key and recorded the login.
+		if v, _ := c.GetConnection(bg, "tun"); v.SSHTunnel.HostKeyFingerprint != fp || v.SSHTunnel.KeyUsedAt == nil {
+			t.Fatalf("host key not pinned or login not recorded by the test: %+v", v.SSHTunnel)
 		}
 
 		// A draft based on the saved connection uses its key pair and its
@@ -169,6 +173,13 @@ func TestConnectionTestAndGrantsAPI(t *testing.T) {
 		rep, err = c.TestDraft(bg, spec, "", nil)
 		if f := rep.Failed(); err != nil || f == nil || f.ID != diagnose.StepSSHAuth || !strings.Contains(f.Hint, "Save the connection") {
 			t.Fatalf("tunnelled draft without key pair: %+v, %v", rep, err)
+		}
+		// A new key pair has not logged in yet.
+		if _, err := c.RotateKey(bg, "tun"); err != nil {
+			t.Fatal(err)
+		}
+		if v, _ := c.GetConnection(bg, "tun"); v.SSHTunnel.KeyUsedAt != nil {
+			t.Fatalf("a rotated key counts as used: %v", v.SSHTunnel.KeyUsedAt)
 		}
 	})
 
@@ -407,6 +418,74 @@ func TestConnectionTestAndGrantsAPI(t *testing.T) {
 		wantAPIError(t, err, http.StatusUnprocessableEntity, api.CodeInvalid)
 		if _, err := c.Grants(bg, "nope", req); !errors.Is(err, app.ErrNotFound) {
 			t.Fatalf("audit of an unknown connection: %v", err)
+		}
+	})
+
+	// A run that creates schemas needs CREATE on the database even for a
+	// target schema that exists: said in the request, or found in the
+	// connection's jobs (README's example runs create schema if not exists).
+	t.Run("GrantsKnowSchemaCreation", func(t *testing.T) {
+		t.Parallel()
+		srv := apitest.Start(t, apitest.Options{})
+		c := srv.Client(t, srv.AdminToken)
+		su, err := pgx.Connect(bg, pg.ConnString(pg.SuperUser, pg.SuperPassword, "analytics"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer su.Close(bg)
+		exec := func(sql string) {
+			t.Helper()
+			if _, err := su.PgConn().Exec(bg, sql).ReadAll(); err != nil {
+				t.Fatalf("%s: %v", sql, err)
+			}
+		}
+		pg.CreateRole(t, "job runner", "runner-pw")
+		exec(`CREATE SCHEMA "job marts"; GRANT USAGE, CREATE ON SCHEMA "job marts" TO "job runner"`)
+		if _, err := c.CreateConnection(bg, directSpec("runner", pg, "job runner", "runner-pw")); err != nil {
+			t.Fatal(err)
+		}
+		createDB := func(res *grants.Result) grants.Check {
+			t.Helper()
+			for _, ch := range res.Checks {
+				if ch.ObjectType == grants.ObjectDatabase && ch.Privilege == "CREATE" {
+					return ch
+				}
+			}
+			t.Fatalf("no check of CREATE on the database: %+v", res.Checks)
+			return grants.Check{}
+		}
+		req := grants.Request{TargetSchema: "job marts"}
+		res, err := c.Grants(bg, "runner", req)
+		if err != nil || !res.OK() || createDB(res).Status != grants.NotNeeded {
+			t.Fatalf("without schema creation: %+v, %v", res, err)
+		}
+		r := do(t, "POST", srv.URL+"/api/v1/connections/runner/grants", srv.AdminToken, "application/json",
+			`{"target_schema": "job marts", "create_schemas": true}`)
+		var got api.GrantsResponse
+		if err := json.Unmarshal([]byte(r.body), &got); err != nil || r.status != 200 || got.OK ||
+			!strings.Contains(got.SQL, `GRANT CREATE ON DATABASE "analytics" TO "job runner";`) {
+			t.Fatalf("create_schemas in the request: %d %s", r.status, r.body)
+		}
+		jobsYAML := `jobs:
+  - name: nightly
+    connection: runner
+    steps:
+      - sql: create schema if not exists "job marts"
+      - command: [dbt, build]
+`
+		if _, err := c.ApplyJobsFile(bg, []byte(jobsYAML)); err != nil {
+			t.Fatal(err)
+		}
+		res, err = c.Grants(bg, "runner", req)
+		if err != nil || res.OK() || !res.Request.CreateSchemas {
+			t.Fatalf("with a job that creates schemas: %+v, %v", res, err)
+		}
+		if ch := createDB(res); ch.Status != grants.Missing || !strings.Contains(ch.Note, "job nightly runs CREATE SCHEMA in step 1") {
+			t.Fatalf("CREATE on the database = %+v", ch)
+		}
+		exec(res.SQL())
+		if res, err := c.Grants(bg, "runner", req); err != nil || !res.OK() {
+			t.Fatalf("after the SQL: %+v, %v", res, err)
 		}
 	})
 

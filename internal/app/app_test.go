@@ -206,6 +206,12 @@ func TestTunnelDropFailsQuery(t *testing.T) {
 		if !strings.Contains(err.Error(), "dropped") {
 			t.Errorf("error does not say the tunnel dropped: %v", err)
 		}
+		// It says what to do next, as the connection test's hint does.
+		for _, next := range []string{"pgrelay connection test frozen", "ClientAliveInterval", "load balancer", "idle timeout"} {
+			if !strings.Contains(err.Error(), next) {
+				t.Errorf("drop error lacks the next step %q: %v", next, err)
+			}
+		}
 		if bound := interval*count + time.Second; elapsed > bound {
 			t.Fatalf("drop reported after %v, want within %v", elapsed, bound)
 		}
@@ -213,8 +219,8 @@ func TestTunnelDropFailsQuery(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("query did not fail 10 s after the bastion froze")
 	}
-	if sess.Err() == nil {
-		t.Fatal("session does not report the drop")
+	if err := sess.Err(); err == nil || !strings.Contains(err.Error(), "pgrelay connection test frozen") {
+		t.Fatalf("session reports the drop as %v", err)
 	}
 	// The drop is counted without the connection's name: metrics carry
 	// names only with --metrics-connection-labels.

@@ -63,6 +63,10 @@ type TunnelView struct {
 	// presented, waiting for approval.
 	PendingHostKeyFingerprint string     `json:"pending_host_key_fingerprint,omitempty"`
 	PendingHostKeySeen        *time.Time `json:"pending_host_key_seen,omitempty"`
+	// KeyUsedAt is when an SSH login to this bastion with this key last
+	// succeeded (in a test, query, run or proxy; recorded at most once a
+	// minute); nil until one did, so the key may not be installed yet.
+	KeyUsedAt *time.Time `json:"key_used_at,omitempty"`
 }
 
 // Spec returns the connection's spec without password, as it can be edited.
@@ -86,7 +90,7 @@ func view(c *store.Connection) *ConnectionView {
 	if t := s.Tunnel; t != nil {
 		tv := &TunnelView{Host: t.Host, Port: t.Port, User: t.User, KeyType: t.KeyType,
 			KeepaliveInterval: t.KeepaliveInterval, KeepaliveCountMax: t.KeepaliveCountMax,
-			PreviousPublicKey: c.PreviousPublicKey}
+			PreviousPublicKey: c.PreviousPublicKey, KeyUsedAt: keyUsedAt(c)}
 		if pub, err := sshkey.ParsePublic(c.SSHPublicKey); err == nil {
 			tv.PublicKey = sshkey.AuthorizedKey(pub, sshkey.Comment(s.Name))
 			tv.PublicKeyFingerprint = sshkey.Fingerprint(pub)

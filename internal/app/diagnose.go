@@ -37,6 +37,9 @@ func (s *Service) TestConnection(ctx context.Context, name string, progress func
 	}
 	rep := diagnose.Run(ctx, in, progress)
 	s.recordHostKey(ctx, c, &rep)
+	if st := rep.Step(diagnose.StepSSHAuth); st != nil && st.Status == diagnose.StatusOK {
+		s.markKeyUsed(ctx, c)
+	}
 	s.observeTest(ctx, name, &rep)
 	return &rep, nil
 }

@@ -13,8 +13,10 @@ import (
 // Grants audits the privileges a dbt run needs on the named connection's
 // database (see package grants) for the connection's user, or for
 // req.Role when set. An empty target schema means the connection's
-// schema. When the server refuses the user the database itself for lack of
-// CONNECT, the result says so (and how to grant it) rather than failing.
+// schema. The jobs on the connection count as the workload: one with a SQL
+// step running CREATE SCHEMA makes CREATE on the database needed. When
+// the server refuses the user the database itself for lack of CONNECT,
+// the result says so (and how to grant it) rather than failing.
 func (s *Service) Grants(ctx context.Context, name string, req grants.Request) (*grants.Result, error) {
 	sess, err := s.Open(ctx, name)
 	if err != nil {
@@ -27,6 +29,9 @@ func (s *Service) Grants(ctx context.Context, name string, req grants.Request) (
 	}
 	if req.TargetSchema == "" {
 		return nil, invalidf("connection %s has no schema: give the target schema (--target-schema) to audit", name)
+	}
+	if err := s.schemaCreation(ctx, name, &req); err != nil {
+		return nil, err
 	}
 	conn, err := sess.Connect(ctx)
 	if err != nil {

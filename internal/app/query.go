@@ -122,10 +122,8 @@ func (s *Session) Query(ctx context.Context, sql string, sink ResultSink) error 
 // explain turns a query-time error into the error a user should see: the
 // tunnel's drop when that is the cause, the server's message for SQL errors.
 func (s *Session) explain(err error) error {
-	if s.tunnel != nil {
-		if terr := s.tunnel.Err(); terr != nil {
-			return fmt.Errorf("connection %s: %w", s.spec.Name, terr)
-		}
+	if terr := s.Err(); terr != nil {
+		return fmt.Errorf("connection %s: %w", s.spec.Name, terr)
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {

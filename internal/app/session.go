@@ -66,14 +66,17 @@ type KeyNotAuthorizedError struct {
 	Connection string
 	Bastion    string
 	User       string
-	PublicKey  string
-	Err        error
+	// PublicKey is the authorized_keys line to add: restricted to
+	// forwarding to the database.
+	PublicKey string
+	Err       error
 }
 
 // Error says the key is not authorized and how to authorize it.
 func (e *KeyNotAuthorizedError) Error() string {
 	return fmt.Sprintf("connection %s: SSH bastion %s refused the connection's public key for user %q: the key is not authorized. "+
-		"Add this line to ~%s/.ssh/authorized_keys on the bastion (or run the script from `pgrelay connection bastion-setup %s`):\n%s",
+		"Add this line, which allows nothing but forwarding to the database, to ~%s/.ssh/authorized_keys on the bastion "+
+		"(or run the script from `pgrelay connection bastion-setup %s`):\n%s",
 		e.Connection, e.Bastion, e.User, e.User, e.Connection, e.PublicKey)
 }
 
@@ -167,12 +170,13 @@ func (s *Session) Done() <-chan struct{} {
 	return s.tunnel.Done()
 }
 
-// Err is the reason the tunnel ended, or nil.
+// Err is the reason the tunnel ended, or nil; a drop comes as a
+// *TunnelDroppedError with the next step.
 func (s *Session) Err() error {
 	if s.tunnel == nil {
 		return nil
 	}
-	return s.tunnel.Err()
+	return s.withNextStep(s.tunnel.Err())
 }
 
 // Close closes the tunnel, if any.
@@ -312,6 +316,7 @@ func (s *Service) openTunnel(ctx context.Context, c *store.Connection) (*tunnel.
 	t, err := tunnel.Dial(ctx, cfg)
 	if err == nil {
 		s.observeTunnel(name, t)
+		s.markKeyUsed(ctx, c)
 		return t, nil
 	}
 	var denied *egress.DeniedError
@@ -330,7 +335,7 @@ func (s *Service) openTunnel(ctx context.Context, c *store.Connection) (*tunnel.
 	}
 	var authErr *tunnel.AuthError
 	if errors.As(err, &authErr) {
-		line, _ := publicKeyLine(c, false)
+		line, _ := publicKeyLine(c, true)
 		return nil, &KeyNotAuthorizedError{Connection: name, Bastion: addr, User: ts.User, PublicKey: line, Err: err}
 	}
 	return nil, fmt.Errorf("connection %s: %w", name, err)

@@ -2,8 +2,10 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/jobs"
 )
 
 func (r *runner) connectionCommand() *cobra.Command {
@@ -72,6 +75,11 @@ func (r *runner) connCreateCommand() *cobra.Command {
 				return err
 			}
 			v, err := svc.CreateConnection(cmd.Context(), spec)
+			err = f.inFlagWords(cmd, err)
+			if errors.Is(err, app.ErrExists) {
+				return usagef("connection %q already exists: change it with `pgrelay connection update %s --FLAG VALUE` "+
+					"(only the flags given change), or choose another name", spec.Name, spec.Name)
+			}
 			if err != nil {
 				return err
 			}
@@ -120,7 +128,7 @@ func (r *runner) connUpdateCommand() *cobra.Command {
 			}
 			v, err := svc.UpdateConnection(cmd.Context(), args[0], spec, pw)
 			if err != nil {
-				return err
+				return f.inFlagWords(cmd, err)
 			}
 			if output == "json" {
 				return writeJSON(r.out(), v)
@@ -147,7 +155,7 @@ func printSaved(w io.Writer, v *app.ConnectionView, verb string) {
 	fmt.Fprintf(w, "Connection %q %s: %s.\n", v.Name, verb, summary(v))
 	t := v.SSHTunnel
 	if t == nil {
-		fmt.Fprintf(w, "\nCheck it with: pgrelay query %s \"select 1\"\n", v.Name)
+		fmt.Fprintf(w, "\nTest it, hop by hop: pgrelay connection test %s\n", v.Name)
 		return
 	}
 	fmt.Fprintf(w, `
@@ -161,7 +169,7 @@ Safer, allowing only forwarding to %[3]s:%[4]d:
 To create the bastion user and install the key in one step, run this script on
 the bastion as root:
   pgrelay connection bastion-setup %[5]s
-Then check the connection: pgrelay query %[5]s "select 1"
+Then test the connection, hop by hop: pgrelay connection test %[5]s
 The bastion's host key is pinned on the first connection.
 `, t.User, t.PublicKey, v.Host, v.Port, v.Name)
 }
@@ -300,6 +308,7 @@ func printConnection(w io.Writer, v *app.ConnectionView) {
 	if t := v.SSHTunnel; t != nil {
 		row("SSH tunnel:", fmt.Sprintf("%s@%s", t.User, hostPort(t.Host, t.Port)))
 		row("  Key:", fmt.Sprintf("%s %s (pgrelay connection public-key %s)", t.KeyType, t.PublicKeyFingerprint, v.Name))
+		row("  Key login:", keyLoginState(v))
 		row("  Keepalive:", fmt.Sprintf("every %s; dropped after %d missed replies (%s)", t.KeepaliveInterval,
 			t.KeepaliveCountMax, time.Duration(t.KeepaliveInterval)*time.Duration(t.KeepaliveCountMax)))
 		switch {
@@ -486,15 +495,34 @@ func (r *runner) connTrustHostKeyCommand() *cobra.Command {
 	return cmd
 }
 
-// exactArgs checks the number of positional arguments with a clear message.
+// exactArgs checks the number of positional arguments with a clear
+// message; names says what they are ("NAME", "NAME and SQL").
 func exactArgs(n int, names string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) == n {
 			return nil
 		}
 		if n == 0 {
-			return usagef("%s takes no arguments, got %q", cmd.CommandPath(), args)
+			return usagef("%s takes no arguments, but got %s: %s; see %s --help", cmd.CommandPath(),
+				countNoun(len(args), "argument"), quoteArgs(args), cmd.CommandPath())
 		}
-		return usagef("%s needs %s (got %d arguments); see %s --help", cmd.CommandPath(), names, len(args), cmd.CommandPath())
+		got := "none"
+		if len(args) > 0 {
+			got = countNoun(len(args), "argument") + ": " + quoteArgs(args)
+		}
+		return usagef("%s needs %s, but got %s; see %s --help", cmd.CommandPath(), names, got, cmd.CommandPath())
 	}
+}
+
+// countNoun says "1 argument", "2 arguments".
+func countNoun(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
+}
+
+// quoteArgs shows arguments as a shell would take them back.
+func quoteArgs(args []string) string {
+	return jobs.ShellJoin(args)
 }

@@ -2,14 +2,17 @@ package cli
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/secret"
 )
@@ -253,4 +256,42 @@ func readSecretLine(r io.Reader) (string, error) {
 		return "", fmt.Errorf("standard input is empty")
 	}
 	return s, nil
+}
+
+// inFlagWords rewrites the problems of err whose fix is another flag in
+// the words of this command line: "db:5432" given to --host is answered
+// with --host db --port 5432, not with the API's fields.
+func (f *connFlags) inFlagWords(cmd *cobra.Command, err error) error {
+	var ve *app.ValidationError
+	if !errors.As(err, &ve) {
+		return err
+	}
+	for i, p := range ve.Problems {
+		switch {
+		case p.Field == "host" && cmd.Flags().Changed("host"):
+			if host, port, ok := splitPortFlag(f.host); ok {
+				ve.Problems[i].Problem = fmt.Sprintf("%q includes a port: give the host and the port apart, as --host %s --port %s",
+					f.host, host, port)
+			}
+		case p.Field == "ssh_tunnel.host" && cmd.Flags().Changed("ssh-host"):
+			if host, port, ok := splitPortFlag(f.sshHost); ok {
+				ve.Problems[i].Problem = fmt.Sprintf("%q includes a port: give the host and the port apart, as --ssh-host %s --ssh-port %s",
+					f.sshHost, host, port)
+			}
+		}
+	}
+	return err
+}
+
+// splitPortFlag splits "host:port" (a name or IPv4 address and a port
+// number); ok is false for anything else, such as an IPv6 address.
+func splitPortFlag(v string) (host, port string, ok bool) {
+	host, port, found := strings.Cut(v, ":")
+	if !found || host == "" || strings.Contains(port, ":") {
+		return "", "", false
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return "", "", false
+	}
+	return host, port, true
 }

@@ -31,6 +31,8 @@ func TestConnectionTestCommand(t *testing.T) {
 		"✗ ssh_auth", "error: ", "hint:  ", pub, "pgrelay connection bastion-setup wh", "– forward", "– query",
 		"Failed at ssh_auth: ", "(3 of 9 steps passed")
 	contains(t, "unauthorized stderr", r.stderr, "failed its test at ssh_auth")
+	restricted := strings.TrimSpace(h.ok("connection", "public-key", "wh", "--restricted").stdout)
+	contains(t, "ssh_auth hint", r.stdout, restricted)
 	if strings.Index(r.stdout, "✓ resolve") > strings.Index(r.stdout, "✗ ssh_auth") {
 		t.Error("steps out of order")
 	}
@@ -57,12 +59,18 @@ func TestConnectionTestCommand(t *testing.T) {
 		t.Fatalf("json = %+v", out)
 	}
 
+	// The handshake pinned the host key; the key has not logged in yet, and
+	// the hint gives the restricted authorized_keys line.
+	contains(t, "show after a failed login", h.ok("connection", "show", "wh").stdout,
+		sshkey.Fingerprint(e.bastion.HostKey)+" (pinned)", "no login with this key yet")
+
 	e.bastion.Authorize(t, pub)
 	r = h.ok("connection", "test", "wh")
 	contains(t, "passing test", r.stdout, "✓ forward", "✓ tls", "✓ postgres_auth", "✓ database", "✓ query",
 		"All 9 steps passed in ", `current_user "dbt"`)
-	// The first passing test pinned the host key.
-	contains(t, "show", h.ok("connection", "show", "wh").stdout, sshkey.Fingerprint(e.bastion.HostKey)+" (pinned)")
+	// The first passing test pinned the host key and recorded the login.
+	contains(t, "show", h.ok("connection", "show", "wh").stdout, sshkey.Fingerprint(e.bastion.HostKey)+" (pinned)",
+		"accepted by the bastion (last login ")
 	r = h.ok("connection", "test", "wh", "-o", "json")
 	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || !out.OK || len(out.Steps) != 9 {
 		t.Fatalf("json after authorizing: %+v, %v", out, err)

@@ -17,7 +17,9 @@ func (r *runner) grantsCommand() *cobra.Command {
 		Use:   "grants NAME --target-schema SCHEMA [--source-schema SCHEMA]...",
 		Short: "Check the privileges a dbt run needs and print the GRANTs that add what is missing",
 		Long: `Audit the privileges of the connection's user (or --role) in its database:
-CONNECT on the database; CREATE on it when the target schema does not exist yet;
+CONNECT on the database; CREATE on it when the target schema does not exist yet
+or the run creates schemas (a job's SQL step with CREATE SCHEMA, even IF NOT
+EXISTS, or --create-schemas for dbt models with custom schemas);
 USAGE and CREATE on the target schema; USAGE on each source schema and SELECT on
 every table, view, materialized view and foreign table in it; and default
 privileges, so that tables created later in the source schemas stay readable.
@@ -59,6 +61,7 @@ Then print the statements an administrator runs to grant what is missing
 	cmd.Flags().StringVar(&req.TargetSchema, "target-schema", "", "schema the dbt run writes to (default: the connection's schema)")
 	cmd.Flags().StringArrayVar(&req.SourceSchemas, "source-schema", nil, "schema the dbt run reads from; repeat for several")
 	cmd.Flags().StringVar(&req.Role, "role", "", "audit this role instead of the connection's user")
+	cmd.Flags().BoolVar(&req.CreateSchemas, "create-schemas", false, "the run creates schemas itself (SQL running CREATE SCHEMA, even IF NOT EXISTS; dbt models with custom schemas): CREATE on the database is needed (jobs on the connection with CREATE SCHEMA count without this flag)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text, json, or sql (only the statements)")
 	return cmd
 }
@@ -94,6 +97,8 @@ func printGrants(w io.Writer, res *grants.Result) {
 		c := l.Check
 		line := fmt.Sprintf("  %s %s on %s", grantMark(c.Status), c.Privilege, c.Object())
 		switch {
+		case c.Status == grants.NotNeeded && c.ObjectType == grants.ObjectDatabase && c.Privilege == "CREATE":
+			line += ": not needed: " + c.Note + " (--create-schemas)"
 		case c.Status == grants.NotNeeded:
 			line += ": not needed: " + c.Note
 		case c.Status == grants.NotFound:

@@ -17,6 +17,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/elapsed"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/queue"
 	"github.com/pgrelay/pgrelay/internal/store"
@@ -313,7 +314,7 @@ func (r *runner) runOutcome(run *jobs.Run, output string) error {
 			return err
 		}
 	} else {
-		fmt.Fprintf(r.out(), "Run %s %s in %s.\n", run.ID, run.Status, time.Duration(run.DurationMS(time.Now())*int64(time.Millisecond)))
+		fmt.Fprintf(r.out(), "Run %s %s in %s.\n", run.ID, run.Status, elapsed.FormatMS(float64(run.DurationMS(time.Now()))))
 	}
 	if run.Status == jobs.Succeeded {
 		return nil
@@ -516,7 +517,7 @@ func (r *runner) runListCommand() *cobra.Command {
 					reason = reason[:77] + "..."
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", run.ID, run.JobName, run.Trigger, run.Status,
-					run.QueuedAt.Local().Format("2006-01-02 15:04:05"), time.Duration(run.DurationMS(now))*time.Millisecond, reason)
+					run.QueuedAt.Local().Format("2006-01-02 15:04:05"), runListDuration(run, now), reason)
 			}
 			return tw.Flush()
 		},
@@ -558,7 +559,7 @@ func (r *runner) runShowCommand() *cobra.Command {
 			}
 			fmt.Fprintf(r.out(), "Queued: %s\n", run.QueuedAt.Local().Format(time.RFC3339))
 			if run.StartedAt != nil {
-				fmt.Fprintf(r.out(), "Duration: %s\n", time.Duration(run.DurationMS(time.Now()))*time.Millisecond)
+				fmt.Fprintf(r.out(), "Duration: %s\n", elapsed.FormatMS(float64(run.DurationMS(time.Now()))))
 			}
 			tw := tabwriter.NewWriter(r.out(), 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "\nSTEP\tKIND\tSTATUS\tEXIT\tDURATION\tLABEL")
@@ -567,7 +568,7 @@ func (r *runner) runShowCommand() *cobra.Command {
 				if s.ExitCode != nil {
 					exit = fmt.Sprint(*s.ExitCode)
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", s.Index+1, s.Kind, s.Status, exit, time.Duration(s.DurationMS)*time.Millisecond, s.Label)
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", s.Index+1, s.Kind, s.Status, exit, stepDuration(s), s.Label)
 			}
 			return tw.Flush()
 		},

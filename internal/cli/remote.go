@@ -26,21 +26,26 @@ func localOnlyReason(name string) string {
 		return "proxy does not work against a server (--server or " + serverEnv + "): it needs the connection's SSH private key, " +
 			"which never leaves the server. Run `pgrelay proxy` on the server's machine with its data dir, or unset " + serverEnv
 	case "serve":
-		return "serve does not work with --server or " + serverEnv + ": it serves the local data dir. Unset " + serverEnv +
-			" (or pass --server=\"\") to start a server"
+		return "serve does not take --server: it always serves the local data dir (" + serverEnv + " in the environment is ignored by serve)"
 	}
 	return ""
 }
 
 // setupRemote switches the run to remote mode when a server is given by
 // --server or PGRELAY_SERVER (the flag wins, so --server="" forces local
-// mode): r.remote becomes an API client authenticated by --token or
-// PGRELAY_TOKEN.
+// mode; serve ignores PGRELAY_SERVER): r.remote becomes an API client
+// authenticated by --token or PGRELAY_TOKEN.
 func (r *runner) setupRemote(cmd *cobra.Command) error {
 	flags := cmd.Root().PersistentFlags()
 	server, token := r.server, r.token
 	if !flags.Changed("server") {
 		server = r.env.Getenv(serverEnv)
+		if server != "" && cmd.Parent() == cmd.Root() && cmd.Name() == "serve" {
+			// serve always serves the local data dir: PGRELAY_SERVER in
+			// the shell is meant for the CLI commands that talk to it.
+			r.logger.Debug("serve ignores "+serverEnv+": it serves the local data dir", "server", server)
+			server = ""
+		}
 	}
 	if !flags.Changed("token") {
 		token = r.env.Getenv(tokenEnv)

@@ -121,7 +121,7 @@ func TestRemoteMode(t *testing.T) {
 
 	// Commands that need the local data dir refuse remote mode.
 	contains(t, "proxy", h.fail(2, "proxy", "wh").stderr, "private key", "PGRELAY_SERVER")
-	contains(t, "serve", h.fail(2, "serve").stderr, "PGRELAY_SERVER")
+	contains(t, "serve", h.fail(2, "--server", srv.URL, "serve").stderr, "serve does not take --server")
 
 	// Remote mode never touched the local data dir.
 	if _, err := os.Stat(filepath.Join(h.dataDir, sqlite.FileName)); !os.IsNotExist(err) {

@@ -112,7 +112,7 @@ any client (psql, dbt) use it.`,
 	}
 	root.PersistentFlags().StringVar(&r.dataDir, "data-dir", "", "directory of the embedded store and master key (env PGRELAY_DATA_DIR; default ~/.local/share/pgrelay)")
 	root.PersistentFlags().StringVar(&r.storeURL, "store", "", "store: empty for the embedded SQLite in the data dir, or postgres://user@host/db for a shared PostgreSQL store (env PGRELAY_STORE)")
-	root.PersistentFlags().StringVar(&r.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn or error")
+	root.PersistentFlags().StringVar(&r.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn or error (info adds each request and change of serve; debug also the job queue's own lines)")
 	root.PersistentFlags().StringVar(&r.server, "server", "", "URL of a pgrelay server (env PGRELAY_SERVER): commands then run there instead of on the local data dir")
 	root.PersistentFlags().StringVar(&r.token, "token", "", "API token for --server (env PGRELAY_TOKEN is preferred: flag values show in the process list)")
 	r.policy.register(root.PersistentFlags())

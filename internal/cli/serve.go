@@ -25,11 +25,13 @@ func (r *runner) serveCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the web UI and the REST API (embedded SQLite store in the data dir)",
-		Long: `Serve the web UI and the REST API on --addr (default http://127.0.0.1:8080).
+		Long: `Serve the web UI and the REST API on --listen (default http://127.0.0.1:8080).
 The first start on an empty store prints a one-time admin token (or writes it to
 --admin-token-file); create more with 'pgrelay token create'. SIGINT or SIGTERM
 stop it gracefully. It refuses to start while master.key or the SQLite store in
-the data dir can be read by other users than their owner.`,
+the data dir can be read by other users than their owner.
+PGRELAY_ADDR sets the address when --listen is not given. serve always serves the
+local data dir: it ignores PGRELAY_SERVER, which is for the commands that use a server.`,
 		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if logFormat != "text" && logFormat != "json" {
@@ -52,11 +54,7 @@ the data dir can be read by other users than their owner.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			var h slog.Handler
-			level := r.level
-			if !cmd.Root().PersistentFlags().Changed("log-level") {
-				level = slog.LevelInfo // a server logs its requests by default
-			}
-			opts := &slog.HandlerOptions{Level: level}
+			opts := &slog.HandlerOptions{Level: r.level}
 			if logFormat == "json" {
 				h = slog.NewJSONHandler(r.env.Stderr, opts)
 			} else {
@@ -167,7 +165,7 @@ and use the CLI against this server with
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on")
+	r.addListenFlag(cmd, &addr)
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "PEM certificate file: serve HTTPS (with --tls-key)")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "PEM private key file of --tls-cert")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format on stderr: text or json")

@@ -65,7 +65,7 @@ func TestServeTLS(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
-		done <- cli.Execute(ctx, env, []string{"serve", "--addr", "127.0.0.1:0", "--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile})
+		done <- cli.Execute(ctx, env, []string{"--log-level", "info", "serve", "--listen", "127.0.0.1:0", "--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile})
 	}()
 	stopped := false
 	stop := func() {

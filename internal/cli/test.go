@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgrelay/pgrelay/internal/diagnose"
+	"github.com/pgrelay/pgrelay/internal/elapsed"
 )
 
 func (r *runner) connTestCommand() *cobra.Command {
@@ -21,7 +22,9 @@ func (r *runner) connTestCommand() *cobra.Command {
   direct:            resolve, tcp, tls, postgres_auth, database, query
 Each step prints as it finishes, with its time; a failed step shows the error and a
 hint naming the likely cause and the fix. Steps after a failure are skipped.
-The first successful test of a tunnelled connection pins the bastion's host key.
+The first SSH handshake of a tunnelled connection pins the bastion's host key (even
+when the login after it fails); a passing ssh_auth records that the bastion accepted
+the connection's key (connection show: Key login).
 Exit code 0 only when every step passed.`,
 		Example: `  pgrelay connection test wh
   pgrelay connection test wh -o json | jq '.steps[] | select(.status == "failed")'`,
@@ -35,6 +38,10 @@ Exit code 0 only when every step passed.`,
 				return err
 			}
 			name := args[0]
+			// A connection that does not exist is an error, not a test.
+			if _, err := tb.GetConnection(cmd.Context(), name); err != nil {
+				return err
+			}
 			var progress func(diagnose.Step)
 			if output == "text" {
 				fmt.Fprintf(r.out(), "Testing connection %q:\n", name)
@@ -75,14 +82,19 @@ func stepMark(s diagnose.Status) string {
 	return "–"
 }
 
+// durationWidth is the width of the time column of `connection test`:
+// every duration of a step ("< 0.01 ms", "412 ms", "3 min 12 s") fits, so
+// the details start in one column.
+const durationWidth = 10
+
 // printStep prints one step: mark, id, time and detail, then the error and
 // hint of a failure (or the hint of a passed step).
 func printStep(w io.Writer, s diagnose.Step) {
-	dur := "      -"
+	dur := "-"
 	if s.Status != diagnose.StatusSkipped {
-		dur = fmt.Sprintf("%7s", formatMS(s.DurationMS))
+		dur = elapsed.FormatMS(s.DurationMS)
 	}
-	fmt.Fprintf(w, "  %s %-13s %s  %s\n", stepMark(s.Status), s.ID, dur, s.Detail)
+	fmt.Fprintf(w, "  %s %-13s %*s  %s\n", stepMark(s.Status), s.ID, durationWidth, dur, s.Detail)
 	if s.Error != "" {
 		printIndented(w, "error: ", s.Error)
 	}
@@ -103,14 +115,6 @@ func printIndented(w io.Writer, label, text string) {
 	}
 }
 
-// formatMS renders milliseconds: two decimals under 10 ms, none above.
-func formatMS(ms float64) string {
-	if ms < 10 {
-		return fmt.Sprintf("%.2f ms", ms)
-	}
-	return fmt.Sprintf("%.0f ms", ms)
-}
-
 // testSummary is the line after the steps: all passed, or where it failed.
 func testSummary(rep *diagnose.Report) string {
 	if f := rep.Failed(); f != nil {
@@ -121,7 +125,7 @@ func testSummary(rep *diagnose.Report) string {
 			}
 		}
 		return fmt.Sprintf("Failed at %s: %s (%d of %d steps passed, %s)", f.ID, f.Error, passed, len(rep.Steps),
-			formatMS(rep.DurationMS))
+			elapsed.FormatMS(rep.DurationMS))
 	}
 	var passed int
 	var notRequested []string
@@ -132,7 +136,7 @@ func testSummary(rep *diagnose.Report) string {
 			notRequested = append(notRequested, string(s.ID))
 		}
 	}
-	sum := fmt.Sprintf("All %d steps passed in %s", passed, formatMS(rep.DurationMS))
+	sum := fmt.Sprintf("All %d steps passed in %s", passed, elapsed.FormatMS(rep.DurationMS))
 	if len(notRequested) > 0 {
 		sum += fmt.Sprintf(" (not requested: %s)", strings.Join(notRequested, ", "))
 	}

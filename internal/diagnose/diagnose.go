@@ -223,8 +223,9 @@ type Input struct {
 	// Signer is the connection's SSH key. Nil for a draft without a saved
 	// key pair: the test then stops at ssh_auth.
 	Signer ssh.Signer
-	// PublicKeyLine is the authorized_keys line of Signer, shown in the
-	// hint when the bastion refuses the key.
+	// PublicKeyLine is the authorized_keys line of Signer (with its
+	// comment); the hint when the bastion refuses the key shows it
+	// restricted to forwarding to the database.
 	PublicKeyLine string
 	// HostKeys are the bastion's pinned host keys; empty means none yet.
 	HostKeys []ssh.PublicKey

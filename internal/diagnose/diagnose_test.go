@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -377,7 +378,9 @@ func TestDiagnose(t *testing.T) {
 		t.Parallel()
 		in := e.input(e.viaBastion(direct(e.pg, "dbt", "dbt-pw", "analytics", connection.SSLDisable), e.bastion.Host, e.bastion.Port))
 		in.Signer, in.PublicKeyLine = newKey(t)
-		f := failedAt(t, run(t, in), diagnose.StepSSHAuth, in.PublicKeyLine, "authorized_keys",
+		// The hint gives the line restricted to forwarding to the database.
+		restricted := fmt.Sprintf(`restrict,port-forwarding,permitopen="%s:%d" %s`, e.pg.Host, e.pg.Port, in.PublicKeyLine)
+		f := failedAt(t, run(t, in), diagnose.StepSSHAuth, restricted, "authorized_keys",
 			"pgrelay connection bastion-setup wh")
 		var ae *tunnel.AuthError
 		if !errors.As(f.Err, &ae) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/egress"
+	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/tunnel"
 )
 
@@ -162,8 +163,9 @@ func (r *runner) hintAuth(addr string, err error) string {
 	case errors.As(err, &authErr):
 		var b strings.Builder
 		fmt.Fprintf(&b, "The bastion %s refused this connection's public key for user %s: the key is not authorized. "+
-			"Add this line to ~%s/.ssh/authorized_keys on the bastion (~/.ssh mode 700, the file mode 600, both owned by %s):\n%s\n",
-			addr, user, user, user, r.publicKeyLine())
+			"Add this line to ~%s/.ssh/authorized_keys on the bastion (~/.ssh mode 700, the file mode 600, both owned by %s); "+
+			"it lets the key do nothing but forward to the database %s:\n%s\n",
+			addr, user, user, user, r.dbAddr(), r.restrictedKeyLine())
 		if cmd := r.command("bastion-setup"); cmd != "" {
 			fmt.Fprintf(&b, "or run, as root on the bastion, the script printed by `%s`. ", cmd)
 		}
@@ -177,15 +179,24 @@ func (r *runner) hintAuth(addr string, err error) string {
 	return fmt.Sprintf("Authentication on the bastion %s failed.", addr)
 }
 
-// publicKeyLine is the authorized_keys line of the connection's key.
-func (r *runner) publicKeyLine() string {
+// restrictedKeyLine is the authorized_keys line of the connection's key
+// (with the comment of Input.PublicKeyLine) restricted to forwarding to
+// the database: restrict,port-forwarding,permitopen="host:port".
+func (r *runner) restrictedKeyLine() string {
+	var pub ssh.PublicKey
+	comment := ""
 	if r.in.PublicKeyLine != "" {
-		return r.in.PublicKeyLine
+		if k, c, _, _, err := ssh.ParseAuthorizedKey([]byte(r.in.PublicKeyLine)); err == nil {
+			pub, comment = k, c
+		}
 	}
-	if r.in.Signer != nil {
-		return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(r.in.Signer.PublicKey())))
+	if pub == nil && r.in.Signer != nil {
+		pub = r.in.Signer.PublicKey()
 	}
-	return "(no key yet)"
+	if pub == nil {
+		return "(no key yet)"
+	}
+	return sshkey.RestrictedAuthorizedKey(pub, comment, r.spec.Host, r.spec.Port)
 }
 
 // hintStream explains a failure to open the stream to the database.

@@ -5,8 +5,13 @@
 // another) and one database (the session's), [Audit] checks:
 //
 //   - CONNECT on the database;
-//   - CREATE on the database, needed only when the target schema does not
-//     exist yet (the role creates it, and then owns it);
+//   - CREATE on the database, which CREATE SCHEMA needs, even with IF NOT
+//     EXISTS and for a schema that exists (PostgreSQL checks the privilege
+//     first). It counts as needed when the target schema does not exist
+//     yet (dbt creates it, and the role then owns it) and when the
+//     workload creates schemas itself ([Request.CreateSchemas]: a SQL step
+//     running CREATE SCHEMA, dbt models with custom schemas); otherwise
+//     dbt, which creates only the schemas that are missing, does without;
 //   - USAGE and CREATE on the target schema, when it exists;
 //   - USAGE on each source schema, and SELECT on every table, view,
 //     materialized view, foreign table and partitioned table in it;
@@ -54,6 +59,15 @@ type Request struct {
 	SourceSchemas []string `json:"source_schemas"`
 	// Role is the role to audit; empty means the session's current_user.
 	Role string `json:"role,omitempty"`
+	// CreateSchemas says that the workload creates schemas itself: SQL
+	// that runs CREATE SCHEMA (also with IF NOT EXISTS, which needs CREATE
+	// on the database even when the schema exists), or dbt models with a
+	// custom schema (dbt creates <target>_<custom>). CREATE on the
+	// database is then needed even when the target schema exists.
+	CreateSchemas bool `json:"create_schemas,omitempty"`
+	// CreateSchemasWhy says what creates schemas (e.g. "job nightly runs
+	// CREATE SCHEMA in step 1"), for the report; set by callers that know.
+	CreateSchemasWhy string `json:"-"`
 }
 
 // Status is the outcome of a check.
@@ -369,15 +383,7 @@ func (a *auditor) database(ctx context.Context) error {
 	}
 	db := a.res.Database
 	a.add(Check{ObjectType: ObjectDatabase, Name: db, Privilege: "CONNECT", Status: status(connect)})
-	createCheck := Check{ObjectType: ObjectDatabase, Name: db, Privilege: "CREATE", Status: status(create)}
-	if exists {
-		if !create {
-			createCheck.Status = NotNeeded
-		}
-		createCheck.Note = fmt.Sprintf("needed only to create schemas; the target schema %s exists", Display(target))
-	} else {
-		createCheck.Note = fmt.Sprintf("needed to create the target schema %s, which does not exist yet", Display(target))
-	}
+	createCheck := a.databaseCreate(db, target, exists, create)
 	a.add(createCheck)
 	var dbPrivs []string
 	if !connect {
@@ -388,11 +394,14 @@ func (a *auditor) database(ctx context.Context) error {
 	}
 	if len(dbPrivs) > 0 {
 		why := fmt.Sprintf("lets %s connect to database %s", Display(a.role), Display(db))
+		what := "the target schema " + Display(target)
+		if exists {
+			what = "schemas" // the workload creates them (Request.CreateSchemas)
+		}
 		if createCheck.Status == Missing {
-			why = fmt.Sprintf("lets %s create the target schema %s in database %s", Display(a.role), Display(target), Display(db))
+			why = fmt.Sprintf("lets %s create %s in database %s", Display(a.role), what, Display(db))
 			if !connect {
-				why = fmt.Sprintf("lets %s connect to database %s and create the target schema %s in it",
-					Display(a.role), Display(db), Display(target))
+				why = fmt.Sprintf("lets %s connect to database %s and create %s in it", Display(a.role), Display(db), what)
 			}
 		}
 		a.stmt(fmt.Sprintf("GRANT %s ON DATABASE %s TO %s;", strings.Join(dbPrivs, ", "), Ident(db), Ident(a.role)),

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgrelay/pgrelay/internal/grants"
 	"github.com/pgrelay/pgrelay/internal/testenv"
@@ -199,6 +200,8 @@ func TestEachPrivilege(t *testing.T) {
 	}{
 		{"Connect", 0, "", "analytics", `CONNECT database cases`, `GRANT CONNECT ON DATABASE "cases"`},
 		{"CreateOnDatabase", -1, "", "new_schema", `CREATE database cases`, `GRANT CREATE ON DATABASE "cases"`},
+		// The workload creates schemas (Request.CreateSchemas).
+		{"CreateSchemasInWorkload", -1, "", "analytics", `CREATE database cases`, `GRANT CREATE ON DATABASE "cases"`},
 		{"UsageOnTarget", 1, "", "analytics", `USAGE schema analytics`, `GRANT USAGE ON SCHEMA "analytics"`},
 		{"CreateOnTarget", 2, "", "analytics", `CREATE schema analytics`, `GRANT CREATE ON SCHEMA "analytics"`},
 		{"UsageOnSource", 3, "", "analytics", `USAGE schema raw`, `GRANT USAGE ON SCHEMA "raw"`},
@@ -223,7 +226,8 @@ func TestEachPrivilege(t *testing.T) {
 				b.WriteString(strings.ReplaceAll(tc.revoke, "%[1]s", role) + ";\n")
 			}
 			script(t, su, b.String())
-			req := grants.Request{TargetSchema: tc.target, SourceSchemas: []string{"raw"}, Role: role}
+			req := grants.Request{TargetSchema: tc.target, SourceSchemas: []string{"raw"}, Role: role,
+				CreateSchemas: tc.name == "CreateSchemasInWorkload"}
 			res := audit(t, su, req)
 			if got := missing(res); len(got) != 1 || got[0] != tc.missing {
 				t.Fatalf("missing = %q, want [%q]", got, tc.missing)
@@ -238,6 +242,44 @@ func TestEachPrivilege(t *testing.T) {
 			}
 		})
 	}
+
+	// CREATE SCHEMA IF NOT EXISTS needs CREATE on the database although the
+	// schema exists: the audit says so when the workload creates schemas,
+	// and says why it is not needed otherwise.
+	t.Run("CreateSchemaIfNotExists", func(t *testing.T) {
+		const role = "r_if_not_exists"
+		p.CreateRole(t, role, "pw")
+		var b strings.Builder
+		for _, g := range full {
+			b.WriteString(strings.ReplaceAll(g, "%[1]s", role) + ";\n")
+		}
+		script(t, su, b.String())
+		as := connect(t, p, role, "pw", "cases")
+		_, err := as.Exec(context.Background(), "CREATE SCHEMA IF NOT EXISTS analytics")
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+			t.Fatalf("CREATE SCHEMA IF NOT EXISTS of an existing schema without CREATE on the database: %v, want 42501", err)
+		}
+		res := audit(t, su, grants.Request{TargetSchema: "analytics", SourceSchemas: []string{"raw"}, Role: role})
+		if !res.OK() {
+			t.Fatalf("without schema creation: missing %v", missing(res))
+		}
+		c := res.Checks[1]
+		if c.Privilege != "CREATE" || c.ObjectType != grants.ObjectDatabase || c.Status != grants.NotNeeded ||
+			strings.HasPrefix(c.Note, "needed") || !strings.Contains(c.Note, "CREATE SCHEMA (even IF NOT EXISTS)") {
+			t.Fatalf("CREATE on the database = %+v", c)
+		}
+		req := grants.Request{TargetSchema: "analytics", SourceSchemas: []string{"raw"}, Role: role, CreateSchemas: true,
+			CreateSchemasWhy: "job nightly runs CREATE SCHEMA in step 1"}
+		res = audit(t, su, req)
+		if got := missing(res); len(got) != 1 || got[0] != `CREATE database cases` || !strings.Contains(res.Checks[1].Note, "job nightly runs CREATE SCHEMA") {
+			t.Fatalf("with schema creation: missing %q, note %q", got, res.Checks[1].Note)
+		}
+		script(t, su, res.SQL())
+		if _, err := as.Exec(context.Background(), "CREATE SCHEMA IF NOT EXISTS analytics"); err != nil {
+			t.Fatalf("CREATE SCHEMA IF NOT EXISTS after the audit's SQL: %v", err)
+		}
+	})
 
 	t.Run("SuperuserHasAll", func(t *testing.T) {
 		res := audit(t, su, grants.Request{TargetSchema: "analytics", SourceSchemas: []string{"raw"}})

@@ -90,7 +90,7 @@ func (s Step) Label() string {
 		}
 		return l
 	}
-	return strings.Join(s.Command, " ")
+	return ShellJoin(s.Command)
 }
 
 // Job is a named list of steps over one connection.

@@ -75,3 +75,22 @@ func TestNewRunAndCleanText(t *testing.T) {
 		t.Fatalf("CleanText = %q", got)
 	}
 }
+
+// TestCommandLabelQuoted: a command step's label (run logs, reasons, pages)
+// shows its arguments as a shell would take them back.
+func TestCommandLabelQuoted(t *testing.T) {
+	for _, c := range []struct {
+		cmd  []string
+		want string
+	}{
+		{[]string{"dbt", "build", "--target", "pgrelay"}, "dbt build --target pgrelay"},
+		{[]string{"dbt", "run", "--select", "tag:a b"}, "dbt run --select 'tag:a b'"},
+		{[]string{"psql", "-c", "select 'x'"}, `psql -c 'select '\''x'\'''`},
+		{[]string{"sh", "-c", "echo $HOME", ""}, "sh -c 'echo $HOME' ''"},
+		{[]string{"dbt", "run", "--vars={a: 1}"}, "dbt run '--vars={a: 1}'"},
+	} {
+		if got := (jobs.Step{Command: c.cmd}).Label(); got != c.want {
+			t.Errorf("label of %q = %s, want %s", c.cmd, got, c.want)
+		}
+	}
+}

@@ -191,7 +191,7 @@ func New(cfg Config) (*Queue, error) {
 		JobTimeout:           -1, // runs have their own time limit
 		RescueStuckJobsAfter: jobs.MaxTimeout + time.Hour,
 		MaxAttempts:          1, // a run is retried only when its worker is lost (see reap)
-		Logger:               cfg.Logger.With("component", "river"),
+		Logger:               riverLogger(cfg.Logger),
 		FetchPollInterval:    500 * time.Millisecond,
 		ID:                   sanitizeID(cfg.Worker),
 	}

@@ -62,6 +62,14 @@ type Connection struct {
 	// Version increases with each update; UpdateConnection refuses a
 	// record whose Version is not the stored one (ErrConflict).
 	Version int64
+
+	// KeyUsedAt is when an SSH login with the connection's key last
+	// succeeded (zero until one did), and KeyUsedFor the key and bastion
+	// it succeeded with ("SHA256:... user@host:port"); KeyUsedAt tells
+	// about the current key and bastion only while KeyUsedFor names them.
+	// MarkKeyUsed sets both; UpdateConnection leaves them as stored.
+	KeyUsedAt  time.Time
+	KeyUsedFor string
 }
 
 // Store keeps pgrelay's records. Implementations are safe for concurrent use.
@@ -78,6 +86,11 @@ type Store interface {
 	UpdateConnection(ctx context.Context, c *Connection) error
 	// DeleteConnection removes the connection; ErrNotFound if absent.
 	DeleteConnection(ctx context.Context, name string) error
+	// MarkKeyUsed records that an SSH login with the key of the connection
+	// with that ID succeeded at the given time, for usedFor (see
+	// Connection.KeyUsedFor). It changes neither Version nor UpdatedAt,
+	// so it never makes an edit conflict; ErrNotFound if absent.
+	MarkKeyUsed(ctx context.Context, id, usedFor string, at time.Time) error
 	TokenStore
 	SessionStore
 	JobStore

@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -204,6 +205,14 @@ func testConnectionTestsInBrowser(t *testing.T, s *stack, browser context.Contex
 			}
 		}
 		admin.do("copy button", chromedp.WaitVisible(chromedp.CSS(`[data-copy="grants-sql"]`)))
+		// Long comment lines of the SQL wrap inside its box.
+		if got := admin.eval(`(() => { const el = document.querySelector("#grants-sql"); return el.scrollWidth + " " + el.clientWidth })()`); func() bool {
+			var sw, cw int
+			_, err := fmt.Sscan(got, &sw, &cw)
+			return err != nil || sw > cw
+		}() {
+			t.Errorf("the SQL box scrolls sideways (scrollWidth clientWidth = %s)", got)
+		}
 		admin.screenshot("permissions")
 		if _, err := su.Exec(ctx, sql); err != nil {
 			t.Fatalf("run the page's SQL: %v\n%s", err, sql)
@@ -214,6 +223,27 @@ func testConnectionTestsInBrowser(t *testing.T, s *stack, browser context.Contex
 		}
 		if admin.has("#grants-sql") {
 			t.Fatal("SQL shown with nothing missing")
+		}
+
+		// The target schema exists now: CREATE on the database is not
+		// needed, unless the run creates schemas.
+		if _, err := su.Exec(ctx, `REVOKE CREATE ON DATABASE analytics FROM reporting; CREATE SCHEMA reporting AUTHORIZATION reporting`); err != nil {
+			t.Fatal(err)
+		}
+		admin.submit("#check-permissions")
+		if got := admin.text(".audit-verdict"); !strings.Contains(got, "Nothing is missing") {
+			t.Fatalf("verdict with the target schema there = %q", got)
+		}
+		if got := admin.text(".grant-not_needed"); !strings.Contains(got, "CREATE SCHEMA (even IF NOT EXISTS)") || strings.Contains(got, "needed only") {
+			t.Errorf("CREATE on the database, not needed: %q", got)
+		}
+		admin.click("#f-create_schemas")
+		admin.submit("#check-permissions")
+		if got := admin.text(".audit-verdict"); !strings.Contains(got, "1 privilege missing") {
+			t.Fatalf("verdict when the run creates schemas = %q", got)
+		}
+		if got := admin.text("#grants-sql"); !strings.Contains(got, `GRANT CREATE ON DATABASE "analytics" TO "reporting";`) {
+			t.Fatalf("SQL when the run creates schemas:\n%s", got)
 		}
 	})
 }

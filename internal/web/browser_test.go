@@ -498,6 +498,9 @@ func TestBrowser(t *testing.T) {
 
 	testJobsInBrowser(t, s, browser, pg)
 	testConnectionTestsInBrowser(t, s, browser, pg)
+	testKeySetupInBrowser(t, s, browser, bastion, pg)
+	testDurationsInBrowser(t, s, browser)
+	testAccessibilityInBrowser(t, s, browser, bastion)
 }
 
 // must stops the test when a step that later steps build on failed.

@@ -61,11 +61,12 @@ type showData struct {
 }
 
 // SetupCollapsed reports whether the bastion setup guide starts closed:
-// once the tunnel has worked (its host key is pinned) and no new key waits
-// to be installed.
+// once the bastion has accepted this key (an SSH login with it succeeded;
+// a pinned host key only says that the handshake got that far) and no new
+// key waits to be installed.
 func (d *showData) SetupCollapsed() bool {
 	t := d.C.SSHTunnel
-	return t != nil && !d.JustCreated && !d.Rotated && t.HostKeyFingerprint != ""
+	return t != nil && !d.JustCreated && !d.Rotated && t.KeyUsedAt != nil
 }
 
 // OldKey is the authorized_keys line of the key replaced by the last

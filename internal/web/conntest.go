@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/diagnose"
+	"github.com/pgrelay/pgrelay/internal/elapsed"
 )
 
 // The connection test in the UI: a Test connection button on the list, on
@@ -143,19 +143,9 @@ func stepLabel(id diagnose.StepID) string {
 	return string(id)
 }
 
-// testMS formats a step's time: two decimals under 10 ms, whole
-// milliseconds under a second, else seconds (as the CLI and the script).
-func testMS(ms float64) string {
-	switch {
-	case ms < 0.01:
-		return "< 0.01 ms"
-	case ms < 10:
-		return strconv.FormatFloat(ms, 'f', 2, 64) + " ms"
-	case ms < 1000:
-		return strconv.FormatFloat(ms, 'f', 0, 64) + " ms"
-	}
-	return strconv.FormatFloat(ms/1000, 'f', 1, 64) + " s"
-}
+// testMS formats a step's time as every face does (package elapsed; the
+// script's fmtDuration).
+func testMS(ms float64) string { return elapsed.FormatMS(ms) }
 
 // testSummary is the line under the steps: all passed, or where it failed.
 func testSummary(rep *diagnose.Report) string {

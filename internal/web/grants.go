@@ -25,6 +25,8 @@ type grantsData struct {
 	C *app.ConnectionView
 	// TargetSchema, SourceSchemas and Role are what was typed.
 	TargetSchema, SourceSchemas, Role string
+	// CreateSchemas is the box "the run creates schemas".
+	CreateSchemas bool
 	// Errors holds problems by field: target_schema, role.
 	Errors map[string]string
 	// Failure is why the audit could not run (the connection failed).
@@ -73,7 +75,8 @@ func (u *UI) grantsAudit(w http.ResponseWriter, r *http.Request, s *session) {
 	d := &grantsData{C: c, Errors: map[string]string{},
 		TargetSchema:  strings.TrimSpace(r.PostFormValue("target_schema")),
 		SourceSchemas: r.PostFormValue("source_schemas"),
-		Role:          strings.TrimSpace(r.PostFormValue("role"))}
+		Role:          strings.TrimSpace(r.PostFormValue("role")),
+		CreateSchemas: r.PostFormValue("create_schemas") != ""}
 	show := func(status int) {
 		u.render(w, r, status, "grants", &page{Title: "Permissions of " + name, Nav: "connections", Session: s, Data: d})
 	}
@@ -82,7 +85,8 @@ func (u *UI) grantsAudit(w http.ResponseWriter, r *http.Request, s *session) {
 		show(http.StatusUnprocessableEntity)
 		return
 	}
-	req := grants.Request{TargetSchema: d.TargetSchema, SourceSchemas: splitSchemas(d.SourceSchemas), Role: d.Role}
+	req := grants.Request{TargetSchema: d.TargetSchema, SourceSchemas: splitSchemas(d.SourceSchemas), Role: d.Role,
+		CreateSchemas: d.CreateSchemas}
 	res, err := u.cfg.App.Grants(ctx, name, req)
 	switch {
 	case errors.Is(err, grants.ErrRoleNotFound):

@@ -368,7 +368,7 @@ func TestRunPages(t *testing.T) {
 
 	// The job page lists its runs; the job list its last one.
 	contains(t, "job page", c.get("/jobs/export").Body, failed.ID, cancelled.ID, `href="/runs?job=export"`)
-	contains(t, "job list", c.get("/jobs").Body, `href="/jobs/export"`, "Run export now", "SQL · sh")
+	contains(t, "job list", c.get("/jobs").Body, `href="/jobs/export"`, "Run now: export", "SQL · sh")
 	// A deleted job's runs stay, without links to the job.
 	if err := s.App.DeleteJob(ctx, "export"); err != nil {
 		t.Fatal(err)

@@ -14,8 +14,10 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/elapsed"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/requestid"
+	"github.com/pgrelay/pgrelay/internal/sshkey"
 )
 
 // contentSecurityPolicy allows nothing but this origin's own files: no
@@ -217,6 +219,7 @@ func (u *UI) templateFuncs() template.FuncMap {
 		"testSummary": testSummary,
 		"richText":    richText,
 		"noTest":      func() *testView { return nil },
+		"rsaBits":     func() int { return sshkey.RSABits },
 		"exitCode": func(p *int) string {
 			if p == nil {
 				return "—"
@@ -273,24 +276,9 @@ func until(now, t time.Time) string {
 	return "in " + strconv.Itoa(n) + " " + map[bool]string{true: "day", false: "days"}[n == 1]
 }
 
-// runDuration formats a run's or a step's duration in milliseconds:
-// "45 ms", "2.4 s", "12 s", "3 min 12 s", "1 h 5 min". The script formats
-// the same way (app.js, fmtDuration).
-func runDuration(ms int64) string {
-	switch {
-	case ms < 0:
-		return "—"
-	case ms < 1000:
-		return strconv.FormatInt(ms, 10) + " ms"
-	case ms < 10_000:
-		return strconv.FormatFloat(float64(ms)/1000, 'f', 1, 64) + " s"
-	case ms < 60_000:
-		return strconv.FormatInt(ms/1000, 10) + " s"
-	case ms < 3_600_000:
-		return strconv.FormatInt(ms/60_000, 10) + " min " + strconv.FormatInt(ms%60_000/1000, 10) + " s"
-	}
-	return strconv.FormatInt(ms/3_600_000, 10) + " h " + strconv.FormatInt(ms%3_600_000/60_000, 10) + " min"
-}
+// runDuration formats a run's or a step's duration in milliseconds as
+// every face does (package elapsed; the script's fmtDuration).
+func runDuration(ms int64) string { return elapsed.FormatMS(float64(ms)) }
 
 // runTook is the duration of a run so far, or "—" before it started.
 func runTook(now time.Time, r *jobs.Run) string {
@@ -335,17 +323,7 @@ func statusLabel(s jobs.Status) string {
 
 // cmdline shows a command as a shell would read it: arguments with
 // spaces or quotes are single-quoted.
-func cmdline(args []string) string {
-	out := make([]string, len(args))
-	for i, a := range args {
-		if a != "" && !strings.ContainsAny(a, " \t\n'\"$`\\|&;<>()*?[]#~{}") {
-			out[i] = a
-			continue
-		}
-		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-	}
-	return strings.Join(out, " ")
-}
+func cmdline(args []string) string { return jobs.ShellJoin(args) }
 
 // stepKinds names what a job's steps run, each once, in order: "SQL ·
 // dbt · psql".

@@ -152,7 +152,9 @@ func (u *UI) Register(mux *http.ServeMux) {
 	mux.Handle("GET /connections", u.authed(u.list))
 	mux.Handle("GET /new", u.authed(u.writer(u.newForm)))
 	mux.Handle("POST /connections", u.authed(u.writer(u.create)))
+	mux.Handle("GET /connections/new", u.authed(u.writer(u.newForm)))
 	mux.Handle("GET /connections/{name}", u.authed(u.show))
+	mux.Handle("GET /connections/{name}/{$}", u.authed(u.show)) // the page of a connection named "new"
 	mux.Handle("GET /connections/{name}/bastion-setup.sh", u.authed(u.setupScript))
 	mux.Handle("GET /connections/{name}/edit", u.authed(u.writer(u.editForm)))
 	mux.Handle("POST /connections/{name}/edit", u.authed(u.writer(u.update)))

@@ -265,7 +265,8 @@ func launch(tb testing.TB, binary, name string, opts Options) (*Server, error) {
 	s := &Server{tb: tb, name: name, URL: "http://" + addr, stdout: &Buffer{}, stderr: &Buffer{},
 		exited: make(chan struct{}), transport: http.DefaultTransport.(*http.Transport).Clone()}
 	s.transport.MaxIdleConnsPerHost = 200
-	s.cmd = exec.Command(binary, append([]string{"serve", "--addr", addr}, opts.Args...)...)
+	// Info lines (each request) explain a failure in the log tail below.
+	s.cmd = exec.Command(binary, append([]string{"--log-level", "info", "serve", "--listen", addr}, opts.Args...)...)
 	s.cmd.Env = opts.Env
 	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
 	if err := s.cmd.Start(); err != nil {

@@ -14,7 +14,7 @@ import (
 
 const connectionColumns = `id, name, spec, sealed_password, ssh_public_key, sealed_private_key,
 	previous_public_key, host_keys, host_keys_addr, pending_host_key, pending_host_key_seen,
-	created_at, updated_at, version`
+	created_at, updated_at, version, key_used_at, key_used_for`
 
 // connValues are a connection's column values in connectionColumns order.
 type connValues struct {
@@ -30,6 +30,8 @@ type connValues struct {
 	pendingSeen          any
 	createdAt, updatedAt time.Time
 	version              int64
+	keyUsedAt            any
+	keyUsedFor           string
 }
 
 func connToValues(c *store.Connection) (*connValues, error) {
@@ -47,6 +49,7 @@ func connToValues(c *store.Connection) (*connValues, error) {
 		previousPublicKey: c.PreviousPublicKey, hostKeys: hk, hostKeysAddr: c.HostKeysAddr,
 		pendingHostKey: c.PendingHostKey, pendingSeen: nullTime(c.PendingHostKeySeen),
 		createdAt: c.CreatedAt, updatedAt: c.UpdatedAt, version: c.Version,
+		keyUsedAt: nullTime(c.KeyUsedAt), keyUsedFor: c.KeyUsedFor,
 	}, nil
 }
 
@@ -54,10 +57,10 @@ func scanConnection(row pgx.Row) (*store.Connection, error) {
 	var c store.Connection
 	var name string
 	var spec []byte
-	var seen *time.Time
+	var seen, keyUsed *time.Time
 	if err := row.Scan(&c.ID, &name, &spec, &c.SealedPassword, &c.SSHPublicKey, &c.SealedPrivateKey,
 		&c.PreviousPublicKey, &c.HostKeys, &c.HostKeysAddr, &c.PendingHostKey, &seen,
-		&c.CreatedAt, &c.UpdatedAt, &c.Version); err != nil {
+		&c.CreatedAt, &c.UpdatedAt, &c.Version, &keyUsed, &c.KeyUsedFor); err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal(spec, &c.Spec); err != nil {
@@ -67,6 +70,7 @@ func scanConnection(row pgx.Row) (*store.Connection, error) {
 		c.HostKeys = []string{}
 	}
 	c.PendingHostKeySeen = utc(seen)
+	c.KeyUsedAt = utc(keyUsed)
 	c.CreatedAt, c.UpdatedAt = c.CreatedAt.UTC(), c.UpdatedAt.UTC()
 	return &c, nil
 }
@@ -82,9 +86,10 @@ func (s *Store) CreateConnection(ctx context.Context, c *store.Connection) (rerr
 		return fmt.Errorf("create connection %s: %w", c.Spec.Name, err)
 	}
 	_, err = s.pool.Exec(ctx, `INSERT INTO pgrelay_connections (`+connectionColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
 		v.id, v.name, v.spec, v.sealedPassword, v.sshPublicKey, v.sealedPrivateKey, v.previousPublicKey,
-		v.hostKeys, v.hostKeysAddr, v.pendingHostKey, v.pendingSeen, v.createdAt, v.updatedAt, v.version)
+		v.hostKeys, v.hostKeysAddr, v.pendingHostKey, v.pendingSeen, v.createdAt, v.updatedAt, v.version,
+		v.keyUsedAt, v.keyUsedFor)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("create connection %s: %w", c.Spec.Name, store.ErrExists)
 	}

@@ -113,12 +113,19 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("migrate store: %w", err)
 	}
 	sort.Strings(names)
+	seen := map[int]string{}
 	for _, name := range names {
 		base := filepath.Base(name)
 		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
 		if err != nil {
 			return fmt.Errorf("migrate store: bad migration name %s", base)
 		}
+		if other, ok := seen[v]; ok {
+			// The second would be skipped as applied: refuse, as the
+			// PostgreSQL store does.
+			return fmt.Errorf("migrate store: migrations %s and %s have the same version", other, base)
+		}
+		seen[v] = base
 		if err := s.applyMigration(ctx, v, name); err != nil {
 			return err
 		}
@@ -198,11 +205,12 @@ func isUniqueViolation(err error) bool {
 
 const connectionColumns = `id, name, spec, sealed_password, ssh_public_key, sealed_private_key,
 	previous_public_key, host_keys, host_keys_addr, pending_host_key, pending_host_key_seen,
-	created_at, updated_at, version`
+	created_at, updated_at, version, key_used_at, key_used_for`
 
 type connRow struct {
 	specJSON, hostKeysJSON []byte
 	created, updated, seen string
+	keyUsed                string
 }
 
 func connArgs(c *store.Connection) ([]any, error) {
@@ -221,7 +229,7 @@ func connArgs(c *store.Connection) ([]any, error) {
 	}
 	return []any{c.ID, c.Spec.Name, string(specJSON), c.SealedPassword, c.SSHPublicKey, c.SealedPrivateKey,
 		c.PreviousPublicKey, string(hkJSON), c.HostKeysAddr, c.PendingHostKey, formatTime(c.PendingHostKeySeen),
-		formatTime(c.CreatedAt), formatTime(c.UpdatedAt), c.Version}, nil
+		formatTime(c.CreatedAt), formatTime(c.UpdatedAt), c.Version, formatTime(c.KeyUsedAt), c.KeyUsedFor}, nil
 }
 
 type scanner interface{ Scan(dest ...any) error }
@@ -232,7 +240,7 @@ func scanConnection(sc scanner) (*store.Connection, error) {
 	var name string
 	if err := sc.Scan(&c.ID, &name, &r.specJSON, &c.SealedPassword, &c.SSHPublicKey, &c.SealedPrivateKey,
 		&c.PreviousPublicKey, &r.hostKeysJSON, &c.HostKeysAddr, &c.PendingHostKey, &r.seen,
-		&r.created, &r.updated, &c.Version); err != nil {
+		&r.created, &r.updated, &c.Version, &r.keyUsed, &c.KeyUsedFor); err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal(r.specJSON, &c.Spec); err != nil {
@@ -251,6 +259,9 @@ func scanConnection(sc scanner) (*store.Connection, error) {
 	if c.UpdatedAt, err = parseTime(r.updated); err != nil {
 		return nil, fmt.Errorf("decode connection %s: %w", name, err)
 	}
+	if c.KeyUsedAt, err = parseTime(r.keyUsed); err != nil {
+		return nil, fmt.Errorf("decode connection %s: %w", name, err)
+	}
 	return &c, nil
 }
 
@@ -265,7 +276,7 @@ func (s *Store) CreateConnection(ctx context.Context, c *store.Connection) (rerr
 		return fmt.Errorf("create connection %s: %w", c.Spec.Name, err)
 	}
 	_, err = s.db.ExecContext(ctx, `INSERT INTO connections (`+connectionColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("create connection %s: %w", c.Spec.Name, store.ErrExists)
 	}

@@ -28,6 +28,10 @@ func Exercise(t *testing.T, open func(t *testing.T) store.Store) {
 		t.Parallel()
 		exerciseConflicts(t, open(t))
 	})
+	t.Run("KeyUse", func(t *testing.T) {
+		t.Parallel()
+		exerciseKeyUse(t, open(t))
+	})
 	t.Run("Tokens", func(t *testing.T) {
 		t.Parallel()
 		exerciseTokens(t, open(t))
@@ -734,12 +738,13 @@ func names(cs []*store.Connection) []string {
 }
 
 func equal(want, got *store.Connection) error {
-	if !want.CreatedAt.Equal(got.CreatedAt) || !want.UpdatedAt.Equal(got.UpdatedAt) || !want.PendingHostKeySeen.Equal(got.PendingHostKeySeen) {
-		return fmt.Errorf("times differ: want %v/%v/%v got %v/%v/%v", want.CreatedAt, want.UpdatedAt, want.PendingHostKeySeen,
-			got.CreatedAt, got.UpdatedAt, got.PendingHostKeySeen)
+	if !want.CreatedAt.Equal(got.CreatedAt) || !want.UpdatedAt.Equal(got.UpdatedAt) || !want.PendingHostKeySeen.Equal(got.PendingHostKeySeen) ||
+		!want.KeyUsedAt.Equal(got.KeyUsedAt) {
+		return fmt.Errorf("times differ: want %v/%v/%v/%v got %v/%v/%v/%v", want.CreatedAt, want.UpdatedAt, want.PendingHostKeySeen,
+			want.KeyUsedAt, got.CreatedAt, got.UpdatedAt, got.PendingHostKeySeen, got.KeyUsedAt)
 	}
 	norm := func(c store.Connection) store.Connection {
-		c.CreatedAt, c.UpdatedAt, c.PendingHostKeySeen = time.Time{}, time.Time{}, time.Time{}
+		c.CreatedAt, c.UpdatedAt, c.PendingHostKeySeen, c.KeyUsedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
 		if len(c.HostKeys) == 0 {
 			c.HostKeys = nil
 		}

@@ -198,19 +198,28 @@
   }
 
   // Formatting shared with the server (render.go): times in UTC, durations
-  // like "45 ms", "2.4 s", "12 s", "3 min 12 s", "1 h 5 min".
+  // as package elapsed formats them ("0.52 ms", "412 ms", "1.2 s", "12 s",
+  // "3 min 12 s", "1 h 5 min"), with the same rounding.
   var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
   function pad(n) { return n < 10 ? "0" + n : String(n); }
   function clock(d) { return pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()) + ":" + pad(d.getUTCSeconds()); }
   function fmtTime(d) { return d.getUTCDate() + " " + MONTHS[d.getUTCMonth()] + " " + d.getUTCFullYear() + ", " + clock(d) + " UTC"; }
   function fmtDuration(ms) {
-    if (ms < 0) return "—";
-    if (ms < 1000) return Math.round(ms) + " ms";
-    if (ms < 10000) return (ms / 1000).toFixed(1) + " s";
-    if (ms < 60000) return Math.floor(ms / 1000) + " s";
-    if (ms < 3600000) return Math.floor(ms / 60000) + " min " + Math.floor(ms % 60000 / 1000) + " s";
-    return Math.floor(ms / 3600000) + " h " + Math.floor(ms % 3600000 / 60000) + " min";
+    if (!(ms >= 0)) return "\u2014";
+    if (ms === 0) return "0 ms";
+    var hundredths = Math.round(ms * 100) / 100;
+    if (hundredths < 10) return hundredths === 0 ? "< 0.01 ms" : String(hundredths) + " ms";
+    var whole = Math.round(ms);
+    if (whole < 1000) return whole + " ms";
+    var tenths = Math.round(ms / 100) / 10;
+    if (tenths < 10) return tenths.toFixed(1) + " s";
+    var sec = Math.round(ms / 1000);
+    if (sec < 60) return sec + " s";
+    if (sec < 3600) return Math.floor(sec / 60) + " min " + (sec % 60) + " s";
+    return Math.floor(sec / 3600) + " h " + Math.floor(sec % 3600 / 60) + " min";
   }
+  // The browser tests compare it with the server's formatting.
+  window.pgrelay = { fmtDuration: fmtDuration };
   // stamp is a time as the run page's facts show it (the "stamp" template).
   function stamp(iso) {
     var d = new Date(iso);
@@ -527,7 +536,7 @@
         if (!panel) return; // the plain form post shows the report
         e.preventDefault();
         run(panel, "/api/v1/connections/" + encodeURIComponent(form.dataset.test) + "/test", null,
-          form.dataset.tunnel ? PLAN_TUNNEL : PLAN_DIRECT, button);
+          form.dataset.tunnel ? PLAN_TUNNEL : PLAN_DIRECT, button, form.dataset.test);
       });
     });
 
@@ -604,13 +613,6 @@
       return body;
     }
 
-    function fmtMS(ms) {
-      if (ms < 0.01) return "< 0.01 ms";
-      if (ms < 10) return ms.toFixed(2) + " ms";
-      if (ms < 1000) return Math.round(ms) + " ms";
-      return (ms / 1000).toFixed(1) + " s";
-    }
-
     function el(tag, cls, text) {
       var e = document.createElement(tag);
       if (cls) e.className = cls;
@@ -643,7 +645,7 @@
       line.appendChild(document.createTextNode(" "));
       line.appendChild(el("code", "tstep-id", s.id));
       line.appendChild(el("span", "visually-hidden", ": " + (status === "ok" ? "passed" : status === "failed" ? "failed" : "skipped")));
-      line.appendChild(el("span", "tstep-time", status === "skipped" ? "" : fmtMS(s.duration_ms || 0)));
+      line.appendChild(el("span", "tstep-time", status === "skipped" ? "" : fmtDuration(s.duration_ms || 0)));
       if (s.detail) main.appendChild(el("p", "tstep-detail", s.detail));
       if (s.error) {
         var err = main.appendChild(el("p", "tstep-error"));
@@ -681,9 +683,9 @@
       });
       if (failed) {
         return "Failed at " + (STEP_LABELS[failed.id] || failed.id) + ": " + passed + " of " + r.steps.length +
-          " steps passed in " + fmtMS(r.duration_ms) + ".";
+          " steps passed in " + fmtDuration(r.duration_ms) + ".";
       }
-      return "All " + passed + " steps passed in " + fmtMS(r.duration_ms) + (skipped ? " (" + skipped + " not requested)" : "") + ".";
+      return "All " + passed + " steps passed in " + fmtDuration(r.duration_ms) + (skipped ? " (" + skipped + " not requested)" : "") + ".";
     }
 
     // facts lists what the test learned (the "testfacts" template).
@@ -701,7 +703,7 @@
         add(["PostgreSQL " + sv.version]);
         add(["user ", { code: sv.current_user }]);
         add(["database ", { code: sv.database }]);
-        add(["round trip " + fmtMS(sv.round_trip_ms || 0)]);
+        add(["round trip " + fmtDuration(sv.round_trip_ms || 0)]);
         if (sv.read_only_replica) add(["read-only replica"]);
       }
       var hk = r.host_key;
@@ -711,8 +713,57 @@
       }
     }
 
-    // run tests and shows the steps in panel as they arrive.
-    function run(panel, url, body, plan, button) {
+    // hostKeyState shows what the test of the saved connection name
+    // learned about its bastion's host key wherever the page shows that
+    // key's state (the "hostkey-state" template and the connection page),
+    // so that the page agrees with the test: a first handshake pins the
+    // key even when the SSH login after it fails.
+    function hostKeyState(name, hk) {
+      if (!hk) return;
+      document.querySelectorAll("[data-host-key]").forEach(function (cell) {
+        if (cell.dataset.hostKey !== name) return;
+        cell.textContent = "";
+        var badge;
+        if (hk.state === "changed") {
+          badge = el("a", "badge badge-danger", "CHANGED — approval needed");
+          badge.href = "/connections/" + encodeURIComponent(name) + "#host-key-change";
+          cell.appendChild(badge);
+          return;
+        }
+        badge = cell.appendChild(el("span", "badge badge-success"));
+        badge.title = hk.fingerprint;
+        badge.appendChild(checkIcon());
+        badge.appendChild(document.createTextNode("Pinned"));
+        if (cell.tagName === "DD") {
+          cell.appendChild(document.createTextNode(" "));
+          cell.appendChild(el("code", "break", hk.fingerprint)).id = "host-key-fp";
+        }
+      });
+    }
+
+    // checkIcon is the "icon-check" template's SVG.
+    function checkIcon() {
+      var ns = "http://www.w3.org/2000/svg";
+      var svg = document.createElementNS(ns, "svg");
+      svg.setAttribute("class", "icon");
+      svg.setAttribute("viewBox", "0 0 20 20");
+      svg.setAttribute("width", "20");
+      svg.setAttribute("height", "20");
+      svg.setAttribute("aria-hidden", "true");
+      svg.setAttribute("focusable", "false");
+      var path = svg.appendChild(document.createElementNS(ns, "path"));
+      path.setAttribute("d", "M4 10.5l4 4 8-9");
+      path.setAttribute("fill", "none");
+      path.setAttribute("stroke", "currentColor");
+      path.setAttribute("stroke-width", "2");
+      path.setAttribute("stroke-linecap", "round");
+      path.setAttribute("stroke-linejoin", "round");
+      return svg;
+    }
+
+    // run tests and shows the steps in panel as they arrive; name is the
+    // saved connection under test ("" for a form).
+    function run(panel, url, body, plan, button, name) {
       var list = panel.querySelector(".test-steps");
       var state = panel.querySelector(".test-state");
       var sum = panel.querySelector(".test-summary");
@@ -763,6 +814,7 @@
         state.textContent = ok ? "Passed" : "Failed";
         sum.textContent = summaryText(r);
         facts(factsEl, r);
+        if (name) hostKeyState(name, r.host_key);
         announce(sum.textContent);
       }
       // problem shows why the test could not run (an error response, the

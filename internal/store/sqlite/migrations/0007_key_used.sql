@@ -1,0 +1,5 @@
+-- When an SSH login with a connection's key last succeeded, and for which
+-- key and bastion ("SHA256:... user@host:port"): the connection page keeps
+-- the key installation guide open until the key has worked.
+ALTER TABLE connections ADD COLUMN key_used_at TEXT NOT NULL DEFAULT '';
+ALTER TABLE connections ADD COLUMN key_used_for TEXT NOT NULL DEFAULT '';
