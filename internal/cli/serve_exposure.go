@@ -36,7 +36,7 @@ type exposureFlags struct {
 
 // register adds the flags to fs.
 func (f *exposureFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve /metrics on this address instead of --addr (e.g. 127.0.0.1:9187; with the same TLS as --addr)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve /metrics on this address instead of --listen (e.g. 127.0.0.1:9187; with the same TLS as --listen)")
 	fs.StringVar(&f.metricsTokenFile, "metrics-token-file", "", "file holding a bearer token that /metrics requires (Prometheus: authorization.credentials_file)")
 	fs.BoolVar(&f.metricsConnectionLabels, "metrics-connection-labels", false, "label tunnel drops in /metrics by connection name (default: one series, no names)")
 	fs.IntVar(&f.maxConnections, "max-connections", DefaultMaxConnections, "at most this many client connections at once (per listener); more wait until one closes; 0 for no limit")
