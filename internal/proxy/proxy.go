@@ -81,6 +81,10 @@ type Splice struct {
 	// Closed, when set, is called once both directions have ended and
 	// both sides are closed, with the bytes copied each way.
 	Closed func(toUp, toClient int64)
+	// CloseBoth makes the first direction to end close both sides, even
+	// at EOF, instead of half-closing the other: for protocols such as
+	// PostgreSQL's, where neither side goes on once the other is done.
+	CloseBoth bool
 }
 
 // Proxy accepts connections on a listener and forwards each to a fresh
@@ -347,15 +351,15 @@ func (p *Proxy) pipe(sp *Splice) (toUp, toClient int64) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		toClient = p.copyHalf(client, up, closeBoth, sp.Ended, false)
+		toClient = p.copyHalf(client, up, closeBoth, sp, false)
 	}()
-	toUp = p.copyHalf(up, client, closeBoth, sp.Ended, true)
+	toUp = p.copyHalf(up, client, closeBoth, sp, true)
 	<-done
 	return toUp, toClient
 }
 
-// copyHalf copies src to dst, tells ended (when set) how the copy ended,
-// and then half-closes dst or closes both.
+// copyHalf copies src to dst, tells sp.Ended (when set) how the copy
+// ended, and then half-closes dst or closes both.
 //
 // An upstream other than a TCP connection that copies by itself
 // (io.WriterTo as the source, io.ReaderFrom as the destination) does so: a
@@ -364,7 +368,7 @@ func (p *Proxy) pipe(sp *Splice) (toUp, toClient int64) {
 // chunk. Otherwise a pooled buffer is used. The copy ends when either side
 // is closed (pipe closes both on the first failure), so no deadline is
 // needed.
-func (p *Proxy) copyHalf(dst, src net.Conn, closeBoth func(), ended func(bool, error), fromClient bool) int64 {
+func (p *Proxy) copyHalf(dst, src net.Conn, closeBoth func(), sp *Splice, fromClient bool) int64 {
 	var n int64
 	var err error
 	if wt, ok := src.(io.WriterTo); ok && !isTCP(src) {
@@ -377,10 +381,10 @@ func (p *Proxy) copyHalf(dst, src net.Conn, closeBoth func(), ended func(bool, e
 		n, err = io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
 		p.bufs.Put(bp)
 	}
-	if ended != nil {
-		ended(fromClient, err)
+	if sp.Ended != nil {
+		sp.Ended(fromClient, err)
 	}
-	if err != nil {
+	if err != nil || sp.CloseBoth {
 		closeBoth()
 		return n
 	}
