@@ -22,6 +22,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/proxy"
+	"github.com/pgrelay/pgrelay/internal/relay"
 )
 
 // Conn is an opened connection a run works over: one SSH connection (when
@@ -112,14 +113,17 @@ type run struct {
 	conn   Conn
 	secret string
 
-	mu      sync.Mutex // serialises hook calls
-	steps   []RunStep
-	dbConn  *pgx.Conn
-	px      *proxy.Proxy
-	pxAddr  string
-	workDir string
-	env     []string
-	curStep int
+	mu     sync.Mutex // serialises hook calls
+	steps  []RunStep
+	dbConn *pgx.Conn
+	px     *proxy.Proxy
+	pxAddr string
+	// backends holds the database sessions open through px: the run's
+	// cancel and timeout flows cancel their statements.
+	backends *relay.Registry
+	workDir  string
+	env      []string
+	curStep  int
 }
 
 // Run executes job until it ends, its context is done (the cause becomes
@@ -383,23 +387,34 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open local endpoint: %w", err)
 	}
-	x.px = proxy.New(ln, x.conn.DialDatabase, x.r.Logger)
+	spec := x.conn.Spec()
+	// Sessions start through a relay: it knows each backend (to cancel
+	// the statements of a command that is killed), encrypts and verifies
+	// the database hop per the connection's sslmode, and answers the
+	// commands' TLS with a certificate of its own, which they trust as
+	// their root certificate: so the connection's sslmode, verify-full
+	// included, works against the local endpoint as it is.
+	pol, err := relay.PolicyFor(spec)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	localTLS, err := relay.NewLocalTLS(spec.Host)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	up := relay.Upstream{Dial: x.conn.DialDatabase, TLS: pol, Addr: net.JoinHostPort(spec.Host, strconv.Itoa(spec.Port))}
+	x.backends = relay.NewRegistry(up)
+	rl := relay.New(relay.Config{Upstream: up, LocalTLS: localTLS.Config, Observer: x.backends, Logger: x.r.Logger})
+	x.px = proxy.New(ln, x.conn.DialDatabase, x.r.Logger, proxy.WithHandshake(rl.Handshake))
 	go func() { _ = x.px.Serve(context.WithoutCancel(ctx)) }()
 	x.pxAddr = ln.Addr().String()
 	_, port, _ := net.SplitHostPort(x.pxAddr)
-	spec := x.conn.Spec()
 	sslmode := string(spec.SSLMode)
-	var rootCert string
-	if spec.SSLMode == connection.SSLVerifyFull {
-		// The local endpoint is 127.0.0.1, which the server's certificate
-		// does not name: verify the chain only.
-		sslmode = string(connection.SSLVerifyCA)
-	}
-	if spec.SSLRootCert != "" {
-		rootCert = filepath.Join(dir, "root.crt")
-		if err := os.WriteFile(rootCert, []byte(spec.SSLRootCert), 0o600); err != nil {
-			return fmt.Errorf("write CA certificate: %w", err)
-		}
+	rootCert := filepath.Join(dir, "root.crt")
+	if err := os.WriteFile(rootCert, localTLS.CertPEM, 0o600); err != nil {
+		return fmt.Errorf("write the local endpoint's certificate: %w", err)
 	}
 	threads := spec.Threads
 	if threads <= 0 {
@@ -420,10 +435,9 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	env = append(env[:len(env):len(env)],
 		"PGHOST=127.0.0.1", "PGPORT="+port, "PGUSER="+spec.User, "PGPASSWORD="+spec.Password.Reveal(),
 		"PGDATABASE="+spec.Database, "PGSSLMODE="+sslmode, "PGAPPNAME=pgrelay-run",
-		"PGCONNECT_TIMEOUT=10", "DBT_PROFILES_DIR="+dir, "DBT_PROFILE="+x.job.Profile, "DBT_TARGET="+x.job.Target)
-	if rootCert != "" {
-		env = append(env, "PGSSLROOTCERT="+rootCert)
-	}
+		"PGCONNECT_TIMEOUT=10", "DBT_PROFILES_DIR="+dir, "DBT_PROFILE="+x.job.Profile, "DBT_TARGET="+x.job.Target,
+		// Channel binding cannot pass through the relay (two TLS sessions).
+		"PGSSLROOTCERT="+rootCert, "PGCHANNELBINDING=disable")
 	if s := x.schema(); s != "" {
 		// psql and other libpq clients start in the connection's schema.
 		path := pgx.Identifier{s}.Sanitize() + ",public"
