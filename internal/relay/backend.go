@@ -112,7 +112,8 @@ type End struct {
 // ends. Calls come from the sessions' goroutines, possibly at the same
 // time; an observer must not block for long.
 type Observer interface {
-	// BackendOpened is called when a session is ready for queries.
+	// BackendOpened is called when a session is ready for queries,
+	// before the client is told so.
 	BackendOpened(Backend)
 	// BackendClosed is called once the session is over and both its
 	// connections are closed.

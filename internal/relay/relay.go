@@ -376,13 +376,11 @@ func (r *Relay) start(ctx context.Context, cs *clientSide, sm *pgproto3.StartupM
 			_ = cs.be.Flush()
 			return fail(fmt.Errorf("the server refused the session: %s (SQLSTATE %s)", m.Message, m.Code))
 		case *pgproto3.ReadyForQuery:
-			cs.be.Send(m)
-			if err := cs.be.Flush(); err != nil {
-				return fail(fmt.Errorf("send ReadyForQuery to the client: %w", err))
-			}
 			if b.PID == 0 {
-				return fail(errors.New("the server sent no BackendKeyData"))
+				return tellClient(relayError("08P01", "pgrelay: the server sent no BackendKeyData", "", ""),
+					errors.New("the server sent no BackendKeyData"))
 			}
+			cs.be.Send(m) // sent by ready, once the backend is reported
 			return r.ready(ctx, cs, us, b, log)
 		default:
 			return tellClient(relayError("08P01", fmt.Sprintf("pgrelay: unexpected message %T from the server during the startup phase", m), "", ""),
@@ -427,20 +425,36 @@ func (r *Relay) authStep(cs *clientSide, req pgproto3.BackendMessage, authType u
 	return nil, fmt.Errorf("unexpected message %T from the client during authentication", msg)
 }
 
-// ready finishes the startup phase: it passes on what either side sent
-// beyond it, lifts the deadlines, and makes the session.
+// ready finishes the startup phase: it reports the backend, then sends
+// the client ReadyForQuery (so an observer knows the backend before the
+// client can use it), passes on what either side sent beyond the startup
+// phase, lifts the deadlines, and makes the session.
 func (r *Relay) ready(ctx context.Context, cs *clientSide, us *upstreamSide, b Backend, log *slog.Logger) (*session, error) {
+	b.OpenedAt = time.Now()
+	o := r.cfg.Observer
+	if o != nil {
+		o.BackendOpened(b)
+	}
 	fail := func(err error) (*session, error) {
+		// The backend is idle, waiting for a query: closing its
+		// connection ends it.
 		_ = us.conn.Close()
+		if o != nil {
+			o.BackendClosed(b, End{How: ClientLost, Err: err, At: time.Now()})
+		}
 		return nil, fmt.Errorf("relay: client %s: %w", cs.conn.RemoteAddr(), err)
 	}
 	// Protocol messages the client sent after its last authentication
-	// message, or the server after ReadyForQuery, go first.
+	// message go first, then ReadyForQuery and what the server sent
+	// after it.
 	if n := cs.br.Buffered(); n > 0 {
 		early, _ := cs.br.Peek(n)
 		if _, err := us.conn.Write(early); err != nil {
 			return fail(fmt.Errorf("pass on the client's first messages: %w", err))
 		}
+	}
+	if err := cs.be.Flush(); err != nil {
+		return fail(fmt.Errorf("send ReadyForQuery to the client: %w", err))
 	}
 	if n := us.br.Buffered(); n > 0 {
 		early, _ := us.br.Peek(n)
@@ -455,12 +469,8 @@ func (r *Relay) ready(ctx context.Context, cs *clientSide, us *upstreamSide, b B
 		// set on either connection.
 		return fail(fmt.Errorf("startup: %w", context.Cause(ctx)))
 	}
-	b.OpenedAt = time.Now()
 	s := &session{r: r, b: b, log: log.With(slog.Any("backend", b)),
 		client: &clientConn{Conn: cs.conn, terminate: r.terminate}, up: us.conn}
-	if o := r.cfg.Observer; o != nil {
-		o.BackendOpened(b)
-	}
 	s.log.Debug("relay: session ready", slog.Bool("encrypted", b.Encrypted))
 	return s, nil
 }
