@@ -61,6 +61,10 @@ func (s *session) ended(fromClient bool, err error) {
 		}
 	} else {
 		switch {
+		case terminated:
+			// The server closed after the client's Terminate, before the
+			// client's own end of stream was read.
+			e.How = Terminated
 		case writeErr != nil:
 			e.How = ClientLost
 		case err == nil:
