@@ -37,6 +37,8 @@ const (
 	scramUser, scramPassword = "r_scram", "pw-scram-1"
 	md5User, md5Password     = "r_md5", "pw-md5-1"
 	trustUser                = "r_trust"
+	// sslOnlyUser may only log in over TLS (hostnossl ... reject).
+	sslOnlyUser, sslOnlyPassword = "r_sslonly", "pw-sslonly-1"
 )
 
 // goneWithin bounds how long a killed client's statement may outlive it.
@@ -53,6 +55,7 @@ type fixture struct {
 // TestRelay runs the relay's tests against one set of servers.
 func TestRelay(t *testing.T) {
 	hba := []string{
+		"hostnossl all " + sslOnlyUser + " 127.0.0.1/32 reject",
 		"host all " + md5User + " 127.0.0.1/32 md5",
 		"host all " + trustUser + " 127.0.0.1/32 trust",
 	}
@@ -79,11 +82,16 @@ func TestRelay(t *testing.T) {
 	t.Run("StartupTimeout", f.testStartupTimeout)
 	t.Run("RegistryCancelAll", f.testRegistry)
 	t.Run("LocalTLSVerifyFull", f.testLocalVerifyFull)
+	t.Run("AllowRetriesWithTLS", f.testAllowRetriesWithTLS)
+	t.Run("NoLocalTLS", f.testNoLocalTLS)
+	t.Run("GSSEncRefused", f.testGSSEncRefused)
+	t.Run("DataAfterSSLRequestRefused", f.testDataAfterSSLRequest)
 }
 
 func makeRoles(t *testing.T, pg *testenv.Postgres) {
 	t.Helper()
 	pg.CreateRole(t, scramUser, scramPassword)
+	pg.CreateRole(t, sslOnlyUser, sslOnlyPassword)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, pg.ConnString(pg.SuperUser, pg.SuperPassword, "postgres"))
@@ -834,5 +842,110 @@ func (f *fixture) testLocalVerifyFull(t *testing.T) {
 	out, err := exec.Command("psql", "-X", "-Atc", "select 1", cs).CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "1" {
 		t.Errorf("psql verify-full against the local certificate: %v: %s", err, out)
+	}
+}
+
+// testAllowRetriesWithTLS: with sslmode allow the relay tries without TLS
+// first and, when the server refuses that, with TLS, before the client
+// has heard anything; with disable the server's refusal reaches the
+// client as it is.
+func (f *fixture) testAllowRetriesWithTLS(t *testing.T) {
+	t.Parallel()
+	e := startEndpoint(t, f.upstream(t, f.tlsPG, connection.SSLAllow, "127.0.0.1", true), endpointOptions{})
+	conn, err := e.connect(t, sslOnlyUser, sslOnlyPassword, "sslmode=disable")
+	if err != nil {
+		t.Fatalf("allow, server refusing plain text: %v", err)
+	}
+	var ssl bool
+	if err := conn.QueryRow(context.Background(), "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&ssl); err != nil || !ssl {
+		t.Errorf("server-side ssl = %v, %v; want true", ssl, err)
+	}
+	e = startEndpoint(t, f.upstream(t, f.tlsPG, connection.SSLDisable, "127.0.0.1", false), endpointOptions{})
+	_, err = e.connect(t, sslOnlyUser, sslOnlyPassword, "sslmode=disable")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "28000" || !strings.Contains(pe.Message, "pg_hba.conf rejects") {
+		t.Errorf("disable, server refusing plain text: %v; want the server's own error", err)
+	}
+}
+
+// testNoLocalTLS: an endpoint without TLS of its own refuses a client's
+// SSLRequest; clients that prefer TLS go on without.
+func (f *fixture) testNoLocalTLS(t *testing.T) {
+	t.Parallel()
+	e := startEndpoint(t, f.upstream(t, f.tlsPG, connection.SSLRequire, "127.0.0.1", false), endpointOptions{noLocalTLS: true})
+	if _, err := e.connect(t, scramUser, scramPassword, "sslmode=prefer"); err != nil {
+		t.Errorf("sslmode=prefer: %v", err)
+	}
+	if _, err := e.connect(t, scramUser, scramPassword, "sslmode=require"); err == nil || !strings.Contains(err.Error(), "refused") && !strings.Contains(err.Error(), "SSL") {
+		t.Errorf("sslmode=require against an endpoint without TLS: %v, want a refusal", err)
+	}
+}
+
+// startupOf writes a protocol 3.0 StartupMessage for scramUser.
+func startupOf(t *testing.T) []byte {
+	t.Helper()
+	b, err := (&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber,
+		Parameters: map[string]string{"user": trustUser, "database": "postgres"}}).Encode(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// testGSSEncRefused: a GSSENCRequest is answered 'N', and the session goes
+// on with the StartupMessage that follows.
+func (f *fixture) testGSSEncRefused(t *testing.T) {
+	t.Parallel()
+	e := startEndpoint(t, f.upstream(t, f.tlsPG, connection.SSLRequire, "127.0.0.1", false), endpointOptions{})
+	c, err := net.Dial("tcp", e.addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	req, _ := (&pgproto3.GSSEncRequest{}).Encode(nil)
+	if _, err := c.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	answer := make([]byte, 1)
+	if _, err := io.ReadFull(c, answer); err != nil || answer[0] != 'N' {
+		t.Fatalf("GSSENCRequest answered %q, %v; want N", answer, err)
+	}
+	if _, err := c.Write(startupOf(t)); err != nil {
+		t.Fatal(err)
+	}
+	fe := pgproto3.NewFrontend(c, c)
+	for {
+		msg, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("after the refused GSSENCRequest: %v", err)
+		}
+		if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
+			return
+		}
+		if e, ok := msg.(*pgproto3.ErrorResponse); ok {
+			t.Fatalf("after the refused GSSENCRequest: %s", e.Message)
+		}
+	}
+}
+
+// testDataAfterSSLRequest: bytes sent in the clear right behind an
+// SSLRequest are not taken as part of the TLS session: the endpoint
+// hangs up instead of answering.
+func (f *fixture) testDataAfterSSLRequest(t *testing.T) {
+	t.Parallel()
+	e := startEndpoint(t, f.upstream(t, f.tlsPG, connection.SSLRequire, "127.0.0.1", false), endpointOptions{})
+	c, err := net.Dial("tcp", e.addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	req, _ := (&pgproto3.SSLRequest{}).Encode(nil)
+	if _, err := c.Write(append(req, startupOf(t)...)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("SSLRequest with data behind it: read %d bytes, %v; want the connection closed", n, err)
 	}
 }
