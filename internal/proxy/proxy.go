@@ -58,8 +58,9 @@ func WithHandshake(h Handshake) Option {
 }
 
 // Handshake starts a session for an accepted client connection. It returns
-// the session to copy, or nil and a nil error when it has served the
-// client by itself (the proxy then closes the client connection). On error
+// the session to copy, or nil and a nil error when there is nothing to
+// copy and nothing to report: it served the client by itself, or the
+// client left (the proxy then closes the client connection). On error
 // the proxy closes the client connection; the handshake closes any
 // upstream connection it opened.
 type Handshake func(ctx context.Context, client net.Conn, dial DialFunc) (*Splice, error)

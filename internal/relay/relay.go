@@ -31,6 +31,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -111,7 +112,7 @@ func (r *Relay) Handshake(ctx context.Context, client net.Conn, dial proxy.DialF
 	cs, first, err := r.acceptClient(ctx, client)
 	if err != nil {
 		lift()
-		return nil, fmt.Errorf("relay: client %s: %w", client.RemoteAddr(), err)
+		return r.clientLeft(log, fmt.Errorf("relay: client %s: %w", client.RemoteAddr(), err))
 	}
 	cs.lift = lift
 	switch m := first.(type) {
@@ -128,7 +129,7 @@ func (r *Relay) Handshake(ctx context.Context, client net.Conn, dial proxy.DialF
 		s, err := r.start(ctx, cs, m, DialFunc(dial), log)
 		if err != nil {
 			lift()
-			return nil, err
+			return r.clientLeft(log, err)
 		}
 		s.dial = DialFunc(dial)
 		return s.splice(), nil
@@ -136,6 +137,35 @@ func (r *Relay) Handshake(ctx context.Context, client net.Conn, dial proxy.DialF
 		lift()
 		return nil, fmt.Errorf("relay: client %s: unexpected first message %T", client.RemoteAddr(), first)
 	}
+}
+
+// clientGoneError is a client that closed its connection during the
+// startup phase, as psql does when the server asks for a password it
+// does not have yet (it asks the user, then connects again) and as port
+// probes do.
+type clientGoneError struct{ err error }
+
+func (e *clientGoneError) Error() string { return "the client closed the connection: " + e.err.Error() }
+func (e *clientGoneError) Unwrap() error { return e.err }
+
+// clientGone marks err as the client's end of stream when it is one.
+func clientGone(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return &clientGoneError{err}
+	}
+	return err
+}
+
+// clientLeft ends a startup that failed: a client that simply left is
+// logged at debug level and needs nothing more from the proxy; any other
+// failure is the proxy's to log.
+func (r *Relay) clientLeft(log *slog.Logger, err error) (*proxy.Splice, error) {
+	var gone *clientGoneError
+	if errors.As(err, &gone) {
+		log.Debug("relay: the client left during the startup phase", slog.Any("error", err))
+		return nil, nil
+	}
+	return nil, err
 }
 
 // clientSide is the client's connection during the startup phase.
@@ -164,7 +194,7 @@ func (r *Relay) acceptClient(ctx context.Context, raw net.Conn) (*clientSide, pg
 	for {
 		msg, err := cs.be.ReceiveStartupMessage()
 		if err != nil {
-			return nil, nil, fmt.Errorf("read startup message: %w", err)
+			return nil, nil, fmt.Errorf("read startup message: %w", clientGone(err))
 		}
 		switch m := msg.(type) {
 		case *pgproto3.SSLRequest:
@@ -414,7 +444,7 @@ func (r *Relay) authStep(cs *clientSide, req pgproto3.BackendMessage, authType u
 	}
 	msg, err := cs.be.Receive()
 	if err != nil {
-		return nil, fmt.Errorf("read the client's authentication message: %w", err)
+		return nil, fmt.Errorf("read the client's authentication message: %w", clientGone(err))
 	}
 	switch msg.(type) {
 	case *pgproto3.PasswordMessage, *pgproto3.SASLInitialResponse, *pgproto3.SASLResponse:
