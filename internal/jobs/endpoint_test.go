@@ -71,19 +71,20 @@ func backendGone(t *testing.T, super *pgx.Conn, pid int64) bool {
 	return n == 0
 }
 
-// processNamed returns the PID of the process below this one whose
-// command name is name.
-func processNamed(t *testing.T, name string) int {
+// processWith returns the PID of the process below this one whose command
+// line holds marker (tests run in parallel: each kills its own).
+func processWith(t *testing.T, marker string) int {
 	t.Helper()
 	var found int
-	poll(t, 10*time.Second, "a "+name+" process", func() bool {
+	poll(t, 10*time.Second, "the process running "+marker, func() bool {
 		pids, err := testenv.Descendants(os.Getpid())
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, p := range pids {
-			comm, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p), "comm"))
-			if err == nil && strings.TrimSpace(string(comm)) == name {
+			cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p), "cmdline"))
+			argv0, _, _ := strings.Cut(string(cmdline), "\x00")
+			if err == nil && filepath.Base(argv0) == "psql" && strings.Contains(string(cmdline), marker) {
 				found = p
 				return true
 			}
@@ -106,10 +107,10 @@ func TestKilledCommandLeavesNoStatement(t *testing.T) {
 	done := make(chan jobs.Result, 1)
 	go func() {
 		done <- e.runner().Run(ctx, job("wh", jobs.Step{Command: []string{"sh", "-c",
-			"psql -X -c 'select pg_sleep(300)'; echo psql ended; sleep 300"}}), jobs.Hooks{})
+			"psql -X -c 'select pg_sleep(300) -- killed-command'; echo psql ended; sleep 300"}}), jobs.Hooks{})
 	}()
 	pid := sleeperPID(t, super)
-	psql := processNamed(t, "psql")
+	psql := processWith(t, "killed-command")
 	if err := syscall.Kill(psql, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
