@@ -86,6 +86,7 @@ func TestRelay(t *testing.T) {
 	t.Run("NoLocalTLS", f.testNoLocalTLS)
 	t.Run("GSSEncRefused", f.testGSSEncRefused)
 	t.Run("DataAfterSSLRequestRefused", f.testDataAfterSSLRequest)
+	t.Run("UpstreamLostReported", f.testUpstreamLost)
 }
 
 func makeRoles(t *testing.T, pg *testenv.Postgres) {
@@ -948,4 +949,41 @@ func (f *fixture) testDataAfterSSLRequest(t *testing.T) {
 	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 		t.Fatalf("SSLRequest with data behind it: read %d bytes, %v; want the connection closed", n, err)
 	}
+}
+
+// testUpstreamLost breaks the database hop (a reset between the relay and
+// the server) while a statement runs, which PostgreSQL does not notice
+// while it sleeps: the session ends as upstream_lost, and the relay's
+// cancel request over a new stream stops the statement.
+func (f *fixture) testUpstreamLost(t *testing.T) {
+	t.Parallel()
+	fp := testenv.StartFaultProxy(t, f.tlsPG.Addr())
+	up := f.upstream(t, f.tlsPG, connection.SSLRequire, "127.0.0.1", false)
+	up.Dial = func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", fp.Addr())
+	}
+	e := startEndpoint(t, up, endpointOptions{})
+	conn, err := e.connect(t, scramUser, scramPassword, "sslmode=disable application_name=upstream_lost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	qerr := make(chan error, 1)
+	go func() { _, err := conn.Exec(context.Background(), "SELECT pg_sleep(300)"); qerr <- err }()
+	super := superConn(t, f.tlsPG)
+	pid := activePID(t, super, "upstream_lost", nil)
+	fp.CloseAll()
+	select {
+	case err := <-qerr:
+		if err == nil {
+			t.Fatal("statement succeeded after its connection broke")
+		}
+	case <-time.After(goneWithin):
+		t.Fatal("the client was not told that its connection broke")
+	}
+	end := e.rec.waitClosed(t, pid)
+	if end.How != relay.UpstreamLost || !end.CancelSent || end.CancelErr != nil {
+		t.Errorf("end reported as %v (cancel sent %v, %v, error %v), want upstream_lost with a cancel", end.How, end.CancelSent, end.CancelErr, end.Err)
+	}
+	waitFor(t, goneWithin, "the statement to end", func() bool { return backendState(t, super, pid) != "active" })
 }

@@ -118,7 +118,7 @@ func (s *session) closed(toUp, toClient int64) {
 	case e.CancelSent && e.CancelErr != nil:
 		s.log.Warn("relay: session ended; could not cancel its statement", append(attrs, slog.Any("cancel_error", e.CancelErr))...)
 	case e.CancelSent:
-		s.log.Info("relay: session ended without Terminate; cancel request sent", attrs...)
+		s.log.Info("relay: session ended without Terminate; cancel request sent for its statement", attrs...)
 	default:
 		s.log.Debug("relay: session ended", attrs...)
 	}
