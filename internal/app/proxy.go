@@ -4,22 +4,33 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 	"sync"
 
 	"github.com/pgrelay/pgrelay/internal/proxy"
+	"github.com/pgrelay/pgrelay/internal/relay"
 )
 
 // ProxyServer is a local endpoint that forwards every client connection to
 // a connection's database, through its tunnel when it has one. When the
 // tunnel drops, connections through it fail, the drop is logged, and the
 // next client connection opens a new tunnel.
+//
+// Each session starts through a relay (internal/relay): the database hop
+// is encrypted and verified per the connection's sslmode, clients that
+// ask for TLS get the endpoint's own self-signed certificate, and a client
+// that goes away without ending its session (killed mid-statement) has
+// its statement cancelled.
 type ProxyServer struct {
-	svc  *Service
-	name string
-	px   *proxy.Proxy
+	svc      *Service
+	name     string
+	px       *proxy.Proxy
+	backends *relay.Registry
+	localTLS *relay.LocalTLS
 
-	mu   sync.Mutex
-	sess *Session
+	mu     sync.Mutex
+	sess   *Session
+	closed bool // Close has finished: no tunnel is opened again
 }
 
 // Proxy opens the named connection (proving the tunnel works) and returns a
@@ -37,9 +48,46 @@ func (s *Service) Proxy(ctx context.Context, name, listenAddr string) (*ProxySer
 		return nil, fmt.Errorf("proxy %s: listen on %s: %w", name, listenAddr, err)
 	}
 	ps := &ProxyServer{svc: s, name: name, sess: sess}
-	ps.px = proxy.New(ln, ps.dial, s.logger.With("connection", name))
+	rl, err := ps.relay(sess, ln.Addr())
+	if err != nil {
+		_ = ln.Close()
+		_ = sess.Close()
+		return nil, fmt.Errorf("proxy %s: %w", name, err)
+	}
+	ps.px = proxy.New(ln, ps.dial, s.logger.With("connection", name), proxy.WithHandshake(rl.Handshake))
 	return ps, nil
 }
+
+// relay makes the relay that starts the proxy's sessions.
+func (p *ProxyServer) relay(sess *Session, listen net.Addr) (*relay.Relay, error) {
+	spec := sess.Spec()
+	pol, err := relay.PolicyFor(spec)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	if ta, ok := listen.(*net.TCPAddr); ok && !ta.IP.IsUnspecified() {
+		names = append(names, ta.IP.String())
+	}
+	p.localTLS, err = relay.NewLocalTLS(names...)
+	if err != nil {
+		return nil, err
+	}
+	up := relay.Upstream{Dial: p.dial, TLS: pol, Addr: net.JoinHostPort(spec.Host, strconv.Itoa(spec.Port))}
+	p.backends = relay.NewRegistry(up)
+	return relay.New(relay.Config{
+		Upstream: up,
+		LocalTLS: p.localTLS.Config,
+		Observer: p.backends,
+		Logger:   p.svc.logger.With("connection", p.name),
+	}), nil
+}
+
+// Backends is the registry of the database sessions the proxy has open.
+func (p *ProxyServer) Backends() *relay.Registry { return p.backends }
+
+// LocalCertPEM is the endpoint's self-signed certificate, PEM encoded.
+func (p *ProxyServer) LocalCertPEM() []byte { return p.localTLS.CertPEM }
 
 // Addr is the address the proxy listens on.
 func (p *ProxyServer) Addr() net.Addr { return p.px.Addr() }
@@ -54,6 +102,10 @@ func (p *ProxyServer) Session() *Session {
 // dial opens a stream to the database, reopening the tunnel if it dropped.
 func (p *ProxyServer) dial(ctx context.Context) (net.Conn, error) {
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, fmt.Errorf("proxy %s: closed", p.name)
+	}
 	sess := p.sess
 	if sess != nil && sess.tunnel != nil && sess.tunnel.Err() != nil {
 		p.svc.logger.WarnContext(ctx, "tunnel dropped; reopening for the next client", "connection", p.name,
@@ -78,11 +130,13 @@ func (p *ProxyServer) dial(ctx context.Context) (net.Conn, error) {
 // Serve accepts clients until ctx is done or Close is called.
 func (p *ProxyServer) Serve(ctx context.Context) error { return p.px.Serve(ctx) }
 
-// Close stops the proxy and closes its tunnel.
+// Close stops the proxy and closes its tunnel. Sessions still open are
+// closed, and the statements they run are cancelled first.
 func (p *ProxyServer) Close() error {
 	err := p.px.Close()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.closed = true
 	if p.sess != nil {
 		_ = p.sess.Close()
 		p.sess = nil

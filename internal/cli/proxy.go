@@ -26,8 +26,19 @@ func (r *runner) proxyCommand() *cobra.Command {
 		Short: "Serve a local endpoint that forwards to the connection's database (through its tunnel)",
 		Long: `Serve a local TCP endpoint for psql, dbt or any PostgreSQL client. Each client
 connection is forwarded to the database through the connection's SSH tunnel (one
-SSH connection, one channel per client). TLS and authentication stay end to end
-between the client and the server. Ctrl-C (SIGINT) or SIGTERM stops it.
+SSH connection, one channel per client). Ctrl-C (SIGINT) or SIGTERM stops it.
+
+pgrelay reads the start of each session, then forwards its bytes unchanged. It
+encrypts and verifies the database connection per the connection's sslmode
+(verify-full checks the server's real host name). Clients may connect with any
+sslmode up to require: pgrelay answers TLS with a self-signed certificate of its
+own, so verify-ca/verify-full against the endpoint is not meaningful. With TLS to
+the endpoint and a SCRAM login, set channel_binding=disable (PGCHANNELBINDING), as
+channel binding cannot pass through pgrelay. Authentication passes through to the
+server. A client that disappears without ending its session (killed
+mid-statement) has its statement cancelled on the server; Ctrl-C in psql cancels
+the statement as usual; stopping the proxy cancels the statements of the sessions
+still open.
 
 The Go runtime is set for moving one SSH connection's data: GOGC=400 and
 GOMAXPROCS=1, unless those environment variables are set.`,
@@ -85,8 +96,8 @@ GOMAXPROCS=1, unless those environment variables are set.`,
 			}
 			fmt.Fprintf(r.out(), "Listening on %s, forwarding to %s %s.\n", ps.Addr(), hostPort(spec.Host, spec.Port), via)
 			fmt.Fprintf(r.out(), "Connect with: psql \"host=%s port=%s dbname=%s user=%s\"\n", host, port, spec.Database, spec.User)
-			if spec.SSLMode == "verify-full" {
-				fmt.Fprintf(r.out(), "Note: clients verifying the server name must use sslmode=verify-ca (the server's certificate names %s, not %s).\n", spec.Host, host)
+			if spec.SSLMode != "disable" {
+				fmt.Fprintf(r.out(), "pgrelay connects to the server with sslmode=%s; clients may use any sslmode up to require (with require, also channel_binding=disable).\n", spec.SSLMode)
 			}
 			fmt.Fprintln(r.out(), "Press Ctrl-C to stop.")
 			err = ps.Serve(ctx)

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"slices"
 	"time"
+
+	"github.com/pgrelay/pgrelay/internal/relay"
 )
 
 // DefaultCleanupFor bounds how long pgrelay keeps trying to reach the
@@ -156,3 +158,18 @@ func pidsText(bs []Backend) string {
 	}
 	return pidList(pids)[len("pid "):]
 }
+
+// BackendOpened records a session a command opened through the run's
+// endpoint (relay.Observer).
+func (x *run) BackendOpened(b relay.Backend) {
+	x.mu.Lock()
+	step := x.curStep
+	x.mu.Unlock()
+	x.addBackend(Backend{PID: b.PID, SecretKey: b.SecretKey, Step: step, User: b.User, Database: b.Database,
+		OpenedAt: b.OpenedAt.UTC()})
+}
+
+// BackendClosed implements relay.Observer; the run keeps every session it
+// opened, since one that ended may have left a statement behind only if
+// its client vanished, which the relay cancels itself.
+func (x *run) BackendClosed(relay.Backend, relay.End) {}

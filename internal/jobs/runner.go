@@ -23,6 +23,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/proxy"
+	"github.com/pgrelay/pgrelay/internal/relay"
 )
 
 // Conn is an opened connection a run works over: one SSH connection (when
@@ -148,8 +149,11 @@ type run struct {
 	workDir string
 	env     []string
 	curStep int
-	// backends are the database sessions the run opened.
+	// backends are the database sessions the run opened (SQL steps', and
+	// commands' through the endpoint).
 	backends []Backend
+	// endpoint holds the sessions open through px now.
+	endpoint *relay.Registry
 	// cancelledPIDs are backends whose statement pgx cancelled when the
 	// run's context ended during a SQL step.
 	cancelledPIDs []uint32
@@ -276,6 +280,9 @@ func (x *run) exec(parent context.Context) Result {
 			return x.stopped(ctx, exitCode)
 		}
 		start := time.Now().UTC()
+		x.mu.Lock()
+		x.curStep = i
+		x.mu.Unlock()
 		x.setStep(i, func(s *RunStep) { s.Status = Running; s.StartedAt = &start })
 		x.log(i, "system", fmt.Sprintf("step %d: %s", i+1, step.Label()))
 		var code *int
@@ -495,26 +502,43 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open local endpoint: %w", err)
 	}
-	x.px = proxy.New(ln, x.conn.DialDatabase, x.r.Logger)
+	spec := x.conn.Spec()
+	// Sessions start through a relay: it knows each backend (to cancel
+	// the statements of a command that is killed), encrypts and verifies
+	// the database hop per the connection's sslmode, and answers the
+	// commands' TLS with a certificate of its own, which they trust as
+	// their root certificate: so the connection's sslmode, verify-full
+	// included, works against the local endpoint as it is.
+	pol, err := relay.PolicyFor(spec)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	localTLS, err := relay.NewLocalTLS(spec.Host)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	up := relay.Upstream{Dial: x.conn.DialDatabase, TLS: pol, Addr: net.JoinHostPort(spec.Host, strconv.Itoa(spec.Port))}
+	x.endpoint = relay.NewRegistry(up)
+	rl := relay.New(relay.Config{Upstream: up, LocalTLS: localTLS.Config, Observer: relay.Observers(x.endpoint, x),
+		Logger: x.r.Logger})
+	x.px = proxy.New(ln, x.conn.DialDatabase, x.r.Logger, proxy.WithHandshake(rl.Handshake))
 	go func() { _ = x.px.Serve(context.WithoutCancel(ctx)) }()
 	x.pxAddr = ln.Addr().String()
 	epHost, port, _ := net.SplitHostPort(x.pxAddr)
-	spec := x.conn.Spec()
 	sslmode := string(spec.SSLMode)
-	// With verify-full, clients must check the server's certificate
-	// against the server's real name, not the local endpoint's address:
-	// they get the name as host and the endpoint as hostaddr (PGHOSTADDR,
-	// which libpq also applies to dbt's connections).
+	// With verify-full, clients check the certificate against the server's
+	// real name, which the endpoint's own certificate also names: they get
+	// the name as host and the endpoint as hostaddr (PGHOSTADDR, which
+	// libpq also applies to dbt's connections).
 	host, hostaddr := epHost, ""
 	if spec.SSLMode == connection.SSLVerifyFull {
 		host, hostaddr = spec.Host, epHost
 	}
-	var rootCert string
-	if spec.SSLRootCert != "" {
-		rootCert = filepath.Join(dir, "root.crt")
-		if err := x.writeRunFile(rootCert, []byte(spec.SSLRootCert)); err != nil {
-			return fmt.Errorf("write CA certificate: %w", err)
-		}
+	rootCert := filepath.Join(dir, "root.crt")
+	if err := x.writeRunFile(rootCert, localTLS.CertPEM); err != nil {
+		return fmt.Errorf("write the local endpoint's certificate: %w", err)
 	}
 	threads := spec.Threads
 	if threads <= 0 {
@@ -540,16 +564,15 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	env = append(env[:len(env):len(env)],
 		"PGHOST="+host, "PGPORT="+port, "PGUSER="+spec.User, "PGPASSWORD="+spec.Password.Reveal(),
 		"PGDATABASE="+spec.Database, "PGSSLMODE="+sslmode, "PGAPPNAME=pgrelay-run",
-		"PGCONNECT_TIMEOUT=10", "DBT_PROFILES_DIR="+dir, "DBT_PROFILE="+x.job.Profile, "DBT_TARGET="+x.job.Target)
+		"PGCONNECT_TIMEOUT=10", "DBT_PROFILES_DIR="+dir, "DBT_PROFILE="+x.job.Profile, "DBT_TARGET="+x.job.Target,
+		// Channel binding cannot pass through the relay (two TLS sessions).
+		"PGSSLROOTCERT="+rootCert, "PGCHANNELBINDING=disable")
 	if hostaddr != "" {
 		env = append(env, "PGHOSTADDR="+hostaddr)
 	}
 	if ra := spec.EffectiveRequireAuth(); ra != "" {
 		// libpq 16+ refuses what pgrelay refuses (older ones ignore it).
 		env = append(env, "PGREQUIREAUTH="+ra)
-	}
-	if rootCert != "" {
-		env = append(env, "PGSSLROOTCERT="+rootCert)
 	}
 	if s := x.schema(); s != "" {
 		// psql and other libpq clients start in the connection's schema.

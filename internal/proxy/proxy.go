@@ -7,6 +7,10 @@
 // owns the accept loop and the set of active sessions, a [DialFunc] makes
 // the upstream connection under its own time-out, and pipe copies both
 // ways with pooled buffers.
+//
+// A [Handshake] (see [WithHandshake]) may take over the start of each
+// session, such as the PostgreSQL startup phase that internal/relay reads;
+// the bytes after it are copied by the same loop.
 package proxy
 
 import (
@@ -43,6 +47,47 @@ func WithDialTimeout(d time.Duration) Option {
 	}
 }
 
+// WithHandshake has h start every session: it dials the upstream itself
+// (with the dial function it is given, which applies the proxy's dial
+// time-out) and returns the two connections to copy between. The proxy
+// still owns the session: Close closes the client connection, which ends a
+// handshake in progress, and the context h gets is done when the proxy
+// closes.
+func WithHandshake(h Handshake) Option {
+	return func(p *Proxy) { p.handshake = h }
+}
+
+// Handshake starts a session for an accepted client connection. It returns
+// the session to copy, or nil and a nil error when there is nothing to
+// copy and nothing to report: it served the client by itself, or the
+// client left (the proxy then closes the client connection). On error
+// the proxy closes the client connection; the handshake closes any
+// upstream connection it opened.
+type Handshake func(ctx context.Context, client net.Conn, dial DialFunc) (*Splice, error)
+
+// Splice is a session whose start a [Handshake] completed: the proxy
+// copies between Client and Upstream as it does without a handshake.
+type Splice struct {
+	// Client is the client side to copy from and to: the accepted
+	// connection or a wrapper of it (such as a TLS server connection).
+	Client net.Conn
+	// Upstream is the upstream side.
+	Upstream net.Conn
+	// Ended, when set, is called as soon as the copy in one direction
+	// ends, on that direction's goroutine and before the proxy closes or
+	// half-closes anything: fromClient tells the direction (client to
+	// upstream, or back) and err is the copy's error, nil at EOF. It is
+	// called once for each direction.
+	Ended func(fromClient bool, err error)
+	// Closed, when set, is called once both directions have ended and
+	// both sides are closed, with the bytes copied each way.
+	Closed func(toUp, toClient int64)
+	// CloseBoth makes the first direction to end close both sides, even
+	// at EOF, instead of half-closing the other: for protocols such as
+	// PostgreSQL's, where neither side goes on once the other is done.
+	CloseBoth bool
+}
+
 // Proxy accepts connections on a listener and forwards each to a fresh
 // upstream connection.
 type Proxy struct {
@@ -50,6 +95,7 @@ type Proxy struct {
 	dial        DialFunc
 	log         *slog.Logger
 	dialTimeout time.Duration
+	handshake   Handshake
 	bufs        sync.Pool
 
 	closing   chan struct{}
@@ -229,38 +275,71 @@ func (s *session) close() {
 	}
 }
 
-// handle dials the upstream for one client and copies until both
-// directions are done.
+// handle dials the upstream for one client (or has the handshake start
+// the session) and copies until both directions are done.
 func (p *Proxy) handle(ctx context.Context, s *session) {
 	defer p.untrack(s)
 	defer s.close()
 	log := p.log.With(slog.String("client", s.client.RemoteAddr().String()))
 
-	dialCtx, cancel := context.WithTimeout(ctx, p.dialTimeout)
-	stop := context.AfterFunc(p.stopped, cancel) // Close cancels a dial in progress
-	up, err := p.dial(dialCtx)
-	stop()
-	cancel()
-	if err != nil {
-		log.Warn("proxy upstream dial failed", slog.Any("error", err))
+	sp, ok := p.start(ctx, s, log)
+	if !ok {
 		return
 	}
-	if !s.setUpstream(up) {
-		_ = up.Close()
+	if !s.setUpstream(sp.Upstream) {
+		_ = sp.Upstream.Close()
+		if sp.Closed != nil {
+			sp.Closed(0, 0)
+		}
 		return
 	}
 	log.Debug("proxy session open")
 
-	toUp, toClient := p.pipe(s.client, up)
+	toUp, toClient := p.pipe(sp)
+	if sp.Closed != nil {
+		sp.Closed(toUp, toClient)
+	}
 	log.Debug("proxy session closed", slog.Int64("bytes_up", toUp), slog.Int64("bytes_down", toClient),
 		slog.Duration("duration", time.Since(s.opened)))
+}
+
+// start dials the upstream, or runs the handshake, for one session.
+func (p *Proxy) start(ctx context.Context, s *session, log *slog.Logger) (*Splice, bool) {
+	// Close cancels a dial or handshake in progress.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(p.stopped, cancel)
+	defer stop()
+	dial := func(ctx context.Context) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, p.dialTimeout)
+		defer cancel()
+		return p.dial(ctx)
+	}
+	if p.handshake == nil {
+		up, err := dial(ctx)
+		if err != nil {
+			log.Warn("proxy upstream dial failed", slog.Any("error", err))
+			return nil, false
+		}
+		return &Splice{Client: s.client, Upstream: up}, true
+	}
+	sp, err := p.handshake(ctx, s.client, dial)
+	if err != nil {
+		log.Warn("proxy session start failed", slog.Any("error", err))
+		return nil, false
+	}
+	if sp == nil {
+		return nil, false
+	}
+	return sp, true
 }
 
 // pipe copies client→up and up→client. A direction that ends with EOF
 // half-closes its destination when the destination supports CloseWrite and
 // lets the other direction finish; a direction that fails, or whose
 // destination cannot half-close, closes both sides at once.
-func (p *Proxy) pipe(client, up net.Conn) (toUp, toClient int64) {
+func (p *Proxy) pipe(sp *Splice) (toUp, toClient int64) {
+	client, up := sp.Client, sp.Upstream
 	var once sync.Once
 	closeBoth := func() {
 		once.Do(func() {
@@ -273,14 +352,15 @@ func (p *Proxy) pipe(client, up net.Conn) (toUp, toClient int64) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		toClient = p.copyHalf(client, up, closeBoth)
+		toClient = p.copyHalf(client, up, closeBoth, sp, false)
 	}()
-	toUp = p.copyHalf(up, client, closeBoth)
+	toUp = p.copyHalf(up, client, closeBoth, sp, true)
 	<-done
 	return toUp, toClient
 }
 
-// copyHalf copies src to dst and then half-closes dst or closes both.
+// copyHalf copies src to dst, tells sp.Ended (when set) how the copy
+// ended, and then half-closes dst or closes both.
 //
 // An upstream other than a TCP connection that copies by itself
 // (io.WriterTo as the source, io.ReaderFrom as the destination) does so: a
@@ -289,7 +369,7 @@ func (p *Proxy) pipe(client, up net.Conn) (toUp, toClient int64) {
 // chunk. Otherwise a pooled buffer is used. The copy ends when either side
 // is closed (pipe closes both on the first failure), so no deadline is
 // needed.
-func (p *Proxy) copyHalf(dst, src net.Conn, closeBoth func()) int64 {
+func (p *Proxy) copyHalf(dst, src net.Conn, closeBoth func(), sp *Splice, fromClient bool) int64 {
 	var n int64
 	var err error
 	if wt, ok := src.(io.WriterTo); ok && !isTCP(src) {
@@ -302,7 +382,10 @@ func (p *Proxy) copyHalf(dst, src net.Conn, closeBoth func()) int64 {
 		n, err = io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
 		p.bufs.Put(bp)
 	}
-	if err != nil {
+	if sp.Ended != nil {
+		sp.Ended(fromClient, err)
+	}
+	if err != nil || sp.CloseBoth {
 		closeBoth()
 		return n
 	}

@@ -66,12 +66,15 @@ type conn struct {
 
 	// Read side; rmu serialises Read and WriteTo.
 	rmu     sync.Mutex
-	pumping bool   // the pump has been started
+	pumping bool   // the pump has been started and not yet handed over
 	rdata   []byte // unread part of rchunk
 	rchunk  []byte // the pump buffer being drained, returned to free when empty
 	rerr    error  // sticky error from the channel, returned once rdata is empty
 	filled  chan readResult
 	free    chan []byte
+	// stopPump asks the pump to stop after its read in progress;
+	// pumpDone is closed when it has.
+	stopPump, pumpDone chan struct{}
 
 	// Write side; wmu serialises Write, ReadFrom and CloseWrite.
 	wmu           sync.Mutex
@@ -120,6 +123,8 @@ func (c *conn) startPump() error {
 		return c.t.Err()
 	}
 	c.pumping = true
+	c.stopPump = make(chan struct{})
+	c.pumpDone = make(chan struct{})
 	c.filled = make(chan readResult, 2)
 	c.free = make(chan []byte, 2)
 	c.free <- make([]byte, readChunk)
@@ -129,17 +134,23 @@ func (c *conn) startPump() error {
 }
 
 // pump reads the channel into a free buffer and hands it to Read, until
-// the channel ends. There are two buffers and filled holds two results,
-// so the hand-off never blocks.
+// the channel ends or WriteTo takes over. There are two buffers and filled
+// holds two results, so the hand-off never blocks.
 func (c *conn) pump() {
 	defer c.t.wg.Done()
+	defer close(c.pumpDone)
 	for {
 		var buf []byte
 		select {
 		case buf = <-c.free:
+		case <-c.stopPump:
+			return
 		case <-c.closed:
 			return
 		case <-c.t.done:
+			return
+		}
+		if isClosed(c.stopPump) {
 			return
 		}
 		n, err := c.ch.Read(buf)
@@ -211,16 +222,28 @@ func (c *conn) release() {
 // after WriteTo returns. A read deadline set before WriteTo is obeyed
 // exactly, as by Read; one that passes during it also ends it, and closes
 // the channel (data may have been read from it but not written to w).
+//
+// After Read (a protocol's start read by a relay, say), WriteTo first
+// writes what Read left, then stops the pump once its read in progress
+// returns, and copies by itself from then on.
 func (c *conn) WriteTo(w io.Writer) (int64, error) {
 	c.rmu.Lock()
-	if c.pumping || len(c.rdata) > 0 || c.rerr != nil || c.readDeadline.armed.Load() {
-		// Read was used, or a deadline is set: copy through Read.
+	if c.readDeadline.armed.Load() {
+		// A deadline is set: copy through Read.
 		c.rmu.Unlock()
 		return c.copyByRead(w)
 	}
 	defer c.rmu.Unlock()
+	var handed int64
+	if c.pumping || len(c.rdata) > 0 || c.rerr != nil {
+		n, done, err := c.takeOver(w)
+		if done || err != nil {
+			return n, err
+		}
+		handed = n
+	}
 	if isClosed(c.closed) {
-		return 0, c.opError("read", net.ErrClosed)
+		return handed, c.opError("read", net.ErrClosed)
 	}
 	if !c.t.add(1) {
 		return 0, c.t.Err()
@@ -234,21 +257,87 @@ func (c *conn) WriteTo(w io.Writer) (int64, error) {
 			c.rerr = cp.readErr
 		}
 		if cp.writeErr != nil {
-			return cp.n, cp.writeErr
+			return handed + cp.n, cp.writeErr
 		}
 		if cp.readErr == nil || errors.Is(cp.readErr, io.EOF) {
-			return cp.n, nil
+			return handed + cp.n, nil
 		}
-		return cp.n, c.channelError("read", cp.readErr)
+		return handed + cp.n, c.channelError("read", cp.readErr)
 	case <-c.readDeadline.wait():
 		n := cp.stop()
 		c.rerr = os.ErrDeadlineExceeded
 		c.abort()
-		return n, c.opError("read", os.ErrDeadlineExceeded)
+		return handed + n, c.opError("read", os.ErrDeadlineExceeded)
 	case <-c.closed:
-		return cp.stop(), c.opError("read", net.ErrClosed)
+		return handed + cp.stop(), c.opError("read", net.ErrClosed)
 	case <-c.t.done:
-		return cp.stop(), c.t.Err()
+		return handed + cp.stop(), c.t.Err()
+	}
+}
+
+// takeOver ends reading through the pump for WriteTo: it writes the data
+// Read left and what the pump read before it stopped, and reports done
+// when the stream ended (or failed) on the way, with WriteTo's result.
+// Otherwise the pump has stopped and the channel is WriteTo's to read.
+// Called with rmu held.
+func (c *conn) takeOver(w io.Writer) (n int64, done bool, err error) {
+	// give passes one result of the pump (or what Read left) to w.
+	give := func(data []byte, rerr error) (bool, error) {
+		if len(data) > 0 {
+			m, werr := w.Write(data)
+			n += int64(m)
+			if werr == nil && m < len(data) {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				return true, werr
+			}
+		}
+		if rerr == nil {
+			return false, nil
+		}
+		c.rerr = rerr
+		if errors.Is(rerr, io.EOF) {
+			return true, nil
+		}
+		return true, c.channelError("read", rerr)
+	}
+	data, rerr := c.rdata, c.rerr
+	c.rdata = nil
+	c.release()
+	if done, err := give(data, rerr); done {
+		return n, true, err
+	}
+	if !c.pumping {
+		return n, false, nil
+	}
+	close(c.stopPump)
+	for {
+		select {
+		case r := <-c.filled:
+			if done, err := give(r.buf[:r.n], r.err); done {
+				return n, true, err
+			}
+			continue
+		case <-c.pumpDone:
+		case <-c.readDeadline.wait():
+			return n, true, c.opError("read", os.ErrDeadlineExceeded)
+		case <-c.closed:
+			return n, true, c.opError("read", net.ErrClosed)
+		case <-c.t.done:
+			return n, true, c.t.Err()
+		}
+		// The pump has stopped: what it read last is in filled.
+		select {
+		case r := <-c.filled:
+			if done, err := give(r.buf[:r.n], r.err); done {
+				return n, true, err
+			}
+			continue
+		default:
+		}
+		c.pumping = false
+		return n, false, nil
 	}
 }
 

@@ -115,8 +115,8 @@ func TestWriteToAndReadFrom(t *testing.T) {
 	}
 }
 
-// TestWriteToAfterRead checks that WriteTo continues where Read stopped
-// (through Read, since the pump already reads the channel).
+// TestWriteToAfterRead checks that WriteTo continues where Read stopped,
+// and then copies by itself: the pump behind Read is stopped.
 func TestWriteToAfterRead(t *testing.T) {
 	t.Parallel()
 	echo := startEcho(t)
@@ -141,6 +141,66 @@ func TestWriteToAfterRead(t *testing.T) {
 		t.Fatalf("Read then WriteTo returned %d bytes, not the %d sent", len(head)+rest.Len(), len(msg))
 	}
 }
+
+// TestWriteToTakesOverFromIdlePump starts WriteTo while the pump behind
+// Read waits for data (as after a relay read a protocol's start): the
+// data that then arrives is all copied, in order, and the copy no longer
+// goes through the pump.
+func TestWriteToTakesOverFromIdlePump(t *testing.T) {
+	t.Parallel()
+	echo := startEcho(t)
+	b := setup(t, testenv.BastionOptions{})
+	tun := dial(t, b.cfg)
+	c := dialTarget(t, tun, echo)
+
+	if _, err := io.WriteString(c, "hello"); err != nil {
+		t.Fatal(err)
+	}
+	head := make([]byte, 5)
+	if _, err := io.ReadFull(c, head); err != nil || string(head) != "hello" {
+		t.Fatalf("Read = %q, %v", head, err)
+	}
+	if !tunnel.Pumping(c) {
+		t.Fatal("Read did not start the pump")
+	}
+	// The pump now waits in the channel's Read.
+	w := &firstWrite{seen: make(chan struct{})}
+	var rest bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.(io.WriterTo).WriteTo(writerFunc(func(p []byte) (int, error) {
+			rest.Write(p)
+			return w.Write(p)
+		}))
+		done <- err
+	}()
+	msg := strings.Repeat("0123456789abcdef", 100000)
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatal(err)
+	}
+	<-w.seen
+	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("WriteTo: %v", err)
+		}
+	case <-time.After(hangGuard):
+		t.Fatal("WriteTo did not end at EOF")
+	}
+	if rest.String() != msg {
+		t.Fatalf("WriteTo copied %d bytes, want the %d sent, in order", rest.Len(), len(msg))
+	}
+	if tunnel.Pumping(c) {
+		t.Error("WriteTo copied through the pump; it should take over the channel")
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // TestWriteToReleasedByCloseWhenFrozen checks that Close ends a WriteTo
 // even when the bastion has stopped answering, so that a proxy can close

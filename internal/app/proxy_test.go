@@ -1,0 +1,176 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/testenv"
+)
+
+// TestProxyEndsStatementsOfLostClients runs psql through `pgrelay proxy`'s
+// endpoint (a TLS server, through a bastion) and checks that a client
+// killed mid-statement leaves nothing running, that Ctrl-C in psql
+// cancels its statement, and that stopping the proxy cancels the
+// statements of the sessions still open. Each bound is checked in
+// pg_stat_activity.
+func TestProxyEndsStatementsOfLostClients(t *testing.T) {
+	t.Parallel()
+	const gone = 10 * time.Second
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{TLS: true})
+	pg.CreateRole(t, "dbt", "dbt-pw")
+	b := testenv.StartBastion(t, testenv.BastionOptions{})
+	f := newService(t)
+	ctx := context.Background()
+	v, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "wh", Host: "localhost", Port: pg.Port, Database: "postgres",
+		User: "dbt", Password: secret.New("dbt-pw"), SSLMode: connection.SSLVerifyFull, SSLRootCert: string(pg.CAPEM),
+		Tunnel: &connection.Tunnel{Host: b.Host, Port: b.Port, User: b.User}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, v.SSHTunnel.PublicKey)
+	ps, err := f.svc.Proxy(ctx, "wh", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- ps.Serve(ctx) }()
+	t.Cleanup(func() { _ = ps.Close() })
+	_, lport, err := net.SplitHostPort(ps.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	super, err := pgx.Connect(ctx, pg.ConnString(pg.SuperUser, pg.SuperPassword, "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer super.Close(ctx)
+	poll := func(what string, cond func() bool) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for !cond() {
+			if time.Since(start) > gone {
+				t.Fatalf("waited %v for %s", gone, what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return time.Since(start)
+	}
+	active := func(app string, out *syncBuffer) int64 {
+		t.Helper()
+		var pid int64
+		poll("the statement of "+app+" to run", func() bool {
+			if strings.Contains(out.String(), "error") {
+				t.Fatalf("psql: %s", out)
+			}
+			return super.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name = $1
+				AND state = 'active' AND query LIKE '%pg_sleep%'`, app).Scan(&pid) == nil
+		})
+		return pid
+	}
+	goneCheck := func(pid int64) func() bool {
+		return func() bool {
+			var n int
+			if err := super.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n == 0
+		}
+	}
+	// psql with libpq's defaults (sslmode=prefer, channel_binding=prefer).
+	psql := func(app string) (*exec.Cmd, *syncBuffer, chan struct{}) {
+		cmd := exec.Command("psql", "-X", "-c", "select pg_sleep(300)")
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "PGHOST=127.0.0.1", "PGPORT=" + lport,
+			"PGUSER=dbt", "PGPASSWORD=dbt-pw", "PGDATABASE=postgres", "PGAPPNAME=" + app}
+		var out syncBuffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+		return cmd, &out, done
+	}
+
+	// SIGKILL: no Terminate; the proxy cancels the statement.
+	cmd, out, _ := psql("killed")
+	pid := active("killed", out)
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed client's backend %d gone after %v", pid, poll("the killed client's backend to end", goneCheck(pid)))
+
+	// Ctrl-C: psql sends its own cancel request through the proxy.
+	cmd, out, done := psql("interrupted")
+	pid = active("interrupted", out)
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(gone):
+		t.Fatal("psql still running after SIGINT")
+	}
+	if !strings.Contains(out.String(), "canceling statement due to user request") {
+		t.Errorf("psql after SIGINT: %q", out)
+	}
+	poll("the interrupted client's backend to end", goneCheck(pid))
+
+	// Stopping the proxy cancels what its sessions still run.
+	conn, err := pgx.Connect(ctx, "host=127.0.0.1 port="+lport+" user=dbt password=dbt-pw dbname=postgres sslmode=disable application_name=open")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if got := ps.Backends().Backends(); len(got) != 1 || int64(got[0].PID) != int64(conn.PgConn().PID()) {
+		t.Errorf("proxy's backends: %v, want the one of pid %d", got, conn.PgConn().PID())
+	}
+	qerr := make(chan error, 1)
+	go func() { _, err := conn.Exec(ctx, "select pg_sleep(300)"); qerr <- err }()
+	pid = active("open", &syncBuffer{})
+	if err := ps.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("open session's backend %d gone %v after the proxy stopped", pid, poll("the open session's backend to end", goneCheck(pid)))
+	var pe *pgconn.PgError
+	if err := <-qerr; err == nil || errors.As(err, &pe) && pe.Code != "57014" {
+		t.Errorf("statement of the open session: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer that a command may write while the test
+// reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
