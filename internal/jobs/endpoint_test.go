@@ -106,7 +106,7 @@ func TestKilledCommandLeavesNoStatement(t *testing.T) {
 	defer cancel(nil)
 	done := make(chan jobs.Result, 1)
 	go func() {
-		done <- e.runner().Run(ctx, job("wh", jobs.Step{Command: []string{"sh", "-c",
+		done <- e.runner(t).Run(ctx, job("wh", jobs.Step{Command: []string{"sh", "-c",
 			"psql -X -c 'select pg_sleep(300) -- killed-command'; echo psql ended; sleep 300"}}), jobs.Hooks{})
 	}()
 	pid := sleeperPID(t, super)
@@ -136,7 +136,7 @@ func TestCancelledRunStopsCommandStatement(t *testing.T) {
 	defer cancel(nil)
 	done := make(chan jobs.Result, 1)
 	go func() {
-		done <- e.runner().Run(ctx, job("wh", jobs.Step{Command: []string{"psql", "-X", "-c", "select pg_sleep(300)"}}), jobs.Hooks{})
+		done <- e.runner(t).Run(ctx, job("wh", jobs.Step{Command: []string{"psql", "-X", "-c", "select pg_sleep(300)"}}), jobs.Hooks{})
 	}()
 	pid := sleeperPID(t, super)
 	cancel(&jobs.CancelledError{By: "alice"})
