@@ -172,7 +172,8 @@ func TestCommandsWithVerifyFull(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r := &jobs.Runner{Open: func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) }}
+	r := &jobs.Runner{Open: func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
+		Commands: jobs.CommandPolicy{Allow: allowlist(t, "sh", "psql")}}
 	var rec recorder
 	res := r.Run(context.Background(), job("vf",
 		jobs.Step{Command: []string{"sh", "-c", `echo "mode=$PGSSLMODE"`}},

@@ -788,17 +788,40 @@ func (x *run) signal(cmd *exec.Cmd, sig syscall.Signal) {
 // 64 KiB) and returns the last line that was not blank, masked.
 func (x *run) capture(i int, stream string, r io.Reader) (last string) {
 	br := bufio.NewReaderSize(r, 64<<10)
+	// A line longer than the buffer comes in parts; the parts are joined
+	// up to maxLogLine before they are masked and logged, and a longer
+	// line is logged in pieces that keep the last len(secret)-1 bytes
+	// back, so that a secret across two reads is still masked.
+	const maxLogLine = 1 << 20
+	var pending []byte
+	emit := func(b []byte) {
+		text := x.mask(strings.TrimRight(string(b), "\r\n"))
+		x.log(i, stream, text)
+		if t := strings.TrimSpace(text); t != "" && !strings.HasPrefix(t, "HINT:") && !strings.HasPrefix(t, "DETAIL:") {
+			// The line that says what went wrong, not its HINT or DETAIL.
+			last = text
+		} else if t != "" && last == "" {
+			last = text
+		}
+	}
 	for {
 		line, err := br.ReadSlice('\n')
-		if len(line) > 0 {
-			text := x.mask(strings.TrimRight(string(line), "\r\n"))
-			x.log(i, stream, text)
-			if strings.TrimSpace(text) != "" {
-				last = text
-			}
-		}
 		if errors.Is(err, bufio.ErrBufferFull) {
+			pending = append(pending, line...)
+			if len(pending) >= maxLogLine {
+				masked := []byte(x.mask(string(pending)))
+				keep := min(max(len(x.secret)-1, 0), len(masked))
+				emit(masked[:len(masked)-keep])
+				pending = append(pending[:0], masked[len(masked)-keep:]...)
+			}
 			continue
+		}
+		if len(pending) > 0 {
+			line = append(pending, line...)
+			pending = pending[:0]
+		}
+		if len(line) > 0 {
+			emit(line)
 		}
 		if err != nil {
 			return last
