@@ -281,7 +281,9 @@
     function atBottom() { return log.scrollHeight - log.scrollTop - log.clientHeight < 24; }
 
     log.addEventListener("scroll", function () {
-      if (programmatic) return;
+      // A scroll of ours lands at the bottom; one that does not is the
+      // user's, even in the frame of ours (lines arrive every few ms).
+      if (programmatic && atBottom()) return;
       follow = atBottom();
       followBox.checked = follow;
       if (follow) jump.hidden = true;
