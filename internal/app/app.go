@@ -57,7 +57,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 10 * time.Second
 	}
-	return &Service{store: cfg.Store, keyring: cfg.Keyring, logger: cfg.Logger, now: cfg.Now,
+	return &Service{store: keyGuard{Store: cfg.Store, kr: cfg.Keyring}, keyring: cfg.Keyring, logger: cfg.Logger, now: cfg.Now,
 		dialTimeout: cfg.DialTimeout, metrics: cfg.Metrics}, nil
 }
 
@@ -81,10 +81,14 @@ func invalidf(format string, args ...any) error {
 // ValidationError is re-exported for faces: every field problem at once.
 type ValidationError = connection.ValidationError
 
-// Ready reports whether the store answers.
+// Ready reports whether the service can serve: the store answers, and its
+// secrets are still sealed with this process's master key (ErrKeyRotated
+// after a rotation by another process).
 func (s *Service) Ready(ctx context.Context) error {
-	_, err := s.store.CountActiveTokens(ctx)
-	return err
+	if _, err := s.store.CountActiveTokens(ctx); err != nil {
+		return err
+	}
+	return keyGuard{Store: s.store, kr: s.keyring}.current(ctx)
 }
 
 // Keyring returns the service's keyring (the server derives its session key

@@ -82,6 +82,8 @@ type Store interface {
 	JobStore
 	RunStore
 	MetaStore
+	TransferStore
+	SecretsStore
 	// Close releases the store's resources.
 	Close() error
 }
