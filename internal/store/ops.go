@@ -38,6 +38,9 @@ type RecordWriter interface {
 	CopyRun(ctx context.Context, r *jobs.Run) error
 	// CopyRunLog saves log lines of a run copied before, keeping their Seq.
 	CopyRunLog(ctx context.Context, runID string, lines []jobs.LogLine) error
+	// Counts counts the records in the store as the writer sees them
+	// (with what it wrote, before it is committed).
+	Counts(ctx context.Context) (Counts, error)
 }
 
 // TransferStore is the seam of moving every record from one store to

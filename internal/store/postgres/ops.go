@@ -26,9 +26,11 @@ type querier interface {
 const exportPage = 500
 
 // Counts implements store.TransferStore.
-func (s *Store) Counts(ctx context.Context) (store.Counts, error) {
+func (s *Store) Counts(ctx context.Context) (store.Counts, error) { return counts(ctx, s.pool) }
+
+func counts(ctx context.Context, q querier) (store.Counts, error) {
 	var c store.Counts
-	err := s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM pgrelay_connections), (SELECT count(*) FROM pgrelay_tokens),
+	err := q.QueryRow(ctx, `SELECT (SELECT count(*) FROM pgrelay_connections), (SELECT count(*) FROM pgrelay_tokens),
 		(SELECT count(*) FROM pgrelay_jobs), (SELECT count(*) FROM pgrelay_runs), (SELECT count(*) FROM pgrelay_run_logs)`).
 		Scan(&c.Connections, &c.Tokens, &c.Jobs, &c.Runs, &c.RunLogLines)
 	if err != nil {
@@ -195,6 +197,8 @@ func (s *Store) Import(ctx context.Context, fill func(w store.RecordWriter) erro
 // writer is a store.RecordWriter into a transaction. A failed insert
 // aborts the transaction: Import then rolls it back.
 type writer struct{ tx pgx.Tx }
+
+func (w *writer) Counts(ctx context.Context) (store.Counts, error) { return counts(ctx, w.tx) }
 
 func (w *writer) PutMeta(ctx context.Context, key string, value []byte) error {
 	return putMeta(ctx, w.tx, key, value)

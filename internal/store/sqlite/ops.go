@@ -23,9 +23,11 @@ type querier interface {
 const exportPage = 500
 
 // Counts implements store.TransferStore.
-func (s *Store) Counts(ctx context.Context) (store.Counts, error) {
+func (s *Store) Counts(ctx context.Context) (store.Counts, error) { return counts(ctx, s.db) }
+
+func counts(ctx context.Context, q querier) (store.Counts, error) {
 	var c store.Counts
-	err := s.db.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM connections), (SELECT count(*) FROM tokens),
+	err := q.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM connections), (SELECT count(*) FROM tokens),
 		(SELECT count(*) FROM jobs), (SELECT count(*) FROM runs), (SELECT count(*) FROM run_logs)`).
 		Scan(&c.Connections, &c.Tokens, &c.Jobs, &c.Runs, &c.RunLogLines)
 	if err != nil {
@@ -260,6 +262,8 @@ func (s *Store) Import(ctx context.Context, fill func(w store.RecordWriter) erro
 
 // writer is a store.RecordWriter into a transaction.
 type writer struct{ q querier }
+
+func (w *writer) Counts(ctx context.Context) (store.Counts, error) { return counts(ctx, w.q) }
 
 func (w *writer) PutMeta(ctx context.Context, key string, value []byte) error {
 	return putMeta(ctx, w.q, key, value)

@@ -61,6 +61,14 @@ func Exercise(t *testing.T, open func(t *testing.T) store.Store) {
 		t.Parallel()
 		exerciseOrdering(t, open(t))
 	})
+	t.Run("Transfer", func(t *testing.T) {
+		t.Parallel()
+		exerciseTransfer(t, open)
+	})
+	t.Run("Secrets", func(t *testing.T) {
+		t.Parallel()
+		exerciseSecrets(t, open(t))
+	})
 }
 
 func sampleJob(name string) *jobs.Job {
