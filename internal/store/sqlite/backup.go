@@ -79,6 +79,30 @@ func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
 	return s, nil
 }
 
+// OpenExisting opens the store file at path, which must exist, without
+// migrating it: for taking a snapshot of it (VacuumInto) before, or
+// without, upgrading it. Like OpenReadOnly it checks the file and refuses
+// a schema newer than this binary's. Other processes may use the store
+// meanwhile.
+func OpenExisting(ctx context.Context, path string) (*Store, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("open store %s: not a regular file", path)
+	}
+	s, err := openDB(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkReadable(ctx); err != nil {
+		_ = s.db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	return s, nil
+}
+
 func (s *Store) checkReadable(ctx context.Context) error {
 	var res string
 	if err := s.db.QueryRowContext(ctx, `PRAGMA quick_check`).Scan(&res); err != nil {
@@ -121,7 +145,7 @@ func (s *Store) Pending(ctx context.Context) ([]store.Migration, error) {
 // opened with Open, so that it is migrated to this binary's schema without
 // touching the original. The caller closes the copy and removes dir.
 func SnapshotStore(ctx context.Context, path, dir string) (*Store, error) {
-	src, err := OpenReadOnly(ctx, path)
+	src, err := OpenExisting(ctx, path)
 	if err != nil {
 		return nil, err
 	}

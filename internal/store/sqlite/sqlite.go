@@ -72,6 +72,19 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	_ = f.Close()
+	s, err := openDB(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.migrate(ctx, o); err != nil {
+		_ = s.db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// openDB opens the database file at path without migrating it.
+func openDB(path string) (*Store, error) {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "journal_mode(WAL)")
@@ -91,12 +104,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	// writer at a time anyway.
 	db.SetMaxOpenConns(MaxOpenConns)
 	db.SetMaxIdleConns(MaxOpenConns)
-	s := &Store{db: db, path: path, dsn: dsn}
-	if err := s.migrate(ctx, o); err != nil {
-		_ = db.Close()
-		return nil, err
-	}
-	return s, nil
+	return &Store{db: db, path: path, dsn: dsn}, nil
 }
 
 // DB returns the underlying database handle (for River and tests).
