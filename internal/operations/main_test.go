@@ -69,6 +69,16 @@ type site struct {
 	t   *testing.T
 	dir string
 	env []string
+	// bin is the pgrelay binary this site runs; "" is the one built for
+	// this test run.
+	bin string
+}
+
+func (s *site) binary() string {
+	if s.bin != "" {
+		return s.bin
+	}
+	return binary
 }
 
 func newSite(t *testing.T, extra ...string) *site {
@@ -79,13 +89,13 @@ func newSite(t *testing.T, extra ...string) *site {
 
 // with returns the site with more environment.
 func (s *site) with(extra ...string) *site {
-	return &site{t: s.t, dir: s.dir, env: append(append([]string(nil), s.env...), extra...)}
+	return &site{t: s.t, dir: s.dir, env: append(append([]string(nil), s.env...), extra...), bin: s.bin}
 }
 
 // run runs pgrelay to its end.
 func (s *site) run(args ...string) e2etest.Result {
 	s.t.Helper()
-	r, err := e2etest.Run(binary, s.env, nil, args...)
+	r, err := e2etest.Run(s.binary(), s.env, nil, args...)
 	if err != nil {
 		s.t.Fatalf("pgrelay %s: %v", strings.Join(args, " "), err)
 	}
@@ -95,7 +105,7 @@ func (s *site) run(args ...string) e2etest.Result {
 // ok runs a command that must succeed and returns its stdout.
 func (s *site) ok(args ...string) string {
 	s.t.Helper()
-	return e2etest.Command(s.t, binary, s.env, args...)
+	return e2etest.Command(s.t, s.binary(), s.env, args...)
 }
 
 // fail runs a command that must fail with code and returns its stderr.
@@ -119,7 +129,7 @@ func (s *site) json(v any, args ...string) {
 
 func (s *site) serve(name string, args ...string) *e2etest.Server {
 	s.t.Helper()
-	return e2etest.StartServer(s.t, binary, name, e2etest.Options{Env: s.env, Args: args})
+	return e2etest.StartServer(s.t, s.binary(), name, e2etest.Options{Env: s.env, Args: args})
 }
 
 // state is what pgrelay shows of a store's records.
@@ -206,7 +216,7 @@ func populate(t *testing.T, s *site, w *world) population {
 	if run.Status != jobs.Succeeded {
 		t.Fatalf("run of nightly: %+v", run)
 	}
-	tok := e2etest.CreateToken(t, binary, s.env, "ops-admin", auth.Admin)
+	tok := e2etest.CreateToken(t, s.binary(), s.env, "ops-admin", auth.Admin)
 	return population{token: tok, runID: run.ID}
 }
 

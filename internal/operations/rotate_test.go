@@ -28,7 +28,7 @@ import (
 // PGRELAY_TEST_PAUSE_AT, which only tests set), then kills it with SIGKILL.
 func killAt(t *testing.T, s *site, point string, args ...string) {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	cmd := exec.Command(s.binary(), args...)
 	cmd.Env = append(slices.Clone(s.env), "PGRELAY_TEST_PAUSE_AT="+point)
 	var stdout, stderr e2etest.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
