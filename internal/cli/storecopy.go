@@ -21,9 +21,10 @@ import (
 )
 
 // opsCommands are the commands that operate a store: copy, backup,
-// restore, master key rotation, version.
+// restore, master key rotation, version, health check.
 func (r *runner) opsCommands() []*cobra.Command {
-	return []*cobra.Command{r.storeCommand(), r.backupCommand(), r.restoreCommand(), r.masterKeyCommand(), r.versionCommand()}
+	return []*cobra.Command{r.storeCommand(), r.backupCommand(), r.restoreCommand(), r.masterKeyCommand(), r.versionCommand(),
+		r.healthcheckCommand()}
 }
 
 func (r *runner) storeCommand() *cobra.Command {
