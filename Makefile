@@ -76,15 +76,18 @@ dist:
 image:
 	@test -n "$(CONTAINER_TOOL)" || { echo "make image needs podman or buildah: apt-get install podman"; exit 1; }
 	$(MAKE) dist PLATFORMS=linux/$(IMAGE_ARCH)
-	rm -rf $(DIST)/image && mkdir -p $(DIST)/image/data $(DIST)/image/tmp && chmod 1777 $(DIST)/image/tmp
-	cp $(DIST)/pgrelay-$(VERSION)-linux-$(IMAGE_ARCH) $(DIST)/image/pgrelay
-	cp $(CA_CERTS) $(DIST)/image/ca-certificates.crt
-	echo 'pgrelay:x:65532:65532:pgrelay:/var/lib/pgrelay:/sbin/nologin' > $(DIST)/image/passwd
-	echo 'pgrelay:x:65532:' > $(DIST)/image/group
+	rm -rf $(DIST)/image
+	mkdir -p $(DIST)/image/data $(DIST)/image/rootfs/tmp $(DIST)/image/rootfs/usr/local/bin $(DIST)/image/rootfs/etc/ssl/certs
+	chmod 1777 $(DIST)/image/rootfs/tmp
+	cp $(DIST)/pgrelay-$(VERSION)-linux-$(IMAGE_ARCH) $(DIST)/image/rootfs/usr/local/bin/pgrelay
+	cp $(CA_CERTS) $(DIST)/image/rootfs/etc/ssl/certs/ca-certificates.crt
+	echo 'pgrelay:x:65532:65532:pgrelay:/var/lib/pgrelay:/sbin/nologin' > $(DIST)/image/rootfs/etc/passwd
+	echo 'pgrelay:x:65532:' > $(DIST)/image/rootfs/etc/group
 	$(CONTAINER_TOOL) $(CONTAINER_FLAGS) build --format docker --platform linux/$(IMAGE_ARCH) \
 		--label org.opencontainers.image.version=$(VERSION) --label org.opencontainers.image.revision=$(COMMIT) \
 		-f Containerfile -t $(IMAGE) $(DIST)/image
 
-# The container image test (builds the image; needs podman).
+# The release binary and container image tests alone (make test runs them
+# too; the image part needs podman, which make test-deps installs).
 test-image:
-	$(GO) test -count=1 -run 'TestContainerImage' -v ./internal/operations/
+	$(GO) test -count=1 -run 'TestReleaseBinaries' -v ./internal/operations/

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Installs what pgrelay's tests need when it is missing: a PostgreSQL server
 # (initdb, pg_ctl), an OpenSSH server (sshd) and client (ssh, for the
-# benchmarks against `ssh -L`), and Chromium (/usr/bin/chromium, for the web
-# UI's browser tests). Uses apt-get as root, or through sudo.
+# benchmarks against `ssh -L`), Chromium (/usr/bin/chromium, for the web
+# UI's browser tests) and podman (the container image's test). Uses apt-get
+# as root, or through sudo.
 set -eu
 
 missing=""
@@ -11,6 +12,10 @@ command -v pgbench >/dev/null 2>&1 || [ -x "$(ls -d /usr/lib/postgresql/*/bin 2>
 [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
 command -v ssh >/dev/null 2>&1 || missing="$missing openssh-client"
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
+# podman builds the container image (make image) for its test;
+# systemd-analyze checks the systemd unit.
+command -v podman >/dev/null 2>&1 || command -v buildah >/dev/null 2>&1 || missing="$missing podman"
+command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 
 if [ -z "$missing" ]; then
     exit 0

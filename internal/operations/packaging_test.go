@@ -121,7 +121,12 @@ func containerImage(t *testing.T, root, dist, distBin string) {
 	if tool == "" {
 		t.Skip("neither podman nor buildah is installed (scripts/install-test-deps.sh installs podman): the container image is not tested")
 	}
-	storage := t.TempDir()
+	// podman wants a short run root (at most 50 characters).
+	storage, err := os.MkdirTemp("", "pgr-img-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(storage) })
 	flags := []string{"--storage-driver", "vfs", "--root", filepath.Join(storage, "root"), "--runroot", filepath.Join(storage, "run")}
 	image := "localhost/pgrelay-test:" + testVersion
 	start := time.Now()
@@ -175,7 +180,16 @@ func containerImage(t *testing.T, root, dist, distBin string) {
 	}
 	ctool("create", "--name", name, image)
 	t.Cleanup(func() { _, _ = exec.Command(tool, append(append([]string(nil), flags...), "rm", "-f", name)...).CombinedOutput() })
-	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	// Directories the image's user can enter (t.TempDir's are private).
+	top, err := os.MkdirTemp("", "pgr-rootfs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(top) })
+	if err := os.Chmod(top, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rootfs := filepath.Join(top, "rootfs")
 	cmd := exec.Command(tool, append(append([]string(nil), flags...), "export", name)...)
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
@@ -213,7 +227,10 @@ func containerImage(t *testing.T, root, dist, distBin string) {
 	// Run serve from the root file system as the image would: its
 	// environment (the data dir moved to a temporary directory) and its
 	// user when this test runs as root.
-	data := t.TempDir()
+	data := filepath.Join(top, "data")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	env := []string{"PATH=/usr/bin:/bin", "PGRELAY_DATA_DIR=" + data, "HOME=" + data}
 	for _, e := range cfg.Env {
 		if k, _, _ := strings.Cut(e, "="); k == "SSL_CERT_FILE" {
