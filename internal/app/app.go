@@ -102,7 +102,8 @@ const keyCheckMeta = "key_check"
 // ErrWrongMasterKey means the master key is not the one the store's
 // secrets were sealed with.
 var ErrWrongMasterKey = errors.New("the master key does not match this store: its secrets were sealed with another key. " +
-	"Use the key the store was created with (PGRELAY_MASTER_KEY, or master.key in the data dir); every process sharing a store needs the same key")
+	"Use the key the store was created with (PGRELAY_MASTER_KEY, PGRELAY_MASTER_KEY_FILE, or master.key in the data dir), " +
+	"or the new key after `pgrelay master-key rotate`; every process sharing a store needs the same key")
 
 // CheckMasterKey verifies that the keyring opens the store's key check
 // value, creating it on a new store.

@@ -179,7 +179,9 @@ func containerImage(t *testing.T, root, dist, distBin string) {
 		t.Skip("the image's file system is read with podman export; buildah built it")
 	}
 	ctool("create", "--name", name, image)
-	t.Cleanup(func() { _, _ = exec.Command(tool, append(append([]string(nil), flags...), "rm", "-f", name)...).CombinedOutput() })
+	t.Cleanup(func() {
+		_, _ = exec.Command(tool, append(append([]string(nil), flags...), "rm", "-f", name)...).CombinedOutput()
+	})
 	// Directories the image's user can enter (t.TempDir's are private).
 	top, err := os.MkdirTemp("", "pgr-rootfs-")
 	if err != nil {
