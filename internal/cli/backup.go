@@ -83,7 +83,7 @@ func (r *runner) backup(ctx context.Context, out, output string) error {
 	if _, err := os.Lstat(out); err == nil {
 		return usagef("--out %s exists: give a new file", out)
 	}
-	st, err := sqlite.OpenExisting(ctx, path)
+	st, err := sqlite.OpenReadOnly(ctx, path)
 	if err != nil {
 		return err
 	}

@@ -100,6 +100,18 @@ func TestStoreCopy(t *testing.T) {
 			t.Fatal("store copy changed its source file")
 		}
 		equalState(t, "source after copies", want, normalize(a.readState()))
+		// A backup file (not in WAL mode) as the source stays as it was too.
+		backup := filepath.Join(t.TempDir(), "backup.db")
+		a.ok("backup", "--out", backup)
+		before = fileSum(t, backup)
+		// The backup's directory has no master key: give it.
+		a.with(secret.MasterKeyFileEnv+"="+keyFile).ok("store", "copy", "--from", backup, "--to", w.storeURL(t))
+		if fileSum(t, backup) != before {
+			t.Fatal("store copy changed the backup it copied")
+		}
+		if m, _ := filepath.Glob(backup + "-*"); len(m) > 0 {
+			t.Fatalf("store copy wrote beside the backup it copied: %v", m)
+		}
 	})
 
 	t.Run("ServesOnTarget", func(t *testing.T) {

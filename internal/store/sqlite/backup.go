@@ -47,9 +47,9 @@ func syncFile(path string) error {
 	return errors.Join(serr, cerr)
 }
 
-// OpenReadOnly opens a store file for reading only, such as a backup: it
-// is neither created nor migrated nor switched to WAL, and nothing is
-// written next to it. It checks that the file is an intact SQLite
+// OpenReadOnly opens a store file for reading only (SQLite's mode=ro), such
+// as a backup or a store another process serves: it is neither created nor
+// migrated nor switched to WAL; VacuumInto works on it. It checks that the file is an intact SQLite
 // database (quick_check) of a schema this pgrelay knows: the same as its
 // own, or older (then Pending says what opening it for writing would
 // apply). A schema newer than this binary's is a *store.SchemaTooNewError.
@@ -64,7 +64,6 @@ func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
 	q := url.Values{}
 	q.Set("mode", "ro")
 	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "query_only(1)")
 	dsn := "file:" + path + "?" + q.Encode()
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -74,30 +73,6 @@ func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
 	s := &Store{db: db, path: path, dsn: dsn}
 	if err := s.checkReadable(ctx); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
-	}
-	return s, nil
-}
-
-// OpenExisting opens the store file at path, which must exist, without
-// migrating it: for taking a snapshot of it (VacuumInto) before, or
-// without, upgrading it. Like OpenReadOnly it checks the file and refuses
-// a schema newer than this binary's. Other processes may use the store
-// meanwhile.
-func OpenExisting(ctx context.Context, path string) (*Store, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w", path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("open store %s: not a regular file", path)
-	}
-	s, err := openDB(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.checkReadable(ctx); err != nil {
-		_ = s.db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	return s, nil
@@ -145,7 +120,7 @@ func (s *Store) Pending(ctx context.Context) ([]store.Migration, error) {
 // opened with Open, so that it is migrated to this binary's schema without
 // touching the original. The caller closes the copy and removes dir.
 func SnapshotStore(ctx context.Context, path, dir string) (*Store, error) {
-	src, err := OpenExisting(ctx, path)
+	src, err := OpenReadOnly(ctx, path)
 	if err != nil {
 		return nil, err
 	}
