@@ -37,6 +37,11 @@ func (r *runner) openKeyring(ctx context.Context, st store.SecretsStore, create 
 	load := loc.Read
 	if create {
 		load = loc.Load
+		if loc.Source() == secret.FromDataDir {
+			if err := r.keyExpected(ctx, st, loc); err != nil {
+				return nil, err
+			}
+		}
 	}
 	key, err := load()
 	if err != nil {
@@ -58,6 +63,23 @@ func (r *runner) openKeyring(ctx context.Context, st store.SecretsStore, create 
 	}
 	defer unlock()
 	return r.recoverRotation(ctx, st, loc, kr)
+}
+
+// keyExpected refuses to make a new master key for a store whose secrets
+// are sealed already (a copied or restored store whose key was not put in
+// the data dir): a new key could not open them.
+func (r *runner) keyExpected(ctx context.Context, st store.SecretsStore, loc secret.KeyLocation) error {
+	path := filepath.Join(loc.DataDir, secret.MasterKeyFile)
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if _, err := st.GetMeta(ctx, "key_check"); errors.Is(err, store.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: this store's secrets are sealed with a master key that is not here: put it in %s (mode 0600), "+
+		"or set %s or %s; no new key was made", secret.ErrNoMasterKey, path, secret.MasterKeyEnv, secret.MasterKeyFileEnv)
 }
 
 // recoverRotation finishes or rolls back the rotation that left

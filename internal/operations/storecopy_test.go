@@ -125,6 +125,12 @@ func TestStoreCopy(t *testing.T) {
 		cdir := filepath.Join(t.TempDir(), "data")
 		b.ok("store", "copy", "--from", pgURL, "--to", cdir)
 		c := &site{t: t, dir: cdir, env: e2etest.ProcessEnv("PGRELAY_DATA_DIR="+cdir, secret.MasterKeyFileEnv+"="+keyFile)}
+		// Without its key the copy is refused, and no new key is made.
+		noKey := &site{t: t, dir: cdir, env: e2etest.ProcessEnv("PGRELAY_DATA_DIR=" + cdir)}
+		mustContain(t, "the copy without its key", noKey.fail(1, "connection", "list"), "not here", secret.MasterKeyFile)
+		if exists(filepath.Join(cdir, secret.MasterKeyFile)) {
+			t.Fatal("a new master key was made for a store sealed with another one")
+		}
 		equalState(t, "SQLite copy of the PostgreSQL store", onPG, normalize(c.readState()))
 		checkServes(t, c.serve("C"), p)
 	})
