@@ -19,7 +19,8 @@ const MasterKeyFileEnv = "PGRELAY_MASTER_KEY_FILE"
 // key while `pgrelay master-key rotate` re-seals the store with it. It is
 // written before the store changes and renamed to MasterKeyFile after, so
 // that a rotation stopped at any point leaves the key that opens the store
-// in one of the two files (see KeyLocation.Recover).
+// in one of the two files; the next pgrelay command on the data dir keeps
+// the right one.
 const NextMasterKeyFile = "master.key.next"
 
 // ErrNoMasterKey means no master key is configured where one was looked for.

@@ -75,8 +75,8 @@ type options struct {
 	noMigrate bool
 }
 
-// WithLogger makes the store log to l (migrations applied, schema newer than
-// this binary). The default discards.
+// WithLogger makes the store log to l (upgrades of the schema, migrations
+// applied). The default discards.
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.log = l }
 }
