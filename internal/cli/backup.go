@@ -184,7 +184,7 @@ func (r *runner) restore(ctx context.Context, file, output string) error {
 	}
 	var found []string
 	for _, e := range entries {
-		if e.Name() != secret.MasterKeyFile {
+		if e.Name() != secret.MasterKeyFile && e.Name() != keyLockFile {
 			found = append(found, e.Name())
 		}
 	}

@@ -83,8 +83,9 @@ func (r *runner) rotateMasterKey(ctx context.Context, newKeyFile, output string)
 		return err
 	}
 	if fromDataDir {
-		if _, err := os.Stat(filepath.Join(r.dataDir, secret.MasterKeyFile)); err != nil {
-			return fmt.Errorf("rotate master key: %w", secret.ErrNoMasterKey)
+		if path := filepath.Join(r.dataDir, secret.MasterKeyFile); !fileExists(path) {
+			return fmt.Errorf("rotate master key: %w: %s does not exist, so there is no key to rotate yet (the first pgrelay command on the data dir makes one)",
+				secret.ErrNoMasterKey, path)
 		}
 	}
 	st, err := r.openStore(ctx)
@@ -235,4 +236,9 @@ then delete %s once the key is kept where your secrets live.
 	}
 	fmt.Fprintln(r.out(), "Keep a copy of the new key apart from the store and its backups; keep the old key as long as you keep backups made before now.")
 	return nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
