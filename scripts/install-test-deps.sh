@@ -2,7 +2,8 @@
 # Installs what pgrelay's tests need when it is missing: a PostgreSQL server
 # (initdb, pg_ctl), an OpenSSH server (sshd) and client (ssh, for the
 # benchmarks against `ssh -L`), Chromium (/usr/bin/chromium, for the web
-# UI's browser tests) and Node.js with npm; then, with npm, the pinned
+# UI's browser tests), podman (the container image's test), systemd-analyze
+# (the unit's check) and Node.js with npm; then, with npm, the pinned
 # Node.js tools of the tests into .cache/npm of the repository (or
 # $PGRELAY_NODE_DIR): axe-core, the accessibility checks the browser tests
 # run in every page, and @redocly/cli, the OpenAPI lint of `make test`.
@@ -22,6 +23,10 @@ command -v ssh >/dev/null 2>&1 || missing="$missing openssh-client"
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
+# podman builds the container image (make image) for its test;
+# systemd-analyze checks the systemd unit.
+command -v podman >/dev/null 2>&1 || command -v buildah >/dev/null 2>&1 || missing="$missing podman"
+command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 
 if [ -n "$missing" ]; then
     echo "install-test-deps: installing:$missing"

@@ -72,7 +72,7 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("app: host key policy: %w", err)
 	}
-	return &Service{store: cfg.Store, keyring: cfg.Keyring, logger: cfg.Logger, now: cfg.Now,
+	return &Service{store: keyGuard{Store: cfg.Store, kr: cfg.Keyring}, keyring: cfg.Keyring, logger: cfg.Logger, now: cfg.Now,
 		dialTimeout: cfg.DialTimeout, metrics: cfg.Metrics,
 		hostKeyPolicy: policy, network: cfg.Network}, nil
 }
@@ -97,10 +97,14 @@ func invalidf(format string, args ...any) error {
 // ValidationError is re-exported for faces: every field problem at once.
 type ValidationError = connection.ValidationError
 
-// Ready reports whether the store answers.
+// Ready reports whether the service can serve: the store answers, and its
+// secrets are still sealed with this process's master key (ErrKeyRotated
+// after a rotation by another process).
 func (s *Service) Ready(ctx context.Context) error {
-	_, err := s.store.CountActiveTokens(ctx)
-	return err
+	if _, err := s.store.CountActiveTokens(ctx); err != nil {
+		return err
+	}
+	return keyGuard{Store: s.store, kr: s.keyring}.current(ctx)
 }
 
 // Keyring returns the service's keyring (the server derives its session key
@@ -114,7 +118,8 @@ const keyCheckMeta = "key_check"
 // ErrWrongMasterKey means the master key is not the one the store's
 // secrets were sealed with.
 var ErrWrongMasterKey = errors.New("the master key does not match this store: its secrets were sealed with another key. " +
-	"Use the key the store was created with (PGRELAY_MASTER_KEY, or master.key in the data dir); every process sharing a store needs the same key")
+	"Use the key the store was created with (PGRELAY_MASTER_KEY, PGRELAY_MASTER_KEY_FILE, or master.key in the data dir), " +
+	"or the new key after `pgrelay master-key rotate`; every process sharing a store needs the same key")
 
 // CheckMasterKey verifies that the keyring opens the store's key check
 // value, creating it on a new store.

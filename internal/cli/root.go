@@ -19,14 +19,22 @@ import (
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/metrics"
-	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/store/postgres"
 	"github.com/pgrelay/pgrelay/internal/store/sqlite"
 )
 
-// Version is pgrelay's version, set at build time with -ldflags.
-const Version = "0.1.0-dev"
+// Version and Commit are pgrelay's version and the commit it was built
+// from, set at build time (make dist):
+//
+//	go build -ldflags "-X github.com/pgrelay/pgrelay/internal/cli.Version=1.2.3 -X github.com/pgrelay/pgrelay/internal/cli.Commit=abc123"
+//
+// They are package variables only because the linker can set nothing else;
+// nothing assigns them at run time.
+var (
+	Version = "0.2.0-dev"
+	Commit  = ""
+)
 
 // Env is what a command run sees of the outside world. Tests build their own.
 type Env struct {
@@ -118,6 +126,7 @@ any client (psql, dbt) use it.`,
 	r.policy.register(root.PersistentFlags())
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(r.connectionCommand(), r.queryCommand(), r.proxyCommand(), r.serveCommand(), r.tokenCommand(), r.execCommand(), r.jobCommand(), r.runCommand(), r.grantsCommand())
+	root.AddCommand(r.opsCommands()...)
 	return root
 }
 
@@ -160,16 +169,13 @@ func (r *runner) service(ctx context.Context) (*app.Service, error) {
 	if err := r.checkSharedMasterKey(); err != nil {
 		return nil, err
 	}
-	key, err := secret.LoadMasterKey(r.env.Getenv(secret.MasterKeyEnv), r.dataDir)
-	if err != nil {
-		return nil, err
-	}
-	kr, err := secret.NewKeyring(key)
-	if err != nil {
-		return nil, err
-	}
 	st, err := r.openStore(ctx)
 	if err != nil {
+		return nil, err
+	}
+	kr, err := r.openKeyring(ctx, st, true)
+	if err != nil {
+		_ = st.Close()
 		return nil, err
 	}
 	svc, err := app.New(app.Config{Store: st, Keyring: kr, Logger: r.logger, Metrics: r.metrics,

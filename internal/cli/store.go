@@ -32,16 +32,16 @@ func (r *runner) openStore(ctx context.Context) (store.Store, error) {
 	target := r.storeTarget()
 	switch {
 	case target == "" || target == "sqlite":
-		st, err := sqlite.Open(ctx, filepath.Join(r.dataDir, sqlite.FileName))
+		st, err := sqlite.Open(ctx, filepath.Join(r.dataDir, sqlite.FileName), sqlite.WithLogger(r.logger))
 		if err != nil {
 			return nil, err
 		}
 		r.store = st
 		return st, nil
 	case isPostgresURL(target):
-		st, err := postgres.Open(ctx, target, postgres.WithLogger(r.logger))
+		st, err := postgres.Open(ctx, target, r.postgresOptions()...)
 		if err != nil {
-			return nil, err
+			return nil, confirmHint(err)
 		}
 		r.pg = st
 		return st, nil
@@ -52,12 +52,35 @@ func (r *runner) openStore(ctx context.Context) (store.Store, error) {
 // checkSharedMasterKey refuses to invent a master key for a shared store:
 // every process sharing it needs the same key.
 func (r *runner) checkSharedMasterKey() error {
-	if !isPostgresURL(r.storeTarget()) || r.env.Getenv(secret.MasterKeyEnv) != "" {
+	if !isPostgresURL(r.storeTarget()) || r.env.Getenv(secret.MasterKeyEnv) != "" || r.env.Getenv(secret.MasterKeyFileEnv) != "" {
 		return nil
 	}
 	if _, err := os.Stat(filepath.Join(r.dataDir, secret.MasterKeyFile)); errors.Is(err, fs.ErrNotExist) {
-		return usagef("a shared PostgreSQL store needs the same master key in every process: set %s (base64 of 32 bytes, e.g. `openssl rand -base64 32`) or put it in %s",
-			secret.MasterKeyEnv, filepath.Join(r.dataDir, secret.MasterKeyFile))
+		return usagef("a shared PostgreSQL store needs the same master key in every process: set %s (base64 of 32 bytes, e.g. `openssl rand -base64 32`), or %s to a file holding it, or put it in %s",
+			secret.MasterKeyEnv, secret.MasterKeyFileEnv, filepath.Join(r.dataDir, secret.MasterKeyFile))
 	}
 	return nil
+}
+
+// allowDestructiveEnv confirms that the operator backed up a PostgreSQL
+// store before an upgrade whose migrations remove or rewrite data.
+const allowDestructiveEnv = "PGRELAY_ALLOW_DESTRUCTIVE_MIGRATIONS"
+
+// postgresOptions are the options of a PostgreSQL store this run opens.
+func (r *runner) postgresOptions() []postgres.Option {
+	opts := []postgres.Option{postgres.WithLogger(r.logger)}
+	if r.env.Getenv(allowDestructiveEnv) == "1" {
+		opts = append(opts, postgres.AllowDestructiveMigrations())
+	}
+	return opts
+}
+
+// confirmHint completes the hint of a refused destructive migration with
+// how to confirm the backup.
+func confirmHint(err error) error {
+	var de *store.DestructiveMigrationError
+	if errors.As(err, &de) {
+		de.Hint += " by starting pgrelay once with " + allowDestructiveEnv + "=1"
+	}
+	return err
 }

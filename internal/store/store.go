@@ -97,6 +97,8 @@ type Store interface {
 	RunStore
 	BackendStore
 	MetaStore
+	TransferStore
+	SecretsStore
 	// Close releases the store's resources.
 	Close() error
 }

@@ -23,11 +23,15 @@ func isForeignKeyViolation(err error) bool {
 // AddRunBackend implements store.BackendStore.
 func (s *Store) AddRunBackend(ctx context.Context, runID string, b jobs.Backend) (rerr error) {
 	defer markFull(&rerr)
+	return addRunBackend(ctx, s.pool, runID, b)
+}
+
+func addRunBackend(ctx context.Context, q querier, runID string, b jobs.Backend) error {
 	key := b.SecretKey
 	if key == nil {
 		key = []byte{}
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO pgrelay_run_backends (run_id, pid, secret_key, step, usr, database, opened_at)
+	_, err := q.Exec(ctx, `INSERT INTO pgrelay_run_backends (run_id, pid, secret_key, step, usr, database, opened_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)`, runID, int64(b.PID), key, b.Step, b.User, b.Database, b.OpenedAt)
 	if isForeignKeyViolation(err) {
 		return fmt.Errorf("add backend to run %s: %w", runID, store.ErrNotFound)
@@ -40,7 +44,11 @@ func (s *Store) AddRunBackend(ctx context.Context, runID string, b jobs.Backend)
 
 // RunBackends implements store.BackendStore.
 func (s *Store) RunBackends(ctx context.Context, runID string) ([]jobs.Backend, error) {
-	rows, err := s.pool.Query(ctx, `SELECT pid, secret_key, step, usr, database, opened_at FROM pgrelay_run_backends
+	return runBackends(ctx, s.pool, runID)
+}
+
+func runBackends(ctx context.Context, q querier, runID string) ([]jobs.Backend, error) {
+	rows, err := q.Query(ctx, `SELECT pid, secret_key, step, usr, database, opened_at FROM pgrelay_run_backends
 		WHERE run_id = $1 ORDER BY seq`, runID)
 	if err != nil {
 		return nil, fmt.Errorf("backends of run %s: %w", runID, err)
@@ -65,11 +73,15 @@ func (s *Store) RunBackends(ctx context.Context, runID string) ([]jobs.Backend, 
 // PutRunCleanup implements store.BackendStore.
 func (s *Store) PutRunCleanup(ctx context.Context, runID string, c *jobs.Cleanup) (rerr error) {
 	defer markFull(&rerr)
+	return putRunCleanup(ctx, s.pool, runID, c)
+}
+
+func putRunCleanup(ctx context.Context, q querier, runID string, c *jobs.Cleanup) error {
 	b, err := json.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("cleanup of run %s: %w", runID, err)
 	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO pgrelay_run_cleanups (run_id, cleanup) VALUES ($1, $2)
+	_, err = q.Exec(ctx, `INSERT INTO pgrelay_run_cleanups (run_id, cleanup) VALUES ($1, $2)
 		ON CONFLICT (run_id) DO UPDATE SET cleanup = excluded.cleanup`, runID, b)
 	if isForeignKeyViolation(err) {
 		return fmt.Errorf("cleanup of run %s: %w", runID, store.ErrNotFound)
@@ -82,8 +94,12 @@ func (s *Store) PutRunCleanup(ctx context.Context, runID string, c *jobs.Cleanup
 
 // RunCleanup implements store.BackendStore.
 func (s *Store) RunCleanup(ctx context.Context, runID string) (*jobs.Cleanup, error) {
+	return runCleanup(ctx, s.pool, runID)
+}
+
+func runCleanup(ctx context.Context, q querier, runID string) (*jobs.Cleanup, error) {
 	var b []byte
-	err := s.pool.QueryRow(ctx, `SELECT cleanup FROM pgrelay_run_cleanups WHERE run_id = $1`, runID).Scan(&b)
+	err := q.QueryRow(ctx, `SELECT cleanup FROM pgrelay_run_cleanups WHERE run_id = $1`, runID).Scan(&b)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -96,4 +112,33 @@ func (s *Store) RunCleanup(ctx context.Context, runID string) (*jobs.Cleanup, er
 	}
 	c.UpdatedAt = c.UpdatedAt.UTC()
 	return &c, nil
+}
+
+// CopyRunBackends implements store.RecordWriter.
+func (w *writer) CopyRunBackends(ctx context.Context, runID string, bs []jobs.Backend, c *jobs.Cleanup) error {
+	for _, b := range bs {
+		if err := addRunBackend(ctx, w.tx, runID, b); err != nil {
+			return err
+		}
+	}
+	if c != nil {
+		return putRunCleanup(ctx, w.tx, runID, c)
+	}
+	return nil
+}
+
+// exportRunBackends hands a run's backends and cleanup to w.
+func exportRunBackends(ctx context.Context, q querier, runID string, w store.RecordWriter) error {
+	bs, err := runBackends(ctx, q, runID)
+	if err != nil {
+		return err
+	}
+	c, err := runCleanup(ctx, q, runID)
+	if err != nil {
+		return err
+	}
+	if len(bs) == 0 && c == nil {
+		return nil
+	}
+	return w.CopyRunBackends(ctx, runID, bs, c)
 }

@@ -24,15 +24,10 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"path"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -70,10 +65,18 @@ type Option func(*options)
 type options struct {
 	log        *slog.Logger
 	poolConfig func(*pgxpool.Config)
+	// allowDestructive lets destructive migrations run on a store that
+	// holds data (the operator made a backup).
+	allowDestructive bool
+	// migrations replaces the embedded migrations (tests).
+	migrations []store.Migration
+	// noMigrate opens without migrating; a store whose schema is not this
+	// binary's is refused.
+	noMigrate bool
 }
 
-// WithLogger makes the store log to l (migrations applied, schema newer than
-// this binary). The default discards.
+// WithLogger makes the store log to l (upgrades of the schema, migrations
+// applied). The default discards.
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.log = l }
 }
@@ -83,6 +86,21 @@ func WithLogger(l *slog.Logger) Option {
 // DialFunc).
 func WithPoolConfig(f func(*pgxpool.Config)) Option {
 	return func(o *options) { o.poolConfig = f }
+}
+
+// AllowDestructiveMigrations lets Open apply migrations that remove or
+// rewrite data (store.Migration.Destructive) to a store that holds data:
+// the operator confirms that they backed it up. Without it, Open refuses
+// them with a *store.DestructiveMigrationError.
+func AllowDestructiveMigrations() Option {
+	return func(o *options) { o.allowDestructive = true }
+}
+
+// WithoutMigrations makes Open leave the schema as it is (for reading a
+// store that must stay untouched, such as the source of a copy): a store
+// whose schema is older or newer than this binary's is refused.
+func WithoutMigrations() Option {
+	return func(o *options) { o.noMigrate = true }
 }
 
 // Open connects to the database named by connString (a postgres:// URL or
@@ -115,7 +133,7 @@ func Open(ctx context.Context, connString string, opts ...Option) (*Store, error
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	s := &Store{pool: pool, log: o.log}
-	if err := s.migrate(ctx); err != nil {
+	if err := s.migrate(ctx, o); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("open store: database %s on %s as %s: %w",
 			cfg.ConnConfig.Database, cfg.ConnConfig.Host, cfg.ConnConfig.User, err)
@@ -171,129 +189,6 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 // It always returns nil; the error is there for store.Store.
 func (s *Store) Close() error {
 	s.pool.Close()
-	return nil
-}
-
-// migration is one embedded migration file.
-type migration struct {
-	version int64
-	name    string
-	body    string
-}
-
-// migrations returns the embedded migrations ordered by version.
-func migrations() ([]migration, error) {
-	names, err := fs.Glob(migrationFS, "migrations/*.sql")
-	if err != nil {
-		return nil, err
-	}
-	var out []migration
-	seen := map[int64]string{}
-	for _, name := range names {
-		base := path.Base(name)
-		prefix, _, _ := strings.Cut(base, "_")
-		v, err := strconv.ParseInt(prefix, 10, 64)
-		if err != nil || v <= 0 {
-			return nil, fmt.Errorf("bad migration name %s: want NNNN_description.sql", base)
-		}
-		if other, dup := seen[v]; dup {
-			return nil, fmt.Errorf("migrations %s and %s have the same version", other, base)
-		}
-		seen[v] = base
-		body, err := migrationFS.ReadFile(name)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, migration{version: v, name: base, body: string(body)})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
-	return out, nil
-}
-
-// migrate applies pending migrations on one connection that holds the
-// migration advisory lock for the whole time.
-func (s *Store) migrate(ctx context.Context) (err error) {
-	all, err := migrations()
-	if err != nil {
-		return fmt.Errorf("migrate store: %w", err)
-	}
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("migrate store: %w", err)
-	}
-	defer conn.Release()
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, MigrationLockKey); err != nil {
-		return fmt.Errorf("migrate store: take advisory lock %d: %w", MigrationLockKey, err)
-	}
-	defer func() {
-		// The lock belongs to the session: if it cannot be released (ctx
-		// cancelled, connection broken), end the session so that the
-		// server releases it, rather than returning it to the pool.
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if _, uerr := conn.Exec(uctx, `SELECT pg_advisory_unlock($1)`, MigrationLockKey); uerr != nil {
-			_ = conn.Conn().Close(uctx)
-			if err == nil {
-				err = fmt.Errorf("migrate store: release advisory lock %d: %w", MigrationLockKey, uerr)
-			}
-		}
-	}()
-
-	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS pgrelay_schema_migrations (
-		version    bigint PRIMARY KEY,
-		name       text NOT NULL,
-		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-		return fmt.Errorf("migrate store: create pgrelay_schema_migrations: %w", err)
-	}
-	rows, err := conn.Query(ctx, `SELECT version FROM pgrelay_schema_migrations`)
-	if err != nil {
-		return fmt.Errorf("migrate store: read applied migrations: %w", err)
-	}
-	appliedList, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return fmt.Errorf("migrate store: read applied migrations: %w", err)
-	}
-	applied := map[int64]bool{}
-	var newest int64
-	for _, v := range appliedList {
-		applied[v] = true
-		newest = max(newest, v)
-	}
-	if n := len(all); n > 0 && newest > all[n-1].version {
-		s.log.Warn("store schema is newer than this pgrelay: upgrade pgrelay",
-			"schema_version", newest, "known_version", all[n-1].version)
-	}
-	for _, m := range all {
-		if applied[m.version] {
-			continue
-		}
-		if err := applyMigration(ctx, conn.Conn(), m); err != nil {
-			return err
-		}
-		s.log.Info("store migration applied", "version", m.version, "name", m.name)
-	}
-	return nil
-}
-
-// applyMigration runs one migration and records it, in one transaction.
-func applyMigration(ctx context.Context, conn *pgx.Conn, m migration) error {
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("migrate store: apply %s: begin: %w", m.name, err)
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	// Without arguments pgx uses the simple protocol, which accepts several
-	// statements in one string.
-	if _, err := tx.Exec(ctx, m.body); err != nil {
-		return fmt.Errorf("migrate store: apply %s: %w", m.name, err)
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO pgrelay_schema_migrations (version, name) VALUES ($1, $2)`,
-		m.version, m.name); err != nil {
-		return fmt.Errorf("migrate store: record %s: %w", m.name, err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("migrate store: commit %s: %w", m.name, err)
-	}
 	return nil
 }
 

@@ -14,11 +14,15 @@ import (
 // AddRunBackend implements store.BackendStore.
 func (s *Store) AddRunBackend(ctx context.Context, runID string, b jobs.Backend) (rerr error) {
 	defer markFull(&rerr)
+	return addRunBackend(ctx, s.db, runID, b)
+}
+
+func addRunBackend(ctx context.Context, q querier, runID string, b jobs.Backend) error {
 	key := b.SecretKey
 	if key == nil {
 		key = []byte{}
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO run_backends (run_id, pid, secret_key, step, usr, database, opened_at)
+	_, err := q.ExecContext(ctx, `INSERT INTO run_backends (run_id, pid, secret_key, step, usr, database, opened_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?)`, runID, int64(b.PID), key, b.Step, b.User, b.Database, formatTime(b.OpenedAt))
 	if isForeignKeyViolation(err) {
 		return fmt.Errorf("add backend to run %s: %w", runID, store.ErrNotFound)
@@ -31,7 +35,11 @@ func (s *Store) AddRunBackend(ctx context.Context, runID string, b jobs.Backend)
 
 // RunBackends implements store.BackendStore.
 func (s *Store) RunBackends(ctx context.Context, runID string) ([]jobs.Backend, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT pid, secret_key, step, usr, database, opened_at FROM run_backends
+	return runBackends(ctx, s.db, runID)
+}
+
+func runBackends(ctx context.Context, q querier, runID string) ([]jobs.Backend, error) {
+	rows, err := q.QueryContext(ctx, `SELECT pid, secret_key, step, usr, database, opened_at FROM run_backends
 		WHERE run_id = ? ORDER BY seq`, runID)
 	if err != nil {
 		return nil, fmt.Errorf("backends of run %s: %w", runID, err)
@@ -60,11 +68,15 @@ func (s *Store) RunBackends(ctx context.Context, runID string) ([]jobs.Backend, 
 // PutRunCleanup implements store.BackendStore.
 func (s *Store) PutRunCleanup(ctx context.Context, runID string, c *jobs.Cleanup) (rerr error) {
 	defer markFull(&rerr)
+	return putRunCleanup(ctx, s.db, runID, c)
+}
+
+func putRunCleanup(ctx context.Context, q querier, runID string, c *jobs.Cleanup) error {
 	b, err := json.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("cleanup of run %s: %w", runID, err)
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO run_cleanups (run_id, cleanup) VALUES (?, ?)
+	_, err = q.ExecContext(ctx, `INSERT INTO run_cleanups (run_id, cleanup) VALUES (?, ?)
 		ON CONFLICT (run_id) DO UPDATE SET cleanup = excluded.cleanup`, runID, string(b))
 	if isForeignKeyViolation(err) {
 		return fmt.Errorf("cleanup of run %s: %w", runID, store.ErrNotFound)
@@ -77,8 +89,12 @@ func (s *Store) PutRunCleanup(ctx context.Context, runID string, c *jobs.Cleanup
 
 // RunCleanup implements store.BackendStore.
 func (s *Store) RunCleanup(ctx context.Context, runID string) (*jobs.Cleanup, error) {
+	return runCleanup(ctx, s.db, runID)
+}
+
+func runCleanup(ctx context.Context, q querier, runID string) (*jobs.Cleanup, error) {
 	var text string
-	err := s.db.QueryRowContext(ctx, `SELECT cleanup FROM run_cleanups WHERE run_id = ?`, runID).Scan(&text)
+	err := q.QueryRowContext(ctx, `SELECT cleanup FROM run_cleanups WHERE run_id = ?`, runID).Scan(&text)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -91,4 +107,33 @@ func (s *Store) RunCleanup(ctx context.Context, runID string) (*jobs.Cleanup, er
 	}
 	c.UpdatedAt = c.UpdatedAt.UTC()
 	return &c, nil
+}
+
+// CopyRunBackends implements store.RecordWriter.
+func (w *writer) CopyRunBackends(ctx context.Context, runID string, bs []jobs.Backend, c *jobs.Cleanup) error {
+	for _, b := range bs {
+		if err := addRunBackend(ctx, w.q, runID, b); err != nil {
+			return err
+		}
+	}
+	if c != nil {
+		return putRunCleanup(ctx, w.q, runID, c)
+	}
+	return nil
+}
+
+// exportRunBackends hands a run's backends and cleanup to w.
+func exportRunBackends(ctx context.Context, q querier, runID string, w store.RecordWriter) error {
+	bs, err := runBackends(ctx, q, runID)
+	if err != nil {
+		return err
+	}
+	c, err := runCleanup(ctx, q, runID)
+	if err != nil {
+		return err
+	}
+	if len(bs) == 0 && c == nil {
+		return nil
+	}
+	return w.CopyRunBackends(ctx, runID, bs, c)
 }

@@ -10,13 +10,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	"modernc.org/sqlite"
@@ -27,6 +24,21 @@ import (
 
 //go:embed migrations/*.sql
 var migrationFS embed.FS
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	log *slog.Logger
+	// migrations replaces the embedded migrations (tests).
+	migrations []store.Migration
+}
+
+// WithLogger makes the store log to l (migrations applied, snapshots taken
+// before destructive ones). The default discards.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) { o.log = l }
+}
 
 // FileName is the name of the database file in the data directory.
 const FileName = "pgrelay.db"
@@ -44,9 +56,14 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
-// Open opens (creating if needed) the store at path and migrates it. The file
-// is created with mode 0600; SQLite gives its WAL the same mode.
-func Open(ctx context.Context, path string) (*Store, error) {
+// Open opens (creating if needed) the store at path and migrates it (see
+// migrate.go). The file is created with mode 0600; SQLite gives its WAL the
+// same mode.
+func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
+	o := options{log: slog.New(slog.DiscardHandler)}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open store: create directory: %w", err)
 	}
@@ -55,6 +72,19 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	_ = f.Close()
+	s, err := openDB(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.migrate(ctx, o); err != nil {
+		_ = s.db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// openDB opens the database file at path without migrating it.
+func openDB(path string) (*Store, error) {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "journal_mode(WAL)")
@@ -74,12 +104,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	// writer at a time anyway.
 	db.SetMaxOpenConns(MaxOpenConns)
 	db.SetMaxIdleConns(MaxOpenConns)
-	s := &Store{db: db, path: path, dsn: dsn}
-	if err := s.migrate(ctx); err != nil {
-		_ = db.Close()
-		return nil, err
-	}
-	return s, nil
+	return &Store{db: db, path: path, dsn: dsn}, nil
 }
 
 // DB returns the underlying database handle (for River and tests).
@@ -102,66 +127,6 @@ func (s *Store) Path() string { return s.path }
 
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
-
-func (s *Store) migrate(ctx context.Context) error {
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)`); err != nil {
-		return fmt.Errorf("migrate store: %w", err)
-	}
-	names, err := fs.Glob(migrationFS, "migrations/*.sql")
-	if err != nil {
-		return fmt.Errorf("migrate store: %w", err)
-	}
-	sort.Strings(names)
-	seen := map[int]string{}
-	for _, name := range names {
-		base := filepath.Base(name)
-		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
-		if err != nil {
-			return fmt.Errorf("migrate store: bad migration name %s", base)
-		}
-		if other, ok := seen[v]; ok {
-			// The second would be skipped as applied: refuse, as the
-			// PostgreSQL store does.
-			return fmt.Errorf("migrate store: migrations %s and %s have the same version", other, base)
-		}
-		seen[v] = base
-		if err := s.applyMigration(ctx, v, name); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *Store) applyMigration(ctx context.Context, version int, name string) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("migrate store: begin: %w", err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
-		return fmt.Errorf("migrate store: %w", err)
-	}
-	if n > 0 {
-		return nil
-	}
-	body, err := migrationFS.ReadFile(name)
-	if err != nil {
-		return fmt.Errorf("migrate store: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-		return fmt.Errorf("migrate store: apply %s: %w", filepath.Base(name), err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
-		version, formatTime(time.Now())); err != nil {
-		return fmt.Errorf("migrate store: record %s: %w", filepath.Base(name), err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("migrate store: commit %s: %w", filepath.Base(name), err)
-	}
-	return nil
-}
 
 func formatTime(t time.Time) string {
 	if t.IsZero() {
@@ -212,6 +177,11 @@ type connRow struct {
 	created, updated, seen string
 	keyUsed                string
 }
+
+// insertConnection inserts a connection with connArgs's values; creating
+// and copying one use it alike.
+const insertConnection = `INSERT INTO connections (` + connectionColumns + `)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 func connArgs(c *store.Connection) ([]any, error) {
 	spec := c.Spec.Clone()
@@ -275,8 +245,7 @@ func (s *Store) CreateConnection(ctx context.Context, c *store.Connection) (rerr
 	if err != nil {
 		return fmt.Errorf("create connection %s: %w", c.Spec.Name, err)
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO connections (`+connectionColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+	_, err = s.db.ExecContext(ctx, insertConnection, args...)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("create connection %s: %w", c.Spec.Name, store.ErrExists)
 	}

@@ -77,6 +77,14 @@ func Exercise(t *testing.T, open func(t *testing.T) store.Store) {
 		t.Parallel()
 		exerciseRunBackends(t, open(t))
 	})
+	t.Run("Transfer", func(t *testing.T) {
+		t.Parallel()
+		exerciseTransfer(t, open)
+	})
+	t.Run("Secrets", func(t *testing.T) {
+		t.Parallel()
+		exerciseSecrets(t, open(t))
+	})
 }
 
 func exerciseRunBackends(t *testing.T, s store.Store) {

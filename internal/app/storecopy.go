@@ -1,0 +1,200 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/store"
+)
+
+// CopyOptions configures CopyStore.
+type CopyOptions struct {
+	// Merge adds the records to a target that has records already; any
+	// record the target has (same ID or name) is refused. Without Merge a
+	// target with records is refused.
+	Merge bool
+	// Now stamps runs that were unfinished in the source; default
+	// time.Now.
+	Now func() time.Time
+}
+
+// CopyReport is what CopyStore copied and found.
+type CopyReport struct {
+	// Copied counts the records copied.
+	Copied store.Counts `json:"copied"`
+	// Target counts the target's records afterwards.
+	Target store.Counts `json:"target"`
+	// Unfinished is how many runs were queued or running in the source;
+	// the target has them as failed (their process is not there).
+	Unfinished int `json:"unfinished_runs"`
+}
+
+// ErrTargetNotEmpty means a copy's target has records and Merge was not
+// asked for.
+var ErrTargetNotEmpty = errors.New("the target store is not empty")
+
+// UnfinishedReason is the reason of a run that was queued or running when
+// its store was copied.
+const UnfinishedReason = "the run was unfinished when its store was copied to this one; run the job again"
+
+// CopyStore copies every record of from into to, in one transaction on
+// to: connections with their sealed secrets and key pairs (same IDs, so
+// the secrets open there with the same master key, and the same public
+// keys, so nothing changes on bastions), pinned host keys, tokens (their
+// hashes), jobs, runs with their logs, and the store's meta values (the
+// master key check among them). from is only read.
+//
+// It checks first that kr opens from (and to, if to has sealed values
+// already), and while copying that every secret opens with kr, so that a
+// process serving to with that key works at once. It refuses a target with
+// records unless opts.Merge, and a record the target has already. It
+// verifies the counts before committing: the target holds what it held
+// plus what was copied, and what was copied is what from holds.
+func CopyStore(ctx context.Context, from, to store.Store, kr *secret.Keyring, opts CopyOptions) (*CopyReport, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if err := VerifyMasterKey(ctx, from, kr); err != nil {
+		return nil, fmt.Errorf("source store: %w", err)
+	}
+	if err := VerifyMasterKey(ctx, to, kr); err != nil {
+		return nil, fmt.Errorf("target store: its secrets are sealed with another master key than the source's, and a store holds secrets of one key only: %w", err)
+	}
+	_, err := to.GetMeta(ctx, keyCheckMeta)
+	targetHasCheck := err == nil
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	before, err := to.Counts(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("target store: %w", err)
+	}
+	if !before.Empty() && !opts.Merge {
+		return nil, fmt.Errorf("%w: it holds %s; copy into an empty store, or add --merge to add the records to these", ErrTargetNotEmpty, describeCounts(before))
+	}
+	source, err := from.Counts(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("source store: %w", err)
+	}
+	rep := &CopyReport{}
+	err = to.Import(ctx, func(w store.RecordWriter) error {
+		*rep = CopyReport{}
+		c := &copier{w: w, kr: kr, rep: rep, skipKeyCheck: targetHasCheck, now: opts.Now().UTC()}
+		if err := from.Export(ctx, c); err != nil {
+			if errors.Is(err, store.ErrExists) {
+				return fmt.Errorf("%w: the target has it already (--merge adds only records the target does not have); nothing was copied", err)
+			}
+			return fmt.Errorf("%w; nothing was copied", err)
+		}
+		if rep.Copied != source {
+			return fmt.Errorf("the source changed while it was copied (it held %s, the copy read %s): stop pgrelay on it and copy again; nothing was copied",
+				describeCounts(source), describeCounts(rep.Copied))
+		}
+		after, err := w.Counts(ctx)
+		if err != nil {
+			return err
+		}
+		if want := before.Add(rep.Copied); after != want {
+			return fmt.Errorf("verify copy: the target would hold %s, want %s; nothing was copied", describeCounts(after), describeCounts(want))
+		}
+		rep.Target = after
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+func describeCounts(c store.Counts) string {
+	return fmt.Sprintf("%d connections, %d tokens, %d jobs, %d runs, %d run log lines",
+		c.Connections, c.Tokens, c.Jobs, c.Runs, c.RunLogLines)
+}
+
+// copier passes records from a source's Export to a target's writer,
+// checking secrets and counting.
+type copier struct {
+	w            store.RecordWriter
+	kr           *secret.Keyring
+	rep          *CopyReport
+	skipKeyCheck bool
+	now          time.Time
+}
+
+func (c *copier) PutMeta(ctx context.Context, key string, value []byte) error {
+	if key == keyCheckMeta && c.skipKeyCheck {
+		// The target's check opens with the same key (checked before).
+		return nil
+	}
+	return c.w.PutMeta(ctx, key, value)
+}
+
+func (c *copier) CopyConnection(ctx context.Context, conn *store.Connection) error {
+	if len(conn.SealedPassword) > 0 {
+		if _, err := c.kr.Open(conn.SealedPassword, passwordAD(conn.ID, conn.Spec.Endpoint())); err != nil {
+			if _, err := c.kr.Open(conn.SealedPassword, legacyPasswordAD(conn.ID)); err != nil {
+				return fmt.Errorf("connection %s: password: %w", conn.Spec.Name, err)
+			}
+		}
+	}
+	if len(conn.SealedPrivateKey) > 0 {
+		if _, err := c.kr.Open(conn.SealedPrivateKey, privateKeyAD(conn.ID)); err != nil {
+			return fmt.Errorf("connection %s: SSH private key: %w", conn.Spec.Name, err)
+		}
+	}
+	if err := c.w.CopyConnection(ctx, conn); err != nil {
+		return err
+	}
+	c.rep.Copied.Connections++
+	return nil
+}
+
+func (c *copier) CopyToken(ctx context.Context, t *store.Token) error {
+	if err := c.w.CopyToken(ctx, t); err != nil {
+		return err
+	}
+	c.rep.Copied.Tokens++
+	return nil
+}
+
+func (c *copier) CopyJob(ctx context.Context, j *store.JobRecord) error {
+	if err := c.w.CopyJob(ctx, j); err != nil {
+		return err
+	}
+	c.rep.Copied.Jobs++
+	return nil
+}
+
+func (c *copier) CopyRun(ctx context.Context, r *jobs.Run) error {
+	if !r.Status.Terminal() {
+		rr := *r
+		rr.Status, rr.Reason, rr.CancelRequested = jobs.Failed, UnfinishedReason, false
+		end := c.now
+		rr.EndedAt = &end
+		r = &rr
+		c.rep.Unfinished++
+	}
+	if err := c.w.CopyRun(ctx, r); err != nil {
+		return err
+	}
+	c.rep.Copied.Runs++
+	return nil
+}
+
+func (c *copier) CopyRunLog(ctx context.Context, runID string, lines []jobs.LogLine) error {
+	if err := c.w.CopyRunLog(ctx, runID, lines); err != nil {
+		return err
+	}
+	c.rep.Copied.RunLogLines += int64(len(lines))
+	return nil
+}
+
+func (c *copier) Counts(ctx context.Context) (store.Counts, error) { return c.w.Counts(ctx) }
+
+func (c *copier) CopyRunBackends(ctx context.Context, runID string, bs []jobs.Backend, cl *jobs.Cleanup) error {
+	return c.w.CopyRunBackends(ctx, runID, bs, cl)
+}

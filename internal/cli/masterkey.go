@@ -1,0 +1,244 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/store"
+)
+
+func (r *runner) masterKeyCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "master-key",
+		Short: "Manage the master key that seals stored passwords and private keys",
+	}
+	cmd.AddCommand(r.masterKeyRotateCommand())
+	return cmd
+}
+
+func (r *runner) masterKeyRotateCommand() *cobra.Command {
+	var newKeyFile, output string
+	cmd := &cobra.Command{
+		Use:   "rotate",
+		Short: "Seal every stored secret with a new master key, in one transaction",
+		Long: `Seal every stored secret (connection passwords, SSH private keys) with a new
+master key, in one transaction on the store: afterwards only the new key opens
+the store, and processes that run with the old key are refused.
+
+Where the new key goes depends on where the current one comes from:
+
+  master.key in the data dir   the new key is written to master.key.next first,
+                               and replaces master.key once the store is sealed
+                               with it. A rotation stopped at any point (even
+                               killed) is finished or rolled back by the next
+                               pgrelay command on the data dir.
+  PGRELAY_MASTER_KEY, or the   give --new-key-file FILE: the new key is written
+  file PGRELAY_MASTER_KEY_FILE there (mode 0600) before the store changes, or
+  names                        read from it when FILE exists (a key you made
+                               with 'openssl rand -base64 32'). Then set the
+                               variable, or that file, to the new key.
+
+The new key is never printed or logged. Stop every other pgrelay process using
+the store first (see README, "Master key rotation"); web UI sessions end, API
+tokens stay valid. Backups made before hold secrets sealed with the old key:
+keep the old key as long as you keep them.`,
+		Example: "  pgrelay master-key rotate\n  PGRELAY_MASTER_KEY=... pgrelay --store postgres://pgrelay@db/pgrelay master-key rotate --new-key-file /root/pgrelay-new.key",
+		Args:    exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output, "text", "json"); err != nil {
+				return err
+			}
+			if r.remote != nil {
+				return usagef("master-key rotate works on the store itself, not through a server (--server or %s): run it where the store's data dir or --store is", serverEnv)
+			}
+			return r.rotateMasterKey(cmd.Context(), newKeyFile, output)
+		},
+	}
+	cmd.Flags().StringVar(&newKeyFile, "new-key-file", "", "with PGRELAY_MASTER_KEY or PGRELAY_MASTER_KEY_FILE: the file that receives (or, when it exists, holds) the new key")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+func (r *runner) rotateMasterKey(ctx context.Context, newKeyFile, output string) error {
+	loc := r.keyLocation()
+	fromDataDir := loc.Source() == secret.FromDataDir
+	switch {
+	case fromDataDir && newKeyFile != "":
+		return usagef("--new-key-file is for a master key from %s or %s; the key in %s is replaced in place",
+			secret.MasterKeyEnv, secret.MasterKeyFileEnv, filepath.Join(r.dataDir, secret.MasterKeyFile))
+	case !fromDataDir && newKeyFile == "":
+		return usagef("the master key comes from %s, which pgrelay cannot change: give --new-key-file FILE; "+
+			"the new key is written there (or read from it when it exists), and you then set %s to it", loc.Describe(), loc.Describe())
+	}
+	if err := r.checkSharedMasterKey(); err != nil {
+		return err
+	}
+	if fromDataDir {
+		if path := filepath.Join(r.dataDir, secret.MasterKeyFile); !fileExists(path) {
+			return fmt.Errorf("rotate master key: %w: %s does not exist, so there is no key to rotate yet (the first pgrelay command on the data dir makes one)",
+				secret.ErrNoMasterKey, path)
+		}
+	}
+	st, err := r.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	r.st = st
+	keyPath := newKeyFile
+	if fromDataDir {
+		keyPath = loc.NextPath()
+		// Rotations of one data dir run one at a time, and so do the
+		// recoveries of interrupted ones (see openKeyring).
+		unlock, err := lockKeys(r.dataDir)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
+	oldKey, err := loc.Read()
+	if err != nil {
+		return err
+	}
+	kr, err := secret.NewKeyring(oldKey)
+	if err != nil {
+		return err
+	}
+	if fromDataDir {
+		if _, err := os.Stat(keyPath); err == nil {
+			// An earlier rotation was stopped: finish or undo it first.
+			if kr, err = r.recoverRotation(ctx, st, loc, kr); err != nil {
+				return err
+			}
+			if oldKey, err = loc.Read(); err != nil {
+				return err
+			}
+		}
+	} else if state, err := keyStateWith(ctx, st, kr, keyPath); err != nil {
+		return err
+	} else if state == app.KeyNext {
+		// A rotation to the key in keyPath already changed the store.
+		r.logger.Info("master key already rotated", "key_source", loc.Describe())
+		return r.printRotation(loc, keyPath, &app.RotationReport{}, true, output)
+	}
+	if err := app.VerifyMasterKey(ctx, st, kr); err != nil {
+		return err
+	}
+
+	newKey, created, err := newMasterKey(keyPath, oldKey)
+	if err != nil {
+		return err
+	}
+	next, err := secret.NewKeyring(newKey)
+	if err != nil {
+		return err
+	}
+	r.pauseAt(ctx, "rotate:key-written")
+	rep, err := app.RotateMasterKey(ctx, st, kr, next, app.RotateOptions{Pause: func(ctx context.Context, p app.RotationPhase) {
+		r.pauseAt(ctx, "rotate:"+string(p))
+	}})
+	if err != nil {
+		if fromDataDir || created {
+			_ = os.Remove(keyPath)
+		}
+		return fmt.Errorf("rotate master key: %w", err)
+	}
+	r.pauseAt(ctx, "rotate:committed")
+	if fromDataDir {
+		if err := secret.ReplaceKeyFile(keyPath, filepath.Join(r.dataDir, secret.MasterKeyFile)); err != nil {
+			return fmt.Errorf("the store is sealed with the new key, which is in %s, but it could not replace master.key: %w; "+
+				"move it there yourself (mv %s %s)", keyPath, err, keyPath, filepath.Join(r.dataDir, secret.MasterKeyFile))
+		}
+	}
+	r.logger.Info("master key rotated", "connections", rep.Connections, "key_source", loc.Describe())
+	return r.printRotation(loc, keyPath, rep, false, output)
+}
+
+// keyStateWith says which of the current key and the key in path (when
+// that file exists and holds a key) opens the store.
+func keyStateWith(ctx context.Context, st store.SecretsStore, current *secret.Keyring, path string) (app.KeyState, error) {
+	var next *secret.Keyring
+	if key, err := secret.ReadKeyFile(path); err == nil {
+		if next, err = secret.NewKeyring(key); err != nil {
+			return 0, err
+		}
+	}
+	state, err := app.WhichKey(ctx, st, current, next)
+	if err != nil {
+		return 0, err
+	}
+	if state == app.KeyNeither {
+		return 0, app.ErrWrongMasterKey
+	}
+	return state, nil
+}
+
+// newMasterKey returns the rotation's new key: read from path when it
+// exists, else generated and written there (synced) before anything else
+// changes.
+func newMasterKey(path string, old []byte) (key []byte, created bool, err error) {
+	if _, err := os.Stat(path); err == nil {
+		key, err := secret.ReadKeyFile(path)
+		if err != nil {
+			return nil, false, fmt.Errorf("--new-key-file: %w", err)
+		}
+		if bytes.Equal(key, old) {
+			return nil, false, usagef("--new-key-file %s holds the current master key; give a new one (e.g. `openssl rand -base64 32 > FILE`) or a path that does not exist", path)
+		}
+		return key, false, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, false, fmt.Errorf("new master key: %w", err)
+	}
+	key, err = secret.NewMasterKey()
+	if err != nil {
+		return nil, false, err
+	}
+	if err := secret.CreateKeyFile(path, key); err != nil {
+		return nil, false, err
+	}
+	return key, true, nil
+}
+
+func (r *runner) printRotation(loc secret.KeyLocation, keyPath string, rep *app.RotationReport, already bool, output string) error {
+	newKeyAt := keyPath
+	if loc.Source() == secret.FromDataDir {
+		newKeyAt = filepath.Join(r.dataDir, secret.MasterKeyFile)
+	}
+	if output == "json" {
+		return writeJSON(r.out(), struct {
+			*app.RotationReport
+			NewKeyFile     string `json:"new_key_file"`
+			AlreadyRotated bool   `json:"already_rotated"`
+		}{rep, newKeyAt, already})
+	}
+	if already {
+		fmt.Fprintf(r.out(), "The store was already sealed with the key in %s (an earlier rotation to it was interrupted after it changed the store).\n", newKeyAt)
+	} else {
+		fmt.Fprintf(r.out(), "Sealed %d passwords and %d SSH private keys of %d connections with a new master key, in one transaction.\n",
+			rep.Passwords, rep.PrivateKeys, rep.Connections)
+	}
+	if loc.Source() == secret.FromDataDir {
+		fmt.Fprintf(r.out(), "The new key is in %s; the old key no longer opens the store.\n", newKeyAt)
+	} else {
+		fmt.Fprintf(r.out(), `The new key is in %s (mode 0600); the old key no longer opens the store.
+Now set %s to it in every process that uses this store and restart them
+(processes still running with the old key refuse to seal secrets and report not ready),
+then delete %s once the key is kept where your secrets live.
+`, newKeyAt, loc.Describe(), newKeyAt)
+	}
+	fmt.Fprintln(r.out(), "Keep a copy of the new key apart from the store and its backups; keep the old key as long as you keep backups made before now.")
+	return nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
