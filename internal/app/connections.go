@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -421,7 +422,13 @@ func (s *Service) pinHostKey(ctx context.Context, name string, addr string, key 
 			return err
 		}
 		if len(c.HostKeys) > 0 && c.HostKeysAddr == addr {
-			return fmt.Errorf("bastion %s: a host key was pinned concurrently; retry", addr)
+			// Another session pinned first: the same key is fine (two
+			// runs that first used the bastion at once); another one
+			// means the bastion presented two different keys.
+			if slices.Contains(c.HostKeys, sshkey.AuthorizedKey(key, "")) {
+				return nil
+			}
+			return fmt.Errorf("bastion %s: another host key was pinned concurrently; retry", addr)
 		}
 		c.HostKeys = []string{sshkey.AuthorizedKey(key, "")}
 		c.HostKeysAddr = addr

@@ -53,6 +53,32 @@ func TestConnectionTestHostKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Authorize(t, v.SSHTunnel.PublicKey)
+	// Several sessions that first use the bastion at once (two runs of a
+	// new connection) all pin the same key: none fails.
+	if _, err := f.svc.CreateConnection(ctx, tunnelled("together", pg, b)); err != nil {
+		t.Fatal(err)
+	}
+	if v2, _ := f.svc.GetConnection(ctx, "together"); v2 != nil {
+		b.Authorize(t, v2.SSHTunnel.PublicKey)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 6)
+	for range 6 {
+		wg.Go(func() {
+			sess, err := f.svc.Open(ctx, "together")
+			if err == nil {
+				_ = sess.Close()
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent first use: %v", err)
+		}
+	}
 
 	var steps []diagnose.StepID
 	rep, err := f.svc.TestConnection(ctx, "wh", func(s diagnose.Step) { steps = append(steps, s.ID) })
