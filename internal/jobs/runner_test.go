@@ -377,3 +377,109 @@ func TestStoppedRunStopsItsStatements(t *testing.T) {
 		waitFor("the statement to stop", 5*time.Second, func() bool { return sleeping(tag) == 0 })
 	})
 }
+
+// TestRunEndsStatementsEverywhere is the matrix of issue 9: a SQL step, a
+// psql command step and a pgbench command step, each stopped by a cancel,
+// a timeout, the bastion's sshd killed (its whole process tree) and
+// started again, and the bastion frozen and thawed. In every case the
+// statement is gone from pg_stat_activity (polled) once the run has ended,
+// or, when the tunnel was lost, once the bastion answers again; and the
+// run's cleanup says it is done.
+func TestRunEndsStatementsEverywhere(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("slow: 12 stopped runs")
+	}
+	const interval, count = 200 * time.Millisecond, 3
+	e := setup(t, interval, count)
+	admin := e.pg.Connect(t, "analytics")
+	ctx := context.Background()
+	active := func(tag string) int {
+		var n int
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%' || $1 || '%'
+			AND state = 'active' AND pid <> pg_backend_pid()`, tag).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	waitFor := func(what string, within time.Duration, cond func() bool) {
+		t.Helper()
+		for end := time.Now().Add(within); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("timed out after %v waiting for %s", within, what)
+			}
+		}
+	}
+	dir := t.TempDir()
+	steps := map[string]func(tag string) jobs.Step{
+		"sql": func(tag string) jobs.Step { return jobs.Step{SQL: "SELECT pg_sleep(300) /* " + tag + " */"} },
+		"psql": func(tag string) jobs.Step {
+			return jobs.Step{Command: []string{"psql", "-X", "-c", "SELECT pg_sleep(300) /* " + tag + " */"}}
+		},
+		"pgbench": func(tag string) jobs.Step {
+			script := filepath.Join(dir, tag+".sql")
+			if err := os.WriteFile(script, []byte("SELECT pg_sleep(300) /* "+tag+" */;\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return jobs.Step{Command: []string{"pgbench", "-n", "-t", "1", "-f", script}}
+		},
+	}
+	r := e.runner(t)
+	r.Commands = jobs.CommandPolicy{Allow: allowlist(t, "sh", "psql", "pgbench")}
+	r.StopGrace = 3 * time.Second
+	for _, kind := range []string{"sql", "psql", "pgbench"} {
+		for _, stop := range []string{"cancel", "timeout", "sshd-killed", "frozen"} {
+			t.Run(kind+"/"+stop, func(t *testing.T) {
+				tag := "matrix-" + kind + "-" + stop
+				rctx, cancel := context.WithCancelCause(ctx)
+				defer cancel(nil)
+				cleanups := make(chan jobs.Cleanup, 1)
+				hooks := jobs.Hooks{Cleanup: func(c jobs.Cleanup) { cleanups <- c }}
+				stopped := make(chan struct{})
+				go func() {
+					defer close(stopped)
+					waitFor("the statement to run", 20*time.Second, func() bool { return active(tag) == 1 })
+					switch stop {
+					case "cancel":
+						cancel(&jobs.CancelledError{By: "matrix"})
+					case "timeout":
+						cancel(&jobs.TimeoutError{After: time.Second})
+					case "sshd-killed":
+						e.b.Kill(t)
+					case "frozen":
+						e.fp.Freeze()
+					}
+				}()
+				res := r.Run(rctx, job("wh", steps[kind](tag)), hooks)
+				<-stopped // the fault is complete (sshd's whole tree is gone)
+				if res.Status == jobs.Succeeded || res.Cleanup == nil {
+					t.Fatalf("result %+v", res)
+				}
+				switch stop {
+				case "cancel", "timeout":
+					if res.Cleanup.Status != jobs.CleanupDone {
+						t.Fatalf("cleanup %+v", res.Cleanup)
+					}
+				default:
+					if res.Cleanup.Status != jobs.CleanupPending {
+						t.Fatalf("cleanup after the tunnel was lost: %+v (reason %s)", res.Cleanup, res.Reason)
+					}
+					if stop == "sshd-killed" {
+						e.b.Start(t)
+					} else {
+						e.fp.Thaw()
+					}
+					select {
+					case c := <-cleanups:
+						if c.Status != jobs.CleanupDone {
+							t.Fatalf("cleanup once the bastion answered: %+v", c)
+						}
+					case <-time.After(40 * time.Second):
+						t.Fatal("no cleanup within 40 s of the bastion answering again")
+					}
+				}
+				waitFor("the statement to stop on the server", 5*time.Second, func() bool { return active(tag) == 0 })
+			})
+		}
+	}
+}
