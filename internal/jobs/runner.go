@@ -788,11 +788,11 @@ func (x *run) signal(cmd *exec.Cmd, sig syscall.Signal) {
 // 64 KiB) and returns the last line that was not blank, masked.
 func (x *run) capture(i int, stream string, r io.Reader) (last string) {
 	br := bufio.NewReaderSize(r, 64<<10)
-	// A line longer than the buffer comes in parts; the parts are joined
-	// up to maxLogLine before they are masked and logged, and a longer
-	// line is logged in pieces that keep the last len(secret)-1 bytes
-	// back, so that a secret across two reads is still masked.
-	const maxLogLine = 1 << 20
+	// A line longer than the buffer comes in parts, logged as pieces of
+	// about maxLogLine bytes; each piece is masked with the part before
+	// it and keeps its last len(secret)-1 bytes back for the next, so
+	// that a secret across two reads is still masked.
+	const maxLogLine = 64 << 10
 	var pending []byte
 	emit := func(b []byte) {
 		text := x.mask(strings.TrimRight(string(b), "\r\n"))
