@@ -216,7 +216,7 @@ func (r *runServers) batch(b *testing.B, n int) runsResult {
 		workers[run.Worker] = true
 	}
 	res.span = last.Sub(first)
-	res.queueP50, res.queueP99 = percentile(waits, 0.50), percentile(waits, 0.99)
+	res.queueP50, res.queueP99 = percentile(waits, 50), percentile(waits, 99)
 	res.workers = len(workers)
 	b.StartTimer()
 	return res
