@@ -491,6 +491,13 @@ func (e *env) printConfig() {
 	if out, err := exec.Command("pgbench", "--version").Output(); err == nil {
 		fmt.Printf("pgbench: %s\n", strings.TrimSpace(string(out)))
 	}
+	if e.baseBin != "" {
+		name := os.Getenv("PGRELAY_BENCH_PGRELAY_BASE_NAME")
+		if name == "" {
+			name = e.baseBin
+		}
+		fmt.Printf("pgrelay-base: %s\n", name)
+	}
 }
 
 // tunnelAlgorithms picks the cipher and key exchange from the tunnel's

@@ -77,6 +77,9 @@ func chartGroups(res *results) []chartGroup {
 		}
 		g := chartGroup{label: s.Short}
 		for _, path := range s.Paths {
+			if path == pathProxyBase {
+				continue // in its own section
+			}
 			v := median(res.get(s.Group, path, s.Unit))
 			if v <= 0 {
 				continue
@@ -209,16 +212,17 @@ func renderChart(groups []chartGroup, title string) ([]byte, error) {
 				// Cut: a white notch shows the bar goes on.
 				rect(x0, y(chartCap)+6, x1, y(chartCap)+9, color.White)
 			}
-			if b.target > 0 {
-				ty := y(b.target)
-				rect(x0-3, ty-1, x1+3, ty+2, black)
-			}
-			// The value above the bar, on white so that a target mark
-			// behind it does not hide it.
+			// The value above the bar, on white; the target mark is drawn
+			// over it, so that a value just under its target does not
+			// hide the mark.
 			lw := textWidth(label)
 			ly := y(b.value) - 4
 			rect((x0+x1)/2-lw/2-1, ly-11, (x0+x1)/2+lw/2+2, ly+2, color.White)
 			centered((x0+x1)/2, ly, black, label)
+			if b.target > 0 {
+				ty := y(b.target)
+				rect(x0-3, ty-1, x1+3, ty+2, black)
+			}
 		}
 		cx := int(gx + slotWidth*2)
 		centered(cx, plotBottom+20, black, g.label)
