@@ -20,7 +20,8 @@
 # $OUT/benchmarks.md (machine, targets, ratios with their spread over the
 # rounds, tables) and the chart $OUT/benchmarks.png from it with
 # `go run ./internal/bench/report`. OUT is docs unless SMOKE=1.
-# About 10 minutes per round on a 2-core machine, plus the scale run.
+# About 8 minutes per round on a 2-core machine (45 minutes in all with
+# the defaults), plus a few for the scale run.
 #
 # The samples are taken in ROUNDS separate runs of `go test` rather than
 # one run with -count: go test repeats each benchmark in a row, so on a
