@@ -475,6 +475,11 @@ func renderSummary(w io.Writer, res *results, meta reportMeta) {
 	}
 	p("For setup the in-process column is pgrelay's tunnel (`tunnel.Dial`), which `pgrelay proxy` opens the same way.")
 	p("")
+	if c, pc := res.config["openssh-cipher"], res.config["pgrelay-cipher"]; c != "" && pc != "" {
+		p("The paths do not encrypt alike: OpenSSH's `ssh` negotiated %s with the bastion, pgrelay's tunnel (proxy, exec and "+
+			"in-process) %s; see [Ciphers](#ciphers-aes-128-gcm-and-chacha20-poly1305) for what each costs here.", c, pc)
+		p("")
+	}
 	if meta.Chart != "" {
 		p("![Speed relative to OpenSSH per benchmark and path](%s)", meta.Chart)
 		p("")

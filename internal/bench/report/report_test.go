@@ -141,6 +141,7 @@ func TestRender(t *testing.T) {
 		"| round trip (Go) | lower | 0.19× | 1.00× | 0.95× | 0.71× |",
 		"![Speed relative to OpenSSH per benchmark and path](benchmarks.png)",
 		"## What profiling found",
+		"OpenSSH's `ssh` negotiated",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
