@@ -12,6 +12,8 @@ import (
 const sample = `postgresql: 15.18 (Debian 15.18-0+deb12u1)
 openssh: OpenSSH_9.2p1 Debian-2+deb12u10, OpenSSL 3.0.19 27 Jan 2026
 pgbench: pgbench (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)
+openssh-cipher: chacha20-poly1305@openssh.com
+pgrelay-cipher: aes128-gcm@openssh.com
 goos: linux
 goarch: amd64
 pkg: github.com/pgrelay/pgrelay/internal/bench
@@ -141,7 +143,7 @@ func TestRender(t *testing.T) {
 		"| round trip (Go) | lower | 0.19× | 1.00× | 0.95× | 0.71× |",
 		"![Speed relative to OpenSSH per benchmark and path](benchmarks.png)",
 		"## What profiling found",
-		"OpenSSH's `ssh` negotiated",
+		"OpenSSH's `ssh` negotiated chacha20-poly1305@openssh.com with the bastion, pgrelay's tunnel (proxy, exec and in-process) aes128-gcm@openssh.com;",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
