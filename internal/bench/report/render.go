@@ -160,7 +160,8 @@ func (t target) per() string {
 	return "op"
 }
 
-var targets = []target{
+// targets are the goals the report judges, in its order.
+var targets = append([]target{
 	{About: "In-process round trip ≤ 0.8 × OpenSSH (Go loop)", Group: "RoundTrip", Path: pathInProcess, Unit: "ns/op", Bound: 0.8, AtMost: true},
 	{About: "Proxy round trip ≤ OpenSSH (Go loop)", Group: "RoundTrip", Path: pathProxy, Unit: "ns/op", Bound: 1.0, AtMost: true},
 	{About: "Proxy round trip ≤ OpenSSH (`pgbench -S -c 1`: tps ≥ OpenSSH's)", Group: "Pgbench/c1", Path: pathProxy, Unit: "tps", Bound: 1.0},
@@ -172,20 +173,23 @@ var targets = []target{
 		Absolute: true, Scale: 1, Shown: "MB", Worst: true},
 	{About: "Drop detected within interval × count + 1 s (every repetition)", Group: "DropDetection", Path: pathPgrelay, Unit: "ns/op",
 		Bound: 1e9, AtMost: true, Absolute: true, Scale: 1e9, Shown: "s", Worst: true, BoundUnit: "limit-ns"},
-}
+}, issue15Targets()...)
 
-func init() {
+// issue15Targets are the goals of the real clients, the far bastion and
+// the runs across processes.
+func issue15Targets() []target {
+	var out []target
 	// Real clients: every program over the proxy and over exec moves data
 	// ≥ 1.1 × as fast as over OpenSSH, with no more CPU per GB.
 	for _, c := range clientSpecs {
 		for _, p := range []struct{ path, name string }{{pathProxy, "proxy"}, {pathExec, "exec"}} {
-			targets = append(targets, target{
+			out = append(out, target{
 				About: fmt.Sprintf("%s over `pgrelay %s` ≥ 1.1 × OpenSSH, CPU per GB ≤ ssh's", c.Short, p.name),
 				Group: c.Group, Path: p.path, Unit: "MB/s", Bound: 1.1, TunnelCPU: true, CPUPer: "GB",
 			})
 		}
 	}
-	targets = append(targets,
+	return append(out,
 		target{About: "Time to first row at 25 ms one way ≤ 0.8 × OpenSSH (tunnel.Dial + pgx against spawning ssh -L + pgx)",
 			Group: "Far/25ms/first_row", Path: pathPgrelay, Unit: "first-row-ms", Bound: 0.8, AtMost: true},
 		target{About: "Time to first row at 25 ms one way ≤ 0.8 × OpenSSH (`pgrelay exec -- psql` against spawning ssh -L, then psql)",
