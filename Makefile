@@ -58,7 +58,9 @@ vet:
 	@test -z "$$(gofmt -l cmd internal client)" || { echo "gofmt needed:"; gofmt -l cmd internal client; exit 1; }
 	$(GO) vet ./...
 
-# Benchmarks: direct vs OpenSSH ssh -L vs pgrelay, side by side in one run.
+# Benchmarks: direct vs OpenSSH ssh -L vs pgrelay, side by side in rounds
+# (scripts/bench.sh). SMOKE=1 make bench: every benchmark once, small,
+# written to a temporary directory instead of docs/.
 bench: test-deps
 	./scripts/bench.sh
 

@@ -23,7 +23,9 @@ type cpuSample struct {
 	// ssh is OpenSSH's ssh client: the long-lived forward, plus the ones
 	// spawned and reaped by the setup benchmark.
 	ssh time.Duration
-	// pgrelay is the `pgrelay proxy` process.
+	// pgrelay is the `pgrelay proxy` processes (the current build's and,
+	// when there is one, the baseline's) and the `pgrelay exec` processes
+	// that have exited, without the programs they ran.
 	pgrelay time.Duration
 	// sshd is the bastion: the listening sshd and all its descendants,
 	// reaped ones included.
@@ -40,14 +42,29 @@ func (e *env) sampleCPU() cpuSample {
 		s.client = rusageTime(&self)
 	}
 	s.ssh = time.Duration(e.reapedSSH.Load())
-	if e.forward != nil {
-		if st, ok := readStat(e.forward.cmd.Process.Pid); ok {
+	e.fwdMu.Lock()
+	fwds := append([]*sshForward{e.forward}, e.forwards...)
+	e.fwdMu.Unlock()
+	for _, f := range fwds {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.exited: // counted in reapedSSH
+			continue
+		default:
+		}
+		if st, ok := readStat(f.cmd.Process.Pid); ok {
 			s.ssh += st.own
 		}
 	}
-	if e.proxy != nil {
-		if st, ok := readStat(e.proxy.cmd.Process.Pid); ok {
-			s.pgrelay = st.own + st.reaped
+	s.pgrelay = time.Duration(e.reapedPgrelay.Load())
+	for _, p := range []*pgrelayProxy{e.proxy, e.baseProxy} {
+		if p == nil {
+			continue
+		}
+		if st, ok := readStat(p.cmd.Process.Pid); ok {
+			s.pgrelay += st.own + st.reaped
 		}
 	}
 	procs := readAllStats()
@@ -63,18 +80,24 @@ func (e *env) sampleCPU() cpuSample {
 // nanoseconds: per process group and in total. ops is the number of
 // operations (b.N, or for pgbench its transactions).
 func reportCPU(b *testing.B, before, after cpuSample, ops float64) {
-	if ops <= 0 {
+	reportCPUPer(b, before, after, ops, "op")
+}
+
+// reportCPUPer is reportCPU per unit other than the operation (such as
+// "GB": units is then the number of GB moved).
+func reportCPUPer(b *testing.B, before, after cpuSample, units float64, unit string) {
+	if units <= 0 {
 		return
 	}
-	client := float64(after.client-before.client) / ops
-	ssh := float64(after.ssh-before.ssh) / ops
-	pgrelay := float64(after.pgrelay-before.pgrelay) / ops
-	sshd := float64(after.sshd-before.sshd) / ops
-	b.ReportMetric(client, "cpu-client-ns/op")
-	b.ReportMetric(ssh, "cpu-ssh-ns/op")
-	b.ReportMetric(pgrelay, "cpu-pgrelay-ns/op")
-	b.ReportMetric(sshd, "cpu-sshd-ns/op")
-	b.ReportMetric(client+ssh+pgrelay+sshd, "cpu-ns/op")
+	client := float64(after.client-before.client) / units
+	ssh := float64(after.ssh-before.ssh) / units
+	pgrelay := float64(after.pgrelay-before.pgrelay) / units
+	sshd := float64(after.sshd-before.sshd) / units
+	b.ReportMetric(client, "cpu-client-ns/"+unit)
+	b.ReportMetric(ssh, "cpu-ssh-ns/"+unit)
+	b.ReportMetric(pgrelay, "cpu-pgrelay-ns/"+unit)
+	b.ReportMetric(sshd, "cpu-sshd-ns/"+unit)
+	b.ReportMetric(client+ssh+pgrelay+sshd, "cpu-ns/"+unit)
 }
 
 func rusageTime(r *syscall.Rusage) time.Duration {

@@ -97,22 +97,49 @@ type env struct {
 	// the bastion's pinned host key.
 	tunnelCfg tunnel.Config
 	// keyFile holds the client key for ssh and holdtunnels; hostKeyFile
-	// the bastion's public host key.
-	keyFile, hostKeyFile string
+	// the bastion's public host key; authorizedKey is the client key's
+	// authorized_keys line.
+	keyFile, hostKeyFile, authorizedKey string
 
 	// tun is the tunnel of the in-process path.
 	tun *tunnel.Tunnel
 	// proxy is the `pgrelay proxy` process.
 	proxy *pgrelayProxy
+	// baseProxy is the `pgrelay proxy` process of the baseline build
+	// (PGRELAY_BENCH_PGRELAY_BASE), or nil.
+	baseProxy *pgrelayProxy
 	// forward is the long-lived `ssh -N -L`.
 	forward *sshForward
+	// forwards are other long-lived `ssh -N -L` whose CPU is counted
+	// with the ssh client's (see addForward).
+	fwdMu    sync.Mutex
+	forwards []*sshForward
+	// cipher holds the paths of the cipher comparison, once made.
+	cipher *cipherPaths
 	// holdTunnels is the helper binary of the scale benchmark; pgrelayBin
-	// the pgrelay command.
-	holdTunnels, pgrelayBin string
+	// the pgrelay command; baseBin the baseline build of it, or "".
+	holdTunnels, pgrelayBin, baseBin string
+	// pgrelay is the pgrelay command on its data dir, with connection
+	// "bench" through the bastion; base the baseline build on its own
+	// (a release refuses a newer store).
+	pgrelay, base install
 
 	// reapedSSH is the CPU time of ssh processes that have exited, in
-	// nanoseconds (see sampleCPU).
-	reapedSSH atomic.Int64
+	// nanoseconds (see sampleCPU); reapedPgrelay that of `pgrelay exec`
+	// processes, without the programs they ran.
+	reapedSSH, reapedPgrelay atomic.Int64
+
+	// dumpBytes is the COPY text of the pg_dump benchmark's database.
+	dumpBytes atomic.Int64
+
+	// prep holds what was prepared once per process (see prepare).
+	prepMu sync.Mutex
+	prep   map[string]*prepared
+
+	// far holds the paths through a latency relay, per one-way delay
+	// (see farEnv).
+	farMu sync.Mutex
+	far   map[time.Duration]*farPaths
 
 	// Versions and negotiated algorithms, printed as configuration lines.
 	pgVersion, sshVersion     string
@@ -131,12 +158,16 @@ type path struct {
 
 // paths returns the long-lived paths in the order the report shows them.
 func (e *env) paths() []path {
-	return []path{
+	ps := []path{
 		{"direct", func() *pgx.ConnConfig { return e.direct.Copy() }, e.pg.Addr()},
 		{"openssh", func() *pgx.ConnConfig { return e.viaAddr(e.forward.addr) }, e.forward.addr},
 		{"pgrelay_proxy", func() *pgx.ConnConfig { return e.viaAddr(e.proxy.addr) }, e.proxy.addr},
 		{"pgrelay_inprocess", func() *pgx.ConnConfig { return e.viaTunnel(e.tun) }, ""},
 	}
+	if e.baseProxy != nil {
+		ps = append(ps, path{"pgrelay_proxy_base", func() *pgx.ConnConfig { return e.viaAddr(e.baseProxy.addr) }, e.baseProxy.addr})
+	}
+	return ps
 }
 
 // viaAddr returns the direct configuration pointed at a local forward.
@@ -212,6 +243,16 @@ func (e *env) buildBinaries(tb *processTB) {
 		// Another build of the command, to compare with (before/after).
 		e.pgrelayBin = other
 	}
+	e.pgrelay = install{bin: e.pgrelayBin, dataDir: filepath.Join(dir, "data")}
+	if base := os.Getenv("PGRELAY_BENCH_PGRELAY_BASE"); base != "" {
+		// A baseline build (scripts/bench.sh: the previous release),
+		// whose proxy runs beside the current one in the same rounds.
+		if _, err := os.Stat(base); err != nil {
+			tb.Fatalf("PGRELAY_BENCH_PGRELAY_BASE=%q: %v", base, err)
+		}
+		e.baseBin = base
+		e.base = install{bin: base, dataDir: filepath.Join(dir, "data-base")}
+	}
 }
 
 // setup makes the role, the client key and the long-lived paths.
@@ -259,7 +300,8 @@ func (e *env) setup(tb *processTB) {
 	if err := os.WriteFile(e.hostKeyFile, ssh.MarshalAuthorizedKey(e.bastion.HostKey), 0o600); err != nil {
 		tb.Fatalf("write host key: %v", err)
 	}
-	e.bastion.Authorize(tb, sshkey.AuthorizedKey(key.Public, "pgrelay-bench"))
+	e.authorizedKey = sshkey.AuthorizedKey(key.Public, "pgrelay-bench")
+	e.bastion.Authorize(tb, e.authorizedKey)
 	e.tunnelCfg = tunnel.Config{
 		Addr:     e.bastion.Addr(),
 		User:     e.bastion.User,
@@ -279,8 +321,14 @@ func (e *env) setup(tb *processTB) {
 	tb.Cleanup(func() { _ = e.tun.Close() })
 	e.pgrelayCipher, e.pgrelayKex = tunnelAlgorithms(logBuf.Bytes())
 
-	e.proxy = e.startProxy(ctx, tb)
+	e.saveConnection(ctx, tb, e.pgrelay, "bench", e.bastion.Port)
+	e.proxy = e.startProxy(tb, e.pgrelay, "bench")
 	tb.Cleanup(e.proxy.stop)
+	if e.baseBin != "" {
+		e.saveConnection(ctx, tb, e.base, "bench", e.bastion.Port)
+		e.baseProxy = e.startProxy(tb, e.base, "bench")
+		tb.Cleanup(e.baseProxy.stop)
+	}
 
 	fwd, first, err := e.startSSHForward(ctx, tb, 0, nil)
 	if err != nil {
@@ -320,11 +368,22 @@ type pgrelayProxy struct {
 	stderr *lockedBuffer
 }
 
-// pgrelay runs the pgrelay binary on the benchmark's data dir.
-func (e *env) pgrelay(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, e.pgrelayBin,
-		append([]string{"--data-dir", filepath.Join(e.dir, "data")}, args...)...)
+// install is a pgrelay binary and the data dir it runs on.
+type install struct {
+	bin, dataDir string
+}
+
+// command returns the command running the binary on the data dir with
+// args; BENCH_DB_PASSWORD holds the bench role's password.
+func (in install) command(ctx context.Context, e *env, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, in.bin, append([]string{"--data-dir", in.dataDir}, args...)...)
 	cmd.Env = append(os.Environ(), "BENCH_DB_PASSWORD="+e.password)
+	return cmd
+}
+
+// run runs the binary on its data dir to its end and returns its output.
+func (in install) run(ctx context.Context, e *env, args ...string) (string, error) {
+	cmd := in.command(ctx, e, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -333,25 +392,25 @@ func (e *env) pgrelay(ctx context.Context, args ...string) (string, error) {
 	return stdout.String(), nil
 }
 
-// startProxy saves the database as pgrelay connection "bench" through the
-// bastion, authorizes its key, pins the host key with a first query and
-// starts `pgrelay proxy bench` on a free port.
-func (e *env) startProxy(ctx context.Context, tb *processTB) *pgrelayProxy {
-	if _, err := e.pgrelay(ctx, "connection", "create", "bench",
+// saveConnection saves the database as connection name of in, through the
+// bastion's sshd listening on bastionPort (its own, or a relay's in front
+// of it), authorizes its key and pins the host key with a first query.
+func (e *env) saveConnection(ctx context.Context, tb testing.TB, in install, name string, bastionPort int) {
+	if _, err := in.run(ctx, e, "connection", "create", name,
 		"--host", e.pg.Host, "--port", strconv.Itoa(e.pg.Port), "--database", "bench", "--user", "bench",
 		"--password-env", "BENCH_DB_PASSWORD", "--sslmode", "disable",
-		"--ssh-host", e.bastion.Host, "--ssh-port", strconv.Itoa(e.bastion.Port), "--ssh-user", e.bastion.User); err != nil {
+		"--ssh-host", e.bastion.Host, "--ssh-port", strconv.Itoa(bastionPort), "--ssh-user", e.bastion.User); err != nil {
 		tb.Fatalf("%v", err)
 	}
-	pub, err := e.pgrelay(ctx, "connection", "public-key", "bench")
+	pub, err := in.run(ctx, e, "connection", "public-key", name)
 	if err != nil {
 		tb.Fatalf("%v", err)
 	}
 	e.bastion.Authorize(tb, strings.TrimSpace(pub))
-	if _, err := e.pgrelay(ctx, "query", "bench", "select 1"); err != nil {
+	if _, err := in.run(ctx, e, "query", name, "select 1"); err != nil {
 		tb.Fatalf("%v", err)
 	}
-	show, err := e.pgrelay(ctx, "connection", "show", "bench", "-o", "json")
+	show, err := in.run(ctx, e, "connection", "show", name, "-o", "json")
 	if err != nil {
 		tb.Fatalf("%v", err)
 	}
@@ -364,9 +423,11 @@ func (e *env) startProxy(ctx context.Context, tb *processTB) *pgrelayProxy {
 		tb.Fatalf("pgrelay pinned host key %q (%v), want the bastion's %s", v.SSHTunnel.HostKeyFingerprint, err,
 			ssh.FingerprintSHA256(e.bastion.HostKey))
 	}
+}
 
-	cmd := exec.Command(e.pgrelayBin, "--data-dir", filepath.Join(e.dir, "data"),
-		"proxy", "bench", "--listen", "127.0.0.1:0")
+// startProxy starts `pgrelay proxy NAME` of in on a free port.
+func (e *env) startProxy(tb testing.TB, in install, name string) *pgrelayProxy {
+	cmd := exec.Command(in.bin, "--data-dir", in.dataDir, "proxy", name, "--listen", "127.0.0.1:0")
 	// Experiments: PGRELAY_BENCH_PROXY_ENV adds environment variables
 	// (space-separated KEY=VALUE, such as GOGC=100 or GOMAXPROCS=1) to the
 	// proxy's, without changing the benchmark process's own.
@@ -429,6 +490,13 @@ func (e *env) printConfig() {
 	fmt.Printf("pgrelay-kex: %s\n", e.pgrelayKex)
 	if out, err := exec.Command("pgbench", "--version").Output(); err == nil {
 		fmt.Printf("pgbench: %s\n", strings.TrimSpace(string(out)))
+	}
+	if e.baseBin != "" {
+		name := os.Getenv("PGRELAY_BENCH_PGRELAY_BASE_NAME")
+		if name == "" {
+			name = e.baseBin
+		}
+		fmt.Printf("pgrelay-base: %s\n", name)
 	}
 }
 
@@ -509,6 +577,13 @@ func (e *env) opensshAlgorithms(ctx context.Context) (cipher, kex string) {
 		}
 	}
 	return cipher, kex
+}
+
+// addForward counts f's CPU with the ssh client's while it runs.
+func (e *env) addForward(f *sshForward) {
+	e.fwdMu.Lock()
+	defer e.fwdMu.Unlock()
+	e.forwards = append(e.forwards, f)
 }
 
 // sshForward is a running `ssh -N -L`.

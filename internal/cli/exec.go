@@ -30,7 +30,11 @@ exists only while the program runs, and run the program with PGHOST, PGPORT, PGU
 PGPASSWORD, PGDATABASE, PGSSLMODE and DBT_PROFILES_DIR (a generated profiles.yml with
 profile and target "pgrelay", unless --profile/--target) pointing at it.
 If the tunnel drops, the program gets SIGTERM (SIGKILL 10 s later) and exec fails
-with the tunnel's error. The exit code is the program's.`,
+with the tunnel's error. The exit code is the program's.
+
+The Go runtime is set for moving one SSH connection's data, as for pgrelay proxy:
+GOGC=400 and GOMAXPROCS=1, unless those environment variables are set (the
+program gets the environment as it was).`,
 		Example: `  pgrelay exec wh -- dbt build --target pgrelay
   pgrelay exec wh -- psql -c 'select 1'
   pgrelay exec wh --profile analytics --target prod -- dbt run`,
@@ -50,6 +54,9 @@ with the tunnel's error. The exit code is the program's.`,
 			if err := job.Validate(); err != nil {
 				return err
 			}
+			// The local endpoint moves the program's data: runtime
+			// settings as for `pgrelay proxy` (relayRuntime).
+			defer r.relayRuntime()()
 			svc, err := r.service(cmd.Context())
 			if err != nil {
 				return err

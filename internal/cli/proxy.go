@@ -4,19 +4,9 @@ import (
 	"fmt"
 	"net"
 	"os/signal"
-	"runtime"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/cobra"
-)
-
-// Runtime settings while `pgrelay proxy` serves, unless GOGC or
-// GOMAXPROCS are set: the garbage collector's target (as GOGC) and the
-// number of processors running Go code.
-const (
-	proxyGCPercent = 400
-	proxyMaxProcs  = 1
 )
 
 func (r *runner) proxyCommand() *cobra.Command {
@@ -52,26 +42,9 @@ GOMAXPROCS=1, unless those environment variables are set.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			// Runtime settings for moving one SSH connection's data
-			// (docs/benchmarks.md); GOGC and GOMAXPROCS in the
-			// environment still override them.
-			if r.env.Getenv("GOGC") == "" {
-				// The SSH library allocates a fresh buffer for every packet
-				// it receives (up to 32 KiB), so bulk transfers make
-				// garbage at their own rate while the live heap stays
-				// small: collecting at 5× the live heap instead of 2×
-				// saves about 10% of the proxy's CPU per GB copied, for a
-				// few MB of memory.
-				defer debug.SetGCPercent(debug.SetGCPercent(proxyGCPercent))
-			}
-			if r.env.Getenv("GOMAXPROCS") == "" {
-				// The SSH library reads and decrypts the connection on one
-				// goroutine and hands each packet on through two more, so
-				// a second processor adds little but cross-thread
-				// wake-ups: with one, the proxy's CPU per query falls by
-				// 15–27% and per GB copied by about 19%, at the same or a
-				// better speed.
-				defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(proxyMaxProcs))
-			}
+			// (relayRuntime); GOGC and GOMAXPROCS in the environment
+			// still override them.
+			defer r.relayRuntime()()
 			svc, err := r.service(ctx)
 			if err != nil {
 				return err

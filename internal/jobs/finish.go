@@ -40,6 +40,12 @@ func (x *run) finish(res *Result) {
 	backends := slices.Clone(x.backends)
 	x.mu.Unlock()
 	if res.Status == Succeeded || len(backends) == 0 {
+		// The commands have exited: their sessions end as the clients
+		// ended them once the relay has read what they sent last.
+		// Closing the endpoint first would make a session whose
+		// Terminate was still unread look like a client that went away,
+		// and cost a cancel request (a round trip or two) for nothing.
+		x.drainEndpoint(endpointDrain)
 		x.release()
 		return
 	}
@@ -173,3 +179,24 @@ func (x *run) BackendOpened(b relay.Backend) {
 // opened, since one that ended may have left a statement behind only if
 // its client vanished, which the relay cancels itself.
 func (x *run) BackendClosed(relay.Backend, relay.End) {}
+
+// endpointDrain bounds how long the end of a successful run waits for the
+// sessions of its commands to end by themselves before it closes the
+// endpoint (a session a command's leftover child holds open is closed
+// then).
+const endpointDrain = time.Second
+
+// drainEndpoint waits up to limit until the run's endpoint, if any, has no
+// session left.
+func (x *run) drainEndpoint(limit time.Duration) {
+	x.mu.Lock()
+	px := x.px
+	x.mu.Unlock()
+	if px == nil {
+		return
+	}
+	deadline := time.Now().Add(limit)
+	for px.Active() > 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -39,7 +39,7 @@ var slotColors = [4]color.RGBA{
 	{0x2e, 0xa0, 0x4a, 0xff}, // pgrelay in-process / tunnel: green
 }
 
-var slotNames = [4]string{"direct", "OpenSSH ssh -L", "pgrelay proxy", "pgrelay in-process (or tunnel)"}
+var slotNames = [4]string{"direct", "OpenSSH ssh -L", "pgrelay proxy", "pgrelay in-process, tunnel or exec"}
 
 // slotOf maps a path to its slot.
 func slotOf(path string) int {
@@ -50,7 +50,7 @@ func slotOf(path string) int {
 		return 1
 	case pathProxy:
 		return 2
-	default: // pathInProcess, pathPgrelay
+	default: // pathInProcess, pathPgrelay, pathExec
 		return 3
 	}
 }
@@ -77,6 +77,9 @@ func chartGroups(res *results) []chartGroup {
 		}
 		g := chartGroup{label: s.Short}
 		for _, path := range s.Paths {
+			if path == pathProxyBase {
+				continue // in its own section
+			}
 			v := median(res.get(s.Group, path, s.Unit))
 			if v <= 0 {
 				continue
@@ -86,6 +89,34 @@ func chartGroups(res *results) []chartGroup {
 				rel = v / base
 			}
 			g.bars = append(g.bars, chartBar{slot: slotOf(path), value: rel, target: targetFor(s.Group, path)})
+		}
+		groups = append(groups, g)
+	}
+	// Real clients: rates, the proxy and exec against OpenSSH.
+	chartLabels := map[string]string{
+		"Clients/copy/small": "psql 100 B", "Clients/copy/medium": "psql 1 kB", "Clients/copy/large": "psql 1 MB",
+		"Clients/pg_dump": "pg_dump", "Clients/pg_restore": "pg_restore",
+	}
+	for _, s := range clientSpecs {
+		base := median(res.get(s.Group, pathOpenSSH, s.Unit))
+		if base <= 0 {
+			continue
+		}
+		g := chartGroup{label: chartLabels[s.Group]}
+		for _, path := range []string{pathDirect, pathOpenSSH, pathProxy, pathExec} {
+			if v := median(res.get(s.Group, path, s.Unit)); v > 0 {
+				g.bars = append(g.bars, chartBar{slot: slotOf(path), value: v / base, target: targetFor(s.Group, path)})
+			}
+		}
+		groups = append(groups, g)
+	}
+	// Time to the first row with the bastion 25 ms away.
+	if fr, base := "Far/25ms/first_row", median(res.get("Far/25ms/first_row", pathOpenSSH, "first-row-ms")); base > 0 {
+		g := chartGroup{label: "first row, far"}
+		for _, path := range []string{pathDirect, pathOpenSSH, pathPgrelay} {
+			if v := median(res.get(fr, path, "first-row-ms")); v > 0 {
+				g.bars = append(g.bars, chartBar{slot: slotOf(path), value: base / v, target: targetFor(fr, path)})
+			}
 		}
 		groups = append(groups, g)
 	}
@@ -112,7 +143,7 @@ func chartGroups(res *results) []chartGroup {
 // renderChart draws the groups as a PNG bar chart.
 func renderChart(groups []chartGroup, title string) ([]byte, error) {
 	const (
-		width, height = 1280, 640
+		width, height = 1600, 640
 		left, right   = 70, 20
 		top, bottom   = 96, 90
 	)
@@ -181,16 +212,17 @@ func renderChart(groups []chartGroup, title string) ([]byte, error) {
 				// Cut: a white notch shows the bar goes on.
 				rect(x0, y(chartCap)+6, x1, y(chartCap)+9, color.White)
 			}
-			if b.target > 0 {
-				ty := y(b.target)
-				rect(x0-3, ty-1, x1+3, ty+2, black)
-			}
-			// The value above the bar, on white so that a target mark
-			// behind it does not hide it.
+			// The value above the bar, on white; the target mark is drawn
+			// over it, so that a value just under its target does not
+			// hide the mark.
 			lw := textWidth(label)
 			ly := y(b.value) - 4
 			rect((x0+x1)/2-lw/2-1, ly-11, (x0+x1)/2+lw/2+2, ly+2, color.White)
 			centered((x0+x1)/2, ly, black, label)
+			if b.target > 0 {
+				ty := y(b.target)
+				rect(x0-3, ty-1, x1+3, ty+2, black)
+			}
 		}
 		cx := int(gx + slotWidth*2)
 		centered(cx, plotBottom+20, black, g.label)

@@ -19,6 +19,14 @@ const (
 	// pathPgrelay is pgrelay's tunnel where proxy and in-process do not
 	// differ: setup, scale and drop detection.
 	pathPgrelay = "pgrelay"
+	// pathExec is `pgrelay exec` running a program with its per-run
+	// endpoint; pathOpenSSHPsql its counterpart, spawning ssh -L and
+	// running the program through it.
+	pathExec        = "pgrelay_exec"
+	pathOpenSSHPsql = "openssh_psql"
+	// pathProxyBase is the proxy of the baseline build (the previous
+	// release), measured beside the current one.
+	pathProxyBase = "pgrelay_proxy_base"
 )
 
 // benchSpec says how to show one benchmark.
@@ -34,10 +42,26 @@ type benchSpec struct {
 	Higher   bool // a higher value is better (rates)
 	Paths    []string
 	// CPUScale and CPUShown say how to show the CPU metrics (reported in
-	// ns per operation); CPUOp names the operation.
+	// ns per operation, or per CPUPer); CPUOp names the operation.
 	CPUScale float64
 	CPUShown string
 	CPUOp    string
+	// CPUPer is the unit the CPU metrics are reported per: "op"
+	// (default) or "GB".
+	CPUPer string
+}
+
+// cpuUnit is the metric of one CPU kind ("" for the total, "ssh",
+// "pgrelay", ...) in s's unit.
+func (s benchSpec) cpuUnit(kind string) string {
+	per := s.CPUPer
+	if per == "" {
+		per = "op"
+	}
+	if kind == "" {
+		return "cpu-ns/" + per
+	}
+	return "cpu-" + kind + "-ns/" + per
 }
 
 // specs lists the benchmarks with a table per path, in report order.
@@ -46,7 +70,7 @@ var specs = []benchSpec{
 		Group: "RoundTrip", Short: "round trip (Go)", Title: "Round trip: Go `SELECT 1` loop with pgx",
 		About: "One pgx connection per path; each operation is `QueryRow(\"SELECT 1\").Scan` (one protocol round trip, prepared statement cached).",
 		Unit:  "ns/op", Scale: 1e3, Shown: "µs", Decimals: 1,
-		Paths:    []string{pathDirect, pathOpenSSH, pathProxy, pathInProcess},
+		Paths:    []string{pathDirect, pathOpenSSH, pathProxy, pathInProcess, pathProxyBase},
 		CPUScale: 1e3, CPUShown: "µs", CPUOp: "query",
 	},
 	{
@@ -54,21 +78,21 @@ var specs = []benchSpec{
 		About: "`pgbench -n -S -c 1 -j 1` for a few seconds against each path's local endpoint (select-only: one indexed `SELECT` per transaction, simple protocol). " +
 			"The in-process path has no endpoint for pgbench; the Go loop above covers it.",
 		Unit: "tps", Scale: 1, Shown: "tps", Decimals: 0, Higher: true,
-		Paths:    []string{pathDirect, pathOpenSSH, pathProxy},
+		Paths:    []string{pathDirect, pathOpenSSH, pathProxy, pathProxyBase},
 		CPUScale: 1e3, CPUShown: "µs", CPUOp: "transaction",
 	},
 	{
 		Group: "Pgbench/c8", Short: "pgbench -c 8", Title: "Round trip: `pgbench -S -c 8` over one tunnel",
 		About: "`pgbench -n -S -c 8 -j 2`: eight connections sharing one SSH connection (one `ssh -L`, one pgrelay tunnel), each its own channel.",
 		Unit:  "tps", Scale: 1, Shown: "tps", Decimals: 0, Higher: true,
-		Paths:    []string{pathDirect, pathOpenSSH, pathProxy},
+		Paths:    []string{pathDirect, pathOpenSSH, pathProxy, pathProxyBase},
 		CPUScale: 1e3, CPUShown: "µs", CPUOp: "transaction",
 	},
 	{
 		Group: "Throughput", Short: "COPY 1 GB", Title: "Throughput: 1 GB `COPY ... TO STDOUT`",
 		About: "`COPY (SELECT repeat('x', 1000) FROM generate_series(1, 999000)) TO STDOUT` (10⁹ bytes) read by `pgconn.CopyTo` into `io.Discard` on one open connection per path. MB/s is 10⁶ bytes per second.",
 		Unit:  "MB/s", Scale: 1, Shown: "MB/s", Decimals: 0, Higher: true,
-		Paths:    []string{pathDirect, pathOpenSSH, pathProxy, pathInProcess},
+		Paths:    []string{pathDirect, pathOpenSSH, pathProxy, pathInProcess, pathProxyBase},
 		CPUScale: 1e6, CPUShown: "ms", CPUOp: "GB",
 	},
 	{
@@ -82,8 +106,9 @@ var specs = []benchSpec{
 	},
 }
 
-// target is one goal. Ratio targets compare a path's median with
-// OpenSSH's; absolute ones compare a value with Bound.
+// target is one goal. Ratio targets compare a path's median with the
+// base path's (OpenSSH's unless Base says otherwise), and judge every
+// round's ratio too; absolute ones compare a value with Bound.
 type target struct {
 	About  string
 	Group  string
@@ -91,6 +116,9 @@ type target struct {
 	Unit   string
 	Bound  float64
 	AtMost bool // the value must be ≤ Bound; otherwise ≥ Bound
+	// Base is the path the ratio is taken against (default openssh);
+	// BaseName names it in the report (default OpenSSH).
+	Base, BaseName string
 	// Absolute compares the value itself (divided by Scale) with Bound.
 	Absolute bool
 	Scale    float64
@@ -100,9 +128,40 @@ type target struct {
 	// BoundUnit, when set, reads the bound from this metric of the same
 	// benchmark (median) and adds Bound to it.
 	BoundUnit string
+	// TunnelCPU adds a second condition: the CPU of the tunnel's process
+	// (OpenSSH's ssh, or pgrelay's proxy or exec) per CPUPer at most the
+	// base path's, in every round.
+	TunnelCPU bool
+	// CPUPer is what the CPU metrics are per: "op" (default) or "GB".
+	CPUPer string
 }
 
-var targets = []target{
+// base returns the path a ratio target compares with.
+func (t target) base() string {
+	if t.Base != "" {
+		return t.Base
+	}
+	return pathOpenSSH
+}
+
+// baseName names the base path in the report.
+func (t target) baseName() string {
+	if t.BaseName != "" {
+		return t.BaseName
+	}
+	return "OpenSSH"
+}
+
+// per is what the target's CPU metrics are per.
+func (t target) per() string {
+	if t.CPUPer != "" {
+		return t.CPUPer
+	}
+	return "op"
+}
+
+// targets are the goals the report judges, in its order.
+var targets = append([]target{
 	{About: "In-process round trip ≤ 0.8 × OpenSSH (Go loop)", Group: "RoundTrip", Path: pathInProcess, Unit: "ns/op", Bound: 0.8, AtMost: true},
 	{About: "Proxy round trip ≤ OpenSSH (Go loop)", Group: "RoundTrip", Path: pathProxy, Unit: "ns/op", Bound: 1.0, AtMost: true},
 	{About: "Proxy round trip ≤ OpenSSH (`pgbench -S -c 1`: tps ≥ OpenSSH's)", Group: "Pgbench/c1", Path: pathProxy, Unit: "tps", Bound: 1.0},
@@ -114,18 +173,49 @@ var targets = []target{
 		Absolute: true, Scale: 1, Shown: "MB", Worst: true},
 	{About: "Drop detected within interval × count + 1 s (every repetition)", Group: "DropDetection", Path: pathPgrelay, Unit: "ns/op",
 		Bound: 1e9, AtMost: true, Absolute: true, Scale: 1e9, Shown: "s", Worst: true, BoundUnit: "limit-ns"},
+}, issue15Targets()...)
+
+// issue15Targets are the goals of the real clients, the far bastion and
+// the runs across processes.
+func issue15Targets() []target {
+	var out []target
+	// Real clients: every program over the proxy and over exec moves data
+	// ≥ 1.1 × as fast as over OpenSSH, with no more CPU per GB.
+	for _, c := range clientSpecs {
+		for _, p := range []struct{ path, name string }{{pathProxy, "proxy"}, {pathExec, "exec"}} {
+			out = append(out, target{
+				About: fmt.Sprintf("%s over `pgrelay %s` ≥ 1.1 × OpenSSH, CPU per GB ≤ ssh's", c.Short, p.name),
+				Group: c.Group, Path: p.path, Unit: "MB/s", Bound: 1.1, TunnelCPU: true, CPUPer: "GB",
+			})
+		}
+	}
+	return append(out,
+		target{About: "Time to first row at 25 ms one way ≤ 0.8 × OpenSSH (tunnel.Dial + pgx against spawning ssh -L + pgx)",
+			Group: "Far/25ms/first_row", Path: pathPgrelay, Unit: "first-row-ms", Bound: 0.8, AtMost: true},
+		target{About: "Time to first row at 25 ms one way ≤ 0.8 × OpenSSH (`pgrelay exec -- psql` against spawning ssh -L, then psql)",
+			Group: "Far/25ms/first_row", Path: pathExec, Base: pathOpenSSHPsql, BaseName: "ssh -L + psql",
+			Unit: "first-row-ms", Bound: 0.8, AtMost: true},
+		target{About: "Runs per minute: 2 serve processes ≥ 1.7 × one (shared PostgreSQL store)",
+			Group: "Runs", Path: "p2", Base: "p1", BaseName: "one process", Unit: "runs/min", Bound: 1.7},
+	)
 }
 
 // verdict is a target evaluated against results.
 type verdict struct {
 	target
-	Value    float64 // the ratio, or the absolute value (scaled)
+	Value    float64 // the ratio of medians, or the absolute value (scaled)
 	Limit    float64 // the absolute bound (scaled), for absolute targets
+	Rounds   []float64
 	Measured bool
+	Outcome  outcome
 	Met      bool
-	// CPURatio is the path's CPU per operation over OpenSSH's (0 when not
-	// measured).
-	CPURatio float64
+	// CPURatio is the path's CPU per operation over the base path's (0
+	// when not measured): of the tunnel's process for TunnelCPU targets,
+	// of every process on the path otherwise. CPURounds are per round
+	// and CPUOutcome judges them, for TunnelCPU targets.
+	CPURatio   float64
+	CPURounds  []float64
+	CPUOutcome outcome
 }
 
 // evaluate checks every target.
@@ -150,22 +240,40 @@ func evaluate(res *results) []verdict {
 			if len(xs) > 0 && (t.BoundUnit == "" || len(res.get(t.Group, t.Path, t.BoundUnit)) > 0) {
 				v.Measured = true
 				v.Value, v.Limit = value/t.Scale, limit/t.Scale
+				v.Outcome = judge([]float64{v.Value}, v.Limit, t.AtMost)
 			}
-		} else if base := median(res.get(t.Group, pathOpenSSH, t.Unit)); len(xs) > 0 && base > 0 {
+		} else if base := median(res.get(t.Group, t.base(), t.Unit)); len(xs) > 0 && base > 0 {
 			v.Measured = true
 			v.Value, v.Limit = value/base, t.Bound
-		}
-		if v.Measured {
-			if t.AtMost {
-				v.Met = v.Value <= v.Limit
+			v.Rounds = roundRatios(res, t.Group, t.Path, t.base(), t.Unit)
+			if v.Rounds != nil {
+				v.Outcome = judge(v.Rounds, t.Bound, t.AtMost)
 			} else {
-				v.Met = v.Value >= v.Limit
+				v.Outcome = judge([]float64{v.Value}, t.Bound, t.AtMost)
 			}
 		}
-		cpu, cpuBase := median(res.get(t.Group, t.Path, cpuTotal)), median(res.get(t.Group, pathOpenSSH, cpuTotal))
-		if cpu > 0 && cpuBase > 0 {
-			v.CPURatio = cpu / cpuBase
+		if t.TunnelCPU {
+			per := t.per()
+			units := []string{"cpu-ssh-ns/" + per, "cpu-pgrelay-ns/" + per}
+			cpu, cpuBase := sumRounds(res, t.Group, t.Path, units...), sumRounds(res, t.Group, t.base(), units...)
+			if m, mb := median(cpu), median(cpuBase); m > 0 && mb > 0 {
+				v.CPURatio = m / mb
+				v.CPURounds = pairRatios(cpu, cpuBase)
+				if v.CPURounds != nil {
+					v.CPUOutcome = judge(v.CPURounds, 1, true)
+				} else {
+					v.CPUOutcome = judge([]float64{v.CPURatio}, 1, true)
+				}
+			}
+			v.Outcome = worse(v.Outcome, v.CPUOutcome)
+			v.Measured = v.Outcome != notMeasured
+		} else {
+			cpu, cpuBase := median(res.get(t.Group, t.Path, cpuTotal)), median(res.get(t.Group, t.base(), cpuTotal))
+			if cpu > 0 && cpuBase > 0 {
+				v.CPURatio = cpu / cpuBase
+			}
 		}
+		v.Met = v.Outcome == met
 		out = append(out, v)
 	}
 	return out
@@ -266,6 +374,11 @@ func render(w io.Writer, res *results, m machine, meta reportMeta) {
 	}
 	renderScale(w, res)
 	renderDrop(w, res)
+	renderClients(w, res)
+	renderFar(w, res)
+	renderRuns(w, res, m)
+	renderCipher(w, res)
+	renderBaseline(w, res)
 
 	p("%s", strings.TrimSpace(notes))
 	p("")
@@ -277,36 +390,44 @@ func renderTargets(w io.Writer, res *results) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	p("## Targets")
 	p("")
-	p("Judged on medians of wall time (or rate) against OpenSSH's `ssh -N -L`, except where an absolute bound is given " +
-		"(memory: the one scale run; drop detection: the worst repetition). The CPU column is the CPU per operation " +
-		"of every process on the path except PostgreSQL and pgbench, relative to OpenSSH's.")
+	p("Judged against OpenSSH's `ssh -N -L` (or the base named), except where an absolute bound is given " +
+		"(memory: the one scale run; drop detection: the worst repetition). The measured value is the ratio of medians; " +
+		"with more than one round, the range of the ratio over the rounds follows, and a target counts as met only when " +
+		"every round meets it: *within noise* means the rounds fall on both sides of the bound, *not met* that none meets it. " +
+		"The CPU column is the CPU per operation of every process on the path except PostgreSQL and pgbench, relative to " +
+		"OpenSSH's; for the real clients it is the CPU per GB of the tunnel's own process (pgrelay's against ssh's), which " +
+		"must not exceed ssh's in any round either.")
 	p("")
 	p("| target | measured | met | CPU per op |")
 	p("|---|---|---|---|")
-	var missed []verdict
+	var short []verdict
+	counts := map[outcome]int{}
 	for _, v := range evaluate(res) {
 		cpu := "—"
 		if v.CPURatio > 0 {
-			cpu = fmt.Sprintf("%.2f × OpenSSH", v.CPURatio)
+			cpu = fmt.Sprintf("%.2f × %s", v.CPURatio, v.baseName())
+			if v.TunnelCPU {
+				cpu = fmt.Sprintf("%.2f × ssh's per GB%s", v.CPURatio, rangeNote(v.CPURounds, 2))
+			}
 		}
+		counts[v.Outcome]++
 		if !v.Measured {
 			p("| %s | not measured | — | %s |", v.About, cpu)
 			continue
 		}
-		met := "**not met**"
-		if v.Met {
-			met = "met"
-		} else {
-			missed = append(missed, v)
+		if v.Outcome != met {
+			short = append(short, v)
 		}
-		measured := fmt.Sprintf("%.2f × OpenSSH", v.Value)
+		measured := fmt.Sprintf("%.2f × %s%s", v.Value, v.baseName(), rangeNote(v.Rounds, 2))
 		if v.Absolute {
 			measured = fmt.Sprintf("%s %s (bound %s %s)", num(v.Value, 2), v.Shown, num(v.Limit, 2), v.Shown)
 		}
-		p("| %s | %s | %s | %s |", v.About, measured, met, cpu)
+		p("| %s | %s | %s | %s |", v.About, measured, v.Outcome, cpu)
 	}
 	p("")
-	if len(missed) > 0 {
+	p("%d targets met, %d within noise, %d not met, %d not measured.", counts[met], counts[withinNoise], counts[missed], counts[notMeasured])
+	p("")
+	if len(short) > 0 {
 		p("Missed targets are explained under [What profiling found](#what-profiling-found).")
 		p("")
 	}
@@ -317,8 +438,8 @@ func renderSummary(w io.Writer, res *results, meta reportMeta) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	p("## Summary: ratios of medians")
 	p("")
-	p("Each cell is the path's median over OpenSSH's (first table) or over the direct connection's (second). " +
-		"Time (round trip latency, setup): lower is better. Rate (tps, MB/s): higher is better.")
+	p("Each cell is the path's median over OpenSSH's (first table) or over the direct connection's (second), with the range " +
+		"of the ratio over the rounds in brackets. Time (round trip latency, setup): lower is better. Rate (tps, MB/s): higher is better.")
 	p("")
 	cols := []string{pathDirect, pathOpenSSH, pathProxy, pathInProcess}
 	for _, against := range []string{pathOpenSSH, pathDirect} {
@@ -344,7 +465,13 @@ func renderSummary(w io.Writer, res *results, meta reportMeta) {
 					cells = append(cells, "—")
 					continue
 				}
-				cells = append(cells, ratio(median(res.get(s.Group, path, s.Unit)), base))
+				cell := "—"
+				if m := median(res.get(s.Group, path, s.Unit)); path == against && m > 0 {
+					cell = "1.00×"
+				} else if m > 0 && base > 0 {
+					cell = ratioCell(m/base, roundRatios(res, s.Group, path, against, s.Unit))
+				}
+				cells = append(cells, cell)
 			}
 			p("| %s | %s | %s |", s.Short, better, strings.Join(cells, " | "))
 		}
@@ -352,6 +479,11 @@ func renderSummary(w io.Writer, res *results, meta reportMeta) {
 	}
 	p("For setup the in-process column is pgrelay's tunnel (`tunnel.Dial`), which `pgrelay proxy` opens the same way.")
 	p("")
+	if c, pc := res.config["openssh-cipher"], res.config["pgrelay-cipher"]; c != "" && pc != "" {
+		p("The paths do not encrypt alike: OpenSSH's `ssh` negotiated %s with the bastion, pgrelay's tunnel (proxy, exec and "+
+			"in-process) %s; see [Ciphers](#ciphers-aes-128-gcm-and-chacha20-poly1305) for what each costs here.", c, pc)
+		p("")
+	}
 	if meta.Chart != "" {
 		p("![Speed relative to OpenSSH per benchmark and path](%s)", meta.Chart)
 		p("")
@@ -363,43 +495,62 @@ func renderSummary(w io.Writer, res *results, meta reportMeta) {
 	}
 }
 
-// renderTable writes one benchmark's table.
+// renderTable writes one benchmark's table. A path without samples is
+// left out when it is optional (the baseline proxy), shown as "—"
+// otherwise.
 func renderTable(w io.Writer, res *results, s benchSpec) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	p("## %s", s.Title)
 	p("")
 	p("%s", s.About)
 	p("")
+	renderRows(w, res, s)
+}
+
+// renderRows writes the rows of one benchmark's table and the note under
+// them.
+func renderRows(w io.Writer, res *results, s benchSpec) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	ratioNote := "lower is better"
 	if s.Higher {
 		ratioNote = "higher is better"
 	}
-	p("| path | median %s | range | runs | × OpenSSH | × direct | CPU %s per %s: total (client / ssh / pgrelay proxy / sshd) | CPU × OpenSSH |",
+	p("| path | median %s | range | runs | × OpenSSH | × direct | CPU %s per %s: total (client / ssh / pgrelay / sshd) | CPU × OpenSSH |",
 		s.Shown, s.CPUShown, s.CPUOp)
 	p("|---|---:|---:|---:|---:|---:|---:|---:|")
-	cpuBase := median(res.get(s.Group, pathOpenSSH, cpuTotal))
+	cpuBase := median(res.get(s.Group, pathOpenSSH, s.cpuUnit("")))
 	base := median(res.get(s.Group, pathOpenSSH, s.Unit))
 	direct := median(res.get(s.Group, pathDirect, s.Unit))
 	for _, path := range s.Paths {
 		xs := res.get(s.Group, path, s.Unit)
 		if len(xs) == 0 {
-			p("| %s | — | — | 0 | — | — | — | — |", path)
+			if path != pathProxyBase {
+				p("| %s | — | — | 0 | — | — | — | — |", path)
+			}
 			continue
 		}
 		med := median(xs)
 		cpu, cpuRatio := "—", "—"
-		if tot := median(res.get(s.Group, path, cpuTotal)); tot > 0 {
-			c := func(unit string) string { return num(median(res.get(s.Group, path, unit))/s.CPUScale, 1) }
-			cpu = fmt.Sprintf("%s (%s / %s / %s / %s)", num(tot/s.CPUScale, 1), c(cpuClient), c(cpuSSH), c(cpuPgrelay), c(cpuSSHD))
+		if tot := median(res.get(s.Group, path, s.cpuUnit(""))); tot > 0 {
+			c := func(kind string) string { return num(median(res.get(s.Group, path, s.cpuUnit(kind)))/s.CPUScale, 1) }
+			cpu = fmt.Sprintf("%s (%s / %s / %s / %s)", num(tot/s.CPUScale, 1), c("client"), c("ssh"), c("pgrelay"), c("sshd"))
 			cpuRatio = ratio(tot, cpuBase)
+		}
+		vsBase := ratio(med, base)
+		if path != pathOpenSSH {
+			vsBase = ratioCell(med/base, roundRatios(res, s.Group, path, pathOpenSSH, s.Unit))
+			if base <= 0 {
+				vsBase = "—"
+			}
 		}
 		p("| %s | %s | %s–%s | %d | %s | %s | %s | %s |", path,
 			num(med/s.Scale, s.Decimals), num(slices.Min(xs)/s.Scale, s.Decimals), num(slices.Max(xs)/s.Scale, s.Decimals),
-			len(xs), ratio(med, base), ratio(med, direct), cpu, cpuRatio)
+			len(xs), vsBase, ratio(med, direct), cpu, cpuRatio)
 	}
 	p("")
-	p("Ratios: %s. CPU is user + system time, medians per column, of this process (client: pgx, and for the in-process "+
-		"path pgrelay's tunnel), OpenSSH's `ssh`, the `pgrelay proxy` process and the bastion's `sshd`; PostgreSQL and "+
+	p("Ratios: %s; × OpenSSH with the range of the ratio over the rounds. CPU is user + system time, medians per column, of "+
+		"this process (client: pgx, and for the in-process path pgrelay's tunnel), OpenSSH's `ssh`, pgrelay's process "+
+		"(`pgrelay proxy`, or `pgrelay exec` without the program it runs) and the bastion's `sshd`; PostgreSQL and "+
 		"pgbench are left out (the same on every path).", ratioNote)
 	p("")
 }
