@@ -321,6 +321,8 @@ func (c *Cache) failed(err error) {
 // Status is what a Cache knows, for `connection show` and the UI; it holds
 // no secret.
 type Status struct {
+	// Connection is the connection's name (the cache's Name).
+	Connection string `json:"-"`
 	// Source describes the source.
 	Source string              `json:"source"`
 	Kind   connection.AuthKind `json:"kind"`
@@ -341,7 +343,7 @@ type Status struct {
 func (c *Cache) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := Status{Source: c.src.Describe(), Kind: c.src.Kind(), Fetches: c.fetches}
+	st := Status{Connection: c.cfg.Name, Source: c.src.Describe(), Kind: c.src.Kind(), Fetches: c.fetches}
 	if !c.tok.Value.IsZero() {
 		st.ExpiresAt, st.FetchedAt, st.RefreshAt = c.tok.ExpiresAt, c.fetchedAt, c.refreshAt
 	}
