@@ -214,12 +214,12 @@ func TestTokensLogIn(t *testing.T) {
 				t.Fatalf("login with the Lakebase credential: %v", err)
 			}
 		}
-		if n := f.count("/api/2.0/database/credentials"); n != 1 {
+		if n := f.Count("/api/2.0/database/credentials"); n != 1 {
 			t.Fatalf("%d credential requests for 3 logins, want 1", n)
 		}
 		// The database refused a token (here: revoked by a new one from
 		// elsewhere): Invalidate fetches another.
-		if _, err := f.issue(ctx, time.Hour); err != nil {
+		if _, err := f.Issue(ctx, time.Hour); err != nil {
 			t.Fatal(err)
 		}
 		if err := e.login(ctx, "lake", first); sqlstate(err) != "28P01" {
@@ -238,7 +238,7 @@ func TestTokensLogIn(t *testing.T) {
 	t.Run("LakebaseProjectEndpoint", func(t *testing.T) {
 		t.Parallel()
 		f := newFakeDatabricks(t, rotator(e.super, "lake_ep"))
-		src := lakebase(f, func(c *credential.LakebaseConfig) { c.Instance, c.Endpoint, c.Lifetime = "", f.endpoint, 5*time.Minute })
+		src := lakebase(f, func(c *credential.LakebaseConfig) { c.Instance, c.Endpoint, c.Lifetime = "", f.Endpoint, 5*time.Minute })
 		tok, err := src.Token(ctx)
 		if err != nil {
 			t.Fatalf("Token: %v (hint: %s)", err, credential.Hint(err))
@@ -251,7 +251,7 @@ func TestTokensLogIn(t *testing.T) {
 	t.Run("AlloyDBIAM", func(t *testing.T) {
 		t.Parallel()
 		g := newFakeGoogle(t, rotator(e.super, "etl@proj.iam"))
-		key := g.newKey(t, "etl@proj.iam.gserviceaccount.com", true)
+		key := g.NewKey(t, "etl@proj.iam.gserviceaccount.com", true)
 		spec := connection.Spec{Name: "alloy", Flavor: connection.AlloyDB, Host: p.Host, Port: p.Port, Database: "postgres",
 			User: connection.AlloyDBUser("etl@proj.iam.gserviceaccount.com"), SSLMode: connection.SSLRequire,
 			Auth: &connection.Auth{Kind: connection.AuthAlloyDBIAM, ServiceAccountKey: secret.New(key)}}
@@ -259,7 +259,7 @@ func TestTokensLogIn(t *testing.T) {
 		if err := spec.Validate(); err != nil {
 			t.Fatalf("spec: %v", err)
 		}
-		c := credential.NewCache(credential.New(&spec, credential.Options{HTTPClient: g.srv.Client()}), credential.CacheConfig{Name: "alloy"})
+		c := credential.NewCache(credential.New(&spec, credential.Options{HTTPClient: g.Srv.Client()}), credential.CacheConfig{Name: "alloy"})
 		defer c.Close()
 		tok, err := c.Token(ctx)
 		if err != nil {
