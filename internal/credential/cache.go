@@ -72,6 +72,10 @@ type CacheConfig struct {
 	Hooks Hooks
 	// Logger receives fetch events (default: discarded).
 	Logger *slog.Logger
+	// NoRefresh keeps the first token for good, expired or refused: what
+	// a token given once as a static password does. For tests and
+	// comparisons only.
+	NoRefresh bool
 }
 
 // Cache holds one connection's current token and fetches a new one when
@@ -162,6 +166,11 @@ func (c *Cache) usableLocked(now time.Time) bool {
 func (c *Cache) Token(ctx context.Context) (Token, error) {
 	now := c.cfg.Now()
 	c.mu.Lock()
+	if c.cfg.NoRefresh && !c.tok.Value.IsZero() {
+		tok := c.tok
+		c.mu.Unlock()
+		return tok, nil
+	}
 	if c.usableLocked(now) && (now.Before(c.refreshAt) || now.Before(c.retryAt)) {
 		tok := c.tok
 		c.mu.Unlock()
@@ -190,7 +199,7 @@ func (c *Cache) Token(ctx context.Context) (Token, error) {
 func (c *Cache) Invalidate(tok Token) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if tok.Value.IsZero() || c.tok.Value.Reveal() != tok.Value.Reveal() {
+	if c.cfg.NoRefresh || tok.Value.IsZero() || c.tok.Value.Reveal() != tok.Value.Reveal() {
 		return
 	}
 	c.tok, c.refreshAt, c.retryAt = Token{}, time.Time{}, time.Time{}

@@ -208,7 +208,10 @@ func TestLoginModeNeedsPassword(t *testing.T) {
 	}
 	called := false
 	rl := relay.New(relay.Config{Upstream: relay.Upstream{Addr: "db:5432"}, Login: &relay.Login{User: "u",
-		Connect: func(context.Context, map[string]string) (*pgconn.PgConn, error) { called = true; return nil, errors.New("no") }}})
+		Connect: func(context.Context, map[string]string) (*pgconn.PgConn, error) {
+			called = true
+			return nil, errors.New("no")
+		}}})
 	p := proxy.New(ln, func(context.Context) (net.Conn, error) { return nil, errors.New("no dial") }, testLogger(t), proxy.WithHandshake(rl.Handshake))
 	go func() { _ = p.Serve(context.Background()) }()
 	t.Cleanup(func() { _ = p.Close() })

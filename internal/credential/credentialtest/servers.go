@@ -20,9 +20,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -412,4 +415,76 @@ func (f *Databricks) Calls() map[string]int {
 // pgrelay process that calls it).
 func CertPEM(srv *httptest.Server) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+}
+
+// RotateScript is a credential command for role $1: it sets the role's
+// password to a fresh random token valid for $LIFE seconds (VALID UNTIL)
+// and prints it as JSON with that expiry. Each call appends a line (its
+// time) to $CALLS. It connects with psql and the PG* variables of its
+// environment (a superuser's).
+const RotateScript = `#!/bin/sh
+set -eu
+role="$1"
+date +%s.%N >> "$CALLS"
+tok=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+exp=$(psql -qAtX -v ON_ERROR_STOP=1 -v role="$role" -v tok="$tok" -v life="$LIFE" <<'SQL'
+SELECT now() + make_interval(secs => :life) AS exp \gset
+SELECT format('ALTER ROLE %I PASSWORD %L VALID UNTIL %L', :'role', :'tok', :'exp') \gexec
+SELECT to_char(:'exp'::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+SQL
+)
+printf '{"token":"%s","expires_at":"%s"}\n' "$tok" "$exp"
+`
+
+// Superuser is how a RotateCommand reaches the server.
+type Superuser struct {
+	Host     string
+	Port     int
+	User     string
+	Password string
+}
+
+// RotateCommand writes a credential command (mode 0700, in a directory
+// removed when the test ends) that runs RotateScript against su with
+// tokens valid for life, so that pgrelay can run it with any environment:
+// run with a role name, it rotates that role's password. It returns the
+// program's path and the file that logs its calls (CallTimes reads it).
+func RotateCommand(t testing.TB, su Superuser, life time.Duration) (program, calls string) {
+	t.Helper()
+	dir := t.TempDir()
+	calls = filepath.Join(dir, "calls")
+	inner := filepath.Join(dir, "rotate.sh")
+	if err := os.WriteFile(inner, []byte(RotateScript), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+	wrapper := fmt.Sprintf("#!/bin/sh\nexport PATH=%s PGHOST=%s PGPORT=%d PGUSER=%s PGPASSWORD=%s PGDATABASE=postgres PGSSLMODE=require CALLS=%s LIFE=%d\nexec %s \"$@\"\n",
+		q(os.Getenv("PATH")), q(su.Host), su.Port, q(su.User), q(su.Password), q(calls), int(life/time.Second), q(inner))
+	program = filepath.Join(dir, "db-token")
+	if err := os.WriteFile(program, []byte(wrapper), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return program, calls
+}
+
+// CallTimes reads the times of a RotateCommand's calls (none when it was
+// never called).
+func CallTimes(t testing.TB, calls string) []time.Time {
+	t.Helper()
+	b, err := os.ReadFile(calls)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []time.Time
+	for line := range strings.FieldsSeq(string(b)) {
+		f, err := strconv.ParseFloat(line, 64)
+		if err != nil {
+			t.Fatalf("calls file: %q", line)
+		}
+		out = append(out, time.Unix(0, int64(f*1e9)))
+	}
+	return out
 }
