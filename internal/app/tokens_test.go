@@ -416,3 +416,62 @@ func TestCommandTokenRotationInRuns(t *testing.T) {
 		}
 	})
 }
+
+// TestProxyWithTokens: `pgrelay proxy` of a Lakebase connection through
+// a bastion: clients log in with the proxy's own password and get the
+// database's session as the connection's user; the password is not a
+// token, a wrong one gets no session and fetches none.
+func TestProxyWithTokens(t *testing.T) {
+	if _, err := exec.LookPath("psql"); err != nil {
+		t.Skip("psql not installed")
+	}
+	t.Parallel()
+	e := startTokenEnv(t)
+	b := testenv.StartBastion(t, testenv.BastionOptions{})
+	f := e.service(t, credential.CacheConfig{})
+	ctx := context.Background()
+	s := e.lakebase("lbp", e.db.ClientSecret)
+	s.Tunnel = &connection.Tunnel{Host: b.Host, Port: b.Port, User: b.User}
+	v, err := f.svc.CreateConnection(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, v.SSHTunnel.PublicKey)
+	ps, err := f.svc.Proxy(ctx, "lbp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = ps.Serve(ctx) }()
+	t.Cleanup(func() { _ = ps.Close() })
+	pw := ps.LocalPassword()
+	if pw.IsZero() {
+		t.Fatal("the proxy of a token connection has no password of its own")
+	}
+	_, port, _ := net.SplitHostPort(ps.Addr().String())
+	psql := func(password, sslmode string) (string, error) {
+		cmd := exec.Command("psql", "-XAtc", "select current_user")
+		cmd.Env = append(cmd.Environ(), "PGHOST=127.0.0.1", "PGPORT="+port, "PGUSER="+lakeRole, "PGDATABASE=postgres",
+			"PGPASSWORD="+password, "PGSSLMODE="+sslmode, "PGCONNECT_TIMEOUT=10")
+		out, err := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	for _, mode := range []string{"disable", "require", "prefer"} {
+		// With TLS to the proxy, libpq's default channel binding (prefer)
+		// is used: the proxy ends SCRAM itself, with its own certificate.
+		if out, err := psql(pw.Reveal(), mode); err != nil || out != lakeRole {
+			t.Fatalf("psql sslmode=%s with the proxy's password: %v: %s", mode, err, out)
+		}
+	}
+	before := e.db.Count("/api/2.0/database/credentials")
+	if out, err := psql("not-the-password", "disable"); err == nil || !strings.Contains(out, "password authentication failed") {
+		t.Fatalf("psql with a wrong password: %v: %s", err, out)
+	}
+	if n := e.db.Count("/api/2.0/database/credentials"); n != before || n != 1 {
+		t.Fatalf("credential requests: %d before the wrong password, %d after; want 1 in all", before, n)
+	}
+	for _, tok := range e.tokens() {
+		if tok == pw.Reveal() {
+			t.Fatal("the proxy's password is a token")
+		}
+	}
+}
