@@ -16,26 +16,14 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/credential"
+	"github.com/pgrelay/pgrelay/internal/credential/credentialtest"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
-// rotateScript is a credential command for role $1: it sets the role's
-// password to a fresh random token valid for $LIFE seconds (VALID UNTIL)
-// and prints it as JSON with that expiry. Each call is logged to $CALLS.
-const rotateScript = `#!/bin/sh
-set -eu
-role="$1"
-date +%s.%N >> "$CALLS"
-tok=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
-exp=$(psql -qAtX -v ON_ERROR_STOP=1 -v role="$role" -v tok="$tok" -v life="$LIFE" <<'SQL'
-SELECT now() + make_interval(secs => :life) AS exp \gset
-SELECT format('ALTER ROLE %I PASSWORD %L VALID UNTIL %L', :'role', :'tok', :'exp') \gexec
-SELECT to_char(:'exp'::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
-SQL
-)
-printf '{"token":"%s","expires_at":"%s"}\n' "$tok" "$exp"
-`
+// rotateScript is credentialtest.RotateScript: it rotates role $1's
+// password to a token valid for $LIFE seconds and logs each call to $CALLS.
+var rotateScript = credentialtest.RotateScript
 
 // pgEnv is a PostgreSQL server that only accepts SSL, like AlloyDB and
 // Lakebase, with a login helper.

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -117,7 +118,15 @@ func (f *Databricks) token(w http.ResponseWriter, r *http.Request) {
 		WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "POST a form"})
 		return
 	}
+	// RFC 6749 2.3.1: the client ID and secret are form-encoded before
+	// they go into Basic authentication.
 	id, secret, ok := r.BasicAuth()
+	if ok {
+		var err1, err2 error
+		id, err1 = url.QueryUnescape(id)
+		secret, err2 = url.QueryUnescape(secret)
+		ok = err1 == nil && err2 == nil
+	}
 	if !ok || id != f.ClientID || secret != f.ClientSecret {
 		WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client", "error_description": "Client authentication failed"})
 		return
@@ -433,6 +442,7 @@ SELECT format('ALTER ROLE %I PASSWORD %L VALID UNTIL %L', :'role', :'tok', :'exp
 SELECT to_char(:'exp'::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
 SQL
 )
+if [ -n "${TOKENS:-}" ]; then echo "$tok" >> "$TOKENS"; fi
 printf '{"token":"%s","expires_at":"%s"}\n' "$tok" "$exp"
 `
 
@@ -458,8 +468,8 @@ func RotateCommand(t testing.TB, su Superuser, life time.Duration) (program, cal
 		t.Fatal(err)
 	}
 	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-	wrapper := fmt.Sprintf("#!/bin/sh\nexport PATH=%s PGHOST=%s PGPORT=%d PGUSER=%s PGPASSWORD=%s PGDATABASE=postgres PGSSLMODE=require CALLS=%s LIFE=%d\nexec %s \"$@\"\n",
-		q(os.Getenv("PATH")), q(su.Host), su.Port, q(su.User), q(su.Password), q(calls), int(life/time.Second), q(inner))
+	wrapper := fmt.Sprintf("#!/bin/sh\nexport PATH=%s PGHOST=%s PGPORT=%d PGUSER=%s PGPASSWORD=%s PGDATABASE=postgres PGSSLMODE=require CALLS=%s TOKENS=%s LIFE=%d\nexec %s \"$@\"\n",
+		q(os.Getenv("PATH")), q(su.Host), su.Port, q(su.User), q(su.Password), q(calls), q(calls+".tokens"), int(life/time.Second), q(inner))
 	program = filepath.Join(dir, "db-token")
 	if err := os.WriteFile(program, []byte(wrapper), 0o700); err != nil {
 		t.Fatal(err)
@@ -487,4 +497,30 @@ func CallTimes(t testing.TB, calls string) []time.Time {
 		out = append(out, time.Unix(0, int64(f*1e9)))
 	}
 	return out
+}
+
+// AccessTokens returns the workspace OAuth access tokens the token
+// endpoint issued.
+func (f *Databricks) AccessTokens() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]string, 0, len(f.access))
+	for t := range f.access {
+		out = append(out, t)
+	}
+	return out
+}
+
+// IssuedTokens returns the tokens a RotateCommand printed, given its calls
+// file.
+func IssuedTokens(t testing.TB, calls string) []string {
+	t.Helper()
+	b, err := os.ReadFile(calls + ".tokens")
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(string(b))
 }
