@@ -30,7 +30,12 @@ exists only while the program runs, and run the program with PGHOST, PGPORT, PGU
 PGPASSWORD, PGDATABASE, PGSSLMODE and DBT_PROFILES_DIR (a generated profiles.yml with
 profile and target "pgrelay", unless --profile/--target) pointing at it.
 If the tunnel drops, the program gets SIGTERM (SIGKILL 10 s later) and exec fails
-with the tunnel's error. The exit code is the program's.`,
+with the tunnel's error. The exit code is the program's.
+
+For a connection whose password is a token (--auth command, lakebase, alloydb-iam),
+PGPASSWORD is a random password of the endpoint made for this run: the endpoint
+logs in to the server with the current token for each session, fetching a fresh one
+as tokens near expiry, and the program never sees a token.`,
 		Example: `  pgrelay exec wh -- dbt build --target pgrelay
   pgrelay exec wh -- psql -c 'select 1'
   pgrelay exec wh --profile analytics --target prod -- dbt run`,

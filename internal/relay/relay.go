@@ -23,6 +23,13 @@
 // Channel binding (SCRAM-SHA-256-PLUS) cannot span the relay, since the
 // client and the server see two different TLS sessions: the relay drops
 // it from the mechanisms the server offers.
+//
+// In login mode ([Config.Login]) the relay does not pass authentication
+// through: it authenticates the client itself against a password of the
+// endpoint's own (SCRAM-SHA-256, and SCRAM-SHA-256-PLUS with
+// tls-server-end-point over its local TLS), and only then logs in to the
+// server with credentials the client never sees (a token), through
+// [Login.Connect], taking the server's session over with pgconn's Hijack.
 package relay
 
 import (
