@@ -19,6 +19,7 @@ import (
 func TestBrowserAuthFields(t *testing.T) {
 	t.Parallel()
 	chromium := chromiumPath(t)
+	src := axeSource(t)
 	browser, err := startBrowser(t, chromium)
 	if err != nil {
 		t.Fatalf("start chromium %s: %v", chromium, err)
@@ -62,6 +63,7 @@ func TestBrowserAuthFields(t *testing.T) {
 	check("lakebase", []string{"#f-auth-workspace_url", "#f-auth-client_secret", "#f-auth-lifetime"},
 		only("#f-auth-workspace_url", "#f-auth-client_secret", "#f-auth-lifetime"))
 
+	b.axe(src, "new connection form, Lakebase source")
 	const clientSecret = "dose-browser-secret-51c0"
 	b.selectOption("#f-flavor", "lakebase")
 	b.selectOption("#f-pooler", "transaction")
@@ -84,6 +86,7 @@ func TestBrowserAuthFields(t *testing.T) {
 	if html := b.eval(`document.documentElement.outerHTML`); strings.Contains(html, clientSecret) {
 		t.Fatal("the show page holds the client secret")
 	}
+	b.axe(src, "connection page of a Lakebase connection")
 	b.open("/connections/lb/edit")
 	if html := b.eval(`document.documentElement.outerHTML`); strings.Contains(html, clientSecret) ||
 		!strings.Contains(html, "(stored)") {
