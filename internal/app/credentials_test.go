@@ -214,3 +214,41 @@ func TestRotateMasterKeyAuthSecrets(t *testing.T) {
 		t.Fatalf("rotation over a damaged auth secret: %v", err)
 	}
 }
+
+// TestCopyStoreAuthSecrets: `store copy` carries the credential sources'
+// secrets as they are (they open in the copy), and refuses a source whose
+// auth secret the key cannot open before anything is written.
+func TestCopyStoreAuthSecrets(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	kr := newKeyring(t, 11)
+	src, srcStore := serviceOn(t, kr)
+	if _, err := src.CreateConnection(ctx, lakebaseSpec("lb", "dose-copy-me")); err != nil {
+		t.Fatal(err)
+	}
+	_, dst := serviceOn(t, kr)
+	if _, err := app.CopyStore(ctx, srcStore, dst, kr, app.CopyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	copySvc, err := app.New(app.Config{Store: dst, Keyring: kr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := copySvc.Open(ctx, "lb")
+	if err != nil || sess.Spec().Auth.ClientSecret.Reveal() != "dose-copy-me" {
+		t.Fatalf("the copy's client secret: %v", err)
+	}
+	_ = sess.Close()
+	c, _ := srcStore.GetConnection(ctx, "lb")
+	c.SealedAuthSecret = []byte("not sealed with the key at all")
+	if err := srcStore.UpdateConnection(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	_, empty := serviceOn(t, kr)
+	if _, err := app.CopyStore(ctx, srcStore, empty, kr, app.CopyOptions{}); err == nil || !strings.Contains(err.Error(), "connection lb: auth.client_secret") {
+		t.Fatalf("copy of a store with a damaged auth secret: %v", err)
+	}
+	if n, _ := empty.Counts(ctx); !n.Empty() {
+		t.Fatalf("a failed copy wrote %+v", n)
+	}
+}
