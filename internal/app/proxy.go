@@ -6,9 +6,11 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/proxy"
 	"github.com/pgrelay/pgrelay/internal/relay"
 	"github.com/pgrelay/pgrelay/internal/secret"
@@ -82,7 +84,12 @@ func (p *ProxyServer) relay(sess *Session, listen net.Addr) (*relay.Relay, error
 	up := relay.Upstream{Dial: p.dial, TLS: pol, Addr: net.JoinHostPort(spec.Host, strconv.Itoa(spec.Port))}
 	p.backends = relay.NewRegistry(up)
 	var login *relay.Login
+	startup := time.Duration(0)
 	if sess.TokenAuth() {
+		startup = relay.LoginStartupTimeout(time.Minute)
+		if a := spec.Auth; a != nil && a.Kind == connection.AuthCommand && a.Timeout > 0 {
+			startup = relay.LoginStartupTimeout(a.Timeout.Duration())
+		}
 		// Clients never see the token: they log in with the proxy's own
 		// password, and the relay logs in with the current token.
 		pw, err := newLocalPassword()
@@ -93,11 +100,12 @@ func (p *ProxyServer) relay(sess *Session, listen net.Addr) (*relay.Relay, error
 		login = &relay.Login{Password: pw, User: spec.User, Connect: p.loginUpstream}
 	}
 	return relay.New(relay.Config{
-		Upstream: up,
-		LocalTLS: p.localTLS.Config,
-		Observer: p.backends,
-		Logger:   p.svc.logger.With("connection", p.name),
-		Login:    login,
+		Upstream:       up,
+		LocalTLS:       p.localTLS.Config,
+		Observer:       p.backends,
+		Logger:         p.svc.logger.With("connection", p.name),
+		Login:          login,
+		StartupTimeout: startup,
 	}), nil
 }
 

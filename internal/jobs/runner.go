@@ -550,8 +550,12 @@ func (x *run) prepareCommands(ctx context.Context) error {
 		x.localSecret = password
 		login = &relay.Login{Password: secret.New(password), User: spec.User, Connect: tl.LoginUpstream}
 	}
-	rl := relay.New(relay.Config{Upstream: up, LocalTLS: localTLS.Config, Observer: relay.Observers(x.endpoint, x),
-		Logger: x.r.Logger, Login: login})
+	cfg := relay.Config{Upstream: up, LocalTLS: localTLS.Config, Observer: relay.Observers(x.endpoint, x),
+		Logger: x.r.Logger, Login: login}
+	if login != nil {
+		cfg.StartupTimeout = relay.LoginStartupTimeout(tokenFetchTime(spec))
+	}
+	rl := relay.New(cfg)
 	x.px = proxy.New(ln, x.conn.DialDatabase, x.r.Logger, proxy.WithHandshake(rl.Handshake))
 	go func() { _ = x.px.Serve(context.WithoutCancel(ctx)) }()
 	x.pxAddr = ln.Addr().String()

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -36,6 +37,15 @@ func tokenLogin(conn Conn) (TokenLogin, bool) {
 		return nil, false
 	}
 	return tl, true
+}
+
+// tokenFetchTime bounds how long a token may take to come for spec: its
+// command's timeout, or a minute for the HTTP sources (retries included).
+func tokenFetchTime(spec *connection.Spec) time.Duration {
+	if spec.AuthKind() == connection.AuthCommand && spec.Auth.Timeout > 0 {
+		return spec.Auth.Timeout.Duration()
+	}
+	return time.Minute
 }
 
 // newRunPassword returns a random password for a run's local endpoint: 32

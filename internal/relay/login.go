@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -46,6 +47,11 @@ type Login struct {
 	// (credential errors) have the hint passed on to the client.
 	Connect func(ctx context.Context, params map[string]string) (*pgconn.PgConn, error)
 }
+
+// LoginStartupTimeout is the startup timeout of a relay in login mode for
+// a connection whose token may take fetch to come (a credential command's
+// timeout, or an HTTP fetch with its retries): the default plus fetch.
+func LoginStartupTimeout(fetch time.Duration) time.Duration { return DefaultStartupTimeout + fetch }
 
 // scramIterations is the PBKDF2 iteration count of the endpoint's SCRAM
 // verifier, PostgreSQL's default.
