@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs what pgrelay's tests need when it is missing: a PostgreSQL server
-# (initdb, pg_ctl), an OpenSSH server (sshd) and client (ssh, for the
+# (initdb, pg_ctl), PgBouncer, an OpenSSH server (sshd) and client (ssh, for the
 # benchmarks against `ssh -L`), Chromium (/usr/bin/chromium, for the web
 # UI's browser tests), podman (the container image's test), systemd-analyze
 # (the unit's check) and Node.js with npm; then, with npm, the pinned
@@ -19,6 +19,8 @@ missing=""
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
 command -v pgbench >/dev/null 2>&1 || [ -x "$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -n1)/pgbench" ] || missing="$missing postgresql-contrib"
 [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
+# pgbouncer: the transaction-mode pooler of the pooler tests.
+command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing="$missing pgbouncer"
 command -v ssh >/dev/null 2>&1 || missing="$missing openssh-client"
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"

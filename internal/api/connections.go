@@ -36,6 +36,11 @@ type ConnectionInput struct {
 	// password, present sets it ("" removes it). It is never returned.
 	Password  *Password    `json:"password,omitempty"`
 	SSHTunnel *TunnelInput `json:"ssh_tunnel,omitempty"`
+	// Auth says where the password comes from (absent: the stored
+	// password); see AuthInput.
+	Auth *AuthInput `json:"auth,omitempty"`
+	// Pooler is none (default), transaction or session.
+	Pooler connection.Pooler `json:"pooler,omitempty"`
 }
 
 // TunnelInput is the SSH tunnel part of a ConnectionInput.
@@ -58,7 +63,8 @@ type TunnelInput struct {
 func NewConnectionInput(spec connection.Spec, password *secret.Value) ConnectionInput {
 	in := ConnectionInput{Name: spec.Name, Flavor: spec.Flavor, Host: spec.Host, Port: spec.Port,
 		Database: spec.Database, User: spec.User, SSLMode: spec.SSLMode, SSLRootCert: spec.SSLRootCert,
-		Schema: spec.Schema, Threads: spec.Threads, RequireAuth: spec.RequireAuth}
+		Schema: spec.Schema, Threads: spec.Threads, RequireAuth: spec.RequireAuth, Auth: newAuthInput(spec.Auth),
+		Pooler: spec.Pooler}
 	if password != nil {
 		in.Password = NewPassword(*password)
 	}
@@ -75,7 +81,10 @@ func NewConnectionInput(spec connection.Spec, password *secret.Value) Connection
 func (in *ConnectionInput) Spec() connection.Spec {
 	s := connection.Spec{Name: in.Name, Flavor: in.Flavor, Host: in.Host, Port: in.Port, Database: in.Database,
 		User: in.User, SSLMode: in.SSLMode, SSLRootCert: in.SSLRootCert, Schema: in.Schema, Threads: in.Threads,
-		RequireAuth: in.RequireAuth}
+		RequireAuth: in.RequireAuth, Auth: in.Auth.auth(), Pooler: in.Pooler}
+	if s.Pooler == connection.PoolerNone {
+		s.Pooler = ""
+	}
 	if in.Password != nil {
 		s.Password = in.Password.Value
 	}

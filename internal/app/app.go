@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/credential"
 	"github.com/pgrelay/pgrelay/internal/egress"
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/secret"
@@ -38,6 +39,9 @@ type Config struct {
 	// bastion, or the database when direct); nil is egress's default,
 	// which denies link-local and cloud metadata addresses.
 	Network *egress.Policy
+	// Credentials configures token credentials (auth kinds command,
+	// lakebase and alloydb-iam): the command allowlist among them.
+	Credentials CredentialConfig
 }
 
 // Service runs pgrelay's use cases. It is safe for concurrent use.
@@ -52,6 +56,9 @@ type Service struct {
 
 	hostKeyPolicy HostKeyPolicy
 	network       *egress.Policy
+	// credentials holds one token cache per connection with token auth.
+	credentials *credential.Registry
+	credOpts    credential.Options
 }
 
 // New returns a Service.
@@ -74,7 +81,8 @@ func New(cfg Config) (*Service, error) {
 	}
 	return &Service{store: keyGuard{Store: cfg.Store, kr: cfg.Keyring}, keyring: cfg.Keyring, logger: cfg.Logger, now: cfg.Now,
 		dialTimeout: cfg.DialTimeout, metrics: cfg.Metrics,
-		hostKeyPolicy: policy, network: cfg.Network}, nil
+		hostKeyPolicy: policy, network: cfg.Network,
+		credentials: newCredentials(cfg.Credentials, cfg.Metrics, cfg.Logger), credOpts: credentialOptions(cfg.Credentials)}, nil
 }
 
 // Error kinds the faces map to exit codes and HTTP statuses.

@@ -36,11 +36,17 @@ type ConnectionView struct {
 	Threads     int                `json:"threads"`
 	// RequireAuth is the connection's require_auth setting ("" is the
 	// default policy, EffectiveRequireAuth the one in force).
-	RequireAuth          string      `json:"require_auth,omitempty"`
-	EffectiveRequireAuth string      `json:"effective_require_auth"`
-	SSHTunnel            *TunnelView `json:"ssh_tunnel,omitempty"`
-	CreatedAt            time.Time   `json:"created_at"`
-	UpdatedAt            time.Time   `json:"updated_at"`
+	RequireAuth          string `json:"require_auth,omitempty"`
+	EffectiveRequireAuth string `json:"effective_require_auth"`
+	// Auth is where the password comes from when it is not the stored
+	// one (auth kinds command, lakebase, alloydb-iam); nil for password.
+	Auth *AuthView `json:"auth,omitempty"`
+	// Pooler is the connection pooler in front of the database: none,
+	// transaction or session.
+	Pooler    connection.Pooler `json:"pooler"`
+	SSHTunnel *TunnelView       `json:"ssh_tunnel,omitempty"`
+	CreatedAt time.Time         `json:"created_at"`
+	UpdatedAt time.Time         `json:"updated_at"`
 }
 
 // TunnelView is the tunnel part of a ConnectionView.
@@ -75,6 +81,12 @@ func (v *ConnectionView) Spec() connection.Spec {
 	s := connection.Spec{Name: v.Name, Flavor: v.Flavor, Host: v.Host, Port: v.Port, Database: v.Database,
 		User: v.User, SSLMode: v.SSLMode, SSLRootCert: v.SSLRootCert, Schema: v.Schema, Threads: v.Threads,
 		RequireAuth: v.RequireAuth}
+	if v.Pooler != connection.PoolerNone {
+		s.Pooler = v.Pooler
+	}
+	if v.Auth != nil {
+		s.Auth = v.Auth.Auth.Clone()
+	}
 	if t := v.SSHTunnel; t != nil {
 		s.Tunnel = &connection.Tunnel{Host: t.Host, Port: t.Port, User: t.User, KeyType: t.KeyType,
 			KeepaliveInterval: t.KeepaliveInterval, KeepaliveCountMax: t.KeepaliveCountMax}
@@ -87,7 +99,7 @@ func view(c *store.Connection) *ConnectionView {
 	v := &ConnectionView{Name: s.Name, Flavor: s.Flavor, Host: s.Host, Port: s.Port, Database: s.Database,
 		User: s.User, HasPassword: len(c.SealedPassword) > 0, SSLMode: s.SSLMode, SSLRootCert: s.SSLRootCert,
 		Schema: s.Schema, Threads: s.Threads, RequireAuth: s.RequireAuth, EffectiveRequireAuth: s.EffectiveRequireAuth(),
-		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}
+		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt, Auth: authView(c), Pooler: s.EffectivePooler()}
 	if t := s.Tunnel; t != nil {
 		tv := &TunnelView{Host: t.Host, Port: t.Port, User: t.User, KeyType: t.KeyType,
 			KeepaliveInterval: t.KeepaliveInterval, KeepaliveCountMax: t.KeepaliveCountMax,
@@ -182,7 +194,8 @@ func prepare(spec *connection.Spec) error {
 // spec.Tunnel.KnownHost are pinned at once.
 func (s *Service) CreateConnection(ctx context.Context, spec connection.Spec) (*ConnectionView, error) {
 	spec = spec.Clone()
-	if err := prepare(&spec); err != nil {
+	authSecret, _, authErr := s.prepareAuth(nil, &spec)
+	if err := joinProblems(prepare(&spec), authErr); err != nil {
 		return nil, err
 	}
 	known, err := knownHostKeys(&spec)
@@ -192,8 +205,12 @@ func (s *Service) CreateConnection(ctx context.Context, spec connection.Spec) (*
 	now := s.now().UTC()
 	pw := spec.Password
 	spec.Password = secret.Value{}
+	clearAuthSecrets(&spec)
 	c := &store.Connection{ID: newID(), Spec: spec, CreatedAt: now, UpdatedAt: now}
 	if err := s.sealPassword(c, pw); err != nil {
+		return nil, fmt.Errorf("create connection %s: %w", spec.Name, err)
+	}
+	if err := s.sealAuthSecret(c, authSecret); err != nil {
 		return nil, fmt.Errorf("create connection %s: %w", spec.Name, err)
 	}
 	if spec.Tunnel != nil {
@@ -210,7 +227,7 @@ func (s *Service) CreateConnection(ctx context.Context, spec connection.Spec) (*
 			"bastion", c.HostKeysAddr, "fingerprint", fingerprints(known))
 	}
 	s.logger.InfoContext(ctx, "connection created", "connection", spec.Name, "flavor", spec.Flavor,
-		"tunnel", spec.Tunnel != nil)
+		"tunnel", spec.Tunnel != nil, "auth", spec.AuthKind())
 	return view(c), nil
 }
 
@@ -220,7 +237,7 @@ func (s *Service) GetConnection(ctx context.Context, name string) (*ConnectionVi
 	if err != nil {
 		return nil, err
 	}
-	return view(c), nil
+	return s.withToken(view(c), c), nil
 }
 
 // ListConnections returns every connection's view, ordered by name.
@@ -231,7 +248,7 @@ func (s *Service) ListConnections(ctx context.Context) ([]*ConnectionView, error
 	}
 	out := make([]*ConnectionView, 0, len(cs))
 	for _, c := range cs {
-		out = append(out, view(c))
+		out = append(out, s.withToken(view(c), c))
 	}
 	return out, nil
 }
@@ -254,7 +271,14 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 		return nil, &ValidationError{Problems: []connection.FieldError{{Field: "name",
 			Problem: fmt.Sprintf("a connection cannot be renamed (from %q to %q): create a new one and delete this one", name, spec.Name)}}}
 	}
-	if err := prepare(&spec); err != nil {
+	c, err := s.store.GetConnection(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	// The auth secret kept fills in the service account before the spec
+	// is validated against it.
+	authSecret, keepAuthSecret, authErr := s.prepareAuth(c, &spec)
+	if err := joinProblems(prepare(&spec), authErr); err != nil {
 		return nil, err
 	}
 	known, err := knownHostKeys(&spec)
@@ -262,11 +286,12 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 		return nil, err
 	}
 	spec.Password = secret.Value{}
-	c, err := s.store.GetConnection(ctx, name)
-	if err != nil {
-		return nil, err
-	}
+	clearAuthSecrets(&spec)
 	old := c.Spec
+	if spec.AuthKind().IsToken() {
+		// The token is the password: a stored one is no longer used.
+		c.SealedPassword = nil
+	}
 	if password == nil && len(c.SealedPassword) > 0 && !old.Endpoint().Equal(spec.Endpoint()) {
 		return nil, &ValidationError{Problems: []connection.FieldError{
 			connection.PasswordAgainProblem(old.Endpoint(), spec.Endpoint())}}
@@ -275,6 +300,11 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 	c.UpdatedAt = s.now().UTC()
 	if password != nil {
 		if err := s.sealPassword(c, *password); err != nil {
+			return nil, fmt.Errorf("update connection %s: %w", name, err)
+		}
+	}
+	if !keepAuthSecret {
+		if err := s.sealAuthSecret(c, authSecret); err != nil {
 			return nil, fmt.Errorf("update connection %s: %w", name, err)
 		}
 	}
@@ -306,14 +336,19 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 		s.logger.InfoContext(ctx, "bastion host key pinned as given", "connection", name,
 			"bastion", c.HostKeysAddr, "fingerprint", fingerprints(known))
 	}
-	s.logger.InfoContext(ctx, "connection updated", "connection", name, "password_changed", password != nil)
+	s.logger.InfoContext(ctx, "connection updated", "connection", name, "password_changed", password != nil,
+		"auth", spec.AuthKind(), "auth_secret_changed", !authSecret.IsZero())
 	return view(c), nil
 }
 
 // DeleteConnection removes a connection and its keys.
 func (s *Service) DeleteConnection(ctx context.Context, name string) error {
+	c, _ := s.store.GetConnection(ctx, name)
 	if err := s.store.DeleteConnection(ctx, name); err != nil {
 		return err
+	}
+	if c != nil {
+		s.credentials.Forget(c.ID)
 	}
 	s.logger.InfoContext(ctx, "connection deleted", "connection", name)
 	return nil

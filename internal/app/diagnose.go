@@ -6,6 +6,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/credential"
 	"github.com/pgrelay/pgrelay/internal/diagnose"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
@@ -27,6 +28,11 @@ func (s *Service) TestConnection(ctx context.Context, name string, progress func
 	}
 	in := diagnose.Input{Spec: spec, SavedName: name, PinFirstUse: true, StepTimeout: s.dialTimeout,
 		Logger: s.logger}
+	var tokens *recordingSource
+	if cache := s.credentialFor(c, &spec); cache != nil {
+		tokens = &recordingSource{Source: cache}
+		in.Credential = tokens
+	}
 	in.ApproveHostKeys, in.Network = s.hostKeyPolicy.approves(), s.network
 	if spec.Tunnel != nil {
 		in.Signer, in.HostKeys, err = s.tunnelKeys(c, bastionAddr(spec.Tunnel))
@@ -36,6 +42,10 @@ func (s *Service) TestConnection(ctx context.Context, name string, progress func
 		in.PublicKeyLine, _ = publicKeyLine(c, false)
 	}
 	rep := diagnose.Run(ctx, in, progress)
+	if tokens != nil && tokenRefused(&rep) {
+		// The database refused the token: the next use fetches another.
+		tokens.invalidate()
+	}
 	s.recordHostKey(ctx, c, &rep)
 	if st := rep.Step(diagnose.StepSSHAuth); st != nil && st.Status == diagnose.StatusOK {
 		s.markKeyUsed(ctx, c)
@@ -78,7 +88,7 @@ func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn s
 		if err != nil {
 			return nil, err
 		}
-		if in.Spec.Password.IsZero() && len(c.SealedPassword) > 0 {
+		if !in.Spec.AuthKind().IsToken() && in.Spec.Password.IsZero() && len(c.SealedPassword) > 0 {
 			if saved, draft := c.Spec.Endpoint(), in.Spec.Endpoint(); !saved.Equal(draft) {
 				return nil, &ValidationError{Problems: []connection.FieldError{
 					connection.PasswordAgainProblem(saved, draft)}}
@@ -88,6 +98,9 @@ func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn s
 				return nil, err
 			}
 			in.Spec.Password = saved.Password
+		}
+		if err := s.draftAuthSecret(c, &in.Spec); err != nil {
+			return nil, err
 		}
 		if spec.Tunnel != nil && c.Spec.Tunnel != nil && len(c.SealedPrivateKey) > 0 {
 			var signer ssh.Signer
@@ -103,6 +116,11 @@ func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn s
 	if len(known) > 0 {
 		// Keys given with the draft are what its bastion must present.
 		in.HostKeys = known
+	}
+	if in.Spec.AuthKind().IsToken() {
+		// A source of its own: a draft's tokens are not the saved
+		// connection's.
+		in.Credential = credential.New(&in.Spec, s.credOpts)
 	}
 	rep := diagnose.Run(ctx, in, progress)
 	s.observeTest(ctx, spec.Name+" (draft)", &rep)

@@ -60,6 +60,9 @@ type RotationReport struct {
 	Connections int `json:"connections"`
 	Passwords   int `json:"passwords"`
 	PrivateKeys int `json:"private_keys"`
+	// AuthSecrets counts Lakebase client secrets and AlloyDB
+	// service-account keys.
+	AuthSecrets int `json:"auth_secrets"`
 }
 
 // ErrAlreadyRotated means the store's secrets are already sealed with the
@@ -68,7 +71,8 @@ var ErrAlreadyRotated = errors.New("the store is already sealed with the new mas
 
 // RotateMasterKey seals every secret of the store again, from the old key
 // to the new one, in one transaction: the passwords and private keys of
-// every connection and the key check value. It first opens every secret
+// every connection, their auth secrets (Lakebase client secrets, AlloyDB
+// service-account keys) and the key check value. It first opens every secret
 // with the old key, so a store it cannot fully read is refused before
 // anything changes; afterwards the old key is refused (ErrWrongMasterKey)
 // and only the new one opens the store. A password stored before passwords
@@ -103,6 +107,16 @@ func RotateMasterKey(ctx context.Context, st store.SecretsStore, old, next *secr
 			}
 			if err := tx.SetConnectionSecrets(ctx, c.ID, pw, key); err != nil {
 				return err
+			}
+			if len(c.SealedAuthSecret) > 0 {
+				sealed, err := resealAuthSecret(c, old, next)
+				if err != nil {
+					return fmt.Errorf("rotate master key: connection %s: %w; nothing was changed", c.Spec.Name, err)
+				}
+				if err := tx.SetConnectionAuthSecret(ctx, c.ID, sealed); err != nil {
+					return err
+				}
+				rep.AuthSecrets++
 			}
 			rep.Connections++
 			if pw != nil {
@@ -158,6 +172,17 @@ func resealConnection(c *store.Connection, old, next *secret.Keyring) (pw, key [
 		clear(plain)
 	}
 	return pw, key, nil
+}
+
+// resealAuthSecret returns c's auth secret sealed with next.
+func resealAuthSecret(c *store.Connection, old, next *secret.Keyring) ([]byte, error) {
+	ad := authSecretAD(c.ID, &c.Spec)
+	plain, err := old.Open(c.SealedAuthSecret, ad)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", authSecretField(c.Spec.AuthKind()), err)
+	}
+	defer clear(plain)
+	return next.Seal(plain, ad)
 }
 
 // KeyState is what a store's key check says about two keys.

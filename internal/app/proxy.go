@@ -6,9 +6,14 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/proxy"
 	"github.com/pgrelay/pgrelay/internal/relay"
+	"github.com/pgrelay/pgrelay/internal/secret"
 )
 
 // ProxyServer is a local endpoint that forwards every client connection to
@@ -27,6 +32,9 @@ type ProxyServer struct {
 	px       *proxy.Proxy
 	backends *relay.Registry
 	localTLS *relay.LocalTLS
+	// password is the proxy's own password, when it authenticates
+	// clients itself (a connection with token auth).
+	password secret.Value
 
 	mu     sync.Mutex
 	sess   *Session
@@ -75,12 +83,45 @@ func (p *ProxyServer) relay(sess *Session, listen net.Addr) (*relay.Relay, error
 	}
 	up := relay.Upstream{Dial: p.dial, TLS: pol, Addr: net.JoinHostPort(spec.Host, strconv.Itoa(spec.Port))}
 	p.backends = relay.NewRegistry(up)
+	var login *relay.Login
+	startup := time.Duration(0)
+	if sess.TokenAuth() {
+		startup = relay.LoginStartupTimeout(time.Minute)
+		if a := spec.Auth; a != nil && a.Kind == connection.AuthCommand && a.Timeout > 0 {
+			startup = relay.LoginStartupTimeout(a.Timeout.Duration())
+		}
+		// Clients never see the token: they log in with the proxy's own
+		// password, and the relay logs in with the current token.
+		pw, err := newLocalPassword()
+		if err != nil {
+			return nil, err
+		}
+		p.password = pw
+		login = &relay.Login{Password: pw, User: spec.User, Connect: p.loginUpstream}
+	}
 	return relay.New(relay.Config{
-		Upstream: up,
-		LocalTLS: p.localTLS.Config,
-		Observer: p.backends,
-		Logger:   p.svc.logger.With("connection", p.name),
+		Upstream:       up,
+		LocalTLS:       p.localTLS.Config,
+		Observer:       p.backends,
+		Logger:         p.svc.logger.With("connection", p.name),
+		Login:          login,
+		StartupTimeout: startup,
 	}), nil
+}
+
+// LocalPassword is the password clients of the proxy log in with when it
+// authenticates them itself (the connection logs in with tokens); zero
+// otherwise (authentication passes through to the server).
+func (p *ProxyServer) LocalPassword() secret.Value { return p.password }
+
+// loginUpstream logs in to the server for a client of the proxy, with the
+// current session (reopened when its tunnel dropped).
+func (p *ProxyServer) loginUpstream(ctx context.Context, params map[string]string) (*pgconn.PgConn, error) {
+	sess, err := p.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return sess.LoginUpstream(ctx, params)
 }
 
 // Backends is the registry of the database sessions the proxy has open.
@@ -101,6 +142,15 @@ func (p *ProxyServer) Session() *Session {
 
 // dial opens a stream to the database, reopening the tunnel if it dropped.
 func (p *ProxyServer) dial(ctx context.Context) (net.Conn, error) {
+	sess, err := p.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return sess.DialDatabase(ctx)
+}
+
+// current returns the proxy's session, reopening it if its tunnel dropped.
+func (p *ProxyServer) current(ctx context.Context) (*Session, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -124,7 +174,7 @@ func (p *ProxyServer) dial(ctx context.Context) (net.Conn, error) {
 		p.sess = sess
 	}
 	p.mu.Unlock()
-	return sess.DialDatabase(ctx)
+	return sess, nil
 }
 
 // Serve accepts clients until ctx is done or Close is called.

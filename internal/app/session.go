@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/credential"
 	"github.com/pgrelay/pgrelay/internal/egress"
 	"github.com/pgrelay/pgrelay/internal/pg"
 	"github.com/pgrelay/pgrelay/internal/secret"
@@ -91,6 +92,9 @@ type Session struct {
 	tunnel *tunnel.Tunnel
 	// network is the policy on the addresses the session dials.
 	network *egress.Policy
+	// cred is the token cache of a connection with token auth; nil for
+	// the password kind.
+	cred *credential.Cache
 
 	closeOnce sync.Once
 }
@@ -140,8 +144,17 @@ func (s *Session) Connect(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
+	var conn *pgx.Conn
+	if s.cred != nil {
+		conn, err = s.connectWithToken(ctx, cfg)
+	} else {
+		conn, err = pgx.ConnectConfig(ctx, cfg)
+	}
 	if err != nil {
+		var ce *CredentialError
+		if errors.As(err, &ce) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("connect to %s: %w", pg.Describe(&s.spec), err)
 	}
 	return conn, nil
@@ -202,7 +215,7 @@ func (s *Service) Open(ctx context.Context, name string) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	sess := &Session{spec: spec, network: s.network}
+	sess := &Session{spec: spec, network: s.network, cred: s.credentialFor(c, &spec)}
 	if spec.Tunnel == nil {
 		return sess, nil
 	}
@@ -220,6 +233,9 @@ func (s *Service) Open(ctx context.Context, name string) (*Session, error) {
 // bound, in the store.
 func (s *Service) openSpec(ctx context.Context, c *store.Connection) (connection.Spec, error) {
 	spec := c.Spec.Clone()
+	if err := s.openAuthSecret(c, &spec); err != nil {
+		return connection.Spec{}, err
+	}
 	if len(c.SealedPassword) == 0 {
 		return spec, nil
 	}

@@ -146,6 +146,11 @@ func (c *copier) CopyConnection(ctx context.Context, conn *store.Connection) err
 			return fmt.Errorf("connection %s: SSH private key: %w", conn.Spec.Name, err)
 		}
 	}
+	if len(conn.SealedAuthSecret) > 0 {
+		if _, err := c.kr.Open(conn.SealedAuthSecret, authSecretAD(conn.ID, &conn.Spec)); err != nil {
+			return fmt.Errorf("connection %s: %s: %w", conn.Spec.Name, authSecretField(conn.Spec.AuthKind()), err)
+		}
+	}
 	if err := c.w.CopyConnection(ctx, conn); err != nil {
 		return err
 	}

@@ -19,6 +19,13 @@
 // the server and of its children that are not command steps. None may
 // appear.
 //
+// The token canary (TestTokenCanary) does the same for token credentials:
+// connections whose password is a token from a command, from Databricks
+// Lakebase (an OAuth client secret) and from AlloyDB IAM (a
+// service-account key, against local token servers), used through every
+// face; the client secrets, the key and every OAuth access token and
+// database token handed out are then searched for.
+//
 // The trust test (TestTrustServerPaths) puts a man-in-the-middle at a
 // pinned bastion's address (same address, another host key) and checks that
 // every server path refuses it, naming both fingerprints: API queries,

@@ -40,6 +40,8 @@ func (r *runner) commandPolicy(f commandFlags) (jobs.CommandPolicy, error) {
 		return jobs.CommandPolicy{}, usageError{err}
 	}
 	p := jobs.CommandPolicy{Allow: allow}
+	// Credential commands of connections are held to the same list.
+	r.credAllow.Store(allow)
 	if p.Workdirs, err = jobs.ResolveWorkdirs(f.workdirs); err != nil {
 		return jobs.CommandPolicy{}, usageError{err}
 	}

@@ -47,6 +47,7 @@ func writeJSON(w io.Writer, v any) error {
 
 func (r *runner) connCreateCommand() *cobra.Command {
 	var f connFlags
+	var af authFlags
 	var output string
 	cmd := &cobra.Command{
 		Use:   "create NAME",
@@ -61,6 +62,9 @@ func (r *runner) connCreateCommand() *cobra.Command {
 			}
 			spec := connection.Spec{Name: args[0]}
 			if err := f.apply(cmd, &spec); err != nil {
+				return err
+			}
+			if err := af.apply(cmd, &spec, r.env, f.passwordStdin); err != nil {
 				return err
 			}
 			pw, err := f.password(r.env)
@@ -91,12 +95,14 @@ func (r *runner) connCreateCommand() *cobra.Command {
 		},
 	}
 	f.register(cmd, false)
+	af.register(cmd)
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return cmd
 }
 
 func (r *runner) connUpdateCommand() *cobra.Command {
 	var f connFlags
+	var af authFlags
 	var output string
 	cmd := &cobra.Command{
 		Use:   "update NAME",
@@ -122,6 +128,9 @@ func (r *runner) connUpdateCommand() *cobra.Command {
 			if err := f.apply(cmd, &spec); err != nil {
 				return err
 			}
+			if err := af.apply(cmd, &spec, r.env, f.passwordStdin); err != nil {
+				return err
+			}
 			pw, err := f.password(r.env)
 			if err != nil {
 				return err
@@ -145,6 +154,7 @@ func (r *runner) connUpdateCommand() *cobra.Command {
 		},
 	}
 	f.register(cmd, true)
+	af.register(cmd)
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return cmd
 }
@@ -284,11 +294,15 @@ func printConnection(w io.Writer, v *app.ConnectionView) {
 	row("Port:", fmt.Sprint(v.Port))
 	row("Database:", v.Database)
 	row("User:", v.User)
-	if v.HasPassword {
+	switch {
+	case v.Auth != nil:
+		row("Password:", "the token of the credential source below")
+	case v.HasPassword:
 		row("Password:", "set (encrypted at rest)")
-	} else {
+	default:
 		row("Password:", "not set")
 	}
+	printAuth(row, v, time.Now())
 	row("SSL mode:", string(v.SSLMode))
 	if v.SSLMode.Verifies() {
 		if v.SSLRootCert != "" {

@@ -30,6 +30,9 @@ func flagForField(field string) string {
 	case "fingerprint":
 		return "--fingerprint"
 	}
+	if f, ok := authFlagForField(field); ok {
+		return f
+	}
 	if rest, ok := strings.CutPrefix(field, "ssh_tunnel."); ok {
 		return "--ssh-" + strings.ReplaceAll(rest, "_", "-")
 	}

@@ -29,12 +29,17 @@ func (r *runner) execCommand() *cobra.Command {
 exists only while the program runs, and run the program with PGHOST, PGPORT, PGUSER,
 PGPASSWORD, PGDATABASE, PGSSLMODE and DBT_PROFILES_DIR (a generated profiles.yml with
 profile and target "pgrelay", unless --profile/--target) pointing at it.
-If the tunnel drops, the program gets SIGTERM (SIGKILL 10 s later) and exec fails
-with the tunnel's error. The exit code is the program's.
+If the tunnel drops, the program gets SIGINT (SIGTERM 5 s later, SIGKILL 10 s after
+that) and exec fails with the tunnel's error; its statements are cancelled on the server. The exit code is the program's.
 
 The Go runtime is set for moving one SSH connection's data, as for pgrelay proxy:
 GOGC=400 and GOMAXPROCS=1, unless those environment variables are set (the
-program gets the environment as it was).`,
+program gets the environment as it was).
+
+For a connection whose password is a token (--auth command, lakebase, alloydb-iam),
+PGPASSWORD is a random password of the endpoint made for this run: the endpoint
+logs in to the server with the current token for each session, fetching a fresh one
+as tokens near expiry, and the program never sees a token.`,
 		Example: `  pgrelay exec wh -- dbt build --target pgrelay
   pgrelay exec wh -- psql -c 'select 1'
   pgrelay exec wh --profile analytics --target prod -- dbt run`,

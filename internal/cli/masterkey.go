@@ -222,8 +222,12 @@ func (r *runner) printRotation(loc secret.KeyLocation, keyPath string, rep *app.
 	if already {
 		fmt.Fprintf(r.out(), "The store was already sealed with the key in %s (an earlier rotation to it was interrupted after it changed the store).\n", newKeyAt)
 	} else {
-		fmt.Fprintf(r.out(), "Sealed %d passwords and %d SSH private keys of %d connections with a new master key, in one transaction.\n",
-			rep.Passwords, rep.PrivateKeys, rep.Connections)
+		creds := ""
+		if rep.AuthSecrets > 0 {
+			creds = fmt.Sprintf(", %d credential secrets (Lakebase client secrets, AlloyDB keys)", rep.AuthSecrets)
+		}
+		fmt.Fprintf(r.out(), "Sealed %d passwords and %d SSH private keys%s of %d connections with a new master key, in one transaction.\n",
+			rep.Passwords, rep.PrivateKeys, creds, rep.Connections)
 	}
 	if loc.Source() == secret.FromDataDir {
 		fmt.Fprintf(r.out(), "The new key is in %s; the old key no longer opens the store.\n", newKeyAt)

@@ -25,7 +25,11 @@ sslmode up to require: pgrelay answers TLS with a self-signed certificate of its
 own, so verify-ca/verify-full against the endpoint is not meaningful. With TLS to
 the endpoint and a SCRAM login, set channel_binding=disable (PGCHANNELBINDING), as
 channel binding cannot pass through pgrelay. Authentication passes through to the
-server. A client that disappears without ending its session (killed
+server, except for connections whose password is a token (--auth command, lakebase,
+alloydb-iam): then clients log in with a random password of the proxy's own, printed
+at start (SCRAM-SHA-256; channel binding works), and pgrelay logs in to the server
+with the current token, a fresh one for each new session as tokens near expiry; the
+token never reaches the client. A client that disappears without ending its session (killed
 mid-statement) has its statement cancelled on the server; Ctrl-C in psql cancels
 the statement as usual; stopping the proxy cancels the statements of the sessions
 still open.
@@ -69,6 +73,12 @@ GOMAXPROCS=1, unless those environment variables are set.`,
 			}
 			fmt.Fprintf(r.out(), "Listening on %s, forwarding to %s %s.\n", ps.Addr(), hostPort(spec.Host, spec.Port), via)
 			fmt.Fprintf(r.out(), "Connect with: psql \"host=%s port=%s dbname=%s user=%s\"\n", host, port, spec.Database, spec.User)
+			if pw := ps.LocalPassword(); !pw.IsZero() {
+				// Not a database credential: the proxy's own, for as long
+				// as it runs; the token stays inside pgrelay.
+				fmt.Fprintf(r.out(), "Password (this proxy's own, valid while it runs; pgrelay logs in with the connection's %s token): %s\n",
+					spec.AuthKind(), pw.Reveal())
+			}
 			if spec.SSLMode != "disable" {
 				fmt.Fprintf(r.out(), "pgrelay connects to the server with sslmode=%s; clients may use any sslmode up to require (with require, also channel_binding=disable).\n", spec.SSLMode)
 			}

@@ -12,12 +12,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/store/postgres"
@@ -95,6 +97,9 @@ type runner struct {
 	remote backend
 	// policy holds --host-key-policy, --deny-network and --allow-network.
 	policy policyFlags
+	// credAllow is the allowlist of credential commands (see
+	// allowCredentialCommand).
+	credAllow atomic.Pointer[jobs.Allowlist]
 }
 
 func (r *runner) rootCommand() *cobra.Command {
@@ -179,7 +184,8 @@ func (r *runner) service(ctx context.Context) (*app.Service, error) {
 		return nil, err
 	}
 	svc, err := app.New(app.Config{Store: st, Keyring: kr, Logger: r.logger, Metrics: r.metrics,
-		HostKeyPolicy: r.policy.policy, Network: r.policy.network})
+		HostKeyPolicy: r.policy.policy, Network: r.policy.network,
+		Credentials: app.CredentialConfig{AllowCommand: r.allowCredentialCommand}})
 	if err != nil {
 		_ = st.Close()
 		return nil, err

@@ -52,6 +52,7 @@ func (s *Spec) PgxConfig() (*pgx.ConnConfig, error) {
 		return nil, fmt.Errorf("connection %s: build config: %w", s.Name, err)
 	}
 	cfg.Password = s.Password.Reveal()
+	s.applyPooler(cfg)
 	// Set after parsing, so that PGREQUIREAUTH is not read either.
 	cfg.RequireAuth = s.EffectiveRequireAuth()
 	tlsCfg, err := s.TLSConfig()

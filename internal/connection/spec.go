@@ -110,6 +110,9 @@ type Spec struct {
 	// Auth says where the password comes from; nil means the stored
 	// password (see auth.go).
 	Auth *Auth `json:"auth,omitempty"`
+	// Pooler is the connection pooler in front of the database: none
+	// (empty), transaction or session (see pooler.go).
+	Pooler Pooler `json:"pooler,omitempty"`
 }
 
 // Tunnel describes the SSH bastion a connection goes through.

@@ -199,6 +199,7 @@ func (s *Spec) Validate() error {
 		}
 	}
 	add("require_auth", validateRequireAuth(s.RequireAuth))
+	add("pooler", validatePooler(s.Pooler))
 	add("schema", validateIdentifier(s.Schema, "schema", false))
 	if s.Threads < 1 || s.Threads > MaxThreads {
 		add("threads", fmt.Errorf("%d is out of range: accepted is 1 to %d", s.Threads, MaxThreads))

@@ -72,6 +72,10 @@ type CacheConfig struct {
 	Hooks Hooks
 	// Logger receives fetch events (default: discarded).
 	Logger *slog.Logger
+	// NoRefresh keeps the first token for good, expired or refused: what
+	// a token given once as a static password does. For tests and
+	// comparisons only.
+	NoRefresh bool
 }
 
 // Cache holds one connection's current token and fetches a new one when
@@ -162,6 +166,11 @@ func (c *Cache) usableLocked(now time.Time) bool {
 func (c *Cache) Token(ctx context.Context) (Token, error) {
 	now := c.cfg.Now()
 	c.mu.Lock()
+	if c.cfg.NoRefresh && !c.tok.Value.IsZero() {
+		tok := c.tok
+		c.mu.Unlock()
+		return tok, nil
+	}
 	if c.usableLocked(now) && (now.Before(c.refreshAt) || now.Before(c.retryAt)) {
 		tok := c.tok
 		c.mu.Unlock()
@@ -190,7 +199,7 @@ func (c *Cache) Token(ctx context.Context) (Token, error) {
 func (c *Cache) Invalidate(tok Token) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if tok.Value.IsZero() || c.tok.Value.Reveal() != tok.Value.Reveal() {
+	if c.cfg.NoRefresh || tok.Value.IsZero() || c.tok.Value.Reveal() != tok.Value.Reveal() {
 		return
 	}
 	c.tok, c.refreshAt, c.retryAt = Token{}, time.Time{}, time.Time{}
@@ -321,6 +330,8 @@ func (c *Cache) failed(err error) {
 // Status is what a Cache knows, for `connection show` and the UI; it holds
 // no secret.
 type Status struct {
+	// Connection is the connection's name (the cache's Name).
+	Connection string `json:"-"`
 	// Source describes the source.
 	Source string              `json:"source"`
 	Kind   connection.AuthKind `json:"kind"`
@@ -341,7 +352,7 @@ type Status struct {
 func (c *Cache) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := Status{Source: c.src.Describe(), Kind: c.src.Kind(), Fetches: c.fetches}
+	st := Status{Connection: c.cfg.Name, Source: c.src.Describe(), Kind: c.src.Kind(), Fetches: c.fetches}
 	if !c.tok.Value.IsZero() {
 		st.ExpiresAt, st.FetchedAt, st.RefreshAt = c.tok.ExpiresAt, c.fetchedAt, c.refreshAt
 	}

@@ -92,6 +92,10 @@ type CommandNotAllowedError struct {
 
 // Error names the program and the allowlist's reason.
 func (e *CommandNotAllowedError) Error() string {
+	if strings.Contains(e.Err.Error(), e.Program) {
+		// The allowlist's error names the program already.
+		return "command credential: " + e.Err.Error()
+	}
 	return fmt.Sprintf("command credential: program %q is not allowed: %v", e.Program, e.Err)
 }
 
@@ -100,8 +104,9 @@ func (e *CommandNotAllowedError) Unwrap() error { return e.Err }
 
 // Hint says how to allow it.
 func (e *CommandNotAllowedError) Hint() string {
-	return fmt.Sprintf("The server runs only the programs it was started with (--allow-command): restart it with --allow-command %s, "+
-		"or use a program that is allowed.", e.Program)
+	return fmt.Sprintf("pgrelay runs only the programs allowed where connections are opened: start `pgrelay serve` (or a local "+
+		"`pgrelay job run`) with --allow-command %s, or for local commands (connection test, query, exec, proxy) set %s=%s; "+
+		"or use a program that is allowed.", e.Program, "PGRELAY_ALLOW_COMMANDS", e.Program)
 }
 
 // CommandFailedError means the program could not start or exited with a

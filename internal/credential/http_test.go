@@ -11,12 +11,13 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/credential"
+	"github.com/pgrelay/pgrelay/internal/credential/credentialtest"
 	"github.com/pgrelay/pgrelay/internal/secret"
 )
 
 func lakebase(f *fakeDatabricks, mut func(*credential.LakebaseConfig)) *credential.LakebaseSource {
-	cfg := credential.LakebaseConfig{WorkspaceURL: f.srv.URL, ClientID: f.clientID, ClientSecret: secret.New(f.clientSecret),
-		Instance: f.instance, HTTPClient: f.srv.Client()}
+	cfg := credential.LakebaseConfig{WorkspaceURL: f.Srv.URL, ClientID: f.ClientID, ClientSecret: secret.New(f.ClientSecret),
+		Instance: f.Instance, HTTPClient: f.Srv.Client()}
 	if mut != nil {
 		mut(&cfg)
 	}
@@ -34,13 +35,13 @@ func TestLakebaseInstance(t *testing.T) {
 	if tok.Value.IsZero() || tok.ExpiresAt.Sub(start) < 59*time.Minute || tok.ExpiresAt.Sub(start) > 61*time.Minute {
 		t.Fatalf("token expires %v after the request", tok.ExpiresAt.Sub(start))
 	}
-	if f.count("/oidc/v1/token") != 1 || f.count("/api/2.0/database/credentials") != 1 {
-		t.Fatalf("calls: %v", f.calls)
+	if f.Count("/oidc/v1/token") != 1 || f.Count("/api/2.0/database/credentials") != 1 {
+		t.Fatalf("calls: %v", f.Calls())
 	}
 	// Each request carries a new request_id.
-	first := f.lastReqID
-	if _, err := lakebase(f, nil).Token(context.Background()); err != nil || f.lastReqID == first {
-		t.Fatalf("second request: %v, request_id %q then %q", err, first, f.lastReqID)
+	first := f.LastRequestID()
+	if _, err := lakebase(f, nil).Token(context.Background()); err != nil || f.LastRequestID() == first {
+		t.Fatalf("second request: %v, request_id %q then %q", err, first, f.LastRequestID())
 	}
 }
 
@@ -49,16 +50,16 @@ func TestLakebaseProjectEndpoint(t *testing.T) {
 	f := newFakeDatabricks(t, nil)
 	start := time.Now()
 	tok, err := lakebase(f, func(c *credential.LakebaseConfig) {
-		c.Instance, c.Endpoint, c.Lifetime = "", f.endpoint, 10*time.Minute
+		c.Instance, c.Endpoint, c.Lifetime = "", f.Endpoint, 10*time.Minute
 	}).Token(context.Background())
 	if err != nil {
 		t.Fatalf("Token: %v (hint: %s)", err, credential.Hint(err))
 	}
-	if d := tok.ExpiresAt.Sub(start); d < 9*time.Minute || d > 11*time.Minute || f.lastTTL != "600s" {
-		t.Fatalf("ttl sent %q, token lives %v", f.lastTTL, d)
+	if d := tok.ExpiresAt.Sub(start); d < 9*time.Minute || d > 11*time.Minute || f.LastTTL() != "600s" {
+		t.Fatalf("ttl sent %q, token lives %v", f.LastTTL(), d)
 	}
-	if f.count("/api/2.0/postgres/credentials") != 1 {
-		t.Fatalf("calls: %v", f.calls)
+	if f.Count("/api/2.0/postgres/credentials") != 1 {
+		t.Fatalf("calls: %v", f.Calls())
 	}
 }
 
@@ -71,13 +72,13 @@ func TestLakebaseBadClientSecret(t *testing.T) {
 	if !errors.As(err, &ic) {
 		t.Fatalf("err = %v (%T), want *InvalidClientError", err, err)
 	}
-	if ic.ClientID != f.clientID || !strings.Contains(err.Error(), "Client authentication failed") ||
+	if ic.ClientID != f.ClientID || !strings.Contains(err.Error(), "Client authentication failed") ||
 		!strings.Contains(credential.Hint(err), "generate a new secret") || credential.Transient(err) ||
 		credential.OutcomeOf(err) != credential.OutcomeInvalidClient {
 		t.Errorf("err %v; hint %s", err, credential.Hint(err))
 	}
-	noSecret(t, err, wrong, f.clientSecret)
-	if f.count("/api/2.0/database/credentials") != 0 {
+	noSecret(t, err, wrong, f.ClientSecret)
+	if f.Count("/api/2.0/database/credentials") != 0 {
 		t.Error("the credential API was called without a workspace token")
 	}
 }
@@ -93,14 +94,14 @@ func TestLakebaseAPIErrors(t *testing.T) {
 		t.Fatalf("unknown instance: %v; hint %s", err, credential.Hint(err))
 	}
 	_, err = lakebase(f, func(c *credential.LakebaseConfig) {
-		c.Instance, c.Endpoint, c.Lifetime = "", f.endpoint, 2*time.Hour
+		c.Instance, c.Endpoint, c.Lifetime = "", f.Endpoint, 2*time.Hour
 	}).Token(context.Background())
 	if !errors.As(err, &ae) || ae.Status != 400 || !strings.Contains(err.Error(), "ttl must be") {
 		t.Fatalf("ttl out of range: %v", err)
 	}
 	// A server error is transient.
 	down := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+		credentialtest.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 	}))
 	defer down.Close()
 	_, err = credential.NewLakebaseSource(credential.LakebaseConfig{WorkspaceURL: down.URL, ClientID: "c", ClientSecret: secret.New("s"),
@@ -117,7 +118,7 @@ func TestLakebaseRedirectRefused(t *testing.T) {
 		if _, _, ok := r.BasicAuth(); ok || r.Header.Get("Authorization") != "" {
 			leaked = true
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"access_token": "x", "expires_in": 3600})
+		credentialtest.WriteJSON(w, http.StatusOK, map[string]any{"access_token": "x", "expires_in": 3600})
 	}))
 	defer other.Close()
 	login := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -139,11 +140,11 @@ func TestEndpointDown(t *testing.T) {
 	t.Parallel()
 	f := newFakeDatabricks(t, nil)
 	g := newFakeGoogle(t, nil)
-	key := g.newKey(t, "etl@proj.iam.gserviceaccount.com", true)
+	key := g.NewKey(t, "etl@proj.iam.gserviceaccount.com", true)
 	lake := lakebase(f, nil)
-	alloy := credential.NewAlloyDBSource(credential.AlloyDBConfig{ServiceAccountKey: secret.New(key), HTTPClient: g.srv.Client()})
-	f.srv.Close()
-	g.srv.Close()
+	alloy := credential.NewAlloyDBSource(credential.AlloyDBConfig{ServiceAccountKey: secret.New(key), HTTPClient: g.Srv.Client()})
+	f.Srv.Close()
+	g.Srv.Close()
 	for _, src := range []credential.Source{lake, alloy} {
 		t.Run(string(src.Kind()), func(t *testing.T) {
 			// Through a cache: retried (transient), then the typed error.
@@ -173,8 +174,8 @@ func TestUntrustedCertificate(t *testing.T) {
 func TestAlloyDBToken(t *testing.T) {
 	t.Parallel()
 	g := newFakeGoogle(t, nil)
-	key := g.newKey(t, "etl@proj.iam.gserviceaccount.com", true)
-	src := credential.NewAlloyDBSource(credential.AlloyDBConfig{ServiceAccountKey: secret.New(key), HTTPClient: g.srv.Client()})
+	key := g.NewKey(t, "etl@proj.iam.gserviceaccount.com", true)
+	src := credential.NewAlloyDBSource(credential.AlloyDBConfig{ServiceAccountKey: secret.New(key), HTTPClient: g.Srv.Client()})
 	start := time.Now()
 	tok, err := src.Token(context.Background())
 	if err != nil {
@@ -188,7 +189,7 @@ func TestAlloyDBToken(t *testing.T) {
 	}
 	// Another scope than the server grants: an API error with its message.
 	_, err = credential.NewAlloyDBSource(credential.AlloyDBConfig{ServiceAccountKey: secret.New(key), Scope: "https://www.googleapis.com/auth/other",
-		HTTPClient: g.srv.Client()}).Token(context.Background())
+		HTTPClient: g.Srv.Client()}).Token(context.Background())
 	var ae *credential.APIError
 	if !errors.As(err, &ae) || ae.Code != "invalid_scope" {
 		t.Fatalf("wrong scope: %v", err)
@@ -199,8 +200,8 @@ func TestAlloyDBExpiredKey(t *testing.T) {
 	t.Parallel()
 	g := newFakeGoogle(t, nil)
 	// A key Google no longer knows: deleted, disabled or expired.
-	key := g.newKey(t, "etl@proj.iam.gserviceaccount.com", false)
-	_, err := credential.NewAlloyDBSource(credential.AlloyDBConfig{ServiceAccountKey: secret.New(key), HTTPClient: g.srv.Client()}).
+	key := g.NewKey(t, "etl@proj.iam.gserviceaccount.com", false)
+	_, err := credential.NewAlloyDBSource(credential.AlloyDBConfig{ServiceAccountKey: secret.New(key), HTTPClient: g.Srv.Client()}).
 		Token(context.Background())
 	var ke *credential.InvalidKeyError
 	if !errors.As(err, &ke) {
@@ -215,10 +216,10 @@ func TestAlloyDBExpiredKey(t *testing.T) {
 	noSecret(t, err, "PRIVATE KEY")
 
 	// A key that does not parse never reaches the server.
-	calls := g.count()
+	calls := g.Count()
 	_, err = credential.NewAlloyDBSource(credential.AlloyDBConfig{ServiceAccountKey: secret.New(`{"type":"service_account"}`)}).
 		Token(context.Background())
-	if !errors.As(err, &ke) || ke.Err == nil || g.count() != calls || !strings.Contains(credential.Hint(err), "JSON key file") {
+	if !errors.As(err, &ke) || ke.Err == nil || g.Count() != calls || !strings.Contains(credential.Hint(err), "JSON key file") {
 		t.Fatalf("unparsable key: %v", err)
 	}
 }

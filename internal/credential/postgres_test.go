@@ -16,26 +16,14 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/credential"
+	"github.com/pgrelay/pgrelay/internal/credential/credentialtest"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
-// rotateScript is a credential command for role $1: it sets the role's
-// password to a fresh random token valid for $LIFE seconds (VALID UNTIL)
-// and prints it as JSON with that expiry. Each call is logged to $CALLS.
-const rotateScript = `#!/bin/sh
-set -eu
-role="$1"
-date +%s.%N >> "$CALLS"
-tok=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
-exp=$(psql -qAtX -v ON_ERROR_STOP=1 -v role="$role" -v tok="$tok" -v life="$LIFE" <<'SQL'
-SELECT now() + make_interval(secs => :life) AS exp \gset
-SELECT format('ALTER ROLE %I PASSWORD %L VALID UNTIL %L', :'role', :'tok', :'exp') \gexec
-SELECT to_char(:'exp'::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
-SQL
-)
-printf '{"token":"%s","expires_at":"%s"}\n' "$tok" "$exp"
-`
+// rotateScript is credentialtest.RotateScript: it rotates role $1's
+// password to a token valid for $LIFE seconds and logs each call to $CALLS.
+var rotateScript = credentialtest.RotateScript
 
 // pgEnv is a PostgreSQL server that only accepts SSL, like AlloyDB and
 // Lakebase, with a login helper.
@@ -214,12 +202,12 @@ func TestTokensLogIn(t *testing.T) {
 				t.Fatalf("login with the Lakebase credential: %v", err)
 			}
 		}
-		if n := f.count("/api/2.0/database/credentials"); n != 1 {
+		if n := f.Count("/api/2.0/database/credentials"); n != 1 {
 			t.Fatalf("%d credential requests for 3 logins, want 1", n)
 		}
 		// The database refused a token (here: revoked by a new one from
 		// elsewhere): Invalidate fetches another.
-		if _, err := f.issue(ctx, time.Hour); err != nil {
+		if _, err := f.Issue(ctx, time.Hour); err != nil {
 			t.Fatal(err)
 		}
 		if err := e.login(ctx, "lake", first); sqlstate(err) != "28P01" {
@@ -238,7 +226,7 @@ func TestTokensLogIn(t *testing.T) {
 	t.Run("LakebaseProjectEndpoint", func(t *testing.T) {
 		t.Parallel()
 		f := newFakeDatabricks(t, rotator(e.super, "lake_ep"))
-		src := lakebase(f, func(c *credential.LakebaseConfig) { c.Instance, c.Endpoint, c.Lifetime = "", f.endpoint, 5*time.Minute })
+		src := lakebase(f, func(c *credential.LakebaseConfig) { c.Instance, c.Endpoint, c.Lifetime = "", f.Endpoint, 5*time.Minute })
 		tok, err := src.Token(ctx)
 		if err != nil {
 			t.Fatalf("Token: %v (hint: %s)", err, credential.Hint(err))
@@ -251,7 +239,7 @@ func TestTokensLogIn(t *testing.T) {
 	t.Run("AlloyDBIAM", func(t *testing.T) {
 		t.Parallel()
 		g := newFakeGoogle(t, rotator(e.super, "etl@proj.iam"))
-		key := g.newKey(t, "etl@proj.iam.gserviceaccount.com", true)
+		key := g.NewKey(t, "etl@proj.iam.gserviceaccount.com", true)
 		spec := connection.Spec{Name: "alloy", Flavor: connection.AlloyDB, Host: p.Host, Port: p.Port, Database: "postgres",
 			User: connection.AlloyDBUser("etl@proj.iam.gserviceaccount.com"), SSLMode: connection.SSLRequire,
 			Auth: &connection.Auth{Kind: connection.AuthAlloyDBIAM, ServiceAccountKey: secret.New(key)}}
@@ -259,7 +247,7 @@ func TestTokensLogIn(t *testing.T) {
 		if err := spec.Validate(); err != nil {
 			t.Fatalf("spec: %v", err)
 		}
-		c := credential.NewCache(credential.New(&spec, credential.Options{HTTPClient: g.srv.Client()}), credential.CacheConfig{Name: "alloy"})
+		c := credential.NewCache(credential.New(&spec, credential.Options{HTTPClient: g.Srv.Client()}), credential.CacheConfig{Name: "alloy"})
 		defer c.Close()
 		tok, err := c.Token(ctx)
 		if err != nil {

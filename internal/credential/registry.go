@@ -12,7 +12,7 @@ import (
 // Registry keeps one Cache per connection for a process, so that every
 // user of a connection (runs, tests, relays) shares its token and its
 // rate limit. A connection whose auth settings or secrets change gets a
-// new cache; the old token is dropped.
+// new cache for its next sessions.
 type Registry struct {
 	opts  Options
 	cache CacheConfig
@@ -42,12 +42,12 @@ func (r *Registry) For(id string, spec *connection.Spec) *Cache {
 	sum := authSum(spec)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if e, ok := r.caches[id]; ok {
-		if e.sum == sum {
-			return e.cache
-		}
-		e.cache.Close()
+	if e, ok := r.caches[id]; ok && e.sum == sum {
+		return e.cache
 	}
+	// A cache replaced here is not closed: sessions opened with the old
+	// settings (a proxy, a run) keep using it until they end, as they
+	// keep the rest of those settings.
 	cfg := r.cache
 	cfg.Name = spec.Name
 	c := NewCache(New(spec, r.opts), cfg)

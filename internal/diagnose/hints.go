@@ -443,6 +443,9 @@ func (r *runner) hintQuery(err error) string {
 	if isTimeout(err) {
 		return fmt.Sprintf("SELECT 1 did not return within %v: the server is overloaded, or locks block it.", r.in.StepTimeout)
 	}
+	if poolerSymptom(err) {
+		return r.hintPooler()
+	}
 	if pgErr := asPgError(err); pgErr != nil {
 		return fmt.Sprintf("The server refused a trivial query (SQLSTATE %s): see the error; its log has more.", pgErr.Code)
 	}

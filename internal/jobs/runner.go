@@ -24,6 +24,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/proxy"
 	"github.com/pgrelay/pgrelay/internal/relay"
+	"github.com/pgrelay/pgrelay/internal/secret"
 )
 
 // Conn is an opened connection a run works over: one SSH connection (when
@@ -140,6 +141,9 @@ type run struct {
 	hooks  Hooks
 	conn   Conn
 	secret string
+	// localSecret is the run's own password of its local endpoint, when
+	// the endpoint authenticates commands itself (TokenLogin).
+	localSecret string
 
 	mu      sync.Mutex // serialises hook calls
 	steps   []RunStep
@@ -189,10 +193,13 @@ func (r *Runner) Run(ctx context.Context, job Job, hooks Hooks) Result {
 	return res
 }
 
-// mask replaces the connection's password in text.
+// mask replaces the connection's password, and the run's own password of
+// its local endpoint, in text.
 func (x *run) mask(text string) string {
-	if x.secret != "" && strings.Contains(text, x.secret) {
-		text = strings.ReplaceAll(text, x.secret, "[redacted]")
+	for _, s := range []string{x.secret, x.localSecret} {
+		if s != "" && strings.Contains(text, s) {
+			text = strings.ReplaceAll(text, s, "[redacted]")
+		}
 	}
 	return text
 }
@@ -413,20 +420,29 @@ func (x *run) runSQL(ctx context.Context, i int, step Step) error {
 		pc := cfgConn.PgConn()
 		x.addBackend(Backend{PID: pc.PID(), SecretKey: pc.SecretKey(), Step: i, User: x.conn.Spec().User,
 			Database: x.conn.Spec().Database, OpenedAt: time.Now().UTC()})
-		if schema := x.schema(); schema != "" {
+		if schema := x.schema(); schema != "" && !x.conn.Spec().TransactionPooled() {
 			if _, err := x.dbConn.Exec(ctx, "SET search_path TO "+pgx.Identifier{schema}.Sanitize()+", public"); err != nil {
 				return fmt.Errorf("set search_path: %w", err)
 			}
 		}
 	}
-	mrr := x.dbConn.PgConn().Exec(ctx, step.SQL)
-	for mrr.NextResult() {
+	sql, skip := step.SQL, 0
+	if schema := x.schema(); schema != "" && x.conn.Spec().TransactionPooled() {
+		// Behind a pooler in transaction mode, a SET of its own may go to
+		// another server connection than the step: it is sent with the
+		// step, in one message, which the pooler keeps on one.
+		sql, skip = "SET search_path TO "+pgx.Identifier{schema}.Sanitize()+", public;\n"+step.SQL, 1
+	}
+	mrr := x.dbConn.PgConn().Exec(ctx, sql)
+	for n := 0; mrr.NextResult(); n++ {
 		tag, err := mrr.ResultReader().Close()
 		if err != nil {
 			_ = mrr.Close()
 			return x.sqlErr(ctx, err)
 		}
-		x.log(i, "stdout", tag.String())
+		if n >= skip {
+			x.log(i, "stdout", tag.String())
+		}
 	}
 	if err := mrr.Close(); err != nil {
 		return x.sqlErr(ctx, err)
@@ -521,8 +537,25 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	}
 	up := relay.Upstream{Dial: x.conn.DialDatabase, TLS: pol, Addr: net.JoinHostPort(spec.Host, strconv.Itoa(spec.Port))}
 	x.endpoint = relay.NewRegistry(up)
-	rl := relay.New(relay.Config{Upstream: up, LocalTLS: localTLS.Config, Observer: relay.Observers(x.endpoint, x),
-		Logger: x.r.Logger})
+	password := spec.Password.Reveal()
+	var login *relay.Login
+	tl, tokenAuth := tokenLogin(x.conn)
+	if tokenAuth {
+		// The commands never see the token: the endpoint checks a
+		// password of the run's own and logs in with the token itself.
+		if password, err = newRunPassword(); err != nil {
+			_ = ln.Close()
+			return err
+		}
+		x.localSecret = password
+		login = &relay.Login{Password: secret.New(password), User: spec.User, Connect: tl.LoginUpstream}
+	}
+	cfg := relay.Config{Upstream: up, LocalTLS: localTLS.Config, Observer: relay.Observers(x.endpoint, x),
+		Logger: x.r.Logger, Login: login}
+	if login != nil {
+		cfg.StartupTimeout = relay.LoginStartupTimeout(tokenFetchTime(spec))
+	}
+	rl := relay.New(cfg)
 	x.px = proxy.New(ln, x.conn.DialDatabase, x.r.Logger, proxy.WithHandshake(rl.Handshake))
 	go func() { _ = x.px.Serve(context.WithoutCancel(ctx)) }()
 	x.pxAddr = ln.Addr().String()
@@ -548,7 +581,8 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	if schema == "" {
 		schema = "public"
 	}
-	profiles := ProfilesYAML(x.job.Profile, x.job.Target, host, port, spec, schema, threads, sslmode, rootCert)
+	profiles := ProfilesYAML(x.job.Profile, x.job.Target, host, port, spec, schema, threads, sslmode, rootCert) +
+		profileComments(spec, tokenAuth)
 	if err := x.writeRunFile(filepath.Join(dir, "profiles.yml"), []byte(profiles)); err != nil {
 		return fmt.Errorf("write profiles.yml: %w", err)
 	}
@@ -562,7 +596,7 @@ func (x *run) prepareCommands(ctx context.Context) error {
 		}
 	}
 	env = append(env[:len(env):len(env)],
-		"PGHOST="+host, "PGPORT="+port, "PGUSER="+spec.User, "PGPASSWORD="+spec.Password.Reveal(),
+		"PGHOST="+host, "PGPORT="+port, "PGUSER="+spec.User, "PGPASSWORD="+password,
 		"PGDATABASE="+spec.Database, "PGSSLMODE="+sslmode, "PGAPPNAME=pgrelay-run",
 		"PGCONNECT_TIMEOUT=10", "DBT_PROFILES_DIR="+dir, "DBT_PROFILE="+x.job.Profile, "DBT_TARGET="+x.job.Target,
 		// Channel binding cannot pass through the relay (two TLS sessions).
@@ -570,7 +604,11 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	if hostaddr != "" {
 		env = append(env, "PGHOSTADDR="+hostaddr)
 	}
-	if ra := spec.EffectiveRequireAuth(); ra != "" {
+	if tokenAuth {
+		// The endpoint itself asks for SCRAM (libpq 16+ refuses anything
+		// else, older ones ignore it).
+		env = append(env, "PGREQUIREAUTH=scram-sha-256")
+	} else if ra := spec.EffectiveRequireAuth(); ra != "" {
 		// libpq 16+ refuses what pgrelay refuses (older ones ignore it).
 		env = append(env, "PGREQUIREAUTH="+ra)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/pg"
 )
 
@@ -80,6 +81,9 @@ func (s *Stopper) Stop(ctx context.Context, backends []Backend, closeClients fun
 		}
 		c.Summarize()
 		return c, nil
+	}
+	if s.Conn.Spec().EffectivePooler() != connection.PoolerNone {
+		return s.stopPooled(ctx, backends, closeClients), nil
 	}
 	mon, err := s.Conn.Connect(ctx)
 	if err != nil {

@@ -1,6 +1,7 @@
 // Package metrics defines pgrelay's Prometheus metrics on a registry of
 // its own (no global state): HTTP requests and latencies, tunnels open and
-// dropped, and connection tests by outcome.
+// dropped, connection tests by outcome, and token credentials' fetches
+// and expiry.
 //
 // Every label has a bounded set of values that no request can extend:
 // routes are the server's patterns and methods outside the standard ones
@@ -39,6 +40,7 @@ type Metrics struct {
 	// server after the run ended, by outcome: cancelled, terminated,
 	// failed (still running when pgrelay gave up) and unreachable.
 	ServerCancels *prometheus.CounterVec
+	credentialMetrics
 }
 
 // Options configures New.
@@ -93,6 +95,7 @@ func NewWithOptions(o Options) *Metrics {
 	}
 	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.TunnelsOpen, drops, m.ConnectionTests, m.ServerCancels,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.registerCredentials(o)
 	return m
 }
 

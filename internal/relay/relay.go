@@ -23,6 +23,13 @@
 // Channel binding (SCRAM-SHA-256-PLUS) cannot span the relay, since the
 // client and the server see two different TLS sessions: the relay drops
 // it from the mechanisms the server offers.
+//
+// In login mode ([Config.Login]) the relay does not pass authentication
+// through: it authenticates the client itself against a password of the
+// endpoint's own (SCRAM-SHA-256, and SCRAM-SHA-256-PLUS with
+// tls-server-end-point over its local TLS), and only then logs in to the
+// server with credentials the client never sees (a token), through
+// [Login.Connect], taking the server's session over with pgconn's Hijack.
 package relay
 
 import (
@@ -75,6 +82,10 @@ type Config struct {
 	CancelTimeout time.Duration
 	// Logger receives one line per session; nil discards.
 	Logger *slog.Logger
+	// Login, when set, makes the relay authenticate clients itself and
+	// log in to the server with credentials of its own (see Login);
+	// otherwise authentication passes through.
+	Login *Login
 }
 
 // Relay starts sessions for a proxy: pass its Handshake to
@@ -83,6 +94,8 @@ type Relay struct {
 	cfg       Config
 	log       *slog.Logger
 	terminate []byte // the Terminate message, as the client sends it
+	auth      *localAuth
+	authErr   error // why Login cannot be used
 }
 
 // New returns a relay for cfg.
@@ -97,7 +110,11 @@ func New(cfg Config) *Relay {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	term, _ := (&pgproto3.Terminate{}).Encode(nil) // a fixed 5 bytes; cannot fail
-	return &Relay{cfg: cfg, log: cfg.Logger, terminate: term}
+	r := &Relay{cfg: cfg, log: cfg.Logger, terminate: term}
+	if cfg.Login != nil {
+		r.auth, r.authErr = newLocalAuth(cfg.Login)
+	}
+	return r
 }
 
 // Handshake runs the startup phase of one client connection (see the
@@ -126,7 +143,17 @@ func (r *Relay) Handshake(ctx context.Context, client net.Conn, dial proxy.DialF
 		}
 		return nil, nil
 	case *pgproto3.StartupMessage:
-		s, err := r.start(ctx, cs, m, DialFunc(dial), log)
+		var s *session
+		switch {
+		case r.authErr != nil:
+			err = r.authErr
+			cs.be.Send(relayError("08001", "pgrelay: the local endpoint cannot authenticate clients", "", ""))
+			_ = cs.be.Flush()
+		case r.auth != nil:
+			s, err = r.login(ctx, cs, m, log)
+		default:
+			s, err = r.start(ctx, cs, m, DialFunc(dial), log)
+		}
 		if err != nil {
 			lift()
 			return r.clientLeft(log, err)

@@ -87,6 +87,7 @@ func TestRelay(t *testing.T) {
 	t.Run("GSSEncRefused", f.testGSSEncRefused)
 	t.Run("DataAfterSSLRequestRefused", f.testDataAfterSSLRequest)
 	t.Run("UpstreamLostReported", f.testUpstreamLost)
+	t.Run("LoginMode", f.testLoginMode)
 }
 
 func makeRoles(t *testing.T, pg *testenv.Postgres) {

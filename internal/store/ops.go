@@ -63,7 +63,7 @@ type TransferStore interface {
 }
 
 // SecretsTx is a transaction over the store's sealed values: every
-// connection's password and private key, and the meta values (the master
+// connection's password, private key and auth secret, and the meta values (the master
 // key check among them). Other writers of those values wait until it ends.
 type SecretsTx interface {
 	// ListConnections returns every connection.
@@ -72,6 +72,9 @@ type SecretsTx interface {
 	// private key and increments its version, so that an update prepared
 	// from the record as it was before fails with ErrConflict.
 	SetConnectionSecrets(ctx context.Context, id string, sealedPassword, sealedPrivateKey []byte) error
+	// SetConnectionAuthSecret replaces a connection's sealed auth secret
+	// and increments its version, like SetConnectionSecrets.
+	SetConnectionAuthSecret(ctx context.Context, id string, sealed []byte) error
 	// GetMeta returns the value stored under key, or ErrNotFound.
 	GetMeta(ctx context.Context, key string) ([]byte, error)
 	// PutMeta stores value under key, replacing any value there.

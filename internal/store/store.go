@@ -44,6 +44,10 @@ type Connection struct {
 	SSHPublicKey string
 	// SealedPrivateKey is the tunnel's private key (OpenSSH PEM), sealed.
 	SealedPrivateKey []byte
+	// SealedAuthSecret is the secret of the connection's credential
+	// source, sealed: the Lakebase OAuth client secret or the AlloyDB
+	// service-account key (empty for other auth kinds).
+	SealedAuthSecret []byte
 	// PreviousPublicKey is the public key replaced by the last rotation, so
 	// that it can be shown for removal from the bastion.
 	PreviousPublicKey string

@@ -212,6 +212,9 @@ func (u *UI) update(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	pf.form.HasPassword = old.HasPassword
+	if a := old.Auth; a != nil {
+		pf.form.Stored = authSecretsStored{ClientSecret: a.HasClientSecret, ServiceAccountKey: a.HasServiceAccountKey}
+	}
 	if old.SSHTunnel != nil {
 		pf.form.PinnedHostKey = old.SSHTunnel.HostKeyFingerprint
 	}

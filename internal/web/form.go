@@ -24,8 +24,10 @@ const (
 
 // fieldOrder is the order of the fields on the form, for the error summary.
 func fieldOrder() []string {
-	return []string{"name", "flavor", "host", "port", "database", "user", "password", "sslmode", "ssl_root_cert",
-		"require_auth", "schema", "threads", "ssh_tunnel.host", "ssh_tunnel.port", "ssh_tunnel.user", "ssh_tunnel.key_type",
+	return []string{"name", "flavor", "host", "port", "database", "user", "password", "auth.kind", "auth.program", "auth.args",
+		"auth.timeout", "auth.workspace_url", "auth.client_id", "auth.client_secret", "auth.instance", "auth.endpoint",
+		"auth.service_account_key", "auth.service_account", "auth.scope", "auth.lifetime", "sslmode", "ssl_root_cert",
+		"require_auth", "pooler", "schema", "threads", "ssh_tunnel.host", "ssh_tunnel.port", "ssh_tunnel.user", "ssh_tunnel.key_type",
 		"ssh_tunnel.keepalive_interval", "ssh_tunnel.keepalive_count_max", "ssh_tunnel.known_host"}
 }
 
@@ -73,6 +75,9 @@ func fieldLabel(key string) string {
 	case "form":
 		return "Form"
 	}
+	if l := authFieldLabel(key); l != "" {
+		return l
+	}
 	return key
 }
 
@@ -105,6 +110,9 @@ type connForm struct {
 	// Flavors and SSLModes fill the selects.
 	Flavors  []connection.Flavor
 	SSLModes []connection.SSLMode
+	// Stored says which credential secrets the saved connection has
+	// (edit).
+	Stored authSecretsStored
 }
 
 // problem is one line of the error summary.
@@ -187,6 +195,8 @@ func blankForm() *connForm {
 		"ssh_tunnel.key_type":            connection.DefaultKeyType,
 		"ssh_tunnel.keepalive_interval":  connection.DefaultKeepaliveInterval.String(),
 		"ssh_tunnel.keepalive_count_max": strconv.Itoa(connection.DefaultKeepaliveCountMax),
+		"auth.kind":                      string(connection.AuthPassword),
+		"pooler":                         string(connection.PoolerNone),
 	})
 	return f
 }
@@ -204,6 +214,10 @@ func formFromView(v *app.ConnectionView) *connForm {
 		"database": s.Database, "user": s.User, "sslmode": string(s.SSLMode), "ssl_root_cert": s.SSLRootCert,
 		"require_auth": s.RequireAuth, "schema": s.Schema, "threads": strconv.Itoa(s.Threads),
 	})
+	maps.Copy(f.Values, authValues(v))
+	if a := v.Auth; a != nil {
+		f.Stored = authSecretsStored{ClientSecret: a.HasClientSecret, ServiceAccountKey: a.HasServiceAccountKey}
+	}
 	if t := s.Tunnel; t != nil {
 		f.Tunnel = true
 		maps.Copy(f.Values, map[string]string{
@@ -234,11 +248,11 @@ func parseConnForm(r *http.Request, edit bool, name string) (*parsedForm, error)
 	f := newConnForm()
 	f.Edit, f.Name = edit, name
 	for _, k := range fieldOrder() {
-		if k == "password" {
+		if k == "password" || k == "auth.client_secret" || k == "auth.service_account_key" {
 			continue // never echoed back
 		}
 		v := r.PostFormValue(k)
-		if k != "ssl_root_cert" && k != "ssh_tunnel.known_host" {
+		if k != "ssl_root_cert" && k != "ssh_tunnel.known_host" && k != "auth.args" {
 			v = strings.TrimSpace(v)
 		}
 		f.Values[k] = v
@@ -275,7 +289,14 @@ func parseConnForm(r *http.Request, edit bool, name string) (*parsedForm, error)
 		t.KeepaliveInterval = f.duration("ssh_tunnel.keepalive_interval")
 		spec.Tunnel = t
 	}
+	f.parseAuth(&spec, r.PostFormValue("auth.client_secret"), r.PostFormValue("auth.service_account_key"))
 	pf := &parsedForm{form: f}
+	if spec.AuthKind().IsToken() {
+		// The token is the password: the password field (hidden) is not
+		// read.
+		pf.spec = spec
+		return pf, nil
+	}
 	if pw := r.PostFormValue("password"); pw != "" {
 		spec.Password = secret.New(pw)
 		pf.password = &spec.Password

@@ -14,19 +14,19 @@ import (
 
 const connectionColumns = `id, name, spec, sealed_password, ssh_public_key, sealed_private_key,
 	previous_public_key, host_keys, host_keys_addr, pending_host_key, pending_host_key_seen,
-	created_at, updated_at, version, key_used_at, key_used_for`
+	created_at, updated_at, version, key_used_at, key_used_for, sealed_auth_secret`
 
 // connValues are a connection's column values in connectionColumns order.
 // insertConnection inserts a connection with connValues.args; creating
 // and copying one use it alike.
 const insertConnection = `INSERT INTO pgrelay_connections (` + connectionColumns + `)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`
 
 // args are the values in connectionColumns order.
 func (v *connValues) args() []any {
 	return []any{v.id, v.name, v.spec, v.sealedPassword, v.sshPublicKey, v.sealedPrivateKey, v.previousPublicKey,
 		v.hostKeys, v.hostKeysAddr, v.pendingHostKey, v.pendingSeen, v.createdAt, v.updatedAt, v.version,
-		v.keyUsedAt, v.keyUsedFor}
+		v.keyUsedAt, v.keyUsedFor, v.sealedAuthSecret}
 }
 
 type connValues struct {
@@ -44,6 +44,7 @@ type connValues struct {
 	version              int64
 	keyUsedAt            any
 	keyUsedFor           string
+	sealedAuthSecret     []byte
 }
 
 func connToValues(c *store.Connection) (*connValues, error) {
@@ -61,7 +62,7 @@ func connToValues(c *store.Connection) (*connValues, error) {
 		previousPublicKey: c.PreviousPublicKey, hostKeys: hk, hostKeysAddr: c.HostKeysAddr,
 		pendingHostKey: c.PendingHostKey, pendingSeen: nullTime(c.PendingHostKeySeen),
 		createdAt: c.CreatedAt, updatedAt: c.UpdatedAt, version: c.Version,
-		keyUsedAt: nullTime(c.KeyUsedAt), keyUsedFor: c.KeyUsedFor,
+		keyUsedAt: nullTime(c.KeyUsedAt), keyUsedFor: c.KeyUsedFor, sealedAuthSecret: c.SealedAuthSecret,
 	}, nil
 }
 
@@ -72,7 +73,7 @@ func scanConnection(row pgx.Row) (*store.Connection, error) {
 	var seen, keyUsed *time.Time
 	if err := row.Scan(&c.ID, &name, &spec, &c.SealedPassword, &c.SSHPublicKey, &c.SealedPrivateKey,
 		&c.PreviousPublicKey, &c.HostKeys, &c.HostKeysAddr, &c.PendingHostKey, &seen,
-		&c.CreatedAt, &c.UpdatedAt, &c.Version, &keyUsed, &c.KeyUsedFor); err != nil {
+		&c.CreatedAt, &c.UpdatedAt, &c.Version, &keyUsed, &c.KeyUsedFor, &c.SealedAuthSecret); err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal(spec, &c.Spec); err != nil {
@@ -155,12 +156,13 @@ func (s *Store) UpdateConnection(ctx context.Context, c *store.Connection) (rerr
 	err = s.pool.QueryRow(ctx, `WITH u AS (
 			UPDATE pgrelay_connections SET name = $2, spec = $3, sealed_password = $4, ssh_public_key = $5,
 				sealed_private_key = $6, previous_public_key = $7, host_keys = $8, host_keys_addr = $9,
-				pending_host_key = $10, pending_host_key_seen = $11, updated_at = $12, version = version + 1
+				pending_host_key = $10, pending_host_key_seen = $11, updated_at = $12, sealed_auth_secret = $14,
+				version = version + 1
 			WHERE id = $1 AND version = $13
 			RETURNING 1)
 		SELECT EXISTS (SELECT FROM u), EXISTS (SELECT FROM pgrelay_connections WHERE id = $1)`,
 		v.id, v.name, v.spec, v.sealedPassword, v.sshPublicKey, v.sealedPrivateKey, v.previousPublicKey,
-		v.hostKeys, v.hostKeysAddr, v.pendingHostKey, v.pendingSeen, v.updatedAt, v.version).Scan(&updated, &exists)
+		v.hostKeys, v.hostKeysAddr, v.pendingHostKey, v.pendingSeen, v.updatedAt, v.version, v.sealedAuthSecret).Scan(&updated, &exists)
 	switch {
 	case isUniqueViolation(err):
 		return fmt.Errorf("update connection %s: %w", c.Spec.Name, store.ErrExists)

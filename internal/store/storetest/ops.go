@@ -371,13 +371,20 @@ func exerciseSecrets(t *testing.T, s store.Store) {
 		if err := tx.SetConnectionSecrets(ctx, "nope", nil, nil); !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("set secrets of a missing connection: %v", err)
 		}
+		if err := tx.SetConnectionAuthSecret(ctx, a.ID, []byte("s2")); err != nil {
+			return err
+		}
+		if err := tx.SetConnectionAuthSecret(ctx, "nope", nil); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("set the auth secret of a missing connection: %v", err)
+		}
 		return tx.PutMeta(ctx, "key_check", []byte("new"))
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, _ = s.GetConnection(ctx, "alpha")
-	if m, _ := s.GetMeta(ctx, "key_check"); string(m) != "new" || string(got.SealedPassword) != "p2" || len(got.SealedPrivateKey) != 0 || got.Version != 2 {
+	if m, _ := s.GetMeta(ctx, "key_check"); string(m) != "new" || string(got.SealedPassword) != "p2" || len(got.SealedPrivateKey) != 0 ||
+		string(got.SealedAuthSecret) != "s2" || got.Version != 3 {
 		t.Fatalf("after the secrets transaction: %q %+v", m, got)
 	}
 	// An update prepared before the transaction conflicts.

@@ -570,13 +570,16 @@ func sampleConnection(name string) *store.Connection {
 		Spec: connection.Spec{
 			Name: name, Flavor: connection.AlloyDB, Host: "2001:db8::5", Port: 5433, Database: "analytics",
 			User: "dbt", SSLMode: connection.SSLVerifyFull, SSLRootCert: "-----BEGIN CERTIFICATE-----\n...",
-			Schema: "marts", Threads: 8,
+			Schema: "marts", Threads: 8, Pooler: connection.PoolerTransaction,
+			Auth: &connection.Auth{Kind: connection.AuthAlloyDBIAM, ServiceAccount: "dbt@p.iam.gserviceaccount.com",
+				Scope: connection.DefaultAlloyDBScope},
 			Tunnel: &connection.Tunnel{Host: "bastion.example.com", Port: 2222, User: "dbtcloud", KeyType: "rsa",
 				KeepaliveInterval: connection.Duration(15 * time.Second), KeepaliveCountMax: 4},
 		},
 		SealedPassword:     []byte{1, 2, 3, 0, 255},
 		SSHPublicKey:       "ssh-ed25519 AAAA",
 		SealedPrivateKey:   []byte{9, 8, 7},
+		SealedAuthSecret:   []byte{4, 0, 5, 6},
 		PreviousPublicKey:  "ssh-ed25519 BBBB",
 		HostKeys:           []string{"ssh-ed25519 CCCC", "ssh-ed25519 DDDD"},
 		HostKeysAddr:       "bastion.example.com:2222",
@@ -616,6 +619,7 @@ func exerciseConnections(t *testing.T, s store.Store) {
 	direct := sampleConnection("a-direct")
 	direct.Spec.Tunnel = nil
 	direct.SealedPassword, direct.SealedPrivateKey, direct.HostKeys = nil, nil, nil
+	direct.Spec.Auth, direct.SealedAuthSecret = nil, nil
 	if err := s.CreateConnection(ctx, direct); err != nil {
 		t.Fatalf("create direct: %v", err)
 	}
@@ -626,7 +630,7 @@ func exerciseConnections(t *testing.T, s store.Store) {
 	if len(list) != 2 || list[0].Spec.Name != "a-direct" || list[1].Spec.Name != "wh" {
 		t.Fatalf("list = %v, want a-direct, wh in order", names(list))
 	}
-	if list[0].Spec.Tunnel != nil || len(list[0].SealedPassword) != 0 {
+	if list[0].Spec.Tunnel != nil || len(list[0].SealedPassword) != 0 || len(list[0].SealedAuthSecret) != 0 || list[0].Spec.Auth != nil {
 		t.Errorf("direct connection came back with tunnel or password: %+v", list[0])
 	}
 	// No pinned host keys reads as an empty, non-nil list (encoded as []
@@ -761,6 +765,9 @@ func equal(want, got *store.Connection) error {
 		}
 		if len(c.SealedPrivateKey) == 0 {
 			c.SealedPrivateKey = nil
+		}
+		if len(c.SealedAuthSecret) == 0 {
+			c.SealedAuthSecret = nil
 		}
 		return c
 	}

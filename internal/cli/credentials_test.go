@@ -1,0 +1,80 @@
+package cli_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pgrelay/pgrelay/internal/api/apitest"
+	"github.com/pgrelay/pgrelay/internal/credential/credentialtest"
+)
+
+// TestAuthFlags: --auth and its fields, locally and against a server:
+// secrets come from the environment, standard input or a file and never
+// from a flag's value, validation names the flags, `connection show` says
+// which source is used, and an update that keeps the secret works while
+// one that moves it elsewhere asks for it again.
+func TestAuthFlags(t *testing.T) {
+	t.Parallel()
+	srv := apitest.Start(t, apitest.Options{})
+	key := credentialtest.NewGoogle(t, nil).NewKey(t, "etl@proj.iam.gserviceaccount.com", true)
+	keyFile := filepath.Join(t.TempDir(), "key.json")
+	if err := os.WriteFile(keyFile, []byte(key), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, remote := range []bool{false, true} {
+		h := newHarness(t)
+		if remote {
+			h.env["PGRELAY_SERVER"] = srv.URL
+			h.env["PGRELAY_TOKEN"] = srv.AdminToken
+		}
+		h.env["LB_SECRET"] = "dose-cli-secret-77aa"
+		lake := []string{"connection", "create", "lb", "--flavor", "lakebase", "--host", "instance-1.database.cloud.databricks.com",
+			"--database", "databricks_postgres", "--user", "sp", "--auth", "lakebase", "--workspace-url", "https://dbc-1.cloud.databricks.com",
+			"--client-id", "sp", "--instance", "instance-1", "--pooler", "transaction"}
+
+		r := h.fail(2, append(lake, "--client-secret", "dose-in-argv")...)
+		contains(t, "secret as a flag value", r.stderr, "never taken as a flag value", "--client-secret-env")
+		r = h.fail(2, lake...)
+		contains(t, "no secret", r.stderr, "--client-secret-env/--client-secret-stdin/--client-secret-file", "required")
+		r = h.fail(2, append(lake, "--client-secret-stdin", "--password-stdin")...)
+		contains(t, "two stdins", r.stderr, "only one may read standard input")
+		r = h.fail(2, append(lake, "--client-secret-env", "LB_SECRET", "--sslmode", "prefer")...)
+		contains(t, "unencrypted token", r.stderr, "--sslmode", "only accepts encrypted connections")
+		r = h.fail(2, append(lake[:len(lake)-2], "--client-secret-env", "LB_SECRET", "--pooler", "sometimes")...)
+		contains(t, "bad pooler", r.stderr, "--pooler", "transaction")
+
+		h.ok(append(lake, "--client-secret-env", "LB_SECRET")...)
+		r = h.ok("connection", "show", "lb")
+		contains(t, "show", r.stdout, "lakebase (Databricks Lakebase OAuth)", "Client secret:", "set (encrypted at rest)",
+			"transaction (Pooler in transaction mode)", "none held by this process")
+		if strings.Contains(r.stdout+r.stderr, "dose-cli-secret-77aa") {
+			t.Fatal("show prints the client secret")
+		}
+		h.ok("connection", "update", "lb", "--schema", "marts")
+		r = h.fail(2, "connection", "update", "lb", "--workspace-url", "https://evil.cloud.databricks.com")
+		contains(t, "moved without the secret", r.stderr, "give the client secret again", "workspace URL or client ID")
+		h.ok("connection", "update", "lb", "--workspace-url", "https://dbc-2.cloud.databricks.com", "--client-secret-env", "LB_SECRET")
+
+		h.ok("connection", "create", "ad", "--flavor", "alloydb", "--host", "10.0.0.5", "--database", "postgres",
+			"--user", "etl@proj.iam", "--auth", "alloydb-iam", "--service-account-key-file", keyFile)
+		r = h.ok("connection", "show", "ad", "-o", "json")
+		contains(t, "show json", r.stdout, `"service_account": "etl@proj.iam.gserviceaccount.com"`, `"has_service_account_key": true`)
+		if strings.Contains(r.stdout, "PRIVATE KEY") {
+			t.Fatal("show prints the key")
+		}
+		r = h.fail(2, "connection", "update", "ad", "--user", "someone")
+		contains(t, "wrong IAM user", r.stderr, "--user", "etl@proj.iam")
+		// Back to a password: the source's settings go.
+		h.env["DB_PASSWORD"] = "pw"
+		h.ok("connection", "update", "ad", "--auth", "password", "--password-env", "DB_PASSWORD")
+		contains(t, "password again", h.ok("connection", "show", "ad").stdout, "password (the stored one)")
+
+		h.ok("connection", "create", "cmd", "--host", "db.internal", "--database", "d", "--user", "u", "--sslmode", "require",
+			"--auth", "command", "--auth-program", "/usr/local/bin/db-token", "--auth-arg", "--role", "--auth-arg", "etl")
+		contains(t, "command", h.ok("connection", "show", "cmd").stdout, "/usr/local/bin/db-token --role etl (no shell)")
+		r = h.fail(2, "connection", "update", "cmd", "--auth-program", "db token")
+		contains(t, "program with a space", r.stderr, "--auth-program", "without a shell")
+	}
+}

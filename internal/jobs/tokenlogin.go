@@ -1,0 +1,84 @@
+package jobs
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+)
+
+// TokenLogin is implemented by a Conn that can log in to the server itself
+// (package app's Session). For a connection whose password is an expiring
+// token that pgrelay fetches (auth kinds command, lakebase, alloydb-iam),
+// TokenAuth is true and the run's local endpoint authenticates the
+// commands itself, with a random password made for the run and handed to
+// them as PGPASSWORD, and logs in to the server with the current token for
+// each session (relay.Login). So a dbt run longer than a token's lifetime
+// opens new sessions all along, and the commands never see a token.
+type TokenLogin interface {
+	// TokenAuth reports whether the connection logs in with tokens.
+	TokenAuth() bool
+	// LoginUpstream opens an authenticated, idle session with the server
+	// for a client's startup parameters (database, application_name,
+	// options, ...).
+	LoginUpstream(ctx context.Context, params map[string]string) (*pgconn.PgConn, error)
+}
+
+// tokenLogin returns conn as a TokenLogin when it logs in with tokens.
+func tokenLogin(conn Conn) (TokenLogin, bool) {
+	tl, ok := conn.(TokenLogin)
+	if !ok || !tl.TokenAuth() {
+		return nil, false
+	}
+	return tl, true
+}
+
+// tokenFetchTime bounds how long a token may take to come for spec: its
+// command's timeout, or a minute for the HTTP sources (retries included).
+func tokenFetchTime(spec *connection.Spec) time.Duration {
+	if spec.AuthKind() == connection.AuthCommand && spec.Auth.Timeout > 0 {
+		return spec.Auth.Timeout.Duration()
+	}
+	return time.Minute
+}
+
+// newRunPassword returns a random password for a run's local endpoint: 32
+// bytes of entropy in URL-safe base64, which needs no quoting anywhere.
+func newRunPassword() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("make the local endpoint's password: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// profileComments are the lines of profiles.yml that say how the password
+// and a pooler are handled, as YAML comments.
+func profileComments(spec *connection.Spec, tokenAuth bool) string {
+	var b strings.Builder
+	if tokenAuth {
+		fmt.Fprintf(&b, "# The password is this run's own password of pgrelay's local endpoint (PGPASSWORD), not a database\n"+
+			"# credential: pgrelay logs in to the database itself with the connection's %s token, a fresh\n"+
+			"# one whenever it nears its expiry, so the run may outlast any one token.\n", spec.AuthKind())
+	}
+	switch spec.EffectivePooler() {
+	case connection.PoolerTransaction:
+		b.WriteString("# The database is behind a connection pooler in transaction mode (pooler: transaction): each\n" +
+			"# transaction may run on another server connection, so session state (SET, temporary tables,\n" +
+			"# advisory locks, named prepared statements) does not last past a transaction. dbt-postgres\n" +
+			"# works as it is (it prepares no statements); hooks that rely on session state do not.\n")
+	case connection.PoolerSession:
+		b.WriteString("# The database is behind a connection pooler in session mode (pooler: session): each session\n" +
+			"# keeps one server connection, so everything works as without a pooler.\n")
+	default:
+		b.WriteString("# No connection pooler in front of the database (pooler: none). Behind a pooler in transaction\n" +
+			"# mode, set the connection's pooler to transaction.\n")
+	}
+	return b.String()
+}
