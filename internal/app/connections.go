@@ -138,7 +138,7 @@ func legacyPasswordAD(id string) []byte { return []byte("pgrelay/connection/" + 
 func privateKeyAD(id string) []byte { return []byte("pgrelay/connection/" + id + "/ssh_private_key") }
 
 // sealPassword stores pw sealed on c (or clears it when empty).
-func (s *Service) sealPassword(c *store.Connection, pw secret.Value) error {
+func (s *Connector) sealPassword(c *store.Connection, pw secret.Value) error {
 	if pw.IsZero() {
 		c.SealedPassword = nil
 		return nil
@@ -415,7 +415,7 @@ func (s *Service) TrustHostKey(ctx context.Context, name, fingerprint string) (*
 }
 
 // pinHostKey records key as the bastion's pinned host key (first use).
-func (s *Service) pinHostKey(ctx context.Context, name string, addr string, key ssh.PublicKey) error {
+func (s *Connector) pinHostKey(ctx context.Context, name string, addr string, key ssh.PublicKey) error {
 	for range 3 {
 		c, err := s.store.GetConnection(ctx, name)
 		if err != nil {
@@ -448,7 +448,7 @@ func (s *Service) pinHostKey(ctx context.Context, name string, addr string, key 
 }
 
 // recordPendingHostKey saves a presented, unpinned host key for approval.
-func (s *Service) recordPendingHostKey(ctx context.Context, name string, key ssh.PublicKey) error {
+func (s *Connector) recordPendingHostKey(ctx context.Context, name string, key ssh.PublicKey) error {
 	for range 3 {
 		c, err := s.store.GetConnection(ctx, name)
 		if err != nil {

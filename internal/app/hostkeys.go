@@ -87,7 +87,7 @@ func fingerprints(keys []ssh.PublicKey) string {
 
 // hostKeyUnapproved records the first key a bastion presented, under the
 // approve policy, as pending approval and logs the refusal.
-func (s *Service) hostKeyUnapproved(ctx context.Context, name, addr string, presented ssh.PublicKey) {
+func (s *Connector) hostKeyUnapproved(ctx context.Context, name, addr string, presented ssh.PublicKey) {
 	if err := s.recordPendingHostKey(ctx, name, presented); err != nil {
 		s.logger.WarnContext(ctx, "could not record pending host key", "connection", name, "error", err)
 	}

@@ -20,11 +20,10 @@ type JobQueue interface {
 	Cancel(runID string, cause error) bool
 	// SyncSchedules makes the schedules match the stored jobs.
 	SyncSchedules(ctx context.Context) error
+	// RunLocal saves a run of job and works it in this process now,
+	// calling started once it is saved; it returns the ended run.
+	RunLocal(ctx context.Context, job jobs.Job, trigger jobs.Trigger, started func(*jobs.Run)) (*jobs.Run, error)
 }
-
-// SetQueue connects the job queue (built after the service, since the queue
-// opens connections through it).
-func (s *Service) SetQueue(q JobQueue) { s.queue = q }
 
 // JobView is what faces show of a job.
 type JobView struct {

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 )
 
@@ -44,10 +45,9 @@ with the tunnel's error. The exit code is the program's.`,
 			if r.remote != nil {
 				return usagef("exec runs locally: it needs the connection's secrets, which stay on the server; run it on the server host without --server")
 			}
-			job := jobs.Job{Name: "exec", Connection: args[0], Profile: profile, Target: target, TargetSchema: schema,
-				Steps: []jobs.Step{{Command: args[1:], Workdir: workdir}}}
-			job.ApplyDefaults() // exec itself has no time limit: the timeout is not applied
-			if err := job.Validate(); err != nil {
+			req := app.ExecRequest{Connection: args[0], Command: args[1:], Workdir: workdir, Profile: profile, Target: target, Schema: schema,
+				Stdio: &jobs.Stdio{In: r.env.Stdin, Out: r.env.Stdout, Err: r.env.Stderr}}
+			if _, err := req.Job(); err != nil {
 				return err
 			}
 			svc, err := r.service(cmd.Context())
@@ -76,20 +76,10 @@ with the tunnel's error. The exit code is the program's.`,
 				case <-ctx.Done():
 				}
 			}()
-			rn := &jobs.Runner{
-				Open: func(ctx context.Context, name string) (jobs.Conn, error) {
-					return svc.Open(ctx, name)
-				},
-				// The local user runs their own command, given explicitly.
-				Commands: jobs.CommandPolicy{AnyProgram: true},
-				Stdio:    &jobs.Stdio{In: r.env.Stdin, Out: r.env.Stdout, Err: r.env.Stderr},
-				Logger:   r.logger,
+			res, err := svc.Exec(ctx, req)
+			if err != nil {
+				return err
 			}
-			res := rn.Run(ctx, job, jobs.Hooks{Log: func(l jobs.LogLine) {
-				if l.Stream == "system" {
-					r.logger.Debug(l.Text)
-				}
-			}})
 			if res.Status == jobs.Succeeded {
 				return nil
 			}

@@ -17,9 +17,9 @@ import (
 
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/daemon"
 	"github.com/pgrelay/pgrelay/internal/elapsed"
 	"github.com/pgrelay/pgrelay/internal/jobs"
-	"github.com/pgrelay/pgrelay/internal/queue"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
 
@@ -324,27 +324,12 @@ func (r *runner) runOutcome(run *jobs.Run, output string) error {
 
 // runJobLocally executes a run in this process.
 func (r *runner) runJobLocally(ctx context.Context, name, output string, logLimit int64, cf commandFlags) error {
-	svc, err := r.service(ctx)
-	if err != nil {
-		return err
-	}
-	jv, err := svc.GetJob(ctx, name)
-	if err != nil {
-		return err
-	}
 	policy, err := r.commandPolicy(cf)
 	if err != nil {
 		return err
 	}
-	backend, closeBackend, err := r.queueBackend()
-	if err != nil {
-		return err
-	}
-	defer closeBackend()
-	q, err := queue.New(queue.Config{Store: r.st, Backend: backend,
-		Open:     func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
-		Commands: policy,
-		Logger:   r.logger, LogLimit: logLimit})
+	r.daemonCfg.Jobs = &daemon.JobsConfig{Commands: policy, LogLimit: logLimit}
+	svc, err := r.service(ctx)
 	if err != nil {
 		return err
 	}
@@ -373,7 +358,7 @@ func (r *runner) runJobLocally(ctx context.Context, name, output string, logLimi
 			_, followErr = r.followRun(context.WithoutCancel(ctx), svc, run.ID, true)
 		}()
 	}
-	final, err := q.RunLocal(ctx, jv.Job, jobs.Manual, started)
+	final, err := svc.RunJobLocally(ctx, name, started)
 	if err != nil {
 		return err
 	}

@@ -12,13 +12,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/app"
-	"github.com/pgrelay/pgrelay/internal/metrics"
+	"github.com/pgrelay/pgrelay/internal/daemon"
+	"github.com/pgrelay/pgrelay/internal/queue"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/store/postgres"
 	"github.com/pgrelay/pgrelay/internal/store/sqlite"
@@ -81,9 +83,11 @@ type runner struct {
 	logLevel string
 	level    slog.Level
 	logger   *slog.Logger
-	metrics  *metrics.Metrics
 
-	svc *app.Service
+	// daemon holds the local use cases (see service); daemonCfg is what
+	// serve and a local job run add to it before it is built.
+	daemon    *daemon.Daemon
+	daemonCfg daemon.Config
 	// st is the store; store or pg is its concrete backend.
 	st       store.Store
 	store    *sqlite.Store
@@ -161,10 +165,22 @@ func defaultDataDir(getenv func(string) string) string {
 	return filepath.Join(home, ".local", "share", "pgrelay")
 }
 
-// service opens the local store and keyring on first use.
+// service opens the local store and keyring on first use, and builds the
+// use cases on them (daemon.New, with what serve or a local job run added
+// to r.daemonCfg).
 func (r *runner) service(ctx context.Context) (*app.Service, error) {
-	if r.svc != nil {
-		return r.svc, nil
+	d, err := r.localDaemon(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return d.App(), nil
+}
+
+// localDaemon opens the local store and keyring on first use and
+// assembles the parts on them.
+func (r *runner) localDaemon(ctx context.Context) (*daemon.Daemon, error) {
+	if r.daemon != nil {
+		return r.daemon, nil
 	}
 	if err := r.checkSharedMasterKey(); err != nil {
 		return nil, err
@@ -178,18 +194,20 @@ func (r *runner) service(ctx context.Context) (*app.Service, error) {
 		_ = st.Close()
 		return nil, err
 	}
-	svc, err := app.New(app.Config{Store: st, Keyring: kr, Logger: r.logger, Metrics: r.metrics,
-		HostKeyPolicy: r.policy.policy, Network: r.policy.network})
+	cfg := r.daemonCfg
+	cfg.Store, cfg.Keyring, cfg.Logger = st, kr, r.logger
+	cfg.HostKeyPolicy, cfg.Network = r.policy.policy, r.policy.network
+	d, err := daemon.New(ctx, cfg)
 	if err != nil {
 		_ = st.Close()
+		var ce *daemon.ConfigError
+		if errors.As(err, &ce) {
+			return nil, usageError{ce.Err}
+		}
 		return nil, err
 	}
-	if err := svc.CheckMasterKey(ctx); err != nil {
-		_ = st.Close()
-		return nil, err
-	}
-	r.st, r.svc = st, svc
-	return svc, nil
+	r.st, r.daemon = st, d
+	return d, nil
 }
 
 // backend returns the use cases: remote through the API when a server is
@@ -202,6 +220,13 @@ func (r *runner) backend(ctx context.Context) (backend, error) {
 }
 
 func (r *runner) close() {
+	if r.daemon != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), queue.DefaultShutdownGrace+30*time.Second)
+		if err := r.daemon.Stop(ctx); err != nil {
+			r.logger.Warn("job queue stop", "error", err)
+		}
+		cancel()
+	}
 	if r.st != nil {
 		_ = r.st.Close()
 	}
