@@ -12,8 +12,8 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
-	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/egress"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/requestid"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/tunnel"
@@ -118,7 +118,7 @@ type DatabaseError struct {
 
 // Fields is a list of field problems that reads and writes JSON as an
 // object {field: problem}, keeping the order of the problems.
-type Fields []connection.FieldError
+type Fields []fielderr.Problem
 
 // MarshalJSON writes the problems as an object in their order.
 func (f Fields) MarshalJSON() ([]byte, error) {
@@ -158,7 +158,7 @@ func (f *Fields) UnmarshalJSON(data []byte) error {
 		if err := dec.Decode(&v); err != nil {
 			return fmt.Errorf("fields.%s: %w", k, err)
 		}
-		out = append(out, connection.FieldError{Field: k, Problem: v})
+		out = append(out, fielderr.Problem{Field: k, Problem: v})
 	}
 	*f = out
 	return nil

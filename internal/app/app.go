@@ -12,8 +12,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/egress"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
@@ -127,7 +127,7 @@ func invalidf(format string, args ...any) error {
 }
 
 // ValidationError is re-exported for faces: every field problem at once.
-type ValidationError = connection.ValidationError
+type ValidationError = fielderr.Error
 
 // Ready reports whether the service can serve: the store answers, and its
 // secrets are still sealed with this process's master key (ErrKeyRotated

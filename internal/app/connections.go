@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/store"
@@ -251,7 +252,7 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 		spec.Name = name
 	}
 	if spec.Name != name {
-		return nil, &ValidationError{Problems: []connection.FieldError{{Field: "name",
+		return nil, &ValidationError{Subject: fielderr.Connection, Problems: []fielderr.Problem{{Field: "name",
 			Problem: fmt.Sprintf("a connection cannot be renamed (from %q to %q): create a new one and delete this one", name, spec.Name)}}}
 	}
 	if err := prepare(&spec); err != nil {
@@ -268,7 +269,7 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 	}
 	old := c.Spec
 	if password == nil && len(c.SealedPassword) > 0 && !old.Endpoint().Equal(spec.Endpoint()) {
-		return nil, &ValidationError{Problems: []connection.FieldError{
+		return nil, &ValidationError{Subject: fielderr.Connection, Problems: []fielderr.Problem{
 			connection.PasswordAgainProblem(old.Endpoint(), spec.Endpoint())}}
 	}
 	c.Spec = spec
@@ -383,7 +384,7 @@ func (s *Service) RotateKey(ctx context.Context, name string) (*KeyRotation, err
 func (s *Service) TrustHostKey(ctx context.Context, name, fingerprint string) (*ConnectionView, error) {
 	fingerprint = strings.TrimSpace(fingerprint)
 	if !strings.HasPrefix(fingerprint, "SHA256:") {
-		return nil, &ValidationError{Problems: []connection.FieldError{{Field: "fingerprint",
+		return nil, &ValidationError{Subject: fielderr.Connection, Problems: []fielderr.Problem{{Field: "fingerprint",
 			Problem: fmt.Sprintf("%q is not accepted: give the SHA256 fingerprint shown in the error or by `pgrelay connection show %s`, e.g. SHA256:abc...", fingerprint, name)}}}
 	}
 	c, err := s.store.GetConnection(ctx, name)

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/signal"
 	"syscall"
@@ -48,7 +49,7 @@ with the tunnel's error. The exit code is the program's.`,
 			req := app.ExecRequest{Connection: args[0], Command: args[1:], Workdir: workdir, Profile: profile, Target: target, Schema: schema,
 				Stdio: &jobs.Stdio{In: r.env.Stdin, Out: r.env.Stdout, Err: r.env.Stderr}}
 			if _, err := req.Job(); err != nil {
-				return err
+				return execProblems(err)
 			}
 			svc, err := r.service(cmd.Context())
 			if err != nil {
@@ -95,4 +96,23 @@ with the tunnel's error. The exit code is the program's.`,
 	cmd.Flags().StringVar(&schema, "schema", "", "schema for the dbt profile (default: the connection's)")
 	cmd.Flags().StringVar(&workdir, "workdir", "", "working directory of the program (absolute; default: the current one)")
 	return cmd
+}
+
+// execProblems names the problems of exec's one-step job by exec's own
+// arguments and flags.
+func execProblems(err error) error {
+	var ve *app.ValidationError
+	if !errors.As(err, &ve) {
+		return err
+	}
+	words := map[string]string{"connection": "NAME", "steps[0]": "PROGRAM", "steps[0].command": "PROGRAM",
+		"steps[0].workdir": "--workdir", "profile": "--profile", "target": "--target", "target_schema": "--schema"}
+	out := &app.ValidationError{Subject: "invalid exec arguments"}
+	for _, p := range ve.Problems {
+		if w, ok := words[p.Field]; ok {
+			p.Field = w
+		}
+		out.Problems = append(out.Problems, p)
+	}
+	return out
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/daemon"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/queue"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/store/postgres"
@@ -267,23 +268,26 @@ func exitCode(err error) int {
 	return exitFailure
 }
 
-// describe renders an error for a person; validation problems name flags.
+// describe renders an error for a person; validation problems name what
+// the user gives on this command line (see cliField).
 func describe(err error) string {
 	var ve *app.ValidationError
 	if errors.As(err, &ve) {
-		var b strings.Builder
-		if len(ve.Problems) == 1 {
-			b.WriteString("invalid connection: ")
-		} else {
-			fmt.Fprintf(&b, "invalid connection (%d problems):\n  ", len(ve.Problems))
-		}
-		for i, p := range ve.Problems {
-			if i > 0 {
-				b.WriteString("\n  ")
-			}
-			b.WriteString(flagForField(p.Field) + ": " + p.Problem)
-		}
-		return b.String()
+		return ve.Format(cliField(ve.Subject))
 	}
 	return err.Error()
+}
+
+// cliField names a field of a validation problem in the CLI's words: a
+// connection's fields are set by flags (and NAME), a token's by --name and
+// --role; anything else (a job's fields, from a jobs YAML file) keeps its
+// path in the file, such as jobs[0](nightly).steps[1].sql.
+func cliField(subject string) func(string) string {
+	switch subject {
+	case fielderr.Connection:
+		return flagForField
+	case fielderr.Token:
+		return func(field string) string { return "--" + strings.ReplaceAll(field, "_", "-") }
+	}
+	return func(field string) string { return field }
 }

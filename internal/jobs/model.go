@@ -18,6 +18,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 )
 
 // Status is a run's (or a step's) state.
@@ -146,12 +147,12 @@ func ParseSchedule(spec string) (cron.Schedule, error) {
 }
 
 // Validate checks the job after ApplyDefaults and reports every problem at
-// once as a *connection.ValidationError (fields like "steps[1].command").
+// once as a *fielderr.Error of subject fielderr.Job (fields like "steps[1].command").
 func (j *Job) Validate() error {
-	var probs []connection.FieldError
+	var probs []fielderr.Problem
 	add := func(field string, err error) {
 		if err != nil {
-			probs = append(probs, connection.FieldError{Field: field, Problem: err.Error()})
+			probs = append(probs, fielderr.Problem{Field: field, Problem: err.Error()})
 		}
 	}
 	add("name", connection.ValidateName(j.Name))
@@ -219,7 +220,7 @@ func (j *Job) Validate() error {
 	if len(probs) == 0 {
 		return nil
 	}
-	return &connection.ValidationError{Problems: probs}
+	return fielderr.New(fielderr.Job, probs...)
 }
 
 // RunStep is the outcome of one step of a run.
