@@ -18,6 +18,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/remote"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/testenv"
@@ -38,7 +39,7 @@ func jobsServer(t *testing.T) *apitest.Server {
 }
 
 // waitRunState polls a run through the API until want holds (30 s at most).
-func waitRunState(t *testing.T, c *client.Client, id string, want func(*jobs.Run) bool) *jobs.Run {
+func waitRunState(t *testing.T, c *remote.Client, id string, want func(*jobs.Run) bool) *jobs.Run {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -20,6 +20,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/daemon"
 	"github.com/pgrelay/pgrelay/internal/elapsed"
 	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/remote"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
 
@@ -39,8 +40,8 @@ type jobsBackend interface {
 
 var (
 	_ jobsBackend = (*app.Service)(nil)
-	_ jobsBackend = (*client.Client)(nil)
-	_ runFollower = (*client.Client)(nil)
+	_ jobsBackend = (*remote.Client)(nil)
+	_ runFollower = (*remote.Client)(nil)
 )
 
 // runFollower follows a run as it happens (the API client, through the

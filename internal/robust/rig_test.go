@@ -14,11 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/e2e/e2etest"
 	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/remote"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/store/sqlite"
@@ -212,7 +212,7 @@ type rig struct {
 	args  []string
 	srv   *e2etest.Server
 	token string
-	c     *client.Client
+	c     *remote.Client
 }
 
 // rigOptions configures startRig.

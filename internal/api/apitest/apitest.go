@@ -26,6 +26,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/queue"
+	"github.com/pgrelay/pgrelay/internal/remote"
 	"github.com/pgrelay/pgrelay/internal/requestid"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store/sqlite"
@@ -144,9 +145,9 @@ func (s *Server) Token(tb testing.TB, name string, role auth.Role) *app.NewToken
 }
 
 // Client returns an API client authenticated with token.
-func (s *Server) Client(tb testing.TB, token string, opts ...client.Option) *client.Client {
+func (s *Server) Client(tb testing.TB, token string, opts ...client.Option) *remote.Client {
 	tb.Helper()
-	c, err := client.New(s.URL, token, opts...)
+	c, err := remote.Dial(s.URL, token, opts...)
 	if err != nil {
 		tb.Fatalf("apitest: client: %v", err)
 	}

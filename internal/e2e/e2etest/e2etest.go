@@ -35,6 +35,7 @@ import (
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/remote"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
@@ -330,10 +331,10 @@ func (s *Server) Worker(tb testing.TB) string {
 // Client returns an API client of the server that authenticates with
 // token. All clients of a server share one HTTP transport (see
 // CloseIdleConnections).
-func (s *Server) Client(tb testing.TB, token string, opts ...client.Option) *client.Client {
+func (s *Server) Client(tb testing.TB, token string, opts ...client.Option) *remote.Client {
 	tb.Helper()
 	opts = append([]client.Option{client.WithHTTPClient(&http.Client{Transport: s.transport})}, opts...)
-	c, err := client.New(s.URL, token, opts...)
+	c, err := remote.Dial(s.URL, token, opts...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -424,7 +425,7 @@ func KillTree(pid int) error {
 
 // WaitRun polls the run through c until want holds, and fails the test
 // when it does not within the given time.
-func WaitRun(tb testing.TB, c *client.Client, id string, within time.Duration, want func(*jobs.Run) bool) *jobs.Run {
+func WaitRun(tb testing.TB, c *remote.Client, id string, within time.Duration, want func(*jobs.Run) bool) *jobs.Run {
 	tb.Helper()
 	deadline := time.Now().Add(within)
 	for {
