@@ -65,7 +65,7 @@ func (s *Service) Exec(ctx context.Context, req ExecRequest) (jobs.Result, error
 		Logger:   s.logger,
 	}
 	return rn.Run(ctx, job, jobs.Hooks{Log: func(l jobs.LogLine) {
-		if l.Stream == "system" {
+		if l.Stream == jobs.StreamSystem {
 			s.logger.Debug(l.Text)
 		}
 	}}), nil

@@ -439,9 +439,9 @@ func printLogLine(w io.Writer, l jobs.LogLine) {
 	}
 	marker := " "
 	switch l.Stream {
-	case "stderr":
+	case jobs.StreamStderr:
 		marker = "!"
-	case "system":
+	case jobs.StreamSystem:
 		marker = "#"
 	}
 	fmt.Fprintf(w, "%s %s%s %s\n", l.Time.Local().Format("15:04:05"), step, marker, l.Text)

@@ -127,7 +127,7 @@ func (r *recorder) text() string {
 }
 
 // linesOf returns the text of step's lines on stream.
-func (r *recorder) linesOf(step int, stream string) []string {
+func (r *recorder) linesOf(step int, stream jobs.Stream) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []string

@@ -391,7 +391,7 @@ func (r *Client) FollowRun(ctx context.Context, id string, fn func(jobs.LogLine)
 	var wfn func(apiwire.LogLine)
 	if fn != nil {
 		wfn = func(l apiwire.LogLine) {
-			fn(jobs.LogLine{Seq: l.Seq, Time: l.Time, Stream: l.Stream, Step: l.Step, Text: l.Text})
+			fn(jobs.LogLine{Seq: l.Seq, Time: l.Time, Stream: jobs.Stream(l.Stream), Step: l.Step, Text: l.Text})
 		}
 	}
 	v, err := r.c.FollowRun(ctx, id, wfn)

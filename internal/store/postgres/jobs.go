@@ -268,7 +268,7 @@ func (s *Store) AppendRunLog(ctx context.Context, runID string, lines []jobs.Log
 	steps := make([]int32, len(lines))
 	texts := make([][]byte, len(lines))
 	for i, l := range lines {
-		ts[i], streams[i], steps[i], texts[i] = l.Time, l.Stream, int32(l.Step), []byte(l.Text)
+		ts[i], streams[i], steps[i], texts[i] = l.Time, string(l.Stream), int32(l.Step), []byte(l.Text)
 	}
 	var last int64
 	var n int

@@ -252,7 +252,7 @@ func (w *writer) CopyRunLog(ctx context.Context, runID string, lines []jobs.LogL
 	texts := make([][]byte, len(lines))
 	var last int64
 	for i, l := range lines {
-		seqs[i], ts[i], streams[i], steps[i], texts[i] = l.Seq, l.Time, l.Stream, int32(l.Step), []byte(l.Text)
+		seqs[i], ts[i], streams[i], steps[i], texts[i] = l.Seq, l.Time, string(l.Stream), int32(l.Step), []byte(l.Text)
 		last = max(last, l.Seq)
 	}
 	tag, err := w.tx.Exec(ctx, `UPDATE pgrelay_runs SET log_seq = greatest(log_seq, $2) WHERE id = $1`, runID, last)
