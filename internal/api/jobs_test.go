@@ -28,7 +28,7 @@ import (
 // direct connection "db" to a real PostgreSQL.
 func jobsServer(t *testing.T) *apitest.Server {
 	t.Helper()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
 	srv := apitest.Start(t, apitest.Options{Queue: true, AllowCommands: []string{"sh"}})
 	if _, err := srv.App.CreateConnection(bg, connection.Spec{Name: "db", Host: pg.Host, Port: pg.Port,
 		Database: "postgres", User: pg.SuperUser, Password: secret.New(pg.SuperPassword),

@@ -562,8 +562,11 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	x.endpoint = relay.NewRegistry(up)
 	rl := relay.New(relay.Config{Upstream: up, LocalTLS: localTLS.Config, Observer: relay.Observers(x.endpoint, x),
 		Logger: x.r.Logger})
-	x.px = proxy.New(ln, x.conn.DialDatabase, x.r.Logger, proxy.WithHandshake(rl.Handshake))
-	go func() { _ = x.px.Serve(context.WithoutCancel(ctx)) }()
+	px := proxy.New(ln, x.conn.DialDatabase, x.r.Logger, proxy.WithHandshake(rl.Handshake))
+	x.mu.Lock()
+	x.px = px // closeClients takes it (under mu) while px serves
+	x.mu.Unlock()
+	go func() { _ = px.Serve(context.WithoutCancel(ctx)) }()
 	x.pxAddr = ln.Addr().String()
 	epHost, port, _ := net.SplitHostPort(x.pxAddr)
 	sslmode := string(spec.SSLMode)

@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 	if !given {
 		_ = flag.Set("test.parallel", strconv.Itoa(parallel))
 	}
-	os.Exit(e2etest.Main(m, "robust", &binary))
+	os.Exit(e2etest.MainSlow(m, "robust", &binary))
 }
 
 var bg = context.Background()

@@ -17,6 +17,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -81,6 +82,18 @@ func Main(m *testing.M, name string, binary *string) int {
 		return 1
 	}
 	return m.Run()
+}
+
+// MainSlow is Main for a package whose every test is slow (pgrelay
+// processes under faults, load, restarts): with -short (make test-short)
+// it builds nothing and runs no test.
+func MainSlow(m *testing.M, name string, binary *string) int {
+	flag.Parse()
+	if testing.Short() {
+		fmt.Printf("%s: skipped with -short: its tests run pgrelay processes through faults and restarts (make test runs them)\n", name)
+		return 0
+	}
+	return Main(m, name, binary)
 }
 
 // NewMasterKey returns a random master key as PGRELAY_MASTER_KEY holds it.
