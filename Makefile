@@ -38,24 +38,33 @@ run: build
 test-deps:
 	./scripts/install-test-deps.sh
 
+# The concurrency packages, also run under the race detector by make test
+# (only these: -race makes tests several times slower).
+RACE_PKGS := ./internal/tunnel/ ./internal/proxy/ ./internal/relay/ ./internal/queue/ ./internal/jobs/
+
 # The whole test suite against real PostgreSQL and OpenSSH servers; the
 # browser tests must run their accessibility checks (PGRELAY_REQUIRE_AXE).
+# Then the concurrency packages again under the race detector.
 test: test-deps vet openapi-lint
 	./scripts/fuzz.sh 3s
 	set -o pipefail 2>/dev/null || true; \
 	$(GO) build -o bin/testsummary ./internal/tools/testsummary && \
 	PGRELAY_REQUIRE_AXE=1 $(GO) test -count=1 -timeout 20m -json ./... | ./bin/testsummary
+	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
 
 # Lints the OpenAPI document with Redocly CLI (rules in redocly.yaml): no
 # error and no warning.
 openapi-lint: test-deps
 	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true $(NODE_BIN)/redocly lint --format=stylish internal/api/openapi.json
 
+# The suite without its slow tests (testing.Short): no browser, no
+# process-level e2e and robustness suites, no release image or upgrade
+# build, no 40 s credential rotation.
 test-short:
 	$(GO) test -count=1 -short ./...
 
 vet:
-	@test -z "$$(gofmt -l cmd internal client)" || { echo "gofmt needed:"; gofmt -l cmd internal client; exit 1; }
+	@test -z "$$(gofmt -l cmd internal client apiwire)" || { echo "gofmt needed:"; gofmt -l cmd internal client apiwire; exit 1; }
 	$(GO) vet ./...
 
 # Benchmarks: direct vs OpenSSH ssh -L vs pgrelay, side by side in rounds

@@ -1,12 +1,11 @@
 // Package client is the Go client of pgrelay's REST API (/api/v1).
 //
-// A Client offers the same use cases as package app, with the same
-// signatures, so the CLI's remote mode runs the same commands through the
-// API. API errors come back as the errors package app returns: a
-// validation_failed response is an *app.ValidationError with its fields,
-// not_found wraps app.ErrNotFound, a SQL error is an *app.QueryError, and
-// so on; every other error response is an *Error with the server's code and
-// message. The token is sent only in the Authorization header: it is never
+// It speaks the API's wire types (package apiwire) and depends on nothing
+// but them and the standard library, so that programs of other modules can
+// use it. API errors come back typed: a validation_failed response is a
+// *ValidationError with its fields, a SQL error a *QueryError, every other
+// error response an *Error with the server's code and message, whose kind
+// errors.Is finds (ErrNotFound, ErrExists, ErrForbidden, ...). The token is sent only in the Authorization header: it is never
 // logged nor put in an error.
 package client
 
@@ -24,8 +23,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pgrelay/pgrelay/internal/api"
-	"github.com/pgrelay/pgrelay/internal/auth"
+	"github.com/pgrelay/pgrelay/apiwire"
 )
 
 // Defaults.
@@ -33,8 +31,8 @@ const (
 	// DefaultTimeout bounds a request other than a query.
 	DefaultTimeout = 30 * time.Second
 	// DefaultQueryTimeout bounds a query request; the server's own limit
-	// is api.DefaultQueryTimeout.
-	DefaultQueryTimeout = api.DefaultQueryTimeout + 30*time.Second
+	// is apiwire.DefaultQueryTimeout.
+	DefaultQueryTimeout = apiwire.DefaultQueryTimeout + 30*time.Second
 	// DefaultUserAgent is sent unless WithUserAgent changes it.
 	DefaultUserAgent = "pgrelay-client"
 	// maxResponseBytes bounds a response body read into memory.
@@ -80,9 +78,9 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 	switch {
 	case token == "":
 		return nil, errors.New("pgrelay client: an API token is required (create one with `pgrelay token create`)")
-	case !auth.LooksLikeToken(token):
+	case !apiwire.LooksLikeToken(token):
 		// Never echo the value: it may be a real secret pasted wrongly.
-		return nil, fmt.Errorf("pgrelay client: the API token does not look like a pgrelay token (%s followed by 43 characters)", auth.TokenPrefix)
+		return nil, fmt.Errorf("pgrelay client: the API token does not look like a pgrelay token (%s followed by 43 characters)", apiwire.TokenPrefix)
 	}
 	c := &Client{base: u, token: token, userAgent: DefaultUserAgent, timeout: DefaultTimeout,
 		queryTimeout: DefaultQueryTimeout}
@@ -149,7 +147,7 @@ func (c *Client) BaseURL() string { return c.base.String() }
 func (c *Client) endpoint(segments ...string) string {
 	var b strings.Builder
 	b.WriteString(c.base.String())
-	b.WriteString(api.Prefix)
+	b.WriteString(apiwire.Prefix)
 	for _, s := range segments {
 		b.WriteByte('/')
 		b.WriteString(url.PathEscape(s))

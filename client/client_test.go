@@ -11,11 +11,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pgrelay/pgrelay/apiwire"
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/api/apitest"
-	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
-	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
@@ -122,7 +121,7 @@ func TestUnexpectedResponses(t *testing.T) {
 	}
 }
 
-// TestErrorMapping checks that API errors come back as package app's
+// TestErrorMapping checks that API errors come back as the client's typed
 // errors, through a reverse proxy that serves the API under a path prefix.
 func TestErrorMapping(t *testing.T) {
 	t.Parallel()
@@ -134,15 +133,18 @@ func TestErrorMapping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec := connection.Spec{Name: "wh", Host: "db.internal", Database: "d", User: "u"}
+	spec := apiwire.ConnectionInput{Name: "wh", Host: "db.internal", Database: "d", User: "u"}
 	if _, err := admin.CreateConnection(bg, spec); err != nil {
 		t.Fatal(err)
 	}
-	viewer := srv.Client(t, srv.Token(t, "v", auth.Viewer).Token)
+	viewer, err := client.New(srv.URL, srv.Token(t, "v", auth.Viewer).Token)
+	if err != nil {
+		t.Fatal(err)
+	}
 	_, errExists := admin.CreateConnection(bg, spec)
 	_, errNotFound := admin.GetConnection(bg, "nope")
 	_, errInvalid := admin.PublicKey(bg, "wh", false)
-	_, errForbidden := viewer.CreateConnection(bg, connection.Spec{Name: "x"})
+	_, errForbidden := viewer.CreateConnection(bg, apiwire.ConnectionInput{Name: "x"})
 	errForbiddenQuery := viewer.Query(bg, "wh", "select 1", nil)
 	unknown, err := client.New(srv.URL, fakeToken)
 	if err != nil {
@@ -154,12 +156,12 @@ func TestErrorMapping(t *testing.T) {
 		kind   error
 		status int
 	}{
-		{errExists, app.ErrExists, 409},
-		{errNotFound, app.ErrNotFound, 404},
-		{errInvalid, app.ErrInvalid, 422},
+		{errExists, client.ErrExists, 409},
+		{errNotFound, client.ErrNotFound, 404},
+		{errInvalid, client.ErrInvalid, 422},
 		{errForbidden, client.ErrForbidden, 403},
 		{errForbiddenQuery, client.ErrForbidden, 403},
-		{errUnauth, app.ErrUnauthenticated, 401},
+		{errUnauth, client.ErrUnauthenticated, 401},
 	} {
 		var ce *client.Error
 		if !errors.Is(tc.err, tc.kind) || !errors.As(tc.err, &ce) || ce.Status != tc.status || ce.RequestID == "" {
@@ -169,16 +171,16 @@ func TestErrorMapping(t *testing.T) {
 	if !strings.Contains(errForbidden.Error(), "admin or editor") {
 		t.Errorf("forbidden message does not name the roles: %v", errForbidden)
 	}
-	_, err = admin.CreateConnection(bg, connection.Spec{Name: "bad", Host: "h:1", Database: "d", User: "u"})
-	var ve *app.ValidationError
-	if !errors.As(err, &ve) || ve.Fields()["host"] == "" {
+	_, err = admin.CreateConnection(bg, apiwire.ConnectionInput{Name: "bad", Host: "h:1", Database: "d", User: "u"})
+	var ve *client.ValidationError
+	if !errors.As(err, &ve) || ve.Fields.Map()["host"] == "" {
 		t.Fatalf("validation error: %T %v", err, err)
 	}
 	// A field error of the request's JSON (not of validation) names it too.
 	var ce *client.Error
-	_, err = admin.UpdateConnection(bg, "wh", connection.Spec{Name: "wh", Host: "h", Database: "d", User: "u",
-		Tunnel: &connection.Tunnel{Host: "b", User: "u", KeepaliveInterval: connection.Duration(-1)}}, nil)
-	if !errors.As(err, &ve) || ve.Fields()["ssh_tunnel.keepalive_interval"] == "" {
+	_, err = admin.UpdateConnection(bg, "wh", apiwire.ConnectionInput{Name: "wh", Host: "h", Database: "d", User: "u",
+		SSHTunnel: &apiwire.TunnelInput{Host: "b", User: "u", KeepaliveInterval: apiwire.Duration(-1)}})
+	if !errors.As(err, &ve) || ve.Fields.Map()["ssh_tunnel.keepalive_interval"] == "" {
 		t.Fatalf("negative keepalive: %T %v", err, err)
 	}
 	if errors.As(err, &ce) {

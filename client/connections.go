@@ -4,23 +4,16 @@ import (
 	"context"
 	"net/http"
 
-	"github.com/pgrelay/pgrelay/internal/api"
-	"github.com/pgrelay/pgrelay/internal/app"
-	"github.com/pgrelay/pgrelay/internal/connection"
-	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/apiwire"
 )
 
-// CreateConnection saves a new connection (with spec.Password, if set).
+// CreateConnection saves a new connection (with in.Password, if set).
 // With a tunnel, the returned view carries the public key to install on
 // the bastion.
-func (c *Client) CreateConnection(ctx context.Context, spec connection.Spec) (*app.ConnectionView, error) {
-	var pw *secret.Value
-	if !spec.Password.IsZero() {
-		pw = &spec.Password
-	}
-	var v app.ConnectionView
+func (c *Client) CreateConnection(ctx context.Context, in apiwire.ConnectionInput) (*apiwire.ConnectionView, error) {
+	var v apiwire.ConnectionView
 	err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("connections"),
-		in: api.NewConnectionInput(spec, pw), out: &v, accepted: http.StatusCreated})
+		in: in, out: &v, accepted: http.StatusCreated})
 	if err != nil {
 		return nil, err
 	}
@@ -28,8 +21,8 @@ func (c *Client) CreateConnection(ctx context.Context, spec connection.Spec) (*a
 }
 
 // GetConnection returns a connection's view.
-func (c *Client) GetConnection(ctx context.Context, name string) (*app.ConnectionView, error) {
-	var v app.ConnectionView
+func (c *Client) GetConnection(ctx context.Context, name string) (*apiwire.ConnectionView, error) {
+	var v apiwire.ConnectionView
 	if err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("connections", name), out: &v,
 		accepted: http.StatusOK}); err != nil {
 		return nil, err
@@ -38,8 +31,8 @@ func (c *Client) GetConnection(ctx context.Context, name string) (*app.Connectio
 }
 
 // ListConnections returns every connection's view, ordered by name.
-func (c *Client) ListConnections(ctx context.Context) ([]*app.ConnectionView, error) {
-	var l api.ConnectionList
+func (c *Client) ListConnections(ctx context.Context) ([]*apiwire.ConnectionView, error) {
+	var l apiwire.ConnectionList
 	if err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("connections"), out: &l,
 		accepted: http.StatusOK}); err != nil {
 		return nil, err
@@ -47,12 +40,12 @@ func (c *Client) ListConnections(ctx context.Context) ([]*app.ConnectionView, er
 	return l.Connections, nil
 }
 
-// UpdateConnection replaces the connection's settings with spec. A nil
-// password keeps the stored one; spec.Password is ignored.
-func (c *Client) UpdateConnection(ctx context.Context, name string, spec connection.Spec, password *secret.Value) (*app.ConnectionView, error) {
-	var v app.ConnectionView
+// UpdateConnection replaces the connection's settings with in. A nil
+// in.Password keeps the stored one.
+func (c *Client) UpdateConnection(ctx context.Context, name string, in apiwire.ConnectionInput) (*apiwire.ConnectionView, error) {
+	var v apiwire.ConnectionView
 	if err := c.do(ctx, request{method: http.MethodPut, url: c.endpoint("connections", name),
-		in: api.NewConnectionInput(spec, password), out: &v, accepted: http.StatusOK}); err != nil {
+		in: in, out: &v, accepted: http.StatusOK}); err != nil {
 		return nil, err
 	}
 	return &v, nil
@@ -71,7 +64,7 @@ func (c *Client) PublicKey(ctx context.Context, name string, restricted bool) (s
 	if restricted {
 		u += "?restricted=true"
 	}
-	var out api.PublicKeyResponse
+	var out apiwire.PublicKeyResponse
 	if err := c.do(ctx, request{method: http.MethodGet, url: u, out: &out, accepted: http.StatusOK}); err != nil {
 		return "", err
 	}
@@ -89,8 +82,8 @@ func (c *Client) BastionSetup(ctx context.Context, name string) (string, error) 
 }
 
 // RotateKey replaces a connection's tunnel key pair.
-func (c *Client) RotateKey(ctx context.Context, name string) (*app.KeyRotation, error) {
-	var rot app.KeyRotation
+func (c *Client) RotateKey(ctx context.Context, name string) (*apiwire.KeyRotation, error) {
+	var rot apiwire.KeyRotation
 	if err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("connections", name, "rotate-key"),
 		out: &rot, accepted: http.StatusOK}); err != nil {
 		return nil, err
@@ -100,10 +93,10 @@ func (c *Client) RotateKey(ctx context.Context, name string) (*app.KeyRotation, 
 
 // TrustHostKey approves the pending bastion host key with the given
 // fingerprint.
-func (c *Client) TrustHostKey(ctx context.Context, name, fingerprint string) (*app.ConnectionView, error) {
-	var v app.ConnectionView
+func (c *Client) TrustHostKey(ctx context.Context, name, fingerprint string) (*apiwire.ConnectionView, error) {
+	var v apiwire.ConnectionView
 	if err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("connections", name, "trust-host-key"),
-		in: api.TrustHostKeyRequest{Fingerprint: fingerprint}, out: &v, accepted: http.StatusOK}); err != nil {
+		in: apiwire.TrustHostKeyRequest{Fingerprint: fingerprint}, out: &v, accepted: http.StatusOK}); err != nil {
 		return nil, err
 	}
 	return &v, nil

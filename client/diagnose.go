@@ -11,20 +11,15 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/pgrelay/pgrelay/internal/api"
-	"github.com/pgrelay/pgrelay/internal/connection"
-	"github.com/pgrelay/pgrelay/internal/diagnose"
-	"github.com/pgrelay/pgrelay/internal/grants"
-	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/apiwire"
 )
 
 // TestConnection tests a saved connection on the server hop by hop and
 // reports each step to progress (when not nil) as soon as the server has
-// run it: it reads the test's event stream. As locally, the error is for a
-// test that cannot start (app.ErrNotFound, ...); a test that fails is a
-// report whose OK is false. The steps' Err is nil: only their text crosses
-// the API.
-func (c *Client) TestConnection(ctx context.Context, name string, progress func(diagnose.Step)) (*diagnose.Report, error) {
+// run it: it reads the test's event stream. The error is for a test that
+// cannot start (ErrNotFound, ...); a test that fails is a report whose OK
+// is false.
+func (c *Client) TestConnection(ctx context.Context, name string, progress func(apiwire.TestStep)) (*apiwire.Report, error) {
 	return c.streamTest(ctx, c.endpoint("connections", name, "test"), nil, progress)
 }
 
@@ -32,18 +27,14 @@ func (c *Client) TestConnection(ctx context.Context, name string, progress func(
 // before it is saved, with progress as for TestConnection. With basedOn
 // naming a saved connection, the draft uses that connection's key pair and
 // pinned host keys, and its saved password when spec has none.
-func (c *Client) TestDraft(ctx context.Context, spec connection.Spec, basedOn string, progress func(diagnose.Step)) (*diagnose.Report, error) {
-	var pw *secret.Value
-	if !spec.Password.IsZero() {
-		pw = &spec.Password
-	}
-	in := api.TestDraftRequest{ConnectionInput: api.NewConnectionInput(spec, pw), BasedOn: basedOn}
-	return c.streamTest(ctx, c.endpoint("connections", "test"), in, progress)
+func (c *Client) TestDraft(ctx context.Context, in apiwire.ConnectionInput, basedOn string, progress func(apiwire.TestStep)) (*apiwire.Report, error) {
+	req := apiwire.TestDraftRequest{ConnectionInput: in, BasedOn: basedOn}
+	return c.streamTest(ctx, c.endpoint("connections", "test"), req, progress)
 }
 
 // streamTest posts a test request (body in, or none) asking for the event
 // stream, and feeds each step to progress until the report arrives.
-func (c *Client) streamTest(ctx context.Context, u string, in any, progress func(diagnose.Step)) (*diagnose.Report, error) {
+func (c *Client) streamTest(ctx context.Context, u string, in any, progress func(apiwire.TestStep)) (*apiwire.Report, error) {
 	op := http.MethodPost + " " + strings.TrimPrefix(u, c.base.String())
 	if c.queryTimeout > 0 {
 		var cancel context.CancelFunc
@@ -81,7 +72,7 @@ func (c *Client) streamTest(ctx context.Context, u string, in any, progress func
 	switch mt {
 	case "application/json":
 		// A server (or proxy) that answers without streaming.
-		var tr api.TestReport
+		var tr apiwire.TestReport
 		if err := json.NewDecoder(io.LimitReader(resp.Body, maxEventBytes)).Decode(&tr); err != nil {
 			return nil, fmt.Errorf("%s: decode response: %w", op, err)
 		}
@@ -90,7 +81,7 @@ func (c *Client) streamTest(ctx context.Context, u string, in any, progress func
 	default:
 		return nil, c.unexpected(op, resp, nil)
 	}
-	var rep *diagnose.Report
+	var rep *apiwire.Report
 	var failed error // an error of the stream's content, complete with op
 	fail := func(err error) (bool, error) {
 		failed = err
@@ -98,22 +89,22 @@ func (c *Client) streamTest(ctx context.Context, u string, in any, progress func
 	}
 	err = readEvents(resp.Body, nil, func(name string, data []byte) (bool, error) {
 		switch name {
-		case api.EventStep:
-			var st diagnose.Step
+		case apiwire.EventStep:
+			var st apiwire.TestStep
 			if err := json.Unmarshal(data, &st); err != nil {
 				return fail(fmt.Errorf("%s: decode step event: %w", op, err))
 			}
 			if progress != nil {
 				progress(st)
 			}
-		case api.EventReport:
-			var tr api.TestReport
+		case apiwire.EventReport:
+			var tr apiwire.TestReport
 			if err := json.Unmarshal(data, &tr); err != nil {
 				return fail(fmt.Errorf("%s: decode report event: %w", op, err))
 			}
 			rep = &tr.Report
 			return true, nil
-		case api.EventError:
+		case apiwire.EventError:
 			return fail(streamError(op, data))
 		}
 		return false, nil
@@ -134,11 +125,11 @@ func (c *Client) streamTest(ctx context.Context, u string, in any, progress func
 // Grants audits, on the server, the privileges a dbt run needs on the
 // named connection's database for the connection's user (or req.Role),
 // and returns the checks and the statements that grant what is missing.
-func (c *Client) Grants(ctx context.Context, name string, req grants.Request) (*grants.Result, error) {
-	var out api.GrantsResponse
+func (c *Client) Grants(ctx context.Context, name string, req apiwire.GrantsRequest) (*apiwire.GrantsResponse, error) {
+	var out apiwire.GrantsResponse
 	if err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("connections", name, "grants"), in: req,
 		out: &out, timeout: c.queryTimeout, accepted: http.StatusOK}); err != nil {
 		return nil, err
 	}
-	return &out.Result, nil
+	return &out, nil
 }

@@ -7,28 +7,63 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/pgrelay/pgrelay/internal/api"
-	"github.com/pgrelay/pgrelay/internal/app"
-	"github.com/pgrelay/pgrelay/internal/requestid"
+	"github.com/pgrelay/pgrelay/apiwire"
 )
 
-// ErrForbidden means the token's role does not allow the operation (or a
-// session lacked its CSRF token). The error's message names the roles that
-// do.
-var ErrForbidden = errors.New("forbidden")
+// Kinds of error responses, for errors.Is on an *Error.
+var (
+	// ErrNotFound: the named record does not exist (not_found).
+	ErrNotFound = errors.New("not found")
+	// ErrExists: a record with that name exists (already_exists).
+	ErrExists = errors.New("already exists")
+	// ErrConflict: the record changed concurrently (conflict).
+	ErrConflict = errors.New("conflict")
+	// ErrInvalid: the request is not acceptable (invalid).
+	ErrInvalid = errors.New("invalid request")
+	// ErrUnauthenticated: the token is unknown, expired or revoked
+	// (unauthenticated).
+	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrForbidden means the token's role does not allow the operation
+	// (or a session lacked its CSRF token). The error's message names the
+	// roles that do.
+	ErrForbidden = errors.New("forbidden")
+)
 
 // ErrTruncated means the server cut a query result off at its row limit.
 // The rows up to the limit were delivered to the sink.
 var ErrTruncated = errors.New("query result truncated by the server")
 
-// Error is an error response of the API that is not turned into one of
-// package app's errors (or wraps one: see Unwrap).
+// ValidationError is a validation_failed response: every problem of the
+// request, by field (a JSON path such as "ssh_tunnel.port").
+type ValidationError struct {
+	// Message is the server's message, for people.
+	Message string
+	// Fields are the problems, in the server's order.
+	Fields apiwire.Fields
+	// RequestID names the request in the server's log.
+	RequestID string
+}
+
+// Error returns the server's message.
+func (e *ValidationError) Error() string { return e.Message }
+
+// QueryError is a database_error response: the database server's error.
+type QueryError struct {
+	// Message is the server's message, for people.
+	Message string
+	// Err is the database's error (SQLSTATE, message, detail, hint).
+	Err apiwire.DatabaseError
+}
+
+// Error returns the server's message.
+func (e *QueryError) Error() string { return e.Message }
+
+// Error is an error response of the API other than a ValidationError or
+// a QueryError.
 type Error struct {
 	// Status is the HTTP status code.
 	Status int
-	// Code is the API's error code (api.Code...).
+	// Code is the API's error code (apiwire.Code...).
 	Code string
 	// Message is the server's message, for people.
 	Message string
@@ -41,46 +76,43 @@ type Error struct {
 // Error returns the server's message.
 func (e *Error) Error() string { return e.Message }
 
-// Unwrap returns the app error kind of the code, so that errors.Is works
-// as with local use cases: app.ErrNotFound, app.ErrExists,
-// app.ErrConflict, app.ErrInvalid, app.ErrUnauthenticated or ErrForbidden.
+// Unwrap returns the kind of the code, for errors.Is: ErrNotFound,
+// ErrExists, ErrConflict, ErrInvalid, ErrUnauthenticated or ErrForbidden.
 func (e *Error) Unwrap() error {
 	switch e.Code {
-	case api.CodeNotFound:
-		return app.ErrNotFound
-	case api.CodeAlreadyExists:
-		return app.ErrExists
-	case api.CodeConflict:
-		return app.ErrConflict
-	case api.CodeInvalid:
-		return app.ErrInvalid
-	case api.CodeUnauthenticated:
-		return app.ErrUnauthenticated
-	case api.CodeForbidden, api.CodeCSRF:
+	case apiwire.CodeNotFound:
+		return ErrNotFound
+	case apiwire.CodeAlreadyExists:
+		return ErrExists
+	case apiwire.CodeConflict:
+		return ErrConflict
+	case apiwire.CodeInvalid:
+		return ErrInvalid
+	case apiwire.CodeUnauthenticated:
+		return ErrUnauthenticated
+	case apiwire.CodeForbidden, apiwire.CodeCSRF:
 		return ErrForbidden
 	}
 	return nil
 }
 
-// responseError turns an error response into an error: an
-// *app.ValidationError for validation problems, an *app.QueryError for SQL
-// errors, else an *Error.
+// responseError turns an error response into an error: a
+// *ValidationError for validation problems, a *QueryError for SQL errors,
+// else an *Error.
 func (c *Client) responseError(op string, resp *http.Response, data []byte) error {
-	var er api.ErrorResponse
+	var er apiwire.ErrorResponse
 	if !isJSON(resp.Header.Get("Content-Type")) || json.Unmarshal(data, &er) != nil || er.Error.Code == "" {
 		return c.unexpected(op, resp, data)
 	}
 	b := er.Error
 	if b.RequestID == "" {
-		b.RequestID = resp.Header.Get(requestid.Header)
+		b.RequestID = resp.Header.Get(apiwire.RequestIDHeader)
 	}
 	switch {
-	case b.Code == api.CodeValidationFailed && len(b.Fields) > 0:
-		return &app.ValidationError{Problems: b.Fields}
-	case b.Code == api.CodeDatabaseError && b.DatabaseError != nil:
-		d := b.DatabaseError
-		return &app.QueryError{Err: &pgconn.PgError{Severity: d.Severity, Code: d.SQLState, Message: d.Message,
-			Detail: d.Detail, Hint: d.Hint, Position: d.Position}}
+	case b.Code == apiwire.CodeValidationFailed && len(b.Fields) > 0:
+		return &ValidationError{Message: b.Message, Fields: b.Fields, RequestID: b.RequestID}
+	case b.Code == apiwire.CodeDatabaseError && b.DatabaseError != nil:
+		return &QueryError{Message: b.Message, Err: *b.DatabaseError}
 	}
 	e := &Error{Status: resp.StatusCode, Code: b.Code, Message: b.Message, RequestID: b.RequestID}
 	if len(b.Fields) > 0 {
@@ -95,7 +127,7 @@ func (c *Client) responseError(op string, resp *http.Response, data []byte) erro
 // unexpected describes a response that is not an API error: a proxy's
 // page, another server, a redirect.
 func (c *Client) unexpected(op string, resp *http.Response, data []byte) error {
-	e := &Error{Status: resp.StatusCode, Code: "unexpected_response", RequestID: resp.Header.Get(requestid.Header)}
+	e := &Error{Status: resp.StatusCode, Code: "unexpected_response", RequestID: resp.Header.Get(apiwire.RequestIDHeader)}
 	switch {
 	case resp.StatusCode >= 300 && resp.StatusCode < 400:
 		e.Message = fmt.Sprintf("%s: the server at %s redirects to %s: use that address as the server URL",

@@ -13,17 +13,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pgrelay/pgrelay/internal/api"
-	"github.com/pgrelay/pgrelay/internal/app"
-	"github.com/pgrelay/pgrelay/internal/jobs"
-	"github.com/pgrelay/pgrelay/internal/store"
+	"github.com/pgrelay/pgrelay/apiwire"
 )
 
 // Limits of FollowRun.
 const (
 	// followIdle is how long an event stream may stay silent (the server
 	// sends a comment every 15 s) before it is dropped and resumed.
-	followIdle = 4 * api.DefaultStreamKeepalive
+	followIdle = 4 * apiwire.DefaultStreamKeepalive
 	// followRetries is how many times in a row a dropped stream is
 	// resumed without receiving anything.
 	followRetries = 5
@@ -33,12 +30,12 @@ const (
 
 // ApplyJobs creates or updates every job, after the server validated all
 // of them: an invalid list changes nothing.
-func (c *Client) ApplyJobs(ctx context.Context, js []jobs.Job) ([]app.ApplyResult, error) {
-	in := api.ApplyRequest{Jobs: make([]api.JobInput, len(js))}
+func (c *Client) ApplyJobs(ctx context.Context, js []apiwire.Job) ([]apiwire.ApplyResult, error) {
+	in := apiwire.ApplyRequest{Jobs: make([]apiwire.JobInput, len(js))}
 	for i, j := range js {
-		in.Jobs[i] = api.NewJobInput(j)
+		in.Jobs[i] = apiwire.NewJobInput(j)
 	}
-	var out api.ApplyResponse
+	var out apiwire.ApplyResponse
 	if err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("jobs", "apply"), in: in, out: &out,
 		accepted: http.StatusOK}); err != nil {
 		return nil, err
@@ -48,8 +45,8 @@ func (c *Client) ApplyJobs(ctx context.Context, js []jobs.Job) ([]app.ApplyResul
 
 // ApplyJobsFile sends a jobs YAML file (`jobs: [...]`) as it is; the
 // server parses and validates it. An invalid file changes nothing.
-func (c *Client) ApplyJobsFile(ctx context.Context, yaml []byte) ([]app.ApplyResult, error) {
-	var out api.ApplyResponse
+func (c *Client) ApplyJobsFile(ctx context.Context, yaml []byte) ([]apiwire.ApplyResult, error) {
+	var out apiwire.ApplyResponse
 	if err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("jobs", "apply"), raw: yaml,
 		rawType: "application/yaml", out: &out, accepted: http.StatusOK}); err != nil {
 		return nil, err
@@ -57,10 +54,10 @@ func (c *Client) ApplyJobsFile(ctx context.Context, yaml []byte) ([]app.ApplyRes
 	return out.Results, nil
 }
 
-// CreateJob creates a job; app.ErrExists when one has that name.
-func (c *Client) CreateJob(ctx context.Context, j jobs.Job) (*app.JobView, error) {
-	var v app.JobView
-	if err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("jobs"), in: api.NewJobInput(j), out: &v,
+// CreateJob creates a job; ErrExists when one has that name.
+func (c *Client) CreateJob(ctx context.Context, j apiwire.Job) (*apiwire.JobView, error) {
+	var v apiwire.JobView
+	if err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("jobs"), in: apiwire.NewJobInput(j), out: &v,
 		accepted: http.StatusCreated}); err != nil {
 		return nil, err
 	}
@@ -68,10 +65,10 @@ func (c *Client) CreateJob(ctx context.Context, j jobs.Job) (*app.JobView, error
 }
 
 // PutJob creates or replaces the job named j.Name; created says which.
-func (c *Client) PutJob(ctx context.Context, j jobs.Job) (*app.JobView, bool, error) {
-	var v app.JobView
+func (c *Client) PutJob(ctx context.Context, j apiwire.Job) (*apiwire.JobView, bool, error) {
+	var v apiwire.JobView
 	var created bool
-	if err := c.do(ctx, request{method: http.MethodPut, url: c.endpoint("jobs", j.Name), in: api.NewJobInput(j),
+	if err := c.do(ctx, request{method: http.MethodPut, url: c.endpoint("jobs", j.Name), in: apiwire.NewJobInput(j),
 		out: &v, accepted: http.StatusOK, created: &created}); err != nil {
 		return nil, false, err
 	}
@@ -79,8 +76,8 @@ func (c *Client) PutJob(ctx context.Context, j jobs.Job) (*app.JobView, bool, er
 }
 
 // GetJob returns a job.
-func (c *Client) GetJob(ctx context.Context, name string) (*app.JobView, error) {
-	var v app.JobView
+func (c *Client) GetJob(ctx context.Context, name string) (*apiwire.JobView, error) {
+	var v apiwire.JobView
 	if err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("jobs", name), out: &v,
 		accepted: http.StatusOK}); err != nil {
 		return nil, err
@@ -89,8 +86,8 @@ func (c *Client) GetJob(ctx context.Context, name string) (*app.JobView, error) 
 }
 
 // ListJobs returns every job, ordered by name.
-func (c *Client) ListJobs(ctx context.Context) ([]*app.JobView, error) {
-	var l api.JobList
+func (c *Client) ListJobs(ctx context.Context) ([]*apiwire.JobView, error) {
+	var l apiwire.JobList
 	if err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("jobs"), out: &l,
 		accepted: http.StatusOK}); err != nil {
 		return nil, err
@@ -104,11 +101,9 @@ func (c *Client) DeleteJob(ctx context.Context, name string) error {
 		accepted: http.StatusNoContent})
 }
 
-// RunJob queues a run of the job on the server. The server records the
-// trigger as jobs.API whatever trigger says (it is there to match the
-// local use case).
-func (c *Client) RunJob(ctx context.Context, name string, _ jobs.Trigger) (*jobs.Run, error) {
-	var r jobs.Run
+// RunJob queues a run of the job on the server (its trigger is "api").
+func (c *Client) RunJob(ctx context.Context, name string) (*apiwire.Run, error) {
+	var r apiwire.Run
 	if err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("jobs", name, "runs"), out: &r,
 		accepted: http.StatusAccepted}); err != nil {
 		return nil, err
@@ -117,8 +112,8 @@ func (c *Client) RunJob(ctx context.Context, name string, _ jobs.Trigger) (*jobs
 }
 
 // ListRuns lists runs, newest first. A limit of 0 is the server's default
-// (50); more than api.MaxRunsLimit asks for that many.
-func (c *Client) ListRuns(ctx context.Context, f store.RunFilter) ([]*jobs.Run, error) {
+// (50); more than apiwire.MaxRunsLimit asks for that many.
+func (c *Client) ListRuns(ctx context.Context, f apiwire.RunFilter) ([]*apiwire.Run, error) {
 	q := url.Values{}
 	if f.Job != "" {
 		q.Set("job", f.Job)
@@ -131,13 +126,13 @@ func (c *Client) ListRuns(ctx context.Context, f store.RunFilter) ([]*jobs.Run, 
 		q.Set("status", strings.Join(ss, ","))
 	}
 	if f.Limit > 0 {
-		q.Set("limit", strconv.Itoa(min(f.Limit, api.MaxRunsLimit)))
+		q.Set("limit", strconv.Itoa(min(f.Limit, apiwire.MaxRunsLimit)))
 	}
 	u := c.endpoint("runs")
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	var l api.RunList
+	var l apiwire.RunList
 	if err := c.do(ctx, request{method: http.MethodGet, url: u, out: &l, accepted: http.StatusOK}); err != nil {
 		return nil, err
 	}
@@ -145,8 +140,8 @@ func (c *Client) ListRuns(ctx context.Context, f store.RunFilter) ([]*jobs.Run, 
 }
 
 // GetRun returns a run.
-func (c *Client) GetRun(ctx context.Context, id string) (*jobs.Run, error) {
-	var r jobs.Run
+func (c *Client) GetRun(ctx context.Context, id string) (*apiwire.Run, error) {
+	var r apiwire.Run
 	if err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("runs", id), out: &r,
 		accepted: http.StatusOK}); err != nil {
 		return nil, err
@@ -155,20 +150,20 @@ func (c *Client) GetRun(ctx context.Context, id string) (*jobs.Run, error) {
 }
 
 // RunLog returns up to limit log lines with a sequence number above
-// afterSeq (0 for the server's default of 1000; at most api.MaxLogLimit).
-func (c *Client) RunLog(ctx context.Context, id string, afterSeq int64, limit int) ([]jobs.LogLine, error) {
+// afterSeq (0 for the server's default of 1000; at most apiwire.MaxLogLimit).
+func (c *Client) RunLog(ctx context.Context, id string, afterSeq int64, limit int) ([]apiwire.LogLine, error) {
 	q := url.Values{}
 	if afterSeq > 0 {
 		q.Set("after", strconv.FormatInt(afterSeq, 10))
 	}
 	if limit > 0 {
-		q.Set("limit", strconv.Itoa(min(limit, api.MaxLogLimit)))
+		q.Set("limit", strconv.Itoa(min(limit, apiwire.MaxLogLimit)))
 	}
 	u := c.endpoint("runs", id, "log")
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	var l api.RunLog
+	var l apiwire.RunLog
 	if err := c.do(ctx, request{method: http.MethodGet, url: u, out: &l, accepted: http.StatusOK}); err != nil {
 		return nil, err
 	}
@@ -176,10 +171,9 @@ func (c *Client) RunLog(ctx context.Context, id string, afterSeq int64, limit in
 }
 
 // CancelRun cancels a queued or running run. The server records the
-// client's token name as who cancelled, whatever by says (it is there to
-// match the local use case).
-func (c *Client) CancelRun(ctx context.Context, id, _ string) (*jobs.Run, error) {
-	var r jobs.Run
+// client's token name as who cancelled.
+func (c *Client) CancelRun(ctx context.Context, id string) (*apiwire.Run, error) {
+	var r apiwire.Run
 	if err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("runs", id, "cancel"), out: &r,
 		accepted: http.StatusOK}); err != nil {
 		return nil, err
@@ -193,7 +187,7 @@ func (c *Client) CancelRun(ctx context.Context, id, _ string) (*jobs.Run, error)
 // proxy cut it) is resumed after the last line seen; it gives up after
 // several attempts in a row that receive nothing. Error responses (the run
 // does not exist, the token may not read it) are returned at once.
-func (c *Client) FollowRun(ctx context.Context, id string, fn func(jobs.LogLine)) (*jobs.Run, error) {
+func (c *Client) FollowRun(ctx context.Context, id string, fn func(apiwire.LogLine)) (*apiwire.Run, error) {
 	var after int64
 	failures := 0
 	for {
@@ -231,7 +225,7 @@ func (e *followFatal) Unwrap() error { return e.err }
 
 // followOnce reads one event stream of the run. It returns the ended run,
 // or an error and whether anything was received.
-func (c *Client) followOnce(ctx context.Context, id string, after *int64, fn func(jobs.LogLine)) (*jobs.Run, bool, error) {
+func (c *Client) followOnce(ctx context.Context, id string, after *int64, fn func(apiwire.LogLine)) (*apiwire.Run, bool, error) {
 	u := c.endpoint("runs", id, "events")
 	op := "GET " + strings.TrimPrefix(u, c.base.String())
 	if *after > 0 {
@@ -263,11 +257,11 @@ func (c *Client) followOnce(ctx context.Context, id string, after *int64, fn fun
 		return nil, false, &followFatal{c.unexpected(op, resp, nil)}
 	}
 	progressed := false
-	var ended *jobs.Run
+	var ended *apiwire.Run
 	err = readEvents(resp.Body, func() { idle.Reset(followIdle) }, func(name string, payload []byte) (bool, error) {
 		switch name {
-		case api.EventLog:
-			var l jobs.LogLine
+		case apiwire.EventLog:
+			var l apiwire.LogLine
 			if err := json.Unmarshal(payload, &l); err != nil {
 				return false, &followFatal{fmt.Errorf("%s: decode log event: %w", op, err)}
 			}
@@ -278,16 +272,16 @@ func (c *Client) followOnce(ctx context.Context, id string, after *int64, fn fun
 				*after = l.Seq
 				progressed = true
 			}
-		case api.EventRun:
+		case apiwire.EventRun:
 			progressed = true
-		case api.EventEnd:
-			var r jobs.Run
+		case apiwire.EventEnd:
+			var r apiwire.Run
 			if err := json.Unmarshal(payload, &r); err != nil {
 				return false, &followFatal{fmt.Errorf("%s: decode end event: %w", op, err)}
 			}
 			ended = &r
 			return true, nil
-		case api.EventError:
+		case apiwire.EventError:
 			return false, streamError(op, payload)
 		}
 		return false, nil
@@ -310,7 +304,7 @@ func (c *Client) followOnce(ctx context.Context, id string, after *int64, fn fun
 
 // streamError is the error an "error" event carries.
 func streamError(op string, payload []byte) error {
-	var er api.ErrorResponse
+	var er apiwire.ErrorResponse
 	if err := json.Unmarshal(payload, &er); err != nil || er.Error.Code == "" {
 		return fmt.Errorf("%s: the event stream failed on the server", op)
 	}

@@ -2,27 +2,21 @@ package client
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 
-	"github.com/pgrelay/pgrelay/internal/api"
-	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/apiwire"
 )
 
 // Query runs sql on the named connection on the server and feeds the
 // results to sink (Begin, Row per row, End per statement; NULL is nil).
 // The server returns at most its row limit: the rows up to it are fed to
 // sink, then Query returns an error wrapping ErrTruncated. A SQL error is
-// an *app.QueryError as with a local query.
-func (c *Client) Query(ctx context.Context, name, sql string, sink app.ResultSink) error {
-	var out api.QueryResponse
+// a *QueryError.
+func (c *Client) Query(ctx context.Context, name, sql string, sink ResultSink) error {
+	var out apiwire.QueryResponse
 	err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("connections", name, "query"),
-		in: api.QueryRequest{SQL: sql}, out: &out, timeout: c.queryTimeout, accepted: http.StatusOK})
-	var qe *app.QueryError
-	if errors.As(err, &qe) {
-		qe.Connection = name
-	}
+		in: apiwire.QueryRequest{SQL: sql}, out: &out, timeout: c.queryTimeout, accepted: http.StatusOK})
 	if err != nil {
 		return err
 	}
@@ -66,4 +60,13 @@ func (c *Client) Query(ctx context.Context, name, sql string, sink app.ResultSin
 		return fmt.Errorf("query %s: %w after %d rows: the server returns at most that many; add a LIMIT or narrow the query", name, ErrTruncated, rows)
 	}
 	return nil
+}
+
+// ResultSink receives a query's results as they are read: for each
+// statement with rows, Begin with its columns, Row per row (values in
+// PostgreSQL's text format, nil for NULL), then End with the command tag.
+type ResultSink interface {
+	Begin(cols []apiwire.Column) error
+	Row(vals [][]byte) error
+	End(commandTag string) error
 }

@@ -4,25 +4,23 @@ import (
 	"context"
 	"net/http"
 
-	"github.com/pgrelay/pgrelay/internal/api"
-	"github.com/pgrelay/pgrelay/internal/app"
-	"github.com/pgrelay/pgrelay/internal/auth"
+	"github.com/pgrelay/pgrelay/apiwire"
 )
 
 // CreateToken creates an API token with a role (admin only). The token is
 // in the result and nowhere else.
-func (c *Client) CreateToken(ctx context.Context, name string, role auth.Role) (*app.NewToken, error) {
-	var nt app.NewToken
+func (c *Client) CreateToken(ctx context.Context, name string, role string) (*apiwire.NewToken, error) {
+	var nt apiwire.NewToken
 	if err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("tokens"),
-		in: api.TokenCreateRequest{Name: name, Role: role}, out: &nt, accepted: http.StatusCreated}); err != nil {
+		in: apiwire.TokenCreateRequest{Name: name, Role: role}, out: &nt, accepted: http.StatusCreated}); err != nil {
 		return nil, err
 	}
 	return &nt, nil
 }
 
 // ListTokens lists every token, revoked ones too (admin only).
-func (c *Client) ListTokens(ctx context.Context) ([]app.TokenView, error) {
-	var l api.TokenList
+func (c *Client) ListTokens(ctx context.Context) ([]apiwire.TokenView, error) {
+	var l apiwire.TokenList
 	if err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("tokens"), out: &l,
 		accepted: http.StatusOK}); err != nil {
 		return nil, err
@@ -32,8 +30,8 @@ func (c *Client) ListTokens(ctx context.Context) ([]app.TokenView, error) {
 
 // RevokeToken revokes a token by ID or by the name of an active token
 // (admin only).
-func (c *Client) RevokeToken(ctx context.Context, idOrName string) (*app.TokenView, error) {
-	var tv app.TokenView
+func (c *Client) RevokeToken(ctx context.Context, idOrName string) (*apiwire.TokenView, error) {
+	var tv apiwire.TokenView
 	if err := c.do(ctx, request{method: http.MethodDelete, url: c.endpoint("tokens", idOrName), out: &tv,
 		accepted: http.StatusOK}); err != nil {
 		return nil, err
@@ -42,8 +40,8 @@ func (c *Client) RevokeToken(ctx context.Context, idOrName string) (*app.TokenVi
 }
 
 // WhoAmI returns the principal the client's token acts as.
-func (c *Client) WhoAmI(ctx context.Context) (*api.WhoAmI, error) {
-	var w api.WhoAmI
+func (c *Client) WhoAmI(ctx context.Context) (*apiwire.WhoAmI, error) {
+	var w apiwire.WhoAmI
 	if err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("whoami"), out: &w,
 		accepted: http.StatusOK}); err != nil {
 		return nil, err

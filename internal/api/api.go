@@ -22,13 +22,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgrelay/pgrelay/apiwire"
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/metrics"
 )
 
 // Prefix is the path prefix of every API route.
-const Prefix = "/api/v1"
+const Prefix = apiwire.Prefix
 
 // Defaults of Config.
 const (
@@ -39,7 +40,7 @@ const (
 	// response.
 	DefaultMaxResultBytes = 32 << 20
 	// DefaultQueryTimeout bounds one query request.
-	DefaultQueryTimeout = 5 * time.Minute
+	DefaultQueryTimeout = apiwire.DefaultQueryTimeout
 	// MaxBodyBytes bounds a request body.
 	MaxBodyBytes = 1 << 20
 )

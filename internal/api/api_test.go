@@ -18,6 +18,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/remote"
 	"github.com/pgrelay/pgrelay/internal/requestid"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
@@ -137,7 +138,7 @@ func directSpec(name string, pg *testenv.Postgres, user, password string) connec
 		Password: secret.New(password), SSLMode: connection.SSLDisable}
 }
 
-func queryOK(t *testing.T, c *client.Client, name, sql string) *recSink {
+func queryOK(t *testing.T, c *remote.Client, name, sql string) *recSink {
 	t.Helper()
 	var s recSink
 	if err := c.Query(bg, name, sql, &s); err != nil {

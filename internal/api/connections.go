@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strconv"
 
+	"github.com/pgrelay/pgrelay/apiwire"
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/secret"
@@ -102,18 +103,11 @@ type ConnectionList struct {
 }
 
 // PublicKeyResponse is the body of GET /connections/{name}/public-key.
-type PublicKeyResponse struct {
-	// PublicKey is an authorized_keys line; with ?restricted=true it is
-	// prefixed with options that allow only forwarding to the database.
-	PublicKey string `json:"public_key"`
-}
+type PublicKeyResponse = apiwire.PublicKeyResponse
 
 // TrustHostKeyRequest is the body of POST
 // /connections/{name}/trust-host-key.
-type TrustHostKeyRequest struct {
-	// Fingerprint is the SHA256 fingerprint of the pending host key.
-	Fingerprint string `json:"fingerprint"`
-}
+type TrustHostKeyRequest = apiwire.TrustHostKeyRequest
 
 func (a *API) listConnections(w http.ResponseWriter, r *http.Request) error {
 	vs, err := a.cfg.App.ListConnections(r.Context())

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pgrelay/pgrelay/apiwire"
 	"github.com/pgrelay/pgrelay/internal/diagnose"
 )
 
@@ -15,10 +16,10 @@ import (
 const (
 	// EventStep carries one diagnose.Step as soon as it finishes; steps
 	// come in the order they run, skipped ones included.
-	EventStep = "step"
+	EventStep = apiwire.EventStep
 	// EventReport carries the whole TestReport after the last step; the
 	// server closes the stream after it.
-	EventReport = "report"
+	EventReport = apiwire.EventReport
 )
 
 // TestReport is the outcome of a connection test: the body of POST

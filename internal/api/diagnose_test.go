@@ -21,6 +21,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/diagnose"
 	"github.com/pgrelay/pgrelay/internal/grants"
+	"github.com/pgrelay/pgrelay/internal/remote"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/testenv"
@@ -33,7 +34,7 @@ var (
 		TestConnection(ctx context.Context, name string, progress func(diagnose.Step)) (*diagnose.Report, error)
 		TestDraft(ctx context.Context, spec connection.Spec, basedOn string, progress func(diagnose.Step)) (*diagnose.Report, error)
 		Grants(ctx context.Context, name string, req grants.Request) (*grants.Result, error)
-	} = (*client.Client)(nil)
+	} = (*remote.Client)(nil)
 	_ interface {
 		TestConnection(ctx context.Context, name string, progress func(diagnose.Step)) (*diagnose.Report, error)
 		TestDraft(ctx context.Context, spec connection.Spec, basedOn string, progress func(diagnose.Step)) (*diagnose.Report, error)

@@ -10,10 +10,11 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgrelay/pgrelay/apiwire"
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
-	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/egress"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/requestid"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/tunnel"
@@ -23,154 +24,87 @@ import (
 const (
 	// CodeInvalidJSON (400): the body is not JSON of the expected shape
 	// (syntax, wrong type, unknown field); Fields names the field.
-	CodeInvalidJSON = "invalid_json"
+	CodeInvalidJSON = apiwire.CodeInvalidJSON
 	// CodeInvalidYAML (400): a jobs file sent as application/yaml is not
 	// YAML of the expected shape (syntax, unknown key).
-	CodeInvalidYAML = "invalid_yaml"
+	CodeInvalidYAML = apiwire.CodeInvalidYAML
 	// CodeValidationFailed (400): fields have values that are not
 	// accepted; Fields has one problem per field.
-	CodeValidationFailed = "validation_failed"
+	CodeValidationFailed = apiwire.CodeValidationFailed
 	// CodeUnauthenticated (401): missing, unknown or revoked token, or an
 	// invalid session.
-	CodeUnauthenticated = "unauthenticated"
+	CodeUnauthenticated = apiwire.CodeUnauthenticated
 	// CodeForbidden (403): the token's role does not allow the route.
-	CodeForbidden = "forbidden"
+	CodeForbidden = apiwire.CodeForbidden
 	// CodeCSRF (403): a cookie-authenticated change without the session's
 	// CSRF token.
-	CodeCSRF = "csrf"
+	CodeCSRF = apiwire.CodeCSRF
 	// CodeNotFound (404): no such record, or no such route.
-	CodeNotFound = "not_found"
+	CodeNotFound = apiwire.CodeNotFound
 	// CodeMethodNotAllowed (405): the path exists for other methods.
-	CodeMethodNotAllowed = "method_not_allowed"
+	CodeMethodNotAllowed = apiwire.CodeMethodNotAllowed
 	// CodeAlreadyExists (409): a record with that name exists.
-	CodeAlreadyExists = "already_exists"
+	CodeAlreadyExists = apiwire.CodeAlreadyExists
 	// CodeConflict (409): the record changed concurrently; retry.
-	CodeConflict = "conflict"
+	CodeConflict = apiwire.CodeConflict
 	// CodeTooLarge (413): the body is larger than MaxBodyBytes.
-	CodeTooLarge = "too_large"
+	CodeTooLarge = apiwire.CodeTooLarge
 	// CodeUnsupportedMediaType (415): the body is not application/json.
-	CodeUnsupportedMediaType = "unsupported_media_type"
+	CodeUnsupportedMediaType = apiwire.CodeUnsupportedMediaType
 	// CodeTooManyStreams (429): the token has as many run event streams
 	// open as the server allows; close one and retry.
-	CodeTooManyStreams = "too_many_streams"
+	CodeTooManyStreams = apiwire.CodeTooManyStreams
 	// CodeInvalid (422): the request is well formed but cannot be done
 	// (e.g. the public key of a connection without tunnel).
-	CodeInvalid = "invalid"
+	CodeInvalid = apiwire.CodeInvalid
 	// CodeHostKeyChanged (502): the bastion presented a host key other
 	// than the pinned one; approve it with trust-host-key.
-	CodeHostKeyChanged = "host_key_changed"
+	CodeHostKeyChanged = apiwire.CodeHostKeyChanged
 	// CodeKeyNotAuthorized (502): the bastion refused the connection's
 	// key; install the public key on the bastion.
-	CodeKeyNotAuthorized = "key_not_authorized"
+	CodeKeyNotAuthorized = apiwire.CodeKeyNotAuthorized
 	// CodeBastionError (502): the SSH bastion could not be reached or
 	// failed (connect, handshake, forwarding, dropped tunnel).
-	CodeBastionError = "bastion_error"
+	CodeBastionError = apiwire.CodeBastionError
 	// CodeDatabaseError (502): the database refused the connection or
 	// the SQL; DatabaseError carries the SQLSTATE when there is one.
-	CodeDatabaseError = "database_error"
+	CodeDatabaseError = apiwire.CodeDatabaseError
 	// CodeNetworkDenied (422): the server's network policy refuses the
 	// address a connection would dial (--deny-network, or the default
 	// denial of link-local and cloud metadata addresses).
-	CodeNetworkDenied = "network_denied"
+	CodeNetworkDenied = apiwire.CodeNetworkDenied
 	// CodeUnavailable (503): the server cannot do it now, e.g. queue a
 	// run when no job queue is running, or write to a store whose disk is
 	// full.
-	CodeUnavailable = "unavailable"
+	CodeUnavailable = apiwire.CodeUnavailable
 	// CodeTimeout (504): the query did not finish in time.
-	CodeTimeout = "timeout"
+	CodeTimeout = apiwire.CodeTimeout
 	// CodeInternal (500): anything else; the detail is in the server log
 	// under the request ID.
-	CodeInternal = "internal"
+	CodeInternal = apiwire.CodeInternal
 )
 
-// ErrorResponse is the body of every error response.
-type ErrorResponse struct {
-	Error ErrorBody `json:"error"`
-}
+// ErrorResponse is the body of every error response (shared with the
+// client: apiwire).
+type ErrorResponse = apiwire.ErrorResponse
 
-// ErrorBody describes an error.
-type ErrorBody struct {
-	// Code is one of the Code constants; programs branch on it.
-	Code string `json:"code"`
-	// Message says what failed and what to do, for people.
-	Message string `json:"message"`
-	// Fields maps a request field (JSON path, e.g. "ssh_tunnel.port") to
-	// its problem.
-	Fields Fields `json:"fields,omitempty"`
-	// RequestID identifies the request in the server log.
-	RequestID string `json:"request_id,omitempty"`
-	// DatabaseError is the database server's error, for database_error.
-	DatabaseError *DatabaseError `json:"database_error,omitempty"`
-}
+// ErrorBody describes the error.
+type ErrorBody = apiwire.ErrorBody
 
-// DatabaseError is an error reported by the PostgreSQL server.
-type DatabaseError struct {
-	Severity string `json:"severity"`
-	// SQLState is the SQLSTATE code, e.g. 42P01.
-	SQLState string `json:"sqlstate"`
-	Message  string `json:"message"`
-	Detail   string `json:"detail,omitempty"`
-	Hint     string `json:"hint,omitempty"`
-	// Position is the 1-based character position of the error in the SQL,
-	// or 0.
-	Position int32 `json:"position,omitempty"`
-}
+// DatabaseError is an error reported by the database server.
+type DatabaseError = apiwire.DatabaseError
 
 // Fields is a list of field problems that reads and writes JSON as an
 // object {field: problem}, keeping the order of the problems.
-type Fields []connection.FieldError
+type Fields = apiwire.Fields
 
-// MarshalJSON writes the problems as an object in their order.
-func (f Fields) MarshalJSON() ([]byte, error) {
-	var b bytes.Buffer
-	b.WriteByte('{')
-	for i, p := range f {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		k, _ := json.Marshal(p.Field)
-		v, _ := json.Marshal(p.Problem)
-		b.Write(k)
-		b.WriteByte(':')
-		b.Write(v)
+// fields returns validation problems as the error body's fields.
+func fields(probs []fielderr.Problem) Fields {
+	out := make(Fields, len(probs))
+	for i, p := range probs {
+		out[i] = apiwire.FieldError{Field: p.Field, Problem: p.Problem}
 	}
-	b.WriteByte('}')
-	return b.Bytes(), nil
-}
-
-// UnmarshalJSON reads an object {field: problem} in its order.
-func (f *Fields) UnmarshalJSON(data []byte) error {
-	if string(data) == "null" {
-		return nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return errors.New("fields: expected a JSON object")
-	}
-	var out Fields
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return fmt.Errorf("fields: %w", err)
-		}
-		k, _ := t.(string)
-		var v string
-		if err := dec.Decode(&v); err != nil {
-			return fmt.Errorf("fields.%s: %w", k, err)
-		}
-		out = append(out, connection.FieldError{Field: k, Problem: v})
-	}
-	*f = out
-	return nil
-}
-
-// Map returns the problems as a map from field to problem.
-func (f Fields) Map() map[string]string {
-	m := make(map[string]string, len(f))
-	for _, p := range f {
-		m[p.Field] = p.Problem
-	}
-	return m
+	return out
 }
 
 // apiError is an error that already knows its response.
@@ -206,7 +140,7 @@ func classify(err error) (int, ErrorBody) {
 		return ae.status, ErrorBody{Code: ae.code, Message: ae.message, Fields: ae.fields}
 	case errors.As(err, &ve):
 		return http.StatusBadRequest, ErrorBody{Code: CodeValidationFailed, Message: validationMessage(ve),
-			Fields: Fields(ve.Problems)}
+			Fields: fields(ve.Problems)}
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, ErrorBody{Code: CodeTooLarge,
 			Message: fmt.Sprintf("request body is larger than %d bytes", mbe.Limit)}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pgrelay/pgrelay/apiwire"
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/jobs"
@@ -27,7 +28,7 @@ const (
 	DefaultStreamPoll = 300 * time.Millisecond
 	// DefaultStreamKeepalive is how often a quiet stream sends a comment,
 	// so that proxies keep the connection open.
-	DefaultStreamKeepalive = 15 * time.Second
+	DefaultStreamKeepalive = apiwire.DefaultStreamKeepalive
 	// DefaultStreamAuthCheck is how often a run event stream checks that
 	// its token is not revoked and its session (if any) not ended; the
 	// stream ends at the first check after either.
@@ -44,17 +45,17 @@ const (
 // Event names of GET /runs/{id}/events.
 const (
 	// EventLog carries one jobs.LogLine; its SSE id is the line's Seq.
-	EventLog = "log"
+	EventLog = apiwire.EventLog
 	// EventRun carries the jobs.Run, first at once and then whenever its
 	// status, reason, steps or worker change.
-	EventRun = "run"
+	EventRun = apiwire.EventRun
 	// EventEnd carries the ended jobs.Run after its last log line; the
 	// server closes the stream after it.
-	EventEnd = "end"
+	EventEnd = apiwire.EventEnd
 	// EventError carries an ErrorBody when the stream fails on the
 	// server (e.g. the store is unreachable); the stream closes after it
 	// and the client may reconnect.
-	EventError = "error"
+	EventError = apiwire.EventError
 )
 
 // sse writes server-sent events and flushes each one.

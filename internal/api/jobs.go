@@ -9,6 +9,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 )
 
@@ -163,18 +164,18 @@ func (a *API) applyJobs(w http.ResponseWriter, r *http.Request) error {
 		if len(in.Jobs) == 0 {
 			return fieldError(http.StatusBadRequest, CodeValidationFailed, "jobs", "required: at least one job")
 		}
-		var probs []connection.FieldError
+		var probs []fielderr.Problem
 		seen := map[string]int{}
 		for i, j := range in.Jobs {
 			if prev, dup := seen[j.Name]; dup && j.Name != "" {
-				probs = append(probs, connection.FieldError{Field: fmt.Sprintf("jobs[%d](%s).name", i, j.Name),
+				probs = append(probs, fielderr.Problem{Field: fmt.Sprintf("jobs[%d](%s).name", i, j.Name),
 					Problem: fmt.Sprintf("duplicate: job %q is also jobs[%d]", j.Name, prev)})
 			}
 			seen[j.Name] = i
 			js = append(js, j.Job())
 		}
 		if len(probs) > 0 {
-			return &app.ValidationError{Problems: probs}
+			return &app.ValidationError{Subject: fielderr.Job, Problems: probs}
 		}
 	default:
 		if ct == "" {

@@ -18,6 +18,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/remote"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/testenv"
@@ -27,7 +28,7 @@ import (
 // direct connection "db" to a real PostgreSQL.
 func jobsServer(t *testing.T) *apitest.Server {
 	t.Helper()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
 	srv := apitest.Start(t, apitest.Options{Queue: true, AllowCommands: []string{"sh"}})
 	if _, err := srv.App.CreateConnection(bg, connection.Spec{Name: "db", Host: pg.Host, Port: pg.Port,
 		Database: "postgres", User: pg.SuperUser, Password: secret.New(pg.SuperPassword),
@@ -38,7 +39,7 @@ func jobsServer(t *testing.T) *apitest.Server {
 }
 
 // waitRunState polls a run through the API until want holds (30 s at most).
-func waitRunState(t *testing.T, c *client.Client, id string, want func(*jobs.Run) bool) *jobs.Run {
+func waitRunState(t *testing.T, c *remote.Client, id string, want func(*jobs.Run) bool) *jobs.Run {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -7,14 +7,12 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/pgrelay/pgrelay/apiwire"
 	"github.com/pgrelay/pgrelay/internal/app"
 )
 
 // QueryRequest is the body of POST /connections/{name}/query.
-type QueryRequest struct {
-	// SQL is one or more statements, run with the simple protocol.
-	SQL string `json:"sql"`
-}
+type QueryRequest = apiwire.QueryRequest
 
 // QueryResponse is the result of a query: one ResultSet per statement.
 type QueryResponse struct {

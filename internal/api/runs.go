@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pgrelay/pgrelay/apiwire"
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/jobs"
@@ -18,12 +19,12 @@ const (
 	// DefaultRunsLimit is how many runs GET /runs returns without ?limit.
 	DefaultRunsLimit = 50
 	// MaxRunsLimit is the largest ?limit of GET /runs.
-	MaxRunsLimit = 1000
+	MaxRunsLimit = apiwire.MaxRunsLimit
 	// DefaultLogLimit is how many lines GET /runs/{id}/log returns
 	// without ?limit.
 	DefaultLogLimit = 1000
 	// MaxLogLimit is the largest ?limit of GET /runs/{id}/log.
-	MaxLogLimit = 10_000
+	MaxLogLimit = apiwire.MaxLogLimit
 )
 
 // RunList is the body of GET /runs.

@@ -12,9 +12,9 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/credential"
 	"github.com/pgrelay/pgrelay/internal/egress"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
@@ -42,17 +42,29 @@ type Config struct {
 	// Credentials configures token credentials (auth kinds command,
 	// lakebase and alloydb-iam): the command allowlist among them.
 	Credentials CredentialConfig
+
+	// Connector opens connections; nil builds one from the fields above
+	// (NewConnector).
+	Connector *Connector
+	// Queue queues and stops runs (package queue, built on the
+	// Connector's Open); nil: queuing a run fails with ErrNoQueue.
+	Queue JobQueue
 }
 
-// Service runs pgrelay's use cases. It is safe for concurrent use.
-type Service struct {
+// Connector opens saved connections: it decrypts their secrets with the
+// keyring and, for a tunnelled connection, connects to the bastion under
+// the host key policy (pinning or holding keys in the store) and the
+// network policy, counting tunnels in the metrics. It is what the job
+// queue needs of the use cases, so it is built before both: the queue
+// takes its Open, the Service takes the Connector and the queue. It is
+// safe for concurrent use.
+type Connector struct {
 	store       store.Store
 	keyring     *secret.Keyring
 	logger      *slog.Logger
 	now         func() time.Time
 	dialTimeout time.Duration
 	metrics     *metrics.Metrics
-	queue       JobQueue
 
 	hostKeyPolicy HostKeyPolicy
 	network       *egress.Policy
@@ -61,8 +73,15 @@ type Service struct {
 	credOpts    credential.Options
 }
 
-// New returns a Service.
-func New(cfg Config) (*Service, error) {
+// Service runs pgrelay's use cases. It is safe for concurrent use.
+type Service struct {
+	*Connector
+	queue JobQueue
+}
+
+// NewConnector returns the Connector of cfg (its Store, Keyring, Logger,
+// Now, DialTimeout, Metrics, HostKeyPolicy and Network).
+func NewConnector(cfg Config) (*Connector, error) {
 	if cfg.Store == nil || cfg.Keyring == nil {
 		return nil, errors.New("app: store and keyring are required")
 	}
@@ -79,10 +98,23 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("app: host key policy: %w", err)
 	}
-	return &Service{store: keyGuard{Store: cfg.Store, kr: cfg.Keyring}, keyring: cfg.Keyring, logger: cfg.Logger, now: cfg.Now,
+	return &Connector{store: keyGuard{Store: cfg.Store, kr: cfg.Keyring}, keyring: cfg.Keyring, logger: cfg.Logger, now: cfg.Now,
 		dialTimeout: cfg.DialTimeout, metrics: cfg.Metrics,
 		hostKeyPolicy: policy, network: cfg.Network,
 		credentials: newCredentials(cfg.Credentials, cfg.Metrics, cfg.Logger), credOpts: credentialOptions(cfg.Credentials)}, nil
+}
+
+// New returns a Service on cfg.Connector, or on a Connector built from
+// cfg when it has none.
+func New(cfg Config) (*Service, error) {
+	c := cfg.Connector
+	if c == nil {
+		var err error
+		if c, err = NewConnector(cfg); err != nil {
+			return nil, err
+		}
+	}
+	return &Service{Connector: c, queue: cfg.Queue}, nil
 }
 
 // Error kinds the faces map to exit codes and HTTP statuses.
@@ -103,7 +135,7 @@ func invalidf(format string, args ...any) error {
 }
 
 // ValidationError is re-exported for faces: every field problem at once.
-type ValidationError = connection.ValidationError
+type ValidationError = fielderr.Error
 
 // Ready reports whether the service can serve: the store answers, and its
 // secrets are still sealed with this process's master key (ErrKeyRotated

@@ -161,17 +161,16 @@ func TestSealedSecretsAreBoundToTheirRecord(t *testing.T) {
 // tunnel's drop error within interval × count + 1 s.
 func TestTunnelDropFailsQuery(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
-	pg.CreateDatabase(t, "analytics", "dbt")
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	db := pg.NewDatabase(t)
 	b := testenv.StartBastion(t, testenv.BastionOptions{})
 	fp := testenv.StartFaultProxy(t, b.Addr())
 
 	f := newService(t)
 	ctx := context.Background()
 	const interval, count = 200 * time.Millisecond, 3
-	s := connection.Spec{Name: "frozen", Host: pg.Host, Port: pg.Port, Database: "analytics", User: "dbt",
-		Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable,
+	s := connection.Spec{Name: "frozen", Host: pg.Host, Port: pg.Port, Database: db.Name, User: db.User,
+		Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
 		Tunnel: &connection.Tunnel{Host: fp.Host(), Port: fp.Port(), User: b.User,
 			KeepaliveInterval: connection.Duration(interval), KeepaliveCountMax: count}}
 	v, err := f.svc.CreateConnection(ctx, s)
@@ -190,9 +189,9 @@ func TestTunnelDropFailsQuery(t *testing.T) {
 	}
 	errc := make(chan error, 1)
 	go func() {
-		errc <- sess.Query(ctx, "select pg_sleep(60)", discardSink{})
+		errc <- sess.Query(ctx, "select pg_sleep(60) -- "+t.Name(), discardSink{})
 	}()
-	time.Sleep(300 * time.Millisecond) // the query is running on the server
+	pg.WaitActive(t, "-- "+t.Name(), 10*time.Second) // the query is running on the server
 	frozenAt := time.Now()
 	fp.Freeze()
 	defer fp.Thaw()

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/store"
@@ -150,7 +151,7 @@ func legacyPasswordAD(id string) []byte { return []byte("pgrelay/connection/" + 
 func privateKeyAD(id string) []byte { return []byte("pgrelay/connection/" + id + "/ssh_private_key") }
 
 // sealPassword stores pw sealed on c (or clears it when empty).
-func (s *Service) sealPassword(c *store.Connection, pw secret.Value) error {
+func (s *Connector) sealPassword(c *store.Connection, pw secret.Value) error {
 	if pw.IsZero() {
 		c.SealedPassword = nil
 		return nil
@@ -268,7 +269,7 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 		spec.Name = name
 	}
 	if spec.Name != name {
-		return nil, &ValidationError{Problems: []connection.FieldError{{Field: "name",
+		return nil, &ValidationError{Subject: fielderr.Connection, Problems: []fielderr.Problem{{Field: "name",
 			Problem: fmt.Sprintf("a connection cannot be renamed (from %q to %q): create a new one and delete this one", name, spec.Name)}}}
 	}
 	c, err := s.store.GetConnection(ctx, name)
@@ -293,7 +294,7 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 		c.SealedPassword = nil
 	}
 	if password == nil && len(c.SealedPassword) > 0 && !old.Endpoint().Equal(spec.Endpoint()) {
-		return nil, &ValidationError{Problems: []connection.FieldError{
+		return nil, &ValidationError{Subject: fielderr.Connection, Problems: []fielderr.Problem{
 			connection.PasswordAgainProblem(old.Endpoint(), spec.Endpoint())}}
 	}
 	c.Spec = spec
@@ -418,7 +419,7 @@ func (s *Service) RotateKey(ctx context.Context, name string) (*KeyRotation, err
 func (s *Service) TrustHostKey(ctx context.Context, name, fingerprint string) (*ConnectionView, error) {
 	fingerprint = strings.TrimSpace(fingerprint)
 	if !strings.HasPrefix(fingerprint, "SHA256:") {
-		return nil, &ValidationError{Problems: []connection.FieldError{{Field: "fingerprint",
+		return nil, &ValidationError{Subject: fielderr.Connection, Problems: []fielderr.Problem{{Field: "fingerprint",
 			Problem: fmt.Sprintf("%q is not accepted: give the SHA256 fingerprint shown in the error or by `pgrelay connection show %s`, e.g. SHA256:abc...", fingerprint, name)}}}
 	}
 	c, err := s.store.GetConnection(ctx, name)
@@ -450,7 +451,7 @@ func (s *Service) TrustHostKey(ctx context.Context, name, fingerprint string) (*
 }
 
 // pinHostKey records key as the bastion's pinned host key (first use).
-func (s *Service) pinHostKey(ctx context.Context, name string, addr string, key ssh.PublicKey) error {
+func (s *Connector) pinHostKey(ctx context.Context, name string, addr string, key ssh.PublicKey) error {
 	for range 3 {
 		c, err := s.store.GetConnection(ctx, name)
 		if err != nil {
@@ -483,7 +484,7 @@ func (s *Service) pinHostKey(ctx context.Context, name string, addr string, key 
 }
 
 // recordPendingHostKey saves a presented, unpinned host key for approval.
-func (s *Service) recordPendingHostKey(ctx context.Context, name string, key ssh.PublicKey) error {
+func (s *Connector) recordPendingHostKey(ctx context.Context, name string, key ssh.PublicKey) error {
 	for range 3 {
 		c, err := s.store.GetConnection(ctx, name)
 		if err != nil {

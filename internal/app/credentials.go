@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -129,7 +130,7 @@ func authSecretAD(id string, spec *connection.Spec) []byte {
 
 // sealAuthSecret stores v sealed on c for c.Spec (or clears it when
 // empty).
-func (s *Service) sealAuthSecret(c *store.Connection, v secret.Value) error {
+func (s *Connector) sealAuthSecret(c *store.Connection, v secret.Value) error {
 	if v.IsZero() || authSecretField(c.Spec.AuthKind()) == "" {
 		c.SealedAuthSecret = nil
 		return nil
@@ -143,7 +144,7 @@ func (s *Service) sealAuthSecret(c *store.Connection, v secret.Value) error {
 }
 
 // openAuthSecret opens c's auth secret into spec (c's spec, cloned).
-func (s *Service) openAuthSecret(c *store.Connection, spec *connection.Spec) error {
+func (s *Connector) openAuthSecret(c *store.Connection, spec *connection.Spec) error {
 	if len(c.SealedAuthSecret) == 0 || authSecretField(spec.AuthKind()) == "" {
 		return nil
 	}
@@ -158,7 +159,7 @@ func (s *Service) openAuthSecret(c *store.Connection, spec *connection.Spec) err
 
 // secretAgainProblem is the field problem given when what a stored auth
 // secret is bound to changes without the secret being given again.
-func secretAgainProblem(old, next *connection.Spec) connection.FieldError {
+func secretAgainProblem(old, next *connection.Spec) fielderr.Problem {
 	field := authSecretField(next.AuthKind())
 	what := "client secret"
 	if next.AuthKind() == connection.AuthAlloyDBIAM {
@@ -176,7 +177,7 @@ func secretAgainProblem(old, next *connection.Spec) connection.FieldError {
 	if c := old.Endpoint().Changes(next.Endpoint()); len(c) > 0 {
 		changes = append(changes, strings.Join(c, ", "))
 	}
-	return connection.FieldError{Field: field, Problem: fmt.Sprintf(
+	return fielderr.Problem{Field: field, Problem: fmt.Sprintf(
 		"give the %s again: %s changed, and a stored %s is only used for what it was saved for", what, strings.Join(changes, "; "), what)}
 }
 
@@ -185,7 +186,7 @@ func secretAgainProblem(old, next *connection.Spec) connection.FieldError {
 // kept (and the service account it belongs to filled in) when the kind,
 // the target and the endpoint stay; otherwise it is required. It returns
 // the secret to seal (zero: keep c's sealed one, or none).
-func (s *Service) prepareAuth(c *store.Connection, spec *connection.Spec) (given secret.Value, keep bool, err error) {
+func (s *Connector) prepareAuth(c *store.Connection, spec *connection.Spec) (given secret.Value, keep bool, err error) {
 	kind := spec.AuthKind()
 	field := authSecretField(kind)
 	if field == "" {
@@ -205,13 +206,13 @@ func (s *Service) prepareAuth(c *store.Connection, spec *connection.Spec) (given
 		if kind == connection.AuthAlloyDBIAM {
 			what = "the service account's JSON key file"
 		}
-		return secret.Value{}, false, &ValidationError{Problems: []connection.FieldError{{Field: field,
+		return secret.Value{}, false, &ValidationError{Problems: []fielderr.Problem{{Field: field,
 			Problem: "required: " + what}}}
 	}
 	next := spec.Clone()
 	next.ApplyDefaults()
 	if c.Spec.Auth.SecretTarget() != next.Auth.SecretTarget() || !c.Spec.Endpoint().Equal(next.Endpoint()) {
-		return secret.Value{}, false, &ValidationError{Problems: []connection.FieldError{secretAgainProblem(&c.Spec, &next)}}
+		return secret.Value{}, false, &ValidationError{Problems: []fielderr.Problem{secretAgainProblem(&c.Spec, &next)}}
 	}
 	return secret.Value{}, true, nil
 }
@@ -230,9 +231,9 @@ func joinProblems(err, more error) error {
 	if !errors.As(err, &a) || !errors.As(more, &b) {
 		return err
 	}
-	out := &ValidationError{Problems: append([]connection.FieldError(nil), a.Problems...)}
+	out := &ValidationError{Problems: append([]fielderr.Problem(nil), a.Problems...)}
 	for _, p := range b.Problems {
-		if !slices.ContainsFunc(out.Problems, func(q connection.FieldError) bool { return q.Field == p.Field }) {
+		if !slices.ContainsFunc(out.Problems, func(q fielderr.Problem) bool { return q.Field == p.Field }) {
 			out.Problems = append(out.Problems, p)
 		}
 	}
@@ -278,13 +279,13 @@ func tokenRefused(rep *diagnose.Report) bool {
 // draftAuthSecret gives a draft based on saved connection c c's auth
 // secret when the draft has none, under the rules of an update: same
 // kind, target and endpoint, or a field error.
-func (s *Service) draftAuthSecret(c *store.Connection, draft *connection.Spec) error {
+func (s *Connector) draftAuthSecret(c *store.Connection, draft *connection.Spec) error {
 	field := authSecretField(draft.AuthKind())
 	if field == "" || !authSecret(draft).IsZero() || c.Spec.AuthKind() != draft.AuthKind() || len(c.SealedAuthSecret) == 0 {
 		return nil
 	}
 	if c.Spec.Auth.SecretTarget() != draft.Auth.SecretTarget() || !c.Spec.Endpoint().Equal(draft.Endpoint()) {
-		return &ValidationError{Problems: []connection.FieldError{secretAgainProblem(&c.Spec, draft)}}
+		return &ValidationError{Problems: []fielderr.Problem{secretAgainProblem(&c.Spec, draft)}}
 	}
 	saved := c.Spec.Clone()
 	if err := s.openAuthSecret(c, &saved); err != nil {
@@ -331,7 +332,7 @@ func authView(c *store.Connection) *AuthView {
 }
 
 // withToken adds the state of this process's token for c to v.
-func (s *Service) withToken(v *ConnectionView, c *store.Connection) *ConnectionView {
+func (s *Connector) withToken(v *ConnectionView, c *store.Connection) *ConnectionView {
 	if v.Auth == nil || s.credentials == nil {
 		return v
 	}
@@ -343,7 +344,7 @@ func (s *Service) withToken(v *ConnectionView, c *store.Connection) *ConnectionV
 
 // credentialFor returns the token cache of c, whose spec has its secrets
 // opened; nil for the password kind.
-func (s *Service) credentialFor(c *store.Connection, spec *connection.Spec) *credential.Cache {
+func (s *Connector) credentialFor(c *store.Connection, spec *connection.Spec) *credential.Cache {
 	if s.credentials == nil {
 		return nil
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/credential"
 	"github.com/pgrelay/pgrelay/internal/diagnose"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
 
@@ -90,7 +91,7 @@ func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn s
 		}
 		if !in.Spec.AuthKind().IsToken() && in.Spec.Password.IsZero() && len(c.SealedPassword) > 0 {
 			if saved, draft := c.Spec.Endpoint(), in.Spec.Endpoint(); !saved.Equal(draft) {
-				return nil, &ValidationError{Problems: []connection.FieldError{
+				return nil, &ValidationError{Subject: fielderr.Connection, Problems: []fielderr.Problem{
 					connection.PasswordAgainProblem(saved, draft)}}
 			}
 			saved, err := s.openSpec(ctx, c)

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
@@ -56,7 +57,7 @@ func knownHostKeys(spec *connection.Spec) ([]ssh.PublicKey, error) {
 	}
 	keys, err := sshkey.ParseKnownHosts(t.KnownHost, t.Host, t.Port)
 	if err != nil {
-		return nil, &ValidationError{Problems: []connection.FieldError{{Field: "ssh_tunnel.known_host", Problem: err.Error()}}}
+		return nil, &ValidationError{Subject: fielderr.Connection, Problems: []fielderr.Problem{{Field: "ssh_tunnel.known_host", Problem: err.Error()}}}
 	}
 	t.KnownHost = ""
 	return keys, nil
@@ -87,7 +88,7 @@ func fingerprints(keys []ssh.PublicKey) string {
 
 // hostKeyUnapproved records the first key a bastion presented, under the
 // approve policy, as pending approval and logs the refusal.
-func (s *Service) hostKeyUnapproved(ctx context.Context, name, addr string, presented ssh.PublicKey) {
+func (s *Connector) hostKeyUnapproved(ctx context.Context, name, addr string, presented ssh.PublicKey) {
 	if err := s.recordPendingHostKey(ctx, name, presented); err != nil {
 		s.logger.WarnContext(ctx, "could not record pending host key", "connection", name, "error", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
@@ -20,11 +21,10 @@ type JobQueue interface {
 	Cancel(runID string, cause error) bool
 	// SyncSchedules makes the schedules match the stored jobs.
 	SyncSchedules(ctx context.Context) error
+	// RunLocal saves a run of job and works it in this process now,
+	// calling started once it is saved; it returns the ended run.
+	RunLocal(ctx context.Context, job jobs.Job, trigger jobs.Trigger, started func(*jobs.Run)) (*jobs.Run, error)
 }
-
-// SetQueue connects the job queue (built after the service, since the queue
-// opens connections through it).
-func (s *Service) SetQueue(q JobQueue) { s.queue = q }
 
 // JobView is what faces show of a job.
 type JobView struct {
@@ -60,7 +60,7 @@ func (s *Service) jobView(ctx context.Context, rec *store.JobRecord) *JobView {
 // connection exists.
 func (s *Service) prepareJob(ctx context.Context, j *jobs.Job) error {
 	j.ApplyDefaults()
-	var probs []connection.FieldError
+	var probs []fielderr.Problem
 	if err := j.Validate(); err != nil {
 		var ve *ValidationError
 		if !errors.As(err, &ve) {
@@ -70,14 +70,14 @@ func (s *Service) prepareJob(ctx context.Context, j *jobs.Job) error {
 	}
 	if j.Connection != "" && connection.ValidateName(j.Connection) == nil {
 		if _, err := s.store.GetConnection(ctx, j.Connection); errors.Is(err, store.ErrNotFound) {
-			probs = append(probs, connection.FieldError{Field: "connection",
+			probs = append(probs, fielderr.Problem{Field: "connection",
 				Problem: fmt.Sprintf("no connection named %q: create it first (pgrelay connection create %s ...)", j.Connection, j.Connection)})
 		} else if err != nil {
 			return err
 		}
 	}
 	if len(probs) > 0 {
-		return &ValidationError{Problems: probs}
+		return &ValidationError{Subject: fielderr.Job, Problems: probs}
 	}
 	return nil
 }
@@ -85,7 +85,7 @@ func (s *Service) prepareJob(ctx context.Context, j *jobs.Job) error {
 // ApplyJobs creates or updates every job, after validating all of them: an
 // invalid file changes nothing.
 func (s *Service) ApplyJobs(ctx context.Context, js []jobs.Job) ([]ApplyResult, error) {
-	var probs []connection.FieldError
+	var probs []fielderr.Problem
 	for i := range js {
 		if err := s.prepareJob(ctx, &js[i]); err != nil {
 			var ve *ValidationError
@@ -93,12 +93,12 @@ func (s *Service) ApplyJobs(ctx context.Context, js []jobs.Job) ([]ApplyResult, 
 				return nil, err
 			}
 			for _, p := range ve.Problems {
-				probs = append(probs, connection.FieldError{Field: fmt.Sprintf("jobs[%d](%s).%s", i, js[i].Name, p.Field), Problem: p.Problem})
+				probs = append(probs, fielderr.Problem{Field: fmt.Sprintf("jobs[%d](%s).%s", i, js[i].Name, p.Field), Problem: p.Problem})
 			}
 		}
 	}
 	if len(probs) > 0 {
-		return nil, &ValidationError{Problems: probs}
+		return nil, &ValidationError{Subject: fielderr.Job, Problems: probs}
 	}
 	out := make([]ApplyResult, 0, len(js))
 	for i := range js {

@@ -41,7 +41,7 @@ func keyUsedAt(c *store.Connection) *time.Time {
 
 // markKeyUsed records that the bastion accepted c's key just now: from
 // then on the connection page treats the key as installed.
-func (s *Service) markKeyUsed(ctx context.Context, c *store.Connection) {
+func (s *Connector) markKeyUsed(ctx context.Context, c *store.Connection) {
 	use := keyUse(c)
 	if use == "" {
 		return

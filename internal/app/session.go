@@ -14,6 +14,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/credential"
 	"github.com/pgrelay/pgrelay/internal/egress"
+	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/pg"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
@@ -206,7 +207,7 @@ func (s *Session) Close() error {
 // Open opens a saved connection: decrypts its secrets and, when it has a
 // tunnel, connects to the bastion (pinning its host key on first use and
 // refusing a different one).
-func (s *Service) Open(ctx context.Context, name string) (*Session, error) {
+func (s *Connector) Open(ctx context.Context, name string) (*Session, error) {
 	c, err := s.store.GetConnection(ctx, name)
 	if err != nil {
 		return nil, err
@@ -231,7 +232,7 @@ func (s *Service) Open(ctx context.Context, name string) (*Session, error) {
 // The password opens only for the endpoint it was sealed for (passwordAD);
 // one sealed before passwords were bound to endpoints is sealed again,
 // bound, in the store.
-func (s *Service) openSpec(ctx context.Context, c *store.Connection) (connection.Spec, error) {
+func (s *Connector) openSpec(ctx context.Context, c *store.Connection) (connection.Spec, error) {
 	spec := c.Spec.Clone()
 	if err := s.openAuthSecret(c, &spec); err != nil {
 		return connection.Spec{}, err
@@ -255,7 +256,7 @@ func (s *Service) openSpec(ctx context.Context, c *store.Connection) (connection
 // bindLegacyPassword seals a password stored before endpoint binding again,
 // bound to the connection's endpoint. It is best effort: a concurrent
 // update wins, and the next open tries again.
-func (s *Service) bindLegacyPassword(ctx context.Context, c *store.Connection, pw secret.Value) {
+func (s *Connector) bindLegacyPassword(ctx context.Context, c *store.Connection, pw secret.Value) {
 	cc := *c
 	if err := s.sealPassword(&cc, pw); err != nil {
 		s.logger.WarnContext(ctx, "could not bind a stored password to its endpoint", "connection", c.Spec.Name, "error", err)
@@ -272,7 +273,7 @@ func (s *Service) bindLegacyPassword(ctx context.Context, c *store.Connection, p
 // tunnelKeys decrypts a saved connection's SSH key and parses the host keys
 // pinned for the bastion at addr (none when the pins belong to another
 // address).
-func (s *Service) tunnelKeys(c *store.Connection, addr string) (ssh.Signer, []ssh.PublicKey, error) {
+func (s *Connector) tunnelKeys(c *store.Connection, addr string) (ssh.Signer, []ssh.PublicKey, error) {
 	name := c.Spec.Name
 	pem, err := s.keyring.Open(c.SealedPrivateKey, privateKeyAD(c.ID))
 	if err != nil {
@@ -297,7 +298,7 @@ func (s *Service) tunnelKeys(c *store.Connection, addr string) (ssh.Signer, []ss
 
 // hostKeyChanged records the key a bastion presented instead of the pinned
 // one as pending approval (TrustHostKey) and logs the refusal.
-func (s *Service) hostKeyChanged(ctx context.Context, name, addr string, presented ssh.PublicKey, pinned []string) {
+func (s *Connector) hostKeyChanged(ctx context.Context, name, addr string, presented ssh.PublicKey, pinned []string) {
 	if err := s.recordPendingHostKey(ctx, name, presented); err != nil {
 		s.logger.WarnContext(ctx, "could not record pending host key", "connection", name, "error", err)
 	}
@@ -305,7 +306,7 @@ func (s *Service) hostKeyChanged(ctx context.Context, name, addr string, present
 		"bastion", addr, "pinned", joinFingerprints(pinned), "presented", sshkey.Fingerprint(presented))
 }
 
-func (s *Service) openTunnel(ctx context.Context, c *store.Connection) (*tunnel.Tunnel, error) {
+func (s *Connector) openTunnel(ctx context.Context, c *store.Connection) (*tunnel.Tunnel, error) {
 	name := c.Spec.Name
 	ts := c.Spec.Tunnel
 	addr := bastionAddr(ts)
@@ -358,7 +359,7 @@ func (s *Service) openTunnel(ctx context.Context, c *store.Connection) (*tunnel.
 }
 
 // observeTunnel counts the tunnel as open until it ends, and counts drops.
-func (s *Service) observeTunnel(name string, t *tunnel.Tunnel) {
+func (s *Connector) observeTunnel(name string, t *tunnel.Tunnel) {
 	if s.metrics == nil {
 		return
 	}
@@ -371,4 +372,13 @@ func (s *Service) observeTunnel(name string, t *tunnel.Tunnel) {
 			s.metrics.TunnelDropped(name)
 		}
 	}()
+}
+
+// OpenConn opens a saved connection for a run: Open as a jobs.Opener.
+func (s *Connector) OpenConn(ctx context.Context, name string) (jobs.Conn, error) {
+	sess, err := s.Open(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return sess, nil
 }

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/pgrelay/pgrelay/internal/auth"
-	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
 
@@ -46,18 +46,18 @@ var tokenNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$`)
 // CreateToken creates an API token with a role. The token is in the result
 // and nowhere else: it cannot be shown again.
 func (s *Service) CreateToken(ctx context.Context, name string, role auth.Role) (*NewToken, error) {
-	var probs []connection.FieldError
+	var probs []fielderr.Problem
 	if !tokenNameRE.MatchString(name) {
-		probs = append(probs, connection.FieldError{Field: "name",
+		probs = append(probs, fielderr.Problem{Field: "name",
 			Problem: fmt.Sprintf("%q is not accepted: 1 to 63 letters, digits, '.', '_', '@' and '-', starting with a letter or digit", name)})
 	}
 	if rl, err := auth.ParseRole(string(role)); err != nil {
-		probs = append(probs, connection.FieldError{Field: "role", Problem: err.Error()})
+		probs = append(probs, fielderr.Problem{Field: "role", Problem: err.Error()})
 	} else {
 		role = rl // stored normalised: "Editor" would match no role later
 	}
 	if len(probs) > 0 {
-		return nil, &ValidationError{Problems: probs}
+		return nil, &ValidationError{Subject: fielderr.Token, Problems: probs}
 	}
 	tok, hash, err := auth.NewToken()
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+
+	"github.com/pgrelay/pgrelay/apiwire"
 )
 
 // Role is what a token may do.
@@ -93,7 +95,7 @@ func PrincipalFrom(ctx context.Context) *Principal {
 
 // TokenPrefix starts every pgrelay API token, so that secret scanners and
 // people can recognise one.
-const TokenPrefix = "pgr_"
+const TokenPrefix = apiwire.TokenPrefix
 
 // NewToken returns a new random token (shown once) and its hash (stored).
 func NewToken() (token, hash string, err error) {
@@ -114,5 +116,5 @@ func HashToken(token string) string {
 
 // LooksLikeToken reports whether s has the shape of a pgrelay token.
 func LooksLikeToken(s string) bool {
-	return strings.HasPrefix(s, TokenPrefix) && len(s) == len(TokenPrefix)+43
+	return apiwire.LooksLikeToken(s)
 }

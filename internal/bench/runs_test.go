@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/e2e/e2etest"
 	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/remote"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
@@ -59,7 +59,7 @@ func BenchmarkRuns(b *testing.B) {
 type runServers struct {
 	e       *env
 	servers []*e2etest.Server
-	clients []*client.Client
+	clients []*remote.Client
 	job     string
 	batches int
 }

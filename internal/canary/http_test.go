@@ -20,6 +20,7 @@ import (
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/api"
 	"github.com/pgrelay/pgrelay/internal/auth"
+	"github.com/pgrelay/pgrelay/internal/remote"
 )
 
 // response is a recorded HTTP response.
@@ -148,9 +149,9 @@ func (rt recordingTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 
 // newClient returns an API client of base with token whose responses are
 // recorded as evidence.
-func newClient(t *testing.T, ev *evidence, base, token, label string) *client.Client {
+func newClient(t *testing.T, ev *evidence, base, token, label string) *remote.Client {
 	t.Helper()
-	c, err := client.New(base, token, client.WithHTTPClient(&http.Client{Transport: recordingTransport{ev: ev, label: label}}))
+	c, err := remote.Dial(base, token, client.WithHTTPClient(&http.Client{Transport: recordingTransport{ev: ev, label: label}}))
 	if err != nil {
 		t.Fatal(err)
 	}

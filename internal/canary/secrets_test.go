@@ -18,12 +18,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/api"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/e2e/e2etest"
 	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/remote"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/testenv"
@@ -850,7 +850,7 @@ func (e *canaryEnv) apiWalk(s *e2etest.Server) {
 	w := newWeb(t, e.ev, s.URL)
 	// Fixtures are made through a client whose responses are not
 	// recorded (they show the tokens it creates).
-	fixtures, err := client.New(s.URL, e.tokens["admin"])
+	fixtures, err := remote.Dial(s.URL, e.tokens["admin"])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/diagnose"
 	"github.com/pgrelay/pgrelay/internal/grants"
+	"github.com/pgrelay/pgrelay/internal/remote"
 	"github.com/pgrelay/pgrelay/internal/secret"
 )
 
@@ -33,4 +34,7 @@ type backend interface {
 	RevokeToken(ctx context.Context, idOrName string) (*app.TokenView, error)
 }
 
-var _ backend = (*app.Service)(nil)
+var (
+	_ backend = (*app.Service)(nil)
+	_ backend = (*remote.Client)(nil)
+)

@@ -27,13 +27,11 @@ func TestBastionSetupScript(t *testing.T) {
 		_ = exec.Command("userdel", "-r", name).Run()
 		_ = exec.Command("groupdel", name).Run()
 	})
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
-	pg.CreateDatabase(t, "analytics", "dbt")
+	pg := sharedDB(t)
 	b := testenv.StartBastion(t, testenv.BastionOptions{SystemUser: name})
 
 	h := newHarness(t)
-	h.env["DB_PASSWORD"] = "dbt-pw"
+	h.env["DB_PASSWORD"] = pg.Password
 	h.ok(append(createArgs("bs", pg), "--ssh-host", b.Host, "--ssh-port", fmt.Sprint(b.Port), "--ssh-user", name)...)
 	r := h.fail(1, "query", "bs", "select 1")
 	contains(t, "before setup", r.stderr, "not authorized")
@@ -78,7 +76,7 @@ func TestBastionSetupScript(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("query after setup: %s\nsshd log:\n%s", r, b.LogTail())
 	}
-	contains(t, "query after setup", r.stdout, "dbt")
+	contains(t, "query after setup", r.stdout, pg.User)
 }
 
 func shadowField(t *testing.T, name string) string {

@@ -96,36 +96,60 @@ func contains(t *testing.T, what, s string, subs ...string) {
 
 // env is the shared set of servers of this package's tests.
 type env struct {
-	pg      *testenv.Postgres
-	tls     *testenv.Postgres // SSL-only, like AlloyDB and Lakebase
+	pg      dbTarget
+	tls     dbTarget // SSL-only, like AlloyDB and Lakebase
 	bastion *testenv.Bastion
+}
+
+// dbTarget is where a test's connections go: a server, and a database
+// and its owner role there.
+type dbTarget struct {
+	*testenv.Postgres
+	DB, User, Password string
+}
+
+// sharedDB is a database and owner role of the test's own on the
+// package's shared cluster.
+func sharedDB(t *testing.T) dbTarget {
+	t.Helper()
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	d := pg.NewDatabase(t)
+	return dbTarget{Postgres: pg, DB: d.Name, User: d.User, Password: d.Password}
+}
+
+// ownDB is database analytics and role dbt (password dbt-pw) on pg, a
+// cluster of the test's own.
+func ownDB(t *testing.T, pg *testenv.Postgres) dbTarget {
+	t.Helper()
+	pg.CreateRole(t, "dbt", "dbt-pw")
+	pg.CreateDatabase(t, "analytics", "dbt")
+	return dbTarget{Postgres: pg, DB: "analytics", User: "dbt", Password: "dbt-pw"}
 }
 
 func startEnv(t *testing.T) *env {
 	var e env
 	var wg sync.WaitGroup
+	var tls *testenv.Postgres
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		e.tls = testenv.StartPostgres(t, testenv.PostgresOptions{SSLOnly: true})
+		tls = testenv.StartPostgres(t, testenv.PostgresOptions{SSLOnly: true})
 	}()
-	e.pg = testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
 	e.bastion = testenv.StartBastion(t, testenv.BastionOptions{})
 	wg.Wait()
 	if t.Failed() {
 		t.FailNow()
 	}
-	e.pg.CreateRole(t, "dbt", "dbt-pw")
-	e.pg.CreateDatabase(t, "analytics", "dbt")
-	e.tls.CreateRole(t, "dbt", "dbt-pw")
-	e.tls.CreateDatabase(t, "analytics", "dbt")
+	e.pg, e.tls = ownDB(t, pg), ownDB(t, tls)
 	return &e
 }
 
-// createArgs returns `connection create` arguments for pg.
-func createArgs(name string, pg *testenv.Postgres, extra ...string) []string {
+// createArgs returns `connection create` arguments for pg's database, as
+// its owner (password in DB_PASSWORD).
+func createArgs(name string, pg dbTarget, extra ...string) []string {
 	return append([]string{"connection", "create", name, "--host", pg.Host, "--port", strconv.Itoa(pg.Port),
-		"--database", "analytics", "--user", "dbt", "--password-env", "DB_PASSWORD"}, extra...)
+		"--database", pg.DB, "--user", pg.User, "--password-env", "DB_PASSWORD"}, extra...)
 }
 
 func tunnelArgs(b *testenv.Bastion) []string {

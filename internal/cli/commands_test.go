@@ -16,11 +16,9 @@ import (
 // refused step fails the run before any step runs.
 func TestLocalJobRunObeysCommandRules(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
-	pg.CreateDatabase(t, "analytics", "dbt")
+	pg := sharedDB(t)
 	h := newHarness(t)
-	h.env["DB_PASSWORD"] = "dbt-pw"
+	h.env["DB_PASSWORD"] = pg.Password
 	h.ok(createArgs("wh", pg)...)
 	// A workdir inside the allowed directory that leads out of it.
 	allowed := t.TempDir()
@@ -73,9 +71,7 @@ func TestLocalJobRunObeysCommandRules(t *testing.T) {
 func TestRunAsKeepsCommandsOutOfTheDataDir(t *testing.T) {
 	t.Parallel()
 	u := testenv.NewOSUser(t)
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
-	pg.CreateDatabase(t, "analytics", "dbt")
+	pg := sharedDB(t)
 	// The data dir below a directory every user may enter.
 	base, err := os.MkdirTemp("", "pgrelay-cli-runas-")
 	if err != nil {
@@ -87,7 +83,7 @@ func TestRunAsKeepsCommandsOutOfTheDataDir(t *testing.T) {
 	}
 	h := newHarness(t)
 	h.dataDir = filepath.Join(base, "data")
-	h.env["DB_PASSWORD"] = "dbt-pw"
+	h.env["DB_PASSWORD"] = pg.Password
 	h.ok(createArgs("wh", pg)...)
 	file := filepath.Join(t.TempDir(), "jobs.yaml")
 	if err := os.WriteFile(file, []byte(`jobs:

@@ -498,7 +498,7 @@ func (r *runner) connTrustHostKeyCommand() *cobra.Command {
 			}
 			v, err := svc.TrustHostKey(cmd.Context(), args[0], fingerprint)
 			if err != nil {
-				return err
+				return connectionProblems(err)
 			}
 			fmt.Fprintf(r.out(), "Host key %s of bastion %s is now trusted for %q.\n", v.SSHTunnel.HostKeyFingerprint,
 				hostPort(v.SSHTunnel.Host, v.SSHTunnel.Port), v.Name)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/secret"
 )
 
@@ -261,6 +262,17 @@ func readSecretLine(r io.Reader) (string, error) {
 	return s, nil
 }
 
+// connectionProblems marks the validation problems in err as a
+// connection's (named by flags), when a server's answer, which does not
+// say, left their subject empty. It returns err.
+func connectionProblems(err error) error {
+	var ve *app.ValidationError
+	if errors.As(err, &ve) && ve.Subject == "" {
+		ve.Subject = fielderr.Connection
+	}
+	return err
+}
+
 // inFlagWords rewrites the problems of err whose fix is another flag in
 // the words of this command line: "db:5432" given to --host is answered
 // with --host db --port 5432, not with the API's fields.
@@ -269,6 +281,7 @@ func (f *connFlags) inFlagWords(cmd *cobra.Command, err error) error {
 	if !errors.As(err, &ve) {
 		return err
 	}
+	connectionProblems(err)
 	for i, p := range ve.Problems {
 		switch {
 		case p.Field == "host" && cmd.Flags().Changed("host"):

@@ -54,15 +54,13 @@ func TestHostKeyAndNetworkFlags(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); b = testenv.StartBastion(t, testenv.BastionOptions{}) }()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg := sharedDB(t)
 	wg.Wait()
 	if t.Failed() {
 		t.FailNow()
 	}
-	pg.CreateRole(t, "dbt", "dbt-pw")
-	pg.CreateDatabase(t, "analytics", "dbt")
 	h := newHarness(t)
-	h.env["DB_PASSWORD"] = "dbt-pw"
+	h.env["DB_PASSWORD"] = pg.Password
 	fp := sshkey.Fingerprint(b.HostKey)
 	keyLine := sshkey.AuthorizedKey(b.HostKey, "root@bastion")
 	authorize := func(name string) {
@@ -115,8 +113,8 @@ func TestHostKeyAndNetworkFlags(t *testing.T) {
 
 	// --deny-network: the database on 127.0.0.2 is refused, on 127.0.0.1 not.
 	alias := relayOn(t, "127.0.0.2", net.JoinHostPort(pg.Host, strconv.Itoa(pg.Port)))
-	h.ok("connection", "create", "alias", "--host", "127.0.0.2", "--port", strconv.Itoa(alias), "--database", "analytics",
-		"--user", "dbt", "--password-env", "DB_PASSWORD", "--sslmode", "disable")
+	h.ok("connection", "create", "alias", "--host", "127.0.0.2", "--port", strconv.Itoa(alias), "--database", pg.DB,
+		"--user", pg.User, "--password-env", "DB_PASSWORD", "--sslmode", "disable")
 	h.ok(createArgs("plain", pg, "--sslmode", "disable")...)
 	h.ok("query", "alias", "select 1")
 	r = h.fail(1, "--deny-network", "127.0.0.2/32", "query", "alias", "select 1")

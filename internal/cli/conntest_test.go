@@ -98,9 +98,9 @@ func TestConnectionTestCommand(t *testing.T) {
 func TestConnectionTestAndGrantsRemoteMode(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
-	pg.CreateDatabase(t, "analytics", "dbt")
+	// A cluster of its own: the test revokes CREATE on the database from
+	// PUBLIC and audits by names.
+	pg := ownDB(t, testenv.StartPostgres(t, testenv.PostgresOptions{}))
 	pg.CreateRole(t, "remote reader", "reader-pw")
 	srv := apitest.Start(t, apitest.Options{})
 	h := newHarness(t)

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/signal"
 	"syscall"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 )
 
@@ -53,11 +55,10 @@ as tokens near expiry, and the program never sees a token.`,
 			if r.remote != nil {
 				return usagef("exec runs locally: it needs the connection's secrets, which stay on the server; run it on the server host without --server")
 			}
-			job := jobs.Job{Name: "exec", Connection: args[0], Profile: profile, Target: target, TargetSchema: schema,
-				Steps: []jobs.Step{{Command: args[1:], Workdir: workdir}}}
-			job.ApplyDefaults() // exec itself has no time limit: the timeout is not applied
-			if err := job.Validate(); err != nil {
-				return err
+			req := app.ExecRequest{Connection: args[0], Command: args[1:], Workdir: workdir, Profile: profile, Target: target, Schema: schema,
+				Stdio: &jobs.Stdio{In: r.env.Stdin, Out: r.env.Stdout, Err: r.env.Stderr}}
+			if _, err := req.Job(); err != nil {
+				return execProblems(err)
 			}
 			// The local endpoint moves the program's data: runtime
 			// settings as for `pgrelay proxy` (relayRuntime).
@@ -88,20 +89,10 @@ as tokens near expiry, and the program never sees a token.`,
 				case <-ctx.Done():
 				}
 			}()
-			rn := &jobs.Runner{
-				Open: func(ctx context.Context, name string) (jobs.Conn, error) {
-					return svc.Open(ctx, name)
-				},
-				// The local user runs their own command, given explicitly.
-				Commands: jobs.CommandPolicy{AnyProgram: true},
-				Stdio:    &jobs.Stdio{In: r.env.Stdin, Out: r.env.Stdout, Err: r.env.Stderr},
-				Logger:   r.logger,
+			res, err := svc.Exec(ctx, req)
+			if err != nil {
+				return err
 			}
-			res := rn.Run(ctx, job, jobs.Hooks{Log: func(l jobs.LogLine) {
-				if l.Stream == "system" {
-					r.logger.Debug(l.Text)
-				}
-			}})
 			if res.Status == jobs.Succeeded {
 				return nil
 			}
@@ -117,4 +108,23 @@ as tokens near expiry, and the program never sees a token.`,
 	cmd.Flags().StringVar(&schema, "schema", "", "schema for the dbt profile (default: the connection's)")
 	cmd.Flags().StringVar(&workdir, "workdir", "", "working directory of the program (absolute; default: the current one)")
 	return cmd
+}
+
+// execProblems names the problems of exec's one-step job by exec's own
+// arguments and flags.
+func execProblems(err error) error {
+	var ve *app.ValidationError
+	if !errors.As(err, &ve) {
+		return err
+	}
+	words := map[string]string{"connection": "NAME", "steps[0]": "PROGRAM", "steps[0].command": "PROGRAM",
+		"steps[0].workdir": "--workdir", "profile": "--profile", "target": "--target", "target_schema": "--schema"}
+	out := &app.ValidationError{Subject: "invalid exec arguments"}
+	for _, p := range ve.Problems {
+		if w, ok := words[p.Field]; ok {
+			p.Field = w
+		}
+		out.Problems = append(out.Problems, p)
+	}
+	return out
 }

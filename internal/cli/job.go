@@ -17,9 +17,10 @@ import (
 
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/daemon"
 	"github.com/pgrelay/pgrelay/internal/elapsed"
 	"github.com/pgrelay/pgrelay/internal/jobs"
-	"github.com/pgrelay/pgrelay/internal/queue"
+	"github.com/pgrelay/pgrelay/internal/remote"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
 
@@ -39,8 +40,8 @@ type jobsBackend interface {
 
 var (
 	_ jobsBackend = (*app.Service)(nil)
-	_ jobsBackend = (*client.Client)(nil)
-	_ runFollower = (*client.Client)(nil)
+	_ jobsBackend = (*remote.Client)(nil)
+	_ runFollower = (*remote.Client)(nil)
 )
 
 // runFollower follows a run as it happens (the API client, through the
@@ -324,27 +325,12 @@ func (r *runner) runOutcome(run *jobs.Run, output string) error {
 
 // runJobLocally executes a run in this process.
 func (r *runner) runJobLocally(ctx context.Context, name, output string, logLimit int64, cf commandFlags) error {
-	svc, err := r.service(ctx)
-	if err != nil {
-		return err
-	}
-	jv, err := svc.GetJob(ctx, name)
-	if err != nil {
-		return err
-	}
 	policy, err := r.commandPolicy(cf)
 	if err != nil {
 		return err
 	}
-	backend, closeBackend, err := r.queueBackend()
-	if err != nil {
-		return err
-	}
-	defer closeBackend()
-	q, err := queue.New(queue.Config{Store: r.st, Backend: backend,
-		Open:     func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
-		Commands: policy,
-		Logger:   r.logger, LogLimit: logLimit})
+	r.daemonCfg.Jobs = &daemon.JobsConfig{Commands: policy, LogLimit: logLimit}
+	svc, err := r.service(ctx)
 	if err != nil {
 		return err
 	}
@@ -373,7 +359,7 @@ func (r *runner) runJobLocally(ctx context.Context, name, output string, logLimi
 			_, followErr = r.followRun(context.WithoutCancel(ctx), svc, run.ID, true)
 		}()
 	}
-	final, err := q.RunLocal(ctx, jv.Job, jobs.Manual, started)
+	final, err := svc.RunJobLocally(ctx, name, started)
 	if err != nil {
 		return err
 	}
@@ -453,9 +439,9 @@ func printLogLine(w io.Writer, l jobs.LogLine) {
 	}
 	marker := " "
 	switch l.Stream {
-	case "stderr":
+	case jobs.StreamStderr:
 		marker = "!"
-	case "system":
+	case jobs.StreamSystem:
 		marker = "#"
 	}
 	fmt.Fprintf(w, "%s %s%s %s\n", l.Time.Local().Format("15:04:05"), step, marker, l.Text)

@@ -12,20 +12,18 @@ import (
 
 func TestExecAndLocalJobs(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
-	pg.CreateDatabase(t, "analytics", "dbt")
+	pg := sharedDB(t)
 	b := testenv.StartBastion(t, testenv.BastionOptions{})
 	h := newHarness(t)
-	h.env["DB_PASSWORD"] = "dbt-pw"
+	h.env["DB_PASSWORD"] = pg.Password
 	h.ok(append(createArgs("wh", pg, "--schema", "marts"), tunnelArgs(b)...)...)
 	b.Authorize(t, strings.TrimSpace(h.ok("connection", "public-key", "wh").stdout))
 
 	// exec: psql through the tunnel with the run's environment.
 	r := h.ok("exec", "wh", "--", "psql", "-X", "-At", "-c", "select current_user || '@' || inet_server_port()")
-	contains(t, "exec psql", r.stdout, "dbt@")
+	contains(t, "exec psql", r.stdout, pg.User+"@")
 	r = h.ok("exec", "wh", "--", "sh", "-c", `grep -c "schema: \"marts\"" "$DBT_PROFILES_DIR/profiles.yml"; echo "$PGHOST $PGUSER $PGDATABASE"`)
-	contains(t, "exec env", r.stdout, "1\n", "127.0.0.1 dbt analytics")
+	contains(t, "exec env", r.stdout, "1\n", "127.0.0.1 "+pg.User+" "+pg.DB)
 	r = h.run("exec", "wh", "--", "sh", "-c", "exit 7")
 	if r.code != 7 {
 		t.Fatalf("exec exit code = %d, want 7: %s", r.code, r)

@@ -1,11 +1,9 @@
 package cli
 
 import (
-	"context"
-	"fmt"
 	"time"
 
-	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/daemon"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/queue"
 )
@@ -42,58 +40,8 @@ func (f queueFlags) validate() error {
 	return nil
 }
 
-// startQueue starts the job queue on the store's backend; the returned
-// function stops it (letting runs finish for a grace period).
-func (r *runner) startQueue(ctx context.Context, svc *app.Service, f queueFlags, commands jobs.CommandPolicy) (*queue.Queue, func(), error) {
-	if err := f.validate(); err != nil {
-		return nil, nil, err
-	}
-	backend, closeBackend, err := r.queueBackend()
-	if err != nil {
-		return nil, nil, err
-	}
-	q, err := queue.New(queue.Config{Store: r.st, Backend: backend, MaxRuns: f.maxRuns, Commands: commands,
-		LostAfter: f.lostAfter, ReapInterval: f.reapInterval, HeartbeatInterval: f.heartbeatInterval(),
-		Open:     func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
-		Logger:   r.logger,
-		LogLimit: f.runLogLimit, RunRetention: f.runRetention, CountCancels: r.countCancels()})
-	if err != nil {
-		closeBackend()
-		return nil, nil, err
-	}
-	if err := q.Start(ctx); err != nil {
-		closeBackend()
-		return nil, nil, fmt.Errorf("start job queue: %w", err)
-	}
-	stop := func() {
-		sctx, cancel := context.WithTimeout(context.Background(), queue.DefaultShutdownGrace+30*time.Second)
-		defer cancel()
-		if err := q.Stop(sctx); err != nil {
-			r.logger.Warn("job queue stop", "error", err)
-		}
-		closeBackend()
-	}
-	return q, stop, nil
-}
-
-// queueBackend returns where River keeps the queue: the shared store's
-// pool, or a second handle on the embedded SQLite file.
-func (r *runner) queueBackend() (queue.Backend, func(), error) {
-	if r.pg != nil {
-		return queue.Backend{Postgres: r.pg.Pool()}, func() {}, nil
-	}
-	db, err := r.store.OpenQueueDB()
-	if err != nil {
-		return queue.Backend{}, nil, err
-	}
-	return queue.Backend{SQLite: db}, func() { _ = db.Close() }, nil
-}
-
-// countCancels counts cleanups of ended runs in the server's metrics, if
-// it has any.
-func (r *runner) countCancels() func(outcome string, n int) {
-	if r.metrics == nil {
-		return nil
-	}
-	return r.metrics.CountCancels
+// jobsConfig is the job queue of serve: f with the command policy.
+func (f queueFlags) jobsConfig(commands jobs.CommandPolicy) *daemon.JobsConfig {
+	return &daemon.JobsConfig{Commands: commands, MaxRuns: f.maxRuns, LostAfter: f.lostAfter, ReapInterval: f.reapInterval,
+		HeartbeatInterval: f.heartbeatInterval(), LogLimit: f.runLogLimit, RunRetention: f.runRetention}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/remote"
 )
 
 // Environment variables of remote mode.
@@ -16,7 +17,6 @@ const (
 )
 
 // The API client runs the same use cases as the local service.
-var _ backend = (*client.Client)(nil)
 
 // localOnlyReason says why a top-level command cannot run against a
 // server, or "" when it can.
@@ -70,7 +70,7 @@ func (r *runner) setupRemote(cmd *cobra.Command) error {
 		return usageError{err}
 	}
 	r.server = server
-	r.remote = c
+	r.remote = remote.New(c)
 	return nil
 }
 

@@ -9,7 +9,6 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/api/apitest"
 	"github.com/pgrelay/pgrelay/internal/auth"
-	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
 // TestRemoteJobs runs the job and run commands against a real API server
@@ -17,14 +16,12 @@ import (
 // `--follow` on the server's event stream.
 func TestRemoteJobs(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
-	pg.CreateDatabase(t, "analytics", "dbt")
+	pg := sharedDB(t)
 	srv := apitest.Start(t, apitest.Options{Queue: true, AllowCommands: []string{"sh"}})
 	h := newHarness(t)
 	h.env["PGRELAY_SERVER"] = srv.URL
 	h.env["PGRELAY_TOKEN"] = srv.AdminToken
-	h.env["DB_PASSWORD"] = "dbt-pw"
+	h.env["DB_PASSWORD"] = pg.Password
 	h.ok(createArgs("wh", pg, "--sslmode", "disable")...)
 
 	file := filepath.Join(t.TempDir(), "jobs.yaml")

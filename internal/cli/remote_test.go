@@ -19,26 +19,24 @@ import (
 // (PGRELAY_SERVER, PGRELAY_TOKEN): the same commands, through the API.
 func TestRemoteMode(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
-	pg.CreateDatabase(t, "analytics", "dbt")
+	pg := sharedDB(t)
 	srv := apitest.Start(t, apitest.Options{})
 	h := newHarness(t)
 	h.env["PGRELAY_SERVER"] = srv.URL
 	h.env["PGRELAY_TOKEN"] = srv.AdminToken
-	h.env["DB_PASSWORD"] = "dbt-pw"
+	h.env["DB_PASSWORD"] = pg.Password
 
 	r := h.ok(createArgs("wh", pg, "--sslmode", "disable")...)
 	contains(t, "create", r.stdout, `Connection "wh" saved`, "PostgreSQL")
 	r = h.ok("connection", "list")
-	contains(t, "list", r.stdout, "NAME", "wh", "analytics")
+	contains(t, "list", r.stdout, "NAME", "wh", pg.DB)
 	r = h.ok("connection", "show", "wh")
 	contains(t, "show", r.stdout, "Password:", "set (encrypted at rest)", "none (direct connection)")
 
 	r = h.ok("query", "wh", "select current_user, null::text as n, 1 + 1 as two", "-o", "csv")
 	recs, err := csv.NewReader(strings.NewReader(r.stdout)).ReadAll()
 	if err != nil || len(recs) != 2 || strings.Join(recs[0], ",") != "current_user,n,two" ||
-		strings.Join(recs[1], ",") != "dbt,,2" {
+		strings.Join(recs[1], ",") != pg.User+",,2" {
 		t.Fatalf("query csv: %q, %v", recs, err)
 	}
 	r = h.ok("query", "wh", "select 1 as n, null::text as t", "-o", "json")
@@ -53,7 +51,7 @@ func TestRemoteMode(t *testing.T) {
 	h.env["DB_PASSWORD"] = "wrong"
 	h.ok("connection", "update", "wh", "--password-env", "DB_PASSWORD")
 	contains(t, "wrong password", h.fail(1, "query", "wh", "select 1").stderr, "28P01")
-	h.env["DB_PASSWORD"] = "dbt-pw"
+	h.env["DB_PASSWORD"] = pg.Password
 	h.ok("connection", "update", "wh", "--password-env", "DB_PASSWORD")
 	h.ok("query", "wh", "select 1")
 
@@ -127,7 +125,7 @@ func TestRemoteMode(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(h.dataDir, sqlite.FileName)); !os.IsNotExist(err) {
 		t.Fatalf("remote mode created a local store: %v", err)
 	}
-	if strings.Contains(srv.Logs(), "dbt-pw") {
+	if strings.Contains(srv.Logs(), pg.Password) {
 		t.Fatal("the password is in the server log")
 	}
 }

@@ -13,14 +13,17 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/daemon"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/jobs"
-	"github.com/pgrelay/pgrelay/internal/metrics"
+	"github.com/pgrelay/pgrelay/internal/queue"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/store/postgres"
 	"github.com/pgrelay/pgrelay/internal/store/sqlite"
@@ -83,9 +86,11 @@ type runner struct {
 	logLevel string
 	level    slog.Level
 	logger   *slog.Logger
-	metrics  *metrics.Metrics
 
-	svc *app.Service
+	// daemon holds the local use cases (see service); daemonCfg is what
+	// serve and a local job run add to it before it is built.
+	daemon    *daemon.Daemon
+	daemonCfg daemon.Config
 	// st is the store; store or pg is its concrete backend.
 	st       store.Store
 	store    *sqlite.Store
@@ -166,10 +171,22 @@ func defaultDataDir(getenv func(string) string) string {
 	return filepath.Join(home, ".local", "share", "pgrelay")
 }
 
-// service opens the local store and keyring on first use.
+// service opens the local store and keyring on first use, and builds the
+// use cases on them (daemon.New, with what serve or a local job run added
+// to r.daemonCfg).
 func (r *runner) service(ctx context.Context) (*app.Service, error) {
-	if r.svc != nil {
-		return r.svc, nil
+	d, err := r.localDaemon(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return d.App(), nil
+}
+
+// localDaemon opens the local store and keyring on first use and
+// assembles the parts on them.
+func (r *runner) localDaemon(ctx context.Context) (*daemon.Daemon, error) {
+	if r.daemon != nil {
+		return r.daemon, nil
 	}
 	if err := r.checkSharedMasterKey(); err != nil {
 		return nil, err
@@ -183,19 +200,21 @@ func (r *runner) service(ctx context.Context) (*app.Service, error) {
 		_ = st.Close()
 		return nil, err
 	}
-	svc, err := app.New(app.Config{Store: st, Keyring: kr, Logger: r.logger, Metrics: r.metrics,
-		HostKeyPolicy: r.policy.policy, Network: r.policy.network,
-		Credentials: app.CredentialConfig{AllowCommand: r.allowCredentialCommand}})
+	cfg := r.daemonCfg
+	cfg.Store, cfg.Keyring, cfg.Logger = st, kr, r.logger
+	cfg.HostKeyPolicy, cfg.Network = r.policy.policy, r.policy.network
+	cfg.Credentials = app.CredentialConfig{AllowCommand: r.allowCredentialCommand}
+	d, err := daemon.New(ctx, cfg)
 	if err != nil {
 		_ = st.Close()
+		var ce *daemon.ConfigError
+		if errors.As(err, &ce) {
+			return nil, usageError{ce.Err}
+		}
 		return nil, err
 	}
-	if err := svc.CheckMasterKey(ctx); err != nil {
-		_ = st.Close()
-		return nil, err
-	}
-	r.st, r.svc = st, svc
-	return svc, nil
+	r.st, r.daemon = st, d
+	return d, nil
 }
 
 // backend returns the use cases: remote through the API when a server is
@@ -208,6 +227,13 @@ func (r *runner) backend(ctx context.Context) (backend, error) {
 }
 
 func (r *runner) close() {
+	if r.daemon != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), queue.DefaultShutdownGrace+30*time.Second)
+		if err := r.daemon.Stop(ctx); err != nil {
+			r.logger.Warn("job queue stop", "error", err)
+		}
+		cancel()
+	}
 	if r.st != nil {
 		_ = r.st.Close()
 	}
@@ -248,23 +274,26 @@ func exitCode(err error) int {
 	return exitFailure
 }
 
-// describe renders an error for a person; validation problems name flags.
+// describe renders an error for a person; validation problems name what
+// the user gives on this command line (see cliField).
 func describe(err error) string {
 	var ve *app.ValidationError
 	if errors.As(err, &ve) {
-		var b strings.Builder
-		if len(ve.Problems) == 1 {
-			b.WriteString("invalid connection: ")
-		} else {
-			fmt.Fprintf(&b, "invalid connection (%d problems):\n  ", len(ve.Problems))
-		}
-		for i, p := range ve.Problems {
-			if i > 0 {
-				b.WriteString("\n  ")
-			}
-			b.WriteString(flagForField(p.Field) + ": " + p.Problem)
-		}
-		return b.String()
+		return ve.Format(cliField(ve.Subject))
 	}
 	return err.Error()
+}
+
+// cliField names a field of a validation problem in the CLI's words: a
+// connection's fields are set by flags (and NAME), a token's by --name and
+// --role; anything else (a job's fields, from a jobs YAML file) keeps its
+// path in the file, such as jobs[0](nightly).steps[1].sql.
+func cliField(subject string) func(string) string {
+	switch subject {
+	case fielderr.Connection:
+		return flagForField
+	case fielderr.Token:
+		return func(field string) string { return "--" + strings.ReplaceAll(field, "_", "-") }
+	}
+	return func(field string) string { return field }
 }

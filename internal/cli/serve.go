@@ -1,20 +1,19 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/pgrelay/pgrelay/internal/api"
-	"github.com/pgrelay/pgrelay/internal/auth"
+	"github.com/pgrelay/pgrelay/internal/daemon"
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/queue"
 	"github.com/pgrelay/pgrelay/internal/requestid"
-	"github.com/pgrelay/pgrelay/internal/server"
-	"github.com/pgrelay/pgrelay/internal/web"
 )
 
 func (r *runner) serveCommand() *cobra.Command {
@@ -61,45 +60,35 @@ local data dir: it ignores PGRELAY_SERVER, which is for the commands that use a 
 				h = slog.NewTextHandler(r.env.Stderr, opts)
 			}
 			r.logger = slog.New(requestid.NewHandler(h))
-			m := metrics.NewWithOptions(metrics.Options{ConnectionLabels: ef.metricsConnectionLabels})
-			r.metrics = m
-			svc, err := r.service(ctx)
-			if err != nil {
-				return err
-			}
-			sessions, err := auth.NewSessions(svc.Keyring().DeriveKey("web sessions"), nil)
-			if err != nil {
-				return err
-			}
-			ui, err := web.New(web.Config{App: svc, Sessions: sessions, Logger: r.logger, SecureCookies: tlsCert != "", PublicURL: publicURL})
-			if err != nil {
-				return err
-			}
 			policy, err := r.commandPolicy(cf)
 			if err != nil {
 				return err
 			}
-			q, stopQueue, err := r.startQueue(ctx, svc, qf, policy)
-			if err != nil {
+			if err := qf.validate(); err != nil {
 				return err
 			}
-			defer stopQueue()
-			svc.SetQueue(q)
+			r.daemonCfg.Metrics = metrics.NewWithOptions(metrics.Options{ConnectionLabels: ef.metricsConnectionLabels})
+			r.daemonCfg.Jobs = qf.jobsConfig(policy)
+			r.daemonCfg.HTTP = &daemon.HTTPConfig{Addr: addr, TLSCertFile: tlsCert, TLSKeyFile: tlsKey, PublicURL: publicURL, WebUI: true,
+				MetricsAddr: ef.metricsAddr, MetricsToken: metricsToken, MaxConnections: ef.maxConnections,
+				MaxStreamsPerToken: ef.maxStreamsPerToken}
 			// Run event streams end with ctx, so that a graceful stop does
 			// not wait for the runs they follow.
-			cop, err := auth.OriginProtection(publicURL)
+			d, err := r.localDaemon(ctx)
 			if err != nil {
 				return err
 			}
-			apiH := api.New(api.Config{App: svc, Sessions: sessions, Metrics: m, Logger: r.logger, Done: ctx.Done(),
-				OriginProtection: cop, MaxStreamsPerToken: ef.maxStreamsPerToken})
-			srv, err := server.New(server.Config{Addr: addr, TLSCertFile: tlsCert, TLSKeyFile: tlsKey,
-				Faces: []server.Registrar{apiH, ui}, Ready: svc.Ready, Metrics: m, Logger: r.logger,
-				MetricsAddr: ef.metricsAddr, MetricsToken: metricsToken, MaxConnections: ef.maxConnections,
-				HSTS: publicURL != nil && publicURL.Scheme == "https"})
-			if err != nil {
-				return usageError{err}
+			if err := d.Start(ctx); err != nil {
+				return err
 			}
+			defer func() {
+				sctx, cancel := context.WithTimeout(context.Background(), queue.DefaultShutdownGrace+30*time.Second)
+				defer cancel()
+				if err := d.Stop(sctx); err != nil {
+					r.logger.Warn("job queue stop", "error", err)
+				}
+			}()
+			svc, srv := d.App(), d.Server()
 			ln, err := srv.Listen(ctx)
 			if err != nil {
 				return err

@@ -20,12 +20,10 @@ import (
 // both fingerprints, and nothing may reach the database.
 func TestManInTheMiddleRefusedOnEveryPath(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
-	pg.CreateDatabase(t, "analytics", "dbt")
+	pg := sharedDB(t)
 	b := testenv.StartBastion(t, testenv.BastionOptions{})
 	h := newHarness(t)
-	h.env["DB_PASSWORD"] = "dbt-pw"
+	h.env["DB_PASSWORD"] = pg.Password
 	h.ok(append(createArgs("wh", pg), tunnelArgs(b)...)...)
 	b.Authorize(t, strings.TrimSpace(h.ok("connection", "public-key", "wh").stdout))
 	h.ok("query", "wh", "select 1") // pins the real key

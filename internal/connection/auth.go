@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/secret"
 )
 
@@ -271,11 +272,11 @@ var (
 // validateAuth appends the problems of the spec's auth to probs. Fields
 // are named auth.<field>; sslmode and password are checked against the
 // kind too.
-func (s *Spec) validateAuth(probs []FieldError) []FieldError {
+func (s *Spec) validateAuth(probs []fielderr.Problem) []fielderr.Problem {
 	add := func(field string, err error) {
 		// Fields outside auth may have a problem already: one each.
 		if err != nil && !hasProblem(probs, field) {
-			probs = append(probs, FieldError{Field: field, Problem: err.Error()})
+			probs = append(probs, fielderr.Problem{Field: field, Problem: err.Error()})
 		}
 	}
 	a := s.Auth
@@ -423,8 +424,8 @@ func ownerKinds(field string) string {
 	return "another kind"
 }
 
-func hasProblem(probs []FieldError, field string) bool {
-	return slices.ContainsFunc(probs, func(p FieldError) bool { return p.Field == field })
+func hasProblem(probs []fielderr.Problem, field string) bool {
+	return slices.ContainsFunc(probs, func(p fielderr.Problem) bool { return p.Field == field })
 }
 
 // validateProgram checks a credential command's program: a name on PATH

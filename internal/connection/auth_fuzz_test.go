@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/secret"
 )
 
@@ -32,9 +33,9 @@ func FuzzValidateAuth(f *testing.F) {
 		if err == nil {
 			return
 		}
-		var ve *ValidationError
+		var ve *fielderr.Error
 		if !errors.As(err, &ve) || len(ve.Problems) == 0 {
-			t.Fatalf("Validate = %v, want *ValidationError", err)
+			t.Fatalf("Validate = %v, want *fielderr.Error", err)
 		}
 		seen := map[string]bool{}
 		for _, p := range ve.Problems {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/secret"
 )
 
@@ -98,9 +99,9 @@ func runAuthCases(t *testing.T, base func() Spec, tests []validationCase) {
 				}
 				return
 			}
-			var ve *ValidationError
+			var ve *fielderr.Error
 			if !errors.As(err, &ve) {
-				t.Fatalf("Validate = %v, want *ValidationError on %s", err, tt.wantField)
+				t.Fatalf("Validate = %v, want *fielderr.Error on %s", err, tt.wantField)
 			}
 			if len(ve.Problems) != 1 {
 				t.Fatalf("Validate gave %d problems, want 1 on %s:\n%v", len(ve.Problems), tt.wantField, err)

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 )
 
 // Endpoint is where a connection's stored credentials may be sent: the
@@ -97,8 +99,8 @@ func (e Endpoint) Changes(o Endpoint) []string {
 
 // PasswordAgainProblem is the field problem given when a connection's
 // endpoint changes without its password being given again.
-func PasswordAgainProblem(saved, next Endpoint) FieldError {
-	return FieldError{Field: "password", Problem: fmt.Sprintf(
+func PasswordAgainProblem(saved, next Endpoint) fielderr.Problem {
+	return fielderr.Problem{Field: "password", Problem: fmt.Sprintf(
 		"enter the password again: the endpoint changed (%s), and a stored password is only sent to the endpoint it was saved for",
 		strings.Join(saved.Changes(next), ", "))}
 }

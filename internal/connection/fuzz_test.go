@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/secret"
 )
 
@@ -31,9 +32,9 @@ func FuzzValidate(f *testing.F) {
 			t.Fatalf("Validate changed the spec: %+v -> %+v", before, s)
 		}
 		if err != nil {
-			var ve *ValidationError
+			var ve *fielderr.Error
 			if !errors.As(err, &ve) || len(ve.Problems) == 0 {
-				t.Fatalf("Validate = %v (%T), want *ValidationError with problems", err, err)
+				t.Fatalf("Validate = %v (%T), want *fielderr.Error with problems", err, err)
 			}
 			seen := map[string]bool{}
 			for _, p := range ve.Problems {

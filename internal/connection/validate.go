@@ -12,44 +12,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 )
-
-// FieldError is one problem with one field.
-type FieldError struct {
-	// Field is the JSON name of the field, e.g. "port" or "ssh_tunnel.host".
-	Field string `json:"field"`
-	// Problem says what is wrong and what is accepted.
-	Problem string `json:"problem"`
-}
-
-// ValidationError lists every problem found in a spec at once.
-type ValidationError struct {
-	Problems []FieldError
-}
-
-// Error lists the problems, one per line after the first.
-func (e *ValidationError) Error() string {
-	if len(e.Problems) == 1 {
-		p := e.Problems[0]
-		return "invalid connection: " + p.Field + ": " + p.Problem
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "invalid connection (%d problems):", len(e.Problems))
-	for _, p := range e.Problems {
-		b.WriteString("\n  " + p.Field + ": " + p.Problem)
-	}
-	return b.String()
-}
-
-// Fields returns the problems as a map from field to problem.
-func (e *ValidationError) Fields() map[string]string {
-	m := make(map[string]string, len(e.Problems))
-	for _, p := range e.Problems {
-		m[p.Field] = p.Problem
-	}
-	return m
-}
 
 // Limits.
 const (
@@ -164,12 +129,12 @@ func ParseCertificates(pemText string) ([]*x509.Certificate, error) {
 }
 
 // Validate checks the spec after ApplyDefaults and reports every problem at
-// once as a *ValidationError, or nil.
+// once as a *fielderr.Error, or nil.
 func (s *Spec) Validate() error {
-	var probs []FieldError
+	var probs []fielderr.Problem
 	add := func(field string, err error) {
 		if err != nil {
-			probs = append(probs, FieldError{Field: field, Problem: err.Error()})
+			probs = append(probs, fielderr.Problem{Field: field, Problem: err.Error()})
 		}
 	}
 	add("name", ValidateName(s.Name))
@@ -231,5 +196,5 @@ func (s *Spec) Validate() error {
 	if len(probs) == 0 {
 		return nil
 	}
-	return &ValidationError{Problems: probs}
+	return fielderr.New(fielderr.Connection, probs...)
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/secret"
 )
 
@@ -39,9 +40,9 @@ func runValidationCases(t *testing.T, tests []validationCase) {
 				}
 				return
 			}
-			var ve *ValidationError
+			var ve *fielderr.Error
 			if !errors.As(err, &ve) {
-				t.Fatalf("Validate = %v (%T), want *ValidationError on %s", err, err, tt.wantField)
+				t.Fatalf("Validate = %v (%T), want *fielderr.Error on %s", err, err, tt.wantField)
 			}
 			if len(ve.Problems) != 1 {
 				t.Fatalf("Validate gave %d problems, want 1 on %s:\n%v", len(ve.Problems), tt.wantField, err)
@@ -475,9 +476,9 @@ func TestValidateAllProblemsAtOnce(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			err := tt.spec.Validate()
-			var ve *ValidationError
+			var ve *fielderr.Error
 			if !errors.As(err, &ve) {
-				t.Fatalf("Validate = %v (%T), want *ValidationError", err, err)
+				t.Fatalf("Validate = %v (%T), want *fielderr.Error", err, err)
 			}
 			var got []string
 			for _, p := range ve.Problems {
@@ -508,11 +509,11 @@ func TestValidateAllProblemsAtOnce(t *testing.T) {
 
 func TestValidationErrorError(t *testing.T) {
 	t.Parallel()
-	one := &ValidationError{Problems: []FieldError{{Field: "port", Problem: "0 is out of range: accepted is 1 to 65535"}}}
+	one := &fielderr.Error{Subject: fielderr.Connection, Problems: []fielderr.Problem{{Field: "port", Problem: "0 is out of range: accepted is 1 to 65535"}}}
 	if got, want := one.Error(), "invalid connection: port: 0 is out of range: accepted is 1 to 65535"; got != want {
 		t.Errorf("one problem: Error() = %q, want %q", got, want)
 	}
-	many := &ValidationError{Problems: []FieldError{
+	many := &fielderr.Error{Subject: fielderr.Connection, Problems: []fielderr.Problem{
 		{Field: "name", Problem: "required"},
 		{Field: "ssh_tunnel.port", Problem: "out of range"},
 		{Field: "threads", Problem: "too many"},

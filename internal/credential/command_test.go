@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,9 +20,17 @@ import (
 // script writes an executable shell script and returns its path.
 func script(t *testing.T, body string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "get-token")
-	if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
+	dir := t.TempDir()
+	src, path := filepath.Join(dir, "get-token.txt"), filepath.Join(dir, "get-token")
+	if err := os.WriteFile(src, []byte("#!/bin/sh\n"+body), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	// The executable is written by another process: a file this process
+	// held open for writing could be inherited by a program that a
+	// parallel test forks at that moment, and executing it would then
+	// fail with "text file busy".
+	if out, err := exec.Command("install", "-m", "0755", src, path).CombinedOutput(); err != nil {
+		t.Fatalf("install %s: %v %s", path, err, out)
 	}
 	return path
 }

@@ -70,6 +70,9 @@ func sqlstate(err error) string {
 // each source log in, and that the cache refreshes them before they
 // expire, about 80 % of their lifetime apart.
 func TestTokensLogIn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for tokens to be rotated (about 40 s): skipped with -short (make test runs it)")
+	}
 	if _, err := exec.LookPath("psql"); err != nil {
 		t.Skip("psql not installed (the rotation script uses it)")
 	}

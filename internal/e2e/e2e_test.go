@@ -7,12 +7,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/e2e/e2etest"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/queue"
+	"github.com/pgrelay/pgrelay/internal/remote"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/testenv"
@@ -29,7 +29,7 @@ var reaperFlags = []string{"--lost-after", lostAfter.String(), "--reap-interval"
 
 // directConnection saves a direct connection "db" to pg's postgres
 // database as its superuser.
-func directConnection(t *testing.T, c *client.Client, pg *testenv.Postgres) {
+func directConnection(t *testing.T, c *remote.Client, pg *testenv.Postgres) {
 	t.Helper()
 	if _, err := c.CreateConnection(bg, connection.Spec{Name: "db", Host: pg.Host, Port: pg.Port, Database: "postgres",
 		User: pg.SuperUser, Password: secret.New(pg.SuperPassword), SSLMode: connection.SSLDisable}); err != nil {

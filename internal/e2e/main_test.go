@@ -13,7 +13,7 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	os.Exit(e2etest.Main(m, "e2e", &binary))
+	os.Exit(e2etest.MainSlow(m, "e2e", &binary))
 }
 
 var bg = context.Background()

@@ -62,7 +62,7 @@ func (x *run) finish(res *Result) {
 			if x.r.CountCancels != nil && len(byPgx) > 0 {
 				x.r.CountCancels(OutcomeCancelled, len(byPgx))
 			}
-			x.log(-1, "system", "cleanup: "+c.Message)
+			x.log(-1, StreamSystem, "cleanup: "+c.Message)
 			res.Cleanup = &c
 			x.release()
 			return
@@ -80,7 +80,7 @@ func (x *run) finish(res *Result) {
 		c.Message += fmt.Sprintf(" (the tunnel dropped: %v)", reason)
 	}
 	res.Cleanup = &c
-	x.log(-1, "system", "cleanup: "+c.Message)
+	x.log(-1, StreamSystem, "cleanup: "+c.Message)
 	go x.retryCleanup(backends, c)
 }
 

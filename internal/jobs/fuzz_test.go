@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 )
 
@@ -26,7 +26,7 @@ func FuzzParseFile(f *testing.F) {
 			if strings.TrimSpace(err.Error()) == "" {
 				t.Fatal("empty error message")
 			}
-			var ve *connection.ValidationError
+			var ve *fielderr.Error
 			if errors.As(err, &ve) {
 				for _, p := range ve.Problems {
 					if p.Field == "" || p.Problem == "" {

@@ -41,7 +41,7 @@ func NewLogLimit(max int64) *LogLimit {
 func (g *LogLimit) Admit(l LogLine) []LogLine {
 	n := int64(len(l.Text))
 	switch {
-	case l.Stream == "system":
+	case l.Stream == StreamSystem:
 		g.used += n
 		return []LogLine{l}
 	case g.truncated:
@@ -65,7 +65,7 @@ func (g *LogLimit) Admit(l LogLine) []LogLine {
 		part.Text = l.Text[:room]
 		out = append(out, part)
 	}
-	return append(out, LogLine{Time: l.Time, Stream: "system", Step: -1, Text: g.Marker()})
+	return append(out, LogLine{Time: l.Time, Stream: StreamSystem, Step: -1, Text: g.Marker()})
 }
 
 // Truncated reports whether output was dropped.

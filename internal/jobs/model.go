@@ -18,6 +18,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 )
 
 // Status is a run's (or a step's) state.
@@ -70,12 +71,23 @@ type Step struct {
 	Workdir string `json:"workdir,omitempty" yaml:"workdir,omitempty"`
 }
 
-// Kind is "sql" or "command".
-func (s Step) Kind() string {
+// StepKind says what a step runs.
+type StepKind string
+
+// Step kinds.
+const (
+	// StepSQL runs SQL in-process through the connection.
+	StepSQL StepKind = "sql"
+	// StepCommand runs a program with the connection's environment.
+	StepCommand StepKind = "command"
+)
+
+// Kind is StepSQL or StepCommand.
+func (s Step) Kind() StepKind {
 	if s.SQL != "" {
-		return "sql"
+		return StepSQL
 	}
-	return "command"
+	return StepCommand
 }
 
 // Label describes the step in one line.
@@ -146,12 +158,12 @@ func ParseSchedule(spec string) (cron.Schedule, error) {
 }
 
 // Validate checks the job after ApplyDefaults and reports every problem at
-// once as a *connection.ValidationError (fields like "steps[1].command").
+// once as a *fielderr.Error of subject fielderr.Job (fields like "steps[1].command").
 func (j *Job) Validate() error {
-	var probs []connection.FieldError
+	var probs []fielderr.Problem
 	add := func(field string, err error) {
 		if err != nil {
-			probs = append(probs, connection.FieldError{Field: field, Problem: err.Error()})
+			probs = append(probs, fielderr.Problem{Field: field, Problem: err.Error()})
 		}
 	}
 	add("name", connection.ValidateName(j.Name))
@@ -219,14 +231,14 @@ func (j *Job) Validate() error {
 	if len(probs) == 0 {
 		return nil
 	}
-	return &connection.ValidationError{Problems: probs}
+	return fielderr.New(fielderr.Job, probs...)
 }
 
 // RunStep is the outcome of one step of a run.
 type RunStep struct {
 	Index      int        `json:"index"`
 	Label      string     `json:"label"`
-	Kind       string     `json:"kind"`
+	Kind       StepKind   `json:"kind"`
 	Status     Status     `json:"status"`
 	ExitCode   *int       `json:"exit_code,omitempty"`
 	StartedAt  *time.Time `json:"started_at,omitempty"`
@@ -275,12 +287,25 @@ func (r *Run) DurationMS(now time.Time) int64 {
 	return end.Sub(*r.StartedAt).Milliseconds()
 }
 
+// Stream says where a log line comes from.
+type Stream string
+
+// Streams of log lines.
+const (
+	// StreamStdout and StreamStderr are a program's output.
+	StreamStdout Stream = "stdout"
+	StreamStderr Stream = "stderr"
+	// StreamSystem are pgrelay's own lines (steps started and ended,
+	// tunnel, cleanup, markers).
+	StreamSystem Stream = "system"
+)
+
 // LogLine is one line of a run's log.
 type LogLine struct {
 	Seq    int64     `json:"seq"`
 	Time   time.Time `json:"time"`
-	Stream string    `json:"stream"` // stdout, stderr, system
-	Step   int       `json:"step"`   // -1 for run-level lines
+	Stream Stream    `json:"stream"`
+	Step   int       `json:"step"` // -1 for run-level lines
 	Text   string    `json:"text"`
 }
 

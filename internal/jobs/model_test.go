@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 )
 
@@ -19,7 +20,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 		Steps: []jobs.Step{{SQL: "a", Command: []string{"b"}}, {}, {Command: []string{""}}, {Command: []string{"dbt"}, Workdir: "rel/dir"},
 			{SQL: "x", Workdir: "/abs"}, {SQL: "bad\x00"}}}
 	err := j.Validate()
-	var ve *connection.ValidationError
+	var ve *fielderr.Error
 	if !errors.As(err, &ve) {
 		t.Fatalf("want a validation error, got %v", err)
 	}
@@ -47,7 +48,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 func TestParseFileReportsJobAndField(t *testing.T) {
 	t.Parallel()
 	_, err := jobs.ParseFile(strings.NewReader("jobs:\n  - name: a\n    connection: wh\n    steps: [{sql: x}]\n  - name: a\n    connection: wh\n    steps: []\n"))
-	var ve *connection.ValidationError
+	var ve *fielderr.Error
 	if !errors.As(err, &ve) {
 		t.Fatalf("got %v", err)
 	}

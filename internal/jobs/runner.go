@@ -107,7 +107,14 @@ type Runner struct {
 // Result is a run's outcome.
 type Result struct {
 	Status Status
-	// Reason says why a run did not succeed (empty on success).
+	// Err is why the run did not succeed (nil on success), typed for code
+	// that decides by it: a *CancelledError, a *TimeoutError, the
+	// connection's error when its tunnel dropped (one that wraps a
+	// *tunnel.DroppedError), a *StepError, or the error of opening the
+	// connection. Its text is not masked: show Reason.
+	Err error
+	// Reason is Err's text for people and the store, with the password
+	// masked (empty on success).
 	Reason string
 	Steps  []RunStep
 	// ExitCode is the exit code of the last command step that ran, or -1.
@@ -120,14 +127,44 @@ type Result struct {
 }
 
 // CancelledError is the cause of a cancelled run.
-type CancelledError struct{ By string }
+type CancelledError struct {
+	// By says who or what cancelled (a user, a signal), if known.
+	By string
+	// Reason, when set, is the reason recorded with the cancel request
+	// (see app.CancelRun), shown as it is.
+	Reason string
+}
 
 func (e *CancelledError) Error() string {
-	if e.By == "" {
+	switch {
+	case e.Reason != "":
+		return e.Reason
+	case e.By == "":
 		return "cancelled"
 	}
 	return "cancelled by " + e.By
 }
+
+// StepError is why a run failed in one of its steps.
+type StepError struct {
+	// Step is the step's index; Label its label.
+	Step  int
+	Label string
+	// Refused is set when the step was refused before the run started
+	// (a command the policy does not allow): nothing ran.
+	Refused bool
+	Err     error
+}
+
+func (e *StepError) Error() string {
+	if e.Refused {
+		return fmt.Sprintf("step %d (%s) refused, nothing was run: %v", e.Step+1, e.Label, e.Err)
+	}
+	return fmt.Sprintf("step %d (%s) failed: %v", e.Step+1, e.Label, e.Err)
+}
+
+// Unwrap returns the step's error.
+func (e *StepError) Unwrap() error { return e.Err }
 
 // TimeoutError is the cause of a run that ran out of time.
 type TimeoutError struct{ After time.Duration }
@@ -186,7 +223,9 @@ func (r *Runner) Run(ctx context.Context, job Job, hooks Hooks) Result {
 	res := x.exec(ctx)
 	x.finish(&res)
 	res.Steps = x.steps
-	res.Reason = CleanText(x.mask(res.Reason))
+	if res.Err != nil {
+		res.Reason = CleanText(x.mask(res.Err.Error()))
+	}
 	for i := range res.Steps {
 		res.Steps[i].Error = CleanText(x.mask(res.Steps[i].Error))
 	}
@@ -204,7 +243,7 @@ func (x *run) mask(text string) string {
 	return text
 }
 
-func (x *run) log(step int, stream, text string) {
+func (x *run) log(step int, stream Stream, text string) {
 	text = x.mask(text)
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -250,24 +289,24 @@ func (x *run) exec(parent context.Context) Result {
 				x.setStep(j, func(s *RunStep) { s.Status = Skipped })
 			}
 		}
-		reason := fmt.Sprintf("step %d (%s) refused, nothing was run: %v", i+1, x.job.Steps[i].Label(), err)
-		x.log(i, "system", reason)
-		return Result{Status: Failed, Reason: reason, ExitCode: -1}
+		serr := &StepError{Step: i, Label: x.job.Steps[i].Label(), Refused: true, Err: err}
+		x.log(i, StreamSystem, serr.Error())
+		return Result{Status: Failed, Err: serr, ExitCode: -1}
 	}
-	x.log(-1, "system", fmt.Sprintf("opening connection %s", x.job.Connection))
+	x.log(-1, StreamSystem, fmt.Sprintf("opening connection %s", x.job.Connection))
 	conn, err := x.r.Open(ctx, x.job.Connection)
 	if err != nil {
 		if c := context.Cause(ctx); c != nil && parent.Err() != nil {
 			err = c
 		}
 		x.skipFrom(0)
-		x.log(-1, "system", "could not open the connection: "+err.Error())
-		return Result{Status: statusFor(err), Reason: err.Error(), ExitCode: -1}
+		x.log(-1, StreamSystem, "could not open the connection: "+err.Error())
+		return Result{Status: statusFor(err), Err: err, ExitCode: -1}
 	}
 	x.conn = conn
 	x.secret = conn.Spec().Password.Reveal()
 	if t := conn.Spec().Tunnel; t != nil {
-		x.log(-1, "system", fmt.Sprintf("SSH tunnel up via %s@%s (keepalive every %s, dropped after %d missed)",
+		x.log(-1, StreamSystem, fmt.Sprintf("SSH tunnel up via %s@%s (keepalive every %s, dropped after %d missed)",
 			t.User, net.JoinHostPort(t.Host, strconv.Itoa(t.Port)), t.KeepaliveInterval, t.KeepaliveCountMax))
 	}
 	// The tunnel dropping stops the run with the tunnel's error.
@@ -291,7 +330,7 @@ func (x *run) exec(parent context.Context) Result {
 		x.curStep = i
 		x.mu.Unlock()
 		x.setStep(i, func(s *RunStep) { s.Status = Running; s.StartedAt = &start })
-		x.log(i, "system", fmt.Sprintf("step %d: %s", i+1, step.Label()))
+		x.log(i, StreamSystem, fmt.Sprintf("step %d: %s", i+1, step.Label()))
 		var code *int
 		var serr error
 		if step.SQL != "" {
@@ -327,11 +366,11 @@ func (x *run) exec(parent context.Context) Result {
 		if stopped {
 			return x.stopped(ctx, exitCode)
 		}
-		reason := fmt.Sprintf("step %d (%s) failed: %v", i+1, step.Label(), serr)
-		x.log(i, "system", reason)
-		return Result{Status: Failed, Reason: reason, ExitCode: exitCode}
+		failed := &StepError{Step: i, Label: step.Label(), Err: serr}
+		x.log(i, StreamSystem, failed.Error())
+		return Result{Status: Failed, Err: failed, ExitCode: exitCode}
 	}
-	x.log(-1, "system", "all steps succeeded")
+	x.log(-1, StreamSystem, "all steps succeeded")
 	return Result{Status: Succeeded, ExitCode: exitCode}
 }
 
@@ -368,8 +407,8 @@ func (x *run) stopped(ctx context.Context, exitCode int) Result {
 	if cause == nil {
 		cause = errors.New("stopped")
 	}
-	x.log(-1, "system", "run stopped: "+cause.Error())
-	return Result{Status: statusFor(cause), Reason: cause.Error(), ExitCode: exitCode}
+	x.log(-1, StreamSystem, "run stopped: "+cause.Error())
+	return Result{Status: statusFor(cause), Err: cause, ExitCode: exitCode}
 }
 
 func (x *run) skipFrom(i int) {
@@ -441,7 +480,7 @@ func (x *run) runSQL(ctx context.Context, i int, step Step) error {
 			return x.sqlErr(ctx, err)
 		}
 		if n >= skip {
-			x.log(i, "stdout", tag.String())
+			x.log(i, StreamStdout, tag.String())
 		}
 	}
 	if err := mrr.Close(); err != nil {
@@ -556,8 +595,11 @@ func (x *run) prepareCommands(ctx context.Context) error {
 		cfg.StartupTimeout = relay.LoginStartupTimeout(tokenFetchTime(spec))
 	}
 	rl := relay.New(cfg)
-	x.px = proxy.New(ln, x.conn.DialDatabase, x.r.Logger, proxy.WithHandshake(rl.Handshake))
-	go func() { _ = x.px.Serve(context.WithoutCancel(ctx)) }()
+	px := proxy.New(ln, x.conn.DialDatabase, x.r.Logger, proxy.WithHandshake(rl.Handshake))
+	x.mu.Lock()
+	x.px = px // closeClients takes it (under mu) while px serves
+	x.mu.Unlock()
+	go func() { _ = px.Serve(context.WithoutCancel(ctx)) }()
 	x.pxAddr = ln.Addr().String()
 	epHost, port, _ := net.SplitHostPort(x.pxAddr)
 	sslmode := string(spec.SSLMode)
@@ -623,7 +665,7 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	if runAs != nil {
 		as = fmt.Sprintf(", run as user %s", runAs.Name)
 	}
-	x.log(-1, "system", fmt.Sprintf("local endpoint %s for commands; dbt profile %q target %q in DBT_PROFILES_DIR%s", x.pxAddr, x.job.Profile, x.job.Target, as))
+	x.log(-1, StreamSystem, fmt.Sprintf("local endpoint %s for commands; dbt profile %q target %q in DBT_PROFILES_DIR%s", x.pxAddr, x.job.Profile, x.job.Target, as))
 	return nil
 }
 
@@ -751,8 +793,8 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 			return nil, err
 		}
 		wg.Add(2)
-		go func() { defer wg.Done(); x.capture(i, "stdout", stdout) }()
-		go func() { defer wg.Done(); lastErrLine = x.capture(i, "stderr", stderr) }()
+		go func() { defer wg.Done(); x.capture(i, StreamStdout, stdout) }()
+		go func() { defer wg.Done(); lastErrLine = x.capture(i, StreamStderr, stderr) }()
 	}
 	if err := cmd.Start(); err != nil {
 		in := ""
@@ -772,19 +814,19 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 		case <-stopDone:
 			return
 		}
-		x.log(i, "system", fmt.Sprintf("stopping %s (SIGINT; SIGTERM after %s, SIGKILL %s later)", prog,
+		x.log(i, StreamSystem, fmt.Sprintf("stopping %s (SIGINT; SIGTERM after %s, SIGKILL %s later)", prog,
 			x.r.InterruptGrace, x.r.KillGrace))
 		x.signal(cmd, syscall.SIGINT)
 		select {
 		case <-time.After(x.r.InterruptGrace):
-			x.log(i, "system", fmt.Sprintf("%s still running after SIGINT: SIGTERM", prog))
+			x.log(i, StreamSystem, fmt.Sprintf("%s still running after SIGINT: SIGTERM", prog))
 			x.signal(cmd, syscall.SIGTERM)
 		case <-stopDone:
 			return
 		}
 		select {
 		case <-time.After(x.r.KillGrace):
-			x.log(i, "system", fmt.Sprintf("%s still running after %s: SIGKILL", prog, x.r.KillGrace))
+			x.log(i, StreamSystem, fmt.Sprintf("%s still running after %s: SIGKILL", prog, x.r.KillGrace))
 			x.signal(cmd, syscall.SIGKILL)
 		case <-stopDone:
 		}
@@ -824,7 +866,7 @@ func (x *run) signal(cmd *exec.Cmd, sig syscall.Signal) {
 
 // capture reads r line by line into the log (long lines are split at
 // 64 KiB) and returns the last line that was not blank, masked.
-func (x *run) capture(i int, stream string, r io.Reader) (last string) {
+func (x *run) capture(i int, stream Stream, r io.Reader) (last string) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	// A line longer than the buffer comes in parts, logged as pieces of
 	// about maxLogLine bytes; each piece is masked with the part before

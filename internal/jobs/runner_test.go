@@ -127,7 +127,7 @@ func (r *recorder) text() string {
 }
 
 // linesOf returns the text of step's lines on stream.
-func (r *recorder) linesOf(step int, stream string) []string {
+func (r *recorder) linesOf(step int, stream jobs.Stream) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []string
@@ -295,7 +295,10 @@ func TestStoppedRunStopsItsStatements(t *testing.T) {
 		GRANT ALL ON public.locked TO dbt`); err != nil {
 		t.Fatal(err)
 	}
+	var adminMu sync.Mutex // the subtests share admin
 	sleeping := func(tag string) int {
+		adminMu.Lock()
+		defer adminMu.Unlock()
 		var n int
 		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%' || $1 || '%'
 			AND pid <> pg_backend_pid()`, tag).Scan(&n); err != nil {
@@ -326,11 +329,14 @@ func TestStoppedRunStopsItsStatements(t *testing.T) {
 			tag := "stop-" + strings.ToLower(tc.name)
 			sql := "BEGIN; UPDATE public.locked SET v = v + 1 WHERE id = 1; SELECT pg_sleep(300) /* " + tag + " */"
 			rctx, cancel := context.WithCancelCause(ctx)
+			stopped := make(chan struct{})
 			go func() {
+				defer close(stopped)
 				waitFor("the statement to run", 15*time.Second, func() bool { return sleeping(tag) == 1 })
 				tc.stop(cancel)
 			}()
 			res := r.Run(rctx, job("wh", jobs.Step{SQL: sql}), jobs.Hooks{})
+			<-stopped // done with admin, which is for one goroutine at a time
 			if res.Status != tc.want || res.Cleanup == nil || res.Cleanup.Status != jobs.CleanupDone ||
 				len(res.Cleanup.Cancelled) != 1 || !strings.HasPrefix(res.Cleanup.Message, "cancelled 1 statement on the server (pid ") {
 				t.Fatalf("result %+v, cleanup %+v", res, res.Cleanup)

@@ -39,8 +39,11 @@ func TestStopperStopsBackends(t *testing.T) {
 		t.Fatal(err)
 	}
 	// open starts a session through the tunnel running sql in the
-	// background, and returns its backend and its connection.
-	open := func(sql ...string) (jobs.Backend, *pgx.Conn) {
+	// background, and returns its backend and what closes its client
+	// (the socket first, so that the statement's goroutine returns
+	// before the connection is closed: a pgx.Conn is not for two
+	// goroutines at once).
+	open := func(sql ...string) (jobs.Backend, func()) {
 		t.Helper()
 		c, err := conn.Connect(ctx)
 		if err != nil {
@@ -58,11 +61,9 @@ func TestStopperStopsBackends(t *testing.T) {
 			if _, err := c.Exec(ctx, last); err != nil {
 				t.Fatal(err)
 			}
-			return b, c
+			return b, func() { _ = c.Close(ctx) }
 		}
-		go func() { _, _ = c.Exec(context.Background(), last) }()
-		waitActive(t, admin, b.PID)
-		return b, c
+		return b, execInBackground(t, c, admin, b.PID, last)
 	}
 	alive := func(pid uint32) bool {
 		var n int
@@ -78,8 +79,8 @@ func TestStopperStopsBackends(t *testing.T) {
 		s := &jobs.Stopper{Conn: conn, Grace: 10 * time.Second}
 		start := time.Now()
 		c, err := s.Stop(ctx, []jobs.Backend{sleeper, locker}, func() {
-			_ = c1.Close(ctx)
-			_ = c2.Close(ctx)
+			c1()
+			c2()
 		})
 		if err != nil || c.Status != jobs.CleanupDone || len(c.Cancelled) != 2 || len(c.Terminated) != 0 {
 			t.Fatalf("cleanup %+v, %v", c, err)
@@ -105,7 +106,7 @@ func TestStopperStopsBackends(t *testing.T) {
 		// Its client stays open (a run that could not close it): after
 		// the grace period, it is terminated.
 		idle, c1 := open("BEGIN", "UPDATE public.stop_t SET v = v + 1 WHERE id = 1", "select 1")
-		defer c1.Close(ctx)
+		defer c1()
 		s := &jobs.Stopper{Conn: conn, Grace: 300 * time.Millisecond}
 		c, err := s.Stop(ctx, []jobs.Backend{idle}, nil)
 		if err != nil || c.Status != jobs.CleanupDone || !slices.Equal(c.Terminated, []uint32{idle.PID}) {
@@ -122,14 +123,12 @@ func TestStopperStopsBackends(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer oc.Close(ctx)
 		other := jobs.Backend{PID: oc.PgConn().PID(), SecretKey: oc.PgConn().SecretKey(), OpenedAt: time.Now().UTC()}
-		go func() { _, _ = oc.Exec(context.Background(), "select pg_sleep(300)") }()
-		waitActive(t, admin, other.PID)
+		defer execInBackground(t, oc, admin, other.PID, "select pg_sleep(300)")()
 		// The run's own user, but a session started long after the
 		// recorded one (a reused process ID).
 		later, c1 := open("select pg_sleep(300)")
-		defer c1.Close(ctx)
+		defer c1()
 		later.OpenedAt = later.OpenedAt.Add(-time.Hour)
 		s := &jobs.Stopper{Conn: conn, Grace: 200 * time.Millisecond}
 		c, err := s.Stop(ctx, []jobs.Backend{other, later}, nil)
@@ -163,6 +162,24 @@ type failingConn struct{ jobs.Conn }
 
 func (failingConn) Connect(context.Context) (*pgx.Conn, error) {
 	return nil, errors.New("the bastion did not answer")
+}
+
+// execInBackground runs sql on c in a goroutine until pid (c's backend)
+// runs it, and returns what closes c: its socket, then, once the
+// statement's goroutine returned, the connection.
+func execInBackground(t *testing.T, c *pgx.Conn, admin *pgx.Conn, pid uint32, sql string) func() {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = c.Exec(context.Background(), sql)
+	}()
+	waitActive(t, admin, pid)
+	return func() {
+		_ = c.PgConn().Conn().Close()
+		<-done
+		_ = c.Close(context.Background())
+	}
 }
 
 // waitActive waits until pid runs a statement.

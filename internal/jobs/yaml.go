@@ -9,7 +9,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 )
 
 // File is the jobs YAML file: `jobs: [...]`.
@@ -43,7 +43,7 @@ func ParseFile(r io.Reader) ([]Job, error) {
 	if len(f.Jobs) == 0 {
 		return nil, errors.New("jobs file has no jobs: expected `jobs:` with a list of jobs")
 	}
-	var probs []connection.FieldError
+	var probs []fielderr.Problem
 	seen := map[string]int{}
 	for i := range f.Jobs {
 		j := &f.Jobs[i]
@@ -53,15 +53,15 @@ func ParseFile(r io.Reader) ([]Job, error) {
 			prefix += "(" + j.Name + ")"
 		}
 		if prev, dup := seen[j.Name]; dup && j.Name != "" {
-			probs = append(probs, connection.FieldError{Field: prefix + ".name",
+			probs = append(probs, fielderr.Problem{Field: prefix + ".name",
 				Problem: fmt.Sprintf("duplicate: job %q is also jobs[%d]", j.Name, prev)})
 		}
 		seen[j.Name] = i
 		if err := j.Validate(); err != nil {
-			var ve *connection.ValidationError
+			var ve *fielderr.Error
 			if errors.As(err, &ve) {
 				for _, p := range ve.Problems {
-					probs = append(probs, connection.FieldError{Field: prefix + "." + p.Field, Problem: p.Problem})
+					probs = append(probs, fielderr.Problem{Field: prefix + "." + p.Field, Problem: p.Problem})
 				}
 			} else {
 				return nil, err
@@ -69,7 +69,7 @@ func ParseFile(r io.Reader) ([]Job, error) {
 		}
 	}
 	if len(probs) > 0 {
-		return nil, &connection.ValidationError{Problems: probs}
+		return nil, fielderr.New(fielderr.Job, probs...)
 	}
 	return f.Jobs, nil
 }

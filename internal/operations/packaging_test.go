@@ -64,6 +64,9 @@ const testVersion = "9.8.7-test"
 // file system (podman cannot run containers in every sandbox), as the
 // image's user, until it answers /healthz and the image's health check.
 func TestReleaseBinaries(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the release binaries and the image: skipped with -short (make test runs it)")
+	}
 	t.Parallel()
 	root := repoRoot(t)
 	dist := t.TempDir()

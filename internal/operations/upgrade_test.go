@@ -120,6 +120,9 @@ func subset(t *testing.T, what string, old, cur *state) {
 // against a server, the job runs, the web UI signs in. A store that a
 // newer pgrelay migrated is refused with a clear message.
 func TestUpgradeFromPreviousRelease(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the previous release: skipped with -short (make test runs it)")
+	}
 	t.Parallel()
 	old := buildPrevious(t)
 	w := newWorld(t)

@@ -101,7 +101,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func TestRoundTripToPostgresViaTunnel(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
 	b := testenv.StartBastion(t, testenv.BastionOptions{})
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -154,7 +154,7 @@ func TestRoundTripToPostgresViaTunnel(t *testing.T) {
 
 func TestCloseWhileActive(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
 	p := proxy.New(listen(t), tcpDialer(pg.Addr()), testLogger(t))
 	served := serve(t, context.Background(), p)
 	conn := connectVia(t, p, pg)
@@ -163,9 +163,9 @@ func TestCloseWhileActive(t *testing.T) {
 	queryErr := make(chan error, 1)
 	go func() {
 		var s string
-		queryErr <- conn.QueryRow(context.Background(), "SELECT pg_sleep($1)::text", 30).Scan(&s)
+		queryErr <- conn.QueryRow(context.Background(), "SELECT pg_sleep($1)::text -- "+t.Name(), 30).Scan(&s)
 	}()
-	time.Sleep(100 * time.Millisecond)
+	pg.WaitActive(t, "-- "+t.Name(), 10*time.Second) // of this test: the cluster is shared
 
 	start := time.Now()
 	if err := p.Close(); err != nil {

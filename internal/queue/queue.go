@@ -26,6 +26,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/store"
+	"github.com/pgrelay/pgrelay/internal/store/postgres"
 )
 
 // Defaults.
@@ -212,7 +213,7 @@ func New(cfg Config) (*Queue, error) {
 		drv := riverpgxv5.New(pool)
 		q.client, err = river.NewClient(drv, rc)
 		q.migrate = func(ctx context.Context) error {
-			return withMigrationLock(ctx, pool, func() error {
+			return postgres.WithAdvisoryLock(ctx, pool, MigrationLockKey, func(*pgxpool.Conn) error {
 				m, err := rivermigrate.New(drv, nil)
 				if err != nil {
 					return err
@@ -233,32 +234,6 @@ func New(cfg Config) (*Queue, error) {
 // that start together would otherwise apply the same migration at once and
 // fail. It is the bytes of "pgriver".
 const MigrationLockKey int64 = 0x70677269766572
-
-// withMigrationLock runs migrate while holding MigrationLockKey on a
-// connection of its own.
-func withMigrationLock(ctx context.Context, pool *pgxpool.Pool, migrate func() error) (err error) {
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("take migration lock: %w", err)
-	}
-	defer conn.Release()
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, MigrationLockKey); err != nil {
-		return fmt.Errorf("take migration lock %d: %w", MigrationLockKey, err)
-	}
-	defer func() {
-		// The lock belongs to the session: if it cannot be released, close
-		// the connection (the server releases it) rather than pool it.
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if _, uerr := conn.Exec(uctx, `SELECT pg_advisory_unlock($1)`, MigrationLockKey); uerr != nil {
-			_ = conn.Conn().Close(uctx)
-			if err == nil {
-				err = fmt.Errorf("release migration lock %d: %w", MigrationLockKey, uerr)
-			}
-		}
-	}()
-	return migrate()
-}
 
 func sanitizeID(s string) string {
 	out := make([]byte, 0, len(s))

@@ -34,12 +34,10 @@ func start(t *testing.T, pg *testenv.Postgres, mod func(*queue.Config)) *fixture
 	}
 	t.Cleanup(func() { _ = st.Close() })
 	kr, _ := secret.NewKeyring(make([]byte, 32))
-	svc, err := app.New(app.Config{Store: st, Keyring: kr})
+	// The order of daemon.New: the connector, the queue on its Open, the
+	// service on both.
+	conn, err := app.NewConnector(app.Config{Store: st, Keyring: kr})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.CreateConnection(ctx, connection.Spec{Name: "db", Host: pg.Host, Port: pg.Port, Database: "postgres",
-		User: pg.SuperUser, Password: secret.New(pg.SuperPassword), SSLMode: connection.SSLDisable}); err != nil {
 		t.Fatal(err)
 	}
 	qdb, err := st.OpenQueueDB()
@@ -49,7 +47,7 @@ func start(t *testing.T, pg *testenv.Postgres, mod func(*queue.Config)) *fixture
 	t.Cleanup(func() { _ = qdb.Close() })
 	cfg := queue.Config{
 		Store: st, Backend: queue.Backend{SQLite: qdb},
-		Open:              func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
+		Open:              conn.OpenConn,
 		Commands:          jobs.CommandPolicy{Allow: allowlist(t, "sh", "sleep")},
 		HeartbeatInterval: 200 * time.Millisecond, LostAfter: time.Second, ReapInterval: 200 * time.Millisecond,
 		ScheduleSync: 200 * time.Millisecond, KillGrace: time.Second, ShutdownGrace: time.Second,
@@ -61,7 +59,14 @@ func start(t *testing.T, pg *testenv.Postgres, mod func(*queue.Config)) *fixture
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc.SetQueue(q)
+	svc, err := app.New(app.Config{Connector: conn, Queue: q})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.CreateConnection(ctx, connection.Spec{Name: "db", Host: pg.Host, Port: pg.Port, Database: "postgres",
+		User: pg.SuperUser, Password: secret.New(pg.SuperPassword), SSLMode: connection.SSLDisable}); err != nil {
+		t.Fatal(err)
+	}
 	if err := q.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

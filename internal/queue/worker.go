@@ -263,7 +263,7 @@ func (q *Queue) work(parent context.Context, id string) {
 				return
 			}
 			if cur.CancelRequested {
-				cancel(&jobs.CancelledError{By: cancelledBy(cur.Reason)})
+				cancel(&jobs.CancelledError{Reason: cur.Reason})
 			} else if cur.Status.Terminal() || cur.Worker != q.cfg.Worker {
 				cancel(errors.New("the run was resolved elsewhere (declared lost by the reaper)"))
 			}
@@ -308,7 +308,7 @@ func (q *Queue) recordCleanup(ctx context.Context, id string, c jobs.Cleanup) {
 	if err := q.cfg.Store.PutRunCleanup(ctx, id, &c); err != nil {
 		q.cfg.Logger.ErrorContext(ctx, "could not record the run's cleanup", "run_id", id, "error", err)
 	}
-	line := jobs.LogLine{Time: q.cfg.Now().UTC(), Stream: "system", Step: -1, Text: "cleanup: " + c.Message}
+	line := jobs.LogLine{Time: q.cfg.Now().UTC(), Stream: jobs.StreamSystem, Step: -1, Text: "cleanup: " + c.Message}
 	if err := q.cfg.Store.AppendRunLog(ctx, id, []jobs.LogLine{line}); err != nil {
 		q.cfg.Logger.WarnContext(ctx, "could not log the run's cleanup", "run_id", id, "error", err)
 	}
@@ -352,15 +352,6 @@ func (q *Queue) stopLostRun(ctx context.Context, r *jobs.Run) {
 		c := jobs.StopAfterReconnect(cctx, q.cfg.Open, r.Job.Connection, backends, tmpl, 0, 0, q.cfg.Logger)
 		q.recordCleanup(ctx, r.ID, c)
 	}()
-}
-
-// cancelledBy extracts who cancelled from the stored reason.
-func cancelledBy(reason string) string {
-	const p = "cancelled by "
-	if len(reason) > len(p) && reason[:len(p)] == p {
-		return reason[len(p):]
-	}
-	return ""
 }
 
 // reap resolves running runs whose worker stopped sending heartbeats: they
@@ -414,7 +405,7 @@ func (q *Queue) reap(ctx context.Context) {
 		if upd.Status == jobs.Running {
 			continue
 		}
-		_ = q.cfg.Store.AppendRunLog(ctx, r.ID, []jobs.LogLine{{Time: now, Stream: "system", Step: -1, Text: lost}})
+		_ = q.cfg.Store.AppendRunLog(ctx, r.ID, []jobs.LogLine{{Time: now, Stream: jobs.StreamSystem, Step: -1, Text: lost}})
 		q.stopLostRun(ctx, upd)
 		if retry {
 			q.cfg.Logger.WarnContext(ctx, "run lost with its worker; retrying", "run_id", r.ID, "worker", r.Worker)

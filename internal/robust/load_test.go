@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/remote"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/testenv"
@@ -109,7 +109,7 @@ func TestLoad(t *testing.T) {
 // runner starts runs of job one after another until ctx ends, waiting
 // for each to end (polling, as the CLI does), and counts the outcomes.
 // A run started before the end is waited for to its end.
-func runner(ctx context.Context, c *client.Client, job string, ids *recentIDs, ok, bad *atomic.Int64, fails *failures) {
+func runner(ctx context.Context, c *remote.Client, job string, ids *recentIDs, ok, bad *atomic.Int64, fails *failures) {
 	for ctx.Err() == nil {
 		run, err := c.RunJob(bg, job, jobs.API)
 		if err != nil {
@@ -137,7 +137,7 @@ func runner(ctx context.Context, c *client.Client, job string, ids *recentIDs, o
 
 // apiClient sends requests until ctx ends, in a mix like a UI and a few
 // scripts would: mostly reads, some writes, a short pause between them.
-func apiClient(ctx context.Context, c *client.Client, i int, ids *recentIDs, stats *latencies, fails *failures) {
+func apiClient(ctx context.Context, c *remote.Client, i int, ids *recentIDs, stats *latencies, fails *failures) {
 	rnd := rand.New(rand.NewPCG(uint64(i), 42))
 	for n := 0; ctx.Err() == nil; n++ {
 		var op string

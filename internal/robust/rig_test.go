@@ -14,11 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/e2e/e2etest"
 	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/remote"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/store/sqlite"
@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 	if !given {
 		_ = flag.Set("test.parallel", strconv.Itoa(parallel))
 	}
-	os.Exit(e2etest.Main(m, "robust", &binary))
+	os.Exit(e2etest.MainSlow(m, "robust", &binary))
 }
 
 var bg = context.Background()
@@ -212,7 +212,7 @@ type rig struct {
 	args  []string
 	srv   *e2etest.Server
 	token string
-	c     *client.Client
+	c     *remote.Client
 }
 
 // rigOptions configures startRig.

@@ -87,6 +87,8 @@ type Postgres struct {
 	socketDir string
 	logFile   string
 	running   bool
+	// shared is set on a SharedPostgres cluster, which no test may stop.
+	shared bool
 }
 
 // osAccount is an OS user that server processes run as.
@@ -104,6 +106,13 @@ type osAccount struct {
 // As root the cluster runs as the "postgres" OS user, since initdb refuses
 // to run as root.
 func StartPostgres(tb testing.TB, opts PostgresOptions) *Postgres {
+	tb.Helper()
+	return startPostgres(tb, opts, true)
+}
+
+// startPostgres starts a cluster; with cleanup it is stopped and removed
+// when tb ends (else the caller sees to it).
+func startPostgres(tb testing.TB, opts PostgresOptions, cleanup bool) *Postgres {
 	tb.Helper()
 	if opts.SSLOnly {
 		opts.TLS = true
@@ -134,7 +143,9 @@ func StartPostgres(tb testing.TB, opts PostgresOptions) *Postgres {
 	if err := p.setup(tb); err != nil {
 		tb.Fatalf("testenv: set up PostgreSQL: %v", err)
 	}
-	tb.Cleanup(func() { p.cleanup(tb) })
+	if cleanup {
+		tb.Cleanup(func() { p.cleanup(tb) })
+	}
 	p.start(tb, true)
 	tb.Logf("testenv: PostgreSQL (%s) ready on %s in %v (tls=%v ssl_only=%v)",
 		filepath.Base(filepath.Dir(binDir)), p.Addr(), time.Since(start).Round(time.Millisecond), opts.TLS, opts.SSLOnly)
@@ -396,6 +407,7 @@ func (p *Postgres) Restart(tb testing.TB) {
 // new ones are refused until Start.
 func (p *Postgres) Stop(tb testing.TB) {
 	tb.Helper()
+	p.notShared(tb, "stop")
 	if !p.running {
 		tb.Fatalf("testenv: stop PostgreSQL %s: not running", p.Addr())
 	}
@@ -405,10 +417,19 @@ func (p *Postgres) Stop(tb testing.TB) {
 // Start starts the server again after Stop, on the same port.
 func (p *Postgres) Start(tb testing.TB) {
 	tb.Helper()
+	p.notShared(tb, "start")
 	if p.running {
 		tb.Fatalf("testenv: start PostgreSQL %s: already running", p.Addr())
 	}
 	p.start(tb, false)
+}
+
+// notShared fails the test that would change a shared cluster.
+func (p *Postgres) notShared(tb testing.TB, what string) {
+	tb.Helper()
+	if p.shared {
+		tb.Fatalf("testenv: %s PostgreSQL %s: it is shared by the package's tests (SharedPostgres); use StartPostgres for a server of the test's own", what, p.Addr())
+	}
 }
 
 func (p *Postgres) stop(tb testing.TB) {
@@ -590,4 +611,31 @@ func readFrom(path string, offset int64) string {
 		return ""
 	}
 	return string(data[offset:])
+}
+
+// WaitActive waits until a session other than its own runs a statement
+// containing substr (pg_stat_activity: state active), and fails the test
+// after within. Tests use it to know that a query has reached the server
+// before they break its path.
+func (p *Postgres) WaitActive(tb testing.TB, substr string, within time.Duration) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, p.ConnString(p.SuperUser, p.SuperPassword, "postgres"))
+	if err != nil {
+		tb.Fatalf("testenv: wait for %q on PostgreSQL %s: %v", substr, p.Addr(), err)
+	}
+	defer func() { _ = conn.Close(context.Background()) }()
+	for {
+		var n int
+		err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE state = 'active' AND pid <> pg_backend_pid() AND strpos(query, $1) > 0`, substr).Scan(&n)
+		if err == nil && n > 0 {
+			return
+		}
+		if ctx.Err() != nil {
+			tb.Fatalf("testenv: no session ran %q on PostgreSQL %s within %v (last error: %v)", substr, p.Addr(), within, err)
+		}
+		time.Sleep(10 * time.Millisecond) // polling pg_stat_activity
+	}
 }

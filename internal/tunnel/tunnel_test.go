@@ -22,7 +22,7 @@ import (
 
 func TestQueryThroughTunnel(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
 	b := setup(t, testenv.BastionOptions{})
 	tun := dial(t, b.cfg)
 
@@ -66,7 +66,7 @@ func TestQueryThroughTunnel(t *testing.T) {
 
 func TestQueryCancelThroughTunnel(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
 	b := setup(t, testenv.BastionOptions{})
 	tun := dial(t, b.cfg)
 	conn := connectPG(t, tun, pg)
@@ -132,6 +132,9 @@ func TestConnDeadlines(t *testing.T) {
 		_, err := c.Read(buf)
 		readErr <- err
 	}()
+	// Let the Read start waiting (nothing outside shows it; a deadline
+	// set before it starts makes it time out too, so this cannot hide a
+	// failure, only make the check weaker).
 	time.Sleep(100 * time.Millisecond)
 	_ = c.SetDeadline(time.Now())
 	select {
@@ -356,7 +359,7 @@ func TestForwardErrors(t *testing.T) {
 // freezeCase runs an in-flight query through a tunnel whose bastion path is
 // then frozen by freeze, and checks detection within interval×count.
 func freezeCase(t *testing.T, viaProxy bool) {
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
 	b := setup(t, testenv.BastionOptions{})
 	cfg := b.cfg
 	var fp *testenv.FaultProxy
@@ -369,7 +372,8 @@ func freezeCase(t *testing.T, viaProxy bool) {
 	tun := dial(t, cfg)
 	conn := connectPG(t, tun, pg)
 
-	// Keepalives are answered while the path is healthy.
+	// Keepalives are answered while the path is healthy: let a few
+	// intervals pass (the time passing is what is tested).
 	time.Sleep(700 * time.Millisecond)
 	if tun.Err() != nil {
 		t.Fatalf("tunnel dropped while healthy: %v", tun.Err())
@@ -384,9 +388,9 @@ func freezeCase(t *testing.T, viaProxy bool) {
 	queryErr := make(chan error, 1)
 	go func() {
 		var s string
-		queryErr <- conn.QueryRow(context.Background(), "SELECT pg_sleep($1)::text", 20).Scan(&s)
+		queryErr <- conn.QueryRow(context.Background(), "SELECT pg_sleep($1)::text -- "+t.Name(), 20).Scan(&s)
 	}()
-	time.Sleep(100 * time.Millisecond)
+	pg.WaitActive(t, "-- "+t.Name(), 10*time.Second) // of this test: the cluster is shared
 
 	start := time.Now()
 	if viaProxy {

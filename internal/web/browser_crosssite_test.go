@@ -2,11 +2,9 @@ package web_test
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"html"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -25,9 +23,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/api"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/jobs"
-	"github.com/pgrelay/pgrelay/internal/server"
 	"github.com/pgrelay/pgrelay/internal/store"
-	"github.com/pgrelay/pgrelay/internal/web"
 )
 
 // exchange is one request that reached pgrelay, as the browser sent it,
@@ -296,30 +292,12 @@ func (b *tab) childFrameURL() string {
 	return ""
 }
 
-// crossSiteServer runs pgrelay's HTTP server (REST API and web UI, mounted
-// as `pgrelay serve` mounts them) over the app of s, on 127.0.0.1, and
+// crossSiteServer serves the HTTP server of s (REST API and web UI,
+// mounted as `pgrelay serve` mounts them) on another 127.0.0.1 port, and
 // records every exchange.
 func crossSiteServer(t *testing.T, s *stack) (string, *recorder) {
 	t.Helper()
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	sessions, err := auth.NewSessions(key, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tw := &testWriter{t: t}
-	t.Cleanup(func() { tw.done.Store(true) })
-	logger := slog.New(slog.NewTextHandler(tw, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ui, err := web.New(web.Config{App: s.App, Sessions: sessions, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	apiH := api.New(api.Config{App: s.App, Sessions: sessions, Logger: logger})
-	srv, err := server.New(server.Config{Faces: []server.Registrar{apiH, ui}, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := &recorder{next: srv.Handler()}
+	rec := &recorder{next: s.handler}
 	ts := httptest.NewServer(rec)
 	t.Cleanup(ts.Close)
 	return ts.URL, rec

@@ -30,6 +30,9 @@ const screenshotsEnv = "PGRELAY_SCREENSHOTS"
 // to install it.
 func chromiumPath(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("browser tests are slow: skipped with -short (make test runs them)")
+	}
 	for _, p := range []string{"/usr/bin/chromium", "/usr/bin/chromium-browser"} {
 		if _, err := os.Stat(p); err == nil {
 			return p

@@ -11,10 +11,11 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/secret"
 )
 
-// Form field names are the field keys of connection.ValidationError
+// Form field names are the field keys of fielderr.Error
 // ("host", "ssh_tunnel.port"), so that every problem lands next to its
 // input. Besides them the form has these fields.
 const (
@@ -383,7 +384,7 @@ func (pf *parsedForm) validate() {
 	spec.Host = strings.TrimSpace(spec.Host)
 	spec.ApplyDefaults()
 	if err := spec.Validate(); err != nil {
-		if ve, ok := err.(*connection.ValidationError); ok {
+		if ve, ok := err.(*fielderr.Error); ok {
 			fields := ve.Fields()
 			if pf.form.Edit {
 				delete(fields, "name")

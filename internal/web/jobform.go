@@ -14,6 +14,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 )
 
@@ -465,7 +466,7 @@ func parseDuration(s string) (time.Duration, error) {
 // problem at once.
 func (f *jobForm) validate(j jobs.Job) {
 	j.ApplyDefaults()
-	var ve *connection.ValidationError
+	var ve *fielderr.Error
 	if err := j.Validate(); errors.As(err, &ve) {
 		f.addProblems(ve.Problems)
 		return
@@ -476,7 +477,7 @@ func (f *jobForm) validate(j jobs.Job) {
 // addProblems records validation problems, keeping problems found while
 // reading the form, and builds the summary. In YAML mode every problem is
 // listed at the YAML text.
-func (f *jobForm) addProblems(probs []connection.FieldError) {
+func (f *jobForm) addProblems(probs []fielderr.Problem) {
 	for _, p := range probs {
 		if f.Mode == modeYAML {
 			f.YAMLProblems = append(f.YAMLProblems, problem{ID: jobFieldID(fieldYAML), Label: yamlFieldLabel(p.Field), Message: p.Problem})
@@ -573,7 +574,7 @@ func (f *jobForm) parseYAML() (jobs.Job, bool) {
 		text = wrapJob(text)
 	}
 	js, err := jobs.ParseFile(strings.NewReader(text))
-	var ve *connection.ValidationError
+	var ve *fielderr.Error
 	switch {
 	case errors.As(err, &ve):
 		f.addProblems(ve.Problems)
@@ -594,7 +595,7 @@ func (f *jobForm) parseYAML() (jobs.Job, bool) {
 }
 
 func (f *jobForm) yamlProblem(field, msg string) {
-	f.addProblems([]connection.FieldError{{Field: field, Problem: msg}})
+	f.addProblems([]fielderr.Problem{{Field: field, Problem: msg}})
 }
 
 // hasJobsKey reports whether text has a top-level `jobs:` key.
@@ -702,7 +703,7 @@ func (f *jobForm) saveError(err error, name string) bool {
 	case errors.As(err, &ve):
 		f.addProblems(ve.Problems)
 	case errors.Is(err, app.ErrExists):
-		f.addProblems([]connection.FieldError{{Field: "name", Problem: fmt.Sprintf(
+		f.addProblems([]fielderr.Problem{{Field: "name", Problem: fmt.Sprintf(
 			"a job named %q already exists: choose another name, or edit that one", name)}})
 	default:
 		return false

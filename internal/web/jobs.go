@@ -9,6 +9,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
@@ -182,7 +183,7 @@ func (u *UI) saveJob(w http.ResponseWriter, r *http.Request, s *session, edit bo
 	}
 	if !edit {
 		if j.Name == reservedJobName {
-			f.addProblems([]connection.FieldError{{Field: "name", Problem: fmt.Sprintf(
+			f.addProblems([]fielderr.Problem{{Field: "name", Problem: fmt.Sprintf(
 				"%q is taken by the address of this form: choose another name", reservedJobName)}})
 			u.renderJobForm(w, r, s, http.StatusUnprocessableEntity, f)
 			return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
@@ -12,15 +13,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgrelay/pgrelay/internal/api"
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
+	"github.com/pgrelay/pgrelay/internal/daemon"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/queue"
 	"github.com/pgrelay/pgrelay/internal/secret"
-	"github.com/pgrelay/pgrelay/internal/server"
 	"github.com/pgrelay/pgrelay/internal/store/sqlite"
-	"github.com/pgrelay/pgrelay/internal/web"
 )
 
 // stack is the real server (app service on a temporary SQLite store, the
@@ -33,7 +32,9 @@ type stack struct {
 	// Queue works runs when the stack was made with one.
 	Queue *queue.Queue
 	srv   *httptest.Server
-	store *sqlite.Store
+	// handler is the HTTP server's handler that srv serves.
+	handler http.Handler
+	store   *sqlite.Store
 }
 
 // stackOptions adds parts to a stack.
@@ -77,39 +78,32 @@ func newStackWith(t testing.TB, opts stackOptions) *stack {
 	tw := &testWriter{t: t}
 	t.Cleanup(func() { tw.done.Store(true) }) // runs last: later lines are dropped
 	logger := slog.New(slog.NewTextHandler(tw, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	svc, err := app.New(app.Config{Store: st, Keyring: kr, Logger: logger, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sessions, err := auth.NewSessions(kr.DeriveKey("web sessions"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ui, err := web.New(web.Config{App: svc, Sessions: sessions, Logger: logger, PublicURL: opts.PublicURL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var q *queue.Queue
+	var jc *daemon.JobsConfig
 	if opts.Queue {
-		q = startQueue(t, svc, st, logger, opts.Allow)
+		// The timings of the queue's own tests.
+		allowlist, err := jobs.NewAllowlist(opts.Allow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jc = &daemon.JobsConfig{Commands: jobs.CommandPolicy{Allow: allowlist},
+			HeartbeatInterval: 200 * time.Millisecond, LostAfter: 5 * time.Second, ReapInterval: 500 * time.Millisecond,
+			ScheduleSync: time.Second, KillGrace: time.Second, ShutdownGrace: time.Second}
 	}
 	// Both faces, as `pgrelay serve` mounts them: their routes must not
 	// conflict, and unknown /api/v1 paths stay the API's.
-	done := make(chan struct{})
-	cop, err := auth.OriginProtection(opts.PublicURL)
+	d, err := daemon.New(ctx, daemon.Config{Store: st, Keyring: kr, Logger: logger, DialTimeout: 5 * time.Second, Jobs: jc,
+		HTTP: &daemon.HTTPConfig{WebUI: true, PublicURL: opts.PublicURL, StreamPoll: 100 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	apiH := api.New(api.Config{App: svc, Sessions: sessions, Logger: logger, Done: done, StreamPoll: 100 * time.Millisecond,
-		OriginProtection: cop})
-	srv, err := server.New(server.Config{Faces: []server.Registrar{apiH, ui}, Logger: logger})
-	if err != nil {
+	if err := d.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(srv.Handler())
+	ts := httptest.NewServer(d.Handler())
 	t.Cleanup(ts.Close)
-	t.Cleanup(func() { close(done) }) // before Close: end the event streams
-	s := &stack{URL: ts.URL, App: svc, Tokens: map[auth.Role]*app.NewToken{}, Queue: q, srv: ts, store: st}
+	t.Cleanup(func() { _ = d.Stop(context.Background()) }) // before Close: end the event streams
+	svc, q := d.App(), d.Queue()
+	s := &stack{URL: ts.URL, App: svc, Tokens: map[auth.Role]*app.NewToken{}, Queue: q, srv: ts, handler: d.Handler(), store: st}
 	for _, r := range auth.Roles() {
 		nt, err := svc.CreateToken(ctx, "alice-"+string(r), r)
 		if err != nil {
@@ -118,37 +112,6 @@ func newStackWith(t testing.TB, opts stackOptions) *stack {
 		s.Tokens[r] = nt
 	}
 	return s
-}
-
-// startQueue starts a job queue on the store, as `pgrelay serve
-// --allow-command ...` does, with the timings of the queue's own tests.
-func startQueue(t testing.TB, svc *app.Service, st *sqlite.Store, logger *slog.Logger, allow []string) *queue.Queue {
-	t.Helper()
-	qdb, err := st.OpenQueueDB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = qdb.Close() })
-	allowlist, err := jobs.NewAllowlist(allow)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := queue.New(queue.Config{
-		Store: st, Backend: queue.Backend{SQLite: qdb}, Logger: logger,
-		Open:              func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
-		Commands:          jobs.CommandPolicy{Allow: allowlist},
-		HeartbeatInterval: 200 * time.Millisecond, LostAfter: 5 * time.Second, ReapInterval: 500 * time.Millisecond,
-		ScheduleSync: time.Second, KillGrace: time.Second, ShutdownGrace: time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.SetQueue(q)
-	if err := q.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = q.Stop(context.Background()) })
-	return q
 }
 
 // testWriter sends log lines to the test log until the test is over (a

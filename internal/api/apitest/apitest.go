@@ -1,7 +1,7 @@
 // Package apitest starts a real pgrelay API server on loopback for tests:
-// an app.Service on a SQLite store in a temporary directory, the API mounted
-// by server.New as `pgrelay serve` mounts it (without the web UI), served on
-// a loopback listener by httptest. It also captures the server's log so
+// the parts assembled by daemon.New, as `pgrelay serve` assembles them
+// (without the web UI), on a SQLite store in a temporary directory, served
+// on a loopback listener by httptest. It also captures the server's log so
 // that tests can check what was (and was not) logged. With Options.Queue it
 // also works job runs, with a job queue on the same store as `pgrelay serve`
 // starts one.
@@ -22,12 +22,13 @@ import (
 	"github.com/pgrelay/pgrelay/internal/api"
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
+	"github.com/pgrelay/pgrelay/internal/daemon"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/queue"
+	"github.com/pgrelay/pgrelay/internal/remote"
 	"github.com/pgrelay/pgrelay/internal/requestid"
 	"github.com/pgrelay/pgrelay/internal/secret"
-	"github.com/pgrelay/pgrelay/internal/server"
 	"github.com/pgrelay/pgrelay/internal/store/sqlite"
 )
 
@@ -96,74 +97,41 @@ func Start(tb testing.TB, opts Options) *Server {
 		tb.Fatalf("apitest: open store: %v", err)
 	}
 	tb.Cleanup(func() { _ = st.Close() })
-	m := metrics.New()
-	svc, err := app.New(app.Config{Store: st, Keyring: kr, Logger: logger, Metrics: m, DialTimeout: opts.DialTimeout})
-	if err != nil {
-		tb.Fatalf("apitest: app: %v", err)
-	}
-	sessions, err := auth.NewSessions(kr.DeriveKey("web sessions"), nil)
-	if err != nil {
-		tb.Fatalf("apitest: sessions: %v", err)
-	}
-	var q *queue.Queue
+	var jc *daemon.JobsConfig
 	if opts.Queue {
-		q = startQueue(tb, st, svc, logger, opts.AllowCommands)
+		allow, err := jobs.NewAllowlist(opts.AllowCommands)
+		if err != nil {
+			tb.Fatalf("apitest: allowed commands: %v", err)
+		}
+		jc = &daemon.JobsConfig{Commands: jobs.CommandPolicy{Allow: allow},
+			HeartbeatInterval: 500 * time.Millisecond, LostAfter: 3 * time.Second, ReapInterval: time.Second,
+			ScheduleSync: time.Second, KillGrace: 2 * time.Second, ShutdownGrace: time.Second}
 	}
-	done := make(chan struct{})
-	a := api.New(api.Config{App: svc, Sessions: sessions, Metrics: m, Logger: logger, MaxRows: opts.MaxRows,
-		Done: done, StreamPoll: opts.StreamPoll, StreamAuthCheck: opts.StreamAuthCheck, MaxStreamsPerToken: opts.MaxStreamsPerToken,
-		StreamKeepalive: opts.StreamKeepalive})
-	srv, err := server.New(server.Config{Addr: "127.0.0.1:0", Faces: []server.Registrar{a}, Ready: svc.Ready,
-		Metrics: m, Logger: logger, WriteTimeout: opts.WriteTimeout})
+	d, err := daemon.New(ctx, daemon.Config{Store: st, Keyring: kr, Logger: logger, Metrics: metrics.New(), DialTimeout: opts.DialTimeout,
+		Jobs: jc,
+		HTTP: &daemon.HTTPConfig{Addr: "127.0.0.1:0", MaxRows: opts.MaxRows, StreamPoll: opts.StreamPoll, StreamAuthCheck: opts.StreamAuthCheck,
+			MaxStreamsPerToken: opts.MaxStreamsPerToken, StreamKeepalive: opts.StreamKeepalive, WriteTimeout: opts.WriteTimeout}})
 	if err != nil {
-		tb.Fatalf("apitest: server: %v", err)
+		tb.Fatalf("apitest: daemon: %v", err)
 	}
-	hs := httptest.NewServer(srv.Handler())
+	if err := d.Start(ctx); err != nil {
+		tb.Fatalf("apitest: start: %v", err)
+	}
+	hs := httptest.NewServer(d.Handler())
 	tb.Cleanup(hs.Close)
-	// Cleanups run last-in first-out: event streams end before Close
-	// waits for requests in flight.
-	tb.Cleanup(func() { close(done) })
+	// Cleanups run last-in first-out: event streams end and the queue
+	// stops before Close waits for requests in flight.
+	tb.Cleanup(func() {
+		if err := d.Stop(context.Background()); err != nil {
+			tb.Logf("apitest: stop: %v", err)
+		}
+	})
+	svc := d.App()
 	admin, err := svc.BootstrapAdmin(ctx)
 	if err != nil || admin == nil {
 		tb.Fatalf("apitest: bootstrap admin: %v", err)
 	}
-	return &Server{URL: hs.URL, App: svc, API: a, Sessions: sessions, Store: st, Queue: q, AdminToken: admin.Token, logs: logs}
-}
-
-// startQueue starts a job queue on the store, with short heartbeats, and
-// connects it to svc. It stops when the test ends.
-func startQueue(tb testing.TB, st *sqlite.Store, svc *app.Service, logger *slog.Logger, allowed []string) *queue.Queue {
-	tb.Helper()
-	qdb, err := st.OpenQueueDB()
-	if err != nil {
-		tb.Fatalf("apitest: queue database: %v", err)
-	}
-	allow, err := jobs.NewAllowlist(allowed)
-	if err != nil {
-		_ = qdb.Close()
-		tb.Fatalf("apitest: allowed commands: %v", err)
-	}
-	q, err := queue.New(queue.Config{Store: st, Backend: queue.Backend{SQLite: qdb}, Commands: jobs.CommandPolicy{Allow: allow},
-		Open:              func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
-		HeartbeatInterval: 500 * time.Millisecond, LostAfter: 3 * time.Second, ReapInterval: time.Second,
-		ScheduleSync: time.Second, KillGrace: 2 * time.Second, ShutdownGrace: time.Second,
-		Logger: logger.With("component", "queue")})
-	if err != nil {
-		_ = qdb.Close()
-		tb.Fatalf("apitest: queue: %v", err)
-	}
-	if err := q.Start(context.Background()); err != nil {
-		_ = qdb.Close()
-		tb.Fatalf("apitest: start queue: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := q.Stop(context.Background()); err != nil {
-			tb.Logf("apitest: stop queue: %v", err)
-		}
-		_ = qdb.Close()
-	})
-	svc.SetQueue(q)
-	return q
+	return &Server{URL: hs.URL, App: svc, API: d.API(), Sessions: d.Sessions(), Store: st, Queue: d.Queue(), AdminToken: admin.Token, logs: logs}
 }
 
 // Token creates a token with a role and returns it.
@@ -177,9 +145,9 @@ func (s *Server) Token(tb testing.TB, name string, role auth.Role) *app.NewToken
 }
 
 // Client returns an API client authenticated with token.
-func (s *Server) Client(tb testing.TB, token string, opts ...client.Option) *client.Client {
+func (s *Server) Client(tb testing.TB, token string, opts ...client.Option) *remote.Client {
 	tb.Helper()
-	c, err := client.New(s.URL, token, opts...)
+	c, err := remote.Dial(s.URL, token, opts...)
 	if err != nil {
 		tb.Fatalf("apitest: client: %v", err)
 	}

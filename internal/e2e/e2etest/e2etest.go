@@ -17,6 +17,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -35,6 +36,7 @@ import (
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/remote"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
@@ -80,6 +82,18 @@ func Main(m *testing.M, name string, binary *string) int {
 		return 1
 	}
 	return m.Run()
+}
+
+// MainSlow is Main for a package whose every test is slow (pgrelay
+// processes under faults, load, restarts): with -short (make test-short)
+// it builds nothing and runs no test.
+func MainSlow(m *testing.M, name string, binary *string) int {
+	flag.Parse()
+	if testing.Short() {
+		fmt.Printf("%s: skipped with -short: its tests run pgrelay processes through faults and restarts (make test runs them)\n", name)
+		return 0
+	}
+	return Main(m, name, binary)
 }
 
 // NewMasterKey returns a random master key as PGRELAY_MASTER_KEY holds it.
@@ -330,10 +344,10 @@ func (s *Server) Worker(tb testing.TB) string {
 // Client returns an API client of the server that authenticates with
 // token. All clients of a server share one HTTP transport (see
 // CloseIdleConnections).
-func (s *Server) Client(tb testing.TB, token string, opts ...client.Option) *client.Client {
+func (s *Server) Client(tb testing.TB, token string, opts ...client.Option) *remote.Client {
 	tb.Helper()
 	opts = append([]client.Option{client.WithHTTPClient(&http.Client{Transport: s.transport})}, opts...)
-	c, err := client.New(s.URL, token, opts...)
+	c, err := remote.Dial(s.URL, token, opts...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -424,7 +438,7 @@ func KillTree(pid int) error {
 
 // WaitRun polls the run through c until want holds, and fails the test
 // when it does not within the given time.
-func WaitRun(tb testing.TB, c *client.Client, id string, within time.Duration, want func(*jobs.Run) bool) *jobs.Run {
+func WaitRun(tb testing.TB, c *remote.Client, id string, within time.Duration, want func(*jobs.Run) bool) *jobs.Run {
 	tb.Helper()
 	deadline := time.Now().Add(within)
 	for {

@@ -17,11 +17,6 @@ const connectionColumns = `id, name, spec, sealed_password, ssh_public_key, seal
 	created_at, updated_at, version, key_used_at, key_used_for, sealed_auth_secret`
 
 // connValues are a connection's column values in connectionColumns order.
-// insertConnection inserts a connection with connValues.args; creating
-// and copying one use it alike.
-const insertConnection = `INSERT INTO pgrelay_connections (` + connectionColumns + `)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`
-
 // args are the values in connectionColumns order.
 func (v *connValues) args() []any {
 	return []any{v.id, v.name, v.spec, v.sealedPassword, v.sshPublicKey, v.sealedPrivateKey, v.previousPublicKey,

@@ -26,8 +26,7 @@ func (s *Store) PutJob(ctx context.Context, j *jobs.Job, now time.Time) (_ bool,
 	// again. Each statement is atomic, so racing PutJobs of a new name
 	// report created exactly once and never fail with a unique violation.
 	for {
-		tag, err := s.pool.Exec(ctx, `INSERT INTO pgrelay_jobs (name, spec, created_at, updated_at)
-			VALUES ($1, $2, $3, $3) ON CONFLICT (name) DO NOTHING`, j.Name, spec, now)
+		tag, err := s.pool.Exec(ctx, insertJob+` ON CONFLICT (name) DO NOTHING`, j.Name, spec, now, now)
 		if err != nil {
 			return false, fmt.Errorf("put job %s: %w", j.Name, err)
 		}
@@ -160,8 +159,7 @@ func (s *Store) CreateRun(ctx context.Context, r *jobs.Run) (rerr error) {
 	if err != nil {
 		return fmt.Errorf("create run %s: %w", r.ID, err)
 	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO pgrelay_runs (`+runColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`, args...)
+	_, err = s.pool.Exec(ctx, insertRun, args...)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("create run %s: %w", r.ID, store.ErrExists)
 	}
@@ -240,10 +238,8 @@ func (s *Store) UpdateRun(ctx context.Context, r *jobs.Run) (rerr error) {
 	// log_seq is not part of the record and stays as it is.
 	var updated, exists bool
 	err = s.pool.QueryRow(ctx, `WITH u AS (
-			UPDATE pgrelay_runs SET job_name = $2, job = $3, trigger = $4, status = $5, reason = $6,
-				queued_at = $7, started_at = $8, ended_at = $9, steps = $10, worker = $11, heartbeat_at = $12,
-				attempt = $13, cancel_requested = $14, version = version + 1
-			WHERE id = $1 AND version = $15
+			UPDATE pgrelay_runs SET `+updateRunSet+`, version = version + 1
+			WHERE id = $1 AND version = `+runVersionArg+`
 			RETURNING 1)
 		SELECT EXISTS (SELECT FROM u), EXISTS (SELECT FROM pgrelay_runs WHERE id = $1)`, args...).Scan(&updated, &exists)
 	switch {
@@ -272,7 +268,7 @@ func (s *Store) AppendRunLog(ctx context.Context, runID string, lines []jobs.Log
 	steps := make([]int32, len(lines))
 	texts := make([][]byte, len(lines))
 	for i, l := range lines {
-		ts[i], streams[i], steps[i], texts[i] = l.Time, l.Stream, int32(l.Step), []byte(l.Text)
+		ts[i], streams[i], steps[i], texts[i] = l.Time, string(l.Stream), int32(l.Step), []byte(l.Text)
 	}
 	var last int64
 	var n int
@@ -335,8 +331,7 @@ func (s *Store) CreateJob(ctx context.Context, j *jobs.Job, now time.Time) (rerr
 	if err != nil {
 		return fmt.Errorf("create job %s: %w", j.Name, err)
 	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO pgrelay_jobs (name, spec, created_at, updated_at) VALUES ($1, $2, $3, $3)`,
-		j.Name, spec, now)
+	_, err = s.pool.Exec(ctx, insertJob, j.Name, spec, now, now)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("create job %s: %w", j.Name, store.ErrExists)
 	}

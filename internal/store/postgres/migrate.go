@@ -3,9 +3,9 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgrelay/pgrelay/internal/store"
 )
@@ -26,28 +26,19 @@ func (s *Store) migrate(ctx context.Context, o options) (err error) {
 			return fmt.Errorf("migrate store: %w", err)
 		}
 	}
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
+	var inner error
+	err = WithAdvisoryLock(ctx, s.pool, MigrationLockKey, func(conn *pgxpool.Conn) error {
+		inner = s.migrateLocked(ctx, conn, known, o)
+		return inner
+	})
+	if err != nil && err != inner {
 		return fmt.Errorf("migrate store: %w", err)
 	}
-	defer conn.Release()
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, MigrationLockKey); err != nil {
-		return fmt.Errorf("migrate store: take advisory lock %d: %w", MigrationLockKey, err)
-	}
-	defer func() {
-		// The lock belongs to the session: if it cannot be released (ctx
-		// cancelled, connection broken), end the session so that the
-		// server releases it, rather than returning it to the pool.
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if _, uerr := conn.Exec(uctx, `SELECT pg_advisory_unlock($1)`, MigrationLockKey); uerr != nil {
-			_ = conn.Conn().Close(uctx)
-			if err == nil {
-				err = fmt.Errorf("migrate store: release advisory lock %d: %w", MigrationLockKey, uerr)
-			}
-		}
-	}()
+	return err
+}
 
+// migrateLocked is migrate's work under the lock.
+func (s *Store) migrateLocked(ctx context.Context, conn *pgxpool.Conn, known []store.Migration, o options) error {
 	var exists bool
 	if err := conn.QueryRow(ctx, `SELECT to_regclass('pgrelay_schema_migrations') IS NOT NULL`).Scan(&exists); err != nil {
 		return fmt.Errorf("migrate store: %w", err)

@@ -217,8 +217,7 @@ func (w *writer) CopyConnection(ctx context.Context, c *store.Connection) error 
 }
 
 func (w *writer) CopyToken(ctx context.Context, t *store.Token) error {
-	_, err := w.tx.Exec(ctx, `INSERT INTO pgrelay_tokens (`+tokenColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		t.ID, t.Name, t.Role, t.Hash, t.CreatedAt, nullTime(t.LastUsedAt), nullTime(t.RevokedAt))
+	_, err := w.tx.Exec(ctx, insertToken, tokenArgs(t)...)
 	return insertError(fmt.Sprintf("token %s (%s)", t.Name, t.ID), err)
 }
 
@@ -227,8 +226,7 @@ func (w *writer) CopyJob(ctx context.Context, j *store.JobRecord) error {
 	if err != nil {
 		return fmt.Errorf("copy job %s: %w", j.Job.Name, err)
 	}
-	_, err = w.tx.Exec(ctx, `INSERT INTO pgrelay_jobs (name, spec, created_at, updated_at) VALUES ($1, $2, $3, $4)`,
-		j.Job.Name, spec, j.CreatedAt, j.UpdatedAt)
+	_, err = w.tx.Exec(ctx, insertJob, j.Job.Name, spec, j.CreatedAt, j.UpdatedAt)
 	return insertError("job "+j.Job.Name, err)
 }
 
@@ -237,8 +235,7 @@ func (w *writer) CopyRun(ctx context.Context, r *jobs.Run) error {
 	if err != nil {
 		return fmt.Errorf("copy run %s: %w", r.ID, err)
 	}
-	_, err = w.tx.Exec(ctx, `INSERT INTO pgrelay_runs (`+runColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`, args...)
+	_, err = w.tx.Exec(ctx, insertRun, args...)
 	return insertError("run "+r.ID, err)
 }
 
@@ -255,7 +252,7 @@ func (w *writer) CopyRunLog(ctx context.Context, runID string, lines []jobs.LogL
 	texts := make([][]byte, len(lines))
 	var last int64
 	for i, l := range lines {
-		seqs[i], ts[i], streams[i], steps[i], texts[i] = l.Seq, l.Time, l.Stream, int32(l.Step), []byte(l.Text)
+		seqs[i], ts[i], streams[i], steps[i], texts[i] = l.Seq, l.Time, string(l.Stream), int32(l.Step), []byte(l.Text)
 		last = max(last, l.Seq)
 	}
 	tag, err := w.tx.Exec(ctx, `UPDATE pgrelay_runs SET log_seq = greatest(log_seq, $2) WHERE id = $1`, runID, last)

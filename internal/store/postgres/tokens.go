@@ -13,6 +13,11 @@ import (
 
 const tokenColumns = `id, name, role, hash, created_at, last_used_at, revoked_at`
 
+// tokenArgs returns a token's column values in tokenColumns order.
+func tokenArgs(t *store.Token) []any {
+	return []any{t.ID, t.Name, t.Role, t.Hash, t.CreatedAt, nullTime(t.LastUsedAt), nullTime(t.RevokedAt)}
+}
+
 func scanToken(row pgx.Row) (*store.Token, error) {
 	var t store.Token
 	var used, revoked *time.Time
@@ -26,8 +31,7 @@ func scanToken(row pgx.Row) (*store.Token, error) {
 // CreateToken implements store.TokenStore.
 func (s *Store) CreateToken(ctx context.Context, t *store.Token) (rerr error) {
 	defer markFull(&rerr)
-	_, err := s.pool.Exec(ctx, `INSERT INTO pgrelay_tokens (`+tokenColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		t.ID, t.Name, t.Role, t.Hash, t.CreatedAt, nullTime(t.LastUsedAt), nullTime(t.RevokedAt))
+	_, err := s.pool.Exec(ctx, insertToken, tokenArgs(t)...)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("create token %s: %w", t.Name, store.ErrExists)
 	}

@@ -31,7 +31,7 @@ func (s *Store) PutJob(ctx context.Context, j *jobs.Job, now time.Time) (_ bool,
 	}
 	created := false
 	if n, _ := res.RowsAffected(); n == 0 {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO jobs (name, spec, created_at, updated_at) VALUES (?, ?, ?, ?)`,
+		if _, err := tx.ExecContext(ctx, insertJob,
 			j.Name, string(spec), formatTime(now), formatTime(now)); err != nil {
 			return false, fmt.Errorf("put job %s: %w", j.Name, err)
 		}
@@ -191,7 +191,7 @@ func (s *Store) CreateRun(ctx context.Context, r *jobs.Run) (rerr error) {
 	if err != nil {
 		return fmt.Errorf("create run: %w", err)
 	}
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO runs (`+runColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...); err != nil {
+	if _, err := s.db.ExecContext(ctx, insertRun, args...); err != nil {
 		if isUniqueViolation(err) {
 			return fmt.Errorf("create run %s: %w", r.ID, store.ErrExists)
 		}
@@ -264,10 +264,7 @@ func (s *Store) UpdateRun(ctx context.Context, r *jobs.Run) (rerr error) {
 	if err != nil {
 		return fmt.Errorf("update run %s: %w", r.ID, err)
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE runs SET job_name = ?, job = ?, trigger = ?, status = ?, reason = ?,
-		queued_at = ?, started_at = ?, ended_at = ?, steps = ?, worker = ?, heartbeat_at = ?, attempt = ?,
-		cancel_requested = ?, version = version + 1 WHERE id = ? AND version = ?`,
-		append(args[1:14], r.ID, r.Version)...)
+	res, err := s.db.ExecContext(ctx, updateRun, append(args[1:len(args)-1], r.ID, r.Version)...)
 	if err != nil {
 		return fmt.Errorf("update run %s: %w", r.ID, err)
 	}
@@ -296,7 +293,7 @@ func (s *Store) AppendRunLog(ctx context.Context, runID string, lines []jobs.Log
 	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM run_logs WHERE run_id = ?`, runID).Scan(&seq); err != nil {
 		return fmt.Errorf("append run log: %w", err)
 	}
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO run_logs (run_id, seq, ts, stream, step, text) VALUES (?, ?, ?, ?, ?, ?)`)
+	stmt, err := tx.PrepareContext(ctx, insertRunLog)
 	if err != nil {
 		return fmt.Errorf("append run log: %w", err)
 	}
@@ -350,7 +347,7 @@ func (s *Store) CreateJob(ctx context.Context, j *jobs.Job, now time.Time) (rerr
 	if err != nil {
 		return fmt.Errorf("create job %s: %w", j.Name, err)
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO jobs (name, spec, created_at, updated_at) VALUES (?, ?, ?, ?)`,
+	_, err = s.db.ExecContext(ctx, insertJob,
 		j.Name, string(spec), formatTime(now), formatTime(now))
 	if isUniqueViolation(err) {
 		return fmt.Errorf("create job %s: %w", j.Name, store.ErrExists)

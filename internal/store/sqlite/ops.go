@@ -282,8 +282,7 @@ func (w *writer) CopyConnection(ctx context.Context, c *store.Connection) error 
 }
 
 func (w *writer) CopyToken(ctx context.Context, t *store.Token) error {
-	_, err := w.q.ExecContext(ctx, `INSERT INTO tokens (`+tokenColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		t.ID, t.Name, t.Role, t.Hash, formatTime(t.CreatedAt), formatTime(t.LastUsedAt), formatTime(t.RevokedAt))
+	_, err := w.q.ExecContext(ctx, insertToken, tokenArgs(t)...)
 	return insertError(fmt.Sprintf("token %s (%s)", t.Name, t.ID), err)
 }
 
@@ -292,7 +291,7 @@ func (w *writer) CopyJob(ctx context.Context, j *store.JobRecord) error {
 	if err != nil {
 		return fmt.Errorf("copy job %s: %w", j.Job.Name, err)
 	}
-	_, err = w.q.ExecContext(ctx, `INSERT INTO jobs (name, spec, created_at, updated_at) VALUES (?, ?, ?, ?)`,
+	_, err = w.q.ExecContext(ctx, insertJob,
 		j.Job.Name, string(spec), formatTime(j.CreatedAt), formatTime(j.UpdatedAt))
 	return insertError("job "+j.Job.Name, err)
 }
@@ -302,13 +301,13 @@ func (w *writer) CopyRun(ctx context.Context, r *jobs.Run) error {
 	if err != nil {
 		return fmt.Errorf("copy run %s: %w", r.ID, err)
 	}
-	_, err = w.q.ExecContext(ctx, `INSERT INTO runs (`+runColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+	_, err = w.q.ExecContext(ctx, insertRun, args...)
 	return insertError("run "+r.ID, err)
 }
 
 func (w *writer) CopyRunLog(ctx context.Context, runID string, lines []jobs.LogLine) error {
 	for _, l := range lines {
-		_, err := w.q.ExecContext(ctx, `INSERT INTO run_logs (run_id, seq, ts, stream, step, text) VALUES (?, ?, ?, ?, ?, ?)`,
+		_, err := w.q.ExecContext(ctx, insertRunLog,
 			runID, l.Seq, formatTime(l.Time), l.Stream, l.Step, l.Text)
 		if isForeignKeyViolation(err) {
 			return fmt.Errorf("copy run log: run %s: %w", runID, store.ErrNotFound)

@@ -178,11 +178,6 @@ type connRow struct {
 	keyUsed                string
 }
 
-// insertConnection inserts a connection with connArgs's values; creating
-// and copying one use it alike.
-const insertConnection = `INSERT INTO connections (` + connectionColumns + `)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-
 func connArgs(c *store.Connection) ([]any, error) {
 	spec := c.Spec.Clone()
 	specJSON, err := json.Marshal(spec)

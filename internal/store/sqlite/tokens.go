@@ -12,6 +12,11 @@ import (
 
 const tokenColumns = `id, name, role, hash, created_at, last_used_at, revoked_at`
 
+// tokenArgs returns a token's column values in tokenColumns order.
+func tokenArgs(t *store.Token) []any {
+	return []any{t.ID, t.Name, t.Role, t.Hash, formatTime(t.CreatedAt), formatTime(t.LastUsedAt), formatTime(t.RevokedAt)}
+}
+
 func scanToken(sc scanner) (*store.Token, error) {
 	var t store.Token
 	var created, used, revoked string
@@ -34,8 +39,7 @@ func scanToken(sc scanner) (*store.Token, error) {
 // CreateToken implements store.TokenStore.
 func (s *Store) CreateToken(ctx context.Context, t *store.Token) (rerr error) {
 	defer markFull(&rerr)
-	_, err := s.db.ExecContext(ctx, `INSERT INTO tokens (`+tokenColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		t.ID, t.Name, t.Role, t.Hash, formatTime(t.CreatedAt), formatTime(t.LastUsedAt), formatTime(t.RevokedAt))
+	_, err := s.db.ExecContext(ctx, insertToken, tokenArgs(t)...)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("create token %s: %w", t.Name, store.ErrExists)
 	}

@@ -1,0 +1,153 @@
+package apiwire
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Secret is a write-only value of a request (a password): it prints as
+// [redacted] but is sent as its text.
+type Secret struct{ s string }
+
+// NewSecret wraps s.
+func NewSecret(s string) *Secret { return &Secret{s: s} }
+
+// Reveal returns the text.
+func (p Secret) Reveal() string { return p.s }
+
+// String prints [redacted].
+func (p Secret) String() string { return "[redacted]" }
+
+// GoString prints [redacted].
+func (p Secret) GoString() string { return "[redacted]" }
+
+// MarshalJSON writes the text: a request must carry it.
+func (p Secret) MarshalJSON() ([]byte, error) { return json.Marshal(p.s) }
+
+// UnmarshalJSON reads a JSON string.
+func (p *Secret) UnmarshalJSON(b []byte) error { return json.Unmarshal(b, &p.s) }
+
+// ConnectionInput is the body of POST /connections, PUT
+// /connections/{name} and (with BasedOn) POST /connections/test.
+type ConnectionInput struct {
+	// Name is required on create; on update it may be left out, and if
+	// given must be the connection's name.
+	Name        string `json:"name,omitempty"`
+	Flavor      string `json:"flavor,omitempty"`
+	Host        string `json:"host"`
+	Port        int    `json:"port,omitempty"`
+	Database    string `json:"database"`
+	User        string `json:"user"`
+	SSLMode     string `json:"sslmode,omitempty"`
+	SSLRootCert string `json:"ssl_root_cert,omitempty"`
+	Schema      string `json:"schema,omitempty"`
+	Threads     int    `json:"threads,omitempty"`
+	// RequireAuth is libpq 16's require_auth list; empty is the default.
+	RequireAuth string `json:"require_auth,omitempty"`
+	// Auth says where the password comes from (absent: the stored one).
+	Auth *AuthInput `json:"auth,omitempty"`
+	// Pooler is none (default), transaction or session.
+	Pooler string `json:"pooler,omitempty"`
+	// Password is write-only: absent on update keeps the stored password,
+	// present sets it ("" removes it).
+	Password  *Secret      `json:"password,omitempty"`
+	SSHTunnel *TunnelInput `json:"ssh_tunnel,omitempty"`
+}
+
+// TunnelInput is the SSH tunnel part of a ConnectionInput.
+type TunnelInput struct {
+	Host string `json:"host"`
+	Port int    `json:"port,omitempty"`
+	User string `json:"user"`
+	// KeyType is ed25519 (default) or rsa.
+	KeyType           string   `json:"key_type,omitempty"`
+	KeepaliveInterval Duration `json:"keepalive_interval,omitempty"`
+	KeepaliveCountMax int      `json:"keepalive_count_max,omitempty"`
+	// KnownHost is the bastion's host key to pin at once (write-only).
+	KnownHost string `json:"known_host,omitempty"`
+}
+
+// TestDraftRequest is the body of POST /connections/test.
+type TestDraftRequest struct {
+	ConnectionInput
+	// BasedOn names a saved connection whose key pair, pinned host keys
+	// and password the draft uses.
+	BasedOn string `json:"based_on,omitempty"`
+}
+
+// TrustHostKeyRequest is the body of POST
+// /connections/{name}/trust-host-key.
+type TrustHostKeyRequest struct {
+	// Fingerprint is the SHA256 fingerprint of the pending host key.
+	Fingerprint string `json:"fingerprint"`
+}
+
+// ConnectionView is what the API shows of a saved connection (never its
+// secrets).
+type ConnectionView struct {
+	Name        string `json:"name"`
+	Flavor      string `json:"flavor"`
+	Host        string `json:"host"`
+	Port        int    `json:"port"`
+	Database    string `json:"database"`
+	User        string `json:"user"`
+	HasPassword bool   `json:"has_password"`
+	SSLMode     string `json:"sslmode"`
+	SSLRootCert string `json:"ssl_root_cert,omitempty"`
+	Schema      string `json:"schema,omitempty"`
+	Threads     int    `json:"threads"`
+	// RequireAuth is the connection's require_auth setting ("" is the
+	// default policy, EffectiveRequireAuth the one in force).
+	RequireAuth          string `json:"require_auth,omitempty"`
+	EffectiveRequireAuth string `json:"effective_require_auth"`
+	// Auth is where the password comes from when it is not the stored
+	// one; nil for password.
+	Auth *AuthView `json:"auth,omitempty"`
+	// Pooler is the connection pooler in front of the database.
+	Pooler    string      `json:"pooler"`
+	SSHTunnel *TunnelView `json:"ssh_tunnel,omitempty"`
+	CreatedAt time.Time   `json:"created_at"`
+	UpdatedAt time.Time   `json:"updated_at"`
+}
+
+// TunnelView is the SSH tunnel of a ConnectionView.
+type TunnelView struct {
+	Host              string   `json:"host"`
+	Port              int      `json:"port"`
+	User              string   `json:"user"`
+	KeyType           string   `json:"key_type"`
+	KeepaliveInterval Duration `json:"keepalive_interval"`
+	KeepaliveCountMax int      `json:"keepalive_count_max"`
+	// PublicKey is the authorized_keys line to install on the bastion.
+	PublicKey            string `json:"public_key"`
+	PublicKeyFingerprint string `json:"public_key_fingerprint"`
+	// PreviousPublicKey is the replaced key after a rotation.
+	PreviousPublicKey string `json:"previous_public_key,omitempty"`
+	// HostKeyFingerprint is the pinned host key's ("" before first use).
+	HostKeyFingerprint string `json:"host_key_fingerprint"`
+	// PendingHostKeyFingerprint is a presented key waiting for approval.
+	PendingHostKeyFingerprint string     `json:"pending_host_key_fingerprint,omitempty"`
+	PendingHostKeySeen        *time.Time `json:"pending_host_key_seen,omitempty"`
+	// KeyUsedAt is when an SSH login with the key last succeeded.
+	KeyUsedAt *time.Time `json:"key_used_at,omitempty"`
+}
+
+// ConnectionList is the body of GET /connections.
+type ConnectionList struct {
+	Connections []*ConnectionView `json:"connections"`
+}
+
+// PublicKeyResponse is the body of GET /connections/{name}/public-key.
+type PublicKeyResponse struct {
+	// PublicKey is an authorized_keys line (restricted with
+	// ?restricted=true).
+	PublicKey string `json:"public_key"`
+}
+
+// KeyRotation is the body of POST /connections/{name}/rotate-key.
+type KeyRotation struct {
+	// Old is the replaced authorized_keys line: remove it from the bastion.
+	Old string `json:"old_public_key"`
+	// New is the new authorized_keys line: add it to the bastion.
+	New string `json:"public_key"`
+}

@@ -1,0 +1,72 @@
+package app
+
+import (
+	"context"
+
+	"github.com/pgrelay/pgrelay/internal/jobs"
+)
+
+// RunJobLocally runs the saved job name in this process, now, with the job
+// queue's rules (its command policy and log limit) but without its
+// workers: the CLI's local `job run`. started is called once the run is
+// saved. Cancelling ctx with a *jobs.CancelledError cancels the run.
+func (s *Service) RunJobLocally(ctx context.Context, name string, started func(*jobs.Run)) (*jobs.Run, error) {
+	jv, err := s.GetJob(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if s.queue == nil {
+		return nil, ErrNoQueue
+	}
+	return s.queue.RunLocal(ctx, jv.Job, jobs.Manual, started)
+}
+
+// ExecRequest is a program the local user runs over a saved connection
+// (pgrelay exec): a one-step job with a local endpoint and the PG* and dbt
+// environment.
+type ExecRequest struct {
+	// Connection names the saved connection.
+	Connection string
+	// Command is the program and its arguments.
+	Command []string
+	// Workdir is the program's working directory (absolute; default the
+	// current one).
+	Workdir string
+	// Profile, Target and Schema name the generated dbt profile.
+	Profile, Target, Schema string
+	// Stdio is the program's standard input and output.
+	Stdio *jobs.Stdio
+}
+
+// Job returns the request as a validated job. It has no time limit: an
+// exec runs as long as its program.
+func (r ExecRequest) Job() (jobs.Job, error) {
+	job := jobs.Job{Name: "exec", Connection: r.Connection, Profile: r.Profile, Target: r.Target, TargetSchema: r.Schema,
+		Steps: []jobs.Step{{Command: r.Command, Workdir: r.Workdir}}}
+	job.ApplyDefaults() // the timeout is not applied
+	if err := job.Validate(); err != nil {
+		return jobs.Job{}, err
+	}
+	return job, nil
+}
+
+// Exec runs the request's program over its connection and returns how it
+// ended. The local user runs their own program, given explicitly, so any
+// program may run. Cancelling ctx with a *jobs.CancelledError stops it.
+func (s *Service) Exec(ctx context.Context, req ExecRequest) (jobs.Result, error) {
+	job, err := req.Job()
+	if err != nil {
+		return jobs.Result{}, err
+	}
+	rn := &jobs.Runner{
+		Open:     s.OpenConn,
+		Commands: jobs.CommandPolicy{AnyProgram: true},
+		Stdio:    req.Stdio,
+		Logger:   s.logger,
+	}
+	return rn.Run(ctx, job, jobs.Hooks{Log: func(l jobs.LogLine) {
+		if l.Stream == jobs.StreamSystem {
+			s.logger.Debug(l.Text)
+		}
+	}}), nil
+}

@@ -1,0 +1,158 @@
+package daemon_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/daemon"
+	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/store/sqlite"
+	"github.com/pgrelay/pgrelay/internal/testenv"
+)
+
+func openStore(t *testing.T) *sqlite.Store {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), sqlite.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+func newKeyring(t *testing.T) *secret.Keyring {
+	t.Helper()
+	key := make([]byte, secret.KeySize)
+	_, _ = rand.Read(key)
+	kr, err := secret.NewKeyring(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kr
+}
+
+// TestDaemonServes assembles every part as serve does and works a run
+// queued through the use cases: the queue opens the connection through
+// the same Connector as the service, and the HTTP server answers with both
+// faces mounted.
+func TestDaemonServes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	st := openStore(t)
+	d, err := daemon.New(ctx, daemon.Config{Store: st, Keyring: newKeyring(t),
+		Jobs: &daemon.JobsConfig{HeartbeatInterval: 200 * time.Millisecond, ReapInterval: time.Second, ShutdownGrace: time.Second},
+		HTTP: &daemon.HTTPConfig{WebUI: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Stop(context.Background()) })
+	if d.Queue() == nil || d.Server() == nil || d.API() == nil || d.Sessions() == nil || d.Metrics() == nil || d.Store() != st {
+		t.Fatal("a part is missing")
+	}
+	ts := httptest.NewServer(d.Handler())
+	t.Cleanup(ts.Close)
+	for path, want := range map[string]int{"/readyz": http.StatusOK, "/login": http.StatusOK, "/api/v1/connections": http.StatusUnauthorized} {
+		resp, err := http.Get(ts.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+
+	svc := d.App()
+	if _, err := svc.CreateConnection(ctx, connection.Spec{Name: "db", Host: pg.Host, Port: pg.Port, Database: "postgres",
+		User: pg.SuperUser, Password: secret.New(pg.SuperPassword), SSLMode: connection.SSLDisable}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := svc.PutJob(ctx, jobs.Job{Name: "one", Connection: "db", Steps: []jobs.Step{{SQL: "select 1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	run, err := svc.RunJob(ctx, "one", jobs.Manual)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r, err := svc.GetRun(ctx, run.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status.Terminal() {
+			if r.Status != jobs.Succeeded {
+				t.Fatalf("run %s: %s", r.Status, r.Reason)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run still %s after 30s", r.Status)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the run's status
+	}
+	if err := d.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Stop(ctx); err != nil {
+		t.Fatalf("a second Stop: %v", err)
+	}
+}
+
+// TestDaemonWithoutParts builds the use cases alone (as the CLI's local
+// commands do): no queue, so queuing a run is refused; no HTTP server.
+func TestDaemonWithoutParts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d, err := daemon.New(ctx, daemon.Config{Store: openStore(t), Keyring: newKeyring(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = d.Stop(ctx) }()
+	if d.Queue() != nil || d.Server() != nil || d.Handler() != nil || d.Metrics() != nil {
+		t.Fatal("parts that were not asked for")
+	}
+	if _, err := d.App().RunJobLocally(ctx, "nosuch", nil); !errors.Is(err, app.ErrNotFound) {
+		t.Fatalf("local run of a missing job: %v", err)
+	}
+}
+
+// TestDaemonRefuses checks the config: required parts, the master key of
+// the store, and HTTP settings the server refuses (a *ConfigError).
+func TestDaemonRefuses(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := openStore(t)
+	if _, err := daemon.New(ctx, daemon.Config{Keyring: newKeyring(t)}); err == nil {
+		t.Error("no store: accepted")
+	}
+	if _, err := daemon.New(ctx, daemon.Config{Store: st}); err == nil {
+		t.Error("no keyring: accepted")
+	}
+	d, err := daemon.New(ctx, daemon.Config{Store: st, Keyring: newKeyring(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = d.Stop(ctx)
+	if _, err := daemon.New(ctx, daemon.Config{Store: st, Keyring: newKeyring(t)}); !errors.Is(err, app.ErrWrongMasterKey) {
+		t.Errorf("another key: %v, want ErrWrongMasterKey", err)
+	}
+	_, err = daemon.New(ctx, daemon.Config{Store: openStore(t), Keyring: newKeyring(t), HTTP: &daemon.HTTPConfig{MaxConnections: -1}})
+	var ce *daemon.ConfigError
+	if !errors.As(err, &ce) {
+		t.Errorf("--max-connections -1: %v, want a *ConfigError", err)
+	}
+}
