@@ -72,6 +72,9 @@ type SecretsTx interface {
 	// private key and increments its version, so that an update prepared
 	// from the record as it was before fails with ErrConflict.
 	SetConnectionSecrets(ctx context.Context, id string, sealedPassword, sealedPrivateKey []byte) error
+	// SetConnectionPendingKey replaces a connection's sealed pending
+	// private key (of a key rotation) and increments its version.
+	SetConnectionPendingKey(ctx context.Context, id string, sealed []byte) error
 	// GetMeta returns the value stored under key, or ErrNotFound.
 	GetMeta(ctx context.Context, key string) ([]byte, error)
 	// PutMeta stores value under key, replacing any value there.
