@@ -38,6 +38,9 @@ type Config struct {
 	// bastion, or the database when direct); nil is egress's default,
 	// which denies link-local and cloud metadata addresses.
 	Network *egress.Policy
+	// SSH holds the settings of SSH hops: the server's known_hosts, which
+	// proxy commands may run, an outside certificate signer (ssh.go).
+	SSH SSHConfig
 }
 
 // Service runs pgrelay's use cases. It is safe for concurrent use.
@@ -52,6 +55,7 @@ type Service struct {
 
 	hostKeyPolicy HostKeyPolicy
 	network       *egress.Policy
+	ssh           sshSettings
 }
 
 // New returns a Service.
@@ -74,7 +78,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	return &Service{store: keyGuard{Store: cfg.Store, kr: cfg.Keyring}, keyring: cfg.Keyring, logger: cfg.Logger, now: cfg.Now,
 		dialTimeout: cfg.DialTimeout, metrics: cfg.Metrics,
-		hostKeyPolicy: policy, network: cfg.Network}, nil
+		hostKeyPolicy: policy, network: cfg.Network, ssh: newSSHSettings(cfg.SSH)}, nil
 }
 
 // Error kinds the faces map to exit codes and HTTP statuses.

@@ -206,7 +206,7 @@ func (t *Tunnel) validateHops(add func(field string, err error)) {
 	}
 	add("ssh_tunnel.proxy_command", validateProxyCommand(t.ProxyCommand))
 	switch t.Auth {
-	case SSHAuthKey, SSHAuthCertificate:
+	case "", SSHAuthKey, SSHAuthCertificate:
 	default:
 		add("ssh_tunnel.auth", fmt.Errorf("%q is not accepted: use key (the connection's key pair in authorized_keys, the default) "+
 			"or certificate (a short-lived certificate signed by pgrelay's SSH CA)", t.Auth))

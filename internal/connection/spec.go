@@ -137,7 +137,7 @@ type Tunnel struct {
 	// ProxyCommand (AWS SSM, Cloudflare Access, socat). See hops.go.
 	ProxyCommand []string `json:"proxy_command,omitempty"`
 	// Auth is how pgrelay logs in to every hop: with the connection's key
-	// pair (SSHAuthKey, the default) or with a short-lived certificate of
+	// pair (SSHAuthKey; "" is the same) or with a short-lived certificate of
 	// that key signed by pgrelay's SSH CA (SSHAuthCertificate).
 	Auth SSHAuth `json:"auth,omitempty"`
 	// Next are the hops after the first (the one Host, Port and User
@@ -217,9 +217,6 @@ func (s *Spec) ApplyDefaults() {
 		}
 		if t.KeepaliveCountMax == 0 {
 			t.KeepaliveCountMax = DefaultKeepaliveCountMax
-		}
-		if t.Auth == "" {
-			t.Auth = SSHAuthKey
 		}
 		for i := range t.Next {
 			if t.Next[i].Port == 0 {

@@ -121,17 +121,24 @@ func (c *Chain) watch() {
 	<-cases
 	close(stop)
 	c.mu.Lock()
-	if c.err == nil {
-		for i, t := range c.hops {
-			if err := t.Err(); err != nil {
-				c.err = c.wrap(i, len(c.hops), t.cfg.Addr, err)
-				break
-			}
-		}
-	}
+	c.recordLocked()
 	c.mu.Unlock()
 	close(c.done)
 	c.closeHops()
+}
+
+// recordLocked records why the chain ended, once: the earliest hop that is
+// down. Called with mu held.
+func (c *Chain) recordLocked() {
+	if c.err != nil {
+		return
+	}
+	for i, t := range c.hops {
+		if err := t.Err(); err != nil {
+			c.err = c.wrap(i, len(c.hops), t.cfg.Addr, err)
+			return
+		}
+	}
 }
 
 // closeHops closes the hops, the last first.
@@ -162,13 +169,11 @@ func (c *Chain) Done() <-chan struct{} { return c.done }
 // went down first (a [*HopError] for chains of several hops, wrapping a
 // [*DroppedError]), or one wrapping [ErrClosed] after [Chain.Close].
 func (c *Chain) Err() error {
-	select {
-	case <-c.done:
-	default:
-		return nil
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// A hop may be down a moment before watch notices: its connections
+	// already fail with its error, which Err must explain.
+	c.recordLocked()
 	return c.err
 }
 
@@ -176,6 +181,7 @@ func (c *Chain) Err() error {
 func (c *Chain) Close() error {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
+		c.recordLocked()
 		if c.err == nil {
 			c.err = fmt.Errorf("SSH tunnel to %s: %w", c.hops[len(c.hops)-1].cfg.Addr, ErrClosed)
 		}
