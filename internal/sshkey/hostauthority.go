@@ -39,9 +39,9 @@ const HostAuthoritiesAccepted = `accepted are known_hosts lines with a marker: "
 type KnownHostLine struct {
 	Marker Marker
 	// Patterns are the line's host patterns ("*.example.com",
-	// "[10.0.0.*]:2222", "!bad.example.com"), as ssh -o UserKnownHostsFile
-	// reads them: '*' and '?' are wildcards, '!' negates, a port other than
-	// 22 is written [host]:port.
+	// "[10.0.0.*]:2222", "!bad.example.com"), as ssh reads known_hosts:
+	// '*' and '?' are wildcards (in the port too: "[*.example.com]:*"),
+	// '!' negates, a port other than 22 is written [host]:port.
 	Patterns []string
 	// Key is the host key or CA key.
 	Key ssh.PublicKey
@@ -73,7 +73,7 @@ func (l KnownHostLine) Matches(host string, port int) bool {
 				ph, pp = h, po
 			}
 		}
-		if pp != strconv.Itoa(port) || !wildcardMatch(strings.ToLower(ph), host) {
+		if !wildcardMatch(pp, strconv.Itoa(port)) || !wildcardMatch(strings.ToLower(ph), host) {
 			continue
 		}
 		if neg {
