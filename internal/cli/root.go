@@ -127,6 +127,7 @@ any client (psql, dbt) use it.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(r.connectionCommand(), r.queryCommand(), r.proxyCommand(), r.serveCommand(), r.tokenCommand(), r.execCommand(), r.jobCommand(), r.runCommand(), r.grantsCommand())
 	root.AddCommand(r.opsCommands()...)
+	root.AddCommand(r.sshCACommand())
 	return root
 }
 
@@ -179,7 +180,7 @@ func (r *runner) service(ctx context.Context) (*app.Service, error) {
 		return nil, err
 	}
 	svc, err := app.New(app.Config{Store: st, Keyring: kr, Logger: r.logger, Metrics: r.metrics,
-		HostKeyPolicy: r.policy.policy, Network: r.policy.network})
+		HostKeyPolicy: r.policy.policy, Network: r.policy.network, SSH: r.sshConfig()})
 	if err != nil {
 		_ = st.Close()
 		return nil, err

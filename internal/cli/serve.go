@@ -79,6 +79,8 @@ local data dir: it ignores PGRELAY_SERVER, which is for the commands that use a 
 			if err != nil {
 				return err
 			}
+			// Proxy commands run only the programs of the allowlist here.
+			svc.SetProxyCommands(policy)
 			q, stopQueue, err := r.startQueue(ctx, svc, qf, policy)
 			if err != nil {
 				return err
