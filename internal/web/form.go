@@ -26,7 +26,8 @@ const (
 func fieldOrder() []string {
 	return []string{"name", "flavor", "host", "port", "database", "user", "password", "sslmode", "ssl_root_cert",
 		"require_auth", "schema", "threads", "ssh_tunnel.host", "ssh_tunnel.port", "ssh_tunnel.user", "ssh_tunnel.key_type",
-		"ssh_tunnel.keepalive_interval", "ssh_tunnel.keepalive_count_max", "ssh_tunnel.known_host"}
+		"ssh_tunnel.keepalive_interval", "ssh_tunnel.keepalive_count_max", "ssh_tunnel.known_host",
+		"ssh_tunnel.auth", "ssh_tunnel.proxy_command", "ssh_tunnel.host_authorities"}
 }
 
 // fieldLabel is the label of a field as the form shows it.
@@ -70,8 +71,17 @@ func fieldLabel(key string) string {
 		return "Missed keepalives allowed"
 	case "ssh_tunnel.known_host":
 		return "Bastion host key"
+	case "ssh_tunnel.auth":
+		return "Login method"
+	case "ssh_tunnel.proxy_command":
+		return "Proxy command"
+	case "ssh_tunnel.host_authorities":
+		return "Host authorities"
 	case "form":
 		return "Form"
+	}
+	if l, ok := hopLabel(key); ok {
+		return l
 	}
 	return key
 }
@@ -105,6 +115,11 @@ type connForm struct {
 	// Flavors and SSLModes fill the selects.
 	Flavors  []connection.Flavor
 	SSLModes []connection.SSLMode
+	// ExtraHops is how many SSH hops follow the bastion (hops.go).
+	ExtraHops int
+	// HopsChanged says that a hop button changed the form: nothing was
+	// saved yet.
+	HopsChanged bool
 }
 
 // problem is one line of the error summary.
@@ -211,6 +226,7 @@ func formFromView(v *app.ConnectionView) *connForm {
 			"ssh_tunnel.key_type": t.KeyType, "ssh_tunnel.keepalive_interval": t.KeepaliveInterval.String(),
 			"ssh_tunnel.keepalive_count_max": strconv.Itoa(t.KeepaliveCountMax),
 		})
+		f.fillHops(v)
 	}
 	return f
 }
@@ -243,6 +259,7 @@ func parseConnForm(r *http.Request, edit bool, name string) (*parsedForm, error)
 		}
 		f.Values[k] = v
 	}
+	f.readHops(r)
 	if edit {
 		f.Values["name"] = name
 	}
@@ -273,6 +290,7 @@ func parseConnForm(r *http.Request, edit bool, name string) (*parsedForm, error)
 		t.Port = f.number("ssh_tunnel.port", 1, 65535)
 		t.KeepaliveCountMax = f.number("ssh_tunnel.keepalive_count_max", 1, connection.MaxKeepaliveMax)
 		t.KeepaliveInterval = f.duration("ssh_tunnel.keepalive_interval")
+		f.applyHops(t)
 		spec.Tunnel = t
 	}
 	pf := &parsedForm{form: f}
@@ -348,7 +366,7 @@ func (f *connForm) summarize() {
 	})
 	for _, k := range keys {
 		id := ""
-		if slices.Contains(order, k) {
+		if slices.Contains(order, k) || strings.HasPrefix(k, "ssh_hops.") {
 			id = fieldID(k)
 		}
 		f.Problems = append(f.Problems, problem{ID: id, Label: fieldLabel(k), Message: f.Errors[k]})
