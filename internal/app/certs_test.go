@@ -128,7 +128,9 @@ func TestCertificateLogin(t *testing.T) {
 	if !errors.As(err, &refused) || !strings.Contains(err.Error(), `does not let principal "`+wrong.User+`" log in`) {
 		t.Fatalf("wrong principal: %v, want a CertificateRefusedError naming the principal", err)
 	}
-	waitFor(t, 5*time.Second, func() bool { return strings.Contains(wrong.Log(), "Certificate does not contain an authorized principal") })
+	waitFor(t, 5*time.Second, func() bool {
+		return strings.Contains(wrong.Log(), "Certificate does not contain an authorized principal")
+	})
 
 	// A CA sshd does not trust.
 	other := writeFile(t, "other_ca.pub", sshkey.AuthorizedKey(newCA(t).PublicKey(), "")+"\n")

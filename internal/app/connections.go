@@ -43,7 +43,7 @@ type ConnectionView struct {
 	// is SSHTunnel's host); empty for a direct connection.
 	SSHHops   []HopView `json:"ssh_hops,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt            time.Time   `json:"updated_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // TunnelView is the tunnel part of a ConnectionView.

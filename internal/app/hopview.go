@@ -61,7 +61,7 @@ type KeyRotationView struct {
 	// NewPublicKey is the new key's authorized_keys line, while pending.
 	NewPublicKey string `json:"new_public_key,omitempty"`
 	// NewPublicKeyFingerprint is its fingerprint.
-	NewPublicKeyFingerprint string `json:"new_public_key_fingerprint,omitempty"`
+	NewPublicKeyFingerprint string     `json:"new_public_key_fingerprint,omitempty"`
 	StartedAt               *time.Time `json:"started_at,omitempty"`
 	// OldKeyExpiresAt is the expiry-time put on the old key's line.
 	OldKeyExpiresAt *time.Time `json:"old_key_expires_at,omitempty"`

@@ -190,4 +190,3 @@ func (s *Service) HopKeys(ctx context.Context, name string) ([]HopKeyLines, erro
 	}
 	return hopKeyLines(c)
 }
-

@@ -391,7 +391,7 @@ type runner struct {
 	spec     *connection.Spec
 	progress func(Step)
 	plan     []PlannedStep
-	next     int // index in plan of the next step to report
+	next     int       // index in plan of the next step to report
 	cur      *hopState // the hop being tested, while the SSH steps run
 	log      *slog.Logger
 	report   Report

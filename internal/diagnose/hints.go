@@ -230,7 +230,6 @@ func (r *runner) restrictedKeyLine() string {
 	return sshkey.RestrictedTo(pub, comment, target)
 }
 
-
 // hintStream explains a failure to open the stream to the database.
 func (r *runner) hintStream(err error) string {
 	addr := r.dbAddr()
