@@ -2,9 +2,14 @@ package web_test
 
 import (
 	"context"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/pgrelay/pgrelay/internal/auth"
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
 // TestBrowserHops builds a chain of three SSH hops in the connection form
@@ -65,6 +70,39 @@ func TestBrowserHops(t *testing.T) {
 	}
 	if src := axeSourceOrEmpty(t); src != "" {
 		b.axe(src, "connection page during a key rotation")
+	}
+
+	// The connection test of a chain of two real sshd's, streamed into the
+	// page: every hop's SSH steps have rows of their own, named by hop.
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg.CreateRole(t, "dbt", "dbt-pw")
+	b1 := testenv.StartBastion(t, testenv.BastionOptions{})
+	b2 := testenv.StartBastion(t, testenv.BastionOptions{})
+	ctx := context.Background()
+	if _, err := s.App.CreateConnection(ctx, connection.Spec{Name: "two", Host: pg.Host, Port: pg.Port, Database: "postgres",
+		User: "dbt", Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable,
+		Tunnel: &connection.Tunnel{Host: b1.Host, Port: b1.Port, User: b1.User,
+			Next: []connection.Hop{{Host: b2.Host, Port: b2.Port, User: b2.User}}}}); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := s.App.HopKeys(ctx, "two")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b1.Authorize(t, lines[0].Line)
+	b2.Authorize(t, lines[1].Line)
+	b.open("/connections/two")
+	b.click("#test-connection")
+	b.waitFor("the test to pass", `document.querySelector("#test-panel.test-passed") !== null`, 20*time.Second)
+	rows := b.eval(`Array.from(document.querySelectorAll("#test-panel .tstep")).map(li => li.dataset.status + " " + li.querySelector(".tstep-name").textContent).join("\n")`)
+	for _, want := range []string{"ok Hop 1 of 2 (" + b1.Addr() + "): SSH login", "ok Hop 2 of 2 (" + b2.Addr() + "): SSH handshake",
+		"ok Hop 2 of 2 (" + b2.Addr() + "): SSH login", "ok Run SELECT 1"} {
+		if !strings.Contains(rows, want) {
+			t.Errorf("test panel lacks %q:\n%s", want, rows)
+		}
+	}
+	if n := strings.Count(rows, "\n") + 1; n != 12 {
+		t.Errorf("test panel has %d steps, want 12 (resolve, 3 per hop, forward and 4 more):\n%s", n, rows)
 	}
 }
 

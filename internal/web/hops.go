@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/diagnose"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 )
 
@@ -340,4 +341,18 @@ func (d *showData) Certificates() bool {
 func isInvalid(err error) bool {
 	var ve *app.ValidationError
 	return errors.Is(err, app.ErrInvalid) || errors.As(err, &ve)
+}
+
+// stepTitle names a test step for people: its label, after its hop in a
+// chain ("Hop 2 of 3 (bastion-b:22): SSH login"); the script has the same
+// (app.js, stepTitle).
+func stepTitle(s diagnose.Step) string {
+	if s.Hop == 0 {
+		return stepLabel(s.ID)
+	}
+	where := fmt.Sprintf("Hop %d of %d", s.Hop, s.Of)
+	if s.HopAddr != "" {
+		where += " (" + s.HopAddr + ")"
+	}
+	return where + ": " + stepLabel(s.ID)
 }
