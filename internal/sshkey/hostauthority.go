@@ -249,9 +249,11 @@ func (t HostTrust) Keys(host string, port int) []ssh.PublicKey {
 // Revoked reports whether key is revoked. Like x/crypto's knownhosts, a
 // revoked key is refused for every host, whatever the line's patterns.
 func (t HostTrust) Revoked(key ssh.PublicKey) bool {
-	blob := key.Marshal()
+	var blob []byte
 	if c, ok := key.(*ssh.Certificate); ok {
 		blob = c.Key.Marshal()
+	} else {
+		blob = key.Marshal()
 	}
 	for _, l := range t.Lines {
 		if l.Marker == MarkerRevoked && bytes.Equal(l.Key.Marshal(), blob) {
