@@ -298,3 +298,45 @@ func TestProxyCommandHop(t *testing.T) {
 		t.Fatalf("failing proxy command: %v, want its error with its stderr", err)
 	}
 }
+
+// TestChainHopForwardRefused: hop 1's key line allows forwarding only to
+// the database, not to hop 2: the connection test fails at hop 2's
+// bastion_tcp with the line hop 1 needs, and a query names hop 2.
+func TestChainHopForwardRefused(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg.CreateRole(t, "dbt", "dbt-pw")
+	b1 := testenv.StartBastion(t, testenv.BastionOptions{})
+	b2 := testenv.StartBastion(t, testenv.BastionOptions{})
+	f := newService(t)
+	ctx := context.Background()
+	if _, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "fwd", Host: pg.Host, Port: pg.Port, Database: "postgres",
+		User: "dbt", Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable,
+		Tunnel: &connection.Tunnel{Host: b1.Host, Port: b1.Port, User: b1.User,
+			Next: []connection.Hop{{Host: b2.Host, Port: b2.Port, User: b2.User}}}}); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := f.svc.HopKeys(ctx, "fwd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Hop 1 gets hop 2's line (permitopen to the database): wrong.
+	b1.Authorize(t, lines[1].Line)
+	b2.Authorize(t, lines[1].Line)
+	rep, err := f.svc.TestConnection(ctx, "fwd", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := rep.Failed()
+	if fs == nil || fs.ID != diagnose.StepBastionTCP || fs.Hop != 2 {
+		t.Fatalf("failed step %+v, want hop 2's bastion_tcp", fs)
+	}
+	if !strings.Contains(fs.Hint, `permitopen="`+b2.Addr()+`"`) || !strings.Contains(fs.Hint, "public-key fwd --restricted") {
+		t.Fatalf("hint does not give hop 1's line: %s", fs.Hint)
+	}
+	err = f.svc.Query(ctx, "fwd", "select 1", &rowsSink{})
+	var fe *tunnel.ForwardError
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "hop 2 of 2 ("+b2.Addr()+")") {
+		t.Fatalf("query: %v, want a ForwardError naming hop 2", err)
+	}
+}

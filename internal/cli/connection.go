@@ -477,8 +477,13 @@ func (r *runner) connTrustHostKeyCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(r.out(), "Host key %s of bastion %s is now trusted for %q.\n", v.SSHTunnel.HostKeyFingerprint,
-				hostPort(v.SSHTunnel.Host, v.SSHTunnel.Port), v.Name)
+			where := "bastion " + hostPort(v.SSHTunnel.Host, v.SSHTunnel.Port)
+			for i, h := range v.SSHHops {
+				if len(v.SSHHops) > 1 && h.HostKeyFingerprint == strings.TrimSpace(fingerprint) {
+					where = fmt.Sprintf("hop %d of %d (%s)", i+1, len(v.SSHHops), hostPort(h.Host, h.Port))
+				}
+			}
+			fmt.Fprintf(r.out(), "Host key %s of %s is now trusted for %q.\n", strings.TrimSpace(fingerprint), where, v.Name)
 			return nil
 		},
 	}

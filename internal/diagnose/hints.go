@@ -81,6 +81,24 @@ func (r *runner) droppedHint() string {
 
 func (r *runner) hintBastionTCP(addr string, err error) string {
 	host, port, _ := net.SplitHostPort(addr)
+	var fwd *tunnel.ForwardError
+	if c := r.cur; c != nil && c.i > 0 && errors.As(err, &fwd) {
+		prev := r.spec.Hops()[c.i-1]
+		switch fwd.Reason {
+		case ssh.Prohibited:
+			var b strings.Builder
+			fmt.Fprintf(&b, "Hop %d (%s) refuses to forward to hop %d at %s. On hop %d, allow it: `AllowTcpForwarding yes` and a "+
+				"`PermitOpen` that includes %s in its sshd_config; the key's line in ~%s/.ssh/authorized_keys there must say permitopen=\"%s\".",
+				c.i, prev.Addr(), c.i+1, addr, c.i, addr, prev.User, sshkey.PermitOpen(c.hop.Host, c.hop.Port))
+			if cmd := r.command("public-key", "--restricted"); cmd != "" {
+				fmt.Fprintf(&b, " `%s` prints every hop's line, in order.", cmd)
+			}
+			return b.String()
+		case ssh.ConnectionFailed:
+			return fmt.Sprintf("Hop %d (%s) could not connect to hop %d at %s: check that name and port as hop %d sees them, "+
+				"that sshd runs there, and that the firewall between the two hops admits port %s.", c.i, prev.Addr(), c.i+1, addr, c.i, port)
+		}
+	}
 	switch {
 	case isTimeout(err):
 		return fmt.Sprintf("No answer from the SSH bastion %s within %v: the packets are dropped on the way. Usually the "+

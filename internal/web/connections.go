@@ -28,8 +28,11 @@ func (u *UI) list(w http.ResponseWriter, r *http.Request, s *session) {
 	}
 	d := listData{Connections: cs}
 	for _, c := range cs {
-		if c.SSHTunnel != nil && c.SSHTunnel.PendingHostKeyFingerprint != "" {
-			d.Pending++
+		for _, h := range c.SSHHops {
+			if h.PendingHostKeyFingerprint != "" {
+				d.Pending++
+				break
+			}
 		}
 	}
 	p := &page{Title: "Connections", Nav: "connections", Session: s, Data: d}
