@@ -232,7 +232,7 @@ func (r *runner) connListCommand() *cobra.Command {
 				if t := v.SSHTunnel; t != nil {
 					tun = t.User + "@" + hostPort(t.Host, t.Port)
 					if len(v.SSHHops) > 1 {
-						tun += fmt.Sprintf(" (+%d hops)", len(v.SSHHops)-1)
+						tun += fmt.Sprintf(" (+%s)", countNoun(len(v.SSHHops)-1, "hop"))
 					}
 					hk = hopsHostKeyState(v)
 				}
