@@ -71,8 +71,9 @@ type TunnelView struct {
 	// succeeded (in a test, query, run or proxy; recorded at most once a
 	// minute); nil until one did, so the key may not be installed yet.
 	KeyUsedAt *time.Time `json:"key_used_at,omitempty"`
-	// Auth is how pgrelay logs in: key (default) or certificate.
-	Auth connection.SSHAuth `json:"auth"`
+	// Auth is how pgrelay logs in: certificate, or absent for the
+	// connection's key pair (key).
+	Auth connection.SSHAuth `json:"auth,omitempty"`
 	// ProxyCommand is the program and arguments that carry the SSH
 	// connection to the first hop, if any.
 	ProxyCommand []string `json:"proxy_command,omitempty"`
@@ -112,8 +113,8 @@ func view(c *store.Connection) *ConnectionView {
 			PreviousPublicKey: c.PreviousPublicKey, KeyUsedAt: keyUsedAt(c),
 			Auth: t.Auth, ProxyCommand: slices.Clone(t.ProxyCommand), HostAuthorities: slices.Clone(t.HostAuthorities),
 			Rotation: rotationView(c)}
-		if tv.Auth == "" {
-			tv.Auth = connection.SSHAuthKey
+		if tv.Auth == connection.SSHAuthKey {
+			tv.Auth = "" // the default shows as absent, as before there were certificates
 		}
 		if pub, err := sshkey.ParsePublic(c.SSHPublicKey); err == nil {
 			tv.PublicKey = sshkey.AuthorizedKey(pub, sshkey.Comment(s.Name))
