@@ -15,6 +15,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/diagnose"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 	"github.com/pgrelay/pgrelay/internal/tunnel"
 )
@@ -339,4 +340,47 @@ func TestChainHopForwardRefused(t *testing.T) {
 	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "hop 2 of 2 ("+b2.Addr()+")") {
 		t.Fatalf("query: %v, want a ForwardError naming hop 2", err)
 	}
+}
+
+// TestHopKnownHostPinnedAtOnce: a host key given for hop 2 is pinned when
+// the connection is saved, and a hop 2 presenting another key is refused
+// before any login.
+func TestHopKnownHostPinnedAtOnce(t *testing.T) {
+	t.Parallel()
+	b1 := testenv.StartBastion(t, testenv.BastionOptions{})
+	b2 := testenv.StartBastion(t, testenv.BastionOptions{})
+	f := newService(t)
+	ctx := context.Background()
+	other := testenv.StartBastion(t, testenv.BastionOptions{}) // its key is not b2's
+	v, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "kh", Host: "127.0.0.1", Port: 5432, Database: "d", User: "u",
+		Tunnel: &connection.Tunnel{Host: b1.Host, Port: b1.Port, User: b1.User,
+			Next: []connection.Hop{{Host: b2.Host, Port: b2.Port, User: b2.User, KnownHost: sshkey.AuthorizedKey(other.HostKey, "")}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := v.SSHHops[1].HostKeyFingerprint; got != sshkey.Fingerprint(other.HostKey) || v.SSHHops[0].HostKeyFingerprint != "" {
+		t.Fatalf("pins after create: %+v", v.SSHHops)
+	}
+	lines, _ := f.svc.HopKeys(ctx, "kh")
+	b1.Authorize(t, lines[0].Line)
+	b2.Authorize(t, lines[1].Line)
+	_, err = f.svc.Open(ctx, "kh")
+	var changed *app.HostKeyChangedError
+	if !errors.As(err, &changed) || changed.Hop == "" || !strings.Contains(err.Error(), "hop 2 of 2") {
+		t.Fatalf("hop 2 with another key than given: %v", err)
+	}
+	if strings.Contains(b2.Log(), "Accepted publickey") || strings.Contains(b2.Log(), "Failed publickey") {
+		t.Fatal("pgrelay tried to log in to a hop whose host key was refused")
+	}
+	// Giving the right key on update replaces the pin; the chain opens.
+	s := v.Spec()
+	s.Tunnel.Next[0].KnownHost = sshkey.AuthorizedKey(b2.HostKey, "")
+	if _, err := f.svc.UpdateConnection(ctx, "kh", s, nil); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := f.svc.Open(ctx, "kh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = sess.Close()
 }

@@ -153,7 +153,7 @@ func (f *connFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
 		}
 	}
 	if f.noSSHTunnel {
-		for _, n := range append([]string{"ssh-host", "ssh-port", "ssh-user", "ssh-key-type", "ssh-keepalive-interval", "ssh-keepalive-count-max", "ssh-known-host"}, hopFlagNames...) {
+		for _, n := range append([]string{"ssh-host", "ssh-port", "ssh-user", "ssh-key-type", "ssh-keepalive-interval", "ssh-keepalive-count-max", "ssh-known-host"}, hopFlagNames()...) {
 			if ch(n) {
 				return usagef("--no-ssh-tunnel cannot be combined with --%s", n)
 			}

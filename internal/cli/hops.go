@@ -22,8 +22,10 @@ type hopFlags struct {
 	hopKnownHosts   []string
 }
 
-// hopFlagNames are the names of hopFlags' flags.
-var hopFlagNames = []string{"ssh-hop", "ssh-proxy-command", "ssh-auth", "ssh-host-authority", "ssh-hop-known-host"}
+// hopFlagNames are the names of hopFlags' flags, --ssh-hop first.
+func hopFlagNames() []string {
+	return []string{"ssh-hop", "ssh-proxy-command", "ssh-auth", "ssh-host-authority", "ssh-hop-known-host"}
+}
 
 func (f *hopFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
@@ -70,7 +72,7 @@ func (f *hopFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
 		spec.SetHops(hops)
 	}
 	anyOther := false
-	for _, n := range hopFlagNames[1:] {
+	for _, n := range hopFlagNames()[1:] {
 		anyOther = anyOther || ch(n)
 	}
 	if !anyOther {
