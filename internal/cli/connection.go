@@ -53,7 +53,10 @@ func (r *runner) connCreateCommand() *cobra.Command {
 		Short: "Save a new connection (with --ssh-host: generate its SSH key pair)",
 		Example: `  DB_PASSWORD=... pgrelay connection create wh --flavor postgres \
       --host db.internal --port 5432 --database analytics --user dbt --password-env DB_PASSWORD \
-      --ssh-host bastion.example.com --ssh-port 22 --ssh-user dbtcloud`,
+      --ssh-host bastion.example.com --ssh-port 22 --ssh-user dbtcloud
+  # through two jump hosts, the second one reached through the first:
+  DB_PASSWORD=... pgrelay connection create wh2 --host db.internal --database analytics --user dbt \
+      --password-env DB_PASSWORD --ssh-hop jump@bastion-a.example.com --ssh-hop jump@bastion-b.internal:2222`,
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output, "text", "json"); err != nil {
