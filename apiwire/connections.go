@@ -52,6 +52,10 @@ type ConnectionInput struct {
 	// present sets it ("" removes it).
 	Password  *Secret      `json:"password,omitempty"`
 	SSHTunnel *TunnelInput `json:"ssh_tunnel,omitempty"`
+	// SSHHops is the chain of SSH hops, in the order they are dialled:
+	// the first is ssh_tunnel's host (which may be left out, or must be
+	// the same), each further one is reached through the one before.
+	SSHHops []HopInput `json:"ssh_hops,omitempty"`
 }
 
 // TunnelInput is the SSH tunnel part of a ConnectionInput.
@@ -65,6 +69,13 @@ type TunnelInput struct {
 	KeepaliveCountMax int      `json:"keepalive_count_max,omitempty"`
 	// KnownHost is the bastion's host key to pin at once (write-only).
 	KnownHost string `json:"known_host,omitempty"`
+	// ProxyCommand is a program and its arguments (no shell) whose stdio
+	// carries the SSH connection to the first hop.
+	ProxyCommand []string `json:"proxy_command,omitempty"`
+	// Auth is key (default) or certificate.
+	Auth string `json:"auth,omitempty"`
+	// HostAuthorities are @cert-authority and @revoked known_hosts lines.
+	HostAuthorities []string `json:"host_authorities,omitempty"`
 }
 
 // TestDraftRequest is the body of POST /connections/test.
@@ -106,8 +117,11 @@ type ConnectionView struct {
 	// Pooler is the connection pooler in front of the database.
 	Pooler    string      `json:"pooler"`
 	SSHTunnel *TunnelView `json:"ssh_tunnel,omitempty"`
-	CreatedAt time.Time   `json:"created_at"`
-	UpdatedAt time.Time   `json:"updated_at"`
+	// SSHHops are every SSH hop, in the order they are dialled (the first
+	// is SSHTunnel's host); empty for a direct connection.
+	SSHHops   []HopView `json:"ssh_hops,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // TunnelView is the SSH tunnel of a ConnectionView.
@@ -130,6 +144,16 @@ type TunnelView struct {
 	PendingHostKeySeen        *time.Time `json:"pending_host_key_seen,omitempty"`
 	// KeyUsedAt is when an SSH login with the key last succeeded.
 	KeyUsedAt *time.Time `json:"key_used_at,omitempty"`
+	// Auth is how pgrelay logs in: certificate, or absent for the key pair.
+	Auth string `json:"auth,omitempty"`
+	// ProxyCommand carries the SSH connection to the first hop, if any.
+	ProxyCommand []string `json:"proxy_command,omitempty"`
+	// HostAuthorities are the connection's @cert-authority and @revoked
+	// lines.
+	HostAuthorities []string `json:"host_authorities,omitempty"`
+	// Rotation is a key rotation with two live keys under way, or the
+	// last one's outcome.
+	Rotation *KeyRotationView `json:"key_rotation,omitempty"`
 }
 
 // ConnectionList is the body of GET /connections.
@@ -142,6 +166,9 @@ type PublicKeyResponse struct {
 	// PublicKey is an authorized_keys line (restricted with
 	// ?restricted=true).
 	PublicKey string `json:"public_key"`
+	// Hops are, with ?restricted=true, each hop's line: forwarding only
+	// to the next hop (the last one: to the database).
+	Hops []HopKeyLines `json:"hops,omitempty"`
 }
 
 // KeyRotation is the body of POST /connections/{name}/rotate-key.
@@ -150,4 +177,11 @@ type KeyRotation struct {
 	Old string `json:"old_public_key"`
 	// New is the new authorized_keys line: add it to the bastion.
 	New string `json:"public_key"`
+	// Hops are the restricted lines of each hop.
+	Hops []HopKeyLines `json:"hops,omitempty"`
+	// OldKeyExpiresAt is the expiry-time on Old (rotations with two live
+	// keys).
+	OldKeyExpiresAt *time.Time `json:"old_key_expires_at,omitempty"`
+	// Connection is the connection afterwards.
+	Connection *ConnectionView `json:"connection,omitempty"`
 }

@@ -1,8 +1,8 @@
 #!/bin/sh
 # Installs what pgrelay's tests need when it is missing: a PostgreSQL server
 # (initdb, pg_ctl), PgBouncer, an OpenSSH server (sshd) and client (ssh, for the
-# benchmarks against `ssh -L`), Chromium (/usr/bin/chromium, for the web
-# UI's browser tests), podman (the container image's test), systemd-analyze
+# benchmarks against `ssh -L`), socat (an SSH hop over a proxy command),
+# Chromium (/usr/bin/chromium, for the web UI's browser tests), podman (the container image's test), systemd-analyze
 # (the unit's check) and Node.js with npm; then, with npm, the pinned
 # Node.js tools of the tests into .cache/npm of the repository (or
 # $PGRELAY_NODE_DIR): axe-core, the accessibility checks the browser tests
@@ -29,6 +29,9 @@ command -v npm >/dev/null 2>&1 || missing="$missing npm"
 # systemd-analyze checks the systemd unit.
 command -v podman >/dev/null 2>&1 || command -v buildah >/dev/null 2>&1 || missing="$missing podman"
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+# socat carries an SSH hop over a command's stdio (--ssh-proxy-command) in
+# the tests of chains of hops.
+command -v socat >/dev/null 2>&1 || missing="$missing socat"
 
 if [ -n "$missing" ]; then
     echo "install-test-deps: installing:$missing"

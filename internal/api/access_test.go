@@ -116,11 +116,14 @@ func TestAccessControlWalk(t *testing.T) {
 		"PUT /api/v1/connections/{name}": func() string {
 			return fmt.Sprintf(`{"host": "127.0.0.1", "port": %d, "database": "d", "user": "u", "sslmode": "disable", %s}`, dbPort, tunnelJSON)
 		},
-		"POST /api/v1/connections/{name}/rotate-key":     func() string { return "" },
-		"POST /api/v1/connections/{name}/trust-host-key": func() string { return `{"fingerprint": "SHA256:AAAA"}` },
-		"POST /api/v1/connections/{name}/query":          func() string { return `{"sql": "select 1"}` },
-		"POST /api/v1/connections/{name}/test":           func() string { return "" },
-		"POST /api/v1/connections/{name}/grants":         func() string { return `{"target_schema": "analytics", "source_schemas": ["raw"]}` },
+		"POST /api/v1/connections/{name}/rotate-key":          func() string { return "" },
+		"POST /api/v1/connections/{name}/key-rotation":        func() string { return `{"old_key_lifetime": "48h"}` },
+		"POST /api/v1/connections/{name}/key-rotation/finish": func() string { return "" },
+		"POST /api/v1/ssh-ca":                                 func() string { return "" },
+		"POST /api/v1/connections/{name}/trust-host-key":      func() string { return `{"fingerprint": "SHA256:AAAA"}` },
+		"POST /api/v1/connections/{name}/query":               func() string { return `{"sql": "select 1"}` },
+		"POST /api/v1/connections/{name}/test":                func() string { return "" },
+		"POST /api/v1/connections/{name}/grants":              func() string { return `{"target_schema": "analytics", "source_schemas": ["raw"]}` },
 		"POST /api/v1/connections/test": func() string {
 			return fmt.Sprintf(`{"host": "127.0.0.1", "port": %d, "database": "d", "user": "u", "password": %q, "based_on": %q, %s}`,
 				dbPort, canary, shared, tunnelJSON)

@@ -42,6 +42,11 @@ type ConnectionInput struct {
 	Auth *AuthInput `json:"auth,omitempty"`
 	// Pooler is none (default), transaction or session.
 	Pooler connection.Pooler `json:"pooler,omitempty"`
+	// SSHHops is the chain of SSH hops, in the order they are dialled: the
+	// first is ssh_tunnel's host (which may be left out, or must be the
+	// same), each further one is reached through the one before. See
+	// hops.go.
+	SSHHops []HopInput `json:"ssh_hops,omitempty"`
 }
 
 // TunnelInput is the SSH tunnel part of a ConnectionInput.
@@ -57,6 +62,14 @@ type TunnelInput struct {
 	// KnownHost is the bastion's host key to pin at once (a public key or
 	// known_hosts lines). Write-only: absent keeps the pinned keys.
 	KnownHost string `json:"known_host,omitempty"`
+	// ProxyCommand is a program and its arguments (no shell) whose stdio
+	// carries the SSH connection to the first hop; the server's command
+	// allowlist must allow the program.
+	ProxyCommand []string `json:"proxy_command,omitempty"`
+	// Auth is key (default) or certificate.
+	Auth connection.SSHAuth `json:"auth,omitempty"`
+	// HostAuthorities are @cert-authority and @revoked known_hosts lines.
+	HostAuthorities []string `json:"host_authorities,omitempty"`
 }
 
 // NewConnectionInput returns the input for spec; a non-nil password is
@@ -72,7 +85,8 @@ func NewConnectionInput(spec connection.Spec, password *secret.Value) Connection
 	if t := spec.Tunnel; t != nil {
 		in.SSHTunnel = &TunnelInput{Host: t.Host, Port: t.Port, User: t.User, KeyType: t.KeyType,
 			KeepaliveInterval: Duration(t.KeepaliveInterval), KeepaliveCountMax: t.KeepaliveCountMax,
-			KnownHost: t.KnownHost}
+			KnownHost: t.KnownHost, ProxyCommand: t.ProxyCommand, Auth: t.Auth, HostAuthorities: t.HostAuthorities}
+		in.SSHHops = hopInputs(t)
 	}
 	return in
 }
@@ -92,8 +106,9 @@ func (in *ConnectionInput) Spec() connection.Spec {
 	if t := in.SSHTunnel; t != nil {
 		s.Tunnel = &connection.Tunnel{Host: t.Host, Port: t.Port, User: t.User, KeyType: t.KeyType,
 			KeepaliveInterval: connection.Duration(t.KeepaliveInterval), KeepaliveCountMax: t.KeepaliveCountMax,
-			KnownHost: t.KnownHost}
+			KnownHost: t.KnownHost, ProxyCommand: t.ProxyCommand, Auth: t.Auth, HostAuthorities: t.HostAuthorities}
 	}
+	in.applyHops(&s)
 	return s
 }
 
@@ -125,9 +140,12 @@ func (a *API) createConnection(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, &in); err != nil {
 		return err
 	}
+	if err := in.checkHops(); err != nil {
+		return err
+	}
 	v, err := a.cfg.App.CreateConnection(r.Context(), in.Spec())
 	if err != nil {
-		return err
+		return in.hopFields(err)
 	}
 	w.Header().Set("Location", Prefix+"/connections/"+url.PathEscape(v.Name))
 	return writeJSON(w, http.StatusCreated, v)
@@ -150,9 +168,12 @@ func (a *API) updateConnection(w http.ResponseWriter, r *http.Request) error {
 	if in.Password != nil {
 		pw = &in.Password.Value
 	}
+	if err := in.checkHops(); err != nil {
+		return err
+	}
 	v, err := a.cfg.App.UpdateConnection(r.Context(), r.PathValue("name"), in.Spec(), pw)
 	if err != nil {
-		return err
+		return in.hopFields(err)
 	}
 	return writeJSON(w, http.StatusOK, v)
 }
@@ -179,12 +200,27 @@ func (a *API) publicKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, PublicKeyResponse{PublicKey: line})
+	resp := PublicKeyResponse{PublicKey: line}
+	if restricted {
+		hops, err := a.cfg.App.HopKeys(r.Context(), r.PathValue("name"))
+		if err != nil {
+			return err
+		}
+		for _, h := range hops {
+			resp.Hops = append(resp.Hops, apiwire.HopKeyLines{Hop: h.Hop, Host: h.Host, Port: h.Port, User: h.User,
+				Line: h.Line, Old: h.Old})
+		}
+	}
+	return writeJSON(w, http.StatusOK, resp)
 }
 
 func (a *API) bastionSetup(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
-	script, err := a.cfg.App.BastionSetup(r.Context(), name)
+	hop, err := hopParam(r)
+	if err != nil {
+		return err
+	}
+	script, err := a.cfg.App.BastionSetupHop(r.Context(), name, hop)
 	if err != nil {
 		return err
 	}

@@ -68,9 +68,13 @@ func (a *API) testDraft(w http.ResponseWriter, r *http.Request) error {
 	if head.Connection == "" {
 		head.Connection = in.BasedOn
 	}
+	if err := in.checkHops(); err != nil {
+		return err
+	}
 	spec := in.Spec()
 	return a.runTest(w, r, head, func(ctx context.Context, progress func(diagnose.Step)) (*diagnose.Report, error) {
-		return a.cfg.App.TestDraft(ctx, spec, in.BasedOn, progress)
+		rep, err := a.cfg.App.TestDraft(ctx, spec, in.BasedOn, progress)
+		return rep, in.hopFields(err)
 	})
 }
 

@@ -190,9 +190,13 @@ func isBastionError(err error) bool {
 		ae *tunnel.AuthError
 		fe *tunnel.ForwardError
 		dr *tunnel.DroppedError
+		hc *tunnel.HostCertificateError
+		rv *tunnel.HostKeyRevokedError
+		pc *tunnel.ProxyCommandError
 	)
 	return errors.As(err, &de) || errors.As(err, &he) || errors.As(err, &me) || errors.As(err, &ae) ||
-		errors.As(err, &fe) || errors.As(err, &dr) || errors.Is(err, tunnel.ErrClosed)
+		errors.As(err, &fe) || errors.As(err, &dr) || errors.Is(err, tunnel.ErrClosed) ||
+		errors.As(err, &hc) || errors.As(err, &rv) || errors.As(err, &pc)
 }
 
 func databaseError(e *pgconn.PgError) *DatabaseError {

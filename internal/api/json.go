@@ -21,7 +21,7 @@ import (
 var readOnlyFields = map[string]bool{
 	"has_password": true, "created_at": true, "updated_at": true, "public_key": true,
 	"public_key_fingerprint": true, "previous_public_key": true, "host_key_fingerprint": true,
-	"pending_host_key_fingerprint": true, "pending_host_key_seen": true,
+	"pending_host_key_fingerprint": true, "pending_host_key_seen": true, "key_rotation": true, "key_used_at": true,
 	// of a JobView
 	"next_run_at": true, "last_run": true,
 }

@@ -104,6 +104,8 @@ func TestWireTypesMatch(t *testing.T) {
 	sameJSON(t, &api.RunList{}, &apiwire.RunList{})
 	sameJSON(t, &api.RunLog{}, &apiwire.RunLog{})
 	sameJSON(t, &api.ErrorResponse{}, &apiwire.ErrorResponse{})
+	sameJSON(t, &app.SSHCAView{}, &apiwire.SSHCAView{})
+	sameJSON(t, &[]app.HopKeyLines{}, &[]apiwire.HopKeyLines{})
 	// What the client sends, read by the server.
 	sameJSON(t, &apiwire.ConnectionInput{}, &api.ConnectionInput{})
 	sameJSON(t, &apiwire.TestDraftRequest{}, &api.TestDraftRequest{})
@@ -111,4 +113,5 @@ func TestWireTypesMatch(t *testing.T) {
 	sameJSON(t, &apiwire.JobInput{}, &api.JobInput{})
 	sameJSON(t, &apiwire.TokenCreateRequest{}, &api.TokenCreateRequest{})
 	sameJSON(t, &apiwire.GrantsRequest{}, &api.GrantsRequest{})
+	sameJSON(t, &apiwire.KeyRotationRequest{}, &api.KeyRotationRequest{})
 }

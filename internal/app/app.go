@@ -42,6 +42,9 @@ type Config struct {
 	// Credentials configures token credentials (auth kinds command,
 	// lakebase and alloydb-iam): the command allowlist among them.
 	Credentials CredentialConfig
+	// SSH holds the settings of SSH hops: the server's known_hosts, which
+	// proxy commands may run, an outside certificate signer (ssh.go).
+	SSH SSHConfig
 
 	// Connector opens connections; nil builds one from the fields above
 	// (NewConnector).
@@ -71,6 +74,7 @@ type Connector struct {
 	// credentials holds one token cache per connection with token auth.
 	credentials *credential.Registry
 	credOpts    credential.Options
+	ssh         sshSettings
 }
 
 // Service runs pgrelay's use cases. It is safe for concurrent use.
@@ -100,7 +104,7 @@ func NewConnector(cfg Config) (*Connector, error) {
 	}
 	return &Connector{store: keyGuard{Store: cfg.Store, kr: cfg.Keyring}, keyring: cfg.Keyring, logger: cfg.Logger, now: cfg.Now,
 		dialTimeout: cfg.DialTimeout, metrics: cfg.Metrics,
-		hostKeyPolicy: policy, network: cfg.Network,
+		hostKeyPolicy: policy, network: cfg.Network, ssh: newSSHSettings(cfg.SSH),
 		credentials: newCredentials(cfg.Credentials, cfg.Metrics, cfg.Logger), credOpts: credentialOptions(cfg.Credentials)}, nil
 }
 

@@ -4,6 +4,10 @@ import (
 	"context"
 	"fmt"
 	"strings"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
+	"github.com/pgrelay/pgrelay/internal/store"
 )
 
 // shellQuote quotes s for a POSIX shell.
@@ -13,8 +17,17 @@ func shellQuote(s string) string {
 
 // BastionSetup returns a POSIX shell script, to run as root on the bastion,
 // that creates the tunnel user and installs the connection's public key
-// restricted to forwarding to the database.
+// restricted to forwarding to the database; for a chain of hops, the
+// script of the first hop (BastionSetupHop).
 func (s *Service) BastionSetup(ctx context.Context, name string) (string, error) {
+	return s.BastionSetupHop(ctx, name, 1)
+}
+
+// BastionSetupHop returns the setup script of hop (from 1) of the
+// connection: the hop's user and its key, restricted to forwarding to the
+// next hop (the last hop: to the database); with certificate logins, the
+// CA that sshd must trust instead of a key.
+func (s *Service) BastionSetupHop(ctx context.Context, name string, hop int) (string, error) {
 	c, err := s.store.GetConnection(ctx, name)
 	if err != nil {
 		return "", err
@@ -22,6 +35,17 @@ func (s *Service) BastionSetup(ctx context.Context, name string) (string, error)
 	line, err := publicKeyLine(c, true)
 	if err != nil {
 		return "", err
+	}
+	hops := c.Spec.Hops()
+	if hop < 1 || hop > len(hops) {
+		return "", &ValidationError{Subject: fielderr.Request, Problems: []fielderr.Problem{{Field: "hop",
+			Problem: fmt.Sprintf("%d is out of range: connection %s has %d hop(s), numbered from 1", hop, name, len(hops))}}}
+	}
+	if c.Spec.Tunnel.Auth == connection.SSHAuthCertificate {
+		return s.certificateSetup(ctx, c, hop)
+	}
+	if hop > 1 || len(hops) > 1 {
+		return hopSetup(c, hop)
 	}
 	t := c.Spec.Tunnel
 	var b strings.Builder
@@ -71,5 +95,105 @@ echo "bastion user $TUNNEL_USER is ready for pgrelay connection %[2]s"
 # Load balancers in front of the bastion must not cut idle connections in under %[8]s.
 `, bastionAddr(t), c.Spec.Name, t.Host, shellQuote(t.User), c.Spec.Host, c.Spec.Port, shellQuote(line),
 		t.KeepaliveInterval, t.KeepaliveCountMax)
+	return b.String(), nil
+}
+
+// setupUser is the part of a setup script that creates and unlocks the
+// tunnel user (TUNNEL_USER).
+const setupUser = `if [ "$(id -u)" -ne 0 ]; then
+    echo "run this script as root (sudo sh $0)" >&2
+    exit 1
+fi
+
+getent group "$TUNNEL_USER" >/dev/null || groupadd "$TUNNEL_USER"
+id -u "$TUNNEL_USER" >/dev/null 2>&1 || useradd -m -g "$TUNNEL_USER" -s /bin/sh "$TUNNEL_USER"
+
+# useradd leaves the account locked, which sshd without PAM refuses; a "*"
+# password unlocks it for key logins while no password can ever match.
+case "$(getent shadow "$TUNNEL_USER" | cut -d: -f2)" in
+    '!'|'!!'|'!*') usermod -p '*' "$TUNNEL_USER" ;;
+esac
+`
+
+// hopSetup is the setup script of one hop of a chain, with its key line.
+func hopSetup(c *store.Connection, hop int) (string, error) {
+	lines, err := hopKeyLines(c)
+	if err != nil {
+		return "", err
+	}
+	l := lines[hop-1]
+	hops := c.Spec.Hops()
+	var b strings.Builder
+	fmt.Fprintf(&b, `#!/bin/sh
+# Prepares hop %[1]d of %[2]d (%[3]s) for pgrelay connection %[4]q.
+# Run it as root on that host; it is safe to run more than once.
+set -eu
+
+TUNNEL_USER=%[5]s
+# The key may only open forwards to %[6]s (the next hop, or from the last
+# hop the database): no shell, no PTY, no agent or X11 forwarding.
+PUBLIC_KEY=%[7]s
+
+`, hop, len(hops), hops[hop-1].Addr(), c.Spec.Name, shellQuote(l.User), forwardTarget(&c.Spec, hop-1), shellQuote(l.Line))
+	b.WriteString(setupUser)
+	b.WriteString(`
+HOME_DIR=$(getent passwd "$TUNNEL_USER" | cut -d: -f6)
+mkdir -p "$HOME_DIR/.ssh"
+chmod 700 "$HOME_DIR/.ssh"
+touch "$HOME_DIR/.ssh/authorized_keys"
+chmod 600 "$HOME_DIR/.ssh/authorized_keys"
+grep -qxF "$PUBLIC_KEY" "$HOME_DIR/.ssh/authorized_keys" || printf '%s\n' "$PUBLIC_KEY" >> "$HOME_DIR/.ssh/authorized_keys"
+chown -R "$TUNNEL_USER:$TUNNEL_USER" "$HOME_DIR/.ssh"
+`)
+	fmt.Fprintf(&b, "\necho \"hop %d user $TUNNEL_USER is ready for pgrelay connection %s\"\n", hop, c.Spec.Name)
+	fmt.Fprintf(&b, "# Recommended in /etc/ssh/sshd_config: AllowTcpForwarding yes, ClientAliveInterval 30, ClientAliveCountMax 10.\n"+
+		"# pgrelay sends its own keepalive on every hop every %s and gives up after %d missed replies.\n",
+		c.Spec.Tunnel.KeepaliveInterval, c.Spec.Tunnel.KeepaliveCountMax)
+	return b.String(), nil
+}
+
+// certificateSetup is the setup script of a hop for certificate logins:
+// the user, and sshd trusting pgrelay's CA (no authorized_keys entry).
+func (s *Service) certificateSetup(ctx context.Context, c *store.Connection, hop int) (string, error) {
+	ca, err := s.SSHCA(ctx)
+	if err != nil {
+		return "", err
+	}
+	hops := c.Spec.Hops()
+	h := hops[hop-1]
+	var b strings.Builder
+	fmt.Fprintf(&b, `#!/bin/sh
+# Prepares hop %[1]d of %[2]d (%[3]s) for pgrelay connection %[4]q, which logs in
+# with short-lived certificates signed by pgrelay's SSH CA (%[5]s):
+# sshd trusts the CA, and the user needs no authorized_keys entry.
+# Run it as root on that host; it is safe to run more than once.
+set -eu
+
+TUNNEL_USER=%[6]s
+CA_FILE=/etc/ssh/pgrelay_user_ca.pub
+CA_KEY=%[7]s
+
+`, hop, len(hops), h.Addr(), c.Spec.Name, ca.Fingerprint, shellQuote(h.User), shellQuote(ca.PublicKey))
+	b.WriteString(setupUser)
+	fmt.Fprintf(&b, `
+touch "$CA_FILE"
+chmod 644 "$CA_FILE"
+grep -qxF "$CA_KEY" "$CA_FILE" || printf '%%s
+' "$CA_KEY" >> "$CA_FILE"
+if ! grep -q "^TrustedUserCAKeys $CA_FILE" /etc/ssh/sshd_config; then
+    printf '
+TrustedUserCAKeys %%s
+' "$CA_FILE" >> /etc/ssh/sshd_config
+fi
+sshd -t
+(systemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null || kill -HUP "$(cat /run/sshd.pid)")
+
+echo "hop %[1]d trusts pgrelay's SSH CA for user $TUNNEL_USER (connection %[2]s)"
+# Certificates allow port forwarding only (no shell, PTY, agent or X11), for
+# principal %[3]s, and name the connection and run in their key ID (sshd's log).
+# A certificate cannot restrict where it forwards to; to allow only %[4]s, add:
+#   Match User %[3]s
+#       PermitOpen %[4]s
+`, hop, c.Spec.Name, h.User, forwardTarget(&c.Spec, hop-1))
 	return b.String(), nil
 }

@@ -46,8 +46,11 @@ type ConnectionView struct {
 	// transaction or session.
 	Pooler    connection.Pooler `json:"pooler"`
 	SSHTunnel *TunnelView       `json:"ssh_tunnel,omitempty"`
-	CreatedAt time.Time         `json:"created_at"`
-	UpdatedAt time.Time         `json:"updated_at"`
+	// SSHHops are every SSH hop, in the order they are dialled (the first
+	// is SSHTunnel's host); empty for a direct connection.
+	SSHHops   []HopView `json:"ssh_hops,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // TunnelView is the tunnel part of a ConnectionView.
@@ -75,6 +78,18 @@ type TunnelView struct {
 	// succeeded (in a test, query, run or proxy; recorded at most once a
 	// minute); nil until one did, so the key may not be installed yet.
 	KeyUsedAt *time.Time `json:"key_used_at,omitempty"`
+	// Auth is how pgrelay logs in: certificate, or absent for the
+	// connection's key pair (key).
+	Auth connection.SSHAuth `json:"auth,omitempty"`
+	// ProxyCommand is the program and arguments that carry the SSH
+	// connection to the first hop, if any.
+	ProxyCommand []string `json:"proxy_command,omitempty"`
+	// HostAuthorities are the connection's @cert-authority and @revoked
+	// lines.
+	HostAuthorities []string `json:"host_authorities,omitempty"`
+	// Rotation is a key rotation with two live keys, while the new key
+	// waits to log in (nil otherwise), or the last one's outcome.
+	Rotation *KeyRotationView `json:"key_rotation,omitempty"`
 }
 
 // Spec returns the connection's spec without password, as it can be edited.
@@ -90,7 +105,11 @@ func (v *ConnectionView) Spec() connection.Spec {
 	}
 	if t := v.SSHTunnel; t != nil {
 		s.Tunnel = &connection.Tunnel{Host: t.Host, Port: t.Port, User: t.User, KeyType: t.KeyType,
-			KeepaliveInterval: t.KeepaliveInterval, KeepaliveCountMax: t.KeepaliveCountMax}
+			KeepaliveInterval: t.KeepaliveInterval, KeepaliveCountMax: t.KeepaliveCountMax,
+			Auth: t.Auth, ProxyCommand: slices.Clone(t.ProxyCommand), HostAuthorities: slices.Clone(t.HostAuthorities)}
+		for _, h := range v.SSHHops[min(1, len(v.SSHHops)):] {
+			s.Tunnel.Next = append(s.Tunnel.Next, connection.Hop{Host: h.Host, Port: h.Port, User: h.User})
+		}
 	}
 	return s
 }
@@ -104,22 +123,21 @@ func view(c *store.Connection) *ConnectionView {
 	if t := s.Tunnel; t != nil {
 		tv := &TunnelView{Host: t.Host, Port: t.Port, User: t.User, KeyType: t.KeyType,
 			KeepaliveInterval: t.KeepaliveInterval, KeepaliveCountMax: t.KeepaliveCountMax,
-			PreviousPublicKey: c.PreviousPublicKey, KeyUsedAt: keyUsedAt(c)}
+			PreviousPublicKey: c.PreviousPublicKey, KeyUsedAt: keyUsedAt(c),
+			Auth: t.Auth, ProxyCommand: slices.Clone(t.ProxyCommand), HostAuthorities: slices.Clone(t.HostAuthorities),
+			Rotation: rotationView(c)}
+		if tv.Auth == connection.SSHAuthKey {
+			tv.Auth = "" // the default shows as absent, as before there were certificates
+		}
 		if pub, err := sshkey.ParsePublic(c.SSHPublicKey); err == nil {
 			tv.PublicKey = sshkey.AuthorizedKey(pub, sshkey.Comment(s.Name))
 			tv.PublicKeyFingerprint = sshkey.Fingerprint(pub)
 		}
-		if len(c.HostKeys) > 0 && c.HostKeysAddr == bastionAddr(t) {
-			if hk, err := sshkey.ParsePublic(c.HostKeys[0]); err == nil {
-				tv.HostKeyFingerprint = sshkey.Fingerprint(hk)
-			}
-		}
-		if c.PendingHostKey != "" {
-			if hk, err := sshkey.ParsePublic(c.PendingHostKey); err == nil {
-				tv.PendingHostKeyFingerprint = sshkey.Fingerprint(hk)
-				seen := c.PendingHostKeySeen
-				tv.PendingHostKeySeen = &seen
-			}
+		v.SSHHops = hopViews(c)
+		if len(v.SSHHops) > 0 {
+			first := v.SSHHops[0]
+			tv.HostKeyFingerprint = first.HostKeyFingerprint
+			tv.PendingHostKeyFingerprint, tv.PendingHostKeySeen = first.PendingHostKeyFingerprint, first.PendingHostKeySeen
 		}
 		v.SSHTunnel = tv
 	}
@@ -203,6 +221,9 @@ func (s *Service) CreateConnection(ctx context.Context, spec connection.Spec) (*
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkSSHSettings(ctx, &spec); err != nil {
+		return nil, err
+	}
 	now := s.now().UTC()
 	pw := spec.Password
 	spec.Password = secret.Value{}
@@ -219,14 +240,11 @@ func (s *Service) CreateConnection(ctx context.Context, spec connection.Spec) (*
 			return nil, fmt.Errorf("create connection %s: %w", spec.Name, err)
 		}
 	}
-	pinKnownHostKeys(c, known)
+	pinKnownHostKeys(c, nil, known)
 	if err := s.store.CreateConnection(ctx, c); err != nil {
 		return nil, err
 	}
-	if len(known) > 0 {
-		s.logger.InfoContext(ctx, "bastion host key pinned as given", "connection", spec.Name,
-			"bastion", c.HostKeysAddr, "fingerprint", fingerprints(known))
-	}
+	s.logKnownHostKeys(ctx, spec.Name, known)
 	s.logger.InfoContext(ctx, "connection created", "connection", spec.Name, "flavor", spec.Flavor,
 		"tunnel", spec.Tunnel != nil, "auth", spec.AuthKind())
 	return view(c), nil
@@ -286,6 +304,9 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkSSHSettings(ctx, &spec); err != nil {
+		return nil, err
+	}
 	spec.Password = secret.Value{}
 	clearAuthSecrets(&spec)
 	old := c.Spec
@@ -293,6 +314,7 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 		// The token is the password: a stored one is no longer used.
 		c.SealedPassword = nil
 	}
+	pins := readPins(c, &old)
 	if password == nil && len(c.SealedPassword) > 0 && !old.Endpoint().Equal(spec.Endpoint()) {
 		return nil, &ValidationError{Subject: fielderr.Connection, Problems: []fielderr.Problem{
 			connection.PasswordAgainProblem(old.Endpoint(), spec.Endpoint())}}
@@ -312,31 +334,25 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 	switch {
 	case spec.Tunnel == nil:
 		c.SSHPublicKey, c.SealedPrivateKey, c.PreviousPublicKey = "", nil, ""
-		c.HostKeys, c.HostKeysAddr, c.PendingHostKey, c.PendingHostKeySeen = nil, "", "", time.Time{}
+		c.PendingPublicKey, c.SealedPendingPrivateKey = "", nil
 	case old.Tunnel == nil || old.Tunnel.KeyType != spec.Tunnel.KeyType || c.SSHPublicKey == "":
 		prev := c.SSHPublicKey
 		if err := s.newKeyPair(c); err != nil {
 			return nil, fmt.Errorf("update connection %s: %w", name, err)
 		}
 		c.PreviousPublicKey = prev
+		// A rotation's new key has the old type: the new pair replaces it.
+		c.PendingPublicKey, c.SealedPendingPrivateKey = "", nil
 	}
-	if spec.Tunnel != nil && c.HostKeysAddr != "" && c.HostKeysAddr != bastionAddr(spec.Tunnel) {
-		c.HostKeys, c.HostKeysAddr, c.PendingHostKey, c.PendingHostKeySeen = nil, "", "", time.Time{}
-	}
-	// A key waiting for approval was presented at the old address (even
-	// when nothing was pinned there yet): it must not be approved for the
-	// new one. Keys given with the update are pinned for the new address.
-	if spec.Tunnel != nil && old.Tunnel != nil && bastionAddr(old.Tunnel) != bastionAddr(spec.Tunnel) {
-		c.PendingHostKey, c.PendingHostKeySeen = "", time.Time{}
-	}
-	pinKnownHostKeys(c, known)
+	// Pins stay with their address (a pin of an address that is no longer
+	// a hop is forgotten, and so is a key waiting for approval there: it
+	// must not be approved for another server); keys given with the update
+	// are pinned for their hop.
+	pinKnownHostKeys(c, pins, known)
 	if err := s.store.UpdateConnection(ctx, c); err != nil {
 		return nil, err
 	}
-	if len(known) > 0 {
-		s.logger.InfoContext(ctx, "bastion host key pinned as given", "connection", name,
-			"bastion", c.HostKeysAddr, "fingerprint", fingerprints(known))
-	}
+	s.logKnownHostKeys(ctx, name, known)
 	s.logger.InfoContext(ctx, "connection updated", "connection", name, "password_changed", password != nil,
 		"auth", spec.AuthKind(), "auth_secret_changed", !authSecret.IsZero())
 	return view(c), nil
@@ -356,15 +372,31 @@ func (s *Service) DeleteConnection(ctx context.Context, name string) error {
 }
 
 // PublicKey returns the authorized_keys line for a connection's tunnel key;
-// restricted prefixes options that allow only forwarding to the database.
+// restricted prefixes options that allow only forwarding to the database
+// and, for a chain of hops, returns one line per hop (one per line, in
+// hop order), each allowed to forward only to the next hop, the last to
+// the database (see PublicKeys).
 func (s *Service) PublicKey(ctx context.Context, name string, restricted bool) (string, error) {
 	c, err := s.store.GetConnection(ctx, name)
 	if err != nil {
 		return "", err
 	}
-	return publicKeyLine(c, restricted)
+	if !restricted {
+		return publicKeyLine(c, false)
+	}
+	lines, err := hopKeyLines(c)
+	if err != nil {
+		return "", err
+	}
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		out[i] = l.Line
+	}
+	return strings.Join(out, "\n"), nil
 }
 
+// publicKeyLine is the authorized_keys line of c's key: with restricted,
+// the line of its first hop.
 func publicKeyLine(c *store.Connection, restricted bool) (string, error) {
 	if c.Spec.Tunnel == nil || c.SSHPublicKey == "" {
 		return "", invalidf("connection %s has no SSH tunnel, so it has no public key; add one with `pgrelay connection update %s --ssh-host HOST --ssh-user USER`", c.Spec.Name, c.Spec.Name)
@@ -374,20 +406,34 @@ func publicKeyLine(c *store.Connection, restricted bool) (string, error) {
 		return "", fmt.Errorf("connection %s: stored public key: %w", c.Spec.Name, err)
 	}
 	if restricted {
-		return sshkey.RestrictedAuthorizedKey(pub, sshkey.Comment(c.Spec.Name), c.Spec.Host, c.Spec.Port), nil
+		return sshkey.RestrictedTo(pub, sshkey.Comment(c.Spec.Name), forwardTarget(&c.Spec, 0)), nil
 	}
 	return sshkey.AuthorizedKey(pub, sshkey.Comment(c.Spec.Name)), nil
 }
 
-// KeyRotation is the result of RotateKey.
+// KeyRotation is the result of RotateKey and of the steps of a rotation
+// with two live keys.
 type KeyRotation struct {
-	// Old is the replaced authorized_keys line: remove it from the bastion.
+	// Old is the replaced (or, while a rotation is pending, the current)
+	// authorized_keys line: remove it from the bastion. After
+	// `rotate-key --start` it carries expiry-time="…", so that sshd
+	// refuses it after that time even if nobody removes it.
 	Old string `json:"old_public_key"`
 	// New is the new authorized_keys line: add it to the bastion.
 	New string `json:"public_key"`
+	// Hops are the restricted lines of each hop (permitopen to the next
+	// hop; the last one to the database).
+	Hops []HopKeyLines `json:"hops,omitempty"`
+	// OldKeyExpiresAt is the expiry-time on Old (rotations with two live
+	// keys).
+	OldKeyExpiresAt *time.Time `json:"old_key_expires_at,omitempty"`
+	// Connection is the connection afterwards.
+	Connection *ConnectionView `json:"connection,omitempty"`
 }
 
-// RotateKey replaces a connection's tunnel key pair.
+// RotateKey replaces a connection's tunnel key pair at once: logins fail
+// until the new key is installed (RotateKeyStart avoids that). A rotation
+// with two live keys under way is dropped.
 func (s *Service) RotateKey(ctx context.Context, name string) (*KeyRotation, error) {
 	c, err := s.store.GetConnection(ctx, name)
 	if err != nil {
@@ -402,6 +448,10 @@ func (s *Service) RotateKey(ctx context.Context, name string) (*KeyRotation, err
 		return nil, fmt.Errorf("rotate key of %s: %w", name, err)
 	}
 	c.PreviousPublicKey = prev
+	if c.RotationPending() {
+		c.PendingPublicKey, c.SealedPendingPrivateKey = "", nil
+		c.KeyRotation.CancelledAt = s.now().UTC()
+	}
 	c.UpdatedAt = s.now().UTC()
 	if err := s.store.UpdateConnection(ctx, c); err != nil {
 		return nil, err
@@ -414,8 +464,8 @@ func (s *Service) RotateKey(ctx context.Context, name string) (*KeyRotation, err
 	return &KeyRotation{Old: oldLine, New: newLine}, nil
 }
 
-// TrustHostKey approves the bastion host key with the given fingerprint:
-// the pending key the bastion last presented. It replaces the pinned keys.
+// TrustHostKey approves the host key with the given fingerprint: the
+// pending key a hop last presented. It replaces that hop's pinned keys.
 func (s *Service) TrustHostKey(ctx context.Context, name, fingerprint string) (*ConnectionView, error) {
 	fingerprint = strings.TrimSpace(fingerprint)
 	if !strings.HasPrefix(fingerprint, "SHA256:") {
@@ -429,46 +479,67 @@ func (s *Service) TrustHostKey(ctx context.Context, name, fingerprint string) (*
 	if c.Spec.Tunnel == nil {
 		return nil, invalidf("connection %s has no SSH tunnel", name)
 	}
-	if c.PendingHostKey == "" {
+	pins := readPins(c, &c.Spec)
+	var pending []*store.HopHostKeys
+	for _, h := range c.Spec.Hops() {
+		if e := findPins(pins, h.Addr()); e != nil && e.Pending != "" && !slices.Contains(pending, e) {
+			pending = append(pending, e)
+		}
+	}
+	if len(pending) == 0 {
 		return nil, invalidf("connection %s has no host key waiting for approval; connect first (e.g. `pgrelay query %s 'select 1'`) so the bastion presents its key", name, name)
 	}
-	pending, err := sshkey.ParsePublic(c.PendingHostKey)
-	if err != nil {
-		return nil, fmt.Errorf("connection %s: stored pending host key: %w", name, err)
+	var match *store.HopHostKeys
+	var got []string
+	for _, e := range pending {
+		k, err := sshkey.ParsePublic(e.Pending)
+		if err != nil {
+			return nil, fmt.Errorf("connection %s: stored pending host key: %w", name, err)
+		}
+		fp := sshkey.Fingerprint(k)
+		if fp == fingerprint {
+			match = e
+			break
+		}
+		got = append(got, fp)
 	}
-	if got := sshkey.Fingerprint(pending); got != fingerprint {
-		return nil, invalidf("fingerprint %s does not match the host key the bastion presented (%s); check the key on the bastion with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`", fingerprint, got)
+	if match == nil {
+		return nil, invalidf("fingerprint %s does not match the host key the bastion presented (%s); check the key on the bastion with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`", fingerprint, strings.Join(got, " or "))
 	}
-	c.HostKeys = []string{c.PendingHostKey}
-	c.HostKeysAddr = bastionAddr(c.Spec.Tunnel)
-	c.PendingHostKey, c.PendingHostKeySeen = "", time.Time{}
+	match.Keys = []string{match.Pending}
+	match.Pending, match.PendingSeen = "", time.Time{}
+	addr := match.Addr
+	writePins(c, pins)
 	c.UpdatedAt = s.now().UTC()
 	if err := s.store.UpdateConnection(ctx, c); err != nil {
 		return nil, err
 	}
-	s.logger.InfoContext(ctx, "bastion host key trusted", "connection", name, "fingerprint", fingerprint)
+	s.logger.InfoContext(ctx, "bastion host key trusted", "connection", name, "bastion", addr, "fingerprint", fingerprint)
 	return view(c), nil
 }
 
-// pinHostKey records key as the bastion's pinned host key (first use).
+// pinHostKey records key as the pinned host key of the hop at addr (first
+// use).
 func (s *Connector) pinHostKey(ctx context.Context, name string, addr string, key ssh.PublicKey) error {
 	for range 3 {
 		c, err := s.store.GetConnection(ctx, name)
 		if err != nil {
 			return err
 		}
-		if len(c.HostKeys) > 0 && c.HostKeysAddr == addr {
+		pins := readPins(c, &c.Spec)
+		e := pinsAt(&pins, addr)
+		if len(e.Keys) > 0 {
 			// Another session pinned first: the same key is fine (two
 			// runs that first used the bastion at once); another one
 			// means the bastion presented two different keys.
-			if slices.Contains(c.HostKeys, sshkey.AuthorizedKey(key, "")) {
+			if slices.Contains(e.Keys, sshkey.AuthorizedKey(key, "")) {
 				return nil
 			}
 			return fmt.Errorf("bastion %s: another host key was pinned concurrently; retry", addr)
 		}
-		c.HostKeys = []string{sshkey.AuthorizedKey(key, "")}
-		c.HostKeysAddr = addr
-		c.PendingHostKey, c.PendingHostKeySeen = "", time.Time{}
+		e.Keys = []string{sshkey.AuthorizedKey(key, "")}
+		e.Pending, e.PendingSeen = "", time.Time{}
+		writePins(c, pins)
 		err = s.store.UpdateConnection(ctx, c)
 		if errors.Is(err, store.ErrConflict) {
 			continue
@@ -483,15 +554,19 @@ func (s *Connector) pinHostKey(ctx context.Context, name string, addr string, ke
 	return fmt.Errorf("pin host key of %s: %w", addr, store.ErrConflict)
 }
 
-// recordPendingHostKey saves a presented, unpinned host key for approval.
-func (s *Connector) recordPendingHostKey(ctx context.Context, name string, key ssh.PublicKey) error {
+// recordPendingHostKey saves a presented, unpinned host key of the hop at
+// addr for approval.
+func (s *Connector) recordPendingHostKey(ctx context.Context, name, addr string, key ssh.PublicKey) error {
 	for range 3 {
 		c, err := s.store.GetConnection(ctx, name)
 		if err != nil {
 			return err
 		}
-		c.PendingHostKey = sshkey.AuthorizedKey(key, "")
-		c.PendingHostKeySeen = s.now().UTC()
+		pins := readPins(c, &c.Spec)
+		e := pinsAt(&pins, addr)
+		e.Pending = sshkey.AuthorizedKey(key, "")
+		e.PendingSeen = s.now().UTC()
+		writePins(c, pins)
 		err = s.store.UpdateConnection(ctx, c)
 		if errors.Is(err, store.ErrConflict) {
 			continue

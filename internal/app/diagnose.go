@@ -2,13 +2,15 @@ package app
 
 import (
 	"context"
-
-	"golang.org/x/crypto/ssh"
+	"fmt"
+	"time"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/credential"
 	"github.com/pgrelay/pgrelay/internal/diagnose"
 	"github.com/pgrelay/pgrelay/internal/fielderr"
+	"github.com/pgrelay/pgrelay/internal/sshca"
+	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
 
@@ -35,12 +37,11 @@ func (s *Service) TestConnection(ctx context.Context, name string, progress func
 		in.Credential = tokens
 	}
 	in.ApproveHostKeys, in.Network = s.hostKeyPolicy.approves(), s.network
+	var keys *loginKeys
 	if spec.Tunnel != nil {
-		in.Signer, in.HostKeys, err = s.tunnelKeys(c, bastionAddr(spec.Tunnel))
-		if err != nil {
+		if keys, err = s.sshInput(ctx, c, &in); err != nil {
 			return nil, err
 		}
-		in.PublicKeyLine, _ = publicKeyLine(c, false)
 	}
 	rep := diagnose.Run(ctx, in, progress)
 	if tokens != nil && tokenRefused(&rep) {
@@ -48,8 +49,17 @@ func (s *Service) TestConnection(ctx context.Context, name string, progress func
 		tokens.invalidate()
 	}
 	s.recordHostKey(ctx, c, &rep)
-	if st := rep.Step(diagnose.StepSSHAuth); st != nil && st.Status == diagnose.StatusOK {
-		s.markKeyUsed(ctx, c)
+	if spec.Tunnel != nil && allPassed(&rep, diagnose.StepSSHAuth) {
+		switch {
+		case keys.pending != nil && !rep.FallbackKeyUsed:
+			if err := s.promoteKey(ctx, name, c.PendingPublicKey, "login"); err != nil {
+				s.logger.WarnContext(ctx, "could not promote the new key after its first login", "connection", name, "error", err)
+			} else if fresh, err := s.store.GetConnection(ctx, name); err == nil {
+				s.markKeyUsed(ctx, fresh)
+			}
+		case keys.pending == nil:
+			s.markKeyUsed(ctx, c)
+		}
 	}
 	s.observeTest(ctx, name, &rep)
 	return &rep, nil
@@ -104,19 +114,33 @@ func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn s
 			return nil, err
 		}
 		if spec.Tunnel != nil && c.Spec.Tunnel != nil && len(c.SealedPrivateKey) > 0 {
-			var signer ssh.Signer
-			var pinned []ssh.PublicKey
-			signer, pinned, err = s.tunnelKeys(c, bastionAddr(spec.Tunnel))
-			if err != nil {
+			// The draft's hops, with the saved connection's keys and the
+			// pins saved for the same addresses.
+			draft := *c
+			draft.Spec = in.Spec
+			if _, err := s.sshInput(ctx, &draft, &in); err != nil {
 				return nil, err
 			}
-			in.Signer, in.HostKeys = signer, pinned
-			in.PublicKeyLine, _ = publicKeyLine(c, false)
 		}
 	}
-	if len(known) > 0 {
-		// Keys given with the draft are what its bastion must present.
-		in.HostKeys = known
+	if in.Spec.Tunnel != nil && in.Hops == nil {
+		if err := s.draftSSHInput(ctx, &in); err != nil {
+			return nil, err
+		}
+	}
+	for addr, keys := range known {
+		// Keys given with the draft are what its hop must present.
+		if len(in.Hops) == 0 {
+			in.Hops = make([]diagnose.HopInput, len(in.Spec.Hops()))
+			for i := range in.Hops {
+				in.Hops[i].Signer = in.Signer
+			}
+		}
+		for i, h := range in.Spec.Hops() {
+			if h.Addr() == addr {
+				in.Hops[i].HostKeys = keys
+			}
+		}
 	}
 	if in.Spec.AuthKind().IsToken() {
 		// A source of its own: a draft's tokens are not the saved
@@ -129,17 +153,34 @@ func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn s
 }
 
 // recordHostKey stores what a test of a saved connection learned about its
-// bastion's host key: a first key is pinned once the handshake passed, a
+// hops' host keys: a first key is pinned once the handshake passed, a
 // changed one is kept for approval.
 func (s *Service) recordHostKey(ctx context.Context, c *store.Connection, rep *diagnose.Report) {
-	hk := rep.HostKey
-	if hk == nil || hk.Key == nil || c.Spec.Tunnel == nil {
+	if c.Spec.Tunnel == nil {
 		return
 	}
-	name, addr := c.Spec.Name, bastionAddr(c.Spec.Tunnel)
+	if len(rep.HopHostKeys) == 0 {
+		if rep.HostKey != nil {
+			hk := *rep.HostKey
+			hk.Addr = bastionAddr(c.Spec.Tunnel)
+			s.recordHopHostKey(ctx, c, rep, hk)
+		}
+		return
+	}
+	for _, hk := range rep.HopHostKeys {
+		s.recordHopHostKey(ctx, c, rep, hk)
+	}
+}
+
+// recordHopHostKey stores what a test learned about one hop's host key.
+func (s *Service) recordHopHostKey(ctx context.Context, c *store.Connection, rep *diagnose.Report, hk diagnose.HostKey) {
+	if hk.Key == nil || hk.Certificate {
+		return
+	}
+	name, addr := c.Spec.Name, hk.Addr
 	switch hk.State {
 	case diagnose.HostKeyFirstUse:
-		if st := rep.Step(diagnose.StepSSHHandshake); st == nil || st.Status != diagnose.StatusOK {
+		if !handshakePassed(rep, hk.Hop) {
 			return
 		}
 		if err := s.pinHostKey(ctx, name, addr, hk.Key); err != nil {
@@ -165,4 +206,97 @@ func (s *Service) observeTest(ctx context.Context, name string, rep *diagnose.Re
 	if s.metrics != nil {
 		s.metrics.ConnectionTests.WithLabelValues(outcome, step).Inc()
 	}
+}
+
+// handshakePassed reports whether the ssh_handshake step of hop (0 for a
+// single bastion) passed.
+func handshakePassed(rep *diagnose.Report, hop int) bool {
+	for _, st := range rep.Steps {
+		if st.ID == diagnose.StepSSHHandshake && st.Hop == hop {
+			return st.Status == diagnose.StatusOK
+		}
+	}
+	return false
+}
+
+// allPassed reports whether every step id of the report passed (at least
+// one ran).
+func allPassed(rep *diagnose.Report, id diagnose.StepID) bool {
+	n := 0
+	for _, st := range rep.Steps {
+		if st.ID == id {
+			if st.Status != diagnose.StatusOK {
+				return false
+			}
+			n++
+		}
+	}
+	return n > 0
+}
+
+// sshInput fills in the keys, pins, host trust and first hop dial of a
+// test of c's hops, and returns the keys (nil for a draft's missing key).
+func (s *Service) sshInput(ctx context.Context, c *store.Connection, in *diagnose.Input) (*loginKeys, error) {
+	spec := &c.Spec
+	keys, err := s.openLoginKeys(c)
+	if err != nil {
+		return nil, err
+	}
+	primary, fallback := keys.signers()
+	pubLine := c.SSHPublicKey
+	if keys.pending != nil {
+		pubLine = c.PendingPublicKey
+	}
+	line := ""
+	if pub, err := sshkey.ParsePublic(pubLine); err == nil {
+		line = sshkey.AuthorizedKey(pub, sshkey.Comment(spec.Name))
+	}
+	var certs *certificates
+	if spec.Tunnel.Auth == connection.SSHAuthCertificate {
+		signer, err := s.certSigner(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("connection %s: %w", spec.Name, err)
+		}
+		hops := len(spec.Hops())
+		after, before := sshca.Validity(s.now(), time.Now(), time.Now().Add(time.Duration(4*hops+6)*in.StepTimeout))
+		certs = &certificates{signer: signer, after: after, before: before, connection: spec.Name, run: sshca.RunFrom(ctx)}
+	}
+	pins := readPins(c, spec)
+	hops := spec.Hops()
+	in.Hops = make([]diagnose.HopInput, len(hops))
+	for i, h := range hops {
+		hi := diagnose.HopInput{Signer: primary, Fallback: fallback, PublicKeyLine: line}
+		if hi.HostKeys, err = parsePins(findPins(pins, h.Addr())); err != nil {
+			return nil, fmt.Errorf("connection %s: pinned host key of %s: %w", spec.Name, h.Addr(), err)
+		}
+		if certs != nil {
+			if hi.Signer, err = certs.sign(ctx, primary, h.User, i, len(hops)); err != nil {
+				return nil, err
+			}
+			if hi.Fallback, err = certs.sign(ctx, fallback, h.User, i, len(hops)); err != nil {
+				return nil, err
+			}
+		}
+		in.Hops[i] = hi
+	}
+	in.Signer, in.PublicKeyLine = primary, line
+	if err := s.draftSSHInput(ctx, in); err != nil {
+		return nil, err
+	}
+	return keys, nil
+}
+
+// draftSSHInput fills in what a test of in.Spec's hops needs besides keys:
+// the host trust, the clock, and the proxy command.
+func (s *Service) draftSSHInput(_ context.Context, in *diagnose.Input) error {
+	in.HostTrust = s.hostTrust(in.Spec.Tunnel)
+	in.Clock = s.now
+	if len(in.Spec.Tunnel.ProxyCommand) > 0 {
+		dial, err := s.firstDial(&in.Spec)
+		if err != nil {
+			return err
+		}
+		in.FirstHopDial = dial
+	}
+	return nil
 }

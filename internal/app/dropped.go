@@ -13,6 +13,9 @@ import (
 // and the next step, as the connection test's hint gives it.
 type TunnelDroppedError struct {
 	Connection string
+	// Hop is "hop 2 of 3 (bastion-b:22)" when a hop of a chain dropped,
+	// "" for a single bastion.
+	Hop string
 	// KeepaliveInterval is how often pgrelay checked on the bastion.
 	KeepaliveInterval time.Duration
 	Err               *tunnel.DroppedError
@@ -20,6 +23,12 @@ type TunnelDroppedError struct {
 
 // Error says why the tunnel dropped and what to check.
 func (e *TunnelDroppedError) Error() string {
+	if e.Hop != "" {
+		return fmt.Sprintf("%s: %v. Next: test the connection (`pgrelay connection test %s`), which names the failing hop; if it passes "+
+			"but tunnels keep dropping, check that hop's sshd ClientAliveInterval and ClientAliveCountMax (30 and 10 are recommended) "+
+			"and the idle timeout of any load balancer or NAT gateway in front of it, which must be longer than pgrelay's keepalive "+
+			"interval (%s)", e.Hop, e.Err, e.Connection, e.KeepaliveInterval)
+	}
 	return fmt.Sprintf("%v. Next: test the connection (`pgrelay connection test %s`); if it passes but tunnels keep dropping, "+
 		"check the bastion's sshd ClientAliveInterval and ClientAliveCountMax (30 and 10 are recommended, in /etc/ssh/sshd_config) "+
 		"and the idle timeout of any load balancer or NAT gateway in front of the bastion, which must be longer than "+
@@ -40,5 +49,10 @@ func (s *Session) withNextStep(err error) error {
 	if t := s.spec.Tunnel; t != nil {
 		interval = t.KeepaliveInterval.Duration()
 	}
-	return &TunnelDroppedError{Connection: s.spec.Name, KeepaliveInterval: interval, Err: dropped}
+	hop := ""
+	var he *tunnel.HopError
+	if errors.As(err, &he) {
+		hop = he.Where()
+	}
+	return &TunnelDroppedError{Connection: s.spec.Name, Hop: hop, KeepaliveInterval: interval, Err: dropped}
 }

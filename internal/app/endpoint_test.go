@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -97,5 +98,47 @@ func TestLegacyPasswordIsBoundOnFirstOpen(t *testing.T) {
 	}
 	if _, err := f.svc.Open(ctx, "old"); !errors.Is(err, secret.ErrOpen) {
 		t.Fatalf("rebound password opened for another endpoint: %v", err)
+	}
+}
+
+// TestOneBastionPasswordStillOpens stores a password sealed the way it was
+// before chains of hops (associated data with the endpoint key of one
+// bastion, written out here): it must still open, so existing connections
+// keep working.
+func TestOneBastionPasswordStillOpens(t *testing.T) {
+	t.Parallel()
+	pg, b := startPostgresAndBastion(t)
+	f := newService(t)
+	ctx := context.Background()
+	v, err := f.svc.CreateConnection(ctx, tunnelled("old", pg, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, v.SSHTunnel.PublicKey)
+	rec, err := f.store.GetConnection(ctx, "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, _ := secret.NewKeyring(make([]byte, 32))
+	ad := "pgrelay/connection/" + rec.ID + "/password\x00endpoint=" +
+		fmt.Sprintf(`db=%q:%d:%q;hop=%q:%d:%q`, pg.Host, pg.Port, "dbt", b.Host, b.Port, b.User)
+	sealed, err := kr.Seal([]byte("dbt-pw"), []byte(ad))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.SealedPassword = sealed
+	if err := f.store.UpdateConnection(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := f.svc.Open(ctx, "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	if sess.Spec().Password.Reveal() != "dbt-pw" {
+		t.Fatal("the password sealed for one bastion did not open")
+	}
+	if rec2, _ := f.store.GetConnection(ctx, "old"); string(rec2.SealedPassword) != string(sealed) {
+		t.Fatal("the password was sealed again (it should have opened as it was)")
 	}
 }

@@ -29,9 +29,13 @@ func IsConnectFailure(err error) bool {
 		fe  *tunnel.ForwardError
 		dr  *tunnel.DroppedError
 		nd  *egress.DeniedError
+		cr  *CertificateRefusedError
+		hc  *tunnel.HostCertificateError
+		rv  *tunnel.HostKeyRevokedError
+		pc  *tunnel.ProxyCommandError
 	)
 	return errors.As(err, &hk) || errors.As(err, &kna) || errors.As(err, &qe) || errors.As(err, &pge) ||
 		errors.As(err, &ce) || errors.As(err, &de) || errors.As(err, &he) || errors.As(err, &me) ||
 		errors.As(err, &ae) || errors.As(err, &fe) || errors.As(err, &dr) || errors.Is(err, tunnel.ErrClosed) ||
-		errors.As(err, &nd)
+		errors.As(err, &nd) || errors.As(err, &cr) || errors.As(err, &hc) || errors.As(err, &rv) || errors.As(err, &pc)
 }

@@ -44,37 +44,60 @@ func ParseHostKeyPolicy(s string) (HostKeyPolicy, error) {
 // approves reports whether the policy holds first keys for approval.
 func (p HostKeyPolicy) approves() bool { return p == HostKeyApprove }
 
-// knownHostKeys parses the host keys given with a spec (validated
-// already) and clears the input field, so that it is not stored with the
-// spec. Nil when none were given.
-func knownHostKeys(spec *connection.Spec) ([]ssh.PublicKey, error) {
+// knownHostKeys parses the host keys given with a spec's hops (validated
+// already), by hop address, and clears the input fields, so that they are
+// not stored with the spec. Nil when none were given.
+func knownHostKeys(spec *connection.Spec) (map[string][]ssh.PublicKey, error) {
 	t := spec.Tunnel
-	if t == nil || strings.TrimSpace(t.KnownHost) == "" {
-		if t != nil {
-			t.KnownHost = ""
-		}
+	if t == nil {
 		return nil, nil
 	}
-	keys, err := sshkey.ParseKnownHosts(t.KnownHost, t.Host, t.Port)
-	if err != nil {
-		return nil, &ValidationError{Subject: fielderr.Connection, Problems: []fielderr.Problem{{Field: "ssh_tunnel.known_host", Problem: err.Error()}}}
+	var out map[string][]ssh.PublicKey
+	for i, h := range t.Hops() {
+		if strings.TrimSpace(h.KnownHost) == "" {
+			continue
+		}
+		field := "ssh_tunnel.known_host"
+		if i > 0 {
+			field = fmt.Sprintf("ssh_hops.%d.known_host", i)
+		}
+		keys, err := sshkey.ParseKnownHosts(h.KnownHost, h.Host, h.Port)
+		if err != nil {
+			return nil, &ValidationError{Subject: fielderr.Connection, Problems: []fielderr.Problem{{Field: field, Problem: err.Error()}}}
+		}
+		if out == nil {
+			out = map[string][]ssh.PublicKey{}
+		}
+		out[h.Addr()] = append(out[h.Addr()], keys...)
 	}
 	t.KnownHost = ""
-	return keys, nil
+	for i := range t.Next {
+		t.Next[i].KnownHost = ""
+	}
+	return out, nil
 }
 
-// pinKnownHostKeys pins keys for c's bastion (replacing any pins and
-// forgetting a pending key), when keys were given.
-func pinKnownHostKeys(c *store.Connection, keys []ssh.PublicKey) {
-	if len(keys) == 0 || c.Spec.Tunnel == nil {
-		return
+// pinKnownHostKeys pins the keys given for each hop of c (replacing that
+// hop's pins and forgetting a key of it waiting for approval), and keeps
+// only the pins of c's hops.
+func pinKnownHostKeys(c *store.Connection, pins []store.HopHostKeys, known map[string][]ssh.PublicKey) {
+	for addr, keys := range known {
+		e := pinsAt(&pins, addr)
+		e.Keys = nil
+		for _, k := range keys {
+			e.Keys = append(e.Keys, sshkey.AuthorizedKey(k, ""))
+		}
+		e.Pending, e.PendingSeen = "", time.Time{}
 	}
-	c.HostKeys = c.HostKeys[:0:0]
-	for _, k := range keys {
-		c.HostKeys = append(c.HostKeys, sshkey.AuthorizedKey(k, ""))
+	writePins(c, pins)
+}
+
+// logKnownHostKeys logs the keys pinned as given.
+func (s *Service) logKnownHostKeys(ctx context.Context, name string, known map[string][]ssh.PublicKey) {
+	for addr, keys := range known {
+		s.logger.InfoContext(ctx, "bastion host key pinned as given", "connection", name,
+			"bastion", addr, "fingerprint", fingerprints(keys))
 	}
-	c.HostKeysAddr = bastionAddr(c.Spec.Tunnel)
-	c.PendingHostKey, c.PendingHostKeySeen = "", time.Time{}
 }
 
 // fingerprints lists the keys' fingerprints, for the log.
@@ -89,7 +112,7 @@ func fingerprints(keys []ssh.PublicKey) string {
 // hostKeyUnapproved records the first key a bastion presented, under the
 // approve policy, as pending approval and logs the refusal.
 func (s *Connector) hostKeyUnapproved(ctx context.Context, name, addr string, presented ssh.PublicKey) {
-	if err := s.recordPendingHostKey(ctx, name, presented); err != nil {
+	if err := s.recordPendingHostKey(ctx, name, addr, presented); err != nil {
 		s.logger.WarnContext(ctx, "could not record pending host key", "connection", name, "error", err)
 	}
 	s.logger.WarnContext(ctx, "bastion host key not approved yet; connection refused", "connection", name,

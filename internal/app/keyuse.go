@@ -13,9 +13,9 @@ import (
 // seconds do not write to the store each time.
 const keyUseEvery = time.Minute
 
-// keyUse names the key and bastion of a tunnelled connection for
-// store.Connection.KeyUsedFor: "SHA256:... user@host:port"; "" without a
-// tunnel or key.
+// keyUse names the key and hops of a tunnelled connection for
+// store.Connection.KeyUsedFor: "SHA256:... user@host:port" (one
+// user@host:port per hop); "" without a tunnel or key.
 func keyUse(c *store.Connection) string {
 	t := c.Spec.Tunnel
 	if t == nil || c.SSHPublicKey == "" {
@@ -25,7 +25,11 @@ func keyUse(c *store.Connection) string {
 	if err != nil {
 		return ""
 	}
-	return sshkey.Fingerprint(pub) + " " + t.User + "@" + bastionAddr(t)
+	use := sshkey.Fingerprint(pub)
+	for _, h := range c.Spec.Hops() {
+		use += " " + h.User + "@" + h.Addr()
+	}
+	return use
 }
 
 // keyUsedAt is when an SSH login with the connection's current key to its

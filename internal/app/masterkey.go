@@ -63,6 +63,10 @@ type RotationReport struct {
 	// AuthSecrets counts Lakebase client secrets and AlloyDB
 	// service-account keys.
 	AuthSecrets int `json:"auth_secrets"`
+	// PendingKeys counts the new keys of key rotations under way.
+	PendingKeys int `json:"pending_keys,omitempty"`
+	// SSHCA is true when pgrelay's SSH CA key was sealed again.
+	SSHCA bool `json:"ssh_ca,omitempty"`
 }
 
 // ErrAlreadyRotated means the store's secrets are already sealed with the
@@ -125,6 +129,31 @@ func RotateMasterKey(ctx context.Context, st store.SecretsStore, old, next *secr
 			if key != nil {
 				rep.PrivateKeys++
 			}
+			if len(c.SealedPendingPrivateKey) > 0 {
+				pk, err := reseal(c.SealedPendingPrivateKey, pendingKeyAD(c.ID), old, next)
+				if err != nil {
+					return fmt.Errorf("rotate master key: connection %s: new SSH private key: %w; nothing was changed", c.Spec.Name, err)
+				}
+				if err := tx.SetConnectionPendingKey(ctx, c.ID, pk); err != nil {
+					return err
+				}
+				rep.PendingKeys++
+			}
+		}
+		ca, err := tx.GetMeta(ctx, sshCAMeta)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return err
+		default:
+			sealed, err := reseal(ca, sshCAAD(), old, next)
+			if err != nil {
+				return fmt.Errorf("rotate master key: SSH CA key: %w; nothing was changed", err)
+			}
+			if err := tx.PutMeta(ctx, sshCAMeta, sealed); err != nil {
+				return err
+			}
+			rep.SSHCA = true
 		}
 		sealed, err := next.Seal([]byte(keyCheckPlaintext), keyCheckAD())
 		if err != nil {
@@ -220,4 +249,14 @@ func WhichKey(ctx context.Context, st store.SecretsStore, current, next *secret.
 		}
 	}
 	return KeyNeither, nil
+}
+
+// reseal opens sealed with old and seals it with next, for ad.
+func reseal(sealed, ad []byte, old, next *secret.Keyring) ([]byte, error) {
+	plain, err := old.Open(sealed, ad)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(plain)
+	return next.Seal(plain, ad)
 }

@@ -9,7 +9,6 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/credential"
@@ -17,7 +16,6 @@ import (
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/pg"
 	"github.com/pgrelay/pgrelay/internal/secret"
-	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/tunnel"
 )
@@ -29,23 +27,31 @@ import (
 // TrustHostKey.
 type HostKeyChangedError struct {
 	Connection string
-	Err        *tunnel.HostKeyMismatchError
+	// Hop is "hop 2 of 3 (bastion-b:22)" in a chain of hops, "" for a
+	// single bastion.
+	Hop string
+	Err *tunnel.HostKeyMismatchError
 }
 
-// Error names both fingerprints and the command that approves the new key.
+// Error names the hop, both fingerprints and the command that approves
+// the new key.
 func (e *HostKeyChangedError) Error() string {
+	bastion := "SSH bastion " + e.Err.Addr
+	if e.Hop != "" {
+		bastion = "SSH " + e.Hop
+	}
 	if len(e.Err.Pinned) == 0 {
-		return fmt.Sprintf("connection %s: SSH bastion %s presented host key %s, which is not approved yet: this pgrelay "+
+		return fmt.Sprintf("connection %s: %s presented host key %s, which is not approved yet: this pgrelay "+
 			"approves bastion host keys before first use (--host-key-policy approve). Confirm the fingerprint with the "+
 			"bastion's administrator (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the bastion), then approve it: "+
 			"pgrelay connection trust-host-key %s --fingerprint %s (or give the key with --ssh-known-host)",
-			e.Connection, e.Err.Addr, e.Err.Presented, e.Connection, e.Err.Presented)
+			e.Connection, bastion, e.Err.Presented, e.Connection, e.Err.Presented)
 	}
-	return fmt.Sprintf("connection %s: host key of SSH bastion %s does not match the pinned key: pinned %s, presented %s. "+
+	return fmt.Sprintf("connection %s: host key of %s does not match the pinned key: pinned %s, presented %s. "+
 		"This can mean the bastion was rebuilt, or that someone is intercepting the connection. "+
 		"Check the bastion's key (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the bastion); if it is expected, approve it: "+
 		"pgrelay connection trust-host-key %s --fingerprint %s",
-		e.Connection, e.Err.Addr, joinFingerprints(e.Err.Pinned), e.Err.Presented, e.Connection, e.Err.Presented)
+		e.Connection, bastion, joinFingerprints(e.Err.Pinned), e.Err.Presented, e.Connection, e.Err.Presented)
 }
 
 // Unwrap returns the tunnel's error.
@@ -68,6 +74,9 @@ type KeyNotAuthorizedError struct {
 	Connection string
 	Bastion    string
 	User       string
+	// Hop is "hop 2 of 3 (bastion-b:22)" in a chain of hops, "" for a
+	// single bastion.
+	Hop string
 	// PublicKey is the authorized_keys line to add: restricted to
 	// forwarding to the database.
 	PublicKey string
@@ -76,6 +85,12 @@ type KeyNotAuthorizedError struct {
 
 // Error says the key is not authorized and how to authorize it.
 func (e *KeyNotAuthorizedError) Error() string {
+	if e.Hop != "" {
+		return fmt.Sprintf("connection %s: SSH %s refused the connection's public key for user %q: the key is not authorized. "+
+			"Add this line, which allows nothing but forwarding to the next hop, to ~%s/.ssh/authorized_keys on that hop "+
+			"(every hop's line: `pgrelay connection public-key %s --restricted`):\n%s",
+			e.Connection, e.Hop, e.User, e.User, e.Connection, e.PublicKey)
+	}
 	return fmt.Sprintf("connection %s: SSH bastion %s refused the connection's public key for user %q: the key is not authorized. "+
 		"Add this line, which allows nothing but forwarding to the database, to ~%s/.ssh/authorized_keys on the bastion "+
 		"(or run the script from `pgrelay connection bastion-setup %s`):\n%s",
@@ -89,8 +104,9 @@ func (e *KeyNotAuthorizedError) Unwrap() error { return e.Err }
 // tunnelled connection, the one SSH connection all its database sessions
 // share as channels.
 type Session struct {
-	spec   connection.Spec
-	tunnel *tunnel.Tunnel
+	spec connection.Spec
+	// tunnel is the chain of SSH hops (one for a single bastion).
+	tunnel *tunnel.Chain
 	// network is the policy on the addresses the session dials.
 	network *egress.Policy
 	// cred is the token cache of a connection with token auth; nil for
@@ -104,8 +120,18 @@ type Session struct {
 // with anything but the Value's redaction.
 func (s *Session) Spec() *connection.Spec { return &s.spec }
 
-// Tunnel returns the session's tunnel, or nil for a direct connection.
-func (s *Session) Tunnel() *tunnel.Tunnel { return s.tunnel }
+// Tunnel returns the session's (first) SSH hop, or nil for a direct
+// connection.
+func (s *Session) Tunnel() *tunnel.Tunnel {
+	if s.tunnel == nil {
+		return nil
+	}
+	return s.tunnel.Hop(0)
+}
+
+// Chain returns the session's chain of SSH hops, or nil for a direct
+// connection.
+func (s *Session) Chain() *tunnel.Chain { return s.tunnel }
 
 // DatabaseAddr is the database host:port as seen from the bastion (or from
 // here, for a direct connection).
@@ -220,7 +246,7 @@ func (s *Connector) Open(ctx context.Context, name string) (*Session, error) {
 	if spec.Tunnel == nil {
 		return sess, nil
 	}
-	t, err := s.openTunnel(ctx, c)
+	t, err := s.openChain(ctx, c, chainOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -270,96 +296,8 @@ func (s *Connector) bindLegacyPassword(ctx context.Context, c *store.Connection,
 	s.logger.InfoContext(ctx, "stored password bound to its endpoint", "connection", c.Spec.Name)
 }
 
-// tunnelKeys decrypts a saved connection's SSH key and parses the host keys
-// pinned for the bastion at addr (none when the pins belong to another
-// address).
-func (s *Connector) tunnelKeys(c *store.Connection, addr string) (ssh.Signer, []ssh.PublicKey, error) {
-	name := c.Spec.Name
-	pem, err := s.keyring.Open(c.SealedPrivateKey, privateKeyAD(c.ID))
-	if err != nil {
-		return nil, nil, fmt.Errorf("connection %s: SSH private key: %w", name, err)
-	}
-	signer, err := sshkey.Signer(pem)
-	if err != nil {
-		return nil, nil, fmt.Errorf("connection %s: %w", name, err)
-	}
-	var pinned []ssh.PublicKey
-	if c.HostKeysAddr == addr {
-		for _, line := range c.HostKeys {
-			k, err := sshkey.ParsePublic(line)
-			if err != nil {
-				return nil, nil, fmt.Errorf("connection %s: pinned host key: %w", name, err)
-			}
-			pinned = append(pinned, k)
-		}
-	}
-	return signer, pinned, nil
-}
-
-// hostKeyChanged records the key a bastion presented instead of the pinned
-// one as pending approval (TrustHostKey) and logs the refusal.
-func (s *Connector) hostKeyChanged(ctx context.Context, name, addr string, presented ssh.PublicKey, pinned []string) {
-	if err := s.recordPendingHostKey(ctx, name, presented); err != nil {
-		s.logger.WarnContext(ctx, "could not record pending host key", "connection", name, "error", err)
-	}
-	s.logger.WarnContext(ctx, "bastion host key changed; connection refused", "connection", name,
-		"bastion", addr, "pinned", joinFingerprints(pinned), "presented", sshkey.Fingerprint(presented))
-}
-
-func (s *Connector) openTunnel(ctx context.Context, c *store.Connection) (*tunnel.Tunnel, error) {
-	name := c.Spec.Name
-	ts := c.Spec.Tunnel
-	addr := bastionAddr(ts)
-	signer, pinned, err := s.tunnelKeys(c, addr)
-	if err != nil {
-		return nil, err
-	}
-	cfg := tunnel.Config{
-		Addr:              addr,
-		User:              ts.User,
-		Signer:            signer,
-		HostKeys:          pinned,
-		DialTimeout:       s.dialTimeout,
-		KeepaliveInterval: ts.KeepaliveInterval.Duration(),
-		KeepaliveCountMax: ts.KeepaliveCountMax,
-		Logger:            s.logger.With("connection", name),
-		Dial:              s.network.DialContext,
-	}
-	if len(pinned) == 0 && !s.hostKeyPolicy.approves() {
-		cfg.OnFirstUse = func(key ssh.PublicKey) error {
-			return s.pinHostKey(ctx, name, addr, key)
-		}
-	}
-	t, err := tunnel.Dial(ctx, cfg)
-	if err == nil {
-		s.observeTunnel(name, t)
-		s.markKeyUsed(ctx, c)
-		return t, nil
-	}
-	var denied *egress.DeniedError
-	if errors.As(err, &denied) {
-		return nil, fmt.Errorf("connection %s: SSH bastion %s: %w", name, addr, denied)
-	}
-	var mismatch *tunnel.HostKeyMismatchError
-	if errors.As(err, &mismatch) && len(mismatch.Pinned) == 0 && mismatch.Err == nil && mismatch.PresentedKey != nil {
-		// Nothing pinned and no first use allowed: the approve policy.
-		s.hostKeyUnapproved(ctx, name, addr, mismatch.PresentedKey)
-		return nil, &HostKeyChangedError{Connection: name, Err: mismatch}
-	}
-	if errors.As(err, &mismatch) && len(mismatch.Pinned) > 0 && mismatch.PresentedKey != nil {
-		s.hostKeyChanged(ctx, name, addr, mismatch.PresentedKey, mismatch.Pinned)
-		return nil, &HostKeyChangedError{Connection: name, Err: mismatch}
-	}
-	var authErr *tunnel.AuthError
-	if errors.As(err, &authErr) {
-		line, _ := publicKeyLine(c, true)
-		return nil, &KeyNotAuthorizedError{Connection: name, Bastion: addr, User: ts.User, PublicKey: line, Err: err}
-	}
-	return nil, fmt.Errorf("connection %s: %w", name, err)
-}
-
 // observeTunnel counts the tunnel as open until it ends, and counts drops.
-func (s *Connector) observeTunnel(name string, t *tunnel.Tunnel) {
+func (s *Connector) observeTunnel(name string, t *tunnel.Chain) {
 	if s.metrics == nil {
 		return
 	}

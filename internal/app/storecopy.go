@@ -130,6 +130,11 @@ func (c *copier) PutMeta(ctx context.Context, key string, value []byte) error {
 		// The target's check opens with the same key (checked before).
 		return nil
 	}
+	if key == sshCAMeta {
+		if _, err := c.kr.Open(value, sshCAAD()); err != nil {
+			return fmt.Errorf("SSH CA key: %w", err)
+		}
+	}
 	return c.w.PutMeta(ctx, key, value)
 }
 
@@ -149,6 +154,11 @@ func (c *copier) CopyConnection(ctx context.Context, conn *store.Connection) err
 	if len(conn.SealedAuthSecret) > 0 {
 		if _, err := c.kr.Open(conn.SealedAuthSecret, authSecretAD(conn.ID, &conn.Spec)); err != nil {
 			return fmt.Errorf("connection %s: %s: %w", conn.Spec.Name, authSecretField(conn.Spec.AuthKind()), err)
+		}
+	}
+	if len(conn.SealedPendingPrivateKey) > 0 {
+		if _, err := c.kr.Open(conn.SealedPendingPrivateKey, pendingKeyAD(conn.ID)); err != nil {
+			return fmt.Errorf("connection %s: new SSH private key (key rotation): %w", conn.Spec.Name, err)
 		}
 	}
 	if err := c.w.CopyConnection(ctx, conn); err != nil {

@@ -53,6 +53,8 @@ const (
 	Use Action = "use"
 	// ManageTokens creates, lists and revokes tokens.
 	ManageTokens Action = "manage_tokens"
+	// ManageCA creates pgrelay's SSH CA (admins only).
+	ManageCA Action = "manage_ca"
 )
 
 // Can reports whether role r may perform action a.

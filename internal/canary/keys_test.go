@@ -66,30 +66,51 @@ func (k *keyReader) collect(t *testing.T, cn *canaries) int {
 		t.Fatalf("list connections: %v", err)
 	}
 	for _, c := range cs {
-		if len(c.SealedPrivateKey) == 0 {
-			continue
+		if len(c.SealedPrivateKey) > 0 {
+			k.add(t, cn, "ssh private key of "+c.Spec.Name, c.SealedPrivateKey, "pgrelay/connection/"+c.ID+"/ssh_private_key")
 		}
-		pem, err := k.kr.Open(c.SealedPrivateKey, []byte("pgrelay/connection/"+c.ID+"/ssh_private_key"))
-		if err != nil {
-			t.Fatalf("open the sealed private key of %s: %v", c.Spec.Name, err)
-		}
-		var body []string
-		for _, l := range strings.Split(string(pem), "\n") {
-			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "-----") {
-				body = append(body, l)
-			}
-		}
-		if len(body) < 3 {
-			t.Fatalf("the private key of %s has only %d body lines", c.Spec.Name, len(body))
-		}
-		if !k.seen[string(pem)] {
-			k.seen[string(pem)] = true
-		}
-		for _, l := range body[1:] {
-			if len(l) >= 24 {
-				cn.add("ssh private key of "+c.Spec.Name, "pem line", []byte(l))
-			}
+		if len(c.SealedPendingPrivateKey) > 0 {
+			// The new key of a key rotation under way.
+			k.add(t, cn, "new ssh private key (rotation) of "+c.Spec.Name, c.SealedPendingPrivateKey,
+				"pgrelay/connection/"+c.ID+"/ssh_pending_private_key")
 		}
 	}
 	return len(k.seen)
+}
+
+// collectCA adds the key material of pgrelay's SSH CA to cn, and reports
+// whether there is one.
+func (k *keyReader) collectCA(t *testing.T, cn *canaries) bool {
+	t.Helper()
+	sealed, err := k.st.GetMeta(context.Background(), "ssh_user_ca")
+	if err != nil {
+		return false
+	}
+	k.add(t, cn, "ssh CA private key", sealed, "pgrelay/meta/ssh_user_ca")
+	return true
+}
+
+// add opens a sealed OpenSSH private key and adds each base64 line of its
+// PEM body but the first (the format's header, the same in every key).
+func (k *keyReader) add(t *testing.T, cn *canaries, what string, sealed []byte, ad string) {
+	t.Helper()
+	pem, err := k.kr.Open(sealed, []byte(ad))
+	if err != nil {
+		t.Fatalf("open the sealed %s: %v", what, err)
+	}
+	var body []string
+	for _, l := range strings.Split(string(pem), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "-----") {
+			body = append(body, l)
+		}
+	}
+	if len(body) < 3 {
+		t.Fatalf("the %s has only %d body lines", what, len(body))
+	}
+	k.seen[string(pem)] = true
+	for _, l := range body[1:] {
+		if len(l) >= 24 {
+			cn.add(what, "pem line", []byte(l))
+		}
+	}
 }

@@ -239,10 +239,29 @@ func (e *canaryEnv) localCLI() {
 	}
 	e.bastion.Authorize(t, restricted)
 	c.ok("connection", "bastion-setup", "tun")
+	// pgrelay's SSH CA (its private key sealed in the store) and a
+	// connection that logs in with certificates it signs (the bastion
+	// does not trust the CA: the login fails, naming the certificate).
+	c.ok("ssh-ca", "init")
+	c.ok("ssh-ca", "show", "-o", "json")
+	if !e.keys.collectCA(t, e.cn) {
+		t.Fatal("no SSH CA key in the store after ssh-ca init")
+	}
+	c.okWith(pw1, append(e.connArgs("certconn", "canary_app", true), "--ssh-auth", "certificate")...)
+	if r := c.fail(1, "query", "certconn", "select 1"); !strings.Contains(r.stderr, "refused pgrelay's certificate") {
+		t.Fatalf("query with a certificate the bastion does not trust: %s", r)
+	}
+	c.ok("connection", "bastion-setup", "certconn")
 	if r := c.ok("query", "direct", "select current_user", "-o", "csv"); !strings.Contains(r.stdout, "canary_app") {
 		t.Fatalf("query direct: %s", r)
 	}
 	c.ok("query", "tun", "select current_user, inet_server_port()", "-o", "json") // pins the host key
+	// A key rotation with two live keys, left pending: logins fall back to
+	// the old key; the new private key is sealed in the store.
+	c.ok("connection", "rotate-key", "tun", "--start")
+	c.ok("connection", "rotate-key", "tun", "--status", "-o", "json")
+	e.keys.collect(t, e.cn)
+	c.ok("query", "tun", "select 1")
 	c.ok("query", "stdin-conn", "select 1")
 	c.fail(1, "query", "direct", "select * from no_such_table_canary")
 	c.fail(1, "query", "upd", "select 1") // wrong password
@@ -613,6 +632,18 @@ func (e *canaryEnv) webUI(s *e2etest.Server) {
 		"/connections/{name}/trust-host-key": func(p string) response {
 			return w.postForm(sess, csrf, p, url.Values{"fingerprint": {"SHA256:bogus"}}, "trust a wrong host key")
 		},
+		"/connections/{name}/rotate-key/start": func(p string) response {
+			r := w.postForm(sess, csrf, p, nil, "start a key rotation with two live keys")
+			e.keys.collect(t, e.cn)
+			w.do(req{method: http.MethodGet, path: strings.TrimSuffix(p, "/rotate-key/start"), session: sess, label: "page during a key rotation"})
+			return r
+		},
+		"/connections/{name}/rotate-key/finish": func(p string) response {
+			return w.postForm(sess, csrf, p, nil, "finish a key rotation whose new key is not installed")
+		},
+		"/connections/{name}/rotate-key/cancel": func(p string) response {
+			return w.postForm(sess, csrf, p, nil, "cancel a key rotation")
+		},
 		"/connections/{name}/test": func(p string) response {
 			for _, name := range []string{"tun", "rupd", "closed"} {
 				w.postForm(sess, csrf, "/connections/"+name+"/test", nil, "test a saved connection")
@@ -680,7 +711,7 @@ func (e *canaryEnv) webUI(s *e2etest.Server) {
 				t.Errorf("web GET %s (%s): status %d", p, rt.pattern, r.status)
 			}
 			if rt.pattern == "/connections/{name}" {
-				for _, q := range []string{"created=1", "saved=1", "rotated=1", "trusted=1"} {
+				for _, q := range []string{"created=1", "saved=1", "rotated=1", "trusted=1", "rotation=started", "rotation=finished"} {
 					w.do(req{method: http.MethodGet, path: p + "?" + q, session: sess, label: "page with flash"})
 				}
 				w.do(req{method: http.MethodGet, path: "/connections/tun", session: sess, label: "page"})
@@ -943,9 +974,12 @@ func (e *canaryEnv) apiWalk(s *e2etest.Server) {
 		"PUT /api/v1/connections/{name}": func() string {
 			return fmt.Sprintf(`{"host": %q, "port": %d, "database": "canarydb", "user": "canary_upd", "password": %q}`, e.pg.Host, e.pg.Port, e.pw2)
 		},
-		"POST /api/v1/connections/{name}/rotate-key":     func() string { return "" },
-		"POST /api/v1/connections/{name}/trust-host-key": func() string { return `{"fingerprint": "SHA256:AAAA"}` },
-		"POST /api/v1/connections/{name}/query":          func() string { return `{"sql": "select current_user"}` },
+		"POST /api/v1/connections/{name}/rotate-key":          func() string { return "" },
+		"POST /api/v1/connections/{name}/trust-host-key":      func() string { return `{"fingerprint": "SHA256:AAAA"}` },
+		"POST /api/v1/connections/{name}/query":               func() string { return `{"sql": "select current_user"}` },
+		"POST /api/v1/connections/{name}/key-rotation":        func() string { return `{"old_key_lifetime": "24h"}` },
+		"POST /api/v1/connections/{name}/key-rotation/finish": func() string { return "" },
+		"POST /api/v1/ssh-ca":                                 func() string { return "" },
 		"POST /api/v1/jobs": func() string {
 			return fmt.Sprintf(`{"name": "walk-new-%d", "connection": "direct", "steps": [{"sql": "select 1"}]}`, next())
 		},

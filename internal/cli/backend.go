@@ -32,6 +32,8 @@ type backend interface {
 	CreateToken(ctx context.Context, name string, role auth.Role) (*app.NewToken, error)
 	ListTokens(ctx context.Context) ([]app.TokenView, error)
 	RevokeToken(ctx context.Context, idOrName string) (*app.TokenView, error)
+
+	sshBackend
 }
 
 var (

@@ -54,7 +54,10 @@ func (r *runner) connCreateCommand() *cobra.Command {
 		Short: "Save a new connection (with --ssh-host: generate its SSH key pair)",
 		Example: `  DB_PASSWORD=... pgrelay connection create wh --flavor postgres \
       --host db.internal --port 5432 --database analytics --user dbt --password-env DB_PASSWORD \
-      --ssh-host bastion.example.com --ssh-port 22 --ssh-user dbtcloud`,
+      --ssh-host bastion.example.com --ssh-port 22 --ssh-user dbtcloud
+  # through two jump hosts, the second one reached through the first:
+  DB_PASSWORD=... pgrelay connection create wh2 --host db.internal --database analytics --user dbt \
+      --password-env DB_PASSWORD --ssh-hop jump@bastion-a.example.com --ssh-hop jump@bastion-b.internal:2222`,
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output, "text", "json"); err != nil {
@@ -168,6 +171,9 @@ func printSaved(w io.Writer, v *app.ConnectionView, verb string) {
 		fmt.Fprintf(w, "\nTest it, hop by hop: pgrelay connection test %s\n", v.Name)
 		return
 	}
+	if printSavedHops(w, v) {
+		return
+	}
 	fmt.Fprintf(w, `
 A key pair was generated for this connection. Install its public key on the
 bastion, as a line of ~%[1]s/.ssh/authorized_keys (~/.ssh mode 700, the file 600):
@@ -187,7 +193,11 @@ The bastion's host key is pinned on the first connection.
 func summary(v *app.ConnectionView) string {
 	s := fmt.Sprintf("%s, %s as %s on %s", v.Flavor.Label(), v.Database, v.User, hostPort(v.Host, v.Port))
 	if t := v.SSHTunnel; t != nil {
-		s += fmt.Sprintf(" via SSH bastion %s@%s", t.User, hostPort(t.Host, t.Port))
+		if len(v.SSHHops) > 1 {
+			s += " via SSH hops " + hopChain(v)
+		} else {
+			s += fmt.Sprintf(" via SSH bastion %s@%s", t.User, hostPort(t.Host, t.Port))
+		}
 	}
 	return s
 }
@@ -234,7 +244,10 @@ func (r *runner) connListCommand() *cobra.Command {
 				tun, hk := "-", "-"
 				if t := v.SSHTunnel; t != nil {
 					tun = t.User + "@" + hostPort(t.Host, t.Port)
-					hk = hostKeyState(t)
+					if len(v.SSHHops) > 1 {
+						tun += fmt.Sprintf(" (+%s)", countNoun(len(v.SSHHops)-1, "hop"))
+					}
+					hk = hopsHostKeyState(v)
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, v.Flavor, hostPort(v.Host, v.Port),
 					v.Database, v.User, v.SSLMode, tun, hk)
@@ -321,8 +334,10 @@ func printConnection(w io.Writer, v *app.ConnectionView) {
 	row("Threads:", fmt.Sprint(v.Threads))
 	if t := v.SSHTunnel; t != nil {
 		row("SSH tunnel:", fmt.Sprintf("%s@%s", t.User, hostPort(t.Host, t.Port)))
+		printSSHHops(row, v)
 		row("  Key:", fmt.Sprintf("%s %s (pgrelay connection public-key %s)", t.KeyType, t.PublicKeyFingerprint, v.Name))
 		row("  Key login:", keyLoginState(v))
+		printSSHExtras(row, v)
 		row("  Keepalive:", fmt.Sprintf("every %s; dropped after %d missed replies (%s)", t.KeepaliveInterval,
 			t.KeepaliveCountMax, time.Duration(t.KeepaliveInterval)*time.Duration(t.KeepaliveCountMax)))
 		switch {
@@ -429,21 +444,27 @@ func (r *runner) connPublicKeyCommand() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&restricted, "restricted", false, `prefix restrict,port-forwarding,permitopen="<db host>:<port>" so the key can only forward to the database`)
+	cmd.Flags().BoolVar(&restricted, "restricted", false, `prefix restrict,port-forwarding,permitopen="<db host>:<port>" so the key can only forward to the database; `+
+		"for a chain of hops, print one line per hop, in order, each allowed to forward only to the next hop (the last one to the database)")
 	return cmd
 }
 
 func (r *runner) connBastionSetupCommand() *cobra.Command {
-	return &cobra.Command{
+	var hop int
+	cmd := &cobra.Command{
 		Use:   "bastion-setup NAME",
 		Short: "Print a shell script that prepares the bastion user and installs the key",
-		Args:  exactArgs(1, "NAME"),
+		Long: `Print a shell script, to run as root on the bastion, that creates the tunnel user and
+installs the connection's public key, allowed only to forward to the database. For a
+chain of hops, --hop N prints the script of hop N, whose key may forward only to the next
+hop. With --ssh-auth certificate, the script makes sshd trust pgrelay's SSH CA instead.`,
+		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			svc, err := r.backend(cmd.Context())
 			if err != nil {
 				return err
 			}
-			script, err := svc.BastionSetup(cmd.Context(), args[0])
+			script, err := svc.BastionSetupHop(cmd.Context(), args[0], hop)
 			if err != nil {
 				return err
 			}
@@ -451,34 +472,7 @@ func (r *runner) connBastionSetupCommand() *cobra.Command {
 			return err
 		},
 	}
-}
-
-func (r *runner) connRotateKeyCommand() *cobra.Command {
-	var output string
-	cmd := &cobra.Command{
-		Use:   "rotate-key NAME",
-		Short: "Replace the connection's SSH key pair",
-		Args:  exactArgs(1, "NAME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output, "text", "json"); err != nil {
-				return err
-			}
-			svc, err := r.backend(cmd.Context())
-			if err != nil {
-				return err
-			}
-			rot, err := svc.RotateKey(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return writeJSON(r.out(), rot)
-			}
-			fmt.Fprintf(r.out(), "New key pair generated for %q. Add the new public key to the bastion's authorized_keys:\n\n%s\n\nthen remove the old one:\n\n%s\n", args[0], rot.New, rot.Old)
-			return nil
-		},
-	}
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().IntVar(&hop, "hop", 1, "the hop of a chain whose script to print, from 1")
 	return cmd
 }
 
@@ -500,8 +494,13 @@ func (r *runner) connTrustHostKeyCommand() *cobra.Command {
 			if err != nil {
 				return connectionProblems(err)
 			}
-			fmt.Fprintf(r.out(), "Host key %s of bastion %s is now trusted for %q.\n", v.SSHTunnel.HostKeyFingerprint,
-				hostPort(v.SSHTunnel.Host, v.SSHTunnel.Port), v.Name)
+			where := "bastion " + hostPort(v.SSHTunnel.Host, v.SSHTunnel.Port)
+			for i, h := range v.SSHHops {
+				if len(v.SSHHops) > 1 && h.HostKeyFingerprint == strings.TrimSpace(fingerprint) {
+					where = fmt.Sprintf("hop %d of %d (%s)", i+1, len(v.SSHHops), hostPort(h.Host, h.Port))
+				}
+			}
+			fmt.Fprintf(r.out(), "Host key %s of %s is now trusted for %q.\n", strings.TrimSpace(fingerprint), where, v.Name)
 			return nil
 		},
 	}

@@ -35,7 +35,21 @@ func flagForField(field string) string {
 		return f
 	}
 	if rest, ok := strings.CutPrefix(field, "ssh_tunnel."); ok {
+		switch rest {
+		case "host_authorities":
+			return "--ssh-host-authority"
+		}
 		return "--ssh-" + strings.ReplaceAll(rest, "_", "-")
+	}
+	if rest, ok := strings.CutPrefix(field, "ssh_hops."); ok {
+		n, sub, _ := strings.Cut(rest, ".")
+		if i, err := strconv.Atoi(n); err == nil {
+			if sub == "known_host" {
+				return fmt.Sprintf("--ssh-hop-known-host %d=...", i+1)
+			}
+			return fmt.Sprintf("--ssh-hop (hop %d) %s", i+1, sub)
+		}
+		return "--ssh-hop"
 	}
 	return "--" + strings.ReplaceAll(field, "_", "-")
 }
@@ -56,6 +70,9 @@ type connFlags struct {
 	sshKeepaliveCountMax         int
 	noSSHTunnel                  bool
 	sshKnownHost                 []string
+	// hops are the flags of chains of hops, proxy commands, certificate
+	// logins and host authorities (hops.go).
+	hops hopFlags
 }
 
 func (f *connFlags) register(cmd *cobra.Command, update bool) {
@@ -85,6 +102,7 @@ func (f *connFlags) register(cmd *cobra.Command, update bool) {
 	fl.StringArrayVar(&f.sshKnownHost, "ssh-known-host", nil, "the bastion's host key, pinned at once instead of trusting "+
 		"the first key it presents: \"ssh-ed25519 AAAA...\" (its /etc/ssh/ssh_host_*_key.pub) or a known_hosts line "+
 		"\"host ssh-ed25519 AAAA...\" / \"[host]:port ...\"; repeat for several keys, or @FILE to read them from a file")
+	f.hops.register(cmd)
 	if update {
 		fl.BoolVar(&f.noSSHTunnel, "no-ssh-tunnel", false, "remove the SSH tunnel (and its key pair): connect directly")
 	}
@@ -139,13 +157,16 @@ func (f *connFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
 		}
 	}
 	if f.noSSHTunnel {
-		for _, n := range []string{"ssh-host", "ssh-port", "ssh-user", "ssh-key-type", "ssh-keepalive-interval", "ssh-keepalive-count-max", "ssh-known-host"} {
+		for _, n := range append([]string{"ssh-host", "ssh-port", "ssh-user", "ssh-key-type", "ssh-keepalive-interval", "ssh-keepalive-count-max", "ssh-known-host"}, hopFlagNames()...) {
 			if ch(n) {
 				return usagef("--no-ssh-tunnel cannot be combined with --%s", n)
 			}
 		}
 		spec.Tunnel = nil
 		return nil
+	}
+	if err := f.hops.apply(cmd, spec); err != nil {
+		return err
 	}
 	anySSH := false
 	for _, n := range []string{"ssh-host", "ssh-port", "ssh-user", "ssh-key-type", "ssh-keepalive-interval", "ssh-keepalive-count-max", "ssh-known-host"} {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"net/netip"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -9,12 +10,14 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/egress"
+	"github.com/pgrelay/pgrelay/internal/sshkey"
 )
 
 // Environment variables of the connection policies; a flag given on the
 // command line wins over its variable.
 const (
 	hostKeyPolicyEnv = "PGRELAY_HOST_KEY_POLICY"
+	sshKnownHostsEnv = "PGRELAY_SSH_KNOWN_HOSTS"
 	denyNetworkEnv   = "PGRELAY_DENY_NETWORK"
 	allowNetworkEnv  = "PGRELAY_ALLOW_NETWORK"
 )
@@ -25,10 +28,12 @@ const (
 type policyFlags struct {
 	hostKeyPolicy string
 	deny, allow   []string
+	knownHosts    string
 
 	// Resolved by check.
 	policy  app.HostKeyPolicy
 	network *egress.Policy
+	trust   sshkey.HostTrust
 }
 
 func (f *policyFlags) register(fs *pflag.FlagSet) {
@@ -39,6 +44,9 @@ func (f *policyFlags) register(fs *pflag.FlagSet) {
 		"(cloud metadata) are denied by default")
 	fs.StringSliceVar(&f.allow, "allow-network", nil, "allow this address range inside a denied one; the most specific range "+
 		"decides (repeatable or comma-separated; env "+allowNetworkEnv+")")
+	fs.StringVar(&f.knownHosts, "ssh-known-hosts", "", "a known_hosts file whose lines apply to every SSH hop of every "+
+		"connection: @cert-authority PATTERN KEY (host certificates that CA signed are accepted without pinning), "+
+		"@revoked PATTERN KEY (never accepted) and plain host keys (env "+sshKnownHostsEnv+")")
 }
 
 // check reads the flags, or for flags not given their environment
@@ -47,7 +55,7 @@ func (f *policyFlags) register(fs *pflag.FlagSet) {
 func (f *policyFlags) check(cmd *cobra.Command, getenv func(string) string, remote bool) error {
 	fs := cmd.Root().PersistentFlags()
 	if remote {
-		for _, n := range []string{"host-key-policy", "deny-network", "allow-network"} {
+		for _, n := range []string{"host-key-policy", "deny-network", "allow-network", "ssh-known-hosts"} {
 			if fs.Changed(n) {
 				return usagef("--%s applies where connections are opened, and with --server (or %s) that is the server: "+
 					"start it with `pgrelay serve --%s ...` instead", n, serverEnv, n)
@@ -76,6 +84,21 @@ func (f *policyFlags) check(cmd *cobra.Command, getenv func(string) string, remo
 		return usagef("--deny-network and --allow-network: %v", err)
 	}
 	f.policy, f.network = policy, network
+	file := f.knownHosts
+	if !fs.Changed("ssh-known-hosts") {
+		file = getenv(sshKnownHostsEnv)
+	}
+	if file != "" {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return usagef("--ssh-known-hosts (or %s): %v", sshKnownHostsEnv, err)
+		}
+		lines, err := sshkey.ParseKnownHostsFile(data)
+		if err != nil {
+			return usagef("--ssh-known-hosts %s: %v", file, err)
+		}
+		f.trust = sshkey.HostTrust{Lines: lines}
+	}
 	return nil
 }
 

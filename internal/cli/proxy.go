@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -63,6 +64,13 @@ GOMAXPROCS=1, unless those environment variables are set.`,
 			via := "directly"
 			if t := spec.Tunnel; t != nil {
 				via = fmt.Sprintf("through SSH bastion %s@%s", t.User, hostPort(t.Host, t.Port))
+				if len(t.Next) > 0 {
+					parts := []string{}
+					for _, h := range spec.Hops() {
+						parts = append(parts, h.User+"@"+hostPort(h.Host, h.Port))
+					}
+					via = "through SSH hops " + strings.Join(parts, " → ")
+				}
 			}
 			if !isLoopback(ps.Addr()) {
 				// Anyone who reaches this address reaches the database

@@ -137,6 +137,7 @@ any client (psql, dbt) use it.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(r.connectionCommand(), r.queryCommand(), r.proxyCommand(), r.serveCommand(), r.tokenCommand(), r.execCommand(), r.jobCommand(), r.runCommand(), r.grantsCommand())
 	root.AddCommand(r.opsCommands()...)
+	root.AddCommand(r.sshCACommand())
 	return root
 }
 
@@ -204,6 +205,13 @@ func (r *runner) localDaemon(ctx context.Context) (*daemon.Daemon, error) {
 	cfg.Store, cfg.Keyring, cfg.Logger = st, kr, r.logger
 	cfg.HostKeyPolicy, cfg.Network = r.policy.policy, r.policy.network
 	cfg.Credentials = app.CredentialConfig{AllowCommand: r.allowCredentialCommand}
+	cfg.SSH.KnownHosts = r.policy.trust
+	if cfg.HTTP == nil {
+		// A local command's proxy commands run the local user's own
+		// programs; serve runs only those of its command allowlist
+		// (it sets cfg.SSH.ProxyCommands with cfg.HTTP).
+		cfg.SSH.ProxyCommands = jobs.CommandPolicy{AnyProgram: true}
+	}
 	d, err := daemon.New(ctx, cfg)
 	if err != nil {
 		_ = st.Close()

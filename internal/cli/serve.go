@@ -69,6 +69,8 @@ local data dir: it ignores PGRELAY_SERVER, which is for the commands that use a 
 			}
 			r.daemonCfg.Metrics = metrics.NewWithOptions(metrics.Options{ConnectionLabels: ef.metricsConnectionLabels})
 			r.daemonCfg.Jobs = qf.jobsConfig(policy)
+			// Proxy commands run only the programs of the allowlist here.
+			r.daemonCfg.SSH.ProxyCommands = policy
 			r.daemonCfg.HTTP = &daemon.HTTPConfig{Addr: addr, TLSCertFile: tlsCert, TLSKeyFile: tlsKey, PublicURL: publicURL, WebUI: true,
 				MetricsAddr: ef.metricsAddr, MetricsToken: metricsToken, MaxConnections: ef.maxConnections,
 				MaxStreamsPerToken: ef.maxStreamsPerToken}

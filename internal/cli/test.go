@@ -19,6 +19,9 @@ func (r *runner) connTestCommand() *cobra.Command {
 		Long: `Test a connection step by step, the way a real connection goes:
   through a bastion: resolve, bastion_tcp, ssh_handshake, ssh_auth, forward,
                      tls, postgres_auth, database, query
+  through a chain of hops: bastion_tcp, ssh_handshake and ssh_auth for each hop,
+                     named "hop 2 of 3 (bastion-b:22): ssh_auth" (resolve only for
+                     the first: a further hop's name is resolved by the hop before)
   direct:            resolve, tcp, tls, postgres_auth, database, query
 Each step prints as it finishes, with its time; a failed step shows the error and a
 hint naming the likely cause and the fix. Steps after a failure are skipped.
@@ -62,7 +65,7 @@ Exit code 0 only when every step passed.`,
 				fmt.Fprintln(r.out(), testSummary(rep))
 			}
 			if f := rep.Failed(); f != nil {
-				return &exitCodeError{code: exitFailure, msg: fmt.Sprintf("connection %s failed its test at %s", name, f.ID)}
+				return &exitCodeError{code: exitFailure, msg: fmt.Sprintf("connection %s failed its test at %s", name, f.Name())}
 			}
 			return nil
 		},
@@ -94,7 +97,7 @@ func printStep(w io.Writer, s diagnose.Step) {
 	if s.Status != diagnose.StatusSkipped {
 		dur = elapsed.FormatMS(s.DurationMS)
 	}
-	fmt.Fprintf(w, "  %s %-13s %*s  %s\n", stepMark(s.Status), s.ID, durationWidth, dur, s.Detail)
+	fmt.Fprintf(w, "  %s %-13s %*s  %s\n", stepMark(s.Status), s.Name(), durationWidth, dur, s.Detail)
 	if s.Error != "" {
 		printIndented(w, "error: ", s.Error)
 	}
@@ -124,7 +127,7 @@ func testSummary(rep *diagnose.Report) string {
 				passed++
 			}
 		}
-		return fmt.Sprintf("Failed at %s: %s (%d of %d steps passed, %s)", f.ID, f.Error, passed, len(rep.Steps),
+		return fmt.Sprintf("Failed at %s: %s (%d of %d steps passed, %s)", f.Name(), f.Error, passed, len(rep.Steps),
 			elapsed.FormatMS(rep.DurationMS))
 	}
 	var passed int
@@ -133,7 +136,7 @@ func testSummary(rep *diagnose.Report) string {
 		if s.Status == diagnose.StatusOK {
 			passed++
 		} else {
-			notRequested = append(notRequested, string(s.ID))
+			notRequested = append(notRequested, s.Name())
 		}
 	}
 	sum := fmt.Sprintf("All %d steps passed in %s", passed, elapsed.FormatMS(rep.DurationMS))

@@ -33,8 +33,8 @@ type HopEndpoint struct {
 // to case or surrounding spaces, as DNS does.
 func (s *Spec) Endpoint() Endpoint {
 	e := Endpoint{Host: normHost(s.Host), Port: s.Port, User: s.User}
-	if t := s.Tunnel; t != nil {
-		e.Hops = append(e.Hops, HopEndpoint{Host: normHost(t.Host), Port: t.Port, User: t.User})
+	for _, h := range s.Hops() {
+		e.Hops = append(e.Hops, HopEndpoint{Host: normHost(h.Host), Port: h.Port, User: h.User})
 	}
 	return e
 }

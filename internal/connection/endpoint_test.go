@@ -97,3 +97,32 @@ func TestRequireAuth(t *testing.T) {
 		}
 	}
 }
+
+// TestEndpointKeyOfOneBastionUnchanged pins the endpoint key of a
+// connection with one bastion as it was before hops: stored passwords are
+// sealed with it, so any change would make them fail to open.
+func TestEndpointKeyOfOneBastionUnchanged(t *testing.T) {
+	t.Parallel()
+	s := Spec{Host: "DB.internal", Port: 5432, User: "dbt", Tunnel: &Tunnel{Host: "Bastion", Port: 22, User: "jump"}}
+	const want = `db="db.internal":5432:"dbt";hop="bastion":22:"jump"`
+	if got := s.Endpoint().Key(); got != want {
+		t.Fatalf("endpoint key = %s, want %s", got, want)
+	}
+	var viaHops Spec
+	viaHops.Host, viaHops.Port, viaHops.User = s.Host, s.Port, s.User
+	viaHops.SetHops([]Hop{{Host: "Bastion", Port: 22, User: "jump"}})
+	if got := viaHops.Endpoint().Key(); got != want {
+		t.Fatalf("endpoint key of the same bastion given as a list of one hop = %s, want %s", got, want)
+	}
+	three := s.Clone()
+	three.Tunnel.Next = []Hop{{Host: "b2", Port: 22, User: "u2"}, {Host: "b3", Port: 2222, User: "u3"}}
+	if got := three.Endpoint().Key(); got != want+`;hop="b2":22:"u2";hop="b3":2222:"u3"` {
+		t.Fatalf("endpoint key of three hops = %s", got)
+	}
+	// Reordering hops changes the endpoint.
+	swapped := three.Clone()
+	swapped.Tunnel.Next[0], swapped.Tunnel.Next[1] = swapped.Tunnel.Next[1], swapped.Tunnel.Next[0]
+	if three.Endpoint().Equal(swapped.Endpoint()) {
+		t.Fatal("reordered hops compare equal")
+	}
+}

@@ -7,6 +7,7 @@ package connection
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/pgrelay/pgrelay/internal/secret"
@@ -133,6 +134,24 @@ type Tunnel struct {
 	// sshkey.ParseKnownHosts). It is input only: the pins are stored apart
 	// from the spec, and empty keeps them.
 	KnownHost string `json:"known_host,omitempty"`
+	// ProxyCommand, when set, is a program and its arguments (run without
+	// a shell) whose standard input and output carry the SSH connection to
+	// the first hop instead of a TCP connection, like OpenSSH's
+	// ProxyCommand (AWS SSM, Cloudflare Access, socat). See hops.go.
+	ProxyCommand []string `json:"proxy_command,omitempty"`
+	// Auth is how pgrelay logs in to every hop: with the connection's key
+	// pair (SSHAuthKey; "" is the same) or with a short-lived certificate of
+	// that key signed by pgrelay's SSH CA (SSHAuthCertificate).
+	Auth SSHAuth `json:"auth,omitempty"`
+	// Next are the hops after the first (the one Host, Port and User
+	// name), in order: each is dialled through the one before it, and the
+	// last one forwards to the database. See hops.go.
+	Next []Hop `json:"next_hops,omitempty"`
+	// HostAuthorities are known_hosts lines with the markers
+	// @cert-authority (a host CA trusted for the hosts its pattern
+	// matches, instead of pinning their keys) and @revoked (a key never
+	// accepted), for every hop (see sshkey.ParseHostAuthorities).
+	HostAuthorities []string `json:"host_authorities,omitempty"`
 }
 
 // DeadAfter is how long the tunnel may stay silent before it is dropped.
@@ -202,6 +221,11 @@ func (s *Spec) ApplyDefaults() {
 		if t.KeepaliveCountMax == 0 {
 			t.KeepaliveCountMax = DefaultKeepaliveCountMax
 		}
+		for i := range t.Next {
+			if t.Next[i].Port == 0 {
+				t.Next[i].Port = DefaultSSHPort
+			}
+		}
 	}
 }
 
@@ -210,6 +234,9 @@ func (s Spec) Clone() Spec {
 	c := s
 	if s.Tunnel != nil {
 		t := *s.Tunnel
+		t.ProxyCommand = slices.Clone(t.ProxyCommand)
+		t.Next = slices.Clone(t.Next)
+		t.HostAuthorities = slices.Clone(t.HostAuthorities)
 		c.Tunnel = &t
 	}
 	c.Auth = s.Auth.Clone()

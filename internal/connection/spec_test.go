@@ -319,7 +319,7 @@ func TestTunnelJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Tunnel{Host: "bastion", Port: 2222, User: "u", KeyType: "rsa", KeepaliveInterval: Duration(15 * time.Second), KeepaliveCountMax: 4}
-	if tu != want {
+	if !reflect.DeepEqual(tu, want) {
 		t.Errorf("Unmarshal = %+v, want %+v", tu, want)
 	}
 	b, err := json.Marshal(tu)

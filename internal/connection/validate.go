@@ -172,12 +172,7 @@ func (s *Spec) Validate() error {
 	if t := s.Tunnel; t != nil {
 		add("ssh_tunnel.host", ValidateHost(t.Host))
 		add("ssh_tunnel.port", validatePort(t.Port))
-		switch {
-		case t.User == "":
-			add("ssh_tunnel.user", errors.New("required: the user on the bastion, e.g. dbtcloud"))
-		case len(t.User) > 32 || !sshUserRE.MatchString(t.User):
-			add("ssh_tunnel.user", fmt.Errorf("%q is not accepted: a bastion user name of at most 32 letters, digits, '.', '_' and '-'", t.User))
-		}
+		add("ssh_tunnel.user", validateSSHUser(t.User))
 		if t.KeyType != "ed25519" && t.KeyType != "rsa" {
 			add("ssh_tunnel.key_type", fmt.Errorf("%q is not accepted: use ed25519 (default) or rsa", t.KeyType))
 		}
@@ -191,6 +186,7 @@ func (s *Spec) Validate() error {
 			_, err := sshkey.ParseKnownHosts(t.KnownHost, t.Host, t.Port)
 			add("ssh_tunnel.known_host", err)
 		}
+		t.validateHops(add)
 	}
 	probs = s.validateAuth(probs)
 	if len(probs) == 0 {

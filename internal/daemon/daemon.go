@@ -63,6 +63,10 @@ type Config struct {
 	// Credentials configures token credentials (auth kinds command,
 	// lakebase and alloydb-iam): the command allowlist among them.
 	Credentials app.CredentialConfig
+	// SSH configures SSH hops: the server's known_hosts and which
+	// programs proxy commands may run. Its zero ProxyCommands runs none:
+	// a server gives its command allowlist, a local command AnyProgram.
+	SSH app.SSHConfig
 
 	// Jobs builds the job queue on the store; nil has none (queuing a run
 	// then fails with app.ErrNoQueue). Start starts its workers.
@@ -190,7 +194,8 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	d := &Daemon{cfg: cfg, done: make(chan struct{})}
 	acfg := app.Config{Store: cfg.Store, Keyring: cfg.Keyring, Logger: cfg.Logger, Metrics: cfg.Metrics,
-		HostKeyPolicy: cfg.HostKeyPolicy, Network: cfg.Network, DialTimeout: cfg.DialTimeout, Credentials: cfg.Credentials}
+		HostKeyPolicy: cfg.HostKeyPolicy, Network: cfg.Network, DialTimeout: cfg.DialTimeout, Credentials: cfg.Credentials,
+		SSH: cfg.SSH}
 	var err error
 	if d.connector, err = app.NewConnector(acfg); err != nil {
 		return nil, err

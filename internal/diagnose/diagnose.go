@@ -51,6 +51,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/credential"
 	"github.com/pgrelay/pgrelay/internal/egress"
+	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/tunnel"
 )
 
@@ -72,17 +73,58 @@ const (
 	StepQuery        StepID = "query"
 )
 
-// Plan returns the steps a test of spec runs, in order.
+// Plan returns the steps a test of spec runs, in order. Through a chain of
+// SSH hops, bastion_tcp, ssh_handshake and ssh_auth come once per hop
+// (resolve only for the first: a further hop's name is resolved by the
+// hop before it); see PlanSteps for which hop each is.
 func Plan(spec *connection.Spec) []StepID {
-	var plan []StepID
+	steps := PlanSteps(spec)
+	out := make([]StepID, len(steps))
+	for i, s := range steps {
+		out[i] = s.ID
+	}
+	return out
+}
+
+// PlannedStep is a step of a plan: its ID and, for the SSH steps of a
+// chain of more than one hop, which hop (from 1) of how many.
+type PlannedStep struct {
+	ID  StepID
+	Hop int
+	Of  int
+}
+
+// PlanSteps returns the steps a test of spec runs, in order, with their
+// hops.
+func PlanSteps(spec *connection.Spec) []PlannedStep {
+	var plan []PlannedStep
+	add := func(ids ...StepID) {
+		for _, id := range ids {
+			plan = append(plan, PlannedStep{ID: id})
+		}
+	}
 	if spec.AuthKind().IsToken() {
-		plan = append(plan, StepCredential)
+		add(StepCredential)
 	}
-	if spec.Tunnel != nil {
-		return append(plan, StepResolve, StepBastionTCP, StepSSHHandshake, StepSSHAuth, StepForward,
-			StepTLS, StepPostgresAuth, StepDatabase, StepQuery)
+	hops := spec.Hops()
+	switch {
+	case len(hops) == 1:
+		add(StepResolve, StepBastionTCP, StepSSHHandshake, StepSSHAuth)
+	case len(hops) > 1:
+		n := len(hops)
+		plan = append(plan, PlannedStep{ID: StepResolve, Hop: 1, Of: n})
+		for i := range hops {
+			for _, id := range []StepID{StepBastionTCP, StepSSHHandshake, StepSSHAuth} {
+				plan = append(plan, PlannedStep{ID: id, Hop: i + 1, Of: n})
+			}
+		}
 	}
-	return append(plan, StepResolve, StepTCP, StepTLS, StepPostgresAuth, StepDatabase, StepQuery)
+	if len(hops) > 0 {
+		add(StepForward, StepTLS, StepPostgresAuth, StepDatabase, StepQuery)
+		return plan
+	}
+	add(StepResolve, StepTCP, StepTLS, StepPostgresAuth, StepDatabase, StepQuery)
+	return plan
 }
 
 // Status is the outcome of a step.
@@ -115,6 +157,21 @@ type Step struct {
 	Hint string `json:"hint,omitempty"`
 	// Err is the error behind a failed step, for errors.As; not serialised.
 	Err error `json:"-"`
+	// Hop is, for an SSH step of a chain of more than one hop, the hop it
+	// is about (from 1), Of the number of hops and HopAddr the hop's
+	// host:port; zero for a single bastion.
+	Hop     int    `json:"hop,omitempty"`
+	Of      int    `json:"of,omitempty"`
+	HopAddr string `json:"hop_addr,omitempty"`
+}
+
+// Name is the step's ID, prefixed with its hop in a chain of hops:
+// "hop 2 of 3 (bastion-b:22): ssh_auth".
+func (s Step) Name() string {
+	if s.Hop == 0 {
+		return string(s.ID)
+	}
+	return fmt.Sprintf("hop %d of %d (%s): %s", s.Hop, s.Of, s.HopAddr, s.ID)
 }
 
 // HostKeyState says how the bastion's host key related to the pins.
@@ -146,6 +203,13 @@ type HostKey struct {
 	Pinned []string `json:"pinned,omitempty"`
 	// Key is the presented key.
 	Key ssh.PublicKey `json:"-"`
+	// Hop is the hop (from 1) in a chain of more than one, and Addr its
+	// host:port.
+	Hop  int    `json:"hop,omitempty"`
+	Addr string `json:"addr,omitempty"`
+	// Certificate is true when a host CA vouched for the key (a host
+	// certificate): nothing is pinned then.
+	Certificate bool `json:"certificate,omitempty"`
 }
 
 // ServerInfo is what the query step learned about the server.
@@ -178,11 +242,18 @@ type Report struct {
 	DurationMS float64 `json:"duration_ms"`
 	// Server is set when the query step passed.
 	Server *ServerInfo `json:"server,omitempty"`
-	// HostKey is set once a bastion presented its host key.
+	// HostKey is set once a bastion presented its host key (the first
+	// hop's, in a chain).
 	HostKey *HostKey `json:"host_key,omitempty"`
+	// HopHostKeys are the host keys of every hop that presented one, in a
+	// chain of more than one hop.
+	HopHostKeys []HostKey `json:"hop_host_keys,omitempty"`
 	// SSH is what the key exchange with the bastion settled on, once it
 	// did (before authentication).
 	SSH *tunnel.Negotiated `json:"ssh,omitempty"`
+	// FallbackKeyUsed is true when a hop accepted only the fallback key
+	// (the old key of a rotation, HopInput.Fallback).
+	FallbackKeyUsed bool `json:"fallback_key_used,omitempty"`
 	// Credential is set when the credential step fetched a token.
 	Credential *CredentialInfo `json:"credential,omitempty"`
 }
@@ -223,6 +294,17 @@ type Input struct {
 	// Signer is the connection's SSH key. Nil for a draft without a saved
 	// key pair: the test then stops at ssh_auth.
 	Signer ssh.Signer
+	// Hops, when set, are the keys of each hop of a chain (as many as the
+	// spec has hops); Signer, HostKeys and PublicKeyLine are then unused.
+	Hops []HopInput
+	// HostTrust holds host CAs, revoked keys and known keys for every hop.
+	HostTrust sshkey.HostTrust
+	// Clock is the time host certificates are checked against (default
+	// time.Now).
+	Clock func() time.Time
+	// FirstHopDial, when set, opens the connection to the first hop (a
+	// proxy command) instead of resolving and dialling its address.
+	FirstHopDial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// PublicKeyLine is the authorized_keys line of Signer (with its
 	// comment); the hint when the bastion refuses the key shows it
 	// restricted to forwarding to the database.
@@ -251,6 +333,30 @@ type Input struct {
 	Logger *slog.Logger
 }
 
+// HopInput are the keys of one hop.
+type HopInput struct {
+	// Signer is the key (or certificate) the hop is logged in to with;
+	// Fallback a second one (the old key of a rotation).
+	Signer, Fallback ssh.Signer
+	// HostKeys are the hop's pinned host keys.
+	HostKeys []ssh.PublicKey
+	// PublicKeyLine is the restricted authorized_keys line for the hop,
+	// shown when it refuses the key.
+	PublicKeyLine string
+}
+
+// hopInput returns the keys of hop i.
+func (in *Input) hopInput(i int) HopInput {
+	if i < len(in.Hops) {
+		return in.Hops[i]
+	}
+	h := HopInput{Signer: in.Signer}
+	if i == 0 {
+		h.HostKeys = in.HostKeys
+	}
+	return h
+}
+
 // Run tests the connection in.Spec step by step. progress, when not nil,
 // is called with each step as it finishes (skipped ones included), in
 // order, from the calling goroutine. ctx bounds the whole test.
@@ -263,7 +369,10 @@ func Run(ctx context.Context, in Input, progress func(Step)) Report {
 	if in.Logger == nil {
 		in.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &runner{in: in, spec: &in.Spec, progress: progress, plan: Plan(&in.Spec),
+	if in.Clock == nil {
+		in.Clock = time.Now
+	}
+	r := &runner{in: in, spec: &in.Spec, progress: progress, plan: PlanSteps(&in.Spec),
 		log: in.Logger.With(slog.String("connection", in.Spec.Name))}
 	start := time.Now()
 	r.run(ctx)
@@ -281,8 +390,9 @@ type runner struct {
 	in       Input
 	spec     *connection.Spec
 	progress func(Step)
-	plan     []StepID
-	next     int // index in plan of the next step to report
+	plan     []PlannedStep
+	next     int       // index in plan of the next step to report
+	cur      *hopState // the hop being tested, while the SSH steps run
 	log      *slog.Logger
 	report   Report
 
@@ -295,12 +405,16 @@ func (r *runner) run(ctx context.Context) {
 		return
 	}
 	if r.spec.Tunnel != nil {
-		t, ok := r.bastion(ctx)
+		hops, ok := r.hops(ctx)
+		defer func() {
+			for i := len(hops) - 1; i >= 0; i-- {
+				_ = hops[i].Close()
+			}
+		}()
 		if !ok {
 			return
 		}
-		r.tunnel = t
-		defer t.Close()
+		r.tunnel = hops[len(hops)-1]
 	} else {
 		start := time.Now()
 		ips, detail, err := r.resolve(ctx, r.spec.Host)
@@ -325,16 +439,38 @@ func (r *runner) run(ctx context.Context) {
 // record appends a step and reports it. Steps of the plan that were
 // passed over are reported as skipped first, so the order always holds.
 func (r *runner) record(s Step) {
-	if slices.Contains(r.plan[r.next:], s.ID) {
-		for r.plan[r.next] != s.ID {
-			r.emit(Step{ID: r.plan[r.next], Status: StatusSkipped, Detail: "not run"})
+	if c := r.cur; c != nil && c.n > 1 && isHopStep(s.ID) {
+		s.Hop, s.Of, s.HopAddr = c.i+1, c.n, c.hop.Addr()
+	}
+	if slices.ContainsFunc(r.plan[r.next:], s.planned) {
+		for !s.planned(r.plan[r.next]) {
+			r.emit(r.plan[r.next].skipped("not run"))
 		}
 	}
 	r.emit(s)
 }
 
+// planned reports whether p is the planned step s is.
+func (s Step) planned(p PlannedStep) bool { return p.ID == s.ID && p.Hop == s.Hop }
+
+// skipped is the step p reported as skipped, for why.
+func (p PlannedStep) skipped(why string) Step {
+	s := Step{ID: p.ID, Status: StatusSkipped, Detail: why, Hop: p.Hop, Of: p.Of}
+	return s
+}
+
+// isHopStep reports whether id is one of the steps of each SSH hop.
+func isHopStep(id StepID) bool {
+	return id == StepResolve || id == StepBastionTCP || id == StepSSHHandshake || id == StepSSHAuth
+}
+
 func (r *runner) emit(s Step) {
-	if r.next < len(r.plan) && r.plan[r.next] == s.ID {
+	if s.Hop > 0 && s.HopAddr == "" {
+		if hops := r.spec.Hops(); s.Hop <= len(hops) {
+			s.HopAddr = hops[s.Hop-1].Addr()
+		}
+	}
+	if r.next < len(r.plan) && s.planned(r.plan[r.next]) {
 		r.next++
 	}
 	r.report.Steps = append(r.report.Steps, s)
@@ -363,7 +499,7 @@ func (r *runner) fail(id StepID, start time.Time, err error, hint string) {
 // skipRest reports the steps that did not run.
 func (r *runner) skipRest(why string) {
 	for r.next < len(r.plan) {
-		r.emit(Step{ID: r.plan[r.next], Status: StatusSkipped, Detail: why})
+		r.emit(r.plan[r.next].skipped(why))
 	}
 }
 

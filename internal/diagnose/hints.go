@@ -81,6 +81,24 @@ func (r *runner) droppedHint() string {
 
 func (r *runner) hintBastionTCP(addr string, err error) string {
 	host, port, _ := net.SplitHostPort(addr)
+	var fwd *tunnel.ForwardError
+	if c := r.cur; c != nil && c.i > 0 && errors.As(err, &fwd) {
+		prev := r.spec.Hops()[c.i-1]
+		switch fwd.Reason {
+		case ssh.Prohibited:
+			var b strings.Builder
+			fmt.Fprintf(&b, "Hop %d (%s) refuses to forward to hop %d at %s. On hop %d, allow it: `AllowTcpForwarding yes` and a "+
+				"`PermitOpen` that includes %s in its sshd_config; the key's line in ~%s/.ssh/authorized_keys there must say permitopen=\"%s\".",
+				c.i, prev.Addr(), c.i+1, addr, c.i, addr, prev.User, sshkey.PermitOpen(c.hop.Host, c.hop.Port))
+			if cmd := r.command("public-key", "--restricted"); cmd != "" {
+				fmt.Fprintf(&b, " `%s` prints every hop's line, in order.", cmd)
+			}
+			return b.String()
+		case ssh.ConnectionFailed:
+			return fmt.Sprintf("Hop %d (%s) could not connect to hop %d at %s: check that name and port as hop %d sees them, "+
+				"that sshd runs there, and that the firewall between the two hops admits port %s.", c.i, prev.Addr(), c.i+1, addr, c.i, port)
+		}
+	}
 	switch {
 	case isTimeout(err):
 		return fmt.Sprintf("No answer from the SSH bastion %s within %v: the packets are dropped on the way. Usually the "+
@@ -153,10 +171,26 @@ func (r *runner) hintNoKey() string {
 
 func (r *runner) hintAuth(addr string, err error) string {
 	user := r.spec.Tunnel.User
+	signer := r.in.Signer
+	target := "the database " + r.dbAddr()
+	if c := r.cur; c != nil {
+		user, signer = c.hop.User, c.in.Signer
+		if c.i+1 < c.n {
+			target = "the next hop " + r.spec.Hops()[c.i+1].Addr()
+		}
+	}
 	var authErr *tunnel.AuthError
 	switch {
-	case r.in.Signer == nil:
+	case signer == nil:
 		return r.hintNoKey()
+	case errors.As(err, &authErr) && authErr.Certificate != nil:
+		c := authErr.Certificate
+		return fmt.Sprintf("The bastion %s refused pgrelay's certificate for %s (principal %s, key ID %q, valid %s to %s, CA %s). "+
+			"On the bastion, as root: put the line of `pgrelay ssh-ca show` in a file such as /etc/ssh/pgrelay_user_ca.pub, add "+
+			"`TrustedUserCAKeys /etc/ssh/pgrelay_user_ca.pub` to /etc/ssh/sshd_config and reload sshd; if sshd_config sets "+
+			"AuthorizedPrincipalsFile, list %s there for %s; check that the bastion's clock is right. sshd's log names the reason.",
+			addr, user, strings.Join(c.ValidPrincipals, ","), c.KeyId, certTime(c.ValidAfter), certTime(c.ValidBefore),
+			ssh.FingerprintSHA256(c.SignatureKey), strings.Join(c.ValidPrincipals, ","), user)
 	case errors.As(err, &authErr) && len(authErr.Methods) > 0 && !slices.Contains(authErr.Methods, "publickey"):
 		return fmt.Sprintf("The bastion does not offer public key authentication to %s (it offers: %s): set "+
 			"`PubkeyAuthentication yes` in its sshd_config and reload sshd.", user, strings.Join(authErr.Methods, ", "))
@@ -164,8 +198,8 @@ func (r *runner) hintAuth(addr string, err error) string {
 		var b strings.Builder
 		fmt.Fprintf(&b, "The bastion %s refused this connection's public key for user %s: the key is not authorized. "+
 			"Add this line to ~%s/.ssh/authorized_keys on the bastion (~/.ssh mode 700, the file mode 600, both owned by %s); "+
-			"it lets the key do nothing but forward to the database %s:\n%s\n",
-			addr, user, user, user, r.dbAddr(), r.restrictedKeyLine())
+			"it lets the key do nothing but forward to %s:\n%s\n",
+			addr, user, user, user, target, r.restrictedKeyLine())
 		if cmd := r.command("bastion-setup"); cmd != "" {
 			fmt.Fprintf(&b, "or run, as root on the bastion, the script printed by `%s`. ", cmd)
 		}
@@ -185,18 +219,33 @@ func (r *runner) hintAuth(addr string, err error) string {
 func (r *runner) restrictedKeyLine() string {
 	var pub ssh.PublicKey
 	comment := ""
-	if r.in.PublicKeyLine != "" {
-		if k, c, _, _, err := ssh.ParseAuthorizedKey([]byte(r.in.PublicKeyLine)); err == nil {
+	line, signer := r.in.PublicKeyLine, r.in.Signer
+	target := sshkey.PermitOpen(r.spec.Host, r.spec.Port)
+	if c := r.cur; c != nil {
+		if c.in.PublicKeyLine != "" || len(r.in.Hops) > 0 {
+			line = c.in.PublicKeyLine
+		}
+		signer = c.in.Signer
+		if c.i+1 < c.n {
+			next := r.spec.Hops()[c.i+1]
+			target = sshkey.PermitOpen(next.Host, next.Port)
+		}
+	}
+	if line != "" {
+		if k, c, _, _, err := ssh.ParseAuthorizedKey([]byte(line)); err == nil {
 			pub, comment = k, c
 		}
 	}
-	if pub == nil && r.in.Signer != nil {
-		pub = r.in.Signer.PublicKey()
+	if pub == nil && signer != nil {
+		pub = signer.PublicKey()
+		if c, ok := pub.(*ssh.Certificate); ok {
+			pub = c.Key
+		}
 	}
 	if pub == nil {
 		return "(no key yet)"
 	}
-	return sshkey.RestrictedAuthorizedKey(pub, comment, r.spec.Host, r.spec.Port)
+	return sshkey.RestrictedTo(pub, comment, target)
 }
 
 // hintStream explains a failure to open the stream to the database.

@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/tunnel"
 )
 
@@ -35,27 +36,83 @@ func (p *sshProgress) snapshot() sshProgress {
 	return sshProgress{tcpAt: p.tcpAt, local: p.local, keyAt: p.keyAt, key: p.key, firstUse: p.firstUse, algos: p.algos}
 }
 
-// bastion runs resolve, bastion_tcp, ssh_handshake and ssh_auth, and
-// returns the tunnel when all passed.
-func (r *runner) bastion(ctx context.Context) (*tunnel.Tunnel, bool) {
-	ts := r.spec.Tunnel
-	addr := net.JoinHostPort(ts.Host, strconv.Itoa(ts.Port))
+// hopState is the hop whose steps run.
+type hopState struct {
+	i, n int
+	hop  connection.Hop
+	in   HopInput
+}
 
+// hops runs the SSH steps of every hop in order (resolve for the first;
+// bastion_tcp, ssh_handshake and ssh_auth for each) and returns the hops
+// that came up; ok is true when all did.
+func (r *runner) hops(ctx context.Context) ([]*tunnel.Tunnel, bool) {
+	hops := r.spec.Hops()
+	var up []*tunnel.Tunnel
+	defer func() { r.cur = nil }()
+	for i, h := range hops {
+		r.cur = &hopState{i: i, n: len(hops), hop: h, in: r.in.hopInput(i)}
+		var prev *tunnel.Tunnel
+		if i > 0 {
+			prev = up[i-1]
+		}
+		t, ok := r.hop(ctx, prev)
+		if !ok {
+			return up, false
+		}
+		up = append(up, t)
+	}
+	return up, true
+}
+
+// hop runs the steps of the current hop, reached directly (prev nil) or
+// through prev, and returns its tunnel when all passed.
+func (r *runner) hop(ctx context.Context, prev *tunnel.Tunnel) (*tunnel.Tunnel, bool) {
+	cur := r.cur
+	h := cur.hop
+	addr := h.Addr()
 	start := time.Now()
-	ips, detail, err := r.resolve(ctx, ts.Host)
-	if err == nil {
-		ips, detail, err = r.permit(ts.Host, ips, ts.Port, detail)
-	}
-	if err != nil {
-		r.fail(StepResolve, start, err, r.hintResolve(ts.Host, err, true))
-		return nil, false
-	}
-	r.ok(StepResolve, start, detail, "")
 
-	signer := r.in.Signer
+	var dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	var tcpDetail func(net.Conn) string
+	switch {
+	case prev != nil:
+		dial = func(ctx context.Context, network, a string) (net.Conn, error) {
+			// The hop before resolves a name; an IP literal is checked here.
+			if err := r.in.Network.CheckHostPort(a); err != nil {
+				return nil, err
+			}
+			return prev.DialContext(ctx, network, a)
+		}
+		tcpDetail = func(net.Conn) string {
+			return fmt.Sprintf("hop %d opened a channel to %s", cur.i, addr)
+		}
+	case r.in.FirstHopDial != nil:
+		r.notRequested(StepResolve, "not needed: the proxy command reaches the bastion")
+		dial = r.in.FirstHopDial
+		tcpDetail = func(c net.Conn) string { return fmt.Sprintf("the proxy command %s is connected", c.RemoteAddr()) }
+	default:
+		ips, detail, err := r.resolve(ctx, h.Host)
+		if err == nil {
+			ips, detail, err = r.permit(h.Host, ips, h.Port, detail)
+		}
+		if err != nil {
+			r.fail(StepResolve, start, err, r.hintResolve(h.Host, err, true))
+			return nil, false
+		}
+		r.ok(StepResolve, start, detail, "")
+		dial = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialIPs(ctx, r.in.Network, ips, h.Port)
+		}
+		tcpDetail = func(c net.Conn) string { return fmt.Sprintf("connected to %s from %s", addr, c.LocalAddr()) }
+	}
+	start = time.Now()
+
+	signer := cur.in.Signer
 	if signer == nil {
 		// A draft without a key pair still gets through TCP and the
 		// handshake; the bastion refuses this key at ssh_auth.
+		var err error
 		if signer, err = ephemeralSigner(); err != nil {
 			r.fail(StepBastionTCP, time.Now(), err, "")
 			return nil, false
@@ -65,22 +122,27 @@ func (r *runner) bastion(ctx context.Context) (*tunnel.Tunnel, bool) {
 	prog := &sshProgress{}
 	wd := newWatchdog(ctx, r.in.StepTimeout)
 	defer wd.stop()
+	var tcpConn net.Conn
 	cfg := tunnel.Config{
-		Addr:     addr,
-		User:     ts.User,
-		Signer:   signer,
-		HostKeys: r.in.HostKeys,
+		Addr:      addr,
+		User:      h.User,
+		Signer:    signer,
+		Fallback:  cur.in.Fallback,
+		HostKeys:  cur.in.HostKeys,
+		HostTrust: r.in.HostTrust,
+		Clock:     r.in.Clock,
 		// The watchdog bounds each of TCP, handshake and authentication;
 		// this only bounds the three together.
 		DialTimeout:       3 * r.in.StepTimeout,
-		KeepaliveInterval: ts.KeepaliveInterval.Duration(),
-		KeepaliveCountMax: ts.KeepaliveCountMax,
+		KeepaliveInterval: r.spec.Tunnel.KeepaliveInterval.Duration(),
+		KeepaliveCountMax: r.spec.Tunnel.KeepaliveCountMax,
 		Logger:            r.log,
-		Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			c, err := dialIPs(ctx, r.in.Network, ips, ts.Port)
+		Dial: func(ctx context.Context, network, a string) (net.Conn, error) {
+			c, err := dial(ctx, network, a)
 			if err == nil {
 				prog.mu.Lock()
 				prog.tcpAt, prog.local = time.Now(), c.LocalAddr()
+				tcpConn = c
 				prog.mu.Unlock()
 				wd.reset()
 			}
@@ -98,7 +160,7 @@ func (r *runner) bastion(ctx context.Context) (*tunnel.Tunnel, bool) {
 			prog.mu.Unlock()
 		},
 	}
-	if len(r.in.HostKeys) == 0 && !r.in.ApproveHostKeys {
+	if len(cur.in.HostKeys) == 0 && !r.in.ApproveHostKeys {
 		cfg.OnFirstUse = func(ssh.PublicKey) error {
 			prog.mu.Lock()
 			prog.firstUse = true
@@ -118,7 +180,9 @@ func (r *runner) bastion(ctx context.Context) (*tunnel.Tunnel, bool) {
 		n := t.Negotiated()
 		p.algos = &n
 	}
-	r.report.SSH = p.algos
+	if cur.i == 0 {
+		r.report.SSH = p.algos
+	}
 
 	// bastion_tcp
 	if p.tcpAt.IsZero() {
@@ -131,7 +195,10 @@ func (r *runner) bastion(ctx context.Context) (*tunnel.Tunnel, bool) {
 		r.failAt(StepBastionTCP, start, end, err, r.hintBastionTCP(addr, err))
 		return nil, false
 	}
-	r.okAt(StepBastionTCP, start, p.tcpAt, fmt.Sprintf("connected to %s from %s", addr, p.local), "")
+	prog.mu.Lock()
+	detail := tcpDetail(tcpConn)
+	prog.mu.Unlock()
+	r.okAt(StepBastionTCP, start, p.tcpAt, detail, "")
 
 	// ssh_handshake
 	if p.keyAt.IsZero() {
@@ -141,8 +208,8 @@ func (r *runner) bastion(ctx context.Context) (*tunnel.Tunnel, bool) {
 			if len(mismatch.Pinned) == 0 && r.in.ApproveHostKeys {
 				state = HostKeyUnapproved
 			}
-			r.report.HostKey = &HostKey{Fingerprint: mismatch.Presented, State: state,
-				Pinned: mismatch.Pinned, Key: mismatch.PresentedKey}
+			r.setHostKey(HostKey{Fingerprint: mismatch.Presented, State: state,
+				Pinned: mismatch.Pinned, Key: mismatch.PresentedKey})
 		}
 		if wd.timedOut() {
 			err = &StepTimeoutError{Step: StepSSHHandshake, After: r.in.StepTimeout, Err: err}
@@ -150,12 +217,18 @@ func (r *runner) bastion(ctx context.Context) (*tunnel.Tunnel, bool) {
 		r.failAt(StepSSHHandshake, p.tcpAt, end, err, r.hintHandshake(addr, err))
 		return nil, false
 	}
-	hk := &HostKey{Fingerprint: ssh.FingerprintSHA256(p.key), State: HostKeyPinned, Key: p.key}
-	for _, k := range r.in.HostKeys {
+	hk := HostKey{Fingerprint: ssh.FingerprintSHA256(p.key), State: HostKeyPinned, Key: p.key}
+	for _, k := range cur.in.HostKeys {
 		hk.Pinned = append(hk.Pinned, ssh.FingerprintSHA256(k))
 	}
 	var hkDetail string
+	cert, isCert := p.key.(*ssh.Certificate)
 	switch {
+	case isCert:
+		hk.Certificate = true
+		hk.Fingerprint = ssh.FingerprintSHA256(cert.Key)
+		hkDetail = fmt.Sprintf("host certificate for %s signed by the trusted host CA %s (key %s, valid until %s)",
+			strings.Join(cert.ValidPrincipals, ","), ssh.FingerprintSHA256(cert.SignatureKey), hk.Fingerprint, certUntil(cert))
 	case !p.firstUse:
 		hkDetail = fmt.Sprintf("host key %s matches the pinned key", hk.Fingerprint)
 	case r.in.PinFirstUse:
@@ -166,7 +239,7 @@ func (r *runner) bastion(ctx context.Context) (*tunnel.Tunnel, bool) {
 		hk.State = HostKeyFirstUse
 		hkDetail = fmt.Sprintf("the bastion presented host key %s (not pinned: nothing is saved by testing a draft)", hk.Fingerprint)
 	}
-	r.report.HostKey = hk
+	r.setHostKey(hk)
 	if p.algos != nil {
 		hkDetail += "; negotiated " + p.algos.String()
 	}
@@ -174,7 +247,7 @@ func (r *runner) bastion(ctx context.Context) (*tunnel.Tunnel, bool) {
 
 	// ssh_auth
 	var authErr *tunnel.AuthError
-	if r.in.Signer == nil && errors.As(err, &authErr) {
+	if cur.in.Signer == nil && errors.As(err, &authErr) {
 		// The bastion refused the throwaway key, as it should.
 		r.failAt(StepSSHAuth, p.keyAt, end, fmt.Errorf("ssh auth to bastion %s: %w", addr, ErrNoKeyPair), r.hintNoKey())
 		return nil, false
@@ -186,15 +259,56 @@ func (r *runner) bastion(ctx context.Context) (*tunnel.Tunnel, bool) {
 		r.failAt(StepSSHAuth, p.keyAt, end, err, r.hintAuth(addr, err))
 		return nil, false
 	}
-	if r.in.Signer == nil {
+	if cur.in.Signer == nil {
 		// Only reachable if a bastion let the throwaway key in.
 		_ = t.Close()
 		r.failAt(StepSSHAuth, p.keyAt, end, fmt.Errorf("ssh auth to bastion %s: %w", addr, ErrNoKeyPair), r.hintNoKey())
 		return nil, false
 	}
-	r.okAt(StepSSHAuth, p.keyAt, end, fmt.Sprintf("public key %s accepted for user %s",
-		ssh.FingerprintSHA256(signer.PublicKey()), ts.User), "")
+	used := signer
+	if t.UsedFallback() && cur.in.Fallback != nil {
+		used = cur.in.Fallback
+	}
+	authDetail := fmt.Sprintf("public key %s accepted for user %s", ssh.FingerprintSHA256(used.PublicKey()), h.User)
+	if c, ok := used.PublicKey().(*ssh.Certificate); ok {
+		authDetail = fmt.Sprintf("certificate (key ID %q) of key %s signed by CA %s accepted for user %s", c.KeyId,
+			ssh.FingerprintSHA256(c.Key), ssh.FingerprintSHA256(c.SignatureKey), h.User)
+	}
+	if t.UsedFallback() {
+		r.report.FallbackKeyUsed = true
+	}
+	if cur.in.Fallback != nil {
+		if t.UsedFallback() {
+			authDetail += " (the old key: the new key of the rotation is not installed here yet)"
+		} else {
+			authDetail += " (the new key of the rotation)"
+		}
+	}
+	r.okAt(StepSSHAuth, p.keyAt, end, authDetail, "")
 	return t, true
+}
+
+// setHostKey records what the current hop presented.
+func (r *runner) setHostKey(hk HostKey) {
+	c := r.cur
+	if c.n > 1 {
+		hk.Hop, hk.Addr = c.i+1, c.hop.Addr()
+		r.report.HopHostKeys = append(r.report.HopHostKeys, hk)
+	}
+	if c.i == 0 {
+		h := hk
+		r.report.HostKey = &h
+	}
+}
+
+func certUntil(c *ssh.Certificate) string { return certTime(c.ValidBefore) }
+
+// certTime renders a certificate time in UTC.
+func certTime(t uint64) string {
+	if t == ssh.CertTimeInfinity {
+		return "forever"
+	}
+	return time.Unix(int64(t), 0).UTC().Format(time.RFC3339)
 }
 
 func (r *runner) okAt(id StepID, start, end time.Time, detail, hint string) {

@@ -306,8 +306,8 @@ func (x *run) exec(parent context.Context) Result {
 	x.conn = conn
 	x.secret = conn.Spec().Password.Reveal()
 	if t := conn.Spec().Tunnel; t != nil {
-		x.log(-1, StreamSystem, fmt.Sprintf("SSH tunnel up via %s@%s (keepalive every %s, dropped after %d missed)",
-			t.User, net.JoinHostPort(t.Host, strconv.Itoa(t.Port)), t.KeepaliveInterval, t.KeepaliveCountMax))
+		x.log(-1, StreamSystem, fmt.Sprintf("SSH tunnel up via %s (keepalive every %s, dropped after %d missed)",
+			hopsText(conn.Spec()), t.KeepaliveInterval, t.KeepaliveCountMax))
 	}
 	// The tunnel dropping stops the run with the tunnel's error.
 	if done := conn.Done(); done != nil {

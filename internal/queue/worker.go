@@ -10,6 +10,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/sshca"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
 
@@ -192,6 +193,8 @@ func (q *Queue) work(parent context.Context, id string) {
 	}
 	runCtx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
+	// SSH certificates signed for the run name it (sshd logs their key ID).
+	runCtx = sshca.WithRun(runCtx, id)
 	runCtx, cancelTimeout := context.WithTimeoutCause(runCtx, job.Timeout.Duration(),
 		&jobs.TimeoutError{After: job.Timeout.Duration()})
 	defer cancelTimeout()

@@ -93,7 +93,8 @@ func parseKnownHostLine(line, bastion string) (ssh.PublicKey, error) {
 			return nil, fmt.Errorf("neither a public key nor a known_hosts line: %w", err)
 		}
 		if marker != "" {
-			return nil, fmt.Errorf("known_hosts lines with the marker @%s are not accepted", marker)
+			return nil, fmt.Errorf("known_hosts lines with the marker @%s are not accepted here: give them as the "+
+				"connection's host authorities (--ssh-host-authority, ssh_tunnel.host_authorities)", marker)
 		}
 		if err := checkHosts(hosts, bastion); err != nil {
 			return nil, err

@@ -75,6 +75,9 @@ type SecretsTx interface {
 	// SetConnectionAuthSecret replaces a connection's sealed auth secret
 	// and increments its version, like SetConnectionSecrets.
 	SetConnectionAuthSecret(ctx context.Context, id string, sealed []byte) error
+	// SetConnectionPendingKey replaces a connection's sealed pending
+	// private key (of a key rotation) and increments its version.
+	SetConnectionPendingKey(ctx context.Context, id string, sealed []byte) error
 	// GetMeta returns the value stored under key, or ErrNotFound.
 	GetMeta(ctx context.Context, key string) ([]byte, error)
 	// PutMeta stores value under key, replacing any value there.

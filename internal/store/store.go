@@ -74,6 +74,21 @@ type Connection struct {
 	// MarkKeyUsed sets both; UpdateConnection leaves them as stored.
 	KeyUsedAt  time.Time
 	KeyUsedFor string
+
+	// HopHostKeys are the host keys pinned, and a key waiting for
+	// approval, for the SSH hops after the first, each with the address
+	// it belongs to (the first hop's are HostKeys, HostKeysAddr and
+	// PendingHostKey). See hops.go.
+	HopHostKeys []HopHostKeys
+	// PendingPublicKey is the new key pair of a rotation with two live
+	// keys (authorized_keys format, without comment): offered before the
+	// current key until it has logged in to every hop, then it replaces
+	// SSHPublicKey. Empty when no rotation is under way.
+	PendingPublicKey string
+	// SealedPendingPrivateKey is PendingPublicKey's private key, sealed.
+	SealedPendingPrivateKey []byte
+	// KeyRotation records the times of the last rotation.
+	KeyRotation KeyRotation
 }
 
 // Store keeps pgrelay's records. Implementations are safe for concurrent use.

@@ -333,6 +333,9 @@ func (b *Bastion) waitReady(timeout time.Duration) error {
 			return fmt.Errorf("sshd exited (%v)", b.cmd.ProcessState)
 		}
 		key, err := probeHostKey(b.Addr())
+		if c, ok := key.(*ssh.Certificate); ok {
+			key = c.Key // with a HostCertificate, the certified key
+		}
 		if err == nil {
 			if string(key.Marshal()) == string(want) {
 				return nil

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/pgrelay/pgrelay/internal/sshkey"
 )
 
 // Defaults applied by [Config.WithDefaults].
@@ -33,9 +35,22 @@ type Config struct {
 	// Signer holds the client key. RSA signers should already be limited to
 	// rsa-sha2-256/512 (OpenSSH 8.8+ refuses SHA-1 signatures).
 	Signer ssh.Signer
+	// Fallback, when set, is a second client key (or certificate) offered
+	// when the bastion refuses Signer: the old key while a rotation's new
+	// key is not installed yet. [Tunnel.UsedFallback] says which logged in.
+	Fallback ssh.Signer
 	// HostKeys are the pinned host keys of the bastion; any of them is
 	// accepted. Comparison is on the marshalled key bytes.
 	HostKeys []ssh.PublicKey
+	// HostTrust holds host CAs (@cert-authority: a host certificate they
+	// signed for the bastion's name is accepted without any pin), revoked
+	// keys (@revoked: always refused) and further known host keys. A
+	// bastion that a host CA covers must present a valid host
+	// certificate, unless its plain key is pinned. See sshkey.HostTrust.
+	HostTrust sshkey.HostTrust
+	// Clock is the time host certificates are checked against (default
+	// time.Now).
+	Clock func() time.Time
 	// OnFirstUse is called with the presented host key when HostKeys is
 	// empty, so that the caller can pin it. An error refuses the key. When
 	// OnFirstUse is nil and HostKeys is empty every key is refused: the
@@ -85,6 +100,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
 	}
 	return c
 }

@@ -142,6 +142,12 @@ type AuthError struct {
 	KeyFingerprint string
 	// Methods are the authentication methods the bastion offered.
 	Methods []string
+	// FallbackFingerprint is the fingerprint of the second key offered
+	// (Config.Fallback), also refused; empty when there was none.
+	FallbackFingerprint string
+	// Certificate is the certificate offered, when the client logged in
+	// with one (Config.Signer made by ssh.NewCertSigner); nil otherwise.
+	Certificate *ssh.Certificate
 	// Err is the cause from the SSH library.
 	Err error
 }
@@ -151,6 +157,19 @@ func (e *AuthError) Error() string {
 	if !slices.Contains(e.Methods, "publickey") && len(e.Methods) > 0 {
 		return fmt.Sprintf("SSH bastion %s does not offer public key authentication to user %s (it offers: %s): "+
 			"enable PubkeyAuthentication in the bastion's sshd_config", e.Addr, e.User, strings.Join(e.Methods, ", "))
+	}
+	if c := e.Certificate; c != nil {
+		return fmt.Sprintf("SSH bastion %s refused the certificate for user %s (principal %s, key ID %q, valid %s to %s, "+
+			"signed by CA %s): check that the bastion trusts the CA (TrustedUserCAKeys in sshd_config, with the line of "+
+			"`pgrelay ssh-ca show`), that principal %s may log in as %s (AuthorizedPrincipalsFile, when set), and that "+
+			"the bastion's clock is right: %v",
+			e.Addr, e.User, strings.Join(c.ValidPrincipals, ","), c.KeyId, certTime(c.ValidAfter), certTime(c.ValidBefore),
+			ssh.FingerprintSHA256(c.SignatureKey), strings.Join(c.ValidPrincipals, ","), e.User, e.Err)
+	}
+	if e.FallbackFingerprint != "" {
+		return fmt.Sprintf("neither public key %s (new) nor %s (old) is authorized for user %s on bastion %s: add the "+
+			"new one to ~%s/.ssh/authorized_keys on the bastion (~/.ssh mode 700, authorized_keys mode 600, owned by %s): %v",
+			e.KeyFingerprint, e.FallbackFingerprint, e.User, e.Addr, e.User, e.User, e.Err)
 	}
 	return fmt.Sprintf("the public key %s is not authorized for user %s on bastion %s: add it to ~%s/.ssh/authorized_keys "+
 		"on the bastion (~/.ssh mode 700, authorized_keys mode 600, owned by %s) and check that the account is not locked: %v",

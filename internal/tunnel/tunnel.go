@@ -31,6 +31,8 @@ type Tunnel struct {
 	hostKey ssh.PublicKey
 	algos   Negotiated
 	since   time.Time
+	// usedFallback is set when the bastion accepted Config.Fallback.
+	usedFallback bool
 
 	// transport is the TCP connection as the SSH library sees it.
 	transport *transportConn
@@ -165,15 +167,14 @@ func Dial(ctx context.Context, cfg Config) (*Tunnel, error) {
 	stop := context.AfterFunc(dialCtx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
 
 	st := &handshakeState{offer: offer, onNegotiated: cfg.OnNegotiated}
+	signers := newSignerSet(cfg)
 	sshCfg := &ssh.ClientConfig{
-		Config: algorithmConfig(),
-		User:   cfg.User,
-		Auth: []ssh.AuthMethod{ssh.PublicKeysCallback(func() ([]ssh.Signer, error) {
-			return []ssh.Signer{cfg.Signer}, nil
-		})},
+		Config:            algorithmConfig(),
+		User:              cfg.User,
+		Auth:              []ssh.AuthMethod{ssh.PublicKeysCallback(signers.list)},
 		AuthCallback:      st.authCallback,
 		HostKeyCallback:   hostKeyCallback(cfg, st),
-		HostKeyAlgorithms: hostKeyAlgorithms(cfg.HostKeys),
+		HostKeyAlgorithms: cfg.hostKeyAlgorithms(),
 	}
 	conn, chans, reqs, err := ssh.NewClientConn(tc, cfg.Addr, sshCfg)
 	interrupted := !stop()
@@ -194,6 +195,7 @@ func Dial(ctx context.Context, cfg Config) (*Tunnel, error) {
 	tc.offer.Store(nil)
 
 	t.hostKey = st.presented
+	t.usedFallback = signers.fallbackUsed()
 	if am, ok := conn.(ssh.AlgorithmsConnMetadata); ok {
 		// Usually known since the authentication callback; a bastion that
 		// asks for no authentication skips it.
@@ -230,10 +232,18 @@ func classifyHandshakeError(ctx, dialCtx context.Context, cfg Config, st *handsh
 	if errors.As(err, &hk) {
 		return hk
 	}
+	var revoked *HostKeyRevokedError
+	if errors.As(err, &revoked) {
+		return revoked
+	}
+	var certErr *HostCertificateError
+	if errors.As(err, &certErr) {
+		return certErr
+	}
 	// A bastion without an algorithm in common ends the handshake at once;
 	// what it offered says which part failed.
 	if version, offer := st.offer.result(); offer != nil {
-		if algErr := noCommonAlgorithm(cfg.Addr, version, offer, hostKeyAlgorithms(cfg.HostKeys)); algErr != nil {
+		if algErr := noCommonAlgorithm(cfg.Addr, version, offer, cfg.hostKeyAlgorithms()); algErr != nil {
 			return &HandshakeError{Addr: cfg.Addr, Err: algErr}
 		}
 	}
@@ -252,13 +262,20 @@ func classifyHandshakeError(ctx, dialCtx context.Context, cfg Config, st *handsh
 		transportFailed = true
 	}
 	if refused, methods := st.authRefused(); refused && !transportFailed {
-		return &AuthError{
+		ae := &AuthError{
 			Addr:           cfg.Addr,
 			User:           cfg.User,
-			KeyFingerprint: ssh.FingerprintSHA256(cfg.Signer.PublicKey()),
+			KeyFingerprint: ssh.FingerprintSHA256(plainKey(cfg.Signer.PublicKey())),
 			Methods:        methods,
 			Err:            err,
 		}
+		if c, ok := cfg.Signer.PublicKey().(*ssh.Certificate); ok {
+			ae.Certificate = c
+		}
+		if cfg.Fallback != nil {
+			ae.FallbackFingerprint = ssh.FingerprintSHA256(plainKey(cfg.Fallback.PublicKey()))
+		}
+		return ae
 	}
 	return &HandshakeError{Addr: cfg.Addr, Err: err}
 }
@@ -279,10 +296,17 @@ func ctxError(ctx context.Context, timedOut bool) error {
 // marshalled bytes equal a pinned key's, or when nothing is pinned and
 // OnFirstUse accepts it.
 func hostKeyCallback(cfg Config, st *handshakeState) ssh.HostKeyCallback {
-	return func(_ string, _ net.Addr, key ssh.PublicKey) error {
+	return func(_ string, remote net.Addr, key ssh.PublicKey) error {
 		st.presented = key
+		if handled, err := checkHostTrust(cfg, remote, key); handled {
+			if err == nil {
+				cfg.hostKeyAccepted(key)
+			}
+			return err
+		}
+		pinned := cfg.pinnedKeys()
 		presented := key.Marshal()
-		for _, k := range cfg.HostKeys {
+		for _, k := range pinned {
 			if bytes.Equal(k.Marshal(), presented) {
 				cfg.hostKeyAccepted(key)
 				return nil
@@ -293,10 +317,16 @@ func hostKeyCallback(cfg Config, st *handshakeState) ssh.HostKeyCallback {
 			Presented:    ssh.FingerprintSHA256(key),
 			PresentedKey: key,
 		}
-		for _, k := range cfg.HostKeys {
+		for _, k := range pinned {
 			mismatch.Pinned = append(mismatch.Pinned, ssh.FingerprintSHA256(k))
 		}
-		if len(cfg.HostKeys) == 0 && cfg.OnFirstUse != nil {
+		if len(pinned) == 0 && len(cfg.authorities()) > 0 {
+			// A host CA covers this bastion: a plain key that nobody
+			// pinned is not trusted on first use.
+			return &HostCertificateError{Addr: cfg.Addr, Reason: CertMissing, Presented: mismatch.Presented,
+				PresentedKey: key}
+		}
+		if len(pinned) == 0 && cfg.OnFirstUse != nil {
 			err := cfg.OnFirstUse(key)
 			if err == nil {
 				cfg.Logger.Info("ssh host key trusted on first use", slog.String("bastion", cfg.Addr),
@@ -653,6 +683,13 @@ func (t *Tunnel) Close() error {
 
 // HostKey returns the host key the bastion presented.
 func (t *Tunnel) HostKey() ssh.PublicKey { return t.hostKey }
+
+// UsedFallback reports whether the bastion accepted Config.Fallback
+// rather than Config.Signer.
+func (t *Tunnel) UsedFallback() bool { return t.usedFallback }
+
+// Addr is the bastion's host:port.
+func (t *Tunnel) Addr() string { return t.cfg.Addr }
 
 // Negotiated returns the algorithms the handshake settled on.
 func (t *Tunnel) Negotiated() Negotiated { return t.algos }

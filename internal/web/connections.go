@@ -28,8 +28,11 @@ func (u *UI) list(w http.ResponseWriter, r *http.Request, s *session) {
 	}
 	d := listData{Connections: cs}
 	for _, c := range cs {
-		if c.SSHTunnel != nil && c.SSHTunnel.PendingHostKeyFingerprint != "" {
-			d.Pending++
+		for _, h := range c.SSHHops {
+			if h.PendingHostKeyFingerprint != "" {
+				d.Pending++
+				break
+			}
 		}
 	}
 	p := &page{Title: "Connections", Nav: "connections", Session: s, Data: d}
@@ -43,6 +46,8 @@ func (u *UI) list(w http.ResponseWriter, r *http.Request, s *session) {
 // showData is the data of the connection page.
 type showData struct {
 	C *app.ConnectionView
+	// showHops holds the chain's lines, a key rotation and the SSH CA.
+	showHops
 	// Restricted is the authorized_keys line limited to forwarding to the
 	// database ("" without a tunnel).
 	Restricted string
@@ -98,7 +103,10 @@ func (u *UI) loadShow(r *http.Request, name string) (*showData, error) {
 		if d.Restricted, err = u.cfg.App.PublicKey(ctx, name, true); err != nil {
 			return nil, err
 		}
-		if d.SetupScript, err = u.cfg.App.BastionSetup(ctx, name); err != nil {
+		if d.SetupScript, err = u.cfg.App.BastionSetup(ctx, name); err != nil && !errors.Is(err, app.ErrNotFound) {
+			return nil, err
+		}
+		if err := u.loadHops(r, d); err != nil {
 			return nil, err
 		}
 	}
@@ -128,6 +136,8 @@ func (u *UI) show(w http.ResponseWriter, r *http.Request, s *session) {
 		d.Rotated = true
 		p.Flash = &flash{Kind: "success", Title: "New key pair generated",
 			Message: "Add the new public key to the bastion, then remove the old one shown below. The tunnel uses the new key from now on."}
+	case q.Has("rotation"):
+		p.Flash = rotationFlash(q.Get("rotation"))
 	case q.Has("trusted"):
 		p.Flash = &flash{Kind: "success", Title: "New host key approved",
 			Message: "pgrelay now accepts the bastion's new host key and refuses any other."}
@@ -187,6 +197,9 @@ func (u *UI) create(w http.ResponseWriter, r *http.Request, s *session) {
 		u.errorPage(w, r, s, http.StatusBadRequest, "Form not readable", "The form could not be read. Reload the page and try again.")
 		return
 	}
+	if u.handleHopAction(w, r, s, pf) {
+		return
+	}
 	if len(pf.form.Errors) > 0 {
 		pf.validate()
 		u.renderForm(w, r, s, http.StatusUnprocessableEntity, pf.form)
@@ -217,6 +230,9 @@ func (u *UI) update(w http.ResponseWriter, r *http.Request, s *session) {
 	}
 	if old.SSHTunnel != nil {
 		pf.form.PinnedHostKey = old.SSHTunnel.HostKeyFingerprint
+	}
+	if u.handleHopAction(w, r, s, pf) {
+		return
 	}
 	if len(pf.form.Errors) > 0 {
 		pf.validate()

@@ -159,7 +159,7 @@ func testSummary(rep *diagnose.Report) string {
 		}
 	}
 	if f := rep.Failed(); f != nil {
-		return fmt.Sprintf("Failed at %s: %d of %d steps passed in %s.", stepLabel(f.ID), passed, len(rep.Steps),
+		return fmt.Sprintf("Failed at %s: %d of %d steps passed in %s.", stepTitle(*f), passed, len(rep.Steps),
 			testMS(rep.DurationMS))
 	}
 	sum := fmt.Sprintf("All %d steps passed in %s", passed, testMS(rep.DurationMS))

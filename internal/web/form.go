@@ -29,7 +29,8 @@ func fieldOrder() []string {
 		"auth.timeout", "auth.workspace_url", "auth.client_id", "auth.client_secret", "auth.instance", "auth.endpoint",
 		"auth.service_account_key", "auth.service_account", "auth.scope", "auth.lifetime", "sslmode", "ssl_root_cert",
 		"require_auth", "pooler", "schema", "threads", "ssh_tunnel.host", "ssh_tunnel.port", "ssh_tunnel.user", "ssh_tunnel.key_type",
-		"ssh_tunnel.keepalive_interval", "ssh_tunnel.keepalive_count_max", "ssh_tunnel.known_host"}
+		"ssh_tunnel.keepalive_interval", "ssh_tunnel.keepalive_count_max", "ssh_tunnel.known_host",
+		"ssh_tunnel.auth", "ssh_tunnel.proxy_command", "ssh_tunnel.host_authorities"}
 }
 
 // fieldLabel is the label of a field as the form shows it.
@@ -73,10 +74,19 @@ func fieldLabel(key string) string {
 		return "Missed keepalives allowed"
 	case "ssh_tunnel.known_host":
 		return "Bastion host key"
+	case "ssh_tunnel.auth":
+		return "Login method"
+	case "ssh_tunnel.proxy_command":
+		return "Proxy command"
+	case "ssh_tunnel.host_authorities":
+		return "Host authorities"
 	case "form":
 		return "Form"
 	}
 	if l := authFieldLabel(key); l != "" {
+		return l
+	}
+	if l, ok := hopLabel(key); ok {
 		return l
 	}
 	return key
@@ -114,6 +124,11 @@ type connForm struct {
 	// Stored says which credential secrets the saved connection has
 	// (edit).
 	Stored authSecretsStored
+	// ExtraHops is how many SSH hops follow the bastion (hops.go).
+	ExtraHops int
+	// HopsChanged says that a hop button changed the form: nothing was
+	// saved yet.
+	HopsChanged bool
 }
 
 // problem is one line of the error summary.
@@ -226,6 +241,7 @@ func formFromView(v *app.ConnectionView) *connForm {
 			"ssh_tunnel.key_type": t.KeyType, "ssh_tunnel.keepalive_interval": t.KeepaliveInterval.String(),
 			"ssh_tunnel.keepalive_count_max": strconv.Itoa(t.KeepaliveCountMax),
 		})
+		f.fillHops(v)
 	}
 	return f
 }
@@ -258,6 +274,7 @@ func parseConnForm(r *http.Request, edit bool, name string) (*parsedForm, error)
 		}
 		f.Values[k] = v
 	}
+	f.readHops(r)
 	if edit {
 		f.Values["name"] = name
 	}
@@ -288,6 +305,7 @@ func parseConnForm(r *http.Request, edit bool, name string) (*parsedForm, error)
 		t.Port = f.number("ssh_tunnel.port", 1, 65535)
 		t.KeepaliveCountMax = f.number("ssh_tunnel.keepalive_count_max", 1, connection.MaxKeepaliveMax)
 		t.KeepaliveInterval = f.duration("ssh_tunnel.keepalive_interval")
+		f.applyHops(t)
 		spec.Tunnel = t
 	}
 	f.parseAuth(&spec, r.PostFormValue("auth.client_secret"), r.PostFormValue("auth.service_account_key"))
@@ -370,7 +388,7 @@ func (f *connForm) summarize() {
 	})
 	for _, k := range keys {
 		id := ""
-		if slices.Contains(order, k) {
+		if slices.Contains(order, k) || strings.HasPrefix(k, "ssh_hops.") {
 			id = fieldID(k)
 		}
 		f.Problems = append(f.Problems, problem{ID: id, Label: fieldLabel(k), Message: f.Errors[k]})

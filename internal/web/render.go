@@ -166,6 +166,7 @@ func (u *UI) templateFuncs() template.FuncMap {
 		"dbPlaceholder":   databasePlaceholder,
 		"hostPlaceholder": hostPlaceholder,
 		"setupSteps":      setupSteps,
+		"stepTitle":       stepTitle,
 		"deadAfter": func(t *app.TunnelView) string {
 			return humanDuration(t.KeepaliveInterval.Duration() * time.Duration(t.KeepaliveCountMax))
 		},

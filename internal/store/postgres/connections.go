@@ -14,14 +14,16 @@ import (
 
 const connectionColumns = `id, name, spec, sealed_password, ssh_public_key, sealed_private_key,
 	previous_public_key, host_keys, host_keys_addr, pending_host_key, pending_host_key_seen,
-	created_at, updated_at, version, key_used_at, key_used_for, sealed_auth_secret`
+	created_at, updated_at, version, key_used_at, key_used_for, sealed_auth_secret,
+	hop_host_keys, pending_public_key, sealed_pending_private_key, key_rotation`
 
 // connValues are a connection's column values in connectionColumns order.
 // args are the values in connectionColumns order.
 func (v *connValues) args() []any {
 	return []any{v.id, v.name, v.spec, v.sealedPassword, v.sshPublicKey, v.sealedPrivateKey, v.previousPublicKey,
 		v.hostKeys, v.hostKeysAddr, v.pendingHostKey, v.pendingSeen, v.createdAt, v.updatedAt, v.version,
-		v.keyUsedAt, v.keyUsedFor, v.sealedAuthSecret}
+		v.keyUsedAt, v.keyUsedFor, v.sealedAuthSecret, v.hopHostKeys, v.pendingPublicKey, v.sealedPendingPrivateKey,
+		v.keyRotation}
 }
 
 type connValues struct {
@@ -40,6 +42,11 @@ type connValues struct {
 	keyUsedAt            any
 	keyUsedFor           string
 	sealedAuthSecret     []byte
+
+	hopHostKeys             []byte
+	pendingPublicKey        string
+	sealedPendingPrivateKey []byte
+	keyRotation             []byte
 }
 
 func connToValues(c *store.Connection) (*connValues, error) {
@@ -51,8 +58,14 @@ func connToValues(c *store.Connection) (*connValues, error) {
 	if hk == nil {
 		hk = []string{}
 	}
+	hops, rotation, err := sshStateJSON(c)
+	if err != nil {
+		return nil, err
+	}
 	return &connValues{
-		id: c.ID, name: c.Spec.Name, spec: spec,
+		hopHostKeys: hops, pendingPublicKey: c.PendingPublicKey, sealedPendingPrivateKey: c.SealedPendingPrivateKey,
+		keyRotation: rotation,
+		id:          c.ID, name: c.Spec.Name, spec: spec,
 		sealedPassword: c.SealedPassword, sshPublicKey: c.SSHPublicKey, sealedPrivateKey: c.SealedPrivateKey,
 		previousPublicKey: c.PreviousPublicKey, hostKeys: hk, hostKeysAddr: c.HostKeysAddr,
 		pendingHostKey: c.PendingHostKey, pendingSeen: nullTime(c.PendingHostKeySeen),
@@ -66,10 +79,15 @@ func scanConnection(row pgx.Row) (*store.Connection, error) {
 	var name string
 	var spec []byte
 	var seen, keyUsed *time.Time
+	var hops, rotation []byte
 	if err := row.Scan(&c.ID, &name, &spec, &c.SealedPassword, &c.SSHPublicKey, &c.SealedPrivateKey,
 		&c.PreviousPublicKey, &c.HostKeys, &c.HostKeysAddr, &c.PendingHostKey, &seen,
-		&c.CreatedAt, &c.UpdatedAt, &c.Version, &keyUsed, &c.KeyUsedFor, &c.SealedAuthSecret); err != nil {
+		&c.CreatedAt, &c.UpdatedAt, &c.Version, &keyUsed, &c.KeyUsedFor, &c.SealedAuthSecret,
+		&hops, &c.PendingPublicKey, &c.SealedPendingPrivateKey, &rotation); err != nil {
 		return nil, err
+	}
+	if err := decodeSSHState(&c, hops, rotation); err != nil {
+		return nil, fmt.Errorf("decode connection %s: %w", name, err)
 	}
 	if err := json.Unmarshal(spec, &c.Spec); err != nil {
 		return nil, fmt.Errorf("decode connection %s: %w", name, err)
@@ -152,12 +170,14 @@ func (s *Store) UpdateConnection(ctx context.Context, c *store.Connection) (rerr
 			UPDATE pgrelay_connections SET name = $2, spec = $3, sealed_password = $4, ssh_public_key = $5,
 				sealed_private_key = $6, previous_public_key = $7, host_keys = $8, host_keys_addr = $9,
 				pending_host_key = $10, pending_host_key_seen = $11, updated_at = $12, sealed_auth_secret = $14,
+				hop_host_keys = $15, pending_public_key = $16, sealed_pending_private_key = $17, key_rotation = $18,
 				version = version + 1
 			WHERE id = $1 AND version = $13
 			RETURNING 1)
 		SELECT EXISTS (SELECT FROM u), EXISTS (SELECT FROM pgrelay_connections WHERE id = $1)`,
 		v.id, v.name, v.spec, v.sealedPassword, v.sshPublicKey, v.sealedPrivateKey, v.previousPublicKey,
-		v.hostKeys, v.hostKeysAddr, v.pendingHostKey, v.pendingSeen, v.updatedAt, v.version, v.sealedAuthSecret).Scan(&updated, &exists)
+		v.hostKeys, v.hostKeysAddr, v.pendingHostKey, v.pendingSeen, v.updatedAt, v.version, v.sealedAuthSecret,
+		v.hopHostKeys, v.pendingPublicKey, v.sealedPendingPrivateKey, v.keyRotation).Scan(&updated, &exists)
 	switch {
 	case isUniqueViolation(err):
 		return fmt.Errorf("update connection %s: %w", c.Spec.Name, store.ErrExists)

@@ -358,6 +358,18 @@ func (t secretsTx) SetConnectionAuthSecret(ctx context.Context, id string, seale
 	return nil
 }
 
+func (t secretsTx) SetConnectionPendingKey(ctx context.Context, id string, sealed []byte) error {
+	tag, err := t.q.Exec(ctx, `UPDATE pgrelay_connections SET sealed_pending_private_key = $2,
+		version = version + 1 WHERE id = $1`, id, sealed)
+	if err != nil {
+		return fmt.Errorf("set pending key of connection %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("connection %s: %w", id, store.ErrNotFound)
+	}
+	return nil
+}
+
 func (t secretsTx) GetMeta(ctx context.Context, key string) ([]byte, error) {
 	return getMeta(ctx, t.q, key)
 }

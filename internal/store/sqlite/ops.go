@@ -404,6 +404,18 @@ func (t secretsTx) SetConnectionAuthSecret(ctx context.Context, id string, seale
 	return nil
 }
 
+func (t secretsTx) SetConnectionPendingKey(ctx context.Context, id string, sealed []byte) error {
+	res, err := t.q.ExecContext(ctx, `UPDATE connections SET sealed_pending_private_key = ?,
+		version = version + 1 WHERE id = ?`, sealed, id)
+	if err != nil {
+		return fmt.Errorf("set pending key of connection %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("connection %s: %w", id, store.ErrNotFound)
+	}
+	return nil
+}
+
 func (t secretsTx) GetMeta(ctx context.Context, key string) ([]byte, error) {
 	return getMeta(ctx, t.q, key)
 }

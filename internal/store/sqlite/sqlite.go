@@ -170,12 +170,15 @@ func isUniqueViolation(err error) bool {
 
 const connectionColumns = `id, name, spec, sealed_password, ssh_public_key, sealed_private_key,
 	previous_public_key, host_keys, host_keys_addr, pending_host_key, pending_host_key_seen,
-	created_at, updated_at, version, key_used_at, key_used_for, sealed_auth_secret`
+	created_at, updated_at, version, key_used_at, key_used_for, sealed_auth_secret,
+	hop_host_keys, pending_public_key, sealed_pending_private_key, key_rotation`
 
 type connRow struct {
 	specJSON, hostKeysJSON []byte
 	created, updated, seen string
 	keyUsed                string
+	hopHostKeys            string
+	keyRotation            string
 }
 
 func connArgs(c *store.Connection) ([]any, error) {
@@ -192,10 +195,14 @@ func connArgs(c *store.Connection) ([]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode host keys: %w", err)
 	}
+	hops, rotation, err := sshStateJSON(c)
+	if err != nil {
+		return nil, err
+	}
 	return []any{c.ID, c.Spec.Name, string(specJSON), c.SealedPassword, c.SSHPublicKey, c.SealedPrivateKey,
 		c.PreviousPublicKey, string(hkJSON), c.HostKeysAddr, c.PendingHostKey, formatTime(c.PendingHostKeySeen),
 		formatTime(c.CreatedAt), formatTime(c.UpdatedAt), c.Version, formatTime(c.KeyUsedAt), c.KeyUsedFor,
-		c.SealedAuthSecret}, nil
+		c.SealedAuthSecret, hops, c.PendingPublicKey, c.SealedPendingPrivateKey, rotation}, nil
 }
 
 type scanner interface{ Scan(dest ...any) error }
@@ -206,8 +213,12 @@ func scanConnection(sc scanner) (*store.Connection, error) {
 	var name string
 	if err := sc.Scan(&c.ID, &name, &r.specJSON, &c.SealedPassword, &c.SSHPublicKey, &c.SealedPrivateKey,
 		&c.PreviousPublicKey, &r.hostKeysJSON, &c.HostKeysAddr, &c.PendingHostKey, &r.seen,
-		&r.created, &r.updated, &c.Version, &r.keyUsed, &c.KeyUsedFor, &c.SealedAuthSecret); err != nil {
+		&r.created, &r.updated, &c.Version, &r.keyUsed, &c.KeyUsedFor, &c.SealedAuthSecret,
+		&r.hopHostKeys, &c.PendingPublicKey, &c.SealedPendingPrivateKey, &r.keyRotation); err != nil {
 		return nil, err
+	}
+	if err := decodeSSHState(&c, r.hopHostKeys, r.keyRotation); err != nil {
+		return nil, fmt.Errorf("decode connection %s: %w", name, err)
 	}
 	if err := json.Unmarshal(r.specJSON, &c.Spec); err != nil {
 		return nil, fmt.Errorf("decode connection %s: %w", name, err)
@@ -295,10 +306,13 @@ func (s *Store) UpdateConnection(ctx context.Context, c *store.Connection) (rerr
 	// args: id, name, spec, ..., created_at, updated_at, version
 	res, err := s.db.ExecContext(ctx, `UPDATE connections SET name = ?, spec = ?, sealed_password = ?,
 		ssh_public_key = ?, sealed_private_key = ?, previous_public_key = ?, host_keys = ?, host_keys_addr = ?,
-		pending_host_key = ?, pending_host_key_seen = ?, updated_at = ?, sealed_auth_secret = ?, version = version + 1
+		pending_host_key = ?, pending_host_key_seen = ?, updated_at = ?, sealed_auth_secret = ?,
+		hop_host_keys = ?, pending_public_key = ?, sealed_pending_private_key = ?, key_rotation = ?,
+		version = version + 1
 		WHERE id = ? AND version = ?`,
 		args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8], args[9], args[10], args[12],
-		args[16], c.ID, c.Version)
+		args[16], args[17], args[18], args[19], args[20],
+		c.ID, c.Version)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("update connection %s: %w", c.Spec.Name, store.ErrExists)
 	}

@@ -28,10 +28,14 @@ func Fill(t testing.TB, s store.Store) {
 	if _, err := s.PutMetaIfAbsent(ctx, "other", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := s.PutMetaIfAbsent(ctx, "ssh_user_ca", []byte{7, 0, 7, 255}); err != nil {
+		t.Fatal(err)
+	}
 	a := sampleConnection("alpha")
 	b := sampleConnection("beta")
 	b.Spec.Tunnel, b.SSHPublicKey, b.SealedPrivateKey, b.PreviousPublicKey = nil, "", nil, ""
 	b.HostKeys, b.HostKeysAddr, b.PendingHostKey, b.PendingHostKeySeen = nil, "", "", time.Time{}
+	b.HopHostKeys, b.PendingPublicKey, b.SealedPendingPrivateKey, b.KeyRotation = nil, "", nil, store.KeyRotation{}
 	for _, c := range []*store.Connection{a, b} {
 		if err := s.CreateConnection(ctx, c); err != nil {
 			t.Fatal(err)
@@ -131,7 +135,7 @@ func Read(t testing.TB, s store.Store) *Dump {
 	ctx := context.Background()
 	d := &Dump{Meta: map[string][]byte{}, Logs: map[string][]jobs.LogLine{}, Backends: map[string][]jobs.Backend{},
 		Cleanups: map[string]*jobs.Cleanup{}}
-	for _, k := range []string{"key_check", "other"} {
+	for _, k := range []string{"key_check", "other", "ssh_user_ca"} {
 		v, err := s.GetMeta(ctx, k)
 		if errors.Is(err, store.ErrNotFound) {
 			continue
@@ -377,6 +381,12 @@ func exerciseSecrets(t *testing.T, s store.Store) {
 		if err := tx.SetConnectionAuthSecret(ctx, "nope", nil); !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("set the auth secret of a missing connection: %v", err)
 		}
+		if err := tx.SetConnectionPendingKey(ctx, a.ID, []byte("pk2")); err != nil {
+			return err
+		}
+		if err := tx.SetConnectionPendingKey(ctx, "nope", nil); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("set pending key of a missing connection: %v", err)
+		}
 		return tx.PutMeta(ctx, "key_check", []byte("new"))
 	})
 	if err != nil {
@@ -384,7 +394,7 @@ func exerciseSecrets(t *testing.T, s store.Store) {
 	}
 	got, _ = s.GetConnection(ctx, "alpha")
 	if m, _ := s.GetMeta(ctx, "key_check"); string(m) != "new" || string(got.SealedPassword) != "p2" || len(got.SealedPrivateKey) != 0 ||
-		string(got.SealedAuthSecret) != "s2" || got.Version != 3 {
+		string(got.SealedAuthSecret) != "s2" || string(got.SealedPendingPrivateKey) != "pk2" || got.Version != 4 {
 		t.Fatalf("after the secrets transaction: %q %+v", m, got)
 	}
 	// An update prepared before the transaction conflicts.

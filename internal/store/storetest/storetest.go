@@ -574,8 +574,19 @@ func sampleConnection(name string) *store.Connection {
 			Auth: &connection.Auth{Kind: connection.AuthAlloyDBIAM, ServiceAccount: "dbt@p.iam.gserviceaccount.com",
 				Scope: connection.DefaultAlloyDBScope},
 			Tunnel: &connection.Tunnel{Host: "bastion.example.com", Port: 2222, User: "dbtcloud", KeyType: "rsa",
-				KeepaliveInterval: connection.Duration(15 * time.Second), KeepaliveCountMax: 4},
+				KeepaliveInterval: connection.Duration(15 * time.Second), KeepaliveCountMax: 4,
+				ProxyCommand: []string{"socat", "STDIO", "TCP:bastion.internal:22"}, Auth: connection.SSHAuthCertificate,
+				Next:            []connection.Hop{{Host: "b2.internal", Port: 22, User: "jump"}, {Host: "b3.internal", Port: 2022, User: "dbt"}},
+				HostAuthorities: []string{"@cert-authority *.internal ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA"}},
 		},
+		HopHostKeys: []store.HopHostKeys{
+			{Addr: "b2.internal:22", Keys: []string{"ssh-ed25519 FFFF"}, Pending: "ssh-ed25519 GGGG", PendingSeen: now},
+			{Addr: "b3.internal:2022", Keys: []string{"ssh-ed25519 HHHH", "ssh-ed25519 IIII"}},
+		},
+		PendingPublicKey:        "ssh-ed25519 JJJJ",
+		SealedPendingPrivateKey: []byte{6, 5, 0, 4},
+		KeyRotation: store.KeyRotation{StartedAt: now, OldKeyExpiresAt: now.Add(7 * 24 * time.Hour),
+			PromotedAt: now.Add(time.Hour), PromotedBy: "login"},
 		SealedPassword:     []byte{1, 2, 3, 0, 255},
 		SSHPublicKey:       "ssh-ed25519 AAAA",
 		SealedPrivateKey:   []byte{9, 8, 7},
@@ -620,6 +631,8 @@ func exerciseConnections(t *testing.T, s store.Store) {
 	direct.Spec.Tunnel = nil
 	direct.SealedPassword, direct.SealedPrivateKey, direct.HostKeys = nil, nil, nil
 	direct.Spec.Auth, direct.SealedAuthSecret = nil, nil
+	direct.HopHostKeys, direct.PendingPublicKey, direct.SealedPendingPrivateKey = nil, "", nil
+	direct.KeyRotation = store.KeyRotation{}
 	if err := s.CreateConnection(ctx, direct); err != nil {
 		t.Fatalf("create direct: %v", err)
 	}
@@ -648,7 +661,13 @@ func exerciseConnections(t *testing.T, s store.Store) {
 		t.Errorf("rename onto a taken name: got %v, want ErrExists", err)
 	}
 
+	if len(list[0].HopHostKeys) != 0 || list[0].PendingPublicKey != "" || !list[0].KeyRotation.StartedAt.IsZero() {
+		t.Errorf("a connection without hops or rotation came back with them: %+v", list[0])
+	}
 	got.Spec.Port = 6543
+	got.HopHostKeys = got.HopHostKeys[:1]
+	got.PendingPublicKey, got.SealedPendingPrivateKey = "", nil
+	got.KeyRotation.CancelledAt = got.KeyRotation.StartedAt
 	got.HostKeys = nil
 	got.PendingHostKey = ""
 	got.PendingHostKeySeen = time.Time{}
@@ -768,6 +787,12 @@ func equal(want, got *store.Connection) error {
 		}
 		if len(c.SealedAuthSecret) == 0 {
 			c.SealedAuthSecret = nil
+		}
+		if len(c.SealedPendingPrivateKey) == 0 {
+			c.SealedPendingPrivateKey = nil
+		}
+		if len(c.HopHostKeys) == 0 {
+			c.HopHostKeys = nil
 		}
 		return c
 	}

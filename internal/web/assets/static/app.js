@@ -530,6 +530,33 @@
     var meta = document.querySelector('meta[name="csrf-token"]');
     var csrf = meta ? meta.content : "";
 
+    // planTunnel is the plan through n SSH hops (diagnose.PlanSteps): with
+    // more than one, the SSH steps come once per hop, named by it.
+    function planTunnel(n) {
+      if (!(n > 1)) return PLAN_TUNNEL;
+      var plan = [{ id: "resolve", hop: 1, of: n }];
+      for (var i = 1; i <= n; i++) {
+        ["bastion_tcp", "ssh_handshake", "ssh_auth"].forEach(function (id) { plan.push({ id: id, hop: i, of: n }); });
+      }
+      return plan.concat(PLAN_TUNNEL.slice(4));
+    }
+    // stepTitle names a step as conntest.go's stepTitle does.
+    function stepTitle(s) {
+      var label = STEP_LABELS[s.id] || s.id;
+      if (!s.hop) return label;
+      return "Hop " + s.hop + " of " + s.of + (s.hop_addr ? " (" + s.hop_addr + ")" : "") + ": " + label;
+    }
+    // formHops are the hops after the first of the connection form.
+    function formHops(form) {
+      var hops = [];
+      for (var i = 1; form.elements["ssh_hops." + i + ".host"]; i++) {
+        var port = form.elements["ssh_hops." + i + ".port"].value.trim();
+        hops.push({ host: form.elements["ssh_hops." + i + ".host"].value.trim(), user: form.elements["ssh_hops." + i + ".user"].value.trim(),
+          port: /^\d+$/.test(port) ? parseInt(port, 10) : (port === "" ? undefined : port) });
+      }
+      return hops;
+    }
+
     document.querySelectorAll("form[data-test]").forEach(function (form) {
       form.addEventListener("submit", function (e) {
         var button = form.querySelector("button[type=submit]");
@@ -538,7 +565,7 @@
         if (!panel) return; // the plain form post shows the report
         e.preventDefault();
         run(panel, "/api/v1/connections/" + encodeURIComponent(form.dataset.test) + "/test", null,
-          form.dataset.tunnel ? PLAN_TUNNEL : PLAN_DIRECT, button, form.dataset.test);
+          form.dataset.tunnel ? planTunnel(parseInt(form.dataset.hops || "1", 10)) : PLAN_DIRECT, button, form.dataset.test);
       });
     });
 
@@ -551,7 +578,7 @@
         var form = draft.form;
         var tunnel = form.elements["ssh_tunnel.enabled"];
         run(panel, "/api/v1/connections/test", draftBody(form, draft.dataset.testDraft),
-          tunnel && tunnel.checked ? PLAN_TUNNEL : PLAN_DIRECT, draft);
+          tunnel && tunnel.checked ? planTunnel(1 + formHops(form).length) : PLAN_DIRECT, draft);
       });
     }
 
@@ -608,8 +635,19 @@
           key_type: val("ssh_tunnel.key_type") || undefined,
           keepalive_interval: val("ssh_tunnel.keepalive_interval") || undefined,
           keepalive_count_max: num("ssh_tunnel.keepalive_count_max"),
-          known_host: val("ssh_tunnel.known_host") || undefined
+          known_host: val("ssh_tunnel.known_host") || undefined,
+          auth: val("ssh_tunnel.auth") || undefined
         };
+        var pc = val("ssh_tunnel.proxy_command");
+        if (pc) {
+          try { body.ssh_tunnel.proxy_command = /^\[/.test(pc) ? JSON.parse(pc) : pc.split(/\s+/); } catch (err) { body.ssh_tunnel.proxy_command = [pc]; }
+        }
+        var ha = val("ssh_tunnel.host_authorities");
+        if (ha) body.ssh_tunnel.host_authorities = ha.split("\n").map(function (l) { return l.trim(); }).filter(function (l) { return l && l[0] !== "#"; });
+        var more = formHops(form);
+        if (more.length) {
+          body.ssh_hops = [{ host: body.ssh_tunnel.host, port: body.ssh_tunnel.port, user: body.ssh_tunnel.user }].concat(more);
+        }
       }
       if (basedOn) body.based_on = basedOn;
       return body;
@@ -637,13 +675,14 @@
       var status = s.status === "ok" || s.status === "failed" ? s.status : "skipped";
       li.className = "tstep tstep-" + status;
       li.dataset.step = s.id;
+      if (s.hop) li.dataset.hop = String(s.hop); else delete li.dataset.hop;
       li.dataset.status = status;
       li.textContent = "";
       li.appendChild(el("span", "tstep-mark", status === "ok" ? "\u2713" : status === "failed" ? "\u2717" : "\u2013"))
         .setAttribute("aria-hidden", "true");
       var main = li.appendChild(el("div", "tstep-main"));
       var line = main.appendChild(el("div", "tstep-line"));
-      line.appendChild(el("span", "tstep-name", STEP_LABELS[s.id] || s.id));
+      line.appendChild(el("span", "tstep-name", stepTitle(s)));
       line.appendChild(document.createTextNode(" "));
       line.appendChild(el("code", "tstep-id", s.id));
       line.appendChild(el("span", "visually-hidden", ": " + (status === "ok" ? "passed" : status === "failed" ? "failed" : "skipped")));
@@ -661,16 +700,19 @@
       }
     }
 
-    function pending(li, id, running) {
+    function pending(li, p, running) {
+      if (typeof p === "string") p = { id: p };
+      var id = p.id;
       li.className = "tstep " + (running ? "tstep-running" : "tstep-pending");
       li.dataset.step = id;
+      if (p.hop) { li.dataset.hop = String(p.hop); li.dataset.of = String(p.of); } else { delete li.dataset.hop; delete li.dataset.of; }
       li.dataset.status = running ? "running" : "pending";
       li.textContent = "";
       var mark = li.appendChild(el("span", "tstep-mark"));
       mark.setAttribute("aria-hidden", "true");
       if (running) mark.appendChild(el("span", "spinner"));
       var line = li.appendChild(el("div", "tstep-main")).appendChild(el("div", "tstep-line"));
-      line.appendChild(el("span", "tstep-name", STEP_LABELS[id] || id));
+      line.appendChild(el("span", "tstep-name", stepTitle(p)));
       line.appendChild(document.createTextNode(" "));
       line.appendChild(el("code", "tstep-id", id));
       line.appendChild(el("span", "visually-hidden", running ? ": running" : ": waiting"));
@@ -684,7 +726,7 @@
         else skipped++;
       });
       if (failed) {
-        return "Failed at " + (STEP_LABELS[failed.id] || failed.id) + ": " + passed + " of " + r.steps.length +
+        return "Failed at " + stepTitle(failed) + ": " + passed + " of " + r.steps.length +
           " steps passed in " + fmtDuration(r.duration_ms) + ".";
       }
       return "All " + passed + " steps passed in " + fmtDuration(r.duration_ms) + (skipped ? " (" + skipped + " not requested)" : "") + ".";
@@ -794,22 +836,26 @@
       panel.scrollIntoView({ block: "nearest" });
       announce("Testing the connection");
 
-      function row(id) {
-        var li = list.querySelector('[data-step="' + id + '"]');
+      function row(s) {
+        var sel = '[data-step="' + s.id + '"]' + (s.hop ? '[data-hop="' + s.hop + '"]' : ":not([data-hop])");
+        var li = list.querySelector(sel);
         return li || list.appendChild(el("li"));
       }
       function next() {
         var li = list.querySelector(".tstep-pending");
-        if (li && !list.querySelector(".tstep-running")) pending(li, li.dataset.step, true);
+        if (li && !list.querySelector(".tstep-running")) {
+          pending(li, { id: li.dataset.step, hop: li.dataset.hop ? parseInt(li.dataset.hop, 10) : 0,
+            of: li.dataset.of ? parseInt(li.dataset.of, 10) : 0 }, true);
+        }
       }
       function step(s) {
-        fill(row(s.id), s);
+        fill(row(s), s);
         next();
       }
       function report(r) {
         ended = true;
         list.querySelectorAll(".tstep-pending, .tstep-running").forEach(function (li) { li.remove(); });
-        (r.steps || []).forEach(function (s) { fill(row(s.id), s); });
+        (r.steps || []).forEach(function (s) { fill(row(s), s); });
         var ok = !!r.ok;
         panel.classList.remove("test-running");
         panel.classList.add(ok ? "test-passed" : "test-failed");

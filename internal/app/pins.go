@@ -1,0 +1,122 @@
+package app
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/sshkey"
+	"github.com/pgrelay/pgrelay/internal/store"
+)
+
+// Host key pins of a connection's SSH hops. Every hop's pins are stored
+// with the address they belong to: the first hop's in the record's
+// original fields (HostKeys, HostKeysAddr, PendingHostKey), so that a
+// connection with one bastion is stored as before, the others in
+// HopHostKeys. readPins gathers them all, by address, and writePins puts
+// them back for the connection's hops as they are now: pins of an address
+// that is no longer a hop are forgotten, so a pin never applies to another
+// server, and pins follow a hop whose place in the chain changed.
+
+// readPins returns every hop's pins of c, by address. spec is the spec the
+// record's pins were made for (c.Spec, or the spec before an update): a
+// key waiting for approval while nothing is pinned belongs to its first
+// hop.
+func readPins(c *store.Connection, spec *connection.Spec) []store.HopHostKeys {
+	var out []store.HopHostKeys
+	first := c.HostKeysAddr
+	if first == "" && spec.Tunnel != nil {
+		first = bastionAddr(spec.Tunnel)
+	}
+	if first != "" && (len(c.HostKeys) > 0 || c.PendingHostKey != "") {
+		e := store.HopHostKeys{Addr: first, Pending: c.PendingHostKey, PendingSeen: c.PendingHostKeySeen}
+		if len(c.HostKeys) > 0 {
+			e.Keys = slices.Clone(c.HostKeys)
+		}
+		out = append(out, e)
+	}
+	for _, h := range c.HopHostKeys {
+		if findPins(out, h.Addr) == nil {
+			h.Keys = slices.Clone(h.Keys)
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// findPins returns the entry of addr, or nil.
+func findPins(pins []store.HopHostKeys, addr string) *store.HopHostKeys {
+	for i := range pins {
+		if pins[i].Addr == addr {
+			return &pins[i]
+		}
+	}
+	return nil
+}
+
+// pinsAt returns the entry of addr, adding an empty one when missing.
+func pinsAt(pins *[]store.HopHostKeys, addr string) *store.HopHostKeys {
+	if e := findPins(*pins, addr); e != nil {
+		return e
+	}
+	*pins = append(*pins, store.HopHostKeys{Addr: addr})
+	return &(*pins)[len(*pins)-1]
+}
+
+// writePins stores pins on c for the hops of c.Spec: the first hop's in
+// the original fields, the others' in HopHostKeys; addresses that are not
+// a hop are dropped.
+func writePins(c *store.Connection, pins []store.HopHostKeys) {
+	c.HostKeys, c.HostKeysAddr, c.PendingHostKey, c.PendingHostKeySeen = nil, "", "", time.Time{}
+	c.HopHostKeys = nil
+	hops := c.Spec.Hops()
+	if len(hops) == 0 {
+		return
+	}
+	first := hops[0].Addr()
+	if e := findPins(pins, first); e != nil {
+		if len(e.Keys) > 0 {
+			c.HostKeys, c.HostKeysAddr = slices.Clone(e.Keys), first
+		}
+		c.PendingHostKey, c.PendingHostKeySeen = e.Pending, e.PendingSeen
+	}
+	var seen []string
+	for _, h := range hops[1:] {
+		addr := h.Addr()
+		if addr == first || slices.Contains(seen, addr) {
+			continue
+		}
+		seen = append(seen, addr)
+		if e := findPins(pins, addr); e != nil && (len(e.Keys) > 0 || e.Pending != "") {
+			c.HopHostKeys = append(c.HopHostKeys, *e)
+		}
+	}
+}
+
+// parsePins parses an entry's pinned keys.
+func parsePins(e *store.HopHostKeys) ([]ssh.PublicKey, error) {
+	if e == nil {
+		return nil, nil
+	}
+	var out []ssh.PublicKey
+	for _, line := range e.Keys {
+		k, err := sshkey.ParsePublic(line)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+// hopPlace names hop i (from 0) of n for messages: "" for a single hop,
+// "hop 2 of 3 (bastion-b:22)" otherwise.
+func hopPlace(i, n int, addr string) string {
+	if n <= 1 {
+		return ""
+	}
+	return fmt.Sprintf("hop %d of %d (%s)", i+1, n, addr)
+}

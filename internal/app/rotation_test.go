@@ -1,0 +1,168 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/sshkey"
+	"github.com/pgrelay/pgrelay/internal/store"
+	"github.com/pgrelay/pgrelay/internal/testenv"
+)
+
+// currentKey opens the connection's current private key as the store
+// holds it (newService's keyring is all zeros).
+func currentKey(t *testing.T, st store.Store, name string) ssh.Signer {
+	t.Helper()
+	c, err := st.GetConnection(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := secret.NewKeyring(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := kr.Open(c.SealedPrivateKey, []byte("pgrelay/connection/"+c.ID+"/ssh_private_key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sshkey.Signer(pem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// sshLogin logs in to b as its user with signer and reports the error.
+func sshLogin(b *testenv.Bastion, signer ssh.Signer) error {
+	conn, err := net.DialTimeout("tcp", b.Addr(), 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	c, _, _, err := ssh.NewClientConn(conn, b.Addr(), &ssh.ClientConfig{User: b.User,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.FixedHostKey(b.HostKey)})
+	if err == nil {
+		_ = c.Close()
+	}
+	return err
+}
+
+// TestKeyRotationTwoLiveKeys: after --start, logins keep working with the
+// old key while the new one is not installed ("new key not installed
+// yet"); the first login the bastion accepts with the new key promotes it,
+// with the time; once the old line is removed, sshd refuses the old key.
+func TestKeyRotationTwoLiveKeys(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg.CreateRole(t, "dbt", "dbt-pw")
+	b := testenv.StartBastion(t, testenv.BastionOptions{})
+	f := newService(t)
+	ctx := context.Background()
+	svc := f.svc
+	v, err := svc.CreateConnection(ctx, connection.Spec{Name: "rot", Host: pg.Host, Port: pg.Port, Database: "postgres",
+		User: "dbt", Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable,
+		Tunnel: &connection.Tunnel{Host: b.Host, Port: b.Port, User: b.User}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldLine, _ := svc.PublicKey(ctx, "rot", true)
+	b.SetAuthorizedKeys(t, oldLine)
+	if err := svc.Query(ctx, "rot", "select 1", &rowsSink{}); err != nil {
+		t.Fatal(err)
+	}
+	oldKey := currentKey(t, f.store, "rot")
+
+	rot, err := svc.RotateKeyStart(ctx, "rot", 48*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := rot.OldKeyExpiresAt.UTC().Format(sshkey.ExpiryTimeFormat)
+	if !strings.HasPrefix(rot.Old, `expiry-time="`+exp+`" `) || !strings.HasPrefix(rot.Hops[0].Old, `expiry-time="`+exp+`",restrict,`) {
+		t.Fatalf("old lines lack expiry-time: %q / %q", rot.Old, rot.Hops[0].Old)
+	}
+	if rot.New == v.SSHTunnel.PublicKey || !strings.Contains(rot.Hops[0].Line, `permitopen="`+pg.Addr()+`"`) {
+		t.Fatalf("new lines: %+v", rot)
+	}
+	if _, err := svc.RotateKeyStart(ctx, "rot", 0); !errors.Is(err, app.ErrInvalid) {
+		t.Fatalf("second start: %v, want ErrInvalid", err)
+	}
+	// The old key still logs in; the rotation stays pending.
+	for range 2 {
+		if err := svc.Query(ctx, "rot", "select 1", &rowsSink{}); err != nil {
+			t.Fatalf("query while the new key is not installed: %v", err)
+		}
+	}
+	v, _ = svc.GetConnection(ctx, "rot")
+	if r := v.SSHTunnel.Rotation; r == nil || !r.Pending || r.NewPublicKeyFingerprint == "" || r.PromotedAt != nil {
+		t.Fatalf("rotation state while the new key is not installed: %+v", r)
+	}
+	// --finish refuses while the bastion does not accept the new key.
+	if _, err := svc.RotateKeyFinish(ctx, "rot"); err == nil || !strings.Contains(err.Error(), app.NewKeyNotInstalled) {
+		t.Fatalf("finish before the new key is installed: %v", err)
+	}
+
+	// The new key installed (the old line replaced by the one with its
+	// expiry-time): the next login promotes it.
+	b.SetAuthorizedKeys(t, rot.Hops[0].Old, rot.Hops[0].Line)
+	before := time.Now()
+	if err := svc.Query(ctx, "rot", "select 1", &rowsSink{}); err != nil {
+		t.Fatal(err)
+	}
+	v, _ = svc.GetConnection(ctx, "rot")
+	r := v.SSHTunnel.Rotation
+	if r == nil || r.Pending || r.PromotedAt == nil || r.PromotedAt.Before(before.Add(-time.Second)) || r.PromotedBy != "login" {
+		t.Fatalf("rotation after the new key logged in: %+v", r)
+	}
+	if v.SSHTunnel.PublicKey != rot.New || v.SSHTunnel.PreviousPublicKey == "" {
+		t.Fatalf("new key not promoted: %q (want %q)", v.SSHTunnel.PublicKey, rot.New)
+	}
+	if v.SSHTunnel.KeyUsedAt == nil {
+		t.Error("the promoted key's login was not recorded")
+	}
+
+	// The old line removed: sshd refuses the old key; pgrelay works on.
+	if err := sshLogin(b, oldKey); err != nil {
+		t.Fatalf("old key refused before its line was removed: %v", err)
+	}
+	b.SetAuthorizedKeys(t, rot.Hops[0].Line)
+	if err := sshLogin(b, oldKey); err == nil {
+		t.Fatal("sshd accepted the old key after its line was removed")
+	}
+	if err := svc.Query(ctx, "rot", "select 1", &rowsSink{}); err != nil {
+		t.Fatalf("query after the old key was removed: %v", err)
+	}
+
+	// --cancel drops a new key; --finish promotes one that every hop accepts.
+	rot2, err := svc.RotateKeyStart(ctx, "rot", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.RotateKeyCancel(ctx, "rot"); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ = svc.GetConnection(ctx, "rot"); v.SSHTunnel.Rotation.Pending || v.SSHTunnel.PublicKey != rot.New {
+		t.Fatalf("after cancel: %+v", v.SSHTunnel)
+	}
+	rot3, err := svc.RotateKeyStart(ctx, "rot", 0)
+	if err != nil || rot3.New == rot2.New {
+		t.Fatalf("third start: %v", err)
+	}
+	b.SetAuthorizedKeys(t, rot.Hops[0].Line, rot3.Hops[0].Line)
+	if _, err := svc.RotateKeyFinish(ctx, "rot"); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ = svc.GetConnection(ctx, "rot"); v.SSHTunnel.PublicKey != rot3.New || v.SSHTunnel.Rotation.PromotedBy != "finish" {
+		t.Fatalf("after finish: %+v", v.SSHTunnel)
+	}
+}

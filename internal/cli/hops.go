@@ -1,0 +1,166 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
+)
+
+// hopFlags are the flags of `connection create` and `update` for chains of
+// SSH hops, proxy commands, certificate logins and host authorities.
+type hopFlags struct {
+	hops            []string
+	proxyCommand    string
+	auth            string
+	hostAuthorities []string
+	hopKnownHosts   []string
+}
+
+// hopFlagNames are the names of hopFlags' flags, --ssh-hop first.
+func hopFlagNames() []string {
+	return []string{"ssh-hop", "ssh-proxy-command", "ssh-auth", "ssh-host-authority", "ssh-hop-known-host"}
+}
+
+func (f *hopFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringArrayVar(&f.hops, "ssh-hop", nil, "an SSH hop as user@host[:port] (IPv6: user@[addr]:port); repeat in order for a chain "+
+		"of jump hosts: pgrelay connects to the first, each further hop through the one before, and the last forwards to the "+
+		"database. The first is what --ssh-host/--ssh-user/--ssh-port set, so do not combine them. Every hop uses the "+
+		"connection's key and has its own pinned host key; on update the hops given replace the chain")
+	fl.StringVar(&f.proxyCommand, "ssh-proxy-command", "", "a program and its arguments, run without a shell, whose standard "+
+		"input and output carry the SSH connection to the first hop instead of TCP (OpenSSH's ProxyCommand), e.g. "+
+		"'aws ssm start-session --target i-0abc --document-name AWS-StartSSHSession --parameters portNumber=22' or "+
+		"'socat STDIO TCP:bastion.internal:22'; split at white space, or a JSON array for arguments with spaces; "+
+		"a server runs only programs of its --allow-command list; \"\" removes it")
+	fl.StringVar(&f.auth, "ssh-auth", "", "how pgrelay logs in to the hops: key (the connection's key pair in authorized_keys, "+
+		"default) or certificate (a short-lived certificate per tunnel signed by pgrelay's SSH CA, which the hops trust with "+
+		"TrustedUserCAKeys: see `pgrelay ssh-ca init`)")
+	fl.StringArrayVar(&f.hostAuthorities, "ssh-host-authority", nil, "a known_hosts line with a marker, repeatable: "+
+		"\"@cert-authority *.corp.example.com ssh-ed25519 AAAA...\" accepts host certificates that CA signed for the hosts "+
+		"the pattern matches ([host]:port for another port than 22), without pinning; \"@revoked * ssh-ed25519 AAAA...\" "+
+		"refuses that key always; @FILE reads lines from a file; the lines given replace the connection's, \"\" removes them")
+	fl.StringArrayVar(&f.hopKnownHosts, "ssh-hop-known-host", nil, "N=KEY: the host key of hop N (from 1), pinned at once, "+
+		"as --ssh-known-host for the first hop; KEY may be @FILE; repeatable")
+}
+
+// apply sets the flags given onto spec.
+func (f *hopFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
+	ch := cmd.Flags().Changed
+	if ch("ssh-hop") {
+		for _, n := range []string{"ssh-host", "ssh-port", "ssh-user"} {
+			if ch(n) {
+				return usagef("--ssh-hop gives every hop, the first one included: drop --%s (or give the first hop as --ssh-host, --ssh-user and --ssh-port, and no --ssh-hop)", n)
+			}
+		}
+		hops := make([]connection.Hop, 0, len(f.hops))
+		for i, s := range f.hops {
+			h, err := connection.ParseHop(s)
+			if err != nil {
+				return usagef("--ssh-hop (hop %d): %v", i+1, err)
+			}
+			hops = append(hops, h)
+		}
+		if len(hops) == 0 {
+			return usagef("--ssh-hop: give at least one hop, or --no-ssh-tunnel to remove them")
+		}
+		spec.SetHops(hops)
+	}
+	anyOther := false
+	for _, n := range hopFlagNames()[1:] {
+		anyOther = anyOther || ch(n)
+	}
+	if !anyOther {
+		return nil
+	}
+	if spec.Tunnel == nil {
+		spec.Tunnel = &connection.Tunnel{}
+	}
+	t := spec.Tunnel
+	if ch("ssh-proxy-command") {
+		words, err := parseCommandFlag(f.proxyCommand)
+		if err != nil {
+			return usagef("--ssh-proxy-command: %v", err)
+		}
+		t.ProxyCommand = words
+	}
+	if ch("ssh-auth") {
+		t.Auth = connection.SSHAuth(strings.ToLower(strings.TrimSpace(f.auth)))
+	}
+	if ch("ssh-host-authority") {
+		lines, err := readLinesFlag("--ssh-host-authority", f.hostAuthorities)
+		if err != nil {
+			return err
+		}
+		t.HostAuthorities = lines
+	}
+	if ch("ssh-hop-known-host") {
+		for _, v := range f.hopKnownHosts {
+			n, key, ok := strings.Cut(v, "=")
+			i, err := strconv.Atoi(strings.TrimSpace(n))
+			if !ok || err != nil || i < 1 {
+				return usagef("--ssh-hop-known-host %q: give N=KEY, the hop's place from 1 and its host key, e.g. 2=@/tmp/bastion-b.pub", v)
+			}
+			known, err := readKnownHostFlag([]string{key})
+			if err != nil {
+				return err
+			}
+			switch {
+			case i == 1:
+				t.KnownHost = known
+			case i-2 < len(t.Next):
+				t.Next[i-2].KnownHost = known
+			default:
+				return usagef("--ssh-hop-known-host %d=...: the connection has %d hop(s)", i, len(t.Next)+1)
+			}
+		}
+	}
+	return nil
+}
+
+// parseCommandFlag reads a command: a JSON array of words, or words
+// separated by white space (no shell quoting). "" is no command.
+func parseCommandFlag(v string) ([]string, error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return nil, nil
+	}
+	if strings.HasPrefix(v, "[") {
+		var words []string
+		if err := json.Unmarshal([]byte(v), &words); err != nil {
+			return nil, fmt.Errorf("not a JSON array of strings: %v", err)
+		}
+		return words, nil
+	}
+	if strings.ContainsAny(v, `'"\`) {
+		return nil, fmt.Errorf("%q has quotes or backslashes, but the command runs without a shell and is only split at white space: "+
+			"give arguments with spaces as a JSON array, e.g. '[\"prog\", \"an argument\"]'", v)
+	}
+	return strings.Fields(v), nil
+}
+
+// readLinesFlag reads the values of a repeatable flag of lines: @FILE
+// reads the file's lines; "" alone clears.
+func readLinesFlag(flag string, values []string) ([]string, error) {
+	var out []string
+	for _, v := range values {
+		if name, ok := strings.CutPrefix(v, "@"); ok {
+			b, err := os.ReadFile(name)
+			if err != nil {
+				return nil, usagef("%s: %v", flag, err)
+			}
+			v = string(b)
+		}
+		for line := range strings.SplitSeq(v, "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				out = append(out, line)
+			}
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,97 @@
+package cli_test
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/pgrelay/pgrelay/internal/testenv"
+)
+
+// TestCLIHops creates a connection through two chained sshd's with
+// --ssh-hop, installs the lines of `public-key --restricted` (one per
+// hop), queries and tests it (steps named by hop), rotates its key with
+// two live keys (show says "new key not installed yet" until the new key
+// logs in), and creates the SSH CA.
+func TestCLIHops(t *testing.T) {
+	t.Parallel()
+	pg := sharedDB(t)
+	b1 := testenv.StartBastion(t, testenv.BastionOptions{})
+	b2 := testenv.StartBastion(t, testenv.BastionOptions{})
+	h := newHarness(t)
+	h.env["DB_PASSWORD"] = pg.Password
+	hop := func(b *testenv.Bastion) string { return b.User + "@" + b.Addr() }
+
+	// --ssh-hop with --ssh-host is refused: the first hop is one.
+	r := h.fail(2, append(createArgs("two", pg), "--ssh-hop", hop(b1), "--ssh-host", b1.Host)...)
+	contains(t, "--ssh-hop with --ssh-host", r.stderr, "--ssh-hop gives every hop")
+	r = h.fail(2, append(createArgs("two", pg), "--ssh-hop", "bastion-without-user")...)
+	contains(t, "hop without user", r.stderr, "--ssh-hop (hop 1)", "has no user")
+
+	r = h.ok(append(createArgs("two", pg), "--ssh-hop", hop(b1), "--ssh-hop", hop(b2))...)
+	contains(t, "create", r.stdout, "via SSH hops "+hop(b1)+" → "+hop(b2), "one line per hop")
+	lines := strings.Split(strings.TrimSpace(h.ok("connection", "public-key", "two", "--restricted").stdout), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], `permitopen="`+b2.Addr()+`"`) || !strings.Contains(lines[1], `permitopen="`+pg.Addr()+`"`) {
+		t.Fatalf("public-key --restricted: %q", lines)
+	}
+	b1.Authorize(t, lines[0])
+	b2.Authorize(t, lines[1])
+	contains(t, "bastion-setup --hop 2", h.ok("connection", "bastion-setup", "two", "--hop", "2").stdout,
+		"hop 2 of 2", `permitopen="`+pg.Addr()+`"`)
+	h.fail(2, "connection", "bastion-setup", "two", "--hop", "3")
+
+	r = h.ok("query", "two", "select current_user")
+	contains(t, "query", r.stdout, "dbt")
+	r = h.ok("connection", "test", "two")
+	contains(t, "test", r.stdout, "hop 2 of 2 ("+b2.Addr()+"): ssh_auth", "hop 1 of 2 ("+b1.Addr()+"): ssh_handshake")
+	r = h.ok("connection", "show", "two")
+	contains(t, "show", r.stdout, "Hop 1 of 2:", "Hop 2 of 2:", "(pinned)")
+
+	// Rotation with two live keys.
+	r = h.ok("connection", "rotate-key", "two", "--start", "--old-key-lifetime", "24h")
+	contains(t, "rotate-key --start", r.stdout, "new key not installed yet", "Hop 1", "Hop 2", `expiry-time="`)
+	contains(t, "show during rotation", h.ok("connection", "show", "two").stdout, "new key not installed yet")
+	h.ok("query", "two", "select 1") // the old key still logs in
+	contains(t, "show after a login with the old key", h.ok("connection", "show", "two").stdout, "new key not installed yet")
+	r = h.fail(1, "connection", "rotate-key", "two", "--finish")
+	contains(t, "finish too early", r.stderr, "new key not installed yet")
+	var newLines []string
+	for _, l := range strings.Split(h.ok("connection", "rotate-key", "two", "--status").stdout, "\n") {
+		if strings.HasPrefix(l, "restrict,") {
+			newLines = append(newLines, l)
+		}
+	}
+	if len(newLines) != 2 {
+		t.Fatalf("rotate-key --status printed %d new restricted lines, want 2", len(newLines))
+	}
+	b1.Authorize(t, newLines[0])
+	b2.Authorize(t, newLines[1])
+	h.ok("query", "two", "select 1") // promotes the new key
+	r = h.ok("connection", "show", "two")
+	if strings.Contains(r.stdout, "new key not installed yet") || !strings.Contains(r.stdout, "new key promoted") {
+		t.Fatalf("show after the new key logged in:\n%s", r.stdout)
+	}
+	h.fail(2, "connection", "rotate-key", "two", "--start", "--finish")
+
+	// The SSH CA.
+	h.fail(3, "ssh-ca", "show")
+	r = h.ok("ssh-ca", "init")
+	contains(t, "ssh-ca init", r.stdout, "TrustedUserCAKeys", "ssh-ed25519 ")
+	h.fail(2, "ssh-ca", "init")
+	pub := strings.TrimSpace(h.ok("ssh-ca", "show").stdout)
+	if !strings.HasPrefix(pub, "ssh-ed25519 ") || !strings.HasSuffix(pub, " pgrelay-ssh-ca") {
+		t.Fatalf("ssh-ca show: %q", pub)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pub")
+	if err := os.WriteFile(caFile, []byte(pub+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b3 := testenv.StartBastion(t, testenv.BastionOptions{ExtraConfig: []string{"TrustedUserCAKeys " + caFile}})
+	r = h.ok(append(createArgs("cert", pg), "--ssh-host", b3.Host, "--ssh-port", strconv.Itoa(b3.Port), "--ssh-user", b3.User,
+		"--ssh-auth", "certificate")...)
+	contains(t, "create with certificates", r.stdout, "no authorized_keys entry is needed")
+	contains(t, "query with a certificate", h.ok("query", "cert", "select 'ok'").stdout, "ok")
+	contains(t, "bastion-setup with certificates", h.ok("connection", "bastion-setup", "cert").stdout, "TrustedUserCAKeys", pub)
+}

@@ -1,0 +1,308 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/jobs"
+)
+
+// sshBackend are the use cases of chains of hops, key rotation with two
+// live keys and pgrelay's SSH CA, local (*app.Service) or remote (client).
+type sshBackend interface {
+	BastionSetupHop(ctx context.Context, name string, hop int) (string, error)
+	HopKeys(ctx context.Context, name string) ([]app.HopKeyLines, error)
+	RotateKey(ctx context.Context, name string) (*app.KeyRotation, error)
+	RotateKeyStart(ctx context.Context, name string, oldLifetime time.Duration) (*app.KeyRotation, error)
+	RotateKeyStatus(ctx context.Context, name string) (*app.KeyRotation, error)
+	RotateKeyFinish(ctx context.Context, name string) (*app.KeyRotation, error)
+	RotateKeyCancel(ctx context.Context, name string) (*app.ConnectionView, error)
+	SSHCA(ctx context.Context) (*app.SSHCAView, error)
+	InitSSHCA(ctx context.Context) (*app.SSHCAView, error)
+}
+
+// hopChain renders every hop: "u@a:22 → u@b:22".
+func hopChain(v *app.ConnectionView) string {
+	parts := make([]string, len(v.SSHHops))
+	for i, h := range v.SSHHops {
+		parts[i] = h.User + "@" + hostPort(h.Host, h.Port)
+	}
+	return strings.Join(parts, " → ")
+}
+
+// hopsHostKeyState sums up the host keys of every hop for `connection list`.
+func hopsHostKeyState(v *app.ConnectionView) string {
+	if len(v.SSHHops) <= 1 {
+		return hostKeyState(v.SSHTunnel)
+	}
+	pinned := 0
+	for i, h := range v.SSHHops {
+		if h.PendingHostKeyFingerprint != "" {
+			return fmt.Sprintf("hop %d CHANGED (approval needed)", i+1)
+		}
+		if h.HostKeyFingerprint != "" {
+			pinned++
+		}
+	}
+	if pinned == len(v.SSHHops) {
+		return "pinned"
+	}
+	return fmt.Sprintf("%d of %d pinned", pinned, len(v.SSHHops))
+}
+
+// printSSHHops prints every hop of a chain with its host key.
+func printSSHHops(row func(k, v string), v *app.ConnectionView) {
+	if len(v.SSHHops) <= 1 {
+		return
+	}
+	for i, h := range v.SSHHops {
+		state := "host key not pinned yet"
+		switch {
+		case h.PendingHostKeyFingerprint != "":
+			state = fmt.Sprintf("host key CHANGED: presented %s; approve it with: pgrelay connection trust-host-key %s --fingerprint %s",
+				h.PendingHostKeyFingerprint, v.Name, h.PendingHostKeyFingerprint)
+		case h.HostKeyFingerprint != "":
+			state = "host key " + h.HostKeyFingerprint + " (pinned)"
+		}
+		row(fmt.Sprintf("  Hop %d of %d:", i+1, len(v.SSHHops)), fmt.Sprintf("%s@%s, %s", h.User, hostPort(h.Host, h.Port), state))
+	}
+}
+
+// printSSHExtras prints the login method, proxy command, host authorities
+// and a key rotation under way.
+func printSSHExtras(row func(k, v string), v *app.ConnectionView) {
+	t := v.SSHTunnel
+	if t.Auth == connection.SSHAuthCertificate {
+		row("  Login:", "certificates signed per tunnel by pgrelay's SSH CA (pgrelay ssh-ca show); no authorized_keys entry needed")
+	}
+	if len(t.ProxyCommand) > 0 {
+		row("  Proxy command:", jobs.ShellJoin(t.ProxyCommand))
+	}
+	for i, l := range t.HostAuthorities {
+		label := ""
+		if i == 0 {
+			label = "  Host authorities:"
+		}
+		row(label, l)
+	}
+	if r := t.Rotation; r != nil {
+		switch {
+		case r.Pending:
+			row("  Key rotation:", fmt.Sprintf("%s: new key %s, started %s; every login tries it first and falls back to the old key, "+
+				"whose line expires %s. Its lines: pgrelay connection rotate-key %s --status",
+				app.NewKeyNotInstalled, r.NewPublicKeyFingerprint, fmtTime(r.StartedAt), fmtTime(r.OldKeyExpiresAt), v.Name))
+		case r.PromotedAt != nil:
+			row("  Key rotation:", fmt.Sprintf("new key promoted %s (by %s); the old key is no longer used: remove its line (it expires %s)",
+				fmtTime(r.PromotedAt), r.PromotedBy, fmtTime(r.OldKeyExpiresAt)))
+		}
+	}
+}
+
+func fmtTime(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.Local().Format(time.RFC3339)
+}
+
+// printSavedHops prints how to install a chain's keys, or a certificate
+// connection's CA, after it was saved; false for one bastion with a key.
+func printSavedHops(w io.Writer, v *app.ConnectionView) bool {
+	t := v.SSHTunnel
+	switch {
+	case t.Auth == connection.SSHAuthCertificate:
+		fmt.Fprintf(w, `
+This connection logs in with a short-lived certificate per tunnel, signed by
+pgrelay's SSH CA: no authorized_keys entry is needed. Each hop's sshd must trust
+the CA (TrustedUserCAKeys): see pgrelay ssh-ca show, or run on each hop as root
+the script of: pgrelay connection bastion-setup %[1]s --hop N
+Then test the connection, hop by hop: pgrelay connection test %[1]s
+`, v.Name)
+		return true
+	case len(v.SSHHops) > 1:
+		fmt.Fprintf(w, `
+A key pair was generated for this connection; it logs in to each of the %[2]d hops
+(%[3]s). Install one line on each hop, as a line of the hop user's
+~/.ssh/authorized_keys; each allows only forwarding to the next hop, the last
+one to the database:
+  pgrelay connection public-key %[1]s --restricted   (one line per hop, in order)
+or run on each hop, as root, the script of:
+  pgrelay connection bastion-setup %[1]s --hop N
+Then test the connection, hop by hop: pgrelay connection test %[1]s
+Each hop's host key is pinned on the first connection.
+`, v.Name, len(v.SSHHops), hopChain(v))
+		return true
+	}
+	return false
+}
+
+func (r *runner) connRotateKeyCommand() *cobra.Command {
+	var output string
+	var start, finish, cancel, status bool
+	var oldLifetime time.Duration
+	cmd := &cobra.Command{
+		Use:   "rotate-key NAME [--start [--old-key-lifetime D] | --status | --finish | --cancel]",
+		Short: "Replace the connection's SSH key pair (with --start: two live keys, no outage)",
+		Long: `Replace the connection's SSH key pair.
+
+With --start, a new key pair is made and the old one kept: every login tries the new
+key first and falls back to the old one, so nothing fails while you install the new
+key on the hops. The first login that every hop accepts with the new key promotes it
+(recorded with the time; connection show says "new key not installed yet" until then).
+The old key's line is printed with expiry-time="..." (OpenSSH 8.5+): install it in
+place of the current line, so that sshd refuses the old key after that time even if
+nobody removes it. --status prints the lines again, --finish promotes the new key now
+(after checking that every hop accepts it), --cancel drops it.
+
+Without a flag, the key is replaced at once: logins fail until the new key is installed.`,
+		Example: `  pgrelay connection rotate-key wh --start
+  pgrelay connection rotate-key wh --status
+  pgrelay connection rotate-key wh --finish`,
+		Args: exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, "text", "json"); err != nil {
+				return err
+			}
+			n := 0
+			for _, b := range []bool{start, finish, cancel, status} {
+				if b {
+					n++
+				}
+			}
+			if n > 1 {
+				return usagef("give only one of --start, --status, --finish and --cancel")
+			}
+			if cmd.Flags().Changed("old-key-lifetime") && !start {
+				return usagef("--old-key-lifetime goes with --start")
+			}
+			svc, err := r.backend(cmd.Context())
+			if err != nil {
+				return err
+			}
+			name := args[0]
+			ctx := cmd.Context()
+			var rot *app.KeyRotation
+			switch {
+			case start:
+				rot, err = svc.RotateKeyStart(ctx, name, oldLifetime)
+			case status:
+				rot, err = svc.RotateKeyStatus(ctx, name)
+			case finish:
+				rot, err = svc.RotateKeyFinish(ctx, name)
+			case cancel:
+				var v *app.ConnectionView
+				if v, err = svc.RotateKeyCancel(ctx, name); err != nil {
+					return err
+				}
+				if output == "json" {
+					return writeJSON(r.out(), v)
+				}
+				fmt.Fprintf(r.out(), "Key rotation of %q cancelled: the current key stays; remove the new key's lines from the hops.\n", name)
+				return nil
+			default:
+				rot, err = svc.RotateKey(ctx, name)
+			}
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(r.out(), rot)
+			}
+			printRotation(r.out(), name, rot, start || status, finish)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&start, "start", false, "make a new key pair and keep the old one until the new one has logged in to every hop")
+	cmd.Flags().BoolVar(&status, "status", false, "print the lines of the rotation under way")
+	cmd.Flags().BoolVar(&finish, "finish", false, "promote the new key now, after checking that every hop accepts it")
+	cmd.Flags().BoolVar(&cancel, "cancel", false, "drop the new key; the current one stays")
+	cmd.Flags().DurationVar(&oldLifetime, "old-key-lifetime", 0, "with --start: how long the old key's line stays valid (expiry-time; default 168h)")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+// printRotation prints the lines of a key rotation.
+func printRotation(w io.Writer, name string, rot *app.KeyRotation, pending, finished bool) {
+	switch {
+	case pending:
+		fmt.Fprintf(w, "Key rotation of %q under way (%s). pgrelay tries the new key first and falls back to the old one,\n"+
+			"so nothing fails meanwhile; the first login that every hop accepts with the new key promotes it.\n\n", name, app.NewKeyNotInstalled)
+		if len(rot.Hops) > 0 {
+			for _, h := range rot.Hops {
+				fmt.Fprintf(w, "Hop %d (%s@%s): add the new line\n\n%s\n\nand replace the current line with this one, which expires %s:\n\n%s\n\n",
+					h.Hop, h.User, hostPort(h.Host, h.Port), h.Line, fmtTime(rot.OldKeyExpiresAt), h.Old)
+			}
+		}
+		fmt.Fprintf(w, "Unrestricted, the new line is:\n%s\nand the old one with its expiry:\n%s\n", rot.New, rot.Old)
+	case finished:
+		fmt.Fprintf(w, "The new key of %q is promoted: every hop accepted it, and the old key is no longer used.\n"+
+			"Remove the old line from the hops (it expires %s anyway):\n\n%s\n", name, fmtTime(rot.OldKeyExpiresAt), rot.Old)
+	default:
+		fmt.Fprintf(w, "New key pair generated for %q. Add the new public key to the bastion's authorized_keys:\n\n%s\n\nthen remove the old one:\n\n%s\n", name, rot.New, rot.Old)
+	}
+}
+
+func (r *runner) sshCACommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "ssh-ca",
+		Short: "pgrelay's SSH user CA, for certificate logins to bastions (--ssh-auth certificate)",
+		Long: `pgrelay's SSH user certificate authority. Connections with --ssh-auth certificate log in
+to each hop with a certificate of their key, signed for each tunnel: principal = the
+hop's user, valid from a minute ago until the run's timeout plus 5 minutes (1 hour plus 5
+minutes for queries, proxies and exec), port forwarding only, and a key ID naming
+pgrelay, the connection and the run (sshd logs it). The bastions trust the CA with
+TrustedUserCAKeys, so no authorized_keys entry is needed. The CA's private key is sealed
+in the store like every secret.`,
+	}
+	var output string
+	show := func(init bool) *cobra.Command {
+		use, short := "show", "Print the CA's public key, the line for the bastions' TrustedUserCAKeys"
+		if init {
+			use, short = "init", "Create the CA (once; an admin)"
+		}
+		c := &cobra.Command{
+			Use:   use,
+			Short: short,
+			Args:  exactArgs(0, ""),
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				if err := checkOutput(output, "text", "json"); err != nil {
+					return err
+				}
+				svc, err := r.backend(cmd.Context())
+				if err != nil {
+					return err
+				}
+				var ca *app.SSHCAView
+				if init {
+					ca, err = svc.InitSSHCA(cmd.Context())
+				} else {
+					ca, err = svc.SSHCA(cmd.Context())
+				}
+				if err != nil {
+					return err
+				}
+				if output == "json" {
+					return writeJSON(r.out(), ca)
+				}
+				if init {
+					fmt.Fprintf(r.out(), "SSH CA created (%s). Add this line to each bastion's TrustedUserCAKeys file:\n\n%s\n\n%s\n",
+						ca.Fingerprint, ca.PublicKey, ca.Setup)
+					return nil
+				}
+				fmt.Fprintln(r.out(), ca.PublicKey)
+				return nil
+			},
+		}
+		c.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+		return c
+	}
+	cmd.AddCommand(show(true), show(false))
+	return cmd
+}

@@ -1,0 +1,69 @@
+package sshca_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/pgrelay/pgrelay/internal/sshca"
+)
+
+func TestLocalSigner(t *testing.T) {
+	t.Parallel()
+	priv, pub, err := sshca.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sshca.NewLocalSigner(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(s.PublicKey().Marshal()) != string(pub.Marshal()) {
+		t.Fatal("signer's public key is not the CA's")
+	}
+	var _ sshca.Signer = s
+	userPub, _, _ := ed25519.GenerateKey(rand.Reader)
+	key, _ := ssh.NewPublicKey(userPub)
+	now := time.Unix(1_800_000_000, 0)
+	after, before := sshca.Validity(now, now, now.Add(2*time.Hour))
+	ctx := sshca.WithRun(context.Background(), "run-1")
+	cert, err := s.SignUser(ctx, sshca.Request{Key: key, Principal: "jump",
+		KeyID: sshca.KeyID("wh", sshca.RunFrom(ctx), 2, 3), ValidAfter: after, ValidBefore: before})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert.CertType != ssh.UserCert || len(cert.ValidPrincipals) != 1 || cert.ValidPrincipals[0] != "jump" {
+		t.Fatalf("cert %+v", cert)
+	}
+	if cert.KeyId != "pgrelay connection=wh run=run-1 hop=2/3" {
+		t.Fatalf("key id %q", cert.KeyId)
+	}
+	if len(cert.Extensions) != 1 || cert.Extensions["permit-port-forwarding"] != "" || len(cert.CriticalOptions) != 0 {
+		t.Fatalf("permissions %+v: want only permit-port-forwarding", cert.Permissions)
+	}
+	if time.Unix(int64(cert.ValidAfter), 0) != now.Add(-time.Minute) || time.Unix(int64(cert.ValidBefore), 0) != now.Add(2*time.Hour+5*time.Minute) {
+		t.Fatalf("validity %d..%d", cert.ValidAfter, cert.ValidBefore)
+	}
+	// x/crypto's checker accepts it for the principal, as sshd would.
+	checker := ssh.CertChecker{IsUserAuthority: func(k ssh.PublicKey) bool { return string(k.Marshal()) == string(pub.Marshal()) },
+		Clock: func() time.Time { return now }}
+	if err := checker.CheckCert("jump", cert); err != nil {
+		t.Fatalf("CheckCert: %v", err)
+	}
+	if err := checker.CheckCert("root", cert); err == nil {
+		t.Fatal("the certificate is valid for another principal")
+	}
+	// Without a deadline: an hour and the margin. A clock behind the wall
+	// clock moves the validity with it.
+	_, b := sshca.Validity(now.Add(-time.Hour), now, time.Time{})
+	if !b.Equal(now.Add(5 * time.Minute)) {
+		t.Fatalf("validity without deadline ends %v", b)
+	}
+	if _, err := s.SignUser(context.Background(), sshca.Request{Key: key, Principal: "jump", ValidAfter: now, ValidBefore: now}); err == nil {
+		t.Fatal("an empty validity was signed")
+	}
+}

@@ -1,0 +1,117 @@
+package web_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/pgrelay/pgrelay/internal/auth"
+)
+
+// TestHopsForm adds, reorders and removes SSH hops on the connection form
+// with its buttons (no script: each posts the form, which comes back
+// changed and unsaved), saves a chain of three, and shows it: the hops,
+// one authorized_keys line per hop, a key rotation under way ("new key
+// not installed yet") with its lines, and its cancellation.
+func TestHopsForm(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	c := s.client(t)
+	c.mustLogin(s.Tokens[auth.Editor].Token)
+	ctx := context.Background()
+	f := validForm("chain")
+	f.Set(auth.CSRFField, c.csrf("/new"))
+	f.Set("ssh_tunnel.enabled", "1")
+	f.Set("ssh_tunnel.host", "bastion-a.internal")
+	f.Set("ssh_tunnel.user", "jump")
+	f.Set("ssh_tunnel.port", "22")
+
+	press := func(action string) string {
+		t.Helper()
+		f.Set("hop_action", action)
+		r := c.post("/connections", f)
+		if r.Status != http.StatusOK {
+			t.Fatalf("%s: status %d\n%s", action, r.Status, r.Body)
+		}
+		if _, err := s.App.GetConnection(ctx, "chain"); err == nil {
+			t.Fatalf("%s saved the connection", action)
+		}
+		f.Del("hop_action")
+		return r.Body
+	}
+	body := press("add")
+	contains(t, "after add", body, `name="ssh_hops.1.host"`, "Hop 2 host", `id="hops-changed"`)
+	excludes(t, "after add", body, "s3cret-pw")
+	f.Set("ssh_hops.1.host", "bastion-b.internal")
+	f.Set("ssh_hops.1.user", "u2")
+	f.Set("ssh_hops.1.port", "2222")
+	body = press("add")
+	contains(t, "after the second add", body, `name="ssh_hops.2.host"`)
+	f.Set("ssh_hops.2.host", "bastion-c.internal")
+	f.Set("ssh_hops.2.user", "u3")
+	f.Set("ssh_hops.2.port", "22")
+	// Move the third hop up: b and c swap.
+	body = press("up:2")
+	contains(t, "after up", body, `name="ssh_hops.1.host" type="text" value="bastion-c.internal"`,
+		`name="ssh_hops.2.host" type="text" value="bastion-b.internal"`)
+	f.Set("ssh_hops.1.host", "bastion-c.internal")
+	f.Set("ssh_hops.1.user", "u3")
+	f.Set("ssh_hops.1.port", "22")
+	f.Set("ssh_hops.2.host", "bastion-b.internal")
+	f.Set("ssh_hops.2.user", "u2")
+	f.Set("ssh_hops.2.port", "2222")
+	// Remove the second hop (c), then add it back at the end.
+	body = press("remove:1")
+	contains(t, "after remove", body, `name="ssh_hops.1.host" type="text" value="bastion-b.internal"`)
+	excludes(t, "after remove", body, `name="ssh_hops.2.host"`)
+	f.Set("ssh_hops.1.host", "bastion-b.internal")
+	f.Set("ssh_hops.1.user", "u2")
+	f.Set("ssh_hops.1.port", "2222")
+	f.Del("ssh_hops.2.host")
+	f.Del("ssh_hops.2.user")
+	f.Del("ssh_hops.2.port")
+	press("add")
+	f.Set("ssh_hops.2.host", "bastion-c.internal")
+	f.Set("ssh_hops.2.user", "u3")
+	f.Set("ssh_hops.2.port", "22")
+
+	// A bad hop is a field error next to it.
+	f.Set("ssh_hops.2.port", "x")
+	r := c.post("/connections", f)
+	contains(t, "bad hop port", r.Body, `id="f-ssh_hops-2-port-error"`, `href="#f-ssh_hops-2-port"`, "Hop 3 port")
+	f.Set("ssh_hops.2.port", "22")
+	if r = c.post("/connections", f); r.Status != http.StatusSeeOther {
+		t.Fatalf("save: %d\n%s", r.Status, r.Body)
+	}
+	v, err := s.App.GetConnection(ctx, "chain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.SSHHops) != 3 || v.SSHHops[1].Host != "bastion-b.internal" || v.SSHHops[1].Port != 2222 || v.SSHHops[2].User != "u3" {
+		t.Fatalf("saved hops: %+v", v.SSHHops)
+	}
+	page := c.get("/connections/chain").Body
+	contains(t, "page", page, `id="hop-list"`, "u2@bastion-b.internal:2222", `id="hop-key-2"`,
+		`permitopen=&#34;bastion-c.internal:22&#34;`, "Install the public key on every hop")
+	// The edit form has the hops.
+	contains(t, "edit form", c.get("/connections/chain/edit").Body,
+		`name="ssh_hops.2.host" type="text" value="bastion-c.internal"`)
+
+	// A key rotation with two live keys from the page.
+	csrf := c.csrf("/connections/chain/rotate-key")
+	r = c.post("/connections/chain/rotate-key/start", map[string][]string{auth.CSRFField: {csrf}})
+	if r.Status != http.StatusSeeOther {
+		t.Fatalf("start rotation: %d %s", r.Status, r.Body)
+	}
+	page = c.get("/connections/chain").Body
+	contains(t, "page during rotation", page, "new key not installed yet", `id="new-key-3"`, `id="old-key-3"`,
+		"expiry-time=", `id="finish-rotation"`)
+	r = c.post("/connections/chain/rotate-key/cancel", map[string][]string{auth.CSRFField: {c.csrf("/connections/chain")}})
+	if r.Status != http.StatusSeeOther {
+		t.Fatalf("cancel rotation: %d %s", r.Status, r.Body)
+	}
+	if page = c.get("/connections/chain").Body; strings.Contains(page, "new key not installed yet") {
+		t.Fatal("the page still shows a cancelled rotation")
+	}
+}
