@@ -156,3 +156,46 @@ func TestDaemonRefuses(t *testing.T) {
 		t.Errorf("--max-connections -1: %v, want a *ConfigError", err)
 	}
 }
+
+// TestDaemonProxyCommands: the proxy commands a daemon's connections may
+// run are Config.SSH.ProxyCommands (serve gives its command allowlist):
+// none by default, and only the allowed programs.
+func TestDaemonProxyCommands(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	spec := connection.Spec{Name: "ssm", Host: "127.0.0.1", Port: 5432, Database: "postgres", User: "dbt",
+		SSLMode: connection.SSLDisable, Tunnel: &connection.Tunnel{Host: "bastion.internal", User: "jump",
+			ProxyCommand: []string{"socat", "STDIO", "TCP:127.0.0.1:22"}}}
+	for _, tc := range []struct {
+		name    string
+		ssh     app.SSHConfig
+		allowed bool
+	}{
+		{"default", app.SSHConfig{}, false},
+		{"other program", app.SSHConfig{ProxyCommands: jobs.CommandPolicy{Allow: mustAllow(t, "sh")}}, false},
+		{"allowlist", app.SSHConfig{ProxyCommands: jobs.CommandPolicy{Allow: mustAllow(t, "socat")}}, true},
+	} {
+		d, err := daemon.New(ctx, daemon.Config{Store: openStore(t), Keyring: newKeyring(t), SSH: tc.ssh})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = d.App().CreateConnection(ctx, spec)
+		var ve *app.ValidationError
+		switch {
+		case tc.allowed && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case !tc.allowed && (!errors.As(err, &ve) || ve.Fields()["ssh_tunnel.proxy_command"] == ""):
+			t.Errorf("%s: %v, want a field error on ssh_tunnel.proxy_command", tc.name, err)
+		}
+		_ = d.Stop(ctx)
+	}
+}
+
+func mustAllow(t *testing.T, programs ...string) *jobs.Allowlist {
+	t.Helper()
+	a, err := jobs.NewAllowlist(programs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
