@@ -29,8 +29,14 @@ type Report struct {
 	Server *ServerInfo `json:"server,omitempty"`
 	// HostKey is set once a bastion presented its host key.
 	HostKey *HostKey `json:"host_key,omitempty"`
+	// HopHostKeys are the host keys of every hop that presented one, in a
+	// chain of more than one hop.
+	HopHostKeys []HostKey `json:"hop_host_keys,omitempty"`
 	// SSH is what the key exchange with the bastion settled on.
 	SSH *Negotiated `json:"ssh,omitempty"`
+	// FallbackKeyUsed is true when a hop accepted only the old key of a
+	// key rotation.
+	FallbackKeyUsed bool `json:"fallback_key_used,omitempty"`
 	// Credential is set when the credential step fetched a token.
 	Credential *CredentialInfo `json:"credential,omitempty"`
 }
@@ -47,6 +53,12 @@ type TestStep struct {
 	Error string `json:"error,omitempty"`
 	// Hint names the likely cause and the fix.
 	Hint string `json:"hint,omitempty"`
+	// Hop is, for an SSH step of a chain of more than one hop, the hop it
+	// is about (from 1), Of the number of hops and HopAddr its host:port;
+	// zero for a single bastion.
+	Hop     int    `json:"hop,omitempty"`
+	Of      int    `json:"of,omitempty"`
+	HopAddr string `json:"hop_addr,omitempty"`
 }
 
 // ServerInfo is what the test learnt of the database server.
@@ -67,6 +79,12 @@ type HostKey struct {
 	// State is pinned_now, matches, changed or pending.
 	State  string   `json:"state"`
 	Pinned []string `json:"pinned,omitempty"`
+	// Hop is the hop (from 1) in a chain of more than one, and Addr its
+	// host:port.
+	Hop  int    `json:"hop,omitempty"`
+	Addr string `json:"addr,omitempty"`
+	// Certificate is true when a host CA vouched for the key.
+	Certificate bool `json:"certificate,omitempty"`
 }
 
 // Negotiated is what the SSH key exchange settled on.
