@@ -43,7 +43,7 @@ func TestCLIHops(t *testing.T) {
 	h.fail(2, "connection", "bastion-setup", "two", "--hop", "3")
 
 	r = h.ok("query", "two", "select current_user")
-	contains(t, "query", r.stdout, "dbt")
+	contains(t, "query", r.stdout, pg.User)
 	r = h.ok("connection", "test", "two")
 	contains(t, "test", r.stdout, "hop 2 of 2 ("+b2.Addr()+"): ssh_auth", "hop 1 of 2 ("+b1.Addr()+"): ssh_handshake")
 	r = h.ok("connection", "show", "two")
