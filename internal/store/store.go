@@ -97,6 +97,7 @@ type Store interface {
 	RunStore
 	BackendStore
 	MetaStore
+	AuditStore
 	TransferStore
 	SecretsStore
 	// Close releases the store's resources.
