@@ -52,6 +52,8 @@ type Service struct {
 
 	hostKeyPolicy HostKeyPolicy
 	network       *egress.Policy
+	// tunnels are this process's open tunnels (connection health).
+	tunnels *tunnelSet
 }
 
 // New returns a Service.
@@ -74,7 +76,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	return &Service{store: keyGuard{Store: cfg.Store, kr: cfg.Keyring}, keyring: cfg.Keyring, logger: cfg.Logger, now: cfg.Now,
 		dialTimeout: cfg.DialTimeout, metrics: cfg.Metrics,
-		hostKeyPolicy: policy, network: cfg.Network}, nil
+		hostKeyPolicy: policy, network: cfg.Network, tunnels: newTunnelSet()}, nil
 }
 
 // Error kinds the faces map to exit codes and HTTP statuses.

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
@@ -180,7 +181,8 @@ func prepare(spec *connection.Spec) error {
 // generates the connection's key pair; the returned view carries the
 // public key to install on the bastion. Host keys given in
 // spec.Tunnel.KnownHost are pinned at once.
-func (s *Service) CreateConnection(ctx context.Context, spec connection.Spec) (*ConnectionView, error) {
+func (s *Service) CreateConnection(ctx context.Context, spec connection.Spec) (_ *ConnectionView, err error) {
+	defer s.audited(ctx, &entry{action: "connection.create", targetKind: audit.TargetConnection, target: spec.Name}, &err)
 	spec = spec.Clone()
 	if err := prepare(&spec); err != nil {
 		return nil, err
@@ -245,7 +247,12 @@ func (s *Service) ListConnections(ctx context.Context) ([]*ConnectionView, error
 // bastion's address forgets its pinned host key and any key waiting for
 // approval. Host keys given in spec.Tunnel.KnownHost replace the pins;
 // without them the pins are kept.
-func (s *Service) UpdateConnection(ctx context.Context, name string, spec connection.Spec, password *secret.Value) (*ConnectionView, error) {
+func (s *Service) UpdateConnection(ctx context.Context, name string, spec connection.Spec, password *secret.Value) (_ *ConnectionView, err error) {
+	e := &entry{action: "connection.update", targetKind: audit.TargetConnection, target: name}
+	if password != nil {
+		e.detail = "password changed"
+	}
+	defer s.audited(ctx, e, &err)
 	spec = spec.Clone()
 	if spec.Name == "" {
 		spec.Name = name
@@ -311,7 +318,8 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 }
 
 // DeleteConnection removes a connection and its keys.
-func (s *Service) DeleteConnection(ctx context.Context, name string) error {
+func (s *Service) DeleteConnection(ctx context.Context, name string) (err error) {
+	defer s.audited(ctx, &entry{action: "connection.delete", targetKind: audit.TargetConnection, target: name}, &err)
 	if err := s.store.DeleteConnection(ctx, name); err != nil {
 		return err
 	}
@@ -352,7 +360,9 @@ type KeyRotation struct {
 }
 
 // RotateKey replaces a connection's tunnel key pair.
-func (s *Service) RotateKey(ctx context.Context, name string) (*KeyRotation, error) {
+func (s *Service) RotateKey(ctx context.Context, name string) (_ *KeyRotation, err error) {
+	e := &entry{action: "connection.rotate_key", targetKind: audit.TargetConnection, target: name}
+	defer s.audited(ctx, e, &err)
 	c, err := s.store.GetConnection(ctx, name)
 	if err != nil {
 		return nil, err
@@ -374,14 +384,17 @@ func (s *Service) RotateKey(ctx context.Context, name string) (*KeyRotation, err
 	if err != nil {
 		return nil, err
 	}
+	e.use = connUse(c)
 	s.logger.InfoContext(ctx, "tunnel key rotated", "connection", name)
 	return &KeyRotation{Old: oldLine, New: newLine}, nil
 }
 
 // TrustHostKey approves the bastion host key with the given fingerprint:
 // the pending key the bastion last presented. It replaces the pinned keys.
-func (s *Service) TrustHostKey(ctx context.Context, name, fingerprint string) (*ConnectionView, error) {
+func (s *Service) TrustHostKey(ctx context.Context, name, fingerprint string) (_ *ConnectionView, err error) {
 	fingerprint = strings.TrimSpace(fingerprint)
+	defer s.audited(ctx, &entry{action: "connection.trust_host_key", targetKind: audit.TargetConnection, target: name,
+		detail: "approved " + auditFingerprint(fingerprint)}, &err)
 	if !strings.HasPrefix(fingerprint, "SHA256:") {
 		return nil, &ValidationError{Problems: []connection.FieldError{{Field: "fingerprint",
 			Problem: fmt.Sprintf("%q is not accepted: give the SHA256 fingerprint shown in the error or by `pgrelay connection show %s`, e.g. SHA256:abc...", fingerprint, name)}}}
@@ -442,6 +455,8 @@ func (s *Service) pinHostKey(ctx context.Context, name string, addr string, key 
 		}
 		s.logger.InfoContext(ctx, "bastion host key pinned on first use", "connection", name,
 			"bastion", addr, "fingerprint", sshkey.Fingerprint(key))
+		s.audited(ctx, &entry{action: "connection.pin_host_key", targetKind: audit.TargetConnection, target: name,
+			detail: "trusted on first use: " + sshkey.Fingerprint(key) + " at " + addr}, nil)
 		return nil
 	}
 	return fmt.Errorf("pin host key of %s: %w", addr, store.ErrConflict)

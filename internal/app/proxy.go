@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/proxy"
 	"github.com/pgrelay/pgrelay/internal/relay"
 )
@@ -36,7 +37,9 @@ type ProxyServer struct {
 // Proxy opens the named connection (proving the tunnel works) and returns a
 // proxy listening on listenAddr ("127.0.0.1:0" picks a free port). Call
 // Serve, then Close.
-func (s *Service) Proxy(ctx context.Context, name, listenAddr string) (*ProxyServer, error) {
+func (s *Service) Proxy(ctx context.Context, name, listenAddr string) (_ *ProxyServer, err error) {
+	defer s.audited(ctx, &entry{action: "connection.proxy", targetKind: audit.TargetConnection, target: name,
+		use: s.useOf(ctx, name)}, &err)
 	sess, err := s.Open(ctx, name)
 	if err != nil {
 		return nil, err

@@ -6,6 +6,9 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgrelay/pgrelay/internal/audit"
+	"github.com/pgrelay/pgrelay/internal/pg"
 )
 
 // Column describes one result column.
@@ -54,7 +57,10 @@ func (e *QueryError) Unwrap() error { return e.Err }
 
 // Query runs sql (one or more statements, simple protocol) on the named
 // connection and streams the results to sink.
-func (s *Service) Query(ctx context.Context, name, sql string, sink ResultSink) error {
+func (s *Service) Query(ctx context.Context, name, sql string, sink ResultSink) (err error) {
+	u := s.useOf(ctx, name)
+	u.SQLDigests = []string{pg.Digest(sql)}
+	defer s.audited(ctx, &entry{action: "connection.query", targetKind: audit.TargetConnection, target: name, use: u}, &err)
 	sess, err := s.Open(ctx, name)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/crypto/ssh"
@@ -307,13 +308,16 @@ func (s *Service) openTunnel(ctx context.Context, c *store.Connection) (*tunnel.
 		KeepaliveCountMax: ts.KeepaliveCountMax,
 		Logger:            s.logger.With("connection", name),
 		Dial:              s.network.DialContext,
+		Observer:          s.tunnelObserver(name),
 	}
 	if len(pinned) == 0 && !s.hostKeyPolicy.approves() {
 		cfg.OnFirstUse = func(key ssh.PublicKey) error {
 			return s.pinHostKey(ctx, name, addr, key)
 		}
 	}
+	start := time.Now()
 	t, err := tunnel.Dial(ctx, cfg)
+	s.countOpen(name, err, time.Since(start))
 	if err == nil {
 		s.observeTunnel(name, t)
 		s.markKeyUsed(ctx, c)
@@ -341,18 +345,23 @@ func (s *Service) openTunnel(ctx context.Context, c *store.Connection) (*tunnel.
 	return nil, fmt.Errorf("connection %s: %w", name, err)
 }
 
-// observeTunnel counts the tunnel as open until it ends, and counts drops.
+// observeTunnel keeps the tunnel in the connection's health while it is
+// open, counts it as open until it ends, and counts a drop by its cause.
 func (s *Service) observeTunnel(name string, t *tunnel.Tunnel) {
-	if s.metrics == nil {
-		return
+	s.tunnels.add(name, t)
+	if s.metrics != nil {
+		s.metrics.TunnelsOpen.Inc()
 	}
-	s.metrics.TunnelsOpen.Inc()
 	go func() {
 		<-t.Done()
+		s.tunnels.remove(name, t)
+		if s.metrics == nil {
+			return
+		}
 		s.metrics.TunnelsOpen.Dec()
 		var dropped *tunnel.DroppedError
 		if errors.As(t.Err(), &dropped) {
-			s.metrics.TunnelDropped(name)
+			s.metrics.TunnelDropped(name, tunnel.DropCause(t.Err()))
 		}
 	}()
 }

@@ -113,8 +113,8 @@ type Record struct {
 	Action string `json:"action"`
 	// TargetKind and Target name the record acted on (connection
 	// "warehouse", run "<id>"...).
-	TargetKind string `json:"target_kind"`
-	Target     string `json:"target"`
+	TargetKind string  `json:"target_kind"`
+	Target     string  `json:"target"`
 	Outcome    Outcome `json:"outcome"`
 	// Error is the class of a failure (not_found, invalid, unreachable,
 	// sqlstate 42501, ...), never its message.

@@ -85,6 +85,7 @@ with the tunnel's error. The exit code is the program's.`,
 				Stdio:    &jobs.Stdio{In: r.env.Stdin, Out: r.env.Stdout, Err: r.env.Stderr},
 				Logger:   r.logger,
 			}
+			svc.AuditExec(ctx, args[0], args[1:])
 			res := rn.Run(ctx, job, jobs.Hooks{Log: func(l jobs.LogLine) {
 				if l.Stream == "system" {
 					r.logger.Debug(l.Text)

@@ -56,7 +56,8 @@ func (r *runner) startQueue(ctx context.Context, svc *app.Service, f queueFlags,
 		LostAfter: f.lostAfter, ReapInterval: f.reapInterval, HeartbeatInterval: f.heartbeatInterval(),
 		Open:     func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
 		Logger:   r.logger,
-		LogLimit: f.runLogLimit, RunRetention: f.runRetention, CountCancels: r.countCancels()})
+		LogLimit: f.runLogLimit, RunRetention: f.runRetention, CountCancels: r.countCancels(),
+		Scheduled: svc.AuditScheduledRun, RunEnded: r.runEnded()})
 	if err != nil {
 		closeBackend()
 		return nil, nil, err
@@ -87,6 +88,15 @@ func (r *runner) queueBackend() (queue.Backend, func(), error) {
 		return queue.Backend{}, nil, err
 	}
 	return queue.Backend{SQLite: db}, func() { _ = db.Close() }, nil
+}
+
+// runEnded counts ended runs in the server's metrics, if it has any.
+func (r *runner) runEnded() func(jobs.Status, time.Duration) {
+	if r.metrics == nil {
+		return nil
+	}
+	m := r.metrics
+	return func(st jobs.Status, d time.Duration) { m.RunEnded(string(st), d) }
 }
 
 // countCancels counts cleanups of ended runs in the server's metrics, if

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/store/postgres"
@@ -64,6 +65,9 @@ func Execute(ctx context.Context, env Env, args []string) int {
 	root.SetIn(env.Stdin)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
+	// What a command does on the data dir is done by the OS user running
+	// it (the audit log's actor); serve replaces it for its own work.
+	ctx = audit.WithActor(ctx, audit.LocalUser())
 	err := root.ExecuteContext(ctx)
 	r.close()
 	if err == nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgrelay/pgrelay/internal/api"
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/queue"
@@ -53,6 +54,7 @@ local data dir: it ignores PGRELAY_SERVER, which is for the commands that use a 
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			ctx = audit.WithActor(ctx, audit.System("server")) // requests act as their token
 			var h slog.Handler
 			opts := &slog.HandlerOptions{Level: r.level}
 			if logFormat == "json" {

@@ -120,7 +120,7 @@ func Normalize(sql string) string {
 }
 
 // skipQuoted returns the index after the string literal whose body starts
-// at i ('' is a quote; with backslashes, \' and \\ are escapes too).
+// at i (” is a quote; with backslashes, \' and \\ are escapes too).
 func skipQuoted(sql string, i int, backslashes bool) int {
 	n := len(sql)
 	for i < n {

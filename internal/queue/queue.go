@@ -91,6 +91,12 @@ type Config struct {
 	// PruneInterval is how often runs past RunRetention are deleted;
 	// default DefaultPruneInterval.
 	PruneInterval time.Duration
+	// Scheduled, when set, is told of each run a schedule queued (or
+	// failed to): the audit log's record of it.
+	Scheduled func(ctx context.Context, job jobs.Job, r *jobs.Run, err error)
+	// RunEnded, when set, is told of each run this process worked, when it
+	// ends: its status and how long it ran (metrics).
+	RunEnded func(status jobs.Status, d time.Duration)
 }
 
 type riverClient interface {

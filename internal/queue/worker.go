@@ -82,7 +82,10 @@ func (w *scheduleWorker) Work(ctx context.Context, job *river.Job[ScheduleArgs])
 	if err != nil {
 		return err
 	}
-	_, err = w.q.Submit(ctx, rec.Job, jobs.Schedule)
+	r, err := w.q.Submit(ctx, rec.Job, jobs.Schedule)
+	if w.q.cfg.Scheduled != nil {
+		w.q.cfg.Scheduled(ctx, rec.Job, r, err)
+	}
 	return err
 }
 
@@ -300,6 +303,9 @@ func (q *Queue) work(parent context.Context, id string) {
 		}
 	}
 	q.cfg.Logger.InfoContext(ctx, "run ended", "run_id", id, "job", job.Name, "status", res.Status, "reason", res.Reason)
+	if q.cfg.RunEnded != nil {
+		q.cfg.RunEnded(res.Status, end.Sub(now))
+	}
 }
 
 // recordCleanup saves a cleanup outcome that came after the run ended,

@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/net/netutil"
 
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/requestid"
@@ -209,7 +210,7 @@ func (s *Server) wrap(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		id := requestid.FromHeader(r.Header.Get(requestid.Header))
-		ctx := requestid.With(r.Context(), id)
+		ctx := audit.WithClient(requestid.With(r.Context(), id), r.RemoteAddr)
 		r = r.WithContext(ctx)
 		w.Header().Set(requestid.Header, id)
 		w.Header().Set("X-Content-Type-Options", "nosniff")

@@ -63,7 +63,9 @@ func auditChain(ctx context.Context, q querier, lock string) (audit.Chain, error
 }
 
 // AuditChain implements store.AuditStore.
-func (s *Store) AuditChain(ctx context.Context) (audit.Chain, error) { return auditChain(ctx, s.pool, "") }
+func (s *Store) AuditChain(ctx context.Context) (audit.Chain, error) {
+	return auditChain(ctx, s.pool, "")
+}
 
 // AuditAfter implements store.AuditStore.
 func (s *Store) AuditAfter(ctx context.Context, after int64, limit int) ([]audit.Record, error) {
