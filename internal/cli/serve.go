@@ -23,6 +23,7 @@ func (r *runner) serveCommand() *cobra.Command {
 	var cf commandFlags
 	var qf queueFlags
 	var ef exposureFlags
+	var af auditFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the web UI and the REST API (embedded SQLite store in the data dir)",
@@ -87,6 +88,7 @@ local data dir: it ignores PGRELAY_SERVER, which is for the commands that use a 
 			}
 			defer stopQueue()
 			svc.SetQueue(q)
+			r.startAuditRetention(ctx, svc, af)
 			// Run event streams end with ctx, so that a graceful stop does
 			// not wait for the runs they follow.
 			cop, err := auth.OriginProtection(publicURL)
@@ -178,5 +180,6 @@ and use the CLI against this server with
 	cmd.Flags().DurationVar(&qf.reapInterval, "reap-interval", queue.DefaultReapInterval, "how often this process looks for runs whose process was lost")
 	addRunFlags(cmd.Flags(), &qf)
 	ef.register(cmd.Flags())
+	af.register(cmd.Flags())
 	return cmd
 }
