@@ -147,6 +147,10 @@ type copier struct {
 	now       time.Time
 }
 
+func (c *copier) CopyConnectionChecks(ctx context.Context, id string, cs []store.ConnectionCheck) error {
+	return c.w.CopyConnectionChecks(ctx, id, cs)
+}
+
 func (c *copier) CopyAuditChain(ctx context.Context, ch audit.Chain) error {
 	if c.skipAudit {
 		return nil

@@ -44,6 +44,9 @@ type RecordWriter interface {
 	// CopyRunBackends saves the database sessions of a run copied before,
 	// and its cleanup outcome (nil for none).
 	CopyRunBackends(ctx context.Context, runID string, bs []jobs.Backend, c *jobs.Cleanup) error
+	// CopyConnectionChecks saves the health entries of a connection
+	// copied before (see HealthStore), oldest first.
+	CopyConnectionChecks(ctx context.Context, connectionID string, cs []ConnectionCheck) error
 	// CopyAuditChain saves the audit chain's anchor and head as they are.
 	CopyAuditChain(ctx context.Context, c audit.Chain) error
 	// CopyAuditRecords saves audit records as they are (sequence numbers
@@ -62,7 +65,8 @@ type TransferStore interface {
 	// Export reads every record in one consistent snapshot and hands them
 	// to w: meta values, connections, tokens, jobs, then each run followed
 	// by its log lines (in batches, in Seq order), then the audit chain and
-	// its records (in batches, in Seq order). Writers of the store
+	// its records (in batches, in Seq order), then the connections' health
+	// entries. Writers of the store
 	// are not blocked meanwhile.
 	Export(ctx context.Context, w RecordWriter) error
 	// Import runs fill in one transaction on this store, with a writer

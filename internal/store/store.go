@@ -98,6 +98,7 @@ type Store interface {
 	BackendStore
 	MetaStore
 	AuditStore
+	HealthStore
 	TransferStore
 	SecretsStore
 	// Close releases the store's resources.

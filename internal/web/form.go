@@ -25,7 +25,7 @@ const (
 // fieldOrder is the order of the fields on the form, for the error summary.
 func fieldOrder() []string {
 	return []string{"name", "flavor", "host", "port", "database", "user", "password", "sslmode", "ssl_root_cert",
-		"require_auth", "schema", "threads", "ssh_tunnel.host", "ssh_tunnel.port", "ssh_tunnel.user", "ssh_tunnel.key_type",
+		"require_auth", "schema", "threads", "health_check_interval", "ssh_tunnel.host", "ssh_tunnel.port", "ssh_tunnel.user", "ssh_tunnel.key_type",
 		"ssh_tunnel.keepalive_interval", "ssh_tunnel.keepalive_count_max", "ssh_tunnel.known_host"}
 }
 
@@ -56,6 +56,8 @@ func fieldLabel(key string) string {
 		return "Schema"
 	case "threads":
 		return "Threads"
+	case "health_check_interval":
+		return "Scheduled test every"
 	case "ssh_tunnel.host":
 		return "Bastion host"
 	case "ssh_tunnel.port":
@@ -204,6 +206,9 @@ func formFromView(v *app.ConnectionView) *connForm {
 		"database": s.Database, "user": s.User, "sslmode": string(s.SSLMode), "ssl_root_cert": s.SSLRootCert,
 		"require_auth": s.RequireAuth, "schema": s.Schema, "threads": strconv.Itoa(s.Threads),
 	})
+	if s.HealthCheckInterval != 0 {
+		f.Values["health_check_interval"] = s.HealthCheckInterval.String()
+	}
 	if t := s.Tunnel; t != nil {
 		f.Tunnel = true
 		maps.Copy(f.Values, map[string]string{
@@ -262,6 +267,7 @@ func parseConnForm(r *http.Request, edit bool, name string) (*parsedForm, error)
 	}
 	spec.Port = f.number("port", 1, 65535)
 	spec.Threads = f.number("threads", 1, connection.MaxThreads)
+	spec.HealthCheckInterval = f.duration("health_check_interval")
 	// The CA certificate applies only to the verifying modes; the field may
 	// have been hidden with text in it when another mode was chosen.
 	if spec.SSLMode.Verifies() {

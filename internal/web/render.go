@@ -204,6 +204,8 @@ func (u *UI) templateFuncs() template.FuncMap {
 		"runDuration": func(r *jobs.Run) string { return runTook(u.now(), r) },
 		"statusLabel": statusLabel,
 		"jobURL":      jobURL,
+		"auditActor":  auditActorLabel,
+		"auditTime":   auditTime,
 		"jobAction":   jobAction,
 		"jfield":      func(f *jobForm, key string) fieldView { return f.field(key) },
 		"cmdline":     cmdline,

@@ -133,7 +133,10 @@ func exportFrom(ctx context.Context, q querier, w store.RecordWriter) error {
 			}
 		}
 		if len(runs) < exportPage {
-			return exportAudit(ctx, q, w)
+			if err := exportAudit(ctx, q, w); err != nil {
+				return err
+			}
+			return exportChecks(ctx, q, w)
 		}
 		after = runs[len(runs)-1].ID
 	}

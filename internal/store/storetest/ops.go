@@ -111,6 +111,16 @@ func Fill(t testing.TB, s store.Store) {
 			}
 		}
 	}
+	// Health entries of both connections.
+	for i := range 3 {
+		for _, c := range []*store.Connection{a, b} {
+			if err := s.AddConnectionCheck(ctx, c.ID, store.ConnectionCheck{Kind: []string{store.CheckTest, store.CheckRun, store.CheckUse}[i],
+				At: now.Add(time.Duration(i) * time.Second), OK: i != 1, Source: "manual", Step: "s", Detail: "d " + c.Spec.Name,
+				DurationMS: int64(i)}, 10); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	// More audit records than a page of an export, the oldest pruned so
 	// that the chain has an anchor.
 	for i := range 505 {
@@ -131,6 +141,7 @@ type Dump struct {
 	Logs        map[string][]jobs.LogLine
 	Backends    map[string][]jobs.Backend
 	Cleanups    map[string]*jobs.Cleanup
+	Checks      map[string][]store.ConnectionCheck
 	Audit       []audit.Record
 	AuditChain  audit.Chain
 	Counts      store.Counts
@@ -176,6 +187,9 @@ func Read(t testing.TB, s store.Store) *Dump {
 			t.Fatal(err)
 		}
 	}
+	if d.Checks, err = s.RecentChecks(ctx, 1000); err != nil {
+		t.Fatal(err)
+	}
 	if d.Audit, err = s.AuditAfter(ctx, 0, 100000); err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +221,7 @@ func Equal(want, got *Dump) error {
 		what      string
 		want, got any
 	}{{"tokens", w.Tokens, g.Tokens}, {"jobs", w.Jobs, g.Jobs}, {"runs", w.Runs, g.Runs}, {"logs", w.Logs, g.Logs},
-		{"backends", w.Backends, g.Backends}, {"cleanups", w.Cleanups, g.Cleanups}, {"audit", w.Audit, g.Audit},
+		{"backends", w.Backends, g.Backends}, {"cleanups", w.Cleanups, g.Cleanups}, {"audit", w.Audit, g.Audit}, {"checks", w.Checks, g.Checks},
 		{"audit chain", w.AuditChain, g.AuditChain}, {"counts", w.Counts, g.Counts}} {
 		if !reflect.DeepEqual(c.want, c.got) {
 			return fmt.Errorf("%s differ:\n got %+v\nwant %+v", c.what, brief(c.got), brief(c.want))
