@@ -253,6 +253,14 @@ func auditFingerprint(fp string) string {
 	return fp
 }
 
+// AuditLocalRun records a run started in this process by `pgrelay job run`
+// (on this machine, with the store's secrets).
+func (s *Service) AuditLocalRun(ctx context.Context, job jobs.Job, r *jobs.Run) {
+	u := jobUse(s.useOf(ctx, job.Connection), &job)
+	u.RunID = r.ID
+	s.audited(ctx, &entry{action: "run.start", targetKind: audit.TargetJob, target: job.Name, detail: "local", use: u}, nil)
+}
+
 // joinNames lists names for a record's detail, at most a few.
 func joinNames(names []string) string {
 	if len(names) > 10 {

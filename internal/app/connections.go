@@ -39,9 +39,15 @@ type ConnectionView struct {
 	// default policy, EffectiveRequireAuth the one in force).
 	RequireAuth          string      `json:"require_auth,omitempty"`
 	EffectiveRequireAuth string      `json:"effective_require_auth"`
-	SSHTunnel            *TunnelView `json:"ssh_tunnel,omitempty"`
-	CreatedAt            time.Time   `json:"created_at"`
-	UpdatedAt            time.Time   `json:"updated_at"`
+	// HealthCheckInterval is how often the server tests the connection on
+	// its own (0: never).
+	HealthCheckInterval connection.Duration `json:"health_check_interval,omitempty"`
+	SSHTunnel           *TunnelView         `json:"ssh_tunnel,omitempty"`
+	CreatedAt           time.Time           `json:"created_at"`
+	UpdatedAt           time.Time           `json:"updated_at"`
+	// Health is how the connection has been doing (GetConnection and
+	// ListConnections fill it in).
+	Health *ConnectionHealth `json:"health,omitempty"`
 }
 
 // TunnelView is the tunnel part of a ConnectionView.
@@ -75,7 +81,7 @@ type TunnelView struct {
 func (v *ConnectionView) Spec() connection.Spec {
 	s := connection.Spec{Name: v.Name, Flavor: v.Flavor, Host: v.Host, Port: v.Port, Database: v.Database,
 		User: v.User, SSLMode: v.SSLMode, SSLRootCert: v.SSLRootCert, Schema: v.Schema, Threads: v.Threads,
-		RequireAuth: v.RequireAuth}
+		RequireAuth: v.RequireAuth, HealthCheckInterval: v.HealthCheckInterval}
 	if t := v.SSHTunnel; t != nil {
 		s.Tunnel = &connection.Tunnel{Host: t.Host, Port: t.Port, User: t.User, KeyType: t.KeyType,
 			KeepaliveInterval: t.KeepaliveInterval, KeepaliveCountMax: t.KeepaliveCountMax}
@@ -88,7 +94,7 @@ func view(c *store.Connection) *ConnectionView {
 	v := &ConnectionView{Name: s.Name, Flavor: s.Flavor, Host: s.Host, Port: s.Port, Database: s.Database,
 		User: s.User, HasPassword: len(c.SealedPassword) > 0, SSLMode: s.SSLMode, SSLRootCert: s.SSLRootCert,
 		Schema: s.Schema, Threads: s.Threads, RequireAuth: s.RequireAuth, EffectiveRequireAuth: s.EffectiveRequireAuth(),
-		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}
+		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt, HealthCheckInterval: s.HealthCheckInterval}
 	if t := s.Tunnel; t != nil {
 		tv := &TunnelView{Host: t.Host, Port: t.Port, User: t.User, KeyType: t.KeyType,
 			KeepaliveInterval: t.KeepaliveInterval, KeepaliveCountMax: t.KeepaliveCountMax,
@@ -222,7 +228,13 @@ func (s *Service) GetConnection(ctx context.Context, name string) (*ConnectionVi
 	if err != nil {
 		return nil, err
 	}
-	return view(c), nil
+	v := view(c)
+	checks, err := s.store.ConnectionChecks(ctx, c.ID, healthHistory)
+	if err != nil {
+		return nil, err
+	}
+	v.Health = s.health(c, checks)
+	return v, nil
 }
 
 // ListConnections returns every connection's view, ordered by name.
@@ -231,9 +243,15 @@ func (s *Service) ListConnections(ctx context.Context) ([]*ConnectionView, error
 	if err != nil {
 		return nil, err
 	}
+	recent, err := s.store.RecentChecks(ctx, healthHistory)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]*ConnectionView, 0, len(cs))
 	for _, c := range cs {
-		out = append(out, view(c))
+		v := view(c)
+		v.Health = s.health(c, recent[c.ID])
+		out = append(out, v)
 	}
 	return out, nil
 }

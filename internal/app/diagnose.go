@@ -19,6 +19,10 @@ import (
 // test that fails is a report whose OK is false.
 func (s *Service) TestConnection(ctx context.Context, name string, progress func(diagnose.Step)) (_ *diagnose.Report, err error) {
 	e := &entry{action: "connection.test", targetKind: audit.TargetConnection, target: name}
+	source := checkSource(ctx)
+	if source == "scheduled" {
+		e.action = "connection.health_check"
+	}
 	defer s.audited(ctx, e, &err)
 	c, err := s.store.GetConnection(ctx, name)
 	if err != nil {
@@ -44,6 +48,7 @@ func (s *Service) TestConnection(ctx context.Context, name string, progress func
 		e.failure = "step " + string(f.ID)
 	}
 	s.recordHostKey(ctx, c, &rep)
+	s.recordCheck(ctx, c, testCheck(&rep, source))
 	if st := rep.Step(diagnose.StepSSHAuth); st != nil && st.Status == diagnose.StatusOK {
 		s.markKeyUsed(ctx, c)
 	}

@@ -52,5 +52,6 @@ func (s *Service) Grants(ctx context.Context, name string, req grants.Request) (
 	if err != nil {
 		return nil, sess.explain(err)
 	}
+	s.recordUse(ctx, name, "grants", s.now())
 	return res, nil
 }

@@ -58,6 +58,7 @@ func (s *Service) Proxy(ctx context.Context, name, listenAddr string) (_ *ProxyS
 		return nil, fmt.Errorf("proxy %s: %w", name, err)
 	}
 	ps.px = proxy.New(ln, ps.dial, s.logger.With("connection", name), proxy.WithHandshake(rl.Handshake))
+	s.recordUse(ctx, name, "proxy", s.now())
 	return ps, nil
 }
 

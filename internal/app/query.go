@@ -61,12 +61,17 @@ func (s *Service) Query(ctx context.Context, name, sql string, sink ResultSink) 
 	u := s.useOf(ctx, name)
 	u.SQLDigests = []string{pg.Digest(sql)}
 	defer s.audited(ctx, &entry{action: "connection.query", targetKind: audit.TargetConnection, target: name, use: u}, &err)
+	start := s.now()
 	sess, err := s.Open(ctx, name)
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
-	return sess.Query(ctx, sql, sink)
+	if err := sess.Query(ctx, sql, sink); err != nil {
+		return err
+	}
+	s.recordUse(ctx, name, "query", start)
+	return nil
 }
 
 // Query runs sql on a new database session of this Session.

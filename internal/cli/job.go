@@ -344,7 +344,7 @@ func (r *runner) runJobLocally(ctx context.Context, name, output string, logLimi
 	q, err := queue.New(queue.Config{Store: r.st, Backend: backend,
 		Open:     func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
 		Commands: policy,
-		Logger:   r.logger, LogLimit: logLimit})
+		Logger:   r.logger, LogLimit: logLimit, RunEnded: svc.RunEnded})
 	if err != nil {
 		return err
 	}
@@ -363,6 +363,7 @@ func (r *runner) runJobLocally(ctx context.Context, name, output string, logLimi
 	done := make(chan struct{})
 	var followErr error
 	started := func(run *jobs.Run) {
+		svc.AuditLocalRun(ctx, jv.Job, run)
 		if output == "json" {
 			close(done)
 			return

@@ -22,6 +22,9 @@ type queueFlags struct {
 	runLogLimit int64
 	// runRetention is how long ended runs are kept (0: forever).
 	runRetention time.Duration
+	// healthChecks runs the connections' scheduled tests in this process
+	// (serve --health-checks, on by default).
+	healthChecks bool
 }
 
 // heartbeatInterval is how often a running run's heartbeat is refreshed:
@@ -57,7 +60,7 @@ func (r *runner) startQueue(ctx context.Context, svc *app.Service, f queueFlags,
 		Open:     func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
 		Logger:   r.logger,
 		LogLimit: f.runLogLimit, RunRetention: f.runRetention, CountCancels: r.countCancels(),
-		Scheduled: svc.AuditScheduledRun, RunEnded: r.runEnded()})
+		Scheduled: svc.AuditScheduledRun, RunEnded: svc.RunEnded, HealthChecks: r.healthChecks(svc, f)})
 	if err != nil {
 		closeBackend()
 		return nil, nil, err
@@ -90,13 +93,13 @@ func (r *runner) queueBackend() (queue.Backend, func(), error) {
 	return queue.Backend{SQLite: db}, func() { _ = db.Close() }, nil
 }
 
-// runEnded counts ended runs in the server's metrics, if it has any.
-func (r *runner) runEnded() func(jobs.Status, time.Duration) {
-	if r.metrics == nil {
+// healthChecks is the scheduled tests' function of the queue, unless this
+// process does not run them (serve --health-checks=false).
+func (r *runner) healthChecks(svc *app.Service, f queueFlags) func(context.Context) (int, error) {
+	if !f.healthChecks {
 		return nil
 	}
-	m := r.metrics
-	return func(st jobs.Status, d time.Duration) { m.RunEnded(string(st), d) }
+	return svc.RunHealthChecks
 }
 
 // countCancels counts cleanups of ended runs in the server's metrics, if

@@ -179,6 +179,8 @@ and use the CLI against this server with
 		"fail (or retry) a running run whose process sent no heartbeat for this long; heartbeats go every third of it, at most 5s. Use the same value in every process sharing a store")
 	cmd.Flags().DurationVar(&qf.reapInterval, "reap-interval", queue.DefaultReapInterval, "how often this process looks for runs whose process was lost")
 	addRunFlags(cmd.Flags(), &qf)
+	cmd.Flags().BoolVar(&qf.healthChecks, "health-checks", true,
+		"run the scheduled tests of connections that have a health_check_interval (--health-check-interval) and record them in their health; one process of those sharing a store runs them at a time")
 	ef.register(cmd.Flags())
 	af.register(cmd.Flags())
 	return cmd

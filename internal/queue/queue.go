@@ -95,8 +95,48 @@ type Config struct {
 	// failed to): the audit log's record of it.
 	Scheduled func(ctx context.Context, job jobs.Job, r *jobs.Run, err error)
 	// RunEnded, when set, is told of each run this process worked, when it
-	// ends: its status and how long it ran (metrics).
-	RunEnded func(status jobs.Status, d time.Duration)
+	// ends: its status and how long it ran (metrics, connection health).
+	RunEnded func(ctx context.Context, job jobs.Job, runID string, trigger jobs.Trigger, status jobs.Status, d time.Duration)
+	// HealthChecks, when set, runs the connections' scheduled tests: a
+	// periodic job calls it every HealthCheckPoll, on one process of those
+	// sharing the store (River's leader enqueues it).
+	HealthChecks func(ctx context.Context) (int, error)
+	// HealthCheckPoll is how often HealthChecks runs; default
+	// DefaultHealthCheckPoll.
+	HealthCheckPoll time.Duration
+}
+
+// DefaultHealthCheckPoll is how often the connections' scheduled tests are
+// looked for.
+const DefaultHealthCheckPoll = 30 * time.Second
+
+// HealthArgs is the periodic River job that runs the connections'
+// scheduled tests.
+type HealthArgs struct{}
+
+// Kind implements river.JobArgs.
+func (HealthArgs) Kind() string { return "pgrelay_health_checks" }
+
+// healthQueue is the River queue of health check jobs: one at a time, apart
+// from the runs'.
+const healthQueue = "pgrelay_health"
+
+type healthWorker struct {
+	river.WorkerDefaults[HealthArgs]
+	q *Queue
+}
+
+// Work runs the scheduled tests that are due.
+func (w *healthWorker) Work(ctx context.Context, _ *river.Job[HealthArgs]) error {
+	n, err := w.q.cfg.HealthChecks(ctx)
+	if err != nil {
+		w.q.cfg.Logger.WarnContext(ctx, "health checks", "error", err)
+		return nil
+	}
+	if n > 0 {
+		w.q.cfg.Logger.DebugContext(ctx, "health checks ran", "connections", n)
+	}
+	return nil
 }
 
 type riverClient interface {
@@ -191,8 +231,25 @@ func New(cfg Config) (*Queue, error) {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &runWorker{q: q})
 	river.AddWorker(workers, &scheduleWorker{q: q})
+	queues := map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.MaxRuns}}
+	var periodic []*river.PeriodicJob
+	if cfg.HealthChecks != nil {
+		if cfg.HealthCheckPoll <= 0 {
+			cfg.HealthCheckPoll = DefaultHealthCheckPoll
+			q.cfg.HealthCheckPoll = cfg.HealthCheckPoll
+		}
+		river.AddWorker(workers, &healthWorker{q: q})
+		queues[healthQueue] = river.QueueConfig{MaxWorkers: 1}
+		periodic = append(periodic, river.NewPeriodicJob(river.PeriodicInterval(cfg.HealthCheckPoll),
+			func() (river.JobArgs, *river.InsertOpts) {
+				return HealthArgs{}, &river.InsertOpts{Queue: healthQueue, UniqueOpts: river.UniqueOpts{ByQueue: true,
+					ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending,
+						rivertype.JobStateRunning, rivertype.JobStateScheduled, rivertype.JobStateRetryable}}}
+			}, &river.PeriodicJobOpts{RunOnStart: true, ID: "health-checks"}))
+	}
 	rc := &river.Config{
-		Queues:               map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.MaxRuns}},
+		Queues:               queues,
+		PeriodicJobs:         periodic,
 		Workers:              workers,
 		JobTimeout:           -1, // runs have their own time limit
 		RescueStuckJobsAfter: jobs.MaxTimeout + time.Hour,

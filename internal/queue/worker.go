@@ -304,7 +304,7 @@ func (q *Queue) work(parent context.Context, id string) {
 	}
 	q.cfg.Logger.InfoContext(ctx, "run ended", "run_id", id, "job", job.Name, "status", res.Status, "reason", res.Reason)
 	if q.cfg.RunEnded != nil {
-		q.cfg.RunEnded(res.Status, end.Sub(now))
+		q.cfg.RunEnded(ctx, job, id, r.Trigger, res.Status, end.Sub(now))
 	}
 }
 

@@ -58,6 +58,9 @@ type Options struct {
 	// WriteTimeout is the server's response write timeout; 0 is the
 	// server's default.
 	WriteTimeout time.Duration
+	// HealthCheckPoll, with Queue, runs the connections' scheduled tests
+	// this often (as `pgrelay serve` does every 30 s); 0 runs none.
+	HealthCheckPoll time.Duration
 }
 
 // Server is a running API server.
@@ -107,7 +110,7 @@ func Start(tb testing.TB, opts Options) *Server {
 	}
 	var q *queue.Queue
 	if opts.Queue {
-		q = startQueue(tb, st, svc, logger, opts.AllowCommands)
+		q = startQueue(tb, st, svc, logger, opts.AllowCommands, opts.HealthCheckPoll)
 	}
 	done := make(chan struct{})
 	a := api.New(api.Config{App: svc, Sessions: sessions, Metrics: m, Logger: logger, MaxRows: opts.MaxRows,
@@ -132,11 +135,15 @@ func Start(tb testing.TB, opts Options) *Server {
 
 // startQueue starts a job queue on the store, with short heartbeats, and
 // connects it to svc. It stops when the test ends.
-func startQueue(tb testing.TB, st *sqlite.Store, svc *app.Service, logger *slog.Logger, allowed []string) *queue.Queue {
+func startQueue(tb testing.TB, st *sqlite.Store, svc *app.Service, logger *slog.Logger, allowed []string, healthPoll time.Duration) *queue.Queue {
 	tb.Helper()
 	qdb, err := st.OpenQueueDB()
 	if err != nil {
 		tb.Fatalf("apitest: queue database: %v", err)
+	}
+	var healthChecks func(context.Context) (int, error)
+	if healthPoll > 0 {
+		healthChecks = svc.RunHealthChecks
 	}
 	allow, err := jobs.NewAllowlist(allowed)
 	if err != nil {
@@ -147,7 +154,8 @@ func startQueue(tb testing.TB, st *sqlite.Store, svc *app.Service, logger *slog.
 		Open:              func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
 		HeartbeatInterval: 500 * time.Millisecond, LostAfter: 3 * time.Second, ReapInterval: time.Second,
 		ScheduleSync: time.Second, KillGrace: 2 * time.Second, ShutdownGrace: time.Second,
-		Logger: logger.With("component", "queue")})
+		Logger: logger.With("component", "queue"), RunEnded: svc.RunEnded, Scheduled: svc.AuditScheduledRun,
+		HealthChecks: healthChecks, HealthCheckPoll: healthPoll})
 	if err != nil {
 		_ = qdb.Close()
 		tb.Fatalf("apitest: queue: %v", err)
