@@ -9,6 +9,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/auth"
+	"github.com/pgrelay/pgrelay/internal/store"
 )
 
 // auditShown is how many records the Audit page lists at a time.
@@ -97,8 +98,39 @@ func auditActorLabel(a audit.Actor) string {
 	case audit.ActorLocal:
 		return a.Name + " (local)"
 	}
+	if a.Name == "pgrelay" || a.Name == "" {
+		return "pgrelay"
+	}
 	return "pgrelay " + a.Name
 }
 
 // auditTime renders a record's time.
 func auditTime(t time.Time) string { return t.UTC().Format("2 Jan 2006, 15:04:05 UTC") }
+
+// reverseChecks returns health entries oldest first (the marks read left
+// to right).
+func reverseChecks(cs []store.ConnectionCheck) []store.ConnectionCheck {
+	out := make([]store.ConnectionCheck, len(cs))
+	for i, c := range cs {
+		out[len(cs)-1-i] = c
+	}
+	return out
+}
+
+// checkText describes a health entry in a few words.
+func checkText(c store.ConnectionCheck) string {
+	what := c.Source + " " + c.Kind
+	if c.Kind == store.CheckUse {
+		what = c.Source
+	}
+	outcome := "ok"
+	switch {
+	case !c.OK && c.Kind == store.CheckRun:
+		outcome = c.Step
+	case !c.OK && c.Step != "":
+		outcome = "failed at " + c.Step
+	case !c.OK:
+		outcome = "failed"
+	}
+	return what + ", " + outcome + ", " + c.At.UTC().Format("2 Jan 15:04 UTC")
+}
