@@ -37,8 +37,8 @@ type ConnectionView struct {
 	Threads     int                `json:"threads"`
 	// RequireAuth is the connection's require_auth setting ("" is the
 	// default policy, EffectiveRequireAuth the one in force).
-	RequireAuth          string      `json:"require_auth,omitempty"`
-	EffectiveRequireAuth string      `json:"effective_require_auth"`
+	RequireAuth          string `json:"require_auth,omitempty"`
+	EffectiveRequireAuth string `json:"effective_require_auth"`
 	// HealthCheckInterval is how often the server tests the connection on
 	// its own (0: never).
 	HealthCheckInterval connection.Duration `json:"health_check_interval,omitempty"`

@@ -20,7 +20,7 @@ const (
 // health: a test, a run or a use, and how it went.
 type ConnectionCheck struct {
 	// Kind is CheckTest, CheckRun or CheckUse.
-	Kind string `json:"kind"`
+	Kind string    `json:"kind"`
 	At   time.Time `json:"at"`
 	OK   bool      `json:"ok"`
 	// Source says what started it: manual or scheduled (tests), the
