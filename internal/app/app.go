@@ -7,8 +7,10 @@ package app
 
 import (
 	"context"
+
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/trace"
 	"log/slog"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
+	"github.com/pgrelay/pgrelay/internal/tracing"
 )
 
 // Config configures a Service.
@@ -38,6 +41,9 @@ type Config struct {
 	// bastion, or the database when direct); nil is egress's default,
 	// which denies link-local and cloud metadata addresses.
 	Network *egress.Policy
+	// TracerProvider receives the use cases' spans (connection opens, SSH
+	// dials per hop, database connects, statements, tests); nil is off.
+	TracerProvider trace.TracerProvider
 }
 
 // Service runs pgrelay's use cases. It is safe for concurrent use.
@@ -54,6 +60,7 @@ type Service struct {
 	network       *egress.Policy
 	// tunnels are this process's open tunnels (connection health).
 	tunnels *tunnelSet
+	tracer  trace.Tracer
 }
 
 // New returns a Service.
@@ -76,7 +83,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	return &Service{store: keyGuard{Store: cfg.Store, kr: cfg.Keyring}, keyring: cfg.Keyring, logger: cfg.Logger, now: cfg.Now,
 		dialTimeout: cfg.DialTimeout, metrics: cfg.Metrics,
-		hostKeyPolicy: policy, network: cfg.Network, tunnels: newTunnelSet()}, nil
+		hostKeyPolicy: policy, network: cfg.Network, tunnels: newTunnelSet(), tracer: tracing.Tracer(cfg.TracerProvider)}, nil
 }
 
 // Error kinds the faces map to exit codes and HTTP statuses.

@@ -9,6 +9,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/diagnose"
 	"github.com/pgrelay/pgrelay/internal/store"
+	"github.com/pgrelay/pgrelay/internal/tracing"
 )
 
 // TestConnection tests a saved connection hop by hop (see package diagnose)
@@ -23,6 +24,9 @@ func (s *Service) TestConnection(ctx context.Context, name string, progress func
 	if source == "scheduled" {
 		e.action = "connection.health_check"
 	}
+	ctx, span := s.startSpan(ctx, "connection.test", tracing.Connection.String(name), tracing.TestSource.String(source))
+	defer func() { endSpan(span, err) }()
+	progress = s.traceSteps(ctx, progress)
 	defer s.audited(ctx, e, &err)
 	c, err := s.store.GetConnection(ctx, name)
 	if err != nil {
@@ -46,6 +50,7 @@ func (s *Service) TestConnection(ctx context.Context, name string, progress func
 	rep := diagnose.Run(ctx, in, progress)
 	if f := rep.Failed(); f != nil {
 		e.failure = "step " + string(f.ID)
+		tracing.Fail(span, e.failure)
 	}
 	s.recordHostKey(ctx, c, &rep)
 	s.recordCheck(ctx, c, testCheck(&rep, source))
@@ -74,6 +79,9 @@ func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn s
 		e.use.Hops = []string{hopName(spec.Tunnel)}
 	}
 	defer s.audited(ctx, e, &err)
+	ctx, span := s.startSpan(ctx, "connection.test_draft", tracing.Connection.String(basedOn))
+	defer func() { endSpan(span, err) }()
+	progress = s.traceSteps(ctx, progress)
 	spec = spec.Clone()
 	if spec.Name == "" {
 		spec.Name = basedOn

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
@@ -18,6 +20,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/store"
+	"github.com/pgrelay/pgrelay/internal/tracing"
 	"github.com/pgrelay/pgrelay/internal/tunnel"
 )
 
@@ -90,6 +93,8 @@ func (e *KeyNotAuthorizedError) Unwrap() error { return e.Err }
 type Session struct {
 	spec   connection.Spec
 	tunnel *tunnel.Tunnel
+	// tracer traces the session's database connects.
+	tracer trace.Tracer
 	// network is the policy on the addresses the session dials.
 	network *egress.Policy
 
@@ -136,7 +141,15 @@ func (s *Session) DialDatabase(ctx context.Context) (net.Conn, error) {
 }
 
 // Connect opens a database session (through the tunnel, if any).
-func (s *Session) Connect(ctx context.Context) (*pgx.Conn, error) {
+func (s *Session) Connect(ctx context.Context) (_ *pgx.Conn, err error) {
+	if s.tracer != nil {
+		var span trace.Span
+		ctx, span = s.tracer.Start(ctx, "db.connect", trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+			tracing.Connection.String(s.spec.Name), attribute.String("db.system.name", "postgresql"),
+			attribute.String("server.address", s.spec.Host), attribute.Int("server.port", s.spec.Port),
+			attribute.String("db.namespace", s.spec.Database)))
+		defer func() { endSpan(span, err) }()
+	}
 	cfg, err := s.PgxConfig()
 	if err != nil {
 		return nil, err
@@ -194,7 +207,9 @@ func (s *Session) Close() error {
 // Open opens a saved connection: decrypts its secrets and, when it has a
 // tunnel, connects to the bastion (pinning its host key on first use and
 // refusing a different one).
-func (s *Service) Open(ctx context.Context, name string) (*Session, error) {
+func (s *Service) Open(ctx context.Context, name string) (_ *Session, err error) {
+	ctx, span := s.startSpan(ctx, "connection.open", tracing.Connection.String(name))
+	defer func() { endSpan(span, err) }()
 	c, err := s.store.GetConnection(ctx, name)
 	if err != nil {
 		return nil, err
@@ -203,7 +218,7 @@ func (s *Service) Open(ctx context.Context, name string) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	sess := &Session{spec: spec, network: s.network}
+	sess := &Session{spec: spec, network: s.network, tracer: s.tracer}
 	if spec.Tunnel == nil {
 		return sess, nil
 	}
@@ -290,10 +305,18 @@ func (s *Service) hostKeyChanged(ctx context.Context, name, addr string, present
 		"bastion", addr, "pinned", joinFingerprints(pinned), "presented", sshkey.Fingerprint(presented))
 }
 
-func (s *Service) openTunnel(ctx context.Context, c *store.Connection) (*tunnel.Tunnel, error) {
+func (s *Service) openTunnel(ctx context.Context, c *store.Connection) (_ *tunnel.Tunnel, err error) {
 	name := c.Spec.Name
 	ts := c.Spec.Tunnel
 	addr := bastionAddr(ts)
+	ctx, span := s.startSpan(ctx, "ssh.dial", append(hopAttrs(1, ts.Host, ts.Port, ts.User),
+		tracing.Connection.String(name), tracing.KeyFingerprint.String(connUse(c).KeyFingerprint))...)
+	defer func() {
+		if err != nil {
+			tracing.Fail(span, openStep(err))
+		}
+		span.End()
+	}()
 	signer, pinned, err := s.tunnelKeys(c, addr)
 	if err != nil {
 		return nil, err
@@ -319,6 +342,7 @@ func (s *Service) openTunnel(ctx context.Context, c *store.Connection) (*tunnel.
 	t, err := tunnel.Dial(ctx, cfg)
 	s.countOpen(name, err, time.Since(start))
 	if err == nil {
+		span.SetAttributes(tracing.HostKey.String(sshkey.Fingerprint(t.HostKey())))
 		s.observeTunnel(name, t)
 		s.markKeyUsed(ctx, c)
 		return t, nil

@@ -344,7 +344,7 @@ func (r *runner) runJobLocally(ctx context.Context, name, output string, logLimi
 	q, err := queue.New(queue.Config{Store: r.st, Backend: backend,
 		Open:     func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
 		Commands: policy,
-		Logger:   r.logger, LogLimit: logLimit, RunEnded: svc.RunEnded})
+		Logger:   r.logger, LogLimit: logLimit, RunEnded: svc.RunEnded, TracerProvider: r.tracesOrNil()})
 	if err != nil {
 		return err
 	}

@@ -60,7 +60,8 @@ func (r *runner) startQueue(ctx context.Context, svc *app.Service, f queueFlags,
 		Open:     func(ctx context.Context, name string) (jobs.Conn, error) { return svc.Open(ctx, name) },
 		Logger:   r.logger,
 		LogLimit: f.runLogLimit, RunRetention: f.runRetention, CountCancels: r.countCancels(),
-		Scheduled: svc.AuditScheduledRun, RunEnded: svc.RunEnded, HealthChecks: r.healthChecks(svc, f)})
+		Scheduled: svc.AuditScheduledRun, RunEnded: svc.RunEnded, HealthChecks: r.healthChecks(svc, f),
+		TracerProvider: r.tracesOrNil()})
 	if err != nil {
 		closeBackend()
 		return nil, nil, err

@@ -23,6 +23,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/store/postgres"
 	"github.com/pgrelay/pgrelay/internal/store/sqlite"
+	"github.com/pgrelay/pgrelay/internal/tracing"
 )
 
 // Version and Commit are pgrelay's version and the commit it was built
@@ -99,6 +100,9 @@ type runner struct {
 	remote backend
 	// policy holds --host-key-policy, --deny-network and --allow-network.
 	policy policyFlags
+	// traces is the tracer provider of OTEL_EXPORTER_OTLP_* (see
+	// traceProvider).
+	traces *tracing.Provider
 }
 
 func (r *runner) rootCommand() *cobra.Command {
@@ -183,8 +187,13 @@ func (r *runner) service(ctx context.Context) (*app.Service, error) {
 		_ = st.Close()
 		return nil, err
 	}
+	tp, err := r.traceProvider(ctx)
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
 	svc, err := app.New(app.Config{Store: st, Keyring: kr, Logger: r.logger, Metrics: r.metrics,
-		HostKeyPolicy: r.policy.policy, Network: r.policy.network})
+		HostKeyPolicy: r.policy.policy, Network: r.policy.network, TracerProvider: tp})
 	if err != nil {
 		_ = st.Close()
 		return nil, err
@@ -207,6 +216,7 @@ func (r *runner) backend(ctx context.Context) (backend, error) {
 }
 
 func (r *runner) close() {
+	r.closeTracing()
 	if r.st != nil {
 		_ = r.st.Close()
 	}

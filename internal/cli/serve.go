@@ -100,7 +100,7 @@ local data dir: it ignores PGRELAY_SERVER, which is for the commands that use a 
 			srv, err := server.New(server.Config{Addr: addr, TLSCertFile: tlsCert, TLSKeyFile: tlsKey,
 				Faces: []server.Registrar{apiH, ui}, Ready: svc.Ready, Metrics: m, Logger: r.logger,
 				MetricsAddr: ef.metricsAddr, MetricsToken: metricsToken, MaxConnections: ef.maxConnections,
-				HSTS: publicURL != nil && publicURL.Scheme == "https"})
+				HSTS: publicURL != nil && publicURL.Scheme == "https", TracerProvider: r.tracesOrNil()})
 			if err != nil {
 				return usageError{err}
 			}

@@ -23,9 +23,13 @@ import (
 	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"github.com/riverqueue/river/rivermigrate"
 	"github.com/riverqueue/river/rivertype"
+	"github.com/riverqueue/rivercontrib/otelriver"
+	noopmetric "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/store"
+	"github.com/pgrelay/pgrelay/internal/tracing"
 )
 
 // Defaults.
@@ -104,6 +108,10 @@ type Config struct {
 	// HealthCheckPoll is how often HealthChecks runs; default
 	// DefaultHealthCheckPoll.
 	HealthCheckPoll time.Duration
+	// TracerProvider, when set, traces each run (a span for the run, its
+	// steps, statements and commands, under River's work span) and the
+	// River jobs (River's OpenTelemetry middleware); nil is off.
+	TracerProvider trace.TracerProvider
 }
 
 // DefaultHealthCheckPoll is how often the connections' scheduled tests are
@@ -153,6 +161,8 @@ type Queue struct {
 	client  riverClient
 	migrate func(ctx context.Context) error
 	runner  *jobs.Runner
+
+	tracer trace.Tracer
 
 	mu        sync.Mutex
 	active    map[string]context.CancelCauseFunc // runs working in this process
@@ -227,6 +237,14 @@ func New(cfg Config) (*Queue, error) {
 		stop: make(chan struct{})}
 	q.runner = &jobs.Runner{Open: cfg.Open, Commands: cfg.Commands, KillGrace: cfg.KillGrace, Logger: cfg.Logger,
 		StopGrace: cfg.StopGrace, CountCancels: cfg.CountCancels}
+	q.tracer = tracing.Tracer(cfg.TracerProvider)
+	var middleware []rivertype.Middleware
+	if cfg.TracerProvider != nil {
+		q.runner.Tracer = q.tracer
+		middleware = append(middleware, otelriver.NewMiddleware(&otelriver.MiddlewareConfig{
+			TracerProvider: cfg.TracerProvider, MeterProvider: noopmetric.NewMeterProvider(),
+			EnableTracePropagation: true, EnableWorkSpanJobKindSuffix: true}))
+	}
 
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &runWorker{q: q})
@@ -250,6 +268,7 @@ func New(cfg Config) (*Queue, error) {
 	rc := &river.Config{
 		Queues:               queues,
 		PeriodicJobs:         periodic,
+		Middleware:           middleware,
 		Workers:              workers,
 		JobTimeout:           -1, // runs have their own time limit
 		RescueStuckJobsAfter: jobs.MaxTimeout + time.Hour,

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/api"
 	"github.com/pgrelay/pgrelay/internal/app"
@@ -61,6 +63,9 @@ type Options struct {
 	// HealthCheckPoll, with Queue, runs the connections' scheduled tests
 	// this often (as `pgrelay serve` does every 30 s); 0 runs none.
 	HealthCheckPoll time.Duration
+	// TracerProvider traces the requests, use cases and runs, as
+	// OTEL_EXPORTER_OTLP_ENDPOINT makes `pgrelay serve` do; nil is off.
+	TracerProvider trace.TracerProvider
 }
 
 // Server is a running API server.
@@ -100,7 +105,8 @@ func Start(tb testing.TB, opts Options) *Server {
 	}
 	tb.Cleanup(func() { _ = st.Close() })
 	m := metrics.New()
-	svc, err := app.New(app.Config{Store: st, Keyring: kr, Logger: logger, Metrics: m, DialTimeout: opts.DialTimeout})
+	svc, err := app.New(app.Config{Store: st, Keyring: kr, Logger: logger, Metrics: m, DialTimeout: opts.DialTimeout,
+		TracerProvider: opts.TracerProvider})
 	if err != nil {
 		tb.Fatalf("apitest: app: %v", err)
 	}
@@ -110,14 +116,14 @@ func Start(tb testing.TB, opts Options) *Server {
 	}
 	var q *queue.Queue
 	if opts.Queue {
-		q = startQueue(tb, st, svc, logger, opts.AllowCommands, opts.HealthCheckPoll)
+		q = startQueue(tb, st, svc, logger, opts.AllowCommands, opts.HealthCheckPoll, opts.TracerProvider)
 	}
 	done := make(chan struct{})
 	a := api.New(api.Config{App: svc, Sessions: sessions, Metrics: m, Logger: logger, MaxRows: opts.MaxRows,
 		Done: done, StreamPoll: opts.StreamPoll, StreamAuthCheck: opts.StreamAuthCheck, MaxStreamsPerToken: opts.MaxStreamsPerToken,
 		StreamKeepalive: opts.StreamKeepalive})
 	srv, err := server.New(server.Config{Addr: "127.0.0.1:0", Faces: []server.Registrar{a}, Ready: svc.Ready,
-		Metrics: m, Logger: logger, WriteTimeout: opts.WriteTimeout})
+		Metrics: m, Logger: logger, WriteTimeout: opts.WriteTimeout, TracerProvider: opts.TracerProvider})
 	if err != nil {
 		tb.Fatalf("apitest: server: %v", err)
 	}
@@ -135,7 +141,8 @@ func Start(tb testing.TB, opts Options) *Server {
 
 // startQueue starts a job queue on the store, with short heartbeats, and
 // connects it to svc. It stops when the test ends.
-func startQueue(tb testing.TB, st *sqlite.Store, svc *app.Service, logger *slog.Logger, allowed []string, healthPoll time.Duration) *queue.Queue {
+func startQueue(tb testing.TB, st *sqlite.Store, svc *app.Service, logger *slog.Logger, allowed []string, healthPoll time.Duration,
+	tp trace.TracerProvider) *queue.Queue {
 	tb.Helper()
 	qdb, err := st.OpenQueueDB()
 	if err != nil {
@@ -155,7 +162,7 @@ func startQueue(tb testing.TB, st *sqlite.Store, svc *app.Service, logger *slog.
 		HeartbeatInterval: 500 * time.Millisecond, LostAfter: 3 * time.Second, ReapInterval: time.Second,
 		ScheduleSync: time.Second, KillGrace: 2 * time.Second, ShutdownGrace: time.Second,
 		Logger: logger.With("component", "queue"), RunEnded: svc.RunEnded, Scheduled: svc.AuditScheduledRun,
-		HealthChecks: healthChecks, HealthCheckPoll: healthPoll})
+		HealthChecks: healthChecks, HealthCheckPoll: healthPoll, TracerProvider: tp})
 	if err != nil {
 		_ = qdb.Close()
 		tb.Fatalf("apitest: queue: %v", err)
