@@ -165,18 +165,35 @@ func (s *Service) useOf(ctx context.Context, name string) *audit.Use {
 	return connUse(c)
 }
 
-// jobUse adds what a job's steps run: their SQL digests and commands
-// (secrets masked).
-func jobUse(u *audit.Use, j *jobs.Job) *audit.Use {
+// runUse is what a run of job involves: the connection's key and hops,
+// its steps' SQL digests and commands (secret values masked, the
+// connection's password among them).
+func (s *Service) runUse(ctx context.Context, j *jobs.Job) *audit.Use {
+	u, known := s.useAndSecrets(ctx, j.Connection)
 	for _, st := range j.Steps {
 		switch {
 		case st.SQL != "":
 			u.SQLDigests = append(u.SQLDigests, pg.Digest(st.SQL))
 		case len(st.Command) > 0:
-			u.Commands = append(u.Commands, audit.MaskCommand(st.Command))
+			u.Commands = append(u.Commands, audit.MaskCommand(st.Command, known...))
 		}
 	}
 	return u
+}
+
+// useAndSecrets returns the use of the named connection and its password
+// (to mask in commands), when it can be read.
+func (s *Service) useAndSecrets(ctx context.Context, name string) (*audit.Use, []string) {
+	c, err := s.store.GetConnection(ctx, name)
+	if err != nil {
+		return &audit.Use{}, nil
+	}
+	u := connUse(c)
+	spec, err := s.openSpec(ctx, c)
+	if err != nil || spec.Password.IsZero() {
+		return u, nil
+	}
+	return u, []string{spec.Password.Reveal()}
 }
 
 // ListAudit returns audit records, newest first.
@@ -228,8 +245,8 @@ func (s *Service) PruneAudit(ctx context.Context, retention time.Duration) (int,
 // AuditExec records that a program is run over the named connection by
 // `pgrelay exec` (on this machine, with its secrets).
 func (s *Service) AuditExec(ctx context.Context, name string, argv []string) {
-	u := s.useOf(ctx, name)
-	u.Commands = [][]string{audit.MaskCommand(argv)}
+	u, known := s.useAndSecrets(ctx, name)
+	u.Commands = [][]string{audit.MaskCommand(argv, known...)}
 	s.audited(ctx, &entry{action: "connection.exec", targetKind: audit.TargetConnection, target: name, use: u}, nil)
 }
 
@@ -237,7 +254,7 @@ func (s *Service) AuditExec(ctx context.Context, name string, argv []string) {
 // could not be).
 func (s *Service) AuditScheduledRun(ctx context.Context, job jobs.Job, r *jobs.Run, err error) {
 	e := &entry{action: "run.start", targetKind: audit.TargetJob, target: job.Name, detail: "scheduled",
-		use: jobUse(s.useOf(ctx, job.Connection), &job)}
+		use: s.runUse(ctx, &job)}
 	if r != nil {
 		e.use.RunID = r.ID
 	}
@@ -256,7 +273,7 @@ func auditFingerprint(fp string) string {
 // AuditLocalRun records a run started in this process by `pgrelay job run`
 // (on this machine, with the store's secrets).
 func (s *Service) AuditLocalRun(ctx context.Context, job jobs.Job, r *jobs.Run) {
-	u := jobUse(s.useOf(ctx, job.Connection), &job)
+	u := s.runUse(ctx, &job)
 	u.RunID = r.ID
 	s.audited(ctx, &entry{action: "run.start", targetKind: audit.TargetJob, target: job.Name, detail: "local", use: u}, nil)
 }

@@ -232,7 +232,7 @@ func (s *Service) RunJob(ctx context.Context, name string, trigger jobs.Trigger)
 	if err != nil {
 		return nil, err
 	}
-	e.use = jobUse(s.useOf(ctx, rec.Job.Connection), &rec.Job)
+	e.use = s.runUse(ctx, &rec.Job)
 	if s.queue == nil {
 		return nil, ErrNoQueue
 	}
