@@ -21,6 +21,7 @@ import (
 func (s *Service) Grants(ctx context.Context, name string, req grants.Request) (_ *grants.Result, err error) {
 	defer s.audited(ctx, &entry{action: "connection.grants", targetKind: audit.TargetConnection, target: name,
 		use: s.useOf(ctx, name)}, &err)
+	start := s.now()
 	sess, err := s.Open(ctx, name)
 	if err != nil {
 		return nil, err
@@ -52,6 +53,6 @@ func (s *Service) Grants(ctx context.Context, name string, req grants.Request) (
 	if err != nil {
 		return nil, sess.explain(err)
 	}
-	s.recordUse(ctx, name, "grants", s.now())
+	s.recordUse(ctx, name, "grants", start)
 	return res, nil
 }

@@ -40,6 +40,7 @@ type ProxyServer struct {
 func (s *Service) Proxy(ctx context.Context, name, listenAddr string) (_ *ProxyServer, err error) {
 	defer s.audited(ctx, &entry{action: "connection.proxy", targetKind: audit.TargetConnection, target: name,
 		use: s.useOf(ctx, name)}, &err)
+	start := s.now()
 	sess, err := s.Open(ctx, name)
 	if err != nil {
 		return nil, err
@@ -58,7 +59,7 @@ func (s *Service) Proxy(ctx context.Context, name, listenAddr string) (_ *ProxyS
 		return nil, fmt.Errorf("proxy %s: %w", name, err)
 	}
 	ps.px = proxy.New(ln, ps.dial, s.logger.With("connection", name), proxy.WithHandshake(rl.Handshake))
-	s.recordUse(ctx, name, "proxy", s.now())
+	s.recordUse(ctx, name, "proxy", start)
 	return ps, nil
 }
 
