@@ -7,8 +7,10 @@ package app
 
 import (
 	"context"
+
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/trace"
 	"log/slog"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
+	"github.com/pgrelay/pgrelay/internal/tracing"
 )
 
 // Config configures a Service.
@@ -42,6 +45,9 @@ type Config struct {
 	// Credentials configures token credentials (auth kinds command,
 	// lakebase and alloydb-iam): the command allowlist among them.
 	Credentials CredentialConfig
+	// TracerProvider receives the use cases' spans (connection opens, SSH
+	// dials per hop, database connects, statements, tests); nil is off.
+	TracerProvider trace.TracerProvider
 
 	// Connector opens connections; nil builds one from the fields above
 	// (NewConnector).
@@ -71,6 +77,9 @@ type Connector struct {
 	// credentials holds one token cache per connection with token auth.
 	credentials *credential.Registry
 	credOpts    credential.Options
+	// tunnels are this process's open tunnels (connection health).
+	tunnels *tunnelSet
+	tracer  trace.Tracer
 }
 
 // Service runs pgrelay's use cases. It is safe for concurrent use.
@@ -101,7 +110,8 @@ func NewConnector(cfg Config) (*Connector, error) {
 	return &Connector{store: keyGuard{Store: cfg.Store, kr: cfg.Keyring}, keyring: cfg.Keyring, logger: cfg.Logger, now: cfg.Now,
 		dialTimeout: cfg.DialTimeout, metrics: cfg.Metrics,
 		hostKeyPolicy: policy, network: cfg.Network,
-		credentials: newCredentials(cfg.Credentials, cfg.Metrics, cfg.Logger), credOpts: credentialOptions(cfg.Credentials)}, nil
+		credentials: newCredentials(cfg.Credentials, cfg.Metrics, cfg.Logger), credOpts: credentialOptions(cfg.Credentials),
+		tunnels: newTunnelSet(), tracer: tracing.Tracer(cfg.TracerProvider)}, nil
 }
 
 // New returns a Service on cfg.Connector, or on a Connector built from

@@ -7,8 +7,11 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
@@ -19,6 +22,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/store"
+	"github.com/pgrelay/pgrelay/internal/tracing"
 	"github.com/pgrelay/pgrelay/internal/tunnel"
 )
 
@@ -91,6 +95,8 @@ func (e *KeyNotAuthorizedError) Unwrap() error { return e.Err }
 type Session struct {
 	spec   connection.Spec
 	tunnel *tunnel.Tunnel
+	// tracer traces the session's database connects.
+	tracer trace.Tracer
 	// network is the policy on the addresses the session dials.
 	network *egress.Policy
 	// cred is the token cache of a connection with token auth; nil for
@@ -140,7 +146,15 @@ func (s *Session) DialDatabase(ctx context.Context) (net.Conn, error) {
 }
 
 // Connect opens a database session (through the tunnel, if any).
-func (s *Session) Connect(ctx context.Context) (*pgx.Conn, error) {
+func (s *Session) Connect(ctx context.Context) (_ *pgx.Conn, err error) {
+	if s.tracer != nil {
+		var span trace.Span
+		ctx, span = s.tracer.Start(ctx, "db.connect", trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+			tracing.Connection.String(s.spec.Name), attribute.String("db.system.name", "postgresql"),
+			attribute.String("server.address", s.spec.Host), attribute.Int("server.port", s.spec.Port),
+			attribute.String("db.namespace", s.spec.Database)))
+		defer func() { endSpan(span, err) }()
+	}
 	cfg, err := s.PgxConfig()
 	if err != nil {
 		return nil, err
@@ -207,7 +221,9 @@ func (s *Session) Close() error {
 // Open opens a saved connection: decrypts its secrets and, when it has a
 // tunnel, connects to the bastion (pinning its host key on first use and
 // refusing a different one).
-func (s *Connector) Open(ctx context.Context, name string) (*Session, error) {
+func (s *Connector) Open(ctx context.Context, name string) (_ *Session, err error) {
+	ctx, span := s.startSpan(ctx, "connection.open", tracing.Connection.String(name))
+	defer func() { endSpan(span, err) }()
 	c, err := s.store.GetConnection(ctx, name)
 	if err != nil {
 		return nil, err
@@ -216,7 +232,7 @@ func (s *Connector) Open(ctx context.Context, name string) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	sess := &Session{spec: spec, network: s.network, cred: s.credentialFor(c, &spec)}
+	sess := &Session{spec: spec, network: s.network, tracer: s.tracer, cred: s.credentialFor(c, &spec)}
 	if spec.Tunnel == nil {
 		return sess, nil
 	}
@@ -306,10 +322,18 @@ func (s *Connector) hostKeyChanged(ctx context.Context, name, addr string, prese
 		"bastion", addr, "pinned", joinFingerprints(pinned), "presented", sshkey.Fingerprint(presented))
 }
 
-func (s *Connector) openTunnel(ctx context.Context, c *store.Connection) (*tunnel.Tunnel, error) {
+func (s *Connector) openTunnel(ctx context.Context, c *store.Connection) (_ *tunnel.Tunnel, err error) {
 	name := c.Spec.Name
 	ts := c.Spec.Tunnel
 	addr := bastionAddr(ts)
+	ctx, span := s.startSpan(ctx, "ssh.dial", append(hopAttrs(1, ts.Host, ts.Port, ts.User),
+		tracing.Connection.String(name), tracing.KeyFingerprint.String(connUse(c).KeyFingerprint))...)
+	defer func() {
+		if err != nil {
+			tracing.Fail(span, openStep(err))
+		}
+		span.End()
+	}()
 	signer, pinned, err := s.tunnelKeys(c, addr)
 	if err != nil {
 		return nil, err
@@ -324,14 +348,18 @@ func (s *Connector) openTunnel(ctx context.Context, c *store.Connection) (*tunne
 		KeepaliveCountMax: ts.KeepaliveCountMax,
 		Logger:            s.logger.With("connection", name),
 		Dial:              s.network.DialContext,
+		Observer:          s.tunnelObserver(name),
 	}
 	if len(pinned) == 0 && !s.hostKeyPolicy.approves() {
 		cfg.OnFirstUse = func(key ssh.PublicKey) error {
 			return s.pinHostKey(ctx, name, addr, key)
 		}
 	}
+	start := time.Now()
 	t, err := tunnel.Dial(ctx, cfg)
+	s.countOpen(name, err, time.Since(start))
 	if err == nil {
+		span.SetAttributes(tracing.HostKey.String(sshkey.Fingerprint(t.HostKey())))
 		s.observeTunnel(name, t)
 		s.markKeyUsed(ctx, c)
 		return t, nil
@@ -358,18 +386,23 @@ func (s *Connector) openTunnel(ctx context.Context, c *store.Connection) (*tunne
 	return nil, fmt.Errorf("connection %s: %w", name, err)
 }
 
-// observeTunnel counts the tunnel as open until it ends, and counts drops.
+// observeTunnel keeps the tunnel in the connection's health while it is
+// open, counts it as open until it ends, and counts a drop by its cause.
 func (s *Connector) observeTunnel(name string, t *tunnel.Tunnel) {
-	if s.metrics == nil {
-		return
+	s.tunnels.add(name, t)
+	if s.metrics != nil {
+		s.metrics.TunnelsOpen.Inc()
 	}
-	s.metrics.TunnelsOpen.Inc()
 	go func() {
 		<-t.Done()
+		s.tunnels.remove(name, t)
+		if s.metrics == nil {
+			return
+		}
 		s.metrics.TunnelsOpen.Dec()
 		var dropped *tunnel.DroppedError
 		if errors.As(t.Err(), &dropped) {
-			s.metrics.TunnelDropped(name)
+			s.metrics.TunnelDropped(name, tunnel.DropCause(t.Err()))
 		}
 	}()
 }

@@ -53,6 +53,8 @@ const (
 	Use Action = "use"
 	// ManageTokens creates, lists and revokes tokens.
 	ManageTokens Action = "manage_tokens"
+	// ReadAudit reads the audit log.
+	ReadAudit Action = "read_audit"
 )
 
 // Can reports whether role r may perform action a.

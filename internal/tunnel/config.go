@@ -66,6 +66,10 @@ type Config struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger receives the tunnel's events (default: discarded).
 	Logger *slog.Logger
+	// Observer receives the tunnel's measurements: handshake time,
+	// keepalive round trips and misses, channels, bytes (default:
+	// discarded).
+	Observer Observer
 }
 
 // WithDefaults returns a copy of c with zero fields set to their defaults.
@@ -85,6 +89,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
 	}
 	return c
 }
