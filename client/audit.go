@@ -11,12 +11,11 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/pgrelay/pgrelay/internal/api"
-	"github.com/pgrelay/pgrelay/internal/audit"
+	"github.com/pgrelay/pgrelay/apiwire"
 )
 
 // ListAudit returns audit records, newest first (admin only).
-func (c *Client) ListAudit(ctx context.Context, f audit.Filter) ([]audit.Record, error) {
+func (c *Client) ListAudit(ctx context.Context, f apiwire.AuditFilter) ([]apiwire.AuditRecord, error) {
 	q := url.Values{}
 	if !f.Since.IsZero() {
 		q.Set("since", f.Since.UTC().Format(time.RFC3339Nano))
@@ -36,7 +35,7 @@ func (c *Client) ListAudit(ctx context.Context, f audit.Filter) ([]audit.Record,
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	var l api.AuditList
+	var l apiwire.AuditList
 	if err := c.do(ctx, request{method: http.MethodGet, url: u, out: &l, accepted: http.StatusOK}); err != nil {
 		return nil, err
 	}
@@ -45,8 +44,8 @@ func (c *Client) ListAudit(ctx context.Context, f audit.Filter) ([]audit.Record,
 
 // VerifyAudit has the server verify its audit log's hash chain (admin
 // only).
-func (c *Client) VerifyAudit(ctx context.Context) (*audit.Verification, error) {
-	var v audit.Verification
+func (c *Client) VerifyAudit(ctx context.Context) (*apiwire.AuditVerification, error) {
+	var v apiwire.AuditVerification
 	if err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("audit", "verify"), out: &v,
 		accepted: http.StatusOK, timeout: 10 * time.Minute}); err != nil {
 		return nil, err
@@ -62,7 +61,7 @@ func (c *Client) ExportAudit(ctx context.Context, w io.Writer, afterSeq int64, s
 	if !since.IsZero() {
 		q.Set("since", since.UTC().Format(time.RFC3339Nano))
 	}
-	op := "GET " + api.Prefix + "/audit/export"
+	op := "GET " + apiwire.Prefix + "/audit/export"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.endpoint("audit", "export")+"?"+q.Encode(), nil)
 	if err != nil {
 		return afterSeq, fmt.Errorf("%s: %w", op, err)

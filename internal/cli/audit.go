@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/audit"
+	"github.com/pgrelay/pgrelay/internal/remote"
 )
 
 // auditBackend is what the audit commands call: the local service or the
@@ -23,7 +24,10 @@ type auditBackend interface {
 	ExportAudit(ctx context.Context, w io.Writer, afterSeq int64, since time.Time) (int64, error)
 }
 
-var _ auditBackend = (*app.Service)(nil)
+var (
+	_ auditBackend = (*app.Service)(nil)
+	_ auditBackend = (*remote.Client)(nil)
+)
 
 func (r *runner) auditBackend(ctx context.Context) (auditBackend, error) {
 	b, err := r.backend(ctx)

@@ -16,6 +16,13 @@ import (
 const auditColumns = `seq, ts, actor_kind, actor_id, actor_name, action, target_kind, target, outcome, error,
 	client, detail, use_detail, prev_hash, hash`
 
+// auditArgs returns an audit record's column values in auditColumns
+// order.
+func auditArgs(r *audit.Record) []any {
+	return []any{r.Seq, r.Time, string(r.Actor.Kind), r.Actor.ID, r.Actor.Name, r.Action, r.TargetKind, r.Target,
+		string(r.Outcome), r.Error, r.Client, r.Detail, r.Use, r.PrevHash, r.Hash}
+}
+
 // AppendAudit implements store.AuditStore. The chain's row is locked
 // (FOR UPDATE) for the transaction, so the appends of every process
 // sharing the store form one chain.
@@ -32,7 +39,7 @@ func (s *Store) AppendAudit(ctx context.Context, r *audit.Record) (rerr error) {
 	}
 	rec := *r
 	audit.Seal(&rec, head)
-	if err := insertAudit(ctx, tx, &rec); err != nil {
+	if err := writeAudit(ctx, tx, &rec); err != nil {
 		return err
 	}
 	if _, err := tx.Exec(ctx, `UPDATE pgrelay_audit_chain SET head_seq = $1, head_hash = $2 WHERE id = 1`, rec.Seq, rec.Hash); err != nil {
@@ -45,10 +52,8 @@ func (s *Store) AppendAudit(ctx context.Context, r *audit.Record) (rerr error) {
 	return nil
 }
 
-func insertAudit(ctx context.Context, q querier, r *audit.Record) error {
-	_, err := q.Exec(ctx, `INSERT INTO pgrelay_audit (`+auditColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
-		r.Seq, r.Time, string(r.Actor.Kind), r.Actor.ID, r.Actor.Name, r.Action, r.TargetKind, r.Target,
-		string(r.Outcome), r.Error, r.Client, r.Detail, r.Use, r.PrevHash, r.Hash)
+func writeAudit(ctx context.Context, q querier, r *audit.Record) error {
+	_, err := q.Exec(ctx, insertAudit, auditArgs(r)...)
 	return insertError(fmt.Sprintf("audit record %d", r.Seq), err)
 }
 
@@ -220,7 +225,7 @@ func (w *writer) CopyAuditChain(ctx context.Context, c audit.Chain) error {
 
 func (w *writer) CopyAuditRecords(ctx context.Context, recs []audit.Record) error {
 	for i := range recs {
-		if err := insertAudit(ctx, w.tx, &recs[i]); err != nil {
+		if err := writeAudit(ctx, w.tx, &recs[i]); err != nil {
 			return err
 		}
 	}

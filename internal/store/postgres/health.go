@@ -12,7 +12,14 @@ import (
 	"github.com/pgrelay/pgrelay/internal/store"
 )
 
-const checkColumns = `kind, at, ok, source, step, detail, duration_ms`
+// checkColumns are the columns of a connection's health entry, in
+// checkArgs's order.
+const checkColumns = `connection_id, kind, at, ok, source, step, detail, duration_ms`
+
+// checkArgs returns a health entry's column values in checkColumns order.
+func checkArgs(connectionID string, c store.ConnectionCheck) []any {
+	return []any{connectionID, c.Kind, c.At, c.OK, c.Source, c.Step, c.Detail, c.DurationMS}
+}
 
 // AddConnectionCheck implements store.HealthStore.
 func (s *Store) AddConnectionCheck(ctx context.Context, connectionID string, c store.ConnectionCheck, keep int) (rerr error) {
@@ -22,7 +29,7 @@ func (s *Store) AddConnectionCheck(ctx context.Context, connectionID string, c s
 		return fmt.Errorf("record connection check: begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if err := insertCheck(ctx, tx, connectionID, c); err != nil {
+	if err := writeCheck(ctx, tx, connectionID, c); err != nil {
 		return err
 	}
 	if _, err := tx.Exec(ctx, `DELETE FROM pgrelay_connection_checks WHERE connection_id = $1 AND kind = $2 AND id NOT IN
@@ -36,9 +43,8 @@ func (s *Store) AddConnectionCheck(ctx context.Context, connectionID string, c s
 	return nil
 }
 
-func insertCheck(ctx context.Context, q querier, connectionID string, c store.ConnectionCheck) error {
-	_, err := q.Exec(ctx, `INSERT INTO pgrelay_connection_checks (connection_id, `+checkColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		connectionID, c.Kind, c.At, c.OK, c.Source, c.Step, c.Detail, c.DurationMS)
+func writeCheck(ctx context.Context, q querier, connectionID string, c store.ConnectionCheck) error {
+	_, err := q.Exec(ctx, insertCheck, checkArgs(connectionID, c)...)
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == foreignKeyViolation {
 		return fmt.Errorf("record connection check: connection %s: %w", connectionID, store.ErrNotFound)
@@ -51,14 +57,14 @@ func insertCheck(ctx context.Context, q querier, connectionID string, c store.Co
 
 // ConnectionChecks implements store.HealthStore.
 func (s *Store) ConnectionChecks(ctx context.Context, connectionID string, limit int) ([]store.ConnectionCheck, error) {
-	m, err := queryChecks(ctx, s.pool, `SELECT connection_id, `+checkColumns+` FROM pgrelay_connection_checks
+	m, err := queryChecks(ctx, s.pool, `SELECT `+checkColumns+` FROM pgrelay_connection_checks
 		WHERE connection_id = $1 ORDER BY id DESC LIMIT $2`, connectionID, limit)
 	return m[connectionID], err
 }
 
 // RecentChecks implements store.HealthStore.
 func (s *Store) RecentChecks(ctx context.Context, perConnection int) (map[string][]store.ConnectionCheck, error) {
-	return queryChecks(ctx, s.pool, `SELECT connection_id, `+checkColumns+` FROM (
+	return queryChecks(ctx, s.pool, `SELECT `+checkColumns+` FROM (
 		SELECT *, row_number() OVER (PARTITION BY connection_id ORDER BY id DESC) AS n FROM pgrelay_connection_checks) c
 		WHERE n <= $1 ORDER BY connection_id, id DESC`, perConnection)
 }
@@ -88,7 +94,7 @@ func queryChecks(ctx context.Context, q querier, query string, args ...any) (map
 
 // exportChecks hands every connection's checks, oldest first, to w.
 func exportChecks(ctx context.Context, q querier, w store.RecordWriter) error {
-	m, err := queryChecks(ctx, q, `SELECT connection_id, `+checkColumns+` FROM pgrelay_connection_checks ORDER BY connection_id, id`)
+	m, err := queryChecks(ctx, q, `SELECT `+checkColumns+` FROM pgrelay_connection_checks ORDER BY connection_id, id`)
 	if err != nil {
 		return err
 	}

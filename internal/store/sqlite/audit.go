@@ -14,6 +14,21 @@ import (
 const auditColumns = `seq, ts, actor_kind, actor_id, actor_name, action, target_kind, target, outcome, error,
 	client, detail, use_detail, prev_hash, hash`
 
+// auditArgs returns an audit record's column values in auditColumns
+// order.
+func auditArgs(r *audit.Record) ([]any, error) {
+	use := ""
+	if r.Use != nil {
+		b, err := json.Marshal(r.Use)
+		if err != nil {
+			return nil, err
+		}
+		use = string(b)
+	}
+	return []any{r.Seq, formatTime(r.Time), string(r.Actor.Kind), r.Actor.ID, r.Actor.Name, r.Action, r.TargetKind, r.Target,
+		string(r.Outcome), r.Error, r.Client, r.Detail, use, r.PrevHash, r.Hash}, nil
+}
+
 // AppendAudit implements store.AuditStore. The transaction is immediate:
 // it holds the database's write lock, so appends form one chain.
 func (s *Store) AppendAudit(ctx context.Context, r *audit.Record) (rerr error) {
@@ -29,7 +44,7 @@ func (s *Store) AppendAudit(ctx context.Context, r *audit.Record) (rerr error) {
 	}
 	rec := *r
 	audit.Seal(&rec, head)
-	if err := insertAudit(ctx, tx, &rec); err != nil {
+	if err := writeAudit(ctx, tx, &rec); err != nil {
 		return err
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE audit_chain SET head_seq = ?, head_hash = ? WHERE id = 1`, rec.Seq, rec.Hash); err != nil {
@@ -42,18 +57,12 @@ func (s *Store) AppendAudit(ctx context.Context, r *audit.Record) (rerr error) {
 	return nil
 }
 
-func insertAudit(ctx context.Context, q querier, r *audit.Record) error {
-	use := ""
-	if r.Use != nil {
-		b, err := json.Marshal(r.Use)
-		if err != nil {
-			return fmt.Errorf("audit record %d: %w", r.Seq, err)
-		}
-		use = string(b)
+func writeAudit(ctx context.Context, q querier, r *audit.Record) error {
+	args, err := auditArgs(r)
+	if err != nil {
+		return fmt.Errorf("audit record %d: %w", r.Seq, err)
 	}
-	_, err := q.ExecContext(ctx, `INSERT INTO audit_log (`+auditColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		r.Seq, formatTime(r.Time), string(r.Actor.Kind), r.Actor.ID, r.Actor.Name, r.Action, r.TargetKind, r.Target,
-		string(r.Outcome), r.Error, r.Client, r.Detail, use, r.PrevHash, r.Hash)
+	_, err = q.ExecContext(ctx, insertAudit, args...)
 	return insertError(fmt.Sprintf("audit record %d", r.Seq), err)
 }
 
@@ -221,7 +230,7 @@ func (w *writer) CopyAuditChain(ctx context.Context, c audit.Chain) error {
 
 func (w *writer) CopyAuditRecords(ctx context.Context, recs []audit.Record) error {
 	for i := range recs {
-		if err := insertAudit(ctx, w.q, &recs[i]); err != nil {
+		if err := writeAudit(ctx, w.q, &recs[i]); err != nil {
 			return err
 		}
 	}

@@ -7,7 +7,14 @@ import (
 	"github.com/pgrelay/pgrelay/internal/store"
 )
 
-const checkColumns = `kind, at, ok, source, step, detail, duration_ms`
+// checkColumns are the columns of a connection's health entry, in
+// checkArgs's order.
+const checkColumns = `connection_id, kind, at, ok, source, step, detail, duration_ms`
+
+// checkArgs returns a health entry's column values in checkColumns order.
+func checkArgs(connectionID string, c store.ConnectionCheck) []any {
+	return []any{connectionID, c.Kind, formatTime(c.At), c.OK, c.Source, c.Step, c.Detail, c.DurationMS}
+}
 
 // AddConnectionCheck implements store.HealthStore.
 func (s *Store) AddConnectionCheck(ctx context.Context, connectionID string, c store.ConnectionCheck, keep int) (rerr error) {
@@ -17,7 +24,7 @@ func (s *Store) AddConnectionCheck(ctx context.Context, connectionID string, c s
 		return fmt.Errorf("record connection check: begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if err := insertCheck(ctx, tx, connectionID, c); err != nil {
+	if err := writeCheck(ctx, tx, connectionID, c); err != nil {
 		return err
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM connection_checks WHERE connection_id = ? AND kind = ? AND id NOT IN
@@ -31,9 +38,8 @@ func (s *Store) AddConnectionCheck(ctx context.Context, connectionID string, c s
 	return nil
 }
 
-func insertCheck(ctx context.Context, q querier, connectionID string, c store.ConnectionCheck) error {
-	_, err := q.ExecContext(ctx, `INSERT INTO connection_checks (connection_id, `+checkColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		connectionID, c.Kind, formatTime(c.At), c.OK, c.Source, c.Step, c.Detail, c.DurationMS)
+func writeCheck(ctx context.Context, q querier, connectionID string, c store.ConnectionCheck) error {
+	_, err := q.ExecContext(ctx, insertCheck, checkArgs(connectionID, c)...)
 	if isForeignKeyViolation(err) {
 		return fmt.Errorf("record connection check: connection %s: %w", connectionID, store.ErrNotFound)
 	}
@@ -45,14 +51,14 @@ func insertCheck(ctx context.Context, q querier, connectionID string, c store.Co
 
 // ConnectionChecks implements store.HealthStore.
 func (s *Store) ConnectionChecks(ctx context.Context, connectionID string, limit int) ([]store.ConnectionCheck, error) {
-	m, err := queryChecks(ctx, s.db, `SELECT connection_id, `+checkColumns+` FROM connection_checks
+	m, err := queryChecks(ctx, s.db, `SELECT `+checkColumns+` FROM connection_checks
 		WHERE connection_id = ? ORDER BY id DESC LIMIT ?`, connectionID, limit)
 	return m[connectionID], err
 }
 
 // RecentChecks implements store.HealthStore.
 func (s *Store) RecentChecks(ctx context.Context, perConnection int) (map[string][]store.ConnectionCheck, error) {
-	return queryChecks(ctx, s.db, `SELECT connection_id, `+checkColumns+` FROM (
+	return queryChecks(ctx, s.db, `SELECT `+checkColumns+` FROM (
 		SELECT *, row_number() OVER (PARTITION BY connection_id ORDER BY id DESC) AS n FROM connection_checks)
 		WHERE n <= ? ORDER BY connection_id, id DESC`, perConnection)
 }
@@ -80,7 +86,7 @@ func queryChecks(ctx context.Context, q querier, query string, args ...any) (map
 
 // exportChecks hands every connection's checks, oldest first, to w.
 func exportChecks(ctx context.Context, q querier, w store.RecordWriter) error {
-	m, err := queryChecks(ctx, q, `SELECT connection_id, `+checkColumns+` FROM connection_checks ORDER BY connection_id, id`)
+	m, err := queryChecks(ctx, q, `SELECT `+checkColumns+` FROM connection_checks ORDER BY connection_id, id`)
 	if err != nil {
 		return err
 	}
@@ -94,7 +100,7 @@ func exportChecks(ctx context.Context, q querier, w store.RecordWriter) error {
 
 func (w *writer) CopyConnectionChecks(ctx context.Context, connectionID string, cs []store.ConnectionCheck) error {
 	for _, c := range cs {
-		if err := insertCheck(ctx, w.q, connectionID, c); err != nil {
+		if err := writeCheck(ctx, w.q, connectionID, c); err != nil {
 			return err
 		}
 	}
