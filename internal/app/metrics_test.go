@@ -19,14 +19,13 @@ import (
 // measured.
 func TestTunnelMetricsCopy(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
-	pg.CreateDatabase(t, "analytics", "dbt")
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	db := pg.NewDatabase(t)
 	b := testenv.StartBastion(t, testenv.BastionOptions{})
 	f := newService(t)
 	ctx := context.Background()
-	v, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "copy", Host: pg.Host, Port: pg.Port, Database: "analytics",
-		User: "dbt", Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable,
+	v, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "copy", Host: pg.Host, Port: pg.Port, Database: db.Name,
+		User: db.User, Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
 		Tunnel: &connection.Tunnel{Host: b.Host, Port: b.Port, User: b.User,
 			KeepaliveInterval: connection.Duration(100 * time.Millisecond), KeepaliveCountMax: 50}})
 	if err != nil {

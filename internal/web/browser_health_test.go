@@ -39,15 +39,14 @@ func TestBrowserHealthAndAudit(t *testing.T) {
 		c, err := startBrowser(t, chromium)
 		browserc <- started{c, err}
 	}()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
-	pg.CreateDatabase(t, "analytics", "dbt")
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	db := pg.NewDatabase(t)
 	bastion := testenv.StartBastion(t, testenv.BastionOptions{})
 
 	// A tunnelled connection that works, with a tunnel open now; a direct
 	// one whose database does not answer.
-	v, err := s.App.CreateConnection(ctx, connection.Spec{Name: "warehouse", Host: pg.Host, Port: pg.Port, Database: "analytics",
-		User: "dbt", Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable,
+	v, err := s.App.CreateConnection(ctx, connection.Spec{Name: "warehouse", Host: pg.Host, Port: pg.Port, Database: db.Name,
+		User: db.User, Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
 		HealthCheckInterval: connection.Duration(15 * time.Minute),
 		Tunnel: &connection.Tunnel{Host: bastion.Host, Port: bastion.Port, User: bastion.User,
 			KeepaliveInterval: connection.Duration(200 * time.Millisecond), KeepaliveCountMax: 50}})
@@ -138,7 +137,7 @@ func TestBrowserHealthAndAudit(t *testing.T) {
 			t.Errorf("audit page lacks %q", want)
 		}
 	}
-	if strings.Contains(b.text("main"), "dbt-pw") || strings.Contains(b.text("main"), "select 1") {
+	if strings.Contains(b.text("main"), db.Password) || strings.Contains(b.text("main"), "select 1") {
 		t.Fatal("the audit page shows a secret or SQL text")
 	}
 	b.axe(src, "/audit")
