@@ -89,7 +89,8 @@ type Service struct {
 }
 
 // NewConnector returns the Connector of cfg (its Store, Keyring, Logger,
-// Now, DialTimeout, Metrics, HostKeyPolicy and Network).
+// Now, DialTimeout, Metrics, HostKeyPolicy, Network, Credentials and
+// TracerProvider).
 func NewConnector(cfg Config) (*Connector, error) {
 	if cfg.Store == nil || cfg.Keyring == nil {
 		return nil, errors.New("app: store and keyring are required")
