@@ -48,6 +48,9 @@ type ConnectionInput struct {
 	Auth *AuthInput `json:"auth,omitempty"`
 	// Pooler is none (default), transaction or session.
 	Pooler string `json:"pooler,omitempty"`
+	// HealthCheckInterval is how often the server tests the connection on
+	// its own (absent or 0: never).
+	HealthCheckInterval Duration `json:"health_check_interval,omitempty"`
 	// Password is write-only: absent on update keeps the stored password,
 	// present sets it ("" removes it).
 	Password  *Secret      `json:"password,omitempty"`
@@ -115,13 +118,85 @@ type ConnectionView struct {
 	// one; nil for password.
 	Auth *AuthView `json:"auth,omitempty"`
 	// Pooler is the connection pooler in front of the database.
-	Pooler    string      `json:"pooler"`
-	SSHTunnel *TunnelView `json:"ssh_tunnel,omitempty"`
+	Pooler string `json:"pooler"`
+	// HealthCheckInterval is how often the server tests the connection on
+	// its own (absent: never).
+	HealthCheckInterval Duration    `json:"health_check_interval,omitempty"`
+	SSHTunnel           *TunnelView `json:"ssh_tunnel,omitempty"`
 	// SSHHops are every SSH hop, in the order they are dialled (the first
 	// is SSHTunnel's host); empty for a direct connection.
 	SSHHops   []HopView `json:"ssh_hops,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Health is how the connection has been doing.
+	Health *ConnectionHealth `json:"health,omitempty"`
+}
+
+// Health statuses of a ConnectionHealth.
+const (
+	HealthOK      = "ok"      // the newest test or run succeeded
+	HealthFailing = "failing" // the newest test or run failed
+	HealthUnknown = "unknown" // no test or run yet
+)
+
+// ConnectionHealth is how a connection has been doing: its last test, its
+// last successful use, its tunnels open now (in the answering server
+// process) and its recent tests, runs and uses.
+type ConnectionHealth struct {
+	// Status is ok, failing or unknown, by the newest test or run.
+	Status string `json:"status"`
+	// LastTest is the newest connection test.
+	LastTest *ConnectionCheck `json:"last_test,omitempty"`
+	// LastSuccessfulUse is when a run, query, grants audit or proxy over
+	// the connection last succeeded.
+	LastSuccessfulUse *time.Time `json:"last_successful_use,omitempty"`
+	// Tunnel is the state of the connection's SSH tunnels open now (nil
+	// without a tunnel).
+	Tunnel *TunnelState `json:"tunnel,omitempty"`
+	// Recent are the newest tests, runs and uses, newest first.
+	Recent []ConnectionCheck `json:"recent"`
+}
+
+// Kinds of a ConnectionCheck.
+const (
+	CheckTest = "test"
+	CheckRun  = "run"
+	CheckUse  = "use"
+)
+
+// ConnectionCheck is one test, run or use of a connection in its health.
+type ConnectionCheck struct {
+	// Kind is test, run or use.
+	Kind string    `json:"kind"`
+	At   time.Time `json:"at"`
+	OK   bool      `json:"ok"`
+	// Source says what started it: manual or scheduled (tests), the
+	// run's trigger (runs), the use (query, grants, proxy).
+	Source string `json:"source,omitempty"`
+	// Step is a failed test's failing step, or a run's status.
+	Step string `json:"step,omitempty"`
+	// Detail is a failed test's error, or a run's ID.
+	Detail     string `json:"detail,omitempty"`
+	DurationMS int64  `json:"duration_ms"`
+}
+
+// TunnelState is what the answering server process knows of a
+// connection's open SSH tunnels.
+type TunnelState struct {
+	// Open counts the tunnels open now.
+	Open int `json:"open"`
+	// Channels counts the connections open through them.
+	Channels int `json:"channels"`
+	// LastKeepaliveRTTMS is the round trip of the newest keepalive
+	// answered, in milliseconds (0 before one).
+	LastKeepaliveRTTMS float64 `json:"last_keepalive_rtt_ms,omitempty"`
+	// LastKeepaliveAt is when that keepalive was answered.
+	LastKeepaliveAt *time.Time `json:"last_keepalive_at,omitempty"`
+	// MissedKeepalives counts keepalive intervals without a reply on the
+	// tunnels open now.
+	MissedKeepalives int64 `json:"missed_keepalives"`
+	// OpenSince is when the oldest of them came up.
+	OpenSince *time.Time `json:"open_since,omitempty"`
 }
 
 // TunnelView is the SSH tunnel of a ConnectionView.

@@ -189,6 +189,10 @@ func New(cfg Config) *API {
 		{Route{Method: get, Pattern: Prefix + "/tokens", Action: auth.ManageTokens}, a.listTokens},
 		{Route{Method: post, Pattern: Prefix + "/tokens", Action: auth.ManageTokens}, a.createToken},
 		{Route{Method: del, Pattern: Prefix + "/tokens/{id}", Action: auth.ManageTokens}, a.revokeToken},
+
+		{Route{Method: get, Pattern: Prefix + "/audit", Action: auth.ReadAudit}, a.listAudit},
+		{Route{Method: get, Pattern: Prefix + "/audit/verify", Action: auth.ReadAudit}, a.verifyAudit},
+		{Route{Method: get, Pattern: Prefix + "/audit/export", Action: auth.ReadAudit}, a.exportAudit},
 	}
 	for _, rt := range a.routes {
 		a.known.Handle(rt.Method+" "+rt.Pattern, http.NotFoundHandler())

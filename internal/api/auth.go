@@ -74,6 +74,8 @@ func actionText(a auth.Action) string {
 		return "opening connections (queries, running and cancelling jobs)"
 	case auth.ManageTokens:
 		return "managing API tokens"
+	case auth.ReadAudit:
+		return "reading the audit log"
 	}
 	return string(a)
 }
@@ -94,7 +96,8 @@ type WhoAmI struct {
 	TokenID string    `json:"token_id"`
 	Name    string    `json:"name"`
 	Role    auth.Role `json:"role"`
-	// Actions lists what the role may do: read, write, use, manage_tokens.
+	// Actions lists what the role may do: read, write, use, manage_tokens,
+	// read_audit.
 	Actions []auth.Action `json:"actions"`
 }
 
@@ -104,7 +107,7 @@ func (a *API) whoAmI(w http.ResponseWriter, r *http.Request) error {
 		return app.ErrUnauthenticated
 	}
 	out := WhoAmI{TokenID: p.TokenID, Name: p.Name, Role: p.Role, Actions: []auth.Action{}}
-	for _, act := range []auth.Action{auth.Read, auth.Write, auth.Use, auth.ManageTokens} {
+	for _, act := range []auth.Action{auth.Read, auth.Write, auth.Use, auth.ManageTokens, auth.ReadAudit} {
 		if p.Role.Can(act) {
 			out.Actions = append(out.Actions, act)
 		}

@@ -33,6 +33,9 @@ type ConnectionInput struct {
 	// RequireAuth is libpq 16's require_auth list; empty is the default
 	// (no clear-text password unless the server certificate is verified).
 	RequireAuth string `json:"require_auth,omitempty"`
+	// HealthCheckInterval is how often the server tests the connection on
+	// its own; absent or "0s" never.
+	HealthCheckInterval Duration `json:"health_check_interval,omitempty"`
 	// Password is write-only: absent (or null) on update keeps the stored
 	// password, present sets it ("" removes it). It is never returned.
 	Password  *Password    `json:"password,omitempty"`
@@ -78,7 +81,7 @@ func NewConnectionInput(spec connection.Spec, password *secret.Value) Connection
 	in := ConnectionInput{Name: spec.Name, Flavor: spec.Flavor, Host: spec.Host, Port: spec.Port,
 		Database: spec.Database, User: spec.User, SSLMode: spec.SSLMode, SSLRootCert: spec.SSLRootCert,
 		Schema: spec.Schema, Threads: spec.Threads, RequireAuth: spec.RequireAuth, Auth: newAuthInput(spec.Auth),
-		Pooler: spec.Pooler}
+		Pooler: spec.Pooler, HealthCheckInterval: Duration(spec.HealthCheckInterval)}
 	if password != nil {
 		in.Password = NewPassword(*password)
 	}
@@ -96,7 +99,8 @@ func NewConnectionInput(spec connection.Spec, password *secret.Value) Connection
 func (in *ConnectionInput) Spec() connection.Spec {
 	s := connection.Spec{Name: in.Name, Flavor: in.Flavor, Host: in.Host, Port: in.Port, Database: in.Database,
 		User: in.User, SSLMode: in.SSLMode, SSLRootCert: in.SSLRootCert, Schema: in.Schema, Threads: in.Threads,
-		RequireAuth: in.RequireAuth, Auth: in.Auth.auth(), Pooler: in.Pooler}
+		RequireAuth: in.RequireAuth, Auth: in.Auth.auth(), Pooler: in.Pooler,
+		HealthCheckInterval: connection.Duration(in.HealthCheckInterval)}
 	if s.Pooler == connection.PoolerNone {
 		s.Pooler = ""
 	}

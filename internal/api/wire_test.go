@@ -10,6 +10,7 @@ import (
 	"github.com/pgrelay/pgrelay/apiwire"
 	"github.com/pgrelay/pgrelay/internal/api"
 	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 )
 
@@ -106,6 +107,9 @@ func TestWireTypesMatch(t *testing.T) {
 	sameJSON(t, &api.ErrorResponse{}, &apiwire.ErrorResponse{})
 	sameJSON(t, &app.SSHCAView{}, &apiwire.SSHCAView{})
 	sameJSON(t, &[]app.HopKeyLines{}, &[]apiwire.HopKeyLines{})
+	sameJSON(t, &api.AuditList{}, &apiwire.AuditList{})
+	sameJSON(t, &audit.Record{}, &apiwire.AuditRecord{})
+	sameJSON(t, &audit.Verification{}, &apiwire.AuditVerification{})
 	// What the client sends, read by the server.
 	sameJSON(t, &apiwire.ConnectionInput{}, &api.ConnectionInput{})
 	sameJSON(t, &apiwire.TestDraftRequest{}, &api.TestDraftRequest{})

@@ -7,8 +7,10 @@ package app
 
 import (
 	"context"
+
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/trace"
 	"log/slog"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
+	"github.com/pgrelay/pgrelay/internal/tracing"
 )
 
 // Config configures a Service.
@@ -45,6 +48,9 @@ type Config struct {
 	// SSH holds the settings of SSH hops: the server's known_hosts, which
 	// proxy commands may run, an outside certificate signer (ssh.go).
 	SSH SSHConfig
+	// TracerProvider receives the use cases' spans (connection opens, SSH
+	// dials per hop, database connects, statements, tests); nil is off.
+	TracerProvider trace.TracerProvider
 
 	// Connector opens connections; nil builds one from the fields above
 	// (NewConnector).
@@ -75,6 +81,9 @@ type Connector struct {
 	credentials *credential.Registry
 	credOpts    credential.Options
 	ssh         sshSettings
+	// tunnels are this process's open tunnels (connection health).
+	tunnels *tunnelSet
+	tracer  trace.Tracer
 }
 
 // Service runs pgrelay's use cases. It is safe for concurrent use.
@@ -84,7 +93,8 @@ type Service struct {
 }
 
 // NewConnector returns the Connector of cfg (its Store, Keyring, Logger,
-// Now, DialTimeout, Metrics, HostKeyPolicy and Network).
+// Now, DialTimeout, Metrics, HostKeyPolicy, Network, Credentials and
+// TracerProvider).
 func NewConnector(cfg Config) (*Connector, error) {
 	if cfg.Store == nil || cfg.Keyring == nil {
 		return nil, errors.New("app: store and keyring are required")
@@ -105,7 +115,8 @@ func NewConnector(cfg Config) (*Connector, error) {
 	return &Connector{store: keyGuard{Store: cfg.Store, kr: cfg.Keyring}, keyring: cfg.Keyring, logger: cfg.Logger, now: cfg.Now,
 		dialTimeout: cfg.DialTimeout, metrics: cfg.Metrics,
 		hostKeyPolicy: policy, network: cfg.Network, ssh: newSSHSettings(cfg.SSH),
-		credentials: newCredentials(cfg.Credentials, cfg.Metrics, cfg.Logger), credOpts: credentialOptions(cfg.Credentials)}, nil
+		credentials: newCredentials(cfg.Credentials, cfg.Metrics, cfg.Logger), credOpts: credentialOptions(cfg.Credentials),
+		tunnels: newTunnelSet(), tracer: tracing.Tracer(cfg.TracerProvider)}, nil
 }
 
 // New returns a Service on cfg.Connector, or on a Connector built from

@@ -221,14 +221,26 @@ func TestTunnelDropFailsQuery(t *testing.T) {
 	if err := sess.Err(); err == nil || !strings.Contains(err.Error(), "pgrelay connection test frozen") {
 		t.Fatalf("session reports the drop as %v", err)
 	}
-	// The drop is counted without the connection's name: metrics carry
-	// names only with --metrics-connection-labels.
+	// The drop is counted by its cause, without the connection's name:
+	// metrics carry names only with --metrics-connection-labels. The
+	// keepalives that went unanswered before it are counted as missed.
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		n, labels := tunnelDrops(t, f.metrics)
-		if len(labels) > 0 {
-			t.Fatalf("pgrelay_tunnel_drops_total has labels %v, want none by default", labels)
+		for _, l := range labels {
+			if strings.HasPrefix(l, "connection=") {
+				t.Fatalf("pgrelay_tunnel_drops_total has labels %v, want no connection by default", labels)
+			}
 		}
 		if n == 1 {
+			if got := sampleValue(t, f.metrics, "pgrelay_tunnel_drops_total", "cause=keepalive_timeout"); got != 1 {
+				t.Fatalf("drops by cause keepalive_timeout = %v, want 1", got)
+			}
+			// A keepalive is sent on each multiple of the interval; the
+			// one pending at the freeze misses count-1 intervals or so
+			// before the silence limit drops the tunnel.
+			if got := sampleValue(t, f.metrics, "pgrelay_tunnel_keepalives_missed_total", ""); got < 1 {
+				t.Fatalf("pgrelay_tunnel_keepalives_missed_total = %v after a freeze, want at least 1", got)
+			}
 			break
 		}
 		if time.Now().After(deadline) {
@@ -249,6 +261,32 @@ func TestTunnelDropFailsQuery(t *testing.T) {
 	}
 }
 
+// sampleValue returns the value of the metric's sample whose labels are
+// labels ("name=value,..." sorted by name; "" for none): a counter's or
+// gauge's value, a histogram's count.
+func sampleValue(t *testing.T, m *metrics.Metrics, name, labels string) float64 {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			var ls []string
+			for _, l := range s.GetLabel() {
+				ls = append(ls, l.GetName()+"="+l.GetValue())
+			}
+			if strings.Join(ls, ",") == labels {
+				return s.GetCounter().GetValue() + s.GetGauge().GetValue() + float64(s.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return 0
+}
+
 // tunnelDrops returns the sum of pgrelay_tunnel_drops_total in m and every
 // label it has.
 func tunnelDrops(t *testing.T, m *metrics.Metrics) (float64, []string) {
@@ -265,6 +303,9 @@ func tunnelDrops(t *testing.T, m *metrics.Metrics) (float64, []string) {
 		}
 		for _, s := range mf.GetMetric() {
 			n += s.GetCounter().GetValue()
+			if s.GetCounter().GetValue() == 0 {
+				continue
+			}
 			for _, l := range s.GetLabel() {
 				labels = append(labels, l.GetName()+"="+l.GetValue())
 			}

@@ -161,6 +161,7 @@ func (s *Connector) openChain(ctx context.Context, c *store.Connection, opts cha
 			KeepaliveInterval: spec.Tunnel.KeepaliveInterval.Duration(),
 			KeepaliveCountMax: spec.Tunnel.KeepaliveCountMax,
 			Logger:            log,
+			Observer:          s.hopObserverFor(name, i, len(hops)),
 		}
 		if i == 0 {
 			cfg.Dial = dial
@@ -174,13 +175,19 @@ func (s *Connector) openChain(ctx context.Context, c *store.Connection, opts cha
 	}
 	// Hop n+1's address is resolved by hop n, out of pgrelay's sight; an IP
 	// literal is checked here, as for the database behind a bastion.
+	times := newHopTimes(len(hops))
 	check := func(i int, addr string) error {
+		times.started(i)
 		if err := s.network.CheckHostPort(addr); err != nil {
 			return fmt.Errorf("%s through hop %d: %w", addr, i, err)
 		}
 		return nil
 	}
+	start := time.Now()
+	times.started(0)
 	chain, err := tunnel.DialChain(ctx, cfgs, check)
+	s.countOpen(name, err, time.Since(start))
+	s.traceHops(ctx, c, hops, times, chain, err)
 	if err != nil {
 		return nil, s.explainChainError(ctx, c, keys, err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/secret"
@@ -44,13 +45,19 @@ type ConnectionView struct {
 	Auth *AuthView `json:"auth,omitempty"`
 	// Pooler is the connection pooler in front of the database: none,
 	// transaction or session.
-	Pooler    connection.Pooler `json:"pooler"`
-	SSHTunnel *TunnelView       `json:"ssh_tunnel,omitempty"`
+	Pooler connection.Pooler `json:"pooler"`
+	// HealthCheckInterval is how often the server tests the connection on
+	// its own (0: never).
+	HealthCheckInterval connection.Duration `json:"health_check_interval,omitempty"`
+	SSHTunnel           *TunnelView         `json:"ssh_tunnel,omitempty"`
 	// SSHHops are every SSH hop, in the order they are dialled (the first
 	// is SSHTunnel's host); empty for a direct connection.
 	SSHHops   []HopView `json:"ssh_hops,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Health is how the connection has been doing (GetConnection and
+	// ListConnections fill it in).
+	Health *ConnectionHealth `json:"health,omitempty"`
 }
 
 // TunnelView is the tunnel part of a ConnectionView.
@@ -96,7 +103,7 @@ type TunnelView struct {
 func (v *ConnectionView) Spec() connection.Spec {
 	s := connection.Spec{Name: v.Name, Flavor: v.Flavor, Host: v.Host, Port: v.Port, Database: v.Database,
 		User: v.User, SSLMode: v.SSLMode, SSLRootCert: v.SSLRootCert, Schema: v.Schema, Threads: v.Threads,
-		RequireAuth: v.RequireAuth}
+		RequireAuth: v.RequireAuth, HealthCheckInterval: v.HealthCheckInterval}
 	if v.Pooler != connection.PoolerNone {
 		s.Pooler = v.Pooler
 	}
@@ -119,7 +126,8 @@ func view(c *store.Connection) *ConnectionView {
 	v := &ConnectionView{Name: s.Name, Flavor: s.Flavor, Host: s.Host, Port: s.Port, Database: s.Database,
 		User: s.User, HasPassword: len(c.SealedPassword) > 0, SSLMode: s.SSLMode, SSLRootCert: s.SSLRootCert,
 		Schema: s.Schema, Threads: s.Threads, RequireAuth: s.RequireAuth, EffectiveRequireAuth: s.EffectiveRequireAuth(),
-		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt, Auth: authView(c), Pooler: s.EffectivePooler()}
+		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt, Auth: authView(c), Pooler: s.EffectivePooler(),
+		HealthCheckInterval: s.HealthCheckInterval}
 	if t := s.Tunnel; t != nil {
 		tv := &TunnelView{Host: t.Host, Port: t.Port, User: t.User, KeyType: t.KeyType,
 			KeepaliveInterval: t.KeepaliveInterval, KeepaliveCountMax: t.KeepaliveCountMax,
@@ -211,7 +219,8 @@ func prepare(spec *connection.Spec) error {
 // generates the connection's key pair; the returned view carries the
 // public key to install on the bastion. Host keys given in
 // spec.Tunnel.KnownHost are pinned at once.
-func (s *Service) CreateConnection(ctx context.Context, spec connection.Spec) (*ConnectionView, error) {
+func (s *Service) CreateConnection(ctx context.Context, spec connection.Spec) (_ *ConnectionView, err error) {
+	defer s.audited(ctx, &entry{action: "connection.create", targetKind: audit.TargetConnection, target: spec.Name}, &err)
 	spec = spec.Clone()
 	authSecret, _, authErr := s.prepareAuth(nil, &spec)
 	if err := joinProblems(prepare(&spec), authErr); err != nil {
@@ -256,7 +265,13 @@ func (s *Service) GetConnection(ctx context.Context, name string) (*ConnectionVi
 	if err != nil {
 		return nil, err
 	}
-	return s.withToken(view(c), c), nil
+	v := s.withToken(view(c), c)
+	checks, err := s.store.ConnectionChecks(ctx, c.ID, healthHistory)
+	if err != nil {
+		return nil, err
+	}
+	v.Health = s.health(c, checks)
+	return v, nil
 }
 
 // ListConnections returns every connection's view, ordered by name.
@@ -265,9 +280,15 @@ func (s *Service) ListConnections(ctx context.Context) ([]*ConnectionView, error
 	if err != nil {
 		return nil, err
 	}
+	recent, err := s.store.RecentChecks(ctx, healthHistory)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]*ConnectionView, 0, len(cs))
 	for _, c := range cs {
-		out = append(out, s.withToken(view(c), c))
+		v := s.withToken(view(c), c)
+		v.Health = s.health(c, recent[c.ID])
+		out = append(out, v)
 	}
 	return out, nil
 }
@@ -281,7 +302,12 @@ func (s *Service) ListConnections(ctx context.Context) ([]*ConnectionView, error
 // bastion's address forgets its pinned host key and any key waiting for
 // approval. Host keys given in spec.Tunnel.KnownHost replace the pins;
 // without them the pins are kept.
-func (s *Service) UpdateConnection(ctx context.Context, name string, spec connection.Spec, password *secret.Value) (*ConnectionView, error) {
+func (s *Service) UpdateConnection(ctx context.Context, name string, spec connection.Spec, password *secret.Value) (_ *ConnectionView, err error) {
+	e := &entry{action: "connection.update", targetKind: audit.TargetConnection, target: name}
+	if password != nil {
+		e.detail = "password changed"
+	}
+	defer s.audited(ctx, e, &err)
 	spec = spec.Clone()
 	if spec.Name == "" {
 		spec.Name = name
@@ -359,7 +385,8 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 }
 
 // DeleteConnection removes a connection and its keys.
-func (s *Service) DeleteConnection(ctx context.Context, name string) error {
+func (s *Service) DeleteConnection(ctx context.Context, name string) (err error) {
+	defer s.audited(ctx, &entry{action: "connection.delete", targetKind: audit.TargetConnection, target: name}, &err)
 	c, _ := s.store.GetConnection(ctx, name)
 	if err := s.store.DeleteConnection(ctx, name); err != nil {
 		return err
@@ -434,7 +461,9 @@ type KeyRotation struct {
 // RotateKey replaces a connection's tunnel key pair at once: logins fail
 // until the new key is installed (RotateKeyStart avoids that). A rotation
 // with two live keys under way is dropped.
-func (s *Service) RotateKey(ctx context.Context, name string) (*KeyRotation, error) {
+func (s *Service) RotateKey(ctx context.Context, name string) (_ *KeyRotation, err error) {
+	e := &entry{action: "connection.rotate_key", targetKind: audit.TargetConnection, target: name}
+	defer s.audited(ctx, e, &err)
 	c, err := s.store.GetConnection(ctx, name)
 	if err != nil {
 		return nil, err
@@ -460,14 +489,17 @@ func (s *Service) RotateKey(ctx context.Context, name string) (*KeyRotation, err
 	if err != nil {
 		return nil, err
 	}
+	e.use = connUse(c)
 	s.logger.InfoContext(ctx, "tunnel key rotated", "connection", name)
 	return &KeyRotation{Old: oldLine, New: newLine}, nil
 }
 
 // TrustHostKey approves the host key with the given fingerprint: the
 // pending key a hop last presented. It replaces that hop's pinned keys.
-func (s *Service) TrustHostKey(ctx context.Context, name, fingerprint string) (*ConnectionView, error) {
+func (s *Service) TrustHostKey(ctx context.Context, name, fingerprint string) (_ *ConnectionView, err error) {
 	fingerprint = strings.TrimSpace(fingerprint)
+	defer s.audited(ctx, &entry{action: "connection.trust_host_key", targetKind: audit.TargetConnection, target: name,
+		detail: "approved " + auditFingerprint(fingerprint)}, &err)
 	if !strings.HasPrefix(fingerprint, "SHA256:") {
 		return nil, &ValidationError{Subject: fielderr.Connection, Problems: []fielderr.Problem{{Field: "fingerprint",
 			Problem: fmt.Sprintf("%q is not accepted: give the SHA256 fingerprint shown in the error or by `pgrelay connection show %s`, e.g. SHA256:abc...", fingerprint, name)}}}
@@ -549,6 +581,8 @@ func (s *Connector) pinHostKey(ctx context.Context, name string, addr string, ke
 		}
 		s.logger.InfoContext(ctx, "bastion host key pinned on first use", "connection", name,
 			"bastion", addr, "fingerprint", sshkey.Fingerprint(key))
+		s.audited(ctx, &entry{action: "connection.pin_host_key", targetKind: audit.TargetConnection, target: name,
+			detail: "trusted on first use: " + sshkey.Fingerprint(key) + " at " + addr}, nil)
 		return nil
 	}
 	return fmt.Errorf("pin host key of %s: %w", addr, store.ErrConflict)

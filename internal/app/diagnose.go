@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/credential"
 	"github.com/pgrelay/pgrelay/internal/diagnose"
@@ -12,6 +13,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/sshca"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/store"
+	"github.com/pgrelay/pgrelay/internal/tracing"
 )
 
 // TestConnection tests a saved connection hop by hop (see package diagnose)
@@ -20,11 +22,21 @@ import (
 // records a different key as pending approval (TrustHostKey). The error is
 // for a connection that cannot be read (ErrNotFound, a keyring failure); a
 // test that fails is a report whose OK is false.
-func (s *Service) TestConnection(ctx context.Context, name string, progress func(diagnose.Step)) (*diagnose.Report, error) {
+func (s *Service) TestConnection(ctx context.Context, name string, progress func(diagnose.Step)) (_ *diagnose.Report, err error) {
+	e := &entry{action: "connection.test", targetKind: audit.TargetConnection, target: name}
+	source := checkSource(ctx)
+	if source == "scheduled" {
+		e.action = "connection.health_check"
+	}
+	ctx, span := s.startSpan(ctx, "connection.test", tracing.Connection.String(name), tracing.TestSource.String(source))
+	defer func() { endSpan(span, err) }()
+	progress = s.traceSteps(ctx, progress)
+	defer s.audited(ctx, e, &err)
 	c, err := s.store.GetConnection(ctx, name)
 	if err != nil {
 		return nil, err
 	}
+	e.use = connUse(c)
 	spec, err := s.openSpec(ctx, c)
 	if err != nil {
 		return nil, err
@@ -48,7 +60,12 @@ func (s *Service) TestConnection(ctx context.Context, name string, progress func
 		// The database refused the token: the next use fetches another.
 		tokens.invalidate()
 	}
+	if f := rep.Failed(); f != nil {
+		e.failure = "step " + string(f.ID)
+		tracing.Fail(span, e.failure)
+	}
 	s.recordHostKey(ctx, c, &rep)
+	s.recordCheck(ctx, c, testCheck(&rep, source))
 	if spec.Tunnel != nil && allPassed(&rep, diagnose.StepSSHAuth) {
 		switch {
 		case keys.pending != nil && !rep.FallbackKeyUsed:
@@ -77,7 +94,15 @@ func (s *Service) TestConnection(ctx context.Context, name string, progress func
 // Host keys given with the draft (ssh_tunnel.known_host) are the pins it is
 // tested against; under the approve host key policy a draft whose bastion
 // has no pinned key stops at ssh_handshake.
-func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn string, progress func(diagnose.Step)) (*diagnose.Report, error) {
+func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn string, progress func(diagnose.Step)) (_ *diagnose.Report, err error) {
+	e := &entry{action: "connection.test_draft", targetKind: audit.TargetConnection, target: basedOn, use: &audit.Use{}}
+	if spec.Tunnel != nil {
+		e.use.Hops = hopNames(spec.Tunnel)
+	}
+	defer s.audited(ctx, e, &err)
+	ctx, span := s.startSpan(ctx, "connection.test_draft", tracing.Connection.String(basedOn))
+	defer func() { endSpan(span, err) }()
+	progress = s.traceSteps(ctx, progress)
 	spec = spec.Clone()
 	if spec.Name == "" {
 		spec.Name = basedOn
@@ -121,6 +146,7 @@ func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn s
 			if _, err := s.sshInput(ctx, &draft, &in); err != nil {
 				return nil, err
 			}
+			e.use.KeyFingerprint = connUse(c).KeyFingerprint
 		}
 	}
 	if in.Spec.Tunnel != nil && in.Hops == nil {
@@ -148,6 +174,9 @@ func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn s
 		in.Credential = credential.New(&in.Spec, s.credOpts)
 	}
 	rep := diagnose.Run(ctx, in, progress)
+	if f := rep.Failed(); f != nil {
+		e.failure = "step " + string(f.ID)
+	}
 	s.observeTest(ctx, spec.Name+" (draft)", &rep)
 	return &rep, nil
 }

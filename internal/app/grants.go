@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/grants"
 )
 
@@ -17,7 +18,10 @@ import (
 // step running CREATE SCHEMA makes CREATE on the database needed. When
 // the server refuses the user the database itself for lack of CONNECT,
 // the result says so (and how to grant it) rather than failing.
-func (s *Service) Grants(ctx context.Context, name string, req grants.Request) (*grants.Result, error) {
+func (s *Service) Grants(ctx context.Context, name string, req grants.Request) (_ *grants.Result, err error) {
+	defer s.audited(ctx, &entry{action: "connection.grants", targetKind: audit.TargetConnection, target: name,
+		use: s.useOf(ctx, name)}, &err)
+	start := s.now()
 	sess, err := s.Open(ctx, name)
 	if err != nil {
 		return nil, err
@@ -49,5 +53,6 @@ func (s *Service) Grants(ctx context.Context, name string, req grants.Request) (
 	if err != nil {
 		return nil, sess.explain(err)
 	}
+	s.recordUse(ctx, name, "grants", start)
 	return res, nil
 }

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/jobs"
@@ -84,7 +85,31 @@ func (s *Service) prepareJob(ctx context.Context, j *jobs.Job) error {
 
 // ApplyJobs creates or updates every job, after validating all of them: an
 // invalid file changes nothing.
-func (s *Service) ApplyJobs(ctx context.Context, js []jobs.Job) ([]ApplyResult, error) {
+func (s *Service) ApplyJobs(ctx context.Context, js []jobs.Job) (out []ApplyResult, err error) {
+	defer func() {
+		// One record per job created or updated; one for the whole apply
+		// when it changed nothing (or failed before it could).
+		changed := 0
+		for _, r := range out {
+			if r.Action == "unchanged" {
+				continue
+			}
+			changed++
+			action := "job.update"
+			if r.Action == "created" {
+				action = "job.create"
+			}
+			var jerr error
+			s.audited(ctx, &entry{action: action, targetKind: audit.TargetJob, target: r.Name, detail: "applied"}, &jerr)
+		}
+		if changed == 0 || err != nil {
+			var names []string
+			for _, j := range js {
+				names = append(names, j.Name)
+			}
+			s.audited(ctx, &entry{action: "job.apply", targetKind: audit.TargetJob, detail: "jobs " + joinNames(names)}, &err)
+		}
+	}()
 	var probs []fielderr.Problem
 	for i := range js {
 		if err := s.prepareJob(ctx, &js[i]); err != nil {
@@ -100,7 +125,7 @@ func (s *Service) ApplyJobs(ctx context.Context, js []jobs.Job) ([]ApplyResult, 
 	if len(probs) > 0 {
 		return nil, &ValidationError{Subject: fielderr.Job, Problems: probs}
 	}
-	out := make([]ApplyResult, 0, len(js))
+	out = make([]ApplyResult, 0, len(js))
 	for i := range js {
 		j := js[i]
 		action := "updated"
@@ -131,7 +156,9 @@ func (s *Service) syncSchedules(ctx context.Context) {
 }
 
 // PutJob creates or replaces one job.
-func (s *Service) PutJob(ctx context.Context, j jobs.Job) (*JobView, bool, error) {
+func (s *Service) PutJob(ctx context.Context, j jobs.Job) (_ *JobView, _ bool, err error) {
+	e := &entry{action: "job.update", targetKind: audit.TargetJob, target: j.Name}
+	defer s.audited(ctx, e, &err)
 	if err := s.prepareJob(ctx, &j); err != nil {
 		return nil, false, err
 	}
@@ -139,13 +166,17 @@ func (s *Service) PutJob(ctx context.Context, j jobs.Job) (*JobView, bool, error
 	if err != nil {
 		return nil, false, err
 	}
+	if created {
+		e.action = "job.create"
+	}
 	s.syncSchedules(ctx)
 	v, err := s.GetJob(ctx, j.Name)
 	return v, created, err
 }
 
 // CreateJob saves a new job; ErrExists when the name is taken.
-func (s *Service) CreateJob(ctx context.Context, j jobs.Job) (*JobView, error) {
+func (s *Service) CreateJob(ctx context.Context, j jobs.Job) (_ *JobView, err error) {
+	defer s.audited(ctx, &entry{action: "job.create", targetKind: audit.TargetJob, target: j.Name}, &err)
 	if err := s.prepareJob(ctx, &j); err != nil {
 		return nil, err
 	}
@@ -180,7 +211,8 @@ func (s *Service) ListJobs(ctx context.Context) ([]*JobView, error) {
 }
 
 // DeleteJob removes a job; its runs stay in the history.
-func (s *Service) DeleteJob(ctx context.Context, name string) error {
+func (s *Service) DeleteJob(ctx context.Context, name string) (err error) {
+	defer s.audited(ctx, &entry{action: "job.delete", targetKind: audit.TargetJob, target: name}, &err)
 	if err := s.store.DeleteJob(ctx, name); err != nil {
 		return err
 	}
@@ -193,15 +225,22 @@ func (s *Service) DeleteJob(ctx context.Context, name string) error {
 var ErrNoQueue = errors.New("runs cannot be queued here: no job queue is running (use `pgrelay serve`)")
 
 // RunJob queues a run of the job.
-func (s *Service) RunJob(ctx context.Context, name string, trigger jobs.Trigger) (*jobs.Run, error) {
+func (s *Service) RunJob(ctx context.Context, name string, trigger jobs.Trigger) (r *jobs.Run, err error) {
+	e := &entry{action: "run.start", targetKind: audit.TargetJob, target: name, detail: string(trigger)}
+	defer s.audited(ctx, e, &err)
 	rec, err := s.store.GetJob(ctx, name)
 	if err != nil {
 		return nil, err
 	}
+	e.use = s.runUse(ctx, &rec.Job)
 	if s.queue == nil {
 		return nil, ErrNoQueue
 	}
-	return s.queue.Submit(ctx, rec.Job, trigger)
+	r, err = s.queue.Submit(ctx, rec.Job, trigger)
+	if r != nil {
+		e.use.RunID = r.ID
+	}
+	return r, err
 }
 
 // GetRun returns a run.
@@ -238,7 +277,9 @@ func (s *Service) RunLog(ctx context.Context, id string, afterSeq int64, limit i
 }
 
 // CancelRun cancels a queued or running run on behalf of by.
-func (s *Service) CancelRun(ctx context.Context, id, by string) (*jobs.Run, error) {
+func (s *Service) CancelRun(ctx context.Context, id, by string) (_ *jobs.Run, err error) {
+	defer s.audited(ctx, &entry{action: "run.cancel", targetKind: audit.TargetRun, target: id,
+		use: &audit.Use{RunID: id}}, &err)
 	reason := (&jobs.CancelledError{By: by}).Error()
 	for range 20 {
 		r, err := s.store.GetRun(ctx, id)

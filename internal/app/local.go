@@ -9,7 +9,8 @@ import (
 // RunJobLocally runs the saved job name in this process, now, with the job
 // queue's rules (its command policy and log limit) but without its
 // workers: the CLI's local `job run`. started is called once the run is
-// saved. Cancelling ctx with a *jobs.CancelledError cancels the run.
+// saved. The run is recorded in the audit log as started locally.
+// Cancelling ctx with a *jobs.CancelledError cancels the run.
 func (s *Service) RunJobLocally(ctx context.Context, name string, started func(*jobs.Run)) (*jobs.Run, error) {
 	jv, err := s.GetJob(ctx, name)
 	if err != nil {
@@ -18,7 +19,12 @@ func (s *Service) RunJobLocally(ctx context.Context, name string, started func(*
 	if s.queue == nil {
 		return nil, ErrNoQueue
 	}
-	return s.queue.RunLocal(ctx, jv.Job, jobs.Manual, started)
+	return s.queue.RunLocal(ctx, jv.Job, jobs.Manual, func(r *jobs.Run) {
+		s.AuditLocalRun(ctx, jv.Job, r)
+		if started != nil {
+			started(r)
+		}
+	})
 }
 
 // ExecRequest is a program the local user runs over a saved connection
@@ -52,12 +58,14 @@ func (r ExecRequest) Job() (jobs.Job, error) {
 
 // Exec runs the request's program over its connection and returns how it
 // ended. The local user runs their own program, given explicitly, so any
-// program may run. Cancelling ctx with a *jobs.CancelledError stops it.
+// program may run; the audit log records it (its command masked).
+// Cancelling ctx with a *jobs.CancelledError stops it.
 func (s *Service) Exec(ctx context.Context, req ExecRequest) (jobs.Result, error) {
 	job, err := req.Job()
 	if err != nil {
 		return jobs.Result{}, err
 	}
+	s.AuditExec(ctx, req.Connection, req.Command)
 	rn := &jobs.Runner{
 		Open:     s.OpenConn,
 		Commands: jobs.CommandPolicy{AnyProgram: true},

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
@@ -169,6 +171,13 @@ func RotateMasterKey(ctx context.Context, st store.SecretsStore, old, next *secr
 	})
 	if err != nil {
 		return nil, err
+	}
+	if as, ok := st.(store.AuditStore); ok {
+		r := &audit.Record{Time: time.Now(), Actor: actor(ctx), Action: "store.rotate_master_key", TargetKind: audit.TargetStore,
+			Outcome: audit.OK, Detail: fmt.Sprintf("%d connections sealed again", rep.Connections)}
+		// Best effort: the rotation has happened, and the caller must go
+		// on to install the new key whatever becomes of the record.
+		_ = as.AppendAudit(context.WithoutCancel(ctx), r)
 	}
 	return rep, nil
 }

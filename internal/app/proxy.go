@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/proxy"
 	"github.com/pgrelay/pgrelay/internal/relay"
@@ -44,7 +45,10 @@ type ProxyServer struct {
 // Proxy opens the named connection (proving the tunnel works) and returns a
 // proxy listening on listenAddr ("127.0.0.1:0" picks a free port). Call
 // Serve, then Close.
-func (s *Service) Proxy(ctx context.Context, name, listenAddr string) (*ProxyServer, error) {
+func (s *Service) Proxy(ctx context.Context, name, listenAddr string) (_ *ProxyServer, err error) {
+	defer s.audited(ctx, &entry{action: "connection.proxy", targetKind: audit.TargetConnection, target: name,
+		use: s.useOf(ctx, name)}, &err)
+	start := s.now()
 	sess, err := s.Open(ctx, name)
 	if err != nil {
 		return nil, err
@@ -63,6 +67,7 @@ func (s *Service) Proxy(ctx context.Context, name, listenAddr string) (*ProxySer
 		return nil, fmt.Errorf("proxy %s: %w", name, err)
 	}
 	ps.px = proxy.New(ln, ps.dial, s.logger.With("connection", name), proxy.WithHandshake(rl.Handshake))
+	s.recordUse(ctx, name, "proxy", start)
 	return ps, nil
 }
 

@@ -6,6 +6,11 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/pgrelay/pgrelay/internal/audit"
+	"github.com/pgrelay/pgrelay/internal/pg"
+	"github.com/pgrelay/pgrelay/internal/tracing"
 )
 
 // Column describes one result column.
@@ -54,17 +59,27 @@ func (e *QueryError) Unwrap() error { return e.Err }
 
 // Query runs sql (one or more statements, simple protocol) on the named
 // connection and streams the results to sink.
-func (s *Service) Query(ctx context.Context, name, sql string, sink ResultSink) error {
+func (s *Service) Query(ctx context.Context, name, sql string, sink ResultSink) (err error) {
+	u := s.useOf(ctx, name)
+	u.SQLDigests = []string{pg.Digest(sql)}
+	ctx, span := s.startSpan(ctx, "connection.query", tracing.Connection.String(name), tracing.StatementHash.String(u.SQLDigests[0]))
+	defer func() { endSpan(span, err) }()
+	defer s.audited(ctx, &entry{action: "connection.query", targetKind: audit.TargetConnection, target: name, use: u}, &err)
+	start := s.now()
 	sess, err := s.Open(ctx, name)
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
-	return sess.Query(ctx, sql, sink)
+	if err := sess.Query(ctx, sql, sink); err != nil {
+		return err
+	}
+	s.recordUse(ctx, name, "query", start)
+	return nil
 }
 
 // Query runs sql on a new database session of this Session.
-func (s *Session) Query(ctx context.Context, sql string, sink ResultSink) error {
+func (s *Session) Query(ctx context.Context, sql string, sink ResultSink) (err error) {
 	if s.tunnel != nil {
 		// Stop the query as soon as the tunnel drops.
 		var cancel context.CancelFunc
@@ -83,6 +98,12 @@ func (s *Session) Query(ctx context.Context, sql string, sink ResultSink) error 
 		return s.explain(err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	if s.tracer != nil {
+		var span trace.Span
+		ctx, span = s.tracer.Start(ctx, "db.statement", trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(tracing.Connection.String(s.spec.Name), tracing.StatementHash.String(pg.Digest(sql))))
+		defer func() { endSpan(span, err) }()
+	}
 	mrr := conn.PgConn().Exec(ctx, sql)
 	for mrr.NextResult() {
 		rr := mrr.ResultReader()

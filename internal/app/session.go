@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/credential"
@@ -17,6 +19,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/pg"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
+	"github.com/pgrelay/pgrelay/internal/tracing"
 	"github.com/pgrelay/pgrelay/internal/tunnel"
 )
 
@@ -107,6 +110,8 @@ type Session struct {
 	spec connection.Spec
 	// tunnel is the chain of SSH hops (one for a single bastion).
 	tunnel *tunnel.Chain
+	// tracer traces the session's database connects.
+	tracer trace.Tracer
 	// network is the policy on the addresses the session dials.
 	network *egress.Policy
 	// cred is the token cache of a connection with token auth; nil for
@@ -166,7 +171,15 @@ func (s *Session) DialDatabase(ctx context.Context) (net.Conn, error) {
 }
 
 // Connect opens a database session (through the tunnel, if any).
-func (s *Session) Connect(ctx context.Context) (*pgx.Conn, error) {
+func (s *Session) Connect(ctx context.Context) (_ *pgx.Conn, err error) {
+	if s.tracer != nil {
+		var span trace.Span
+		ctx, span = s.tracer.Start(ctx, "db.connect", trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+			tracing.Connection.String(s.spec.Name), attribute.String("db.system.name", "postgresql"),
+			attribute.String("server.address", s.spec.Host), attribute.Int("server.port", s.spec.Port),
+			attribute.String("db.namespace", s.spec.Database)))
+		defer func() { endSpan(span, err) }()
+	}
 	cfg, err := s.PgxConfig()
 	if err != nil {
 		return nil, err
@@ -233,7 +246,9 @@ func (s *Session) Close() error {
 // Open opens a saved connection: decrypts its secrets and, when it has a
 // tunnel, connects to the bastion (pinning its host key on first use and
 // refusing a different one).
-func (s *Connector) Open(ctx context.Context, name string) (*Session, error) {
+func (s *Connector) Open(ctx context.Context, name string) (_ *Session, err error) {
+	ctx, span := s.startSpan(ctx, "connection.open", tracing.Connection.String(name))
+	defer func() { endSpan(span, err) }()
 	c, err := s.store.GetConnection(ctx, name)
 	if err != nil {
 		return nil, err
@@ -242,7 +257,7 @@ func (s *Connector) Open(ctx context.Context, name string) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	sess := &Session{spec: spec, network: s.network, cred: s.credentialFor(c, &spec)}
+	sess := &Session{spec: spec, network: s.network, tracer: s.tracer, cred: s.credentialFor(c, &spec)}
 	if spec.Tunnel == nil {
 		return sess, nil
 	}
@@ -296,18 +311,23 @@ func (s *Connector) bindLegacyPassword(ctx context.Context, c *store.Connection,
 	s.logger.InfoContext(ctx, "stored password bound to its endpoint", "connection", c.Spec.Name)
 }
 
-// observeTunnel counts the tunnel as open until it ends, and counts drops.
+// observeTunnel keeps the chain in the connection's health while it is
+// open, counts it as open until it ends, and counts a drop by its cause.
 func (s *Connector) observeTunnel(name string, t *tunnel.Chain) {
-	if s.metrics == nil {
-		return
+	s.tunnels.add(name, t)
+	if s.metrics != nil {
+		s.metrics.TunnelsOpen.Inc()
 	}
-	s.metrics.TunnelsOpen.Inc()
 	go func() {
 		<-t.Done()
+		s.tunnels.remove(name, t)
+		if s.metrics == nil {
+			return
+		}
 		s.metrics.TunnelsOpen.Dec()
 		var dropped *tunnel.DroppedError
 		if errors.As(t.Err(), &dropped) {
-			s.metrics.TunnelDropped(name)
+			s.metrics.TunnelDropped(name, tunnel.DropCause(t.Err()))
 		}
 	}()
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
@@ -15,7 +16,16 @@ import (
 // StartSession starts a web UI session for the token with that ID, lasting
 // ttl, and returns the session's ID (for the signed cookie). Sessions that
 // have expired are swept first.
-func (s *Service) StartSession(ctx context.Context, tokenID string, ttl time.Duration) (string, error) {
+func (s *Service) StartSession(ctx context.Context, tokenID string, ttl time.Duration) (_ string, err error) {
+	defer func() {
+		// The person signing in acts as the token, not yet authenticated
+		// in ctx.
+		a := audit.Actor{Kind: audit.ActorToken, ID: tokenID}
+		if t, terr := s.store.GetToken(ctx, tokenID); terr == nil {
+			a.Name = t.Name
+		}
+		s.audited(audit.WithActor(ctx, a), &entry{action: "session.sign_in", targetKind: audit.TargetSession, target: tokenID}, &err)
+	}()
 	now := s.now().UTC()
 	if n, err := s.store.DeleteExpiredSessions(ctx, now); err != nil {
 		s.logger.WarnContext(ctx, "could not sweep expired sessions", "error", err)
@@ -58,7 +68,8 @@ func (s *Service) AuthenticateSession(ctx context.Context, id string) (*auth.Pri
 // EndSession ends a web UI session (signing out): its cookie is refused
 // from now on, also where a copy of it was kept. Ending a session that is
 // already gone is not an error.
-func (s *Service) EndSession(ctx context.Context, id string) error {
+func (s *Service) EndSession(ctx context.Context, id string) (err error) {
+	defer s.audited(ctx, &entry{action: "session.sign_out", targetKind: audit.TargetSession}, &err)
 	if err := s.store.DeleteSession(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("end session: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
@@ -31,6 +32,11 @@ type CopyReport struct {
 	// Unfinished is how many runs were queued or running in the source;
 	// the target has them as failed (their process is not there).
 	Unfinished int `json:"unfinished_runs"`
+	// AuditSkipped is set when the source's audit log was not copied: a
+	// merge into a target with an audit log of its own, which one hash
+	// chain cannot hold both of (export the source's with `pgrelay audit
+	// export` first).
+	AuditSkipped bool `json:"audit_skipped,omitempty"`
 }
 
 // ErrTargetNotEmpty means a copy's target has records and Merge was not
@@ -83,14 +89,20 @@ func CopyStore(ctx context.Context, from, to store.Store, kr *secret.Keyring, op
 	rep := &CopyReport{}
 	err = to.Import(ctx, func(w store.RecordWriter) error {
 		*rep = CopyReport{}
-		c := &copier{w: w, kr: kr, rep: rep, skipKeyCheck: targetHasCheck, now: opts.Now().UTC()}
+		c := &copier{w: w, kr: kr, rep: rep, skipKeyCheck: targetHasCheck, now: opts.Now().UTC(),
+			skipAudit: targetHasAuditChain(ctx, to)}
+		rep.AuditSkipped = c.skipAudit && source.AuditRecords > 0
 		if err := from.Export(ctx, c); err != nil {
 			if errors.Is(err, store.ErrExists) {
 				return fmt.Errorf("%w: the target has it already (--merge adds only records the target does not have); nothing was copied", err)
 			}
 			return fmt.Errorf("%w; nothing was copied", err)
 		}
-		if rep.Copied != source {
+		want := source
+		if c.skipAudit {
+			want.AuditRecords = 0
+		}
+		if rep.Copied != want {
 			return fmt.Errorf("the source changed while it was copied (it held %s, the copy read %s): stop pgrelay on it and copy again; nothing was copied",
 				describeCounts(source), describeCounts(rep.Copied))
 		}
@@ -111,8 +123,15 @@ func CopyStore(ctx context.Context, from, to store.Store, kr *secret.Keyring, op
 }
 
 func describeCounts(c store.Counts) string {
-	return fmt.Sprintf("%d connections, %d tokens, %d jobs, %d runs, %d run log lines",
-		c.Connections, c.Tokens, c.Jobs, c.Runs, c.RunLogLines)
+	return fmt.Sprintf("%d connections, %d tokens, %d jobs, %d runs, %d run log lines, %d audit records",
+		c.Connections, c.Tokens, c.Jobs, c.Runs, c.RunLogLines, c.AuditRecords)
+}
+
+// targetHasAuditChain reports whether a store's audit chain has started
+// (records appended, perhaps all deleted by retention since).
+func targetHasAuditChain(ctx context.Context, st store.Store) bool {
+	c, err := st.AuditChain(ctx)
+	return err != nil || c.HeadSeq > 0
 }
 
 // copier passes records from a source's Export to a target's writer,
@@ -122,7 +141,32 @@ type copier struct {
 	kr           *secret.Keyring
 	rep          *CopyReport
 	skipKeyCheck bool
-	now          time.Time
+	// skipAudit leaves the source's audit log out (a merge into a target
+	// with a chain of its own).
+	skipAudit bool
+	now       time.Time
+}
+
+func (c *copier) CopyConnectionChecks(ctx context.Context, id string, cs []store.ConnectionCheck) error {
+	return c.w.CopyConnectionChecks(ctx, id, cs)
+}
+
+func (c *copier) CopyAuditChain(ctx context.Context, ch audit.Chain) error {
+	if c.skipAudit {
+		return nil
+	}
+	return c.w.CopyAuditChain(ctx, ch)
+}
+
+func (c *copier) CopyAuditRecords(ctx context.Context, recs []audit.Record) error {
+	if c.skipAudit {
+		return nil
+	}
+	if err := c.w.CopyAuditRecords(ctx, recs); err != nil {
+		return err
+	}
+	c.rep.Copied.AuditRecords += int64(len(recs))
+	return nil
 }
 
 func (c *copier) PutMeta(ctx context.Context, key string, value []byte) error {

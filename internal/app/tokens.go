@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/store"
@@ -45,7 +46,20 @@ var tokenNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$`)
 
 // CreateToken creates an API token with a role. The token is in the result
 // and nowhere else: it cannot be shown again.
-func (s *Service) CreateToken(ctx context.Context, name string, role auth.Role) (*NewToken, error) {
+func (s *Service) CreateToken(ctx context.Context, name string, role auth.Role) (nt *NewToken, err error) {
+	e := &entry{action: "token.create", targetKind: audit.TargetToken}
+	if tokenNameRE.MatchString(name) && !auth.LooksLikeToken(name) {
+		e.detail = "name " + name
+		if rl, err := auth.ParseRole(string(role)); err == nil {
+			e.detail += ", role " + string(rl)
+		}
+	}
+	defer func() {
+		if nt != nil {
+			e.target = nt.ID
+		}
+		s.audited(ctx, e, &err)
+	}()
 	var probs []fielderr.Problem
 	if !tokenNameRE.MatchString(name) {
 		probs = append(probs, fielderr.Problem{Field: "name",
@@ -89,7 +103,12 @@ func (s *Service) ListTokens(ctx context.Context) ([]TokenView, error) {
 
 // RevokeToken revokes a token by ID, by the name of an active token, or by
 // the token itself (which no error message repeats).
-func (s *Service) RevokeToken(ctx context.Context, idOrName string) (*TokenView, error) {
+func (s *Service) RevokeToken(ctx context.Context, idOrName string) (_ *TokenView, err error) {
+	e := &entry{action: "token.revoke", targetKind: audit.TargetToken}
+	if !auth.LooksLikeToken(idOrName) {
+		e.target = idOrName
+	}
+	defer s.audited(ctx, e, &err)
 	t, err := s.store.GetToken(ctx, idOrName)
 	if errors.Is(err, store.ErrNotFound) && auth.LooksLikeToken(idOrName) {
 		t, err = s.store.TokenByHash(ctx, auth.HashToken(idOrName))
@@ -111,6 +130,7 @@ func (s *Service) RevokeToken(ctx context.Context, idOrName string) (*TokenView,
 	if err != nil {
 		return nil, fmt.Errorf("token %q: %w", idOrName, store.ErrNotFound)
 	}
+	e.target, e.detail = t.ID, "name "+t.Name
 	if err := s.store.RevokeToken(ctx, t.ID, s.now().UTC()); err != nil {
 		return nil, err
 	}

@@ -55,6 +55,8 @@ const (
 	ManageTokens Action = "manage_tokens"
 	// ManageCA creates pgrelay's SSH CA (admins only).
 	ManageCA Action = "manage_ca"
+	// ReadAudit reads the audit log.
+	ReadAudit Action = "read_audit"
 )
 
 // Can reports whether role r may perform action a.

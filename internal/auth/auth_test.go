@@ -14,10 +14,10 @@ func TestRoles(t *testing.T) {
 		role auth.Role
 		can  map[auth.Action]bool
 	}{
-		{auth.Admin, map[auth.Action]bool{auth.Read: true, auth.Write: true, auth.Use: true, auth.ManageTokens: true}},
-		{auth.Editor, map[auth.Action]bool{auth.Read: true, auth.Write: true, auth.Use: true, auth.ManageTokens: false}},
-		{auth.Viewer, map[auth.Action]bool{auth.Read: true, auth.Write: false, auth.Use: false, auth.ManageTokens: false}},
-		{auth.Role("root"), map[auth.Action]bool{auth.Read: false, auth.Write: false, auth.Use: false, auth.ManageTokens: false}},
+		{auth.Admin, map[auth.Action]bool{auth.Read: true, auth.Write: true, auth.Use: true, auth.ManageTokens: true, auth.ReadAudit: true}},
+		{auth.Editor, map[auth.Action]bool{auth.Read: true, auth.Write: true, auth.Use: true, auth.ManageTokens: false, auth.ReadAudit: false}},
+		{auth.Viewer, map[auth.Action]bool{auth.Read: true, auth.Write: false, auth.Use: false, auth.ManageTokens: false, auth.ReadAudit: false}},
+		{auth.Role("root"), map[auth.Action]bool{auth.Read: false, auth.Write: false, auth.Use: false, auth.ManageTokens: false, auth.ReadAudit: false}},
 	}
 	for _, c := range cases {
 		for a, want := range c.can {

@@ -334,6 +334,11 @@ func (e *canaryEnv) localCLI() {
 		t.Fatalf("run list: %d runs, %v", len(runs), err)
 	}
 	c.ok("run", "list")
+	// The audit log records every change and use: never a secret.
+	for _, args := range [][]string{{"audit", "list"}, {"audit", "list", "-o", "json", "--limit", "10000"},
+		{"audit", "verify"}, {"audit", "verify", "-o", "json"}, {"audit", "export"}} {
+		c.ok(args...)
+	}
 	for _, run := range runs[:2] {
 		c.ok("run", "show", run.ID)
 		c.ok("run", "show", run.ID, "-o", "json")
@@ -486,6 +491,10 @@ func (e *canaryEnv) remoteCLI(s *e2etest.Server) {
 	}
 	c.ok("job", "apply", "-f", jobsFile)
 	c.ok("job", "list")
+	for _, args := range [][]string{{"audit", "list"}, {"audit", "list", "-o", "json", "--limit", "10000"},
+		{"audit", "verify", "-o", "json"}, {"audit", "export"}} {
+		c.ok(args...)
+	}
 	c.ok("job", "show", "renvjob", "-o", "json")
 	r := c.ok("job", "run", "renvjob", "--follow")
 	for _, want := range []string{"PGPASSWORD=[redacted]", "pgpassword=[redacted]", "psql-ok:canary_app"} {

@@ -64,6 +64,7 @@ type connFlags struct {
 	sslMode, sslRootCert, schema string
 	requireAuth                  string
 	threads                      int
+	healthCheckInterval          time.Duration
 	sshHost, sshUser, sshKeyType string
 	sshPort                      int
 	sshKeepaliveInterval         time.Duration
@@ -93,6 +94,8 @@ func (f *connFlags) register(cmd *cobra.Command, update bool) {
 	fl.StringVar(&f.sslRootCert, "ssl-root-cert", "", "PEM file of the CA that signed the server certificate (verify-ca, verify-full)")
 	fl.StringVar(&f.schema, "schema", "", "default schema (dbt target schema)")
 	fl.IntVar(&f.threads, "threads", 0, "dbt threads (default 4)")
+	fl.DurationVar(&f.healthCheckInterval, "health-check-interval", 0,
+		"how often `pgrelay serve` tests the connection on its own and records it in the connection's health (e.g. 15m; 10s to 168h); 0, the default, never")
 	fl.StringVar(&f.sshHost, "ssh-host", "", "SSH bastion host; setting it enables the SSH tunnel")
 	fl.IntVar(&f.sshPort, "ssh-port", 0, "SSH bastion port (default 22)")
 	fl.StringVar(&f.sshUser, "ssh-user", "", "user on the SSH bastion")
@@ -149,6 +152,9 @@ func (f *connFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
 	}
 	if ch("schema") {
 		spec.Schema = f.schema
+	}
+	if ch("health-check-interval") {
+		spec.HealthCheckInterval = connection.Duration(f.healthCheckInterval)
 	}
 	if ch("threads") {
 		spec.Threads = f.threads

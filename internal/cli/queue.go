@@ -20,6 +20,9 @@ type queueFlags struct {
 	runLogLimit int64
 	// runRetention is how long ended runs are kept (0: forever).
 	runRetention time.Duration
+	// healthChecks runs the connections' scheduled tests in this process
+	// (serve --health-checks, on by default).
+	healthChecks bool
 }
 
 // heartbeatInterval is how often a running run's heartbeat is refreshed:
@@ -43,5 +46,6 @@ func (f queueFlags) validate() error {
 // jobsConfig is the job queue of serve: f with the command policy.
 func (f queueFlags) jobsConfig(commands jobs.CommandPolicy) *daemon.JobsConfig {
 	return &daemon.JobsConfig{Commands: commands, MaxRuns: f.maxRuns, LostAfter: f.lostAfter, ReapInterval: f.reapInterval,
-		HeartbeatInterval: f.heartbeatInterval(), LogLimit: f.runLogLimit, RunRetention: f.runRetention}
+		HeartbeatInterval: f.heartbeatInterval(), LogLimit: f.runLogLimit, RunRetention: f.runRetention,
+		HealthChecks: f.healthChecks}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/daemon"
 	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/jobs"
@@ -27,6 +28,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/store/postgres"
 	"github.com/pgrelay/pgrelay/internal/store/sqlite"
+	"github.com/pgrelay/pgrelay/internal/tracing"
 )
 
 // Version and Commit are pgrelay's version and the commit it was built
@@ -69,6 +71,9 @@ func Execute(ctx context.Context, env Env, args []string) int {
 	root.SetIn(env.Stdin)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
+	// What a command does on the data dir is done by the OS user running
+	// it (the audit log's actor); serve replaces it for its own work.
+	ctx = audit.WithActor(ctx, audit.LocalUser())
 	err := root.ExecuteContext(ctx)
 	r.close()
 	if err == nil {
@@ -105,6 +110,9 @@ type runner struct {
 	// credAllow is the allowlist of credential commands (see
 	// allowCredentialCommand).
 	credAllow atomic.Pointer[jobs.Allowlist]
+	// traces is the tracer provider of OTEL_EXPORTER_OTLP_* (see
+	// traceProvider).
+	traces *tracing.Provider
 }
 
 func (r *runner) rootCommand() *cobra.Command {
@@ -135,7 +143,8 @@ any client (psql, dbt) use it.`,
 	root.PersistentFlags().StringVar(&r.token, "token", "", "API token for --server (env PGRELAY_TOKEN is preferred: flag values show in the process list)")
 	r.policy.register(root.PersistentFlags())
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(r.connectionCommand(), r.queryCommand(), r.proxyCommand(), r.serveCommand(), r.tokenCommand(), r.execCommand(), r.jobCommand(), r.runCommand(), r.grantsCommand())
+	root.AddCommand(r.connectionCommand(), r.queryCommand(), r.proxyCommand(), r.serveCommand(), r.tokenCommand(), r.execCommand(), r.jobCommand(), r.runCommand(), r.grantsCommand(),
+		r.auditCommand())
 	root.AddCommand(r.opsCommands()...)
 	root.AddCommand(r.sshCACommand())
 	return root
@@ -201,6 +210,11 @@ func (r *runner) localDaemon(ctx context.Context) (*daemon.Daemon, error) {
 		_ = st.Close()
 		return nil, err
 	}
+	tp, err := r.traceProvider(ctx)
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
 	cfg := r.daemonCfg
 	cfg.Store, cfg.Keyring, cfg.Logger = st, kr, r.logger
 	cfg.HostKeyPolicy, cfg.Network = r.policy.policy, r.policy.network
@@ -212,6 +226,7 @@ func (r *runner) localDaemon(ctx context.Context) (*daemon.Daemon, error) {
 		// (it sets cfg.SSH.ProxyCommands with cfg.HTTP).
 		cfg.SSH.ProxyCommands = jobs.CommandPolicy{AnyProgram: true}
 	}
+	cfg.TracerProvider = tp
 	d, err := daemon.New(ctx, cfg)
 	if err != nil {
 		_ = st.Close()
@@ -242,6 +257,7 @@ func (r *runner) close() {
 		}
 		cancel()
 	}
+	r.closeTracing()
 	if r.st != nil {
 		_ = r.st.Close()
 	}

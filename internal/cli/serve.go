@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/daemon"
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/queue"
@@ -21,6 +22,7 @@ func (r *runner) serveCommand() *cobra.Command {
 	var cf commandFlags
 	var qf queueFlags
 	var ef exposureFlags
+	var af auditFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the web UI and the REST API (embedded SQLite store in the data dir)",
@@ -52,6 +54,7 @@ local data dir: it ignores PGRELAY_SERVER, which is for the commands that use a 
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			ctx = audit.WithActor(ctx, audit.System("server")) // requests act as their token
 			var h slog.Handler
 			opts := &slog.HandlerOptions{Level: r.level}
 			if logFormat == "json" {
@@ -74,6 +77,7 @@ local data dir: it ignores PGRELAY_SERVER, which is for the commands that use a 
 			r.daemonCfg.HTTP = &daemon.HTTPConfig{Addr: addr, TLSCertFile: tlsCert, TLSKeyFile: tlsKey, PublicURL: publicURL, WebUI: true,
 				MetricsAddr: ef.metricsAddr, MetricsToken: metricsToken, MaxConnections: ef.maxConnections,
 				MaxStreamsPerToken: ef.maxStreamsPerToken}
+			r.daemonCfg.AuditRetention = af.retention
 			// Run event streams end with ctx, so that a graceful stop does
 			// not wait for the runs they follow.
 			d, err := r.localDaemon(ctx)
@@ -166,6 +170,9 @@ and use the CLI against this server with
 		"fail (or retry) a running run whose process sent no heartbeat for this long; heartbeats go every third of it, at most 5s. Use the same value in every process sharing a store")
 	cmd.Flags().DurationVar(&qf.reapInterval, "reap-interval", queue.DefaultReapInterval, "how often this process looks for runs whose process was lost")
 	addRunFlags(cmd.Flags(), &qf)
+	cmd.Flags().BoolVar(&qf.healthChecks, "health-checks", true,
+		"run the scheduled tests of connections that have a health_check_interval (--health-check-interval) and record them in their health; one process of those sharing a store runs them at a time")
 	ef.register(cmd.Flags())
+	af.register(cmd.Flags())
 	return cmd
 }

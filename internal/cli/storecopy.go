@@ -222,11 +222,15 @@ func (r *runner) storeCopy(ctx context.Context, fromArg, toArg string, merge boo
 		copied, n int64
 	}{{"connections", rep.Copied.Connections, rep.Target.Connections}, {"API tokens", rep.Copied.Tokens, rep.Target.Tokens},
 		{"jobs", rep.Copied.Jobs, rep.Target.Jobs}, {"runs", rep.Copied.Runs, rep.Target.Runs},
-		{"run log lines", rep.Copied.RunLogLines, rep.Target.RunLogLines}} {
+		{"run log lines", rep.Copied.RunLogLines, rep.Target.RunLogLines},
+		{"audit records", rep.Copied.AuditRecords, rep.Target.AuditRecords}} {
 		fmt.Fprintf(w, "%s\t%d\t%d\n", row.name, row.copied, row.n)
 	}
 	_ = w.Flush()
 	fmt.Fprintln(r.out(), "\nVerified: the counts match the source, and every secret opens with the master key.")
+	if rep.AuditSkipped {
+		fmt.Fprintln(r.out(), "The source's audit log was not copied: the target has an audit log of its own, and one hash chain cannot hold both. Keep the source's with `pgrelay audit export`.")
+	}
 	if rep.Unfinished > 0 {
 		fmt.Fprintf(r.out(), "%d runs were queued or running in the source; the target has them as failed.\n", rep.Unfinished)
 	}

@@ -106,6 +106,10 @@ type Spec struct {
 	// the default: any method except a clear-text password over a hop
 	// whose server certificate is not verified (EffectiveRequireAuth).
 	RequireAuth string `json:"require_auth,omitempty"`
+	// HealthCheckInterval is how often `pgrelay serve` tests the
+	// connection on its own (and records the outcome in its health); 0,
+	// the default, never.
+	HealthCheckInterval Duration `json:"health_check_interval,omitempty"`
 	// Tunnel is the optional SSH tunnel.
 	Tunnel *Tunnel `json:"ssh_tunnel,omitempty"`
 	// Auth says where the password comes from; nil means the stored

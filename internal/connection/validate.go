@@ -24,6 +24,10 @@ const (
 	MinKeepalive     = 100 * time.Millisecond
 	MaxKeepalive     = time.Hour
 	MaxKeepaliveMax  = 1000
+	// MinHealthCheckInterval and MaxHealthCheckInterval bound a
+	// connection's scheduled tests (0 turns them off).
+	MinHealthCheckInterval = 10 * time.Second
+	MaxHealthCheckInterval = 7 * 24 * time.Hour
 )
 
 var (
@@ -168,6 +172,10 @@ func (s *Spec) Validate() error {
 	add("schema", validateIdentifier(s.Schema, "schema", false))
 	if s.Threads < 1 || s.Threads > MaxThreads {
 		add("threads", fmt.Errorf("%d is out of range: accepted is 1 to %d", s.Threads, MaxThreads))
+	}
+	if d := s.HealthCheckInterval.Duration(); d != 0 && (d < MinHealthCheckInterval || d > MaxHealthCheckInterval) {
+		add("health_check_interval", fmt.Errorf("%s is out of range: accepted is 0 (no scheduled tests) or %s to %s, e.g. 15m",
+			d, MinHealthCheckInterval, MaxHealthCheckInterval))
 	}
 	if t := s.Tunnel; t != nil {
 		add("ssh_tunnel.host", ValidateHost(t.Host))

@@ -23,6 +23,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/pgrelay/pgrelay/internal/api"
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
@@ -67,6 +69,12 @@ type Config struct {
 	// programs proxy commands may run. Its zero ProxyCommands runs none:
 	// a server gives its command allowlist, a local command AnyProgram.
 	SSH app.SSHConfig
+	// TracerProvider receives the spans of the use cases, the job queue
+	// and the HTTP server; nil is off.
+	TracerProvider trace.TracerProvider
+	// AuditRetention deletes audit records older than this, at Start and
+	// hourly until Stop, keeping the hash chain verifiable; 0 keeps them.
+	AuditRetention time.Duration
 
 	// Jobs builds the job queue on the store; nil has none (queuing a run
 	// then fails with app.ErrNoQueue). Start starts its workers.
@@ -93,6 +101,13 @@ type JobsConfig struct {
 	LogLimit int64
 	// RunRetention deletes runs ended longer ago; 0 keeps them.
 	RunRetention time.Duration
+	// HealthChecks runs the connections' scheduled tests (those with a
+	// health_check_interval) in this process's queue: one process of
+	// those sharing the store runs them at a time.
+	HealthChecks bool
+	// HealthCheckPoll is how often due scheduled tests are looked for; 0
+	// is the queue's default.
+	HealthCheckPoll time.Duration
 }
 
 // HTTPConfig configures the HTTP server and its faces.
@@ -177,8 +192,12 @@ type Daemon struct {
 	done     chan struct{}
 	doneOnce sync.Once
 	started  bool
-	stopOnce sync.Once
-	stopErr  error
+	// stopBackground ends the work Start began outside the queue (audit
+	// retention); background is done when it has returned.
+	stopBackground context.CancelFunc
+	background     sync.WaitGroup
+	stopOnce       sync.Once
+	stopErr        error
 }
 
 // New assembles the parts on cfg's store and keyring: it checks that the
@@ -195,7 +214,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, done: make(chan struct{})}
 	acfg := app.Config{Store: cfg.Store, Keyring: cfg.Keyring, Logger: cfg.Logger, Metrics: cfg.Metrics,
 		HostKeyPolicy: cfg.HostKeyPolicy, Network: cfg.Network, DialTimeout: cfg.DialTimeout, Credentials: cfg.Credentials,
-		SSH: cfg.SSH}
+		SSH: cfg.SSH, TracerProvider: cfg.TracerProvider}
 	var err error
 	if d.connector, err = app.NewConnector(acfg); err != nil {
 		return nil, err
@@ -249,6 +268,12 @@ func (d *Daemon) buildQueue() error {
 		d.queueDB = db
 		backend.SQLite = db
 	}
+	var healthChecks func(context.Context) (int, error)
+	if jc.HealthChecks {
+		// The tests are the Service's, built after the queue; the queue
+		// runs them only once started, when the Service is there.
+		healthChecks = func(ctx context.Context) (int, error) { return d.app.RunHealthChecks(ctx) }
+	}
 	var countCancels func(string, int)
 	if d.cfg.Metrics != nil {
 		countCancels = d.cfg.Metrics.CountCancels
@@ -258,7 +283,8 @@ func (d *Daemon) buildQueue() error {
 		HeartbeatInterval: jc.HeartbeatInterval, LostAfter: jc.LostAfter, ReapInterval: jc.ReapInterval,
 		ScheduleSync: jc.ScheduleSync, KillGrace: jc.KillGrace, ShutdownGrace: jc.ShutdownGrace,
 		LogLimit: jc.LogLimit, RunRetention: jc.RunRetention, CountCancels: countCancels,
-		Logger: d.cfg.Logger})
+		Scheduled: d.connector.AuditScheduledRun, RunEnded: d.connector.RunEnded, HealthChecks: healthChecks,
+		HealthCheckPoll: jc.HealthCheckPoll, TracerProvider: d.cfg.TracerProvider, Logger: d.cfg.Logger})
 	if err != nil {
 		d.closeQueueDB()
 		return err
@@ -295,7 +321,8 @@ func (d *Daemon) buildHTTP() error {
 	srv, err := server.New(server.Config{Addr: hc.Addr, TLSCertFile: hc.TLSCertFile, TLSKeyFile: hc.TLSKeyFile,
 		Faces: faces, Ready: d.app.Ready, Metrics: d.cfg.Metrics, Logger: d.cfg.Logger,
 		MetricsAddr: hc.MetricsAddr, MetricsToken: hc.MetricsToken, MaxConnections: hc.MaxConnections,
-		WriteTimeout: hc.WriteTimeout, HSTS: hc.PublicURL != nil && hc.PublicURL.Scheme == "https"})
+		WriteTimeout: hc.WriteTimeout, HSTS: hc.PublicURL != nil && hc.PublicURL.Scheme == "https",
+		TracerProvider: d.cfg.TracerProvider})
 	if err != nil {
 		return &ConfigError{err}
 	}
@@ -303,18 +330,61 @@ func (d *Daemon) buildHTTP() error {
 	return nil
 }
 
-// Start starts the background work: the job queue's workers, reaper and
-// schedules. The HTTP server is started by its owner (Server().Listen and
-// Serve), which prints where it listens.
+// Start starts the background work: the job queue's workers, reaper,
+// schedules and scheduled tests, and the audit log's retention. The HTTP
+// server is started by its owner (Server().Listen and Serve), which
+// prints where it listens.
 func (d *Daemon) Start(ctx context.Context) error {
-	if d.queue == nil || d.started {
+	if d.started {
 		return nil
 	}
-	if err := d.queue.Start(ctx); err != nil {
-		return fmt.Errorf("start job queue: %w", err)
+	if d.queue != nil {
+		if err := d.queue.Start(ctx); err != nil {
+			return fmt.Errorf("start job queue: %w", err)
+		}
 	}
 	d.started = true
+	if d.cfg.AuditRetention > 0 {
+		bctx, cancel := context.WithCancel(ctx)
+		d.stopBackground = cancel
+		d.background.Add(1)
+		go func() {
+			defer d.background.Done()
+			d.pruneAudit(bctx)
+		}()
+	}
 	return nil
+}
+
+// auditPruneInterval is how often audit records past the retention are
+// deleted.
+const auditPruneInterval = time.Hour
+
+// pruneAudit deletes audit records past the retention, now and hourly,
+// until ctx ends.
+func (d *Daemon) pruneAudit(ctx context.Context) {
+	prune := func() {
+		n, err := d.app.PruneAudit(ctx, d.cfg.AuditRetention)
+		if err != nil {
+			if ctx.Err() == nil {
+				d.cfg.Logger.WarnContext(ctx, "audit retention", "error", err)
+			}
+		} else if n > 0 {
+			d.cfg.Logger.InfoContext(ctx, "audit records deleted by retention", "count", n,
+				"older_than", d.cfg.AuditRetention.String())
+		}
+	}
+	prune()
+	t := time.NewTicker(auditPruneInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			prune()
+		}
+	}
 }
 
 // Stop ends the event streams and stops the job queue, letting runs
@@ -324,6 +394,10 @@ func (d *Daemon) Start(ctx context.Context) error {
 func (d *Daemon) Stop(ctx context.Context) error {
 	d.stopOnce.Do(func() {
 		d.endStreams()
+		if d.stopBackground != nil {
+			d.stopBackground()
+			d.background.Wait()
+		}
 		if d.queue != nil && d.started {
 			if err := d.queue.Stop(ctx); err != nil {
 				d.stopErr = fmt.Errorf("stop job queue: %w", err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/daemon"
 	"github.com/pgrelay/pgrelay/internal/jobs"
@@ -198,4 +199,62 @@ func mustAllow(t *testing.T, programs ...string) *jobs.Allowlist {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// TestDaemonAuditRetention: with Config.AuditRetention, Start deletes the
+// audit records past it (and records that it did), keeping the chain
+// verifiable; without it, they stay.
+func TestDaemonAuditRetention(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, retention := range []time.Duration{0, 24 * time.Hour} {
+		st := openStore(t)
+		for _, age := range []time.Duration{72 * time.Hour, 48 * time.Hour, time.Minute} {
+			if err := st.AppendAudit(ctx, &audit.Record{Time: time.Now().Add(-age), Actor: audit.System("test"),
+				Action: "test.record", TargetKind: audit.TargetAudit, Outcome: audit.OK}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		d, err := daemon.New(ctx, daemon.Config{Store: st, Keyring: newKeyring(t), AuditRetention: retention})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		list := func() []audit.Record {
+			recs, err := d.App().ListAudit(ctx, audit.Filter{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return recs
+		}
+		if retention == 0 {
+			if err := d.Stop(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(list()); n != 3 {
+				t.Fatalf("without retention: %d records, want 3", n)
+			}
+			continue
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			recs := list()
+			if len(recs) == 2 && recs[0].Action == "audit.prune" && recs[1].Seq == 3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("records after retention: %+v", recs)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err := d.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		v, err := d.App().VerifyAudit(ctx)
+		if err != nil || !v.OK {
+			t.Fatalf("verify after retention: %+v %v", v, err)
+		}
+	}
 }

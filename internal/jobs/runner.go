@@ -20,11 +20,14 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/pg"
 	"github.com/pgrelay/pgrelay/internal/proxy"
 	"github.com/pgrelay/pgrelay/internal/relay"
 	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/tracing"
 )
 
 // Conn is an opened connection a run works over: one SSH connection (when
@@ -102,6 +105,9 @@ type Runner struct {
 	// Commands.RunAs it is not used: commands get a minimal environment.
 	BaseEnv []string
 	Logger  *slog.Logger
+	// Tracer, when set, traces each step, its statements (by digest) and
+	// commands (by program name) as children of the run's context's span.
+	Tracer trace.Tracer
 }
 
 // Result is a run's outcome.
@@ -333,14 +339,27 @@ func (x *run) exec(parent context.Context) Result {
 		x.log(i, StreamSystem, fmt.Sprintf("step %d: %s", i+1, step.Label()))
 		var code *int
 		var serr error
+		stepCtx, stepSpan := x.tracer().Start(ctx, fmt.Sprintf("step %d", i+1),
+			trace.WithAttributes(tracing.StepIndex.Int(i+1), tracing.StepKind.String(string(step.Kind()))))
 		if step.SQL != "" {
-			serr = x.runSQL(ctx, i, step)
+			serr = x.runSQL(stepCtx, i, step)
 		} else {
-			code, serr = x.runCommand(ctx, i, step)
+			cmdCtx, cmdSpan := x.tracer().Start(stepCtx, "command", trace.WithAttributes(
+				tracing.Program.String(filepath.Base(step.Command[0]))))
+			code, serr = x.runCommand(cmdCtx, i, step)
 			if code != nil {
 				exitCode = *code
+				cmdSpan.SetAttributes(tracing.ExitCode.Int(*code))
 			}
+			if serr != nil {
+				tracing.Fail(cmdSpan, "command failed")
+			}
+			cmdSpan.End()
 		}
+		if serr != nil {
+			tracing.Fail(stepSpan, "step failed")
+		}
+		stepSpan.End()
 		end := time.Now().UTC()
 		if serr == nil {
 			x.setStep(i, func(s *RunStep) {
@@ -465,6 +484,9 @@ func (x *run) runSQL(ctx context.Context, i int, step Step) error {
 			}
 		}
 	}
+	_, span := x.tracer().Start(ctx, "db.statement", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(tracing.StatementHash.String(pg.Digest(step.SQL))))
+	defer span.End()
 	sql, skip := step.SQL, 0
 	if schema := x.schema(); schema != "" && x.conn.Spec().TransactionPooled() {
 		// Behind a pooler in transaction mode, a SET of its own may go to
@@ -477,6 +499,7 @@ func (x *run) runSQL(ctx context.Context, i int, step Step) error {
 		tag, err := mrr.ResultReader().Close()
 		if err != nil {
 			_ = mrr.Close()
+			tracing.Fail(span, sqlClass(err))
 			return x.sqlErr(ctx, err)
 		}
 		if n >= skip {
@@ -484,9 +507,28 @@ func (x *run) runSQL(ctx context.Context, i int, step Step) error {
 		}
 	}
 	if err := mrr.Close(); err != nil {
+		tracing.Fail(span, sqlClass(err))
 		return x.sqlErr(ctx, err)
 	}
 	return nil
+}
+
+// tracer is the runner's tracer, or a no-op one.
+func (x *run) tracer() trace.Tracer {
+	if x.r.Tracer == nil {
+		return tracing.Tracer(nil)
+	}
+	return x.r.Tracer
+}
+
+// sqlClass names a statement's failure for a span: its SQLSTATE, never
+// the message (which can quote values).
+func sqlClass(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return "sqlstate " + pe.Code
+	}
+	return "error"
 }
 
 func (x *run) sqlErr(ctx context.Context, err error) error {

@@ -1,12 +1,15 @@
 // Package metrics defines pgrelay's Prometheus metrics on a registry of
-// its own (no global state): HTTP requests and latencies, tunnels open and
-// dropped, connection tests by outcome, and token credentials' fetches
-// and expiry.
+// its own (no global state): HTTP requests and latencies; SSH tunnels
+// (opens by outcome and failing step, open and handshake time, keepalive
+// round trips and misses, drops by cause, channels, bytes); runs by outcome
+// and duration; connection tests by outcome and failing step; token
+// credentials' fetches and expiry.
 //
 // Every label has a bounded set of values that no request can extend:
 // routes are the server's patterns and methods outside the standard ones
-// are OTHER (package server). Connection names, which say what a
-// deployment reaches, label tunnel drops only when the operator opts in
+// are OTHER (package server); steps, causes and outcomes are fixed lists.
+// Connection names, which say what a deployment reaches and grow with it,
+// label the tunnel metrics only when the operator opts in
 // (Options.ConnectionLabels).
 package metrics
 
@@ -28,11 +31,6 @@ type Metrics struct {
 	HTTPDuration *prometheus.HistogramVec
 	// TunnelsOpen is the number of SSH tunnels currently open.
 	TunnelsOpen prometheus.Gauge
-	// tunnelDrops counts tunnels that dropped (keepalive timeout or
-	// connection lost): by connection with Options.ConnectionLabels, else
-	// one series (tunnelDropsAll).
-	tunnelDrops    *prometheus.CounterVec
-	tunnelDropsAll prometheus.Counter
 	// ConnectionTests counts connection tests by outcome (ok, failed) and
 	// failing step.
 	ConnectionTests *prometheus.CounterVec
@@ -40,14 +38,19 @@ type Metrics struct {
 	// server after the run ended, by outcome: cancelled, terminated,
 	// failed (still running when pgrelay gave up) and unreachable.
 	ServerCancels *prometheus.CounterVec
+	// AuditFailures counts audit records that could not be saved.
+	AuditFailures prometheus.Counter
+
+	tunnels *tunnelMetrics
+	runs    *runMetrics
 	credentialMetrics
 }
 
 // Options configures New.
 type Options struct {
-	// ConnectionLabels labels pgrelay_tunnel_drops_total by connection
-	// name (`pgrelay serve --metrics-connection-labels`); without it, drops
-	// of every connection are one series and no name is exposed.
+	// ConnectionLabels labels the tunnel metrics by connection name
+	// (`pgrelay serve --metrics-connection-labels`); without it, the
+	// tunnels of every connection are aggregated and no name is exposed.
 	ConnectionLabels bool
 }
 
@@ -78,34 +81,20 @@ func NewWithOptions(o Options) *Metrics {
 			Help: "Backends of ended runs by what stopped them: cancelled, terminated, failed or unreachable.",
 		}, []string{"outcome"}),
 	}
+	m.AuditFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pgrelay_audit_write_failures_total", Help: "Audit records that could not be saved (see the log).",
+	})
 	for _, o := range []string{"cancelled", "terminated", "failed", "unreachable"} {
 		m.ServerCancels.WithLabelValues(o)
 	}
-	var drops prometheus.Collector
-	if o.ConnectionLabels {
-		m.tunnelDrops = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pgrelay_tunnel_drops_total", Help: "SSH tunnels that dropped (no keepalive reply or connection lost), by connection.",
-		}, []string{"connection"})
-		drops = m.tunnelDrops
-	} else {
-		m.tunnelDropsAll = prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "pgrelay_tunnel_drops_total", Help: "SSH tunnels that dropped (no keepalive reply or connection lost).",
-		})
-		drops = m.tunnelDropsAll
-	}
-	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.TunnelsOpen, drops, m.ConnectionTests, m.ServerCancels,
+	m.tunnels = newTunnelMetrics(o.ConnectionLabels)
+	m.runs = newRunMetrics()
+	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.TunnelsOpen, m.ConnectionTests, m.ServerCancels, m.AuditFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.registerCredentials(o)
+	m.Registry.MustRegister(m.tunnels.collectors()...)
+	m.Registry.MustRegister(m.runs.collectors()...)
 	return m
-}
-
-// TunnelDropped counts a dropped tunnel of the named connection.
-func (m *Metrics) TunnelDropped(connection string) {
-	if m.tunnelDrops != nil {
-		m.tunnelDrops.WithLabelValues(connection).Inc()
-		return
-	}
-	m.tunnelDropsAll.Inc()
 }
 
 // Handler serves the metrics in the Prometheus exposition format.

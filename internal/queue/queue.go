@@ -23,10 +23,14 @@ import (
 	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"github.com/riverqueue/river/rivermigrate"
 	"github.com/riverqueue/river/rivertype"
+	"github.com/riverqueue/rivercontrib/otelriver"
+	noopmetric "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/store/postgres"
+	"github.com/pgrelay/pgrelay/internal/tracing"
 )
 
 // Defaults.
@@ -92,6 +96,56 @@ type Config struct {
 	// PruneInterval is how often runs past RunRetention are deleted;
 	// default DefaultPruneInterval.
 	PruneInterval time.Duration
+	// Scheduled, when set, is told of each run a schedule queued (or
+	// failed to): the audit log's record of it.
+	Scheduled func(ctx context.Context, job jobs.Job, r *jobs.Run, err error)
+	// RunEnded, when set, is told of each run this process worked, when it
+	// ends: its status and how long it ran (metrics, connection health).
+	RunEnded func(ctx context.Context, job jobs.Job, runID string, trigger jobs.Trigger, status jobs.Status, d time.Duration)
+	// HealthChecks, when set, runs the connections' scheduled tests: a
+	// periodic job calls it every HealthCheckPoll, on one process of those
+	// sharing the store (River's leader enqueues it).
+	HealthChecks func(ctx context.Context) (int, error)
+	// HealthCheckPoll is how often HealthChecks runs; default
+	// DefaultHealthCheckPoll.
+	HealthCheckPoll time.Duration
+	// TracerProvider, when set, traces each run (a span for the run, its
+	// steps, statements and commands, under River's work span) and the
+	// River jobs (River's OpenTelemetry middleware); nil is off.
+	TracerProvider trace.TracerProvider
+}
+
+// DefaultHealthCheckPoll is how often the connections' scheduled tests are
+// looked for.
+const DefaultHealthCheckPoll = 30 * time.Second
+
+// HealthArgs is the periodic River job that runs the connections'
+// scheduled tests.
+type HealthArgs struct{}
+
+// Kind implements river.JobArgs.
+func (HealthArgs) Kind() string { return "pgrelay_health_checks" }
+
+// healthQueue is the River queue of health check jobs: one at a time, apart
+// from the runs'.
+const healthQueue = "pgrelay_health"
+
+type healthWorker struct {
+	river.WorkerDefaults[HealthArgs]
+	q *Queue
+}
+
+// Work runs the scheduled tests that are due.
+func (w *healthWorker) Work(ctx context.Context, _ *river.Job[HealthArgs]) error {
+	n, err := w.q.cfg.HealthChecks(ctx)
+	if err != nil {
+		w.q.cfg.Logger.WarnContext(ctx, "health checks", "error", err)
+		return nil
+	}
+	if n > 0 {
+		w.q.cfg.Logger.DebugContext(ctx, "health checks ran", "connections", n)
+	}
+	return nil
 }
 
 type riverClient interface {
@@ -108,6 +162,8 @@ type Queue struct {
 	client  riverClient
 	migrate func(ctx context.Context) error
 	runner  *jobs.Runner
+
+	tracer trace.Tracer
 
 	mu        sync.Mutex
 	active    map[string]context.CancelCauseFunc // runs working in this process
@@ -182,12 +238,38 @@ func New(cfg Config) (*Queue, error) {
 		stop: make(chan struct{})}
 	q.runner = &jobs.Runner{Open: cfg.Open, Commands: cfg.Commands, KillGrace: cfg.KillGrace, Logger: cfg.Logger,
 		StopGrace: cfg.StopGrace, CountCancels: cfg.CountCancels}
+	q.tracer = tracing.Tracer(cfg.TracerProvider)
+	var middleware []rivertype.Middleware
+	if cfg.TracerProvider != nil {
+		q.runner.Tracer = q.tracer
+		middleware = append(middleware, otelriver.NewMiddleware(&otelriver.MiddlewareConfig{
+			TracerProvider: cfg.TracerProvider, MeterProvider: noopmetric.NewMeterProvider(),
+			EnableTracePropagation: true, EnableWorkSpanJobKindSuffix: true}))
+	}
 
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &runWorker{q: q})
 	river.AddWorker(workers, &scheduleWorker{q: q})
+	queues := map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.MaxRuns}}
+	var periodic []*river.PeriodicJob
+	if cfg.HealthChecks != nil {
+		if cfg.HealthCheckPoll <= 0 {
+			cfg.HealthCheckPoll = DefaultHealthCheckPoll
+			q.cfg.HealthCheckPoll = cfg.HealthCheckPoll
+		}
+		river.AddWorker(workers, &healthWorker{q: q})
+		queues[healthQueue] = river.QueueConfig{MaxWorkers: 1}
+		periodic = append(periodic, river.NewPeriodicJob(river.PeriodicInterval(cfg.HealthCheckPoll),
+			func() (river.JobArgs, *river.InsertOpts) {
+				return HealthArgs{}, &river.InsertOpts{Queue: healthQueue, UniqueOpts: river.UniqueOpts{ByQueue: true,
+					ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending,
+						rivertype.JobStateRunning, rivertype.JobStateScheduled, rivertype.JobStateRetryable}}}
+			}, &river.PeriodicJobOpts{RunOnStart: true, ID: "health-checks"}))
+	}
 	rc := &river.Config{
-		Queues:               map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.MaxRuns}},
+		Queues:               queues,
+		PeriodicJobs:         periodic,
+		Middleware:           middleware,
 		Workers:              workers,
 		JobTimeout:           -1, // runs have their own time limit
 		RescueStuckJobsAfter: jobs.MaxTimeout + time.Hour,

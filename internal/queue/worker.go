@@ -8,10 +8,12 @@ import (
 	"time"
 
 	"github.com/riverqueue/river"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/sshca"
 	"github.com/pgrelay/pgrelay/internal/store"
+	"github.com/pgrelay/pgrelay/internal/tracing"
 )
 
 // Submit saves a queued run of job and queues it.
@@ -83,7 +85,10 @@ func (w *scheduleWorker) Work(ctx context.Context, job *river.Job[ScheduleArgs])
 	if err != nil {
 		return err
 	}
-	_, err = w.q.Submit(ctx, rec.Job, jobs.Schedule)
+	r, err := w.q.Submit(ctx, rec.Job, jobs.Schedule)
+	if w.q.cfg.Scheduled != nil {
+		w.q.cfg.Scheduled(ctx, rec.Job, r, err)
+	}
 	return err
 }
 
@@ -191,6 +196,10 @@ func (q *Queue) work(parent context.Context, id string) {
 		}
 		return
 	}
+	parent, span := q.tracer.Start(parent, "run", trace.WithAttributes(tracing.RunID.String(id),
+		tracing.JobName.String(job.Name), tracing.Connection.String(job.Connection),
+		tracing.RunTrigger.String(string(r.Trigger)), tracing.RunAttempt.Int(r.Attempt)))
+	defer span.End()
 	runCtx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	// SSH certificates signed for the run name it (sshd logs their key ID).
@@ -303,6 +312,13 @@ func (q *Queue) work(parent context.Context, id string) {
 		}
 	}
 	q.cfg.Logger.InfoContext(ctx, "run ended", "run_id", id, "job", job.Name, "status", res.Status, "reason", res.Reason)
+	span.SetAttributes(tracing.RunStatus.String(string(res.Status)))
+	if res.Status != jobs.Succeeded {
+		tracing.Fail(span, "run "+string(res.Status))
+	}
+	if q.cfg.RunEnded != nil {
+		q.cfg.RunEnded(ctx, job, id, r.Trigger, res.Status, end.Sub(now))
+	}
 }
 
 // recordCleanup saves a cleanup outcome that came after the run ended,

@@ -13,6 +13,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/api"
 	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/diagnose"
@@ -396,4 +399,26 @@ func (r *Client) FollowRun(ctx context.Context, id string, fn func(jobs.LogLine)
 	}
 	v, err := r.c.FollowRun(ctx, id, wfn)
 	return result[*jobs.Run](v, err)
+}
+
+// ListAudit returns audit records, newest first (admin only).
+func (r *Client) ListAudit(ctx context.Context, f audit.Filter) ([]audit.Record, error) {
+	v, err := r.c.ListAudit(ctx, apiwire.AuditFilter{Since: f.Since, Actor: f.Actor, Target: f.Target, Action: f.Action,
+		BeforeSeq: f.BeforeSeq, Limit: f.Limit})
+	return result[[]audit.Record](v, err)
+}
+
+// VerifyAudit has the server verify its audit log's hash chain (admin
+// only).
+func (r *Client) VerifyAudit(ctx context.Context) (*audit.Verification, error) {
+	v, err := r.c.VerifyAudit(ctx)
+	return result[*audit.Verification](v, err)
+}
+
+// ExportAudit copies the records after afterSeq (and at or after since)
+// as JSON lines to w, and returns the last sequence number written (admin
+// only).
+func (r *Client) ExportAudit(ctx context.Context, w io.Writer, afterSeq int64, since time.Time) (int64, error) {
+	last, err := r.c.ExportAudit(ctx, w, afterSeq, since)
+	return last, domainError(err)
 }

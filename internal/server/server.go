@@ -19,12 +19,17 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/netutil"
 
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/requestid"
 	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/tracing"
 )
 
 // Registrar mounts its routes on a mux (the API, the web UI).
@@ -65,6 +70,9 @@ type Config struct {
 	// when a TLS-terminating proxy serves the server over HTTPS. It is
 	// always sent when the server itself serves HTTPS.
 	HSTS bool
+	// TracerProvider, when set, traces each request (see traceRequest);
+	// nil is off.
+	TracerProvider trace.TracerProvider
 }
 
 // Defaults of Config.
@@ -209,7 +217,7 @@ func (s *Server) wrap(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		id := requestid.FromHeader(r.Header.Get(requestid.Header))
-		ctx := requestid.With(r.Context(), id)
+		ctx := audit.WithClient(requestid.With(r.Context(), id), r.RemoteAddr)
 		r = r.WithContext(ctx)
 		w.Header().Set(requestid.Header, id)
 		w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -229,6 +237,12 @@ func (s *Server) wrap(mux *http.ServeMux) http.Handler {
 		_, pattern := mux.Handler(r)
 		if pattern == "" {
 			pattern = "unmatched"
+		}
+		if s.cfg.TracerProvider != nil {
+			var end func()
+			r, end = s.traceRequest(r, pattern, sw)
+			defer end()
+			ctx = r.Context()
 		}
 		defer func() {
 			if p := recover(); p != nil {
@@ -404,4 +418,27 @@ func (s *Server) limit(ln net.Listener, tlsConfig *tls.Config) net.Listener {
 		ln = tls.NewListener(ln, tlsConfig)
 	}
 	return ln
+}
+
+// traceRequest starts the span of a request, named by its method and
+// route pattern (never its path, which may hold a pasted token, nor its
+// query), as a child of the caller's trace when the request carries a W3C
+// traceparent. The returned function ends it with the status code.
+func (s *Server) traceRequest(r *http.Request, pattern string, sw *statusWriter) (*http.Request, func()) {
+	ctx := tracing.Propagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	method := methodLabel(r.Method)
+	name := method + " " + strings.TrimPrefix(pattern, r.Method+" ")
+	ctx, span := tracing.Tracer(s.cfg.TracerProvider).Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("http.request.method", method), attribute.String("http.route", pattern)))
+	return r.WithContext(ctx), func() {
+		status := sw.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		span.SetAttributes(attribute.Int("http.response.status_code", status))
+		if status >= 500 {
+			tracing.Fail(span, strconv.Itoa(status))
+		}
+		span.End()
+	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 )
 
@@ -13,6 +14,8 @@ type Counts struct {
 	Jobs        int64 `json:"jobs"`
 	Runs        int64 `json:"runs"`
 	RunLogLines int64 `json:"run_log_lines"`
+	// AuditRecords counts the audit log's records.
+	AuditRecords int64 `json:"audit_records"`
 }
 
 // Empty reports whether there are no records at all.
@@ -21,7 +24,7 @@ func (c Counts) Empty() bool { return c == Counts{} }
 // Add returns the sum of c and o.
 func (c Counts) Add(o Counts) Counts {
 	return Counts{Connections: c.Connections + o.Connections, Tokens: c.Tokens + o.Tokens, Jobs: c.Jobs + o.Jobs,
-		Runs: c.Runs + o.Runs, RunLogLines: c.RunLogLines + o.RunLogLines}
+		Runs: c.Runs + o.Runs, RunLogLines: c.RunLogLines + o.RunLogLines, AuditRecords: c.AuditRecords + o.AuditRecords}
 }
 
 // RecordWriter receives records copied into a store, as they were in the
@@ -41,6 +44,14 @@ type RecordWriter interface {
 	// CopyRunBackends saves the database sessions of a run copied before,
 	// and its cleanup outcome (nil for none).
 	CopyRunBackends(ctx context.Context, runID string, bs []jobs.Backend, c *jobs.Cleanup) error
+	// CopyConnectionChecks saves the health entries of a connection
+	// copied before (see HealthStore), oldest first.
+	CopyConnectionChecks(ctx context.Context, connectionID string, cs []ConnectionCheck) error
+	// CopyAuditChain saves the audit chain's anchor and head as they are.
+	CopyAuditChain(ctx context.Context, c audit.Chain) error
+	// CopyAuditRecords saves audit records as they are (sequence numbers
+	// and hashes unchanged), so that the copy's chain verifies.
+	CopyAuditRecords(ctx context.Context, recs []audit.Record) error
 	// Counts counts the records in the store as the writer sees them
 	// (with what it wrote, before it is committed).
 	Counts(ctx context.Context) (Counts, error)
@@ -53,7 +64,9 @@ type TransferStore interface {
 	Counts(ctx context.Context) (Counts, error)
 	// Export reads every record in one consistent snapshot and hands them
 	// to w: meta values, connections, tokens, jobs, then each run followed
-	// by its log lines (in batches, in Seq order). Writers of the store
+	// by its log lines (in batches, in Seq order), then the audit chain and
+	// its records (in batches, in Seq order), then the connections' health
+	// entries. Writers of the store
 	// are not blocked meanwhile.
 	Export(ctx context.Context, w RecordWriter) error
 	// Import runs fill in one transaction on this store, with a writer

@@ -116,6 +116,8 @@ type Store interface {
 	RunStore
 	BackendStore
 	MetaStore
+	AuditStore
+	HealthStore
 	TransferStore
 	SecretsStore
 	// Close releases the store's resources.

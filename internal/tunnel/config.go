@@ -81,6 +81,10 @@ type Config struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger receives the tunnel's events (default: discarded).
 	Logger *slog.Logger
+	// Observer receives the tunnel's measurements: handshake time,
+	// keepalive round trips and misses, channels, bytes (default:
+	// discarded).
+	Observer Observer
 }
 
 // WithDefaults returns a copy of c with zero fields set to their defaults.
@@ -103,6 +107,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
 	}
 	return c
 }

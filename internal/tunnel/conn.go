@@ -113,6 +113,7 @@ func (t *Tunnel) newConn(ch ssh.Channel, reqs <-chan *ssh.Request, target string
 		return nil, t.Err()
 	}
 	t.openChannels.Add(1)
+	t.cfg.Observer.ChannelOpened()
 	go t.handleRequests(reqs, "channel")
 	return c, nil
 }
@@ -683,6 +684,7 @@ func (c *conn) Close() error {
 		first = true
 		close(c.closed)
 		c.t.openChannels.Add(-1)
+		c.t.cfg.Observer.ChannelClosed()
 	})
 	if !first {
 		return c.opError("close", net.ErrClosed)

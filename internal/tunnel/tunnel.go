@@ -51,8 +51,15 @@ type Tunnel struct {
 	wg sync.WaitGroup
 
 	lastReply        atomic.Int64 // unix nanoseconds of the last keepalive reply
+	lastRTT          atomic.Int64 // nanoseconds of the last keepalive's round trip
 	serverKeepalives atomic.Int64
 	openChannels     atomic.Int64
+	// missed counts keepalive intervals passed without a reply (see
+	// keepaliveSent); kaMu guards kaPending and kaTimer.
+	missed    atomic.Int64
+	kaMu      sync.Mutex
+	kaPending bool
+	kaTimer   *time.Timer
 }
 
 // Stats is a snapshot of a tunnel's health.
@@ -65,6 +72,12 @@ type Stats struct {
 	ServerKeepalives int64
 	// OpenChannels counts connections from DialContext not yet closed.
 	OpenChannels int
+	// LastKeepaliveRTT is the round trip of the last keepalive answered
+	// (zero before the first).
+	LastKeepaliveRTT time.Duration
+	// MissedKeepalives counts keepalive intervals that passed while a
+	// keepalive waited for its reply.
+	MissedKeepalives int64
 	// Since is when the tunnel came up.
 	Since time.Time
 }
@@ -154,7 +167,8 @@ func Dial(ctx context.Context, cfg Config) (*Tunnel, error) {
 	}
 	// Acknowledge the bastion's packets at once until the first channel is
 	// open (see transportConn.quickAck).
-	tc := &transportConn{Conn: raw, quickAck: quickAckFunc(raw)}
+	tc := &transportConn{Conn: raw, quickAck: quickAckFunc(raw), obs: cfg.Observer}
+	handshakeStart := time.Now()
 	tc.setQuickAck(true)
 	offer := &offerReader{}
 	tc.offer.Store(offer)
@@ -191,6 +205,7 @@ func Dial(ctx context.Context, cfg Config) (*Tunnel, error) {
 		return nil, err
 	}
 	_ = raw.SetDeadline(time.Time{})
+	cfg.Observer.Handshake(time.Since(handshakeStart))
 	tc.setQuickAck(false)
 	tc.offer.Store(nil)
 
@@ -362,6 +377,8 @@ type transportConn struct {
 
 	quickAck func() // acknowledges at once; nil where not supported
 	quick    atomic.Bool
+	// obs counts the bytes.
+	obs Observer
 }
 
 // setQuickAck turns quick acknowledgements on or off.
@@ -377,6 +394,9 @@ func (c *transportConn) setQuickAck(on bool) {
 
 func (c *transportConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.obs.BytesRead(n)
+	}
 	if o := c.offer.Load(); o != nil && n > 0 && !o.feed(p[:n]) {
 		c.offer.Store(nil)
 	}
@@ -391,6 +411,9 @@ func (c *transportConn) Read(p []byte) (int, error) {
 
 func (c *transportConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.obs.BytesWritten(n)
+	}
 	if err != nil {
 		c.failed(err)
 	}
@@ -417,6 +440,7 @@ func (t *Tunnel) fail(err error) bool {
 		t.silence.Stop()
 	}
 	t.mu.Unlock()
+	t.keepaliveAnswered()
 
 	_ = t.client.Close()
 	if errors.Is(err, ErrClosed) {
@@ -471,9 +495,15 @@ func (t *Tunnel) keepaliveLoop() {
 		case <-timer.C:
 		}
 		// Any reply, success or failure, shows the bastion is alive.
+		sent := time.Now()
+		t.keepaliveSent()
 		if _, _, err := t.client.SendRequest(keepaliveRequest, true, nil); err != nil {
 			return // the connection is gone; waitClosed reports it
 		}
+		t.keepaliveAnswered()
+		rtt := time.Since(sent)
+		t.lastRTT.Store(int64(rtt))
+		t.cfg.Observer.KeepaliveReply(rtt)
 		// The silence timer is not reset here: when it fires it measures
 		// the silence from this reply and re-arms itself for the rest
 		// (checkSilence), which costs one timer event per silence limit
@@ -700,6 +730,8 @@ func (t *Tunnel) Stats() Stats {
 		ServerKeepalives: t.serverKeepalives.Load(),
 		OpenChannels:     int(t.openChannels.Load()),
 		Since:            t.since,
+		LastKeepaliveRTT: time.Duration(t.lastRTT.Load()),
+		MissedKeepalives: t.missed.Load(),
 	}
 	if ns := t.lastReply.Load(); ns != 0 {
 		s.LastKeepaliveReply = time.Unix(0, ns)

@@ -28,7 +28,7 @@ func fieldOrder() []string {
 	return []string{"name", "flavor", "host", "port", "database", "user", "password", "auth.kind", "auth.program", "auth.args",
 		"auth.timeout", "auth.workspace_url", "auth.client_id", "auth.client_secret", "auth.instance", "auth.endpoint",
 		"auth.service_account_key", "auth.service_account", "auth.scope", "auth.lifetime", "sslmode", "ssl_root_cert",
-		"require_auth", "pooler", "schema", "threads", "ssh_tunnel.host", "ssh_tunnel.port", "ssh_tunnel.user", "ssh_tunnel.key_type",
+		"require_auth", "pooler", "schema", "threads", "health_check_interval", "ssh_tunnel.host", "ssh_tunnel.port", "ssh_tunnel.user", "ssh_tunnel.key_type",
 		"ssh_tunnel.keepalive_interval", "ssh_tunnel.keepalive_count_max", "ssh_tunnel.known_host",
 		"ssh_tunnel.auth", "ssh_tunnel.proxy_command", "ssh_tunnel.host_authorities"}
 }
@@ -60,6 +60,8 @@ func fieldLabel(key string) string {
 		return "Schema"
 	case "threads":
 		return "Threads"
+	case "health_check_interval":
+		return "Scheduled test every"
 	case "ssh_tunnel.host":
 		return "Bastion host"
 	case "ssh_tunnel.port":
@@ -234,6 +236,9 @@ func formFromView(v *app.ConnectionView) *connForm {
 	if a := v.Auth; a != nil {
 		f.Stored = authSecretsStored{ClientSecret: a.HasClientSecret, ServiceAccountKey: a.HasServiceAccountKey}
 	}
+	if s.HealthCheckInterval != 0 {
+		f.Values["health_check_interval"] = s.HealthCheckInterval.String()
+	}
 	if t := s.Tunnel; t != nil {
 		f.Tunnel = true
 		maps.Copy(f.Values, map[string]string{
@@ -294,6 +299,7 @@ func parseConnForm(r *http.Request, edit bool, name string) (*parsedForm, error)
 	}
 	spec.Port = f.number("port", 1, 65535)
 	spec.Threads = f.number("threads", 1, connection.MaxThreads)
+	spec.HealthCheckInterval = f.duration("health_check_interval")
 	// The CA certificate applies only to the verifying modes; the field may
 	// have been hidden with text in it when another mode was chosen.
 	if spec.SSLMode.Verifies() {

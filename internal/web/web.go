@@ -85,7 +85,7 @@ type UI struct {
 // pageNames lists the page templates; each is parsed with the layout.
 func pageNames() []string {
 	return []string{"login", "list", "form", "show", "delete", "rotate", "error", "grants",
-		"jobs", "job", "job-form", "job-delete", "runs", "run"}
+		"jobs", "job", "job-form", "job-delete", "runs", "run", "audit"}
 }
 
 // New parses the embedded templates and returns the UI.
@@ -185,6 +185,7 @@ func (u *UI) Register(mux *http.ServeMux) {
 	mux.Handle("GET /runs", u.authed(u.runsList))
 	mux.Handle("GET /runs/{id}", u.authed(u.showRun))
 	mux.Handle("POST /runs/{id}/cancel", u.authed(u.runner(u.cancelRun)))
+	mux.Handle("GET /audit", u.authed(u.auditor(u.auditPage)))
 
 	mux.HandleFunc("/", u.notFound)
 }

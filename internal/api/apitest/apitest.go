@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/api"
 	"github.com/pgrelay/pgrelay/internal/app"
@@ -59,6 +61,12 @@ type Options struct {
 	// WriteTimeout is the server's response write timeout; 0 is the
 	// server's default.
 	WriteTimeout time.Duration
+	// HealthCheckPoll, with Queue, runs the connections' scheduled tests
+	// this often (as `pgrelay serve` does every 30 s); 0 runs none.
+	HealthCheckPoll time.Duration
+	// TracerProvider traces the requests, use cases and runs, as
+	// OTEL_EXPORTER_OTLP_ENDPOINT makes `pgrelay serve` do; nil is off.
+	TracerProvider trace.TracerProvider
 }
 
 // Server is a running API server.
@@ -105,10 +113,11 @@ func Start(tb testing.TB, opts Options) *Server {
 		}
 		jc = &daemon.JobsConfig{Commands: jobs.CommandPolicy{Allow: allow},
 			HeartbeatInterval: 500 * time.Millisecond, LostAfter: 3 * time.Second, ReapInterval: time.Second,
-			ScheduleSync: time.Second, KillGrace: 2 * time.Second, ShutdownGrace: time.Second}
+			ScheduleSync: time.Second, KillGrace: 2 * time.Second, ShutdownGrace: time.Second,
+			HealthChecks: opts.HealthCheckPoll > 0, HealthCheckPoll: opts.HealthCheckPoll}
 	}
 	d, err := daemon.New(ctx, daemon.Config{Store: st, Keyring: kr, Logger: logger, Metrics: metrics.New(), DialTimeout: opts.DialTimeout,
-		Jobs: jc,
+		TracerProvider: opts.TracerProvider, Jobs: jc,
 		HTTP: &daemon.HTTPConfig{Addr: "127.0.0.1:0", MaxRows: opts.MaxRows, StreamPoll: opts.StreamPoll, StreamAuthCheck: opts.StreamAuthCheck,
 			MaxStreamsPerToken: opts.MaxStreamsPerToken, StreamKeepalive: opts.StreamKeepalive, WriteTimeout: opts.WriteTimeout}})
 	if err != nil {

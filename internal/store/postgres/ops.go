@@ -31,8 +31,9 @@ func (s *Store) Counts(ctx context.Context) (store.Counts, error) { return count
 func counts(ctx context.Context, q querier) (store.Counts, error) {
 	var c store.Counts
 	err := q.QueryRow(ctx, `SELECT (SELECT count(*) FROM pgrelay_connections), (SELECT count(*) FROM pgrelay_tokens),
-		(SELECT count(*) FROM pgrelay_jobs), (SELECT count(*) FROM pgrelay_runs), (SELECT count(*) FROM pgrelay_run_logs)`).
-		Scan(&c.Connections, &c.Tokens, &c.Jobs, &c.Runs, &c.RunLogLines)
+		(SELECT count(*) FROM pgrelay_jobs), (SELECT count(*) FROM pgrelay_runs), (SELECT count(*) FROM pgrelay_run_logs),
+		(SELECT count(*) FROM pgrelay_audit)`).
+		Scan(&c.Connections, &c.Tokens, &c.Jobs, &c.Runs, &c.RunLogLines, &c.AuditRecords)
 	if err != nil {
 		return store.Counts{}, fmt.Errorf("count records: %w", err)
 	}
@@ -132,7 +133,10 @@ func exportFrom(ctx context.Context, q querier, w store.RecordWriter) error {
 			}
 		}
 		if len(runs) < exportPage {
-			return nil
+			if err := exportAudit(ctx, q, w); err != nil {
+				return err
+			}
+			return exportChecks(ctx, q, w)
 		}
 		after = runs[len(runs)-1].ID
 	}

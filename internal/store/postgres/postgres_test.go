@@ -260,7 +260,7 @@ func TestPostgres(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := "public.pgrelay_connections public.pgrelay_jobs public.pgrelay_meta public.pgrelay_run_backends " +
+		want := "public.pgrelay_audit public.pgrelay_audit_chain public.pgrelay_connection_checks public.pgrelay_connections public.pgrelay_jobs public.pgrelay_meta public.pgrelay_run_backends " +
 			"public.pgrelay_run_cleanups public.pgrelay_run_logs public.pgrelay_runs " +
 			"public.pgrelay_schema_migrations public.pgrelay_sessions public.pgrelay_tokens"
 		if got := strings.Join(tables, " "); got != want {

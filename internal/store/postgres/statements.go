@@ -6,9 +6,9 @@ import (
 )
 
 // The statements that write records are built from each table's column
-// list (connectionColumns, tokenColumns, jobColumns, runColumns), in the
-// order of the args function beside it (connValues.args, tokenArgs,
-// runArgs), so that creating, updating and copying a record share them and
+// list (connectionColumns, tokenColumns, jobColumns, runColumns,
+// auditColumns, checkColumns), in the order of the args function beside it
+// (connValues.args, tokenArgs, runArgs, auditArgs, checkArgs), so that creating, updating and copying a record share them and
 // a new column is added in one place. They are computed once and never
 // changed.
 var (
@@ -16,6 +16,8 @@ var (
 	insertToken      = insertSQL("pgrelay_tokens", tokenColumns)
 	insertJob        = insertSQL("pgrelay_jobs", jobColumns)
 	insertRun        = insertSQL("pgrelay_runs", runColumns)
+	insertAudit      = insertSQL("pgrelay_audit", auditColumns)
+	insertCheck      = insertSQL("pgrelay_connection_checks", checkColumns)
 	// updateRunSet sets every column of runArgs but id and version, with
 	// the placeholders of runArgs's positions ($2 for job_name, ...);
 	// runVersionArg is the placeholder of the version read.

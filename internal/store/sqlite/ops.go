@@ -28,8 +28,9 @@ func (s *Store) Counts(ctx context.Context) (store.Counts, error) { return count
 func counts(ctx context.Context, q querier) (store.Counts, error) {
 	var c store.Counts
 	err := q.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM connections), (SELECT count(*) FROM tokens),
-		(SELECT count(*) FROM jobs), (SELECT count(*) FROM runs), (SELECT count(*) FROM run_logs)`).
-		Scan(&c.Connections, &c.Tokens, &c.Jobs, &c.Runs, &c.RunLogLines)
+		(SELECT count(*) FROM jobs), (SELECT count(*) FROM runs), (SELECT count(*) FROM run_logs),
+		(SELECT count(*) FROM audit_log)`).
+		Scan(&c.Connections, &c.Tokens, &c.Jobs, &c.Runs, &c.RunLogLines, &c.AuditRecords)
 	if err != nil {
 		return store.Counts{}, fmt.Errorf("count records: %w", err)
 	}
@@ -105,7 +106,10 @@ func exportFrom(ctx context.Context, q querier, w store.RecordWriter) error {
 			}
 		}
 		if len(runs) < exportPage {
-			return nil
+			if err := exportAudit(ctx, q, w); err != nil {
+				return err
+			}
+			return exportChecks(ctx, q, w)
 		}
 		after = runs[len(runs)-1].ID
 	}

@@ -3,8 +3,9 @@ package sqlite
 import "strings"
 
 // The statements that write records are built from each table's column
-// list (connectionColumns, tokenColumns, jobColumns, runColumns), in the
-// order of the args function beside it (connArgs, tokenArgs, runArgs), so
+// list (connectionColumns, tokenColumns, jobColumns, runColumns,
+// auditColumns, checkColumns), in the order of the args function beside it
+// (connArgs, tokenArgs, runArgs, auditArgs, checkArgs), so
 // that creating, updating and copying a record share them and a new
 // column is added in one place. They are computed once and never changed.
 var (
@@ -13,6 +14,8 @@ var (
 	insertJob        = insertSQL("jobs", jobColumns)
 	insertRun        = insertSQL("runs", runColumns)
 	insertRunLog     = insertSQL("run_logs", runLogColumns)
+	insertAudit      = insertSQL("audit_log", auditColumns)
+	insertCheck      = insertSQL("connection_checks", checkColumns)
 	// updateRun writes every column of runArgs but id and version, where
 	// the version is the one read (optimistic locking); its args are
 	// runArgs's without the first and last, then the ID and the version.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
@@ -114,6 +115,24 @@ func Fill(t testing.TB, s store.Store) {
 			}
 		}
 	}
+	// Health entries of both connections.
+	for i := range 3 {
+		for _, c := range []*store.Connection{a, b} {
+			if err := s.AddConnectionCheck(ctx, c.ID, store.ConnectionCheck{Kind: []string{store.CheckTest, store.CheckRun, store.CheckUse}[i],
+				At: now.Add(time.Duration(i) * time.Second), OK: i != 1, Source: "manual", Step: "s", Detail: "d " + c.Spec.Name,
+				DurationMS: int64(i)}, 10); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// More audit records than a page of an export, the oldest pruned so
+	// that the chain has an anchor.
+	for i := range 505 {
+		appendAudit(t, s, sampleAudit(i, now.Add(time.Duration(i)*time.Millisecond)))
+	}
+	if n, err := s.PruneAudit(ctx, now.Add(3*time.Millisecond), 100); err != nil || n != 3 {
+		t.Fatalf("prune audit: %d %v", n, err)
+	}
 }
 
 // Dump is every record of a store, read through the Store methods.
@@ -126,6 +145,9 @@ type Dump struct {
 	Logs        map[string][]jobs.LogLine
 	Backends    map[string][]jobs.Backend
 	Cleanups    map[string]*jobs.Cleanup
+	Checks      map[string][]store.ConnectionCheck
+	Audit       []audit.Record
+	AuditChain  audit.Chain
 	Counts      store.Counts
 }
 
@@ -169,6 +191,15 @@ func Read(t testing.TB, s store.Store) *Dump {
 			t.Fatal(err)
 		}
 	}
+	if d.Checks, err = s.RecentChecks(ctx, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if d.Audit, err = s.AuditAfter(ctx, 0, 100000); err != nil {
+		t.Fatal(err)
+	}
+	if d.AuditChain, err = s.AuditChain(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if d.Counts, err = s.Counts(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +225,8 @@ func Equal(want, got *Dump) error {
 		what      string
 		want, got any
 	}{{"tokens", w.Tokens, g.Tokens}, {"jobs", w.Jobs, g.Jobs}, {"runs", w.Runs, g.Runs}, {"logs", w.Logs, g.Logs},
-		{"backends", w.Backends, g.Backends}, {"cleanups", w.Cleanups, g.Cleanups}, {"counts", w.Counts, g.Counts}} {
+		{"backends", w.Backends, g.Backends}, {"cleanups", w.Cleanups, g.Cleanups}, {"audit", w.Audit, g.Audit}, {"checks", w.Checks, g.Checks},
+		{"audit chain", w.AuditChain, g.AuditChain}, {"counts", w.Counts, g.Counts}} {
 		if !reflect.DeepEqual(c.want, c.got) {
 			return fmt.Errorf("%s differ:\n got %+v\nwant %+v", c.what, brief(c.got), brief(c.want))
 		}
@@ -261,7 +293,7 @@ func exerciseTransfer(t *testing.T, open func(t *testing.T) store.Store) {
 	src := open(t)
 	Fill(t, src)
 	want := Read(t, src)
-	if want.Counts != (store.Counts{Connections: 2, Tokens: 3, Jobs: 2, Runs: 510, RunLogLines: 509 + 1203}) {
+	if want.Counts != (store.Counts{Connections: 2, Tokens: 3, Jobs: 2, Runs: 510, RunLogLines: 509 + 1203, AuditRecords: 502}) {
 		t.Fatalf("counts of the filled store: %+v", want.Counts)
 	}
 	dst := open(t)
@@ -283,6 +315,9 @@ func exerciseTransfer(t *testing.T, open func(t *testing.T) store.Store) {
 	}
 	if err := Equal(want, Read(t, dst)); err != nil {
 		t.Fatalf("copy differs from its source: %v", err)
+	}
+	if v := verify(t, dst); !v.OK || v.Records != 502 || v.Chain.AnchorSeq != 3 {
+		t.Fatalf("the copy's audit chain: %+v", v)
 	}
 	if err := Equal(want, Read(t, src)); err != nil {
 		t.Fatalf("the source changed: %v", err)

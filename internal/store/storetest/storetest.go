@@ -77,6 +77,14 @@ func Exercise(t *testing.T, open func(t *testing.T) store.Store) {
 		t.Parallel()
 		exerciseRunBackends(t, open(t))
 	})
+	t.Run("Health", func(t *testing.T) {
+		t.Parallel()
+		exerciseHealth(t, open(t))
+	})
+	t.Run("Audit", func(t *testing.T) {
+		t.Parallel()
+		exerciseAudit(t, open(t))
+	})
 	t.Run("Transfer", func(t *testing.T) {
 		t.Parallel()
 		exerciseTransfer(t, open)
