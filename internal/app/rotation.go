@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
@@ -34,7 +35,8 @@ const MaxOldKeyLifetime = 366 * 24 * time.Hour
 // pair (sealed, pending) and returns the new key's lines and the old one's
 // with expiry-time set oldLifetime (0: DefaultOldKeyLifetime) from now. A
 // rotation already pending is refused.
-func (s *Service) RotateKeyStart(ctx context.Context, name string, oldLifetime time.Duration) (*KeyRotation, error) {
+func (s *Service) RotateKeyStart(ctx context.Context, name string, oldLifetime time.Duration) (_ *KeyRotation, err error) {
+	defer s.audited(ctx, &entry{action: "connection.rotate_key_start", targetKind: audit.TargetConnection, target: name}, &err)
 	if oldLifetime == 0 {
 		oldLifetime = DefaultOldKeyLifetime
 	}
@@ -125,7 +127,8 @@ func (s *Service) RotateKeyStatus(ctx context.Context, name string) (*KeyRotatio
 // every hop accepts it (a login to each hop with the new key alone): the
 // old key is no longer offered. Until then, the first login that every hop
 // accepts with the new key promotes it by itself.
-func (s *Service) RotateKeyFinish(ctx context.Context, name string) (*KeyRotation, error) {
+func (s *Service) RotateKeyFinish(ctx context.Context, name string) (_ *KeyRotation, err error) {
+	defer s.audited(ctx, &entry{action: "connection.rotate_key_finish", targetKind: audit.TargetConnection, target: name}, &err)
 	c, err := s.store.GetConnection(ctx, name)
 	if err != nil {
 		return nil, err
@@ -159,7 +162,8 @@ func (s *Service) RotateKeyFinish(ctx context.Context, name string) (*KeyRotatio
 }
 
 // RotateKeyCancel drops a rotation's new key: the current key stays.
-func (s *Service) RotateKeyCancel(ctx context.Context, name string) (*ConnectionView, error) {
+func (s *Service) RotateKeyCancel(ctx context.Context, name string) (_ *ConnectionView, err error) {
+	defer s.audited(ctx, &entry{action: "connection.rotate_key_cancel", targetKind: audit.TargetConnection, target: name}, &err)
 	for range 3 {
 		c, err := s.store.GetConnection(ctx, name)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/sshca"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/store"
@@ -47,7 +48,8 @@ func (noSSHCAError) Is(target error) bool { return target == store.ErrNotFound }
 
 // InitSSHCA creates pgrelay's SSH user CA: an ed25519 key pair whose
 // private key is sealed in the store. ErrExists when there is one.
-func (s *Service) InitSSHCA(ctx context.Context) (*SSHCAView, error) {
+func (s *Service) InitSSHCA(ctx context.Context) (_ *SSHCAView, err error) {
+	defer s.audited(ctx, &entry{action: "ssh_ca.init", targetKind: audit.TargetStore, target: sshCAMeta}, &err)
 	if s.ssh.signer != nil {
 		return nil, invalidf("certificates are signed by an outside signer here; there is no CA key to create")
 	}
