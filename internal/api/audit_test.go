@@ -111,9 +111,13 @@ func TestAuditRouteWalk(t *testing.T) {
 			return fmt.Sprintf(`{"host": "127.0.0.1", "port": %d, "database": "d", "user": "u", "sslmode": "disable", "password": %q, %s}`,
 				dbPort, canary, tunnelJSON)
 		}, "connection.update"},
-		"DELETE /api/v1/connections/{name}":              {nil, "connection.delete"},
-		"POST /api/v1/connections/{name}/rotate-key":     {func() string { return "" }, "connection.rotate_key"},
-		"POST /api/v1/connections/{name}/trust-host-key": {func() string { return `{"fingerprint": "SHA256:AAAA"}` }, "connection.trust_host_key"},
+		"DELETE /api/v1/connections/{name}":                   {nil, "connection.delete"},
+		"POST /api/v1/connections/{name}/rotate-key":          {func() string { return "" }, "connection.rotate_key"},
+		"POST /api/v1/connections/{name}/key-rotation":        {func() string { return "" }, "connection.rotate_key_start"},
+		"POST /api/v1/connections/{name}/key-rotation/finish": {func() string { return "" }, "connection.rotate_key_finish"},
+		"DELETE /api/v1/connections/{name}/key-rotation":      {nil, "connection.rotate_key_cancel"},
+		"POST /api/v1/ssh-ca":                                 {func() string { return "" }, "ssh_ca.init"},
+		"POST /api/v1/connections/{name}/trust-host-key":      {func() string { return `{"fingerprint": "SHA256:AAAA"}` }, "connection.trust_host_key"},
 		"POST /api/v1/connections/{name}/query": {func() string {
 			return fmt.Sprintf(`{"sql": "select '%s'"}`, sqlCanary)
 		}, "connection.query"},

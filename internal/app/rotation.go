@@ -36,7 +36,8 @@ const MaxOldKeyLifetime = 366 * 24 * time.Hour
 // with expiry-time set oldLifetime (0: DefaultOldKeyLifetime) from now. A
 // rotation already pending is refused.
 func (s *Service) RotateKeyStart(ctx context.Context, name string, oldLifetime time.Duration) (_ *KeyRotation, err error) {
-	defer s.audited(ctx, &entry{action: "connection.rotate_key_start", targetKind: audit.TargetConnection, target: name}, &err)
+	e := &entry{action: "connection.rotate_key_start", targetKind: audit.TargetConnection, target: name, use: s.useOf(ctx, name)}
+	defer s.audited(ctx, e, &err)
 	if oldLifetime == 0 {
 		oldLifetime = DefaultOldKeyLifetime
 	}
@@ -128,7 +129,8 @@ func (s *Service) RotateKeyStatus(ctx context.Context, name string) (*KeyRotatio
 // old key is no longer offered. Until then, the first login that every hop
 // accepts with the new key promotes it by itself.
 func (s *Service) RotateKeyFinish(ctx context.Context, name string) (_ *KeyRotation, err error) {
-	defer s.audited(ctx, &entry{action: "connection.rotate_key_finish", targetKind: audit.TargetConnection, target: name}, &err)
+	e := &entry{action: "connection.rotate_key_finish", targetKind: audit.TargetConnection, target: name, use: s.useOf(ctx, name)}
+	defer s.audited(ctx, e, &err)
 	c, err := s.store.GetConnection(ctx, name)
 	if err != nil {
 		return nil, err
@@ -163,7 +165,8 @@ func (s *Service) RotateKeyFinish(ctx context.Context, name string) (_ *KeyRotat
 
 // RotateKeyCancel drops a rotation's new key: the current key stays.
 func (s *Service) RotateKeyCancel(ctx context.Context, name string) (_ *ConnectionView, err error) {
-	defer s.audited(ctx, &entry{action: "connection.rotate_key_cancel", targetKind: audit.TargetConnection, target: name}, &err)
+	e := &entry{action: "connection.rotate_key_cancel", targetKind: audit.TargetConnection, target: name, use: s.useOf(ctx, name)}
+	defer s.audited(ctx, e, &err)
 	for range 3 {
 		c, err := s.store.GetConnection(ctx, name)
 		if err != nil {
