@@ -273,10 +273,17 @@ func StartServer(tb testing.TB, binary, name string, opts Options) *Server {
 	return nil
 }
 
+// servingRE finds the URL in serve's "serving the web UI and API on URL"
+// line (the listening address when a public URL is set).
+var servingRE = regexp.MustCompile(`(?:listening on |serving the web UI and API on )(https?://127\.0\.0\.1:[0-9]+)`)
+
 func launch(tb testing.TB, binary, name string, opts Options) (*Server, error) {
 	tb.Helper()
-	addr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(tb))
-	s := &Server{tb: tb, name: name, URL: "http://" + addr, stdout: &Buffer{}, stderr: &Buffer{},
+	// Port 0: the server picks a free port and prints its URL, so no
+	// other process can take the port between a probe and the server's
+	// listen (which made /readyz answer from another server).
+	addr := "127.0.0.1:0"
+	s := &Server{tb: tb, name: name, stdout: &Buffer{}, stderr: &Buffer{},
 		exited: make(chan struct{}), transport: http.DefaultTransport.(*http.Transport).Clone()}
 	s.transport.MaxIdleConnsPerHost = 200
 	// Info lines (each request) explain a failure in the log tail below.
@@ -306,7 +313,14 @@ func launch(tb testing.TB, binary, name string, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("server %s exited before it was ready (%v):\n%s", name, s.waitErr, s.stderr.tail(30))
 		default:
 		}
-		if resp, err := s.HTTPClient().Get(s.URL + "/readyz"); err == nil {
+		if s.URL == "" {
+			if m := servingRE.FindStringSubmatch(s.stdout.String()); m != nil {
+				s.URL = m[1]
+			}
+		}
+		if s.URL == "" {
+			// Not listening yet.
+		} else if resp, err := s.HTTPClient().Get(s.URL + "/readyz"); err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				break
