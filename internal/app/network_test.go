@@ -3,7 +3,6 @@ package app_test
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"strconv"
@@ -16,37 +15,8 @@ import (
 	"github.com/pgrelay/pgrelay/internal/diagnose"
 	"github.com/pgrelay/pgrelay/internal/egress"
 	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/testenv"
 )
-
-// relayOn forwards connections to host:random port to target; it returns
-// the port.
-func relayOn(t *testing.T, host, target string) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatalf("listen on %s: %v", host, err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				s, err := net.Dial("tcp", target)
-				if err != nil {
-					return
-				}
-				defer s.Close()
-				go func() { _, _ = io.Copy(s, c); _ = s.Close() }()
-				_, _ = io.Copy(c, s)
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 func denying(t *testing.T, prefixes ...string) func(*app.Config) {
 	return func(c *app.Config) {
@@ -70,7 +40,7 @@ func TestNetworkPolicy(t *testing.T) {
 	ctx := context.Background()
 	// The database is also reachable on 127.0.0.2 (all of 127/8 is
 	// loopback on Linux).
-	alias := relayOn(t, "127.0.0.2", net.JoinHostPort(pg.Host, strconv.Itoa(pg.Port)))
+	alias := testenv.TCPRelay(t, "127.0.0.2", net.JoinHostPort(pg.Host, strconv.Itoa(pg.Port)))
 	direct := func(name, host string, port int) connection.Spec {
 		return connection.Spec{Name: name, Host: host, Port: port, Database: "analytics", User: "dbt",
 			Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable}

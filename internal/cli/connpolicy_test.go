@@ -2,7 +2,6 @@ package cli_test
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,36 +13,6 @@ import (
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
-
-// relayOn forwards connections to host:random port to target and returns
-// the port.
-func relayOn(t *testing.T, host, target string) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatalf("listen on %s: %v", host, err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				s, err := net.Dial("tcp", target)
-				if err != nil {
-					return
-				}
-				defer s.Close()
-				go func() { _, _ = io.Copy(s, c); _ = s.Close() }()
-				_, _ = io.Copy(c, s)
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 // TestHostKeyAndNetworkFlags drives --ssh-known-host, --host-key-policy
 // and --deny-network (and their environment variables) through the
@@ -112,7 +81,7 @@ func TestHostKeyAndNetworkFlags(t *testing.T) {
 	contains(t, "bad policy", r.stderr, "--host-key-policy", `"ask" is not accepted: use tofu`, "or approve")
 
 	// --deny-network: the database on 127.0.0.2 is refused, on 127.0.0.1 not.
-	alias := relayOn(t, "127.0.0.2", net.JoinHostPort(pg.Host, strconv.Itoa(pg.Port)))
+	alias := testenv.TCPRelay(t, "127.0.0.2", net.JoinHostPort(pg.Host, strconv.Itoa(pg.Port)))
 	h.ok("connection", "create", "alias", "--host", "127.0.0.2", "--port", strconv.Itoa(alias), "--database", pg.DB,
 		"--user", pg.User, "--password-env", "DB_PASSWORD", "--sslmode", "disable")
 	h.ok(createArgs("plain", pg, "--sslmode", "disable")...)

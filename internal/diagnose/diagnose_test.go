@@ -11,7 +11,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"strconv"
@@ -212,31 +211,7 @@ func blackhole(t *testing.T) (string, int) {
 // relay forwards connections to listenHost:random port to target.
 func relay(t *testing.T, listenHost, target string) (string, int) {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(listenHost, "0"))
-	if err != nil {
-		t.Fatalf("listen on %s: %v", listenHost, err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				s, err := net.Dial("tcp", target)
-				if err != nil {
-					return
-				}
-				defer s.Close()
-				go func() { _, _ = io.Copy(s, c); _ = s.Close() }()
-				_, _ = io.Copy(c, s)
-			}()
-		}
-	}()
-	a := ln.Addr().(*net.TCPAddr)
-	return a.IP.String(), a.Port
+	return listenHost, testenv.TCPRelay(t, listenHost, target)
 }
 
 // otherCA returns the PEM of a CA that signed nothing the servers use.
