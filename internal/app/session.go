@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel/attribute"
@@ -117,6 +118,14 @@ type Session struct {
 	// cred is the token cache of a connection with token auth; nil for
 	// the password kind.
 	cred *credential.Cache
+	// warm, with warmKey, keeps the tunnel open after Close for the next
+	// run of the connection; nil closes it.
+	warm     *tunnel.Warm
+	warmSlot string
+	warmKey  string
+	// reused is how long the tunnel had been kept warm when this session
+	// took it; zero for a tunnel it opened.
+	reused time.Duration
 
 	closeOnce sync.Once
 }
@@ -232,21 +241,37 @@ func (s *Session) Err() error {
 	return s.withNextStep(s.tunnel.Err())
 }
 
-// Close closes the tunnel, if any.
+// Close closes the tunnel, if any, or, for a run's session on a server
+// that keeps tunnels warm, parks it for the connection's next run.
 func (s *Session) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
-		if s.tunnel != nil {
-			err = s.tunnel.Close()
+		if s.tunnel == nil {
+			return
 		}
+		if s.warmKey != "" && s.warm.Put(s.warmSlot, s.warmKey, s.tunnel) {
+			return
+		}
+		err = s.tunnel.Close()
 	})
 	return err
 }
 
+// Reused reports whether the session's tunnel was kept open after an
+// earlier run rather than opened for it, and for how long it had been.
+func (s *Session) Reused() (time.Duration, bool) { return s.reused, s.reused > 0 }
+
 // Open opens a saved connection: decrypts its secrets and, when it has a
 // tunnel, connects to the bastion (pinning its host key on first use and
 // refusing a different one).
-func (s *Connector) Open(ctx context.Context, name string) (_ *Session, err error) {
+func (s *Connector) Open(ctx context.Context, name string) (*Session, error) {
+	return s.open(ctx, name, false)
+}
+
+// open is Open; a run's session (forRun) takes a tunnel kept warm after
+// an earlier run of the connection when there is one, and hands its own
+// back for the next when it closes.
+func (s *Connector) open(ctx context.Context, name string, forRun bool) (_ *Session, err error) {
 	ctx, span := s.startSpan(ctx, "connection.open", tracing.Connection.String(name))
 	defer func() { endSpan(span, err) }()
 	c, err := s.store.GetConnection(ctx, name)
@@ -260,6 +285,16 @@ func (s *Connector) Open(ctx context.Context, name string) (_ *Session, err erro
 	sess := &Session{spec: spec, network: s.network, tracer: s.tracer, cred: s.credentialFor(c, &spec)}
 	if spec.Tunnel == nil {
 		return sess, nil
+	}
+	if forRun && s.ssh.warm != nil {
+		sess.warm, sess.warmSlot, sess.warmKey = s.ssh.warm, c.ID, warmKey(c)
+		if t, parked := s.ssh.warm.Take(ctx, sess.warmSlot, sess.warmKey, hostKeysStillTrusted(c)); t != nil {
+			sess.tunnel, sess.reused = t, max(parked, time.Nanosecond)
+			if s.metrics != nil {
+				s.metrics.TunnelsReused.Inc()
+			}
+			return sess, nil
+		}
 	}
 	t, err := s.openChain(ctx, c, chainOptions{})
 	if err != nil {
@@ -334,7 +369,7 @@ func (s *Connector) observeTunnel(name string, t *tunnel.Chain) {
 
 // OpenConn opens a saved connection for a run: Open as a jobs.Opener.
 func (s *Connector) OpenConn(ctx context.Context, name string) (jobs.Conn, error) {
-	sess, err := s.Open(ctx, name)
+	sess, err := s.open(ctx, name, true)
 	if err != nil {
 		return nil, err
 	}

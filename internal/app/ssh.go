@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync/atomic"
+	"time"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/fielderr"
@@ -33,6 +34,12 @@ type SSHConfig struct {
 	// sealed in the store (`pgrelay ssh-ca init`). A signer backed by Vault
 	// or OpenBao plugs in here.
 	Signer sshca.Signer
+	// WarmTunnels keeps a run's tunnel open this long after the run ends,
+	// for the next run of the same connection (--ssh-warm): that run skips
+	// the SSH handshakes of every hop. Zero closes tunnels when their run
+	// ends. Tunnels of certificate logins and of key rotations in progress
+	// are never kept.
+	WarmTunnels time.Duration
 }
 
 // sshSettings are a Service's SSH settings.
@@ -40,13 +47,19 @@ type sshSettings struct {
 	knownHosts    sshkey.HostTrust
 	proxyCommands *atomic.Pointer[jobs.CommandPolicy]
 	signer        sshca.Signer
+	// warm holds the tunnels kept open between runs; nil keeps none.
+	warm *tunnel.Warm
 }
 
 func newSSHSettings(c SSHConfig) sshSettings {
 	p := &atomic.Pointer[jobs.CommandPolicy]{}
 	pc := c.ProxyCommands
 	p.Store(&pc)
-	return sshSettings{knownHosts: c.KnownHosts, proxyCommands: p, signer: c.Signer}
+	st := sshSettings{knownHosts: c.KnownHosts, proxyCommands: p, signer: c.Signer}
+	if c.WarmTunnels > 0 {
+		st.warm = tunnel.NewWarm(c.WarmTunnels)
+	}
+	return st
 }
 
 // SetProxyCommands replaces the policy of proxy commands: a server sets its

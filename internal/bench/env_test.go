@@ -194,6 +194,13 @@ func (e *env) viaTunnel(t *tunnel.Tunnel) *pgx.ConnConfig {
 	return cfg
 }
 
+// viaChain is viaTunnel for a chain of hops.
+func (e *env) viaChain(c *tunnel.Chain) *pgx.ConnConfig {
+	cfg := e.direct.Copy()
+	cfg.DialFunc = c.DialContext
+	return cfg
+}
+
 // startEnv starts everything under tb, whose cleanups stop it again. It
 // runs the helpers in goroutines of its own, since testenv reports fatal
 // problems with tb.Fatalf, which ends the calling goroutine.

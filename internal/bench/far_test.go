@@ -125,8 +125,9 @@ func farCopyRows(b *testing.B) int64 {
 //     login, query), each operation the median of farRepeat setups:
 //     pgrelay's tunnel.Dial + pgx against spawning `ssh -N -L` + pgx, and
 //     `pgrelay exec -- psql -c 'select 1'` against spawning `ssh -N -L`
-//     and running the same psql through it; round-trips is the client's
-//     flights through the relay per setup;
+//     and running the same psql through it; pgrelay_warm is a run on a
+//     tunnel kept open after an earlier run (serve --ssh-warm);
+//     round-trips is the client's flights through the relay per setup;
 //   - session: a dbt-like session, 4 connections at once, each opened
 //     and then running 50 short statements, each in its own BEGIN/COMMIT
 //     (simple protocol, as psycopg2);
@@ -220,6 +221,31 @@ func (e *env) benchFirstRow(b *testing.B, f *farPaths) {
 			return func() {
 				_ = conn.Close(ctx)
 				_ = t.Close()
+			}
+		})
+	})
+	// pgrelay_warm: a run of `pgrelay serve --ssh-warm` after an earlier
+	// run of the same connection: the tunnel kept open is taken (one
+	// keepalive round trip to check it answers) instead of dialled.
+	b.Run("pgrelay_warm", func(b *testing.B) {
+		cfg := e.tunnelCfg
+		cfg.Addr = f.sshRelay.Addr()
+		first, err := tunnel.DialChain(ctx, []tunnel.Config{cfg}, nil)
+		if err != nil {
+			b.Fatalf("tunnel.DialChain: %v", err)
+		}
+		w := tunnel.NewWarm(time.Hour)
+		defer w.Close()
+		w.Put("bench", "v1", first)
+		measure(b, f.sshRelay, func(b *testing.B) func() {
+			c, _ := w.Take(ctx, "bench", "v1", nil)
+			if c == nil {
+				b.Fatal("the kept tunnel was not handed out")
+			}
+			conn := firstQuery(b, e.viaChain(c))
+			return func() {
+				_ = conn.Close(ctx)
+				w.Put("bench", "v1", c)
 			}
 		})
 	})

@@ -23,7 +23,13 @@ type queueFlags struct {
 	// healthChecks runs the connections' scheduled tests in this process
 	// (serve --health-checks, on by default).
 	healthChecks bool
+	// sshWarm keeps a run's tunnel open this long after the run for the
+	// next run of the same connection (serve --ssh-warm; 0: close at once).
+	sshWarm time.Duration
 }
+
+// maxSSHWarm is the longest --ssh-warm.
+const maxSSHWarm = 15 * time.Minute
 
 // heartbeatInterval is how often a running run's heartbeat is refreshed:
 // a third of lostAfter, at most the queue's default.
@@ -39,6 +45,8 @@ func (f queueFlags) validate() error {
 		return usagef("--lost-after %s: accepted is 1s to 1h (e.g. 30s); use the same value in every process sharing a store", f.lostAfter)
 	case f.reapInterval < 100*time.Millisecond || f.reapInterval > time.Hour:
 		return usagef("--reap-interval %s: accepted is 100ms to 1h (e.g. 10s)", f.reapInterval)
+	case f.sshWarm < 0 || f.sshWarm > maxSSHWarm:
+		return usagef("--ssh-warm %s: accepted is 0 (close each run's tunnel when it ends) to %s (e.g. 60s)", f.sshWarm, maxSSHWarm)
 	}
 	return nil
 }

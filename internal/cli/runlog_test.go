@@ -52,10 +52,13 @@ func TestRunLogFlagsValidated(t *testing.T) {
 		{[]string{"serve", "--run-retention", "ninety days"}, []string{`"--run-retention"`, "90d", "0 (keep runs forever)"}},
 		{[]string{"serve", "--run-retention", "10m"}, []string{`"--run-retention"`, "too short", "at least 1h"}},
 		{[]string{"job", "run", "x", "--run-log-limit", "-1"}, []string{`"--run-log-limit"`, "not a size"}},
+		{[]string{"serve", "--ssh-warm", "1h"}, []string{"--ssh-warm 1h0m0s", "accepted is 0", "to 15m0s", "e.g. 60s"}},
+		{[]string{"serve", "--ssh-warm", "a minute"}, []string{`"--ssh-warm"`}},
 	} {
 		r := h.fail(2, c.args...)
 		contains(t, strings.Join(c.args, " "), r.stderr, c.want...)
 	}
 	help := h.ok("serve", "--help").stdout
-	contains(t, "serve --help", help, "--run-log-limit size", "(default 10MiB)", "--run-retention duration", "(default 90d)", "0 keeps them forever")
+	contains(t, "serve --help", help, "--run-log-limit size", "(default 10MiB)", "--run-retention duration", "(default 90d)", "0 keeps them forever",
+		"--ssh-warm duration", "next run of the same connection")
 }

@@ -74,6 +74,7 @@ local data dir: it ignores PGRELAY_SERVER, which is for the commands that use a 
 			r.daemonCfg.Jobs = qf.jobsConfig(policy)
 			// Proxy commands run only the programs of the allowlist here.
 			r.daemonCfg.SSH.ProxyCommands = policy
+			r.daemonCfg.SSH.WarmTunnels = qf.sshWarm
 			r.daemonCfg.HTTP = &daemon.HTTPConfig{Addr: addr, TLSCertFile: tlsCert, TLSKeyFile: tlsKey, PublicURL: publicURL, WebUI: true,
 				MetricsAddr: ef.metricsAddr, MetricsToken: metricsToken, MaxConnections: ef.maxConnections,
 				MaxStreamsPerToken: ef.maxStreamsPerToken}
@@ -172,6 +173,10 @@ and use the CLI against this server with
 	addRunFlags(cmd.Flags(), &qf)
 	cmd.Flags().BoolVar(&qf.healthChecks, "health-checks", true,
 		"run the scheduled tests of connections that have a health_check_interval (--health-check-interval) and record them in their health; one process of those sharing a store runs them at a time")
+	cmd.Flags().DurationVar(&qf.sshWarm, "ssh-warm", 0,
+		"keep a run's SSH tunnel open this long after the run, for the next run of the same connection, which then skips every hop's "+
+			"SSH handshake (e.g. 60s; 0 closes it when the run ends). A kept tunnel keeps its keepalives, must answer one before it is "+
+			"reused, and is reused only while the connection (hops, keys, pinned host keys) is unchanged; never for certificate logins")
 	ef.register(cmd.Flags())
 	af.register(cmd.Flags())
 	return cmd

@@ -404,6 +404,7 @@ func (d *Daemon) Stop(ctx context.Context) error {
 			}
 		}
 		d.closeQueueDB()
+		d.connector.Close()
 	})
 	return d.stopErr
 }

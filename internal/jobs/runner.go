@@ -47,6 +47,15 @@ type Conn interface {
 	Close() error
 }
 
+// ReusedConn is a Conn that may run on a tunnel kept open after an
+// earlier run of its connection (a server's --ssh-warm) instead of one
+// opened for it; the run's log says which.
+type ReusedConn interface {
+	// Reused reports whether the tunnel was kept from an earlier run, and
+	// how long it had been kept.
+	Reused() (time.Duration, bool)
+}
+
 // Opener opens a saved connection by name.
 type Opener func(ctx context.Context, name string) (Conn, error)
 
@@ -312,8 +321,14 @@ func (x *run) exec(parent context.Context) Result {
 	x.conn = conn
 	x.secret = conn.Spec().Password.Reveal()
 	if t := conn.Spec().Tunnel; t != nil {
-		x.log(-1, StreamSystem, fmt.Sprintf("SSH tunnel up via %s (keepalive every %s, dropped after %d missed)",
-			hopsText(conn.Spec()), t.KeepaliveInterval, t.KeepaliveCountMax))
+		how := "up"
+		if rc, ok := conn.(ReusedConn); ok {
+			if d, reused := rc.Reused(); reused {
+				how = fmt.Sprintf("reused (kept open %s after an earlier run; its keepalive answered)", d.Round(time.Millisecond))
+			}
+		}
+		x.log(-1, StreamSystem, fmt.Sprintf("SSH tunnel %s via %s (keepalive every %s, dropped after %d missed)",
+			how, hopsText(conn.Spec()), t.KeepaliveInterval, t.KeepaliveCountMax))
 	}
 	// The tunnel dropping stops the run with the tunnel's error.
 	if done := conn.Done(); done != nil {

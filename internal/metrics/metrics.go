@@ -31,6 +31,9 @@ type Metrics struct {
 	HTTPDuration *prometheus.HistogramVec
 	// TunnelsOpen is the number of SSH tunnels currently open.
 	TunnelsOpen prometheus.Gauge
+	// TunnelsReused counts runs that took a tunnel kept open after an
+	// earlier run of their connection (--ssh-warm) instead of dialling.
+	TunnelsReused prometheus.Counter
 	// ConnectionTests counts connection tests by outcome (ok, failed) and
 	// failing step.
 	ConnectionTests *prometheus.CounterVec
@@ -73,6 +76,9 @@ func NewWithOptions(o Options) *Metrics {
 		TunnelsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pgrelay_tunnels_open", Help: "SSH tunnels currently open.",
 		}),
+		TunnelsReused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgrelay_tunnels_reused_total", Help: "Runs that reused a tunnel kept warm after an earlier run of their connection.",
+		}),
 		ConnectionTests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgrelay_connection_tests_total", Help: "Connection tests by outcome and failing step.",
 		}, []string{"outcome", "step"}),
@@ -89,7 +95,7 @@ func NewWithOptions(o Options) *Metrics {
 	}
 	m.tunnels = newTunnelMetrics(o.ConnectionLabels)
 	m.runs = newRunMetrics()
-	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.TunnelsOpen, m.ConnectionTests, m.ServerCancels, m.AuditFailures,
+	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.TunnelsOpen, m.TunnelsReused, m.ConnectionTests, m.ServerCancels, m.AuditFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.registerCredentials(o)
 	m.Registry.MustRegister(m.tunnels.collectors()...)

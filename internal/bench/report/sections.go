@@ -144,13 +144,15 @@ func renderFar(w io.Writer, res *results) {
 		p("")
 		p("Time to the first row of `SELECT 1`, from nothing (median of the setups of each round, then of the rounds): " +
 			"`pgrelay` is `tunnel.Dial` + pgx through it, `openssh` spawning `ssh -N -L` (polling its port) + pgx through it; " +
+			"`pgrelay_warm` is a run of `serve --ssh-warm` after an earlier run of the connection: the tunnel kept open is checked " +
+			"with one keepalive and reused, then pgx through it; " +
 			"`pgrelay_exec` is `pgrelay exec -- psql -c 'select 1'` as a whole, `openssh_psql` spawning `ssh -N -L`, then the " +
 			"same psql through it (its count includes the channel opened by the readiness probe).")
 		p("")
 		p("| path | median ms | range ms | runs | × OpenSSH | round trips |")
 		p("|---|---:|---:|---:|---:|---:|")
 		fr := g + "/first_row"
-		for _, path := range []string{pathDirect, pathOpenSSH, pathPgrelay, pathOpenSSHPsql, pathExec} {
+		for _, path := range []string{pathDirect, pathOpenSSH, pathPgrelay, pathWarm, pathOpenSSHPsql, pathExec} {
 			xs := res.get(fr, path, "first-row-ms")
 			if len(xs) == 0 {
 				continue
