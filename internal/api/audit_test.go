@@ -282,3 +282,80 @@ func TestAuditRouteWalk(t *testing.T) {
 		t.Fatalf("editor reading the audit log: %d", r.status)
 	}
 }
+
+// A request refused to an authenticated principal (its role, or a failed
+// cross-site check) is recorded as access.refused with the route's
+// pattern; an unauthenticated one names no actor and is not recorded.
+func TestAuditRecordsRefusedRequests(t *testing.T) {
+	t.Parallel()
+	srv := apitest.Start(t, apitest.Options{})
+	viewer := srv.Token(t, "audit-viewer", auth.Viewer)
+	editor := srv.Token(t, "audit-editor", auth.Editor)
+	editorCookie, _ := srv.Session(t, editor.ID)
+	head := func() int64 {
+		c, err := srv.Store.AuditChain(bg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.HeadSeq
+	}
+	last := func(before int64) []audit.Record {
+		recs, err := srv.Store.AuditAfter(bg, before, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return recs
+	}
+	cases := []struct {
+		name        string
+		method, url string
+		token       string
+		mod         func(*http.Request)
+		status      int
+		actor       string
+		class       string
+		target      string
+	}{
+		{"role", http.MethodPost, srv.URL + api.Prefix + "/connections", viewer.Token, nil, http.StatusForbidden,
+			viewer.Name, "forbidden", "POST " + api.Prefix + "/connections"},
+		{"role on a read", http.MethodGet, srv.URL + api.Prefix + "/audit", editor.Token, nil, http.StatusForbidden,
+			editor.Name, "forbidden", "GET " + api.Prefix + "/audit"},
+		{"csrf", http.MethodDelete, srv.URL + api.Prefix + "/connections/secret-name", "", func(r *http.Request) {
+			r.AddCookie(&http.Cookie{Name: auth.SessionCookie, Value: editorCookie})
+		}, http.StatusForbidden, editor.Name, "csrf", "DELETE " + api.Prefix + "/connections/{name}"},
+		{"unauthenticated", http.MethodPost, srv.URL + api.Prefix + "/connections", "garbage", nil, http.StatusUnauthorized,
+			"", "", ""},
+	}
+	for _, c := range cases {
+		before := head()
+		var mods []func(*http.Request)
+		if c.mod != nil {
+			mods = append(mods, c.mod)
+		}
+		r := do(t, c.method, c.url, c.token, "application/json", "{}", mods...)
+		if r.status != c.status {
+			t.Fatalf("%s: status %d, want %d: %s", c.name, r.status, c.status, r.body)
+		}
+		recs := last(before)
+		if c.actor == "" {
+			if len(recs) != 0 {
+				t.Errorf("%s: %d audit records, want none: %+v", c.name, len(recs), recs)
+			}
+			continue
+		}
+		if len(recs) != 1 {
+			t.Fatalf("%s: %d audit records, want 1: %+v", c.name, len(recs), recs)
+		}
+		rec := recs[0]
+		if rec.Action != "access.refused" || rec.Actor.Name != c.actor || rec.Actor.Kind != audit.ActorToken ||
+			rec.Outcome != audit.Failed || rec.Error != c.class || rec.TargetKind != audit.TargetRoute || rec.Target != c.target {
+			t.Errorf("%s: record %+v", c.name, rec)
+		}
+		if strings.Contains(rec.Target, "secret-name") {
+			t.Errorf("%s: the record names the URL, not the route: %q", c.name, rec.Target)
+		}
+		if !strings.HasPrefix(rec.Client, "127.0.0.1:") {
+			t.Errorf("%s: client %q", c.name, rec.Client)
+		}
+	}
+}

@@ -40,12 +40,14 @@ func (a *API) authenticate(r *http.Request, rt Route) (*auth.Principal, error) {
 		if unsafeMethod(r.Method) && a.cfg.OriginProtection.Check(r) != nil {
 			a.log.WarnContext(ctx, "cross-origin request refused", "method", r.Method, "route", rt.Pattern,
 				"token_id", p.TokenID, "token_name", p.Name)
+			a.cfg.App.AccessRefused(auth.WithPrincipal(ctx, p), r.Method, rt.Pattern, app.RefusedCrossSite)
 			return nil, &apiError{status: http.StatusForbidden, code: CodeCSRF,
 				message: "forbidden: a cross-origin request cannot use the session cookie to change something; use an API token"}
 		}
 		if unsafeMethod(r.Method) && !a.cfg.Sessions.CheckCSRF(c.Value, r.Header.Get(auth.CSRFHeader)) {
 			a.log.WarnContext(ctx, "csrf check failed", "method", r.Method, "route", rt.Pattern,
 				"token_id", p.TokenID, "token_name", p.Name)
+			a.cfg.App.AccessRefused(auth.WithPrincipal(ctx, p), r.Method, rt.Pattern, app.RefusedCrossSite)
 			return nil, &apiError{status: http.StatusForbidden, code: CodeCSRF,
 				message: "forbidden: missing or wrong CSRF token; requests that use the session cookie and change something must send the session's CSRF token in the " + auth.CSRFHeader + " header"}
 		}
@@ -56,6 +58,7 @@ func (a *API) authenticate(r *http.Request, rt Route) (*auth.Principal, error) {
 	if !p.Role.Can(rt.Action) {
 		a.log.WarnContext(ctx, "forbidden", "method", r.Method, "route", rt.Pattern, "action", string(rt.Action),
 			"token_id", p.TokenID, "token_name", p.Name, "role", string(p.Role))
+		a.cfg.App.AccessRefused(auth.WithPrincipal(ctx, p), r.Method, rt.Pattern, app.RefusedRole)
 		return nil, &apiError{status: http.StatusForbidden, code: CodeForbidden,
 			message: fmt.Sprintf("forbidden: %s needs the %s role; token %q has the %s role",
 				actionText(rt.Action), rolesAllowed(rt.Action), p.Name, p.Role)}

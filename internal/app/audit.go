@@ -68,6 +68,25 @@ func (s *Connector) audited(ctx context.Context, e *entry, errp *error) {
 	s.appendAudit(ctx, r)
 }
 
+// Classes of refused requests in the audit log.
+const (
+	// RefusedRole: the principal's role does not allow the route.
+	RefusedRole = "forbidden"
+	// RefusedCrossSite: a cookie-authenticated change failed the
+	// cross-origin or CSRF check.
+	RefusedCrossSite = "csrf"
+)
+
+// AccessRefused records a request the server refused to an authenticated
+// principal (in ctx): action "access.refused", the route's method and
+// pattern as target (never the URL, which may carry names), outcome failed
+// with the class (RefusedRole, RefusedCrossSite). Unauthenticated requests
+// are not recorded: they name no actor.
+func (s *Connector) AccessRefused(ctx context.Context, method, pattern, class string) {
+	s.appendAudit(ctx, &audit.Record{Time: s.now(), Actor: actor(ctx), Action: "access.refused", TargetKind: audit.TargetRoute,
+		Target: method + " " + pattern, Outcome: audit.Failed, Error: class, Client: audit.ClientFrom(ctx)})
+}
+
 // appendAudit saves r.
 func (s *Connector) appendAudit(ctx context.Context, r *audit.Record) {
 	if err := s.store.AppendAudit(context.WithoutCancel(ctx), r); err != nil {

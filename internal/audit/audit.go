@@ -99,6 +99,9 @@ const (
 	TargetSession    = "session"
 	TargetStore      = "store"
 	TargetAudit      = "audit"
+	// TargetRoute is an API route ("POST /api/v1/connections"): the target
+	// of a refused request.
+	TargetRoute = "route"
 )
 
 // Record is one entry of the audit log.
@@ -306,7 +309,7 @@ func (f Filter) TargetParts() (kind, name string) {
 
 func isKind(k string) bool {
 	switch k {
-	case TargetConnection, TargetJob, TargetRun, TargetToken, TargetSession, TargetStore, TargetAudit:
+	case TargetConnection, TargetJob, TargetRun, TargetToken, TargetSession, TargetStore, TargetAudit, TargetRoute:
 		return true
 	}
 	return false

@@ -5,6 +5,7 @@ import (
 	"html"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -188,5 +189,22 @@ func TestConnectionTestViewer(t *testing.T) {
 		if r := c.post(p, f); r.Status != http.StatusForbidden {
 			t.Errorf("viewer POST %s: %d", p, r.Status)
 		}
+	}
+	// Each refusal is in the audit log, by route pattern, as the viewer.
+	recs, err := s.store.AuditAfter(context.Background(), 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused []string
+	for _, rec := range recs {
+		if rec.Action == "access.refused" {
+			if rec.Actor.Name != s.Tokens[auth.Viewer].Name || rec.Error != "forbidden" || strings.Contains(rec.Target, "/wh/") {
+				t.Errorf("refusal record %+v", rec)
+			}
+			refused = append(refused, rec.Target)
+		}
+	}
+	if len(refused) != 5 || !slices.Contains(refused, "POST /connections/{name}/grants") {
+		t.Errorf("refusals recorded: %q, want the GET and the 4 POSTs", refused)
 	}
 }

@@ -100,6 +100,7 @@ func (u *UI) writer(h handler) handler {
 		if !s.CanWrite() {
 			u.cfg.Logger.InfoContext(r.Context(), "web: write refused to role", "role", s.Principal.Role,
 				"token_id", s.Principal.TokenID, "method", r.Method, "path", r.URL.Path)
+			u.auditRefused(r, app.RefusedRole)
 			u.forbidden(w, r, "Your token has the "+string(s.Principal.Role)+
 				" role, which can look at connections but not change them. Ask an admin for an editor token.")
 			return
@@ -125,6 +126,7 @@ func (u *UI) require(act auth.Action, can string, h handler) handler {
 		if !s.Principal.Role.Can(act) {
 			u.cfg.Logger.InfoContext(r.Context(), "web: request refused to role", "role", s.Principal.Role,
 				"action", string(act), "token_id", s.Principal.TokenID, "method", r.Method, "path", r.URL.Path)
+			u.auditRefused(r, app.RefusedRole)
 			u.forbidden(w, r, "Your token has the "+string(s.Principal.Role)+" role, which "+can+
 				". Ask an admin for an editor token.")
 			return
@@ -133,8 +135,26 @@ func (u *UI) require(act auth.Action, can string, h handler) handler {
 	}
 }
 
+// auditRefused records a page request refused to the signed-in user in
+// the audit log, by the page's route pattern (never its path, which may
+// carry names). Requests without a signed-in user are not recorded.
+func (u *UI) auditRefused(r *http.Request, class string) {
+	if sessionFrom(r) == nil {
+		return
+	}
+	pattern := r.Pattern
+	if _, p, ok := strings.Cut(pattern, " "); ok {
+		pattern = p
+	}
+	if pattern == "" {
+		pattern = "(web page)"
+	}
+	u.cfg.App.AccessRefused(r.Context(), r.Method, pattern, class)
+}
+
 func (u *UI) refuseCSRF(w http.ResponseWriter, r *http.Request, why string) {
 	u.cfg.Logger.WarnContext(r.Context(), "web: request refused", "reason", why, "path", r.URL.Path)
+	u.auditRefused(r, app.RefusedCrossSite)
 	u.forbidden(w, r, "This form could not be accepted: it has expired or was sent from another site. Go back, reload the page and try again.")
 }
 
