@@ -249,6 +249,9 @@ func (s *Service) CreateConnection(ctx context.Context, spec connection.Spec) (_
 			return nil, fmt.Errorf("create connection %s: %w", spec.Name, err)
 		}
 	}
+	if err := s.syncHopKeys(c); err != nil {
+		return nil, fmt.Errorf("create connection %s: %w", spec.Name, err)
+	}
 	pinKnownHostKeys(c, nil, known)
 	if err := s.store.CreateConnection(ctx, c); err != nil {
 		return nil, err
@@ -369,6 +372,10 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 		c.PreviousPublicKey = prev
 		// A rotation's new key has the old type: the new pair replaces it.
 		c.PendingPublicKey, c.SealedPendingPrivateKey = "", nil
+	}
+	// Hops keep their own key pairs while they keep own_key.
+	if err := s.syncHopKeys(c); err != nil {
+		return nil, fmt.Errorf("update connection %s: %w", name, err)
 	}
 	// Pins stay with their address (a pin of an address that is no longer
 	// a hop is forgotten, and so is a key waiting for approval there: it
