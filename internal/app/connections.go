@@ -115,7 +115,7 @@ func (v *ConnectionView) Spec() connection.Spec {
 			KeepaliveInterval: t.KeepaliveInterval, KeepaliveCountMax: t.KeepaliveCountMax,
 			Auth: t.Auth, ProxyCommand: slices.Clone(t.ProxyCommand), HostAuthorities: slices.Clone(t.HostAuthorities)}
 		for _, h := range v.SSHHops[min(1, len(v.SSHHops)):] {
-			s.Tunnel.Next = append(s.Tunnel.Next, connection.Hop{Host: h.Host, Port: h.Port, User: h.User})
+			s.Tunnel.Next = append(s.Tunnel.Next, connection.Hop{Host: h.Host, Port: h.Port, User: h.User, OwnKey: h.OwnKey})
 		}
 	}
 	return s
