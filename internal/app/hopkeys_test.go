@@ -193,3 +193,41 @@ func TestHopOwnKeySealed(t *testing.T) {
 		t.Fatalf("hop keys after hop 2 was removed: %+v", c.HopKeys)
 	}
 }
+
+// TestHopOwnKeyCertificate: with certificate logins, hop 2's own key is
+// the one certified (sshd logs the certified key's fingerprint).
+func TestHopOwnKeyCertificate(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg.CreateRole(t, "dbt", "dbt-pw")
+	f := newService(t)
+	ctx := context.Background()
+	ca, err := f.svc.InitSSHCA(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := writeFile(t, "pgrelay_user_ca.pub", ca.PublicKey+"\n")
+	b1 := testenv.StartBastion(t, testenv.BastionOptions{ExtraConfig: []string{"TrustedUserCAKeys " + caFile}})
+	b2 := testenv.StartBastion(t, testenv.BastionOptions{ExtraConfig: []string{"TrustedUserCAKeys " + caFile}})
+	v, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "owncert", Host: pg.Host, Port: pg.Port, Database: "postgres",
+		User: "dbt", Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable,
+		Tunnel: &connection.Tunnel{Host: b1.Host, Port: b1.Port, User: b1.User, Auth: connection.SSHAuthCertificate,
+			Next: []connection.Hop{{Host: b2.Host, Port: b2.Port, User: b2.User, OwnKey: true}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, conn := v.SSHHops[1].OwnKeyFingerprint, v.SSHTunnel.PublicKeyFingerprint
+	if own == "" || own == conn {
+		t.Fatalf("hop 2's own key %q (connection's %q)", own, conn)
+	}
+	var sink rowsSink
+	if err := f.svc.Query(ctx, "owncert", "select 7", &sink); err != nil || sink.String() != "7" {
+		t.Fatalf("query with certificates: %q %v", sink.String(), err)
+	}
+	if l := b2.Log(); !strings.Contains(l, "CERT "+own) || strings.Contains(l, conn) {
+		t.Fatalf("hop 2 was not logged in to with a certificate of its own key %s:\n%s", own, l)
+	}
+	if l := b1.Log(); !strings.Contains(l, "CERT "+conn) {
+		t.Fatalf("hop 1 was not logged in to with a certificate of the connection's key %s:\n%s", conn, l)
+	}
+}
