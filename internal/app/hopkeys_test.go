@@ -8,6 +8,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/diagnose"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/testenv"
@@ -69,8 +70,20 @@ func TestHopOwnKey(t *testing.T) {
 		t.Fatalf("hop 2 with the connection's key only: %v, want a KeyNotAuthorizedError naming hop 2 with its own line", err)
 	}
 
-	// Its own line installed: the query goes through.
+	// The connection test fails at hop 2's login, with hop 2's own line.
+	rep, err := f.svc.TestConnection(ctx, "own", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs := rep.Failed(); fs == nil || fs.ID != diagnose.StepSSHAuth || fs.Hop != 2 || !strings.Contains(fs.Hint, lines[1].Line) {
+		t.Fatalf("test with hop 2's own key not installed: %+v, want hop 2's ssh_auth with its own line", fs)
+	}
+
+	// Its own line installed: the query and the test go through.
 	b2.Authorize(t, lines[1].Line)
+	if rep, err = f.svc.TestConnection(ctx, "own", nil); err != nil || !rep.OK {
+		t.Fatalf("test with hop 2's own key installed: %+v %v", rep.Failed(), err)
+	}
 	var sink rowsSink
 	if err := f.svc.Query(ctx, "own", "select current_user", &sink); err != nil || sink.String() != "dbt" {
 		t.Fatalf("query with hop 2's own key installed: %q %v", sink.String(), err)
