@@ -9,6 +9,8 @@ type HopInput struct {
 	User string `json:"user"`
 	// KnownHost is the hop's host key to pin at once (write-only).
 	KnownHost string `json:"known_host,omitempty"`
+	// OwnKey gives the hop (after the first) a key pair of its own.
+	OwnKey bool `json:"own_key,omitempty"`
 }
 
 // HopView is one SSH hop of a ConnectionView.
@@ -22,6 +24,11 @@ type HopView struct {
 	// PendingHostKeyFingerprint is a presented key waiting for approval.
 	PendingHostKeyFingerprint string     `json:"pending_host_key_fingerprint,omitempty"`
 	PendingHostKeySeen        *time.Time `json:"pending_host_key_seen,omitempty"`
+	// OwnKey is true when the hop logs in with a key pair of its own;
+	// OwnPublicKey is that key's line, OwnKeyFingerprint its fingerprint.
+	OwnKey            bool   `json:"own_key,omitempty"`
+	OwnPublicKey      string `json:"own_public_key,omitempty"`
+	OwnKeyFingerprint string `json:"own_key_fingerprint,omitempty"`
 }
 
 // HopKeyLines are the authorized_keys lines of one hop.
@@ -36,6 +43,10 @@ type HopKeyLines struct {
 	// Old is, during a key rotation, the current key's line with
 	// expiry-time="…".
 	Old string `json:"old_line,omitempty"`
+	// OwnKey is true when Line is the hop's own key.
+	OwnKey bool `json:"own_key,omitempty"`
+	// Fingerprint is the SHA256 fingerprint of Line's key.
+	Fingerprint string `json:"fingerprint"`
 }
 
 // KeyRotationView is the state of a connection's key rotation with two

@@ -212,7 +212,7 @@ func (a *API) publicKey(w http.ResponseWriter, r *http.Request) error {
 		}
 		for _, h := range hops {
 			resp.Hops = append(resp.Hops, apiwire.HopKeyLines{Hop: h.Hop, Host: h.Host, Port: h.Port, User: h.User,
-				Line: h.Line, Old: h.Old})
+				Line: h.Line, Old: h.Old, OwnKey: h.OwnKey, Fingerprint: h.Fingerprint})
 		}
 	}
 	return writeJSON(w, http.StatusOK, resp)

@@ -121,3 +121,63 @@ func TestSSHHopsAPI(t *testing.T) {
 		t.Fatalf("viewer reading the SSH CA: %d %s", r.status, r.body)
 	}
 }
+
+// TestSSHHopOwnKeyAPI: ssh_hops.1.own_key gives hop 2 a key pair of its
+// own, shown in the view and in the public key's lines; the Go client's
+// update keeps it; a rotation leaves it alone; own_key on the first hop is
+// refused, naming the field.
+func TestSSHHopOwnKeyAPI(t *testing.T) {
+	t.Parallel()
+	srv := apitest.Start(t, apitest.Options{})
+	tok := srv.AdminToken
+	body := `{"name": "own", "host": "db.internal", "database": "analytics", "user": "dbt",
+		"ssh_hops": [{"host": "b1.example.com", "user": "jump"}, {"host": "b2.internal", "port": 2222, "user": "dbt", "own_key": true}]}`
+	r := do(t, http.MethodPost, srv.URL+api.Prefix+"/connections", tok, "application/json", body)
+	if r.status != http.StatusCreated {
+		t.Fatalf("create with own_key: %d %s", r.status, r.body)
+	}
+	var v app.ConnectionView
+	if err := json.Unmarshal([]byte(r.body), &v); err != nil {
+		t.Fatal(err)
+	}
+	if len(v.SSHHops) != 2 || v.SSHHops[0].OwnKey || !v.SSHHops[1].OwnKey || v.SSHHops[1].OwnKeyFingerprint == "" ||
+		v.SSHHops[1].OwnKeyFingerprint == v.SSHTunnel.PublicKeyFingerprint || !strings.HasPrefix(v.SSHHops[1].OwnPublicKey, "ssh-ed25519 ") {
+		t.Fatalf("hops of the view: %+v", v.SSHHops)
+	}
+	r = do(t, http.MethodGet, srv.URL+api.Prefix+"/connections/own/public-key?restricted=true", tok, "", "")
+	var pk api.PublicKeyResponse
+	if err := json.Unmarshal([]byte(r.body), &pk); err != nil || len(pk.Hops) != 2 {
+		t.Fatalf("public key of two hops: %d %s", r.status, r.body)
+	}
+	if pk.Hops[0].OwnKey || !pk.Hops[1].OwnKey || pk.Hops[1].Fingerprint != v.SSHHops[1].OwnKeyFingerprint ||
+		pk.Hops[0].Fingerprint != v.SSHTunnel.PublicKeyFingerprint || !strings.Contains(pk.Hops[1].Line, `permitopen="db.internal:5432"`) {
+		t.Fatalf("hop lines: %+v", pk.Hops)
+	}
+	c := srv.Client(t, tok)
+	got, err := c.GetConnection(bg, "own")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := got.Spec()
+	spec.Schema = "public"
+	if got, err = c.UpdateConnection(bg, "own", spec, nil); err != nil || !got.SSHHops[1].OwnKey ||
+		got.SSHHops[1].OwnKeyFingerprint != v.SSHHops[1].OwnKeyFingerprint {
+		t.Fatalf("update through the client dropped hop 2's own key: %+v %v", got, err)
+	}
+	r = do(t, http.MethodPost, srv.URL+api.Prefix+"/connections/own/key-rotation", tok, "application/json", "")
+	var rot app.KeyRotation
+	if err := json.Unmarshal([]byte(r.body), &rot); r.status != http.StatusCreated || err != nil || len(rot.Hops) != 2 ||
+		rot.Hops[1].Old != "" || rot.Hops[1].Fingerprint != v.SSHHops[1].OwnKeyFingerprint || rot.Hops[0].Old == "" {
+		t.Fatalf("rotation with hop 2's own key: %d %s", r.status, r.body)
+	}
+
+	bad := strings.Replace(body, `"user": "jump"}`, `"user": "jump", "own_key": true}`, 1)
+	bad = strings.Replace(bad, `"name": "own"`, `"name": "bad"`, 1)
+	r = do(t, http.MethodPost, srv.URL+api.Prefix+"/connections", tok, "application/json", bad)
+	if eb := r.errorBody(t); r.status != http.StatusBadRequest || len(eb.Fields) != 1 || eb.Fields[0].Field != "ssh_hops.0.own_key" {
+		t.Fatalf("own_key on the first hop: %d %s", r.status, r.body)
+	}
+	if strings.Contains(srv.Logs(), "PRIVATE KEY") {
+		t.Fatal("a private key reached the logs")
+	}
+}

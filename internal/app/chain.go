@@ -94,7 +94,8 @@ type chainOptions struct {
 
 // openChain connects to every hop of c in order, checking each hop's host
 // key (pins, host CAs, the host key policy), logging in with c's key (or a
-// certificate of it) and starting keepalives on each. A rotation's new key
+// certificate of it; a hop with its own key pair with that key) and
+// starting keepalives on each. A rotation's new key
 // that logged in to every hop is promoted.
 func (s *Connector) openChain(ctx context.Context, c *store.Connection, opts chainOptions) (*tunnel.Chain, error) {
 	spec := &c.Spec
@@ -136,6 +137,18 @@ func (s *Connector) openChain(ctx context.Context, c *store.Connection, opts cha
 		primary, fallback := keys.signers()
 		if opts.newKeyOnly {
 			primary, fallback = keys.pending, nil
+		}
+		if h.OwnKey && i > 0 {
+			// The hop's own key, not the connection's (nor a rotation's).
+			own := c.HopKeyFor(h.String())
+			if own == nil {
+				return nil, fmt.Errorf("connection %s: hop %d (%s) has own_key but no key pair of its own: "+
+					"update the connection (`pgrelay connection update %s`) to generate it", name, i+1, h, name)
+			}
+			if primary, err = s.openHopSigner(c, own); err != nil {
+				return nil, err
+			}
+			fallback = nil
 		}
 		if certs != nil {
 			if primary, err = certs.sign(ctx, primary, h.User, i, len(hops)); err != nil {
@@ -207,8 +220,12 @@ func (s *Connector) afterLogin(ctx context.Context, c *store.Connection, keys *l
 		return
 	}
 	var newOK, oldOK []string
+	hops := c.Spec.Hops()
 	for i := range chain.Len() {
 		h := chain.Hop(i)
+		if i < len(hops) && ownKeyOf(c, hops, i) != nil {
+			continue // logged in with its own key: not part of the rotation
+		}
 		if h.UsedFallback() {
 			oldOK = append(oldOK, h.Addr())
 		} else {
@@ -269,11 +286,11 @@ func (s *Connector) explainChainError(ctx context.Context, c *store.Connection, 
 		if keys.pending != nil {
 			pub = c.PendingPublicKey
 		}
-		line := ""
+		line, own := "", false
 		if lines, lerr := keyLinesFor(c, pub); lerr == nil {
-			line = lines[idx].Line
+			line, own = lines[idx].Line, lines[idx].OwnKey
 		}
-		return &KeyNotAuthorizedError{Connection: name, Bastion: addr, User: hops[idx].User, Hop: where, PublicKey: line, Err: err}
+		return &KeyNotAuthorizedError{Connection: name, Bastion: addr, User: hops[idx].User, Hop: where, PublicKey: line, OwnKey: own, Err: err}
 	}
 	return fmt.Errorf("connection %s: %w", name, err)
 }

@@ -115,7 +115,7 @@ func (v *ConnectionView) Spec() connection.Spec {
 			KeepaliveInterval: t.KeepaliveInterval, KeepaliveCountMax: t.KeepaliveCountMax,
 			Auth: t.Auth, ProxyCommand: slices.Clone(t.ProxyCommand), HostAuthorities: slices.Clone(t.HostAuthorities)}
 		for _, h := range v.SSHHops[min(1, len(v.SSHHops)):] {
-			s.Tunnel.Next = append(s.Tunnel.Next, connection.Hop{Host: h.Host, Port: h.Port, User: h.User})
+			s.Tunnel.Next = append(s.Tunnel.Next, connection.Hop{Host: h.Host, Port: h.Port, User: h.User, OwnKey: h.OwnKey})
 		}
 	}
 	return s
@@ -249,6 +249,9 @@ func (s *Service) CreateConnection(ctx context.Context, spec connection.Spec) (_
 			return nil, fmt.Errorf("create connection %s: %w", spec.Name, err)
 		}
 	}
+	if err := s.syncHopKeys(c); err != nil {
+		return nil, fmt.Errorf("create connection %s: %w", spec.Name, err)
+	}
 	pinKnownHostKeys(c, nil, known)
 	if err := s.store.CreateConnection(ctx, c); err != nil {
 		return nil, err
@@ -369,6 +372,10 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 		c.PreviousPublicKey = prev
 		// A rotation's new key has the old type: the new pair replaces it.
 		c.PendingPublicKey, c.SealedPendingPrivateKey = "", nil
+	}
+	// Hops keep their own key pairs while they keep own_key.
+	if err := s.syncHopKeys(c); err != nil {
+		return nil, fmt.Errorf("update connection %s: %w", name, err)
 	}
 	// Pins stay with their address (a pin of an address that is no longer
 	// a hop is forgotten, and so is a key waiting for approval there: it

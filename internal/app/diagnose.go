@@ -298,11 +298,22 @@ func (s *Service) sshInput(ctx context.Context, c *store.Connection, in *diagnos
 		if hi.HostKeys, err = parsePins(findPins(pins, h.Addr())); err != nil {
 			return nil, fmt.Errorf("connection %s: pinned host key of %s: %w", spec.Name, h.Addr(), err)
 		}
-		if certs != nil {
-			if hi.Signer, err = certs.sign(ctx, primary, h.User, i, len(hops)); err != nil {
+		if own := ownKeyOf(c, hops, i); own != nil {
+			// The hop's own key (a draft's hop whose key pair is not
+			// made yet tries the connection's).
+			if hi.Signer, err = s.openHopSigner(c, own); err != nil {
 				return nil, err
 			}
-			if hi.Fallback, err = certs.sign(ctx, fallback, h.User, i, len(hops)); err != nil {
+			hi.Fallback = nil
+			if pub, err := sshkey.ParsePublic(own.PublicKey); err == nil {
+				hi.PublicKeyLine = sshkey.AuthorizedKey(pub, sshkey.Comment(spec.Name))
+			}
+		}
+		if certs != nil {
+			if hi.Signer, err = certs.sign(ctx, hi.Signer, h.User, i, len(hops)); err != nil {
+				return nil, err
+			}
+			if hi.Fallback, err = certs.sign(ctx, hi.Fallback, h.User, i, len(hops)); err != nil {
 				return nil, err
 			}
 		}

@@ -19,6 +19,12 @@ type HopView struct {
 	// pinned, waiting for approval (trust-host-key).
 	PendingHostKeyFingerprint string     `json:"pending_host_key_fingerprint,omitempty"`
 	PendingHostKeySeen        *time.Time `json:"pending_host_key_seen,omitempty"`
+	// OwnKey is true when the hop logs in with a key pair of its own
+	// rather than the connection's; OwnPublicKey is that key's
+	// authorized_keys line and OwnKeyFingerprint its fingerprint.
+	OwnKey            bool   `json:"own_key,omitempty"`
+	OwnPublicKey      string `json:"own_public_key,omitempty"`
+	OwnKeyFingerprint string `json:"own_key_fingerprint,omitempty"`
 }
 
 // hopViews returns the views of c's hops.
@@ -29,8 +35,14 @@ func hopViews(c *store.Connection) []HopView {
 	}
 	pins := readPins(c, &c.Spec)
 	out := make([]HopView, 0, len(hops))
-	for _, h := range hops {
-		hv := HopView{Host: h.Host, Port: h.Port, User: h.User}
+	for i, h := range hops {
+		hv := HopView{Host: h.Host, Port: h.Port, User: h.User, OwnKey: i > 0 && h.OwnKey}
+		if hk := ownKeyOf(c, hops, i); hk != nil {
+			if pub, err := sshkey.ParsePublic(hk.PublicKey); err == nil {
+				hv.OwnPublicKey = sshkey.AuthorizedKey(pub, sshkey.Comment(c.Spec.Name))
+				hv.OwnKeyFingerprint = sshkey.Fingerprint(pub)
+			}
+		}
 		if e := findPins(pins, h.Addr()); e != nil {
 			if len(e.Keys) > 0 {
 				if hk, err := sshkey.ParsePublic(e.Keys[0]); err == nil {

@@ -26,8 +26,15 @@ func keyUse(c *store.Connection) string {
 		return ""
 	}
 	use := sshkey.Fingerprint(pub)
-	for _, h := range c.Spec.Hops() {
+	hops := c.Spec.Hops()
+	for i, h := range hops {
 		use += " " + h.User + "@" + h.Addr()
+		if hk := ownKeyOf(c, hops, i); hk != nil {
+			// A hop's own key: "user@host:port=SHA256:...".
+			if own, err := sshkey.ParsePublic(hk.PublicKey); err == nil {
+				use += "=" + sshkey.Fingerprint(own)
+			}
+		}
 	}
 	return use
 }

@@ -67,6 +67,8 @@ type RotationReport struct {
 	AuthSecrets int `json:"auth_secrets"`
 	// PendingKeys counts the new keys of key rotations under way.
 	PendingKeys int `json:"pending_keys,omitempty"`
+	// HopKeys counts the own key pairs of SSH hops (own_key).
+	HopKeys int `json:"hop_keys,omitempty"`
 	// SSHCA is true when pgrelay's SSH CA key was sealed again.
 	SSHCA bool `json:"ssh_ca,omitempty"`
 }
@@ -140,6 +142,16 @@ func RotateMasterKey(ctx context.Context, st store.SecretsStore, old, next *secr
 					return err
 				}
 				rep.PendingKeys++
+			}
+			if len(c.HopKeys) > 0 {
+				hk, err := resealHopKeys(c, old, next)
+				if err != nil {
+					return fmt.Errorf("rotate master key: connection %s: %w; nothing was changed", c.Spec.Name, err)
+				}
+				if err := tx.SetConnectionHopKeys(ctx, c.ID, hk); err != nil {
+					return err
+				}
+				rep.HopKeys += len(hk)
 			}
 		}
 		ca, err := tx.GetMeta(ctx, sshCAMeta)

@@ -105,7 +105,9 @@ func rotationLines(c *store.Connection) (*KeyRotation, error) {
 		return nil, err
 	}
 	for i := range newLines {
-		newLines[i].Old = sshkey.WithExpiry(oldLines[i].Line, exp)
+		if !newLines[i].OwnKey {
+			newLines[i].Old = sshkey.WithExpiry(oldLines[i].Line, exp)
+		}
 	}
 	rot.Hops = newLines
 	rot.Connection = view(c)

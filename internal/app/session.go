@@ -84,16 +84,23 @@ type KeyNotAuthorizedError struct {
 	// PublicKey is the authorized_keys line to add: restricted to
 	// forwarding to the database.
 	PublicKey string
-	Err       error
+	// OwnKey is true when the refused key is the hop's own (own_key)
+	// rather than the connection's.
+	OwnKey bool
+	Err    error
 }
 
 // Error says the key is not authorized and how to authorize it.
 func (e *KeyNotAuthorizedError) Error() string {
 	if e.Hop != "" {
-		return fmt.Sprintf("connection %s: SSH %s refused the connection's public key for user %q: the key is not authorized. "+
+		whose := "the connection's public key"
+		if e.OwnKey {
+			whose = "the hop's own public key (own_key)"
+		}
+		return fmt.Sprintf("connection %s: SSH %s refused %s for user %q: the key is not authorized. "+
 			"Add this line, which allows nothing but forwarding to the next hop, to ~%s/.ssh/authorized_keys on that hop "+
 			"(every hop's line: `pgrelay connection public-key %s --restricted`):\n%s",
-			e.Connection, e.Hop, e.User, e.User, e.Connection, e.PublicKey)
+			e.Connection, e.Hop, whose, e.User, e.User, e.Connection, e.PublicKey)
 	}
 	return fmt.Sprintf("connection %s: SSH bastion %s refused the connection's public key for user %q: the key is not authorized. "+
 		"Add this line, which allows nothing but forwarding to the database, to ~%s/.ssh/authorized_keys on the bastion "+

@@ -168,8 +168,14 @@ type HopKeyLines struct {
 	// forwarding only to the next hop (the last hop: to the database).
 	Line string `json:"line"`
 	// Old is, during a key rotation, the current key's line with
-	// expiry-time="…" (it replaces the line installed now).
+	// expiry-time="…" (it replaces the line installed now); empty for a
+	// hop with its own key, which a rotation leaves alone.
 	Old string `json:"old_line,omitempty"`
+	// OwnKey is true when Line is the hop's own key (own_key) rather than
+	// the connection's.
+	OwnKey bool `json:"own_key,omitempty"`
+	// Fingerprint is the SHA256 fingerprint of Line's key.
+	Fingerprint string `json:"fingerprint"`
 }
 
 // hopKeyLines returns the restricted line of c's key for each hop.
@@ -181,16 +187,26 @@ func hopKeyLines(c *store.Connection) ([]HopKeyLines, error) {
 }
 
 // keyLinesFor returns the restricted line of pubLine (authorized_keys
-// format) for each hop of c.
+// format) for each hop of c; a hop with its own key pair gets that key's
+// line instead.
 func keyLinesFor(c *store.Connection, pubLine string) ([]HopKeyLines, error) {
 	pub, err := sshkey.ParsePublic(pubLine)
 	if err != nil {
 		return nil, fmt.Errorf("connection %s: public key: %w", c.Spec.Name, err)
 	}
+	hops := c.Spec.Hops()
 	var out []HopKeyLines
-	for i, h := range c.Spec.Hops() {
-		out = append(out, HopKeyLines{Hop: i + 1, Host: h.Host, Port: h.Port, User: h.User,
-			Line: sshkey.RestrictedTo(pub, sshkey.Comment(c.Spec.Name), forwardTarget(&c.Spec, i))})
+	for i, h := range hops {
+		k, own := pub, false
+		if hk := ownKeyOf(c, hops, i); hk != nil {
+			if k, err = sshkey.ParsePublic(hk.PublicKey); err != nil {
+				return nil, fmt.Errorf("connection %s: public key of hop %s: %w", c.Spec.Name, hk.Hop, err)
+			}
+			own = true
+		}
+		out = append(out, HopKeyLines{Hop: i + 1, Host: h.Host, Port: h.Port, User: h.User, OwnKey: own,
+			Fingerprint: sshkey.Fingerprint(k),
+			Line:        sshkey.RestrictedTo(k, sshkey.Comment(c.Spec.Name), forwardTarget(&c.Spec, i))})
 	}
 	return out, nil
 }

@@ -205,6 +205,11 @@ func (c *copier) CopyConnection(ctx context.Context, conn *store.Connection) err
 			return fmt.Errorf("connection %s: new SSH private key (key rotation): %w", conn.Spec.Name, err)
 		}
 	}
+	for _, k := range conn.HopKeys {
+		if _, err := c.kr.Open(k.SealedPrivateKey, hopKeyAD(conn.ID, k.Hop)); err != nil {
+			return fmt.Errorf("connection %s: SSH private key of hop %s: %w", conn.Spec.Name, k.Hop, err)
+		}
+	}
 	if err := c.w.CopyConnection(ctx, conn); err != nil {
 		return err
 	}

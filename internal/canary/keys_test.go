@@ -74,6 +74,11 @@ func (k *keyReader) collect(t *testing.T, cn *canaries) int {
 			k.add(t, cn, "new ssh private key (rotation) of "+c.Spec.Name, c.SealedPendingPrivateKey,
 				"pgrelay/connection/"+c.ID+"/ssh_pending_private_key")
 		}
+		for _, hk := range c.HopKeys {
+			// A hop's own key pair (--ssh-hop-own-key).
+			k.add(t, cn, "own ssh private key of hop "+hk.Hop+" of "+c.Spec.Name, hk.SealedPrivateKey,
+				"pgrelay/connection/"+c.ID+"/hop_private_key\x00hop="+hk.Hop)
+		}
 	}
 	return len(k.seen)
 }

@@ -303,6 +303,29 @@ func (e *canaryEnv) localCLI() {
 	c.ok("connection", "rotate-key", "rot")
 	c.ok("connection", "rotate-key", "rot", "-o", "json")
 	e.keys.collect(t, e.cn)
+	// A chain whose hop 2 has its own key pair: its line is printed, and a
+	// login with it is tried (hop 2's user does not authorize it).
+	hop1 := e.bastion.User + "@" + e.bastion.Addr()
+	hop2 := "nobody@" + e.bastion.Addr()
+	c.okWith(pw1, "connection", "create", "hopown", "--host", e.pg.Host, "--port", strconv.Itoa(e.pg.Port),
+		"--database", "canarydb", "--user", "canary_app", "--password-env", "DB_PASSWORD",
+		"--ssh-hop", hop1, "--ssh-hop", hop2, "--ssh-hop-own-key", hop2)
+	before := len(e.keys.seen)
+	if n := e.keys.collect(t, e.cn); n != before+2 {
+		t.Fatalf("%d new private keys after creating hopown, want 2 (the connection's and hop 2's own)", n-before)
+	}
+	hopLines := strings.Split(strings.TrimSpace(c.ok("connection", "public-key", "hopown", "--restricted").stdout), "\n")
+	if len(hopLines) != 2 {
+		t.Fatalf("public-key hopown --restricted: %q", hopLines)
+	}
+	e.bastion.Authorize(t, hopLines[0])
+	if r := c.fail(1, "query", "hopown", "select 1"); !strings.Contains(r.stderr, "hop 2 of 2") || !strings.Contains(r.stderr, hopLines[1]) {
+		t.Fatalf("query hopown with hop 2's own key not installed: %s", r)
+	}
+	c.ok("connection", "show", "hopown")
+	c.ok("connection", "show", "hopown", "-o", "json")
+	c.fail(2, "connection", "update", "hopown", "--ssh-hop-own-key", hop1)
+	c.ok("connection", "update", "hopown", "--ssh-hop-own-key", "")
 	c.fail(2, "connection", "trust-host-key", "tun", "--fingerprint", "SHA256:bogus")
 	c.fail(2, "connection", "rotate-key", "direct")
 	c.ok("connection", "delete", "rot", "--yes")

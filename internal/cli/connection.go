@@ -445,7 +445,8 @@ func (r *runner) connPublicKeyCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&restricted, "restricted", false, `prefix restrict,port-forwarding,permitopen="<db host>:<port>" so the key can only forward to the database; `+
-		"for a chain of hops, print one line per hop, in order, each allowed to forward only to the next hop (the last one to the database)")
+		"for a chain of hops, print one line per hop, in order, each allowed to forward only to the next hop (the last one to the database), "+
+		"each with the hop's own key where it has one (--ssh-hop-own-key)")
 	return cmd
 }
 

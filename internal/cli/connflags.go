@@ -47,6 +47,9 @@ func flagForField(field string) string {
 			if sub == "known_host" {
 				return fmt.Sprintf("--ssh-hop-known-host %d=...", i+1)
 			}
+			if sub == "own_key" {
+				return "--ssh-hop-own-key"
+			}
 			return fmt.Sprintf("--ssh-hop (hop %d) %s", i+1, sub)
 		}
 		return "--ssh-hop"

@@ -20,11 +20,12 @@ type hopFlags struct {
 	auth            string
 	hostAuthorities []string
 	hopKnownHosts   []string
+	ownKeys         []string
 }
 
 // hopFlagNames are the names of hopFlags' flags, --ssh-hop first.
 func hopFlagNames() []string {
-	return []string{"ssh-hop", "ssh-proxy-command", "ssh-auth", "ssh-host-authority", "ssh-hop-known-host"}
+	return []string{"ssh-hop", "ssh-proxy-command", "ssh-auth", "ssh-host-authority", "ssh-hop-known-host", "ssh-hop-own-key"}
 }
 
 func (f *hopFlags) register(cmd *cobra.Command) {
@@ -32,7 +33,8 @@ func (f *hopFlags) register(cmd *cobra.Command) {
 	fl.StringArrayVar(&f.hops, "ssh-hop", nil, "an SSH hop as user@host[:port] (IPv6: user@[addr]:port); repeat in order for a chain "+
 		"of jump hosts: pgrelay connects to the first, each further hop through the one before, and the last forwards to the "+
 		"database. The first is what --ssh-host/--ssh-user/--ssh-port set, so do not combine them. Every hop uses the "+
-		"connection's key and has its own pinned host key; on update the hops given replace the chain")
+		"connection's key unless given its own (--ssh-hop-own-key) and has its own pinned host key; on update the hops given "+
+		"replace the chain")
 	fl.StringVar(&f.proxyCommand, "ssh-proxy-command", "", "a program and its arguments, run without a shell, whose standard "+
 		"input and output carry the SSH connection to the first hop instead of TCP (OpenSSH's ProxyCommand), e.g. "+
 		"'aws ssm start-session --target i-0abc --document-name AWS-StartSSHSession --parameters portNumber=22' or "+
@@ -47,6 +49,10 @@ func (f *hopFlags) register(cmd *cobra.Command) {
 		"refuses that key always; @FILE reads lines from a file; the lines given replace the connection's, \"\" removes them")
 	fl.StringArrayVar(&f.hopKnownHosts, "ssh-hop-known-host", nil, "N=KEY: the host key of hop N (from 1), pinned at once, "+
 		"as --ssh-known-host for the first hop; KEY may be @FILE; repeatable")
+	fl.StringArrayVar(&f.ownKeys, "ssh-hop-own-key", nil, "user@host[:port] of a hop after the first (one of the --ssh-hop "+
+		"hops) that logs in with a key pair of its own instead of the connection's: pgrelay generates it and keeps it while "+
+		"the hop stays, and `connection public-key NAME --restricted` prints its line; repeatable; the hops given replace "+
+		"those that had their own key (whose key pairs are dropped), \"\" alone: none. rotate-key rotates the connection's key only")
 }
 
 // apply sets the flags given onto spec.
@@ -119,6 +125,52 @@ func (f *hopFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
 				return usagef("--ssh-hop-known-host %d=...: the connection has %d hop(s)", i, len(t.Next)+1)
 			}
 		}
+	}
+	if ch("ssh-hop-own-key") {
+		if err := applyOwnKeys(t, f.ownKeys); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyOwnKeys gives the hops named in values (user@host[:port]) their
+// own key pair and takes it from the others; "" alone names none.
+func applyOwnKeys(t *connection.Tunnel, values []string) error {
+	hops := t.Hops()
+	var names []string
+	for _, h := range hops[1:] {
+		names = append(names, h.String())
+	}
+	accepted := "accepted is one of the hops after the first, as user@host[:port]: " + strings.Join(names, ", ")
+	if len(names) == 0 {
+		accepted = "the connection has one hop, which uses the connection's key pair: add hops with --ssh-hop first"
+	}
+	want := make([]bool, len(t.Next))
+	for _, v := range values {
+		if strings.TrimSpace(v) == "" {
+			continue
+		}
+		h, err := connection.ParseHop(v)
+		if err != nil {
+			return usagef("--ssh-hop-own-key %q: %v", v, err)
+		}
+		same := func(o connection.Hop) bool { return o.User == h.User && o.Host == h.Host && o.Port == h.Port }
+		if same(hops[0]) {
+			return usagef("--ssh-hop-own-key %s: that is the first hop, which logs in with the connection's key pair; %s", h, accepted)
+		}
+		found := false
+		for i, n := range t.Next {
+			if same(n) {
+				want[i], found = true, true
+			}
+		}
+		if !found {
+			return usagef("--ssh-hop-own-key %s is not a hop of the connection: %s", h, accepted)
+		}
+	}
+	for i := range t.Next {
+		t.Next[i].OwnKey = want[i]
 	}
 	return nil
 }

@@ -95,3 +95,58 @@ func TestCLIHops(t *testing.T) {
 	contains(t, "query with a certificate", h.ok("query", "cert", "select 'ok'").stdout, "ok")
 	contains(t, "bastion-setup with certificates", h.ok("connection", "bastion-setup", "cert").stdout, "TrustedUserCAKeys", pub)
 }
+
+// TestCLIHopOwnKey: --ssh-hop-own-key gives hop 2 of two chained sshd's a
+// key pair of its own. public-key --restricted prints its line for hop 2;
+// with only the connection's key on hop 2 the query is refused, naming
+// hop 2 and printing its own line; with that line installed it goes
+// through. A bad --ssh-hop-own-key is refused naming the flag.
+func TestCLIHopOwnKey(t *testing.T) {
+	t.Parallel()
+	pg := sharedDB(t)
+	b1 := testenv.StartBastion(t, testenv.BastionOptions{})
+	b2 := testenv.StartBastion(t, testenv.BastionOptions{})
+	h := newHarness(t)
+	h.env["DB_PASSWORD"] = pg.Password
+	hop := func(b *testenv.Bastion) string { return b.User + "@" + b.Addr() }
+	chain := append(createArgs("own", pg), "--ssh-hop", hop(b1), "--ssh-hop", hop(b2))
+
+	for _, bad := range []struct{ value, want string }{
+		{hop(b1), "that is the first hop"},
+		{b2.User + "@elsewhere.internal:22", "is not a hop of the connection"},
+		{"no-user-here", "has no user"},
+	} {
+		r := h.fail(2, append(chain, "--ssh-hop-own-key", bad.value)...)
+		contains(t, "--ssh-hop-own-key "+bad.value, r.stderr, "--ssh-hop-own-key", bad.want)
+	}
+	r := h.fail(2, append(createArgs("one", pg), "--ssh-hop", hop(b1), "--ssh-hop-own-key", hop(b2))...)
+	contains(t, "--ssh-hop-own-key with one hop", r.stderr, "the connection has one hop")
+
+	r = h.ok(append(chain, "--ssh-hop-own-key", hop(b2))...)
+	contains(t, "create", r.stdout, "Hop 2 ("+hop(b2)+") logs in with a key pair of its own")
+	connKey := strings.TrimSpace(h.ok("connection", "public-key", "own").stdout)
+	lines := strings.Split(strings.TrimSpace(h.ok("connection", "public-key", "own", "--restricted").stdout), "\n")
+	if len(lines) != 2 || !strings.HasSuffix(lines[0], connKey) || strings.HasSuffix(lines[1], connKey) ||
+		!strings.Contains(lines[1], `permitopen="`+pg.Addr()+`"`) {
+		t.Fatalf("public-key --restricted with hop 2's own key: %q (connection's key %q)", lines, connKey)
+	}
+	b1.Authorize(t, lines[0])
+	b2.Authorize(t, connKey) // the connection's key only
+	r = h.fail(1, "query", "own", "select 1")
+	contains(t, "query with hop 2's own key not installed", r.stderr, "hop 2 of 2 ("+b2.Addr()+")", "own public key", lines[1])
+	b2.Authorize(t, lines[1])
+	contains(t, "query", h.ok("query", "own", "select current_user").stdout, pg.User)
+	r = h.ok("connection", "show", "own")
+	contains(t, "show", r.stdout, "Hop 2 of 2:", "own key SHA256:")
+
+	// "" takes the own key away: hop 2 uses the connection's key again.
+	h.ok("connection", "update", "own", "--ssh-hop-own-key", "")
+	if strings.Contains(h.ok("connection", "show", "own").stdout, "own key") {
+		t.Fatal("show still names an own key after --ssh-hop-own-key \"\"")
+	}
+	lines = strings.Split(strings.TrimSpace(h.ok("connection", "public-key", "own", "--restricted").stdout), "\n")
+	if len(lines) != 2 || !strings.HasSuffix(lines[1], connKey) {
+		t.Fatalf("public-key --restricted without own keys: %q", lines)
+	}
+	contains(t, "query with the connection's key on hop 2", h.ok("query", "own", "select 1").stdout, "1")
+}

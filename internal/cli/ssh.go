@@ -71,6 +71,9 @@ func printSSHHops(row func(k, v string), v *app.ConnectionView) {
 		case h.HostKeyFingerprint != "":
 			state = "host key " + h.HostKeyFingerprint + " (pinned)"
 		}
+		if h.OwnKey {
+			state += ", own key " + h.OwnKeyFingerprint
+		}
 		row(fmt.Sprintf("  Hop %d of %d:", i+1, len(v.SSHHops)), fmt.Sprintf("%s@%s, %s", h.User, hostPort(h.Host, h.Port), state))
 	}
 }
@@ -138,6 +141,12 @@ or run on each hop, as root, the script of:
 Then test the connection, hop by hop: pgrelay connection test %[1]s
 Each hop's host key is pinned on the first connection.
 `, v.Name, len(v.SSHHops), hopChain(v))
+		for i, h := range v.SSHHops {
+			if h.OwnKey {
+				fmt.Fprintf(w, "Hop %d (%s@%s) logs in with a key pair of its own (%s): its line is that key's.\n",
+					i+1, h.User, hostPort(h.Host, h.Port), h.OwnKeyFingerprint)
+			}
+		}
 		return true
 	}
 	return false
@@ -161,7 +170,11 @@ place of the current line, so that sshd refuses the old key after that time even
 nobody removes it. --status prints the lines again, --finish promotes the new key now
 (after checking that every hop accepts it), --cancel drops it.
 
-Without a flag, the key is replaced at once: logins fail until the new key is installed.`,
+Without a flag, the key is replaced at once: logins fail until the new key is installed.
+
+Only the connection's key is rotated: a hop with its own key (--ssh-hop-own-key) keeps
+it. To replace a hop's own key, drop it and give it again (connection update with
+--ssh-hop-own-key listing the others, then again with that hop).`,
 		Example: `  pgrelay connection rotate-key wh --start
   pgrelay connection rotate-key wh --status
   pgrelay connection rotate-key wh --finish`,
@@ -236,6 +249,11 @@ func printRotation(w io.Writer, name string, rot *app.KeyRotation, pending, fini
 			"so nothing fails meanwhile; the first login that every hop accepts with the new key promotes it.\n\n", name, app.NewKeyNotInstalled)
 		if len(rot.Hops) > 0 {
 			for _, h := range rot.Hops {
+				if h.OwnKey {
+					fmt.Fprintf(w, "Hop %d (%s@%s) logs in with its own key (%s), which the rotation leaves alone: nothing to change there.\n\n",
+						h.Hop, h.User, hostPort(h.Host, h.Port), h.Fingerprint)
+					continue
+				}
 				fmt.Fprintf(w, "Hop %d (%s@%s): add the new line\n\n%s\n\nand replace the current line with this one, which expires %s:\n\n%s\n\n",
 					h.Hop, h.User, hostPort(h.Host, h.Port), h.Line, fmtTime(rot.OldKeyExpiresAt), h.Old)
 			}

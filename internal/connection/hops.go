@@ -14,8 +14,9 @@ import (
 // Hop is one SSH host of a connection's chain. The first hop is the one
 // pgrelay connects to (Tunnel's Host, Port and User); each further hop is
 // reached through a direct-tcpip channel of the hop before it, and the
-// last one forwards to the database. Every hop uses the connection's key
-// pair (or certificate), and has its own host key pins.
+// last one forwards to the database. A hop logs in with the connection's
+// key pair (or a certificate of it) unless it has its own (OwnKey), and
+// has its own host key pins.
 type Hop struct {
 	Host string `json:"host"`
 	Port int    `json:"port"`
@@ -23,6 +24,13 @@ type Hop struct {
 	// KnownHost, given on create or update, is the hop's host key to pin at
 	// once (as Tunnel.KnownHost). Input only: empty keeps the pins.
 	KnownHost string `json:"known_host,omitempty"`
+	// OwnKey gives the hop a key pair of its own, which pgrelay generates
+	// (of the tunnel's key type) and keeps while the hop (the same
+	// user@host:port) stays: the hop then authorizes that key instead of
+	// the connection's (with certificate logins, the own key is the one
+	// certified). Only hops after the first may have one: the first hop
+	// logs in with the connection's key pair.
+	OwnKey bool `json:"own_key,omitempty"`
 }
 
 // Addr is the hop's "host:port" (IPv6 literals bracketed).

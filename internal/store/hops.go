@@ -36,3 +36,30 @@ type KeyRotation struct {
 // RotationPending reports whether the connection has a new key waiting to be
 // promoted.
 func (c *Connection) RotationPending() bool { return c.PendingPublicKey != "" }
+
+// HopKey is the key pair of an SSH hop that has its own
+// (connection.Hop.OwnKey) instead of the connection's.
+type HopKey struct {
+	// Hop is the hop it belongs to, "user@host:port" (connection.Hop's
+	// String): the key is kept while a hop of that identity stays.
+	Hop string `json:"hop"`
+	// PublicKey is the public key in authorized_keys format (without
+	// comment).
+	PublicKey string `json:"public_key"`
+	// SealedPrivateKey is the private key (OpenSSH PEM), sealed and bound
+	// to the connection's ID and Hop.
+	SealedPrivateKey []byte `json:"sealed_private_key"`
+	// CreatedAt is when the key pair was generated.
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// HopKeyFor returns the own key pair of the hop with that identity
+// ("user@host:port"), or nil.
+func (c *Connection) HopKeyFor(hop string) *HopKey {
+	for i := range c.HopKeys {
+		if c.HopKeys[i].Hop == hop {
+			return &c.HopKeys[i]
+		}
+	}
+	return nil
+}

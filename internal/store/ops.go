@@ -76,7 +76,7 @@ type TransferStore interface {
 }
 
 // SecretsTx is a transaction over the store's sealed values: every
-// connection's password, private key and auth secret, and the meta values (the master
+// connection's password, private keys and auth secret, and the meta values (the master
 // key check among them). Other writers of those values wait until it ends.
 type SecretsTx interface {
 	// ListConnections returns every connection.
@@ -91,6 +91,9 @@ type SecretsTx interface {
 	// SetConnectionPendingKey replaces a connection's sealed pending
 	// private key (of a key rotation) and increments its version.
 	SetConnectionPendingKey(ctx context.Context, id string, sealed []byte) error
+	// SetConnectionHopKeys replaces a connection's hop key pairs (their
+	// private keys sealed again) and increments its version.
+	SetConnectionHopKeys(ctx context.Context, id string, keys []HopKey) error
 	// GetMeta returns the value stored under key, or ErrNotFound.
 	GetMeta(ctx context.Context, key string) ([]byte, error)
 	// PutMeta stores value under key, replacing any value there.

@@ -89,6 +89,9 @@ type Connection struct {
 	SealedPendingPrivateKey []byte
 	// KeyRotation records the times of the last rotation.
 	KeyRotation KeyRotation
+	// HopKeys are the key pairs of the hops that have their own
+	// (connection.Hop.OwnKey), by hop identity; see hops.go.
+	HopKeys []HopKey
 }
 
 // Store keeps pgrelay's records. Implementations are safe for concurrent use.

@@ -17,8 +17,8 @@ import (
 
 // Chains of SSH hops on the connection form: the first hop is the bastion's
 // fields (ssh_tunnel.host, .port, .user); each further hop has fields
-// ssh_hops.N.host, .port and .user (N from 1, its place in the chain minus
-// one, as the API numbers ssh_hops). Buttons named hop_action add, remove
+// ssh_hops.N.host, .port, .user and the own_key checkbox (N from 1, its
+// place in the chain minus one, as the API numbers ssh_hops). Buttons named hop_action add, remove
 // and move hops: the form comes back with the chain changed, nothing
 // saved, so that they work without the script.
 
@@ -84,6 +84,9 @@ func (f *connForm) readHops(r *http.Request) {
 		for _, part := range []string{"host", "port", "user"} {
 			f.Values[hopKey(i, part)] = strings.TrimSpace(r.PostFormValue(hopKey(i, part)))
 		}
+		if r.PostFormValue(hopKey(i, "own_key")) == "on" {
+			f.Values[hopKey(i, "own_key")] = "on"
+		}
 		f.ExtraHops = i
 	}
 }
@@ -99,6 +102,9 @@ func (f *connForm) fillHops(v *app.ConnectionView) {
 			continue
 		}
 		f.Values[hopKey(i, "host")], f.Values[hopKey(i, "port")], f.Values[hopKey(i, "user")] = h.Host, strconv.Itoa(h.Port), h.User
+		if h.OwnKey {
+			f.Values[hopKey(i, "own_key")] = "on"
+		}
 		f.ExtraHops = i
 	}
 	f.Values["ssh_tunnel.auth"] = string(t.Auth)
@@ -122,7 +128,7 @@ func commandText(words []string) string {
 func (f *connForm) applyHops(t *connection.Tunnel) {
 	v := f.Values
 	for i := 1; i <= f.ExtraHops; i++ {
-		h := connection.Hop{Host: v[hopKey(i, "host")], User: v[hopKey(i, "user")]}
+		h := connection.Hop{Host: v[hopKey(i, "host")], User: v[hopKey(i, "user")], OwnKey: v[hopKey(i, "own_key")] == "on"}
 		h.Port = f.number(hopKey(i, "port"), 1, 65535)
 		t.Next = append(t.Next, h)
 	}
@@ -146,11 +152,14 @@ func (f *connForm) applyHops(t *connection.Tunnel) {
 // hopAction adds, removes or moves a hop of the form: "add", "remove:N",
 // "up:N", "down:N" (N from 0). It reports whether the action was known.
 func (f *connForm) hopAction(action string) bool {
-	type hop struct{ host, port, user string }
+	type hop struct{ host, port, user, ownKey string }
 	n := f.ExtraHops + 1
 	hops := make([]hop, n)
 	for i := range hops {
-		hops[i] = hop{f.Values[hopKey(i, "host")], f.Values[hopKey(i, "port")], f.Values[hopKey(i, "user")]}
+		hops[i] = hop{f.Values[hopKey(i, "host")], f.Values[hopKey(i, "port")], f.Values[hopKey(i, "user")], ""}
+		if i > 0 {
+			hops[i].ownKey = f.Values[hopKey(i, "own_key")]
+		}
 	}
 	verb, arg, _ := strings.Cut(action, ":")
 	i, err := strconv.Atoi(arg)
@@ -169,12 +178,16 @@ func (f *connForm) hopAction(action string) bool {
 		return false
 	}
 	for i := 1; i < n; i++ {
-		for _, part := range []string{"host", "port", "user"} {
+		for _, part := range []string{"host", "port", "user", "own_key"} {
 			delete(f.Values, hopKey(i, part))
 		}
 	}
 	for i, h := range hops {
 		f.Values[hopKey(i, "host")], f.Values[hopKey(i, "port")], f.Values[hopKey(i, "user")] = h.host, h.port, h.user
+		if i > 0 && h.ownKey != "" {
+			// A hop moved to the first place takes the connection's key.
+			f.Values[hopKey(i, "own_key")] = h.ownKey
+		}
 	}
 	f.ExtraHops = len(hops) - 1
 	// Problems were about the hops as they were.

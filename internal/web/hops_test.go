@@ -115,3 +115,73 @@ func TestHopsForm(t *testing.T) {
 		t.Fatal("the page still shows a cancelled rotation")
 	}
 }
+
+// TestHopOwnKeyForm: the checkbox of a hop row gives it its own key pair;
+// it moves with the hop; the page lists each hop's line, hop 2's with its
+// own key; unchecking it on the edit form drops the key pair.
+func TestHopOwnKeyForm(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	c := s.client(t)
+	c.mustLogin(s.Tokens[auth.Editor].Token)
+	ctx := context.Background()
+	f := validForm("ownkey")
+	f.Set(auth.CSRFField, c.csrf("/new"))
+	f.Set("ssh_tunnel.enabled", "1")
+	f.Set("ssh_tunnel.host", "bastion-a.internal")
+	f.Set("ssh_tunnel.user", "jump")
+	f.Set("ssh_tunnel.port", "22")
+	f.Set("hop_action", "add")
+	body := c.post("/connections", f).Body
+	contains(t, "after add", body, `name="ssh_hops.1.own_key"`, "Hop 2 has its own key pair")
+	excludes(t, "after add", body, `name="ssh_hops.1.own_key" value="on" checked`)
+	f.Del("hop_action")
+	f.Set("ssh_hops.1.host", "bastion-b.internal")
+	f.Set("ssh_hops.1.user", "u2")
+	f.Set("ssh_hops.1.port", "22")
+	f.Set("ssh_hops.1.own_key", "on")
+	// Adding a third hop keeps hop 2's box checked and leaves hop 3's not.
+	f.Set("hop_action", "add")
+	body = c.post("/connections", f).Body
+	contains(t, "after the second add", body, `id="f-ssh_hops-1-own_key" name="ssh_hops.1.own_key" value="on" checked`)
+	excludes(t, "after the second add", body, `id="f-ssh_hops-2-own_key" name="ssh_hops.2.own_key" value="on" checked`)
+	f.Del("hop_action")
+	if r := c.post("/connections", f); r.Status != http.StatusSeeOther {
+		t.Fatalf("save: %d\n%s", r.Status, r.Body)
+	}
+	v, err := s.App.GetConnection(ctx, "ownkey")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.SSHHops) != 2 || !v.SSHHops[1].OwnKey || v.SSHHops[1].OwnKeyFingerprint == "" {
+		t.Fatalf("saved hops: %+v", v.SSHHops)
+	}
+	lines, err := s.App.HopKeys(ctx, "ownkey")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := c.get("/connections/ownkey").Body
+	esc := strings.NewReplacer(`"`, "&#34;", "+", "&#43;").Replace
+	contains(t, "page", page, `id="hop-own-key-2"`, esc(v.SSHHops[1].OwnKeyFingerprint), esc(v.SSHTunnel.PublicKeyFingerprint),
+		esc(lines[1].Line), "own key")
+	excludes(t, "page", page, `id="hop-own-key-1"`, "PRIVATE KEY")
+	edit := c.get("/connections/ownkey/edit").Body
+	contains(t, "edit form", edit, `name="ssh_hops.1.own_key" value="on" checked`)
+
+	// Unchecked on the edit form: the hop's key pair goes.
+	e := validForm("ownkey")
+	e.Set(auth.CSRFField, c.csrf("/connections/ownkey/edit"))
+	e.Set("ssh_tunnel.enabled", "1")
+	e.Set("ssh_tunnel.host", "bastion-a.internal")
+	e.Set("ssh_tunnel.user", "jump")
+	e.Set("ssh_tunnel.port", "22")
+	e.Set("ssh_hops.1.host", "bastion-b.internal")
+	e.Set("ssh_hops.1.user", "u2")
+	e.Set("ssh_hops.1.port", "22")
+	if r := c.post("/connections/ownkey/edit", e); r.Status != http.StatusSeeOther {
+		t.Fatalf("update: %d\n%s", r.Status, r.Body)
+	}
+	if v, _ = s.App.GetConnection(ctx, "ownkey"); v.SSHHops[1].OwnKey || v.SSHHops[1].OwnKeyFingerprint != "" {
+		t.Fatalf("hop 2 after unchecking its box: %+v", v.SSHHops[1])
+	}
+}

@@ -15,7 +15,7 @@ import (
 const connectionColumns = `id, name, spec, sealed_password, ssh_public_key, sealed_private_key,
 	previous_public_key, host_keys, host_keys_addr, pending_host_key, pending_host_key_seen,
 	created_at, updated_at, version, key_used_at, key_used_for, sealed_auth_secret,
-	hop_host_keys, pending_public_key, sealed_pending_private_key, key_rotation`
+	hop_host_keys, pending_public_key, sealed_pending_private_key, key_rotation, hop_keys`
 
 // connValues are a connection's column values in connectionColumns order.
 // args are the values in connectionColumns order.
@@ -23,7 +23,7 @@ func (v *connValues) args() []any {
 	return []any{v.id, v.name, v.spec, v.sealedPassword, v.sshPublicKey, v.sealedPrivateKey, v.previousPublicKey,
 		v.hostKeys, v.hostKeysAddr, v.pendingHostKey, v.pendingSeen, v.createdAt, v.updatedAt, v.version,
 		v.keyUsedAt, v.keyUsedFor, v.sealedAuthSecret, v.hopHostKeys, v.pendingPublicKey, v.sealedPendingPrivateKey,
-		v.keyRotation}
+		v.keyRotation, v.hopKeys}
 }
 
 type connValues struct {
@@ -47,6 +47,7 @@ type connValues struct {
 	pendingPublicKey        string
 	sealedPendingPrivateKey []byte
 	keyRotation             []byte
+	hopKeys                 []byte
 }
 
 func connToValues(c *store.Connection) (*connValues, error) {
@@ -62,7 +63,12 @@ func connToValues(c *store.Connection) (*connValues, error) {
 	if err != nil {
 		return nil, err
 	}
+	hopKeys, err := hopKeysJSON(c.HopKeys)
+	if err != nil {
+		return nil, err
+	}
 	return &connValues{
+		hopKeys:     hopKeys,
 		hopHostKeys: hops, pendingPublicKey: c.PendingPublicKey, sealedPendingPrivateKey: c.SealedPendingPrivateKey,
 		keyRotation: rotation,
 		id:          c.ID, name: c.Spec.Name, spec: spec,
@@ -79,12 +85,15 @@ func scanConnection(row pgx.Row) (*store.Connection, error) {
 	var name string
 	var spec []byte
 	var seen, keyUsed *time.Time
-	var hops, rotation []byte
+	var hops, rotation, hopKeys []byte
 	if err := row.Scan(&c.ID, &name, &spec, &c.SealedPassword, &c.SSHPublicKey, &c.SealedPrivateKey,
 		&c.PreviousPublicKey, &c.HostKeys, &c.HostKeysAddr, &c.PendingHostKey, &seen,
 		&c.CreatedAt, &c.UpdatedAt, &c.Version, &keyUsed, &c.KeyUsedFor, &c.SealedAuthSecret,
-		&hops, &c.PendingPublicKey, &c.SealedPendingPrivateKey, &rotation); err != nil {
+		&hops, &c.PendingPublicKey, &c.SealedPendingPrivateKey, &rotation, &hopKeys); err != nil {
 		return nil, err
+	}
+	if err := decodeHopKeys(&c, hopKeys); err != nil {
+		return nil, fmt.Errorf("decode connection %s: %w", name, err)
 	}
 	if err := decodeSSHState(&c, hops, rotation); err != nil {
 		return nil, fmt.Errorf("decode connection %s: %w", name, err)
@@ -171,13 +180,13 @@ func (s *Store) UpdateConnection(ctx context.Context, c *store.Connection) (rerr
 				sealed_private_key = $6, previous_public_key = $7, host_keys = $8, host_keys_addr = $9,
 				pending_host_key = $10, pending_host_key_seen = $11, updated_at = $12, sealed_auth_secret = $14,
 				hop_host_keys = $15, pending_public_key = $16, sealed_pending_private_key = $17, key_rotation = $18,
-				version = version + 1
+				hop_keys = $19, version = version + 1
 			WHERE id = $1 AND version = $13
 			RETURNING 1)
 		SELECT EXISTS (SELECT FROM u), EXISTS (SELECT FROM pgrelay_connections WHERE id = $1)`,
 		v.id, v.name, v.spec, v.sealedPassword, v.sshPublicKey, v.sealedPrivateKey, v.previousPublicKey,
 		v.hostKeys, v.hostKeysAddr, v.pendingHostKey, v.pendingSeen, v.updatedAt, v.version, v.sealedAuthSecret,
-		v.hopHostKeys, v.pendingPublicKey, v.sealedPendingPrivateKey, v.keyRotation).Scan(&updated, &exists)
+		v.hopHostKeys, v.pendingPublicKey, v.sealedPendingPrivateKey, v.keyRotation, v.hopKeys).Scan(&updated, &exists)
 	switch {
 	case isUniqueViolation(err):
 		return fmt.Errorf("update connection %s: %w", c.Spec.Name, store.ErrExists)

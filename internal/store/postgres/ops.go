@@ -374,6 +374,21 @@ func (t secretsTx) SetConnectionPendingKey(ctx context.Context, id string, seale
 	return nil
 }
 
+func (t secretsTx) SetConnectionHopKeys(ctx context.Context, id string, keys []store.HopKey) error {
+	enc, err := hopKeysJSON(keys)
+	if err != nil {
+		return fmt.Errorf("set hop keys of connection %s: %w", id, err)
+	}
+	tag, err := t.q.Exec(ctx, `UPDATE pgrelay_connections SET hop_keys = $2, version = version + 1 WHERE id = $1`, id, enc)
+	if err != nil {
+		return fmt.Errorf("set hop keys of connection %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("connection %s: %w", id, store.ErrNotFound)
+	}
+	return nil
+}
+
 func (t secretsTx) GetMeta(ctx context.Context, key string) ([]byte, error) {
 	return getMeta(ctx, t.q, key)
 }

@@ -40,3 +40,28 @@ func decodeSSHState(c *store.Connection, hops, rotation []byte) error {
 	}
 	return nil
 }
+
+// hopKeysJSON encodes a connection's hop key pairs for their jsonb column.
+func hopKeysJSON(keys []store.HopKey) ([]byte, error) {
+	if keys == nil {
+		keys = []store.HopKey{}
+	}
+	b, err := json.Marshal(keys)
+	if err != nil {
+		return nil, fmt.Errorf("encode hop keys: %w", err)
+	}
+	return b, nil
+}
+
+// decodeHopKeys decodes the column of hopKeysJSON into c.
+func decodeHopKeys(c *store.Connection, keys []byte) error {
+	if len(keys) > 0 {
+		if err := json.Unmarshal(keys, &c.HopKeys); err != nil {
+			return fmt.Errorf("hop keys: %w", err)
+		}
+	}
+	if len(c.HopKeys) == 0 {
+		c.HopKeys = nil
+	}
+	return nil
+}

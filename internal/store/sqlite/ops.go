@@ -420,6 +420,21 @@ func (t secretsTx) SetConnectionPendingKey(ctx context.Context, id string, seale
 	return nil
 }
 
+func (t secretsTx) SetConnectionHopKeys(ctx context.Context, id string, keys []store.HopKey) error {
+	enc, err := hopKeysJSON(keys)
+	if err != nil {
+		return fmt.Errorf("set hop keys of connection %s: %w", id, err)
+	}
+	res, err := t.q.ExecContext(ctx, `UPDATE connections SET hop_keys = ?, version = version + 1 WHERE id = ?`, enc, id)
+	if err != nil {
+		return fmt.Errorf("set hop keys of connection %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("connection %s: %w", id, store.ErrNotFound)
+	}
+	return nil
+}
+
 func (t secretsTx) GetMeta(ctx context.Context, key string) ([]byte, error) {
 	return getMeta(ctx, t.q, key)
 }

@@ -171,7 +171,7 @@ func isUniqueViolation(err error) bool {
 const connectionColumns = `id, name, spec, sealed_password, ssh_public_key, sealed_private_key,
 	previous_public_key, host_keys, host_keys_addr, pending_host_key, pending_host_key_seen,
 	created_at, updated_at, version, key_used_at, key_used_for, sealed_auth_secret,
-	hop_host_keys, pending_public_key, sealed_pending_private_key, key_rotation`
+	hop_host_keys, pending_public_key, sealed_pending_private_key, key_rotation, hop_keys`
 
 type connRow struct {
 	specJSON, hostKeysJSON []byte
@@ -179,6 +179,7 @@ type connRow struct {
 	keyUsed                string
 	hopHostKeys            string
 	keyRotation            string
+	hopKeys                string
 }
 
 func connArgs(c *store.Connection) ([]any, error) {
@@ -199,10 +200,14 @@ func connArgs(c *store.Connection) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
+	hopKeys, err := hopKeysJSON(c.HopKeys)
+	if err != nil {
+		return nil, err
+	}
 	return []any{c.ID, c.Spec.Name, string(specJSON), c.SealedPassword, c.SSHPublicKey, c.SealedPrivateKey,
 		c.PreviousPublicKey, string(hkJSON), c.HostKeysAddr, c.PendingHostKey, formatTime(c.PendingHostKeySeen),
 		formatTime(c.CreatedAt), formatTime(c.UpdatedAt), c.Version, formatTime(c.KeyUsedAt), c.KeyUsedFor,
-		c.SealedAuthSecret, hops, c.PendingPublicKey, c.SealedPendingPrivateKey, rotation}, nil
+		c.SealedAuthSecret, hops, c.PendingPublicKey, c.SealedPendingPrivateKey, rotation, hopKeys}, nil
 }
 
 type scanner interface{ Scan(dest ...any) error }
@@ -214,8 +219,11 @@ func scanConnection(sc scanner) (*store.Connection, error) {
 	if err := sc.Scan(&c.ID, &name, &r.specJSON, &c.SealedPassword, &c.SSHPublicKey, &c.SealedPrivateKey,
 		&c.PreviousPublicKey, &r.hostKeysJSON, &c.HostKeysAddr, &c.PendingHostKey, &r.seen,
 		&r.created, &r.updated, &c.Version, &r.keyUsed, &c.KeyUsedFor, &c.SealedAuthSecret,
-		&r.hopHostKeys, &c.PendingPublicKey, &c.SealedPendingPrivateKey, &r.keyRotation); err != nil {
+		&r.hopHostKeys, &c.PendingPublicKey, &c.SealedPendingPrivateKey, &r.keyRotation, &r.hopKeys); err != nil {
 		return nil, err
+	}
+	if err := decodeHopKeys(&c, r.hopKeys); err != nil {
+		return nil, fmt.Errorf("decode connection %s: %w", name, err)
 	}
 	if err := decodeSSHState(&c, r.hopHostKeys, r.keyRotation); err != nil {
 		return nil, fmt.Errorf("decode connection %s: %w", name, err)
@@ -308,10 +316,10 @@ func (s *Store) UpdateConnection(ctx context.Context, c *store.Connection) (rerr
 		ssh_public_key = ?, sealed_private_key = ?, previous_public_key = ?, host_keys = ?, host_keys_addr = ?,
 		pending_host_key = ?, pending_host_key_seen = ?, updated_at = ?, sealed_auth_secret = ?,
 		hop_host_keys = ?, pending_public_key = ?, sealed_pending_private_key = ?, key_rotation = ?,
-		version = version + 1
+		hop_keys = ?, version = version + 1
 		WHERE id = ? AND version = ?`,
 		args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8], args[9], args[10], args[12],
-		args[16], args[17], args[18], args[19], args[20],
+		args[16], args[17], args[18], args[19], args[20], args[21],
 		c.ID, c.Version)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("update connection %s: %w", c.Spec.Name, store.ErrExists)

@@ -42,3 +42,28 @@ func decodeSSHState(c *store.Connection, hops, rotation string) error {
 	}
 	return nil
 }
+
+// hopKeysJSON encodes a connection's hop key pairs for their column.
+func hopKeysJSON(keys []store.HopKey) (string, error) {
+	if keys == nil {
+		keys = []store.HopKey{}
+	}
+	b, err := json.Marshal(keys)
+	if err != nil {
+		return "", fmt.Errorf("encode hop keys: %w", err)
+	}
+	return string(b), nil
+}
+
+// decodeHopKeys decodes the column of hopKeysJSON into c.
+func decodeHopKeys(c *store.Connection, keys string) error {
+	if keys != "" {
+		if err := json.Unmarshal([]byte(keys), &c.HopKeys); err != nil {
+			return fmt.Errorf("hop keys: %w", err)
+		}
+	}
+	if len(c.HopKeys) == 0 {
+		c.HopKeys = nil
+	}
+	return nil
+}

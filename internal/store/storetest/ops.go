@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -37,6 +38,7 @@ func Fill(t testing.TB, s store.Store) {
 	b.Spec.Tunnel, b.SSHPublicKey, b.SealedPrivateKey, b.PreviousPublicKey = nil, "", nil, ""
 	b.HostKeys, b.HostKeysAddr, b.PendingHostKey, b.PendingHostKeySeen = nil, "", "", time.Time{}
 	b.HopHostKeys, b.PendingPublicKey, b.SealedPendingPrivateKey, b.KeyRotation = nil, "", nil, store.KeyRotation{}
+	b.HopKeys = nil
 	for _, c := range []*store.Connection{a, b} {
 		if err := s.CreateConnection(ctx, c); err != nil {
 			t.Fatal(err)
@@ -422,6 +424,14 @@ func exerciseSecrets(t *testing.T, s store.Store) {
 		if err := tx.SetConnectionPendingKey(ctx, "nope", nil); !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("set pending key of a missing connection: %v", err)
 		}
+		hk := slices.Clone(a.HopKeys)
+		hk[0].SealedPrivateKey = []byte("hk2")
+		if err := tx.SetConnectionHopKeys(ctx, a.ID, hk); err != nil {
+			return err
+		}
+		if err := tx.SetConnectionHopKeys(ctx, "nope", nil); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("set hop keys of a missing connection: %v", err)
+		}
 		return tx.PutMeta(ctx, "key_check", []byte("new"))
 	})
 	if err != nil {
@@ -429,7 +439,8 @@ func exerciseSecrets(t *testing.T, s store.Store) {
 	}
 	got, _ = s.GetConnection(ctx, "alpha")
 	if m, _ := s.GetMeta(ctx, "key_check"); string(m) != "new" || string(got.SealedPassword) != "p2" || len(got.SealedPrivateKey) != 0 ||
-		string(got.SealedAuthSecret) != "s2" || string(got.SealedPendingPrivateKey) != "pk2" || got.Version != 4 {
+		string(got.SealedAuthSecret) != "s2" || string(got.SealedPendingPrivateKey) != "pk2" || got.Version != 5 ||
+		len(got.HopKeys) != 2 || string(got.HopKeys[0].SealedPrivateKey) != "hk2" || got.HopKeys[1].PublicKey != a.HopKeys[1].PublicKey {
 		t.Fatalf("after the secrets transaction: %q %+v", m, got)
 	}
 	// An update prepared before the transaction conflicts.

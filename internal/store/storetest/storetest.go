@@ -584,7 +584,7 @@ func sampleConnection(name string) *store.Connection {
 			Tunnel: &connection.Tunnel{Host: "bastion.example.com", Port: 2222, User: "dbtcloud", KeyType: "rsa",
 				KeepaliveInterval: connection.Duration(15 * time.Second), KeepaliveCountMax: 4,
 				ProxyCommand: []string{"socat", "STDIO", "TCP:bastion.internal:22"}, Auth: connection.SSHAuthCertificate,
-				Next:            []connection.Hop{{Host: "b2.internal", Port: 22, User: "jump"}, {Host: "b3.internal", Port: 2022, User: "dbt"}},
+				Next:            []connection.Hop{{Host: "b2.internal", Port: 22, User: "jump", OwnKey: true}, {Host: "b3.internal", Port: 2022, User: "dbt", OwnKey: true}},
 				HostAuthorities: []string{"@cert-authority *.internal ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA"}},
 		},
 		HopHostKeys: []store.HopHostKeys{
@@ -593,6 +593,10 @@ func sampleConnection(name string) *store.Connection {
 		},
 		PendingPublicKey:        "ssh-ed25519 JJJJ",
 		SealedPendingPrivateKey: []byte{6, 5, 0, 4},
+		HopKeys: []store.HopKey{
+			{Hop: "jump@b2.internal:22", PublicKey: "ssh-rsa KKKK", SealedPrivateKey: []byte{3, 0, 1, 255}, CreatedAt: now},
+			{Hop: "dbt@b3.internal:2022", PublicKey: "ssh-rsa LLLL", SealedPrivateKey: []byte{2, 0, 2}, CreatedAt: now.Add(time.Second)},
+		},
 		KeyRotation: store.KeyRotation{StartedAt: now, OldKeyExpiresAt: now.Add(7 * 24 * time.Hour),
 			PromotedAt: now.Add(time.Hour), PromotedBy: "login"},
 		SealedPassword:     []byte{1, 2, 3, 0, 255},
@@ -640,7 +644,7 @@ func exerciseConnections(t *testing.T, s store.Store) {
 	direct.SealedPassword, direct.SealedPrivateKey, direct.HostKeys = nil, nil, nil
 	direct.Spec.Auth, direct.SealedAuthSecret = nil, nil
 	direct.HopHostKeys, direct.PendingPublicKey, direct.SealedPendingPrivateKey = nil, "", nil
-	direct.KeyRotation = store.KeyRotation{}
+	direct.KeyRotation, direct.HopKeys = store.KeyRotation{}, nil
 	if err := s.CreateConnection(ctx, direct); err != nil {
 		t.Fatalf("create direct: %v", err)
 	}
@@ -669,10 +673,16 @@ func exerciseConnections(t *testing.T, s store.Store) {
 		t.Errorf("rename onto a taken name: got %v, want ErrExists", err)
 	}
 
-	if len(list[0].HopHostKeys) != 0 || list[0].PendingPublicKey != "" || !list[0].KeyRotation.StartedAt.IsZero() {
+	if len(list[0].HopHostKeys) != 0 || list[0].PendingPublicKey != "" || !list[0].KeyRotation.StartedAt.IsZero() || list[0].HopKeys != nil {
 		t.Errorf("a connection without hops or rotation came back with them: %+v", list[0])
 	}
+	if k := got.HopKeyFor("dbt@b3.internal:2022"); k == nil || k.PublicKey != "ssh-rsa LLLL" || string(k.SealedPrivateKey) != string([]byte{2, 0, 2}) {
+		t.Errorf("hop key of dbt@b3.internal:2022 = %+v", k)
+	}
 	got.Spec.Port = 6543
+	// Hop 3 gives up its own key: its key pair goes.
+	got.Spec.Tunnel.Next[1].OwnKey = false
+	got.HopKeys = got.HopKeys[:1]
 	got.HopHostKeys = got.HopHostKeys[:1]
 	got.PendingPublicKey, got.SealedPendingPrivateKey = "", nil
 	got.KeyRotation.CancelledAt = got.KeyRotation.StartedAt
@@ -801,6 +811,9 @@ func equal(want, got *store.Connection) error {
 		}
 		if len(c.HopHostKeys) == 0 {
 			c.HopHostKeys = nil
+		}
+		if len(c.HopKeys) == 0 {
+			c.HopKeys = nil
 		}
 		return c
 	}
