@@ -18,7 +18,7 @@ import (
 
 // warmKey names what a run's tunnel to c was opened with: the connection,
 // its hops, login method, proxy command, host CAs and keepalive settings,
-// and its login key. A tunnel kept warm is handed to a later run only
+// and its login keys (the connection's and the hops' own). A tunnel kept warm is handed to a later run only
 // under the same key (and while hostKeysStillTrusted), so any change to
 // the connection (a new key pair, an edited hop) makes the next run dial
 // afresh. "" means the tunnel must not be kept: certificate logins (each
@@ -29,11 +29,16 @@ func warmKey(c *store.Connection) string {
 	if t == nil || t.Auth == connection.SSHAuthCertificate || c.RotationPending() {
 		return ""
 	}
+	hopKeys := make([]string, 0, len(c.HopKeys))
+	for _, k := range c.HopKeys {
+		hopKeys = append(hopKeys, k.Hop+" "+k.PublicKey)
+	}
 	b, err := json.Marshal(struct {
 		ID        string             `json:"id"`
 		Tunnel    *connection.Tunnel `json:"tunnel"`
 		PublicKey string             `json:"public_key"`
-	}{c.ID, t, c.SSHPublicKey})
+		HopKeys   []string           `json:"hop_keys"`
+	}{c.ID, t, c.SSHPublicKey, hopKeys})
 	if err != nil {
 		return ""
 	}
