@@ -29,7 +29,11 @@ type Job struct {
 	Profile      string   `json:"profile,omitempty"`
 	Target       string   `json:"target,omitempty"`
 	Retries      int      `json:"retries,omitempty"`
-	Steps        []Step   `json:"steps"`
+	// StopGrace is how long a stopped run's statements have to end after
+	// their cancel request before their sessions are terminated; empty
+	// takes the server's (default 10s).
+	StopGrace Duration `json:"stop_grace,omitempty"`
+	Steps     []Step   `json:"steps"`
 }
 
 // Step is one step of a job: SQL, or a command with its arguments.
@@ -52,13 +56,14 @@ type JobInput struct {
 	Profile      string   `json:"profile,omitempty"`
 	Target       string   `json:"target,omitempty"`
 	Retries      int      `json:"retries,omitempty"`
+	StopGrace    Duration `json:"stop_grace,omitempty"`
 	Steps        []Step   `json:"steps"`
 }
 
 // NewJobInput returns the input of a job.
 func NewJobInput(j Job) JobInput {
 	return JobInput{Name: j.Name, Connection: j.Connection, Schedule: j.Schedule, Timeout: j.Timeout,
-		TargetSchema: j.TargetSchema, Profile: j.Profile, Target: j.Target, Retries: j.Retries, Steps: j.Steps}
+		TargetSchema: j.TargetSchema, Profile: j.Profile, Target: j.Target, Retries: j.Retries, StopGrace: j.StopGrace, Steps: j.Steps}
 }
 
 // JobView is a saved job with its times and last run.

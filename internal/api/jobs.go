@@ -27,26 +27,31 @@ type JobInput struct {
 	Connection string `json:"connection"`
 	// Schedule is an optional cron spec ("0 3 * * *", 6 fields with
 	// seconds, or @hourly).
-	Schedule     string      `json:"schedule,omitempty"`
-	Timeout      Duration    `json:"timeout,omitempty"`
-	TargetSchema string      `json:"target_schema,omitempty"`
-	Profile      string      `json:"profile,omitempty"`
-	Target       string      `json:"target,omitempty"`
-	Retries      int         `json:"retries,omitempty"`
-	Steps        []jobs.Step `json:"steps"`
+	Schedule     string   `json:"schedule,omitempty"`
+	Timeout      Duration `json:"timeout,omitempty"`
+	TargetSchema string   `json:"target_schema,omitempty"`
+	Profile      string   `json:"profile,omitempty"`
+	Target       string   `json:"target,omitempty"`
+	Retries      int      `json:"retries,omitempty"`
+	// StopGrace is how long a stopped run's statements have to end after
+	// their cancel request before their sessions are terminated; empty
+	// takes the server's.
+	StopGrace Duration    `json:"stop_grace,omitempty"`
+	Steps     []jobs.Step `json:"steps"`
 }
 
 // NewJobInput returns the input for job j.
 func NewJobInput(j jobs.Job) JobInput {
 	return JobInput{Name: j.Name, Connection: j.Connection, Schedule: j.Schedule, Timeout: Duration(j.Timeout),
-		TargetSchema: j.TargetSchema, Profile: j.Profile, Target: j.Target, Retries: j.Retries, Steps: j.Steps}
+		TargetSchema: j.TargetSchema, Profile: j.Profile, Target: j.Target, Retries: j.Retries,
+		StopGrace: Duration(j.StopGrace), Steps: j.Steps}
 }
 
 // Job returns the job of the input.
 func (in *JobInput) Job() jobs.Job {
 	return jobs.Job{Name: in.Name, Connection: in.Connection, Schedule: in.Schedule,
 		Timeout: connection.Duration(in.Timeout), TargetSchema: in.TargetSchema, Profile: in.Profile,
-		Target: in.Target, Retries: in.Retries, Steps: in.Steps}
+		Target: in.Target, Retries: in.Retries, StopGrace: connection.Duration(in.StopGrace), Steps: in.Steps}
 }
 
 // JobList is the body of GET /jobs.

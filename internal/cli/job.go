@@ -244,6 +244,7 @@ func (r *runner) jobRunCommand() *cobra.Command {
 	var wait, follow bool
 	var output string
 	var logLimit int64
+	var stopGrace time.Duration
 	var cf commandFlags
 	cmd := &cobra.Command{
 		Use:   "run NAME",
@@ -267,10 +268,16 @@ fails the run before anything starts.`,
 				return err
 			}
 			if r.remote == nil {
-				return r.runJobLocally(cmd.Context(), args[0], output, logLimit, cf)
+				if stopGrace < time.Second || stopGrace > jobs.MaxStopGrace {
+					return usagef("--stop-grace %s: accepted is 1s to %s (e.g. 10s)", stopGrace, jobs.MaxStopGrace)
+				}
+				return r.runJobLocally(cmd.Context(), args[0], output, logLimit, stopGrace, cf)
 			}
 			if cmd.Flags().Changed("run-log-limit") {
 				return usagef("--run-log-limit applies to runs in this process: a server's runs keep the log size its pgrelay serve --run-log-limit sets")
+			}
+			if cmd.Flags().Changed("stop-grace") {
+				return usagef("--stop-grace applies to runs in this process: a server's runs take the job's stop_grace or the server's pgrelay serve --stop-grace")
 			}
 			if cf.given() {
 				return usagef("--allow-command, --run-as and --allow-workdir apply to local runs: against a server, its own flags decide")
@@ -304,6 +311,7 @@ fails the run before anything starts.`,
 	cmd.Flags().BoolVar(&follow, "follow", false, "print the run's log as it comes (implies --wait)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json (the final run)")
 	addRunLogLimitFlag(cmd.Flags(), &logLimit)
+	addStopGraceFlag(cmd.Flags(), &stopGrace)
 	cf.register(cmd)
 	return cmd
 }
@@ -324,12 +332,12 @@ func (r *runner) runOutcome(run *jobs.Run, output string) error {
 }
 
 // runJobLocally executes a run in this process.
-func (r *runner) runJobLocally(ctx context.Context, name, output string, logLimit int64, cf commandFlags) error {
+func (r *runner) runJobLocally(ctx context.Context, name, output string, logLimit int64, stopGrace time.Duration, cf commandFlags) error {
 	policy, err := r.commandPolicy(cf)
 	if err != nil {
 		return err
 	}
-	r.daemonCfg.Jobs = &daemon.JobsConfig{Commands: policy, LogLimit: logLimit}
+	r.daemonCfg.Jobs = &daemon.JobsConfig{Commands: policy, LogLimit: logLimit, StopGrace: stopGrace}
 	svc, err := r.service(ctx)
 	if err != nil {
 		return err

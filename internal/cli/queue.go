@@ -26,6 +26,8 @@ type queueFlags struct {
 	// sshWarm keeps a run's tunnel open this long after the run for the
 	// next run of the same connection (serve --ssh-warm; 0: close at once).
 	sshWarm time.Duration
+	// stopGrace is the stop grace of runs whose job sets none.
+	stopGrace time.Duration
 }
 
 // maxSSHWarm is the longest --ssh-warm.
@@ -45,6 +47,8 @@ func (f queueFlags) validate() error {
 		return usagef("--lost-after %s: accepted is 1s to 1h (e.g. 30s); use the same value in every process sharing a store", f.lostAfter)
 	case f.reapInterval < 100*time.Millisecond || f.reapInterval > time.Hour:
 		return usagef("--reap-interval %s: accepted is 100ms to 1h (e.g. 10s)", f.reapInterval)
+	case f.stopGrace < time.Second || f.stopGrace > jobs.MaxStopGrace:
+		return usagef("--stop-grace %s: accepted is 1s to %s (e.g. 10s)", f.stopGrace, jobs.MaxStopGrace)
 	case f.sshWarm < 0 || f.sshWarm > maxSSHWarm:
 		return usagef("--ssh-warm %s: accepted is 0 (close each run's tunnel when it ends) to %s (e.g. 60s)", f.sshWarm, maxSSHWarm)
 	}
@@ -54,6 +58,6 @@ func (f queueFlags) validate() error {
 // jobsConfig is the job queue of serve: f with the command policy.
 func (f queueFlags) jobsConfig(commands jobs.CommandPolicy) *daemon.JobsConfig {
 	return &daemon.JobsConfig{Commands: commands, MaxRuns: f.maxRuns, LostAfter: f.lostAfter, ReapInterval: f.reapInterval,
-		HeartbeatInterval: f.heartbeatInterval(), LogLimit: f.runLogLimit, RunRetention: f.runRetention,
+		HeartbeatInterval: f.heartbeatInterval(), LogLimit: f.runLogLimit, RunRetention: f.runRetention, StopGrace: f.stopGrace,
 		HealthChecks: f.healthChecks}
 }

@@ -124,7 +124,15 @@ func addRunLogLimitFlag(fs *pflag.FlagSet, n *int64) {
 // addRunFlags adds serve's flags for run logs and run retention.
 func addRunFlags(fs *pflag.FlagSet, f *queueFlags) {
 	addRunLogLimitFlag(fs, &f.runLogLimit)
+	addStopGraceFlag(fs, &f.stopGrace)
 	f.runRetention = defaultRunRetention
 	fs.Var(retentionFlag{&f.runRetention}, "run-retention",
 		"delete runs that ended longer ago than this (e.g. 90d, 720h), with their logs, at start and hourly; 0 keeps them forever. Use the same value in every process sharing a store")
+}
+
+// addStopGraceFlag adds --stop-grace (default jobs.DefaultStopGrace).
+func addStopGraceFlag(fs *pflag.FlagSet, d *time.Duration) {
+	fs.DurationVar(d, "stop-grace", jobs.DefaultStopGrace,
+		"how long the statements of a stopped run (cancelled, timed out, tunnel lost) have to end after their cancel request "+
+			"before their sessions are terminated with pg_terminate_backend, for jobs without a stop_grace of their own (1s to 10m)")
 }

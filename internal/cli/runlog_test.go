@@ -54,11 +54,13 @@ func TestRunLogFlagsValidated(t *testing.T) {
 		{[]string{"job", "run", "x", "--run-log-limit", "-1"}, []string{`"--run-log-limit"`, "not a size"}},
 		{[]string{"serve", "--ssh-warm", "1h"}, []string{"--ssh-warm 1h0m0s", "accepted is 0", "to 15m0s", "e.g. 60s"}},
 		{[]string{"serve", "--ssh-warm", "a minute"}, []string{`"--ssh-warm"`}},
+		{[]string{"serve", "--stop-grace", "0"}, []string{"--stop-grace 0s", "accepted is 1s to 10m0s"}},
+		{[]string{"job", "run", "x", "--stop-grace", "20m"}, []string{"--stop-grace 20m0s", "accepted is 1s to 10m0s"}},
 	} {
 		r := h.fail(2, c.args...)
 		contains(t, strings.Join(c.args, " "), r.stderr, c.want...)
 	}
 	help := h.ok("serve", "--help").stdout
 	contains(t, "serve --help", help, "--run-log-limit size", "(default 10MiB)", "--run-retention duration", "(default 90d)", "0 keeps them forever",
-		"--ssh-warm duration", "next run of the same connection")
+		"--ssh-warm duration", "next run of the same connection", "--stop-grace duration", "(default 10s)")
 }

@@ -99,6 +99,10 @@ type JobsConfig struct {
 	ShutdownGrace     time.Duration
 	// LogLimit is how many bytes of text a run's log keeps.
 	LogLimit int64
+	// StopGrace is how long a stopped run's statements have to end after
+	// their cancel request before their sessions are terminated, for jobs
+	// that set none; 0 is jobs.DefaultStopGrace.
+	StopGrace time.Duration
 	// RunRetention deletes runs ended longer ago; 0 keeps them.
 	RunRetention time.Duration
 	// HealthChecks runs the connections' scheduled tests (those with a
@@ -282,7 +286,7 @@ func (d *Daemon) buildQueue() error {
 		Commands: jc.Commands, MaxRuns: jc.MaxRuns,
 		HeartbeatInterval: jc.HeartbeatInterval, LostAfter: jc.LostAfter, ReapInterval: jc.ReapInterval,
 		ScheduleSync: jc.ScheduleSync, KillGrace: jc.KillGrace, ShutdownGrace: jc.ShutdownGrace,
-		LogLimit: jc.LogLimit, RunRetention: jc.RunRetention, CountCancels: countCancels,
+		LogLimit: jc.LogLimit, RunRetention: jc.RunRetention, CountCancels: countCancels, StopGrace: jc.StopGrace,
 		Scheduled: d.connector.AuditScheduledRun, RunEnded: d.connector.RunEnded, HealthChecks: healthChecks,
 		HealthCheckPoll: jc.HealthCheckPoll, TracerProvider: d.cfg.TracerProvider, Logger: d.cfg.Logger})
 	if err != nil {

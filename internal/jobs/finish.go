@@ -49,7 +49,7 @@ func (x *run) finish(res *Result) {
 		x.release()
 		return
 	}
-	stopper := &Stopper{Conn: x.conn, Grace: x.r.StopGrace, Count: x.r.CountCancels}
+	stopper := &Stopper{Conn: x.conn, Grace: x.stopGrace(), Count: x.r.CountCancels}
 	if x.conn.Err() == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), stopper.grace()+30*time.Second)
 		c, err := stopper.Stop(ctx, backends, x.closeClients)
@@ -93,7 +93,7 @@ func (x *run) retryCleanup(backends []Backend, c Cleanup) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	tmpl := Stopper{Grace: x.r.StopGrace, Count: x.r.CountCancels}
+	tmpl := Stopper{Grace: x.stopGrace(), Count: x.r.CountCancels}
 	got := StopAfterReconnect(ctx, x.r.Open, x.job.Connection, backends, tmpl, time.Second, c.Attempts, x.r.Logger)
 	if x.hooks.Cleanup != nil {
 		x.hooks.Cleanup(got)
@@ -200,3 +200,6 @@ func (x *run) drainEndpoint(limit time.Duration) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// stopGrace is the run's stop grace: its job's, else the runner's.
+func (x *run) stopGrace() time.Duration { return x.job.StopGraceOr(x.r.StopGrace) }

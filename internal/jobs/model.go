@@ -123,8 +123,22 @@ type Job struct {
 	Target  string `json:"target,omitempty" yaml:"target,omitempty"`
 	// Retries is how often a run lost with its worker is retried; default 0
 	// (it fails with the reason).
-	Retries int    `json:"retries,omitempty" yaml:"retries,omitempty"`
-	Steps   []Step `json:"steps" yaml:"steps"`
+	Retries int `json:"retries,omitempty" yaml:"retries,omitempty"`
+	// StopGrace is how long the statements of a stopped run (cancelled,
+	// timed out, tunnel lost) have to end after their CancelRequest before
+	// their sessions are terminated with pg_terminate_backend; 0 takes the
+	// server's (serve --stop-grace, default 10s).
+	StopGrace connection.Duration `json:"stop_grace,omitempty" yaml:"stop_grace,omitempty"`
+	Steps     []Step              `json:"steps" yaml:"steps"`
+}
+
+// StopGraceOr returns the job's stop grace, or def (the server's) when the
+// job sets none.
+func (j *Job) StopGraceOr(def time.Duration) time.Duration {
+	if g := j.StopGrace.Duration(); g > 0 {
+		return g
+	}
+	return def
 }
 
 // ApplyDefaults fills unset fields.
@@ -190,6 +204,9 @@ func (j *Job) Validate() error {
 	}
 	if !identRE.MatchString(j.Target) {
 		add("target", fmt.Errorf("%q is not accepted: letters, digits and _, starting with a letter", j.Target))
+	}
+	if g := j.StopGrace.Duration(); g != 0 && (g < time.Second || g > MaxStopGrace) {
+		add("stop_grace", fmt.Errorf("%s is out of range: accepted is 1s to %s (e.g. 30s), or leave it out for the server's", g, MaxStopGrace))
 	}
 	if j.Retries < 0 || j.Retries > 10 {
 		add("retries", fmt.Errorf("%d is out of range: accepted is 0 to 10", j.Retries))

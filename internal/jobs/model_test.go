@@ -16,7 +16,7 @@ var testTime = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 func TestValidateNamesEveryProblem(t *testing.T) {
 	t.Parallel()
 	j := jobs.Job{Name: "Bad Name", Schedule: "61 * * * *", Timeout: connection.Duration(time.Millisecond),
-		Profile: "1x", Target: "ok", Retries: 11,
+		Profile: "1x", Target: "ok", Retries: 11, StopGrace: connection.Duration(500 * time.Millisecond),
 		Steps: []jobs.Step{{SQL: "a", Command: []string{"b"}}, {}, {Command: []string{""}}, {Command: []string{"dbt"}, Workdir: "rel/dir"},
 			{SQL: "x", Workdir: "/abs"}, {SQL: "bad\x00"}}}
 	err := j.Validate()
@@ -24,7 +24,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	if !errors.As(err, &ve) {
 		t.Fatalf("want a validation error, got %v", err)
 	}
-	want := []string{"name", "connection", "schedule", "timeout", "profile", "retries", "steps[0]", "steps[1]",
+	want := []string{"name", "connection", "schedule", "timeout", "profile", "retries", "stop_grace", "steps[0]", "steps[1]",
 		"steps[2].command", "steps[3].workdir", "steps[4].workdir", "steps[5]"}
 	fields := ve.Fields()
 	for _, f := range want {
@@ -92,6 +92,34 @@ func TestCommandLabelQuoted(t *testing.T) {
 	} {
 		if got := (jobs.Step{Command: c.cmd}).Label(); got != c.want {
 			t.Errorf("label of %q = %s, want %s", c.cmd, got, c.want)
+		}
+	}
+}
+
+func TestStopGrace(t *testing.T) {
+	t.Parallel()
+	j := jobs.Job{Name: "nightly", Connection: "wh", Steps: []jobs.Step{{SQL: "select 1"}}}
+	j.ApplyDefaults()
+	if got := j.StopGraceOr(7 * time.Second); got != 7*time.Second {
+		t.Errorf("a job without stop_grace takes the server's: got %s", got)
+	}
+	for _, c := range []struct {
+		grace time.Duration
+		ok    bool
+	}{{time.Second, true}, {30 * time.Second, true}, {jobs.MaxStopGrace, true}, {999 * time.Millisecond, false},
+		{jobs.MaxStopGrace + time.Second, false}, {-time.Second, false}} {
+		j.StopGrace = connection.Duration(c.grace)
+		err := j.Validate()
+		if (err == nil) != c.ok {
+			t.Errorf("stop_grace %s: %v", c.grace, err)
+			continue
+		}
+		var ve *fielderr.Error
+		if !c.ok && (!errors.As(err, &ve) || !strings.Contains(ve.Fields()["stop_grace"], "accepted is 1s to 10m0s")) {
+			t.Errorf("stop_grace %s: the error does not name the field and the range: %v", c.grace, err)
+		}
+		if c.ok && j.StopGraceOr(7*time.Second) != c.grace {
+			t.Errorf("stop_grace %s not used over the server's", c.grace)
 		}
 	}
 }

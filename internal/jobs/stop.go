@@ -18,6 +18,8 @@ const (
 	// DefaultStopGrace is how long backends have, after their statements
 	// were cancelled and their clients closed, before they are terminated.
 	DefaultStopGrace = 10 * time.Second
+	// MaxStopGrace is the longest stop grace a job or server may set.
+	MaxStopGrace = 10 * time.Minute
 	// clockSkew bounds the difference between pgrelay's clock and the
 	// server's when matching a recorded backend to a server process, so
 	// that a process ID reused by a later session is never touched.

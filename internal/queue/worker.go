@@ -367,7 +367,7 @@ func (q *Queue) stopLostRun(ctx context.Context, r *jobs.Run) {
 			case <-cctx.Done():
 			}
 		}()
-		tmpl := jobs.Stopper{Grace: q.cfg.StopGrace, Count: q.cfg.CountCancels}
+		tmpl := jobs.Stopper{Grace: r.Job.StopGraceOr(q.cfg.StopGrace), Count: q.cfg.CountCancels}
 		c := jobs.StopAfterReconnect(cctx, q.cfg.Open, r.Job.Connection, backends, tmpl, 0, 0, q.cfg.Logger)
 		q.recordCleanup(ctx, r.ID, c)
 	}()
