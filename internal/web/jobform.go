@@ -43,7 +43,7 @@ const (
 // jobFieldOrder is the order of the job's own fields on the form, for the
 // error summary; step fields follow, in step order.
 func jobFieldOrder() []string {
-	return []string{"name", "connection", "schedule", "timeout", "retries", "target_schema", "profile", "target", "steps"}
+	return []string{"name", "connection", "schedule", "timeout", "retries", "stop_grace", "target_schema", "profile", "target", "steps"}
 }
 
 // jobFieldLabel is the label of a job field as the form shows it.
@@ -59,6 +59,8 @@ func jobFieldLabel(key string) string {
 		return "Timeout"
 	case "retries":
 		return "Retries"
+	case "stop_grace":
+		return "Stop grace"
 	case "target_schema":
 		return "Target schema"
 	case "profile":
@@ -210,6 +212,9 @@ func (f *jobForm) setJob(j jobs.Job) {
 	}
 	if j.Retries != 0 {
 		v["retries"] = strconv.Itoa(j.Retries)
+	}
+	if j.StopGrace != 0 {
+		v["stop_grace"] = shortDuration(j.StopGrace.Duration())
 	}
 	if v["profile"] == jobs.DefaultProfile {
 		v["profile"] = ""
@@ -399,6 +404,13 @@ func (f *jobForm) job(keepBlank bool) jobs.Job {
 			f.Errors["timeout"] = fmt.Sprintf("%q is not a duration: write a number with a unit, such as 30m, 2h or 1h30m", s)
 		}
 		j.Timeout = connection.Duration(d)
+	}
+	if s := v["stop_grace"]; s != "" {
+		d, err := parseDuration(s)
+		if err != nil {
+			f.Errors["stop_grace"] = fmt.Sprintf("%q is not a duration: write a number with a unit, such as 10s or 1m", s)
+		}
+		j.StopGrace = connection.Duration(d)
 	}
 	if s := v["retries"]; s != "" {
 		n, err := strconv.Atoi(s)

@@ -126,13 +126,22 @@ func TestJobForm(t *testing.T) {
 	contains(t, "edit form", edit, `id="f-name" name="name" type="text" value="nightly"`, "readonly", `value="30m"`, "build\n--target\nprod</textarea>")
 	f.Set("schedule", "")
 	f.Set("retries", "2")
+	f.Set("stop_grace", "500ms")
+	if r := c.post("/jobs/nightly/edit", f); r.Status != http.StatusUnprocessableEntity ||
+		!strings.Contains(r.Body, `id="f-stop_grace-error"`) || !strings.Contains(r.Body, "accepted is 1s to 10m0s") {
+		t.Fatalf("stop grace out of range: %d\n%s", r.Status, r.Body)
+	}
+	f.Set("stop_grace", "45s")
 	r = c.post("/jobs/nightly/edit", f)
 	if r.Status != http.StatusSeeOther || r.Location != "/jobs/nightly?saved=1" {
 		t.Fatalf("update: %d %q\n%s", r.Status, r.Location, r.Body)
 	}
-	if j, _ := s.App.GetJob(ctx, "nightly"); j.Schedule != "" || j.Retries != 2 || j.NextRunAt != nil {
+	if j, _ := s.App.GetJob(ctx, "nightly"); j.Schedule != "" || j.Retries != 2 || j.NextRunAt != nil || j.StopGrace.Duration() != 45*time.Second {
 		t.Fatalf("after edit: %+v", j.Job)
 	}
+	// The stop grace shows, and an edit that leaves it alone keeps it.
+	contains(t, "edit form", c.get("/jobs/nightly/edit").Body, `name="stop_grace" type="text" value="45s"`)
+	contains(t, "job page", c.get("/jobs/nightly").Body, "Stop grace")
 
 	// Delete asks for the name.
 	d := url.Values{auth.CSRFField: {token}, "confirm": {"nightl"}}
