@@ -156,7 +156,8 @@ func errorClass(err error) string {
 }
 
 // connUse is what every use of the connection involves: the SSH key it
-// logs in with and the bastions it passes.
+// logs in with and the bastions it passes (a hop with a key pair of its own
+// names that key's fingerprint: "user@host:port own key SHA256:...").
 func connUse(c *store.Connection) *audit.Use {
 	u := &audit.Use{}
 	if c == nil || c.Spec.Tunnel == nil {
@@ -168,6 +169,13 @@ func connUse(c *store.Connection) *audit.Use {
 		}
 	}
 	u.Hops = hopNames(c.Spec.Tunnel)
+	for i, h := range u.Hops {
+		if k := c.HopKeyFor(h); k != nil {
+			if pub, err := sshkey.ParsePublic(k.PublicKey); err == nil {
+				u.Hops[i] = h + " own key " + sshkey.Fingerprint(pub)
+			}
+		}
+	}
 	return u
 }
 

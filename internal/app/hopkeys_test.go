@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/diagnose"
 	"github.com/pgrelay/pgrelay/internal/secret"
@@ -87,6 +88,21 @@ func TestHopOwnKey(t *testing.T) {
 	var sink rowsSink
 	if err := f.svc.Query(ctx, "own", "select current_user", &sink); err != nil || sink.String() != "dbt" {
 		t.Fatalf("query with hop 2's own key installed: %q %v", sink.String(), err)
+	}
+	// The audit record of the query names the key each hop logged in with.
+	recs, err := f.store.AuditAfter(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last *audit.Record
+	for i := range recs {
+		if recs[i].Action == "connection.query" {
+			last = &recs[i]
+		}
+	}
+	if last == nil || last.Use == nil || len(last.Use.Hops) != 2 || last.Use.KeyFingerprint != v.SSHTunnel.PublicKeyFingerprint ||
+		last.Use.Hops[0] != b1.User+"@"+b1.Addr() || last.Use.Hops[1] != b2.User+"@"+b2.Addr()+" own key "+lines[1].Fingerprint {
+		t.Errorf("audit use of the query: %+v", last)
 	}
 	if !strings.Contains(b2.Log(), "Accepted publickey") || !strings.Contains(b2.Log(), strings.TrimPrefix(lines[1].Fingerprint, "SHA256:")) {
 		t.Errorf("hop 2 did not log in with its own key %s:\n%s", lines[1].Fingerprint, b2.Log())

@@ -141,7 +141,9 @@ type Record struct {
 type Use struct {
 	// KeyFingerprint is the SSH key the tunnel logs in with.
 	KeyFingerprint string `json:"key_fingerprint,omitempty"`
-	// Hops are the SSH bastions passed, as user@host:port, in order.
+	// Hops are the SSH bastions passed, as user@host:port, in order; a
+	// hop that logs in with a key pair of its own is followed by " own key"
+	// and that key's fingerprint.
 	Hops []string `json:"hops,omitempty"`
 	// SQLDigests are the digests of the statements run (pg.Digest).
 	SQLDigests []string `json:"sql_digests,omitempty"`
