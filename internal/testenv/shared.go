@@ -154,6 +154,23 @@ func (p *Postgres) NewDatabase(tb testing.TB) *Database {
 	return d
 }
 
+// SetPassword gives the database's owner role password instead (stored as
+// a SCRAM verifier), for tests whose passwords must have a form of their
+// own, such as canaries.
+func (d *Database) SetPassword(tb testing.TB, password string) {
+	tb.Helper()
+	if strings.ContainsRune(password, 0) {
+		tb.Fatalf("testenv: set password of role %q: password contains a NUL byte", d.User)
+	}
+	sql := "ALTER ROLE " + pgx.Identifier{d.User}.Sanitize() +
+		" PASSWORD '" + strings.ReplaceAll(password, "'", "''") + "'"
+	if err := d.pg.exec(sql); err != nil {
+		// The statement holds the password: say what failed without it.
+		tb.Fatalf("testenv: set password of role %q on PostgreSQL %s: %v", d.User, d.pg.Addr(), err)
+	}
+	d.Password = password
+}
+
 // ConnString returns a postgres:// URL of the database as its owner.
 func (d *Database) ConnString() string { return d.pg.ConnString(d.User, d.Password, d.Name) }
 

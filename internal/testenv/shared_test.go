@@ -41,6 +41,17 @@ func TestSharedPostgres(t *testing.T) {
 		if _, err := conn.Exec(ctx, "CREATE TABLE t (n int)"); err != nil {
 			t.Fatalf("the owner cannot create a table: %v", err)
 		}
+		old := d.ConnString()
+		d.SetPassword(t, "it's a +/@:% password")
+		if c, err := pgx.Connect(ctx, old); err == nil {
+			_ = c.Close(ctx)
+			t.Error("the old password still works after SetPassword")
+		}
+		c, err := pgx.Connect(ctx, d.ConnString())
+		if err != nil {
+			t.Fatalf("the new password: %v", err)
+		}
+		_ = c.Close(ctx)
 		var cur, db string
 		if err := conn.QueryRow(ctx, "SELECT current_user, current_database()").Scan(&cur, &db); err != nil || cur != d.User || db != d.Name {
 			t.Fatalf("connected as %s to %s (%v)", cur, db, err)
