@@ -324,7 +324,7 @@ func (e *canaryEnv) localCLI() {
 	c.ok("job", "show", "envjob")
 	c.ok("job", "show", "envjob", "-o", "json")
 	r := c.ok("job", "run", "envjob", "--allow-command", "sh")
-	for _, want := range []string{"PGPASSWORD=[redacted]", "pgpassword=[redacted]", "psql-ok:"+e.appUser, "password: \"{{ env_var('PGPASSWORD') }}\""} {
+	for _, want := range []string{"PGPASSWORD=[redacted]", "pgpassword=[redacted]", "psql-ok:" + e.appUser, "password: \"{{ env_var('PGPASSWORD') }}\""} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("local run of envjob: output lacks %q:\n%s", want, r.stdout)
 		}
@@ -502,7 +502,7 @@ func (e *canaryEnv) remoteCLI(s *e2etest.Server) {
 	}
 	c.ok("job", "show", "renvjob", "-o", "json")
 	r := c.ok("job", "run", "renvjob", "--follow")
-	for _, want := range []string{"PGPASSWORD=[redacted]", "pgpassword=[redacted]", "psql-ok:"+e.appUser} {
+	for _, want := range []string{"PGPASSWORD=[redacted]", "pgpassword=[redacted]", "psql-ok:" + e.appUser} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("remote run of renvjob: output lacks %q:\n%s", want, r.stdout)
 		}
@@ -811,7 +811,7 @@ func (e *canaryEnv) serverRuns(s *e2etest.Server) {
 		t.Errorf("envjob run on the server: %+v", run)
 	}
 	l := logOf(envRun.ID)
-	for _, want := range []string{"PGPASSWORD=[redacted]", "pgpassword=[redacted]", "psql-ok:"+e.appUser, "env_var('PGPASSWORD')"} {
+	for _, want := range []string{"PGPASSWORD=[redacted]", "pgpassword=[redacted]", "psql-ok:" + e.appUser, "env_var('PGPASSWORD')"} {
 		if !strings.Contains(l, want) {
 			t.Errorf("envjob log on the server lacks %q:\n%s", want, l)
 		}
