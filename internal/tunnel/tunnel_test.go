@@ -242,7 +242,7 @@ func TestFirstUseRefused(t *testing.T) {
 
 func TestHostKeyMismatchAfterRotation(t *testing.T) {
 	t.Parallel()
-	b := setup(t, testenv.BastionOptions{})
+	b := setupOwn(t, testenv.BastionOptions{})
 	old := b.bastion.HostKey
 	dial(t, b.cfg) // the pinned key works before the rotation
 	b.bastion.RotateHostKey(t)
@@ -322,7 +322,7 @@ func TestForwardErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			b := testenv.StartBastion(t, tc.opts)
+			b := testenv.SharedBastion(t, tc.opts)
 			s := newSigner(t)
 			b.Authorize(t, tc.keyOpt+authorizedLine(s))
 			tun := dial(t, tunnel.Config{Addr: b.Addr(), User: b.User, Signer: s, HostKeys: []ssh.PublicKey{b.HostKey}})
@@ -360,7 +360,7 @@ func TestForwardErrors(t *testing.T) {
 // then frozen by freeze, and checks detection within interval×count.
 func freezeCase(t *testing.T, viaProxy bool) {
 	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
-	b := setup(t, testenv.BastionOptions{})
+	b := setupOwn(t, testenv.BastionOptions{})
 	cfg := b.cfg
 	var fp *testenv.FaultProxy
 	if viaProxy {
@@ -445,7 +445,7 @@ func TestDropWhenBastionFrozen(t *testing.T) {
 func TestDropWhenBastionKilled(t *testing.T) {
 	t.Parallel()
 	echo := startEcho(t)
-	b := setup(t, testenv.BastionOptions{})
+	b := setupOwn(t, testenv.BastionOptions{})
 	tun := dial(t, b.cfg) // default keepalive: 30s × 10; the drop must not wait for it
 	c, err := tun.DialContext(context.Background(), "tcp", echo)
 	if err != nil {
@@ -571,7 +571,7 @@ func TestDialRefused(t *testing.T) {
 func TestDialContextCancelledWhileOpening(t *testing.T) {
 	t.Parallel()
 	echo := startEcho(t)
-	b := setup(t, testenv.BastionOptions{})
+	b := setupOwn(t, testenv.BastionOptions{})
 	tun := dial(t, b.cfg)
 
 	// A frozen bastion never answers the channel open.
