@@ -115,7 +115,7 @@ func TestConnectionTestAndGrantsAPI(t *testing.T) {
 
 	t.Run("SavedThroughBastion", func(t *testing.T) {
 		t.Parallel()
-		b := testenv.StartBastion(t, testenv.BastionOptions{})
+		b := testenv.SharedBastion(t, testenv.BastionOptions{})
 		srv := apitest.Start(t, apitest.Options{})
 		c := srv.Client(t, srv.AdminToken)
 		spec := directSpec("tun", pg, "dbt", "dbt-pw")

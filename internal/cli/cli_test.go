@@ -136,7 +136,7 @@ func startEnv(t *testing.T) *env {
 		tls = testenv.StartPostgres(t, testenv.PostgresOptions{SSLOnly: true})
 	}()
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	e.bastion = testenv.StartBastion(t, testenv.BastionOptions{})
+	e.bastion = testenv.SharedBastion(t, testenv.BastionOptions{})
 	wg.Wait()
 	if t.Failed() {
 		t.FailNow()
