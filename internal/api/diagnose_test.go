@@ -109,6 +109,7 @@ func postStream(t *testing.T, url, token, body string) (*http.Response, time.Tim
 // through the API and the Go client, against a real PostgreSQL and a real
 // OpenSSH bastion.
 func TestConnectionTestAndGrantsAPI(t *testing.T) {
+	t.Parallel()
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
 	pg.CreateRole(t, "dbt", "dbt-pw")
 	pg.CreateDatabase(t, "analytics", "dbt")

@@ -157,6 +157,7 @@ func tunnelArgs(b *testenv.Bastion) []string {
 }
 
 func TestCLI(t *testing.T) {
+	t.Parallel()
 	e := startEnv(t)
 
 	t.Run("DirectQuery", func(t *testing.T) {

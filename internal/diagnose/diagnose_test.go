@@ -236,6 +236,7 @@ func otherCA(t *testing.T) string {
 }
 
 func TestDiagnose(t *testing.T) {
+	t.Parallel()
 	e := startEnv(t)
 
 	t.Run("DirectOK", func(t *testing.T) {

@@ -132,10 +132,10 @@ func TestConnDeadlines(t *testing.T) {
 		_, err := c.Read(buf)
 		readErr <- err
 	}()
-	// Let the Read start waiting (nothing outside shows it; a deadline
-	// set before it starts makes it time out too, so this cannot hide a
-	// failure, only make the check weaker).
-	time.Sleep(100 * time.Millisecond)
+	// Let the Read start waiting (a deadline set before it starts makes it
+	// time out too, so starting early cannot hide a failure, only make the
+	// check weaker).
+	waitBlocked(t, "tunnel.(*conn).Read(", "tunnel_test.TestConnDeadlines")
 	_ = c.SetDeadline(time.Now())
 	select {
 	case err := <-readErr:
@@ -741,5 +741,26 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if _, err := tunnel.Dial(context.Background(), tunnel.Config{}); err == nil {
 		t.Error("Dial accepted an empty config")
+	}
+}
+
+// waitBlocked waits until a goroutine started by creator (a function
+// name) is blocked in a call of fn (a function name and its parenthesis),
+// as the goroutine dump shows it.
+func waitBlocked(t *testing.T, fn, creator string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		n := runtime.Stack(buf, true)
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			head, _, _ := strings.Cut(g, "\n")
+			if strings.Contains(g, fn) && strings.Contains(g, "created by ") && strings.Contains(g, creator) &&
+				(strings.Contains(head, "[select") || strings.Contains(head, "[chan receive")) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no goroutine of %s blocked in %s within 5 s", creator, fn)
+		}
 	}
 }
