@@ -109,13 +109,14 @@ func postStream(t *testing.T, url, token, body string) (*http.Response, time.Tim
 // through the API and the Go client, against a real PostgreSQL and a real
 // OpenSSH bastion.
 func TestConnectionTestAndGrantsAPI(t *testing.T) {
+	t.Parallel()
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
 	pg.CreateRole(t, "dbt", "dbt-pw")
 	pg.CreateDatabase(t, "analytics", "dbt")
 
 	t.Run("SavedThroughBastion", func(t *testing.T) {
 		t.Parallel()
-		b := testenv.StartBastion(t, testenv.BastionOptions{})
+		b := testenv.SharedBastion(t, testenv.BastionOptions{})
 		srv := apitest.Start(t, apitest.Options{})
 		c := srv.Client(t, srv.AdminToken)
 		spec := directSpec("tun", pg, "dbt", "dbt-pw")

@@ -67,7 +67,7 @@ func TestConnectionHealth(t *testing.T) {
 	if err != nil || len(recs) != 1 || recs[0].Actor != audit.System("health-check") || recs[0].Outcome != audit.OK {
 		t.Fatalf("audit of the scheduled test: %+v %v", recs, err)
 	}
-	time.Sleep(time.Second) // several polls
+	time.Sleep(time.Second) // several polls (the scenario: time passes and no second test runs)
 	if recs, _ := srv.App.ListAudit(bg, audit.Filter{Action: "connection.health_check"}); len(recs) != 1 {
 		t.Fatalf("%d scheduled tests within the interval, want 1", len(recs))
 	}

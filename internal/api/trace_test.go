@@ -44,17 +44,17 @@ func TestTraces(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 
-	pgsrv := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pgsrv := testenv.SharedPostgres(t, testenv.PostgresOptions{})
 	password := "canary-pw-" + randomString(10)
-	pgsrv.CreateRole(t, "dbt", password)
-	pgsrv.CreateDatabase(t, "analytics", "dbt")
-	bastion := testenv.StartBastion(t, testenv.BastionOptions{})
+	d := pgsrv.NewDatabase(t)
+	d.SetPassword(t, password)
+	bastion := testenv.SharedBastion(t, testenv.BastionOptions{})
 	srv := apitest.Start(t, apitest.Options{Queue: true, AllowCommands: []string{"sh"}, TracerProvider: tp})
 	admin := srv.AdminToken
 
-	body := fmt.Sprintf(`{"name": "wh", "host": %q, "port": %d, "database": "analytics", "user": "dbt", "password": %q,
+	body := fmt.Sprintf(`{"name": "wh", "host": %q, "port": %d, "database": %q, "user": %q, "password": %q,
 		"sslmode": "disable", "ssh_tunnel": {"host": %q, "port": %d, "user": %q}}`,
-		pgsrv.Host, pgsrv.Port, password, bastion.Host, bastion.Port, bastion.User)
+		pgsrv.Host, pgsrv.Port, d.Name, d.User, password, bastion.Host, bastion.Port, bastion.User)
 	r := do(t, http.MethodPost, srv.URL+api.Prefix+"/connections", admin, "application/json", body)
 	if r.status != http.StatusCreated {
 		t.Fatalf("create: %d %s", r.status, r.body)

@@ -163,7 +163,7 @@ func TestTunnelDropFailsQuery(t *testing.T) {
 	t.Parallel()
 	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
 	db := pg.NewDatabase(t)
-	b := testenv.StartBastion(t, testenv.BastionOptions{})
+	b := testenv.SharedBastion(t, testenv.BastionOptions{})
 	fp := testenv.StartFaultProxy(t, b.Addr())
 
 	f := newService(t)

@@ -16,28 +16,35 @@ import (
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
-func startPostgresAndBastion(t *testing.T) (*testenv.Postgres, *testenv.Bastion) {
-	t.Helper()
-	var b *testenv.Bastion
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		b = testenv.StartBastion(t, testenv.BastionOptions{})
-	}()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
-	pg.CreateRole(t, "dbt", "dbt-pw")
-	pg.CreateDatabase(t, "analytics", "dbt")
-	return pg, b
+// testDB is the shared cluster with the test's own database on it.
+type testDB struct {
+	*testenv.Postgres
+	DB *testenv.Database
 }
 
-func tunnelled(name string, pg *testenv.Postgres, b *testenv.Bastion) connection.Spec {
-	return connection.Spec{Name: name, Host: pg.Host, Port: pg.Port, Database: "analytics", User: "dbt",
-		Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable,
+// startPostgresAndBastion returns the shared cluster with a database of
+// the test's own, and the shared bastion.
+func startPostgresAndBastion(t *testing.T) (testDB, *testenv.Bastion) {
+	t.Helper()
+	return startPostgresWith(t, testenv.SharedBastion(t, testenv.BastionOptions{}))
+}
+
+// startPostgresAndOwnBastion is startPostgresAndBastion with a bastion of
+// the test's own, for tests that change it.
+func startPostgresAndOwnBastion(t *testing.T) (testDB, *testenv.Bastion) {
+	t.Helper()
+	return startPostgresWith(t, testenv.StartBastion(t, testenv.BastionOptions{}))
+}
+
+func startPostgresWith(t *testing.T, b *testenv.Bastion) (testDB, *testenv.Bastion) {
+	t.Helper()
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	return testDB{Postgres: pg, DB: pg.NewDatabase(t)}, b
+}
+
+func tunnelled(name string, pg testDB, b *testenv.Bastion) connection.Spec {
+	return connection.Spec{Name: name, Host: pg.Host, Port: pg.Port, Database: pg.DB.Name, User: pg.DB.User,
+		Password: secret.New(pg.DB.Password), SSLMode: connection.SSLDisable,
 		Tunnel: &connection.Tunnel{Host: b.Host, Port: b.Port, User: b.User}}
 }
 
@@ -45,7 +52,7 @@ func tunnelled(name string, pg *testenv.Postgres, b *testenv.Bastion) connection
 // records a changed key for approval, and passes again once it is trusted.
 func TestConnectionTestHostKeys(t *testing.T) {
 	t.Parallel()
-	pg, b := startPostgresAndBastion(t)
+	pg, b := startPostgresAndOwnBastion(t) // its host key is rotated
 	f := newService(t)
 	ctx := context.Background()
 	v, err := f.svc.CreateConnection(ctx, tunnelled("wh", pg, b))
@@ -85,7 +92,7 @@ func TestConnectionTestHostKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !rep.OK || len(steps) != 9 || rep.Server.CurrentUser != "dbt" {
+	if !rep.OK || len(steps) != 9 || rep.Server.CurrentUser != pg.DB.User {
 		t.Fatalf("first test: ok=%v steps=%v failed=%+v", rep.OK, steps, rep.Failed())
 	}
 	first := sshkey.Fingerprint(b.HostKey)
@@ -164,7 +171,7 @@ func TestDraft(t *testing.T) {
 	if !rep.OK || rep.Server.Database != "postgres" {
 		t.Fatalf("draft based on saved: %+v", rep.Failed())
 	}
-	if v, _ := f.svc.GetConnection(ctx, "saved"); v.SSHTunnel.HostKeyFingerprint != "" || v.Database != "analytics" {
+	if v, _ := f.svc.GetConnection(ctx, "saved"); v.SSHTunnel.HostKeyFingerprint != "" || v.Database != pg.DB.Name {
 		t.Fatalf("testing a draft changed the saved connection: %+v", v)
 	}
 
@@ -183,14 +190,16 @@ func TestDraft(t *testing.T) {
 // gets the GRANT that lets it in; once run, the full audit follows.
 func TestGrants(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
-	pg.CreateDatabase(t, "locked", "postgres")
-	pg.Exec(t, "REVOKE CONNECT ON DATABASE locked FROM PUBLIC")
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	d := pg.NewDatabase(t) // its role; the database it lacks CONNECT on:
+	locked := d.Name + "_locked"
+	pg.CreateDatabase(t, locked, pg.SuperUser)
+	t.Cleanup(func() { pg.Exec(t, "DROP DATABASE "+locked+" WITH (FORCE)") }) // before d's role
+	pg.Exec(t, "REVOKE CONNECT ON DATABASE "+locked+" FROM PUBLIC")
 	f := newService(t)
 	ctx := context.Background()
-	s := connection.Spec{Name: "wh", Host: pg.Host, Port: pg.Port, Database: "locked", User: "dbt",
-		Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable, Schema: "analytics"}
+	s := connection.Spec{Name: "wh", Host: pg.Host, Port: pg.Port, Database: locked, User: d.User,
+		Password: secret.New(d.Password), SSLMode: connection.SSLDisable, Schema: "analytics"}
 	if _, err := f.svc.CreateConnection(ctx, s); err != nil {
 		t.Fatal(err)
 	}
@@ -198,16 +207,16 @@ func TestGrants(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.OK() || res.Incomplete == "" || !strings.Contains(res.SQL(), `GRANT CONNECT ON DATABASE "locked" TO "dbt";`) {
+	if res.OK() || res.Incomplete == "" || !strings.Contains(res.SQL(), `GRANT CONNECT ON DATABASE "`+locked+`" TO "`+d.User+`";`) {
 		t.Fatalf("without CONNECT: %+v", res)
 	}
-	pg.Exec(t, `GRANT CONNECT ON DATABASE locked TO dbt`)
+	pg.Exec(t, "GRANT CONNECT ON DATABASE "+locked+" TO "+d.User)
 	res, err = f.svc.Grants(ctx, "wh", grants.Request{SourceSchemas: []string{"public"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Request.TargetSchema != "analytics" || res.Incomplete != "" ||
-		!strings.Contains(res.SQL(), `GRANT CREATE ON DATABASE "locked" TO "dbt";`) {
+		!strings.Contains(res.SQL(), `GRANT CREATE ON DATABASE "`+locked+`" TO "`+d.User+`";`) {
 		t.Fatalf("with CONNECT: %+v\n%s", res, res.SQL())
 	}
 	if _, err := f.svc.Grants(ctx, "wh", grants.Request{TargetSchema: "a", Role: "nobody"}); !errors.Is(err, app.ErrInvalid) {

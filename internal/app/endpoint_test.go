@@ -121,8 +121,8 @@ func TestOneBastionPasswordStillOpens(t *testing.T) {
 	}
 	kr, _ := secret.NewKeyring(make([]byte, 32))
 	ad := "pgrelay/connection/" + rec.ID + "/password\x00endpoint=" +
-		fmt.Sprintf(`db=%q:%d:%q;hop=%q:%d:%q`, pg.Host, pg.Port, "dbt", b.Host, b.Port, b.User)
-	sealed, err := kr.Seal([]byte("dbt-pw"), []byte(ad))
+		fmt.Sprintf(`db=%q:%d:%q;hop=%q:%d:%q`, pg.Host, pg.Port, pg.DB.User, b.Host, b.Port, b.User)
+	sealed, err := kr.Seal([]byte(pg.DB.Password), []byte(ad))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestOneBastionPasswordStillOpens(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sess.Close()
-	if sess.Spec().Password.Reveal() != "dbt-pw" {
+	if sess.Spec().Password.Reveal() != pg.DB.Password {
 		t.Fatal("the password sealed for one bastion did not open")
 	}
 	if rec2, _ := f.store.GetConnection(ctx, "old"); string(rec2.SealedPassword) != string(sealed) {

@@ -58,7 +58,7 @@ func selectOne(ctx context.Context, svc *app.Service, name string) error {
 // bastion until an admin approves it.
 func TestApproveHostKeyPolicy(t *testing.T) {
 	t.Parallel()
-	pg, b := startPostgresAndBastion(t)
+	pg, b := startPostgresAndOwnBastion(t) // its log must show no login
 	f := newServiceWith(t, func(c *app.Config) { c.HostKeyPolicy = app.HostKeyApprove })
 	ctx := context.Background()
 	v, err := f.svc.CreateConnection(ctx, tunnelled("wh", pg, b))

@@ -21,7 +21,7 @@ func TestTunnelMetricsCopy(t *testing.T) {
 	t.Parallel()
 	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
 	db := pg.NewDatabase(t)
-	b := testenv.StartBastion(t, testenv.BastionOptions{})
+	b := testenv.SharedBastion(t, testenv.BastionOptions{})
 	f := newService(t)
 	ctx := context.Background()
 	v, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "copy", Host: pg.Host, Port: pg.Port, Database: db.Name,

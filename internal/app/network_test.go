@@ -42,8 +42,8 @@ func TestNetworkPolicy(t *testing.T) {
 	// loopback on Linux).
 	alias := testenv.TCPRelay(t, "127.0.0.2", net.JoinHostPort(pg.Host, strconv.Itoa(pg.Port)))
 	direct := func(name, host string, port int) connection.Spec {
-		return connection.Spec{Name: name, Host: host, Port: port, Database: "analytics", User: "dbt",
-			Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable}
+		return connection.Spec{Name: name, Host: host, Port: port, Database: pg.DB.Name, User: pg.DB.User,
+			Password: secret.New(pg.DB.Password), SSLMode: connection.SSLDisable}
 	}
 
 	open := newService(t)

@@ -28,11 +28,10 @@ import (
 // runs work.
 func TestTransactionPooler(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
-	pg.CreateDatabase(t, "analytics", "dbt")
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	d := pg.NewDatabase(t)
 	bouncer := testenv.StartPgBouncer(t, pg, testenv.PgBouncerOptions{PoolMode: "transaction", PoolSize: 1,
-		Users: map[string]string{"dbt": "dbt-pw"}})
+		Users: map[string]string{d.User: d.Password}})
 	f := newService(t)
 	ctx := context.Background()
 	for _, p := range []connection.Pooler{"", connection.PoolerTransaction} {
@@ -40,19 +39,19 @@ func TestTransactionPooler(t *testing.T) {
 		if p == "" {
 			name = "pooled-none"
 		}
-		s := connection.Spec{Name: name, Host: bouncer.Host, Port: bouncer.Port, Database: "analytics", User: "dbt",
-			Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable, Pooler: p}
+		s := connection.Spec{Name: name, Host: bouncer.Host, Port: bouncer.Port, Database: d.Name, User: d.User,
+			Password: secret.New(d.Password), SSLMode: connection.SSLDisable, Pooler: p}
 		if _, err := f.svc.CreateConnection(ctx, s); err != nil {
 			t.Fatal(err)
 		}
 	}
-	super, err := pgx.Connect(ctx, pg.ConnString(pg.SuperUser, pg.SuperPassword, "analytics"))
+	super, err := pgx.Connect(ctx, pg.ConnString(pg.SuperUser, pg.SuperPassword, d.Name))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer super.Close(ctx)
 	for _, s := range []string{"a", "b", "c", "d"} {
-		if _, err := super.Exec(ctx, "CREATE SCHEMA "+s+" AUTHORIZATION dbt"); err != nil {
+		if _, err := super.Exec(ctx, "CREATE SCHEMA "+s+" AUTHORIZATION "+d.User); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -114,7 +113,23 @@ func TestTransactionPooler(t *testing.T) {
 				res[i] = rn.Run(ctx, job, jobs.Hooks{Log: func(l jobs.LogLine) { log.WriteString(l.Text + "\n") }})
 				logs[i] = log.String()
 			}()
-			time.Sleep(300 * time.Millisecond)
+			if i == 0 {
+				// The second run starts once the first holds the server
+				// connection: its pg_sleep runs.
+				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+					var n int
+					if err := super.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+						AND state = 'active' AND query LIKE '%pg_sleep(1)%' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+						t.Fatal(err)
+					}
+					if n > 0 {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatal("the first run's statement did not start within 10 s")
+					}
+				}
+			}
 		}
 		wg.Wait()
 		t.Logf("%s: %s %q / %s %q", conn, res[0].Status, res[0].Reason, res[1].Status, res[1].Reason)

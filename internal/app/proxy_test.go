@@ -32,7 +32,7 @@ func TestProxyEndsStatementsOfLostClients(t *testing.T) {
 	const gone = 10 * time.Second
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{TLS: true})
 	pg.CreateRole(t, "dbt", "dbt-pw")
-	b := testenv.StartBastion(t, testenv.BastionOptions{})
+	b := testenv.SharedBastion(t, testenv.BastionOptions{})
 	f := newService(t)
 	ctx := context.Background()
 	v, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "wh", Host: "localhost", Port: pg.Port, Database: "postgres",

@@ -427,7 +427,7 @@ func TestProxyWithTokens(t *testing.T) {
 	}
 	t.Parallel()
 	e := startTokenEnv(t)
-	b := testenv.StartBastion(t, testenv.BastionOptions{})
+	b := testenv.SharedBastion(t, testenv.BastionOptions{})
 	f := e.service(t, credential.CacheConfig{})
 	ctx := context.Background()
 	s := e.lakebase("lbp", e.db.ClientSecret)

@@ -27,22 +27,22 @@ import (
 func TestSecretsOperations(t *testing.T) {
 	t.Parallel()
 	ev, cn := &evidence{}, &canaries{}
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	bastion := testenv.StartBastion(t, testenv.BastionOptions{})
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	bastion := testenv.SharedBastion(t, testenv.BastionOptions{})
 	pw := newPassword("ops")
 	cn.addText("password", pw)
-	pg.CreateRole(t, "canary_ops", pw)
-	pg.CreateDatabase(t, "opsdb", "canary_ops")
+	ops := pg.NewDatabase(t)
+	ops.SetPassword(t, pw)
 	storePW := newPassword("store")
 	cn.addText("store password", storePW)
-	pg.CreateRole(t, "canary_store", storePW)
-	pg.CreateDatabase(t, "opsstore", "canary_store")
-	storeURL := pg.ConnString("canary_store", storePW, "opsstore")
+	opsStore := pg.NewDatabase(t)
+	opsStore.SetPassword(t, storePW)
+	storeURL := opsStore.ConnString()
 
 	dataDir, tmpDir := t.TempDir(), t.TempDir()
 	env := e2etest.ProcessEnv("PGRELAY_DATA_DIR="+dataDir, "TMPDIR="+tmpDir)
 	c := &pgrelayCLI{t: t, ev: ev, mode: "operations", env: env}
-	base := []string{"--host", pg.Host, "--port", strconv.Itoa(pg.Port), "--database", "opsdb", "--user", "canary_ops",
+	base := []string{"--host", pg.Host, "--port", strconv.Itoa(pg.Port), "--database", ops.Name, "--user", ops.User,
 		"--password-env", "DB_PASSWORD"}
 	c.okWith(withPW(pw), append([]string{"connection", "create", "direct"}, base...)...)
 	c.okWith(withPW(pw), append([]string{"connection", "create", "tun", "--ssh-host", bastion.Host,

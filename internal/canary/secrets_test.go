@@ -38,9 +38,12 @@ type canaryEnv struct {
 
 	pg      *testenv.Postgres
 	bastion *testenv.Bastion
-	// pw1 is the password of role canary_app; pw2 that of canary_upd,
-	// set on connection "upd" by update.
+	// pw1 is the password of role appUser, owner of database db; pw2 that
+	// of updUser, set on connection "upd" by update.
 	pw1, pw2 string
+	// db, appUser and updUser are names of the test's own on the shared
+	// cluster pg.
+	db, appUser, updUser string
 
 	dataDir string
 	// tmpDir is TMPDIR of every pgrelay process: runs make their
@@ -72,15 +75,17 @@ func TestSecretsCanary(t *testing.T) {
 	e.cn.addText("password 2", e.pw2)
 
 	var wg sync.WaitGroup
-	wg.Go(func() { e.bastion = testenv.StartBastion(t, testenv.BastionOptions{}) })
-	e.pg = testenv.StartPostgres(t, testenv.PostgresOptions{})
+	wg.Go(func() { e.bastion = testenv.SharedBastion(t, testenv.BastionOptions{}) })
+	e.pg = testenv.SharedPostgres(t, testenv.PostgresOptions{})
 	wg.Wait()
 	if t.Failed() {
 		t.FailNow()
 	}
-	e.pg.CreateRole(t, "canary_app", e.pw1)
-	e.pg.CreateDatabase(t, "canarydb", "canary_app")
-	e.pg.CreateRole(t, "canary_upd", e.pw2)
+	app := e.pg.NewDatabase(t)
+	app.SetPassword(t, e.pw1)
+	upd := e.pg.NewDatabase(t) // its role connects to app's database
+	upd.SetPassword(t, e.pw2)
+	e.db, e.appUser, e.updUser = app.Name, app.User, upd.User
 	e.dataDir, e.tmpDir, e.copies, e.gateDir = t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()
 	e.common = e2etest.ProcessEnv("PGRELAY_DATA_DIR="+e.dataDir, "TMPDIR="+e.tmpDir)
 	t.Logf("servers ready in %v", time.Since(start).Round(time.Millisecond))
@@ -143,7 +148,7 @@ func withPW(pw string) cmdOpts { return cmdOpts{env: []string{"DB_PASSWORD=" + p
 // database as user.
 func (e *canaryEnv) connArgs(name, user string, tunnel bool) []string {
 	args := []string{"connection", "create", name, "--host", e.pg.Host, "--port", strconv.Itoa(e.pg.Port),
-		"--database", "canarydb", "--user", user, "--password-env", "DB_PASSWORD"}
+		"--database", e.db, "--user", user, "--password-env", "DB_PASSWORD"}
 	if tunnel {
 		args = append(args, "--ssh-host", e.bastion.Host, "--ssh-port", strconv.Itoa(e.bastion.Port),
 			"--ssh-user", e.bastion.User)
@@ -216,16 +221,16 @@ func (e *canaryEnv) localCLI() {
 	// Connections: direct, tunnelled, a wrong password (fixed later by
 	// update), from stdin, to a closed port; and refused inputs.
 	pw1 := withPW(e.pw1)
-	c.okWith(pw1, e.connArgs("direct", "canary_app", false)...)
-	c.okWith(pw1, e.connArgs("tun", "canary_app", true)...)
-	c.okWith(pw1, e.connArgs("upd", "canary_upd", false)...)
+	c.okWith(pw1, e.connArgs("direct", e.appUser, false)...)
+	c.okWith(pw1, e.connArgs("tun", e.appUser, true)...)
+	c.okWith(pw1, e.connArgs("upd", e.updUser, false)...)
 	c.okWith(cmdOpts{stdin: e.pw1 + "\n"}, "connection", "create", "stdin-conn", "--host", e.pg.Host,
-		"--port", strconv.Itoa(e.pg.Port), "--database", "canarydb", "--user", "canary_app", "--password-stdin")
+		"--port", strconv.Itoa(e.pg.Port), "--database", e.db, "--user", e.appUser, "--password-stdin")
 	closed := strconv.Itoa(testenv.FreePort(t))
-	c.okWith(pw1, "connection", "create", "closed", "--host", "127.0.0.1", "--port", closed, "--database", "canarydb",
-		"--user", "canary_app", "--password-env", "DB_PASSWORD", "--ssh-host", "127.0.0.1", "--ssh-port", closed, "--ssh-user", "nobody")
-	c.failWith(pw1, 2, "connection", "create", "Bad Name", "--host", e.pg.Host, "--port", "70000", "--database", "canarydb",
-		"--user", "canary_app", "--password-env", "DB_PASSWORD", "--ssh-host", "[::1]")
+	c.okWith(pw1, "connection", "create", "closed", "--host", "127.0.0.1", "--port", closed, "--database", e.db,
+		"--user", e.appUser, "--password-env", "DB_PASSWORD", "--ssh-host", "127.0.0.1", "--ssh-port", closed, "--ssh-user", "nobody")
+	c.failWith(pw1, 2, "connection", "create", "Bad Name", "--host", e.pg.Host, "--port", "70000", "--database", e.db,
+		"--user", e.appUser, "--password-env", "DB_PASSWORD", "--ssh-host", "[::1]")
 	c.fail(2, "connection", "create", "flagpw", "--host", "h", "--database", "d", "--user", "u", "--password", e.pw1)
 	c.failWith(pw1, 2, "connection", "create", "direct", "--host", "h", "--database", "d", "--user", "u", "--password-env", "DB_PASSWORD")
 	if n := e.keys.collect(t, e.cn); n != 2 {
@@ -247,12 +252,12 @@ func (e *canaryEnv) localCLI() {
 	if !e.keys.collectCA(t, e.cn) {
 		t.Fatal("no SSH CA key in the store after ssh-ca init")
 	}
-	c.okWith(pw1, append(e.connArgs("certconn", "canary_app", true), "--ssh-auth", "certificate")...)
+	c.okWith(pw1, append(e.connArgs("certconn", e.appUser, true), "--ssh-auth", "certificate")...)
 	if r := c.fail(1, "query", "certconn", "select 1"); !strings.Contains(r.stderr, "refused pgrelay's certificate") {
 		t.Fatalf("query with a certificate the bastion does not trust: %s", r)
 	}
 	c.ok("connection", "bastion-setup", "certconn")
-	if r := c.ok("query", "direct", "select current_user", "-o", "csv"); !strings.Contains(r.stdout, "canary_app") {
+	if r := c.ok("query", "direct", "select current_user", "-o", "csv"); !strings.Contains(r.stdout, e.appUser) {
 		t.Fatalf("query direct: %s", r)
 	}
 	c.ok("query", "tun", "select current_user, inet_server_port()", "-o", "json") // pins the host key
@@ -272,7 +277,7 @@ func (e *canaryEnv) localCLI() {
 	c.ok("connection", "test", "direct")
 	c.ok("connection", "test", "tun", "-o", "json")
 	c.okWith(withPW(e.pw2), "connection", "update", "upd", "--password-env", "DB_PASSWORD")
-	if r := c.ok("query", "upd", "select current_user", "-o", "csv"); !strings.Contains(r.stdout, "canary_upd") {
+	if r := c.ok("query", "upd", "select current_user", "-o", "csv"); !strings.Contains(r.stdout, e.updUser) {
 		t.Fatalf("query upd after update: %s", r)
 	}
 	c.failWith(withPW(e.pw2), 2, "connection", "update", "upd", "--port", "70000", "--password-env", "DB_PASSWORD")
@@ -290,7 +295,7 @@ func (e *canaryEnv) localCLI() {
 	c.run(cmdOpts{}, "grants", "upd", "--target-schema", "nope", "--source-schema", "public")
 
 	e.proxy(c)
-	if r := c.ok("exec", "tun", "--", "psql", "-tAc", "select 'exec-ok:' || current_user"); !strings.Contains(r.stdout, "exec-ok:canary_app") {
+	if r := c.ok("exec", "tun", "--", "psql", "-tAc", "select 'exec-ok:' || current_user"); !strings.Contains(r.stdout, "exec-ok:"+e.appUser) {
 		t.Fatalf("exec psql: %s", r)
 	}
 	c.ok("exec", "direct", "--", "sh", "-c", `cp -r "$DBT_PROFILES_DIR" "`+e.copies+`/exec-$$" && echo copied`)
@@ -298,7 +303,7 @@ func (e *canaryEnv) localCLI() {
 
 	// A key rotated and a connection deleted: their keys were collected
 	// before.
-	c.okWith(pw1, e.connArgs("rot", "canary_app", true)...)
+	c.okWith(pw1, e.connArgs("rot", e.appUser, true)...)
 	e.keys.collect(t, e.cn)
 	c.ok("connection", "rotate-key", "rot")
 	c.ok("connection", "rotate-key", "rot", "-o", "json")
@@ -342,7 +347,7 @@ func (e *canaryEnv) localCLI() {
 	c.ok("job", "show", "envjob")
 	c.ok("job", "show", "envjob", "-o", "json")
 	r := c.ok("job", "run", "envjob", "--allow-command", "sh")
-	for _, want := range []string{"PGPASSWORD=[redacted]", "pgpassword=[redacted]", "psql-ok:canary_app", "password: \"{{ env_var('PGPASSWORD') }}\""} {
+	for _, want := range []string{"PGPASSWORD=[redacted]", "pgpassword=[redacted]", "psql-ok:" + e.appUser, "password: \"{{ env_var('PGPASSWORD') }}\""} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("local run of envjob: output lacks %q:\n%s", want, r.stdout)
 		}
@@ -419,7 +424,7 @@ func (e *canaryEnv) proxy(c *pgrelayCLI) {
 		e.ev.add("cli local `pgrelay proxy tun` stdout", stdout.Bytes())
 		e.ev.add("cli local `pgrelay proxy tun` stderr", stderr.Bytes())
 	}()
-	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=127.0.0.1 port=%d dbname=canarydb user=canary_app sslmode=disable connect_timeout=5", port))
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=127.0.0.1 port=%d dbname=%s user=%s sslmode=disable connect_timeout=5", port, e.db, e.appUser))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,7 +443,7 @@ func (e *canaryEnv) proxy(c *pgrelayCLI) {
 		t.Fatalf("connect through pgrelay proxy: %v\n%s", err, stderr.Bytes())
 	}
 	var user string
-	if err := conn.QueryRow(context.Background(), "select current_user").Scan(&user); err != nil || user != "canary_app" {
+	if err := conn.QueryRow(context.Background(), "select current_user").Scan(&user); err != nil || user != e.appUser {
 		t.Fatalf("query through proxy: %q, %v", user, err)
 	}
 	_ = conn.Close(context.Background())
@@ -460,13 +465,13 @@ func (e *canaryEnv) remoteCLI(s *e2etest.Server) {
 	env := append(append([]string(nil), e.common...), "PGRELAY_SERVER="+s.URL)
 	c := &pgrelayCLI{t: t, ev: e.ev, mode: "remote", env: append(append([]string(nil), env...), "PGRELAY_TOKEN="+e.tokens["admin"])}
 	pw1 := withPW(e.pw1)
-	c.okWith(pw1, e.connArgs("rdirect", "canary_app", false)...)
-	c.okWith(pw1, e.connArgs("rtun", "canary_app", true)...)
-	c.okWith(pw1, e.connArgs("rupd", "canary_upd", false)...)
+	c.okWith(pw1, e.connArgs("rdirect", e.appUser, false)...)
+	c.okWith(pw1, e.connArgs("rtun", e.appUser, true)...)
+	c.okWith(pw1, e.connArgs("rupd", e.updUser, false)...)
 	c.okWith(cmdOpts{stdin: e.pw1 + "\n"}, "connection", "create", "rstdin", "--host", e.pg.Host,
-		"--port", strconv.Itoa(e.pg.Port), "--database", "canarydb", "--user", "canary_app", "--password-stdin")
-	c.failWith(pw1, 2, "connection", "create", "Bad Name", "--host", e.pg.Host, "--port", "70000", "--database", "canarydb",
-		"--user", "canary_app", "--password-env", "DB_PASSWORD", "--ssh-host", "[::1]")
+		"--port", strconv.Itoa(e.pg.Port), "--database", e.db, "--user", e.appUser, "--password-stdin")
+	c.failWith(pw1, 2, "connection", "create", "Bad Name", "--host", e.pg.Host, "--port", "70000", "--database", e.db,
+		"--user", e.appUser, "--password-env", "DB_PASSWORD", "--ssh-host", "[::1]")
 	c.fail(2, "connection", "create", "flagpw", "--host", "h", "--database", "d", "--user", "u", "--password", e.pw1)
 	c.failWith(pw1, 2, "connection", "create", "rdirect", "--host", "h", "--database", "d", "--user", "u", "--password-env", "DB_PASSWORD")
 	e.keys.collect(t, e.cn)
@@ -474,7 +479,7 @@ func (e *canaryEnv) remoteCLI(s *e2etest.Server) {
 	e.bastion.Authorize(t, strings.TrimSpace(c.ok("connection", "public-key", "rtun", "--restricted").stdout))
 	c.ok("connection", "public-key", "rtun")
 	c.ok("connection", "bastion-setup", "rtun")
-	if r := c.ok("query", "rdirect", "select current_user", "-o", "csv"); !strings.Contains(r.stdout, "canary_app") {
+	if r := c.ok("query", "rdirect", "select current_user", "-o", "csv"); !strings.Contains(r.stdout, e.appUser) {
 		t.Fatalf("remote query: %s", r)
 	}
 	c.ok("query", "rtun", "select current_user", "-o", "json")
@@ -499,7 +504,7 @@ func (e *canaryEnv) remoteCLI(s *e2etest.Server) {
 	} {
 		c.ok(args...)
 	}
-	c.okWith(pw1, e.connArgs("rrot", "canary_app", true)...)
+	c.okWith(pw1, e.connArgs("rrot", e.appUser, true)...)
 	e.keys.collect(t, e.cn)
 	c.ok("connection", "rotate-key", "rrot")
 	e.keys.collect(t, e.cn)
@@ -520,7 +525,7 @@ func (e *canaryEnv) remoteCLI(s *e2etest.Server) {
 	}
 	c.ok("job", "show", "renvjob", "-o", "json")
 	r := c.ok("job", "run", "renvjob", "--follow")
-	for _, want := range []string{"PGPASSWORD=[redacted]", "pgpassword=[redacted]", "psql-ok:canary_app"} {
+	for _, want := range []string{"PGPASSWORD=[redacted]", "pgpassword=[redacted]", "psql-ok:" + e.appUser} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("remote run of renvjob: output lacks %q:\n%s", want, r.stdout)
 		}
@@ -558,13 +563,13 @@ func (e *canaryEnv) remoteCLI(s *e2etest.Server) {
 	// Refused callers: a viewer changing things, a revoked token, a
 	// password given as the token, no token.
 	viewer := &pgrelayCLI{t: t, ev: e.ev, mode: "remote as viewer", env: append(append([]string(nil), env...), "PGRELAY_TOKEN="+e.tokens["viewer"])}
-	viewer.failWith(pw1, 4, e.connArgs("vconn", "canary_app", false)...)
+	viewer.failWith(pw1, 4, e.connArgs("vconn", e.appUser, false)...)
 	viewer.fail(4, "query", "rdirect", "select 1")
 	viewer.fail(4, "token", "list")
 	viewer.ok("connection", "show", "rtun")
 	revoked := &pgrelayCLI{t: t, ev: e.ev, mode: "remote with a revoked token", env: append(append([]string(nil), env...), "PGRELAY_TOKEN="+e.tokens["revoke-me"])}
 	revoked.fail(4, "connection", "list")
-	revoked.failWith(pw1, 4, e.connArgs("rv", "canary_app", false)...)
+	revoked.failWith(pw1, 4, e.connArgs("rv", e.appUser, false)...)
 	wrong := &pgrelayCLI{t: t, ev: e.ev, mode: "remote with the password as token", env: append(append([]string(nil), env...), "PGRELAY_TOKEN="+e.pw1)}
 	wrong.run(cmdOpts{}, "connection", "list")
 	flag := &pgrelayCLI{t: t, ev: e.ev, mode: "remote with --token", env: env}
@@ -587,7 +592,7 @@ func (e *canaryEnv) webUI(s *e2etest.Server) {
 
 	// Forms with errors: the password typed must not come back.
 	conn := url.Values{"name": {"web-bad"}, "flavor": {"postgres"}, "host": {e.pg.Host}, "port": {"not-a-port"},
-		"database": {"canarydb"}, "user": {"canary_app"}, "password": {e.pw1}, "sslmode": {"prefer"}, "threads": {"4"},
+		"database": {e.db}, "user": {e.appUser}, "password": {e.pw1}, "sslmode": {"prefer"}, "threads": {"4"},
 		"ssh_tunnel.enabled": {"on"}, "ssh_tunnel.host": {e.bastion.Host}, "ssh_tunnel.port": {strconv.Itoa(e.bastion.Port)},
 		"ssh_tunnel.user": {e.bastion.User}, "ssh_tunnel.key_type": {"ed25519"}, "ssh_tunnel.keepalive_interval": {"15s"},
 		"ssh_tunnel.keepalive_count_max": {"3"}}
@@ -829,7 +834,7 @@ func (e *canaryEnv) serverRuns(s *e2etest.Server) {
 		t.Errorf("envjob run on the server: %+v", run)
 	}
 	l := logOf(envRun.ID)
-	for _, want := range []string{"PGPASSWORD=[redacted]", "pgpassword=[redacted]", "psql-ok:canary_app", "env_var('PGPASSWORD')"} {
+	for _, want := range []string{"PGPASSWORD=[redacted]", "pgpassword=[redacted]", "psql-ok:" + e.appUser, "env_var('PGPASSWORD')"} {
 		if !strings.Contains(l, want) {
 			t.Errorf("envjob log on the server lacks %q:\n%s", want, l)
 		}
@@ -925,7 +930,7 @@ func (e *canaryEnv) apiWalk(s *e2etest.Server) {
 	seq := 0
 	next := func() int { seq++; return seq }
 	spec := func(name string, tunnel bool) connection.Spec {
-		sp := connection.Spec{Name: name, Host: e.pg.Host, Port: e.pg.Port, Database: "canarydb", User: "canary_app",
+		sp := connection.Spec{Name: name, Host: e.pg.Host, Port: e.pg.Port, Database: e.db, User: e.appUser,
 			Password: secret.New(e.pw1)}
 		if tunnel {
 			sp.Tunnel = &connection.Tunnel{Host: e.bastion.Host, Port: e.bastion.Port, User: e.bastion.User}
@@ -1000,11 +1005,11 @@ func (e *canaryEnv) apiWalk(s *e2etest.Server) {
 	tunnelJSON := fmt.Sprintf(`"ssh_tunnel": {"host": %q, "port": %d, "user": %q}`, e.bastion.Host, e.bastion.Port, e.bastion.User)
 	samples := map[string]func() string{
 		"POST /api/v1/connections": func() string {
-			return fmt.Sprintf(`{"name": "api-%d", "host": %q, "port": %d, "database": "canarydb", "user": "canary_app", "password": %q, %s}`,
-				next(), e.pg.Host, e.pg.Port, e.pw1, tunnelJSON)
+			return fmt.Sprintf(`{"name": "api-%d", "host": %q, "port": %d, "database": %q, "user": %q, "password": %q, %s}`,
+				next(), e.pg.Host, e.pg.Port, e.db, e.appUser, e.pw1, tunnelJSON)
 		},
 		"PUT /api/v1/connections/{name}": func() string {
-			return fmt.Sprintf(`{"host": %q, "port": %d, "database": "canarydb", "user": "canary_upd", "password": %q}`, e.pg.Host, e.pg.Port, e.pw2)
+			return fmt.Sprintf(`{"host": %q, "port": %d, "database": %q, "user": %q, "password": %q}`, e.pg.Host, e.pg.Port, e.db, e.updUser, e.pw2)
 		},
 		"POST /api/v1/connections/{name}/rotate-key":          func() string { return "" },
 		"POST /api/v1/connections/{name}/trust-host-key":      func() string { return `{"fingerprint": "SHA256:AAAA"}` },
@@ -1025,8 +1030,8 @@ func (e *canaryEnv) apiWalk(s *e2etest.Server) {
 		"POST /api/v1/connections/{name}/test":   func() string { return "" },
 		"POST /api/v1/connections/{name}/grants": func() string { return `{"target_schema": "public", "source_schemas": ["public"]}` },
 		"POST /api/v1/connections/test": func() string {
-			return fmt.Sprintf(`{"name": "draft", "host": %q, "port": %d, "database": "canarydb", "user": "canary_app", "password": %q, "based_on": "tun", %s}`,
-				e.pg.Host, e.pg.Port, e.pw1, tunnelJSON)
+			return fmt.Sprintf(`{"name": "draft", "host": %q, "port": %d, "database": %q, "user": %q, "password": %q, "based_on": "tun", %s}`,
+				e.pg.Host, e.pg.Port, e.db, e.appUser, e.pw1, tunnelJSON)
 		},
 	}
 	body := func(rt api.Route) string {
@@ -1130,8 +1135,8 @@ func (e *canaryEnv) apiWalk(s *e2etest.Server) {
 	adminReq(http.MethodPost, api.Prefix+"/connections", fmt.Sprintf(`{"name": "Bad Name", "host": "", "port": 70000, "password": %q, %s}`, e.pw1,
 		`"ssh_tunnel": {"host": "[::1]", "keepalive_interval": "soon"}`), "validation errors")
 	adminReq(http.MethodPost, api.Prefix+"/connections", fmt.Sprintf(`{"name": "direct", "host": "h", "database": "d", "user": "u", "password": %q}`, e.pw1), "taken name")
-	if r := adminReq(http.MethodPost, api.Prefix+"/connections", fmt.Sprintf(`{"name": "api-badpw", "host": %q, "port": %d, "database": "canarydb", "user": "canary_app", "password": %q}`,
-		e.pg.Host, e.pg.Port, e.pw2), "a connection with a wrong password"); r.status != http.StatusCreated {
+	if r := adminReq(http.MethodPost, api.Prefix+"/connections", fmt.Sprintf(`{"name": "api-badpw", "host": %q, "port": %d, "database": %q, "user": %q, "password": %q}`,
+		e.pg.Host, e.pg.Port, e.db, e.appUser, e.pw2), "a connection with a wrong password"); r.status != http.StatusCreated {
 		t.Errorf("create api-badpw: %d %s", r.status, r.body)
 	}
 	if r := adminReq(http.MethodPost, api.Prefix+"/connections/api-badpw/query", `{"sql": "select 1"}`, "query with a wrong password"); r.status != http.StatusBadGateway {
@@ -1145,8 +1150,8 @@ func (e *canaryEnv) apiWalk(s *e2etest.Server) {
 	}
 	if hasRoute(t, http.MethodPost, api.Prefix+"/connections/test") {
 		draft := func(pw, extra string) string {
-			return fmt.Sprintf(`{"host": %q, "port": %d, "database": "canarydb", "user": "canary_app", "password": %q%s}`,
-				e.pg.Host, e.pg.Port, pw, extra)
+			return fmt.Sprintf(`{"host": %q, "port": %d, "database": %q, "user": %q, "password": %q%s}`,
+				e.pg.Host, e.pg.Port, e.db, e.appUser, pw, extra)
 		}
 		adminReq(http.MethodPost, api.Prefix+"/connections/test", draft(e.pw2, ""), "draft test with a wrong password")
 		adminReq(http.MethodPost, api.Prefix+"/connections/test?stream=1", draft(e.pw1, `, "based_on": "tun", `+tunnelJSON), "streamed draft test")

@@ -34,10 +34,10 @@ func TestTrustServerPaths(t *testing.T) {
 	start := time.Now()
 	ev := &evidence{}
 	pw := newPassword("t")
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	b := testenv.StartBastion(t, testenv.BastionOptions{})
-	pg.CreateRole(t, "trust_app", pw)
-	pg.CreateDatabase(t, "trustdb", "trust_app")
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	b := testenv.StartBastion(t, testenv.BastionOptions{}) // its host key is rotated
+	trust := pg.NewDatabase(t)
+	trust.SetPassword(t, pw)
 	dataDir := t.TempDir()
 	common := e2etest.ProcessEnv("PGRELAY_DATA_DIR="+dataDir, "TMPDIR="+t.TempDir())
 	c := &pgrelayCLI{t: t, ev: ev, mode: "local", env: common}
@@ -56,7 +56,7 @@ func TestTrustServerPaths(t *testing.T) {
 		tokens[tk.name] = token{nt.Token, nt.ID}
 	}
 	c.okWith(withPW(pw), "connection", "create", "mitm", "--host", pg.Host, "--port", strconv.Itoa(pg.Port),
-		"--database", "trustdb", "--user", "trust_app", "--password-env", "DB_PASSWORD",
+		"--database", trust.Name, "--user", trust.User, "--password-env", "DB_PASSWORD",
 		"--ssh-host", b.Host, "--ssh-port", strconv.Itoa(b.Port), "--ssh-user", b.User)
 	b.Authorize(t, strings.TrimSpace(c.ok("connection", "public-key", "mitm", "--restricted").stdout))
 	c.ok("query", "mitm", "select 1") // pins the real key
@@ -133,8 +133,8 @@ func TestTrustServerPaths(t *testing.T) {
 		}
 		if hasRoute(t, http.MethodPost, api.Prefix+"/connections/test") {
 			// A draft of an edit form uses the saved connection's pins.
-			body := fmt.Sprintf(`{"host": %q, "port": %d, "database": "trustdb", "user": "trust_app", "based_on": "mitm",
-				"ssh_tunnel": {"host": %q, "port": %d, "user": %q}}`, pg.Host, pg.Port, b.Host, b.Port, b.User)
+			body := fmt.Sprintf(`{"host": %q, "port": %d, "database": %q, "user": %q, "based_on": "mitm",
+				"ssh_tunnel": {"host": %q, "port": %d, "user": %q}}`, pg.Host, pg.Port, trust.Name, trust.User, b.Host, b.Port, b.User)
 			r := adminReq(http.MethodPost, api.Prefix+"/connections/test", body, "draft test through the impostor")
 			if strings.Contains(r.body, `"ok":true`) {
 				t.Fatalf("a draft based on mitm passed through the impostor: %s", r.body)

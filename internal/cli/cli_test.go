@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -126,23 +125,25 @@ func ownDB(t *testing.T, pg *testenv.Postgres) dbTarget {
 	return dbTarget{Postgres: pg, DB: "analytics", User: "dbt", Password: "dbt-pw"}
 }
 
+// envPassword is the password of the owners of an env's databases, on
+// both servers, so that one DB_PASSWORD serves both.
+const envPassword = "dbt-pw"
+
+// startEnv returns databases of the test's own on the package's shared
+// plain and SSL-only clusters, and the shared bastion.
 func startEnv(t *testing.T) *env {
-	var e env
-	var wg sync.WaitGroup
-	var tls *testenv.Postgres
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tls = testenv.StartPostgres(t, testenv.PostgresOptions{SSLOnly: true})
-	}()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	e.bastion = testenv.StartBastion(t, testenv.BastionOptions{})
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
+	t.Helper()
+	e := &env{bastion: testenv.SharedBastion(t, testenv.BastionOptions{})}
+	for _, db := range []struct {
+		to   *dbTarget
+		opts testenv.PostgresOptions
+	}{{&e.pg, testenv.PostgresOptions{}}, {&e.tls, testenv.PostgresOptions{SSLOnly: true}}} {
+		pg := testenv.SharedPostgres(t, db.opts)
+		d := pg.NewDatabase(t)
+		d.SetPassword(t, envPassword)
+		*db.to = dbTarget{Postgres: pg, DB: d.Name, User: d.User, Password: d.Password}
 	}
-	e.pg, e.tls = ownDB(t, pg), ownDB(t, tls)
-	return &e
+	return e
 }
 
 // createArgs returns `connection create` arguments for pg's database, as
@@ -157,6 +158,7 @@ func tunnelArgs(b *testenv.Bastion) []string {
 }
 
 func TestCLI(t *testing.T) {
+	t.Parallel()
 	e := startEnv(t)
 
 	t.Run("DirectQuery", func(t *testing.T) {
@@ -170,7 +172,7 @@ func TestCLI(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(recs) != 2 || recs[0][0] != "current_user" || recs[1][0] != "dbt" || recs[1][1] != "2" {
+		if len(recs) != 2 || recs[0][0] != "current_user" || recs[1][0] != e.pg.User || recs[1][1] != "2" {
 			t.Fatalf("csv = %q", recs)
 		}
 		r = h.ok("query", "direct", "select 1 as n, null::text as t, true as b, '{\"a\":1}'::jsonb as j", "-o", "json")
@@ -209,7 +211,7 @@ func TestCLI(t *testing.T) {
 		e.bastion.Authorize(t, restricted)
 
 		r = h.ok("query", "wh", "select current_user, inet_server_port()", "-o", "csv")
-		contains(t, "query through bastion", r.stdout, fmt.Sprintf("dbt,%d", e.pg.Port))
+		contains(t, "query through bastion", r.stdout, fmt.Sprintf("%s,%d", e.pg.User, e.pg.Port))
 
 		// The first connection pinned the bastion's host key.
 		r = h.ok("connection", "show", "wh")
@@ -288,7 +290,7 @@ func TestCLI(t *testing.T) {
 		var err error
 		deadline := time.Now().Add(15 * time.Second)
 		for time.Now().Before(deadline) {
-			conn, err = pgx.Connect(context.Background(), fmt.Sprintf("host=127.0.0.1 port=%d dbname=analytics user=dbt password=dbt-pw sslmode=disable", port))
+			conn, err = pgx.Connect(context.Background(), fmt.Sprintf("host=127.0.0.1 port=%d dbname=%s user=%s password=%s sslmode=disable", port, e.pg.DB, e.pg.User, envPassword))
 			if err == nil {
 				break
 			}
@@ -356,8 +358,11 @@ func TestCLI(t *testing.T) {
 		h.ok(createArgs("vf", e.tls, "--sslmode", "verify-full", "--ssl-root-cert", e.tls.CAFile)...)
 		h.ok("query", "vf", "select 1")
 		// verify-full with another CA fails certificate verification.
-		other := testenv.StartPostgres(t, testenv.PostgresOptions{TLS: true})
-		h.ok(createArgs("wrongca", e.tls, "--sslmode", "verify-full", "--ssl-root-cert", other.CAFile)...)
+		otherCA := filepath.Join(t.TempDir(), "other-ca.pem")
+		if err := os.WriteFile(otherCA, testenv.NewTLSCert(t).CAPEM, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		h.ok(createArgs("wrongca", e.tls, "--sslmode", "verify-full", "--ssl-root-cert", otherCA)...)
 		r = h.fail(1, "query", "wrongca", "select 1")
 		contains(t, "wrong CA", r.stderr, "certificate")
 		// lakebase refuses a non-encrypting sslmode at validation.
@@ -374,7 +379,7 @@ func TestCLI(t *testing.T) {
 		contains(t, "wrong password", r.stderr, "28P01")
 		h.env["DB_PASSWORD"] = "dbt-pw"
 		h.ok("connection", "create", "nodb", "--host", e.pg.Host, "--port", strconv.Itoa(e.pg.Port),
-			"--database", "no_such_db", "--user", "dbt", "--password-env", "DB_PASSWORD")
+			"--database", "no_such_db", "--user", e.pg.User, "--password-env", "DB_PASSWORD")
 		r = h.fail(1, "query", "nodb", "select 1")
 		contains(t, "unknown database", r.stderr, "3D000", "no_such_db")
 		// Fixing the password with update keeps everything else.

@@ -22,7 +22,7 @@ func TestHostKeyAndNetworkFlags(t *testing.T) {
 	var b *testenv.Bastion
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); b = testenv.StartBastion(t, testenv.BastionOptions{}) }()
+	go func() { defer wg.Done(); b = testenv.SharedBastion(t, testenv.BastionOptions{}) }()
 	pg := sharedDB(t)
 	wg.Wait()
 	if t.Failed() {

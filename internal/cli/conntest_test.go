@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -67,7 +68,7 @@ func TestConnectionTestCommand(t *testing.T) {
 	e.bastion.Authorize(t, pub)
 	r = h.ok("connection", "test", "wh")
 	contains(t, "passing test", r.stdout, "✓ forward", "✓ tls", "✓ postgres_auth", "✓ database", "✓ query",
-		"All 9 steps passed in ", `current_user "dbt"`)
+		"All 9 steps passed in ", `current_user "`+e.tls.User+`"`)
 	// The first passing test pinned the host key and recorded the login.
 	contains(t, "show", h.ok("connection", "show", "wh").stdout, sshkey.Fingerprint(e.bastion.HostKey)+" (pinned)",
 		"accepted by the bastion (last login ")
@@ -158,8 +159,15 @@ func TestGrantsCommand(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
 	ctx := context.Background()
-	e.pg.CreateRole(t, "Reader X", "reader-pw")
-	su, err := pgx.Connect(ctx, e.pg.ConnString(e.pg.SuperUser, e.pg.SuperPassword, "analytics"))
+	// A role of the test's own, with a name that needs quoting, dropped
+	// after the database that holds its privileges.
+	reader := "Reader " + rand.Text()[:8]
+	e.pg.CreateRole(t, reader, "reader-pw")
+	t.Cleanup(func() {
+		e.pg.Exec(t, "DROP DATABASE IF EXISTS "+e.pg.DB+" WITH (FORCE)")
+		e.pg.Exec(t, "DROP ROLE "+pgx.Identifier{reader}.Sanitize())
+	})
+	su, err := pgx.Connect(ctx, e.pg.ConnString(e.pg.SuperUser, e.pg.SuperPassword, e.pg.DB))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,29 +178,29 @@ func TestGrantsCommand(t *testing.T) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	run(`CREATE SCHEMA raw AUTHORIZATION dbt; SET ROLE dbt; CREATE TABLE raw.orders (id int);
+	run(`CREATE SCHEMA raw AUTHORIZATION ` + e.pg.User + `; SET ROLE ` + e.pg.User + `; CREATE TABLE raw.orders (id int);
 		CREATE VIEW raw."Big Orders" AS SELECT * FROM raw.orders; RESET ROLE;
-		CREATE SCHEMA stripe AUTHORIZATION dbt;`)
+		CREATE SCHEMA stripe AUTHORIZATION ` + e.pg.User + `;`)
 
 	h := newHarness(t)
 	h.env["DB_PASSWORD"] = "reader-pw"
-	h.ok("connection", "create", "wh", "--host", e.pg.Host, "--port", itoa(e.pg.Port), "--database", "analytics",
-		"--user", "Reader X", "--password-env", "DB_PASSWORD", "--sslmode", "disable")
+	h.ok("connection", "create", "wh", "--host", e.pg.Host, "--port", itoa(e.pg.Port), "--database", e.pg.DB,
+		"--user", reader, "--password-env", "DB_PASSWORD", "--sslmode", "disable")
 
 	args := []string{"grants", "wh", "--target-schema", "analytics", "--source-schema", "raw", "--source-schema", "stripe"}
 	r := h.fail(1, args...)
-	contains(t, "grants text", r.stdout, `Privileges of "Reader X" in database analytics`,
-		"✓ CONNECT on database analytics",
-		"✗ CREATE on database analytics: needed to create the target schema analytics",
+	contains(t, "grants text", r.stdout, `Privileges of "`+reader+`" in database `+e.pg.DB,
+		"✓ CONNECT on database "+e.pg.DB,
+		"✗ CREATE on database "+e.pg.DB+": needed to create the target schema analytics",
 		"✗ USAGE on schema raw",
 		`✗ SELECT on 2 of 2 tables and views in raw: "Big Orders", orders`,
-		"✗ SELECT on future tables of dbt in schema raw",
+		"✗ SELECT on future tables of "+e.pg.User+" in schema raw",
 		"✓ SELECT on tables and views in stripe: none there yet",
 		"privileges missing.",
-		`GRANT CREATE ON DATABASE "analytics" TO "Reader X";`,
-		`GRANT SELECT ON ALL TABLES IN SCHEMA "raw" TO "Reader X";`,
-		`ALTER DEFAULT PRIVILEGES FOR ROLE "dbt" IN SCHEMA "stripe" GRANT SELECT ON TABLES TO "Reader X";`)
-	contains(t, "grants stderr", r.stderr, `"Reader X" lacks`)
+		`GRANT CREATE ON DATABASE "`+e.pg.DB+`" TO "`+reader+`";`,
+		`GRANT SELECT ON ALL TABLES IN SCHEMA "raw" TO "`+reader+`";`,
+		`ALTER DEFAULT PRIVILEGES FOR ROLE "`+e.pg.User+`" IN SCHEMA "stripe" GRANT SELECT ON TABLES TO "`+reader+`";`)
+	contains(t, "grants stderr", r.stderr, `"`+reader+`" lacks`)
 	t.Logf("grants output:\n%s", r.stdout)
 
 	sql := h.fail(1, append(args, "-o", "sql")...).stdout
@@ -209,7 +217,7 @@ func TestGrantsCommand(t *testing.T) {
 		Checks     []json.RawMessage `json:"checks"`
 		Statements []json.RawMessage `json:"statements"`
 	}
-	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Role != "Reader X" || len(res.Statements) != 0 ||
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Role != reader || len(res.Statements) != 0 ||
 		len(res.Checks) == 0 {
 		t.Fatalf("json: %+v, %v", res, err)
 	}

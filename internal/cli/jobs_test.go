@@ -13,7 +13,7 @@ import (
 func TestExecAndLocalJobs(t *testing.T) {
 	t.Parallel()
 	pg := sharedDB(t)
-	b := testenv.StartBastion(t, testenv.BastionOptions{})
+	b := testenv.SharedBastion(t, testenv.BastionOptions{})
 	h := newHarness(t)
 	h.env["DB_PASSWORD"] = pg.Password
 	h.ok(append(createArgs("wh", pg, "--schema", "marts"), tunnelArgs(b)...)...)

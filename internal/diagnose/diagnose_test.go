@@ -45,6 +45,10 @@ type env struct {
 func startEnv(t *testing.T) *env {
 	t.Helper()
 	var e env
+	// Clusters of the test's own: the roles and databases have fixed names
+	// (dbt, analytics, hba_blocked, private) that the reports and their
+	// checks name, pg_hba rejects hba_blocked, and full has its slots
+	// filled.
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() {
@@ -57,7 +61,7 @@ func startEnv(t *testing.T) *env {
 	}()
 	go func() {
 		defer wg.Done()
-		e.bastion = testenv.StartBastion(t, testenv.BastionOptions{})
+		e.bastion = testenv.SharedBastion(t, testenv.BastionOptions{})
 	}()
 	e.pg = testenv.StartPostgres(t, testenv.PostgresOptions{HBA: []string{
 		"host all hba_blocked 127.0.0.1/32 reject",
@@ -232,6 +236,7 @@ func otherCA(t *testing.T) string {
 }
 
 func TestDiagnose(t *testing.T) {
+	t.Parallel()
 	e := startEnv(t)
 
 	t.Run("DirectOK", func(t *testing.T) {

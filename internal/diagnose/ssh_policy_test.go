@@ -28,7 +28,7 @@ func TestSSHAlgorithmsAndPolicies(t *testing.T) {
 		wg              sync.WaitGroup
 	)
 	wg.Add(3)
-	go func() { defer wg.Done(); good = testenv.StartBastion(t, testenv.BastionOptions{}) }()
+	go func() { defer wg.Done(); good = testenv.SharedBastion(t, testenv.BastionOptions{}) }()
 	go func() {
 		defer wg.Done()
 		kex = testenv.StartBastion(t, testenv.BastionOptions{ExtraConfig: []string{"KexAlgorithms diffie-hellman-group14-sha1"}})
@@ -37,20 +37,19 @@ func TestSSHAlgorithmsAndPolicies(t *testing.T) {
 		defer wg.Done()
 		macs = testenv.StartBastion(t, testenv.BastionOptions{ExtraConfig: []string{"Ciphers aes128-ctr", "MACs hmac-sha1"}})
 	}()
-	pg = testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg = testenv.SharedPostgres(t, testenv.PostgresOptions{})
 	wg.Wait()
 	if t.Failed() {
 		t.FailNow()
 	}
-	pg.CreateRole(t, "dbt", "dbt-pw")
-	pg.CreateDatabase(t, "analytics", "dbt")
+	d := pg.NewDatabase(t)
 	e := &env{pg: pg, bastion: good}
 	e.signer, e.line = newKey(t)
 	for _, b := range []*testenv.Bastion{good, kex, macs} {
 		b.Authorize(t, e.line)
 	}
 	via := func(b *testenv.Bastion) connection.Spec {
-		s := direct(pg, "dbt", "dbt-pw", "analytics", connection.SSLDisable)
+		s := direct(pg, d.User, d.Password, d.Name, connection.SSLDisable)
 		s.Tunnel = &connection.Tunnel{Host: b.Host, Port: b.Port, User: b.User}
 		return s
 	}
@@ -138,7 +137,7 @@ func TestSSHAlgorithmsAndPolicies(t *testing.T) {
 
 	t.Run("MetadataAddressByDefault", func(t *testing.T) {
 		t.Parallel()
-		s := direct(pg, "dbt", "dbt-pw", "analytics", connection.SSLDisable)
+		s := direct(pg, d.User, d.Password, d.Name, connection.SSLDisable)
 		s.Host = "169.254.169.254"
 		rep := run(t, e.input(s))
 		f := failedAt(t, rep, diagnose.StepResolve, "metadata", "--allow-network 169.254.0.0/16")

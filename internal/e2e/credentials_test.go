@@ -36,6 +36,8 @@ type tokenServers struct {
 func startTokenServers(t *testing.T) *tokenServers {
 	t.Helper()
 	s := &tokenServers{}
+	// A cluster of the test's own: the roles have fixed names (the token
+	// issuers' principals) whose passwords the issuers rotate.
 	s.pg = testenv.StartPostgres(t, testenv.PostgresOptions{SSLOnly: true, HBA: []string{
 		"hostssl all lake_sp 127.0.0.1/32 password", `hostssl all "etl@proj.iam" 127.0.0.1/32 password`}})
 	for _, r := range []string{"lake_sp", "etl@proj.iam", "rotor"} {

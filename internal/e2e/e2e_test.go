@@ -1,11 +1,14 @@
 package e2e_test
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/connection"
@@ -27,12 +30,12 @@ const (
 
 var reaperFlags = []string{"--lost-after", lostAfter.String(), "--reap-interval", reapInterval.String()}
 
-// directConnection saves a direct connection "db" to pg's postgres
-// database as its superuser.
-func directConnection(t *testing.T, c *remote.Client, pg *testenv.Postgres) {
+// directConnection saves a direct connection "db" to database d on pg, as
+// its owner.
+func directConnection(t *testing.T, c *remote.Client, pg *testenv.Postgres, d *testenv.Database) {
 	t.Helper()
-	if _, err := c.CreateConnection(bg, connection.Spec{Name: "db", Host: pg.Host, Port: pg.Port, Database: "postgres",
-		User: pg.SuperUser, Password: secret.New(pg.SuperPassword), SSLMode: connection.SSLDisable}); err != nil {
+	if _, err := c.CreateConnection(bg, connection.Spec{Name: "db", Host: pg.Host, Port: pg.Port, Database: d.Name,
+		User: d.User, Password: secret.New(d.Password), SSLMode: connection.SSLDisable}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -42,9 +45,9 @@ func directConnection(t *testing.T, c *remote.Client, pg *testenv.Postgres) {
 // the other fails that run as lost.
 func TestSharedStore(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateDatabase(t, "pgrelay_store", pg.SuperUser)
-	storeURL := pg.ConnString(pg.SuperUser, pg.SuperPassword, "pgrelay_store")
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	storeURL := pg.NewDatabase(t).ConnString()
+	db := pg.NewDatabase(t)
 	key := e2etest.NewMasterKey() // the same in every process sharing the store
 	newEnv := func() []string {
 		// The store URL holds a password: pass it in the environment,
@@ -64,7 +67,7 @@ func TestSharedStore(t *testing.T) {
 		t.FailNow()
 	}
 	ca, cb := a.Client(t, token), b.Client(t, token)
-	directConnection(t, ca, pg)
+	directConnection(t, ca, pg, db)
 	// Jobs saved through A are seen by B: one store.
 	if _, err := ca.ApplyJobs(bg, []jobs.Job{
 		{Name: "work", Connection: "db", Steps: []jobs.Step{{SQL: "select pg_sleep(1)"}}},
@@ -108,11 +111,11 @@ func TestSharedStore(t *testing.T) {
 		}
 	})
 
-	admin := pg.Connect(t, "postgres")
+	admin := pg.Connect(t, db.Name)
 	sleeping := func() int {
 		var n int
-		if err := admin.QueryRow(bg, `SELECT count(*) FROM pg_stat_activity WHERE query = 'select pg_sleep(60)'
-			AND state = 'active'`).Scan(&n); err != nil {
+		if err := admin.QueryRow(bg, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+			AND query = 'select pg_sleep(60)' AND state = 'active'`).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
@@ -128,7 +131,9 @@ func TestSharedStore(t *testing.T) {
 			victim, survivor, sc = b, a, ca
 		}
 		waitUntil(t, "the run's statement to be active", 15*time.Second, func() bool { return sleeping() == 1 })
-		// Let a heartbeat or two pass, then kill the worker's process.
+		// Let a heartbeat or two pass, then kill the worker's process (a
+		// wait of the scenario: the run is lost by its last heartbeat,
+		// not by its start).
 		time.Sleep(time.Second)
 		killed := time.Now()
 		victim.Kill()
@@ -183,14 +188,14 @@ func TestSharedStore(t *testing.T) {
 // at start, before it serves.
 func TestEmbeddedRestart(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
 	env := e2etest.ProcessEnv("PGRELAY_DATA_DIR="+t.TempDir(), secret.MasterKeyEnv+"="+e2etest.NewMasterKey())
 	first := e2etest.StartServer(t, binary, "first", e2etest.Options{Env: env, Args: reaperFlags})
 	if first.AdminToken == "" {
 		t.Fatalf("the first start printed no admin token:\n%s", first.Stdout())
 	}
 	c := first.Client(t, first.AdminToken)
-	directConnection(t, c, pg)
+	directConnection(t, c, pg, pg.NewDatabase(t))
 	if _, err := c.ApplyJobs(bg, []jobs.Job{{Name: "long", Connection: "db",
 		Steps: []jobs.Step{{SQL: "select 1"}, {SQL: "select pg_sleep(60)"}, {SQL: "select 2"}}}}); err != nil {
 		t.Fatal(err)
@@ -243,10 +248,10 @@ func TestEmbeddedRestart(t *testing.T) {
 // API and waits for a scheduled run.
 func TestScheduleFires(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
 	s := e2etest.StartServer(t, binary, "sched", e2etest.Options{Env: e2etest.ProcessEnv("PGRELAY_DATA_DIR="+t.TempDir(), secret.MasterKeyEnv+"="+e2etest.NewMasterKey())})
 	c := s.Client(t, s.AdminToken)
-	directConnection(t, c, pg)
+	directConnection(t, c, pg, pg.NewDatabase(t))
 	applied := time.Now()
 	res, err := c.ApplyJobsFile(bg, []byte(`jobs:
   - name: tick
@@ -291,14 +296,13 @@ func TestBastionJobs(t *testing.T) {
 	const interval, count = 200 * time.Millisecond, 3
 	var pg *testenv.Postgres
 	var wg sync.WaitGroup
-	wg.Go(func() { pg = testenv.StartPostgres(t, testenv.PostgresOptions{}) })
-	bastion := testenv.StartBastion(t, testenv.BastionOptions{})
+	wg.Go(func() { pg = testenv.SharedPostgres(t, testenv.PostgresOptions{}) })
+	bastion := testenv.SharedBastion(t, testenv.BastionOptions{})
 	wg.Wait()
 	if pg == nil || t.Failed() {
 		t.FailNow()
 	}
-	pg.CreateRole(t, "dbt", "dbt-pw")
-	pg.CreateDatabase(t, "analytics", "dbt")
+	d := pg.NewDatabase(t)
 	fp := testenv.StartFaultProxy(t, bastion.Addr())
 	s := e2etest.StartServer(t, binary, "bastion", e2etest.Options{
 		Env:  e2etest.ProcessEnv("PGRELAY_DATA_DIR="+t.TempDir(), secret.MasterKeyEnv+"="+e2etest.NewMasterKey()),
@@ -317,7 +321,7 @@ func TestBastionJobs(t *testing.T) {
 		{"frozen", fp.Host(), fp.Port(), interval, count},
 	} {
 		v, err := c.CreateConnection(bg, connection.Spec{Name: conn.name, Host: pg.Host, Port: pg.Port,
-			Database: "analytics", User: "dbt", Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable,
+			Database: d.Name, User: d.User, Password: secret.New(d.Password), SSLMode: connection.SSLDisable,
 			Tunnel: &connection.Tunnel{Host: conn.host, Port: conn.port, User: bastion.User,
 				KeepaliveInterval: connection.Duration(conn.keepalive), KeepaliveCountMax: conn.count}})
 		if err != nil {
@@ -353,12 +357,12 @@ func TestBastionJobs(t *testing.T) {
 		if r.Status != jobs.Succeeded {
 			t.Fatalf("run %s: %s\n%s", r.Status, r.Reason, log.String())
 		}
-		for _, want := range []string{"psql says dbt on analytics", "number of transactions actually processed: 100"} {
+		for _, want := range []string{"psql says " + d.User + " on " + d.Name, "number of transactions actually processed: 100"} {
 			if !strings.Contains(log.String(), want) {
 				t.Errorf("log lacks %q:\n%s", want, log.String())
 			}
 		}
-		if strings.Contains(log.String(), "dbt-pw") {
+		if strings.Contains(log.String(), d.Password) {
 			t.Fatal("the password is in the run log")
 		}
 		for _, st := range r.Steps {
@@ -390,7 +394,9 @@ func TestBastionJobs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		admin := pg.Connect(t, d.Name) // used by FollowRun's callback alone
 		var frozenAt time.Time
+		var activeErr error
 		var once sync.Once
 		done := make(chan struct{})
 		var end *jobs.Run
@@ -399,9 +405,10 @@ func TestBastionJobs(t *testing.T) {
 			defer close(done)
 			end, followErr = c.FollowRun(bg, r.ID, func(l jobs.LogLine) {
 				if l.Text == "started" {
-					// psql starts its query right after: freeze then.
+					// psql starts its query right after: freeze once
+					// the server runs it.
 					once.Do(func() {
-						time.Sleep(300 * time.Millisecond)
+						activeErr = pollActive(admin, "select pg_sleep(60)", 20*time.Second)
 						frozenAt = time.Now()
 						fp.Freeze()
 					})
@@ -419,6 +426,9 @@ func TestBastionJobs(t *testing.T) {
 		if frozenAt.IsZero() {
 			t.Fatalf("the command never started: %+v", end)
 		}
+		if activeErr != nil {
+			t.Fatalf("before the freeze: %v", activeErr)
+		}
 		took := end.EndedAt.Sub(frozenAt)
 		if end.Status != jobs.Failed || !strings.Contains(end.Reason, "SSH tunnel") {
 			t.Fatalf("run %s: %q", end.Status, end.Reason)
@@ -430,6 +440,24 @@ func TestBastionJobs(t *testing.T) {
 		}
 		t.Logf("run failed %v after the freeze: %s", took.Round(time.Millisecond), end.Reason)
 	})
+}
+
+// pollActive polls until a session of admin's database runs query (no
+// t.Fatal: it may run on a goroutine of its own).
+func pollActive(admin *pgx.Conn, query string, within time.Duration) error {
+	end := time.Now().Add(within)
+	for {
+		var n int
+		err := admin.QueryRow(bg, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+			AND query = $1 AND state = 'active'`, query).Scan(&n)
+		if err == nil && n > 0 {
+			return nil
+		}
+		if time.Now().After(end) {
+			return fmt.Errorf("no session ran %q within %v (%v)", query, within, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // waitUntil polls cond until it holds, failing the test after within.

@@ -65,6 +65,9 @@ func missing(res *grants.Result) []string {
 // after the grants and create its target schema.
 func TestRoundTrip(t *testing.T) {
 	t.Parallel()
+	// A cluster of the test's own: its roles and databases have fixed
+	// names (that need quoting), which a shared cluster would still hold
+	// on a second run (-count).
 	p := testenv.StartPostgres(t, testenv.PostgresOptions{})
 	const (
 		db     = `Analytics DB`
@@ -164,7 +167,7 @@ func TestRoundTrip(t *testing.T) {
 // all of them: the audit names exactly that one, and its SQL restores it.
 func TestEachPrivilege(t *testing.T) {
 	t.Parallel()
-	p := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	p := testenv.StartPostgres(t, testenv.PostgresOptions{}) // roles of fixed names, as TestRoundTrip
 	p.Exec(t, "CREATE ROLE loader NOLOGIN")
 	p.Exec(t, "CREATE DATABASE cases")
 	p.Exec(t, "REVOKE CONNECT ON DATABASE cases FROM PUBLIC")

@@ -124,7 +124,7 @@ func TestRefusedStepStopsRunBeforeAnything(t *testing.T) {
 		!strings.Contains(res.Steps[1].Error, `program "rm" is not allowed`) {
 		t.Errorf("steps %+v", res.Steps)
 	}
-	conn, err := pgx.Connect(context.Background(), e.pg.ConnString("dbt", e.pw, "analytics"))
+	conn, err := pgx.Connect(context.Background(), e.pg.ConnString(e.user, e.pw, e.db))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,14 +50,14 @@ func poll(t *testing.T, within time.Duration, what string, cond func() bool) tim
 	return time.Since(start)
 }
 
-// sleeperPID returns the PID of the backend running pg_sleep(300) for a
-// run's command, once it runs.
-func sleeperPID(t *testing.T, super *pgx.Conn) int64 {
+// sleeperPID returns the PID of the backend in database db running
+// pg_sleep(300) for a run's command, once it runs.
+func sleeperPID(t *testing.T, super *pgx.Conn, db string) int64 {
 	t.Helper()
 	var pid int64
 	poll(t, 20*time.Second, "the command's statement to run", func() bool {
 		return super.QueryRow(context.Background(), `SELECT pid FROM pg_stat_activity
-			WHERE application_name = 'pgrelay-run' AND state = 'active' AND query LIKE '%pg_sleep(300)%'`).Scan(&pid) == nil
+			WHERE datname = $1 AND application_name = 'pgrelay-run' AND state = 'active' AND query LIKE '%pg_sleep(300)%'`, db).Scan(&pid) == nil
 	})
 	return pid
 }
@@ -109,7 +109,7 @@ func TestKilledCommandLeavesNoStatement(t *testing.T) {
 		done <- e.runner(t).Run(ctx, job("wh", jobs.Step{Command: []string{"sh", "-c",
 			"psql -X -c 'select pg_sleep(300) -- killed-command'; echo psql ended; sleep 300"}}), jobs.Hooks{})
 	}()
-	pid := sleeperPID(t, super)
+	pid := sleeperPID(t, super, e.db)
 	psql := processWith(t, "killed-command")
 	if err := syscall.Kill(psql, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -138,7 +138,7 @@ func TestCancelledRunStopsCommandStatement(t *testing.T) {
 	go func() {
 		done <- e.runner(t).Run(ctx, job("wh", jobs.Step{Command: []string{"psql", "-X", "-c", "select pg_sleep(300)"}}), jobs.Hooks{})
 	}()
-	pid := sleeperPID(t, super)
+	pid := sleeperPID(t, super, e.db)
 	cancel(&jobs.CancelledError{By: "alice"})
 	if res := <-done; res.Status != jobs.Cancelled {
 		t.Fatalf("run: %+v", res)
@@ -147,14 +147,20 @@ func TestCancelledRunStopsCommandStatement(t *testing.T) {
 	t.Logf("backend %d ended %v after the run was cancelled", pid, took)
 }
 
+// verifyFullOptions are those of the shared server that the verify-full
+// tests use: SSL only, its certificate for "localhost" alone.
+func verifyFullOptions() testenv.PostgresOptions {
+	return testenv.PostgresOptions{SSLOnly: true, TLSHosts: []string{"localhost"}}
+}
+
 // TestCommandsWithVerifyFull runs commands over a connection whose sslmode
 // is verify-full: they connect to the local endpoint with that sslmode
 // (trusting its certificate), and the database hop is verified and
 // encrypted by pgrelay.
 func TestCommandsWithVerifyFull(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{TLS: true})
-	pg.CreateRole(t, "dbt", "pw-verify-full")
+	pg := testenv.SharedPostgres(t, verifyFullOptions())
+	d := pg.NewDatabase(t)
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), sqlite.FileName))
 	if err != nil {
 		t.Fatal(err)
@@ -167,7 +173,7 @@ func TestCommandsWithVerifyFull(t *testing.T) {
 	}
 	for name, ca := range map[string][]byte{"vf": pg.CAPEM, "otherca": testenv.NewTLSCert(t).CAPEM} {
 		if _, err := svc.CreateConnection(context.Background(), connection.Spec{Name: name, Host: "localhost", Port: pg.Port,
-			Database: "postgres", User: "dbt", Password: secret.New("pw-verify-full"),
+			Database: d.Name, User: d.User, Password: secret.New(d.Password),
 			SSLMode: connection.SSLVerifyFull, SSLRootCert: string(ca)}); err != nil {
 			t.Fatal(err)
 		}

@@ -73,7 +73,7 @@ func TestRunAsContainsCommands(t *testing.T) {
 		"uid=" + strconv.Itoa(u.UID) + " gid=" + strconv.Itoa(u.GID),
 		"denied " + masterKey, "denied " + e.storeFile, "denied /proc/" + strconv.Itoa(os.Getpid()) + "/environ",
 		"tmp=" + strconv.Itoa(u.UID) + " 700 ",
-		"[0 stdout] 1", "psql as dbt",
+		"[0 stdout] 1", "psql as " + e.user,
 	}
 	for _, w := range want {
 		if !strings.Contains(log, w) {
@@ -153,13 +153,12 @@ func TestLookupRunAsRefusesRoot(t *testing.T) {
 // address.
 func TestVerifyFullForCommands(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{SSLOnly: true, TLSHosts: []string{"localhost"}})
-	pg.CreateRole(t, "dbt", "dbt-pw")
-	pg.CreateDatabase(t, "analytics", "dbt")
+	pg := testenv.SharedPostgres(t, verifyFullOptions())
+	d := pg.NewDatabase(t)
 	svc := newService(t)
 	for name, host := range map[string]string{"right": "localhost", "wrong": "127.0.0.1"} {
 		if _, err := svc.CreateConnection(context.Background(), connection.Spec{Name: name, Host: host, Port: pg.Port,
-			Database: "analytics", User: "dbt", Password: secret.New("dbt-pw"), SSLMode: connection.SSLVerifyFull,
+			Database: d.Name, User: d.User, Password: secret.New(d.Password), SSLMode: connection.SSLVerifyFull,
 			SSLRootCert: string(pg.CAPEM)}); err != nil {
 			t.Fatal(err)
 		}
@@ -174,7 +173,7 @@ func TestVerifyFullForCommands(t *testing.T) {
 host=$(sed -n 's/^ *host: "\(.*\)"$/\1/p' "$p"); port=$(sed -n 's/^ *port: //p' "$p")
 mode=$(sed -n 's/^ *sslmode: //p' "$p"); root=$(sed -n 's/^ *sslrootcert: "\(.*\)"$/\1/p' "$p")
 echo "profile host=$host mode=$mode"
-psql -X -At "host=$host port=$port dbname=analytics user=dbt sslmode=$mode sslrootcert=$root" -c "select 'profile ok'"`
+psql -X -At "host=$host port=$port dbname=` + d.Name + ` user=` + d.User + ` sslmode=$mode sslrootcert=$root" -c "select 'profile ok'"`
 	steps := []jobs.Step{
 		{Command: []string{"psql", "-X", "-At", "-c", "select 'psql ok ' || ssl from pg_stat_ssl where pid = pg_backend_pid()"}},
 		{Command: []string{"sh", "-c", profile}},

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/jobs"
@@ -22,27 +24,40 @@ import (
 // proxy that can freeze it), and a service with a tunnelled connection
 // "wh" and a direct connection "direct".
 type env struct {
-	pg  *testenv.Postgres
-	b   *testenv.Bastion
-	fp  *testenv.FaultProxy
-	svc *app.Service
-	pw  string
+	pg *testenv.Postgres // shared by the package's tests
+	b  *testenv.Bastion  // shared unless the test has its own (setupOwnBastion)
+	// db and user are the test's database on pg and its owner role.
+	db, user string
+	fp       *testenv.FaultProxy
+	svc      *app.Service
+	pw       string
 	// storeFile is the SQLite store's file.
 	storeFile string
 }
 
 func setup(t *testing.T, interval time.Duration, count int) *env {
 	t.Helper()
-	e := &env{pw: "pw-" + strings.ReplaceAll(t.Name(), "/", "-")}
-	e.pg = testenv.StartPostgres(t, testenv.PostgresOptions{})
-	e.pg.CreateRole(t, "dbt", e.pw)
-	e.pg.CreateDatabase(t, "analytics", "dbt")
-	e.b = testenv.StartBastion(t, testenv.BastionOptions{})
+	return setupWith(t, interval, count, testenv.SharedBastion(t, testenv.BastionOptions{}))
+}
+
+// setupOwnBastion is setup with a bastion of the test's own, for tests
+// that kill and restart it.
+func setupOwnBastion(t *testing.T, interval time.Duration, count int) *env {
+	t.Helper()
+	return setupWith(t, interval, count, testenv.StartBastion(t, testenv.BastionOptions{}))
+}
+
+func setupWith(t *testing.T, interval time.Duration, count int, b *testenv.Bastion) *env {
+	t.Helper()
+	e := &env{b: b}
+	e.pg = testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	d := e.pg.NewDatabase(t)
+	e.db, e.user, e.pw = d.Name, d.User, d.Password
 	e.fp = testenv.StartFaultProxy(t, e.b.Addr())
 	e.svc, e.storeFile = newServiceAt(t)
 	ctx := context.Background()
 	v, err := e.svc.CreateConnection(ctx, connection.Spec{Name: "wh", Host: e.pg.Host, Port: e.pg.Port,
-		Database: "analytics", User: "dbt", Password: secret.New(e.pw), SSLMode: connection.SSLDisable, Schema: "marts",
+		Database: e.db, User: e.user, Password: secret.New(e.pw), SSLMode: connection.SSLDisable, Schema: "marts",
 		Tunnel: &connection.Tunnel{Host: e.fp.Host(), Port: e.fp.Port(), User: e.b.User,
 			KeepaliveInterval: connection.Duration(interval), KeepaliveCountMax: count}})
 	if err != nil {
@@ -50,7 +65,7 @@ func setup(t *testing.T, interval time.Duration, count int) *env {
 	}
 	e.b.Authorize(t, v.SSHTunnel.PublicKey)
 	if _, err := e.svc.CreateConnection(ctx, connection.Spec{Name: "direct", Host: e.pg.Host, Port: e.pg.Port,
-		Database: "analytics", User: "dbt", Password: secret.New(e.pw), SSLMode: connection.SSLDisable}); err != nil {
+		Database: e.db, User: e.user, Password: secret.New(e.pw), SSLMode: connection.SSLDisable}); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -289,10 +304,10 @@ func TestStoppedRunStopsItsStatements(t *testing.T) {
 	t.Parallel()
 	const interval, count = 200 * time.Millisecond, 3
 	e := setup(t, interval, count)
-	admin := e.pg.Connect(t, "analytics")
+	admin := e.pg.Connect(t, e.db)
 	ctx := context.Background()
 	if _, err := admin.Exec(ctx, `CREATE TABLE public.locked (id int PRIMARY KEY, v int); INSERT INTO public.locked VALUES (1, 0);
-		GRANT ALL ON public.locked TO dbt`); err != nil {
+		GRANT ALL ON public.locked TO `+pgx.Identifier{e.user}.Sanitize()); err != nil {
 		t.Fatal(err)
 	}
 	var adminMu sync.Mutex // the subtests share admin
@@ -300,7 +315,7 @@ func TestStoppedRunStopsItsStatements(t *testing.T) {
 		adminMu.Lock()
 		defer adminMu.Unlock()
 		var n int
-		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%' || $1 || '%'
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%' || $1 || '%'
 			AND pid <> pg_backend_pid()`, tag).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
@@ -397,12 +412,12 @@ func TestRunEndsStatementsEverywhere(t *testing.T) {
 		t.Skip("slow: 12 stopped runs")
 	}
 	const interval, count = 200 * time.Millisecond, 3
-	e := setup(t, interval, count)
-	admin := e.pg.Connect(t, "analytics")
+	e := setupOwnBastion(t, interval, count) // it kills and restarts sshd
+	admin := e.pg.Connect(t, e.db)
 	ctx := context.Background()
 	active := func(tag string) int {
 		var n int
-		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%' || $1 || '%'
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%' || $1 || '%'
 			AND state = 'active' AND pid <> pg_backend_pid()`, tag).Scan(&n); err != nil {
 			t.Fatal(err)
 		}

@@ -29,13 +29,18 @@ func TestStopperStopsBackends(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	admin := e.pg.Connect(t, "analytics")
+	admin := e.pg.Connect(t, e.db)
 	if _, err := admin.Exec(ctx, `CREATE TABLE public.stop_t (id int PRIMARY KEY, v int); INSERT INTO public.stop_t VALUES (1, 0);
-		GRANT ALL ON public.stop_t TO dbt`); err != nil {
+		GRANT ALL ON public.stop_t TO `+pgx.Identifier{e.user}.Sanitize()); err != nil {
 		t.Fatal(err)
 	}
-	e.pg.CreateRole(t, "stop_other", "other-pw")
-	if _, err := admin.Exec(ctx, `GRANT CONNECT ON DATABASE analytics TO stop_other`); err != nil {
+	otherRole := e.user + "_other" // the cluster is shared: a name of the test's own
+	e.pg.CreateRole(t, otherRole, "other-pw")
+	t.Cleanup(func() {
+		e.pg.Exec(t, "REVOKE ALL ON DATABASE "+pgx.Identifier{e.db}.Sanitize()+" FROM "+pgx.Identifier{otherRole}.Sanitize())
+		e.pg.Exec(t, "DROP ROLE "+pgx.Identifier{otherRole}.Sanitize())
+	})
+	if _, err := admin.Exec(ctx, `GRANT CONNECT ON DATABASE `+pgx.Identifier{e.db}.Sanitize()+` TO `+pgx.Identifier{otherRole}.Sanitize()); err != nil {
 		t.Fatal(err)
 	}
 	// open starts a session through the tunnel running sql in the
@@ -49,7 +54,7 @@ func TestStopperStopsBackends(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b := jobs.Backend{PID: c.PgConn().PID(), SecretKey: c.PgConn().SecretKey(), User: "dbt", Database: "analytics",
+		b := jobs.Backend{PID: c.PgConn().PID(), SecretKey: c.PgConn().SecretKey(), User: e.user, Database: e.db,
 			OpenedAt: time.Now().UTC()}
 		for _, q := range sql[:len(sql)-1] {
 			if _, err := c.Exec(ctx, q); err != nil {
@@ -119,7 +124,7 @@ func TestStopperStopsBackends(t *testing.T) {
 
 	t.Run("NeverTouchesOthers", func(t *testing.T) {
 		// Another role's statement, recorded as if it were the run's.
-		oc, err := pgx.ConnectConfig(ctx, otherConfig(t, e, "stop_other", "other-pw"))
+		oc, err := pgx.ConnectConfig(ctx, otherConfig(t, e, otherRole, "other-pw"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,7 +146,7 @@ func TestStopperStopsBackends(t *testing.T) {
 				t.Fatalf("pid %d: %q, %v", pid, state, err)
 			}
 		}
-		if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'select pg_sleep(300)'`); err != nil {
+		if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query = 'select pg_sleep(300)'`); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -200,7 +205,7 @@ func waitActive(t *testing.T, admin *pgx.Conn, pid uint32) {
 
 func otherConfig(t *testing.T, e *env, user, pw string) *pgx.ConnConfig {
 	t.Helper()
-	spec := connection.Spec{Name: "other", Host: e.pg.Host, Port: e.pg.Port, Database: "analytics", User: user,
+	spec := connection.Spec{Name: "other", Host: e.pg.Host, Port: e.pg.Port, Database: e.db, User: user,
 		Password: secret.New(pw), SSLMode: connection.SSLDisable}
 	cfg, err := spec.PgxConfig()
 	if err != nil {

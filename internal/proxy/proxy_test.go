@@ -102,7 +102,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 func TestRoundTripToPostgresViaTunnel(t *testing.T) {
 	t.Parallel()
 	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
-	b := testenv.StartBastion(t, testenv.BastionOptions{})
+	b := testenv.SharedBastion(t, testenv.BastionOptions{})
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)

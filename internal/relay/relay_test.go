@@ -59,6 +59,7 @@ func TestRelay(t *testing.T) {
 		"host all " + md5User + " 127.0.0.1/32 md5",
 		"host all " + trustUser + " 127.0.0.1/32 trust",
 	}
+	// Clusters of the test's own: pg_hba rules and roles of fixed names.
 	f := &fixture{
 		tlsPG:   testenv.StartPostgres(t, testenv.PostgresOptions{TLS: true, HBA: hba}),
 		plainPG: testenv.StartPostgres(t, testenv.PostgresOptions{HBA: hba}),

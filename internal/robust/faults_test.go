@@ -40,11 +40,13 @@ var faultArgs = []string{"--lost-after", lostAfter.String(), "--reap-interval", 
 	"--allow-command", "sh", "--allow-command", "psql"}
 
 // TestFaults breaks something under a running job, one fault per subtest,
-// each against its own server process. They share one PostgreSQL except
-// the database restart, which has its own.
+// each against its own server process. They share one PostgreSQL (with
+// TestLoad, which runs before them: it is not parallel; the statements
+// are told apart by their markers) except the database restart, which has
+// its own.
 func TestFaults(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{MaxConnections: 100})
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{MaxConnections: 100})
 
 	t.Run("BastionKilled", func(t *testing.T) {
 		t.Parallel()
@@ -196,7 +198,7 @@ func TestFaults(t *testing.T) {
 
 	t.Run("DatabaseRestarted", func(t *testing.T) {
 		t.Parallel()
-		own := testenv.StartPostgres(t, testenv.PostgresOptions{})
+		own := testenv.StartPostgres(t, testenv.PostgresOptions{}) // restarted
 		r := startRig(t, "db-restarted", own, rigOptions{args: faultArgs})
 		r.apply(t,
 			jobs.Job{Name: "sql", Connection: "db", Steps: []jobs.Step{{SQL: "select pg_sleep(30) -- robust:restart-sql"}}},

@@ -42,7 +42,7 @@ func TestLoad(t *testing.T) {
 	started := time.Now()
 	var pg *testenv.Postgres
 	var wg sync.WaitGroup
-	wg.Go(func() { pg = testenv.StartPostgres(t, testenv.PostgresOptions{MaxConnections: 100}) })
+	wg.Go(func() { pg = testenv.SharedPostgres(t, testenv.PostgresOptions{MaxConnections: 100}) })
 	// Each tunnelled run opens its own SSH connection: let sshd accept
 	// them all at once.
 	bastion := testenv.StartBastion(t, testenv.BastionOptions{MaxStartups: "100:30:200"})

@@ -82,6 +82,10 @@ type Bastion struct {
 
 	authMu sync.Mutex // serialises appends to authKeysFile
 
+	// shared is set on a SharedBastion, which no test may stop, restart,
+	// freeze or reconfigure.
+	shared bool
+
 	cmd    *exec.Cmd
 	exited chan struct{} // closed once cmd has been waited for; nil when not started
 }
@@ -96,6 +100,13 @@ type Bastion struct {
 // with "!" in /etc/shadow (as useradd leaves them); as root this is checked
 // up front and reported with the fix (usermod -p '*' USER).
 func StartBastion(tb testing.TB, opts BastionOptions) *Bastion {
+	tb.Helper()
+	return startBastion(tb, opts)
+}
+
+// startBastion starts sshd; it is stopped and removed when tb ends unless
+// it was made shared by then (SharedBastion hands it to the reaper).
+func startBastion(tb testing.TB, opts BastionOptions) *Bastion {
 	tb.Helper()
 	sshd, err := findSSHD()
 	if err != nil {
@@ -133,7 +144,11 @@ func StartBastion(tb testing.TB, opts BastionOptions) *Bastion {
 		authKeysFile: filepath.Join(dir, "authorized_keys"),
 		logFile:      filepath.Join(dir, "sshd.log"),
 	}
-	tb.Cleanup(func() { b.cleanup(tb) })
+	tb.Cleanup(func() {
+		if !b.shared {
+			b.cleanup(tb)
+		}
+	})
 	if err := os.WriteFile(b.authKeysFile, nil, 0o600); err != nil {
 		tb.Fatalf("testenv: start bastion: write authorized_keys: %v", err)
 	}
@@ -190,6 +205,7 @@ func (b *Bastion) Authorize(tb testing.TB, authorizedKeysLine string) {
 // presents the new key, which is then in b.HostKey.
 func (b *Bastion) RotateHostKey(tb testing.TB) {
 	tb.Helper()
+	b.notShared(tb, "rotate host key of")
 	if !b.running() {
 		tb.Fatalf("testenv: rotate host key of bastion %s: sshd is not running", b.Addr())
 	}
@@ -217,6 +233,7 @@ func (b *Bastion) RotateHostKey(tb testing.TB) {
 // Freeze are served normally. Undo with Thaw.
 func (b *Bastion) Freeze(tb testing.TB) {
 	tb.Helper()
+	b.notShared(tb, "freeze")
 	if !b.running() {
 		tb.Fatalf("testenv: freeze bastion %s: sshd is not running", b.Addr())
 	}
@@ -230,6 +247,7 @@ func (b *Bastion) Freeze(tb testing.TB) {
 // Thaw sends SIGCONT to every per-connection sshd process, undoing Freeze.
 func (b *Bastion) Thaw(tb testing.TB) {
 	tb.Helper()
+	b.notShared(tb, "thaw")
 	if !b.running() {
 		tb.Fatalf("testenv: thaw bastion %s: sshd is not running", b.Addr())
 	}
@@ -242,6 +260,7 @@ func (b *Bastion) Thaw(tb testing.TB) {
 // processes: every connection drops and new ones are refused until Start.
 func (b *Bastion) Kill(tb testing.TB) {
 	tb.Helper()
+	b.notShared(tb, "kill")
 	if !b.running() {
 		tb.Fatalf("testenv: kill bastion %s: sshd is not running", b.Addr())
 	}
@@ -254,6 +273,7 @@ func (b *Bastion) Kill(tb testing.TB) {
 // authorized keys, after Kill.
 func (b *Bastion) Start(tb testing.TB) {
 	tb.Helper()
+	b.notShared(tb, "start")
 	if b.running() {
 		tb.Fatalf("testenv: start bastion %s: sshd is already running", b.Addr())
 	}
@@ -266,6 +286,14 @@ func (b *Bastion) Start(tb testing.TB) {
 // failure messages. It is safe for concurrent use.
 func (b *Bastion) LogTail() string {
 	return tailFile(b.logFile, 40)
+}
+
+// notShared fails the test that would change a shared bastion.
+func (b *Bastion) notShared(tb testing.TB, what string) {
+	tb.Helper()
+	if b.shared {
+		tb.Fatalf("testenv: %s bastion %s: it is shared by the package's tests (SharedBastion); use StartBastion for a bastion of the test's own", what, b.Addr())
+	}
 }
 
 func (b *Bastion) running() bool {

@@ -21,6 +21,7 @@ func (b *Bastion) File(name string) string { return filepath.Join(b.dir, name) }
 // then on.
 func (b *Bastion) SetAuthorizedKeys(tb testing.TB, lines ...string) {
 	tb.Helper()
+	b.notShared(tb, "set authorized keys of")
 	b.authMu.Lock()
 	defer b.authMu.Unlock()
 	var data []byte
@@ -42,6 +43,7 @@ func (b *Bastion) SetAuthorizedKeys(tb testing.TB, lines ...string) {
 // established connections stay up). It returns the certificate.
 func (b *Bastion) CertifyHostKey(tb testing.TB, ca ssh.Signer, principals []string, after, before time.Time) *ssh.Certificate {
 	tb.Helper()
+	b.notShared(tb, "certify host key of")
 	cert := &ssh.Certificate{
 		Key:             b.HostKey,
 		CertType:        ssh.HostCert,
@@ -73,6 +75,7 @@ func (b *Bastion) CertifyHostKey(tb testing.TB, ca ssh.Signer, principals []stri
 // returning once it serves again.
 func (b *Bastion) restart(tb testing.TB) {
 	tb.Helper()
+	b.notShared(tb, "restart")
 	if !b.running() {
 		tb.Fatalf("testenv: restart bastion %s: sshd is not running", b.Addr())
 	}

@@ -6,7 +6,15 @@
 // and reads process trees from /proc ([ReadProcessTree]), and makes
 // throwaway unprivileged OS users ([NewOSUser]).
 //
-// Everything a helper starts is stopped and removed in tb.Cleanup. Helpers
+// A test package's tests share servers where they can: [SharedPostgres]
+// is one cluster per test binary and option set, on which each test takes
+// a database and role of its own ([Postgres.NewDatabase]), and
+// [SharedBastion] one sshd per test binary and option set, on which each
+// test authorizes keys of its own. Shared servers are stopped and removed
+// by a reaper process when the test binary exits; what would disturb the
+// other tests (stopping, freezing, re-keying) fails on them.
+//
+// Everything else a helper starts is stopped and removed in tb.Cleanup. Helpers
 // report problems with tb.Fatalf (never Skip): a test that needs PostgreSQL
 // or OpenSSH must fail loudly on a machine that lacks them; `make test-deps`
 // installs them. The one exception is NewOSUser, which skips, saying so,

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,33 +18,49 @@ import (
 )
 
 // sharedState holds what a test binary shares between its tests: the
-// shared clusters by options, and the pipe to the process that removes
-// them when the binary exits. Test helpers need this one piece of process
-// state: Go runs no code when a test binary ends.
+// shared clusters and bastions by options, and the pipe to the process
+// that removes them when the binary exits. Test helpers need this one
+// piece of process state: Go runs no code when a test binary ends.
 var sharedState struct {
 	mu       sync.Mutex
 	clusters map[string]*Postgres
+	bastions map[string]*Bastion
 	reaper   io.Writer // write end of the reaper's stdin; nil before the first
 }
 
-// reaperScript reads "pg DATADIR BASEDIR" lines until its standard input
-// closes (the test binary exited, however it exited), then stops those
-// servers in immediate mode (SIGQUIT to the postmaster) and removes their
-// directories.
-const reaperScript = `pgs=""; dirs=""
-while read -r kind data base; do
-	if [ "$kind" = pg ]; then pgs="$pgs $data"; dirs="$dirs $base"; fi
+// reaperScript reads "pg DATADIR BASEDIR" and "sshd PID DIR" lines until
+// its standard input closes (the test binary exited, however it exited),
+// then stops those PostgreSQL servers in immediate mode (SIGQUIT to the
+// postmaster) and those sshd listeners (SIGTERM; their per-connection
+// processes end with their connections, whose client was the test binary),
+// and removes their directories. A process counts as gone once it is a
+// zombie: nothing may reap the orphans.
+const reaperScript = `pgs=""; sshds=""; dirs=""
+while read -r kind a b; do
+	case "$kind" in
+	pg) pgs="$pgs $a"; dirs="$dirs $b" ;;
+	sshd) sshds="$sshds $a"; dirs="$dirs $b" ;;
+	esac
 done
+alive() { kill -0 "$1" 2>/dev/null && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+pids=""
 for d in $pgs; do
 	pid=$(head -n 1 "$d/postmaster.pid" 2>/dev/null)
-	[ -n "$pid" ] && kill -QUIT "$pid" 2>/dev/null
+	[ -n "$pid" ] && kill -QUIT "$pid" 2>/dev/null && pids="$pids $pid"
+done
+for pid in $sshds; do
+	kill -TERM "$pid" 2>/dev/null && pids="$pids $pid"
+done
+for pid in $pids; do
 	i=0
-	while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+	while alive "$pid" && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 done
 rm -rf $dirs`
 
-// reapAtExit has p stopped and removed when the test binary exits.
-func reapAtExit(p *Postgres) error {
+// reap has the process and directory named by line ("pg DATADIR BASEDIR"
+// or "sshd PID DIR") stopped and removed when the test binary exits.
+// sharedState.mu must be held.
+func reap(kind string, args ...string) error {
 	if sharedState.reaper == nil {
 		r, w, err := os.Pipe()
 		if err != nil {
@@ -62,10 +80,12 @@ func reapAtExit(p *Postgres) error {
 		go func() { _ = cmd.Wait() }()
 		sharedState.reaper = w // closed by the exit of the test binary
 	}
-	if strings.ContainsAny(p.DataDir+p.baseDir, " \t\n") {
-		return fmt.Errorf("reaper: paths with spaces: %s", p.baseDir)
+	for _, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t\n") {
+			return fmt.Errorf("reaper: empty path or path with spaces: %q", a)
+		}
 	}
-	_, err := fmt.Fprintf(sharedState.reaper, "pg %s %s\n", p.DataDir, p.baseDir)
+	_, err := fmt.Fprintf(sharedState.reaper, "%s %s\n", kind, strings.Join(args, " "))
 	return err
 }
 
@@ -85,7 +105,7 @@ func SharedPostgres(tb testing.TB, opts PostgresOptions) *Postgres {
 		return p
 	}
 	p := startPostgres(tb, opts, false)
-	if err := reapAtExit(p); err != nil {
+	if err := reap("pg", p.DataDir, p.baseDir); err != nil {
 		p.cleanup(tb)
 		tb.Fatalf("testenv: shared PostgreSQL: %v", err)
 	}
@@ -134,5 +154,65 @@ func (p *Postgres) NewDatabase(tb testing.TB) *Database {
 	return d
 }
 
+// SetPassword gives the database's owner role password instead (stored as
+// a SCRAM verifier), for tests whose passwords must have a form of their
+// own, such as canaries.
+func (d *Database) SetPassword(tb testing.TB, password string) {
+	tb.Helper()
+	if strings.ContainsRune(password, 0) {
+		tb.Fatalf("testenv: set password of role %q: password contains a NUL byte", d.User)
+	}
+	sql := "ALTER ROLE " + pgx.Identifier{d.User}.Sanitize() +
+		" PASSWORD '" + strings.ReplaceAll(password, "'", "''") + "'"
+	if err := d.pg.exec(sql); err != nil {
+		// The statement holds the password: say what failed without it.
+		tb.Fatalf("testenv: set password of role %q on PostgreSQL %s: %v", d.User, d.pg.Addr(), err)
+	}
+	d.Password = password
+}
+
 // ConnString returns a postgres:// URL of the database as its owner.
 func (d *Database) ConnString() string { return d.pg.ConnString(d.User, d.Password, d.Name) }
+
+// sharedMaxStartups is the MaxStartups of a shared bastion whose options
+// leave it unset: the tests that share it may open more unauthenticated
+// connections at once than sshd's default (10:30:100) lets through.
+const sharedMaxStartups = "100:30:200"
+
+// SharedBastion returns a bastion that the tests of this test binary
+// asking for the same options share: the first starts it, and its sshd is
+// stopped and its directory removed when the test binary exits. Each test
+// authorizes its own keys with Authorize (safe for concurrent use), which
+// other tests' keys do not disturb. Options without MaxStartups get
+// "100:30:200". Tests that stop, kill, freeze, restart or reconfigure the
+// bastion, or replace its keys or host key, use StartBastion instead:
+// Kill, Start, Freeze, Thaw, RotateHostKey, CertifyHostKey and
+// SetAuthorizedKeys fail on a shared bastion. SystemUser is not allowed.
+// Log holds the logins of every test that shares it.
+func SharedBastion(tb testing.TB, opts BastionOptions) *Bastion {
+	tb.Helper()
+	if opts.SystemUser != "" {
+		tb.Fatalf("testenv: shared bastion: SystemUser %q is not allowed; use StartBastion", opts.SystemUser)
+	}
+	key := fmt.Sprintf("%+v", opts)
+	sharedState.mu.Lock()
+	defer sharedState.mu.Unlock()
+	if b := sharedState.bastions[key]; b != nil {
+		return b
+	}
+	if opts.MaxStartups == "" {
+		opts.MaxStartups = sharedMaxStartups
+	}
+	opts.PermitOpen = slices.Clone(opts.PermitOpen)
+	opts.ExtraConfig = slices.Clone(opts.ExtraConfig)
+	b := startBastion(tb, opts)
+	if err := reap("sshd", strconv.Itoa(b.cmd.Process.Pid), b.dir); err != nil {
+		tb.Fatalf("testenv: shared bastion: %v", err) // the test's cleanup removes it
+	}
+	b.shared = true
+	if sharedState.bastions == nil {
+		sharedState.bastions = map[string]*Bastion{}
+	}
+	sharedState.bastions[key] = b
+	return b
+}

@@ -45,9 +45,21 @@ type bundle struct {
 	cfg     tunnel.Config
 }
 
+// setup authorizes a new key on the package's shared bastion for opts.
 func setup(t testing.TB, opts testenv.BastionOptions) *bundle {
 	t.Helper()
-	b := testenv.StartBastion(t, opts)
+	return setupOn(t, testenv.SharedBastion(t, opts))
+}
+
+// setupOwn is setup on a bastion of the test's own, for tests that
+// freeze, kill or re-key it.
+func setupOwn(t testing.TB, opts testenv.BastionOptions) *bundle {
+	t.Helper()
+	return setupOn(t, testenv.StartBastion(t, opts))
+}
+
+func setupOn(t testing.TB, b *testenv.Bastion) *bundle {
+	t.Helper()
 	s := newSigner(t)
 	b.Authorize(t, authorizedLine(s))
 	return &bundle{

@@ -132,10 +132,10 @@ func TestConnDeadlines(t *testing.T) {
 		_, err := c.Read(buf)
 		readErr <- err
 	}()
-	// Let the Read start waiting (nothing outside shows it; a deadline
-	// set before it starts makes it time out too, so this cannot hide a
-	// failure, only make the check weaker).
-	time.Sleep(100 * time.Millisecond)
+	// Let the Read start waiting (a deadline set before it starts makes it
+	// time out too, so starting early cannot hide a failure, only make the
+	// check weaker).
+	waitBlocked(t, "tunnel.(*conn).Read(", "tunnel_test.TestConnDeadlines")
 	_ = c.SetDeadline(time.Now())
 	select {
 	case err := <-readErr:
@@ -242,7 +242,7 @@ func TestFirstUseRefused(t *testing.T) {
 
 func TestHostKeyMismatchAfterRotation(t *testing.T) {
 	t.Parallel()
-	b := setup(t, testenv.BastionOptions{})
+	b := setupOwn(t, testenv.BastionOptions{})
 	old := b.bastion.HostKey
 	dial(t, b.cfg) // the pinned key works before the rotation
 	b.bastion.RotateHostKey(t)
@@ -322,7 +322,7 @@ func TestForwardErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			b := testenv.StartBastion(t, tc.opts)
+			b := testenv.SharedBastion(t, tc.opts)
 			s := newSigner(t)
 			b.Authorize(t, tc.keyOpt+authorizedLine(s))
 			tun := dial(t, tunnel.Config{Addr: b.Addr(), User: b.User, Signer: s, HostKeys: []ssh.PublicKey{b.HostKey}})
@@ -360,7 +360,7 @@ func TestForwardErrors(t *testing.T) {
 // then frozen by freeze, and checks detection within interval×count.
 func freezeCase(t *testing.T, viaProxy bool) {
 	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
-	b := setup(t, testenv.BastionOptions{})
+	b := setupOwn(t, testenv.BastionOptions{})
 	cfg := b.cfg
 	var fp *testenv.FaultProxy
 	if viaProxy {
@@ -445,7 +445,7 @@ func TestDropWhenBastionFrozen(t *testing.T) {
 func TestDropWhenBastionKilled(t *testing.T) {
 	t.Parallel()
 	echo := startEcho(t)
-	b := setup(t, testenv.BastionOptions{})
+	b := setupOwn(t, testenv.BastionOptions{})
 	tun := dial(t, b.cfg) // default keepalive: 30s × 10; the drop must not wait for it
 	c, err := tun.DialContext(context.Background(), "tcp", echo)
 	if err != nil {
@@ -571,7 +571,7 @@ func TestDialRefused(t *testing.T) {
 func TestDialContextCancelledWhileOpening(t *testing.T) {
 	t.Parallel()
 	echo := startEcho(t)
-	b := setup(t, testenv.BastionOptions{})
+	b := setupOwn(t, testenv.BastionOptions{})
 	tun := dial(t, b.cfg)
 
 	// A frozen bastion never answers the channel open.
@@ -741,5 +741,26 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if _, err := tunnel.Dial(context.Background(), tunnel.Config{}); err == nil {
 		t.Error("Dial accepted an empty config")
+	}
+}
+
+// waitBlocked waits until a goroutine started by creator (a function
+// name) is blocked in a call of fn (a function name and its parenthesis),
+// as the goroutine dump shows it.
+func waitBlocked(t *testing.T, fn, creator string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		n := runtime.Stack(buf, true)
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			head, _, _ := strings.Cut(g, "\n")
+			if strings.Contains(g, fn) && strings.Contains(g, "created by ") && strings.Contains(g, creator) &&
+				(strings.Contains(head, "[select") || strings.Contains(head, "[chan receive")) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no goroutine of %s blocked in %s within 5 s", creator, fn)
+		}
 	}
 }

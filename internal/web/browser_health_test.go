@@ -41,7 +41,7 @@ func TestBrowserHealthAndAudit(t *testing.T) {
 	}()
 	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
 	db := pg.NewDatabase(t)
-	bastion := testenv.StartBastion(t, testenv.BastionOptions{})
+	bastion := testenv.SharedBastion(t, testenv.BastionOptions{})
 
 	// A tunnelled connection that works, with a tunnel open now; a direct
 	// one whose database does not answer.

@@ -74,13 +74,13 @@ func TestBrowserHops(t *testing.T) {
 
 	// The connection test of a chain of two real sshd's, streamed into the
 	// page: every hop's SSH steps have rows of their own, named by hop.
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
-	b1 := testenv.StartBastion(t, testenv.BastionOptions{})
-	b2 := testenv.StartBastion(t, testenv.BastionOptions{})
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	d := pg.NewDatabase(t)
+	b1 := testenv.SharedBastion(t, testenv.BastionOptions{})
+	b2 := testenv.StartBastion(t, testenv.BastionOptions{}) // a second sshd: the hops differ
 	ctx := context.Background()
-	if _, err := s.App.CreateConnection(ctx, connection.Spec{Name: "two", Host: pg.Host, Port: pg.Port, Database: "postgres",
-		User: "dbt", Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable,
+	if _, err := s.App.CreateConnection(ctx, connection.Spec{Name: "two", Host: pg.Host, Port: pg.Port, Database: d.Name,
+		User: d.User, Password: secret.New(d.Password), SSLMode: connection.SSLDisable,
 		Tunnel: &connection.Tunnel{Host: b1.Host, Port: b1.Port, User: b1.User,
 			Next: []connection.Hop{{Host: b2.Host, Port: b2.Port, User: b2.User}}}}); err != nil {
 		t.Fatal(err)

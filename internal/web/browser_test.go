@@ -221,6 +221,9 @@ func TestBrowser(t *testing.T) {
 		c, err := startBrowser(t, chromium)
 		browserc <- started{c, err}
 	}()
+	// A bastion of the test's own (its host key is rotated), and a
+	// cluster of its own: the pages show its fixed role and database
+	// names (dbt, reporting, analytics).
 	bastion := testenv.StartBastion(t, testenv.BastionOptions{})
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
 	st := <-browserc

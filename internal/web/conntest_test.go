@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"context"
+	"crypto/rand"
 	"html"
 	"net/http"
 	"net/url"
@@ -18,10 +19,10 @@ import (
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
-// pgForm is the connection form for the test PostgreSQL.
-func pgForm(pg *testenv.Postgres, user, password string) url.Values {
+// pgForm is the connection form for database on the test PostgreSQL.
+func pgForm(pg *testenv.Postgres, database, user, password string) url.Values {
 	return url.Values{"name": {"draft"}, "flavor": {"postgres"}, "host": {pg.Host}, "port": {strconv.Itoa(pg.Port)},
-		"database": {"analytics"}, "user": {user}, "password": {password}, "sslmode": {"disable"}, "threads": {"4"}}
+		"database": {database}, "user": {user}, "password": {password}, "sslmode": {"disable"}, "threads": {"4"}}
 }
 
 // TestConnectionTestWithoutScript tests connections through the pages'
@@ -31,21 +32,25 @@ func pgForm(pg *testenv.Postgres, user, password string) url.Values {
 func TestConnectionTestWithoutScript(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
-	pg.CreateDatabase(t, "analytics", "dbt")
-	pg.CreateRole(t, "web reader", "reader-pw")
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	// A reader role of the test's own (the cluster is shared), with a
+	// name that needs quoting; dropped after the database that holds its
+	// privileges (cleanups run last first).
+	reader := "web reader " + strings.ToLower(rand.Text()[:10])
+	t.Cleanup(func() { pg.Exec(t, "DROP ROLE IF EXISTS "+pgx.Identifier{reader}.Sanitize()) })
+	d := pg.NewDatabase(t)
+	pg.CreateRole(t, reader, "reader-pw")
 	s := newStack(t)
 	direct := func(name, user, pw string) {
 		t.Helper()
-		if _, err := s.App.CreateConnection(ctx, connection.Spec{Name: name, Host: pg.Host, Port: pg.Port, Database: "analytics",
+		if _, err := s.App.CreateConnection(ctx, connection.Spec{Name: name, Host: pg.Host, Port: pg.Port, Database: d.Name,
 			User: user, Password: secret.New(pw), SSLMode: connection.SSLDisable}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	direct("wh", "dbt", "dbt-pw")
-	direct("badpw", "dbt", "wrong-pw")
-	direct("reader", "web reader", "reader-pw")
+	direct("wh", d.User, d.Password)
+	direct("badpw", d.User, "wrong-pw")
+	direct("reader", reader, "reader-pw")
 
 	c := s.client(t)
 	c.mustLogin(s.Tokens[auth.Editor].Token)
@@ -61,7 +66,7 @@ func TestConnectionTestWithoutScript(t *testing.T) {
 		t.Fatalf("test wh: %d\n%s", r.Status, r.Body)
 	}
 	contains(t, "passing test", r.Body, "All 5 steps passed in ", "(1 not requested)", `data-step="query" data-status="ok"`,
-		`data-step="tls" data-status="skipped"`, "user <code>dbt</code>", "test-passed")
+		`data-step="tls" data-status="skipped"`, "user <code>"+d.User+"</code>", "test-passed")
 	r = c.post("/connections/badpw/test", url.Values{auth.CSRFField: {token}})
 	contains(t, "failing test", html.UnescapeString(r.Body), "Failed at PostgreSQL login: 2 of 6 steps passed",
 		`data-step="postgres_auth" data-status="failed"`, "28P01", "How to fix", "rejected the password", "test-failed",
@@ -71,12 +76,12 @@ func TestConnectionTestWithoutScript(t *testing.T) {
 	}
 
 	// The form, unsaved: a new one, and the edit form keeping the password.
-	f := pgForm(pg, "dbt", "dbt-pw")
+	f := pgForm(pg, d.Name, d.User, d.Password)
 	f.Set(auth.CSRFField, token)
 	f.Set("name", "Not A Valid Name Yet")
 	r = c.post("/new/test", f)
 	contains(t, "draft test", r.Body, "All 5 steps passed", "type it again before saving", `id="test-form"`)
-	if !strings.Contains(r.Body, `value="`+pg.Host+`"`) || strings.Contains(r.Body, "dbt-pw") {
+	if !strings.Contains(r.Body, `value="`+pg.Host+`"`) || strings.Contains(r.Body, d.Password) {
 		t.Error("the form did not keep the typed values, or echoed the password")
 	}
 	if cs, _ := s.App.ListConnections(ctx); len(cs) != 3 {
@@ -90,7 +95,7 @@ func TestConnectionTestWithoutScript(t *testing.T) {
 		t.Fatalf("draft without host: %d", r.Status)
 	}
 	contains(t, "draft without host", r.Body, "f-host-error", "error-summary")
-	edit := pgForm(pg, "dbt", "")
+	edit := pgForm(pg, d.Name, d.User, "")
 	edit.Set(auth.CSRFField, token)
 	edit.Set("schema", "marts")
 	contains(t, "edit form test", c.post("/connections/wh/edit/test", edit).Body, "All 5 steps passed")
@@ -113,12 +118,13 @@ func TestConnectionTestWithoutScript(t *testing.T) {
 	}
 
 	// Permissions.
-	su, err := pgx.Connect(ctx, pg.ConnString(pg.SuperUser, pg.SuperPassword, "analytics"))
+	su, err := pgx.Connect(ctx, pg.ConnString(pg.SuperUser, pg.SuperPassword, d.Name))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer su.Close(ctx)
-	if _, err := su.Exec(ctx, `CREATE SCHEMA raw AUTHORIZATION dbt; SET ROLE dbt; CREATE TABLE raw."Orders" (id int);
+	owner := pgx.Identifier{d.User}.Sanitize()
+	if _, err := su.Exec(ctx, `CREATE SCHEMA raw AUTHORIZATION `+owner+`; SET ROLE `+owner+`; CREATE TABLE raw."Orders" (id int);
 		CREATE VIEW raw.recent AS SELECT * FROM raw."Orders"; RESET ROLE`); err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +137,7 @@ func TestConnectionTestWithoutScript(t *testing.T) {
 	r = c.post("/connections/reader/grants", audit)
 	body := html.UnescapeString(r.Body)
 	contains(t, "audit", body, "privileges missing", "2 of 2 tables and views in schema raw", "<code>\"Orders\"</code>",
-		"status-failed", "Not found", `GRANT USAGE ON SCHEMA "raw" TO "web reader";`, `id="grants-sql"`, `data-copy="grants-sql"`)
+		"status-failed", "Not found", `GRANT USAGE ON SCHEMA "raw" TO "`+reader+`";`, `id="grants-sql"`, `data-copy="grants-sql"`)
 	sqlStart := strings.Index(body, `<pre id="grants-sql"`)
 	sqlText := body[strings.Index(body[sqlStart:], "<code>")+sqlStart+len("<code>") : strings.Index(body[sqlStart:], "</code>")+sqlStart]
 	var kept []string // the schema that does not exist cannot be granted on
