@@ -59,7 +59,7 @@ openapi-lint: test-deps
 
 # The suite without its slow tests (testing.Short): no browser, no
 # process-level e2e and robustness suites, no release image or upgrade
-# build, no 40 s credential rotation.
+# build, no 45 s credential rotation.
 test-short:
 	$(GO) test -count=1 -short ./...
 

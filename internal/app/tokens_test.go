@@ -352,9 +352,9 @@ func fetches(t *testing.T, m *metrics.Metrics, source, outcome string) float64 {
 }
 
 // TestCommandTokenRotationInRuns: a command source whose script rotates a
-// role's password to a fresh token valid for 20 s. A command step that
-// opens a new psql session every 5 s for 90 s through the run's endpoint
-// succeeds every time, with the script called about every 16 s; with
+// role's password to a fresh token valid for 10 s. A command step that
+// opens a new psql session every 2.5 s for 45 s through the run's endpoint
+// succeeds every time, with the script called about every 8 s; with
 // refresh off (a token kept as a static password would be), sessions
 // fail once it expired, with SQLSTATE 28P01.
 func TestCommandTokenRotationInRuns(t *testing.T) {
@@ -362,14 +362,14 @@ func TestCommandTokenRotationInRuns(t *testing.T) {
 		t.Skip("psql not installed")
 	}
 	if testing.Short() {
-		t.Skip("90 s")
+		t.Skip("45 s")
 	}
 	t.Parallel()
 	e := startTokenEnv(t)
-	const life = 20 * time.Second
+	const life = 10 * time.Second
 	loop := func(n int) jobs.Step {
 		return jobs.Step{Command: []string{"sh", "-c", `i=0; while [ $i -lt ` + strconv.Itoa(n) + ` ]; do
-			psql -XAtc "select 'session ' || $i || ' as ' || current_user" || exit 1; i=$((i+1)); sleep 5; done`}}
+			psql -XAtc "select 'session ' || $i || ' as ' || current_user" || exit 1; i=$((i+1)); sleep 2.5; done`}}
 	}
 
 	t.Run("refreshed", func(t *testing.T) {
@@ -388,7 +388,7 @@ func TestCommandTokenRotationInRuns(t *testing.T) {
 		times := credentialtest.CallTimes(t, calls)
 		t.Logf("18 sessions over %v; the script ran %d times", time.Since(start).Round(time.Second), len(times))
 		if len(times) < 4 || len(times) > 7 {
-			t.Fatalf("the script ran %d times in %v; want about 6 (every ~16 s)", len(times), time.Since(start))
+			t.Fatalf("the script ran %d times in %v; want about 6 (every ~8 s)", len(times), time.Since(start))
 		}
 	})
 

@@ -186,20 +186,20 @@ func TestTokenSourcesThroughTheCLI(t *testing.T) {
 
 // TestExecCommandTokenRotation: `pgrelay exec` of a connection whose
 // token comes from a command that rotates the role's password to a token
-// valid for 20 s: a program opening a new psql session every 5 s for 90 s
-// through the endpoint succeeds every time; the command runs about every
-// 16 s.
+// valid for 10 s: a program opening a new psql session every 2.5 s for
+// 45 s through the endpoint succeeds every time; the command runs about
+// every 8 s.
 func TestExecCommandTokenRotation(t *testing.T) {
 	if _, err := exec.LookPath("psql"); err != nil {
 		t.Skip("psql not installed")
 	}
 	if testing.Short() {
-		t.Skip("90 s")
+		t.Skip("45 s")
 	}
 	t.Parallel()
 	s := startTokenServers(t)
 	prog, calls := credentialtest.RotateCommand(t, credentialtest.Superuser{Host: s.pg.Host, Port: s.pg.Port,
-		User: s.pg.SuperUser, Password: s.pg.SuperPassword}, 20*time.Second)
+		User: s.pg.SuperUser, Password: s.pg.SuperPassword}, 10*time.Second)
 	allow := []string{"PGRELAY_ALLOW_COMMANDS=" + prog}
 	s.pgrelay(t, 0, nil, "connection", "create", "rotor", "--host", s.pg.Host, "--port", strconv.Itoa(s.pg.Port),
 		"--database", "postgres", "--user", "rotor", "--sslmode", "verify-full", "--ssl-root-cert", s.caFile,
@@ -207,7 +207,7 @@ func TestExecCommandTokenRotation(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, "exec", "rotor", "--", "sh", "-c", `i=0; while [ $i -lt 18 ]; do
-		psql -XAtc "select 'session ' || $i || ' as ' || current_user" || exit 1; i=$((i+1)); sleep 5; done`)
+		psql -XAtc "select 'session ' || $i || ' as ' || current_user" || exit 1; i=$((i+1)); sleep 2.5; done`)
 	cmd.Env = append(append([]string(nil), s.env...), allow...)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
