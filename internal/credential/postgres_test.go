@@ -113,13 +113,13 @@ func TestTokensLogIn(t *testing.T) {
 
 	t.Run("CommandRefreshedAcrossExpiry", func(t *testing.T) {
 		t.Parallel()
-		const life = 20 * time.Second
+		const life = 10 * time.Second
 		src, calls := commandSource(t, "rotor", life)
 		c := credential.NewCache(src, credential.CacheConfig{Name: "rotor"})
 		defer c.Close()
-		// Log in every second for twice the token's lifetime: every login
-		// must work, with tokens fetched about 16 s apart (not at the
-		// last moment, nor on every login).
+		// Log in every half second for twice the token's lifetime: every
+		// login must work, with tokens fetched about 8 s apart (not at
+		// the last moment, nor on every login).
 		start := time.Now()
 		logins := 0
 		for time.Since(start) < 2*life {
@@ -132,7 +132,7 @@ func TestTokensLogIn(t *testing.T) {
 					logins+1, err, sqlstate(err))
 			}
 			logins++
-			time.Sleep(time.Second)
+			time.Sleep(500 * time.Millisecond)
 		}
 		times := callTimes(t, calls)
 		t.Logf("%d logins, %d calls of the script", logins, len(times))
@@ -142,7 +142,7 @@ func TestTokensLogIn(t *testing.T) {
 		for i := 1; i < len(times); i++ {
 			gap := times[i].Sub(times[i-1])
 			t.Logf("call %d after %v", i+1, gap.Round(time.Millisecond))
-			// Refreshed at 80 % (16 s), on the first login from then on.
+			// Refreshed at 80 % (8 s), on the first login from then on.
 			if gap < life*8/10-time.Second || gap > life*8/10+2500*time.Millisecond {
 				t.Errorf("calls %d and %d are %v apart; want about %v", i, i+1, gap, life*8/10)
 			}
@@ -151,7 +151,7 @@ func TestTokensLogIn(t *testing.T) {
 
 	t.Run("CommandWithoutRefreshExpires", func(t *testing.T) {
 		t.Parallel()
-		const life = 20 * time.Second
+		const life = 10 * time.Second
 		src, _ := commandSource(t, "stale", life)
 		tok, err := src.Token(ctx)
 		if err != nil {
@@ -173,7 +173,7 @@ func TestTokensLogIn(t *testing.T) {
 				if now.After(deadline) {
 					t.Fatal("the token never expired")
 				}
-				time.Sleep(time.Second)
+				time.Sleep(500 * time.Millisecond)
 				continue
 			}
 			if sqlstate(err) != "28P01" {
