@@ -90,6 +90,10 @@ trap 'exit 130' INT TERM
 # its own (this checkout is left as it is).
 if [ -n "$baseline" ]; then
 	rev="$(git rev-parse --verify --quiet "$baseline^{commit}" || true)"
+	if [ -z "$rev" ] && [ "$baseline" = v0.1.0 ]; then
+		# A clone without tags: the commit v0.1.0 was cut from.
+		rev="$(git rev-parse --verify --quiet "1fd70e5b42af9cd5ebe6c3f481db368d5151765c^{commit}" || true)"
+	fi
 	if [ -z "$rev" ]; then
 		echo "bench.sh: BASELINE=$baseline is not a revision of this repository; set BASELINE= to skip it" >&2
 		exit 2
