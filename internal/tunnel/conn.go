@@ -303,11 +303,14 @@ func (c *conn) takeOver(w io.Writer) (n int64, done bool, err error) {
 		}
 		return true, c.channelError("read", rerr)
 	}
+	// What Read left lies in the pump's buffer: write it before that
+	// buffer goes back to the pump, which may read into it at once.
 	data, rerr := c.rdata, c.rerr
 	c.rdata = nil
+	done, gerr := give(data, rerr)
 	c.release()
-	if done, err := give(data, rerr); done {
-		return n, true, err
+	if done {
+		return n, true, gerr
 	}
 	if !c.pumping {
 		return n, false, nil
