@@ -40,6 +40,10 @@ type SSHConfig struct {
 	// ends. Tunnels of certificate logins and of key rotations in progress
 	// are never kept.
 	WarmTunnels time.Duration
+	// WarmPerConnection is how many tunnels of one connection are kept at
+	// once (runs of a connection running at the same time each end with
+	// one); at least 1. A server sets its --max-runs.
+	WarmPerConnection int
 }
 
 // sshSettings are a Service's SSH settings.
@@ -57,7 +61,7 @@ func newSSHSettings(c SSHConfig) sshSettings {
 	p.Store(&pc)
 	st := sshSettings{knownHosts: c.KnownHosts, proxyCommands: p, signer: c.Signer}
 	if c.WarmTunnels > 0 {
-		st.warm = tunnel.NewWarm(c.WarmTunnels)
+		st.warm = tunnel.NewWarm(c.WarmTunnels, c.WarmPerConnection)
 	}
 	return st
 }

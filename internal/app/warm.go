@@ -101,3 +101,12 @@ func (s *Connector) WarmTunnels() (window time.Duration, kept int) {
 	}
 	return s.ssh.warm.Window(), s.ssh.warm.Len()
 }
+
+// WarmPerConnection is how many tunnels of one connection are kept at
+// most (0 when none are kept).
+func (s *Connector) WarmPerConnection() int {
+	if s.ssh.warm == nil {
+		return 0
+	}
+	return s.ssh.warm.PerSlot()
+}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -127,4 +129,71 @@ func TestWarmTunnelServesTheNextRun(t *testing.T) {
 		_, kept := svc.WarmTunnels()
 		return kept == 0 && sampleValue(t, m, "pgrelay_tunnels_open", "") == 0
 	})
+}
+
+// Runs of one connection running at once each keep their tunnel (up to
+// WarmPerConnection), and the next ones at once each take one.
+func TestWarmTunnelsForConcurrentRuns(t *testing.T) {
+	t.Parallel()
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	db := pg.NewDatabase(t)
+	b := testenv.StartBastion(t, testenv.BastionOptions{})
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), sqlite.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	kr, err := secret.NewKeyring(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := app.New(app.Config{Store: st, Keyring: kr, DialTimeout: 5 * time.Second,
+		SSH: app.SSHConfig{WarmTunnels: time.Minute, WarmPerConnection: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	v, err := svc.CreateConnection(ctx, connection.Spec{Name: "two", Host: pg.Host, Port: pg.Port, Database: db.Name,
+		User: db.User, Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
+		Tunnel: &connection.Tunnel{Host: b.Host, Port: b.Port, User: b.User}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, v.SSHTunnel.PublicKey)
+	r := &jobs.Runner{Open: svc.OpenConn}
+	// two runs two jobs at once; each sleeps long enough for both to hold a
+	// tunnel at the same time.
+	two := func(wantLog string) {
+		t.Helper()
+		var wg sync.WaitGroup
+		logs := make([]string, 2)
+		var failed atomic.Bool
+		for i := range 2 {
+			wg.Go(func() {
+				var rec logRecorder
+				res := r.Run(ctx, jobs.Job{Name: "j", Connection: "two", Timeout: connection.Duration(time.Minute),
+					Steps: []jobs.Step{{SQL: "select pg_sleep(0.5)"}}}, jobs.Hooks{Log: rec.add})
+				logs[i] = rec.String()
+				if res.Status != jobs.Succeeded {
+					failed.Store(true)
+				}
+			})
+		}
+		wg.Wait()
+		for _, l := range logs {
+			if failed.Load() || !strings.Contains(l, wantLog) {
+				t.Fatalf("runs at once: want %q in each log:\n%s", wantLog, strings.Join(logs, "\n---\n"))
+			}
+		}
+	}
+	logins := func() int { return strings.Count(b.Log(), "Accepted publickey") }
+	two("SSH tunnel up via ")
+	if _, kept := svc.WarmTunnels(); kept != 2 || logins() != 2 {
+		t.Fatalf("after two runs at once: %d tunnels kept, %d logins; want 2 and 2", kept, logins())
+	}
+	two("SSH tunnel reused (kept open ")
+	if logins() != 2 {
+		t.Fatalf("%d logins after the second pair, want still 2", logins())
+	}
 }

@@ -234,7 +234,7 @@ func (e *env) benchFirstRow(b *testing.B, f *farPaths) {
 		if err != nil {
 			b.Fatalf("tunnel.DialChain: %v", err)
 		}
-		w := tunnel.NewWarm(time.Hour)
+		w := tunnel.NewWarm(time.Hour, 1)
 		defer w.Close()
 		w.Put("bench", "v1", first)
 		measure(b, f.sshRelay, func(b *testing.B) func() {

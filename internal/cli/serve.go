@@ -175,7 +175,7 @@ and use the CLI against this server with
 		"run the scheduled tests of connections that have a health_check_interval (--health-check-interval) and record them in their health; one process of those sharing a store runs them at a time")
 	cmd.Flags().DurationVar(&qf.sshWarm, "ssh-warm", 0,
 		"keep a run's SSH tunnel open this long after the run, for the next run of the same connection, which then skips every hop's "+
-			"SSH handshake (e.g. 60s; 0 closes it when the run ends). A kept tunnel keeps its keepalives, must answer one before it is "+
+			"SSH handshake (e.g. 60s; 0 closes it when the run ends); up to --max-runs tunnels per connection. A kept tunnel keeps its keepalives, must answer one before it is "+
 			"reused, and is reused only while the connection (hops, keys, pinned host keys) is unchanged; never for certificate logins")
 	ef.register(cmd.Flags())
 	af.register(cmd.Flags())

@@ -159,6 +159,13 @@ func (c Config) WithDefaults() Config {
 	if c.HTTP != nil && c.Metrics == nil {
 		c.Metrics = metrics.New()
 	}
+	if c.SSH.WarmTunnels > 0 && c.SSH.WarmPerConnection == 0 {
+		// As many kept tunnels per connection as runs may run at once.
+		c.SSH.WarmPerConnection = queue.DefaultMaxRuns
+		if c.Jobs != nil && c.Jobs.MaxRuns > 0 {
+			c.SSH.WarmPerConnection = c.Jobs.MaxRuns
+		}
+	}
 	return c
 }
 

@@ -258,3 +258,31 @@ func TestDaemonAuditRetention(t *testing.T) {
 		}
 	}
 }
+
+// TestDaemonWarmTunnels: with --ssh-warm, a connection keeps as many
+// tunnels as the queue runs at once; without, none.
+func TestDaemonWarmTunnels(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		cfg  daemon.Config
+		want int
+	}{
+		{"off", daemon.Config{}, 0},
+		{"default max runs", daemon.Config{SSH: app.SSHConfig{WarmTunnels: time.Minute}, Jobs: &daemon.JobsConfig{}}, 4},
+		{"max runs 6", daemon.Config{SSH: app.SSHConfig{WarmTunnels: time.Minute}, Jobs: &daemon.JobsConfig{MaxRuns: 6}}, 6},
+		{"given", daemon.Config{SSH: app.SSHConfig{WarmTunnels: time.Minute, WarmPerConnection: 2}, Jobs: &daemon.JobsConfig{MaxRuns: 6}}, 2},
+	} {
+		cfg := tc.cfg
+		cfg.Store, cfg.Keyring = openStore(t), newKeyring(t)
+		d, err := daemon.New(ctx, cfg)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := d.Connector().WarmPerConnection(); got != tc.want {
+			t.Errorf("%s: %d tunnels kept per connection, want %d", tc.name, got, tc.want)
+		}
+		_ = d.Stop(ctx)
+	}
+}

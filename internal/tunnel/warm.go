@@ -3,6 +3,7 @@ package tunnel
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -59,17 +60,19 @@ const WarmPing = 2 * time.Second
 // skips the SSH handshakes of every hop. A parked chain keeps its
 // keepalives; one that drops, or does not answer a keepalive when it is
 // taken, is closed and never handed out. Each chain is handed to one user
-// at a time, and a slot holds at most one parked chain.
+// at a time; a slot keeps up to a number of parked chains (as many as
+// runs of one connection may run at once), the newest handed out first.
 //
 // The fingerprint a chain is parked under must name everything it was
 // opened with and verified against (hosts, users, login keys, pinned host
 // keys, host CAs): a chain is handed out only for the same fingerprint,
 // where a fresh dial would have been accepted the same way.
 type Warm struct {
-	window time.Duration
+	window  time.Duration
+	perSlot int
 
 	mu     sync.Mutex
-	idle   map[string]*warmEntry
+	idle   map[string][]*warmEntry // by slot, oldest first
 	closed bool
 }
 
@@ -80,20 +83,23 @@ type warmEntry struct {
 	timer       *time.Timer
 }
 
-// NewWarm returns a Warm keeping chains for window after their release.
-// A window of zero keeps nothing: Put always declines.
-func NewWarm(window time.Duration) *Warm {
-	return &Warm{window: window, idle: map[string]*warmEntry{}}
+// NewWarm returns a Warm keeping chains for window after their release,
+// at most perSlot of them per slot (at least one). A window of zero keeps
+// nothing: Put always declines.
+func NewWarm(window time.Duration, perSlot int) *Warm {
+	return &Warm{window: window, perSlot: max(perSlot, 1), idle: map[string][]*warmEntry{}}
 }
 
 // Window is how long a released chain is kept.
 func (w *Warm) Window() time.Duration { return w.window }
 
+// PerSlot is how many chains a slot keeps at most.
+func (w *Warm) PerSlot() int { return w.perSlot }
+
 // Put parks c in slot (one per connection) under fingerprint until the
 // window passes or Take hands it out, and reports whether it did; when it
 // did not (no window, Warm closed, c already down), c stays the caller's
-// to close. A chain parked earlier in the slot is closed: the newest is
-// kept.
+// to close. When the slot is full, its oldest chain is closed.
 func (w *Warm) Put(slot, fingerprint string, c *Chain) bool {
 	if w == nil || w.window <= 0 || c == nil || c.Err() != nil || fingerprint == "" {
 		return false
@@ -104,11 +110,16 @@ func (w *Warm) Put(slot, fingerprint string, c *Chain) bool {
 		w.mu.Unlock()
 		return false
 	}
-	old := w.idle[slot]
-	w.idle[slot] = e
+	entries := append(w.idle[slot], e)
+	var evicted []*warmEntry
+	if n := len(entries) - w.perSlot; n > 0 {
+		evicted = slices.Clone(entries[:n])
+		entries = slices.Delete(entries, 0, n)
+	}
+	w.idle[slot] = entries
 	e.timer = time.AfterFunc(w.window, func() { w.expire(slot, e) })
 	w.mu.Unlock()
-	if old != nil {
+	for _, old := range evicted {
 		old.timer.Stop()
 		_ = old.chain.Close()
 	}
@@ -118,48 +129,82 @@ func (w *Warm) Put(slot, fingerprint string, c *Chain) bool {
 // expire closes e if it is still parked in slot.
 func (w *Warm) expire(slot string, e *warmEntry) {
 	w.mu.Lock()
-	cur := w.idle[slot]
-	if cur == e {
-		delete(w.idle, slot)
+	entries := w.idle[slot]
+	i := slices.Index(entries, e)
+	if i >= 0 {
+		w.setSlot(slot, slices.Delete(entries, i, i+1))
 	}
 	w.mu.Unlock()
-	if cur == e {
+	if i >= 0 {
 		_ = e.chain.Close()
 	}
 }
 
-// Take hands out the chain parked in slot, with how long it was parked,
-// when it was parked under fingerprint, is still up and answers a
-// keepalive within WarmPing (and ctx). Otherwise it closes what was
-// parked there (a chain opened for an earlier version of the connection
-// is of no use to anyone) and returns nil: the caller dials.
-//
-// check, when not nil, is asked first whether the chain may still be used
-// (say, the host keys it was verified with are still trusted); an error
-// closes it.
+// setSlot stores a slot's entries, dropping an empty slot. Called with mu
+// held.
+func (w *Warm) setSlot(slot string, entries []*warmEntry) {
+	if len(entries) == 0 {
+		delete(w.idle, slot)
+		return
+	}
+	w.idle[slot] = entries
+}
+
+// Take hands out the newest chain parked in slot under fingerprint, with
+// how long it was parked, when it is still up, passes check (when not
+// nil: say, the host keys it was verified with are still trusted) and
+// answers a keepalive within WarmPing (and ctx); a chain that fails any
+// of these is closed and the next newest tried. Chains parked under
+// another fingerprint (opened for an earlier version of the connection)
+// are closed: they are of no use to anyone. Nil when none is left: the
+// caller dials.
 func (w *Warm) Take(ctx context.Context, slot, fingerprint string, check func(*Chain) error) (*Chain, time.Duration) {
 	if w == nil {
 		return nil, 0
 	}
-	w.mu.Lock()
-	e := w.idle[slot]
-	delete(w.idle, slot)
-	w.mu.Unlock()
-	if e == nil {
-		return nil, 0
+	for {
+		w.mu.Lock()
+		entries := w.idle[slot]
+		var stale []*warmEntry
+		kept := entries[:0]
+		for _, e := range entries {
+			if e.fingerprint == fingerprint {
+				kept = append(kept, e)
+			} else {
+				stale = append(stale, e)
+			}
+		}
+		var e *warmEntry
+		if len(kept) > 0 {
+			e = kept[len(kept)-1]
+			kept = kept[:len(kept)-1]
+		}
+		w.setSlot(slot, kept)
+		w.mu.Unlock()
+		for _, s := range stale {
+			s.timer.Stop()
+			_ = s.chain.Close()
+		}
+		if e == nil {
+			return nil, 0
+		}
+		e.timer.Stop()
+		if check != nil && check(e.chain) != nil {
+			_ = e.chain.Close()
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, WarmPing)
+		err := e.chain.Ping(pctx)
+		cancel()
+		if err != nil {
+			_ = e.chain.Close()
+			if ctx.Err() != nil {
+				return nil, 0
+			}
+			continue
+		}
+		return e.chain, time.Since(e.since)
 	}
-	e.timer.Stop()
-	if e.fingerprint != fingerprint || (check != nil && check(e.chain) != nil) {
-		_ = e.chain.Close()
-		return nil, 0
-	}
-	pctx, cancel := context.WithTimeout(ctx, WarmPing)
-	defer cancel()
-	if err := e.chain.Ping(pctx); err != nil {
-		_ = e.chain.Close()
-		return nil, 0
-	}
-	return e.chain, time.Since(e.since)
 }
 
 // Len is the number of parked chains.
@@ -169,7 +214,11 @@ func (w *Warm) Len() int {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.idle)
+	n := 0
+	for _, entries := range w.idle {
+		n += len(entries)
+	}
+	return n
 }
 
 // Close closes every parked chain; Put declines from then on.
@@ -180,10 +229,12 @@ func (w *Warm) Close() {
 	w.mu.Lock()
 	w.closed = true
 	idle := w.idle
-	w.idle = map[string]*warmEntry{}
+	w.idle = map[string][]*warmEntry{}
 	w.mu.Unlock()
-	for _, e := range idle {
-		e.timer.Stop()
-		_ = e.chain.Close()
+	for _, entries := range idle {
+		for _, e := range entries {
+			e.timer.Stop()
+			_ = e.chain.Close()
+		}
 	}
 }

@@ -49,7 +49,7 @@ func TestWarmHandsBackALiveChainOnce(t *testing.T) {
 	t.Parallel()
 	b := setup(t, testenv.BastionOptions{})
 	echo := startEcho(t)
-	w := tunnel.NewWarm(time.Minute)
+	w := tunnel.NewWarm(time.Minute, 1)
 	t.Cleanup(w.Close)
 
 	c := dialChain(t, b.cfg)
@@ -77,7 +77,7 @@ func TestWarmClosesWhatItDoesNotHandOut(t *testing.T) {
 	b := setup(t, testenv.BastionOptions{})
 
 	t.Run("window passes", func(t *testing.T) {
-		w := tunnel.NewWarm(200 * time.Millisecond)
+		w := tunnel.NewWarm(200 * time.Millisecond, 1)
 		t.Cleanup(w.Close)
 		c := dialChain(t, b.cfg)
 		w.Put("k", "v1", c)
@@ -91,7 +91,7 @@ func TestWarmClosesWhatItDoesNotHandOut(t *testing.T) {
 		}
 	})
 	t.Run("newer chain under the same key", func(t *testing.T) {
-		w := tunnel.NewWarm(time.Minute)
+		w := tunnel.NewWarm(time.Minute, 1)
 		t.Cleanup(w.Close)
 		older, newer := dialChain(t, b.cfg), dialChain(t, b.cfg)
 		w.Put("k", "v1", older)
@@ -106,7 +106,7 @@ func TestWarmClosesWhatItDoesNotHandOut(t *testing.T) {
 		}
 	})
 	t.Run("closed warm", func(t *testing.T) {
-		w := tunnel.NewWarm(time.Minute)
+		w := tunnel.NewWarm(time.Minute, 1)
 		c := dialChain(t, b.cfg)
 		w.Put("k", "v1", c)
 		w.Close()
@@ -120,7 +120,7 @@ func TestWarmClosesWhatItDoesNotHandOut(t *testing.T) {
 		}
 	})
 	t.Run("another fingerprint", func(t *testing.T) {
-		w := tunnel.NewWarm(time.Minute)
+		w := tunnel.NewWarm(time.Minute, 1)
 		t.Cleanup(w.Close)
 		c := dialChain(t, b.cfg)
 		w.Put("k", "v1", c)
@@ -133,8 +133,33 @@ func TestWarmClosesWhatItDoesNotHandOut(t *testing.T) {
 			t.Fatal("a chain of an earlier version of the connection was left open")
 		}
 	})
+	t.Run("several per slot", func(t *testing.T) {
+		w := tunnel.NewWarm(time.Minute, 2)
+		t.Cleanup(w.Close)
+		a, b2, c := dialChain(t, b.cfg), dialChain(t, b.cfg), dialChain(t, b.cfg)
+		w.Put("k", "v1", a)
+		w.Put("k", "v1", b2)
+		if w.Len() != 2 {
+			t.Fatalf("Len = %d, want both kept", w.Len())
+		}
+		w.Put("k", "v1", c) // the slot is full: the oldest goes
+		select {
+		case <-a.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatal("the oldest chain of a full slot was not closed")
+		}
+		if got, _ := w.Take(context.Background(), "k", "v1", nil); got != c {
+			t.Fatal("Take did not hand out the newest chain first")
+		}
+		if got, _ := w.Take(context.Background(), "k", "v1", nil); got != b2 {
+			t.Fatal("Take did not hand out the next newest chain")
+		}
+		if got, _ := w.Take(context.Background(), "k", "v1", nil); got != nil || w.Len() != 0 {
+			t.Fatal("Take handed out more than was parked")
+		}
+	})
 	t.Run("check refuses", func(t *testing.T) {
-		w := tunnel.NewWarm(time.Minute)
+		w := tunnel.NewWarm(time.Minute, 1)
 		t.Cleanup(w.Close)
 		c := dialChain(t, b.cfg)
 		w.Put("k", "v1", c)
@@ -149,13 +174,13 @@ func TestWarmClosesWhatItDoesNotHandOut(t *testing.T) {
 		}
 	})
 	t.Run("no window", func(t *testing.T) {
-		w := tunnel.NewWarm(0)
+		w := tunnel.NewWarm(0, 1)
 		if w.Put("k", "v1", dialChain(t, b.cfg)) {
 			t.Fatal("Put kept a chain without a window")
 		}
 	})
 	t.Run("dropped chain", func(t *testing.T) {
-		w := tunnel.NewWarm(time.Minute)
+		w := tunnel.NewWarm(time.Minute, 1)
 		t.Cleanup(w.Close)
 		c := dialChain(t, b.cfg)
 		_ = c.Close()
@@ -174,7 +199,7 @@ func TestWarmRefusesAFrozenChain(t *testing.T) {
 	fp := testenv.StartFaultProxy(t, b.bastion.Addr())
 	cfg := b.cfg
 	cfg.Addr = fp.Addr()
-	w := tunnel.NewWarm(time.Minute)
+	w := tunnel.NewWarm(time.Minute, 1)
 	t.Cleanup(w.Close)
 	c := dialChain(t, cfg)
 	w.Put("k", "v1", c)
