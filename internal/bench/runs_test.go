@@ -38,13 +38,24 @@ func runsDirect() bool { return os.Getenv("PGRELAY_BENCH_RUNS_DIRECT") == "1" }
 // Each process has the default --max-runs. What limits the rate shows in
 // the CPU per run of the serve processes, PostgreSQL (store and
 // database) and the bastion's sshd, and in the machine's CPU use over
-// the batch (machine-cpu-%, of all cores).
+// the batch (machine-cpu-%, of all cores). The p1_warm, p2_warm and
+// p4_warm cases run the same batches on processes with --ssh-warm 60s,
+// where a run takes a tunnel an earlier run of the connection left open.
 func BenchmarkRuns(b *testing.B) {
 	e := sharedEnv(b)
 	n := runsBatch(b)
-	for i, procs := range []int{1, 2, 4} {
-		b.Run("p"+strconv.Itoa(procs), func(b *testing.B) {
-			r := e.startRunServers(b, procs, fmt.Sprintf("runs_store_%d_%d", procs, i))
+	for i, c := range []struct {
+		procs int
+		warm  bool
+	}{{1, false}, {2, false}, {4, false}, {1, true}, {2, true}, {4, true}} {
+		name := "p" + strconv.Itoa(c.procs)
+		var args []string
+		if c.warm {
+			name += "_warm"
+			args = []string{"--ssh-warm", "60s"}
+		}
+		b.Run(name, func(b *testing.B) {
+			r := e.startRunServers(b, c.procs, fmt.Sprintf("runs_store_%d_%d", c.procs, i), args...)
 			var res runsResult
 			for b.Loop() {
 				res = r.batch(b, n)
@@ -67,7 +78,7 @@ type runServers struct {
 // startRunServers starts procs serve processes on a new store database,
 // saves the connection (its key authorized at the bastion, its host key
 // pinned by a first run) and the job.
-func (e *env) startRunServers(b *testing.B, procs int, storeDB string) *runServers {
+func (e *env) startRunServers(b *testing.B, procs int, storeDB string, args ...string) *runServers {
 	ctx := context.Background()
 	e.pg.CreateDatabase(b, storeDB, e.pg.SuperUser)
 	b.Cleanup(func() { e.pg.Exec(b, "DROP DATABASE IF EXISTS "+storeDB+" WITH (FORCE)") })
@@ -83,7 +94,7 @@ func (e *env) startRunServers(b *testing.B, procs int, storeDB string) *runServe
 	var wg sync.WaitGroup
 	for i := range procs {
 		wg.Go(func() {
-			r.servers[i] = e2etest.StartServer(b, e.pgrelayBin, "serve-"+strconv.Itoa(i), e2etest.Options{Env: envs[i]})
+			r.servers[i] = e2etest.StartServer(b, e.pgrelayBin, "serve-"+strconv.Itoa(i), e2etest.Options{Env: envs[i], Args: args})
 		})
 	}
 	wg.Wait()

@@ -220,22 +220,28 @@ func renderRuns(w io.Writer, res *results, m machine) {
 		"queued to the last ended; queue latency is from queued to started. CPU per run is of the serve processes, " +
 		"PostgreSQL (the store and the database the runs query) and the bastion's sshd; the machine's CPU use is over the " +
 		"batch, of all cores, other work on the machine included. The ceiling is what the machine's cores could do if " +
-		"this CPU per run were the only work.")
+		"this CPU per run were the only work. The rows marked `--ssh-warm` run the same batches on processes started with " +
+		"`--ssh-warm 60s`: a run takes a tunnel an earlier run of the connection left open (up to `--max-runs` per " +
+		"connection and process) instead of logging in to the bastion; their × is against one such process.")
 	p("")
 	p("| processes | runs/min | × one process | queue p50 ms | queue p99 ms | CPU ms per run: serve / postgres / sshd | machine CPU %% | CPU ceiling runs/min |")
 	p("|---|---:|---:|---:|---:|---:|---:|---:|")
-	one := median(res.get("Runs", "p1", "runs/min"))
-	for _, path := range []string{"p1", "p2", "p4"} {
+	for _, path := range []string{"p1", "p2", "p4", "p1_warm", "p2_warm", "p4_warm"} {
 		xs := res.get("Runs", path, "runs/min")
 		if len(xs) == 0 {
 			continue
 		}
 		med := median(xs)
+		base := "p1"
+		if strings.HasSuffix(path, "_warm") {
+			base = "p1_warm"
+		}
+		one := median(res.get("Runs", base, "runs/min"))
 		vs := "—"
-		if path == "p1" {
+		if path == base {
 			vs = "1.00×"
 		} else if one > 0 {
-			vs = ratioCell(med/one, roundRatios(res, "Runs", path, "p1", "runs/min"))
+			vs = ratioCell(med/one, roundRatios(res, "Runs", path, base, "runs/min"))
 		}
 		get := func(u string) float64 { return median(res.get("Runs", path, u)) }
 		perRun := get("cpu-serve-ms/run") + get("cpu-postgres-ms/run") + get("cpu-sshd-ms/run")
@@ -243,7 +249,11 @@ func renderRuns(w io.Writer, res *results, m machine) {
 		if perRun > 0 && m.Cores > 0 {
 			ceiling = num(float64(m.Cores)*60000/perRun, 0)
 		}
-		p("| %s | %s%s | %s | %s | %s | %s / %s / %s | %s | %s |", strings.TrimPrefix(path, "p"), num(med, 0),
+		label := strings.TrimPrefix(path, "p")
+		if n, ok := strings.CutSuffix(label, "_warm"); ok {
+			label = n + ", `--ssh-warm`"
+		}
+		p("| %s | %s%s | %s | %s | %s | %s / %s / %s | %s | %s |", label, num(med, 0),
 			rangeNote(xs, 0), vs, num(get("queue-p50-ms"), 0), num(get("queue-p99-ms"), 0),
 			num(get("cpu-serve-ms/run"), 1), num(get("cpu-postgres-ms/run"), 1), num(get("cpu-sshd-ms/run"), 1),
 			num(get("machine-cpu-%"), 0), ceiling)
