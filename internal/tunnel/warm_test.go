@@ -77,7 +77,7 @@ func TestWarmClosesWhatItDoesNotHandOut(t *testing.T) {
 	b := setup(t, testenv.BastionOptions{})
 
 	t.Run("window passes", func(t *testing.T) {
-		w := tunnel.NewWarm(200 * time.Millisecond, 1)
+		w := tunnel.NewWarm(200*time.Millisecond, 1)
 		t.Cleanup(w.Close)
 		c := dialChain(t, b.cfg)
 		w.Put("k", "v1", c)
