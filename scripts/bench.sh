@@ -150,6 +150,16 @@ if [ "$scale" != 0 ]; then
 	run 'Scale' 1x
 fi
 
+# The machine and its load at the end of the run, so that a report
+# regenerated later (or on another computer) still describes the run.
+{
+	echo "bench-date: $(date -u +%Y-%m-%dT%H:%MZ)"
+	echo "machine-cpu: $(sed -n 's/^model name[[:space:]]*: *//p' /proc/cpuinfo | head -n 1)"
+	echo "machine-cores: $(grep -c '^processor' /proc/cpuinfo)"
+	echo "machine-memory-kb: $(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
+	echo "machine-kernel: $(uname -r)"
+	echo "machine-load: $(cut -d ' ' -f 1-3 /proc/loadavg)"
+} >>"$tmp"
 cp "$tmp" "$raw"
 go run ./internal/bench/report -in "$raw" -out "$report" -png "$chart" -command "$cmd"
 echo "bench.sh: wrote $raw, $report and $chart"

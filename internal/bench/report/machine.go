@@ -57,6 +57,30 @@ func machineInfo() machine {
 	return m
 }
 
+// recorded returns m with what scripts/bench.sh recorded in the raw
+// output at the end of the run (machine-cpu, machine-cores,
+// machine-memory-kb, machine-kernel, machine-load) in place of what this
+// computer says now: a report regenerated later, or elsewhere, still
+// describes the machine and the load of the run.
+func (m machine) recorded(config map[string]string) machine {
+	if v := config["machine-cpu"]; v != "" {
+		m.CPU = v
+	}
+	if n, err := strconv.Atoi(config["machine-cores"]); err == nil && n > 0 {
+		m.Cores = n
+	}
+	if v := config["machine-memory-kb"]; v != "" {
+		m.Memory = memTotal("MemTotal: " + v + " kB\n")
+	}
+	if v := config["machine-kernel"]; v != "" {
+		m.Kernel = "Linux " + v
+	}
+	if v := config["machine-load"]; v != "" {
+		m.Load = v
+	}
+	return m
+}
+
 // memTotal formats the MemTotal line of /proc/meminfo in GiB.
 func memTotal(meminfo string) string {
 	for line := range strings.Lines(meminfo) {

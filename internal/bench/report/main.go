@@ -74,7 +74,10 @@ func run(in, out, command, chart string) error {
 		meta.Chart = filepath.Base(chart)
 	}
 	var buf bytes.Buffer
-	render(&buf, res, machineInfo(), meta)
+	if d, err := time.Parse("2006-01-02T15:04Z", res.config["bench-date"]); err == nil {
+		meta.Date = d
+	}
+	render(&buf, res, machineInfo().recorded(res.config), meta)
 	if out == "-" {
 		_, err = os.Stdout.Write(buf.Bytes())
 		return err

@@ -342,3 +342,22 @@ func TestRounds(t *testing.T) {
 		t.Errorf("chart groups = %s", got)
 	}
 }
+
+// TestRecordedMachine: what bench.sh recorded at the end of the run wins
+// over the computer the report is made on.
+func TestRecordedMachine(t *testing.T) {
+	t.Parallel()
+	res, err := parse(strings.NewReader("machine-cpu: Run CPU\nmachine-cores: 8\nmachine-memory-kb: 2097152\n" +
+		"machine-kernel: 6.9.1\nmachine-load: 0.10 0.20 0.30\nbench-date: 2026-12-07T00:02Z\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := machine{CPU: "Now CPU", Cores: 2, Memory: "1.0 GiB", Kernel: "Linux 6.1", Load: "9 9 9"}.recorded(res.config)
+	want := machine{CPU: "Run CPU", Cores: 8, Memory: "2.0 GiB", Kernel: "Linux 6.9.1", Load: "0.10 0.20 0.30"}
+	if got != want {
+		t.Fatalf("recorded machine = %+v, want %+v", got, want)
+	}
+	if got := (machine{CPU: "Now CPU", Load: "1 2 3"}).recorded(map[string]string{}); got.CPU != "Now CPU" || got.Load != "1 2 3" {
+		t.Fatalf("without records the computer's own description stays: %+v", got)
+	}
+}
