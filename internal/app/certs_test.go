@@ -54,8 +54,8 @@ func writeFile(t *testing.T, name, data string) string {
 // reason.
 func TestCertificateLogin(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	db := pg.NewDatabase(t)
 	var clock struct{ skew time.Duration }
 	f := newServiceWith(t, func(c *app.Config) { c.Now = func() time.Time { return time.Now().Add(clock.skew) } })
 	ctx := context.Background()
@@ -63,8 +63,8 @@ func TestCertificateLogin(t *testing.T) {
 
 	// Without a CA, certificate logins are refused when saved.
 	spec := func(name string, b *testenv.Bastion) connection.Spec {
-		return connection.Spec{Name: name, Host: pg.Host, Port: pg.Port, Database: "postgres", User: "dbt",
-			Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable,
+		return connection.Spec{Name: name, Host: pg.Host, Port: pg.Port, Database: db.Name, User: db.User,
+			Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
 			Tunnel: &connection.Tunnel{Host: b.Host, Port: b.Port, User: b.User, Auth: connection.SSHAuthCertificate}}
 	}
 	trusting := testenv.StartBastion(t, testenv.BastionOptions{})
@@ -161,8 +161,8 @@ func TestCertificateLogin(t *testing.T) {
 // host certificate that expired or names another host, with clear errors.
 func TestHostCertificate(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	db := pg.NewDatabase(t)
 	b := testenv.StartBastion(t, testenv.BastionOptions{})
 	hostCA := newCA(t)
 	now := time.Now()
@@ -170,8 +170,8 @@ func TestHostCertificate(t *testing.T) {
 	f := newServiceWith(t, func(c *app.Config) { c.HostKeyPolicy = app.HostKeyApprove })
 	ctx := context.Background()
 	caLine := "@cert-authority 127.0.0.1,[127.0.0.1]:* " + sshkey.AuthorizedKey(hostCA.PublicKey(), "")
-	v, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "hc", Host: pg.Host, Port: pg.Port, Database: "postgres",
-		User: "dbt", Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable,
+	v, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "hc", Host: pg.Host, Port: pg.Port, Database: db.Name,
+		User: db.User, Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
 		Tunnel: &connection.Tunnel{Host: b.Host, Port: b.Port, User: b.User, HostAuthorities: []string{caLine}}})
 	if err != nil {
 		t.Fatal(err)

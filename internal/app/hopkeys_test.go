@@ -22,14 +22,14 @@ import (
 // the hop keeps own_key, and goes when it is turned off.
 func TestHopOwnKey(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	db := pg.NewDatabase(t)
 	b1 := testenv.StartBastion(t, testenv.BastionOptions{})
 	b2 := testenv.StartBastion(t, testenv.BastionOptions{})
 	f := newService(t)
 	ctx := context.Background()
-	v, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "own", Host: pg.Host, Port: pg.Port, Database: "postgres",
-		User: "dbt", Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable,
+	v, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "own", Host: pg.Host, Port: pg.Port, Database: db.Name,
+		User: db.User, Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
 		Tunnel: &connection.Tunnel{Host: b1.Host, Port: b1.Port, User: b1.User,
 			Next: []connection.Hop{{Host: b2.Host, Port: b2.Port, User: b2.User, OwnKey: true}}}})
 	if err != nil {
@@ -86,7 +86,7 @@ func TestHopOwnKey(t *testing.T) {
 		t.Fatalf("test with hop 2's own key installed: %+v %v", rep.Failed(), err)
 	}
 	var sink rowsSink
-	if err := f.svc.Query(ctx, "own", "select current_user", &sink); err != nil || sink.String() != "dbt" {
+	if err := f.svc.Query(ctx, "own", "select current_user", &sink); err != nil || sink.String() != db.User {
 		t.Fatalf("query with hop 2's own key installed: %q %v", sink.String(), err)
 	}
 	// The audit record of the query names the key each hop logged in with.
@@ -227,8 +227,8 @@ func TestHopOwnKeySealed(t *testing.T) {
 // the one certified (sshd logs the certified key's fingerprint).
 func TestHopOwnKeyCertificate(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	db := pg.NewDatabase(t)
 	f := newService(t)
 	ctx := context.Background()
 	ca, err := f.svc.InitSSHCA(ctx)
@@ -238,8 +238,8 @@ func TestHopOwnKeyCertificate(t *testing.T) {
 	caFile := writeFile(t, "pgrelay_user_ca.pub", ca.PublicKey+"\n")
 	b1 := testenv.StartBastion(t, testenv.BastionOptions{ExtraConfig: []string{"TrustedUserCAKeys " + caFile}})
 	b2 := testenv.StartBastion(t, testenv.BastionOptions{ExtraConfig: []string{"TrustedUserCAKeys " + caFile}})
-	v, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "owncert", Host: pg.Host, Port: pg.Port, Database: "postgres",
-		User: "dbt", Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable,
+	v, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "owncert", Host: pg.Host, Port: pg.Port, Database: db.Name,
+		User: db.User, Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
 		Tunnel: &connection.Tunnel{Host: b1.Host, Port: b1.Port, User: b1.User, Auth: connection.SSHAuthCertificate,
 			Next: []connection.Hop{{Host: b2.Host, Port: b2.Port, User: b2.User, OwnKey: true}}}})
 	if err != nil {

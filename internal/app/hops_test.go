@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +26,7 @@ import (
 // prints), the third through a fault proxy that can freeze it.
 type chain struct {
 	pg     *testenv.Postgres
+	db     *testenv.Database
 	b      [3]*testenv.Bastion
 	frozen *testenv.FaultProxy // in front of the third bastion
 	f      *fixture
@@ -37,16 +39,15 @@ type chain struct {
 func newChain(t *testing.T, name string, interval time.Duration, count int) *chain {
 	t.Helper()
 	c := &chain{name: name, f: newService(t)}
-	c.pg = testenv.StartPostgres(t, testenv.PostgresOptions{})
-	c.pg.CreateRole(t, "dbt", "dbt-pw")
-	c.pg.CreateDatabase(t, "analytics", "dbt")
+	c.pg = testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	c.db = c.pg.NewDatabase(t)
 	for i := range c.b {
 		c.b[i] = testenv.StartBastion(t, testenv.BastionOptions{})
 	}
 	c.frozen = testenv.StartFaultProxy(t, c.b[2].Addr())
 	ctx := context.Background()
-	spec := connection.Spec{Name: name, Host: c.pg.Host, Port: c.pg.Port, Database: "analytics", User: "dbt",
-		Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable,
+	spec := connection.Spec{Name: name, Host: c.pg.Host, Port: c.pg.Port, Database: c.db.Name, User: c.db.User,
+		Password: secret.New(c.db.Password), SSLMode: connection.SSLDisable,
 		Tunnel: &connection.Tunnel{Host: c.b[0].Host, Port: c.b[0].Port, User: c.b[0].User,
 			KeepaliveInterval: connection.Duration(interval), KeepaliveCountMax: count,
 			Next: []connection.Hop{
@@ -89,7 +90,7 @@ func TestChainOfThreeHops(t *testing.T) {
 	if err := svc.Query(ctx, "three", "select current_user", &sink); err != nil {
 		t.Fatalf("query through three hops: %v", err)
 	}
-	if got := sink.String(); got != "dbt" {
+	if got := sink.String(); got != c.db.User {
 		t.Fatalf("query through three hops returned %q", got)
 	}
 	v, err := svc.GetConnection(ctx, "three")
@@ -116,7 +117,7 @@ func TestChainOfThreeHops(t *testing.T) {
 	go func() { _ = ps.Serve(ctx) }()
 	t.Cleanup(func() { _ = ps.Close() })
 	host, port, _ := net.SplitHostPort(ps.Addr().String())
-	conn, err := pgx.Connect(ctx, "postgres://dbt:dbt-pw@"+net.JoinHostPort(host, port)+"/analytics?sslmode=disable")
+	conn, err := pgx.Connect(ctx, "postgres://"+c.db.User+":"+url.QueryEscape(c.db.Password)+"@"+net.JoinHostPort(host, port)+"/"+c.db.Name+"?sslmode=disable")
 	if err != nil {
 		t.Fatalf("connect through the proxy: %v", err)
 	}
@@ -241,13 +242,13 @@ func TestChainHopFrozenFailsRun(t *testing.T) {
 // host key checked as over TCP.
 func TestProxyCommandHop(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	db := pg.NewDatabase(t)
 	b := testenv.StartBastion(t, testenv.BastionOptions{})
 	f := newService(t)
 	ctx := context.Background()
-	spec := connection.Spec{Name: "ssm", Host: pg.Host, Port: pg.Port, Database: "postgres", User: "dbt",
-		Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable,
+	spec := connection.Spec{Name: "ssm", Host: pg.Host, Port: pg.Port, Database: db.Name, User: db.User,
+		Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
 		Tunnel: &connection.Tunnel{Host: "bastion.internal", Port: 22, User: b.User,
 			ProxyCommand: []string{"socat", "STDIO", "TCP:" + b.Addr()}}}
 	// Not allowed by default (a server's allowlist is empty).
@@ -305,14 +306,14 @@ func TestProxyCommandHop(t *testing.T) {
 // bastion_tcp with the line hop 1 needs, and a query names hop 2.
 func TestChainHopForwardRefused(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	db := pg.NewDatabase(t)
 	b1 := testenv.StartBastion(t, testenv.BastionOptions{})
 	b2 := testenv.StartBastion(t, testenv.BastionOptions{})
 	f := newService(t)
 	ctx := context.Background()
-	if _, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "fwd", Host: pg.Host, Port: pg.Port, Database: "postgres",
-		User: "dbt", Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable,
+	if _, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "fwd", Host: pg.Host, Port: pg.Port, Database: db.Name,
+		User: db.User, Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
 		Tunnel: &connection.Tunnel{Host: b1.Host, Port: b1.Port, User: b1.User,
 			Next: []connection.Hop{{Host: b2.Host, Port: b2.Port, User: b2.User}}}}); err != nil {
 		t.Fatal(err)

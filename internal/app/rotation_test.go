@@ -64,14 +64,14 @@ func sshLogin(b *testenv.Bastion, signer ssh.Signer) error {
 // with the time; once the old line is removed, sshd refuses the old key.
 func TestKeyRotationTwoLiveKeys(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "dbt", "dbt-pw")
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	db := pg.NewDatabase(t)
 	b := testenv.StartBastion(t, testenv.BastionOptions{})
 	f := newService(t)
 	ctx := context.Background()
 	svc := f.svc
-	v, err := svc.CreateConnection(ctx, connection.Spec{Name: "rot", Host: pg.Host, Port: pg.Port, Database: "postgres",
-		User: "dbt", Password: secret.New("dbt-pw"), SSLMode: connection.SSLDisable,
+	v, err := svc.CreateConnection(ctx, connection.Spec{Name: "rot", Host: pg.Host, Port: pg.Port, Database: db.Name,
+		User: db.User, Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
 		Tunnel: &connection.Tunnel{Host: b.Host, Port: b.Port, User: b.User}})
 	if err != nil {
 		t.Fatal(err)
