@@ -23,6 +23,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/pgrelay/pgrelay/internal/sockio"
 )
 
 // DefaultDialTimeout bounds each upstream dial unless [WithDialTimeout]
@@ -184,6 +186,8 @@ func (p *Proxy) Serve(ctx context.Context) error {
 			return fmt.Errorf("proxy on %s: accept: %w", p.ln.Addr(), err)
 		}
 		backoff = 0
+		// Direct reads and writes on the data path (see internal/sockio).
+		client = sockio.Wrap(client)
 		s := &session{client: client, opened: time.Now()}
 		if !p.track(s) {
 			_ = client.Close()
@@ -313,7 +317,13 @@ func (p *Proxy) start(ctx context.Context, s *session, log *slog.Logger) (*Splic
 	dial := func(ctx context.Context) (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(ctx, p.dialTimeout)
 		defer cancel()
-		return p.dial(ctx)
+		up, err := p.dial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		// A direct TCP upstream gets direct reads and writes too; a tunnel
+		// channel is left as it is.
+		return sockio.Wrap(up), nil
 	}
 	if p.handshake == nil {
 		up, err := dial(ctx)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/pgrelay/pgrelay/internal/sockio"
 )
 
 // keepaliveRequest is the request name OpenSSH uses for keepalives in both
@@ -167,7 +169,7 @@ func Dial(ctx context.Context, cfg Config) (*Tunnel, error) {
 	}
 	// Acknowledge the bastion's packets at once until the first channel is
 	// open (see transportConn.quickAck).
-	tc := &transportConn{Conn: raw, quickAck: quickAckFunc(raw), obs: cfg.Observer}
+	tc := &transportConn{Conn: sockio.Wrap(raw), quickAck: quickAckFunc(raw), obs: cfg.Observer}
 	handshakeStart := time.Now()
 	tc.setQuickAck(true)
 	offer := &offerReader{}
