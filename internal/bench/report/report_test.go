@@ -267,7 +267,7 @@ func TestJudge(t *testing.T) {
 // TestRounds checks the verdicts and sections of issue 15's benchmarks
 // from two rounds: ranges of ratios per round, the CPU condition of the
 // real clients, the far bastion, runs across processes, ciphers and the
-// proxy before and after the relay.
+// proxy against the previous release.
 func TestRounds(t *testing.T) {
 	res, err := parse(strings.NewReader(rounds))
 	if err != nil {
@@ -323,7 +323,7 @@ func TestRounds(t *testing.T) {
 		"## Ciphers: AES-128-GCM and ChaCha20-Poly1305",
 		"- OpenSSH: AES-128-GCM is faster here (280 against 150 MB/s; tunnel CPU 0.80 against 2.00 s per GB).",
 		"- pgrelay's order (AES-128-GCM first) fits this machine.",
-		"## The proxy before and after the relay",
+		"## The proxy against the previous release",
 		"against v0.1.0 (1fd70e5)",
 		// Round trip: base 295 µs, this build 305 µs; speed = 295/305.
 		"| round trip (Go) | 295.0 µs | 305.0 µs | 0.97× (0.91–1.04) | 100.0 µs / 90.0 µs |",

@@ -347,13 +347,14 @@ func renderBaseline(w io.Writer, res *results) {
 	if base == "" {
 		base = "the baseline build"
 	}
-	p("## The proxy before and after the relay")
+	p("## The proxy against the previous release")
 	p("")
 	p("`pgrelay proxy` of this build against %s (`pgrelay_proxy_base`), side by side in the same rounds, each on its own "+
-		"data dir with the same connection. Since the relay (internal/relay) the proxy reads each session's startup phase "+
-		"with pgproto3 and then splices raw bytes with the copy loop it had before; this table checks that the startup "+
-		"phase's parsing stays off the data path. Speed is this build's over the baseline's (higher is better), with its "+
-		"range over the rounds; CPU is the proxy process's per operation.", base)
+		"data dir with the same connection. Since v0.1.0 the proxy reads each session's startup phase with pgproto3 "+
+		"(internal/relay) before it splices raw bytes, and reads and writes its sockets and the bastion's directly "+
+		"(internal/sockio). The startup phase's parsing is not on the data path, so a session's speed here is the "+
+		"copy loop's and the sockets': a loss would be the relay's, a gain is sockio's. Speed is this build's over the "+
+		"baseline's (higher is better), with its range over the rounds; CPU is the proxy process's per operation.", base)
 	p("")
 	p("| benchmark | baseline | this build | speed × baseline | proxy CPU per op: baseline / this build |")
 	p("|---|---:|---:|---:|---:|")
