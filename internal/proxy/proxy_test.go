@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/pgrelay/pgrelay/internal/proxy"
+	"github.com/pgrelay/pgrelay/internal/sockio"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 	"github.com/pgrelay/pgrelay/internal/tunnel"
 )
@@ -235,6 +237,46 @@ func TestServeReturnsOnContextCancel(t *testing.T) {
 	}
 	if err := p.Serve(context.Background()); err == nil {
 		t.Error("second Serve returned nil")
+	}
+}
+
+// TestSocketsDirect: the accepted client and a TCP upstream are read and
+// written directly (internal/sockio) on Linux, which keeps a proxy woken
+// per round trip from also waking the Go runtime's sysmon thread; the
+// session works as any other.
+func TestSocketsDirect(t *testing.T) {
+	t.Parallel()
+	upstream := startEcho(t)
+	type kinds struct{ client, up bool }
+	seen := make(chan kinds, 1)
+	hs := func(ctx context.Context, client net.Conn, dial proxy.DialFunc) (*proxy.Splice, error) {
+		up, err := dial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		seen <- kinds{sockio.Direct(client), sockio.Direct(up)}
+		return &proxy.Splice{Client: client, Upstream: up}, nil
+	}
+	p := proxy.New(listen(t), tcpDialer(upstream), testLogger(t), proxy.WithHandshake(hs))
+	serve(t, context.Background(), p)
+
+	c, err := net.Dial("tcp", p.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo = %q, %v", buf, err)
+	}
+	got := <-seen
+	want := runtime.GOOS == "linux"
+	if got.client != want || got.up != want {
+		t.Errorf("direct client, upstream = %v, %v; want %v, %v on %s", got.client, got.up, want, want, runtime.GOOS)
 	}
 }
 

@@ -27,6 +27,13 @@ func Wrap(c net.Conn) net.Conn {
 	return &conn{Conn: tc, tcp: tc, rc: rc}
 }
 
+// Direct reports whether c reads and writes directly (a connection from
+// Wrap on Linux).
+func Direct(c net.Conn) bool {
+	_, ok := c.(*conn)
+	return ok
+}
+
 // conn is a TCP connection whose Read and Write are direct. It embeds
 // the net.Conn interface rather than *net.TCPConn, so that it has no
 // ReadFrom or WriteTo that would bypass them.

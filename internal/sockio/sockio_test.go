@@ -73,8 +73,15 @@ func TestWrapLeavesOtherConnsAlone(t *testing.T) {
 	p1, p2 := net.Pipe()
 	defer p1.Close()
 	defer p2.Close()
-	if got := sockio.Wrap(p1); got != p1 {
+	if got := sockio.Wrap(p1); got != p1 || sockio.Direct(got) {
 		t.Fatalf("Wrap(net.Pipe end) = %T, want the conn itself", got)
+	}
+	a, _ := wrappedPair(t)
+	if got := sockio.Wrap(a); got != a {
+		t.Fatalf("Wrap of a wrapped conn = %T, want it as it is", got)
+	}
+	if want := runtime.GOOS == "linux"; sockio.Direct(a) != want {
+		t.Fatalf("Direct(Wrap(TCP conn)) = %v, want %v on %s", !want, want, runtime.GOOS)
 	}
 }
 

@@ -1,6 +1,10 @@
 package tunnel
 
-import "net"
+import (
+	"net"
+
+	"github.com/pgrelay/pgrelay/internal/sockio"
+)
 
 // Pumping reports whether c, a connection from DialContext, still reads
 // through its pump goroutine (for tests of WriteTo's take-over).
@@ -9,4 +13,10 @@ func Pumping(c net.Conn) bool {
 	cc.rmu.Lock()
 	defer cc.rmu.Unlock()
 	return cc.pumping
+}
+
+// TransportDirect reports whether t's SSH transport reads and writes the
+// bastion's socket directly (internal/sockio).
+func TransportDirect(t *Tunnel) bool {
+	return sockio.Direct(t.transport.Conn)
 }
