@@ -26,6 +26,8 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+
+	"github.com/pgrelay/pgrelay/internal/sockio"
 )
 
 // Rule is one prefix of a policy.
@@ -200,7 +202,9 @@ func (p *Policy) Dialer() *net.Dialer {
 
 // DialContext dials addr ("host:port") with [Policy.Dialer]. A refusal is
 // a [*DeniedError] naming the host as given. It has the shape of a pgx
-// DialFunc.
+// DialFunc. A TCP connection comes back with direct reads and writes
+// (internal/sockio): these are the data path's sockets, to a bastion or a
+// database.
 func (p *Policy) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	c, err := p.Dialer().DialContext(ctx, network, addr)
 	if err != nil {
@@ -214,7 +218,7 @@ func (p *Policy) DialContext(ctx context.Context, network, addr string) (net.Con
 		}
 		return nil, err
 	}
-	return c, nil
+	return sockio.Wrap(c), nil
 }
 
 // DeniedError means the network policy refused an address before anything

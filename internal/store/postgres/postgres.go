@@ -25,12 +25,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgrelay/pgrelay/internal/sockio"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
 
@@ -119,6 +121,16 @@ func Open(ctx context.Context, connString string, opts ...Option) (*Store, error
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
+	}
+	// The store and the job queue wait on it for every run: direct reads
+	// and writes on its TCP sockets (internal/sockio).
+	dial := cfg.ConnConfig.DialFunc
+	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return sockio.Wrap(c), nil
 	}
 	if o.poolConfig != nil {
 		o.poolConfig(cfg)
