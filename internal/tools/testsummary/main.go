@@ -1,8 +1,9 @@
 // Command testsummary reads `go test -json` events on standard input,
 // prints what plain `go test` would (package results, and the output of
-// failing tests), and ends with a line "N passed, M failed, K skipped"
-// counting tests (subtests included). It exits 1 when anything failed or
-// when no test ran.
+// failing tests), then each skipped test with the reason it gave, and
+// ends with a line "N passed, M failed, K skipped" counting tests
+// (subtests included). It exits 1 when anything failed or when no test
+// ran.
 package main
 
 import (
@@ -24,6 +25,7 @@ type event struct {
 func main() {
 	passed, failed, skipped := 0, 0, 0
 	pkgFailed := false
+	var skips []string // "package TestName: reason"
 	// Output per test, printed only when the test (or its package) fails.
 	outputs := map[string][]string{}
 	sc := bufio.NewScanner(os.Stdin)
@@ -54,6 +56,7 @@ func main() {
 					fmt.Print(strings.Join(outputs[key], ""))
 				case "skip":
 					skipped++
+					skips = append(skips, e.Package+" "+e.Test+": "+skipReason(outputs[key]))
 				}
 				delete(outputs, key)
 				continue
@@ -71,8 +74,29 @@ func main() {
 			delete(outputs, key)
 		}
 	}
+	for _, s := range skips {
+		fmt.Println("skipped:", s)
+	}
 	fmt.Printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped)
 	if failed > 0 || pkgFailed || passed == 0 {
 		os.Exit(1)
 	}
+}
+
+// skipReason is what a skipped test logged (t.Skip's message), without
+// the "=== RUN" and "--- SKIP" lines; "no reason given" when it logged
+// nothing.
+func skipReason(output []string) string {
+	var lines []string
+	for _, o := range output {
+		o = strings.TrimSpace(o)
+		if o == "" || strings.HasPrefix(o, "=== ") || strings.HasPrefix(o, "--- SKIP") {
+			continue
+		}
+		lines = append(lines, o)
+	}
+	if len(lines) == 0 {
+		return "no reason given"
+	}
+	return strings.Join(lines, " ")
 }
