@@ -26,6 +26,13 @@ type fixture struct {
 
 func newService(t *testing.T) *fixture {
 	t.Helper()
+	return newServiceWith(t, nil)
+}
+
+// newServiceWith is newService with a changed configuration (change may
+// be nil): a fresh SQLite store, a keyring and metrics.
+func newServiceWith(t *testing.T, change func(*app.Config)) *fixture {
+	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), sqlite.FileName))
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +43,11 @@ func newService(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	m := metrics.New()
-	svc, err := app.New(app.Config{Store: st, Keyring: kr, DialTimeout: 5 * time.Second, Metrics: m})
+	cfg := app.Config{Store: st, Keyring: kr, DialTimeout: 5 * time.Second, Metrics: m}
+	if change != nil {
+		change(&cfg)
+	}
+	svc, err := app.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

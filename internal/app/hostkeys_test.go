@@ -4,38 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/diagnose"
-	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
-	"github.com/pgrelay/pgrelay/internal/store/sqlite"
 )
-
-// newServiceWith is newService with a changed configuration.
-func newServiceWith(t *testing.T, change func(*app.Config)) *fixture {
-	t.Helper()
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), sqlite.FileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	kr, err := secret.NewKeyring(make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := app.Config{Store: st, Keyring: kr, DialTimeout: 5 * time.Second}
-	change(&cfg)
-	svc, err := app.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &fixture{svc: svc, store: st}
-}
 
 // selectOne opens the connection and runs SELECT 1 over it.
 func selectOne(ctx context.Context, svc *app.Service, name string) error {

@@ -3,7 +3,6 @@ package app_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,10 +12,8 @@ import (
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/jobs"
-	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
-	"github.com/pgrelay/pgrelay/internal/store/sqlite"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
@@ -31,22 +28,9 @@ func TestWarmTunnelServesTheNextRun(t *testing.T) {
 	b := testenv.StartBastion(t, testenv.BastionOptions{})
 
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), sqlite.FileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	kr, err := secret.NewKeyring(make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := metrics.New()
 	const window = 3 * time.Second
-	svc, err := app.New(app.Config{Store: st, Keyring: kr, DialTimeout: 5 * time.Second, Metrics: m,
-		SSH: app.SSHConfig{WarmTunnels: window}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newServiceWith(t, func(c *app.Config) { c.SSH = app.SSHConfig{WarmTunnels: window} })
+	svc, st, m := f.svc, f.store, f.metrics
 	t.Cleanup(svc.Close)
 
 	s := connection.Spec{Name: "warm", Host: pg.Host, Port: pg.Port, Database: db.Name, User: db.User,
@@ -139,20 +123,9 @@ func TestWarmTunnelsForConcurrentRuns(t *testing.T) {
 	db := pg.NewDatabase(t)
 	b := testenv.StartBastion(t, testenv.BastionOptions{})
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), sqlite.FileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	kr, err := secret.NewKeyring(make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := app.New(app.Config{Store: st, Keyring: kr, DialTimeout: 5 * time.Second,
-		SSH: app.SSHConfig{WarmTunnels: time.Minute, WarmPerConnection: 2}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := newServiceWith(t, func(c *app.Config) {
+		c.SSH = app.SSHConfig{WarmTunnels: time.Minute, WarmPerConnection: 2}
+	}).svc
 	t.Cleanup(svc.Close)
 	v, err := svc.CreateConnection(ctx, connection.Spec{Name: "two", Host: pg.Host, Port: pg.Port, Database: db.Name,
 		User: db.User, Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
