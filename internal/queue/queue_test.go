@@ -234,4 +234,6 @@ func TestQueue(t *testing.T) {
 
 	t.Run("LogLimit", func(t *testing.T) { testLogLimit(t, pg) })
 	t.Run("RunRetention", func(t *testing.T) { testRunRetention(t, pg) })
+	t.Run("RunReadOnce", func(t *testing.T) { testRunReadOnce(t, pg) })
+	t.Run("CancelFromAnotherProcess", func(t *testing.T) { testCancelFromAnotherProcess(t, pg) })
 }

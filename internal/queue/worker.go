@@ -37,15 +37,30 @@ func (q *Queue) Submit(ctx context.Context, job jobs.Job, trigger jobs.Trigger) 
 
 // update applies f to the stored run, retrying on version conflicts.
 func (q *Queue) update(ctx context.Context, id string, f func(*jobs.Run) bool) (*jobs.Run, error) {
+	return q.updateFrom(ctx, id, nil, f)
+}
+
+// updateFrom is update starting from cur, the run as this process last
+// read or wrote it (nil: read it first). Every change of a run advances
+// its version, so a write based on cur fails with store.ErrConflict when
+// anyone else changed the run since (a cancel request, the reaper): only
+// then is the run read again and f applied to what is stored. A worker
+// thus reads its run once, not before each heartbeat. f may change cur,
+// which the caller must not use again after an error.
+func (q *Queue) updateFrom(ctx context.Context, id string, cur *jobs.Run, f func(*jobs.Run) bool) (*jobs.Run, error) {
 	for range 20 {
-		r, err := q.cfg.Store.GetRun(ctx, id)
-		if err != nil {
-			return nil, err
+		r := cur
+		cur = nil
+		if r == nil {
+			var err error
+			if r, err = q.cfg.Store.GetRun(ctx, id); err != nil {
+				return nil, err
+			}
 		}
 		if !f(r) {
 			return r, nil
 		}
-		err = q.cfg.Store.UpdateRun(ctx, r)
+		err := q.cfg.Store.UpdateRun(ctx, r)
 		if errors.Is(err, store.ErrConflict) {
 			continue
 		}
@@ -55,7 +70,12 @@ func (q *Queue) update(ctx context.Context, id string, f func(*jobs.Run) bool) (
 }
 
 func (q *Queue) finish(ctx context.Context, id string, f func(*jobs.Run)) {
-	if _, err := q.update(ctx, id, func(r *jobs.Run) bool { f(r); return true }); err != nil {
+	q.finishFrom(ctx, id, nil, f)
+}
+
+// finishFrom is finish starting from cur (see updateFrom).
+func (q *Queue) finishFrom(ctx context.Context, id string, cur *jobs.Run, f func(*jobs.Run)) {
+	if _, err := q.updateFrom(ctx, id, cur, func(r *jobs.Run) bool { f(r); return true }); err != nil {
 		q.cfg.Logger.ErrorContext(ctx, "could not record run outcome", "run_id", id, "error", err)
 	}
 }
@@ -220,6 +240,12 @@ func (q *Queue) work(parent context.Context, id string) {
 	logs := newLogBuffer(q.cfg.LogLimit)
 	var stepsMu sync.Mutex
 	steps := append([]jobs.RunStep(nil), r.Steps...)
+	// cur is the run as this worker last wrote it, which the heartbeats and
+	// then the end update from (see updateFrom); its own copy, as they
+	// change it while this goroutine reads r.
+	own := *r
+	cur := &own
+	cur.Steps = append([]jobs.RunStep(nil), r.Steps...)
 	// A step that starts or ends is saved at once (with the log so far), not
 	// only with the next heartbeat, so that a process killed right after
 	// leaves the steps it finished recorded.
@@ -263,14 +289,16 @@ func (q *Queue) work(parent context.Context, id string) {
 		defer beat.Stop()
 		heartbeat := func() {
 			t := q.cfg.Now().UTC()
-			cur, err := q.update(ctx, id, func(r *jobs.Run) bool {
+			next, err := q.updateFrom(ctx, id, cur, func(r *jobs.Run) bool {
 				if r.Status != jobs.Running || r.Worker != q.cfg.Worker {
 					return false
 				}
 				r.HeartbeatAt, r.Steps = &t, snapshot()
 				return true
 			})
+			cur = next
 			if err != nil {
+				cur = nil // read it again next time
 				q.cfg.Logger.WarnContext(ctx, "heartbeat failed", "run_id", id, "error", err)
 				return
 			}
@@ -300,7 +328,7 @@ func (q *Queue) work(parent context.Context, id string) {
 	q.flushLogs(ctx, id, logs)
 	q.finishLog(ctx, id, logs)
 	end := q.cfg.Now().UTC()
-	q.finish(ctx, id, func(r *jobs.Run) {
+	q.finishFrom(ctx, id, cur, func(r *jobs.Run) {
 		if r.Status.Terminal() && r.Worker != q.cfg.Worker {
 			return
 		}
