@@ -147,19 +147,23 @@ func (e *env) benchClient(b *testing.B, p clientPath, bytesPerOp int64, before f
 	b.ReportMetric(float64(tool.Nanoseconds())/gb, "cpu-tool-ns/GB")
 }
 
-// timesLine matches a time of the shell's `times`: "0m1.230000s".
+// timesLine matches a time of the shell's `times`: "0m1.230s" (bash),
+// "0m1.230000s" (dash).
 var timesLine = regexp.MustCompile(`(\d+)m(\d+(?:\.\d+)?)s`)
 
 // runClient runs argv over p and returns the program's CPU time. Over
-// exec, the program runs under `sh -c '"$@"; times'`, so that the shell
+// exec, the program runs under `bash -c '"$@"; times'`, so that the shell
 // reports the program's CPU and what `pgrelay exec` itself used is the
-// rest of what it and its children used (added to e.reapedPgrelay).
+// rest of what it and its children used (added to e.reapedPgrelay). bash,
+// not sh: dash's `times` counts in 10 ms ticks, each of its four figures
+// rounded down, which put up to 40 ms of the shell's and the program's
+// CPU per run on pgrelay's side; bash's counts in milliseconds.
 func (e *env) runClient(p clientPath, argv []string) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	var cmd *exec.Cmd
 	if p.exec {
-		sh := append([]string{"exec", "bench", "--", "sh", "-c", `"$@"; s=$?; times; exit $s`, "sh"}, argv...)
+		sh := append([]string{"exec", "bench", "--", "bash", "-c", `"$@"; s=$?; times; exit $s`, "bash"}, argv...)
 		cmd = e.pgrelay.command(ctx, e, sh...)
 	} else {
 		cmd = exec.CommandContext(ctx, argv[0], argv[1:]...)
