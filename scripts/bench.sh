@@ -61,7 +61,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
 	fi
 fi
 
-bench="${BENCH:-RoundTrip|Pgbench|Throughput|TunnelSetup|DropDetection}"
+bench="${BENCH:-RoundTrip|Pgbench|Throughput|TunnelSetup|DropDetection|BastionLogin}"
 heavy="${HEAVY-Clients|Far|Cipher|Runs}"
 benchtime="${BENCHTIME:-3s}"
 rounds="${ROUNDS:-5}"

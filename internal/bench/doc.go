@@ -27,6 +27,9 @@
 //   - BenchmarkRuns: a batch of short runs on 1, 2 and 4 `pgrelay serve`
 //     processes sharing a PostgreSQL store (runs per minute, queue
 //     latency, CPU per run);
+//   - BenchmarkBastionLogin: what one login (handshake, authentication,
+//     one channel) costs the bastion's sshd, with pgrelay's algorithms and
+//     with other key exchanges and client key types;
 //   - BenchmarkCipher: AES-128-GCM against ChaCha20-Poly1305 in OpenSSH's
 //     ssh and in pgrelay's tunnel.
 //

@@ -382,6 +382,7 @@ func render(w io.Writer, res *results, m machine, meta reportMeta) {
 	renderClients(w, res)
 	renderFar(w, res)
 	renderRuns(w, res, m)
+	renderLogin(w, res)
 	renderCipher(w, res)
 	renderBaseline(w, res)
 

@@ -261,6 +261,55 @@ func renderRuns(w io.Writer, res *results, m machine) {
 	p("")
 }
 
+// loginRows are the rows of the bastion login table: BastionLogin's
+// sub-benchmarks and what each one is.
+var loginRows = []struct{ path, kex, key string }{
+	{"pgrelay", "pgrelay's list (X25519 here)", "ed25519 (pgrelay's default)"},
+	{"x25519_ed25519", "X25519", "ed25519"},
+	{"x25519_rsa3072", "X25519", "RSA 3072 (rsa-sha2-512)"},
+	{"x25519_ecdsa256", "X25519", "ECDSA P-256"},
+	{"p256_ed25519", "NIST P-256", "ed25519"},
+	{"p256_ecdsa256", "NIST P-256", "ECDSA P-256"},
+}
+
+// renderLogin writes what one login costs the bastion.
+func renderLogin(w io.Writer, res *results) {
+	if !hasGroup(res, "BastionLogin/") {
+		return
+	}
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	p("## What a login costs the bastion")
+	p("")
+	p("One login each: TCP connection, SSH handshake, public key authentication and one channel to PostgreSQL, then " +
+		"closing; the bastion's sshd forks for each connection, so this is its CPU per run when every run opens its tunnel. " +
+		"`pgrelay` is `tunnel.Dial` with pgrelay's own algorithm lists; the other rows log in with x/crypto directly, " +
+		"pgrelay's ciphers, and one key exchange and client key type each. Their login time is not pgrelay's: without " +
+		"pgrelay's quick acknowledgements during the handshake (internal/tunnel), each login waits out delayed ACKs.")
+	p("")
+	p("| login | key exchange | client key | median ms | sshd CPU ms | client CPU ms |")
+	p("|---|---|---|---:|---:|---:|")
+	sshd := map[string]float64{}
+	for _, r := range loginRows {
+		xs := res.get("BastionLogin", r.path, "ms/op")
+		if len(xs) == 0 {
+			continue
+		}
+		sshd[r.path] = median(res.get("BastionLogin", r.path, "cpu-sshd-ns/op")) / 1e6
+		p("| %s | %s | %s | %s%s | %s | %s |", r.path, r.kex, r.key, num(median(xs), 1), rangeNote(xs, 1),
+			num(sshd[r.path], 1), num(median(res.get("BastionLogin", r.path, "cpu-client-ns/op"))/1e6, 1))
+	}
+	p("")
+	if x, n := sshd["x25519_ed25519"], sshd["p256_ed25519"]; x > 0 && n > 0 {
+		p("- Key exchange: sshd spends %s ms per login with X25519 and %s ms with NIST P-256 (%s×).", num(x, 1), num(n, 1),
+			num(n/x, 2))
+	}
+	if e, r, c := sshd["x25519_ed25519"], sshd["x25519_rsa3072"], sshd["x25519_ecdsa256"]; e > 0 && r > 0 && c > 0 {
+		p("- Client key: sshd spends %s ms per login with ed25519, %s ms with RSA 3072 and %s ms with ECDSA P-256.",
+			num(e, 1), num(r, 1), num(c, 1))
+	}
+	p("")
+}
+
 // renderCipher writes the cipher comparison.
 func renderCipher(w io.Writer, res *results) {
 	if !hasGroup(res, "Cipher/") {
