@@ -1,14 +1,12 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -70,7 +68,7 @@ func TestProxyEndsStatementsOfLostClients(t *testing.T) {
 		}
 		return time.Since(start)
 	}
-	active := func(app string, out *syncBuffer) int64 {
+	active := func(app string, out *testenv.LogBuffer) int64 {
 		t.Helper()
 		var pid int64
 		poll("the statement of "+app+" to run", func() bool {
@@ -92,11 +90,11 @@ func TestProxyEndsStatementsOfLostClients(t *testing.T) {
 		}
 	}
 	// psql with libpq's defaults (sslmode=prefer, channel_binding=prefer).
-	psql := func(app string) (*exec.Cmd, *syncBuffer, chan struct{}) {
+	psql := func(app string) (*exec.Cmd, *testenv.LogBuffer, chan struct{}) {
 		cmd := exec.Command("psql", "-X", "-c", "select pg_sleep(300)")
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "PGHOST=127.0.0.1", "PGPORT=" + lport,
 			"PGUSER=dbt", "PGPASSWORD=dbt-pw", "PGDATABASE=postgres", "PGAPPNAME=" + app}
-		var out syncBuffer
+		var out testenv.LogBuffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -142,7 +140,7 @@ func TestProxyEndsStatementsOfLostClients(t *testing.T) {
 	}
 	qerr := make(chan error, 1)
 	go func() { _, err := conn.Exec(ctx, "select pg_sleep(300)"); qerr <- err }()
-	pid = active("open", &syncBuffer{})
+	pid = active("open", &testenv.LogBuffer{})
 	if err := ps.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -154,23 +152,4 @@ func TestProxyEndsStatementsOfLostClients(t *testing.T) {
 	if err := <-served; err != nil {
 		t.Errorf("Serve: %v", err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer that a command may write while the test
-// reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -372,7 +372,7 @@ type pgrelayProxy struct {
 	cmd    *exec.Cmd
 	addr   string // where it listens, 127.0.0.1:PORT
 	exited chan struct{}
-	stderr *lockedBuffer
+	stderr *testenv.LogBuffer
 }
 
 // install is a pgrelay binary and the data dir it runs on.
@@ -439,7 +439,7 @@ func (e *env) startProxy(tb testing.TB, in install, name string) *pgrelayProxy {
 	// (space-separated KEY=VALUE, such as GOGC=100 or GOMAXPROCS=1) to the
 	// proxy's, without changing the benchmark process's own.
 	cmd.Env = append(os.Environ(), strings.Fields(os.Getenv("PGRELAY_BENCH_PROXY_ENV"))...)
-	p := &pgrelayProxy{cmd: cmd, exited: make(chan struct{}), stderr: &lockedBuffer{}}
+	p := &pgrelayProxy{cmd: cmd, exited: make(chan struct{}), stderr: &testenv.LogBuffer{}}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		tb.Fatalf("pgrelay proxy: %v", err)
@@ -561,7 +561,7 @@ func (e *env) opensshAlgorithms(ctx context.Context) (cipher, kex string) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ssh", append(args, e.bastion.User+"@127.0.0.1")...)
-	var stderr lockedBuffer
+	var stderr testenv.LogBuffer
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = dieWithParent()
 	if err := cmd.Start(); err != nil {
@@ -598,7 +598,7 @@ type sshForward struct {
 	cmd    *exec.Cmd
 	addr   string // the local end, 127.0.0.1:PORT
 	exited chan struct{}
-	stderr *lockedBuffer
+	stderr *testenv.LogBuffer
 }
 
 // forwardAttempts bounds the retries when the chosen local port was taken
@@ -669,7 +669,7 @@ type spawned struct {
 // e.reapedSSH.
 func (e *env) spawnSSH(args []string) spawned {
 	cmd := exec.Command("ssh", args...)
-	f := &sshForward{cmd: cmd, exited: make(chan struct{}), stderr: &lockedBuffer{}}
+	f := &sshForward{cmd: cmd, exited: make(chan struct{}), stderr: &testenv.LogBuffer{}}
 	cmd.Stderr = f.stderr
 	cmd.SysProcAttr = dieWithParent()
 	if err := cmd.Start(); err != nil {
@@ -700,24 +700,6 @@ func (f *sshForward) stop() {
 		_ = f.cmd.Process.Kill()
 		<-f.exited
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for a writing process and a reader.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // processTB is a testing.TB whose cleanups run when the test process ends

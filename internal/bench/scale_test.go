@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
 // scaleConfig is the shape of the scale benchmark, from the environment:
@@ -168,7 +170,7 @@ func (e *env) scalePgrelay(b *testing.B, sc scaleConfig) scaleResult {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var stderr lockedBuffer
+	var stderr testenv.LogBuffer
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = dieWithParent()
 	if err := cmd.Start(); err != nil {

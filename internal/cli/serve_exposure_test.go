@@ -21,7 +21,7 @@ import (
 // proc is a pgrelay command running in-process.
 type proc struct {
 	t              *testing.T
-	stdout, stderr lockedBuffer
+	stdout, stderr testenv.LogBuffer
 	cancel         context.CancelFunc
 	done           chan int
 	code           int

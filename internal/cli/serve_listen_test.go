@@ -8,12 +8,13 @@ import (
 	"time"
 
 	"github.com/pgrelay/pgrelay/internal/cli"
+	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
 // served is a `pgrelay serve` running in-process.
 type served struct {
 	url            string
-	stdout, stderr *lockedBuffer
+	stdout, stderr *testenv.LogBuffer
 	cancel         context.CancelFunc
 	done           chan int
 }
@@ -24,7 +25,7 @@ type served struct {
 func startServe(t *testing.T, vars map[string]string, args ...string) *served {
 	t.Helper()
 	dataDir := t.TempDir()
-	s := &served{stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan int, 1)}
+	s := &served{stdout: &testenv.LogBuffer{}, stderr: &testenv.LogBuffer{}, done: make(chan int, 1)}
 	env := cli.Env{Stdin: strings.NewReader(""), Stdout: s.stdout, Stderr: s.stderr,
 		Getenv: func(k string) string {
 			if k == "PGRELAY_DATA_DIR" {

@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -10,7 +9,6 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,25 +16,6 @@ import (
 	"github.com/pgrelay/pgrelay/internal/cli"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
-
-// lockedBuffer is a bytes.Buffer that a running command writes to while
-// the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 var (
 	servingRE = regexp.MustCompile(`serving the web UI and API on (\S+) `)
@@ -53,7 +32,7 @@ func TestServeTLS(t *testing.T) {
 	dataDir := t.TempDir()
 	cert := testenv.NewTLSCert(t)
 
-	var stdout, stderr lockedBuffer
+	var stdout, stderr testenv.LogBuffer
 	env := cli.Env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr,
 		Getenv: func(k string) string {
 			if k == "PGRELAY_DATA_DIR" {

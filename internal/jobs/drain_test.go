@@ -2,35 +2,16 @@ package jobs_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/testenv"
 )
-
-// syncBuffer is a bytes.Buffer safe for a logger and a reader.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestCommandSessionsEndAsTheirClientEnded: a command that ends its
 // database session (psql sends Terminate) and exits leaves a session that
@@ -44,7 +25,7 @@ func (b *syncBuffer) String() string {
 func TestCommandSessionsEndAsTheirClientEnded(t *testing.T) {
 	t.Parallel()
 	e := setup(t, 30*time.Second, 10)
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	r := e.runner(t)
 	r.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	const runs = 20

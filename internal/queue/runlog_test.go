@@ -1,13 +1,11 @@
 package queue_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -98,29 +96,11 @@ func joinText(lines []jobs.LogLine) string {
 	return b.String()
 }
 
-// lockedBuffer is a log destination several goroutines write to.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // testRunRetention: the queue deletes a run that ended before the
 // retention, with its log, and keeps one that ended since and one that is
 // running; it logs how many it deleted.
 func testRunRetention(t *testing.T, pg *testenv.Postgres) {
-	var logs lockedBuffer
+	var logs testenv.LogBuffer
 	f := start(t, pg, func(c *queue.Config) {
 		c.RunRetention = 24 * time.Hour
 		c.PruneInterval = 100 * time.Millisecond

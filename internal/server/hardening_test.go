@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/server"
+	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
 // start serves cfg on 127.0.0.1 (plain HTTP unless cfg has a certificate)
@@ -71,24 +71,6 @@ func get(t *testing.T, method, url, bearer string) (int, string, http.Header) {
 	return res.StatusCode, string(b), res.Header
 }
 
-// lockedBuffer collects log output written concurrently.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // TestMetricsMethodLabel: requests with made-up methods, which anyone can
 // send without credentials, are counted under method="OTHER" and create
 // no series of their own.
@@ -131,7 +113,7 @@ func grepLines(s, sub string) string {
 func TestMetricsAddrAndToken(t *testing.T) {
 	t.Parallel()
 	const token = "metrics-token-9f2c61d0a7"
-	logs := &lockedBuffer{}
+	logs := &testenv.LogBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv, addr := start(t, server.Config{MetricsAddr: "127.0.0.1:0", MetricsToken: secret.New(token), Logger: logger,
 		Metrics: metrics.New()})

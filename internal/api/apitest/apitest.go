@@ -8,13 +8,11 @@
 package apitest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,6 +30,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/requestid"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store/sqlite"
+	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
 // Options configures Start.
@@ -82,7 +81,7 @@ type Server struct {
 	// AdminToken is the token of the admin created at start.
 	AdminToken string
 
-	logs *syncBuffer
+	logs *testenv.LogBuffer
 }
 
 // Start starts a server that stops when the test ends.
@@ -92,7 +91,7 @@ func Start(tb testing.TB, opts Options) *Server {
 	if opts.DialTimeout == 0 {
 		opts.DialTimeout = 5 * time.Second
 	}
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	logger := slog.New(requestid.NewHandler(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	key := make([]byte, secret.KeySize)
 	_, _ = rand.Read(key)
@@ -177,21 +176,3 @@ func (s *Server) Session(tb testing.TB, tokenID string) (cookie, csrf string) {
 
 // Logs returns everything the server logged so far (JSON lines).
 func (s *Server) Logs() string { return s.logs.String() }
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
