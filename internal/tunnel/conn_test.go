@@ -164,31 +164,14 @@ func TestWriteToTakesOverFromIdlePump(t *testing.T) {
 		t.Fatal("Read did not start the pump")
 	}
 	// The pump now waits in the channel's Read.
-	w := &firstWrite{seen: make(chan struct{})}
 	var rest bytes.Buffer
-	done := make(chan error, 1)
-	go func() {
-		_, err := c.(io.WriterTo).WriteTo(writerFunc(func(p []byte) (int, error) {
-			rest.Write(p)
-			return w.Write(p)
-		}))
-		done <- err
-	}()
 	msg := strings.Repeat("0123456789abcdef", 100000)
-	if _, err := io.WriteString(c, msg); err != nil {
-		t.Fatal(err)
-	}
-	<-w.seen
+	done := writeToRunning(t, c, &rest, msg)
 	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("WriteTo: %v", err)
-		}
-	case <-time.After(hangGuard):
-		t.Fatal("WriteTo did not end at EOF")
+	if err := ended(t, done, "WriteTo did not end at EOF"); err != nil {
+		t.Fatalf("WriteTo: %v", err)
 	}
 	if rest.String() != msg {
 		t.Fatalf("WriteTo copied %d bytes, want the %d sent, in order", rest.Len(), len(msg))
@@ -215,28 +198,14 @@ func TestWriteToReleasedByCloseWhenFrozen(t *testing.T) {
 	tun := dial(t, cfg) // default keepalive: 30 s × 10, far beyond the guard
 	c := dialTarget(t, tun, echo)
 
-	done := make(chan error, 1)
-	w := &firstWrite{seen: make(chan struct{})}
-	go func() {
-		_, err := c.(io.WriterTo).WriteTo(w)
-		done <- err
-	}()
-	if _, err := c.Write([]byte("ping")); err != nil {
-		t.Fatalf("Write: %v", err)
-	}
-	<-w.seen // WriteTo is waiting for more
+	done := writeToRunning(t, c, io.Discard, "ping") // WriteTo is waiting for more
 	fp.Freeze()
 	t.Cleanup(fp.Thaw)
 	if err := c.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	select {
-	case err := <-done:
-		if !errors.Is(err, net.ErrClosed) {
-			t.Errorf("WriteTo after Close = %v, want net.ErrClosed", err)
-		}
-	case <-time.After(hangGuard):
-		t.Fatal("WriteTo still running after Close with the bastion frozen")
+	if err := ended(t, done, "WriteTo still running after Close with the bastion frozen"); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("WriteTo after Close = %v, want net.ErrClosed", err)
 	}
 	if tun.Err() != nil {
 		t.Errorf("tunnel dropped: %v", tun.Err())
@@ -267,24 +236,10 @@ func TestWriteToDeadlines(t *testing.T) {
 	}
 
 	c2 := dialTarget(t, tun, echo)
-	done := make(chan error, 1)
-	w := &firstWrite{seen: make(chan struct{})}
-	go func() {
-		_, err := c2.(io.WriterTo).WriteTo(w)
-		done <- err
-	}()
-	if _, err := c2.Write([]byte("ping")); err != nil {
-		t.Fatalf("Write: %v", err)
-	}
-	<-w.seen // WriteTo is running, and began without a deadline
+	done := writeToRunning(t, c2, io.Discard, "ping") // WriteTo is running, and began without a deadline
 	_ = c2.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-	select {
-	case err := <-done:
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Errorf("WriteTo interrupted by a deadline = %v, want a time-out", err)
-		}
-	case <-time.After(hangGuard):
-		t.Fatal("a deadline did not end WriteTo")
+	if err := ended(t, done, "a deadline did not end WriteTo"); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("WriteTo interrupted by a deadline = %v, want a time-out", err)
 	}
 	_ = c2.SetReadDeadline(time.Time{})
 	if _, err := c2.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -296,6 +251,40 @@ func TestWriteToDeadlines(t *testing.T) {
 }
 
 // firstWrite discards what is written and closes seen at the first write.
+// writeToRunning starts c's WriteTo into dst, writes first to c (the echo
+// target sends it back) and returns once WriteTo has passed some of it on,
+// so that it now waits for more. The channel gets WriteTo's error.
+func writeToRunning(t *testing.T, c net.Conn, dst io.Writer, first string) <-chan error {
+	t.Helper()
+	w := &firstWrite{seen: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.(io.WriterTo).WriteTo(writerFunc(func(p []byte) (int, error) {
+			_, _ = dst.Write(p)
+			return w.Write(p)
+		}))
+		done <- err
+	}()
+	if _, err := io.WriteString(c, first); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	<-w.seen
+	return done
+}
+
+// ended returns the error from done, failing the test with hung if none
+// comes within hangGuard.
+func ended(t *testing.T, done <-chan error, hung string) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(hangGuard):
+		t.Fatal(hung)
+		return nil
+	}
+}
+
 type firstWrite struct {
 	once sync.Once
 	seen chan struct{}
@@ -357,13 +346,8 @@ func TestBlockedWriteReleased(t *testing.T) {
 			} else {
 				_ = c.SetWriteDeadline(time.Now())
 			}
-			select {
-			case err := <-done:
-				if !errors.Is(err, tc.want) {
-					t.Errorf("blocked Write released with %v, want %v", err, tc.want)
-				}
-			case <-time.After(hangGuard):
-				t.Fatal("blocked Write not released")
+			if err := ended(t, done, "blocked Write not released"); !errors.Is(err, tc.want) {
+				t.Errorf("blocked Write released with %v, want %v", err, tc.want)
 			}
 			if _, err := c.Write([]byte("x")); !errors.Is(err, tc.want) {
 				t.Errorf("next Write = %v, want %v", err, tc.want)
