@@ -2,7 +2,6 @@ package queue_test
 
 import (
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -99,7 +98,7 @@ func TestKeyRotationUnderSchedule(t *testing.T) {
 	// The old line removed: the runs go on with the new key alone.
 	b.SetAuthorizedKeys(t, rot.Hops[0].Line)
 	waitRuns("after the old key was removed", 2)
-	if _, err := sshLogin(b, oldKey); err == nil {
+	if err := b.Login(oldKey); err == nil {
 		t.Fatal("sshd accepted the old key after its line was removed")
 	}
 	if err := svc.DeleteJob(ctx, "tick"); err != nil {
@@ -142,21 +141,4 @@ func connectionKey(t *testing.T, st store.Store, name string) ssh.Signer {
 		t.Fatal(err)
 	}
 	return s
-}
-
-// sshLogin logs in to b with signer.
-func sshLogin(b *testenv.Bastion, signer ssh.Signer) (bool, error) {
-	conn, err := net.DialTimeout("tcp", b.Addr(), 5*time.Second)
-	if err != nil {
-		return false, err
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	c, _, _, err := ssh.NewClientConn(conn, b.Addr(), &ssh.ClientConfig{User: b.User,
-		Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.FixedHostKey(b.HostKey)})
-	if err != nil {
-		return false, err
-	}
-	_ = c.Close()
-	return true, nil
 }

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"crypto/rand"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -98,3 +99,20 @@ func (b *Bastion) restart(tb testing.TB) {
 // certificate used (a certificate's key ID among them), and refusals with
 // their reason.
 func (b *Bastion) Log() string { return readFrom(b.logFile, 0) }
+
+// Login logs in to the bastion as its user with signer, checking its host
+// key, and closes the connection: nil when sshd accepted the key.
+func (b *Bastion) Login(signer ssh.Signer) error {
+	conn, err := net.DialTimeout("tcp", b.Addr(), 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	c, _, _, err := ssh.NewClientConn(conn, b.Addr(), &ssh.ClientConfig{User: b.User,
+		Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.FixedHostKey(b.HostKey)})
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
