@@ -124,8 +124,8 @@ func TestSSHHopsAPI(t *testing.T) {
 
 // TestSSHHopOwnKeyAPI: ssh_hops.1.own_key gives hop 2 a key pair of its
 // own, shown in the view and in the public key's lines; the Go client's
-// update keeps it; a rotation leaves it alone; own_key on the first hop is
-// refused, naming the field.
+// update keeps it; a rotation gives it a new key beside the old one's
+// expiring line; own_key on the first hop is refused, naming the field.
 func TestSSHHopOwnKeyAPI(t *testing.T) {
 	t.Parallel()
 	srv := apitest.Start(t, apitest.Options{})
@@ -167,7 +167,8 @@ func TestSSHHopOwnKeyAPI(t *testing.T) {
 	r = do(t, http.MethodPost, srv.URL+api.Prefix+"/connections/own/key-rotation", tok, "application/json", "")
 	var rot app.KeyRotation
 	if err := json.Unmarshal([]byte(r.body), &rot); r.status != http.StatusCreated || err != nil || len(rot.Hops) != 2 ||
-		rot.Hops[1].Old != "" || rot.Hops[1].Fingerprint != v.SSHHops[1].OwnKeyFingerprint || rot.Hops[0].Old == "" {
+		!rot.Hops[1].OwnKey || rot.Hops[1].Fingerprint == v.SSHHops[1].OwnKeyFingerprint || rot.Hops[1].Line == pk.Hops[1].Line ||
+		!strings.Contains(rot.Hops[1].Old, strings.TrimPrefix(pk.Hops[1].Line, "restrict,")) || rot.Hops[0].Old == "" {
 		t.Fatalf("rotation with hop 2's own key: %d %s", r.status, r.body)
 	}
 

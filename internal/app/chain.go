@@ -50,6 +50,31 @@ func (s *Connector) openLoginKeys(c *store.Connection) (*loginKeys, error) {
 	return k, nil
 }
 
+// hopSigners returns the keys offered to a hop with its own key: during a
+// rotation (rotating) its new key first and its current one as the
+// fallback, or the new one alone (newOnly); otherwise its current key. A
+// hop given its own key during the rotation has no new key and offers its
+// current one.
+func (s *Connector) hopSigners(c *store.Connection, k *store.HopKey, rotating, newOnly bool) (primary, fallback ssh.Signer, err error) {
+	var pending ssh.Signer
+	if rotating {
+		if pending, err = s.openHopPendingSigner(c, k); err != nil {
+			return nil, nil, err
+		}
+	}
+	current, err := s.openHopSigner(c, k)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch {
+	case pending == nil:
+		return current, nil, nil
+	case newOnly:
+		return pending, nil, nil
+	}
+	return pending, current, nil
+}
+
 // signers returns the keys offered to a hop: the new key of a rotation
 // first and the current one as its fallback, or the current one alone.
 func (k *loginKeys) signers() (primary, fallback ssh.Signer) {
@@ -139,16 +164,16 @@ func (s *Connector) openChain(ctx context.Context, c *store.Connection, opts cha
 			primary, fallback = keys.pending, nil
 		}
 		if h.OwnKey && i > 0 {
-			// The hop's own key, not the connection's (nor a rotation's).
+			// The hop's own key, not the connection's; during a rotation its
+			// new key first, as for the connection's.
 			own := c.HopKeyFor(h.String())
 			if own == nil {
 				return nil, fmt.Errorf("connection %s: hop %d (%s) has own_key but no key pair of its own: "+
 					"update the connection (`pgrelay connection update %s`) to generate it", name, i+1, h, name)
 			}
-			if primary, err = s.openHopSigner(c, own); err != nil {
+			if primary, fallback, err = s.hopSigners(c, own, keys.pending != nil, opts.newKeyOnly); err != nil {
 				return nil, err
 			}
-			fallback = nil
 		}
 		if certs != nil {
 			if primary, err = certs.sign(ctx, primary, h.User, i, len(hops)); err != nil {
@@ -223,8 +248,10 @@ func (s *Connector) afterLogin(ctx context.Context, c *store.Connection, keys *l
 	hops := c.Spec.Hops()
 	for i := range chain.Len() {
 		h := chain.Hop(i)
-		if i < len(hops) && ownKeyOf(c, hops, i) != nil {
-			continue // logged in with its own key: not part of the rotation
+		if i < len(hops) {
+			if k := ownKeyOf(c, hops, i); k != nil && k.PendingPublicKey == "" {
+				continue // its own key, given during the rotation: not part of it
+			}
 		}
 		if h.UsedFallback() {
 			oldOK = append(oldOK, h.Addr())

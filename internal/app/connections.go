@@ -465,9 +465,10 @@ type KeyRotation struct {
 	Connection *ConnectionView `json:"connection,omitempty"`
 }
 
-// RotateKey replaces a connection's tunnel key pair at once: logins fail
-// until the new key is installed (RotateKeyStart avoids that). A rotation
-// with two live keys under way is dropped.
+// RotateKey replaces a connection's tunnel key pair, and the own key pairs
+// of its hops, at once: logins fail until the new keys are installed
+// (RotateKeyStart avoids that). A rotation with two live keys under way is
+// dropped.
 func (s *Service) RotateKey(ctx context.Context, name string) (_ *KeyRotation, err error) {
 	e := &entry{action: "connection.rotate_key", targetKind: audit.TargetConnection, target: name}
 	defer s.audited(ctx, e, &err)
@@ -487,6 +488,11 @@ func (s *Service) RotateKey(ctx context.Context, name string) (_ *KeyRotation, e
 	if c.RotationPending() {
 		c.PendingPublicKey, c.SealedPendingPrivateKey = "", nil
 		c.KeyRotation.CancelledAt = s.now().UTC()
+	}
+	// The hops' own keys are replaced too.
+	c.HopKeys = nil
+	if err := s.syncHopKeys(c); err != nil {
+		return nil, fmt.Errorf("rotate key of %s: %w", name, err)
 	}
 	c.UpdatedAt = s.now().UTC()
 	if err := s.store.UpdateConnection(ctx, c); err != nil {

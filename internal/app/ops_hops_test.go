@@ -9,8 +9,9 @@ import (
 )
 
 // TestRotateMasterKeyReSealsCAAndNewKeys: master key rotation seals the SSH
-// CA key and the new key of a key rotation under way again, like every
-// other secret: afterwards they open with the new master key only.
+// CA key and the new keys of a key rotation under way (the connection's and
+// a hop's own) again, like every other secret: afterwards they open with
+// the new master key only.
 func TestRotateMasterKeyReSealsCAAndNewKeys(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -20,7 +21,8 @@ func TestRotateMasterKeyReSealsCAAndNewKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	tun := spec("tun")
-	tun.Tunnel = &connection.Tunnel{Host: "bastion.example.com", User: "dbt"}
+	tun.Tunnel = &connection.Tunnel{Host: "bastion.example.com", User: "dbt",
+		Next: []connection.Hop{{Host: "inner.internal", Port: 22, User: "dbt", OwnKey: true}}}
 	if _, err := svc.CreateConnection(ctx, tun); err != nil {
 		t.Fatal(err)
 	}
@@ -45,6 +47,17 @@ func TestRotateMasterKeyReSealsCAAndNewKeys(t *testing.T) {
 	}
 	if _, err := old.Open(c.SealedPendingPrivateKey, ad); err == nil {
 		t.Fatal("the new key of the rotation still opens with the old master key")
+	}
+	// The rotation's new key for hop 2's own key, likewise.
+	if len(c.HopKeys) != 1 || c.HopKeys[0].PendingPublicKey == "" {
+		t.Fatalf("hop keys after the rotation started: %+v", c.HopKeys)
+	}
+	hopAD := []byte("pgrelay/connection/" + c.ID + "/hop_pending_private_key\x00hop=" + c.HopKeys[0].Hop)
+	if _, err := next.Open(c.HopKeys[0].SealedPendingPrivateKey, hopAD); err != nil {
+		t.Fatalf("hop 2's new key does not open with the new master key: %v", err)
+	}
+	if _, err := old.Open(c.HopKeys[0].SealedPendingPrivateKey, hopAD); err == nil {
+		t.Fatal("hop 2's new key still opens with the old master key")
 	}
 	svc2, err := app.New(app.Config{Store: st, Keyring: next})
 	if err != nil {

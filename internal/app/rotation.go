@@ -12,11 +12,11 @@ import (
 )
 
 // Key rotation with two live keys: RotateKeyStart makes a new key pair
-// and keeps the current one; every login offers the new key first and
-// falls back to the old one, so nothing fails while the new key is being
-// installed; the first login in which every hop accepts the new key
-// promotes it (recorded with the time), and the old one is no longer
-// used. The old key's line is shown with expiry-time="…" (OpenSSH 8.5+),
+// and keeps the current one (and so for each hop's own key, see
+// hopkeys.go); every login offers the new key first and falls back to the
+// old one, so nothing fails while the new key is being installed; the first
+// login in which every hop accepts its new key promotes them (recorded with
+// the time), and the old ones are no longer used. The old key's line is shown with expiry-time="…" (OpenSSH 8.5+),
 // so that sshd refuses it after that time even if nobody removes it.
 
 // pendingKeyAD is the associated data of a rotation's new private key.
@@ -72,6 +72,9 @@ func (s *Service) RotateKeyStart(ctx context.Context, name string, oldLifetime t
 	now := s.now().UTC()
 	c.PendingPublicKey = sshkey.AuthorizedKey(pair.Public, "")
 	c.SealedPendingPrivateKey = sealed
+	if err := s.startHopRotations(c); err != nil {
+		return nil, fmt.Errorf("rotate key of %s: %w", name, err)
+	}
 	c.KeyRotation = store.KeyRotation{StartedAt: now, OldKeyExpiresAt: now.Add(oldLifetime).Truncate(time.Second)}
 	c.UpdatedAt = now
 	if err := s.store.UpdateConnection(ctx, c); err != nil {
@@ -104,10 +107,20 @@ func rotationLines(c *store.Connection) (*KeyRotation, error) {
 	if err != nil {
 		return nil, err
 	}
+	hops := c.Spec.Hops()
 	for i := range newLines {
-		if !newLines[i].OwnKey {
-			newLines[i].Old = sshkey.WithExpiry(oldLines[i].Line, exp)
+		if k := ownKeyOf(c, hops, i); k != nil {
+			if k.PendingPublicKey == "" {
+				continue // own_key given during the rotation: nothing to rotate yet
+			}
+			pub, err := sshkey.ParsePublic(k.PendingPublicKey)
+			if err != nil {
+				return nil, fmt.Errorf("connection %s: new public key of hop %s: %w", c.Spec.Name, k.Hop, err)
+			}
+			newLines[i].Fingerprint = sshkey.Fingerprint(pub)
+			newLines[i].Line = sshkey.RestrictedTo(pub, sshkey.Comment(c.Spec.Name), forwardTarget(&c.Spec, i))
 		}
+		newLines[i].Old = sshkey.WithExpiry(oldLines[i].Line, exp)
 	}
 	rot.Hops = newLines
 	rot.Connection = view(c)
@@ -178,6 +191,7 @@ func (s *Service) RotateKeyCancel(ctx context.Context, name string) (_ *Connecti
 			return nil, invalidf("connection %s has no key rotation under way", name)
 		}
 		c.PendingPublicKey, c.SealedPendingPrivateKey = "", nil
+		dropHopRotations(c)
 		c.KeyRotation.CancelledAt = s.now().UTC()
 		c.UpdatedAt = c.KeyRotation.CancelledAt
 		err = s.store.UpdateConnection(ctx, c)
@@ -213,6 +227,9 @@ func (s *Connector) promoteKey(ctx context.Context, name, newPub, by string) err
 		sealed, err := s.keyring.Seal(priv, privateKeyAD(c.ID))
 		clear(priv)
 		if err != nil {
+			return err
+		}
+		if err := s.promoteHopKeys(c, c.KeyRotation.StartedAt); err != nil {
 			return err
 		}
 		now := s.now().UTC()

@@ -148,3 +148,157 @@ func TestKeyRotationTwoLiveKeys(t *testing.T) {
 		t.Fatalf("after finish: %+v", v.SSHTunnel)
 	}
 }
+
+// ownHopKey opens the current own private key of the connection's hop
+// ("user@host:port") as the store holds it.
+func ownHopKey(t *testing.T, st store.Store, name, hop string) ssh.Signer {
+	t.Helper()
+	c, err := st.GetConnection(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := c.HopKeyFor(hop)
+	if k == nil {
+		t.Fatalf("connection %s has no own key for hop %s", name, hop)
+	}
+	kr, err := secret.NewKeyring(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := kr.Open(k.SealedPrivateKey, []byte("pgrelay/connection/"+c.ID+"/hop_private_key\x00hop="+hop))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sshkey.Signer(pem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestKeyRotationHopOwnKey: a rotation rotates hop 2's own key with the
+// connection's. Its lines give hop 2 a new own key and the current one's
+// line with expiry-time; with the old lines only, and with the new line on
+// hop 1 only, logins go on without promoting; with both new lines the next
+// login promotes both keys, and sshd refuses hop 2's old key once its line
+// goes. --cancel drops hop 2's new key, --finish checks and promotes both,
+// and a rotation at once (RotateKey) replaces both.
+func TestKeyRotationHopOwnKey(t *testing.T) {
+	t.Parallel()
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	db := pg.NewDatabase(t)
+	b1 := testenv.StartBastion(t, testenv.BastionOptions{})
+	b2 := testenv.StartBastion(t, testenv.BastionOptions{})
+	f := newService(t)
+	ctx := context.Background()
+	svc := f.svc
+	hop2 := connection.Hop{Host: b2.Host, Port: b2.Port, User: b2.User, OwnKey: true}
+	if _, err := svc.CreateConnection(ctx, connection.Spec{Name: "rh", Host: pg.Host, Port: pg.Port, Database: db.Name,
+		User: db.User, Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
+		Tunnel: &connection.Tunnel{Host: b1.Host, Port: b1.Port, User: b1.User, Next: []connection.Hop{hop2}}}); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := svc.HopKeys(ctx, "rh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b1.SetAuthorizedKeys(t, lines[0].Line)
+	b2.SetAuthorizedKeys(t, lines[1].Line)
+	query := func(when string) {
+		t.Helper()
+		if err := svc.Query(ctx, "rh", "select 1", &rowsSink{}); err != nil {
+			t.Fatalf("query %s: %v", when, err)
+		}
+	}
+	query("before the rotation")
+	oldOwn := ownHopKey(t, f.store, "rh", hop2.String())
+	pending := func(want bool) {
+		t.Helper()
+		v, err := svc.GetConnection(ctx, "rh")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := v.SSHTunnel.Rotation; r == nil || r.Pending != want {
+			t.Fatalf("rotation pending = %+v, want %v", r, want)
+		}
+	}
+
+	rot, err := svc.RotateKeyStart(ctx, "rh", 48*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2 := rot.Hops[1]
+	if !h2.OwnKey || h2.Fingerprint == lines[1].Fingerprint || h2.Fingerprint == rot.Hops[0].Fingerprint ||
+		!strings.Contains(h2.Line, `permitopen="`+pg.Addr()+`"`) || h2.Old != sshkey.WithExpiry(lines[1].Line, *rot.OldKeyExpiresAt) {
+		t.Fatalf("hop 2's rotation lines: %+v (current line %s)", h2, lines[1].Line)
+	}
+	query("with the old keys only")
+	b1.SetAuthorizedKeys(t, rot.Hops[0].Old, rot.Hops[0].Line)
+	query("with the new key on hop 1 only")
+	pending(true)
+	if _, err := svc.RotateKeyFinish(ctx, "rh"); err == nil || !strings.Contains(err.Error(), app.NewKeyNotInstalled) {
+		t.Fatalf("finish while hop 2 lacks its new key: %v", err)
+	}
+
+	b2.SetAuthorizedKeys(t, h2.Old, h2.Line)
+	query("with both new keys installed")
+	pending(false)
+	v, _ := svc.GetConnection(ctx, "rh")
+	if v.SSHTunnel.PublicKey != rot.New || v.SSHHops[1].OwnKeyFingerprint != h2.Fingerprint {
+		t.Fatalf("after promotion: connection key %s (want %s), hop 2's key %s (want %s)", v.SSHTunnel.PublicKey, rot.New,
+			v.SSHHops[1].OwnKeyFingerprint, h2.Fingerprint)
+	}
+	now, err := svc.HopKeys(ctx, "rh")
+	if err != nil || now[1].Line != h2.Line {
+		t.Fatalf("hop 2's line after promotion: %+v %v, want %s", now, err, h2.Line)
+	}
+	if err := b2.Login(oldOwn); err != nil {
+		t.Fatalf("hop 2's old key refused before its line was removed: %v", err)
+	}
+	b2.SetAuthorizedKeys(t, h2.Line)
+	if err := b2.Login(oldOwn); err == nil {
+		t.Fatal("hop 2 accepted its old key after its line was removed")
+	}
+	query("after hop 2's old line was removed")
+
+	// --cancel drops hop 2's new key with the connection's.
+	if _, err := svc.RotateKeyStart(ctx, "rh", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.RotateKeyCancel(ctx, "rh"); err != nil {
+		t.Fatal(err)
+	}
+	if now, _ = svc.HopKeys(ctx, "rh"); now[1].Line != h2.Line {
+		t.Fatalf("hop 2's line after cancel: %s, want %s", now[1].Line, h2.Line)
+	}
+	c, _ := f.store.GetConnection(ctx, "rh")
+	if k := c.HopKeyFor(hop2.String()); k == nil || k.PendingPublicKey != "" || len(k.SealedPendingPrivateKey) != 0 {
+		t.Fatalf("hop 2's key after cancel: %+v", k)
+	}
+	query("after cancel")
+
+	// --finish promotes both once every hop accepts its new key.
+	rot3, err := svc.RotateKeyStart(ctx, "rh", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b1.SetAuthorizedKeys(t, rot.Hops[0].Line, rot3.Hops[0].Line)
+	b2.SetAuthorizedKeys(t, h2.Line, rot3.Hops[1].Line)
+	if _, err := svc.RotateKeyFinish(ctx, "rh"); err != nil {
+		t.Fatal(err)
+	}
+	v, _ = svc.GetConnection(ctx, "rh")
+	if v.SSHTunnel.PublicKey != rot3.New || v.SSHHops[1].OwnKeyFingerprint != rot3.Hops[1].Fingerprint ||
+		v.SSHTunnel.Rotation.PromotedBy != "finish" {
+		t.Fatalf("after finish: %+v %+v", v.SSHTunnel, v.SSHHops[1])
+	}
+	query("after finish")
+
+	// A rotation at once replaces hop 2's own key too.
+	if _, err := svc.RotateKey(ctx, "rh"); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ = svc.GetConnection(ctx, "rh"); v.SSHHops[1].OwnKeyFingerprint == rot3.Hops[1].Fingerprint || !v.SSHHops[1].OwnKey {
+		t.Fatalf("hop 2's key after RotateKey: %+v", v.SSHHops[1])
+	}
+}

@@ -173,7 +173,8 @@ type HopKeyLines struct {
 	Line string `json:"line"`
 	// Old is, during a key rotation, the current key's line with
 	// expiry-time="…" (it replaces the line installed now); empty for a
-	// hop with its own key, which a rotation leaves alone.
+	// hop given its own key during the rotation, which has nothing to
+	// rotate yet.
 	Old string `json:"old_line,omitempty"`
 	// OwnKey is true when Line is the hop's own key (own_key) rather than
 	// the connection's.

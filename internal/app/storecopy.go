@@ -209,6 +209,11 @@ func (c *copier) CopyConnection(ctx context.Context, conn *store.Connection) err
 		if _, err := c.kr.Open(k.SealedPrivateKey, hopKeyAD(conn.ID, k.Hop)); err != nil {
 			return fmt.Errorf("connection %s: SSH private key of hop %s: %w", conn.Spec.Name, k.Hop, err)
 		}
+		if len(k.SealedPendingPrivateKey) > 0 {
+			if _, err := c.kr.Open(k.SealedPendingPrivateKey, hopPendingKeyAD(conn.ID, k.Hop)); err != nil {
+				return fmt.Errorf("connection %s: new SSH private key of hop %s (key rotation): %w", conn.Spec.Name, k.Hop, err)
+			}
+		}
 	}
 	if err := c.w.CopyConnection(ctx, conn); err != nil {
 		return err

@@ -78,6 +78,11 @@ func (k *keyReader) collect(t *testing.T, cn *canaries) int {
 			// A hop's own key pair (--ssh-hop-own-key).
 			k.add(t, cn, "own ssh private key of hop "+hk.Hop+" of "+c.Spec.Name, hk.SealedPrivateKey,
 				"pgrelay/connection/"+c.ID+"/hop_private_key\x00hop="+hk.Hop)
+			if len(hk.SealedPendingPrivateKey) > 0 {
+				// Its new key during a key rotation.
+				k.add(t, cn, "new own ssh private key (rotation) of hop "+hk.Hop+" of "+c.Spec.Name, hk.SealedPendingPrivateKey,
+					"pgrelay/connection/"+c.ID+"/hop_pending_private_key\x00hop="+hk.Hop)
+			}
 		}
 	}
 	return len(k.seen)

@@ -249,13 +249,17 @@ func printRotation(w io.Writer, name string, rot *app.KeyRotation, pending, fini
 			"so nothing fails meanwhile; the first login that every hop accepts with the new key promotes it.\n\n", name, app.NewKeyNotInstalled)
 		if len(rot.Hops) > 0 {
 			for _, h := range rot.Hops {
-				if h.OwnKey {
-					fmt.Fprintf(w, "Hop %d (%s@%s) logs in with its own key (%s), which the rotation leaves alone: nothing to change there.\n\n",
+				if h.Old == "" {
+					fmt.Fprintf(w, "Hop %d (%s@%s) logs in with its own key (%s), given during the rotation: nothing to change there.\n\n",
 						h.Hop, h.User, hostPort(h.Host, h.Port), h.Fingerprint)
 					continue
 				}
-				fmt.Fprintf(w, "Hop %d (%s@%s): add the new line\n\n%s\n\nand replace the current line with this one, which expires %s:\n\n%s\n\n",
-					h.Hop, h.User, hostPort(h.Host, h.Port), h.Line, fmtTime(rot.OldKeyExpiresAt), h.Old)
+				own := ""
+				if h.OwnKey {
+					own = " (its own key)"
+				}
+				fmt.Fprintf(w, "Hop %d (%s@%s)%s: add the new line\n\n%s\n\nand replace the current line with this one, which expires %s:\n\n%s\n\n",
+					h.Hop, h.User, hostPort(h.Host, h.Port), own, h.Line, fmtTime(rot.OldKeyExpiresAt), h.Old)
 			}
 		}
 		fmt.Fprintf(w, "Unrestricted, the new line is:\n%s\nand the old one with its expiry:\n%s\n", rot.New, rot.Old)

@@ -51,6 +51,12 @@ type HopKey struct {
 	SealedPrivateKey []byte `json:"sealed_private_key"`
 	// CreatedAt is when the key pair was generated.
 	CreatedAt time.Time `json:"created_at"`
+	// PendingPublicKey is, during the connection's key rotation, the hop's
+	// new public key (authorized_keys format); "" otherwise.
+	PendingPublicKey string `json:"pending_public_key,omitempty"`
+	// SealedPendingPrivateKey is PendingPublicKey's private key, sealed
+	// and bound like SealedPrivateKey, as the hop's pending key.
+	SealedPendingPrivateKey []byte `json:"sealed_pending_private_key,omitempty"`
 }
 
 // HopKeyFor returns the own key pair of the hop with that identity

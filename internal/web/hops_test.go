@@ -168,6 +168,25 @@ func TestHopOwnKeyForm(t *testing.T) {
 	edit := c.get("/connections/ownkey/edit").Body
 	contains(t, "edit form", edit, `name="ssh_hops.1.own_key" value="on" checked`)
 
+	// A rotation from the page shows hop 2's new own line and its current
+	// one with expiry-time, as for hop 1.
+	if r := c.post("/connections/ownkey/rotate-key/start", map[string][]string{auth.CSRFField: {c.csrf("/connections/ownkey/rotate-key")}}); r.Status != http.StatusSeeOther {
+		t.Fatalf("start rotation: %d %s", r.Status, r.Body)
+	}
+	rot, err := s.App.RotateKeyStatus(ctx, "ownkey")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page = c.get("/connections/ownkey").Body
+	contains(t, "page during rotation", page, `id="new-key-2"`, `id="old-key-2"`, esc(rot.Hops[1].Line), esc(rot.Hops[1].Old),
+		"rotates with the connection")
+	if rot.Hops[1].Line == lines[1].Line {
+		t.Fatal("the rotation did not give hop 2 a new own key")
+	}
+	if r := c.post("/connections/ownkey/rotate-key/cancel", map[string][]string{auth.CSRFField: {c.csrf("/connections/ownkey")}}); r.Status != http.StatusSeeOther {
+		t.Fatalf("cancel rotation: %d %s", r.Status, r.Body)
+	}
+
 	// Unchecked on the edit form: the hop's key pair goes.
 	e := validForm("ownkey")
 	e.Set(auth.CSRFField, c.csrf("/connections/ownkey/edit"))
