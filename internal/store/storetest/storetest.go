@@ -594,7 +594,8 @@ func sampleConnection(name string) *store.Connection {
 		PendingPublicKey:        "ssh-ed25519 JJJJ",
 		SealedPendingPrivateKey: []byte{6, 5, 0, 4},
 		HopKeys: []store.HopKey{
-			{Hop: "jump@b2.internal:22", PublicKey: "ssh-rsa KKKK", SealedPrivateKey: []byte{3, 0, 1, 255}, CreatedAt: now},
+			{Hop: "jump@b2.internal:22", PublicKey: "ssh-rsa KKKK", SealedPrivateKey: []byte{3, 0, 1, 255}, CreatedAt: now,
+				PendingPublicKey: "ssh-rsa MMMM", SealedPendingPrivateKey: []byte{7, 0, 7}},
 			{Hop: "dbt@b3.internal:2022", PublicKey: "ssh-rsa LLLL", SealedPrivateKey: []byte{2, 0, 2}, CreatedAt: now.Add(time.Second)},
 		},
 		KeyRotation: store.KeyRotation{StartedAt: now, OldKeyExpiresAt: now.Add(7 * 24 * time.Hour),
