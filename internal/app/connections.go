@@ -504,7 +504,14 @@ func (s *Service) RotateKey(ctx context.Context, name string) (_ *KeyRotation, e
 	}
 	e.use = connUse(c)
 	s.logger.InfoContext(ctx, "tunnel key rotated", "connection", name)
-	return &KeyRotation{Old: oldLine, New: newLine}, nil
+	rot := &KeyRotation{Old: oldLine, New: newLine}
+	if len(c.HopKeys) > 0 {
+		// The hops' lines, as some hops have new keys of their own.
+		if rot.Hops, err = hopKeyLines(c); err != nil {
+			return nil, err
+		}
+	}
+	return rot, nil
 }
 
 // TrustHostKey approves the host key with the given fingerprint: the

@@ -294,11 +294,15 @@ func TestKeyRotationHopOwnKey(t *testing.T) {
 	}
 	query("after finish")
 
-	// A rotation at once replaces hop 2's own key too.
-	if _, err := svc.RotateKey(ctx, "rh"); err != nil {
+	// A rotation at once replaces hop 2's own key too, and gives its line.
+	rot4, err := svc.RotateKey(ctx, "rh")
+	if err != nil {
 		t.Fatal(err)
 	}
 	if v, _ = svc.GetConnection(ctx, "rh"); v.SSHHops[1].OwnKeyFingerprint == rot3.Hops[1].Fingerprint || !v.SSHHops[1].OwnKey {
 		t.Fatalf("hop 2's key after RotateKey: %+v", v.SSHHops[1])
+	}
+	if len(rot4.Hops) != 2 || !rot4.Hops[1].OwnKey || rot4.Hops[1].Fingerprint != v.SSHHops[1].OwnKeyFingerprint {
+		t.Fatalf("lines of RotateKey: %+v, want hop 2's new own line", rot4.Hops)
 	}
 }

@@ -139,6 +139,26 @@ func TestCLIHopOwnKey(t *testing.T) {
 	r = h.ok("connection", "show", "own")
 	contains(t, "show", r.stdout, "Hop 2 of 2:", "own key SHA256:")
 
+	// A rotation gives hop 2's own key a new key too: --start prints its new
+	// line and its current one with expiry-time; cancelled, it stays.
+	r = h.ok("connection", "rotate-key", "own", "--start")
+	contains(t, "rotate-key --start", r.stdout, "Hop 2 ("+hop(b2)+") (its own key): add the new line",
+		`expiry-time="`, strings.TrimPrefix(lines[1], "restrict,"))
+	h.ok("connection", "rotate-key", "own", "--cancel")
+	// At once, it is replaced with the connection's key, and its line printed.
+	r = h.ok("connection", "rotate-key", "own")
+	contains(t, "rotate-key", r.stdout, "Hop 2 ("+hop(b2)+") logs in with its own key, replaced too")
+	newLines := strings.Split(strings.TrimSpace(h.ok("connection", "public-key", "own", "--restricted").stdout), "\n")
+	if len(newLines) != 2 || newLines[1] == lines[1] || !strings.Contains(r.stdout, newLines[1]) {
+		t.Fatalf("hop 2's line after rotate-key: %q (before %q)\n%s", newLines, lines, r.stdout)
+	}
+	b1.Authorize(t, newLines[0])
+	b2.Authorize(t, newLines[1])
+	contains(t, "query after rotate-key", h.ok("query", "own", "select 1").stdout, "1")
+	lines = newLines
+	connKey = strings.TrimSpace(h.ok("connection", "public-key", "own").stdout)
+	b2.Authorize(t, connKey) // the connection's new key, for when hop 2 loses its own
+
 	// "" takes the own key away: hop 2 uses the connection's key again.
 	h.ok("connection", "update", "own", "--ssh-hop-own-key", "")
 	if strings.Contains(h.ok("connection", "show", "own").stdout, "own key") {
