@@ -39,8 +39,9 @@ func hopPendingKeyAD(id, hop string) []byte {
 	return []byte("pgrelay/connection/" + id + "/hop_pending_private_key\x00hop=" + hop)
 }
 
-// newHopKeyPair makes a key pair of type typ for hop id of c and returns
-// its public key line and its private key sealed with ad.
+// newHopKeyPair makes a key pair of type typ for a hop of c (its comment
+// names c) and returns its public key line and its private key sealed with
+// ad, which binds it to the hop.
 func (s *Connector) newHopKeyPair(c *store.Connection, typ sshkey.Type, ad []byte) (string, []byte, error) {
 	pair, err := sshkey.Generate(typ, sshkey.Comment(c.Spec.Name))
 	if err != nil {
@@ -130,6 +131,8 @@ func (s *Connector) openHopPendingSigner(c *store.Connection, k *store.HopKey) (
 	return s.openHopKey(c, k.Hop, k.SealedPendingPrivateKey, hopPendingKeyAD(c.ID, k.Hop), "new SSH private key")
 }
 
+// openHopKey decrypts a private key of hop sealed with ad; what names it
+// in errors.
 func (s *Connector) openHopKey(c *store.Connection, hop string, sealed, ad []byte, what string) (ssh.Signer, error) {
 	pem, err := s.keyring.Open(sealed, ad)
 	if err != nil {
