@@ -25,11 +25,18 @@ func currentKey(t *testing.T, st store.Store, name string) ssh.Signer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return openSealedKey(t, c.SealedPrivateKey, "pgrelay/connection/"+c.ID+"/ssh_private_key")
+}
+
+// openSealedKey opens a private key sealed with newService's all-zero
+// keyring and associated data ad.
+func openSealedKey(t *testing.T, sealed []byte, ad string) ssh.Signer {
+	t.Helper()
 	kr, err := secret.NewKeyring(make([]byte, 32))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pem, err := kr.Open(c.SealedPrivateKey, []byte("pgrelay/connection/"+c.ID+"/ssh_private_key"))
+	pem, err := kr.Open(sealed, []byte(ad))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,19 +168,7 @@ func ownHopKey(t *testing.T, st store.Store, name, hop string) ssh.Signer {
 	if k == nil {
 		t.Fatalf("connection %s has no own key for hop %s", name, hop)
 	}
-	kr, err := secret.NewKeyring(make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pem, err := kr.Open(k.SealedPrivateKey, []byte("pgrelay/connection/"+c.ID+"/hop_private_key\x00hop="+hop))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := sshkey.Signer(pem)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return openSealedKey(t, k.SealedPrivateKey, "pgrelay/connection/"+c.ID+"/hop_private_key\x00hop="+hop)
 }
 
 // TestKeyRotationHopOwnKey: a rotation rotates hop 2's own key with the

@@ -26,3 +26,10 @@ func (b *LogBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// Bytes returns a copy of what was written so far.
+func (b *LogBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.b.Bytes())
+}
