@@ -52,7 +52,7 @@ func (f *hopFlags) register(cmd *cobra.Command) {
 	fl.StringArrayVar(&f.ownKeys, "ssh-hop-own-key", nil, "user@host[:port] of a hop after the first (one of the --ssh-hop "+
 		"hops) that logs in with a key pair of its own instead of the connection's: pgrelay generates it and keeps it while "+
 		"the hop stays, and `connection public-key NAME --restricted` prints its line; repeatable; the hops given replace "+
-		"those that had their own key (whose key pairs are dropped), \"\" alone: none. rotate-key rotates the connection's key only")
+		"those that had their own key (whose key pairs are dropped), \"\" alone: none. rotate-key rotates a hop's own key with the connection's")
 }
 
 // apply sets the flags given onto spec.

@@ -172,9 +172,9 @@ nobody removes it. --status prints the lines again, --finish promotes the new ke
 
 Without a flag, the key is replaced at once: logins fail until the new key is installed.
 
-Only the connection's key is rotated: a hop with its own key (--ssh-hop-own-key) keeps
-it. To replace a hop's own key, drop it and give it again (connection update with
---ssh-hop-own-key listing the others, then again with that hop).`,
+A hop with its own key (--ssh-hop-own-key) has it rotated with the connection's: with
+--start it gets a new key too (its lines are printed for that hop) and is promoted with
+the others; without a flag it is replaced at once and its new line printed.`,
 		Example: `  pgrelay connection rotate-key wh --start
   pgrelay connection rotate-key wh --status
   pgrelay connection rotate-key wh --finish`,
