@@ -344,7 +344,7 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 		c.SealedPassword = nil
 	}
 	pins := readPins(c, &old)
-	if password == nil && len(c.SealedPassword) > 0 && !old.Endpoint().Equal(spec.Endpoint()) {
+	if password == nil && len(c.SealedPassword) > 0 && !old.Endpoint().Covers(spec.Endpoint()) {
 		return nil, &ValidationError{Subject: fielderr.Connection, Problems: []fielderr.Problem{
 			connection.PasswordAgainProblem(old.Endpoint(), spec.Endpoint())}}
 	}

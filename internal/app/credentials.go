@@ -211,7 +211,7 @@ func (s *Connector) prepareAuth(c *store.Connection, spec *connection.Spec) (giv
 	}
 	next := spec.Clone()
 	next.ApplyDefaults()
-	if c.Spec.Auth.SecretTarget() != next.Auth.SecretTarget() || !c.Spec.Endpoint().Equal(next.Endpoint()) {
+	if c.Spec.Auth.SecretTarget() != next.Auth.SecretTarget() || !c.Spec.Endpoint().Covers(next.Endpoint()) {
 		return secret.Value{}, false, &ValidationError{Problems: []fielderr.Problem{secretAgainProblem(&c.Spec, &next)}}
 	}
 	return secret.Value{}, true, nil
@@ -284,7 +284,7 @@ func (s *Connector) draftAuthSecret(c *store.Connection, draft *connection.Spec)
 	if field == "" || !authSecret(draft).IsZero() || c.Spec.AuthKind() != draft.AuthKind() || len(c.SealedAuthSecret) == 0 {
 		return nil
 	}
-	if c.Spec.Auth.SecretTarget() != draft.Auth.SecretTarget() || !c.Spec.Endpoint().Equal(draft.Endpoint()) {
+	if c.Spec.Auth.SecretTarget() != draft.Auth.SecretTarget() || !c.Spec.Endpoint().Covers(draft.Endpoint()) {
 		return &ValidationError{Problems: []fielderr.Problem{secretAgainProblem(&c.Spec, draft)}}
 	}
 	saved := c.Spec.Clone()

@@ -125,7 +125,7 @@ func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn s
 			return nil, err
 		}
 		if !in.Spec.AuthKind().IsToken() && in.Spec.Password.IsZero() && len(c.SealedPassword) > 0 {
-			if saved, draft := c.Spec.Endpoint(), in.Spec.Endpoint(); !saved.Equal(draft) {
+			if saved, draft := c.Spec.Endpoint(), in.Spec.Endpoint(); !saved.Covers(draft) {
 				return nil, &ValidationError{Subject: fielderr.Connection, Problems: []fielderr.Problem{
 					connection.PasswordAgainProblem(saved, draft)}}
 			}

@@ -10,6 +10,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
 // TestStoredPasswordIsBoundToItsEndpoint checks the rule that a stored
@@ -140,5 +141,100 @@ func TestOneBastionPasswordStillOpens(t *testing.T) {
 	}
 	if rec2, _ := f.store.GetConnection(ctx, "old"); string(rec2.SealedPassword) != string(sealed) {
 		t.Fatal("the password was sealed again (it should have opened as it was)")
+	}
+}
+
+// TestStoredPasswordNotSentWhenVerifiedLess checks that weakening how a
+// connection's server is verified counts as leaving its endpoint: a
+// connection saved with verify-full and its CA, an impostor answering at
+// the same address, and updates (and draft tests) that would hand the
+// stored password to it without the password being given again. Each is
+// refused, and the impostor receives nothing; stricter settings need no
+// password.
+func TestStoredPasswordNotSentWhenVerifiedLess(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	real, own := testenv.NewTLSCert(t), testenv.NewTLSCert(t)
+	for _, tc := range []struct {
+		name     string
+		impostor func(testing.TB) *testenv.PasswordCatcher
+		weaken   func(*connection.Spec)
+		says     string
+	}{
+		{"sslmode disable, clear text accepted", testenv.StartPasswordCatcher,
+			func(s *connection.Spec) {
+				s.SSLMode, s.SSLRootCert, s.RequireAuth = connection.SSLDisable, "", "password"
+			},
+			"sslmode verify-full → disable"},
+		{"another CA", func(t testing.TB) *testenv.PasswordCatcher { return testenv.StartTLSPasswordCatcher(t, own) },
+			func(s *connection.Spec) { s.SSLRootCert = string(own.CAPEM) },
+			"ssl_root_cert"},
+		{"sslmode require, clear text accepted", func(t testing.TB) *testenv.PasswordCatcher { return testenv.StartTLSPasswordCatcher(t, own) },
+			func(s *connection.Spec) {
+				s.SSLMode, s.SSLRootCert, s.RequireAuth = connection.SSLRequire, "", "password"
+			},
+			"sslmode verify-full → require"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			catcher := tc.impostor(t)
+			f := newService(t)
+			s := spec("c")
+			s.Host, s.Port = catcher.Host, catcher.Port
+			s.SSLMode, s.SSLRootCert = connection.SSLVerifyFull, string(real.CAPEM)
+			if _, err := f.svc.CreateConnection(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+			next := s.Clone()
+			next.Password = secret.Value{}
+			tc.weaken(&next)
+
+			_, err := f.svc.UpdateConnection(ctx, "c", next, nil)
+			var ve *app.ValidationError
+			if !errors.As(err, &ve) || !strings.Contains(ve.Fields()["password"], "enter the password again") ||
+				!strings.Contains(ve.Fields()["password"], tc.says) {
+				t.Fatalf("update that verifies less, without the password: %v", err)
+			}
+			_, err = f.svc.TestDraft(ctx, next, "c", nil)
+			if !errors.As(err, &ve) || !strings.Contains(ve.Fields()["password"], "enter the password again") {
+				t.Fatalf("draft test that verifies less, based on the saved connection: %v", err)
+			}
+			// What is saved still verifies: the impostor fails the
+			// certificate check before any password is asked for.
+			if rep, err := f.svc.TestConnection(ctx, "c", nil); err != nil || rep.OK {
+				t.Fatalf("test of the saved connection against the impostor: ok=%v, %v", rep != nil && rep.OK, err)
+			}
+			if got := catcher.Received(); len(got) > 0 {
+				t.Fatalf("the impostor received the stored password (%d times)", len(got))
+			}
+			// Given again, the weaker setting is the user's choice.
+			pw := secret.New("typed-again")
+			if _, err := f.svc.UpdateConnection(ctx, "c", next, &pw); err != nil {
+				t.Fatalf("update with the password given again: %v", err)
+			}
+		})
+	}
+
+	// Stricter settings keep the stored password.
+	f := newService(t)
+	s := spec("s")
+	s.SSLMode = connection.SSLRequire
+	if _, err := f.svc.CreateConnection(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	stricter := s.Clone()
+	stricter.Password = secret.Value{}
+	stricter.SSLMode, stricter.SSLRootCert = connection.SSLVerifyFull, string(real.CAPEM)
+	if _, err := f.svc.UpdateConnection(ctx, "s", stricter, nil); err != nil {
+		t.Fatalf("require → verify-full without the password: %v", err)
+	}
+	stricter.RequireAuth = "scram-sha-256"
+	if _, err := f.svc.UpdateConnection(ctx, "s", stricter, nil); err != nil {
+		t.Fatalf("require_auth narrowed without the password: %v", err)
+	}
+	// The same CA as a browser sends it back (CRLF) is the same CA.
+	stricter.SSLRootCert = strings.ReplaceAll(string(real.CAPEM), "\n", "\r\n") + "\r\n"
+	if _, err := f.svc.UpdateConnection(ctx, "s", stricter, nil); err != nil {
+		t.Fatalf("the same CA with other line endings, without the password: %v", err)
 	}
 }

@@ -518,7 +518,7 @@ func TestEndpointChangeNeedsPassword(t *testing.T) {
 		{"--ssh-host", "bastion.example.com", "--ssh-user", "jump"}} {
 		r := h.fail(2, append([]string{"connection", "update", "wh"}, args...)...)
 		contains(t, "update "+strings.Join(args, " "), r.stderr, "--password-env/--password-stdin:",
-			"enter the password again: the endpoint changed")
+			"enter the password again: the endpoint or how it is verified changed")
 		if strings.Contains(r.stderr+r.stdout, "endpoint-pw-canary") {
 			t.Fatal("the password was echoed")
 		}

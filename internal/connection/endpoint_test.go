@@ -11,7 +11,7 @@ func TestEndpoint(t *testing.T) {
 		Tunnel: &Tunnel{Host: "bastion", Port: 22, User: "jump"}}
 	same := base.Clone()
 	same.Host, same.Database, same.Schema = " db.INTERNAL ", "b", "marts"
-	if !base.Endpoint().Equal(same.Endpoint()) || base.Endpoint().Key() != same.Endpoint().Key() {
+	if !base.Endpoint().SameAddress(same.Endpoint()) || base.Endpoint().Key() != same.Endpoint().Key() {
 		t.Fatalf("database, schema and host case changed the endpoint: %s vs %s", base.Endpoint(), same.Endpoint())
 	}
 	if got := base.Endpoint().String(); got != "dbt@db.internal:5432 via jump@bastion:22" {
@@ -23,12 +23,12 @@ func TestEndpoint(t *testing.T) {
 	if len(ch) != 2 || !strings.Contains(ch[0], "port 5432 → 6432") || !strings.Contains(ch[1], "jump@bastion:22 → root@bastion:22") {
 		t.Fatalf("Changes: %q", ch)
 	}
-	if base.Endpoint().Equal(moved.Endpoint()) || base.Endpoint().Key() == moved.Endpoint().Key() {
+	if base.Endpoint().SameAddress(moved.Endpoint()) || base.Endpoint().Key() == moved.Endpoint().Key() {
 		t.Fatal("a moved endpoint compares equal")
 	}
 	direct := base.Clone()
 	direct.Tunnel = nil
-	if base.Endpoint().Equal(direct.Endpoint()) {
+	if base.Endpoint().SameAddress(direct.Endpoint()) {
 		t.Fatal("dropping the bastion kept the endpoint")
 	}
 	// Field values cannot run into each other in the key.
@@ -38,7 +38,7 @@ func TestEndpoint(t *testing.T) {
 		t.Fatal("ambiguous endpoint key")
 	}
 	p := PasswordAgainProblem(base.Endpoint(), moved.Endpoint())
-	if p.Field != "password" || !strings.HasPrefix(p.Problem, "enter the password again: the endpoint changed (port 5432 → 6432") {
+	if p.Field != "password" || !strings.HasPrefix(p.Problem, "enter the password again: the endpoint or how it is verified changed (port 5432 → 6432") {
 		t.Fatalf("problem: %+v", p)
 	}
 }
@@ -122,7 +122,72 @@ func TestEndpointKeyOfOneBastionUnchanged(t *testing.T) {
 	// Reordering hops changes the endpoint.
 	swapped := three.Clone()
 	swapped.Tunnel.Next[0], swapped.Tunnel.Next[1] = swapped.Tunnel.Next[1], swapped.Tunnel.Next[0]
-	if three.Endpoint().Equal(swapped.Endpoint()) {
+	if three.Endpoint().SameAddress(swapped.Endpoint()) {
 		t.Fatal("reordered hops compare equal")
+	}
+}
+
+// TestEndpointTrust checks which changes of how an endpoint is verified
+// count as leaving it (a stored credential needs giving again) and which
+// are stricter (nothing needed).
+func TestEndpointTrust(t *testing.T) {
+	t.Parallel()
+	base := Spec{Host: "db", Port: 5432, User: "dbt", SSLMode: SSLRequire,
+		Tunnel: &Tunnel{Host: "bastion", Port: 22, User: "jump", ProxyCommand: []string{"aws", "ssm", "start-session"},
+			HostAuthorities: []string{"@cert-authority *.corp ssh-ed25519 AAAAone"}}}
+	for _, tc := range []struct {
+		name   string
+		change func(*Spec)
+		weaker string // "" when stricter or the same
+	}{
+		{"sslmode lower", func(s *Spec) { s.SSLMode = SSLPrefer }, "sslmode require → prefer"},
+		{"sslmode higher", func(s *Spec) { s.SSLMode, s.SSLRootCert = SSLVerifyFull, "CA" }, ""},
+		{"clear text accepted unverified", func(s *Spec) { s.RequireAuth = "password,scram-sha-256" }, "require_auth now accepts password"},
+		{"clear text no longer refused", func(s *Spec) { s.RequireAuth = "!gss" }, "require_auth now accepts password"},
+		{"only SCRAM", func(s *Spec) { s.RequireAuth = "scram-sha-256" }, ""},
+		{"another proxy command", func(s *Spec) { s.Tunnel.ProxyCommand = []string{"socat", "STDIO", "TCP:elsewhere:22"} }, "the SSH proxy command"},
+		{"no proxy command", func(s *Spec) { s.Tunnel.ProxyCommand = nil }, "the SSH proxy command"},
+		{"host CA added", func(s *Spec) {
+			s.Tunnel.HostAuthorities = append(s.Tunnel.HostAuthorities, "@cert-authority * ssh-ed25519 AAAAtwo")
+		}, "host_authorities"},
+		{"key revoked", func(s *Spec) {
+			s.Tunnel.HostAuthorities = append(s.Tunnel.HostAuthorities, "@revoked * ssh-ed25519 AAAAold")
+		}, ""},
+		{"host CA removed", func(s *Spec) { s.Tunnel.HostAuthorities = nil }, ""},
+		{"spaces in a host CA line", func(s *Spec) { s.Tunnel.HostAuthorities = []string{" @cert-authority  *.corp ssh-ed25519 AAAAone "} }, ""},
+	} {
+		next := base.Clone()
+		tc.change(&next)
+		ch := base.Endpoint().Changes(next.Endpoint())
+		switch {
+		case tc.weaker == "" && len(ch) > 0:
+			t.Errorf("%s: counted as verifying less: %q", tc.name, ch)
+		case tc.weaker != "" && (len(ch) != 1 || !strings.Contains(ch[0], tc.weaker)):
+			t.Errorf("%s: changes %q, want one naming %q", tc.name, ch, tc.weaker)
+		}
+		if got := base.Endpoint().Covers(next.Endpoint()); got != (tc.weaker == "") {
+			t.Errorf("%s: Covers = %v", tc.name, got)
+		}
+		if base.Endpoint().Key() != next.Endpoint().Key() {
+			t.Errorf("%s: the sealed key changed with how the endpoint is verified", tc.name)
+		}
+	}
+	// Under verify-full another CA is another endpoint; a verified server
+	// may be sent any method.
+	full := Spec{Host: "db", Port: 5432, User: "dbt", SSLMode: SSLVerifyFull, SSLRootCert: "CA one", RequireAuth: "scram-sha-256"}
+	other := full.Clone()
+	other.SSLRootCert = "CA two"
+	if ch := full.Endpoint().Changes(other.Endpoint()); len(ch) != 1 || !strings.Contains(ch[0], "ssl_root_cert") {
+		t.Errorf("another CA under verify-full: %q", ch)
+	}
+	anyMethod := full.Clone()
+	anyMethod.RequireAuth = ""
+	if !full.Endpoint().Covers(anyMethod.Endpoint()) {
+		t.Error("accepting any method from a verified server counted as verifying less")
+	}
+	ca := full.Clone()
+	ca.SSLMode = SSLVerifyCA
+	if ch := full.Endpoint().Changes(ca.Endpoint()); len(ch) != 1 || ch[0] != "sslmode verify-full → verify-ca" {
+		t.Errorf("verify-full → verify-ca: %q", ch)
 	}
 }

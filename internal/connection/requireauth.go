@@ -77,7 +77,11 @@ func requireAuthProblem(err error) string {
 // "gss", "sspi", "oauth" or "none"), with libpq's semantics: a list of
 // negated methods refuses those, a plain list accepts only those.
 func (s *Spec) AcceptsAuth(method string) bool {
-	policy := s.EffectiveRequireAuth()
+	return policyAccepts(s.EffectiveRequireAuth(), method)
+}
+
+// policyAccepts reports whether a require_auth policy accepts method.
+func policyAccepts(policy, method string) bool {
 	if policy == "" {
 		return true
 	}

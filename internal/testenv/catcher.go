@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"crypto/tls"
 	"net"
 	"strconv"
 	"sync"
@@ -10,16 +11,18 @@ import (
 )
 
 // PasswordCatcher is an impostor PostgreSQL server on loopback: it refuses
-// SSL, asks every client for its password in clear text and records what
-// it receives. Tests use it to prove that a stored password is never sent
+// SSL (or, started with StartTLSPasswordCatcher, answers it with a
+// certificate of its own), asks every client for its password in clear
+// text and records what it receives. Tests use it to prove that a stored password is never sent
 // to an endpoint it was not saved for (a real server cannot show what it
 // was sent).
 type PasswordCatcher struct {
 	Host string
 	Port int
 
-	ln net.Listener
-	mu sync.Mutex
+	ln  net.Listener
+	tls *tls.Config // nil: SSL refused
+	mu  sync.Mutex
 	// received are the passwords clients sent.
 	received []string
 	// conns counts the connections accepted.
@@ -30,11 +33,27 @@ type PasswordCatcher struct {
 // StartPasswordCatcher starts a catcher that stops when the test ends.
 func StartPasswordCatcher(tb testing.TB) *PasswordCatcher {
 	tb.Helper()
+	return startPasswordCatcher(tb, nil)
+}
+
+// StartTLSPasswordCatcher starts a catcher that accepts SSL with cert (an
+// impostor holding a certificate of a CA of its own).
+func StartTLSPasswordCatcher(tb testing.TB, cert *TLSCert) *PasswordCatcher {
+	tb.Helper()
+	pair, err := tls.LoadX509KeyPair(cert.CertFile, cert.KeyFile)
+	if err != nil {
+		tb.Fatalf("testenv: password catcher: %v", err)
+	}
+	return startPasswordCatcher(tb, &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12})
+}
+
+func startPasswordCatcher(tb testing.TB, cfg *tls.Config) *PasswordCatcher {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("testenv: password catcher: %v", err)
 	}
-	c := &PasswordCatcher{Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, ln: ln}
+	c := &PasswordCatcher{Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, ln: ln, tls: cfg}
 	c.wg.Add(1)
 	go c.serve()
 	tb.Cleanup(func() {
@@ -89,7 +108,19 @@ startup:
 			return
 		}
 		switch msg.(type) {
-		case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
+		case *pgproto3.SSLRequest:
+			if c.tls == nil {
+				if _, err := nc.Write([]byte{'N'}); err != nil {
+					return
+				}
+				continue
+			}
+			if _, err := nc.Write([]byte{'S'}); err != nil {
+				return
+			}
+			nc = tls.Server(nc, c.tls)
+			be = pgproto3.NewBackend(nc, nc)
+		case *pgproto3.GSSEncRequest:
 			if _, err := nc.Write([]byte{'N'}); err != nil {
 				return
 			}

@@ -423,7 +423,7 @@ func TestEditKeepsPassword(t *testing.T) {
 	if r.Status != http.StatusUnprocessableEntity {
 		t.Fatalf("host change without password: %d", r.Status)
 	}
-	contains(t, "host change without password", r.Body, `id="f-password-error"`, "enter the password again: the endpoint changed")
+	contains(t, "host change without password", r.Body, `id="f-password-error"`, "enter the password again: the endpoint or how it is verified changed")
 	if v, _ := s.App.GetConnection(ctx, "wh"); v.Host != "db.internal" {
 		t.Fatalf("a refused edit moved the connection to %s", v.Host)
 	}
