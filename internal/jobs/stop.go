@@ -37,10 +37,10 @@ const (
 // Stopper makes sure that a run's backends stop working once the run has
 // ended: it sends a CancelRequest for each that is running a statement,
 // lets the run's clients close, waits for the backends to end, and
-// terminates (pg_terminate_backend, on a fresh session as the same user)
-// those still there after the grace period. It only ever touches the
-// recorded backends that belong to the connection's user and started when
-// they were recorded.
+// terminates (pg_terminate_backend, on a fresh session as the same user,
+// whatever role a role setting would start it as) those still there after
+// the grace period. It only ever touches the recorded backends that belong
+// to the connection's user and started when they were recorded.
 type Stopper struct {
 	// Conn reaches the server: a live connection of the run, or one opened
 	// again after the tunnel dropped.
@@ -95,6 +95,15 @@ func (s *Stopper) Stop(ctx context.Context, backends []Backend, closeClients fun
 		return s.unreachable(backends, err), err
 	}
 	defer mon.Close(context.WithoutCancel(ctx))
+	// A role setting (ALTER ROLE … SET role) makes every session of the
+	// user start as another role, which may neither see the run's
+	// backends nor signal them: back to the user that logged in.
+	if _, err := mon.Exec(ctx, "SET ROLE NONE"); err != nil {
+		if closeClients != nil {
+			closeClients()
+		}
+		return s.unreachable(backends, err), err
+	}
 
 	states, err := s.states(ctx, mon, backends)
 	if err != nil {
@@ -137,7 +146,7 @@ func (s *Stopper) Stop(ctx context.Context, backends []Backend, closeClients fun
 	if len(states) > 0 {
 		pids := mapKeys(states)
 		rows, qerr := mon.Query(ctx, `SELECT pid FROM pg_stat_activity
-			WHERE pid = ANY($1) AND usename = current_user AND pg_terminate_backend(pid)`, pids)
+			WHERE pid = ANY($1) AND usename = session_user AND pg_terminate_backend(pid)`, pids)
 		if qerr == nil {
 			terminated, qerr = pgx.CollectRows(rows, pgx.RowTo[uint32])
 		}
@@ -182,7 +191,7 @@ func (s *Stopper) states(ctx context.Context, mon *pgx.Conn, backends []Backend)
 		pids = append(pids, int64(b.PID))
 	}
 	rows, err := mon.Query(ctx, `SELECT pid, state = 'active', backend_start FROM pg_stat_activity
-		WHERE pid = ANY($1) AND usename = current_user AND pid <> pg_backend_pid()`, pids)
+		WHERE pid = ANY($1) AND usename = session_user AND pid <> pg_backend_pid()`, pids)
 	if err != nil {
 		return nil, fmt.Errorf("list the run's backends on the server: %w", err)
 	}

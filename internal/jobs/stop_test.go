@@ -213,3 +213,56 @@ func otherConfig(t *testing.T, e *env, user, pw string) *pgx.ConnConfig {
 	}
 	return cfg
 }
+
+// TestStopperWithRoleSetting checks the Stopper for a user whose sessions
+// start as another role (ALTER ROLE … SET role, common for dbt users):
+// current_user is then that role, which neither sees the run's backends
+// (usename is the user that logged in) nor may signal them, so a cleanup
+// that asked as current_user found nothing and said it was done while the
+// statement ran on.
+func TestStopperWithRoleSetting(t *testing.T) {
+	t.Parallel()
+	e := setup(t, time.Second, 5)
+	ctx := context.Background()
+	group := e.user + "_transform"
+	e.pg.CreateRole(t, group, "group-pw")
+	user, groupID := pgx.Identifier{e.user}.Sanitize(), pgx.Identifier{group}.Sanitize()
+	e.pg.Exec(t, "GRANT "+groupID+" TO "+user)
+	e.pg.Exec(t, "ALTER ROLE "+user+" SET role = "+groupID)
+	t.Cleanup(func() {
+		e.pg.Exec(t, "ALTER ROLE "+user+" RESET role")
+		e.pg.Exec(t, "REVOKE "+groupID+" FROM "+user)
+		e.pg.Exec(t, "DROP ROLE "+groupID)
+	})
+	admin := e.pg.Connect(t, e.db)
+	conn, err := e.svc.Open(ctx, "wh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	c, err := conn.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var current string
+	if err := c.QueryRow(ctx, "select current_user").Scan(&current); err != nil || current != group {
+		t.Fatalf("current_user %q, %v: the role setting did not apply", current, err)
+	}
+	b := jobs.Backend{PID: c.PgConn().PID(), SecretKey: c.PgConn().SecretKey(), User: e.user, Database: e.db,
+		OpenedAt: time.Now().UTC()}
+	defer execInBackground(t, c, admin, b.PID, "select pg_sleep(300)")()
+	// As after a dropped tunnel: no client of the run's to close, so the
+	// statement must be cancelled or its backend terminated.
+	s := &jobs.Stopper{Conn: conn, Grace: 300 * time.Millisecond}
+	cl, err := s.Stop(ctx, []jobs.Backend{b}, nil)
+	if err != nil || cl.Status != jobs.CleanupDone || len(cl.Cancelled)+len(cl.Terminated) != 1 {
+		t.Fatalf("cleanup %+v, %v", cl, err)
+	}
+	var n int
+	if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'`, b.PID).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("cleanup says %q, but pid %d still runs its statement", cl.Message, b.PID)
+	}
+}
