@@ -42,6 +42,10 @@ type ExecRequest struct {
 	Profile, Target, Schema string
 	// Stdio is the program's standard input and output.
 	Stdio *jobs.Stdio
+	// Exited, when set, is called once the program has exited, before
+	// the run's cleanup (which may wait for the server when the tunnel
+	// dropped).
+	Exited func()
 }
 
 // Job returns the request as a validated job. It has no time limit: an
@@ -59,7 +63,10 @@ func (r ExecRequest) Job() (jobs.Job, error) {
 // Exec runs the request's program over its connection and returns how it
 // ended. The local user runs their own program, given explicitly, so any
 // program may run; the audit log records it (its command masked).
-// Cancelling ctx with a *jobs.CancelledError stops it.
+// Cancelling ctx with a *jobs.CancelledError stops it. When the tunnel
+// dropped with statements of the program's running, Exec returns once
+// they were stopped (or it gave up, or ctx ended), logging the cleanup's
+// progress as warnings.
 func (s *Service) Exec(ctx context.Context, req ExecRequest) (jobs.Result, error) {
 	job, err := req.Job()
 	if err != nil {
@@ -67,14 +74,34 @@ func (s *Service) Exec(ctx context.Context, req ExecRequest) (jobs.Result, error
 	}
 	s.AuditExec(ctx, req.Connection, req.Command)
 	rn := &jobs.Runner{
-		Open:     s.OpenConn,
-		Commands: jobs.CommandPolicy{AnyProgram: true},
-		Stdio:    req.Stdio,
-		Logger:   s.logger,
+		Open:        s.OpenConn,
+		Commands:    jobs.CommandPolicy{AnyProgram: true},
+		Stdio:       req.Stdio,
+		Logger:      s.logger,
+		WaitCleanup: true,
 	}
-	return rn.Run(ctx, job, jobs.Hooks{Log: func(l jobs.LogLine) {
-		if l.Stream == jobs.StreamSystem {
-			s.logger.Debug(l.Text)
+	pending := false
+	hooks := jobs.Hooks{
+		Log: func(l jobs.LogLine) {
+			if l.Stream == jobs.StreamSystem {
+				s.logger.Debug(l.Text)
+			}
+		},
+		CleanupPending: func(c jobs.Cleanup) {
+			pending = true
+			s.logger.Warn("cleanup: " + c.Message)
+		},
+	}
+	if req.Exited != nil {
+		hooks.Step = func(st jobs.RunStep) {
+			if st.Status.Terminal() {
+				req.Exited()
+			}
 		}
-	}}), nil
+	}
+	res := rn.Run(ctx, job, hooks)
+	if pending && res.Cleanup != nil {
+		s.logger.Warn("cleanup: " + res.Cleanup.Message)
+	}
+	return res, nil
 }

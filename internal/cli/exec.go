@@ -89,6 +89,11 @@ as tokens near expiry, and the program never sees a token.`,
 				case <-ctx.Done():
 				}
 			}()
+			if interactive {
+				// Once the program has gone, Ctrl-C is pgrelay's again:
+				// it stops a wait to reach the server after a drop.
+				req.Exited = func() { signal.Notify(sigs, syscall.SIGINT) }
+			}
 			res, err := svc.Exec(ctx, req)
 			if err != nil {
 				return err

@@ -555,6 +555,9 @@ func (r *runner) runShowCommand() *cobra.Command {
 			if run.StartedAt != nil {
 				fmt.Fprintf(r.out(), "Duration: %s\n", elapsed.FormatMS(float64(run.DurationMS(time.Now()))))
 			}
+			if c := run.Cleanup; c != nil {
+				fmt.Fprintf(r.out(), "Cleanup: %s: %s\n", c.Status, c.Message)
+			}
 			tw := tabwriter.NewWriter(r.out(), 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "\nSTEP\tKIND\tSTATUS\tEXIT\tDURATION\tLABEL")
 			for _, s := range run.Steps {

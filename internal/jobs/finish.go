@@ -30,9 +30,10 @@ func (x *run) addBackend(b Backend) {
 // backend it opened gets a CancelRequest and, after a grace period,
 // pg_terminate_backend; the outcome goes into res.Cleanup and the log.
 // When the server cannot be reached (the tunnel dropped), the cleanup is
-// pending and retried in the background; its outcome goes to
-// Hooks.Cleanup.
-func (x *run) finish(res *Result) {
+// pending and retried in the background, its outcome going to
+// Hooks.Cleanup; with Runner.WaitCleanup it is retried before finish
+// returns, until ctx (Run's) ends.
+func (x *run) finish(ctx context.Context, res *Result) {
 	if x.conn == nil {
 		return // the connection never opened: nothing ran
 	}
@@ -68,7 +69,7 @@ func (x *run) finish(res *Result) {
 			return
 		}
 	}
-	reason := x.conn.Err()
+	dropped := x.conn.Err() != nil
 	x.release()
 	c := Cleanup{Status: CleanupPending, Attempts: 1, UpdatedAt: time.Now().UTC()}
 	for _, b := range backends {
@@ -76,28 +77,47 @@ func (x *run) finish(res *Result) {
 	}
 	c.Summarize()
 	c.Message += "; pgrelay keeps trying to reach the server to stop them"
-	if reason != nil {
-		c.Message += fmt.Sprintf(" (the tunnel dropped: %v)", reason)
+	if dropped {
+		// The run's reason says why, at length; not again here.
+		c.Message += " (the tunnel dropped)"
 	}
 	res.Cleanup = &c
 	x.log(-1, StreamSystem, "cleanup: "+c.Message)
-	go x.retryCleanup(backends, c)
+	if x.hooks.CleanupPending != nil {
+		x.hooks.CleanupPending(c)
+	}
+	if !x.r.WaitCleanup {
+		go func() {
+			got := x.retryCleanup(context.Background(), backends, c)
+			if x.hooks.Cleanup != nil {
+				x.hooks.Cleanup(got)
+			}
+		}()
+		return
+	}
+	got := x.retryCleanup(ctx, backends, c)
+	if ctx.Err() != nil {
+		// Stopped before the server could be reached: nothing of
+		// pgrelay's goes on trying, so say what is left to do by hand.
+		got.Status = CleanupFailed
+		got.Message = fmt.Sprintf("stopped trying to reach the server again (%v): the run's statements may still be running: "+
+			"check pg_stat_activity for pid %s (SELECT pg_cancel_backend(pid))", x.mask(context.Cause(ctx).Error()), pidsText(backends))
+	}
+	res.Cleanup = &got
+	x.log(-1, StreamSystem, "cleanup: "+got.Message)
 }
 
-// retryCleanup stops backends once the server answers again, and
-// reports the outcome to Hooks.Cleanup.
-func (x *run) retryCleanup(backends []Backend, c Cleanup) {
+// retryCleanup stops backends once the server answers again, trying
+// until CleanupFor passes or parent ends, and returns the outcome.
+func (x *run) retryCleanup(parent context.Context, backends []Backend, c Cleanup) Cleanup {
 	limit := x.r.CleanupFor
 	if limit <= 0 {
 		limit = DefaultCleanupFor
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	ctx, cancel := context.WithTimeout(parent, limit)
 	defer cancel()
 	tmpl := Stopper{Grace: x.stopGrace(), Count: x.r.CountCancels}
-	got := StopAfterReconnect(ctx, x.r.Open, x.job.Connection, backends, tmpl, time.Second, c.Attempts, x.r.Logger)
-	if x.hooks.Cleanup != nil {
-		x.hooks.Cleanup(got)
-	}
+	return StopAfterReconnect(ctx, x.r.Open, x.job.Connection, backends, tmpl, time.Second, c.Attempts, x.r.Logger)
 }
 
 // StopAfterReconnect stops backends of a run whose own connection is gone

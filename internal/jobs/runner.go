@@ -72,6 +72,9 @@ type Hooks struct {
 	// Cleanup is called, after Run has returned, with the outcome of a
 	// cleanup that had to wait for the server (Result.Cleanup pending).
 	Cleanup func(Cleanup)
+	// CleanupPending is called when the run's cleanup has to wait for the
+	// server (its tunnel dropped), before it is retried.
+	CleanupPending func(Cleanup)
 }
 
 // Stdio attaches a command directly to a terminal (pgrelay exec) instead
@@ -102,6 +105,13 @@ type Runner struct {
 	// CleanupFor bounds the retries, after the tunnel dropped, to reach the
 	// server again and stop the run's backends; default DefaultCleanupFor.
 	CleanupFor time.Duration
+	// WaitCleanup makes Run itself retry such a cleanup before it returns
+	// (until it is done, CleanupFor passes or the context given to Run
+	// ends), for a process that exits when its run ends (a local `job
+	// run`, `pgrelay exec`): retried in the background, the cleanup would
+	// die with it and leave the statements running. Without it Run returns
+	// with the cleanup pending and reports its outcome to Hooks.Cleanup.
+	WaitCleanup bool
 	// CountCancels, when set, counts what was done to backends by outcome
 	// (OutcomeCancelled, OutcomeTerminated, OutcomeFailed,
 	// OutcomeUnreachable).
@@ -236,7 +246,7 @@ func (r *Runner) Run(ctx context.Context, job Job, hooks Hooks) Result {
 		x.steps = append(x.steps, RunStep{Index: i, Label: s.Label(), Kind: s.Kind(), Status: Queued})
 	}
 	res := x.exec(ctx)
-	x.finish(&res)
+	x.finish(ctx, &res)
 	res.Steps = x.steps
 	if res.Err != nil {
 		res.Reason = CleanText(x.mask(res.Err.Error()))

@@ -397,6 +397,70 @@ func TestStoppedRunStopsItsStatements(t *testing.T) {
 		}
 		waitFor("the statement to stop", 5*time.Second, func() bool { return sleeping(tag) == 0 })
 	})
+
+	// A process that exits with its run (a local `job run`, exec) waits
+	// for the cleanup: a retry left to the background died with it, and
+	// the statement ran on while the run's record said it would be stopped.
+	t.Run("TunnelDropWaited", func(t *testing.T) {
+		tag := "stop-drop-waited"
+		w := *r
+		w.WaitCleanup = true
+		var pendingRunning int
+		hooks := jobs.Hooks{
+			Cleanup: func(jobs.Cleanup) { t.Error("a waited cleanup reported to Hooks.Cleanup") },
+			CleanupPending: func(c jobs.Cleanup) {
+				pendingRunning = sleeping(tag)
+				e.fp.Thaw() // the bastion answers again while the run waits
+			},
+		}
+		go func() {
+			waitFor("the statement to run", 15*time.Second, func() bool { return sleeping(tag) == 1 })
+			e.fp.Freeze()
+		}()
+		defer e.fp.Thaw()
+		res := w.Run(ctx, job("wh", jobs.Step{SQL: "SELECT pg_sleep(300) /* " + tag + " */"}), hooks)
+		if pendingRunning != 1 {
+			t.Fatalf("%d statements running when the cleanup went pending: this test proves nothing", pendingRunning)
+		}
+		if res.Status != jobs.Failed || !strings.Contains(res.Reason, "dropped") || res.Cleanup == nil ||
+			res.Cleanup.Status != jobs.CleanupDone || len(res.Cleanup.Cancelled)+len(res.Cleanup.Terminated) != 1 ||
+			!strings.Contains(res.Cleanup.Message, "once the server could be reached again") {
+			t.Fatalf("result %+v, cleanup %+v", res, res.Cleanup)
+		}
+		// Stopped by the time Run returned.
+		if n := sleeping(tag); n != 0 {
+			t.Fatalf("%d statements of the run still on the server when Run returned", n)
+		}
+	})
+
+	// Interrupted while it waits (Ctrl-C), it says what is left to do.
+	t.Run("TunnelDropWaitInterrupted", func(t *testing.T) {
+		tag := "stop-drop-interrupted"
+		w := *r
+		w.WaitCleanup = true
+		rctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		hooks := jobs.Hooks{CleanupPending: func(jobs.Cleanup) {
+			cancel(&jobs.CancelledError{By: "signal interrupt"})
+		}}
+		go func() {
+			waitFor("the statement to run", 15*time.Second, func() bool { return sleeping(tag) == 1 })
+			e.fp.Freeze()
+		}()
+		res := w.Run(rctx, job("wh", jobs.Step{SQL: "SELECT pg_sleep(300) /* " + tag + " */"}), hooks)
+		if res.Cleanup == nil || res.Cleanup.Status != jobs.CleanupFailed ||
+			!strings.Contains(res.Cleanup.Message, "stopped trying to reach the server again (cancelled by signal interrupt)") ||
+			!strings.Contains(res.Cleanup.Message, "pg_cancel_backend") {
+			t.Fatalf("cleanup %+v", res.Cleanup)
+		}
+		e.fp.Thaw()
+		if n := sleeping(tag); n != 1 {
+			t.Fatalf("%d statements: the interrupted cleanup stopped something after all", n)
+		}
+		if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%'||$1||'%' AND pid <> pg_backend_pid()`, tag); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // TestRunEndsStatementsEverywhere is the matrix of issue 9: a SQL step, a

@@ -162,6 +162,9 @@ type Queue struct {
 	client  riverClient
 	migrate func(ctx context.Context) error
 	runner  *jobs.Runner
+	// localRunner is runner for RunLocal: it waits for a cleanup that
+	// had to wait for the server, as the process exits with the run.
+	localRunner *jobs.Runner
 
 	tracer trace.Tracer
 
@@ -247,6 +250,9 @@ func New(cfg Config) (*Queue, error) {
 			EnableTracePropagation: true, EnableWorkSpanJobKindSuffix: true}))
 	}
 
+	local := *q.runner
+	local.WaitCleanup = true
+	q.localRunner = &local
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &runWorker{q: q})
 	river.AddWorker(workers, &scheduleWorker{q: q})

@@ -87,7 +87,7 @@ type runWorker struct {
 
 // Work runs one run.
 func (w *runWorker) Work(ctx context.Context, job *river.Job[RunArgs]) error {
-	w.q.work(ctx, job.Args.RunID)
+	w.q.work(ctx, job.Args.RunID, w.q.runner)
 	return nil
 }
 
@@ -181,8 +181,8 @@ func (q *Queue) finishLog(ctx context.Context, id string, b *logBuffer) {
 	}
 }
 
-// work executes the run with the given ID in this process.
-func (q *Queue) work(parent context.Context, id string) {
+// work executes the run with the given ID in this process, with runner.
+func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 	ctx := context.WithoutCancel(parent) // store writes outlive a shutdown
 	now := q.cfg.Now().UTC()
 	var job jobs.Job
@@ -322,7 +322,7 @@ func (q *Queue) work(parent context.Context, id string) {
 			}
 		}
 	}()
-	res := q.runner.Run(runCtx, job, hooks)
+	res := runner.Run(runCtx, job, hooks)
 	close(hbDone)
 	hbWG.Wait()
 	q.flushLogs(ctx, id, logs)
@@ -467,7 +467,10 @@ func (q *Queue) reap(ctx context.Context) {
 
 // RunLocal saves a run of job and works it in this process, now, without
 // going through the queue (the CLI's local `job run`). It returns when the
-// run has ended; cancelling ctx with a *jobs.CancelledError cancels it.
+// run has ended, and when its tunnel dropped with statements running, once
+// they were stopped or it gave up (the process exits with the run: a
+// cleanup left to the background would die with it); cancelling ctx with a
+// *jobs.CancelledError cancels it, and stops that wait.
 func (q *Queue) RunLocal(ctx context.Context, job jobs.Job, trigger jobs.Trigger, started func(*jobs.Run)) (*jobs.Run, error) {
 	r := jobs.NewRun(job, trigger, q.cfg.Now())
 	if err := q.cfg.Store.CreateRun(ctx, r); err != nil {
@@ -476,6 +479,6 @@ func (q *Queue) RunLocal(ctx context.Context, job jobs.Job, trigger jobs.Trigger
 	if started != nil {
 		started(r)
 	}
-	q.work(ctx, r.ID)
+	q.work(ctx, r.ID, q.localRunner)
 	return q.cfg.Store.GetRun(context.WithoutCancel(ctx), r.ID)
 }

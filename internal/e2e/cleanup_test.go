@@ -1,0 +1,153 @@
+package e2e_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/e2e/e2etest"
+	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/testenv"
+)
+
+// TestLocalRunWaitsForCleanup: a local `pgrelay job run` and a `pgrelay
+// exec` whose tunnel drops (the bastion frozen) while psql runs a
+// statement keep trying to stop it, and exit only once it is stopped.
+// They used to leave the retry to a goroutine that died with the process:
+// the statement ran on while the run said pgrelay would stop it.
+func TestLocalRunWaitsForCleanup(t *testing.T) {
+	if _, err := exec.LookPath("psql"); err != nil {
+		t.Skip("psql not installed")
+	}
+	t.Parallel()
+	var pg *testenv.Postgres
+	var wg sync.WaitGroup
+	wg.Go(func() { pg = testenv.SharedPostgres(t, testenv.PostgresOptions{}) })
+	bastion := testenv.SharedBastion(t, testenv.BastionOptions{})
+	wg.Wait()
+	if pg == nil || t.Failed() {
+		t.FailNow()
+	}
+	d := pg.NewDatabase(t)
+	fp := testenv.StartFaultProxy(t, bastion.Addr())
+	t.Cleanup(fp.Thaw)
+	env := e2etest.ProcessEnv("PGRELAY_DATA_DIR="+t.TempDir(), secret.MasterKeyEnv+"="+e2etest.NewMasterKey(), "DB_PW="+d.Password)
+	out := e2etest.Command(t, binary, env, "connection", "create", "frozen", "--host", pg.Host, "--port", strconv.Itoa(pg.Port),
+		"--database", d.Name, "--user", d.User, "--password-env", "DB_PW", "--sslmode", "disable",
+		"--ssh-host", fp.Host(), "--ssh-port", strconv.Itoa(fp.Port()), "--ssh-user", bastion.User,
+		"--ssh-keepalive-interval", "200ms", "--ssh-keepalive-count-max", "3", "-o", "json")
+	var created struct {
+		SSHTunnel struct {
+			PublicKey string `json:"public_key"`
+		} `json:"ssh_tunnel"`
+	}
+	if err := json.Unmarshal([]byte(out), &created); err != nil || created.SSHTunnel.PublicKey == "" {
+		t.Fatalf("connection create: %v\n%s", err, out)
+	}
+	bastion.Authorize(t, created.SSHTunnel.PublicKey)
+	admin := pg.Connect(t, d.Name)
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		tag  string
+	}{
+		{"JobRun", []string{"job", "run", "hang", "--allow-command", "psql"}, "cleanup-job-run"},
+		{"Exec", []string{"exec", "frozen", "--", "psql", "-X", "-c", "select pg_sleep(60) /* cleanup-exec */"}, "cleanup-exec"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.name == "JobRun" {
+				jobsYAML := "jobs:\n  - name: hang\n    connection: frozen\n    steps:\n      - command: [psql, -X, -c, \"select pg_sleep(60) /* " + tc.tag + " */\"]\n"
+				r, err := e2etest.Run(binary, env, strings.NewReader(jobsYAML), "job", "apply", "-f", "-")
+				if err != nil || r.Code != 0 {
+					t.Fatalf("job apply: %v %+v", err, r)
+				}
+			}
+			active := func() int {
+				var n int
+				if err := admin.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+					WHERE datname = current_database() AND state = 'active' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`,
+					tc.tag).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			cmd := exec.Command(binary, tc.args...)
+			cmd.Env = env
+			// The run's log goes to stdout (job run), the warnings to
+			// stderr (exec): both are watched for the pending cleanup.
+			var said testenv.LogBuffer
+			pending := make(chan int, 2)
+			var readers sync.WaitGroup
+			for _, pipe := range []func() (io.ReadCloser, error){cmd.StdoutPipe, cmd.StderrPipe} {
+				r, err := pipe()
+				if err != nil {
+					t.Fatal(err)
+				}
+				readers.Go(func() {
+					sc := bufio.NewScanner(r)
+					for sc.Scan() {
+						_, _ = said.Write([]byte(sc.Text() + "\n"))
+						if strings.Contains(sc.Text(), "keeps trying to reach the server") {
+							pending <- active()
+							fp.Thaw()
+						}
+					}
+					_, _ = io.Copy(io.Discard, r)
+				})
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cmd.Process.Kill() })
+			exited := make(chan error, 1)
+			go func() {
+				readers.Wait()
+				exited <- cmd.Wait()
+			}()
+			for end := time.Now().Add(20 * time.Second); active() != 1; time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(end) {
+					t.Fatalf("the statement never ran; pgrelay said:\n%s", said.String())
+				}
+			}
+			fp.Freeze()
+			select {
+			case n := <-pending:
+				if n != 1 {
+					t.Fatalf("%d statements running when the cleanup went pending: this test proves nothing", n)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("no pending cleanup said within 30 s of the freeze; pgrelay said:\n%s", said.String())
+			}
+			select {
+			case <-exited:
+			case <-time.After(60 * time.Second):
+				t.Fatal("pgrelay did not exit within 60 s of the bastion answering again")
+			}
+			// By the time pgrelay exits, the statement is gone.
+			if n := active(); n != 0 {
+				t.Fatalf("pgrelay exited with %d statements of its run still running; it said:\n%s", n, said.String())
+			}
+			if !strings.Contains(said.String(), "once the server could be reached again") {
+				t.Fatalf("no cleanup outcome said:\n%s", said.String())
+			}
+			if m := regexp.MustCompile(`Run (\S+) of job hang started`).FindStringSubmatch(said.String()); m != nil {
+				// The run's record says so too.
+				show := e2etest.Command(t, binary, env, "run", "show", m[1])
+				if !strings.Contains(show, "Cleanup: done: once the server could be reached again") {
+					t.Fatalf("run show:\n%s", show)
+				}
+			} else if tc.name == "JobRun" {
+				t.Fatalf("no run ID said:\n%s", said.String())
+			}
+		})
+	}
+}
