@@ -86,7 +86,8 @@ func (p *ProxyServer) relay(sess *Session, listen net.Addr) (*relay.Relay, error
 	if err != nil {
 		return nil, err
 	}
-	up := relay.Upstream{Dial: p.dial, TLS: pol, Addr: net.JoinHostPort(spec.Host, strconv.Itoa(spec.Port))}
+	up := relay.Upstream{Dial: p.dial, TLS: pol, Addr: net.JoinHostPort(spec.Host, strconv.Itoa(spec.Port)),
+		RequireAuth: spec.EffectiveRequireAuth()}
 	p.backends = relay.NewRegistry(up)
 	var login *relay.Login
 	startup := time.Duration(0)

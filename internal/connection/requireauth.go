@@ -80,6 +80,11 @@ func (s *Spec) AcceptsAuth(method string) bool {
 	return policyAccepts(s.EffectiveRequireAuth(), method)
 }
 
+// PolicyAccepts reports whether a require_auth policy (as
+// EffectiveRequireAuth returns it; "" accepts every method) accepts
+// method, with libpq's semantics.
+func PolicyAccepts(policy, method string) bool { return policyAccepts(policy, method) }
+
 // policyAccepts reports whether a require_auth policy accepts method.
 func policyAccepts(policy, method string) bool {
 	if policy == "" {

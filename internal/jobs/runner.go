@@ -641,7 +641,8 @@ func (x *run) prepareCommands(ctx context.Context) error {
 		_ = ln.Close()
 		return err
 	}
-	up := relay.Upstream{Dial: x.conn.DialDatabase, TLS: pol, Addr: net.JoinHostPort(spec.Host, strconv.Itoa(spec.Port))}
+	up := relay.Upstream{Dial: x.conn.DialDatabase, TLS: pol, Addr: net.JoinHostPort(spec.Host, strconv.Itoa(spec.Port)),
+		RequireAuth: spec.EffectiveRequireAuth()}
 	x.endpoint = relay.NewRegistry(up)
 	password := spec.Password.Reveal()
 	var login *relay.Login

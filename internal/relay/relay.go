@@ -46,6 +46,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/proxy"
 )
 
@@ -286,6 +287,24 @@ func relayError(code, msg, detail, hint string) *pgproto3.ErrorResponse {
 		Message: msg, Detail: detail, Hint: hint}
 }
 
+// refusedMethod is the error a client gets when the server asks for an
+// authentication method the connection's require_auth does not accept
+// (nil when it does).
+func (r *Relay) refusedMethod(method string) *pgproto3.ErrorResponse {
+	policy := r.cfg.Upstream.RequireAuth
+	if connection.PolicyAccepts(policy, method) {
+		return nil
+	}
+	if method == "password" && !r.cfg.Upstream.TLS.Mode.Verifies() {
+		return relayError("28000", "pgrelay: the server asked for the password in clear text over a connection whose server certificate is not verified; pgrelay sent nothing",
+			fmt.Sprintf("The connection's sslmode is %s, so anyone on the path to %s could read the password.", r.cfg.Upstream.TLS.Mode, r.cfg.Upstream.Addr),
+			"Have the server use SCRAM (pg_hba.conf method scram-sha-256), verify it (the connection's sslmode verify-full with its CA certificate), "+
+				"or accept clear text knowingly (the connection's require_auth, e.g. password,scram-sha-256); `pgrelay connection test` says how.")
+	}
+	return relayError("28000", fmt.Sprintf("pgrelay: the server asked for %s authentication, which the connection's require_auth (%q) does not accept; pgrelay sent nothing", method, policy),
+		"", "Change the server's pg_hba.conf method, or the connection's require_auth.")
+}
+
 // retriable reports whether a server's refusal lets the next way of
 // opening the database hop be tried, as pgx does: all but a wrong
 // password, a missing database and a missing CONNECT privilege.
@@ -392,10 +411,19 @@ func (r *Relay) start(ctx context.Context, cs *clientSide, sm *pgproto3.StartupM
 		case *pgproto3.AuthenticationOk:
 			cs.be.Send(m)
 		case *pgproto3.AuthenticationCleartextPassword:
+			if e := r.refusedMethod("password"); e != nil {
+				return tellClient(e, errors.New("the server asked for the password in clear text, which require_auth refuses"))
+			}
 			clientMsg, err = r.authStep(cs, m, pgproto3.AuthTypeCleartextPassword)
 		case *pgproto3.AuthenticationMD5Password:
+			if e := r.refusedMethod("md5"); e != nil {
+				return tellClient(e, errors.New("the server asked for MD5 authentication, which require_auth refuses"))
+			}
 			clientMsg, err = r.authStep(cs, m, pgproto3.AuthTypeMD5Password)
 		case *pgproto3.AuthenticationSASL:
+			if e := r.refusedMethod("scram-sha-256"); e != nil {
+				return tellClient(e, errors.New("the server asked for SCRAM authentication, which require_auth refuses"))
+			}
 			offeredPlus = slices.Contains(m.AuthMechanisms, scramPlus)
 			mechs := slices.DeleteFunc(slices.Clone(m.AuthMechanisms), func(s string) bool { return s == scramPlus })
 			clientMsg, err = r.authStep(cs, &pgproto3.AuthenticationSASL{AuthMechanisms: mechs}, pgproto3.AuthTypeSASL)

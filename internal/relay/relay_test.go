@@ -154,7 +154,8 @@ func (f *fixture) upstream(t *testing.T, pg *testenv.Postgres, mode connection.S
 	if viaTunnel {
 		dial = func(ctx context.Context) (net.Conn, error) { return f.tun.DialContext(ctx, "tcp", pg.Addr()) }
 	}
-	return relay.Upstream{Dial: dial, TLS: pol, Addr: net.JoinHostPort(host, strconv.Itoa(pg.Port))}
+	return relay.Upstream{Dial: dial, TLS: pol, Addr: net.JoinHostPort(host, strconv.Itoa(pg.Port)),
+		RequireAuth: spec.EffectiveRequireAuth()}
 }
 
 // endpoint is a running proxy with a relay.
@@ -988,4 +989,69 @@ func (f *fixture) testUpstreamLost(t *testing.T) {
 		t.Errorf("end reported as %v (cancel sent %v, %v, error %v), want upstream_lost with a cancel", end.How, end.CancelSent, end.CancelErr, end.Err)
 	}
 	waitFor(t, goneWithin, "the statement to end", func() bool { return backendState(t, super, pid) != "active" })
+}
+
+// TestRelayRefusesClearTextUnverified: with authentication passing
+// through, a server that asks for the password in clear text over a hop
+// whose certificate is not verified (an impostor on the path, whatever
+// certificate it holds) gets nothing, even from a client that would send
+// it (libpq before 16, JDBC, asyncpg ignore require_auth); the client is
+// told why. A connection whose require_auth accepts clear text passes it,
+// as the user chose.
+func TestRelayRefusesClearTextUnverified(t *testing.T) {
+	t.Parallel()
+	own := testenv.NewTLSCert(t)
+	for _, tc := range []struct {
+		name        string
+		mode        connection.SSLMode
+		requireAuth string
+		impostor    func(testing.TB) *testenv.PasswordCatcher
+		passes      bool
+	}{
+		{"disable", connection.SSLDisable, "", testenv.StartPasswordCatcher, false},
+		{"require, a certificate of its own", connection.SSLRequire, "",
+			func(t testing.TB) *testenv.PasswordCatcher { return testenv.StartTLSPasswordCatcher(t, own) }, false},
+		{"only SCRAM accepted", connection.SSLRequire, "scram-sha-256",
+			func(t testing.TB) *testenv.PasswordCatcher { return testenv.StartTLSPasswordCatcher(t, own) }, false},
+		{"clear text accepted knowingly", connection.SSLRequire, "password,scram-sha-256",
+			func(t testing.TB) *testenv.PasswordCatcher { return testenv.StartTLSPasswordCatcher(t, own) }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			catcher := tc.impostor(t)
+			spec := connection.Spec{Name: "c", Host: catcher.Host, Port: catcher.Port, SSLMode: tc.mode, RequireAuth: tc.requireAuth}
+			pol, err := relay.PolicyFor(&spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			up := relay.Upstream{TLS: pol, Addr: catcher.Addr(), RequireAuth: spec.EffectiveRequireAuth(),
+				Dial: func(ctx context.Context) (net.Conn, error) {
+					var d net.Dialer
+					return d.DialContext(ctx, "tcp", catcher.Addr())
+				}}
+			e := startEndpoint(t, up, endpointOptions{})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			// As a run's command does: the stored password in PGPASSWORD,
+			// and no require_auth of its own.
+			c, err := pgconn.Connect(ctx, e.connString("u", "stored-password", "sslmode=disable"))
+			if c != nil {
+				_ = c.Close(ctx)
+			}
+			got := catcher.Received()
+			if tc.passes {
+				if len(got) != 1 || got[0] != "stored-password" {
+					t.Fatalf("accepted knowingly, the server got %q (%v)", got, err)
+				}
+				return
+			}
+			if len(got) != 0 {
+				t.Fatalf("the server got the password %d times", len(got))
+			}
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) || pe.Code != "28000" || !strings.Contains(pe.Message, "pgrelay sent nothing") {
+				t.Fatalf("client error: %v", err)
+			}
+		})
+	}
 }

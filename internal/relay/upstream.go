@@ -28,6 +28,13 @@ type Upstream struct {
 	TLS TLSPolicy
 	// Addr names the server in messages: host:port as configured.
 	Addr string
+	// RequireAuth is the connection's require_auth policy
+	// (connection.Spec.EffectiveRequireAuth) for authentication that passes
+	// through: a server asking for a method it does not accept (by default
+	// a clear-text password over a hop whose certificate is not verified)
+	// gets nothing from the client, which gets an error instead, also when
+	// the client itself would not check (libpq before 16, JDBC, asyncpg).
+	RequireAuth string
 }
 
 // TLSPolicy is what a connection's sslmode asks of the database hop,
