@@ -89,6 +89,19 @@ func (c *Cleanup) Summarize() {
 	c.Message = strings.Join(parts, "; ")
 }
 
+// add joins the outcome of stopping more backends into c.
+func (c *Cleanup) add(o Cleanup) {
+	c.Cancelled = append(c.Cancelled, o.Cancelled...)
+	c.Terminated = append(c.Terminated, o.Terminated...)
+	c.Idle = append(c.Idle, o.Idle...)
+	c.Remaining = append(c.Remaining, o.Remaining...)
+	if o.Status == CleanupFailed {
+		c.Status = CleanupFailed
+	}
+	c.UpdatedAt = o.UpdatedAt
+	c.Summarize()
+}
+
 func pidList(pids []uint32) string {
 	s := slices.Clone(pids)
 	slices.Sort(s)

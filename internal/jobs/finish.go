@@ -37,7 +37,12 @@ func (x *run) finish(ctx context.Context, res *Result) {
 	if x.conn == nil {
 		return // the connection never opened: nothing ran
 	}
+	// No session starts once the run has ended: the list taken now is
+	// final but for sessions still logging in, which Stop takes in turn.
 	x.mu.Lock()
+	if x.px != nil {
+		_ = x.px.StopAccepting()
+	}
 	backends := slices.Clone(x.backends)
 	x.mu.Unlock()
 	if res.Status == Succeeded || len(backends) == 0 {
@@ -52,8 +57,18 @@ func (x *run) finish(ctx context.Context, res *Result) {
 	}
 	stopper := &Stopper{Conn: x.conn, Grace: x.stopGrace(), Count: x.r.CountCancels}
 	if x.conn.Err() == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), stopper.grace()+30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*stopper.grace()+30*time.Second)
 		c, err := stopper.Stop(ctx, backends, x.closeClients)
+		late := x.backendsAfter(len(backends))
+		if err == nil && len(late) > 0 {
+			// Sessions that finished logging in while the first were
+			// being stopped (their clients are closed now).
+			var more Cleanup
+			if more, err = stopper.Stop(ctx, late, nil); err == nil {
+				c.add(more)
+			}
+		}
+		backends = append(backends, late...)
 		cancel()
 		if err == nil {
 			x.mu.Lock()
@@ -105,6 +120,13 @@ func (x *run) finish(ctx context.Context, res *Result) {
 	}
 	res.Cleanup = &got
 	x.log(-1, StreamSystem, "cleanup: "+got.Message)
+}
+
+// backendsAfter returns the backends the run recorded after the first n.
+func (x *run) backendsAfter(n int) []Backend {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return slices.Clone(x.backends[n:])
 }
 
 // retryCleanup stops backends once the server answers again, trying

@@ -845,6 +845,7 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 	}
 	var wg sync.WaitGroup
 	var lastErrLine string // the command's last line on stderr, once wg is done
+	var pipes []io.Closer  // closed once read to the end
 	if s := x.r.Stdio; s != nil {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = s.In, s.Out, s.Err
 		if f, ok := s.In.(*os.File); ok && isTerminal(f) {
@@ -860,6 +861,7 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 		if err != nil {
 			return nil, err
 		}
+		pipes = []io.Closer{stdout, stderr}
 		wg.Add(2)
 		go func() { defer wg.Done(); x.capture(i, StreamStdout, stdout) }()
 		go func() { defer wg.Done(); lastErrLine = x.capture(i, StreamStderr, stderr) }()
@@ -899,26 +901,80 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 		case <-stopDone:
 		}
 	}()
+	// The step ends with its program: what the program left running in
+	// its process group (a child in the background) ends with it, so that
+	// nothing of the step's outlives it, also the run.
+	state, werr := cmd.Process.Wait()
+	if cmd.SysProcAttr.Setpgid {
+		if n := x.endGroup(cmd.Process.Pid); n != "" {
+			x.log(i, StreamSystem, fmt.Sprintf("%s exited leaving processes in its group: %s", prog, n))
+		}
+	}
+	if !waitTimeout(&wg, pipeDrain) {
+		// A process outside the group (it started a session of its own)
+		// holds the output open: stop reading it.
+		x.log(i, StreamSystem, fmt.Sprintf("%s exited, but a process it started outside its process group still holds its output; no longer read", prog))
+	}
+	for _, p := range pipes {
+		_ = p.Close()
+	}
 	wg.Wait()
-	werr := cmd.Wait()
 	close(stopDone)
-	code := cmd.ProcessState.ExitCode()
+	if werr != nil {
+		return nil, fmt.Errorf("%s: wait: %w", prog, werr)
+	}
+	code := state.ExitCode()
 	if ctx.Err() != nil {
 		return &code, x.reason(ctx)
 	}
-	if werr != nil {
-		var ee *exec.ExitError
-		if errors.As(werr, &ee) {
-			if code < 0 {
-				return &code, fmt.Errorf("%s was killed by a signal (%v)", prog, ee.ProcessState)
-			}
-			// Its last words on stderr usually say why (psql: "connection
-			// to server was lost").
-			return &code, fmt.Errorf("%s exited with code %d%s", prog, code, lastWords(lastErrLine))
+	if !state.Success() {
+		if code < 0 {
+			return &code, fmt.Errorf("%s was killed by a signal (%v)", prog, state)
 		}
-		return &code, fmt.Errorf("%s: %w", prog, werr)
+		// Its last words on stderr usually say why (psql: "connection
+		// to server was lost").
+		return &code, fmt.Errorf("%s exited with code %d%s", prog, code, lastWords(lastErrLine))
 	}
 	return &code, nil
+}
+
+// pipeDrain bounds how long a step waits for its output to end after its
+// program (and its process group) exited.
+const pipeDrain = 5 * time.Second
+
+// groupGrace is how long processes a program left in its group have
+// between SIGTERM and SIGKILL.
+const groupGrace = 2 * time.Second
+
+// endGroup ends the processes left in process group pgid once its leader
+// exited: SIGTERM, then SIGKILL after groupGrace. It says what it did
+// ("" when the group was empty).
+func (x *run) endGroup(pgid int) string {
+	if syscall.Kill(-pgid, syscall.SIGTERM) != nil {
+		return "" // ESRCH: none left
+	}
+	for end := time.Now().Add(groupGrace); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if syscall.Kill(-pgid, 0) != nil {
+			return "ended them (SIGTERM)"
+		}
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	return fmt.Sprintf("still there %s after SIGTERM: SIGKILL", groupGrace)
+}
+
+// waitTimeout waits for wg, at most d; it reports whether wg finished.
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
 
 func (x *run) signal(cmd *exec.Cmd, sig syscall.Signal) {

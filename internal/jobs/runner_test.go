@@ -568,3 +568,56 @@ func TestRunEndsStatementsEverywhere(t *testing.T) {
 		}
 	}
 }
+
+// TestStepLeftoversEndWithIt: a command step whose program leaves a psql
+// running in the background (sh's `&`, which ignores SIGINT) and exits.
+// The step used to wait for the leftover's output to close, and a leftover
+// that closed it ran on past the run; now what the program left in its
+// process group ends with it, and the statement is gone by the time the
+// run reports its end.
+func TestStepLeftoversEndWithIt(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 30*time.Second, 10)
+	admin := e.pg.Connect(t, e.db)
+	ctx := context.Background()
+	active := func(tag string) int {
+		var n int
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+			AND state = 'active' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`, tag).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	r := e.runner(t)
+	r.Commands = jobs.CommandPolicy{Allow: allowlist(t, "sh", "psql")}
+	for _, tc := range []struct{ name, script string }{
+		// The leftover keeps the step's output open.
+		{"output held", `psql -X -c "select pg_sleep(300) /* TAG */" & `},
+		// The leftover lets go of it.
+		{"output closed", `psql -X -c "select pg_sleep(300) /* TAG */" >/dev/null 2>&1 </dev/null & `},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tag := "leftover-" + strings.ReplaceAll(tc.name, " ", "-")
+			script := strings.ReplaceAll(tc.script, "TAG", tag) + `
+				for i in $(seq 100); do
+					psql -XAtc "select count(*) from pg_stat_activity where query like '%pg_sleep(300) /* ` + tag + ` */%' and state = 'active' and pid <> pg_backend_pid()" | grep -qx 1 && exit 0
+					sleep 0.1
+				done
+				exit 3`
+			ended := make(chan jobs.Result, 1)
+			go func() { ended <- r.Run(ctx, job("wh", jobs.Step{Command: []string{"sh", "-c", script}}), jobs.Hooks{}) }()
+			var res jobs.Result
+			select {
+			case res = <-ended:
+			case <-time.After(60 * time.Second):
+				t.Fatal("the run did not end within 60 s of its program's exit")
+			}
+			if res.Status != jobs.Succeeded {
+				t.Fatalf("result %+v", res)
+			}
+			if n := active(tag); n != 0 {
+				t.Fatalf("the run ended with %d statements of its leftover still running", n)
+			}
+		})
+	}
+}

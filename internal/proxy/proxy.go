@@ -105,9 +105,10 @@ type Proxy struct {
 	stopped   context.Context // done once Close has begun
 	stop      context.CancelFunc
 
-	mu       sync.Mutex
-	serving  bool
-	sessions map[*session]struct{}
+	mu        sync.Mutex
+	serving   bool
+	accepting bool // false once StopAccepting (or Close) has begun
+	sessions  map[*session]struct{}
 	wg       sync.WaitGroup // sessions; Add only under mu while not closing
 }
 
@@ -123,6 +124,7 @@ func New(ln net.Listener, dial DialFunc, logger *slog.Logger, opts ...Option) *P
 		log:         logger.With(slog.String("listen", ln.Addr().String())),
 		dialTimeout: DefaultDialTimeout,
 		closing:     make(chan struct{}),
+		accepting:   true,
 		sessions:    make(map[*session]struct{}),
 	}
 	p.stopped, p.stop = context.WithCancel(context.Background())
@@ -169,6 +171,11 @@ func (p *Proxy) Serve(ctx context.Context) error {
 			if isClosed(p.closing) {
 				return nil
 			}
+			if !p.isAccepting() {
+				// StopAccepting: the open sessions go on until Close.
+				<-p.closing
+				return nil
+			}
 			var ne net.Error
 			if (errors.As(err, &ne) && ne.Timeout()) || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 				// Out of descriptors or a passing error: wait and retry, as
@@ -191,17 +198,43 @@ func (p *Proxy) Serve(ctx context.Context) error {
 		s := &session{client: client, opened: time.Now()}
 		if !p.track(s) {
 			_ = client.Close()
+			<-p.closing // or StopAccepting: the open sessions go on until Close
 			return nil
 		}
 		go p.handle(ctx, s)
 	}
 }
 
-// track registers a session unless the proxy is closing.
+func (p *Proxy) isAccepting() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.accepting
+}
+
+// StopAccepting closes the listener: no client is accepted any more, while
+// the sessions already accepted go on until they end or Close ends them.
+// Their number is then final (Active only falls). It is safe to call more
+// than once, and before or after Close.
+func (p *Proxy) StopAccepting() error {
+	p.mu.Lock()
+	was := p.accepting
+	p.accepting = false
+	p.mu.Unlock()
+	if !was {
+		return nil
+	}
+	if err := p.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("proxy on %s: close listener: %w", p.ln.Addr(), err)
+	}
+	return nil
+}
+
+// track registers a session unless the proxy is closing or no longer
+// accepting.
 func (p *Proxy) track(s *session) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if isClosed(p.closing) {
+	if isClosed(p.closing) || !p.accepting {
 		return false
 	}
 	p.sessions[s] = struct{}{}
@@ -223,6 +256,7 @@ func (p *Proxy) Close() error {
 	p.closeOnce.Do(func() {
 		p.mu.Lock()
 		close(p.closing)
+		p.accepting = false
 		p.stop()
 		active := make([]*session, 0, len(p.sessions))
 		for s := range p.sessions {

@@ -383,3 +383,48 @@ func startEcho(t *testing.T) string {
 	})
 	return ln.Addr().String()
 }
+
+// TestStopAccepting: after StopAccepting the listener refuses new clients
+// while the open session goes on working; Close then ends it and Serve
+// returns.
+func TestStopAccepting(t *testing.T) {
+	t.Parallel()
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	p := proxy.New(listen(t), tcpDialer(pg.Addr()), testLogger(t))
+	served := serve(t, context.Background(), p)
+	conn := connectVia(t, p, pg)
+	waitActive(t, p, 1)
+	if err := p.StopAccepting(); err != nil {
+		t.Fatalf("StopAccepting: %v", err)
+	}
+	if err := p.StopAccepting(); err != nil {
+		t.Fatalf("StopAccepting again: %v", err)
+	}
+	if c, err := net.DialTimeout("tcp", p.Addr().String(), time.Second); err == nil {
+		c.Close()
+		t.Fatal("listener still accepting after StopAccepting")
+	}
+	var one int
+	if err := conn.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("the open session after StopAccepting: %d, %v", one, err)
+	}
+	select {
+	case err := <-served:
+		t.Fatalf("Serve returned before Close: %v", err)
+	default:
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("Serve after Close = %v, want nil", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Serve did not return after Close")
+	}
+	if p.Active() != 0 {
+		t.Errorf("Active() = %d after Close", p.Active())
+	}
+}
