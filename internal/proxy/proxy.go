@@ -109,7 +109,7 @@ type Proxy struct {
 	serving   bool
 	accepting bool // false once StopAccepting (or Close) has begun
 	sessions  map[*session]struct{}
-	wg       sync.WaitGroup // sessions; Add only under mu while not closing
+	wg        sync.WaitGroup // sessions; Add only under mu while not closing
 }
 
 // New returns a proxy that accepts on ln and dials with dial. The proxy
