@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/pgrelay/pgrelay/internal/e2e/e2etest"
+	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
@@ -54,6 +57,10 @@ func TestLocalRunWaitsForCleanup(t *testing.T) {
 	}
 	bastion.Authorize(t, created.SSHTunnel.PublicKey)
 	admin := pg.Connect(t, d.Name)
+	jobsYAML := "jobs:\n  - name: hang\n    connection: frozen\n    steps:\n      - command: [psql, -X, -c, \"select pg_sleep(60) /* cleanup-job-run */\"]\n"
+	if r, err := e2etest.Run(binary, env, strings.NewReader(jobsYAML), "job", "apply", "-f", "-"); err != nil || r.Code != 0 {
+		t.Fatalf("job apply: %v %+v", err, r)
+	}
 
 	for _, tc := range []struct {
 		name string
@@ -64,13 +71,6 @@ func TestLocalRunWaitsForCleanup(t *testing.T) {
 		{"Exec", []string{"exec", "frozen", "--", "psql", "-X", "-c", "select pg_sleep(60) /* cleanup-exec */"}, "cleanup-exec"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.name == "JobRun" {
-				jobsYAML := "jobs:\n  - name: hang\n    connection: frozen\n    steps:\n      - command: [psql, -X, -c, \"select pg_sleep(60) /* " + tc.tag + " */\"]\n"
-				r, err := e2etest.Run(binary, env, strings.NewReader(jobsYAML), "job", "apply", "-f", "-")
-				if err != nil || r.Code != 0 {
-					t.Fatalf("job apply: %v %+v", err, r)
-				}
-			}
 			active := func() int {
 				var n int
 				if err := admin.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
@@ -150,4 +150,50 @@ func TestLocalRunWaitsForCleanup(t *testing.T) {
 			}
 		})
 	}
+
+	// serve retries in the background; shut down meanwhile, it records
+	// that it stopped trying instead of leaving the cleanup pending.
+	t.Run("ServeShutdown", func(t *testing.T) {
+		tag := "cleanup-job-run" // the job's
+		srv := e2etest.StartServer(t, binary, "cleanup", e2etest.Options{Env: env, Args: []string{"--allow-command", "psql"}})
+		c := srv.Client(t, srv.AdminToken)
+		r, err := c.RunJob(bg, "hang", jobs.API)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for end := time.Now().Add(20 * time.Second); activeTag(t, admin, tag) != 1; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatal("the statement never ran")
+			}
+		}
+		fp.Freeze()
+		t.Cleanup(func() {
+			fp.Thaw()
+			_, _ = admin.Exec(bg, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`, tag)
+		})
+		ended := e2etest.WaitRun(t, c, r.ID, 30*time.Second, func(r *jobs.Run) bool { return r.Cleanup != nil && r.Cleanup.Status == jobs.CleanupPending })
+		if ended.Status != jobs.Failed {
+			t.Fatalf("run %s: %s", ended.Status, ended.Reason)
+		}
+		srv.Stop()
+		show := e2etest.Command(t, binary, env, "run", "show", r.ID)
+		if !strings.Contains(show, "Cleanup: failed: pgrelay shut down before it could reach the server again") ||
+			!strings.Contains(show, "pg_cancel_backend") {
+			t.Fatalf("run show after the shutdown:\n%s", show)
+		}
+		if activeTag(t, admin, tag) != 1 {
+			t.Fatal("the statement is gone: the record should have said so")
+		}
+	})
+}
+
+// activeTag counts the active statements of admin's database that hold tag.
+func activeTag(t *testing.T, admin *pgx.Conn, tag string) int {
+	t.Helper()
+	var n int
+	if err := admin.QueryRow(bg, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+		AND state = 'active' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`, tag).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

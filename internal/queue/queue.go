@@ -171,6 +171,10 @@ type Queue struct {
 	mu        sync.Mutex
 	active    map[string]context.CancelCauseFunc // runs working in this process
 	schedules map[string]string                  // job name → schedule spec registered
+	// pending are the runs of this process whose cleanup is retried in
+	// the background (their tunnel dropped), with the backends it waits
+	// to stop.
+	pending map[string][]uint32
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -238,7 +242,7 @@ func New(cfg Config) (*Queue, error) {
 		cfg.PruneInterval = DefaultPruneInterval
 	}
 	q := &Queue{cfg: cfg, active: map[string]context.CancelCauseFunc{}, schedules: map[string]string{},
-		stop: make(chan struct{})}
+		pending: map[string][]uint32{}, stop: make(chan struct{})}
 	q.runner = &jobs.Runner{Open: cfg.Open, Commands: cfg.Commands, KillGrace: cfg.KillGrace, Logger: cfg.Logger,
 		StopGrace: cfg.StopGrace, CountCancels: cfg.CountCancels}
 	q.tracer = tracing.Tracer(cfg.TracerProvider)
@@ -364,6 +368,7 @@ func (q *Queue) Start(ctx context.Context) error {
 func (q *Queue) Stop(ctx context.Context) error {
 	close(q.stop)
 	q.wg.Wait()
+	defer q.abandonCleanups(context.WithoutCancel(ctx))
 	sctx, cancel := context.WithTimeout(ctx, q.cfg.ShutdownGrace)
 	defer cancel()
 	err := q.client.Stop(sctx)
@@ -384,6 +389,23 @@ func (q *Queue) Stop(ctx context.Context) error {
 }
 
 var errShutdown = errors.New("the pgrelay process running it shut down")
+
+// abandonCleanups records, for each run whose cleanup this process was
+// still retrying, that it stopped trying: the retries end with the
+// process, and a record left pending would promise what nobody does.
+func (q *Queue) abandonCleanups(ctx context.Context) {
+	q.mu.Lock()
+	pending := q.pending
+	q.pending = map[string][]uint32{}
+	q.mu.Unlock()
+	for id, pids := range pending {
+		c := jobs.Cleanup{Status: jobs.CleanupFailed, Remaining: pids, UpdatedAt: q.cfg.Now().UTC()}
+		c.Summarize()
+		c.Message = "pgrelay shut down before it could reach the server again to stop the run's statements: " + c.Message +
+			": check pg_stat_activity (SELECT pg_cancel_backend(pid))"
+		q.recordCleanup(ctx, id, c)
+	}
+}
 
 func (q *Queue) loop(ctx context.Context) {
 	defer q.wg.Done()

@@ -258,7 +258,23 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 					"error", err)
 			}
 		},
-		Cleanup: func(c jobs.Cleanup) { q.recordCleanup(ctx, id, c) },
+		CleanupPending: func(c jobs.Cleanup) {
+			if runner.WaitCleanup {
+				return // Run itself waits for it
+			}
+			q.mu.Lock()
+			q.pending[id] = c.Remaining
+			q.mu.Unlock()
+		},
+		Cleanup: func(c jobs.Cleanup) {
+			q.mu.Lock()
+			_, ours := q.pending[id]
+			delete(q.pending, id)
+			q.mu.Unlock()
+			if ours { // else shutdown recorded that it stopped trying
+				q.recordCleanup(ctx, id, c)
+			}
+		},
 		Step: func(s jobs.RunStep) {
 			stepsMu.Lock()
 			if s.Index < len(steps) {
