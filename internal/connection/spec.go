@@ -40,9 +40,15 @@ func (f Flavor) Label() string {
 }
 
 // DefaultSSLMode is the sslmode a new connection of this flavor gets:
-// AlloyDB and Lakebase only accept encrypted connections.
+// AlloyDB and Lakebase only accept encrypted connections, and Lakebase's
+// server is verified.
 func (f Flavor) DefaultSSLMode() SSLMode {
-	if f == AlloyDB || f == Lakebase {
+	switch f {
+	case Lakebase:
+		// Its certificates are from public CAs, and a token login (sent
+		// as a clear-text password) needs the server verified.
+		return SSLVerifyFull
+	case AlloyDB:
 		return SSLRequire
 	}
 	return SSLPrefer

@@ -53,7 +53,7 @@ func TestFlavors(t *testing.T) {
 	}{
 		{Postgres, "PostgreSQL", SSLPrefer},
 		{AlloyDB, "AlloyDB", SSLRequire},
-		{Lakebase, "Databricks Lakebase", SSLRequire},
+		{Lakebase, "Databricks Lakebase", SSLVerifyFull},
 		{"", "", SSLPrefer},
 		{"mysql", "mysql", SSLPrefer},
 	}
@@ -120,9 +120,9 @@ func TestApplyDefaults(t *testing.T) {
 			want: Spec{Flavor: AlloyDB, Port: 5432, SSLMode: SSLRequire, Threads: 4},
 		},
 		{
-			name: "lakebase requires tls",
+			name: "lakebase verifies its server",
 			in:   Spec{Flavor: Lakebase},
-			want: Spec{Flavor: Lakebase, Port: 5432, SSLMode: SSLRequire, Threads: 4},
+			want: Spec{Flavor: Lakebase, Port: 5432, SSLMode: SSLVerifyFull, Threads: 4},
 		},
 		{
 			name: "explicit values kept",

@@ -269,19 +269,19 @@ func TestBrowser(t *testing.T) {
 		// The flavor sets the SSL mode and the example database until the
 		// user picks an SSL mode.
 		admin.selectOption("#f-flavor", "lakebase")
-		if got := admin.value("#f-sslmode"); got != "require" {
-			t.Fatalf("sslmode after Lakebase = %q, want require", got)
+		if got := admin.value("#f-sslmode"); got != "verify-full" {
+			t.Fatalf("sslmode after Lakebase = %q, want verify-full", got)
 		}
 		if got := admin.eval(`document.querySelector("#f-database").placeholder`); got != "databricks_postgres" {
 			t.Fatalf("database placeholder for Lakebase = %q", got)
 		}
-		admin.selectOption("#f-sslmode", "verify-full")
+		admin.selectOption("#f-sslmode", "verify-ca")
 		admin.selectOption("#f-flavor", "alloydb")
-		if got := admin.value("#f-sslmode"); got != "verify-full" {
+		if got := admin.value("#f-sslmode"); got != "verify-ca" {
 			t.Fatalf("flavor change overwrote the chosen sslmode: %q", got)
 		}
 		if !run(admin, "CA field visible", chromedp.Evaluate[bool](`document.querySelector(".ca-field").offsetParent !== null`)) {
-			t.Fatal("CA certificate field hidden for verify-full")
+			t.Fatal("CA certificate field hidden for verify-ca")
 		}
 		admin.selectOption("#f-sslmode", "require")
 
