@@ -24,7 +24,8 @@ func TestAuditCommands(t *testing.T) {
 	h := newHarness(t)
 	h.ok("connection", "create", "wh", "--host", "127.0.0.1", "--port", "5432", "--database", "d", "--user", "u")
 	h.ok("connection", "create", "crm", "--host", "127.0.0.1", "--port", "5432", "--database", "d", "--user", "u")
-	h.ok("token", "create", "--role", "viewer", "--name", "dash")
+	contains(t, "local token create", h.ok("token", "create", "--role", "viewer", "--name", "dash").stdout,
+		"export PGRELAY_SERVER=<URL of pgrelay serve")
 	h.ok("connection", "delete", "crm", "--yes")
 
 	var recs []audit.Record

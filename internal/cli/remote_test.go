@@ -88,6 +88,9 @@ func TestRemoteMode(t *testing.T) {
 		t.Fatalf("token create: %v\n%s", err, r.stdout)
 	}
 	contains(t, "token list", h.ok("token", "list").stdout, "looker", "viewer", nt.ID)
+	// The text names the server it was made on (it used to name 127.0.0.1:8080 always).
+	contains(t, "token create text", h.ok("token", "create", "--role", "viewer", "--name", "bi").stdout,
+		"export PGRELAY_SERVER="+srv.URL+" PGRELAY_TOKEN=<token>")
 
 	// A viewer reads but cannot change or query: exit 4 with a clear message.
 	v := newHarness(t)

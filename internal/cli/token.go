@@ -54,7 +54,13 @@ func (r *runner) tokenCreateCommand() *cobra.Command {
 				return writeJSON(r.out(), nt)
 			}
 			fmt.Fprintf(r.out(), "Token %q (%s, id %s) created. It is shown only now; store it safely:\n\n%s\n\n", nt.Name, nt.Role, nt.ID, nt.Token)
-			fmt.Fprintf(r.out(), "Use it with: export PGRELAY_SERVER=http://127.0.0.1:8080 PGRELAY_TOKEN=<token>\n")
+			server := r.server
+			if r.remote == nil || server == "" {
+				// Made in the local data dir: the server is whichever
+				// `pgrelay serve` serves it.
+				server = "<URL of pgrelay serve, e.g. http://127.0.0.1:8080>"
+			}
+			fmt.Fprintf(r.out(), "Use it with: export PGRELAY_SERVER=%s PGRELAY_TOKEN=<token>\n", server)
 			return nil
 		},
 	}
