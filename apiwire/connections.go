@@ -214,6 +214,8 @@ type TunnelView struct {
 	PreviousPublicKey string `json:"previous_public_key,omitempty"`
 	// HostKeyFingerprint is the pinned host key's ("" before first use).
 	HostKeyFingerprint string `json:"host_key_fingerprint"`
+	// HostKeyFingerprints are all the pinned host keys, when more than one.
+	HostKeyFingerprints []string `json:"host_key_fingerprints,omitempty"`
 	// PendingHostKeyFingerprint is a presented key waiting for approval.
 	PendingHostKeyFingerprint string     `json:"pending_host_key_fingerprint,omitempty"`
 	PendingHostKeySeen        *time.Time `json:"pending_host_key_seen,omitempty"`

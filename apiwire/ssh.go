@@ -21,6 +21,9 @@ type HopView struct {
 	// HostKeyFingerprint is the hop's pinned host key ("" before first
 	// use, or when a host CA vouches for it instead).
 	HostKeyFingerprint string `json:"host_key_fingerprint"`
+	// HostKeyFingerprints are all the hop's pinned host keys, when more
+	// than one.
+	HostKeyFingerprints []string `json:"host_key_fingerprints,omitempty"`
 	// PendingHostKeyFingerprint is a presented key waiting for approval.
 	PendingHostKeyFingerprint string     `json:"pending_host_key_fingerprint,omitempty"`
 	PendingHostKeySeen        *time.Time `json:"pending_host_key_seen,omitempty"`

@@ -77,6 +77,9 @@ type TunnelView struct {
 	// HostKeyFingerprint is the pinned bastion host key ("" until the first
 	// successful connection pins it).
 	HostKeyFingerprint string `json:"host_key_fingerprint"`
+	// HostKeyFingerprints are all the bastion's pinned host keys, when it
+	// has more than one.
+	HostKeyFingerprints []string `json:"host_key_fingerprints,omitempty"`
 	// PendingHostKeyFingerprint is a different host key the bastion
 	// presented, waiting for approval.
 	PendingHostKeyFingerprint string     `json:"pending_host_key_fingerprint,omitempty"`
@@ -144,7 +147,7 @@ func view(c *store.Connection) *ConnectionView {
 		v.SSHHops = hopViews(c)
 		if len(v.SSHHops) > 0 {
 			first := v.SSHHops[0]
-			tv.HostKeyFingerprint = first.HostKeyFingerprint
+			tv.HostKeyFingerprint, tv.HostKeyFingerprints = first.HostKeyFingerprint, first.HostKeyFingerprints
 			tv.PendingHostKeyFingerprint, tv.PendingHostKeySeen = first.PendingHostKeyFingerprint, first.PendingHostKeySeen
 		}
 		v.SSHTunnel = tv

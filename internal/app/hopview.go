@@ -15,6 +15,9 @@ type HopView struct {
 	// HostKeyFingerprint is the hop's pinned host key ("" until the first
 	// connection pins it, or when a host CA vouches for it instead).
 	HostKeyFingerprint string `json:"host_key_fingerprint"`
+	// HostKeyFingerprints are all the hop's pinned host keys, when it has
+	// more than one (a key of each type, or a new key being rolled out).
+	HostKeyFingerprints []string `json:"host_key_fingerprints,omitempty"`
 	// PendingHostKeyFingerprint is a host key the hop presented that is not
 	// pinned, waiting for approval (trust-host-key).
 	PendingHostKeyFingerprint string     `json:"pending_host_key_fingerprint,omitempty"`
@@ -44,10 +47,16 @@ func hopViews(c *store.Connection) []HopView {
 			}
 		}
 		if e := findPins(pins, h.Addr()); e != nil {
-			if len(e.Keys) > 0 {
-				if hk, err := sshkey.ParsePublic(e.Keys[0]); err == nil {
-					hv.HostKeyFingerprint = sshkey.Fingerprint(hk)
+			for _, k := range e.Keys {
+				if hk, err := sshkey.ParsePublic(k); err == nil {
+					hv.HostKeyFingerprints = append(hv.HostKeyFingerprints, sshkey.Fingerprint(hk))
 				}
+			}
+			if len(hv.HostKeyFingerprints) > 0 {
+				hv.HostKeyFingerprint = hv.HostKeyFingerprints[0]
+			}
+			if len(hv.HostKeyFingerprints) < 2 {
+				hv.HostKeyFingerprints = nil
 			}
 			if e.Pending != "" {
 				if hk, err := sshkey.ParsePublic(e.Pending); err == nil {

@@ -261,6 +261,8 @@ func (r *runner) connListCommand() *cobra.Command {
 
 func hostKeyState(t *app.TunnelView) string {
 	switch {
+	case t.PendingHostKeyFingerprint != "" && t.HostKeyFingerprint == "":
+		return "NEW (approval needed)"
 	case t.PendingHostKeyFingerprint != "":
 		return "CHANGED (approval needed)"
 	case t.HostKeyFingerprint != "":
@@ -341,6 +343,8 @@ func printConnection(w io.Writer, v *app.ConnectionView) {
 		row("  Keepalive:", fmt.Sprintf("every %s; dropped after %d missed replies (%s)", t.KeepaliveInterval,
 			t.KeepaliveCountMax, time.Duration(t.KeepaliveInterval)*time.Duration(t.KeepaliveCountMax)))
 		switch {
+		case len(t.HostKeyFingerprints) > 1:
+			row("  Host keys:", strings.Join(t.HostKeyFingerprints, ", ")+" (pinned; any of them is accepted)")
 		case t.HostKeyFingerprint != "":
 			row("  Host key:", t.HostKeyFingerprint+" (pinned)")
 		default:

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,6 +52,16 @@ func TestHostKeyAndNetworkFlags(t *testing.T) {
 	}
 	h.ok("connection", "update", "file", "--ssh-known-host", "@"+kh)
 	contains(t, "show", h.ok("connection", "show", "file").stdout, fp+" (pinned)")
+	// Two keys pinned: show names both (it used to name the first only).
+	other, err := sshkey.Generate(sshkey.Ed25519, "next")
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherLine := sshkey.AuthorizedKey(other.Public, "next")
+	h.ok("connection", "update", "file", "--ssh-known-host", otherLine+"\n"+keyLine)
+	contains(t, "show two pins", h.ok("connection", "show", "file").stdout,
+		sshkey.Fingerprint(other.Public)+", "+fp+" (pinned; any of them is accepted)")
+	h.ok("query", "file", "select 1")
 
 	// Bad input names the flag and what is accepted.
 	r := h.fail(2, append(createArgs("bad", pg, tunnelArgs(b)...), "--ssh-known-host", fp)...)
@@ -65,6 +76,10 @@ func TestHostKeyAndNetworkFlags(t *testing.T) {
 	r = h.fail(1, "--host-key-policy", "approve", "query", "fresh", "select 1")
 	contains(t, "approve", r.stderr, "not approved yet", "pgrelay connection trust-host-key fresh --fingerprint "+fp)
 	contains(t, "show", h.ok("connection", "show", "fresh").stdout, "PENDING:", fp)
+	// A first key waiting is new, not a change (which would suggest an interception).
+	if list := h.ok("connection", "list").stdout; !regexp.MustCompile(`fresh .*NEW \(approval needed\)`).MatchString(list) {
+		t.Fatalf("connection list with a first key waiting:\n%s", list)
+	}
 	r = h.run("--host-key-policy", "approve", "connection", "test", "fresh")
 	contains(t, "test under approve", r.stdout+r.stderr, "ssh_handshake", "--host-key-policy approve")
 	h.ok("connection", "trust-host-key", "fresh", "--fingerprint", fp)

@@ -68,6 +68,8 @@ func printSSHHops(row func(k, v string), v *app.ConnectionView) {
 		case h.PendingHostKeyFingerprint != "":
 			state = fmt.Sprintf("host key CHANGED: presented %s; approve it with: pgrelay connection trust-host-key %s --fingerprint %s",
 				h.PendingHostKeyFingerprint, v.Name, h.PendingHostKeyFingerprint)
+		case len(h.HostKeyFingerprints) > 1:
+			state = "host keys " + strings.Join(h.HostKeyFingerprints, ", ") + " (pinned; any of them is accepted)"
 		case h.HostKeyFingerprint != "":
 			state = "host key " + h.HostKeyFingerprint + " (pinned)"
 		}
