@@ -98,7 +98,7 @@ func (f *connFlags) register(cmd *cobra.Command, update bool) {
 	fl.StringVar(&f.schema, "schema", "", "default schema (dbt target schema)")
 	fl.IntVar(&f.threads, "threads", 0, "dbt threads (default 4)")
 	fl.DurationVar(&f.healthCheckInterval, "health-check-interval", 0,
-		"how often `pgrelay serve` tests the connection on its own and records it in the connection's health (e.g. 15m; 10s to 168h); 0, the default, never")
+		"how often pgrelay serve tests the connection on its own and records it in the connection's health (e.g. 15m; 10s to 168h); 0, the default, never")
 	fl.StringVar(&f.sshHost, "ssh-host", "", "SSH bastion host; setting it enables the SSH tunnel")
 	fl.IntVar(&f.sshPort, "ssh-port", 0, "SSH bastion port (default 22)")
 	fl.StringVar(&f.sshUser, "ssh-user", "", "user on the SSH bastion")
@@ -128,6 +128,9 @@ func (f *connFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
 		spec.Host = f.host
 	}
 	if ch("port") {
+		if f.port == 0 {
+			return usagef("--port 0: accepted is 1 to 65535 (leave --port out for 5432)")
+		}
 		spec.Port = f.port
 	}
 	if ch("database") {
@@ -160,10 +163,10 @@ func (f *connFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
 		spec.HealthCheckInterval = connection.Duration(f.healthCheckInterval)
 	}
 	if ch("threads") {
-		spec.Threads = f.threads
 		if f.threads == 0 {
-			spec.Threads = -1 // explicit 0 is invalid, not "default"
+			return usagef("--threads 0: accepted is 1 to %d (leave --threads out for %d)", connection.MaxThreads, connection.DefaultThreads)
 		}
+		spec.Threads = f.threads
 	}
 	if f.noSSHTunnel {
 		for _, n := range append([]string{"ssh-host", "ssh-port", "ssh-user", "ssh-key-type", "ssh-keepalive-interval", "ssh-keepalive-count-max", "ssh-known-host"}, hopFlagNames()...) {
@@ -192,10 +195,10 @@ func (f *connFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
 		t.Host = f.sshHost
 	}
 	if ch("ssh-port") {
-		t.Port = f.sshPort
 		if f.sshPort == 0 {
-			t.Port = -1
+			return usagef("--ssh-port 0: accepted is 1 to 65535 (leave --ssh-port out for 22)")
 		}
+		t.Port = f.sshPort
 	}
 	if ch("ssh-user") {
 		t.User = f.sshUser
@@ -204,16 +207,18 @@ func (f *connFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
 		t.KeyType = strings.ToLower(f.sshKeyType)
 	}
 	if ch("ssh-keepalive-interval") {
-		t.KeepaliveInterval = connection.Duration(f.sshKeepaliveInterval)
 		if f.sshKeepaliveInterval == 0 {
-			t.KeepaliveInterval = -1
+			return usagef("--ssh-keepalive-interval 0s: accepted is %s to %s (leave it out for %s)", connection.MinKeepalive,
+				connection.MaxKeepalive, connection.DefaultKeepaliveInterval)
 		}
+		t.KeepaliveInterval = connection.Duration(f.sshKeepaliveInterval)
 	}
 	if ch("ssh-keepalive-count-max") {
-		t.KeepaliveCountMax = f.sshKeepaliveCountMax
 		if f.sshKeepaliveCountMax == 0 {
-			t.KeepaliveCountMax = -1
+			return usagef("--ssh-keepalive-count-max 0: accepted is 1 to %d (leave it out for %d)", connection.MaxKeepaliveMax,
+				connection.DefaultKeepaliveCountMax)
 		}
+		t.KeepaliveCountMax = f.sshKeepaliveCountMax
 	}
 	if ch("ssh-known-host") {
 		known, err := readKnownHostFlag(f.sshKnownHost)

@@ -42,7 +42,7 @@ func (f *hopFlags) register(cmd *cobra.Command) {
 		"a server runs only programs of its --allow-command list; \"\" removes it")
 	fl.StringVar(&f.auth, "ssh-auth", "", "how pgrelay logs in to the hops: key (the connection's key pair in authorized_keys, "+
 		"default) or certificate (a short-lived certificate per tunnel signed by pgrelay's SSH CA, which the hops trust with "+
-		"TrustedUserCAKeys: see `pgrelay ssh-ca init`)")
+		"TrustedUserCAKeys: see pgrelay ssh-ca init)")
 	fl.StringArrayVar(&f.hostAuthorities, "ssh-host-authority", nil, "a known_hosts line with a marker, repeatable: "+
 		"\"@cert-authority *.corp.example.com ssh-ed25519 AAAA...\" accepts host certificates that CA signed for the hosts "+
 		"the pattern matches ([host]:port for another port than 22), without pinning; \"@revoked * ssh-ed25519 AAAA...\" "+
@@ -51,7 +51,7 @@ func (f *hopFlags) register(cmd *cobra.Command) {
 		"as --ssh-known-host for the first hop; KEY may be @FILE; repeatable")
 	fl.StringArrayVar(&f.ownKeys, "ssh-hop-own-key", nil, "user@host[:port] of a hop after the first (one of the --ssh-hop "+
 		"hops) that logs in with a key pair of its own instead of the connection's: pgrelay generates it and keeps it while "+
-		"the hop stays, and `connection public-key NAME --restricted` prints its line; repeatable; the hops given replace "+
+		"the hop stays, and connection public-key NAME --restricted prints its line; repeatable; the hops given replace "+
 		"those that had their own key (whose key pairs are dropped), \"\" alone: none. rotate-key rotates a hop's own key with the connection's")
 }
 

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os/signal"
 	"strings"
+	"strconv"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -41,7 +42,7 @@ GOMAXPROCS=1, unless those environment variables are set.`,
   psql "host=127.0.0.1 port=6543 dbname=analytics user=dbt"`,
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, _, err := net.SplitHostPort(listen); err != nil {
+			if _, port, err := net.SplitHostPort(listen); err != nil || !validPort(port) {
 				return usagef("--listen %q: accepted is host:port, e.g. 127.0.0.1:6543 or [::1]:0 (port 0 picks a free one)", listen)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
@@ -108,4 +109,10 @@ GOMAXPROCS=1, unless those environment variables are set.`,
 func isLoopback(a net.Addr) bool {
 	tcp, ok := a.(*net.TCPAddr)
 	return ok && tcp.IP.IsLoopback()
+}
+
+// validPort reports whether p is a port number, 0 to 65535.
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 0 && n <= 65535
 }

@@ -11,11 +11,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/pgrelay/pgrelay/client"
@@ -142,7 +144,13 @@ any client (psql, dbt) use it.`,
 	root.PersistentFlags().StringVar(&r.server, "server", "", "URL of a pgrelay server (env PGRELAY_SERVER): commands then run there instead of on the local data dir")
 	root.PersistentFlags().StringVar(&r.token, "token", "", "API token for --server (env PGRELAY_TOKEN is preferred: flag values show in the process list)")
 	r.policy.register(root.PersistentFlags())
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		if cmd.Name() == "exec" && strings.HasPrefix(err.Error(), "unknown ") {
+			// The program's own flags: `pgrelay exec wh psql -c …`.
+			return usageError{fmt.Errorf("%w: the program's arguments go after --, e.g. pgrelay exec NAME -- psql -c 'select 1'", err)}
+		}
+		return usageError{flagError(err)}
+	})
 	root.AddCommand(r.connectionCommand(), r.queryCommand(), r.proxyCommand(), r.serveCommand(), r.tokenCommand(), r.execCommand(), r.jobCommand(), r.runCommand(), r.grantsCommand(),
 		r.auditCommand())
 	root.AddCommand(r.opsCommands()...)
@@ -320,4 +328,30 @@ func cliField(subject string) func(string) string {
 		return func(field string) string { return "--" + strings.ReplaceAll(field, "_", "-") }
 	}
 	return func(field string) string { return field }
+}
+
+// flagError says what a flag accepts instead of the parser's own words
+// (`strconv.ParseInt: parsing "5432x": invalid syntax`); the errors of
+// pgrelay's own flag values already say it, and are kept.
+func flagError(err error) error {
+	var iv *pflag.InvalidValueError
+	if !errors.As(err, &iv) {
+		return err
+	}
+	f := iv.GetFlag()
+	var num *strconv.NumError
+	var what string
+	switch cause := errors.Unwrap(iv); {
+	case errors.As(cause, &num) && f.Value.Type() == "bool":
+		what = "true or false"
+	case errors.As(cause, &num) && strings.HasSuffix(f.Name, "port"):
+		what = "a port number, 1 to 65535"
+	case errors.As(cause, &num):
+		what = "a whole number"
+	case cause != nil && strings.HasPrefix(cause.Error(), "time: "):
+		what = "a duration with a unit, e.g. 30s, 5m or 1h"
+	default:
+		return err
+	}
+	return fmt.Errorf("--%s %q: accepted is %s", f.Name, iv.GetValue(), what)
 }

@@ -53,7 +53,7 @@ func TestRunLogFlagsValidated(t *testing.T) {
 		{[]string{"serve", "--run-retention", "10m"}, []string{`"--run-retention"`, "too short", "at least 1h"}},
 		{[]string{"job", "run", "x", "--run-log-limit", "-1"}, []string{`"--run-log-limit"`, "not a size"}},
 		{[]string{"serve", "--ssh-warm", "1h"}, []string{"--ssh-warm 1h0m0s", "accepted is 0", "to 15m0s", "e.g. 60s"}},
-		{[]string{"serve", "--ssh-warm", "a minute"}, []string{`"--ssh-warm"`}},
+		{[]string{"serve", "--ssh-warm", "a minute"}, []string{`--ssh-warm "a minute": accepted is a duration with a unit`}},
 		{[]string{"serve", "--stop-grace", "0"}, []string{"--stop-grace 0s", "accepted is 1s to 10m0s"}},
 		{[]string{"job", "run", "x", "--stop-grace", "20m"}, []string{"--stop-grace 20m0s", "accepted is 1s to 10m0s"}},
 	} {

@@ -1,0 +1,35 @@
+package cli_test
+
+import "testing"
+
+// TestFlagValueErrors: a flag value the parser rejects, or an explicit 0
+// where 0 is not accepted, gets an error that names the flag and what it
+// accepts (it used to show strconv's words, or -1 for an explicit 0, or
+// save --port 0 as 5432).
+func TestFlagValueErrors(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	create := func(extra ...string) []string {
+		return append([]string{"connection", "create", "x", "--host", "127.0.0.1", "--database", "d", "--user", "u"}, extra...)
+	}
+	tunnel := []string{"--ssh-host", "127.0.0.1", "--ssh-user", "u"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{create("--port", "5432x"), `--port "5432x": accepted is a port number, 1 to 65535`},
+		{create("--port", "0"), "--port 0: accepted is 1 to 65535"},
+		{create("--threads", "0"), "--threads 0: accepted is 1 to 256"},
+		{create("--threads", "many"), `--threads "many": accepted is a whole number`},
+		{create(append(tunnel, "--ssh-port", "0")...), "--ssh-port 0: accepted is 1 to 65535"},
+		{create(append(tunnel, "--ssh-keepalive-interval", "0s")...), "--ssh-keepalive-interval 0s: accepted is 100ms to 1h0m0s"},
+		{create(append(tunnel, "--ssh-keepalive-interval", "2x")...), `--ssh-keepalive-interval "2x": accepted is a duration with a unit`},
+		{create(append(tunnel, "--ssh-keepalive-count-max", "0")...), "--ssh-keepalive-count-max 0: accepted is 1 to 1000"},
+		{[]string{"exec", "x", "psql", "-c", "select 1"}, "the program's arguments go after --, e.g. pgrelay exec NAME -- psql"},
+		{[]string{"proxy", "x", "--listen", "127.0.0.1:abc"}, `--listen "127.0.0.1:abc": accepted is host:port`},
+	} {
+		contains(t, tc.want, h.fail(2, tc.args...).stderr, tc.want)
+	}
+	// Nothing was saved by the refused creates.
+	contains(t, "list", h.ok("connection", "list").stdout, "No connections")
+}

@@ -1,0 +1,32 @@
+package cli
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// TestFlagValueNames: no flag's help shows words of its description as
+// its value's name. pflag takes the first `back-quoted` words of a usage
+// text as that name, so `--host-key-policy` once read
+// "--host-key-policy pgrelay connection trust-host-key".
+func TestFlagValueNames(t *testing.T) {
+	t.Parallel()
+	r := &runner{env: Env{Getenv: func(string) string { return "" }}}
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		check := func(f *pflag.Flag) {
+			if name, _ := pflag.UnquoteUsage(f); strings.ContainsAny(name, " `") {
+				t.Errorf("%s --%s: its help shows %q as the value's name", c.CommandPath(), f.Name, name)
+			}
+		}
+		c.LocalFlags().VisitAll(check)
+		c.PersistentFlags().VisitAll(check)
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(r.rootCommand())
+}
