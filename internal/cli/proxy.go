@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"net"
 	"os/signal"
-	"strings"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
