@@ -398,6 +398,21 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 func (s *Service) DeleteConnection(ctx context.Context, name string) (err error) {
 	defer s.audited(ctx, &entry{action: "connection.delete", targetKind: audit.TargetConnection, target: name}, &err)
 	c, _ := s.store.GetConnection(ctx, name)
+	// A job whose connection is gone fails every run: say so now.
+	js, err := s.store.ListJobs(ctx)
+	if err != nil {
+		return fmt.Errorf("delete connection %s: %w", name, err)
+	}
+	var users []string
+	for _, j := range js {
+		if j.Job.Connection == name {
+			users = append(users, j.Job.Name)
+		}
+	}
+	if len(users) > 0 {
+		return fmt.Errorf("%w: connection %s is used by job %s: delete those jobs (pgrelay job delete NAME) or point them at another connection first",
+			ErrInvalid, name, strings.Join(users, ", "))
+	}
 	if err := s.store.DeleteConnection(ctx, name); err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
@@ -236,5 +237,44 @@ func TestStoredPasswordNotSentWhenVerifiedLess(t *testing.T) {
 	stricter.SSLRootCert = strings.ReplaceAll(string(real.CAPEM), "\n", "\r\n") + "\r\n"
 	if _, err := f.svc.UpdateConnection(ctx, "s", stricter, nil); err != nil {
 		t.Fatalf("the same CA with other line endings, without the password: %v", err)
+	}
+}
+
+// TestDeleteConnectionUsedByJobs: a connection a job uses is not deleted
+// (the job's every run would fail with "not found"); the refusal names
+// the jobs, and once they are gone the connection goes.
+func TestDeleteConnectionUsedByJobs(t *testing.T) {
+	t.Parallel()
+	f := newService(t)
+	ctx := context.Background()
+	for _, n := range []string{"wh", "crm"} {
+		if _, err := f.svc.CreateConnection(ctx, spec(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.svc.ApplyJobs(ctx, []jobs.Job{
+		{Name: "nightly", Connection: "wh", Steps: []jobs.Step{{SQL: "select 1"}}},
+		{Name: "hourly", Connection: "wh", Steps: []jobs.Step{{SQL: "select 1"}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err := f.svc.DeleteConnection(ctx, "wh")
+	if !errors.Is(err, app.ErrInvalid) || !strings.Contains(err.Error(), "used by job") ||
+		!strings.Contains(err.Error(), "nightly") || !strings.Contains(err.Error(), "hourly") {
+		t.Fatalf("delete of a connection jobs use: %v", err)
+	}
+	if _, err := f.svc.GetConnection(ctx, "wh"); err != nil {
+		t.Fatalf("the refused delete lost the connection: %v", err)
+	}
+	if err := f.svc.DeleteConnection(ctx, "crm"); err != nil {
+		t.Fatalf("delete of an unused connection: %v", err)
+	}
+	for _, j := range []string{"nightly", "hourly"} {
+		if err := f.svc.DeleteJob(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.svc.DeleteConnection(ctx, "wh"); err != nil {
+		t.Fatalf("delete once no job uses it: %v", err)
 	}
 }
