@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
@@ -276,5 +279,54 @@ func TestDeleteConnectionUsedByJobs(t *testing.T) {
 	}
 	if err := f.svc.DeleteConnection(ctx, "wh"); err != nil {
 		t.Fatalf("delete once no job uses it: %v", err)
+	}
+}
+
+// TestRunHealthIsTheConnections: a run counts in its connection's health
+// only when it says something of the connection (it succeeded, or the
+// connection could not be opened or dropped); a cancelled run or a failing
+// step of the job's own used to turn a working connection "failing".
+func TestRunHealthIsTheConnections(t *testing.T) {
+	t.Parallel()
+	f := newService(t)
+	ctx := context.Background()
+	if _, err := f.svc.CreateConnection(ctx, spec("wh")); err != nil {
+		t.Fatal(err)
+	}
+	job := jobs.Job{Name: "j", Connection: "wh"}
+	status := func() string {
+		v, err := f.svc.GetConnection(ctx, "wh")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Health == nil {
+			return "none"
+		}
+		return v.Health.Status
+	}
+	f.svc.RunEnded(ctx, job, "r1", jobs.Manual, jobs.Result{Status: jobs.Succeeded}, time.Second)
+	if got := status(); got != "ok" {
+		t.Fatalf("after a successful run: %s", got)
+	}
+	for _, res := range []jobs.Result{
+		{Status: jobs.Cancelled, Err: &jobs.CancelledError{By: "alice"}},
+		{Status: jobs.Failed, Err: &jobs.TimeoutError{After: time.Minute}},
+		{Status: jobs.Failed, Err: &jobs.StepError{Step: 0, Label: "dbt test", Err: errors.New("dbt exited with code 1")}},
+		{Status: jobs.Failed, Err: &jobs.StepError{Step: 0, Label: "dbt", Refused: true, Err: errors.New("not allowed")}},
+	} {
+		f.svc.RunEnded(ctx, job, "r2", jobs.Manual, res, time.Second)
+		if got := status(); got != "ok" {
+			t.Fatalf("after a run that ended %v: %s", res.Err, got)
+		}
+	}
+	for _, res := range []jobs.Result{
+		{Status: jobs.Failed, Err: errors.New("SSH tunnel to bastion dropped")},
+		{Status: jobs.Failed, Err: &jobs.StepError{Err: &pgconn.ConnectError{}}},
+	} {
+		f.svc.RunEnded(ctx, job, "r3", jobs.Manual, jobs.Result{Status: jobs.Succeeded}, time.Second)
+		f.svc.RunEnded(ctx, job, "r4", jobs.Manual, res, time.Second)
+		if got := status(); got != "failing" {
+			t.Fatalf("after a run whose connection failed (%v): %s", res.Err, got)
+		}
 	}
 }

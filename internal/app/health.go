@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/diagnose"
 	"github.com/pgrelay/pgrelay/internal/jobs"
@@ -129,19 +131,43 @@ func checkSource(ctx context.Context) string {
 	return "manual"
 }
 
-// RunEnded records a run that this process worked: in the connection's
-// health, and in the metrics (pgrelay_runs_total and its duration). The
+// RunEnded records a run that this process worked: in the metrics
+// (pgrelay_runs_total and its duration), and in the connection's health
+// when the run says something of the connection: it succeeded, or it
+// failed because the connection could not be opened or dropped. A run
+// cancelled, timed out or failed by a step of its own (a SQL error, a
+// command's exit code) says nothing of it and is not recorded there. The
 // job queue calls it (queue.Config.RunEnded).
-func (s *Connector) RunEnded(ctx context.Context, job jobs.Job, runID string, trigger jobs.Trigger, status jobs.Status, d time.Duration) {
+func (s *Connector) RunEnded(ctx context.Context, job jobs.Job, runID string, trigger jobs.Trigger, res jobs.Result, d time.Duration) {
 	if s.metrics != nil {
-		s.metrics.RunEnded(string(status), d)
+		s.metrics.RunEnded(string(res.Status), d)
+	}
+	if res.Status != jobs.Succeeded && !connectionFailed(res.Err) {
+		return
 	}
 	c, err := s.store.GetConnection(ctx, job.Connection)
 	if err != nil {
 		return
 	}
-	s.recordCheck(ctx, c, store.ConnectionCheck{Kind: store.CheckRun, OK: status == jobs.Succeeded, Source: string(trigger),
-		Step: string(status), Detail: runID, DurationMS: d.Milliseconds()})
+	s.recordCheck(ctx, c, store.ConnectionCheck{Kind: store.CheckRun, OK: res.Status == jobs.Succeeded, Source: string(trigger),
+		Step: string(res.Status), Detail: runID, DurationMS: d.Milliseconds()})
+}
+
+// connectionFailed reports whether a run's error is its connection's: it
+// could not be opened (or a SQL step could not connect), or its tunnel
+// dropped; not a step of the job's own, a cancel or a time limit.
+func connectionFailed(err error) bool {
+	var step *jobs.StepError
+	var cancelled *jobs.CancelledError
+	var timeout *jobs.TimeoutError
+	var connect *pgconn.ConnectError
+	switch {
+	case err == nil, errors.As(err, &cancelled), errors.As(err, &timeout):
+		return false
+	case errors.As(err, &step):
+		return !step.Refused && errors.As(step.Err, &connect)
+	}
+	return true
 }
 
 // RunHealthChecks tests, one after the other (a few at once), every

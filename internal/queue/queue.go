@@ -100,8 +100,8 @@ type Config struct {
 	// failed to): the audit log's record of it.
 	Scheduled func(ctx context.Context, job jobs.Job, r *jobs.Run, err error)
 	// RunEnded, when set, is told of each run this process worked, when it
-	// ends: its status and how long it ran (metrics, connection health).
-	RunEnded func(ctx context.Context, job jobs.Job, runID string, trigger jobs.Trigger, status jobs.Status, d time.Duration)
+	// ends: how it ended and how long it ran (metrics, connection health).
+	RunEnded func(ctx context.Context, job jobs.Job, runID string, trigger jobs.Trigger, res jobs.Result, d time.Duration)
 	// HealthChecks, when set, runs the connections' scheduled tests: a
 	// periodic job calls it every HealthCheckPoll, on one process of those
 	// sharing the store (River's leader enqueues it).

@@ -361,7 +361,7 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 		tracing.Fail(span, "run "+string(res.Status))
 	}
 	if q.cfg.RunEnded != nil {
-		q.cfg.RunEnded(ctx, job, id, r.Trigger, res.Status, end.Sub(now))
+		q.cfg.RunEnded(ctx, job, id, r.Trigger, res, end.Sub(now))
 	}
 }
 
