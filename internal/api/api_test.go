@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -614,5 +615,37 @@ func TestInternalErrorIsGeneric(t *testing.T) {
 	ce := wantAPIError(t, err, 500, api.CodeInternal)
 	if ce.RequestID == "" || !strings.Contains(ce.Error(), ce.RequestID) {
 		t.Fatalf("client error: %+v", ce)
+	}
+}
+
+// TestSecretUnderAnotherMasterKey: a stored secret the server cannot open
+// (most often: `pgrelay master-key rotate` ran while the server was up)
+// answers 503 with what to do, not a bare internal error.
+func TestSecretUnderAnotherMasterKey(t *testing.T) {
+	t.Parallel()
+	srv := apitest.Start(t, apitest.Options{})
+	c := srv.Client(t, srv.AdminToken)
+	if _, err := c.CreateConnection(bg, connection.Spec{Name: "wh", Host: "127.0.0.1", Port: 1, Database: "d", User: "u",
+		Password: secret.New("pw"), SSLMode: connection.SSLDisable}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := srv.Store.GetConnection(bg, "wh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := secret.NewKeyring(bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.SealedPassword, err = other.Seal([]byte("pw"), []byte("another key's")); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Store.UpdateConnection(bg, rec); err != nil {
+		t.Fatal(err)
+	}
+	err = c.Query(bg, "wh", "select 1", &recSink{})
+	ce := wantAPIError(t, err, 503, api.CodeUnavailable)
+	if !strings.Contains(ce.Message, "master-key rotate") || !strings.Contains(ce.Message, "restart the server") {
+		t.Fatalf("message: %q", ce.Message)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/egress"
 	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/requestid"
+	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/tunnel"
 )
@@ -154,6 +155,12 @@ func classify(err error) (int, ErrorBody) {
 		return http.StatusConflict, ErrorBody{Code: CodeConflict, Message: err.Error()}
 	case errors.Is(err, app.ErrNoQueue):
 		return http.StatusServiceUnavailable, ErrorBody{Code: CodeUnavailable, Message: err.Error()}
+	case errors.Is(err, secret.ErrOpen):
+		// A secret sealed under another master key: most often the key
+		// was rotated (master-key rotate) while this server kept the old.
+		return http.StatusServiceUnavailable, ErrorBody{Code: CodeUnavailable, Message: "a stored secret cannot be opened with " +
+			"this server's master key: if `pgrelay master-key rotate` ran since the server started, restart the server; " +
+			"otherwise the stored value was altered (see the server log)"}
 	case errors.Is(err, store.ErrFull):
 		// The message names the store and the full disk; no secret.
 		return http.StatusServiceUnavailable, ErrorBody{Code: CodeUnavailable, Message: err.Error()}
