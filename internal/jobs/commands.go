@@ -100,12 +100,12 @@ func (e *NotAllowedError) Error() string {
 	if len(e.Allowed) > 0 {
 		now = strings.Join(e.Allowed, ", ")
 	}
-	msg := fmt.Sprintf("program %q is not allowed: command steps run only the programs given with --allow-command or %s (now: %s)",
+	msg := fmt.Sprintf("program %q is not allowed: pgrelay runs only the programs given with --allow-command or %s (now: %s)",
 		e.Program, AllowCommandsEnv, now)
 	if e.AllowedAs != "" {
 		return msg + fmt.Sprintf("; %s is allowed as %s: name it %s or by that path", filepath.Base(e.Program), e.AllowedAs, filepath.Base(e.Program))
 	}
-	return msg + fmt.Sprintf("; to allow it, add --allow-command %s", e.Program)
+	return msg + fmt.Sprintf("; to allow it, add --allow-command %s (or %s=%s where the command has no such flag)", e.Program, AllowCommandsEnv, e.Program)
 }
 
 // Allow returns nil when program may run, else a *NotAllowedError.

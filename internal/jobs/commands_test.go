@@ -31,7 +31,7 @@ func TestAllowlist(t *testing.T) {
 		t.Fatalf("the resolved path of sh: %v", err)
 	}
 	for _, tt := range []struct{ program, want string }{
-		{"rm", `program "rm" is not allowed: command steps run only the programs given with --allow-command or PGRELAY_ALLOW_COMMANDS (now: sh, psql); to allow it, add --allow-command rm`},
+		{"rm", `program "rm" is not allowed: pgrelay runs only the programs given with --allow-command or PGRELAY_ALLOW_COMMANDS (now: sh, psql); to allow it, add --allow-command rm (or PGRELAY_ALLOW_COMMANDS=rm where the command has no such flag)`},
 		{"/tmp/sh", `program "/tmp/sh" is not allowed`},
 		{"./sh", `program "./sh" is not allowed`},
 		{"bin/sh", `program "bin/sh" is not allowed`},
