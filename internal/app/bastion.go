@@ -52,7 +52,7 @@ func (s *Service) BastionSetupHop(ctx context.Context, name string, hop int) (st
 	fmt.Fprintf(&b, `#!/bin/sh
 # Prepares bastion %[1]s for pgrelay connection %[2]q.
 # Run it as root on the bastion, e.g.:
-#   pgrelay connection bastion-setup %[2]s > setup.sh && scp setup.sh admin@%[3]s: && ssh admin@%[3]s sudo sh setup.sh
+#   %[3]s
 # It is safe to run more than once.
 set -eu
 
@@ -93,7 +93,7 @@ echo "bastion user $TUNNEL_USER is ready for pgrelay connection %[2]s"
 #   ClientAliveCountMax 10        # ... and gives up after 10 missed answers (300 s)
 # pgrelay sends its own keepalive every %[8]s and gives up after %[9]d missed replies.
 # Load balancers in front of the bastion must not cut idle connections in under %[8]s.
-`, bastionAddr(t), c.Spec.Name, t.Host, shellQuote(t.User), c.Spec.Host, c.Spec.Port, shellQuote(line),
+`, bastionAddr(t), c.Spec.Name, copyAndRun(c.Spec.Name, t.Host, t.Port), shellQuote(t.User), c.Spec.Host, c.Spec.Port, shellQuote(line),
 		t.KeepaliveInterval, t.KeepaliveCountMax)
 	return b.String(), nil
 }
@@ -196,4 +196,20 @@ echo "hop %[1]d trusts pgrelay's SSH CA for user $TUNNEL_USER (connection %[2]s)
 #       PermitOpen %[4]s
 `, hop, c.Spec.Name, h.User, forwardTarget(&c.Spec, hop-1))
 	return b.String(), nil
+}
+
+// copyAndRun is the command line that copies the setup script of
+// connection name to the bastion host:port and runs it there as root: scp
+// takes the port as -P and an IPv6 address in brackets, ssh as -p and as
+// it is.
+func copyAndRun(name, host string, port int) string {
+	scpHost, scpPort, sshPort := host, "", ""
+	if strings.Contains(host, ":") {
+		scpHost = "[" + host + "]"
+	}
+	if port != connection.DefaultSSHPort {
+		scpPort, sshPort = fmt.Sprintf("-P %d ", port), fmt.Sprintf("-p %d ", port)
+	}
+	return fmt.Sprintf("pgrelay connection bastion-setup %s > setup.sh && scp %ssetup.sh admin@%s: && ssh %sadmin@%s sudo sh setup.sh",
+		name, scpPort, scpHost, sshPort, host)
 }

@@ -330,3 +330,30 @@ func TestRunHealthIsTheConnections(t *testing.T) {
 		}
 	}
 }
+
+// TestBastionSetupCopyLine: the setup script's example copies it to the
+// bastion as scp and ssh want it: an IPv6 address in brackets for scp, a
+// port other than 22 as -P and -p.
+func TestBastionSetupCopyLine(t *testing.T) {
+	t.Parallel()
+	f := newService(t)
+	ctx := context.Background()
+	for name, tc := range map[string]struct {
+		host string
+		port int
+		want string
+	}{
+		"v6": {"::1", 22, "scp setup.sh admin@[::1]: && ssh admin@::1 sudo sh setup.sh"},
+		"port": {"bastion.example.com", 2222, "scp -P 2222 setup.sh admin@bastion.example.com: && ssh -p 2222 admin@bastion.example.com sudo sh setup.sh"},
+	} {
+		s := spec(name)
+		s.Tunnel = &connection.Tunnel{Host: tc.host, Port: tc.port, User: "dbtcloud"}
+		if _, err := f.svc.CreateConnection(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		script, err := f.svc.BastionSetup(ctx, name)
+		if err != nil || !strings.Contains(script, tc.want) {
+			t.Fatalf("%s: %v; the script lacks %q:\n%.600s", name, err, tc.want, script)
+		}
+	}
+}

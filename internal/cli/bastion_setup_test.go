@@ -37,7 +37,10 @@ func TestBastionSetupScript(t *testing.T) {
 	contains(t, "before setup", r.stderr, "not authorized")
 
 	script := filepath.Join(t.TempDir(), "setup.sh")
-	if err := os.WriteFile(script, []byte(h.ok("connection", "bastion-setup", "bs").stdout), 0o600); err != nil {
+	text := h.ok("connection", "bastion-setup", "bs").stdout
+	// Its example copies and runs it on the bastion's own port.
+	contains(t, "copy and run", text, fmt.Sprintf("scp -P %d setup.sh admin@%s: && ssh -p %d admin@%s sudo sh setup.sh", b.Port, b.Host, b.Port, b.Host))
+	if err := os.WriteFile(script, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 { // the script is idempotent
