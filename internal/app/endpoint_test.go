@@ -343,7 +343,7 @@ func TestBastionSetupCopyLine(t *testing.T) {
 		port int
 		want string
 	}{
-		"v6": {"::1", 22, "scp setup.sh admin@[::1]: && ssh admin@::1 sudo sh setup.sh"},
+		"v6":   {"::1", 22, "scp setup.sh admin@[::1]: && ssh admin@::1 sudo sh setup.sh"},
 		"port": {"bastion.example.com", 2222, "scp -P 2222 setup.sh admin@bastion.example.com: && ssh -p 2222 admin@bastion.example.com sudo sh setup.sh"},
 	} {
 		s := spec(name)
