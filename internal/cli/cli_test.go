@@ -311,7 +311,8 @@ func TestCLI(t *testing.T) {
 			if r.code != 0 {
 				t.Fatalf("proxy exit: %s", r)
 			}
-			contains(t, "proxy output", r.stdout, fmt.Sprintf("Listening on 127.0.0.1:%d", port), "Stopped.")
+			contains(t, "proxy output", r.stdout, fmt.Sprintf("Listening on 127.0.0.1:%d", port), "Stopped.",
+				fmt.Sprintf("Connect with: psql 'host=127.0.0.1 port=%d dbname=%s user=%s'", port, e.pg.DB, e.pg.User))
 		case <-time.After(10 * time.Second):
 			t.Fatal("proxy did not stop after cancel")
 		}

@@ -30,3 +30,14 @@ func TestFlagValueNames(t *testing.T) {
 	}
 	walk(r.rootCommand())
 }
+
+// TestConnValue: the proxy's "Connect with" line quotes what libpq would
+// otherwise split (a database named with a space used to break it).
+func TestConnValue(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{"analytics": "analytics", "my db": "'my db'", "o'neil": `'o\'neil'`, "": "''", `a\b`: `'a\\b'`} {
+		if got := connValue(in); got != want {
+			t.Errorf("connValue(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/pgrelay/pgrelay/internal/jobs"
 )
 
 func (r *runner) proxyCommand() *cobra.Command {
@@ -81,7 +83,8 @@ GOMAXPROCS=1, unless those environment variables are set.`,
 					ps.Addr(), args[0])
 			}
 			fmt.Fprintf(r.out(), "Listening on %s, forwarding to %s %s.\n", ps.Addr(), hostPort(spec.Host, spec.Port), via)
-			fmt.Fprintf(r.out(), "Connect with: psql \"host=%s port=%s dbname=%s user=%s\"\n", host, port, spec.Database, spec.User)
+			conninfo := fmt.Sprintf("host=%s port=%s dbname=%s user=%s", connValue(host), connValue(port), connValue(spec.Database), connValue(spec.User))
+			fmt.Fprintf(r.out(), "Connect with: psql %s\n", jobs.ShellQuote(conninfo))
 			if pw := ps.LocalPassword(); !pw.IsZero() {
 				// Not a database credential: the proxy's own, for as long
 				// as it runs; the token stays inside pgrelay.
@@ -115,4 +118,13 @@ func isLoopback(a net.Addr) bool {
 func validPort(p string) bool {
 	n, err := strconv.Atoi(p)
 	return err == nil && n >= 0 && n <= 65535
+}
+
+// connValue quotes a value of a libpq connection string when it needs it
+// (empty, or with spaces, quotes or backslashes).
+func connValue(v string) string {
+	if v != "" && !strings.ContainsAny(v, " \t\n'\\") {
+		return v
+	}
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
 }
