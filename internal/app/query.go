@@ -37,6 +37,8 @@ type ResultSink interface {
 type QueryError struct {
 	Connection string
 	Err        *pgconn.PgError
+	// Next, when set, says what to do about it (for a refused login).
+	Next string
 }
 
 // Error gives the server's message, detail, hint and SQLSTATE.
@@ -50,6 +52,9 @@ func (e *QueryError) Error() string {
 	}
 	if e.Err.Position > 0 {
 		msg += fmt.Sprintf("\nat character %d of the query", e.Err.Position)
+	}
+	if e.Next != "" {
+		msg += "\nNext: " + e.Next
 	}
 	return msg
 }
@@ -95,7 +100,7 @@ func (s *Session) Query(ctx context.Context, sql string, sink ResultSink) (err e
 	}
 	conn, err := s.Connect(ctx)
 	if err != nil {
-		return s.explain(err)
+		return s.explainLogin(err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if s.tracer != nil {
@@ -142,6 +147,24 @@ func (s *Session) Query(ctx context.Context, sql string, sink ResultSink) (err e
 
 // explain turns a query-time error into the error a user should see: the
 // tunnel's drop when that is the cause, the server's message for SQL errors.
+// explainLogin is explain for an error of opening the database session,
+// with what to do next: the connection test goes through it step by step.
+func (s *Session) explainLogin(err error) error {
+	if s.Err() != nil {
+		return s.explain(err)
+	}
+	next := fmt.Sprintf("`pgrelay connection test %s` checks each step of the connection and says what to fix", s.spec.Name)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		if pgErr.Code == "28P01" && !s.spec.AuthKind().IsToken() {
+			next = fmt.Sprintf("the server refused the saved password of user %s: give the right one with "+
+				"`pgrelay connection update %s --password-env VAR`", s.spec.User, s.spec.Name)
+		}
+		return &QueryError{Connection: s.spec.Name, Err: pgErr, Next: next}
+	}
+	return fmt.Errorf("connection %s: %w\nNext: %s", s.spec.Name, err, next)
+}
+
 func (s *Session) explain(err error) error {
 	if terr := s.Err(); terr != nil {
 		return fmt.Errorf("connection %s: %w", s.spec.Name, terr)

@@ -377,12 +377,13 @@ func TestCLI(t *testing.T) {
 		h.env["DB_PASSWORD"] = "wrong-password"
 		h.ok(createArgs("badpw", e.pg)...)
 		r := h.fail(1, "query", "badpw", "select 1")
-		contains(t, "wrong password", r.stderr, "28P01")
+		contains(t, "wrong password", r.stderr, "28P01",
+			"Next: the server refused the saved password of user "+e.pg.User+": give the right one with `pgrelay connection update badpw --password-env VAR`")
 		h.env["DB_PASSWORD"] = "dbt-pw"
 		h.ok("connection", "create", "nodb", "--host", e.pg.Host, "--port", strconv.Itoa(e.pg.Port),
 			"--database", "no_such_db", "--user", e.pg.User, "--password-env", "DB_PASSWORD")
 		r = h.fail(1, "query", "nodb", "select 1")
-		contains(t, "unknown database", r.stderr, "3D000", "no_such_db")
+		contains(t, "unknown database", r.stderr, "3D000", "no_such_db", "Next: `pgrelay connection test nodb` checks each step")
 		// Fixing the password with update keeps everything else.
 		h.ok("connection", "update", "badpw", "--password-env", "DB_PASSWORD")
 		h.ok("query", "badpw", "select 1")
