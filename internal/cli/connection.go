@@ -315,7 +315,7 @@ func printConnection(w io.Writer, v *app.ConnectionView) {
 	case v.HasPassword:
 		row("Password:", "set (encrypted at rest)")
 	default:
-		row("Password:", "not set")
+		row("Password:", fmt.Sprintf("not set: the server is asked without one (give it with `pgrelay connection update %s --password-env VAR`)", v.Name))
 	}
 	printAuth(row, v, time.Now())
 	row("SSL mode:", string(v.SSLMode))

@@ -236,7 +236,12 @@ func authFlagForField(field string) (string, bool) {
 
 // printAuth adds the auth and pooler rows of `connection show`.
 func printAuth(row func(k, v string), v *app.ConnectionView, now time.Time) {
-	row("Pooler:", fmt.Sprintf("%s (%s)", v.Pooler, v.Pooler.Label()))
+	switch v.Pooler {
+	case connection.PoolerNone, "":
+		row("Pooler:", "none (PostgreSQL itself)")
+	default:
+		row("Pooler:", fmt.Sprintf("%s mode", v.Pooler))
+	}
 	a := v.Auth
 	if a == nil {
 		row("Authentication:", "password (the stored one)")

@@ -48,7 +48,7 @@ func TestAuthFlags(t *testing.T) {
 		h.ok(append(lake, "--client-secret-env", "LB_SECRET")...)
 		r = h.ok("connection", "show", "lb")
 		contains(t, "show", r.stdout, "lakebase (Databricks Lakebase OAuth)", "Client secret:", "set (encrypted at rest)",
-			"transaction (Pooler in transaction mode)", "none held by this process")
+			"Pooler:", "transaction mode", "none held by this process")
 		if strings.Contains(r.stdout+r.stderr, "dose-cli-secret-77aa") {
 			t.Fatal("show prints the client secret")
 		}

@@ -136,14 +136,14 @@ local data dir: it ignores PGRELAY_SERVER, which is for the commands that use a 
 			}
 			if nt != nil && tokenFile != nil {
 				fmt.Fprintf(r.out(), `
-This is a new store, so an admin token was created and written to %s
+The store had no API token yet, so an admin token was created and written to %s
 (mode 0600). Open %s and sign in with it; create tokens for people and automation with
     pgrelay token create --role editor|viewer [--name NAME]
 
 `, tokenFile.Name(), url)
 			} else if nt != nil {
 				fmt.Fprintf(r.out(), `
-This is a new store, so an admin token was created. It is shown only now:
+The store had no API token yet, so an admin token was created. It is shown only now:
 
     %s
 

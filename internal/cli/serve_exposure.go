@@ -136,7 +136,7 @@ func (r *runner) adminTokenOutput(ctx context.Context, svc *app.Service, path st
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
-		return nil, usagef("--admin-token-file %s exists: pgrelay does not overwrite it. This is a new store, so a new admin token is to be written; remove the file (after reading any token it holds) or give another path", path)
+		return nil, usagef("--admin-token-file %s exists: pgrelay does not overwrite it. The store has no API token yet, so a new admin token is to be written; remove the file (after reading any token it holds) or give another path", path)
 	}
 	if err != nil {
 		return nil, usagef("--admin-token-file: %v", err)

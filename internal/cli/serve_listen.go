@@ -33,7 +33,7 @@ func (r *runner) addListenFlag(cmd *cobra.Command, addr *string) {
 		from := "--listen"
 		switch {
 		case cmd.Flags().Changed("listen") && cmd.Flags().Changed("addr"):
-			return usagef("--listen and --addr name the same address (--addr is its former name): give only --listen")
+			return usagef("--listen and --addr are the same setting (--addr is its former name): give only --listen")
 		case cmd.Flags().Changed("addr"):
 			from = "--addr"
 		case !cmd.Flags().Changed("listen"):

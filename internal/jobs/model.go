@@ -206,7 +206,7 @@ func (j *Job) Validate() error {
 		add("target", fmt.Errorf("%q is not accepted: letters, digits and _, starting with a letter", j.Target))
 	}
 	if g := j.StopGrace.Duration(); g != 0 && (g < time.Second || g > MaxStopGrace) {
-		add("stop_grace", fmt.Errorf("%s is out of range: accepted is 1s to %s (e.g. 30s), or leave it out for the server's", g, MaxStopGrace))
+		add("stop_grace", fmt.Errorf("%s is out of range: accepted is 1s to %s (e.g. 30s), or leave it out to use the server's (pgrelay serve --stop-grace, default %s)", g, MaxStopGrace, DefaultStopGrace))
 	}
 	if j.Retries < 0 || j.Retries > 10 {
 		add("retries", fmt.Errorf("%d is out of range: accepted is 0 to 10", j.Retries))
