@@ -161,7 +161,7 @@ func (s *Service) RotateKeyFinish(ctx context.Context, name string) (_ *KeyRotat
 	chain, err := s.openChain(ctx, c, chainOptions{newKeyOnly: true, noPromote: true})
 	if err != nil {
 		return nil, fmt.Errorf("%s: the new key does not log in to every hop yet, so the old one is kept; install the new key "+
-			"(its lines: `pgrelay connection show %s`) and retry: %w", NewKeyNotInstalled, name, err)
+			"(its lines: `pgrelay connection rotate-key %s --status`) and retry: %w", NewKeyNotInstalled, name, err)
 	}
 	_ = chain.Close()
 	if err := s.promoteKey(ctx, name, c.PendingPublicKey, "finish"); err != nil {
