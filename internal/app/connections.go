@@ -536,8 +536,10 @@ func (s *Service) RotateKey(ctx context.Context, name string) (_ *KeyRotation, e
 // pending key a hop last presented. It replaces that hop's pinned keys.
 func (s *Service) TrustHostKey(ctx context.Context, name, fingerprint string) (_ *ConnectionView, err error) {
 	fingerprint = strings.TrimSpace(fingerprint)
+	// The detail names the key asked for; the outcome says whether it was
+	// approved (a refused approval is no approval).
 	defer s.audited(ctx, &entry{action: "connection.trust_host_key", targetKind: audit.TargetConnection, target: name,
-		detail: "approved " + auditFingerprint(fingerprint)}, &err)
+		detail: "host key " + auditFingerprint(fingerprint)}, &err)
 	if !strings.HasPrefix(fingerprint, "SHA256:") {
 		return nil, &ValidationError{Subject: fielderr.Connection, Problems: []fielderr.Problem{{Field: "fingerprint",
 			Problem: fmt.Sprintf("%q is not accepted: give the SHA256 fingerprint shown in the error or by `pgrelay connection show %s`, e.g. SHA256:abc...", fingerprint, name)}}}
