@@ -234,10 +234,20 @@ func (r *runner) storeCopy(ctx context.Context, fromArg, toArg string, merge boo
 	if rep.Unfinished > 0 {
 		fmt.Fprintf(r.out(), "%d runs were queued or running in the source; the target has them as failed.\n", rep.Unfinished)
 	}
-	target := "--data-dir " + to.dataDir
+	target, keyEnv := "--data-dir "+to.dataDir, ""
 	if to.pg != "" {
 		target = "--store " + to.String()
+		// Every process serving a shared store needs the key: name it,
+		// as the data dir the command runs with may be another one.
+		switch {
+		case loc.Env != "":
+			keyEnv = secret.MasterKeyEnv + "=... "
+		case loc.File != "":
+			keyEnv = secret.MasterKeyFileEnv + "=" + loc.File + " "
+		default:
+			keyEnv = secret.MasterKeyFileEnv + "=" + filepath.Join(keyDir, secret.MasterKeyFile) + " "
+		}
 	}
-	fmt.Fprintf(r.out(), "Serve the target with the same master key (%s): pgrelay %s serve\n", loc.Describe(), target)
+	fmt.Fprintf(r.out(), "Serve the target with the same master key (%s): %spgrelay %s serve\n", loc.Describe(), keyEnv, target)
 	return nil
 }

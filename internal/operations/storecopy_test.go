@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,7 +103,11 @@ func TestStoreCopy(t *testing.T) {
 	t.Run("SourceUntouched", func(t *testing.T) {
 		db := filepath.Join(a.dir, "pgrelay.db")
 		before := fileSum(t, db)
-		a.ok("store", "copy", "--from", db, "--to", w.storeURL(t))
+		out := a.ok("store", "copy", "--from", db, "--to", w.storeURL(t))
+		// What to run next names the key every process of a shared store needs.
+		if !strings.Contains(out, secret.MasterKeyFileEnv+"="+filepath.Join(a.dir, secret.MasterKeyFile)+" pgrelay --store ") {
+			t.Errorf("store copy's next step does not name the master key file:\n%s", out)
+		}
 		if fileSum(t, db) != before {
 			t.Fatal("store copy changed its source file")
 		}
