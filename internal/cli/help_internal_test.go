@@ -41,3 +41,15 @@ func TestConnValue(t *testing.T) {
 		}
 	}
 }
+
+// TestRedactURL: a store URL is shown without its password, wherever the
+// URL holds it.
+func TestRedactURL(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{"postgres://u:s3cret@db/pgrelay", "postgres://u@db/pgrelay?password=s3cret&sslmode=require",
+		"postgresql://db/pgrelay?sslpassword=s3cret"} {
+		if got := redactURL(in); strings.Contains(got, "s3cret") || !strings.Contains(got, "db") {
+			t.Errorf("redactURL(%q) = %q", in, got)
+		}
+	}
+}

@@ -123,11 +123,15 @@ local data dir: it ignores PGRELAY_SERVER, which is for the commands that use a 
 				_ = srv.CloseMetricsListener()
 				return err
 			}
+			where := "data dir " + r.dataDir
+			if t := r.storeTarget(); isPostgresURL(t) {
+				where = "store " + redactURL(t)
+			}
 			if publicURL != nil {
-				fmt.Fprintf(r.out(), "pgrelay %s serving the web UI and API on %s (listening on %s://%s, data dir %s)\n",
-					Version, url, scheme, ln.Addr(), r.dataDir)
+				fmt.Fprintf(r.out(), "pgrelay %s serving the web UI and API on %s (listening on %s://%s, %s)\n",
+					Version, url, scheme, ln.Addr(), where)
 			} else {
-				fmt.Fprintf(r.out(), "pgrelay %s serving the web UI and API on %s (data dir %s)\n", Version, url, r.dataDir)
+				fmt.Fprintf(r.out(), "pgrelay %s serving the web UI and API on %s (%s)\n", Version, url, where)
 			}
 			metricsAddr := ln.Addr().String()
 			if ma := srv.MetricsAddr(); ma != nil {

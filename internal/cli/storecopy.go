@@ -97,12 +97,19 @@ func (e storeEnd) String() string {
 	return e.sqlite
 }
 
-// redactURL hides a URL's password.
+// redactURL hides a URL's password, in its user info or its query.
 func redactURL(s string) string {
 	u, err := url.Parse(s)
 	if err != nil {
 		return "the PostgreSQL store"
 	}
+	q := u.Query()
+	for _, k := range []string{"password", "sslpassword"} {
+		if q.Has(k) {
+			q.Set(k, "xxxxx")
+		}
+	}
+	u.RawQuery = q.Encode()
 	return u.Redacted()
 }
 
