@@ -10,6 +10,8 @@ import (
 	"slices"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/pgrelay/pgrelay/internal/secret"
 )
 
@@ -258,6 +260,15 @@ func (d Duration) Duration() time.Duration { return time.Duration(d) }
 
 // MarshalText writes the duration as "30s" (YAML and other text formats).
 func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalYAML reads "30s"-style durations, naming the line of a bad one
+// (a YAML decoder gives a text unmarshaler's error without it).
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if err := d.UnmarshalText([]byte(n.Value)); err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	return nil
+}
 
 // UnmarshalText reads "30s"-style durations (YAML and other text formats).
 func (d *Duration) UnmarshalText(b []byte) error {

@@ -56,8 +56,20 @@ func TestParseFileReportsJobAndField(t *testing.T) {
 	if f["jobs[1](a).name"] == "" || f["jobs[1](a).steps"] == "" {
 		t.Fatalf("fields = %v", f)
 	}
-	if _, err := jobs.ParseFile(strings.NewReader("jobs:\n  - name: a\n    connection: wh\n    stepz: []\n")); err == nil || !strings.Contains(err.Error(), "stepz") {
+	// An unknown key is named with its line and the keys accepted there
+	// (yaml.v3 said "field stepz not found in type jobs.Job").
+	if _, err := jobs.ParseFile(strings.NewReader("jobs:\n  - name: a\n    connection: wh\n    stepz: []\n")); err == nil ||
+		!strings.Contains(err.Error(), `line 4: unknown key "stepz" in a job: accepted are name, connection,`) {
 		t.Fatalf("unknown key: %v", err)
+	}
+	if _, err := jobs.ParseFile(strings.NewReader("jobs:\n  - name: a\n    connection: wh\n    steps: [{sql: x, comand: [y]}]\n")); err == nil ||
+		!strings.Contains(err.Error(), `line 4: unknown key "comand" in a step: accepted are `) || !strings.Contains(err.Error(), "command") {
+		t.Fatalf("unknown step key: %v", err)
+	}
+	// A bad duration names its line.
+	if _, err := jobs.ParseFile(strings.NewReader("jobs:\n  - name: a\n    connection: wh\n    timeout: 2 hours\n    steps: [{sql: x}]\n")); err == nil ||
+		!strings.Contains(err.Error(), `line 4: duration "2 hours": accepted is a number with a unit`) {
+		t.Fatalf("bad duration: %v", err)
 	}
 	if _, err := jobs.ParseFile(strings.NewReader("")); err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Fatalf("empty file: %v", err)

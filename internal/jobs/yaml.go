@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
+	"regexp"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -38,7 +40,7 @@ func ParseFile(r io.Reader) ([]Job, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("jobs file is empty: expected `jobs:` with a list of jobs")
 		}
-		return nil, fmt.Errorf("jobs file: %w", err)
+		return nil, fmt.Errorf("jobs file: %w", explainYAML(err))
 	}
 	if len(f.Jobs) == 0 {
 		return nil, errors.New("jobs file has no jobs: expected `jobs:` with a list of jobs")
@@ -83,4 +85,46 @@ func Marshal(js []Job) ([]byte, error) {
 		return nil, fmt.Errorf("encode jobs: %w", err)
 	}
 	return []byte(b.String()), nil
+}
+
+// unknownField is yaml.v3's message for a key no field takes.
+var unknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in type jobs\.(\w+)$`)
+
+// explainYAML says a decoding error in the file's terms: an unknown key
+// is named with the keys accepted where it stands (yaml.v3 says "field
+// step not found in type jobs.Job").
+func explainYAML(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	lines := make([]string, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		m := unknownField.FindStringSubmatch(e)
+		if m == nil {
+			lines = append(lines, e)
+			continue
+		}
+		where, keys := "the file", yamlKeys(reflect.TypeFor[File]())
+		switch m[3] {
+		case "Job":
+			where, keys = "a job", yamlKeys(reflect.TypeFor[Job]())
+		case "Step":
+			where, keys = "a step", yamlKeys(reflect.TypeFor[Step]())
+		}
+		lines = append(lines, fmt.Sprintf("line %s: unknown key %q in %s: accepted are %s", m[1], m[2], where, strings.Join(keys, ", ")))
+	}
+	return errors.New(strings.Join(lines, "; "))
+}
+
+// yamlKeys are the YAML keys of a struct type's fields.
+func yamlKeys(t reflect.Type) []string {
+	var out []string
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name != "" && name != "-" {
+			out = append(out, name)
+		}
+	}
+	return out
 }
