@@ -25,6 +25,7 @@ func TestFlagValueErrors(t *testing.T) {
 		{create(append(tunnel, "--ssh-keepalive-interval", "0s")...), "--ssh-keepalive-interval 0s: accepted is 100ms to 1h0m0s"},
 		{create(append(tunnel, "--ssh-keepalive-interval", "2x")...), `--ssh-keepalive-interval "2x": accepted is a duration with a unit`},
 		{create(append(tunnel, "--ssh-keepalive-count-max", "0")...), "--ssh-keepalive-count-max 0: accepted is 1 to 1000"},
+		{create(append(tunnel, "--ssh-known-host", "garbage")...), `--ssh-known-host: "garbage" is neither a public key nor a known_hosts line; accepted is`},
 		{[]string{"exec", "x", "psql", "-c", "select 1"}, "the program's arguments go after --, e.g. pgrelay exec NAME -- psql"},
 		{[]string{"proxy", "x", "--listen", "127.0.0.1:abc"}, `--listen "127.0.0.1:abc": accepted is host:port`},
 	} {

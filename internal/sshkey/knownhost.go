@@ -4,9 +4,11 @@ import (
 	"crypto/rsa"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -89,6 +91,10 @@ func parseKnownHostLine(line, bastion string) (ssh.PublicKey, error) {
 		key = k
 	} else {
 		marker, hosts, k, _, _, err := ssh.ParseKnownHosts([]byte(line))
+		if errors.Is(err, io.EOF) {
+			// x/crypto's way of saying it found no key in the line.
+			return nil, fmt.Errorf("%q is neither a public key nor a known_hosts line", truncate(line, 40))
+		}
 		if err != nil {
 			return nil, fmt.Errorf("neither a public key nor a known_hosts line: %w", err)
 		}
@@ -144,4 +150,15 @@ func checkHostKey(key ssh.PublicKey) error {
 		return errors.New("certificates are not accepted: give the bastion's plain host key")
 	}
 	return fmt.Errorf("%s keys are not accepted as host keys: give the bastion's ed25519, ECDSA or RSA key", key.Type())
+}
+
+// truncate shortens s to at most n bytes (at a rune boundary), marking it.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
