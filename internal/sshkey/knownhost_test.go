@@ -48,7 +48,7 @@ func TestParseKnownHosts(t *testing.T) {
 		{"small rsa", sshkey.AuthorizedKey(smallPub, ""), "b", 22, 0, "1024 bits: at least 2048"},
 		{"empty", " \n# only a comment\n", "b", 22, 0, "no host key found"},
 		{"too long", strings.Repeat("x", sshkey.MaxKnownHostLen+1), "b", 22, 0, "too long"},
-		{"line numbers", ed + "\nnonsense\n", "b", 22, 0, "line 2: neither"},
+		{"line numbers", ed + "\nnonsense\n", "b", 22, 0, `line 2: "nonsense" is neither`},
 	} {
 		keys, err := sshkey.ParseKnownHosts(tc.text, tc.host, tc.port)
 		if tc.problem == "" {
