@@ -97,7 +97,8 @@ func printStep(w io.Writer, s diagnose.Step) {
 	if s.Status != diagnose.StatusSkipped {
 		dur = elapsed.FormatMS(s.DurationMS)
 	}
-	fmt.Fprintf(w, "  %s %-13s %*s  %s\n", stepMark(s.Status), s.Name(), durationWidth, dur, s.Detail)
+	// A failed step has no detail: its error follows on the next line.
+	fmt.Fprintln(w, strings.TrimRight(fmt.Sprintf("  %s %-13s %*s  %s", stepMark(s.Status), s.Name(), durationWidth, dur, s.Detail), " "))
 	if s.Error != "" {
 		printIndented(w, "error: ", s.Error)
 	}
