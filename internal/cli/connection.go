@@ -90,6 +90,12 @@ func (r *runner) connCreateCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if pw == nil && !spec.AuthKind().IsToken() {
+				// Allowed (trust or peer logins, or the password given
+				// later), but most often forgotten.
+				fmt.Fprintf(r.env.Stderr, "Note: no password was given, so the server is asked without one; "+
+					"if it wants one, give it with `pgrelay connection update %s --password-env VAR`.\n", spec.Name)
+			}
 			if output == "json" {
 				return writeJSON(r.out(), v)
 			}

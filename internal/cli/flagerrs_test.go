@@ -1,6 +1,9 @@
 package cli_test
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // TestFlagValueErrors: a flag value the parser rejects, or an explicit 0
 // where 0 is not accepted, gets an error that names the flag and what it
@@ -33,4 +36,10 @@ func TestFlagValueErrors(t *testing.T) {
 	}
 	// Nothing was saved by the refused creates.
 	contains(t, "list", h.ok("connection", "list").stdout, "No connections")
+	// A connection saved without a password says so (most often forgotten).
+	contains(t, "no password", h.ok(create()...).stderr, "Note: no password was given", "pgrelay connection update x --password-env VAR")
+	h.env["PW"] = "pw"
+	if r := h.ok("connection", "create", "y", "--host", "127.0.0.1", "--database", "d", "--user", "u", "--password-env", "PW"); strings.Contains(r.stderr, "Note:") {
+		t.Fatalf("a note with a password given: %s", r.stderr)
+	}
 }
