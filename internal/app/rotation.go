@@ -247,7 +247,24 @@ func (s *Connector) promoteKey(ctx context.Context, name, newPub, by string) err
 		}
 		s.logger.InfoContext(ctx, "new key promoted: the old key is no longer used", "connection", name, "by", by,
 			"promoted_at", now)
+		if by == "login" {
+			// Done by pgrelay on a login, not by a request of its own:
+			// the audit log says when the old key stopped being used.
+			s.audited(ctx, &entry{action: "connection.rotate_key_promote", targetKind: audit.TargetConnection, target: name,
+				detail: fmt.Sprintf("new key %s logged in to every hop and replaced %s", keyFingerprint(c.SSHPublicKey),
+					keyFingerprint(c.PreviousPublicKey))}, nil)
+		}
 		return nil
 	}
 	return fmt.Errorf("promote new key of %s: %w", name, store.ErrConflict)
+}
+
+// keyFingerprint is the fingerprint of an authorized_keys line, or "" when
+// it does not parse.
+func keyFingerprint(line string) string {
+	pub, err := sshkey.ParsePublic(line)
+	if err != nil {
+		return ""
+	}
+	return sshkey.Fingerprint(pub)
 }

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
@@ -118,6 +119,12 @@ func TestKeyRotationTwoLiveKeys(t *testing.T) {
 	}
 	if v.SSHTunnel.KeyUsedAt == nil {
 		t.Error("the promoted key's login was not recorded")
+	}
+	// The audit log says when the old key stopped being used.
+	recs, err := svc.ListAudit(ctx, audit.Filter{Action: "connection.rotate_key_promote"})
+	if err != nil || len(recs) != 1 || recs[0].Target != "rot" || recs[0].Outcome != audit.OK ||
+		!strings.Contains(recs[0].Detail, "logged in to every hop and replaced "+keyFP(t, v.SSHTunnel.PreviousPublicKey)) {
+		t.Fatalf("promotion audit records: %+v, %v", recs, err)
 	}
 
 	// The old line removed: sshd refuses the old key; pgrelay works on.
@@ -300,4 +307,14 @@ func TestKeyRotationHopOwnKey(t *testing.T) {
 	if len(rot4.Hops) != 2 || !rot4.Hops[1].OwnKey || rot4.Hops[1].Fingerprint != v.SSHHops[1].OwnKeyFingerprint {
 		t.Fatalf("lines of RotateKey: %+v, want hop 2's new own line", rot4.Hops)
 	}
+}
+
+// keyFP is the fingerprint of an authorized_keys line.
+func keyFP(t *testing.T, line string) string {
+	t.Helper()
+	pub, err := sshkey.ParsePublic(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sshkey.Fingerprint(pub)
 }
