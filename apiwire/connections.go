@@ -41,7 +41,9 @@ type ConnectionInput struct {
 	SSLMode     string `json:"sslmode,omitempty"`
 	SSLRootCert string `json:"ssl_root_cert,omitempty"`
 	Schema      string `json:"schema,omitempty"`
-	Threads     int    `json:"threads,omitempty"`
+	// Role is the role sessions act as (set at login); empty: the user.
+	Role    string `json:"role,omitempty"`
+	Threads int    `json:"threads,omitempty"`
 	// RequireAuth is libpq 16's require_auth list; empty is the default.
 	RequireAuth string `json:"require_auth,omitempty"`
 	// Auth says where the password comes from (absent: the stored one).
@@ -109,7 +111,9 @@ type ConnectionView struct {
 	SSLMode     string `json:"sslmode"`
 	SSLRootCert string `json:"ssl_root_cert,omitempty"`
 	Schema      string `json:"schema,omitempty"`
-	Threads     int    `json:"threads"`
+	// Role is the role sessions act as (set at login); empty: the user.
+	Role    string `json:"role,omitempty"`
+	Threads int    `json:"threads"`
 	// RequireAuth is the connection's require_auth setting ("" is the
 	// default policy, EffectiveRequireAuth the one in force).
 	RequireAuth          string `json:"require_auth,omitempty"`

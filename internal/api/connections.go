@@ -29,7 +29,9 @@ type ConnectionInput struct {
 	SSLMode     connection.SSLMode `json:"sslmode,omitempty"`
 	SSLRootCert string             `json:"ssl_root_cert,omitempty"`
 	Schema      string             `json:"schema,omitempty"`
-	Threads     int                `json:"threads,omitempty"`
+	// Role is the role sessions act as (set at login); empty: the user.
+	Role    string `json:"role,omitempty"`
+	Threads int    `json:"threads,omitempty"`
 	// RequireAuth is libpq 16's require_auth list; empty is the default
 	// (no clear-text password unless the server certificate is verified).
 	RequireAuth string `json:"require_auth,omitempty"`
@@ -80,7 +82,7 @@ type TunnelInput struct {
 func NewConnectionInput(spec connection.Spec, password *secret.Value) ConnectionInput {
 	in := ConnectionInput{Name: spec.Name, Flavor: spec.Flavor, Host: spec.Host, Port: spec.Port,
 		Database: spec.Database, User: spec.User, SSLMode: spec.SSLMode, SSLRootCert: spec.SSLRootCert,
-		Schema: spec.Schema, Threads: spec.Threads, RequireAuth: spec.RequireAuth, Auth: newAuthInput(spec.Auth),
+		Schema: spec.Schema, Role: spec.Role, Threads: spec.Threads, RequireAuth: spec.RequireAuth, Auth: newAuthInput(spec.Auth),
 		Pooler: spec.Pooler, HealthCheckInterval: Duration(spec.HealthCheckInterval)}
 	if password != nil {
 		in.Password = NewPassword(*password)
@@ -98,7 +100,7 @@ func NewConnectionInput(spec connection.Spec, password *secret.Value) Connection
 // any).
 func (in *ConnectionInput) Spec() connection.Spec {
 	s := connection.Spec{Name: in.Name, Flavor: in.Flavor, Host: in.Host, Port: in.Port, Database: in.Database,
-		User: in.User, SSLMode: in.SSLMode, SSLRootCert: in.SSLRootCert, Schema: in.Schema, Threads: in.Threads,
+		User: in.User, SSLMode: in.SSLMode, SSLRootCert: in.SSLRootCert, Schema: in.Schema, Role: in.Role, Threads: in.Threads,
 		RequireAuth: in.RequireAuth, Auth: in.Auth.auth(), Pooler: in.Pooler,
 		HealthCheckInterval: connection.Duration(in.HealthCheckInterval)}
 	if s.Pooler == connection.PoolerNone {

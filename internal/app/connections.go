@@ -35,7 +35,9 @@ type ConnectionView struct {
 	SSLMode     connection.SSLMode `json:"sslmode"`
 	SSLRootCert string             `json:"ssl_root_cert,omitempty"`
 	Schema      string             `json:"schema,omitempty"`
-	Threads     int                `json:"threads"`
+	// Role is the role sessions act as (set at login); empty: the user.
+	Role    string `json:"role,omitempty"`
+	Threads int    `json:"threads"`
 	// RequireAuth is the connection's require_auth setting ("" is the
 	// default policy, EffectiveRequireAuth the one in force).
 	RequireAuth          string `json:"require_auth,omitempty"`
@@ -105,7 +107,7 @@ type TunnelView struct {
 // Spec returns the connection's spec without password, as it can be edited.
 func (v *ConnectionView) Spec() connection.Spec {
 	s := connection.Spec{Name: v.Name, Flavor: v.Flavor, Host: v.Host, Port: v.Port, Database: v.Database,
-		User: v.User, SSLMode: v.SSLMode, SSLRootCert: v.SSLRootCert, Schema: v.Schema, Threads: v.Threads,
+		User: v.User, SSLMode: v.SSLMode, SSLRootCert: v.SSLRootCert, Schema: v.Schema, Role: v.Role, Threads: v.Threads,
 		RequireAuth: v.RequireAuth, HealthCheckInterval: v.HealthCheckInterval}
 	if v.Pooler != connection.PoolerNone {
 		s.Pooler = v.Pooler
@@ -128,7 +130,7 @@ func view(c *store.Connection) *ConnectionView {
 	s := c.Spec
 	v := &ConnectionView{Name: s.Name, Flavor: s.Flavor, Host: s.Host, Port: s.Port, Database: s.Database,
 		User: s.User, HasPassword: len(c.SealedPassword) > 0, SSLMode: s.SSLMode, SSLRootCert: s.SSLRootCert,
-		Schema: s.Schema, Threads: s.Threads, RequireAuth: s.RequireAuth, EffectiveRequireAuth: s.EffectiveRequireAuth(),
+		Schema: s.Schema, Role: s.Role, Threads: s.Threads, RequireAuth: s.RequireAuth, EffectiveRequireAuth: s.EffectiveRequireAuth(),
 		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt, Auth: authView(c), Pooler: s.EffectivePooler(),
 		HealthCheckInterval: s.HealthCheckInterval}
 	if t := s.Tunnel; t != nil {

@@ -87,7 +87,7 @@ func (p *ProxyServer) relay(sess *Session, listen net.Addr) (*relay.Relay, error
 		return nil, err
 	}
 	up := relay.Upstream{Dial: p.dial, TLS: pol, Addr: net.JoinHostPort(spec.Host, strconv.Itoa(spec.Port)),
-		RequireAuth: spec.EffectiveRequireAuth()}
+		RequireAuth: spec.EffectiveRequireAuth(), Params: connection.StartupParams(spec)}
 	p.backends = relay.NewRegistry(up)
 	var login *relay.Login
 	startup := time.Duration(0)

@@ -336,6 +336,9 @@ func printConnection(w io.Writer, v *app.ConnectionView) {
 			row("CA:", "system roots")
 		}
 	}
+	if v.Role != "" {
+		row("Role:", v.Role+" (sessions act as it: set at login)")
+	}
 	if v.Schema != "" {
 		row("Schema:", v.Schema)
 	}

@@ -64,7 +64,7 @@ type connFlags struct {
 	passwordEnv                  string
 	passwordStdin                bool
 	passwordFlag                 string
-	sslMode, sslRootCert, schema string
+	sslMode, sslRootCert, schema, role string
 	requireAuth                  string
 	threads                      int
 	healthCheckInterval          time.Duration
@@ -96,6 +96,7 @@ func (f *connFlags) register(cmd *cobra.Command, update bool) {
 			"\"\" is the default: any method except a clear-text password unless the server certificate is verified (verify-ca, verify-full)")
 	fl.StringVar(&f.sslRootCert, "ssl-root-cert", "", "PEM file of the CA that signed the server certificate (verify-ca, verify-full)")
 	fl.StringVar(&f.schema, "schema", "", "default schema (dbt target schema)")
+	fl.StringVar(&f.role, "role", "", "a role every session acts as, set at login (current_user is the role, session_user the user; \"\" removes it)")
 	fl.IntVar(&f.threads, "threads", 0, "dbt threads (default 4)")
 	fl.DurationVar(&f.healthCheckInterval, "health-check-interval", 0,
 		"how often pgrelay serve tests the connection on its own and records it in the connection's health (e.g. 15m; 10s to 168h); 0, the default, never")
@@ -158,6 +159,9 @@ func (f *connFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
 	}
 	if ch("schema") {
 		spec.Schema = f.schema
+	}
+	if ch("role") {
+		spec.Role = f.role
 	}
 	if ch("health-check-interval") {
 		spec.HealthCheckInterval = connection.Duration(f.healthCheckInterval)

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -52,6 +53,7 @@ func (s *Spec) PgxConfig() (*pgx.ConnConfig, error) {
 		return nil, fmt.Errorf("connection %s: build config: %w", s.Name, err)
 	}
 	cfg.Password = s.Password.Reveal()
+	maps.Copy(cfg.RuntimeParams, StartupParams(s))
 	s.applyPooler(cfg)
 	// Set after parsing, so that PGREQUIREAUTH is not read either.
 	cfg.RequireAuth = s.EffectiveRequireAuth()
@@ -125,4 +127,14 @@ func (s *Spec) TLSConfig() (*tls.Config, error) {
 		return nil
 	}
 	return cfg, nil
+}
+
+// StartupParams are the startup parameters the spec's sessions log in
+// with besides user and database: the role, when set (the server sets it
+// at login, and the name is never part of SQL).
+func StartupParams(s *Spec) map[string]string {
+	if s.Role == "" {
+		return nil
+	}
+	return map[string]string{"role": s.Role}
 }

@@ -107,6 +107,11 @@ type Spec struct {
 	SSLRootCert string `json:"ssl_root_cert,omitempty"`
 	// Schema is the default schema (dbt's target schema).
 	Schema string `json:"schema,omitempty"`
+	// Role, when set, is the role every session acts as (SET ROLE at
+	// login, libpq's `-c role=...`): the user logs in, the role owns what
+	// it creates. pgrelay sends it as a startup parameter, quoted as a
+	// name, never as SQL (dbt's own `role` runs `set role` unquoted).
+	Role string `json:"role,omitempty"`
 	// Threads is dbt's thread count.
 	Threads int `json:"threads"`
 	// RequireAuth is libpq 16's require_auth: the authentication methods

@@ -170,6 +170,10 @@ func (s *Spec) Validate() error {
 	add("require_auth", validateRequireAuth(s.RequireAuth))
 	add("pooler", validatePooler(s.Pooler))
 	add("schema", validateIdentifier(s.Schema, "schema", false))
+	add("role", validateIdentifier(s.Role, "role", false))
+	if s.Role != "" && s.EffectivePooler() != PoolerNone {
+		add("role", fmt.Errorf("not accepted with a connection pooler (pooler %s), which does not pass a role on: give the user the role with ALTER ROLE %s SET role = ..., or connect without the pooler", s.EffectivePooler(), s.User))
+	}
 	if s.Threads < 1 || s.Threads > MaxThreads {
 		add("threads", fmt.Errorf("%d is out of range: accepted is 1 to %d", s.Threads, MaxThreads))
 	}

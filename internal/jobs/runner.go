@@ -642,7 +642,7 @@ func (x *run) prepareCommands(ctx context.Context) error {
 		return err
 	}
 	up := relay.Upstream{Dial: x.conn.DialDatabase, TLS: pol, Addr: net.JoinHostPort(spec.Host, strconv.Itoa(spec.Port)),
-		RequireAuth: spec.EffectiveRequireAuth()}
+		RequireAuth: spec.EffectiveRequireAuth(), Params: connection.StartupParams(spec)}
 	x.endpoint = relay.NewRegistry(up)
 	password := spec.Password.Reveal()
 	var login *relay.Login

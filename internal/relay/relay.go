@@ -153,6 +153,11 @@ func (r *Relay) Handshake(ctx context.Context, client net.Conn, dial proxy.DialF
 		case r.auth != nil:
 			s, err = r.login(ctx, cs, m, log)
 		default:
+			for k, v := range r.cfg.Upstream.Params {
+				if _, given := m.Parameters[k]; !given {
+					m.Parameters[k] = v
+				}
+			}
 			s, err = r.start(ctx, cs, m, DialFunc(dial), log)
 		}
 		if err != nil {

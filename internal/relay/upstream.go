@@ -35,6 +35,10 @@ type Upstream struct {
 	// gets nothing from the client, which gets an error instead, also when
 	// the client itself would not check (libpq before 16, JDBC, asyncpg).
 	RequireAuth string
+	// Params are startup parameters a session gets when its client sent
+	// none of that name (the connection's role), for authentication that
+	// passes through; a Login logs in with the connection's own.
+	Params map[string]string
 }
 
 // TLSPolicy is what a connection's sslmode asks of the database hop,

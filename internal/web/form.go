@@ -28,7 +28,7 @@ func fieldOrder() []string {
 	return []string{"name", "flavor", "host", "port", "database", "user", "password", "auth.kind", "auth.program", "auth.args",
 		"auth.timeout", "auth.workspace_url", "auth.client_id", "auth.client_secret", "auth.instance", "auth.endpoint",
 		"auth.service_account_key", "auth.service_account", "auth.scope", "auth.lifetime", "sslmode", "ssl_root_cert",
-		"require_auth", "pooler", "schema", "threads", "health_check_interval", "ssh_tunnel.host", "ssh_tunnel.port", "ssh_tunnel.user", "ssh_tunnel.key_type",
+		"require_auth", "pooler", "schema", "role", "threads", "health_check_interval", "ssh_tunnel.host", "ssh_tunnel.port", "ssh_tunnel.user", "ssh_tunnel.key_type",
 		"ssh_tunnel.keepalive_interval", "ssh_tunnel.keepalive_count_max", "ssh_tunnel.known_host",
 		"ssh_tunnel.auth", "ssh_tunnel.proxy_command", "ssh_tunnel.host_authorities"}
 }
@@ -58,6 +58,8 @@ func fieldLabel(key string) string {
 		return "Accepted authentication"
 	case "schema":
 		return "Schema"
+	case "role":
+		return "Role"
 	case "threads":
 		return "Threads"
 	case "health_check_interval":
@@ -230,7 +232,7 @@ func formFromView(v *app.ConnectionView) *connForm {
 	maps.Copy(f.Values, map[string]string{
 		"name": s.Name, "flavor": string(s.Flavor), "host": s.Host, "port": strconv.Itoa(s.Port),
 		"database": s.Database, "user": s.User, "sslmode": string(s.SSLMode), "ssl_root_cert": s.SSLRootCert,
-		"require_auth": s.RequireAuth, "schema": s.Schema, "threads": strconv.Itoa(s.Threads),
+		"require_auth": s.RequireAuth, "schema": s.Schema, "role": s.Role, "threads": strconv.Itoa(s.Threads),
 	})
 	maps.Copy(f.Values, authValues(v))
 	if a := v.Auth; a != nil {
@@ -294,6 +296,7 @@ func parseConnForm(r *http.Request, edit bool, name string) (*parsedForm, error)
 		User:     v["user"],
 		SSLMode:  connection.SSLMode(v["sslmode"]),
 		Schema:   v["schema"],
+		Role:     v["role"],
 		// require_auth is a list such as "!password,!md5".
 		RequireAuth: v["require_auth"],
 	}
