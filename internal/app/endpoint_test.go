@@ -226,15 +226,25 @@ func TestStoredPasswordNotSentWhenVerifiedLess(t *testing.T) {
 	if _, err := f.svc.CreateConnection(ctx, s); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := f.svc.CreateConnection(ctx, func() connection.Spec { c := s.Clone(); c.Name = "public"; return c }()); err != nil {
+		t.Fatal(err)
+	}
+	public := s.Clone()
+	public.Name, public.Password, public.SSLMode = "public", secret.Value{}, connection.SSLVerifyFull // the public CAs
+	if _, err := f.svc.UpdateConnection(ctx, "public", public, nil); err != nil {
+		t.Fatalf("require → verify-full against the public CAs without the password: %v", err)
+	}
+	// A CA of one's own proves nothing yet: only what was accepted before
+	// may be sent without the password (clear text was refused).
 	stricter := s.Clone()
 	stricter.Password = secret.Value{}
 	stricter.SSLMode, stricter.SSLRootCert = connection.SSLVerifyFull, string(real.CAPEM)
-	if _, err := f.svc.UpdateConnection(ctx, "s", stricter, nil); err != nil {
-		t.Fatalf("require → verify-full without the password: %v", err)
+	if _, err := f.svc.UpdateConnection(ctx, "s", stricter, nil); err == nil {
+		t.Fatal("verify-full with a CA given anew, accepting clear text, without the password: accepted")
 	}
 	stricter.RequireAuth = "scram-sha-256"
 	if _, err := f.svc.UpdateConnection(ctx, "s", stricter, nil); err != nil {
-		t.Fatalf("require_auth narrowed without the password: %v", err)
+		t.Fatalf("verify-full with a CA of its own, only SCRAM, without the password: %v", err)
 	}
 	// The same CA as a browser sends it back (CRLF) is the same CA.
 	stricter.SSLRootCert = strings.ReplaceAll(string(real.CAPEM), "\n", "\r\n") + "\r\n"

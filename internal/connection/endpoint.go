@@ -65,9 +65,7 @@ func (s *Spec) Endpoint() Endpoint {
 	}
 	if s.Tunnel != nil {
 		e.Trust.ProxyCommand = slices.Clone(s.Tunnel.ProxyCommand)
-		for _, l := range s.Tunnel.HostAuthorities {
-			e.Trust.HostAuthorities = append(e.Trust.HostAuthorities, strings.Join(strings.Fields(l), " "))
-		}
+		e.Trust.HostAuthorities = slices.Clone(s.Tunnel.HostAuthorities)
 	}
 	return e
 }
@@ -156,8 +154,9 @@ func (e Endpoint) Changes(o Endpoint) []string {
 
 // weakerIn names how next verifies the endpoint less strictly than t: a
 // lower sslmode, another CA certificate for a verifying mode, an
-// authentication method accepted that was refused (by a server whose
-// certificate is not verified), another proxy command, a host CA added.
+// authentication method accepted that was refused (unless the server is
+// proven to be the endpoint as before), another proxy command, a host CA
+// added or a revoked key no longer revoked.
 func (t Trust) weakerIn(next Trust) []string {
 	var out []string
 	modes := SSLModes()
@@ -166,10 +165,15 @@ func (t Trust) weakerIn(next Trust) []string {
 	} else if t.SSLMode.Verifies() && next.SSLMode.Verifies() && t.RootCert != next.RootCert {
 		out = append(out, "the CA certificate that verifies the server (ssl_root_cert)")
 	}
+	// Any method is safe with a server proven to be the endpoint: by
+	// verify-full against the public CAs (a certificate for its very
+	// name), or as it was proven before (the same CA). A CA given anew is
+	// anyone's: whoever holds it would be sent what is accepted.
+	proven := next.SSLMode == SSLVerifyFull && next.RootCert == "" ||
+		next.SSLMode.Verifies() && t.SSLMode.Verifies() && next.RootCert == t.RootCert
 	var accepted []string
 	for _, m := range requireAuthMethods {
-		// Any method is safe with a server proven to be the endpoint.
-		if !next.SSLMode.Verifies() && policyAccepts(next.RequireAuth, m) && !policyAccepts(t.RequireAuth, m) {
+		if !proven && policyAccepts(next.RequireAuth, m) && !policyAccepts(t.RequireAuth, m) {
 			accepted = append(accepted, m)
 		}
 	}
@@ -179,13 +183,48 @@ func (t Trust) weakerIn(next Trust) []string {
 	if !slices.Equal(t.ProxyCommand, next.ProxyCommand) {
 		out = append(out, "the SSH proxy command")
 	}
-	for _, l := range next.HostAuthorities {
-		if !slices.Contains(t.HostAuthorities, l) && !strings.HasPrefix(l, "@revoked") {
+	before, after := authorityLines(t.HostAuthorities), authorityLines(next.HostAuthorities)
+	for _, l := range after {
+		if !slices.Contains(before, l) && !strings.HasPrefix(l, "@revoked ") {
 			out = append(out, "a host CA trusted for the SSH hops (host_authorities)")
 			break
 		}
 	}
+	for _, l := range before {
+		if strings.HasPrefix(l, "@revoked ") && !slices.Contains(after, l) {
+			out = append(out, "a key no longer revoked for the SSH hops (host_authorities)")
+			break
+		}
+	}
 	return out
+}
+
+// authorityLines are the known_hosts lines of host_authorities entries
+// (an entry may hold several), blanks and comments dropped and white space
+// folded, so that they compare line by line.
+func authorityLines(entries []string) []string {
+	var out []string
+	for _, e := range entries {
+		for l := range strings.SplitSeq(e, "\n") {
+			l = strings.Join(strings.Fields(l), " ")
+			if l != "" && !strings.HasPrefix(l, "#") {
+				out = append(out, strings.ToLower(l[:markerEnd(l)])+l[markerEnd(l):])
+			}
+		}
+	}
+	return out
+}
+
+// markerEnd is the length of a line's @marker ("" when it has none), so
+// that the marker compares without regard to case.
+func markerEnd(l string) int {
+	if !strings.HasPrefix(l, "@") {
+		return 0
+	}
+	if i := strings.IndexByte(l, ' '); i > 0 {
+		return i
+	}
+	return len(l)
 }
 
 // PasswordAgainProblem is the field problem given when a connection's

@@ -141,7 +141,14 @@ func TestEndpointTrust(t *testing.T) {
 		weaker string // "" when stricter or the same
 	}{
 		{"sslmode lower", func(s *Spec) { s.SSLMode = SSLPrefer }, "sslmode require → prefer"},
-		{"sslmode higher", func(s *Spec) { s.SSLMode, s.SSLRootCert = SSLVerifyFull, "CA" }, ""},
+		{"verify-full against the public CAs", func(s *Spec) { s.SSLMode = SSLVerifyFull }, ""},
+		// A CA given anew is anyone's: the server it vouches for would be
+		// sent the password in clear text, refused before.
+		{"verify-full with a CA given anew", func(s *Spec) { s.SSLMode, s.SSLRootCert = SSLVerifyFull, "CA" }, "require_auth now accepts password"},
+		{"verify-ca against the public CAs", func(s *Spec) { s.SSLMode = SSLVerifyCA }, "require_auth now accepts password"},
+		{"verify-full with a CA given anew, only SCRAM", func(s *Spec) {
+			s.SSLMode, s.SSLRootCert, s.RequireAuth = SSLVerifyFull, "CA", "scram-sha-256"
+		}, ""},
 		{"clear text accepted unverified", func(s *Spec) { s.RequireAuth = "password,scram-sha-256" }, "require_auth now accepts password"},
 		{"clear text no longer refused", func(s *Spec) { s.RequireAuth = "!gss" }, "require_auth now accepts password"},
 		{"only SCRAM", func(s *Spec) { s.RequireAuth = "scram-sha-256" }, ""},
@@ -154,6 +161,13 @@ func TestEndpointTrust(t *testing.T) {
 			s.Tunnel.HostAuthorities = append(s.Tunnel.HostAuthorities, "@revoked * ssh-ed25519 AAAAold")
 		}, ""},
 		{"host CA removed", func(s *Spec) { s.Tunnel.HostAuthorities = nil }, ""},
+		// An entry may hold several lines: a CA behind a revocation counts.
+		{"host CA in an entry of several lines", func(s *Spec) {
+			s.Tunnel.HostAuthorities = append(s.Tunnel.HostAuthorities, "@revoked * ssh-ed25519 AAAAold\n@cert-authority * ssh-ed25519 AAAAevil")
+		}, "host_authorities"},
+		{"the same lines as one entry", func(s *Spec) {
+			s.Tunnel.HostAuthorities = []string{"@CERT-AUTHORITY *.corp ssh-ed25519 AAAAone\n# a comment\n"}
+		}, ""},
 		{"spaces in a host CA line", func(s *Spec) { s.Tunnel.HostAuthorities = []string{" @cert-authority  *.corp ssh-ed25519 AAAAone "} }, ""},
 	} {
 		next := base.Clone()
@@ -171,6 +185,12 @@ func TestEndpointTrust(t *testing.T) {
 		if base.Endpoint().Key() != next.Endpoint().Key() {
 			t.Errorf("%s: the sealed key changed with how the endpoint is verified", tc.name)
 		}
+	}
+	// A revocation taken back lets a key in again.
+	revoked := base.Clone()
+	revoked.Tunnel.HostAuthorities = append(revoked.Tunnel.HostAuthorities, "@revoked * ssh-ed25519 AAAAold")
+	if ch := revoked.Endpoint().Changes(base.Endpoint()); len(ch) != 1 || !strings.Contains(ch[0], "no longer revoked") {
+		t.Errorf("a revocation removed: %q", ch)
 	}
 	// Under verify-full another CA is another endpoint; a verified server
 	// may be sent any method.

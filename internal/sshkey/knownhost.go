@@ -42,6 +42,11 @@ func ParseKnownHosts(text, host string, port int) ([]ssh.PublicKey, error) {
 	if len(text) > MaxKnownHostLen {
 		return nil, fmt.Errorf("too long (%d bytes): at most %d bytes; %s", len(text), MaxKnownHostLen, KnownHostAccepted)
 	}
+	if strings.Contains(text, "PRIVATE KEY") {
+		// Never echoed: a line of it would be a piece of the key.
+		return nil, errors.New("this is a private key, which must not leave the bastion: give its public key (the .pub file beside it); " +
+			KnownHostAccepted)
+	}
 	bastion := knownhosts.Normalize(net.JoinHostPort(host, strconv.Itoa(port)))
 	var keys []ssh.PublicKey
 	var problems []string
@@ -93,7 +98,7 @@ func parseKnownHostLine(line, bastion string) (ssh.PublicKey, error) {
 		marker, hosts, k, _, _, err := ssh.ParseKnownHosts([]byte(line))
 		if errors.Is(err, io.EOF) {
 			// x/crypto's way of saying it found no key in the line.
-			return nil, fmt.Errorf("%q is neither a public key nor a known_hosts line", truncate(line, 40))
+			return nil, fmt.Errorf("%q is neither a public key nor a known_hosts line", truncate(line, 16))
 		}
 		if err != nil {
 			return nil, fmt.Errorf("neither a public key nor a known_hosts line: %w", err)

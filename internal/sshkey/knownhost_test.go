@@ -70,3 +70,23 @@ func TestParseKnownHosts(t *testing.T) {
 		t.Errorf("parsed key differs: %v", err)
 	}
 }
+
+// TestParseKnownHostsPrivateKey: a private key pasted where the public
+// one belongs is refused without any piece of it in the error.
+func TestParseKnownHostsPrivateKey(t *testing.T) {
+	t.Parallel()
+	pair, err := sshkey.Generate(sshkey.Ed25519, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemText := string(pair.PrivatePEM)
+	_, err = sshkey.ParseKnownHosts(pemText, "bastion", 22)
+	if err == nil || !strings.Contains(err.Error(), "this is a private key") {
+		t.Fatalf("private key: %v", err)
+	}
+	for _, line := range strings.Split(pemText, "\n") {
+		if len(line) > 8 && !strings.HasPrefix(line, "-----") && strings.Contains(err.Error(), line[:8]) {
+			t.Fatalf("the error holds a piece of the private key: %v", err)
+		}
+	}
+}
