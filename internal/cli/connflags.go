@@ -59,21 +59,21 @@ func flagForField(field string) string {
 
 // connFlags are the flags of `connection create` and `connection update`.
 type connFlags struct {
-	flavor, host, database, user string
-	port                         int
-	passwordEnv                  string
-	passwordStdin                bool
-	passwordFlag                 string
+	flavor, host, database, user       string
+	port                               int
+	passwordEnv                        string
+	passwordStdin                      bool
+	passwordFlag                       string
 	sslMode, sslRootCert, schema, role string
-	requireAuth                  string
-	threads                      int
-	healthCheckInterval          time.Duration
-	sshHost, sshUser, sshKeyType string
-	sshPort                      int
-	sshKeepaliveInterval         time.Duration
-	sshKeepaliveCountMax         int
-	noSSHTunnel                  bool
-	sshKnownHost                 []string
+	requireAuth                        string
+	threads                            int
+	healthCheckInterval                time.Duration
+	sshHost, sshUser, sshKeyType       string
+	sshPort                            int
+	sshKeepaliveInterval               time.Duration
+	sshKeepaliveCountMax               int
+	noSSHTunnel                        bool
+	sshKnownHost                       []string
 	// hops are the flags of chains of hops, proxy commands, certificate
 	// logins and host authorities (hops.go).
 	hops hopFlags
