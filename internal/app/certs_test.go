@@ -197,7 +197,9 @@ func TestHostCertificate(t *testing.T) {
 		cur, _ := f.svc.GetConnection(ctx, "hc")
 		s := cur.Spec()
 		s.Tunnel.HostAuthorities = lines
-		if _, err := f.svc.UpdateConnection(ctx, "hc", s, nil); err != nil {
+		// Taking a revocation back needs the password again.
+		pw := secret.New(db.Password)
+		if _, err := f.svc.UpdateConnection(ctx, "hc", s, &pw); err != nil {
 			t.Fatal(err)
 		}
 	}

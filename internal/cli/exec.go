@@ -85,6 +85,8 @@ as tokens near expiry, and the program never sees a token.`,
 			go func() {
 				select {
 				case s := <-sigs:
+					// A second one ends pgrelay at once (the default action).
+					signal.Stop(sigs)
 					cancel(&jobs.CancelledError{By: "signal " + s.String()})
 				case <-ctx.Done():
 				}
@@ -92,7 +94,11 @@ as tokens near expiry, and the program never sees a token.`,
 			if interactive {
 				// Once the program has gone, Ctrl-C is pgrelay's again:
 				// it stops a wait to reach the server after a drop.
-				req.Exited = func() { signal.Notify(sigs, syscall.SIGINT) }
+				req.Exited = func() {
+					if ctx.Err() == nil { // else a signal came already: the next ends pgrelay
+						signal.Notify(sigs, syscall.SIGINT)
+					}
+				}
 			}
 			res, err := svc.Exec(ctx, req)
 			if err != nil {

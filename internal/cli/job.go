@@ -350,6 +350,10 @@ func (r *runner) runJobLocally(ctx context.Context, name, output string, logLimi
 	go func() {
 		select {
 		case s := <-sigs:
+			// A second one ends pgrelay at once (the default action),
+			// should stopping the run's statements take long.
+			signal.Stop(sigs)
+			fmt.Fprintln(r.env.Stderr, "Stopping the run and its statements on the server (press Ctrl-C again to leave at once)...")
 			cancel(&jobs.CancelledError{By: "signal " + s.String()})
 		case <-ctx.Done():
 		}

@@ -98,6 +98,9 @@ func (x *run) finish(ctx context.Context, res *Result) {
 	}
 	res.Cleanup = &c
 	x.log(-1, StreamSystem, "cleanup: "+c.Message)
+	// Whether the run was stopped (a cancel, its time limit) before its
+	// tunnel was found gone, taken before anyone hears of the wait.
+	stoppedFirst := ctx.Err() != nil
 	if x.hooks.CleanupPending != nil {
 		x.hooks.CleanupPending(c)
 	}
@@ -110,8 +113,15 @@ func (x *run) finish(ctx context.Context, res *Result) {
 		}()
 		return
 	}
-	got := x.retryCleanup(ctx, backends, c)
-	if ctx.Err() != nil {
+	wctx := ctx
+	if stoppedFirst {
+		// The cleanup is for just that stop, so it goes on (within
+		// CleanupFor; the CLI leaves at a second Ctrl-C). A stop that
+		// comes while it waits ends the wait.
+		wctx = context.WithoutCancel(ctx)
+	}
+	got := x.retryCleanup(wctx, backends, c)
+	if wctx.Err() != nil {
 		// Stopped before the server could be reached: nothing of
 		// pgrelay's goes on trying, so say what is left to do by hand.
 		got.Status = CleanupFailed

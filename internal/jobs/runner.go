@@ -848,6 +848,9 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 	var pipes []io.Closer  // closed once read to the end
 	if s := x.r.Stdio; s != nil {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = s.In, s.Out, s.Err
+		// Copies to writers that are not files end with the program,
+		// whatever it left holding them (see below).
+		cmd.WaitDelay = pipeDrain
 		if f, ok := s.In.(*os.File); ok && isTerminal(f) {
 			// Interactive: stay in the terminal's foreground group.
 			cmd.SysProcAttr.Setpgid = false
@@ -904,7 +907,20 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 	// The step ends with its program: what the program left running in
 	// its process group (a child in the background) ends with it, so that
 	// nothing of the step's outlives it, also the run.
-	state, werr := cmd.Process.Wait()
+	var state *os.ProcessState
+	var werr error
+	if x.r.Stdio != nil {
+		// exec's own copying of the program's standard streams is waited
+		// for (and bounded by WaitDelay) only by cmd.Wait.
+		werr = cmd.Wait()
+		var ee *exec.ExitError
+		if errors.Is(werr, exec.ErrWaitDelay) || errors.As(werr, &ee) {
+			werr = nil // the exit status is in the state
+		}
+		state = cmd.ProcessState
+	} else {
+		state, werr = cmd.Process.Wait()
+	}
 	if cmd.SysProcAttr.Setpgid {
 		if n := x.endGroup(cmd.Process.Pid); n != "" {
 			x.log(i, StreamSystem, fmt.Sprintf("%s exited leaving processes in its group: %s", prog, n))

@@ -98,12 +98,14 @@ func (s *Stopper) Stop(ctx context.Context, backends []Backend, closeClients fun
 	// A role setting (ALTER ROLE … SET role) makes every session of the
 	// user start as another role, which may neither see the run's
 	// backends nor signal them: back to the user that logged in.
-	if _, err := mon.Exec(ctx, "SET ROLE NONE"); err != nil {
+	if _, err := mon.Exec(ctx, "SET ROLE NONE"); err != nil && mon.IsClosed() {
 		if closeClients != nil {
 			closeClients()
 		}
 		return s.unreachable(backends, err), err
 	}
+	// A server that refuses it (a PostgreSQL-compatible one) goes on as
+	// the session started.
 
 	states, err := s.states(ctx, mon, backends)
 	if err != nil {
