@@ -3,6 +3,8 @@ package cli_test
 import (
 	"strings"
 	"testing"
+
+	"github.com/pgrelay/pgrelay/internal/sshkey"
 )
 
 // TestFlagValueErrors: a flag value the parser rejects, or an explicit 0
@@ -42,4 +44,20 @@ func TestFlagValueErrors(t *testing.T) {
 	if r := h.ok("connection", "create", "y", "--host", "127.0.0.1", "--database", "d", "--user", "u", "--password-env", "PW"); strings.Contains(r.stderr, "Note:") {
 		t.Fatalf("a note with a password given: %s", r.stderr)
 	}
+}
+
+// TestHostAuthorityFlag: --ssh-host-authority takes a known_hosts line
+// with its marker as the help shows it; it used to read
+// "@cert-authority ..." as the name of a file.
+func TestHostAuthorityFlag(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ca, err := sshkey.Generate(sshkey.Ed25519, "ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := "@cert-authority *.corp.example.com " + strings.TrimSpace(sshkey.AuthorizedKey(ca.Public, ""))
+	h.ok("connection", "create", "ca", "--host", "127.0.0.1", "--database", "d", "--user", "u",
+		"--ssh-host", "bastion.corp.example.com", "--ssh-user", "u", "--ssh-host-authority", line)
+	contains(t, "show", h.ok("connection", "show", "ca", "-o", "json").stdout, "@cert-authority *.corp.example.com ssh-ed25519 ")
 }

@@ -201,7 +201,8 @@ func parseCommandFlag(v string) ([]string, error) {
 func readLinesFlag(flag string, values []string) ([]string, error) {
 	var out []string
 	for _, v := range values {
-		if name, ok := strings.CutPrefix(v, "@"); ok {
+		// "@cert-authority …" and "@revoked …" are lines, not files.
+		if name, ok := strings.CutPrefix(v, "@"); ok && !isMarkerLine(v) {
 			b, err := os.ReadFile(name)
 			if err != nil {
 				return nil, usagef("%s: %v", flag, err)
@@ -215,4 +216,15 @@ func readLinesFlag(flag string, values []string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// isMarkerLine reports whether v starts with a known_hosts marker
+// (@cert-authority, @revoked) followed by white space.
+func isMarkerLine(v string) bool {
+	marker, rest, ok := strings.Cut(v, " ")
+	if !ok {
+		marker, rest, ok = strings.Cut(v, "\t")
+	}
+	m := strings.ToLower(marker)
+	return ok && strings.TrimSpace(rest) != "" && (m == "@cert-authority" || m == "@revoked")
 }
