@@ -434,7 +434,7 @@ func renderTargets(w io.Writer, res *results) {
 	p("%d targets met, %d within noise, %d not met, %d not measured.", counts[met], counts[withinNoise], counts[missed], counts[notMeasured])
 	p("")
 	if len(short) > 0 {
-		p("Missed targets are explained under [What profiling found](#what-profiling-found).")
+		p("What bounds each missed target is under [The targets missed here](#the-targets-missed-here-and-what-bounds-them), the measurements behind it under [What profiling found](#what-profiling-found).")
 		p("")
 	}
 }
