@@ -138,16 +138,17 @@ type ConnectionView struct {
 
 // Health statuses of a ConnectionHealth.
 const (
-	HealthOK      = "ok"      // the newest test or run succeeded
-	HealthFailing = "failing" // the newest test or run failed
-	HealthUnknown = "unknown" // no test or run yet
+	HealthOK      = "ok"      // the newest test, run or use succeeded
+	HealthFailing = "failing" // the newest test or run failed, and nothing succeeded since
+	HealthUnknown = "unknown" // no test, run or use yet
 )
 
 // ConnectionHealth is how a connection has been doing: its last test, its
 // last successful use, its tunnels open now (in the answering server
 // process) and its recent tests, runs and uses.
 type ConnectionHealth struct {
-	// Status is ok, failing or unknown, by the newest test or run.
+	// Status is ok, failing or unknown, by the newest test, run or
+	// successful use.
 	Status string `json:"status"`
 	// LastTest is the newest connection test.
 	LastTest *ConnectionCheck `json:"last_test,omitempty"`

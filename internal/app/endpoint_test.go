@@ -14,6 +14,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
@@ -323,6 +324,7 @@ func TestRunHealthIsTheConnections(t *testing.T) {
 		{Status: jobs.Failed, Err: &jobs.TimeoutError{After: time.Minute}},
 		{Status: jobs.Failed, Err: &jobs.StepError{Step: 0, Label: "dbt test", Err: errors.New("dbt exited with code 1")}},
 		{Status: jobs.Failed, Err: &jobs.StepError{Step: 0, Label: "dbt", Refused: true, Err: errors.New("not allowed")}},
+		{Status: jobs.Failed, Err: &jobs.InterruptedError{Reason: "the pgrelay process running it shut down"}},
 	} {
 		f.svc.RunEnded(ctx, job, "r2", jobs.Manual, res, time.Second)
 		if got := status(); got != "ok" {
@@ -338,6 +340,42 @@ func TestRunHealthIsTheConnections(t *testing.T) {
 		if got := status(); got != "failing" {
 			t.Fatalf("after a run whose connection failed (%v): %s", res.Err, got)
 		}
+	}
+}
+
+// TestHealthOKAfterAUseThatWorked: a query (or any use) that succeeds
+// after a failed test makes the connection ok again; it used to stay
+// failing until the next test or run.
+func TestHealthOKAfterAUseThatWorked(t *testing.T) {
+	t.Parallel()
+	f := newService(t)
+	ctx := context.Background()
+	if _, err := f.svc.CreateConnection(ctx, spec("wh")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := f.store.GetConnection(ctx, "wh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := func() string {
+		v, err := f.svc.GetConnection(ctx, "wh")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.Health.Status
+	}
+	at := time.Now().UTC().Add(-time.Minute)
+	if err := f.store.AddConnectionCheck(ctx, c.ID, store.ConnectionCheck{Kind: store.CheckTest, At: at, OK: false, Step: "tcp"}, 20); err != nil {
+		t.Fatal(err)
+	}
+	if got := status(); got != app.HealthFailing {
+		t.Fatalf("after a failed test: %s", got)
+	}
+	if err := f.store.AddConnectionCheck(ctx, c.ID, store.ConnectionCheck{Kind: store.CheckUse, At: at.Add(time.Second), OK: true, Source: "query"}, 20); err != nil {
+		t.Fatal(err)
+	}
+	if got := status(); got != app.HealthOK {
+		t.Errorf("after a query that worked since the failed test: %s, want ok", got)
 	}
 }
 

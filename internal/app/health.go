@@ -29,16 +29,18 @@ const (
 
 // Health statuses.
 const (
-	HealthOK      = "ok"      // the newest test or run succeeded
-	HealthFailing = "failing" // the newest test or run failed
-	HealthUnknown = "unknown" // no test or run yet
+	HealthOK      = "ok"      // the newest test, run or use succeeded
+	HealthFailing = "failing" // the newest test or run failed, and nothing succeeded since
+	HealthUnknown = "unknown" // no test, run or use yet
 )
 
 // ConnectionHealth is how a connection has been doing: its last test, its
 // last successful use, its tunnels now (in this process) and its recent
 // tests, runs and uses.
 type ConnectionHealth struct {
-	// Status is ok, failing or unknown, by the newest test or run.
+	// Status is ok, failing or unknown, by the newest test, run or use
+	// (only successful uses are recorded: a query that works after a
+	// failed test turns the connection ok).
 	Status string `json:"status"`
 	// LastTest is the newest connection test.
 	LastTest *store.ConnectionCheck `json:"last_test,omitempty"`
@@ -63,7 +65,7 @@ func (s *Connector) health(c *store.Connection, checks []store.ConnectionCheck) 
 		if ch.Kind == store.CheckTest && h.LastTest == nil {
 			h.LastTest = ch
 		}
-		if h.Status == HealthUnknown && ch.Kind != store.CheckUse {
+		if h.Status == HealthUnknown {
 			h.Status = HealthFailing
 			if ch.OK {
 				h.Status = HealthOK
@@ -155,14 +157,16 @@ func (s *Connector) RunEnded(ctx context.Context, job jobs.Job, runID string, tr
 
 // connectionFailed reports whether a run's error is its connection's: it
 // could not be opened (or a SQL step could not connect), or its tunnel
-// dropped; not a step of the job's own, a cancel or a time limit.
+// dropped; not a step of the job's own, a cancel, a time limit or the
+// process working the run shutting down.
 func connectionFailed(err error) bool {
 	var step *jobs.StepError
 	var cancelled *jobs.CancelledError
 	var timeout *jobs.TimeoutError
+	var interrupted *jobs.InterruptedError
 	var connect *pgconn.ConnectError
 	switch {
-	case err == nil, errors.As(err, &cancelled), errors.As(err, &timeout):
+	case err == nil, errors.As(err, &cancelled), errors.As(err, &timeout), errors.As(err, &interrupted):
 		return false
 	case errors.As(err, &step):
 		return !step.Refused && errors.As(step.Err, &connect)
