@@ -431,6 +431,13 @@ func (s *Session) LoginUpstream(ctx context.Context, params map[string]string) (
 			pc.RuntimeParams[k] = v
 		}
 	}
+	for k := range connection.StartupParams(&s.spec) {
+		// The client chose it in its options: the connection's must not
+		// override it.
+		if _, given := params[k]; !given && connection.OptionSets(params["options"], k) {
+			delete(pc.RuntimeParams, k)
+		}
+	}
 	var last error
 	for range 2 {
 		c := pc.Copy()

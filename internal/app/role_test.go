@@ -59,6 +59,22 @@ func TestConnectionRole(t *testing.T) {
 		}
 	}
 
+	// A client that chose a role in its options keeps it: the server
+	// applies startup parameters after the options, so the endpoint's
+	// role used to win.
+	if _, err := exec.LookPath("psql"); err == nil {
+		alt := db.User + "_alt"
+		pg.CreateRole(t, alt, "unused-pw")
+		pg.Exec(t, "GRANT "+pgx.Identifier{alt}.Sanitize()+" TO "+pgx.Identifier{db.User}.Sanitize())
+		t.Cleanup(func() { pg.Exec(t, "DROP ROLE "+pgx.Identifier{alt}.Sanitize()) })
+		var stdout, stderr testenv.LogBuffer
+		res, err := f.svc.Exec(ctx, app.ExecRequest{Connection: "r", Command: []string{"psql", "-XAt", "-d", "options='-c role=" + alt + "'",
+			"-c", "select current_user"}, Stdio: &jobs.Stdio{In: strings.NewReader(""), Out: &stdout, Err: &stderr}})
+		if err != nil || res.Status != jobs.Succeeded || strings.TrimSpace(stdout.String()) != alt {
+			t.Fatalf("psql choosing role %s in its options: %v %s %q %s", alt, err, res.Reason, stdout.String(), stderr.String())
+		}
+	}
+
 	s.Name, s.Role = "nope", other
 	if _, err := f.svc.CreateConnection(ctx, s); err != nil {
 		t.Fatal(err)

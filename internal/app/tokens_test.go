@@ -475,3 +475,34 @@ func TestProxyWithTokens(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenLoginRoleChosenInOptions: through a run's endpoint logging in
+// with a token, a client that chose a role in its options keeps it; the
+// connection's role used to override it (startup parameters apply after
+// the options).
+func TestTokenLoginRoleChosenInOptions(t *testing.T) {
+	if _, err := exec.LookPath("psql"); err != nil {
+		t.Skip("psql not installed")
+	}
+	t.Parallel()
+	e := startTokenEnv(t)
+	for _, r := range []string{"lake_reader", "lake_alt"} {
+		e.pg.CreateRole(t, r, "unused-"+credentialtest.RandomToken())
+		e.pg.Exec(t, "GRANT "+r+" TO "+lakeRole)
+	}
+	f := e.service(t, credential.CacheConfig{})
+	ctx := context.Background()
+	s := e.lakebase("lbr", e.db.ClientSecret)
+	s.Role = "lake_reader"
+	if _, err := f.svc.CreateConnection(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	for options, want := range map[string]string{"": "lake_reader", "options='-c role=lake_alt'": "lake_alt"} {
+		var out bytes.Buffer
+		res, _ := runJob(t, f.svc, s.Name, &jobs.Stdio{Out: &out, Err: &out},
+			jobs.Step{Command: []string{"psql", "-XAt", "-d", options, "-c", "select 'as=' || current_user"}})
+		if res.Status != jobs.Succeeded || !strings.Contains(out.String(), "as="+want) {
+			t.Errorf("psql -d %q: %s %s\n%s (want as=%s)", options, res.Status, res.Reason, out.String(), want)
+		}
+	}
+}

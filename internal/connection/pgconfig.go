@@ -138,3 +138,60 @@ func StartupParams(s *Spec) map[string]string {
 	}
 	return map[string]string{"role": s.Role}
 }
+
+// OptionSets reports whether a client's options startup parameter (as
+// libpq's PGOPTIONS, e.g. "-c role=x") sets the parameter name: such a
+// client chose it itself, and the server would apply a startup parameter
+// of the same name after the options, overriding its choice.
+func OptionSets(options, name string) bool {
+	args := optionArgs(options)
+	for i, a := range args {
+		var setting string
+		switch {
+		case a == "-c" && i+1 < len(args):
+			setting = args[i+1]
+		case strings.HasPrefix(a, "--"):
+			setting = a[2:]
+		case strings.HasPrefix(a, "-c"):
+			setting = a[2:]
+		default:
+			continue
+		}
+		k, _, ok := strings.Cut(setting, "=")
+		if ok && strings.EqualFold(strings.ReplaceAll(k, "-", "_"), name) {
+			return true
+		}
+	}
+	return false
+}
+
+// optionArgs splits an options startup parameter as the server does:
+// at unescaped white space, a backslash taking the next character as it
+// is.
+func optionArgs(options string) []string {
+	var args []string
+	var cur strings.Builder
+	inArg, escaped := false, false
+	for _, c := range options {
+		switch {
+		case escaped:
+			cur.WriteRune(c)
+			escaped = false
+		case c == '\\':
+			escaped, inArg = true, true
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
+			if inArg {
+				args = append(args, cur.String())
+				cur.Reset()
+				inArg = false
+			}
+		default:
+			cur.WriteRune(c)
+			inArg = true
+		}
+	}
+	if inArg {
+		args = append(args, cur.String())
+	}
+	return args
+}

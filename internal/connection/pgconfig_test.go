@@ -438,3 +438,26 @@ func TestPgxConfigIgnoresEnvironment(t *testing.T) {
 		}
 	}
 }
+
+func TestOptionSets(t *testing.T) {
+	for _, tc := range []struct {
+		options string
+		want    bool
+	}{
+		{"", false},
+		{"-c role=x", true},
+		{"-crole=x", true},
+		{"--role=x", true},
+		{"  -c   ROLE=x ", true},
+		{"-c search_path=a -c role=b", true},
+		{"-c search_path=role=x", false},
+		{"-c role", false},
+		{`-c application_name=a\ -c\ role=x`, false}, // one escaped argument
+		{"-c rolex=1", false},
+		{"role=x", false},
+	} {
+		if got := OptionSets(tc.options, "role"); got != tc.want {
+			t.Errorf("OptionSets(%q, role) = %v, want %v", tc.options, got, tc.want)
+		}
+	}
+}

@@ -154,7 +154,7 @@ func (r *Relay) Handshake(ctx context.Context, client net.Conn, dial proxy.DialF
 			s, err = r.login(ctx, cs, m, log)
 		default:
 			for k, v := range r.cfg.Upstream.Params {
-				if _, given := m.Parameters[k]; !given {
+				if _, given := m.Parameters[k]; !given && !connection.OptionSets(m.Parameters["options"], k) {
 					m.Parameters[k] = v
 				}
 			}
@@ -581,3 +581,4 @@ func (r byteReader) Read(p []byte) (int, error) {
 	p[0] = c
 	return 1, nil
 }
+
