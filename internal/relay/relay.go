@@ -581,4 +581,3 @@ func (r byteReader) Read(p []byte) (int, error) {
 	p[0] = c
 	return 1, nil
 }
-
