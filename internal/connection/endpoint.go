@@ -167,10 +167,12 @@ func (t Trust) weakerIn(next Trust) []string {
 	}
 	// Any method is safe with a server proven to be the endpoint: by
 	// verify-full against the public CAs (a certificate for its very
-	// name), or as it was proven before (the same CA). A CA given anew is
-	// anyone's: whoever holds it would be sent what is accepted.
+	// name), or as it was proven before (the same CA given with the
+	// connection). A CA given anew is anyone's: whoever holds it would be
+	// sent what is accepted; and verify-ca against the public CAs proves
+	// nothing (any public certificate passes).
 	proven := next.SSLMode == SSLVerifyFull && next.RootCert == "" ||
-		next.SSLMode.Verifies() && t.SSLMode.Verifies() && next.RootCert == t.RootCert
+		next.SSLMode.Verifies() && t.SSLMode.Verifies() && next.RootCert != "" && next.RootCert == t.RootCert
 	var accepted []string
 	for _, m := range requireAuthMethods {
 		if !proven && policyAccepts(next.RequireAuth, m) && !policyAccepts(t.RequireAuth, m) {

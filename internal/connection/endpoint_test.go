@@ -205,6 +205,22 @@ func TestEndpointTrust(t *testing.T) {
 	if !full.Endpoint().Covers(anyMethod.Endpoint()) {
 		t.Error("accepting any method from a verified server counted as verifying less")
 	}
+	// verify-ca against the public CAs proves no server: any holder of a
+	// public certificate passes, so accepting clear text from it needs
+	// the password again, even though the CAs are the same as before.
+	publicCA := Spec{Host: "db", Port: 5432, User: "dbt", SSLMode: SSLVerifyCA, RequireAuth: "scram-sha-256"}
+	clear := publicCA.Clone()
+	clear.RequireAuth = "password,scram-sha-256"
+	if ch := publicCA.Endpoint().Changes(clear.Endpoint()); len(ch) != 1 || !strings.Contains(ch[0], "require_auth now accepts password") {
+		t.Errorf("clear text accepted under verify-ca against the public CAs: %q", ch)
+	}
+	privateCA := publicCA.Clone()
+	privateCA.SSLRootCert = "CA one"
+	clear = privateCA.Clone()
+	clear.RequireAuth = ""
+	if !privateCA.Endpoint().Covers(clear.Endpoint()) {
+		t.Error("any method accepted under verify-ca by the same CA given before counted as verifying less")
+	}
 	ca := full.Clone()
 	ca.SSLMode = SSLVerifyCA
 	if ch := full.Endpoint().Changes(ca.Endpoint()); len(ch) != 1 || ch[0] != "sslmode verify-full → verify-ca" {
