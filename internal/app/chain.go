@@ -230,6 +230,11 @@ func (s *Connector) openChain(ctx context.Context, c *store.Connection, opts cha
 		return nil, s.explainChainError(ctx, c, keys, err)
 	}
 	s.observeTunnel(name, chain)
+	for i := range min(chain.Len(), len(hops)) {
+		if addr := hops[i].Addr(); hasGivenPin(findPins(pins, addr)) && chain.Hop(i).HostKey() != nil {
+			s.confirmGivenPins(ctx, name, addr, chain.Hop(i).HostKey())
+		}
+	}
 	if !opts.noPromote {
 		s.afterLogin(ctx, c, keys, chain)
 	}
@@ -301,8 +306,9 @@ func (s *Connector) explainChainError(ctx context.Context, c *store.Connection, 
 		return &HostKeyChangedError{Connection: name, Hop: where, Err: mismatch}
 	}
 	if errors.As(err, &mismatch) && len(mismatch.Pinned) > 0 && mismatch.PresentedKey != nil {
+		unverified := pinsUnverified(findPins(readPins(c, &c.Spec), addr))
 		s.hostKeyChanged(ctx, name, addr, mismatch.PresentedKey, mismatch.Pinned)
-		return &HostKeyChangedError{Connection: name, Hop: where, Err: mismatch}
+		return &HostKeyChangedError{Connection: name, Hop: where, Err: mismatch, Unverified: unverified}
 	}
 	var authErr *tunnel.AuthError
 	if errors.As(err, &authErr) {

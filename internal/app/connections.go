@@ -560,6 +560,17 @@ func (s *Service) TrustHostKey(ctx context.Context, name, fingerprint string) (_
 			pending = append(pending, e)
 		}
 	}
+	if addr, ok := pinnedAt(pins, c.Spec.Hops(), fingerprint); ok && !pendingHas(pending, fingerprint) {
+		waiting := ""
+		for _, e := range pending {
+			if k, err := sshkey.ParsePublic(e.Pending); err == nil {
+				waiting += fmt.Sprintf("; the key waiting for approval at %s is %s: confirm it with the bastion's administrator "+
+					"before approving it with that fingerprint", e.Addr, sshkey.Fingerprint(k))
+			}
+		}
+		return nil, invalidf("host key %s is already pinned for %s of connection %s: nothing to approve "+
+			"(`pgrelay connection show %s` lists the pinned keys)%s", fingerprint, addr, name, name, waiting)
+	}
 	if len(pending) == 0 {
 		return nil, invalidf("connection %s has no host key waiting for approval; connect first (e.g. `pgrelay query %s 'select 1'`) so the bastion presents its key", name, name)
 	}
@@ -590,6 +601,34 @@ func (s *Service) TrustHostKey(ctx context.Context, name, fingerprint string) (_
 	}
 	s.logger.InfoContext(ctx, "bastion host key trusted", "connection", name, "bastion", addr, "fingerprint", fingerprint)
 	return view(c), nil
+}
+
+// pinnedAt returns the address of the hop, among hops, that has a key
+// with the fingerprint pinned.
+func pinnedAt(pins []store.HopHostKeys, hops []connection.Hop, fingerprint string) (string, bool) {
+	for _, h := range hops {
+		e := findPins(pins, h.Addr())
+		if e == nil {
+			continue
+		}
+		for _, line := range e.Keys {
+			if k, err := sshkey.ParsePublic(line); err == nil && sshkey.Fingerprint(k) == fingerprint {
+				return h.Addr(), true
+			}
+		}
+	}
+	return "", false
+}
+
+// pendingHas reports whether one of the keys waiting for approval has the
+// fingerprint.
+func pendingHas(pending []*store.HopHostKeys, fingerprint string) bool {
+	for _, e := range pending {
+		if k, err := sshkey.ParsePublic(e.Pending); err == nil && sshkey.Fingerprint(k) == fingerprint {
+			return true
+		}
+	}
+	return false
 }
 
 // pinHostKey records key as the pinned host key of the hop at addr (first

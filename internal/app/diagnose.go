@@ -164,7 +164,7 @@ func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn s
 		}
 		for i, h := range in.Spec.Hops() {
 			if h.Addr() == addr {
-				in.Hops[i].HostKeys = keys
+				in.Hops[i].HostKeys, in.Hops[i].HostKeysUnverified = keys, true
 			}
 		}
 	}
@@ -215,6 +215,10 @@ func (s *Service) recordHopHostKey(ctx context.Context, c *store.Connection, rep
 		if err := s.pinHostKey(ctx, name, addr, hk.Key); err != nil {
 			s.logger.WarnContext(ctx, "could not pin the bastion host key seen by a connection test", "connection", name,
 				"error", err)
+		}
+	case diagnose.HostKeyPinned:
+		if handshakePassed(rep, hk.Hop) && hasGivenPin(findPins(readPins(c, &c.Spec), addr)) {
+			s.confirmGivenPins(ctx, name, addr, hk.Key)
 		}
 	case diagnose.HostKeyChanged:
 		s.hostKeyChanged(ctx, name, addr, hk.Key, hk.Pinned)
@@ -298,6 +302,7 @@ func (s *Service) sshInput(ctx context.Context, c *store.Connection, in *diagnos
 		if hi.HostKeys, err = parsePins(findPins(pins, h.Addr())); err != nil {
 			return nil, fmt.Errorf("connection %s: pinned host key of %s: %w", spec.Name, h.Addr(), err)
 		}
+		hi.HostKeysUnverified = pinsUnverified(findPins(pins, h.Addr()))
 		if own := ownKeyOf(c, hops, i); own != nil {
 			// The hop's own key (a draft's hop whose key pair is not
 			// made yet tries the connection's).

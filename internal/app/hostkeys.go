@@ -85,7 +85,7 @@ func pinKnownHostKeys(c *store.Connection, pins []store.HopHostKeys, known map[s
 		e := pinsAt(&pins, addr)
 		e.Keys = nil
 		for _, k := range keys {
-			e.Keys = append(e.Keys, sshkey.AuthorizedKey(k, ""))
+			e.Keys = append(e.Keys, sshkey.AuthorizedKey(k, givenPin))
 		}
 		e.Pending, e.PendingSeen = "", time.Time{}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -95,6 +96,13 @@ func TestApproveHostKeyPolicy(t *testing.T) {
 	if err := selectOne(ctx, f.svc, "wh"); err != nil {
 		t.Fatalf("after approval: %v", err)
 	}
+	// Approving it again has nothing to do, and says so: the key is
+	// pinned, which is not the same as no key having been presented.
+	_, err = f.svc.TrustHostKey(ctx, "wh", fp)
+	if !errors.Is(err, app.ErrInvalid) || !strings.Contains(err.Error(), "host key "+fp+" is already pinned for "+b.Addr()) ||
+		strings.Contains(err.Error(), "no host key waiting") {
+		t.Fatalf("approving the pinned key again = %v, want: already pinned", err)
+	}
 
 	// A key waiting for approval belongs to the address it was seen at:
 	// moving the connection to another bastion address forgets it, even
@@ -155,6 +163,11 @@ func TestKnownHostPinnedAtOnce(t *testing.T) {
 	if rec.Spec.Tunnel.KnownHost != "" || rec.HostKeysAddr != b.Addr() {
 		t.Fatalf("stored: known_host %q, pins for %q", rec.Spec.Tunnel.KnownHost, rec.HostKeysAddr)
 	}
+	// The bastion presented the key given: from now on a mismatch is a
+	// change of its key.
+	if want := sshkey.AuthorizedKey(b.HostKey, ""); len(rec.HostKeys) != 1 || rec.HostKeys[0] != want {
+		t.Fatalf("pins after the first login with the key given: %q, want %q", rec.HostKeys, want)
+	}
 
 	// Given as a known_hosts line with the bastion's port.
 	s = tunnelled("kh", pg, b)
@@ -172,15 +185,29 @@ func TestKnownHostPinnedAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Authorize(t, v.SSHTunnel.PublicKey)
+	// Nothing changed: the key given never logged in, and the messages
+	// say it does not match the key given rather than that it changed.
 	var changed *app.HostKeyChangedError
-	if err := selectOne(ctx, f.svc, "wrong"); !errors.As(err, &changed) || changed.Err.Presented != fp {
+	err = selectOne(ctx, f.svc, "wrong")
+	if !errors.As(err, &changed) || changed.Err.Presented != fp || !changed.Unverified {
 		t.Fatalf("bastion with another key than the given one: %v", err)
+	}
+	givenFP := sshkey.Fingerprint(other.Public)
+	for _, want := range []string{"presented host key " + fp + ", which does not match the key given with the connection (" + givenFP + ")",
+		"ssh-keyscan -p " + strconv.Itoa(b.Port) + " " + b.Host, "pgrelay connection trust-host-key wrong --fingerprint " + fp} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("message %q lacks %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "rebuilt") {
+		t.Errorf("a key given wrong is called changed: %v", err)
 	}
 	rep, err := f.svc.TestConnection(ctx, "wrong", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fail := rep.Failed(); fail == nil || fail.ID != diagnose.StepSSHHandshake || rep.HostKey.State != diagnose.HostKeyChanged {
+	if fail := rep.Failed(); fail == nil || fail.ID != diagnose.StepSSHHandshake || rep.HostKey.State != diagnose.HostKeyChanged ||
+		!strings.Contains(fail.Hint, "does not match the key given with the connection") || strings.Contains(fail.Hint, "rebuilt") {
 		t.Fatalf("test with another key given: %+v", rep.Steps)
 	}
 	// Giving the right key on update replaces the pin and the pending key.
@@ -207,7 +234,8 @@ func TestKnownHostPinnedAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fail := rep.Failed(); fail == nil || fail.ID != diagnose.StepSSHHandshake {
+	if fail := rep.Failed(); fail == nil || fail.ID != diagnose.StepSSHHandshake ||
+		!strings.Contains(fail.Hint, "does not match the key given with the connection") {
 		t.Fatalf("draft with another key: %+v", rep.Steps)
 	}
 
@@ -221,5 +249,39 @@ func TestKnownHostPinnedAtOnce(t *testing.T) {
 	}
 	if _, err := f.svc.GetConnection(ctx, "bad"); !errors.Is(err, app.ErrNotFound) {
 		t.Fatal("a connection with a bad known_host was saved")
+	}
+}
+
+// TestGivenKeyThatLoggedInChanged: a host key given with the connection
+// that the bastion presented in a login is its key; when the bastion later
+// presents another, its key changed, and the messages say so.
+func TestGivenKeyThatLoggedInChanged(t *testing.T) {
+	t.Parallel()
+	pg, b := startPostgresAndOwnBastion(t)
+	f := newService(t)
+	ctx := context.Background()
+	s := tunnelled("wh", pg, b)
+	s.Tunnel.KnownHost = sshkey.AuthorizedKey(b.HostKey, "")
+	v, err := f.svc.CreateConnection(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, v.SSHTunnel.PublicKey)
+	if err := selectOne(ctx, f.svc, "wh"); err != nil {
+		t.Fatal(err)
+	}
+	old := sshkey.Fingerprint(b.HostKey)
+	b.RotateHostKey(t)
+	err = selectOne(ctx, f.svc, "wh")
+	var changed *app.HostKeyChangedError
+	if !errors.As(err, &changed) || changed.Unverified || !strings.Contains(err.Error(), "does not match the pinned key: pinned "+old) {
+		t.Fatalf("after the bastion's key changed: %v", err)
+	}
+	rep, err := f.svc.TestConnection(ctx, "wh", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fail := rep.Failed(); fail == nil || fail.ID != diagnose.StepSSHHandshake || !strings.Contains(fail.Hint, "host key changed") {
+		t.Fatalf("test after the bastion's key changed: %+v", rep.Steps)
 	}
 }

@@ -1,6 +1,9 @@
 package app
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -119,4 +122,80 @@ func hopPlace(i, n int, addr string) string {
 		return ""
 	}
 	return fmt.Sprintf("hop %d of %d (%s)", i+1, n, addr)
+}
+
+// givenPin is the comment of a pinned host key line that was given with
+// the connection (ssh_tunnel.known_host, --ssh-known-host) and that no
+// handshake has shown the hop presenting yet. A key the hop presents that
+// does not match such pins more likely means a wrong key was given than a
+// changed one (HostKeyChangedError.Unverified). The comment goes once the
+// hop presents the key (confirmGivenPins); pins without it (first use, an
+// approval, or records from before) count as verified.
+const givenPin = "pgrelay:given-unverified"
+
+// pinsUnverified reports whether e has pins and every one of them was
+// given and never presented by its hop.
+func pinsUnverified(e *store.HopHostKeys) bool {
+	if e == nil || len(e.Keys) == 0 {
+		return false
+	}
+	for _, line := range e.Keys {
+		if _, comment, _, _, err := ssh.ParseAuthorizedKey([]byte(line)); err != nil || comment != givenPin {
+			return false
+		}
+	}
+	return true
+}
+
+// hasGivenPin reports whether one of e's pins is still unverified.
+func hasGivenPin(e *store.HopHostKeys) bool {
+	if e == nil {
+		return false
+	}
+	for _, line := range e.Keys {
+		if _, comment, _, _, err := ssh.ParseAuthorizedKey([]byte(line)); err == nil && comment == givenPin {
+			return true
+		}
+	}
+	return false
+}
+
+// confirmGivenPins marks the given pins of the hop at addr that match key
+// as verified: the hop presented it in a handshake that passed.
+func (s *Connector) confirmGivenPins(ctx context.Context, name, addr string, key ssh.PublicKey) {
+	if cert, ok := key.(*ssh.Certificate); ok {
+		key = cert.Key
+	}
+	want := key.Marshal()
+	for range 3 {
+		c, err := s.store.GetConnection(ctx, name)
+		if err != nil {
+			return
+		}
+		pins := readPins(c, &c.Spec)
+		e := findPins(pins, addr)
+		if e == nil {
+			return
+		}
+		changed := false
+		for i, line := range e.Keys {
+			k, comment, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+			if err == nil && comment == givenPin && bytes.Equal(k.Marshal(), want) {
+				e.Keys[i], changed = sshkey.AuthorizedKey(k, ""), true
+			}
+		}
+		if !changed {
+			return
+		}
+		writePins(c, pins)
+		err = s.store.UpdateConnection(context.WithoutCancel(ctx), c)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			s.logger.WarnContext(ctx, "could not record that the bastion presented the host key given", "connection", name,
+				"bastion", addr, "error", err)
+		}
+		return
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -54,7 +55,7 @@ func (s *Service) Proxy(ctx context.Context, name, listenAddr string) (_ *ProxyS
 		return nil, err
 	}
 	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", listenAddr)
+	ln, err := lc.Listen(ctx, ListenNetwork(listenAddr), listenAddr)
 	if err != nil {
 		_ = sess.Close()
 		return nil, fmt.Errorf("proxy %s: listen on %s: %w", name, listenAddr, err)
@@ -69,6 +70,25 @@ func (s *Service) Proxy(ctx context.Context, name, listenAddr string) (_ *ProxyS
 	ps.px = proxy.New(ln, ps.dial, s.logger.With("connection", name), proxy.WithHandshake(rl.Handshake))
 	s.recordUse(ctx, name, "proxy", start)
 	return ps, nil
+}
+
+// ListenNetwork is the network to listen on at addr (host:port), so that
+// a listener is exactly where it was asked to be: "tcp4" for an IPv4
+// literal (Go's "tcp" would also take every IPv6 address for 0.0.0.0),
+// "tcp6" for an IPv6 literal, "tcp" for a name or an empty host.
+func ListenNetwork(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "tcp"
+	}
+	ip, err := netip.ParseAddr(host)
+	switch {
+	case err != nil:
+		return "tcp"
+	case ip.Is4() || ip.Is4In6():
+		return "tcp4"
+	}
+	return "tcp6"
 }
 
 // relay makes the relay that starts the proxy's sessions.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/testenv"
@@ -151,5 +153,45 @@ func TestProxyEndsStatementsOfLostClients(t *testing.T) {
 	}
 	if err := <-served; err != nil {
 		t.Errorf("Serve: %v", err)
+	}
+}
+
+// TestProxyListensWhereAsked: an IPv4 wildcard listens on IPv4 only, not
+// on every IPv6 address as Go's "tcp" does; a client reaches it at
+// 127.0.0.1 and not at ::1.
+func TestProxyListensWhereAsked(t *testing.T) {
+	t.Parallel()
+	pg, _ := startPostgresAndBastion(t)
+	f := newService(t)
+	ctx := context.Background()
+	s := connection.Spec{Name: "direct", Host: pg.Host, Port: pg.Port, Database: pg.DB.Name, User: pg.DB.User,
+		Password: secret.New(pg.DB.Password), SSLMode: connection.SSLDisable}
+	if _, err := f.svc.CreateConnection(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	ps, err := f.svc.Proxy(ctx, "direct", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ps.Close() })
+	addr, ok := ps.Addr().(*net.TCPAddr)
+	if !ok || addr.IP.To4() == nil || !addr.IP.IsUnspecified() {
+		t.Fatalf("listening on %s for 0.0.0.0:0, want the IPv4 wildcard only", ps.Addr())
+	}
+	port := strconv.Itoa(addr.Port)
+	c, err := net.Dial("tcp4", net.JoinHostPort("127.0.0.1", port))
+	if err != nil {
+		t.Fatalf("127.0.0.1: %v", err)
+	}
+	_ = c.Close()
+	if c, err := net.Dial("tcp6", net.JoinHostPort("::1", port)); err == nil {
+		_ = c.Close()
+		t.Fatalf("the proxy asked to listen on 0.0.0.0 accepts connections at [::1]:%s", port)
+	}
+	for addr, want := range map[string]string{"0.0.0.0:1": "tcp4", "127.0.0.1:1": "tcp4", "[::]:1": "tcp6",
+		"[::1]:1": "tcp6", "localhost:1": "tcp", ":1": "tcp"} {
+		if got := app.ListenNetwork(addr); got != want {
+			t.Errorf("ListenNetwork(%q) = %s, want %s", addr, got, want)
+		}
 	}
 }

@@ -35,6 +35,10 @@ type HostKeyChangedError struct {
 	// single bastion.
 	Hop string
 	Err *tunnel.HostKeyMismatchError
+	// Unverified says that the pinned keys were given with the connection
+	// and the hop never presented one of them: nothing changed, most
+	// likely the key given is not the hop's.
+	Unverified bool
 }
 
 // Error names the hop, both fingerprints and the command that approves
@@ -43,6 +47,17 @@ func (e *HostKeyChangedError) Error() string {
 	bastion := "SSH bastion " + e.Err.Addr
 	if e.Hop != "" {
 		bastion = "SSH " + e.Hop
+	}
+	if e.Unverified && len(e.Err.Pinned) > 0 {
+		host, port, _ := net.SplitHostPort(e.Err.Addr)
+		return fmt.Sprintf("connection %s: %s presented host key %s, which does not match the key given with the "+
+			"connection (%s); no login has succeeded with the key given, so most likely it is not this bastion's key. "+
+			"Check it: read the bastion's real key (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the bastion, or "+
+			"ssh-keyscan -p %s %s | ssh-keygen -lf - from a machine you trust) and give the right one with "+
+			"`pgrelay connection update %s --ssh-known-host \"ssh-ed25519 AAAA...\"`; or, if %s is the bastion's "+
+			"fingerprint, approve the presented key: pgrelay connection trust-host-key %s --fingerprint %s",
+			e.Connection, bastion, e.Err.Presented, joinFingerprints(e.Err.Pinned), port, host, e.Connection,
+			e.Err.Presented, e.Connection, e.Err.Presented)
 	}
 	if len(e.Err.Pinned) == 0 {
 		return fmt.Sprintf("connection %s: %s presented host key %s, which is not approved yet: this pgrelay "+

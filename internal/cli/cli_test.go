@@ -337,7 +337,8 @@ func TestCLI(t *testing.T) {
 		// Still refused until approved.
 		h.fail(1, "query", "hk", "select 1")
 		r = h.fail(2, "connection", "trust-host-key", "hk", "--fingerprint", old)
-		contains(t, "wrong fingerprint", r.stderr, "does not match")
+		contains(t, "pinned fingerprint", r.stderr, "host key "+old+" is already pinned",
+			"the key waiting for approval at "+b.Addr()+" is "+presented)
 		h.ok("connection", "trust-host-key", "hk", "--fingerprint", presented)
 		h.ok("query", "hk", "select 1")
 		contains(t, "show trusted", h.ok("connection", "show", "hk").stdout, presented+" (pinned)")

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"net"
 	"strings"
 	"testing"
 
@@ -38,6 +39,33 @@ func TestConnValue(t *testing.T) {
 	for in, want := range map[string]string{"analytics": "analytics", "my db": "'my db'", "o'neil": `'o\'neil'`, "": "''", `a\b`: `'a\\b'`} {
 		if got := connValue(in); got != want {
 			t.Errorf("connValue(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// TestProxyAddress: the proxy prints the address as it was given (with the
+// port bound for port 0), and tells clients a host they can connect to: a
+// wildcard is reached at loopback of its family.
+func TestProxyAddress(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		listen string
+		bound  net.Addr
+		shown  string
+		host   string
+	}{
+		{"0.0.0.0:6546", &net.TCPAddr{IP: net.IPv4zero, Port: 6546}, "0.0.0.0:6546", "127.0.0.1"},
+		{"0.0.0.0:0", &net.TCPAddr{IP: net.IPv4zero, Port: 40001}, "0.0.0.0:40001", "127.0.0.1"},
+		{"[::]:6546", &net.TCPAddr{IP: net.IPv6unspecified, Port: 6546}, "[::]:6546", "::1"},
+		{":6546", &net.TCPAddr{IP: net.IPv6unspecified, Port: 6546}, ":6546", "127.0.0.1"},
+		{"127.0.0.1:0", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40002}, "127.0.0.1:40002", "127.0.0.1"},
+		{"[::1]:6546", &net.TCPAddr{IP: net.IPv6loopback, Port: 6546}, "[::1]:6546", "::1"},
+		{"localhost:6546", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 6546}, "localhost:6546", "localhost"},
+	} {
+		shown, host, port := proxyAddress(c.listen, c.bound)
+		_, wantPort, _ := net.SplitHostPort(c.bound.String())
+		if shown != c.shown || host != c.host || port != wantPort {
+			t.Errorf("proxyAddress(%q, %s) = %s, %s, %s; want %s, %s, %s", c.listen, c.bound, shown, host, port, c.shown, c.host, wantPort)
 		}
 	}
 }

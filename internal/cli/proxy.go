@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -63,7 +64,7 @@ GOMAXPROCS=1, unless those environment variables are set.`,
 			}
 			defer ps.Close()
 			spec := ps.Session().Spec()
-			host, port, _ := net.SplitHostPort(ps.Addr().String())
+			shown, host, port := proxyAddress(listen, ps.Addr())
 			via := "directly"
 			if t := spec.Tunnel; t != nil {
 				via = fmt.Sprintf("through SSH bastion %s@%s", t.User, hostPort(t.Host, t.Port))
@@ -78,11 +79,11 @@ GOMAXPROCS=1, unless those environment variables are set.`,
 			if !isLoopback(ps.Addr()) {
 				// Anyone who reaches this address reaches the database
 				// (through the tunnel, from the bastion's network).
-				r.logger.Warn("proxy listens on an address that is not loopback", "listen", ps.Addr().String(), "connection", args[0])
+				r.logger.Warn("proxy listens on an address that is not loopback", "listen", shown, "connection", args[0])
 				fmt.Fprintf(r.env.Stderr, "Warning: --listen %s is not a loopback address: every machine that can reach it reaches the database of %s (only the database's own login protects it). Use 127.0.0.1 unless other machines must connect.\n",
-					ps.Addr(), args[0])
+					shown, args[0])
 			}
-			fmt.Fprintf(r.out(), "Listening on %s, forwarding to %s %s.\n", ps.Addr(), hostPort(spec.Host, spec.Port), via)
+			fmt.Fprintf(r.out(), "Listening on %s, forwarding to %s %s.\n", shown, hostPort(spec.Host, spec.Port), via)
 			conninfo := fmt.Sprintf("host=%s port=%s dbname=%s user=%s", connValue(host), connValue(port), connValue(spec.Database), connValue(spec.User))
 			fmt.Fprintf(r.out(), "Connect with: psql %s\n", jobs.ShellQuote(conninfo))
 			if pw := ps.LocalPassword(); !pw.IsZero() {
@@ -105,6 +106,25 @@ GOMAXPROCS=1, unless those environment variables are set.`,
 	}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "address to listen on (port 0 picks a free port, which is printed); another than loopback is warned about")
 	return cmd
+}
+
+// proxyAddress says where a proxy asked to listen on listen (host:port)
+// listens: the address as given, with the port actually bound (for port
+// 0), and the host and port a client on this machine connects to: a
+// wildcard address (0.0.0.0, ::, or no host) is reached at loopback.
+func proxyAddress(listen string, bound net.Addr) (shown, host, port string) {
+	host, _, _ = net.SplitHostPort(listen)
+	_, port, _ = net.SplitHostPort(bound.String())
+	shown = net.JoinHostPort(host, port)
+	if ip, err := netip.ParseAddr(host); host == "" || err == nil && ip.IsUnspecified() {
+		switch {
+		case host == "" || ip.Is4():
+			host = "127.0.0.1"
+		default:
+			host = "::1"
+		}
+	}
+	return shown, host, port
 }
 
 // isLoopback reports whether a listener's address accepts only local

@@ -75,7 +75,7 @@ func TestRemoteMode(t *testing.T) {
 	r = h.ok("connection", "rotate-key", "tun")
 	contains(t, "rotate", r.stdout, pub)
 	contains(t, "trust without pending key", h.fail(2, "connection", "trust-host-key", "tun", "--fingerprint", "SHA256:x").stderr,
-		"no host key waiting")
+		"Error: connection tun has no host key waiting")
 
 	// Tokens, remotely.
 	r = h.ok("token", "create", "--role", "viewer", "--name", "looker", "-o", "json")

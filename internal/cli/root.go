@@ -313,7 +313,13 @@ func describe(err error) string {
 	if errors.As(err, &ve) {
 		return ve.Format(cliField(ve.Subject))
 	}
-	return err.Error()
+	msg := err.Error()
+	if errors.Is(err, app.ErrInvalid) {
+		// "invalid request" is the API's category of the error (its code
+		// and exit status stay): a person reads the problem itself.
+		msg = strings.TrimPrefix(msg, app.ErrInvalid.Error()+": ")
+	}
+	return msg
 }
 
 // cliField names a field of a validation problem in the CLI's words: a

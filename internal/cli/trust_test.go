@@ -28,6 +28,14 @@ func TestManInTheMiddleRefusedOnEveryPath(t *testing.T) {
 	b.Authorize(t, strings.TrimSpace(h.ok("connection", "public-key", "wh").stdout))
 	h.ok("query", "wh", "select 1") // pins the real key
 	pinned := sshkey.Fingerprint(b.HostKey)
+	// Approving the pinned key says it is pinned already, in plain words
+	// (no API category before them).
+	r := h.fail(2, "connection", "trust-host-key", "wh", "--fingerprint", pinned)
+	contains(t, "trust the pinned key", r.stderr, "Error: host key "+pinned+" is already pinned for "+b.Addr()+
+		" of connection wh: nothing to approve")
+	if strings.Contains(r.stderr, "invalid request") || strings.Contains(r.stderr, "no host key waiting") {
+		t.Errorf("trust-host-key of the pinned key:\n%s", r.stderr)
+	}
 
 	b.RotateHostKey(t) // the impostor: same address, another key
 	impostor := sshkey.Fingerprint(b.HostKey)
@@ -62,6 +70,6 @@ func TestManInTheMiddleRefusedOnEveryPath(t *testing.T) {
 		t.Fatal("a command ran through the impostor")
 	}
 	// The pin is unchanged and the impostor's key waits for approval.
-	r := h.ok("connection", "show", "wh")
+	r = h.ok("connection", "show", "wh")
 	contains(t, "show", r.stdout, pinned+" (pinned)", "CHANGED", impostor)
 }

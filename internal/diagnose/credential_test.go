@@ -177,6 +177,26 @@ func TestCredentialStep(t *testing.T) {
 		noToken(t, rep)
 	})
 
+	t.Run("ClearTextPasswordAcceptedKnowingly", func(t *testing.T) {
+		t.Parallel()
+		// Accepting clear text from an unverified server is refused
+		// without the password again: the hint's command gives it; the
+		// stricter sslmode needs nothing.
+		s := connection.Spec{Name: "wh", Host: p.Host, Port: p.Port, Database: "postgres", User: "clear",
+			Password: secret.New(token), SSLMode: connection.SSLRequire}
+		f := failedAt(t, run(t, input(s, nil)), diagnose.StepPostgresAuth, "clear text",
+			"`pgrelay connection update wh --sslmode verify-full`",
+			"`DB_PASSWORD=... pgrelay connection update wh --require-auth password,md5,scram-sha-256 --password-env DB_PASSWORD`")
+		var refused *diagnose.AuthRefusedError
+		if !errors.As(f.Err, &refused) || refused.Method != "password" {
+			t.Errorf("err = %v", f.Err)
+		}
+		// An explicit policy: LIST stands for one that accepts the method.
+		s.RequireAuth = "scram-sha-256"
+		failedAt(t, run(t, input(s, nil)), diagnose.StepPostgresAuth,
+			"`DB_PASSWORD=... pgrelay connection update wh --require-auth LIST --password-env DB_PASSWORD`")
+	})
+
 	t.Run("PasswordPlanUnchanged", func(t *testing.T) {
 		t.Parallel()
 		s := connection.Spec{Name: "wh", Host: p.Host, Port: p.Port, Database: "postgres", User: "etl",

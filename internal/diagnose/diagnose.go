@@ -340,6 +340,11 @@ type HopInput struct {
 	Signer, Fallback ssh.Signer
 	// HostKeys are the hop's pinned host keys.
 	HostKeys []ssh.PublicKey
+	// HostKeysUnverified says that HostKeys were given with the connection
+	// and no handshake has shown the hop presenting one of them: a key
+	// that does not match then more likely means a wrong key was given
+	// than a changed one, and the hint says so.
+	HostKeysUnverified bool
 	// PublicKeyLine is the restricted authorized_keys line for the hop,
 	// shown when it refuses the key.
 	PublicKeyLine string

@@ -392,7 +392,7 @@ func TestDiagnose(t *testing.T) {
 		in.HostKeys = []ssh.PublicKey{old}
 		rep := run(t, in)
 		newFP := sshkey.Fingerprint(b.HostKey)
-		f := failedAt(t, rep, diagnose.StepSSHHandshake, sshkey.Fingerprint(old), newFP,
+		f := failedAt(t, rep, diagnose.StepSSHHandshake, sshkey.Fingerprint(old), newFP, "host key changed",
 			"pgrelay connection trust-host-key wh --fingerprint "+newFP)
 		var mm *tunnel.HostKeyMismatchError
 		if !errors.As(f.Err, &mm) {
@@ -400,6 +400,19 @@ func TestDiagnose(t *testing.T) {
 		}
 		if hk := rep.HostKey; hk == nil || hk.State != diagnose.HostKeyChanged || sshkey.Fingerprint(hk.Key) != newFP {
 			t.Fatalf("host key = %+v", rep.HostKey)
+		}
+
+		// The same mismatch with a key given up front that never logged
+		// in: nothing changed, the key given is wrong.
+		in.Hops = []diagnose.HopInput{{Signer: e.signer, PublicKeyLine: e.line, HostKeys: []ssh.PublicKey{old},
+			HostKeysUnverified: true}}
+		f = failedAt(t, run(t, in), diagnose.StepSSHHandshake,
+			"presented host key "+newFP+", which does not match the key given with the connection ("+sshkey.Fingerprint(old)+")",
+			"ssh-keyscan -p "+strconv.Itoa(b.Port)+" "+b.Host+" | ssh-keygen -lf -",
+			`pgrelay connection update wh --ssh-known-host "ssh-ed25519 AAAA..."`,
+			"pgrelay connection trust-host-key wh --fingerprint "+newFP)
+		if strings.Contains(f.Hint, "changed") || strings.Contains(f.Hint, "rebuilt") {
+			t.Errorf("a key given wrong is called changed: %s", f.Hint)
 		}
 	})
 
@@ -520,7 +533,9 @@ func TestDiagnose(t *testing.T) {
 		for _, mode := range []connection.SSLMode{connection.SSLVerifyFull, connection.SSLVerifyCA} {
 			s := direct(e.tls, "dbt", "dbt-pw", "analytics", mode)
 			s.SSLRootCert = otherCA(t)
-			f := failedAt(t, run(t, e.input(s)), diagnose.StepTLS, "not signed by", "pgrelay testenv CA", "--ssl-root-cert")
+			f := failedAt(t, run(t, e.input(s)), diagnose.StepTLS, "not signed by", "pgrelay testenv CA", "--ssl-root-cert",
+				"`DB_PASSWORD=... pgrelay connection update wh --ssl-root-cert CA.pem --password-env DB_PASSWORD`",
+				"`DB_PASSWORD=... pgrelay connection update wh --sslmode require --password-env DB_PASSWORD`")
 			var ua x509.UnknownAuthorityError
 			if !errors.As(f.Err, &ua) {
 				t.Errorf("%s: error %T is not an x509.UnknownAuthorityError", mode, f.Err)
@@ -535,7 +550,7 @@ func TestDiagnose(t *testing.T) {
 		s := direct(e.tls, "dbt", "dbt-pw", "analytics", connection.SSLVerifyFull)
 		s.Host, s.Port, s.SSLRootCert = host, port, string(e.tls.CAPEM)
 		f := failedAt(t, run(t, e.input(s)), diagnose.StepTLS, "localhost, 127.0.0.1", `not for "127.0.0.2"`,
-			"pgrelay connection update wh --sslmode verify-ca")
+			"`DB_PASSWORD=... pgrelay connection update wh --sslmode verify-ca --password-env DB_PASSWORD`")
 		var he x509.HostnameError
 		if !errors.As(f.Err, &he) {
 			t.Errorf("error %T is not an x509.HostnameError", f.Err)
@@ -549,11 +564,20 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("ServerWithoutSSL", func(t *testing.T) {
 		t.Parallel()
+		// A lower sslmode is refused without the password again: the
+		// hint's command gives it.
 		f := failedAt(t, run(t, e.input(direct(e.pg, "dbt", "dbt-pw", "analytics", connection.SSLRequire))),
-			diagnose.StepTLS, "does not accept SSL", "sslmode=prefer")
+			diagnose.StepTLS, "does not accept SSL", "sslmode=prefer",
+			"`DB_PASSWORD=... pgrelay connection update wh --sslmode prefer --password-env DB_PASSWORD`")
 		var re *diagnose.SSLRefusedError
 		if !errors.As(f.Err, &re) {
 			t.Errorf("error %T is not a *diagnose.SSLRefusedError", f.Err)
+		}
+		// Without a stored password there is nothing to give again.
+		f = failedAt(t, run(t, e.input(direct(e.pg, "dbt", "", "analytics", connection.SSLRequire))),
+			diagnose.StepTLS, "`pgrelay connection update wh --sslmode prefer`")
+		if strings.Contains(f.Hint, "--password-env") {
+			t.Errorf("hint asks for a password the connection does not have: %s", f.Hint)
 		}
 		// prefer goes on unencrypted, and says so.
 		rep := run(t, e.input(direct(e.pg, "dbt", "dbt-pw", "analytics", connection.SSLPrefer)))

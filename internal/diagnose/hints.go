@@ -37,12 +37,70 @@ func (r *runner) command(sub string, args ...string) string {
 }
 
 // updateAdvice says how to change a setting: the command for a saved
-// connection, the field for a draft.
+// connection, the field for a draft. A change that verifies the endpoint
+// less strictly (see connection.Endpoint.Covers) is refused unless the
+// stored password (or auth secret) is given again, so the command then
+// gives it too.
 func (r *runner) updateAdvice(flag, value string) string {
-	if cmd := r.command("update", "--"+flag, value); cmd != "" {
-		return "`" + cmd + "`"
+	return r.changeAdvice(flag, value, value)
+}
+
+// changeAdvice is updateAdvice for a value shown as a placeholder (such as
+// LIST): value is what it stands for when judging whether the change needs
+// the stored secret again.
+func (r *runner) changeAdvice(flag, shown, value string) string {
+	env, again := r.secretAgain(flag, value)
+	if cmd := r.command("update", append([]string{"--" + flag, shown}, again...)...); cmd != "" {
+		if len(again) == 0 {
+			return "`" + cmd + "`"
+		}
+		if env != "" {
+			cmd = env + "=... " + cmd
+		}
+		return "`" + cmd + "` (a less strict setting needs the " + secretWord(r.spec) + " again)"
 	}
 	return fmt.Sprintf("set %s to %s", flag, value)
+}
+
+// secretAgain returns the flags that give the saved connection's stored
+// password or auth secret again (and the environment variable they read,
+// if any) when changing flag to value would stop the stored one from
+// being sent (connection.Endpoint.Covers); nil when it needs nothing.
+func (r *runner) secretAgain(flag, value string) (env string, flags []string) {
+	next := r.spec.Clone()
+	switch flag {
+	case "sslmode":
+		next.SSLMode = connection.SSLMode(value)
+	case "require-auth":
+		next.RequireAuth = value
+	case "ssl-root-cert":
+		// Another file: another CA as far as the stored secret goes
+		// (text that holds no certificate stands for one).
+		next.SSLRootCert = "another CA: " + value
+	}
+	if r.spec.Endpoint().Covers(next.Endpoint()) {
+		return "", nil
+	}
+	switch {
+	case r.spec.AuthKind() == connection.AuthLakebase && r.spec.Auth != nil && !r.spec.Auth.ClientSecret.IsZero():
+		return "LB_SECRET", []string{"--client-secret-env", "LB_SECRET"}
+	case r.spec.AuthKind() == connection.AuthAlloyDBIAM && r.spec.Auth != nil && !r.spec.Auth.ServiceAccountKey.IsZero():
+		return "", []string{"--service-account-key-file", "KEY.json"}
+	case !r.spec.AuthKind().IsToken() && !r.spec.Password.IsZero():
+		return "DB_PASSWORD", []string{"--password-env", "DB_PASSWORD"}
+	}
+	return "", nil
+}
+
+// secretWord names the stored secret of spec that secretAgain gives.
+func secretWord(spec *connection.Spec) string {
+	switch spec.AuthKind() {
+	case connection.AuthLakebase:
+		return "client secret"
+	case connection.AuthAlloyDBIAM:
+		return "service-account key"
+	}
+	return "password"
 }
 
 func (r *runner) hintResolve(host string, err error, bastion bool) string {
@@ -137,6 +195,8 @@ func (r *runner) hintHandshake(addr string, err error) string {
 			"exchanges and MACs, ssh-rsa (SHA-1) and DSA host keys, and CBC ciphers. On the bastion, enable one of %s in "+
 			"/etc/ssh/sshd_config (%s) and reload sshd; OpenSSH 7.4 and later support them by default.",
 			addr, algErr.What, strings.Join(algErr.Offered, ", "), strings.Join(algErr.Accepted, ", "), sshdSetting(algErr.What))
+	case errors.As(err, &mismatch) && len(mismatch.Pinned) > 0 && r.cur != nil && r.cur.in.HostKeysUnverified:
+		return r.hintWrongKeyGiven(addr, mismatch)
 	case errors.As(err, &mismatch) && len(mismatch.Pinned) > 0:
 		approve := r.command("trust-host-key", "--fingerprint", mismatch.Presented)
 		if approve == "" {
@@ -162,6 +222,26 @@ func (r *runner) hintHandshake(addr string, err error) string {
 			"current algorithms (curve25519 key exchange; ed25519, ECDSA or RSA-SHA2 host keys; AES-GCM or ChaCha20).", addr)
 	}
 	return fmt.Sprintf("The SSH handshake with %s failed.", addr)
+}
+
+// hintWrongKeyGiven explains a host key mismatch when the pinned keys were
+// given with the connection and never presented by the bastion: nothing
+// changed, the key given is most likely not the bastion's.
+func (r *runner) hintWrongKeyGiven(addr string, mismatch *tunnel.HostKeyMismatchError) string {
+	host, port, _ := net.SplitHostPort(addr)
+	give := r.command("update", "--ssh-known-host", `"ssh-ed25519 AAAA..."`)
+	approve := r.command("trust-host-key", "--fingerprint", mismatch.Presented)
+	if give == "" {
+		give, approve = "give the right key in the bastion host key field", "save the connection, test it, and approve the key"
+	} else {
+		give, approve = "`"+give+"`", "`"+approve+"`"
+	}
+	return fmt.Sprintf("The bastion %s presented host key %s, which does not match the key given with the connection (%s); "+
+		"no login has succeeded with that key, so most likely it is not this bastion's key. Check the key given: read the "+
+		"bastion's real key on the bastion (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) or from a machine you trust "+
+		"(ssh-keyscan -p %s %s | ssh-keygen -lf -), then give the right one: %s; or, if %s is the bastion's fingerprint, "+
+		"approve the presented key: %s. Nothing was sent to the bastion.",
+		addr, mismatch.Presented, strings.Join(mismatch.Pinned, " or "), port, host, give, mismatch.Presented, approve)
 }
 
 func (r *runner) hintNoKey() string {
@@ -332,8 +412,9 @@ func (r *runner) hintTLS(err error) string {
 			issuer = fmt.Sprintf(" (issued by %q)", unknownCA.Cert.Issuer.CommonName)
 		}
 		return fmt.Sprintf("The server's certificate%s is not signed by %s. Configure the CA that signed the server's "+
-			"certificate (--ssl-root-cert: a PEM file from your provider, e.g. the AlloyDB cluster's server CA), or use "+
-			"sslmode=require to encrypt without verifying the server.", issuer, ca)
+			"certificate (--ssl-root-cert: a PEM file from your provider, e.g. the AlloyDB cluster's server CA): %s; or use "+
+			"sslmode=require to encrypt without verifying the server: %s.", issuer, ca,
+			r.updateAdvice("ssl-root-cert", "CA.pem"), r.updateAdvice("sslmode", "require"))
 	case errors.As(err, &hostErr):
 		names := certNames(hostErr.Certificate)
 		return fmt.Sprintf("The server's certificate is valid for %s, not for %q (sslmode=verify-full checks the host name). "+
@@ -530,7 +611,34 @@ func (r *runner) hintAuthRefused(e *AuthRefusedError) string {
 	}
 	return fmt.Sprintf("The server asked for %s authentication, which this connection's require_auth setting (%q) does not accept, "+
 		"so pgrelay sent no password. Change the server's pg_hba.conf method, or the setting: %s.",
-		e.Method, e.Policy, r.updateAdvice("require-auth", "LIST"))
+		e.Method, e.Policy, r.changeAdvice("require-auth", "LIST", acceptingToo(e.Policy, e.Method)))
+}
+
+// acceptingToo is the require_auth policy that also accepts method: a
+// list of refused methods without its refusal, a list of accepted ones
+// with it.
+func acceptingToo(policy, method string) string {
+	var kept []string
+	negated := false
+	for _, m := range strings.Split(policy, ",") {
+		m = strings.TrimSpace(m)
+		switch {
+		case m == "":
+		case m == "!"+method:
+			negated = true
+		default:
+			negated = negated || strings.HasPrefix(m, "!")
+			kept = append(kept, m)
+		}
+	}
+	if !negated {
+		kept = append(kept, method)
+	}
+	if len(kept) == 0 {
+		// Nothing refused (an empty policy would be the default).
+		return "password,md5,scram-sha-256,gss,sspi,oauth,none"
+	}
+	return strings.Join(kept, ",")
 }
 
 // sshdSetting names the sshd_config setting of a part of the handshake.

@@ -74,6 +74,21 @@ func TestParseFileReportsJobAndField(t *testing.T) {
 	if _, err := jobs.ParseFile(strings.NewReader("")); err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Fatalf("empty file: %v", err)
 	}
+	// A command given as a string says that it is a list, with an
+	// example (yaml.v3 said "cannot unmarshal !!str `psql -c...` into
+	// []string").
+	if _, err := jobs.ParseFile(strings.NewReader("jobs:\n  - name: a\n    connection: wh\n    steps:\n      - command: psql -c \"select 1\"\n")); err == nil ||
+		err.Error() != "jobs file: line 5: command must be a list of the program and its arguments, e.g. "+
+			"`command: [psql, -c, \"select 1\"]` (a string is not split into arguments: no shell runs it)" {
+		t.Fatalf("command as a string: %v", err)
+	}
+	// A key indented like its item's "-" names its own line (yaml.v3
+	// named line 1, where the list began, counted from 0).
+	if _, err := jobs.ParseFile(strings.NewReader("jobs:\n  - name: a\n  connection: wh\n    steps:\n      - sql: select 1\n")); err == nil ||
+		err.Error() != `jobs file: line 3: "connection: wh" is indented like the "-" at line 2, not like the keys of that list item: `+
+			`indent it by 4 spaces, like "name:" (or start a new item with "- ")` {
+		t.Fatalf("mis-indented key: %v", err)
+	}
 }
 
 func TestNewRunAndCleanText(t *testing.T) {

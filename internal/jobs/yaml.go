@@ -7,6 +7,7 @@ import (
 	"io"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -40,7 +41,7 @@ func ParseFile(r io.Reader) ([]Job, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("jobs file is empty: expected `jobs:` with a list of jobs")
 		}
-		return nil, fmt.Errorf("jobs file: %w", explainYAML(err))
+		return nil, fmt.Errorf("jobs file: %w", explainYAML(err, data))
 	}
 	if len(f.Jobs) == 0 {
 		return nil, errors.New("jobs file has no jobs: expected `jobs:` with a list of jobs")
@@ -90,16 +91,34 @@ func Marshal(js []Job) ([]byte, error) {
 // unknownField is yaml.v3's message for a key no field takes.
 var unknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in type jobs\.(\w+)$`)
 
-// explainYAML says a decoding error in the file's terms: an unknown key
-// is named with the keys accepted where it stands (yaml.v3 says "field
-// step not found in type jobs.Job").
-func explainYAML(err error) error {
+// notAList is yaml.v3's message for a scalar where a list is expected.
+var notAList = regexp.MustCompile(`^line (\d+): cannot unmarshal !!(?:str|int|float|bool) .* into \[\]string$`)
+
+// noDash is yaml.v3's message for a line of a block sequence that is
+// neither an item ("- ...") nor indented under one. The line it names is
+// where the sequence began (0-based), not the line at fault.
+var noDash = regexp.MustCompile(`^yaml: line (\d+): did not find expected '-' indicator$`)
+
+// explainYAML says a decoding error of data in the file's terms: an
+// unknown key is named with the keys accepted where it stands (yaml.v3
+// says "field step not found in type jobs.Job"), a string given for a
+// list says what the list holds, and a mis-indented line is named.
+func explainYAML(err error, data []byte) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
+		if m := noDash.FindStringSubmatch(err.Error()); m != nil {
+			if msg := misindented(data, m[1]); msg != "" {
+				return errors.New(msg)
+			}
+		}
 		return err
 	}
 	lines := make([]string, 0, len(te.Errors))
 	for _, e := range te.Errors {
+		if m := notAList.FindStringSubmatch(e); m != nil {
+			lines = append(lines, notAListProblem(data, m[1]))
+			continue
+		}
 		m := unknownField.FindStringSubmatch(e)
 		if m == nil {
 			lines = append(lines, e)
@@ -127,4 +146,62 @@ func yamlKeys(t reflect.Type) []string {
 		}
 	}
 	return out
+}
+
+// lineOf returns the 1-based line n of data ("" past its end).
+func lineOf(data []byte, n int) string {
+	lines := strings.Split(string(data), "\n")
+	if n < 1 || n > len(lines) {
+		return ""
+	}
+	return strings.TrimRight(lines[n-1], "\r")
+}
+
+// notAListProblem says that the key on line (1-based, as yaml.v3 gives
+// it) takes a list.
+func notAListProblem(data []byte, line string) string {
+	n, _ := strconv.Atoi(line)
+	key, _, _ := strings.Cut(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(lineOf(data, n)), "-")), ":")
+	if key == "command" || key == "" {
+		return fmt.Sprintf("line %s: command must be a list of the program and its arguments, e.g. "+
+			"`command: [psql, -c, \"select 1\"]` (a string is not split into arguments: no shell runs it)", line)
+	}
+	return fmt.Sprintf("line %s: %s must be a list, e.g. `%s: [a, b]`", line, key, key)
+}
+
+// misindented finds the line yaml.v3 stopped at when a block sequence
+// that began at line from (0-based, as its message gives it) has a line
+// at the indentation of its "-" that is not an item: a key meant for the
+// item above but indented less than its other keys. "" when none is found.
+func misindented(data []byte, from string) string {
+	start, err := strconv.Atoi(from)
+	if err != nil {
+		return ""
+	}
+	start++ // 1-based
+	seq := lineOf(data, start)
+	dash := strings.Index(seq, "- ")
+	if dash < 0 || strings.TrimSpace(seq[:dash]) != "" {
+		return ""
+	}
+	item := dash + 2 + len(seq[dash+2:]) - len(strings.TrimLeft(seq[dash+2:], " "))
+	total := strings.Count(string(data), "\n") + 1
+	for n := start + 1; n <= total; n++ {
+		l := lineOf(data, n)
+		text := strings.TrimLeft(l, " ")
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		indent := len(l) - len(text)
+		switch {
+		case indent < dash:
+			return ""
+		case indent == dash && !strings.HasPrefix(text, "-"):
+			first, _, _ := strings.Cut(strings.TrimSpace(seq[dash+2:]), " ")
+			return fmt.Sprintf("line %d: %q is indented like the \"-\" at line %d, not like the keys of that list item: "+
+				"indent it by %d spaces, like %q (or start a new item with \"- \")",
+				n, strings.TrimSpace(text), start, item, first)
+		}
+	}
+	return ""
 }
