@@ -226,7 +226,7 @@ func (s *Session) Connect(ctx context.Context) (_ *pgx.Conn, err error) {
 		if errors.As(err, &ce) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("connect to %s: %w", pg.Describe(&s.spec), err)
+		return nil, fmt.Errorf("connect to %s: %w", pg.Describe(&s.spec), pg.TidyConnectError(err))
 	}
 	return conn, nil
 }

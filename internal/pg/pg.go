@@ -61,7 +61,7 @@ func Connect(ctx context.Context, spec *connection.Spec, dial DialFunc) (*pgx.Co
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", Describe(spec), err)
+		return nil, fmt.Errorf("connect to %s: %w", Describe(spec), TidyConnectError(err))
 	}
 	return conn, nil
 }
