@@ -2,6 +2,13 @@ package app
 
 import (
 	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
 
 	"github.com/pgrelay/pgrelay/internal/jobs"
 )
@@ -60,24 +67,43 @@ func (r ExecRequest) Job() (jobs.Job, error) {
 	return job, nil
 }
 
+// ExecResult is how an exec ended.
+type ExecResult struct {
+	jobs.Result
+	// Next, when set, says what to do about why it failed: the server
+	// refused the saved password of a session the program opened (the
+	// program has printed the server's error itself).
+	Next string
+}
+
 // Exec runs the request's program over its connection and returns how it
 // ended. The local user runs their own program, given explicitly, so any
 // program may run; the audit log records it (its command masked).
 // Cancelling ctx with a *jobs.CancelledError stops it. When the tunnel
 // dropped with statements of the program's running, Exec returns once
-// they were stopped (or it gave up, or ctx ended), logging the cleanup's
-// progress as warnings.
-func (s *Service) Exec(ctx context.Context, req ExecRequest) (jobs.Result, error) {
+// they were stopped (or it gave up, or the wait was stopped: see
+// jobs.Runner.WaitCleanup), logging the cleanup's progress as warnings.
+// A session the server refused is logged at info level, not as a warning:
+// the program got the server's error and prints it itself.
+func (s *Service) Exec(ctx context.Context, req ExecRequest) (ExecResult, error) {
 	job, err := req.Job()
 	if err != nil {
-		return jobs.Result{}, err
+		return ExecResult{}, err
 	}
 	s.AuditExec(ctx, req.Connection, req.Command)
+	var refused atomic.Bool
+	var spec atomic.Pointer[connection.Spec]
 	rn := &jobs.Runner{
-		Open:        s.OpenConn,
+		Open: func(ctx context.Context, name string) (jobs.Conn, error) {
+			c, err := s.OpenConn(ctx, name)
+			if err == nil {
+				spec.Store(c.Spec())
+			}
+			return c, err
+		},
 		Commands:    jobs.CommandPolicy{AnyProgram: true},
 		Stdio:       req.Stdio,
-		Logger:      s.logger,
+		Logger:      slog.New(&execLogHandler{Handler: s.logger.Handler(), passwordRefused: &refused}),
 		WaitCleanup: true,
 	}
 	pending := false
@@ -99,9 +125,63 @@ func (s *Service) Exec(ctx context.Context, req ExecRequest) (jobs.Result, error
 			}
 		}
 	}
-	res := rn.Run(ctx, job, hooks)
+	res := ExecResult{Result: rn.Run(ctx, job, hooks)}
 	if pending && res.Cleanup != nil {
 		s.logger.Warn("cleanup: " + res.Cleanup.Message)
 	}
+	if sp := spec.Load(); res.Status != jobs.Succeeded && refused.Load() && sp != nil {
+		res.Next = passwordRefusedNext(sp)
+	}
 	return res, nil
+}
+
+// execLogHandler is the log of an exec's local endpoint: a session the
+// server refused (its error holds the server's *pgconn.PgError, which the
+// program got and prints itself) is logged at info level instead of as a
+// warning, so the terminal does not show it twice; a refused password
+// (SQLSTATE 28P01) is noted for the Next hint.
+type execLogHandler struct {
+	slog.Handler
+	passwordRefused *atomic.Bool
+}
+
+// Enabled implements slog.Handler.
+func (h *execLogHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.Handler.Enabled(ctx, l)
+}
+
+// Handle implements slog.Handler.
+func (h *execLogHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level != slog.LevelWarn {
+		return h.Handler.Handle(ctx, r)
+	}
+	var refusal *pgconn.PgError
+	r.Attrs(func(a slog.Attr) bool {
+		if err, ok := a.Value.Any().(error); ok && errors.As(err, &refusal) {
+			return false
+		}
+		return true
+	})
+	if refusal == nil {
+		return h.Handler.Handle(ctx, r)
+	}
+	if refusal.Code == "28P01" { // invalid_password
+		h.passwordRefused.Store(true)
+	}
+	if !h.Handler.Enabled(ctx, slog.LevelInfo) {
+		return nil
+	}
+	info := slog.NewRecord(r.Time, slog.LevelInfo, r.Message, r.PC)
+	r.Attrs(func(a slog.Attr) bool { info.AddAttrs(a); return true })
+	return h.Handler.Handle(ctx, info)
+}
+
+// WithAttrs implements slog.Handler.
+func (h *execLogHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &execLogHandler{Handler: h.Handler.WithAttrs(as), passwordRefused: h.passwordRefused}
+}
+
+// WithGroup implements slog.Handler.
+func (h *execLogHandler) WithGroup(name string) slog.Handler {
+	return &execLogHandler{Handler: h.Handler.WithGroup(name), passwordRefused: h.passwordRefused}
 }

@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pgrelay/pgrelay/internal/audit"
+	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/pg"
 	"github.com/pgrelay/pgrelay/internal/tracing"
 )
@@ -156,13 +157,25 @@ func (s *Session) explainLogin(err error) error {
 	next := fmt.Sprintf("`pgrelay connection test %s` checks each step of the connection and says what to fix", s.spec.Name)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		if pgErr.Code == "28P01" && !s.spec.AuthKind().IsToken() {
-			next = fmt.Sprintf("the server refused the saved password of user %s: give the right one with "+
-				"`pgrelay connection update %s --password-env VAR`", s.spec.User, s.spec.Name)
+		if pgErr.Code == "28P01" {
+			if n := passwordRefusedNext(&s.spec); n != "" {
+				next = n
+			}
 		}
 		return &QueryError{Connection: s.spec.Name, Err: pgErr, Next: next}
 	}
 	return fmt.Errorf("connection %s: %w\nNext: %s", s.spec.Name, err, next)
+}
+
+// passwordRefusedNext says what to do when the server refused the saved
+// password of spec's user (SQLSTATE 28P01): "" for a connection whose
+// password is a token, which pgrelay fetches itself.
+func passwordRefusedNext(spec *connection.Spec) string {
+	if spec.AuthKind().IsToken() {
+		return ""
+	}
+	return fmt.Sprintf("the server refused the saved password of user %s: give the right one with "+
+		"`pgrelay connection update %s --password-env VAR`", spec.User, spec.Name)
 }
 
 func (s *Session) explain(err error) error {

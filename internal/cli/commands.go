@@ -22,7 +22,7 @@ func (f *commandFlags) register(cmd *cobra.Command) {
 	fs.StringArrayVar(&f.allow, "allow-command", nil, "a program command steps may run (repeatable), e.g. --allow-command dbt --allow-command psql; "+
 		"resolved to its absolute path at start (env "+jobs.AllowCommandsEnv+", comma-separated, when no flag is given)")
 	fs.StringVar(&f.runAs, "run-as", "", "run command steps as this unprivileged OS user, with a minimal environment and a private TMPDIR "+
-		"(needs root or CAP_SETUID and CAP_SETGID; the data dir must be closed to that user: chmod 700)")
+		"(needs root with "+jobs.RunAsCapabilities+"; the data dir must be closed to that user: chmod 700)")
 	fs.StringArrayVar(&f.workdirs, "allow-workdir", nil, "a directory that command steps' workdirs must be inside, symlinks resolved (repeatable; default: anywhere)")
 }
 

@@ -32,7 +32,10 @@ exists only while the program runs, and run the program with PGHOST, PGPORT, PGU
 PGPASSWORD, PGDATABASE, PGSSLMODE and DBT_PROFILES_DIR (a generated profiles.yml with
 profile and target "pgrelay", unless --profile/--target) pointing at it.
 If the tunnel drops, the program gets SIGINT (SIGTERM 5 s later, SIGKILL 10 s after
-that) and exec fails with the tunnel's error; its statements are cancelled on the server. The exit code is the program's.
+that) and exec fails with the tunnel's error; its statements are cancelled on the server. The exit code is the program's,
+or 130 when Ctrl-C (SIGINT) stopped it (128 + the signal's number for SIGTERM and SIGHUP). A second
+Ctrl-C ends a wait for the server to stop the program's statements (after a drop), else kills the
+program's process group and leaves at once.
 
 The Go runtime is set for moving one SSH connection's data, as for pgrelay proxy:
 GOGC=400 and GOMAXPROCS=1, unless those environment variables are set (the
@@ -69,36 +72,25 @@ as tokens near expiry, and the program never sees a token.`,
 			}
 			ctx, cancel := context.WithCancelCause(cmd.Context())
 			defer cancel(nil)
+			control := jobs.NewControl()
+			ctx = jobs.WithControl(ctx, control)
 			interactive := false
 			if f, ok := r.env.Stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 				interactive = true
 			}
-			sigs := make(chan os.Signal, 2)
+			// A first signal stops the program; a second ends a wait
+			// for the server, else kills the program and leaves.
+			in := handleInterrupts(cancel, control, r.env.Stderr, "")
+			defer in.stop()
 			if interactive {
 				// Ctrl-C belongs to the program (psql cancels its query).
 				signal.Ignore(syscall.SIGINT)
-				signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP)
-			} else {
-				signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-			}
-			defer signal.Stop(sigs)
-			go func() {
-				select {
-				case s := <-sigs:
-					// A second one ends pgrelay at once (the default action).
-					signal.Stop(sigs)
-					cancel(&jobs.CancelledError{By: "signal " + s.String()})
-				case <-ctx.Done():
-				}
-			}()
-			if interactive {
+				signal.Notify(in.sigs, syscall.SIGTERM, syscall.SIGHUP)
 				// Once the program has gone, Ctrl-C is pgrelay's again:
 				// it stops a wait to reach the server after a drop.
-				req.Exited = func() {
-					if ctx.Err() == nil { // else a signal came already: the next ends pgrelay
-						signal.Notify(sigs, syscall.SIGINT)
-					}
-				}
+				req.Exited = func() { signal.Notify(in.sigs, syscall.SIGINT) }
+			} else {
+				signal.Notify(in.sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 			}
 			res, err := svc.Exec(ctx, req)
 			if err != nil {
@@ -107,11 +99,7 @@ as tokens near expiry, and the program never sees a token.`,
 			if res.Status == jobs.Succeeded {
 				return nil
 			}
-			code := res.ExitCode
-			if code <= 0 {
-				code = exitFailure
-			}
-			return &exitCodeError{code: code, msg: res.Reason}
+			return execFailed(res, in.stoppedBy())
 		},
 	}
 	cmd.Flags().StringVar(&profile, "profile", jobs.DefaultProfile, "dbt profile name in the generated profiles.yml")
@@ -119,6 +107,30 @@ as tokens near expiry, and the program never sees a token.`,
 	cmd.Flags().StringVar(&schema, "schema", "", "schema for the dbt profile (default: the connection's)")
 	cmd.Flags().StringVar(&workdir, "workdir", "", "working directory of the program (absolute; default: the current one)")
 	return cmd
+}
+
+// execFailed is the error of an exec that did not succeed: its exit
+// status is the program's, or 128 + the signal's number when a signal
+// (Ctrl-C) stopped it, as shells report it; its message is the program's
+// failure (exec has no steps to number) and what to do next when pgrelay
+// knows.
+func execFailed(res app.ExecResult, stoppedBy os.Signal) error {
+	code := res.ExitCode
+	if res.Status == jobs.Cancelled && stoppedBy != nil {
+		code = exitStatusFor(stoppedBy)
+	}
+	if code <= 0 {
+		code = exitFailure
+	}
+	msg := res.Reason
+	var se *jobs.StepError
+	if errors.As(res.Err, &se) && se.Step < len(res.Steps) && res.Steps[se.Step].Error != "" {
+		msg = res.Steps[se.Step].Error
+	}
+	if res.Next != "" {
+		msg += "\nNext: " + res.Next
+	}
+	return &exitCodeError{code: code, msg: msg}
 }
 
 // execProblems names the problems of exec's one-step job by exec's own

@@ -252,7 +252,10 @@ func (r *runner) jobRunCommand() *cobra.Command {
 		Long: `Run a job now. Against a server (--server) the run is queued and a worker takes
 it; --wait waits for it to end and --follow prints its log as it comes. Without a
 server the run executes in this process, its log printed as it comes.
-Exit code with --wait (and locally): 0 when the run succeeded, 1 otherwise.
+Exit code with --wait (and locally): 0 when the run succeeded, 1 otherwise; a local run
+stopped by Ctrl-C exits with 130 (128 + the signal's number for SIGTERM). A second Ctrl-C
+ends a wait for the server to stop the run's statements (after its tunnel dropped),
+else kills the run's commands and leaves at once.
 
 A local run's command steps obey the same rules as the server's: only the programs
 given with --allow-command (or PGRELAY_ALLOW_COMMANDS=dbt,psql) run, as the user
@@ -344,20 +347,14 @@ func (r *runner) runJobLocally(ctx context.Context, name, output string, logLimi
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	go func() {
-		select {
-		case s := <-sigs:
-			// A second one ends pgrelay at once (the default action),
-			// should stopping the run's statements take long.
-			signal.Stop(sigs)
-			fmt.Fprintln(r.env.Stderr, "Stopping the run and its statements on the server (press Ctrl-C again to leave at once)...")
-			cancel(&jobs.CancelledError{By: "signal " + s.String()})
-		case <-ctx.Done():
-		}
-	}()
+	control := jobs.NewControl()
+	ctx = jobs.WithControl(ctx, control)
+	// A first signal stops the run; a second ends a wait for the server,
+	// else kills the run's commands and leaves at once.
+	in := handleInterrupts(cancel, control, r.env.Stderr,
+		"Stopping the run and its statements on the server (press Ctrl-C again to kill its commands and leave at once)...")
+	defer in.stop()
+	signal.Notify(in.sigs, syscall.SIGINT, syscall.SIGTERM)
 	done := make(chan struct{})
 	var followErr error
 	started := func(run *jobs.Run) {
@@ -379,7 +376,13 @@ func (r *runner) runJobLocally(ctx context.Context, name, output string, logLimi
 	if followErr != nil {
 		r.logger.Warn("following the log failed", "error", followErr)
 	}
-	return r.runOutcome(final, output)
+	err = r.runOutcome(final, output)
+	var ce *exitCodeError
+	if s := in.stoppedBy(); s != nil && final.Status == jobs.Cancelled && errors.As(err, &ce) {
+		// Stopped by the user's Ctrl-C: exit as shells report it.
+		ce.code = exitStatusFor(s)
+	}
+	return err
 }
 
 // followRun follows a run until it ends, printing new log lines when

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -32,7 +33,8 @@ func (x *run) addBackend(b Backend) {
 // When the server cannot be reached (the tunnel dropped), the cleanup is
 // pending and retried in the background, its outcome going to
 // Hooks.Cleanup; with Runner.WaitCleanup it is retried before finish
-// returns, until ctx (Run's) ends.
+// returns, until it is done, CleanupFor passes or the user stops the wait
+// (see below).
 func (x *run) finish(ctx context.Context, res *Result) {
 	if x.conn == nil {
 		return // the connection never opened: nothing ran
@@ -113,23 +115,39 @@ func (x *run) finish(ctx context.Context, res *Result) {
 		}()
 		return
 	}
-	wctx := ctx
-	if stoppedFirst {
-		// The cleanup is for just that stop, so it goes on (within
-		// CleanupFor; the CLI leaves at a second Ctrl-C). A stop that
-		// comes while it waits ends the wait.
-		wctx = context.WithoutCancel(ctx)
+	// The wait is bounded by CleanupFor, not by the run's time limit (a
+	// drop just before it must not cut the cleanup short). It ends early
+	// when the user stops it: a cancel of the run that comes while it
+	// waits, or, when a cancel (or the time limit) is why the run stopped
+	// and the cleanup is for just that stop, Control.StopWaiting (the
+	// CLI's next Ctrl-C).
+	wctx, stop := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stop(nil)
+	defer controlOf(ctx).waiting(stop)()
+	if !stoppedFirst {
+		defer context.AfterFunc(ctx, func() {
+			if cause := context.Cause(ctx); !isTimeLimit(cause) {
+				stop(cause)
+			}
+		})()
 	}
 	got := x.retryCleanup(wctx, backends, c)
-	if wctx.Err() != nil {
+	if wctx.Err() != nil && got.Status != CleanupDone {
 		// Stopped before the server could be reached: nothing of
 		// pgrelay's goes on trying, so say what is left to do by hand.
 		got.Status = CleanupFailed
 		got.Message = fmt.Sprintf("stopped trying to reach the server again (%v): the run's statements may still be running: "+
-			"check pg_stat_activity for pid %s (SELECT pg_cancel_backend(pid))", x.mask(context.Cause(ctx).Error()), pidsText(backends))
+			"check pg_stat_activity for pid %s (SELECT pg_cancel_backend(pid))", x.mask(context.Cause(wctx).Error()), pidsText(backends))
 	}
 	res.Cleanup = &got
 	x.log(-1, StreamSystem, "cleanup: "+got.Message)
+}
+
+// isTimeLimit reports whether cause is a run's time limit (a
+// *TimeoutError, or a deadline without a cause of its own).
+func isTimeLimit(cause error) bool {
+	var te *TimeoutError
+	return errors.As(cause, &te) || errors.Is(cause, context.DeadlineExceeded)
 }
 
 // backendsAfter returns the backends the run recorded after the first n.

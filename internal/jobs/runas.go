@@ -27,9 +27,9 @@ type RunAs struct {
 }
 
 // LookupRunAs looks up the user command steps are to run as, and checks
-// that this process may start processes as that user: it must run as root
-// or have CAP_SETUID and CAP_SETGID, and the user must be another user than
-// this process's and not root.
+// that this process may start and stop processes as that user: it must run
+// as root with RunAsCapabilities (a container may have dropped some), and
+// the user must be another user than this process's and not root.
 func LookupRunAs(name string) (*RunAs, error) {
 	u, err := user.Lookup(name)
 	if err != nil {
@@ -72,27 +72,65 @@ func LookupRunAs(name string) (*RunAs, error) {
 
 // Capabilities in /proc/self/status's CapEff mask.
 const (
+	capChown  = 0
+	capKill   = 5
 	capSetGID = 6
 	capSetUID = 7
 )
 
-// checkCanSwitchUser returns nil when this process runs as root or has
-// CAP_SETUID and CAP_SETGID.
+// RunAsCapabilities names the capabilities --run-as needs, as root: to
+// start commands as the user (CAP_SETUID, CAP_SETGID), give them the run's
+// files (CAP_CHOWN) and stop them (CAP_KILL: without it no signal reaches
+// them, so cancels, time limits and the end of a step would leave them
+// running).
+const RunAsCapabilities = "CAP_SETUID CAP_SETGID CAP_CHOWN CAP_KILL"
+
+// checkCanSwitchUser returns nil when this process runs as root with
+// RunAsCapabilities.
 func checkCanSwitchUser() error {
-	if os.Geteuid() == 0 {
-		return nil
+	return checkRunAsCaps(os.Geteuid(), func() (io.ReadCloser, error) { return os.Open("/proc/self/status") })
+}
+
+// checkRunAsCaps is checkCanSwitchUser for a process running as euid whose
+// /proc/self/status status opens.
+//
+// Not root is refused even with the capabilities: a process that is not
+// root passes ambient capabilities on to what it starts, and a change
+// between two users other than root keeps them, so every command would
+// hold CAP_SETUID and could make itself any user, root included. From
+// root, the change to the user drops every capability.
+func checkRunAsCaps(euid int, status func() (io.ReadCloser, error)) error {
+	if euid != 0 {
+		return fmt.Errorf("starting commands as another user needs pgrelay to run as root (it runs as UID %d): "+
+			"given capabilities instead, pgrelay would pass them on to the commands, which could then become any user", euid)
 	}
-	f, err := os.Open("/proc/self/status")
-	if err == nil {
-		defer f.Close()
-		var caps uint64
-		caps, err = effectiveCaps(f)
-		if err == nil && caps&(1<<capSetUID) != 0 && caps&(1<<capSetGID) != 0 {
-			return nil
+	f, err := status()
+	if err != nil {
+		return fmt.Errorf("starting commands as another user needs %s; pgrelay's capabilities could not be read: %w",
+			RunAsCapabilities, err)
+	}
+	defer f.Close()
+	caps, err := effectiveCaps(f)
+	if err != nil {
+		return fmt.Errorf("starting commands as another user needs %s; pgrelay's capabilities could not be read: %w",
+			RunAsCapabilities, err)
+	}
+	need := []struct {
+		bit  uint
+		name string
+	}{{capSetUID, "CAP_SETUID"}, {capSetGID, "CAP_SETGID"}, {capChown, "CAP_CHOWN"}, {capKill, "CAP_KILL"}}
+	var missing []string
+	for _, c := range need {
+		if caps&(1<<c.bit) == 0 {
+			missing = append(missing, c.name)
 		}
 	}
-	return fmt.Errorf("starting commands as another user needs pgrelay to run as root, or with CAP_SETUID and CAP_SETGID "+
-		"(e.g. systemd AmbientCapabilities=CAP_SETUID CAP_SETGID); it runs as UID %d without them", os.Geteuid())
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("starting commands as another user needs %s; pgrelay runs as root without %s "+
+		"(a container or a service manager took them away: give them back, e.g. podman --cap-add)",
+		RunAsCapabilities, strings.Join(missing, ", "))
 }
 
 // effectiveCaps reads the CapEff mask of a /proc/PID/status file.

@@ -105,12 +105,18 @@ type Runner struct {
 	// CleanupFor bounds the retries, after the tunnel dropped, to reach the
 	// server again and stop the run's backends; default DefaultCleanupFor.
 	CleanupFor time.Duration
-	// WaitCleanup makes Run itself retry such a cleanup before it returns
-	// (until it is done, CleanupFor passes or the context given to Run
-	// ends), for a process that exits when its run ends (a local `job
-	// run`, `pgrelay exec`): retried in the background, the cleanup would
-	// die with it and leave the statements running. Without it Run returns
-	// with the cleanup pending and reports its outcome to Hooks.Cleanup.
+	// WaitCleanup makes Run itself retry such a cleanup before it returns,
+	// for a process that exits when its run ends (a local `job run`,
+	// `pgrelay exec`): retried in the background, the cleanup would die
+	// with it and leave the statements running. It retries until the
+	// cleanup is done or CleanupFor passes (the job's time limit does not
+	// shorten it), or until the user stops the wait: a cancel of the
+	// context given to Run that comes while it waits, or, when a cancel
+	// (or the time limit) stopped the run first, Control.StopWaiting on
+	// the Control that context carries (WithControl). A wait stopped so
+	// records the cleanup as failed, with the sessions to check. Without
+	// WaitCleanup Run returns with the cleanup pending and reports its
+	// outcome to Hooks.Cleanup.
 	WaitCleanup bool
 	// CountCancels, when set, counts what was done to backends by outcome
 	// (OutcomeCancelled, OutcomeTerminated, OutcomeFailed,
@@ -226,6 +232,9 @@ type run struct {
 	// programs are the absolute paths of the command steps' programs
 	// (by step index), resolved before the run starts.
 	programs []string
+	// unstopped says which programs (or what they left in their process
+	// group) a stopped run could not stop: they are still running.
+	unstopped []error
 }
 
 // Run executes job until it ends, its context is done (the cause becomes
@@ -450,6 +459,14 @@ func (x *run) stopped(ctx context.Context, exitCode int) Result {
 	cause := x.reason(ctx)
 	if cause == nil {
 		cause = errors.New("stopped")
+	}
+	x.mu.Lock()
+	left := errors.Join(x.unstopped...)
+	x.mu.Unlock()
+	if left != nil {
+		// The run's reason says it too: its status alone would tell that
+		// everything of it has stopped.
+		cause = fmt.Errorf("%w; but %w", cause, left)
 	}
 	x.log(-1, StreamSystem, "run stopped: "+cause.Error())
 	return Result{Status: statusFor(cause), Err: cause, ExitCode: exitCode}
@@ -880,7 +897,12 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 		}
 		return nil, fmt.Errorf("start %s (%s)%s%s: %w", prog, path, as, in, err)
 	}
+	defer controlOf(ctx).started(cmd.Process, cmd.SysProcAttr.Setpgid)()
 	stopDone := make(chan struct{})
+	// abandoned is closed when the program could not be signalled: it
+	// runs on and the step no longer waits for it.
+	abandoned := make(chan struct{})
+	var unstoppable error // set before abandoned is closed
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -889,41 +911,84 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 		}
 		x.log(i, StreamSystem, fmt.Sprintf("stopping %s (SIGINT; SIGTERM after %s, SIGKILL %s later)", prog,
 			x.r.InterruptGrace, x.r.KillGrace))
-		x.signal(cmd, syscall.SIGINT)
+		failed := func(err error) {
+			unstoppable = fmt.Errorf("pgrelay could not stop %s (pid %d): %w%s; it is still running: end it by hand (kill -KILL %d)",
+				prog, cmd.Process.Pid, err, x.signalHint(err), cmd.Process.Pid)
+			x.log(i, StreamSystem, unstoppable.Error())
+			close(abandoned)
+		}
+		if err := x.signal(cmd, syscall.SIGINT); err != nil {
+			failed(err)
+			return
+		}
 		select {
 		case <-time.After(x.r.InterruptGrace):
 			x.log(i, StreamSystem, fmt.Sprintf("%s still running after SIGINT: SIGTERM", prog))
-			x.signal(cmd, syscall.SIGTERM)
+			if err := x.signal(cmd, syscall.SIGTERM); err != nil {
+				failed(err)
+				return
+			}
 		case <-stopDone:
 			return
 		}
 		select {
 		case <-time.After(x.r.KillGrace):
 			x.log(i, StreamSystem, fmt.Sprintf("%s still running after %s: SIGKILL", prog, x.r.KillGrace))
-			x.signal(cmd, syscall.SIGKILL)
+			if err := x.signal(cmd, syscall.SIGKILL); err != nil {
+				failed(err)
+			}
 		case <-stopDone:
 		}
 	}()
 	// The step ends with its program: what the program left running in
 	// its process group (a child in the background) ends with it, so that
 	// nothing of the step's outlives it, also the run.
-	var state *os.ProcessState
-	var werr error
-	if x.r.Stdio != nil {
-		// exec's own copying of the program's standard streams is waited
-		// for (and bounded by WaitDelay) only by cmd.Wait.
-		werr = cmd.Wait()
-		var ee *exec.ExitError
-		if errors.Is(werr, exec.ErrWaitDelay) || errors.As(werr, &ee) {
-			werr = nil // the exit status is in the state
-		}
-		state = cmd.ProcessState
-	} else {
-		state, werr = cmd.Process.Wait()
+	type waited struct {
+		state *os.ProcessState
+		err   error
 	}
+	exited := make(chan waited, 1)
+	go func() {
+		if x.r.Stdio != nil {
+			// exec's own copying of the program's standard streams is
+			// waited for (and bounded by WaitDelay) only by cmd.Wait.
+			werr := cmd.Wait()
+			var ee *exec.ExitError
+			if errors.Is(werr, exec.ErrWaitDelay) || errors.As(werr, &ee) {
+				werr = nil // the exit status is in the state
+			}
+			exited <- waited{cmd.ProcessState, werr}
+			return
+		}
+		state, werr := cmd.Process.Wait()
+		exited <- waited{state, werr}
+	}()
+	var w waited
+	select {
+	case w = <-exited:
+	case <-abandoned:
+		// Its output is no longer read: the run ends without it.
+		for _, p := range pipes {
+			_ = p.Close()
+		}
+		wg.Wait()
+		x.mu.Lock()
+		x.unstopped = append(x.unstopped, unstoppable)
+		x.mu.Unlock()
+		return nil, unstoppable
+	}
+	close(stopDone)
+	state, werr := w.state, w.err
+	var groupErr error
 	if cmd.SysProcAttr.Setpgid {
-		if n := x.endGroup(cmd.Process.Pid); n != "" {
+		n, err := x.endGroup(cmd.Process.Pid)
+		if n != "" {
 			x.log(i, StreamSystem, fmt.Sprintf("%s exited leaving processes in its group: %s", prog, n))
+		}
+		if err != nil {
+			groupErr = fmt.Errorf("%s exited leaving processes in its process group %d that pgrelay could not stop: %w%s; "+
+				"they are still running: end them by hand (kill -KILL -- -%d)", prog, cmd.Process.Pid, err, x.signalHint(err), cmd.Process.Pid)
+			x.log(i, StreamSystem, groupErr.Error())
 		}
 	}
 	if !waitTimeout(&wg, pipeDrain) {
@@ -935,11 +1000,20 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 		_ = p.Close()
 	}
 	wg.Wait()
-	close(stopDone)
 	if werr != nil {
-		return nil, fmt.Errorf("%s: wait: %w", prog, werr)
+		return nil, errors.Join(fmt.Errorf("%s: wait: %w", prog, werr), groupErr)
 	}
 	code := state.ExitCode()
+	if groupErr != nil {
+		// The step did not end with its program: whatever the program
+		// said, it failed.
+		if ctx.Err() != nil {
+			x.mu.Lock()
+			x.unstopped = append(x.unstopped, groupErr)
+			x.mu.Unlock()
+		}
+		return &code, groupErr
+	}
 	if ctx.Err() != nil {
 		return &code, x.reason(ctx)
 	}
@@ -964,18 +1038,26 @@ const groupGrace = 2 * time.Second
 
 // endGroup ends the processes left in process group pgid once its leader
 // exited: SIGTERM, then SIGKILL after groupGrace. It says what it did
-// ("" when the group was empty).
-func (x *run) endGroup(pgid int) string {
-	if syscall.Kill(-pgid, syscall.SIGTERM) != nil {
-		return "" // ESRCH: none left
+// ("" when the group was empty), and returns an error when the processes
+// could not be signalled (EPERM: they run as a user this process may not
+// signal), which leaves them running.
+func (x *run) endGroup(pgid int) (string, error) {
+	err := syscall.Kill(-pgid, syscall.SIGTERM)
+	switch {
+	case errors.Is(err, syscall.ESRCH):
+		return "", nil // none left
+	case err != nil:
+		return "", fmt.Errorf("SIGTERM: %w", err)
 	}
 	for end := time.Now().Add(groupGrace); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		if syscall.Kill(-pgid, 0) != nil {
-			return "ended them (SIGTERM)"
+		if errors.Is(syscall.Kill(-pgid, 0), syscall.ESRCH) {
+			return "ended them (SIGTERM)", nil
 		}
 	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	return fmt.Sprintf("still there %s after SIGTERM: SIGKILL", groupGrace)
+	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Sprintf("still there %s after SIGTERM", groupGrace), fmt.Errorf("SIGKILL: %w", err)
+	}
+	return fmt.Sprintf("still there %s after SIGTERM: SIGKILL", groupGrace), nil
 }
 
 // waitTimeout waits for wg, at most d; it reports whether wg finished.
@@ -993,15 +1075,34 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 	}
 }
 
-func (x *run) signal(cmd *exec.Cmd, sig syscall.Signal) {
+// signal sends sig to the command's process group, or to the command
+// alone when it runs in the terminal's group. A process (group) that is
+// gone already is no error; one this process may not signal (EPERM) is.
+func (x *run) signal(cmd *exec.Cmd, sig syscall.Signal) error {
 	if cmd.Process == nil {
-		return
+		return nil
 	}
 	if cmd.SysProcAttr != nil && cmd.SysProcAttr.Setpgid {
-		_ = syscall.Kill(-cmd.Process.Pid, sig)
-		return
+		if err := syscall.Kill(-cmd.Process.Pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("%v to process group %d: %w", sig, cmd.Process.Pid, err)
+		}
+		return nil
 	}
-	_ = cmd.Process.Signal(sig)
+	if err := cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("%v: %w", sig, err)
+	}
+	return nil
+}
+
+// signalHint says why a signal may have been refused (EPERM), or "".
+func (x *run) signalHint(err error) string {
+	if !errors.Is(err, syscall.EPERM) {
+		return ""
+	}
+	if u := x.r.Commands.RunAs; u != nil {
+		return fmt.Sprintf(" (signalling the processes of user %s needs pgrelay to run as root or with CAP_KILL)", u.Name)
+	}
+	return " (the program runs as another user, e.g. a set-user-ID program, which pgrelay may not signal)"
 }
 
 // capture reads r line by line into the log (long lines are split at

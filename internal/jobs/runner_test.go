@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -461,7 +462,126 @@ func TestStoppedRunStopsItsStatements(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	// The job's time limit passing while the run waits for the server
+	// does not cut the cleanup short: its own bound applies (a local `job
+	// run` whose tunnel dropped just before its time limit).
+	t.Run("TunnelDropWaitOutlivesTimeLimit", func(t *testing.T) {
+		tag := "stop-drop-time-limit"
+		w := *r
+		w.WaitCleanup = true
+		w.CleanupFor = 30 * time.Second
+		rctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		hooks := jobs.Hooks{CleanupPending: func(jobs.Cleanup) {
+			cancel(&jobs.TimeoutError{After: time.Minute})
+			e.fp.Thaw()
+		}}
+		go func() {
+			waitFor("the statement to run", 15*time.Second, func() bool { return sleeping(tag) == 1 })
+			e.fp.Freeze()
+		}()
+		defer e.fp.Thaw()
+		res := w.Run(rctx, job("wh", jobs.Step{SQL: "SELECT pg_sleep(300) /* " + tag + " */"}), hooks)
+		if res.Cleanup == nil || res.Cleanup.Status != jobs.CleanupDone {
+			t.Fatalf("cleanup %+v", res.Cleanup)
+		}
+		if n := sleeping(tag); n != 0 {
+			t.Fatalf("%d statements of the run still on the server when Run returned", n)
+		}
+	})
+
+	// A cleanup that succeeded stays done when a stop comes right after
+	// it (here: as the retry logs its success).
+	t.Run("TunnelDropWaitStoppedAfterSuccess", func(t *testing.T) {
+		tag := "stop-drop-after-success"
+		w := *r
+		w.WaitCleanup = true
+		rctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		w.Logger = slog.New(onMessage{"run backends stopped after reconnecting", func() {
+			cancel(&jobs.CancelledError{By: "signal interrupt"})
+		}})
+		hooks := jobs.Hooks{CleanupPending: func(jobs.Cleanup) { e.fp.Thaw() }}
+		go func() {
+			waitFor("the statement to run", 15*time.Second, func() bool { return sleeping(tag) == 1 })
+			e.fp.Freeze()
+		}()
+		defer e.fp.Thaw()
+		res := w.Run(rctx, job("wh", jobs.Step{SQL: "SELECT pg_sleep(300) /* " + tag + " */"}), hooks)
+		if rctx.Err() == nil {
+			t.Fatal("the run was not stopped after its cleanup: this test proves nothing")
+		}
+		if res.Cleanup == nil || res.Cleanup.Status != jobs.CleanupDone ||
+			!strings.Contains(res.Cleanup.Message, "once the server could be reached again") {
+			t.Fatalf("cleanup %+v", res.Cleanup)
+		}
+		if n := sleeping(tag); n != 0 {
+			t.Fatalf("%d statements of the run still on the server when Run returned", n)
+		}
+	})
+
+	// Stopped first (Ctrl-C, then the tunnel found gone), the run waits for
+	// the server for that stop; the user's next interrupt
+	// (Control.StopWaiting, the CLI's second Ctrl-C) ends the wait, which
+	// then says what is left to do.
+	t.Run("StoppedThenDroppedWaitInterrupted", func(t *testing.T) {
+		tag := "stop-then-drop-interrupted"
+		w := *r
+		w.WaitCleanup = true
+		w.CleanupFor = 20 * time.Second
+		control := jobs.NewControl()
+		rctx, cancel := context.WithCancelCause(jobs.WithControl(ctx, control))
+		defer cancel(nil)
+		interrupted := make(chan bool, 1)
+		hooks := jobs.Hooks{CleanupPending: func(jobs.Cleanup) {
+			go func() {
+				for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+					if control.StopWaiting(&jobs.CancelledError{By: "signal interrupt (again)"}) {
+						interrupted <- true
+						return
+					}
+				}
+				interrupted <- false
+			}()
+		}}
+		go func() {
+			waitFor("the statement to run", 15*time.Second, func() bool { return sleeping(tag) == 1 })
+			e.fp.Freeze()
+			cancel(&jobs.CancelledError{By: "signal terminated"})
+		}()
+		defer e.fp.Thaw()
+		res := w.Run(rctx, job("wh", jobs.Step{SQL: "SELECT pg_sleep(300) /* " + tag + " */"}), hooks)
+		if !<-interrupted {
+			t.Fatalf("no wait to interrupt: result %+v, cleanup %+v", res, res.Cleanup)
+		}
+		if res.Cleanup == nil || res.Cleanup.Status != jobs.CleanupFailed ||
+			!strings.Contains(res.Cleanup.Message, "stopped trying to reach the server again (cancelled by signal interrupt (again))") ||
+			!strings.Contains(res.Cleanup.Message, "pg_cancel_backend") {
+			t.Fatalf("result %+v, cleanup %+v", res, res.Cleanup)
+		}
+		e.fp.Thaw()
+		if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%'||$1||'%' AND pid <> pg_backend_pid()`, tag); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
+
+// onMessage is a log handler that calls do when a record with message
+// msg is logged.
+type onMessage struct {
+	msg string
+	do  func()
+}
+
+func (h onMessage) Enabled(context.Context, slog.Level) bool { return true }
+func (h onMessage) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.do()
+	}
+	return nil
+}
+func (h onMessage) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h onMessage) WithGroup(string) slog.Handler      { return h }
 
 // TestRunEndsStatementsEverywhere is the matrix of issue 9: a SQL step, a
 // psql command step and a pgbench command step, each stopped by a cancel,

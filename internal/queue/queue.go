@@ -177,7 +177,9 @@ type Queue struct {
 	pending map[string][]uint32
 
 	stop chan struct{}
-	wg   sync.WaitGroup
+	// stopped makes Stop's work happen once; a second Stop returns nil.
+	stopped sync.Once
+	wg      sync.WaitGroup
 }
 
 // RunArgs is the River job that works one run.
@@ -365,7 +367,14 @@ func (q *Queue) Start(ctx context.Context) error {
 
 // Stop stops taking runs, lets running ones finish for the shutdown grace
 // period, then stops them (they fail with a reason naming the shutdown).
-func (q *Queue) Stop(ctx context.Context) error {
+// Only the first call does so; later ones return nil.
+func (q *Queue) Stop(ctx context.Context) (err error) {
+	q.stopped.Do(func() { err = q.stop1(ctx) })
+	return err
+}
+
+// stop1 is Stop's work.
+func (q *Queue) stop1(ctx context.Context) error {
 	close(q.stop)
 	q.wg.Wait()
 	defer q.abandonCleanups(context.WithoutCancel(ctx))
@@ -388,7 +397,9 @@ func (q *Queue) Stop(ctx context.Context) error {
 	return nil
 }
 
-var errShutdown = errors.New("the pgrelay process running it shut down")
+// errShutdown stops the runs still going when the process stops: they
+// fail, and say nothing of their connections' health.
+var errShutdown = &jobs.InterruptedError{Reason: "the pgrelay process running it shut down"}
 
 // abandonCleanups records, for each run whose cleanup this process was
 // still retrying, that it stopped trying: the retries end with the

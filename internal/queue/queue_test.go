@@ -51,6 +51,7 @@ func start(t *testing.T, pg *testenv.Postgres, mod func(*queue.Config)) *fixture
 		Commands:          jobs.CommandPolicy{Allow: allowlist(t, "sh", "sleep")},
 		HeartbeatInterval: 200 * time.Millisecond, LostAfter: time.Second, ReapInterval: 200 * time.Millisecond,
 		ScheduleSync: 200 * time.Millisecond, KillGrace: time.Second, ShutdownGrace: time.Second,
+		RunEnded: conn.RunEnded, // as daemon.New wires it
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -103,6 +104,38 @@ func waitRun(t *testing.T, svc *app.Service, id string, want func(*jobs.Run) boo
 }
 
 func terminal(r *jobs.Run) bool { return r.Status.Terminal() }
+
+// TestShutdownSaysNothingOfTheConnection: a run that the process stopped
+// as it shut down fails, naming the shutdown, but leaves its connection's
+// health as it was; it used to count as the connection failing.
+func TestShutdownSaysNothingOfTheConnection(t *testing.T) {
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	f := start(t, pg, nil)
+	ctx := context.Background()
+	if _, err := f.svc.ApplyJobs(ctx, []jobs.Job{{Name: "slow", Connection: "db", Steps: []jobs.Step{
+		{Command: []string{"sleep", "60"}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.svc.RunJob(ctx, "slow", jobs.Manual)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRun(t, f.svc, r.ID, func(r *jobs.Run) bool { return r.Status == jobs.Running })
+	if err := f.q.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err = f.svc.GetRun(ctx, r.ID)
+	if err != nil || r.Status != jobs.Failed || !strings.Contains(r.Reason, "shut down") {
+		t.Fatalf("run after the shutdown: %+v, %v", r, err)
+	}
+	v, err := f.svc.GetConnection(ctx, "db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Health == nil || v.Health.Status == app.HealthFailing {
+		t.Errorf("connection health after a shutdown stopped its run: %+v", v.Health)
+	}
+}
 
 func TestQueue(t *testing.T) {
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
@@ -236,4 +269,5 @@ func TestQueue(t *testing.T) {
 	t.Run("RunRetention", func(t *testing.T) { testRunRetention(t, pg) })
 	t.Run("RunReadOnce", func(t *testing.T) { testRunReadOnce(t, pg) })
 	t.Run("CancelFromAnotherProcess", func(t *testing.T) { testCancelFromAnotherProcess(t, pg) })
+	t.Run("FinalCleanupWins", func(t *testing.T) { testFinalCleanupWins(t, pg) })
 }

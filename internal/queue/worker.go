@@ -262,6 +262,13 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 			if runner.WaitCleanup {
 				return // Run itself waits for it
 			}
+			// Recorded now, before the retry starts, not with the run's
+			// end below: the retry's outcome (Cleanup), or the shutdown's
+			// (abandonCleanups), may come first, and a pending record
+			// saved after it would replace it.
+			if err := q.cfg.Store.PutRunCleanup(ctx, id, &c); err != nil {
+				q.cfg.Logger.ErrorContext(ctx, "could not record the run's cleanup", "run_id", id, "error", err)
+			}
 			q.mu.Lock()
 			q.pending[id] = c.Remaining
 			q.mu.Unlock()
@@ -321,7 +328,7 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 			if cur.CancelRequested {
 				cancel(&jobs.CancelledError{Reason: cur.Reason})
 			} else if cur.Status.Terminal() || cur.Worker != q.cfg.Worker {
-				cancel(errors.New("the run was resolved elsewhere (declared lost by the reaper)"))
+				cancel(&jobs.InterruptedError{Reason: "the run was resolved elsewhere (declared lost by the reaper)"})
 			}
 		}
 		for {
@@ -350,7 +357,8 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 		}
 		r.Status, r.Reason, r.EndedAt, r.Steps, r.HeartbeatAt = res.Status, res.Reason, &end, res.Steps, &end
 	})
-	if res.Cleanup != nil {
+	if res.Cleanup != nil && (res.Cleanup.Status != jobs.CleanupPending || runner.WaitCleanup) {
+		// (A pending one was recorded when it began: see CleanupPending.)
 		if err := q.cfg.Store.PutRunCleanup(ctx, id, res.Cleanup); err != nil {
 			q.cfg.Logger.ErrorContext(ctx, "could not record the run's cleanup", "run_id", id, "error", err)
 		}

@@ -3,10 +3,16 @@ package queue_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/queue"
 	"github.com/pgrelay/pgrelay/internal/store"
@@ -103,5 +109,98 @@ func testCancelFromAnotherProcess(t *testing.T, pg *testenv.Postgres) {
 	r = waitRun(t, f.svc, r.ID, terminal)
 	if r.Status != jobs.Cancelled || !strings.Contains(r.Reason, reason) {
 		t.Fatalf("run %+v", r)
+	}
+}
+
+// slowCleanups is a store slow to save a pending cleanup: it holds the
+// write back until a final outcome was saved (or 3 s passed), as a store
+// under load may reorder them. It keeps the statuses saved, in order.
+type slowCleanups struct {
+	store.Store
+	final    chan struct{}
+	once     sync.Once
+	mu       sync.Mutex
+	statuses []jobs.CleanupStatus
+}
+
+func (s *slowCleanups) PutRunCleanup(ctx context.Context, id string, c *jobs.Cleanup) error {
+	if c.Status == jobs.CleanupPending {
+		select {
+		case <-s.final:
+		case <-time.After(3 * time.Second):
+		}
+	}
+	err := s.Store.PutRunCleanup(ctx, id, c)
+	s.mu.Lock()
+	s.statuses = append(s.statuses, c.Status)
+	s.mu.Unlock()
+	if c.Status != jobs.CleanupPending {
+		s.once.Do(func() { close(s.final) })
+	}
+	return err
+}
+
+func (s *slowCleanups) saved() []jobs.CleanupStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.statuses)
+}
+
+// refusingMonitor is a run's connection on which only the first database
+// session opens: the run's own. The session that is to stop the run's
+// statements fails to open, so the cleanup is retried in the background
+// (on a connection opened again, which works).
+type refusingMonitor struct {
+	jobs.Conn
+	opened atomic.Int32
+}
+
+func (c *refusingMonitor) Connect(ctx context.Context) (*pgx.Conn, error) {
+	if c.opened.Add(1) > 1 {
+		return nil, errors.New("test: the server cannot be reached for the cleanup")
+	}
+	return c.Conn.Connect(ctx)
+}
+
+// testFinalCleanupWins checks that a cleanup retried in the background
+// ends with its final outcome recorded even when that outcome is saved
+// before the worker saved the run's end: the pending record, once saved
+// by the worker after the run had ended, replaced it.
+func testFinalCleanupWins(t *testing.T, pg *testenv.Postgres) {
+	slow := &slowCleanups{final: make(chan struct{})}
+	var opens atomic.Int32
+	f := start(t, pg, func(c *queue.Config) {
+		slow.Store = c.Store
+		c.Store = slow
+		open := c.Open
+		c.Open = func(ctx context.Context, name string) (jobs.Conn, error) {
+			conn, err := open(ctx, name)
+			if err != nil || opens.Add(1) > 1 {
+				return conn, err
+			}
+			return &refusingMonitor{Conn: conn}, nil
+		}
+	})
+	ctx := context.Background()
+	if _, err := f.svc.ApplyJobs(ctx, []jobs.Job{{Name: "late-cleanup", Connection: "db", Timeout: connection.Duration(time.Second),
+		Steps: []jobs.Step{{SQL: "select pg_sleep(30)"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.svc.RunJob(ctx, "late-cleanup", jobs.Manual)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRun(t, f.svc, r.ID, terminal)
+	// Both the pending record and the retry's outcome are saved.
+	deadline := time.Now().Add(30 * time.Second)
+	for len(slow.saved()) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("cleanups saved: %v", slow.saved())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	got := waitRun(t, f.svc, r.ID, func(r *jobs.Run) bool { return r.Cleanup != nil })
+	if got.Cleanup.Status != jobs.CleanupDone {
+		t.Fatalf("the run's cleanup is %s (saved in this order: %v), want done: %+v", got.Cleanup.Status, slow.saved(), got.Cleanup)
 	}
 }

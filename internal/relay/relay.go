@@ -44,6 +44,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
@@ -464,7 +465,7 @@ func (r *Relay) start(ctx context.Context, cs *clientSide, sm *pgproto3.StartupM
 			// The server refused: the client hears it as the server said it.
 			cs.be.Send(m)
 			_ = cs.be.Flush()
-			return fail(fmt.Errorf("the server refused the session: %s (SQLSTATE %s)", m.Message, m.Code))
+			return fail(fmt.Errorf("the server refused the session: %w", pgconn.ErrorResponseToPgError(m)))
 		case *pgproto3.ReadyForQuery:
 			if b.PID == 0 {
 				return tellClient(relayError("08P01", "pgrelay: the server sent no BackendKeyData", "", ""),

@@ -1,0 +1,187 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/cli"
+)
+
+// pgrelayArgs, when set (a JSON array), makes the test binary pgrelay run
+// with those arguments: for tests that send it signals.
+const pgrelayArgs = "PGRELAY_CLI_TEST_ARGS"
+
+func TestMain(m *testing.M) {
+	if v := os.Getenv(pgrelayArgs); v != "" {
+		var args []string
+		if err := json.Unmarshal([]byte(v), &args); err != nil {
+			os.Exit(99)
+		}
+		os.Exit(cli.Execute(context.Background(), cli.OSEnv(), args))
+	}
+	os.Exit(m.Run())
+}
+
+// startPgrelay starts pgrelay (this test binary) on h's data dir, with
+// standard input not a terminal.
+func (h *harness) startPgrelay(args ...string) (*exec.Cmd, *lockedBuffer) {
+	h.t.Helper()
+	a, _ := json.Marshal(args)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), pgrelayArgs+"="+string(a), "PGRELAY_DATA_DIR="+h.dataDir)
+	for k, v := range h.env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	return cmd, out
+}
+
+// lockedBuffer is a buffer that a process's output is copied into while
+// the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// shWith returns the PID of a running sh whose command line holds
+// marker, or 0.
+func shWith(marker string) int {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		argv0, _, _ := strings.Cut(string(cmdline), "\x00")
+		if err == nil && filepath.Base(argv0) == "sh" && strings.Contains(string(cmdline), marker) {
+			return pid
+		}
+	}
+	return 0
+}
+
+// TestExecSignals sends pgrelay exec real signals, as Ctrl-C does.
+func TestExecSignals(t *testing.T) {
+	t.Parallel()
+	pg := sharedDB(t)
+	h := newHarness(t)
+	h.env["DB_PASSWORD"] = pg.Password
+	h.ok(createArgs("db", pg)...)
+	wait := func(cmd *exec.Cmd, out *lockedBuffer) int {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			var ee *exec.ExitError
+			if err != nil && !errors.As(err, &ee) {
+				t.Fatal(err)
+			}
+			return cmd.ProcessState.ExitCode()
+		case <-time.After(60 * time.Second):
+			t.Fatalf("pgrelay did not exit within 60 s:\n%s", out.String())
+			return 0
+		}
+	}
+
+	// Stopped by Ctrl-C, exec exits with 130, as shells and query do.
+	t.Run("InterruptExitCode", func(t *testing.T) {
+		marker := "exec-interrupted-" + strconv.Itoa(os.Getpid())
+		cmd, out := h.startPgrelay("exec", "db", "--", "sh", "-c", "sleep 300; : "+marker)
+		waitUntil(t, "the program to run", 15*time.Second, func() bool { return shWith(marker) != 0 })
+		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		if code := wait(cmd, out); code != 130 {
+			t.Fatalf("exit status %d, want 130:\n%s", code, out.String())
+		}
+		if shWith(marker) != 0 {
+			t.Fatal("the program outlived exec")
+		}
+	})
+
+	// A second Ctrl-C leaves at once, and the program (which ignores
+	// SIGINT and SIGTERM here) does not run on, orphaned, in its own
+	// process group: it is killed first.
+	t.Run("SecondInterruptKillsProgram", func(t *testing.T) {
+		marker := "exec-twice-" + strconv.Itoa(os.Getpid())
+		cmd, out := h.startPgrelay("--log-level", "debug", "exec", "db", "--", "sh", "-c", "trap '' INT TERM; echo ready; sleep 300; : "+marker)
+		t.Cleanup(func() {
+			if pid := shWith(marker); pid != 0 {
+				_ = syscall.Kill(-pid, syscall.SIGKILL)
+			}
+		})
+		waitUntil(t, "the program to run", 15*time.Second, func() bool { return strings.Contains(out.String(), "ready") })
+		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		// The run is stopping the program (its debug log says so).
+		waitUntil(t, "the program to be stopped", 15*time.Second, func() bool { return strings.Contains(out.String(), "stopping sh") })
+		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		if code := wait(cmd, out); code != 130 {
+			t.Errorf("exit status %d, want 130:\n%s", code, out.String())
+		}
+		waitUntil(t, "the program to end", 5*time.Second, func() bool { return shWith(marker) == 0 })
+	})
+}
+
+// TestExecRefusedPassword: psql prints the server's refusal itself; exec
+// adds no session-start warnings at the default log level, no "step 1"
+// (exec has no steps), and says once what to do next.
+func TestExecRefusedPassword(t *testing.T) {
+	t.Parallel()
+	pg := sharedDB(t)
+	h := newHarness(t)
+	h.env["DB_PASSWORD"] = "not-" + pg.Password
+	h.ok(createArgs("db", pg)...)
+	r := h.run("exec", "db", "--", "psql", "-X", "-c", "select 1")
+	if r.code != 2 {
+		t.Fatalf("want psql's exit status 2: %s", r)
+	}
+	if strings.Contains(r.stderr, "proxy session start failed") || strings.Contains(r.stderr, "step 1") {
+		t.Errorf("exec repeats psql's error or speaks of steps: %s", r)
+	}
+	contains(t, "exec", r.stderr, "Error: psql exited with code 2", "password authentication failed")
+	if n := strings.Count(r.stderr, "Next: the server refused the saved password of user "+pg.User); n != 1 {
+		t.Errorf("the next step is said %d times, want once: %s", n, r)
+	}
+	// At info level the sessions the server refused are logged.
+	r = h.run("--log-level", "info", "exec", "db", "--", "psql", "-X", "-c", "select 1")
+	contains(t, "exec at info level", r.stderr, "level=INFO msg=\"proxy session start failed\"")
+}
