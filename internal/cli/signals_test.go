@@ -185,3 +185,50 @@ func TestExecRefusedPassword(t *testing.T) {
 	r = h.run("--log-level", "info", "exec", "db", "--", "psql", "-X", "-c", "select 1")
 	contains(t, "exec at info level", r.stderr, "level=INFO msg=\"proxy session start failed\"")
 }
+
+// TestJobRunSignals: a local job run stopped by Ctrl-C exits with 130, and
+// a second Ctrl-C leaves at once without leaving the command (which
+// ignores SIGINT and SIGTERM here) running in its own process group.
+func TestJobRunSignals(t *testing.T) {
+	t.Parallel()
+	pg := sharedDB(t)
+	h := newHarness(t)
+	h.env["DB_PASSWORD"] = pg.Password
+	h.ok(createArgs("db", pg)...)
+	marker := "jobrun-twice-" + strconv.Itoa(os.Getpid())
+	file := filepath.Join(t.TempDir(), "jobs.yaml")
+	if err := os.WriteFile(file, []byte(`jobs:
+  - name: stubborn
+    connection: db
+    steps:
+      - command: [sh, -c, "trap '' INT TERM; echo ready; sleep 300; : `+marker+`"]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.ok("job", "apply", "-f", file)
+	t.Cleanup(func() {
+		if pid := shWith(marker); pid != 0 {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		}
+	})
+	cmd, out := h.startPgrelay("--log-level", "debug", "job", "run", "stubborn", "--allow-command", "sh")
+	waitUntil(t, "the command to run", 15*time.Second, func() bool { return strings.Contains(out.String(), "ready") })
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the command to be stopped", 15*time.Second, func() bool { return strings.Contains(out.String(), "stopping sh") })
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("pgrelay job run did not exit within 60 s:\n%s", out.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 130 {
+		t.Errorf("exit status %d, want 130:\n%s", code, out.String())
+	}
+	waitUntil(t, "the command to end", 5*time.Second, func() bool { return shWith(marker) == 0 })
+}
