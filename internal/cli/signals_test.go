@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pgrelay/pgrelay/internal/cli"
+	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
 // pgrelayArgs, when set (a JSON array), makes the test binary pgrelay run
@@ -76,24 +77,6 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// shWith returns the PID of a running sh whose command line holds
-// marker, or 0.
-func shWith(marker string) int {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		argv0, _, _ := strings.Cut(string(cmdline), "\x00")
-		if err == nil && filepath.Base(argv0) == "sh" && strings.Contains(string(cmdline), marker) {
-			return pid
-		}
-	}
-	return 0
-}
-
 // TestExecSignals sends pgrelay exec real signals, as Ctrl-C does.
 func TestExecSignals(t *testing.T) {
 	t.Parallel()
@@ -122,14 +105,14 @@ func TestExecSignals(t *testing.T) {
 	t.Run("InterruptExitCode", func(t *testing.T) {
 		marker := "exec-interrupted-" + strconv.Itoa(os.Getpid())
 		cmd, out := h.startPgrelay("exec", "db", "--", "sh", "-c", "sleep 300; : "+marker)
-		waitUntil(t, "the program to run", 15*time.Second, func() bool { return shWith(marker) != 0 })
+		waitUntil(t, "the program to run", 15*time.Second, func() bool { return testenv.ProcessRunning("sh", marker) != 0 })
 		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 			t.Fatal(err)
 		}
 		if code := wait(cmd, out); code != 130 {
 			t.Fatalf("exit status %d, want 130:\n%s", code, out.String())
 		}
-		if shWith(marker) != 0 {
+		if testenv.ProcessRunning("sh", marker) != 0 {
 			t.Fatal("the program outlived exec")
 		}
 	})
@@ -141,7 +124,7 @@ func TestExecSignals(t *testing.T) {
 		marker := "exec-twice-" + strconv.Itoa(os.Getpid())
 		cmd, out := h.startPgrelay("--log-level", "debug", "exec", "db", "--", "sh", "-c", "trap '' INT TERM; echo ready; sleep 300; : "+marker)
 		t.Cleanup(func() {
-			if pid := shWith(marker); pid != 0 {
+			if pid := testenv.ProcessRunning("sh", marker); pid != 0 {
 				_ = syscall.Kill(-pid, syscall.SIGKILL)
 			}
 		})
@@ -157,7 +140,7 @@ func TestExecSignals(t *testing.T) {
 		if code := wait(cmd, out); code != 130 {
 			t.Errorf("exit status %d, want 130:\n%s", code, out.String())
 		}
-		waitUntil(t, "the program to end", 5*time.Second, func() bool { return shWith(marker) == 0 })
+		waitUntil(t, "the program to end", 5*time.Second, func() bool { return testenv.ProcessRunning("sh", marker) == 0 })
 	})
 }
 
@@ -207,7 +190,7 @@ func TestJobRunSignals(t *testing.T) {
 	}
 	h.ok("job", "apply", "-f", file)
 	t.Cleanup(func() {
-		if pid := shWith(marker); pid != 0 {
+		if pid := testenv.ProcessRunning("sh", marker); pid != 0 {
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
 		}
 	})
@@ -230,5 +213,5 @@ func TestJobRunSignals(t *testing.T) {
 	if code := cmd.ProcessState.ExitCode(); code != 130 {
 		t.Errorf("exit status %d, want 130:\n%s", code, out.String())
 	}
-	waitUntil(t, "the command to end", 5*time.Second, func() bool { return shWith(marker) == 0 })
+	waitUntil(t, "the command to end", 5*time.Second, func() bool { return testenv.ProcessRunning("sh", marker) == 0 })
 }

@@ -129,7 +129,7 @@ func TestUnstoppableCommandIsReported(t *testing.T) {
 	}
 	marker := "unstoppable-" + other.Name
 	t.Cleanup(func() {
-		if pid := processNamed(marker); pid != 0 {
+		if pid := testenv.ProcessRunning("sh", marker); pid != 0 {
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
 		}
 	})
@@ -172,25 +172,7 @@ func TestUnstoppableCommandIsReported(t *testing.T) {
 		t.Errorf("result: %s: %s\nlog:\n%s", rep.Status, rep.Reason, strings.Join(rep.Log, "\n"))
 	}
 	// It is still running, as the run said.
-	if processNamed(marker) == 0 {
+	if testenv.ProcessRunning("sh", marker) == 0 {
 		t.Error("the command is gone: it could be signalled after all, and this test proves nothing")
 	}
-}
-
-// processNamed returns the PID of a process whose command line holds
-// marker, or 0.
-func processNamed(marker string) int {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		argv0, _, _ := strings.Cut(string(cmdline), "\x00")
-		if err == nil && filepath.Base(argv0) == "sh" && strings.Contains(string(cmdline), marker) {
-			return pid
-		}
-	}
-	return 0
 }

@@ -173,3 +173,23 @@ func signalDescendants(pid int, sig syscall.Signal) ([]int, error) {
 	}
 	return all, nil
 }
+
+// ProcessRunning returns the PID of a running process whose program is
+// named program (the base name of its argv[0]) and whose command line holds
+// marker, or 0: how a test finds a program it started through others (a
+// job's command, a shell's child) to check that it ended.
+func ProcessRunning(program, marker string) int {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		argv0, _, _ := strings.Cut(string(cmdline), "\x00")
+		if err == nil && filepath.Base(argv0) == program && strings.Contains(string(cmdline), marker) {
+			return pid
+		}
+	}
+	return 0
+}
