@@ -83,12 +83,20 @@ as tokens near expiry, and the program never sees a token.`,
 			in := handleInterrupts(cancel, control, r.env.Stderr, "")
 			defer in.stop()
 			if interactive {
-				// Ctrl-C belongs to the program (psql cancels its query).
-				signal.Ignore(syscall.SIGINT)
+				// Ctrl-C belongs to the program (psql cancels its query,
+				// dbt stops): pgrelay catches it and lets it go. Caught,
+				// not ignored: an ignored signal stays ignored in the
+				// program, which then could not be interrupted at all.
+				dropped := make(chan os.Signal, 1)
+				signal.Notify(dropped, syscall.SIGINT)
+				defer signal.Stop(dropped)
 				signal.Notify(in.sigs, syscall.SIGTERM, syscall.SIGHUP)
 				// Once the program has gone, Ctrl-C is pgrelay's again:
 				// it stops a wait to reach the server after a drop.
-				req.Exited = func() { signal.Notify(in.sigs, syscall.SIGINT) }
+				req.Exited = func() {
+					signal.Notify(in.sigs, syscall.SIGINT)
+					signal.Stop(dropped)
+				}
 			} else {
 				signal.Notify(in.sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 			}

@@ -354,7 +354,10 @@ func (r *runner) runJobLocally(ctx context.Context, name, output string, logLimi
 	in := handleInterrupts(cancel, control, r.env.Stderr,
 		"Stopping the run and its statements on the server (press Ctrl-C again to kill its commands and leave at once)...")
 	defer in.stop()
-	signal.Notify(in.sigs, syscall.SIGINT, syscall.SIGTERM)
+	// SIGHUP too: the commands run in process groups of their own, so a
+	// closed terminal (a dropped SSH session) reaches only pgrelay, which
+	// must stop them rather than die and leave them running.
+	signal.Notify(in.sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	done := make(chan struct{})
 	var followErr error
 	started := func(run *jobs.Run) {

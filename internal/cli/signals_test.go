@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/pgrelay/pgrelay/internal/cli"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
@@ -214,4 +216,113 @@ func TestJobRunSignals(t *testing.T) {
 		t.Errorf("exit status %d, want 130:\n%s", code, out.String())
 	}
 	waitUntil(t, "the command to end", 5*time.Second, func() bool { return testenv.ProcessRunning("sh", marker) == 0 })
+}
+
+// openPTY opens a pseudo-terminal and returns its controlling side and
+// the terminal a program gets as its standard input.
+func openPTY(t *testing.T) (ptm, pts *os.File) {
+	t.Helper()
+	ptm, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminal: %v", err)
+	}
+	t.Cleanup(func() { _ = ptm.Close() })
+	if err := unix.IoctlSetPointerInt(int(ptm.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptm.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err = os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pts.Close() })
+	return ptm, pts
+}
+
+// TestExecInteractiveProgramGetsCtrlC: on a terminal, Ctrl-C belongs to
+// the program, which must be able to handle it: pgrelay used to ignore
+// SIGINT while the program ran, and an ignored signal stays ignored in
+// the program (dbt, a shell script could not be interrupted at all).
+func TestExecInteractiveProgramGetsCtrlC(t *testing.T) {
+	t.Parallel()
+	pg := sharedDB(t)
+	h := newHarness(t)
+	h.env["DB_PASSWORD"] = pg.Password
+	h.ok(createArgs("db", pg)...)
+	_, pts := openPTY(t)
+	a, _ := json.Marshal([]string{"exec", "db", "--", "sh", "-c", "grep '^SigIgn' /proc/self/status"})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), pgrelayArgs+"="+string(a), "PGRELAY_DATA_DIR="+h.dataDir)
+	for k, v := range h.env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var out bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("exec: %v\n%s", err, out.String())
+	}
+	var mask uint64
+	for _, line := range strings.Split(out.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, "SigIgn:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mask = m
+			break
+		}
+	}
+	if !strings.Contains(out.String(), "SigIgn:") {
+		t.Fatalf("no SigIgn line in the program's output:\n%s", out.String())
+	}
+	if mask&(1<<(int(syscall.SIGINT)-1)) != 0 {
+		t.Errorf("the program started with SIGINT ignored (SigIgn %x): Ctrl-C could not reach it", mask)
+	}
+}
+
+// TestJobRunHangup: a local job run whose terminal closed (SIGHUP) stops
+// its command, which runs in a process group of its own and so does not
+// get the hangup itself; pgrelay used to die at once and leave it running.
+func TestJobRunHangup(t *testing.T) {
+	t.Parallel()
+	pg := sharedDB(t)
+	h := newHarness(t)
+	h.env["DB_PASSWORD"] = pg.Password
+	h.ok(createArgs("db", pg)...)
+	marker := "jobrun-hangup-" + strconv.Itoa(os.Getpid())
+	file := filepath.Join(t.TempDir(), "jobs.yaml")
+	if err := os.WriteFile(file, []byte(`jobs:
+  - name: long
+    connection: db
+    steps:
+      - command: [sh, -c, "echo ready; sleep 300; : `+marker+`"]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.ok("job", "apply", "-f", file)
+	t.Cleanup(func() {
+		if pid := testenv.ProcessRunning("sh", marker); pid != 0 {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		}
+	})
+	cmd, out := h.startPgrelay("job", "run", "long", "--allow-command", "sh")
+	waitUntil(t, "the command to run", 15*time.Second, func() bool { return strings.Contains(out.String(), "ready") })
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("pgrelay job run did not exit within 60 s:\n%s", out.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 128+int(syscall.SIGHUP) {
+		t.Errorf("exit status %d, want %d:\n%s", code, 128+int(syscall.SIGHUP), out.String())
+	}
+	waitUntil(t, "the command to end", 15*time.Second, func() bool { return testenv.ProcessRunning("sh", marker) == 0 })
 }
