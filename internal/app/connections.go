@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -645,7 +646,12 @@ func (s *Connector) pinHostKey(ctx context.Context, name string, addr string, ke
 			// Another session pinned first: the same key is fine (two
 			// runs that first used the bastion at once); another one
 			// means the bastion presented two different keys.
-			if slices.Contains(e.Keys, sshkey.AuthorizedKey(key, "")) {
+			// Compared as keys: a pin given with the connection carries
+			// a comment (givenPin).
+			if slices.ContainsFunc(e.Keys, func(line string) bool {
+				k, err := sshkey.ParsePublic(line)
+				return err == nil && bytes.Equal(k.Marshal(), key.Marshal())
+			}) {
 				return nil
 			}
 			return fmt.Errorf("bastion %s: another host key was pinned concurrently; retry", addr)
