@@ -6,11 +6,9 @@ import (
 	"log/slog"
 	"sync/atomic"
 
-	"github.com/jackc/pgx/v5/pgconn"
-
 	"github.com/pgrelay/pgrelay/internal/connection"
-
 	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/relay"
 )
 
 // RunJobLocally runs the saved job name in this process, now, with the job
@@ -136,8 +134,8 @@ func (s *Service) Exec(ctx context.Context, req ExecRequest) (ExecResult, error)
 }
 
 // execLogHandler is the log of an exec's local endpoint: a session the
-// server refused (its error holds the server's *pgconn.PgError, which the
-// program got and prints itself) is logged at info level instead of as a
+// server refused as it started (a *relay.RefusedError: the program got the
+// server's error and prints it itself) is logged at info level instead of as a
 // warning, so the terminal does not show it twice; a refused password
 // (SQLSTATE 28P01) is noted for the Next hint.
 type execLogHandler struct {
@@ -155,7 +153,7 @@ func (h *execLogHandler) Handle(ctx context.Context, r slog.Record) error {
 	if r.Level != slog.LevelWarn {
 		return h.Handler.Handle(ctx, r)
 	}
-	var refusal *pgconn.PgError
+	var refusal *relay.RefusedError
 	r.Attrs(func(a slog.Attr) bool {
 		if err, ok := a.Value.Any().(error); ok && errors.As(err, &refusal) {
 			return false
@@ -165,7 +163,7 @@ func (h *execLogHandler) Handle(ctx context.Context, r slog.Record) error {
 	if refusal == nil {
 		return h.Handler.Handle(ctx, r)
 	}
-	if refusal.Code == "28P01" { // invalid_password
+	if refusal.Err.Code == "28P01" { // invalid_password
 		h.passwordRefused.Store(true)
 	}
 	if !h.Handler.Enabled(ctx, slog.LevelInfo) {

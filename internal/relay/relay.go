@@ -465,7 +465,7 @@ func (r *Relay) start(ctx context.Context, cs *clientSide, sm *pgproto3.StartupM
 			// The server refused: the client hears it as the server said it.
 			cs.be.Send(m)
 			_ = cs.be.Flush()
-			return fail(fmt.Errorf("the server refused the session: %w", pgconn.ErrorResponseToPgError(m)))
+			return fail(&RefusedError{Err: pgconn.ErrorResponseToPgError(m)})
 		case *pgproto3.ReadyForQuery:
 			if b.PID == 0 {
 				return tellClient(relayError("08P01", "pgrelay: the server sent no BackendKeyData", "", ""),
@@ -582,3 +582,16 @@ func (r byteReader) Read(p []byte) (int, error) {
 	p[0] = c
 	return 1, nil
 }
+
+// RefusedError is a session the server refused as it started (a wrong
+// password, a database that does not exist): the client got the server's
+// error as the server sent it, so it is the client's to tell.
+type RefusedError struct {
+	// Err is the server's error.
+	Err *pgconn.PgError
+}
+
+func (e *RefusedError) Error() string { return "the server refused the session: " + e.Err.Error() }
+
+// Unwrap returns the server's error.
+func (e *RefusedError) Unwrap() error { return e.Err }
