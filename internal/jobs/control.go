@@ -69,6 +69,16 @@ func (c *Control) Kill() error {
 	return errors.Join(errs...)
 }
 
+// Commands returns how many commands Kill would reach now.
+func (c *Control) Commands() int {
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.procs)
+}
+
 // StopWaiting ends the waits for the server going on now, cause saying why
 // (e.g. a *CancelledError): each records the run's cleanup as not
 // confirmed, with what is left to do by hand. It reports whether a wait

@@ -897,7 +897,10 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 		}
 		return nil, fmt.Errorf("start %s (%s)%s%s: %w", prog, path, as, in, err)
 	}
-	defer controlOf(ctx).started(cmd.Process, cmd.SysProcAttr.Setpgid)()
+	// Registered until its process group is known empty (below): a group
+	// killed by number after that could be another's by then.
+	unregister := sync.OnceFunc(controlOf(ctx).started(cmd.Process, cmd.SysProcAttr.Setpgid))
+	defer unregister()
 	stopDone := make(chan struct{})
 	// abandoned is closed when the program could not be signalled: it
 	// runs on and the step no longer waits for it.
@@ -990,6 +993,9 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 				"they are still running: end them by hand (kill -KILL -- -%d)", prog, cmd.Process.Pid, err, x.signalHint(err), cmd.Process.Pid)
 			x.log(i, StreamSystem, groupErr.Error())
 		}
+	}
+	if groupErr == nil {
+		unregister()
 	}
 	if !waitTimeout(&wg, pipeDrain) {
 		// A process outside the group (it started a session of its own)

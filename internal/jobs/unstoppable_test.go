@@ -103,7 +103,7 @@ func runUnstoppable(who string) int {
 // TestUnstoppableCommandIsReported runs pgrelay (the test binary) as an
 // unprivileged user with CAP_SETUID, CAP_SETGID and CAP_CHOWN, as a
 // service with ambient capabilities would, but without CAP_KILL: --run-as
-// is refused at set-up, naming CAP_KILL; and a command it starts as
+// is refused at set-up (not root); and a command it starts as
 // another user anyway, which no signal of its reaches, is reported as
 // still running when the run is cancelled, instead of the run waiting for
 // it forever or passing over it.
@@ -175,4 +175,59 @@ func TestUnstoppableCommandIsReported(t *testing.T) {
 	if testenv.ProcessRunning("sh", marker) == 0 {
 		t.Error("the command is gone: it could be signalled after all, and this test proves nothing")
 	}
+}
+
+// TestControlForgetsAnEndedGroup: once a command has exited and its
+// process group is empty, a second Ctrl-C (Control.Kill) no longer
+// reaches it by number, even while the step still drains the output a
+// process outside the group holds open: that number could be another
+// group's by then. It used to stay registered until the step returned.
+func TestControlForgetsAnEndedGroup(t *testing.T) {
+	t.Parallel()
+	allow, err := jobs.NewAllowlist([]string{"sh"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := &connection.Spec{Name: "direct", Host: "127.0.0.1", Port: 1, Database: "d", User: "u", SSLMode: connection.SSLDisable}
+	r := &jobs.Runner{
+		Open:     func(context.Context, string) (jobs.Conn, error) { return directConn{spec}, nil },
+		Commands: jobs.CommandPolicy{Allow: allow},
+	}
+	marker := "control-forgets-" + strconv.Itoa(os.Getpid())
+	t.Cleanup(func() {
+		if pid := testenv.ProcessRunning("sh", marker); pid != 0 {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		}
+	})
+	// The program leaves a process of another session holding its output
+	// for 3 s, so the step drains it after the program's group is gone.
+	up := filepath.Join(t.TempDir(), "up")
+	j := jobs.Job{Name: "j", Connection: "direct", Steps: []jobs.Step{{Command: []string{"sh", "-c",
+		"setsid sh -c ': > " + up + "; sleep 3; : " + marker + "' & while [ ! -e " + up + " ]; do sleep 0.01; done"}}}}
+	j.ApplyDefaults()
+	control := jobs.NewControl()
+	ctx := jobs.WithControl(context.Background(), control)
+	done := make(chan jobs.Result, 1)
+	go func() { done <- r.Run(ctx, j, jobs.Hooks{}) }()
+	for deadline := time.Now().Add(10 * time.Second); testenv.ProcessRunning("sh", marker) == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the program did not start the process holding its output")
+		}
+	}
+	forgotten := false
+	for deadline := time.Now().Add(2500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if control.Commands() == 0 {
+			forgotten = true
+			break
+		}
+	}
+	select {
+	case res := <-done:
+		t.Fatalf("the step ended before its output was drained (%s): the test proves nothing", res.Status)
+	default:
+	}
+	if !forgotten {
+		t.Error("the command stayed registered for Kill after its process group was gone")
+	}
+	<-done
 }
