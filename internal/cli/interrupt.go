@@ -18,7 +18,8 @@ import (
 //     *jobs.CancelledError naming the signal;
 //   - the next one, while the run waits for the server to stop its
 //     statements (its tunnel dropped), ends that wait, which records the
-//     cleanup as not confirmed;
+//     cleanup as not confirmed (the first does, when something else,
+//     such as the job's time limit, had stopped the run already);
 //   - any other ends pgrelay at once (exit status 128 + the signal's
 //     number, as the signal's default action would), after it sent
 //     SIGKILL to the run's commands and what they started in their process
@@ -66,9 +67,14 @@ func (in *interrupts) loop() {
 					fmt.Fprintln(in.stderr, in.notice)
 				}
 				in.cancel(stopped)
+				// A run something else stopped first (its time limit)
+				// may already wait for the server: the user's first
+				// signal ends that wait too.
+				if in.control.StopWaiting(stopped) {
+					fmt.Fprintln(in.stderr, stoppedWaiting)
+				}
 			case in.control.StopWaiting(stopped):
-				fmt.Fprintln(in.stderr, "Stopped waiting for the server: the run's statements may still be running (see the cleanup's message). "+
-					"Press Ctrl-C again to leave at once.")
+				fmt.Fprintln(in.stderr, stoppedWaiting)
 			default:
 				if err := in.control.Kill(); err != nil {
 					fmt.Fprintf(in.stderr, "pgrelay: could not end the run's commands: %v\n", err)
@@ -78,6 +84,10 @@ func (in *interrupts) loop() {
 		}
 	}
 }
+
+// stoppedWaiting is said when a signal ended a run's wait for the server.
+const stoppedWaiting = "Stopped waiting for the server: the run's statements may still be running (see the cleanup's message). " +
+	"Press Ctrl-C again to leave at once."
 
 // stop ends the handling: signals are no longer caught.
 func (in *interrupts) stop() {

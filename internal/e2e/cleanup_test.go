@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -196,4 +197,119 @@ func activeTag(t *testing.T, admin *pgx.Conn, tag string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestLocalRunTimeLimitThenCtrlC: a local `job run` stopped by its time
+// limit while its tunnel was silently gone waits to stop its statement
+// once the bastion answers again; the first Ctrl-C ends that wait (the
+// user stopped nothing before it). It used to only cancel a run already
+// stopped, so the wait went on for its 10 minutes.
+func TestLocalRunTimeLimitThenCtrlC(t *testing.T) {
+	if _, err := exec.LookPath("psql"); err != nil {
+		t.Skip("psql not installed")
+	}
+	t.Parallel()
+	var pg *testenv.Postgres
+	var wg sync.WaitGroup
+	wg.Go(func() { pg = testenv.SharedPostgres(t, testenv.PostgresOptions{}) })
+	bastion := testenv.SharedBastion(t, testenv.BastionOptions{})
+	wg.Wait()
+	if pg == nil || t.Failed() {
+		t.FailNow()
+	}
+	d := pg.NewDatabase(t)
+	fp := testenv.StartFaultProxy(t, bastion.Addr())
+	t.Cleanup(fp.Thaw)
+	env := e2etest.ProcessEnv("PGRELAY_DATA_DIR="+t.TempDir(), secret.MasterKeyEnv+"="+e2etest.NewMasterKey(), "DB_PW="+d.Password)
+	// Keepalives slow enough that the time limit (2 s) comes before the
+	// silence is taken for a drop (6 s).
+	out := e2etest.Command(t, binary, env, "connection", "create", "slowdrop", "--host", pg.Host, "--port", strconv.Itoa(pg.Port),
+		"--database", d.Name, "--user", d.User, "--password-env", "DB_PW", "--sslmode", "disable",
+		"--ssh-host", fp.Host(), "--ssh-port", strconv.Itoa(fp.Port()), "--ssh-user", bastion.User,
+		"--ssh-keepalive-interval", "2s", "--ssh-keepalive-count-max", "3", "-o", "json")
+	var created struct {
+		SSHTunnel struct {
+			PublicKey string `json:"public_key"`
+		} `json:"ssh_tunnel"`
+	}
+	if err := json.Unmarshal([]byte(out), &created); err != nil || created.SSHTunnel.PublicKey == "" {
+		t.Fatalf("connection create: %v\n%s", err, out)
+	}
+	bastion.Authorize(t, created.SSHTunnel.PublicKey)
+	admin := pg.Connect(t, d.Name)
+	tag := "time-limit-then-ctrl-c"
+	t.Cleanup(func() {
+		fp.Thaw()
+		_, _ = admin.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			WHERE query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`, tag)
+	})
+	jobsYAML := "jobs:\n  - name: limited\n    connection: slowdrop\n    timeout: 2s\n    steps:\n      - command: [psql, -X, -c, \"select pg_sleep(60) /* " + tag + " */\"]\n"
+	if r, err := e2etest.Run(binary, env, strings.NewReader(jobsYAML), "job", "apply", "-f", "-"); err != nil || r.Code != 0 {
+		t.Fatalf("job apply: %v %+v", err, r)
+	}
+	cmd := exec.Command(binary, "job", "run", "limited", "--allow-command", "psql")
+	cmd.Env = env
+	var said testenv.LogBuffer
+	pending := make(chan struct{}, 2)
+	var readers sync.WaitGroup
+	for _, pipe := range []func() (io.ReadCloser, error){cmd.StdoutPipe, cmd.StderrPipe} {
+		r, err := pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		readers.Go(func() {
+			sc := bufio.NewScanner(r)
+			for sc.Scan() {
+				_, _ = said.Write([]byte(sc.Text() + "\n"))
+				if strings.Contains(sc.Text(), "keeps trying to reach the server") {
+					pending <- struct{}{}
+				}
+			}
+			_, _ = io.Copy(io.Discard, r)
+		})
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	exited := make(chan error, 1)
+	go func() {
+		readers.Wait()
+		exited <- cmd.Wait()
+	}()
+	active := func() int {
+		var n int
+		if err := admin.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE state = 'active' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`, tag).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for end := time.Now().Add(20 * time.Second); active() != 1; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("the statement never ran; pgrelay said:\n%s", said.String())
+		}
+	}
+	fp.Freeze()
+	select {
+	case <-pending:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no pending cleanup said within 30 s of the freeze; pgrelay said:\n%s", said.String())
+	}
+	// The time limit stopped the command before the silence was taken
+	// for a drop.
+	if stop, drop := strings.Index(said.String(), "stopping psql"), strings.Index(said.String(), "run stopped"); stop < 0 || drop < 0 || stop > drop {
+		t.Fatalf("the time limit did not stop the run first: this test proves nothing; pgrelay said:\n%s", said.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the first Ctrl-C did not end the wait for the server (15 s); pgrelay said:\n%s", said.String())
+	}
+	if !strings.Contains(said.String(), "stopped trying to reach the server again") {
+		t.Errorf("the cleanup does not say it stopped trying:\n%s", said.String())
+	}
 }
