@@ -111,12 +111,12 @@ func testConnectionTestsInBrowser(t *testing.T, s *stack, browser context.Contex
 			stepState("#test-panel", "tcp")+` === "ok" && `+stepState("#test-panel", "postgres_auth")+` === "running" && `+
 				`document.querySelector("#test-panel .test-state").textContent === "Running…" && `+
 				`document.querySelector("#test-connection").disabled`, 4*time.Second)
-		admin.waitFor("the login to time out", stepState("#test-panel", "postgres_auth")+` === "failed"`, 15*time.Second)
+		// The whole test, not only the step: the panel is drawn again as
+		// the last events arrive, and a node read meanwhile is gone.
+		admin.waitFor("the login to time out and the test to end", stepState("#test-panel", "postgres_auth")+` === "failed" && `+
+			`!document.querySelector("#test-connection").disabled`, 15*time.Second)
 		if got := admin.text(`#test-panel .tstep-failed .tstep-hint`); !strings.Contains(got, "did not finish the login") {
 			t.Fatalf("time-out hint = %q", got)
-		}
-		if admin.eval(`String(document.querySelector("#test-connection").disabled)`) != "false" {
-			t.Fatal("the button stays disabled after the test")
 		}
 	})
 
