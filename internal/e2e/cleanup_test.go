@@ -32,32 +32,8 @@ func TestLocalRunWaitsForCleanup(t *testing.T) {
 		t.Skip("psql not installed")
 	}
 	t.Parallel()
-	var pg *testenv.Postgres
-	var wg sync.WaitGroup
-	wg.Go(func() { pg = testenv.SharedPostgres(t, testenv.PostgresOptions{}) })
-	bastion := testenv.SharedBastion(t, testenv.BastionOptions{})
-	wg.Wait()
-	if pg == nil || t.Failed() {
-		t.FailNow()
-	}
-	d := pg.NewDatabase(t)
-	fp := testenv.StartFaultProxy(t, bastion.Addr())
-	t.Cleanup(fp.Thaw)
-	env := e2etest.ProcessEnv("PGRELAY_DATA_DIR="+t.TempDir(), secret.MasterKeyEnv+"="+e2etest.NewMasterKey(), "DB_PW="+d.Password)
-	out := e2etest.Command(t, binary, env, "connection", "create", "frozen", "--host", pg.Host, "--port", strconv.Itoa(pg.Port),
-		"--database", d.Name, "--user", d.User, "--password-env", "DB_PW", "--sslmode", "disable",
-		"--ssh-host", fp.Host(), "--ssh-port", strconv.Itoa(fp.Port()), "--ssh-user", bastion.User,
-		"--ssh-keepalive-interval", "200ms", "--ssh-keepalive-count-max", "3", "-o", "json")
-	var created struct {
-		SSHTunnel struct {
-			PublicKey string `json:"public_key"`
-		} `json:"ssh_tunnel"`
-	}
-	if err := json.Unmarshal([]byte(out), &created); err != nil || created.SSHTunnel.PublicKey == "" {
-		t.Fatalf("connection create: %v\n%s", err, out)
-	}
-	bastion.Authorize(t, created.SSHTunnel.PublicKey)
-	admin := pg.Connect(t, d.Name)
+	// Keepalives every 200 ms: the freeze is taken for a drop at once.
+	env, fp, admin := frozenConnection(t, "frozen", "200ms")
 	jobsYAML := "jobs:\n  - name: hang\n    connection: frozen\n    steps:\n      - command: [psql, -X, -c, \"select pg_sleep(60) /* cleanup-job-run */\"]\n"
 	if r, err := e2etest.Run(binary, env, strings.NewReader(jobsYAML), "job", "apply", "-f", "-"); err != nil || r.Code != 0 {
 		t.Fatalf("job apply: %v %+v", err, r)
@@ -85,35 +61,11 @@ func TestLocalRunWaitsForCleanup(t *testing.T) {
 			cmd.Env = env
 			// The run's log goes to stdout (job run), the warnings to
 			// stderr (exec): both are watched for the pending cleanup.
-			var said testenv.LogBuffer
 			pending := make(chan int, 2)
-			var readers sync.WaitGroup
-			for _, pipe := range []func() (io.ReadCloser, error){cmd.StdoutPipe, cmd.StderrPipe} {
-				r, err := pipe()
-				if err != nil {
-					t.Fatal(err)
-				}
-				readers.Go(func() {
-					sc := bufio.NewScanner(r)
-					for sc.Scan() {
-						_, _ = said.Write([]byte(sc.Text() + "\n"))
-						if strings.Contains(sc.Text(), "keeps trying to reach the server") {
-							pending <- active()
-							fp.Thaw()
-						}
-					}
-					_, _ = io.Copy(io.Discard, r)
-				})
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = cmd.Process.Kill() })
-			exited := make(chan error, 1)
-			go func() {
-				readers.Wait()
-				exited <- cmd.Wait()
-			}()
+			said, exited := startWatched(t, cmd, func() {
+				pending <- active()
+				fp.Thaw()
+			})
 			for end := time.Now().Add(20 * time.Second); active() != 1; time.Sleep(20 * time.Millisecond) {
 				if time.Now().After(end) {
 					t.Fatalf("the statement never ran; pgrelay said:\n%s", said.String())
@@ -188,6 +140,77 @@ func TestLocalRunWaitsForCleanup(t *testing.T) {
 	})
 }
 
+// startWatched starts cmd with its standard output (a run's log) and
+// error (warnings) read line by line into the returned buffer, calling
+// onPending when one says a cleanup went pending; the channel gets cmd's
+// end once both are read to their end.
+func startWatched(t *testing.T, cmd *exec.Cmd, onPending func()) (*testenv.LogBuffer, <-chan error) {
+	t.Helper()
+	said := &testenv.LogBuffer{}
+	var readers sync.WaitGroup
+	for _, pipe := range []func() (io.ReadCloser, error){cmd.StdoutPipe, cmd.StderrPipe} {
+		r, err := pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		readers.Go(func() {
+			sc := bufio.NewScanner(r)
+			for sc.Scan() {
+				_, _ = said.Write([]byte(sc.Text() + "\n"))
+				if strings.Contains(sc.Text(), "keeps trying to reach the server") {
+					onPending()
+				}
+			}
+			_, _ = io.Copy(io.Discard, r)
+		})
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	exited := make(chan error, 1)
+	go func() {
+		readers.Wait()
+		exited <- cmd.Wait()
+	}()
+	return said, exited
+}
+
+// frozenConnection saves connection name (a new database of the shared
+// PostgreSQL, through the shared bastion behind a fault proxy that can
+// freeze the path, with keepalives every interval, 3 missed a drop) in a
+// data dir of its own, and returns the environment of pgrelay on it, the
+// fault proxy and a session on the database.
+func frozenConnection(t *testing.T, name, interval string) ([]string, *testenv.FaultProxy, *pgx.Conn) {
+	t.Helper()
+	var pg *testenv.Postgres
+	var wg sync.WaitGroup
+	wg.Go(func() { pg = testenv.SharedPostgres(t, testenv.PostgresOptions{}) })
+	bastion := testenv.SharedBastion(t, testenv.BastionOptions{})
+	wg.Wait()
+	if pg == nil || t.Failed() {
+		t.FailNow()
+	}
+	d := pg.NewDatabase(t)
+	fp := testenv.StartFaultProxy(t, bastion.Addr())
+	t.Cleanup(fp.Thaw)
+	env := e2etest.ProcessEnv("PGRELAY_DATA_DIR="+t.TempDir(), secret.MasterKeyEnv+"="+e2etest.NewMasterKey(), "DB_PW="+d.Password)
+	out := e2etest.Command(t, binary, env, "connection", "create", name, "--host", pg.Host, "--port", strconv.Itoa(pg.Port),
+		"--database", d.Name, "--user", d.User, "--password-env", "DB_PW", "--sslmode", "disable",
+		"--ssh-host", fp.Host(), "--ssh-port", strconv.Itoa(fp.Port()), "--ssh-user", bastion.User,
+		"--ssh-keepalive-interval", interval, "--ssh-keepalive-count-max", "3", "-o", "json")
+	var created struct {
+		SSHTunnel struct {
+			PublicKey string `json:"public_key"`
+		} `json:"ssh_tunnel"`
+	}
+	if err := json.Unmarshal([]byte(out), &created); err != nil || created.SSHTunnel.PublicKey == "" {
+		t.Fatalf("connection create: %v\n%s", err, out)
+	}
+	bastion.Authorize(t, created.SSHTunnel.PublicKey)
+	return env, fp, pg.Connect(t, d.Name)
+}
+
 // activeTag counts the active statements of admin's database that hold tag.
 func activeTag(t *testing.T, admin *pgx.Conn, tag string) int {
 	t.Helper()
@@ -209,34 +232,9 @@ func TestLocalRunTimeLimitThenCtrlC(t *testing.T) {
 		t.Skip("psql not installed")
 	}
 	t.Parallel()
-	var pg *testenv.Postgres
-	var wg sync.WaitGroup
-	wg.Go(func() { pg = testenv.SharedPostgres(t, testenv.PostgresOptions{}) })
-	bastion := testenv.SharedBastion(t, testenv.BastionOptions{})
-	wg.Wait()
-	if pg == nil || t.Failed() {
-		t.FailNow()
-	}
-	d := pg.NewDatabase(t)
-	fp := testenv.StartFaultProxy(t, bastion.Addr())
-	t.Cleanup(fp.Thaw)
-	env := e2etest.ProcessEnv("PGRELAY_DATA_DIR="+t.TempDir(), secret.MasterKeyEnv+"="+e2etest.NewMasterKey(), "DB_PW="+d.Password)
 	// Keepalives slow enough that the time limit (2 s) comes before the
 	// silence is taken for a drop (6 s).
-	out := e2etest.Command(t, binary, env, "connection", "create", "slowdrop", "--host", pg.Host, "--port", strconv.Itoa(pg.Port),
-		"--database", d.Name, "--user", d.User, "--password-env", "DB_PW", "--sslmode", "disable",
-		"--ssh-host", fp.Host(), "--ssh-port", strconv.Itoa(fp.Port()), "--ssh-user", bastion.User,
-		"--ssh-keepalive-interval", "2s", "--ssh-keepalive-count-max", "3", "-o", "json")
-	var created struct {
-		SSHTunnel struct {
-			PublicKey string `json:"public_key"`
-		} `json:"ssh_tunnel"`
-	}
-	if err := json.Unmarshal([]byte(out), &created); err != nil || created.SSHTunnel.PublicKey == "" {
-		t.Fatalf("connection create: %v\n%s", err, out)
-	}
-	bastion.Authorize(t, created.SSHTunnel.PublicKey)
-	admin := pg.Connect(t, d.Name)
+	env, fp, admin := frozenConnection(t, "slowdrop", "2s")
 	tag := "time-limit-then-ctrl-c"
 	t.Cleanup(func() {
 		fp.Thaw()
@@ -249,43 +247,9 @@ func TestLocalRunTimeLimitThenCtrlC(t *testing.T) {
 	}
 	cmd := exec.Command(binary, "job", "run", "limited", "--allow-command", "psql")
 	cmd.Env = env
-	var said testenv.LogBuffer
 	pending := make(chan struct{}, 2)
-	var readers sync.WaitGroup
-	for _, pipe := range []func() (io.ReadCloser, error){cmd.StdoutPipe, cmd.StderrPipe} {
-		r, err := pipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		readers.Go(func() {
-			sc := bufio.NewScanner(r)
-			for sc.Scan() {
-				_, _ = said.Write([]byte(sc.Text() + "\n"))
-				if strings.Contains(sc.Text(), "keeps trying to reach the server") {
-					pending <- struct{}{}
-				}
-			}
-			_, _ = io.Copy(io.Discard, r)
-		})
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	exited := make(chan error, 1)
-	go func() {
-		readers.Wait()
-		exited <- cmd.Wait()
-	}()
-	active := func() int {
-		var n int
-		if err := admin.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
-			WHERE state = 'active' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`, tag).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	for end := time.Now().Add(20 * time.Second); active() != 1; time.Sleep(20 * time.Millisecond) {
+	said, exited := startWatched(t, cmd, func() { pending <- struct{}{} })
+	for end := time.Now().Add(20 * time.Second); activeTag(t, admin, tag) != 1; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatalf("the statement never ran; pgrelay said:\n%s", said.String())
 		}
