@@ -86,23 +86,6 @@ func TestExecSignals(t *testing.T) {
 	h := newHarness(t)
 	h.env["DB_PASSWORD"] = pg.Password
 	h.ok(createArgs("db", pg)...)
-	wait := func(cmd *exec.Cmd, out *lockedBuffer) int {
-		t.Helper()
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			var ee *exec.ExitError
-			if err != nil && !errors.As(err, &ee) {
-				t.Fatal(err)
-			}
-			return cmd.ProcessState.ExitCode()
-		case <-time.After(60 * time.Second):
-			t.Fatalf("pgrelay did not exit within 60 s:\n%s", out.String())
-			return 0
-		}
-	}
-
 	// Stopped by Ctrl-C, exec exits with 130, as shells and query do.
 	t.Run("InterruptExitCode", func(t *testing.T) {
 		marker := "exec-interrupted-" + strconv.Itoa(os.Getpid())
@@ -111,7 +94,7 @@ func TestExecSignals(t *testing.T) {
 		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 			t.Fatal(err)
 		}
-		if code := wait(cmd, out); code != 130 {
+		if code := exitStatus(t, cmd, out); code != 130 {
 			t.Fatalf("exit status %d, want 130:\n%s", code, out.String())
 		}
 		if testenv.ProcessRunning("sh", marker) != 0 {
@@ -139,7 +122,7 @@ func TestExecSignals(t *testing.T) {
 		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 			t.Fatal(err)
 		}
-		if code := wait(cmd, out); code != 130 {
+		if code := exitStatus(t, cmd, out); code != 130 {
 			t.Errorf("exit status %d, want 130:\n%s", code, out.String())
 		}
 		waitUntil(t, "the program to end", 5*time.Second, func() bool { return testenv.ProcessRunning("sh", marker) == 0 })
@@ -169,53 +152,6 @@ func TestExecRefusedPassword(t *testing.T) {
 	// At info level the sessions the server refused are logged.
 	r = h.run("--log-level", "info", "exec", "db", "--", "psql", "-X", "-c", "select 1")
 	contains(t, "exec at info level", r.stderr, "level=INFO msg=\"proxy session start failed\"")
-}
-
-// TestJobRunSignals: a local job run stopped by Ctrl-C exits with 130, and
-// a second Ctrl-C leaves at once without leaving the command (which
-// ignores SIGINT and SIGTERM here) running in its own process group.
-func TestJobRunSignals(t *testing.T) {
-	t.Parallel()
-	pg := sharedDB(t)
-	h := newHarness(t)
-	h.env["DB_PASSWORD"] = pg.Password
-	h.ok(createArgs("db", pg)...)
-	marker := "jobrun-twice-" + strconv.Itoa(os.Getpid())
-	file := filepath.Join(t.TempDir(), "jobs.yaml")
-	if err := os.WriteFile(file, []byte(`jobs:
-  - name: stubborn
-    connection: db
-    steps:
-      - command: [sh, -c, "trap '' INT TERM; echo ready; sleep 300; : `+marker+`"]
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h.ok("job", "apply", "-f", file)
-	t.Cleanup(func() {
-		if pid := testenv.ProcessRunning("sh", marker); pid != 0 {
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
-		}
-	})
-	cmd, out := h.startPgrelay("--log-level", "debug", "job", "run", "stubborn", "--allow-command", "sh")
-	waitUntil(t, "the command to run", 15*time.Second, func() bool { return strings.Contains(out.String(), "ready") })
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, "the command to be stopped", 15*time.Second, func() bool { return strings.Contains(out.String(), "stopping sh") })
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		t.Fatalf("pgrelay job run did not exit within 60 s:\n%s", out.String())
-	}
-	if code := cmd.ProcessState.ExitCode(); code != 130 {
-		t.Errorf("exit status %d, want 130:\n%s", code, out.String())
-	}
-	waitUntil(t, "the command to end", 5*time.Second, func() bool { return testenv.ProcessRunning("sh", marker) == 0 })
 }
 
 // openPTY opens a pseudo-terminal and returns its controlling side and
@@ -284,22 +220,42 @@ func TestExecInteractiveProgramGetsCtrlC(t *testing.T) {
 	}
 }
 
-// TestJobRunHangup: a local job run whose terminal closed (SIGHUP) stops
-// its command, which runs in a process group of its own and so does not
-// get the hangup itself; pgrelay used to die at once and leave it running.
-func TestJobRunHangup(t *testing.T) {
-	t.Parallel()
+// exitStatus waits for pgrelay to exit and returns its exit status,
+// failing the test if it has not within 60 s.
+func exitStatus(t *testing.T, cmd *exec.Cmd, out *lockedBuffer) int {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		return cmd.ProcessState.ExitCode()
+	case <-time.After(60 * time.Second):
+		t.Fatalf("pgrelay did not exit within 60 s:\n%s", out.String())
+		return 0
+	}
+}
+
+// startJobRun starts a local `pgrelay job run` (with args) of a job whose
+// one command step is sh -c script; script says "ready" once it runs,
+// and ends with `: MARKER` so that testenv.ProcessRunning finds it (killed
+// at the test's end if still there). It returns once the step said ready.
+func startJobRun(t *testing.T, script string, args ...string) (cmd *exec.Cmd, out *lockedBuffer, marker string) {
+	t.Helper()
 	pg := sharedDB(t)
 	h := newHarness(t)
 	h.env["DB_PASSWORD"] = pg.Password
 	h.ok(createArgs("db", pg)...)
-	marker := "jobrun-hangup-" + strconv.Itoa(os.Getpid())
+	marker = strings.ReplaceAll(t.Name(), "/", "-") + "-" + strconv.Itoa(os.Getpid())
 	file := filepath.Join(t.TempDir(), "jobs.yaml")
 	if err := os.WriteFile(file, []byte(`jobs:
-  - name: long
+  - name: j
     connection: db
     steps:
-      - command: [sh, -c, "echo ready; sleep 300; : `+marker+`"]
+      - command: [sh, -c, "`+script+`; : `+marker+`"]
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -309,19 +265,40 @@ func TestJobRunHangup(t *testing.T) {
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
 		}
 	})
-	cmd, out := h.startPgrelay("job", "run", "long", "--allow-command", "sh")
+	cmd, out = h.startPgrelay(append(args, "job", "run", "j", "--allow-command", "sh")...)
 	waitUntil(t, "the command to run", 15*time.Second, func() bool { return strings.Contains(out.String(), "ready") })
+	return cmd, out, marker
+}
+
+// TestJobRunSignals: a local job run stopped by Ctrl-C exits with 130, and
+// a second Ctrl-C leaves at once without leaving the command (which
+// ignores SIGINT and SIGTERM here) running in its own process group.
+func TestJobRunSignals(t *testing.T) {
+	t.Parallel()
+	cmd, out, marker := startJobRun(t, "trap '' INT TERM; echo ready; sleep 300", "--log-level", "debug")
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the command to be stopped", 15*time.Second, func() bool { return strings.Contains(out.String(), "stopping sh") })
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitStatus(t, cmd, out); code != 130 {
+		t.Errorf("exit status %d, want 130:\n%s", code, out.String())
+	}
+	waitUntil(t, "the command to end", 5*time.Second, func() bool { return testenv.ProcessRunning("sh", marker) == 0 })
+}
+
+// TestJobRunHangup: a local job run whose terminal closed (SIGHUP) stops
+// its command, which runs in a process group of its own and so does not
+// get the hangup itself; pgrelay used to die at once and leave it running.
+func TestJobRunHangup(t *testing.T) {
+	t.Parallel()
+	cmd, out, marker := startJobRun(t, "echo ready; sleep 300")
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		t.Fatalf("pgrelay job run did not exit within 60 s:\n%s", out.String())
-	}
-	if code := cmd.ProcessState.ExitCode(); code != 128+int(syscall.SIGHUP) {
+	if code := exitStatus(t, cmd, out); code != 128+int(syscall.SIGHUP) {
 		t.Errorf("exit status %d, want %d:\n%s", code, 128+int(syscall.SIGHUP), out.String())
 	}
 	waitUntil(t, "the command to end", 15*time.Second, func() bool { return testenv.ProcessRunning("sh", marker) == 0 })
