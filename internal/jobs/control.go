@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Control reaches a process's runs from outside them: the commands they
@@ -21,12 +23,28 @@ type Control struct {
 	procs map[*os.Process]bool
 	// waits end the waits for the server going on now.
 	waits map[*int]context.CancelCauseFunc
+	// starting counts the commands being started (forked, not yet
+	// registered); changed is signalled when it goes down.
+	starting int
+	changed  *sync.Cond
+	// killed is set by Kill: no command starts after it, and one being
+	// started as it ran is killed as it registers.
+	killed bool
 }
 
 // NewControl returns a Control that runs can be given with WithControl.
 func NewControl() *Control {
-	return &Control{procs: make(map[*os.Process]bool), waits: make(map[*int]context.CancelCauseFunc)}
+	c := &Control{procs: make(map[*os.Process]bool), waits: make(map[*int]context.CancelCauseFunc)}
+	c.changed = sync.NewCond(&c.mu)
+	return c
 }
+
+// ErrKilled is a command not started because the Control it would have
+// registered with had killed its runs' commands.
+var ErrKilled = errors.New("the run's commands were killed")
+
+// startFor is how long Kill waits for commands being started to register.
+const startFor = 5 * time.Second
 
 type controlKey struct{}
 
@@ -44,29 +62,55 @@ func controlOf(ctx context.Context) *Control {
 
 // Kill sends SIGKILL at once to every command the runs are running: to its
 // whole process group when it has one of its own (what it started goes
-// too), else to the command alone. It returns what could not be sent.
+// too), else to the command alone. A command being started as Kill runs
+// is waited for (a few seconds at most) and killed as it registers; none
+// starts after Kill. It returns what could not be sent.
 func (c *Control) Kill() error {
 	if c == nil {
 		return nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.killed = true
 	var errs []error
 	for p, group := range c.procs {
-		var err error
-		if group {
-			err = syscall.Kill(-p.Pid, syscall.SIGKILL)
-			if errors.Is(err, syscall.ESRCH) {
-				err = nil
-			}
-		} else if err = p.Signal(syscall.SIGKILL); errors.Is(err, os.ErrProcessDone) {
-			err = nil
+		errs = append(errs, kill(p, group))
+	}
+	if c.starting > 0 {
+		expired := false
+		t := time.AfterFunc(startFor, func() {
+			c.mu.Lock()
+			expired = true
+			c.changed.Broadcast()
+			c.mu.Unlock()
+		})
+		defer t.Stop()
+		for c.starting > 0 && !expired {
+			c.changed.Wait()
 		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("kill command %d: %w", p.Pid, err))
+		if c.starting > 0 {
+			errs = append(errs, fmt.Errorf("%d command(s) still starting after %s", c.starting, startFor))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// kill sends SIGKILL to p, to its process group when group is set; a
+// process (group) already gone is not an error.
+func kill(p *os.Process, group bool) error {
+	var err error
+	if group {
+		err = syscall.Kill(-p.Pid, syscall.SIGKILL)
+		if errors.Is(err, syscall.ESRCH) {
+			err = nil
+		}
+	} else if err = p.Signal(syscall.SIGKILL); errors.Is(err, os.ErrProcessDone) {
+		err = nil
+	}
+	if err != nil {
+		return fmt.Errorf("kill command %d: %w", p.Pid, err)
+	}
+	return nil
 }
 
 // Commands returns how many commands Kill would reach now.
@@ -95,20 +139,51 @@ func (c *Control) StopWaiting(cause error) bool {
 	return len(c.waits) > 0
 }
 
-// started registers a command that has started; group says it leads a
-// process group of its own. The returned func unregisters it.
-func (c *Control) started(p *os.Process, group bool) (done func()) {
+// start starts cmd and registers it, leading a process group of its own
+// when cmd.SysProcAttr says so; after Kill it starts nothing (ErrKilled).
+// The returned func unregisters it.
+func (c *Control) start(cmd *exec.Cmd) (done func(), err error) {
 	if c == nil {
-		return func() {}
+		return func() {}, cmd.Start()
 	}
+	if err := c.begin(); err != nil {
+		return nil, err
+	}
+	return c.end(cmd, cmd.Start())
+}
+
+// begin counts a command about to start, for Kill to wait for; after
+// Kill it returns ErrKilled.
+func (c *Control) begin() error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.killed {
+		return ErrKilled
+	}
+	c.starting++
+	return nil
+}
+
+// end registers cmd once its start (begun with begin) returned err, and
+// kills it if Kill ran meanwhile.
+func (c *Control) end(cmd *exec.Cmd, err error) (done func(), _ error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.starting--
+	c.changed.Broadcast()
+	if err != nil {
+		return nil, err
+	}
+	p, group := cmd.Process, cmd.SysProcAttr != nil && cmd.SysProcAttr.Setpgid
 	c.procs[p] = group
-	c.mu.Unlock()
+	if c.killed {
+		_ = kill(p, group) // Kill ran as it started, and waits for it
+	}
 	return func() {
 		c.mu.Lock()
 		delete(c.procs, p)
 		c.mu.Unlock()
-	}
+	}, nil
 }
 
 // waiting registers a wait for the server that stop ends. The returned

@@ -886,7 +886,12 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 		go func() { defer wg.Done(); x.capture(i, StreamStdout, stdout) }()
 		go func() { defer wg.Done(); lastErrLine = x.capture(i, StreamStderr, stderr) }()
 	}
-	if err := cmd.Start(); err != nil {
+	registered, err := controlOf(ctx).start(cmd)
+	if err != nil {
+		for _, p := range pipes { // closed by exec when it started and failed, not when it did not start
+			_ = p.Close()
+		}
+		wg.Wait()
 		in := ""
 		if dir != "" {
 			in = " in " + dir
@@ -899,7 +904,7 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 	}
 	// Registered until its process group is known empty (below): a group
 	// killed by number after that could be another's by then.
-	unregister := sync.OnceFunc(controlOf(ctx).started(cmd.Process, cmd.SysProcAttr.Setpgid))
+	unregister := sync.OnceFunc(registered)
 	defer unregister()
 	stopDone := make(chan struct{})
 	// abandoned is closed when the program could not be signalled: it
