@@ -2,13 +2,8 @@ package app
 
 import (
 	"context"
-	"errors"
-	"log/slog"
-	"sync/atomic"
 
-	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/jobs"
-	"github.com/pgrelay/pgrelay/internal/relay"
 )
 
 // RunJobLocally runs the saved job name in this process, now, with the job
@@ -65,15 +60,6 @@ func (r ExecRequest) Job() (jobs.Job, error) {
 	return job, nil
 }
 
-// ExecResult is how an exec ended.
-type ExecResult struct {
-	jobs.Result
-	// Next, when set, says what to do about why it failed: the server
-	// refused the saved password of a session the program opened (the
-	// program has printed the server's error itself).
-	Next string
-}
-
 // Exec runs the request's program over its connection and returns how it
 // ended. The local user runs their own program, given explicitly, so any
 // program may run; the audit log records it (its command masked).
@@ -81,27 +67,20 @@ type ExecResult struct {
 // dropped with statements of the program's running, Exec returns once
 // they were stopped (or it gave up, or the wait was stopped: see
 // jobs.Runner.WaitCleanup), logging the cleanup's progress as warnings.
-// A session the server refused is logged at info level, not as a warning:
-// the program got the server's error and prints it itself.
-func (s *Service) Exec(ctx context.Context, req ExecRequest) (ExecResult, error) {
+// The result's Next says what to do when the server refused the saved
+// password of a session the program started (the program printed the
+// server's error itself).
+func (s *Service) Exec(ctx context.Context, req ExecRequest) (jobs.Result, error) {
 	job, err := req.Job()
 	if err != nil {
-		return ExecResult{}, err
+		return jobs.Result{}, err
 	}
 	s.AuditExec(ctx, req.Connection, req.Command)
-	var refused atomic.Bool
-	var spec atomic.Pointer[connection.Spec]
 	rn := &jobs.Runner{
-		Open: func(ctx context.Context, name string) (jobs.Conn, error) {
-			c, err := s.OpenConn(ctx, name)
-			if err == nil {
-				spec.Store(c.Spec())
-			}
-			return c, err
-		},
+		Open:        s.OpenConn,
 		Commands:    jobs.CommandPolicy{AnyProgram: true},
 		Stdio:       req.Stdio,
-		Logger:      slog.New(&execLogHandler{Handler: s.logger.Handler(), passwordRefused: &refused}),
+		Logger:      s.logger,
 		WaitCleanup: true,
 	}
 	pending := false
@@ -123,63 +102,9 @@ func (s *Service) Exec(ctx context.Context, req ExecRequest) (ExecResult, error)
 			}
 		}
 	}
-	res := ExecResult{Result: rn.Run(ctx, job, hooks)}
+	res := rn.Run(ctx, job, hooks)
 	if pending && res.Cleanup != nil {
 		s.logger.Warn("cleanup: " + res.Cleanup.Message)
 	}
-	if sp := spec.Load(); res.Status != jobs.Succeeded && refused.Load() && sp != nil {
-		res.Next = passwordRefusedNext(sp)
-	}
 	return res, nil
-}
-
-// execLogHandler is the log of an exec's local endpoint: a session the
-// server refused as it started (a *relay.RefusedError: the program got the
-// server's error and prints it itself) is logged at info level instead of as a
-// warning, so the terminal does not show it twice; a refused password
-// (SQLSTATE 28P01) is noted for the Next hint.
-type execLogHandler struct {
-	slog.Handler
-	passwordRefused *atomic.Bool
-}
-
-// Enabled implements slog.Handler.
-func (h *execLogHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	return h.Handler.Enabled(ctx, l)
-}
-
-// Handle implements slog.Handler.
-func (h *execLogHandler) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level != slog.LevelWarn {
-		return h.Handler.Handle(ctx, r)
-	}
-	var refusal *relay.RefusedError
-	r.Attrs(func(a slog.Attr) bool {
-		if err, ok := a.Value.Any().(error); ok && errors.As(err, &refusal) {
-			return false
-		}
-		return true
-	})
-	if refusal == nil {
-		return h.Handler.Handle(ctx, r)
-	}
-	if refusal.Err.Code == "28P01" { // invalid_password
-		h.passwordRefused.Store(true)
-	}
-	if !h.Handler.Enabled(ctx, slog.LevelInfo) {
-		return nil
-	}
-	info := slog.NewRecord(r.Time, slog.LevelInfo, r.Message, r.PC)
-	r.Attrs(func(a slog.Attr) bool { info.AddAttrs(a); return true })
-	return h.Handler.Handle(ctx, info)
-}
-
-// WithAttrs implements slog.Handler.
-func (h *execLogHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return &execLogHandler{Handler: h.Handler.WithAttrs(as), passwordRefused: h.passwordRefused}
-}
-
-// WithGroup implements slog.Handler.
-func (h *execLogHandler) WithGroup(name string) slog.Handler {
-	return &execLogHandler{Handler: h.Handler.WithGroup(name), passwordRefused: h.passwordRefused}
 }

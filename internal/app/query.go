@@ -9,7 +9,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pgrelay/pgrelay/internal/audit"
-	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/pg"
 	"github.com/pgrelay/pgrelay/internal/tracing"
 )
@@ -158,24 +157,13 @@ func (s *Session) explainLogin(err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		if pgErr.Code == "28P01" {
-			if n := passwordRefusedNext(&s.spec); n != "" {
+			if n := s.spec.PasswordRefusedNext(); n != "" {
 				next = n
 			}
 		}
 		return &QueryError{Connection: s.spec.Name, Err: pgErr, Next: next}
 	}
 	return fmt.Errorf("connection %s: %w\nNext: %s", s.spec.Name, err, next)
-}
-
-// passwordRefusedNext says what to do when the server refused the saved
-// password of spec's user (SQLSTATE 28P01): "" for a connection whose
-// password is a token, which pgrelay fetches itself.
-func passwordRefusedNext(spec *connection.Spec) string {
-	if spec.AuthKind().IsToken() {
-		return ""
-	}
-	return fmt.Sprintf("the server refused the saved password of user %s: give the right one with "+
-		"`pgrelay connection update %s --password-env VAR`", spec.User, spec.Name)
 }
 
 func (s *Session) explain(err error) error {

@@ -122,7 +122,7 @@ as tokens near expiry, and the program never sees a token.`,
 // (Ctrl-C) stopped it, as shells report it; its message is the program's
 // failure (exec has no steps to number) and what to do next when pgrelay
 // knows.
-func execFailed(res app.ExecResult, stoppedBy os.Signal) error {
+func execFailed(res jobs.Result, stoppedBy os.Signal) error {
 	code := res.ExitCode
 	if res.Status == jobs.Cancelled && stoppedBy != nil {
 		code = exitStatusFor(stoppedBy)

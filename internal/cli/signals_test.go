@@ -303,3 +303,29 @@ func TestJobRunHangup(t *testing.T) {
 	}
 	waitUntil(t, "the command to end", 15*time.Second, func() bool { return testenv.ProcessRunning("sh", marker) == 0 })
 }
+
+// TestJobRunRefusedPassword: a local job run whose command's session the
+// server refused for the saved password says what to do next, once.
+func TestJobRunRefusedPassword(t *testing.T) {
+	t.Parallel()
+	pg := sharedDB(t)
+	h := newHarness(t)
+	h.env["DB_PASSWORD"] = "not-" + pg.Password
+	h.ok(createArgs("db", pg)...)
+	file := filepath.Join(t.TempDir(), "jobs.yaml")
+	if err := os.WriteFile(file, []byte("jobs:\n  - name: twice\n    connection: db\n    steps:\n"+
+		"      - command: [sh, -c, \"psql -X -c 'select 1'; psql -X -c 'select 2'\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.ok("job", "apply", "-f", file)
+	r := h.fail(1, "job", "run", "twice", "--allow-command", "sh")
+	out := r.stdout + r.stderr
+	contains(t, "job run", out, "password authentication failed")
+	if strings.Contains(r.stderr, "proxy session start failed") {
+		t.Errorf("the endpoint warns of sessions the server refused, which psql told: %s", r)
+	}
+	if n := strings.Count(out, "Next: the server refused the saved password of user "+pg.User+
+		": give the right one with `pgrelay connection update db --password-env VAR`"); n != 1 {
+		t.Errorf("the next step is said %d times, want once: %s", n, r)
+	}
+}

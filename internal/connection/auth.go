@@ -147,6 +147,17 @@ func (s *Spec) AuthKind() AuthKind {
 	return s.Auth.Kind
 }
 
+// PasswordRefusedNext says what to do when the server refused the saved
+// password of the connection's user (SQLSTATE 28P01): "" for a connection
+// whose password is a token, which pgrelay fetches itself.
+func (s *Spec) PasswordRefusedNext() string {
+	if s.AuthKind().IsToken() {
+		return ""
+	}
+	return fmt.Sprintf("the server refused the saved password of user %s: give the right one with "+
+		"`pgrelay connection update %s --password-env VAR`", s.User, s.Name)
+}
+
 // Clone returns a deep copy of a (nil for nil).
 func (a *Auth) Clone() *Auth {
 	if a == nil {

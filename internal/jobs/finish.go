@@ -245,6 +245,18 @@ func (x *run) BackendOpened(b relay.Backend) {
 		OpenedAt: b.OpenedAt.UTC()})
 }
 
+// sessionRefused notes a session a command started that the server
+// refused for the saved password: should the step fail, its log says what
+// to do (the command printed the server's error itself, if anything).
+func (x *run) sessionRefused(e *relay.RefusedError) {
+	if e.Err.Code != "28P01" { // invalid_password
+		return
+	}
+	x.mu.Lock()
+	x.passwordRefused = true
+	x.mu.Unlock()
+}
+
 // BackendClosed implements relay.Observer; the run keeps every session it
 // opened, since one that ended may have left a statement behind only if
 // its client vanished, which the relay cancels itself.

@@ -155,6 +155,11 @@ type Result struct {
 	// pending (the tunnel dropped), the outcome comes later through
 	// Hooks.Cleanup.
 	Cleanup *Cleanup
+	// Next, when set, says what to do about why a command's step failed:
+	// the server refused the saved password of a session the command
+	// started (the command printed the server's error itself, if at all).
+	// The run's log says it too.
+	Next string
 }
 
 // CancelledError is the cause of a cancelled run.
@@ -221,6 +226,9 @@ type run struct {
 	workDir string
 	env     []string
 	curStep int
+	// passwordRefused is set when the server refused the saved password
+	// of a session a command started.
+	passwordRefused bool
 	// backends are the database sessions the run opened (SQL steps', and
 	// commands' through the endpoint).
 	backends []Backend
@@ -421,7 +429,15 @@ func (x *run) exec(parent context.Context) Result {
 		}
 		failed := &StepError{Step: i, Label: step.Label(), Err: serr}
 		x.log(i, StreamSystem, failed.Error())
-		return Result{Status: Failed, Err: failed, ExitCode: exitCode}
+		x.mu.Lock()
+		refused := x.passwordRefused
+		x.mu.Unlock()
+		res := Result{Status: Failed, Err: failed, ExitCode: exitCode}
+		if next := x.conn.Spec().PasswordRefusedNext(); refused && next != "" {
+			res.Next = next
+			x.log(i, StreamSystem, "Next: "+next)
+		}
+		return res
 	}
 	x.log(-1, StreamSystem, "all steps succeeded")
 	return Result{Status: Succeeded, ExitCode: exitCode}
@@ -675,7 +691,7 @@ func (x *run) prepareCommands(ctx context.Context) error {
 		login = &relay.Login{Password: secret.New(password), User: spec.User, Connect: tl.LoginUpstream}
 	}
 	cfg := relay.Config{Upstream: up, LocalTLS: localTLS.Config, Observer: relay.Observers(x.endpoint, x),
-		Logger: x.r.Logger, Login: login}
+		Logger: x.r.Logger, Login: login, Refused: x.sessionRefused}
 	if login != nil {
 		cfg.StartupTimeout = relay.LoginStartupTimeout(tokenFetchTime(spec))
 	}

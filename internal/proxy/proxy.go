@@ -369,7 +369,14 @@ func (p *Proxy) start(ctx context.Context, s *session, log *slog.Logger) (*Splic
 	}
 	sp, err := p.handshake(ctx, s.client, dial)
 	if err != nil {
-		log.Warn("proxy session start failed", slog.Any("error", err))
+		// A session the server refused (a wrong password) is the client's
+		// to tell, and it was told: no warning of the endpoint's.
+		level := slog.LevelWarn
+		var told interface{ ClientTold() bool }
+		if errors.As(err, &told) && told.ClientTold() {
+			level = slog.LevelInfo
+		}
+		log.Log(ctx, level, "proxy session start failed", slog.Any("error", err))
 		return nil, false
 	}
 	if sp == nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -427,4 +428,73 @@ func TestStopAccepting(t *testing.T) {
 	if p.Active() != 0 {
 		t.Errorf("Active() = %d after Close", p.Active())
 	}
+}
+
+// toldErr is a handshake error whose client was told why (a session the
+// server refused).
+type toldErr struct{}
+
+func (toldErr) Error() string    { return "the server refused the session" }
+func (toldErr) ClientTold() bool { return true }
+
+// TestHandshakeErrorLevels: a session start that failed with an error the
+// client was told (the server refused it) is logged at info level; any
+// other failure stays a warning.
+func TestHandshakeErrorLevels(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var buf strings.Builder
+	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	fail := make(chan error, 1)
+	hs := func(ctx context.Context, client net.Conn, dial proxy.DialFunc) (*proxy.Splice, error) {
+		return nil, <-fail
+	}
+	p := proxy.New(listen(t), tcpDialer(startEcho(t)), logger, proxy.WithHandshake(hs))
+	serve(t, context.Background(), p)
+	for _, tc := range []struct {
+		err         error
+		level, want string
+	}{
+		{fmt.Errorf("relay: client: %w", toldErr{}), "INFO", `error="relay: client: the server refused the session"`},
+		{errors.New("relay: client: read from the server: EOF"), "WARN", `error="relay: client: read from the server: EOF"`},
+	} {
+		fail <- tc.err
+		c, err := net.Dial("tcp", p.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, _ = c.Read(make([]byte, 1)) // the proxy closes it
+		_ = c.Close()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			mu.Lock()
+			logged := buf.String()
+			mu.Unlock()
+			i := strings.Index(logged, tc.want)
+			if i >= 0 {
+				line := logged[strings.LastIndex(logged[:i], "\n")+1 : i]
+				if !strings.Contains(line, "level="+tc.level+` msg="proxy session start failed"`) {
+					t.Errorf("want level %s: %s", tc.level, line)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("log lacks %s:\n%s", tc.want, logged)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+// lockedWriter writes to w under mu.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -88,6 +88,10 @@ type Config struct {
 	// log in to the server with credentials of its own (see Login);
 	// otherwise authentication passes through.
 	Login *Login
+	// Refused, when set, is called with each session the server refused
+	// as it started, for authentication that passes through (the client
+	// has been given the server's error).
+	Refused func(*RefusedError)
 }
 
 // Relay starts sessions for a proxy: pass its Handshake to
@@ -465,7 +469,11 @@ func (r *Relay) start(ctx context.Context, cs *clientSide, sm *pgproto3.StartupM
 			// The server refused: the client hears it as the server said it.
 			cs.be.Send(m)
 			_ = cs.be.Flush()
-			return fail(&RefusedError{Err: pgconn.ErrorResponseToPgError(m)})
+			refused := &RefusedError{Err: pgconn.ErrorResponseToPgError(m)}
+			if r.cfg.Refused != nil {
+				r.cfg.Refused(refused)
+			}
+			return fail(refused)
 		case *pgproto3.ReadyForQuery:
 			if b.PID == 0 {
 				return tellClient(relayError("08P01", "pgrelay: the server sent no BackendKeyData", "", ""),
@@ -595,3 +603,7 @@ func (e *RefusedError) Error() string { return "the server refused the session: 
 
 // Unwrap returns the server's error.
 func (e *RefusedError) Unwrap() error { return e.Err }
+
+// ClientTold reports that the client was given the server's error: the
+// proxy logs the session at info level, not as a warning.
+func (e *RefusedError) ClientTold() bool { return true }
