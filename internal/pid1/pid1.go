@@ -11,8 +11,9 @@
 //
 // So when pgrelay finds itself PID 1 it runs itself again as its only
 // child and does what an init does: it passes on the signals that stop
-// or steer a process, waits for every process the kernel hands it, and
-// exits with the child's status once the child ends.
+// or steer a process, waits for every process the kernel hands it,
+// continues the child should a Ctrl-Z stop it (a container has no shell
+// to resume it), and exits with the child's status once the child ends.
 package pid1
 
 import (
@@ -88,10 +89,13 @@ func Supervise(path string, args, env []string, stderr io.Writer) int {
 
 // reap waits for every child of this process that has exited, without
 // blocking, and reports the exit status of main once it is among them.
+// When main has stopped (Ctrl-Z on the container's terminal, which has no
+// shell to resume it with fg) its process group is continued at once: the
+// terminal would otherwise hang with everything stopped.
 func reap(main int) (status int, done bool) {
 	for {
 		var ws syscall.WaitStatus
-		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG|syscall.WUNTRACED, nil)
 		if err == syscall.EINTR {
 			continue
 		}
@@ -107,6 +111,8 @@ func reap(main int) (status int, done bool) {
 			return ws.ExitStatus(), true
 		case ws.Signaled():
 			return 128 + int(ws.Signal()), true
+		case ws.Stopped():
+			_ = syscall.Kill(-main, syscall.SIGCONT)
 		}
 	}
 }

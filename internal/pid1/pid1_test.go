@@ -224,3 +224,15 @@ func TestStartFails(t *testing.T) {
 		t.Errorf("output %q does not name the program", out.String())
 	}
 }
+
+// A child stopped by a Ctrl-Z (SIGTSTP; a container has no shell to
+// resume it with fg) is continued: it goes on and its status is kept.
+func TestStoppedChildContinued(t *testing.T) {
+	t.Parallel()
+	cmd, out := startSupervised(t, `kill -TSTP $$; exit 5`)
+	err := waitExit(t, cmd)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 5 {
+		t.Errorf("exit %v, want status 5 (the child's, once continued); output:\n%s", err, out)
+	}
+}
