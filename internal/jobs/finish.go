@@ -246,10 +246,11 @@ func (x *run) BackendOpened(b relay.Backend) {
 }
 
 // sessionRefused notes a session a command started that the server
-// refused for the saved password: should the step fail, its log says what
-// to do (the command printed the server's error itself, if anything).
+// refused for the saved password (of the connection's user): should the
+// step fail, its log says what to do (the command printed the server's
+// error itself, if anything).
 func (x *run) sessionRefused(e *relay.RefusedError) {
-	if e.Err.Code != "28P01" { // invalid_password
+	if e.Err.Code != "28P01" || e.User != x.conn.Spec().User { // invalid_password
 		return
 	}
 	x.mu.Lock()

@@ -469,7 +469,7 @@ func (r *Relay) start(ctx context.Context, cs *clientSide, sm *pgproto3.StartupM
 			// The server refused: the client hears it as the server said it.
 			cs.be.Send(m)
 			_ = cs.be.Flush()
-			refused := &RefusedError{Err: pgconn.ErrorResponseToPgError(m)}
+			refused := &RefusedError{Err: pgconn.ErrorResponseToPgError(m), User: b.User}
 			if r.cfg.Refused != nil {
 				r.cfg.Refused(refused)
 			}
@@ -597,6 +597,8 @@ func (r byteReader) Read(p []byte) (int, error) {
 type RefusedError struct {
 	// Err is the server's error.
 	Err *pgconn.PgError
+	// User is the role the client asked for.
+	User string
 }
 
 func (e *RefusedError) Error() string { return "the server refused the session: " + e.Err.Error() }
