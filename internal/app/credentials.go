@@ -33,8 +33,9 @@ import (
 // CredentialConfig is what token credentials need from the process.
 type CredentialConfig struct {
 	// AllowCommand vets the program of a command source (the server's
-	// allowlist, jobs.Allowlist.Allow); nil refuses every program.
-	AllowCommand func(program string) error
+	// allowlist, jobs.Allowlist.Path) and returns the path it runs as;
+	// nil refuses every program.
+	AllowCommand func(program string) (string, error)
 	// HTTPClient fetches Lakebase and AlloyDB tokens (default: the
 	// standard transport, which honours HTTPS_PROXY and SSL_CERT_FILE).
 	HTTPClient *http.Client

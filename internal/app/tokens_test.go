@@ -109,13 +109,13 @@ func (e *tokenEnv) service(t *testing.T, cache credential.CacheConfig, allowed .
 	t.Cleanup(func() { _ = st.Close() })
 	m := metrics.New()
 	svc, err := app.New(app.Config{Store: st, Keyring: newKeyring(t, 9), DialTimeout: 5 * time.Second, Metrics: m,
-		Credentials: app.CredentialConfig{HTTPClient: e.client, Cache: cache, AllowCommand: func(p string) error {
+		Credentials: app.CredentialConfig{HTTPClient: e.client, Cache: cache, AllowCommand: func(p string) (string, error) {
 			for _, a := range allowed {
 				if p == a {
-					return nil
+					return p, nil
 				}
 			}
-			return errors.New("not on the test's list")
+			return "", errors.New("not on the test's list")
 		}}})
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/secret"
 )
 
 // commandFlags decide how command steps run: the flags of `serve` and of a
@@ -33,7 +34,8 @@ func (f *commandFlags) given() bool {
 
 // commandPolicy builds the policy of command steps from f (and
 // PGRELAY_ALLOW_COMMANDS), resolving the allowed programs and directories,
-// and logs it. With --run-as it refuses a data dir that user could read.
+// and logs it. With --run-as it refuses a data dir, or a master key file
+// (PGRELAY_MASTER_KEY_FILE), that user could read.
 func (r *runner) commandPolicy(f commandFlags) (jobs.CommandPolicy, error) {
 	allow, err := jobs.NewAllowlist(jobs.ParseAllowCommands(f.allow, r.env.Getenv(jobs.AllowCommandsEnv)))
 	if err != nil {
@@ -57,6 +59,17 @@ func (r *runner) commandPolicy(f commandFlags) (jobs.CommandPolicy, error) {
 					"but %v. Fix: chmod 700 %s (owned by the user pgrelay runs as)", f.runAs, err, r.dataDir)
 			}
 			return jobs.CommandPolicy{}, err
+		}
+		// A master key kept outside the data dir opens every secret too.
+		if kf := r.env.Getenv(secret.MasterKeyFileEnv); kf != "" && r.env.Getenv(secret.MasterKeyEnv) == "" {
+			if err := u.CheckNoAccess(kf); err != nil {
+				var ae *jobs.AccessError
+				if errors.As(err, &ae) {
+					return jobs.CommandPolicy{}, usagef("--run-as %s: commands must not be able to read the master key (%s), "+
+						"but %v. Fix: chmod 600 %s (owned by the user pgrelay runs as)", f.runAs, secret.MasterKeyFileEnv, err, kf)
+				}
+				return jobs.CommandPolicy{}, err
+			}
 		}
 		if su, err := url.Parse(r.storeURL); err == nil && su.User != nil {
 			if _, ok := su.User.Password(); ok {

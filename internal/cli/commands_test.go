@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"context"
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"strings"
@@ -125,4 +126,73 @@ func TestRunAsKeepsCommandsOutOfTheDataDir(t *testing.T) {
 	}
 	r = h.fail(2, "job", "run", "snoop", "--run-as", "no-such-user-pgrelay")
 	contains(t, "unknown user", r.stderr, "--run-as no-such-user-pgrelay", "useradd")
+}
+
+// TestRunAsKeepsCommandsOutOfTheMasterKeyFile: a master key given in a
+// file outside the data dir (PGRELAY_MASTER_KEY_FILE) is the key to every
+// secret too: with --run-as, job run and serve refuse a key file that user
+// could read (a file written under umask 022 is), before any command runs.
+func TestRunAsKeepsCommandsOutOfTheMasterKeyFile(t *testing.T) {
+	t.Parallel()
+	u := testenv.NewOSUser(t)
+	pg := sharedDB(t)
+	base, err := os.MkdirTemp("", "pgrelay-cli-runas-key-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(base, "master.key")
+	key := make([]byte, 32)
+	for i := range key {
+		key[i] = byte(i*7 + 3)
+	}
+	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t)
+	h.env["PGRELAY_MASTER_KEY_FILE"] = keyFile
+	h.env["DB_PASSWORD"] = pg.Password
+	h.ok(createArgs("wh", pg)...)
+	file := filepath.Join(t.TempDir(), "jobs.yaml")
+	if err := os.WriteFile(file, []byte(`jobs:
+  - name: snoop
+    connection: wh
+    steps:
+      - command: [sh, -c, 'cat "`+keyFile+`" >/dev/null && echo "LEAK""ED key"; echo done']
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.ok("job", "apply", "-f", file)
+
+	r := h.run("job", "run", "snoop", "--allow-command", "sh", "--run-as", u.Name)
+	if strings.Contains(r.stdout, "LEAKED ") {
+		t.Fatalf("a command run as %s read the master key file:\n%s", u.Name, r)
+	}
+	if r.code != 2 {
+		t.Fatalf("job run with a master key file %s can read: %s", u.Name, r)
+	}
+	contains(t, "job run", r.stderr, "--run-as "+u.Name+": commands must not be able to read the master key", keyFile, "chmod 600 "+keyFile)
+	serve := func(args ...string) result {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		return h.runCtx(ctx, "", append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
+	}
+	r = serve("--allow-command", "sh", "--run-as", u.Name)
+	if r.code != 2 || !strings.Contains(r.stderr, "chmod 600 "+keyFile) || strings.Contains(r.stdout, "serving") {
+		t.Fatalf("serve with a readable master key file: %s", r)
+	}
+
+	// Closed to the user, the key file is accepted and the command cannot
+	// read it.
+	if err := os.Chmod(keyFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = h.ok("job", "run", "snoop", "--allow-command", "sh", "--run-as", u.Name)
+	contains(t, "closed key file", r.stdout, "Permission denied", "done", "succeeded")
+	if strings.Contains(r.stdout, "LEAKED ") {
+		t.Fatalf("a command run as %s read the master key file:\n%s", u.Name, r)
+	}
 }

@@ -291,17 +291,19 @@ func setOrNot(set bool) string {
 }
 
 // allowCredentialCommand vets the program of a connection's credential
-// command: against the allowlist of the command steps when this process
-// built one (serve, job run), else against PGRELAY_ALLOW_COMMANDS.
-func (r *runner) allowCredentialCommand(program string) error {
+// command, against the allowlist of the command steps when this process
+// built one (serve, job run), else against PGRELAY_ALLOW_COMMANDS, and
+// returns the absolute path the allowlist resolved it to: the program that
+// runs, like a command step's.
+func (r *runner) allowCredentialCommand(program string) (string, error) {
 	a := r.credAllow.Load()
 	if a == nil {
 		list, err := jobs.NewAllowlist(jobs.ParseAllowCommands(nil, r.env.Getenv(jobs.AllowCommandsEnv)))
 		if err != nil {
-			return err
+			return "", err
 		}
 		r.credAllow.CompareAndSwap(nil, list)
 		a = r.credAllow.Load()
 	}
-	return a.Allow(program)
+	return a.Path(program)
 }

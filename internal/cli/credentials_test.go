@@ -2,12 +2,15 @@ package cli_test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/pgrelay/pgrelay/internal/api/apitest"
 	"github.com/pgrelay/pgrelay/internal/credential/credentialtest"
+	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
 // TestAuthFlags: --auth and its fields, locally and against a server:
@@ -76,5 +79,42 @@ func TestAuthFlags(t *testing.T) {
 		contains(t, "command", h.ok("connection", "show", "cmd").stdout, "/usr/local/bin/db-token --role etl (no shell)")
 		r = h.fail(2, "connection", "update", "cmd", "--auth-program", "db token")
 		contains(t, "program with a space", r.stderr, "--auth-program", "without a shell")
+	}
+}
+
+// TestCredentialCommandRunsTheAllowedPath: a credential command runs the
+// program the allowlist resolved at start, like a command step: allowed as
+// /opt/x/get-token and named get-token, it is that file that runs, never
+// another get-token found on PATH.
+func TestCredentialCommandRunsTheAllowedPath(t *testing.T) {
+	marks := t.TempDir()
+	install := func(dir, mark string) string {
+		t.Helper()
+		src, path := filepath.Join(dir, "get-token.txt"), filepath.Join(dir, "get-token")
+		if err := os.WriteFile(src, []byte("#!/bin/sh\ntouch "+filepath.Join(marks, mark)+"\necho tok-"+mark+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("install", "-m", "0755", src, path).CombinedOutput(); err != nil {
+			t.Fatalf("install %s: %v %s", path, err, out)
+		}
+		return path
+	}
+	allowed := install(t.TempDir(), "allowed")
+	otherDir := t.TempDir()
+	install(otherDir, "other")
+	// Not parallel: PATH is this process's. The allowed program's directory
+	// is not on it; another program of the same name is.
+	t.Setenv("PATH", otherDir+string(filepath.ListSeparator)+os.Getenv("PATH"))
+
+	h := newHarness(t)
+	h.env["PGRELAY_ALLOW_COMMANDS"] = allowed
+	h.ok("connection", "create", "cmd", "--host", "127.0.0.1", "--port", strconv.Itoa(testenv.FreePort(t)), "--database", "d",
+		"--user", "u", "--sslmode", "require", "--auth", "command", "--auth-program", "get-token")
+	h.run("connection", "test", "cmd") // the database is not there: only the credential step matters
+	if _, err := os.Stat(filepath.Join(marks, "other")); err == nil {
+		t.Fatalf("the credential command ran %s from PATH instead of the allowed %s", filepath.Join(otherDir, "get-token"), allowed)
+	}
+	if _, err := os.Stat(filepath.Join(marks, "allowed")); err != nil {
+		t.Fatalf("the allowed program %s did not run: %v", allowed, err)
 	}
 }

@@ -42,9 +42,11 @@ type CommandConfig struct {
 	// (default connection.DefaultCommandLifetime).
 	Lifetime time.Duration
 	// AllowCommand vets the program before each run (the server's
-	// allowlist); it returns an error to refuse. Nil refuses every
+	// allowlist) and returns the path it runs as (the allowlist's
+	// absolute path, resolved when the list was made: not looked up on
+	// PATH again); it returns an error to refuse. Nil refuses every
 	// program: the caller decides which programs may run.
-	AllowCommand func(program string) error
+	AllowCommand func(program string) (string, error)
 	// Env is the program's environment; nil means this process's,
 	// without pgrelay's own variables (PGRELAY_*).
 	Env []string
@@ -189,10 +191,11 @@ func (s *CommandSource) Token(ctx context.Context) (Token, error) {
 	if s.cfg.AllowCommand == nil {
 		return Token{}, &CommandNotAllowedError{Program: prog, Err: errors.New("no program is allowed to supply credentials here")}
 	}
-	if err := s.cfg.AllowCommand(prog); err != nil {
+	allowed, err := s.cfg.AllowCommand(prog)
+	if err != nil {
 		return Token{}, &CommandNotAllowedError{Program: prog, Err: err}
 	}
-	path, err := exec.LookPath(prog)
+	path, err := exec.LookPath(allowed)
 	if err != nil {
 		return Token{}, &CommandFailedError{Program: prog, ExitCode: -1, Err: err}
 	}

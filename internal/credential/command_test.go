@@ -35,7 +35,7 @@ func script(t *testing.T, body string) string {
 	return path
 }
 
-func allowAll(string) error { return nil }
+func allowAll(p string) (string, error) { return p, nil }
 
 func command(prog string, args ...string) *credential.CommandSource {
 	return credential.NewCommandSource(credential.CommandConfig{Program: prog, Args: args, AllowCommand: allowAll,
@@ -226,9 +226,9 @@ func TestCommandAllowlist(t *testing.T) {
 	t.Parallel()
 	marker := filepath.Join(t.TempDir(), "ran")
 	prog := script(t, "touch "+marker+"\necho tok\n")
-	for name, allow := range map[string]func(string) error{
+	for name, allow := range map[string]func(string) (string, error){
 		"nil refuses all": nil,
-		"refused":         func(p string) error { return fmt.Errorf("program %q is not in --allow-command", p) },
+		"refused":         func(p string) (string, error) { return "", fmt.Errorf("program %q is not in --allow-command", p) },
 	} {
 		_, err := credential.NewCommandSource(credential.CommandConfig{Program: prog, AllowCommand: allow}).Token(context.Background())
 		var ne *credential.CommandNotAllowedError
@@ -242,9 +242,17 @@ func TestCommandAllowlist(t *testing.T) {
 	}
 	var asked string
 	_, err := credential.NewCommandSource(credential.CommandConfig{Program: prog,
-		AllowCommand: func(p string) error { asked = p; return nil }}).Token(context.Background())
+		AllowCommand: func(p string) (string, error) { asked = p; return p, nil }}).Token(context.Background())
 	if err != nil || asked != prog {
 		t.Fatalf("allowed: err %v, allowlist asked about %q", err, asked)
+	}
+	// The path the allowlist returns is what runs, not the name looked up
+	// on PATH again.
+	resolved := script(t, "echo tok-of-the-allowed-path\n")
+	tok, err := credential.NewCommandSource(credential.CommandConfig{Program: "get-token",
+		AllowCommand: func(string) (string, error) { return resolved, nil }}).Token(context.Background())
+	if err != nil || tok.Value.Reveal() != "tok-of-the-allowed-path" {
+		t.Fatalf("allowed as %s: token %v, err %v", resolved, tok.Value, err)
 	}
 }
 

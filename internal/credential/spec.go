@@ -10,8 +10,9 @@ import (
 // Options are what a source needs beyond the connection's settings.
 type Options struct {
 	// AllowCommand vets a command source's program (the server's
-	// allowlist); nil refuses every program.
-	AllowCommand func(program string) error
+	// allowlist) and returns the path it runs as; nil refuses every
+	// program.
+	AllowCommand func(program string) (string, error)
 	// CommandEnv is a command's environment (nil: this process's, without
 	// PGRELAY_* variables).
 	CommandEnv []string

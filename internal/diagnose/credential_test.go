@@ -49,7 +49,7 @@ func TestCredentialStep(t *testing.T) {
 	input := func(s connection.Spec, src credential.Source) diagnose.Input {
 		return diagnose.Input{Spec: s, SavedName: "wh", Credential: src, StepTimeout: 5 * time.Second}
 	}
-	allow := func(string) error { return nil }
+	allow := func(p string) (string, error) { return p, nil }
 	commandSource := func(s connection.Spec) credential.Source {
 		return credential.New(&s, credential.Options{AllowCommand: allow})
 	}
