@@ -10,6 +10,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/diagnose"
+	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 )
 
@@ -283,5 +284,68 @@ func TestGivenKeyThatLoggedInChanged(t *testing.T) {
 	}
 	if fail := rep.Failed(); fail == nil || fail.ID != diagnose.StepSSHHandshake || !strings.Contains(fail.Hint, "host key changed") {
 		t.Fatalf("test after the bastion's key changed: %+v", rep.Steps)
+	}
+}
+
+// TestHostNameCaseKeepsPins: a hop's host name written in another case is
+// the same endpoint, so the stored password is kept without being given
+// again, and so must the hop's pinned host key be. Were the pin forgotten,
+// the next connection would trust whatever key answers there on first use
+// and log in through it with the stored password. The bastion's host key
+// is changed (an impostor at its address) before the host name's case is.
+func TestHostNameCaseKeepsPins(t *testing.T) {
+	t.Parallel()
+	pg, b := startPostgresAndOwnBastion(t) // its host key is rotated
+	f := newService(t)                     // tofu
+	ctx := context.Background()
+	s := tunnelled("wh", pg, b)
+	s.Tunnel.Host = "localhost"
+	v, err := f.svc.CreateConnection(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, v.SSHTunnel.PublicKey)
+	if err := selectOne(ctx, f.svc, "wh"); err != nil {
+		t.Fatal(err)
+	}
+	pinned := sshkey.Fingerprint(b.HostKey)
+	b.RotateHostKey(t)
+
+	// A draft based on the saved connection, the host name in capitals,
+	// with the stored password: tested against the pin.
+	d := s.Clone()
+	d.Password = secret.Value{}
+	d.Tunnel.Host = "LocalHost"
+	rep, err := f.svc.TestDraft(ctx, d, "wh", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fail := rep.Failed(); fail == nil || fail.ID != diagnose.StepSSHHandshake || rep.HostKey == nil ||
+		rep.HostKey.State != diagnose.HostKeyChanged {
+		t.Fatalf("draft with the bastion's name in other case: host key %+v, steps %+v", rep.HostKey, rep.Steps)
+	}
+	if st := rep.Step(diagnose.StepPostgresAuth); st == nil || st.Status != diagnose.StatusSkipped {
+		t.Fatalf("the stored password was sent through a bastion that presented another key: %+v", st)
+	}
+
+	// Saved that way: the same endpoint, so no password is needed, and
+	// the pin stays.
+	v, err = f.svc.UpdateConnection(ctx, "wh", d, nil)
+	if err != nil {
+		t.Fatalf("the same bastion in other case, without the password: %v", err)
+	}
+	if v.SSHTunnel.HostKeyFingerprint != pinned {
+		t.Fatalf("pin after the host name's case changed: %q, want %s", v.SSHTunnel.HostKeyFingerprint, pinned)
+	}
+	var changed *app.HostKeyChangedError
+	if err := selectOne(ctx, f.svc, "wh"); !errors.As(err, &changed) || changed.Err.Presented != sshkey.Fingerprint(b.HostKey) {
+		t.Fatalf("connection through the bastion presenting another key = %v, want refused as changed", err)
+	}
+	// Approving the key presented, at either spelling, is what lets it in.
+	if _, err := f.svc.TrustHostKey(ctx, "wh", sshkey.Fingerprint(b.HostKey)); err != nil {
+		t.Fatal(err)
+	}
+	if err := selectOne(ctx, f.svc, "wh"); err != nil {
+		t.Fatalf("after approval: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -53,12 +54,20 @@ func readPins(c *store.Connection, spec *connection.Spec) []store.HopHostKeys {
 // findPins returns the entry of addr, or nil.
 func findPins(pins []store.HopHostKeys, addr string) *store.HopHostKeys {
 	for i := range pins {
-		if pins[i].Addr == addr {
+		if sameHopAddr(pins[i].Addr, addr) {
 			return &pins[i]
 		}
 	}
 	return nil
 }
+
+// sameHopAddr reports whether two hop addresses ("host:port") are the
+// same: host names compare without regard to case, as they do in the
+// endpoint a stored password is bound to (connection.Endpoint), so a
+// host name written in another case keeps its pins. Were they forgotten,
+// the next connection would trust whatever key answers there on first
+// use, with the stored password not asked for again.
+func sameHopAddr(a, b string) bool { return strings.EqualFold(a, b) }
 
 // pinsAt returns the entry of addr, adding an empty one when missing.
 func pinsAt(pins *[]store.HopHostKeys, addr string) *store.HopHostKeys {
@@ -89,7 +98,7 @@ func writePins(c *store.Connection, pins []store.HopHostKeys) {
 	var seen []string
 	for _, h := range hops[1:] {
 		addr := h.Addr()
-		if addr == first || slices.Contains(seen, addr) {
+		if sameHopAddr(addr, first) || slices.ContainsFunc(seen, func(a string) bool { return sameHopAddr(a, addr) }) {
 			continue
 		}
 		seen = append(seen, addr)
