@@ -253,10 +253,10 @@ func (r *Runner) Run(ctx context.Context, job Job, hooks Hooks) Result {
 		r.Logger = slog.New(slog.DiscardHandler)
 	}
 	if r.KillGrace == 0 {
-		r.KillGrace = 10 * time.Second
+		r.KillGrace = DefaultKillGrace
 	}
 	if r.InterruptGrace == 0 {
-		r.InterruptGrace = 5 * time.Second
+		r.InterruptGrace = DefaultInterruptGrace
 	}
 	x := &run{r: r, job: job, hooks: hooks, curStep: -1}
 	for i, s := range job.Steps {
@@ -272,6 +272,40 @@ func (r *Runner) Run(ctx context.Context, job Job, hooks Hooks) Result {
 		res.Steps[i].Error = CleanText(x.mask(res.Steps[i].Error))
 	}
 	return res
+}
+
+// Default grace periods of a stopped command (Runner.InterruptGrace,
+// Runner.KillGrace).
+const (
+	DefaultInterruptGrace = 5 * time.Second
+	DefaultKillGrace      = 10 * time.Second
+)
+
+// stopSlack is what StopTime allows, beyond the grace periods, for the
+// session that stops a run's statements, its cancel requests and
+// pg_terminate_backend.
+const stopSlack = 5 * time.Second
+
+// StopTime is how long a run of job may take to end once it is stopped
+// (cancelled, timed out, or its process shutting down): its command gets
+// SIGINT, SIGTERM after InterruptGrace and SIGKILL after KillGrace, what
+// it left in its process group gets groupGrace, and its statements are
+// terminated after the job's stop grace. A process that exits when its
+// runs end must wait this long for them: before that, a command may not
+// have had its SIGKILL yet and a statement may still run on the server.
+func (r *Runner) StopTime(job Job) time.Duration {
+	interrupt, kill := r.InterruptGrace, r.KillGrace
+	if interrupt == 0 {
+		interrupt = DefaultInterruptGrace
+	}
+	if kill == 0 {
+		kill = DefaultKillGrace
+	}
+	grace := job.StopGraceOr(r.StopGrace)
+	if grace <= 0 {
+		grace = DefaultStopGrace
+	}
+	return interrupt + kill + groupGrace + grace + stopSlack
 }
 
 // mask replaces the connection's password, and the run's own password of

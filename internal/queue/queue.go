@@ -169,8 +169,8 @@ type Queue struct {
 	tracer trace.Tracer
 
 	mu        sync.Mutex
-	active    map[string]context.CancelCauseFunc // runs working in this process
-	schedules map[string]string                  // job name → schedule spec registered
+	active    map[string]activeRun // runs working in this process
+	schedules map[string]string    // job name → schedule spec registered
 	// pending are the runs of this process whose cleanup is retried in
 	// the background (their tunnel dropped), with the backends it waits
 	// to stop.
@@ -180,6 +180,14 @@ type Queue struct {
 	// stopped makes Stop's work happen once; a second Stop returns nil.
 	stopped sync.Once
 	wg      sync.WaitGroup
+}
+
+// activeRun is a run working in this process.
+type activeRun struct {
+	cancel context.CancelCauseFunc
+	// stopTime is how long the run may take to end once cancelled
+	// (jobs.Runner.StopTime).
+	stopTime time.Duration
 }
 
 // RunArgs is the River job that works one run.
@@ -243,9 +251,12 @@ func New(cfg Config) (*Queue, error) {
 	if cfg.PruneInterval <= 0 {
 		cfg.PruneInterval = DefaultPruneInterval
 	}
-	q := &Queue{cfg: cfg, active: map[string]context.CancelCauseFunc{}, schedules: map[string]string{},
+	q := &Queue{cfg: cfg, active: map[string]activeRun{}, schedules: map[string]string{},
 		pending: map[string][]uint32{}, stop: make(chan struct{})}
-	q.runner = &jobs.Runner{Open: cfg.Open, Commands: cfg.Commands, KillGrace: cfg.KillGrace, Logger: cfg.Logger,
+	// Every field Run would default is set here: runs of this runner start
+	// concurrently, and Stop reads them (StopTime).
+	q.runner = &jobs.Runner{Open: cfg.Open, Commands: cfg.Commands, InterruptGrace: jobs.DefaultInterruptGrace,
+		KillGrace: cfg.KillGrace, Logger: cfg.Logger,
 		StopGrace: cfg.StopGrace, CountCancels: cfg.CountCancels}
 	q.tracer = tracing.Tracer(cfg.TracerProvider)
 	var middleware []rivertype.Middleware
@@ -366,8 +377,10 @@ func (q *Queue) Start(ctx context.Context) error {
 }
 
 // Stop stops taking runs, lets running ones finish for the shutdown grace
-// period, then stops them (they fail with a reason naming the shutdown).
-// Only the first call does so; later ones return nil.
+// period, then stops them (they fail with a reason naming the shutdown)
+// and waits, up to their stop time (jobs.Runner.StopTime), until they
+// have ended their commands and their statements on the server. Only the
+// first call does so; later ones return nil.
 func (q *Queue) Stop(ctx context.Context) (err error) {
 	q.stopped.Do(func() { err = q.stop1(ctx) })
 	return err
@@ -384,12 +397,18 @@ func (q *Queue) stop1(ctx context.Context) error {
 	if err == nil {
 		return nil
 	}
+	// The runs stopped now end their commands and their statements on the
+	// server before they return, which takes up to their stop time: the
+	// process must not exit before (it would leave both running, and the
+	// runs recorded as running).
+	var within time.Duration
 	q.mu.Lock()
-	for _, c := range q.active {
-		c(errShutdown)
+	for _, a := range q.active {
+		a.cancel(errShutdown)
+		within = max(within, a.stopTime)
 	}
 	q.mu.Unlock()
-	cctx, cancel2 := context.WithTimeout(context.WithoutCancel(ctx), q.cfg.KillGrace+5*time.Second)
+	cctx, cancel2 := context.WithTimeout(context.WithoutCancel(ctx), within+5*time.Second)
 	defer cancel2()
 	if err := q.client.StopAndCancel(cctx); err != nil {
 		return fmt.Errorf("queue: stop: %w", err)
@@ -451,8 +470,8 @@ func (q *Queue) Enqueue(ctx context.Context, runID string) error {
 func (q *Queue) Cancel(runID string, cause error) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if c, ok := q.active[runID]; ok {
-		c(cause)
+	if a, ok := q.active[runID]; ok {
+		a.cancel(cause)
 		return true
 	}
 	return false

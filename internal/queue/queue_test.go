@@ -2,8 +2,12 @@ package queue_test
 
 import (
 	"context"
+	"errors"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -270,4 +274,149 @@ func TestQueue(t *testing.T) {
 	t.Run("RunReadOnce", func(t *testing.T) { testRunReadOnce(t, pg) })
 	t.Run("CancelFromAnotherProcess", func(t *testing.T) { testCancelFromAnotherProcess(t, pg) })
 	t.Run("FinalCleanupWins", func(t *testing.T) { testFinalCleanupWins(t, pg) })
+}
+
+// TestShutdownStopsCommandsAndStatements: a process that shuts down in
+// the middle of a run whose command must be killed (it ignores SIGINT
+// and SIGTERM) and that left a statement running (a psql it detached
+// with setsid, outside its process group) returns from Stop only once the
+// command is gone, the statement has stopped on the server and the run
+// says so. Stop used to give up after KillGrace+5s, which is when the
+// command only gets its SIGKILL (after InterruptGrace and KillGrace): the
+// process then exited with the command alive, the statement running and
+// the run still "running".
+func TestShutdownStopsCommandsAndStatements(t *testing.T) {
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	f := start(t, pg, func(c *queue.Config) {
+		c.Commands = jobs.CommandPolicy{Allow: allowlist(t, "sh")}
+	})
+	ctx := context.Background()
+	admin := pg.Connect(t, "postgres")
+	tag := "shutdown-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	active := func() int {
+		var n int
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE state = 'active'
+			AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`, tag).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	script := `setsid psql -X -c "select pg_sleep(300) /* ` + tag + ` */" >/dev/null 2>&1 </dev/null &
+		trap "" INT TERM
+		echo $$ > ` + pidFile + `
+		while :; do sleep 0.1; done`
+	if _, err := f.svc.ApplyJobs(ctx, []jobs.Job{{Name: "stubborn", Connection: "db", Steps: []jobs.Step{
+		{Command: []string{"sh", "-c", script}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.svc.RunJob(ctx, "stubborn", jobs.Manual)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRun(t, f.svc, r.ID, func(r *jobs.Run) bool { return r.Status == jobs.Running })
+	deadline := time.Now().Add(30 * time.Second)
+	for active() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the run's statement did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var pid int
+	for {
+		b, _ := os.ReadFile(pidFile)
+		if pid, _ = strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the command did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	// Stop's return is where a real process exits: what is not done by
+	// then is not done.
+	stopErr := f.q.Stop(ctx)
+	cmdAlive := syscall.Kill(pid, 0) == nil
+	running := active()
+	r, err = f.svc.GetRun(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stopErr != nil {
+		t.Errorf("stop: %v", stopErr)
+	}
+	if cmdAlive {
+		t.Errorf("the run's command (pid %d) is still running after the shutdown", pid)
+	}
+	if running != 0 {
+		t.Errorf("%d statements of the run still running on the server after the shutdown", running)
+	}
+	if !r.Status.Terminal() || !strings.Contains(r.Reason, "shut down") {
+		t.Errorf("run after the shutdown: status %s, reason %q", r.Status, r.Reason)
+	}
+}
+
+// TestStalledWorkerLeavesTheRetryAlone: a process whose heartbeats stopped
+// long enough (the store out of its reach) that another process's reaper
+// queued its run again, and another worker took it, stops its own attempt
+// when it hears of it, and then leaves the run's record to the worker that
+// has it. It used to write its attempt's end over the retry's record (the
+// run shown as failed while it ran), which then made the other worker
+// stop the retry too.
+func TestStalledWorkerLeavesTheRetryAlone(t *testing.T) {
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	ended := make(chan string, 4)
+	f := start(t, pg, func(c *queue.Config) {
+		c.RunEnded = func(context.Context, jobs.Job, string, jobs.Trigger, jobs.Result, time.Duration) {
+			ended <- "ended"
+		}
+	})
+	ctx := context.Background()
+	if _, err := f.svc.ApplyJobs(ctx, []jobs.Job{{Name: "retried", Connection: "db", Retries: 1, Steps: []jobs.Step{
+		{Command: []string{"sleep", "60"}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.svc.RunJob(ctx, "retried", jobs.Manual)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRun(t, f.svc, r.ID, func(r *jobs.Run) bool { return r.Status == jobs.Running })
+	// What the store holds once another process's reaper queued the run
+	// again (this worker's heartbeats stopped for --lost-after) and a
+	// worker of a third process took it.
+	const other = "other-host:4242"
+	for {
+		cur, err := f.st.GetRun(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now().UTC()
+		cur.Status, cur.Reason, cur.Worker, cur.Attempt = jobs.Running, "retrying: worker lost", other, cur.Attempt+1
+		cur.StartedAt, cur.HeartbeatAt, cur.EndedAt = &now, &now, nil
+		for i := range cur.Steps {
+			cur.Steps[i] = jobs.RunStep{Index: i, Label: cur.Steps[i].Label, Kind: cur.Steps[i].Kind, Status: jobs.Running}
+		}
+		err = f.st.UpdateRun(ctx, cur)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		break
+	}
+	select {
+	case <-ended:
+	case <-time.After(30 * time.Second):
+		t.Fatal("this worker's attempt did not end after the run was taken by another worker")
+	}
+	got, err := f.svc.GetRun(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != jobs.Running || got.Worker != other || got.Attempt != 2 || got.EndedAt != nil {
+		t.Fatalf("the retry's record after the stalled worker's attempt ended: status %s, worker %s, attempt %d, reason %q",
+			got.Status, got.Worker, got.Attempt, got.Reason)
+	}
 }

@@ -228,7 +228,7 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 		&jobs.TimeoutError{After: job.Timeout.Duration()})
 	defer cancelTimeout()
 	q.mu.Lock()
-	q.active[id] = cancel
+	q.active[id] = activeRun{cancel: cancel, stopTime: runner.StopTime(job)}
 	q.mu.Unlock()
 	defer func() {
 		q.mu.Lock()
@@ -351,12 +351,19 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 	q.flushLogs(ctx, id, logs)
 	q.finishLog(ctx, id, logs)
 	end := q.cfg.Now().UTC()
-	q.finishFrom(ctx, id, cur, func(r *jobs.Run) {
-		if r.Status.Terminal() && r.Worker != q.cfg.Worker {
-			return
+	attempt := r.Attempt
+	if _, err := q.updateFrom(ctx, id, cur, func(r *jobs.Run) bool {
+		if r.Worker != q.cfg.Worker || r.Attempt != attempt {
+			// Another worker has the run (the reaper queued it again while
+			// this process's heartbeats could not reach the store): its
+			// record is that worker's now.
+			return false
 		}
 		r.Status, r.Reason, r.EndedAt, r.Steps, r.HeartbeatAt = res.Status, res.Reason, &end, res.Steps, &end
-	})
+		return true
+	}); err != nil {
+		q.cfg.Logger.ErrorContext(ctx, "could not record run outcome", "run_id", id, "error", err)
+	}
 	if res.Cleanup != nil && (res.Cleanup.Status != jobs.CleanupPending || runner.WaitCleanup) {
 		// (A pending one was recorded when it began: see CleanupPending.)
 		if err := q.cfg.Store.PutRunCleanup(ctx, id, res.Cleanup); err != nil {
