@@ -248,17 +248,19 @@ type run struct {
 // Run executes job until it ends, its context is done (the cause becomes
 // the reason: use context.WithCancelCause with a *CancelledError, or
 // WithTimeoutCause with a *TimeoutError), or its tunnel drops.
+// A Runner may run several jobs at once; Run does not change it.
 func (r *Runner) Run(ctx context.Context, job Job, hooks Hooks) Result {
-	if r.Logger == nil {
-		r.Logger = slog.New(slog.DiscardHandler)
+	rc := *r // with the defaults, for this run
+	if rc.Logger == nil {
+		rc.Logger = slog.New(slog.DiscardHandler)
 	}
-	if r.KillGrace == 0 {
-		r.KillGrace = DefaultKillGrace
+	if rc.KillGrace == 0 {
+		rc.KillGrace = DefaultKillGrace
 	}
-	if r.InterruptGrace == 0 {
-		r.InterruptGrace = DefaultInterruptGrace
+	if rc.InterruptGrace == 0 {
+		rc.InterruptGrace = DefaultInterruptGrace
 	}
-	x := &run{r: r, job: job, hooks: hooks, curStep: -1}
+	x := &run{r: &rc, job: job, hooks: hooks, curStep: -1}
 	for i, s := range job.Steps {
 		x.steps = append(x.steps, RunStep{Index: i, Label: s.Label(), Kind: s.Kind(), Status: Queued})
 	}
@@ -1172,9 +1174,11 @@ func (x *run) capture(i int, stream Stream, r io.Reader) (last string) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	// A line longer than the buffer comes in parts, logged as pieces of
 	// about maxLogLine bytes; each piece is masked with the part before
-	// it and keeps its last len(secret)-1 bytes back for the next, so
-	// that a secret across two reads is still masked.
+	// it and keeps its last bytes back for the next (one fewer than the
+	// longest secret masked), so that a secret across two reads is still
+	// masked.
 	const maxLogLine = 64 << 10
+	held := max(len(x.secret), len(x.localSecret)) - 1
 	var pending []byte
 	emit := func(b []byte) {
 		text := x.mask(strings.TrimRight(string(b), "\r\n"))
@@ -1192,7 +1196,7 @@ func (x *run) capture(i int, stream Stream, r io.Reader) (last string) {
 			pending = append(pending, line...)
 			if len(pending) >= maxLogLine {
 				masked := []byte(x.mask(string(pending)))
-				keep := min(max(len(x.secret)-1, 0), len(masked))
+				keep := min(max(held, 0), len(masked))
 				emit(masked[:len(masked)-keep])
 				pending = append(pending[:0], masked[len(masked)-keep:]...)
 			}

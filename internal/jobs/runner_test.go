@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -739,5 +740,30 @@ func TestStepLeftoversEndWithIt(t *testing.T) {
 				t.Fatalf("the run ended with %d statements of its leftover still running", n)
 			}
 		})
+	}
+}
+
+// TestRunLeavesRunnerAsItWas: runs of one Runner start concurrently (the
+// queue's workers), so Run takes its defaults for itself and writes
+// nothing to the Runner (a data race under -race before).
+func TestRunLeavesRunnerAsItWas(t *testing.T) {
+	t.Parallel()
+	r := &jobs.Runner{Open: func(context.Context, string) (jobs.Conn, error) {
+		return nil, errors.New("no such connection")
+	}}
+	before := *r
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if res := r.Run(context.Background(), job("nowhere", jobs.Step{SQL: "select 1"}), jobs.Hooks{}); res.Status != jobs.Failed {
+				t.Errorf("status %s, want failed", res.Status)
+			}
+		}()
+	}
+	wg.Wait()
+	if r.Logger != before.Logger || r.KillGrace != before.KillGrace || r.InterruptGrace != before.InterruptGrace {
+		t.Errorf("Run changed its Runner: %+v", r)
 	}
 }
