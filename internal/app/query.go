@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pgrelay/pgrelay/internal/audit"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/pg"
 	"github.com/pgrelay/pgrelay/internal/tracing"
 )
@@ -70,6 +71,11 @@ func (s *Service) Query(ctx context.Context, name, sql string, sink ResultSink) 
 	ctx, span := s.startSpan(ctx, "connection.query", tracing.Connection.String(name), tracing.StatementHash.String(u.SQLDigests[0]))
 	defer func() { endSpan(span, err) }()
 	defer s.audited(ctx, &entry{action: "connection.query", targetKind: audit.TargetConnection, target: name, use: u}, &err)
+	if pg.CopiesFromStdin(sql) {
+		return fielderr.New(fielderr.Request, fielderr.Problem{Field: "sql", Problem: fmt.Sprintf(
+			"COPY ... FROM STDIN waits for data from the client, which a query cannot send: run psql over the connection "+
+				"(pgrelay exec %s -- psql -c '\\copy TABLE from FILE'), or COPY ... FROM a file on the server", name)})
+	}
 	start := s.now()
 	sess, err := s.Open(ctx, name)
 	if err != nil {

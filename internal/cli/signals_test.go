@@ -334,3 +334,23 @@ func TestJobRunRefusedPassword(t *testing.T) {
 		t.Errorf("the next step is said %d times, want once: %s", n, r)
 	}
 }
+
+// TestCopyFromStdinRefused: COPY ... FROM STDIN waits for data a query or
+// a SQL step cannot send; it is refused at once, naming the field and what
+// to use instead, where it used to wait until a time limit (or forever).
+func TestCopyFromStdinRefused(t *testing.T) {
+	t.Parallel()
+	pg := sharedDB(t)
+	h := newHarness(t)
+	h.env["DB_PASSWORD"] = pg.Password
+	h.ok(createArgs("db", pg)...)
+	r := h.fail(2, "query", "db", "create temp table t (n int); COPY t FROM stdin")
+	contains(t, "query", r.stderr, "sql: COPY ... FROM STDIN waits for data from the client", "pgrelay exec db -- psql -c '\\copy TABLE from FILE'")
+	file := filepath.Join(t.TempDir(), "jobs.yaml")
+	if err := os.WriteFile(file, []byte("jobs:\n  - name: load\n    connection: db\n    steps:\n      - sql: copy t from stdin\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = h.fail(2, "job", "apply", "-f", file)
+	contains(t, "job apply", r.stderr, "steps[0].sql: COPY ... FROM STDIN waits for data from the client, which a SQL step cannot send",
+		"[psql, -c, '\\copy TABLE from FILE']")
+}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/fielderr"
+	"github.com/pgrelay/pgrelay/internal/pg"
 )
 
 // Status is a run's (or a step's) state.
@@ -226,6 +227,8 @@ func (j *Job) Validate() error {
 			add(f, errors.New("is empty: give sql: \"...\" or command: [program, args...]"))
 		case len(s.SQL) > MaxSQLLen:
 			add(f+".sql", fmt.Errorf("longer than %d bytes", MaxSQLLen))
+		case pg.CopiesFromStdin(s.SQL):
+			add(f+".sql", errCopyFromStdin)
 		case len(s.Command) > 0 && strings.TrimSpace(s.Command[0]) == "":
 			add(f+".command", errors.New("the program (first element) is empty"))
 		}
@@ -250,6 +253,12 @@ func (j *Job) Validate() error {
 	}
 	return fielderr.New(fielderr.Job, probs...)
 }
+
+// errCopyFromStdin refuses a SQL step with COPY ... FROM STDIN: it would
+// wait for data until the run's time limit.
+var errCopyFromStdin = errors.New("COPY ... FROM STDIN waits for data from the client, which a SQL step cannot send: " +
+	"use a command step such as [psql, -c, '\\copy TABLE from FILE'] (or [psql, -f, FILE] for a pg_dump script), " +
+	"or COPY ... FROM a file on the server")
 
 // RunStep is the outcome of one step of a run.
 type RunStep struct {

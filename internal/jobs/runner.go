@@ -480,10 +480,15 @@ func (x *run) exec(parent context.Context) Result {
 }
 
 // vet resolves every command step's program and checks its workdir
-// against the runner's policy; on refusal it returns the step's index.
+// against the runner's policy, and refuses a SQL step that would wait for
+// COPY data; on refusal it returns the step's index.
 func (x *run) vet() (int, error) {
 	x.programs = make([]string, len(x.job.Steps))
 	for i, s := range x.job.Steps {
+		if s.SQL != "" && pg.CopiesFromStdin(s.SQL) {
+			// Saved before jobs were checked for it.
+			return i, errCopyFromStdin
+		}
 		if len(s.Command) == 0 {
 			continue
 		}

@@ -767,3 +767,21 @@ func TestRunLeavesRunnerAsItWas(t *testing.T) {
 		t.Errorf("Run changed its Runner: %+v", r)
 	}
 }
+
+// TestCopyFromStdinStepRefused: a SQL step saved before jobs were checked
+// for COPY ... FROM STDIN is refused before the run opens its connection;
+// it used to wait for data until the run's time limit.
+func TestCopyFromStdinStepRefused(t *testing.T) {
+	t.Parallel()
+	opened := false
+	r := &jobs.Runner{Open: func(context.Context, string) (jobs.Conn, error) {
+		opened = true
+		return nil, errors.New("no such connection")
+	}}
+	res := r.Run(context.Background(), job("db", jobs.Step{SQL: "select 1"}, jobs.Step{SQL: "COPY t FROM STDIN"}), jobs.Hooks{})
+	var se *jobs.StepError
+	if res.Status != jobs.Failed || !errors.As(res.Err, &se) || !se.Refused || se.Step != 1 ||
+		!strings.Contains(res.Reason, "COPY ... FROM STDIN waits for data from the client") || opened {
+		t.Fatalf("result %+v (opened %v)", res, opened)
+	}
+}

@@ -189,3 +189,39 @@ func isIdentStart(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c >= 0x80
 }
 func isIdentChar(c byte) bool { return isIdentStart(c) || isDigit(c) || c == '$' }
+
+// CopiesFromStdin reports whether sql holds a COPY ... FROM STDIN, which
+// waits for data from the client: a client that has none to send (a SQL
+// step, a single query) would wait until its time limit. Comments and
+// literals do not count.
+func CopiesFromStdin(sql string) bool {
+	for _, stmt := range statements(Normalize(sql)) {
+		words := strings.Fields(strings.NewReplacer("(", " ( ", ")", " ) ").Replace(stmt))
+		if len(words) == 0 || words[0] != "copy" {
+			continue
+		}
+		for j := 1; j+1 < len(words); j++ {
+			if words[j] == "from" && words[j+1] == "stdin" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// statements splits normalized SQL (see Normalize: no literals or
+// comments left) at the semicolons outside quoted identifiers.
+func statements(norm string) []string {
+	var out []string
+	quoted, start := false, 0
+	for i := 0; i < len(norm); i++ {
+		switch {
+		case norm[i] == '"':
+			quoted = !quoted
+		case norm[i] == ';' && !quoted:
+			out = append(out, norm[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, norm[start:])
+}

@@ -54,3 +54,24 @@ func FuzzNormalize(f *testing.F) {
 		}
 	})
 }
+
+func TestCopiesFromStdin(t *testing.T) {
+	t.Parallel()
+	for sql, want := range map[string]bool{
+		"COPY t FROM STDIN":                                   true,
+		"copy t (a, b) from stdin with (format csv)":          true,
+		"select 1;\n  Copy public.t FROM stdin;":              true,
+		"/* c */ COPY t FROM\n\tSTDIN":                        true,
+		"COPY t TO STDOUT":                                    false,
+		"COPY t FROM '/tmp/data.csv'":                         false,
+		"select 'copy t from stdin'":                          false,
+		"-- copy t from stdin\nselect 1":                      false,
+		"select $$copy t from stdin$$":                        false,
+		`create table "copy; x" (n int); select 1 from stdin`: false,
+		"insert into t select * from stdin":                   false,
+	} {
+		if got := pg.CopiesFromStdin(sql); got != want {
+			t.Errorf("CopiesFromStdin(%q) = %v, want %v", sql, got, want)
+		}
+	}
+}
