@@ -276,11 +276,12 @@ func (s *Service) PruneAudit(ctx context.Context, retention time.Duration) (int,
 }
 
 // AuditExec records that a program is run over the named connection by
-// `pgrelay exec` (on this machine, with its secrets).
-func (s *Connector) AuditExec(ctx context.Context, name string, argv []string) {
+// `pgrelay exec` (on this machine, with its secrets), or could not be:
+// err is why the connection could not be opened (nil when it was).
+func (s *Connector) AuditExec(ctx context.Context, name string, argv []string, err error) {
 	u, known := s.useAndSecrets(ctx, name)
 	u.Commands = [][]string{audit.MaskCommand(argv, known...)}
-	s.audited(ctx, &entry{action: "connection.exec", targetKind: audit.TargetConnection, target: name, use: u}, nil)
+	s.audited(ctx, &entry{action: "connection.exec", targetKind: audit.TargetConnection, target: name, use: u}, &err)
 }
 
 // AuditScheduledRun records a run queued by its job's schedule (or that

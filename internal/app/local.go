@@ -2,7 +2,9 @@ package app
 
 import (
 	"context"
+	"sync"
 
+	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 )
 
@@ -11,7 +13,15 @@ import (
 // workers: the CLI's local `job run`. started is called once the run is
 // saved. The run is recorded in the audit log as started locally.
 // Cancelling ctx with a *jobs.CancelledError cancels the run.
-func (s *Service) RunJobLocally(ctx context.Context, name string, started func(*jobs.Run)) (*jobs.Run, error) {
+func (s *Service) RunJobLocally(ctx context.Context, name string, started func(*jobs.Run)) (_ *jobs.Run, err error) {
+	// A run that could not start (no such job, or it could not be
+	// saved) is recorded as failed, as the API's RunJob records it.
+	begun := false
+	defer func() {
+		if err != nil && !begun {
+			s.audited(ctx, &entry{action: "run.start", targetKind: audit.TargetJob, target: name, detail: "local"}, &err)
+		}
+	}()
 	jv, err := s.GetJob(ctx, name)
 	if err != nil {
 		return nil, err
@@ -20,6 +30,7 @@ func (s *Service) RunJobLocally(ctx context.Context, name string, started func(*
 		return nil, ErrNoQueue
 	}
 	return s.queue.RunLocal(ctx, jv.Job, jobs.Manual, func(r *jobs.Run) {
+		begun = true
 		s.AuditLocalRun(ctx, jv.Job, r)
 		if started != nil {
 			started(r)
@@ -75,9 +86,19 @@ func (s *Service) Exec(ctx context.Context, req ExecRequest) (jobs.Result, error
 	if err != nil {
 		return jobs.Result{}, err
 	}
-	s.AuditExec(ctx, req.Connection, req.Command)
+	// The exec is recorded once its connection opened, or could not be
+	// (the program then never ran), with that outcome.
+	var audited sync.Once
+	record := func(err error) {
+		audited.Do(func() { s.AuditExec(ctx, req.Connection, req.Command, err) })
+	}
+	open := func(octx context.Context, name string) (jobs.Conn, error) {
+		c, err := s.OpenConn(octx, name)
+		record(err)
+		return c, err
+	}
 	rn := &jobs.Runner{
-		Open:        s.OpenConn,
+		Open:        open,
 		Commands:    jobs.CommandPolicy{AnyProgram: true},
 		Stdio:       req.Stdio,
 		Logger:      s.logger,
@@ -103,6 +124,7 @@ func (s *Service) Exec(ctx context.Context, req ExecRequest) (jobs.Result, error
 		}
 	}
 	res := rn.Run(ctx, job, hooks)
+	record(res.Err) // refused before the connection was opened
 	if pending && res.Cleanup != nil {
 		s.logger.Warn("cleanup: " + res.Cleanup.Message)
 	}

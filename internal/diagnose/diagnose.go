@@ -378,7 +378,7 @@ func Run(ctx context.Context, in Input, progress func(Step)) Report {
 		in.Clock = time.Now
 	}
 	r := &runner{in: in, spec: &in.Spec, progress: progress, plan: PlanSteps(&in.Spec),
-		log: in.Logger.With(slog.String("connection", in.Spec.Name))}
+		log: in.Logger.With(slog.String("connection", in.Spec.Name)), logCtx: ctx}
 	start := time.Now()
 	r.run(ctx)
 	r.skipRest("an earlier step failed")
@@ -399,7 +399,10 @@ type runner struct {
 	next     int       // index in plan of the next step to report
 	cur      *hopState // the hop being tested, while the SSH steps run
 	log      *slog.Logger
-	report   Report
+	// logCtx is the test's context, for the values its log lines carry
+	// (the request ID).
+	logCtx context.Context
+	report Report
 
 	tunnel *tunnel.Tunnel // set once the SSH steps passed
 	dbIPs  []net.IP       // resolved database addresses (direct)
@@ -479,7 +482,7 @@ func (r *runner) emit(s Step) {
 		r.next++
 	}
 	r.report.Steps = append(r.report.Steps, s)
-	r.log.Debug("connection test step", slog.String("step", string(s.ID)), slog.String("status", string(s.Status)),
+	r.log.DebugContext(r.logCtx, "connection test step", slog.String("step", string(s.ID)), slog.String("status", string(s.Status)),
 		slog.Float64("duration_ms", s.DurationMS), slog.String("error", s.Error))
 	if r.progress != nil {
 		r.progress(s)

@@ -158,7 +158,7 @@ func Dial(ctx context.Context, cfg Config) (*Tunnel, error) {
 		if cerr := ctxError(ctx, isTimeout(err)); cerr != nil && !errors.Is(err, cerr) {
 			err = fmt.Errorf("%w: %w", cerr, err)
 		}
-		log.Debug("ssh bastion connect failed", slog.Any("error", err))
+		log.DebugContext(ctx, "ssh bastion connect failed", slog.Any("error", err))
 		return nil, &DialError{Addr: cfg.Addr, Err: err}
 	}
 
@@ -189,7 +189,7 @@ func Dial(ctx context.Context, cfg Config) (*Tunnel, error) {
 		User:              cfg.User,
 		Auth:              []ssh.AuthMethod{ssh.PublicKeysCallback(signers.list)},
 		AuthCallback:      st.authCallback,
-		HostKeyCallback:   hostKeyCallback(cfg, st),
+		HostKeyCallback:   hostKeyCallback(ctx, cfg, st),
 		HostKeyAlgorithms: cfg.hostKeyAlgorithms(),
 	}
 	conn, chans, reqs, err := ssh.NewClientConn(tc, cfg.Addr, sshCfg)
@@ -203,7 +203,7 @@ func Dial(ctx context.Context, cfg Config) (*Tunnel, error) {
 	if err != nil {
 		raw.Close()
 		err = classifyHandshakeError(ctx, dialCtx, cfg, st, err)
-		log.Debug("ssh handshake failed", slog.Any("error", err))
+		log.DebugContext(ctx, "ssh handshake failed", slog.Any("error", err))
 		return nil, err
 	}
 	_ = raw.SetDeadline(time.Time{})
@@ -236,7 +236,7 @@ func Dial(ctx context.Context, cfg Config) (*Tunnel, error) {
 	go t.keepaliveLoop()
 	go t.waitClosed()
 
-	log.Info("ssh tunnel up", slog.String("fingerprint", ssh.FingerprintSHA256(t.hostKey)),
+	log.InfoContext(ctx, "ssh tunnel up", slog.String("fingerprint", ssh.FingerprintSHA256(t.hostKey)),
 		slog.String("cipher", t.algos.Cipher), slog.String("mac", t.algos.MAC), slog.String("kex", t.algos.KeyExchange),
 		slog.String("host_key_algorithm", t.algos.HostKeyAlgorithm), slog.String("server_version", t.algos.ServerVersion))
 	return t, nil
@@ -311,8 +311,8 @@ func ctxError(ctx context.Context, timedOut bool) error {
 
 // hostKeyCallback fails closed: a presented key is accepted only when its
 // marshalled bytes equal a pinned key's, or when nothing is pinned and
-// OnFirstUse accepts it.
-func hostKeyCallback(cfg Config, st *handshakeState) ssh.HostKeyCallback {
+// OnFirstUse accepts it. ctx is the dial's, for the log's request ID.
+func hostKeyCallback(ctx context.Context, cfg Config, st *handshakeState) ssh.HostKeyCallback {
 	return func(_ string, remote net.Addr, key ssh.PublicKey) error {
 		st.presented = key
 		if handled, err := checkHostTrust(cfg, remote, key); handled {
@@ -346,7 +346,7 @@ func hostKeyCallback(cfg Config, st *handshakeState) ssh.HostKeyCallback {
 		if len(pinned) == 0 && cfg.OnFirstUse != nil {
 			err := cfg.OnFirstUse(key)
 			if err == nil {
-				cfg.Logger.Info("ssh host key trusted on first use", slog.String("bastion", cfg.Addr),
+				cfg.Logger.InfoContext(ctx, "ssh host key trusted on first use", slog.String("bastion", cfg.Addr),
 					slog.String("fingerprint", mismatch.Presented))
 				cfg.hostKeyAccepted(key)
 				return nil

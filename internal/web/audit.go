@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/store"
@@ -36,12 +37,14 @@ func (d *auditData) Filtered() bool {
 // CanAudit reports whether the user may read the audit log.
 func (s *session) CanAudit() bool { return s != nil && s.Principal.Role.Can(auth.ReadAudit) }
 
-// auditor runs h only for users who may read the audit log.
+// auditor runs h only for users who may read the audit log; a refusal is
+// recorded in the audit log, as the other roles' refusals are.
 func (u *UI) auditor(h handler) handler {
 	return func(w http.ResponseWriter, r *http.Request, s *session) {
 		if !s.CanAudit() {
 			u.cfg.Logger.InfoContext(r.Context(), "web: audit log refused to role", "role", s.Principal.Role,
 				"token_id", s.Principal.TokenID)
+			u.auditRefused(r, app.RefusedRole)
 			u.forbidden(w, r, "Your token has the "+string(s.Principal.Role)+" role; only admins can read the audit log.")
 			return
 		}
