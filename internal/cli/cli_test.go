@@ -45,7 +45,8 @@ func (r result) String() string {
 }
 
 func (h *harness) runCtx(ctx context.Context, stdin string, args ...string) result {
-	var out, errb bytes.Buffer
+	// Locked: exec copies its program's output in while pgrelay logs.
+	var out, errb lockedBuffer
 	env := cli.Env{
 		Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errb,
 		Getenv: func(k string) string {
