@@ -39,7 +39,8 @@ type Config struct {
 	// (tofu, the default) or held for approval (approve).
 	HostKeyPolicy HostKeyPolicy
 	// Network is the policy on the addresses connections may dial (the
-	// bastion, or the database when direct); nil is egress's default,
+	// bastion, or the database when direct, and the HTTPS endpoints of
+	// Lakebase and AlloyDB tokens); nil is egress's default,
 	// which denies link-local and cloud metadata addresses.
 	Network *egress.Policy
 	// Credentials configures token credentials (auth kinds command,
@@ -112,10 +113,11 @@ func NewConnector(cfg Config) (*Connector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("app: host key policy: %w", err)
 	}
+	credOpts := credentialOptions(cfg.Credentials, cfg.Network)
 	return &Connector{store: keyGuard{Store: cfg.Store, kr: cfg.Keyring}, keyring: cfg.Keyring, logger: cfg.Logger, now: cfg.Now,
 		dialTimeout: cfg.DialTimeout, metrics: cfg.Metrics,
 		hostKeyPolicy: policy, network: cfg.Network, ssh: newSSHSettings(cfg.SSH),
-		credentials: newCredentials(cfg.Credentials, cfg.Metrics, cfg.Logger), credOpts: credentialOptions(cfg.Credentials),
+		credentials: newCredentials(cfg.Credentials, credOpts, cfg.Metrics, cfg.Logger), credOpts: credOpts,
 		tunnels: newTunnelSet(), tracer: tracing.Tracer(cfg.TracerProvider)}, nil
 }
 

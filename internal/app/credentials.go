@@ -20,6 +20,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/credential"
 	"github.com/pgrelay/pgrelay/internal/diagnose"
+	"github.com/pgrelay/pgrelay/internal/egress"
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
@@ -38,15 +39,17 @@ type CredentialConfig struct {
 	AllowCommand func(program string) (string, error)
 	// HTTPClient fetches Lakebase and AlloyDB tokens (default: the
 	// standard transport, which honours HTTPS_PROXY and SSL_CERT_FILE).
+	// Its *http.Transport is copied to dial under Config.Network
+	// (credential.NetworkClient).
 	HTTPClient *http.Client
 	// Cache overrides the caches' defaults (refresh at 80 %, rate limit,
 	// retries); its Name, Hooks and Logger are set by the service.
 	Cache credential.CacheConfig
 }
 
-// newCredentials returns the process's registry of token caches, with
-// metrics when m is set.
-func newCredentials(cfg CredentialConfig, m *metrics.Metrics, logger *slog.Logger) *credential.Registry {
+// newCredentials returns the process's registry of token caches, whose
+// sources get opts, with metrics when m is set.
+func newCredentials(cfg CredentialConfig, opts credential.Options, m *metrics.Metrics, logger *slog.Logger) *credential.Registry {
 	cc := cfg.Cache
 	cc.Logger = logger
 	if m != nil {
@@ -54,7 +57,7 @@ func newCredentials(cfg CredentialConfig, m *metrics.Metrics, logger *slog.Logge
 			m.CountCredentialFetch(string(source), string(outcome))
 		}
 	}
-	r := credential.NewRegistry(credentialOptions(cfg), cc)
+	r := credential.NewRegistry(opts, cc)
 	if m != nil {
 		m.SetCredentialExpiry(func() []metrics.CredentialExpiry {
 			var out []metrics.CredentialExpiry
@@ -67,9 +70,11 @@ func newCredentials(cfg CredentialConfig, m *metrics.Metrics, logger *slog.Logge
 	return r
 }
 
-// credentialOptions are the options of every source the service makes.
-func credentialOptions(cfg CredentialConfig) credential.Options {
-	return credential.Options{AllowCommand: cfg.AllowCommand, HTTPClient: cfg.HTTPClient}
+// credentialOptions are the options of every source the service makes:
+// their HTTPS requests (Lakebase, AlloyDB) dial under the network policy,
+// as bastions and databases do.
+func credentialOptions(cfg CredentialConfig, network *egress.Policy) credential.Options {
+	return credential.Options{AllowCommand: cfg.AllowCommand, HTTPClient: credential.NetworkClient(cfg.HTTPClient, network)}
 }
 
 // authSecretField is the field of the kind's stored secret.

@@ -39,7 +39,7 @@ type policyFlags struct {
 func (f *policyFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.hostKeyPolicy, "host-key-policy", "", "when no host key is pinned for a bastion: tofu pins the first key it presents "+
 		"(default), approve holds it until pgrelay connection trust-host-key (env "+hostKeyPolicyEnv+")")
-	fs.StringSliceVar(&f.deny, "deny-network", nil, "never connect to bastions or direct databases in this address range, "+
+	fs.StringSliceVar(&f.deny, "deny-network", nil, "never connect to bastions, direct databases or token endpoints (Lakebase, AlloyDB) in this address range, "+
 		"e.g. 10.0.0.0/8 (repeatable or comma-separated; env "+denyNetworkEnv+"); 169.254.0.0/16 and fd00:ec2::254/128 "+
 		"(cloud metadata) are denied by default")
 	fs.StringSliceVar(&f.allow, "allow-network", nil, "allow this address range inside a denied one; the most specific range "+

@@ -32,6 +32,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/egress"
 	"github.com/pgrelay/pgrelay/internal/secret"
 )
 
@@ -81,6 +82,7 @@ const (
 	OutcomeMalformed      Outcome = "malformed"
 	OutcomeRateLimited    Outcome = "rate_limited"
 	OutcomeConfig         Outcome = "config"
+	OutcomeNetworkDenied  Outcome = "network_denied"
 	OutcomeCanceled       Outcome = "canceled"
 	OutcomeError          Outcome = "error"
 )
@@ -98,10 +100,13 @@ func OutcomeOf(err error) Outcome {
 		malformed   *MalformedError
 		limited     *RateLimitedError
 		config      *ConfigError
+		denied      *NetworkDeniedError
 	)
 	switch {
 	case err == nil:
 		return OutcomeOK
+	case errors.As(err, &denied):
+		return OutcomeNetworkDenied
 	case errors.As(err, &unreachable):
 		return OutcomeUnreachable
 	case errors.As(err, &api):
@@ -223,6 +228,56 @@ func (e *UnreachableError) Hint() string {
 	}
 	return fmt.Sprintf("Could not reach %s (%s): check this machine's network, DNS and outbound HTTPS (TCP 443) to it; "+
 		"pgrelay retries transient failures with backoff.", what, host)
+}
+
+// NetworkDeniedError means pgrelay's network policy (--deny-network,
+// --allow-network, and the default denial of link-local and cloud
+// metadata addresses) refused the address an HTTPS endpoint of the source
+// resolved to: nothing was sent to it. It is not transient.
+type NetworkDeniedError struct {
+	Kind connection.AuthKind
+	// Field is the setting the endpoint comes from, e.g.
+	// "auth.workspace_url".
+	Field string
+	// URL is the endpoint, without query.
+	URL string
+	Err *egress.DeniedError
+}
+
+// Error names the field, the endpoint and the policy's refusal (the
+// address, the rule and the setting that changes it).
+func (e *NetworkDeniedError) Error() string {
+	return fmt.Sprintf("%s credential: %s: %s: %v", e.Kind, e.Field, e.URL, e.Err)
+}
+
+// Unwrap returns the policy's refusal.
+func (e *NetworkDeniedError) Unwrap() error { return e.Err }
+
+// Hint says which setting to correct, or how the operator allows the
+// address.
+func (e *NetworkDeniedError) Hint() string {
+	d := e.Err
+	target := d.Addr.String()
+	if d.Host != "" {
+		target = fmt.Sprintf("%s (%s)", d.Host, d.Addr)
+	}
+	lift := fmt.Sprintf("the operator of the pgrelay process that fetches tokens (the server, for the web UI and API) allows it "+
+		"with --allow-network %s (env PGRELAY_ALLOW_NETWORK)", d.Rule.Prefix)
+	if !d.Rule.Default {
+		lift = fmt.Sprintf("ask the operator, who denied %s with --deny-network (env PGRELAY_DENY_NETWORK), to allow it "+
+			"(--allow-network with a narrower range)", d.Rule.Prefix)
+	}
+	return fmt.Sprintf("%s leads to %s, which pgrelay's network policy does not let it connect to (%s): no token was requested "+
+		"and nothing was sent there. Correct %s; if that address really is the provider's endpoint, %s.",
+		e.Field, target, d.Rule, e.Field, lift)
+}
+
+// urlField names the setting a source's HTTPS endpoints come from.
+func urlField(kind connection.AuthKind) string {
+	if kind == connection.AuthAlloyDBIAM {
+		return "auth.service_account_key (its token_uri)"
+	}
+	return "auth.workspace_url"
 }
 
 // APIError means an API answered with an error status. Code and Message

@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"sync"
 	"time"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/egress"
 	"github.com/pgrelay/pgrelay/internal/secret"
 )
 
@@ -46,6 +48,68 @@ func httpClient(base *http.Client, rec *transportRecorder) *http.Client {
 	// Credentials are never sent on to where a redirect points.
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return errRedirect }
 	return c
+}
+
+// NetworkClient returns a copy of base (default: http.DefaultTransport's
+// settings) whose connections are dialled under policy: the address a
+// workspace URL or a key's token_uri resolves to is checked when it is
+// dialled, after the lookup, so that no name can lead a fetch to an
+// address the policy denies (a refusal is an [*egress.DeniedError], which
+// a fetch reports as a [*NetworkDeniedError]). Through an HTTPS proxy
+// (HTTPS_PROXY) the proxy's address is checked at the dial and the
+// endpoint's host only when it is an IP literal: the proxy resolves
+// names. A base whose Transport is not an *http.Transport is returned as
+// it is.
+func NetworkClient(base *http.Client, policy *egress.Policy) *http.Client {
+	c := &http.Client{}
+	if base != nil {
+		*c = *base
+	}
+	rt := c.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	t, ok := rt.(*http.Transport)
+	if !ok {
+		return c
+	}
+	t = t.Clone()
+	t.DialContext = policy.DialStd
+	// A TLS dial function of its own would dial around the policy
+	// (DialContext takes priority over the deprecated Dial).
+	t.DialTLSContext, t.DialTLS = nil, nil
+	c.Transport = &policyTransport{rt: t, policy: policy, proxy: t.Proxy}
+	return c
+}
+
+// policyTransport checks the endpoint's host of a request sent through a
+// proxy, when it is an IP literal (the dial only sees the proxy).
+type policyTransport struct {
+	rt     http.RoundTripper
+	policy *egress.Policy
+	proxy  func(*http.Request) (*url.URL, error)
+}
+
+// RoundTrip implements http.RoundTripper.
+func (p *policyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if p.proxy != nil {
+		if u, err := p.proxy(req); err == nil && u != nil {
+			port := req.URL.Port()
+			if port == "" {
+				port = "443"
+				if req.URL.Scheme == "http" {
+					port = "80"
+				}
+			}
+			if err := p.policy.CheckHostPort(net.JoinHostPort(req.URL.Hostname(), port)); err != nil {
+				if req.Body != nil {
+					_ = req.Body.Close()
+				}
+				return nil, err
+			}
+		}
+	}
+	return p.rt.RoundTrip(req)
 }
 
 // transportRecorder is a RoundTripper for the requests of one fetch: it
@@ -139,7 +203,10 @@ func postJSON(ctx context.Context, c *http.Client, rec *transportRecorder, kind 
 // unreachable endpoint.
 func requestError(ctx context.Context, rec *transportRecorder, kind connection.AuthKind, endpoint string, err error) error {
 	terr, redirect := rec.last()
+	var denied *egress.DeniedError
 	switch {
+	case errors.As(terr, &denied) || errors.As(err, &denied):
+		return &NetworkDeniedError{Kind: kind, Field: urlField(kind), URL: describeURL(endpoint), Err: denied}
 	case errors.Is(err, errRedirect) || (terr == nil && redirect != 0):
 		if redirect == 0 {
 			redirect = http.StatusFound

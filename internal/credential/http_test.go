@@ -5,13 +5,17 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/credential"
 	"github.com/pgrelay/pgrelay/internal/credential/credentialtest"
+	"github.com/pgrelay/pgrelay/internal/egress"
 	"github.com/pgrelay/pgrelay/internal/secret"
 )
 
@@ -245,5 +249,46 @@ func TestSourceFromSpec(t *testing.T) {
 	if _, err := credential.New(&s, credential.Options{}).Token(context.Background()); !errors.As(err, &ce) ||
 		ce.Field != "auth.service_account_key" {
 		t.Fatalf("alloydb without a key: %v", err)
+	}
+}
+
+// TestNetworkClientThroughProxy: through an HTTPS proxy the dial only
+// sees the proxy, so a workspace URL whose host is a denied IP literal is
+// refused before the proxy is asked; the proxy's own address is dialled
+// under the policy.
+func TestNetworkClientThroughProxy(t *testing.T) {
+	t.Parallel()
+	var asked atomic.Int32
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		asked.Add(1)
+		w.WriteHeader(http.StatusBadGateway)
+	}))
+	t.Cleanup(proxy.Close)
+	pu, err := url.Parse(proxy.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaProxy := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}}
+	deny := func(prefix string) *egress.Policy {
+		p, err := egress.New([]netip.Prefix{netip.MustParsePrefix(prefix)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	src := func(policy *egress.Policy) *credential.LakebaseSource {
+		return credential.NewLakebaseSource(credential.LakebaseConfig{WorkspaceURL: "https://10.9.8.7", ClientID: "c",
+			ClientSecret: secret.New("dose-proxy"), Instance: "i", HTTPClient: credential.NetworkClient(viaProxy, policy)})
+	}
+	for _, c := range []struct{ deny, addr string }{{"10.0.0.0/8", "10.9.8.7"}, {"127.0.0.1/32", "127.0.0.1"}} {
+		_, err = src(deny(c.deny)).Token(context.Background())
+		var nd *credential.NetworkDeniedError
+		if !errors.As(err, &nd) || nd.Err.Addr.String() != c.addr || !strings.Contains(err.Error(), "auth.workspace_url") ||
+			credential.OutcomeOf(err) != credential.OutcomeNetworkDenied {
+			t.Fatalf("deny %s: %v (%T), want %s refused, naming auth.workspace_url", c.deny, err, err, c.addr)
+		}
+	}
+	if n := asked.Load(); n != 0 {
+		t.Fatalf("the proxy was asked %d times", n)
 	}
 }

@@ -27,7 +27,7 @@ func (r *runner) credential(ctx context.Context) bool {
 	start := time.Now()
 	src := r.in.Credential
 	if src == nil {
-		src = credential.New(r.spec, credential.Options{})
+		src = credential.New(r.spec, credential.Options{HTTPClient: credential.NetworkClient(nil, r.in.Network)})
 	}
 	timeout := r.in.StepTimeout
 	if r.spec.AuthKind() == connection.AuthCommand && r.spec.Auth.Timeout.Duration() > timeout {

@@ -325,7 +325,8 @@ type Input struct {
 	Network *egress.Policy
 	// Credential supplies the token of a connection whose auth kind is not
 	// password (usually the connection's credential.Cache). Nil means one
-	// made by credential.New with no options, which refuses every command.
+	// made by credential.New with no options but Network for its HTTPS
+	// requests, which refuses every command.
 	Credential credential.Source
 	// StepTimeout bounds each step (default [DefaultStepTimeout]).
 	StepTimeout time.Duration
@@ -745,8 +746,12 @@ func factText(err error) string {
 		fwdErr   *tunnel.ForwardError
 		algErr   *tunnel.AlgorithmError
 		denied   *egress.DeniedError
+		credNet  *credential.NetworkDeniedError
 	)
 	switch {
+	case errors.As(err, &credNet):
+		return fmt.Sprintf("%s %s: %s is in %s, denied by %s: pgrelay's network policy refused it before connecting",
+			credNet.Field, credNet.URL, deniedTarget(credNet.Err), credNet.Err.Rule.Prefix, credNet.Err.Rule)
 	case errors.As(err, &denied):
 		return fmt.Sprintf("%s is in %s, denied by %s: pgrelay's network policy refused it before connecting",
 			deniedTarget(denied), denied.Rule.Prefix, denied.Rule)

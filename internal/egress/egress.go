@@ -1,5 +1,7 @@
 // Package egress decides which network addresses pgrelay itself may
-// connect to: SSH bastions, and databases reached directly.
+// connect to: SSH bastions, databases reached directly, and the HTTPS
+// endpoints token credentials are fetched from (Lakebase workspaces,
+// AlloyDB's OAuth token endpoint; package credential).
 //
 // A [Policy] is a list of allowed and denied address prefixes. The most
 // specific prefix that holds an address decides (ties between a default
@@ -26,6 +28,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/pgrelay/pgrelay/internal/sockio"
 )
@@ -206,7 +209,28 @@ func (p *Policy) Dialer() *net.Dialer {
 // (internal/sockio): these are the data path's sockets, to a bastion or a
 // database.
 func (p *Policy) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	c, err := p.Dialer().DialContext(ctx, network, addr)
+	c, err := dial(ctx, p.Dialer(), network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return sockio.Wrap(c), nil
+}
+
+// DialStd is [Policy.DialContext] with the timeout and keepalive of
+// http.DefaultTransport's dialer and without the direct reads and writes:
+// the connection is the net package's. It is the dial function of the
+// HTTPS clients that fetch token credentials (package credential), which
+// are not the data path.
+func (p *Policy) DialStd(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := p.Dialer()
+	d.Timeout, d.KeepAlive = stdDialTimeout, stdKeepAlive
+	return dial(ctx, d, network, addr)
+}
+
+// dial dials addr with d; a refusal is a [*DeniedError] naming the host as
+// given.
+func dial(ctx context.Context, d *net.Dialer, network, addr string) (net.Conn, error) {
+	c, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		var denied *DeniedError
 		if errors.As(err, &denied) {
@@ -218,8 +242,14 @@ func (p *Policy) DialContext(ctx context.Context, network, addr string) (net.Con
 		}
 		return nil, err
 	}
-	return sockio.Wrap(c), nil
+	return c, nil
 }
+
+// The dialer settings of http.DefaultTransport, which DialStd keeps.
+const (
+	stdDialTimeout = 30 * time.Second
+	stdKeepAlive   = 30 * time.Second
+)
 
 // DeniedError means the network policy refused an address before anything
 // was sent to it.
