@@ -170,22 +170,31 @@ func (s *Service) certificateSetup(ctx context.Context, c *store.Connection, hop
 set -eu
 
 TUNNEL_USER=%[6]s
-CA_FILE=/etc/ssh/pgrelay_user_ca.pub
 CA_KEY=%[7]s
+# Another sshd_config may be named: SSHD_CONFIG=/path sh setup.sh
+SSHD_CONFIG=${SSHD_CONFIG:-/etc/ssh/sshd_config}
 
 `, hop, len(hops), h.Addr(), c.Spec.Name, ca.Fingerprint, shellQuote(h.User), shellQuote(ca.PublicKey))
 	b.WriteString(setupUser)
 	fmt.Fprintf(&b, `
+# sshd reads one TrustedUserCAKeys file, the first one set (a second line is
+# ignored, and one after a Match line holds for that match only): add the CA
+# to the file sshd already uses, or name a file of its own at the top.
+CA_FILE=$(sshd -T -f "$SSHD_CONFIG" | awk '$1 == "trustedusercakeys" && $2 != "none" { print $2 }')
+if [ -z "$CA_FILE" ]; then
+    CA_FILE=/etc/ssh/pgrelay_user_ca.pub
+    { printf 'TrustedUserCAKeys %%s\n' "$CA_FILE"; cat "$SSHD_CONFIG"; } > "$SSHD_CONFIG.pgrelay-new"
+    cat "$SSHD_CONFIG.pgrelay-new" > "$SSHD_CONFIG"
+    rm -f "$SSHD_CONFIG.pgrelay-new"
+fi
 touch "$CA_FILE"
 chmod 644 "$CA_FILE"
-grep -qxF "$CA_KEY" "$CA_FILE" || printf '%%s
-' "$CA_KEY" >> "$CA_FILE"
-if ! grep -q "^TrustedUserCAKeys $CA_FILE" /etc/ssh/sshd_config; then
-    printf '
-TrustedUserCAKeys %%s
-' "$CA_FILE" >> /etc/ssh/sshd_config
+grep -qxF "$CA_KEY" "$CA_FILE" || printf '%%s\n' "$CA_KEY" >> "$CA_FILE"
+if [ "$(sshd -T -f "$SSHD_CONFIG" | awk '$1 == "trustedusercakeys" { print $2 }')" != "$CA_FILE" ]; then
+    echo "sshd does not read TrustedUserCAKeys $CA_FILE: set it in $SSHD_CONFIG, before any Match line" >&2
+    exit 1
 fi
-sshd -t
+sshd -t -f "$SSHD_CONFIG"
 (systemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null || kill -HUP "$(cat /run/sshd.pid)")
 
 echo "hop %[1]d trusts pgrelay's SSH CA for user $TUNNEL_USER (connection %[2]s)"

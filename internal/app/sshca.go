@@ -94,7 +94,8 @@ func caView(signer sshca.Signer, external bool) *SSHCAView {
 	line := sshca.TrustedUserCAKeysLine(signer.PublicKey())
 	return &SSHCAView{PublicKey: line, Fingerprint: sshkey.Fingerprint(signer.PublicKey()), External: external,
 		Setup: "On each bastion, as root: add this line to /etc/ssh/pgrelay_user_ca.pub, add " +
-			"`TrustedUserCAKeys /etc/ssh/pgrelay_user_ca.pub` to /etc/ssh/sshd_config and reload sshd. " +
+			"`TrustedUserCAKeys /etc/ssh/pgrelay_user_ca.pub` to /etc/ssh/sshd_config before any Match line and reload sshd " +
+			"(sshd reads only the first TrustedUserCAKeys: when `sshd -T` shows one already, add this line to that file instead). " +
 			"Certificates name the bastion user as their principal, so the user needs no authorized_keys entry."}
 }
 

@@ -267,7 +267,8 @@ func (r *runner) hintAuth(addr string, err error) string {
 		c := authErr.Certificate
 		return fmt.Sprintf("The bastion %s refused pgrelay's certificate for %s (principal %s, key ID %q, valid %s to %s, CA %s). "+
 			"On the bastion, as root: put the line of `pgrelay ssh-ca show` in a file such as /etc/ssh/pgrelay_user_ca.pub, add "+
-			"`TrustedUserCAKeys /etc/ssh/pgrelay_user_ca.pub` to /etc/ssh/sshd_config and reload sshd; if sshd_config sets "+
+			"`TrustedUserCAKeys /etc/ssh/pgrelay_user_ca.pub` to /etc/ssh/sshd_config before any Match line and reload sshd (sshd "+
+			"reads only the first TrustedUserCAKeys: when `sshd -T` shows one already, add the line to that file); if sshd_config sets "+
 			"AuthorizedPrincipalsFile, list %s there for %s; check that the bastion's clock is right. sshd's log names the reason.",
 			addr, user, strings.Join(c.ValidPrincipals, ","), c.KeyId, certTime(c.ValidAfter), certTime(c.ValidBefore),
 			ssh.FingerprintSHA256(c.SignatureKey), strings.Join(c.ValidPrincipals, ","), user)

@@ -118,13 +118,40 @@ func (c *Chain) watch() {
 			}
 		}()
 	}
-	<-cases
+	first := <-cases
 	close(stop)
+	c.checkEarlierHops(first)
 	c.mu.Lock()
 	c.recordLocked()
 	c.mu.Unlock()
 	close(c.done)
 	c.closeHops()
+}
+
+// checkEarlierHops runs when hop j went silent (no keepalive reply within
+// its bound) before the hops in front of it: a hop's traffic passes
+// through every hop before it, so a frozen earlier hop silences it too,
+// and it may run out of time first (its last reply can be older than the
+// frozen hop's). Each earlier hop still up is sent a keepalive: one that
+// answers is not the cause; one that does not is dropped by its own
+// silence bound (or here, at that bound), so that the chain's error names
+// the hop that stopped answering.
+func (c *Chain) checkEarlierHops(j int) {
+	if j == 0 || !errors.Is(c.hops[j].Err(), ErrKeepaliveTimeout) {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, t := range c.hops[:j] {
+		wg.Go(func() {
+			limit := t.cfg.silenceLimit()
+			ctx, cancel := context.WithTimeout(context.Background(), limit)
+			defer cancel()
+			if err := t.Ping(ctx); err != nil && t.Err() == nil {
+				t.fail(&DroppedError{Addr: t.cfg.Addr, Silence: t.silentFor(), Err: ErrKeepaliveTimeout})
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // recordLocked records why the chain ended, once: the earliest hop that is
@@ -168,12 +195,33 @@ func (c *Chain) Done() <-chan struct{} { return c.done }
 // Err is nil while every hop is up; afterwards the error of the hop that
 // went down first (a [*HopError] for chains of several hops, wrapping a
 // [*DroppedError]), or one wrapping [ErrClosed] after [Chain.Close].
+//
+// When a hop is down and the chain has not yet decided which hop to name
+// (it waits for the hops before a silent hop to answer a keepalive or
+// reach their own keepalive bound), Err waits for that decision.
 func (c *Chain) Err() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	if c.err != nil {
+		defer c.mu.Unlock()
+		return c.err
+	}
+	down := false
+	for _, t := range c.hops {
+		if t.Err() != nil {
+			down = true
+			break
+		}
+	}
+	c.mu.Unlock()
+	if !down {
+		return nil
+	}
 	// A hop may be down a moment before watch notices: its connections
-	// already fail with its error, which Err must explain.
-	c.recordLocked()
+	// already fail with its error, which Err must explain, once watch has
+	// found the hop to blame.
+	<-c.done
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	return c.err
 }
 

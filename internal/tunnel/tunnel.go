@@ -459,11 +459,7 @@ func (t *Tunnel) fail(err error) bool {
 // last reply; otherwise the tunnel is dropped.
 func (t *Tunnel) checkSilence() {
 	limit := t.cfg.silenceLimit()
-	last := t.since
-	if ns := t.lastReply.Load(); ns != 0 {
-		last = time.Unix(0, ns)
-	}
-	silence := time.Since(last)
+	silence := t.silentFor()
 	if silence < limit {
 		t.mu.Lock()
 		if t.err == nil {
@@ -473,6 +469,16 @@ func (t *Tunnel) checkSilence() {
 		return
 	}
 	t.fail(&DroppedError{Addr: t.cfg.Addr, Silence: silence, Err: ErrKeepaliveTimeout})
+}
+
+// silentFor is the time since the last keepalive reply (since the tunnel
+// came up, before the first).
+func (t *Tunnel) silentFor() time.Duration {
+	last := t.since
+	if ns := t.lastReply.Load(); ns != 0 {
+		last = time.Unix(0, ns)
+	}
+	return time.Since(last)
 }
 
 // keepaliveLoop sends keepalive@openssh.com every interval. A request
