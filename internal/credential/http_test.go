@@ -292,3 +292,24 @@ func TestNetworkClientThroughProxy(t *testing.T) {
 		t.Fatalf("the proxy was asked %d times", n)
 	}
 }
+
+// TestLakebaseExpiryOnThisClock: the credential's expire_time is the
+// server's clock; with this machine's clock 30 minutes behind, a
+// 10-minute credential must still count as expiring 10 minutes after it
+// was asked for on this clock, not 40 (it was used for half an hour after
+// it expired).
+func TestLakebaseExpiryOnThisClock(t *testing.T) {
+	t.Parallel()
+	f := newFakeDatabricks(t, nil)
+	behind := func() time.Time { return time.Now().Add(-30 * time.Minute) }
+	start := behind()
+	tok, err := lakebase(f, func(c *credential.LakebaseConfig) {
+		c.Instance, c.Endpoint, c.Lifetime, c.Now = "", f.Endpoint, 10*time.Minute, behind
+	}).Token(context.Background())
+	if err != nil {
+		t.Fatalf("Token: %v (hint: %s)", err, credential.Hint(err))
+	}
+	if d := tok.ExpiresAt.Sub(start); d > 10*time.Minute+5*time.Second {
+		t.Fatalf("the token counts as valid for %v on this clock, asked for 10m", d)
+	}
+}

@@ -138,7 +138,10 @@ func (s *LakebaseSource) Token(ctx context.Context) (Token, error) {
 }
 
 // lakebaseToken checks a credential answer. An answer without an expiry
-// (the field is optional) is taken to last the requested lifetime.
+// (the field is optional) is taken to last the requested lifetime
+// (fallback), and one with an expiry lasts no longer than that: the
+// expiry is the server's clock, and with this machine's clock behind, a
+// token would otherwise be taken for valid after it expired.
 func lakebaseToken(u, token, expiry, field string, fallback, now time.Time) (Token, error) {
 	from := "the answer of " + describeURL(u)
 	if token == "" {
@@ -159,7 +162,9 @@ func lakebaseToken(u, token, expiry, field string, fallback, now time.Time) (Tok
 				Problem: fmt.Sprintf("%s %s is not in the future (now %s): check this machine's clock", field,
 					at.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))}
 		}
-		tok.ExpiresAt = at
+		if at.Before(fallback) {
+			tok.ExpiresAt = at
+		}
 	}
 	return tok, nil
 }
