@@ -241,3 +241,30 @@ func TestHostCertificate(t *testing.T) {
 		t.Fatal("a refused host certificate's key got pinned")
 	}
 }
+
+// TestHostCertificateNameCase: a hop's host name is compared with a host
+// certificate's principals in lower case, as OpenSSH's ssh does: a name
+// typed in another case is the same host (it was refused as "wrong
+// principal").
+func TestHostCertificateNameCase(t *testing.T) {
+	t.Parallel()
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	db := pg.NewDatabase(t)
+	b := testenv.StartBastion(t, testenv.BastionOptions{})
+	hostCA := newCA(t)
+	now := time.Now()
+	b.CertifyHostKey(t, hostCA, []string{"localhost"}, now.Add(-time.Hour), now.Add(time.Hour))
+	f := newServiceWith(t, func(c *app.Config) { c.HostKeyPolicy = app.HostKeyApprove })
+	ctx := context.Background()
+	v, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "hcase", Host: pg.Host, Port: pg.Port, Database: db.Name,
+		User: db.User, Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
+		Tunnel: &connection.Tunnel{Host: "LocalHost", Port: b.Port, User: b.User,
+			HostAuthorities: []string{"@cert-authority [localhost]:* " + sshkey.AuthorizedKey(hostCA.PublicKey(), "")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, v.SSHTunnel.PublicKey)
+	if err := f.svc.Query(ctx, "hcase", "select 1", &rowsSink{}); err != nil {
+		t.Fatalf("query via a host certificate for localhost, host typed LocalHost: %v", err)
+	}
+}

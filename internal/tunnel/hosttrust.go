@@ -99,7 +99,10 @@ func checkHostTrust(cfg Config, remote net.Addr, key ssh.PublicKey) (handled boo
 		},
 		Clock: cfg.Clock,
 	}
-	if cerr := checker.CheckHostKey(cfg.Addr, remote, key); cerr != nil {
+	// The principals are compared with the host name in lower case, as
+	// OpenSSH's ssh does (it lower-cases the name it connects to).
+	host, port := cfg.hostPort()
+	if cerr := checker.CheckHostKey(net.JoinHostPort(certHostName(host), strconv.Itoa(port)), remote, key); cerr != nil {
 		return true, &HostCertificateError{Addr: cfg.Addr, Reason: certReason(cfg, cert, cas), Cert: cert,
 			Presented: ssh.FingerprintSHA256(cert.Key), PresentedKey: key, Now: cfg.Clock(), Err: cerr}
 	}
@@ -110,6 +113,7 @@ func checkHostTrust(cfg Config, remote net.Addr, key ssh.PublicKey) (handled boo
 // same order (CertChecker's own errors are plain text).
 func certReason(cfg Config, cert *ssh.Certificate, cas []ssh.PublicKey) CertReason {
 	host, _ := cfg.hostPort()
+	host = certHostName(host)
 	now := cfg.Clock().Unix()
 	switch {
 	case cert.CertType != ssh.HostCert:
@@ -125,6 +129,10 @@ func certReason(cfg Config, cert *ssh.Certificate, cas []ssh.PublicKey) CertReas
 	}
 	return CertInvalid
 }
+
+// certHostName is host as a host certificate's principals are compared
+// with: in lower case, as OpenSSH's ssh connects to it.
+func certHostName(host string) string { return strings.ToLower(host) }
 
 func containsKey(keys []ssh.PublicKey, k ssh.PublicKey) bool {
 	b := k.Marshal()
@@ -189,7 +197,7 @@ func (e *HostCertificateError) Error() string {
 	case CertUntrustedAuthority:
 		what = fmt.Sprintf("it was signed by CA %s, which is not trusted for %s", ssh.FingerprintSHA256(e.Cert.SignatureKey), host)
 	case CertWrongPrincipal:
-		what = fmt.Sprintf("it is for %s, not for %s (the name pgrelay connects to)", principals(e.Cert), host)
+		what = fmt.Sprintf("it is for %s, not for %s (the name pgrelay connects to, in lower case)", principals(e.Cert), certHostName(host))
 	case CertExpired:
 		what = fmt.Sprintf("it expired at %s (now %s)", certTime(e.Cert.ValidBefore), e.Now.UTC().Format(time.RFC3339))
 	case CertNotYetValid:
@@ -200,7 +208,7 @@ func (e *HostCertificateError) Error() string {
 		what = fmt.Sprintf("it is not valid: %v", e.Err)
 	}
 	return fmt.Sprintf("SSH bastion %s presented a host certificate that was refused: %s; renew the bastion's host "+
-		"certificate (ssh-keygen -s HOST_CA -h -n %s ...) or correct the connection's host authorities", e.Addr, what, host)
+		"certificate (ssh-keygen -s HOST_CA -h -n %s ...) or correct the connection's host authorities", e.Addr, what, certHostName(host))
 }
 
 // Unwrap returns x/crypto's refusal.
