@@ -352,7 +352,7 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 	q.finishLog(ctx, id, logs)
 	end := q.cfg.Now().UTC()
 	attempt := r.Attempt
-	if _, err := q.updateFrom(ctx, id, cur, func(r *jobs.Run) bool {
+	q.recordOutcome(ctx, id, cur, func(r *jobs.Run) bool {
 		if r.Worker != q.cfg.Worker || r.Attempt != attempt {
 			// Another worker has the run (the reaper queued it again while
 			// this process's heartbeats could not reach the store): its
@@ -361,9 +361,7 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 		}
 		r.Status, r.Reason, r.EndedAt, r.Steps, r.HeartbeatAt = res.Status, res.Reason, &end, res.Steps, &end
 		return true
-	}); err != nil {
-		q.cfg.Logger.ErrorContext(ctx, "could not record run outcome", "run_id", id, "error", err)
-	}
+	})
 	if res.Cleanup != nil && (res.Cleanup.Status != jobs.CleanupPending || runner.WaitCleanup) {
 		// (A pending one was recorded when it began: see CleanupPending.)
 		if err := q.cfg.Store.PutRunCleanup(ctx, id, res.Cleanup); err != nil {
@@ -377,6 +375,37 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 	}
 	if q.cfg.RunEnded != nil {
 		q.cfg.RunEnded(ctx, job, id, r.Trigger, res, end.Sub(now))
+	}
+}
+
+// Bounds of recordOutcome's retries.
+const (
+	outcomeRetryFor   = 30 * time.Second
+	outcomeRetryFirst = 250 * time.Millisecond
+	outcomeRetryMax   = 5 * time.Second
+)
+
+// recordOutcome writes a run's end with f (see updateFrom), trying again
+// for a while when the store cannot be reached: a run whose end was not
+// recorded stays running until the reaper declares it lost, and one that
+// succeeded would then fail, or run again when it has retries. The write
+// goes on when ctx is cancelled (the process shutting down) for as long
+// as the retries last.
+func (q *Queue) recordOutcome(ctx context.Context, id string, cur *jobs.Run, f func(*jobs.Run) bool) {
+	wctx := context.WithoutCancel(ctx)
+	deadline := time.Now().Add(outcomeRetryFor)
+	for wait := outcomeRetryFirst; ; wait = min(2*wait, outcomeRetryMax) {
+		_, err := q.updateFrom(wctx, id, cur, f)
+		if err == nil {
+			return
+		}
+		if time.Now().Add(wait).After(deadline) {
+			q.cfg.Logger.ErrorContext(ctx, "could not record run outcome", "run_id", id, "error", err)
+			return
+		}
+		q.cfg.Logger.WarnContext(ctx, "could not record run outcome; trying again", "run_id", id, "in", wait, "error", err)
+		cur = nil // read it again
+		time.Sleep(wait)
 	}
 }
 
