@@ -341,6 +341,12 @@ func TestChainHopForwardRefused(t *testing.T) {
 	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "hop 2 of 2 ("+b2.Addr()+")") {
 		t.Fatalf("query: %v, want a ForwardError naming hop 2", err)
 	}
+	// Hop 2 is reached through hop 1, not from this machine: the advice is
+	// hop 1's forwarding, not this machine's network.
+	if strings.Contains(err.Error(), "this machine can reach it") ||
+		!strings.Contains(err.Error(), "SSH bastion "+b1.Addr()+" refused to forward to "+b2.Addr()) {
+		t.Fatalf("query: %v, want hop 1's refusal without advice about this machine's network", err)
+	}
 }
 
 // TestHopKnownHostPinnedAtOnce: a host key given for hop 2 is pinned when

@@ -35,11 +35,17 @@ type DialError struct {
 	Err error
 }
 
-// Error says what failed and what to check.
+// Error says what failed and what to check: this machine's way to the
+// bastion, or, for a hop reached through the one before it (a
+// [*ForwardError]), what that hop said.
 func (e *DialError) Error() string {
 	what := "failed"
 	if e.Timeout() {
 		what = "timed out"
+	}
+	var fe *ForwardError
+	if errors.As(e.Err, &fe) {
+		return fmt.Sprintf("connect to SSH bastion %s %s: %v", e.Addr, what, e.Err)
 	}
 	return fmt.Sprintf("connect to SSH bastion %s %s: %v: check the bastion's host name and port, "+
 		"and that this machine can reach it (firewall, security group, VPN)", e.Addr, what, e.Err)
@@ -210,8 +216,8 @@ func (e *ForwardError) Error() string {
 			"(AllowTcpForwarding yes, no DisableForwarding, PermitOpen or the key's permitopen=\"%s\" option)",
 			prefix, e.Target, detail, e.Target)
 	case ssh.ConnectionFailed:
-		return fmt.Sprintf("%s could not connect to %s (%s): check the database host and port, and that the "+
-			"bastion can reach the database (its DNS, security groups, firewall)", prefix, e.Target, detail)
+		return fmt.Sprintf("%s could not connect to %s (%s): check that host and port, and that the "+
+			"bastion can reach it (its DNS, security groups, firewall)", prefix, e.Target, detail)
 	default:
 		return fmt.Sprintf("%s could not open a channel to %s (%s: %s)", prefix, e.Target, e.Reason, detail)
 	}
