@@ -354,3 +354,35 @@ func TestCopyFromStdinRefused(t *testing.T) {
 	contains(t, "job apply", r.stderr, "steps[0].sql: COPY ... FROM STDIN waits for data from the client, which a SQL step cannot send",
 		"[psql, -c, '\\copy TABLE from FILE']")
 }
+
+// TestJobRunEndsDetachedProcesses: what a command starts outside its
+// process group (setsid) carries the run's mark and is ended with the
+// step; it used to run on after pgrelay said the run ended.
+func TestJobRunEndsDetachedProcesses(t *testing.T) {
+	t.Parallel()
+	pg := sharedDB(t)
+	h := newHarness(t)
+	h.env["DB_PASSWORD"] = pg.Password
+	h.ok(createArgs("db", pg)...)
+	marker := strconv.Itoa(300 + int(time.Now().UnixNano()%1000))
+	t.Cleanup(func() {
+		if pid := testenv.ProcessRunning("sleep", marker); pid != 0 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	dir := t.TempDir()
+	file := filepath.Join(dir, "jobs.yaml")
+	// The script waits until the sleep has a session of its own.
+	script := "setsid sh -c 'echo $$ > " + dir + "/pid; exec sleep " + marker + "' >/dev/null 2>&1 </dev/null & " +
+		"while [ ! -s " + dir + "/pid ]; do sleep 0.01; done; echo started"
+	if err := os.WriteFile(file, []byte("jobs:\n  - name: detach\n    connection: db\n    steps:\n"+
+		"      - command: [sh, -c, "+strconv.Quote(script)+"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.ok("job", "apply", "-f", file)
+	r := h.ok("job", "run", "detach", "--allow-command", "sh")
+	contains(t, "job run", r.stdout+r.stderr, "started", "sh exited leaving processes outside its process group (pid ")
+	if pid := testenv.ProcessRunning("sleep", marker); pid != 0 {
+		t.Errorf("the detached sleep (pid %d) runs on after the run ended:\n%s", pid, r)
+	}
+}

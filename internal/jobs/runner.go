@@ -229,6 +229,8 @@ type run struct {
 	// passwordRefused is set when the server refused the saved password
 	// of a session a command started.
 	passwordRefused bool
+	// mark is the environment entry (RunMarkEnv) of the run's commands.
+	mark string
 	// backends are the database sessions the run opened (SQL steps', and
 	// commands' through the endpoint).
 	backends []Backend
@@ -291,7 +293,8 @@ const stopSlack = 5 * time.Second
 // StopTime is how long a run of job may take to end once it is stopped
 // (cancelled, timed out, or its process shutting down): its command gets
 // SIGINT, SIGTERM after InterruptGrace and SIGKILL after KillGrace, what
-// it left in its process group gets groupGrace, and its statements are
+// it left in its process group gets groupGrace, what it left outside it
+// (carrying the run's mark) groupGrace again, and its statements are
 // terminated after the job's stop grace. A process that exits when its
 // runs end must wait this long for them: before that, a command may not
 // have had its SIGKILL yet and a statement may still run on the server.
@@ -307,7 +310,7 @@ func (r *Runner) StopTime(job Job) time.Duration {
 	if grace <= 0 {
 		grace = DefaultStopGrace
 	}
-	return interrupt + kill + groupGrace + grace + stopSlack
+	return interrupt + kill + 2*groupGrace + grace + stopSlack
 }
 
 // mask replaces the connection's password, and the run's own password of
@@ -788,6 +791,10 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	if hostaddr != "" {
 		env = append(env, "PGHOSTADDR="+hostaddr)
 	}
+	if x.mark, err = newRunMark(); err != nil {
+		return err
+	}
+	env = append(env, x.mark)
 	if tokenAuth {
 		// The endpoint itself asks for SCRAM (libpq 16+ refuses anything
 		// else, older ones ignore it).
@@ -1058,6 +1065,18 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 	}
 	if groupErr == nil {
 		unregister()
+	}
+	// What it started outside its group (setsid, a daemon) carries the
+	// run's mark.
+	if n, err := x.endMarked(); n != "" || err != nil {
+		if n != "" {
+			x.log(i, StreamSystem, fmt.Sprintf("%s exited leaving processes outside its process group (%s)", prog, n))
+		}
+		if err != nil && groupErr == nil {
+			groupErr = fmt.Errorf("%s exited leaving processes outside its process group that pgrelay could not stop: %w%s; "+
+				"they are still running: end them by hand", prog, err, x.signalHint(err))
+			x.log(i, StreamSystem, groupErr.Error())
+		}
 	}
 	if !waitTimeout(&wg, pipeDrain) {
 		// A process outside the group (it started a session of its own)

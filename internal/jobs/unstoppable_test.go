@@ -200,10 +200,11 @@ func TestControlForgetsAnEndedGroup(t *testing.T) {
 		}
 	})
 	// The program leaves a process of another session holding its output
-	// for 3 s, so the step drains it after the program's group is gone.
+	// for 3 s, so the step drains it after the program's group is gone
+	// (without the run's mark, which would have it ended at once).
 	up := filepath.Join(t.TempDir(), "up")
 	j := jobs.Job{Name: "j", Connection: "direct", Steps: []jobs.Step{{Command: []string{"sh", "-c",
-		"setsid sh -c ': > " + up + "; sleep 3; : " + marker + "' & while [ ! -e " + up + " ]; do sleep 0.01; done"}}}}
+		"env -u " + jobs.RunMarkEnv + " setsid sh -c ': > " + up + "; sleep 3; : " + marker + "' & while [ ! -e " + up + " ]; do sleep 0.01; done"}}}}
 	j.ApplyDefaults()
 	control := jobs.NewControl()
 	ctx := jobs.WithControl(context.Background(), control)
