@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -53,7 +52,8 @@ func (s *Service) InitSSHCA(ctx context.Context) (_ *SSHCAView, err error) {
 	if s.ssh.signer != nil {
 		return nil, invalidf("certificates are signed by an outside signer here; there is no CA key to create")
 	}
-	if err := (keyGuard{Store: s.store, kr: s.keyring}).current(ctx); err != nil {
+	guard := keyGuard{Store: s.store, kr: s.keyring}
+	if err := guard.current(ctx); err != nil {
 		return nil, err
 	}
 	priv, _, err := sshca.Generate()
@@ -65,12 +65,25 @@ func (s *Service) InitSSHCA(ctx context.Context) (_ *SSHCAView, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("seal SSH CA key: %w", err)
 	}
-	stored, err := s.store.PutMetaIfAbsent(ctx, sshCAMeta, sealed)
+	// The key check and the save are one transaction, so that a master key
+	// rotation cannot commit between them (the CA key would stay sealed
+	// with the old key).
+	err = s.store.WithSecrets(ctx, func(tx store.SecretsTx) error {
+		if err := guard.currentIn(ctx, tx); err != nil {
+			return err
+		}
+		if _, err := tx.GetMeta(ctx, sshCAMeta); err == nil {
+			return fmt.Errorf("pgrelay's SSH CA %w: see it with `pgrelay ssh-ca show`", store.ErrExists)
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		return tx.PutMeta(ctx, sshCAMeta, sealed)
+	})
+	if errors.Is(err, store.ErrExists) || errors.Is(err, ErrKeyRotated) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("save SSH CA key: %w", err)
-	}
-	if !bytes.Equal(stored, sealed) {
-		return nil, fmt.Errorf("pgrelay's SSH CA %w: see it with `pgrelay ssh-ca show`", store.ErrExists)
 	}
 	signer, err := s.certSigner(ctx)
 	if err != nil {

@@ -145,11 +145,30 @@ func (r *runner) rotateMasterKey(ctx context.Context, newKeyFile, output string)
 	rep, err := app.RotateMasterKey(ctx, st, kr, next, app.RotateOptions{Pause: func(ctx context.Context, p app.RotationPhase) {
 		r.pauseAt(ctx, "rotate:"+string(p))
 	}})
+	already := false
 	if err != nil {
-		if fromDataDir || created {
-			_ = os.Remove(keyPath)
+		// An error does not prove that nothing changed: the store may
+		// have committed while its answer was lost (the connection broke
+		// at the commit). Only a store that says it is still sealed with
+		// the old key lets the new key go.
+		state, serr := app.WhichKey(context.WithoutCancel(ctx), st, kr, next)
+		switch {
+		case serr != nil:
+			again := "run `pgrelay master-key rotate --new-key-file " + keyPath + "` again once the store answers: it finishes or undoes this rotation"
+			if fromDataDir {
+				again = "the next pgrelay command on the data dir, once the store answers, finishes or undoes this rotation"
+			}
+			return fmt.Errorf("rotate master key: %w; whether the store changed could not be checked (%w), so the new key is kept in %s: %s",
+				err, serr, keyPath, again)
+		case state == app.KeyNext:
+			r.logger.Warn("the master key rotation reported an error, but the store is sealed with the new key: keeping it", "error", err)
+			rep, already = &app.RotationReport{}, true
+		default:
+			if fromDataDir || created {
+				_ = os.Remove(keyPath)
+			}
+			return fmt.Errorf("rotate master key: %w", err)
 		}
-		return fmt.Errorf("rotate master key: %w", err)
 	}
 	r.pauseAt(ctx, "rotate:committed")
 	if fromDataDir {
@@ -159,7 +178,7 @@ func (r *runner) rotateMasterKey(ctx context.Context, newKeyFile, output string)
 		}
 	}
 	r.logger.Info("master key rotated", "connections", rep.Connections, "key_source", loc.Describe())
-	return r.printRotation(loc, keyPath, rep, false, output)
+	return r.printRotation(loc, keyPath, rep, already, output)
 }
 
 // keyStateWith says which of the current key and the key in path (when
@@ -220,7 +239,7 @@ func (r *runner) printRotation(loc secret.KeyLocation, keyPath string, rep *app.
 		}{rep, newKeyAt, already})
 	}
 	if already {
-		fmt.Fprintf(r.out(), "The store was already sealed with the key in %s (an earlier rotation to it was interrupted after it changed the store).\n", newKeyAt)
+		fmt.Fprintf(r.out(), "The store is already sealed with the key in %s (a rotation to it changed the store, but was interrupted or its end not confirmed).\n", newKeyAt)
 	} else {
 		creds := ""
 		if rep.AuthSecrets > 0 {

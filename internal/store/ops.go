@@ -81,6 +81,10 @@ type TransferStore interface {
 type SecretsTx interface {
 	// ListConnections returns every connection.
 	ListConnections(ctx context.Context) ([]*Connection, error)
+	// CreateConnection saves a new connection like Store.CreateConnection,
+	// in the transaction: a process checks there that the store is still
+	// sealed with its key before it saves what it sealed.
+	CreateConnection(ctx context.Context, c *Connection) error
 	// SetConnectionSecrets replaces a connection's sealed password and
 	// private key and increments its version, so that an update prepared
 	// from the record as it was before fails with ErrConflict.

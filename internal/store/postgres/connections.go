@@ -113,6 +113,10 @@ func scanConnection(row pgx.Row) (*store.Connection, error) {
 // CreateConnection implements store.Store.
 func (s *Store) CreateConnection(ctx context.Context, c *store.Connection) (rerr error) {
 	defer markFull(&rerr)
+	return createConnection(ctx, s.pool, c)
+}
+
+func createConnection(ctx context.Context, q querier, c *store.Connection) error {
 	if c.Version == 0 {
 		c.Version = 1
 	}
@@ -120,7 +124,7 @@ func (s *Store) CreateConnection(ctx context.Context, c *store.Connection) (rerr
 	if err != nil {
 		return fmt.Errorf("create connection %s: %w", c.Spec.Name, err)
 	}
-	_, err = s.pool.Exec(ctx, insertConnection, v.args()...)
+	_, err = q.Exec(ctx, insertConnection, v.args()...)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("create connection %s: %w", c.Spec.Name, store.ErrExists)
 	}

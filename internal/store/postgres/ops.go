@@ -339,6 +339,10 @@ func (t secretsTx) ListConnections(ctx context.Context) ([]*store.Connection, er
 	return listConnections(ctx, t.q, `SELECT `+connectionColumns+` FROM pgrelay_connections ORDER BY name`)
 }
 
+func (t secretsTx) CreateConnection(ctx context.Context, c *store.Connection) error {
+	return createConnection(ctx, t.q, c)
+}
+
 func (t secretsTx) SetConnectionSecrets(ctx context.Context, id string, sealedPassword, sealedPrivateKey []byte) error {
 	tag, err := t.q.Exec(ctx, `UPDATE pgrelay_connections SET sealed_password = $2, sealed_private_key = $3,
 		version = version + 1 WHERE id = $1`, id, sealedPassword, sealedPrivateKey)

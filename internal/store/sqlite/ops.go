@@ -385,6 +385,10 @@ func (t secretsTx) ListConnections(ctx context.Context) ([]*store.Connection, er
 	return listConnections(ctx, t.q, `SELECT `+connectionColumns+` FROM connections ORDER BY name`)
 }
 
+func (t secretsTx) CreateConnection(ctx context.Context, c *store.Connection) error {
+	return createConnection(ctx, t.q, c)
+}
+
 func (t secretsTx) SetConnectionSecrets(ctx context.Context, id string, sealedPassword, sealedPrivateKey []byte) error {
 	res, err := t.q.ExecContext(ctx, `UPDATE connections SET sealed_password = ?, sealed_private_key = ?,
 		version = version + 1 WHERE id = ?`, sealedPassword, sealedPrivateKey, id)

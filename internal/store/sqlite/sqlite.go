@@ -253,6 +253,10 @@ func scanConnection(sc scanner) (*store.Connection, error) {
 // CreateConnection implements store.Store.
 func (s *Store) CreateConnection(ctx context.Context, c *store.Connection) (rerr error) {
 	defer markFull(&rerr)
+	return createConnection(ctx, s.db, c)
+}
+
+func createConnection(ctx context.Context, q querier, c *store.Connection) error {
 	if c.Version == 0 {
 		c.Version = 1
 	}
@@ -260,7 +264,7 @@ func (s *Store) CreateConnection(ctx context.Context, c *store.Connection) (rerr
 	if err != nil {
 		return fmt.Errorf("create connection %s: %w", c.Spec.Name, err)
 	}
-	_, err = s.db.ExecContext(ctx, insertConnection, args...)
+	_, err = q.ExecContext(ctx, insertConnection, args...)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("create connection %s: %w", c.Spec.Name, store.ErrExists)
 	}
