@@ -253,6 +253,10 @@ func (a *API) unknownRoute(w http.ResponseWriter, r *http.Request) {
 		probe.Method = m
 		if _, pattern := a.known.Handler(probe); pattern != "" {
 			allowed = append(allowed, m)
+			if m == http.MethodGet {
+				// ServeMux answers HEAD with the GET route.
+				allowed = append(allowed, http.MethodHead)
+			}
 		}
 	}
 	if len(allowed) > 0 {

@@ -526,7 +526,7 @@ func TestRequestErrors(t *testing.T) {
 		t.Fatalf("unknown route: %d %s", r.status, r.body)
 	}
 	r = do(t, "PATCH", conns, srv.AdminToken, "application/json", "{}")
-	if eb := r.errorBody(t); r.status != 405 || eb.Code != api.CodeMethodNotAllowed || r.header.Get("Allow") != "GET, POST" {
+	if eb := r.errorBody(t); r.status != 405 || eb.Code != api.CodeMethodNotAllowed || r.header.Get("Allow") != "GET, HEAD, POST" {
 		t.Fatalf("wrong method: %d %s %q", r.status, r.body, r.header.Get("Allow"))
 	}
 	if list, err := srv.Client(t, srv.AdminToken).ListConnections(bg); err != nil || len(list) != 0 {

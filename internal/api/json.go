@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,9 @@ var readOnlyFields = map[string]bool{
 	"has_password": true, "created_at": true, "updated_at": true, "public_key": true,
 	"public_key_fingerprint": true, "previous_public_key": true, "host_key_fingerprint": true,
 	"pending_host_key_fingerprint": true, "pending_host_key_seen": true, "key_rotation": true, "key_used_at": true,
+	"effective_require_auth": true, "health": true, "host_key_fingerprints": true,
+	// of a hop (ssh_hops) and of auth
+	"own_public_key": true, "own_key_fingerprint": true, "has_client_secret": true, "has_service_account_key": true,
 	// of a JobView
 	"next_run_at": true, "last_run": true,
 }
@@ -43,11 +47,16 @@ func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any, limit int64)
 		return &apiError{status: http.StatusUnsupportedMediaType, code: CodeUnsupportedMediaType,
 			message: fmt.Sprintf("Content-Type %s is not accepted: send the body as application/json", ct)}
 	}
-	body := http.MaxBytesReader(w, r.Body, limit)
-	dec := json.NewDecoder(body)
+	// Read at once (at most limit bytes): an unknown field is named by
+	// its path, which is looked up in the body.
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		return decodeError(err, nil, nil) // too large, or the body broke off
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return decodeError(err)
+		return decodeError(err, body, reflect.TypeOf(v))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		var mbe *http.MaxBytesError
@@ -61,8 +70,8 @@ func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any, limit int64)
 }
 
 // decodeError turns an encoding/json error into an apiError naming the
-// field.
-func decodeError(err error) error {
+// field; body is the request body, decoded into a t.
+func decodeError(err error, body []byte, t reflect.Type) error {
 	var mbe *http.MaxBytesError
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
@@ -103,7 +112,7 @@ func decodeError(err error) error {
 		if readOnlyFields[name] {
 			problem = "read-only: it is in responses only; leave it out of requests"
 		}
-		return fieldError(http.StatusBadRequest, CodeInvalidJSON, name, problem)
+		return fieldError(http.StatusBadRequest, CodeInvalidJSON, unknownFieldPath(body, t, name), problem)
 	}
 	return bad(strings.TrimPrefix(err.Error(), "json: "))
 }
@@ -201,4 +210,117 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		return &json.UnmarshalTypeError{Value: v, Type: reflect.TypeFor[Duration]()}
 	}
 	return nil
+}
+
+// unknownFieldPath returns the path of the first key named name in body
+// for which type t has no field, written as encoding/json writes the
+// fields of its type errors: the parent fields' names joined by dots,
+// without array indices (ssh_tunnel.bogus, steps.bogus). encoding/json
+// names only the key of an unknown field; name itself is returned when
+// the key is not found.
+func unknownFieldPath(body []byte, t reflect.Type, name string) string {
+	if p, ok := findUnknownField(json.NewDecoder(bytes.NewReader(body)), t, "", name); ok {
+		return p
+	}
+	return name
+}
+
+var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
+
+// findUnknownField reads the next value from dec, whose type is t (nil
+// when unknown), looking for a key named name that t has no field for.
+func findUnknownField(dec *json.Decoder, t reflect.Type, path, name string) (string, bool) {
+	tok, err := dec.Token()
+	if err != nil {
+		return "", false
+	}
+	delim, ok := tok.(json.Delim)
+	if !ok {
+		return "", false
+	}
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t != nil && reflect.PointerTo(t).Implements(unmarshalerType) {
+		t = nil // it reads its JSON itself: no fields to check
+	}
+	join := func(key string) string {
+		if path == "" {
+			return key
+		}
+		return path + "." + key
+	}
+	switch delim {
+	case '{':
+		for dec.More() {
+			tok, err := dec.Token()
+			if err != nil {
+				return "", false
+			}
+			key, _ := tok.(string)
+			var vt reflect.Type
+			switch {
+			case t != nil && t.Kind() == reflect.Struct:
+				ft, known := jsonFieldType(t, key)
+				if !known && key == name {
+					return join(key), true
+				}
+				vt = ft
+			case t != nil && t.Kind() == reflect.Map:
+				vt = t.Elem()
+			}
+			if p, ok := findUnknownField(dec, vt, join(key), name); ok {
+				return p, true
+			}
+		}
+	case '[':
+		var et reflect.Type
+		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+			et = t.Elem()
+		}
+		for dec.More() {
+			if p, ok := findUnknownField(dec, et, path, name); ok {
+				return p, true
+			}
+		}
+	}
+	_, _ = dec.Token() // the closing delimiter
+	return "", false
+}
+
+// jsonFieldType returns the type of struct t's field that encoding/json
+// fills from key (embedded structs' fields included; names compared
+// without regard to case, as encoding/json does), and whether there is
+// one.
+func jsonFieldType(t reflect.Type, key string) (reflect.Type, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		fname, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && fname == "" {
+			et := f.Type
+			if et.Kind() == reflect.Pointer {
+				et = et.Elem()
+			}
+			if et.Kind() == reflect.Struct {
+				if ft, ok := jsonFieldType(et, key); ok {
+					return ft, true
+				}
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if fname == "" {
+			fname = f.Name
+		}
+		if strings.EqualFold(fname, key) {
+			return f.Type, true
+		}
+	}
+	return nil, false
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
@@ -143,7 +144,15 @@ func (a *API) startKeyRotation(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	rot, err := a.cfg.App.RotateKeyStart(r.Context(), r.PathValue("name"), connection.Duration(in.OldKeyLifetime).Duration())
+	// A value out of range is a problem of this field (400), not of the
+	// connection's state (app's ErrInvalid, 422).
+	lifetime := connection.Duration(in.OldKeyLifetime).Duration()
+	if lifetime != 0 && (lifetime < time.Hour || lifetime > app.MaxOldKeyLifetime) {
+		return fieldError(http.StatusBadRequest, CodeValidationFailed, "old_key_lifetime",
+			fmt.Sprintf("%s is out of range: accepted is 1h to %.0fh (366 days); absent: %.0fh", lifetime,
+				app.MaxOldKeyLifetime.Hours(), app.DefaultOldKeyLifetime.Hours()))
+	}
+	rot, err := a.cfg.App.RotateKeyStart(r.Context(), r.PathValue("name"), lifetime)
 	if err != nil {
 		return err
 	}
