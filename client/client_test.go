@@ -151,6 +151,13 @@ func TestErrorMapping(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, errUnauth := unknown.ListConnections(bg)
+	// The default network policy refuses the metadata address.
+	if _, err := admin.CreateConnection(bg, apiwire.ConnectionInput{Name: "meta", Host: "169.254.169.254", Port: 80,
+		Database: "d", User: "u"}); err != nil {
+		t.Fatal(err)
+	}
+	errDenied := admin.Query(bg, "meta", "select 1", nil)
+	errTooLarge := admin.Query(bg, "wh", "select '"+strings.Repeat("x", 4<<20)+"'", nil)
 	for _, tc := range []struct {
 		err    error
 		kind   error
@@ -162,6 +169,8 @@ func TestErrorMapping(t *testing.T) {
 		{errForbidden, client.ErrForbidden, 403},
 		{errForbiddenQuery, client.ErrForbidden, 403},
 		{errUnauth, client.ErrUnauthenticated, 401},
+		{errDenied, client.ErrNetworkDenied, 422},
+		{errTooLarge, client.ErrTooLarge, 413},
 	} {
 		var ce *client.Error
 		if !errors.Is(tc.err, tc.kind) || !errors.As(tc.err, &ce) || ce.Status != tc.status || ce.RequestID == "" {
@@ -188,5 +197,28 @@ func TestErrorMapping(t *testing.T) {
 	}
 	if _, err := admin.WhoAmI(bg); err != nil {
 		t.Fatalf("through the proxy: %v", err)
+	}
+}
+
+// TestQueryErrorNamesRequest: a database error comes back as a
+// *client.QueryError with the SQLSTATE, the HTTP status and the request ID
+// that names it in the server's log.
+func TestQueryErrorNamesRequest(t *testing.T) {
+	t.Parallel()
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	db := pg.NewDatabase(t)
+	srv := apitest.Start(t, apitest.Options{})
+	admin, err := client.New(srv.URL, srv.AdminToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CreateConnection(bg, apiwire.ConnectionInput{Name: "db", Host: pg.Host, Port: pg.Port, Database: db.Name,
+		User: db.User, Password: apiwire.NewSecret(db.Password), SSLMode: "disable"}); err != nil {
+		t.Fatal(err)
+	}
+	err = admin.Query(bg, "db", "select * from no_such_table", nil)
+	var qe *client.QueryError
+	if !errors.As(err, &qe) || qe.Err.SQLState != "42P01" || qe.Status == 0 || qe.RequestID == "" {
+		t.Fatalf("want a QueryError with SQLSTATE 42P01, status and request ID: %T %+v", err, err)
 	}
 }

@@ -27,6 +27,18 @@ var (
 	// (or a session lacked its CSRF token). The error's message names the
 	// roles that do.
 	ErrForbidden = errors.New("forbidden")
+	// ErrTooLarge: the request body is over the server's limit
+	// (too_large).
+	ErrTooLarge = errors.New("request too large")
+	// ErrNetworkDenied: the server's network policy refuses the address
+	// (network_denied).
+	ErrNetworkDenied = errors.New("network address denied")
+	// ErrTimeout: the server stopped the operation at its time limit
+	// (timeout).
+	ErrTimeout = errors.New("timed out")
+	// ErrUnavailable: the server cannot do it now (unavailable: its store
+	// is full, or a secret no longer opens).
+	ErrUnavailable = errors.New("unavailable")
 )
 
 // ErrTruncated means the server cut a query result off at its row limit.
@@ -53,6 +65,10 @@ type QueryError struct {
 	Message string
 	// Err is the database's error (SQLSTATE, message, detail, hint).
 	Err apiwire.DatabaseError
+	// Status is the HTTP status code.
+	Status int
+	// RequestID names the request in the server's log.
+	RequestID string
 }
 
 // Error returns the server's message.
@@ -77,7 +93,8 @@ type Error struct {
 func (e *Error) Error() string { return e.Message }
 
 // Unwrap returns the kind of the code, for errors.Is: ErrNotFound,
-// ErrExists, ErrConflict, ErrInvalid, ErrUnauthenticated or ErrForbidden.
+// ErrExists, ErrConflict, ErrInvalid, ErrUnauthenticated, ErrForbidden,
+// ErrTooLarge, ErrNetworkDenied, ErrTimeout or ErrUnavailable.
 func (e *Error) Unwrap() error {
 	switch e.Code {
 	case apiwire.CodeNotFound:
@@ -92,6 +109,14 @@ func (e *Error) Unwrap() error {
 		return ErrUnauthenticated
 	case apiwire.CodeForbidden, apiwire.CodeCSRF:
 		return ErrForbidden
+	case apiwire.CodeTooLarge:
+		return ErrTooLarge
+	case apiwire.CodeNetworkDenied:
+		return ErrNetworkDenied
+	case apiwire.CodeTimeout:
+		return ErrTimeout
+	case apiwire.CodeUnavailable:
+		return ErrUnavailable
 	}
 	return nil
 }
@@ -112,7 +137,7 @@ func (c *Client) responseError(op string, resp *http.Response, data []byte) erro
 	case b.Code == apiwire.CodeValidationFailed && len(b.Fields) > 0:
 		return &ValidationError{Message: b.Message, Fields: b.Fields, RequestID: b.RequestID}
 	case b.Code == apiwire.CodeDatabaseError && b.DatabaseError != nil:
-		return &QueryError{Message: b.Message, Err: *b.DatabaseError}
+		return &QueryError{Message: b.Message, Err: *b.DatabaseError, Status: resp.StatusCode, RequestID: b.RequestID}
 	}
 	e := &Error{Status: resp.StatusCode, Code: b.Code, Message: b.Message, RequestID: b.RequestID}
 	if len(b.Fields) > 0 {
