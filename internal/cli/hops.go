@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -34,7 +35,7 @@ func (f *hopFlags) register(cmd *cobra.Command) {
 		"of jump hosts: pgrelay connects to the first, each further hop through the one before, and the last forwards to the "+
 		"database. The first is what --ssh-host/--ssh-user/--ssh-port set, so do not combine them. Every hop uses the "+
 		"connection's key unless given its own (--ssh-hop-own-key) and has its own pinned host key; on update the hops given "+
-		"replace the chain")
+		"replace the chain (a hop that stays, the same user@host:port, keeps its own key pair and pinned host keys)")
 	fl.StringVar(&f.proxyCommand, "ssh-proxy-command", "", "a program and its arguments, run without a shell, whose standard "+
 		"input and output carry the SSH connection to the first hop instead of TCP (OpenSSH's ProxyCommand), e.g. "+
 		"'aws ssm start-session --target i-0abc --document-name AWS-StartSSHSession --parameters portNumber=22' or "+
@@ -74,6 +75,14 @@ func (f *hopFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
 		}
 		if len(hops) == 0 {
 			return usagef("--ssh-hop: give at least one hop, or --no-ssh-tunnel to remove them")
+		}
+		// A hop that stays (the same user@host:port) keeps its own key
+		// pair: only --ssh-hop-own-key changes which hops have one.
+		if t := spec.Tunnel; t != nil {
+			for i := range hops[1:] {
+				h := &hops[i+1]
+				h.OwnKey = slices.ContainsFunc(t.Next, func(o connection.Hop) bool { return o.OwnKey && o.String() == h.String() })
+			}
 		}
 		spec.SetHops(hops)
 	}

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"encoding/json"
 	"maps"
 	"strings"
 
@@ -61,7 +62,7 @@ func authValues(v *app.ConnectionView) map[string]string {
 	if a == nil {
 		return out
 	}
-	maps.Copy(out, map[string]string{"auth.kind": string(a.Kind), "auth.program": a.Program, "auth.args": strings.Join(a.Args, "\n"),
+	maps.Copy(out, map[string]string{"auth.kind": string(a.Kind), "auth.program": a.Program, "auth.args": argsText(a.Args),
 		"auth.workspace_url": a.WorkspaceURL, "auth.client_id": a.ClientID, "auth.instance": a.Instance,
 		"auth.endpoint": a.Endpoint, "auth.scope": a.Scope})
 	if a.Timeout != 0 {
@@ -71,6 +72,37 @@ func authValues(v *app.ConnectionView) map[string]string {
 		out["auth.lifetime"] = a.Lifetime.String()
 	}
 	return out
+}
+
+// argsText shows a command's arguments as the form reads them back: one
+// per line, or a JSON array when lines cannot hold them (an empty
+// argument, one with a line break, or a first one that starts with "[").
+func argsText(args []string) string {
+	for i, a := range args {
+		if a == "" || strings.ContainsAny(a, "\r\n") || (i == 0 && strings.HasPrefix(strings.TrimSpace(a), "[")) {
+			b, _ := json.Marshal(args)
+			return string(b)
+		}
+	}
+	return strings.Join(args, "\n")
+}
+
+// parseArgsText reads the arguments field: a JSON array of strings, or one
+// argument per line (empty lines left out).
+func parseArgsText(text string) []string {
+	if t := strings.TrimSpace(text); strings.HasPrefix(t, "[") {
+		var args []string
+		if err := json.Unmarshal([]byte(t), &args); err == nil {
+			return args
+		}
+	}
+	var args []string
+	for line := range strings.Lines(text) {
+		if line = strings.TrimRight(line, "\r\n"); line != "" {
+			args = append(args, line)
+		}
+	}
+	return args
 }
 
 // parseAuth reads the auth fields of the kind chosen (the other kinds'
@@ -89,11 +121,7 @@ func (f *connForm) parseAuth(spec *connection.Spec, clientSecret, key string) {
 	switch kind {
 	case connection.AuthCommand:
 		a.Program = v["auth.program"]
-		for line := range strings.Lines(v["auth.args"]) {
-			if line = strings.TrimRight(line, "\r\n"); line != "" {
-				a.Args = append(a.Args, line)
-			}
-		}
+		a.Args = parseArgsText(v["auth.args"])
 		a.Timeout = f.duration("auth.timeout")
 		a.Lifetime = f.duration("auth.lifetime")
 	case connection.AuthLakebase:

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
@@ -113,10 +114,12 @@ func (f *connForm) fillHops(v *app.ConnectionView) {
 }
 
 // commandText shows a command's words as the form reads them back: words
-// separated by spaces, or a JSON array when a word has a space.
+// separated by spaces, or a JSON array when splitting at white space would
+// not give them back (a word that is empty or has white space, quotes or a
+// backslash, or a first word starting with "[").
 func commandText(words []string) string {
-	for _, w := range words {
-		if strings.ContainsAny(w, " \t\"'\\") {
+	for i, w := range words {
+		if w == "" || strings.ContainsFunc(w, unicode.IsSpace) || strings.ContainsAny(w, "\"'\\") || (i == 0 && strings.HasPrefix(w, "[")) {
 			b, _ := json.Marshal(words)
 			return string(b)
 		}

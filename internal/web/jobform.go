@@ -195,7 +195,7 @@ func jobFormFor(j jobs.Job) *jobForm {
 	}
 	if !fieldsCanShow(j) {
 		f.Mode = modeYAML
-		f.Notice = "A command of this job has an empty or multi-line argument, which the fields cannot show: edit it as YAML."
+		f.Notice = "A command of this job has an empty, blank or multi-line argument, which the fields cannot show: edit it as YAML."
 	}
 	return f
 }
@@ -238,14 +238,14 @@ func (f *jobForm) setJob(j jobs.Job) {
 }
 
 // fieldsCanShow reports whether the fields show j exactly: every argument
-// fits on one non-empty line.
+// fits on one line that is not blank (argLines leaves blank lines out).
 func fieldsCanShow(j jobs.Job) bool {
 	for _, s := range j.Steps {
 		if s.SQL != "" && len(s.Command) > 0 {
 			return false
 		}
 		for _, a := range s.Command {
-			if a == "" || strings.ContainsAny(a, "\r\n") {
+			if strings.TrimSpace(a) == "" || strings.ContainsAny(a, "\r\n") {
 				return false
 			}
 		}
@@ -676,7 +676,7 @@ func (f *jobForm) applyOp(op string) bool {
 			return true
 		}
 		if !fieldsCanShow(j) {
-			f.yamlProblem("", "a command has an empty or multi-line argument, which the fields cannot show: keep editing it as YAML")
+			f.yamlProblem("", "a command has an empty, blank or multi-line argument, which the fields cannot show: keep editing it as YAML")
 			return true
 		}
 		f.setJob(j)
