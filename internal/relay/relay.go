@@ -18,7 +18,14 @@
 // it next writes to the client. The relay then sends a CancelRequest for
 // that backend over a new stream and closes the session, so the statement
 // stops and an open transaction rolls back. A client's own CancelRequest
-// (psql's Ctrl-C) is forwarded as it is.
+// (psql's Ctrl-C) is forwarded as it is when it names the backend (PID
+// and secret key) of a session the relay has open; one for any other
+// backend goes no further, so a process that reaches the endpoint cannot
+// have it send cancel requests for other sessions of the server.
+//
+// Authentication messages from a client are bounded as PostgreSQL bounds
+// them (64 KiB): a client that has not logged in cannot make the relay
+// reserve memory for a message it announces.
 //
 // Channel binding (SCRAM-SHA-256-PLUS) cannot span the relay, since the
 // client and the server see two different TLS sessions: the relay drops
@@ -42,6 +49,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -102,6 +110,12 @@ type Relay struct {
 	terminate []byte // the Terminate message, as the client sends it
 	auth      *localAuth
 	authErr   error // why Login cannot be used
+
+	// live holds the keys (Backend.key) of the backends of the sessions
+	// the relay has open: the only ones a client's cancel request is
+	// forwarded for.
+	mu   sync.Mutex
+	live map[string]struct{}
 }
 
 // New returns a relay for cfg.
@@ -116,7 +130,7 @@ func New(cfg Config) *Relay {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	term, _ := (&pgproto3.Terminate{}).Encode(nil) // a fixed 5 bytes; cannot fail
-	r := &Relay{cfg: cfg, log: cfg.Logger, terminate: term}
+	r := &Relay{cfg: cfg, log: cfg.Logger, terminate: term, live: make(map[string]struct{})}
 	if cfg.Login != nil {
 		r.auth, r.authErr = newLocalAuth(cfg.Login)
 	}
@@ -125,7 +139,8 @@ func New(cfg Config) *Relay {
 
 // Handshake runs the startup phase of one client connection (see the
 // package documentation) and returns the session for the proxy to copy.
-// A client's CancelRequest is forwarded and needs no session (nil, nil).
+// A client's CancelRequest for one of the relay's backends is forwarded
+// and needs no session (nil, nil).
 func (r *Relay) Handshake(ctx context.Context, client net.Conn, dial proxy.DialFunc) (*proxy.Splice, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.StartupTimeout)
 	defer cancel()
@@ -141,6 +156,14 @@ func (r *Relay) Handshake(ctx context.Context, client net.Conn, dial proxy.DialF
 	switch m := first.(type) {
 	case *pgproto3.CancelRequest:
 		lift()
+		if !r.opened(m.ProcessID, m.SecretKey) {
+			// Not a session of this endpoint: the request would reach
+			// the server (through the tunnel) for a backend of someone
+			// else's, so it goes no further, as PostgreSQL ignores a
+			// key it does not know.
+			log.Info("relay: dropped a cancel request for a backend this endpoint did not open", slog.Uint64("pid", uint64(m.ProcessID)))
+			return nil, nil
+		}
 		up := r.cfg.Upstream
 		if err := sendCancel(ctx, &up, DialFunc(dial), m.ProcessID, m.SecretKey); err != nil {
 			log.Warn("relay: could not forward the client's cancel request", slog.Uint64("pid", uint64(m.ProcessID)), slog.Any("error", err))
@@ -175,6 +198,26 @@ func (r *Relay) Handshake(ctx context.Context, client net.Conn, dial proxy.DialF
 		lift()
 		return nil, fmt.Errorf("relay: client %s: unexpected first message %T", client.RemoteAddr(), first)
 	}
+}
+
+// track records that b's session is open (on) or over (off).
+func (r *Relay) track(b Backend, on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if on {
+		r.live[b.key()] = struct{}{}
+	} else {
+		delete(r.live, b.key())
+	}
+}
+
+// opened reports whether a session of the relay has the backend of pid
+// and key open.
+func (r *Relay) opened(pid uint32, key []byte) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.live[Backend{PID: pid, SecretKey: key}.key()]
+	return ok
 }
 
 // clientGoneError is a client that closed its connection during the
@@ -215,12 +258,20 @@ type clientSide struct {
 	lift func() // lifts the startup deadline of the accepted connection
 }
 
+// maxAuthMessageLen bounds the body of each authentication message a
+// client sends (PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH): pgproto3 reserves
+// a message's announced length before reading it, and a client that has
+// not logged in yet must not make the relay reserve gigabytes.
+const maxAuthMessageLen = 65535
+
 // newClientSide reads conn through a buffer that pgproto3 takes one byte
 // at a time, so that its own reader never holds bytes past the message it
 // decodes: what the client sent beyond the startup phase stays in br.
 func newClientSide(conn net.Conn, isTLS bool) *clientSide {
 	br := bufio.NewReader(conn)
-	return &clientSide{conn: conn, br: br, be: pgproto3.NewBackend(byteReader{br}, conn), tls: isTLS}
+	be := pgproto3.NewBackend(byteReader{br}, conn)
+	be.SetMaxBodyLen(maxAuthMessageLen)
+	return &clientSide{conn: conn, br: br, be: be, tls: isTLS}
 }
 
 // acceptClient reads the client's first message, answering SSLRequest and
@@ -530,6 +581,7 @@ func (r *Relay) authStep(cs *clientSide, req pgproto3.BackendMessage, authType u
 // phase, lifts the deadlines, and makes the session.
 func (r *Relay) ready(ctx context.Context, cs *clientSide, us *upstreamSide, b Backend, log *slog.Logger) (*session, error) {
 	b.OpenedAt = time.Now()
+	r.track(b, true)
 	o := r.cfg.Observer
 	if o != nil {
 		o.BackendOpened(b)
@@ -538,6 +590,7 @@ func (r *Relay) ready(ctx context.Context, cs *clientSide, us *upstreamSide, b B
 		// The backend is idle, waiting for a query: closing its
 		// connection ends it.
 		_ = us.conn.Close()
+		r.track(b, false)
 		if o != nil {
 			o.BackendClosed(b, End{How: ClientLost, Err: err, At: time.Now()})
 		}

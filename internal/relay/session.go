@@ -114,6 +114,7 @@ func (s *session) closed(toUp, toClient int64) {
 	if e.Err != nil {
 		attrs = append(attrs, slog.Any("error", e.Err))
 	}
+	s.r.track(s.b, false)
 	switch {
 	case e.CancelSent && e.CancelErr != nil:
 		s.log.Warn("relay: session ended; could not cancel its statement", append(attrs, slog.Any("cancel_error", e.CancelErr))...)
