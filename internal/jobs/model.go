@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/bits"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -111,7 +112,8 @@ type Job struct {
 	Name       string `json:"name" yaml:"name"`
 	Connection string `json:"connection" yaml:"connection"`
 	// Schedule is an optional cron spec: 5 fields (minute hour dom month
-	// dow), 6 with a leading seconds field, or a descriptor like @hourly.
+	// dow), 6 with a leading seconds field, or a descriptor like @hourly,
+	// in the process's time zone or a CRON_TZ= prefix's (ParseSchedule).
 	Schedule string `json:"schedule,omitempty" yaml:"schedule,omitempty"`
 	// Timeout bounds a whole run; default 1h.
 	Timeout connection.Duration `json:"timeout" yaml:"timeout,omitempty"`
@@ -163,13 +165,86 @@ func cronParser() cron.Parser {
 	return cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 }
 
-// ParseSchedule parses a cron spec.
+// ParseSchedule parses a cron spec. It is evaluated on the wall clock of
+// the zone named by a CRON_TZ= prefix, else of the time it is given (the
+// process's local zone: River's periodic jobs and next_run_at both pass
+// time.Now()). A spec at fixed hours fires once for each wall-clock time
+// it names when the clocks change (see dstSchedule).
 func ParseSchedule(spec string) (cron.Schedule, error) {
 	s, err := cronParser().Parse(spec)
 	if err != nil {
 		return nil, fmt.Errorf("%q is not a cron schedule (%v): accepted are 5 fields \"minute hour day-of-month month day-of-week\" such as \"0 3 * * *\", 6 fields with leading seconds, or @hourly/@daily/@every 10m", spec, err)
 	}
+	if ss, ok := s.(*cron.SpecSchedule); ok && bits.OnesCount64(ss.Hour&(1<<24-1)) < 24 {
+		return dstSchedule{ss}, nil
+	}
 	return s, nil
+}
+
+// dstSchedule is a cron spec at fixed hours ("30 2 * * *") that keeps to
+// its wall-clock times on the days the clocks change, as cron does:
+// cron.SpecSchedule alone skips the times in the hour that does not exist
+// (a daily 02:30 did not run on the day 02:00 became 03:00) and fires
+// again in the hour that happens twice (it ran twice the day 03:00 became
+// 02:00). Here the times in a skipped hour fire once, at the change, and
+// a repeated time fires the first time only. A spec that fires every hour
+// is left to cron.SpecSchedule, which follows the hours that pass.
+type dstSchedule struct{ *cron.SpecSchedule }
+
+// Next returns the next firing after t.
+func (s dstSchedule) Next(t time.Time) time.Time {
+	loc := s.Location
+	if loc == time.Local {
+		loc = t.Location()
+	}
+	from := t.In(loc)
+	for n := s.SpecSchedule.Next(t); !n.IsZero(); n = s.SpecSchedule.Next(n) {
+		if change, ok := s.skippedBetween(from, n.In(loc)); ok {
+			return change.In(t.Location())
+		}
+		if !repeatedWallTime(n.In(loc)) {
+			return n
+		}
+	}
+	return time.Time{}
+}
+
+// skippedBetween finds the first change of the clocks after from and
+// before n that skipped a wall-clock time the spec names, and returns the
+// instant of that change.
+func (s dstSchedule) skippedBetween(from, n time.Time) (time.Time, bool) {
+	for z := from; ; {
+		_, change := z.ZoneBounds()
+		if change.IsZero() || !change.Before(n) {
+			return time.Time{}, false
+		}
+		_, before := change.Add(-time.Nanosecond).Zone()
+		_, after := change.Zone()
+		if after > before {
+			// The skipped wall times are those the old offset gives the
+			// instants [change, change+(after-before)).
+			old := *s.SpecSchedule
+			old.Location = time.FixedZone("", before)
+			if m := old.Next(change.Add(-time.Nanosecond)); !m.IsZero() &&
+				m.Before(change.Add(time.Duration(after-before)*time.Second)) {
+				return change, true
+			}
+		}
+		z = change
+	}
+}
+
+// repeatedWallTime reports whether t's wall-clock time already occurred
+// earlier: t lies in the stretch after the clocks went back that repeats
+// the one before.
+func repeatedWallTime(t time.Time) bool {
+	start, _ := t.ZoneBounds()
+	if start.IsZero() {
+		return false
+	}
+	_, before := start.Add(-time.Nanosecond).Zone()
+	_, now := t.Zone()
+	return before > now && t.Sub(start) < time.Duration(before-now)*time.Second
 }
 
 // Validate checks the job after ApplyDefaults and reports every problem at

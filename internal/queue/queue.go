@@ -201,6 +201,11 @@ func (RunArgs) Kind() string { return "pgrelay_run" }
 // ScheduleArgs is the periodic River job that queues a scheduled run.
 type ScheduleArgs struct {
 	Job string `json:"job"`
+	// Schedule is the spec that fired: a process registered it when the
+	// job had it, and queues no run when the job no longer has it (changed
+	// or removed through another process since; empty in jobs queued
+	// before this field existed).
+	Schedule string `json:"schedule,omitempty"`
 }
 
 // Kind implements river.JobArgs.
@@ -507,9 +512,9 @@ func (q *Queue) SyncSchedules(ctx context.Context) error {
 			q.cfg.Logger.WarnContext(ctx, "job has an invalid schedule", "job", name, "error", err)
 			continue
 		}
-		jobName := name
+		jobName, jobSpec := name, spec
 		if _, err := pj.AddSafely(river.NewPeriodicJob(sched, func() (river.JobArgs, *river.InsertOpts) {
-			return ScheduleArgs{Job: jobName}, nil
+			return ScheduleArgs{Job: jobName, Schedule: jobSpec}, nil
 		}, &river.PeriodicJobOpts{ID: "schedule:" + name})); err != nil {
 			return fmt.Errorf("sync schedules: add %s: %w", name, err)
 		}

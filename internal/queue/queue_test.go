@@ -2,6 +2,7 @@ package queue_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
@@ -25,6 +26,8 @@ type fixture struct {
 	svc *app.Service
 	st  *sqlite.Store
 	q   *queue.Queue
+	// qdb is River's handle on the store's file.
+	qdb *sql.DB
 }
 
 // start builds a service on a fresh SQLite store with a direct connection
@@ -76,7 +79,7 @@ func start(t *testing.T, pg *testenv.Postgres, mod func(*queue.Config)) *fixture
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = q.Stop(context.Background()) })
-	return &fixture{svc: svc, st: st, q: q}
+	return &fixture{svc: svc, st: st, q: q, qdb: qdb}
 }
 
 // allowlist allows programs, as `pgrelay serve --allow-command` does.

@@ -105,6 +105,13 @@ func (w *scheduleWorker) Work(ctx context.Context, job *river.Job[ScheduleArgs])
 	if err != nil {
 		return err
 	}
+	if spec := job.Args.Schedule; spec != "" && rec.Job.Schedule != spec {
+		// This process still had the old schedule (it syncs every
+		// ScheduleSync); the job's own is registered at the next sync.
+		w.q.cfg.Logger.InfoContext(ctx, "schedule changed since it was registered; no run queued", "job", rec.Job.Name,
+			"fired", spec, "schedule", rec.Job.Schedule)
+		return nil
+	}
 	r, err := w.q.Submit(ctx, rec.Job, jobs.Schedule)
 	if w.q.cfg.Scheduled != nil {
 		w.q.cfg.Scheduled(ctx, rec.Job, r, err)
