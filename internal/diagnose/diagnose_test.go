@@ -659,3 +659,47 @@ func TestDiagnose(t *testing.T) {
 		}
 	})
 }
+
+// TestNotPostgres points a connection at an SSH server's port (a bastion's
+// port given as the database's): with sslmode disable and prefer (the
+// default) the login gets the server's SSH banner, which no PostgreSQL
+// server sends, and the hint says to check the port.
+func TestNotPostgres(t *testing.T) {
+	t.Parallel()
+	b := testenv.SharedBastion(t, testenv.BastionOptions{})
+	signer, line := newKey(t)
+	e := &env{signer: signer, line: line}
+	for _, mode := range []connection.SSLMode{connection.SSLDisable, connection.SSLPrefer} {
+		s := connection.Spec{Name: "wh", Host: b.Host, Port: b.Port, Database: "analytics", User: "dbt",
+			Password: secret.New("dbt-pw"), SSLMode: mode}
+		f := failedAt(t, run(t, e.input(s)), diagnose.StepPostgresAuth, "does not speak PostgreSQL", "port (5432 is usual)")
+		var np *diagnose.NotPostgresError
+		if !errors.As(f.Err, &np) || np.Answer != 'S' {
+			t.Errorf("%s: error %T (%v) is not a *diagnose.NotPostgresError of answer 'S'", mode, f.Err, f.Err)
+		}
+	}
+}
+
+// TestExpiredCA verifies a server whose certificate is still valid against
+// the CA that signed it, whose certificate (the connection's
+// ssl_root_cert) has expired: the hint says that the configured CA
+// certificate expired, not that the server's certificate did.
+func TestExpiredCA(t *testing.T) {
+	t.Parallel()
+	p := testenv.SharedPostgres(t, testenv.PostgresOptions{ExpiredCA: true})
+	signer, line := newKey(t)
+	e := &env{signer: signer, line: line}
+	for _, mode := range []connection.SSLMode{connection.SSLVerifyFull, connection.SSLVerifyCA} {
+		s := direct(p, "dbt", "dbt-pw", "analytics", mode)
+		s.SSLRootCert = string(p.CAPEM)
+		f := failedAt(t, run(t, e.input(s)), diagnose.StepTLS, `CA certificate "pgrelay testenv CA"`, "expired on",
+			"ssl_root_cert", "--ssl-root-cert")
+		if strings.Contains(f.Hint, "renew it on the server") {
+			t.Errorf("%s: the hint blames the server's certificate: %s", mode, f.Hint)
+		}
+		var invalid x509.CertificateInvalidError
+		if !errors.As(f.Err, &invalid) || invalid.Reason != x509.Expired {
+			t.Errorf("%s: error %T is not an expired x509.CertificateInvalidError", mode, f.Err)
+		}
+	}
+}

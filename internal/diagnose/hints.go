@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -406,7 +407,7 @@ func (r *runner) hintTLS(err error) string {
 		}
 		return h
 	case errors.As(err, &notPG):
-		return fmt.Sprintf("%s does not speak PostgreSQL: check the port (5432 is usual).", r.dbAddr())
+		return r.hintNotPostgres()
 	case errors.As(err, &unknownCA):
 		issuer := ""
 		if unknownCA.Cert != nil {
@@ -423,7 +424,7 @@ func (r *runner) hintTLS(err error) string {
 			"(tunnels often reach a database by an address its certificate does not list): %s.",
 			names, hostErr.Host, r.updateAdvice("sslmode", "verify-ca"))
 	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
-		return "The server's certificate has expired or is not valid yet: renew it on the server, and check this machine's clock."
+		return r.hintExpired(err, invalid.Cert, ca)
 	case errors.As(err, &invalid):
 		return "The server's certificate is not acceptable for a server (wrong key usage, or a CA constraint): have it reissued."
 	case errors.As(err, &recErr):
@@ -437,6 +438,40 @@ func (r *runner) hintTLS(err error) string {
 			"something between here and the server holds the connection.", r.in.StepTimeout)
 	}
 	return "The TLS handshake failed."
+}
+
+// hintNotPostgres explains a server that answered with something no
+// PostgreSQL server sends.
+func (r *runner) hintNotPostgres() string {
+	return fmt.Sprintf("%s does not speak PostgreSQL: some other service (an SSH server, say, when the bastion's port was "+
+		"given as the database's) listens there. Check the database's host and port (5432 is usual).", r.dbAddr())
+}
+
+// hintExpired explains a certificate outside its validity period: the
+// server's own, an intermediate CA certificate the server sends, or the CA
+// certificate this machine trusts (ca names where that comes from).
+func (r *runner) hintExpired(err error, cert *x509.Certificate, ca string) string {
+	if cert == nil || !cert.IsCA {
+		return "The server's certificate has expired or is not valid yet: renew it on the server, and check this machine's clock."
+	}
+	when := "expired on " + cert.NotAfter.UTC().Format("2006-01-02")
+	if time.Now().Before(cert.NotBefore) {
+		when = "is not valid until " + cert.NotBefore.UTC().Format("2006-01-02") + " (check this machine's clock)"
+	}
+	var verr *tls.CertificateVerificationError
+	if errors.As(err, &verr) && slices.ContainsFunc(verr.UnverifiedCertificates, cert.Equal) {
+		return fmt.Sprintf("The intermediate CA certificate %q that the server sends with its own %s: install the CA's "+
+			"current certificate chain on the server (ssl_cert_file) and reload it.", cert.Subject.CommonName, when)
+	}
+	if r.spec.SSLRootCert == "" {
+		return fmt.Sprintf("The CA certificate %q in %s %s: update this machine's CA certificates (the ca-certificates "+
+			"package), or configure the CA's current certificate (--ssl-root-cert): %s.",
+			cert.Subject.CommonName, ca, when, r.updateAdvice("ssl-root-cert", "CA.pem"))
+	}
+	return fmt.Sprintf("The CA certificate %q configured for this connection (ssl_root_cert) %s, so nothing it signed is "+
+		"trusted, though the server's certificate itself is valid. Get the CA's current certificate from your provider or "+
+		"administrator and configure it: %s; or use sslmode=require to encrypt without verifying the server: %s.",
+		cert.Subject.CommonName, when, r.updateAdvice("ssl-root-cert", "CA.pem"), r.updateAdvice("sslmode", "require"))
 }
 
 // certNames lists the names and addresses a certificate is valid for.
@@ -470,6 +505,10 @@ func (r *runner) hintLogin(ctx context.Context, res *loginResult, encrypted bool
 	var refused *AuthRefusedError
 	if errors.As(err, &refused) {
 		return r.hintAuthRefused(refused)
+	}
+	var notPG *NotPostgresError
+	if errors.As(err, &notPG) {
+		return r.hintNotPostgres()
 	}
 	if pgErr == nil {
 		switch {

@@ -32,18 +32,25 @@ func (e *SSLRefusedError) Error() string {
 	return fmt.Sprintf("the server at %s does not accept SSL (it answered 'N' to the SSL request)", e.Addr)
 }
 
-// NotPostgresError means the server answered the SSLRequest with something
-// no PostgreSQL server sends.
+// NotPostgresError means the server answered the SSLRequest, or the
+// startup message, with something no PostgreSQL server sends.
 type NotPostgresError struct {
 	// Addr is the database's host:port.
 	Addr string
 	// Answer is the first byte the server sent.
 	Answer byte
+	// Startup is set when the answer was to the startup message (the
+	// login), not to the SSLRequest.
+	Startup bool
 }
 
 // Error names the unexpected answer.
 func (e *NotPostgresError) Error() string {
-	return fmt.Sprintf("the server at %s answered the SSL request with %q, which no PostgreSQL server sends", e.Addr, e.Answer)
+	what := "the SSL request"
+	if e.Startup {
+		what = "the startup message"
+	}
+	return fmt.Sprintf("the server at %s answered %s with %q, which no PostgreSQL server sends", e.Addr, what, e.Answer)
 }
 
 // sslRequest is PostgreSQL's SSLRequest message: length 8, code 80877103.
@@ -209,7 +216,10 @@ func (r *runner) login(ctx context.Context, nc net.Conn, database string) loginR
 			step = StepDatabase
 		}
 		method := authMethodName(res.authMethod)
+		alien, first := obs.notPostgres()
 		switch {
+		case alien:
+			err = &NotPostgresError{Addr: r.dbAddr(), Answer: first, Startup: true}
 		case asPgError(err) != nil:
 		case !res.afterAuth() && method != "" && !r.spec.AcceptsAuth(method):
 			err = &AuthRefusedError{Method: method, Policy: r.spec.EffectiveRequireAuth(), Err: err}

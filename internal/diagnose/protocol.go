@@ -50,6 +50,9 @@ type startupObserver struct {
 	codeN    int
 	method   int32 // first authentication request code other than OK
 	authAt   time.Time
+	seen     bool // the first message's type was read
+	alien    bool // and it is none a PostgreSQL server answers a startup with
+	first    byte // the first message's type
 }
 
 // Read reads from the server and observes what was read.
@@ -59,6 +62,16 @@ func (o *startupObserver) Read(p []byte) (int, error) {
 		o.observe(p[:n])
 	}
 	return n, err
+}
+
+// notPostgres reports whether the server's first message is one no
+// PostgreSQL server (or pooler) answers a startup message with, and its
+// first byte: the port is some other service's (an SSH server's banner
+// starts with 'S', an HTTP answer with 'H').
+func (o *startupObserver) notPostgres() (bool, byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.alien, o.first
 }
 
 // result returns when authentication succeeded (zero if it did not) and
@@ -79,6 +92,20 @@ func (o *startupObserver) observe(b []byte) {
 			b = b[n:]
 			if o.hdrN < len(o.hdr) {
 				break
+			}
+			if !o.seen {
+				// A server answers a startup message with an
+				// authentication request, an error, a protocol
+				// version negotiation or a notice.
+				o.seen, o.first = true, o.hdr[0]
+				switch o.first {
+				case 'R', 'E', 'v', 'N':
+				default:
+					o.alien, o.done = true, true
+				}
+				if o.done {
+					break
+				}
 			}
 			o.bodyLeft = int(binary.BigEndian.Uint32(o.hdr[1:])) - 4
 			o.codeN = 0

@@ -4,7 +4,10 @@
 // For one role (the session's current_user unless [Request.Role] names
 // another) and one database (the session's), [Audit] checks:
 //
-//   - CONNECT on the database;
+//   - CONNECT on the database, which the server checks for the user that
+//     logs in (session_user): when the audited role is the one the session
+//     acts as (the connection's role setting, SET ROLE), CONNECT is that
+//     user's, and the other privileges the role's;
 //   - CREATE on the database, which CREATE SCHEMA needs, even with IF NOT
 //     EXISTS and for a schema that exists (PostgreSQL checks the privilege
 //     first). It counts as needed when the target schema does not exist
@@ -12,9 +15,14 @@
 //     workload creates schemas itself ([Request.CreateSchemas]: a SQL step
 //     running CREATE SCHEMA, dbt models with custom schemas); otherwise
 //     dbt, which creates only the schemas that are missing, does without;
+//   - TEMPORARY on the database: dbt creates temporary tables for
+//     incremental models and snapshots. PUBLIC has it by default, but
+//     REVOKE ALL ON DATABASE ... FROM PUBLIC takes it away with CONNECT;
 //   - USAGE and CREATE on the target schema, when it exists;
 //   - USAGE on each source schema, and SELECT on every table, view,
-//     materialized view, foreign table and partitioned table in it;
+//     materialized view, foreign table and partitioned table in it, except
+//     on a partition of a partitioned table the role can read: a query of
+//     that table reads the partition without checking its privileges;
 //   - default privileges, so that tables created later in a source schema
 //     stay readable.
 //
@@ -209,11 +217,12 @@ type Line struct {
 }
 
 // NotGranted returns the names of the relations of a line of relations
-// that lack SELECT, as Display renders them.
+// that lack SELECT where it is needed, as Display renders them (not
+// partitions read through their partitioned table).
 func (l Line) NotGranted() []string {
 	var names []string
 	for _, c := range l.Relations {
-		if c.Status != Granted {
+		if c.Status == Missing || c.Status == NotFound {
 			names = append(names, Display(c.Name))
 		}
 	}
@@ -307,8 +316,13 @@ func Audit(ctx context.Context, conn *pgx.Conn, req Request) (*Result, error) {
 		return nil, errors.New("grants audit: the target schema is required")
 	}
 	res := &Result{Request: req, Checks: []Check{}, Statements: []Statement{}}
-	err := conn.QueryRow(ctx, `SELECT current_database()::text, COALESCE(NULLIF($1::text, ''), current_user)::text`,
-		req.Role).Scan(&res.Database, &res.Role)
+	// The server checks CONNECT for the user that logged in (session_user),
+	// the rest for the role the session acts as (current_user, which the
+	// connection's role setting or SET ROLE changes).
+	var login string
+	err := conn.QueryRow(ctx, `SELECT current_database()::text, COALESCE(NULLIF($1::text, ''), current_user)::text,
+			CASE WHEN $1::text IN ('', current_user) THEN session_user ELSE $1::text END::text`,
+		req.Role).Scan(&res.Database, &res.Role, &login)
 	if err != nil {
 		return nil, fmt.Errorf("grants audit: read session: %w", err)
 	}
@@ -319,7 +333,7 @@ func Audit(ctx context.Context, conn *pgx.Conn, req Request) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("grants audit: read role %q: %w", res.Role, err)
 	}
-	a := &auditor{conn: conn, res: res, role: res.Role}
+	a := &auditor{conn: conn, res: res, role: res.Role, login: login}
 	if err := a.database(ctx); err != nil {
 		return nil, err
 	}
@@ -351,6 +365,10 @@ type auditor struct {
 	conn *pgx.Conn
 	res  *Result
 	role string
+	// login is the user that logs in, for whom the server checks CONNECT:
+	// the session's user when role is the role the session acts as, role
+	// otherwise.
+	login string
 }
 
 func (a *auditor) add(c Check) { a.res.Checks = append(a.res.Checks, c) }
@@ -369,43 +387,68 @@ func status(granted bool) Status {
 // database checks CONNECT and CREATE on the database and the target schema.
 func (a *auditor) database(ctx context.Context) error {
 	target := a.res.Request.TargetSchema
-	var connect, create, exists, usage, createSchema bool
+	var connect, create, temp, exists, usage, createSchema bool
 	err := a.conn.QueryRow(ctx, `SELECT
-			has_database_privilege($1::name, current_database(), 'CONNECT'),
+			has_database_privilege($3::name, current_database(), 'CONNECT'),
 			has_database_privilege($1::name, current_database(), 'CREATE'),
+			has_database_privilege($1::name, current_database(), 'TEMPORARY'),
 			n.oid IS NOT NULL,
 			COALESCE(has_schema_privilege($1::name, n.oid, 'USAGE'), false),
 			COALESCE(has_schema_privilege($1::name, n.oid, 'CREATE'), false)
 		FROM (SELECT 1) AS one LEFT JOIN pg_namespace n ON n.nspname = $2`,
-		a.role, target).Scan(&connect, &create, &exists, &usage, &createSchema)
+		a.role, target, a.login).Scan(&connect, &create, &temp, &exists, &usage, &createSchema)
 	if err != nil {
 		return fmt.Errorf("grants audit: database privileges of %q: %w", a.role, err)
 	}
 	db := a.res.Database
-	a.add(Check{ObjectType: ObjectDatabase, Name: db, Privilege: "CONNECT", Status: status(connect)})
+	connectCheck := Check{ObjectType: ObjectDatabase, Name: db, Privilege: "CONNECT", Status: status(connect)}
+	if a.login != a.role {
+		connectCheck.Note = fmt.Sprintf("checked for %s, the user that logs in (the session acts as %s)", Display(a.login), Display(a.role))
+		if !connect {
+			a.stmt(fmt.Sprintf("GRANT CONNECT ON DATABASE %s TO %s;", Ident(db), Ident(a.login)),
+				fmt.Sprintf("lets %s connect to database %s; run as the database's owner or a superuser", Display(a.login), Display(db)))
+			connect = true // granted to the login, not to the role below
+		}
+	}
+	a.add(connectCheck)
 	createCheck := a.databaseCreate(db, target, exists, create)
 	a.add(createCheck)
-	var dbPrivs []string
+	a.add(Check{ObjectType: ObjectDatabase, Name: db, Privilege: "TEMPORARY", Status: status(temp),
+		Note: "dbt creates temporary tables for incremental models and snapshots"})
+	var dbPrivs, does []string
+	in := func(what string) string { // the first clause names the database
+		if len(does) == 0 {
+			return what + " database " + Display(db)
+		}
+		return what + " it"
+	}
 	if !connect {
 		dbPrivs = append(dbPrivs, "CONNECT")
+		does = append(does, in("connect to"))
 	}
 	if createCheck.Status == Missing {
-		dbPrivs = append(dbPrivs, "CREATE")
-	}
-	if len(dbPrivs) > 0 {
-		why := fmt.Sprintf("lets %s connect to database %s", Display(a.role), Display(db))
 		what := "the target schema " + Display(target)
 		if exists {
 			what = "schemas" // the workload creates them (Request.CreateSchemas)
 		}
-		if createCheck.Status == Missing {
-			why = fmt.Sprintf("lets %s create %s in database %s", Display(a.role), what, Display(db))
-			if !connect {
-				why = fmt.Sprintf("lets %s connect to database %s and create %s in it", Display(a.role), Display(db), what)
+		dbPrivs = append(dbPrivs, "CREATE")
+		does = append(does, in("create "+what+" in"))
+	}
+	if !temp {
+		dbPrivs = append(dbPrivs, "TEMPORARY")
+		does = append(does, in("create temporary tables (incremental models, snapshots) in"))
+	}
+	if len(dbPrivs) > 0 {
+		why := does[0]
+		for i, d := range does[1:] {
+			if i == len(does)-2 {
+				why += " and " + d
+			} else {
+				why += ", " + d
 			}
 		}
 		a.stmt(fmt.Sprintf("GRANT %s ON DATABASE %s TO %s;", strings.Join(dbPrivs, ", "), Ident(db), Ident(a.role)),
-			why+"; run as the database's owner or a superuser")
+			fmt.Sprintf("lets %s %s; run as the database's owner or a superuser", Display(a.role), why))
 	}
 
 	if !exists {
@@ -460,9 +503,21 @@ func (a *auditor) source(ctx context.Context, schema string) error {
 				Display(a.role), Display(schema)))
 	}
 
+	// A partition is read through a partitioned table it belongs to: the
+	// server checks SELECT on the table queried, not on its partitions.
 	rows, err := a.conn.Query(ctx, `SELECT c.relname::text, c.relkind::text, has_table_privilege($1::name, c.oid, 'SELECT'),
-			pg_get_userbyid(c.relowner)::text
-		FROM pg_class c WHERE c.relnamespace = $2 AND c.relkind IN ('r', 'v', 'm', 'f', 'p')
+			pg_get_userbyid(c.relowner)::text, COALESCE(via.nspname, ''), COALESCE(via.relname, '')
+		FROM pg_class c
+		LEFT JOIN LATERAL (
+			WITH RECURSIVE up(oid, depth) AS (
+				SELECT i.inhparent, 1 FROM pg_inherits i WHERE i.inhrelid = c.oid
+				UNION ALL
+				SELECT i.inhparent, up.depth + 1 FROM pg_inherits i JOIN up ON i.inhrelid = up.oid)
+			SELECT n.nspname::text, p.relname::text FROM up
+			JOIN pg_class p ON p.oid = up.oid JOIN pg_namespace n ON n.oid = p.relnamespace
+			WHERE has_table_privilege($1::name, up.oid, 'SELECT')
+			ORDER BY up.depth LIMIT 1) via ON c.relispartition
+		WHERE c.relnamespace = $2 AND c.relkind IN ('r', 'v', 'm', 'f', 'p')
 		ORDER BY c.relname`, a.role, oid)
 	if err != nil {
 		return fmt.Errorf("grants audit: relations of schema %q: %w", schema, err)
@@ -470,10 +525,13 @@ func (a *auditor) source(ctx context.Context, schema string) error {
 	type rel struct {
 		name, kind, owner string
 		selectable        bool
+		// viaSchema and viaName name the nearest partitioned table the
+		// role can read that a partition belongs to; empty if none.
+		viaSchema, viaName string
 	}
 	rels, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (rel, error) {
 		var r rel
-		err := row.Scan(&r.name, &r.kind, &r.selectable, &r.owner)
+		err := row.Scan(&r.name, &r.kind, &r.selectable, &r.owner, &r.viaSchema, &r.viaName)
 		return r, err
 	})
 	if err != nil {
@@ -482,8 +540,13 @@ func (a *auditor) source(ctx context.Context, schema string) error {
 	creators := []string{owner}
 	missingSelect := 0
 	for _, r := range rels {
-		a.add(Check{ObjectType: objectType(r.kind), Schema: schema, Name: r.name, Privilege: "SELECT", Status: status(r.selectable)})
-		if !r.selectable {
+		c := Check{ObjectType: objectType(r.kind), Schema: schema, Name: r.name, Privilege: "SELECT", Status: status(r.selectable)}
+		if !r.selectable && r.viaName != "" {
+			c.Status = NotNeeded
+			c.Note = fmt.Sprintf("a partition, read through the partitioned table %s", Display(r.viaSchema, r.viaName))
+		}
+		a.add(c)
+		if c.Status == Missing {
 			missingSelect++
 		}
 		if !slices.Contains(creators, r.owner) {

@@ -360,3 +360,142 @@ func TestLines(t *testing.T) {
 		t.Error("IsRelation is wrong about partitioned tables or default privileges")
 	}
 }
+
+// TestTemporaryTables hardens a database the usual way (REVOKE ALL ON
+// DATABASE ... FROM PUBLIC, which takes TEMPORARY away with CONNECT): dbt
+// creates temporary tables for incremental models and snapshots, so the
+// audit must ask for TEMPORARY too, and after its SQL the role can create
+// one.
+func TestTemporaryTables(t *testing.T) {
+	t.Parallel()
+	p := testenv.StartPostgres(t, testenv.PostgresOptions{}) // roles of fixed names, as TestRoundTrip
+	p.CreateRole(t, "dbt", "pw")
+	p.Exec(t, "CREATE DATABASE hardened")
+	p.Exec(t, "REVOKE ALL ON DATABASE hardened FROM PUBLIC")
+	su := connect(t, p, p.SuperUser, p.SuperPassword, "hardened")
+	script(t, su, `CREATE SCHEMA analytics AUTHORIZATION dbt;`)
+
+	req := grants.Request{TargetSchema: "analytics", Role: "dbt"}
+	res := audit(t, su, req)
+	want := []string{`CONNECT database hardened`, `TEMPORARY database hardened`}
+	if got := missing(res); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("missing:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if len(res.Statements) != 1 || res.Statements[0].SQL != `GRANT CONNECT, TEMPORARY ON DATABASE "hardened" TO "dbt";` {
+		t.Fatalf("statements = %+v", res.Statements)
+	}
+	script(t, su, res.SQL())
+
+	dbt := connect(t, p, "dbt", "pw", "hardened")
+	// What dbt-postgres runs for an incremental model.
+	script(t, dbt, `CREATE TEMPORARY TABLE "model__dbt_tmp" AS SELECT 1 AS id;`)
+	req.Role = ""
+	if res := audit(t, dbt, req); !res.OK() || len(res.Statements) != 0 {
+		t.Fatalf("after the grants: missing %v, statements %v", missing(res), res.Statements)
+	}
+}
+
+// TestConnectionRole audits a session that logs in as one user and acts as
+// a group role (the connection's role setting, dbt's role): the server
+// checks CONNECT for the user that logs in, everything else for the role.
+func TestConnectionRole(t *testing.T) {
+	t.Parallel()
+	p := testenv.StartPostgres(t, testenv.PostgresOptions{}) // roles of fixed names, as TestRoundTrip
+	p.CreateRole(t, "alice", "pw")
+	p.Exec(t, "CREATE ROLE transformer NOLOGIN")
+	p.Exec(t, "GRANT transformer TO alice")
+	p.Exec(t, "CREATE DATABASE warehouse")
+	p.Exec(t, "REVOKE CONNECT ON DATABASE warehouse FROM PUBLIC")
+	p.Exec(t, "GRANT CONNECT ON DATABASE warehouse TO alice")
+	su := connect(t, p, p.SuperUser, p.SuperPassword, "warehouse")
+	script(t, su, `CREATE SCHEMA analytics AUTHORIZATION transformer;`)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cfg, err := pgx.ParseConfig(p.ConnString("alice", "pw", "warehouse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RuntimeParams["role"] = "transformer" // as connection.Spec.Role
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+
+	res := audit(t, conn, grants.Request{TargetSchema: "analytics"})
+	if res.Role != "transformer" || !res.OK() || len(res.Statements) != 0 {
+		t.Fatalf("role %s: missing %v, statements %v", res.Role, missing(res), res.Statements)
+	}
+
+	// Without CONNECT for alice (a superuser's session can audit that),
+	// the statement grants it to alice, not to the role.
+	p.Exec(t, "REVOKE CONNECT ON DATABASE warehouse FROM alice")
+	script(t, su, "SET SESSION AUTHORIZATION alice; SET ROLE transformer;")
+	res = audit(t, su, grants.Request{TargetSchema: "analytics"})
+	if got := missing(res); len(got) != 1 || got[0] != "CONNECT database warehouse" ||
+		len(res.Statements) != 1 || res.Statements[0].SQL != `GRANT CONNECT ON DATABASE "warehouse" TO "alice";` {
+		t.Fatalf("missing %v, statements %+v", got, res.Statements)
+	}
+	script(t, su, "RESET ROLE; RESET SESSION AUTHORIZATION;")
+	script(t, su, res.SQL())
+	if _, err := pgx.ConnectConfig(ctx, cfg); err != nil {
+		t.Fatalf("log in after the grant: %v", err)
+	}
+}
+
+// TestPartitionsReadThroughParent grants SELECT on a partitioned table and
+// not on its partitions (as pg_partman and hand-made partitions often
+// leave them): a query of the parent reads them all, so the audit does not
+// ask for SELECT on each partition. A partition whose parent the role
+// cannot read is still missing.
+func TestPartitionsReadThroughParent(t *testing.T) {
+	t.Parallel()
+	p := testenv.StartPostgres(t, testenv.PostgresOptions{}) // roles of fixed names, as TestRoundTrip
+	p.CreateRole(t, "dbt", "pw")
+	p.Exec(t, "CREATE DATABASE parts")
+	su := connect(t, p, p.SuperUser, p.SuperPassword, "parts")
+	script(t, su, `
+		CREATE SCHEMA analytics AUTHORIZATION dbt;
+		CREATE SCHEMA raw;
+		CREATE SCHEMA raw_parts;
+		CREATE TABLE raw.events (at date, n int) PARTITION BY RANGE (at);
+		CREATE TABLE raw.events_2026 PARTITION OF raw.events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')
+			PARTITION BY RANGE (at);
+		CREATE TABLE raw."events_2026_H1" PARTITION OF raw.events_2026 FOR VALUES FROM ('2026-01-01') TO ('2026-07-01');
+		CREATE TABLE raw_parts.events_2027 PARTITION OF raw.events FOR VALUES FROM ('2027-01-01') TO ('2028-01-01');
+		INSERT INTO raw.events VALUES ('2026-02-01', 1), ('2027-02-01', 2);
+		CREATE TABLE raw.other (at date) PARTITION BY RANGE (at);
+		CREATE TABLE raw.other_2026 PARTITION OF raw.other FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+		GRANT USAGE ON SCHEMA raw TO dbt;
+		GRANT SELECT ON raw.events TO dbt;
+		ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA raw GRANT SELECT ON TABLES TO dbt;`)
+
+	req := grants.Request{TargetSchema: "analytics", SourceSchemas: []string{"raw", "raw_parts"}, Role: "dbt"}
+	res := audit(t, su, req)
+	want := []string{
+		`SELECT partitioned table raw.other`,
+		`SELECT table raw.other_2026`,
+		`USAGE schema raw_parts`,
+		`SELECT future tables of postgres in schema raw_parts`,
+	}
+	if got := missing(res); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("missing:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, c := range res.Checks {
+		if c.Name == "events_2026" || c.Name == "events_2026_H1" || c.Name == "events_2027" {
+			if c.Status != grants.NotNeeded || !strings.Contains(c.Note, "events") {
+				t.Errorf("%s: %s (%s), want not needed, read through its parent", c.Object(), c.Status, c.Note)
+			}
+		}
+	}
+	dbt := connect(t, p, "dbt", "pw", "parts")
+	var n int
+	if err := dbt.QueryRow(context.Background(), "SELECT sum(n) FROM raw.events").Scan(&n); err != nil || n != 3 {
+		t.Fatalf("read the partitioned table: %d, %v", n, err)
+	}
+	script(t, su, res.SQL())
+	if res := audit(t, su, req); !res.OK() {
+		t.Fatalf("after the grants: missing %v", missing(res))
+	}
+}

@@ -41,6 +41,10 @@ type PostgresOptions struct {
 	// TLSHosts are the names and IP addresses the server certificate is
 	// for, with TLS; nil means 127.0.0.1, ::1 and "localhost".
 	TLSHosts []string
+	// ExpiredCA makes the CA certificate (CAFile, CAPEM) one that expired
+	// an hour ago; the server certificate it signed is still valid. It
+	// implies TLS.
+	ExpiredCA bool
 	// SSLOnly makes pg_hba.conf accept only hostssl connections and
 	// reject hostnossl ones, as AlloyDB and Lakebase do. It implies TLS.
 	SSLOnly bool
@@ -114,7 +118,7 @@ func StartPostgres(tb testing.TB, opts PostgresOptions) *Postgres {
 // when tb ends (else the caller sees to it).
 func startPostgres(tb testing.TB, opts PostgresOptions, cleanup bool) *Postgres {
 	tb.Helper()
-	if opts.SSLOnly {
+	if opts.SSLOnly || opts.ExpiredCA {
 		opts.TLS = true
 	}
 	if opts.MaxConnections == 0 {
@@ -222,7 +226,7 @@ func (p *Postgres) setup(tb testing.TB) (err error) {
 		"log_line_prefix = '%m [%p] %q%u@%d '",
 	}
 	if p.opts.TLS {
-		certs, err := newServerTLS(p.opts.TLSHosts)
+		certs, err := newServerTLS(p.opts.TLSHosts, p.opts.ExpiredCA)
 		if err != nil {
 			return err
 		}

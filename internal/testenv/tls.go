@@ -35,7 +35,7 @@ type TLSCert struct {
 // writes the certificate and key to files.
 func NewTLSCert(tb testing.TB) *TLSCert {
 	tb.Helper()
-	certs, err := newServerTLS(nil)
+	certs, err := newServerTLS(nil, false)
 	if err != nil {
 		tb.Fatalf("testenv: %v", err)
 	}
@@ -62,8 +62,9 @@ type serverTLS struct {
 
 // newServerTLS makes an ECDSA P-256 CA and a server certificate for hosts
 // (names and IP addresses; nil: 127.0.0.1, ::1 and "localhost"), valid from
-// an hour ago for a week.
-func newServerTLS(hosts []string) (*serverTLS, error) {
+// an hour ago for a week; with caExpired, the CA certificate expired an
+// hour ago.
+func newServerTLS(hosts []string, caExpired bool) (*serverTLS, error) {
 	if hosts == nil {
 		hosts = []string{"localhost", "127.0.0.1", "::1"}
 	}
@@ -94,6 +95,9 @@ func newServerTLS(hosts []string) (*serverTLS, error) {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		MaxPathLenZero:        true,
+	}
+	if caExpired {
+		caTmpl.NotBefore, caTmpl.NotAfter = now.Add(-30*24*time.Hour), now.Add(-time.Hour)
 	}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
