@@ -271,7 +271,8 @@ func startJobRun(t *testing.T, script string, args ...string) (cmd *exec.Cmd, ou
 		}
 	})
 	cmd, out = h.startPgrelay(append(args, "job", "run", "j", "--allow-command", "sh")...)
-	waitUntil(t, "the command to run", 15*time.Second, func() bool { return strings.Contains(out.String(), "ready") })
+	// Its output, not the step line that quotes the script.
+	waitUntil(t, "the command to run", 15*time.Second, func() bool { return strings.Contains(out.String(), "ready\n") })
 	return cmd, out, marker
 }
 
