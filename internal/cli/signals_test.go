@@ -113,7 +113,7 @@ func TestExecSignals(t *testing.T) {
 				_ = syscall.Kill(-pid, syscall.SIGKILL)
 			}
 		})
-		waitUntil(t, "the program to run", 15*time.Second, func() bool { return strings.Contains(out.String(), "ready") })
+		waitUntil(t, "the program to run", 15*time.Second, func() bool { return strings.Contains(out.String(), "ready\n") })
 		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 			t.Fatal(err)
 		}
