@@ -6,6 +6,9 @@ package main
 import (
 	"context"
 	"os"
+	// The zone database, for TZ and CRON_TZ= schedules where the system
+	// has none (the FROM scratch container image).
+	_ "time/tzdata"
 
 	"github.com/pgrelay/pgrelay/internal/cli"
 	"github.com/pgrelay/pgrelay/internal/pid1"
