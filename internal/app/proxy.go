@@ -41,6 +41,17 @@ type ProxyServer struct {
 	mu     sync.Mutex
 	sess   *Session
 	closed bool // Close has finished: no tunnel is opened again
+	// reopening is the reopen of the tunnel under way, which the clients
+	// arriving meanwhile wait for (each as long as its own context lets
+	// it) instead of each opening one in turn.
+	reopening *reopen
+}
+
+// reopen is one attempt to open the proxy's session again.
+type reopen struct {
+	done chan struct{} // closed once sess or err is set
+	sess *Session
+	err  error
 }
 
 // Proxy opens the named connection (proving the tunnel works) and returns a
@@ -176,6 +187,8 @@ func (p *ProxyServer) dial(ctx context.Context) (net.Conn, error) {
 }
 
 // current returns the proxy's session, reopening it if its tunnel dropped.
+// One reopen serves every client that arrives while it runs; each waits
+// for it only as long as its own context allows.
 func (p *ProxyServer) current(ctx context.Context) (*Session, error) {
 	p.mu.Lock()
 	if p.closed {
@@ -183,24 +196,51 @@ func (p *ProxyServer) current(ctx context.Context) (*Session, error) {
 		return nil, fmt.Errorf("proxy %s: closed", p.name)
 	}
 	sess := p.sess
+	var dropped *Session
 	if sess != nil && sess.tunnel != nil && sess.tunnel.Err() != nil {
 		p.svc.logger.WarnContext(ctx, "tunnel dropped; reopening for the next client", "connection", p.name,
 			"error", sess.tunnel.Err())
-		_ = sess.Close()
-		sess = nil
-		p.sess = nil
+		dropped, sess, p.sess = sess, nil, nil
 	}
-	if sess == nil {
-		var err error
-		sess, err = p.svc.Open(ctx, p.name)
-		if err != nil {
-			p.mu.Unlock()
-			return nil, err
-		}
-		p.sess = sess
+	if sess != nil {
+		p.mu.Unlock()
+		return sess, nil
+	}
+	r := p.reopening
+	if r == nil {
+		r = &reopen{done: make(chan struct{})}
+		p.reopening = r
+		// Not bound to this client's context: the clients waiting for it
+		// get its outcome; the dial has its own time limit.
+		go p.reopen(context.WithoutCancel(ctx), r)
 	}
 	p.mu.Unlock()
-	return sess, nil
+	if dropped != nil {
+		_ = dropped.Close() // waits for its tunnel's goroutines: not under mu
+	}
+	select {
+	case <-r.done:
+		return r.sess, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("proxy %s: waiting for the tunnel to be opened again: %w", p.name, context.Cause(ctx))
+	}
+}
+
+// reopen opens the proxy's session again for r.
+func (p *ProxyServer) reopen(ctx context.Context, r *reopen) {
+	sess, err := p.svc.Open(ctx, p.name)
+	p.mu.Lock()
+	if err == nil && p.closed {
+		_ = sess.Close()
+		sess, err = nil, fmt.Errorf("proxy %s: closed", p.name)
+	}
+	if err == nil {
+		p.sess = sess
+	}
+	p.reopening = nil
+	r.sess, r.err = sess, err
+	close(r.done)
+	p.mu.Unlock()
 }
 
 // Serve accepts clients until ctx is done or Close is called.

@@ -195,3 +195,61 @@ func TestProxyListensWhereAsked(t *testing.T) {
 		}
 	}
 }
+
+// TestProxyReopensOnceForWaitingClients: clients that arrive while the
+// bastion does not answer share one attempt to open the tunnel again, each
+// waiting only as long as its own time limit; they used to queue behind a
+// lock and open one each in turn (a pool of clients waited minutes).
+func TestProxyReopensOnceForWaitingClients(t *testing.T) {
+	t.Parallel()
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	db := pg.NewDatabase(t)
+	b := testenv.SharedBastion(t, testenv.BastionOptions{})
+	fp := testenv.StartFaultProxy(t, b.Addr())
+	f := newServiceWith(t, func(c *app.Config) { c.DialTimeout = 2 * time.Second })
+	ctx := context.Background()
+	v, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "storm", Host: pg.Host, Port: pg.Port, Database: db.Name,
+		User: db.User, Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
+		Tunnel: &connection.Tunnel{Host: fp.Host(), Port: fp.Port(), User: b.User}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, v.SSHTunnel.PublicKey)
+	ps, err := f.svc.Proxy(ctx, "storm", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = ps.Serve(ctx) }()
+	t.Cleanup(func() { _ = ps.Close() })
+	// The bastion goes silent and the tunnel is reset.
+	fp.Freeze()
+	fp.CloseAll()
+	defer fp.Thaw()
+	for deadline := time.Now().Add(10 * time.Second); ps.Session().Err() == nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the tunnel was not seen dropped")
+		}
+	}
+	before := fp.Accepted()
+	const clients = 4
+	errs := make(chan error, clients)
+	for range clients {
+		go func() {
+			cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			c, err := pgx.Connect(cctx, "postgres://"+db.User+":"+db.Password+"@"+ps.Addr().String()+"/"+db.Name+"?sslmode=disable")
+			if err == nil {
+				_ = c.Close(ctx)
+			}
+			errs <- err
+		}()
+	}
+	for range clients {
+		if err := <-errs; err == nil {
+			t.Fatal("a client connected through a silent bastion")
+		}
+	}
+	if n := fp.Accepted() - before; n > 2 {
+		t.Fatalf("%d clients opened %d tunnels, one after another; want them to share one attempt", clients, n)
+	}
+}

@@ -22,6 +22,8 @@ type FaultProxy struct {
 	frozen bool
 	closed bool
 	conns  map[*proxyConn]struct{}
+	// accepted counts the connections accepted so far.
+	accepted int
 
 	wg sync.WaitGroup
 }
@@ -92,6 +94,13 @@ func (p *FaultProxy) Thaw() {
 	}
 }
 
+// Accepted returns how many connections the proxy has accepted so far.
+func (p *FaultProxy) Accepted() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.accepted
+}
+
 // CloseAll aborts every proxied connection (both sides, with a TCP reset)
 // and keeps listening for new ones.
 func (p *FaultProxy) CloseAll() {
@@ -136,6 +145,7 @@ func (p *FaultProxy) acceptLoop() {
 			return
 		}
 		p.conns[c] = struct{}{}
+		p.accepted++
 		p.wg.Add(1)
 		p.mu.Unlock()
 		go p.serve(c)
