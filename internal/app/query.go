@@ -96,11 +96,12 @@ func (s *Session) Query(ctx context.Context, sql string, sink ResultSink) (err e
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
 		defer cancel()
+		done := ctx.Done() // ctx itself is replaced below
 		go func() {
 			select {
 			case <-s.tunnel.Done():
 				cancel()
-			case <-ctx.Done():
+			case <-done:
 			}
 		}()
 	}
