@@ -18,6 +18,8 @@ import (
 // must not exist, with mode 0600 (SQLite's VACUUM INTO, which reads one
 // snapshot: other connections and processes keep reading and writing
 // meanwhile). The copy is synced to disk; it is a single file without WAL.
+// When the copy's disk fills up, the error names its directory (which
+// may be on another disk than the store).
 func (s *Store) VacuumInto(ctx context.Context, path string) error {
 	// VACUUM INTO accepts an empty file: creating it first fixes its mode.
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -27,7 +29,10 @@ func (s *Store) VacuumInto(ctx context.Context, path string) error {
 	_ = f.Close()
 	if _, err := s.db.ExecContext(ctx, `VACUUM INTO ?`, path); err != nil {
 		_ = os.Remove(path)
-		markFull(&err)
+		if isFull(err) {
+			return fmt.Errorf("copy store to %s: no space left on the disk of %s for the copy (the store itself is unchanged): "+
+				"free space there, or write the copy to another disk, and retry: %w", path, filepath.Dir(path), err)
+		}
 		return fmt.Errorf("copy store to %s: %w", path, err)
 	}
 	if err := syncFile(path); err != nil {
@@ -73,6 +78,13 @@ func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
 	s := &Store{db: db, path: path, dsn: dsn}
 	if err := s.checkReadable(ctx); err != nil {
 		_ = db.Close()
+		// A store in WAL mode is read through its -shm file, which SQLite
+		// creates beside it when no process has the store open.
+		if _, serr := os.Stat(path + "-shm"); errors.Is(serr, fs.ErrNotExist) {
+			if werr := dirWritable(filepath.Dir(path)); werr != nil {
+				return nil, fmt.Errorf("open store %s: cannot read it: %w%s", path, werr, writableHint(werr, filepath.Dir(path)))
+			}
+		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	return s, nil

@@ -17,8 +17,10 @@ import (
 // the schema as it was. A store migrated by a newer pgrelay (a migration
 // version this binary does not know) is refused before anything is written.
 // Before a destructive migration runs on a store that holds data, the
-// store is copied to <file>.before-<version>.
-func (s *Store) migrate(ctx context.Context, o options) error {
+// store is copied to <file>.before-<version>. A disk too full to migrate
+// (or to read the store at all) is store.ErrFull.
+func (s *Store) migrate(ctx context.Context, o options) (rerr error) {
+	defer markFull(&rerr)
 	known := o.migrations
 	if known == nil {
 		var err error

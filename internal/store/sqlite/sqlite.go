@@ -10,12 +10,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
@@ -64,12 +67,13 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("open store: create directory: %w", err)
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open store: create directory: %w%s", err, writableHint(err, dir))
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
+		return nil, fmt.Errorf("open store: %w%s", err, writableHint(err, dir))
 	}
 	_ = f.Close()
 	s, err := openDB(path)
@@ -78,9 +82,31 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	}
 	if err := s.migrate(ctx, o); err != nil {
 		_ = s.db.Close()
+		if errors.Is(err, store.ErrFull) {
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
 		return nil, err
 	}
 	return s, nil
+}
+
+// dirWritable returns why this process may not create files in dir (nil
+// when it may): a read-only file system, or permissions.
+func dirWritable(dir string) error {
+	if err := unix.Access(dir, unix.W_OK); err != nil {
+		return &fs.PathError{Op: "write to directory", Path: dir, Err: err}
+	}
+	return nil
+}
+
+// writableHint says what to do when err is a read-only file system or a
+// permission denied in the store's directory dir.
+func writableHint(err error, dir string) string {
+	if !errors.Is(err, syscall.EROFS) && !errors.Is(err, fs.ErrPermission) {
+		return ""
+	}
+	return fmt.Sprintf(" (the store's directory %s must be writable by this user: SQLite writes %s and its -wal and -shm files there, "+
+		"also to read it; make it writable, e.g. remount its file system read-write or chown/chmod it, and retry)", dir, FileName)
 }
 
 // openDB opens the database file at path without migrating it.
@@ -147,12 +173,20 @@ func parseTime(s string) (time.Time, error) {
 }
 
 // markFull makes a write's error also store.ErrFull when SQLite could not
-// write for lack of space (SQLITE_FULL: the disk, or the file size limit).
+// write for lack of space: SQLITE_FULL (the disk, or the page limit), or
+// SQLITE_IOERR_SHMSIZE (the -shm file beside the store could not be
+// created or grown, which on a full disk stops even reads of a store no
+// process has open).
 func markFull(err *error) {
-	var se *sqlite.Error
-	if *err != nil && errors.As(*err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL {
+	if isFull(*err) {
 		*err = fmt.Errorf("%w: %w", store.ErrFull, *err)
 	}
+}
+
+func isFull(err error) bool {
+	var se *sqlite.Error
+	return err != nil && errors.As(err, &se) &&
+		(se.Code()&0xff == sqlite3.SQLITE_FULL || se.Code() == sqlite3.SQLITE_IOERR_SHMSIZE)
 }
 
 func isForeignKeyViolation(err error) bool {
