@@ -2,11 +2,13 @@ package app
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"strings"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/fielderr"
+	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
 
@@ -32,8 +34,7 @@ func (s *Service) BastionSetupHop(ctx context.Context, name string, hop int) (st
 	if err != nil {
 		return "", err
 	}
-	line, err := publicKeyLine(c, true)
-	if err != nil {
+	if _, err := publicKeyLine(c, true); err != nil {
 		return "", err
 	}
 	hops := c.Spec.Hops()
@@ -44,8 +45,16 @@ func (s *Service) BastionSetupHop(ctx context.Context, name string, hop int) (st
 	if c.Spec.Tunnel.Auth == connection.SSHAuthCertificate {
 		return s.certificateSetup(ctx, c, hop)
 	}
+	lines, err := setupKeyLines(c, hop)
+	if err != nil {
+		return "", err
+	}
+	keys, err := installKeys(lines)
+	if err != nil {
+		return "", fmt.Errorf("connection %s: %w", name, err)
+	}
 	if hop > 1 || len(hops) > 1 {
-		return hopSetup(c, hop)
+		return hopSetup(c, hop, lines, keys), nil
 	}
 	t := c.Spec.Tunnel
 	var b strings.Builder
@@ -60,7 +69,7 @@ TUNNEL_USER=%[4]s
 # The key may only open forwards to the database (%[5]s:%[6]d): no shell, no PTY,
 # no agent or X11 forwarding. Drop everything before "ssh-" for an unrestricted key.
 PUBLIC_KEY=%[7]s
-
+%[10]s
 if [ "$(id -u)" -ne 0 ]; then
     echo "run this script as root (sudo sh $0)" >&2
     exit 1
@@ -77,14 +86,7 @@ case "$(getent shadow "$TUNNEL_USER" | cut -d: -f2)" in
     '!'|'!!'|'!*') usermod -p '*' "$TUNNEL_USER" ;;
 esac
 
-HOME_DIR=$(getent passwd "$TUNNEL_USER" | cut -d: -f6)
-mkdir -p "$HOME_DIR/.ssh"
-chmod 700 "$HOME_DIR/.ssh"
-touch "$HOME_DIR/.ssh/authorized_keys"
-chmod 600 "$HOME_DIR/.ssh/authorized_keys"
-grep -qxF "$PUBLIC_KEY" "$HOME_DIR/.ssh/authorized_keys" || printf '%%s\n' "$PUBLIC_KEY" >> "$HOME_DIR/.ssh/authorized_keys"
-chown -R "$TUNNEL_USER:$TUNNEL_USER" "$HOME_DIR/.ssh"
-
+%[11]s
 echo "bastion user $TUNNEL_USER is ready for pgrelay connection %[2]s"
 
 # Recommended sshd settings (in /etc/ssh/sshd_config, then reload sshd):
@@ -93,8 +95,8 @@ echo "bastion user $TUNNEL_USER is ready for pgrelay connection %[2]s"
 #   ClientAliveCountMax 10        # ... and gives up after 10 missed answers (300 s)
 # pgrelay sends its own keepalive every %[8]s and gives up after %[9]d missed replies.
 # Load balancers in front of the bastion must not cut idle connections in under %[8]s.
-`, bastionAddr(t), c.Spec.Name, copyAndRun(c.Spec.Name, t.Host, t.Port), shellQuote(t.User), c.Spec.Host, c.Spec.Port, shellQuote(line),
-		t.KeepaliveInterval, t.KeepaliveCountMax)
+`, bastionAddr(t), c.Spec.Name, copyAndRun(c.Spec.Name, t.Host, t.Port), shellQuote(t.User), c.Spec.Host, c.Spec.Port, shellQuote(lines[0]),
+		t.KeepaliveInterval, t.KeepaliveCountMax, oldKeyVar(lines), keys)
 	return b.String(), nil
 }
 
@@ -115,13 +117,9 @@ case "$(getent shadow "$TUNNEL_USER" | cut -d: -f2)" in
 esac
 `
 
-// hopSetup is the setup script of one hop of a chain, with its key line.
-func hopSetup(c *store.Connection, hop int) (string, error) {
-	lines, err := hopKeyLines(c)
-	if err != nil {
-		return "", err
-	}
-	l := lines[hop-1]
+// hopSetup is the setup script of one hop of a chain: its key lines
+// (setupKeyLines) and keys, the script that installs them (installKeys).
+func hopSetup(c *store.Connection, hop int, lines []string, keys string) string {
 	hops := c.Spec.Hops()
 	var b strings.Builder
 	fmt.Fprintf(&b, `#!/bin/sh
@@ -133,23 +131,16 @@ TUNNEL_USER=%[5]s
 # The key may only open forwards to %[6]s (the next hop, or from the last
 # hop the database): no shell, no PTY, no agent or X11 forwarding.
 PUBLIC_KEY=%[7]s
-
-`, hop, len(hops), hops[hop-1].Addr(), c.Spec.Name, shellQuote(l.User), forwardTarget(&c.Spec, hop-1), shellQuote(l.Line))
+%[8]s
+`, hop, len(hops), hops[hop-1].Addr(), c.Spec.Name, shellQuote(hops[hop-1].User), forwardTarget(&c.Spec, hop-1), shellQuote(lines[0]),
+		oldKeyVar(lines))
 	b.WriteString(setupUser)
-	b.WriteString(`
-HOME_DIR=$(getent passwd "$TUNNEL_USER" | cut -d: -f6)
-mkdir -p "$HOME_DIR/.ssh"
-chmod 700 "$HOME_DIR/.ssh"
-touch "$HOME_DIR/.ssh/authorized_keys"
-chmod 600 "$HOME_DIR/.ssh/authorized_keys"
-grep -qxF "$PUBLIC_KEY" "$HOME_DIR/.ssh/authorized_keys" || printf '%s\n' "$PUBLIC_KEY" >> "$HOME_DIR/.ssh/authorized_keys"
-chown -R "$TUNNEL_USER:$TUNNEL_USER" "$HOME_DIR/.ssh"
-`)
+	b.WriteString("\n" + keys)
 	fmt.Fprintf(&b, "\necho \"hop %d user $TUNNEL_USER is ready for pgrelay connection %s\"\n", hop, c.Spec.Name)
 	fmt.Fprintf(&b, "# Recommended in /etc/ssh/sshd_config: AllowTcpForwarding yes, ClientAliveInterval 30, ClientAliveCountMax 10.\n"+
 		"# pgrelay sends its own keepalive on every hop every %s and gives up after %d missed replies.\n",
 		c.Spec.Tunnel.KeepaliveInterval, c.Spec.Tunnel.KeepaliveCountMax)
-	return b.String(), nil
+	return b.String()
 }
 
 // certificateSetup is the setup script of a hop for certificate logins:
@@ -221,4 +212,83 @@ func copyAndRun(name, host string, port int) string {
 	}
 	return fmt.Sprintf("pgrelay connection bastion-setup %s > setup.sh && scp %ssetup.sh admin@%s: && ssh %sadmin@%s sudo sh setup.sh",
 		name, scpPort, scpHost, sshPort, host)
+}
+
+// setupKeyLines are the authorized_keys lines the setup script of hop
+// (from 1) installs, the key pgrelay logs in with first: the hop's
+// restricted line; while a key rotation is pending the new key's line and
+// the current key's line with its expiry-time (as `rotate-key --start`
+// prints them; a hop given its own key during the rotation has its own
+// line only).
+func setupKeyLines(c *store.Connection, hop int) ([]string, error) {
+	if c.RotationPending() {
+		rot, err := rotationLines(c)
+		if err != nil {
+			return nil, err
+		}
+		if h := rot.Hops[hop-1]; h.Old != "" {
+			return []string{h.Line, h.Old}, nil
+		}
+		return []string{rot.Hops[hop-1].Line}, nil
+	}
+	lines, err := hopKeyLines(c)
+	if err != nil {
+		return nil, err
+	}
+	return []string{lines[hop-1].Line}, nil
+}
+
+// oldKeyVar is the OLD_KEY assignment of a setup script during a key
+// rotation (lines from setupKeyLines), "" otherwise.
+func oldKeyVar(lines []string) string {
+	if len(lines) < 2 {
+		return ""
+	}
+	return `# A key rotation is under way: PUBLIC_KEY is its new key. The current key keeps
+# working until the expiry-time on its line, after which sshd refuses it.
+OLD_KEY=` + shellQuote(lines[1]) + "\n"
+}
+
+// installKeys is the part of a setup script that puts lines (PUBLIC_KEY,
+// and OLD_KEY when there are two) in the tunnel user's authorized_keys.
+// Each line takes the place of every line of the same key: sshd goes by the
+// first line of a key, so an older one (unrestricted, forwarding elsewhere,
+// or without a rotation's expiry-time) must not stay ahead of it.
+// Permissions are only ever narrowed.
+func installKeys(lines []string) (string, error) {
+	var b strings.Builder
+	b.WriteString(`HOME_DIR=$(getent passwd "$TUNNEL_USER" | cut -d: -f6)
+AUTH_KEYS="$HOME_DIR/.ssh/authorized_keys"
+mkdir -p "$HOME_DIR/.ssh"
+chmod go-rwx "$HOME_DIR/.ssh"
+touch "$AUTH_KEYS"
+chmod go-rwx "$AUTH_KEYS"
+
+# install_key LINE KEY puts LINE in authorized_keys in place of every line of
+# KEY (its base64 part): sshd goes by the first line of a key, so a line of it
+# installed before (unrestricted, or forwarding elsewhere) must not stay.
+install_key() {
+    if [ "$(grep -cF -- "$2" "$AUTH_KEYS")" = 1 ] && grep -qxF -- "$1" "$AUTH_KEYS"; then
+        return 0
+    fi
+    (umask 077 && awk -v key="$2" '{ for (i = 1; i <= NF; i++) if ($i == key) next; print }' "$AUTH_KEYS" > "$AUTH_KEYS.pgrelay-new")
+    printf '%s\n' "$1" >> "$AUTH_KEYS.pgrelay-new"
+    cat "$AUTH_KEYS.pgrelay-new" > "$AUTH_KEYS"
+    rm -f "$AUTH_KEYS.pgrelay-new"
+}
+`)
+	for i, l := range lines {
+		pub, err := sshkey.ParsePublic(l)
+		if err != nil {
+			return "", err
+		}
+		v := "$PUBLIC_KEY"
+		if i > 0 {
+			v = "$OLD_KEY"
+		}
+		fmt.Fprintf(&b, "install_key \"%s\" %s\n", v, shellQuote(base64.StdEncoding.EncodeToString(pub.Marshal())))
+	}
+	b.WriteString(`chown -R "$TUNNEL_USER:$TUNNEL_USER" "$HOME_DIR/.ssh"
+`)
+	return b.String(), nil
 }

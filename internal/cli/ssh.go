@@ -219,7 +219,11 @@ the others; without a flag it is replaced at once and its new line printed.`,
 				if output == "json" {
 					return writeJSON(r.out(), v)
 				}
-				fmt.Fprintf(r.out(), "Key rotation of %q cancelled: the current key stays; remove the new key's lines from the hops.\n", name)
+				lines, err := svc.HopKeys(ctx, name)
+				if err != nil {
+					return err
+				}
+				printCancelled(r.out(), v, lines)
 				return nil
 			default:
 				rot, err = svc.RotateKey(ctx, name)
@@ -241,6 +245,26 @@ the others; without a flag it is replaced at once and its new line printed.`,
 	cmd.Flags().DurationVar(&oldLifetime, "old-key-lifetime", 0, "with --start: how long the old key's line stays valid (expiry-time; default 168h)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return cmd
+}
+
+// printCancelled says what a cancelled rotation leaves to do on the hops:
+// remove the new key's lines, and put back the current key's line where it
+// was given its expiry-time, or sshd refuses the only key after that time.
+func printCancelled(w io.Writer, v *app.ConnectionView, lines []app.HopKeyLines) {
+	expires := "-"
+	if r := v.SSHTunnel.Rotation; r != nil {
+		expires = fmtTime(r.OldKeyExpiresAt)
+	}
+	fmt.Fprintf(w, "Key rotation of %q cancelled: the current key stays; remove the new key's lines from the hops.\n"+
+		"Where the current key's line was replaced by the one with expiry-time=\"...\", put this line back in its place,\n"+
+		"or sshd refuses the current key, the only one, after %s (the script of `pgrelay connection bastion-setup %s` does it):\n",
+		v.Name, expires, v.Name)
+	for _, l := range lines {
+		if len(lines) > 1 {
+			fmt.Fprintf(w, "\nHop %d (%s@%s):\n", l.Hop, l.User, hostPort(l.Host, l.Port))
+		}
+		fmt.Fprintf(w, "\n%s\n", l.Line)
+	}
 }
 
 // printRotation prints the lines of a key rotation.

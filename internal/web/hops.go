@@ -315,7 +315,7 @@ func rotationFlash(step string) *flash {
 		return &flash{Kind: "success", Title: "New key promoted",
 			Message: "Every hop accepted the new key; the old one is no longer used. Remove its line from the hops."}
 	case "cancelled":
-		return &flash{Kind: "success", Title: "Key rotation cancelled", Message: "The current key stays; remove the new key's lines from the hops."}
+		return &flash{Kind: "success", Title: "Key rotation cancelled", Message: "The current key stays; remove the new key's lines from the hops. Where the current key's line was given its expiry-time, put it back without it (the bastion setup script does), or sshd refuses the only key after that time."}
 	}
 	return nil
 }
