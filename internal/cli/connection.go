@@ -474,11 +474,23 @@ chain of hops, --hop N prints the script of hop N, whose key may forward only to
 hop. With --ssh-auth certificate, the script makes sshd trust pgrelay's SSH CA instead.`,
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if hop < 1 {
+				return usagef("--hop %d: accepted is a hop's place in the chain, from 1", hop)
+			}
 			svc, err := r.backend(cmd.Context())
 			if err != nil {
 				return err
 			}
 			script, err := svc.BastionSetupHop(cmd.Context(), args[0], hop)
+			var ve *app.ValidationError
+			if errors.As(err, &ve) {
+				// A hop past the chain's end: the problem is --hop's.
+				for i, p := range ve.Problems {
+					if p.Field == "hop" {
+						ve.Problems[i].Field = "--hop"
+					}
+				}
+			}
 			if err != nil {
 				return err
 			}

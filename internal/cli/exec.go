@@ -129,6 +129,10 @@ func execFailed(res jobs.Result, stoppedBy os.Signal) error {
 	}
 	if code <= 0 {
 		code = exitFailure
+		if errors.Is(res.Err, app.ErrNotFound) {
+			// No such connection: as for query and connection test.
+			code = exitNotFound
+		}
 	}
 	msg := res.Reason
 	var se *jobs.StepError

@@ -32,6 +32,21 @@ func TestFlagValueNames(t *testing.T) {
 	walk(r.rootCommand())
 }
 
+// TestRunCancelHelpSignals: run cancel's help names the signals a stopped
+// command step gets in the order the runner sends them (SIGINT first, as
+// the README says); it said "SIGTERM, then SIGKILL".
+func TestRunCancelHelpSignals(t *testing.T) {
+	t.Parallel()
+	r := &runner{env: Env{Getenv: func(string) string { return "" }}}
+	cmd, _, err := r.rootCommand().Find([]string{"run", "cancel"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "SIGINT, then SIGTERM and SIGKILL"; !strings.Contains(cmd.Short, want) {
+		t.Errorf("run cancel: %q does not say %q", cmd.Short, want)
+	}
+}
+
 // TestConnValue: the proxy's "Connect with" line quotes what libpq would
 // otherwise split (a database named with a space used to break it).
 func TestConnValue(t *testing.T) {

@@ -15,10 +15,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pgrelay/pgrelay/apiwire"
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/daemon"
 	"github.com/pgrelay/pgrelay/internal/elapsed"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/remote"
 	"github.com/pgrelay/pgrelay/internal/store"
@@ -108,7 +110,7 @@ func (r *runner) jobApplyCommand() *cobra.Command {
 			}
 			res, err := b.ApplyJobs(cmd.Context(), js)
 			if err != nil {
-				return err
+				return jobProblems(err)
 			}
 			if output == "json" {
 				return writeJSON(r.out(), res)
@@ -486,6 +488,10 @@ func (r *runner) runListCommand() *cobra.Command {
 			if err := checkOutput(output, "table", "json"); err != nil {
 				return err
 			}
+			if limit < 1 || limit > apiwire.MaxRunsLimit {
+				// A server accepts no more; a local store would take any.
+				return usagef("--limit %d: accepted is 1 to %d", limit, apiwire.MaxRunsLimit)
+			}
 			f := store.RunFilter{Job: job, Limit: limit}
 			if status != "" {
 				for _, s := range strings.Split(status, ",") {
@@ -626,7 +632,7 @@ func (r *runner) runLogsCommand() *cobra.Command {
 func (r *runner) runCancelCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "cancel RUN_ID",
-		Short: "Cancel a queued or running run (commands get SIGTERM, then SIGKILL)",
+		Short: "Cancel a queued or running run (commands get SIGINT, then SIGTERM and SIGKILL)",
 		Args:  exactArgs(1, "RUN_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, err := r.jobs(cmd.Context())
@@ -649,4 +655,16 @@ func (r *runner) runCancelCommand() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// jobProblems marks the validation problems in err as a job's, when a
+// server's answer, which does not say, left their subject empty (as
+// connectionProblems does for connections): "invalid job: jobs[0](x)...",
+// locally and remotely alike.
+func jobProblems(err error) error {
+	var ve *app.ValidationError
+	if errors.As(err, &ve) && ve.Subject == "" {
+		ve.Subject = fielderr.Job
+	}
+	return err
 }

@@ -46,6 +46,12 @@ func (r *runner) queryCommand() *cobra.Command {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			qerr := svc.Query(ctx, args[0], args[1], sink)
+			if js, ok := sink.(*jsonSink); ok && qerr != nil {
+				// A statement that failed after its first rows: close
+				// its array, so that stdout stays JSON (the error goes
+				// to stderr, the exit code says it failed).
+				_ = js.End("")
+			}
 			if ferr := bw.Flush(); qerr == nil {
 				qerr = ferr
 			}

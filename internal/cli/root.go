@@ -129,6 +129,9 @@ any client (psql, dbt) use it.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if needsNoSetup(cmd) {
+				return nil
+			}
 			if err := r.setup(); err != nil {
 				return err
 			}
@@ -145,6 +148,11 @@ any client (psql, dbt) use it.`,
 	root.PersistentFlags().StringVar(&r.token, "token", "", "API token for --server (env PGRELAY_TOKEN is preferred: flag values show in the process list)")
 	r.policy.register(root.PersistentFlags())
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		if a := cmd.Flags().Args(); cmd.HasSubCommands() && len(a) > 0 {
+			// `pgrelay conection list -o json`: the command is what is
+			// wrong, not the flag after it.
+			return unknownCommand(cmd, a[0])
+		}
 		if cmd.Name() == "exec" && strings.HasPrefix(err.Error(), "unknown ") {
 			// The program's own flags: `pgrelay exec wh psql -c …`.
 			return usageError{fmt.Errorf("%w: the program's arguments go after --, e.g. pgrelay exec NAME -- psql -c 'select 1'", err)}
@@ -155,7 +163,62 @@ any client (psql, dbt) use it.`,
 		r.auditCommand())
 	root.AddCommand(r.opsCommands()...)
 	root.AddCommand(r.sshCACommand())
+	groupsRefuseUnknownCommands(root)
 	return root
+}
+
+// groupsRefuseUnknownCommands makes pgrelay and each of its command groups
+// (connection, job, ...) refuse an argument that names none of its
+// commands as a usage error; without a command they print their help.
+// (Cobra printed the group's help and exited 0 for `pgrelay connection
+// lsit`, and exited 1 for `pgrelay conection`.)
+func groupsRefuseUnknownCommands(c *cobra.Command) {
+	if !c.HasSubCommands() {
+		return
+	}
+	if c.Run == nil && c.RunE == nil {
+		c.Args = cobra.ArbitraryArgs
+		c.DisableFlagsInUseLine = true
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return unknownCommand(cmd, args[0])
+			}
+			return cmd.Help()
+		}
+	}
+	for _, sub := range c.Commands() {
+		groupsRefuseUnknownCommands(sub)
+	}
+}
+
+// unknownCommand is the usage error for an argument of a command group
+// that names none of its commands, with the commands it may have meant.
+func unknownCommand(group *cobra.Command, arg string) error {
+	msg := fmt.Sprintf("unknown command %q for %q", arg, group.CommandPath())
+	if group.SuggestionsMinimumDistance <= 0 {
+		group.SuggestionsMinimumDistance = 2 // cobra's default
+	}
+	if s := group.SuggestionsFor(arg); len(s) > 0 {
+		msg += "; did you mean " + strings.Join(s, " or ") + "?"
+	}
+	return usagef("%s; see %s --help", msg, group.CommandPath())
+}
+
+// needsNoSetup reports whether cmd runs without the data dir, a server or
+// the connection policies, so that their settings (PGRELAY_SERVER without
+// a token, a wrong PGRELAY_HOST_KEY_POLICY) cannot break it: help, shell
+// completion, and a command group's own help.
+func needsNoSetup(cmd *cobra.Command) bool {
+	if cmd.HasSubCommands() {
+		return true
+	}
+	for c := cmd; c != nil && c.HasParent(); c = c.Parent() {
+		switch c.Name() {
+		case "help", "completion", cobra.ShellCompRequestCmd, cobra.ShellCompNoDescRequestCmd:
+			return c.Parent() == cmd.Root()
+		}
+	}
+	return false
 }
 
 func (r *runner) setup() error {

@@ -35,6 +35,9 @@ func (r *runner) tokenCreateCommand() *cobra.Command {
 			if err := checkOutput(output, "text", "json"); err != nil {
 				return err
 			}
+			if role == "" {
+				return usagef("--role is required: accepted are admin, editor and viewer")
+			}
 			rl, err := auth.ParseRole(role)
 			if err != nil {
 				return usagef("--role: %v", err)
@@ -67,7 +70,6 @@ func (r *runner) tokenCreateCommand() *cobra.Command {
 	cmd.Flags().StringVar(&name, "name", "", "a name to recognise the token by (default ROLE-DATE)")
 	cmd.Flags().StringVar(&role, "role", "", "admin, editor or viewer (required)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
-	_ = cmd.MarkFlagRequired("role")
 	return cmd
 }
 
