@@ -40,7 +40,7 @@ test-deps:
 
 # The concurrency packages, also run under the race detector by make test
 # (only these: -race makes tests several times slower).
-RACE_PKGS := ./internal/tunnel/ ./internal/proxy/ ./internal/relay/ ./internal/queue/ ./internal/jobs/
+RACE_PKGS := ./internal/tunnel/ ./internal/proxy/ ./internal/relay/ ./internal/queue/ ./internal/jobs/ ./internal/app/
 
 # The whole test suite against real PostgreSQL and OpenSSH servers; the
 # browser tests must run their accessibility checks (PGRELAY_REQUIRE_AXE).
