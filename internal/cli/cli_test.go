@@ -544,3 +544,19 @@ func waitUntil(t *testing.T, what string, within time.Duration, cond func() bool
 		}
 	}
 }
+
+// writeJobs writes a jobs file holding yaml and returns its path.
+func writeJobs(t *testing.T, yaml string) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "jobs.yaml")
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// applyJobs applies a jobs file holding yaml, which must succeed.
+func (h *harness) applyJobs(yaml string) {
+	h.t.Helper()
+	h.ok("job", "apply", "-f", writeJobs(h.t, yaml))
+}

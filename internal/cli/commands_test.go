@@ -27,8 +27,7 @@ func TestLocalJobRunObeysCommandRules(t *testing.T) {
 	if err := os.Symlink(t.TempDir(), escape); err != nil {
 		t.Fatal(err)
 	}
-	file := filepath.Join(t.TempDir(), "jobs.yaml")
-	if err := os.WriteFile(file, []byte(`jobs:
+	h.applyJobs(`jobs:
   - name: guarded
     connection: wh
     steps:
@@ -39,11 +38,8 @@ func TestLocalJobRunObeysCommandRules(t *testing.T) {
     connection: wh
     steps:
       - command: [sh, -c, "pwd"]
-        workdir: `+escape+`
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h.ok("job", "apply", "-f", file)
+        workdir: ` + escape + `
+`)
 
 	r := h.fail(1, "job", "run", "guarded")
 	contains(t, "refused run", r.stdout+r.stderr, `step 2 (refresh models) refused, nothing was run: program "sh" is not allowed`,
@@ -86,16 +82,12 @@ func TestRunAsKeepsCommandsOutOfTheDataDir(t *testing.T) {
 	h.dataDir = filepath.Join(base, "data")
 	h.env["DB_PASSWORD"] = pg.Password
 	h.ok(createArgs("wh", pg)...)
-	file := filepath.Join(t.TempDir(), "jobs.yaml")
-	if err := os.WriteFile(file, []byte(`jobs:
+	h.applyJobs(`jobs:
   - name: snoop
     connection: wh
     steps:
-      - command: [sh, -c, 'id -un; for f in master.key pgrelay.db; do cat "`+h.dataDir+`/$f" >/dev/null && echo "LEAK""ED $f"; done; psql -X -At -c "select 42"']
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h.ok("job", "apply", "-f", file)
+      - command: [sh, -c, 'id -un; for f in master.key pgrelay.db; do cat "` + h.dataDir + `/$f" >/dev/null && echo "LEAK""ED $f"; done; psql -X -At -c "select 42"']
+`)
 
 	r := h.ok("job", "run", "snoop", "--allow-command", "sh", "--run-as", u.Name)
 	contains(t, "run as", r.stdout, u.Name, "Permission denied", "42", "succeeded")
@@ -156,16 +148,12 @@ func TestRunAsKeepsCommandsOutOfTheMasterKeyFile(t *testing.T) {
 	h.env["PGRELAY_MASTER_KEY_FILE"] = keyFile
 	h.env["DB_PASSWORD"] = pg.Password
 	h.ok(createArgs("wh", pg)...)
-	file := filepath.Join(t.TempDir(), "jobs.yaml")
-	if err := os.WriteFile(file, []byte(`jobs:
+	h.applyJobs(`jobs:
   - name: snoop
     connection: wh
     steps:
-      - command: [sh, -c, 'cat "`+keyFile+`" >/dev/null && echo "LEAK""ED key"; echo done']
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h.ok("job", "apply", "-f", file)
+      - command: [sh, -c, 'cat "` + keyFile + `" >/dev/null && echo "LEAK""ED key"; echo done']
+`)
 
 	r := h.run("job", "run", "snoop", "--allow-command", "sh", "--run-as", u.Name)
 	if strings.Contains(r.stdout, "LEAKED ") {

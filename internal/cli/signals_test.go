@@ -255,16 +255,12 @@ func startJobRun(t *testing.T, script string, args ...string) (cmd *exec.Cmd, ou
 	h.env["DB_PASSWORD"] = pg.Password
 	h.ok(createArgs("db", pg)...)
 	marker = strings.ReplaceAll(t.Name(), "/", "-") + "-" + strconv.Itoa(os.Getpid())
-	file := filepath.Join(t.TempDir(), "jobs.yaml")
-	if err := os.WriteFile(file, []byte(`jobs:
+	h.applyJobs(`jobs:
   - name: j
     connection: db
     steps:
-      - command: [sh, -c, "`+script+`; : `+marker+`"]
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h.ok("job", "apply", "-f", file)
+      - command: [sh, -c, "` + script + `; : ` + marker + `"]
+`)
 	t.Cleanup(func() {
 		if pid := testenv.ProcessRunning("sh", marker); pid != 0 {
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
@@ -318,12 +314,8 @@ func TestJobRunRefusedPassword(t *testing.T) {
 	h := newHarness(t)
 	h.env["DB_PASSWORD"] = "not-" + pg.Password
 	h.ok(createArgs("db", pg)...)
-	file := filepath.Join(t.TempDir(), "jobs.yaml")
-	if err := os.WriteFile(file, []byte("jobs:\n  - name: twice\n    connection: db\n    steps:\n"+
-		"      - command: [sh, -c, \"psql -X -c 'select 1'; psql -X -c 'select 2'\"]\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h.ok("job", "apply", "-f", file)
+	h.applyJobs("jobs:\n  - name: twice\n    connection: db\n    steps:\n" +
+		"      - command: [sh, -c, \"psql -X -c 'select 1'; psql -X -c 'select 2'\"]\n")
 	r := h.fail(1, "job", "run", "twice", "--allow-command", "sh")
 	out := r.stdout + r.stderr
 	contains(t, "job run", out, "password authentication failed")
@@ -347,10 +339,7 @@ func TestCopyFromStdinRefused(t *testing.T) {
 	h.ok(createArgs("db", pg)...)
 	r := h.fail(2, "query", "db", "create temp table t (n int); COPY t FROM stdin")
 	contains(t, "query", r.stderr, "sql: COPY ... FROM STDIN waits for data from the client", "pgrelay exec db -- psql -c '\\copy TABLE from FILE'")
-	file := filepath.Join(t.TempDir(), "jobs.yaml")
-	if err := os.WriteFile(file, []byte("jobs:\n  - name: load\n    connection: db\n    steps:\n      - sql: copy t from stdin\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := writeJobs(t, "jobs:\n  - name: load\n    connection: db\n    steps:\n      - sql: copy t from stdin\n")
 	r = h.fail(2, "job", "apply", "-f", file)
 	contains(t, "job apply", r.stderr, "steps[0].sql: COPY ... FROM STDIN waits for data from the client, which a SQL step cannot send",
 		"[psql, -c, '\\copy TABLE from FILE']")

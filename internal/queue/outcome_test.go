@@ -11,11 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/pgrelay/pgrelay/internal/app"
-	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/queue"
-	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store/postgres"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
@@ -35,33 +32,12 @@ func TestOutcomeRecordedAfterStoreOutage(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = st.Close() })
 	logs := &testenv.LogBuffer{}
-	kr, _ := secret.NewKeyring(make([]byte, 32))
-	conn, err := app.NewConnector(app.Config{Store: st, Keyring: kr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := queue.New(queue.Config{
-		Store: st, Backend: queue.Backend{Postgres: st.Pool()}, Open: conn.OpenConn,
-		Commands:          jobs.CommandPolicy{Allow: allowlist(t, "sh")},
-		HeartbeatInterval: 200 * time.Millisecond, LostAfter: time.Minute, ReapInterval: time.Minute,
-		ScheduleSync: time.Minute, KillGrace: time.Second, ShutdownGrace: time.Second,
-		Logger: slog.New(slog.NewTextHandler(logs, nil)),
+	f := startOn(t, pg, st, queue.Backend{Postgres: st.Pool()}, func(c *queue.Config) {
+		// Not declared lost by its own process's reaper during the outage.
+		c.LostAfter, c.ReapInterval = time.Minute, time.Minute
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := app.New(app.Config{Connector: conn, Queue: q})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.CreateConnection(ctx, connection.Spec{Name: "db", Host: pg.Host, Port: pg.Port, Database: "postgres",
-		User: pg.SuperUser, Password: secret.New(pg.SuperPassword), SSLMode: connection.SSLDisable}); err != nil {
-		t.Fatal(err)
-	}
-	if err := q.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = q.Stop(context.Background()) })
+	svc := f.svc
 	release := filepath.Join(t.TempDir(), "release")
 	if _, err := svc.ApplyJobs(ctx, []jobs.Job{{Name: "held", Connection: "db", Steps: []jobs.Step{
 		{Command: []string{"sh", "-c", "while [ ! -e " + release + " ]; do sleep 0.05; done"}}}}}); err != nil {

@@ -34,12 +34,26 @@ type fixture struct {
 // "db" to pg, and a started queue.
 func start(t *testing.T, pg *testenv.Postgres, mod func(*queue.Config)) *fixture {
 	t.Helper()
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), sqlite.FileName))
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), sqlite.FileName))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
+	qdb, err := st.OpenQueueDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = qdb.Close() })
+	f := startOn(t, pg, st, queue.Backend{SQLite: qdb}, mod)
+	f.st, f.qdb = st, qdb
+	return f
+}
+
+// startOn builds a service on st (whose queue backend is backend) with a
+// direct connection "db" to pg, and a started queue.
+func startOn(t *testing.T, pg *testenv.Postgres, st store.Store, backend queue.Backend, mod func(*queue.Config)) *fixture {
+	t.Helper()
+	ctx := context.Background()
 	kr, _ := secret.NewKeyring(make([]byte, 32))
 	// The order of daemon.New: the connector, the queue on its Open, the
 	// service on both.
@@ -47,13 +61,8 @@ func start(t *testing.T, pg *testenv.Postgres, mod func(*queue.Config)) *fixture
 	if err != nil {
 		t.Fatal(err)
 	}
-	qdb, err := st.OpenQueueDB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = qdb.Close() })
 	cfg := queue.Config{
-		Store: st, Backend: queue.Backend{SQLite: qdb},
+		Store: st, Backend: backend,
 		Open:              conn.OpenConn,
 		Commands:          jobs.CommandPolicy{Allow: allowlist(t, "sh", "sleep")},
 		HeartbeatInterval: 200 * time.Millisecond, LostAfter: time.Second, ReapInterval: 200 * time.Millisecond,
@@ -79,7 +88,7 @@ func start(t *testing.T, pg *testenv.Postgres, mod func(*queue.Config)) *fixture
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = q.Stop(context.Background()) })
-	return &fixture{svc: svc, st: st, q: q, qdb: qdb}
+	return &fixture{svc: svc, q: q}
 }
 
 // allowlist allows programs, as `pgrelay serve --allow-command` does.
