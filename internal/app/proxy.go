@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/proxy"
 	"github.com/pgrelay/pgrelay/internal/relay"
 	"github.com/pgrelay/pgrelay/internal/secret"
@@ -143,6 +144,10 @@ func (p *ProxyServer) relay(sess *Session, listen net.Addr) (*relay.Relay, error
 		Logger:         p.svc.logger.With("connection", p.name),
 		Login:          login,
 		StartupTimeout: startup,
+		// A session lost with its tunnel leaves its statement running
+		// until the cancel reaches the server through a tunnel opened
+		// again, as a run's cleanup does.
+		CancelRetryFor: jobs.DefaultCleanupFor,
 	}), nil
 }
 

@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -252,4 +253,79 @@ func TestProxyReopensOnceForWaitingClients(t *testing.T) {
 	if n := fp.Accepted() - before; n > 2 {
 		t.Fatalf("%d clients opened %d tunnels, one after another; want them to share one attempt", clients, n)
 	}
+}
+
+// TestProxyCancelsLostStatementOnceReachable: a client's session lost with
+// the proxy's tunnel (the bastion went silent) leaves its statement
+// running on the server, where the cancel request cannot go while the
+// bastion is silent; it is sent once the bastion answers again (the proxy
+// opens a new tunnel), so the statement stops. It used to be tried once.
+func TestProxyCancelsLostStatementOnceReachable(t *testing.T) {
+	t.Parallel()
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	db := pg.NewDatabase(t)
+	b := testenv.SharedBastion(t, testenv.BastionOptions{})
+	fp := testenv.StartFaultProxy(t, b.Addr())
+	logs := &testenv.LogBuffer{}
+	f := newServiceWith(t, func(c *app.Config) {
+		c.DialTimeout = 2 * time.Second
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
+	ctx := context.Background()
+	v, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "lost", Host: pg.Host, Port: pg.Port, Database: db.Name,
+		User: db.User, Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
+		Tunnel: &connection.Tunnel{Host: fp.Host(), Port: fp.Port(), User: b.User,
+			KeepaliveInterval: connection.Duration(200 * time.Millisecond), KeepaliveCountMax: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, v.SSHTunnel.PublicKey)
+	ps, err := f.svc.Proxy(ctx, "lost", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = ps.Serve(ctx) }()
+	t.Cleanup(func() { _ = ps.Close() })
+	super, err := pgx.Connect(ctx, pg.ConnString(pg.SuperUser, pg.SuperPassword, "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer super.Close(ctx)
+	tag := "lost-" + strconv.Itoa(os.Getpid())
+	t.Cleanup(func() {
+		_, _ = super.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%'||$1||'%' AND pid <> pg_backend_pid()`, tag)
+	})
+	running := func() bool {
+		var n int
+		if err := super.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%'||$1||'%' AND pid <> pg_backend_pid()`, tag).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	}
+	c, err := pgx.Connect(ctx, "postgres://"+db.User+":"+db.Password+"@"+ps.Addr().String()+"/"+db.Name+"?sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	go func() { _, _ = c.Exec(context.Background(), "SELECT pg_sleep(300) /* "+tag+" */") }()
+	waitFor := func(what string, within time.Duration, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(within); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	waitFor("the statement to run", 10*time.Second, running)
+	// The bastion goes silent: the tunnel is dropped by its keepalives, the
+	// client's session with it, and the first cancel request cannot go.
+	fp.Freeze()
+	waitFor("the first cancel request to fail", 20*time.Second, func() bool {
+		return strings.Contains(logs.String(), "could not cancel its statement")
+	})
+	if !running() {
+		t.Fatal("the statement stopped while the bastion was silent: the test proves nothing")
+	}
+	fp.Thaw()
+	waitFor("the statement to be cancelled once the bastion answers", 30*time.Second, func() bool { return !running() })
 }

@@ -90,6 +90,12 @@ type Config struct {
 	// CancelTimeout bounds a cancel request sent when a client went away;
 	// default DefaultCancelTimeout.
 	CancelTimeout time.Duration
+	// CancelRetryFor, when set, keeps sending the cancel request of a
+	// session whose stream to the server was lost (its tunnel dropped)
+	// for this long, with backoff, while it cannot be sent: the server
+	// may be reached again (the dial function opens the tunnel anew),
+	// and until then the session's statement runs on. Zero tries once.
+	CancelRetryFor time.Duration
 	// Logger receives one line per session; nil discards.
 	Logger *slog.Logger
 	// Login, when set, makes the relay authenticate clients itself and

@@ -86,13 +86,42 @@ func (s *session) ended(fromClient bool, err error) {
 // cancel sends a CancelRequest for the session's backend and records the
 // outcome.
 func (s *session) cancel() {
-	ctx, cancel := context.WithTimeout(context.Background(), s.r.cfg.CancelTimeout)
-	defer cancel()
-	up := s.r.cfg.Upstream
-	err := sendCancel(ctx, &up, s.dial, s.b.PID, s.b.SecretKey)
+	err := s.sendCancel()
 	s.mu.Lock()
 	s.end.CancelErr = err
 	s.mu.Unlock()
+}
+
+// sendCancel sends a CancelRequest for the session's backend once.
+func (s *session) sendCancel() error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.r.cfg.CancelTimeout)
+	defer cancel()
+	up := s.r.cfg.Upstream
+	return sendCancel(ctx, &up, s.dial, s.b.PID, s.b.SecretKey)
+}
+
+// Backoff of the cancel requests sent again (Config.CancelRetryFor).
+const (
+	cancelRetryFirst = time.Second
+	cancelRetryMax   = 30 * time.Second
+)
+
+// retryCancel sends the session's cancel request again, with backoff,
+// until it is sent or Config.CancelRetryFor has passed since the first
+// try, and logs the outcome. PostgreSQL ignores a request for a backend
+// that has ended (its key is the backend's own).
+func (s *session) retryCancel(log *slog.Logger) {
+	deadline := time.Now().Add(s.r.cfg.CancelRetryFor)
+	var err error
+	for wait := cancelRetryFirst; time.Now().Add(wait).Before(deadline); wait = min(2*wait, cancelRetryMax) {
+		time.Sleep(wait)
+		if err = s.sendCancel(); err == nil {
+			log.Info("relay: cancel request sent for the statement of a session lost with its connection, once the server could be reached again")
+			return
+		}
+	}
+	log.Warn("relay: gave up sending the cancel request of a session lost with its connection; its statement may still be running",
+		slog.Duration("tried_for", s.r.cfg.CancelRetryFor), slog.Any("cancel_error", err))
 }
 
 // closed reports the end once both sides are closed.
@@ -115,7 +144,12 @@ func (s *session) closed(toUp, toClient int64) {
 		attrs = append(attrs, slog.Any("error", e.Err))
 	}
 	s.r.track(s.b, false)
+	retry := later && e.CancelErr != nil && s.r.cfg.CancelRetryFor > 0
 	switch {
+	case retry:
+		s.log.Warn("relay: session lost with its connection to the server; could not cancel its statement yet, trying again",
+			append(attrs, slog.Any("cancel_error", e.CancelErr), slog.Duration("for", s.r.cfg.CancelRetryFor))...)
+		go s.retryCancel(s.log.With(attrs...))
 	case e.CancelSent && e.CancelErr != nil:
 		s.log.Warn("relay: session ended; could not cancel its statement", append(attrs, slog.Any("cancel_error", e.CancelErr))...)
 	case e.CancelSent:
