@@ -9,7 +9,8 @@ import (
 )
 
 // ExpiryTimeFormat is the layout of authorized_keys' expiry-time option in
-// UTC (OpenSSH 8.5 and later read the trailing Z as UTC).
+// UTC: recent OpenSSH (9.2 tested) reads the trailing Z as UTC; older
+// releases (8.4) refuse the whole line, which the README says.
 const ExpiryTimeFormat = "20060102150405Z"
 
 // PermitOpen formats host:port for a permitopen option: IPv6 literals in
