@@ -167,9 +167,9 @@ With --start, a new key pair is made and the old one kept: every login tries the
 key first and falls back to the old one, so nothing fails while you install the new
 key on the hops. The first login that every hop accepts with the new key promotes it
 (recorded with the time; connection show says "new key not installed yet" until then).
-The old key's line is printed with expiry-time="..." (OpenSSH 8.5+): install it in
-place of the current line, so that sshd refuses the old key after that time even if
-nobody removes it. --status prints the lines again, --finish promotes the new key now
+The old key's line is printed with expiry-time="...Z" (UTC; recent OpenSSH, 9.2 tested:
+8.4 refuses such a line as a whole): install it in place of the current line, so that
+sshd refuses the old key after that time even if nobody removes it. --status prints the lines again, --finish promotes the new key now
 (after checking that every hop accepts it), --cancel drops it.
 
 Without a flag, the key is replaced at once: logins fail until the new key is installed.

@@ -31,8 +31,8 @@ func RestrictedTo(pub ssh.PublicKey, comment, target string) string {
 }
 
 // WithExpiry prefixes an authorized_keys line (restricted or not) with
-// the option expiry-time="…" (UTC): sshd refuses the key after that time
-// (OpenSSH 8.5 and later), so an old key retires by itself.
+// the option expiry-time="…" (UTC, see ExpiryTimeFormat): sshd refuses the
+// key after that time, so an old key retires by itself.
 func WithExpiry(line string, at time.Time) string {
 	opt := `expiry-time="` + at.UTC().Format(ExpiryTimeFormat) + `"`
 	if strings.HasPrefix(line, "restrict") {
