@@ -255,7 +255,7 @@ func (r *runner) jobRunCommand() *cobra.Command {
 it; --wait waits for it to end and --follow prints its log as it comes. Without a
 server the run executes in this process, its log printed as it comes.
 Exit code with --wait (and locally): 0 when the run succeeded, 1 otherwise; a local run
-stopped by Ctrl-C exits with 130 (128 + the signal's number for SIGTERM). A second Ctrl-C
+stopped by Ctrl-C exits with 130 (128 + the signal's number for SIGTERM and SIGHUP). A second Ctrl-C
 ends a wait for the server to stop the run's statements (after its tunnel dropped),
 else kills the run's commands and leaves at once.
 

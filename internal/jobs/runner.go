@@ -893,8 +893,10 @@ func CleanEnv(env []string) []string {
 }
 
 // runCommand runs a command step with the run's environment, capturing its
-// output line by line, and stops it (SIGTERM, then SIGKILL after the grace
-// period, to its whole process group) when the run is stopped.
+// output line by line, and stops it when the run is stopped (SIGINT, then
+// SIGTERM after InterruptGrace and SIGKILL after KillGrace, to its whole
+// process group). Once the program exited, what it left in its process
+// group and what carries the run's mark outside it are ended too.
 func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 	prog := step.Command[0]
 	path := x.programs[i]

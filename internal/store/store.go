@@ -1,6 +1,7 @@
 // Package store is the persistence seam of pgrelay: the records it keeps
-// (connections, and later tokens, jobs and runs) and the Store interface
-// that each backend (sqlite, postgres) implements.
+// (connections, tokens, web sessions, jobs and runs, the audit log,
+// connection checks) and the Store interface that each backend (sqlite,
+// postgres) implements.
 //
 // Records hold secrets only in sealed form (see package secret); the store
 // never sees a plain password or private key.

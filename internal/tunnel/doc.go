@@ -1,8 +1,11 @@
 // Package tunnel holds one SSH connection to a bastion host and opens
-// direct-tcpip channels through it.
+// direct-tcpip channels through it; a [Chain] ([DialChain]) is one such
+// connection per hop of a chain of jump hosts, each dialled through the
+// one before.
 //
 // A [Tunnel] is made by [Dial]. It verifies the bastion's host key against
-// pinned keys (failing closed), authenticates with one public key, sends
+// pinned keys (failing closed), authenticates with its client key (or a
+// second one, [Config.Fallback], when the bastion refuses the first), sends
 // keepalive@openssh.com requests and answers the bastion's own keepalives.
 // When the bastion stops answering or the connection closes, the tunnel is
 // dropped: [Tunnel.Done] closes, [Tunnel.Err] reports a [*DroppedError], and
