@@ -119,6 +119,8 @@ func (u *UI) testDraft(w http.ResponseWriter, r *http.Request, s *session, edit 
 // (app.js, STEP_LABELS).
 func stepLabel(id diagnose.StepID) string {
 	switch id {
+	case diagnose.StepCredential:
+		return "Fetch the token"
 	case diagnose.StepResolve:
 		return "Resolve the host name"
 	case diagnose.StepBastionTCP:

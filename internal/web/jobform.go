@@ -497,14 +497,21 @@ func (f *jobForm) addProblems(probs []fielderr.Problem) {
 		}
 		key := p.Field
 		// A step's own problem about its content lands on the input the
-		// kind of step uses.
+		// kind of step uses. A step left empty has its problem there
+		// already, found while reading the form ("required: ..."): the
+		// same problem in YAML's words would only repeat it.
 		if i, sub, ok := stepField(key); ok && sub == "" && i < len(f.Steps) {
+			empty := f.Steps[i].SQL == ""
 			if f.Steps[i].Kind == kindCommand {
 				key += ".command"
+				empty = f.Steps[i].Program == ""
 			} else {
 				key += ".sql"
 			}
 			if _, taken := f.Errors[key]; taken {
+				if empty {
+					continue
+				}
 				key = p.Field
 			}
 		}

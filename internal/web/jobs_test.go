@@ -429,3 +429,41 @@ func TestJobsViewer(t *testing.T) {
 		t.Fatalf("viewer cancelled the run: %+v", r)
 	}
 }
+
+// TestJobFormEmptyStep: a step left empty in the form is one problem, at
+// its SQL or program field, in the form's words; not a second one in the
+// words of YAML ("give sql: ... or command: [...]") that the form has no
+// place for.
+func TestJobFormEmptyStep(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	addConnection(t, s, "wh")
+	c := s.client(t)
+	c.mustLogin(s.Tokens[auth.Editor].Token)
+	token := c.csrf("/jobs/new")
+	for name, tc := range map[string]struct {
+		form url.Values
+		want string
+	}{
+		"empty SQL": {url.Values{"steps[0].kind": {"sql"}, "steps[0].sql": {""}, "steps[0].name": {""}},
+			`<a href="#f-steps-0-sql">Step 1 SQL: required: the SQL to run`},
+		"empty program": {url.Values{"steps[0].kind": {"command"}, "steps[0].command": {""}, "steps[0].args": {"build"}},
+			`<a href="#f-steps-0-command">Step 1 program: required: the program to run`},
+		"second step empty": {url.Values{"steps[0].kind": {"sql"}, "steps[0].sql": {"select 1"},
+			"steps[1].kind": {"sql"}, "steps[1].sql": {""}, "steps[1].name": {"refresh"}},
+			`<a href="#f-steps-1-sql">Step 2 SQL: required: the SQL to run`},
+	} {
+		f := tc.form
+		f.Set(auth.CSRFField, token)
+		f.Set("mode", "form")
+		f.Set("name", "nightly")
+		f.Set("connection", "wh")
+		r := c.post("/jobs", f)
+		if r.Status != http.StatusUnprocessableEntity {
+			t.Errorf("%s: status %d", name, r.Status)
+			continue
+		}
+		contains(t, name, r.Body, "1 problem to fix before saving", tc.want)
+		excludes(t, name, r.Body, "is empty", "command: [program")
+	}
+}

@@ -46,6 +46,9 @@ type stackOptions struct {
 	// PublicURL is `pgrelay serve --public-url`: the URL people reach the
 	// server at through a proxy.
 	PublicURL *url.URL
+	// CredentialCommands are the programs token credentials (auth kind
+	// command) may run, as `--allow-command` allows them on a server.
+	CredentialCommands []string
 }
 
 // closeStore closes the store, so that every use case fails.
@@ -91,8 +94,16 @@ func newStackWith(t testing.TB, opts stackOptions) *stack {
 	}
 	// Both faces, as `pgrelay serve` mounts them: their routes must not
 	// conflict, and unknown /api/v1 paths stay the API's.
+	var creds app.CredentialConfig
+	if len(opts.CredentialCommands) > 0 {
+		allowlist, err := jobs.NewAllowlist(opts.CredentialCommands)
+		if err != nil {
+			t.Fatal(err)
+		}
+		creds.AllowCommand = allowlist.Path
+	}
 	d, err := daemon.New(ctx, daemon.Config{Store: st, Keyring: kr, Logger: logger, DialTimeout: 5 * time.Second, Jobs: jc,
-		HTTP: &daemon.HTTPConfig{WebUI: true, PublicURL: opts.PublicURL, StreamPoll: 100 * time.Millisecond}})
+		Credentials: creds, HTTP: &daemon.HTTPConfig{WebUI: true, PublicURL: opts.PublicURL, StreamPoll: 100 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -523,6 +523,7 @@
     var PLAN_DIRECT = ["resolve", "tcp", "tls", "postgres_auth", "database", "query"];
     // The labels of conntest.go, stepLabel.
     var STEP_LABELS = {
+      credential: "Fetch the token",
       resolve: "Resolve the host name", bastion_tcp: "Reach the bastion", ssh_handshake: "SSH handshake",
       ssh_auth: "SSH login", forward: "Forward to the database", tcp: "Reach the database", tls: "TLS",
       postgres_auth: "PostgreSQL login", database: "Open the database", query: "Run SELECT 1"
@@ -540,6 +541,9 @@
       }
       return plan.concat(PLAN_TUNNEL.slice(4));
     }
+    // withToken is the plan with the credential step first, for a
+    // connection whose password is a token (diagnose.PlanSteps).
+    function withToken(token, plan) { return token ? ["credential"].concat(plan) : plan; }
     // stepTitle names a step as conntest.go's stepTitle does.
     function stepTitle(s) {
       var label = STEP_LABELS[s.id] || s.id;
@@ -551,8 +555,9 @@
       var hops = [];
       for (var i = 1; form.elements["ssh_hops." + i + ".host"]; i++) {
         var port = form.elements["ssh_hops." + i + ".port"].value.trim();
+        var own = form.elements["ssh_hops." + i + ".own_key"];
         hops.push({ host: form.elements["ssh_hops." + i + ".host"].value.trim(), user: form.elements["ssh_hops." + i + ".user"].value.trim(),
-          port: /^\d+$/.test(port) ? parseInt(port, 10) : (port === "" ? undefined : port) });
+          port: /^\d+$/.test(port) ? parseInt(port, 10) : (port === "" ? undefined : port), own_key: own && own.checked ? true : undefined });
       }
       return hops;
     }
@@ -565,7 +570,8 @@
         if (!panel) return; // the plain form post shows the report
         e.preventDefault();
         run(panel, "/api/v1/connections/" + encodeURIComponent(form.dataset.test) + "/test", null,
-          form.dataset.tunnel ? planTunnel(parseInt(form.dataset.hops || "1", 10)) : PLAN_DIRECT, button, form.dataset.test);
+          withToken(form.dataset.token, form.dataset.tunnel ? planTunnel(parseInt(form.dataset.hops || "1", 10)) : PLAN_DIRECT),
+          button, form.dataset.test);
       });
     });
 
@@ -577,8 +583,9 @@
         e.preventDefault();
         var form = draft.form;
         var tunnel = form.elements["ssh_tunnel.enabled"];
+        var kind = form.elements["auth.kind"];
         run(panel, "/api/v1/connections/test", draftBody(form, draft.dataset.testDraft),
-          tunnel && tunnel.checked ? planTunnel(1 + formHops(form).length) : PLAN_DIRECT, draft);
+          withToken(kind && kind.value !== "password", tunnel && tunnel.checked ? planTunnel(1 + formHops(form).length) : PLAN_DIRECT), draft);
       });
     }
 
@@ -627,6 +634,9 @@
       };
       var pw = form.elements.password;
       if (pw && pw.value !== "") body.password = pw.value;
+      body.role = val("role") || undefined;
+      body.pooler = val("pooler") || undefined;
+      body.auth = draftAuth(form, val);
       if (/^verify/.test(body.sslmode || "") && val("ssl_root_cert")) body.ssl_root_cert = val("ssl_root_cert");
       var tunnel = form.elements["ssh_tunnel.enabled"];
       if (tunnel && tunnel.checked) {
@@ -651,6 +661,37 @@
       }
       if (basedOn) body.based_on = basedOn;
       return body;
+    }
+
+    // draftAuth is the form's password source as the API's auth object
+    // (the fields of the chosen kind only, as the server's parseAuth reads
+    // them), or undefined for a stored password. Empty secrets are left
+    // out: on the edit form the stored ones are used.
+    function draftAuth(form, val) {
+      var kind = val("auth.kind");
+      if (!kind || kind === "password") return undefined;
+      var a = { kind: kind };
+      if (kind === "command") {
+        a.program = val("auth.program");
+        var args = form.elements["auth.args"] ? form.elements["auth.args"].value : "";
+        if (/^\[/.test(args.trim())) {
+          try { a.args = JSON.parse(args); } catch (err) { a.args = undefined; }
+        }
+        if (!a.args) a.args = args.split(/\r?\n/).filter(function (l) { return l !== ""; });
+        a.timeout = val("auth.timeout") || undefined;
+        a.lifetime = val("auth.lifetime") || undefined;
+      } else if (kind === "lakebase") {
+        a.workspace_url = val("auth.workspace_url");
+        a.client_id = val("auth.client_id");
+        a.client_secret = val("auth.client_secret") || undefined;
+        a.instance = val("auth.instance") || undefined;
+        a.endpoint = val("auth.endpoint") || undefined;
+        if (a.endpoint) a.lifetime = val("auth.lifetime") || undefined;
+      } else if (kind === "alloydb-iam") {
+        a.scope = val("auth.scope") || undefined;
+        a.service_account_key = val("auth.service_account_key") || undefined;
+      }
+      return a;
     }
 
     function el(tag, cls, text) {
@@ -880,14 +921,20 @@
         } else {
           sum.appendChild(document.createTextNode("Fix " + (fields.length === 1 ? "this field" : "these fields") + " first:"));
           var ul = sum.parentNode.insertBefore(el("ul", "test-fields"), factsEl);
+          var said = [];
           fields.forEach(function (f) {
-            var id = "f-" + f.replace(/\./g, "-");
+            // The API names the first hop ssh_hops.0 when the bastion
+            // host is empty: on the form it is the bastion's field.
+            var id = "f-" + f.replace(/^ssh_hops\.0\./, "ssh_tunnel.").replace(/\./g, "-");
             var label = document.querySelector('label[for="' + id + '"]');
             var name = label ? label.firstChild.textContent.trim() : f;
             var li = ul.appendChild(el("li"));
             var a = li.appendChild(el("a", "", name + ": " + e.fields[f]));
             a.href = "#" + id;
+            said.push(a.textContent);
           });
+          announce(sum.textContent + " " + said.join("; "));
+          return;
         }
         announce(sum.textContent);
       }
