@@ -59,7 +59,9 @@ func (x *run) finish(ctx context.Context, res *Result) {
 	}
 	stopper := &Stopper{Conn: x.conn, Grace: x.stopGrace(), Count: x.r.CountCancels}
 	if x.conn.Err() == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*stopper.grace()+30*time.Second)
+		// Not bound to the run's end, but in its trace (and its other
+		// values), as the run's own work.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*stopper.grace()+30*time.Second)
 		c, err := stopper.Stop(ctx, backends, x.closeClients)
 		late := x.backendsAfter(len(backends))
 		if err == nil && len(late) > 0 {
@@ -108,7 +110,7 @@ func (x *run) finish(ctx context.Context, res *Result) {
 	}
 	if !x.r.WaitCleanup {
 		go func() {
-			got := x.retryCleanup(context.Background(), backends, c)
+			got := x.retryCleanup(context.WithoutCancel(ctx), backends, c)
 			if x.hooks.Cleanup != nil {
 				x.hooks.Cleanup(got)
 			}
