@@ -184,9 +184,10 @@ func (c *Client) CancelRun(ctx context.Context, id string) (*apiwire.Run, error)
 // FollowRun follows a run through the server's event stream until it
 // ends, calling fn (if not nil) with each log line once, in order, and
 // returns the ended run. A stream that drops (the server restarted, a
-// proxy cut it) is resumed after the last line seen; it gives up after
-// several attempts in a row that receive nothing. Error responses (the run
-// does not exist, the token may not read it) are returned at once.
+// proxy cut it or answered 502, 503 or 504 meanwhile) is resumed after the
+// last line seen; it gives up after several attempts in a row that receive
+// nothing. Other error responses (the run does not exist, the token may
+// not read it) are returned at once.
 func (c *Client) FollowRun(ctx context.Context, id string, fn func(apiwire.LogLine)) (*apiwire.Run, error) {
 	var after int64
 	failures := 0
@@ -251,7 +252,14 @@ func (c *Client) followOnce(ctx context.Context, id string, after *int64, fn fun
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		return nil, false, &followFatal{c.responseError(op, resp, data)}
+		err := c.responseError(op, resp, data)
+		switch resp.StatusCode {
+		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			// A proxy that cannot reach the server (it restarts), or a
+			// server that cannot serve now: resume later.
+			return nil, false, err
+		}
+		return nil, false, &followFatal{err}
 	}
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
 		return nil, false, &followFatal{c.unexpected(op, resp, nil)}

@@ -10,8 +10,9 @@ import (
 
 // Query runs sql on the named connection on the server and feeds the
 // results to sink (Begin, Row per row, End per statement; NULL is nil).
-// The server returns at most its row limit: the rows up to it are fed to
-// sink, then Query returns an error wrapping ErrTruncated. A SQL error is
+// The server returns at most its row limit and its limit of bytes of
+// values: the rows up to them are fed to sink, then Query returns an error
+// wrapping ErrTruncated. A SQL error is
 // a *QueryError.
 func (c *Client) Query(ctx context.Context, name, sql string, sink ResultSink) error {
 	var out apiwire.QueryResponse
@@ -57,7 +58,8 @@ func (c *Client) Query(ctx context.Context, name, sql string, sink ResultSink) e
 		}
 	}
 	if out.Truncated {
-		return fmt.Errorf("query %s: %w after %d rows: the server returns at most that many; add a LIMIT or narrow the query", name, ErrTruncated, rows)
+		return fmt.Errorf("query %s: %w after %d rows, at its limit of rows or of bytes of values in one response; "+
+			"add a LIMIT or select fewer or narrower columns", name, ErrTruncated, rows)
 	}
 	return nil
 }

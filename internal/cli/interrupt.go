@@ -110,3 +110,31 @@ func exitStatusFor(s os.Signal) int {
 	}
 	return exitFailure
 }
+
+// caughtSignal is the cause of a context that stopOnSignal cancelled.
+type caughtSignal struct{ os.Signal }
+
+func (s caughtSignal) Error() string { return "stopped by signal " + s.String() }
+
+// stopOnSignal returns ctx cancelled, with a caughtSignal as its cause, at
+// the first SIGINT, SIGTERM or SIGHUP: for a wait that only follows work
+// done elsewhere (a server's run), which the signal ends without stopping
+// the work. stop ends the handling.
+func stopOnSignal(ctx context.Context) (_ context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			cancel(caughtSignal{s})
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel(nil)
+	}
+}

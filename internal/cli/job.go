@@ -257,7 +257,8 @@ server the run executes in this process, its log printed as it comes.
 Exit code with --wait (and locally): 0 when the run succeeded, 1 otherwise; a local run
 stopped by Ctrl-C exits with 130 (128 + the signal's number for SIGTERM and SIGHUP). A second Ctrl-C
 ends a wait for the server to stop the run's statements (after its tunnel dropped),
-else kills the run's commands and leaves at once.
+else kills the run's commands and leaves at once. Against a server, Ctrl-C ends only the
+wait (exit code 130): the run goes on there until ` + "`pgrelay run cancel RUN_ID`" + `.
 
 A local run's command steps obey the same rules as the server's: only the programs
 given with --allow-command (or PGRELAY_ALLOW_COMMANDS=dbt,psql) run, as the user
@@ -305,7 +306,16 @@ fails the run before anything starts.`,
 			if output != "json" {
 				fmt.Fprintf(r.env.Stderr, "Run %s of job %s queued.\n", run.ID, run.JobName)
 			}
-			final, err := r.followRun(cmd.Context(), b, run.ID, follow && output != "json")
+			// Ctrl-C ends the wait, not the run: it goes on on the server.
+			ctx, stop := stopOnSignal(cmd.Context())
+			defer stop()
+			final, err := r.followRun(ctx, b, run.ID, follow && output != "json")
+			var sig caughtSignal
+			if err != nil && errors.As(context.Cause(ctx), &sig) {
+				return &exitCodeError{code: exitStatusFor(sig.Signal), msg: fmt.Sprintf(
+					"stopped waiting for run %s, which goes on on the server: `pgrelay run cancel %s` stops it, `pgrelay run logs %s --follow` follows it again",
+					run.ID, run.ID, run.ID)}
+			}
 			if err != nil {
 				return err
 			}

@@ -158,3 +158,35 @@ func TestRemoteModeUsageErrors(t *testing.T) {
 		t.Fatal("the token is in an error")
 	}
 }
+
+// TestRemoteQueryTruncated: a query result the server cuts off prints the
+// rows up to the cut, then fails (exit 1) with a message that holds for
+// both of the server's limits (10,000 rows, 32 MiB of values): it used to
+// say "the server returns at most that many" rows also when the byte limit
+// cut a result off after 32 rows.
+func TestRemoteQueryTruncated(t *testing.T) {
+	t.Parallel()
+	pg := sharedDB(t)
+	srv := apitest.Start(t, apitest.Options{})
+	h := newHarness(t)
+	h.env["PGRELAY_SERVER"] = srv.URL
+	h.env["PGRELAY_TOKEN"] = srv.AdminToken
+	h.env["DB_PASSWORD"] = pg.Password
+	h.ok(createArgs("wh", pg, "--sslmode", "disable")...)
+
+	r := h.fail(1, "query", "wh", "select generate_series(1, 10001) as n", "-o", "csv")
+	if !strings.HasSuffix(r.stdout, "\n9999\n10000\n") {
+		t.Fatalf("rows before the cut: %s", r.stdout[max(0, len(r.stdout)-100):])
+	}
+	contains(t, "row limit", r.stderr, "truncated by the server after 10000 rows", "limit of rows or of bytes", "add a LIMIT")
+
+	// 1 MiB values: the byte limit cuts the result off after 32 rows.
+	r = h.fail(1, "query", "wh", "select n, repeat('x', 1 << 20) as v from generate_series(1, 40) as n", "-o", "csv")
+	if n := strings.Count(r.stdout, "\n"); n != 33 {
+		t.Fatalf("%d lines before the cut, want the header and 32 rows; stderr:\n%s", n, r.stderr)
+	}
+	contains(t, "byte limit", r.stderr, "truncated by the server after 32 rows", "limit of rows or of bytes")
+	if strings.Contains(r.stderr, "at most that many") {
+		t.Fatalf("the message blames the row limit: %s", r.stderr)
+	}
+}
