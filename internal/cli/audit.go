@@ -114,7 +114,7 @@ func (r *runner) auditListCommand() *cobra.Command {
 	cmd.Flags().StringVar(&actor, "actor", "", "records of this actor: a token's name or ID, an OS user name or uid, or a part of pgrelay (scheduler, health-check, retention)")
 	cmd.Flags().StringVar(&target, "target", "", "records about this record: a name (warehouse) or kind:name (connection:warehouse, job:nightly, run:ID, token:ID)")
 	cmd.Flags().StringVar(&action, "action", "", "records of this action (connection.query) or of every action of a noun (connection)")
-	cmd.Flags().IntVar(&limit, "limit", audit.DefaultLimit, "at most this many records")
+	intVar(cmd.Flags(), &limit, "limit", audit.DefaultLimit, "at most this many records")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
 }

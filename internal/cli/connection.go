@@ -498,7 +498,7 @@ hop. With --ssh-auth certificate, the script makes sshd trust pgrelay's SSH CA i
 			return err
 		},
 	}
-	cmd.Flags().IntVar(&hop, "hop", 1, "the hop of a chain whose script to print, from 1")
+	intVar(cmd.Flags(), &hop, "hop", 1, "the hop of a chain whose script to print, from 1")
 	return cmd
 }
 

@@ -83,7 +83,7 @@ func (f *connFlags) register(cmd *cobra.Command, update bool) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.flavor, "flavor", "", "server kind: postgres, alloydb or lakebase (default postgres)")
 	fl.StringVar(&f.host, "host", "", "database host: DNS name, IPv4 or IPv6 address (as seen from the bastion when tunnelled)")
-	fl.IntVar(&f.port, "port", 0, "database port (default 5432)")
+	intVar(fl, &f.port, "port", 0, "database port (default 5432)")
 	fl.StringVar(&f.database, "database", "", "database name, e.g. analytics (Lakebase: databricks_postgres)")
 	fl.StringVar(&f.user, "user", "", "database user")
 	fl.StringVar(&f.passwordEnv, "password-env", "", "read the database password from this environment variable")
@@ -97,15 +97,15 @@ func (f *connFlags) register(cmd *cobra.Command, update bool) {
 	fl.StringVar(&f.sslRootCert, "ssl-root-cert", "", "PEM file of the CA that signed the server certificate (verify-ca, verify-full)")
 	fl.StringVar(&f.schema, "schema", "", "default schema (dbt target schema)")
 	fl.StringVar(&f.role, "role", "", "a role every session acts as, set at login (current_user is the role, session_user the user; \"\" removes it)")
-	fl.IntVar(&f.threads, "threads", 0, "dbt threads (default 4)")
+	intVar(fl, &f.threads, "threads", 0, "dbt threads (default 4)")
 	fl.DurationVar(&f.healthCheckInterval, "health-check-interval", 0,
 		"how often pgrelay serve tests the connection on its own and records it in the connection's health (e.g. 15m; 10s to 168h); 0, the default, never")
 	fl.StringVar(&f.sshHost, "ssh-host", "", "SSH bastion host; setting it enables the SSH tunnel")
-	fl.IntVar(&f.sshPort, "ssh-port", 0, "SSH bastion port (default 22)")
+	intVar(fl, &f.sshPort, "ssh-port", 0, "SSH bastion port (default 22)")
 	fl.StringVar(&f.sshUser, "ssh-user", "", "user on the SSH bastion")
 	fl.StringVar(&f.sshKeyType, "ssh-key-type", "", "key pair to generate: ed25519 (default) or rsa (3072 bits, SHA-2 signatures)")
 	fl.DurationVar(&f.sshKeepaliveInterval, "ssh-keepalive-interval", 0, "time between keepalives to the bastion (default 30s)")
-	fl.IntVar(&f.sshKeepaliveCountMax, "ssh-keepalive-count-max", 0, "missed keepalive replies before the tunnel counts as dropped (default 10)")
+	intVar(fl, &f.sshKeepaliveCountMax, "ssh-keepalive-count-max", 0, "missed keepalive replies before the tunnel counts as dropped (default 10)")
 	fl.StringArrayVar(&f.sshKnownHost, "ssh-known-host", nil, "the bastion's host key, pinned at once instead of trusting "+
 		"the first key it presents: \"ssh-ed25519 AAAA...\" (its /etc/ssh/ssh_host_*_key.pub) or a known_hosts line "+
 		"\"host ssh-ed25519 AAAA...\" / \"[host]:port ...\"; repeat for several keys, or @FILE to read them from a file")

@@ -61,3 +61,21 @@ func TestHostAuthorityFlag(t *testing.T) {
 		"--ssh-host", "bastion.corp.example.com", "--ssh-user", "u", "--ssh-host-authority", line)
 	contains(t, "show", h.ok("connection", "show", "ca", "-o", "json").stdout, "@cert-authority *.corp.example.com ssh-ed25519 ")
 }
+
+// TestNumberFlagsAreDecimal: number flags read base 10 only, as the API
+// and the web form do. They used to read a leading 0 as octal and 0x as
+// hex, so that --port 05432 saved port 2842.
+func TestNumberFlagsAreDecimal(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.ok("connection", "create", "dec", "--host", "127.0.0.1", "--database", "d", "--user", "u",
+		"--port", "05432", "--threads", "010", "--ssh-host", "127.0.0.1", "--ssh-user", "u",
+		"--ssh-port", "022", "--ssh-keepalive-count-max", "011")
+	contains(t, "show", h.ok("connection", "show", "dec", "-o", "json").stdout,
+		`"port": 5432`, `"threads": 10`, `"port": 22`, `"keepalive_count_max": 11`)
+	for _, v := range []string{"0x10", "0o17", "5_432"} {
+		want := `--port "` + v + `": accepted is a port number, 1 to 65535`
+		contains(t, v, h.fail(2, "connection", "update", "dec", "--port", v).stderr, want)
+	}
+	contains(t, "--limit", h.fail(2, "run", "list", "--limit", "0x10").stderr, `--limit "0x10": accepted is a whole number`)
+}

@@ -545,7 +545,7 @@ func (r *runner) runListCommand() *cobra.Command {
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	cmd.Flags().StringVar(&job, "job", "", "only this job's runs")
 	cmd.Flags().StringVar(&status, "status", "", "only runs with these statuses (comma-separated)")
-	cmd.Flags().IntVar(&limit, "limit", 50, "at most this many runs")
+	intVar(cmd.Flags(), &limit, "limit", 50, "at most this many runs")
 	return cmd
 }
 

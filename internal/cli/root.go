@@ -424,3 +424,29 @@ func flagError(err error) error {
 	}
 	return fmt.Errorf("--%s %q: accepted is %s", f.Name, iv.GetValue(), what)
 }
+
+// decimalInt is an int flag value read in base 10, as the API and the web
+// form read numbers: pflag's own int reads "05432" as octal (2842) and
+// "0x10" as hex.
+type decimalInt int
+
+func (d *decimalInt) String() string { return strconv.Itoa(int(*d)) }
+
+// Set reads s in base 10; a strconv.NumError says what was wrong (see
+// flagError).
+func (d *decimalInt) Set(s string) error {
+	v, err := strconv.ParseInt(s, 10, strconv.IntSize)
+	if err != nil {
+		return err
+	}
+	*d = decimalInt(v)
+	return nil
+}
+
+func (d *decimalInt) Type() string { return "int" }
+
+// intVar defines an int flag read in base 10 (see decimalInt).
+func intVar(fs *pflag.FlagSet, p *int, name string, value int, usage string) {
+	*p = value
+	fs.Var((*decimalInt)(p), name, usage)
+}

@@ -170,7 +170,7 @@ and use the CLI against this server with
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "PEM private key file of --tls-cert")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format on stderr: text or json")
 	cf.register(cmd)
-	cmd.Flags().IntVar(&qf.maxRuns, "max-runs", queue.DefaultMaxRuns, "at most this many runs at once in this process")
+	intVar(cmd.Flags(), &qf.maxRuns, "max-runs", queue.DefaultMaxRuns, "at most this many runs at once in this process")
 	cmd.Flags().DurationVar(&qf.lostAfter, "lost-after", queue.DefaultLostAfter,
 		"fail (or retry) a running run whose process sent no heartbeat for this long; heartbeats go every third of it, at most 5s. Use the same value in every process sharing a store")
 	cmd.Flags().DurationVar(&qf.reapInterval, "reap-interval", queue.DefaultReapInterval, "how often this process looks for runs whose process was lost")

@@ -39,8 +39,8 @@ func (f *exposureFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve /metrics on this address instead of --listen (e.g. 127.0.0.1:9187; with the same TLS as --listen)")
 	fs.StringVar(&f.metricsTokenFile, "metrics-token-file", "", "file holding a bearer token that /metrics requires (Prometheus: authorization.credentials_file)")
 	fs.BoolVar(&f.metricsConnectionLabels, "metrics-connection-labels", false, "label the tunnel metrics and the token expiry gauge in /metrics by connection name (default: one series, no names)")
-	fs.IntVar(&f.maxConnections, "max-connections", DefaultMaxConnections, "at most this many client connections at once (per listener); more wait until one closes; 0 for no limit")
-	fs.IntVar(&f.maxStreamsPerToken, "max-streams-per-token", api.DefaultMaxStreamsPerToken, "at most this many live run event streams per API token (its web sessions included); more get 429")
+	intVar(fs, &f.maxConnections, "max-connections", DefaultMaxConnections, "at most this many client connections at once (per listener); more wait until one closes; 0 for no limit")
+	intVar(fs, &f.maxStreamsPerToken, "max-streams-per-token", api.DefaultMaxStreamsPerToken, "at most this many live run event streams per API token (its web sessions included); more get 429")
 	fs.StringVar(&f.publicURL, "public-url", "", "URL people reach this server at through a proxy, e.g. https://pgrelay.example.com: https makes cookies Secure and sends HSTS; its origin passes the cross-origin check")
 	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "write the first admin token of a new store to this file (created with mode 0600; must not exist) instead of printing it")
 }

@@ -110,7 +110,9 @@ func validateIdentifier(v, what string, required bool) error {
 // ParseCertificates parses PEM text holding one or more CA certificates.
 func ParseCertificates(pemText string) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
-	rest := []byte(pemText)
+	// A byte order mark (as Windows editors write one) would hide the
+	// first block from pem.Decode, which looks for it at a line start.
+	rest := []byte(strings.TrimPrefix(pemText, "\ufeff"))
 	for {
 		var block *pem.Block
 		block, rest = pem.Decode(rest)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/jobs"
@@ -58,7 +59,7 @@ func FuzzParseFile(f *testing.F) {
 // FuzzParseSchedule: cron specs never panic, and accepted ones have a next
 // time.
 func FuzzParseSchedule(f *testing.F) {
-	for _, s := range []string{"0 3 * * *", "* * * * * *", "@hourly", "@every 10m", "61 * * * *", "", "* * * * * * *", "0 0 30 2 *"} {
+	for _, s := range []string{"0 3 * * *", "* * * * * *", "@hourly", "@every 10m", "61 * * * *", "", "* * * * * * *", "0 0 30 2 *", "@every 0s", "CRON_TZ=UTC @every -1m"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, spec string) {
@@ -70,5 +71,8 @@ func FuzzParseSchedule(f *testing.F) {
 			return
 		}
 		_ = s.Next(testTime)
+		if s.Next(time.Now()).IsZero() {
+			t.Fatalf("accepted %q, which never fires", spec)
+		}
 	})
 }

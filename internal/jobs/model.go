@@ -171,14 +171,39 @@ func cronParser() cron.Parser {
 // time.Now()). A spec at fixed hours fires once for each wall-clock time
 // it names when the clocks change (see dstSchedule).
 func ParseSchedule(spec string) (cron.Schedule, error) {
+	const accepted = "accepted are 5 fields \"minute hour day-of-month month day-of-week\" such as \"0 3 * * *\", 6 fields with leading seconds, or @hourly/@daily/@every 10m"
 	s, err := cronParser().Parse(spec)
 	if err != nil {
-		return nil, fmt.Errorf("%q is not a cron schedule (%v): accepted are 5 fields \"minute hour day-of-month month day-of-week\" such as \"0 3 * * *\", 6 fields with leading seconds, or @hourly/@daily/@every 10m", spec, err)
+		return nil, fmt.Errorf("%q is not a cron schedule (%v): %s", spec, err, accepted)
+	}
+	if every, ok := everyInterval(spec); ok && every < time.Second {
+		// cron would run it every second.
+		return nil, fmt.Errorf("%q: the interval of @every must be at least 1s; %s", spec, accepted)
+	}
+	if s.Next(time.Now()).IsZero() {
+		// cron gives up after five years without a match.
+		return nil, fmt.Errorf("%q never fires: no date matches its day-of-month and month (such as 30 2 for February 30); %s", spec, accepted)
 	}
 	if ss, ok := s.(*cron.SpecSchedule); ok && bits.OnesCount64(ss.Hour&(1<<24-1)) < 24 {
 		return dstSchedule{ss}, nil
 	}
 	return s, nil
+}
+
+// everyInterval is the interval of an "@every" spec (after an optional
+// TZ= or CRON_TZ= prefix), as written.
+func everyInterval(spec string) (time.Duration, bool) {
+	spec = strings.TrimSpace(spec)
+	if strings.HasPrefix(spec, "TZ=") || strings.HasPrefix(spec, "CRON_TZ=") {
+		_, spec, _ = strings.Cut(spec, " ")
+		spec = strings.TrimSpace(spec)
+	}
+	rest, ok := strings.CutPrefix(spec, "@every ")
+	if !ok {
+		return 0, false
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(rest))
+	return d, err == nil
 }
 
 // dstSchedule is a cron spec at fixed hours ("30 2 * * *") that keeps to

@@ -806,7 +806,10 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	if s := x.schema(); s != "" {
 		// psql and other libpq clients start in the connection's schema.
 		path := pgx.Identifier{s}.Sanitize() + ",public"
-		path = strings.NewReplacer(`\`, `\\`, " ", `\ `).Replace(path)
+		// The server splits options at any white space a backslash does
+		// not escape (see connection.OptionSets).
+		path = strings.NewReplacer(`\`, `\\`, " ", `\ `, "\t", "\\\t", "\n", "\\\n", "\r", "\\\r",
+			"\f", "\\\f", "\v", "\\\v").Replace(path)
 		env = append(env, "PGOPTIONS=-c search_path="+path)
 	}
 	x.env = env

@@ -43,6 +43,11 @@ func ParseFile(r io.Reader) ([]Job, error) {
 		}
 		return nil, fmt.Errorf("jobs file: %w", explainYAML(err, data))
 	}
+	if !emptyRest(dec) {
+		// Only the first document would be applied.
+		return nil, fmt.Errorf("jobs file: line %d: the YAML document ends here and another follows, which would not be applied: "+
+			"a jobs file is one YAML document, with every job in its one `jobs:` list", secondDocumentLine(data))
+	}
 	if len(f.Jobs) == 0 {
 		return nil, errors.New("jobs file has no jobs: expected `jobs:` with a list of jobs")
 	}
@@ -75,6 +80,44 @@ func ParseFile(r io.Reader) ([]Job, error) {
 		return nil, fielderr.New(fielderr.Job, probs...)
 	}
 	return f.Jobs, nil
+}
+
+// emptyRest reports whether the documents dec has left are empty (a
+// trailing "---").
+func emptyRest(dec *yaml.Decoder) bool {
+	for {
+		var doc yaml.Node
+		switch err := dec.Decode(&doc); {
+		case errors.Is(err, io.EOF):
+			return true
+		case err != nil:
+			return false
+		}
+		for _, n := range doc.Content {
+			if n.Kind != yaml.ScalarNode || n.Tag != "!!null" || n.Value != "" {
+				return false
+			}
+		}
+	}
+}
+
+// secondDocumentLine is the 1-based line of the document marker ("---"
+// or "...") that ends the first YAML document of data, 0 when none is
+// found.
+func secondDocumentLine(data []byte) int {
+	content := false
+	for i, l := range strings.Split(string(data), "\n") {
+		l = strings.TrimRight(l, "\r")
+		marker := (strings.HasPrefix(l, "---") || strings.HasPrefix(l, "...")) &&
+			(len(l) == 3 || l[3] == ' ' || l[3] == '\t')
+		switch t := strings.TrimSpace(l); {
+		case marker && content:
+			return i + 1
+		case !marker && t != "" && !strings.HasPrefix(t, "#") && !strings.HasPrefix(l, "%"):
+			content = true
+		}
+	}
+	return 0
 }
 
 // Marshal writes jobs as a YAML document that ParseFile reads back.
