@@ -48,6 +48,11 @@ func (e *HostKeyChangedError) Error() string {
 	if e.Hop != "" {
 		bastion = "SSH " + e.Hop
 	}
+	if e.Err.PinnedNotOffered() {
+		return fmt.Sprintf("connection %s: %s did not present a pinned host key: %s; %s: "+
+			"pgrelay connection trust-host-key %s --fingerprint %s",
+			e.Connection, bastion, e.Err.NotOfferedText(), e.Err.NotOfferedFix(), e.Connection, e.Err.Presented)
+	}
 	if e.Unverified && len(e.Err.Pinned) > 0 {
 		host, port, _ := net.SplitHostPort(e.Err.Addr)
 		return fmt.Sprintf("connection %s: %s presented host key %s, which does not match the key given with the "+

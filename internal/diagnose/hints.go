@@ -196,6 +196,17 @@ func (r *runner) hintHandshake(addr string, err error) string {
 			"exchanges and MACs, ssh-rsa (SHA-1) and DSA host keys, and CBC ciphers. On the bastion, enable one of %s in "+
 			"/etc/ssh/sshd_config (%s) and reload sshd; OpenSSH 7.4 and later support them by default.",
 			addr, algErr.What, strings.Join(algErr.Offered, ", "), strings.Join(algErr.Accepted, ", "), sshdSetting(algErr.What))
+	case errors.As(err, &mismatch) && mismatch.PinnedNotOffered():
+		approve := r.command("trust-host-key", "--fingerprint", mismatch.Presented)
+		if approve == "" {
+			approve = "save the connection, test it, and approve the key"
+		} else {
+			approve = "`" + approve + "`"
+		}
+		return fmt.Sprintf("The bastion did not present a pinned host key: %s. To keep the pinned key, let the bastion "+
+			"offer one of %s (HostKeyAlgorithms in /etc/ssh/sshd_config) and reload sshd; or confirm %s with the bastion's "+
+			"administrator (on the bastion: ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub) and approve it: %s. Nothing was sent to the bastion.",
+			mismatch.NotOfferedText(), strings.Join(mismatch.PinnedAlgorithms, ", "), mismatch.Presented, approve)
 	case errors.As(err, &mismatch) && len(mismatch.Pinned) > 0 && r.cur != nil && r.cur.in.HostKeysUnverified:
 		return r.hintWrongKeyGiven(addr, mismatch)
 	case errors.As(err, &mismatch) && len(mismatch.Pinned) > 0:

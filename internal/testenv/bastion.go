@@ -360,7 +360,7 @@ func (b *Bastion) waitReady(timeout time.Duration) error {
 		if !b.running() {
 			return fmt.Errorf("sshd exited (%v)", b.cmd.ProcessState)
 		}
-		key, err := probeHostKey(b.Addr())
+		key, err := probeHostKey(b.Addr(), b.HostKey.Type())
 		if c, ok := key.(*ssh.Certificate); ok {
 			key = c.Key // with a HostCertificate, the certified key
 		}
@@ -395,8 +395,10 @@ func (b *Bastion) waitRestarted(offset int64, timeout time.Duration) error {
 }
 
 // probeHostKey does an SSH key exchange with addr and returns the host key
-// it presents, without logging in.
-func probeHostKey(addr string) (ssh.PublicKey, error) {
+// it presents, without logging in. It asks for a key of type want first,
+// so that a bastion given further host keys (HostKey in ExtraConfig)
+// presents the one of that type.
+func probeHostKey(addr, want string) (ssh.PublicKey, error) {
 	conn, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("dial sshd: %w", err)
@@ -409,7 +411,8 @@ func probeHostKey(addr string) (ssh.PublicKey, error) {
 	errProbeDone := errors.New("host key seen")
 	var key ssh.PublicKey
 	cfg := &ssh.ClientConfig{
-		User: "testenv-probe",
+		User:              "testenv-probe",
+		HostKeyAlgorithms: append([]string{want}, ssh.SupportedAlgorithms().HostKeys...),
 		HostKeyCallback: func(_ string, _ net.Addr, k ssh.PublicKey) error {
 			key = k
 			return errProbeDone

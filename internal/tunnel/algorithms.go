@@ -98,17 +98,45 @@ func hostKeyAlgorithms(pinned []ssh.PublicKey) []string {
 		}
 	}
 	for _, k := range pinned {
-		if k.Type() == ssh.KeyAlgoRSA {
-			add(ssh.KeyAlgoRSASHA512)
-			add(ssh.KeyAlgoRSASHA256)
-			continue
+		for _, a := range keyAlgorithms(k) {
+			add(a)
 		}
-		add(k.Type())
 	}
 	for _, a := range preferredHostKeyAlgos() {
 		add(a)
 	}
 	return out
+}
+
+// keyAlgorithms are the host key algorithms pgrelay accepts a key with:
+// an RSA key with SHA-2 signatures only.
+func keyAlgorithms(k ssh.PublicKey) []string {
+	if k.Type() == ssh.KeyAlgoRSA {
+		return []string{ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256}
+	}
+	return []string{k.Type()}
+}
+
+// pinnedNotOffered returns the algorithms pgrelay accepts for the pinned
+// keys when the bastion's offer (its host key algorithms) has none of
+// them: the bastion cannot present a pinned key then, whatever keys it
+// has. Nil when it offers one, or when its offer was not seen.
+func pinnedNotOffered(pinned []ssh.PublicKey, offer *kexInit) []string {
+	if offer == nil || len(pinned) == 0 {
+		return nil
+	}
+	var algos []string
+	for _, k := range pinned {
+		for _, a := range keyAlgorithms(plainKey(k)) {
+			if slices.Contains(offer.ServerHostKeyAlgos, a) {
+				return nil
+			}
+			if !slices.Contains(algos, a) {
+				algos = append(algos, a)
+			}
+		}
+	}
+	return algos
 }
 
 // algorithmConfig is the algorithm part of the SSH client configuration.

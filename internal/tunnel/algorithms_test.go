@@ -2,8 +2,16 @@ package tunnel_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/pem"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -117,4 +125,68 @@ func defaultClientHandshake(addr string) error {
 		return nil
 	}
 	return err
+}
+
+// TestPinnedKeyTypeNotOffered: a bastion that has the pinned key but does
+// not offer it with an algorithm pgrelay accepts (an RSA key offered only
+// as the SHA-1 ssh-rsa, an ECDSA key left out of HostKeyAlgorithms)
+// presents another of its keys. That is refused, but explained as what it
+// is, not as a changed key that someone may be intercepting.
+func TestPinnedKeyTypeNotOffered(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, algos, want string
+		key               func() (crypto.Signer, error)
+	}{
+		{"rsa as ssh-rsa only", "ssh-ed25519,ssh-rsa", "rsa-sha2-512, rsa-sha2-256",
+			func() (crypto.Signer, error) { return rsa.GenerateKey(rand.Reader, 2048) }},
+		{"ecdsa not offered", "ssh-ed25519", "ecdsa-sha2-nistp256",
+			func() (crypto.Signer, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			priv, err := tc.key()
+			if err != nil {
+				t.Fatal(err)
+			}
+			block, err := ssh.MarshalPrivateKey(priv, "second host key")
+			if err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(t.TempDir(), "ssh_host_key")
+			if err := os.WriteFile(file, pem.EncodeToMemory(block), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			pinned, err := ssh.NewPublicKey(priv.Public())
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := setupOwn(t, testenv.BastionOptions{ExtraConfig: []string{"HostKey " + file, "HostKeyAlgorithms " + tc.algos}})
+			cfg := b.cfg
+			cfg.HostKeys = []ssh.PublicKey{pinned}
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			tun, err := tunnel.Dial(ctx, cfg)
+			if err == nil {
+				_ = tun.Close()
+				t.Fatalf("Dial accepted host key %s, pinned %s", ssh.FingerprintSHA256(tun.HostKey()), ssh.FingerprintSHA256(pinned))
+			}
+			t.Logf("refused: %v", err)
+			var mismatch *tunnel.HostKeyMismatchError
+			if !errors.As(err, &mismatch) || mismatch.Presented != ssh.FingerprintSHA256(b.bastion.HostKey) {
+				t.Fatalf("Dial = %v (%T), want a *HostKeyMismatchError presenting the bastion's ed25519 key", err, err)
+			}
+			msg := err.Error()
+			for _, s := range []string{b.bastion.Addr(), ssh.FingerprintSHA256(pinned), ssh.FingerprintSHA256(b.bastion.HostKey),
+				"offers only the host key algorithms " + strings.ReplaceAll(tc.algos, ",", ", "), tc.want,
+				"does not mean that its key changed", "HostKeyAlgorithms", "trust-host-key"} {
+				if !strings.Contains(msg, s) {
+					t.Errorf("message %q lacks %q", msg, s)
+				}
+			}
+			if strings.Contains(msg, "intercepting") {
+				t.Errorf("message %q calls a key the bastion does not offer a change", msg)
+			}
+		})
+	}
 }

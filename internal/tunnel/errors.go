@@ -106,6 +106,35 @@ type HostKeyMismatchError struct {
 	// Err is the refusal returned by Config.OnFirstUse, if that is why the
 	// key was refused; nil otherwise.
 	Err error
+	// PinnedAlgorithms, when set, are the host key algorithms pgrelay
+	// accepts for the pinned keys, none of which the bastion offers
+	// (Offered are the host key algorithms it does offer): it could not
+	// present a pinned key, so the key it presented is another of its keys
+	// and not by itself a sign that its key changed. An RSA key offered
+	// only as the SHA-1 ssh-rsa is such a case. See
+	// [HostKeyMismatchError.PinnedNotOffered].
+	PinnedAlgorithms []string
+	Offered          []string
+}
+
+// PinnedNotOffered reports whether the bastion offers none of the pinned
+// keys' algorithms that pgrelay accepts (see PinnedAlgorithms).
+func (e *HostKeyMismatchError) PinnedNotOffered() bool { return len(e.PinnedAlgorithms) > 0 }
+
+// NotOfferedText explains a PinnedNotOffered mismatch in one sentence (no
+// fix), for messages of this package and of its callers.
+func (e *HostKeyMismatchError) NotOfferedText() string {
+	return fmt.Sprintf("the pinned key is %s, but the bastion offers only the host key algorithms %s, none of which "+
+		"pgrelay accepts for the pinned key (%s; ssh-rsa and ssh-dss are refused as insecure), so it presented another of "+
+		"its keys, %s: this alone does not mean that its key changed",
+		strings.Join(e.Pinned, " or "), strings.Join(e.Offered, ", "), strings.Join(e.PinnedAlgorithms, ", "), e.Presented)
+}
+
+// NotOfferedFix says how to resolve a PinnedNotOffered mismatch.
+func (e *HostKeyMismatchError) NotOfferedFix() string {
+	return "if the pinned key is the bastion's, let it offer one of " + strings.Join(e.PinnedAlgorithms, ", ") +
+		" (HostKeyAlgorithms in its sshd_config); or confirm the presented key with the bastion's administrator " +
+		"(ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub) and approve it"
 }
 
 // Error names both fingerprints and the command that trusts the new key.
@@ -114,6 +143,10 @@ type HostKeyMismatchError struct {
 func (e *HostKeyMismatchError) Error() string {
 	var b strings.Builder
 	switch {
+	case e.PinnedNotOffered():
+		fmt.Fprintf(&b, "SSH bastion %s did not present a pinned host key: %s; %s: %s",
+			e.Addr, e.NotOfferedText(), e.NotOfferedFix(), e.TrustCommand("<connection>"))
+		return b.String()
 	case e.Err != nil:
 		fmt.Fprintf(&b, "SSH bastion %s presented host key %s, which was not trusted: %v", e.Addr, e.Presented, e.Err)
 	case len(e.Pinned) == 0:

@@ -337,6 +337,14 @@ func hostKeyCallback(ctx context.Context, cfg Config, st *handshakeState) ssh.Ho
 		for _, k := range pinned {
 			mismatch.Pinned = append(mismatch.Pinned, ssh.FingerprintSHA256(k))
 		}
+		if _, offer := st.offer.result(); offer != nil {
+			if want := pinnedNotOffered(pinned, offer); want != nil {
+				mismatch.PinnedAlgorithms = want
+				for _, a := range offer.ServerHostKeyAlgos {
+					mismatch.Offered = append(mismatch.Offered, printable(a))
+				}
+			}
+		}
 		if len(pinned) == 0 && len(cfg.authorities()) > 0 {
 			// A host CA covers this bastion: a plain key that nobody
 			// pinned is not trusted on first use.
