@@ -1,7 +1,10 @@
 package sshkey
 
 import (
+	"crypto/hmac"
 	"crypto/rsa"
+	"crypto/sha1" // known_hosts' hashed names are HMAC-SHA1
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -33,9 +36,9 @@ const KnownHostAccepted = "accepted is the bastion's public host key, either as 
 // a person: lines holding a public key as in a .pub file ("ssh-ed25519
 // AAAA... comment") or a known_hosts line ("host ssh-ed25519 AAAA...",
 // "[host]:port ..."). Blank lines and # comments are skipped. A known_hosts
-// line whose host names are all plain names must name the bastion as
-// known_hosts writes it (host, or [host]:port for a port other than 22);
-// hashed names and patterns are not checked. Fingerprints, certificates,
+// line must name the bastion as known_hosts writes it (host, or [host]:port
+// for a port other than 22), plainly, hashed (|1|salt|hash) or by a pattern
+// that matches it and no negated pattern that does. Fingerprints, certificates,
 // revoked or CA markers, DSA keys and RSA keys under 2048 bits are refused.
 // The error says what is accepted.
 func ParseKnownHosts(text, host string, port int) ([]ssh.PublicKey, error) {
@@ -47,7 +50,7 @@ func ParseKnownHosts(text, host string, port int) ([]ssh.PublicKey, error) {
 		return nil, errors.New("this is a private key, which must not leave the bastion: give its public key (the .pub file beside it); " +
 			KnownHostAccepted)
 	}
-	bastion := knownhosts.Normalize(net.JoinHostPort(host, strconv.Itoa(port)))
+	bastion := bastionName{host: host, port: port, known: knownhosts.Normalize(net.JoinHostPort(host, strconv.Itoa(port)))}
 	var keys []ssh.PublicKey
 	var problems []string
 	n, lines := 0, 0
@@ -80,7 +83,7 @@ func ParseKnownHosts(text, host string, port int) ([]ssh.PublicKey, error) {
 	return keys, nil
 }
 
-func parseKnownHostLine(line, bastion string) (ssh.PublicKey, error) {
+func parseKnownHostLine(line string, bastion bastionName) (ssh.PublicKey, error) {
 	if strings.HasPrefix(line, "SHA256:") || strings.HasPrefix(line, "MD5:") {
 		return nil, fmt.Errorf("%q is a fingerprint, which cannot be pinned: it does not say which key type to ask "+
 			"the bastion for. Give the key itself (on the bastion: cat /etc/ssh/ssh_host_ed25519_key.pub). "+
@@ -120,20 +123,73 @@ func isKeyType(s string) bool {
 	return strings.HasPrefix(s, "ssh-") || strings.HasPrefix(s, "ecdsa-sha2-") || strings.HasPrefix(s, "sk-")
 }
 
-// checkHosts checks that a known_hosts line is for the bastion, when its
-// names can be compared.
-func checkHosts(hosts []string, bastion string) error {
-	var plain []string
+// bastionName is the bastion a known_hosts line must name: its host and
+// port, and its name as known_hosts writes it (host, or [host]:port).
+type bastionName struct {
+	host  string
+	port  int
+	known string
+}
+
+// checkHosts checks that a known_hosts line is for the bastion, as ssh
+// reads the line: one of its names is the bastion's (plain, hashed, or a
+// pattern that matches it) and no negated pattern matches it.
+func checkHosts(hosts []string, bastion bastionName) error {
+	matched := false
+	var plain, patterns []string
+	hashed := 0
 	for _, h := range hosts {
-		if strings.HasPrefix(h, "|") || strings.ContainsAny(h, "*?!") {
-			return nil // hashed or a pattern: not checked
+		switch {
+		case strings.HasPrefix(h, "|"):
+			hashed++
+			if hashedNameIs(h, bastion.known) {
+				matched = true
+			}
+		case strings.HasPrefix(h, "!"):
+			if (KnownHostLine{Patterns: []string{strings.TrimPrefix(h, "!")}}).Matches(bastion.host, bastion.port) {
+				return fmt.Errorf("the line excludes this bastion (%s): its pattern %s matches %s", h, h, bastion.known)
+			}
+		case strings.ContainsAny(h, "*?"):
+			patterns = append(patterns, h)
+			if (KnownHostLine{Patterns: []string{h}}).Matches(bastion.host, bastion.port) {
+				matched = true
+			}
+		default:
+			if strings.EqualFold(h, bastion.known) {
+				matched = true
+			}
+			plain = append(plain, h)
 		}
-		if strings.EqualFold(h, bastion) {
-			return nil
-		}
-		plain = append(plain, h)
 	}
-	return fmt.Errorf("the line is for %s, not for this bastion, which known_hosts names %s", strings.Join(plain, ", "), bastion)
+	if matched {
+		return nil
+	}
+	var names []string
+	names = append(names, plain...)
+	names = append(names, patterns...)
+	if hashed > 0 {
+		names = append(names, fmt.Sprintf("%d hashed name(s) of other hosts", hashed))
+	}
+	return fmt.Errorf("the line is for %s, not for this bastion, which known_hosts names %s (ssh-keygen -F %s -f FILE prints its lines)",
+		strings.Join(names, ", "), bastion.known, bastion.known)
+}
+
+// hashedNameIs reports whether a hashed known_hosts name (|1|salt|hash,
+// HMAC-SHA1 of the name keyed with the salt, as ssh-keygen -H writes it)
+// is name's.
+func hashedNameIs(hashed, name string) bool {
+	parts := strings.Split(hashed, "|")
+	if len(parts) != 4 || parts[0] != "" || parts[1] != "1" {
+		return false
+	}
+	salt, err1 := base64.StdEncoding.DecodeString(parts[2])
+	sum, err2 := base64.StdEncoding.DecodeString(parts[3])
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	mac := hmac.New(sha1.New, salt)
+	mac.Write([]byte(name))
+	return hmac.Equal(mac.Sum(nil), sum)
 }
 
 // checkHostKey refuses key types pgrelay does not accept as host keys.

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 )
@@ -37,7 +38,13 @@ func TestParseKnownHosts(t *testing.T) {
 		{"known_hosts line", "b.example.com " + ed, "b.example.com", 22, 1, ""},
 		{"known_hosts several names", "other,B.Example.com,10.0.0.5 " + ed, "b.example.com", 22, 1, ""},
 		{"known_hosts with port", "[b.example.com]:2222 " + ed, "b.example.com", 2222, 1, ""},
-		{"hashed names are not checked", "|1|F1E1KeoE/eEWhi10WpGv4OdiO6Y=|3988QV0VE8wmZL7suNrYQLITLCg= " + ed, "b.example.com", 22, 1, ""},
+		{"hashed name of the bastion", knownhosts.HashHostname("b.example.com") + " " + ed, "b.example.com", 22, 1, ""},
+		{"hashed name with port", knownhosts.HashHostname("[b.example.com]:2222") + " " + ed, "b.example.com", 2222, 1, ""},
+		{"hashed name of another host", knownhosts.HashHostname("a.example.com") + " " + ed, "b.example.com", 22, 0, "1 hashed name(s) of other hosts"},
+		{"hashed name for port 22 only", knownhosts.HashHostname("b.example.com") + " " + ed, "b.example.com", 2222, 0, "names [b.example.com]:2222"},
+		{"matching pattern", "*.example.com " + ed, "b.example.com", 22, 1, ""},
+		{"pattern for another domain", "*.other.org " + ed, "b.example.com", 22, 0, "for *.other.org, not for this bastion"},
+		{"negated bastion", "!b.example.com,* " + ed, "b.example.com", 22, 0, "excludes this bastion"},
 		{"ssh-keyscan output", "# b.example.com:22 SSH-2.0-OpenSSH_9.2\nb.example.com " + ed + "\n\nb.example.com " + ecLine + "\n", "b.example.com", 22, 2, ""},
 		{"wrong host", "a.example.com " + ed, "b.example.com", 22, 0, "for a.example.com, not for this bastion, which known_hosts names b.example.com"},
 		{"wrong port", "b.example.com " + ed, "b.example.com", 2222, 0, "which known_hosts names [b.example.com]:2222"},
