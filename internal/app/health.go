@@ -23,6 +23,10 @@ const (
 	// healthKeep is how many entries of each kind the store keeps per
 	// connection.
 	healthKeep = 20
+	// healthKept is how many entries the store keeps per connection, of
+	// its three kinds (tests, runs, uses): the due check reads them all,
+	// since the last test may be older than the newest healthHistory.
+	healthKept = 3 * healthKeep
 	// healthCheckers is how many scheduled tests run at once.
 	healthCheckers = 4
 )
@@ -185,7 +189,7 @@ func (s *Service) RunHealthChecks(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("health checks: %w", err)
 	}
-	recent, err := s.store.RecentChecks(ctx, healthHistory)
+	recent, err := s.store.RecentChecks(ctx, healthKept)
 	if err != nil {
 		return 0, fmt.Errorf("health checks: %w", err)
 	}

@@ -104,7 +104,8 @@ type Config struct {
 	RunEnded func(ctx context.Context, job jobs.Job, runID string, trigger jobs.Trigger, res jobs.Result, d time.Duration)
 	// HealthChecks, when set, runs the connections' scheduled tests: a
 	// periodic job calls it every HealthCheckPoll, on one process of those
-	// sharing the store (River's leader enqueues it).
+	// that set it among those sharing the store (River's leader enqueues
+	// the job, whether it sets HealthChecks or not).
 	HealthChecks func(ctx context.Context) (int, error)
 	// HealthCheckPoll is how often HealthChecks runs; default
 	// DefaultHealthCheckPoll.
@@ -137,6 +138,9 @@ type healthWorker struct {
 
 // Work runs the scheduled tests that are due.
 func (w *healthWorker) Work(ctx context.Context, _ *river.Job[HealthArgs]) error {
+	if w.q.cfg.HealthChecks == nil {
+		return nil // not worked here: this process has no health checks queue
+	}
 	n, err := w.q.cfg.HealthChecks(ctx)
 	if err != nil {
 		w.q.cfg.Logger.WarnContext(ctx, "health checks", "error", err)
@@ -279,21 +283,23 @@ func New(cfg Config) (*Queue, error) {
 	river.AddWorker(workers, &runWorker{q: q})
 	river.AddWorker(workers, &scheduleWorker{q: q})
 	queues := map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.MaxRuns}}
-	var periodic []*river.PeriodicJob
-	if cfg.HealthChecks != nil {
-		if cfg.HealthCheckPoll <= 0 {
-			cfg.HealthCheckPoll = DefaultHealthCheckPoll
-			q.cfg.HealthCheckPoll = cfg.HealthCheckPoll
-		}
-		river.AddWorker(workers, &healthWorker{q: q})
-		queues[healthQueue] = river.QueueConfig{MaxWorkers: 1}
-		periodic = append(periodic, river.NewPeriodicJob(river.PeriodicInterval(cfg.HealthCheckPoll),
-			func() (river.JobArgs, *river.InsertOpts) {
-				return HealthArgs{}, &river.InsertOpts{Queue: healthQueue, UniqueOpts: river.UniqueOpts{ByQueue: true,
-					ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending,
-						rivertype.JobStateRunning, rivertype.JobStateScheduled, rivertype.JobStateRetryable}}}
-			}, &river.PeriodicJobOpts{RunOnStart: true, ID: "health-checks"}))
+	if cfg.HealthCheckPoll <= 0 {
+		cfg.HealthCheckPoll = DefaultHealthCheckPoll
+		q.cfg.HealthCheckPoll = cfg.HealthCheckPoll
 	}
+	// Every process queues the periodic health job (only River's leader
+	// does, and the leader may be a process without health checks); only
+	// those with HealthChecks work its queue.
+	river.AddWorker(workers, &healthWorker{q: q})
+	if cfg.HealthChecks != nil {
+		queues[healthQueue] = river.QueueConfig{MaxWorkers: 1}
+	}
+	periodic := []*river.PeriodicJob{river.NewPeriodicJob(river.PeriodicInterval(cfg.HealthCheckPoll),
+		func() (river.JobArgs, *river.InsertOpts) {
+			return HealthArgs{}, &river.InsertOpts{Queue: healthQueue, UniqueOpts: river.UniqueOpts{ByQueue: true,
+				ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending,
+					rivertype.JobStateRunning, rivertype.JobStateScheduled, rivertype.JobStateRetryable}}}
+		}, &river.PeriodicJobOpts{RunOnStart: true, ID: "health-checks"})}
 	rc := &river.Config{
 		Queues:               queues,
 		PeriodicJobs:         periodic,
