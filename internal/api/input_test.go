@@ -174,3 +174,60 @@ type discard struct{}
 func (discard) Begin([]app.Column) error { return nil }
 func (discard) Row([][]byte) error       { return nil }
 func (discard) End(string) error         { return nil }
+
+// TestJSONKeysOnceAndExact: a body with a key twice in one object, or a
+// key that matches a field only by case, is refused naming the field and
+// its exact name; encoding/json took the last one
+// ({"name":"a","NAME":"b"} created connection "b").
+func TestJSONKeysOnceAndExact(t *testing.T) {
+	t.Parallel()
+	srv := apitest.Start(t, apitest.Options{})
+	conn := `"host": "h", "database": "d", "user": "u"`
+	for _, tc := range []struct{ path, body, field string }{
+		{"/connections", `{"name": "a", "NAME": "b", ` + conn + `}`, "name"},
+		{"/connections", `{"Name": "a", ` + conn + `}`, "name"},
+		{"/connections", `{"name": "a", "name": "b", ` + conn + `}`, "name"},
+		{"/connections", `{"name": "a", ` + conn + `, "ssh_tunnel": {"host": "b", "user": "u", "Port": 2222}}`, "ssh_tunnel.port"},
+		{"/connections", `{"name": "a", ` + conn + `, "ssh_hops": [{"host": "b", "user": "u"}, {"host": "c", "user": "u", "user": "v"}]}`, "ssh_hops.user"},
+		{"/jobs", `{"name": "j", "connection": "a", "steps": [{"SQL": "select 1"}]}`, "steps.sql"},
+		{"/jobs/apply", `{"jobs": [{"name": "j", "connection": "a", "steps": [{"sql": "s"}], "Retries": 1}]}`, "jobs.retries"},
+	} {
+		r := do(t, "POST", srv.URL+"/api/v1"+tc.path, srv.AdminToken, "application/json", tc.body)
+		eb := r.errorBody(t)
+		last := tc.field[strings.LastIndex(tc.field, ".")+1:]
+		if p := eb.Fields.Map()[tc.field]; r.status != http.StatusBadRequest || eb.Code != api.CodeInvalidJSON || len(eb.Fields) != 1 ||
+			!strings.Contains(p, `"`+last+`"`) {
+			t.Errorf("POST %s %s: %d %s; want %s naming %q", tc.path, tc.body, r.status, r.body, api.CodeInvalidJSON, tc.field)
+		}
+	}
+	c := srv.Client(t, srv.AdminToken)
+	if list, err := c.ListConnections(bg); err != nil || len(list) != 0 {
+		t.Fatalf("refused bodies saved connections: %v %v", list, err)
+	}
+	if list, err := c.ListJobs(bg); err != nil || len(list) != 0 {
+		t.Fatalf("refused bodies saved jobs: %v %v", list, err)
+	}
+}
+
+// TestDurationSecondsOutOfRange: a number of seconds no duration holds
+// (1e300, 1e400) is refused showing the number; it wrapped to a
+// negative duration, refused as "-2562047h47m16.854775808s".
+func TestDurationSecondsOutOfRange(t *testing.T) {
+	t.Parallel()
+	srv := apitest.Start(t, apitest.Options{})
+	for _, n := range []string{"1e300", "-1e300", "1e400", "9223372037"} {
+		body := `{"name": "a", "host": "h", "database": "d", "user": "u", "ssh_tunnel": {"host": "b", "user": "u", "keepalive_interval": ` + n + `}}`
+		r := do(t, "POST", srv.URL+"/api/v1/connections", srv.AdminToken, "application/json", body)
+		eb := r.errorBody(t)
+		if p := eb.Fields.Map()["ssh_tunnel.keepalive_interval"]; r.status != http.StatusBadRequest || eb.Code != api.CodeInvalidJSON ||
+			!strings.Contains(p, "number "+n) || !strings.Contains(p, "9223372036 seconds") || strings.Contains(r.body, "2562047h") {
+			t.Errorf("keepalive_interval %s: %d %s", n, r.status, r.body)
+		}
+		body = `{"name": "j", "connection": "a", "timeout": ` + n + `, "steps": [{"sql": "select 1"}]}`
+		r = do(t, "POST", srv.URL+"/api/v1/jobs", srv.AdminToken, "application/json", body)
+		if eb := r.errorBody(t); r.status != http.StatusBadRequest || eb.Code != api.CodeInvalidJSON ||
+			!strings.Contains(eb.Fields.Map()["timeout"], "number "+n) {
+			t.Errorf("job timeout %s: %d %s", n, r.status, r.body)
+		}
+	}
+}

@@ -31,8 +31,9 @@ var readOnlyFields = map[string]bool{
 }
 
 // decodeJSON reads the request body into v: it must be application/json, at
-// most MaxBodyBytes, one JSON value without unknown fields. Errors name the
-// field at fault.
+// most MaxBodyBytes, one JSON value without unknown fields, keys given
+// twice in an object, or keys that match a field only by case. Errors
+// name the field at fault.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	return decodeJSONLimit(w, r, v, MaxBodyBytes)
 }
@@ -48,7 +49,7 @@ func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any, limit int64)
 			message: fmt.Sprintf("Content-Type %s is not accepted: send the body as application/json", ct)}
 	}
 	// Read at once (at most limit bytes): an unknown field is named by
-	// its path, which is looked up in the body.
+	// its path, which is looked up in the body, and keys are checked in it.
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		return decodeError(err, nil, nil) // too large, or the body broke off
@@ -66,7 +67,7 @@ func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any, limit int64)
 		return &apiError{status: http.StatusBadRequest, code: CodeInvalidJSON,
 			message: "invalid JSON: unexpected data after the JSON object; send exactly one object"}
 	}
-	return nil
+	return keyError(body, reflect.TypeOf(v))
 }
 
 // decodeError turns an encoding/json error into an apiError naming the
@@ -204,8 +205,11 @@ func (d Duration) MarshalJSON() ([]byte, error) { return connection.Duration(d).
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	if err := (*connection.Duration)(d).UnmarshalJSON(b); err != nil {
 		v := jsonKind(b)
-		if v == "a string" && len(b) <= 64 {
+		switch {
+		case v == "a string" && len(b) <= 64:
 			v = "string " + string(b)
+		case errors.Is(err, connection.ErrSecondsRange) && len(b) <= 64:
+			v = fmt.Sprintf("number %s, more seconds than a duration holds (at most %d seconds)", b, connection.MaxSeconds)
 		}
 		return &json.UnmarshalTypeError{Value: v, Type: reflect.TypeFor[Duration]()}
 	}
@@ -219,24 +223,64 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // names only the key of an unknown field; name itself is returned when
 // the key is not found.
 func unknownFieldPath(body []byte, t reflect.Type, name string) string {
-	if p, ok := findUnknownField(json.NewDecoder(bytes.NewReader(body)), t, "", name); ok {
-		return p
+	k, ok := walkKeys(json.NewDecoder(bytes.NewReader(body)), t, "", func(k jsonKey) bool {
+		return k.in != nil && k.in.Kind() == reflect.Struct && k.field == "" && k.key == name
+	})
+	if ok {
+		return k.path()
 	}
 	return name
 }
 
+// keyError refuses a body, decoded into a t, in which an object has a
+// key twice or a key that matches a field only by case: encoding/json
+// takes either, the last one winning ({"name":"a","NAME":"b"} is "b").
+// nil when there is none.
+func keyError(body []byte, t reflect.Type) error {
+	k, ok := walkKeys(json.NewDecoder(bytes.NewReader(body)), t, "", func(k jsonKey) bool {
+		return k.again || (k.field != "" && k.field != k.key)
+	})
+	switch {
+	case !ok:
+		return nil
+	case k.field != "" && k.field != k.key:
+		field := jsonKey{at: k.at, key: k.field}.path()
+		return fieldError(http.StatusBadRequest, CodeInvalidJSON, field,
+			fmt.Sprintf("the key is written %q: keys are case-sensitive; accepted is %q", k.key, k.field))
+	}
+	return fieldError(http.StatusBadRequest, CodeInvalidJSON, k.path(),
+		fmt.Sprintf("%q is given twice in one object: send each key once", k.key))
+}
+
 var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 
-// findUnknownField reads the next value from dec, whose type is t (nil
-// when unknown), looking for a key named name that t has no field for.
-func findUnknownField(dec *json.Decoder, t reflect.Type, path, name string) (string, bool) {
+// jsonKey is a key of an object in a request body, met by walkKeys.
+type jsonKey struct {
+	key   string       // as sent
+	at    string       // the object's path: its parents' keys joined by dots, without array indices
+	in    reflect.Type // the object's type: a struct, a map, or nil when unknown
+	field string       // the JSON name of the struct field it fills, "" when none
+	again bool         // the object has the key already
+}
+
+// path is the key's path, e.g. ssh_tunnel.port.
+func (k jsonKey) path() string {
+	if k.at == "" {
+		return k.key
+	}
+	return k.at + "." + k.key
+}
+
+// walkKeys reads the next value from dec, whose type is t (nil when
+// unknown), until stop accepts one of its keys, which it returns.
+func walkKeys(dec *json.Decoder, t reflect.Type, path string, stop func(jsonKey) bool) (jsonKey, bool) {
 	tok, err := dec.Token()
 	if err != nil {
-		return "", false
+		return jsonKey{}, false
 	}
 	delim, ok := tok.(json.Delim)
 	if !ok {
-		return "", false
+		return jsonKey{}, false
 	}
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -244,33 +288,30 @@ func findUnknownField(dec *json.Decoder, t reflect.Type, path, name string) (str
 	if t != nil && reflect.PointerTo(t).Implements(unmarshalerType) {
 		t = nil // it reads its JSON itself: no fields to check
 	}
-	join := func(key string) string {
-		if path == "" {
-			return key
-		}
-		return path + "." + key
-	}
 	switch delim {
 	case '{':
+		seen := map[string]bool{}
 		for dec.More() {
 			tok, err := dec.Token()
 			if err != nil {
-				return "", false
+				return jsonKey{}, false
 			}
 			key, _ := tok.(string)
+			k := jsonKey{key: key, at: path, again: seen[key]}
+			seen[key] = true
 			var vt reflect.Type
 			switch {
 			case t != nil && t.Kind() == reflect.Struct:
-				ft, known := jsonFieldType(t, key)
-				if !known && key == name {
-					return join(key), true
-				}
-				vt = ft
+				k.in = t
+				vt, k.field, _ = jsonFieldType(t, key)
 			case t != nil && t.Kind() == reflect.Map:
-				vt = t.Elem()
+				k.in, vt = t, t.Elem()
 			}
-			if p, ok := findUnknownField(dec, vt, join(key), name); ok {
-				return p, true
+			if stop(k) {
+				return k, true
+			}
+			if k, ok := walkKeys(dec, vt, k.path(), stop); ok {
+				return k, true
 			}
 		}
 	case '[':
@@ -279,20 +320,20 @@ func findUnknownField(dec *json.Decoder, t reflect.Type, path, name string) (str
 			et = t.Elem()
 		}
 		for dec.More() {
-			if p, ok := findUnknownField(dec, et, path, name); ok {
-				return p, true
+			if k, ok := walkKeys(dec, et, path, stop); ok {
+				return k, true
 			}
 		}
 	}
 	_, _ = dec.Token() // the closing delimiter
-	return "", false
+	return jsonKey{}, false
 }
 
-// jsonFieldType returns the type of struct t's field that encoding/json
-// fills from key (embedded structs' fields included; names compared
-// without regard to case, as encoding/json does), and whether there is
-// one.
-func jsonFieldType(t reflect.Type, key string) (reflect.Type, bool) {
+// jsonFieldType returns the type and the JSON name of struct t's field
+// that encoding/json fills from key (embedded structs' fields included;
+// names compared without regard to case, as encoding/json does), and
+// whether there is one.
+func jsonFieldType(t reflect.Type, key string) (reflect.Type, string, bool) {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		tag := f.Tag.Get("json")
@@ -306,8 +347,8 @@ func jsonFieldType(t reflect.Type, key string) (reflect.Type, bool) {
 				et = et.Elem()
 			}
 			if et.Kind() == reflect.Struct {
-				if ft, ok := jsonFieldType(et, key); ok {
-					return ft, true
+				if ft, name, ok := jsonFieldType(et, key); ok {
+					return ft, name, true
 				}
 				continue
 			}
@@ -319,8 +360,8 @@ func jsonFieldType(t reflect.Type, key string) (reflect.Type, bool) {
 			fname = f.Name
 		}
 		if strings.EqualFold(fname, key) {
-			return f.Type, true
+			return f.Type, fname, true
 		}
 	}
-	return nil, false
+	return nil, "", false
 }

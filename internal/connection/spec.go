@@ -6,8 +6,11 @@ package connection
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -185,6 +188,23 @@ func (d Duration) String() string { return time.Duration(d).String() }
 // MarshalJSON writes the duration as a string such as "30s".
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
+// MaxSeconds is the most seconds a Duration holds (about 292 years).
+const MaxSeconds = math.MaxInt64 / int64(time.Second)
+
+// ErrSecondsRange is FromSeconds' error.
+var ErrSecondsRange = fmt.Errorf("out of range: accepted is a number of seconds up to %d", MaxSeconds)
+
+// FromSeconds converts a number of seconds. NaN, infinities and more
+// than MaxSeconds (either sign) are refused with ErrSecondsRange: the
+// conversion would give a nonsense duration (-2562047h47m16.854775808s).
+func FromSeconds(secs float64) (Duration, error) {
+	ns := secs * float64(time.Second)
+	if !(math.Abs(ns) < math.MaxInt64) { // false for NaN; MaxInt64 rounds up to 2^63
+		return 0, ErrSecondsRange
+	}
+	return Duration(ns), nil
+}
+
 // UnmarshalJSON reads "30s"-style strings, or a number of seconds; null
 // leaves the duration unchanged.
 func (d *Duration) UnmarshalJSON(b []byte) error {
@@ -196,9 +216,17 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &s); err != nil {
 		var secs float64
 		if err2 := json.Unmarshal(b, &secs); err2 != nil {
-			return fmt.Errorf("duration must be a string such as \"30s\" or a number of seconds")
+			// A number too large for a float64 (1e400) is out of range.
+			if f, perr := strconv.ParseFloat(string(b), 64); !errors.Is(perr, strconv.ErrRange) || !math.IsInf(f, 0) {
+				return fmt.Errorf("duration must be a string such as \"30s\" or a number of seconds")
+			}
+			secs = math.Inf(1)
 		}
-		*d = Duration(secs * float64(time.Second))
+		v, err := FromSeconds(secs)
+		if err != nil {
+			return fmt.Errorf("duration %s: %w", b, err)
+		}
+		*d = v
 		return nil
 	}
 	v, err := time.ParseDuration(s)

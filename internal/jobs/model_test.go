@@ -150,3 +150,21 @@ func TestStopGrace(t *testing.T) {
 		}
 	}
 }
+
+// TestParseFileRefusesFractionalRetries: `retries: 1.5` was saved as 1
+// (yaml.v3 truncates a float given for an integer), where JSON refuses
+// it; it is refused naming its line and field. A whole number written
+// as a float (2.0) keeps its value and is accepted.
+func TestParseFileRefusesFractionalRetries(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"1.5", "0.1", "-.inf"} {
+		_, err := jobs.ParseFile(strings.NewReader("jobs:\n  - name: a\n    connection: wh\n    retries: " + v + "\n    steps: [{sql: x}]\n"))
+		if err == nil || !strings.Contains(err.Error(), "line 4: jobs[0].retries: "+v+" is not a whole number") {
+			t.Errorf("retries: %s: %v", v, err)
+		}
+	}
+	js, err := jobs.ParseFile(strings.NewReader("jobs:\n  - {name: a, connection: wh, retries: 2.0, steps: [{sql: x}]}\n"))
+	if err != nil || js[0].Retries != 2 {
+		t.Fatalf("retries: 2.0: %v %v", js, err)
+	}
+}

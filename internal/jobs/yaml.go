@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -48,6 +49,14 @@ func ParseFile(r io.Reader) ([]Job, error) {
 		return nil, fmt.Errorf("jobs file: line %d: the YAML document ends here and another follows, which would not be applied: "+
 			"a jobs file is one YAML document, with every job in its one `jobs:` list", secondDocumentLine(data))
 	}
+	// A float given for an integer field was truncated by the decoder.
+	// Walked once the decode succeeded: its alias limits held.
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err == nil {
+		if err := fractionalInt(&doc, reflect.TypeFor[File](), ""); err != nil {
+			return nil, fmt.Errorf("jobs file: %w", err)
+		}
+	}
 	if len(f.Jobs) == 0 {
 		return nil, errors.New("jobs file has no jobs: expected `jobs:` with a list of jobs")
 	}
@@ -80,6 +89,64 @@ func ParseFile(r io.Reader) ([]Job, error) {
 		return nil, fielderr.New(fielderr.Job, probs...)
 	}
 	return f.Jobs, nil
+}
+
+// fractionalInt finds a number that is not whole (1.5, -.inf) given
+// in n for an integer field of type t, at path: yaml.v3 truncates it
+// (`retries: 1.5` was saved as 1), where JSON refuses it. A whole number
+// written as a float (2.0) keeps its value and passes.
+func fractionalInt(n *yaml.Node, t reflect.Type, path string) error {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			if err := fractionalInt(c, t, path); err != nil {
+				return err
+			}
+		}
+	case yaml.AliasNode:
+		return fractionalInt(n.Alias, t, path)
+	case yaml.SequenceNode:
+		if t.Kind() != reflect.Slice {
+			return nil
+		}
+		for i, c := range n.Content {
+			if err := fractionalInt(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	case yaml.MappingNode:
+		if t.Kind() != reflect.Struct {
+			return nil
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := n.Content[i].Value
+			for f := range t.Fields() {
+				if name, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); name == key {
+					p := key
+					if path != "" {
+						p = path + "." + key
+					}
+					if err := fractionalInt(n.Content[i+1], f.Type, p); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	case yaml.ScalarNode:
+		switch t.Kind() {
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		default:
+			return nil
+		}
+		if n.ShortTag() != "!!float" {
+			return nil
+		}
+		if v, err := strconv.ParseFloat(n.Value, 64); err == nil && v == math.Trunc(v) && !math.IsInf(v, 0) {
+			return nil
+		}
+		return fmt.Errorf("line %d: %s: %s is not a whole number: accepted is a whole number such as 2", n.Line, path, n.Value)
+	}
+	return nil
 }
 
 // emptyRest reports whether the documents dec has left are empty (a

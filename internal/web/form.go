@@ -1,6 +1,7 @@
 package web
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -356,8 +357,12 @@ func (f *connForm) duration(key string) connection.Duration {
 	if s == "" {
 		return 0
 	}
-	if n, err := strconv.ParseFloat(s, 64); err == nil {
-		return connection.Duration(n * float64(time.Second))
+	if n, err := strconv.ParseFloat(s, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		d, err := connection.FromSeconds(n)
+		if err != nil {
+			f.Errors[key] = fmt.Sprintf("%q is not a duration: accepted is a number of seconds up to %d, or a number with a unit, such as 30s or 1m", s, connection.MaxSeconds)
+		}
+		return d
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {

@@ -401,14 +401,14 @@ func (f *jobForm) job(keepBlank bool) jobs.Job {
 	if s := v["timeout"]; s != "" {
 		d, err := parseDuration(s)
 		if err != nil {
-			f.Errors["timeout"] = fmt.Sprintf("%q is not a duration: write a number with a unit, such as 30m, 2h or 1h30m", s)
+			f.Errors["timeout"] = durationProblem(s, err, "30m, 2h or 1h30m")
 		}
 		j.Timeout = connection.Duration(d)
 	}
 	if s := v["stop_grace"]; s != "" {
 		d, err := parseDuration(s)
 		if err != nil {
-			f.Errors["stop_grace"] = fmt.Sprintf("%q is not a duration: write a number with a unit, such as 10s or 1m", s)
+			f.Errors["stop_grace"] = durationProblem(s, err, "10s or 1m")
 		}
 		j.StopGrace = connection.Duration(d)
 	}
@@ -461,10 +461,23 @@ func argLines(s string) []string {
 	return out
 }
 
+// durationProblem says why s, refused by parseDuration with err, is not
+// a duration; examples are durations with a unit.
+func durationProblem(s string, err error, examples string) string {
+	if errors.Is(err, connection.ErrSecondsRange) {
+		return fmt.Sprintf("%q is not a duration: accepted is a number of seconds up to %d, or a number with a unit, such as %s", s, connection.MaxSeconds, examples)
+	}
+	return fmt.Sprintf("%q is not a duration: write a number with a unit, such as %s", s, examples)
+}
+
 // parseDuration reads "2h", "1h30m" or a number of seconds.
 func parseDuration(s string) (time.Duration, error) {
-	if n, err := strconv.ParseFloat(s, 64); err == nil {
-		return time.Duration(n * float64(time.Second)), nil
+	if n, err := strconv.ParseFloat(s, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		d, err := connection.FromSeconds(n)
+		if err != nil {
+			return 0, fmt.Errorf("parse duration %q: %w", s, err)
+		}
+		return d.Duration(), nil
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {

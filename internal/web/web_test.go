@@ -491,3 +491,43 @@ func TestErrorPages(t *testing.T) {
 	contains(t, "500 page", r.Body, "Something went wrong", "test-request-42")
 	excludes(t, "500 page", r.Body, "sql", "closed")
 }
+
+// TestFormDurationSecondsOutOfRange: a duration typed as a number of
+// seconds that no duration holds (NaN, Inf, 1e300) is refused showing
+// what was typed and what is accepted, in the connection and the job
+// form; it wrapped to a nonsense value ("-2562047h47m16.854775808s").
+func TestFormDurationSecondsOutOfRange(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	c := s.client(t)
+	c.mustLogin(s.Tokens[auth.Editor].Token)
+	for _, v := range []string{"NaN", "Inf", "-Inf", "1e300", "1e400"} {
+		f := validForm("wh")
+		f.Set(auth.CSRFField, c.csrf("/new"))
+		f.Set("ssh_tunnel.enabled", "1")
+		f.Set("ssh_tunnel.host", "bastion")
+		f.Set("ssh_tunnel.user", "pgrelay")
+		f.Set("ssh_tunnel.keepalive_interval", v)
+		f.Set("health_check_interval", v)
+		r := c.post("/connections", f)
+		if r.Status != http.StatusUnprocessableEntity {
+			t.Fatalf("%s: status %d", v, r.Status)
+		}
+		contains(t, "connection form "+v, r.Body, `id="f-ssh_tunnel-keepalive_interval-error"`, `id="f-health_check_interval-error"`,
+			"&#34;"+v+"&#34; is not a duration", "a number of seconds up to 9223372036")
+		excludes(t, "connection form "+v, r.Body, "2562047h")
+
+		j := url.Values{auth.CSRFField: {c.csrf("/jobs/new")}, "mode": {"form"}, "name": {"nightly"}, "connection": {"wh"},
+			"timeout": {v}, "stop_grace": {v}, "steps[0].kind": {"sql"}, "steps[0].sql": {"select 1"}}
+		r = c.post("/jobs", j)
+		if r.Status != http.StatusUnprocessableEntity {
+			t.Fatalf("%s: job status %d", v, r.Status)
+		}
+		contains(t, "job form "+v, r.Body, `id="f-timeout-error"`, `id="f-stop_grace-error"`,
+			"&#34;"+v+"&#34; is not a duration", "a number of seconds up to 9223372036")
+		excludes(t, "job form "+v, r.Body, "2562047h")
+	}
+	if _, err := s.App.GetConnection(context.Background(), "wh"); err == nil {
+		t.Fatal("a refused form created the connection")
+	}
+}
