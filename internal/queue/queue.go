@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
@@ -172,6 +173,12 @@ type Queue struct {
 
 	tracer trace.Tracer
 
+	// orphanDB reads River's jobs for the sweep of orphaned runs; orphans
+	// are the runs the last sweep found queued with no job waiting (only
+	// reap uses it).
+	orphanDB orphanBackend
+	orphans  map[string]string
+
 	mu        sync.Mutex
 	active    map[string]activeRun // runs working in this process
 	schedules map[string]string    // job name → schedule spec registered
@@ -315,7 +322,9 @@ func New(cfg Config) (*Queue, error) {
 	var err error
 	if db := cfg.Backend.SQLite; db != nil {
 		drv := riversqlite.New(db)
-		q.client, err = river.NewClient(drv, rc)
+		var c *river.Client[*sql.Tx]
+		c, err = river.NewClient(drv, rc)
+		q.client, q.orphanDB = c, sqliteOrphans(db, c)
 		q.migrate = func(ctx context.Context) error {
 			m, err := rivermigrate.New(drv, nil)
 			if err != nil {
@@ -327,7 +336,9 @@ func New(cfg Config) (*Queue, error) {
 	} else {
 		pool := cfg.Backend.Postgres
 		drv := riverpgxv5.New(pool)
-		q.client, err = river.NewClient(drv, rc)
+		var c *river.Client[pgx.Tx]
+		c, err = river.NewClient(drv, rc)
+		q.client, q.orphanDB = c, pgOrphans(pool, c)
 		q.migrate = func(ctx context.Context) error {
 			return postgres.WithAdvisoryLock(ctx, pool, MigrationLockKey, func(*pgxpool.Conn) error {
 				m, err := rivermigrate.New(drv, nil)

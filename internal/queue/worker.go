@@ -470,8 +470,10 @@ func (q *Queue) stopLostRun(ctx context.Context, r *jobs.Run) {
 
 // reap resolves running runs whose worker stopped sending heartbeats: they
 // are queued again when the job allows retries, else failed with a reason
-// naming the lost worker.
+// naming the lost worker. It then queues again the queued runs that no
+// River job will work (sweepOrphans).
 func (q *Queue) reap(ctx context.Context) {
+	defer q.sweepOrphans(ctx)
 	runs, err := q.cfg.Store.ListRuns(ctx, store.RunFilter{Statuses: []jobs.Status{jobs.Running}, Limit: 1000})
 	if err != nil {
 		q.cfg.Logger.WarnContext(ctx, "reaper: list running runs", "error", err)
@@ -540,6 +542,10 @@ func (q *Queue) reap(ctx context.Context) {
 // *jobs.CancelledError cancels it, and stops that wait.
 func (q *Queue) RunLocal(ctx context.Context, job jobs.Job, trigger jobs.Trigger, started func(*jobs.Run)) (*jobs.Run, error) {
 	r := jobs.NewRun(job, trigger, q.cfg.Now())
+	// Named as this process's from the start: were the process to stop
+	// before it starts the run, the reaper of a process sharing the store
+	// fails it rather than queue it for its own workers (sweepOrphans).
+	r.Worker = q.cfg.Worker
 	if err := q.cfg.Store.CreateRun(ctx, r); err != nil {
 		return nil, err
 	}
