@@ -83,16 +83,51 @@ func scanLive(rows rowScanner) (map[string][]liveJob, error) {
 	return out, rows.Err()
 }
 
+// insertChecked reads the run's jobs that will still be worked with live,
+// inside the transaction tx, and inserts a job for the run in tx if ok
+// accepts them.
+func insertChecked[TTx any](ctx context.Context, client *river.Client[TTx], tx TTx, runID string,
+	live func() (map[string][]liveJob, error), ok func([]liveJob) bool) (bool, error) {
+	jobs, err := live()
+	if err != nil {
+		return false, err
+	}
+	if !ok(jobs[runID]) {
+		return false, nil
+	}
+	if _, err := client.InsertTx(ctx, tx, RunArgs{RunID: runID}, nil); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// sqlLive runs a query of live jobs on a database/sql handle.
+func sqlLive(ctx context.Context, q interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, query string, args ...any) (map[string][]liveJob, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return scanLive(rows)
+}
+
+// pgLive runs a query of live jobs on a pgx handle.
+func pgLive(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, query string, args ...any) (map[string][]liveJob, error) {
+	rows, err := q.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return scanLive(rows)
+}
+
 func sqliteOrphans(db *sql.DB, client *river.Client[*sql.Tx]) orphanBackend {
 	return orphanBackend{
-		live: func(ctx context.Context) (map[string][]liveJob, error) {
-			rows, err := db.QueryContext(ctx, sqliteLiveJobs)
-			if err != nil {
-				return nil, err
-			}
-			defer rows.Close()
-			return scanLive(rows)
-		},
+		live: func(ctx context.Context) (map[string][]liveJob, error) { return sqlLive(ctx, db, sqliteLiveJobs) },
 		insertIf: func(ctx context.Context, runID string, ok func([]liveJob) bool) (bool, error) {
 			// The store's transactions are IMMEDIATE (_txlock): this one
 			// holds the write lock from its start, so no other writer
@@ -102,19 +137,9 @@ func sqliteOrphans(db *sql.DB, client *river.Client[*sql.Tx]) orphanBackend {
 				return false, err
 			}
 			defer func() { _ = tx.Rollback() }()
-			rows, err := tx.QueryContext(ctx, sqliteLiveJobsOf, runID)
-			if err != nil {
-				return false, err
-			}
-			live, err := scanLive(rows)
-			rows.Close()
-			if err != nil {
-				return false, err
-			}
-			if !ok(live[runID]) {
-				return false, nil
-			}
-			if _, err := client.InsertTx(ctx, tx, RunArgs{RunID: runID}, nil); err != nil {
+			inserted, err := insertChecked(ctx, client, tx, runID,
+				func() (map[string][]liveJob, error) { return sqlLive(ctx, tx, sqliteLiveJobsOf, runID) }, ok)
+			if err != nil || !inserted {
 				return false, err
 			}
 			return true, tx.Commit()
@@ -124,36 +149,20 @@ func sqliteOrphans(db *sql.DB, client *river.Client[*sql.Tx]) orphanBackend {
 
 func pgOrphans(pool *pgxpool.Pool, client *river.Client[pgx.Tx]) orphanBackend {
 	return orphanBackend{
-		live: func(ctx context.Context) (map[string][]liveJob, error) {
-			rows, err := pool.Query(ctx, pgLiveJobs)
-			if err != nil {
-				return nil, err
-			}
-			defer rows.Close()
-			return scanLive(rows)
-		},
+		live: func(ctx context.Context) (map[string][]liveJob, error) { return pgLive(ctx, pool, pgLiveJobs) },
 		insertIf: func(ctx context.Context, runID string, ok func([]liveJob) bool) (bool, error) {
 			tx, err := pool.Begin(ctx)
 			if err != nil {
 				return false, err
 			}
 			defer func() { _ = tx.Rollback(ctx) }()
+			// Serialized with the other processes' sweeps.
 			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", OrphanLockKey); err != nil {
 				return false, err
 			}
-			rows, err := tx.Query(ctx, pgLiveJobsOf, runID)
-			if err != nil {
-				return false, err
-			}
-			live, err := scanLive(rows)
-			rows.Close()
-			if err != nil {
-				return false, err
-			}
-			if !ok(live[runID]) {
-				return false, nil
-			}
-			if _, err := client.InsertTx(ctx, tx, RunArgs{RunID: runID}, nil); err != nil {
+			inserted, err := insertChecked(ctx, client, tx, runID,
+				func() (map[string][]liveJob, error) { return pgLive(ctx, tx, pgLiveJobsOf, runID) }, ok)
+			if err != nil || !inserted {
 				return false, err
 			}
 			return true, tx.Commit(ctx)
