@@ -114,18 +114,7 @@ func TestExecSignals(t *testing.T) {
 			}
 		})
 		waitUntil(t, "the program to run", 15*time.Second, func() bool { return strings.Contains(out.String(), "ready\n") })
-		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-			t.Fatal(err)
-		}
-		// The run is stopping the program (its debug log says so).
-		waitUntil(t, "the program to be stopped", 15*time.Second, func() bool { return strings.Contains(out.String(), "stopping sh") })
-		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-			t.Fatal(err)
-		}
-		if code := exitStatus(t, cmd, out); code != 130 {
-			t.Errorf("exit status %d, want 130:\n%s", code, out.String())
-		}
-		waitUntil(t, "the program to end", 5*time.Second, func() bool { return testenv.ProcessRunning("sh", marker) == 0 })
+		interruptTwice(t, cmd, out, marker)
 	})
 }
 
@@ -278,17 +267,26 @@ func startJobRun(t *testing.T, script string, args ...string) (cmd *exec.Cmd, ou
 func TestJobRunSignals(t *testing.T) {
 	t.Parallel()
 	cmd, out, marker := startJobRun(t, "trap '' INT TERM; echo ready; sleep 300", "--log-level", "debug")
+	interruptTwice(t, cmd, out, marker)
+}
+
+// interruptTwice sends a running pgrelay (at debug level, its program sh
+// ignoring SIGINT and SIGTERM) a Ctrl-C, and another once it is stopping
+// the program: it must exit with 130 and leave no sh with marker running.
+func interruptTwice(t *testing.T, cmd *exec.Cmd, out *lockedBuffer, marker string) {
+	t.Helper()
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the command to be stopped", 15*time.Second, func() bool { return strings.Contains(out.String(), "stopping sh") })
+	// The run is stopping the program (its debug log says so).
+	waitUntil(t, "the program to be stopped", 15*time.Second, func() bool { return strings.Contains(out.String(), "stopping sh") })
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
 	if code := exitStatus(t, cmd, out); code != 130 {
 		t.Errorf("exit status %d, want 130:\n%s", code, out.String())
 	}
-	waitUntil(t, "the command to end", 5*time.Second, func() bool { return testenv.ProcessRunning("sh", marker) == 0 })
+	waitUntil(t, "the program to end", 5*time.Second, func() bool { return testenv.ProcessRunning("sh", marker) == 0 })
 }
 
 // TestJobRunHangup: a local job run whose terminal closed (SIGHUP) stops
