@@ -104,8 +104,10 @@ func (r *runner) auditListCommand() *cobra.Command {
 				if rec.Error != "" {
 					outcome += " (" + rec.Error + ")"
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", rec.Seq, rec.Time.Local().Format(time.RFC3339), rec.Actor,
-					rec.Action, targetText(rec), outcome, dash(rec.Client), dash(detailText(rec)))
+				// An error may quote a database's message, a client
+				// names itself: their control characters written out.
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", rec.Seq, rec.Time.Local().Format(time.RFC3339), cellText(rec.Actor.String()),
+					rec.Action, cellText(targetText(rec)), cellText(outcome), cellText(dash(rec.Client)), cellText(dash(detailText(rec))))
 			}
 			return tw.Flush()
 		},

@@ -40,9 +40,14 @@ func checkOutput(o string, accepted ...string) error {
 }
 
 func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode JSON output: %w", err)
+	}
+	// encoding/json escapes C0 controls (ESC is \u001b); C1 controls
+	// and DEL too, so that no text in the output acts on a terminal.
+	_, err = w.Write(append(escapeJSONControls(b), '\n'))
+	return err
 }
 
 func (r *runner) connCreateCommand() *cobra.Command {

@@ -46,7 +46,12 @@ Then print the statements an administrator runs to grant what is missing
 			case "sql":
 				_, err = io.WriteString(r.out(), res.SQL())
 			default:
-				printGrants(r.out(), res)
+				// Names of schemas and tables are the database's:
+				// their control characters written out (-o sql keeps
+				// them, to be run).
+				var b strings.Builder
+				printGrants(&b, res)
+				_, err = io.WriteString(r.out(), showControls(b.String()))
 			}
 			if err != nil {
 				return err

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -243,7 +244,7 @@ func (r *runner) jobDeleteCommand() *cobra.Command {
 }
 
 func (r *runner) jobRunCommand() *cobra.Command {
-	var wait, follow bool
+	var wait, follow, raw bool
 	var output string
 	var logLimit int64
 	var stopGrace time.Duration
@@ -254,6 +255,9 @@ func (r *runner) jobRunCommand() *cobra.Command {
 		Long: `Run a job now. Against a server (--server) the run is queued and a worker takes
 it; --wait waits for it to end and --follow prints its log as it comes. Without a
 server the run executes in this process, its log printed as it comes.
+The log's control characters (ESC, a carriage return, ...) and bytes that
+are not UTF-8 are printed written out, such as \x1b; --raw prints them as
+they are (see ` + "`pgrelay run logs --help`" + `).
 Exit code with --wait (and locally): 0 when the run succeeded, 1 otherwise; a local run
 stopped by Ctrl-C exits with 130 (128 + the signal's number for SIGTERM and SIGHUP). A second Ctrl-C
 ends a wait for the server to stop the run's statements (after its tunnel dropped),
@@ -273,11 +277,14 @@ fails the run before anything starts.`,
 			if err := checkOutput(output, "text", "json"); err != nil {
 				return err
 			}
+			if raw && (output == "json" || (r.remote != nil && !follow)) {
+				return usagef("--raw applies to the log this command prints: a local run's, or a server's run with --follow, in the text output")
+			}
 			if r.remote == nil {
 				if stopGrace < time.Second || stopGrace > jobs.MaxStopGrace {
 					return usagef("--stop-grace %s: accepted is 1s to %s (e.g. 10s)", stopGrace, jobs.MaxStopGrace)
 				}
-				return r.runJobLocally(cmd.Context(), args[0], output, logLimit, stopGrace, cf)
+				return r.runJobLocally(cmd.Context(), args[0], output, raw, logLimit, stopGrace, cf)
 			}
 			if cmd.Flags().Changed("run-log-limit") {
 				return usagef("--run-log-limit applies to runs in this process: a server's runs keep the log size its pgrelay serve --run-log-limit sets")
@@ -309,7 +316,11 @@ fails the run before anything starts.`,
 			// Ctrl-C ends the wait, not the run: it goes on on the server.
 			ctx, stop := stopOnSignal(cmd.Context())
 			defer stop()
-			final, err := r.followRun(ctx, b, run.ID, follow && output != "json")
+			var show func(jobs.LogLine)
+			if follow && output != "json" {
+				show = logPrinter(r.out(), raw)
+			}
+			final, err := r.followRun(ctx, b, run.ID, show)
 			var sig caughtSignal
 			if err != nil && errors.As(context.Cause(ctx), &sig) {
 				return &exitCodeError{code: exitStatusFor(sig.Signal), msg: fmt.Sprintf(
@@ -324,6 +335,7 @@ fails the run before anything starts.`,
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the run ends")
 	cmd.Flags().BoolVar(&follow, "follow", false, "print the run's log as it comes (implies --wait)")
+	cmd.Flags().BoolVar(&raw, "raw", false, "print the log's text as it was stored, control characters and all, rather than written out (\\x1b)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json (the final run)")
 	addRunLogLimitFlag(cmd.Flags(), &logLimit)
 	addStopGraceFlag(cmd.Flags(), &stopGrace)
@@ -347,7 +359,7 @@ func (r *runner) runOutcome(run *jobs.Run, output string) error {
 }
 
 // runJobLocally executes a run in this process.
-func (r *runner) runJobLocally(ctx context.Context, name, output string, logLimit int64, stopGrace time.Duration, cf commandFlags) error {
+func (r *runner) runJobLocally(ctx context.Context, name, output string, raw bool, logLimit int64, stopGrace time.Duration, cf commandFlags) error {
 	policy, err := r.commandPolicy(cf)
 	if err != nil {
 		return err
@@ -380,7 +392,7 @@ func (r *runner) runJobLocally(ctx context.Context, name, output string, logLimi
 		fmt.Fprintf(r.env.Stderr, "Run %s of job %s started in this process.\n", run.ID, name)
 		go func() {
 			defer close(done)
-			_, followErr = r.followRun(context.WithoutCancel(ctx), svc, run.ID, true)
+			_, followErr = r.followRun(context.WithoutCancel(ctx), svc, run.ID, logPrinter(r.out(), raw))
 		}()
 	}
 	final, err := svc.RunJobLocally(ctx, name, started)
@@ -400,16 +412,13 @@ func (r *runner) runJobLocally(ctx context.Context, name, output string, logLimi
 	return err
 }
 
-// followRun follows a run until it ends, printing new log lines when
-// print: through the server's event stream when the backend offers it,
-// else (locally, or when the server has no event stream) by polling.
-func (r *runner) followRun(ctx context.Context, b jobsBackend, id string, print bool) (*jobs.Run, error) {
+// followRun follows a run until it ends, giving new log lines to show
+// when it is not nil: through the server's event stream when the backend
+// offers it, else (locally, or when the server has no event stream) by
+// polling.
+func (r *runner) followRun(ctx context.Context, b jobsBackend, id string, show func(jobs.LogLine)) (*jobs.Run, error) {
 	if f, ok := b.(runFollower); ok {
-		var fn func(jobs.LogLine)
-		if print {
-			fn = func(l jobs.LogLine) { printLogLine(r.out(), l) }
-		}
-		run, err := f.FollowRun(ctx, id, fn)
+		run, err := f.FollowRun(ctx, id, show)
 		var ce *client.Error
 		if err == nil || !errors.As(err, &ce) || (ce.Status != http.StatusNotFound && ce.Status != http.StatusMethodNotAllowed) {
 			return run, err
@@ -418,25 +427,26 @@ func (r *runner) followRun(ctx context.Context, b jobsBackend, id string, print 
 		// printed: poll instead. (A missing run gets its 404 again.)
 		r.logger.Debug("run event stream not available; polling", "error", err)
 	}
-	return r.pollRun(ctx, b, id, print)
+	return r.pollRun(ctx, b, id, show)
 }
 
-// pollRun polls a run until it ends, printing new log lines when print.
-func (r *runner) pollRun(ctx context.Context, b jobsBackend, id string, print bool) (*jobs.Run, error) {
+// pollRun polls a run until it ends, giving new log lines to show when
+// it is not nil.
+func (r *runner) pollRun(ctx context.Context, b jobsBackend, id string, show func(jobs.LogLine)) (*jobs.Run, error) {
 	var after int64
 	for {
 		run, err := b.GetRun(ctx, id)
 		if err != nil {
 			return nil, err
 		}
-		if print {
+		if show != nil {
 			for {
 				lines, err := b.RunLog(ctx, id, after, 1000)
 				if err != nil {
 					return nil, err
 				}
 				for _, l := range lines {
-					printLogLine(r.out(), l)
+					show(l)
 					after = l.Seq
 				}
 				if len(lines) < 1000 {
@@ -445,11 +455,11 @@ func (r *runner) pollRun(ctx context.Context, b jobsBackend, id string, print bo
 			}
 		}
 		if run.Status.Terminal() {
-			if print {
+			if show != nil {
 				// Lines flushed after the status changed.
 				lines, _ := b.RunLog(ctx, id, after, 10000)
 				for _, l := range lines {
-					printLogLine(r.out(), l)
+					show(l)
 				}
 			}
 			return run, nil
@@ -462,7 +472,21 @@ func (r *runner) pollRun(ctx context.Context, b jobsBackend, id string, print bo
 	}
 }
 
-func printLogLine(w io.Writer, l jobs.LogLine) {
+// logPrinter returns a function printing log lines to w (see
+// printLogLine).
+func logPrinter(w io.Writer, raw bool) func(jobs.LogLine) {
+	return func(l jobs.LogLine) { printLogLine(w, l, raw) }
+}
+
+// printLogLine prints a log line after its time, step number and stream
+// marker (! stderr, # pgrelay's own lines). Its text, which a job's
+// command wrote, is printed with its control characters written out
+// (see showControls), unless raw: then as it was stored.
+func printLogLine(w io.Writer, l jobs.LogLine, raw bool) {
+	text := l.Text
+	if !raw {
+		text = showControls(text)
+	}
 	step := "   "
 	if l.Step >= 0 {
 		step = fmt.Sprintf("%2d ", l.Step+1)
@@ -474,7 +498,7 @@ func printLogLine(w io.Writer, l jobs.LogLine) {
 	case jobs.StreamSystem:
 		marker = "#"
 	}
-	fmt.Fprintf(w, "%s %s%s %s\n", l.Time.Local().Format("15:04:05"), step, marker, l.Text)
+	fmt.Fprintf(w, "%s %s%s %s\n", l.Time.Local().Format("15:04:05"), step, marker, text)
 }
 
 func (r *runner) runCommand() *cobra.Command {
@@ -532,12 +556,8 @@ func (r *runner) runListCommand() *cobra.Command {
 			fmt.Fprintln(tw, "ID\tJOB\tTRIGGER\tSTATUS\tQUEUED\tDURATION\tREASON")
 			now := time.Now()
 			for _, run := range runs {
-				reason := run.Reason
-				if len(reason) > 80 {
-					reason = reason[:77] + "..."
-				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", run.ID, run.JobName, run.Trigger, run.Status,
-					run.QueuedAt.Local().Format("2006-01-02 15:04:05"), runListDuration(run, now), reason)
+					run.QueuedAt.Local().Format("2006-01-02 15:04:05"), runListDuration(run, now), reasonCell(run.Reason))
 			}
 			return tw.Flush()
 		},
@@ -547,6 +567,20 @@ func (r *runner) runListCommand() *cobra.Command {
 	cmd.Flags().StringVar(&status, "status", "", "only runs with these statuses (comma-separated)")
 	intVar(cmd.Flags(), &limit, "limit", 50, "at most this many runs")
 	return cmd
+}
+
+// reasonCell is a run's reason as `run list` shows it: cut to 80 bytes
+// (between characters) and, as it may quote a command's last words, with
+// its control characters written out (see cellText).
+func reasonCell(reason string) string {
+	if len(reason) > 80 {
+		n := 77
+		for n > 0 && !utf8.RuneStart(reason[n]) {
+			n--
+		}
+		reason = reason[:n] + "..."
+	}
+	return cellText(reason)
 }
 
 func (r *runner) runShowCommand() *cobra.Command {
@@ -572,7 +606,8 @@ func (r *runner) runShowCommand() *cobra.Command {
 			}
 			fmt.Fprintf(r.out(), "Run %s of job %s (%s, attempt %d)\nStatus: %s\n", run.ID, run.JobName, run.Trigger, run.Attempt, run.Status)
 			if run.Reason != "" {
-				fmt.Fprintf(r.out(), "Reason: %s\n", run.Reason)
+				// It may quote a command's last words: written out.
+				fmt.Fprintf(r.out(), "Reason: %s\n", showControls(run.Reason))
 			}
 			if run.Worker != "" {
 				fmt.Fprintf(r.out(), "Worker: %s\n", run.Worker)
@@ -582,7 +617,7 @@ func (r *runner) runShowCommand() *cobra.Command {
 				fmt.Fprintf(r.out(), "Duration: %s\n", elapsed.FormatMS(float64(run.DurationMS(time.Now()))))
 			}
 			if c := run.Cleanup; c != nil {
-				fmt.Fprintf(r.out(), "Cleanup: %s: %s\n", c.Status, c.Message)
+				fmt.Fprintf(r.out(), "Cleanup: %s: %s\n", c.Status, showControls(c.Message))
 			}
 			tw := tabwriter.NewWriter(r.out(), 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "\nSTEP\tKIND\tSTATUS\tEXIT\tDURATION\tLABEL")
@@ -591,7 +626,7 @@ func (r *runner) runShowCommand() *cobra.Command {
 				if s.ExitCode != nil {
 					exit = fmt.Sprint(*s.ExitCode)
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", s.Index+1, s.Kind, s.Status, exit, stepDuration(s), s.Label)
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", s.Index+1, s.Kind, s.Status, exit, stepDuration(s), cellText(s.Label))
 			}
 			return tw.Flush()
 		},
@@ -601,22 +636,38 @@ func (r *runner) runShowCommand() *cobra.Command {
 }
 
 func (r *runner) runLogsCommand() *cobra.Command {
-	var follow bool
+	var follow, raw bool
 	cmd := &cobra.Command{
 		Use:   "logs RUN_ID",
 		Short: "Print a run's log (--follow: until the run ends)",
-		Args:  exactArgs(1, "RUN_ID"),
+		Long: `Print a run's log, one line per line of output: its time, the step's number,
+a marker (! for stderr, # for pgrelay's own lines) and the text.
+
+The text is what the job's steps printed, which an editor of the job decides.
+So that it cannot act on your terminal (rewrite lines, set the window title,
+write the clipboard), its control characters are written out in Go's escape
+syntax: ESC and the other C0 controls (but newline and tab) and DEL as \xNN
+(ESC is \x1b), a carriage return as \r, C1 controls as \u0080 to \u009f, and
+bytes that are not UTF-8 as \xNN. Backslashes are left as they are, so the
+text \x1b and an ESC look alike here: --raw prints the text as it was stored,
+for a file or a program that wants the exact bytes. (Through a server, bytes
+that are not UTF-8 arrive as U+FFFD, as JSON carries text.)`,
+		Example: `  pgrelay run logs RUN_ID
+  pgrelay run logs RUN_ID --follow
+  pgrelay run logs RUN_ID --raw > run.log`,
+		Args: exactArgs(1, "RUN_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, err := r.jobs(cmd.Context())
 			if err != nil {
 				return err
 			}
+			show := logPrinter(r.out(), raw)
 			if follow {
-				run, err := r.followRun(cmd.Context(), b, args[0], true)
+				run, err := r.followRun(cmd.Context(), b, args[0], show)
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(r.env.Stderr, "Run %s %s. %s\n", run.ID, run.Status, run.Reason)
+				fmt.Fprintf(r.env.Stderr, "Run %s %s. %s\n", run.ID, run.Status, showControls(run.Reason))
 				return nil
 			}
 			var after int64
@@ -626,7 +677,7 @@ func (r *runner) runLogsCommand() *cobra.Command {
 					return err
 				}
 				for _, l := range lines {
-					printLogLine(r.out(), l)
+					show(l)
 					after = l.Seq
 				}
 				if len(lines) < 1000 {
@@ -636,6 +687,7 @@ func (r *runner) runLogsCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the run ends")
+	cmd.Flags().BoolVar(&raw, "raw", false, "print the text as it was stored, control characters and all, rather than written out (\\x1b)")
 	return cmd
 }
 

@@ -43,3 +43,22 @@ func TestPrintStepAligned(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintStepEscapesControls: what a server says (an error, a version)
+// is printed with its control characters written out.
+func TestPrintStepEscapesControls(t *testing.T) {
+	t.Parallel()
+	var b bytes.Buffer
+	printStep(&b, diagnose.Step{ID: diagnose.StepQuery, Status: diagnose.StatusFailed,
+		Error: "server says \x1b]52;c;eA==\x07 \u009b2J", Hint: "line\r\x1b[1Aover"})
+	printStep(&b, diagnose.Step{ID: diagnose.StepDatabase, Status: diagnose.StatusOK, Detail: "version \x1b]0;title\x07"})
+	out := b.String()
+	for _, want := range []string{`error: server says \x1b]52;c;eA==\x07 \u009b2J`, `hint:  line\r\x1b[1Aover`, `version \x1b]0;title\x07`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.ContainsAny(out, "\x1b\x07\r\u009b") {
+		t.Errorf("output holds control characters raw: %q", out)
+	}
+}

@@ -120,7 +120,7 @@ func (s *jsonSink) Begin(cols []app.Column) error {
 	s.names = make([]string, len(cols))
 	for i, c := range cols {
 		b, _ := json.Marshal(c.Name)
-		s.names[i] = string(b)
+		s.names[i] = string(escapeJSONControls(b))
 	}
 	_, err := io.WriteString(s.w, "[")
 	return err
@@ -141,7 +141,9 @@ func (s *jsonSink) Row(vals [][]byte) error {
 	}
 	b.WriteString("}")
 	s.n++
-	_, err := io.WriteString(s.w, b.String())
+	// Values of type json pass as they are: write their C1 controls
+	// escaped as encoding/json does not (see escapeJSONControls).
+	_, err := s.w.Write(escapeJSONControls([]byte(b.String())))
 	return err
 }
 
@@ -183,6 +185,14 @@ func (s *jsonSink) End(string) error {
 	return err
 }
 
+// cellText is a value or column name as a table cell shows it: on one
+// line (its line ends written \n, or \r\n), with control characters
+// written out (see showControls).
+func cellText(s string) string {
+	s = strings.ReplaceAll(showControls(s), "\r\n", `\r\n`)
+	return strings.ReplaceAll(s, "\n", `\n`)
+}
+
 // tableSink prints psql-like aligned tables with a row count, and the
 // command tag of statements without rows.
 type tableSink struct {
@@ -200,7 +210,7 @@ func (s *tableSink) Begin(cols []app.Column) error {
 func (s *tableSink) Row(vals [][]byte) error {
 	row := make([]string, len(vals))
 	for i, v := range vals {
-		row[i] = strings.ReplaceAll(string(v), "\n", `\n`)
+		row[i] = cellText(string(v))
 	}
 	s.rows = append(s.rows, row)
 	return nil
@@ -214,7 +224,7 @@ func (s *tableSink) End(tag string) error {
 	s.open = false
 	widths := make([]int, len(s.cols))
 	for i, c := range s.cols {
-		widths[i] = utf8.RuneCountInString(c.Name)
+		widths[i] = utf8.RuneCountInString(cellText(c.Name))
 	}
 	for _, r := range s.rows {
 		for i, v := range r {
@@ -231,7 +241,7 @@ func (s *tableSink) End(tag string) error {
 	names := make([]string, len(s.cols))
 	seps := make([]string, len(s.cols))
 	for i, c := range s.cols {
-		names[i] = c.Name
+		names[i] = cellText(c.Name)
 		seps[i] = strings.Repeat("-", widths[i]+2)
 	}
 	var b strings.Builder

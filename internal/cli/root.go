@@ -82,7 +82,9 @@ func Execute(ctx context.Context, env Env, args []string) int {
 		return 0
 	}
 	code := exitCode(err)
-	fmt.Fprintln(env.Stderr, "Error: "+describe(err)+r.remoteHint(err))
+	// An error may quote a command's output or a database's message:
+	// its control characters are written out (see showControls).
+	fmt.Fprintln(env.Stderr, "Error: "+showControls(describe(err)+r.remoteHint(err)))
 	return code
 }
 

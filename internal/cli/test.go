@@ -91,8 +91,10 @@ func stepMark(s diagnose.Status) string {
 const durationWidth = 10
 
 // printStep prints one step: mark, id, time and detail, then the error and
-// hint of a failure (or the hint of a passed step).
+// hint of a failure (or the hint of a passed step). Their text may quote a
+// server (its version, its error): control characters are written out.
 func printStep(w io.Writer, s diagnose.Step) {
+	s.Detail, s.Error, s.Hint = showControls(s.Detail), showControls(s.Error), showControls(s.Hint)
 	dur := "-"
 	if s.Status != diagnose.StatusSkipped {
 		dur = elapsed.FormatMS(s.DurationMS)
