@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -33,6 +34,7 @@ type ProxyServer struct {
 	svc      *Service
 	name     string
 	px       *proxy.Proxy
+	rl       *relay.Relay
 	backends *relay.Registry
 	localTLS *relay.LocalTLS
 	// password is the proxy's own password, when it authenticates
@@ -79,6 +81,7 @@ func (s *Service) Proxy(ctx context.Context, name, listenAddr string) (_ *ProxyS
 		_ = sess.Close()
 		return nil, fmt.Errorf("proxy %s: %w", name, err)
 	}
+	ps.rl = rl
 	ps.px = proxy.New(ln, ps.dial, s.logger.With("connection", name), proxy.WithHandshake(rl.Handshake))
 	s.recordUse(ctx, name, "proxy", start)
 	return ps, nil
@@ -252,9 +255,16 @@ func (p *ProxyServer) reopen(ctx context.Context, r *reopen) {
 func (p *ProxyServer) Serve(ctx context.Context) error { return p.px.Serve(ctx) }
 
 // Close stops the proxy and closes its tunnel. Sessions still open are
-// closed, and the statements they run are cancelled first.
+// closed, and the statements they run are cancelled first. The cancel
+// requests still being sent again for sessions lost with an earlier
+// tunnel (the bastion did not answer) get a last attempt, through a
+// tunnel opened again if need be, bounded by the relay's cancel time-out
+// (relay.DefaultCancelTimeout); those that could not be sent are logged
+// with their backend's PID and returned in the error (see relay.Relay.Close).
 func (p *ProxyServer) Close() error {
 	err := p.px.Close()
+	// Before the proxy is marked closed: a last attempt may need its dial.
+	err = errors.Join(err, p.rl.Close())
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true

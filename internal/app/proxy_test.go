@@ -329,3 +329,79 @@ func TestProxyCancelsLostStatementOnceReachable(t *testing.T) {
 	fp.Thaw()
 	waitFor("the statement to be cancelled once the bastion answers", 30*time.Second, func() bool { return !running() })
 }
+
+// TestProxyCloseEndsCancelRetries: closing the proxy (the process shuts
+// down) while the cancel request of a session lost with its tunnel is
+// being sent again makes one last attempt and ends the retries, naming
+// the backend whose statement may still run. The retries used to go on
+// after Close, opening tunnels for ten minutes.
+func TestProxyCloseEndsCancelRetries(t *testing.T) {
+	t.Parallel()
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	db := pg.NewDatabase(t)
+	b := testenv.SharedBastion(t, testenv.BastionOptions{})
+	fp := testenv.StartFaultProxy(t, b.Addr())
+	logs := &testenv.LogBuffer{}
+	f := newServiceWith(t, func(c *app.Config) {
+		c.DialTimeout = 2 * time.Second
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
+	ctx := context.Background()
+	v, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "closing", Host: pg.Host, Port: pg.Port, Database: db.Name,
+		User: db.User, Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
+		Tunnel: &connection.Tunnel{Host: fp.Host(), Port: fp.Port(), User: b.User,
+			KeepaliveInterval: connection.Duration(200 * time.Millisecond), KeepaliveCountMax: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, v.SSHTunnel.PublicKey)
+	ps, err := f.svc.Proxy(ctx, "closing", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = ps.Serve(ctx) }()
+	t.Cleanup(func() { _ = ps.Close() })
+	super, err := pgx.Connect(ctx, pg.ConnString(pg.SuperUser, pg.SuperPassword, "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer super.Close(ctx)
+	tag := "closing-" + strconv.Itoa(os.Getpid())
+	t.Cleanup(func() {
+		_, _ = super.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%'||$1||'%' AND pid <> pg_backend_pid()`, tag)
+	})
+	c, err := pgx.Connect(ctx, "postgres://"+db.User+":"+db.Password+"@"+ps.Addr().String()+"/"+db.Name+"?sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	go func() { _, _ = c.Exec(context.Background(), "SELECT pg_sleep(300) /* "+tag+" */") }()
+	waitFor := func(what string, within time.Duration, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(within); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	var pid int64
+	waitFor("the statement to run", 10*time.Second, func() bool {
+		return super.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%'||$1||'%' AND pid <> pg_backend_pid()`, tag).Scan(&pid) == nil
+	})
+	// The bastion goes silent: the tunnel is dropped by its keepalives,
+	// the session with it, and its cancel request is sent again.
+	fp.Freeze()
+	defer fp.Thaw()
+	waitFor("the cancel request to be sent again", 20*time.Second, func() bool { return ps.PendingCancels() == 1 })
+
+	err = ps.Close()
+	if n := ps.PendingCancels(); n != 0 {
+		t.Fatalf("%d cancel requests still sent again after Close", n)
+	}
+	if err == nil || !strings.Contains(err.Error(), "pid "+strconv.FormatInt(pid, 10)) {
+		t.Fatalf("Close returned %v, want the undelivered cancel request of backend pid %d", err, pid)
+	}
+	if !strings.Contains(logs.String(), "closed before the cancel request") {
+		t.Fatalf("no warning for the undelivered cancel request:\n%s", logs)
+	}
+}

@@ -97,6 +97,9 @@ GOMAXPROCS=1, unless those environment variables are set.`,
 			}
 			fmt.Fprintln(r.out(), "Press Ctrl-C to stop.")
 			err = ps.Serve(ctx)
+			// A second Ctrl-C while Close sends the last cancel requests
+			// (bounded by their time-out) ends the process at once.
+			stop()
 			if ctx.Err() != nil {
 				fmt.Fprintln(r.out(), "Stopped.")
 				return nil

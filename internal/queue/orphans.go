@@ -17,11 +17,13 @@ import (
 	"github.com/pgrelay/pgrelay/internal/store"
 )
 
-// A run is saved as queued, then inserted as a River job: a process that
-// died between the two steps, a River insert that failed after the run
-// was saved, or a worker that could not read the run when it took the job,
-// leaves a run queued that no worker will ever take. The sweep below (part
-// of reap) queues such runs again.
+// Submit saves a run and inserts its River job in one transaction of the
+// store, so that neither exists without the other. A run can still be left
+// queued with no worker to take it: saved by an older release, which wrote
+// the two apart (a process that died between the two steps, or a River
+// insert that failed after the run was saved), queued again by the reaper
+// (reap) whose insert then failed, or taken by a worker that could not
+// read it. The sweep below (part of reap) queues such runs again.
 
 // liveJob is a River job of a run in a state that will still be worked.
 type liveJob struct {

@@ -51,8 +51,11 @@ const (
 // Postgres.
 type Backend struct {
 	// SQLite is a handle on the embedded store's file (one connection).
+	// A run's River job is inserted in the store's transaction that
+	// saves the run, so it must be the same file.
 	SQLite *sql.DB
-	// Postgres is the shared store's pool.
+	// Postgres is the shared store's pool (the store's database, where a
+	// run's River job is inserted in the transaction that saves the run).
 	Postgres *pgxpool.Pool
 }
 
@@ -178,6 +181,9 @@ type Queue struct {
 	// reap uses it).
 	orphanDB orphanBackend
 	orphans  map[string]string
+	// insertRunTx inserts a run's River job in tx, the store's
+	// transaction that saves the run (see Submit).
+	insertRunTx func(ctx context.Context, tx any, runID string) error
 
 	mu        sync.Mutex
 	active    map[string]activeRun // runs working in this process
@@ -325,6 +331,16 @@ func New(cfg Config) (*Queue, error) {
 		var c *river.Client[*sql.Tx]
 		c, err = river.NewClient(drv, rc)
 		q.client, q.orphanDB = c, sqliteOrphans(db, c)
+		q.insertRunTx = func(ctx context.Context, tx any, runID string) error {
+			// The store's own handle on the same file: River's tables
+			// are beside the runs'.
+			stx, ok := tx.(*sql.Tx)
+			if !ok {
+				return fmt.Errorf("the store's transaction is a %T, not the *sql.Tx of River's SQLite driver", tx)
+			}
+			_, err := c.InsertTx(ctx, stx, RunArgs{RunID: runID}, nil)
+			return err
+		}
 		q.migrate = func(ctx context.Context) error {
 			m, err := rivermigrate.New(drv, nil)
 			if err != nil {
@@ -339,6 +355,14 @@ func New(cfg Config) (*Queue, error) {
 		var c *river.Client[pgx.Tx]
 		c, err = river.NewClient(drv, rc)
 		q.client, q.orphanDB = c, pgOrphans(pool, c)
+		q.insertRunTx = func(ctx context.Context, tx any, runID string) error {
+			ptx, ok := tx.(pgx.Tx)
+			if !ok {
+				return fmt.Errorf("the store's transaction is a %T, not the pgx.Tx of River's PostgreSQL driver", tx)
+			}
+			_, err := c.InsertTx(ctx, ptx, RunArgs{RunID: runID}, nil)
+			return err
+		}
 		q.migrate = func(ctx context.Context) error {
 			return postgres.WithAdvisoryLock(ctx, pool, MigrationLockKey, func(*pgxpool.Conn) error {
 				m, err := rivermigrate.New(drv, nil)

@@ -16,19 +16,20 @@ import (
 	"github.com/pgrelay/pgrelay/internal/tracing"
 )
 
-// Submit saves a queued run of job and queues it.
+// Submit saves a queued run of job and queues it: the run and its River
+// job are saved in one transaction of the store, so that neither exists
+// without the other (a process that stops between the two, or an insert
+// that fails, leaves nothing behind). It returns an error, and no run,
+// when either could not be saved.
 func (q *Queue) Submit(ctx context.Context, job jobs.Job, trigger jobs.Trigger) (*jobs.Run, error) {
 	r := jobs.NewRun(job, trigger, q.cfg.Now())
-	if err := q.cfg.Store.CreateRun(ctx, r); err != nil {
-		return nil, err
-	}
-	if err := q.Enqueue(ctx, r.ID); err != nil {
-		// Do not leave a queued run nobody will take.
-		q.finish(context.WithoutCancel(ctx), r.ID, func(r *jobs.Run) {
-			r.Status, r.Reason = jobs.Failed, "could not queue the run: "+err.Error()
-			now := q.cfg.Now().UTC()
-			r.EndedAt = &now
-		})
+	err := q.cfg.Store.CreateRunWith(ctx, r, func(ctx context.Context, tx any) error {
+		if err := q.insertRunTx(ctx, tx, r.ID); err != nil {
+			return fmt.Errorf("queue a run of job %s: insert its River job (the run was not saved): %w", job.Name, err)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	q.cfg.Logger.InfoContext(ctx, "run queued", "run_id", r.ID, "job", job.Name, "trigger", trigger)

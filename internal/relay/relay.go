@@ -95,6 +95,7 @@ type Config struct {
 	// for this long, with backoff, while it cannot be sent: the server
 	// may be reached again (the dial function opens the tunnel anew),
 	// and until then the session's statement runs on. Zero tries once.
+	// Close stops these retries after a last attempt.
 	CancelRetryFor time.Duration
 	// Logger receives one line per session; nil discards.
 	Logger *slog.Logger
@@ -122,6 +123,18 @@ type Relay struct {
 	// forwarded for.
 	mu   sync.Mutex
 	live map[string]struct{}
+	// closing is set once Close has begun: no cancel request is sent
+	// again after that (see retryCancel). retrying counts the sessions
+	// whose cancel request is being sent again; retries waits for them.
+	closing  bool
+	retrying int
+	retries  sync.WaitGroup
+	// undelivered are the errors of the cancel requests that Close
+	// stopped before they could be sent.
+	undelivered []error
+	// stop is closed when Close begins; closeOnce closes it once.
+	stop      chan struct{}
+	closeOnce sync.Once
 }
 
 // New returns a relay for cfg.
@@ -136,7 +149,7 @@ func New(cfg Config) *Relay {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	term, _ := (&pgproto3.Terminate{}).Encode(nil) // a fixed 5 bytes; cannot fail
-	r := &Relay{cfg: cfg, log: cfg.Logger, terminate: term, live: make(map[string]struct{})}
+	r := &Relay{cfg: cfg, log: cfg.Logger, terminate: term, live: make(map[string]struct{}), stop: make(chan struct{})}
 	if cfg.Login != nil {
 		r.auth, r.authErr = newLocalAuth(cfg.Login)
 	}
@@ -204,6 +217,70 @@ func (r *Relay) Handshake(ctx context.Context, client net.Conn, dial proxy.DialF
 		lift()
 		return nil, fmt.Errorf("relay: client %s: unexpected first message %T", client.RemoteAddr(), first)
 	}
+}
+
+// Close stops the cancel requests the relay is still sending again for
+// sessions lost with their stream to the server (Config.CancelRetryFor),
+// and waits for them to end: the process is shutting down, and its
+// retries would otherwise go on for the rest of CancelRetryFor. Each makes
+// one last attempt, bounded by Config.CancelTimeout (an attempt already
+// under way when Close is called is its last), so Close returns within
+// about CancelTimeout. A cancel request that could not be sent is logged
+// at warn level with its backend's PID (its statement may still be
+// running on the server) and returned, joined with the others. A session
+// that ends after Close has begun has its cancel request sent once and
+// not again.
+//
+// Close neither closes the sessions nor stops new ones from starting:
+// close the proxy first (its Close waits for its sessions, whose cancel
+// requests are sent as they end). It is safe to call more than once and
+// from several goroutines; every call waits for the retries to end and
+// returns the same error.
+func (r *Relay) Close() error {
+	r.closeOnce.Do(func() {
+		r.mu.Lock()
+		r.closing = true
+		r.mu.Unlock()
+		close(r.stop)
+	})
+	r.retries.Wait()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return errors.Join(r.undelivered...)
+}
+
+// PendingCancels returns how many sessions lost with their stream to the
+// server have a cancel request the relay is still trying to send (see
+// Config.CancelRetryFor); zero once Close has returned.
+func (r *Relay) PendingCancels() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.retrying
+}
+
+// startRetry counts a session whose cancel request is to be sent again,
+// unless Close has begun (false).
+func (r *Relay) startRetry() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closing {
+		return false
+	}
+	r.retrying++
+	r.retries.Add(1)
+	return true
+}
+
+// retryEnded records the end of a session's retries; err, when not nil,
+// is why its cancel request was not sent before Close.
+func (r *Relay) retryEnded(err error) {
+	r.mu.Lock()
+	r.retrying--
+	if err != nil {
+		r.undelivered = append(r.undelivered, err)
+	}
+	r.mu.Unlock()
+	r.retries.Done()
 }
 
 // track records that b's session is open (on) or over (off).

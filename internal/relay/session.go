@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -109,15 +110,32 @@ const (
 // retryCancel sends the session's cancel request again, with backoff,
 // until it is sent or Config.CancelRetryFor has passed since the first
 // try, and logs the outcome. PostgreSQL ignores a request for a backend
-// that has ended (its key is the backend's own).
+// that has ended (its key is the backend's own). Close ends the wait
+// for the next try, which is then the last (see Relay.Close).
 func (s *session) retryCancel(log *slog.Logger) {
+	var undelivered error
+	defer func() { s.r.retryEnded(undelivered) }()
 	deadline := time.Now().Add(s.r.cfg.CancelRetryFor)
 	var err error
 	for wait := cancelRetryFirst; time.Now().Add(wait).Before(deadline); wait = min(2*wait, cancelRetryMax) {
-		time.Sleep(wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-s.r.stop:
+			t.Stop()
+		}
 		if err = s.sendCancel(); err == nil {
 			log.Info("relay: cancel request sent for the statement of a session lost with its connection, once the server could be reached again")
 			return
+		}
+		select {
+		case <-s.r.stop:
+			// The endpoint is closing: that was the last try.
+			log.Warn("relay: closed before the cancel request of a session lost with its connection could be sent; its statement may still be running",
+				slog.Any("cancel_error", err))
+			undelivered = fmt.Errorf("relay: the cancel request for %v was not sent before the relay closed: %w", s.b, err)
+			return
+		default:
 		}
 	}
 	log.Warn("relay: gave up sending the cancel request of a session lost with its connection; its statement may still be running",
@@ -144,7 +162,7 @@ func (s *session) closed(toUp, toClient int64) {
 		attrs = append(attrs, slog.Any("error", e.Err))
 	}
 	s.r.track(s.b, false)
-	retry := later && e.CancelErr != nil && s.r.cfg.CancelRetryFor > 0
+	retry := later && e.CancelErr != nil && s.r.cfg.CancelRetryFor > 0 && s.r.startRetry()
 	switch {
 	case retry:
 		s.log.Warn("relay: session lost with its connection to the server; could not cancel its statement yet, trying again",

@@ -225,6 +225,13 @@ type RunFilter struct {
 type RunStore interface {
 	// CreateRun saves a new run (status queued).
 	CreateRun(ctx context.Context, r *jobs.Run) error
+	// CreateRunWith saves a new run as CreateRun does, in a transaction
+	// in which it then calls with: the run is saved only if with returns
+	// nil, and what with wrote through tx only with the run (the job
+	// queue inserts the run's River job). tx is the backend's transaction
+	// on the store's database: a pgx.Tx (postgres) or a *sql.Tx (sqlite).
+	// An error of with is returned as it is, the transaction rolled back.
+	CreateRunWith(ctx context.Context, r *jobs.Run, with func(ctx context.Context, tx any) error) error
 	// GetRun returns the run, or ErrNotFound.
 	GetRun(ctx context.Context, id string) (*jobs.Run, error)
 	// ListRuns returns runs newest first.

@@ -169,6 +169,37 @@ func (s *Store) CreateRun(ctx context.Context, r *jobs.Run) (rerr error) {
 	return nil
 }
 
+// CreateRunWith implements store.RunStore; with gets a pgx.Tx.
+func (s *Store) CreateRunWith(ctx context.Context, r *jobs.Run, with func(ctx context.Context, tx any) error) (rerr error) {
+	defer markFull(&rerr)
+	if r.Version == 0 {
+		r.Version = 1
+	}
+	args, err := runArgs(r)
+	if err != nil {
+		return fmt.Errorf("create run %s: %w", r.ID, err)
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("create run %s: %w", r.ID, err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	_, err = tx.Exec(ctx, insertRun, args...)
+	if isUniqueViolation(err) {
+		return fmt.Errorf("create run %s: %w", r.ID, store.ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("create run %s: %w", r.ID, err)
+	}
+	if err := with(ctx, tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("create run %s: commit: %w", r.ID, err)
+	}
+	return nil
+}
+
 // GetRun implements store.RunStore.
 func (s *Store) GetRun(ctx context.Context, id string) (*jobs.Run, error) {
 	r, err := scanRun(s.pool.QueryRow(ctx, `SELECT `+runColumns+` FROM pgrelay_runs WHERE id = $1`, id))

@@ -200,6 +200,36 @@ func (s *Store) CreateRun(ctx context.Context, r *jobs.Run) (rerr error) {
 	return nil
 }
 
+// CreateRunWith implements store.RunStore; with gets a *sql.Tx.
+func (s *Store) CreateRunWith(ctx context.Context, r *jobs.Run, with func(ctx context.Context, tx any) error) (rerr error) {
+	defer markFull(&rerr)
+	if r.Version == 0 {
+		r.Version = 1
+	}
+	args, err := runArgs(r)
+	if err != nil {
+		return fmt.Errorf("create run: %w", err)
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("create run %s: %w", r.ID, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, insertRun, args...); err != nil {
+		if isUniqueViolation(err) {
+			return fmt.Errorf("create run %s: %w", r.ID, store.ErrExists)
+		}
+		return fmt.Errorf("create run %s: %w", r.ID, err)
+	}
+	if err := with(ctx, tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("create run %s: commit: %w", r.ID, err)
+	}
+	return nil
+}
+
 // GetRun implements store.RunStore.
 func (s *Store) GetRun(ctx context.Context, id string) (*jobs.Run, error) {
 	r, err := scanRun(s.db.QueryRowContext(ctx, `SELECT `+runColumns+` FROM runs WHERE id = ?`, id))

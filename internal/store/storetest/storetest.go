@@ -61,6 +61,10 @@ func Exercise(t *testing.T, open func(t *testing.T) store.Store) {
 		t.Parallel()
 		exerciseRuns(t, open(t))
 	})
+	t.Run("RunWith", func(t *testing.T) {
+		t.Parallel()
+		exerciseRunWith(t, open(t))
+	})
 	t.Run("RunLogs", func(t *testing.T) {
 		t.Parallel()
 		exerciseRunLogs(t, open(t))
@@ -300,6 +304,38 @@ func exerciseRuns(t *testing.T, s store.Store) {
 	gone.Version = 1
 	if err := s.UpdateRun(ctx, gone); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("update missing run: %v, want ErrNotFound", err)
+	}
+}
+
+// exerciseRunWith checks CreateRunWith: the run is saved only when with
+// succeeds, and with's error comes back as it is.
+func exerciseRunWith(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	mk := func(id string) *jobs.Run {
+		return &jobs.Run{ID: id, JobName: "j", Job: *sampleJob("j"), Trigger: jobs.Manual, Status: jobs.Queued, QueuedAt: time.Now().UTC()}
+	}
+	refused := errors.New("refused")
+	if err := s.CreateRunWith(ctx, mk("w1"), func(_ context.Context, tx any) error {
+		if tx == nil {
+			t.Error("CreateRunWith called with without a transaction")
+		}
+		return refused
+	}); !errors.Is(err, refused) {
+		t.Fatalf("create run with a failing with: %v, want its error", err)
+	}
+	if _, err := s.GetRun(ctx, "w1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("run saved although with failed: %v", err)
+	}
+	called := 0
+	with := func(context.Context, any) error { called++; return nil }
+	if err := s.CreateRunWith(ctx, mk("w1"), with); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetRun(ctx, "w1"); err != nil || got.Status != jobs.Queued || got.Version != 1 || called != 1 {
+		t.Fatalf("run saved with with: %+v %v (with called %d times)", got, err, called)
+	}
+	if err := s.CreateRunWith(ctx, mk("w1"), with); !errors.Is(err, store.ErrExists) || called != 1 {
+		t.Fatalf("create duplicate run: %v (with called %d times), want ErrExists before with", err, called)
 	}
 }
 
