@@ -19,6 +19,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -47,6 +48,7 @@ type Client struct {
 	userAgent    string
 	timeout      time.Duration
 	queryTimeout time.Duration
+	insecureHTTP bool
 }
 
 // Option configures a Client.
@@ -66,9 +68,22 @@ func WithTimeout(d time.Duration) Option { return func(c *Client) { c.timeout = 
 // WithQueryTimeout bounds each query request; default DefaultQueryTimeout.
 func WithQueryTimeout(d time.Duration) Option { return func(c *Client) { c.queryTimeout = d } }
 
-// New returns a client of the server at baseURL (http or https, e.g.
-// "http://127.0.0.1:8080", optionally with a path prefix) that
-// authenticates with token.
+// WithInsecureHTTP lets the client send its token over plain http to a
+// host that is not loopback, on a network that protects the traffic itself
+// (a service mesh's mutual TLS, a VPN). Without it New refuses such a URL (see
+// ErrPlainHTTP). A transport given with WithHTTPClient does not lift the
+// refusal: only this option does.
+func WithInsecureHTTP() Option { return func(c *Client) { c.insecureHTTP = true } }
+
+// ErrPlainHTTP is the error of New for an http:// URL whose host is not
+// loopback: the API token would cross the network unencrypted.
+var ErrPlainHTTP = errors.New("plain http to a host that is not loopback")
+
+// New returns a client of the server at baseURL (https, or http to a
+// loopback host such as "http://127.0.0.1:8080", optionally with a path
+// prefix) that authenticates with token. An http URL to any other host is
+// refused with ErrPlainHTTP unless WithInsecureHTTP is given. New sends
+// nothing: the first request does.
 func New(baseURL, token string, opts ...Option) (*Client, error) {
 	u, err := parseBaseURL(baseURL)
 	if err != nil {
@@ -86,6 +101,10 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 		queryTimeout: DefaultQueryTimeout}
 	for _, o := range opts {
 		o(c)
+	}
+	if !c.insecureHTTP && SendsInClear(u) {
+		return nil, fmt.Errorf("pgrelay client: server URL %s: %w: the API token would cross the network unencrypted; "+
+			"accepted is https://, or http:// to 127.0.0.0/8, ::1 or localhost (WithInsecureHTTP allows it knowingly)", u.Redacted(), ErrPlainHTTP)
 	}
 	if c.hc == nil {
 		c.hc = &http.Client{Transport: newTransport()}
@@ -125,6 +144,28 @@ func parseBaseURL(s string) (*url.URL, error) {
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = ""
 	return u, nil
+}
+
+// SendsInClear reports whether requests to u travel unencrypted beyond
+// this machine: an http URL whose host is neither "localhost" nor a
+// loopback IP address (127.0.0.0/8, ::1). The host is compared as a whole
+// and never resolved, so localhost.example.com and 127.0.0.1.nip.io are not
+// loopback.
+func SendsInClear(u *url.URL) bool {
+	if !strings.EqualFold(u.Scheme, "http") {
+		return false
+	}
+	return !isLoopbackHost(u.Hostname())
+}
+
+// isLoopbackHost reports whether host (without port or brackets) is
+// "localhost" or a loopback IP literal.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
 }
 
 func newTransport() *http.Transport {

@@ -65,6 +65,38 @@ func TestNewValidates(t *testing.T) {
 	}
 }
 
+// TestNewRefusesPlainHTTP: New refuses an http URL whose host is not
+// loopback (the token would cross the network in clear text) with
+// ErrPlainHTTP, before sending anything, unless WithInsecureHTTP; a
+// transport of the caller's does not lift it. New used to accept any
+// http URL. (No address here is dialled: New sends nothing.)
+func TestNewRefusesPlainHTTP(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{"http://192.0.2.1:8080", "http://pgrelay.example.com", "http://localhost.example.com",
+		"http://127.0.0.1.nip.io", "http://[::ffff:192.0.2.1]", "http://[2001:db8::1]:8080/pgrelay", "HTTP://192.0.2.1", "http://0.0.0.0:8080"} {
+		_, err := client.New(u, fakeToken)
+		if !errors.Is(err, client.ErrPlainHTTP) || !strings.Contains(err.Error(), "accepted is https://, or http:// to 127.0.0.0/8, ::1 or localhost") {
+			t.Errorf("New(%q): %v, want ErrPlainHTTP", u, err)
+		}
+		if err != nil && strings.Contains(err.Error(), fakeToken) {
+			t.Errorf("New(%q) error reveals the token: %v", u, err)
+		}
+		_, err = client.New(u, fakeToken, client.WithHTTPClient(&http.Client{}))
+		if !errors.Is(err, client.ErrPlainHTTP) {
+			t.Errorf("New(%q, WithHTTPClient): %v, want ErrPlainHTTP", u, err)
+		}
+		if _, err := client.New(u, fakeToken, client.WithInsecureHTTP()); err != nil {
+			t.Errorf("New(%q, WithInsecureHTTP): %v", u, err)
+		}
+	}
+	for _, u := range []string{"https://192.0.2.1", "http://127.0.0.1:8080", "http://127.8.9.10", "http://localhost:8080",
+		"http://LocalHost.", "http://[::1]:8080", "http://[::ffff:127.0.0.1]:8080"} {
+		if _, err := client.New(u, fakeToken); err != nil {
+			t.Errorf("New(%q): %v", u, err)
+		}
+	}
+}
+
 func TestTokenNeverInErrors(t *testing.T) {
 	t.Parallel()
 	port := testenv.FreePort(t) // nothing listens

@@ -540,7 +540,12 @@ func (e *canaryEnv) remoteCLI(s *e2etest.Server) {
 	for _, run := range runs[:3] {
 		c.ok("run", "show", run.ID)
 		c.ok("run", "logs", run.ID)
-		c.ok("run", "logs", run.ID, "--follow")
+		if run.JobName == "rsqlfail" {
+			// --follow exits with the run's outcome.
+			c.fail(1, "run", "logs", run.ID, "--follow")
+		} else {
+			c.ok("run", "logs", run.ID, "--follow")
+		}
 		c.run(cmdOpts{}, "run", "cancel", run.ID)
 	}
 	c.ok("job", "delete", "rsqljob", "--yes")

@@ -18,8 +18,9 @@ import (
 // group's help and exited 0, `pgrelay conection list` exited 1,
 // `token create` without --role exited 1, `run list --limit 0` listed 100
 // runs locally and 50 against a server, `exec` of a missing connection
-// exited 1, and `bastion-setup --hop` named its problem "hop" (against a
-// server: a field of the API).
+// exited 1, `bastion-setup --hop` named its problem "hop" (against a
+// server: a field of the API), and `completion bogus` printed the help of
+// completion and exited 0.
 func TestExitCodesLocalAndRemote(t *testing.T) {
 	t.Parallel()
 	srv := apitest.Start(t, apitest.Options{})
@@ -47,6 +48,9 @@ func TestExitCodesLocalAndRemote(t *testing.T) {
 		{[]string{"token", "nosuch"}, 2, []string{`unknown command "nosuch" for "pgrelay token"`}},
 		{[]string{"audit", "nosuch"}, 2, []string{`unknown command "nosuch" for "pgrelay audit"`}},
 		{[]string{"ssh-ca", "nosuch"}, 2, []string{`unknown command "nosuch" for "pgrelay ssh-ca"`}},
+		// Cobra's completion command printed its help and exited 0.
+		{[]string{"completion", "bogus"}, 2, []string{`unsupported shell "bogus" for pgrelay completion: accepted are bash, fish, powershell and zsh`}},
+		{[]string{"completion", "bash", "extra"}, 2, []string{"pgrelay completion bash takes no arguments, but got 1 argument: extra"}},
 		{[]string{"token", "create"}, 2, []string{"--role is required: accepted are admin, editor and viewer"}},
 		{[]string{"run", "list", "--limit", "0"}, 2, []string{"--limit 0: accepted is 1 to 1000"}},
 		{[]string{"run", "list", "--limit", "5000"}, 2, []string{"--limit 5000: accepted is 1 to 1000"}},

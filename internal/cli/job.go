@@ -352,10 +352,27 @@ func (r *runner) runOutcome(run *jobs.Run, output string) error {
 	} else {
 		fmt.Fprintf(r.out(), "Run %s %s in %s.\n", run.ID, run.Status, elapsed.FormatMS(float64(run.DurationMS(time.Now()))))
 	}
+	return runExit(run)
+}
+
+// runExit turns an ended run's status into the exit code of the commands
+// that wait for it (job run, run logs --follow): nil when it succeeded,
+// else exit code 1 with the status and the reason (a failure, a
+// cancellation, the job's timeout).
+func runExit(run *jobs.Run) error {
 	if run.Status == jobs.Succeeded {
 		return nil
 	}
 	return &exitCodeError{code: exitFailure, msg: fmt.Sprintf("run %s %s: %s", run.ID, run.Status, run.Reason)}
+}
+
+// runEnded says on w that a followed run succeeded, or returns its
+// failure (see runExit).
+func runEnded(w io.Writer, run *jobs.Run) error {
+	if run.Status == jobs.Succeeded {
+		fmt.Fprintf(w, "Run %s %s.\n", run.ID, run.Status)
+	}
+	return runExit(run)
 }
 
 // runJobLocally executes a run in this process.
@@ -639,9 +656,13 @@ func (r *runner) runLogsCommand() *cobra.Command {
 	var follow, raw bool
 	cmd := &cobra.Command{
 		Use:   "logs RUN_ID",
-		Short: "Print a run's log (--follow: until the run ends)",
+		Short: "Print a run's log (--follow: until the run ends, exiting with its outcome)",
 		Long: `Print a run's log, one line per line of output: its time, the step's number,
-a marker (! for stderr, # for pgrelay's own lines) and the text.
+a marker (! for stderr, # for pgrelay's own lines) and the text. Without --follow,
+print it as far as it goes, whether the run has ended or not; the exit code is 0
+once the log is printed. With --follow, keep printing until the run ends, then exit
+as job run --wait does: 0 when the run succeeded, 1 when it failed, was cancelled or
+timed out (the reason on stderr).
 
 The text is what the job's steps printed, which an editor of the job decides.
 So that it cannot act on your terminal (rewrite lines, set the window title,
@@ -653,7 +674,7 @@ text \x1b and an ESC look alike here: --raw prints the text as it was stored,
 for a file or a program that wants the exact bytes. (Through a server, bytes
 that are not UTF-8 arrive as U+FFFD, as JSON carries text.)`,
 		Example: `  pgrelay run logs RUN_ID
-  pgrelay run logs RUN_ID --follow
+  pgrelay run logs RUN_ID --follow && echo "the run succeeded"
   pgrelay run logs RUN_ID --raw > run.log`,
 		Args: exactArgs(1, "RUN_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -667,8 +688,7 @@ that are not UTF-8 arrive as U+FFFD, as JSON carries text.)`,
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(r.env.Stderr, "Run %s %s. %s\n", run.ID, run.Status, showControls(run.Reason))
-				return nil
+				return runEnded(r.env.Stderr, run)
 			}
 			var after int64
 			for {

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"errors"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -12,8 +14,9 @@ import (
 
 // Environment variables of remote mode.
 const (
-	serverEnv = "PGRELAY_SERVER"
-	tokenEnv  = "PGRELAY_TOKEN"
+	serverEnv       = "PGRELAY_SERVER"
+	tokenEnv        = "PGRELAY_TOKEN"
+	insecureHTTPEnv = "PGRELAY_INSECURE_HTTP"
 )
 
 // The API client runs the same use cases as the local service.
@@ -34,11 +37,15 @@ func localOnlyReason(name string) string {
 // setupRemote switches the run to remote mode when a server is given by
 // --server or PGRELAY_SERVER (the flag wins, so --server="" forces local
 // mode; serve ignores PGRELAY_SERVER): r.remote becomes an API client
-// authenticated by --token or PGRELAY_TOKEN.
+// authenticated by --token or PGRELAY_TOKEN. Plain http to a host other
+// than this machine is refused unless --insecure-http or
+// PGRELAY_INSECURE_HTTP allows it (see insecureHTTPError).
 func (r *runner) setupRemote(cmd *cobra.Command) error {
 	flags := cmd.Root().PersistentFlags()
 	server, token := r.server, r.token
+	serverFrom := "--server"
 	if !flags.Changed("server") {
+		serverFrom = serverEnv
 		server = r.env.Getenv(serverEnv)
 		if server != "" && cmd.Parent() == cmd.Root() && cmd.Name() == "serve" {
 			// serve always serves the local data dir: PGRELAY_SERVER in
@@ -54,6 +61,9 @@ func (r *runner) setupRemote(cmd *cobra.Command) error {
 		if flags.Changed("token") {
 			return usagef("--token is used only with --server (or %s); without a server, commands work on the local data dir", serverEnv)
 		}
+		if flags.Changed("insecure-http") {
+			return usagef("--insecure-http is used only with --server (or %s); without a server, commands work on the local data dir", serverEnv)
+		}
 		return nil
 	}
 	if cmd.Parent() == cmd.Root() {
@@ -65,13 +75,52 @@ func (r *runner) setupRemote(cmd *cobra.Command) error {
 		return usagef("server %s needs an API token: set %s (or --token, which other users can see in `ps`); "+
 			"an admin creates one with `pgrelay token create --role editor`", server, tokenEnv)
 	}
-	c, err := client.New(server, token, client.WithUserAgent("pgrelay/"+Version))
+	insecure, err := r.insecureHTTP(flags.Changed("insecure-http"))
+	if err != nil {
+		return err
+	}
+	opts := []client.Option{client.WithUserAgent("pgrelay/" + Version)}
+	if insecure {
+		opts = append(opts, client.WithInsecureHTTP())
+	}
+	c, err := client.New(server, token, opts...)
+	if errors.Is(err, client.ErrPlainHTTP) {
+		return insecureHTTPError(serverFrom, server)
+	}
 	if err != nil {
 		return usageError{err}
 	}
 	r.server = server
 	r.remote = remote.New(c)
 	return nil
+}
+
+// insecureHTTP reports whether plain http to a host that is not loopback
+// is allowed: --insecure-http when given, else PGRELAY_INSECURE_HTTP.
+func (r *runner) insecureHTTP(flagGiven bool) (bool, error) {
+	if flagGiven {
+		return r.allowInsecureHTTP, nil
+	}
+	v := strings.TrimSpace(r.env.Getenv(insecureHTTPEnv))
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, usagef("%s=%q: accepted are 1 or true (allow plain http to a server that is not loopback) and 0 or false", insecureHTTPEnv, v)
+	}
+	return b, nil
+}
+
+// insecureHTTPError refuses a server URL of plain http to a host that is
+// not this machine, before anything is sent: every request carries the
+// API token. from names where the URL came from (--server or
+// PGRELAY_SERVER).
+func insecureHTTPError(from, server string) error {
+	return usagef("%s %s is plain http to a host that is not this machine: the API token would cross the network unencrypted. "+
+		"Accepted is https://, or http:// to 127.0.0.0/8, ::1 or localhost; "+
+		"on a network that protects the traffic itself (a service mesh's mutual TLS, a VPN), allow it with --insecure-http (or %s=1)",
+		from, strings.TrimSpace(server), insecureHTTPEnv)
 }
 
 // remoteHint is added to the message of an error from the server that the

@@ -190,3 +190,60 @@ func TestRemoteQueryTruncated(t *testing.T) {
 		t.Fatalf("the message blames the row limit: %s", r.stderr)
 	}
 }
+
+// TestRemoteRefusesPlainHTTP: a server URL of plain http to a host that is
+// not this machine is refused as a usage error naming where it came from
+// and what is accepted, unless --insecure-http or PGRELAY_INSECURE_HTTP
+// allows it; the CLI used to send its token over it. The command, `run
+// list --limit 0`, stops at its own flag once past the setup, before any
+// request: so nothing is ever dialled, and the error says which check
+// stopped it. (192.0.2.1 is a documentation address, never reached.)
+func TestRemoteRefusesPlainHTTP(t *testing.T) {
+	t.Parallel()
+	const token = auth.TokenPrefix + "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	args := []string{"run", "list", "--limit", "0"}
+	pastSetup := "--limit 0: accepted is 1 to 1000"
+	for _, tc := range []struct {
+		name   string
+		env    map[string]string
+		flags  []string
+		code   int
+		stderr []string
+	}{
+		{"env", map[string]string{"PGRELAY_SERVER": "http://192.0.2.1:8080"}, nil, 2, []string{
+			"PGRELAY_SERVER http://192.0.2.1:8080 is plain http to a host that is not this machine",
+			"the API token would cross the network unencrypted",
+			"Accepted is https://, or http:// to 127.0.0.0/8, ::1 or localhost",
+			"--insecure-http (or PGRELAY_INSECURE_HTTP=1)"}},
+		{"flag", nil, []string{"--server", "http://pgrelay.example.com"}, 2, []string{
+			"--server http://pgrelay.example.com is plain http"}},
+		// The host is compared as a whole and never resolved.
+		{"look-alike", nil, []string{"--server", "http://localhost.example.com:8080"}, 2, []string{"is plain http"}},
+		{"mapped", nil, []string{"--server", "http://[::ffff:10.0.0.1]:8080"}, 2, []string{"is plain http"}},
+		{"opt-out env", map[string]string{"PGRELAY_SERVER": "http://192.0.2.1:8080", "PGRELAY_INSECURE_HTTP": "1"}, nil, 2, []string{pastSetup}},
+		{"opt-out flag", nil, []string{"--server", "http://192.0.2.1:8080", "--insecure-http"}, 2, []string{pastSetup}},
+		{"flag wins over env", map[string]string{"PGRELAY_INSECURE_HTTP": "1"}, []string{"--server", "http://192.0.2.1", "--insecure-http=false"}, 2, []string{"is plain http"}},
+		{"bad opt-out", map[string]string{"PGRELAY_SERVER": "http://192.0.2.1", "PGRELAY_INSECURE_HTTP": "yes"}, nil, 2, []string{
+			`PGRELAY_INSECURE_HTTP="yes": accepted are 1 or true`}},
+		{"opt-out without server", nil, []string{"--insecure-http"}, 2, []string{"--insecure-http is used only with --server"}},
+		{"https", nil, []string{"--server", "https://192.0.2.1"}, 2, []string{pastSetup}},
+		{"loopback", nil, []string{"--server", "http://127.0.0.2:8080"}, 2, []string{pastSetup}},
+		{"localhost", nil, []string{"--server", "http://LOCALHOST:8080"}, 2, []string{pastSetup}},
+		{"ipv6 loopback", nil, []string{"--server", "http://[::1]:8080"}, 2, []string{pastSetup}},
+	} {
+		h := newHarness(t)
+		h.env["PGRELAY_TOKEN"] = token
+		for k, v := range tc.env {
+			h.env[k] = v
+		}
+		r := h.run(append(append([]string(nil), tc.flags...), args...)...)
+		if r.code != tc.code {
+			t.Errorf("%s: want exit %d, got %s", tc.name, tc.code, r)
+			continue
+		}
+		contains(t, tc.name, r.stderr, tc.stderr...)
+		if strings.Contains(r.stdout+r.stderr, token) {
+			t.Errorf("%s: the token is in the output: %s", tc.name, r)
+		}
+	}
+}

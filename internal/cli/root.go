@@ -70,9 +70,6 @@ func Execute(ctx context.Context, env Env, args []string) int {
 	r := &runner{env: env}
 	root := r.rootCommand()
 	root.SetArgs(args)
-	root.SetIn(env.Stdin)
-	root.SetOut(env.Stdout)
-	root.SetErr(env.Stderr)
 	// What a command does on the data dir is done by the OS user running
 	// it (the audit log's actor); serve replaces it for its own work.
 	ctx = audit.WithActor(ctx, audit.LocalUser())
@@ -107,6 +104,8 @@ type runner struct {
 	storeURL string
 	// server and token are --server and --token (see setupRemote).
 	server, token string
+	// allowInsecureHTTP is --insecure-http (see setupRemote).
+	allowInsecureHTTP bool
 	// remote is the API client when --server/PGRELAY_SERVER is set.
 	remote backend
 	// policy holds --host-key-policy, --deny-network and --allow-network.
@@ -146,8 +145,10 @@ any client (psql, dbt) use it.`,
 	root.PersistentFlags().StringVar(&r.dataDir, "data-dir", "", "directory of the embedded store and master key (env PGRELAY_DATA_DIR; default ~/.local/share/pgrelay)")
 	root.PersistentFlags().StringVar(&r.storeURL, "store", "", "store: empty for the embedded SQLite in the data dir, or postgres://user@host/db for a shared PostgreSQL store (env PGRELAY_STORE)")
 	root.PersistentFlags().StringVar(&r.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn or error (info adds each request and change of serve; debug also the job queue's own lines)")
-	root.PersistentFlags().StringVar(&r.server, "server", "", "URL of a pgrelay server (env PGRELAY_SERVER): commands then run there instead of on the local data dir")
+	root.PersistentFlags().StringVar(&r.server, "server", "", "URL of a pgrelay server (env PGRELAY_SERVER): commands then run there instead of on the local data dir; https://, or http:// to this machine (see --insecure-http)")
 	root.PersistentFlags().StringVar(&r.token, "token", "", "API token for --server (env PGRELAY_TOKEN is preferred: flag values show in the process list)")
+	root.PersistentFlags().BoolVar(&r.allowInsecureHTTP, "insecure-http", false, "allow an http:// --server that is not loopback, on a network that protects the traffic itself (a service mesh's mutual TLS, a VPN) (env PGRELAY_INSECURE_HTTP=1); "+
+		"without it only https:// and http:// to 127.0.0.0/8, ::1 or localhost are accepted, as every request carries the API token")
 	r.policy.register(root.PersistentFlags())
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		if a := cmd.Flags().Args(); cmd.HasSubCommands() && len(a) > 0 {
@@ -165,8 +166,45 @@ any client (psql, dbt) use it.`,
 		r.auditCommand())
 	root.AddCommand(r.opsCommands()...)
 	root.AddCommand(r.sshCACommand())
+	// Cobra adds its completion command only when it runs; added now, its
+	// group refuses what names no shell like every other group. (Its
+	// scripts go to the writer set when it is added.)
+	root.SetIn(r.env.Stdin)
+	root.SetOut(r.env.Stdout)
+	root.SetErr(r.env.Stderr)
+	root.InitDefaultCompletionCmd()
+	refuseUnknownShells(root)
 	groupsRefuseUnknownCommands(root)
 	return root
+}
+
+// refuseUnknownShells makes `pgrelay completion SHELL` refuse a shell it
+// has no script for as a usage error naming the accepted shells. (Cobra
+// printed the completion command's help and exited 0.)
+func refuseUnknownShells(root *cobra.Command) {
+	for _, c := range root.Commands() {
+		if c.Name() != "completion" {
+			continue
+		}
+		var shells []string
+		for _, sh := range c.Commands() {
+			shells = append(shells, sh.Name())
+			// `pgrelay completion bash extra` is a usage error too.
+			sh.Args = exactArgs(0, "")
+		}
+		accepted := strings.Join(shells, ", ")
+		if n := len(shells); n > 1 {
+			accepted = strings.Join(shells[:n-1], ", ") + " and " + shells[n-1]
+		}
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			return usagef("unsupported shell %q for %s: accepted are %s; see %s --help",
+				args[0], cmd.CommandPath(), accepted, cmd.CommandPath())
+		}
+	}
 }
 
 // groupsRefuseUnknownCommands makes pgrelay and each of its command groups

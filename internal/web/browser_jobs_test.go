@@ -172,6 +172,21 @@ func testJobsInBrowser(t *testing.T, s *stack, browser context.Context, pg *test
 		if got := admin.eval(`document.querySelector("#log .ll-stderr .ll-s").textContent`); got != "2" {
 			t.Errorf("stderr line's step = %q, want 2", got)
 		}
+		// Lines that came live show their time as the server renders it:
+		// a <time> in UTC, its full time (with the zone) as its title.
+		if got := admin.eval(`(() => {
+			const bad = [...document.querySelectorAll("#log .ll-t")].filter(e => {
+				const d = new Date(e.dateTime);
+				return e.tagName !== "TIME" || isNaN(d) || !/Z$/.test(e.dateTime) ||
+					e.textContent !== d.toISOString().slice(11, 19) || !/^\d{1,2} [A-Z][a-z]{2} \d{4}, \d\d:\d\d:\d\d UTC$/.test(e.title);
+			});
+			return bad.map(e => e.outerHTML).join("\n");
+		})()`); got != "" {
+			t.Errorf("log times without their zone:\n%s", got)
+		}
+		if got := admin.text("#log-zone"); got != "Times in UTC" {
+			t.Errorf("log zone label = %q", got)
+		}
 		if got := admin.text("#log-count"); got != strconv.Itoa(last)+" lines" {
 			t.Errorf("line count = %q, want %d lines", got, last)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -331,6 +332,21 @@ func TestRunPages(t *testing.T) {
 		"step 2 (sh -c exit 3) failed: exit status 3", `class="ll ll-stderr ll-newstep"`, `id="log-step-2"`,
 		"&lt;script&gt;alert(1)&lt;/script&gt; went wrong", "exit status 3", `data-after="3"`, "host:1", `id="rerun-form"`)
 	excludes(t, "failed run", page, "<script>alert(1)")
+	// The log's times say their zone: each a <time> with the full time in
+	// UTC as its title, and the log's head says they are in UTC. They
+	// were bare times of day ("14:02:07").
+	contains(t, "log times", page, `<span class="log-zone" id="log-zone">Times in UTC</span>`)
+	logTime := regexp.MustCompile(`<time class="ll-t" datetime="(\d{4}-\d\d-\d\dT[0-9:.]+Z)" title="\d{1,2} [A-Z][a-z]{2} \d{4}, (\d\d:\d\d:\d\d) UTC">(\d\d:\d\d:\d\d)</time>`)
+	times := logTime.FindAllStringSubmatch(page, -1)
+	if len(times) != 3 {
+		t.Errorf("%d log lines with a labelled time, want 3", len(times))
+	}
+	for _, m := range times {
+		at, err := time.Parse(time.RFC3339Nano, m[1])
+		if err != nil || at.Format("15:04:05") != m[3] || m[2] != m[3] {
+			t.Errorf("log time %q: datetime %s (%v), title %s, shown %s", m[0], m[1], err, m[2], m[3])
+		}
+	}
 	contains(t, "failed run", page, `id="cancel-form" hidden`) // shown again only by the script, never for an ended run
 	cp := c.get("/runs/" + cancelled.ID).Body
 	contains(t, "cancelled run", cp, `class="run-banner run-banner-cancelled"`, "Run cancelled", "cancelled by bob")

@@ -320,13 +320,20 @@
         if (l.step >= 0 && !document.getElementById("log-step-" + (l.step + 1))) div.id = "log-step-" + (l.step + 1);
       }
       lastStep = l.step;
-      var parts = [clock(new Date(l.time)), l.step >= 0 ? String(l.step + 1) : "",
+      // The time as the server renders it (run.html): the time of day in
+      // UTC, the full time in its title.
+      var d = new Date(l.time);
+      var parts = [clock(d), l.step >= 0 ? String(l.step + 1) : "",
         stream === "stderr" ? "err" : stream === "system" ? "\u203a" : "", l.text];
       ["ll-t", "ll-s", "ll-m", "ll-x"].forEach(function (cls, i) {
-        var span = document.createElement("span");
-        span.className = cls;
-        span.textContent = parts[i];
-        div.appendChild(span);
+        var el = document.createElement(i === 0 ? "time" : "span");
+        el.className = cls;
+        el.textContent = parts[i];
+        if (i === 0 && !isNaN(d.getTime())) {
+          el.dateTime = d.toISOString();
+          el.title = fmtTime(d);
+        }
+        div.appendChild(el);
       });
       pending.appendChild(div);
       count++;
