@@ -3,7 +3,8 @@
 // periodic jobs; heartbeats and a reaper make sure no run stays "running"
 // after its process died. The same code runs on the embedded SQLite store
 // (River's SQLite driver) and on a shared PostgreSQL store (River's pgx
-// driver), where several processes take runs from one queue.
+// driver), where several processes take runs from one queue and a LISTEN
+// brings each the cancel requests made through the others.
 package queue
 
 import (
@@ -194,6 +195,10 @@ type Queue struct {
 	pending map[string][]uint32
 
 	stop chan struct{}
+	// listener hears cancel requests made through other processes sharing
+	// a PostgreSQL store, from Start until Stop has ended the runs (nil on
+	// SQLite).
+	listener *cancelListener
 	// stopped makes Stop's work happen once; a second Stop returns nil.
 	stopped sync.Once
 	wg      sync.WaitGroup
@@ -202,6 +207,8 @@ type Queue struct {
 // activeRun is a run working in this process.
 type activeRun struct {
 	cancel context.CancelCauseFunc
+	// check asks the run's heartbeat to come now (see Queue.check).
+	check chan struct{}
 	// stopTime is how long the run may take to end once cancelled
 	// (jobs.Runner.StopTime).
 	stopTime time.Duration
@@ -414,6 +421,7 @@ func (q *Queue) Start(ctx context.Context) error {
 	if err := q.client.Start(ctx); err != nil {
 		return fmt.Errorf("queue: start: %w", err)
 	}
+	q.listener = q.listenCancels(context.WithoutCancel(ctx))
 	// Resolve runs a previous process left behind, at once.
 	q.reap(ctx)
 	q.wg.Add(1)
@@ -437,6 +445,8 @@ func (q *Queue) stop1(ctx context.Context) error {
 	close(q.stop)
 	q.wg.Wait()
 	defer q.abandonCleanups(context.WithoutCancel(ctx))
+	// Cancel requests reach the runs until they have ended.
+	defer q.listener.Stop()
 	sctx, cancel := context.WithTimeout(ctx, q.cfg.ShutdownGrace)
 	defer cancel()
 	err := q.client.Stop(sctx)
@@ -511,8 +521,9 @@ func (q *Queue) Enqueue(ctx context.Context, runID string) error {
 	return nil
 }
 
-// Cancel stops a run at once when it works in this process; other processes
-// see the run's cancel request on their next heartbeat.
+// Cancel stops a run at once when it works in this process. On a PostgreSQL
+// store the process working the run hears of the request recorded in the
+// store at once (listenCancels); its next heartbeat reads it in any case.
 func (q *Queue) Cancel(runID string, cause error) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()

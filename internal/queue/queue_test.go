@@ -54,6 +54,22 @@ func start(t *testing.T, pg *testenv.Postgres, mod func(*queue.Config)) *fixture
 func startOn(t *testing.T, pg *testenv.Postgres, st store.Store, backend queue.Backend, mod func(*queue.Config)) *fixture {
 	t.Helper()
 	ctx := context.Background()
+	f := newProcess(t, st, backend, mod)
+	if _, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "db", Host: pg.Host, Port: pg.Port, Database: "postgres",
+		User: pg.SuperUser, Password: secret.New(pg.SuperPassword), SSLMode: connection.SSLDisable}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.q.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.q.Stop(context.Background()) })
+	return f
+}
+
+// newProcess builds a service and its queue (not started) on st, whose
+// queue backend is backend: one more pgrelay process on a store.
+func newProcess(t *testing.T, st store.Store, backend queue.Backend, mod func(*queue.Config)) *fixture {
+	t.Helper()
 	kr, _ := secret.NewKeyring(make([]byte, 32))
 	// The order of daemon.New: the connector, the queue on its Open, the
 	// service on both.
@@ -80,14 +96,6 @@ func startOn(t *testing.T, pg *testenv.Postgres, st store.Store, backend queue.B
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.CreateConnection(ctx, connection.Spec{Name: "db", Host: pg.Host, Port: pg.Port, Database: "postgres",
-		User: pg.SuperUser, Password: secret.New(pg.SuperPassword), SSLMode: connection.SSLDisable}); err != nil {
-		t.Fatal(err)
-	}
-	if err := q.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = q.Stop(context.Background()) })
 	return &fixture{svc: svc, q: q}
 }
 

@@ -236,7 +236,8 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 		&jobs.TimeoutError{After: job.Timeout.Duration()})
 	defer cancelTimeout()
 	q.mu.Lock()
-	q.active[id] = activeRun{cancel: cancel, stopTime: runner.StopTime(job)}
+	check := make(chan struct{}, 1)
+	q.active[id] = activeRun{cancel: cancel, check: check, stopTime: runner.StopTime(job)}
 	q.mu.Unlock()
 	defer func() {
 		q.mu.Lock()
@@ -308,7 +309,8 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 		return append([]jobs.RunStep(nil), steps...)
 	}
 	// Heartbeats: keep the run alive, persist progress and logs, and pick
-	// up cancel requests made through another process.
+	// up cancel requests made through another process: at once when told
+	// of one (check), else at the next beat.
 	hbDone := make(chan struct{})
 	var hbWG sync.WaitGroup
 	hbWG.Add(1)
@@ -349,6 +351,8 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 				q.flushLogs(ctx, id, logs)
 				heartbeat()
 			case <-beat.C:
+				heartbeat()
+			case <-check:
 				heartbeat()
 			}
 		}
@@ -553,6 +557,10 @@ func (q *Queue) RunLocal(ctx context.Context, job jobs.Job, trigger jobs.Trigger
 	if started != nil {
 		started(r)
 	}
+	// A cancel request made through a server sharing the store reaches
+	// the run at once, as it does a server's runs (none on SQLite).
+	l := q.listenCancels(context.WithoutCancel(ctx))
+	defer l.Stop()
 	q.work(ctx, r.ID, q.localRunner)
 	return q.cfg.Store.GetRun(context.WithoutCancel(ctx), r.ID)
 }

@@ -258,7 +258,16 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) ([]*jobs.Run, e
 	return out, nil
 }
 
-// UpdateRun implements store.RunStore.
+// RunCancelChannel is the channel UpdateRun notifies (pg_notify, with the
+// run's ID as payload) when it records a cancel request on a run that had
+// none: a process working the run LISTENs on it to stop the run at once,
+// rather than at its next heartbeat. The notification is sent in the
+// transaction that records the request, so it is heard only once the
+// request is committed.
+const RunCancelChannel = "pgrelay_run_cancel"
+
+// UpdateRun implements store.RunStore. An update that sets the run's cancel
+// request notifies RunCancelChannel.
 func (s *Store) UpdateRun(ctx context.Context, r *jobs.Run) (rerr error) {
 	defer markFull(&rerr)
 	args, err := runArgs(r)
@@ -266,13 +275,24 @@ func (s *Store) UpdateRun(ctx context.Context, r *jobs.Run) (rerr error) {
 		return fmt.Errorf("update run %s: %w", r.ID, err)
 	}
 	// args: id, job_name, ..., cancel_requested, version. The run's
-	// log_seq is not part of the record and stays as it is.
+	// log_seq is not part of the record and stays as it is. All parts of
+	// the statement see one snapshot: old is the row at the version
+	// updated (when u updated it), so the notification goes once, with
+	// the update that set the request, not with every later heartbeat.
+	// The notification is counted because a CTE that nothing reads is not
+	// run.
 	var updated, exists bool
-	err = s.pool.QueryRow(ctx, `WITH u AS (
+	err = s.pool.QueryRow(ctx, `WITH old AS (
+			SELECT cancel_requested FROM pgrelay_runs WHERE id = $1 AND version = `+runVersionArg+`),
+		u AS (
 			UPDATE pgrelay_runs SET `+updateRunSet+`, version = version + 1
 			WHERE id = $1 AND version = `+runVersionArg+`
-			RETURNING 1)
-		SELECT EXISTS (SELECT FROM u), EXISTS (SELECT FROM pgrelay_runs WHERE id = $1)`, args...).Scan(&updated, &exists)
+			RETURNING cancel_requested),
+		notified AS MATERIALIZED (
+			SELECT pg_notify('`+RunCancelChannel+`', $1) FROM u, old
+			WHERE u.cancel_requested AND NOT old.cancel_requested)
+		SELECT EXISTS (SELECT FROM u), EXISTS (SELECT FROM pgrelay_runs WHERE id = $1),
+			(SELECT count(*) FROM notified)`, args...).Scan(&updated, &exists, new(int64))
 	switch {
 	case err != nil:
 		return fmt.Errorf("update run %s: %w", r.ID, err)
