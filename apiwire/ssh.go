@@ -44,7 +44,8 @@ type HopKeyLines struct {
 	// Line is the restricted line to install on the hop.
 	Line string `json:"line"`
 	// Old is, during a key rotation, the current key's line with
-	// expiry-time="…".
+	// expiry-time="…Z" (UTC: OpenSSH 8.5 and later; before 8.5 the time
+	// goes without Z in the host's local standard time).
 	Old string `json:"old_line,omitempty"`
 	// OwnKey is true when Line is the hop's own key.
 	OwnKey bool `json:"own_key,omitempty"`

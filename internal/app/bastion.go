@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/fielderr"
@@ -95,7 +96,7 @@ echo "bastion user $TUNNEL_USER is ready for pgrelay connection %[2]s"
 #   ClientAliveCountMax 10        # ... and gives up after 10 missed answers (300 s)
 # pgrelay sends its own keepalive every %[8]s and gives up after %[9]d missed replies.
 # Load balancers in front of the bastion must not cut idle connections in under %[8]s.
-`, bastionAddr(t), c.Spec.Name, copyAndRun(c.Spec.Name, t.Host, t.Port), shellQuote(t.User), c.Spec.Host, c.Spec.Port, shellQuote(lines[0]),
+`, bastionAddr(t), c.Spec.Name, copyAndRun(c.Spec.Name, t.Host, t.Port), shellQuote(t.User), c.Spec.Host, c.Spec.Port, shellQuote(lines.line),
 		t.KeepaliveInterval, t.KeepaliveCountMax, oldKeyVar(lines), keys)
 	return b.String(), nil
 }
@@ -119,7 +120,7 @@ esac
 
 // hopSetup is the setup script of one hop of a chain: its key lines
 // (setupKeyLines) and keys, the script that installs them (installKeys).
-func hopSetup(c *store.Connection, hop int, lines []string, keys string) string {
+func hopSetup(c *store.Connection, hop int, lines setupKeys, keys string) string {
 	hops := c.Spec.Hops()
 	var b strings.Builder
 	fmt.Fprintf(&b, `#!/bin/sh
@@ -132,7 +133,7 @@ TUNNEL_USER=%[5]s
 # hop the database): no shell, no PTY, no agent or X11 forwarding.
 PUBLIC_KEY=%[7]s
 %[8]s
-`, hop, len(hops), hops[hop-1].Addr(), c.Spec.Name, shellQuote(hops[hop-1].User), forwardTarget(&c.Spec, hop-1), shellQuote(lines[0]),
+`, hop, len(hops), hops[hop-1].Addr(), c.Spec.Name, shellQuote(hops[hop-1].User), forwardTarget(&c.Spec, hop-1), shellQuote(lines.line),
 		oldKeyVar(lines))
 	b.WriteString(setupUser)
 	b.WriteString("\n" + keys)
@@ -214,48 +215,155 @@ func copyAndRun(name, host string, port int) string {
 		name, scpPort, scpHost, sshPort, host)
 }
 
+// setupKeys are the authorized_keys lines the setup script of one hop
+// installs.
+type setupKeys struct {
+	// line is the restricted line of the key pgrelay logs in with first.
+	line string
+	// old is, while a key rotation is pending, the current key's
+	// restricted line without expiry-time, which the script adds in the
+	// host's local time (oldKeyLine); "" otherwise.
+	old string
+	// oldExpires is when the old key's line expires.
+	oldExpires time.Time
+}
+
 // setupKeyLines are the authorized_keys lines the setup script of hop
 // (from 1) installs, the key pgrelay logs in with first: the hop's
 // restricted line; while a key rotation is pending the new key's line and
-// the current key's line with its expiry-time (as `rotate-key --start`
-// prints them; a hop given its own key during the rotation has its own
-// line only).
-func setupKeyLines(c *store.Connection, hop int) ([]string, error) {
+// the current key's line, to which the script adds its expiry-time (the
+// time `rotate-key --start` prints, in the host's local time; a hop given
+// its own key during the rotation has its own line only).
+func setupKeyLines(c *store.Connection, hop int) (setupKeys, error) {
 	if c.RotationPending() {
 		rot, err := rotationLines(c)
 		if err != nil {
-			return nil, err
+			return setupKeys{}, err
 		}
-		if h := rot.Hops[hop-1]; h.Old != "" {
-			return []string{h.Line, h.Old}, nil
+		h := rot.Hops[hop-1]
+		if h.Old == "" {
+			return setupKeys{line: h.Line}, nil
 		}
-		return []string{rot.Hops[hop-1].Line}, nil
+		old, err := keyLinesFor(c, c.SSHPublicKey)
+		if err != nil {
+			return setupKeys{}, err
+		}
+		return setupKeys{line: h.Line, old: old[hop-1].Line, oldExpires: c.KeyRotation.OldKeyExpiresAt}, nil
 	}
 	lines, err := hopKeyLines(c)
 	if err != nil {
-		return nil, err
+		return setupKeys{}, err
 	}
-	return []string{lines[hop-1].Line}, nil
+	return setupKeys{line: lines[hop-1].Line}, nil
 }
 
-// oldKeyVar is the OLD_KEY assignment of a setup script during a key
-// rotation (lines from setupKeyLines), "" otherwise.
-func oldKeyVar(lines []string) string {
-	if len(lines) < 2 {
+// oldKeyVar is the part of a setup script during a key rotation that
+// names the current key's line and when it expires, "" otherwise.
+func oldKeyVar(k setupKeys) string {
+	if k.old == "" {
 		return ""
 	}
-	return `# A key rotation is under way: PUBLIC_KEY is its new key. The current key keeps
-# working until the expiry-time on its line, after which sshd refuses it.
-OLD_KEY=` + shellQuote(lines[1]) + "\n"
+	return fmt.Sprintf(`# A key rotation is under way: PUBLIC_KEY is its new key. The current key keeps
+# working until %[1]s (OLD_KEY_EXPIRES below); then sshd refuses it.
+# The script writes that time on its line as expiry-time="YYYYMMDDHHMMSS" in this
+# host's zone (TZ when set, else the system's): every OpenSSH since 7.7 reads that
+# form in sshd's own zone, as standard time, while sshd before 8.5 refuses the UTC
+# form "...Z" and with it the whole line. So run the script in sshd's zone: if sudo
+# passes on a TZ of yours that sshd lacks, run it as  sudo env -u TZ sh setup.sh
+OLD_KEY_LINE=%[2]s
+OLD_KEY_EXPIRES=%[3]d
+OLD_KEY_EXPIRES_UTC=%[4]s
+`, k.oldExpires.UTC().Format(time.RFC3339), shellQuote(k.old), k.oldExpires.Unix(), k.oldExpires.UTC().Format(sshkey.LocalExpiryTimeFormat))
 }
 
-// installKeys is the part of a setup script that puts lines (PUBLIC_KEY,
-// and OLD_KEY when there are two) in the tunnel user's authorized_keys.
+// oldKeyLine is the part of a setup script that sets OLD_KEY, the current
+// key's line (OLD_KEY_LINE) with expiry-time OLD_KEY_EXPIRES as sshd reads
+// a time without Z: in the host's zone, as standard time (OpenSSH parses
+// it with tm_isdst 0, so in daylight saving time the clock time would be
+// read an hour late; the standard offset is taken as the lowest one within
+// half a year, which holds for every zone whose daylight saving time moves
+// clocks forward). The time comes from `date -d @SECONDS` (GNU, busybox) or
+// `date -r SECONDS` (BSD), each trusted only when it shows the time in UTC
+// as pgrelay does. When neither does, OLD_KEY is the line without
+// expiry-time, which keeps the old key working until someone removes it,
+// and the script says so.
+func oldKeyLine(k setupKeys) string {
+	const mark = "\x00"
+	head, tail, _ := strings.Cut(sshkey.WithExpiryValue(k.old, mark), mark)
+	return `
+# date_at SECONDS FORMAT [-u] shows a time given in seconds since 1970 in FORMAT
+# with the date option DATE_AT: -d @SECONDS (GNU, busybox) or -r SECONDS (BSD).
+date_at() {
+    if [ "$DATE_AT" = -d ]; then
+        date ${3:+"$3"} -d "@$1" "+$2"
+    else
+        date ${3:+"$3"} -r "$1" "+$2"
+    fi
+}
+
+# utc_offset SECONDS prints this host's offset from UTC at that time, in seconds.
+utc_offset() {
+    z=$(date_at "$1" %z) || return 1
+    case $z in [+-][0-9][0-9][0-9][0-9]) ;; *) return 1 ;; esac
+    h=${z#?}
+    m=${h#??}
+    h=${h%??}
+    o=$(( (1$h - 100) * 3600 + (1$m - 100) * 60 ))
+    case $z in -*) o=$(( -o )) ;; esac
+    echo "$o"
+}
+
+# expiry_time prints OLD_KEY_EXPIRES as sshd reads an expiry-time without Z:
+# YYYYMMDDHHMMSS in this host's zone, in its standard time, for sshd reads it
+# as such in every season (a clock time in daylight saving time would be read
+# an hour late). The standard offset is taken as the lowest one within half a
+# year either side. A date option is used only if it shows OLD_KEY_EXPIRES in
+# UTC as pgrelay does.
+expiry_time() {
+    for DATE_AT in -d -r; do
+        [ "$(date_at "$OLD_KEY_EXPIRES" %Y%m%d%H%M%S -u 2>/dev/null)" = "$OLD_KEY_EXPIRES_UTC" ] || continue
+        std=
+        for k in -6 -5 -4 -3 -2 -1 0 1 2 3 4 5 6; do
+            o=$(utc_offset $((OLD_KEY_EXPIRES + k * 2629800)) 2>/dev/null) || continue 2
+            if [ -z "$std" ] || [ "$o" -lt "$std" ]; then
+                std=$o
+            fi
+        done
+        t=$(date_at $((OLD_KEY_EXPIRES + std)) %Y%m%d%H%M%S -u 2>/dev/null) || continue
+        case $t in *[!0-9]*) continue ;; esac
+        [ "${#t}" -eq 14 ] || continue
+        printf '%s\n' "$t"
+        return 0
+    done
+    return 1
+}
+if OLD_KEY_EXPIRY=$(expiry_time); then
+    OLD_KEY=` + shellQuote(head) + `"$OLD_KEY_EXPIRY"` + shellQuote(tail) + `
+else
+    OLD_KEY=$OLD_KEY_LINE
+    cat >&2 <<EOF
+pgrelay: NOT giving the current key's line its expiry-time: this host's date command
+shows a time given in seconds since 1970 neither with -d @SECONDS (GNU, busybox) nor
+with -r SECONDS (BSD), and sshd before 8.5 refuses the UTC form "...Z" with the whole
+line. The current key's line is installed without expiry-time, so the old key keeps
+working until you remove it: once the new key is promoted (pgrelay connection show
+says so), remove this line from $AUTH_KEYS:
+$OLD_KEY_LINE
+(or give it expiry-time="YYYYMMDDHHMMSS" yourself: $OLD_KEY_EXPIRES_UTC UTC in this
+host's standard time; sshd 8.5 or later also reads expiry-time="${OLD_KEY_EXPIRES_UTC}Z").
+EOF
+fi
+`
+}
+
+// installKeys is the part of a setup script that puts k's lines
+// (PUBLIC_KEY, and during a rotation OLD_KEY, see oldKeyLine) in the
+// tunnel user's authorized_keys.
 // Each line takes the place of every line of the same key: sshd goes by the
 // first line of a key, so an older one (unrestricted, forwarding elsewhere,
 // or without a rotation's expiry-time) must not stay ahead of it.
 // Permissions are only ever narrowed.
-func installKeys(lines []string) (string, error) {
+func installKeys(k setupKeys) (string, error) {
 	var b strings.Builder
 	b.WriteString(`HOME_DIR=$(getent passwd "$TUNNEL_USER" | cut -d: -f6)
 AUTH_KEYS="$HOME_DIR/.ssh/authorized_keys"
@@ -277,16 +385,18 @@ install_key() {
     rm -f "$AUTH_KEYS.pgrelay-new"
 }
 `)
-	for i, l := range lines {
-		pub, err := sshkey.ParsePublic(l)
+	if k.old != "" {
+		b.WriteString(oldKeyLine(k))
+	}
+	for _, l := range []struct{ v, line string }{{"$PUBLIC_KEY", k.line}, {"$OLD_KEY", k.old}} {
+		if l.line == "" {
+			continue
+		}
+		pub, err := sshkey.ParsePublic(l.line)
 		if err != nil {
 			return "", err
 		}
-		v := "$PUBLIC_KEY"
-		if i > 0 {
-			v = "$OLD_KEY"
-		}
-		fmt.Fprintf(&b, "install_key \"%s\" %s\n", v, shellQuote(base64.StdEncoding.EncodeToString(pub.Marshal())))
+		fmt.Fprintf(&b, "install_key \"%s\" %s\n", l.v, shellQuote(base64.StdEncoding.EncodeToString(pub.Marshal())))
 	}
 	b.WriteString(`chown -R "$TUNNEL_USER:$TUNNEL_USER" "$HOME_DIR/.ssh"
 `)

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
@@ -187,7 +188,8 @@ func TestBastionSetupReplacesOtherLinesOfKey(t *testing.T) {
 // TestBastionSetupDuringKeyRotation runs the setup script at each phase
 // of a key rotation with two live keys on a production-like sshd: while
 // it is pending the script installs the new key and the old key's line
-// with its expiry-time (as `rotate-key --start` says), and running it
+// with its expiry-time (the time `rotate-key --start` prints, in the
+// host's local time: see TestBastionSetupExpiryInLocalTime), and running it
 // again keeps that expiry (sshd would honour a plain line of the old key
 // after an expired one); after a cancel it puts the current key's line
 // back without expiry-time, so that the only key does not expire.
@@ -221,6 +223,12 @@ func TestBastionSetupDuringKeyRotation(t *testing.T) {
 		t.Fatalf("query after setup: %v\n%s", err, b.LogTail())
 	}
 	old := currentKey(t, f.store, "bsk")
+	restricted, _ := svc.PublicKey(ctx, "bsk", true)
+	// oldLine is the old key's line the script writes: in this process's
+	// zone, which the script and sshd inherit.
+	oldLine := func(rot *app.KeyRotation) string {
+		return sshkey.WithExpiryValue(restricted, sshdExpiry(*rot.OldKeyExpiresAt, time.Local))
+	}
 
 	// A cancelled rotation: the old line had been given its expiry.
 	rot, err := svc.RotateKeyStart(ctx, "bsk", 2*time.Hour)
@@ -228,14 +236,13 @@ func TestBastionSetupDuringKeyRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	setup()
-	if got := keyLinesOf(t, keys, old); len(got) != 1 || got[0] != rot.Hops[0].Old {
-		t.Fatalf("old key's lines while the rotation is pending: %q, want only %q", got, rot.Hops[0].Old)
+	if got := keyLinesOf(t, keys, old); len(got) != 1 || got[0] != oldLine(rot) {
+		t.Fatalf("old key's lines while the rotation is pending: %q, want only %q", got, oldLine(rot))
 	}
 	if _, err := svc.RotateKeyCancel(ctx, "bsk"); err != nil {
 		t.Fatal(err)
 	}
 	setup()
-	restricted, _ := svc.PublicKey(ctx, "bsk", true)
 	if got := keyLinesOf(t, keys, old); len(got) != 1 || got[0] != restricted {
 		t.Fatalf("current key's lines after the rotation was cancelled: %q, want only %q (no expiry-time)", got, restricted)
 	}
@@ -249,8 +256,8 @@ func TestBastionSetupDuringKeyRotation(t *testing.T) {
 		t.Fatalf("query while the new key is not installed: %v", err)
 	}
 	setup()
-	if got := keyLinesOf(t, keys, old); len(got) != 1 || got[0] != rot.Hops[0].Old {
-		t.Fatalf("old key's lines after the script during the rotation: %q, want only %q", got, rot.Hops[0].Old)
+	if got := keyLinesOf(t, keys, old); len(got) != 1 || got[0] != oldLine(rot) {
+		t.Fatalf("old key's lines after the script during the rotation: %q, want only %q", got, oldLine(rot))
 	}
 	c, _ := f.store.GetConnection(ctx, "bsk")
 	newKey := openSealedKey(t, c.SealedPendingPrivateKey, "pgrelay/connection/"+c.ID+"/ssh_pending_private_key")
@@ -271,8 +278,8 @@ func TestBastionSetupDuringKeyRotation(t *testing.T) {
 	// After the promotion the script keeps the new key and leaves the old
 	// key's line with its expiry.
 	setup()
-	if got := keyLinesOf(t, keys, old); len(got) != 1 || got[0] != rot.Hops[0].Old {
-		t.Errorf("old key's lines after the script once the rotation ended: %q, want only %q", got, rot.Hops[0].Old)
+	if got := keyLinesOf(t, keys, old); len(got) != 1 || got[0] != oldLine(rot) {
+		t.Errorf("old key's lines after the script once the rotation ended: %q, want only %q", got, oldLine(rot))
 	}
 	if got := keyLinesOf(t, keys, newKey); len(got) != 1 || got[0] != rot.Hops[0].Line {
 		t.Errorf("new key's lines after the script once the rotation ended: %q, want only %q", got, rot.Hops[0].Line)
@@ -280,8 +287,9 @@ func TestBastionSetupDuringKeyRotation(t *testing.T) {
 	if err := svc.Query(ctx, "bsk", "select 1", &rowsSink{}); err != nil {
 		t.Fatalf("query after the rotation: %v\n%s", err, b.LogTail())
 	}
-	// This sshd honours the expiry-time as pgrelay writes it: once it has
-	// passed, the old key is refused and the new one still logs in.
+	// This sshd (9.2) honours the expiry-time as rotate-key prints it (UTC,
+	// "…Z"): once it has passed, the old key is refused and the new one
+	// still logs in.
 	expired := sshkey.WithExpiry(restricted, time.Now().Add(-time.Minute))
 	if err := os.WriteFile(keys, []byte(expired+"\n"+rot.Hops[0].Line+"\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -471,8 +471,9 @@ func publicKeyLine(c *store.Connection, restricted bool) (string, error) {
 type KeyRotation struct {
 	// Old is the replaced (or, while a rotation is pending, the current)
 	// authorized_keys line: remove it from the bastion. After
-	// `rotate-key --start` it carries expiry-time="…", so that sshd
-	// refuses it after that time even if nobody removes it.
+	// `rotate-key --start` it carries expiry-time="…Z" (UTC, OpenSSH 8.5
+	// and later), so that sshd refuses it after that time even if nobody
+	// removes it.
 	Old string `json:"old_public_key"`
 	// New is the new authorized_keys line: add it to the bastion.
 	New string `json:"public_key"`

@@ -16,8 +16,10 @@ import (
 // hopkeys.go); every login offers the new key first and falls back to the
 // old one, so nothing fails while the new key is being installed; the first
 // login in which every hop accepts its new key promotes them (recorded with
-// the time), and the old ones are no longer used. The old key's line is shown with expiry-time="…Z" (recent OpenSSH),
-// so that sshd refuses it after that time even if nobody removes it.
+// the time), and the old ones are no longer used. The old key's line is
+// shown with expiry-time="…Z" (UTC, OpenSSH 8.5 and later; the bastion
+// setup script writes it without Z for older sshd, see oldKeyLine), so
+// that sshd refuses it after that time even if nobody removes it.
 
 // pendingKeyAD is the associated data of a rotation's new private key.
 func pendingKeyAD(id string) []byte {

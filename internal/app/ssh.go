@@ -172,7 +172,9 @@ type HopKeyLines struct {
 	// forwarding only to the next hop (the last hop: to the database).
 	Line string `json:"line"`
 	// Old is, during a key rotation, the current key's line with
-	// expiry-time="…" (it replaces the line installed now); empty for a
+	// expiry-time="…Z" (UTC: OpenSSH 8.5 and later; before 8.5 the time
+	// goes without Z in the host's local standard time, as the setup
+	// script writes it), to replace the line installed now; empty for a
 	// hop given its own key during the rotation, which has nothing to
 	// rotate yet.
 	Old string `json:"old_line,omitempty"`

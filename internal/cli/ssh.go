@@ -167,10 +167,13 @@ With --start, a new key pair is made and the old one kept: every login tries the
 key first and falls back to the old one, so nothing fails while you install the new
 key on the hops. The first login that every hop accepts with the new key promotes it
 (recorded with the time; connection show says "new key not installed yet" until then).
-The old key's line is printed with expiry-time="...Z" (UTC; recent OpenSSH, 9.2 tested:
-8.4 refuses such a line as a whole): install it in place of the current line, so that
-sshd refuses the old key after that time even if nobody removes it. --status prints the lines again, --finish promotes the new key now
-(after checking that every hop accepts it), --cancel drops it.
+The old key's line is printed with expiry-time="...Z" (UTC, which OpenSSH 8.5 and later
+read): install it in place of the current line, so that sshd refuses the old key after
+that time even if nobody removes it. OpenSSH before 8.5 (Debian 11, Ubuntu 20.04, RHEL 8)
+refuses such a line as a whole, so the old key would stop at once: there, write the time
+without the Z in the host's local time (the command to print it is shown with the lines),
+or run the script of bastion-setup, which does. --status prints the lines again, --finish
+promotes the new key now (after checking that every hop accepts it), --cancel drops it.
 
 Without a flag, the key is replaced at once: logins fail until the new key is installed.
 
@@ -289,6 +292,9 @@ func printRotation(w io.Writer, name string, rot *app.KeyRotation, pending, fini
 			}
 		}
 		fmt.Fprintf(w, "Unrestricted, the new line is:\n%s\nand the old one with its expiry:\n%s\n", rot.New, rot.Old)
+		if rot.OldKeyExpiresAt != nil {
+			printLocalExpiry(w, name, *rot.OldKeyExpiresAt)
+		}
 	case finished:
 		fmt.Fprintf(w, "The new key of %q is promoted: every hop accepted it, and the old key is no longer used.\n"+
 			"Remove the old line from the hops (it expires %s anyway):\n\n%s\n", name, fmtTime(rot.OldKeyExpiresAt), rot.Old)
@@ -301,6 +307,18 @@ func printRotation(w io.Writer, name string, rot *app.KeyRotation, pending, fini
 			}
 		}
 	}
+}
+
+// printLocalExpiry says how to write the old line's expiry-time for
+// OpenSSH before 8.5, which refuses the UTC form ("…Z") printed and with
+// it the whole line: in the host's local time, without the Z.
+func printLocalExpiry(w io.Writer, name string, at time.Time) {
+	fmt.Fprintf(w, "\nThe expiry-time above is UTC (the trailing Z), which OpenSSH 8.5 and later read. OpenSSH before 8.5\n"+
+		"(`ssh -V` on the host; Debian 11, Ubuntu 20.04, RHEL 8) refuses that whole line, and the old key would stop at once:\n"+
+		"there, write the time without the Z, in the host's local time, as this prints it on the host:\n\n"+
+		"  date -d @%[1]d +%%Y%%m%%d%%H%%M%%S      (BSD: date -r %[1]d +%%Y%%m%%d%%H%%M%%S)\n\n"+
+		"(sshd reads it as standard time: printed during daylight saving time, it lets the old key in an hour longer),\n"+
+		"or run the script of `pgrelay connection bastion-setup %[2]s` (--hop N for hop N) there, which writes it exactly.\n", at.Unix(), name)
 }
 
 func (r *runner) sshCACommand() *cobra.Command {

@@ -9,9 +9,16 @@ import (
 )
 
 // ExpiryTimeFormat is the layout of authorized_keys' expiry-time option in
-// UTC: recent OpenSSH (9.2 tested) reads the trailing Z as UTC; older
-// releases (8.4) refuse the whole line, which the README says.
+// UTC: OpenSSH 8.5 and later (9.2 tested) read the trailing Z as UTC;
+// older releases (8.4) refuse the whole line.
 const ExpiryTimeFormat = "20060102150405Z"
+
+// LocalExpiryTimeFormat is the layout of authorized_keys' expiry-time
+// option without a zone, which every OpenSSH since 7.7 reads in sshd's
+// local time zone as standard time (tm_isdst 0, in every season): the
+// form for sshd before 8.5, written on the host itself (the bastion setup
+// script does), since only it knows its zone.
+const LocalExpiryTimeFormat = "20060102150405"
 
 // PermitOpen formats host:port for a permitopen option: IPv6 literals in
 // brackets, as sshd reads them.
@@ -31,10 +38,18 @@ func RestrictedTo(pub ssh.PublicKey, comment, target string) string {
 }
 
 // WithExpiry prefixes an authorized_keys line (restricted or not) with
-// the option expiry-time="…" (UTC, see ExpiryTimeFormat): sshd refuses the
-// key after that time, so an old key retires by itself.
+// the option expiry-time="…" (UTC, see ExpiryTimeFormat: sshd 8.5 and
+// later): sshd refuses the key after that time, so an old key retires by
+// itself.
 func WithExpiry(line string, at time.Time) string {
-	opt := `expiry-time="` + at.UTC().Format(ExpiryTimeFormat) + `"`
+	return WithExpiryValue(line, at.UTC().Format(ExpiryTimeFormat))
+}
+
+// WithExpiryValue prefixes an authorized_keys line (restricted or not)
+// with the option expiry-time="value", value as sshd is to read it (see
+// ExpiryTimeFormat and LocalExpiryTimeFormat).
+func WithExpiryValue(line, value string) string {
+	opt := `expiry-time="` + value + `"`
 	if strings.HasPrefix(line, "restrict") {
 		return opt + "," + line
 	}

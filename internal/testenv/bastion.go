@@ -54,6 +54,11 @@ type BastionOptions struct {
 	// ExtraConfig lines are appended to sshd_config, such as
 	// "KexAlgorithms diffie-hellman-group14-sha1" to offer only that.
 	ExtraConfig []string
+	// TZ, when set, is sshd's TZ environment variable (such as
+	// "Asia/Kolkata" or the POSIX "XST-5:30"): the zone in which it reads
+	// an authorized_keys expiry-time written without a trailing Z. Unset,
+	// sshd runs in the test process's zone.
+	TZ string
 }
 
 // Bastion is a real OpenSSH server (sshd) on loopback, made by
@@ -325,6 +330,9 @@ func (b *Bastion) startSSHD() (taken bool, err error) {
 	// file.
 	cmd := exec.Command(b.sshd, "-D", "-f", b.configFile, "-E", b.logFile)
 	cmd.Dir = b.dir
+	if b.opts.TZ != "" {
+		cmd.Env = append(os.Environ(), "TZ="+b.opts.TZ)
+	}
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	err = cmd.Start()

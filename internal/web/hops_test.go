@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -179,7 +180,7 @@ func TestHopOwnKeyForm(t *testing.T) {
 	}
 	page = c.get("/connections/ownkey").Body
 	contains(t, "page during rotation", page, `id="new-key-2"`, `id="old-key-2"`, esc(rot.Hops[1].Line), esc(rot.Hops[1].Old),
-		"rotates with the connection")
+		"rotates with the connection", fmt.Sprintf("date -d @%d +%%Y%%m%%d%%H%%M%%S", rot.OldKeyExpiresAt.Unix()))
 	if rot.Hops[1].Line == lines[1].Line {
 		t.Fatal("the rotation did not give hop 2 a new own key")
 	}

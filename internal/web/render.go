@@ -156,6 +156,7 @@ func (u *UI) templateFuncs() template.FuncMap {
 			return t.UTC().Format("2 Jan 2006, 15:04 UTC")
 		},
 		"isoTime": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		"unix":    func(t time.Time) int64 { return t.Unix() },
 		"field":   func(f *connForm, key string) fieldView { return f.field(key) },
 		"dict":    dict,
 		"copybox": func(id, label, value string, rows int, describe string) copyBox {
