@@ -7,10 +7,15 @@
   "use strict";
 
   var live = document.getElementById("live");
+  // announce says text in the live region. An announcement still pending
+  // gives way to a newer one: a test refused at once is not followed by
+  // the "Testing the connection" it replaced.
+  var announcing = 0;
   function announce(text) {
     if (!live) return;
     live.textContent = "";
-    window.setTimeout(function () { live.textContent = text; }, 50);
+    window.clearTimeout(announcing);
+    announcing = window.setTimeout(function () { live.textContent = text; }, 50);
   }
 
   // Copy buttons: data-copy names the element whose text is copied. They
