@@ -279,14 +279,19 @@ OLD_KEY_EXPIRES_UTC=%[4]s
 // oldKeyLine is the part of a setup script that sets OLD_KEY, the current
 // key's line (OLD_KEY_LINE) with expiry-time OLD_KEY_EXPIRES as sshd reads
 // a time without Z: in the host's zone, as standard time (OpenSSH parses
-// it with tm_isdst 0, so in daylight saving time the clock time would be
-// read an hour late; the standard offset is taken as the lowest one within
-// half a year, which holds for every zone whose daylight saving time moves
-// clocks forward). The time comes from `date -d @SECONDS` (GNU, busybox) or
-// `date -r SECONDS` (BSD), each trusted only when it shows the time in UTC
-// as pgrelay does. When neither does, OLD_KEY is the line without
-// expiry-time, which keeps the old key working until someone removes it,
-// and the script says so.
+// it with mktime and tm_isdst 0, so in daylight saving time the clock time
+// would be read an hour late). The standard offset is the one awk's mktime
+// applies with its daylight saving flag 0 (gawk, mawk, busybox: the C
+// library's mktime, as sshd's), checked first on a made-up zone; without
+// such an awk, the lowest offset within half a year, which holds for every
+// zone whose daylight saving time moves clocks forward but not for the
+// "negative" daylight saving time of tzdata's Europe/Dublin and
+// Africa/Casablanca, whose standard time is their summer time (there the
+// old key would stop an hour early). The time comes from `date -d
+// @SECONDS` (GNU, busybox) or `date -r SECONDS` (BSD), each trusted only
+// when it shows the time in UTC as pgrelay does. When neither does,
+// OLD_KEY is the line without expiry-time, which keeps the old key working
+// until someone removes it, and the script says so.
 func oldKeyLine(k setupKeys) string {
 	const mark = "\x00"
 	head, tail, _ := strings.Cut(sshkey.WithExpiryValue(k.old, mark), mark)
@@ -313,15 +318,42 @@ utc_offset() {
     echo "$o"
 }
 
+# mktime_std YYYYMMDDHHMMSS prints the seconds since 1970 at which that clock
+# time falls read as standard time in this host's zone, as sshd reads an
+# expiry-time without Z (mktime with tm_isdst 0), with awk's mktime and its
+# daylight saving flag 0 (gawk, mawk, busybox).
+mktime_std() {
+    awk -v c="$1" 'BEGIN {
+        t = mktime(substr(c, 1, 4) " " substr(c, 5, 2) " " substr(c, 7, 2) " " substr(c, 9, 2) " " substr(c, 11, 2) " " substr(c, 13, 2) " 0")
+        if (t < 0) exit 1
+        printf "%.0f\n", t
+    }' | grep -x '[0-9][0-9]*'
+}
+
+# clock_at SECONDS prints that time in UTC as YYYYMMDDHHMMSS.
+clock_at() {
+    c=$(date_at "$1" %Y%m%d%H%M%S -u 2>/dev/null) || return 1
+    case $c in *[!0-9]*) return 1 ;; esac
+    [ "${#c}" -eq 14 ] || return 1
+    printf '%s\n' "$c"
+}
+
 # expiry_time prints OLD_KEY_EXPIRES as sshd reads an expiry-time without Z:
 # YYYYMMDDHHMMSS in this host's zone, in its standard time, for sshd reads it
 # as such in every season (a clock time in daylight saving time would be read
-# an hour late). The standard offset is taken as the lowest one within half a
-# year either side. A date option is used only if it shows OLD_KEY_EXPIRES in
-# UTC as pgrelay does.
+# an hour late). The standard offset is the one awk's mktime applies with its
+# daylight saving flag 0, when awk has such a mktime (checked on a made-up
+# zone, in daylight saving time on 1 July 2020); else the lowest one within
+# half a year either side, which is wrong where tzdata's standard time is the
+# summer's (Europe/Dublin, Africa/Casablanca). A date option is used only if
+# it shows OLD_KEY_EXPIRES in UTC as pgrelay does.
 expiry_time() {
+    awk_std=
+    if [ "$(TZ=XST0XDT,M3.2.0,M11.1.0; export TZ; mktime_std 20200701120000 2>/dev/null)" = 1593604800 ]; then
+        awk_std=1
+    fi
     for DATE_AT in -d -r; do
-        [ "$(date_at "$OLD_KEY_EXPIRES" %Y%m%d%H%M%S -u 2>/dev/null)" = "$OLD_KEY_EXPIRES_UTC" ] || continue
+        [ "$(clock_at "$OLD_KEY_EXPIRES")" = "$OLD_KEY_EXPIRES_UTC" ] || continue
         std=
         for k in -6 -5 -4 -3 -2 -1 0 1 2 3 4 5 6; do
             o=$(utc_offset $((OLD_KEY_EXPIRES + k * 2629800)) 2>/dev/null) || continue 2
@@ -329,9 +361,15 @@ expiry_time() {
                 std=$o
             fi
         done
-        t=$(date_at $((OLD_KEY_EXPIRES + std)) %Y%m%d%H%M%S -u 2>/dev/null) || continue
-        case $t in *[!0-9]*) continue ;; esac
-        [ "${#t}" -eq 14 ] || continue
+        t=$(clock_at $((OLD_KEY_EXPIRES + std))) || continue
+        if [ -n "$awk_std" ] && m=$(mktime_std "$t" 2>/dev/null); then
+            # mktime read t as OLD_KEY_EXPIRES + std - (its offset).
+            o=$((OLD_KEY_EXPIRES + std - m))
+            if [ "$o" -ne "$std" ] && a=$(clock_at $((OLD_KEY_EXPIRES + o))) &&
+                [ "$(mktime_std "$a" 2>/dev/null)" = "$OLD_KEY_EXPIRES" ]; then
+                t=$a
+            fi
+        fi
         printf '%s\n' "$t"
         return 0
     done

@@ -246,3 +246,52 @@ esac
 		t.Fatalf("old key refused after the script installed its line without expiry-time: %v\n%s", err, b.LogTail())
 	}
 }
+
+// TestBastionSetupExpiryNegativeDST: in Europe/Dublin tz data makes Irish
+// Standard Time (UTC+1, the summer's) the standard time and winter's GMT
+// the daylight saving one, so sshd, which reads an expiry-time without Z
+// as standard time (mktime with tm_isdst 0), reads it as UTC+1 in every
+// season. The setup script took the zone's lowest offset (UTC+0) as its
+// standard time, and the old key stopped an hour before the rotation's
+// expiry: it now asks awk's mktime, the C library's, as sshd does.
+func TestBastionSetupExpiryNegativeDST(t *testing.T) {
+	const zone = "Europe/Dublin"
+	if _, err := os.Stat("/usr/share/zoneinfo/" + zone); err != nil {
+		t.Skip("no tz data for " + zone)
+	}
+	if _, err := exec.LookPath("awk"); err != nil {
+		t.Skip("no awk")
+	}
+	name := setupUser(t, "n")
+	t.Parallel()
+	b := testenv.StartBastion(t, testenv.BastionOptions{SystemUser: name, TZ: zone})
+	f, old, restricted, rot := rotationUnderWay(t, b, name, "bsn", "TZ="+zone)
+	script, err := f.svc.BastionSetup(context.Background(), "bsn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := authorizedKeys(t, name)
+	ist := time.FixedZone("IST", 3600)
+
+	// The real sshd in Europe/Dublin reads a clock time as UTC+1 even in
+	// winter: the clock time of half an hour ahead in UTC+0 is past for it.
+	ahead := sshkey.WithExpiryValue(restricted, time.Now().Add(30*time.Minute).UTC().Format(sshkey.LocalExpiryTimeFormat))
+	writeKeys(t, keys, ahead, rot.Hops[0].Line)
+	if err := b.Login(old); err == nil {
+		t.Fatalf("sshd in %s accepted the old key with %s, the UTC+0 clock time of half an hour ahead: it does not read such a time as UTC+1", zone, ahead)
+	}
+	inIST := sshkey.WithExpiryValue(restricted, time.Now().Add(30*time.Minute).In(ist).Format(sshkey.LocalExpiryTimeFormat))
+	writeKeys(t, keys, inIST, rot.Hops[0].Line)
+	if err := b.Login(old); err != nil {
+		t.Fatalf("sshd in %s refused the old key with %s, the UTC+1 clock time of half an hour ahead: %v\n%s", zone, inIST, err, b.LogTail())
+	}
+
+	runSetupEnv(t, script, "TZ="+zone)
+	want := sshkey.WithExpiryValue(restricted, rot.OldKeyExpiresAt.In(ist).Format(sshkey.LocalExpiryTimeFormat))
+	if got := keyLinesOf(t, keys, old); len(got) != 1 || got[0] != want {
+		t.Fatalf("old key's lines after the script in %s: %q, want only %q (the expiry in UTC+1, as sshd reads it there)", zone, got, want)
+	}
+	if err := b.Login(old); err != nil {
+		t.Fatalf("sshd refused the old key before its expiry-time: %v\n%s", err, b.LogTail())
+	}
+}

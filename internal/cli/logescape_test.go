@@ -209,3 +209,25 @@ func onlyRun(t *testing.T, h *harness, job string) string {
 	}
 	return runs[0].ID
 }
+
+// TestConnectionTestEscapesControls: `connection test` writes out the
+// control characters of a failed step's error, which quotes the server,
+// in its summary line as in the step's own lines (the summary printed
+// them raw).
+func TestConnectionTestEscapesControls(t *testing.T) {
+	t.Parallel()
+	pg := sharedDB(t)
+	h := newHarness(t)
+	h.env["DB_PASSWORD"] = pg.Password
+	args := createArgs("wh", pg)
+	for i, a := range args {
+		if a == "--database" {
+			// PostgreSQL quotes the name in its error: database "..." does not exist.
+			args[i+1] = "no\x1b]0;title\x07db"
+		}
+	}
+	h.ok(args...)
+	r := h.fail(1, "connection", "test", "wh")
+	noControls(t, "connection test", r.stdout)
+	contains(t, "connection test", r.stdout, "Failed at ", `no\x1b]0;title\x07db`)
+}

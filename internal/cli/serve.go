@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os/signal"
 	"syscall"
@@ -55,13 +56,7 @@ local data dir: it ignores PGRELAY_SERVER, which is for the commands that use a 
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			ctx = audit.WithActor(ctx, audit.System("server")) // requests act as their token
-			var h slog.Handler
-			opts := &slog.HandlerOptions{Level: r.level}
-			if logFormat == "json" {
-				h = slog.NewJSONHandler(r.env.Stderr, opts)
-			} else {
-				h = slog.NewTextHandler(r.env.Stderr, opts)
-			}
+			h := serveLogHandler(r.env.Stderr, logFormat, &slog.HandlerOptions{Level: r.level})
 			r.logger = slog.New(requestid.NewHandler(h))
 			policy, err := r.commandPolicy(cf)
 			if err != nil {
@@ -184,4 +179,28 @@ and use the CLI against this server with
 	ef.register(cmd.Flags())
 	af.register(cmd.Flags())
 	return cmd
+}
+
+// serveLogHandler is serve's log handler on w in format (text or json).
+// Its lines may quote a job's command (a run's reason): the text format
+// quotes every control character (\x1b, \u009b); in JSON, which escapes
+// only C0 controls, C1 controls and DEL are escaped as well (see
+// escapeJSONControls), as in the CLI's JSON output.
+func serveLogHandler(w io.Writer, format string, opts *slog.HandlerOptions) slog.Handler {
+	if format == "json" {
+		return slog.NewJSONHandler(jsonControlsWriter{w}, opts)
+	}
+	return slog.NewTextHandler(w, opts)
+}
+
+// jsonControlsWriter writes JSON to w with its C1 controls and DEL
+// escaped. Each Write must be whole JSON values (a slog record is).
+type jsonControlsWriter struct{ w io.Writer }
+
+// Write implements io.Writer.
+func (j jsonControlsWriter) Write(p []byte) (int, error) {
+	if _, err := j.w.Write(escapeJSONControls(p)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -317,7 +317,8 @@ func printLocalExpiry(w io.Writer, name string, at time.Time) {
 		"(`ssh -V` on the host; Debian 11, Ubuntu 20.04, RHEL 8) refuses that whole line, and the old key would stop at once:\n"+
 		"there, write the time without the Z, in the host's local time, as this prints it on the host:\n\n"+
 		"  date -d @%[1]d +%%Y%%m%%d%%H%%M%%S      (BSD: date -r %[1]d +%%Y%%m%%d%%H%%M%%S)\n\n"+
-		"(sshd reads it as standard time: printed during daylight saving time, it lets the old key in an hour longer),\n"+
+		"(sshd reads it as standard time: when that time falls in daylight saving time, the old key gets in an hour longer;\n"+
+		"in Europe/Dublin and Africa/Casablanca, whose standard time in tzdata is the summer's, an hour less in winter),\n"+
 		"or run the script of `pgrelay connection bastion-setup %[2]s` (--hop N for hop N) there, which writes it exactly.\n", at.Unix(), name)
 }
 

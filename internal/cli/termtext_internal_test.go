@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
 )
@@ -81,5 +83,29 @@ func TestReasonCell(t *testing.T) {
 	}
 	if got, want := reasonCell("sh exited with code 3: \x1b[2Kboom"), `sh exited with code 3: \x1b[2Kboom`; got != want {
 		t.Errorf("reasonCell = %q, want %q", got, want)
+	}
+}
+
+// TestServeJSONLogEscapesControls: serve's JSON log lines, which may quote
+// a job's command (a run's reason), carry no C1 control or DEL raw (slog's
+// JSON handler escapes only C0 controls), and read back as the same text;
+// the text format quotes them all.
+func TestServeJSONLogEscapesControls(t *testing.T) {
+	const reason = "step 1 failed: \x1b]0;t\x07 \u009b2J \x7f é \\u0080 \u00a0end"
+	for _, format := range []string{"json", "text"} {
+		var b bytes.Buffer
+		slog.New(serveLogHandler(&b, format, nil)).Info("run ended", "reason", reason)
+		for _, r := range b.String() {
+			if (r < 0x20 && r != '\n') || (r >= 0x7f && r <= 0x9f) {
+				t.Fatalf("%s log line holds %U raw: %q", format, r, b.String())
+			}
+		}
+		if format != "json" {
+			continue
+		}
+		var rec struct{ Reason string }
+		if err := json.Unmarshal(b.Bytes(), &rec); err != nil || rec.Reason != reason {
+			t.Fatalf("JSON log line %q reads back as %q (%v), want %q", b.String(), rec.Reason, err, reason)
+		}
 	}
 }

@@ -130,7 +130,8 @@ func testSummary(rep *diagnose.Report) string {
 				passed++
 			}
 		}
-		return fmt.Sprintf("Failed at %s: %s (%d of %d steps passed, %s)", f.Name(), f.Error, passed, len(rep.Steps),
+		// The error may quote the server, as printStep's does.
+		return fmt.Sprintf("Failed at %s: %s (%d of %d steps passed, %s)", f.Name(), showControls(f.Error), passed, len(rep.Steps),
 			elapsed.FormatMS(rep.DurationMS))
 	}
 	var passed int
