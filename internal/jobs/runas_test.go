@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -134,6 +135,64 @@ func TestRunAsContainsCommands(t *testing.T) {
 	res = r.Run(context.Background(), job("direct", jobs.Step{Command: []string{"sh", "-c", "pwd"}, Workdir: private}), jobs.Hooks{})
 	if res.Status != jobs.Failed || !strings.Contains(res.Reason, "as user "+u.Name) || !strings.Contains(res.Reason, "permission denied") {
 		t.Errorf("unreachable workdir: %+v", res)
+	}
+}
+
+// TestRunAsUserCannotRedirectRunFiles: once the run's directory is the
+// run-as user's, a command of that user (of another run, say) may put
+// symlinks in it. pgrelay, running as root, must have written and given
+// away the run's files (profiles.yml, the endpoint's CA certificate) by
+// then: written after, through such a symlink, they would overwrite a
+// file of root's and make it the user's (/etc/shadow, master.key).
+func TestRunAsUserCannotRedirectRunFiles(t *testing.T) {
+	u := testenv.NewOSUser(t)
+	e := setup(t, 30*time.Second, 10)
+	ra, err := jobs.LookupRunAs(u.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "root's own file\n"
+	canary := filepath.Join(t.TempDir(), "canary")
+	if err := os.WriteFile(canary, []byte(want), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := e.runner(t)
+	r.Commands.RunAs = ra
+	var planted []string
+	jobs.SetOnHandOver(r, func(dir string) {
+		// What the user may do in its directory: replace its entries.
+		for _, name := range []string{"profiles.yml", "root.crt"} {
+			link := filepath.Join(dir, name)
+			cmd := exec.Command("ln", "-sfn", canary, link)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.UID), Gid: uint32(u.GID)}}
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("as user %s: ln -sfn %s %s: %v: %s", u.Name, canary, link, err, out)
+				continue
+			}
+			planted = append(planted, link)
+		}
+	})
+	var rec recorder
+	res := r.Run(context.Background(), job("direct", jobs.Step{Command: []string{"sh", "-c", "id -u"}}), rec.hooks())
+	if res.Status != jobs.Succeeded {
+		t.Errorf("run %+v\n%s", res, rec.text())
+	}
+	if len(planted) != 2 {
+		t.Fatalf("the run's directory was not handed over with its files (planted %v)", planted)
+	}
+	got, err := os.ReadFile(canary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != want {
+		t.Errorf("root's file was written through the user's symlink: it now holds %q", got)
+	}
+	fi, err := os.Stat(canary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 0 {
+		t.Errorf("root's file was given to the run-as user through a symlink: owner %d:%d", st.Uid, st.Gid)
 	}
 }
 

@@ -133,6 +133,10 @@ type Runner struct {
 	// Tracer, when set, traces each step, its statements (by digest) and
 	// commands (by program name) as children of the run's context's span.
 	Tracer trace.Tracer
+
+	// onHandOver, when set, is called with the run's directory once it
+	// was given to Commands.RunAs's user (tests act as that user then).
+	onHandOver func(dir string)
 }
 
 // Result is a run's outcome.
@@ -687,15 +691,8 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return fmt.Errorf("create run directory: %w", err)
 	}
-	if runAs != nil {
-		// The run's directory (profiles.yml, CA certificate, TMPDIR) is
-		// the user's, and private to it.
-		for _, d := range []string{dir, tmp} {
-			if err := os.Chown(d, int(runAs.UID), int(runAs.GID)); err != nil {
-				return fmt.Errorf("give the run directory to user %s: %w", runAs.Name, err)
-			}
-		}
-	}
+	// The directory stays this process's until its files are written
+	// (giveRunDir, below).
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
@@ -773,6 +770,9 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	if err := x.writeRunFile(filepath.Join(dir, "profiles.yml"), []byte(profiles)); err != nil {
 		return fmt.Errorf("write profiles.yml: %w", err)
 	}
+	if err := x.giveRunDir(dir, tmp); err != nil {
+		return err
+	}
 	var env []string
 	if runAs != nil {
 		env = runAsEnv(runAs, dir, tmp)
@@ -821,14 +821,49 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	return nil
 }
 
-// writeRunFile writes a file of the run's directory, private to the user
-// commands run as.
-func (x *run) writeRunFile(path string, data []byte) error {
-	if err := os.WriteFile(path, data, 0o600); err != nil {
+// writeRunFile writes a new file of the run's directory, private to the
+// user commands run as. The directory is still this process's alone
+// (giveRunDir comes after), and the file is made anew (O_EXCL) and given
+// by its descriptor, so that nothing put in its place can redirect the
+// write or the change of owner to another file.
+func (x *run) writeRunFile(path string, data []byte) (err error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
 		return err
 	}
+	defer func() {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}()
 	if u := x.r.Commands.RunAs; u != nil {
-		return os.Chown(path, int(u.UID), int(u.GID))
+		if err := f.Chown(int(u.UID), int(u.GID)); err != nil {
+			return err
+		}
+	}
+	_, err = f.Write(data)
+	return err
+}
+
+// giveRunDir gives the run's directory and its TMPDIR to the user
+// commands run as (Commands.RunAs), once every file of the run is in it:
+// from then on that user may replace what the directory holds (with a
+// symlink to /etc/shadow or master.key, say, from a command of another
+// run), so pgrelay, which runs as root then, writes and changes the owner
+// of nothing in it any more. tmp goes first, as the directory holding it
+// is still this process's.
+func (x *run) giveRunDir(dir, tmp string) error {
+	runAs := x.r.Commands.RunAs
+	if runAs == nil {
+		return nil
+	}
+	for _, d := range []string{tmp, dir} {
+		if err := os.Lchown(d, int(runAs.UID), int(runAs.GID)); err != nil {
+			return fmt.Errorf("give the run directory to user %s: %w", runAs.Name, err)
+		}
+	}
+	if x.r.onHandOver != nil {
+		x.r.onHandOver(dir)
 	}
 	return nil
 }
