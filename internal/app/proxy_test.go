@@ -255,6 +255,83 @@ func TestProxyReopensOnceForWaitingClients(t *testing.T) {
 	}
 }
 
+// lostStatement is a proxy through a bastion behind a fault proxy, with
+// a client running a long statement through it (see startLostStatement).
+type lostStatement struct {
+	fp    *testenv.FaultProxy
+	ps    *app.ProxyServer
+	logs  *testenv.LogBuffer
+	super *pgx.Conn
+	// tag marks the statement in pg_stat_activity.
+	tag string
+}
+
+// startLostStatement starts a proxy of a connection name through a fault
+// proxy in front of the shared bastion (keepalives every 200 ms, 3 missed
+// end the tunnel) and a client running SELECT pg_sleep(300) through it,
+// and waits until the statement runs.
+func startLostStatement(t *testing.T, name string) *lostStatement {
+	t.Helper()
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	db := pg.NewDatabase(t)
+	b := testenv.SharedBastion(t, testenv.BastionOptions{})
+	l := &lostStatement{fp: testenv.StartFaultProxy(t, b.Addr()), logs: &testenv.LogBuffer{}, tag: name + "-" + strconv.Itoa(os.Getpid())}
+	f := newServiceWith(t, func(c *app.Config) {
+		c.DialTimeout = 2 * time.Second
+		c.Logger = slog.New(slog.NewTextHandler(l.logs, nil))
+	})
+	ctx := context.Background()
+	v, err := f.svc.CreateConnection(ctx, connection.Spec{Name: name, Host: pg.Host, Port: pg.Port, Database: db.Name,
+		User: db.User, Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
+		Tunnel: &connection.Tunnel{Host: l.fp.Host(), Port: l.fp.Port(), User: b.User,
+			KeepaliveInterval: connection.Duration(200 * time.Millisecond), KeepaliveCountMax: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, v.SSHTunnel.PublicKey)
+	if l.ps, err = f.svc.Proxy(ctx, name, "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = l.ps.Serve(ctx) }()
+	t.Cleanup(func() { _ = l.ps.Close() })
+	if l.super, err = pgx.Connect(ctx, pg.ConnString(pg.SuperUser, pg.SuperPassword, "postgres")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = l.super.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%'||$1||'%' AND pid <> pg_backend_pid()`, l.tag)
+		_ = l.super.Close(context.Background())
+	})
+	c, err := pgx.Connect(ctx, "postgres://"+db.User+":"+db.Password+"@"+l.ps.Addr().String()+"/"+db.Name+"?sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	go func() { _, _ = c.Exec(context.Background(), "SELECT pg_sleep(300) /* "+l.tag+" */") }()
+	l.waitFor(t, "the statement to run", 10*time.Second, func() bool { return l.pid(t) != 0 })
+	return l
+}
+
+// pid is the backend running the statement, 0 when none does.
+func (l *lostStatement) pid(t *testing.T) int64 {
+	t.Helper()
+	var pid int64
+	err := l.super.QueryRow(context.Background(), `SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%'||$1||'%' AND pid <> pg_backend_pid()`, l.tag).Scan(&pid)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// waitFor polls cond until it holds, failing the test after within.
+func (l *lostStatement) waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(within); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
 // TestProxyCancelsLostStatementOnceReachable: a client's session lost with
 // the proxy's tunnel (the bastion went silent) leaves its statement
 // running on the server, where the cancel request cannot go while the
@@ -262,72 +339,18 @@ func TestProxyReopensOnceForWaitingClients(t *testing.T) {
 // opens a new tunnel), so the statement stops. It used to be tried once.
 func TestProxyCancelsLostStatementOnceReachable(t *testing.T) {
 	t.Parallel()
-	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
-	db := pg.NewDatabase(t)
-	b := testenv.SharedBastion(t, testenv.BastionOptions{})
-	fp := testenv.StartFaultProxy(t, b.Addr())
-	logs := &testenv.LogBuffer{}
-	f := newServiceWith(t, func(c *app.Config) {
-		c.DialTimeout = 2 * time.Second
-		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
-	})
-	ctx := context.Background()
-	v, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "lost", Host: pg.Host, Port: pg.Port, Database: db.Name,
-		User: db.User, Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
-		Tunnel: &connection.Tunnel{Host: fp.Host(), Port: fp.Port(), User: b.User,
-			KeepaliveInterval: connection.Duration(200 * time.Millisecond), KeepaliveCountMax: 3}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.Authorize(t, v.SSHTunnel.PublicKey)
-	ps, err := f.svc.Proxy(ctx, "lost", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = ps.Serve(ctx) }()
-	t.Cleanup(func() { _ = ps.Close() })
-	super, err := pgx.Connect(ctx, pg.ConnString(pg.SuperUser, pg.SuperPassword, "postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer super.Close(ctx)
-	tag := "lost-" + strconv.Itoa(os.Getpid())
-	t.Cleanup(func() {
-		_, _ = super.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%'||$1||'%' AND pid <> pg_backend_pid()`, tag)
-	})
-	running := func() bool {
-		var n int
-		if err := super.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%'||$1||'%' AND pid <> pg_backend_pid()`, tag).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n > 0
-	}
-	c, err := pgx.Connect(ctx, "postgres://"+db.User+":"+db.Password+"@"+ps.Addr().String()+"/"+db.Name+"?sslmode=disable")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
-	go func() { _, _ = c.Exec(context.Background(), "SELECT pg_sleep(300) /* "+tag+" */") }()
-	waitFor := func(what string, within time.Duration, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(within); !cond(); time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-		}
-	}
-	waitFor("the statement to run", 10*time.Second, running)
+	l := startLostStatement(t, "lost")
 	// The bastion goes silent: the tunnel is dropped by its keepalives, the
 	// client's session with it, and the first cancel request cannot go.
-	fp.Freeze()
-	waitFor("the first cancel request to fail", 20*time.Second, func() bool {
-		return strings.Contains(logs.String(), "could not cancel its statement")
+	l.fp.Freeze()
+	l.waitFor(t, "the first cancel request to fail", 20*time.Second, func() bool {
+		return strings.Contains(l.logs.String(), "could not cancel its statement")
 	})
-	if !running() {
+	if l.pid(t) == 0 {
 		t.Fatal("the statement stopped while the bastion was silent: the test proves nothing")
 	}
-	fp.Thaw()
-	waitFor("the statement to be cancelled once the bastion answers", 30*time.Second, func() bool { return !running() })
+	l.fp.Thaw()
+	l.waitFor(t, "the statement to be cancelled once the bastion answers", 30*time.Second, func() bool { return l.pid(t) == 0 })
 }
 
 // TestProxyCloseEndsCancelRetries: closing the proxy (the process shuts
@@ -337,71 +360,22 @@ func TestProxyCancelsLostStatementOnceReachable(t *testing.T) {
 // after Close, opening tunnels for ten minutes.
 func TestProxyCloseEndsCancelRetries(t *testing.T) {
 	t.Parallel()
-	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
-	db := pg.NewDatabase(t)
-	b := testenv.SharedBastion(t, testenv.BastionOptions{})
-	fp := testenv.StartFaultProxy(t, b.Addr())
-	logs := &testenv.LogBuffer{}
-	f := newServiceWith(t, func(c *app.Config) {
-		c.DialTimeout = 2 * time.Second
-		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
-	})
-	ctx := context.Background()
-	v, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "closing", Host: pg.Host, Port: pg.Port, Database: db.Name,
-		User: db.User, Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
-		Tunnel: &connection.Tunnel{Host: fp.Host(), Port: fp.Port(), User: b.User,
-			KeepaliveInterval: connection.Duration(200 * time.Millisecond), KeepaliveCountMax: 3}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.Authorize(t, v.SSHTunnel.PublicKey)
-	ps, err := f.svc.Proxy(ctx, "closing", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = ps.Serve(ctx) }()
-	t.Cleanup(func() { _ = ps.Close() })
-	super, err := pgx.Connect(ctx, pg.ConnString(pg.SuperUser, pg.SuperPassword, "postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer super.Close(ctx)
-	tag := "closing-" + strconv.Itoa(os.Getpid())
-	t.Cleanup(func() {
-		_, _ = super.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%'||$1||'%' AND pid <> pg_backend_pid()`, tag)
-	})
-	c, err := pgx.Connect(ctx, "postgres://"+db.User+":"+db.Password+"@"+ps.Addr().String()+"/"+db.Name+"?sslmode=disable")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
-	go func() { _, _ = c.Exec(context.Background(), "SELECT pg_sleep(300) /* "+tag+" */") }()
-	waitFor := func(what string, within time.Duration, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(within); !cond(); time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-		}
-	}
-	var pid int64
-	waitFor("the statement to run", 10*time.Second, func() bool {
-		return super.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%'||$1||'%' AND pid <> pg_backend_pid()`, tag).Scan(&pid) == nil
-	})
+	l := startLostStatement(t, "closing")
+	pid := l.pid(t)
 	// The bastion goes silent: the tunnel is dropped by its keepalives,
 	// the session with it, and its cancel request is sent again.
-	fp.Freeze()
-	defer fp.Thaw()
-	waitFor("the cancel request to be sent again", 20*time.Second, func() bool { return ps.PendingCancels() == 1 })
+	l.fp.Freeze()
+	defer l.fp.Thaw()
+	l.waitFor(t, "the cancel request to be sent again", 20*time.Second, func() bool { return l.ps.PendingCancels() == 1 })
 
-	err = ps.Close()
-	if n := ps.PendingCancels(); n != 0 {
+	err := l.ps.Close()
+	if n := l.ps.PendingCancels(); n != 0 {
 		t.Fatalf("%d cancel requests still sent again after Close", n)
 	}
 	if err == nil || !strings.Contains(err.Error(), "pid "+strconv.FormatInt(pid, 10)) {
 		t.Fatalf("Close returned %v, want the undelivered cancel request of backend pid %d", err, pid)
 	}
-	if !strings.Contains(logs.String(), "closed before the cancel request") {
-		t.Fatalf("no warning for the undelivered cancel request:\n%s", logs)
+	if !strings.Contains(l.logs.String(), "closed before the cancel request") {
+		t.Fatalf("no warning for the undelivered cancel request:\n%s", l.logs)
 	}
 }
