@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pgrelay/pgrelay/internal/childenv"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/jobs"
@@ -147,7 +148,7 @@ func (s *Connector) firstDial(spec *connection.Spec) (func(ctx context.Context, 
 	if err != nil {
 		return nil, fmt.Errorf("connection %s: proxy command: %w", spec.Name, err)
 	}
-	pc := tunnel.ProxyCommand{Path: path, Args: t.ProxyCommand[1:], Env: jobs.CleanEnv(os.Environ())}
+	pc := tunnel.ProxyCommand{Path: path, Args: t.ProxyCommand[1:], Env: childenv.Clean(os.Environ())}
 	return pc.Dial, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pgrelay/pgrelay/internal/childenv"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/secret"
 )
@@ -204,7 +205,7 @@ func (s *CommandSource) Token(ctx context.Context) (Token, error) {
 	cmd := exec.CommandContext(runCtx, path, s.cfg.Args...)
 	cmd.Env = s.cfg.Env
 	if cmd.Env == nil {
-		cmd.Env = cleanEnv(os.Environ())
+		cmd.Env = childenv.Clean(os.Environ())
 	}
 	cmd.Dir = s.cfg.Dir
 	// Its own process group, so that a timeout kills what it started too.
@@ -315,18 +316,6 @@ func checkToken(t string) string {
 		return "contains spaces"
 	}
 	return ""
-}
-
-// cleanEnv drops pgrelay's own variables (its master key among them).
-func cleanEnv(env []string) []string {
-	out := make([]string, 0, len(env))
-	for _, kv := range env {
-		if strings.HasPrefix(kv, "PGRELAY_") {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return out
 }
 
 // mask replaces each of secrets (of at least 4 bytes) in text.

@@ -258,8 +258,12 @@ func TestCommandAllowlist(t *testing.T) {
 
 func TestCommandEnvironment(t *testing.T) {
 	t.Setenv("PGRELAY_MASTER_KEY", "master-key-canary")
+	// The store's password may come from PGPASSWORD (pgrelay store copy,
+	// --store): a token command, which an editor may name, must not see it.
+	t.Setenv("PGPASSWORD", "store-password-canary")
 	t.Setenv("CRED_TEST_VISIBLE", "yes")
 	src := command(script(t, `[ -z "$PGRELAY_MASTER_KEY" ] || { echo "master key visible" >&2; exit 1; }
+[ -z "$PGPASSWORD" ] || { echo "store password visible" >&2; exit 1; }
 [ "$CRED_TEST_VISIBLE" = yes ] || { echo "environment lost" >&2; exit 1; }
 echo tok`))
 	if _, err := src.Token(context.Background()); err != nil {

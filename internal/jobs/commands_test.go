@@ -69,15 +69,6 @@ func TestAllowlist(t *testing.T) {
 	}
 }
 
-func TestCleanEnvDropsPgrelaySecrets(t *testing.T) {
-	t.Parallel()
-	got := jobs.CleanEnv([]string{"PATH=/usr/bin", "PGRELAY_MASTER_KEY=k", "PGRELAY_TOKEN=t", "PGPASSWORD=p",
-		"DBT_PROFILES_DIR=/x", "LANG=C.UTF-8"})
-	if strings.Join(got, " ") != "PATH=/usr/bin LANG=C.UTF-8" {
-		t.Fatalf("CleanEnv = %q", got)
-	}
-}
-
 // TestAllowedProgramResolvedAtStart: a program named like an allowed one
 // earlier on a later PATH does not run in its place.
 func TestAllowedProgramResolvedAtStart(t *testing.T) {

@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/pgrelay/pgrelay/internal/childenv"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/pg"
 	"github.com/pgrelay/pgrelay/internal/proxy"
@@ -779,7 +780,7 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	} else {
 		env = x.r.BaseEnv
 		if env == nil {
-			env = CleanEnv(os.Environ())
+			env = childenv.Clean(os.Environ())
 		}
 	}
 	env = append(env[:len(env):len(env)],
@@ -912,22 +913,6 @@ func ProfilesYAML(profile, target, host, port string, spec *connection.Spec, sch
 		fmt.Fprintf(&b, "      sslrootcert: %s\n", q(rootCert))
 	}
 	return b.String()
-}
-
-// CleanEnv drops pgrelay's own secrets and any PG*/DBT_PROFILES_DIR
-// variables from env, so commands see only the run's connection.
-func CleanEnv(env []string) []string {
-	out := make([]string, 0, len(env))
-	for _, kv := range env {
-		k, _, _ := strings.Cut(kv, "=")
-		switch {
-		case strings.HasPrefix(k, "PGRELAY_"), strings.HasPrefix(k, "PG"), k == "DBT_PROFILES_DIR",
-			k == "DBT_PROFILE", k == "DBT_TARGET":
-			continue
-		}
-		out = append(out, kv)
-	}
-	return out
 }
 
 // runCommand runs a command step with the run's environment, capturing its
