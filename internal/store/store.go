@@ -230,7 +230,8 @@ type RunStore interface {
 	// nil, and what with wrote through tx only with the run (the job
 	// queue inserts the run's River job). tx is the backend's transaction
 	// on the store's database: a pgx.Tx (postgres) or a *sql.Tx (sqlite).
-	// An error of with is returned as it is, the transaction rolled back.
+	// An error of with is returned as it is, the transaction rolled back;
+	// a nil with saves the run alone.
 	CreateRunWith(ctx context.Context, r *jobs.Run, with func(ctx context.Context, tx any) error) error
 	// GetRun returns the run, or ErrNotFound.
 	GetRun(ctx context.Context, id string) (*jobs.Run, error)

@@ -150,23 +150,8 @@ func scanRun(row pgx.Row) (*jobs.Run, error) {
 }
 
 // CreateRun implements store.RunStore.
-func (s *Store) CreateRun(ctx context.Context, r *jobs.Run) (rerr error) {
-	defer markFull(&rerr)
-	if r.Version == 0 {
-		r.Version = 1
-	}
-	args, err := runArgs(r)
-	if err != nil {
-		return fmt.Errorf("create run %s: %w", r.ID, err)
-	}
-	_, err = s.pool.Exec(ctx, insertRun, args...)
-	if isUniqueViolation(err) {
-		return fmt.Errorf("create run %s: %w", r.ID, store.ErrExists)
-	}
-	if err != nil {
-		return fmt.Errorf("create run %s: %w", r.ID, err)
-	}
-	return nil
+func (s *Store) CreateRun(ctx context.Context, r *jobs.Run) error {
+	return s.CreateRunWith(ctx, r, nil)
 }
 
 // CreateRunWith implements store.RunStore; with gets a pgx.Tx.
@@ -191,8 +176,10 @@ func (s *Store) CreateRunWith(ctx context.Context, r *jobs.Run, with func(ctx co
 	if err != nil {
 		return fmt.Errorf("create run %s: %w", r.ID, err)
 	}
-	if err := with(ctx, tx); err != nil {
-		return err
+	if with != nil {
+		if err := with(ctx, tx); err != nil {
+			return err
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("create run %s: commit: %w", r.ID, err)

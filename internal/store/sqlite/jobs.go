@@ -182,22 +182,8 @@ func scanRun(sc scanner) (*jobs.Run, error) {
 }
 
 // CreateRun implements store.RunStore.
-func (s *Store) CreateRun(ctx context.Context, r *jobs.Run) (rerr error) {
-	defer markFull(&rerr)
-	if r.Version == 0 {
-		r.Version = 1
-	}
-	args, err := runArgs(r)
-	if err != nil {
-		return fmt.Errorf("create run: %w", err)
-	}
-	if _, err := s.db.ExecContext(ctx, insertRun, args...); err != nil {
-		if isUniqueViolation(err) {
-			return fmt.Errorf("create run %s: %w", r.ID, store.ErrExists)
-		}
-		return fmt.Errorf("create run %s: %w", r.ID, err)
-	}
-	return nil
+func (s *Store) CreateRun(ctx context.Context, r *jobs.Run) error {
+	return s.CreateRunWith(ctx, r, nil)
 }
 
 // CreateRunWith implements store.RunStore; with gets a *sql.Tx.
@@ -221,8 +207,10 @@ func (s *Store) CreateRunWith(ctx context.Context, r *jobs.Run, with func(ctx co
 		}
 		return fmt.Errorf("create run %s: %w", r.ID, err)
 	}
-	if err := with(ctx, tx); err != nil {
-		return err
+	if with != nil {
+		if err := with(ctx, tx); err != nil {
+			return err
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("create run %s: commit: %w", r.ID, err)
