@@ -167,7 +167,7 @@ and use the CLI against this server with
 	cf.register(cmd)
 	intVar(cmd.Flags(), &qf.maxRuns, "max-runs", queue.DefaultMaxRuns, "at most this many runs at once in this process")
 	cmd.Flags().DurationVar(&qf.lostAfter, "lost-after", queue.DefaultLostAfter,
-		"fail (or retry) a running run whose process sent no heartbeat for this long; heartbeats go every third of it, at most 5s. Use the same value in every process sharing a store")
+		"fail (or retry) a running run whose process sent no heartbeat for this long; heartbeats go every third of it, at most 5s; on a PostgreSQL store a run whose heartbeats this process could not save for this long is stopped by it. Use the same value in every process sharing a store")
 	cmd.Flags().DurationVar(&qf.reapInterval, "reap-interval", queue.DefaultReapInterval, "how often this process looks for runs whose process was lost")
 	addRunFlags(cmd.Flags(), &qf)
 	cmd.Flags().BoolVar(&qf.healthChecks, "health-checks", true,

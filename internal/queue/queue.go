@@ -199,6 +199,9 @@ type Queue struct {
 	// a PostgreSQL store, from Start until Stop has ended the runs (nil on
 	// SQLite).
 	listener *cancelListener
+	// afterTake, when set (tests), is called by a worker right after it
+	// took a run (saved it as running), before the run starts.
+	afterTake func(id string)
 	// stopped makes Stop's work happen once; a second Stop returns nil.
 	stopped sync.Once
 	wg      sync.WaitGroup

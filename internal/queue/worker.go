@@ -192,6 +192,22 @@ func (q *Queue) finishLog(ctx context.Context, id string, b *logBuffer) {
 // work executes the run with the given ID in this process, with runner.
 func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 	ctx := context.WithoutCancel(parent) // store writes outlive a shutdown
+	// The run is known to Cancel (and to the cancel listener's check)
+	// before it is taken, not only once it was: a cancel request saved
+	// just after the take below would otherwise find no run to stop here
+	// and be lost until the run's next heartbeat, which comes when its
+	// first step has started.
+	stopCtx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	check := make(chan struct{}, 1)
+	q.mu.Lock()
+	q.active[id] = activeRun{cancel: cancel, check: check, stopTime: runner.StopTime(jobs.Job{})}
+	q.mu.Unlock()
+	defer func() {
+		q.mu.Lock()
+		delete(q.active, id)
+		q.mu.Unlock()
+	}()
 	now := q.cfg.Now().UTC()
 	var job jobs.Job
 	var cancelledBefore string
@@ -224,26 +240,21 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 		}
 		return
 	}
-	parent, span := q.tracer.Start(parent, "run", trace.WithAttributes(tracing.RunID.String(id),
+	if q.afterTake != nil {
+		q.afterTake(id)
+	}
+	q.mu.Lock()
+	q.active[id] = activeRun{cancel: cancel, check: check, stopTime: runner.StopTime(job)}
+	q.mu.Unlock()
+	runCtx, span := q.tracer.Start(stopCtx, "run", trace.WithAttributes(tracing.RunID.String(id),
 		tracing.JobName.String(job.Name), tracing.Connection.String(job.Connection),
 		tracing.RunTrigger.String(string(r.Trigger)), tracing.RunAttempt.Int(r.Attempt)))
 	defer span.End()
-	runCtx, cancel := context.WithCancelCause(parent)
-	defer cancel(nil)
 	// SSH certificates signed for the run name it (sshd logs their key ID).
 	runCtx = sshca.WithRun(runCtx, id)
 	runCtx, cancelTimeout := context.WithTimeoutCause(runCtx, job.Timeout.Duration(),
 		&jobs.TimeoutError{After: job.Timeout.Duration()})
 	defer cancelTimeout()
-	q.mu.Lock()
-	check := make(chan struct{}, 1)
-	q.active[id] = activeRun{cancel: cancel, check: check, stopTime: runner.StopTime(job)}
-	q.mu.Unlock()
-	defer func() {
-		q.mu.Lock()
-		delete(q.active, id)
-		q.mu.Unlock()
-	}()
 	q.cfg.Logger.InfoContext(ctx, "run started", "run_id", id, "job", job.Name, "attempt", r.Attempt)
 
 	logs := newLogBuffer(q.cfg.LogLimit)
@@ -311,6 +322,14 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 	// Heartbeats: keep the run alive, persist progress and logs, and pick
 	// up cancel requests made through another process: at once when told
 	// of one (check), else at the next beat.
+	//
+	// On a shared PostgreSQL store a run whose heartbeats cannot be saved
+	// for --lost-after (the store out of this process's reach while the
+	// database is not) may be declared lost by another process, which can
+	// stop the statements it knows of but neither its commands nor the
+	// sessions they open after: this worker stops the run itself then
+	// (fence), not only once its heartbeats reach the store again.
+	fence := q.fence(stopCtx, id, now, cancel)
 	hbDone := make(chan struct{})
 	var hbWG sync.WaitGroup
 	hbWG.Add(1)
@@ -322,11 +341,13 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 		defer beat.Stop()
 		heartbeat := func() {
 			t := q.cfg.Now().UTC()
+			wrote := false
 			next, err := q.updateFrom(ctx, id, cur, func(r *jobs.Run) bool {
 				if r.Status != jobs.Running || r.Worker != q.cfg.Worker {
 					return false
 				}
 				r.HeartbeatAt, r.Steps = &t, snapshot()
+				wrote = true
 				return true
 			})
 			cur = next
@@ -334,6 +355,9 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 				cur = nil // read it again next time
 				q.cfg.Logger.WarnContext(ctx, "heartbeat failed", "run_id", id, "error", err)
 				return
+			}
+			if wrote {
+				fence.beat(t)
 			}
 			if cur.CancelRequested {
 				cancel(&jobs.CancelledError{Reason: cur.Reason})
@@ -360,6 +384,7 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 	res := runner.Run(runCtx, job, hooks)
 	close(hbDone)
 	hbWG.Wait()
+	fence.Stop() // after the last heartbeat, which may have moved it
 	q.flushLogs(ctx, id, logs)
 	q.finishLog(ctx, id, logs)
 	end := q.cfg.Now().UTC()
@@ -563,4 +588,49 @@ func (q *Queue) RunLocal(ctx context.Context, job jobs.Job, trigger jobs.Trigger
 	defer l.Stop()
 	q.work(ctx, r.ID, q.localRunner)
 	return q.cfg.Store.GetRun(context.WithoutCancel(ctx), r.ID)
+}
+
+// runFence stops a run whose heartbeats could not be saved for
+// Config.LostAfter (see Queue.fence); the zero value does nothing.
+type runFence struct {
+	q     *Queue
+	timer *time.Timer
+}
+
+// fence starts the fence of run id, whose context is ctx, taken at taken
+// (its first heartbeat): on a shared PostgreSQL store, once no heartbeat
+// of the run was saved for LostAfter, stop is called with a
+// *jobs.InterruptedError. Another process may declare the run lost from
+// then on; it stops the statements it knows of, but only this process can
+// stop the run's commands and the sessions they open. On SQLite one
+// process works the store: no fence.
+func (q *Queue) fence(ctx context.Context, id string, taken time.Time, stop context.CancelCauseFunc) *runFence {
+	f := &runFence{q: q}
+	if q.cfg.Backend.Postgres == nil {
+		return f
+	}
+	f.timer = time.AfterFunc(q.cfg.LostAfter-q.cfg.Now().Sub(taken), func() {
+		if ctx.Err() != nil {
+			return // stopped already
+		}
+		q.cfg.Logger.WarnContext(ctx, "run stopped: its heartbeats could not be saved for --lost-after", "run_id", id,
+			"lost_after", q.cfg.LostAfter)
+		stop(&jobs.InterruptedError{Reason: fmt.Sprintf("stopped by its own process, which could not save the run's "+
+			"heartbeat in the store for %s (another process may declare the run lost from then on)", q.cfg.LostAfter)})
+	})
+	return f
+}
+
+// beat moves the fence: a heartbeat written at t was saved.
+func (f *runFence) beat(t time.Time) {
+	if f.timer != nil {
+		f.timer.Reset(f.q.cfg.LostAfter - f.q.cfg.Now().Sub(t))
+	}
+}
+
+// Stop ends the fence.
+func (f *runFence) Stop() {
+	if f.timer != nil {
+		f.timer.Stop()
+	}
 }
