@@ -422,6 +422,9 @@ func (s *Service) DeleteConnection(ctx context.Context, name string) (err error)
 	if c != nil {
 		s.credentials.Forget(c.ID)
 	}
+	if s.metrics != nil {
+		s.metrics.ForgetConnection(name)
+	}
 	s.logger.InfoContext(ctx, "connection deleted", "connection", name)
 	return nil
 }

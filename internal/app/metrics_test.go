@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
@@ -147,5 +149,70 @@ func TestMetricsCardinality1000Connections(t *testing.T) {
 		if grew := n - before[name]; grew > 2 {
 			t.Errorf("%s grew by %d series with 1,000 connections", name, grew)
 		}
+	}
+}
+
+// TestDeletedConnectionSeriesForgotten: with connection labels, deleting a
+// connection removes its tunnel series. They used to stay for the rest of
+// the process: a `serve` whose connections come and go (60 made, tested,
+// queried and deleted) exported 56 series more for each one it had ever
+// deleted.
+func TestDeletedConnectionSeriesForgotten(t *testing.T) {
+	t.Parallel()
+	pg, b := startPostgresAndBastion(t)
+	m := metrics.NewWithOptions(metrics.Options{ConnectionLabels: true})
+	f := newServiceWith(t, func(c *app.Config) { c.Metrics = m })
+	ctx := context.Background()
+	// series counts the series of m labelled with connection name.
+	series := func(name string) int {
+		t.Helper()
+		mfs, err := m.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, mf := range mfs {
+			for _, s := range mf.GetMetric() {
+				for _, l := range s.GetLabel() {
+					if l.GetName() == "connection" && l.GetValue() == name {
+						n++
+					}
+				}
+			}
+		}
+		return n
+	}
+	names := []string{"kept", "gone-1", "gone-2", "gone-3"}
+	for _, name := range names {
+		v, err := f.svc.CreateConnection(ctx, tunnelled(name, pg, b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Authorize(t, v.SSHTunnel.PublicKey)
+		sess, err := f.svc.Open(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := sess.Connect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.Close(ctx)
+		sess.Close()
+		if series(name) == 0 {
+			t.Fatalf("connection %s has no tunnel series after a session through its bastion: this test proves nothing", name)
+		}
+	}
+	kept := series("kept")
+	for _, name := range names[1:] {
+		if err := f.svc.DeleteConnection(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		if n := series(name); n != 0 {
+			t.Errorf("deleted connection %s still has %d series in /metrics", name, n)
+		}
+	}
+	if n := series("kept"); n != kept {
+		t.Errorf("connection kept has %d series after the others were deleted, had %d", n, kept)
 	}
 }

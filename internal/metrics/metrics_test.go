@@ -56,6 +56,40 @@ func TestConnectionLabelsOptIn(t *testing.T) {
 	}
 }
 
+// TestForgetConnection: forgetting a connection removes every series
+// labelled with its name and no other; without connection labels the
+// aggregate series stay.
+func TestForgetConnection(t *testing.T) {
+	t.Parallel()
+	use := func(m *metrics.Metrics, name string) {
+		m.TunnelOpened(name, true, "", time.Millisecond)
+		m.TunnelDropped(name, "eof")
+		o := m.Tunnel(name)
+		o.Handshake(time.Millisecond)
+		o.BytesRead(10)
+	}
+	m := metrics.NewWithOptions(metrics.Options{ConnectionLabels: true})
+	use(m, "warehouse")
+	use(m, "crm")
+	m.ForgetConnection("crm")
+	for _, name := range []string{"pgrelay_tunnel_opens_total", "pgrelay_tunnel_drops_total", "pgrelay_ssh_handshake_duration_seconds", "pgrelay_tunnel_bytes_total"} {
+		for k := range samples(t, m, name) {
+			if strings.Contains(k, "connection=crm") {
+				t.Errorf("%s{%s} left after the connection was forgotten", name, k)
+			}
+		}
+	}
+	if got := samples(t, m, "pgrelay_tunnel_drops_total"); got["cause=eof,connection=warehouse"] != 1 || len(got) != 1 {
+		t.Errorf("drops of the other connection: %v", got)
+	}
+	m = metrics.New()
+	use(m, "crm")
+	m.ForgetConnection("crm")
+	if got := samples(t, m, "pgrelay_tunnel_drops_total"); got["cause=eof"] != 1 || len(got) != len(metrics.DropCauses) {
+		t.Errorf("without connection labels: %v, want the aggregate series kept", got)
+	}
+}
+
 // TestCardinalityBounded: with 1,000 connections each opening, failing,
 // dropping and moving bytes, no pgrelay metric gains a series per
 // connection unless connection labels are on.

@@ -134,6 +134,24 @@ func (m *Metrics) TunnelDropped(connection, cause string) {
 	tm.drops.WithLabelValues(tm.values(connection, cause)...).Inc()
 }
 
+// ForgetConnection removes the tunnel series of the named connection, which
+// exist only with connection labels: a deleted connection's series would
+// otherwise stay in memory and in every scrape for the rest of the
+// process, one set for each connection ever deleted. The observer of a
+// tunnel of it still open counts on into series no longer exported.
+func (m *Metrics) ForgetConnection(connection string) {
+	tm := m.tunnels
+	if !tm.byConnection {
+		return
+	}
+	match := prometheus.Labels{"connection": connection}
+	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+		tm.opens, tm.openSeconds, tm.handshake, tm.keepaliveRTT, tm.missed, tm.drops, tm.channels, tm.bytes,
+	} {
+		v.DeletePartialMatch(match)
+	}
+}
+
 // Tunnel returns the observer of one tunnel of the named connection (see
 // tunnel.Observer): its series are resolved once, so that the hot path
 // (bytes on every read and write) only adds.

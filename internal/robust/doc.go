@@ -26,6 +26,13 @@
 // nothing leaked, and logs API latency percentiles (never asserted: timing
 // on a shared 2-core machine is not a test).
 //
+// The soak test (TestSoakMix) works a mix of runs through a bastion that
+// succeed, fail, time out, are cancelled mid-statement or leave a daemon,
+// with connection tests, queries and run event streams abandoned midway,
+// and checks that the server's goroutines, descriptors, tunnels and child
+// processes, the role's database sessions and the bastion's SSH sessions
+// all return to where they were.
+//
 // Everything runs on loopback and stops by itself; the package needs root
 // only for the disk-full test's tmpfs mount (skipped otherwise). The fault
 // subtests mostly wait, so without -parallel they run six at a time.
