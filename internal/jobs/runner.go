@@ -250,6 +250,10 @@ type run struct {
 	// unstopped says which programs (or what they left in their process
 	// group) a stopped run could not stop: they are still running.
 	unstopped []error
+	// dropErr is the tunnel's error once read (see tunnelErr), under
+	// dropMu.
+	dropMu  sync.Mutex
+	dropErr error
 }
 
 // Run executes job until it ends, its context is done (the cause becomes
@@ -350,17 +354,40 @@ func (x *run) setStep(i int, f func(*RunStep)) {
 	}
 }
 
-// reason returns the cause of the context's end, preferring the tunnel's.
+// reason returns why the run stopped: the cause of the context's end, or
+// its tunnel's error when the tunnel dropped. When both happened, the
+// first names it: the tunnel's error when the drop is what ended the
+// context (or the context has not ended: a step saw the drop before the
+// watcher in exec did), else the context's cause (a time limit, a cancel,
+// a shutdown that came first, and stopping the run found the tunnel gone)
+// with the tunnel's error as detail. Both stay in the chain for errors.As.
 func (x *run) reason(ctx context.Context) error {
-	if x.conn != nil {
-		if err := x.conn.Err(); err != nil {
-			return err
-		}
+	cause := context.Cause(ctx)
+	dropped := x.tunnelErr()
+	switch {
+	case dropped == nil:
+		return cause
+	case cause == nil || cause == context.Canceled || errors.Is(cause, dropped):
+		// (A context cancelled without a cause says less than the
+		// tunnel's error.)
+		return dropped
 	}
-	if c := context.Cause(ctx); c != nil {
-		return c
+	return fmt.Errorf("%w; its tunnel dropped as the run stopped: %w", cause, dropped)
+}
+
+// tunnelErr is the run's tunnel's error once it dropped (nil before, and
+// for a direct connection): the first one read, always the same value, so
+// that reason can tell it in the run context's cause.
+func (x *run) tunnelErr() error {
+	if x.conn == nil {
+		return nil
 	}
-	return nil
+	x.dropMu.Lock() // not mu: reason runs under it (setStep)
+	defer x.dropMu.Unlock()
+	if x.dropErr == nil {
+		x.dropErr = x.conn.Err()
+	}
+	return x.dropErr
 }
 
 func (x *run) exec(parent context.Context) Result {
@@ -406,7 +433,7 @@ func (x *run) exec(parent context.Context) Result {
 		go func() {
 			select {
 			case <-done:
-				cancel(conn.Err())
+				cancel(x.tunnelErr())
 			case <-ctx.Done():
 			}
 		}()
@@ -458,7 +485,7 @@ func (x *run) exec(parent context.Context) Result {
 			// The tunnel dropped and closed the step's connections (a
 			// command exits with an error) before the watcher above
 			// cancelled the run: the tunnel is why the step failed.
-			cancel(x.conn.Err())
+			cancel(x.tunnelErr())
 			stopped = true
 		}
 		x.setStep(i, func(s *RunStep) {
@@ -657,8 +684,8 @@ func (x *run) sqlErr(ctx context.Context, err error) error {
 		}
 		return errors.New(msg)
 	}
-	if x.conn.Err() != nil {
-		return x.conn.Err()
+	if err := x.tunnelErr(); err != nil {
+		return err
 	}
 	if x.dbConn != nil && x.dbConn.IsClosed() {
 		// The session ended without an error from the server (e.g. a bare

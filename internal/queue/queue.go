@@ -202,6 +202,13 @@ type Queue struct {
 	// afterTake, when set (tests), is called by a worker right after it
 	// took a run (saved it as running), before the run starts.
 	afterTake func(id string)
+	// afterReap, when set (tests), is called by the reaper right after it
+	// resolved a lost run (failed it or queued it again), before it stops
+	// the run's sessions.
+	afterReap func(id string)
+	// beforeOutcome, when set (tests), is called by a worker once its run
+	// has ended, before it records the run's outcome.
+	beforeOutcome func(id string)
 	// stopped makes Stop's work happen once; a second Stop returns nil.
 	stopped sync.Once
 	wg      sync.WaitGroup

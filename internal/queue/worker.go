@@ -49,6 +49,14 @@ func (q *Queue) update(ctx context.Context, id string, f func(*jobs.Run) bool) (
 // thus reads its run once, not before each heartbeat. f may change cur,
 // which the caller must not use again after an error.
 func (q *Queue) updateFrom(ctx context.Context, id string, cur *jobs.Run, f func(*jobs.Run) bool) (*jobs.Run, error) {
+	return q.updateWith(ctx, id, cur, nil, f)
+}
+
+// updateWith is updateFrom that saves c, when not nil, as the run's
+// cleanup in the same write as the change f makes (see
+// store.BackendStore.UpdateRunCleanup): a reader never sees the one
+// without the other.
+func (q *Queue) updateWith(ctx context.Context, id string, cur *jobs.Run, c *jobs.Cleanup, f func(*jobs.Run) bool) (*jobs.Run, error) {
 	for range 20 {
 		r := cur
 		cur = nil
@@ -61,7 +69,7 @@ func (q *Queue) updateFrom(ctx context.Context, id string, cur *jobs.Run, f func
 		if !f(r) {
 			return r, nil
 		}
-		err := q.cfg.Store.UpdateRun(ctx, r)
+		err := q.cfg.Store.UpdateRunCleanup(ctx, r, c)
 		if errors.Is(err, store.ErrConflict) {
 			continue
 		}
@@ -387,14 +395,28 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 	fence.Stop() // after the last heartbeat, which may have moved it
 	q.flushLogs(ctx, id, logs)
 	q.finishLog(ctx, id, logs)
+	if q.beforeOutcome != nil {
+		q.beforeOutcome(id)
+	}
 	end := q.cfg.Now().UTC()
 	attempt := r.Attempt
+	lateLogged := false
 	q.recordOutcome(ctx, id, cur, func(r *jobs.Run) bool {
 		if r.Worker != q.cfg.Worker || r.Attempt != attempt {
 			// Another worker has the run (the reaper queued it again while
 			// this process's heartbeats could not reach the store): its
 			// record is that worker's now.
 			return false
+		}
+		if r.CancelRequested && res.Status != jobs.Cancelled && !lateLogged {
+			// A cancel request came too late to stop the run (after its
+			// last step had ended, as it finished): its outcome stands,
+			// and its log says why, before the run reads as ended (a
+			// client following the log until then sees the line). A
+			// request saved after this read makes the write below
+			// conflict, and this is read again.
+			q.logLateCancel(ctx, id, r.Reason, res)
+			lateLogged = true
 		}
 		r.Status, r.Reason, r.EndedAt, r.Steps, r.HeartbeatAt = res.Status, res.Reason, &end, res.Steps, &end
 		return true
@@ -413,6 +435,24 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 	if q.cfg.RunEnded != nil {
 		q.cfg.RunEnded(ctx, job, id, r.Trigger, res, end.Sub(now))
 	}
+}
+
+// logLateCancel says in the log of run id, which ended with res, that a
+// cancel request (whose reason is reason) arrived after its last step had
+// ended: the run is recorded with cancel_requested and the outcome it had.
+func (q *Queue) logLateCancel(ctx context.Context, id, reason string, res jobs.Result) {
+	text := fmt.Sprintf("a cancel request (%s) arrived after the run's last step had ended; the run %s and was not cancelled",
+		reason, res.Status)
+	if res.Status != jobs.Succeeded && res.Reason != "" {
+		text = fmt.Sprintf("a cancel request (%s) arrived after the run's last step had ended; the run %s (%s) and was not cancelled",
+			reason, res.Status, res.Reason)
+	}
+	line := jobs.LogLine{Time: q.cfg.Now().UTC(), Stream: jobs.StreamSystem, Step: -1, Text: text}
+	if err := q.cfg.Store.AppendRunLog(ctx, id, []jobs.LogLine{line}); err != nil {
+		q.cfg.Logger.WarnContext(ctx, "could not log a late cancel request", "run_id", id, "error", err)
+	}
+	q.cfg.Logger.InfoContext(ctx, "cancel request arrived after the run's last step had ended", "run_id", id,
+		"status", res.Status, "cancel", reason)
 }
 
 // Bounds of recordOutcome's retries.
@@ -459,26 +499,31 @@ func (q *Queue) recordCleanup(ctx context.Context, id string, c jobs.Cleanup) {
 	q.cfg.Logger.InfoContext(ctx, "run cleanup", "run_id", id, "status", c.Status, "outcome", c.Message)
 }
 
-// stopLostRun stops, in the background, the backends a lost run's process
-// had opened (listed now, before a retry may add its own): a process that
-// died cannot cancel its statements, so another one does.
-func (q *Queue) stopLostRun(ctx context.Context, r *jobs.Run) {
-	backends, err := q.cfg.Store.RunBackends(ctx, r.ID)
-	if err != nil {
-		q.cfg.Logger.WarnContext(ctx, "reaper: list a lost run's database sessions", "run_id", r.ID, "error", err)
-		return
+// lostCleanup is the pending cleanup of a lost run whose process had
+// recorded backends: saved with the write that ends the run (or queues it
+// again), so that no reader sees the run resolved without it while its
+// statements may still run. nil when there are none.
+func (q *Queue) lostCleanup(backends []jobs.Backend) *jobs.Cleanup {
+	if len(backends) == 0 {
+		return nil
 	}
+	c := &jobs.Cleanup{Status: jobs.CleanupPending, UpdatedAt: q.cfg.Now().UTC()}
+	for _, b := range backends {
+		c.Remaining = append(c.Remaining, b.PID)
+	}
+	c.Summarize()
+	c.Message += "; stopping them (the run's process was lost)"
+	return c
+}
+
+// stopLostRun stops, in the background, the backends a lost run's process
+// had opened (listed before the run was resolved, before a retry may add
+// its own): a process that died cannot cancel its statements, so another
+// one does. The outcome replaces the pending cleanup saved with the run's
+// end (lostCleanup).
+func (q *Queue) stopLostRun(ctx context.Context, r *jobs.Run, backends []jobs.Backend) {
 	if len(backends) == 0 {
 		return
-	}
-	pending := jobs.Cleanup{Status: jobs.CleanupPending, UpdatedAt: q.cfg.Now().UTC()}
-	for _, b := range backends {
-		pending.Remaining = append(pending.Remaining, b.PID)
-	}
-	pending.Summarize()
-	pending.Message += "; stopping them (the run's process was lost)"
-	if err := q.cfg.Store.PutRunCleanup(ctx, r.ID, &pending); err != nil {
-		q.cfg.Logger.WarnContext(ctx, "reaper: record a lost run's cleanup", "run_id", r.ID, "error", err)
 	}
 	q.wg.Add(1)
 	go func() {
@@ -500,8 +545,11 @@ func (q *Queue) stopLostRun(ctx context.Context, r *jobs.Run) {
 
 // reap resolves running runs whose worker stopped sending heartbeats: they
 // are queued again when the job allows retries, else failed with a reason
-// naming the lost worker. It then queues again the queued runs that no
-// River job will work (sweepOrphans).
+// naming the lost worker. The sessions the lost process recorded are
+// stopped from here; the write that resolves the run saves its cleanup as
+// pending, so that a client never reads the run as ended with nothing
+// said of statements that may still run. It then queues again the queued
+// runs that no River job will work (sweepOrphans).
 func (q *Queue) reap(ctx context.Context) {
 	defer q.sweepOrphans(ctx)
 	runs, err := q.cfg.Store.ListRuns(ctx, store.RunFilter{Statuses: []jobs.Status{jobs.Running}, Limit: 1000})
@@ -517,13 +565,23 @@ func (q *Queue) reap(ctx context.Context) {
 		if mine || r.HeartbeatAt == nil || now.Sub(*r.HeartbeatAt) < q.cfg.LostAfter {
 			continue
 		}
-		retry := false
+		backends, err := q.cfg.Store.RunBackends(ctx, r.ID)
+		if err != nil {
+			// Resolved at a later pass: ended now, it would say nothing of
+			// the statements it may have left running.
+			q.cfg.Logger.WarnContext(ctx, "reaper: list a lost run's database sessions", "run_id", r.ID, "error", err)
+			continue
+		}
+		pending := q.lostCleanup(backends)
+		retry, resolved := false, false
 		lost := fmt.Sprintf("worker %s was lost: no heartbeat since %s (its process died or lost the store)",
 			r.Worker, r.HeartbeatAt.Format(time.RFC3339))
-		upd, err := q.update(ctx, r.ID, func(c *jobs.Run) bool {
+		_, err = q.updateWith(ctx, r.ID, nil, pending, func(c *jobs.Run) bool {
+			retry, resolved = false, false
 			if c.Status != jobs.Running || c.HeartbeatAt == nil || now.Sub(*c.HeartbeatAt) < q.cfg.LostAfter {
 				return false
 			}
+			resolved = true
 			if c.Attempt <= c.Job.Retries && !c.CancelRequested {
 				retry = true
 				c.Status, c.Reason, c.StartedAt, c.HeartbeatAt, c.Worker = jobs.Queued, "retrying: "+lost, nil, nil, ""
@@ -548,11 +606,18 @@ func (q *Queue) reap(ctx context.Context) {
 			q.cfg.Logger.WarnContext(ctx, "reaper: resolve run", "run_id", r.ID, "error", err)
 			continue
 		}
-		if upd.Status == jobs.Running {
-			continue
+		if !resolved {
+			continue // it beat again, or another process resolved it
 		}
-		_ = q.cfg.Store.AppendRunLog(ctx, r.ID, []jobs.LogLine{{Time: now, Stream: jobs.StreamSystem, Step: -1, Text: lost}})
-		q.stopLostRun(ctx, upd)
+		if q.afterReap != nil {
+			q.afterReap(r.ID)
+		}
+		lines := []jobs.LogLine{{Time: now, Stream: jobs.StreamSystem, Step: -1, Text: lost}}
+		if pending != nil {
+			lines = append(lines, jobs.LogLine{Time: now, Stream: jobs.StreamSystem, Step: -1, Text: "cleanup: " + pending.Message})
+		}
+		_ = q.cfg.Store.AppendRunLog(ctx, r.ID, lines)
+		q.stopLostRun(ctx, r, backends)
 		if retry {
 			q.cfg.Logger.WarnContext(ctx, "run lost with its worker; retrying", "run_id", r.ID, "worker", r.Worker)
 			if err := q.Enqueue(ctx, r.ID); err != nil {

@@ -266,6 +266,10 @@ type BackendStore interface {
 	RunBackends(ctx context.Context, runID string) ([]jobs.Backend, error)
 	// PutRunCleanup saves the run's cleanup outcome, replacing any earlier.
 	PutRunCleanup(ctx context.Context, runID string, c *jobs.Cleanup) error
+	// UpdateRunCleanup is UpdateRun and PutRunCleanup of c (for r.ID) in
+	// one transaction: neither is saved without the other, and a reader
+	// never sees the run's new state without c. A nil c is UpdateRun.
+	UpdateRunCleanup(ctx context.Context, r *jobs.Run, c *jobs.Cleanup) error
 	// RunCleanup returns the run's cleanup outcome, or nil when there was
 	// none.
 	RunCleanup(ctx context.Context, runID string) (*jobs.Cleanup, error)

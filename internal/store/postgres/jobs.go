@@ -257,6 +257,40 @@ const RunCancelChannel = "pgrelay_run_cancel"
 // request notifies RunCancelChannel.
 func (s *Store) UpdateRun(ctx context.Context, r *jobs.Run) (rerr error) {
 	defer markFull(&rerr)
+	if err := updateRunIn(ctx, s.pool, r); err != nil {
+		return err
+	}
+	r.Version++
+	return nil
+}
+
+// UpdateRunCleanup implements store.BackendStore.
+func (s *Store) UpdateRunCleanup(ctx context.Context, r *jobs.Run, c *jobs.Cleanup) (rerr error) {
+	if c == nil {
+		return s.UpdateRun(ctx, r)
+	}
+	defer markFull(&rerr)
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("update run %s: %w", r.ID, err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := updateRunIn(ctx, tx, r); err != nil {
+		return err
+	}
+	if err := putRunCleanup(ctx, tx, r.ID, c); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("update run %s: commit: %w", r.ID, err)
+	}
+	r.Version++
+	return nil
+}
+
+// updateRunIn writes r through q if its version is the stored one (the
+// caller advances r.Version once the write is committed).
+func updateRunIn(ctx context.Context, q querier, r *jobs.Run) error {
 	args, err := runArgs(r)
 	if err != nil {
 		return fmt.Errorf("update run %s: %w", r.ID, err)
@@ -269,7 +303,7 @@ func (s *Store) UpdateRun(ctx context.Context, r *jobs.Run) (rerr error) {
 	// The notification is counted because a CTE that nothing reads is not
 	// run.
 	var updated, exists bool
-	err = s.pool.QueryRow(ctx, `WITH old AS (
+	err = q.QueryRow(ctx, `WITH old AS (
 			SELECT cancel_requested FROM pgrelay_runs WHERE id = $1 AND version = `+runVersionArg+`),
 		u AS (
 			UPDATE pgrelay_runs SET `+updateRunSet+`, version = version + 1
@@ -288,7 +322,6 @@ func (s *Store) UpdateRun(ctx context.Context, r *jobs.Run) (rerr error) {
 	case !updated:
 		return fmt.Errorf("update run %s: %w", r.ID, store.ErrConflict)
 	}
-	r.Version++
 	return nil
 }
 

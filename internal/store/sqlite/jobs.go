@@ -278,21 +278,58 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) ([]*jobs.Run, e
 // UpdateRun implements store.RunStore.
 func (s *Store) UpdateRun(ctx context.Context, r *jobs.Run) (rerr error) {
 	defer markFull(&rerr)
+	if err := updateRunIn(ctx, s.db, r); err != nil {
+		return err
+	}
+	r.Version++
+	return nil
+}
+
+// UpdateRunCleanup implements store.BackendStore.
+func (s *Store) UpdateRunCleanup(ctx context.Context, r *jobs.Run, c *jobs.Cleanup) (rerr error) {
+	if c == nil {
+		return s.UpdateRun(ctx, r)
+	}
+	defer markFull(&rerr)
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("update run %s: %w", r.ID, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if err := updateRunIn(ctx, tx, r); err != nil {
+		return err
+	}
+	if err := putRunCleanup(ctx, tx, r.ID, c); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("update run %s: commit: %w", r.ID, err)
+	}
+	r.Version++
+	return nil
+}
+
+// updateRunIn writes r through q if its version is the stored one (the
+// caller advances r.Version once the write is committed).
+func updateRunIn(ctx context.Context, q querier, r *jobs.Run) error {
 	args, err := runArgs(r)
 	if err != nil {
 		return fmt.Errorf("update run %s: %w", r.ID, err)
 	}
-	res, err := s.db.ExecContext(ctx, updateRun, append(args[1:len(args)-1], r.ID, r.Version)...)
+	res, err := q.ExecContext(ctx, updateRun, append(args[1:len(args)-1], r.ID, r.Version)...)
 	if err != nil {
 		return fmt.Errorf("update run %s: %w", r.ID, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		if _, gerr := s.GetRun(ctx, r.ID); gerr != nil {
-			return gerr
+		var exists bool
+		if err := q.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?)`, r.ID).Scan(&exists); err != nil {
+			return fmt.Errorf("update run %s: %w", r.ID, err)
+		}
+		if !exists {
+			return fmt.Errorf("run %s: %w", r.ID, store.ErrNotFound)
 		}
 		return fmt.Errorf("update run %s: %w", r.ID, store.ErrConflict)
 	}
-	r.Version++
 	return nil
 }
 

@@ -144,6 +144,39 @@ func exerciseRunBackends(t *testing.T, s store.Store) {
 	if err := s.PutRunCleanup(ctx, "nope", c2); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("cleanup of a missing run: %v, want ErrNotFound", err)
 	}
+
+	// A run ended with its cleanup in one write; a stale write saves
+	// neither.
+	cur, err := s.GetRun(ctx, "rb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := *cur
+	ended := now.Add(2 * time.Minute)
+	cur.Status, cur.EndedAt = jobs.Failed, &ended
+	c3 := &jobs.Cleanup{Status: jobs.CleanupPending, Remaining: []uint32{4312, 9}, UpdatedAt: ended}
+	c3.Summarize()
+	if err := s.UpdateRunCleanup(ctx, cur, c3); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := s.GetRun(ctx, "rb"); err != nil || r.Status != jobs.Failed || r.Version != cur.Version {
+		t.Fatalf("run after UpdateRunCleanup: %+v, %v; want failed at version %d", r, err, cur.Version)
+	}
+	if gotC, err := s.RunCleanup(ctx, "rb"); err != nil || !reflect.DeepEqual(gotC, c3) {
+		t.Fatalf("cleanup after UpdateRunCleanup: %+v, %v; want %+v", gotC, err, c3)
+	}
+	stale.Status = jobs.Succeeded
+	if err := s.UpdateRunCleanup(ctx, &stale, c2); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("UpdateRunCleanup of a stale run: %v, want ErrConflict", err)
+	}
+	if gotC, err := s.RunCleanup(ctx, "rb"); err != nil || !reflect.DeepEqual(gotC, c3) {
+		t.Fatalf("cleanup after a refused UpdateRunCleanup: %+v, %v; want %+v (unchanged)", gotC, err, c3)
+	}
+	missing := *cur
+	missing.ID = "nope"
+	if err := s.UpdateRunCleanup(ctx, &missing, c3); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("UpdateRunCleanup of a missing run: %v, want ErrNotFound", err)
+	}
 }
 
 func sampleJob(name string) *jobs.Job {
