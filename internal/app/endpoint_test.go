@@ -16,6 +16,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/testenv"
+	"github.com/pgrelay/pgrelay/internal/tunnel"
 )
 
 // TestStoredPasswordIsBoundToItsEndpoint checks the rule that a stored
@@ -334,6 +335,10 @@ func TestRunHealthIsTheConnections(t *testing.T) {
 	for _, res := range []jobs.Result{
 		{Status: jobs.Failed, Err: errors.New("SSH tunnel to bastion dropped")},
 		{Status: jobs.Failed, Err: &jobs.StepError{Err: &pgconn.ConnectError{}}},
+		// The time limit came first, but the tunnel dropped too (the
+		// bastion went silent): that says something of the connection.
+		{Status: jobs.Failed, Err: fmt.Errorf("%w; its tunnel dropped as the run stopped: %w",
+			&jobs.TimeoutError{After: time.Minute}, &app.TunnelDroppedError{Connection: "wh", Err: &tunnel.DroppedError{Addr: "bastion:22", Err: errors.New("keepalive unanswered")}})},
 	} {
 		f.svc.RunEnded(ctx, job, "r3", jobs.Manual, jobs.Result{Status: jobs.Succeeded}, time.Second)
 		f.svc.RunEnded(ctx, job, "r4", jobs.Manual, res, time.Second)

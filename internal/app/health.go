@@ -13,6 +13,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/diagnose"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/store"
+	"github.com/pgrelay/pgrelay/internal/tunnel"
 )
 
 // Health bounds.
@@ -161,9 +162,14 @@ func (s *Connector) RunEnded(ctx context.Context, job jobs.Job, runID string, tr
 
 // connectionFailed reports whether a run's error is its connection's: it
 // could not be opened (or a SQL step could not connect), or its tunnel
-// dropped; not a step of the job's own, a cancel, a time limit or the
-// process working the run shutting down.
+// dropped, also when a time limit or a cancel stopped the run first; not
+// a step of the job's own, a cancel, a time limit or the process working
+// the run shutting down alone.
 func connectionFailed(err error) bool {
+	var dropped *tunnel.DroppedError
+	if errors.As(err, &dropped) {
+		return true
+	}
 	var step *jobs.StepError
 	var cancelled *jobs.CancelledError
 	var timeout *jobs.TimeoutError
