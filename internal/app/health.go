@@ -143,7 +143,8 @@ func checkSource(ctx context.Context) string {
 // when the run says something of the connection: it succeeded, or it
 // failed because the connection could not be opened or dropped. A run
 // cancelled, timed out or failed by a step of its own (a SQL error, a
-// command's exit code) says nothing of it and is not recorded there. The
+// command's exit code) says nothing of it and is not recorded there,
+// unless its tunnel dropped as well. The
 // job queue calls it (queue.Config.RunEnded).
 func (s *Connector) RunEnded(ctx context.Context, job jobs.Job, runID string, trigger jobs.Trigger, res jobs.Result, d time.Duration) {
 	if s.metrics != nil {
