@@ -33,8 +33,10 @@ PGPASSWORD, PGDATABASE, PGSSLMODE and DBT_PROFILES_DIR (a generated profiles.yml
 profile and target "pgrelay", unless --profile/--target) pointing at it.
 If the tunnel drops, the program gets SIGINT (SIGTERM 5 s later, SIGKILL 10 s after
 that) and exec fails with the tunnel's error; its statements are cancelled on the server. The exit code is the program's,
-or 130 when Ctrl-C (SIGINT) stopped it (128 + the signal's number for SIGTERM and SIGHUP). A second
-Ctrl-C ends a wait for the server to stop the program's statements (after a drop), else kills the
+or 130 when Ctrl-C (SIGINT) stopped it (128 + the signal's number for SIGTERM and SIGHUP). With a
+terminal on standard input, Ctrl-C is the program's while it runs (psql cancels its statement), as
+without pgrelay. While pgrelay waits for the server to stop the program's statements (after a drop),
+Ctrl-C ends that wait (when Ctrl-C stopped the program, the next one); any further Ctrl-C kills the
 program's process group and leaves at once.
 
 The Go runtime is set for moving one SSH connection's data, as for pgrelay proxy:

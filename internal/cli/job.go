@@ -259,9 +259,10 @@ The log's control characters (ESC, a carriage return, ...) and bytes that
 are not UTF-8 are printed written out, such as \x1b; --raw prints them as
 they are (see ` + "`pgrelay run logs --help`" + `).
 Exit code with --wait (and locally): 0 when the run succeeded, 1 otherwise; a local run
-stopped by Ctrl-C exits with 130 (128 + the signal's number for SIGTERM and SIGHUP). A second Ctrl-C
-ends a wait for the server to stop the run's statements (after its tunnel dropped),
-else kills the run's commands and leaves at once. Against a server, Ctrl-C ends only the
+stopped by Ctrl-C exits with 130 (128 + the signal's number for SIGTERM and SIGHUP). While a local
+run waits for the server to stop its statements (after its tunnel dropped), Ctrl-C ends
+that wait (when Ctrl-C stopped the run, the next one); any further Ctrl-C kills the
+run's commands and leaves at once. Against a server, Ctrl-C ends only the
 wait (exit code 130): the run goes on there until ` + "`pgrelay run cancel RUN_ID`" + `.
 
 A local run's command steps obey the same rules as the server's: only the programs
@@ -657,22 +658,22 @@ func (r *runner) runLogsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "logs RUN_ID",
 		Short: "Print a run's log (--follow: until the run ends, exiting with its outcome)",
-		Long: `Print a run's log, one line per line of output: its time, the step's number,
-a marker (! for stderr, # for pgrelay's own lines) and the text. Without --follow,
-print it as far as it goes, whether the run has ended or not; the exit code is 0
-once the log is printed. With --follow, keep printing until the run ends, then exit
-as job run --wait does: 0 when the run succeeded, 1 when it failed, was cancelled or
-timed out (the reason on stderr).
+		Long: `Print a run's log, one line per line of output: its time (in this machine's zone;
+the web UI shows UTC), the step's number, a marker (! for stderr, # for pgrelay's
+own lines) and the text. Without --follow, print it as far as it goes, whether the
+run has ended or not; the exit code is 0 once the log is printed. With --follow,
+keep printing until the run ends, then exit as job run --wait does: 0 when the run
+succeeded, 1 when it failed, was cancelled or timed out (the reason on stderr).
 
 The text is what the job's steps printed, which an editor of the job decides.
 So that it cannot act on your terminal (rewrite lines, set the window title,
 write the clipboard), its control characters are written out in Go's escape
 syntax: ESC and the other C0 controls (but newline and tab) and DEL as \xNN
-(ESC is \x1b), a carriage return as \r, C1 controls as \u0080 to \u009f, and
-bytes that are not UTF-8 as \xNN. Backslashes are left as they are, so the
-text \x1b and an ESC look alike here: --raw prints the text as it was stored,
-for a file or a program that wants the exact bytes. (Through a server, bytes
-that are not UTF-8 arrive as U+FFFD, as JSON carries text.)`,
+(ESC is \x1b), a carriage return as \r (but before a newline), C1 controls as
+\u0080 to \u009f, and bytes that are not UTF-8 as \xNN. Backslashes are left as
+they are, so the text \x1b and an ESC look alike here: --raw prints the text as
+it was stored, for a file or a program that wants the exact bytes. (Through a
+server, bytes that are not UTF-8 arrive as U+FFFD, as JSON carries text.)`,
 		Example: `  pgrelay run logs RUN_ID
   pgrelay run logs RUN_ID --follow && echo "the run succeeded"
   pgrelay run logs RUN_ID --raw > run.log`,

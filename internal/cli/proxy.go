@@ -37,7 +37,10 @@ with the current token, a fresh one for each new session as tokens near expiry; 
 token never reaches the client. A client that disappears without ending its session (killed
 mid-statement) has its statement cancelled on the server; Ctrl-C in psql cancels
 the statement as usual; stopping the proxy cancels the statements of the sessions
-still open.
+still open. A session lost with its tunnel (the bastion went silent) has its cancel
+request sent again, with backoff, for up to 10 minutes, through a tunnel opened anew;
+stopping the proxy makes one last attempt for each (up to 10 s; a second Ctrl-C quits
+at once) and warns, with the backend's PID, of those it could not send.
 
 The Go runtime is set for moving one SSH connection's data: GOGC=400 and
 GOMAXPROCS=1, unless those environment variables are set.`,

@@ -5,12 +5,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
+	neturl "net/url"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/daemon"
 	"github.com/pgrelay/pgrelay/internal/metrics"
@@ -141,6 +145,7 @@ The store had no API token yet, so an admin token was created and written to %s
 
 `, tokenFile.Name(), url)
 			} else if nt != nil {
+				cliURL, clearNote := cliServerURL(url)
 				fmt.Fprintf(r.out(), `
 The store had no API token yet, so an admin token was created. It is shown only now:
 
@@ -150,8 +155,8 @@ Open %s and sign in with it. Create tokens for people and automation with
     pgrelay token create --role editor|viewer [--name NAME]
 and use the CLI against this server with
     export PGRELAY_SERVER=%s PGRELAY_TOKEN=<token>
-
-`, nt.Token, url, url)
+%s
+`, nt.Token, url, cliURL, clearNote)
 			}
 			r.logger.Info("serving", "addr", ln.Addr().String(), "tls", srv.TLS(), "data_dir", r.dataDir,
 				"metrics_addr", metricsAddr, "max_connections", ef.maxConnections)
@@ -203,4 +208,24 @@ func (j jsonControlsWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// cliServerURL is the PGRELAY_SERVER that serve's first start suggests
+// for the CLI, given the URL it serves on: on a wildcard address (0.0.0.0,
+// ::) this machine's loopback, as the CLI refuses plain http to any other
+// host (client.SendsInClear). note, when not empty, says what plain http
+// to a host that is not loopback needs.
+func cliServerURL(served string) (_, note string) {
+	u, err := neturl.Parse(served)
+	if err != nil {
+		return served, ""
+	}
+	if a, err := netip.ParseAddr(u.Hostname()); err == nil && a.IsUnspecified() {
+		u.Host = net.JoinHostPort("127.0.0.1", u.Port())
+	}
+	if client.SendsInClear(u) {
+		note = "(plain http to another machine: the CLI takes it only with PGRELAY_INSECURE_HTTP=1 or --insecure-http,\n" +
+			"on a network that protects the traffic itself; else serve HTTPS with --tls-cert and --tls-key)\n"
+	}
+	return u.String(), note
 }

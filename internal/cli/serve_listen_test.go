@@ -3,6 +3,7 @@ package cli_test
 import (
 	"context"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -159,4 +160,29 @@ func TestServeLogLevel(t *testing.T) {
 		s.stop(t)
 		contains(t, "debug log", s.stderr.String(), riverStarted, "component=river")
 	})
+}
+
+// TestServeSuggestsServerURLTheCLIAccepts: the first start's "use the CLI
+// against this server with export PGRELAY_SERVER=..." names a URL the CLI
+// takes. On a wildcard address it said http://0.0.0.0:PORT, which the CLI
+// refuses as plain http to a host that is not loopback (exit 2).
+func TestServeSuggestsServerURLTheCLIAccepts(t *testing.T) {
+	t.Parallel()
+	s := startServe(t, nil, "serve", "--listen", "0.0.0.0:0")
+	// Once it answers, the token's lines, printed before it serves, are out.
+	s.healthy(t)
+	m := regexp.MustCompile(`export PGRELAY_SERVER=(\S+) PGRELAY_TOKEN=`).FindStringSubmatch(s.stdout.String())
+	if m == nil {
+		t.Fatalf("serve printed no PGRELAY_SERVER line:\n%s", s.stdout.String())
+	}
+	if !strings.HasPrefix(m[1], "http://127.0.0.1:") {
+		t.Errorf("serve on 0.0.0.0 suggests PGRELAY_SERVER=%s, want this machine's loopback", m[1])
+	}
+	h := newHarness(t)
+	h.env["PGRELAY_SERVER"] = m[1]
+	h.env["PGRELAY_TOKEN"] = "pgr_" + strings.Repeat("x", 43)
+	// The token is unknown there (exit 4): the URL itself was taken.
+	if r := h.run("connection", "list"); r.code != 4 {
+		t.Errorf("PGRELAY_SERVER=%s as serve suggests it: %s", m[1], r)
+	}
 }

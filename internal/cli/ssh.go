@@ -170,10 +170,11 @@ key on the hops. The first login that every hop accepts with the new key promote
 The old key's line is printed with expiry-time="...Z" (UTC, which OpenSSH 8.5 and later
 read): install it in place of the current line, so that sshd refuses the old key after
 that time even if nobody removes it. OpenSSH before 8.5 (Debian 11, Ubuntu 20.04, RHEL 8)
-refuses such a line as a whole, so the old key would stop at once: there, write the time
-without the Z in the host's local time (the command to print it is shown with the lines),
-or run the script of bastion-setup, which does. --status prints the lines again, --finish
-promotes the new key now (after checking that every hop accepts it), --cancel drops it.
+refuses such a line as a whole, so the old key would stop at once: there (from 7.7), write
+the time without the Z in the host's local time, which sshd reads as standard time (the
+command to print it is shown with the lines), or run the script of bastion-setup, which
+writes it exactly. --status prints the lines again, --finish promotes the new key now
+(after checking that every hop accepts it), --cancel drops it.
 
 Without a flag, the key is replaced at once: logins fail until the new key is installed.
 

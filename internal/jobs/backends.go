@@ -31,8 +31,10 @@ type CleanupStatus string
 
 // Cleanup statuses.
 const (
-	// CleanupPending: the run ended but the server could not be reached
-	// yet (the tunnel dropped); pgrelay keeps trying in the background.
+	// CleanupPending: the run ended but its statements are still being
+	// stopped: the server could not be reached yet (the tunnel dropped)
+	// and pgrelay keeps trying in the background, or the run's process
+	// was lost and the process that declared it lost is stopping them.
 	CleanupPending CleanupStatus = "pending"
 	// CleanupDone: no statement of the run is active on the server.
 	CleanupDone CleanupStatus = "done"

@@ -431,7 +431,7 @@
         if (r.cleanup) {
           cl.dataset.status = r.cleanup.status;
           cl.textContent = "On the server: " + r.cleanup.message + "." + (r.cleanup.status === "pending" ?
-            " The statement may still be running until pgrelay reaches the server again. Next: test the connection, " +
+            " The statement may still be running until pgrelay reaches the server and stops it. If this stays pending, next: test the connection, " +
             "check that sshd runs on the bastion, and that no load balancer in front of it closes idle connections in under 30 s." : "");
         }
       }
