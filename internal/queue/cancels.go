@@ -117,9 +117,8 @@ func (q *Queue) listenOnce(ctx context.Context, pool *pgxpool.Pool) (heard bool,
 // or a run resolved elsewhere stops it.
 func (q *Queue) check(id string) {
 	q.mu.Lock()
-	a, ok := q.active[id]
-	q.mu.Unlock()
-	if ok {
+	defer q.mu.Unlock()
+	for _, a := range q.active[id] {
 		a.poke()
 	}
 }
@@ -128,14 +127,16 @@ func (q *Queue) check(id string) {
 func (q *Queue) checkAll() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for _, a := range q.active {
-		a.poke()
+	for _, as := range q.active {
+		for _, a := range as {
+			a.poke()
+		}
 	}
 }
 
 // poke asks the run's heartbeat to come now; one pending request is
 // enough.
-func (a activeRun) poke() {
+func (a *activeRun) poke() {
 	select {
 	case a.check <- struct{}{}:
 	default:

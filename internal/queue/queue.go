@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -186,9 +187,12 @@ type Queue struct {
 	// transaction that saves the run (see Submit).
 	insertRunTx func(ctx context.Context, tx any, runID string) error
 
-	mu        sync.Mutex
-	active    map[string]activeRun // runs working in this process
-	schedules map[string]string    // job name → schedule spec registered
+	mu sync.Mutex
+	// active are the runs working in this process: usually one execution
+	// of a run, but a retry of a run that another process's reaper queued
+	// again may be taken here while the lost attempt is still ending.
+	active    map[string][]*activeRun
+	schedules map[string]string // job name → schedule spec registered
 	// pending are the runs of this process whose cleanup is retried in
 	// the background (their tunnel dropped), with the backends it waits
 	// to stop.
@@ -214,7 +218,7 @@ type Queue struct {
 	wg      sync.WaitGroup
 }
 
-// activeRun is a run working in this process.
+// activeRun is one execution of a run working in this process.
 type activeRun struct {
 	cancel context.CancelCauseFunc
 	// check asks the run's heartbeat to come now (see Queue.check).
@@ -290,7 +294,7 @@ func New(cfg Config) (*Queue, error) {
 	if cfg.PruneInterval <= 0 {
 		cfg.PruneInterval = DefaultPruneInterval
 	}
-	q := &Queue{cfg: cfg, active: map[string]activeRun{}, schedules: map[string]string{},
+	q := &Queue{cfg: cfg, active: map[string][]*activeRun{}, schedules: map[string]string{},
 		pending: map[string][]uint32{}, stop: make(chan struct{})}
 	// Every field Run would default is set here: runs of this runner start
 	// concurrently, and Stop reads them (StopTime).
@@ -469,9 +473,11 @@ func (q *Queue) stop1(ctx context.Context) error {
 	// runs recorded as running).
 	var within time.Duration
 	q.mu.Lock()
-	for _, a := range q.active {
-		a.cancel(errShutdown)
-		within = max(within, a.stopTime)
+	for _, as := range q.active {
+		for _, a := range as {
+			a.cancel(errShutdown)
+			within = max(within, a.stopTime)
+		}
 	}
 	q.mu.Unlock()
 	cctx, cancel2 := context.WithTimeout(context.WithoutCancel(ctx), within+5*time.Second)
@@ -537,11 +543,30 @@ func (q *Queue) Enqueue(ctx context.Context, runID string) error {
 func (q *Queue) Cancel(runID string, cause error) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if a, ok := q.active[runID]; ok {
+	for _, a := range q.active[runID] {
 		a.cancel(cause)
-		return true
 	}
-	return false
+	return len(q.active[runID]) > 0
+}
+
+// addActive enters a among the executions of run id in this process.
+func (q *Queue) addActive(id string, a *activeRun) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.active[id] = append(q.active[id], a)
+}
+
+// removeActive removes a, and only a, from the executions of run id in
+// this process: another one (the retry of an attempt still ending) stays.
+func (q *Queue) removeActive(id string, a *activeRun) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	as := slices.DeleteFunc(q.active[id], func(b *activeRun) bool { return b == a })
+	if len(as) == 0 {
+		delete(q.active, id)
+		return
+	}
+	q.active[id] = as
 }
 
 // SyncSchedules makes River's periodic jobs match the jobs' schedules.

@@ -208,14 +208,12 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 	stopCtx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	check := make(chan struct{}, 1)
-	q.mu.Lock()
-	q.active[id] = activeRun{cancel: cancel, check: check, stopTime: runner.StopTime(jobs.Job{})}
-	q.mu.Unlock()
-	defer func() {
-		q.mu.Lock()
-		delete(q.active, id)
-		q.mu.Unlock()
-	}()
+	// This execution's own entry: another one of the same run may be in
+	// this process (see Queue.active), and neither may replace or remove
+	// the other's.
+	self := &activeRun{cancel: cancel, check: check, stopTime: runner.StopTime(jobs.Job{})}
+	q.addActive(id, self)
+	defer q.removeActive(id, self)
 	now := q.cfg.Now().UTC()
 	var job jobs.Job
 	var cancelledBefore string
@@ -252,7 +250,7 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 		q.afterTake(id)
 	}
 	q.mu.Lock()
-	q.active[id] = activeRun{cancel: cancel, check: check, stopTime: runner.StopTime(job)}
+	self.stopTime = runner.StopTime(job)
 	q.mu.Unlock()
 	runCtx, span := q.tracer.Start(stopCtx, "run", trace.WithAttributes(tracing.RunID.String(id),
 		tracing.JobName.String(job.Name), tracing.Connection.String(job.Connection),
@@ -337,6 +335,7 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 	// stop the statements it knows of but neither its commands nor the
 	// sessions they open after: this worker stops the run itself then
 	// (fence), not only once its heartbeats reach the store again.
+	attempt := r.Attempt
 	fence := q.fence(stopCtx, id, now, cancel)
 	hbDone := make(chan struct{})
 	var hbWG sync.WaitGroup
@@ -347,11 +346,19 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 		defer flush.Stop()
 		beat := time.NewTicker(q.cfg.HeartbeatInterval)
 		defer beat.Stop()
+		// The run is this execution's while it is running, named as this
+		// process's, at this attempt: a retry that another process's
+		// reaper queued may be taken by this same process (see
+		// Queue.active), and this attempt must then neither write over
+		// the retry's record nor go on.
+		ours := func(r *jobs.Run) bool {
+			return r.Status == jobs.Running && r.Worker == q.cfg.Worker && r.Attempt == attempt
+		}
 		heartbeat := func() {
 			t := q.cfg.Now().UTC()
 			wrote := false
 			next, err := q.updateFrom(ctx, id, cur, func(r *jobs.Run) bool {
-				if r.Status != jobs.Running || r.Worker != q.cfg.Worker {
+				if !ours(r) {
 					return false
 				}
 				r.HeartbeatAt, r.Steps = &t, snapshot()
@@ -369,7 +376,7 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 			}
 			if cur.CancelRequested {
 				cancel(&jobs.CancelledError{Reason: cur.Reason})
-			} else if cur.Status.Terminal() || cur.Worker != q.cfg.Worker {
+			} else if !ours(cur) {
 				cancel(&jobs.InterruptedError{Reason: "the run was resolved elsewhere (declared lost by the reaper)"})
 			}
 		}
@@ -399,7 +406,6 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 		q.beforeOutcome(id)
 	}
 	end := q.cfg.Now().UTC()
-	attempt := r.Attempt
 	lateLogged := false
 	q.recordOutcome(ctx, id, cur, func(r *jobs.Run) bool {
 		if r.Worker != q.cfg.Worker || r.Attempt != attempt {
