@@ -83,6 +83,9 @@ func (r *runner) backup(ctx context.Context, out, output string) error {
 	if _, err := os.Lstat(out); err == nil {
 		return usagef("--out %s exists: give a new file", out)
 	}
+	if fi, err := os.Stat(filepath.Dir(out)); err != nil || !fi.IsDir() {
+		return usagef("--out %s: the directory %s does not exist: accepted is a new file in an existing directory, e.g. /backup/pgrelay-2025-01-31.db", out, filepath.Dir(out))
+	}
 	st, err := sqlite.OpenReadOnly(ctx, path)
 	if err != nil {
 		return err

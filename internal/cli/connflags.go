@@ -225,7 +225,7 @@ func (f *connFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
 		t.KeepaliveCountMax = f.sshKeepaliveCountMax
 	}
 	if ch("ssh-known-host") {
-		known, err := readKnownHostFlag(f.sshKnownHost)
+		known, err := readKnownHostFlag("--ssh-known-host", f.sshKnownHost)
 		if err != nil {
 			return err
 		}
@@ -238,18 +238,18 @@ func (f *connFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
 // a value @FILE is replaced by the file's contents (a .pub file, or
 // known_hosts lines such as the output of ssh-keyscan). An empty value is
 // refused: the keys pinned are kept unless new ones are given.
-func readKnownHostFlag(values []string) (string, error) {
+func readKnownHostFlag(flag string, values []string) (string, error) {
 	var lines []string
 	for _, v := range values {
 		if name, ok := strings.CutPrefix(v, "@"); ok {
 			b, err := os.ReadFile(name)
 			if err != nil {
-				return "", usagef("--ssh-known-host: %v", err)
+				return "", usagef("%s: %v", flag, err)
 			}
 			v = string(b)
 		}
 		if strings.TrimSpace(v) == "" {
-			return "", usagef("--ssh-known-host: empty: give the bastion's host key, e.g. \"ssh-ed25519 AAAA...\" or @/path/to/ssh_host_ed25519_key.pub")
+			return "", usagef("%s: empty: give the bastion's host key, e.g. \"ssh-ed25519 AAAA...\" or @/path/to/ssh_host_ed25519_key.pub", flag)
 		}
 		lines = append(lines, strings.TrimSpace(v))
 	}

@@ -65,6 +65,14 @@ as tokens near expiry, and the program never sees a token.`,
 			if _, err := req.Job(); err != nil {
 				return execProblems(err)
 			}
+			if workdir != "" {
+				// Checked before the tunnel is up: the start of the program
+				// would fail with the program's name ("fork/exec
+				// /usr/bin/psql: no such file or directory").
+				if fi, err := os.Stat(workdir); err != nil || !fi.IsDir() {
+					return usagef("--workdir %s: not a directory here: accepted is an existing directory, e.g. /srv/dbt/project", workdir)
+				}
+			}
 			// The local endpoint moves the program's data: runtime
 			// settings as for `pgrelay proxy` (relayRuntime).
 			defer r.relayRuntime()()

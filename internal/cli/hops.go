@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/sshkey"
 )
 
 // hopFlags are the flags of `connection create` and `update` for chains of
@@ -121,17 +123,47 @@ func (f *hopFlags) apply(cmd *cobra.Command, spec *connection.Spec) error {
 			if !ok || err != nil || i < 1 {
 				return usagef("--ssh-hop-known-host %q: give N=KEY, the hop's place from 1 and its host key, e.g. 2=@/tmp/bastion-b.pub", v)
 			}
-			known, err := readKnownHostFlag([]string{key})
+			flag := fmt.Sprintf("--ssh-hop-known-host %d=...", i)
+			known, err := readKnownHostFlag(flag, []string{key})
 			if err != nil {
 				return err
 			}
+			// The hop's host: the key is checked against it here, so
+			// that a bad one is named as given (hop 1's would be named
+			// --ssh-known-host by the connection's validation).
+			var host string
+			var port int
 			switch {
+			case i == 1 && ch("ssh-host"):
+				host = cmd.Flags().Lookup("ssh-host").Value.String()
+				port, _ = strconv.Atoi(cmd.Flags().Lookup("ssh-port").Value.String())
 			case i == 1:
-				t.KnownHost = known
+				host, port = t.Host, t.Port
 			case i-2 < len(t.Next):
+				host, port = t.Next[i-2].Host, t.Next[i-2].Port
+			}
+			hops := len(t.Next) + 1
+			if t.Host == "" && !ch("ssh-host") {
+				hops = 0
+			}
+			switch {
+			case i > hops && hops == 0:
+				return usagef("%s: the connection has no SSH hop: add them with --ssh-hop (or --ssh-host and --ssh-user)", flag)
+			case i > hops:
+				return usagef("%s: the connection has %d hop(s): accepted is N from 1 to %d", flag, hops, hops)
+			}
+			if port == 0 {
+				port = connection.DefaultSSHPort
+			}
+			if host != "" {
+				if _, err := sshkey.ParseKnownHosts(known, host, port); err != nil {
+					return usagef("%s: %v", flag, err)
+				}
+			}
+			if i == 1 {
+				t.KnownHost = known
+			} else {
 				t.Next[i-2].KnownHost = known
-			default:
-				return usagef("--ssh-hop-known-host %d=...: the connection has %d hop(s)", i, len(t.Next)+1)
 			}
 		}
 	}
@@ -194,7 +226,7 @@ func parseCommandFlag(v string) ([]string, error) {
 	if strings.HasPrefix(v, "[") {
 		var words []string
 		if err := json.Unmarshal([]byte(v), &words); err != nil {
-			return nil, fmt.Errorf("not a JSON array of strings: %v", err)
+			return nil, fmt.Errorf("not a JSON array of strings (%s): accepted is a JSON array such as [\"socat\", \"STDIO\", \"TCP:bastion.internal:22\"], or words split at white space such as 'socat STDIO TCP:bastion.internal:22'", jsonProblem(err))
 		}
 		return words, nil
 	}
@@ -236,4 +268,18 @@ func isMarkerLine(v string) bool {
 	}
 	m := strings.ToLower(marker)
 	return ok && strings.TrimSpace(rest) != "" && (m == "@cert-authority" || m == "@revoked")
+}
+
+// jsonProblem says what is wrong with a JSON text in words (encoding/json
+// names Go types: "cannot unmarshal number into Go value of type string").
+func jsonProblem(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return "a " + te.Value + " where a string belongs"
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%v at byte %d", se, se.Offset)
+	}
+	return "it ends before the array does"
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -52,6 +53,9 @@ local data dir: it ignores PGRELAY_SERVER, which is for the commands that use a 
 			}
 			metricsToken, err := readMetricsToken(ef.metricsTokenFile)
 			if err != nil {
+				return err
+			}
+			if err := checkServeTLSAndMetrics(tlsCert, tlsKey, ef.metricsAddr); err != nil {
 				return err
 			}
 			if err := r.checkPrivateFiles(); err != nil {
@@ -228,4 +232,23 @@ func cliServerURL(served string) (_, note string) {
 			"on a network that protects the traffic itself; else serve HTTPS with --tls-cert and --tls-key)\n"
 	}
 	return u.String(), note
+}
+
+// checkServeTLSAndMetrics refuses, before anything starts, a
+// --metrics-addr that is not host:port and a --tls-cert/--tls-key pair
+// that cannot be loaded (found only once serve had said it was serving,
+// with exit code 1).
+func checkServeTLSAndMetrics(cert, key, metricsAddr string) error {
+	if metricsAddr != "" {
+		if _, port, err := net.SplitHostPort(metricsAddr); err != nil || !validPort(port) {
+			return usagef("--metrics-addr %q: accepted is host:port, e.g. 127.0.0.1:9187 or [::1]:9187", metricsAddr)
+		}
+	}
+	if cert == "" || key == "" {
+		return nil // the server says that they go together
+	}
+	if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+		return usagef("--tls-cert %s --tls-key %s: %v; accepted are a PEM certificate (chain) file and the PEM file of its private key", cert, key, err)
+	}
+	return nil
 }

@@ -53,7 +53,7 @@ func parsePublicURL(s string) (*url.URL, error) {
 	}
 	u, err := url.Parse(s)
 	bad := func(why string) error {
-		return usagef("--public-url %q: %s; accepted is the http(s) URL people open, without path, query or user, e.g. https://pgrelay.example.com or https://pgrelay.example.com:8443", s, why)
+		return usagef("--public-url %q: %s; accepted is the http(s) URL people open, without path, query or user, e.g. https://pgrelay.example.com or https://pgrelay.example.com:8443", shownURL(s), why)
 	}
 	switch {
 	case err != nil:
@@ -68,6 +68,19 @@ func parsePublicURL(s string) (*url.URL, error) {
 		return nil, bad("pgrelay is served at the root of its URL")
 	}
 	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
+}
+
+// shownURL is s as an error may quote it: a password in its user
+// information is replaced by "xxxxx" (also when s does not parse).
+func shownURL(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	scheme, rest, ok := strings.Cut(s, "://")
+	if at := strings.LastIndex(rest, "@"); ok && at >= 0 {
+		return scheme + "://xxxxx" + rest[at:]
+	}
+	return s
 }
 
 // readMetricsToken reads the token of --metrics-token-file.

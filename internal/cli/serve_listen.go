@@ -41,7 +41,7 @@ func (r *runner) addListenFlag(cmd *cobra.Command, addr *string) {
 				*addr, from = v, addrEnv
 			}
 		}
-		if _, _, err := net.SplitHostPort(*addr); err != nil {
+		if _, port, err := net.SplitHostPort(*addr); err != nil || !validPort(port) {
 			return usagef("%s %q: accepted is host:port, e.g. 127.0.0.1:8080, 0.0.0.0:8080 or [::1]:8080 (port 0 picks a free one)", from, *addr)
 		}
 		return nil

@@ -201,6 +201,12 @@ the others; without a flag it is replaced at once and its new line printed.`,
 			if cmd.Flags().Changed("old-key-lifetime") && !start {
 				return usagef("--old-key-lifetime goes with --start")
 			}
+			// Checked here, so that the flag is named locally and against a
+			// server alike (and an explicit 0 is not read as the default).
+			if cmd.Flags().Changed("old-key-lifetime") && (oldLifetime < time.Hour || oldLifetime > app.MaxOldKeyLifetime) {
+				return usagef("--old-key-lifetime %s: accepted is 1h to %.0fh (366 days), e.g. 48h; leave it out for %.0fh",
+					oldLifetime, app.MaxOldKeyLifetime.Hours(), app.DefaultOldKeyLifetime.Hours())
+			}
 			svc, err := r.backend(cmd.Context())
 			if err != nil {
 				return err

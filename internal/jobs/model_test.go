@@ -66,9 +66,9 @@ func TestParseFileReportsJobAndField(t *testing.T) {
 		!strings.Contains(err.Error(), `line 4: unknown key "comand" in a step: accepted are `) || !strings.Contains(err.Error(), "command") {
 		t.Fatalf("unknown step key: %v", err)
 	}
-	// A bad duration names its line.
+	// A bad duration names its line and key.
 	if _, err := jobs.ParseFile(strings.NewReader("jobs:\n  - name: a\n    connection: wh\n    timeout: 2 hours\n    steps: [{sql: x}]\n")); err == nil ||
-		!strings.Contains(err.Error(), `line 4: duration "2 hours": accepted is a number with a unit`) {
+		!strings.Contains(err.Error(), `line 4: timeout: duration "2 hours": accepted is a number with a unit`) {
 		t.Fatalf("bad duration: %v", err)
 	}
 	if _, err := jobs.ParseFile(strings.NewReader("")); err == nil || !strings.Contains(err.Error(), "empty") {
@@ -166,5 +166,42 @@ func TestParseFileRefusesFractionalRetries(t *testing.T) {
 	js, err := jobs.ParseFile(strings.NewReader("jobs:\n  - {name: a, connection: wh, retries: 2.0, steps: [{sql: x}]}\n"))
 	if err != nil || js[0].Retries != 2 {
 		t.Fatalf("retries: 2.0: %v %v", js, err)
+	}
+}
+
+// TestParseFileSaysWhatAKeyTakes: a value of the wrong kind, or a file
+// of the wrong shape, is named by its line and key with what is accepted;
+// yaml.v3's own words named Go types ("cannot unmarshal !!str `many`
+// into int", "!!seq into jobs.File") and a bad duration did not name its
+// key.
+func TestParseFileSaysWhatAKeyTakes(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ file, want string }{
+		{"jobs:\n  - name: a\n    connection: wh\n    retries: many\n    steps: [{sql: x}]\n",
+			`line 4: retries: "many" is not a whole number: accepted is a whole number such as 2`},
+		{"jobs:\n  - name: a\n    connection: wh\n    timeout: 2 hours\n    steps: [{sql: x}]\n",
+			`line 4: timeout: duration "2 hours": accepted is a number with a unit`},
+		{"jobs:\n  - name: a\n    connection: wh\n    stop_grace: 5\n    steps: [{sql: x}]\n",
+			`line 4: stop_grace: duration "5": accepted is a number with a unit`},
+		{"- name: a\n  connection: wh\n",
+			"line 1: the file is a list: accepted is a map with the key `jobs:` holding a list of jobs, e.g. `jobs: [{name: nightly"},
+		{"jobs:\n  name: a\n",
+			`line 2: jobs is a map of keys: accepted is a list of jobs, each starting with "- name:"`},
+		{"jobs:\n  - nightly\n",
+			`line 2: a job is "nightly": accepted is a map of its keys (name, connection,`},
+		{"jobs:\n  - name: a\n    connection: wh\n    steps: select 1\n",
+			`line 4: steps is "select 1": accepted is a list of steps`},
+		{"jobs:\n  - name: a\n    connection: wh\n    steps:\n      - select 1\n",
+			`line 5: a step is "select 1": accepted is a map with sql or command`},
+		{"jobs:\n  - name: [a]\n    connection: wh\n    steps: [{sql: x}]\n",
+			`line 2: name: a list is not accepted: accepted is text`},
+	} {
+		_, err := jobs.ParseFile(strings.NewReader(c.file))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q:\n got %v\nwant %s", c.file, err, c.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "jobs.") || strings.Contains(err.Error(), "unmarshal")) {
+			t.Errorf("%q: the message names Go types: %v", c.file, err)
+		}
 	}
 }

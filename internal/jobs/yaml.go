@@ -204,6 +204,66 @@ var unknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in typ
 // notAList is yaml.v3's message for a scalar where a list is expected.
 var notAList = regexp.MustCompile(`^line (\d+): cannot unmarshal !!(?:str|int|float|bool) .* into \[\]string$`)
 
+// wrongType is yaml.v3's message for a value of another kind than its
+// field takes ("line 4: cannot unmarshal !!str `many` into int"): the
+// line, the YAML tag, the value (absent for a map or a list) and the Go
+// type.
+var wrongType = regexp.MustCompile("^line (\\d+): cannot unmarshal !!(\\w+)(?: `(.*)`)? into (\\S+)$")
+
+// badDuration is a duration's own error, with the line it names.
+var badDuration = regexp.MustCompile(`^line (\d+): (duration .*)$`)
+
+// jobsExample is a jobs file of one job, quoted where the file's shape
+// is wrong.
+const jobsExample = "`jobs: [{name: nightly, connection: wh, steps: [{sql: select 1}]}]`"
+
+// wrongTypeProblem says in the file's terms what the key on line
+// (1-based) takes, for a value of YAML tag tag (its text val) that does
+// not fit the Go type into (yaml.v3 names the Go types).
+func wrongTypeProblem(data []byte, line, tag, val, into string) string {
+	given := "a " + map[string]string{"map": "map of keys", "seq": "list", "str": "string", "bool": "true/false",
+		"int": "number", "float": "number", "null": "empty value"}[tag]
+	if given == "a " {
+		given = "a !!" + tag
+	}
+	if val != "" {
+		given = strconv.Quote(val)
+	}
+	key := keyOnLine(data, line)
+	switch into {
+	case "jobs.File":
+		return fmt.Sprintf("line %s: the file is %s: accepted is a map with the key `jobs:` holding a list of jobs, e.g. %s", line, given, jobsExample)
+	case "[]jobs.Job":
+		return fmt.Sprintf("line %s: jobs is %s: accepted is a list of jobs, each starting with \"- name:\", e.g. %s", line, given, jobsExample)
+	case "jobs.Job":
+		return fmt.Sprintf("line %s: a job is %s: accepted is a map of its keys (%s), e.g. {name: nightly, connection: wh, steps: [{sql: select 1}]}",
+			line, given, strings.Join(yamlKeys(reflect.TypeFor[Job]()), ", "))
+	case "[]jobs.Step":
+		return fmt.Sprintf("line %s: steps is %s: accepted is a list of steps, each starting with \"- sql:\" or \"- command:\", e.g. `steps: [{sql: select 1}]`", line, given)
+	case "jobs.Step":
+		return fmt.Sprintf("line %s: a step is %s: accepted is a map with sql or command, e.g. {sql: select 1} or {command: [dbt, build]}", line, given)
+	case "int":
+		return fmt.Sprintf("line %s: %s: %s is not a whole number: accepted is a whole number such as 2", line, key, given)
+	case "string":
+		return fmt.Sprintf("line %s: %s: %s is not accepted: accepted is text, in quotes when it could be read as a list, a map, a number or true/false", line, key, given)
+	}
+	return fmt.Sprintf("line %s: %s: %s is not accepted", line, key, given)
+}
+
+// keyOnLine is the key that line (1-based, as yaml.v3 gives it) of data
+// sets ("retries" of "    retries: many", "sql" of "  - sql: x"), "" when
+// none is found.
+func keyOnLine(data []byte, line string) string {
+	n, _ := strconv.Atoi(line)
+	text := strings.TrimSpace(lineOf(data, n))
+	text = strings.TrimSpace(strings.TrimPrefix(text, "- "))
+	key, _, ok := strings.Cut(text, ":")
+	if !ok || strings.ContainsAny(key, " \t{[\"'") {
+		return ""
+	}
+	return key
+}
+
 // noDash is yaml.v3's message for a line of a block sequence that is
 // neither an item ("- ...") nor indented under one. The line it names is
 // where the sequence began (0-based), not the line at fault.
@@ -216,6 +276,11 @@ var noDash = regexp.MustCompile(`^yaml: line (\d+): did not find expected '-' in
 func explainYAML(err error, data []byte) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
+		if m := badDuration.FindStringSubmatch(err.Error()); m != nil {
+			if key := keyOnLine(data, m[1]); key != "" {
+				return fmt.Errorf("line %s: %s: %s", m[1], key, m[2])
+			}
+		}
 		if m := noDash.FindStringSubmatch(err.Error()); m != nil {
 			if msg := misindented(data, m[1]); msg != "" {
 				return errors.New(msg)
@@ -227,6 +292,10 @@ func explainYAML(err error, data []byte) error {
 	for _, e := range te.Errors {
 		if m := notAList.FindStringSubmatch(e); m != nil {
 			lines = append(lines, notAListProblem(data, m[1]))
+			continue
+		}
+		if m := wrongType.FindStringSubmatch(e); m != nil {
+			lines = append(lines, wrongTypeProblem(data, m[1], m[2], m[3], m[4]))
 			continue
 		}
 		m := unknownField.FindStringSubmatch(e)
