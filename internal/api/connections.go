@@ -237,6 +237,13 @@ func (a *API) bastionSetup(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) rotateKey(w http.ResponseWriter, r *http.Request) error {
+	// It replaces the key pair at once: a body (such as one meant for
+	// key-rotation, with its old_key_lifetime) is refused rather than
+	// ignored, so that nothing is replaced by mistake.
+	if err := refuseBody(w, r, "it replaces the key pair at once (logins fail until the new public key is installed); "+
+		"to start a rotation with two live keys instead, POST /api/v1/connections/{name}/key-rotation with {\"old_key_lifetime\": \"168h\"}"); err != nil {
+		return err
+	}
 	rot, err := a.cfg.App.RotateKey(r.Context(), r.PathValue("name"))
 	if err != nil {
 		return err

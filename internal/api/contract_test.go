@@ -511,6 +511,9 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 		{"GET", "/api/v1/connections/tun/bastion-setup?hop=9", "", "", 400},
 		{"GET", "/api/v1/connections/db/bastion-setup", "", "", 422},
 		{"POST", "/api/v1/connections/db/rotate-key", "", "", 422},
+		// A body meant for key-rotation would have replaced the key at once.
+		{"POST", "/api/v1/connections/tun/rotate-key", js, `{"old_key_lifetime": "2h"}`, 422},
+		{"POST", "/api/v1/connections/tun/rotate-key", js, `{}`, 200},
 		{"POST", "/api/v1/connections/tun/rotate-key", "", "", 200},
 		{"POST", "/api/v1/connections/tun/trust-host-key", js, `{"fingerprint": "SHA256:nope"}`, 422},
 		{"POST", "/api/v1/connections/tun/trust-host-key", js, `{"fingerprint": 1}`, 400},

@@ -38,6 +38,21 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	return decodeJSONLimit(w, r, v, MaxBodyBytes)
 }
 
+// refuseBody refuses a request to an operation that takes no body when it
+// has one (anything but white space or an empty JSON object), saying why
+// the operation takes none.
+func refuseBody(w http.ResponseWriter, r *http.Request, why string) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4<<10))
+	if err != nil {
+		return decodeError(err, nil, nil)
+	}
+	if b := bytes.TrimSpace(body); len(b) == 0 || bytes.Equal(bytes.Join(bytes.Fields(b), nil), []byte("{}")) {
+		return nil
+	}
+	return &apiError{status: http.StatusUnprocessableEntity, code: CodeInvalid,
+		message: fmt.Sprintf("%s %s takes no body: %s", r.Method, r.URL.Path, why)}
+}
+
 // decodeJSONLimit is decodeJSON with a body limit of its own.
 func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
 	ct := r.Header.Get("Content-Type")
