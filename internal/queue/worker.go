@@ -168,6 +168,8 @@ func (q *Queue) flushLogs(ctx context.Context, id string, b *logBuffer) {
 	if len(lines) == 0 {
 		return
 	}
+	ctx, cancel := context.WithTimeout(ctx, q.writeTimeout())
+	defer cancel()
 	if err := q.cfg.Store.AppendRunLog(ctx, id, lines); err != nil {
 		q.cfg.Logger.ErrorContext(ctx, "could not save run log", "run_id", id, "lines", len(lines), "error", err)
 		return
@@ -357,7 +359,9 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 		heartbeat := func() {
 			t := q.cfg.Now().UTC()
 			wrote := false
-			next, err := q.updateFrom(ctx, id, cur, func(r *jobs.Run) bool {
+			wctx, wcancel := context.WithTimeout(ctx, q.writeTimeout())
+			defer wcancel()
+			next, err := q.updateFrom(wctx, id, cur, func(r *jobs.Run) bool {
 				if !ours(r) {
 					return false
 				}
@@ -407,11 +411,22 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 	}
 	end := q.cfg.Now().UTC()
 	lateLogged := false
+	var endedElsewhere *jobs.Run
 	q.recordOutcome(ctx, id, cur, func(r *jobs.Run) bool {
+		endedElsewhere = nil
 		if r.Worker != q.cfg.Worker || r.Attempt != attempt {
 			// Another worker has the run (the reaper queued it again while
 			// this process's heartbeats could not reach the store): its
 			// record is that worker's now.
+			return false
+		}
+		if r.Status.Terminal() {
+			// Another process ended this attempt (its reaper declared this
+			// worker lost while its heartbeats could not reach the store).
+			// Users and automation act on the first terminal status: it
+			// stands, and the log says what the attempt did (below).
+			ended := *r
+			endedElsewhere = &ended
 			return false
 		}
 		if r.CancelRequested && res.Status != jobs.Cancelled && !lateLogged {
@@ -427,7 +442,11 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 		r.Status, r.Reason, r.EndedAt, r.Steps, r.HeartbeatAt = res.Status, res.Reason, &end, res.Steps, &end
 		return true
 	})
-	if res.Cleanup != nil && (res.Cleanup.Status != jobs.CleanupPending || runner.WaitCleanup) {
+	final := res.Cleanup != nil && (res.Cleanup.Status != jobs.CleanupPending || runner.WaitCleanup)
+	switch {
+	case endedElsewhere != nil:
+		q.reportLateOutcome(ctx, endedElsewhere, res, final)
+	case final:
 		// (A pending one was recorded when it began: see CleanupPending.)
 		if err := q.cfg.Store.PutRunCleanup(ctx, id, res.Cleanup); err != nil {
 			q.cfg.Logger.ErrorContext(ctx, "could not record the run's cleanup", "run_id", id, "error", err)
@@ -443,15 +462,60 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 	}
 }
 
+// reportLateOutcome tells of the outcome res of an attempt of run r that
+// another process ended first (its reaper declared this worker lost): r's
+// status, reason and end stay as recorded, and a line in its log says what
+// the attempt actually did. Its cleanup (res.Cleanup, when final says it
+// is its last word) replaces the recorded one only while that is still
+// pending (the reaper's, stopping the sessions it knew of): a done or
+// failed outcome is not lost.
+func (q *Queue) reportLateOutcome(ctx context.Context, r *jobs.Run, res jobs.Result, final bool) {
+	lost := "at an unknown time"
+	if r.EndedAt != nil {
+		lost = "at " + r.EndedAt.UTC().Format(time.RFC3339)
+	}
+	did := "had succeeded"
+	if res.Status != jobs.Succeeded {
+		did = "ended " + string(res.Status)
+		if res.Reason != "" {
+			did += " (" + res.Reason + ")"
+		}
+	}
+	text := fmt.Sprintf("worker %s, declared lost %s, came back: its attempt %s; the run stays %s as recorded then",
+		q.cfg.Worker, lost, did, r.Status)
+	lines := []jobs.LogLine{{Time: q.cfg.Now().UTC(), Stream: jobs.StreamSystem, Step: -1, Text: text}}
+	if final {
+		saved, err := q.cfg.Store.PutRunCleanupIfPending(ctx, r.ID, res.Cleanup)
+		switch {
+		case err != nil:
+			q.cfg.Logger.ErrorContext(ctx, "could not record the run's cleanup", "run_id", r.ID, "error", err)
+		case saved:
+			lines = append(lines, jobs.LogLine{Time: q.cfg.Now().UTC(), Stream: jobs.StreamSystem, Step: -1,
+				Text: "cleanup by the worker that came back: " + res.Cleanup.Message})
+		}
+	}
+	if err := q.cfg.Store.AppendRunLog(ctx, r.ID, lines); err != nil {
+		q.cfg.Logger.WarnContext(ctx, "could not log the outcome of a run ended elsewhere", "run_id", r.ID, "error", err)
+	}
+	q.cfg.Logger.WarnContext(ctx, "run was ended by another process while this worker was lost; its record stands",
+		"run_id", r.ID, "recorded", r.Status, "attempt_status", res.Status, "attempt_reason", res.Reason)
+}
+
 // logLateCancel says in the log of run id, which ended with res, that a
-// cancel request (whose reason is reason) arrived after its last step had
-// ended: the run is recorded with cancel_requested and the outcome it had.
+// cancel request (whose reason is reason) reached this worker only once
+// the run had ended: the run is recorded with cancel_requested and the
+// outcome it had. Only a run that succeeded ended with its last step; one
+// that failed may have been stopped first (the fence, its time limit, a
+// shutdown), and its line says so by its outcome.
 func (q *Queue) logLateCancel(ctx context.Context, id, reason string, res jobs.Result) {
-	text := fmt.Sprintf("a cancel request (%s) arrived after the run's last step had ended; the run %s and was not cancelled",
-		reason, res.Status)
-	if res.Status != jobs.Succeeded && res.Reason != "" {
-		text = fmt.Sprintf("a cancel request (%s) arrived after the run's last step had ended; the run %s (%s) and was not cancelled",
-			reason, res.Status, res.Reason)
+	text := fmt.Sprintf("a cancel request (%s) arrived after the run's last step had ended; the run succeeded and was not cancelled",
+		reason)
+	if res.Status != jobs.Succeeded {
+		text = fmt.Sprintf("a cancel request (%s) reached the worker only after the run had ended %s", reason, res.Status)
+		if res.Reason != "" {
+			text += " (" + res.Reason + ")"
+		}
+		text += "; the run is recorded so, not as cancelled"
 	}
 	line := jobs.LogLine{Time: q.cfg.Now().UTC(), Stream: jobs.StreamSystem, Step: -1, Text: text}
 	if err := q.cfg.Store.AppendRunLog(ctx, id, []jobs.LogLine{line}); err != nil {
@@ -459,6 +523,18 @@ func (q *Queue) logLateCancel(ctx context.Context, id, reason string, res jobs.R
 	}
 	q.cfg.Logger.InfoContext(ctx, "cancel request arrived after the run's last step had ended", "run_id", id,
 		"status", res.Status, "cancel", reason)
+}
+
+// minWriteTimeout is the least writeTimeout.
+const minWriteTimeout = 3 * time.Second
+
+// writeTimeout bounds one heartbeat, log flush or outcome write of a run:
+// a store that stops answering (a network path gone silent) fails the
+// write in time for the next heartbeat, the fence and recordOutcome's
+// retries, rather than holding the run's end until TCP gives up. A third
+// of LostAfter, at least minWriteTimeout.
+func (q *Queue) writeTimeout() time.Duration {
+	return max(q.cfg.LostAfter/3, minWriteTimeout)
 }
 
 // Bounds of recordOutcome's retries.
@@ -469,7 +545,8 @@ const (
 )
 
 // recordOutcome writes a run's end with f (see updateFrom), trying again
-// for a while when the store cannot be reached: a run whose end was not
+// for a while when the store cannot be reached (each try bounded by
+// writeTimeout): a run whose end was not
 // recorded stays running until the reaper declares it lost, and one that
 // succeeded would then fail, or run again when it has retries. The write
 // goes on when ctx is cancelled (the process shutting down) for as long
@@ -478,7 +555,9 @@ func (q *Queue) recordOutcome(ctx context.Context, id string, cur *jobs.Run, f f
 	wctx := context.WithoutCancel(ctx)
 	deadline := time.Now().Add(outcomeRetryFor)
 	for wait := outcomeRetryFirst; ; wait = min(2*wait, outcomeRetryMax) {
-		_, err := q.updateFrom(wctx, id, cur, f)
+		actx, cancel := context.WithTimeout(wctx, q.writeTimeout())
+		_, err := q.updateFrom(actx, id, cur, f)
+		cancel()
 		if err == nil {
 			return
 		}
@@ -662,7 +741,7 @@ func (q *Queue) RunLocal(ctx context.Context, job jobs.Job, trigger jobs.Trigger
 }
 
 // runFence stops a run whose heartbeats could not be saved for
-// Config.LostAfter (see Queue.fence); the zero value does nothing.
+// fenceAfter (see Queue.fence); the zero value does nothing.
 type runFence struct {
 	q     *Queue
 	timer *time.Timer
@@ -670,32 +749,43 @@ type runFence struct {
 
 // fence starts the fence of run id, whose context is ctx, taken at taken
 // (its first heartbeat): on a shared PostgreSQL store, once no heartbeat
-// of the run was saved for LostAfter, stop is called with a
-// *jobs.InterruptedError. Another process may declare the run lost from
-// then on; it stops the statements it knows of, but only this process can
-// stop the run's commands and the sessions they open. On SQLite one
-// process works the store: no fence.
+// of the run was saved for fenceAfter (a margin short of LostAfter), stop
+// is called with a *jobs.InterruptedError. Another process may declare the
+// run lost from LostAfter on; it stops the statements it knows of, but
+// only this process can stop the run's commands and the sessions they
+// open, which it thus starts to do first. On SQLite one process works the
+// store: no fence.
 func (q *Queue) fence(ctx context.Context, id string, taken time.Time, stop context.CancelCauseFunc) *runFence {
 	f := &runFence{q: q}
 	if q.cfg.Backend.Postgres == nil {
 		return f
 	}
-	f.timer = time.AfterFunc(q.cfg.LostAfter-q.cfg.Now().Sub(taken), func() {
+	after := q.fenceAfter()
+	f.timer = time.AfterFunc(after-q.cfg.Now().Sub(taken), func() {
 		if ctx.Err() != nil {
 			return // stopped already
 		}
-		q.cfg.Logger.WarnContext(ctx, "run stopped: its heartbeats could not be saved for --lost-after", "run_id", id,
-			"lost_after", q.cfg.LostAfter)
+		q.cfg.Logger.WarnContext(ctx, "run stopped: its heartbeats could not be saved for nearly --lost-after", "run_id", id,
+			"after", after, "lost_after", q.cfg.LostAfter)
 		stop(&jobs.InterruptedError{Reason: fmt.Sprintf("stopped by its own process, which could not save the run's "+
-			"heartbeat in the store for %s (another process may declare the run lost from then on)", q.cfg.LostAfter)})
+			"heartbeat in the store for %s (another process may declare the run lost once %s have passed)",
+			after, q.cfg.LostAfter)})
 	})
 	return f
+}
+
+// fenceAfter is how long a run's heartbeats may go unsaved before its
+// own process stops it: LostAfter less one HeartbeatInterval (at most
+// half of LostAfter), so that the worker's stop, which can end the run's
+// commands, comes before another process may reap the run, which cannot.
+func (q *Queue) fenceAfter() time.Duration {
+	return q.cfg.LostAfter - min(q.cfg.HeartbeatInterval, q.cfg.LostAfter/2)
 }
 
 // beat moves the fence: a heartbeat written at t was saved.
 func (f *runFence) beat(t time.Time) {
 	if f.timer != nil {
-		f.timer.Reset(f.q.cfg.LostAfter - f.q.cfg.Now().Sub(t))
+		f.timer.Reset(f.q.fenceAfter() - f.q.cfg.Now().Sub(t))
 	}
 }
 

@@ -266,6 +266,10 @@ type BackendStore interface {
 	RunBackends(ctx context.Context, runID string) ([]jobs.Backend, error)
 	// PutRunCleanup saves the run's cleanup outcome, replacing any earlier.
 	PutRunCleanup(ctx context.Context, runID string, c *jobs.Cleanup) error
+	// PutRunCleanupIfPending saves c as the run's cleanup only when it has
+	// none or its saved one is pending, in one statement: a done or failed
+	// outcome is never replaced. It reports whether c was saved.
+	PutRunCleanupIfPending(ctx context.Context, runID string, c *jobs.Cleanup) (bool, error)
 	// UpdateRunCleanup is UpdateRun and PutRunCleanup of c (for r.ID) in
 	// one transaction: neither is saved without the other, and a reader
 	// never sees the run's new state without c. A nil c is UpdateRun.

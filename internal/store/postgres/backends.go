@@ -92,6 +92,24 @@ func putRunCleanup(ctx context.Context, q querier, runID string, c *jobs.Cleanup
 	return nil
 }
 
+// PutRunCleanupIfPending implements store.BackendStore.
+func (s *Store) PutRunCleanupIfPending(ctx context.Context, runID string, c *jobs.Cleanup) (saved bool, rerr error) {
+	defer markFull(&rerr)
+	b, err := json.Marshal(c)
+	if err != nil {
+		return false, fmt.Errorf("cleanup of run %s: %w", runID, err)
+	}
+	tag, err := s.pool.Exec(ctx, `INSERT INTO pgrelay_run_cleanups (run_id, cleanup) VALUES ($1, $2)
+		ON CONFLICT (run_id) DO UPDATE SET cleanup = excluded.cleanup WHERE pgrelay_run_cleanups.cleanup->>'status' = $3`, runID, b, string(jobs.CleanupPending))
+	if isForeignKeyViolation(err) {
+		return false, fmt.Errorf("cleanup of run %s: %w", runID, store.ErrNotFound)
+	}
+	if err != nil {
+		return false, fmt.Errorf("cleanup of run %s: %w", runID, err)
+	}
+	return tag.RowsAffected() > 0, nil
+}
+
 // RunCleanup implements store.BackendStore.
 func (s *Store) RunCleanup(ctx context.Context, runID string) (*jobs.Cleanup, error) {
 	return runCleanup(ctx, s.pool, runID)

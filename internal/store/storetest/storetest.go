@@ -135,6 +135,13 @@ func exerciseRunBackends(t *testing.T, s store.Store) {
 	}
 	c2 := &jobs.Cleanup{Status: jobs.CleanupDone, Cancelled: []uint32{4312}, Terminated: []uint32{7}, Attempts: 2, UpdatedAt: now.Add(time.Minute)}
 	c2.Summarize()
+	// Only a pending cleanup is replaced by PutRunCleanupIfPending.
+	if saved, err := s.PutRunCleanupIfPending(ctx, "rb", c2); err != nil || !saved {
+		t.Fatalf("cleanup put over a pending one: saved %v, %v; want saved", saved, err)
+	}
+	if saved, err := s.PutRunCleanupIfPending(ctx, "rb", c); err != nil || saved {
+		t.Fatalf("cleanup put over a done one: saved %v, %v; want not saved", saved, err)
+	}
 	if err := s.PutRunCleanup(ctx, "rb", c2); err != nil {
 		t.Fatal(err)
 	}
