@@ -196,6 +196,15 @@ func (r *runner) restore(ctx context.Context, file, output string) error {
 		return usagef("restore: the data dir %s is not empty (it holds %s): restore only into an empty data dir (master.key may be there); "+
 			"move this one aside or choose another with --data-dir", r.dataDir, strings.Join(found, ", "))
 	}
+	// The file first: without it no key helps.
+	switch fi, err := os.Stat(file); {
+	case errors.Is(err, fs.ErrNotExist):
+		return usagef("restore %s: no such file: accepted is a backup file made by `pgrelay backup`", file)
+	case err != nil:
+		return fmt.Errorf("restore %s: %w", file, err)
+	case fi.IsDir():
+		return usagef("restore %s: is a directory: accepted is a backup file made by `pgrelay backup` (e.g. /backup/pgrelay-2025-01-31.db)", file)
+	}
 	key, err := r.keyLocation().Read()
 	if err != nil {
 		return fmt.Errorf("restore needs the master key the backup was made with (put it in %s, or set %s or %s): %w",

@@ -110,6 +110,11 @@ func TestBackupRestore(t *testing.T) {
 			t.Fatal(err)
 		}
 		restoreInto(t, key).fail(1, "restore", damaged)
+		// A missing file is named first, also without a master key (it
+		// asked for the key and never said the file was not there).
+		missing := filepath.Join(t.TempDir(), "missing.db")
+		mustContain(t, "restore of a missing file", restoreInto(t, nil).fail(2, "restore", missing), missing, "no such file", "pgrelay backup")
+		mustContain(t, "restore of a directory", restoreInto(t, key).fail(2, "restore", t.TempDir()), "is a directory", "pgrelay backup")
 		mustContain(t, "backup onto an existing file", a.fail(2, "backup", "--out", backups[0]), "exists")
 		mustContain(t, "backup of a PostgreSQL store",
 			a.with("PGRELAY_STORE="+w.storeURL(t)).fail(2, "backup", "--out", filepath.Join(t.TempDir(), "x.db")), "pg_dump")
