@@ -23,6 +23,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/elapsed"
 	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/queue"
 	"github.com/pgrelay/pgrelay/internal/remote"
 	"github.com/pgrelay/pgrelay/internal/store"
 )
@@ -247,7 +248,7 @@ func (r *runner) jobRunCommand() *cobra.Command {
 	var wait, follow, raw bool
 	var output string
 	var logLimit int64
-	var stopGrace time.Duration
+	var stopGrace, lostAfter time.Duration
 	var cf commandFlags
 	cmd := &cobra.Command{
 		Use:   "run NAME",
@@ -268,8 +269,15 @@ wait (exit code 130): the run goes on there until ` + "`pgrelay run cancel RUN_I
 A local run's command steps obey the same rules as the server's: only the programs
 given with --allow-command (or PGRELAY_ALLOW_COMMANDS=dbt,psql) run, as the user
 given with --run-as, in a workdir inside --allow-workdir; a step that breaks them
-fails the run before anything starts.`,
+fails the run before anything starts.
+
+A local run on a shared PostgreSQL store is registered there like a server's: the
+pgrelay serve processes sharing the store declare it lost once it sent no heartbeat
+for their --lost-after. Give --lost-after the value of the serve processes sharing
+the store: it sets how often this process sends heartbeats (every third of it, at
+most 5s) and when it stops its run whose heartbeats it could not save.`,
 		Example: `  pgrelay job run nightly --allow-command dbt --allow-command psql
+  PGRELAY_STORE=postgres://pgrelay@db.internal/pgrelay pgrelay job run nightly --lost-after 10s
   PGRELAY_ALLOW_COMMANDS=dbt,psql pgrelay job run nightly
   sudo pgrelay job run nightly --allow-command dbt --run-as pgrelay-jobs --allow-workdir /srv/dbt
   pgrelay job run nightly --server https://pgrelay.internal --follow`,
@@ -285,13 +293,19 @@ fails the run before anything starts.`,
 				if stopGrace < time.Second || stopGrace > jobs.MaxStopGrace {
 					return usagef("--stop-grace %s: accepted is 1s to %s (e.g. 10s)", stopGrace, jobs.MaxStopGrace)
 				}
-				return r.runJobLocally(cmd.Context(), args[0], output, raw, logLimit, stopGrace, cf)
+				if err := checkLostAfter(lostAfter); err != nil {
+					return err
+				}
+				return r.runJobLocally(cmd.Context(), args[0], output, raw, logLimit, localRunTimes{stopGrace: stopGrace, lostAfter: lostAfter}, cf)
 			}
 			if cmd.Flags().Changed("run-log-limit") {
 				return usagef("--run-log-limit applies to runs in this process: a server's runs keep the log size its pgrelay serve --run-log-limit sets")
 			}
 			if cmd.Flags().Changed("stop-grace") {
 				return usagef("--stop-grace applies to runs in this process: a server's runs take the job's stop_grace or the server's pgrelay serve --stop-grace")
+			}
+			if cmd.Flags().Changed("lost-after") {
+				return usagef("--lost-after applies to runs in this process: a server's runs send heartbeats as its pgrelay serve --lost-after sets")
 			}
 			if cf.given() {
 				return usagef("--allow-command, --run-as and --allow-workdir apply to local runs: against a server, its own flags decide")
@@ -340,8 +354,22 @@ fails the run before anything starts.`,
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json (the final run)")
 	addRunLogLimitFlag(cmd.Flags(), &logLimit)
 	addStopGraceFlag(cmd.Flags(), &stopGrace)
+	cmd.Flags().DurationVar(&lostAfter, "lost-after", queue.DefaultLostAfter,
+		"local runs: how long the run may go without a heartbeat before another process declares it lost; heartbeats go every third of it, at most 5s, "+
+			"and on a PostgreSQL store the run is stopped once its heartbeats could not be saved for nearly this long. "+
+			"Give it the value of the pgrelay serve processes sharing the store")
 	cf.register(cmd)
 	return cmd
+}
+
+// localRunTimes are the durations of a local run's flags.
+type localRunTimes struct {
+	// stopGrace is --stop-grace: the run's stop grace when its job sets
+	// none.
+	stopGrace time.Duration
+	// lostAfter is --lost-after: it sets the run's heartbeat interval and
+	// its fence, as serve's does for its runs.
+	lostAfter time.Duration
 }
 
 // runOutcome prints the ended run and turns its status into the exit code.
@@ -377,12 +405,13 @@ func runEnded(w io.Writer, run *jobs.Run) error {
 }
 
 // runJobLocally executes a run in this process.
-func (r *runner) runJobLocally(ctx context.Context, name, output string, raw bool, logLimit int64, stopGrace time.Duration, cf commandFlags) error {
+func (r *runner) runJobLocally(ctx context.Context, name, output string, raw bool, logLimit int64, times localRunTimes, cf commandFlags) error {
 	policy, err := r.commandPolicy(cf)
 	if err != nil {
 		return err
 	}
-	r.daemonCfg.Jobs = &daemon.JobsConfig{Commands: policy, LogLimit: logLimit, StopGrace: stopGrace}
+	r.daemonCfg.Jobs = &daemon.JobsConfig{Commands: policy, LogLimit: logLimit, StopGrace: times.stopGrace,
+		LostAfter: times.lostAfter, HeartbeatInterval: heartbeatEvery(times.lostAfter)}
 	svc, err := r.service(ctx)
 	if err != nil {
 		return err

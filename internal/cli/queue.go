@@ -36,15 +36,32 @@ const maxSSHWarm = 15 * time.Minute
 // heartbeatInterval is how often a running run's heartbeat is refreshed:
 // a third of lostAfter, at most the queue's default.
 func (f queueFlags) heartbeatInterval() time.Duration {
-	return min(queue.DefaultHeartbeatInterval, f.lostAfter/3)
+	return heartbeatEvery(f.lostAfter)
+}
+
+// heartbeatEvery is the heartbeat interval of a process whose --lost-after
+// is lostAfter: a third of it, at most the queue's default.
+func heartbeatEvery(lostAfter time.Duration) time.Duration {
+	return min(queue.DefaultHeartbeatInterval, lostAfter/3)
+}
+
+// checkLostAfter refuses a --lost-after (serve's, or a local job run's)
+// out of 1s to 1h.
+func checkLostAfter(lostAfter time.Duration) error {
+	if lostAfter < time.Second || lostAfter > time.Hour {
+		return usagef("--lost-after %s: accepted is 1s to 1h (e.g. 30s); use the same value in every process sharing a store", lostAfter)
+	}
+	return nil
 }
 
 func (f queueFlags) validate() error {
-	switch {
-	case f.maxRuns < 1 || f.maxRuns > 1000:
+	if f.maxRuns < 1 || f.maxRuns > 1000 {
 		return usagef("--max-runs %d: accepted is 1 to 1000", f.maxRuns)
-	case f.lostAfter < time.Second || f.lostAfter > time.Hour:
-		return usagef("--lost-after %s: accepted is 1s to 1h (e.g. 30s); use the same value in every process sharing a store", f.lostAfter)
+	}
+	if err := checkLostAfter(f.lostAfter); err != nil {
+		return err
+	}
+	switch {
 	case f.reapInterval < 100*time.Millisecond || f.reapInterval > time.Hour:
 		return usagef("--reap-interval %s: accepted is 100ms to 1h (e.g. 10s)", f.reapInterval)
 	case f.stopGrace < time.Second || f.stopGrace > jobs.MaxStopGrace:
