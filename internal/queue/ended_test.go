@@ -3,7 +3,6 @@ package queue_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/pgrelay/pgrelay/internal/queue"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
-	"github.com/pgrelay/pgrelay/internal/store/sqlite"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
@@ -46,16 +44,7 @@ func TestRunEndedElsewhereStaysEnded(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), sqlite.FileName))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = st.Close() })
-			qdb, err := st.OpenQueueDB()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = qdb.Close() })
+			st, qdb := sqliteStore(t)
 			// No heartbeat but those of step changes, no reaper here: the
 			// test is the other process's reaper.
 			ended := make(chan string, 1)

@@ -2,7 +2,6 @@ package queue_test
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/queue"
 	"github.com/pgrelay/pgrelay/internal/secret"
-	"github.com/pgrelay/pgrelay/internal/store/sqlite"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
@@ -23,16 +21,7 @@ import (
 func TestCancelAsTheRunFinishes(t *testing.T) {
 	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), sqlite.FileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	qdb, err := st.OpenQueueDB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = qdb.Close() })
+	st, qdb := sqliteStore(t)
 	// Heartbeats an hour apart: the worker learns of the request only as
 	// it records the run's end.
 	f := newProcess(t, st, queue.Backend{SQLite: qdb}, func(c *queue.Config) {
@@ -90,16 +79,7 @@ func TestCancelAsTheRunFinishes(t *testing.T) {
 func TestCancelAfterTheRunWasStopped(t *testing.T) {
 	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), sqlite.FileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	qdb, err := st.OpenQueueDB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = qdb.Close() })
+	st, qdb := sqliteStore(t)
 	f := newProcess(t, st, queue.Backend{SQLite: qdb}, func(c *queue.Config) {
 		c.HeartbeatInterval, c.LostAfter = time.Hour, 2*time.Hour
 	})

@@ -32,7 +32,9 @@ type fixture struct {
 
 // start builds a service on a fresh SQLite store with a direct connection
 // "db" to pg, and a started queue.
-func start(t *testing.T, pg *testenv.Postgres, mod func(*queue.Config)) *fixture {
+// sqliteStore opens an embedded store in a temporary directory and the
+// job queue's handle on its file, both closed when the test ends.
+func sqliteStore(t *testing.T) (*sqlite.Store, *sql.DB) {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), sqlite.FileName))
 	if err != nil {
@@ -44,6 +46,12 @@ func start(t *testing.T, pg *testenv.Postgres, mod func(*queue.Config)) *fixture
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = qdb.Close() })
+	return st, qdb
+}
+
+func start(t *testing.T, pg *testenv.Postgres, mod func(*queue.Config)) *fixture {
+	t.Helper()
+	st, qdb := sqliteStore(t)
 	f := startOn(t, pg, st, queue.Backend{SQLite: qdb}, mod)
 	f.st, f.qdb = st, qdb
 	return f

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -16,7 +15,6 @@ import (
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/queue"
 	"github.com/pgrelay/pgrelay/internal/secret"
-	"github.com/pgrelay/pgrelay/internal/store/sqlite"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
@@ -42,16 +40,7 @@ func TestLostRunIsNeverEndedWithoutItsCleanup(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), sqlite.FileName))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = st.Close() })
-			qdb, err := st.OpenQueueDB()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = qdb.Close() })
+			st, qdb := sqliteStore(t)
 			f := newProcess(t, st, queue.Backend{SQLite: qdb}, nil)
 			held := make(chan string)
 			release := make(chan struct{})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +13,6 @@ import (
 	"github.com/pgrelay/pgrelay/internal/queue"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
-	"github.com/pgrelay/pgrelay/internal/store/sqlite"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
@@ -83,16 +81,7 @@ func TestCancelAsTheRunIsTaken(t *testing.T) {
 	}
 
 	t.Run("SQLite", func(t *testing.T) {
-		st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), sqlite.FileName))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = st.Close() })
-		qdb, err := st.OpenQueueDB()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = qdb.Close() })
+		st, qdb := sqliteStore(t)
 		check(t, st, queue.Backend{SQLite: qdb})
 	})
 	t.Run("PostgreSQL", func(t *testing.T) {
