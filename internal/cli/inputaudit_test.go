@@ -60,6 +60,12 @@ func TestBadInputNamesTheFlag(t *testing.T) {
 			"--old-key-lifetime -1h0m0s: accepted is 1h to 8784h (366 days), e.g. 48h"},
 		{[]string{"connection", "rotate-key", "two", "--start", "--old-key-lifetime", "0s"}, "--old-key-lifetime 0s: accepted is 1h to"},
 		{[]string{"exec", "direct", "--workdir", missing, "--", "true"}, "--workdir " + missing + ": not a directory here: accepted is an existing directory"},
+		// A store URL that cannot be parsed was taken for a missing master
+		// key (exit 2 all the same, but naming neither --store nor the URL).
+		{[]string{"--store", "postgres://u:pw-s3cret-neighbour@[db/x", "connection", "list"},
+			"--store (or PGRELAY_STORE) postgres://xxxxx@[db/x: not a valid PostgreSQL URL; accepted is postgres://USER"},
+		{[]string{"--store", "postgres://u:pw-s3cret-neighbour@db:99999999/x", "connection", "list"},
+			"--store (or PGRELAY_STORE) postgres://u:xxxxx@db:99999999/x: not a valid PostgreSQL URL"},
 		{[]string{"backup", "--out", filepath.Join(missing, "b.db")},
 			"--out " + filepath.Join(missing, "b.db") + ": the directory " + missing + " does not exist"},
 	} {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/store/postgres"
@@ -51,7 +53,14 @@ func (r *runner) openStore(ctx context.Context) (store.Store, error) {
 
 // checkSharedMasterKey refuses to invent a master key for a shared store:
 // every process sharing it needs the same key.
+// A URL that cannot be parsed is refused first: no key would make it open.
 func (r *runner) checkSharedMasterKey() error {
+	if t := r.storeTarget(); isPostgresURL(t) {
+		if _, err := pgconn.ParseConfig(t); err != nil {
+			return usagef("--store (or PGRELAY_STORE) %s: not a valid PostgreSQL URL; accepted is postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=...], "+
+				"e.g. postgres://pgrelay@db.internal/pgrelay (an IPv6 host in brackets; the password may come from ~/.pgpass or PGPASSWORD)", shownURL(t))
+		}
+	}
 	if !isPostgresURL(r.storeTarget()) || r.env.Getenv(secret.MasterKeyEnv) != "" || r.env.Getenv(secret.MasterKeyFileEnv) != "" {
 		return nil
 	}
