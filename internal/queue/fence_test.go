@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/queue"
 	"github.com/pgrelay/pgrelay/internal/store/postgres"
@@ -64,23 +62,8 @@ func TestWorkerCutOffFromTheStoreStopsItsRuns(t *testing.T) {
 	// The store out of reach: its role may not log in, its sessions are
 	// ended. The runs' connection (another role) still works.
 	admin := pg.Connect(t, "postgres")
-	role := pgx.Identifier{db.User}.Sanitize()
-	if _, err := admin.Exec(ctx, "ALTER ROLE "+role+" NOLOGIN"); err != nil {
-		t.Fatal(err)
-	}
-	restored := false
-	restore := func() {
-		if !restored {
-			restored = true
-			if _, err := admin.Exec(ctx, "ALTER ROLE "+role+" LOGIN"); err != nil {
-				t.Error(err)
-			}
-		}
-	}
+	restore := storeOutage(t, admin, db.User)
 	defer restore()
-	if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", db.User); err != nil {
-		t.Fatal(err)
-	}
 
 	// Both stop while the store is still out of reach.
 	pollUntil(t, func() (int, bool) {

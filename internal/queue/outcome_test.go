@@ -55,23 +55,8 @@ func TestOutcomeRecordedAfterStoreOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Close(ctx)
-	role := pgx.Identifier{db.User}.Sanitize()
-	if _, err := admin.Exec(ctx, "ALTER ROLE "+role+" NOLOGIN"); err != nil {
-		t.Fatal(err)
-	}
-	restored := false
-	restore := func() {
-		if !restored {
-			restored = true
-			if _, err := admin.Exec(ctx, "ALTER ROLE "+role+" LOGIN"); err != nil {
-				t.Error(err)
-			}
-		}
-	}
+	restore := storeOutage(t, admin, db.User)
 	defer restore()
-	if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", db.User); err != nil {
-		t.Fatal(err)
-	}
 	// The run ends while the store is out of reach; its end cannot be written.
 	if err := os.WriteFile(release, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -88,4 +73,30 @@ func TestOutcomeRecordedAfterStoreOutage(t *testing.T) {
 	if got.Status != jobs.Succeeded {
 		t.Fatalf("run after the outage: %+v", got)
 	}
+}
+
+// storeOutage puts a store out of reach of its processes: its role, user,
+// may no longer log in and its sessions are ended (admin is a superuser's
+// connection). restore lets it log in again; it is safe to call twice.
+func storeOutage(t *testing.T, admin *pgx.Conn, user string) (restore func()) {
+	t.Helper()
+	ctx := context.Background()
+	role := pgx.Identifier{user}.Sanitize()
+	if _, err := admin.Exec(ctx, "ALTER ROLE "+role+" NOLOGIN"); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore = func() {
+		if !restored {
+			restored = true
+			if _, err := admin.Exec(ctx, "ALTER ROLE "+role+" LOGIN"); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", user); err != nil {
+		restore()
+		t.Fatal(err)
+	}
+	return restore
 }
