@@ -224,6 +224,10 @@ type TunnelView struct {
 	// PendingHostKeyFingerprint is a presented key waiting for approval.
 	PendingHostKeyFingerprint string     `json:"pending_host_key_fingerprint,omitempty"`
 	PendingHostKeySeen        *time.Time `json:"pending_host_key_seen,omitempty"`
+	// HostKeyUnverified is true when the bastion's pinned keys were only
+	// given with the connection, never presented by it: approving the key
+	// it presents replaces no confirmed pin, so an editor may.
+	HostKeyUnverified bool `json:"host_key_unverified,omitempty"`
 	// KeyUsedAt is when an SSH login with the key last succeeded.
 	KeyUsedAt *time.Time `json:"key_used_at,omitempty"`
 	// Auth is how pgrelay logs in: certificate, or absent for the key pair.

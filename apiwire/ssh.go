@@ -27,6 +27,10 @@ type HopView struct {
 	// PendingHostKeyFingerprint is a presented key waiting for approval.
 	PendingHostKeyFingerprint string     `json:"pending_host_key_fingerprint,omitempty"`
 	PendingHostKeySeen        *time.Time `json:"pending_host_key_seen,omitempty"`
+	// HostKeyUnverified is true when the hop's pinned keys were only given
+	// with the connection, never presented by it: approving the key it
+	// presents replaces no confirmed pin, so an editor may.
+	HostKeyUnverified bool `json:"host_key_unverified,omitempty"`
 	// OwnKey is true when the hop logs in with a key pair of its own;
 	// OwnPublicKey is that key's line, OwnKeyFingerprint its fingerprint.
 	OwnKey            bool   `json:"own_key,omitempty"`

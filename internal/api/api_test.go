@@ -427,6 +427,21 @@ func TestAPI(t *testing.T) {
 		}
 		_, err = c.TrustHostKey(bg, "tun", "not-a-fingerprint")
 		wantFields(t, err, "fingerprint")
+		// An editor may not replace the pin: the stored password would go
+		// to whatever presents the new key. Nor by giving the key.
+		editor := srv.Client(t, srv.Token(t, "pins-editor", auth.Editor).Token)
+		_, err = editor.TrustHostKey(bg, "tun", newFP)
+		if ce := wantAPIError(t, err, http.StatusForbidden, api.CodeForbidden); !strings.Contains(ce.Message, "needs the admin role") {
+			t.Fatalf("editor approving a changed host key: %s", ce.Message)
+		}
+		given := spec.Clone()
+		given.Password = secret.Value{}
+		given.Tunnel.KnownHost = sshkey.AuthorizedKey(b.HostKey, "")
+		_, err = editor.UpdateConnection(bg, "tun", given, nil)
+		wantAPIError(t, err, http.StatusForbidden, api.CodeForbidden)
+		if v, _ := c.GetConnection(bg, "tun"); v.SSHTunnel.HostKeyFingerprint != oldFP || v.SSHTunnel.PendingHostKeyFingerprint != newFP {
+			t.Fatalf("after an editor's refused approval: %+v", v.SSHTunnel)
+		}
 		v, err = c.TrustHostKey(bg, "tun", newFP)
 		if err != nil || v.SSHTunnel.HostKeyFingerprint != newFP || v.SSHTunnel.PendingHostKeyFingerprint != "" {
 			t.Fatalf("trust: %+v, %v", v, err)

@@ -166,6 +166,10 @@ func classify(err error) (int, ErrorBody) {
 		return http.StatusServiceUnavailable, ErrorBody{Code: CodeUnavailable, Message: err.Error()}
 	case errors.Is(err, app.ErrInvalid):
 		return http.StatusUnprocessableEntity, ErrorBody{Code: CodeInvalid, Message: err.Error()}
+	case errors.Is(err, app.ErrForbidden):
+		// The role allows the route but not this change (a pinned host
+		// key replaced by an editor); the message says who may.
+		return http.StatusForbidden, ErrorBody{Code: CodeForbidden, Message: err.Error()}
 	case errors.As(err, &denied):
 		// The message names the address, the rule and the setting; no secret.
 		return http.StatusUnprocessableEntity, ErrorBody{Code: CodeNetworkDenied, Message: err.Error()}

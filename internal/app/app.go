@@ -144,6 +144,9 @@ var (
 	ErrConflict = store.ErrConflict
 	// ErrInvalid: the request is not acceptable (besides field validation).
 	ErrInvalid = errors.New("invalid request")
+	// ErrForbidden: the request's role allows the route but not what this
+	// request would do there (e.g. replacing a pinned host key).
+	ErrForbidden = errors.New("forbidden")
 )
 
 // InvalidError is a request error that is not about one field.

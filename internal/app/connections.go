@@ -87,6 +87,9 @@ type TunnelView struct {
 	// presented, waiting for approval.
 	PendingHostKeyFingerprint string     `json:"pending_host_key_fingerprint,omitempty"`
 	PendingHostKeySeen        *time.Time `json:"pending_host_key_seen,omitempty"`
+	// HostKeyUnverified is true when the bastion's pinned keys were only
+	// given with the connection, never presented by it (HopView).
+	HostKeyUnverified bool `json:"host_key_unverified,omitempty"`
 	// KeyUsedAt is when an SSH login to this bastion with this key last
 	// succeeded (in a test, query, run or proxy; recorded at most once a
 	// minute); nil until one did, so the key may not be installed yet.
@@ -152,6 +155,7 @@ func view(c *store.Connection) *ConnectionView {
 			first := v.SSHHops[0]
 			tv.HostKeyFingerprint, tv.HostKeyFingerprints = first.HostKeyFingerprint, first.HostKeyFingerprints
 			tv.PendingHostKeyFingerprint, tv.PendingHostKeySeen = first.PendingHostKeyFingerprint, first.PendingHostKeySeen
+			tv.HostKeyUnverified = first.HostKeyUnverified
 		}
 		v.SSHTunnel = tv
 	}
@@ -350,6 +354,13 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 		c.SealedPassword = nil
 	}
 	pins := readPins(c, &old)
+	for addr, keys := range known {
+		if replacesPins(findPins(pins, addr), keys) {
+			if err := mayReplacePins(ctx, name, addr); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if password == nil && len(c.SealedPassword) > 0 && !old.Endpoint().Covers(spec.Endpoint()) {
 		return nil, &ValidationError{Subject: fielderr.Connection, Problems: []fielderr.Problem{
 			connection.PasswordAgainProblem(old.Endpoint(), spec.Endpoint())}}
@@ -595,6 +606,12 @@ func (s *Service) TrustHostKey(ctx context.Context, name, fingerprint string) (_
 	}
 	if match == nil {
 		return nil, invalidf("fingerprint %s does not match the host key the bastion presented (%s); check the key on the bastion with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`", fingerprint, strings.Join(got, " or "))
+	}
+	if presented, err := sshkey.ParsePublic(match.Pending); err == nil && replacesPins(match, []ssh.PublicKey{presented}) {
+		// A changed key, not a first one.
+		if err := mayReplacePins(ctx, name, match.Addr); err != nil {
+			return nil, err
+		}
 	}
 	match.Keys = []string{match.Pending}
 	match.Pending, match.PendingSeen = "", time.Time{}

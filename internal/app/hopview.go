@@ -22,6 +22,11 @@ type HopView struct {
 	// pinned, waiting for approval (trust-host-key).
 	PendingHostKeyFingerprint string     `json:"pending_host_key_fingerprint,omitempty"`
 	PendingHostKeySeen        *time.Time `json:"pending_host_key_seen,omitempty"`
+	// HostKeyUnverified is true when every pinned key was given with the
+	// connection and the hop has not presented one yet: approving the key
+	// it presents then replaces no key a handshake confirmed, so an editor
+	// may; replacing a confirmed pin needs an admin.
+	HostKeyUnverified bool `json:"host_key_unverified,omitempty"`
 	// OwnKey is true when the hop logs in with a key pair of its own
 	// rather than the connection's; OwnPublicKey is that key's
 	// authorized_keys line and OwnKeyFingerprint its fingerprint.
@@ -55,6 +60,7 @@ func hopViews(c *store.Connection) []HopView {
 			if len(hv.HostKeyFingerprints) > 0 {
 				hv.HostKeyFingerprint = hv.HostKeyFingerprints[0]
 			}
+			hv.HostKeyUnverified = pinsUnverified(e)
 			if len(hv.HostKeyFingerprints) < 2 {
 				hv.HostKeyFingerprints = nil
 			}

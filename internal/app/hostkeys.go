@@ -1,8 +1,10 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -79,13 +81,19 @@ func knownHostKeys(spec *connection.Spec) (map[string][]ssh.PublicKey, error) {
 
 // pinKnownHostKeys pins the keys given for each hop of c (replacing that
 // hop's pins and forgetting a key of it waiting for approval), and keeps
-// only the pins of c's hops.
+// only the pins of c's hops. A key given that the hop has already been
+// seen presenting stays verified: given again, it is not a guess.
 func pinKnownHostKeys(c *store.Connection, pins []store.HopHostKeys, known map[string][]ssh.PublicKey) {
 	for addr, keys := range known {
 		e := pinsAt(&pins, addr)
+		verified := verifiedPins(e)
 		e.Keys = nil
 		for _, k := range keys {
-			e.Keys = append(e.Keys, sshkey.AuthorizedKey(k, givenPin))
+			comment := givenPin
+			if slices.ContainsFunc(verified, func(v ssh.PublicKey) bool { return bytes.Equal(v.Marshal(), k.Marshal()) }) {
+				comment = ""
+			}
+			e.Keys = append(e.Keys, sshkey.AuthorizedKey(k, comment))
 		}
 		e.Pending, e.PendingSeen = "", time.Time{}
 	}

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/store"
@@ -68,6 +69,48 @@ func findPins(pins []store.HopHostKeys, addr string) *store.HopHostKeys {
 // the next connection would trust whatever key answers there on first
 // use, with the stored password not asked for again.
 func sameHopAddr(a, b string) bool { return strings.EqualFold(a, b) }
+
+// replacesPins reports whether pinning keys for a hop whose entry is e
+// would trust a key other than one the hop has been seen presenting: e
+// has a verified pin, and keys are not all among e's pins. Pinning a
+// hop's first keys, keeping some of its pins, or replacing keys that were
+// only given with the connection (never presented by the hop, so most
+// likely a wrong key given) replaces nothing that a handshake confirmed.
+func replacesPins(e *store.HopHostKeys, keys []ssh.PublicKey) bool {
+	if e == nil || len(e.Keys) == 0 || pinsUnverified(e) {
+		return false
+	}
+	for _, k := range keys {
+		pinned := false
+		for _, line := range e.Keys {
+			if p, err := sshkey.ParsePublic(line); err == nil && bytes.Equal(p.Marshal(), k.Marshal()) {
+				pinned = true
+				break
+			}
+		}
+		if !pinned {
+			return true
+		}
+	}
+	return false
+}
+
+// mayReplacePins refuses to replace the pinned host key of the hop at addr
+// unless the request's role allows it (auth.ReplaceHostKey): the
+// connection's stored credentials would then go to whatever presents the
+// new key, so an editor, who may change a connection but only send its
+// credentials where they were saved for, asks an admin. A request without
+// a principal is a local command, run by whoever holds the store and its
+// master key.
+func mayReplacePins(ctx context.Context, name, addr string) error {
+	p := auth.PrincipalFrom(ctx)
+	if p == nil || p.Role.Can(auth.ReplaceHostKey) {
+		return nil
+	}
+	return fmt.Errorf("%w: replacing the host key pinned for %s of connection %s needs the admin role (token %q has the %s role): "+
+		"the connection's stored credentials would go to whatever presents the new key; ask an admin to check the key "+
+		"on the bastion and approve it", ErrForbidden, addr, name, p.Name, p.Role)
+}
 
 // pinsAt returns the entry of addr, adding an empty one when missing.
 func pinsAt(pins *[]store.HopHostKeys, addr string) *store.HopHostKeys {
@@ -154,6 +197,18 @@ func pinsUnverified(e *store.HopHostKeys) bool {
 		}
 	}
 	return true
+}
+
+// verifiedPins returns e's pinned keys that its hop has been seen
+// presenting (no givenPin comment).
+func verifiedPins(e *store.HopHostKeys) []ssh.PublicKey {
+	var out []ssh.PublicKey
+	for _, line := range e.Keys {
+		if k, comment, _, _, err := ssh.ParseAuthorizedKey([]byte(line)); err == nil && comment != givenPin {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // hasGivenPin reports whether one of e's pins is still unverified.

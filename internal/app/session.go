@@ -49,8 +49,8 @@ func (e *HostKeyChangedError) Error() string {
 		bastion = "SSH " + e.Hop
 	}
 	if e.Err.PinnedNotOffered() {
-		return fmt.Sprintf("connection %s: %s did not present a pinned host key: %s; %s: "+
-			"pgrelay connection trust-host-key %s --fingerprint %s",
+		return fmt.Sprintf("connection %s: %s did not present a pinned host key: %s; %s "+
+			"(on a server, an admin: replacing a pinned key needs the admin role): pgrelay connection trust-host-key %s --fingerprint %s",
 			e.Connection, bastion, e.Err.NotOfferedText(), e.Err.NotOfferedFix(), e.Connection, e.Err.Presented)
 	}
 	if e.Unverified && len(e.Err.Pinned) > 0 {
@@ -73,7 +73,8 @@ func (e *HostKeyChangedError) Error() string {
 	}
 	return fmt.Sprintf("connection %s: host key of %s does not match the pinned key: pinned %s, presented %s. "+
 		"This can mean the bastion was rebuilt, or that someone is intercepting the connection. "+
-		"Check the bastion's key (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the bastion); if it is expected, approve it: "+
+		"Check the bastion's key (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the bastion); if it is expected, approve it "+
+		"(on a server, an admin: replacing a pinned key needs the admin role): "+
 		"pgrelay connection trust-host-key %s --fingerprint %s",
 		e.Connection, bastion, joinFingerprints(e.Err.Pinned), e.Err.Presented, e.Connection, e.Err.Presented)
 }

@@ -57,6 +57,11 @@ const (
 	ManageCA Action = "manage_ca"
 	// ReadAudit reads the audit log.
 	ReadAudit Action = "read_audit"
+	// ReplaceHostKey replaces the host key pinned for an SSH hop, by
+	// approving a changed key or giving other keys (admins only): the
+	// connection's stored credentials then go to whatever presents the
+	// new key. Pinning a hop's first key is part of Write.
+	ReplaceHostKey Action = "replace_host_key"
 )
 
 // Can reports whether role r may perform action a.

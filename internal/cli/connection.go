@@ -512,7 +512,15 @@ func (r *runner) connTrustHostKeyCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "trust-host-key NAME --fingerprint SHA256:...",
 		Short: "Approve the host key a bastion presented (a changed key, or a first one under --host-key-policy approve)",
-		Args:  exactArgs(1, "NAME"),
+		Long: `Approve the host key a bastion presented: a changed key, or a first one under
+--host-key-policy approve. Check the fingerprint on the bastion first
+(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub).
+
+Against a server, replacing a key that is pinned needs an admin token: the
+connection's stored credentials would go to whatever presents the new key. An
+editor may approve a first key, or the key presented instead of one that was
+only given with the connection (--ssh-known-host) and never presented.`,
+		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if fingerprint == "" {
 				return usagef("--fingerprint is required: the SHA256 fingerprint of the new host key, as shown in the error or by `pgrelay connection show %s`", args[0])

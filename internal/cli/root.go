@@ -403,7 +403,7 @@ func exitCode(err error) int {
 		return exitUsage
 	case errors.Is(err, app.ErrNotFound):
 		return exitNotFound
-	case errors.Is(err, app.ErrUnauthenticated), errors.Is(err, client.ErrForbidden):
+	case errors.Is(err, app.ErrUnauthenticated), errors.Is(err, client.ErrForbidden), errors.Is(err, app.ErrForbidden):
 		return exitAuth
 	}
 	return exitFailure

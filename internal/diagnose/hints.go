@@ -205,7 +205,8 @@ func (r *runner) hintHandshake(addr string, err error) string {
 		}
 		return fmt.Sprintf("The bastion did not present a pinned host key: %s. To keep the pinned key, let the bastion "+
 			"offer one of %s (HostKeyAlgorithms in /etc/ssh/sshd_config) and reload sshd; or confirm %s with the bastion's "+
-			"administrator (on the bastion: ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub) and approve it: %s. Nothing was sent to the bastion.",
+			"administrator (on the bastion: ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub) and approve it (on a server, an admin: replacing a "+
+			"pinned key needs the admin role): %s. Nothing was sent to the bastion.",
 			mismatch.NotOfferedText(), strings.Join(mismatch.PinnedAlgorithms, ", "), mismatch.Presented, approve)
 	case errors.As(err, &mismatch) && len(mismatch.Pinned) > 0 && r.cur != nil && r.cur.in.HostKeysUnverified:
 		return r.hintWrongKeyGiven(addr, mismatch)
@@ -218,7 +219,8 @@ func (r *runner) hintHandshake(addr string, err error) string {
 		}
 		return fmt.Sprintf("The bastion's host key changed: %s is pinned, but it presented %s. If the bastion was rebuilt or "+
 			"its keys were replaced, confirm the new fingerprint with its administrator (on the bastion: "+
-			"ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and approve it: %s. Otherwise someone may be intercepting "+
+			"ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and approve it (on a server, an admin: replacing a pinned key needs "+
+			"the admin role): %s. Otherwise someone may be intercepting "+
 			"the connection: do not approve it. Nothing was sent to the bastion.",
 			strings.Join(mismatch.Pinned, " or "), mismatch.Presented, approve)
 	case errors.As(err, &mismatch):

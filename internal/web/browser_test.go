@@ -435,6 +435,23 @@ func TestBrowser(t *testing.T) {
 		}
 	})
 
+	t.Run("EditorAsksAnAdmin", func(t *testing.T) {
+		// Replacing a pinned host key is an admin's: an editor sees the
+		// change, and who may approve it, but no button.
+		editor := newTab(t, browser, s.URL)
+		editor.open("/connections/analytics-eu")
+		editor.login(s.Tokens[auth.Editor].Token)
+		if !editor.has("#host-key-change") || editor.has("#approve-host-key") {
+			t.Fatalf("editor: alert shown %v, approve button shown %v", editor.has("#host-key-change"), editor.has("#approve-host-key"))
+		}
+		if got := editor.text("#approve-needs-admin"); !strings.Contains(got, "Ask an admin") {
+			t.Fatalf("editor is told %q", got)
+		}
+		if !editor.has("#edit") {
+			t.Error("editor does not see Edit")
+		}
+	})
+
 	must(t, t.Run("HostKeyChange", func(t *testing.T) {
 		admin.t = t
 		admin.open("/connections")

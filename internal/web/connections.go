@@ -254,6 +254,7 @@ func (u *UI) formError(w http.ResponseWriter, r *http.Request, s *session, pf *p
 		return false
 	}
 	var ve *app.ValidationError
+	status := http.StatusUnprocessableEntity
 	switch {
 	case errors.As(err, &ve):
 		pf.form.addProblems(ve.Fields())
@@ -262,11 +263,14 @@ func (u *UI) formError(w http.ResponseWriter, r *http.Request, s *session, pf *p
 			"a connection named %q already exists: choose another name, or edit that one", pf.spec.Name)})
 	case errors.Is(err, app.ErrConflict):
 		pf.form.addProblems(map[string]string{"form": "someone else changed this connection meanwhile: reload the page to see their changes, then edit again"})
+	case errors.Is(err, app.ErrForbidden):
+		status = http.StatusForbidden
+		pf.form.addProblems(map[string]string{"form": strings.TrimPrefix(err.Error(), app.ErrForbidden.Error()+": ")})
 	default:
 		u.appError(w, r, pf.form.Name, err)
 		return true
 	}
-	u.renderForm(w, r, s, http.StatusUnprocessableEntity, pf.form)
+	u.renderForm(w, r, s, status, pf.form)
 	return true
 }
 
@@ -343,17 +347,21 @@ func (u *UI) trustHostKey(w http.ResponseWriter, r *http.Request, s *session) {
 	name := r.PathValue("name")
 	_, err := u.cfg.App.TrustHostKey(r.Context(), name, r.PostFormValue("fingerprint"))
 	var ve *app.ValidationError
-	if errors.Is(err, app.ErrInvalid) || errors.As(err, &ve) {
+	if errors.Is(err, app.ErrInvalid) || errors.Is(err, app.ErrForbidden) || errors.As(err, &ve) {
 		d, lerr := u.loadShow(r, name)
 		if lerr != nil {
 			u.appError(w, r, name, lerr)
 			return
 		}
+		status := http.StatusConflict
 		d.TrustError = strings.TrimPrefix(err.Error(), app.ErrInvalid.Error()+": ")
+		if errors.Is(err, app.ErrForbidden) {
+			status, d.TrustError = http.StatusForbidden, strings.TrimPrefix(err.Error(), app.ErrForbidden.Error()+": ")
+		}
 		if ve != nil && len(ve.Problems) > 0 {
 			d.TrustError = ve.Problems[0].Problem
 		}
-		u.render(w, r, http.StatusConflict, "show", &page{Title: name, Nav: "connections", Session: s, Data: d})
+		u.render(w, r, status, "show", &page{Title: name, Nav: "connections", Session: s, Data: d})
 		return
 	}
 	if err != nil {

@@ -40,6 +40,12 @@ func (s *session) CanWrite() bool { return s != nil && s.Principal.Role.Can(auth
 // connections).
 func (s *session) CanRun() bool { return s != nil && s.Principal.Role.Can(auth.Use) }
 
+// CanReplaceHostKey reports whether the session may approve a changed
+// host key (admins only).
+func (s *session) CanReplaceHostKey() bool {
+	return s != nil && s.Principal.Role.Can(auth.ReplaceHostKey)
+}
+
 type sessionKey struct{}
 
 func sessionFrom(r *http.Request) *session {
