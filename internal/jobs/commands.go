@@ -3,6 +3,7 @@ package jobs
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -242,10 +243,17 @@ type WorkdirError struct {
 	Resolved string
 	Allowed  []string
 	Err      error
+	// User is the user commands run as (--run-as) when Workdir was
+	// resolved with that user's permissions, else "".
+	User string
 }
 
 func (e *WorkdirError) Error() string {
 	if e.Err != nil {
+		if e.User != "" && errors.Is(e.Err, fs.ErrPermission) {
+			return fmt.Sprintf("workdir %s: %v: user %s must be able to enter the workdir (search permission on it and on every directory above it)",
+				e.Workdir, e.Err, e.User)
+		}
 		return fmt.Sprintf("workdir %s: %v", e.Workdir, e.Err)
 	}
 	via := ""
@@ -262,16 +270,38 @@ func (e *WorkdirError) Unwrap() error { return e.Err }
 // it with its symlinks resolved ("" for an empty workdir). A workdir that
 // does not exist yet is accepted when mayNotExist (an earlier step may make
 // it; it is checked again when its step starts).
+//
+// With RunAs, the workdir is resolved with that user's permissions (see
+// RunAs.asUser), not this process's: the editor who wrote the step learns
+// from the answer no more than a command of the user could, not whether a
+// path exists or where a symlink points in a directory the user cannot
+// enter, and a step cannot run in a directory the user reaches only
+// through a path it cannot follow. A workdir the user cannot reach is then
+// also accepted when mayNotExist (an earlier step may open it up).
+//
+// Without Workdirs nothing is checked here: the command's own change to
+// its workdir is the check, with RunAs made by the child process after it
+// became the user (in os/exec, SysProcAttr.Credential is applied before
+// the chdir: syscall's forkAndExecInChild1 on Linux).
 func (p CommandPolicy) workdir(dir string, mayNotExist bool) (string, error) {
 	if dir == "" || len(p.Workdirs) == 0 {
 		return dir, nil
 	}
-	resolved, err := filepath.EvalSymlinks(dir)
+	var resolved, user string
+	var err error
+	if p.RunAs == nil {
+		resolved, err = filepath.EvalSymlinks(dir)
+	} else {
+		user = p.RunAs.Name
+		if serr := p.RunAs.asUser(func() { resolved, err = filepath.EvalSymlinks(dir) }); serr != nil {
+			return "", &WorkdirError{Workdir: dir, Err: serr}
+		}
+	}
 	if err != nil {
-		if mayNotExist && errors.Is(err, os.ErrNotExist) {
+		if mayNotExist && (errors.Is(err, fs.ErrNotExist) || user != "" && errors.Is(err, fs.ErrPermission)) {
 			return "", nil
 		}
-		return "", &WorkdirError{Workdir: dir, Err: err}
+		return "", &WorkdirError{Workdir: dir, Err: err, User: user}
 	}
 	for _, root := range p.Workdirs {
 		if within(root, resolved) {

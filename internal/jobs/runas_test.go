@@ -196,6 +196,117 @@ func TestRunAsUserCannotRedirectRunFiles(t *testing.T) {
 	}
 }
 
+// TestRunAsWorkdirCheckedAsTheUser: with --run-as, a step's workdir is
+// resolved and checked with the run-as user's permissions, not pgrelay's
+// (root's): in a directory that user cannot enter, an editor learns from
+// the run's reason neither whether a path exists nor where a symlink
+// points, and a symlink there into an allowed directory does not let the
+// step run. What the user can see is reported as before: a missing
+// workdir, a symlink out of --allow-workdir.
+func TestRunAsWorkdirCheckedAsTheUser(t *testing.T) {
+	u := testenv.NewOSUser(t)
+	e := setupDirect(t)
+	ra, err := jobs.LookupRunAs(u.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Directories every user may enter, but for private (root's, 0700).
+	base, err := os.MkdirTemp("", "pgrelay-workdir-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(base) })
+	if base, err = filepath.EvalSymlinks(base); err != nil {
+		t.Fatal(err)
+	}
+	allowed, outside := filepath.Join(base, "allowed"), filepath.Join(base, "outside")
+	private := filepath.Join(allowed, "private")
+	project := filepath.Join(allowed, "project")
+	for _, d := range []string{base, allowed, outside, project, private, filepath.Join(private, "exists")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for link, target := range map[string]string{
+		filepath.Join(private, "to-outside"): outside,
+		filepath.Join(private, "to-project"): project,
+		filepath.Join(allowed, "escape"):     outside,
+	} {
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wds, err := jobs.ResolveWorkdirs([]string{allowed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.runner(t)
+	r.Commands.RunAs = ra
+	r.Commands.Workdirs = wds
+	run := func(workdir string) (jobs.Result, string) {
+		t.Helper()
+		var rec recorder
+		res := r.Run(context.Background(), job("direct", jobs.Step{Command: []string{"sh", "-c", "pwd"}, Workdir: workdir}), rec.hooks())
+		return res, rec.text()
+	}
+
+	// What the user may see: as before.
+	if res, log := run(project); res.Status != jobs.Succeeded || !strings.Contains(log, "[0 stdout] "+project) {
+		t.Errorf("allowed workdir: %+v\n%s", res, log)
+	}
+	gone := filepath.Join(allowed, "gone")
+	if res, _ := run(gone); res.Status != jobs.Failed ||
+		!strings.Contains(res.Reason, "workdir "+gone+": lstat "+gone+": no such file or directory") {
+		t.Errorf("missing workdir the user can see: %+v", res)
+	}
+	escape := filepath.Join(allowed, "escape")
+	if res, _ := run(escape); res.Status != jobs.Failed || !strings.Contains(res.Reason,
+		"refused, nothing was run: workdir "+escape+" is not allowed (it resolves to "+outside+"): "+
+			"command steps run only inside the directories given with --allow-workdir ("+allowed+")") {
+		t.Errorf("symlink out of the allowed directory: %+v", res)
+	}
+
+	// What only root may see: one answer for all, the user's.
+	private1 := func(policy string) {
+		t.Helper()
+		reasons := map[string][]string{}
+		for _, name := range []string{"exists", "missing", "to-outside", "to-project"} {
+			w := filepath.Join(private, name)
+			res, log := run(w)
+			if res.Status != jobs.Failed || strings.Contains(log, "[0 stdout]") {
+				t.Errorf("%s: workdir %s the user cannot reach: %+v\n%s", policy, w, res, log)
+			}
+			for _, leak := range []string{"no such file", outside, project, "not allowed"} {
+				if strings.Contains(res.Reason, leak) {
+					t.Errorf("%s: workdir %s: the reason tells %q: %s", policy, w, leak, res.Reason)
+				}
+			}
+			if !strings.Contains(res.Reason, "permission denied") || !strings.Contains(res.Reason, "user "+u.Name) {
+				t.Errorf("%s: workdir %s: the reason does not say the user cannot enter it: %s", policy, w, res.Reason)
+			}
+			r := strings.ReplaceAll(res.Reason, w, "WORKDIR")
+			reasons[r] = append(reasons[r], name)
+		}
+		if len(reasons) != 1 {
+			t.Errorf("%s: an editor can tell these workdirs apart by the run's reason:", policy)
+			for r, names := range reasons {
+				t.Errorf("  %v: %s", names, r)
+			}
+		}
+	}
+	private1("--allow-workdir")
+	// Without --allow-workdir, the command's own chdir (as the user)
+	// is the only check.
+	r.Commands.Workdirs = nil
+	private1("no --allow-workdir")
+}
+
 func TestLookupRunAsRefusesRoot(t *testing.T) {
 	t.Parallel()
 	if _, err := jobs.LookupRunAs("root"); err == nil || !strings.Contains(err.Error(), "--run-as root: that is root") {

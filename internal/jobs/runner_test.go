@@ -51,14 +51,10 @@ func setupOwnBastion(t *testing.T, interval time.Duration, count int) *env {
 
 func setupWith(t *testing.T, interval time.Duration, count int, b *testenv.Bastion) *env {
 	t.Helper()
-	e := &env{b: b}
-	e.pg = testenv.SharedPostgres(t, testenv.PostgresOptions{})
-	d := e.pg.NewDatabase(t)
-	e.db, e.user, e.pw = d.Name, d.User, d.Password
+	e := setupDirect(t)
+	e.b = b
 	e.fp = testenv.StartFaultProxy(t, e.b.Addr())
-	e.svc, e.storeFile = newServiceAt(t)
-	ctx := context.Background()
-	v, err := e.svc.CreateConnection(ctx, connection.Spec{Name: "wh", Host: e.pg.Host, Port: e.pg.Port,
+	v, err := e.svc.CreateConnection(context.Background(), connection.Spec{Name: "wh", Host: e.pg.Host, Port: e.pg.Port,
 		Database: e.db, User: e.user, Password: secret.New(e.pw), SSLMode: connection.SSLDisable, Schema: "marts",
 		Tunnel: &connection.Tunnel{Host: e.fp.Host(), Port: e.fp.Port(), User: e.b.User,
 			KeepaliveInterval: connection.Duration(interval), KeepaliveCountMax: count}})
@@ -66,7 +62,19 @@ func setupWith(t *testing.T, interval time.Duration, count int, b *testenv.Basti
 		t.Fatal(err)
 	}
 	e.b.Authorize(t, v.SSHTunnel.PublicKey)
-	if _, err := e.svc.CreateConnection(ctx, connection.Spec{Name: "direct", Host: e.pg.Host, Port: e.pg.Port,
+	return e
+}
+
+// setupDirect is setup without a bastion: the env has only the direct
+// connection "direct" (no b, no fp, no "wh"), for tests of what runs
+// around the connection.
+func setupDirect(t *testing.T) *env {
+	t.Helper()
+	e := &env{pg: testenv.SharedPostgres(t, testenv.PostgresOptions{})}
+	d := e.pg.NewDatabase(t)
+	e.db, e.user, e.pw = d.Name, d.User, d.Password
+	e.svc, e.storeFile = newServiceAt(t)
+	if _, err := e.svc.CreateConnection(context.Background(), connection.Spec{Name: "direct", Host: e.pg.Host, Port: e.pg.Port,
 		Database: e.db, User: e.user, Password: secret.New(e.pw), SSLMode: connection.SSLDisable}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,11 @@
+//go:build !linux
+
+package jobs
+
+import "errors"
+
+// asUser would call f with the user's file permissions; that is done on
+// Linux only, where --run-as works.
+func (r *RunAs) asUser(func()) error {
+	return errors.New("checking paths with another user's permissions needs Linux")
+}
