@@ -158,6 +158,9 @@ type Cleanup struct {
 	Message   string    `json:"message"`
 	Attempts  int       `json:"attempts"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// RunAttempt is the attempt of the run whose statements it is about
+	// (absent when not known).
+	RunAttempt int `json:"run_attempt,omitempty"`
 }
 
 // RunList is the body of GET /runs.

@@ -348,6 +348,43 @@ func TestRunHealthIsTheConnections(t *testing.T) {
 	}
 }
 
+// TestSupersededAttemptHealth: an attempt whose run another process
+// resolved first (its reaper declared the worker lost, and failed the run
+// or queued it again) is not the run's outcome: its success no longer
+// counts in the connection's health (it turned a failing connection ok,
+// for a run recorded failed). Its connection failing still counts: the
+// tunnel dropped whatever became of the run.
+func TestSupersededAttemptHealth(t *testing.T) {
+	t.Parallel()
+	f := newService(t)
+	ctx := context.Background()
+	if _, err := f.svc.CreateConnection(ctx, spec("wh")); err != nil {
+		t.Fatal(err)
+	}
+	job := jobs.Job{Name: "j", Connection: "wh"}
+	recent := func() []store.ConnectionCheck {
+		v, err := f.svc.GetConnection(ctx, "wh")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Health == nil {
+			return nil
+		}
+		return v.Health.Recent
+	}
+	dropped := &app.TunnelDroppedError{Connection: "wh", Err: &tunnel.DroppedError{Addr: "bastion:22", Err: errors.New("keepalive unanswered")}}
+	f.svc.RunEnded(ctx, job, "r1", jobs.Manual, jobs.Result{Status: jobs.Failed, Err: dropped}, time.Second)
+	f.svc.RunEnded(ctx, job, "r2", jobs.Manual, jobs.Result{Status: jobs.Succeeded, Superseded: true}, time.Second)
+	if got := recent(); len(got) != 1 || got[0].Detail != "r1" || got[0].OK {
+		t.Fatalf("health after a superseded attempt succeeded: %+v; want only r1's failure", got)
+	}
+	f.svc.RunEnded(ctx, job, "r3", jobs.Manual, jobs.Result{Status: jobs.Succeeded}, time.Second)
+	f.svc.RunEnded(ctx, job, "r4", jobs.Manual, jobs.Result{Status: jobs.Failed, Err: dropped, Superseded: true}, time.Second)
+	if got := recent(); len(got) != 3 || got[0].Detail != "r4" || got[0].OK {
+		t.Fatalf("health after a superseded attempt lost its tunnel: %+v; want r4's failure first", got)
+	}
+}
+
 // TestHealthOKAfterAUseThatWorked: a query (or any use) that succeeds
 // after a failed test makes the connection ok again; it used to stay
 // failing until the next test or run.

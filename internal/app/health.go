@@ -144,13 +144,17 @@ func checkSource(ctx context.Context) string {
 // failed because the connection could not be opened or dropped. A run
 // cancelled, timed out or failed by a step of its own (a SQL error, a
 // command's exit code) says nothing of it and is not recorded there,
-// unless its tunnel dropped as well. The
-// job queue calls it (queue.Config.RunEnded).
+// unless its tunnel dropped as well. A superseded attempt (res.Superseded:
+// another process resolved the run first) is not the run's outcome: its
+// success is not recorded, only its connection failing (a real drop, a
+// connection that could not be opened), which is what the connection did
+// whatever became of the run. The job queue calls it
+// (queue.Config.RunEnded).
 func (s *Connector) RunEnded(ctx context.Context, job jobs.Job, runID string, trigger jobs.Trigger, res jobs.Result, d time.Duration) {
 	if s.metrics != nil {
 		s.metrics.RunEnded(string(res.Status), d)
 	}
-	if res.Status != jobs.Succeeded && !connectionFailed(res.Err) {
+	if !connectionFailed(res.Err) && (res.Status != jobs.Succeeded || res.Superseded) {
 		return
 	}
 	c, err := s.store.GetConnection(ctx, job.Connection)

@@ -61,6 +61,11 @@ type Cleanup struct {
 	// Attempts counts cleanup attempts (more than one after a tunnel drop).
 	Attempts  int       `json:"attempts"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// RunAttempt is the attempt of the run whose statements this cleanup
+	// is about (0 when not known): a store keeps a final outcome against
+	// a late pending record of the same attempt, and a newer attempt's
+	// record against an older attempt's (store.BackendStore.PutRunCleanup).
+	RunAttempt int `json:"run_attempt,omitempty"`
 }
 
 // Summarize sets Message from the lists.

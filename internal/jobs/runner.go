@@ -165,6 +165,11 @@ type Result struct {
 	// started (the command printed the server's error itself, if at all).
 	// The run's log says it too.
 	Next string
+	// Superseded is set by the job queue, not by Run: this attempt's
+	// outcome is not the run's, which another process resolved first (its
+	// reaper declared the attempt's worker lost, and ended the attempt or
+	// queued the run again). Status and Err say what the attempt did.
+	Superseded bool
 }
 
 // CancelledError is the cause of a cancelled run.

@@ -194,9 +194,9 @@ type Queue struct {
 	active    map[string][]*activeRun
 	schedules map[string]string // job name → schedule spec registered
 	// pending are the runs of this process whose cleanup is retried in
-	// the background (their tunnel dropped), with the backends it waits
-	// to stop.
-	pending map[string][]uint32
+	// the background (their tunnel dropped), with the pending record
+	// saved (the backends it waits to stop, the attempt they are of).
+	pending map[string]jobs.Cleanup
 
 	stop chan struct{}
 	// listener hears cancel requests made through other processes sharing
@@ -295,7 +295,7 @@ func New(cfg Config) (*Queue, error) {
 		cfg.PruneInterval = DefaultPruneInterval
 	}
 	q := &Queue{cfg: cfg, active: map[string][]*activeRun{}, schedules: map[string]string{},
-		pending: map[string][]uint32{}, stop: make(chan struct{})}
+		pending: map[string]jobs.Cleanup{}, stop: make(chan struct{})}
 	// Every field Run would default is set here: runs of this runner start
 	// concurrently, and Stop reads them (StopTime).
 	q.runner = &jobs.Runner{Open: cfg.Open, Commands: cfg.Commands, InterruptGrace: jobs.DefaultInterruptGrace,
@@ -498,10 +498,11 @@ var errShutdown = &jobs.InterruptedError{Reason: "the pgrelay process running it
 func (q *Queue) abandonCleanups(ctx context.Context) {
 	q.mu.Lock()
 	pending := q.pending
-	q.pending = map[string][]uint32{}
+	q.pending = map[string]jobs.Cleanup{}
 	q.mu.Unlock()
-	for id, pids := range pending {
-		c := jobs.Cleanup{Status: jobs.CleanupFailed, Remaining: pids, UpdatedAt: q.cfg.Now().UTC()}
+	for id, p := range pending {
+		c := jobs.Cleanup{Status: jobs.CleanupFailed, Remaining: p.Remaining, UpdatedAt: q.cfg.Now().UTC(),
+			RunAttempt: p.RunAttempt}
 		c.Summarize()
 		c.Message = "pgrelay shut down before it could reach the server again to stop the run's statements: " + c.Message +
 			": check pg_stat_activity (SELECT pg_cancel_backend(pid))"

@@ -278,6 +278,9 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 	// only with the next heartbeat, so that a process killed right after
 	// leaves the steps it finished recorded.
 	stepped := make(chan struct{}, 1)
+	// The attempt this execution took: its cleanup records name it, so
+	// that the store keeps a newer attempt's against them.
+	attempt := r.Attempt
 	hooks := jobs.Hooks{
 		Log: logs.add,
 		Backend: func(b jobs.Backend) {
@@ -292,13 +295,19 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 			}
 			// Recorded now, before the retry starts, not with the run's
 			// end below: the retry's outcome (Cleanup), or the shutdown's
-			// (abandonCleanups), may come first, and a pending record
-			// saved after it would replace it.
-			if err := q.cfg.Store.PutRunCleanup(ctx, id, &c); err != nil {
+			// (abandonCleanups), may come first. The store keeps a final
+			// outcome of this attempt against it (another process's
+			// reaper may have declared this worker lost and stopped the
+			// run's sessions already), and a newer attempt's record.
+			c.RunAttempt = attempt
+			if saved, err := q.cfg.Store.PutRunCleanup(ctx, id, &c); err != nil {
 				q.cfg.Logger.ErrorContext(ctx, "could not record the run's cleanup", "run_id", id, "error", err)
+			} else if !saved {
+				q.cfg.Logger.InfoContext(ctx, "pending cleanup not recorded: the run's record has a final one of this attempt, or a newer attempt's",
+					"run_id", id, "attempt", attempt)
 			}
 			q.mu.Lock()
-			q.pending[id] = c.Remaining
+			q.pending[id] = c
 			q.mu.Unlock()
 		},
 		Cleanup: func(c jobs.Cleanup) {
@@ -307,6 +316,7 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 			delete(q.pending, id)
 			q.mu.Unlock()
 			if ours { // else shutdown recorded that it stopped trying
+				c.RunAttempt = attempt
 				q.recordCleanup(ctx, id, c)
 			}
 		},
@@ -337,7 +347,6 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 	// stop the statements it knows of but neither its commands nor the
 	// sessions they open after: this worker stops the run itself then
 	// (fence), not only once its heartbeats reach the store again.
-	attempt := r.Attempt
 	fence := q.fence(stopCtx, id, now, cancel)
 	hbDone := make(chan struct{})
 	var hbWG sync.WaitGroup
@@ -411,22 +420,20 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 	}
 	end := q.cfg.Now().UTC()
 	lateLogged := false
-	var endedElsewhere *jobs.Run
+	// superseded is the run as recorded when this attempt's outcome is
+	// not the run's: another process resolved the run first.
+	var superseded *jobs.Run
 	q.recordOutcome(ctx, id, cur, func(r *jobs.Run) bool {
-		endedElsewhere = nil
-		if r.Worker != q.cfg.Worker || r.Attempt != attempt {
-			// Another worker has the run (the reaper queued it again while
-			// this process's heartbeats could not reach the store): its
-			// record is that worker's now.
-			return false
-		}
-		if r.Status.Terminal() {
-			// Another process ended this attempt (its reaper declared this
-			// worker lost while its heartbeats could not reach the store).
-			// Users and automation act on the first terminal status: it
-			// stands, and the log says what the attempt did (below).
-			ended := *r
-			endedElsewhere = &ended
+		superseded = nil
+		if r.Worker != q.cfg.Worker || r.Attempt != attempt || r.Status.Terminal() {
+			// Another process's reaper declared this worker lost while its
+			// heartbeats could not reach the store, and queued the run
+			// again (another worker may have it now) or ended this
+			// attempt. Its record stands: users and automation act on the
+			// first terminal status, and a retry is that worker's. The log
+			// says what this attempt did (below).
+			was := *r
+			superseded = &was
 			return false
 		}
 		if r.CancelRequested && res.Status != jobs.Cancelled && !lateLogged {
@@ -442,14 +449,21 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 		r.Status, r.Reason, r.EndedAt, r.Steps, r.HeartbeatAt = res.Status, res.Reason, &end, res.Steps, &end
 		return true
 	})
+	if res.Cleanup != nil {
+		res.Cleanup.RunAttempt = attempt
+	}
 	final := res.Cleanup != nil && (res.Cleanup.Status != jobs.CleanupPending || runner.WaitCleanup)
+	res.Superseded = superseded != nil
 	switch {
-	case endedElsewhere != nil:
-		q.reportLateOutcome(ctx, endedElsewhere, res, final)
+	case superseded != nil:
+		q.reportLateOutcome(ctx, superseded, attempt, res, final)
 	case final:
 		// (A pending one was recorded when it began: see CleanupPending.)
-		if err := q.cfg.Store.PutRunCleanup(ctx, id, res.Cleanup); err != nil {
+		if saved, err := q.cfg.Store.PutRunCleanup(ctx, id, res.Cleanup); err != nil {
 			q.cfg.Logger.ErrorContext(ctx, "could not record the run's cleanup", "run_id", id, "error", err)
+		} else if !saved {
+			q.cfg.Logger.InfoContext(ctx, "cleanup not recorded: the run's record has a final one of this attempt, or a newer attempt's",
+				"run_id", id, "attempt", attempt, "outcome", res.Cleanup.Message)
 		}
 	}
 	q.cfg.Logger.InfoContext(ctx, "run ended", "run_id", id, "job", job.Name, "status", res.Status, "reason", res.Reason)
@@ -462,18 +476,16 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 	}
 }
 
-// reportLateOutcome tells of the outcome res of an attempt of run r that
-// another process ended first (its reaper declared this worker lost): r's
-// status, reason and end stay as recorded, and a line in its log says what
-// the attempt actually did. Its cleanup (res.Cleanup, when final says it
-// is its last word) replaces the recorded one only while that is still
-// pending (the reaper's, stopping the sessions it knew of): a done or
-// failed outcome is not lost.
-func (q *Queue) reportLateOutcome(ctx context.Context, r *jobs.Run, res jobs.Result, final bool) {
-	lost := "at an unknown time"
-	if r.EndedAt != nil {
-		lost = "at " + r.EndedAt.UTC().Format(time.RFC3339)
-	}
+// reportLateOutcome tells of the outcome res of attempt attempt of run r
+// (as recorded) that another process resolved first: its reaper declared
+// this worker lost and ended the attempt, or queued the run again (a
+// retry that another worker may have taken since). r's record stays as it
+// is, and a line in its log says what the attempt actually did. Its
+// cleanup (res.Cleanup, when final says it is its last word) is saved on
+// the store's terms (see store.BackendStore.PutRunCleanup): it replaces
+// the reaper's record of this attempt only while that is still pending
+// (stopping the sessions the reaper knew of), and never a newer attempt's.
+func (q *Queue) reportLateOutcome(ctx context.Context, r *jobs.Run, attempt int, res jobs.Result, final bool) {
 	did := "had succeeded"
 	if res.Status != jobs.Succeeded {
 		did = "ended " + string(res.Status)
@@ -481,11 +493,25 @@ func (q *Queue) reportLateOutcome(ctx context.Context, r *jobs.Run, res jobs.Res
 			did += " (" + res.Reason + ")"
 		}
 	}
-	text := fmt.Sprintf("worker %s, declared lost %s, came back: its attempt %s; the run stays %s as recorded then",
-		q.cfg.Worker, lost, did, r.Status)
+	var text string
+	switch {
+	case r.Attempt == attempt && r.Status.Terminal():
+		lost := "at an unknown time"
+		if r.EndedAt != nil {
+			lost = "at " + r.EndedAt.UTC().Format(time.RFC3339)
+		}
+		text = fmt.Sprintf("worker %s, declared lost %s, came back: its attempt %s; the run stays %s as recorded then",
+			q.cfg.Worker, lost, did, r.Status)
+	case r.Attempt == attempt && r.Status == jobs.Queued:
+		text = fmt.Sprintf("worker %s, declared lost, came back: its attempt (%d) %s; the run stays queued for attempt %d, "+
+			"as it was queued again then", q.cfg.Worker, attempt, did, attempt+1)
+	default:
+		text = fmt.Sprintf("worker %s, declared lost, came back: its attempt (%d) %s; the run is attempt %d's now (%s), "+
+			"which this does not change", q.cfg.Worker, attempt, did, r.Attempt, r.Status)
+	}
 	lines := []jobs.LogLine{{Time: q.cfg.Now().UTC(), Stream: jobs.StreamSystem, Step: -1, Text: text}}
 	if final {
-		saved, err := q.cfg.Store.PutRunCleanupIfPending(ctx, r.ID, res.Cleanup)
+		saved, err := q.cfg.Store.PutRunCleanup(ctx, r.ID, res.Cleanup)
 		switch {
 		case err != nil:
 			q.cfg.Logger.ErrorContext(ctx, "could not record the run's cleanup", "run_id", r.ID, "error", err)
@@ -495,10 +521,11 @@ func (q *Queue) reportLateOutcome(ctx context.Context, r *jobs.Run, res jobs.Res
 		}
 	}
 	if err := q.cfg.Store.AppendRunLog(ctx, r.ID, lines); err != nil {
-		q.cfg.Logger.WarnContext(ctx, "could not log the outcome of a run ended elsewhere", "run_id", r.ID, "error", err)
+		q.cfg.Logger.WarnContext(ctx, "could not log the outcome of a run resolved elsewhere", "run_id", r.ID, "error", err)
 	}
-	q.cfg.Logger.WarnContext(ctx, "run was ended by another process while this worker was lost; its record stands",
-		"run_id", r.ID, "recorded", r.Status, "attempt_status", res.Status, "attempt_reason", res.Reason)
+	q.cfg.Logger.WarnContext(ctx, "run was resolved by another process while this worker was lost; its record stands",
+		"run_id", r.ID, "recorded", r.Status, "recorded_attempt", r.Attempt, "attempt", attempt,
+		"attempt_status", res.Status, "attempt_reason", res.Reason)
 }
 
 // logLateCancel says in the log of run id, which ended with res, that a
@@ -572,10 +599,17 @@ func (q *Queue) recordOutcome(ctx context.Context, id string, cur *jobs.Run, f f
 }
 
 // recordCleanup saves a cleanup outcome that came after the run ended,
-// with a line in its log.
+// with a line in its log. The store keeps the run's record when it is a
+// final outcome of the same attempt (c.RunAttempt), saved first, or a
+// newer attempt's: c is then only logged by this process.
 func (q *Queue) recordCleanup(ctx context.Context, id string, c jobs.Cleanup) {
-	if err := q.cfg.Store.PutRunCleanup(ctx, id, &c); err != nil {
+	saved, err := q.cfg.Store.PutRunCleanup(ctx, id, &c)
+	if err != nil {
 		q.cfg.Logger.ErrorContext(ctx, "could not record the run's cleanup", "run_id", id, "error", err)
+	} else if !saved {
+		q.cfg.Logger.InfoContext(ctx, "run cleanup not recorded: the run's record has a final one of this attempt, or a newer attempt's",
+			"run_id", id, "attempt", c.RunAttempt, "status", c.Status, "outcome", c.Message)
+		return
 	}
 	line := jobs.LogLine{Time: q.cfg.Now().UTC(), Stream: jobs.StreamSystem, Step: -1, Text: "cleanup: " + c.Message}
 	if err := q.cfg.Store.AppendRunLog(ctx, id, []jobs.LogLine{line}); err != nil {
@@ -587,7 +621,8 @@ func (q *Queue) recordCleanup(ctx context.Context, id string, c jobs.Cleanup) {
 // lostCleanup is the pending cleanup of a lost run whose process had
 // recorded backends: saved with the write that ends the run (or queues it
 // again), so that no reader sees the run resolved without it while its
-// statements may still run. nil when there are none.
+// statements may still run. nil when there are none. The caller sets its
+// RunAttempt, the lost attempt's.
 func (q *Queue) lostCleanup(backends []jobs.Backend) *jobs.Cleanup {
 	if len(backends) == 0 {
 		return nil
@@ -605,8 +640,10 @@ func (q *Queue) lostCleanup(backends []jobs.Backend) *jobs.Cleanup {
 // had opened (listed before the run was resolved, before a retry may add
 // its own): a process that died cannot cancel its statements, so another
 // one does. The outcome replaces the pending cleanup saved with the run's
-// end (lostCleanup).
-func (q *Queue) stopLostRun(ctx context.Context, r *jobs.Run, backends []jobs.Backend) {
+// end (lostCleanup), unless the lost worker came back and recorded its
+// own first, or a retry of the run (attempt, the lost one, + 1 or more)
+// recorded one since.
+func (q *Queue) stopLostRun(ctx context.Context, r *jobs.Run, attempt int, backends []jobs.Backend) {
 	if len(backends) == 0 {
 		return
 	}
@@ -624,6 +661,7 @@ func (q *Queue) stopLostRun(ctx context.Context, r *jobs.Run, backends []jobs.Ba
 		}()
 		tmpl := jobs.Stopper{Grace: r.Job.StopGraceOr(q.cfg.StopGrace), Count: q.cfg.CountCancels}
 		c := jobs.StopAfterReconnect(cctx, q.cfg.Open, r.Job.Connection, backends, tmpl, 0, 0, q.cfg.Logger)
+		c.RunAttempt = attempt
 		q.recordCleanup(ctx, r.ID, c)
 	}()
 }
@@ -658,7 +696,7 @@ func (q *Queue) reap(ctx context.Context) {
 			continue
 		}
 		pending := q.lostCleanup(backends)
-		retry, resolved := false, false
+		retry, resolved, attempt := false, false, 0
 		lost := fmt.Sprintf("worker %s was lost: no heartbeat since %s (its process died or lost the store)",
 			r.Worker, r.HeartbeatAt.Format(time.RFC3339))
 		_, err = q.updateWith(ctx, r.ID, nil, pending, func(c *jobs.Run) bool {
@@ -666,7 +704,10 @@ func (q *Queue) reap(ctx context.Context) {
 			if c.Status != jobs.Running || c.HeartbeatAt == nil || now.Sub(*c.HeartbeatAt) < q.cfg.LostAfter {
 				return false
 			}
-			resolved = true
+			resolved, attempt = true, c.Attempt
+			if pending != nil {
+				pending.RunAttempt = attempt
+			}
 			if c.Attempt <= c.Job.Retries && !c.CancelRequested {
 				retry = true
 				c.Status, c.Reason, c.StartedAt, c.HeartbeatAt, c.Worker = jobs.Queued, "retrying: "+lost, nil, nil, ""
@@ -702,7 +743,7 @@ func (q *Queue) reap(ctx context.Context) {
 			lines = append(lines, jobs.LogLine{Time: now, Stream: jobs.StreamSystem, Step: -1, Text: "cleanup: " + pending.Message})
 		}
 		_ = q.cfg.Store.AppendRunLog(ctx, r.ID, lines)
-		q.stopLostRun(ctx, r, backends)
+		q.stopLostRun(ctx, r, attempt, backends)
 		if retry {
 			q.cfg.Logger.WarnContext(ctx, "run lost with its worker; retrying", "run_id", r.ID, "worker", r.Worker)
 			if err := q.Enqueue(ctx, r.ID); err != nil {

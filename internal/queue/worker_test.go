@@ -123,21 +123,21 @@ type slowCleanups struct {
 	statuses []jobs.CleanupStatus
 }
 
-func (s *slowCleanups) PutRunCleanup(ctx context.Context, id string, c *jobs.Cleanup) error {
+func (s *slowCleanups) PutRunCleanup(ctx context.Context, id string, c *jobs.Cleanup) (bool, error) {
 	if c.Status == jobs.CleanupPending {
 		select {
 		case <-s.final:
 		case <-time.After(3 * time.Second):
 		}
 	}
-	err := s.Store.PutRunCleanup(ctx, id, c)
+	saved, err := s.Store.PutRunCleanup(ctx, id, c)
 	s.mu.Lock()
 	s.statuses = append(s.statuses, c.Status)
 	s.mu.Unlock()
 	if c.Status != jobs.CleanupPending {
 		s.once.Do(func() { close(s.final) })
 	}
-	return err
+	return saved, err
 }
 
 func (s *slowCleanups) saved() []jobs.CleanupStatus {

@@ -264,15 +264,23 @@ type BackendStore interface {
 	// RunBackends returns the run's backends in the order they were
 	// opened.
 	RunBackends(ctx context.Context, runID string) ([]jobs.Backend, error)
-	// PutRunCleanup saves the run's cleanup outcome, replacing any earlier.
-	PutRunCleanup(ctx context.Context, runID string, c *jobs.Cleanup) error
-	// PutRunCleanupIfPending saves c as the run's cleanup only when it has
-	// none or its saved one is pending, in one statement: a done or failed
-	// outcome is never replaced. It reports whether c was saved.
-	PutRunCleanupIfPending(ctx context.Context, runID string, c *jobs.Cleanup) (bool, error)
+	// PutRunCleanup saves c as the run's cleanup unless the saved one is
+	// to stand, and reports whether c was saved. Records are ordered by
+	// the run's attempt they are about (Cleanup.RunAttempt; 0, not known,
+	// counts as any attempt): a newer attempt's record replaces an older
+	// one's, and is never replaced by it; within one attempt a record
+	// replaces only a pending one, so that a final outcome (done, failed)
+	// is never replaced by a late pending record, nor by another outcome
+	// of that attempt (the first one saved stands), except that done
+	// replaces failed: a process confirmed that nothing runs where another
+	// gave up. The test and the write are one statement: two processes
+	// writing at once cannot both win.
+	PutRunCleanup(ctx context.Context, runID string, c *jobs.Cleanup) (bool, error)
 	// UpdateRunCleanup is UpdateRun and PutRunCleanup of c (for r.ID) in
 	// one transaction: neither is saved without the other, and a reader
-	// never sees the run's new state without c. A nil c is UpdateRun.
+	// never sees the run's new state without c. c is saved on
+	// PutRunCleanup's terms: where the saved cleanup stands, the run's
+	// update is saved alone. A nil c is UpdateRun.
 	UpdateRunCleanup(ctx context.Context, r *jobs.Run, c *jobs.Cleanup) error
 	// RunCleanup returns the run's cleanup outcome, or nil when there was
 	// none.

@@ -355,14 +355,14 @@ func TestRunPages(t *testing.T) {
 	// server cannot be reached, that the statement may still run.
 	done := &jobs.Cleanup{Status: jobs.CleanupDone, Cancelled: []uint32{4312, 4313}, UpdatedAt: now}
 	done.Summarize()
-	if err := s.store.PutRunCleanup(ctx, cancelled.ID, done); err != nil {
+	if _, err := s.store.PutRunCleanup(ctx, cancelled.ID, done); err != nil {
 		t.Fatal(err)
 	}
 	contains(t, "cleanup done", c.get("/runs/"+cancelled.ID).Body, `data-status="done"`,
 		"On the server: cancelled 2 statements on the server (pid 4312, 4313).")
 	pending := &jobs.Cleanup{Status: jobs.CleanupPending, Remaining: []uint32{77}, UpdatedAt: now}
 	pending.Summarize()
-	if err := s.store.PutRunCleanup(ctx, failed.ID, pending); err != nil {
+	if _, err := s.store.PutRunCleanup(ctx, failed.ID, pending); err != nil {
 		t.Fatal(err)
 	}
 	contains(t, "cleanup pending", c.get("/runs/"+failed.ID).Body, `data-status="pending"`,

@@ -71,36 +71,33 @@ func runBackends(ctx context.Context, q querier, runID string) ([]jobs.Backend, 
 }
 
 // PutRunCleanup implements store.BackendStore.
-func (s *Store) PutRunCleanup(ctx context.Context, runID string, c *jobs.Cleanup) (rerr error) {
+func (s *Store) PutRunCleanup(ctx context.Context, runID string, c *jobs.Cleanup) (saved bool, rerr error) {
 	defer markFull(&rerr)
 	return putRunCleanup(ctx, s.pool, runID, c)
 }
 
-func putRunCleanup(ctx context.Context, q querier, runID string, c *jobs.Cleanup) error {
-	b, err := json.Marshal(c)
-	if err != nil {
-		return fmt.Errorf("cleanup of run %s: %w", runID, err)
-	}
-	_, err = q.Exec(ctx, `INSERT INTO pgrelay_run_cleanups (run_id, cleanup) VALUES ($1, $2)
-		ON CONFLICT (run_id) DO UPDATE SET cleanup = excluded.cleanup`, runID, b)
-	if isForeignKeyViolation(err) {
-		return fmt.Errorf("cleanup of run %s: %w", runID, store.ErrNotFound)
-	}
-	if err != nil {
-		return fmt.Errorf("cleanup of run %s: %w", runID, err)
-	}
-	return nil
-}
+// putCleanup saves a run's cleanup ($2) unless the saved one is to stand
+// (see store.BackendStore.PutRunCleanup), in one statement: the upsert
+// locks the row and tests its latest version. A record of the same
+// attempt, or of an unknown one, replaces only a pending one ($3), or a
+// failed one ($4) when it is done ($5: another process confirmed what
+// this one gave up on); else the newer attempt's stands.
+const putCleanup = `INSERT INTO pgrelay_run_cleanups (run_id, cleanup) VALUES ($1, $2)
+	ON CONFLICT (run_id) DO UPDATE SET cleanup = excluded.cleanup
+	WHERE CASE
+		WHEN (pgrelay_run_cleanups.cleanup->>'run_attempt') IS NULL OR (excluded.cleanup->>'run_attempt') IS NULL
+			OR (pgrelay_run_cleanups.cleanup->>'run_attempt')::bigint = (excluded.cleanup->>'run_attempt')::bigint
+		THEN pgrelay_run_cleanups.cleanup->>'status' = $3
+			OR pgrelay_run_cleanups.cleanup->>'status' = $4 AND excluded.cleanup->>'status' = $5
+		ELSE (excluded.cleanup->>'run_attempt')::bigint > (pgrelay_run_cleanups.cleanup->>'run_attempt')::bigint
+	END`
 
-// PutRunCleanupIfPending implements store.BackendStore.
-func (s *Store) PutRunCleanupIfPending(ctx context.Context, runID string, c *jobs.Cleanup) (saved bool, rerr error) {
-	defer markFull(&rerr)
+func putRunCleanup(ctx context.Context, q querier, runID string, c *jobs.Cleanup) (bool, error) {
 	b, err := json.Marshal(c)
 	if err != nil {
 		return false, fmt.Errorf("cleanup of run %s: %w", runID, err)
 	}
-	tag, err := s.pool.Exec(ctx, `INSERT INTO pgrelay_run_cleanups (run_id, cleanup) VALUES ($1, $2)
-		ON CONFLICT (run_id) DO UPDATE SET cleanup = excluded.cleanup WHERE pgrelay_run_cleanups.cleanup->>'status' = $3`, runID, b, string(jobs.CleanupPending))
+	tag, err := q.Exec(ctx, putCleanup, runID, b, string(jobs.CleanupPending), string(jobs.CleanupFailed), string(jobs.CleanupDone))
 	if isForeignKeyViolation(err) {
 		return false, fmt.Errorf("cleanup of run %s: %w", runID, store.ErrNotFound)
 	}
@@ -140,7 +137,8 @@ func (w *writer) CopyRunBackends(ctx context.Context, runID string, bs []jobs.Ba
 		}
 	}
 	if c != nil {
-		return putRunCleanup(ctx, w.tx, runID, c)
+		_, err := putRunCleanup(ctx, w.tx, runID, c)
+		return err
 	}
 	return nil
 }

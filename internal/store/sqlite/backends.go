@@ -66,43 +66,39 @@ func runBackends(ctx context.Context, q querier, runID string) ([]jobs.Backend, 
 }
 
 // PutRunCleanup implements store.BackendStore.
-func (s *Store) PutRunCleanup(ctx context.Context, runID string, c *jobs.Cleanup) (rerr error) {
+func (s *Store) PutRunCleanup(ctx context.Context, runID string, c *jobs.Cleanup) (saved bool, rerr error) {
 	defer markFull(&rerr)
 	return putRunCleanup(ctx, s.db, runID, c)
 }
 
-func putRunCleanup(ctx context.Context, q querier, runID string, c *jobs.Cleanup) error {
-	b, err := json.Marshal(c)
-	if err != nil {
-		return fmt.Errorf("cleanup of run %s: %w", runID, err)
-	}
-	_, err = q.ExecContext(ctx, `INSERT INTO run_cleanups (run_id, cleanup) VALUES (?, ?)
-		ON CONFLICT (run_id) DO UPDATE SET cleanup = excluded.cleanup`, runID, string(b))
-	if isForeignKeyViolation(err) {
-		return fmt.Errorf("cleanup of run %s: %w", runID, store.ErrNotFound)
-	}
-	if err != nil {
-		return fmt.Errorf("cleanup of run %s: %w", runID, err)
-	}
-	return nil
-}
+// putCleanup saves a run's cleanup unless the saved one is to stand (see
+// store.BackendStore.PutRunCleanup), in one statement. A record of the
+// same attempt, or of an unknown one, replaces only a pending one (?3),
+// or a failed one (?4) when it is done (?5: another process confirmed
+// what this one gave up on); else the newer attempt's stands.
+const putCleanup = `INSERT INTO run_cleanups (run_id, cleanup) VALUES (?1, ?2)
+	ON CONFLICT (run_id) DO UPDATE SET cleanup = excluded.cleanup
+	WHERE CASE
+		WHEN json_extract(run_cleanups.cleanup, '$.run_attempt') IS NULL OR json_extract(excluded.cleanup, '$.run_attempt') IS NULL
+			OR json_extract(run_cleanups.cleanup, '$.run_attempt') = json_extract(excluded.cleanup, '$.run_attempt')
+		THEN json_extract(run_cleanups.cleanup, '$.status') = ?3
+			OR json_extract(run_cleanups.cleanup, '$.status') = ?4 AND json_extract(excluded.cleanup, '$.status') = ?5
+		ELSE json_extract(excluded.cleanup, '$.run_attempt') > json_extract(run_cleanups.cleanup, '$.run_attempt')
+	END`
 
-// PutRunCleanupIfPending implements store.BackendStore.
-func (s *Store) PutRunCleanupIfPending(ctx context.Context, runID string, c *jobs.Cleanup) (saved bool, rerr error) {
-	defer markFull(&rerr)
+func putRunCleanup(ctx context.Context, q querier, runID string, c *jobs.Cleanup) (bool, error) {
 	b, err := json.Marshal(c)
 	if err != nil {
 		return false, fmt.Errorf("cleanup of run %s: %w", runID, err)
 	}
-	tag, err := s.db.ExecContext(ctx, `INSERT INTO run_cleanups (run_id, cleanup) VALUES (?, ?)
-		ON CONFLICT (run_id) DO UPDATE SET cleanup = excluded.cleanup WHERE json_extract(run_cleanups.cleanup, '$.status') = ?`, runID, string(b), string(jobs.CleanupPending))
+	res, err := q.ExecContext(ctx, putCleanup, runID, string(b), string(jobs.CleanupPending), string(jobs.CleanupFailed), string(jobs.CleanupDone))
 	if isForeignKeyViolation(err) {
 		return false, fmt.Errorf("cleanup of run %s: %w", runID, store.ErrNotFound)
 	}
 	if err != nil {
 		return false, fmt.Errorf("cleanup of run %s: %w", runID, err)
 	}
-	n, err := tag.RowsAffected()
+	n, err := res.RowsAffected()
 	if err != nil {
 		return false, fmt.Errorf("cleanup of run %s: %w", runID, err)
 	}
@@ -139,7 +135,8 @@ func (w *writer) CopyRunBackends(ctx context.Context, runID string, bs []jobs.Ba
 		}
 	}
 	if c != nil {
-		return putRunCleanup(ctx, w.q, runID, c)
+		_, err := putRunCleanup(ctx, w.q, runID, c)
+		return err
 	}
 	return nil
 }

@@ -299,7 +299,7 @@ func (s *Store) UpdateRunCleanup(ctx context.Context, r *jobs.Run, c *jobs.Clean
 	if err := updateRunIn(ctx, tx, r); err != nil {
 		return err
 	}
-	if err := putRunCleanup(ctx, tx, r.ID, c); err != nil {
+	if _, err := putRunCleanup(ctx, tx, r.ID, c); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {

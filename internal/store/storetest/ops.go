@@ -110,9 +110,9 @@ func Fill(t testing.TB, s store.Store) {
 				}
 			}
 			c := &jobs.Cleanup{Status: jobs.CleanupDone, Cancelled: []uint32{uint32(4000 + 10*i)}, Idle: []uint32{uint32(4001 + 10*i)},
-				Attempts: 1, UpdatedAt: now}
+				Attempts: 1, UpdatedAt: now, RunAttempt: 1}
 			c.Summarize()
-			if err := s.PutRunCleanup(ctx, r.ID, c); err != nil {
+			if _, err := s.PutRunCleanup(ctx, r.ID, c); err != nil {
 				t.Fatal(err)
 			}
 		}

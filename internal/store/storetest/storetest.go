@@ -81,6 +81,10 @@ func Exercise(t *testing.T, open func(t *testing.T) store.Store) {
 		t.Parallel()
 		exerciseRunBackends(t, open(t))
 	})
+	t.Run("RunCleanupOrder", func(t *testing.T) {
+		t.Parallel()
+		exerciseRunCleanupOrder(t, open(t))
+	})
 	t.Run("Health", func(t *testing.T) {
 		t.Parallel()
 		exerciseHealth(t, open(t))
@@ -130,30 +134,29 @@ func exerciseRunBackends(t *testing.T, s store.Store) {
 	}
 	c := &jobs.Cleanup{Status: jobs.CleanupPending, Remaining: []uint32{4312}, Attempts: 1, UpdatedAt: now}
 	c.Summarize()
-	if err := s.PutRunCleanup(ctx, "rb", c); err != nil {
-		t.Fatal(err)
+	if saved, err := s.PutRunCleanup(ctx, "rb", c); err != nil || !saved {
+		t.Fatalf("first cleanup: saved %v, %v; want saved", saved, err)
 	}
-	c2 := &jobs.Cleanup{Status: jobs.CleanupDone, Cancelled: []uint32{4312}, Terminated: []uint32{7}, Attempts: 2, UpdatedAt: now.Add(time.Minute)}
+	c2 := &jobs.Cleanup{Status: jobs.CleanupDone, Cancelled: []uint32{4312}, Terminated: []uint32{7}, Attempts: 2, UpdatedAt: now.Add(time.Minute),
+		RunAttempt: 1}
 	c2.Summarize()
-	// Only a pending cleanup is replaced by PutRunCleanupIfPending.
-	if saved, err := s.PutRunCleanupIfPending(ctx, "rb", c2); err != nil || !saved {
+	// A pending cleanup is replaced, a done one is not (c's attempt is not
+	// known: it counts as c2's).
+	if saved, err := s.PutRunCleanup(ctx, "rb", c2); err != nil || !saved {
 		t.Fatalf("cleanup put over a pending one: saved %v, %v; want saved", saved, err)
 	}
-	if saved, err := s.PutRunCleanupIfPending(ctx, "rb", c); err != nil || saved {
+	if saved, err := s.PutRunCleanup(ctx, "rb", c); err != nil || saved {
 		t.Fatalf("cleanup put over a done one: saved %v, %v; want not saved", saved, err)
-	}
-	if err := s.PutRunCleanup(ctx, "rb", c2); err != nil {
-		t.Fatal(err)
 	}
 	if gotC, err := s.RunCleanup(ctx, "rb"); err != nil || !reflect.DeepEqual(gotC, c2) {
 		t.Fatalf("cleanup: %+v, %v; want %+v", gotC, err, c2)
 	}
-	if err := s.PutRunCleanup(ctx, "nope", c2); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.PutRunCleanup(ctx, "nope", c2); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("cleanup of a missing run: %v, want ErrNotFound", err)
 	}
 
-	// A run ended with its cleanup in one write; a stale write saves
-	// neither.
+	// A run ended with its cleanup (of a newer attempt) in one write; a
+	// stale write saves neither.
 	cur, err := s.GetRun(ctx, "rb")
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +164,7 @@ func exerciseRunBackends(t *testing.T, s store.Store) {
 	stale := *cur
 	ended := now.Add(2 * time.Minute)
 	cur.Status, cur.EndedAt = jobs.Failed, &ended
-	c3 := &jobs.Cleanup{Status: jobs.CleanupPending, Remaining: []uint32{4312, 9}, UpdatedAt: ended}
+	c3 := &jobs.Cleanup{Status: jobs.CleanupPending, Remaining: []uint32{4312, 9}, UpdatedAt: ended, RunAttempt: 2}
 	c3.Summarize()
 	if err := s.UpdateRunCleanup(ctx, cur, c3); err != nil {
 		t.Fatal(err)
@@ -183,6 +186,112 @@ func exerciseRunBackends(t *testing.T, s store.Store) {
 	missing.ID = "nope"
 	if err := s.UpdateRunCleanup(ctx, &missing, c3); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("UpdateRunCleanup of a missing run: %v, want ErrNotFound", err)
+	}
+}
+
+// exerciseRunCleanupOrder checks that a run's cleanup record is written
+// only where it does not replace one that is to stand: a final outcome
+// (done, failed) by a late pending record or another outcome of the same
+// attempt (but for done, confirmed, over failed, given up), or a newer
+// attempt's record by an older attempt's. Writes used
+// to replace whatever was there: a worker declared lost that came back
+// wrote "pending" over the outcome of the reaper that had stopped its
+// statements, and an old attempt's outcome over its retry's record.
+func exerciseRunCleanupOrder(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	run := &jobs.Run{ID: "ro", JobName: "nightly", Job: *sampleJob("nightly"), Trigger: jobs.Manual, Status: jobs.Running,
+		QueuedAt: now, Attempt: 1}
+	if err := s.CreateRun(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	cleanup := func(st jobs.CleanupStatus, attempt int, by string) *jobs.Cleanup {
+		return &jobs.Cleanup{Status: st, Remaining: []uint32{4312}, Message: by, UpdatedAt: now, RunAttempt: attempt}
+	}
+	var want *jobs.Cleanup
+	for _, step := range []struct {
+		what  string
+		c     *jobs.Cleanup
+		saved bool
+	}{
+		{"the reaper's pending record of attempt 1", cleanup(jobs.CleanupPending, 1, "reaper"), true},
+		{"attempt 1's worker's pending record over it", cleanup(jobs.CleanupPending, 1, "worker"), true},
+		{"the reaper's outcome of attempt 1", cleanup(jobs.CleanupDone, 1, "reaper stopped it"), true},
+		{"a late pending record of attempt 1", cleanup(jobs.CleanupPending, 1, "late worker"), false},
+		{"another outcome of attempt 1", cleanup(jobs.CleanupFailed, 1, "late worker gave up"), false},
+		{"a record of an unknown attempt over a final one", cleanup(jobs.CleanupPending, 0, "unknown"), false},
+		{"attempt 2's pending record", cleanup(jobs.CleanupPending, 2, "retry"), true},
+		{"a late outcome of attempt 1", cleanup(jobs.CleanupDone, 1, "late worker stopped it"), false},
+		{"attempt 2's outcome", cleanup(jobs.CleanupFailed, 2, "retry gave up"), true},
+		{"a late pending record of attempt 2", cleanup(jobs.CleanupPending, 2, "retry, late"), false},
+		{"attempt 2's statements found stopped by another process", cleanup(jobs.CleanupDone, 2, "reaper stopped them"), true},
+		{"attempt 2's worker giving up after that", cleanup(jobs.CleanupFailed, 2, "retry gave up, late"), false},
+	} {
+		saved, err := s.PutRunCleanup(ctx, "ro", step.c)
+		if err != nil {
+			t.Fatalf("%s: %v", step.what, err)
+		}
+		if step.saved {
+			want = step.c
+		}
+		got, err := s.RunCleanup(ctx, "ro")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if saved != step.saved || !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: saved %v, want %v; the run's cleanup is now %+v, want %+v", step.what, saved, step.saved, got, want)
+		}
+	}
+
+	// The reaper resolves the run with a pending record of attempt 2 in
+	// the same write: the run's update is saved, attempt 2's outcome
+	// stays.
+	cur, err := s.GetRun(ctx, "ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Status = jobs.Failed
+	if err := s.UpdateRunCleanup(ctx, cur, cleanup(jobs.CleanupPending, 2, "reaper, late")); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := s.GetRun(ctx, "ro"); err != nil || r.Status != jobs.Failed || r.Version != cur.Version {
+		t.Fatalf("run after UpdateRunCleanup: %+v, %v; want failed at version %d", r, err, cur.Version)
+	}
+	if got, err := s.RunCleanup(ctx, "ro"); err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("cleanup after UpdateRunCleanup with a late pending record: %+v, %v; want %+v", got, err, want)
+	}
+
+	// Outcomes of one attempt written at once over its pending record:
+	// one is saved, and it is the one that stays.
+	if saved, err := s.PutRunCleanup(ctx, "ro", cleanup(jobs.CleanupPending, 3, "attempt 3")); err != nil || !saved {
+		t.Fatalf("attempt 3's pending record: saved %v, %v", saved, err)
+	}
+	const writers = 8
+	var wg sync.WaitGroup
+	savedBy := make([]bool, writers)
+	errs := make([]error, writers)
+	for i := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			savedBy[i], errs[i] = s.PutRunCleanup(ctx, "ro", cleanup(jobs.CleanupDone, 3, fmt.Sprintf("writer %d", i)))
+		}()
+	}
+	wg.Wait()
+	winner := -1
+	for i := range writers {
+		if errs[i] != nil {
+			t.Fatalf("writer %d: %v", i, errs[i])
+		}
+		if savedBy[i] {
+			if winner >= 0 {
+				t.Fatalf("writers %d and %d both replaced attempt 3's pending record", winner, i)
+			}
+			winner = i
+		}
+	}
+	if got, err := s.RunCleanup(ctx, "ro"); err != nil || got == nil || got.Message != fmt.Sprintf("writer %d", winner) {
+		t.Fatalf("cleanup after concurrent outcomes: %+v, %v; want writer %d's", got, err, winner)
 	}
 }
 
