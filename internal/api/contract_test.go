@@ -655,8 +655,9 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 }
 
 // TestUnknownFieldsNamedByPath checks that an unknown or read-only field
-// inside an object of the body is named by its path, as type errors are
-// (encoding/json names only the key), so that an integrator finds it.
+// inside an object of the body is named by its path, array indices
+// included, as type and validation errors are (encoding/json names only
+// the key), so that an integrator finds it.
 func TestUnknownFieldsNamedByPath(t *testing.T) {
 	t.Parallel()
 	srv := apitest.Start(t, apitest.Options{})
@@ -664,13 +665,13 @@ func TestUnknownFieldsNamedByPath(t *testing.T) {
 	for _, tc := range []struct{ path, body, field, problem string }{
 		{"/connections", `{` + conn + `"ssh_tunnel": {"host": "b", "user": "u", "bogus": 1}}`, "ssh_tunnel.bogus", "unknown field"},
 		{"/connections", `{` + conn + `"ssh_tunnel": {"host": "b", "user": "u", "public_key": "k"}}`, "ssh_tunnel.public_key", "read-only"},
-		{"/connections", `{` + conn + `"ssh_hops": [{"host": "b", "user": "u"}, {"host": "c", "user": "u", "own_public_key": "k"}]}`, "ssh_hops.own_public_key", "read-only"},
+		{"/connections", `{` + conn + `"ssh_hops": [{"host": "b", "user": "u"}, {"host": "c", "user": "u", "own_public_key": "k"}]}`, "ssh_hops.1.own_public_key", "read-only"},
 		{"/connections", `{` + conn + `"auth": {"kind": "lakebase", "has_client_secret": true}}`, "auth.has_client_secret", "read-only"},
 		{"/connections", `{` + conn + `"effective_require_auth": "x"}`, "effective_require_auth", "read-only"},
 		{"/connections", `{` + conn + `"Bogus": 1}`, "Bogus", "unknown field"},
 		{"/connections/test", `{"host": "h", "database": "d", "user": "u", "ssh_tunnel": {"host": "b", "user": "u", "bogus": 1}}`, "ssh_tunnel.bogus", "unknown field"},
-		{"/jobs", `{"name": "j", "connection": "x", "steps": [{"sql": "select 1", "bogus": 1}]}`, "steps.bogus", "unknown field"},
-		{"/jobs/apply", `{"jobs": [{"name": "j", "connection": "x", "steps": [{"sql": "s"}], "next_run_at": 1}]}`, "jobs.next_run_at", "read-only"},
+		{"/jobs", `{"name": "j", "connection": "x", "steps": [{"sql": "select 1", "bogus": 1}]}`, "steps[0].bogus", "unknown field"},
+		{"/jobs/apply", `{"jobs": [{"name": "j", "connection": "x", "steps": [{"sql": "s"}], "next_run_at": 1}]}`, "jobs[0](j).next_run_at", "read-only"},
 	} {
 		r := do(t, "POST", srv.URL+"/api/v1"+tc.path, srv.AdminToken, "application/json", tc.body)
 		eb := r.errorBody(t)

@@ -188,9 +188,9 @@ func TestJSONKeysOnceAndExact(t *testing.T) {
 		{"/connections", `{"Name": "a", ` + conn + `}`, "name"},
 		{"/connections", `{"name": "a", "name": "b", ` + conn + `}`, "name"},
 		{"/connections", `{"name": "a", ` + conn + `, "ssh_tunnel": {"host": "b", "user": "u", "Port": 2222}}`, "ssh_tunnel.port"},
-		{"/connections", `{"name": "a", ` + conn + `, "ssh_hops": [{"host": "b", "user": "u"}, {"host": "c", "user": "u", "user": "v"}]}`, "ssh_hops.user"},
-		{"/jobs", `{"name": "j", "connection": "a", "steps": [{"SQL": "select 1"}]}`, "steps.sql"},
-		{"/jobs/apply", `{"jobs": [{"name": "j", "connection": "a", "steps": [{"sql": "s"}], "Retries": 1}]}`, "jobs.retries"},
+		{"/connections", `{"name": "a", ` + conn + `, "ssh_hops": [{"host": "b", "user": "u"}, {"host": "c", "user": "u", "user": "v"}]}`, "ssh_hops.1.user"},
+		{"/jobs", `{"name": "j", "connection": "a", "steps": [{"SQL": "select 1"}]}`, "steps[0].sql"},
+		{"/jobs/apply", `{"jobs": [{"name": "j", "connection": "a", "steps": [{"sql": "s"}], "Retries": 1}]}`, "jobs[0](j).retries"},
 	} {
 		r := do(t, "POST", srv.URL+"/api/v1"+tc.path, srv.AdminToken, "application/json", tc.body)
 		eb := r.errorBody(t)
@@ -206,6 +206,37 @@ func TestJSONKeysOnceAndExact(t *testing.T) {
 	}
 	if list, err := c.ListJobs(bg); err != nil || len(list) != 0 {
 		t.Fatalf("refused bodies saved jobs: %v %v", list, err)
+	}
+}
+
+// TestTypeErrorsNameIndices: a value of the wrong type in an array
+// element is named by its path with the element's index, as validation
+// errors name it (steps[1].command, ssh_hops.1.port, jobs[1](b).timeout),
+// saying what is accepted; encoding/json left the index out
+// (steps.command).
+func TestTypeErrorsNameIndices(t *testing.T) {
+	t.Parallel()
+	srv := apitest.Start(t, apitest.Options{})
+	conn := `"name": "a", "host": "h", "database": "d", "user": "u"`
+	for _, tc := range []struct{ path, body, field, problem string }{
+		{"/jobs", `{"name": "j", "connection": "a", "steps": [{"sql": "select 1"}, {"command": 5}]}`,
+			"steps[1].command", "expected a list of strings, got number"},
+		{"/jobs", `{"name": "j", "connection": "a", "steps": [{"sql": "select 1"}, {"command": ["sh", 5]}]}`,
+			"steps[1].command[1]", "expected a string, got number"},
+		{"/connections", `{` + conn + `, "ssh_hops": [{"host": "b", "user": "u"}, {"host": "c", "user": "u", "port": "22"}]}`,
+			"ssh_hops.1.port", "expected an integer, got string"},
+		{"/connections/test", `{` + conn + `, "ssh_hops": [{"host": "b", "user": "u"}, {"host": "c", "user": "u", "own_key": 1}]}`,
+			"ssh_hops.1.own_key", "expected true or false, got number"},
+		{"/jobs/apply", `{"jobs": [{"name": "a", "connection": "a", "timeout": "30s", "steps": [{"sql": "s"}]}, ` +
+			`{"name": "b", "connection": "a", "timeout": "soon", "steps": [{"sql": "s"}]}]}`,
+			"jobs[1](b).timeout", `"soon"`},
+	} {
+		r := do(t, "POST", srv.URL+"/api/v1"+tc.path, srv.AdminToken, "application/json", tc.body)
+		eb := r.errorBody(t)
+		if p := eb.Fields.Map()[tc.field]; r.status != http.StatusBadRequest || eb.Code != api.CodeInvalidJSON || len(eb.Fields) != 1 ||
+			!strings.Contains(p, tc.problem) || !strings.Contains(eb.Message, tc.field+": ") {
+			t.Errorf("POST %s %s: %d %s; want %s naming %q: %q", tc.path, tc.body, r.status, r.body, api.CodeInvalidJSON, tc.field, tc.problem)
+		}
 	}
 }
 

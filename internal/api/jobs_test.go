@@ -208,7 +208,7 @@ func TestJobsCRUDAndApply(t *testing.T) {
 		}
 		r = do(t, http.MethodPost, srv.URL+"/api/v1/jobs/apply", srv.AdminToken, "application/json",
 			`{"jobs": [{"name": "j-five", "connection": "db", "steps": [{"sql": "select 1", "shell": true}]}]}`)
-		if eb := r.errorBody(t); r.status != 400 || eb.Code != api.CodeInvalidJSON || eb.Fields.Map()["jobs.steps.shell"] == "" {
+		if eb := r.errorBody(t); r.status != 400 || eb.Code != api.CodeInvalidJSON || eb.Fields.Map()["jobs[0](j-five).steps[0].shell"] == "" {
 			t.Fatalf("unknown field: %d %s", r.status, r.body)
 		}
 	})

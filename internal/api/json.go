@@ -104,12 +104,10 @@ func decodeError(err error, body []byte, t reflect.Type) error {
 	case errors.As(err, &se):
 		return bad(fmt.Sprintf("syntax error at byte %d: %s", se.Offset, strings.TrimPrefix(se.Error(), "json: ")))
 	case errors.As(err, &te):
-		if te.Field == "" {
+		field := typeErrorPath(body, t, te)
+		if field == "" {
 			return bad(fmt.Sprintf("expected %s, got %s", typeText(te.Type), te.Value))
 		}
-		// The path names structs embedded in a body (TestDraftRequest's
-		// ConnectionInput) by their Go names, which are no JSON fields.
-		field := strings.TrimPrefix(te.Field, "ConnectionInput.")
 		return fieldError(http.StatusBadRequest, CodeInvalidJSON, field,
 			fmt.Sprintf("expected %s, got %s", typeText(te.Type), te.Value))
 	}
@@ -155,13 +153,40 @@ func typeText(t reflect.Type) string {
 	case reflect.Bool:
 		return "true or false"
 	case reflect.Slice, reflect.Array:
-		return "an array"
+		return "a list of " + pluralText(t.Elem())
 	case reflect.Struct, reflect.Map:
 		return "an object"
 	case reflect.Pointer:
 		return typeText(t.Elem())
 	}
 	return "another value"
+}
+
+// pluralText names the values of a Go type in a list: "strings".
+func pluralText(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t {
+	case reflect.TypeFor[Duration](), reflect.TypeFor[connection.Duration]():
+		return `durations such as "30s"`
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "integers"
+	case reflect.Float32, reflect.Float64:
+		return "numbers"
+	case reflect.String:
+		return "strings"
+	case reflect.Bool:
+		return "true or false values"
+	case reflect.Slice, reflect.Array:
+		return "lists"
+	case reflect.Struct, reflect.Map:
+		return "objects"
+	}
+	return "values"
 }
 
 // jsonKind describes a JSON value without its content (which may be a
@@ -232,19 +257,81 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 }
 
 // unknownFieldPath returns the path of the first key named name in body
-// for which type t has no field, written as encoding/json writes the
-// fields of its type errors: the parent fields' names joined by dots,
-// without array indices (ssh_tunnel.bogus, steps.bogus). encoding/json
-// names only the key of an unknown field; name itself is returned when
-// the key is not found.
+// for which type t has no field, in the notation of validation errors
+// (see walkJSON). encoding/json names only the key of an unknown field;
+// name itself is returned when the key is not found.
 func unknownFieldPath(body []byte, t reflect.Type, name string) string {
-	k, ok := walkKeys(json.NewDecoder(bytes.NewReader(body)), t, "", func(k jsonKey) bool {
-		return k.in != nil && k.in.Kind() == reflect.Struct && k.field == "" && k.key == name
-	})
-	if ok {
-		return k.path()
+	path := name
+	walkJSON(body, t, func(k jsonKey) bool {
+		if k.in != nil && k.in.Kind() == reflect.Struct && k.field == "" && k.key == name {
+			path = k.path()
+			return true
+		}
+		return false
+	}, nil)
+	return jobLabel(body, t, path)
+}
+
+// typeErrorPath returns the path of the value of body (decoded into a t)
+// that te is about, in the notation of validation errors (steps[1].command,
+// ssh_hops.1.port), where encoding/json names it without array indices
+// (steps.command). A type error of encoding/json has the offset just after
+// the value (after the '[' or '{' of an array or object); one returned by
+// an UnmarshalJSON method (Duration, Password) has none, and is found as
+// the first value at its field that its type does not read. te.Field
+// (without the names of embedded structs) when neither is found.
+func typeErrorPath(body []byte, t reflect.Type, te *json.UnmarshalTypeError) string {
+	// The path names structs embedded in a body (TestDraftRequest's
+	// ConnectionInput) by their Go names, which are no JSON fields.
+	field := strings.TrimPrefix(te.Field, "ConnectionInput.")
+	path, found := field, false
+	if te.Offset > 0 {
+		walkJSON(body, t, nil, func(v jsonValue) bool {
+			if v.first == te.Offset {
+				path, found = v.path, true
+			}
+			return found
+		})
 	}
-	return name
+	if !found && te.Type != nil {
+		walkJSON(body, t, nil, func(v jsonValue) bool {
+			if v.plain == field && json.Unmarshal(body[v.start:v.end], reflect.New(te.Type).Interface()) != nil {
+				path, found = v.path, true
+			}
+			return found
+		})
+	}
+	return jobLabel(body, t, path)
+}
+
+// jobLabel puts the job's name after the "jobs[N]" that starts path in a
+// body of POST /jobs/apply (an ApplyRequest), as validation errors name a
+// job's fields: jobs[0](nightly).steps[1].command. Unchanged when the job
+// has no valid name.
+func jobLabel(body []byte, t reflect.Type, path string) string {
+	if t != reflect.TypeFor[*ApplyRequest]() {
+		return path
+	}
+	after, ok := strings.CutPrefix(path, "jobs[")
+	n, rest, closed := strings.Cut(after, "]")
+	i, err := strconv.Atoi(n)
+	if !ok || !closed || err != nil {
+		return path
+	}
+	var names struct {
+		Jobs []struct {
+			Name any `json:"name"`
+		} `json:"jobs"`
+	}
+	_ = json.Unmarshal(body, &names) // fills what it can: the body has errors
+	if i >= len(names.Jobs) {
+		return path
+	}
+	name, _ := names.Jobs[i].Name.(string)
+	if connection.ValidateName(name) != nil {
+		return path
+	}
+	return fmt.Sprintf("jobs[%d](%s)%s", i, name, rest)
 }
 
 // keyError refuses a body, decoded into a t, in which an object has a
@@ -252,27 +339,29 @@ func unknownFieldPath(body []byte, t reflect.Type, name string) string {
 // takes either, the last one winning ({"name":"a","NAME":"b"} is "b").
 // nil when there is none.
 func keyError(body []byte, t reflect.Type) error {
-	k, ok := walkKeys(json.NewDecoder(bytes.NewReader(body)), t, "", func(k jsonKey) bool {
+	var k jsonKey
+	ok := walkJSON(body, t, func(key jsonKey) bool {
+		k = key
 		return k.again || (k.field != "" && k.field != k.key)
-	})
+	}, nil)
 	switch {
 	case !ok:
 		return nil
 	case k.field != "" && k.field != k.key:
-		field := jsonKey{at: k.at, key: k.field}.path()
+		field := jobLabel(body, t, jsonKey{at: k.at, key: k.field}.path())
 		return fieldError(http.StatusBadRequest, CodeInvalidJSON, field,
 			fmt.Sprintf("the key is written %q: keys are case-sensitive; accepted is %q", k.key, k.field))
 	}
-	return fieldError(http.StatusBadRequest, CodeInvalidJSON, k.path(),
+	return fieldError(http.StatusBadRequest, CodeInvalidJSON, jobLabel(body, t, k.path()),
 		fmt.Sprintf("%q is given twice in one object: send each key once", k.key))
 }
 
 var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 
-// jsonKey is a key of an object in a request body, met by walkKeys.
+// jsonKey is a key of an object in a request body, met by walkJSON.
 type jsonKey struct {
 	key   string       // as sent
-	at    string       // the object's path: its parents' keys joined by dots, without array indices
+	at    string       // the object's path (see walkJSON)
 	in    reflect.Type // the object's type: a struct, a map, or nil when unknown
 	field string       // the JSON name of the struct field it fills, "" when none
 	again bool         // the object has the key already
@@ -286,35 +375,71 @@ func (k jsonKey) path() string {
 	return k.at + "." + k.key
 }
 
-// walkKeys reads the next value from dec, whose type is t (nil when
-// unknown), until stop accepts one of its keys, which it returns.
-func walkKeys(dec *json.Decoder, t reflect.Type, path string, stop func(jsonKey) bool) (jsonKey, bool) {
-	tok, err := dec.Token()
+// jsonValue is a value in a request body, met by walkJSON once it is read.
+type jsonValue struct {
+	path  string // its path (see walkJSON); "" for the body itself
+	plain string // its path as encoding/json names it: without array indices
+	// start and end are its bytes in the body; first is the end of its
+	// first token: its end for a string, number, true, false or null,
+	// start+1 for an array or object.
+	start, end, first int64
+}
+
+// walkJSON walks body, a JSON value of type t (nil when unknown), calling
+// key (when not nil) with each key of its objects and value (when not
+// nil) with each value, in order, until one of them returns true, which
+// it reports. Paths are written as validation errors write them: object
+// keys joined by dots (the field's JSON name where the key matches one
+// only by case), array elements by their index in brackets
+// (steps[1].command), except hops, which connection validation names
+// with a dot (ssh_hops.1.host; the CLI and the web UI read them so).
+func walkJSON(body []byte, t reflect.Type, key func(jsonKey) bool, value func(jsonValue) bool) bool {
+	w := jsonWalk{body: body, dec: json.NewDecoder(bytes.NewReader(body)), key: key, value: value}
+	return w.walk(t, "", "")
+}
+
+// jsonWalk is the state of walkJSON.
+type jsonWalk struct {
+	body  []byte
+	dec   *json.Decoder
+	key   func(jsonKey) bool
+	value func(jsonValue) bool
+}
+
+// walk reads the next value, of type t at path (plain: without indices),
+// and reports whether the walk stopped in it.
+func (w *jsonWalk) walk(t reflect.Type, path, plain string) bool {
+	before := w.dec.InputOffset()
+	tok, err := w.dec.Token()
 	if err != nil {
-		return jsonKey{}, false
+		return false
 	}
-	delim, ok := tok.(json.Delim)
-	if !ok {
-		return jsonKey{}, false
-	}
+	v := jsonValue{path: path, plain: plain, first: w.dec.InputOffset()}
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	if t != nil && reflect.PointerTo(t).Implements(unmarshalerType) {
 		t = nil // it reads its JSON itself: no fields to check
 	}
-	switch delim {
-	case '{':
+	delim, ok := tok.(json.Delim)
+	switch {
+	case !ok:
+		// The token follows white space and the ',' or ':' before it.
+		pre := w.body[before:v.first]
+		v.start = before + int64(len(pre)-len(bytes.TrimLeft(pre, " \t\r\n,:")))
+	case delim == '{':
+		v.start = v.first - 1
 		seen := map[string]bool{}
-		for dec.More() {
-			tok, err := dec.Token()
+		for w.dec.More() {
+			tok, err := w.dec.Token()
 			if err != nil {
-				return jsonKey{}, false
+				return false
 			}
 			key, _ := tok.(string)
 			k := jsonKey{key: key, at: path, again: seen[key]}
 			seen[key] = true
 			var vt reflect.Type
+			vplain := plain // encoding/json names a map's values by the map
 			switch {
 			case t != nil && t.Kind() == reflect.Struct:
 				k.in = t
@@ -322,26 +447,47 @@ func walkKeys(dec *json.Decoder, t reflect.Type, path string, stop func(jsonKey)
 			case t != nil && t.Kind() == reflect.Map:
 				k.in, vt = t, t.Elem()
 			}
-			if stop(k) {
-				return k, true
+			if w.key != nil && w.key(k) {
+				return true
 			}
-			if k, ok := walkKeys(dec, vt, k.path(), stop); ok {
-				return k, true
+			vpath := k.path()
+			if k.in == nil || k.in.Kind() != reflect.Map {
+				name := key
+				if k.field != "" {
+					name = k.field
+				}
+				vpath = jsonKey{at: path, key: name}.path()
+				vplain = jsonKey{at: plain, key: name}.path()
+			}
+			if w.walk(vt, vpath, vplain) {
+				return true
 			}
 		}
-	case '[':
+		_, _ = w.dec.Token() // '}'
+	case delim == '[':
+		v.start = v.first - 1
 		var et reflect.Type
 		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
 			et = t.Elem()
 		}
-		for dec.More() {
-			if k, ok := walkKeys(dec, et, path, stop); ok {
-				return k, true
+		for i := 0; w.dec.More(); i++ {
+			if w.walk(et, path+indexText(t, i), plain) {
+				return true
 			}
 		}
+		_, _ = w.dec.Token() // ']'
 	}
-	_, _ = dec.Token() // the closing delimiter
-	return jsonKey{}, false
+	v.end = w.dec.InputOffset()
+	return w.value != nil && w.value(v)
+}
+
+// indexText is the path of element i of an array of Go type t: "[1]", or
+// ".1" for hops, as connection validation names them (ssh_hops.1.host).
+func indexText(t reflect.Type, i int) string {
+	if t == reflect.TypeFor[[]HopInput]() {
+		return "." + strconv.Itoa(i)
+	}
+	return "[" + strconv.Itoa(i) + "]"
 }
 
 // jsonFieldType returns the type and the JSON name of struct t's field

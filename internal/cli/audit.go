@@ -221,7 +221,9 @@ func (r *runner) auditExportCommand() *cobra.Command {
 		Long: `Writes the records after --after-seq (and at or after --since) to standard output,
 one JSON object per line, oldest first: the form SIEMs and log shippers ingest. The
 last line's seq is the --after-seq of the next export; the cursor is also printed on
-standard error.`,
+standard error. Control characters in values (C1 controls such as U+009B, and DEL, as
+well as those JSON always escapes) are written as \u escapes: the same text in JSON,
+which acts on no terminal.`,
 		Example: `  pgrelay audit export > audit.jsonl
   pgrelay audit export --after-seq 1200 >> audit.jsonl`,
 		Args: exactArgs(0, ""),
@@ -237,9 +239,18 @@ standard error.`,
 			if err != nil {
 				return err
 			}
-			last, err := b.ExportAudit(cmd.Context(), r.out(), after, t)
+			// Records quote text that others wrote (a detail, a
+			// command's arguments): C1 controls and DEL escaped, as in
+			// every JSON output, so that none acts on a terminal. The
+			// hash chain is over the records' canonical encoding, not
+			// these bytes: the lines read back to the same records.
+			out := &jsonLinesWriter{w: r.out()}
+			last, err := b.ExportAudit(cmd.Context(), out, after, t)
 			if err != nil {
 				return err
+			}
+			if err := out.Flush(); err != nil {
+				return fmt.Errorf("export audit log: %w", err)
 			}
 			fmt.Fprintf(r.env.Stderr, "exported up to record %d; next: pgrelay audit export --after-seq %d\n", last, last)
 			return nil

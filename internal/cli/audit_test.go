@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 
 	_ "modernc.org/sqlite"
 
+	"github.com/pgrelay/pgrelay/internal/api/apitest"
 	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/store/sqlite"
 )
@@ -80,5 +82,62 @@ func TestAuditCommands(t *testing.T) {
 	r = h.fail(1, "audit", "verify")
 	if !strings.Contains(r.stderr, "broken at record 2") || !strings.Contains(r.stderr, "missing") {
 		t.Fatalf("verify after a deletion: %s", r)
+	}
+}
+
+// TestAuditExportEscapesControls: `audit export` writes the C1 controls
+// (U+0080 to U+009F, such as U+009B, an 8-bit CSI) and DEL of a record
+// (here the fingerprint someone asked to trust, and a command's
+// arguments) as \u escapes, as every JSON output does, so that exporting
+// to a terminal does not drive it; they were written raw. The lines read
+// back to the same records: each still matches its hash, and the chain
+// still verifies, locally and through a server.
+func TestAuditExportEscapesControls(t *testing.T) {
+	t.Parallel()
+	const fingerprint = "SHA256:\u009b2J\u0085\u009d0;title\a\x7fend"
+	for _, mode := range []string{"local", "remote"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			if mode == "remote" {
+				srv := apitest.Start(t, apitest.Options{})
+				h.env["PGRELAY_SERVER"] = srv.URL
+				h.env["PGRELAY_TOKEN"] = srv.AdminToken
+			}
+			h.ok("connection", "create", "wh", "--host", "127.0.0.1", "--port", "5432", "--database", "d", "--user", "u")
+			if r := h.run("connection", "trust-host-key", "wh", "--fingerprint", fingerprint); r.code == 0 {
+				t.Fatalf("trust-host-key without a pending key succeeded: %s", r)
+			}
+			if mode == "local" {
+				if r := h.run("exec", "nosuch", "--", "printf", "\u009b31mred\u0085"); r.code == 0 {
+					t.Fatalf("exec over a missing connection succeeded: %s", r)
+				}
+			}
+
+			r := h.ok("audit", "export")
+			if i := bytes.IndexFunc([]byte(r.stdout), func(c rune) bool { return c == 0x7f || (c >= 0x80 && c <= 0x9f) }); i >= 0 {
+				t.Fatalf("export has a control character at byte %d:\n%q", i, r.stdout)
+			}
+			contains(t, "export", r.stdout, `\u009b2J\u0085\u009d0;title\u0007\u007fend`)
+			var trust, exec bool
+			for line := range strings.Lines(r.stdout) {
+				var rec audit.Record
+				if err := json.Unmarshal([]byte(line), &rec); err != nil {
+					t.Fatalf("export line %q: %v", line, err)
+				}
+				norm := rec
+				norm.Normalize()
+				if got := audit.ComputeHash(&norm); got != rec.Hash {
+					t.Errorf("exported record %d does not match its hash %s (%s): %q", rec.Seq, rec.Hash, got, line)
+				}
+				trust = trust || rec.Detail == "host key "+fingerprint
+				exec = exec || rec.Use != nil && len(rec.Use.Commands) == 1 &&
+					strings.Join(rec.Use.Commands[0], " ") == "printf \u009b31mred\u0085"
+			}
+			if !trust || exec != (mode == "local") {
+				t.Errorf("export lacks the records with the controls (trust %t, exec %t):\n%s", trust, exec, r.stdout)
+			}
+			contains(t, "verify", h.ok("audit", "verify").stdout, "Audit log intact")
+		})
 	}
 }

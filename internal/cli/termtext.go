@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"strings"
 	"unicode/utf8"
 )
@@ -96,4 +97,38 @@ func escapeJSONControls(b []byte) []byte {
 		i += size
 	}
 	return out
+}
+
+// jsonLinesWriter writes JSON lines to w with their C1 controls and DEL
+// escaped (see escapeJSONControls), whole lines at a time: its writes may
+// cut a line, and a character in it, anywhere (a bufio.Writer's do).
+// What follows the last line end waits for the next write or Flush.
+type jsonLinesWriter struct {
+	w    io.Writer
+	rest []byte // the start of a line not written yet
+}
+
+// Write implements io.Writer.
+func (j *jsonLinesWriter) Write(p []byte) (int, error) {
+	j.rest = append(j.rest, p...)
+	end := bytes.LastIndexByte(j.rest, '\n')
+	if end < 0 {
+		return len(p), nil
+	}
+	_, err := j.w.Write(escapeJSONControls(j.rest[:end+1]))
+	j.rest = append(j.rest[:0], j.rest[end+1:]...)
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Flush writes what is left after the last line end.
+func (j *jsonLinesWriter) Flush() error {
+	if len(j.rest) == 0 {
+		return nil
+	}
+	_, err := j.w.Write(escapeJSONControls(j.rest))
+	j.rest = j.rest[:0]
+	return err
 }

@@ -109,3 +109,44 @@ func TestServeJSONLogEscapesControls(t *testing.T) {
 		}
 	}
 }
+
+// TestJSONLinesWriter: JSON lines written in pieces cut anywhere, in the
+// middle of a C1 control's two bytes too, come out with every C1 control
+// and DEL escaped, meaning the same values.
+func TestJSONLinesWriter(t *testing.T) {
+	t.Parallel()
+	var in bytes.Buffer
+	enc := json.NewEncoder(&in)
+	want := []string{"\u009b2J", "a\u0085b\x7f", "日本 ✓", "\u009d0;x\u009c"}
+	for _, s := range want {
+		if err := enc.Encode(map[string]string{"detail": s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in.WriteString(`{"detail":"no line end \u009b"}`) // written by Flush
+	want = append(want, "no line end \u009b")
+	for _, size := range []int{1, 2, 3, 7, in.Len()} {
+		var out bytes.Buffer
+		w := &jsonLinesWriter{w: &out}
+		for b := in.Bytes(); len(b) > 0; {
+			n := min(size, len(b))
+			if k, err := w.Write(b[:n]); k != n || err != nil {
+				t.Fatalf("write: %d %v", k, err)
+			}
+			b = b[n:]
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if i := bytes.IndexFunc(out.Bytes(), func(r rune) bool { return r == 0x7f || (r >= 0x80 && r <= 0x9f) }); i >= 0 {
+			t.Fatalf("pieces of %d: a control character at byte %d: %q", size, i, out.String())
+		}
+		dec := json.NewDecoder(&out)
+		for _, s := range want {
+			var v map[string]string
+			if err := dec.Decode(&v); err != nil || v["detail"] != s {
+				t.Fatalf("pieces of %d: %q %v, want %q", size, v["detail"], err, s)
+			}
+		}
+	}
+}
