@@ -18,7 +18,6 @@ import (
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/secret"
-	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
@@ -386,26 +385,7 @@ func TestBrowser(t *testing.T) {
 	spec := connection.Spec{Name: "analytics-eu", Flavor: connection.AlloyDB, Host: "10.20.0.9", Database: "analytics",
 		User: "dbt", Password: secret.New("pw"),
 		Tunnel: &connection.Tunnel{Host: bastion.Host, Port: bastion.Port, User: bastion.User}}
-	if _, err := s.App.CreateConnection(ctx, spec); err != nil {
-		t.Fatal(err)
-	}
-	line, err := s.App.PublicKey(ctx, "analytics-eu", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bastion.Authorize(t, line)
-	sess, err := s.App.Open(ctx, "analytics-eu")
-	if err != nil {
-		t.Fatalf("first connection to the bastion: %v", err)
-	}
-	_ = sess.Close()
-	oldFP := sshkey.Fingerprint(bastion.HostKey)
-	bastion.RotateHostKey(t)
-	newFP := sshkey.Fingerprint(bastion.HostKey)
-	var changed *app.HostKeyChangedError
-	if _, err := s.App.Open(ctx, "analytics-eu"); !errors.As(err, &changed) {
-		t.Fatalf("after the host key rotation: %v, want a HostKeyChangedError", err)
-	}
+	oldFP, newFP := pinThenChangeHostKey(t, s, bastion, spec)
 	if _, err := s.App.CreateConnection(ctx, connection.Spec{Name: "lakehouse", Flavor: connection.Lakebase,
 		Host: "instance-1234.database.cloud.databricks.com", Database: "databricks_postgres", User: "dbt@example.com"}); err != nil {
 		t.Fatal(err)

@@ -2,12 +2,11 @@ package web_test
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"net/url"
+	"strconv"
 	"testing"
 
-	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/secret"
@@ -25,26 +24,7 @@ func TestEditorCannotReplaceHostKey(t *testing.T) {
 	ctx := context.Background()
 	spec := connection.Spec{Name: "wh", Host: "10.20.0.9", Database: "analytics", User: "dbt", Password: secret.New("pw"),
 		Tunnel: &connection.Tunnel{Host: b.Host, Port: b.Port, User: b.User}}
-	if _, err := s.App.CreateConnection(ctx, spec); err != nil {
-		t.Fatal(err)
-	}
-	line, err := s.App.PublicKey(ctx, "wh", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.Authorize(t, line)
-	sess, err := s.App.Open(ctx, "wh") // pins the key on first use
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = sess.Close()
-	oldFP := sshkey.Fingerprint(b.HostKey)
-	b.RotateHostKey(t)
-	newFP := sshkey.Fingerprint(b.HostKey)
-	var changed *app.HostKeyChangedError
-	if _, err := s.App.Open(ctx, "wh"); !errors.As(err, &changed) {
-		t.Fatalf("after the host key changed: %v", err)
-	}
+	oldFP, newFP := pinThenChangeHostKey(t, s, b, spec)
 	pinned := func() string {
 		v, err := s.App.GetConnection(ctx, "wh")
 		if err != nil {
@@ -67,6 +47,21 @@ func TestEditorCannotReplaceHostKey(t *testing.T) {
 	contains(t, "editor refused", r.Body, "needs the admin role")
 	if got := pinned(); got != oldFP {
 		t.Fatalf("pinned after the editor's approval: %s, want %s", got, oldFP)
+	}
+
+	// Nor by giving the new key in the form.
+	e := url.Values{"name": {"wh"}, "flavor": {"postgres"}, "host": {spec.Host}, "port": {"5432"},
+		"database": {spec.Database}, "user": {spec.User}, "sslmode": {"prefer"}, "threads": {"4"},
+		"ssh_tunnel.enabled": {"1"}, "ssh_tunnel.host": {b.Host}, "ssh_tunnel.port": {strconv.Itoa(b.Port)},
+		"ssh_tunnel.user": {b.User}, "ssh_tunnel.known_host": {sshkey.AuthorizedKey(b.HostKey, "")}}
+	e.Set(auth.CSRFField, c.csrf("/connections/wh/edit"))
+	r = c.post("/connections/wh/edit", e)
+	if r.Status != http.StatusForbidden {
+		t.Fatalf("editor giving the new key in the form: %d\n%s", r.Status, r.Body)
+	}
+	contains(t, "editor form refused", r.Body, "needs the admin role")
+	if got := pinned(); got != oldFP {
+		t.Fatalf("pinned after the editor's form: %s, want %s", got, oldFP)
 	}
 
 	a := s.client(t)

@@ -3,6 +3,7 @@ package web_test
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -15,11 +16,14 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
+	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/daemon"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/queue"
 	"github.com/pgrelay/pgrelay/internal/secret"
+	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/store/sqlite"
+	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
 // stack is the real server (app service on a temporary SQLite store, the
@@ -137,4 +141,33 @@ func (w *testWriter) Write(p []byte) (int, error) {
 		w.t.Log(strings.TrimRight(string(p), "\n"))
 	}
 	return len(p), nil
+}
+
+// pinThenChangeHostKey saves spec (a connection through b), lets its
+// first connection pin b's host key, and has b present another one, so
+// that the connection's next use finds it changed and waiting for
+// approval. It returns the pinned and the presented fingerprints.
+func pinThenChangeHostKey(t *testing.T, s *stack, b *testenv.Bastion, spec connection.Spec) (pinned, presented string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := s.App.CreateConnection(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	line, err := s.App.PublicKey(ctx, spec.Name, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, line)
+	sess, err := s.App.Open(ctx, spec.Name)
+	if err != nil {
+		t.Fatalf("first connection to the bastion: %v", err)
+	}
+	_ = sess.Close()
+	pinned = sshkey.Fingerprint(b.HostKey)
+	b.RotateHostKey(t)
+	var changed *app.HostKeyChangedError
+	if _, err := s.App.Open(ctx, spec.Name); !errors.As(err, &changed) {
+		t.Fatalf("after the host key rotation: %v, want a HostKeyChangedError", err)
+	}
+	return pinned, sshkey.Fingerprint(b.HostKey)
 }
