@@ -6,9 +6,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"log/slog"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -17,10 +17,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgrelay/pgrelay/internal/childenv"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/credential"
 	"github.com/pgrelay/pgrelay/internal/diagnose"
 	"github.com/pgrelay/pgrelay/internal/egress"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
+	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
@@ -45,6 +48,11 @@ type CredentialConfig struct {
 	// Cache overrides the caches' defaults (refresh at 80 %, rate limit,
 	// retries); its Name, Hooks and Logger are set by the service.
 	Cache credential.CacheConfig
+	// RunAs is the user command programs run as (--run-as), nil for this
+	// process's: whoever saves a connection chooses its token command's
+	// arguments, so under --run-as it runs as the user command steps run
+	// as, not as pgrelay.
+	RunAs *jobs.RunAs
 }
 
 // newCredentials returns the process's registry of token caches, whose
@@ -74,7 +82,12 @@ func newCredentials(cfg CredentialConfig, opts credential.Options, m *metrics.Me
 // their HTTPS requests (Lakebase, AlloyDB) dial under the network policy,
 // as bastions and databases do.
 func credentialOptions(cfg CredentialConfig, network *egress.Policy) credential.Options {
-	return credential.Options{AllowCommand: cfg.AllowCommand, HTTPClient: credential.NetworkClient(cfg.HTTPClient, network)}
+	opts := credential.Options{AllowCommand: cfg.AllowCommand, HTTPClient: credential.NetworkClient(cfg.HTTPClient, network)}
+	if ra := cfg.RunAs; ra != nil {
+		opts.CommandCredential, opts.CommandDir = ra.Credential(), ra.ChildDir()
+		opts.CommandEnv = ra.ChildEnv(childenv.Clean(os.Environ()))
+	}
+	return opts
 }
 
 // authSecretField is the field of the kind's stored secret.

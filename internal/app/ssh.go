@@ -26,9 +26,11 @@ type SSHConfig struct {
 	// every connection's hops, besides each connection's own.
 	KnownHosts sshkey.HostTrust
 	// ProxyCommands says which programs may carry the SSH connection to a
-	// first hop (ssh_tunnel.proxy_command): on a server the command
-	// allowlist (--allow-command); a local command runs any program
-	// (AnyProgram). The zero value runs none. SetProxyCommands replaces it.
+	// first hop (ssh_tunnel.proxy_command), and as whom they run: on a
+	// server the command allowlist (--allow-command) and the user of
+	// --run-as; a local command runs any program as its own user
+	// (AnyProgram), a local `job run` given those flags follows them. The
+	// zero value runs none. SetProxyCommands replaces it.
 	ProxyCommands jobs.CommandPolicy
 	// Signer signs the user certificates of connections with
 	// ssh_tunnel.auth certificate; nil signs with pgrelay's own CA, kept
@@ -149,6 +151,12 @@ func (s *Connector) firstDial(spec *connection.Spec) (func(ctx context.Context, 
 		return nil, fmt.Errorf("connection %s: proxy command: %w", spec.Name, err)
 	}
 	pc := tunnel.ProxyCommand{Path: path, Args: t.ProxyCommand[1:], Env: childenv.Clean(os.Environ())}
+	if ra := s.ssh.proxyCommands.Load().RunAs; ra != nil {
+		// Whoever saves a connection chooses the command's arguments: it
+		// runs as the user command steps run as, not as pgrelay (root,
+		// to switch users), which would give it the data dir.
+		pc.Credential, pc.Env, pc.Dir = ra.Credential(), ra.ChildEnv(pc.Env), ra.ChildDir()
+	}
 	return pc.Dial, nil
 }
 

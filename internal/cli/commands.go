@@ -22,7 +22,8 @@ func (f *commandFlags) register(cmd *cobra.Command) {
 	fs := cmd.Flags()
 	fs.StringArrayVar(&f.allow, "allow-command", nil, "a program command steps may run (repeatable), e.g. --allow-command dbt --allow-command psql; "+
 		"resolved to its absolute path at start (env "+jobs.AllowCommandsEnv+", comma-separated, when no flag is given)")
-	fs.StringVar(&f.runAs, "run-as", "", "run command steps as this unprivileged OS user, with a minimal environment and a private TMPDIR "+
+	fs.StringVar(&f.runAs, "run-as", "", "run command steps as this unprivileged OS user, with a minimal environment and a private TMPDIR, "+
+		"and connections' proxy and token commands as that user too "+
 		"(needs root with "+jobs.RunAsCapabilities+"; the data dir must be closed to that user: chmod 700)")
 	fs.StringArrayVar(&f.workdirs, "allow-workdir", nil, "a directory that command steps' workdirs must be inside, symlinks resolved (repeatable; default: anywhere)")
 }
@@ -79,6 +80,9 @@ func (r *runner) commandPolicy(f commandFlags) (jobs.CommandPolicy, error) {
 		}
 		p.RunAs = u
 	}
+	// So do they run as the user of --run-as: whoever saves a connection
+	// chooses their arguments.
+	r.commandUser.Store(p.RunAs)
 	r.logger.Info("command steps", p.LogAttrs()...)
 	return p, nil
 }

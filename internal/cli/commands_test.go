@@ -3,8 +3,10 @@ package cli_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -183,4 +185,63 @@ func TestRunAsKeepsCommandsOutOfTheMasterKeyFile(t *testing.T) {
 	if strings.Contains(r.stdout, "LEAKED ") {
 		t.Fatalf("a command run as %s read the master key file:\n%s", u.Name, r)
 	}
+}
+
+// TestRunAsHoldsConnectionCommands: a connection's proxy command and token
+// command are programs with arguments whoever saved the connection chose;
+// a local `job run --run-as` runs them as that user, as it runs the
+// steps. They ran as the user running pgrelay (root, to switch users),
+// could read master.key, and the proxy command could be any program.
+func TestRunAsHoldsConnectionCommands(t *testing.T) {
+	t.Parallel()
+	u := testenv.NewOSUser(t)
+	pg := sharedDB(t)
+	base, err := os.MkdirTemp("", "pgrelay-cli-runas-conn-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o777); err != nil { // the commands write here
+		t.Fatal(err)
+	}
+	h := newHarness(t)
+	h.dataDir = filepath.Join(base, "data")
+	h.env["DB_PASSWORD"] = pg.Password
+	// Each says who it runs as and whether it could read the master key,
+	// then fails: the run fails, having shown what its commands could do.
+	snoop := func(file string) string {
+		return `id -un > "` + base + `/` + file + `"; cat "` + h.dataDir + `/master.key" >/dev/null && echo LEAKED >> "` + base + `/` + file + `"; exit 3`
+	}
+	proxy, err := json.Marshal([]string{"sh", "-c", snoop("proxy")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ok(createArgs("viaproxy", pg, "--ssh-host", "bastion.internal", "--ssh-user", "jump", "--ssh-proxy-command", string(proxy))...)
+	h.ok("connection", "create", "viatoken", "--host", pg.Host, "--port", strconv.Itoa(pg.Port), "--database", pg.DB,
+		"--user", pg.User, "--sslmode", "require", "--require-auth", "password",
+		"--auth", "command", "--auth-program", "sh", "--auth-arg=-c", "--auth-arg", snoop("token"))
+	h.applyJobs(`jobs:
+  - name: p
+    connection: viaproxy
+    steps: [{sql: "select 1"}]
+  - name: t
+    connection: viatoken
+    steps: [{sql: "select 1"}]
+`)
+	for _, c := range []struct{ job, file string }{{"p", "proxy"}, {"t", "token"}} {
+		r := h.run("job", "run", c.job, "--allow-command", "sh", "--run-as", u.Name)
+		if r.code == 0 {
+			t.Fatalf("job %s succeeded over a command that fails: %s", c.job, r)
+		}
+		b, err := os.ReadFile(filepath.Join(base, c.file))
+		if err != nil {
+			t.Fatalf("the %s command did not run: %v\n%s", c.file, err, r)
+		}
+		if got := string(b); got != u.Name+"\n" {
+			t.Fatalf("the %s command wrote %q, want %q: it ran as another user, or read the master key", c.file, got, u.Name+"\n")
+		}
+	}
+	// A program the flags do not allow is not run as a proxy command.
+	r := h.run("job", "run", "p", "--allow-command", "psql", "--run-as", u.Name)
+	contains(t, "proxy command not allowed", r.stdout+r.stderr, `program "sh" may not run here as a proxy command`)
 }

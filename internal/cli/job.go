@@ -412,6 +412,13 @@ func (r *runner) runJobLocally(ctx context.Context, name, output string, raw boo
 	}
 	r.daemonCfg.Jobs = &daemon.JobsConfig{Commands: policy, LogLimit: logLimit, StopGrace: times.stopGrace,
 		LostAfter: times.lostAfter, HeartbeatInterval: heartbeatEvery(times.lostAfter)}
+	if cf.given() {
+		// The run's connection may carry a proxy command, whose arguments
+		// whoever saved it chose: the flags that hold the run's commands
+		// hold it too (without them a local command runs any program, as
+		// the user who runs pgrelay).
+		r.daemonCfg.SSH.ProxyCommands, r.localProxyPolicy = policy, true
+	}
 	svc, err := r.service(ctx)
 	if err != nil {
 		return err

@@ -113,6 +113,14 @@ type runner struct {
 	// credAllow is the allowlist of credential commands (see
 	// allowCredentialCommand).
 	credAllow atomic.Pointer[jobs.Allowlist]
+	// commandUser is the user of --run-as (nil without it): token
+	// commands run as it too (see commandPolicy).
+	commandUser atomic.Pointer[jobs.RunAs]
+	// localProxyPolicy is set when a local command was given the command
+	// flags (a local `job run --allow-command/--run-as`): its proxy
+	// commands follow them (daemonCfg.SSH.ProxyCommands) instead of
+	// running any program.
+	localProxyPolicy bool
 	// traces is the tracer provider of OTEL_EXPORTER_OTLP_* (see
 	// traceProvider).
 	traces *tracing.Provider
@@ -329,9 +337,9 @@ func (r *runner) localDaemon(ctx context.Context) (*daemon.Daemon, error) {
 	cfg := r.daemonCfg
 	cfg.Store, cfg.Keyring, cfg.Logger = st, kr, r.logger
 	cfg.HostKeyPolicy, cfg.Network = r.policy.policy, r.policy.network
-	cfg.Credentials = app.CredentialConfig{AllowCommand: r.allowCredentialCommand}
+	cfg.Credentials = app.CredentialConfig{AllowCommand: r.allowCredentialCommand, RunAs: r.commandUser.Load()}
 	cfg.SSH.KnownHosts = r.policy.trust
-	if cfg.HTTP == nil {
+	if cfg.HTTP == nil && !r.localProxyPolicy {
 		// A local command's proxy commands run the local user's own
 		// programs; serve runs only those of its command allowlist
 		// (it sets cfg.SSH.ProxyCommands with cfg.HTTP).

@@ -53,6 +53,9 @@ type CommandConfig struct {
 	Env []string
 	// Dir is the working directory; empty means this process's.
 	Dir string
+	// Credential is the user and groups the program runs as; nil means
+	// this process's.
+	Credential *syscall.Credential
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -209,7 +212,7 @@ func (s *CommandSource) Token(ctx context.Context) (Token, error) {
 	}
 	cmd.Dir = s.cfg.Dir
 	// Its own process group, so that a timeout kills what it started too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: s.cfg.Credential}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 2 * time.Second
 	var stdout, stderr limitedBuffer

@@ -2,6 +2,7 @@ package credential
 
 import (
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
@@ -16,6 +17,10 @@ type Options struct {
 	// CommandEnv is a command's environment (nil: this process's, without
 	// PGRELAY_* variables).
 	CommandEnv []string
+	// CommandDir is a command's working directory (empty: this process's)
+	// and CommandCredential the user it runs as (nil: this process's).
+	CommandDir        string
+	CommandCredential *syscall.Credential
 	// HTTPClient is used by the lakebase and alloydb-iam sources
 	// (default: the standard transport).
 	HTTPClient *http.Client
@@ -37,7 +42,8 @@ func New(spec *connection.Spec, opts Options) Source {
 	switch a.Kind {
 	case connection.AuthCommand:
 		return NewCommandSource(CommandConfig{Program: a.Program, Args: a.Args, Timeout: a.Timeout.Duration(),
-			Lifetime: a.Lifetime.Duration(), AllowCommand: opts.AllowCommand, Env: opts.CommandEnv, Now: opts.Now})
+			Lifetime: a.Lifetime.Duration(), AllowCommand: opts.AllowCommand, Env: opts.CommandEnv, Dir: opts.CommandDir,
+			Credential: opts.CommandCredential, Now: opts.Now})
 	case connection.AuthLakebase:
 		return NewLakebaseSource(LakebaseConfig{WorkspaceURL: a.WorkspaceURL, ClientID: a.ClientID, ClientSecret: a.ClientSecret,
 			Instance: a.Instance, Endpoint: a.Endpoint, Lifetime: a.Lifetime.Duration(), HTTPClient: opts.HTTPClient, Now: opts.Now})

@@ -147,6 +147,36 @@ func effectiveCaps(status io.Reader) (uint64, error) {
 	return 0, errors.New("no CapEff line")
 }
 
+// ChildEnv returns env, the environment of a program pgrelay starts as the
+// user on a connection's behalf (a proxy command, a token command), with
+// the user's HOME, USER and LOGNAME in place of this process's (no HOME
+// when the user has none): such a program finds its configuration, and
+// the credentials given to that user, where the user keeps them.
+func (r *RunAs) ChildEnv(env []string) []string {
+	out := make([]string, 0, len(env)+3)
+	for _, kv := range env {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case "HOME", "USER", "LOGNAME":
+			continue
+		}
+		out = append(out, kv)
+	}
+	if r.Home != "" {
+		out = append(out, "HOME="+r.Home)
+	}
+	return append(out, "USER="+r.Name, "LOGNAME="+r.Name)
+}
+
+// ChildDir is the working directory of a program pgrelay starts as the
+// user on a connection's behalf: the user's home, or "/" (this process's
+// own, often its data dir, is closed to the user).
+func (r *RunAs) ChildDir() string {
+	if r.Home != "" {
+		return r.Home
+	}
+	return "/"
+}
+
 // Credential is the process credential of commands run as the user.
 func (r *RunAs) Credential() *syscall.Credential {
 	return &syscall.Credential{Uid: r.UID, Gid: r.GID, Groups: append([]uint32(nil), r.Groups...)}

@@ -28,6 +28,10 @@ type ProxyCommand struct {
 	Args []string
 	// Env is its environment (nil: none).
 	Env []string
+	// Credential is the user and groups it runs as (nil: this process's);
+	// Dir its working directory (empty: this process's).
+	Credential *syscall.Credential
+	Dir        string
 }
 
 // String is the command line, for messages.
@@ -63,7 +67,8 @@ func (p ProxyCommand) Dial(ctx context.Context, _, _ string) (net.Conn, error) {
 		cmd.Env = []string{}
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, &c.stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Dir = p.Dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: p.Credential}
 	err = cmd.Start()
 	_ = inR.Close()
 	_ = outW.Close()
