@@ -432,10 +432,12 @@ func (s *Session) connectWithToken(ctx context.Context, cfg *pgx.ConnConfig) (*p
 }
 
 // LoginUpstream opens an authenticated, idle session with the database
-// for the local endpoint's relay (relay.Login): as the connection's user,
-// with the current token as the password (a new one if the server refuses
-// it), the connection's TLS, through the tunnel. params are the client's
-// startup parameters: database, application_name, options and the like.
+// for the local endpoint's relay (relay.Login, jobs.EndpointLogin): as the
+// connection's user, with the current token as the password (a new one if
+// the server refuses it) or else the stored password, the connection's
+// TLS and require_auth policy, through the tunnel. params are the
+// client's startup parameters: database, application_name, options and
+// the like.
 func (s *Session) LoginUpstream(ctx context.Context, params map[string]string) (*pgconn.PgConn, error) {
 	cfg, err := s.PgxConfig()
 	if err != nil {
@@ -481,7 +483,9 @@ func (s *Session) LoginUpstream(ctx context.Context, params map[string]string) (
 }
 
 // TokenAuth reports whether the session logs in with tokens that pgrelay
-// fetches (its local endpoints then authenticate clients themselves).
+// fetches. A `pgrelay proxy` then authenticates its clients itself, as a
+// run's endpoint does for every connection with a stored credential
+// (jobs.EndpointLogin).
 func (s *Session) TokenAuth() bool { return s.cred != nil }
 
 // newLocalPassword returns a random password for a local endpoint that

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/diagnose"
 	"github.com/pgrelay/pgrelay/internal/grants"
@@ -24,8 +26,8 @@ import (
 // (42P05), which the connection test recognises and hints at, and two
 // concurrent runs' search_path settings land on the one server connection
 // in turn, so one run's table goes to the other's schema — and with
-// pooler: transaction the connection test, a grants audit and the same two
-// runs work.
+// pooler: transaction the connection test, a grants audit, the same two
+// runs and a program through a run's endpoint (which logs in itself) work.
 func TestTransactionPooler(t *testing.T) {
 	t.Parallel()
 	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
@@ -168,6 +170,19 @@ func TestTransactionPooler(t *testing.T) {
 		}
 		if rowsIn(t, "c", 1) != 1 || rowsIn(t, "d", 2) != 1 {
 			t.Fatalf("with pooler: transaction, each run's row is not in its own schema (c: %d, d: %d)", rowsIn(t, "c", 1), rowsIn(t, "d", 2))
+		}
+	})
+	// A program through the run's endpoint, which logs in to the pooler
+	// itself with the stored password.
+	t.Run("command", func(t *testing.T) {
+		if _, err := exec.LookPath("psql"); err != nil {
+			t.Skip("psql not installed")
+		}
+		var stdout, stderr testenv.LogBuffer
+		res, err := f.svc.Exec(ctx, app.ExecRequest{Connection: "pooled-transaction", Command: []string{"psql", "-XAtc", "select current_user"},
+			Stdio: &jobs.Stdio{In: strings.NewReader(""), Out: &stdout, Err: &stderr}})
+		if err != nil || res.Status != jobs.Succeeded || strings.TrimSpace(stdout.String()) != d.User {
+			t.Fatalf("psql through the endpoint with pooler: transaction: %v %s %s\n%s%s", err, res.Status, res.Reason, stdout.String(), stderr.String())
 		}
 	})
 }

@@ -43,10 +43,12 @@ The Go runtime is set for moving one SSH connection's data, as for pgrelay proxy
 GOGC=400 and GOMAXPROCS=1, unless those environment variables are set (the
 program gets the environment as it was).
 
-For a connection whose password is a token (--auth command, lakebase, alloydb-iam),
-PGPASSWORD is a random password of the endpoint made for this run: the endpoint
-logs in to the server with the current token for each session, fetching a fresh one
-as tokens near expiry, and the program never sees a token.`,
+PGPASSWORD is a random password of the endpoint made for this run, never the
+connection's: the endpoint logs in to the server itself for each session, as the
+connection's user only, with the stored password, or with the current token for
+--auth command, lakebase, alloydb-iam (fetching a fresh one as tokens near expiry).
+The program never sees the stored password or a token. A connection without a
+stored password (trust or peer authentication) has PGPASSWORD empty.`,
 		Example: `  pgrelay exec wh -- dbt build --target pgrelay
   pgrelay exec wh -- psql -c 'select 1'
   pgrelay exec wh --profile analytics --target prod -- dbt run`,

@@ -138,10 +138,11 @@ func TestExecRefusedPassword(t *testing.T) {
 	if n := strings.Count(r.stderr, "Next: the server refused the saved password of user "+pg.User); n != 1 {
 		t.Errorf("the next step is said %d times, want once: %s", n, r)
 	}
-	// Another role's refusal says nothing of the saved password.
+	// The endpoint logs in as the connection's user only: another role
+	// is refused by it, which says nothing of the saved password.
 	r = h.run("exec", "db", "--", "psql", "-X", "-U", pg.SuperUser, "-c", "select 1")
-	if r.code != 2 || strings.Contains(r.stderr, "Next:") {
-		t.Errorf("psql as another role: want status 2 and no next step about the saved password: %s", r)
+	if r.code != 2 || strings.Contains(r.stderr, "Next:") || !strings.Contains(r.stderr, "this endpoint logs in as user") {
+		t.Errorf("psql as another role: want status 2, the endpoint's refusal and no next step about the saved password: %s", r)
 	}
 	// At info level the sessions the server refused are logged.
 	r = h.run("--log-level", "info", "exec", "db", "--", "psql", "-X", "-c", "select 1")

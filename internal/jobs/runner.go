@@ -225,7 +225,7 @@ type run struct {
 	conn   Conn
 	secret string
 	// localSecret is the run's own password of its local endpoint, when
-	// the endpoint authenticates commands itself (TokenLogin).
+	// the endpoint authenticates commands itself (EndpointLogin).
 	localSecret string
 
 	mu      sync.Mutex // serialises hook calls
@@ -751,22 +751,29 @@ func (x *run) prepareCommands(ctx context.Context) error {
 	up := relay.Upstream{Dial: x.conn.DialDatabase, TLS: pol, Addr: net.JoinHostPort(spec.Host, strconv.Itoa(spec.Port)),
 		RequireAuth: spec.EffectiveRequireAuth(), Params: connection.StartupParams(spec)}
 	x.endpoint = relay.NewRegistry(up)
-	password := spec.Password.Reveal()
+	el, err := endpointLogin(x.conn)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	// Without a stored credential (trust, peer) authentication passes
+	// through, and the commands have no password to send.
+	password := ""
 	var login *relay.Login
-	tl, tokenAuth := tokenLogin(x.conn)
-	if tokenAuth {
-		// The commands never see the token: the endpoint checks a
-		// password of the run's own and logs in with the token itself.
+	if el != nil {
+		// The commands never see the stored password or token: the
+		// endpoint checks a password of the run's own and logs in with
+		// the credential itself.
 		if password, err = newRunPassword(); err != nil {
 			_ = ln.Close()
 			return err
 		}
 		x.localSecret = password
-		login = &relay.Login{Password: secret.New(password), User: spec.User, Connect: tl.LoginUpstream}
+		login = &relay.Login{Password: secret.New(password), User: spec.User, Connect: el.LoginUpstream}
 	}
 	cfg := relay.Config{Upstream: up, LocalTLS: localTLS.Config, Observer: relay.Observers(x.endpoint, x),
 		Logger: x.r.Logger, Login: login, Refused: x.sessionRefused}
-	if login != nil {
+	if el != nil && el.TokenAuth() {
 		cfg.StartupTimeout = relay.LoginStartupTimeout(tokenFetchTime(spec))
 	}
 	rl := relay.New(cfg)
@@ -799,7 +806,7 @@ func (x *run) prepareCommands(ctx context.Context) error {
 		schema = "public"
 	}
 	profiles := ProfilesYAML(x.job.Profile, x.job.Target, host, port, spec, schema, threads, sslmode, rootCert) +
-		profileComments(spec, tokenAuth)
+		profileComments(spec, login != nil)
 	if err := x.writeRunFile(filepath.Join(dir, "profiles.yml"), []byte(profiles)); err != nil {
 		return fmt.Errorf("write profiles.yml: %w", err)
 	}
@@ -828,9 +835,10 @@ func (x *run) prepareCommands(ctx context.Context) error {
 		return err
 	}
 	env = append(env, x.mark)
-	if tokenAuth {
+	if login != nil {
 		// The endpoint itself asks for SCRAM (libpq 16+ refuses anything
-		// else, older ones ignore it).
+		// else, older ones ignore it); the connection's require_auth
+		// applies to the endpoint's own login to the server.
 		env = append(env, "PGREQUIREAUTH=scram-sha-256")
 	} else if ra := spec.EffectiveRequireAuth(); ra != "" {
 		// libpq 16+ refuses what pgrelay refuses (older ones ignore it).
@@ -846,11 +854,16 @@ func (x *run) prepareCommands(ctx context.Context) error {
 		env = append(env, "PGOPTIONS=-c search_path="+path)
 	}
 	x.env = env
+	how := ""
+	if login != nil {
+		how = fmt.Sprintf(" (it logs in to the server itself, as user %s only: PGPASSWORD is the run's own password)", spec.User)
+	}
 	as := ""
 	if runAs != nil {
 		as = fmt.Sprintf(", run as user %s", runAs.Name)
 	}
-	x.log(-1, StreamSystem, fmt.Sprintf("local endpoint %s for commands; dbt profile %q target %q in DBT_PROFILES_DIR%s", x.pxAddr, x.job.Profile, x.job.Target, as))
+	x.log(-1, StreamSystem, fmt.Sprintf("local endpoint %s for commands%s; dbt profile %q target %q in DBT_PROFILES_DIR%s",
+		x.pxAddr, how, x.job.Profile, x.job.Target, as))
 	return nil
 }
 

@@ -181,7 +181,8 @@ func TestRunSQLAndCommandsThroughBastion(t *testing.T) {
 		jobs.Step{Name: "psql", Command: []string{"psql", "-X", "-At", "-c", "select count(*) from marts.t"}},
 		jobs.Step{Command: []string{"sh", "-c", `echo "pw=$PGPASSWORD host=$PGHOST require_auth=$PGREQUIREAUTH"; cat "$DBT_PROFILES_DIR/profiles.yml"; pwd`}, Workdir: dir},
 		jobs.Step{Command: []string{"sh", "-c", "pgbench -i -s 1 -q && pgbench -n -S -t 50 -c 2"}},
-		// The password across the 64 KiB read buffer's edge is masked too.
+		// The password (the run's own: see TestCommandsNeverSeeStoredPassword)
+		// across the 64 KiB read buffer's edge is masked too.
 		jobs.Step{Command: []string{"sh", "-c", `head -c 65530 /dev/zero | tr '\0' x; printf '%s\n' "$PGPASSWORD"`}},
 	)
 	res := e.runner(t).Run(context.Background(), j, rec.hooks())
@@ -189,7 +190,7 @@ func TestRunSQLAndCommandsThroughBastion(t *testing.T) {
 	if res.Status != jobs.Succeeded {
 		t.Fatalf("run: %+v\nlog:\n%s", res, log)
 	}
-	for _, want := range []string{"CREATE SCHEMA", "INSERT 0 2", "[2 stdout] 2", "pw=[redacted] host=127.0.0.1 require_auth=!password",
+	for _, want := range []string{"CREATE SCHEMA", "INSERT 0 2", "[2 stdout] 2", "pw=[redacted] host=127.0.0.1 require_auth=scram-sha-256",
 		"type: postgres", "password: \"{{ env_var('PGPASSWORD') }}\"", `schema: "marts"`, "[3 stdout] " + dir,
 		"number of transactions actually processed: 100", "xxxx[redacted]"} {
 		if !strings.Contains(log, want) {

@@ -21,20 +21,24 @@ import (
 )
 
 // Login makes the relay authenticate each client itself and log in to the
-// server with credentials the client never sees (an expiring token that
-// pgrelay fetches, see package credential).
+// server with credentials the client never sees: a connection's stored
+// password, or an expiring token that pgrelay fetches (see package
+// credential). A client can then send nothing but the endpoint's own
+// password anywhere else.
 //
 // The client proves with SCRAM-SHA-256 that it knows Password, a random
-// password of the endpoint (per run, or per `pgrelay proxy`) that is
-// handed to the commands as PGPASSWORD; over TLS to the endpoint,
-// SCRAM-SHA-256-PLUS with tls-server-end-point channel binding is offered
-// too. Only then is Connect called, so a local process that does not know
-// the password cannot make pgrelay fetch tokens or open server sessions.
-// The server's session is opened by Connect (pgconn, with the
-// connection's TLS and the current token) and taken over with Hijack: the
-// client gets AuthenticationOk, the server's ParameterStatus values, its
-// BackendKeyData (so the client's own cancel requests work) and
-// ReadyForQuery, and the proxy splices the two as for any session.
+// password of the endpoint (per run, or per `pgrelay proxy` of a token
+// connection) that is handed to the commands as PGPASSWORD; over TLS to
+// the endpoint, SCRAM-SHA-256-PLUS with tls-server-end-point channel
+// binding is offered too. Only then is Connect called, so a local process
+// that does not know the password cannot make pgrelay fetch tokens or open
+// server sessions. The server's session is opened by Connect (pgconn, with
+// the connection's TLS, require_auth policy and credential) and taken over
+// with Hijack: the client gets AuthenticationOk, the server's
+// ParameterStatus values, its BackendKeyData (so the client's own cancel
+// requests work) and ReadyForQuery, and the proxy splices the two as for
+// any session. A server's refusal reaches the client as the server said it,
+// and Config.Refused.
 type Login struct {
 	// Password is what clients authenticate with.
 	Password secret.Value
@@ -125,6 +129,17 @@ func (r *Relay) login(ctx context.Context, cs *clientSide, sm *pgproto3.StartupM
 	delete(params, "user")
 	pc, err := l.Connect(ctx, params)
 	if err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			// The server refused the session (a wrong stored password, a
+			// database that does not exist): the client hears the
+			// server's error, as when authentication passes through.
+			refused := &RefusedError{Err: pe, User: l.User}
+			if r.cfg.Refused != nil {
+				r.cfg.Refused(refused)
+			}
+			err = refused
+		}
 		return fail(r.upstreamRefusal(err), fmt.Errorf("log in to the server: %w", err))
 	}
 	if err := pc.SyncConn(ctx); err != nil {

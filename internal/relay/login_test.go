@@ -43,7 +43,7 @@ func (f *fixture) loginEndpoint(t *testing.T, pg *testenv.Postgres, mode connect
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &endpoint{addr: ln.Addr().(*net.TCPAddr), rec: newRecorder()}
+	e := &endpoint{addr: ln.Addr().(*net.TCPAddr), rec: newRecorder(), refused: make(chan *relay.RefusedError, 16)}
 	lt, err := relay.NewLocalTLS("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +74,8 @@ func (f *fixture) loginEndpoint(t *testing.T, pg *testenv.Postgres, mode connect
 			}
 			return pgconn.ConnectConfig(ctx, pc)
 		}}
-	rl := relay.New(relay.Config{Upstream: up, LocalTLS: lt.Config, Observer: e.rec, Logger: testLogger(t), Login: login})
+	rl := relay.New(relay.Config{Upstream: up, LocalTLS: lt.Config, Observer: e.rec, Logger: testLogger(t), Login: login,
+		Refused: func(r *relay.RefusedError) { e.refused <- r }})
 	p := proxy.New(ln, proxy.DialFunc(up.Dial), testLogger(t), proxy.WithHandshake(rl.Handshake))
 	done := make(chan struct{})
 	go func() {
@@ -183,12 +184,22 @@ func (f *fixture) testLoginMode(t *testing.T) {
 			}
 		})
 	}
-	// The token is refused by the server: the client hears 28P01 from it.
+	// The token (or stored password) is refused by the server: the client
+	// hears 28P01 from it, and the relay's Refused learns of it (before
+	// the client is told), as when authentication passes through.
 	e := f.loginEndpoint(t, f.tlsPG, connection.SSLRequire, false, func() (string, error) { return "expired-token", nil }, &connects)
 	_, err := e.connect(t, scramUser, localPassword, "sslmode=disable")
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) || pe.Code != "28P01" || strings.Contains(pe.Hint, "PGPASSWORD") {
 		t.Errorf("a refused token: %v; want the server's 28P01", err)
+	}
+	select {
+	case r := <-e.refused:
+		if r.Err.Code != "28P01" || r.User != scramUser || !r.ClientTold() {
+			t.Errorf("Refused got %v as user %q", r, r.User)
+		}
+	default:
+		t.Error("the server's refusal did not reach Config.Refused")
 	}
 	// No token at all: the relay's error with the source's hint.
 	upstreamPassword.Store("")

@@ -35,8 +35,9 @@
 // through: it authenticates the client itself against a password of the
 // endpoint's own (SCRAM-SHA-256, and SCRAM-SHA-256-PLUS with
 // tls-server-end-point over its local TLS), and only then logs in to the
-// server with credentials the client never sees (a token), through
-// [Login.Connect], taking the server's session over with pgconn's Hijack.
+// server with credentials the client never sees (a stored password, a
+// token), through [Login.Connect], taking the server's session over with
+// pgconn's Hijack.
 package relay
 
 import (
@@ -104,8 +105,9 @@ type Config struct {
 	// otherwise authentication passes through.
 	Login *Login
 	// Refused, when set, is called with each session the server refused
-	// as it started, for authentication that passes through (the client
-	// has been given the server's error).
+	// as it started (the client has been given the server's error): a
+	// refusal of the client's own credentials when authentication passes
+	// through, of Login.Connect's in login mode.
 	Refused func(*RefusedError)
 }
 
@@ -733,7 +735,8 @@ func (r byteReader) Read(p []byte) (int, error) {
 type RefusedError struct {
 	// Err is the server's error.
 	Err *pgconn.PgError
-	// User is the role the client asked for.
+	// User is the role the client asked for (in login mode, the one
+	// Login.Connect logs in as).
 	User string
 }
 

@@ -163,6 +163,9 @@ type endpoint struct {
 	addr *net.TCPAddr
 	rec  *recorder
 	cert []byte // the local certificate, PEM
+	// refused receives the sessions the server refused (Config.Refused),
+	// for the endpoints in login mode.
+	refused chan *relay.RefusedError
 }
 
 type endpointOptions struct {
@@ -1032,7 +1035,7 @@ func TestRelayRefusesClearTextUnverified(t *testing.T) {
 			e := startEndpoint(t, up, endpointOptions{})
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			// As a run's command does: the stored password in PGPASSWORD,
+			// As a client of `pgrelay proxy` may: the database's password,
 			// and no require_auth of its own.
 			c, err := pgconn.Connect(ctx, e.connString("u", "stored-password", "sslmode=disable"))
 			if c != nil {

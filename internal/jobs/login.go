@@ -13,15 +13,19 @@ import (
 	"github.com/pgrelay/pgrelay/internal/connection"
 )
 
-// TokenLogin is implemented by a Conn that can log in to the server itself
-// (package app's Session). For a connection whose password is an expiring
-// token that pgrelay fetches (auth kinds command, lakebase, alloydb-iam),
-// TokenAuth is true and the run's local endpoint authenticates the
+// EndpointLogin is implemented by a Conn that can log in to the server
+// itself (package app's Session). A run's local endpoint never hands the
+// commands a stored credential: when the connection has one, a password
+// (of auth kind password) or an expiring token that pgrelay fetches (auth
+// kinds command, lakebase, alloydb-iam), the endpoint authenticates the
 // commands itself, with a random password made for the run and handed to
-// them as PGPASSWORD, and logs in to the server with the current token for
-// each session (relay.Login). So a dbt run longer than a token's lifetime
-// opens new sessions all along, and the commands never see a token.
-type TokenLogin interface {
+// them as PGPASSWORD, and logs in to the server with the credential for
+// each session (relay.Login), as the connection's user only. So a command
+// can send nothing but the run's password elsewhere (psql -h other.host),
+// and a dbt run longer than a token's lifetime opens new sessions all
+// along. A connection without a credential (trust or peer
+// authentication) has its authentication pass through.
+type EndpointLogin interface {
 	// TokenAuth reports whether the connection logs in with tokens.
 	TokenAuth() bool
 	// LoginUpstream opens an authenticated, idle session with the server
@@ -30,13 +34,26 @@ type TokenLogin interface {
 	LoginUpstream(ctx context.Context, params map[string]string) (*pgconn.PgConn, error)
 }
 
-// tokenLogin returns conn as a TokenLogin when it logs in with tokens.
-func tokenLogin(conn Conn) (TokenLogin, bool) {
-	tl, ok := conn.(TokenLogin)
-	if !ok || !tl.TokenAuth() {
-		return nil, false
+// endpointLogin returns conn as an EndpointLogin when the run's endpoint
+// must log in to the server itself: the connection has a stored password
+// or logs in with tokens. It returns nil when the connection has no
+// credential (authentication passes through), and an error when it has
+// one but conn cannot log in itself: the commands would need the
+// credential, which they must not get.
+func endpointLogin(conn Conn) (EndpointLogin, error) {
+	el, ok := conn.(EndpointLogin)
+	if ok && el.TokenAuth() {
+		return el, nil
 	}
-	return tl, true
+	spec := conn.Spec()
+	if spec.Password.IsZero() && !spec.AuthKind().IsToken() {
+		return nil, nil
+	}
+	if !ok {
+		return nil, fmt.Errorf("connection %s: the run's local endpoint cannot log in to the server itself, "+
+			"and commands never get the connection's credential", spec.Name)
+	}
+	return el, nil
 }
 
 // tokenFetchTime bounds how long a token may take to come for spec: its
@@ -59,13 +76,18 @@ func newRunPassword() (string, error) {
 }
 
 // profileComments are the lines of profiles.yml that say how the password
-// and a pooler are handled, as YAML comments.
-func profileComments(spec *connection.Spec, tokenAuth bool) string {
+// and a pooler are handled, as YAML comments; login is set when the
+// endpoint logs in to the server itself (see EndpointLogin).
+func profileComments(spec *connection.Spec, login bool) string {
 	var b strings.Builder
-	if tokenAuth {
+	if login {
+		with := "the connection's stored password, which commands never see"
+		if spec.AuthKind().IsToken() {
+			with = fmt.Sprintf("the connection's %s token, a fresh one\n"+
+				"# whenever it nears its expiry, so the run may outlast any one token", spec.AuthKind())
+		}
 		fmt.Fprintf(&b, "# The password is this run's own password of pgrelay's local endpoint (PGPASSWORD), not a database\n"+
-			"# credential: pgrelay logs in to the database itself with the connection's %s token, a fresh\n"+
-			"# one whenever it nears its expiry, so the run may outlast any one token.\n", spec.AuthKind())
+			"# credential: pgrelay logs in to the database itself, as the connection's user only, with\n# %s.\n", with)
 	}
 	switch spec.EffectivePooler() {
 	case connection.PoolerTransaction:
