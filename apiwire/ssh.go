@@ -94,4 +94,26 @@ type SSHCAView struct {
 	External bool `json:"external,omitempty"`
 	// Setup says how to make a bastion trust the CA.
 	Setup string `json:"setup"`
+	// Principals are the bastion users the CA may sign certificates for;
+	// empty when AnyPrincipal.
+	Principals []string `json:"principals"`
+	// AnyPrincipal is true when no list restricts the principals: the CA
+	// signs for whatever user a connection names.
+	AnyPrincipal bool `json:"any_principal"`
+}
+
+// SSHCAInitRequest is the optional body of POST /ssh-ca.
+type SSHCAInitRequest struct {
+	// Principals are the bastion users the CA may sign certificates for;
+	// absent, any user.
+	Principals []string `json:"principals,omitempty"`
+}
+
+// SSHCAPrincipalsRequest is the body of PUT /ssh-ca/principals: the new
+// list of principals, or Any.
+type SSHCAPrincipalsRequest struct {
+	// Principals replace the CA's list (at least one).
+	Principals []string `json:"principals,omitempty"`
+	// Any removes the list: the CA signs for any user.
+	Any bool `json:"any,omitempty"`
 }

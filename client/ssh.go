@@ -82,10 +82,28 @@ func (c *Client) SSHCA(ctx context.Context) (*apiwire.SSHCAView, error) {
 	return &v, nil
 }
 
-// InitSSHCA creates pgrelay's SSH user CA (admins).
-func (c *Client) InitSSHCA(ctx context.Context) (*apiwire.SSHCAView, error) {
+// InitSSHCA creates pgrelay's SSH user CA (admins), allowed to sign
+// certificates for the principals given (bastion users) only; without
+// any, for any user (as servers before the list do: no body is sent).
+func (c *Client) InitSSHCA(ctx context.Context, principals ...string) (*apiwire.SSHCAView, error) {
+	req := request{method: http.MethodPost, url: c.endpoint("ssh-ca"), accepted: http.StatusCreated}
+	if len(principals) > 0 {
+		req.in = apiwire.SSHCAInitRequest{Principals: principals}
+	}
 	var v apiwire.SSHCAView
-	if err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("ssh-ca"), out: &v, accepted: http.StatusCreated}); err != nil {
+	req.out = &v
+	if err := c.do(ctx, req); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// SetSSHCAPrincipals replaces the principals pgrelay's SSH CA may sign
+// certificates for, or with in.Any removes the restriction (admins).
+func (c *Client) SetSSHCAPrincipals(ctx context.Context, in apiwire.SSHCAPrincipalsRequest) (*apiwire.SSHCAView, error) {
+	var v apiwire.SSHCAView
+	if err := c.do(ctx, request{method: http.MethodPut, url: c.endpoint("ssh-ca", "principals"), in: in, out: &v,
+		accepted: http.StatusOK}); err != nil {
 		return nil, err
 	}
 	return &v, nil

@@ -120,6 +120,7 @@ func TestAccessControlWalk(t *testing.T) {
 		"POST /api/v1/connections/{name}/key-rotation":        func() string { return `{"old_key_lifetime": "48h"}` },
 		"POST /api/v1/connections/{name}/key-rotation/finish": func() string { return "" },
 		"POST /api/v1/ssh-ca":                                 func() string { return "" },
+		"PUT /api/v1/ssh-ca/principals":                       func() string { return `{"principals": ["tunnel"]}` },
 		"POST /api/v1/connections/{name}/trust-host-key":      func() string { return `{"fingerprint": "SHA256:AAAA"}` },
 		"POST /api/v1/connections/{name}/query":               func() string { return `{"sql": "select 1"}` },
 		"POST /api/v1/connections/{name}/test":                func() string { return "" },

@@ -167,6 +167,7 @@ func New(cfg Config) *API {
 		{Route{Method: del, Pattern: conn + "/key-rotation", Action: auth.Write}, a.cancelKeyRotation},
 		{Route{Method: get, Pattern: Prefix + "/ssh-ca", Action: auth.Read}, a.getSSHCA},
 		{Route{Method: post, Pattern: Prefix + "/ssh-ca", Action: auth.ManageCA}, a.initSSHCA},
+		{Route{Method: put, Pattern: Prefix + "/ssh-ca/principals", Action: auth.ManageCA}, a.setSSHCAPrincipals},
 		{Route{Method: post, Pattern: conn + "/query", Action: auth.Use}, a.query},
 		{Route{Method: post, Pattern: conn + "/test", Action: auth.Use}, a.testConnection},
 		{Route{Method: post, Pattern: Prefix + "/connections/test", Action: auth.Use}, a.testDraft},

@@ -117,6 +117,7 @@ func TestAuditRouteWalk(t *testing.T) {
 		"POST /api/v1/connections/{name}/key-rotation/finish": {func() string { return "" }, "connection.rotate_key_finish"},
 		"DELETE /api/v1/connections/{name}/key-rotation":      {nil, "connection.rotate_key_cancel"},
 		"POST /api/v1/ssh-ca":                                 {func() string { return "" }, "ssh_ca.init"},
+		"PUT /api/v1/ssh-ca/principals":                       {func() string { return `{"principals": ["tunnel"]}` }, "ssh_ca.set_principals"},
 		"POST /api/v1/connections/{name}/trust-host-key":      {func() string { return `{"fingerprint": "SHA256:AAAA"}` }, "connection.trust_host_key"},
 		"POST /api/v1/connections/{name}/query": {func() string {
 			return fmt.Sprintf(`{"sql": "select '%s'"}`, sqlCanary)

@@ -38,6 +38,21 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	return decodeJSONLimit(w, r, v, MaxBodyBytes)
 }
 
+// decodeOptionalJSON is decodeJSON for an operation whose body is
+// optional: an empty body (or white space only), with any Content-Type or
+// none, leaves v as it is.
+func decodeOptionalJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		return decodeError(err, nil, nil)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	return decodeJSON(w, r, v)
+}
+
 // refuseBody refuses a request to an operation that takes no body when it
 // has one (anything but white space or an empty JSON object), saying why
 // the operation takes none.

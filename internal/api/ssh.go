@@ -183,10 +183,49 @@ func (a *API) getSSHCA(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, ca)
 }
 
+// SSHCAInitRequest is the optional body of POST /ssh-ca.
+type SSHCAInitRequest struct {
+	// Principals are the bastion users the CA may sign certificates for;
+	// absent, any user.
+	Principals []string `json:"principals,omitempty"`
+}
+
+// SSHCAPrincipalsRequest is the body of PUT /ssh-ca/principals: the new
+// list, or any.
+type SSHCAPrincipalsRequest struct {
+	// Principals replace the CA's list.
+	Principals []string `json:"principals,omitempty"`
+	// Any removes the list: the CA signs for any user.
+	Any bool `json:"any,omitempty"`
+}
+
 func (a *API) initSSHCA(w http.ResponseWriter, r *http.Request) error {
-	ca, err := a.cfg.App.InitSSHCA(r.Context())
+	// Without a body (as before the list existed) the CA signs for any
+	// principal.
+	var in SSHCAInitRequest
+	if err := decodeOptionalJSON(w, r, &in); err != nil {
+		return err
+	}
+	if in.Principals != nil && len(in.Principals) == 0 {
+		return fieldError(http.StatusBadRequest, CodeValidationFailed, "principals",
+			"an empty list: give the bastion users the CA may sign certificates for, e.g. [\"dbtcloud\"], "+
+				"or leave principals out to let it sign for any user (not recommended)")
+	}
+	ca, err := a.cfg.App.InitSSHCA(r.Context(), in.Principals...)
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusCreated, ca)
+}
+
+func (a *API) setSSHCAPrincipals(w http.ResponseWriter, r *http.Request) error {
+	var in SSHCAPrincipalsRequest
+	if err := decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	ca, err := a.cfg.App.SetSSHCAPrincipals(r.Context(), app.SSHCAPrincipals{Principals: in.Principals, Any: in.Any})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, ca)
 }

@@ -118,4 +118,6 @@ func TestWireTypesMatch(t *testing.T) {
 	sameJSON(t, &apiwire.TokenCreateRequest{}, &api.TokenCreateRequest{})
 	sameJSON(t, &apiwire.GrantsRequest{}, &api.GrantsRequest{})
 	sameJSON(t, &apiwire.KeyRotationRequest{}, &api.KeyRotationRequest{})
+	sameJSON(t, &apiwire.SSHCAInitRequest{}, &api.SSHCAInitRequest{})
+	sameJSON(t, &apiwire.SSHCAPrincipalsRequest{}, &api.SSHCAPrincipalsRequest{})
 }

@@ -80,6 +80,10 @@ func TestCertificateLogin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Without --principal, as before the list existed: any principal.
+	if !ca.AnyPrincipal || ca.Principals == nil || len(ca.Principals) != 0 {
+		t.Fatalf("CA made without principals: any %v, principals %#v", ca.AnyPrincipal, ca.Principals)
+	}
 	if _, err := svc.InitSSHCA(ctx); !errors.Is(err, app.ErrExists) {
 		t.Fatalf("second init: %v, want ErrExists", err)
 	}

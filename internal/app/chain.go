@@ -93,12 +93,20 @@ type certificates struct {
 	run           string
 }
 
-func (cc *certificates) sign(ctx context.Context, sg ssh.Signer, user string, i, n int) (ssh.Signer, error) {
+func (cc *certificates) sign(ctx context.Context, sg ssh.Signer, h connection.Hop, i, n int) (ssh.Signer, error) {
 	if sg == nil {
 		return nil, nil
 	}
-	cert, err := cc.signer.SignUser(ctx, sshca.Request{Key: sg.PublicKey(), Principal: user,
+	cert, err := cc.signer.SignUser(ctx, sshca.Request{Key: sg.PublicKey(), Principal: h.User,
 		KeyID: sshca.KeyID(cc.connection, cc.run, i+1, n), ValidAfter: cc.after, ValidBefore: cc.before})
+	var na *sshca.PrincipalNotAllowedError
+	if errors.As(err, &na) {
+		where := "SSH bastion " + h.Addr()
+		if n > 1 {
+			where = fmt.Sprintf("hop %d of %d (%s)", i+1, n, h.Addr())
+		}
+		return nil, &PrincipalNotAllowedError{Connection: cc.connection, Hop: where, User: h.User, Allowed: na.Allowed, Err: na}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connection %s: sign SSH certificate: %w", cc.connection, err)
 	}
@@ -176,10 +184,10 @@ func (s *Connector) openChain(ctx context.Context, c *store.Connection, opts cha
 			}
 		}
 		if certs != nil {
-			if primary, err = certs.sign(ctx, primary, h.User, i, len(hops)); err != nil {
+			if primary, err = certs.sign(ctx, primary, h, i, len(hops)); err != nil {
 				return nil, err
 			}
-			if fallback, err = certs.sign(ctx, fallback, h.User, i, len(hops)); err != nil {
+			if fallback, err = certs.sign(ctx, fallback, h, i, len(hops)); err != nil {
 				return nil, err
 			}
 		}

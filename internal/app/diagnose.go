@@ -117,6 +117,11 @@ func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn s
 	if err != nil {
 		return nil, err
 	}
+	// A certificate is signed only for the CA's principals: a draft that
+	// names another user is refused as a save would be.
+	if err := s.checkCertPrincipals(ctx, &spec); err != nil {
+		return nil, err
+	}
 	in := diagnose.Input{Spec: spec, StepTimeout: s.dialTimeout, Logger: s.logger}
 	in.ApproveHostKeys, in.Network = s.hostKeyPolicy.approves(), s.network
 	if basedOn != "" {
@@ -315,10 +320,10 @@ func (s *Service) sshInput(ctx context.Context, c *store.Connection, in *diagnos
 			}
 		}
 		if certs != nil {
-			if hi.Signer, err = certs.sign(ctx, hi.Signer, h.User, i, len(hops)); err != nil {
+			if hi.Signer, err = certs.sign(ctx, hi.Signer, h, i, len(hops)); err != nil {
 				return nil, err
 			}
-			if hi.Fallback, err = certs.sign(ctx, hi.Fallback, h.User, i, len(hops)); err != nil {
+			if hi.Fallback, err = certs.sign(ctx, hi.Fallback, h, i, len(hops)); err != nil {
 				return nil, err
 			}
 		}

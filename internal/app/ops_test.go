@@ -196,12 +196,21 @@ func TestCopyStore(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The SSH CA travels with its principals.
+	caBefore, err := src.InitSSHCA(ctx, "dbtcloud", "etl")
+	if err != nil {
+		t.Fatal(err)
+	}
 	want := openSecrets(t, srcStore, kr)
 
-	_, dst := serviceOn(t, kr)
+	dstSvc, dst := serviceOn(t, kr)
 	rep, err := app.CopyStore(ctx, srcStore, dst, kr, app.CopyOptions{Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if ca, err := dstSvc.SSHCA(ctx); err != nil || ca.Fingerprint != caBefore.Fingerprint || ca.AnyPrincipal ||
+		!reflect.DeepEqual(ca.Principals, []string{"dbtcloud", "etl"}) {
+		t.Fatalf("SSH CA of the copy: %+v %v, want %s with principals dbtcloud, etl", ca, err, caBefore.Fingerprint)
 	}
 	if rep.Copied.Connections != 2 || rep.Copied.Runs != 3 || rep.Unfinished != 2 || rep.Target != rep.Copied {
 		t.Fatalf("report %+v", rep)

@@ -101,7 +101,8 @@ func listOrNone(xs []string) string {
 }
 
 // checkSSHSettings refuses SSH settings this server cannot honour: a proxy
-// command whose program is not allowed, certificate logins without a CA.
+// command whose program is not allowed, certificate logins without a CA
+// or as a hop user the CA's principals leave out.
 func (s *Connector) checkSSHSettings(ctx context.Context, spec *connection.Spec) error {
 	t := spec.Tunnel
 	if t == nil {
@@ -114,8 +115,12 @@ func (s *Connector) checkSSHSettings(ctx context.Context, spec *connection.Spec)
 		}
 	}
 	if t.Auth == connection.SSHAuthCertificate {
-		if _, err := s.certSigner(ctx); err != nil {
+		if _, err := s.caSigner(ctx); err != nil {
 			probs = append(probs, fielderr.Problem{Field: "ssh_tunnel.auth", Problem: err.Error()})
+		} else if p, err := s.caPrincipals(ctx); err != nil {
+			probs = append(probs, fielderr.Problem{Field: "ssh_tunnel.auth", Problem: err.Error()})
+		} else {
+			probs = append(probs, principalProblems(spec, p)...)
 		}
 	}
 	if len(probs) > 0 {

@@ -53,7 +53,8 @@ const (
 	Use Action = "use"
 	// ManageTokens creates, lists and revokes tokens.
 	ManageTokens Action = "manage_tokens"
-	// ManageCA creates pgrelay's SSH CA (admins only).
+	// ManageCA creates pgrelay's SSH CA and sets the principals it may
+	// sign for (admins only).
 	ManageCA Action = "manage_ca"
 	// ReadAudit reads the audit log.
 	ReadAudit Action = "read_audit"

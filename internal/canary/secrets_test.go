@@ -1028,6 +1028,7 @@ func (e *canaryEnv) apiWalk(s *e2etest.Server) {
 		"POST /api/v1/connections/{name}/key-rotation":        func() string { return `{"old_key_lifetime": "24h"}` },
 		"POST /api/v1/connections/{name}/key-rotation/finish": func() string { return "" },
 		"POST /api/v1/ssh-ca":                                 func() string { return "" },
+		"PUT /api/v1/ssh-ca/principals":                       func() string { return fmt.Sprintf(`{"principals": [%q]}`, e.bastion.User) },
 		"POST /api/v1/jobs": func() string {
 			return fmt.Sprintf(`{"name": "walk-new-%d", "connection": "direct", "steps": [{"sql": "select 1"}]}`, next())
 		},

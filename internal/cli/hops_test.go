@@ -79,8 +79,13 @@ func TestCLIHops(t *testing.T) {
 	h.fail(3, "ssh-ca", "show")
 	r = h.ok("ssh-ca", "init")
 	contains(t, "ssh-ca init", r.stdout, "TrustedUserCAKeys", "ssh-ed25519 ")
+	// Without --principal the CA signs for any user: init and show say so.
+	contains(t, "ssh-ca init without --principal", r.stdout, "Warning: Principals: any.", "editors included",
+		"pgrelay ssh-ca principals USER")
 	h.fail(2, "ssh-ca", "init")
-	pub := strings.TrimSpace(h.ok("ssh-ca", "show").stdout)
+	r = h.ok("ssh-ca", "show")
+	contains(t, "ssh-ca show of a CA without principals", r.stderr, "Warning: Principals: any.", "editors included")
+	pub := strings.TrimSpace(r.stdout)
 	if !strings.HasPrefix(pub, "ssh-ed25519 ") || !strings.HasSuffix(pub, " pgrelay-ssh-ca") {
 		t.Fatalf("ssh-ca show: %q", pub)
 	}

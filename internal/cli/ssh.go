@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 )
 
@@ -25,7 +27,8 @@ type sshBackend interface {
 	RotateKeyFinish(ctx context.Context, name string) (*app.KeyRotation, error)
 	RotateKeyCancel(ctx context.Context, name string) (*app.ConnectionView, error)
 	SSHCA(ctx context.Context) (*app.SSHCAView, error)
-	InitSSHCA(ctx context.Context) (*app.SSHCAView, error)
+	InitSSHCA(ctx context.Context, principals ...string) (*app.SSHCAView, error)
+	SetSSHCAPrincipals(ctx context.Context, p app.SSHCAPrincipals) (*app.SSHCAView, error)
 }
 
 // hopChain renders every hop: "u@a:22 → u@b:22".
@@ -335,22 +338,35 @@ func (r *runner) sshCACommand() *cobra.Command {
 		Short: "pgrelay's SSH user CA, for certificate logins to bastions (--ssh-auth certificate)",
 		Long: `pgrelay's SSH user certificate authority. Connections with --ssh-auth certificate log in
 to each hop with a certificate of their key, signed for each tunnel: principal = the
-hop's user, valid from a minute ago until the run's timeout plus 5 minutes (1 hour plus 5
-minutes for queries, proxies and exec), port forwarding only, and a key ID naming
+hop's user, valid from a minute ago until the run's timeout plus 5 minutes (1 hour plus
+5 minutes for queries, proxies and exec), port forwarding only, and a key ID naming
 pgrelay, the connection and the run (sshd logs it). The bastions trust the CA with
 TrustedUserCAKeys, so no authorized_keys entry is needed. The CA's private key is sealed
-in the store like every secret.`,
+in the store like every secret.
+
+sshd's TrustedUserCAKeys (without AuthorizedPrincipalsFile) accepts a certificate for any
+local user it names as principal. So that a connection cannot log in as any user of the
+bastions (root included) by naming it, give the CA the list of the bastion users it may
+sign for: pgrelay ssh-ca init --principal USER (repeatable), or later
+pgrelay ssh-ca principals USER... (admins). A certificate connection whose hop user is not
+in the list is refused when it is saved, and no certificate is signed for it. Without a
+list (a CA made before lists existed, or init without --principal) the CA signs for any
+user a connection names.`,
 	}
 	var output string
+	var principals []string
 	show := func(init bool) *cobra.Command {
-		use, short := "show", "Print the CA's public key, the line for the bastions' TrustedUserCAKeys"
+		use, short := "show", "Print the CA's public key (the line for the bastions' TrustedUserCAKeys; its principals on stderr)"
+		example := "  pgrelay ssh-ca show > pgrelay_user_ca.pub"
 		if init {
-			use, short = "init", "Create the CA (once; an admin)"
+			use, short = "init", "Create the CA (once; an admin), with the bastion users it may sign for (--principal)"
+			example = "  pgrelay ssh-ca init --principal dbtcloud --principal etl"
 		}
 		c := &cobra.Command{
-			Use:   use,
-			Short: short,
-			Args:  exactArgs(0, ""),
+			Use:     use,
+			Short:   short,
+			Example: example,
+			Args:    exactArgs(0, ""),
 			RunE: func(cmd *cobra.Command, _ []string) error {
 				if err := checkOutput(output, "text", "json"); err != nil {
 					return err
@@ -361,7 +377,8 @@ in the store like every secret.`,
 				}
 				var ca *app.SSHCAView
 				if init {
-					ca, err = svc.InitSSHCA(cmd.Context())
+					ca, err = svc.InitSSHCA(cmd.Context(), principals...)
+					err = principalsInCLIWords(err, func(int) string { return "--principal" })
 				} else {
 					ca, err = svc.SSHCA(cmd.Context())
 				}
@@ -372,17 +389,113 @@ in the store like every secret.`,
 					return writeJSON(r.out(), ca)
 				}
 				if init {
-					fmt.Fprintf(r.out(), "SSH CA created (%s). Add this line to each bastion's TrustedUserCAKeys file:\n\n%s\n\n%s\n",
-						ca.Fingerprint, ca.PublicKey, ca.Setup)
+					fmt.Fprintf(r.out(), "SSH CA created (%s). Add this line to each bastion's TrustedUserCAKeys file:\n\n%s\n\n%s\n\n%s\n",
+						ca.Fingerprint, ca.PublicKey, ca.Setup, principalsText(ca))
 					return nil
 				}
+				// stdout is the line alone, for the TrustedUserCAKeys file.
 				fmt.Fprintln(r.out(), ca.PublicKey)
+				fmt.Fprintln(r.env.Stderr, principalsText(ca))
 				return nil
 			},
 		}
 		c.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+		if init {
+			c.Flags().StringArrayVar(&principals, "principal", nil,
+				"a bastion user the CA may sign certificates for (repeatable); without any, it signs for every user a connection names")
+		}
 		return c
 	}
-	cmd.AddCommand(show(true), show(false))
+	cmd.AddCommand(show(true), show(false), r.sshCAPrincipalsCommand())
 	return cmd
+}
+
+// sshCAPrincipalsCommand is `ssh-ca principals`: print the CA's list, or
+// replace it (USER...), or remove it (--any).
+func (r *runner) sshCAPrincipalsCommand() *cobra.Command {
+	var output string
+	var anyUser bool
+	c := &cobra.Command{
+		Use:   "principals [USER...]",
+		Short: "Print or set the bastion users the SSH CA may sign certificates for (setting: an admin)",
+		Long: `Without arguments, print the bastion users pgrelay's SSH CA may sign certificates
+for. With USER arguments, replace the list with them (an admin): certificate connections
+whose hop user is not in the list are refused when they are saved, and no certificate
+is signed for them any more (connections saved before fail with a clear error until
+their hop user is changed or allowed). --any removes the list: the CA then signs for
+any user a connection names, so anyone who may change connections (editors included)
+can log in as any user of every bastion that trusts the CA. Not recommended.`,
+		Example: "  pgrelay ssh-ca principals                 # print the list\n" +
+			"  pgrelay ssh-ca principals dbtcloud etl    # allow these bastion users only\n" +
+			"  pgrelay ssh-ca principals --any           # allow any user (not recommended)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, "text", "json"); err != nil {
+				return err
+			}
+			if anyUser && len(args) > 0 {
+				return usagef("--any removes the list and takes no USER arguments, but got %s: give either USER... or --any",
+					quoteArgs(args))
+			}
+			svc, err := r.backend(cmd.Context())
+			if err != nil {
+				return err
+			}
+			var ca *app.SSHCAView
+			changed := anyUser || len(args) > 0
+			if changed {
+				ca, err = svc.SetSSHCAPrincipals(cmd.Context(), app.SSHCAPrincipals{Principals: args, Any: anyUser})
+				err = principalsInCLIWords(err, func(i int) string { return fmt.Sprintf("USER argument %d", i+1) })
+			} else {
+				ca, err = svc.SSHCA(cmd.Context())
+			}
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(r.out(), ca)
+			}
+			if changed {
+				fmt.Fprint(r.out(), "SSH CA principals set. ")
+			}
+			fmt.Fprintln(r.out(), principalsText(ca))
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&anyUser, "any", false, "remove the list: the CA signs for any user a connection names (not recommended)")
+	c.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return c
+}
+
+// principalsText says which principals the CA may sign for, with a
+// warning when it may sign for any.
+func principalsText(ca *app.SSHCAView) string {
+	if ca.AnyPrincipal {
+		return "Warning: " + ca.PrincipalsNote()
+	}
+	return ca.PrincipalsNote()
+}
+
+// principalsInCLIWords names the fields of the problems of a principals
+// list in err as this command line gives them: principals[i] by name(i),
+// principals and any by the flags. It returns err.
+func principalsInCLIWords(err error, name func(i int) string) error {
+	var ve *app.ValidationError
+	if !errors.As(err, &ve) {
+		return err
+	}
+	ve.Subject = fielderr.SSHCA
+	for i, p := range ve.Problems {
+		var n int
+		if _, serr := fmt.Sscanf(p.Field, "principals[%d]", &n); serr == nil {
+			ve.Problems[i].Field = name(n)
+			continue
+		}
+		switch p.Field {
+		case "principals":
+			ve.Problems[i].Field = name(0)
+		case "any":
+			ve.Problems[i].Field = "--any"
+		}
+	}
+	return err
 }

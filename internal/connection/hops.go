@@ -184,8 +184,10 @@ func validateProxyCommand(words []string) error {
 	return nil
 }
 
-// validateUser checks an SSH user name of field.
-func validateSSHUser(u string) error {
+// ValidateSSHUser checks a bastion user name (a hop's user, and so a
+// principal of pgrelay's SSH CA): 1 to 32 letters, digits, '.', '_' and
+// '-', not starting with '.' or '-', optionally ending in '$'.
+func ValidateSSHUser(u string) error {
 	switch {
 	case u == "":
 		return errors.New("required: the user on the bastion, e.g. dbtcloud")
@@ -206,7 +208,7 @@ func (t *Tunnel) validateHops(add func(field string, err error)) {
 		p := fmt.Sprintf("ssh_hops.%d.", i+1)
 		add(p+"host", ValidateHost(h.Host))
 		add(p+"port", validatePort(h.Port))
-		add(p+"user", validateSSHUser(h.User))
+		add(p+"user", ValidateSSHUser(h.User))
 		if strings.TrimSpace(h.KnownHost) != "" {
 			_, err := sshkey.ParseKnownHosts(h.KnownHost, h.Host, h.Port)
 			add(p+"known_host", err)

@@ -186,7 +186,7 @@ func (s *Spec) Validate() error {
 	if t := s.Tunnel; t != nil {
 		add("ssh_tunnel.host", ValidateHost(t.Host))
 		add("ssh_tunnel.port", validatePort(t.Port))
-		add("ssh_tunnel.user", validateSSHUser(t.User))
+		add("ssh_tunnel.user", ValidateSSHUser(t.User))
 		if t.KeyType != "ed25519" && t.KeyType != "rsa" {
 			add("ssh_tunnel.key_type", fmt.Errorf("%q is not accepted: use ed25519 (default) or rsa", t.KeyType))
 		}

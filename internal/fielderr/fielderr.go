@@ -18,6 +18,9 @@ const (
 	Job        = "invalid job"
 	Token      = "invalid token"
 	Request    = "invalid request"
+	// SSHCA is the subject of a bad list of the principals pgrelay's SSH
+	// CA may sign for.
+	SSHCA = "invalid SSH CA principals"
 )
 
 // Problem is one problem with one field.

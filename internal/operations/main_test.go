@@ -139,6 +139,8 @@ type state struct {
 	Runs        []map[string]any `json:"runs"`
 	Logs        map[string]string
 	Tokens      []map[string]any `json:"tokens"`
+	// SSHCA is pgrelay's SSH CA: its public key and its principals.
+	SSHCA map[string]any `json:"ssh_ca"`
 }
 
 // readState reads every record through the CLI of s.
@@ -149,6 +151,7 @@ func (s *site) readState() *state {
 	s.json(&st.Jobs, "job", "list")
 	s.json(&st.Runs, "run", "list", "--limit", "1000")
 	s.json(&st.Tokens, "token", "list")
+	s.json(&st.SSHCA, "ssh-ca", "show")
 	st.Logs = map[string]string{}
 	for _, r := range st.Runs {
 		id := r["id"].(string)
@@ -186,8 +189,8 @@ const jobsYAML = `jobs:
 
 // populate saves, through the CLI of s: a direct connection with a
 // password, a connection through the bastion (its key authorized there and
-// its host key pinned by a query), a job with a run and its log, and an
-// admin token.
+// its host key pinned by a query), a job with a run and its log, an admin
+// token, and the SSH CA with the bastion's user as its one principal.
 func populate(t *testing.T, s *site, w *world) population {
 	t.Helper()
 	base := []string{"--host", w.pg.Host, "--port", strconv.Itoa(w.pg.Port), "--database", "analytics", "--user", "dbt",
@@ -215,6 +218,11 @@ func populate(t *testing.T, s *site, w *world) population {
 	s.json(&run, "job", "run", "nightly")
 	if run.Status != jobs.Succeeded {
 		t.Fatalf("run of nightly: %+v", run)
+	}
+	s.ok("ssh-ca", "init", "--principal", w.bastion.User)
+	var ca app.SSHCAView
+	if s.json(&ca, "ssh-ca", "show"); ca.AnyPrincipal || len(ca.Principals) != 1 || ca.Principals[0] != w.bastion.User {
+		t.Fatalf("SSH CA made with --principal %s: %+v", w.bastion.User, ca)
 	}
 	tok := e2etest.CreateToken(t, s.binary(), s.env, "ops-admin", auth.Admin)
 	return population{token: tok, runID: run.ID}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/pgrelay/pgrelay/apiwire"
 	"github.com/pgrelay/pgrelay/internal/app"
 )
 
@@ -50,8 +51,16 @@ func (r *Client) SSHCA(ctx context.Context) (*app.SSHCAView, error) {
 	return result[*app.SSHCAView](v, err)
 }
 
-// InitSSHCA creates pgrelay's SSH user CA.
-func (r *Client) InitSSHCA(ctx context.Context) (*app.SSHCAView, error) {
-	v, err := r.c.InitSSHCA(ctx)
+// InitSSHCA creates pgrelay's SSH user CA, allowed to sign for the
+// principals given (without any, for any user).
+func (r *Client) InitSSHCA(ctx context.Context, principals ...string) (*app.SSHCAView, error) {
+	v, err := r.c.InitSSHCA(ctx, principals...)
+	return result[*app.SSHCAView](v, err)
+}
+
+// SetSSHCAPrincipals replaces the principals pgrelay's SSH CA may sign
+// for, or removes the restriction (p.Any).
+func (r *Client) SetSSHCAPrincipals(ctx context.Context, p app.SSHCAPrincipals) (*app.SSHCAView, error) {
+	v, err := r.c.SetSSHCAPrincipals(ctx, apiwire.SSHCAPrincipalsRequest{Principals: p.Principals, Any: p.Any})
 	return result[*app.SSHCAView](v, err)
 }

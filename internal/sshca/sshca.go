@@ -20,6 +20,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -173,4 +174,45 @@ func RunFrom(ctx context.Context) string {
 // TrustedUserCAKeysLine is the line for sshd's TrustedUserCAKeys file.
 func TrustedUserCAKeysLine(pub ssh.PublicKey) string {
 	return sshkey.AuthorizedKey(pub, Comment)
+}
+
+// PrincipalNotAllowedError is returned by a restricted signer (see
+// [Restrict]) asked for a principal its list does not name. Nothing is
+// signed.
+type PrincipalNotAllowedError struct {
+	// Principal is the principal asked for.
+	Principal string
+	// Allowed are the principals the signer may sign for.
+	Allowed []string
+}
+
+// Error names the principal and the allowed ones.
+func (e *PrincipalNotAllowedError) Error() string {
+	allowed := "none"
+	if len(e.Allowed) > 0 {
+		allowed = strings.Join(e.Allowed, ", ")
+	}
+	return fmt.Sprintf("sign certificate: principal %q is not one the SSH CA may sign for (allowed: %s)", e.Principal, allowed)
+}
+
+// Restrict returns a Signer that signs, with s, certificates for the
+// allowed principals only (compared exactly, as sshd compares a
+// certificate's principal with the user), and refuses any other principal
+// with a *PrincipalNotAllowedError before s is asked. An empty list allows
+// none.
+func Restrict(s Signer, allowed []string) Signer {
+	return &restricted{Signer: s, allowed: slices.Clone(allowed)}
+}
+
+type restricted struct {
+	Signer
+	allowed []string
+}
+
+// SignUser implements Signer.
+func (r *restricted) SignUser(ctx context.Context, req Request) (*ssh.Certificate, error) {
+	if !slices.Contains(r.allowed, req.Principal) {
+		return nil, &PrincipalNotAllowedError{Principal: req.Principal, Allowed: slices.Clone(r.allowed)}
+	}
+	return r.Signer.SignUser(ctx, req)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,5 +67,57 @@ func TestLocalSigner(t *testing.T) {
 	}
 	if _, err := s.SignUser(context.Background(), sshca.Request{Key: key, Principal: "jump", ValidAfter: now, ValidBefore: now}); err == nil {
 		t.Fatal("an empty validity was signed")
+	}
+}
+
+// countingSigner counts the certificates it is asked for.
+type countingSigner struct {
+	sshca.Signer
+	asked int
+}
+
+func (c *countingSigner) SignUser(ctx context.Context, req sshca.Request) (*ssh.Certificate, error) {
+	c.asked++
+	return c.Signer.SignUser(ctx, req)
+}
+
+// TestRestrict: a restricted signer signs for the principals of its list
+// only, compared exactly; any other is refused before the CA is asked.
+func TestRestrict(t *testing.T) {
+	t.Parallel()
+	priv, _, err := sshca.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, err := sshca.NewLocalSigner(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := &countingSigner{Signer: local}
+	s := sshca.Restrict(inner, []string{"dbtcloud", "etl"})
+	if string(s.PublicKey().Marshal()) != string(local.PublicKey().Marshal()) {
+		t.Fatal("a restricted signer's public key is not its CA's")
+	}
+	userPub, _, _ := ed25519.GenerateKey(rand.Reader)
+	key, _ := ssh.NewPublicKey(userPub)
+	now := time.Now()
+	req := func(principal string) sshca.Request {
+		return sshca.Request{Key: key, Principal: principal, KeyID: "k", ValidAfter: now, ValidBefore: now.Add(time.Hour)}
+	}
+	if cert, err := s.SignUser(context.Background(), req("etl")); err != nil || cert.ValidPrincipals[0] != "etl" {
+		t.Fatalf("allowed principal: %v %v", cert, err)
+	}
+	for _, p := range []string{"root", "ETL", "etl ", "dbtcloud,root", ""} {
+		_, err := s.SignUser(context.Background(), req(p))
+		var na *sshca.PrincipalNotAllowedError
+		if !errors.As(err, &na) || na.Principal != p || !strings.Contains(err.Error(), "dbtcloud, etl") {
+			t.Fatalf("principal %q: %v, want PrincipalNotAllowedError naming the allowed ones", p, err)
+		}
+	}
+	if inner.asked != 1 {
+		t.Fatalf("the CA was asked %d times, want once (for the allowed principal)", inner.asked)
+	}
+	if _, err := sshca.Restrict(local, nil).SignUser(context.Background(), req("etl")); err == nil {
+		t.Fatal("an empty list signed")
 	}
 }

@@ -7,7 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
+	"github.com/pgrelay/pgrelay/internal/connection"
 )
 
 // TestHopsForm adds, reorders and removes SSH hops on the connection form
@@ -204,4 +206,30 @@ func TestHopOwnKeyForm(t *testing.T) {
 	if v, _ = s.App.GetConnection(ctx, "ownkey"); v.SSHHops[1].OwnKey || v.SSHHops[1].OwnKeyFingerprint != "" {
 		t.Fatalf("hop 2 after unchecking its box: %+v", v.SSHHops[1])
 	}
+}
+
+// TestCertificateSetupShowsPrincipals: the setup of a connection with
+// certificate logins shows the bastion users pgrelay's SSH CA may sign
+// for, and warns when it may sign for any.
+func TestCertificateSetupShowsPrincipals(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	c := s.client(t)
+	c.mustLogin(s.Tokens[auth.Editor].Token)
+	ctx := context.Background()
+	if _, err := s.App.InitSSHCA(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.App.CreateConnection(ctx, connection.Spec{Name: "cert", Host: "db.internal", Database: "analytics", User: "dbt",
+		Tunnel: &connection.Tunnel{Host: "bastion.internal", User: "jump", Auth: connection.SSHAuthCertificate}}); err != nil {
+		t.Fatal(err)
+	}
+	page := c.get("/connections/cert").Body
+	contains(t, "page of a CA without principals", page, `id="ca-principals"`, "editors included", "pgrelay ssh-ca principals USER")
+	if _, err := s.App.SetSSHCAPrincipals(ctx, app.SSHCAPrincipals{Principals: []string{"jump", "etl"}}); err != nil {
+		t.Fatal(err)
+	}
+	page = c.get("/connections/cert").Body
+	contains(t, "page of a CA with principals", page, `id="ca-principals"`, "<code>jump</code>, <code>etl</code>")
+	excludes(t, "page of a CA with principals", page, "editors included")
 }

@@ -33,6 +33,9 @@ func Fill(t testing.TB, s store.Store) {
 	if _, err := s.PutMetaIfAbsent(ctx, "ssh_user_ca", []byte{7, 0, 7, 255}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := s.PutMetaIfAbsent(ctx, "ssh_user_ca_principals", []byte(`{"principals":["dbtcloud","etl"]}`)); err != nil {
+		t.Fatal(err)
+	}
 	a := sampleConnection("alpha")
 	b := sampleConnection("beta")
 	b.Spec.Tunnel, b.SSHPublicKey, b.SealedPrivateKey, b.PreviousPublicKey = nil, "", nil, ""
@@ -159,7 +162,7 @@ func Read(t testing.TB, s store.Store) *Dump {
 	ctx := context.Background()
 	d := &Dump{Meta: map[string][]byte{}, Logs: map[string][]jobs.LogLine{}, Backends: map[string][]jobs.Backend{},
 		Cleanups: map[string]*jobs.Cleanup{}}
-	for _, k := range []string{"key_check", "other", "ssh_user_ca"} {
+	for _, k := range []string{"key_check", "other", "ssh_user_ca", "ssh_user_ca_principals"} {
 		v, err := s.GetMeta(ctx, k)
 		if errors.Is(err, store.ErrNotFound) {
 			continue
