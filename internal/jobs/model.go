@@ -172,6 +172,11 @@ func cronParser() cron.Parser {
 // it names when the clocks change (see dstSchedule).
 func ParseSchedule(spec string) (cron.Schedule, error) {
 	const accepted = "accepted are 5 fields \"minute hour day-of-month month day-of-week\" such as \"0 3 * * *\", 6 fields with leading seconds, or @hourly/@daily/@every 10m"
+	if (strings.HasPrefix(spec, "TZ=") || strings.HasPrefix(spec, "CRON_TZ=")) && !strings.Contains(spec, " ") {
+		// cron's parser panics on a zone prefix with no space after it.
+		return nil, fmt.Errorf("%q is not a cron schedule: a CRON_TZ= prefix names a zone, then a space and the schedule, "+
+			"e.g. \"CRON_TZ=Europe/Berlin 0 3 * * *\"; %s", spec, accepted)
+	}
 	s, err := cronParser().Parse(spec)
 	if err != nil {
 		return nil, fmt.Errorf("%q is not a cron schedule (%v): %s", spec, err, accepted)

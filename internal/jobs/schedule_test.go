@@ -1,6 +1,7 @@
 package jobs_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 	_ "time/tzdata" // Europe/Berlin wherever the test runs
@@ -100,5 +101,21 @@ func TestScheduleAcrossDSTChanges(t *testing.T) {
 	second := utc(1, 10).In(berlin) // 02:10 CET
 	if n := s.Next(second); !n.Equal(time.Date(2026, 10, 26, 1, 30, 0, 0, time.UTC)) {
 		t.Errorf("next after %s: %s, want the next day's 02:30", second, n)
+	}
+}
+
+// TestScheduleZonePrefixWithoutSchedule: a zone prefix with nothing after
+// it ("TZ=", "CRON_TZ=Europe/Berlin") is refused with the form that is
+// accepted; cron's parser panicked on it (found by FuzzParseSchedule), so
+// saving such a job took down the request.
+func TestScheduleZonePrefixWithoutSchedule(t *testing.T) {
+	t.Parallel()
+	for _, spec := range []string{"TZ=", "CRON_TZ=", "CRON_TZ=Europe/Berlin"} {
+		if _, err := jobs.ParseSchedule(spec); err == nil || !strings.Contains(err.Error(), "CRON_TZ=Europe/Berlin 0 3 * * *") {
+			t.Errorf("ParseSchedule(%q) = %v, want an error showing the accepted form", spec, err)
+		}
+	}
+	if _, err := jobs.ParseSchedule("CRON_TZ=Europe/Berlin 0 3 * * *"); err != nil {
+		t.Errorf("a zone and a schedule: %v", err)
 	}
 }
