@@ -109,12 +109,13 @@ func (x *run) finish(ctx context.Context, res *Result) {
 		x.hooks.CleanupPending(c)
 	}
 	if !x.r.WaitCleanup {
-		go func() {
+		// c goes by value: res.Cleanup, which callers may change, is &c.
+		go func(c Cleanup) {
 			got := x.retryCleanup(context.WithoutCancel(ctx), backends, c)
 			if x.hooks.Cleanup != nil {
 				x.hooks.Cleanup(got)
 			}
-		}()
+		}(c)
 		return
 	}
 	// The wait is bounded by CleanupFor, not by the run's time limit (a

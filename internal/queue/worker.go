@@ -450,7 +450,11 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 		return true
 	})
 	if res.Cleanup != nil {
-		res.Cleanup.RunAttempt = attempt
+		// A copy: the runner's background retry may still read the one
+		// it returned.
+		c := *res.Cleanup
+		c.RunAttempt = attempt
+		res.Cleanup = &c
 	}
 	final := res.Cleanup != nil && (res.Cleanup.Status != jobs.CleanupPending || runner.WaitCleanup)
 	res.Superseded = superseded != nil
