@@ -2,6 +2,7 @@ package audit_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -151,5 +152,51 @@ func TestParseSince(t *testing.T) {
 	}
 	if _, err := audit.ParseSince("yesterday", now); err == nil || !strings.Contains(err.Error(), "7d") {
 		t.Errorf("bad since: %v", err)
+	}
+}
+
+// An export quotes text that others wrote: its C1 controls and DEL are
+// \u escapes, not raw characters a terminal would act on (the API's
+// stream, which a curl prints, as much as the CLI's), and each line
+// decodes to the record as sealed, so the hash chain still verifies.
+func TestExportEscapesControls(t *testing.T) {
+	m := &memLog{}
+	for i := range 3 {
+		r := sample(i)
+		r.Error = "server said \u009b2J\u0085\u009d0;title\a\x7fend"
+		r.Use.Commands = [][]string{{"printf", "\u009b31mred"}}
+		m.append(r)
+	}
+	var out strings.Builder
+	last, err := audit.Export(context.Background(), m, &out, 0, time.Time{})
+	if err != nil || last != 3 {
+		t.Fatalf("export: last %d, %v", last, err)
+	}
+	for _, raw := range []string{"\u009b", "\u0085", "\u009d", "\x7f"} {
+		if strings.Contains(out.String(), raw) {
+			t.Fatalf("export holds the raw control %q:\n%s", raw, out.String())
+		}
+	}
+	if !strings.Contains(out.String(), `\u009b2J\u0085\u009d0;title\u0007\u007fend`) {
+		t.Fatalf("export does not show the controls escaped:\n%s", out.String())
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d lines, want 3:\n%s", len(lines), out.String())
+	}
+	back := &memLog{}
+	for i, line := range lines {
+		var r audit.Record
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("line %d: %v", i+1, err)
+		}
+		if r.Error != m.recs[i].Error || r.Use.Commands[0][1] != m.recs[i].Use.Commands[0][1] || r.Hash != m.recs[i].Hash {
+			t.Fatalf("line %d decodes to %+v, want %+v", i+1, r, m.recs[i])
+		}
+		back.recs = append(back.recs, r)
+	}
+	back.chain = m.chain
+	if v, err := audit.Verify(context.Background(), back); err != nil || !v.OK {
+		t.Fatalf("the exported records do not verify: %+v %v", v, err)
 	}
 }

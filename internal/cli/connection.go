@@ -15,6 +15,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/jsonesc"
 )
 
 func (r *runner) connectionCommand() *cobra.Command {
@@ -46,7 +47,7 @@ func writeJSON(w io.Writer, v any) error {
 	}
 	// encoding/json escapes C0 controls (ESC is \u001b); C1 controls
 	// and DEL too, so that no text in the output acts on a terminal.
-	_, err = w.Write(append(escapeJSONControls(b), '\n'))
+	_, err = w.Write(append(jsonesc.Controls(b), '\n'))
 	return err
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgrelay/pgrelay/internal/app"
+	"github.com/pgrelay/pgrelay/internal/jsonesc"
 )
 
 func (r *runner) queryCommand() *cobra.Command {
@@ -120,7 +121,7 @@ func (s *jsonSink) Begin(cols []app.Column) error {
 	s.names = make([]string, len(cols))
 	for i, c := range cols {
 		b, _ := json.Marshal(c.Name)
-		s.names[i] = string(escapeJSONControls(b))
+		s.names[i] = string(jsonesc.Controls(b))
 	}
 	_, err := io.WriteString(s.w, "[")
 	return err
@@ -142,8 +143,8 @@ func (s *jsonSink) Row(vals [][]byte) error {
 	b.WriteString("}")
 	s.n++
 	// Values of type json pass as they are: write their C1 controls
-	// escaped as encoding/json does not (see escapeJSONControls).
-	_, err := s.w.Write(escapeJSONControls([]byte(b.String())))
+	// escaped as encoding/json does not (see jsonesc.Controls).
+	_, err := s.w.Write(jsonesc.Controls([]byte(b.String())))
 	return err
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/daemon"
+	"github.com/pgrelay/pgrelay/internal/jsonesc"
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/queue"
 	"github.com/pgrelay/pgrelay/internal/requestid"
@@ -194,7 +195,7 @@ and use the CLI against this server with
 // Its lines may quote a job's command (a run's reason): the text format
 // quotes every control character (\x1b, \u009b); in JSON, which escapes
 // only C0 controls, C1 controls and DEL are escaped as well (see
-// escapeJSONControls), as in the CLI's JSON output.
+// jsonesc.Controls), as in the CLI's JSON output.
 func serveLogHandler(w io.Writer, format string, opts *slog.HandlerOptions) slog.Handler {
 	if format == "json" {
 		return slog.NewJSONHandler(jsonControlsWriter{w}, opts)
@@ -208,7 +209,7 @@ type jsonControlsWriter struct{ w io.Writer }
 
 // Write implements io.Writer.
 func (j jsonControlsWriter) Write(p []byte) (int, error) {
-	if _, err := j.w.Write(escapeJSONControls(p)); err != nil {
+	if _, err := j.w.Write(jsonesc.Controls(p)); err != nil {
 		return 0, err
 	}
 	return len(p), nil

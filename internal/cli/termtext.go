@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"github.com/pgrelay/pgrelay/internal/jsonesc"
+
 	"bytes"
 	"fmt"
 	"io"
@@ -77,30 +79,8 @@ func hasControls(s string) bool {
 	return false
 }
 
-// escapeJSONControls writes C1 controls (U+0080 to U+009F) and DEL in
-// encoded JSON as \u escapes, which encoding/json leaves as they are
-// (it escapes only C0 controls): a terminal showing JSON output then acts
-// on none of its characters. In valid JSON, these occur only inside
-// strings, where the escape means the same character.
-func escapeJSONControls(b []byte) []byte {
-	if !bytes.ContainsFunc(b, func(r rune) bool { return r == 0x7f || (r >= 0x80 && r <= 0x9f) }) {
-		return b
-	}
-	out := make([]byte, 0, len(b)+16)
-	for i := 0; i < len(b); {
-		r, size := utf8.DecodeRune(b[i:])
-		if r == 0x7f || (r >= 0x80 && r <= 0x9f) {
-			out = fmt.Appendf(out, `\u%04x`, r)
-		} else {
-			out = append(out, b[i:i+size]...)
-		}
-		i += size
-	}
-	return out
-}
-
 // jsonLinesWriter writes JSON lines to w with their C1 controls and DEL
-// escaped (see escapeJSONControls), whole lines at a time: its writes may
+// escaped (see jsonesc.Controls), whole lines at a time: its writes may
 // cut a line, and a character in it, anywhere (a bufio.Writer's do).
 // What follows the last line end waits for the next write or Flush.
 type jsonLinesWriter struct {
@@ -115,7 +95,7 @@ func (j *jsonLinesWriter) Write(p []byte) (int, error) {
 	if end < 0 {
 		return len(p), nil
 	}
-	_, err := j.w.Write(escapeJSONControls(j.rest[:end+1]))
+	_, err := j.w.Write(jsonesc.Controls(j.rest[:end+1]))
 	j.rest = append(j.rest[:0], j.rest[end+1:]...)
 	if err != nil {
 		return 0, err
@@ -128,7 +108,7 @@ func (j *jsonLinesWriter) Flush() error {
 	if len(j.rest) == 0 {
 		return nil
 	}
-	_, err := j.w.Write(escapeJSONControls(j.rest))
+	_, err := j.w.Write(jsonesc.Controls(j.rest))
 	j.rest = j.rest[:0]
 	return err
 }

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"github.com/pgrelay/pgrelay/internal/jsonesc"
+
 	"bytes"
 	"encoding/json"
 	"log/slog"
@@ -59,10 +61,10 @@ func TestEscapeJSONControls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := string(escapeJSONControls(b))
+	got := string(jsonesc.Controls(b))
 	want := `{"text":"\u001b]52;c;eA==\u0007 \u009b2J \u007f ok ✓"}`
 	if got != want {
-		t.Fatalf("escapeJSONControls: %s, want %s", got, want)
+		t.Fatalf("jsonesc.Controls: %s, want %s", got, want)
 	}
 	var back map[string]string
 	if err := json.Unmarshal([]byte(got), &back); err != nil || back["text"] != v["text"] {
