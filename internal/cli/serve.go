@@ -71,6 +71,13 @@ local data dir: it ignores PGRELAY_SERVER, which is for the commands that use a 
 			if err != nil {
 				return err
 			}
+			if progs := policy.Allow.Programs(); len(progs) > 0 && policy.RunAs == nil {
+				// Editors choose these programs' arguments: as pgrelay's
+				// own user they read master.key and the store.
+				r.logger.Warn("commands run as pgrelay's own user: an editor who saves a job or a connection can make an allowed program "+
+					"read master.key and the store, that is every stored secret; run serve as root with --run-as USER to contain them "+
+					"(README: Security)", "allowed_programs", progs)
+			}
 			if err := qf.validate(); err != nil {
 				return err
 			}

@@ -267,3 +267,28 @@ func TestServeExposureFlagErrors(t *testing.T) {
 		contains(t, strings.Join(c.args, " "), r.stderr, c.want...)
 	}
 }
+
+// TestServeWarnsCommandsWithoutRunAs: allowed programs without --run-as
+// run as pgrelay's own user, where an editor's arguments read every
+// secret; serve says so at start, naming the programs and the fix. Without
+// allowed programs there is nothing to warn about.
+func TestServeWarnsCommandsWithoutRunAs(t *testing.T) {
+	t.Parallel()
+	listening := regexp.MustCompile(`serving the web UI and API on (http://\S+)`)
+	const warning = "commands run as pgrelay's own user"
+
+	p := startCommand(t, t.TempDir(), nil, "serve", "--addr", "127.0.0.1:0", "--allow-command", "psql")
+	p.wait(listening)
+	logs := p.stderr.String()
+	contains(t, "serve's log with --allow-command", logs, warning)
+	contains(t, "serve's log with --allow-command", logs, "--run-as USER")
+	contains(t, "serve's log with --allow-command", logs, "psql")
+	p.stop()
+
+	p = startCommand(t, t.TempDir(), nil, "serve", "--addr", "127.0.0.1:0")
+	p.wait(listening)
+	if strings.Contains(p.stderr.String(), warning) {
+		t.Errorf("serve without allowed programs warns about them:\n%s", p.stderr.String())
+	}
+	p.stop()
+}
