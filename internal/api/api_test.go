@@ -664,3 +664,46 @@ func TestSecretUnderAnotherMasterKey(t *testing.T) {
 		t.Fatalf("message: %q", ce.Message)
 	}
 }
+
+// TestSaveAfterMasterKeyRotation: a server left running with the old key
+// after `pgrelay master-key rotate` refuses to save a connection (it would
+// seal its password with a key the store no longer uses) and says why: 503
+// with the message to restart it with the new key, not a bare internal
+// error whose reason only the server log has.
+func TestSaveAfterMasterKeyRotation(t *testing.T) {
+	t.Parallel()
+	srv := apitest.Start(t, apitest.Options{})
+	c := srv.Client(t, srv.AdminToken)
+	spec := func(name string) connection.Spec {
+		return connection.Spec{Name: name, Host: "127.0.0.1", Port: 1, Database: "d", User: "u",
+			Password: secret.New("pw-" + name), SSLMode: connection.SSLDisable}
+	}
+	if _, err := c.CreateConnection(bg, spec("before")); err != nil {
+		t.Fatal(err)
+	}
+	next, err := secret.NewKeyring(bytes.Repeat([]byte{9}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := app.RotateMasterKey(bg, srv.Store, srv.Keyring, next, app.RotateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for what, save := range map[string]func() error{
+		"create": func() error { _, err := c.CreateConnection(bg, spec("after")); return err },
+		"update": func() error {
+			up := spec("before")
+			up.Threads = 8
+			up.Password = secret.Value{}
+			_, err := c.UpdateConnection(bg, "before", up, nil)
+			return err
+		},
+	} {
+		ce := wantAPIError(t, save(), 503, api.CodeUnavailable)
+		if !strings.Contains(ce.Message, "master key changed since this process started") || !strings.Contains(ce.Message, "restart it with the new key") {
+			t.Errorf("%s after the rotation: message %q", what, ce.Message)
+		}
+	}
+	if _, err := srv.Store.GetConnection(bg, "after"); err == nil {
+		t.Fatal("the server with the old key saved a connection after the rotation")
+	}
+}

@@ -155,6 +155,11 @@ func classify(err error) (int, ErrorBody) {
 		return http.StatusConflict, ErrorBody{Code: CodeConflict, Message: err.Error()}
 	case errors.Is(err, app.ErrNoQueue):
 		return http.StatusServiceUnavailable, ErrorBody{Code: CodeUnavailable, Message: err.Error()}
+	case errors.Is(err, app.ErrKeyRotated):
+		// A server left running with the old key after `pgrelay
+		// master-key rotate` refuses to seal secrets with it; the message
+		// says to restart it with the new key.
+		return http.StatusServiceUnavailable, ErrorBody{Code: CodeUnavailable, Message: err.Error()}
 	case errors.Is(err, secret.ErrOpen):
 		// A secret sealed under another master key: most often the key
 		// was rotated (master-key rotate) while this server kept the old.

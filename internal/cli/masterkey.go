@@ -245,8 +245,18 @@ func (r *runner) printRotation(loc secret.KeyLocation, keyPath string, rep *app.
 		if rep.AuthSecrets > 0 {
 			creds = fmt.Sprintf(", %d credential secrets (Lakebase client secrets, AlloyDB keys)", rep.AuthSecrets)
 		}
-		fmt.Fprintf(r.out(), "Sealed %d passwords and %d SSH private keys%s of %d connections with a new master key, in one transaction.\n",
-			rep.Passwords, rep.PrivateKeys, creds, rep.Connections)
+		more := ""
+		if rep.HopKeys > 0 {
+			more += fmt.Sprintf(", %d SSH private keys of hops with a key pair of their own", rep.HopKeys)
+		}
+		if rep.PendingKeys > 0 {
+			more += fmt.Sprintf(", %d new SSH private keys of key rotations under way", rep.PendingKeys)
+		}
+		if rep.SSHCA {
+			more += ", and the SSH CA's private key"
+		}
+		fmt.Fprintf(r.out(), "Sealed %d passwords and %d SSH private keys%s of %d connections%s with a new master key, in one transaction.\n",
+			rep.Passwords, rep.PrivateKeys, creds, rep.Connections, more)
 	}
 	if loc.Source() == secret.FromDataDir {
 		fmt.Fprintf(r.out(), "The new key is in %s; the old key no longer opens the store.\n", newKeyAt)

@@ -20,7 +20,7 @@ func (r *runner) traceProvider(ctx context.Context) (trace.TracerProvider, error
 		}
 		r.traces = p
 		if p.Enabled() {
-			r.logger.Info("tracing on", "endpoint", tracing.Endpoint(r.env.Getenv))
+			r.logger.Info("tracing on", "endpoint", tracing.RedactedEndpoint(r.env.Getenv))
 		}
 	}
 	if !r.traces.Enabled() {

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -63,6 +64,20 @@ func Endpoint(getenv func(string) string) string {
 		return e
 	}
 	return strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_ENDPOINT"))
+}
+
+// RedactedEndpoint is Endpoint for logs: a password in the URL's user
+// information (http://user:password@collector:4318) is replaced by xxxxx.
+func RedactedEndpoint(getenv func(string) string) string {
+	e := Endpoint(getenv)
+	u, err := url.Parse(e)
+	if err != nil {
+		if strings.Contains(e, "@") {
+			return "[an endpoint URL that does not parse, not shown: it may hold a password]"
+		}
+		return e
+	}
+	return u.Redacted()
 }
 
 // Provider is pgrelay's tracer provider: the SDK's, exporting to a

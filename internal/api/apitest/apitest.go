@@ -80,6 +80,8 @@ type Server struct {
 	Queue *queue.Queue
 	// AdminToken is the token of the admin created at start.
 	AdminToken string
+	// Keyring holds the master key the server seals secrets with.
+	Keyring *secret.Keyring
 
 	logs *testenv.LogBuffer
 }
@@ -139,7 +141,7 @@ func Start(tb testing.TB, opts Options) *Server {
 	if err != nil || admin == nil {
 		tb.Fatalf("apitest: bootstrap admin: %v", err)
 	}
-	return &Server{URL: hs.URL, App: svc, API: d.API(), Sessions: d.Sessions(), Store: st, Queue: d.Queue(), AdminToken: admin.Token, logs: logs}
+	return &Server{URL: hs.URL, App: svc, API: d.API(), Sessions: d.Sessions(), Store: st, Queue: d.Queue(), AdminToken: admin.Token, Keyring: kr, logs: logs}
 }
 
 // Token creates a token with a role and returns it.
