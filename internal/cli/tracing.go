@@ -14,7 +14,7 @@ import (
 // off.
 func (r *runner) traceProvider(ctx context.Context) (trace.TracerProvider, error) {
 	if r.traces == nil {
-		p, err := tracing.New(ctx, tracing.Options{Getenv: r.env.Getenv, Version: Version})
+		p, err := tracing.New(ctx, tracing.Options{Getenv: r.env.Getenv, Version: Version, Logger: r.logger})
 		if err != nil {
 			return nil, usageError{err}
 		}

@@ -16,8 +16,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -121,6 +123,11 @@ type Options struct {
 	// BatchTimeout is how long spans wait before they are sent; default
 	// the SDK's (OTEL_BSP_SCHEDULE_DELAY, 5 s).
 	BatchTimeout time.Duration
+	// Logger receives failed exports (a collector down or refusing), as
+	// pgrelay's own log lines in its format; nil leaves them to the
+	// OpenTelemetry SDK, which prints them to stderr in a format of its
+	// own (plain text in a JSON log).
+	Logger *slog.Logger
 }
 
 // New returns the provider the environment asks for: exporting over
@@ -155,12 +162,53 @@ func New(ctx context.Context, o Options) (*Provider, error) {
 			res = r2
 		}
 	}
+	if o.Logger != nil {
+		exp = &loggedExporter{SpanExporter: exp, log: o.Logger}
+	}
 	var bopts []sdktrace.BatchSpanProcessorOption
 	if o.BatchTimeout > 0 {
 		bopts = append(bopts, sdktrace.WithBatchTimeout(o.BatchTimeout))
 	}
 	sdk := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp, bopts...), sdktrace.WithResource(res))
 	return &Provider{TracerProvider: sdk, sdk: sdk}, nil
+}
+
+// loggedExporter reports its exporter's failures to a logger, and not to
+// the SDK's process-wide error handler: the first failure of a series
+// and then at most one a minute (with the count) while it lasts, and the
+// first success after. The spans of a failed export are dropped, as the
+// SDK does (the OTLP exporter has already retried them).
+type loggedExporter struct {
+	sdktrace.SpanExporter
+	log *slog.Logger
+
+	mu       sync.Mutex
+	failed   int       // exports failed since the last success
+	reported time.Time // when a failure was last logged
+}
+
+// logEvery is how often a series of failed exports is logged again.
+const logEvery = time.Minute
+
+// ExportSpans implements sdktrace.SpanExporter.
+func (e *loggedExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	err := e.SpanExporter.ExportSpans(ctx, spans)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err == nil {
+		if e.failed > 0 {
+			e.log.Info("tracing: exporting spans to the collector again", "failed_exports", e.failed)
+			e.failed = 0
+		}
+		return nil
+	}
+	e.failed++
+	if now := time.Now(); e.failed == 1 || now.Sub(e.reported) >= logEvery {
+		e.reported = now
+		e.log.Warn("tracing: could not export spans to the collector; they are dropped", "spans", len(spans),
+			"failed_exports", e.failed, "error", err)
+	}
+	return nil
 }
 
 // Propagator is how a request's trace context is read (W3C traceparent).
