@@ -331,7 +331,8 @@ func (s *Connector) explainChainError(ctx context.Context, c *store.Connection, 
 		if lines, lerr := keyLinesFor(c, pub); lerr == nil {
 			line, own = lines[idx].Line, lines[idx].OwnKey
 		}
-		return &KeyNotAuthorizedError{Connection: name, Bastion: addr, User: hops[idx].User, Hop: where, PublicKey: line, OwnKey: own, Err: err}
+		return &KeyNotAuthorizedError{Connection: name, Bastion: addr, User: hops[idx].User, Hop: where, PublicKey: line, OwnKey: own,
+			LastHop: idx == len(hops)-1, Err: err}
 	}
 	return fmt.Errorf("connection %s: %w", name, err)
 }

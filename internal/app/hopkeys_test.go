@@ -70,6 +70,10 @@ func TestHopOwnKey(t *testing.T) {
 		!strings.Contains(err.Error(), "hop 2 of 2 ("+b2.Addr()+")") || !strings.Contains(err.Error(), lines[1].Line) {
 		t.Fatalf("hop 2 with the connection's key only: %v, want a KeyNotAuthorizedError naming hop 2 with its own line", err)
 	}
+	// Hop 2 is the last: its line forwards to the database, not to a next hop.
+	if msg := err.Error(); !strings.Contains(msg, "forwarding to the database") || strings.Contains(msg, "next hop") {
+		t.Errorf("the last hop's error says where its line forwards wrongly: %v", err)
+	}
 
 	// The connection test fails at hop 2's login, with hop 2's own line.
 	rep, err := f.svc.TestConnection(ctx, "own", nil)

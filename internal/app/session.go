@@ -108,7 +108,10 @@ type KeyNotAuthorizedError struct {
 	// OwnKey is true when the refused key is the hop's own (own_key)
 	// rather than the connection's.
 	OwnKey bool
-	Err    error
+	// LastHop is true when Hop is the last of the chain, whose line
+	// forwards to the database rather than to a next hop.
+	LastHop bool
+	Err     error
 }
 
 // Error says the key is not authorized and how to authorize it.
@@ -118,10 +121,14 @@ func (e *KeyNotAuthorizedError) Error() string {
 		if e.OwnKey {
 			whose = "the hop's own public key (own_key)"
 		}
+		target := "the next hop"
+		if e.LastHop {
+			target = "the database"
+		}
 		return fmt.Sprintf("connection %s: SSH %s refused %s for user %q: the key is not authorized. "+
-			"Add this line, which allows nothing but forwarding to the next hop, to ~%s/.ssh/authorized_keys on that hop "+
+			"Add this line, which allows nothing but forwarding to %s, to ~%s/.ssh/authorized_keys on that hop "+
 			"(every hop's line: `pgrelay connection public-key %s --restricted`):\n%s",
-			e.Connection, e.Hop, whose, e.User, e.User, e.Connection, e.PublicKey)
+			e.Connection, e.Hop, whose, e.User, target, e.User, e.Connection, e.PublicKey)
 	}
 	return fmt.Sprintf("connection %s: SSH bastion %s refused the connection's public key for user %q: the key is not authorized. "+
 		"Add this line, which allows nothing but forwarding to the database, to ~%s/.ssh/authorized_keys on the bastion "+

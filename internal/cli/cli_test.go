@@ -234,7 +234,7 @@ func TestCLI(t *testing.T) {
 		// Rotating the key: the old key is shown, the new one is not yet
 		// authorized.
 		r = h.ok("connection", "rotate-key", "wh")
-		contains(t, "rotate-key", r.stdout, pub)
+		contains(t, "rotate-key", r.stdout, pub, "pgrelay connection public-key wh --restricted")
 		newPub := strings.TrimSpace(h.ok("connection", "public-key", "wh").stdout)
 		if newPub == pub {
 			t.Fatal("rotate-key kept the same key")

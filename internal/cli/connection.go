@@ -198,8 +198,15 @@ To create the bastion user and install the key in one step, run this script on
 the bastion as root:
   pgrelay connection bastion-setup %[5]s
 Then test the connection, hop by hop: pgrelay connection test %[5]s
-The bastion's host key is pinned on the first connection.
 `, t.User, t.PublicKey, v.Host, v.Port, v.Name)
+	switch {
+	case len(t.HostKeyFingerprints) > 1:
+		fmt.Fprintf(w, "The bastion's host keys %s are pinned: any other key is refused.\n", strings.Join(t.HostKeyFingerprints, ", "))
+	case t.HostKeyFingerprint != "":
+		fmt.Fprintf(w, "The bastion's host key %s is pinned: a different key is refused.\n", t.HostKeyFingerprint)
+	default:
+		fmt.Fprintln(w, "The bastion's host key is pinned on the first connection.")
+	}
 }
 
 func summary(v *app.ConnectionView) string {

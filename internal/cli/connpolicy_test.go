@@ -37,8 +37,13 @@ func TestHostKeyAndNetworkFlags(t *testing.T) {
 		b.Authorize(t, strings.TrimSpace(h.ok("connection", "public-key", name).stdout))
 	}
 
-	// A key given on create is pinned at once.
-	h.ok(append(createArgs("given", pg, tunnelArgs(b)...), "--ssh-known-host", keyLine)...)
+	// A key given on create is pinned at once, and create says so (it
+	// used to say the key would be pinned on the first connection).
+	r := h.ok(append(createArgs("given", pg, tunnelArgs(b)...), "--ssh-known-host", keyLine)...)
+	contains(t, "create with a pinned key", r.stdout, "host key "+fp+" is pinned: a different key is refused")
+	if strings.Contains(r.stdout, "pinned on the first connection") {
+		t.Errorf("create with --ssh-known-host says the key is pinned on the first connection:\n%s", r.stdout)
+	}
 	authorize("given")
 	contains(t, "show", h.ok("connection", "show", "given").stdout, fp+" (pinned)")
 	h.ok("query", "given", "select 1")
@@ -64,7 +69,7 @@ func TestHostKeyAndNetworkFlags(t *testing.T) {
 	h.ok("query", "file", "select 1")
 
 	// Bad input names the flag and what is accepted.
-	r := h.fail(2, append(createArgs("bad", pg, tunnelArgs(b)...), "--ssh-known-host", fp)...)
+	r = h.fail(2, append(createArgs("bad", pg, tunnelArgs(b)...), "--ssh-known-host", fp)...)
 	contains(t, "bad key", r.stderr, "--ssh-known-host:", "is a fingerprint", "accepted is the bastion's public host key")
 	r = h.fail(2, append(createArgs("bad", pg, tunnelArgs(b)...), "--ssh-known-host", "other.example.com "+keyLine)...)
 	contains(t, "other host", r.stderr, "--ssh-known-host:", "not for this bastion")

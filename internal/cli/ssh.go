@@ -310,6 +310,7 @@ func printRotation(w io.Writer, name string, rot *app.KeyRotation, pending, fini
 			"Remove the old line from the hops (it expires %s anyway):\n\n%s\n", name, fmtTime(rot.OldKeyExpiresAt), rot.Old)
 	default:
 		fmt.Fprintf(w, "New key pair generated for %q. Add the new public key to the bastion's authorized_keys:\n\n%s\n\nthen remove the old one:\n\n%s\n", name, rot.New, rot.Old)
+		fmt.Fprintf(w, "\nSafer, the new key allowed only to forward (one line per hop): pgrelay connection public-key %s --restricted\n", name)
 		for _, h := range rot.Hops {
 			if h.OwnKey {
 				fmt.Fprintf(w, "\nHop %d (%s@%s) logs in with its own key, replaced too: put this line in place of its old one:\n\n%s\n",

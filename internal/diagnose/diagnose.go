@@ -762,6 +762,12 @@ func factText(err error) string {
 		return fmt.Sprintf("TCP connection to SSH bastion %s: %v", dialErr.Addr, dialErr.Err)
 	case errors.As(err, &hsErr):
 		return fmt.Sprintf("SSH handshake with bastion %s: %v", hsErr.Addr, hsErr.Err)
+	case errors.As(err, &mismatch) && mismatch.PinnedNotOffered():
+		// Not a changed key: the bastion could not present the pinned one.
+		return fmt.Sprintf("SSH bastion %s did not present a pinned host key: it offers only the host key algorithms %s, "+
+			"none of which pgrelay accepts for the pinned key %s (%s); it presented %s",
+			mismatch.Addr, strings.Join(mismatch.Offered, ", "), strings.Join(mismatch.Pinned, " or "),
+			strings.Join(mismatch.PinnedAlgorithms, ", "), mismatch.Presented)
 	case errors.As(err, &mismatch) && len(mismatch.Pinned) > 0:
 		return fmt.Sprintf("host key mismatch for bastion %s: it presented %s, the pinned key is %s",
 			mismatch.Addr, mismatch.Presented, strings.Join(mismatch.Pinned, " or "))

@@ -368,6 +368,22 @@ func TestDiagnose(t *testing.T) {
 		}
 	})
 
+	// Hop 2 of a chain refuses its key: the hint names hop 2's setup
+	// script, not the default one of hop 1 (whose line would let the key
+	// forward only to hop 2, and would replace hop 2's own line there).
+	t.Run("KeyNotAuthorizedOnHop2", func(t *testing.T) {
+		t.Parallel()
+		s := e.viaBastion(direct(e.pg, "dbt", "dbt-pw", "analytics", connection.SSLDisable), e.bastion.Host, e.bastion.Port)
+		s.Tunnel.Next = []connection.Hop{{Host: e.bastion.Host, Port: e.bastion.Port, User: e.bastion.User}}
+		in := e.input(s)
+		other, otherLine := newKey(t)
+		in.Hops = []diagnose.HopInput{{Signer: e.signer, PublicKeyLine: e.line}, {Signer: other, PublicKeyLine: otherLine}}
+		f := failedAt(t, run(t, in), diagnose.StepSSHAuth, "authorized_keys", "pgrelay connection bastion-setup wh --hop 2`")
+		if f.Hop != 2 {
+			t.Fatalf("failed at hop %d, want hop 2", f.Hop)
+		}
+	})
+
 	t.Run("DraftWithoutKey", func(t *testing.T) {
 		t.Parallel()
 		in := e.input(e.viaBastion(direct(e.pg, "dbt", "dbt-pw", "analytics", connection.SSLDisable), e.bastion.Host, e.bastion.Port))

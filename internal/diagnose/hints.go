@@ -295,7 +295,13 @@ func (r *runner) hintAuth(addr string, err error) string {
 			"Add this line to ~%s/.ssh/authorized_keys on the bastion (~/.ssh mode 700, the file mode 600, both owned by %s); "+
 			"it lets the key do nothing but forward to %s:\n%s\n",
 			addr, user, user, user, target, r.restrictedKeyLine())
-		if cmd := r.command("bastion-setup"); cmd != "" {
+		var setup []string
+		if c := r.cur; c != nil && c.n > 1 {
+			// The script of hop 1 (the default) would install a line that
+			// forwards only to hop 2, in place of this hop's line.
+			setup = []string{"--hop", strconv.Itoa(c.i + 1)}
+		}
+		if cmd := r.command("bastion-setup", setup...); cmd != "" {
 			fmt.Fprintf(&b, "or run, as root on the bastion, the script printed by `%s`. ", cmd)
 		}
 		fmt.Fprintf(&b, "Check also that the account is not locked: sshd without PAM refuses accounts created by useradd "+

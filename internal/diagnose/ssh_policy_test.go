@@ -1,6 +1,9 @@
 package diagnose_test
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"strings"
 	"sync"
@@ -116,6 +119,34 @@ func TestSSHAlgorithmsAndPolicies(t *testing.T) {
 		in.HostKeys = []ssh.PublicKey{good.HostKey}
 		if rep := run(t, in); !rep.OK || rep.HostKey.State != diagnose.HostKeyPinned {
 			t.Fatalf("pinned under approve: %+v", rep.Failed())
+		}
+	})
+
+	// A pinned key of a type the bastion does not offer (it has only an
+	// ed25519 host key) makes it present another of its keys: the step's
+	// error, like its hint, says so and does not call it a mismatch.
+	t.Run("PinnedKeyTypeNotOffered", func(t *testing.T) {
+		t.Parallel()
+		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pinned, err := ssh.NewPublicKey(priv.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := e.input(via(good))
+		in.HostKeys = []ssh.PublicKey{pinned}
+		rep := run(t, in)
+		f := failedAt(t, rep, diagnose.StepSSHHandshake, "does not mean that its key changed", "HostKeyAlgorithms")
+		for _, s := range []string{"did not present a pinned host key", "ssh-ed25519", "ecdsa-sha2-nistp256",
+			sshkey.Fingerprint(pinned), sshkey.Fingerprint(good.HostKey)} {
+			if !strings.Contains(f.Error, s) {
+				t.Errorf("error %q lacks %q", f.Error, s)
+			}
+		}
+		if strings.Contains(f.Error, "mismatch") {
+			t.Errorf("error %q calls a key the bastion does not offer a mismatch", f.Error)
 		}
 	})
 
