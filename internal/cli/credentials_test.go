@@ -118,3 +118,74 @@ func TestCredentialCommandRunsTheAllowedPath(t *testing.T) {
 		t.Fatalf("the allowed program %s did not run: %v", allowed, err)
 	}
 }
+
+// TestTokenProgramStderrOnlyLocal: what a failed token program writes to
+// stderr may quote a secret (curl -v prints the Authorization header), so
+// it is not in the error a server logs, stores in the connection's health
+// or sends: through a server the test says the program failed and no
+// more; a local command shows the stderr in its own terminal, once, and
+// keeps it out of the store.
+func TestTokenProgramStderrOnlyLocal(t *testing.T) {
+	t.Parallel()
+	const secret = "c2VjcmV0LWluLXN0ZGVyci05MQ"
+	dir := t.TempDir()
+	src, prog := filepath.Join(dir, "db-token.txt"), filepath.Join(dir, "db-token")
+	script := "#!/bin/sh\necho '> Authorization: Basic " + secret + "' >&2\necho 'curl: (22) The requested URL returned error: 403' >&2\nexit 3\n"
+	if err := os.WriteFile(src, []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("install", "-m", "0755", src, prog).CombinedOutput(); err != nil {
+		t.Fatalf("install %s: %v %s", prog, err, out)
+	}
+	create := []string{"connection", "create", "tp", "--host", "127.0.0.1", "--port", "1", "--database", "d", "--user", "u",
+		"--sslmode", "require", "--auth", "command", "--auth-program", prog}
+	noSecret := func(what, text string) {
+		t.Helper()
+		if strings.Contains(text, secret) {
+			t.Errorf("%s holds the program's stderr:\n%s", what, text)
+		}
+	}
+
+	// Through a server.
+	tokenFile := filepath.Join(t.TempDir(), "admin.token")
+	s := startServe(t, nil, "serve", "--listen", "127.0.0.1:0", "--allow-command", prog, "--admin-token-file", tokenFile, "--log-level", "info")
+	token, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := newHarness(t)
+	remote.env["PGRELAY_SERVER"], remote.env["PGRELAY_TOKEN"] = s.url, strings.TrimSpace(string(token))
+	remote.ok(create...)
+	r := remote.fail(1, "connection", "test", "tp")
+	contains(t, "the test through the server", r.stdout, "exited with code 3", "shown only by a pgrelay command run on this machine")
+	noSecret("the test through the server", r.stdout+r.stderr)
+	noSecret("the connection's health through the server", remote.ok("connection", "show", "tp", "-o", "json").stdout)
+	s.stop(t)
+	noSecret("the server's log", s.stderr.String()+s.stdout.String())
+
+	// Locally.
+	local := newHarness(t)
+	local.env["PGRELAY_ALLOW_COMMANDS"] = prog
+	local.ok(create...)
+	r = local.fail(1, "connection", "test", "tp")
+	noSecret("the local test's report", r.stdout)
+	contains(t, "the local test's stderr", r.stderr, "db-token wrote to stderr (shown only here, never stored or sent):",
+		"  | > Authorization: Basic "+secret, "  | curl: (22)")
+	if n := strings.Count(r.stderr, "wrote to stderr"); n != 1 {
+		t.Errorf("the program's stderr is shown %d times:\n%s", n, r.stderr)
+	}
+	noSecret("the connection's health", local.ok("connection", "show", "tp", "-o", "json").stdout)
+	err = filepath.WalkDir(local.dataDir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err == nil && strings.Contains(string(b), secret) {
+			t.Errorf("%s holds the program's stderr", path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

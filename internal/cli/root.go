@@ -23,6 +23,7 @@ import (
 	"github.com/pgrelay/pgrelay/client"
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/audit"
+	"github.com/pgrelay/pgrelay/internal/credential"
 	"github.com/pgrelay/pgrelay/internal/daemon"
 	"github.com/pgrelay/pgrelay/internal/fielderr"
 	"github.com/pgrelay/pgrelay/internal/jobs"
@@ -82,7 +83,27 @@ func Execute(ctx context.Context, env Env, args []string) int {
 	// An error may quote a command's output or a database's message:
 	// its control characters are written out (see showControls).
 	fmt.Fprintln(env.Stderr, "Error: "+showControls(describe(err)+r.remoteHint(err)))
+	r.printProgramStderr(err)
 	return code
+}
+
+// printProgramStderr shows, after a local command's error, what a token
+// program that failed wrote to stderr: only here, in the terminal of
+// someone who could run it as well, never in an error message (which is
+// logged, stored and sent; see credential.ProgramStderr). Through a
+// server there is none to show.
+func (r *runner) printProgramStderr(err error) {
+	if r.remote != nil {
+		return
+	}
+	prog, text := credential.ProgramStderr(err)
+	if text == "" {
+		return
+	}
+	fmt.Fprintf(r.env.Stderr, "%s wrote to stderr (shown only here, never stored or sent):\n", prog)
+	for _, line := range strings.Split(strings.TrimRight(showControls(text), "\n"), "\n") {
+		fmt.Fprintln(r.env.Stderr, "  | "+line)
+	}
 }
 
 // runner holds the state of one command run.

@@ -65,6 +65,7 @@ Exit code 0 only when every step passed.`,
 				fmt.Fprintln(r.out(), testSummary(rep))
 			}
 			if f := rep.Failed(); f != nil {
+				r.printProgramStderr(f.Err)
 				return &exitCodeError{code: exitFailure, msg: fmt.Sprintf("connection %s failed its test at %s", name, f.Name())}
 			}
 			return nil

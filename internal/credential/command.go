@@ -122,13 +122,14 @@ type CommandFailedError struct {
 	// ExitCode is the exit status; -1 when it did not start or was killed
 	// by a signal.
 	ExitCode int
-	// Stderr is the end of what it wrote to stderr, the token masked.
+	// Stderr is the end of what it wrote to stderr, the token masked. It
+	// is not part of Error (see ProgramStderr).
 	Stderr string
 	// Err is the start or wait error.
 	Err error
 }
 
-// Error names the program, the exit status and its stderr.
+// Error names the program and the exit status, not its stderr.
 func (e *CommandFailedError) Error() string {
 	var msg string
 	switch {
@@ -138,9 +139,6 @@ func (e *CommandFailedError) Error() string {
 		msg = fmt.Sprintf("command credential: %s failed: %v", e.Program, e.Err)
 	default:
 		msg = fmt.Sprintf("command credential: %s exited with code %d", e.Program, e.ExitCode)
-	}
-	if e.Stderr != "" {
-		msg += "; stderr: " + e.Stderr
 	}
 	return msg
 }
@@ -158,8 +156,30 @@ func (e *CommandFailedError) Hint() string {
 	case e.ExitCode < 0:
 		return fmt.Sprintf("%s was killed before it finished (out of memory, or by another process): run it by hand as pgrelay's user to see why.", e.Program)
 	}
-	return fmt.Sprintf("%s reported a failure: its stderr above says why. Run it by hand as pgrelay's user, with the same arguments "+
-		"and environment, to reproduce it.", e.Program)
+	return fmt.Sprintf("%s reported a failure. %s", e.Program, stderrHint)
+}
+
+// stderrHint says where a failed program's stderr is shown.
+const stderrHint = "What it wrote to stderr is shown only by a pgrelay command run on this machine " +
+	"(`pgrelay connection test NAME` without --server), never stored, logged or sent, as it may quote a secret; " +
+	"or run the program by hand as pgrelay's user (under --run-as, as that user), with the same arguments and environment."
+
+// ProgramStderr returns the program and the end of what it wrote to
+// stderr (its token masked) when err is a token program's failure. Its
+// stderr is not in the error's message, which is logged, stored in a
+// connection's health and sent to API clients: a program's diagnostics
+// may quote a secret (curl -v prints the Authorization header). Only the
+// terminal of a local command shows it.
+func ProgramStderr(err error) (program, stderr string) {
+	var failed *CommandFailedError
+	var timeout *CommandTimeoutError
+	switch {
+	case errors.As(err, &failed):
+		return failed.Program, failed.Stderr
+	case errors.As(err, &timeout):
+		return timeout.Program, timeout.Stderr
+	}
+	return "", ""
 }
 
 // CommandTimeoutError means the program did not finish within the timeout
@@ -167,17 +187,14 @@ func (e *CommandFailedError) Hint() string {
 type CommandTimeoutError struct {
 	Program string
 	Timeout time.Duration
-	// Stderr is the end of what it wrote to stderr, the token masked.
+	// Stderr is the end of what it wrote to stderr, the token masked. It
+	// is not part of Error (see ProgramStderr).
 	Stderr string
 }
 
-// Error names the program and the timeout.
+// Error names the program and the timeout, not its stderr.
 func (e *CommandTimeoutError) Error() string {
-	msg := fmt.Sprintf("command credential: %s did not finish within %v and was killed", e.Program, e.Timeout)
-	if e.Stderr != "" {
-		msg += "; stderr: " + e.Stderr
-	}
-	return msg
+	return fmt.Sprintf("command credential: %s did not finish within %v and was killed", e.Program, e.Timeout)
 }
 
 // Hint names the usual causes.
@@ -331,10 +348,17 @@ func mask(text string, secrets []string) string {
 	return text
 }
 
-// tail returns the last n bytes of text (cleaned of control characters),
-// marked when cut.
+// tail returns the last n bytes of text, its lines kept and each cleaned
+// of control characters, marked when cut.
 func tail(text string, n int) string {
-	text = cleanText(text, len(text)+1)
+	lines := strings.Split(strings.TrimSpace(text), "\n")
+	kept := lines[:0]
+	for _, l := range lines {
+		if l = cleanText(l, len(l)+1); l != "" {
+			kept = append(kept, l)
+		}
+	}
+	text = strings.Join(kept, "\n")
 	if len(text) <= n {
 		return text
 	}

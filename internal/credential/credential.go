@@ -12,8 +12,8 @@
 // Hint ([Hint]) naming the likely cause and the fix; [Outcome] names it for
 // metrics. No error, log line or hint ever contains a token or a secret:
 // tokens are secret.Values, API error messages are quoted only from the
-// server's documented error fields, and a command's stderr is shown with
-// the token masked.
+// server's documented error fields; a command's stderr (the token masked)
+// only by local commands (ProgramStderr).
 package credential
 
 import (
