@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 )
 
 // Marker is the marker of a known_hosts line.
@@ -58,22 +59,18 @@ func (l KnownHostLine) String() string {
 	return b.String()
 }
 
-// Matches reports whether the line's patterns match the host at host:port:
-// some pattern matches and no negated one does. Host names compare without
-// regard to case.
+// Matches reports whether the line's patterns match the host at host:port
+// as ssh matches known_hosts: each pattern against the host's name there
+// (host for port 22, else [host]:port), so that "*" matches every host
+// on every port while "*.example.com" matches only port 22. Some pattern
+// must match and no negated one. Host names compare without regard to
+// case.
 func (l KnownHostLine) Matches(host string, port int) bool {
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	name := strings.ToLower(knownhosts.Normalize(net.JoinHostPort(strings.TrimSuffix(host, "."), strconv.Itoa(port))))
 	matched := false
 	for _, p := range l.Patterns {
 		neg := strings.HasPrefix(p, "!")
-		p = strings.TrimPrefix(p, "!")
-		ph, pp := p, "22"
-		if strings.HasPrefix(p, "[") {
-			if h, po, err := net.SplitHostPort(p); err == nil {
-				ph, pp = h, po
-			}
-		}
-		if !wildcardMatch(pp, strconv.Itoa(port)) || !wildcardMatch(strings.ToLower(ph), host) {
+		if !wildcardMatch(strings.ToLower(strings.TrimPrefix(p, "!")), name) {
 			continue
 		}
 		if neg {

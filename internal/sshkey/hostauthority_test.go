@@ -60,6 +60,30 @@ func TestHostAuthorities(t *testing.T) {
 			t.Errorf("Authorities(%s, %d) = %d keys, want %d", tc.host, tc.port, len(got), len(tc.want))
 		}
 	}
+	// As ssh matches known_hosts, a pattern is matched against the host's
+	// name there: "*" covers every port ([host]:port included), a pattern
+	// for port 22 does not cover another.
+	any, err := sshkey.ParseHostAuthorities(line("@cert-authority", "*", ca) + "\n" +
+		line("@cert-authority", "[*.example.org]:*", other))
+	if err != nil {
+		t.Fatal(err)
+	}
+	anyTrust := sshkey.HostTrust{Lines: any}
+	for _, tc := range []struct {
+		host string
+		port int
+		want int
+	}{
+		{"bastion.example.com", 22, 1},
+		{"127.0.0.1", 52222, 1},
+		{"::1", 2222, 1},
+		{"b.example.org", 2222, 2},
+		{"b.example.org", 22, 1}, // [host]:port names only other ports than 22
+	} {
+		if got := anyTrust.Authorities(tc.host, tc.port); len(got) != tc.want {
+			t.Errorf("with \"*\": Authorities(%s, %d) = %d keys, want %d", tc.host, tc.port, len(got), tc.want)
+		}
+	}
 	if !trust.Revoked(revoked) || trust.Revoked(ca) {
 		t.Error("Revoked")
 	}

@@ -43,6 +43,8 @@ func TestParseKnownHosts(t *testing.T) {
 		{"hashed name of another host", knownhosts.HashHostname("a.example.com") + " " + ed, "b.example.com", 22, 0, "1 hashed name(s) of other hosts"},
 		{"hashed name for port 22 only", knownhosts.HashHostname("b.example.com") + " " + ed, "b.example.com", 2222, 0, "names [b.example.com]:2222"},
 		{"matching pattern", "*.example.com " + ed, "b.example.com", 22, 1, ""},
+		{"any host, another port", "* " + ed, "127.0.0.1", 52221, 1, ""}, // as ssh-keygen -F '[127.0.0.1]:52221' finds it
+		{"pattern for port 22 only", "*.example.com " + ed, "b.example.com", 2222, 0, "names [b.example.com]:2222"},
 		{"pattern for another domain", "*.other.org " + ed, "b.example.com", 22, 0, "for *.other.org, not for this bastion"},
 		{"negated bastion", "!b.example.com,* " + ed, "b.example.com", 22, 0, "excludes this bastion"},
 		{"ssh-keyscan output", "# b.example.com:22 SSH-2.0-OpenSSH_9.2\nb.example.com " + ed + "\n\nb.example.com " + ecLine + "\n", "b.example.com", 22, 2, ""},
