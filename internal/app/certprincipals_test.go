@@ -12,6 +12,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/diagnose"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/testenv"
@@ -157,7 +158,6 @@ func TestCertificatePrincipals(t *testing.T) {
 	for what, use := range map[string]func() error{
 		"query": func() error { return svc.Query(editor, "allowed", "select 1", &rowsSink{}) },
 		"open":  func() error { _, err := svc.Open(editor, "allowed"); return err },
-		"test":  func() error { _, err := svc.TestConnection(editor, "allowed", nil); return err },
 	} {
 		err := use()
 		var na *app.PrincipalNotAllowedError
@@ -165,7 +165,7 @@ func TestCertificatePrincipals(t *testing.T) {
 			t.Fatalf("%s after the list changed: %v, want a PrincipalNotAllowedError", what, err)
 		}
 		for _, want := range []string{"SSH bastion " + b.Addr(), `user "` + user + `"`, "dbtcloud, etl",
-			"nothing was sent to the bastion", "pgrelay ssh-ca principals dbtcloud etl " + user, "pgrelay connection update allowed"} {
+			"nothing was sent to the bastion", "pgrelay ssh-ca principals dbtcloud etl " + user, "pgrelay connection update allowed --ssh-user USER"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Fatalf("%s after the list changed: %q does not say %q", what, err, want)
 			}
@@ -173,6 +173,30 @@ func TestCertificatePrincipals(t *testing.T) {
 	}
 	if n := strings.Count(b.Log(), "Connection from"); n != connects {
 		t.Fatalf("the bastion saw %d connections after the list left its user out:\n%s", n-connects, b.LogTail())
+	}
+	// The test is a report, not an error: the bastion is reached (with a
+	// throwaway key) and its login step fails, naming the user, the
+	// principals and both fixes.
+	rep, err := svc.TestConnection(editor, "allowed", nil)
+	if err != nil {
+		t.Fatalf("test after the list changed: %v, want a report", err)
+	}
+	fs := rep.Failed()
+	if fs == nil || fs.ID != diagnose.StepSSHAuth {
+		t.Fatalf("test after the list changed failed at %+v, want ssh_auth", fs)
+	}
+	for _, want := range []string{`user "` + user + `"`, "dbtcloud, etl"} {
+		if !strings.Contains(fs.Error, want) {
+			t.Fatalf("the ssh_auth step's error %q does not say %q", fs.Error, want)
+		}
+	}
+	for _, want := range []string{"pgrelay ssh-ca principals dbtcloud etl " + user, "pgrelay connection update allowed --ssh-user USER"} {
+		if !strings.Contains(fs.Hint, want) {
+			t.Fatalf("the ssh_auth step's hint %q does not say %q", fs.Hint, want)
+		}
+	}
+	if rep.Steps[0].Status != diagnose.StatusOK || rep.Steps[1].Status != diagnose.StatusOK {
+		t.Fatalf("the test did not reach the bastion: %+v", rep.Steps)
 	}
 
 	// A list that does not read fails closed.

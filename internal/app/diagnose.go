@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -321,9 +322,13 @@ func (s *Service) sshInput(ctx context.Context, c *store.Connection, in *diagnos
 		}
 		if certs != nil {
 			if hi.Signer, err = certs.sign(ctx, hi.Signer, h, i, len(hops)); err != nil {
-				return nil, err
-			}
-			if hi.Fallback, err = certs.sign(ctx, hi.Fallback, h, i, len(hops)); err != nil {
+				var na *PrincipalNotAllowedError
+				if !errors.As(err, &na) {
+					return nil, err
+				}
+				// The test reaches the hop and fails its login step.
+				hi.Signer, hi.Fallback, hi.SignErr, hi.SignHint = nil, nil, errors.New(na.Problem()), "Fix: "+na.Fix()+"."
+			} else if hi.Fallback, err = certs.sign(ctx, hi.Fallback, h, i, len(hops)); err != nil {
 				return nil, err
 			}
 		}

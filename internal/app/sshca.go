@@ -452,10 +452,22 @@ type PrincipalNotAllowedError struct {
 
 // Error names the hop, the user, the CA's principals and both fixes.
 func (e *PrincipalNotAllowedError) Error() string {
-	return fmt.Sprintf("connection %s: %s: pgrelay's SSH CA may not sign a certificate for user %q (its principals: %s), "+
-		"so nothing was sent to the bastion: log in as one of those (`pgrelay connection update %s`), "+
-		"or have an admin allow it with `pgrelay ssh-ca principals %s`",
-		e.Connection, e.Hop, e.User, listOrNone(e.Allowed), e.Connection, strings.Join(append(slices.Clone(e.Allowed), e.User), " "))
+	return fmt.Sprintf("connection %s: %s: %s, so nothing was sent to the bastion: %s", e.Connection, e.Hop, e.Problem(), e.Fix())
+}
+
+// Problem says what the CA may not do.
+func (e *PrincipalNotAllowedError) Problem() string {
+	return fmt.Sprintf("pgrelay's SSH CA may not sign a certificate for user %q (its principals: %s)", e.User, listOrNone(e.Allowed))
+}
+
+// Fix names both fixes: another user, or the user allowed by an admin.
+func (e *PrincipalNotAllowedError) Fix() string {
+	flag := "--ssh-user USER"
+	if strings.HasPrefix(e.Hop, "hop ") {
+		flag = "--ssh-hop USER@HOST:PORT, every hop in order"
+	}
+	return fmt.Sprintf("log in as one of those (`pgrelay connection update %s %s`), or have an admin allow it with `pgrelay ssh-ca principals %s`",
+		e.Connection, flag, strings.Join(append(slices.Clone(e.Allowed), e.User), " "))
 }
 
 // Unwrap returns the signer's refusal.

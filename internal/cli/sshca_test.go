@@ -92,6 +92,10 @@ func TestCLISSHCAPrincipals(t *testing.T) {
 			if n := strings.Count(b.Log(), "Connection from"); n != connects {
 				t.Fatalf("the bastion saw %d connections after the list left its user out:\n%s", n-connects, b.LogTail())
 			}
+			// The test reports it as its failed login step, in JSON too.
+			r = h.fail(1, "connection", "test", "cert", "-o", "json")
+			contains(t, "test after the list changed", r.stdout, `"id": "ssh_auth"`, `"status": "failed"`,
+				"pgrelay connection update cert --ssh-user USER", "pgrelay ssh-ca principals dbtcloud etl "+user)
 
 			if srv != nil {
 				h.env["PGRELAY_TOKEN"] = srv.Token(t, "ed", auth.Editor).Token

@@ -349,6 +349,12 @@ type HopInput struct {
 	// PublicKeyLine is the restricted authorized_keys line for the hop,
 	// shown when it refuses the key.
 	PublicKeyLine string
+	// SignErr, when set, is why no certificate could be made for the hop
+	// (its user is not among the SSH CA's principals): Signer and
+	// Fallback are nil, the hop's TCP and handshake steps run (with a
+	// throwaway key), and ssh_auth fails with SignErr and SignHint.
+	SignErr  error
+	SignHint string
 }
 
 // hopInput returns the keys of hop i.

@@ -247,6 +247,15 @@ func (r *runner) hop(ctx context.Context, prev *tunnel.Tunnel) (*tunnel.Tunnel, 
 
 	// ssh_auth
 	var authErr *tunnel.AuthError
+	if cur.in.SignErr != nil && (err == nil || errors.As(err, &authErr)) {
+		// No certificate for this hop's user: the throwaway key only
+		// showed the hop reachable.
+		if err == nil {
+			_ = t.Close()
+		}
+		r.failAt(StepSSHAuth, p.keyAt, end, cur.in.SignErr, cur.in.SignHint)
+		return nil, false
+	}
 	if cur.in.Signer == nil && errors.As(err, &authErr) {
 		// The bastion refused the throwaway key, as it should.
 		r.failAt(StepSSHAuth, p.keyAt, end, fmt.Errorf("ssh auth to bastion %s: %w", addr, ErrNoKeyPair), r.hintNoKey())
