@@ -2,7 +2,10 @@ package cli
 
 import (
 	"errors"
+	"fmt"
 	"net/url"
+	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -57,7 +60,7 @@ func (r *runner) commandPolicy(f commandFlags) (jobs.CommandPolicy, error) {
 			var ae *jobs.AccessError
 			if errors.As(err, &ae) {
 				return jobs.CommandPolicy{}, usagef("--run-as %s: commands must not be able to read pgrelay's data dir (master.key, the SQLite store), "+
-					"but %v. Fix: chmod 700 %s (owned by the user pgrelay runs as)", f.runAs, err, r.dataDir)
+					"but %v. Fix: %s", f.runAs, err, closeFix(ae, r.dataDir, "700"))
 			}
 			return jobs.CommandPolicy{}, err
 		}
@@ -67,7 +70,7 @@ func (r *runner) commandPolicy(f commandFlags) (jobs.CommandPolicy, error) {
 				var ae *jobs.AccessError
 				if errors.As(err, &ae) {
 					return jobs.CommandPolicy{}, usagef("--run-as %s: commands must not be able to read the master key (%s), "+
-						"but %v. Fix: chmod 600 %s (owned by the user pgrelay runs as)", f.runAs, secret.MasterKeyFileEnv, err, kf)
+						"but %v. Fix: %s", f.runAs, secret.MasterKeyFileEnv, err, closeFix(ae, kf, "600"))
 				}
 				return jobs.CommandPolicy{}, err
 			}
@@ -85,4 +88,18 @@ func (r *runner) commandPolicy(f commandFlags) (jobs.CommandPolicy, error) {
 	r.commandUser.Store(p.RunAs)
 	r.logger.Info("command steps", p.LogAttrs()...)
 	return p, nil
+}
+
+// closeFix says how to close path to the user of --run-as: a chmod to mode,
+// and first a chown to pgrelay's own user when that user owns it (its
+// owner could open it again).
+func closeFix(ae *jobs.AccessError, path, mode string) string {
+	chmod := fmt.Sprintf("chmod %s %s (owned by the user pgrelay runs as)", mode, path)
+	if ae.Owned {
+		return fmt.Sprintf("chown -R %d %s (the user pgrelay runs as), then %s", os.Getuid(), path, chmod)
+	}
+	if strings.Contains(ae.Why, "ACL") {
+		return fmt.Sprintf("setfacl -b %s, and %s", path, chmod)
+	}
+	return chmod
 }

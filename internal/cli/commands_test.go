@@ -103,6 +103,21 @@ func TestRunAsKeepsCommandsOutOfTheDataDir(t *testing.T) {
 	}
 	r = h.fail(2, "job", "run", "snoop", "--allow-command", "sh", "--run-as", u.Name)
 	contains(t, "job run", r.stderr, "--run-as "+u.Name+": commands must not be able to read pgrelay's data dir", "chmod 700 "+h.dataDir)
+	// Owned by that user, mode 0700 is no protection: the fix says chown.
+	if err := os.Chmod(h.dataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(h.dataDir, u.UID, u.GID); err != nil {
+		t.Fatal(err)
+	}
+	r = h.fail(2, "job", "run", "snoop", "--allow-command", "sh", "--run-as", u.Name)
+	contains(t, "job run, data dir owned by the user", r.stderr, "owned by "+u.Name, "chown -R "+strconv.Itoa(os.Getuid())+" "+h.dataDir)
+	if err := os.Chown(h.dataDir, os.Getuid(), os.Getgid()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(h.dataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	// serve must refuse to start (a serve that starts is stopped after a
 	// while, and then fails the check with exit code 0).
 	serve := func(args ...string) result {

@@ -201,6 +201,9 @@ type AccessError struct {
 	Path string
 	// Why names the permission that lets the user in.
 	Why string
+	// Owned is true when the user owns Path: a mode change alone does not
+	// close it (the owner may change it back), its owner must change.
+	Owned bool
 }
 
 func (e *AccessError) Error() string {
@@ -250,6 +253,12 @@ func (r *RunAs) CheckNoAccess(path string) error {
 	}
 	// A directory is open to the user when it may list (r) or search (x)
 	// it; a file when it may read it.
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	owned := st != nil && st.Uid == r.UID
+	if owned {
+		// The owner may change the mode: owning it is access enough.
+		return &AccessError{User: r.Name, Path: path, Why: "owned by " + r.Name + ", " + describeMode(fi), Owned: true}
+	}
 	if ok, _ := r.may(resolved, 4); ok {
 		return &AccessError{User: r.Name, Path: path, Why: describeMode(fi)}
 	}

@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -126,6 +127,19 @@ func TestRunAsContainsCommands(t *testing.T) {
 	}
 	if err := ra.CheckNoAccess(masterKey); err != nil {
 		t.Errorf("master.key (0600) in a readable dir: %v", err)
+	}
+	// A data dir the user owns is open to it whatever its mode (mode 0000
+	// here): its owner may chmod it.
+	owned := filepath.Join(base, "owned")
+	if err := os.Mkdir(owned, 0o000); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(owned, u.UID, u.GID); err != nil {
+		t.Fatal(err)
+	}
+	var ae *jobs.AccessError
+	if err := ra.CheckNoAccess(owned); !errors.As(err, &ae) || !ae.Owned || !strings.Contains(err.Error(), "owned by "+u.Name) {
+		t.Errorf("a data dir owned by the user, mode 0000: %v, want an AccessError saying the user owns it", err)
 	}
 	// The run-as user must be able to reach its workdir.
 	private := filepath.Join(t.TempDir(), "private")
