@@ -139,7 +139,7 @@ func (r *runner) connUpdateCommand() *cobra.Command {
 				return err
 			}
 			spec := cur.Spec()
-			hadTunnel := spec.Tunnel != nil
+			hadTunnel, hadToken := spec.Tunnel != nil, spec.AuthKind().IsToken()
 			if err := f.apply(cmd, &spec); err != nil {
 				return err
 			}
@@ -153,6 +153,12 @@ func (r *runner) connUpdateCommand() *cobra.Command {
 			v, err := svc.UpdateConnection(cmd.Context(), args[0], spec, pw)
 			if err != nil {
 				return f.inFlagWords(cmd, err)
+			}
+			if hadToken && !spec.AuthKind().IsToken() && !v.HasPassword {
+				// From a token source back to the stored password, which
+				// there is none of yet: most often forgotten.
+				fmt.Fprintf(r.env.Stderr, "Note: the connection now uses the stored password, and none was given, so the server is asked without one; "+
+					"if it wants one, give it with `pgrelay connection update %s --password-env VAR`.\n", v.Name)
 			}
 			if output == "json" {
 				return writeJSON(r.out(), v)

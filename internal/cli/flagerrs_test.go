@@ -40,6 +40,15 @@ func TestFlagValueErrors(t *testing.T) {
 	contains(t, "list", h.ok("connection", "list").stdout, "No connections")
 	// A connection saved without a password says so (most often forgotten).
 	contains(t, "no password", h.ok(create()...).stderr, "Note: no password was given", "pgrelay connection update x --password-env VAR")
+	// So does one moved from a token source back to the stored password
+	// that it never had; another update does not repeat it.
+	h.ok("connection", "create", "tok", "--host", "127.0.0.1", "--database", "d", "--user", "u", "--sslmode", "require",
+		"--auth", "command", "--auth-program", "/bin/echo")
+	contains(t, "back to the stored password", h.ok("connection", "update", "tok", "--auth", "password").stderr,
+		"Note: the connection now uses the stored password, and none was given", "pgrelay connection update tok --password-env VAR")
+	if r := h.ok("connection", "update", "tok", "--port", "5433"); strings.Contains(r.stderr, "Note:") {
+		t.Errorf("an update that leaves the password source alone notes it:\n%s", r)
+	}
 	h.env["PW"] = "pw"
 	if r := h.ok("connection", "create", "y", "--host", "127.0.0.1", "--database", "d", "--user", "u", "--password-env", "PW"); strings.Contains(r.stderr, "Note:") {
 		t.Fatalf("a note with a password given: %s", r.stderr)
