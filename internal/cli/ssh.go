@@ -247,7 +247,11 @@ the others; without a flag it is replaced at once and its new line printed.`,
 			if output == "json" {
 				return writeJSON(r.out(), rot)
 			}
-			printRotation(r.out(), name, rot, start || status, finish)
+			cert := false
+			if v, err := svc.GetConnection(ctx, name); err == nil && v.SSHTunnel != nil {
+				cert = v.SSHTunnel.Auth == connection.SSHAuthCertificate
+			}
+			printRotation(r.out(), name, rot, start || status, finish, cert)
 			return nil
 		},
 	}
@@ -281,7 +285,8 @@ func printCancelled(w io.Writer, v *app.ConnectionView, lines []app.HopKeyLines)
 }
 
 // printRotation prints the lines of a key rotation.
-func printRotation(w io.Writer, name string, rot *app.KeyRotation, pending, finished bool) {
+// cert says the connection logs in with certificates.
+func printRotation(w io.Writer, name string, rot *app.KeyRotation, pending, finished, cert bool) {
 	switch {
 	case pending:
 		fmt.Fprintf(w, "Key rotation of %q under way (%s). pgrelay tries the new key first and falls back to the old one,\n"+
@@ -308,6 +313,10 @@ func printRotation(w io.Writer, name string, rot *app.KeyRotation, pending, fini
 	case finished:
 		fmt.Fprintf(w, "The new key of %q is promoted: every hop accepted it, and the old key is no longer used.\n"+
 			"Remove the old line from the hops (it expires %s anyway):\n\n%s\n", name, fmtTime(rot.OldKeyExpiresAt), rot.Old)
+	case cert:
+		// The hops trust the CA, not the key: nothing to install.
+		fmt.Fprintf(w, "New key pair generated for %q. It logs in with certificates of pgrelay's SSH CA, which the hops trust:\n"+
+			"nothing to install on them; the next login uses the new key with a certificate of its own.\n", name)
 	default:
 		fmt.Fprintf(w, "New key pair generated for %q. Add the new public key to the bastion's authorized_keys:\n\n%s\n\nthen remove the old one:\n\n%s\n", name, rot.New, rot.Old)
 		fmt.Fprintf(w, "\nSafer, the new key allowed only to forward (one line per hop): pgrelay connection public-key %s --restricted\n", name)

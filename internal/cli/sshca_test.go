@@ -76,6 +76,13 @@ func TestCLISSHCAPrincipals(t *testing.T) {
 			contains(t, "create as "+intruder, r.stderr, "--ssh-user", `"`+intruder+`"`, "pgrelay ssh-ca principals "+user+" "+intruder)
 			h.ok(cert("cert", user)...)
 			contains(t, "query as "+user, h.ok("query", "cert", "select 'in'").stdout, "in")
+			// A new key pair needs nothing installed: the hops trust the CA.
+			r = h.ok("connection", "rotate-key", "cert")
+			contains(t, "rotate-key of a certificate connection", r.stdout, "nothing to install")
+			if strings.Contains(r.stdout, "authorized_keys") {
+				t.Errorf("rotate-key of a certificate connection asks for authorized_keys:\n%s", r.stdout)
+			}
+			contains(t, "query after rotate-key", h.ok("query", "cert", "select 'again'").stdout, "again")
 
 			r = h.fail(2, "ssh-ca", "principals", "--any", "dbtcloud")
 			contains(t, "--any with users", r.stderr, "--any", "takes no USER arguments")
