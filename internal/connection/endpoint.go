@@ -180,7 +180,19 @@ func (t Trust) weakerIn(next Trust) []string {
 		}
 	}
 	if len(accepted) > 0 {
-		out = append(out, "require_auth now accepts "+strings.Join(accepted, ", "))
+		why := "require_auth now accepts " + strings.Join(accepted, ", ")
+		if t.SSLMode != next.SSLMode || t.RootCert != next.RootCert {
+			// Most often not a require_auth given, but the default's
+			// turn: it accepts a clear-text password once the server's
+			// certificate is verified, here against a CA given now.
+			reason := "a CA certificate given now is not yet proven: whoever holds its key would be sent the password"
+			if next.RootCert == "" {
+				reason = "verify-ca against the public CAs proves nothing: any public certificate passes"
+			}
+			why += fmt.Sprintf(" (with sslmode %s the default require_auth accepts it from a server whose certificate is verified, but %s)",
+				next.SSLMode, reason)
+		}
+		out = append(out, why)
 	}
 	if !slices.Equal(t.ProxyCommand, next.ProxyCommand) {
 		out = append(out, "the SSH proxy command")

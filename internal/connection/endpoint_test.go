@@ -144,8 +144,8 @@ func TestEndpointTrust(t *testing.T) {
 		{"verify-full against the public CAs", func(s *Spec) { s.SSLMode = SSLVerifyFull }, ""},
 		// A CA given anew is anyone's: the server it vouches for would be
 		// sent the password in clear text, refused before.
-		{"verify-full with a CA given anew", func(s *Spec) { s.SSLMode, s.SSLRootCert = SSLVerifyFull, "CA" }, "require_auth now accepts password"},
-		{"verify-ca against the public CAs", func(s *Spec) { s.SSLMode = SSLVerifyCA }, "require_auth now accepts password"},
+		{"verify-full with a CA given anew", func(s *Spec) { s.SSLMode, s.SSLRootCert = SSLVerifyFull, "CA" }, "require_auth now accepts password (with sslmode verify-full the default require_auth accepts it from a server whose certificate is verified, but a CA certificate given now is not yet proven"},
+		{"verify-ca against the public CAs", func(s *Spec) { s.SSLMode = SSLVerifyCA }, "require_auth now accepts password (with sslmode verify-ca the default require_auth accepts it from a server whose certificate is verified, but verify-ca against the public CAs proves nothing"},
 		{"verify-full with a CA given anew, only SCRAM", func(s *Spec) {
 			s.SSLMode, s.SSLRootCert, s.RequireAuth = SSLVerifyFull, "CA", "scram-sha-256"
 		}, ""},
