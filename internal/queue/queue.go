@@ -432,7 +432,12 @@ func (q *Queue) Start(ctx context.Context) error {
 	if err := q.SyncSchedules(ctx); err != nil {
 		return err
 	}
-	if err := q.client.Start(ctx); err != nil {
+	// River runs every job with a context inheriting from the one it is
+	// started with, and cancelling it cancels them all at once. The
+	// caller's ends when the process is told to stop (serve's is the one
+	// SIGINT and SIGTERM cancel): runs then get the shutdown grace of Stop,
+	// which stops River itself, so they must not inherit it.
+	if err := q.client.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("queue: start: %w", err)
 	}
 	q.listener = q.listenCancels(context.WithoutCancel(ctx))

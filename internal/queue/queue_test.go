@@ -385,6 +385,53 @@ func TestShutdownStopsCommandsAndStatements(t *testing.T) {
 	}
 }
 
+// TestShutdownLetsRunsFinishWithinTheGrace: the context a process starts
+// its queue with ends when the process is told to stop (serve passes the
+// one SIGINT and SIGTERM cancel), and Stop follows. A run that ends within
+// the shutdown grace finishes as it would have, its command still reaching
+// the database through the run's endpoint. The queue used to hand that
+// context to River as the runs' base context, so the signal cancelled
+// every run at once ("terminated signal received") with no grace at all.
+func TestShutdownLetsRunsFinishWithinTheGrace(t *testing.T) {
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	st, qdb := sqliteStore(t)
+	f := newProcess(t, st, queue.Backend{SQLite: qdb}, func(c *queue.Config) {
+		c.ShutdownGrace = 10 * time.Second
+	})
+	ctx := context.Background()
+	if _, err := f.svc.CreateConnection(ctx, connection.Spec{Name: "db", Host: pg.Host, Port: pg.Port, Database: "postgres",
+		User: pg.SuperUser, Password: secret.New(pg.SuperPassword), SSLMode: connection.SSLDisable}); err != nil {
+		t.Fatal(err)
+	}
+	procCtx, signal := context.WithCancel(ctx)
+	defer signal()
+	if err := f.q.Start(procCtx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.q.Stop(context.Background()) })
+	if _, err := f.svc.ApplyJobs(ctx, []jobs.Job{{Name: "short", Connection: "db", Steps: []jobs.Step{
+		{Command: []string{"sh", "-c", `sleep 1 && psql -X -Atc "select 'via the endpoint'"`}},
+		{SQL: "select 1"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.svc.RunJob(ctx, "short", jobs.Manual)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRun(t, f.svc, r.ID, func(r *jobs.Run) bool { return r.Status == jobs.Running })
+	signal() // SIGTERM
+	if err := f.q.Stop(ctx); err != nil {
+		t.Errorf("stop: %v", err)
+	}
+	r, err = f.svc.GetRun(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != jobs.Succeeded {
+		t.Errorf("run that ends within the shutdown grace: status %s, reason %q; want succeeded", r.Status, r.Reason)
+	}
+}
+
 // TestStalledWorkerLeavesTheRetryAlone: a process whose heartbeats stopped
 // long enough (the store out of its reach) that another process's reaper
 // queued its run again, and another worker took it, stops its own attempt
