@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -260,5 +261,27 @@ func TestDurationSecondsOutOfRange(t *testing.T) {
 			!strings.Contains(eb.Fields.Map()["timeout"], "number "+n) {
 			t.Errorf("job timeout %s: %d %s", n, r.status, r.body)
 		}
+	}
+}
+
+// TestBodyNotUTF8: a body with a byte that is not UTF-8 is refused, saying
+// where; encoding/json saved it as U+FFFD, which changed the statement
+// without a word.
+func TestBodyNotUTF8(t *testing.T) {
+	t.Parallel()
+	srv := apitest.Start(t, apitest.Options{})
+	if r := do(t, "POST", srv.URL+"/api/v1/connections", srv.AdminToken, "application/json",
+		`{"name": "a", "host": "h", "database": "d", "user": "u"}`); r.status != http.StatusCreated {
+		t.Fatalf("create connection: %d %s", r.status, r.body)
+	}
+	body := `{"name": "j", "connection": "a", "steps": [{"sql": "select '` + "\xff" + `'"}]}`
+	r := do(t, "POST", srv.URL+"/api/v1/jobs", srv.AdminToken, "application/json", body)
+	eb := r.errorBody(t)
+	at := strings.IndexByte(body, 0xff) + 1
+	if r.status != http.StatusBadRequest || eb.Code != api.CodeInvalidJSON || !strings.Contains(eb.Message, fmt.Sprintf("byte %d is not valid UTF-8", at)) {
+		t.Fatalf("a body with \\xff: %d %s", r.status, r.body)
+	}
+	if list, err := srv.Client(t, srv.AdminToken).ListJobs(bg); err != nil || len(list) != 0 {
+		t.Fatalf("the refused body saved a job: %v %v", list, err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/secret"
@@ -84,6 +85,12 @@ func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any, limit int64)
 	if err != nil {
 		return decodeError(err, nil, nil) // too large, or the body broke off
 	}
+	// encoding/json would save a byte that is not UTF-8 as U+FFFD, which
+	// changes a statement or a name without a word.
+	if !utf8.Valid(body) {
+		return &apiError{status: http.StatusBadRequest, code: CodeInvalidJSON,
+			message: fmt.Sprintf("invalid JSON: byte %d is not valid UTF-8; send the body as UTF-8 text", invalidUTF8At(body))}
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -98,6 +105,19 @@ func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any, limit int64)
 			message: "invalid JSON: unexpected data after the JSON object; send exactly one object"}
 	}
 	return keyError(body, reflect.TypeOf(v))
+}
+
+// invalidUTF8At returns the offset of the first byte of b that is not
+// part of valid UTF-8 (from 1, as encoding/json counts syntax errors).
+func invalidUTF8At(b []byte) int {
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size == 1 {
+			return i + 1
+		}
+		i += size
+	}
+	return len(b)
 }
 
 // decodeError turns an encoding/json error into an apiError naming the
