@@ -163,7 +163,10 @@ func TestSharedStore(t *testing.T) {
 				t.Fatal(err)
 			}
 			if c := got.Cleanup; c != nil && c.Status == jobs.CleanupDone {
-				if len(c.Cancelled) != 1 || !strings.Contains(c.Message, "cancelled 1 statement on the server") {
+				// Said as what happened: the server was never out of
+				// reach, its process was lost.
+				if len(c.Cancelled) != 1 || !strings.Contains(c.Message, "cancelled 1 statement on the server") ||
+					!strings.HasPrefix(c.Message, jobs.ProcessLost+": ") {
 					t.Fatalf("cleanup of the lost run: %+v", c)
 				}
 				break

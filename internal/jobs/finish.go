@@ -170,17 +170,29 @@ func (x *run) retryCleanup(parent context.Context, backends []Backend, c Cleanup
 	ctx, cancel := context.WithTimeout(parent, limit)
 	defer cancel()
 	tmpl := Stopper{Grace: x.stopGrace(), Count: x.r.CountCancels}
-	return StopAfterReconnect(ctx, x.r.Open, x.job.Connection, backends, tmpl, time.Second, c.Attempts, x.r.Logger)
+	return StopAfterReconnect(ctx, x.r.Open, x.job.Connection, backends, tmpl, time.Second, c.Attempts, ReachedAgain, x.r.Logger)
 }
+
+// What a stop after reconnecting waited for (StopAfterReconnect's why).
+const (
+	// ReachedAgain: the run's tunnel dropped, and the server was reached
+	// again.
+	ReachedAgain = "once the server could be reached again"
+	// ProcessLost: the process running the run was lost (killed, or out
+	// of the store's reach), and another one stopped its sessions.
+	ProcessLost = "by another pgrelay process, as the one running the run was lost"
+)
 
 // StopAfterReconnect stops backends of a run whose own connection is gone
 // (its tunnel dropped, or its process was lost): it opens the connection
 // again, first after delay and then with a growing backoff until ctx ends,
 // and runs a Stopper like tmpl once the server answers. It returns the
 // outcome: done, or failed (with what was tried) when ctx ended first.
-// attempts is how many attempts were made already.
+// attempts is how many attempts were made already. why starts the
+// outcome's message: what the stop waited for, such as ReachedAgain or
+// ProcessLost.
 func StopAfterReconnect(ctx context.Context, open Opener, name string, backends []Backend, tmpl Stopper,
-	delay time.Duration, attempts int, logger *slog.Logger) Cleanup {
+	delay time.Duration, attempts int, why string, logger *slog.Logger) Cleanup {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -204,7 +216,7 @@ func StopAfterReconnect(ctx context.Context, open Opener, name string, backends 
 			continue
 		}
 		got.Attempts = attempts
-		got.Message = "once the server could be reached again: " + got.Message
+		got.Message = why + ": " + got.Message
 		logger.Info("run backends stopped after reconnecting", "connection", name, "attempts", attempts,
 			"outcome", got.Message)
 		return got

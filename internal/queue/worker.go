@@ -664,7 +664,7 @@ func (q *Queue) stopLostRun(ctx context.Context, r *jobs.Run, attempt int, backe
 			}
 		}()
 		tmpl := jobs.Stopper{Grace: r.Job.StopGraceOr(q.cfg.StopGrace), Count: q.cfg.CountCancels}
-		c := jobs.StopAfterReconnect(cctx, q.cfg.Open, r.Job.Connection, backends, tmpl, 0, 0, q.cfg.Logger)
+		c := jobs.StopAfterReconnect(cctx, q.cfg.Open, r.Job.Connection, backends, tmpl, 0, 0, jobs.ProcessLost, q.cfg.Logger)
 		c.RunAttempt = attempt
 		q.recordCleanup(ctx, r.ID, c)
 	}()
