@@ -663,6 +663,14 @@ func (r *runner) runShowCommand() *cobra.Command {
 				// It may quote a command's last words: written out.
 				fmt.Fprintf(r.out(), "Reason: %s\n", showControls(run.Reason))
 			}
+			if run.CancelRequested && run.Status != jobs.Cancelled {
+				// A cancel is being acted on, or came after the run's end.
+				what := "requested, not acted on yet"
+				if run.Status.Terminal() {
+					what = "requested too late: the run had ended (see run logs)"
+				}
+				fmt.Fprintf(r.out(), "Cancel: %s\n", what)
+			}
 			if run.Worker != "" {
 				fmt.Fprintf(r.out(), "Worker: %s\n", run.Worker)
 			}

@@ -82,6 +82,20 @@ func TestRemoteJobs(t *testing.T) {
 	contains(t, "logs", h.ok("run", "logs", runs[0].ID).stdout, "hello from the server")
 	contains(t, "logs --follow", h.ok("run", "logs", runs[0].ID, "--follow").stdout, "hello from the server")
 	contains(t, "show", h.ok("run", "show", runs[0].ID).stdout, "succeeded", "Worker:")
+	if strings.Contains(h.ok("run", "show", runs[0].ID).stdout, "Cancel:") {
+		t.Error("run show of a run never cancelled has a Cancel line")
+	}
+	// A cancel that came as the run finished is shown, not hidden behind
+	// its outcome.
+	late, err := srv.Store.GetRun(context.Background(), runs[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	late.CancelRequested = true
+	if err := srv.Store.UpdateRun(context.Background(), late); err != nil {
+		t.Fatal(err)
+	}
+	contains(t, "show with a late cancel", h.ok("run", "show", runs[0].ID).stdout, "succeeded", "Cancel: requested too late")
 	contains(t, "cancel ended", h.fail(2, "run", "cancel", runs[0].ID).stderr, "already ended")
 	h.fail(3, "run", "show", "nosuchrun")
 
