@@ -218,6 +218,8 @@ func (a *API) Register(mux *http.ServeMux) {
 		mux.Handle(rt.Method+" "+rt.Pattern, a.handler(rt))
 	}
 	mux.HandleFunc(Prefix+"/", a.unknownRoute)
+	// Without its slash too: ServeMux would redirect it with an HTML body.
+	mux.HandleFunc(Prefix, a.unknownRoute)
 }
 
 // handler wraps a route with authentication, CSRF and role checks.

@@ -621,6 +621,19 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 			t.Errorf("%s %s: %d, want %d: %.400s", c.method, c.path, r.status, c.want, r.body)
 		}
 	}
+	// The prefix without its slash is a JSON 404 too, not ServeMux's
+	// HTML redirect to the slash.
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/api/v1", nil)
+	req.Header.Set("Authorization", "Bearer "+srv.AdminToken)
+	if res, err := noRedirect.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		_ = res.Body.Close()
+		if res.StatusCode != http.StatusNotFound || !strings.HasPrefix(res.Header.Get("Content-Type"), "application/json") {
+			t.Errorf("GET /api/v1: %d %s, want a JSON 404", res.StatusCode, res.Header.Get("Content-Type"))
+		}
+	}
 	// A value out of range is a field problem, named as the field.
 	r := send(contractCall{"POST", "/api/v1/connections/tun/key-rotation", js, `{"old_key_lifetime": "9000h"}`, 400}, srv.AdminToken)
 	if eb := r.errorBody(t); r.status != http.StatusBadRequest || eb.Code != api.CodeValidationFailed ||
