@@ -315,7 +315,7 @@ func (s *Connector) explainChainError(ctx context.Context, c *store.Connection, 
 	}
 	if errors.As(err, &mismatch) && len(mismatch.Pinned) > 0 && mismatch.PresentedKey != nil {
 		unverified := pinsUnverified(findPins(readPins(c, &c.Spec), addr))
-		s.hostKeyChanged(ctx, name, addr, mismatch.PresentedKey, mismatch.Pinned)
+		s.hostKeyChanged(ctx, name, addr, mismatch.PresentedKey, mismatch.Pinned, mismatch.PinnedNotOffered())
 		return &HostKeyChangedError{Connection: name, Hop: where, Err: mismatch, Unverified: unverified}
 	}
 	var authErr *tunnel.AuthError
@@ -338,12 +338,18 @@ func (s *Connector) explainChainError(ctx context.Context, c *store.Connection, 
 }
 
 // hostKeyChanged records the key a hop presented instead of the pinned
-// one as pending approval (TrustHostKey) and logs the refusal.
-func (s *Connector) hostKeyChanged(ctx context.Context, name, addr string, presented ssh.PublicKey, pinned []string) {
+// one as pending approval (TrustHostKey) and logs the refusal. notOffered
+// says the hop offered no algorithm of the pinned keys' types: not a
+// changed key, but another of its keys.
+func (s *Connector) hostKeyChanged(ctx context.Context, name, addr string, presented ssh.PublicKey, pinned []string, notOffered bool) {
 	if err := s.recordPendingHostKey(ctx, name, addr, presented); err != nil {
 		s.logger.WarnContext(ctx, "could not record pending host key", "connection", name, "error", err)
 	}
-	s.logger.WarnContext(ctx, "bastion host key changed; connection refused", "connection", name,
+	msg := "bastion host key changed; connection refused"
+	if notOffered {
+		msg = "bastion did not present a pinned host key (it offers none of their types); connection refused"
+	}
+	s.logger.WarnContext(ctx, msg, "connection", name,
 		"bastion", addr, "pinned", joinFingerprints(pinned), "presented", sshkey.Fingerprint(presented))
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/tracing"
+	"github.com/pgrelay/pgrelay/internal/tunnel"
 )
 
 // TestConnection tests a saved connection hop by hop (see package diagnose)
@@ -227,7 +228,12 @@ func (s *Service) recordHopHostKey(ctx context.Context, c *store.Connection, rep
 			s.confirmGivenPins(ctx, name, addr, hk.Key)
 		}
 	case diagnose.HostKeyChanged:
-		s.hostKeyChanged(ctx, name, addr, hk.Key, hk.Pinned)
+		var mismatch *tunnel.HostKeyMismatchError
+		notOffered := false
+		if f := rep.Failed(); f != nil && errors.As(f.Err, &mismatch) {
+			notOffered = mismatch.PinnedNotOffered()
+		}
+		s.hostKeyChanged(ctx, name, addr, hk.Key, hk.Pinned, notOffered)
 	case diagnose.HostKeyUnapproved:
 		s.hostKeyUnapproved(ctx, name, addr, hk.Key)
 	}

@@ -2,16 +2,26 @@ package app_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/diagnose"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
+	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
 // selectOne opens the connection and runs SELECT 1 over it.
@@ -347,5 +357,56 @@ func TestHostNameCaseKeepsPins(t *testing.T) {
 	}
 	if err := selectOne(ctx, f.svc, "wh"); err != nil {
 		t.Fatalf("after approval: %v", err)
+	}
+}
+
+// TestPinnedKeyTypeNotOfferedLogged: a bastion that has the pinned key but
+// offers none of its type (an ECDSA key left out of HostKeyAlgorithms)
+// presents another of its keys. The refusal is logged as that, in a query
+// and in a connection test alike, not as a changed key: the log said
+// "bastion host key changed".
+func TestPinnedKeyTypeNotOfferedLogged(t *testing.T) {
+	t.Parallel()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "second host key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "ssh_host_ecdsa_key")
+	if err := os.WriteFile(file, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pinned, err := ssh.NewPublicKey(priv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, b := startPostgresWith(t, testenv.StartBastion(t, testenv.BastionOptions{
+		ExtraConfig: []string{"HostKey " + file, "HostKeyAlgorithms ssh-ed25519"}}))
+	var logs testenv.LogBuffer
+	f := newServiceWith(t, func(c *app.Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	ctx := context.Background()
+	s := tunnelled("ecdsa", pg, b)
+	s.Tunnel.KnownHost = sshkey.AuthorizedKey(pinned, "")
+	v, err := f.svc.CreateConnection(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, v.SSHTunnel.PublicKey)
+	const said = "bastion did not present a pinned host key (it offers none of their types)"
+	if err := selectOne(ctx, f.svc, "ecdsa"); err == nil {
+		t.Fatal("a query through a bastion that does not offer the pinned key's type succeeded")
+	}
+	if !strings.Contains(logs.String(), said) || strings.Contains(logs.String(), "host key changed") {
+		t.Fatalf("the query's refusal is not logged as what it is:\n%s", logs.String())
+	}
+	before := len(logs.String())
+	if rep, err := f.svc.TestConnection(ctx, "ecdsa", nil); err != nil || rep.OK {
+		t.Fatalf("test: %+v %v", rep, err)
+	}
+	if test := logs.String()[before:]; !strings.Contains(test, said) || strings.Contains(test, "host key changed") {
+		t.Fatalf("the test's refusal is not logged as what it is:\n%s", logs.String())
 	}
 }
