@@ -163,9 +163,13 @@ type Cleanup struct {
 	RunAttempt int `json:"run_attempt,omitempty"`
 }
 
-// RunList is the body of GET /runs.
+// RunList is the body of GET /runs: runs newest first, by queued_at
+// descending and, among runs queued at the same instant, by ID descending.
 type RunList struct {
 	Runs []*Run `json:"runs"`
+	// NextBefore is the RunFilter.Before of the next (older) page; empty
+	// on the last page.
+	NextBefore string `json:"next_before,omitempty"`
 }
 
 // LogLine is one line of a run's log.
@@ -190,5 +194,9 @@ type RunLog struct {
 type RunFilter struct {
 	Job      string
 	Statuses []RunStatus
-	Limit    int
+	// Before, when set, is the ID of a run: only the runs older than it
+	// in the list's order are listed (a RunList's NextBefore gives the
+	// next page's).
+	Before string
+	Limit  int
 }

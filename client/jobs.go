@@ -112,8 +112,20 @@ func (c *Client) RunJob(ctx context.Context, name string) (*apiwire.Run, error) 
 }
 
 // ListRuns lists runs, newest first. A limit of 0 is the server's default
-// (50); more than apiwire.MaxRunsLimit asks for that many.
+// (50); more than apiwire.MaxRunsLimit asks for that many. ListRunsPage
+// also says where the next page starts.
 func (c *Client) ListRuns(ctx context.Context, f apiwire.RunFilter) ([]*apiwire.Run, error) {
+	l, err := c.ListRunsPage(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	return l.Runs, nil
+}
+
+// ListRunsPage lists a page of runs, newest first, as ListRuns does; the
+// list's NextBefore, when set, is the f.Before of the next (older) page.
+// A Before that names no run is a *ValidationError of the field "before".
+func (c *Client) ListRunsPage(ctx context.Context, f apiwire.RunFilter) (*apiwire.RunList, error) {
 	q := url.Values{}
 	if f.Job != "" {
 		q.Set("job", f.Job)
@@ -128,6 +140,9 @@ func (c *Client) ListRuns(ctx context.Context, f apiwire.RunFilter) ([]*apiwire.
 	if f.Limit > 0 {
 		q.Set("limit", strconv.Itoa(min(f.Limit, apiwire.MaxRunsLimit)))
 	}
+	if f.Before != "" {
+		q.Set("before", f.Before)
+	}
 	u := c.endpoint("runs")
 	if len(q) > 0 {
 		u += "?" + q.Encode()
@@ -136,7 +151,7 @@ func (c *Client) ListRuns(ctx context.Context, f apiwire.RunFilter) ([]*apiwire.
 	if err := c.do(ctx, request{method: http.MethodGet, url: u, out: &l, accepted: http.StatusOK}); err != nil {
 		return nil, err
 	}
-	return l.Runs, nil
+	return &l, nil
 }
 
 // GetRun returns a run.

@@ -588,6 +588,7 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 		{"GET", "/api/v1/runs?limit=-1", "", "", 400},
 		{"GET", "/api/v1/runs?limit=99999999999999999999", "", "", 400},
 		{"GET", "/api/v1/runs?status=bogus", "", "", 400},
+		{"GET", "/api/v1/runs?before=nope", "", "", 400},
 		{"GET", "/api/v1/runs/nope", "", "", 404},
 		{"POST", "/api/v1/runs/nope/cancel", "", "", 404},
 		{"GET", "/api/v1/runs/nope/log", "", "", 404},
@@ -654,6 +655,7 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 	waitRunState(t, srv.Client(t, srv.AdminToken), id, func(r *jobs.Run) bool { return r.Status.Terminal() })
 	for _, c := range []contractCall{
 		{"GET", "/api/v1/runs/" + id, "", "", 200},
+		{"GET", "/api/v1/runs?limit=1&before=" + id, "", "", 200},
 		{"GET", "/api/v1/runs/" + id + "/log", "", "", 200},
 		{"GET", "/api/v1/runs/" + id + "/log?limit=0", "", "", 400},
 		{"GET", "/api/v1/runs/" + id + "/events", "", "", 200},

@@ -27,9 +27,13 @@ const (
 	MaxLogLimit = apiwire.MaxLogLimit
 )
 
-// RunList is the body of GET /runs.
+// RunList is the body of GET /runs: runs newest first, by queued_at
+// descending and, among runs queued at the same instant, by ID descending.
+// NextBefore, when set, is the before of the next (older) page; it is
+// absent on the last page.
 type RunList struct {
-	Runs []*jobs.Run `json:"runs"`
+	Runs       []*jobs.Run `json:"runs"`
+	NextBefore string      `json:"next_before,omitempty"`
 }
 
 // RunLog is the body of GET /runs/{id}/log.
@@ -72,14 +76,23 @@ func (a *API) listRuns(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	f.Limit = int(limit)
-	runs, err := a.cfg.App.ListRuns(r.Context(), f)
+	if q.Has("before") {
+		// The ID of the last run of the previous page; one naming no run
+		// is the app's validation error of the field "before".
+		if f.Before = q.Get("before"); f.Before == "" {
+			return fieldError(http.StatusBadRequest, CodeValidationFailed, "before",
+				"empty: give the ID of a run, such as the next_before of the previous page")
+		}
+	}
+	page, err := a.cfg.App.ListRunsPage(r.Context(), f)
 	if err != nil {
 		return err
 	}
+	runs := page.Runs
 	if runs == nil {
 		runs = []*jobs.Run{}
 	}
-	return writeJSON(w, http.StatusOK, RunList{Runs: runs})
+	return writeJSON(w, http.StatusOK, RunList{Runs: runs, NextBefore: page.NextBefore})
 }
 
 func (a *API) getRun(w http.ResponseWriter, r *http.Request) error {

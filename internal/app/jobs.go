@@ -255,13 +255,61 @@ func (s *Service) GetRun(ctx context.Context, id string) (*jobs.Run, error) {
 	return r, nil
 }
 
-// ListRuns lists runs, newest first.
+// defaultRunsLimit is how many runs ListRunsPage returns for a filter
+// without a limit (as the store does for ListRuns).
+const defaultRunsLimit = 100
+
+// RunPage is one page of runs, newest first (in store.RunFilter's order).
+type RunPage struct {
+	Runs []*jobs.Run
+	// NextBefore is the ID to give as RunFilter.Before for the next
+	// (older) page; "" when there are no more runs.
+	NextBefore string
+}
+
+// ListRuns lists runs, newest first, in store.RunFilter's order. A
+// Before that names no run is a *ValidationError of the field "before".
 func (s *Service) ListRuns(ctx context.Context, f store.RunFilter) ([]*jobs.Run, error) {
 	runs, err := s.store.ListRuns(ctx, f)
-	if runs == nil && err == nil {
+	if err != nil {
+		return nil, runFilterError(f, err)
+	}
+	if runs == nil {
 		runs = []*jobs.Run{}
 	}
-	return runs, err
+	return runs, nil
+}
+
+// ListRunsPage lists a page of runs as ListRuns does, and says whether
+// there are older ones: its NextBefore is set only when another page has
+// runs.
+func (s *Service) ListRunsPage(ctx context.Context, f store.RunFilter) (*RunPage, error) {
+	if f.Limit <= 0 {
+		f.Limit = defaultRunsLimit
+	}
+	limit := f.Limit
+	f.Limit++ // one more tells whether there is a next page
+	runs, err := s.ListRuns(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	p := &RunPage{Runs: runs}
+	if len(runs) > limit {
+		p.Runs = runs[:limit]
+		p.NextBefore = runs[limit-1].ID
+	}
+	return p, nil
+}
+
+// runFilterError makes the store's error for a RunFilter.Before that
+// names no run a validation problem of the field "before".
+func runFilterError(f store.RunFilter, err error) error {
+	if f.Before == "" || !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return fielderr.New(fielderr.Request, fielderr.Problem{Field: "before",
+		Problem: fmt.Sprintf("%q is not the ID of a run: accepted is the ID of an existing run, "+
+			"such as the last one of the previous page", f.Before)})
 }
 
 // RunLog returns up to limit log lines after seq.

@@ -37,6 +37,7 @@ type jobsBackend interface {
 	DeleteJob(ctx context.Context, name string) error
 	RunJob(ctx context.Context, name string, trigger jobs.Trigger) (*jobs.Run, error)
 	ListRuns(ctx context.Context, f store.RunFilter) ([]*jobs.Run, error)
+	ListRunsPage(ctx context.Context, f store.RunFilter) (*app.RunPage, error)
 	GetRun(ctx context.Context, id string) (*jobs.Run, error)
 	RunLog(ctx context.Context, id string, afterSeq int64, limit int) ([]jobs.LogLine, error)
 	CancelRun(ctx context.Context, id, by string) (*jobs.Run, error)
@@ -565,13 +566,21 @@ func (r *runner) runCommand() *cobra.Command {
 }
 
 func (r *runner) runListCommand() *cobra.Command {
-	var output, job, status string
+	var output, job, status, before string
 	var limit int
 	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List runs, newest first",
-		Args:    exactArgs(0, ""),
+		Long: `List runs, newest first: by the time they were queued and, among runs
+queued at the same instant, by ID (descending).
+
+A page holds at most --limit runs. When there are older ones, the table
+ends with the command for the next page: the same filters with --before
+set to the last run listed. With -o json (a JSON array of runs), give the
+last run's ID as --before for the next page; a page of fewer than --limit
+runs is the last.`,
+		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output, "table", "json"); err != nil {
 				return err
@@ -580,7 +589,10 @@ func (r *runner) runListCommand() *cobra.Command {
 				// A server accepts no more; a local store would take any.
 				return usagef("--limit %d: accepted is 1 to %d", limit, apiwire.MaxRunsLimit)
 			}
-			f := store.RunFilter{Job: job, Limit: limit}
+			if cmd.Flags().Changed("before") && before == "" {
+				return usagef("--before: give the ID of a run, such as the last one of the previous page")
+			}
+			f := store.RunFilter{Job: job, Before: before, Limit: limit}
 			if status != "" {
 				for _, s := range strings.Split(status, ",") {
 					st := jobs.Status(strings.TrimSpace(s))
@@ -596,10 +608,11 @@ func (r *runner) runListCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			runs, err := b.ListRuns(cmd.Context(), f)
+			page, err := b.ListRunsPage(cmd.Context(), f)
 			if err != nil {
-				return err
+				return beforeProblem(err, before)
 			}
+			runs := page.Runs
 			if output == "json" {
 				if runs == nil {
 					runs = []*jobs.Run{}
@@ -613,14 +626,53 @@ func (r *runner) runListCommand() *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", run.ID, run.JobName, run.Trigger, run.Status,
 					run.QueuedAt.Local().Format("2006-01-02 15:04:05"), runListDuration(run, now), reasonCell(run.Reason))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if page.NextBefore != "" {
+				fmt.Fprintf(r.out(), "\nOlder runs: %s\n", nextRunsPage(cmd, page.NextBefore))
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	cmd.Flags().StringVar(&job, "job", "", "only this job's runs")
 	cmd.Flags().StringVar(&status, "status", "", "only runs with these statuses (comma-separated)")
+	cmd.Flags().StringVar(&before, "before", "", "only runs older than the run with this ID (the next page after it)")
 	intVar(cmd.Flags(), &limit, "limit", 50, "at most this many runs")
 	return cmd
+}
+
+// nextRunsPage is the `run list` command line of the page after the run
+// with ID next: the flags given that choose the runs and where they are
+// read, with --before next. --store and --token are left out, as their
+// values may be secrets (the environment is the place for those).
+func nextRunsPage(cmd *cobra.Command, next string) string {
+	args := []string{"pgrelay", "run", "list"}
+	for _, name := range []string{"data-dir", "server", "insecure-http", "job", "status", "limit"} {
+		f := cmd.Flags().Lookup(name)
+		switch {
+		case f == nil || !f.Changed:
+		case f.Value.Type() == "bool":
+			args = append(args, "--"+name+"="+f.Value.String())
+		default:
+			args = append(args, "--"+name, f.Value.String())
+		}
+	}
+	return quoteArgs(append(args, "--before", next))
+}
+
+// beforeProblem makes a validation problem of the field "before" (a
+// --before naming no run, found locally or by the server) a usage error
+// naming the flag.
+func beforeProblem(err error, before string) error {
+	var ve *app.ValidationError
+	if errors.As(err, &ve) {
+		if _, ok := ve.Fields()["before"]; ok {
+			return usagef("--before %q: no run has this ID: give the ID of a run, such as the last one of the previous page", before)
+		}
+	}
+	return err
 }
 
 // reasonCell is a run's reason as `run list` shows it: cut to 80 bytes

@@ -361,12 +361,31 @@ func (r *Client) RunJob(ctx context.Context, name string, _ jobs.Trigger) (*jobs
 
 // ListRuns lists runs, newest first.
 func (r *Client) ListRuns(ctx context.Context, f store.RunFilter) ([]*jobs.Run, error) {
-	wf := apiwire.RunFilter{Job: f.Job, Limit: f.Limit}
+	v, err := r.c.ListRuns(ctx, wireRunFilter(f))
+	return result[[]*jobs.Run](v, err)
+}
+
+// ListRunsPage lists a page of runs, newest first, with the f.Before of
+// the next page as the server gives it.
+func (r *Client) ListRunsPage(ctx context.Context, f store.RunFilter) (*app.RunPage, error) {
+	l, err := r.c.ListRunsPage(ctx, wireRunFilter(f))
+	if err != nil {
+		return nil, domainError(err)
+	}
+	runs, err := convert[[]*jobs.Run](l.Runs)
+	if err != nil {
+		return nil, err
+	}
+	return &app.RunPage{Runs: runs, NextBefore: l.NextBefore}, nil
+}
+
+// wireRunFilter is the API's form of a run filter.
+func wireRunFilter(f store.RunFilter) apiwire.RunFilter {
+	wf := apiwire.RunFilter{Job: f.Job, Before: f.Before, Limit: f.Limit}
 	for _, s := range f.Statuses {
 		wf.Statuses = append(wf.Statuses, apiwire.RunStatus(s))
 	}
-	v, err := r.c.ListRuns(ctx, wf)
-	return result[[]*jobs.Run](v, err)
+	return wf
 }
 
 // GetRun returns a run.

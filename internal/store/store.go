@@ -212,11 +212,21 @@ type JobRecord struct {
 }
 
 // RunFilter selects runs.
+//
+// Runs are listed in one order, newest first: by QueuedAt descending and,
+// among runs queued at the same instant, by ID descending (bytewise). The
+// order is total, so paging with Before lists each run exactly once.
 type RunFilter struct {
 	// Job restricts to one job's runs when set.
 	Job string
 	// Statuses restricts to these statuses when set.
 	Statuses []jobs.Status
+	// Before, when set, is the ID of a run: only the runs after it in the
+	// list's order (queued before it, or at the same instant with a
+	// smaller ID) are listed, whatever the run's job and status. The run
+	// must exist: ListRuns returns an error wrapping ErrNotFound when no
+	// run has that ID.
+	Before string
 	// Limit caps the result (newest first); 0 means 100.
 	Limit int
 }
@@ -235,7 +245,8 @@ type RunStore interface {
 	CreateRunWith(ctx context.Context, r *jobs.Run, with func(ctx context.Context, tx any) error) error
 	// GetRun returns the run, or ErrNotFound.
 	GetRun(ctx context.Context, id string) (*jobs.Run, error)
-	// ListRuns returns runs newest first.
+	// ListRuns returns runs newest first, in the order RunFilter
+	// describes; an error wrapping ErrNotFound when f.Before names no run.
 	ListRuns(ctx context.Context, f RunFilter) ([]*jobs.Run, error)
 	// UpdateRun replaces the run whose ID and Version match r and
 	// increments r.Version; ErrConflict when the version differs.

@@ -3,9 +3,11 @@ package web_test
 import (
 	"context"
 	"errors"
+	"html"
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -297,6 +299,96 @@ func addRun(t *testing.T, s *stack, job jobs.Job, status jobs.Status, reason str
 		}
 	}
 	return r
+}
+
+// TestRunsOlderPages follows the run history's "Older runs" links through
+// more runs than a page, all queued at the same instant: each run is
+// listed exactly once, newest first (the ID descending among equal
+// times), the filter stays on each page, and a link to a run that is gone
+// starts again at the newest.
+func TestRunsOlderPages(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	ctx := context.Background()
+	addConnection(t, s, "wh")
+	export := jobs.Job{Name: "export", Connection: "wh", Steps: []jobs.Step{{SQL: "select 1"}}}
+	other := jobs.Job{Name: "other", Connection: "wh", Steps: []jobs.Step{{SQL: "select 1"}}}
+	for _, j := range []jobs.Job{export, other} {
+		if _, _, err := s.App.PutJob(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := time.Now().UTC().Add(-time.Hour)
+	var all, exports []string
+	for i := range 230 {
+		j := export
+		if i%10 == 0 {
+			j = other
+		}
+		r := jobs.NewRun(j, jobs.Manual, at)
+		if err := s.store.CreateRun(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, r.ID)
+		if j.Name == "export" {
+			exports = append(exports, r.ID)
+		}
+	}
+	desc := func(ids []string) []string {
+		slices.Sort(ids)
+		slices.Reverse(ids)
+		return ids
+	}
+	all, exports = desc(all), desc(exports)
+
+	c := s.client(t)
+	c.mustLogin(s.Tokens[auth.Viewer].Token)
+	runID := regexp.MustCompile(`class="run-id" href="/runs/([^"]+)"`)
+	older := regexp.MustCompile(`href="([^"]+)" id="runs-older"`)
+	// pages follows the Older links from path and returns the runs listed
+	// and how many each page had.
+	pages := func(path string) (ids []string, sizes []int) {
+		t.Helper()
+		for path != "" && len(sizes) < 10 {
+			r := c.get(path)
+			if r.Status != http.StatusOK {
+				t.Fatalf("GET %s: %d", path, r.Status)
+			}
+			ms := runID.FindAllStringSubmatch(r.Body, -1)
+			for _, m := range ms {
+				ids = append(ids, m[1])
+			}
+			sizes = append(sizes, len(ms))
+			path = ""
+			if m := older.FindStringSubmatch(r.Body); m != nil {
+				path = html.UnescapeString(m[1])
+				if len(ids) > 0 && !strings.Contains(path, "before="+ids[len(ids)-1]) {
+					t.Errorf("older link %q does not start after the last run listed, %s", path, ids[len(ids)-1])
+				}
+			} else {
+				contains(t, "last page", r.Body, `id="runs-newest"`)
+			}
+		}
+		return ids, sizes
+	}
+	ids, sizes := pages("/runs")
+	if !slices.Equal(ids, all) || !slices.Equal(sizes, []int{100, 100, 30}) {
+		t.Errorf("pages of every run: %v runs in pages of %v, want each of the %d once in order (pages of 100, 100, 30)",
+			len(ids), sizes, len(all))
+	}
+	ids, sizes = pages("/runs?job=export")
+	if !slices.Equal(ids, exports) || !slices.Equal(sizes, []int{100, 100, 7}) {
+		t.Errorf("pages of job export: %v runs in pages of %v, want each of the %d once in order (pages of 100, 100, 7)",
+			len(ids), sizes, len(exports))
+	}
+	// The first page of the newest runs says so and offers the next.
+	first := c.get("/runs").Body
+	contains(t, "first page", first, "Showing the 100 newest runs", `id="runs-older"`)
+	excludes(t, "first page", first, `id="runs-newest"`)
+
+	gone := c.get("/runs?job=export&before=nosuchrun")
+	contains(t, "gone run", gone.Body, "No run has the ID “nosuchrun”", exports[0], `<option value="export" selected>`)
+	excludes(t, "gone run", gone.Body, `id="runs-newest"`)
 }
 
 func TestRunPages(t *testing.T) {

@@ -37,8 +37,13 @@ type runsData struct {
 	// Jobs are the names the job filter offers.
 	Jobs     []string
 	Statuses []jobs.Status
-	// Limited is true when there may be older runs than those listed.
-	Limited bool
+	// Before is the ID of the run the page lists the runs after ("" for
+	// the newest).
+	Before string
+	// Older is the URL of the next (older) page, "" at the end.
+	Older string
+	// Newest is the URL of the first page with the same filter.
+	Newest string
 	// BadFilter says why a filter value was ignored.
 	BadFilter string
 }
@@ -65,7 +70,16 @@ func (u *UI) runsList(w http.ResponseWriter, r *http.Request, s *session) {
 			d.BadFilter = "“" + string(st) + "” is not a run status, so the list is not filtered by status."
 		}
 	}
-	runs, err := u.cfg.App.ListRuns(ctx, f)
+	f.Before = q.Get("before")
+	p, err := u.cfg.App.ListRunsPage(ctx, f)
+	var ve *app.ValidationError
+	if f.Before != "" && errors.As(err, &ve) {
+		// The run is gone (deleted by retention since the link was
+		// made, or never was): the list starts again at the newest.
+		d.BadFilter = "No run has the ID “" + f.Before + "”, so the list starts again at the newest runs."
+		f.Before = ""
+		p, err = u.cfg.App.ListRunsPage(ctx, f)
+	}
 	if err != nil {
 		u.serverError(w, r, err)
 		return
@@ -75,7 +89,22 @@ func (u *UI) runsList(w http.ResponseWriter, r *http.Request, s *session) {
 		u.serverError(w, r, err)
 		return
 	}
-	d.Runs, d.Limited = runs, len(runs) >= runsShown
+	d.Runs, d.Before = p.Runs, f.Before
+	filter := url.Values{}
+	if d.Job != "" {
+		filter.Set("job", d.Job)
+	}
+	if d.Status != "" {
+		filter.Set("status", string(d.Status))
+	}
+	d.Newest = "/runs"
+	if len(filter) > 0 {
+		d.Newest += "?" + filter.Encode()
+	}
+	if p.NextBefore != "" {
+		filter.Set("before", p.NextBefore)
+		d.Older = "/runs?" + filter.Encode()
+	}
 	for _, j := range js {
 		d.Jobs = append(d.Jobs, j.Name)
 	}

@@ -217,6 +217,19 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) ([]*jobs.Run, e
 		}
 		where = append(where, "status = ANY("+param(st)+")")
 	}
+	if f.Before != "" {
+		// The run's place in the order: its queued_at and its ID (COLLATE
+		// "C", so bytewise as ORDER BY id is).
+		var queued time.Time
+		err := s.pool.QueryRow(ctx, `SELECT queued_at FROM pgrelay_runs WHERE id = $1`, f.Before).Scan(&queued)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("list runs before %s: run %s: %w", f.Before, f.Before, store.ErrNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list runs before %s: %w", f.Before, err)
+		}
+		where = append(where, "(queued_at, id) < ("+param(queued)+", "+param(f.Before)+")")
+	}
 	q := `SELECT ` + runColumns + ` FROM pgrelay_runs`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")

@@ -246,6 +246,20 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) ([]*jobs.Run, e
 		}
 		where = append(where, "status IN ("+strings.Join(ph, ", ")+")")
 	}
+	if f.Before != "" {
+		// The run's place in the order: its queued_at as stored (text of
+		// fixed width, so text order is time order) and its ID.
+		var queued string
+		err := s.db.QueryRowContext(ctx, `SELECT queued_at FROM runs WHERE id = ?`, f.Before).Scan(&queued)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("list runs before %s: run %s: %w", f.Before, f.Before, store.ErrNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list runs before %s: %w", f.Before, err)
+		}
+		where = append(where, "(queued_at < ? OR (queued_at = ? AND id < ?))")
+		args = append(args, queued, queued, f.Before)
+	}
 	q := `SELECT ` + runColumns + ` FROM runs`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")

@@ -61,6 +61,10 @@ func Exercise(t *testing.T, open func(t *testing.T) store.Store) {
 		t.Parallel()
 		exerciseRuns(t, open(t))
 	})
+	t.Run("RunPaging", func(t *testing.T) {
+		t.Parallel()
+		exerciseRunPaging(t, open(t))
+	})
 	t.Run("RunWith", func(t *testing.T) {
 		t.Parallel()
 		exerciseRunWith(t, open(t))
@@ -453,6 +457,88 @@ func exerciseRuns(t *testing.T, s store.Store) {
 	gone.Version = 1
 	if err := s.UpdateRun(ctx, gone); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("update missing run: %v, want ErrNotFound", err)
+	}
+}
+
+// exerciseRunPaging checks that paging through the runs with
+// RunFilter.Before lists each run exactly once, newest first, when many
+// share a timestamp: among those, IDs descend bytewise whatever the
+// database's collation ("_" > "A" > "0" > "-"). Before combines with the job and
+// status filters, may name a run the filters leave out, and must name a
+// run.
+func exerciseRunPaging(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	mk := func(id, job string, at time.Time, st jobs.Status) {
+		t.Helper()
+		r := &jobs.Run{ID: id, JobName: job, Job: *sampleJob(job), Trigger: jobs.Manual, Status: st, QueuedAt: at}
+		if err := s.CreateRun(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Newest first: the newest alone, five at one instant, the oldest
+	// alone; created in no particular order.
+	want := []string{"new", "tie_z", "tie_b", "tieA", "tie0", "tie-b", "old"}
+	mk("tie0", "a", now, jobs.Failed)
+	mk("old", "b", now.Add(-time.Second), jobs.Succeeded)
+	mk("tie_b", "b", now, jobs.Succeeded)
+	mk("new", "a", now.Add(time.Second), jobs.Queued)
+	mk("tieA", "b", now, jobs.Failed)
+	mk("tie-b", "a", now, jobs.Succeeded)
+	mk("tie_z", "a", now, jobs.Failed)
+	ids := func(runs []*jobs.Run) []string {
+		out := []string{}
+		for _, r := range runs {
+			out = append(out, r.ID)
+		}
+		return out
+	}
+	// page lists every page of f's runs, size at a time, and returns the
+	// IDs in the order listed.
+	page := func(f store.RunFilter, size int) []string {
+		t.Helper()
+		var got []string
+		f.Limit = size
+		for range len(want) + 1 {
+			runs, err := s.ListRuns(ctx, f)
+			if err != nil {
+				t.Fatalf("list runs before %q: %v", f.Before, err)
+			}
+			got = append(got, ids(runs)...)
+			if len(runs) < size {
+				return got
+			}
+			f.Before = runs[len(runs)-1].ID
+		}
+		t.Fatalf("paging %+v did not end: %v", f, got)
+		return nil
+	}
+	all, err := s.ListRuns(ctx, store.RunFilter{})
+	if err != nil || !reflect.DeepEqual(ids(all), want) {
+		t.Fatalf("list all = %v %v, want %v", ids(all), err, want)
+	}
+	for size := 1; size <= len(want); size++ {
+		if got := page(store.RunFilter{}, size); !reflect.DeepEqual(got, want) {
+			t.Errorf("pages of %d = %v, want %v", size, got, want)
+		}
+	}
+	if got, w := page(store.RunFilter{Job: "a"}, 2), []string{"new", "tie_z", "tie0", "tie-b"}; !reflect.DeepEqual(got, w) {
+		t.Errorf("pages of job a = %v, want %v", got, w)
+	}
+	failed := store.RunFilter{Statuses: []jobs.Status{jobs.Failed}}
+	if got, w := page(failed, 1), []string{"tie_z", "tieA", "tie0"}; !reflect.DeepEqual(got, w) {
+		t.Errorf("pages of failed runs = %v, want %v", got, w)
+	}
+	// Before may name a run the filter leaves out (tie_b is job b's).
+	runs, err := s.ListRuns(ctx, store.RunFilter{Job: "a", Before: "tie_b"})
+	if got, w := ids(runs), []string{"tie0", "tie-b"}; err != nil || !reflect.DeepEqual(got, w) {
+		t.Errorf("job a before tie_b = %v %v, want %v", got, err, w)
+	}
+	if runs, err := s.ListRuns(ctx, store.RunFilter{Before: "old"}); err != nil || len(runs) != 0 {
+		t.Errorf("before the oldest = %v %v, want none", ids(runs), err)
+	}
+	if runs, err := s.ListRuns(ctx, store.RunFilter{Before: "nosuchrun"}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("before a missing run = %v %v, want ErrNotFound", ids(runs), err)
 	}
 }
 
