@@ -331,3 +331,47 @@ type discardSink struct{}
 func (discardSink) Begin([]app.Column) error { return nil }
 func (discardSink) Row([][]byte) error       { return nil }
 func (discardSink) End(string) error         { return nil }
+
+// TestUpdateWithNothingToChange: an update that changes no setting (the
+// connection's own settings given back, as `connection update NAME` with
+// no flags and a PUT of what GET returned do) writes nothing: the version
+// and updated_at stay. A change is written.
+func TestUpdateWithNothingToChange(t *testing.T) {
+	t.Parallel()
+	f := newService(t)
+	ctx := context.Background()
+	s := spec("c")
+	s.Tunnel = &connection.Tunnel{Host: "bastion.example.com", User: "dbtcloud",
+		Next: []connection.Hop{{Host: "bastion-b.internal", User: "u2", OwnKey: true}}}
+	if _, err := f.svc.CreateConnection(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	before, err := f.store.GetConnection(ctx, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := f.svc.GetConnection(ctx, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := f.svc.UpdateConnection(ctx, "c", cur.Spec(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := f.store.GetConnection(ctx, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Version != before.Version || !after.UpdatedAt.Equal(before.UpdatedAt) || !v.UpdatedAt.Equal(cur.UpdatedAt) {
+		t.Errorf("an update with nothing to change was written: version %d → %d, updated_at %s → %s (view %s)",
+			before.Version, after.Version, before.UpdatedAt, after.UpdatedAt, v.UpdatedAt)
+	}
+	changed := cur.Spec()
+	changed.Schema = "marts"
+	if _, err := f.svc.UpdateConnection(ctx, "c", changed, nil); err != nil {
+		t.Fatal(err)
+	}
+	if after, err = f.store.GetConnection(ctx, "c"); err != nil || after.Version == before.Version || after.Spec.Schema != "marts" {
+		t.Errorf("a change was not written: version %d → %d, schema %q (%v)", before.Version, after.Version, after.Spec.Schema, err)
+	}
+}

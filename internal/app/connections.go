@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -366,6 +367,7 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 			connection.PasswordAgainProblem(old.Endpoint(), spec.Endpoint())}}
 	}
 	c.Spec = spec
+	storedAt := c.UpdatedAt
 	c.UpdatedAt = s.now().UTC()
 	if password != nil {
 		if err := s.sealPassword(c, *password); err != nil {
@@ -399,6 +401,12 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 	// must not be approved for another server); keys given with the update
 	// are pinned for their hop.
 	pinKnownHostKeys(c, pins, known)
+	if password == nil && authSecret.IsZero() && s.unchanged(ctx, c) {
+		// Nothing to change: nothing is written, and updated_at stays.
+		e.detail = "unchanged"
+		c.UpdatedAt = storedAt
+		return view(c), nil
+	}
 	if err := s.store.UpdateConnection(ctx, c); err != nil {
 		return nil, err
 	}
@@ -406,6 +414,69 @@ func (s *Service) UpdateConnection(ctx context.Context, name string, spec connec
 	s.logger.InfoContext(ctx, "connection updated", "connection", name, "password_changed", password != nil,
 		"auth", spec.AuthKind(), "auth_secret_changed", !authSecret.IsZero())
 	return view(c), nil
+}
+
+// unchanged reports whether c, updated in memory, is the record stored
+// (but for UpdatedAt), read again: c's own fields may share what the
+// update changed. An update given a password or an auth secret is never
+// unchanged (a sealed value is new each time it is sealed).
+func (s *Service) unchanged(ctx context.Context, c *store.Connection) bool {
+	stored, err := s.store.GetConnection(ctx, c.Spec.Name)
+	if err != nil || stored.ID != c.ID || stored.Version != c.Version {
+		return false
+	}
+	next := *c
+	next.UpdatedAt = stored.UpdatedAt
+	return sameValue(reflect.ValueOf(next), reflect.ValueOf(*stored))
+}
+
+// sameValue is reflect.DeepEqual but for empty slices and maps, which
+// equal nil ones: a record read from the store and the same record
+// rebuilt by an update differ in no more than that.
+func sameValue(a, b reflect.Value) bool {
+	if a.Kind() != b.Kind() || a.Type() != b.Type() {
+		return false
+	}
+	switch a.Kind() {
+	case reflect.Slice, reflect.Array:
+		if a.Len() != b.Len() {
+			return false
+		}
+		for i := range a.Len() {
+			if !sameValue(a.Index(i), b.Index(i)) {
+				return false
+			}
+		}
+		return true
+	case reflect.Map:
+		if a.Len() != b.Len() {
+			return false
+		}
+		for _, k := range a.MapKeys() {
+			if v := b.MapIndex(k); !v.IsValid() || !sameValue(a.MapIndex(k), v) {
+				return false
+			}
+		}
+		return true
+	case reflect.Struct:
+		for i := range a.NumField() {
+			if !sameValue(a.Field(i), b.Field(i)) {
+				return false
+			}
+		}
+		return true
+	case reflect.Pointer, reflect.Interface:
+		if a.IsNil() || b.IsNil() {
+			return a.IsNil() == b.IsNil()
+		}
+		if a.Kind() == reflect.Pointer && a.Pointer() == b.Pointer() {
+			return true
+		}
+		return sameValue(a.Elem(), b.Elem())
+	case reflect.Func, reflect.Chan, reflect.UnsafePointer:
+		return a.IsNil() && b.IsNil()
+	}
+	return a.Equal(b)
 }
 
 // DeleteConnection removes a connection and its keys.

@@ -221,7 +221,10 @@ func (s *Connector) prepareAuth(c *store.Connection, spec *connection.Spec) (giv
 		spec.Auth.ServiceAccount = c.Spec.Auth.ServiceAccount
 	}
 	if !sameKind {
-		what := "the OAuth secret of the service principal (client ID " + spec.Auth.ClientID + ")"
+		what := "the OAuth secret of the service principal"
+		if spec.Auth.ClientID != "" {
+			what += " (client ID " + spec.Auth.ClientID + ")"
+		}
 		if kind == connection.AuthAlloyDBIAM {
 			what = "the service account's JSON key file"
 		}

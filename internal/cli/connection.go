@@ -1,16 +1,19 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/connection"
@@ -161,7 +164,25 @@ func (r *runner) connUpdateCommand() *cobra.Command {
 					"if it wants one, give it with `pgrelay connection update %s --password-env VAR`.\n", v.Name)
 			}
 			if output == "json" {
+				// The notice goes to stderr, the JSON alone to stdout.
+				printOwnKeysDropped(cmd.Context(), svc, r.env.Stderr, cur, v)
 				return writeJSON(r.out(), v)
+			}
+			if v.UpdatedAt.Equal(cur.UpdatedAt) {
+				// The server wrote nothing: the flags change no setting.
+				given := 0
+				cmd.LocalFlags().VisitAll(func(fl *pflag.Flag) {
+					if fl.Changed && fl.Name != "output" {
+						given++
+					}
+				})
+				if given == 0 {
+					fmt.Fprintf(r.out(), "Connection %q unchanged: no flag was given (only the settings of the flags given change: "+
+						"see pgrelay connection update --help).\n", v.Name)
+				} else {
+					fmt.Fprintf(r.out(), "Connection %q unchanged: it already has the settings given.\n", v.Name)
+				}
+				return nil
 			}
 			if !hadTunnel && v.SSHTunnel != nil {
 				printSaved(r.out(), v, "updated")
@@ -171,6 +192,7 @@ func (r *runner) connUpdateCommand() *cobra.Command {
 			if t := v.SSHTunnel; t != nil && t.PreviousPublicKey != "" && cur.SSHTunnel != nil && cur.SSHTunnel.PublicKey != t.PublicKey {
 				fmt.Fprintf(r.out(), "\nA new key pair was generated. Install the new public key on the bastion:\n\n%s\n\nand remove the old one.\n", t.PublicKey)
 			}
+			printOwnKeysDropped(cmd.Context(), svc, r.out(), cur, v)
 			return nil
 		},
 	}
@@ -178,6 +200,42 @@ func (r *runner) connUpdateCommand() *cobra.Command {
 	af.register(cmd)
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return cmd
+}
+
+// printOwnKeysDropped tells, for each hop that stays in the chain but no
+// longer has a key pair of its own (--ssh-hop-own-key without it), that it
+// now logs in with the connection's key, and prints the line of that key
+// to install on the hop: its line of `connection public-key NAME
+// --restricted`. Certificate logins install no lines.
+func printOwnKeysDropped(ctx context.Context, svc backend, w io.Writer, cur, v *app.ConnectionView) {
+	if v.SSHTunnel == nil || v.SSHTunnel.Auth == connection.SSHAuthCertificate {
+		return
+	}
+	var dropped []int
+	for i, h := range v.SSHHops {
+		if !h.OwnKey && slices.ContainsFunc(cur.SSHHops, func(o app.HopView) bool {
+			return o.OwnKey && o.User == h.User && o.Host == h.Host && o.Port == h.Port
+		}) {
+			dropped = append(dropped, i)
+		}
+	}
+	if len(dropped) == 0 {
+		return
+	}
+	restricted, err := svc.PublicKey(ctx, v.Name, true)
+	lines := strings.Split(restricted, "\n")
+	for _, i := range dropped {
+		h := v.SSHHops[i]
+		fmt.Fprintf(w, "\nHop %d (%s@%s) no longer has a key pair of its own (its key pair was dropped): it now logs in with "+
+			"the connection's key, which it accepts only once the connection's line is installed on it, as a line of "+
+			"~%s/.ssh/authorized_keys in place of its own key's line", i+1, h.User, hostPort(h.Host, h.Port), h.User)
+		if err != nil || len(lines) != len(v.SSHHops) {
+			fmt.Fprintf(w, ": its line is line %d of: pgrelay connection public-key %s --restricted\n", i+1, v.Name)
+		} else {
+			fmt.Fprintf(w, ":\n\n%s\n\n", lines[i])
+		}
+		fmt.Fprintf(w, "Or run on the hop, as root, the script of: pgrelay connection bastion-setup %s --hop %d\n", v.Name, i+1)
+	}
 }
 
 // printSaved reports a saved connection and, with a tunnel, how to install

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -333,10 +334,19 @@ func (f *connFlags) inFlagWords(cmd *cobra.Command, err error) error {
 				ve.Problems[i].Problem = fmt.Sprintf("%q includes a port: give the host and the port apart, as --ssh-host %s --ssh-port %s",
 					f.sshHost, host, port)
 			}
+		case strings.HasPrefix(p.Field, "auth."):
+			// "give auth.instance or auth.endpoint": the flags.
+			ve.Problems[i].Problem = authFieldRE.ReplaceAllStringFunc(p.Problem, func(field string) string {
+				flag, _ := authFlagForField(field)
+				return flag
+			})
 		}
 	}
 	return err
 }
+
+// authFieldRE matches the auth fields an auth problem names as the fix.
+var authFieldRE = regexp.MustCompile(`\bauth\.[a-z_]+\b`)
 
 // splitPortFlag splits "host:port" (a name or IPv4 address and a port
 // number); ok is false for anything else, such as an IPv6 address.

@@ -82,6 +82,34 @@ func TestAuthFlags(t *testing.T) {
 	}
 }
 
+// TestLakebaseProblemsNameTheFlags: the problems of a lakebase connection
+// with neither an instance nor an endpoint, and no client ID, name the
+// flags that fix them, locally and against a server (whose answer names
+// the API's fields), and no empty client ID.
+func TestLakebaseProblemsNameTheFlags(t *testing.T) {
+	t.Parallel()
+	srv := apitest.Start(t, apitest.Options{})
+	for _, remote := range []bool{false, true} {
+		h := newHarness(t)
+		if remote {
+			h.env["PGRELAY_SERVER"] = srv.URL
+			h.env["PGRELAY_TOKEN"] = srv.AdminToken
+		}
+		r := h.fail(2, "connection", "create", "lb", "--flavor", "lakebase", "--host", "instance-1.database.cloud.databricks.com",
+			"--database", "databricks_postgres", "--user", "sp", "--auth", "lakebase", "--workspace-url", "https://dbc-1.cloud.databricks.com")
+		contains(t, "no instance", r.stderr, "--instance: required: --instance, the name of a database instance",
+			"or --lakebase-endpoint, an endpoint projects/<project>/branches/<branch>/endpoints/<endpoint>",
+			"--client-secret-env/--client-secret-stdin/--client-secret-file: required: the OAuth secret of the service principal\n")
+		if strings.Contains(r.stderr, "auth.") || strings.Contains(r.stderr, "client ID )") {
+			t.Errorf("remote %v: the problems name API fields or an empty client ID:\n%s", remote, r.stderr)
+		}
+		r = h.fail(2, "connection", "create", "lb", "--flavor", "lakebase", "--host", "instance-1.database.cloud.databricks.com",
+			"--database", "databricks_postgres", "--user", "sp", "--auth", "lakebase", "--workspace-url", "https://dbc-1.cloud.databricks.com",
+			"--client-id", "sp", "--lakebase-endpoint", "projects/p/branches/b/endpoints/e")
+		contains(t, "client ID", r.stderr, "the OAuth secret of the service principal (client ID sp)")
+	}
+}
+
 // TestCredentialCommandRunsTheAllowedPath: a credential command runs the
 // program the allowlist resolved at start, like a command step: allowed as
 // /opt/x/get-token and named get-token, it is that file that runs, never

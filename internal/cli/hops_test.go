@@ -73,6 +73,13 @@ func TestCLIHops(t *testing.T) {
 	if strings.Contains(r.stdout, "new key not installed yet") || !strings.Contains(r.stdout, "new key promoted") {
 		t.Fatalf("show after the new key logged in:\n%s", r.stdout)
 	}
+	// --status right after: the rotation finished, when, and the key in
+	// use (exit 0), not "no key rotation under way" (exit 2).
+	contains(t, "rotate-key --status after the promotion", h.ok("connection", "rotate-key", "two", "--status").stdout,
+		`No key rotation of "two" under way: the last one finished `, "promoted by its first login to every hop",
+		"The current key (SHA256:", strings.TrimSpace(h.ok("connection", "public-key", "two").stdout))
+	contains(t, "rotate-key --status -o json after the promotion", h.ok("connection", "rotate-key", "two", "--status", "-o", "json").stdout,
+		`"promoted_at"`, `"promoted_by": "login"`)
 	h.fail(2, "connection", "rotate-key", "two", "--start", "--finish")
 
 	// The SSH CA.

@@ -84,5 +84,11 @@ func TestBadInputNamesTheFlag(t *testing.T) {
 			t.Errorf("connection %s changed by refused commands:\n%s\n→\n%s", n, b, after)
 		}
 	}
-	contains(t, "no rotation started", h.fail(2, "connection", "rotate-key", "two", "--status").stderr, "no key rotation under way")
+	// --status without a rotation ever: its state (none yet) and the
+	// current key, exit 0, like the other listings.
+	contains(t, "no rotation started", h.ok("connection", "rotate-key", "two", "--status").stdout, `No key rotation of "two" yet.`,
+		"The current key (SHA256:", strings.TrimSpace(h.ok("connection", "public-key", "two").stdout),
+		"pgrelay connection rotate-key two --start")
+	// A direct connection has no key: still refused.
+	contains(t, "no key", h.fail(2, "connection", "rotate-key", "direct", "--status").stderr, "direct")
 }

@@ -176,7 +176,8 @@ that time even if nobody removes it. OpenSSH before 8.5 (Debian 11, Ubuntu 20.04
 refuses such a line as a whole, so the old key would stop at once: there (from 7.7), write
 the time without the Z in the host's local time, which sshd reads as standard time (the
 command to print it is shown with the lines), or run the script of bastion-setup, which
-writes it exactly. --status prints the lines again, --finish promotes the new key now
+writes it exactly. --status prints the lines again (with no rotation under way: how the
+last one ended, and the current key), --finish promotes the new key now
 (after checking that every hop accepts it), --cancel drops it.
 
 Without a flag, the key is replaced at once: logins fail until the new key is installed.
@@ -221,6 +222,16 @@ the others; without a flag it is replaced at once and its new line printed.`,
 			case start:
 				rot, err = svc.RotateKeyStart(ctx, name, oldLifetime)
 			case status:
+				// No rotation under way: its state, not an error.
+				if v, err := svc.GetConnection(ctx, name); err == nil && v.SSHTunnel != nil && v.SSHTunnel.PublicKey != "" &&
+					(v.SSHTunnel.Rotation == nil || !v.SSHTunnel.Rotation.Pending) {
+					if output == "json" {
+						// As --finish answers: New is the key in use.
+						return writeJSON(r.out(), &app.KeyRotation{New: v.SSHTunnel.PublicKey, Connection: v})
+					}
+					printNoRotation(r.out(), v)
+					return nil
+				}
 				rot, err = svc.RotateKeyStatus(ctx, name)
 			case finish:
 				rot, err = svc.RotateKeyFinish(ctx, name)
@@ -256,12 +267,50 @@ the others; without a flag it is replaced at once and its new line printed.`,
 		},
 	}
 	cmd.Flags().BoolVar(&start, "start", false, "make a new key pair and keep the old one until the new one has logged in to every hop")
-	cmd.Flags().BoolVar(&status, "status", false, "print the lines of the rotation under way")
+	cmd.Flags().BoolVar(&status, "status", false, "print the lines of the rotation under way; without one, how the last one ended and the current key")
 	cmd.Flags().BoolVar(&finish, "finish", false, "promote the new key now, after checking that every hop accepts it")
 	cmd.Flags().BoolVar(&cancel, "cancel", false, "drop the new key; the current one stays")
 	cmd.Flags().DurationVar(&oldLifetime, "old-key-lifetime", 0, "with --start: how long the old key's line stays valid (expiry-time; default 168h)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return cmd
+}
+
+// printNoRotation is `rotate-key --status` without a rotation under way:
+// how the last one ended (if any), and the key in use.
+func printNoRotation(w io.Writer, v *app.ConnectionView) {
+	t := v.SSHTunnel
+	r := t.Rotation
+	switch {
+	case r == nil:
+		fmt.Fprintf(w, "No key rotation of %q yet.\n", v.Name)
+	case r.PromotedAt != nil && (r.CancelledAt == nil || r.PromotedAt.After(*r.CancelledAt)):
+		fmt.Fprintf(w, "No key rotation of %q under way: the last one finished %s (its new key promoted by %s, started %s).\n"+
+			"The old key is no longer used: remove its line from the hops where it is still installed (it expires %s).\n",
+			v.Name, fmtTime(r.PromotedAt), promotedBy(r.PromotedBy), fmtTime(r.StartedAt), fmtTime(r.OldKeyExpiresAt))
+	case r.CancelledAt != nil:
+		fmt.Fprintf(w, "No key rotation of %q under way: the last one was cancelled %s (started %s); the current key stayed.\n",
+			v.Name, fmtTime(r.CancelledAt), fmtTime(r.StartedAt))
+	default:
+		fmt.Fprintf(w, "No key rotation of %q under way.\n", v.Name)
+	}
+	fmt.Fprintf(w, "The current key (%s):\n\n%s\n\n", t.PublicKeyFingerprint, t.PublicKey)
+	if t.Auth == connection.SSHAuthCertificate {
+		fmt.Fprintln(w, "It logs in with certificates of pgrelay's SSH CA: nothing of it is installed on the hops.")
+	} else {
+		fmt.Fprintf(w, "Its lines, allowed only to forward: pgrelay connection public-key %s --restricted\n", v.Name)
+	}
+	fmt.Fprintf(w, "To rotate it with two live keys: pgrelay connection rotate-key %s --start\n", v.Name)
+}
+
+// promotedBy says how a rotation's new key was promoted.
+func promotedBy(by string) string {
+	switch by {
+	case "login":
+		return "its first login to every hop"
+	case "finish":
+		return "rotate-key --finish"
+	}
+	return by
 }
 
 // printCancelled says what a cancelled rotation leaves to do on the hops:

@@ -5,7 +5,10 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/pgrelay/pgrelay/internal/api/apitest"
 )
 
 // showJSON is `connection show NAME -o json` as a map, without what every
@@ -67,6 +70,82 @@ func TestCLIUpdateKeepsWhatIsNotGiven(t *testing.T) {
 		}
 		if tc.check != nil {
 			tc.check(t, before, after)
+		}
+	}
+}
+
+// TestCLIUpdateNothingToChange: `connection update NAME` without a flag,
+// or with flags that repeat the settings, says the connection is
+// unchanged and writes nothing (updated_at stays), locally and through a
+// server's PUT; exit 0. A change still says "updated".
+func TestCLIUpdateNothingToChange(t *testing.T) {
+	t.Parallel()
+	srv := apitest.Start(t, apitest.Options{})
+	for _, remote := range []bool{false, true} {
+		h := newHarness(t)
+		if remote {
+			h.env["PGRELAY_SERVER"] = srv.URL
+			h.env["PGRELAY_TOKEN"] = srv.AdminToken
+		}
+		h.env["DB_PASSWORD"] = "pw-1"
+		h.ok("connection", "create", "same", "--host", "db.internal", "--database", "analytics", "--user", "dbt",
+			"--password-env", "DB_PASSWORD", "--schema", "marts",
+			"--ssh-hop", "jump@bastion-a.internal:2222", "--ssh-hop", "u2@bastion-b.internal", "--ssh-hop-own-key", "u2@bastion-b.internal")
+		updatedAt := func() string {
+			var v struct {
+				UpdatedAt string `json:"updated_at"`
+			}
+			if err := json.Unmarshal([]byte(h.ok("connection", "show", "same", "-o", "json").stdout), &v); err != nil {
+				t.Fatal(err)
+			}
+			return v.UpdatedAt
+		}
+		was := updatedAt()
+		r := h.ok("connection", "update", "same")
+		contains(t, "no flag", r.stdout, `Connection "same" unchanged: no flag was given`)
+		r = h.ok("connection", "update", "same", "--schema", "marts", "--ssh-port", "2222")
+		contains(t, "the same settings", r.stdout, `Connection "same" unchanged: it already has the settings given`)
+		if now := updatedAt(); now != was {
+			t.Errorf("remote %v: an update with nothing to change moved updated_at from %s to %s", remote, was, now)
+		}
+		contains(t, "a change", h.ok("connection", "update", "same", "--schema", "staging").stdout, `Connection "same" updated.`)
+		if updatedAt() == was {
+			t.Errorf("remote %v: a change kept updated_at", remote)
+		}
+	}
+}
+
+// TestCLIUpdateDroppingOwnKeySaysToInstall: `--ssh-hop-own-key ""` drops
+// hop 2's own key pair; the hop now logs in with the connection's key, so
+// the update says so and prints the connection's line for that hop (its
+// line of `connection public-key NAME --restricted`), locally and
+// through a server.
+func TestCLIUpdateDroppingOwnKeySaysToInstall(t *testing.T) {
+	t.Parallel()
+	srv := apitest.Start(t, apitest.Options{})
+	for _, remote := range []bool{false, true} {
+		h := newHarness(t)
+		if remote {
+			h.env["PGRELAY_SERVER"] = srv.URL
+			h.env["PGRELAY_TOKEN"] = srv.AdminToken
+		}
+		h.ok("connection", "create", "own", "--host", "db.internal", "--database", "analytics", "--user", "dbt",
+			"--ssh-hop", "jump@bastion-a.internal:2222", "--ssh-hop", "u2@bastion-b.internal", "--ssh-hop", "u3@bastion-c.internal",
+			"--ssh-hop-own-key", "u2@bastion-b.internal")
+		r := h.ok("connection", "update", "own", "--ssh-hop-own-key", "")
+		lines := strings.Split(strings.TrimSpace(h.ok("connection", "public-key", "own", "--restricted").stdout), "\n")
+		if len(lines) != 3 {
+			t.Fatalf("public-key --restricted: %q", lines)
+		}
+		contains(t, "own key dropped", r.stdout, "Hop 2 (u2@bastion-b.internal:22) no longer has a key pair of its own",
+			"it now logs in with the connection's key", "~u2/.ssh/authorized_keys", "\n"+lines[1]+"\n",
+			"pgrelay connection bastion-setup own --hop 2")
+		if strings.Contains(r.stdout, "Hop 3") || strings.Contains(r.stdout, "Hop 1") {
+			t.Errorf("remote %v: a notice for a hop whose key did not change:\n%s", remote, r.stdout)
+		}
+		// Nothing dropped, nothing said.
+		if r := h.ok("connection", "update", "own", "--schema", "marts"); strings.Contains(r.stdout, "no longer has") {
+			t.Errorf("remote %v: notice without a dropped key:\n%s", remote, r.stdout)
 		}
 	}
 }

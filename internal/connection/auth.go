@@ -372,9 +372,11 @@ func (s *Spec) validateAuth(probs []fielderr.Problem) []fielderr.Problem {
 		}
 		switch {
 		case a.Instance == "" && a.Endpoint == "":
-			add("auth.instance", errors.New("required: the database instance name (provisioned Lakebase), or set endpoint instead (Lakebase projects: projects/<project>/branches/<branch>/endpoints/<endpoint>)"))
+			// Both fields named, each with what it accepts.
+			add("auth.instance", errors.New("required: auth.instance, the name of a database instance (provisioned Lakebase), "+
+				"or auth.endpoint, an endpoint projects/<project>/branches/<branch>/endpoints/<endpoint> (Lakebase projects)"))
 		case a.Instance != "" && a.Endpoint != "":
-			add("auth.endpoint", errors.New("set either instance (provisioned Lakebase) or endpoint (Lakebase projects), not both"))
+			add("auth.endpoint", errors.New("give either auth.instance (provisioned Lakebase) or auth.endpoint (Lakebase projects), not both"))
 		case a.Instance != "" && !lakebaseInstanceRE.MatchString(a.Instance):
 			add("auth.instance", fmt.Errorf("%q is not accepted: a database instance name of at most 63 letters, digits and '-'", truncate(a.Instance, 80)))
 		case a.Endpoint != "" && !lakebaseEndpointRE.MatchString(a.Endpoint):
@@ -383,7 +385,7 @@ func (s *Spec) validateAuth(probs []fielderr.Problem) []fielderr.Problem {
 		if a.Lifetime != 0 {
 			switch d := a.Lifetime.Duration(); {
 			case a.Endpoint == "":
-				add("auth.lifetime", errors.New("used only with endpoint (Lakebase projects): credentials of provisioned instances always last 1 hour; remove it"))
+				add("auth.lifetime", errors.New("used only with auth.endpoint (Lakebase projects): credentials of provisioned instances always last 1 hour; remove it"))
 			case d < MinLakebaseLifetime || d > MaxLakebaseLifetime || d%time.Second != 0:
 				add("auth.lifetime", fmt.Errorf("%s is out of range: accepted is whole seconds from %s to %s (the API's ttl)", d, MinLakebaseLifetime, MaxLakebaseLifetime))
 			}

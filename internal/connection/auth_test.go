@@ -243,15 +243,15 @@ func TestValidateAuthLakebase(t *testing.T) {
 		{name: "secret with newline", mutate: set(func(a *Auth) { a.ClientSecret = secret.New(clientSecretCanary + "\n") }),
 			wantField: "auth.client_secret", wantText: []string{"one line"}},
 		{name: "neither instance nor endpoint", mutate: set(func(a *Auth) { a.Instance = "" }), wantField: "auth.instance",
-			wantText: []string{"required", "endpoint"}},
+			wantText: []string{"required: auth.instance, the name of a database instance", "or auth.endpoint, an endpoint projects/<project>/"}},
 		{name: "both", mutate: set(func(a *Auth) { a.Endpoint = "projects/p/branches/b/endpoints/e" }), wantField: "auth.endpoint",
-			wantText: []string{"not both"}},
+			wantText: []string{"either auth.instance", "or auth.endpoint", "not both"}},
 		{name: "bad instance", mutate: set(func(a *Auth) { a.Instance = "my instance" }), wantField: "auth.instance",
 			wantText: []string{"letters, digits and '-'"}},
 		{name: "bad endpoint", mutate: set(func(a *Auth) { a.Instance, a.Endpoint = "", "ep-1" }), wantField: "auth.endpoint",
 			wantText: []string{"projects/<project>/branches/<branch>/endpoints/<endpoint>"}},
 		{name: "lifetime with instance", mutate: set(func(a *Auth) { a.Lifetime = Duration(time.Hour) }), wantField: "auth.lifetime",
-			wantText: []string{"only with endpoint", "1 hour"}},
+			wantText: []string{"only with auth.endpoint", "1 hour"}},
 		{name: "lifetime too short", mutate: set(func(a *Auth) {
 			a.Instance, a.Endpoint, a.Lifetime = "", "projects/p/branches/b/endpoints/e", Duration(time.Minute)
 		}), wantField: "auth.lifetime", wantText: []string{"5m0s to 1h0m0s"}},

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strings"
@@ -134,7 +135,9 @@ func (e *CommandFailedError) Error() string {
 	var msg string
 	switch {
 	case errors.Is(e.Err, exec.ErrNotFound):
-		msg = fmt.Sprintf("command credential: program %q not found", e.Program)
+		msg = fmt.Sprintf("command credential: program %q not found on PATH", e.Program)
+	case e.pathRefused() != "":
+		msg = "command credential: program " + pathProblem(e.pathRefused(), e.Err)
 	case e.ExitCode < 0:
 		msg = fmt.Sprintf("command credential: %s failed: %v", e.Program, e.Err)
 	default:
@@ -146,11 +149,42 @@ func (e *CommandFailedError) Error() string {
 // Unwrap returns the start or wait error.
 func (e *CommandFailedError) Unwrap() error { return e.Err }
 
+// pathRefused returns the path of the program when exec.LookPath refused
+// it before it started (it does not exist, is a directory or may not be
+// executed), else "". A path is never looked up on PATH. (A start error,
+// such as a missing #! interpreter, is an *fs.PathError instead.)
+func (e *CommandFailedError) pathRefused() string {
+	var ee *exec.Error
+	if errors.As(e.Err, &ee) && strings.ContainsRune(ee.Name, '/') {
+		return ee.Name
+	}
+	return ""
+}
+
+// pathProblem says why exec.LookPath refused prog, a path (never looked up
+// on PATH): it does not exist, is a directory or may not be executed.
+func pathProblem(prog string, err error) string {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return prog + " does not exist"
+	case errors.Is(err, syscall.EISDIR):
+		return prog + " is a directory, not a program"
+	case errors.Is(err, fs.ErrPermission):
+		return prog + " is not executable by pgrelay's user"
+	}
+	return fmt.Sprintf("%s cannot be run: %v", prog, err)
+}
+
 // Hint says where to look.
 func (e *CommandFailedError) Hint() string {
 	switch {
 	case errors.Is(e.Err, exec.ErrNotFound):
 		return fmt.Sprintf("Install %s on the machine that runs pgrelay, or give its absolute path.", e.Program)
+	case e.pathRefused() != "" && errors.Is(e.Err, fs.ErrNotExist):
+		return fmt.Sprintf("Install the program at %s on the machine that runs pgrelay, or set auth.program to the full path of an installed program "+
+			"(or a name found on PATH), and allow that.", e.pathRefused())
+	case e.pathRefused() != "" && errors.Is(e.Err, syscall.EISDIR):
+		return fmt.Sprintf("%s is a directory: set auth.program to the full path of the program file in it, and allow that.", e.pathRefused())
 	case errors.Is(e.Err, os.ErrPermission):
 		return fmt.Sprintf("%s is not executable by pgrelay's user: check its mode (chmod +x) and its directory's permissions.", e.Program)
 	case e.ExitCode < 0:

@@ -270,3 +270,28 @@ echo tok`))
 		t.Fatal(err)
 	}
 }
+
+// TestCommandPathThatDoesNotExist: a program given (or allowed) by its
+// full path that is not there is reported as a file that does not exist,
+// not as a program missing on PATH or one that was killed.
+func TestCommandPathThatDoesNotExist(t *testing.T) {
+	t.Parallel()
+	missing := filepath.Join(t.TempDir(), "get-token")
+	_, err := command(missing).Token(context.Background())
+	var fe *credential.CommandFailedError
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "program "+missing+" does not exist") ||
+		!strings.Contains(credential.Hint(err), "Install the program at "+missing) || strings.Contains(credential.Hint(err), "killed") {
+		t.Errorf("missing path: %v / %s", err, credential.Hint(err))
+	}
+	// Named get-token, allowed as a path that has gone since.
+	src := credential.NewCommandSource(credential.CommandConfig{Program: "get-token", Timeout: 5 * time.Second,
+		AllowCommand: func(string) (string, error) { return missing, nil }})
+	if _, err := src.Token(context.Background()); !strings.Contains(err.Error(), "program "+missing+" does not exist") {
+		t.Errorf("allowed path gone: %v / %s", err, credential.Hint(err))
+	}
+	dir := t.TempDir()
+	if _, err := command(dir).Token(context.Background()); !strings.Contains(err.Error(), dir+" is a directory") ||
+		!strings.Contains(credential.Hint(err), "is a directory") {
+		t.Errorf("directory: %v / %s", err, credential.Hint(err))
+	}
+}

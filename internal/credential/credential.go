@@ -154,7 +154,9 @@ func Transient(err error) bool {
 // e.g. a secret that was never saved.
 type ConfigError struct {
 	Kind connection.AuthKind
-	// Field is the auth field at fault, e.g. "auth.client_secret".
+	// Field is the auth field at fault, e.g. "auth.client_secret" (or
+	// the fields, one of which is to be set: "auth.instance or
+	// auth.endpoint").
 	Field   string
 	Problem string
 }

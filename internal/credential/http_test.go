@@ -241,6 +241,16 @@ func TestSourceFromSpec(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Field != "auth.client_secret" || !strings.Contains(credential.Hint(err), "auth.client_secret") {
 		t.Fatalf("lakebase without a secret: %v", err)
 	}
+	// Neither an instance nor an endpoint: both fields are named, with
+	// what each accepts.
+	s.Auth = &connection.Auth{Kind: connection.AuthLakebase, WorkspaceURL: "https://dbc.example.com", ClientID: "c",
+		ClientSecret: secret.New("s")}
+	_, err = credential.New(&s, credential.Options{}).Token(context.Background())
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "auth.instance or auth.endpoint: neither is set: accepted is") ||
+		!strings.Contains(err.Error(), "projects/<project>/branches/<branch>/endpoints/<endpoint>") ||
+		!strings.Contains(credential.Hint(err), "Set auth.instance or auth.endpoint on the connection") {
+		t.Fatalf("lakebase without an instance or endpoint: %v; hint %s", err, credential.Hint(err))
+	}
 	s.Auth = &connection.Auth{Kind: connection.AuthCommand, Program: "true"}
 	if src := credential.New(&s, credential.Options{}); src.Kind() != connection.AuthCommand || src.Describe() != "command true" {
 		t.Fatalf("command source %T %s", src, src.Describe())

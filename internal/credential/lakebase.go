@@ -98,7 +98,9 @@ func (s *LakebaseSource) Token(ctx context.Context) (Token, error) {
 	case s.cfg.ClientSecret.IsZero():
 		return Token{}, &ConfigError{Kind: connection.AuthLakebase, Field: "auth.client_secret", Problem: "no OAuth client secret is saved"}
 	case s.cfg.Instance == "" && s.cfg.Endpoint == "":
-		return Token{}, &ConfigError{Kind: connection.AuthLakebase, Field: "auth.instance", Problem: "neither an instance nor an endpoint is set"}
+		return Token{}, &ConfigError{Kind: connection.AuthLakebase, Field: "auth.instance or auth.endpoint", Problem: "neither is set: " +
+			"accepted is the name of a database instance (provisioned Lakebase) or an endpoint " +
+			"projects/<project>/branches/<branch>/endpoints/<endpoint> (Lakebase projects)"}
 	}
 	rec := &transportRecorder{ctx: ctx}
 	hc := httpClient(s.cfg.HTTPClient, rec)

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 )
 
 // AllowCommandsEnv is the environment variable that lists, comma-separated,
@@ -48,7 +49,13 @@ func NewAllowlist(programs []string) (*Allowlist, error) {
 		if err == nil && !filepath.IsAbs(path) {
 			err = fmt.Errorf("it resolves to the relative path %s", path)
 		}
-		if err != nil {
+		switch {
+		case err != nil && filepath.IsAbs(p):
+			// Not looked up on PATH: the file itself is missing or no
+			// program.
+			errs = append(errs, fmt.Errorf("--allow-command %s: %s", p, PathProblem(p, err)))
+			continue
+		case err != nil:
 			errs = append(errs, fmt.Errorf("--allow-command %s: not found as an executable (PATH=%s): install it or give its absolute path: %w",
 				p, os.Getenv("PATH"), err))
 			continue
@@ -229,10 +236,29 @@ func (p CommandPolicy) program(prog string) (string, error) {
 	if err == nil && !filepath.IsAbs(path) {
 		path, err = filepath.Abs(path)
 	}
-	if err != nil {
+	switch {
+	case err != nil && strings.ContainsRune(prog, '/'):
+		// A path is not looked up on PATH.
+		return "", fmt.Errorf("program %s", PathProblem(prog, err))
+	case err != nil:
 		return "", fmt.Errorf("program %q not found on PATH: install it or give its full path", prog)
 	}
 	return path, nil
+}
+
+// PathProblem says why exec.LookPath refused prog, a path (which it does
+// not look up on PATH), with err: the file does not exist, is a directory,
+// or may not be executed; and what is accepted.
+func PathProblem(prog string, err error) string {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Sprintf("%s does not exist: give the full path of an installed program, or a program name looked up on PATH", prog)
+	case errors.Is(err, syscall.EISDIR):
+		return fmt.Sprintf("%s is a directory: give the full path of a program file, or a program name looked up on PATH", prog)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Sprintf("%s is not executable by this user (uid %d): make it executable (chmod +x) and its directories searchable, or give another program", prog, os.Getuid())
+	}
+	return fmt.Sprintf("%s cannot be run: %v", prog, err)
 }
 
 // WorkdirError is why a step may not run in its working directory.

@@ -205,3 +205,29 @@ func TestWorkdirMustBeAllowed(t *testing.T) {
 		t.Error("a step ran in a directory outside --allow-workdir")
 	}
 }
+
+// TestProgramPathThatDoesNotExist: a program given by its full path is not
+// looked up on PATH, so a missing one is reported as a file that does not
+// exist (or is no program), never as "not found on PATH": in the
+// allowlist and for the proxy commands and steps of a local command.
+func TestProgramPathThatDoesNotExist(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "bin", "get-token")
+	_, err := jobs.NewAllowlist([]string{missing})
+	if err == nil || !strings.Contains(err.Error(), "--allow-command "+missing+": "+missing+" does not exist") ||
+		strings.Contains(err.Error(), "PATH=") || strings.Contains(err.Error(), "give its absolute path") {
+		t.Errorf("allowlist with a missing path: %v", err)
+	}
+	if _, err := jobs.NewAllowlist([]string{dir}); err == nil || !strings.Contains(err.Error(), dir+" is a directory") {
+		t.Errorf("allowlist with a directory: %v", err)
+	}
+	local := jobs.CommandPolicy{AnyProgram: true}
+	_, err = local.Program(missing)
+	if err == nil || !strings.Contains(err.Error(), "program "+missing+" does not exist") || strings.Contains(err.Error(), "on PATH:") {
+		t.Errorf("any program, a missing path: %v", err)
+	}
+	if _, err := local.Program("pgrelay-no-such-program"); err == nil || !strings.Contains(err.Error(), "not found on PATH") {
+		t.Errorf("any program, a missing name: %v", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 )
 
 // MasterKeyFileEnv is the environment variable that may name a file holding
@@ -116,14 +117,29 @@ func (l KeyLocation) NextPath() string { return filepath.Join(l.DataDir, NextMas
 // ReadKeyFile reads a master key file (base64 of 32 bytes).
 func ReadKeyFile(path string) ([]byte, error) { return readKeyFile(path, "master key file") }
 
+// readKeyFile reads the key file at path, named what in errors (the
+// variable that names it, or "master key file"). An error names what, the
+// path, what is wrong and what is accepted.
 func readKeyFile(path, what string) ([]byte, error) {
+	subject := what + " " + path
+	if what == MasterKeyFileEnv {
+		subject = what + "=" + path
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read master key: %w", err)
+		why := "cannot be read"
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			why = "does not exist"
+		case errors.Is(err, fs.ErrPermission):
+			why = "cannot be read by this user (uid " + strconv.Itoa(os.Getuid()) + ")"
+		}
+		return nil, fmt.Errorf("%s: the file %s: accepted is the path of a file this user can read that holds the master key "+
+			"(base64 of 32 bytes; for a new store e.g. `openssl rand -base64 32 > FILE`) (%w)", subject, why, err)
 	}
 	key, err := decodeKey(string(data))
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", what, path, err)
+		return nil, fmt.Errorf("%s: %w", subject, err)
 	}
 	return key, nil
 }

@@ -76,3 +76,26 @@ func TestKeyLocation(t *testing.T) {
 		t.Error("the next key file is still there")
 	}
 }
+
+// TestKeyFileEnvProblemsNameTheVariable: a PGRELAY_MASTER_KEY_FILE that
+// names a missing file (or a file without a key) is reported with the
+// variable, the path, what is wrong and what is accepted.
+func TestKeyFileEnvProblemsNameTheVariable(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing")
+	for _, f := range []func() ([]byte, error){KeyLocation{File: missing}.Load, KeyLocation{File: missing}.Read} {
+		_, err := f()
+		if err == nil || !strings.HasPrefix(err.Error(), MasterKeyFileEnv+"="+missing+": the file does not exist: accepted is") ||
+			!strings.Contains(err.Error(), "base64 of 32 bytes") || !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("missing file: %v", err)
+		}
+	}
+	bad := filepath.Join(dir, "bad")
+	if err := os.WriteFile(bad, []byte("not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (KeyLocation{File: bad}).Load(); err == nil || !strings.HasPrefix(err.Error(), MasterKeyFileEnv+"="+bad+": not valid base64") {
+		t.Errorf("a file without a key: %v", err)
+	}
+}
