@@ -17,6 +17,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/elapsed"
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/requestid"
+	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 )
 
@@ -111,6 +112,18 @@ func (u *UI) errorPageBack(w http.ResponseWriter, r *http.Request, status int, h
 // names the ID, never the detail.
 func (u *UI) serverError(w http.ResponseWriter, r *http.Request, err error) {
 	u.cfg.Logger.ErrorContext(r.Context(), "web: request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+	switch {
+	case errors.Is(err, app.ErrKeyRotated):
+		// The master key was rotated while this server ran: its message
+		// (no secret in it) says to restart, as the API's 503 does.
+		u.errorPage(w, r, sessionFrom(r), http.StatusServiceUnavailable, "Restart needed", "The "+strings.TrimPrefix(app.ErrKeyRotated.Error(), "the ")+".")
+		return
+	case errors.Is(err, secret.ErrOpen):
+		u.errorPage(w, r, sessionFrom(r), http.StatusServiceUnavailable, "Restart needed",
+			"A stored secret cannot be opened with this server's master key. If `pgrelay master-key rotate` ran since the server "+
+				"started, restart the server; otherwise the stored value was altered (see the server log under the request ID below).")
+		return
+	}
 	u.errorPage(w, r, sessionFrom(r), http.StatusInternalServerError, "Something went wrong",
 		"pgrelay could not complete this request. The details are in the server log under the request ID below; try again, and if it keeps happening, pass the ID to whoever runs pgrelay.")
 }

@@ -39,6 +39,8 @@ type stack struct {
 	// handler is the HTTP server's handler that srv serves.
 	handler http.Handler
 	store   *sqlite.Store
+	// keyring is the master key the stack seals secrets with.
+	keyring *secret.Keyring
 }
 
 // stackOptions adds parts to a stack.
@@ -118,7 +120,7 @@ func newStackWith(t testing.TB, opts stackOptions) *stack {
 	t.Cleanup(ts.Close)
 	t.Cleanup(func() { _ = d.Stop(context.Background()) }) // before Close: end the event streams
 	svc, q := d.App(), d.Queue()
-	s := &stack{URL: ts.URL, App: svc, Tokens: map[auth.Role]*app.NewToken{}, Queue: q, srv: ts, handler: d.Handler(), store: st}
+	s := &stack{URL: ts.URL, App: svc, Tokens: map[auth.Role]*app.NewToken{}, Queue: q, srv: ts, handler: d.Handler(), store: st, keyring: kr}
 	for _, r := range auth.Roles() {
 		nt, err := svc.CreateToken(ctx, "alice-"+string(r), r)
 		if err != nil {

@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/requestid"
@@ -529,5 +531,34 @@ func TestFormDurationSecondsOutOfRange(t *testing.T) {
 	}
 	if _, err := s.App.GetConnection(context.Background(), "wh"); err == nil {
 		t.Fatal("a refused form created the connection")
+	}
+}
+
+// TestSaveAfterMasterKeyRotation: a server left running with the old key
+// after `pgrelay master-key rotate` refuses to save a connection; the form
+// says why and what to do (restart it, 503), as the API does, not the
+// generic "Something went wrong".
+func TestSaveAfterMasterKeyRotation(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	c := s.client(t)
+	c.mustLogin(s.Tokens[auth.Editor].Token)
+	next, err := secret.NewKeyring(bytes.Repeat([]byte{9}, secret.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := app.RotateMasterKey(context.Background(), s.store, s.keyring, next, app.RotateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f := validForm("after")
+	f.Set(auth.CSRFField, c.csrf("/new"))
+	r := c.post("/connections", f)
+	if r.Status != http.StatusServiceUnavailable {
+		t.Fatalf("save after the rotation: status %d\n%s", r.Status, r.Body)
+	}
+	contains(t, "the page", r.Body, "Restart needed", "master key changed since this process started", "restart it with the new key")
+	excludes(t, "the page", r.Body, "Something went wrong", "s3cret-pw")
+	if _, err := s.App.GetConnection(context.Background(), "after"); err == nil {
+		t.Fatal("the server with the old key saved a connection after the rotation")
 	}
 }
