@@ -350,6 +350,9 @@ func (d *Daemon) Start(ctx context.Context) error {
 		return nil
 	}
 	if d.queue != nil {
+		// Run directories a killed process of this machine left behind
+		// (its runs are resolved by the queue's reaper).
+		jobs.SweepRunDirs(d.cfg.Logger)
 		if err := d.queue.Start(ctx); err != nil {
 			return fmt.Errorf("start job queue: %w", err)
 		}

@@ -234,6 +234,8 @@ type run struct {
 	px      *proxy.Proxy
 	pxAddr  string
 	workDir string
+	// runDir is workDir with its lock (nil until made).
+	runDir  *runDir
 	env     []string
 	curStep int
 	// passwordRefused is set when the server refused the saved password
@@ -597,9 +599,7 @@ func (x *run) closeClients() {
 // its connection (the tunnel).
 func (x *run) release() {
 	x.closeClients()
-	if x.workDir != "" {
-		_ = os.RemoveAll(x.workDir)
-	}
+	x.runDir.remove()
 	_ = x.conn.Close()
 }
 
@@ -715,11 +715,12 @@ func (x *run) prepareCommands(ctx context.Context) error {
 		return nil
 	}
 	runAs := x.r.Commands.RunAs
-	dir, err := os.MkdirTemp("", "pgrelay-run-")
+	rd, err := newRunDir()
 	if err != nil {
-		return fmt.Errorf("create run directory: %w", err)
+		return err
 	}
-	x.workDir = dir
+	dir := rd.path
+	x.runDir, x.workDir = rd, dir
 	tmp := filepath.Join(dir, "tmp")
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return fmt.Errorf("create run directory: %w", err)

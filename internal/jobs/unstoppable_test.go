@@ -33,6 +33,17 @@ func TestMain(m *testing.M) {
 	if v := os.Getenv(unprivilegedHelper); v != "" {
 		os.Exit(runUnstoppable(v))
 	}
+	if os.Getenv(jobs.RunDirChildEnv) != "" {
+		// A process that holds a run directory until it is killed.
+		path, err := jobs.MakeRunDir()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println(path)
+		time.Sleep(time.Minute)
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 
