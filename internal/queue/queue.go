@@ -198,6 +198,13 @@ type Queue struct {
 	// saved (the backends it waits to stop, the attempt they are of).
 	pending map[string]jobs.Cleanup
 
+	// storeTroubleAt is when this process last failed to read or write
+	// the store (a reaper pass, a heartbeat, a run's outcome); reapedAt
+	// when the reaper last listed the running runs, and reapHoldUntil
+	// until when it leaves lost runs be after the store came back within
+	// its reach (see Queue.holdReap). Guarded by mu.
+	storeTroubleAt, reapedAt, reapHoldUntil time.Time
+
 	stop chan struct{}
 	// listener hears cancel requests made through other processes sharing
 	// a PostgreSQL store, from Start until Stop has ended the runs (nil on

@@ -381,6 +381,7 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 			cur = next
 			if err != nil {
 				cur = nil // read it again next time
+				q.storeTrouble()
 				q.cfg.Logger.WarnContext(ctx, "heartbeat failed", "run_id", id, "error", err)
 				return
 			}
@@ -592,6 +593,7 @@ func (q *Queue) recordOutcome(ctx context.Context, id string, cur *jobs.Run, f f
 		if err == nil {
 			return
 		}
+		q.storeTrouble()
 		if time.Now().Add(wait).After(deadline) {
 			q.cfg.Logger.ErrorContext(ctx, "could not record run outcome", "run_id", id, "error", err)
 			return
@@ -681,10 +683,14 @@ func (q *Queue) reap(ctx context.Context) {
 	defer q.sweepOrphans(ctx)
 	runs, err := q.cfg.Store.ListRuns(ctx, store.RunFilter{Statuses: []jobs.Status{jobs.Running}, Limit: 1000})
 	if err != nil {
+		q.storeTrouble()
 		q.cfg.Logger.WarnContext(ctx, "reaper: list running runs", "error", err)
 		return
 	}
 	now := q.cfg.Now().UTC()
+	if q.holdReap(ctx, now) {
+		return
+	}
 	for _, r := range runs {
 		q.mu.Lock()
 		_, mine := q.active[r.ID]
@@ -757,6 +763,43 @@ func (q *Queue) reap(ctx context.Context) {
 		}
 		q.cfg.Logger.WarnContext(ctx, "run lost with its worker; failed", "run_id", r.ID, "worker", r.Worker)
 	}
+}
+
+// storeTrouble notes that this process could not read or write the store.
+func (q *Queue) storeTrouble() {
+	now := q.cfg.Now().UTC()
+	q.mu.Lock()
+	q.storeTroubleAt = now
+	q.mu.Unlock()
+}
+
+// reapHold is how long the reaper leaves lost runs be once the store is
+// within its reach again after it was not: long enough for a worker
+// whose heartbeats and outcome could not be saved meanwhile (the same
+// outage, most often, cut every process off) to write its run's end
+// (recordOutcome tries again at most outcomeRetryMax apart, each try
+// bounded by writeTimeout) or, for a run that still runs, its next
+// heartbeat. Without it, the reaper of a process that saw the store come
+// back declared the runs of every other process lost at once, and queued
+// again (with retries) runs whose attempt had succeeded.
+func (q *Queue) reapHold() time.Duration {
+	return max(q.cfg.LostAfter, q.writeTimeout()+outcomeRetryMax)
+}
+
+// holdReap says whether this reaper pass, at now, must leave lost runs be
+// because this process could not reach the store since its last pass:
+// then the heartbeats it finds stale may be those of workers cut off by
+// the same outage, which are about to record their runs (see reapHold).
+func (q *Queue) holdReap(ctx context.Context, now time.Time) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.storeTroubleAt.IsZero() && !q.storeTroubleAt.Before(q.reapedAt) {
+		q.reapHoldUntil = now.Add(q.reapHold())
+		q.cfg.Logger.InfoContext(ctx, "reaper: the store was out of this process's reach; runs are declared lost "+
+			"only once their workers could record them", "until", q.reapHoldUntil)
+	}
+	q.reapedAt = now
+	return now.Before(q.reapHoldUntil)
 }
 
 // RunLocal saves a run of job and works it in this process, now, without
