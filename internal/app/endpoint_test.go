@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -445,5 +446,45 @@ func TestBastionSetupCopyLine(t *testing.T) {
 		if err != nil || !strings.Contains(script, tc.want) {
 			t.Fatalf("%s: %v; the script lacks %q:\n%.600s", name, err, tc.want, script)
 		}
+	}
+}
+
+// TestHealthCheckDueOnItsPoll: a connection tested every minute is due
+// again on the poll that comes a minute after its last test started, even
+// a little early (polls jitter); it is not due half-way. The next test was
+// found a few milliseconds short of its interval and waited a whole poll
+// more: a 1m interval tested every 90 s.
+func TestHealthCheckDueOnItsPoll(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	f := newServiceWith(t, func(c *app.Config) {
+		c.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	})
+	ctx := context.Background()
+	s := spec("every-minute")
+	s.Host, s.Port, s.HealthCheckInterval = "127.0.0.1", 1, connection.Duration(time.Minute)
+	if _, err := f.svc.CreateConnection(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	at := func(d time.Duration) int {
+		t.Helper()
+		mu.Lock()
+		now = time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC).Add(d)
+		mu.Unlock()
+		n, err := f.svc.RunHealthChecks(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := at(0); n != 1 {
+		t.Fatalf("first poll tested %d connections, want 1", n)
+	}
+	if n := at(30 * time.Second); n != 0 {
+		t.Fatalf("the poll half-way through the interval tested %d connections, want 0", n)
+	}
+	if n := at(time.Minute - 20*time.Millisecond); n != 1 {
+		t.Fatalf("the poll a minute later (20 ms early) tested %d connections, want 1", n)
 	}
 }

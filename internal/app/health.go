@@ -189,6 +189,13 @@ func connectionFailed(err error) bool {
 	return true
 }
 
+// dueTolerance is how much before its interval has passed a connection's
+// next scheduled test counts as due: the polls that look for due tests
+// come at intervals of their own, a little late or early, and a test due
+// a few milliseconds after a poll would wait a whole poll more (a 1m
+// interval tested every 90 s). A tenth of the interval, at most 5 s.
+func dueTolerance(every time.Duration) time.Duration { return min(every/10, 5*time.Second) }
+
 // RunHealthChecks tests, one after the other (a few at once), every
 // connection whose health_check_interval has passed since its last test,
 // as the health-check part of the system: each test is recorded in the
@@ -214,11 +221,12 @@ func (s *Service) RunHealthChecks(ctx context.Context) (int, error) {
 		var last time.Time
 		for _, ch := range recent[c.ID] {
 			if ch.Kind == store.CheckTest {
-				last = ch.At
+				// Recorded as it ended: it was due when it started.
+				last = ch.At.Add(-time.Duration(ch.DurationMS) * time.Millisecond)
 				break
 			}
 		}
-		if last.IsZero() || now.Sub(last) >= every {
+		if last.IsZero() || now.Sub(last) >= every-dueTolerance(every) {
 			due = append(due, c.Spec.Name)
 		}
 	}
