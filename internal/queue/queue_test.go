@@ -235,12 +235,21 @@ func TestQueue(t *testing.T) {
 		j.ApplyDefaults()
 		r := jobs.NewRun(j, jobs.Manual, old)
 		r.Status, r.StartedAt, r.HeartbeatAt, r.Worker, r.Attempt = jobs.Running, &old, &old, "deadhost:42", 1
+		// Its step was running, from its start to its last heartbeat.
+		stepStart := old.Add(-2 * time.Second)
+		r.StartedAt = &stepStart
+		r.Steps[0].Status, r.Steps[0].StartedAt = jobs.Running, &stepStart
 		if err := f.st.CreateRun(ctx, r); err != nil {
 			t.Fatal(err)
 		}
 		r = waitRun(t, f.svc, r.ID, terminal)
 		if r.Status != jobs.Failed || !strings.Contains(r.Reason, "worker deadhost:42 was lost") {
 			t.Fatalf("run %+v", r)
+		}
+		// The interrupted step ended, as far as anyone knows, with the
+		// last heartbeat: it had no end and lasted 0 ms.
+		if s := r.Steps[0]; s.Status != jobs.Failed || s.EndedAt == nil || !s.EndedAt.Equal(old) || s.DurationMS != 2000 {
+			t.Fatalf("interrupted step %+v, want failed, ended at the last heartbeat %v, 2000 ms", s, old)
 		}
 	})
 

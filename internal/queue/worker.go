@@ -730,7 +730,16 @@ func (q *Queue) reap(ctx context.Context) {
 			for i := range c.Steps {
 				if !c.Steps[i].Status.Terminal() && c.Steps[i].Status != jobs.Skipped {
 					if c.Steps[i].Status == jobs.Running {
+						// It ended, as far as anyone knows, with its
+						// worker's last heartbeat.
 						c.Steps[i].Status, c.Steps[i].Error = jobs.Failed, "interrupted: worker lost"
+						end := now
+						if c.HeartbeatAt != nil && c.HeartbeatAt.Before(now) {
+							end = *c.HeartbeatAt
+						}
+						if st := c.Steps[i].StartedAt; st != nil && !end.Before(*st) {
+							c.Steps[i].EndedAt, c.Steps[i].DurationMS = &end, end.Sub(*st).Milliseconds()
+						}
 					} else {
 						c.Steps[i].Status = jobs.Skipped
 					}
