@@ -122,7 +122,7 @@ func (p *ProxyServer) relay(sess *Session, listen net.Addr) (*relay.Relay, error
 		return nil, err
 	}
 	up := relay.Upstream{Dial: p.dial, TLS: pol, Addr: net.JoinHostPort(spec.Host, strconv.Itoa(spec.Port)),
-		RequireAuth: spec.EffectiveRequireAuth(), Params: connection.StartupParams(spec)}
+		RequireAuth: spec.EffectiveRequireAuth(), Params: connection.StartupParams(spec), User: spec.User}
 	p.backends = relay.NewRegistry(up)
 	var login *relay.Login
 	startup := time.Duration(0)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -75,6 +76,38 @@ func TestConnectionRole(t *testing.T) {
 		}
 	}
 
+	// pgrelay proxy passes authentication through: its clients may log
+	// in as other users, whose sessions are not made to take the
+	// connection's role (the connection's user's; "other" may not take
+	// it), while the connection's user still acts as it.
+	ps, err := f.svc.Proxy(ctx, "r", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = ps.Serve(ctx) }()
+	t.Cleanup(func() { _ = ps.Close() })
+	for _, tc := range []struct{ user, password, want string }{
+		{other, "unused-pw", other + "/" + other},
+		{db.User, db.Password, role + "/" + db.User},
+	} {
+		cfg, err := pgx.ParseConfig("postgres://127.0.0.1/" + db.Name + "?sslmode=disable")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, port, _ := strings.Cut(ps.Addr().String(), ":")
+		cfg.Port, cfg.User, cfg.Password = uint16(mustAtoi(t, port)), tc.user, tc.password
+		c, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			t.Fatalf("%s through the proxy: %v", tc.user, err)
+		}
+		var got string
+		err = c.QueryRow(ctx, "select current_user || '/' || session_user").Scan(&got)
+		_ = c.Close(ctx)
+		if err != nil || got != tc.want {
+			t.Fatalf("%s through the proxy: current_user/session_user = %q (%v), want %q", tc.user, got, err, tc.want)
+		}
+	}
+
 	s.Name, s.Role = "nope", other
 	if _, err := f.svc.CreateConnection(ctx, s); err != nil {
 		t.Fatal(err)
@@ -84,9 +117,19 @@ func TestConnectionRole(t *testing.T) {
 	}
 
 	s.Name, s.Role, s.Pooler = "pooled", role, connection.PoolerTransaction
-	_, err := f.svc.CreateConnection(ctx, s)
+	_, err = f.svc.CreateConnection(ctx, s)
 	var ve *app.ValidationError
 	if !errors.As(err, &ve) || !strings.Contains(ve.Fields()["role"], "not accepted with a connection pooler") {
 		t.Fatalf("a role with a pooler: %v", err)
 	}
+}
+
+// mustAtoi is strconv.Atoi that fails the test on error.
+func mustAtoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -33,6 +33,7 @@ PGPASSWORD, PGDATABASE, PGSSLMODE and DBT_PROFILES_DIR (a generated profiles.yml
 profile and target "pgrelay", unless --profile/--target) pointing at it.
 If the tunnel drops, the program gets SIGINT (SIGTERM 5 s later, SIGKILL 10 s after
 that) and exec fails with the tunnel's error; its statements are cancelled on the server. The exit code is the program's,
+or 128 + the signal's number when a signal killed it (137 for SIGKILL), as a shell reports it,
 or 130 when Ctrl-C (SIGINT) stopped it (128 + the signal's number for SIGTERM and SIGHUP). With a
 terminal on standard input, Ctrl-C is the program's while it runs (psql cancels its statement), as
 without pgrelay. While pgrelay waits for the server to stop the program's statements (after a drop),
@@ -138,6 +139,11 @@ func execFailed(res jobs.Result, stoppedBy os.Signal) error {
 	code := res.ExitCode
 	if res.Status == jobs.Cancelled && stoppedBy != nil {
 		code = exitStatusFor(stoppedBy)
+	}
+	var killed *jobs.SignalledError
+	if code <= 0 && errors.As(res.Err, &killed) && killed.Signal() > 0 {
+		// As a shell reports it: 137 for SIGKILL (the OOM killer's).
+		code = 128 + int(killed.Signal())
 	}
 	if code <= 0 {
 		code = exitFailure

@@ -10,6 +10,27 @@ import (
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
+// TestExecProgramKilledBySignal: a program a signal killed (the OOM
+// killer's SIGKILL, say) has no exit code; exec exits as a shell reports
+// it, 128 + the signal's number, not with a plain failure.
+func TestExecProgramKilledBySignal(t *testing.T) {
+	t.Parallel()
+	pg := sharedDB(t)
+	h := newHarness(t)
+	h.env["DB_PASSWORD"] = pg.Password
+	h.ok(createArgs("db", pg)...)
+	for _, tc := range []struct {
+		sig  string
+		want int
+	}{{"KILL", 137}, {"TERM", 143}, {"SEGV", 139}} {
+		r := h.run("exec", "db", "--", "sh", "-c", "kill -"+tc.sig+" $$")
+		if r.code != tc.want {
+			t.Errorf("program killed by SIG%s: exec exit code = %d, want %d: %s", tc.sig, r.code, tc.want, r)
+		}
+		contains(t, "SIG"+tc.sig, r.stderr, "sh was killed by a signal")
+	}
+}
+
 func TestExecAndLocalJobs(t *testing.T) {
 	t.Parallel()
 	pg := sharedDB(t)

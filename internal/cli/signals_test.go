@@ -144,6 +144,17 @@ func TestExecRefusedPassword(t *testing.T) {
 	if r.code != 2 || strings.Contains(r.stderr, "Next:") || !strings.Contains(r.stderr, "this endpoint logs in as user") {
 		t.Errorf("psql as another role: want status 2, the endpoint's refusal and no next step about the saved password: %s", r)
 	}
+	// psql printed the endpoint's refusal too: no warning of exec's own
+	// in the middle of psql's lines. Nor for a wrong password of the
+	// endpoint's or a replication connection, which the client is told.
+	if strings.Contains(r.stderr, "proxy session start failed") {
+		t.Errorf("psql as another role: exec warns of a session its endpoint refused and told psql about: %s", r)
+	}
+	r = h.run("exec", "db", "--", "sh", "-c", "PGPASSWORD=wrong psql -X -c 'select 1'; psql -X 'replication=database' -c 'IDENTIFY_SYSTEM'")
+	if !strings.Contains(r.stderr, "password authentication failed") || !strings.Contains(r.stderr, "replication connections cannot pass through") ||
+		strings.Contains(r.stderr, "proxy session start failed") {
+		t.Errorf("psql with a wrong password and as a replication client: want the endpoint's refusals from psql and no warning of exec's: %s", r)
+	}
 	// At info level the sessions the server refused are logged.
 	r = h.run("--log-level", "info", "exec", "db", "--", "psql", "-X", "-c", "select 1")
 	contains(t, "exec at info level", r.stderr, "level=INFO msg=\"proxy session start failed\"")

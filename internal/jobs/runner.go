@@ -212,6 +212,26 @@ func (e *StepError) Error() string {
 // Unwrap returns the step's error.
 func (e *StepError) Unwrap() error { return e.Err }
 
+// SignalledError is why a command step failed whose program a signal
+// killed (not one of pgrelay's own, sent as the run stopped): it has no
+// exit code.
+type SignalledError struct {
+	Program string
+	State   *os.ProcessState
+}
+
+func (e *SignalledError) Error() string {
+	return fmt.Sprintf("%s was killed by a signal (%v)", e.Program, e.State)
+}
+
+// Signal is the signal that killed the program (0 when unknown).
+func (e *SignalledError) Signal() syscall.Signal {
+	if ws, ok := e.State.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return ws.Signal()
+	}
+	return 0
+}
+
 // TimeoutError is the cause of a run that ran out of time.
 type TimeoutError struct{ After time.Duration }
 
@@ -750,7 +770,7 @@ func (x *run) prepareCommands(ctx context.Context) error {
 		return err
 	}
 	up := relay.Upstream{Dial: x.conn.DialDatabase, TLS: pol, Addr: net.JoinHostPort(spec.Host, strconv.Itoa(spec.Port)),
-		RequireAuth: spec.EffectiveRequireAuth(), Params: connection.StartupParams(spec)}
+		RequireAuth: spec.EffectiveRequireAuth(), Params: connection.StartupParams(spec), User: spec.User}
 	x.endpoint = relay.NewRegistry(up)
 	el, err := endpointLogin(x.conn)
 	if err != nil {
@@ -1177,7 +1197,7 @@ func (x *run) runCommand(ctx context.Context, i int, step Step) (*int, error) {
 	}
 	if !state.Success() {
 		if code < 0 {
-			return &code, fmt.Errorf("%s was killed by a signal (%v)", prog, state)
+			return &code, &SignalledError{Program: prog, State: state}
 		}
 		// Its last words on stderr usually say why (psql: "connection
 		// to server was lost").

@@ -112,16 +112,16 @@ func (r *Relay) login(ctx context.Context, cs *clientSide, sm *pgproto3.StartupM
 	if user != l.User {
 		return fail(relayError("28000", fmt.Sprintf("pgrelay: this endpoint logs in as user %q only, not %q", l.User, user), "",
 			fmt.Sprintf("Connect with user=%s (PGUSER); pgrelay logs in to the server with the connection's credentials.", l.User)),
-			fmt.Errorf("the client asked for user %q; the endpoint logs in as %q", user, l.User))
+			&clientRefused{fmt.Errorf("the client asked for user %q; the endpoint logs in as %q", user, l.User)})
 	}
 	if _, ok := sm.Parameters["replication"]; ok {
 		return fail(relayError("0A000", "pgrelay: replication connections cannot pass through pgrelay's local endpoint", "", ""),
-			errors.New("the client asked for a replication connection"))
+			&clientRefused{errors.New("the client asked for a replication connection")})
 	}
 	if err := r.authenticate(cs); err != nil {
 		var re *refusal
 		if errors.As(err, &re) {
-			return fail(re.resp, err)
+			return fail(re.resp, &clientRefused{err})
 		}
 		return fail(nil, clientGone(err))
 	}

@@ -202,9 +202,13 @@ func (r *Relay) Handshake(ctx context.Context, client net.Conn, dial proxy.DialF
 		case r.auth != nil:
 			s, err = r.login(ctx, cs, m, log)
 		default:
-			for k, v := range r.cfg.Upstream.Params {
-				if _, given := m.Parameters[k]; !given && !connection.OptionSets(m.Parameters["options"], k) {
-					m.Parameters[k] = v
+			// The connection's role is its user's: a client logging in
+			// as another user does not get it (see Upstream.User).
+			if u := r.cfg.Upstream.User; u == "" || m.Parameters["user"] == u {
+				for k, v := range r.cfg.Upstream.Params {
+					if _, given := m.Parameters[k]; !given && !connection.OptionSets(m.Parameters["options"], k) {
+						m.Parameters[k] = v
+					}
 				}
 			}
 			s, err = r.start(ctx, cs, m, DialFunc(dial), log)
@@ -583,7 +587,7 @@ func (r *Relay) start(ctx context.Context, cs *clientSide, sm *pgproto3.StartupM
 						"the server sees pgrelay's TLS session, not the client's.",
 					"Connect to the local endpoint with channel_binding=disable (PGCHANNELBINDING=disable), or with sslmode=disable or prefer; "+
 						"pgrelay encrypts and verifies the database connection according to the saved connection's sslmode."),
-					errors.New("the client asked for channel binding, which cannot pass through the relay"))
+					&clientRefused{errors.New("the client asked for channel binding, which cannot pass through the relay")})
 			}
 		case *pgproto3.AuthenticationSASLContinue:
 			clientMsg, err = r.authStep(cs, m, pgproto3.AuthTypeSASLContinue)
@@ -748,3 +752,16 @@ func (e *RefusedError) Unwrap() error { return e.Err }
 // ClientTold reports that the client was given the server's error: the
 // proxy logs the session at info level, not as a warning.
 func (e *RefusedError) ClientTold() bool { return true }
+
+// clientRefused is a session the relay refused for what the client asked
+// (another user than the endpoint's, a replication connection, a wrong
+// password of the endpoint, channel binding), having told the client why
+// in an ErrorResponse: like a RefusedError, it is the client's to tell.
+type clientRefused struct{ err error }
+
+func (e *clientRefused) Error() string { return e.err.Error() }
+func (e *clientRefused) Unwrap() error { return e.err }
+
+// ClientTold reports that the client was given the relay's error: the
+// proxy logs the session at info level, not as a warning.
+func (e *clientRefused) ClientTold() bool { return true }

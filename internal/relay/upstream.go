@@ -39,6 +39,12 @@ type Upstream struct {
 	// none of that name (the connection's role), for authentication that
 	// passes through; a Login logs in with the connection's own.
 	Params map[string]string
+	// User is the connection's user. When set, only its sessions get
+	// Params: a client that logs in as another user through an endpoint
+	// whose authentication passes through (pgrelay proxy of a password
+	// connection) is not made to take the connection's role, which that
+	// user may not be a member of.
+	User string
 }
 
 // TLSPolicy is what a connection's sslmode asks of the database hop,
