@@ -105,6 +105,7 @@ local data dir: it ignores PGRELAY_SERVER, which is for the commands that use a 
 				if err := d.Stop(sctx); err != nil {
 					r.logger.Warn("job queue stop", "error", err)
 				}
+				r.logger.Info("stopped")
 			}()
 			svc, srv := d.App(), d.Server()
 			ln, err := srv.Listen(ctx)
@@ -173,7 +174,9 @@ and use the CLI against this server with
 			r.logger.Info("serving", "addr", ln.Addr().String(), "tls", srv.TLS(), "data_dir", r.dataDir,
 				"metrics_addr", metricsAddr, "max_connections", ef.maxConnections)
 			err = srv.Serve(ctx, ln)
-			r.logger.Info("stopped")
+			// The runs in progress still get their shutdown grace (the
+			// deferred stop above), after which "stopped" is said.
+			r.logger.Info("stopping: no more requests are served; runs in progress get the shutdown grace")
 			return err
 		},
 	}
