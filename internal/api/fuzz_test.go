@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pgrelay/pgrelay/internal/api"
 	"github.com/pgrelay/pgrelay/internal/app"
@@ -142,6 +143,14 @@ func (fa *fuzzAPI) check(t *testing.T, method, path, contentType string, body []
 		}
 	}
 	if probe == nil || len(body) >= api.MaxBodyBytes {
+		return
+	}
+	if !utf8.Valid(body) && contentType == jsonType {
+		// Refused before it is decoded: encoding/json would take a byte
+		// that is not UTF-8 as U+FFFD.
+		if e.Code != api.CodeInvalidJSON || !strings.Contains(e.Message, "is not valid UTF-8") {
+			t.Fatalf("%s %s: a body that is not UTF-8 refused as %s: %s", method, path, e.Code, rec.Body)
+		}
 		return
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
