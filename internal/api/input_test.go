@@ -285,3 +285,32 @@ func TestBodyNotUTF8(t *testing.T) {
 		t.Fatalf("the refused body saved a job: %v %v", list, err)
 	}
 }
+
+// TestJobExplicitZeroDurations: "timeout": "0s" (or 0) is refused naming
+// the field; it was saved as the default of an hour without a word. Left
+// out, the timeout is still the default.
+func TestJobExplicitZeroDurations(t *testing.T) {
+	t.Parallel()
+	srv := apitest.Start(t, apitest.Options{})
+	if r := do(t, "POST", srv.URL+"/api/v1/connections", srv.AdminToken, "application/json",
+		`{"name": "a", "host": "h", "database": "d", "user": "u"}`); r.status != http.StatusCreated {
+		t.Fatalf("create connection: %d %s", r.status, r.body)
+	}
+	for _, tc := range []struct{ path, body, field string }{
+		{"/jobs", `{"name": "j", "connection": "a", "timeout": "0s", "steps": [{"sql": "select 1"}]}`, "timeout"},
+		{"/jobs", `{"name": "j", "connection": "a", "timeout": 0, "steps": [{"sql": "select 1"}]}`, "timeout"},
+		{"/jobs", `{"name": "j", "connection": "a", "stop_grace": "0s", "steps": [{"sql": "select 1"}]}`, "stop_grace"},
+		{"/jobs/apply", `{"jobs": [{"name": "j", "connection": "a", "timeout": "0", "steps": [{"sql": "s"}]}]}`, "jobs[0](j).timeout"},
+	} {
+		r := do(t, "POST", srv.URL+"/api/v1"+tc.path, srv.AdminToken, "application/json", tc.body)
+		eb := r.errorBody(t)
+		if r.status != http.StatusBadRequest || eb.Code != api.CodeValidationFailed || !strings.Contains(eb.Fields.Map()[tc.field], "0 is not accepted") {
+			t.Errorf("POST %s %s: %d %s; want a validation problem on %s", tc.path, tc.body, r.status, r.body, tc.field)
+		}
+	}
+	r := do(t, "POST", srv.URL+"/api/v1/jobs", srv.AdminToken, "application/json",
+		`{"name": "j", "connection": "a", "timeout": null, "steps": [{"sql": "select 1"}]}`)
+	if r.status != http.StatusCreated || !strings.Contains(r.body, `"timeout":"1h0m0s"`) {
+		t.Fatalf("a job without a timeout: %d %s", r.status, r.body)
+	}
+}

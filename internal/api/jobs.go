@@ -27,24 +27,24 @@ type JobInput struct {
 	Connection string `json:"connection"`
 	// Schedule is an optional cron spec ("0 3 * * *", 6 fields with
 	// seconds, or @hourly).
-	Schedule     string   `json:"schedule,omitempty"`
-	Timeout      Duration `json:"timeout,omitempty"`
-	TargetSchema string   `json:"target_schema,omitempty"`
-	Profile      string   `json:"profile,omitempty"`
-	Target       string   `json:"target,omitempty"`
-	Retries      int      `json:"retries,omitempty"`
+	Schedule     string      `json:"schedule,omitempty"`
+	Timeout      JobDuration `json:"timeout,omitempty"`
+	TargetSchema string      `json:"target_schema,omitempty"`
+	Profile      string      `json:"profile,omitempty"`
+	Target       string      `json:"target,omitempty"`
+	Retries      int         `json:"retries,omitempty"`
 	// StopGrace is how long a stopped run's statements have to end after
 	// their cancel request before their sessions are terminated; empty
 	// takes the server's.
-	StopGrace Duration    `json:"stop_grace,omitempty"`
+	StopGrace JobDuration `json:"stop_grace,omitempty"`
 	Steps     []jobs.Step `json:"steps"`
 }
 
 // NewJobInput returns the input for job j.
 func NewJobInput(j jobs.Job) JobInput {
-	return JobInput{Name: j.Name, Connection: j.Connection, Schedule: j.Schedule, Timeout: Duration(j.Timeout),
+	return JobInput{Name: j.Name, Connection: j.Connection, Schedule: j.Schedule, Timeout: JobDuration(j.Timeout),
 		TargetSchema: j.TargetSchema, Profile: j.Profile, Target: j.Target, Retries: j.Retries,
-		StopGrace: Duration(j.StopGrace), Steps: j.Steps}
+		StopGrace: JobDuration(j.StopGrace), Steps: j.Steps}
 }
 
 // Job returns the job of the input.
@@ -52,6 +52,32 @@ func (in *JobInput) Job() jobs.Job {
 	return jobs.Job{Name: in.Name, Connection: in.Connection, Schedule: in.Schedule,
 		Timeout: connection.Duration(in.Timeout), TargetSchema: in.TargetSchema, Profile: in.Profile,
 		Target: in.Target, Retries: in.Retries, StopGrace: connection.Duration(in.StopGrace), Steps: in.Steps}
+}
+
+// JobDuration is a job's timeout or stop grace in JSON, as Duration, but
+// for an explicit 0 ("0s", 0): that reads as jobs.ExplicitZero, which the
+// job's validation refuses, where left out takes the default.
+type JobDuration Duration
+
+// MarshalJSON writes the duration as a string such as "30s".
+func (d JobDuration) MarshalJSON() ([]byte, error) { return Duration(d).MarshalJSON() }
+
+// UnmarshalJSON reads what Duration reads; an explicit 0 is
+// jobs.ExplicitZero.
+func (d *JobDuration) UnmarshalJSON(b []byte) error {
+	var v Duration
+	if err := v.UnmarshalJSON(b); err != nil {
+		return err // a *json.UnmarshalTypeError of a Duration
+	}
+	if string(b) == "null" {
+		return nil
+	}
+	if v == 0 {
+		*d = JobDuration(jobs.ExplicitZero)
+		return nil
+	}
+	*d = JobDuration(v)
+	return nil
 }
 
 // JobList is the body of GET /jobs.

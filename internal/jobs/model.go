@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"math/bits"
 	"path/filepath"
 	"regexp"
@@ -134,6 +135,13 @@ type Job struct {
 	StopGrace connection.Duration `json:"stop_grace,omitempty" yaml:"stop_grace,omitempty"`
 	Steps     []Step              `json:"steps" yaml:"steps"`
 }
+
+// ExplicitZero is what a job's Timeout or StopGrace holds when its input
+// gave 0 explicitly (timeout: 0, "0s"), which Validate refuses: without
+// it, 0 reads as left out and takes the default (a run meant to go without
+// a time limit would stop after an hour, without a word). The inputs that
+// can tell the two apart (jobs files, the API, the web form) set it.
+const ExplicitZero = connection.Duration(math.MinInt64)
 
 // StopGraceOr returns the job's stop grace, or def (the server's) when the
 // job sets none.
@@ -296,7 +304,10 @@ func (j *Job) Validate() error {
 		_, err := ParseSchedule(j.Schedule)
 		add("schedule", err)
 	}
-	if d := j.Timeout.Duration(); d < time.Second || d > MaxTimeout {
+	if j.Timeout == ExplicitZero {
+		add("timeout", fmt.Errorf("0 is not accepted: every run has a time limit, 1s to %s (e.g. 30m, 2h); leave timeout out for %s",
+			MaxTimeout, DefaultTimeout))
+	} else if d := j.Timeout.Duration(); d < time.Second || d > MaxTimeout {
 		add("timeout", fmt.Errorf("%s is out of range: accepted is 1s to %s (e.g. 30m, 2h)", d, MaxTimeout))
 	}
 	if j.TargetSchema != "" && len(j.TargetSchema) > connection.MaxIdentifierLen {
@@ -311,7 +322,10 @@ func (j *Job) Validate() error {
 	if !identRE.MatchString(j.Target) {
 		add("target", fmt.Errorf("%q is not accepted: letters, digits and _, starting with a letter", j.Target))
 	}
-	if g := j.StopGrace.Duration(); g != 0 && (g < time.Second || g > MaxStopGrace) {
+	if j.StopGrace == ExplicitZero {
+		add("stop_grace", fmt.Errorf("0 is not accepted: accepted is 1s to %s (e.g. 30s), or leave stop_grace out to use the server's "+
+			"(pgrelay serve --stop-grace, default %s)", MaxStopGrace, DefaultStopGrace))
+	} else if g := j.StopGrace.Duration(); g != 0 && (g < time.Second || g > MaxStopGrace) {
 		add("stop_grace", fmt.Errorf("%s is out of range: accepted is 1s to %s (e.g. 30s), or leave it out to use the server's (pgrelay serve --stop-grace, default %s)", g, MaxStopGrace, DefaultStopGrace))
 	}
 	if j.Retries < 0 || j.Retries > 10 {

@@ -205,3 +205,27 @@ func TestParseFileSaysWhatAKeyTakes(t *testing.T) {
 		}
 	}
 }
+
+// TestParseFileRefusesExplicitZeroDurations: `timeout: 0` is refused
+// naming the field and what is accepted (it took the default of an hour
+// without a word: a run meant to go without a limit stopped after an
+// hour); so is `stop_grace: 0s` (it took the server's). Left out, both
+// still take their defaults.
+func TestParseFileRefusesExplicitZeroDurations(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ line, field, want string }{
+		{"timeout: 0", "jobs[0](a).timeout", "0 is not accepted: every run has a time limit, 1s to 168h0m0s"},
+		{"timeout: 0s", "jobs[0](a).timeout", "leave timeout out for 1h0m0s"},
+		{"stop_grace: 0ms", "jobs[0](a).stop_grace", "0 is not accepted: accepted is 1s to 10m0s"},
+	} {
+		_, err := jobs.ParseFile(strings.NewReader("jobs:\n  - name: a\n    connection: wh\n    " + tc.line + "\n    steps: [{sql: x}]\n"))
+		var ve *fielderr.Error
+		if !errors.As(err, &ve) || !strings.Contains(ve.Fields()[tc.field], tc.want) {
+			t.Errorf("%s: %v, want a problem on %s saying %q", tc.line, err, tc.field, tc.want)
+		}
+	}
+	js, err := jobs.ParseFile(strings.NewReader("jobs:\n  - {name: a, connection: wh, steps: [{sql: x}]}\n"))
+	if err != nil || js[0].Timeout.Duration() != jobs.DefaultTimeout || js[0].StopGrace != 0 {
+		t.Fatalf("left out: %+v %v", js, err)
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/fielderr"
 )
 
@@ -56,6 +57,7 @@ func ParseFile(r io.Reader) ([]Job, error) {
 		if err := fractionalInt(&doc, reflect.TypeFor[File](), ""); err != nil {
 			return nil, fmt.Errorf("jobs file: %w", err)
 		}
+		markExplicitZeros(&doc, f.Jobs)
 	}
 	if len(f.Jobs) == 0 {
 		return nil, errors.New("jobs file has no jobs: expected `jobs:` with a list of jobs")
@@ -383,4 +385,46 @@ func misindented(data []byte, from string) string {
 		}
 	}
 	return ""
+}
+
+// markExplicitZeros sets the Timeout and StopGrace of the jobs whose file
+// gives them as 0 (timeout: 0s) to ExplicitZero, which Validate refuses:
+// decoded, 0 is the same as left out.
+func markExplicitZeros(doc *yaml.Node, js []Job) {
+	root := doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	list := mappingValue(root, "jobs")
+	if list == nil || list.Kind != yaml.SequenceNode {
+		return
+	}
+	for i, jn := range list.Content {
+		if i >= len(js) {
+			break
+		}
+		for key, field := range map[string]*connection.Duration{"timeout": &js[i].Timeout, "stop_grace": &js[i].StopGrace} {
+			v := mappingValue(jn, key)
+			if v == nil || v.Kind != yaml.ScalarNode || v.Tag == "!!null" {
+				continue
+			}
+			var d connection.Duration
+			if d.UnmarshalText([]byte(v.Value)) == nil && d == 0 {
+				*field = ExplicitZero
+			}
+		}
+	}
+}
+
+// mappingValue returns the value of key in mapping node n, or nil.
+func mappingValue(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
 }

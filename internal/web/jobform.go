@@ -404,6 +404,9 @@ func (f *jobForm) job(keepBlank bool) jobs.Job {
 			f.Errors["timeout"] = durationProblem(s, err, "30m, 2h or 1h30m")
 		}
 		j.Timeout = connection.Duration(d)
+		if err == nil && d == 0 {
+			j.Timeout = jobs.ExplicitZero // refused, not the default
+		}
 	}
 	if s := v["stop_grace"]; s != "" {
 		d, err := parseDuration(s)
@@ -411,6 +414,9 @@ func (f *jobForm) job(keepBlank bool) jobs.Job {
 			f.Errors["stop_grace"] = durationProblem(s, err, "10s or 1m")
 		}
 		j.StopGrace = connection.Duration(d)
+		if err == nil && d == 0 {
+			j.StopGrace = jobs.ExplicitZero // refused, not the server's
+		}
 	}
 	if s := v["retries"]; s != "" {
 		n, err := strconv.Atoi(s)

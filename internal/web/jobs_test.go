@@ -65,6 +65,19 @@ func TestJobForm(t *testing.T) {
 		t.Fatalf("a refused post created the job: %v", err)
 	}
 
+	// A timeout or stop grace of 0 is refused next to its input: it took
+	// the default (1h, the server's grace) without a word.
+	zero := jobFields("nightly")
+	zero.Set(auth.CSRFField, token)
+	zero.Set("timeout", "0")
+	zero.Set("stop_grace", "0s")
+	if r := c.post("/jobs", zero); r.Status != http.StatusUnprocessableEntity {
+		t.Fatalf("timeout 0: status %d\n%s", r.Status, r.Body)
+	} else {
+		contains(t, "timeout 0", r.Body, `id="f-timeout-error"`, `id="f-stop_grace-error"`, "0 is not accepted")
+		excludes(t, "timeout 0", r.Body, "2562047h")
+	}
+
 	// Field errors land next to their inputs, with what was typed kept.
 	bad := jobFields("nightly")
 	bad.Set(auth.CSRFField, token)
