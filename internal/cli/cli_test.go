@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgrelay/pgrelay/internal/api/apitest"
 	"github.com/pgrelay/pgrelay/internal/cli"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
@@ -33,6 +34,18 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	return &harness{t: t, dataDir: t.TempDir(), env: map[string]string{}}
+}
+
+// newHarnessOn is newHarness working locally, or with remote through srv
+// as its admin (PGRELAY_SERVER and PGRELAY_TOKEN set).
+func newHarnessOn(t *testing.T, srv *apitest.Server, remote bool) *harness {
+	t.Helper()
+	h := newHarness(t)
+	if remote {
+		h.env["PGRELAY_SERVER"] = srv.URL
+		h.env["PGRELAY_TOKEN"] = srv.AdminToken
+	}
+	return h
 }
 
 type result struct {

@@ -27,11 +27,7 @@ func TestAuthFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, remote := range []bool{false, true} {
-		h := newHarness(t)
-		if remote {
-			h.env["PGRELAY_SERVER"] = srv.URL
-			h.env["PGRELAY_TOKEN"] = srv.AdminToken
-		}
+		h := newHarnessOn(t, srv, remote)
 		h.env["LB_SECRET"] = "dose-cli-secret-77aa"
 		lake := []string{"connection", "create", "lb", "--flavor", "lakebase", "--host", "instance-1.database.cloud.databricks.com",
 			"--database", "databricks_postgres", "--user", "sp", "--auth", "lakebase", "--workspace-url", "https://dbc-1.cloud.databricks.com",
@@ -90,11 +86,7 @@ func TestLakebaseProblemsNameTheFlags(t *testing.T) {
 	t.Parallel()
 	srv := apitest.Start(t, apitest.Options{})
 	for _, remote := range []bool{false, true} {
-		h := newHarness(t)
-		if remote {
-			h.env["PGRELAY_SERVER"] = srv.URL
-			h.env["PGRELAY_TOKEN"] = srv.AdminToken
-		}
+		h := newHarnessOn(t, srv, remote)
 		r := h.fail(2, "connection", "create", "lb", "--flavor", "lakebase", "--host", "instance-1.database.cloud.databricks.com",
 			"--database", "databricks_postgres", "--user", "sp", "--auth", "lakebase", "--workspace-url", "https://dbc-1.cloud.databricks.com")
 		contains(t, "no instance", r.stderr, "--instance: required: --instance, the name of a database instance",

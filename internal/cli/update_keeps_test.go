@@ -82,11 +82,7 @@ func TestCLIUpdateNothingToChange(t *testing.T) {
 	t.Parallel()
 	srv := apitest.Start(t, apitest.Options{})
 	for _, remote := range []bool{false, true} {
-		h := newHarness(t)
-		if remote {
-			h.env["PGRELAY_SERVER"] = srv.URL
-			h.env["PGRELAY_TOKEN"] = srv.AdminToken
-		}
+		h := newHarnessOn(t, srv, remote)
 		h.env["DB_PASSWORD"] = "pw-1"
 		h.ok("connection", "create", "same", "--host", "db.internal", "--database", "analytics", "--user", "dbt",
 			"--password-env", "DB_PASSWORD", "--schema", "marts",
@@ -124,11 +120,7 @@ func TestCLIUpdateDroppingOwnKeySaysToInstall(t *testing.T) {
 	t.Parallel()
 	srv := apitest.Start(t, apitest.Options{})
 	for _, remote := range []bool{false, true} {
-		h := newHarness(t)
-		if remote {
-			h.env["PGRELAY_SERVER"] = srv.URL
-			h.env["PGRELAY_TOKEN"] = srv.AdminToken
-		}
+		h := newHarnessOn(t, srv, remote)
 		h.ok("connection", "create", "own", "--host", "db.internal", "--database", "analytics", "--user", "dbt",
 			"--ssh-hop", "jump@bastion-a.internal:2222", "--ssh-hop", "u2@bastion-b.internal", "--ssh-hop", "u3@bastion-c.internal",
 			"--ssh-hop-own-key", "u2@bastion-b.internal")
