@@ -105,6 +105,9 @@ type Config struct {
 	// Scheduled, when set, is told of each run a schedule queued (or
 	// failed to): the audit log's record of it.
 	Scheduled func(ctx context.Context, job jobs.Job, r *jobs.Run, err error)
+	// CaughtUp, when set, is told of each schedule catch-up (at a job
+	// queue leader's start): the jobs whose missed firing it queued.
+	CaughtUp func(queued []string)
 	// RunEnded, when set, is told of each run this process worked, when it
 	// ends: how it ended and how long it ran (metrics, connection health).
 	RunEnded func(ctx context.Context, job jobs.Job, runID string, trigger jobs.Trigger, res jobs.Result, d time.Duration)
@@ -251,6 +254,11 @@ type ScheduleArgs struct {
 	// or removed through another process since; empty in jobs queued
 	// before this field existed).
 	Schedule string `json:"schedule,omitempty"`
+	// At is the instant of the firing, for a cron schedule: a firing is
+	// queued once (a unique insert by these arguments), whether by the
+	// leader's periodic job or by the catch-up of a new leader (see
+	// catchUp). Zero for @every schedules and jobs queued before it.
+	At time.Time `json:"at,omitzero"`
 }
 
 // Kind implements river.JobArgs.
@@ -332,6 +340,7 @@ func New(cfg Config) (*Queue, error) {
 	// does, and the leader may be a process without health checks); only
 	// those with HealthChecks work its queue.
 	river.AddWorker(workers, &healthWorker{q: q})
+	river.AddWorker(workers, &catchUpWorker{q: q})
 	if cfg.HealthChecks != nil {
 		queues[healthQueue] = river.QueueConfig{MaxWorkers: 1}
 	}
@@ -340,7 +349,7 @@ func New(cfg Config) (*Queue, error) {
 			return HealthArgs{}, &river.InsertOpts{Queue: healthQueue, UniqueOpts: river.UniqueOpts{ByQueue: true,
 				ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending,
 					rivertype.JobStateRunning, rivertype.JobStateScheduled, rivertype.JobStateRetryable}}}
-		}, &river.PeriodicJobOpts{RunOnStart: true, ID: "health-checks"})}
+		}, &river.PeriodicJobOpts{RunOnStart: true, ID: "health-checks"}), catchUpJob()}
 	rc := &river.Config{
 		Queues:               queues,
 		PeriodicJobs:         periodic,
@@ -614,7 +623,14 @@ func (q *Queue) SyncSchedules(ctx context.Context) error {
 		}
 		jobName, jobSpec := name, spec
 		if _, err := pj.AddSafely(river.NewPeriodicJob(sched, func() (river.JobArgs, *river.InsertOpts) {
-			return ScheduleArgs{Job: jobName, Schedule: jobSpec}, nil
+			args := ScheduleArgs{Job: jobName, Schedule: jobSpec}
+			// The instant this firing is for (the enqueuer calls this
+			// as it passes), so that a new leader's catch-up does not
+			// queue it again.
+			if at, ok := firingInstant(sched, time.Now()); ok {
+				args.At = at.UTC()
+			}
+			return args, scheduleInsertOpts(args)
 		}, &river.PeriodicJobOpts{ID: "schedule:" + name})); err != nil {
 			return fmt.Errorf("sync schedules: add %s: %w", name, err)
 		}
