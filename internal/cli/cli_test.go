@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -326,10 +328,37 @@ func TestCLI(t *testing.T) {
 				t.Fatalf("proxy exit: %s", r)
 			}
 			contains(t, "proxy output", r.stdout, fmt.Sprintf("Listening on 127.0.0.1:%d", port), "Stopped.",
-				fmt.Sprintf("Connect with: psql 'host=127.0.0.1 port=%d dbname=%s user=%s'", port, e.pg.DB, e.pg.User))
+				fmt.Sprintf("Connect with: psql 'host=127.0.0.1 port=%d dbname=%s user=%s channel_binding=disable'", port, e.pg.DB, e.pg.User))
 		case <-time.After(10 * time.Second):
 			t.Fatal("proxy did not stop after cancel")
 		}
+	})
+
+	// The psql line the proxy prints logs in once, with TLS to the
+	// endpoint: with channel binding (libpq's default) the login fails
+	// and libpq's sslmode=prefer tries again without TLS.
+	t.Run("ProxyPrintedPsqlLine", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t)
+		h.env["DB_PASSWORD"] = envPassword
+		h.ok(createArgs("pxtls", e.tls, "--sslmode", "require")...)
+		cmd, out := h.startPgrelay("proxy", "pxtls")
+		waitUntil(t, "the proxy to listen", 15*time.Second, func() bool { return strings.Contains(out.String(), "Press Ctrl-C") })
+		_, line, ok := strings.Cut(out.String(), "Connect with: psql ")
+		line, _, _ = strings.Cut(line, "\n")
+		conninfo := strings.Trim(line, "'") // plain values here: quoted once by the shell quoting
+		if !ok {
+			t.Fatalf("no psql line in %q", out.String())
+		}
+		// sslmode=require: TLS to the endpoint, no second try without.
+		psql := exec.Command("psql", "-X", "-At", "-c", "select ssl from pg_stat_ssl where pid = pg_backend_pid()", conninfo)
+		psql.Env = append(os.Environ(), "PGPASSWORD="+envPassword, "PGSSLMODE=require")
+		got, err := psql.CombinedOutput()
+		if err != nil || strings.TrimSpace(string(got)) != "t" {
+			t.Fatalf("psql %q with sslmode=require: %v\n%s", conninfo, err, got)
+		}
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		_ = cmd.Wait()
 	})
 
 	t.Run("HostKeyChanged", func(t *testing.T) {

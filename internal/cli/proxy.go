@@ -88,6 +88,13 @@ GOMAXPROCS=1, unless those environment variables are set.`,
 			}
 			fmt.Fprintf(r.out(), "Listening on %s, forwarding to %s %s.\n", shown, hostPort(spec.Host, spec.Port), via)
 			conninfo := fmt.Sprintf("host=%s port=%s dbname=%s user=%s", connValue(host), connValue(port), connValue(spec.Database), connValue(spec.User))
+			if spec.SSLMode != "disable" && ps.LocalPassword().IsZero() {
+				// The endpoint answers TLS with its own certificate, so a
+				// SCRAM login bound to it fails at the server; libpq's
+				// default (sslmode=prefer) would then log in a second
+				// time without TLS, after a failed login on the server.
+				conninfo += " channel_binding=disable"
+			}
 			fmt.Fprintf(r.out(), "Connect with: psql %s\n", jobs.ShellQuote(conninfo))
 			if pw := ps.LocalPassword(); !pw.IsZero() {
 				// Not a database credential: the proxy's own, for as long
@@ -96,7 +103,11 @@ GOMAXPROCS=1, unless those environment variables are set.`,
 					spec.AuthKind(), pw.Reveal())
 			}
 			if spec.SSLMode != "disable" {
-				fmt.Fprintf(r.out(), "pgrelay connects to the server with sslmode=%s; clients may use any sslmode up to require (with require, also channel_binding=disable).\n", spec.SSLMode)
+				binding := " (with TLS to this endpoint, also channel_binding=disable, as above)"
+				if !ps.LocalPassword().IsZero() {
+					binding = ""
+				}
+				fmt.Fprintf(r.out(), "pgrelay connects to the server with sslmode=%s; clients may use any sslmode up to require%s.\n", spec.SSLMode, binding)
 			}
 			fmt.Fprintln(r.out(), "Press Ctrl-C to stop.")
 			err = ps.Serve(ctx)
