@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/pgrelay/pgrelay/internal/audit"
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/credential"
@@ -94,8 +96,10 @@ func (s *Service) TestConnection(ctx context.Context, name string, progress func
 // can only get as far as ssh_auth, which fails with the advice to save it.
 // Testing a draft saves nothing: a host key is reported, never pinned.
 // Host keys given with the draft (ssh_tunnel.known_host) are the pins it is
-// tested against; under the approve host key policy a draft whose bastion
-// has no pinned key stops at ssh_handshake.
+// tested against (replacing a hop's pinned key while borrowing the saved
+// password or auth secret needs the admin role, as an update does); under
+// the approve host key policy a draft whose bastion has no pinned key stops
+// at ssh_handshake.
 func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn string, progress func(diagnose.Step)) (_ *diagnose.Report, err error) {
 	e := &entry{action: "connection.test_draft", targetKind: audit.TargetConnection, target: basedOn, use: &audit.Use{}}
 	if spec.Tunnel != nil {
@@ -129,6 +133,9 @@ func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn s
 	if basedOn != "" {
 		c, err := s.store.GetConnection(ctx, basedOn)
 		if err != nil {
+			return nil, err
+		}
+		if err := mayTestWithKnownHostKeys(ctx, c, &in.Spec, known); err != nil {
 			return nil, err
 		}
 		if !in.Spec.AuthKind().IsToken() && in.Spec.Password.IsZero() && len(c.SealedPassword) > 0 {
@@ -186,6 +193,34 @@ func (s *Service) TestDraft(ctx context.Context, spec connection.Spec, basedOn s
 	}
 	s.observeTest(ctx, spec.Name+" (draft)", &rep)
 	return &rep, nil
+}
+
+// mayTestWithKnownHostKeys refuses a draft based on the saved connection c
+// that would borrow c's stored password or auth secret while its own host
+// keys (known, from ssh_tunnel.known_host) replace a hop's pinned ones,
+// unless the request's role may replace pins: the test would send the
+// stored credential through whatever presents those keys, which an update
+// allows only an admin (mayReplacePins). A draft that gives its own
+// password or secret borrows nothing and may be tested against any key.
+func mayTestWithKnownHostKeys(ctx context.Context, c *store.Connection, draft *connection.Spec, known map[string][]ssh.PublicKey) error {
+	if len(known) == 0 {
+		return nil
+	}
+	borrowsPassword := !draft.AuthKind().IsToken() && draft.Password.IsZero() && len(c.SealedPassword) > 0
+	borrowsSecret := authSecretField(draft.AuthKind()) != "" && authSecret(draft).IsZero() &&
+		c.Spec.AuthKind() == draft.AuthKind() && len(c.SealedAuthSecret) > 0
+	if !borrowsPassword && !borrowsSecret {
+		return nil
+	}
+	pins := readPins(c, &c.Spec)
+	for addr, keys := range known {
+		if replacesPins(findPins(pins, addr), keys) {
+			if err := mayReplacePins(ctx, c.Spec.Name, addr); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // recordHostKey stores what a test of a saved connection learned about its

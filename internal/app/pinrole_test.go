@@ -12,6 +12,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
+	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 )
 
@@ -128,5 +129,50 @@ func TestReplacingPinNeedsAdmin(t *testing.T) {
 	}
 	if err := selectOne(ctx, f.svc, "given"); err != nil {
 		t.Fatalf("after the editor's approval: %v", err)
+	}
+}
+
+// TestDraftReplacingPinNeedsAdmin: a draft test based on a saved
+// connection borrows its stored password; with host keys of its own for a
+// hop whose key is pinned, it would send that password through whatever
+// presents them. So an editor's draft that replaces a pin while borrowing
+// the stored password is refused as an update would be, nothing sent;
+// with the password given (nothing stored borrowed), or by an admin, it
+// is tested.
+func TestDraftReplacingPinNeedsAdmin(t *testing.T) {
+	t.Parallel()
+	pg, b := startPostgresAndOwnBastion(t) // its host key is rotated
+	f := newService(t)                     // tofu
+	ctx := context.Background()
+	editor := auth.WithPrincipal(ctx, &auth.Principal{TokenID: "t-ed", Name: "ed", Role: auth.Editor})
+	admin := auth.WithPrincipal(ctx, &auth.Principal{TokenID: "t-ad", Name: "ad", Role: auth.Admin})
+	s := tunnelled("wh", pg, b)
+	v, err := f.svc.CreateConnection(editor, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, v.SSHTunnel.PublicKey)
+	if err := selectOne(ctx, f.svc, "wh"); err != nil { // pinned on first use
+		t.Fatal(err)
+	}
+	b.RotateHostKey(t) // an impostor at the bastion's address
+
+	draft := s.Clone()
+	draft.Password = secret.Value{} // the edit form keeps the stored password
+	draft.Tunnel.KnownHost = sshkey.AuthorizedKey(b.HostKey, "")
+	rep, err := f.svc.TestDraft(editor, draft, "wh", nil)
+	if !errors.Is(err, app.ErrForbidden) || !strings.Contains(err.Error(), "needs the admin role") {
+		t.Fatalf("editor's draft with another host key, borrowing the stored password = %v (report %+v), want forbidden", err, rep)
+	}
+
+	// Its own password: nothing stored goes anywhere.
+	given := draft.Clone()
+	given.Password = secret.New(pg.DB.Password)
+	if rep, err := f.svc.TestDraft(editor, given, "wh", nil); err != nil || !rep.OK {
+		t.Fatalf("editor's draft with another host key and its own password: %v %+v", err, rep)
+	}
+	// An admin may test with the stored password against the key given.
+	if rep, err := f.svc.TestDraft(admin, draft, "wh", nil); err != nil || !rep.OK {
+		t.Fatalf("admin's draft with another host key: %v %+v", err, rep)
 	}
 }

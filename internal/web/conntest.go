@@ -107,6 +107,13 @@ func (u *UI) testDraft(w http.ResponseWriter, r *http.Request, s *session, edit 
 		u.renderForm(w, r, s, http.StatusUnprocessableEntity, pf.form)
 		return
 	}
+	if errors.Is(err, app.ErrForbidden) {
+		// A host key given that would replace a pinned one, with the
+		// stored password: as saving the form says it.
+		pf.form.addProblems(map[string]string{"form": strings.TrimPrefix(err.Error(), app.ErrForbidden.Error()+": ")})
+		u.renderForm(w, r, s, http.StatusForbidden, pf.form)
+		return
+	}
 	if err != nil {
 		u.appError(w, r, name, err)
 		return

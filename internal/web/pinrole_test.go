@@ -63,6 +63,14 @@ func TestEditorCannotReplaceHostKey(t *testing.T) {
 	if got := pinned(); got != oldFP {
 		t.Fatalf("pinned after the editor's form: %s, want %s", got, oldFP)
 	}
+	// Nor by testing the form with the new key: the test would send the
+	// stored password through whatever presents it.
+	e.Set(auth.CSRFField, c.csrf("/connections/wh/edit"))
+	r = c.post("/connections/wh/edit/test", e)
+	if r.Status != http.StatusForbidden {
+		t.Fatalf("editor testing the form with the new key: %d\n%s", r.Status, r.Body)
+	}
+	contains(t, "editor form test refused", r.Body, "needs the admin role")
 
 	a := s.client(t)
 	a.mustLogin(s.Tokens[auth.Admin].Token)
