@@ -335,8 +335,24 @@ func TestRegistry(t *testing.T) {
 		t.Fatalf("status %+v", r.Statuses()["id1"])
 	}
 	spec.User = "other"
-	if c2 := r.For("id1", &spec); c2 == c1 {
+	c2 := r.For("id1", &spec)
+	if c2 == c1 {
 		t.Fatal("a changed user kept the cache")
+	}
+	// A token is for the server it was fetched for: one moved elsewhere
+	// (host, port, hops, verification) fetches its own.
+	for _, move := range []func(s *connection.Spec){
+		func(s *connection.Spec) { s.Host = "other.internal" },
+		func(s *connection.Spec) { s.Port = 6432 },
+		func(s *connection.Spec) { s.Tunnel = &connection.Tunnel{Host: "bastion.internal", Port: 22, User: "tunnel"} },
+		func(s *connection.Spec) { s.SSLMode = connection.SSLDisable },
+	} {
+		move(&spec)
+		if c := r.For("id1", &spec); c == c2 {
+			t.Fatalf("a connection moved to %s kept its cache", spec.Endpoint())
+		} else {
+			c2 = c
+		}
 	}
 	lake := connection.Spec{Name: "lake", Auth: &connection.Auth{Kind: connection.AuthLakebase, ClientSecret: secret.New("a")}}
 	c3 := r.For("id2", &lake)

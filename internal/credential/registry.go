@@ -11,8 +11,8 @@ import (
 
 // Registry keeps one Cache per connection for a process, so that every
 // user of a connection (runs, tests, relays) shares its token and its
-// rate limit. A connection whose auth settings or secrets change gets a
-// new cache for its next sessions.
+// rate limit. A connection whose auth settings, secrets or endpoint change
+// gets a new cache for its next sessions.
 type Registry struct {
 	opts  Options
 	cache CacheConfig
@@ -22,7 +22,7 @@ type Registry struct {
 }
 
 type registryEntry struct {
-	sum   [32]byte // of the auth settings and secrets
+	sum   [32]byte // of the auth settings, secrets and endpoint (authSum)
 	cache *Cache
 }
 
@@ -91,15 +91,17 @@ func (r *Registry) Close() {
 	}
 }
 
-// authSum is a digest of what the token depends on: the auth settings, its
-// secrets and the database user. It stays in memory only.
+// authSum is a digest of what the token depends on and where it may go:
+// the auth settings, its secrets and the endpoint (server, database user,
+// hops, verification), so that a token fetched for one server is never
+// sent to another the connection was moved to. It stays in memory only.
 func authSum(spec *connection.Spec) [32]byte {
 	a := spec.Auth
 	b, _ := json.Marshal(struct {
 		Auth         *connection.Auth
-		User         string
+		Endpoint     connection.Endpoint
 		ClientSecret string
 		Key          string
-	}{a, spec.User, a.ClientSecret.Reveal(), a.ServiceAccountKey.Reveal()})
+	}{a, spec.Endpoint(), a.ClientSecret.Reveal(), a.ServiceAccountKey.Reveal()})
 	return sha256.Sum256(b)
 }
