@@ -344,7 +344,9 @@ func TestRegistry(t *testing.T) {
 	for _, move := range []func(s *connection.Spec){
 		func(s *connection.Spec) { s.Host = "other.internal" },
 		func(s *connection.Spec) { s.Port = 6432 },
-		func(s *connection.Spec) { s.Tunnel = &connection.Tunnel{Host: "bastion.internal", Port: 22, User: "tunnel"} },
+		func(s *connection.Spec) {
+			s.Tunnel = &connection.Tunnel{Host: "bastion.internal", Port: 22, User: "tunnel"}
+		},
 		func(s *connection.Spec) { s.SSLMode = connection.SSLDisable },
 	} {
 		move(&spec)
