@@ -47,6 +47,41 @@ var ErrTargetNotEmpty = errors.New("the target store is not empty")
 // its store was copied.
 const UnfinishedReason = "the run was unfinished when its store was copied to this one; run the job again"
 
+// RestoredUnfinishedReason is the reason of a run that was queued or
+// running when the backup it was restored from was made.
+const RestoredUnfinishedReason = "the run was unfinished when the backup it was restored from was made; run the job again"
+
+// FailUnfinishedRuns fails every run of st that is queued or running, with
+// reason, and returns how many it failed. A store restored from a backup
+// holds the runs that were in progress when the backup was made, whose
+// process is not there: left as they were, a server on the restored store
+// would declare the running ones lost, stop their database sessions (those
+// of the process that made the backup, which may still be running them)
+// and queue again those whose job has retries, and it would work the
+// queued ones. Their sessions are left alone, as CopyStore leaves those of
+// the runs it copies as failed.
+func FailUnfinishedRuns(ctx context.Context, st store.RunStore, reason string, now time.Time) (int, error) {
+	n := 0
+	for {
+		runs, err := st.ListRuns(ctx, store.RunFilter{Statuses: []jobs.Status{jobs.Queued, jobs.Running}, Limit: 500})
+		if err != nil {
+			return n, fmt.Errorf("list unfinished runs: %w", err)
+		}
+		if len(runs) == 0 {
+			return n, nil
+		}
+		for _, r := range runs {
+			r.Status, r.Reason, r.CancelRequested = jobs.Failed, reason, false
+			end := now.UTC()
+			r.EndedAt = &end
+			if err := st.UpdateRun(ctx, r); err != nil {
+				return n, fmt.Errorf("fail unfinished run %s: %w", r.ID, err)
+			}
+			n++
+		}
+	}
+}
+
 // CopyStore copies every record of from into to, in one transaction on
 // to: connections with their sealed secrets and key pairs (same IDs, so
 // the secrets open there with the same master key, and the same public

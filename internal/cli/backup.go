@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -160,7 +161,9 @@ func (r *runner) restoreCommand() *cobra.Command {
 available first: in the data dir's master.key, PGRELAY_MASTER_KEY or
 PGRELAY_MASTER_KEY_FILE. The backup is checked (intact, a schema this pgrelay
 knows, secrets open with the key) before anything is written; a backup of an
-older pgrelay is upgraded as it is restored.`,
+older pgrelay is upgraded as it is restored. Runs that were queued or running
+when the backup was made are restored as failed; their database sessions,
+which belong to the process that made the backup, are left alone.`,
 		Example: "  install -m 600 /safe/master.key ~/.local/share/pgrelay/master.key\n  pgrelay restore /backup/pgrelay-2025-01-31.db",
 		Args:    exactArgs(1, "FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -232,17 +235,28 @@ func (r *runner) restore(ctx context.Context, file, output string) error {
 		return fmt.Errorf("restore: the backup was copied to %s but does not open: %w", path, err)
 	}
 	defer st.Close()
+	// Runs in progress when the backup was made are not running here: a
+	// server on this store would take them for lost, stop the database
+	// sessions of the process that made the backup and run them again.
+	unfinished, err := app.FailUnfinishedRuns(ctx, st, app.RestoredUnfinishedReason, time.Now())
+	if err != nil {
+		return fmt.Errorf("restore: the backup was copied to %s, but its unfinished runs could not be failed (remove it and restore again): %w", path, err)
+	}
 	counts, err := st.Counts(ctx)
 	if err != nil {
 		return err
 	}
-	r.logger.Info("backup restored", "file", file, "data_dir", r.dataDir)
+	r.logger.Info("backup restored", "file", file, "data_dir", r.dataDir, "unfinished_runs", unfinished)
 	if output == "json" {
 		return writeJSON(r.out(), struct {
-			DataDir string       `json:"data_dir"`
-			Counts  store.Counts `json:"counts"`
-		}{r.dataDir, counts})
+			DataDir    string       `json:"data_dir"`
+			Counts     store.Counts `json:"counts"`
+			Unfinished int          `json:"unfinished_runs"`
+		}{r.dataDir, counts, unfinished})
 	}
 	fmt.Fprintf(r.out(), "Restored %s into %s: %s.\n", file, r.dataDir, describeCounts(counts))
+	if unfinished > 0 {
+		fmt.Fprintf(r.out(), "%d runs were queued or running when the backup was made; the restored store has them as failed (their database sessions were left alone).\n", unfinished)
+	}
 	return nil
 }

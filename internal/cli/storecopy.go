@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"text/tabwriter"
 
@@ -113,6 +114,10 @@ func redactURL(s string) string {
 	return u.Redacted()
 }
 
+// conninfoRE matches a libpq key=value connection string ("host=db
+// dbname=pgrelay"): a keyword, then "=", before any path separator.
+var conninfoRE = regexp.MustCompile(`^\s*[A-Za-z_]+\s*=`)
+
 // parseStoreEnd reads --from or --to. A path that is a directory, or does
 // not exist and does not end in .db, is a data dir.
 func parseStoreEnd(flag, v string, mustExist bool) (storeEnd, error) {
@@ -121,6 +126,14 @@ func parseStoreEnd(flag, v string, mustExist bool) (storeEnd, error) {
 	}
 	if strings.Contains(v, "://") {
 		return storeEnd{}, usagef("%s %s: accepted are a data dir, a SQLite file or a postgres:// URL", flag, redactURL(v))
+	}
+	if conninfoRE.MatchString(v) {
+		// Not a path: taken as one, it made a data dir named after the
+		// string, password and all, and copied there instead of to
+		// PostgreSQL. The value is not shown: it may hold a password.
+		return storeEnd{}, usagef("%s: a key=value connection string (host=... dbname=...) is not accepted; "+
+			"accepted are a data dir, a SQLite file or a postgres:// URL such as postgres://pgrelay@db.internal:5432/pgrelay "+
+			"(the password may come from ~/.pgpass or PGPASSWORD)", flag)
 	}
 	abs, err := filepath.Abs(v)
 	if err != nil {

@@ -161,7 +161,7 @@ func Open(ctx context.Context, connString string, opts ...Option) (*Store, error
 // "password=sec ret"). So the error is not wrapped, and pgx's reason is
 // shown only when the string cannot hold a password.
 func parseError(connString string, err error) error {
-	const hint = "want postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=...] or key=value pairs"
+	const hint = "want postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=...]"
 	var pe *pgconn.ParseConfigError
 	switch {
 	case mayHoldPassword(connString):
