@@ -147,8 +147,8 @@ func checkSnapshot(ctx context.Context, path string, kr *secret.Keyring) (store.
 }
 
 func describeCounts(c store.Counts) string {
-	return fmt.Sprintf("%d connections, %d API tokens, %d jobs, %d runs (%d log lines)",
-		c.Connections, c.Tokens, c.Jobs, c.Runs, c.RunLogLines)
+	return fmt.Sprintf("%s, %s, %s, %s (%s)", countNoun(c.Connections, "connection"), countNoun(c.Tokens, "API token"),
+		countNoun(c.Jobs, "job"), countNoun(c.Runs, "run"), countNoun(c.RunLogLines, "log line"))
 }
 
 func (r *runner) restoreCommand() *cobra.Command {
@@ -256,7 +256,7 @@ func (r *runner) restore(ctx context.Context, file, output string) error {
 	}
 	fmt.Fprintf(r.out(), "Restored %s into %s: %s.\n", file, r.dataDir, describeCounts(counts))
 	if unfinished > 0 {
-		fmt.Fprintf(r.out(), "%d runs were queued or running when the backup was made; the restored store has them as failed (their database sessions were left alone).\n", unfinished)
+		fmt.Fprintf(r.out(), "%s queued or running when the backup was made; the restored store has them as failed (their database sessions were left alone).\n", wereRuns(unfinished))
 	}
 	return nil
 }

@@ -639,11 +639,19 @@ func exactArgs(n int, names string) cobra.PositionalArgs {
 }
 
 // countNoun says "1 argument", "2 arguments".
-func countNoun(n int, noun string) string {
+func countNoun[N ~int | ~int64](n N, noun string) string {
 	if n == 1 {
 		return "1 " + noun
 	}
-	return strconv.Itoa(n) + " " + noun + "s"
+	return strconv.FormatInt(int64(n), 10) + " " + noun + "s"
+}
+
+// wereRuns says "1 run was", "2 runs were".
+func wereRuns(n int) string {
+	if n == 1 {
+		return "1 run was"
+	}
+	return countNoun(n, "run") + " were"
 }
 
 // quoteArgs shows arguments as a shell would take them back.

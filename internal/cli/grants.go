@@ -58,7 +58,7 @@ Then print the statements an administrator runs to grant what is missing
 			}
 			if !res.OK() {
 				return &exitCodeError{code: exitFailure, msg: fmt.Sprintf("%s lacks %s in database %s",
-					grants.Display(res.Role), plural(res.Missing(), "privilege"), grants.Display(res.Database))}
+					grants.Display(res.Role), countNoun(res.Missing(), "privilege"), grants.Display(res.Database))}
 			}
 			return nil
 		},
@@ -69,13 +69,6 @@ Then print the statements an administrator runs to grant what is missing
 	cmd.Flags().BoolVar(&req.CreateSchemas, "create-schemas", false, "the run creates schemas itself (SQL running CREATE SCHEMA, even IF NOT EXISTS; dbt models with custom schemas): CREATE on the database is needed (jobs on the connection with CREATE SCHEMA count without this flag)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text, json, or sql (only the statements)")
 	return cmd
-}
-
-func plural(n int, what string) string {
-	if n == 1 {
-		return "1 " + what
-	}
-	return fmt.Sprintf("%d %ss", n, what)
 }
 
 // printGrants prints each check, with the relations of a schema on one
@@ -119,7 +112,7 @@ func printGrants(w io.Writer, res *grants.Result) {
 		fmt.Fprintln(w, "Nothing is missing.")
 	default:
 		if res.Missing() > 0 {
-			fmt.Fprintf(w, "%s missing.", plural(res.Missing(), "privilege"))
+			fmt.Fprintf(w, "%s missing.", countNoun(res.Missing(), "privilege"))
 		}
 		if res.Incomplete != "" {
 			fmt.Fprintf(w, " Not checked yet: %s.", res.Incomplete)

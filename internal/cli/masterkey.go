@@ -255,8 +255,8 @@ func (r *runner) printRotation(loc secret.KeyLocation, keyPath string, rep *app.
 		if rep.SSHCA {
 			more += ", and the SSH CA's private key"
 		}
-		fmt.Fprintf(r.out(), "Sealed %d passwords and %d SSH private keys%s of %d connections%s with a new master key, in one transaction.\n",
-			rep.Passwords, rep.PrivateKeys, creds, rep.Connections, more)
+		fmt.Fprintf(r.out(), "Sealed %s and %s%s of %s%s with a new master key, in one transaction.\n",
+			countNoun(rep.Passwords, "password"), countNoun(rep.PrivateKeys, "SSH private key"), creds, countNoun(rep.Connections, "connection"), more)
 	}
 	if loc.Source() == secret.FromDataDir {
 		fmt.Fprintf(r.out(), "The new key is in %s; the old key no longer opens the store.\n", newKeyAt)

@@ -17,7 +17,7 @@ func TestMasterKeyRotateReportsEveryKey(t *testing.T) {
 		"--ssh-hop", "jump@127.0.0.1:2222", "--ssh-hop", "j2@127.0.0.2:2223", "--ssh-hop-own-key", "j2@127.0.0.2:2223")
 	h.ok("ssh-ca", "init", "--principal", "jump")
 	out := h.ok("master-key", "rotate").stdout
-	contains(t, "rotate output", out, "Sealed 1 passwords and 1 SSH private keys of 1 connections",
+	contains(t, "rotate output", out, "Sealed 1 password and 1 SSH private key of 1 connection",
 		"1 SSH private keys of hops with a key pair of their own", "the SSH CA's private key")
 	if strings.Count(out, "Sealed") != 1 {
 		t.Fatalf("rotate output:\n%s", out)

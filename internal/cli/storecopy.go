@@ -252,7 +252,7 @@ func (r *runner) storeCopy(ctx context.Context, fromArg, toArg string, merge boo
 		fmt.Fprintln(r.out(), "The source's audit log was not copied: the target has an audit log of its own, and one hash chain cannot hold both. Keep the source's with `pgrelay audit export`.")
 	}
 	if rep.Unfinished > 0 {
-		fmt.Fprintf(r.out(), "%d runs were queued or running in the source; the target has them as failed.\n", rep.Unfinished)
+		fmt.Fprintf(r.out(), "%s queued or running in the source; the target has them as failed.\n", wereRuns(rep.Unfinished))
 	}
 	target, keyEnv := "--data-dir "+to.dataDir, ""
 	if to.pg != "" {

@@ -190,7 +190,7 @@ func TestMasterKeyRotation(t *testing.T) {
 					exactlyOne(t, "killed at "+tc.point, opensWithSQLite(t, s.dir, old, next), want)
 				} else {
 					out := s.ok("master-key", "rotate")
-					mustContain(t, "rotate output", out, "Sealed 2 passwords and 1 SSH private keys of 2 connections", keyPath)
+					mustContain(t, "rotate output", out, "Sealed 2 passwords and 1 SSH private key of 2 connections", keyPath)
 					if bytes.Contains([]byte(out), []byte(secret.EncodeKey(readKey(t, keyPath)))) {
 						t.Fatal("rotate printed the new key")
 					}
