@@ -78,6 +78,7 @@ local data dir: it ignores PGRELAY_SERVER, which is for the commands that use a 
 					"read master.key and the store, that is every stored secret; run serve as root with --run-as USER to contain them "+
 					"(README: Security)", "allowed_programs", progs)
 			}
+			r.warnReadableKeyFile()
 			if err := qf.validate(); err != nil {
 				return err
 			}

@@ -136,6 +136,26 @@ func (r *runner) checkPrivateFiles() error {
 		strings.Join(what, ", "), strings.Join(open, " "))
 }
 
+// warnReadableKeyFile warns when the master key file PGRELAY_MASTER_KEY_FILE
+// names can be read by users other than its owner: with it they open every
+// stored secret. Unlike master.key in the data dir (checkPrivateFiles) it is
+// not refused: such a file is often a mounted secret whose mode its
+// platform sets (a Kubernetes Secret volume's defaultMode is 0644), in a
+// container no other user shares.
+func (r *runner) warnReadableKeyFile() {
+	loc := r.keyLocation()
+	if loc.Source() != secret.FromFileEnv {
+		return
+	}
+	fi, err := os.Stat(loc.File)
+	if err != nil || fi.Mode().Perm()&0o077 == 0 {
+		return // a file that cannot be read fails with its own error
+	}
+	r.logger.Warn(fmt.Sprintf("the master key file %s=%s has mode %04o: users other than its owner may read it, and with it every stored secret; "+
+		"chmod 600 %s (a Kubernetes Secret volume: defaultMode: 0400)", secret.MasterKeyFileEnv, loc.File, fi.Mode().Perm(), loc.File),
+		"file", loc.File, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
+}
+
 // adminTokenOutput creates --admin-token-file for the first admin token
 // when the store needs one. It returns nil when nothing is to be written
 // (no flag, or the store has an active token already).

@@ -158,6 +158,42 @@ func TestServeRefusesReadableSecretFiles(t *testing.T) {
 	p.wait(servingRE)
 }
 
+// TestServeWarnsOfReadableKeyFile: serve warns at start when the file
+// PGRELAY_MASTER_KEY_FILE names can be read by other users (it is not
+// refused: a mounted secret's mode is often its platform's), and not once
+// the file is private.
+func TestServeWarnsOfReadableKeyFile(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	keyFile := filepath.Join(t.TempDir(), "master-key")
+	key, err := secret.NewMasterKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, []byte(secret.EncodeKey(key)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(keyFile, 0o644); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	h.env[secret.MasterKeyFileEnv] = keyFile
+	h.ok("token", "create", "--name", "first", "--role", "admin")
+	const warning = "has mode 0644: users other than its owner may read it"
+	p := startCommand(t, h.dataDir, h.env, "serve", "--addr", "127.0.0.1:0")
+	p.wait(servingRE)
+	p.stop()
+	contains(t, "serve's warning", p.stderr.String(), secret.MasterKeyFileEnv+"="+keyFile+" "+warning, "chmod 600 "+keyFile)
+	if err := os.Chmod(keyFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p = startCommand(t, h.dataDir, h.env, "serve", "--addr", "127.0.0.1:0")
+	p.wait(servingRE)
+	p.stop()
+	if strings.Contains(p.stderr.String(), warning) {
+		t.Fatalf("warned of a private key file:\n%s", p.stderr.String())
+	}
+}
+
 // TestServeExposureFlags runs serve with the first admin token written to
 // a file, /metrics on its own address behind a token, and a public https
 // URL: the token is in the file (mode 0600) and not on stdout, and works;
