@@ -128,16 +128,59 @@ func (r *runner) recoverRotation(ctx context.Context, st store.SecretsStore, loc
 // lockKeys takes the data dir's rotation lock (an flock, released when the
 // process ends however it ends) and returns its release.
 func lockKeys(dataDir string) (func(), error) {
+	return flockFile(dataDir, keyLockFile, syscall.LOCK_EX, nil)
+}
+
+// serveLockFile is the file in the data dir on which every `serve` of the
+// data dir's embedded store holds a shared lock while it runs, so that
+// `master-key rotate` can tell one runs: it would go on with the old key, refused by
+// the store (not ready, every run failing) until restarted.
+const serveLockFile = "serve.lock"
+
+// errServing is the rotation's refusal while a serve runs on the data dir.
+var errServing = errors.New("a pgrelay serve process is running on this data dir")
+
+// holdServeLock takes serve's shared lock on dataDir (released when the
+// process ends however it ends) and returns its release. It fails while a
+// master key rotation holds the lock.
+func holdServeLock(dataDir string) (func(), error) {
+	return flockFile(dataDir, serveLockFile, syscall.LOCK_SH|syscall.LOCK_NB, func(path string) error {
+		return fmt.Errorf("serve: a master key rotation is running on the data dir %s (it holds %s): start serve once it has ended", dataDir, path)
+	})
+}
+
+// lockOutServe takes serve's lock on dataDir exclusively for a master key
+// rotation, so that no serve runs on the data dir (or starts) while it
+// runs, and returns its release; errServing while one runs. A data dir
+// that does not exist has no serve to lock out.
+func lockOutServe(dataDir string) (func(), error) {
+	if _, err := os.Stat(dataDir); errors.Is(err, fs.ErrNotExist) {
+		return func() {}, nil
+	}
+	return flockFile(dataDir, serveLockFile, syscall.LOCK_EX|syscall.LOCK_NB, func(string) error {
+		return fmt.Errorf("%w (%s): stop it first (systemctl stop pgrelay, or Ctrl-C), then rotate, then start it again; "+
+			"a process started with the old key cannot open the stored secrets once they are sealed with the new one", errServing, dataDir)
+	})
+}
+
+// flockFile takes the lock how (syscall.LOCK_*) on the file name in
+// dataDir, made (mode 0600, and the dir 0700) when missing; busy makes
+// the error of a non-blocking lock that another process holds.
+func flockFile(dataDir, name string, how int, busy func(path string) error) (func(), error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("lock master key: %w", err)
+		return nil, fmt.Errorf("lock %s: %w", name, err)
 	}
-	f, err := os.OpenFile(filepath.Join(dataDir, keyLockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	path := filepath.Join(dataDir, name)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("lock master key: %w", err)
+		return nil, fmt.Errorf("lock %s: %w", name, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+	if err := syscall.Flock(int(f.Fd()), how); err != nil {
 		_ = f.Close()
-		return nil, fmt.Errorf("lock master key %s: %w", f.Name(), err)
+		if errors.Is(err, syscall.EWOULDBLOCK) && busy != nil {
+			return nil, busy(path)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return func() {
 		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)

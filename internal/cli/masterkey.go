@@ -48,7 +48,8 @@ Where the new key goes depends on where the current one comes from:
                                variable, or that file, to the new key.
 
 The new key is never printed or logged. Stop every other pgrelay process using
-the store first (see README, "Master key rotation"); web UI sessions end, API
+the store first (see README, "Master key rotation"; with the embedded store,
+rotate refuses to run while a serve runs on the data dir); web UI sessions end, API
 tokens stay valid. Backups made before hold secrets sealed with the old key:
 keep the old key as long as you keep them.`,
 		Example: "  pgrelay master-key rotate\n  PGRELAY_MASTER_KEY=... pgrelay --store postgres://pgrelay@db/pgrelay master-key rotate --new-key-file /root/pgrelay-new.key",
@@ -81,6 +82,15 @@ func (r *runner) rotateMasterKey(ctx context.Context, newKeyFile, output string)
 	}
 	if err := r.checkSharedMasterKey(); err != nil {
 		return err
+	}
+	if r.embeddedStore() {
+		// A serve on this data dir would go on with the old key: its
+		// store refuses it (not ready, every run failing) until restarted.
+		release, err := lockOutServe(r.dataDir)
+		if err != nil {
+			return err
+		}
+		defer release()
 	}
 	if fromDataDir {
 		if path := filepath.Join(r.dataDir, secret.MasterKeyFile); !fileExists(path) {

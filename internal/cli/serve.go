@@ -62,6 +62,15 @@ local data dir: it ignores PGRELAY_SERVER, which is for the commands that use a 
 			if err := r.checkPrivateFiles(); err != nil {
 				return err
 			}
+			if r.embeddedStore() {
+				// Held while serving: master-key rotate refuses to run
+				// under it (this process would go on with the old key).
+				release, err := holdServeLock(r.dataDir)
+				if err != nil {
+					return err
+				}
+				defer release()
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			ctx = audit.WithActor(ctx, audit.System("server")) // requests act as their token

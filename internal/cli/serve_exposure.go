@@ -110,7 +110,7 @@ func (r *runner) checkPrivateFiles() error {
 	if r.env.Getenv(secret.MasterKeyEnv) == "" {
 		files = append(files, private{filepath.Join(r.dataDir, secret.MasterKeyFile), "the master key"})
 	}
-	if t := r.storeTarget(); t == "" || t == "sqlite" {
+	if r.embeddedStore() {
 		db := filepath.Join(r.dataDir, sqlite.FileName)
 		files = append(files, private{db, "the store"}, private{db + "-wal", "the store's write-ahead log"},
 			private{db + "-shm", "the store's shared memory index"})

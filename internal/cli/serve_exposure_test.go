@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -192,6 +193,30 @@ func TestServeWarnsOfReadableKeyFile(t *testing.T) {
 	if strings.Contains(p.stderr.String(), warning) {
 		t.Fatalf("warned of a private key file:\n%s", p.stderr.String())
 	}
+}
+
+// TestRotateRefusedWhileServing: master-key rotate does not run while a
+// serve runs on the data dir's embedded store (that process would go on
+// with the old key, which the store then refuses: not ready, every run
+// failing), and runs once it has stopped.
+func TestRotateRefusedWhileServing(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.ok("token", "create", "--name", "first", "--role", "admin")
+	keyFile := filepath.Join(h.dataDir, secret.MasterKeyFile)
+	before, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startCommand(t, h.dataDir, h.env, "serve", "--addr", "127.0.0.1:0")
+	p.wait(servingRE)
+	r := h.fail(1, "master-key", "rotate")
+	contains(t, "rotate under serve", r.stderr, "a pgrelay serve process is running on this data dir", "stop it first")
+	if after, err := os.ReadFile(keyFile); err != nil || !bytes.Equal(after, before) {
+		t.Fatalf("master.key changed under a refused rotation (%v)", err)
+	}
+	p.stop()
+	contains(t, "rotate after serve stopped", h.ok("master-key", "rotate").stdout, "Sealed")
 }
 
 // TestServeExposureFlags runs serve with the first admin token written to

@@ -24,6 +24,13 @@ func (r *runner) storeTarget() string {
 	return r.env.Getenv("PGRELAY_STORE")
 }
 
+// embeddedStore reports whether this run's store is the SQLite store in
+// the data dir.
+func (r *runner) embeddedStore() bool {
+	t := r.storeTarget()
+	return t == "" || t == "sqlite"
+}
+
 func isPostgresURL(s string) bool {
 	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
 }
@@ -33,7 +40,7 @@ func isPostgresURL(s string) bool {
 func (r *runner) openStore(ctx context.Context) (store.Store, error) {
 	target := r.storeTarget()
 	switch {
-	case target == "" || target == "sqlite":
+	case r.embeddedStore():
 		st, err := sqlite.Open(ctx, filepath.Join(r.dataDir, sqlite.FileName), sqlite.WithLogger(r.logger))
 		if err != nil {
 			return nil, err
