@@ -206,6 +206,11 @@ func (r *runner) storeCopy(ctx context.Context, fromArg, toArg string, merge boo
 		src = pg
 	}
 	defer src.Close()
+	// Before the target is made: a copy refused for the key left an
+	// empty store behind.
+	if err := app.VerifyMasterKey(ctx, src, kr); err != nil {
+		return fmt.Errorf("store copy: source store: %w", err)
+	}
 
 	var dst store.Store
 	if to.sqlite != "" {

@@ -2,8 +2,11 @@ package cli_test
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pgrelay/pgrelay/internal/secret"
 )
 
 // TestStoreCopyRefusesKeyValueConnString: a libpq key=value connection
@@ -38,5 +41,27 @@ func TestStoreCopyRefusesKeyValueConnString(t *testing.T) {
 	}
 	if entries, err := os.ReadDir(cwd); err != nil || len(entries) > 0 {
 		t.Errorf("store copy made %v in its working directory (%v), want nothing", entries, err)
+	}
+}
+
+// TestStoreCopyWrongKeyMakesNothing: a copy refused because the master key
+// does not open the source leaves no target behind (it left an empty
+// store in the new data dir).
+func TestStoreCopyWrongKeyMakesNothing(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.env["PW"] = "pw"
+	h.ok("connection", "create", "direct", "--host", "127.0.0.1", "--database", "d", "--user", "u", "--password-env", "PW")
+	other, err := secret.NewMasterKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.env[secret.MasterKeyEnv] = secret.EncodeKey(other)
+	to := filepath.Join(t.TempDir(), "copy")
+	r := h.fail(1, "store", "copy", "--from", h.dataDir, "--to", to)
+	contains(t, "copy with another key", r.stderr, "source store")
+	if _, err := os.Stat(to); !os.IsNotExist(err) {
+		entries, _ := os.ReadDir(to)
+		t.Fatalf("the refused copy left %s behind: %v", to, entries)
 	}
 }
