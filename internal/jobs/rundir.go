@@ -16,6 +16,9 @@ import (
 const (
 	runDirPrefix     = "pgrelay-run-"
 	runDirLockSuffix = ".lock"
+	// newLockSuffix ends the name of a lock file while it is being
+	// locked, before it is renamed into place (newRunDir).
+	newLockSuffix = ".lock-new"
 )
 
 // runDir is a run's directory (its dbt profile, CA certificate and
@@ -34,17 +37,26 @@ type runDir struct {
 }
 
 // newRunDir makes a run's directory in the temporary directory, with its
-// lock taken.
+// lock taken. The lock file is locked under another name and then renamed
+// into place, so that it is never to be seen unlocked: a sweep (another
+// process's serve starting) that found it between its creation and its
+// lock took it for a dead run's, and the run failed.
 func newRunDir() (*runDir, error) {
 	dir, err := os.MkdirTemp("", runDirPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("create run directory: %w", err)
 	}
-	lock, err := os.OpenFile(dir+runDirLockSuffix, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	lock, err := os.OpenFile(dir+newLockSuffix, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err == nil {
-		if err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			// In the sticky temporary directory no other user's file can
+			// be replaced, and the name is this directory's.
+			err = os.Rename(dir+newLockSuffix, dir+runDirLockSuffix)
+		}
+		if err != nil {
 			_ = lock.Close()
-			_ = os.Remove(dir + runDirLockSuffix)
+			_ = os.Remove(dir + newLockSuffix)
 		}
 	}
 	if err != nil {

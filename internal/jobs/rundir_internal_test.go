@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -95,5 +96,40 @@ func TestSweepRunDirs(t *testing.T) {
 	SweepRunDirs(logger)
 	if _, err := os.Stat(target); err != nil {
 		t.Fatalf("a sweep followed a symlink: %v", err)
+	}
+}
+
+// TestNewRunDirWhileSweeping: runs that start while another process sweeps
+// (its serve starting) keep their directories. The lock file was created
+// before it was locked, and a sweep that came in between took it for a
+// dead run's: the run failed with "create run directory: lock: resource
+// temporarily unavailable", or lost its directory.
+func TestNewRunDirWhileSweeping(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	logger := slog.New(slog.DiscardHandler)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				SweepRunDirs(logger)
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+	for i := range 3000 {
+		d, err := newRunDir()
+		if err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+		if fi, err := os.Stat(d.path); err != nil || !fi.IsDir() {
+			t.Fatalf("run %d: its directory was swept: %v", i, err)
+		}
+		d.remove()
 	}
 }
