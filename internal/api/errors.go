@@ -15,6 +15,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/auth"
 	"github.com/pgrelay/pgrelay/internal/egress"
 	"github.com/pgrelay/pgrelay/internal/fielderr"
+	"github.com/pgrelay/pgrelay/internal/pg"
 	"github.com/pgrelay/pgrelay/internal/requestid"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/store"
@@ -135,6 +136,7 @@ func classify(err error) (int, ErrorBody) {
 	var qe *app.QueryError
 	var pge *pgconn.PgError
 	var ce *pgconn.ConnectError
+	var tce *pg.ConnectError
 	var denied *egress.DeniedError
 	switch {
 	case errors.As(err, &ae):
@@ -187,15 +189,33 @@ func classify(err error) (int, ErrorBody) {
 			DatabaseError: databaseError(qe.Err)}
 	case isBastionError(err):
 		return http.StatusBadGateway, ErrorBody{Code: CodeBastionError, Message: err.Error()}
-	case errors.As(err, &pge):
-		return http.StatusBadGateway, ErrorBody{Code: CodeDatabaseError, Message: err.Error(),
-			DatabaseError: databaseError(pge)}
-	case errors.As(err, &ce):
-		// pgconn's connect errors name user, host and database, never the
-		// password.
+	case errors.As(err, &tce):
+		// A connection's database could not be reached or refused the
+		// login (package app wraps those as *pg.ConnectError); pgconn's
+		// connect errors name user, host and database, never the password.
 		return http.StatusBadGateway, ErrorBody{Code: CodeDatabaseError, Message: err.Error()}
+	case errors.As(err, &pge), errors.As(err, &ce):
+		// PostgreSQL errors that package app did not wrap as a
+		// connection's (QueryError, *pg.ConnectError) are those of
+		// pgrelay's own PostgreSQL store: not the database_error of a
+		// connection, and their message (the store's host, database and
+		// user) is for the server log only.
+		return http.StatusServiceUnavailable, ErrorBody{Code: CodeUnavailable, Message: storeUnavailable("")}
 	}
 	return http.StatusInternalServerError, ErrorBody{Code: CodeInternal}
+}
+
+// storeUnavailable is the message of a request that failed because
+// pgrelay's own store could not be reached or refused a statement; id,
+// when known, names the request whose server log line has the detail.
+// classify gives it without id, and writeError and streamError add it.
+func storeUnavailable(id string) string {
+	m := "pgrelay's store (its PostgreSQL database) could not be reached or refused the request; " +
+		"retry once it is back (the detail is in the server log"
+	if id != "" {
+		m += " for request " + id
+	}
+	return m + ")"
 }
 
 func isBastionError(err error) bool {
@@ -256,6 +276,9 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	case status >= http.StatusInternalServerError:
 		a.log.WarnContext(ctx, "upstream failure", attrs...)
+		if body.Message == storeUnavailable("") {
+			body.Message = storeUnavailable(id)
+		}
 	}
 	body.RequestID = id
 	if status == http.StatusUnauthorized {

@@ -169,8 +169,11 @@ func (a *API) streamError(ctx context.Context, s *sse, err error, msg string, at
 	status, body := classify(err)
 	if status >= http.StatusInternalServerError {
 		a.log.ErrorContext(ctx, msg, append(attrs, "error", err)...)
-		if body.Code == CodeInternal {
+		switch {
+		case body.Code == CodeInternal:
 			body.Message = "internal error; see the server log for request " + requestid.From(ctx)
+		case body.Message == storeUnavailable(""):
+			body.Message = storeUnavailable(requestid.From(ctx))
 		}
 	}
 	body.RequestID = requestid.From(ctx)

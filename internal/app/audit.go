@@ -125,6 +125,10 @@ func errorClass(err error) string {
 		return "no_queue"
 	case errors.Is(err, ErrUnauthenticated):
 		return "unauthenticated"
+	case errors.Is(err, ErrForbidden):
+		// The role allows the route but not this change (a pinned host
+		// key replaced by an editor): a refusal, as access.refused's.
+		return "forbidden"
 	case errors.As(err, &hk):
 		return "host_key"
 	case errors.As(err, &ka):

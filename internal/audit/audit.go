@@ -390,5 +390,5 @@ func ParseSince(s string, now time.Time) (time.Time, error) {
 			return t, nil
 		}
 	}
-	return time.Time{}, fmt.Errorf("since %q is not accepted: give a duration back from now (30m, 24h, 7d) or a time (2026-01-02 or 2026-01-02T15:04:05Z)", s)
+	return time.Time{}, fmt.Errorf("%q is not accepted: give a duration back from now (30m, 24h, 7d) or a time (2026-01-02 or 2026-01-02T15:04:05Z)", s)
 }

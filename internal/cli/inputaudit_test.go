@@ -19,7 +19,8 @@ import (
 // (against a server: old_key_lifetime) and read --old-key-lifetime 0 as
 // the default; exec --workdir /missing said "fork/exec /usr/bin/true: no
 // such file or directory" (exit 1); backup --out in a missing directory
-// failed (exit 1) naming a temporary file.
+// failed (exit 1) naming a temporary file; --store quoted a password
+// given in its query string (?password=...) as it was.
 func TestBadInputNamesTheFlag(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -66,6 +67,11 @@ func TestBadInputNamesTheFlag(t *testing.T) {
 			"--store (or PGRELAY_STORE) postgres://xxxxx@[db/x: not a valid PostgreSQL URL; accepted is postgres://USER"},
 		{[]string{"--store", "postgres://u:pw-s3cret-neighbour@db:99999999/x", "connection", "list"},
 			"--store (or PGRELAY_STORE) postgres://u:xxxxx@db:99999999/x: not a valid PostgreSQL URL"},
+		// A password in the query string was quoted as it was.
+		{[]string{"--store", "postgres://u@db/x?password=pw-s3cret-neighbour&sslmode=bogus", "connection", "list"},
+			"--store (or PGRELAY_STORE) postgres://u@db/x?password=xxxxx&sslmode=bogus: not a valid PostgreSQL URL"},
+		{[]string{"--store", "postgresql://u@[db/x?sslpassword=pw-s3cret-neighbour&password=pw-s3cret-neighbour", "connection", "list"},
+			"--store (or PGRELAY_STORE) postgresql://xxxxx@[db/x?sslpassword=xxxxx&password=xxxxx: not a valid PostgreSQL URL"},
 		{[]string{"backup", "--out", filepath.Join(missing, "b.db")},
 			"--out " + filepath.Join(missing, "b.db") + ": the directory " + missing + " does not exist"},
 	} {

@@ -71,8 +71,11 @@ func parsePublicURL(s string) (*url.URL, error) {
 }
 
 // shownURL is s as an error may quote it: a password in its user
-// information is replaced by "xxxxx" (also when s does not parse).
+// information, and the value of a password or sslpassword parameter of its
+// query (postgres://u@db/x?password=...), are replaced by "xxxxx", also
+// when s does not parse.
 func shownURL(s string) string {
+	s = redactQueryPasswords(s)
 	if u, err := url.Parse(s); err == nil {
 		return u.Redacted()
 	}
@@ -81,6 +84,36 @@ func shownURL(s string) string {
 		return scheme + "://xxxxx" + rest[at:]
 	}
 	return s
+}
+
+// redactQueryPasswords replaces the values of the password and sslpassword
+// parameters in the query of the URL s (names compared as decoded, in any
+// case) by "xxxxx", leaving the rest as written. It works on the text, so
+// that a URL that does not parse is redacted too.
+func redactQueryPasswords(s string) string {
+	base, query, ok := strings.Cut(s, "?")
+	if !ok {
+		return s
+	}
+	fragment := ""
+	if q, f, ok := strings.Cut(query, "#"); ok {
+		query, fragment = q, "#"+f
+	}
+	params := strings.Split(query, "&")
+	for i, p := range params {
+		key, _, ok := strings.Cut(p, "=")
+		if !ok {
+			continue
+		}
+		name, err := url.QueryUnescape(key)
+		if err != nil {
+			name = key
+		}
+		if strings.EqualFold(name, "password") || strings.EqualFold(name, "sslpassword") {
+			params[i] = key + "=xxxxx"
+		}
+	}
+	return base + "?" + strings.Join(params, "&") + fragment
 }
 
 // readMetricsToken reads the token of --metrics-token-file.

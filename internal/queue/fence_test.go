@@ -2,6 +2,7 @@ package queue_test
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,7 +24,9 @@ import (
 // the store is still out of reach, and the runs fail saying why once it
 // can be written again. They used to go on until the store came back,
 // long after another process had reported them failed ("worker lost"),
-// and a command's work (which no other process can stop) with them.
+// and a command's work (which no other process can stop) with them. The
+// run's log says what was done: its lines written during the outage used
+// to be dropped.
 func TestWorkerCutOffFromTheStoreStopsItsRuns(t *testing.T) {
 	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
 	db := pg.NewDatabase(t)
@@ -33,8 +36,10 @@ func TestWorkerCutOffFromTheStoreStopsItsRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
+	logs := &testenv.LogBuffer{}
 	f := startOn(t, pg, st, queue.Backend{Postgres: st.Pool()}, func(c *queue.Config) {
 		c.LostAfter = 2 * time.Second
+		c.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 	})
 	sleeper, marker := sleepJob(t, f)
 	pidFile := filepath.Join(t.TempDir(), "pid")
@@ -79,6 +84,11 @@ func TestWorkerCutOffFromTheStoreStopsItsRuns(t *testing.T) {
 		return string(b), err != nil // gone (reaped by its worker)
 	})
 
+	// Its end is written once the store is back: its last log lines too.
+	pollUntil(t, func() (string, bool) {
+		l := logs.String()
+		return l, strings.Contains(l, `"msg":"could not record run outcome; trying again","run_id":"`+sql.ID+`"`)
+	})
 	restore()
 	for _, id := range []string{sql.ID, cmd.ID} {
 		r := waitRun(t, f.svc, id, terminal)
@@ -86,6 +96,23 @@ func TestWorkerCutOffFromTheStoreStopsItsRuns(t *testing.T) {
 		// before another process may declare the run lost.
 		if r.Status != jobs.Failed || !strings.Contains(r.Reason, "could not save the run's heartbeat in the store for 1.8s") {
 			t.Errorf("run %s after the store came back: status %s, reason %q", id, r.Status, r.Reason)
+		}
+	}
+	// The run's log says so too: the lines written while the store was
+	// out of reach are saved once it is back (they were dropped, and the
+	// log of a run stopped for the outage ended with its step's start).
+	lines, err := f.svc.RunLog(ctx, sql.ID, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	for _, l := range lines {
+		log.WriteString(l.Text + "\n")
+	}
+	for _, want := range []string{"run stopped: stopped by its own process, which could not save the run's heartbeat",
+		"cleanup: cancelled 1 statement on the server"} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("log of run %s lacks %q:\n%s", sql.ID, want, log.String())
 		}
 	}
 }

@@ -163,6 +163,32 @@ func (b *logBuffer) take() (lines []jobs.LogLine, marker int) {
 	return lines, marker
 }
 
+// putBack returns lines that take gave and that could not be saved to the
+// front of the buffer, before the lines added since, for the next flush.
+// They are within the log's limit, as every line in the buffer is.
+func (b *logBuffer) putBack(lines []jobs.LogLine, marker int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case marker >= 0:
+		b.marker = marker
+	case b.marker >= 0:
+		b.marker += len(lines)
+	}
+	b.lines = append(lines, b.lines...)
+}
+
+// pending reports whether the buffer holds lines not saved yet.
+func (b *logBuffer) pending() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.lines) > 0
+}
+
+// flushLogs saves the lines in b to the run's log. Lines that cannot be
+// saved (the store out of reach) stay in b for the next flush, so that a
+// run's log keeps what was said while the store could not be written (the
+// run stopped for the outage, its cleanup), unless the run is gone.
 func (q *Queue) flushLogs(ctx context.Context, id string, b *logBuffer) {
 	lines, marker := b.take()
 	if len(lines) == 0 {
@@ -171,6 +197,9 @@ func (q *Queue) flushLogs(ctx context.Context, id string, b *logBuffer) {
 	ctx, cancel := context.WithTimeout(ctx, q.writeTimeout())
 	defer cancel()
 	if err := q.cfg.Store.AppendRunLog(ctx, id, lines); err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			b.putBack(lines, marker)
+		}
 		q.cfg.Logger.ErrorContext(ctx, "could not save run log", "run_id", id, "lines", len(lines), "error", err)
 		return
 	}
@@ -450,6 +479,11 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 		r.Status, r.Reason, r.EndedAt, r.Steps, r.HeartbeatAt = res.Status, res.Reason, &end, res.Steps, &end
 		return true
 	})
+	if logs.pending() {
+		// Lines the store could not take before (an outage the outcome
+		// waited out): now that it can be written again.
+		q.flushLogs(context.WithoutCancel(ctx), id, logs)
+	}
 	if res.Cleanup != nil {
 		// A copy: the runner's background retry may still read the one
 		// it returned.
