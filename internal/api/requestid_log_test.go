@@ -5,9 +5,11 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pgrelay/pgrelay/internal/api/apitest"
 	"github.com/pgrelay/pgrelay/internal/connection"
+	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/requestid"
 	"github.com/pgrelay/pgrelay/internal/secret"
 	"github.com/pgrelay/pgrelay/internal/testenv"
@@ -57,5 +59,60 @@ func TestRequestIDInTestAndTunnelLogs(t *testing.T) {
 		if n == 0 {
 			t.Errorf("no %q line logged", msg)
 		}
+	}
+}
+
+// TestRunIDInTunnelLogs: the log lines of a run's own tunnel carry the
+// run's ID, so that with several runs on one connection an operator can
+// tell whose tunnel came up (or dropped); they had none.
+func TestRunIDInTunnelLogs(t *testing.T) {
+	t.Parallel()
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	db := pg.NewDatabase(t)
+	b := testenv.SharedBastion(t, testenv.BastionOptions{})
+	srv := apitest.Start(t, apitest.Options{Queue: true})
+	v, err := srv.App.CreateConnection(bg, connection.Spec{Name: "tun", Host: pg.Host, Port: pg.Port, Database: db.Name,
+		User: db.User, Password: secret.New(db.Password), SSLMode: connection.SSLDisable,
+		Tunnel: &connection.Tunnel{Host: b.Host, Port: b.Port, User: b.User}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Authorize(t, v.SSHTunnel.PublicKey)
+	if _, err := srv.App.ApplyJobs(bg, []jobs.Job{{Name: "j", Connection: "tun", Steps: []jobs.Step{{SQL: "select 1"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	run, err := srv.App.RunJob(bg, "j", jobs.API)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); !run.Status.Terminal(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("run still %s", run.Status)
+		}
+		if run, err = srv.App.GetRun(bg, run.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if run.Status != jobs.Succeeded {
+		t.Fatalf("run %s: %s", run.Status, run.Reason)
+	}
+	up := 0
+	for _, line := range strings.Split(strings.TrimSpace(srv.Logs()), "\n") {
+		var l struct {
+			Msg   string `json:"msg"`
+			RunID string `json:"run_id"`
+		}
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if l.Msg == "ssh tunnel up" {
+			up++
+			if l.RunID != run.ID {
+				t.Errorf("%q logged with run_id %q, want %q: %s", l.Msg, l.RunID, run.ID, line)
+			}
+		}
+	}
+	if up == 0 {
+		t.Errorf("no \"ssh tunnel up\" line logged:\n%s", srv.Logs())
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pgrelay/pgrelay/internal/jobs"
+	"github.com/pgrelay/pgrelay/internal/requestid"
 	"github.com/pgrelay/pgrelay/internal/sshca"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/tracing"
@@ -439,7 +440,13 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 			}
 		}
 	}()
-	res := runner.Run(runCtx, job, hooks)
+	// The run's own log lines (its tunnel's, its endpoint's sessions')
+	// name it: those logged with its context, and its runner's.
+	rn := *runner
+	if rn.Logger != nil {
+		rn.Logger = rn.Logger.With("run_id", id)
+	}
+	res := rn.Run(requestid.WithRun(runCtx, id), job, hooks)
 	close(hbDone)
 	hbWG.Wait()
 	fence.Stop() // after the last heartbeat, which may have moved it
