@@ -62,9 +62,11 @@ func TestRequestIDInTestAndTunnelLogs(t *testing.T) {
 	}
 }
 
-// TestRunIDInTunnelLogs: the log lines of a run's own tunnel carry the
-// run's ID, so that with several runs on one connection an operator can
-// tell whose tunnel came up (or dropped); they had none.
+// TestRunIDInTunnelLogs: the log lines of a run's own tunnel (one not
+// kept warm for a later run) carry the run's ID, those written without a
+// context too (closed, dropped), so that with several runs on one
+// connection an operator can tell whose tunnel came up or dropped; they
+// had none.
 func TestRunIDInTunnelLogs(t *testing.T) {
 	t.Parallel()
 	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
@@ -96,23 +98,28 @@ func TestRunIDInTunnelLogs(t *testing.T) {
 	if run.Status != jobs.Succeeded {
 		t.Fatalf("run %s: %s", run.Status, run.Reason)
 	}
-	up := 0
-	for _, line := range strings.Split(strings.TrimSpace(srv.Logs()), "\n") {
-		var l struct {
-			Msg   string `json:"msg"`
-			RunID string `json:"run_id"`
-		}
-		if err := json.Unmarshal([]byte(line), &l); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		if l.Msg == "ssh tunnel up" {
-			up++
-			if l.RunID != run.ID {
-				t.Errorf("%q logged with run_id %q, want %q: %s", l.Msg, l.RunID, run.ID, line)
+	// The tunnel's close may be logged just after the run's outcome.
+	lines := func() (n int) {
+		for _, line := range strings.Split(strings.TrimSpace(srv.Logs()), "\n") {
+			var l struct {
+				Msg   string `json:"msg"`
+				RunID string `json:"run_id"`
+			}
+			if err := json.Unmarshal([]byte(line), &l); err != nil {
+				t.Fatalf("log line %q: %v", line, err)
+			}
+			if l.Msg == "ssh tunnel up" || l.Msg == "ssh tunnel closed" {
+				n++
+				if l.RunID != run.ID {
+					t.Fatalf("%q logged with run_id %q, want %q: %s", l.Msg, l.RunID, run.ID, line)
+				}
 			}
 		}
+		return n
 	}
-	if up == 0 {
-		t.Errorf("no \"ssh tunnel up\" line logged:\n%s", srv.Logs())
+	for deadline := time.Now().Add(10 * time.Second); lines() != 2; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d \"ssh tunnel up\" and \"ssh tunnel closed\" lines logged, want one each:\n%s", lines(), srv.Logs())
+		}
 	}
 }

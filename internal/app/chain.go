@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/connection"
 	"github.com/pgrelay/pgrelay/internal/egress"
+	"github.com/pgrelay/pgrelay/internal/requestid"
 	"github.com/pgrelay/pgrelay/internal/sshca"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/store"
@@ -152,7 +153,7 @@ func (s *Connector) openChain(ctx context.Context, c *store.Connection, opts cha
 		}
 		deadline, _ := ctx.Deadline()
 		after, before := sshca.Validity(s.now(), time.Now(), deadline)
-		certs = &certificates{signer: signer, after: after, before: before, connection: name, run: sshca.RunFrom(ctx)}
+		certs = &certificates{signer: signer, after: after, before: before, connection: name, run: requestid.RunFrom(ctx)}
 	}
 	dial, err := s.firstDial(spec)
 	if err != nil {
@@ -194,6 +195,11 @@ func (s *Connector) openChain(ctx context.Context, c *store.Connection, opts cha
 		log := s.logger.With("connection", name)
 		if len(hops) > 1 {
 			log = log.With("hop", i+1)
+		}
+		if id := requestid.RunFrom(ctx); id != "" && s.ssh.warm == nil {
+			// The tunnel is the run's alone (none is kept for a later
+			// run): its lines, its drop and close included, name the run.
+			log = log.With("run_id", id)
 		}
 		cfg := tunnel.Config{
 			Addr:              addr,

@@ -13,6 +13,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/credential"
 	"github.com/pgrelay/pgrelay/internal/diagnose"
 	"github.com/pgrelay/pgrelay/internal/fielderr"
+	"github.com/pgrelay/pgrelay/internal/requestid"
 	"github.com/pgrelay/pgrelay/internal/sshca"
 	"github.com/pgrelay/pgrelay/internal/sshkey"
 	"github.com/pgrelay/pgrelay/internal/store"
@@ -339,7 +340,7 @@ func (s *Service) sshInput(ctx context.Context, c *store.Connection, in *diagnos
 		}
 		hops := len(spec.Hops())
 		after, before := sshca.Validity(s.now(), time.Now(), time.Now().Add(time.Duration(4*hops+6)*in.StepTimeout))
-		certs = &certificates{signer: signer, after: after, before: before, connection: spec.Name, run: sshca.RunFrom(ctx)}
+		certs = &certificates{signer: signer, after: after, before: before, connection: spec.Name, run: requestid.RunFrom(ctx)}
 	}
 	pins := readPins(c, spec)
 	hops := spec.Hops()

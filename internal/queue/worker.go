@@ -12,7 +12,6 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/jobs"
 	"github.com/pgrelay/pgrelay/internal/requestid"
-	"github.com/pgrelay/pgrelay/internal/sshca"
 	"github.com/pgrelay/pgrelay/internal/store"
 	"github.com/pgrelay/pgrelay/internal/tracing"
 )
@@ -288,8 +287,10 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 		tracing.JobName.String(job.Name), tracing.Connection.String(job.Connection),
 		tracing.RunTrigger.String(string(r.Trigger)), tracing.RunAttempt.Int(r.Attempt)))
 	defer span.End()
-	// SSH certificates signed for the run name it (sshd logs their key ID).
-	runCtx = sshca.WithRun(runCtx, id)
+	// The run's context names it: SSH certificates signed for the run
+	// (sshd logs their key ID) and the log lines written with it (its
+	// tunnel's) do.
+	runCtx = requestid.WithRun(runCtx, id)
 	runCtx, cancelTimeout := context.WithTimeoutCause(runCtx, job.Timeout.Duration(),
 		&jobs.TimeoutError{After: job.Timeout.Duration()})
 	defer cancelTimeout()
@@ -446,7 +447,7 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 	if rn.Logger != nil {
 		rn.Logger = rn.Logger.With("run_id", id)
 	}
-	res := rn.Run(requestid.WithRun(runCtx, id), job, hooks)
+	res := rn.Run(runCtx, job, hooks)
 	close(hbDone)
 	hbWG.Wait()
 	fence.Stop() // after the last heartbeat, which may have moved it

@@ -157,20 +157,6 @@ func KeyID(connection, run string, hop, hops int) string {
 	return b.String()
 }
 
-type runKey struct{}
-
-// WithRun marks ctx as the work of run id: certificates signed under it
-// name the run in their key ID.
-func WithRun(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, runKey{}, id)
-}
-
-// RunFrom returns the run ctx was marked with, or "".
-func RunFrom(ctx context.Context) string {
-	id, _ := ctx.Value(runKey{}).(string)
-	return id
-}
-
 // TrustedUserCAKeysLine is the line for sshd's TrustedUserCAKeys file.
 func TrustedUserCAKeysLine(pub ssh.PublicKey) string {
 	return sshkey.AuthorizedKey(pub, Comment)

@@ -32,9 +32,9 @@ func TestLocalSigner(t *testing.T) {
 	key, _ := ssh.NewPublicKey(userPub)
 	now := time.Unix(1_800_000_000, 0)
 	after, before := sshca.Validity(now, now, now.Add(2*time.Hour))
-	ctx := sshca.WithRun(context.Background(), "run-1")
+	ctx := context.Background()
 	cert, err := s.SignUser(ctx, sshca.Request{Key: key, Principal: "jump",
-		KeyID: sshca.KeyID("wh", sshca.RunFrom(ctx), 2, 3), ValidAfter: after, ValidBefore: before})
+		KeyID: sshca.KeyID("wh", "run-1", 2, 3), ValidAfter: after, ValidBefore: before})
 	if err != nil {
 		t.Fatal(err)
 	}
