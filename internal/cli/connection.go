@@ -273,6 +273,8 @@ Then test the connection, hop by hop: pgrelay connection test %[5]s
 	}
 }
 
+// summary describes v in one line, its control characters written out (see
+// showControls): an editor may have put them in the database or user name.
 func summary(v *app.ConnectionView) string {
 	s := fmt.Sprintf("%s, %s as %s on %s", v.Flavor.Label(), v.Database, v.User, hostPort(v.Host, v.Port))
 	if t := v.SSHTunnel; t != nil {
@@ -282,7 +284,7 @@ func summary(v *app.ConnectionView) string {
 			s += fmt.Sprintf(" via SSH bastion %s@%s", t.User, hostPort(t.Host, t.Port))
 		}
 	}
-	return s
+	return showControls(s)
 }
 
 func hostPort(h string, p int) string {
@@ -332,8 +334,10 @@ func (r *runner) connListCommand() *cobra.Command {
 					}
 					hk = hopsHostKeyState(v)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, v.Flavor, hostPort(v.Host, v.Port),
-					v.Database, v.User, v.SSLMode, tun, hk)
+				// Names an editor chose are written out with their
+				// control characters (see showControls).
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, v.Flavor, showControls(hostPort(v.Host, v.Port)),
+					showControls(v.Database), showControls(v.User), v.SSLMode, showControls(tun), hk)
 			}
 			return tw.Flush()
 		},
@@ -383,9 +387,12 @@ func (r *runner) connShowCommand() *cobra.Command {
 	return cmd
 }
 
+// printConnection writes v as a list of settings, their control characters
+// written out (see showControls): whoever saved the connection chose its
+// names, and whoever reads it may do so on a terminal.
 func printConnection(w io.Writer, v *app.ConnectionView) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, showControls(v)) }
 	row("Name:", v.Name)
 	row("Flavor:", fmt.Sprintf("%s (%s)", v.Flavor, v.Flavor.Label()))
 	row("Host:", v.Host)

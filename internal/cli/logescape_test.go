@@ -231,3 +231,32 @@ func TestConnectionTestEscapesControls(t *testing.T) {
 	noControls(t, "connection test", r.stdout)
 	contains(t, "connection test", r.stdout, "Failed at ", `no\x1b]0;title\x07db`)
 }
+
+// TestConnectionShowEscapesControls: an editor may save a connection whose
+// database, user, schema and role hold control characters (PostgreSQL takes
+// them in quoted names); `connection create`, `show` and `list` write them
+// out, so that whoever reads the connection (a viewer, an admin) does not
+// have their terminal's title, screen or clipboard (OSC 52) set by it.
+func TestConnectionShowEscapesControls(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.env["DB_PASSWORD"] = "secret"
+	r := h.ok("connection", "create", "wh", "--host", "127.0.0.1", "--port", "5432",
+		"--database", "db\x1b]52;c;cHduZWQ=\x07", "--user", "u\x1b[2J\u009b2J", "--password-env", "DB_PASSWORD",
+		"--schema", "s\x1b]0;title\x07", "--role", "r\x1b[1A\rx")
+	noControls(t, "connection create", r.stdout)
+	contains(t, "connection create", r.stdout, `db\x1b]52;c;cHduZWQ=\x07`, `u\x1b[2J\u009b2J`)
+	show := h.ok("connection", "show", "wh").stdout
+	noControls(t, "connection show", show)
+	contains(t, "connection show", show, `db\x1b]52;c;cHduZWQ=\x07`, `u\x1b[2J\u009b2J`, `s\x1b]0;title\x07`, `r\x1b[1A\rx`)
+	list := h.ok("connection", "list").stdout
+	noControls(t, "connection list", list)
+	contains(t, "connection list", list, `db\x1b]52;c;cHduZWQ=\x07`, `u\x1b[2J\u009b2J`)
+	// JSON gives the values as they are (escaped as JSON).
+	js := h.ok("connection", "show", "wh", "-o", "json").stdout
+	noControls(t, "connection show -o json", js)
+	var v struct{ Database, User string }
+	if err := json.Unmarshal([]byte(js), &v); err != nil || v.Database != "db\x1b]52;c;cHduZWQ=\x07" || v.User != "u\x1b[2J\u009b2J" {
+		t.Fatalf("connection show -o json: %+v %v\n%s", v, err, js)
+	}
+}

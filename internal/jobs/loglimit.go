@@ -13,12 +13,26 @@ const DefaultLogLimit int64 = 10 << 20
 // MarkerPrefix starts the line that marks where a run's log was truncated.
 const MarkerPrefix = "[pgrelay] log truncated at "
 
-// LogLimit keeps a run's log within a number of bytes of text. Lines are
-// kept while the log is under the limit; the line that reaches it is cut
-// there and followed by one marker line; program output after that is
-// dropped (and counted). pgrelay's own lines (stream "system": step starts
-// and ends, the outcome) are always kept: there are a few per step, so they
-// stay bounded. A LogLimit is not safe for concurrent use.
+// lineBreak is what a line counts beyond its text: the line break that
+// ended it in the program's output (none for a piece of a longer line).
+// Counted, it bounds the number of lines a log keeps as well as their
+// text: a program printing only empty lines would otherwise fill the store
+// (a row each) and the memory of the process that runs it without ever
+// reaching the limit.
+func lineBreak(l LogLine) int64 {
+	if l.piece {
+		return 0
+	}
+	return 1
+}
+
+// LogLimit keeps a run's log within a number of bytes of output: each line
+// counts its text and its line break. Lines are kept while the log is
+// under the limit; the line that reaches it is cut there and followed by
+// one marker line; program output after that is dropped (and counted).
+// pgrelay's own lines (stream "system": step starts and ends, the outcome)
+// are always kept: there are a few per step, so they stay bounded. A
+// LogLimit is not safe for concurrent use.
 type LogLimit struct {
 	max       int64
 	used      int64
@@ -39,7 +53,8 @@ func NewLogLimit(max int64) *LogLimit {
 // marker line, when l reaches the limit; nothing for program output once
 // the log was truncated.
 func (g *LogLimit) Admit(l LogLine) []LogLine {
-	n := int64(len(l.Text))
+	lb := lineBreak(l)
+	n := int64(len(l.Text)) + lb
 	switch {
 	case l.Stream == StreamSystem:
 		g.used += n
@@ -51,16 +66,19 @@ func (g *LogLimit) Admit(l LogLine) []LogLine {
 		g.used += n
 		return []LogLine{l}
 	}
-	// l reaches the limit: keep what fits, cut at a character boundary.
-	room := max(g.max-g.used, 0)
+	// l reaches the limit: keep what fits with its line break, cut at a
+	// character boundary.
+	room := max(g.max-g.used-lb, 0)
 	for room > 0 && !utf8.RuneStart(l.Text[room]) {
 		room--
 	}
 	g.truncated = true
-	g.dropped += n - room
-	g.used += room
 	var out []LogLine
-	if room > 0 {
+	if room == 0 {
+		g.dropped += n
+	} else {
+		g.dropped += n - room - lb
+		g.used += room + lb
 		part := l
 		part.Text = l.Text[:room]
 		out = append(out, part)

@@ -452,6 +452,10 @@ type LogLine struct {
 	Stream Stream    `json:"stream"`
 	Step   int       `json:"step"` // -1 for run-level lines
 	Text   string    `json:"text"`
+	// piece marks a part of a line too long to log at once (see
+	// capture), which no line break of its own ended: LogLimit counts
+	// one byte more for the others.
+	piece bool
 }
 
 // NewRun returns a queued run of job (a snapshot of it) with a new ID that

@@ -29,7 +29,9 @@ type RunAs struct {
 // LookupRunAs looks up the user command steps are to run as, and checks
 // that this process may start and stop processes as that user: it must run
 // as root with RunAsCapabilities (a container may have dropped some), and
-// the user must be another user than this process's and not root.
+// the user must be another user than this process's and not root. It also
+// keeps the files this process was started with from the programs it
+// starts (see closeInheritedFiles), which run as that user.
 func LookupRunAs(name string) (*RunAs, error) {
 	u, err := user.Lookup(name)
 	if err != nil {
@@ -47,6 +49,9 @@ func LookupRunAs(name string) (*RunAs, error) {
 		return nil, fmt.Errorf("--run-as %s: pgrelay itself runs as that user, so commands would keep its access to the data dir; give another, unprivileged user", name)
 	}
 	if err := checkCanSwitchUser(); err != nil {
+		return nil, fmt.Errorf("--run-as %s: %w", name, err)
+	}
+	if err := closeInheritedFiles(); err != nil {
 		return nil, fmt.Errorf("--run-as %s: %w", name, err)
 	}
 	r := &RunAs{Name: u.Username, UID: uint32(uid), GID: uint32(gid)}

@@ -1,10 +1,13 @@
 package jobs
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -145,6 +148,41 @@ func (id identity) restoreOnThread() error {
 		return nerr
 	case now.fsuid != id.fsuid || now.fsgid != id.fsgid || now.caps != id.caps || !slices.Equal(now.groups, id.groups):
 		return fmt.Errorf("the thread's identity is %+v, not %+v", now, id)
+	}
+	return nil
+}
+
+// closeInheritedFiles marks every file descriptor of this process above
+// standard error close-on-exec. Go opens its own so, but not those this
+// process was started with: a file or pipe its parent left open (a master
+// key given as /dev/fd/3, a supervisor's or a shell's pipe) would pass on
+// to every program pgrelay starts, as the user of --run-as too, who could
+// read through it what its own permissions do not let it open.
+func closeInheritedFiles() error {
+	switch err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); {
+	case err == nil:
+		return nil
+	case !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EINVAL):
+		return fmt.Errorf("mark inherited files close-on-exec: %w", err)
+	}
+	// A kernel before 5.11 (no close_range, or not its CLOEXEC flag): one
+	// descriptor at a time.
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return fmt.Errorf("mark inherited files close-on-exec: %w", err)
+	}
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= 2 {
+			continue
+		}
+		flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+		if err != nil || flags&unix.FD_CLOEXEC != 0 {
+			continue // closed since it was listed (the listing's own), or already marked
+		}
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, flags|unix.FD_CLOEXEC); err != nil {
+			return fmt.Errorf("mark inherited file descriptor %d close-on-exec: %w", fd, err)
+		}
 	}
 	return nil
 }

@@ -210,6 +210,45 @@ func TestRunAsUserCannotRedirectRunFiles(t *testing.T) {
 	}
 }
 
+// TestRunAsCommandsGetNoInheritedFiles: a file this process was started
+// with (its parent left it open: a master key given as /dev/fd/N, say) does
+// not pass on to the commands run as the user of --run-as, who could read
+// through it what its own permissions do not let it open. Go marks only
+// the files it opens itself close-on-exec.
+func TestRunAsCommandsGetNoInheritedFiles(t *testing.T) {
+	u := testenv.NewOSUser(t)
+	e := setupDirect(t)
+	secretFile := filepath.Join(t.TempDir(), "master.key")
+	if err := os.WriteFile(secretFile, []byte("root's own secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// As a parent process would leave it: open, not close-on-exec.
+	fd, err := syscall.Open(secretFile, syscall.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	ra, err := jobs.LookupRunAs(u.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.runner(t)
+	r.Commands.RunAs = ra
+	var rec recorder
+	n := strconv.Itoa(fd)
+	// (A shell reads through it only if it can seek back to its start,
+	// e.g. tail -c on the descriptor; that it is open at all is the leak.)
+	res := r.Run(context.Background(), job("direct", jobs.Step{Command: []string{"sh", "-c",
+		"readlink /proc/$$/fd/" + n + " || echo closed"}}), rec.hooks())
+	log := rec.text()
+	if res.Status != jobs.Succeeded {
+		t.Fatalf("run %+v\n%s", res, log)
+	}
+	if strings.Contains(log, secretFile) || !strings.Contains(log, "closed") {
+		t.Fatalf("a command run as user %s has file descriptor %d, which this process inherited:\n%s", u.Name, fd, log)
+	}
+}
+
 // TestRunAsWorkdirCheckedAsTheUser: with --run-as, a step's workdir is
 // resolved and checked with the run-as user's permissions, not pgrelay's
 // (root's): in a directory that user cannot enter, an editor learns from

@@ -361,11 +361,16 @@ func (x *run) mask(text string) string {
 }
 
 func (x *run) log(step int, stream Stream, text string) {
-	text = x.mask(text)
+	x.logLine(LogLine{Stream: stream, Step: step, Text: text})
+}
+
+// logLine hands l, masked and stamped with the time, to the Log hook.
+func (x *run) logLine(l LogLine) {
+	l.Text, l.Time = x.mask(l.Text), time.Now().UTC()
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.hooks.Log != nil {
-		x.hooks.Log(LogLine{Time: time.Now().UTC(), Stream: stream, Step: step, Text: text})
+		x.hooks.Log(l)
 	}
 }
 
@@ -1295,9 +1300,9 @@ func (x *run) capture(i int, stream Stream, r io.Reader) (last string) {
 	const maxLogLine = 64 << 10
 	held := max(len(x.secret), len(x.localSecret)) - 1
 	var pending []byte
-	emit := func(b []byte) {
+	emit := func(b []byte, piece bool) {
 		text := x.mask(strings.TrimRight(string(b), "\r\n"))
-		x.log(i, stream, text)
+		x.logLine(LogLine{Stream: stream, Step: i, Text: text, piece: piece})
 		if t := strings.TrimSpace(text); t != "" && !strings.HasPrefix(t, "HINT:") && !strings.HasPrefix(t, "DETAIL:") {
 			// The line that says what went wrong, not its HINT or DETAIL.
 			last = text
@@ -1312,7 +1317,7 @@ func (x *run) capture(i int, stream Stream, r io.Reader) (last string) {
 			if len(pending) >= maxLogLine {
 				masked := []byte(x.mask(string(pending)))
 				keep := min(max(held, 0), len(masked))
-				emit(masked[:len(masked)-keep])
+				emit(masked[:len(masked)-keep], true)
 				pending = append(pending[:0], masked[len(masked)-keep:]...)
 			}
 			continue
@@ -1322,7 +1327,7 @@ func (x *run) capture(i int, stream Stream, r io.Reader) (last string) {
 			pending = pending[:0]
 		}
 		if len(line) > 0 {
-			emit(line)
+			emit(line, false)
 		}
 		if err != nil {
 			return last
