@@ -31,3 +31,26 @@ func TestCaptureMasksSecretsAcrossPieces(t *testing.T) {
 		})
 	}
 }
+
+// TestCaptureWaitsForLogRoom: each line of a program's output waits for
+// room in the log (Hooks.WaitLogRoom) before it is read on, outside the
+// run's lock, so that a program printing faster than its log is saved is
+// held back instead of filling memory.
+func TestCaptureWaitsForLogRoom(t *testing.T) {
+	t.Parallel()
+	x := &run{}
+	lines, waits := 0, 0
+	x.hooks.Log = func(LogLine) { lines++ }
+	x.hooks.WaitLogRoom = func() {
+		if !x.mu.TryLock() {
+			t.Error("WaitLogRoom called with the run's lock held")
+			return
+		}
+		x.mu.Unlock()
+		waits++
+	}
+	x.capture(0, StreamStdout, strings.NewReader(strings.Repeat("\n", 1000)+"last\n"))
+	if lines != 1001 || waits != lines {
+		t.Fatalf("%d lines logged, %d waits for room; want a wait before each", lines, waits)
+	}
+}

@@ -60,13 +60,20 @@ type ReusedConn interface {
 // Opener opens a saved connection by name.
 type Opener func(ctx context.Context, name string) (Conn, error)
 
-// Hooks receive a run's progress. Both are called from the runner's
-// goroutines, one call at a time.
+// Hooks receive a run's progress. They are called from the runner's
+// goroutines, one call at a time, except WaitLogRoom, which each output
+// stream's reader calls on its own.
 type Hooks struct {
 	// Step is called when a step starts and when it ends.
 	Step func(RunStep)
 	// Log receives each log line as it comes (secrets already masked).
 	Log func(LogLine)
+	// WaitLogRoom, when set, is called before each line of a program's
+	// output is read into the log, outside the run's locks: it may block
+	// (until the lines before are saved) to hold back a program that
+	// prints faster than its log is stored; the program then waits on
+	// its output, as it would behind a slow terminal.
+	WaitLogRoom func()
 	// Backend is called when the run opens a database session: a SQL
 	// step's, or a command's through the run's endpoint.
 	Backend func(Backend)
@@ -1301,6 +1308,9 @@ func (x *run) capture(i int, stream Stream, r io.Reader) (last string) {
 	held := max(len(x.secret), len(x.localSecret)) - 1
 	var pending []byte
 	emit := func(b []byte, piece bool) {
+		if wait := x.hooks.WaitLogRoom; wait != nil {
+			wait()
+		}
 		text := x.mask(strings.TrimRight(string(b), "\r\n"))
 		x.logLine(LogLine{Stream: stream, Step: i, Text: text, piece: piece})
 		if t := strings.TrimSpace(text); t != "" && !strings.HasPrefix(t, "HINT:") && !strings.HasPrefix(t, "DETAIL:") {

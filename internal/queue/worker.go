@@ -139,19 +139,75 @@ type logBuffer struct {
 	// not saved (-1 otherwise); markerSeq is its Seq once saved.
 	marker    int
 	markerSeq int64
+	// size is the memory lines hold (lineCost each); past maxPending,
+	// full is signalled (a flush now) and waitRoom holds the program's
+	// output back until taken is closed by the next take.
+	size  int
+	full  chan struct{}
+	taken chan struct{}
 }
 
+// Bounds of the lines a run holds in memory before they are saved: a
+// program that prints faster than the store takes its lines (empty lines
+// at full speed, a few hundred bytes of memory each) waits for the next
+// flush instead of growing the process by gigabytes before its log
+// reaches its limit.
+const (
+	// maxPending is the memory of the lines waiting to be saved past
+	// which a program's output is held back.
+	maxPending = 4 << 20
+	// lineOverhead is a line's memory beyond its text (time, stream,
+	// step, string and slice headers).
+	lineOverhead = 128
+	// maxRoomWait bounds one wait for room, so that output is not held
+	// back for good while the store cannot be written (the run is then
+	// stopped by its fence).
+	maxRoomWait = 2 * time.Second
+)
+
+func lineCost(l jobs.LogLine) int { return len(l.Text) + lineOverhead }
+
 func newLogBuffer(limit int64) *logBuffer {
-	return &logBuffer{limit: jobs.NewLogLimit(limit), marker: -1}
+	return &logBuffer{limit: jobs.NewLogLimit(limit), marker: -1, full: make(chan struct{}, 1), taken: make(chan struct{})}
 }
 
 func (b *logBuffer) add(l jobs.LogLine) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	was := b.limit.Truncated()
-	b.lines = append(b.lines, b.limit.Admit(l)...)
+	for _, a := range b.limit.Admit(l) {
+		b.lines = append(b.lines, a)
+		b.size += lineCost(a)
+	}
 	if !was && b.limit.Truncated() {
 		b.marker = len(b.lines) - 1 // Admit puts the marker last
+	}
+	if b.size > maxPending {
+		select {
+		case b.full <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// waitRoom returns once the lines waiting to be saved hold less than
+// maxPending of memory, or the next flush took them, or maxRoomWait has
+// passed: a program's output is read (and the program runs on) no faster
+// than its log is saved. It is called outside the run's locks, before
+// each line of a program's output.
+func (b *logBuffer) waitRoom() {
+	b.mu.Lock()
+	if b.size <= maxPending {
+		b.mu.Unlock()
+		return
+	}
+	taken := b.taken
+	b.mu.Unlock()
+	t := time.NewTimer(maxRoomWait)
+	defer t.Stop()
+	select {
+	case <-taken:
+	case <-t.C:
 	}
 }
 
@@ -159,7 +215,9 @@ func (b *logBuffer) take() (lines []jobs.LogLine, marker int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	lines, marker = b.lines, b.marker
-	b.lines, b.marker = nil, -1
+	b.lines, b.marker, b.size = nil, -1, 0
+	close(b.taken)
+	b.taken = make(chan struct{})
 	return lines, marker
 }
 
@@ -176,6 +234,9 @@ func (b *logBuffer) putBack(lines []jobs.LogLine, marker int) {
 		b.marker += len(lines)
 	}
 	b.lines = append(lines, b.lines...)
+	for _, l := range lines {
+		b.size += lineCost(l)
+	}
 }
 
 // pending reports whether the buffer holds lines not saved yet.
@@ -313,7 +374,8 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 	// that the store keeps a newer attempt's against them.
 	attempt := r.Attempt
 	hooks := jobs.Hooks{
-		Log: logs.add,
+		Log:         logs.add,
+		WaitLogRoom: logs.waitRoom,
 		Backend: func(b jobs.Backend) {
 			if err := q.cfg.Store.AddRunBackend(ctx, id, b); err != nil {
 				q.cfg.Logger.WarnContext(ctx, "could not record a run's database session", "run_id", id, "pid", b.PID,
@@ -430,6 +492,8 @@ func (q *Queue) work(parent context.Context, id string, runner *jobs.Runner) {
 			case <-hbDone:
 				return
 			case <-flush.C:
+				q.flushLogs(ctx, id, logs)
+			case <-logs.full:
 				q.flushLogs(ctx, id, logs)
 			case <-stepped:
 				q.flushLogs(ctx, id, logs)
