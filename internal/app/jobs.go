@@ -46,7 +46,7 @@ type ApplyResult struct {
 func (s *Service) jobView(ctx context.Context, rec *store.JobRecord) *JobView {
 	v := &JobView{Job: rec.Job, CreatedAt: rec.CreatedAt, UpdatedAt: rec.UpdatedAt}
 	if rec.Job.Schedule != "" {
-		if sched, err := jobs.ParseSchedule(rec.Job.Schedule); err == nil {
+		if sched, err := jobs.ScheduleFor(rec.Job.Schedule, rec.UpdatedAt); err == nil {
 			next := sched.Next(s.now()).UTC()
 			v.NextRunAt = &next
 		}

@@ -203,6 +203,38 @@ func ParseSchedule(spec string) (cron.Schedule, error) {
 	return s, nil
 }
 
+// ScheduleFor returns the schedule of a job saved at saved with spec (see
+// ParseSchedule): an @every interval counts from saved (its firings are
+// saved + n × interval, whole seconds), not from whenever a process
+// registers it, so that every process agrees on its instants and a
+// restart or a change of leader neither delays it nor, restarting more
+// often than the interval, keeps it from ever firing.
+func ScheduleFor(spec string, saved time.Time) (cron.Schedule, error) {
+	s, err := ParseSchedule(spec)
+	if err != nil {
+		return nil, err
+	}
+	if d, ok := s.(cron.ConstantDelaySchedule); ok {
+		return everySchedule{every: d.Delay, anchor: saved.Truncate(time.Second)}, nil
+	}
+	return s, nil
+}
+
+// everySchedule is an @every interval counted from an anchor.
+type everySchedule struct {
+	every  time.Duration
+	anchor time.Time
+}
+
+// Next returns the first anchor + n × every (n ≥ 1) after t.
+func (s everySchedule) Next(t time.Time) time.Time {
+	if t.Before(s.anchor) {
+		return s.anchor.Add(s.every)
+	}
+	n := t.Sub(s.anchor)/s.every + 1
+	return s.anchor.Add(n * s.every)
+}
+
 // everyInterval is the interval of an "@every" spec (after an optional
 // TZ= or CRON_TZ= prefix), as written.
 func everyInterval(spec string) (time.Duration, bool) {

@@ -119,3 +119,35 @@ func TestScheduleZonePrefixWithoutSchedule(t *testing.T) {
 		t.Errorf("a zone and a schedule: %v", err)
 	}
 }
+
+// TestEveryCountsFromSave: an @every interval fires at the job's save
+// plus whole intervals, whenever its next firing is asked for (a process
+// registering it at its start, a new leader), in whole seconds.
+func TestEveryCountsFromSave(t *testing.T) {
+	t.Parallel()
+	saved := time.Date(2026, 3, 1, 10, 17, 42, 500_000_000, time.UTC)
+	s, err := jobs.ScheduleFor("@every 1h", saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchor := saved.Truncate(time.Second)
+	for _, c := range []struct{ from, want time.Time }{
+		{saved.Add(-time.Minute), anchor.Add(time.Hour)}, // a clock a little behind the saver's
+		{anchor, anchor.Add(time.Hour)},
+		{anchor.Add(59 * time.Minute), anchor.Add(time.Hour)},
+		{anchor.Add(time.Hour), anchor.Add(2 * time.Hour)},
+		{anchor.Add(5*time.Hour + 3*time.Second), anchor.Add(6 * time.Hour)}, // a leader started then
+	} {
+		if got := s.Next(c.from); !got.Equal(c.want) {
+			t.Errorf("Next(%v) = %v, want %v", c.from, got, c.want)
+		}
+	}
+	// Cron specs are what ParseSchedule makes of them.
+	c, err := jobs.ScheduleFor("0 3 * * *", saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Next(saved); got.Hour() != 3 || got.Minute() != 0 {
+		t.Errorf("cron Next = %v", got)
+	}
+}

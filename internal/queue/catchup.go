@@ -21,8 +21,8 @@ import (
 // within catchUpWindow, after the job got its schedule, and queued no run
 // (firings are keyed by their instant: River's unique inserts keep the
 // leaders' own firing and the catch-up's from both queuing it). @every
-// schedules count from when they are registered and have no instants to
-// miss.
+// schedules count from when the job was last saved (jobs.ScheduleFor), so
+// they have instants too.
 
 // catchUpWindow is how far back a missed firing is queued: one leader
 // handing over to another, or a restart; not a schedule's history.
@@ -56,8 +56,9 @@ func catchUpJob() *river.PeriodicJob {
 }
 
 // lastFiring returns the last instant at or before now, and after since,
-// at which a cron schedule fires; false when there is none, or when the
-// schedule is an @every interval (it has no instants of its own).
+// at which a schedule fires; false when there is none, or when the
+// schedule is an @every interval not counted from an anchor
+// (jobs.ScheduleFor gives those one).
 func lastFiring(sched cron.Schedule, since, now time.Time) (time.Time, bool) {
 	if _, relative := sched.(cron.ConstantDelaySchedule); relative {
 		return time.Time{}, false
@@ -79,7 +80,7 @@ const fireMargin = 500 * time.Millisecond
 // Only schedules whose firings are a minute or more apart have such an
 // instant (a firing a little late is still for its own; those of a
 // seconds-level schedule could be taken for the next one's); false for
-// others and for @every.
+// others.
 func firingInstant(sched cron.Schedule, now time.Time) (time.Time, bool) {
 	at, ok := lastFiring(sched, now.Add(-catchUpWindow), now.Add(fireMargin))
 	if !ok || sched.Next(at).Sub(at) < time.Minute {
@@ -112,7 +113,7 @@ func (q *Queue) catchUp(ctx context.Context, now time.Time) ([]string, error) {
 		if rec.Job.Schedule == "" {
 			continue
 		}
-		sched, err := jobs.ParseSchedule(rec.Job.Schedule)
+		sched, err := jobs.ScheduleFor(rec.Job.Schedule, rec.UpdatedAt)
 		if err != nil {
 			continue
 		}

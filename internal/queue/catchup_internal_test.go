@@ -10,8 +10,9 @@ import (
 // TestFiringInstant: the instant a firing is for, as River's enqueuer
 // calls a periodic job up to 100 ms early or a little late: the instant
 // ahead, or the one just passed; none for schedules of firings less than
-// a minute apart (a late firing could be taken for the next), for @every,
-// or when the last firing is older than the catch-up window.
+// a minute apart (a late firing could be taken for the next), or when the
+// last firing is older than the catch-up window. An @every interval counts
+// from the job's save, two hours before due here.
 func TestFiringInstant(t *testing.T) {
 	t.Parallel()
 	due := time.Date(2026, 12, 8, 3, 0, 0, 0, time.UTC)
@@ -26,9 +27,11 @@ func TestFiringInstant(t *testing.T) {
 		{"CRON_TZ=UTC 0 3 * * *", due.Add(catchUpWindow + time.Second), time.Time{}},
 		{"CRON_TZ=UTC * * * * *", due.Add(20 * time.Second), due},
 		{"*/10 * * * * *", due, time.Time{}},
-		{"@every 1h", due, time.Time{}},
+		{"@every 1h", due.Add(-50 * time.Millisecond), due},
+		{"@every 1h", due.Add(30 * time.Second), due},
+		{"@every 30s", due, time.Time{}},
 	} {
-		sched, err := jobs.ParseSchedule(tc.spec)
+		sched, err := jobs.ScheduleFor(tc.spec, due.Add(-2*time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}

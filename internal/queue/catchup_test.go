@@ -95,3 +95,47 @@ func TestMissedFiringCaughtUp(t *testing.T) {
 		t.Fatalf("%d scheduled runs, want the one missed firing", n)
 	}
 }
+
+// TestEveryFiringCaughtUp: an @every schedule counts from when its job was
+// saved, so a firing it missed while no process led the queue is queued by
+// the next leader, once. It counted from each leader's start instead: a
+// restart delayed it by up to an interval, and processes restarted more
+// often than the interval never ran it.
+func TestEveryFiringCaughtUp(t *testing.T) {
+	t.Parallel()
+	pg := testenv.SharedPostgres(t, testenv.PostgresOptions{})
+	st, qdb := sqliteStore(t)
+	ctx := context.Background()
+	p := newProcess(t, st, queue.Backend{SQLite: qdb}, nil)
+	if _, err := p.svc.CreateConnection(ctx, connection.Spec{Name: "db", Host: pg.Host, Port: pg.Port, Database: "postgres",
+		User: pg.SuperUser, Password: secret.New(pg.SuperPassword), SSLMode: connection.SSLDisable}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.svc.ApplyJobs(ctx, []jobs.Job{{Name: "every", Connection: "db", Schedule: "@every 5m",
+		Steps: []jobs.Step{{SQL: "select 1"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := st.GetJob(ctx, "every")
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := rec.UpdatedAt.Truncate(time.Second)
+	startQueue(t, p) // its own catch-up at its start finds nothing owed yet
+	// Seven minutes after the save no process ran: the firing at five
+	// minutes is owed.
+	now := saved.Add(7 * time.Minute)
+	if q, err := queue.CatchUp(p.q, ctx, now); err != nil || !slices.Equal(q, []string{"every"}) {
+		t.Fatalf("catch-up at save + 7m queued %v (%v), want [every]", q, err)
+	}
+	if q, err := queue.CatchUp(p.q, ctx, now.Add(time.Second)); err != nil || len(q) != 0 {
+		t.Fatalf("a second catch-up queued %v (%v), want nothing", q, err)
+	}
+	// next_run_at is the interval's next instant from the save.
+	v, err := p.svc.GetJob(ctx, "every")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.NextRunAt == nil || v.NextRunAt.Sub(saved)%(5*time.Minute) != 0 {
+		t.Fatalf("next_run_at %v is not saved (%v) + n × 5m", v.NextRunAt, saved)
+	}
+}

@@ -1,5 +1,10 @@
 package queue
 
+import (
+	"context"
+	"time"
+)
+
 // SetAfterTake makes q's workers call f right after they took a run (saved
 // it as running), before it starts: a test holds that moment open.
 func SetAfterTake(q *Queue, f func(id string)) { q.afterTake = f }
@@ -13,3 +18,6 @@ func SetAfterReap(q *Queue, f func(id string)) { q.afterReap = f }
 // step done, its sessions stopped), before they record its outcome: a test
 // holds that moment open.
 func SetBeforeOutcome(q *Queue, f func(id string)) { q.beforeOutcome = f }
+
+// CatchUp runs q's schedule catch-up as a new leader would at now.
+func CatchUp(q *Queue, ctx context.Context, now time.Time) ([]string, error) { return q.catchUp(ctx, now) }

@@ -169,6 +169,13 @@ type riverClient interface {
 	PeriodicJobs() *river.PeriodicJobBundle
 }
 
+// scheduleReg is a job's schedule as a process registered it: its spec,
+// and when the job was saved (an @every interval counts from then).
+type scheduleReg struct {
+	spec  string
+	saved time.Time
+}
+
 // Queue enqueues and works runs.
 type Queue struct {
 	cfg     Config
@@ -195,7 +202,7 @@ type Queue struct {
 	// of a run, but a retry of a run that another process's reaper queued
 	// again may be taken here while the lost attempt is still ending.
 	active    map[string][]*activeRun
-	schedules map[string]string // job name → schedule spec registered
+	schedules map[string]scheduleReg // by job name: the schedule registered
 	// pending are the runs of this process whose cleanup is retried in
 	// the background (their tunnel dropped), with the pending record
 	// saved (the backends it waits to stop, the attempt they are of).
@@ -254,10 +261,10 @@ type ScheduleArgs struct {
 	// or removed through another process since; empty in jobs queued
 	// before this field existed).
 	Schedule string `json:"schedule,omitempty"`
-	// At is the instant of the firing, for a cron schedule: a firing is
+	// At is the instant of the firing (cron or @every): a firing is
 	// queued once (a unique insert by these arguments), whether by the
 	// leader's periodic job or by the catch-up of a new leader (see
-	// catchUp). Zero for @every schedules and jobs queued before it.
+	// catchUp). Zero for schedules of firings less than a minute apart.
 	At time.Time `json:"at,omitzero"`
 }
 
@@ -309,7 +316,7 @@ func New(cfg Config) (*Queue, error) {
 	if cfg.PruneInterval <= 0 {
 		cfg.PruneInterval = DefaultPruneInterval
 	}
-	q := &Queue{cfg: cfg, active: map[string][]*activeRun{}, schedules: map[string]string{},
+	q := &Queue{cfg: cfg, active: map[string][]*activeRun{}, schedules: map[string]scheduleReg{},
 		pending: map[string]jobs.Cleanup{}, stop: make(chan struct{})}
 	// Every field Run would default is set here: runs of this runner start
 	// concurrently, and Stop reads them (StopTime).
@@ -597,26 +604,29 @@ func (q *Queue) SyncSchedules(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sync schedules: %w", err)
 	}
-	want := map[string]string{}
+	// A job's schedule is registered again when its spec changes, and
+	// when the job is saved again: an @every interval counts from then.
+	want := map[string]scheduleReg{}
 	for _, r := range recs {
 		if r.Job.Schedule != "" {
-			want[r.Job.Name] = r.Job.Schedule
+			want[r.Job.Name] = scheduleReg{spec: r.Job.Schedule, saved: r.UpdatedAt}
 		}
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	pj := q.client.PeriodicJobs()
-	for name, spec := range q.schedules {
-		if want[name] != spec {
+	for name, reg := range q.schedules {
+		if w, ok := want[name]; !ok || w.spec != reg.spec || !w.saved.Equal(reg.saved) {
 			pj.RemoveByID("schedule:" + name)
 			delete(q.schedules, name)
 		}
 	}
-	for name, spec := range want {
+	for name, reg := range want {
 		if _, ok := q.schedules[name]; ok {
 			continue
 		}
-		sched, err := jobs.ParseSchedule(spec)
+		spec := reg.spec
+		sched, err := jobs.ScheduleFor(spec, reg.saved)
 		if err != nil {
 			q.cfg.Logger.WarnContext(ctx, "job has an invalid schedule", "job", name, "error", err)
 			continue
@@ -634,7 +644,7 @@ func (q *Queue) SyncSchedules(ctx context.Context) error {
 		}, &river.PeriodicJobOpts{ID: "schedule:" + name})); err != nil {
 			return fmt.Errorf("sync schedules: add %s: %w", name, err)
 		}
-		q.schedules[name] = spec
+		q.schedules[name] = reg
 	}
 	return nil
 }
