@@ -124,10 +124,10 @@ func TestEveryFiringCaughtUp(t *testing.T) {
 	// Seven minutes after the save no process ran: the firing at five
 	// minutes is owed.
 	now := saved.Add(7 * time.Minute)
-	if q, err := queue.CatchUp(p.q, ctx, now); err != nil || !slices.Equal(q, []string{"every"}) {
+	if q, err := queue.CatchUp(ctx, p.q, now); err != nil || !slices.Equal(q, []string{"every"}) {
 		t.Fatalf("catch-up at save + 7m queued %v (%v), want [every]", q, err)
 	}
-	if q, err := queue.CatchUp(p.q, ctx, now.Add(time.Second)); err != nil || len(q) != 0 {
+	if q, err := queue.CatchUp(ctx, p.q, now.Add(time.Second)); err != nil || len(q) != 0 {
 		t.Fatalf("a second catch-up queued %v (%v), want nothing", q, err)
 	}
 	// next_run_at is the interval's next instant from the save.

@@ -20,6 +20,6 @@ func SetAfterReap(q *Queue, f func(id string)) { q.afterReap = f }
 func SetBeforeOutcome(q *Queue, f func(id string)) { q.beforeOutcome = f }
 
 // CatchUp runs q's schedule catch-up as a new leader would at now.
-func CatchUp(q *Queue, ctx context.Context, now time.Time) ([]string, error) {
+func CatchUp(ctx context.Context, q *Queue, now time.Time) ([]string, error) {
 	return q.catchUp(ctx, now)
 }
