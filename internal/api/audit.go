@@ -71,6 +71,10 @@ func (a *API) exportAudit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fieldError(http.StatusBadRequest, CodeValidationFailed, "since", err.Error())
 	}
+	// Refused before the status is sent, as a 400 of after_seq.
+	if err := a.cfg.App.CheckAuditCursor(r.Context(), after); err != nil {
+		return err
+	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	if _, err := a.cfg.App.ExportAudit(r.Context(), w, after, since); err != nil {

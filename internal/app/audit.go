@@ -255,6 +255,13 @@ func (s *Service) ExportAudit(ctx context.Context, w io.Writer, afterSeq int64, 
 	return audit.Export(ctx, s.store, w, afterSeq, since)
 }
 
+// CheckAuditCursor refuses an export cursor past the audit log's last
+// record (a *ValidationError of after_seq; see audit.CheckCursor), before
+// an export starts writing.
+func (s *Service) CheckAuditCursor(ctx context.Context, afterSeq int64) error {
+	return audit.CheckCursor(ctx, s.store, afterSeq)
+}
+
 // PruneAudit deletes the audit records older than retention (in batches)
 // and records that it did, as the retention part of the system. It returns
 // how many it deleted.

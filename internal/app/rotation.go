@@ -129,10 +129,25 @@ func rotationLines(c *store.Connection) (*KeyRotation, error) {
 	return rot, nil
 }
 
+// noRotationWithoutKey refuses the steps of a rotation on a connection
+// without an SSH tunnel as --start does (it has no key pair): they said
+// "no key rotation under way: start one with ... --start", which --start
+// then refused.
+func noRotationWithoutKey(c *store.Connection) error {
+	if c.RotationPending() {
+		return nil
+	}
+	_, err := publicKeyLine(c, false)
+	return err
+}
+
 // RotateKeyStatus returns the lines of the connection's pending rotation.
 func (s *Service) RotateKeyStatus(ctx context.Context, name string) (*KeyRotation, error) {
 	c, err := s.store.GetConnection(ctx, name)
 	if err != nil {
+		return nil, err
+	}
+	if err := noRotationWithoutKey(c); err != nil {
 		return nil, err
 	}
 	if !c.RotationPending() {
@@ -150,6 +165,9 @@ func (s *Service) RotateKeyFinish(ctx context.Context, name string) (_ *KeyRotat
 	defer s.audited(ctx, e, &err)
 	c, err := s.store.GetConnection(ctx, name)
 	if err != nil {
+		return nil, err
+	}
+	if err := noRotationWithoutKey(c); err != nil {
 		return nil, err
 	}
 	if !c.RotationPending() {
@@ -187,6 +205,9 @@ func (s *Service) RotateKeyCancel(ctx context.Context, name string) (_ *Connecti
 	for range 3 {
 		c, err := s.store.GetConnection(ctx, name)
 		if err != nil {
+			return nil, err
+		}
+		if err := noRotationWithoutKey(c); err != nil {
 			return nil, err
 		}
 		if !c.RotationPending() {

@@ -2,8 +2,10 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -247,7 +249,7 @@ which acts on no terminal.`,
 			out := &jsonLinesWriter{w: r.out()}
 			last, err := b.ExportAudit(cmd.Context(), out, after, t)
 			if err != nil {
-				return err
+				return cursorProblem(err, after)
 			}
 			if err := out.Flush(); err != nil {
 				return fmt.Errorf("export audit log: %w", err)
@@ -257,8 +259,18 @@ which acts on no terminal.`,
 		},
 	}
 	cmd.Flags().StringVar(&since, "since", "", "records at or after this time: a duration back from now (24h, 7d) or a time")
-	cmd.Flags().Int64Var(&after, "after-seq", 0, "records after this sequence number (the last one of the previous export)")
+	cmd.Flags().Int64Var(&after, "after-seq", 0, "records after this sequence number (the last one of the previous export); a number past the log's last record is refused")
 	return cmd
+}
+
+// cursorProblem names the flag of a refused export cursor (the field
+// after_seq, locally and from a server alike). It returns err otherwise.
+func cursorProblem(err error, after int64) error {
+	var ve *app.ValidationError
+	if errors.As(err, &ve) && len(ve.Problems) == 1 && ve.Problems[0].Field == "after_seq" {
+		return usagef("--after-seq %d: %s", after, strings.TrimPrefix(ve.Problems[0].Problem, strconv.FormatInt(after, 10)+" "))
+	}
+	return err
 }
 
 // auditFlags are serve's flags of the audit log.
@@ -268,7 +280,7 @@ type auditFlags struct {
 }
 
 func (f *auditFlags) register(fs *pflag.FlagSet) {
-	fs.Var(retentionFlag{&f.retention}, "audit-retention",
+	fs.Var(retentionFlag{d: &f.retention, what: "records"}, "audit-retention",
 		"delete audit records older than this (e.g. 400d), at start and hourly, keeping the hash chain verifiable; 0 (the default) keeps them forever. Export them first (pgrelay audit export) when they must be kept elsewhere")
 }
 

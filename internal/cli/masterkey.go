@@ -80,6 +80,17 @@ func (r *runner) rotateMasterKey(ctx context.Context, newKeyFile, output string)
 		return usagef("the master key comes from %s, which pgrelay cannot change: give --new-key-file FILE; "+
 			"the new key is written there (or read from it when it exists), and you then set %s to it", loc.Describe(), loc.Describe())
 	}
+	if newKeyFile != "" {
+		// Checked before anything: a file in a missing directory failed
+		// (exit 1) with "write master key: open FILE: no such file or
+		// directory", naming no flag.
+		if _, err := os.Stat(newKeyFile); errors.Is(err, fs.ErrNotExist) {
+			if dir := filepath.Dir(newKeyFile); !dirExists(dir) {
+				return usagef("--new-key-file %s: the directory %s does not exist: accepted is a new file in an existing directory "+
+					"(it receives the new key) or a file that holds the new key", newKeyFile, dir)
+			}
+		}
+	}
 	if err := r.checkSharedMasterKey(); err != nil {
 		return err
 	}
@@ -217,7 +228,8 @@ func newMasterKey(path string, old []byte) (key []byte, created bool, err error)
 	if _, err := os.Stat(path); err == nil {
 		key, err := secret.ReadKeyFile(path)
 		if err != nil {
-			return nil, false, fmt.Errorf("--new-key-file: %w", err)
+			// What the file holds is this command line's input (exit 2).
+			return nil, false, usageError{fmt.Errorf("--new-key-file: %w", err)}
 		}
 		if bytes.Equal(key, old) {
 			return nil, false, usagef("--new-key-file %s holds the current master key; give a new one (e.g. `openssl rand -base64 32 > FILE`) or a path that does not exist", path)
@@ -284,4 +296,9 @@ then delete %s once the key is kept where your secrets live.
 func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
+}
+
+func dirExists(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
 }

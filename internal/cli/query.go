@@ -22,12 +22,28 @@ func (r *runner) queryCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "query NAME SQL",
 		Short: "Run SQL on a connection and print the rows",
+		Long: `Run SQL on a connection and print the rows.
+
+SQL may hold several statements separated by ';': they run in one session, and
+each result set is printed in turn. The table format prints each as a table (a
+statement without rows, such as CREATE or INSERT, as its command tag); -o csv
+prints each with its header line first; -o json prints each as a JSON array of
+objects, one key per column (a column name given twice is a key given twice),
+so several statements give a stream of arrays (as jq reads it), and statements
+without rows print nothing. Booleans, numbers and json/jsonb are JSON values,
+NULL is null, everything else a string.`,
 		Example: `  pgrelay query wh "select current_user, version()"
   pgrelay query wh "select * from analytics.orders limit 10" -o csv > orders.csv`,
 		Args: exactArgs(2, "NAME and SQL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output, "table", "csv", "json"); err != nil {
 				return err
+			}
+			// As the API refuses it: locally an empty SQL printed nothing
+			// and exited 0, against a server it read "invalid request:
+			// sql: required" (exit 2).
+			if strings.TrimSpace(args[1]) == "" {
+				return usagef("SQL is empty: give one or more SQL statements, e.g. pgrelay query %s \"select 1\"", args[0])
 			}
 			svc, err := r.backend(cmd.Context())
 			if err != nil {

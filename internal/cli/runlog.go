@@ -61,7 +61,12 @@ func parseRunLogLimit(s string) (int64, error) {
 }
 
 // retentionFlag is a duration with days: 90d, 720h, 36h30m, or 0 (off).
-type retentionFlag struct{ d *time.Duration }
+type retentionFlag struct {
+	d *time.Duration
+	// what the retention deletes ("runs", "records"), as its errors say
+	// what 0 keeps; empty is "runs".
+	what string
+}
 
 func (f retentionFlag) String() string {
 	switch {
@@ -78,7 +83,11 @@ func (f retentionFlag) String() string {
 func (f retentionFlag) Type() string { return "duration" }
 
 func (f retentionFlag) Set(s string) error {
-	d, err := parseRunRetention(s)
+	what := f.what
+	if what == "" {
+		what = "runs"
+	}
+	d, err := parseRetention(s, what)
 	if err != nil {
 		return err
 	}
@@ -86,8 +95,13 @@ func (f retentionFlag) Set(s string) error {
 	return nil
 }
 
-func parseRunRetention(s string) (time.Duration, error) {
-	const accepted = "accepted is 0 (keep runs forever) or a duration of at least 1h, in days such as 90d or as 720h or 36h30m"
+func parseRunRetention(s string) (time.Duration, error) { return parseRetention(s, "runs") }
+
+// parseRetention reads a retention of what ("runs", "records"): 0, or a
+// duration of at least minRunRetention, in days (90d) or as Go writes it.
+// --audit-retention's errors said "0 (keep runs forever)".
+func parseRetention(s, what string) (time.Duration, error) {
+	accepted := "accepted is 0 (keep " + what + " forever) or a duration of at least 1h, in days such as 90d or as 720h or 36h30m"
 	s = strings.TrimSpace(s)
 	if s == "0" {
 		return 0, nil
@@ -95,7 +109,10 @@ func parseRunRetention(s string) (time.Duration, error) {
 	var d time.Duration
 	if days, ok := strings.CutSuffix(s, "d"); ok {
 		n, err := strconv.ParseInt(days, 10, 64)
-		if err != nil || n < 0 || n > math.MaxInt64/int64(24*time.Hour) {
+		if err == nil && n < 0 {
+			return 0, fmt.Errorf("%q is negative: %s", s, accepted)
+		}
+		if err != nil || n > math.MaxInt64/int64(24*time.Hour) {
 			return 0, fmt.Errorf("%q is not a duration: %s", s, accepted)
 		}
 		d = time.Duration(n) * 24 * time.Hour
@@ -126,7 +143,7 @@ func addRunFlags(fs *pflag.FlagSet, f *queueFlags) {
 	addRunLogLimitFlag(fs, &f.runLogLimit)
 	addStopGraceFlag(fs, &f.stopGrace)
 	f.runRetention = defaultRunRetention
-	fs.Var(retentionFlag{&f.runRetention}, "run-retention",
+	fs.Var(retentionFlag{d: &f.runRetention, what: "runs"}, "run-retention",
 		"delete runs that ended longer ago than this (e.g. 90d, 720h), with their logs, at start and hourly; 0 keeps them forever. Use the same value in every process sharing a store")
 }
 

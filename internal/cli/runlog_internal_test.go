@@ -31,7 +31,7 @@ func TestParseRunLogFlags(t *testing.T) {
 	if got := (sizeFlag{&n}).String(); got != "10MiB" {
 		t.Errorf("size flag shows %q", got)
 	}
-	if got := (retentionFlag{&d}).String(); got != "90d" {
+	if got := (retentionFlag{d: &d}).String(); got != "90d" {
 		t.Errorf("retention flag shows %q", got)
 	}
 }

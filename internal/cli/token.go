@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/app"
 	"github.com/pgrelay/pgrelay/internal/auth"
+	"github.com/pgrelay/pgrelay/internal/fielderr"
 )
 
 func (r *runner) tokenCommand() *cobra.Command {
@@ -51,7 +53,7 @@ func (r *runner) tokenCreateCommand() *cobra.Command {
 			}
 			nt, err := b.CreateToken(cmd.Context(), name, rl)
 			if err != nil {
-				return err
+				return tokenProblems(err)
 			}
 			if output == "json" {
 				return writeJSON(r.out(), nt)
@@ -71,6 +73,19 @@ func (r *runner) tokenCreateCommand() *cobra.Command {
 	cmd.Flags().StringVar(&role, "role", "", "admin, editor or viewer (required)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return cmd
+}
+
+// tokenProblems marks the validation problems in err as a token's (named
+// by its flags, --name and --role), when a server's answer, which does not
+// say, left their subject empty: against a server, a bad --name read
+// "invalid request: name: ..." where locally it reads "invalid token:
+// --name: ...". It returns err.
+func tokenProblems(err error) error {
+	var ve *app.ValidationError
+	if errors.As(err, &ve) && ve.Subject == "" {
+		ve.Subject = fielderr.Token
+	}
+	return err
 }
 
 func (r *runner) tokenListCommand() *cobra.Command {

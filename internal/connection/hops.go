@@ -203,10 +203,22 @@ func (t *Tunnel) validateHops(add func(field string, err error)) {
 	if len(t.Next)+1 > MaxHops {
 		add("ssh_hops", fmt.Errorf("%d hops: at most %d", len(t.Next)+1, MaxHops))
 	}
+	hops := t.Hops()
 	for i, h := range t.Next {
 		// Hops are numbered from 0 in the API (ssh_hops.1 is the second).
 		p := fmt.Sprintf("ssh_hops.%d.", i+1)
 		add(p+"host", ValidateHost(h.Host))
+		// A hop is told apart from the others by its user@host:port (its
+		// own key pair, kept while a hop of that identity stays), so the
+		// same one twice could not be given its own key, and its
+		// authorized_keys would need two lines of one key, of which sshd
+		// reads the first only: the chain failed at forward.
+		for j := range hops[:i+1] {
+			if e := hops[j]; e.User == h.User && e.Port == h.Port && strings.EqualFold(e.Host, h.Host) {
+				add(p+"host", fmt.Errorf("%s is hop %d again: accepted is a chain that passes each user@host:port once; remove the repeated hop", h, j+1))
+				break
+			}
+		}
 		add(p+"port", validatePort(h.Port))
 		add(p+"user", ValidateSSHUser(h.User))
 		if strings.TrimSpace(h.KnownHost) != "" {
