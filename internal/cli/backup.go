@@ -218,8 +218,12 @@ func (r *runner) restore(ctx context.Context, file, output string) error {
 		return err
 	}
 	if _, err := checkSnapshot(ctx, file, kr); err != nil {
+		// The file and the key are this command's input (exit 2).
 		if errors.Is(err, app.ErrWrongMasterKey) {
-			return fmt.Errorf("restore: the backup's secrets are sealed with another master key than %s: use the key that was in use when the backup was made", r.keyLocation().Describe())
+			return usagef("restore: the backup's secrets are sealed with another master key than %s: use the key that was in use when the backup was made", r.keyLocation().Describe())
+		}
+		if errors.Is(err, sqlite.ErrNotAStore) {
+			return usageError{fmt.Errorf("restore %s: %w: accepted is a backup file made by `pgrelay backup`", file, err)}
 		}
 		return fmt.Errorf("restore %s: %w", file, err)
 	}

@@ -102,14 +102,19 @@ func TestBackupRestore(t *testing.T) {
 		mustContain(t, "restore without a key", restoreInto(t, nil).fail(1, "restore", backups[0]),
 			"needs the master key", secret.MasterKeyFile)
 		other := []byte(e2etest.NewMasterKey() + "\n")
-		mustContain(t, "restore with another key", restoreInto(t, other).fail(1, "restore", backups[0]),
+		mustContain(t, "restore with another key", restoreInto(t, other).fail(2, "restore", backups[0]),
 			"another master key")
 		damaged := filepath.Join(t.TempDir(), "damaged.db")
 		data, _ := os.ReadFile(backups[0])
 		if err := os.WriteFile(damaged, data[:len(data)/2], 0o600); err != nil {
 			t.Fatal(err)
 		}
-		restoreInto(t, key).fail(1, "restore", damaged)
+		mustContain(t, "restore of a damaged file", restoreInto(t, key).fail(2, "restore", damaged), "not a pgrelay store", "pgrelay backup")
+		notStore := filepath.Join(t.TempDir(), "notes.txt")
+		if err := os.WriteFile(notStore, []byte("not a database\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		mustContain(t, "restore of a file that is no store", restoreInto(t, key).fail(2, "restore", notStore), "not a pgrelay store", "pgrelay backup")
 		// A missing file is named first, also without a master key (it
 		// asked for the key and never said the file was not there).
 		missing := filepath.Join(t.TempDir(), "missing.db")

@@ -90,20 +90,24 @@ func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
 	return s, nil
 }
 
+// ErrNotAStore marks a file that OpenReadOnly cannot take for a pgrelay
+// store: not SQLite, damaged, or without pgrelay's schema.
+var ErrNotAStore = errors.New("not a pgrelay store")
+
 func (s *Store) checkReadable(ctx context.Context) error {
 	var res string
 	if err := s.db.QueryRowContext(ctx, `PRAGMA quick_check`).Scan(&res); err != nil {
-		return fmt.Errorf("not a readable pgrelay store (%w)", err)
+		return fmt.Errorf("%w: not readable as one (%w)", ErrNotAStore, err)
 	}
 	if res != "ok" {
-		return fmt.Errorf("the file is damaged (SQLite quick_check: %s)", res)
+		return fmt.Errorf("%w: the file is damaged (SQLite quick_check: %s)", ErrNotAStore, res)
 	}
 	applied, err := s.appliedMigrations(ctx)
 	if err != nil {
 		return err
 	}
 	if len(applied) == 0 {
-		return errors.New("not a pgrelay store (it has no schema_migrations table)")
+		return fmt.Errorf("%w: it has no schema_migrations table", ErrNotAStore)
 	}
 	known, err := store.LoadMigrations(migrationFS, "migrations")
 	if err != nil {

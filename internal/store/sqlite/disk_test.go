@@ -248,7 +248,7 @@ func TestReadOnlyDataDir(t *testing.T) {
 	_, err = sqlite.OpenReadOnly(ctx, path)
 	t.Logf("open for a backup: %v", err)
 	if err == nil || !strings.Contains(err.Error(), "read-only") || !strings.Contains(err.Error(), "writable") ||
-		strings.Contains(err.Error(), "not a readable pgrelay store") {
+		errors.Is(err, sqlite.ErrNotAStore) {
 		t.Errorf("open a store in a read-only directory for a backup: %v, want an error saying it must be writable", err)
 	}
 
