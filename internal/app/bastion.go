@@ -187,7 +187,18 @@ if [ "$(sshd -T -f "$SSHD_CONFIG" | awk '$1 == "trustedusercakeys" { print $2 }'
     exit 1
 fi
 sshd -t -f "$SSHD_CONFIG"
-(systemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null || kill -HUP "$(cat /run/sshd.pid)")
+# Reload the sshd that reads $SSHD_CONFIG: the system's through its service
+# manager, another (a bastion sshd of its own) by the PidFile it names, so
+# that the host's own sshd is not reloaded in its place.
+PID_FILE=$(sshd -T -f "$SSHD_CONFIG" | awk '$1 == "pidfile" { print $2 }')
+if [ "$SSHD_CONFIG" = /etc/ssh/sshd_config ] && { systemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null; }; then
+    :
+elif [ -n "$PID_FILE" ] && [ -s "$PID_FILE" ] && kill -HUP "$(cat "$PID_FILE")"; then
+    :
+else
+    echo "sshd trusts the CA once it reads $SSHD_CONFIG again, but no running sshd of it was found (${PID_FILE:-no PidFile}): reload it (systemctl reload ssh, or kill -HUP its process)" >&2
+    exit 1
+fi
 
 echo "hop %[1]d trusts pgrelay's SSH CA for user $TUNNEL_USER (connection %[2]s)"
 # Certificates allow port forwarding only (no shell, PTY, agent or X11), for

@@ -153,6 +153,9 @@ func (r *runner) connUpdateCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// The hops' authorized_keys lines before the update, to tell
+			// which ones it changes.
+			linesBefore := restrictedLines(cmd.Context(), svc, cur)
 			v, err := svc.UpdateConnection(cmd.Context(), args[0], spec, pw)
 			if err != nil {
 				return f.inFlagWords(cmd, err)
@@ -166,6 +169,8 @@ func (r *runner) connUpdateCommand() *cobra.Command {
 			if output == "json" {
 				// The notice goes to stderr, the JSON alone to stdout.
 				printOwnKeysDropped(cmd.Context(), svc, r.env.Stderr, cur, v)
+				printOwnKeysGiven(cmd.Context(), svc, r.env.Stderr, cur, v)
+				printHopLinesChanged(cmd.Context(), svc, r.env.Stderr, cur, v, linesBefore)
 				return writeJSON(r.out(), v)
 			}
 			if v.UpdatedAt.Equal(cur.UpdatedAt) {
@@ -193,6 +198,8 @@ func (r *runner) connUpdateCommand() *cobra.Command {
 				fmt.Fprintf(r.out(), "\nA new key pair was generated. Install the new public key on the bastion:\n\n%s\n\nand remove the old one.\n", t.PublicKey)
 			}
 			printOwnKeysDropped(cmd.Context(), svc, r.out(), cur, v)
+			printOwnKeysGiven(cmd.Context(), svc, r.out(), cur, v)
+			printHopLinesChanged(cmd.Context(), svc, r.out(), cur, v, linesBefore)
 			return nil
 		},
 	}
@@ -235,6 +242,97 @@ func printOwnKeysDropped(ctx context.Context, svc backend, w io.Writer, cur, v *
 			fmt.Fprintf(w, ":\n\n%s\n\n", lines[i])
 		}
 		fmt.Fprintf(w, "Or run on the hop, as root, the script of: pgrelay connection bastion-setup %s --hop %d\n", v.Name, i+1)
+	}
+}
+
+// printOwnKeysGiven tells, for each hop that has a key pair of its own
+// that it did not have before the update (--ssh-hop-own-key), that the hop
+// accepts it only once its line is installed, and prints that line: its
+// line of `connection public-key NAME --restricted`. Certificate logins
+// install no lines.
+func printOwnKeysGiven(ctx context.Context, svc backend, w io.Writer, cur, v *app.ConnectionView) {
+	if v.SSHTunnel == nil || v.SSHTunnel.Auth == connection.SSHAuthCertificate {
+		return
+	}
+	var given []int
+	for i, h := range v.SSHHops {
+		if h.OwnKey && !slices.ContainsFunc(cur.SSHHops, func(o app.HopView) bool {
+			return o.OwnKey && o.User == h.User && o.Host == h.Host && o.Port == h.Port
+		}) {
+			given = append(given, i)
+		}
+	}
+	if len(given) == 0 {
+		return
+	}
+	restricted, err := svc.PublicKey(ctx, v.Name, true)
+	lines := strings.Split(restricted, "\n")
+	for _, i := range given {
+		h := v.SSHHops[i]
+		fmt.Fprintf(w, "\nHop %d (%s@%s) now logs in with a key pair of its own (%s), which it accepts only once "+
+			"that key's line is installed on it, as a line of ~%s/.ssh/authorized_keys", i+1, h.User,
+			hostPort(h.Host, h.Port), h.OwnKeyFingerprint, h.User)
+		if err != nil || len(lines) != len(v.SSHHops) {
+			fmt.Fprintf(w, ": its line is line %d of: pgrelay connection public-key %s --restricted\n", i+1, v.Name)
+		} else {
+			fmt.Fprintf(w, ":\n\n%s\n\n", lines[i])
+		}
+		fmt.Fprintf(w, "Or run on the hop, as root, the script of: pgrelay connection bastion-setup %s --hop %d\n", v.Name, i+1)
+	}
+}
+
+// restrictedLines returns the authorized_keys line of each hop of v (its
+// `connection public-key NAME --restricted`), or nil when v logs in with
+// certificates, has no tunnel, or the lines are not one per hop (a key
+// rotation under way).
+func restrictedLines(ctx context.Context, svc backend, v *app.ConnectionView) []string {
+	if v.SSHTunnel == nil || v.SSHTunnel.Auth == connection.SSHAuthCertificate {
+		return nil
+	}
+	restricted, err := svc.PublicKey(ctx, v.Name, true)
+	if err != nil {
+		return nil
+	}
+	lines := strings.Split(strings.TrimSpace(restricted), "\n")
+	if len(lines) != len(v.SSHHops) {
+		return nil
+	}
+	return lines
+}
+
+// printHopLinesChanged tells, for each hop whose authorized_keys line the
+// update changed (a new hop; the next hop or the database it forwards to
+// moved, so its permitopen did), that the hop refuses the forward until
+// that line is installed, and prints it. Hops whose own key pair came or
+// went (printOwnKeysGiven, printOwnKeysDropped) and a new key pair of the
+// connection are told about elsewhere. before holds the lines before the
+// update (restrictedLines).
+func printHopLinesChanged(ctx context.Context, svc backend, w io.Writer, cur, v *app.ConnectionView, before []string) {
+	if before == nil || v.SSHTunnel == nil || cur.SSHTunnel == nil || cur.SSHTunnel.PublicKey != v.SSHTunnel.PublicKey {
+		return
+	}
+	after := restrictedLines(ctx, svc, v)
+	if after == nil {
+		return
+	}
+	for i, h := range v.SSHHops {
+		j := slices.IndexFunc(cur.SSHHops, func(o app.HopView) bool {
+			return o.User == h.User && o.Host == h.Host && o.Port == h.Port
+		})
+		if j >= 0 && (before[j] == after[i] || cur.SSHHops[j].OwnKey != h.OwnKey) {
+			continue
+		}
+		if j < 0 && h.OwnKey {
+			continue // printOwnKeysGiven
+		}
+		what := "its line changed (where it may forward to moved), so it refuses the forward until the new line is installed " +
+			"in place of the old one"
+		if j < 0 {
+			what = "it is new in the chain, and accepts the connection's key once this line is installed"
+		}
+		fmt.Fprintf(w, "\nHop %d (%s@%s): %s, as a line of ~%s/.ssh/authorized_keys:\n\n%s\n\n"+
+			"Or run on the hop, as root, the script of: pgrelay connection bastion-setup %s --hop %d\n",
+			i+1, h.User, hostPort(h.Host, h.Port), what, h.User, after[i], v.Name, i+1)
 	}
 }
 

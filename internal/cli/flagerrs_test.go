@@ -69,6 +69,13 @@ func TestHostAuthorityFlag(t *testing.T) {
 	h.ok("connection", "create", "ca", "--host", "127.0.0.1", "--database", "d", "--user", "u",
 		"--ssh-host", "bastion.corp.example.com", "--ssh-user", "u", "--ssh-host-authority", line)
 	contains(t, "show", h.ok("connection", "show", "ca", "-o", "json").stdout, "@cert-authority *.corp.example.com ssh-ed25519 ")
+	// A marker without its pattern and key, or a misspelt one, is a line
+	// gone wrong, not a file name: the error says what is accepted (it
+	// used to be "open revoked: no such file or directory").
+	for _, v := range []string{"@revoked", "@cert-authority", "@cert-authorty *.corp.example.com " + strings.TrimSpace(sshkey.AuthorizedKey(ca.Public, ""))} {
+		contains(t, v, h.fail(2, "connection", "update", "ca", "--ssh-host-authority", v).stderr,
+			"--ssh-host-authority: ", "accepted is", `"@cert-authority PATTERN KEY"`, `"@revoked PATTERN KEY"`, "@FILE")
+	}
 }
 
 // TestNumberFlagsAreDecimal: number flags read base 10 only, as the API

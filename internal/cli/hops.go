@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -246,6 +248,12 @@ func readLinesFlag(flag string, values []string) ([]string, error) {
 		if name, ok := strings.CutPrefix(v, "@"); ok && !isMarkerLine(v) {
 			b, err := os.ReadFile(name)
 			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) && looksLikeMarkerLine(name) {
+					// A marker alone, or a misspelt one: a line gone wrong.
+					return nil, usagef("%s: %q is neither a known_hosts line with a marker nor a file to read: accepted is "+
+						`"@cert-authority PATTERN KEY" (host certificates that KEY signed), "@revoked PATTERN KEY", `+
+						"or @FILE, a file of such lines", flag, truncateFlagValue(v, 80))
+				}
 				return nil, usagef("%s: %v", flag, err)
 			}
 			v = string(b)
@@ -257,6 +265,26 @@ func readLinesFlag(flag string, values []string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// looksLikeMarkerLine reports whether name, the part after "@" of a value
+// that names no file, was meant as a known_hosts line: a marker without
+// its pattern and key, or text with white space (a misspelt marker).
+func looksLikeMarkerLine(name string) bool {
+	m := strings.ToLower(name)
+	return m == "cert-authority" || m == "revoked" || strings.ContainsAny(name, " \t")
+}
+
+// truncateFlagValue shortens v to at most n bytes (at a rune boundary) for
+// an error message.
+func truncateFlagValue(v string, n int) string {
+	if len(v) <= n {
+		return v
+	}
+	for n > 0 && !utf8.RuneStart(v[n]) {
+		n--
+	}
+	return v[:n] + "…"
 }
 
 // isMarkerLine reports whether v starts with a known_hosts marker

@@ -141,3 +141,75 @@ func TestCLIUpdateDroppingOwnKeySaysToInstall(t *testing.T) {
 		}
 	}
 }
+
+// TestCLIUpdateGivingOwnKeySaysToInstall: `--ssh-hop-own-key` on an
+// update gives hop 3 a new key pair of its own, which the hop refuses
+// until its line is installed; the update says so and prints that line
+// (its line of `connection public-key NAME --restricted`), locally and
+// through a server. It used to say only "updated", and the next run
+// failed at hop 3's login.
+func TestCLIUpdateGivingOwnKeySaysToInstall(t *testing.T) {
+	t.Parallel()
+	srv := apitest.Start(t, apitest.Options{})
+	for _, remote := range []bool{false, true} {
+		h := newHarnessOn(t, srv, remote)
+		h.ok("connection", "create", "gain", "--host", "db.internal", "--database", "analytics", "--user", "dbt",
+			"--ssh-hop", "jump@bastion-a.internal:2222", "--ssh-hop", "u2@bastion-b.internal", "--ssh-hop", "u3@bastion-c.internal")
+		r := h.ok("connection", "update", "gain", "--ssh-hop-own-key", "u3@bastion-c.internal")
+		lines := strings.Split(strings.TrimSpace(h.ok("connection", "public-key", "gain", "--restricted").stdout), "\n")
+		if len(lines) != 3 {
+			t.Fatalf("public-key --restricted: %q", lines)
+		}
+		contains(t, "own key given", r.stdout, "Hop 3 (u3@bastion-c.internal:22) now logs in with a key pair of its own",
+			"~u3/.ssh/authorized_keys", "\n"+lines[2]+"\n", "pgrelay connection bastion-setup gain --hop 3")
+		if strings.Contains(r.stdout, "Hop 2") || strings.Contains(r.stdout, "Hop 1") {
+			t.Errorf("remote %v: a notice for a hop whose key did not change:\n%s", remote, r.stdout)
+		}
+		// A hop that keeps its own key: nothing said.
+		if r := h.ok("connection", "update", "gain", "--schema", "marts"); strings.Contains(r.stdout, "of its own") {
+			t.Errorf("remote %v: notice without a new key:\n%s", remote, r.stdout)
+		}
+		h.ok("connection", "delete", "gain", "--yes")
+	}
+}
+
+// TestCLIUpdateChainChangeSaysToInstall: an update that changes where a
+// hop may forward to (a hop added after it, the database moved) changes
+// that hop's restricted authorized_keys line, and a hop added to the chain
+// needs one: the update says so for those hops and prints their lines,
+// locally and through a server. It used to say only "updated", and the
+// next run was refused by the hop ("administratively prohibited").
+func TestCLIUpdateChainChangeSaysToInstall(t *testing.T) {
+	t.Parallel()
+	srv := apitest.Start(t, apitest.Options{})
+	for _, remote := range []bool{false, true} {
+		h := newHarnessOn(t, srv, remote)
+		h.ok("connection", "create", "moved", "--host", "db.internal", "--database", "analytics", "--user", "dbt",
+			"--ssh-hop", "jump@bastion-a.internal:2222", "--ssh-hop", "u2@bastion-b.internal")
+		lines := func() []string {
+			l := strings.Split(strings.TrimSpace(h.ok("connection", "public-key", "moved", "--restricted").stdout), "\n")
+			if len(l) != 3 {
+				t.Fatalf("public-key --restricted: %q", l)
+			}
+			return l
+		}
+		r := h.ok("connection", "update", "moved", "--ssh-hop", "jump@bastion-a.internal:2222", "--ssh-hop", "u2@bastion-b.internal",
+			"--ssh-hop", "u3@bastion-c.internal")
+		l := lines()
+		contains(t, "hop added", r.stdout, "Hop 2 (u2@bastion-b.internal:22): its line changed", "\n"+l[1]+"\n",
+			"Hop 3 (u3@bastion-c.internal:22): it is new in the chain", "\n"+l[2]+"\n", "~u3/.ssh/authorized_keys",
+			"pgrelay connection bastion-setup moved --hop 3")
+		if strings.Contains(r.stdout, "Hop 1") {
+			t.Errorf("remote %v: a notice for hop 1, whose line did not change:\n%s", remote, r.stdout)
+		}
+		r = h.ok("connection", "update", "moved", "--port", "5433")
+		contains(t, "database moved", r.stdout, "Hop 3 (u3@bastion-c.internal:22): its line changed", "\n"+lines()[2]+"\n")
+		if strings.Contains(r.stdout, "Hop 1") || strings.Contains(r.stdout, "Hop 2") {
+			t.Errorf("remote %v: a notice for a hop whose line did not change:\n%s", remote, r.stdout)
+		}
+		if r := h.ok("connection", "update", "moved", "--schema", "marts"); strings.Contains(r.stdout, "Hop ") {
+			t.Errorf("remote %v: notice without a changed line:\n%s", remote, r.stdout)
+		}
+		h.ok("connection", "delete", "moved", "--yes")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -91,6 +92,15 @@ func (s *AlloyDBSource) Token(ctx context.Context) (Token, error) {
 		return Token{}, &MalformedError{Kind: connection.AuthAlloyDBIAM, From: from, Problem: "its access_token " + p}
 	}
 	if tok.Expiry.IsZero() {
+		// x/oauth2 drops an expires_in of 0 or less: such a token has
+		// already expired (taken for an hour, the database's refusal
+		// would be blamed on its IAM setup).
+		if secs, ok := expiresIn(tok.Extra("expires_in")); ok && secs <= 0 {
+			return Token{}, &MalformedError{Kind: connection.AuthAlloyDBIAM, From: from,
+				Problem: fmt.Sprintf("expires_in %d: the access token has already expired", secs),
+				Fix: "The token endpoint gave a token that is no longer valid: check the clock of this machine and of " +
+					"the endpoint, and that the key's token_uri is Google's (https://oauth2.googleapis.com/token)."}
+		}
 		// Google always sends expires_in; a token endpoint that does not
 		// is taken at Google's usual hour.
 		tok.Expiry = time.Now().Add(time.Hour)
@@ -124,4 +134,20 @@ func (s *AlloyDBSource) grantError(ctx context.Context, rec *transportRecorder, 
 	// x/oauth2's jwt reports an answer it cannot parse as a plain error.
 	return &MalformedError{Kind: connection.AuthAlloyDBIAM, From: "the answer of " + describeURL(u),
 		Problem: fmt.Sprintf("not an OAuth token response (%s)", cleanText(strings.TrimPrefix(err.Error(), "oauth2: "), 120))}
+}
+
+// expiresIn reads the expires_in field of a token response (a JSON number,
+// or a string of one as some servers send it).
+func expiresIn(v any) (int64, bool) {
+	switch n := v.(type) {
+	case float64:
+		return int64(n), true
+	case json.Number:
+		i, err := n.Int64()
+		return i, err == nil
+	case string:
+		i, err := strconv.ParseInt(n, 10, 64)
+		return i, err == nil
+	}
+	return 0, false
 }

@@ -35,6 +35,10 @@ const (
 	DefaultFetchTimeout = time.Minute
 	// DefaultLifetime is assumed for a token without an expiry.
 	DefaultLifetime = 15 * time.Minute
+	// DefaultRefreshWait is how long a caller waits for a refresh while
+	// the cached token is still usable, before it gets that token (the
+	// refresh goes on): a slow endpoint must not hold up logins.
+	DefaultRefreshWait = 2 * time.Second
 )
 
 // Hooks are the metrics callbacks of a Cache; each may be nil. They are
@@ -66,6 +70,9 @@ type CacheConfig struct {
 	Backoff time.Duration
 	// FetchTimeout bounds one fetch, retries included.
 	FetchTimeout time.Duration
+	// RefreshWait is how long a caller waits for a refresh while the
+	// cached token is still usable (default 2 s).
+	RefreshWait time.Duration
 	// Now is the clock (default time.Now); it decides freshness and rate.
 	Now func() time.Time
 	// Hooks receive metrics.
@@ -97,7 +104,10 @@ type Cache struct {
 	retryAt   time.Time // no new fetch before this after a failure, while tok is usable
 	lastErr   error
 	lastErrAt time.Time
-	fetches   int
+	// lastFetchErr is the source's last failure since the last success
+	// (never a RateLimitedError), named by the fetches the limit holds back.
+	lastFetchErr error
+	fetches      int
 }
 
 // NewCache returns a cache in front of src.
@@ -125,6 +135,9 @@ func NewCache(src Source, cfg CacheConfig) *Cache {
 	}
 	if cfg.FetchTimeout <= 0 {
 		cfg.FetchTimeout = DefaultFetchTimeout
+	}
+	if cfg.RefreshWait <= 0 {
+		cfg.RefreshWait = DefaultRefreshWait
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -162,7 +175,10 @@ func (c *Cache) usableLocked(now time.Time) bool {
 // Token returns the cached token while it is fresh; otherwise it fetches
 // a new one (joining a fetch in progress). When a refresh fails while the
 // cached token is still usable, that token is returned and the refresh is
-// tried again after a backoff; the failure is logged and counted.
+// tried again after a backoff; the failure is logged and counted. A
+// refresh that takes longer than RefreshWait while the cached token is
+// still usable does not hold the caller up: it gets the cached token, and
+// the refresh goes on.
 func (c *Cache) Token(ctx context.Context) (Token, error) {
 	now := c.cfg.Now()
 	c.mu.Lock()
@@ -171,26 +187,46 @@ func (c *Cache) Token(ctx context.Context) (Token, error) {
 		c.mu.Unlock()
 		return tok, nil
 	}
-	if c.usableLocked(now) && (now.Before(c.refreshAt) || now.Before(c.retryAt)) {
+	usable := c.usableLocked(now)
+	if usable && (now.Before(c.refreshAt) || now.Before(c.retryAt)) {
 		tok := c.tok
 		c.mu.Unlock()
 		return tok, nil
 	}
 	c.mu.Unlock()
 	ch := c.group.DoChan("fetch", func() (any, error) { return c.fetch() })
-	select {
-	case r := <-ch:
-		if r.Err == nil {
-			return r.Val.(Token), nil
+	var slow <-chan time.Time
+	if usable {
+		t := time.NewTimer(c.cfg.RefreshWait)
+		defer t.Stop()
+		slow = t.C
+	}
+	for {
+		select {
+		case r := <-ch:
+			if r.Err == nil {
+				return r.Val.(Token), nil
+			}
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.usableLocked(c.cfg.Now()) {
+				return c.tok, nil
+			}
+			return Token{}, r.Err
+		case <-slow:
+			c.mu.Lock()
+			if c.usableLocked(c.cfg.Now()) {
+				tok := c.tok
+				c.mu.Unlock()
+				c.log.Debug("credential refresh is slow: the cached token is used meanwhile",
+					slog.Time("expires_at", tok.ExpiresAt))
+				return tok, nil
+			}
+			c.mu.Unlock()
+			slow = nil // dropped meanwhile (refused): wait for the fetch
+		case <-ctx.Done():
+			return Token{}, fmt.Errorf("%s credential: wait for a token: %w", c.src.Kind(), context.Cause(ctx))
 		}
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.usableLocked(c.cfg.Now()) {
-			return c.tok, nil
-		}
-		return Token{}, r.Err
-	case <-ctx.Done():
-		return Token{}, fmt.Errorf("%s credential: wait for a token: %w", c.src.Kind(), context.Cause(ctx))
 	}
 }
 
@@ -237,6 +273,9 @@ func (c *Cache) fetch() (Token, error) {
 		}
 		c.log.Warn("credential fetch failed", slog.Int("attempt", attempt+1), slog.String("error", err.Error()),
 			slog.String("outcome", string(OutcomeOf(err))))
+		c.mu.Lock()
+		c.lastFetchErr = err
+		c.mu.Unlock()
 		if !Transient(err) || attempt >= c.cfg.Retries {
 			c.failed(err)
 			return Token{}, err
@@ -263,7 +302,10 @@ func (c *Cache) wait(ctx context.Context) error {
 	}
 	if d > c.cfg.MaxRateWait {
 		r.CancelAt(now)
-		err := &RateLimitedError{Kind: c.src.Kind(), RetryAfter: d}
+		c.mu.Lock()
+		last := c.lastFetchErr
+		c.mu.Unlock()
+		err := &RateLimitedError{Kind: c.src.Kind(), RetryAfter: d, LastFailure: last}
 		if c.cfg.Hooks.Fetch != nil {
 			c.cfg.Hooks.Fetch(c.src.Kind(), OutcomeRateLimited, 0)
 		}
@@ -304,7 +346,7 @@ func (c *Cache) store(tok Token, start time.Time) {
 	c.tok, c.fetchedAt = tok, start
 	c.refreshAt = start.Add(time.Duration(float64(life) * c.cfg.RefreshAt))
 	c.retryAt = time.Time{}
-	c.lastErr = nil
+	c.lastErr, c.lastFetchErr = nil, nil
 	c.fetches++
 	c.mu.Unlock()
 	if c.cfg.Hooks.Expiry != nil {

@@ -366,3 +366,93 @@ func TestRegistry(t *testing.T) {
 		t.Fatalf("a password connection: statuses %v, dropped %v", r.Statuses(), dropped)
 	}
 }
+
+// TestCacheRateLimitNamesLastFailure: sessions held back by the rate limit
+// after a failed fetch (an endpoint answering 500) are told that failure
+// and its fix. They used to get only "too many fetches" and a hint that
+// blamed the connection's user, while the endpoint was down.
+func TestCacheRateLimitNamesLastFailure(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	src := &scripted{clock: clk, life: time.Hour}
+	c := credential.NewCache(src, credential.CacheConfig{Now: clk.Now, RateEvery: time.Minute, Burst: 1, Retries: -1})
+	down := &credential.APIError{Kind: connection.AuthLakebase, URL: "https://ws.example.com/oidc/v1/token", Status: 500}
+	src.FailNext(down)
+	if _, err := c.Token(context.Background()); !errors.As(err, new(*credential.APIError)) {
+		t.Fatalf("first fetch: err = %v", err)
+	}
+	clk.Advance(5 * time.Second) // past the backoff, within the rate limit
+	for range 2 {                // the last failure stays the endpoint's, not the limit's
+		_, err := c.Token(context.Background())
+		var rl *credential.RateLimitedError
+		if !errors.As(err, &rl) || credential.OutcomeOf(err) != credential.OutcomeRateLimited {
+			t.Fatalf("fetch within the limit: err = %v", err)
+		}
+		if msg := err.Error(); !strings.Contains(msg, "the last fetch failed: "+down.Error()) ||
+			strings.Count(msg, "too many fetches") != 1 {
+			t.Errorf("error does not name the last failure once: %s", msg)
+		}
+		if h := credential.Hint(err); !strings.Contains(h, down.Hint()) || strings.Contains(h, "connection's user") {
+			t.Errorf("hint: %s", h)
+		}
+	}
+	if src.Calls() != 1 {
+		t.Fatalf("the rate-limited fetches reached the source (%d calls)", src.Calls())
+	}
+}
+
+// TestCacheSlowRefreshKeepsUsableToken: a refresh that hangs (an endpoint
+// that does not answer) does not hold up logins while the cached token is
+// still usable: after a short wait they get the cached token, and the
+// refresh goes on for later callers. Logins used to wait for the fetch
+// (up to its timeout) in the last fifth of every token's lifetime, past
+// the connect timeout of clients such as dbt (10 s).
+func TestCacheSlowRefreshKeepsUsableToken(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	src := &scripted{clock: clk, life: 100 * time.Second}
+	c := fastCache(src, clk, credential.Hooks{})
+	if got := get(t, c); got != "tok-1" {
+		t.Fatalf("first token %q", got)
+	}
+	src.mu.Lock()
+	src.gate = make(chan struct{}) // the next fetch hangs until the gate opens
+	src.mu.Unlock()
+	clk.Advance(85 * time.Second) // due for refresh, usable until 90 s
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	tok, err := c.Token(ctx)
+	if err != nil || tok.Value.Reveal() != "tok-1" {
+		t.Fatalf("during a hanging refresh: %q, %v after %v, want the cached tok-1", tok.Value.Reveal(), err, time.Since(start))
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the caller waited %v for the refresh", d)
+	}
+	close(src.gate)
+	waitUntil(t, func() bool { return c.Status().Fetches == 2 })
+	if got := get(t, c); got != "tok-2" || src.Calls() != 2 {
+		t.Fatalf("after the refresh: %q after %d calls", got, src.Calls())
+	}
+	// A token past its usable end is not returned: the caller waits.
+	src.mu.Lock()
+	src.gate = make(chan struct{})
+	src.mu.Unlock()
+	clk.Advance(95 * time.Second)
+	ctx, cancel = context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if tok, err := c.Token(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("expired token and a hanging refresh: %q, %v", tok.Value.Reveal(), err)
+	}
+	close(src.gate)
+}
+
+// waitUntil polls cond for up to 5 s.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+	}
+}

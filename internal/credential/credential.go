@@ -411,6 +411,9 @@ type MalformedError struct {
 	// From names what answered, e.g. "the output of /usr/local/bin/db-token".
 	From    string
 	Problem string
+	// Fix, when set, is the hint: the answer had the right shape but
+	// cannot be used (a token that has already expired).
+	Fix string
 }
 
 // Error names what answered and what was wrong.
@@ -418,8 +421,11 @@ func (e *MalformedError) Error() string {
 	return fmt.Sprintf("%s credential: %s: %s", e.Kind, e.From, e.Problem)
 }
 
-// Hint says what is accepted.
+// Hint says what is accepted, or Fix.
 func (e *MalformedError) Hint() string {
+	if e.Fix != "" {
+		return e.Fix
+	}
 	if e.Kind == connection.AuthCommand {
 		return `The command must print the token alone on stdout (one line), or JSON {"token": "...", "expires_at": "2025-01-02T15:04:05Z"} ` +
 			`with expires_at in RFC 3339, and write anything else to stderr.`
@@ -434,15 +440,27 @@ type RateLimitedError struct {
 	Kind connection.AuthKind
 	// RetryAfter is when the next fetch is allowed.
 	RetryAfter time.Duration
+	// LastFailure is the error of the last fetch, when it failed: what
+	// the fetches held back would most likely meet again. It is not
+	// unwrapped, so that the outcome stays rate_limited.
+	LastFailure error
 }
 
-// Error says when the next fetch is allowed.
+// Error says when the next fetch is allowed, and why the last one failed.
 func (e *RateLimitedError) Error() string {
-	return fmt.Sprintf("%s credential: too many fetches: the next is allowed in %v", e.Kind, e.RetryAfter.Round(time.Millisecond))
+	msg := fmt.Sprintf("%s credential: too many fetches: the next is allowed in %v", e.Kind, e.RetryAfter.Round(time.Millisecond))
+	if e.LastFailure != nil {
+		msg += "; the last fetch failed: " + e.LastFailure.Error()
+	}
+	return msg
 }
 
-// Hint explains the limit.
+// Hint explains the limit, and gives the fix of the last failure.
 func (e *RateLimitedError) Hint() string {
+	if e.LastFailure != nil {
+		return "pgrelay limits how often it fetches a token per connection (a burst of 3, then one every 10 s), so after failed " +
+			"fetches the next one waits. " + Hint(e.LastFailure)
+	}
 	return "pgrelay limits how often it fetches a token per connection. A token refused by the database right after it was fetched " +
 		"usually means the database user does not match the token's identity: check the connection's user."
 }

@@ -323,3 +323,69 @@ func TestLakebaseExpiryOnThisClock(t *testing.T) {
 		t.Fatalf("the token counts as valid for %v on this clock, asked for 10m", d)
 	}
 }
+
+// TestAlloyDBTokenAlreadyExpired: a token endpoint that answers with
+// expires_in 0 or less gave a token that has already expired. x/oauth2
+// drops such an expires_in, and the token used to be taken for one of
+// Google's usual hour: the connection test then passed the credential
+// step and blamed the database's IAM setup for the refused login.
+func TestAlloyDBTokenAlreadyExpired(t *testing.T) {
+	t.Parallel()
+	g := newFakeGoogle(t, nil)
+	key := g.NewKey(t, "etl@proj.iam.gserviceaccount.com", true)
+	for _, expiresIn := range []string{"0", "-30"} {
+		srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"access_token": "ya29.expired-token-value", "token_type": "Bearer", "expires_in": ` + expiresIn + `}`))
+		}))
+		t.Cleanup(srv.Close)
+		// The key's token_uri is g's; send its requests to srv instead.
+		hc := srv.Client()
+		hc.Transport = rewriteHost{rt: hc.Transport, host: strings.TrimPrefix(srv.URL, "https://")}
+		_, err := credential.NewAlloyDBSource(credential.AlloyDBConfig{ServiceAccountKey: secret.New(key), HTTPClient: hc}).
+			Token(context.Background())
+		var me *credential.MalformedError
+		if !errors.As(err, &me) || !strings.Contains(err.Error(), "expires_in "+expiresIn) ||
+			!strings.Contains(err.Error(), "already expired") || !strings.Contains(credential.Hint(err), "clock") {
+			t.Fatalf("expires_in %s: err = %v (%T); hint %s", expiresIn, err, err, credential.Hint(err))
+		}
+		noSecret(t, err, "expired-token-value")
+	}
+}
+
+// rewriteHost sends every request to host.
+type rewriteHost struct {
+	rt   http.RoundTripper
+	host string
+}
+
+func (r rewriteHost) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.URL.Host = r.host
+	return r.rt.RoundTrip(req)
+}
+
+// TestLakebaseCredentialAlreadyExpired: a credential whose expiration_time
+// has passed is refused with the clock to check, and the hint says so
+// (it used to say the API answered in an unknown shape).
+func TestLakebaseCredentialAlreadyExpired(t *testing.T) {
+	t.Parallel()
+	mux := http.NewServeMux()
+	mux.HandleFunc(credential.LakebaseTokenPath, func(w http.ResponseWriter, r *http.Request) {
+		credentialtest.WriteJSON(w, http.StatusOK, map[string]any{"access_token": "ws-token", "token_type": "Bearer", "expires_in": 3600})
+	})
+	mux.HandleFunc(credential.LakebaseInstanceCredentialPath, func(w http.ResponseWriter, r *http.Request) {
+		credentialtest.WriteJSON(w, http.StatusOK, map[string]any{"token": "db-expired-token-value",
+			"expiration_time": time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)})
+	})
+	srv := httptest.NewTLSServer(mux)
+	t.Cleanup(srv.Close)
+	_, err := credential.NewLakebaseSource(credential.LakebaseConfig{WorkspaceURL: srv.URL, ClientID: "c", ClientSecret: secret.New("s"),
+		Instance: "i", HTTPClient: srv.Client()}).Token(context.Background())
+	var me *credential.MalformedError
+	if !errors.As(err, &me) || !strings.Contains(err.Error(), "is not in the future") || !strings.Contains(credential.Hint(err), "clock") ||
+		strings.Contains(credential.Hint(err), "shape") {
+		t.Fatalf("err = %v (%T); hint %s", err, err, credential.Hint(err))
+	}
+	noSecret(t, err, "db-expired-token-value")
+}

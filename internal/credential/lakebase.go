@@ -162,7 +162,9 @@ func lakebaseToken(u, token, expiry, field string, fallback, now time.Time) (Tok
 		if !at.After(now) {
 			return Token{}, &MalformedError{Kind: connection.AuthLakebase, From: from,
 				Problem: fmt.Sprintf("%s %s is not in the future (now %s): check this machine's clock", field,
-					at.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))}
+					at.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339)),
+				Fix: "The workspace gave a credential that has already expired: check this machine's clock (timedatectl, or " +
+					"chronyc tracking), which the expiry is compared with."}
 		}
 		if at.Before(fallback) {
 			tok.ExpiresAt = at
