@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -364,7 +365,9 @@ func TestJobRunEndsDetachedProcesses(t *testing.T) {
 	h := newHarness(t)
 	h.env["DB_PASSWORD"] = pg.Password
 	h.ok(createArgs("db", pg)...)
-	marker := strconv.Itoa(300 + int(time.Now().UnixNano()%1000))
+	// The sleep's argument marks it: a duration no other test's sleep has
+	// (a short number such as 300 matched "sleep 300" of other tests).
+	marker := fmt.Sprintf("%d.%09d", 3000+os.Getpid()%1000, time.Now().UnixNano()%1_000_000_000)
 	t.Cleanup(func() {
 		if pid := testenv.ProcessRunning("sleep", marker); pid != 0 {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
