@@ -238,8 +238,9 @@ func TestHostCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fs := rep.Failed(); fs == nil || fs.ID != diagnose.StepSSHHandshake {
-		t.Fatalf("test with an untrusted host certificate: %+v", fs)
+	if fs := rep.Failed(); fs == nil || fs.ID != diagnose.StepSSHHandshake ||
+		!strings.Contains(fs.Hint, "host certificate was refused (signed by a CA not trusted") || !strings.Contains(fs.Hint, "--ssh-host-authority") {
+		t.Fatalf("test with an untrusted host certificate: %+v, want the failure's hint to say why and what to do", fs)
 	}
 	if v, _ = f.svc.GetConnection(ctx, "hc"); v.SSHTunnel.HostKeyFingerprint != "" {
 		t.Fatal("a refused host certificate's key got pinned")

@@ -175,11 +175,39 @@ func (r *runner) hintBastionTCP(addr string, err error) string {
 		"this machine may reach it (firewall, security group, VPN).", addr)
 }
 
+// certRefusal says in words why a host certificate was refused.
+func certRefusal(reason tunnel.CertReason) string {
+	switch reason {
+	case tunnel.CertUntrustedAuthority:
+		return "signed by a CA not trusted for this bastion"
+	case tunnel.CertWrongPrincipal:
+		return "issued for another host name"
+	case tunnel.CertExpired:
+		return "expired"
+	case tunnel.CertNotYetValid:
+		return "not valid yet"
+	case tunnel.CertNotHost:
+		return "a user certificate, not a host certificate"
+	}
+	return "not valid"
+}
+
 func (r *runner) hintHandshake(addr string, err error) string {
 	var mismatch *tunnel.HostKeyMismatchError
 	var hsErr *tunnel.HandshakeError
 	var algErr *tunnel.AlgorithmError
+	var certErr *tunnel.HostCertificateError
 	switch {
+	case errors.As(err, &certErr) && certErr.Reason == tunnel.CertMissing:
+		return fmt.Sprintf("A host CA is trusted for %s, so pgrelay expects a host certificate from it, but it presented a plain "+
+			"host key (%s). Give the bastion a certificate signed by that CA (ssh-keygen -s HOST_CA -h -n NAME "+
+			"/etc/ssh/ssh_host_ed25519_key.pub, then HostCertificate in /etc/ssh/sshd_config and reload sshd), or, if the key "+
+			"is the bastion's (confirm with its administrator), pin it instead. Nothing was sent to the bastion.", addr, certErr.Presented)
+	case errors.As(err, &certErr):
+		return fmt.Sprintf("The bastion's host certificate was refused (%s), so pgrelay cannot tell it is the bastion. On the "+
+			"bastion, sign its host key again with the host CA (ssh-keygen -s HOST_CA -h -n NAME -V +52w "+
+			"/etc/ssh/ssh_host_ed25519_key.pub) and reload sshd; or correct the host authorities the connection trusts "+
+			"(--ssh-host-authority). Nothing was sent to the bastion.", certRefusal(certErr.Reason))
 	case errors.As(err, &mismatch) && len(mismatch.Pinned) == 0 && r.in.ApproveHostKeys:
 		approve := r.command("trust-host-key", "--fingerprint", mismatch.Presented)
 		if approve == "" {
