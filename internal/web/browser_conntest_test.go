@@ -110,12 +110,12 @@ func testConnectionTestsInBrowser(t *testing.T, s *stack, browser context.Contex
 		admin.waitFor("tcp passed while the login still runs",
 			stepState("#test-panel", "tcp")+` === "ok" && `+stepState("#test-panel", "postgres_auth")+` === "running" && `+
 				`document.querySelector("#test-panel .test-state").textContent === "Running…" && `+
-				`document.querySelector("#test-connection").disabled`, 4*time.Second)
+				`document.querySelector("#test-connection").getAttribute("aria-disabled") === "true"`, 4*time.Second)
 		// Read in the page, in one go: the panel is drawn again as the
 		// last events arrive, and a node found first and read after is
 		// gone by then.
 		admin.waitFor("the login to time out with its hint and the test to end", stepState("#test-panel", "postgres_auth")+` === "failed" && `+
-			`!document.querySelector("#test-connection").disabled && `+
+			`document.querySelector("#test-connection").getAttribute("aria-disabled") === null && `+
 			`(document.querySelector("#test-panel .tstep-failed .tstep-hint") || {textContent: ""}).textContent.includes("did not finish the login")`,
 			15*time.Second)
 	})

@@ -337,7 +337,7 @@ func parseConnForm(r *http.Request, edit bool, name string) (*parsedForm, error)
 }
 
 // number reads an integer field; "" is 0 (the default). A value that is
-// not a number is recorded as a problem.
+// not a number, or 0 typed where lo is above it, is recorded as a problem.
 func (f *connForm) number(key string, lo, hi int) int {
 	s := f.Values[key]
 	if s == "" {
@@ -347,6 +347,11 @@ func (f *connForm) number(key string, lo, hi int) int {
 	if err != nil {
 		f.Errors[key] = fmt.Sprintf("%q is not a whole number: accepted is %d to %d", s, lo, hi)
 		return 0
+	}
+	if n == 0 && lo > 0 {
+		// 0 is the spec's "unset": passed on, it would become the default
+		// without a word.
+		f.Errors[key] = fmt.Sprintf("0 is out of range: accepted is %d to %d, or leave it empty for the default", lo, hi)
 	}
 	return n
 }

@@ -215,6 +215,8 @@ func (u *UI) templateFuncs() template.FuncMap {
 		"shortReason":   shortReason,
 		"ago":           func(t time.Time) string { return ago(u.now(), t) },
 		"until":         func(t time.Time) string { return until(u.now(), t) },
+		"serverZone":    func() string { return zoneLabel(time.Local, u.now()) },
+		"scheduleZone":  func(spec string) string { return scheduleZone(spec, u.now()) },
 		"ms":            runDuration,
 		"runDuration":   func(r *jobs.Run) string { return runTook(u.now(), r) },
 		"statusLabel":   statusLabel,
@@ -247,6 +249,47 @@ func (u *UI) templateFuncs() template.FuncMap {
 			return strconv.Itoa(*p)
 		},
 	}
+}
+
+// zoneLabel names the zone loc for a person, with its offset from UTC at
+// now: "Europe/Berlin (CET, UTC+01:00 now)", "UTC", or, for a zone known
+// only as "Local" (TZ unset, /etc/localtime), "CET (UTC+01:00 now)".
+func zoneLabel(loc *time.Location, now time.Time) string {
+	abbr, off := now.In(loc).Zone()
+	name := loc.String()
+	if off == 0 && (name == "UTC" || name == "Local" || name == "" || abbr == "UTC") {
+		return "UTC"
+	}
+	sign := "+"
+	if off < 0 {
+		sign, off = "-", -off
+	}
+	utc := fmt.Sprintf("UTC%s%02d:%02d", sign, off/3600, off%3600/60)
+	// Zones without an abbreviation of their own have "+0530" or "-03".
+	if abbr == "" || abbr[0] == '+' || abbr[0] == '-' || abbr == name {
+		abbr = ""
+	}
+	switch {
+	case name == "Local" || name == "":
+		if abbr == "" {
+			return utc
+		}
+		return abbr + " (" + utc + " now)"
+	case abbr == "":
+		return name + " (" + utc + " now)"
+	}
+	return name + " (" + abbr + ", " + utc + " now)"
+}
+
+// scheduleZone is the zone a job's cron schedule is evaluated in, as
+// zoneLabel names it: the server process's, unless the schedule names
+// its own (CRON_TZ=) or does not depend on one (@every, none).
+func scheduleZone(spec string, now time.Time) string {
+	spec = strings.TrimSpace(spec)
+	if spec == "" || strings.HasPrefix(spec, "TZ=") || strings.HasPrefix(spec, "CRON_TZ=") || strings.HasPrefix(spec, "@every ") {
+		return ""
+	}
+	return zoneLabel(time.Local, now)
 }
 
 // fmtTime formats a time of a run to the second, in UTC.

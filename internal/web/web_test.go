@@ -384,6 +384,30 @@ func TestFormErrors(t *testing.T) {
 		t.Fatal("an invalid form created the connection")
 	}
 
+	// A 0 typed where 1 is the least accepted is refused next to its
+	// input: it took the default (port 5432, 4 threads, SSH port 22, 10
+	// missed keepalives) without a word.
+	f = validForm("wh")
+	f.Set(auth.CSRFField, c.csrf("/new"))
+	f.Set("port", "0")
+	f.Set("threads", "0")
+	f.Set("ssh_tunnel.enabled", "1")
+	f.Set("ssh_tunnel.host", "bastion.example.com")
+	f.Set("ssh_tunnel.user", "pgrelay")
+	f.Set("ssh_tunnel.port", "0")
+	f.Set("ssh_tunnel.keepalive_count_max", "0")
+	r = c.post("/connections", f)
+	if r.Status != http.StatusUnprocessableEntity {
+		t.Fatalf("zeros: status %d", r.Status)
+	}
+	contains(t, "zeros", r.Body,
+		`id="f-port-error"`, "0 is out of range: accepted is 1 to 65535",
+		`id="f-threads-error"`, "0 is out of range: accepted is 1 to 256",
+		`id="f-ssh_tunnel-port-error"`, `id="f-ssh_tunnel-keepalive_count_max-error"`)
+	if _, err := s.App.GetConnection(context.Background(), "wh"); err == nil {
+		t.Fatal("a form with a port of 0 created the connection")
+	}
+
 	// A taken name is a field error too.
 	f = validForm("wh")
 	f.Set(auth.CSRFField, c.csrf("/new"))

@@ -94,9 +94,26 @@
   var summary = document.getElementById("error-summary");
   if (summary) summary.focus();
 
-  // Run history: a filter applies as soon as it changes.
+  // Run history: a filter chosen with the mouse (or touch) applies as soon
+  // as it changes. From the keyboard, arrow keys on a closed select change
+  // its value option by option: applying each would leave the page under
+  // the user (WCAG 3.2.2) and drop the focus, so there a change waits for
+  // Enter or the Filter button.
   document.querySelectorAll("select[data-autosubmit]").forEach(function (sel) {
-    sel.addEventListener("change", function () { sel.form.submit(); });
+    var keyed = false;
+    sel.addEventListener("keydown", function (e) {
+      if (e.key === "Enter") {
+        e.preventDefault();
+        sel.form.submit();
+        return;
+      }
+      if (e.key !== "Tab" && e.key !== "Shift") keyed = true;
+    });
+    sel.addEventListener("pointerdown", function () { keyed = false; });
+    sel.addEventListener("change", function () {
+      if (keyed) return;
+      sel.form.submit();
+    });
   });
 
   // Textareas marked data-autosize grow with their text, up to a limit.
@@ -577,7 +594,7 @@
     document.querySelectorAll("form[data-test]").forEach(function (form) {
       form.addEventListener("submit", function (e) {
         var button = form.querySelector("button[type=submit]");
-        if (button && button.disabled) { e.preventDefault(); return; }
+        if (button && busy(button)) { e.preventDefault(); return; }
         var panel = panelFor(form);
         if (!panel) return; // the plain form post shows the report
         e.preventDefault();
@@ -591,8 +608,9 @@
     if (draft) {
       draft.addEventListener("click", function (e) {
         var panel = document.getElementById("test-panel");
-        if (!panel || draft.disabled) return;
+        if (!panel) return;
         e.preventDefault();
+        if (busy(draft)) return;
         var form = draft.form;
         var tunnel = form.elements["ssh_tunnel.enabled"];
         var kind = form.elements["auth.kind"];
@@ -600,6 +618,9 @@
           withToken(kind && kind.value !== "password", tunnel && tunnel.checked ? planTunnel(1 + formHops(form).length) : PLAN_DIRECT), draft);
       });
     }
+
+    // busy tells whether a test button's test is running.
+    function busy(button) { return button.getAttribute("aria-disabled") === "true"; }
 
     // panelFor returns the panel a test button fills: the page's, or on
     // the list a panel in a row of its own under the connection's row.
@@ -882,8 +903,11 @@
         if (row) row.remove(); else panel.hidden = true;
         if (button) button.focus();
       };
+      // The button is marked busy rather than disabled: a disabled button
+      // loses the keyboard focus (to the page's start), which should stay
+      // on it while it tests and after.
       if (button) {
-        button.disabled = true;
+        button.setAttribute("aria-disabled", "true");
         button.setAttribute("aria-busy", "true");
       }
       panel.scrollIntoView({ block: "nearest" });
@@ -976,7 +1000,7 @@
         .then(function () {
           if (!ended) problem({ message: "the connection to pgrelay was lost before the test finished; try again" });
           if (button) {
-            button.disabled = false;
+            button.removeAttribute("aria-disabled");
             button.removeAttribute("aria-busy");
           }
         });
