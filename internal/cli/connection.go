@@ -236,13 +236,21 @@ func printOwnKeysDropped(ctx context.Context, svc backend, w io.Writer, cur, v *
 		fmt.Fprintf(w, "\nHop %d (%s@%s) no longer has a key pair of its own (its key pair was dropped): it now logs in with "+
 			"the connection's key, which it accepts only once the connection's line is installed on it, as a line of "+
 			"~%s/.ssh/authorized_keys in place of its own key's line", i+1, h.User, hostPort(h.Host, h.Port), h.User)
-		if err != nil || len(lines) != len(v.SSHHops) {
-			fmt.Fprintf(w, ": its line is line %d of: pgrelay connection public-key %s --restricted\n", i+1, v.Name)
-		} else {
-			fmt.Fprintf(w, ":\n\n%s\n\n", lines[i])
-		}
-		fmt.Fprintf(w, "Or run on the hop, as root, the script of: pgrelay connection bastion-setup %s --hop %d\n", v.Name, i+1)
+		printHopLine(w, v, i, lines, err)
 	}
+}
+
+// printHopLine ends a notice about hop i of v: the hop's authorized_keys
+// line (line i of lines, `connection public-key NAME --restricted`, read
+// with err), or which line to take when it could not be read, and the
+// bastion-setup script that installs it.
+func printHopLine(w io.Writer, v *app.ConnectionView, i int, lines []string, err error) {
+	if err != nil || len(lines) != len(v.SSHHops) {
+		fmt.Fprintf(w, ": its line is line %d of: pgrelay connection public-key %s --restricted\n", i+1, v.Name)
+	} else {
+		fmt.Fprintf(w, ":\n\n%s\n\n", lines[i])
+	}
+	fmt.Fprintf(w, "Or run on the hop, as root, the script of: pgrelay connection bastion-setup %s --hop %d\n", v.Name, i+1)
 }
 
 // printOwnKeysGiven tells, for each hop that has a key pair of its own
@@ -272,12 +280,7 @@ func printOwnKeysGiven(ctx context.Context, svc backend, w io.Writer, cur, v *ap
 		fmt.Fprintf(w, "\nHop %d (%s@%s) now logs in with a key pair of its own (%s), which it accepts only once "+
 			"that key's line is installed on it, as a line of ~%s/.ssh/authorized_keys", i+1, h.User,
 			hostPort(h.Host, h.Port), h.OwnKeyFingerprint, h.User)
-		if err != nil || len(lines) != len(v.SSHHops) {
-			fmt.Fprintf(w, ": its line is line %d of: pgrelay connection public-key %s --restricted\n", i+1, v.Name)
-		} else {
-			fmt.Fprintf(w, ":\n\n%s\n\n", lines[i])
-		}
-		fmt.Fprintf(w, "Or run on the hop, as root, the script of: pgrelay connection bastion-setup %s --hop %d\n", v.Name, i+1)
+		printHopLine(w, v, i, lines, err)
 	}
 }
 

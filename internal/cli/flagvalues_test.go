@@ -18,11 +18,7 @@ import (
 func TestRemoteTokenNameNamesTheFlag(t *testing.T) {
 	t.Parallel()
 	srv := apitest.Start(t, apitest.Options{})
-	local := newHarness(t)
-	remote := newHarness(t)
-	remote.env["PGRELAY_SERVER"] = srv.URL
-	remote.env["PGRELAY_TOKEN"] = srv.AdminToken
-	for name, h := range map[string]*harness{"local": local, "remote": remote} {
+	for name, h := range map[string]*harness{"local": newHarnessOn(t, srv, false), "remote": newHarnessOn(t, srv, true)} {
 		r := h.fail(2, "token", "create", "--role", "viewer", "--name", "bad name")
 		contains(t, name+" token create --name 'bad name'", r.stderr, `invalid token: --name: "bad name" is not accepted`)
 		if strings.Contains(r.stderr, "invalid request") || strings.Contains(r.stderr, " name:") {
@@ -68,11 +64,7 @@ func TestHealthcheckFlagValues(t *testing.T) {
 func TestDuplicateHopRefused(t *testing.T) {
 	t.Parallel()
 	srv := apitest.Start(t, apitest.Options{})
-	local := newHarness(t)
-	remote := newHarness(t)
-	remote.env["PGRELAY_SERVER"] = srv.URL
-	remote.env["PGRELAY_TOKEN"] = srv.AdminToken
-	for name, h := range map[string]*harness{"local": local, "remote": remote} {
+	for name, h := range map[string]*harness{"local": newHarnessOn(t, srv, false), "remote": newHarnessOn(t, srv, true)} {
 		r := h.fail(2, "connection", "create", "dup", "--host", "127.0.0.1", "--database", "d", "--user", "u",
 			"--ssh-hop", "j@127.0.0.1:2222", "--ssh-hop", "k@127.0.0.2", "--ssh-hop", "j@127.0.0.1:2222")
 		contains(t, name+" create", r.stderr, "--ssh-hop (hop 3)", "j@127.0.0.1:2222 is hop 1 again")
@@ -101,11 +93,7 @@ func TestDuplicateHopRefused(t *testing.T) {
 func TestAuditExportCursorPastTheLog(t *testing.T) {
 	t.Parallel()
 	srv := apitest.Start(t, apitest.Options{})
-	local := newHarness(t)
-	remote := newHarness(t)
-	remote.env["PGRELAY_SERVER"] = srv.URL
-	remote.env["PGRELAY_TOKEN"] = srv.AdminToken
-	for name, h := range map[string]*harness{"local": local, "remote": remote} {
+	for name, h := range map[string]*harness{"local": newHarnessOn(t, srv, false), "remote": newHarnessOn(t, srv, true)} {
 		h.ok("connection", "create", "wh", "--host", "127.0.0.1", "--database", "d", "--user", "u")
 		r := h.ok("audit", "export")
 		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
@@ -136,11 +124,7 @@ func TestAuditExportCursorPastTheLog(t *testing.T) {
 func TestRotateKeyStepsWithoutTunnel(t *testing.T) {
 	t.Parallel()
 	srv := apitest.Start(t, apitest.Options{})
-	local := newHarness(t)
-	remote := newHarness(t)
-	remote.env["PGRELAY_SERVER"] = srv.URL
-	remote.env["PGRELAY_TOKEN"] = srv.AdminToken
-	for name, h := range map[string]*harness{"local": local, "remote": remote} {
+	for name, h := range map[string]*harness{"local": newHarnessOn(t, srv, false), "remote": newHarnessOn(t, srv, true)} {
 		h.ok("connection", "create", "direct", "--host", "127.0.0.1", "--database", "d", "--user", "u")
 		for _, step := range []string{"--start", "--status", "--finish", "--cancel"} {
 			r := h.fail(2, "connection", "rotate-key", "direct", step)
@@ -216,11 +200,7 @@ func TestQueryEmptySQL(t *testing.T) {
 	t.Parallel()
 	pg := sharedDB(t)
 	srv := apitest.Start(t, apitest.Options{})
-	local := newHarness(t)
-	remote := newHarness(t)
-	remote.env["PGRELAY_SERVER"] = srv.URL
-	remote.env["PGRELAY_TOKEN"] = srv.AdminToken
-	for name, h := range map[string]*harness{"local": local, "remote": remote} {
+	for name, h := range map[string]*harness{"local": newHarnessOn(t, srv, false), "remote": newHarnessOn(t, srv, true)} {
 		h.env["DB_PASSWORD"] = pg.Password
 		h.ok(createArgs("wh", pg, "--sslmode", "disable")...)
 		for _, sql := range []string{"", "  \n\t"} {
