@@ -102,9 +102,8 @@ func newLocalAuth(l *Login) (*localAuth, error) {
 func (r *Relay) login(ctx context.Context, cs *clientSide, sm *pgproto3.StartupMessage, log *slog.Logger) (*session, error) {
 	l := r.auth.login
 	fail := func(e *pgproto3.ErrorResponse, err error) (*session, error) {
-		if e != nil {
-			cs.be.Send(e)
-			_ = cs.be.Flush()
+		if e != nil || timedOut(ctx) {
+			r.tell(ctx, cs, e)
 		}
 		return nil, fmt.Errorf("relay: client %s: %w", cs.conn.RemoteAddr(), err)
 	}

@@ -70,6 +70,10 @@ const (
 	DefaultCancelTimeout = 10 * time.Second
 )
 
+// tellTimeout bounds the sending of the error that tells a client its
+// session's startup ran out of time, whose deadline has then passed.
+const tellTimeout = 2 * time.Second
+
 // scramPlus is the SASL mechanism with channel binding.
 const scramPlus = "SCRAM-SHA-256-PLUS"
 
@@ -197,8 +201,7 @@ func (r *Relay) Handshake(ctx context.Context, client net.Conn, dial proxy.DialF
 		switch {
 		case r.authErr != nil:
 			err = r.authErr
-			cs.be.Send(relayError("08001", "pgrelay: the local endpoint cannot authenticate clients", "", ""))
-			_ = cs.be.Flush()
+			r.tell(ctx, cs, relayError("08001", "pgrelay: the local endpoint cannot authenticate clients", "", ""))
 		case r.auth != nil:
 			s, err = r.login(ctx, cs, m, log)
 		default:
@@ -506,12 +509,11 @@ func (r *Relay) connect(ctx context.Context, cs *clientSide, sm *pgproto3.Startu
 		return us, first, nil
 	}
 	if refusal != nil {
-		cs.be.Send(refusal)
+		r.tell(ctx, cs, refusal)
 	} else {
-		cs.be.Send(relayError("08001", fmt.Sprintf("pgrelay could not connect to the database server at %s: %v", up.Addr, lastErr),
+		r.tell(ctx, cs, relayError("08001", fmt.Sprintf("pgrelay could not connect to the database server at %s: %v", up.Addr, lastErr),
 			"", "Test the connection with `pgrelay connection test`."))
 	}
-	_ = cs.be.Flush()
 	return nil, nil, lastErr
 }
 
@@ -550,8 +552,7 @@ func (r *Relay) start(ctx context.Context, cs *clientSide, sm *pgproto3.StartupM
 	}
 	// tellClient ends the startup with an error of the relay's.
 	tellClient := func(e *pgproto3.ErrorResponse, err error) (*session, error) {
-		cs.be.Send(e)
-		_ = cs.be.Flush()
+		r.tell(ctx, cs, e)
 		return fail(err)
 	}
 	offeredPlus := false
@@ -626,6 +627,11 @@ func (r *Relay) start(ctx context.Context, cs *clientSide, sm *pgproto3.StartupM
 				fmt.Errorf("unexpected message %T from the server", m))
 		}
 		if err != nil {
+			var gone *clientGoneError
+			if timedOut(ctx) && !errors.As(err, &gone) {
+				// The client was too slow to answer (see tell).
+				r.tell(ctx, cs, nil)
+			}
 			return fail(err)
 		}
 		if clientMsg != nil {
@@ -639,6 +645,45 @@ func (r *Relay) start(ctx context.Context, cs *clientSide, sm *pgproto3.StartupM
 				err.Error(), ""), fmt.Errorf("read from the server: %w", err))
 		}
 	}
+}
+
+// tell ends the startup phase with an error for the client: e, or, once
+// the startup has run out of time, an error that says so (which is why
+// whatever failed failed: an i/o time-out, a dial given up), sent under a
+// short deadline of its own, as the startup's is the client connection's
+// too. A client that is not told gets only a closed connection (libpq:
+// "server closed the connection unexpectedly", "SSL SYSCALL error: EOF
+// detected"). e may be nil when only a time-out is to be told.
+func (r *Relay) tell(ctx context.Context, cs *clientSide, e *pgproto3.ErrorResponse) {
+	if timedOut(ctx) {
+		detail := "The database server or the SSH bastion did not answer in time."
+		if e != nil {
+			detail = e.Message
+		}
+		e = relayError("08006", fmt.Sprintf("pgrelay: the session did not start within %s", r.cfg.StartupTimeout), detail,
+			"The bastion, the database server or this machine may be overloaded, for instance by many clients connecting at once: "+
+				"try again, or open fewer sessions at once. `pgrelay connection test` times each hop.")
+		if cs.lift != nil {
+			cs.lift()
+		}
+		_ = cs.conn.SetWriteDeadline(time.Now().Add(tellTimeout))
+	}
+	if e == nil {
+		return
+	}
+	cs.be.Send(e)
+	_ = cs.be.Flush()
+}
+
+// timedOut reports whether ctx has reached its deadline. A connection's
+// read or write under the same deadline (deadlineFrom) may fail a moment
+// before ctx says so: the clock decides.
+func timedOut(ctx context.Context) bool {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }
 
 // authStep passes an authentication request to the client and returns its

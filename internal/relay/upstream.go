@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"syscall"
 	"time"
 
@@ -161,16 +162,27 @@ func (u *Upstream) open(ctx context.Context, dial DialFunc, a attempt) (conn net
 
 // deadlineFrom makes conn's reads and writes fail when ctx is done (at its
 // deadline, or at once when it is cancelled) and returns the function that
-// lifts the deadline again, unless ctx ended first.
+// lifts the deadline again, unless ctx ended first. Once it has returned,
+// ctx sets no deadline on conn any more: a deadline set after it stays
+// (see Relay.tell). It may be called more than once.
 func deadlineFrom(ctx context.Context, conn net.Conn) (clear func()) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		_ = conn.SetDeadline(time.Unix(1, 0))
+		close(fired)
+	})
+	var once sync.Once
 	return func() {
-		if stop() {
-			_ = conn.SetDeadline(time.Time{})
-		}
+		once.Do(func() {
+			if stop() {
+				_ = conn.SetDeadline(time.Time{})
+			} else {
+				<-fired
+			}
+		})
 	}
 }
 
