@@ -147,8 +147,17 @@ func (s *Stopper) Stop(ctx context.Context, backends []Backend, closeClients fun
 	var terminated []uint32
 	if len(states) > 0 {
 		pids := mapKeys(states)
-		rows, qerr := mon.Query(ctx, `SELECT pid FROM pg_stat_activity
-			WHERE pid = ANY($1) AND usename = session_user AND pg_terminate_backend(pid)`, pids)
+		// The run's backends are picked in a subquery that OFFSET 0
+		// keeps apart, terminated only then: in one WHERE, the planner
+		// evaluates the cheapest filter first, and pg_terminate_backend
+		// is cheaper than pid = ANY($1) of three or more, so it ran on
+		// every backend of the server it saw: failing on the first of a
+		// superuser or a background process (with the user's other
+		// sessions before it possibly ended), or, for a superuser, ending
+		// them all.
+		rows, qerr := mon.Query(ctx, `SELECT pid FROM (SELECT pid FROM pg_stat_activity
+			WHERE pid = ANY($1) AND usename = session_user AND pid <> pg_backend_pid() OFFSET 0) AS run
+			WHERE pg_terminate_backend(pid)`, pids)
 		if qerr == nil {
 			terminated, qerr = pgx.CollectRows(rows, pgx.RowTo[uint32])
 		}

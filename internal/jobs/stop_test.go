@@ -122,6 +122,39 @@ func TestStopperStopsBackends(t *testing.T) {
 		}
 	})
 
+	t.Run("TerminatesOnlyItsOwn", func(t *testing.T) {
+		// Several sessions to terminate at once, and a session of the
+		// same user that is not the run's. The terminate once ran
+		// pg_terminate_backend on every backend of the server before it
+		// looked at their process IDs (the planner evaluates the
+		// cheapest filter first, and pid = ANY($1) of three or more is
+		// dearer): as this user, it failed on the first superuser's or
+		// background process (the statements ran on, the cleanup was
+		// pending for 10 minutes), and could end the user's other
+		// sessions before that.
+		var recorded []jobs.Backend
+		for range 3 {
+			b, c := open("BEGIN", "UPDATE public.stop_t SET v = v + 1 WHERE id = 1 AND false", "select 1")
+			defer c()
+			recorded = append(recorded, b)
+		}
+		bystander, c := open("select 1")
+		defer c()
+		s := &jobs.Stopper{Conn: conn, Grace: 300 * time.Millisecond}
+		cl, err := s.Stop(ctx, recorded, nil)
+		if err != nil || cl.Status != jobs.CleanupDone || len(cl.Terminated) != len(recorded) {
+			t.Fatalf("cleanup %+v, %v", cl, err)
+		}
+		for _, b := range recorded {
+			if alive(b.PID) {
+				t.Fatalf("pid %d survived pg_terminate_backend", b.PID)
+			}
+		}
+		if !alive(bystander.PID) {
+			t.Fatal("a session of the same user that was not the run's was terminated")
+		}
+	})
+
 	t.Run("NeverTouchesOthers", func(t *testing.T) {
 		// Another role's statement, recorded as if it were the run's.
 		oc, err := pgx.ConnectConfig(ctx, otherConfig(t, e, otherRole, "other-pw"))
