@@ -144,9 +144,19 @@ func TestUnstoppableCommandIsReported(t *testing.T) {
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
 		}
 	})
+	// The run's directory goes in a temporary directory of the test's own,
+	// as sticky and open as /tmp: pgrelay, not root here, cannot remove it
+	// once given to the other user, and it stayed in /tmp.
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tmp, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(bin, "-test.run=^$")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "TMPDIR=/tmp",
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp,
 		fmt.Sprintf("%s=%s:%d:%d", unprivilegedHelper, other.Name, other.UID, other.GID))
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Credential: &syscall.Credential{Uid: uint32(self.UID), Gid: uint32(self.GID)},
