@@ -130,7 +130,11 @@ func TestLocalRunWaitsForCleanup(t *testing.T) {
 			fp.Thaw()
 			_, _ = admin.Exec(bg, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`, tag)
 		})
-		ended := e2etest.WaitRun(t, c, r.ID, 30*time.Second, func(r *jobs.Run) bool { return r.Cleanup != nil && r.Cleanup.Status == jobs.CleanupPending })
+		// The pending cleanup is recorded as the run ends, a moment before
+		// its outcome: wait for both.
+		ended := e2etest.WaitRun(t, c, r.ID, 30*time.Second, func(r *jobs.Run) bool {
+			return r.Status.Terminal() && r.Cleanup != nil && r.Cleanup.Status == jobs.CleanupPending
+		})
 		if ended.Status != jobs.Failed {
 			t.Fatalf("run %s: %s", ended.Status, ended.Reason)
 		}
